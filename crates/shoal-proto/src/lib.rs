@@ -1,0 +1,17 @@
+//! RESP2/RESP3 framing for Shoal.
+//!
+//! * [`parse`]: an incremental, zero-copy parser for client requests (multibulk frames and inline
+//!   commands, as `redis-cli` sends them) that resumes where it stopped when a frame is split.
+//! * [`encode`]: reply encoding into a byte buffer, aware of the protocol version a client chose
+//!   with `HELLO`.
+//! * [`command_table`]: Redis 7's command table for the commands Shoal implements.
+//!
+//! The crate does no I/O and depends on no runtime, so it can be fuzzed and property-tested alone.
+
+pub mod command_table;
+pub mod encode;
+pub mod parse;
+pub mod reply;
+
+pub use encode::{Protocol, Reply};
+pub use parse::{Argv, Limits, Parsed, ProtocolError, RequestParser};

@@ -1,0 +1,185 @@
+//! Decoding of server replies (RESP2 and RESP3), for clients, proxies and tests.
+
+/// One decoded reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `+...`
+    Simple(Vec<u8>),
+    /// `-...` (the whole line after `-`, code included).
+    Error(Vec<u8>),
+    /// `:...`
+    Int(i64),
+    /// `$...`
+    Bulk(Vec<u8>),
+    /// `$-1`, `*-1` or `_`.
+    Null,
+    /// `*...`
+    Array(Vec<Value>),
+    /// `%...` as key/value pairs.
+    Map(Vec<(Value, Value)>),
+    /// `~...`
+    Set(Vec<Value>),
+    /// `>...`
+    Push(Vec<Value>),
+    /// `,...`, kept as Redis's text so it round-trips exactly.
+    Double(Vec<u8>),
+    /// `#t` / `#f`
+    Boolean(bool),
+    /// `=...`: the three-letter format and the text.
+    Verbatim(Vec<u8>, Vec<u8>),
+    /// `(...`
+    BigNumber(Vec<u8>),
+    /// `!...`
+    BulkError(Vec<u8>),
+}
+
+/// A reply that does not follow RESP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed reply: {0}")]
+pub struct MalformedReply(pub &'static str);
+
+/// Decodes the reply at the start of `buf`: `Ok(None)` if it is not complete yet, else the value
+/// and the number of bytes it took.
+pub fn decode(buf: &[u8]) -> Result<Option<(Value, usize)>, MalformedReply> {
+    let mut pos = 0;
+    match decode_at(buf, &mut pos, 0)? {
+        Some(value) => Ok(Some((value, pos))),
+        None => Ok(None),
+    }
+}
+
+const MAX_DEPTH: usize = 128;
+
+fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Value>, MalformedReply> {
+    if depth > MAX_DEPTH {
+        return Err(MalformedReply("nested too deep"));
+    }
+    let Some(&kind) = buf.get(*pos) else {
+        return Ok(None);
+    };
+    let Some(line_end) = buf[*pos..]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|i| i + *pos)
+    else {
+        return Ok(None);
+    };
+    let line = &buf[*pos + 1..line_end];
+    let after_line = line_end + 2;
+    let number = || -> Result<i64, MalformedReply> {
+        std::str::from_utf8(line)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(MalformedReply("bad number"))
+    };
+    let value = match kind {
+        b'+' => Value::Simple(line.to_vec()),
+        b'-' => Value::Error(line.to_vec()),
+        b':' => Value::Int(number()?),
+        b',' => Value::Double(line.to_vec()),
+        b'(' => Value::BigNumber(line.to_vec()),
+        b'_' => Value::Null,
+        b'#' => match line {
+            b"t" => Value::Boolean(true),
+            b"f" => Value::Boolean(false),
+            _ => return Err(MalformedReply("bad boolean")),
+        },
+        b'$' | b'=' | b'!' => {
+            let len = number()?;
+            if len < 0 {
+                *pos = after_line;
+                return Ok(Some(Value::Null));
+            }
+            let end = after_line + len as usize;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(MalformedReply("bulk without CRLF"));
+            }
+            let data = buf[after_line..end].to_vec();
+            *pos = end + 2;
+            return Ok(Some(match kind {
+                b'$' => Value::Bulk(data),
+                b'!' => Value::BulkError(data),
+                _ => {
+                    if data.len() < 4 || data[3] != b':' {
+                        return Err(MalformedReply("verbatim without format"));
+                    }
+                    Value::Verbatim(data[..3].to_vec(), data[4..].to_vec())
+                }
+            }));
+        }
+        b'*' | b'~' | b'>' | b'%' => {
+            let len = number()?;
+            *pos = after_line;
+            if len < 0 {
+                return Ok(Some(Value::Null));
+            }
+            let count = if kind == b'%' { len * 2 } else { len } as usize;
+            let mut items = Vec::with_capacity(count.min(1024));
+            for _ in 0..count {
+                match decode_at(buf, pos, depth + 1)? {
+                    Some(item) => items.push(item),
+                    None => return Ok(None),
+                }
+            }
+            return Ok(Some(match kind {
+                b'*' => Value::Array(items),
+                b'~' => Value::Set(items),
+                b'>' => Value::Push(items),
+                _ => {
+                    let mut pairs = Vec::with_capacity(items.len() / 2);
+                    let mut it = items.into_iter();
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        pairs.push((k, v));
+                    }
+                    Value::Map(pairs)
+                }
+            }));
+        }
+        _ => return Err(MalformedReply("unknown type byte")),
+    };
+    *pos = after_line;
+    Ok(Some(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_every_type_and_reports_the_length() {
+        let buf = b"%2\r\n+a\r\n:1\r\n$1\r\nb\r\n~2\r\n_\r\n#t\r\nrest";
+        let (value, used) = decode(buf).unwrap().unwrap();
+        assert_eq!(used, buf.len() - 4);
+        assert_eq!(
+            value,
+            Value::Map(vec![
+                (Value::Simple(b"a".to_vec()), Value::Int(1)),
+                (
+                    Value::Bulk(b"b".to_vec()),
+                    Value::Set(vec![Value::Null, Value::Boolean(true)])
+                ),
+            ])
+        );
+    }
+
+    #[test]
+    fn incomplete_replies_ask_for_more() {
+        for cut in 0..b"*2\r\n$3\r\nabc\r\n:5\r\n".len() {
+            assert_eq!(decode(&b"*2\r\n$3\r\nabc\r\n:5\r\n"[..cut]).unwrap(), None);
+        }
+        assert_eq!(
+            decode(b"=8\r\ntxt:abcd\r\n").unwrap().unwrap().0,
+            Value::Verbatim(b"txt".to_vec(), b"abcd".to_vec())
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(decode(b"?x\r\n").is_err());
+        assert!(decode(b"$3\r\nabcXY").is_err());
+        assert!(decode(b":x\r\n").is_err());
+    }
+}

@@ -1,0 +1,458 @@
+//! The layout of one entry in the arena: a single blob holding the LRU links, metadata, the
+//! optional TTL section, the key and the value.
+//!
+//! ```text
+//! narrow (key < 256 B, value < 64 KiB)      wide
+//! 0  prev      u32  LRU neighbour (newer)    same
+//! 4  next      u32  LRU neighbour (older)    same
+//! 8  meta      u24  flags:4 | access clock:20 same, then 1 byte padding
+//! 11 klen      u8                            12 klen u32
+//! 12 vlen      u16                           16 vlen u32
+//! 14 [ttl]     expiry u64 ms, vprev u32, vnext u32   (20) [ttl]
+//! .. key, value
+//! ```
+//!
+//! A 16-byte key with a 100-byte value and no TTL is 130 bytes. Everything is read and written
+//! unaligned (blobs are 2-byte aligned), which costs nothing on the targets Shoal runs on.
+
+use crate::arena::Ref;
+
+const NARROW_HEADER: usize = 14;
+const WIDE_HEADER: usize = 20;
+const TTL_SECTION: usize = 16;
+
+/// The entry has an expiry and a TTL section.
+const FLAG_TTL: u32 = 1;
+/// The lengths are stored as u32s.
+const FLAG_WIDE: u32 = 2;
+/// The value was modified in place (`APPEND`, `SETRANGE`): Redis reports such strings as `raw`.
+const FLAG_RAW: u32 = 4;
+
+/// Bits of the access clock (seconds); it wraps after about 12 days.
+pub const CLOCK_BITS: u32 = 20;
+/// Mask of the access clock.
+pub const CLOCK_MASK: u32 = (1 << CLOCK_BITS) - 1;
+
+/// The shape of an entry: what its blob's size depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Key length.
+    pub klen: usize,
+    /// Value length.
+    pub vlen: usize,
+    /// Whether the entry has a TTL section.
+    pub ttl: bool,
+}
+
+impl Shape {
+    /// Whether the lengths need the wide header.
+    #[inline]
+    pub fn is_wide(&self) -> bool {
+        self.klen > u8::MAX as usize || self.vlen > u16::MAX as usize
+    }
+
+    #[inline]
+    fn header(&self) -> usize {
+        if self.is_wide() {
+            WIDE_HEADER
+        } else {
+            NARROW_HEADER
+        }
+    }
+
+    /// The blob's length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.header() + if self.ttl { TTL_SECTION } else { 0 } + self.klen + self.vlen
+    }
+}
+
+/// A view of one entry's blob. Copyable and unchecked: whoever holds one must know the blob is
+/// alive (not freed or moved) for as long as the view and any slice it hands out are used.
+#[derive(Debug, Clone, Copy)]
+pub struct Blob {
+    ptr: *mut u8,
+}
+
+impl Blob {
+    /// A view of the blob at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` must point to a live blob initialised by [`Blob::init`] (or be about to be
+    /// initialised by it), and the blob must outlive every use of the view.
+    #[inline]
+    pub unsafe fn at(ptr: *mut u8) -> Blob {
+        Blob { ptr }
+    }
+
+    /// Writes a new entry's header, key and value; links and expiry start as NIL / 0.
+    pub fn init(self, shape: Shape, key: &[u8], value: &[u8], clock: u32) {
+        debug_assert_eq!((key.len(), value.len()), (shape.klen, shape.vlen));
+        let mut flags = 0;
+        if shape.ttl {
+            flags |= FLAG_TTL;
+        }
+        if shape.is_wide() {
+            flags |= FLAG_WIDE;
+            self.write_u32(12, key.len() as u32);
+            self.write_u32(16, value.len() as u32);
+            self.write_u8(11, 0);
+        } else {
+            self.write_u8(11, key.len() as u8);
+            self.write_u16(12, value.len() as u16);
+        }
+        self.set_prev(Ref::NIL);
+        self.set_next(Ref::NIL);
+        self.write_meta(flags, clock);
+        if shape.ttl {
+            self.write_u64(shape.header(), 0);
+            self.set_vprev(Ref::NIL);
+            self.set_vnext(Ref::NIL);
+        }
+        // SAFETY: the blob was allocated with `shape.len()` bytes, so key and value fit, and
+        // `key`/`value` are caller slices that cannot overlap a blob being initialised.
+        unsafe {
+            std::ptr::copy_nonoverlapping(key.as_ptr(), self.key_ptr(), key.len());
+            std::ptr::copy_nonoverlapping(value.as_ptr(), self.value_ptr(), value.len());
+        }
+    }
+
+    /// The entry's shape.
+    #[inline]
+    pub fn shape(self) -> Shape {
+        Shape {
+            klen: self.klen(),
+            vlen: self.vlen(),
+            ttl: self.flags() & FLAG_TTL != 0,
+        }
+    }
+
+    /// The blob's length.
+    #[inline]
+    pub fn len(self) -> usize {
+        self.shape().len()
+    }
+
+    /// LRU neighbour towards the head (more recently used).
+    #[inline]
+    pub fn prev(self) -> Ref {
+        Ref(self.read_u32(0))
+    }
+
+    /// LRU neighbour towards the tail (less recently used).
+    #[inline]
+    pub fn next(self) -> Ref {
+        Ref(self.read_u32(4))
+    }
+
+    /// Sets the LRU neighbour towards the head.
+    #[inline]
+    pub fn set_prev(self, r: Ref) {
+        self.write_u32(0, r.0)
+    }
+
+    /// Sets the LRU neighbour towards the tail.
+    #[inline]
+    pub fn set_next(self, r: Ref) {
+        self.write_u32(4, r.0)
+    }
+
+    /// Whether the entry has an expiry.
+    #[inline]
+    pub fn has_ttl(self) -> bool {
+        self.flags() & FLAG_TTL != 0
+    }
+
+    /// Whether the value was modified in place.
+    #[inline]
+    pub fn is_raw(self) -> bool {
+        self.flags() & FLAG_RAW != 0
+    }
+
+    /// Marks the value as modified in place.
+    pub fn set_raw(self, raw: bool) {
+        let flags = if raw {
+            self.flags() | FLAG_RAW
+        } else {
+            self.flags() & !FLAG_RAW
+        };
+        self.write_meta(flags, self.clock());
+    }
+
+    /// The access clock (seconds, [`CLOCK_BITS`] wide) of the last read or write.
+    #[inline]
+    pub fn clock(self) -> u32 {
+        self.read_meta() >> 4
+    }
+
+    /// Sets the access clock.
+    #[inline]
+    pub fn set_clock(self, clock: u32) {
+        self.write_meta(self.flags(), clock);
+    }
+
+    /// Absolute expiry in Unix milliseconds; only meaningful when [`has_ttl`](Self::has_ttl).
+    #[inline]
+    pub fn expiry(self) -> u64 {
+        self.read_u64(self.header_len())
+    }
+
+    /// Sets the expiry; the entry must have a TTL section.
+    #[inline]
+    pub fn set_expiry(self, at_ms: u64) {
+        debug_assert!(self.has_ttl());
+        self.write_u64(self.header_len(), at_ms)
+    }
+
+    /// Volatile-list neighbour towards the head; the entry must have a TTL section.
+    #[inline]
+    pub fn vprev(self) -> Ref {
+        Ref(self.read_u32(self.header_len() + 8))
+    }
+
+    /// Volatile-list neighbour towards the tail; the entry must have a TTL section.
+    #[inline]
+    pub fn vnext(self) -> Ref {
+        Ref(self.read_u32(self.header_len() + 12))
+    }
+
+    /// Sets the volatile-list neighbour towards the head.
+    #[inline]
+    pub fn set_vprev(self, r: Ref) {
+        self.write_u32(self.header_len() + 8, r.0)
+    }
+
+    /// Sets the volatile-list neighbour towards the tail.
+    #[inline]
+    pub fn set_vnext(self, r: Ref) {
+        self.write_u32(self.header_len() + 12, r.0)
+    }
+
+    /// The key. The slice is valid while the blob is (see the type's contract).
+    #[inline]
+    pub fn key<'a>(self) -> &'a [u8] {
+        // SAFETY: the blob is live and holds `klen` key bytes at `key_ptr`.
+        unsafe { std::slice::from_raw_parts(self.key_ptr(), self.klen()) }
+    }
+
+    /// The value. The slice is valid while the blob is (see the type's contract).
+    #[inline]
+    pub fn value<'a>(self) -> &'a [u8] {
+        // SAFETY: the blob is live and holds `vlen` value bytes at `value_ptr`.
+        unsafe { std::slice::from_raw_parts(self.value_ptr(), self.vlen()) }
+    }
+
+    /// The value, writable (for in-place updates that keep its length).
+    #[inline]
+    pub fn value_mut<'a>(self) -> &'a mut [u8] {
+        // SAFETY: as in `value`; the shard's `&mut` access makes this the only live view.
+        unsafe { std::slice::from_raw_parts_mut(self.value_ptr(), self.vlen()) }
+    }
+
+    /// Changes the stored value length of a blob whose block already has room for `vlen`
+    /// bytes and whose shape stays the same width.
+    pub fn set_vlen(self, vlen: usize) {
+        if self.flags() & FLAG_WIDE != 0 {
+            self.write_u32(16, vlen as u32);
+        } else {
+            debug_assert!(vlen <= u16::MAX as usize);
+            self.write_u16(12, vlen as u16);
+        }
+    }
+
+    #[inline]
+    fn header_len(self) -> usize {
+        if self.flags() & FLAG_WIDE != 0 {
+            WIDE_HEADER
+        } else {
+            NARROW_HEADER
+        }
+    }
+
+    #[inline]
+    fn klen(self) -> usize {
+        if self.flags() & FLAG_WIDE != 0 {
+            self.read_u32(12) as usize
+        } else {
+            self.read_u8(11) as usize
+        }
+    }
+
+    #[inline]
+    fn vlen(self) -> usize {
+        if self.flags() & FLAG_WIDE != 0 {
+            self.read_u32(16) as usize
+        } else {
+            self.read_u16(12) as usize
+        }
+    }
+
+    #[inline]
+    fn key_ptr(self) -> *mut u8 {
+        let ttl = if self.has_ttl() { TTL_SECTION } else { 0 };
+        // SAFETY: the key starts inside the blob, after the header and TTL section.
+        unsafe { self.ptr.add(self.header_len() + ttl) }
+    }
+
+    #[inline]
+    fn value_ptr(self) -> *mut u8 {
+        // SAFETY: the value follows the key inside the blob.
+        unsafe { self.key_ptr().add(self.klen()) }
+    }
+
+    #[inline]
+    fn flags(self) -> u32 {
+        self.read_meta() & 0xF
+    }
+
+    #[inline]
+    fn read_meta(self) -> u32 {
+        u32::from(self.read_u8(8))
+            | u32::from(self.read_u8(9)) << 8
+            | u32::from(self.read_u8(10)) << 16
+    }
+
+    #[inline]
+    fn write_meta(self, flags: u32, clock: u32) {
+        let meta = (flags & 0xF) | (clock & CLOCK_MASK) << 4;
+        self.write_u8(8, meta as u8);
+        self.write_u8(9, (meta >> 8) as u8);
+        self.write_u8(10, (meta >> 16) as u8);
+    }
+
+    #[inline]
+    fn read_u8(self, at: usize) -> u8 {
+        // SAFETY: every offset used is inside the blob's header (see the layout above).
+        unsafe { self.ptr.add(at).read() }
+    }
+
+    #[inline]
+    fn write_u8(self, at: usize, v: u8) {
+        // SAFETY: as in `read_u8`.
+        unsafe { self.ptr.add(at).write(v) }
+    }
+
+    #[inline]
+    fn read_u16(self, at: usize) -> u16 {
+        // SAFETY: as in `read_u8`; the read is unaligned.
+        unsafe { self.ptr.add(at).cast::<u16>().read_unaligned() }
+    }
+
+    #[inline]
+    fn write_u16(self, at: usize, v: u16) {
+        // SAFETY: as in `read_u16`.
+        unsafe { self.ptr.add(at).cast::<u16>().write_unaligned(v) }
+    }
+
+    #[inline]
+    fn read_u32(self, at: usize) -> u32 {
+        // SAFETY: as in `read_u8`; the read is unaligned.
+        unsafe { self.ptr.add(at).cast::<u32>().read_unaligned() }
+    }
+
+    #[inline]
+    fn write_u32(self, at: usize, v: u32) {
+        // SAFETY: as in `read_u32`.
+        unsafe { self.ptr.add(at).cast::<u32>().write_unaligned(v) }
+    }
+
+    #[inline]
+    fn read_u64(self, at: usize) -> u64 {
+        // SAFETY: as in `read_u8`; the read is unaligned.
+        unsafe { self.ptr.add(at).cast::<u64>().read_unaligned() }
+    }
+
+    #[inline]
+    fn write_u64(self, at: usize, v: u64) {
+        // SAFETY: as in `read_u64`.
+        unsafe { self.ptr.add(at).cast::<u64>().write_unaligned(v) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_blob(shape: Shape, key: &[u8], value: &[u8], f: impl FnOnce(Blob)) {
+        let mut mem = vec![0u8; shape.len()];
+        // SAFETY: `mem` is `shape.len()` bytes and outlives the view.
+        let blob = unsafe { Blob::at(mem.as_mut_ptr()) };
+        blob.init(shape, key, value, 12345);
+        f(blob);
+    }
+
+    #[test]
+    fn a_typical_entry_is_130_bytes() {
+        assert_eq!(
+            Shape {
+                klen: 16,
+                vlen: 100,
+                ttl: false
+            }
+            .len(),
+            130
+        );
+        assert_eq!(
+            Shape {
+                klen: 16,
+                vlen: 100,
+                ttl: true
+            }
+            .len(),
+            146
+        );
+        assert_eq!(
+            Shape {
+                klen: 300,
+                vlen: 10,
+                ttl: false
+            }
+            .len(),
+            330
+        );
+    }
+
+    #[test]
+    fn narrow_entries_round_trip() {
+        let shape = Shape {
+            klen: 3,
+            vlen: 5,
+            ttl: true,
+        };
+        with_blob(shape, b"key", b"value", |b| {
+            assert_eq!(b.shape(), shape);
+            assert_eq!((b.key(), b.value()), (&b"key"[..], &b"value"[..]));
+            assert_eq!(b.clock(), 12345);
+            assert!(b.prev().is_nil() && b.next().is_nil() && b.vprev().is_nil());
+            b.set_expiry(1_700_000_000_123);
+            b.set_prev(Ref(7));
+            b.set_vnext(Ref(9));
+            b.set_clock(CLOCK_MASK);
+            b.set_raw(true);
+            assert_eq!(b.expiry(), 1_700_000_000_123);
+            assert_eq!(
+                (b.prev(), b.vnext(), b.clock()),
+                (Ref(7), Ref(9), CLOCK_MASK)
+            );
+            assert!(b.is_raw() && b.has_ttl());
+            assert_eq!(b.key(), b"key");
+        });
+    }
+
+    #[test]
+    fn wide_entries_hold_long_keys_and_values() {
+        let key = vec![b'k'; 1000];
+        let value = vec![b'v'; 70_000];
+        let shape = Shape {
+            klen: key.len(),
+            vlen: value.len(),
+            ttl: false,
+        };
+        with_blob(shape, &key, &value, |b| {
+            assert_eq!(b.shape(), shape);
+            assert_eq!(b.key(), &key[..]);
+            assert_eq!(b.value(), &value[..]);
+            assert!(!b.has_ttl());
+        });
+    }
+}

@@ -1,0 +1,663 @@
+//! One shard of the keyspace: its index, its arena, and the lists that order its entries.
+//!
+//! Every entry is on the LRU list (head = most recently used). Entries with a TTL are also on
+//! the volatile list, kept in the same LRU order, which `volatile-lru` evicts from and the active
+//! expiry cycle walks with a cursor. A shard is not synchronised; the store locks it.
+
+use std::sync::Arc;
+
+use crate::arena::{Arena, ArenaFull, PAGE_SIZE, Ref, block_size};
+use crate::entry::{Blob, Shape};
+use crate::hash::KeyHasher;
+use crate::policy::EvictionPolicy;
+use crate::table::Table;
+use crate::{KeyEvents, Removal};
+
+/// Bytes charged per entry on top of its blob: its share of the index (5 bytes a bucket at
+/// 58-87% occupancy, rounded up).
+pub const ENTRY_OVERHEAD: usize = 8;
+
+/// Bytes an entry of this shape is charged in `used_memory`.
+#[inline]
+pub fn charge(shape: Shape) -> usize {
+    block_size(shape.len()) + ENTRY_OVERHEAD
+}
+
+/// How many volatile keys `volatile-ttl` compares per eviction (Redis's `maxmemory-samples`).
+const TTL_SAMPLES: usize = 5;
+
+/// Counters a shard keeps under its lock; the store sums them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Reads that found their key.
+    pub hits: u64,
+    /// Reads that did not.
+    pub misses: u64,
+    /// Keys removed because their TTL passed (on access or by the active cycle).
+    pub expired: u64,
+    /// Keys removed to make room under `maxmemory`.
+    pub evicted: u64,
+}
+
+/// The current time in ms, read from the clock at most once per operation and only if needed.
+pub(crate) struct Now<'a> {
+    clock: &'a dyn crate::Clock,
+    ms: Option<u64>,
+}
+
+impl<'a> Now<'a> {
+    pub(crate) fn new(clock: &'a dyn crate::Clock) -> Self {
+        Now { clock, ms: None }
+    }
+
+    #[inline]
+    pub(crate) fn get(&mut self) -> u64 {
+        *self.ms.get_or_insert_with(|| self.clock.now_ms())
+    }
+}
+
+pub(crate) struct Shard {
+    table: Table,
+    arena: Arena,
+    hasher: KeyHasher,
+    lru_head: Ref,
+    lru_tail: Ref,
+    vol_head: Ref,
+    vol_tail: Ref,
+    vol_cursor: Ref,
+    volatile: usize,
+    expiry_sum: u128,
+    pub(crate) used: usize,
+    rng: u64,
+    pub(crate) stats: ShardStats,
+    events: Option<Arc<dyn KeyEvents>>,
+}
+
+impl Shard {
+    pub(crate) fn new(hasher: KeyHasher, seed: u64, events: Option<Arc<dyn KeyEvents>>) -> Shard {
+        Shard {
+            table: Table::new(),
+            arena: Arena::new(),
+            hasher,
+            lru_head: Ref::NIL,
+            lru_tail: Ref::NIL,
+            vol_head: Ref::NIL,
+            vol_tail: Ref::NIL,
+            vol_cursor: Ref::NIL,
+            volatile: 0,
+            expiry_sum: 0,
+            used: 0,
+            rng: seed | 1,
+            stats: ShardStats::default(),
+            events,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn blob(&self, r: Ref) -> Blob {
+        // SAFETY: every `Ref` the shard hands around names a live blob in its arena.
+        unsafe { Blob::at(self.arena.ptr(r)) }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub(crate) fn volatile(&self) -> usize {
+        self.volatile
+    }
+
+    /// Sum of the absolute expiries of the keys with a TTL (for `avg_ttl`).
+    pub(crate) fn expiry_sum(&self) -> u128 {
+        self.expiry_sum
+    }
+
+    pub(crate) fn arena(&self) -> &Arena {
+        &self.arena
+    }
+
+    pub(crate) fn table_bytes(&self) -> usize {
+        self.table.bytes()
+    }
+
+    /// The slot and ref of `key`, expired or not.
+    #[inline]
+    pub(crate) fn find(&self, hash: u64, key: &[u8]) -> Option<(usize, Ref)> {
+        let arena = &self.arena;
+        let slot = self.table.find(hash, |v| {
+            // SAFETY: values in the table are refs of live blobs.
+            unsafe { Blob::at(arena.ptr(Ref(v))) }.key() == key
+        })?;
+        Some((slot, Ref(self.table.get(slot))))
+    }
+
+    /// The slot and ref of `key` if it exists and has not expired; an expired entry is removed.
+    #[inline]
+    pub(crate) fn live(&mut self, hash: u64, key: &[u8], now: &mut Now) -> Option<(usize, Ref)> {
+        let (slot, r) = self.find(hash, key)?;
+        let b = self.blob(r);
+        if b.has_ttl() && now.get() > b.expiry() {
+            self.remove_at(slot, r, Some(Removal::Expired));
+            return None;
+        }
+        Some((slot, r))
+    }
+
+    /// Records a read that found its key (`hit`) or not, as Redis's keyspace_hits/misses.
+    #[inline]
+    pub(crate) fn count_read(&mut self, hit: bool) {
+        if hit {
+            self.stats.hits += 1;
+        } else {
+            self.stats.misses += 1;
+        }
+    }
+
+    /// Marks an entry as just used: moves it to the head of its lists and stamps its clock.
+    #[inline]
+    pub(crate) fn touch(&mut self, r: Ref, clock: u32) {
+        let b = self.blob(r);
+        b.set_clock(clock);
+        if self.lru_head != r {
+            self.lru_unlink(r);
+            self.lru_push_front(r);
+        }
+        if b.has_ttl() && self.vol_head != r {
+            self.vol_unlink(r);
+            self.vol_push_front(r);
+        }
+    }
+
+    /// Adds a new entry (the key must be absent) at the head of the LRU list.
+    pub(crate) fn insert(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        value: &[u8],
+        expiry: Option<u64>,
+        clock: u32,
+    ) -> Result<Ref, ArenaFull> {
+        let shape = Shape {
+            klen: key.len(),
+            vlen: value.len(),
+            ttl: expiry.is_some(),
+        };
+        let r = self.arena.alloc(shape.len())?;
+        let b = self.blob(r);
+        b.init(shape, key, value, clock);
+        self.lru_push_front(r);
+        if let Some(at) = expiry {
+            b.set_expiry(at);
+            self.vol_push_front(r);
+            self.volatile += 1;
+            self.expiry_sum += u128::from(at);
+        }
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        self.table.insert(hash, r.0, |v| {
+            // SAFETY: values in the table are refs of live blobs.
+            hasher.hash(unsafe { Blob::at(arena.ptr(Ref(v))) }.key())
+        });
+        self.used += charge(shape);
+        Ok(r)
+    }
+
+    /// Gives the entry in `slot` a new value and expiry (`None`: no TTL) and marks it used.
+    /// Returns the entry's ref, which changes if the blob had to move.
+    pub(crate) fn overwrite(
+        &mut self,
+        slot: usize,
+        r: Ref,
+        value: &[u8],
+        expiry: Option<u64>,
+        clock: u32,
+    ) -> Result<Ref, ArenaFull> {
+        let r = self.rewrite(slot, r, Some(value), expiry)?;
+        self.blob(r).set_raw(false);
+        self.touch(r, clock);
+        Ok(r)
+    }
+
+    /// Changes only the expiry of the entry in `slot`, keeping its place in the LRU order.
+    pub(crate) fn set_expiry(
+        &mut self,
+        slot: usize,
+        r: Ref,
+        expiry: Option<u64>,
+    ) -> Result<Ref, ArenaFull> {
+        self.rewrite(slot, r, None, expiry)
+    }
+
+    /// Rewrites an entry with `value` (or its current value) and `expiry`, in place when the
+    /// blob keeps its size class and layout, else in a new blob that takes over the old one's
+    /// place in every list and in the index.
+    fn rewrite(
+        &mut self,
+        slot: usize,
+        r: Ref,
+        value: Option<&[u8]>,
+        expiry: Option<u64>,
+    ) -> Result<Ref, ArenaFull> {
+        let old = self.blob(r);
+        let old_shape = old.shape();
+        let old_expiry = old.has_ttl().then(|| old.expiry());
+        let new_shape = Shape {
+            klen: old_shape.klen,
+            vlen: value.map_or(old_shape.vlen, <[u8]>::len),
+            ttl: expiry.is_some(),
+        };
+        let in_place = new_shape.ttl == old_shape.ttl
+            && new_shape.is_wide() == old_shape.is_wide()
+            && self
+                .arena
+                .resize_in_place(r, old_shape.len(), new_shape.len());
+        let r = if in_place {
+            let b = self.blob(r);
+            if let Some(value) = value {
+                b.set_vlen(value.len());
+                b.value_mut().copy_from_slice(value);
+            }
+            if let (Some(at), Some(old_at)) = (expiry, old_expiry) {
+                self.expiry_sum = self.expiry_sum - u128::from(old_at) + u128::from(at);
+                b.set_expiry(at);
+            }
+            r
+        } else {
+            let fresh = self.arena.alloc(new_shape.len())?;
+            let b = self.blob(fresh);
+            b.init(
+                new_shape,
+                old.key(),
+                value.unwrap_or(old.value()),
+                old.clock(),
+            );
+            b.set_raw(old.is_raw());
+            self.lru_replace(r, fresh);
+            if let Some(old_at) = old_expiry {
+                self.vol_unlink(r);
+                self.volatile -= 1;
+                self.expiry_sum -= u128::from(old_at);
+            }
+            if let Some(at) = expiry {
+                b.set_expiry(at);
+                self.vol_push_front(fresh);
+                self.volatile += 1;
+                self.expiry_sum += u128::from(at);
+            }
+            self.table.set(slot, fresh.0);
+            self.arena.free(r, old_shape.len());
+            fresh
+        };
+        self.used = self.used - charge(old_shape) + charge(new_shape);
+        Ok(r)
+    }
+
+    /// Grows a value by appending `suffix`, in place when possible (large values grow with
+    /// amortised doubling). Returns the entry's (possibly new) ref.
+    pub(crate) fn append(&mut self, slot: usize, r: Ref, suffix: &[u8]) -> Result<Ref, ArenaFull> {
+        let old = self.blob(r);
+        let old_shape = old.shape();
+        let new_shape = Shape {
+            vlen: old_shape.vlen + suffix.len(),
+            ..old_shape
+        };
+        if new_shape.is_wide() == old_shape.is_wide()
+            && self
+                .arena
+                .resize_in_place(r, old_shape.len(), new_shape.len())
+        {
+            let b = self.blob(r);
+            b.set_vlen(new_shape.vlen);
+            b.value_mut()[old_shape.vlen..].copy_from_slice(suffix);
+            b.set_raw(true);
+            self.used = self.used - charge(old_shape) + charge(new_shape);
+            return Ok(r);
+        }
+        let mut value = Vec::with_capacity(new_shape.vlen);
+        value.extend_from_slice(old.value());
+        value.extend_from_slice(suffix);
+        let expiry = old.has_ttl().then(|| old.expiry());
+        let r = self.rewrite(slot, r, Some(&value), expiry)?;
+        self.blob(r).set_raw(true);
+        Ok(r)
+    }
+
+    /// Removes the entry in `slot`. `cause` is set for expirations and evictions, which are
+    /// counted and reported to the [`KeyEvents`] observer.
+    pub(crate) fn remove_at(&mut self, slot: usize, r: Ref, cause: Option<Removal>) {
+        let b = self.blob(r);
+        if let Some(cause) = cause {
+            match cause {
+                Removal::Expired => self.stats.expired += 1,
+                Removal::Evicted => self.stats.evicted += 1,
+            }
+            if let Some(events) = &self.events {
+                events.on_removed(b.key(), cause);
+            }
+        }
+        self.lru_unlink(r);
+        if b.has_ttl() {
+            self.vol_unlink(r);
+            self.volatile -= 1;
+            self.expiry_sum -= u128::from(b.expiry());
+        }
+        self.table.erase(slot);
+        let shape = b.shape();
+        self.used -= charge(shape);
+        self.arena.free(r, shape.len());
+    }
+
+    /// Removes the entry `r` (found by a list walk rather than by key).
+    fn remove_ref(&mut self, r: Ref, cause: Option<Removal>) {
+        let slot = self.slot_of(r);
+        self.remove_at(slot, r, cause);
+    }
+
+    fn slot_of(&self, r: Ref) -> usize {
+        let hash = self.hasher.hash(self.blob(r).key());
+        self.table
+            .find(hash, |v| v == r.0)
+            .expect("every listed entry is indexed")
+    }
+
+    /// Removes one entry as `policy` chooses. Returns false if there is nothing to evict.
+    pub(crate) fn evict_one(&mut self, policy: EvictionPolicy) -> bool {
+        let victim = match policy {
+            EvictionPolicy::AllKeysLru => self.lru_tail,
+            EvictionPolicy::VolatileLru => self.vol_tail,
+            EvictionPolicy::AllKeysRandom => {
+                let seed = self.next_random();
+                self.table.random(seed).map_or(Ref::NIL, Ref)
+            }
+            EvictionPolicy::VolatileTtl => self.soonest_expiring(),
+            EvictionPolicy::NoEviction => Ref::NIL,
+        };
+        if victim.is_nil() {
+            return false;
+        }
+        self.remove_ref(victim, Some(Removal::Evicted));
+        true
+    }
+
+    /// Among the least recently used keys with a TTL, the one that expires first.
+    fn soonest_expiring(&self) -> Ref {
+        let mut best = Ref::NIL;
+        let mut best_at = u64::MAX;
+        let mut r = self.vol_tail;
+        for _ in 0..TTL_SAMPLES {
+            if r.is_nil() {
+                break;
+            }
+            let b = self.blob(r);
+            if b.expiry() < best_at {
+                best_at = b.expiry();
+                best = r;
+            }
+            r = b.vprev();
+        }
+        best
+    }
+
+    /// Examines up to `limit` keys with a TTL, continuing where the last call stopped, and
+    /// removes those past their expiry. Returns (examined, expired).
+    pub(crate) fn expire_step(&mut self, now: u64, limit: usize) -> (usize, usize) {
+        let (mut examined, mut expired) = (0, 0);
+        while examined < limit {
+            let r = if self.vol_cursor.is_nil() {
+                if examined > 0 {
+                    break; // one lap per step at most
+                }
+                self.vol_tail
+            } else {
+                self.vol_cursor
+            };
+            if r.is_nil() {
+                break;
+            }
+            let b = self.blob(r);
+            let next = b.vprev();
+            examined += 1;
+            if now > b.expiry() {
+                self.remove_ref(r, Some(Removal::Expired));
+                expired += 1;
+            }
+            self.vol_cursor = next;
+        }
+        (examined, expired)
+    }
+
+    /// Moves the blobs out of sparse pages and releases those pages, when enough memory sits in
+    /// free lists to make it worth a walk of the shard. Returns the pages released.
+    pub(crate) fn compact(&mut self) -> usize {
+        if self.arena.free_bytes() < 4 * PAGE_SIZE || self.arena.fragmentation() < 0.25 {
+            return 0;
+        }
+        let pages = self.arena.begin_compaction(PAGE_SIZE / 2);
+        if pages.is_empty() {
+            return 0;
+        }
+        let mut r = self.lru_head;
+        while !r.is_nil() {
+            let next = self.blob(r).next();
+            if self.arena.is_retiring(r) && self.move_blob(r).is_err() {
+                break;
+            }
+            r = next;
+        }
+        self.arena.finish_compaction(&pages)
+    }
+
+    /// Copies a blob elsewhere and points every reference at the copy.
+    fn move_blob(&mut self, r: Ref) -> Result<(), ArenaFull> {
+        let old = self.blob(r);
+        let len = old.len();
+        let slot = self.slot_of(r);
+        let fresh = self.arena.alloc(len)?;
+        // SAFETY: both blocks are `len` bytes and distinct (a retiring page is never allocated from).
+        unsafe { std::ptr::copy_nonoverlapping(self.arena.ptr(r), self.arena.ptr(fresh), len) };
+        self.lru_replace(r, fresh);
+        if old.has_ttl() {
+            self.vol_replace(r, fresh);
+        }
+        self.table.set(slot, fresh.0);
+        self.arena.free(r, len);
+        Ok(())
+    }
+
+    /// Shrinks the index after mass deletion.
+    pub(crate) fn maybe_shrink(&mut self) -> bool {
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        self.table.maybe_shrink(|v| {
+            // SAFETY: values in the table are refs of live blobs.
+            hasher.hash(unsafe { Blob::at(arena.ptr(Ref(v))) }.key())
+        })
+    }
+
+    /// Calls `f` for entries from hash position `from` (see [`Table::scan`]); returns where to resume.
+    pub(crate) fn scan(&self, from: u64, count: usize, f: impl FnMut(u32)) -> u64 {
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        self.table.scan(
+            from,
+            count,
+            |v| {
+                // SAFETY: values in the table are refs of live blobs.
+                hasher.hash(unsafe { Blob::at(arena.ptr(Ref(v))) }.key())
+            },
+            f,
+        )
+    }
+
+    /// Every entry's ref.
+    pub(crate) fn refs(&self) -> impl Iterator<Item = Ref> + '_ {
+        self.table.values().map(Ref)
+    }
+
+    /// A random entry.
+    pub(crate) fn random(&mut self) -> Option<Ref> {
+        let seed = self.next_random();
+        self.table.random(seed).map(Ref)
+    }
+
+    /// Drops every entry (counters stay).
+    pub(crate) fn clear(&mut self) {
+        self.table.clear();
+        self.arena.clear();
+        self.lru_head = Ref::NIL;
+        self.lru_tail = Ref::NIL;
+        self.vol_head = Ref::NIL;
+        self.vol_tail = Ref::NIL;
+        self.vol_cursor = Ref::NIL;
+        self.volatile = 0;
+        self.expiry_sum = 0;
+        self.used = 0;
+    }
+
+    /// Entries from most to least recently used (for tests and consistency checks).
+    #[cfg(test)]
+    pub(crate) fn lru_order(&self) -> impl Iterator<Item = Ref> + '_ {
+        std::iter::successors(Some(self.lru_head).filter(|r| !r.is_nil()), move |&r| {
+            Some(self.blob(r).next()).filter(|n| !n.is_nil())
+        })
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    #[inline]
+    fn lru_unlink(&mut self, r: Ref) {
+        let b = self.blob(r);
+        let (prev, next) = (b.prev(), b.next());
+        if prev.is_nil() {
+            self.lru_head = next;
+        } else {
+            self.blob(prev).set_next(next);
+        }
+        if next.is_nil() {
+            self.lru_tail = prev;
+        } else {
+            self.blob(next).set_prev(prev);
+        }
+    }
+
+    #[inline]
+    fn lru_push_front(&mut self, r: Ref) {
+        let b = self.blob(r);
+        b.set_prev(Ref::NIL);
+        b.set_next(self.lru_head);
+        if self.lru_head.is_nil() {
+            self.lru_tail = r;
+        } else {
+            self.blob(self.lru_head).set_prev(r);
+        }
+        self.lru_head = r;
+    }
+
+    /// Puts `fresh` where `old` is in the LRU list (`fresh` already carries or gets old's links).
+    fn lru_replace(&mut self, old: Ref, fresh: Ref) {
+        let (o, f) = (self.blob(old), self.blob(fresh));
+        let (prev, next) = (o.prev(), o.next());
+        f.set_prev(prev);
+        f.set_next(next);
+        if prev.is_nil() {
+            self.lru_head = fresh;
+        } else {
+            self.blob(prev).set_next(fresh);
+        }
+        if next.is_nil() {
+            self.lru_tail = fresh;
+        } else {
+            self.blob(next).set_prev(fresh);
+        }
+    }
+
+    fn vol_unlink(&mut self, r: Ref) {
+        let b = self.blob(r);
+        let (prev, next) = (b.vprev(), b.vnext());
+        if self.vol_cursor == r {
+            self.vol_cursor = prev;
+        }
+        if prev.is_nil() {
+            self.vol_head = next;
+        } else {
+            self.blob(prev).set_vnext(next);
+        }
+        if next.is_nil() {
+            self.vol_tail = prev;
+        } else {
+            self.blob(next).set_vprev(prev);
+        }
+    }
+
+    fn vol_push_front(&mut self, r: Ref) {
+        let b = self.blob(r);
+        b.set_vprev(Ref::NIL);
+        b.set_vnext(self.vol_head);
+        if self.vol_head.is_nil() {
+            self.vol_tail = r;
+        } else {
+            self.blob(self.vol_head).set_vprev(r);
+        }
+        self.vol_head = r;
+    }
+
+    /// Puts `fresh` (a byte copy of `old`) where `old` is in the volatile list.
+    fn vol_replace(&mut self, old: Ref, fresh: Ref) {
+        let b = self.blob(fresh);
+        let (prev, next) = (b.vprev(), b.vnext());
+        if self.vol_cursor == old {
+            self.vol_cursor = fresh;
+        }
+        if prev.is_nil() {
+            self.vol_head = fresh;
+        } else {
+            self.blob(prev).set_vnext(fresh);
+        }
+        if next.is_nil() {
+            self.vol_tail = fresh;
+        } else {
+            self.blob(next).set_vprev(fresh);
+        }
+    }
+
+    /// Checks every invariant the shard relies on; panics with a description if one is broken.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        let mut count = 0;
+        let mut used = 0;
+        let mut prev = Ref::NIL;
+        for r in self.lru_order() {
+            let b = self.blob(r);
+            assert_eq!(b.prev(), prev, "LRU back link");
+            assert!(
+                self.find(self.hasher.hash(b.key()), b.key())
+                    .is_some_and(|(_, x)| x == r)
+            );
+            used += charge(b.shape());
+            prev = r;
+            count += 1;
+        }
+        assert_eq!(self.lru_tail, prev);
+        assert_eq!(count, self.table.len(), "LRU list and index disagree");
+        assert_eq!(used, self.used, "used_memory is not the sum of the entries");
+        let mut volatile = 0;
+        let mut sum = 0u128;
+        let mut prev = Ref::NIL;
+        let mut r = self.vol_head;
+        while !r.is_nil() {
+            let b = self.blob(r);
+            assert!(b.has_ttl());
+            assert_eq!(b.vprev(), prev, "volatile back link");
+            sum += u128::from(b.expiry());
+            volatile += 1;
+            prev = r;
+            r = b.vnext();
+        }
+        assert_eq!(self.vol_tail, prev);
+        assert_eq!(volatile, self.volatile);
+        assert_eq!(sum, self.expiry_sum);
+    }
+}

@@ -1,0 +1,2 @@
+//! Shoal binary (in progress).
+fn main() {}

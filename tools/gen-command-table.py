@@ -1,0 +1,572 @@
+#!/usr/bin/env python3
+"""Generate Shoal's Redis 7 command table from a real redis-server.
+
+Starts a private redis-server on a free loopback port (no persistence), speaks RESP3 to it over a
+raw socket, and records `COMMAND INFO`, `COMMAND DOCS` and `<CONTAINER> HELP` for the commands
+Shoal implements (COMMANDS / SUBCOMMANDS below). Subcommands Shoal does not implement are dropped,
+and the rest sorted by name (Redis lists them in hash-table order, which changes with every run);
+everything else is kept exactly as Redis returned it, reply types and order included. The result is
+written to crates/shoal-proto/src/command_table/redis7.rs (then formatted with rustfmt), so that
+Shoal's COMMAND / COMMAND INFO / COMMAND DOCS / HELP replies are byte-identical to Redis's.
+
+Re-run it whenever Shoal gains a command or subcommand (edit the lists below first), or to record
+the table from another Redis version:
+
+    python3 tools/gen-command-table.py [--redis-server PATH]
+
+Run from the repository root. Python 3.11 standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Top-level commands Shoal implements.
+COMMANDS = """
+append auth client command config copy dbsize decr decrby del echo exists expire expireat
+expiretime flushall flushdb get getdel getex getrange getset hello incr incrby incrbyfloat info
+keys memory mget mset msetnx object persist pexpire pexpireat pexpiretime ping psetex pttl quit
+randomkey rename renamenx reset scan select set setex setnx setrange shutdown slowlog strlen time
+touch ttl type unlink
+""".split()
+
+# Subcommands Shoal implements, per container; every other subcommand is dropped.
+SUBCOMMANDS = {
+    "client": ["id", "setname", "getname", "list", "info", "kill", "help"],
+    "command": ["count", "info", "docs", "list", "getkeys", "help"],
+    "config": ["get", "set", "resetstat", "help"],
+    "slowlog": ["get", "len", "reset", "help"],
+    "memory": ["usage", "help"],
+    "object": ["encoding", "idletime", "freq", "refcount", "help"],
+}
+
+# Flag names as COMMAND INFO shows them -> constants of command_table::flags. Other flags (e.g.
+# "module", "asking") are kept in the info tree but have no bit.
+FLAG_BITS = {
+    "write": "WRITE",
+    "readonly": "READONLY",
+    "denyoom": "DENYOOM",
+    "admin": "ADMIN",
+    "pubsub": "PUBSUB",
+    "noscript": "NOSCRIPT",
+    "blocking": "BLOCKING",
+    "loading": "LOADING",
+    "stale": "STALE",
+    "skip_monitor": "SKIP_MONITOR",
+    "skip_slowlog": "SKIP_SLOWLOG",
+    "fast": "FAST",
+    "no_auth": "NO_AUTH",
+    "may_replicate": "MAY_REPLICATE",
+    "no_mandatory_keys": "NO_MANDATORY_KEYS",
+    "no_multi": "NO_MULTI",
+    "movablekeys": "MOVABLE_KEYS",
+    "allow_busy": "ALLOW_BUSY",
+}
+
+OUTPUT = Path("crates/shoal-proto/src/command_table/redis7.rs")
+
+
+class GenError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# RESP3 values and parser
+
+
+@dataclass
+class Value:
+    """A RESP3 reply element. kind: simple, bulk, int, array, set, map, null, error, double,
+    bool, verbatim, bignum, push. For map, items alternate key, value."""
+
+    kind: str
+    data: object = None
+
+    def text(self) -> str:
+        if self.kind not in ("simple", "bulk", "verbatim"):
+            raise GenError(f"expected a string, got {self.kind}: {self!r}")
+        return self.data.decode()
+
+    def map_items(self) -> list[tuple["Value", "Value"]]:
+        if self.kind != "map":
+            raise GenError(f"expected a map, got {self.kind}")
+        return list(zip(self.data[0::2], self.data[1::2]))
+
+    def to_py(self):
+        """A plain Python rendering, for messages and debugging."""
+        if self.kind in ("array", "set", "push"):
+            return [v.to_py() for v in self.data]
+        if self.kind == "map":
+            return {k.to_py(): v.to_py() for k, v in self.map_items()}
+        if isinstance(self.data, bytes):
+            return self.data.decode(errors="replace")
+        return self.data
+
+
+class RespConnection:
+    def __init__(self, host: str, port: int, timeout: float = 10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise GenError("redis-server closed the connection")
+        self.buf += chunk
+
+    def _line(self) -> bytes:
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 2 :]
+                return line
+            self._fill()
+
+    def _exact(self, n: int) -> bytes:
+        while len(self.buf) < n + 2:
+            self._fill()
+        data, tail, self.buf = self.buf[:n], self.buf[n : n + 2], self.buf[n + 2 :]
+        if tail != b"\r\n":
+            raise GenError("protocol error: bulk payload not followed by CRLF")
+        return data
+
+    def read(self) -> Value:
+        line = self._line()
+        if not line:
+            raise GenError("protocol error: empty line")
+        t, rest = line[:1], line[1:]
+        if t == b"+":
+            return Value("simple", rest)
+        if t == b"-":
+            return Value("error", rest)
+        if t == b":":
+            return Value("int", int(rest))
+        if t == b"(":
+            return Value("bignum", int(rest))
+        if t == b",":
+            return Value("double", rest)
+        if t == b"#":
+            return Value("bool", rest == b"t")
+        if t == b"_":
+            return Value("null")
+        if t in (b"$", b"=", b"!"):
+            n = int(rest)
+            if n < 0:
+                return Value("null")
+            data = self._exact(n)
+            kind = {b"$": "bulk", b"=": "verbatim", b"!": "error"}[t]
+            return Value(kind, data)
+        if t in (b"*", b"~", b">"):
+            n = int(rest)
+            if n < 0:
+                return Value("null")
+            kind = {b"*": "array", b"~": "set", b">": "push"}[t]
+            return Value(kind, [self.read() for _ in range(n)])
+        if t == b"%":
+            n = int(rest)
+            items = []
+            for _ in range(n):
+                items.append(self.read())
+                items.append(self.read())
+            return Value("map", items)
+        if t == b"|":
+            raise GenError("unexpected RESP3 attribute in reply")
+        raise GenError(f"protocol error: unknown type byte {t!r}")
+
+    def call(self, *args: str) -> Value:
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            b = a.encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        self.sock.sendall(b"".join(out))
+        reply = self.read()
+        if reply.kind == "error":
+            raise GenError(f"{' '.join(args)}: {reply.data.decode(errors='replace')}")
+        return reply
+
+
+# ---------------------------------------------------------------------------------------------
+# redis-server lifecycle
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    def __init__(self, binary: str):
+        self.binary = binary
+        self.proc: subprocess.Popen | None = None
+        self.tmpdir: str | None = None
+        self.port = 0
+
+    def __enter__(self) -> "RedisServer":
+        self.tmpdir = tempfile.mkdtemp(prefix="shoal-gen-")
+        try:
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "--bind", "127.0.0.1",
+                    "--port", str(self.port),
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--daemonize", "no",
+                    "--dir", self.tmpdir,
+                    "--logfile", os.path.join(self.tmpdir, "redis.log"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 10
+            while True:
+                if self.proc.poll() is not None:
+                    raise GenError(f"redis-server exited early (code {self.proc.returncode})" + self._log())
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise GenError("redis-server did not start listening" + self._log())
+                    time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _log(self) -> str:
+        try:
+            return "\n--- redis log ---\n" + Path(self.tmpdir, "redis.log").read_text()[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording
+
+
+@dataclass
+class Spec:
+    name: str
+    arity: int
+    flags: list[str]
+    first_key: int
+    last_key: int
+    step: int
+    info: Value
+    docs: Value
+    subcommands: list["Spec"]
+    help: list[str]
+
+
+def check_no_null(v: Value, where: str):
+    if v.kind == "null":
+        raise GenError(f"{where}: Redis returned a null inside the reply")
+    if v.kind in ("array", "set", "map", "push"):
+        for x in v.data:
+            check_no_null(x, where)
+
+
+def spec_from_entry(entry: Value, docs: Value, where: str) -> Spec:
+    if entry.kind != "array" or len(entry.data) < 10:
+        raise GenError(f"{where}: unexpected COMMAND INFO entry shape: {entry.to_py()!r}")
+    e = entry.data
+    # Redis 7.0 sends key specs and an empty subcommand list as sets, a non-empty one as an array.
+    expected = ["bulk", "int", "set", "int", "int", "int", "set", "set", "array|set", "array|set"]
+    for i, kinds in enumerate(expected):
+        if e[i].kind not in kinds.split("|"):
+            raise GenError(f"{where}: COMMAND INFO entry element {i} is {e[i].kind}, expected {kinds}")
+    if docs.kind != "map":
+        raise GenError(f"{where}: COMMAND DOCS value is {docs.kind}, expected map")
+    return Spec(
+        name=e[0].text(),
+        arity=e[1].data,
+        flags=[f.text() for f in e[2].data],
+        first_key=e[3].data,
+        last_key=e[4].data,
+        step=e[5].data,
+        info=entry,
+        docs=docs,
+        subcommands=[],
+        help=[],
+    )
+
+
+def record(conn: RespConnection) -> tuple[list[Spec], list[str]]:
+    specs: list[Spec] = []
+    missing: list[str] = []
+    for name in COMMANDS:
+        info = conn.call("COMMAND", "INFO", name)
+        if info.kind != "array" or len(info.data) != 1:
+            raise GenError(f"COMMAND INFO {name}: unexpected reply {info.to_py()!r}")
+        entry = info.data[0]
+        if entry.kind == "null":
+            print(f"warning: Redis has no COMMAND INFO entry for {name!r}; dropping it", file=sys.stderr)
+            missing.append(name)
+            continue
+        docs_reply = conn.call("COMMAND", "DOCS", name)
+        items = docs_reply.map_items()
+        if len(items) != 1 or items[0][0].text() != name:
+            raise GenError(f"COMMAND DOCS {name}: unexpected reply {docs_reply.to_py()!r}")
+        docs = items[0][1]
+        check_no_null(entry, f"COMMAND INFO {name}")
+        check_no_null(docs, f"COMMAND DOCS {name}")
+        spec = spec_from_entry(entry, docs, f"COMMAND INFO {name}")
+        if spec.name != name:
+            raise GenError(f"COMMAND INFO {name}: entry is named {spec.name!r}")
+
+        wanted = {f"{name}|{s}" for s in SUBCOMMANDS.get(name, [])}
+        redis_subs = entry.data[9].data
+        if redis_subs or wanted:
+            # Redis lists subcommands in the iteration order of a hash table with a random seed,
+            # so their order changes from one redis-server run to the next. Sort them by name (in
+            # both the info entry and the docs map) so the output is reproducible.
+            kept_entries = [s for s in redis_subs if s.data[0].text() in wanted]
+            kept_entries.sort(key=lambda s: s.data[0].data)
+            entry.data[9] = Value(entry.data[9].kind, kept_entries)
+            sub_docs: dict[str, Value] = {}
+            for i in range(0, len(docs.data), 2):
+                if docs.data[i].text() == "subcommands":
+                    kept = []
+                    for k, v in sorted(docs.data[i + 1].map_items(), key=lambda kv: kv[0].data):
+                        if k.text() in wanted:
+                            kept += [k, v]
+                            sub_docs[k.text()] = v
+                    docs.data[i + 1] = Value("map", kept)
+            found = {s.data[0].text() for s in kept_entries}
+            if found != wanted or set(sub_docs) != wanted:
+                raise GenError(
+                    f"{name}: Redis lacks subcommands {sorted(wanted - found)} (info) /"
+                    f" {sorted(wanted - set(sub_docs))} (docs)"
+                )
+            for s in kept_entries:
+                sname = s.data[0].text()
+                spec.subcommands.append(spec_from_entry(s, sub_docs[sname], f"COMMAND INFO {sname}"))
+            spec.subcommands.sort(key=lambda s: s.name.encode())
+            help_reply = conn.call(name.upper(), "HELP")
+            if help_reply.kind != "array" or any(x.kind != "simple" for x in help_reply.data):
+                raise GenError(f"{name.upper()} HELP: expected an array of simple strings")
+            spec.help = [x.text() for x in help_reply.data]
+        specs.append(spec)
+    specs.sort(key=lambda s: s.name.encode())
+    return specs, missing
+
+
+# ---------------------------------------------------------------------------------------------
+# Rust emission
+
+
+def rust_str(s: str) -> str:
+    out = ['"']
+    for ch in s:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{{{ord(ch):x}}}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def value_str(v: Value, what: str) -> str:
+    try:
+        s = v.data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise GenError(f"{what}: reply string is not UTF-8: {v.data!r}") from e
+    return rust_str(s)
+
+
+def emit_value(v: Value, indent: int, what: str) -> str:
+    """Renders a reply as a StaticValue expression (aliased V); short containers stay on one line."""
+    pad = "    " * (indent + 1)
+    end = "    " * indent
+    if v.kind == "simple":
+        return f"V::Simple({value_str(v, what)})"
+    if v.kind == "bulk":
+        return f"V::Bulk({value_str(v, what)})"
+    if v.kind == "int":
+        if not -(2**63) <= v.data < 2**63:
+            raise GenError(f"{what}: integer out of i64 range: {v.data}")
+        return f"V::Int({v.data})"
+    if v.kind in ("array", "set", "map"):
+        ctor = {"array": "Array", "set": "Set", "map": "Map"}[v.kind]
+        if not v.data:
+            return f"V::{ctor}(&[])"
+        parts = [emit_value(x, indent + 1, what) for x in v.data]
+        one_line = f"V::{ctor}(&[{', '.join(parts)}])"
+        if len(one_line) + len(pad) <= 100 and "\n" not in one_line:
+            return one_line
+        if v.kind == "map":
+            lines = [f"{pad}{k}, {val}," for k, val in zip(parts[0::2], parts[1::2])]
+        else:
+            lines = [f"{pad}{p}," for p in parts]
+        return f"V::{ctor}(&[\n" + "\n".join(lines) + f"\n{end}])"
+    if v.kind == "null":
+        raise GenError(f"{what}: Redis returned a null")
+    raise GenError(f"{what}: reply type {v.kind} has no StaticValue counterpart")
+
+
+def const_name(name: str) -> str:
+    return name.upper().replace("|", "_").replace("-", "_")
+
+
+def flags_expr(spec: Spec) -> str:
+    bits = [FLAG_BITS[f] for f in spec.flags if f in FLAG_BITS]
+    return " | ".join(bits) if bits else "0"
+
+
+def emit_spec(spec: Spec, indent: int) -> str:
+    pad = "    " * (indent + 1)
+    end = "    " * indent
+    c = const_name(spec.name)
+    lines = [
+        f"{pad}name: {rust_str(spec.name)},",
+        f"{pad}arity: {spec.arity},",
+        f"{pad}flags: {flags_expr(spec)},",
+        f"{pad}first_key: {spec.first_key},",
+        f"{pad}last_key: {spec.last_key},",
+        f"{pad}step: {spec.step},",
+        f"{pad}info: &{c}_INFO,",
+        f"{pad}docs: &{c}_DOCS,",
+    ]
+    if spec.subcommands:
+        lines.append(f"{pad}subcommands: &[")
+        lines += [f"{pad}    {emit_spec(s, indent + 2)}," for s in spec.subcommands]
+        lines.append(f"{pad}],")
+    else:
+        lines.append(f"{pad}subcommands: &[],")
+    if spec.help:
+        lines.append(f"{pad}help: &[")
+        lines += [f"{pad}    {rust_str(h)}," for h in spec.help]
+        lines.append(f"{pad}],")
+    else:
+        lines.append(f"{pad}help: &[],")
+    return "CommandSpec {\n" + "\n".join(lines) + f"\n{end}}}"
+
+
+def emit_consts(spec: Spec, out: list[str]):
+    """Consts for a spec's info and docs. A container's info embeds its subcommands' info consts,
+    so each subcommand's tree is written once."""
+    c = const_name(spec.name)
+    for s in spec.subcommands:
+        emit_consts(s, out)
+    info = spec.info
+    if spec.subcommands:
+        # Same tree, with the subcommand entries replaced by references to their consts.
+        head = [emit_value(x, 1, f"{spec.name} info") for x in info.data[:9]]
+        subs = [f"{const_name(x.data[0].text())}_INFO" for x in info.data[9].data]
+        ctor = {"array": "Array", "set": "Set"}[info.data[9].kind]
+        sub_arr = f"V::{ctor}(&[\n" + "".join(f"        {s},\n" for s in subs) + "    ])"
+        body = "V::Array(&[\n" + "".join(f"    {p},\n" for p in head + [sub_arr]) + "])"
+    else:
+        body = emit_value(info, 0, f"{spec.name} info")
+    out.append(f"const {c}_INFO: V = {body};\n")
+    out.append(f"const {c}_DOCS: V = {emit_value(spec.docs, 0, f'{spec.name} docs')};\n")
+
+
+def emit_file(specs: list[Spec], version: str) -> str:
+    out = [
+        f"// @generated by tools/gen-command-table.py from redis-server {version}. Do not edit by hand.\n",
+        "\n",
+        "//! Redis's `COMMAND INFO` entries and `COMMAND DOCS` maps for the commands Shoal implements.\n",
+        "\n",
+        "use super::flags::*;\n",
+        "use super::{CommandSpec, StaticValue as V};\n",
+        "\n",
+    ]
+    all_names = [n for s in specs for n in [s.name] + [x.name for x in s.subcommands]]
+    consts = [const_name(n) + suffix for n in all_names for suffix in ("_INFO", "_DOCS")]
+    if len(set(consts)) != len(consts):
+        raise GenError("two commands map to the same Rust const name")
+    for spec in specs:
+        out.append(f"// {spec.name}\n")
+        emit_consts(spec, out)
+        out.append("\n")
+    out.append("/// Every top-level command Shoal implements, sorted by name; subcommands sorted too.\n")
+    out.append("pub(crate) static COMMANDS: &[CommandSpec] = &[\n")
+    for spec in specs:
+        out.append(f"    {emit_spec(spec, 1)},\n")
+    out.append("];\n")
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--redis-server", default="/usr/bin/redis-server", help="redis-server binary")
+    ap.add_argument("--output", default=str(OUTPUT), help="output file (default: %(default)s)")
+    ap.add_argument("--no-rustfmt", action="store_true", help="do not run rustfmt on the output")
+    args = ap.parse_args()
+
+    try:
+        with RedisServer(args.redis_server) as server:
+            conn = RespConnection("127.0.0.1", server.port)
+            try:
+                hello = conn.call("HELLO", "3")
+                version = next(v.text() for k, v in hello.map_items() if k.text() == "version")
+                specs, missing = record(conn)
+            finally:
+                conn.close()
+    except (GenError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+    try:
+        text = emit_file(specs, version)
+    except GenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = Path(args.output)
+    out.write_text(text)
+    if not args.no_rustfmt:
+        subprocess.run(["rustfmt", "--edition", "2024", str(out)], check=True)
+    nsubs = sum(len(s.subcommands) for s in specs)
+    print(f"wrote {out}: {len(specs)} commands, {nsubs} subcommands, from redis-server {version}")
+    for m in missing:
+        print(f"warning: dropped {m!r} (no COMMAND INFO entry in this Redis)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
