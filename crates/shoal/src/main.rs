@@ -1,2 +1,43 @@
-//! Shoal binary (in progress).
-fn main() {}
+//! `shoal`: the one binary. `shoal server` runs a node.
+
+mod cli;
+mod logging;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Server(args) => run_server(args),
+    }
+}
+
+fn run_server(args: cli::ServerArgs) -> anyhow::Result<()> {
+    let config = args.to_config()?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    logging::init(config.log_format, &config.log_level)?;
+    let server = shoal_server::Server::start(config).context("cannot start the node")?;
+    let shared = server.shared().clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?;
+    runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut stopped = shared.shutdown_signal();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
+            _ = terminate.recv() => tracing::info!("terminated, shutting down"),
+            _ = stopped.wait_for(|stop| *stop) => tracing::info!("shutdown requested"),
+        }
+        anyhow::Ok(())
+    })?;
+    server.shutdown();
+    server.wait();
+    Ok(())
+}

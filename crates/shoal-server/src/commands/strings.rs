@@ -1,0 +1,488 @@
+//! String commands: `GET`, `SET` and its family, counters, ranges.
+
+use shoal_proto::{Argv, Reply};
+use shoal_store::{SetCondition, SetOptions, TtlUpdate, UpdateError};
+
+use super::{float, int_arg, is, store_error};
+use crate::dispatch::Ctx;
+use crate::error::{CommandError, CommandResult};
+
+/// How an expiry argument is expressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExpireUnit {
+    /// `EX`: seconds from now.
+    Seconds,
+    /// `PX`: milliseconds from now.
+    Milliseconds,
+    /// `EXAT`: Unix seconds.
+    UnixSeconds,
+    /// `PXAT`: Unix milliseconds.
+    UnixMilliseconds,
+}
+
+/// Converts an expiry argument to an absolute Unix time in ms, with Redis 7's checks (the
+/// value must be a positive integer that does not overflow).
+pub(crate) fn expire_at(
+    ctx: &Ctx<'_>,
+    unit: ExpireUnit,
+    arg: &[u8],
+    command: &'static str,
+) -> Result<i64, CommandError> {
+    let invalid = CommandError::InvalidExpireTime(command);
+    let mut ms = int_arg(arg)?;
+    let seconds = matches!(unit, ExpireUnit::Seconds | ExpireUnit::UnixSeconds);
+    if ms <= 0 || (seconds && ms > i64::MAX / 1000) {
+        return Err(invalid);
+    }
+    if seconds {
+        ms *= 1000;
+    }
+    if matches!(unit, ExpireUnit::Seconds | ExpireUnit::Milliseconds) {
+        ms = ms
+            .checked_add(ctx.shared.store.now_ms() as i64)
+            .ok_or(invalid.clone())?;
+    }
+    if ms <= 0 {
+        return Err(invalid);
+    }
+    Ok(ms)
+}
+
+/// The options of `SET` and `GETEX`, parsed as Redis's `parseExtendedStringArgumentsOrReply`.
+#[derive(Default)]
+struct StringOptions<'a> {
+    nx: bool,
+    xx: bool,
+    get: bool,
+    keep_ttl: bool,
+    persist: bool,
+    expire: Option<(ExpireUnit, &'a [u8])>,
+}
+
+#[derive(PartialEq, Eq)]
+enum OptionsFor {
+    Set,
+    GetEx,
+}
+
+fn parse_options<'a>(
+    argv: &Argv<'a>,
+    from: usize,
+    target: OptionsFor,
+) -> Result<StringOptions<'a>, CommandError> {
+    let mut o = StringOptions::default();
+    let set = target == OptionsFor::Set;
+    let mut i = from;
+    while i < argv.len() {
+        let opt = argv.get(i);
+        let next = argv.try_get(i + 1).filter(|_| i + 1 < argv.len());
+        let has_expire = o.expire.is_some();
+        let expire_unit = |name: &str, unit| (is(opt, name)).then_some(unit);
+        let unit = expire_unit("EX", ExpireUnit::Seconds)
+            .or_else(|| expire_unit("PX", ExpireUnit::Milliseconds))
+            .or_else(|| expire_unit("EXAT", ExpireUnit::UnixSeconds))
+            .or_else(|| expire_unit("PXAT", ExpireUnit::UnixMilliseconds));
+        if set && is(opt, "NX") && !o.xx {
+            o.nx = true;
+        } else if set && is(opt, "XX") && !o.nx {
+            o.xx = true;
+        } else if set && is(opt, "GET") {
+            o.get = true;
+        } else if set && is(opt, "KEEPTTL") && !o.persist && !has_expire {
+            o.keep_ttl = true;
+        } else if !set && is(opt, "PERSIST") && !has_expire && !o.keep_ttl {
+            o.persist = true;
+        } else if let (Some(unit), Some(value)) = (unit, next) {
+            // Redis lets the same unit repeat (the last wins) but not two different ones.
+            if o.keep_ttl || o.persist || o.expire.is_some_and(|(u, _)| u != unit) {
+                return Err(CommandError::Syntax);
+            }
+            o.expire = Some((unit, value));
+            i += 1;
+        } else {
+            return Err(CommandError::Syntax);
+        }
+        i += 1;
+    }
+    Ok(o)
+}
+
+/// `GET key`
+pub fn get(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let Ctx {
+        shared,
+        client,
+        out,
+    } = ctx;
+    let protocol = client.protocol;
+    if shared
+        .store
+        .get(argv.get(1), |v| Reply::new(out, protocol).bulk(v))
+        .is_none()
+    {
+        Reply::new(out, protocol).null();
+    }
+    Ok(())
+}
+
+/// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT ts|PXAT ms|KEEPTTL]`
+pub fn set(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let options = parse_options(argv, 3, OptionsFor::Set)?;
+    let ttl = match options.expire {
+        Some((unit, arg)) => TtlUpdate::At(expire_at(ctx, unit, arg, "set")?),
+        None if options.keep_ttl => TtlUpdate::Keep,
+        None => TtlUpdate::Clear,
+    };
+    let condition = if options.nx {
+        SetCondition::IfAbsent
+    } else if options.xx {
+        SetCondition::IfPresent
+    } else {
+        SetCondition::Always
+    };
+    let Ctx {
+        shared,
+        client,
+        out,
+    } = ctx;
+    let protocol = client.protocol;
+    let get = options.get;
+    let written = shared
+        .store
+        .set(
+            argv.get(1),
+            argv.get(2),
+            SetOptions { condition, ttl },
+            |old| {
+                if get {
+                    match old {
+                        Some(v) => Reply::new(out, protocol).bulk(v),
+                        None => Reply::new(out, protocol).null(),
+                    }
+                }
+            },
+        )
+        .map_err(store_error)?;
+    if !get {
+        if written {
+            ctx.reply().ok();
+        } else {
+            ctx.reply().null();
+        }
+    }
+    Ok(())
+}
+
+/// `SETNX key value`
+pub fn setnx(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let options = SetOptions {
+        condition: SetCondition::IfAbsent,
+        ttl: TtlUpdate::Clear,
+    };
+    let written = ctx
+        .shared
+        .store
+        .set(argv.get(1), argv.get(2), options, |_| {})
+        .map_err(store_error)?;
+    ctx.reply().int(i64::from(written));
+    Ok(())
+}
+
+fn set_with_expiry(
+    ctx: &mut Ctx<'_>,
+    argv: &Argv<'_>,
+    unit: ExpireUnit,
+    command: &'static str,
+) -> CommandResult {
+    let at = expire_at(ctx, unit, argv.get(2), command)?;
+    let options = SetOptions {
+        condition: SetCondition::Always,
+        ttl: TtlUpdate::At(at),
+    };
+    ctx.shared
+        .store
+        .set(argv.get(1), argv.get(3), options, |_| {})
+        .map_err(store_error)?;
+    ctx.reply().ok();
+    Ok(())
+}
+
+/// `SETEX key seconds value`
+pub fn setex(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    set_with_expiry(ctx, argv, ExpireUnit::Seconds, "setex")
+}
+
+/// `PSETEX key milliseconds value`
+pub fn psetex(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    set_with_expiry(ctx, argv, ExpireUnit::Milliseconds, "psetex")
+}
+
+/// `GETEX key [EX s|PX ms|EXAT ts|PXAT ms|PERSIST]`
+pub fn getex(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let options = parse_options(argv, 2, OptionsFor::GetEx)?;
+    let ttl = match options.expire {
+        Some((unit, arg)) => TtlUpdate::At(expire_at(ctx, unit, arg, "getex")?),
+        None if options.persist => TtlUpdate::Clear,
+        None => TtlUpdate::Keep,
+    };
+    let Ctx {
+        shared,
+        client,
+        out,
+    } = ctx;
+    let protocol = client.protocol;
+    let found = shared
+        .store
+        .get_ex(argv.get(1), ttl, |v| Reply::new(out, protocol).bulk(v))
+        .map_err(store_error)?;
+    if found.is_none() {
+        ctx.reply().null();
+    }
+    Ok(())
+}
+
+/// `GETDEL key`
+pub fn getdel(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let Ctx {
+        shared,
+        client,
+        out,
+    } = ctx;
+    let protocol = client.protocol;
+    if shared
+        .store
+        .get_del(argv.get(1), |v| Reply::new(out, protocol).bulk(v))
+        .is_none()
+    {
+        ctx.reply().null();
+    }
+    Ok(())
+}
+
+/// `GETSET key value`
+pub fn getset(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let Ctx {
+        shared,
+        client,
+        out,
+    } = ctx;
+    let protocol = client.protocol;
+    shared
+        .store
+        .set(
+            argv.get(1),
+            argv.get(2),
+            SetOptions::default(),
+            |old| match old {
+                Some(v) => Reply::new(out, protocol).bulk(v),
+                None => Reply::new(out, protocol).null(),
+            },
+        )
+        .map_err(store_error)?;
+    Ok(())
+}
+
+/// `MGET key [key ...]`
+pub fn mget(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let Ctx {
+        shared,
+        client,
+        out,
+    } = ctx;
+    let protocol = client.protocol;
+    let keys = (1..argv.len()).map(|i| argv.get(i));
+    Reply::new(out, protocol).array(keys.len());
+    shared.store.get_many(keys, |_, value| match value {
+        Some(v) => Reply::new(out, protocol).bulk(v),
+        None => Reply::new(out, protocol).null(),
+    });
+    Ok(())
+}
+
+fn set_many(
+    ctx: &mut Ctx<'_>,
+    argv: &Argv<'_>,
+    only_if_none_exist: bool,
+    name: &'static str,
+) -> Result<bool, CommandError> {
+    if argv.len().is_multiple_of(2) {
+        return Err(CommandError::WrongArity(name));
+    }
+    let argv = *argv;
+    let pairs = (1..argv.len())
+        .step_by(2)
+        .map(move |i| (argv.get(i), argv.get(i + 1)));
+    ctx.shared
+        .store
+        .set_many(pairs, only_if_none_exist)
+        .map_err(store_error)
+}
+
+/// `MSET key value [key value ...]`
+pub fn mset(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    set_many(ctx, argv, false, "mset")?;
+    ctx.reply().ok();
+    Ok(())
+}
+
+/// `MSETNX key value [key value ...]`
+pub fn msetnx(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let written = set_many(ctx, argv, true, "msetnx")?;
+    ctx.reply().int(i64::from(written));
+    Ok(())
+}
+
+/// `APPEND key value`
+pub fn append(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let max = ctx.shared.live.max_bulk_len();
+    let len = ctx
+        .shared
+        .store
+        .append(argv.get(1), argv.get(2), max)
+        .map_err(store_error)?;
+    ctx.reply().int(len as i64);
+    Ok(())
+}
+
+/// `STRLEN key`
+pub fn strlen(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let len = ctx.shared.store.get(argv.get(1), <[u8]>::len).unwrap_or(0);
+    ctx.reply().int(len as i64);
+    Ok(())
+}
+
+/// The byte range `GETRANGE` returns, with Redis 7's index rules.
+fn range_of(len: usize, start: i64, end: i64) -> Option<(usize, usize)> {
+    let len = len as i64;
+    if (start < 0 && end < 0 && start > end) || len == 0 {
+        return None;
+    }
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let end = if end < 0 {
+        (len + end).max(0)
+    } else {
+        end.min(len - 1)
+    };
+    (start <= end).then_some((start as usize, end as usize + 1))
+}
+
+/// `GETRANGE key start end`
+pub fn getrange(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let start = int_arg(argv.get(2))?;
+    let end = int_arg(argv.get(3))?;
+    let Ctx {
+        shared,
+        client,
+        out,
+    } = ctx;
+    let protocol = client.protocol;
+    let found = shared.store.get(argv.get(1), |v| {
+        let slice = range_of(v.len(), start, end).map_or(&[][..], |(s, e)| &v[s..e]);
+        Reply::new(out, protocol).bulk(slice);
+    });
+    if found.is_none() {
+        ctx.reply().bulk(b"");
+    }
+    Ok(())
+}
+
+/// `SETRANGE key offset value`
+pub fn setrange(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let offset = int_arg(argv.get(2))?;
+    if offset < 0 {
+        return Err(CommandError::fixed("ERR offset is out of range"));
+    }
+    let max = ctx.shared.live.max_bulk_len();
+    let len = ctx
+        .shared
+        .store
+        .set_range(argv.get(1), offset as usize, argv.get(3), max)
+        .map_err(store_error)?;
+    ctx.reply().int(len as i64);
+    Ok(())
+}
+
+fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CommandResult {
+    let result = ctx.shared.store.update(key, |current, out| {
+        let old = match current {
+            Some(v) => shoal_store::parse_i64(v).ok_or(CommandError::NotInteger)?,
+            None => 0,
+        };
+        let new = old.checked_add(delta).ok_or(CommandError::Overflow)?;
+        out.extend_from_slice(itoa::Buffer::new().format(new).as_bytes());
+        Ok((true, new))
+    });
+    match result {
+        Ok(n) => {
+            ctx.reply().int(n);
+            Ok(())
+        }
+        Err(UpdateError::Rejected(e)) => Err(e),
+        Err(UpdateError::Store(e)) => Err(store_error(e)),
+    }
+}
+
+/// `INCR key`
+pub fn incr(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    incr_by(ctx, argv.get(1), 1)
+}
+
+/// `DECR key`
+pub fn decr(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    incr_by(ctx, argv.get(1), -1)
+}
+
+/// `INCRBY key increment`
+pub fn incrby(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let delta = int_arg(argv.get(2))?;
+    incr_by(ctx, argv.get(1), delta)
+}
+
+/// `DECRBY key decrement`
+pub fn decrby(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let delta = int_arg(argv.get(2))?;
+    if delta == i64::MIN {
+        return Err(CommandError::fixed("ERR decrement would overflow"));
+    }
+    incr_by(ctx, argv.get(1), -delta)
+}
+
+/// `INCRBYFLOAT key increment`
+pub fn incrbyfloat(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    let increment = argv.get(2);
+    let result = ctx.shared.store.update(argv.get(1), |current, out| {
+        let text = float::incr_by_float(current, increment)?;
+        out.extend_from_slice(text.as_bytes());
+        Ok((true, text))
+    });
+    match result {
+        Ok(text) => {
+            ctx.reply().bulk(text.as_bytes());
+            Ok(())
+        }
+        Err(UpdateError::Rejected(e)) => Err(e),
+        Err(UpdateError::Store(e)) => Err(store_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::range_of;
+
+    #[test]
+    fn getrange_indices_follow_redis() {
+        // "Hello World" (11 bytes), cases from Redis's documentation and tests.
+        assert_eq!(range_of(11, 0, 3), Some((0, 4)));
+        assert_eq!(range_of(11, -3, -1), Some((8, 11)));
+        assert_eq!(range_of(11, 0, -1), Some((0, 11)));
+        assert_eq!(range_of(11, 10, 100), Some((10, 11)));
+        assert_eq!(range_of(11, 5, 3), None);
+        assert_eq!(range_of(11, -1, -5), None);
+        assert_eq!(range_of(11, -100, 2), Some((0, 3)));
+        assert_eq!(range_of(0, 0, -1), None);
+    }
+}

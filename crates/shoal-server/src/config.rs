@@ -1,0 +1,567 @@
+//! A node's configuration: every setting with its Redis name and default, Redis's syntax for
+//! sizes (`100mb`, `1gb`), TOML loading, and the parameter table `CONFIG GET`/`CONFIG SET` use.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use shoal_store::EvictionPolicy;
+
+/// A byte count written the way Redis accepts one: a plain number, or a number with `k` (1000),
+/// `kb` (1024), `m`, `mb`, `g`, `gb` (any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct ByteSize(pub u64);
+
+/// A size that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("argument must be a memory value")]
+pub struct BadSize;
+
+impl FromStr for ByteSize {
+    type Err = BadSize;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| BadSize)?;
+        let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" => 1000,
+            "kb" => 1024,
+            "m" => 1000 * 1000,
+            "mb" => 1024 * 1024,
+            "g" => 1000 * 1000 * 1000,
+            "gb" => 1024 * 1024 * 1024,
+            _ => return Err(BadSize),
+        };
+        n.checked_mul(multiplier).map(ByteSize).ok_or(BadSize)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => s.parse().map_err(|_| {
+                serde::de::Error::custom(format!("'{s}' is not a size (use e.g. 100mb, 1gb)"))
+            }),
+        }
+    }
+}
+
+/// Redis's `client-output-buffer-limit` for normal clients: a client whose pending replies
+/// exceed `hard` bytes, or stay above `soft` bytes for `soft_seconds`, is disconnected. Zeros
+/// disable a limit (Redis's default for normal clients is `0 0 0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutputBufferLimit {
+    /// Hard limit in bytes.
+    pub hard: u64,
+    /// Soft limit in bytes.
+    pub soft: u64,
+    /// How long the soft limit may be exceeded.
+    pub soft_seconds: u64,
+}
+
+impl OutputBufferLimit {
+    /// Parses `<hard> <soft> <seconds>` (sizes in Redis's syntax), optionally preceded by the
+    /// class `normal`, as in `CONFIG SET client-output-buffer-limit "normal 64mb 16mb 60"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut words: Vec<&str> = s.split_whitespace().collect();
+        if words
+            .first()
+            .is_some_and(|w| w.eq_ignore_ascii_case("normal"))
+        {
+            words.remove(0);
+        }
+        if words.len() != 3 {
+            return Err("Wrong number of arguments in buffer limit configuration.".into());
+        }
+        let size = |w: &str| {
+            w.parse::<ByteSize>().map(|b| b.0).map_err(|_| {
+                "Error in hard, soft or soft_seconds setting in buffer limit configuration."
+                    .to_string()
+            })
+        };
+        Ok(OutputBufferLimit {
+            hard: size(words[0])?,
+            soft: size(words[1])?,
+            soft_seconds: words[2].parse().map_err(|_| {
+                "Error in hard, soft or soft_seconds setting in buffer limit configuration."
+                    .to_string()
+            })?,
+        })
+    }
+}
+
+impl fmt::Display for OutputBufferLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Redis shows every class; Shoal has only normal clients, the others are Redis's defaults.
+        write!(
+            f,
+            "normal {} {} {} slave 268435456 67108864 60 pubsub 33554432 8388608 60",
+            self.hard, self.soft, self.soft_seconds
+        )
+    }
+}
+
+impl Serialize for OutputBufferLimit {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!(
+            "{} {} {}",
+            self.hard, self.soft, self.soft_seconds
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for OutputBufferLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        OutputBufferLimit::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "human" | "text" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("unknown log format '{s}' (expected human or json)")),
+        }
+    }
+}
+
+fn policy_to_str<S: Serializer>(p: &EvictionPolicy, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.name())
+}
+
+fn policy_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<EvictionPolicy, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+/// Every setting of a node. Field names are Redis's configuration names in kebab case, which
+/// is also how they appear in the TOML file, in `CONFIG GET` and (upper case, `_`) in `SHOAL_*`
+/// environment variables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the RESP and HTTP listeners bind to.
+    pub bind: String,
+    /// RESP port (0 picks a free one).
+    pub port: u16,
+    /// HTTP port for the JSON API and `/metrics` (0 disables it).
+    pub http_port: u16,
+    /// Worker threads serving clients (0: one per available CPU).
+    pub threads: usize,
+    /// Keyspace shards (0: 64 per worker thread, a power of two).
+    pub shards: usize,
+    /// Memory limit for `used_memory` (0: none).
+    pub maxmemory: ByteSize,
+    /// What to evict above `maxmemory`.
+    #[serde(serialize_with = "policy_to_str", deserialize_with = "policy_from_str")]
+    pub maxmemory_policy: EvictionPolicy,
+    /// Largest bulk string a client may send.
+    pub proto_max_bulk_len: ByteSize,
+    /// Most arguments in one command.
+    pub proto_max_multibulk_len: u64,
+    /// Largest key a write may create.
+    pub max_key_size: ByteSize,
+    /// Largest unprocessed input a client may accumulate before it is disconnected.
+    pub client_query_buffer_limit: ByteSize,
+    /// Output limits for normal clients.
+    pub client_output_buffer_limit: OutputBufferLimit,
+    /// Most simultaneous clients.
+    pub maxclients: u64,
+    /// Seconds of idleness after which a client is disconnected (0: never).
+    pub timeout: u64,
+    /// Password clients must give with `AUTH` or `HELLO ... AUTH` (empty: none).
+    pub requirepass: String,
+    /// Commands slower than this many microseconds go to the slow log (negative: none).
+    pub slowlog_log_slower_than: i64,
+    /// Entries the slow log keeps.
+    pub slowlog_max_len: u64,
+    /// Background task frequency in Hz (active expiry, stats sampling), 1 to 500.
+    pub hz: u64,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter, as `RUST_LOG` takes it (`info`, `shoal_server=debug`, ...).
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1".into(),
+            port: 6379,
+            http_port: 8080,
+            threads: 0,
+            shards: 0,
+            maxmemory: ByteSize(0),
+            maxmemory_policy: EvictionPolicy::AllKeysLru,
+            proto_max_bulk_len: ByteSize(512 * 1024 * 1024),
+            proto_max_multibulk_len: i32::MAX as u64,
+            max_key_size: ByteSize(512 * 1024 * 1024),
+            client_query_buffer_limit: ByteSize(1024 * 1024 * 1024),
+            client_output_buffer_limit: OutputBufferLimit::default(),
+            maxclients: 10_000,
+            timeout: 0,
+            requirepass: String::new(),
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
+            hz: 10,
+            log_format: LogFormat::Human,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file does not parse or names an unknown setting.
+    #[error("invalid configuration file: {0}")]
+    File(String),
+    /// A setting has a value out of its range.
+    #[error("invalid value for '{name}': {reason}")]
+    Value {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Parses a TOML configuration; settings it leaves out keep their defaults.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::File(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML (what `shoal server --print-config` shows).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("every setting serialises")
+    }
+
+    /// Checks every range rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |name, reason: &str| {
+            Err(ConfigError::Value {
+                name,
+                reason: reason.to_string(),
+            })
+        };
+        if self.proto_max_bulk_len.0 < 1024 * 1024 {
+            return bad("proto-max-bulk-len", "must be at least 1mb");
+        }
+        if self.proto_max_multibulk_len == 0 || self.proto_max_multibulk_len > i32::MAX as u64 {
+            return bad(
+                "proto-max-multibulk-len",
+                "must be between 1 and 2147483647",
+            );
+        }
+        if self.client_query_buffer_limit.0 < 1024 * 1024 {
+            return bad("client-query-buffer-limit", "must be at least 1mb");
+        }
+        if self.max_key_size.0 == 0 {
+            return bad("max-key-size", "must be at least 1");
+        }
+        if self.maxclients == 0 {
+            return bad("maxclients", "must be at least 1");
+        }
+        if !(1..=500).contains(&self.hz) {
+            return bad("hz", "must be between 1 and 500");
+        }
+        if self.bind.parse::<std::net::IpAddr>().is_err() {
+            return bad("bind", "must be an IP address");
+        }
+        Ok(())
+    }
+
+    /// Worker threads to run: the setting, or one per CPU this process may use.
+    pub fn effective_threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Keyspace shards to create.
+    pub fn effective_shards(&self) -> usize {
+        if self.shards > 0 {
+            self.shards.next_power_of_two()
+        } else {
+            (self.effective_threads() * 64).next_power_of_two()
+        }
+    }
+}
+
+/// Parses a `CONFIG SET` value into the configuration, or says why it cannot.
+pub type Setter = fn(&mut Config, &str) -> Result<(), String>;
+
+/// One parameter `CONFIG GET` shows and `CONFIG SET` may change.
+pub struct Param {
+    /// Redis's name.
+    pub name: &'static str,
+    /// Reads the value as `CONFIG GET` shows it.
+    pub get: fn(&Config) -> String,
+    /// Parses and stores a new value; `None` for parameters fixed at startup.
+    pub set: Option<Setter>,
+}
+
+fn set_size(
+    field: fn(&mut Config) -> &mut ByteSize,
+) -> impl Fn(&mut Config, &str) -> Result<(), String> {
+    move |c, v| {
+        *field(c) = v
+            .parse()
+            .map_err(|_| "argument must be a memory value".to_string())?;
+        Ok(())
+    }
+}
+
+fn parse_number<T: FromStr>(v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| "argument couldn't be parsed into an integer".to_string())
+}
+
+/// Every parameter, in the order `CONFIG GET *` lists them. Parameters without a setter are
+/// shown for clients that ask (`redis-benchmark` reads `save` and `appendonly`) but are fixed.
+pub static PARAMS: &[Param] = &[
+    Param {
+        name: "bind",
+        get: |c| c.bind.clone(),
+        set: None,
+    },
+    Param {
+        name: "port",
+        get: |c| c.port.to_string(),
+        set: None,
+    },
+    Param {
+        name: "http-port",
+        get: |c| c.http_port.to_string(),
+        set: None,
+    },
+    Param {
+        name: "threads",
+        get: |c| c.effective_threads().to_string(),
+        set: None,
+    },
+    Param {
+        name: "shards",
+        get: |c| c.effective_shards().to_string(),
+        set: None,
+    },
+    Param {
+        name: "databases",
+        get: |_| "1".into(),
+        set: None,
+    },
+    Param {
+        name: "save",
+        get: |_| String::new(),
+        set: None,
+    },
+    Param {
+        name: "appendonly",
+        get: |_| "no".into(),
+        set: None,
+    },
+    Param {
+        name: "maxmemory",
+        get: |c| c.maxmemory.to_string(),
+        set: Some(|c, v| set_size(|c| &mut c.maxmemory)(c, v)),
+    },
+    Param {
+        name: "maxmemory-policy",
+        get: |c| c.maxmemory_policy.name().into(),
+        set: Some(|c, v| {
+            c.maxmemory_policy = v.parse().map_err(|_| "argument(s) must be one of the following: volatile-lru, allkeys-lru, volatile-random, allkeys-random, volatile-ttl, noeviction".to_string())?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "proto-max-bulk-len",
+        get: |c| c.proto_max_bulk_len.to_string(),
+        set: Some(|c, v| set_size(|c| &mut c.proto_max_bulk_len)(c, v)),
+    },
+    Param {
+        name: "proto-max-multibulk-len",
+        get: |c| c.proto_max_multibulk_len.to_string(),
+        set: Some(|c, v| {
+            c.proto_max_multibulk_len = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "max-key-size",
+        get: |c| c.max_key_size.to_string(),
+        set: Some(|c, v| set_size(|c| &mut c.max_key_size)(c, v)),
+    },
+    Param {
+        name: "client-query-buffer-limit",
+        get: |c| c.client_query_buffer_limit.to_string(),
+        set: Some(|c, v| set_size(|c| &mut c.client_query_buffer_limit)(c, v)),
+    },
+    Param {
+        name: "client-output-buffer-limit",
+        get: |c| c.client_output_buffer_limit.to_string(),
+        set: Some(|c, v| {
+            c.client_output_buffer_limit = OutputBufferLimit::parse(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "maxclients",
+        get: |c| c.maxclients.to_string(),
+        set: Some(|c, v| {
+            c.maxclients = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "timeout",
+        get: |c| c.timeout.to_string(),
+        set: Some(|c, v| {
+            c.timeout = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "requirepass",
+        get: |c| c.requirepass.clone(),
+        set: Some(|c, v| {
+            c.requirepass = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "slowlog-log-slower-than",
+        get: |c| c.slowlog_log_slower_than.to_string(),
+        set: Some(|c, v| {
+            c.slowlog_log_slower_than = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "slowlog-max-len",
+        get: |c| c.slowlog_max_len.to_string(),
+        set: Some(|c, v| {
+            c.slowlog_max_len = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "hz",
+        get: |c| c.hz.to_string(),
+        set: Some(|c, v| {
+            c.hz = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "log-format",
+        get: |c| format!("{:?}", c.log_format).to_lowercase(),
+        set: None,
+    },
+    Param {
+        name: "log-level",
+        get: |c| c.log_level.clone(),
+        set: None,
+    },
+];
+
+/// The parameter called `name` (case-insensitive).
+pub fn param(name: &str) -> Option<&'static Param> {
+    PARAMS.iter().find(|p| p.name.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_use_redis_units() {
+        assert_eq!("100".parse(), Ok(ByteSize(100)));
+        assert_eq!("1k".parse(), Ok(ByteSize(1000)));
+        assert_eq!("1kb".parse(), Ok(ByteSize(1024)));
+        assert_eq!("100mb".parse(), Ok(ByteSize(100 << 20)));
+        assert_eq!("1GB".parse(), Ok(ByteSize(1 << 30)));
+        assert_eq!("2g".parse(), Ok(ByteSize(2_000_000_000)));
+        assert_eq!("-1".parse::<ByteSize>(), Err(BadSize));
+        assert_eq!("10xb".parse::<ByteSize>(), Err(BadSize));
+        assert_eq!("".parse::<ByteSize>(), Err(BadSize));
+    }
+
+    #[test]
+    fn toml_uses_redis_names_and_keeps_defaults() {
+        let config = Config::from_toml(
+            "port = 7000\nmaxmemory = \"100mb\"\nmaxmemory-policy = \"volatile-ttl\"\nclient-output-buffer-limit = \"64mb 16mb 60\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.port, 7000);
+        assert_eq!(config.maxmemory, ByteSize(100 << 20));
+        assert_eq!(config.maxmemory_policy, EvictionPolicy::VolatileTtl);
+        assert_eq!(config.client_output_buffer_limit.hard, 64 << 20);
+        assert_eq!(config.maxclients, 10_000);
+        assert!(matches!(
+            Config::from_toml("no-such-setting = 1"),
+            Err(ConfigError::File(_))
+        ));
+        assert!(matches!(
+            Config::from_toml("hz = 0"),
+            Err(ConfigError::Value { name: "hz", .. })
+        ));
+        let round_trip = Config::from_toml(&config.to_toml()).unwrap();
+        assert_eq!(round_trip, config);
+    }
+
+    #[test]
+    fn params_read_and_write_the_config() {
+        let mut config = Config::default();
+        let maxmemory = param("MAXMEMORY").unwrap();
+        (maxmemory.set.unwrap())(&mut config, "1gb").unwrap();
+        assert_eq!((maxmemory.get)(&config), "1073741824");
+        assert!((maxmemory.set.unwrap())(&mut config, "lots").is_err());
+        assert!(param("save").unwrap().set.is_none());
+        assert_eq!(
+            (param("client-output-buffer-limit").unwrap().get)(&config),
+            "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60"
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! Command lookup and execution, in the order Redis 7's `processCommand` checks things:
+//! unknown command, unknown subcommand, arity, authentication, memory; then the handler runs
+//! and its time is recorded (stats, latency histogram, slow log).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use shoal_proto::command_table::{self, CommandSpec, flags};
+use shoal_proto::{Argv, Reply};
+
+use crate::commands;
+use crate::error::{CommandError, CommandResult, truncated_arg};
+use crate::session::ClientState;
+use crate::shared::Shared;
+use crate::stats::WorkerStats;
+
+/// What runs a command: writes its success reply into the context, or returns the error.
+pub type Handler = fn(&mut Ctx<'_>, &Argv<'_>) -> CommandResult;
+
+/// What a command handler works with.
+pub struct Ctx<'a> {
+    /// The node's shared state.
+    pub shared: &'a Shared,
+    /// The calling client's connection state.
+    pub client: &'a mut ClientState,
+    /// The connection's output buffer.
+    pub out: &'a mut Vec<u8>,
+}
+
+impl Ctx<'_> {
+    /// A reply writer in the client's protocol.
+    #[inline]
+    pub fn reply(&mut self) -> Reply<'_> {
+        Reply::new(self.out, self.client.protocol)
+    }
+}
+
+/// One command (or subcommand) Shoal runs.
+pub struct Command {
+    /// Its entry in Redis's table.
+    pub spec: &'static CommandSpec,
+    /// Its handler; `None` only for containers, which run through a subcommand.
+    pub handler: Option<Handler>,
+    /// Dense id, for statistics.
+    pub id: u32,
+    /// Subcommands, for containers (`CONFIG`, `CLIENT`, ...).
+    pub subcommands: Box<[Command]>,
+}
+
+impl Command {
+    fn subcommand(&self, name: &[u8]) -> Option<&Command> {
+        let prefix = self.spec.name.len() + 1;
+        self.subcommands
+            .iter()
+            .find(|c| c.spec.name.as_bytes()[prefix..].eq_ignore_ascii_case(name))
+    }
+}
+
+/// Every command, by name.
+pub struct CommandTable {
+    commands: Vec<Command>,
+    by_name: HashMap<&'static [u8], usize, foldhash::fast::RandomState>,
+    names: Vec<&'static str>,
+}
+
+impl CommandTable {
+    /// Builds the table from Redis's command table and Shoal's handlers.
+    pub fn new() -> CommandTable {
+        let mut names = Vec::new();
+        let build = |spec: &'static CommandSpec, names: &mut Vec<&'static str>| -> Command {
+            let handler = commands::handler(spec.name);
+            names.push(spec.name);
+            Command {
+                spec,
+                handler,
+                id: names.len() as u32 - 1,
+                subcommands: Box::new([]),
+            }
+        };
+        let mut commands = Vec::new();
+        for spec in command_table::commands() {
+            let mut command = build(spec, &mut names);
+            command.subcommands = spec
+                .subcommands
+                .iter()
+                .map(|s| build(s, &mut names))
+                .collect();
+            commands.push(command);
+        }
+        let by_name = commands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.spec.name.as_bytes(), i))
+            .collect();
+        CommandTable {
+            commands,
+            by_name,
+            names,
+        }
+    }
+
+    /// The command called `name` (any case).
+    #[inline]
+    pub fn lookup(&self, name: &[u8]) -> Option<&Command> {
+        let mut lower = [0u8; 24];
+        let lower = lower.get_mut(..name.len())?;
+        for (dst, src) in lower.iter_mut().zip(name) {
+            *dst = src.to_ascii_lowercase();
+        }
+        self.by_name.get(&*lower).map(|&i| &self.commands[i])
+    }
+
+    /// Number of command ids (commands and subcommands).
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether the table is empty (never, in practice).
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The full name (`get`, `config|get`) of command id `id`.
+    pub fn name(&self, id: u32) -> Option<&'static str> {
+        self.names.get(id as usize).copied()
+    }
+
+    /// Every top-level command.
+    pub fn iter(&self) -> impl Iterator<Item = &Command> {
+        self.commands.iter()
+    }
+
+    /// Commands (other than containers) that have no handler (must be none; a test checks).
+    pub fn missing_handlers(&self) -> Vec<&'static str> {
+        self.commands
+            .iter()
+            .flat_map(|c| std::iter::once(c).chain(c.subcommands.iter()))
+            .filter(|c| c.handler.is_none() && c.subcommands.is_empty())
+            .map(|c| c.spec.name)
+            .collect()
+    }
+}
+
+impl Default for CommandTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs one command and records it.
+pub fn execute(ctx: &mut Ctx<'_>, argv: &Argv<'_>, worker: &WorkerStats) {
+    let shared = ctx.shared;
+    let Some(mut command) = shared.commands.lookup(argv.get(0)) else {
+        return reject_unknown(ctx, argv);
+    };
+    if !command.subcommands.is_empty() && argv.len() >= 2 {
+        match command.subcommand(argv.get(1)) {
+            Some(sub) => command = sub,
+            None => {
+                let error = CommandError::UnknownSubcommand {
+                    sub: truncated_arg(argv.get(1)),
+                    container: command.spec.name.to_ascii_uppercase(),
+                };
+                return reject(ctx, worker, command.id, error);
+            }
+        }
+    }
+    if !command.spec.arity_ok(argv.len()) {
+        return reject(
+            ctx,
+            worker,
+            command.id,
+            CommandError::WrongArity(command.spec.name),
+        );
+    }
+    let spec = command.spec;
+    if !ctx.client.authenticated && !spec.has(flags::NO_AUTH) {
+        return reject(ctx, worker, command.id, CommandError::NoAuth);
+    }
+    if spec.has(flags::DENYOOM) && shared.store.make_room().is_err() {
+        return reject(ctx, worker, command.id, CommandError::OutOfMemory);
+    }
+    if spec.has(flags::WRITE) {
+        let max = shared.live.max_key_size();
+        if spec
+            .key_positions(argv.len())
+            .any(|i| argv.get(i).len() > max)
+        {
+            let error = CommandError::Other(
+                format!("ERR key is too large (max-key-size is {max} bytes)").into(),
+            );
+            return reject(ctx, worker, command.id, error);
+        }
+    }
+    let Some(handler) = command.handler else {
+        return reject(ctx, worker, command.id, CommandError::WrongArity(spec.name));
+    };
+    let started = Instant::now();
+    let result = handler(ctx, argv);
+    let usec = started.elapsed().as_micros() as u64;
+    worker.record_call(command.id as usize, usec, result.is_err());
+    ctx.client.last_command = command.id;
+    if let Err(error) = result {
+        write_error(ctx, &error);
+    }
+    if shared.slowlog.should_log(usec) {
+        shared.slowlog.record(argv, usec, &ctx.client.info);
+    }
+}
+
+fn reject(ctx: &mut Ctx<'_>, worker: &WorkerStats, id: u32, error: CommandError) {
+    worker.record_rejected(id as usize);
+    ctx.client.last_command = id;
+    write_error(ctx, &error);
+}
+
+fn write_error(ctx: &mut Ctx<'_>, error: &CommandError) {
+    ctx.shared.stats.record_error(&error.code());
+    ctx.reply().error(&error.line());
+}
+
+/// `-ERR unknown command '<name>', with args beginning with: '<a1>' '<a2>' ...`, exactly as
+/// Redis 7 words it (each argument quoted and followed by a space, at most 128 bytes in all).
+fn reject_unknown(ctx: &mut Ctx<'_>, argv: &Argv<'_>) {
+    ctx.shared
+        .stats
+        .unknown_commands
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut args = String::new();
+    for arg in argv.iter().skip(1) {
+        if args.len() >= 128 {
+            break;
+        }
+        let room = 128 - args.len();
+        args.push('\'');
+        args.push_str(&String::from_utf8_lossy(&arg[..arg.len().min(room)]));
+        args.push_str("' ");
+    }
+    let line = format!(
+        "ERR unknown command '{}', with args beginning with: {}",
+        truncated_arg(argv.get(0)),
+        args
+    );
+    ctx.shared.stats.record_error("ERR");
+    ctx.reply().error(&line);
+}

@@ -1,0 +1,342 @@
+//! The `INFO` text, with Redis 7's section and field names, read from the same counters as
+//! `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::commands::REDIS_VERSION;
+use crate::process;
+use crate::shared::Shared;
+
+/// Sections `INFO` (and `INFO default`) shows.
+const DEFAULT_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "errorstats",
+    "keyspace",
+];
+/// Sections `INFO all` / `INFO everything` add.
+const EXTRA_SECTIONS: &[&str] = &["commandstats"];
+
+/// Resolves `INFO`'s arguments to the sections to show, in Redis's order.
+pub fn sections(args: &[&[u8]]) -> Vec<&'static str> {
+    let all: Vec<&'static str> = DEFAULT_SECTIONS
+        .iter()
+        .chain(EXTRA_SECTIONS)
+        .copied()
+        .collect();
+    if args.is_empty() {
+        return DEFAULT_SECTIONS.to_vec();
+    }
+    let wanted = |name: &str| {
+        args.iter().any(|a| {
+            a.eq_ignore_ascii_case(name.as_bytes())
+                || a.eq_ignore_ascii_case(b"all")
+                || a.eq_ignore_ascii_case(b"everything")
+                || (a.eq_ignore_ascii_case(b"default") && DEFAULT_SECTIONS.contains(&name))
+        })
+    };
+    all.into_iter().filter(|s| wanted(s)).collect()
+}
+
+/// Renders the given sections.
+pub fn render(shared: &Shared, sections: &[&str]) -> String {
+    let mut out = String::with_capacity(4096);
+    for (i, section) in sections.iter().enumerate() {
+        if i > 0 {
+            out.push_str("\r\n");
+        }
+        match *section {
+            "server" => server(shared, &mut out),
+            "clients" => clients(shared, &mut out),
+            "memory" => memory(shared, &mut out),
+            "persistence" => persistence(shared, &mut out),
+            "stats" => stats(shared, &mut out),
+            "replication" => replication(&mut out),
+            "cpu" => cpu(&mut out),
+            "commandstats" => commandstats(shared, &mut out),
+            "errorstats" => errorstats(shared, &mut out),
+            "keyspace" => keyspace(shared, &mut out),
+            _ => {}
+        }
+    }
+    out
+}
+
+macro_rules! line {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = write!($out, $($arg)*);
+        $out.push_str("\r\n");
+    }};
+}
+
+/// Bytes in Redis's human form (`1.50M`).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", UNITS[unit])
+}
+
+fn server(shared: &Shared, out: &mut String) {
+    let config = shared.config.read();
+    let port = shared.resp_addr.read().map_or(config.port, |a| a.port());
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let uptime = shared.uptime_seconds();
+    out.push_str("# Server\r\n");
+    line!(out, "redis_version:{REDIS_VERSION}");
+    line!(out, "shoal_version:{}", env!("CARGO_PKG_VERSION"));
+    line!(out, "redis_git_sha1:00000000");
+    line!(out, "redis_git_dirty:0");
+    line!(out, "redis_mode:standalone");
+    line!(out, "os:{}", process::os_description());
+    line!(out, "arch_bits:{}", usize::BITS);
+    line!(out, "multiplexing_api:epoll");
+    line!(out, "process_id:{}", std::process::id());
+    line!(out, "process_supervised:no");
+    line!(out, "run_id:{}", shared.run_id);
+    line!(out, "tcp_port:{port}");
+    line!(out, "server_time_usec:{now_us}");
+    line!(out, "uptime_in_seconds:{uptime}");
+    line!(out, "uptime_in_days:{}", uptime / 86_400);
+    line!(out, "hz:{}", config.hz);
+    line!(out, "configured_hz:{}", config.hz);
+    line!(out, "io_threads_active:0");
+    line!(out, "threads:{}", config.effective_threads());
+    line!(
+        out,
+        "executable:{}",
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+}
+
+fn clients(shared: &Shared, out: &mut String) {
+    let all = shared.clients.all();
+    let max_query = all
+        .iter()
+        .map(|c| c.query_buffer.load(Relaxed))
+        .max()
+        .unwrap_or(0);
+    let max_output = all
+        .iter()
+        .map(|c| c.output_buffer.load(Relaxed))
+        .max()
+        .unwrap_or(0);
+    out.push_str("# Clients\r\n");
+    line!(out, "connected_clients:{}", shared.clients.count());
+    line!(out, "cluster_connections:0");
+    line!(out, "maxclients:{}", shared.live.maxclients());
+    line!(out, "client_recent_max_input_buffer:{max_query}");
+    line!(out, "client_recent_max_output_buffer:{max_output}");
+    line!(out, "blocked_clients:0");
+    line!(out, "tracking_clients:0");
+    line!(out, "clients_in_timeout_table:0");
+}
+
+fn memory(shared: &Shared, out: &mut String) {
+    let stats = shared.store.stats();
+    let used = stats.used_memory as u64;
+    let rss = process::rss_bytes();
+    let peak = shared.note_memory_peak(used);
+    let maxmemory = shared.store.maxmemory() as u64;
+    let system = process::total_system_memory();
+    let overhead = stats.index_bytes as u64;
+    out.push_str("# Memory\r\n");
+    line!(out, "used_memory:{used}");
+    line!(out, "used_memory_human:{}", human_bytes(used));
+    line!(out, "used_memory_rss:{rss}");
+    line!(out, "used_memory_rss_human:{}", human_bytes(rss));
+    line!(out, "used_memory_peak:{peak}");
+    line!(out, "used_memory_peak_human:{}", human_bytes(peak));
+    line!(
+        out,
+        "used_memory_peak_perc:{:.2}%",
+        if peak == 0 {
+            100.0
+        } else {
+            used as f64 * 100.0 / peak as f64
+        }
+    );
+    line!(out, "used_memory_overhead:{overhead}");
+    line!(
+        out,
+        "used_memory_dataset:{}",
+        used.saturating_sub(overhead.min(used))
+    );
+    line!(
+        out,
+        "allocator_allocated:{}",
+        stats.arena_bytes + stats.index_bytes
+    );
+    line!(out, "allocator_free:{}", stats.arena_free_bytes);
+    line!(out, "total_system_memory:{system}");
+    line!(out, "total_system_memory_human:{}", human_bytes(system));
+    line!(out, "maxmemory:{maxmemory}");
+    line!(out, "maxmemory_human:{}", human_bytes(maxmemory));
+    line!(out, "maxmemory_policy:{}", shared.store.policy().name());
+    line!(
+        out,
+        "mem_fragmentation_ratio:{:.2}",
+        if used == 0 {
+            1.0
+        } else {
+            rss as f64 / used as f64
+        }
+    );
+    line!(out, "mem_fragmentation_bytes:{}", rss as i64 - used as i64);
+    line!(out, "mem_allocator:libc");
+}
+
+fn persistence(shared: &Shared, out: &mut String) {
+    out.push_str("# Persistence\r\n");
+    line!(out, "loading:0");
+    line!(out, "async_loading:0");
+    line!(out, "rdb_changes_since_last_save:0");
+    line!(out, "rdb_bgsave_in_progress:0");
+    line!(out, "rdb_last_save_time:{}", shared.started_unix);
+    line!(out, "rdb_last_bgsave_status:ok");
+    line!(out, "aof_enabled:0");
+    line!(out, "aof_rewrite_in_progress:0");
+}
+
+fn stats(shared: &Shared, out: &mut String) {
+    let s = &shared.stats;
+    let store = shared.store.stats();
+    let (net_in, net_out) = s.net_bytes();
+    let (ops, kbps_in, kbps_out) = s.instantaneous();
+    let errors: u64 = s.errors().values().sum();
+    out.push_str("# Stats\r\n");
+    line!(
+        out,
+        "total_connections_received:{}",
+        s.connections_received.load(Relaxed)
+    );
+    line!(out, "total_commands_processed:{}", s.total_commands());
+    line!(out, "instantaneous_ops_per_sec:{}", ops.round() as u64);
+    line!(out, "total_net_input_bytes:{net_in}");
+    line!(out, "total_net_output_bytes:{net_out}");
+    line!(out, "instantaneous_input_kbps:{kbps_in:.2}");
+    line!(out, "instantaneous_output_kbps:{kbps_out:.2}");
+    line!(
+        out,
+        "rejected_connections:{}",
+        s.rejected_connections.load(Relaxed)
+    );
+    line!(out, "expired_keys:{}", store.expired);
+    line!(out, "evicted_keys:{}", store.evicted);
+    line!(out, "keyspace_hits:{}", store.hits);
+    line!(out, "keyspace_misses:{}", store.misses);
+    line!(out, "pubsub_channels:0");
+    line!(out, "pubsub_patterns:0");
+    line!(out, "total_error_replies:{errors}");
+    line!(out, "unknown_commands:{}", s.unknown_commands.load(Relaxed));
+    line!(
+        out,
+        "client_query_buffer_limit_disconnections:{}",
+        s.query_buffer_disconnections.load(Relaxed)
+    );
+    line!(
+        out,
+        "client_output_buffer_limit_disconnections:{}",
+        s.output_buffer_disconnections.load(Relaxed)
+    );
+}
+
+fn replication(out: &mut String) {
+    out.push_str("# Replication\r\n");
+    line!(out, "role:master");
+    line!(out, "connected_slaves:0");
+    line!(out, "master_failover_state:no-failover");
+    line!(out, "master_repl_offset:0");
+}
+
+fn cpu(out: &mut String) {
+    let (user, system) = process::cpu_seconds();
+    out.push_str("# CPU\r\n");
+    line!(out, "used_cpu_sys:{system:.6}");
+    line!(out, "used_cpu_user:{user:.6}");
+    line!(out, "used_cpu_sys_children:0.000000");
+    line!(out, "used_cpu_user_children:0.000000");
+}
+
+fn commandstats(shared: &Shared, out: &mut String) {
+    out.push_str("# Commandstats\r\n");
+    for (id, totals) in shared.stats.command_totals().iter().enumerate() {
+        if totals.calls == 0 && totals.rejected == 0 && totals.failed == 0 {
+            continue;
+        }
+        let name = shared.commands.name(id as u32).unwrap_or("unknown");
+        let per_call = if totals.calls == 0 {
+            0.0
+        } else {
+            totals.usec as f64 / totals.calls as f64
+        };
+        line!(
+            out,
+            "cmdstat_{name}:calls={},usec={},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}",
+            totals.calls,
+            totals.usec,
+            totals.rejected,
+            totals.failed
+        );
+    }
+}
+
+fn errorstats(shared: &Shared, out: &mut String) {
+    out.push_str("# Errorstats\r\n");
+    for (code, count) in shared.stats.errors() {
+        line!(out, "errorstat_{code}:count={count}");
+    }
+}
+
+fn keyspace(shared: &Shared, out: &mut String) {
+    let stats = shared.store.stats();
+    out.push_str("# Keyspace\r\n");
+    if stats.keys > 0 {
+        line!(
+            out,
+            "db0:keys={},expires={},avg_ttl={}",
+            stats.keys,
+            stats.volatile_keys,
+            stats.avg_ttl_ms
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_selection_follows_redis() {
+        assert_eq!(sections(&[]), DEFAULT_SECTIONS);
+        assert_eq!(sections(&[b"MEMORY"]), ["memory"]);
+        assert_eq!(sections(&[b"keyspace", b"server"]), ["server", "keyspace"]);
+        assert!(sections(&[b"all"]).contains(&"commandstats"));
+        assert!(!sections(&[b"default"]).contains(&"commandstats"));
+        assert!(sections(&[b"nonsense"]).is_empty());
+    }
+
+    #[test]
+    fn human_sizes_use_two_decimals() {
+        assert_eq!(human_bytes(100), "100B");
+        assert_eq!(human_bytes(1536), "1.50K");
+        assert_eq!(human_bytes(100 * 1024 * 1024), "100.00M");
+    }
+}

@@ -1,0 +1,294 @@
+//! Starting and stopping a node: listeners, worker threads, background tasks.
+//!
+//! Each worker thread runs its own single-threaded tokio runtime and serves the connections
+//! handed to it, so a connection never migrates and its hot state stays in one core's cache.
+//! A control thread accepts connections (spreading them round-robin), enforces `maxclients`,
+//! and runs the periodic tasks; the HTTP API has its own small runtime.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::session;
+use crate::shared::Shared;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A thread or runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A running node.
+pub struct Server {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    resp_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+}
+
+impl Server {
+    /// Binds the listeners and starts serving. Returns once the node accepts connections.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        let resp_listener = bind(&config.bind, config.port)?;
+        let resp_addr = resp_listener.local_addr().map_err(StartError::Runtime)?;
+        let http_listener = match config.http_port {
+            0 => None,
+            port => Some(bind(&config.bind, port)?),
+        };
+        let http_addr = http_listener
+            .as_ref()
+            .map(|l| l.local_addr().map_err(StartError::Runtime))
+            .transpose()?;
+        let threads = config.effective_threads();
+        let shared = Shared::new(config);
+        *shared.resp_addr.write() = Some(resp_addr);
+        *shared.http_addr.write() = http_addr;
+
+        let mut handles = Vec::new();
+        let mut workers = Vec::new();
+        for index in 0..threads {
+            let (tx, rx) = mpsc::unbounded_channel::<NewConnection>();
+            workers.push(tx);
+            let shared = shared.clone();
+            handles.push(spawn_thread(format!("shoal-worker-{index}"), move || {
+                run_worker(shared, rx)
+            })?);
+        }
+        let control_shared = shared.clone();
+        handles.push(spawn_thread("shoal-control".into(), move || {
+            run_control(control_shared, resp_listener, workers)
+        })?);
+        if let Some(listener) = http_listener {
+            let http_shared = shared.clone();
+            handles.push(spawn_thread("shoal-http".into(), move || {
+                run_http(http_shared, listener, threads)
+            })?);
+        }
+        tracing::info!(%resp_addr, http = ?http_addr, threads, "shoal node ready");
+        Ok(Server {
+            shared,
+            threads: handles,
+            resp_addr,
+            http_addr,
+        })
+    }
+
+    /// The RESP listener's address.
+    pub fn resp_addr(&self) -> SocketAddr {
+        self.resp_addr
+    }
+
+    /// The HTTP listener's address, if it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The node's shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Asks the node to stop (as `SHUTDOWN` does).
+    pub fn shutdown(&self) {
+        self.shared.request_shutdown();
+    }
+
+    /// Waits until every thread of the node has stopped (after a shutdown request).
+    pub fn wait(mut self) {
+        for handle in std::mem::take(&mut self.threads) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.request_shutdown();
+    }
+}
+
+fn bind(host: &str, port: u16) -> Result<StdListener, StartError> {
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .or_else(|_| format!("[{host}]:{port}").parse())
+        .map_err(|e| StartError::Bind {
+            addr: format!("{host}:{port}"),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })?;
+    let err = |source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    Ok(socket.into())
+}
+
+fn spawn_thread(
+    name: String,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .map_err(StartError::Runtime)
+}
+
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
+}
+
+/// A connection accepted by the control thread, for a worker to serve.
+struct NewConnection {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+}
+
+fn run_worker(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<NewConnection>) {
+    let runtime = current_thread_runtime();
+    let local = tokio::task::LocalSet::new();
+    let worker = shared.stats.register_worker();
+    let mut shutdown = shared.shutdown_signal();
+    local.block_on(&runtime, async move {
+        loop {
+            let connection = tokio::select! {
+                c = incoming.recv() => c,
+                _ = shutdown.wait_for(|stop| *stop) => None,
+            };
+            let Some(NewConnection { stream, peer }) = connection else {
+                break;
+            };
+            let Ok(stream) = TcpStream::from_std(stream) else {
+                continue;
+            };
+            let local_addr = stream.local_addr().unwrap_or(peer);
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+            let info = shared.clients.register(peer, local_addr, fd);
+            tokio::task::spawn_local(session::serve(stream, info, shared.clone(), worker.clone()));
+        }
+    });
+    // Dropping the runtime cancels the remaining sessions; each unregisters itself.
+}
+
+fn run_control(
+    shared: Arc<Shared>,
+    listener: StdListener,
+    workers: Vec<mpsc::UnboundedSender<NewConnection>>,
+) {
+    let runtime = current_thread_runtime();
+    runtime.block_on(async move {
+        let listener = TcpListener::from_std(listener).expect("a bound listener registers");
+        let cron = tokio::spawn(cron(shared.clone()));
+        let mut shutdown = shared.shutdown_signal();
+        let mut next = 0usize;
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            shared.stats.connections_received.fetch_add(1, Relaxed);
+            if shared.clients.count() >= shared.live.maxclients() {
+                shared.stats.rejected_connections.fetch_add(1, Relaxed);
+                tokio::spawn(refuse(stream));
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            let _ = workers[next % workers.len()].send(NewConnection { stream, peer });
+            next = next.wrapping_add(1);
+        }
+        cron.abort();
+    });
+}
+
+/// Answers a connection over `maxclients` as Redis does, then closes it.
+async fn refuse(mut stream: TcpStream) {
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+/// Periodic work, `hz` times a second: the access clock, active expiry (a quarter of each
+/// period at most, repeated sooner while keys keep expiring), rate sampling and upkeep.
+async fn cron(shared: Arc<Shared>) {
+    let mut last_sample = Instant::now();
+    loop {
+        let period = Duration::from_millis(1000 / shared.live.hz().max(1));
+        shared.store.refresh_clock();
+        let cycle = shared.store.expire_cycle(period / 4);
+        if last_sample.elapsed() >= Duration::from_millis(100) {
+            shared
+                .stats
+                .sample_rates(shared.started.elapsed().as_millis() as u64);
+            last_sample = Instant::now();
+        }
+        shared.store.maintain();
+        let pause = if cycle.out_of_time {
+            period / 4
+        } else {
+            period
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+fn run_http(shared: Arc<Shared>, listener: StdListener, threads: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.clamp(1, 4))
+        .thread_name("shoal-http")
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
+    runtime.block_on(async move {
+        let listener = TcpListener::from_std(listener).expect("a bound listener registers");
+        let mut shutdown = shared.shutdown_signal();
+        let app = crate::http::router(shared.clone());
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("HTTP server stopped: {e}");
+        }
+    });
+}

@@ -1,0 +1,315 @@
+//! Server statistics: per-worker command counters and latency histograms (written by one
+//! thread each, without locked instructions), and server-wide counters. `INFO` and `/metrics`
+//! read the same numbers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use parking_lot::Mutex;
+
+/// Upper bounds of the latency histogram buckets, in microseconds (powers of two up to ~1 s).
+pub const LATENCY_BUCKETS_US: [u64; 21] = [
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072,
+    262144, 524288, 1048576,
+];
+
+/// Adds to a counter only its owning thread writes: a plain load and store, no lock prefix.
+#[inline]
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
+}
+
+/// Counters of one command on one worker.
+#[derive(Default)]
+pub struct CommandCounters {
+    /// Calls that ran.
+    pub calls: AtomicU64,
+    /// Microseconds spent running them.
+    pub usec: AtomicU64,
+    /// Calls refused before running (arity, auth, OOM).
+    pub rejected: AtomicU64,
+    /// Calls that ran and answered an error.
+    pub failed: AtomicU64,
+    /// Latency histogram: `latency[i]` counts calls of at most `LATENCY_BUCKETS_US[i]` µs; the
+    /// last slot counts slower ones.
+    pub latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+}
+
+/// Statistics owned by one worker thread.
+pub struct WorkerStats {
+    /// Per command id.
+    pub commands: Box<[CommandCounters]>,
+    /// Bytes read from clients.
+    pub net_input_bytes: AtomicU64,
+    /// Bytes written to clients.
+    pub net_output_bytes: AtomicU64,
+}
+
+impl WorkerStats {
+    fn new(commands: usize) -> WorkerStats {
+        WorkerStats {
+            commands: (0..commands).map(|_| CommandCounters::default()).collect(),
+            net_input_bytes: AtomicU64::new(0),
+            net_output_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a call of command `id` that took `usec` microseconds.
+    #[inline]
+    pub fn record_call(&self, id: usize, usec: u64, failed: bool) {
+        let c = &self.commands[id];
+        bump(&c.calls, 1);
+        bump(&c.usec, usec);
+        if failed {
+            bump(&c.failed, 1);
+        }
+        let bucket = LATENCY_BUCKETS_US.partition_point(|&b| b < usec);
+        bump(&c.latency[bucket], 1);
+    }
+
+    /// Records a call of command `id` refused before it ran.
+    #[inline]
+    pub fn record_rejected(&self, id: usize) {
+        bump(&self.commands[id].rejected, 1);
+    }
+
+    /// Records bytes read.
+    #[inline]
+    pub fn record_input(&self, bytes: usize) {
+        bump(&self.net_input_bytes, bytes as u64);
+    }
+
+    /// Records bytes written.
+    #[inline]
+    pub fn record_output(&self, bytes: usize) {
+        bump(&self.net_output_bytes, bytes as u64);
+    }
+
+    fn reset(&self) {
+        for c in self.commands.iter() {
+            for a in [&c.calls, &c.usec, &c.rejected, &c.failed]
+                .into_iter()
+                .chain(c.latency.iter())
+            {
+                a.store(0, Relaxed);
+            }
+        }
+        self.net_input_bytes.store(0, Relaxed);
+        self.net_output_bytes.store(0, Relaxed);
+    }
+}
+
+/// Totals of one command over all workers.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CommandTotals {
+    /// Calls that ran.
+    pub calls: u64,
+    /// Microseconds spent.
+    pub usec: u64,
+    /// Calls refused before running.
+    pub rejected: u64,
+    /// Calls that answered an error.
+    pub failed: u64,
+    /// Latency histogram (see [`CommandCounters::latency`]).
+    pub latency: Vec<u64>,
+}
+
+/// Server-wide statistics.
+pub struct Stats {
+    command_count: usize,
+    workers: Mutex<Vec<Arc<WorkerStats>>>,
+    /// Connections accepted.
+    pub connections_received: AtomicU64,
+    /// Connections refused (`maxclients`).
+    pub rejected_connections: AtomicU64,
+    /// Unknown commands received.
+    pub unknown_commands: AtomicU64,
+    /// Clients closed for exceeding `client-query-buffer-limit`.
+    pub query_buffer_disconnections: AtomicU64,
+    /// Clients closed for exceeding `client-output-buffer-limit`.
+    pub output_buffer_disconnections: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+    ops_samples: Mutex<OpsSampler>,
+}
+
+impl Stats {
+    /// Statistics for a command table of `command_count` ids.
+    pub fn new(command_count: usize) -> Stats {
+        Stats {
+            command_count,
+            workers: Mutex::new(Vec::new()),
+            connections_received: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
+            unknown_commands: AtomicU64::new(0),
+            query_buffer_disconnections: AtomicU64::new(0),
+            output_buffer_disconnections: AtomicU64::new(0),
+            errors: Mutex::new(BTreeMap::new()),
+            ops_samples: Mutex::new(OpsSampler::default()),
+        }
+    }
+
+    /// Registers a worker thread and returns its counters.
+    pub fn register_worker(&self) -> Arc<WorkerStats> {
+        let worker = Arc::new(WorkerStats::new(self.command_count));
+        self.workers.lock().push(worker.clone());
+        worker
+    }
+
+    /// Counts an error reply by its code (`errorstats`).
+    pub fn record_error(&self, code: &str) {
+        *self.errors.lock().entry(code.to_string()).or_insert(0) += 1;
+    }
+
+    /// Error replies by code.
+    pub fn errors(&self) -> BTreeMap<String, u64> {
+        self.errors.lock().clone()
+    }
+
+    /// Every command's totals, by id.
+    pub fn command_totals(&self) -> Vec<CommandTotals> {
+        let workers = self.workers.lock();
+        (0..self.command_count)
+            .map(|id| {
+                let mut t = CommandTotals {
+                    latency: vec![0; LATENCY_BUCKETS_US.len() + 1],
+                    ..CommandTotals::default()
+                };
+                for w in workers.iter() {
+                    let c = &w.commands[id];
+                    t.calls += c.calls.load(Relaxed);
+                    t.usec += c.usec.load(Relaxed);
+                    t.rejected += c.rejected.load(Relaxed);
+                    t.failed += c.failed.load(Relaxed);
+                    for (sum, bucket) in t.latency.iter_mut().zip(c.latency.iter()) {
+                        *sum += bucket.load(Relaxed);
+                    }
+                }
+                t
+            })
+            .collect()
+    }
+
+    /// Commands run so far (`total_commands_processed`).
+    pub fn total_commands(&self) -> u64 {
+        let workers = self.workers.lock();
+        workers
+            .iter()
+            .flat_map(|w| w.commands.iter())
+            .map(|c| c.calls.load(Relaxed))
+            .sum()
+    }
+
+    /// Bytes read from and written to clients.
+    pub fn net_bytes(&self) -> (u64, u64) {
+        let workers = self.workers.lock();
+        workers.iter().fold((0, 0), |(i, o), w| {
+            (
+                i + w.net_input_bytes.load(Relaxed),
+                o + w.net_output_bytes.load(Relaxed),
+            )
+        })
+    }
+
+    /// Takes a sample for the instantaneous rates (the server calls this every 100 ms).
+    pub fn sample_rates(&self, now_ms: u64) {
+        let commands = self.total_commands();
+        let (input, output) = self.net_bytes();
+        self.ops_samples
+            .lock()
+            .add(now_ms, [commands, input, output]);
+    }
+
+    /// Commands per second, and input and output kilobytes per second, averaged over the last
+    /// 1.6 s of samples (as Redis's `instantaneous_*` fields are).
+    pub fn instantaneous(&self) -> (f64, f64, f64) {
+        let rates = self.ops_samples.lock().rates();
+        (rates[0], rates[1] / 1024.0, rates[2] / 1024.0)
+    }
+
+    /// Zeroes the counters (`CONFIG RESETSTAT`).
+    pub fn reset(&self) {
+        for w in self.workers.lock().iter() {
+            w.reset();
+        }
+        for a in [
+            &self.connections_received,
+            &self.rejected_connections,
+            &self.unknown_commands,
+            &self.query_buffer_disconnections,
+            &self.output_buffer_disconnections,
+        ] {
+            a.store(0, Relaxed);
+        }
+        self.errors.lock().clear();
+        *self.ops_samples.lock() = OpsSampler::default();
+    }
+}
+
+/// The last 16 samples of cumulative counters, for rates.
+#[derive(Default)]
+struct OpsSampler {
+    samples: std::collections::VecDeque<(u64, [u64; 3])>,
+}
+
+impl OpsSampler {
+    const KEEP: usize = 16;
+
+    fn add(&mut self, now_ms: u64, values: [u64; 3]) {
+        if self.samples.len() == Self::KEEP + 1 {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now_ms, values));
+    }
+
+    fn rates(&self) -> [f64; 3] {
+        let (Some(first), Some(last)) = (self.samples.front(), self.samples.back()) else {
+            return [0.0; 3];
+        };
+        let elapsed = last.0.saturating_sub(first.0) as f64 / 1000.0;
+        if elapsed <= 0.0 {
+            return [0.0; 3];
+        }
+        std::array::from_fn(|i| last.1[i].saturating_sub(first.1[i]) as f64 / elapsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_land_in_the_right_latency_bucket() {
+        let stats = Stats::new(2);
+        let w = stats.register_worker();
+        w.record_call(1, 0, false);
+        w.record_call(1, 3, true);
+        w.record_call(1, 5_000_000, false);
+        let totals = &stats.command_totals()[1];
+        assert_eq!(
+            (totals.calls, totals.failed, totals.usec),
+            (3, 1, 5_000_003)
+        );
+        assert_eq!(totals.latency[0], 1, "0 us is in the first bucket");
+        assert_eq!(totals.latency[2], 1, "3 us is in the <= 4 us bucket");
+        assert_eq!(*totals.latency.last().unwrap(), 1, "5 s overflows");
+        assert_eq!(stats.total_commands(), 3);
+        stats.reset();
+        assert_eq!(stats.total_commands(), 0);
+    }
+
+    #[test]
+    fn rates_average_over_the_samples() {
+        let stats = Stats::new(1);
+        let w = stats.register_worker();
+        stats.sample_rates(1000);
+        for _ in 0..500 {
+            w.record_call(0, 1, false);
+        }
+        w.record_input(2048);
+        stats.sample_rates(2000);
+        let (ops, kin, _) = stats.instantaneous();
+        assert_eq!(ops, 500.0);
+        assert_eq!(kin, 2.0);
+    }
+}

@@ -1,0 +1,138 @@
+//! Command-line interface. Settings come from the TOML file (`--config`), then `SHOAL_*`
+//! environment variables, then flags: each overrides the one before.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use shoal_server::{ByteSize, Config, LogFormat};
+use shoal_store::EvictionPolicy;
+
+/// Shoal: a distributed in-memory cache that speaks the Redis protocol.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a cache node.
+    Server(ServerArgs),
+}
+
+/// `shoal server` flags. Each also reads `SHOAL_<NAME>` from the environment.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// TOML configuration file (keys are Redis's names: port, maxmemory, maxmemory-policy, ...).
+    #[arg(long, env = "SHOAL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the resulting configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Address to listen on.
+    #[arg(long, env = "SHOAL_BIND")]
+    pub bind: Option<String>,
+    /// RESP port [default: 6379].
+    #[arg(long, env = "SHOAL_PORT")]
+    pub port: Option<u16>,
+    /// HTTP API port; 0 disables it [default: 8080].
+    #[arg(long, env = "SHOAL_HTTP_PORT")]
+    pub http_port: Option<u16>,
+    /// Memory limit, e.g. 100mb or 1gb; 0 means none [default: 0].
+    #[arg(long, env = "SHOAL_MAXMEMORY", value_parser = parse_size)]
+    pub maxmemory: Option<ByteSize>,
+    /// allkeys-lru, volatile-lru, allkeys-random, volatile-ttl or noeviction [default: allkeys-lru].
+    #[arg(long, env = "SHOAL_MAXMEMORY_POLICY")]
+    pub maxmemory_policy: Option<EvictionPolicy>,
+    /// Worker threads; 0 means one per available CPU [default: 0].
+    #[arg(long, env = "SHOAL_THREADS")]
+    pub threads: Option<usize>,
+    /// Keyspace shards (a power of two); 0 means 64 per thread [default: 0].
+    #[arg(long, env = "SHOAL_SHARDS")]
+    pub shards: Option<usize>,
+    /// Most simultaneous clients [default: 10000].
+    #[arg(long, env = "SHOAL_MAXCLIENTS")]
+    pub maxclients: Option<u64>,
+    /// Close clients idle for this many seconds; 0 never [default: 0].
+    #[arg(long, env = "SHOAL_TIMEOUT")]
+    pub timeout: Option<u64>,
+    /// Password clients must send with AUTH.
+    #[arg(long, env = "SHOAL_REQUIREPASS")]
+    pub requirepass: Option<String>,
+    /// Largest bulk string a client may send [default: 512mb].
+    #[arg(long, env = "SHOAL_PROTO_MAX_BULK_LEN", value_parser = parse_size)]
+    pub proto_max_bulk_len: Option<ByteSize>,
+    /// Most arguments per command [default: 2147483647].
+    #[arg(long, env = "SHOAL_PROTO_MAX_MULTIBULK_LEN")]
+    pub proto_max_multibulk_len: Option<u64>,
+    /// Largest key a write may create [default: 512mb].
+    #[arg(long, env = "SHOAL_MAX_KEY_SIZE", value_parser = parse_size)]
+    pub max_key_size: Option<ByteSize>,
+    /// Most unprocessed input per client [default: 1gb].
+    #[arg(long, env = "SHOAL_CLIENT_QUERY_BUFFER_LIMIT", value_parser = parse_size)]
+    pub client_query_buffer_limit: Option<ByteSize>,
+    /// Output limit for normal clients: "<hard> <soft> <seconds>" [default: "0 0 0"].
+    #[arg(long, env = "SHOAL_CLIENT_OUTPUT_BUFFER_LIMIT")]
+    pub client_output_buffer_limit: Option<String>,
+    /// Log format: human or json [default: human].
+    #[arg(long, env = "SHOAL_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log level or filter (info, debug, shoal_server=debug...) [default: info].
+    #[arg(long, env = "SHOAL_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+fn parse_size(s: &str) -> Result<ByteSize, String> {
+    s.parse()
+        .map_err(|_| format!("'{s}' is not a size (use e.g. 100mb, 1gb, or bytes)"))
+}
+
+impl ServerArgs {
+    /// The configuration: the file's (or the defaults), overridden by environment and flags.
+    pub fn to_config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Config::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        macro_rules! take {
+            ($($field:ident),*) => {$(
+                if let Some(value) = &self.$field {
+                    config.$field = value.clone();
+                }
+            )*};
+        }
+        take!(
+            bind,
+            port,
+            http_port,
+            maxmemory,
+            maxmemory_policy,
+            threads,
+            shards,
+            maxclients,
+            timeout,
+            requirepass,
+            proto_max_bulk_len,
+            proto_max_multibulk_len,
+            max_key_size,
+            client_query_buffer_limit,
+            log_format,
+            log_level
+        );
+        if let Some(limit) = &self.client_output_buffer_limit {
+            config.client_output_buffer_limit =
+                shoal_server::config::OutputBufferLimit::parse(limit)
+                    .map_err(|e| anyhow::anyhow!("--client-output-buffer-limit: {e}"))?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
