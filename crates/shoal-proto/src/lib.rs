@@ -14,4 +14,4 @@ pub mod parse;
 pub mod reply;
 
 pub use encode::{Protocol, Reply};
-pub use parse::{Argv, Limits, Parsed, ProtocolError, RequestParser};
+pub use parse::{Argv, Limits, Parsed, ProtocolError, RequestParser, peek_key};

@@ -344,6 +344,31 @@ impl<'a> Argv<'a> {
     }
 }
 
+/// The second argument (for most commands, the key) of the multibulk frame at the start of
+/// `buf`, if that much of the frame is already there. Stateless and cheap: it lets a server
+/// prefetch the next command's data while it runs the current one. Anything unexpected gives
+/// `None`; the real parse decides what the frame is.
+pub fn peek_key(buf: &[u8]) -> Option<&[u8]> {
+    if buf.first() != Some(&b'*') {
+        return None;
+    }
+    let mut pos = find_cr(buf, 1)? + 2;
+    for arg in 0..2 {
+        if buf.get(pos) != Some(&b'$') {
+            return None;
+        }
+        let line_end = find_cr(buf, pos + 1)?;
+        let len = usize::try_from(parse_len(&buf[pos + 1..line_end])?).ok()?;
+        let start = line_end + 2;
+        let data = buf.get(start..start.checked_add(len)?)?;
+        if arg == 1 {
+            return Some(data);
+        }
+        pos = start + len + 2;
+    }
+    None
+}
+
 /// Position of the first `\r` at or after `from`.
 #[inline]
 fn find_cr(buf: &[u8], from: usize) -> Option<usize> {

@@ -57,10 +57,13 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Value>,
     let Some(&kind) = buf.get(*pos) else {
         return Ok(None);
     };
-    let Some(line_end) = buf[*pos..]
+    if !b"+-:,(_#$=!*~>%".contains(&kind) {
+        return Err(MalformedReply("unknown type byte"));
+    }
+    let Some(line_end) = buf[*pos + 1..]
         .windows(2)
         .position(|w| w == b"\r\n")
-        .map(|i| i + *pos)
+        .map(|i| i + *pos + 1)
     else {
         return Ok(None);
     };
@@ -90,7 +93,11 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Value>,
                 *pos = after_line;
                 return Ok(Some(Value::Null));
             }
-            let end = after_line + len as usize;
+            let end = usize::try_from(len)
+                .ok()
+                .and_then(|len| after_line.checked_add(len))
+                .filter(|end| end.checked_add(2).is_some())
+                .ok_or(MalformedReply("bulk length out of range"))?;
             if buf.len() < end + 2 {
                 return Ok(None);
             }
@@ -116,7 +123,9 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Value>,
             if len < 0 {
                 return Ok(Some(Value::Null));
             }
-            let count = if kind == b'%' { len * 2 } else { len } as usize;
+            let count = if kind == b'%' { len.checked_mul(2) } else { Some(len) }
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or(MalformedReply("aggregate length out of range"))?;
             let mut items = Vec::with_capacity(count.min(1024));
             for _ in 0..count {
                 match decode_at(buf, pos, depth + 1)? {
@@ -181,5 +190,8 @@ mod tests {
         assert!(decode(b"?x\r\n").is_err());
         assert!(decode(b"$3\r\nabcXY").is_err());
         assert!(decode(b":x\r\n").is_err());
+        // Found by the fuzzer: a line ending where the type byte should be.
+        assert!(decode(b"\r\n").is_err());
+        assert_eq!(decode(b"+\r\n").unwrap().unwrap().0, Value::Simple(Vec::new()));
     }
 }

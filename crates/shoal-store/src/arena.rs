@@ -68,6 +68,19 @@ impl Ref {
     }
 }
 
+/// Hints the CPU to bring the cache line at `ptr` into its caches. Never faults, whatever `ptr` is.
+#[inline]
+pub fn prefetch(ptr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it does not access memory in the language's sense and
+    // cannot fault, even for an invalid address. SSE is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
 /// Rounds a block size up to the allocation granularity and minimum.
 #[inline]
 pub fn block_size(len: usize) -> usize {

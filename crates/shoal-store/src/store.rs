@@ -7,7 +7,7 @@
 //! into an output buffer with no intermediate allocation.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
@@ -208,12 +208,18 @@ const STALE_PERCENT: usize = 10;
 /// Most keys one step of `evict` removes from a shard before moving to the next.
 const EVICT_PER_SHARD: usize = 1;
 
+/// A shard with its lock, and where its index lives, published for lock-free prefetching.
+/// Aligned so that neighbouring shards never share a cache line.
 #[repr(align(128))]
-struct Padded<T>(T);
+struct ShardSlot {
+    shard: Mutex<Shard>,
+    index_base: AtomicPtr<u8>,
+    index_chunks: AtomicUsize,
+}
 
 /// The whole keyspace.
 pub struct Store {
-    shards: Box<[Padded<Mutex<Shard>>]>,
+    shards: Box<[ShardSlot]>,
     shard_shift: u32,
     hasher: KeyHasher,
     clock: Arc<dyn Clock>,
@@ -235,11 +241,15 @@ impl Store {
         let shards = (0..count)
             .map(|i| {
                 let shard_seed = seed.rotate_left(i as u32 + 1) ^ 0x9E37_79B9_7F4A_7C15;
-                Padded(Mutex::new(Shard::new(
-                    hasher.clone(),
-                    shard_seed,
-                    config.events.clone(),
-                )))
+                ShardSlot {
+                    index_base: AtomicPtr::new(std::ptr::null_mut()),
+                    index_chunks: AtomicUsize::new(0),
+                    shard: Mutex::new(Shard::new(
+                        hasher.clone(),
+                        shard_seed,
+                        config.events.clone(),
+                    )),
+                }
             })
             .collect();
         let store = Store {
@@ -322,7 +332,7 @@ impl Store {
 
     #[inline]
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
-        self.shards[index].0.lock()
+        self.shards[index].shard.lock()
     }
 
     #[inline]
@@ -334,12 +344,39 @@ impl Store {
     #[inline]
     fn with_shard<R>(&self, key: &[u8], f: impl FnOnce(&mut Shard, u64, &mut Now) -> R) -> R {
         let hash = self.hash(key);
-        let mut shard = self.lock(self.shard_index(hash));
+        let index = self.shard_index(hash);
+        let mut shard = self.lock(index);
         let before = shard.used;
         let mut now = Now::new(&*self.clock);
         let result = f(&mut shard, hash, &mut now);
-        self.account(before, shard.used);
+        self.settle(index, before, &shard);
         result
+    }
+
+    /// After work on shard `index` (still locked): folds its change of `used` into the total
+    /// and republishes where its index is, since the work may have reallocated it.
+    #[inline]
+    fn settle(&self, index: usize, before: usize, shard: &Shard) {
+        self.account(before, shard.used);
+        let (base, chunks) = shard.table_location();
+        let slot = &self.shards[index];
+        slot.index_base.store(base.cast_mut(), Relaxed);
+        slot.index_chunks.store(chunks, Relaxed);
+    }
+
+    /// Hints the CPU to fetch the index chunk a lookup of `key` will read first. Takes no lock,
+    /// so a server can issue it for the next pipelined command while it runs the current one.
+    #[inline]
+    pub fn prefetch(&self, key: &[u8]) {
+        let hash = self.hash(key);
+        let slot = &self.shards[self.shard_index(hash)];
+        let location = (
+            slot.index_base.load(Relaxed).cast_const(),
+            slot.index_chunks.load(Relaxed),
+        );
+        if location.1 > 0 {
+            crate::arena::prefetch(crate::table::chunk_address(location, hash));
+        }
     }
 
     #[inline]
@@ -359,8 +396,9 @@ impl Store {
             let found = shard.live(hash, key, now);
             shard.count_read(found.is_some());
             let (_, r) = found?;
+            let result = f(shard.blob(r).value());
             shard.touch(r, clock);
-            Some(f(shard.blob(r).value()))
+            Some(result)
         })
     }
 
@@ -558,7 +596,7 @@ impl Store {
             shard.count_read(found.is_some());
             let (slot, r) = found?;
             let result = f(shard.blob(r).value());
-            shard.remove_at(slot, r, None);
+            shard.remove_at(hash, slot, r, None);
             Some(result)
         })
     }
@@ -585,7 +623,7 @@ impl Store {
                 TtlUpdate::Clear => {
                     shard.set_expiry(slot, r, None)?;
                 }
-                TtlUpdate::At(at) if at <= now.get() as i64 => shard.remove_at(slot, r, None),
+                TtlUpdate::At(at) if at <= now.get() as i64 => shard.remove_at(hash, slot, r, None),
                 TtlUpdate::At(at) => {
                     shard.set_expiry(slot, r, Some(at as u64))?;
                 }
@@ -602,7 +640,7 @@ impl Store {
         for key in keys {
             let (shard, hash) = locks.shard_for(self, key);
             if let Some((slot, r)) = shard.live(hash, key, &mut now) {
-                shard.remove_at(slot, r, None);
+                shard.remove_at(hash, slot, r, None);
                 removed += 1;
             }
         }
@@ -614,7 +652,7 @@ impl Store {
     pub fn remove(&self, key: &[u8]) -> bool {
         self.with_shard(key, |shard, hash, now| match shard.live(hash, key, now) {
             Some((slot, r)) => {
-                shard.remove_at(slot, r, None);
+                shard.remove_at(hash, slot, r, None);
                 true
             }
             None => false,
@@ -682,7 +720,7 @@ impl Store {
                 return Ok(ExpireOutcome::NotApplied);
             }
             if at <= now.get() as i64 {
-                shard.remove_at(slot, r, None);
+                shard.remove_at(hash, slot, r, None);
                 return Ok(ExpireOutcome::Deleted);
             }
             let r = shard.set_expiry(slot, r, Some(at as u64))?;
@@ -820,7 +858,7 @@ impl Store {
                 // source up again rather than trusting its old slot.
                 let (src, src_hash) = locks.shard_for(self, from);
                 let (slot, r) = src.find(src_hash, from).unwrap_or((src_slot, src_ref));
-                src.remove_at(slot, r, None);
+                src.remove_at(src_hash, slot, r, None);
             }
             Ok(RenameOutcome::Renamed)
         })();
@@ -892,7 +930,7 @@ impl Store {
                 let key = b.key().to_vec();
                 let hash = self.hash(&key);
                 shard.live(hash, &key, &mut now);
-                self.account(before, shard.used);
+                self.settle(index, before, &shard);
                 continue;
             }
             return Some(f(b.key()));
@@ -916,7 +954,7 @@ impl Store {
             let mut shard = self.lock(index);
             let before = shard.used;
             shard.clear();
-            self.account(before, 0);
+            self.settle(index, before, &shard);
         }
     }
 
@@ -935,7 +973,8 @@ impl Store {
         let mut index = self.evict_next.fetch_add(1, Relaxed);
         let mut fruitless = 0;
         while self.used.load(Relaxed) > max {
-            let mut shard = self.lock(index % shards);
+            let shard_index = index % shards;
+            let mut shard = self.lock(shard_index);
             index += 1;
             let mut evicted = 0;
             while evicted < EVICT_PER_SHARD && self.used.load(Relaxed) > max {
@@ -943,7 +982,7 @@ impl Store {
                 if !shard.evict_one(policy) {
                     break;
                 }
-                self.account(before, shard.used);
+                self.settle(shard_index, before, &shard);
                 evicted += 1;
             }
             if evicted == 0 {
@@ -977,7 +1016,7 @@ impl Store {
                 }
                 let before = shard.used;
                 let (examined, expired) = shard.expire_step(now, EXPIRE_BATCH);
-                self.account(before, shard.used);
+                self.settle(index, before, &shard);
                 drop(shard);
                 cycle.examined += examined;
                 cycle.expired += expired;
@@ -1001,8 +1040,11 @@ impl Store {
     pub fn maintain(&self) -> usize {
         let index = self.maintain_next.fetch_add(1, Relaxed) % self.shards.len();
         let mut shard = self.lock(index);
+        let before = shard.used;
         shard.maybe_shrink();
-        shard.compact()
+        let released = shard.compact();
+        self.settle(index, before, &shard);
+        released
     }
 
     /// Totals over all shards.
@@ -1114,7 +1156,7 @@ fn write_entry(
         }),
         TtlUpdate::At(at) if at <= now.get() as i64 => {
             if let Some((slot, r)) = existing {
-                shard.remove_at(slot, r, None);
+                shard.remove_at(hash, slot, r, None);
             }
             return Ok(true);
         }
@@ -1164,8 +1206,8 @@ impl Locks<'_> {
 
     /// Folds every locked shard's change of `used` into the store's total.
     fn settle(&mut self, store: &Store) {
-        for (_, shard, before) in &mut self.guards {
-            store.account(*before, shard.used);
+        for (index, shard, before) in &mut self.guards {
+            store.settle(*index, *before, shard);
             *before = shard.used;
         }
     }

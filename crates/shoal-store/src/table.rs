@@ -1,25 +1,30 @@
-//! A shard's index: an open-addressing hash table of 32-bit entry refs.
+//! A shard's index: an open-addressing hash table of 32-bit entry refs, in cache-line chunks.
 //!
-//! The layout follows SwissTable: one control byte per bucket (`EMPTY`, `DELETED`, or 7 bits of
-//! the hash) scanned 8 at a time with word-sized bit tricks, and a parallel array of `u32` values.
-//! That is 5 bytes per bucket. Two choices differ from hashbrown, for a cache's needs:
+//! Each 64-byte chunk holds 12 one-byte tags (7 bits of the hash, or `EMPTY`), an overflow
+//! counter and 12 `u32` values, so a lookup reads one cache line per chunk probed (the layout of
+//! Facebook's F14 tables). The overflow counter of a chunk counts the values whose probe went
+//! past it; a lookup stops at the first chunk whose counter is zero, which keeps probes short at
+//! high occupancy and lets deletion simply empty a slot (no tombstones).
 //!
-//! * The bucket count is any multiple of 8, not a power of two: a hash's home bucket is
-//!   `(low32(hash) * buckets) >> 32` and the table grows by 1.5x, so occupancy stays between 58%
-//!   and 87.5% instead of dropping to 44% after each doubling.
-//! * The home bucket is monotonic in the hash, so a position in hash space is a stable cursor:
+//! Two choices serve a cache's needs:
+//!
+//! * The chunk count is arbitrary: a hash's home chunk is `(low32(hash) * chunks) >> 32` and the
+//!   table grows by 1.5x, so occupancy stays between 58% and 87.5% (5.3 bytes a slot).
+//! * The home chunk is monotonic in the hash, so a position in hash space is a stable cursor:
 //!   [`Table::scan`] returns every value whose hash lies in a range, whatever resizes happen
 //!   between calls. That is what `SCAN` needs (no key present throughout is ever missed).
 //!
 //! The table stores no hashes or keys; callers pass a closure that recomputes a value's hash
 //! (from its key) when the table resizes or scans.
 
-const GROUP: usize = 8;
-const EMPTY: u8 = 0xFF;
-const DELETED: u8 = 0x80;
-const MIN_BUCKETS: usize = 16;
-const LSB: u64 = 0x0101_0101_0101_0101;
-const MSB: u64 = 0x8080_8080_8080_8080;
+const SLOTS: usize = 12;
+const EMPTY: u8 = 0x80;
+const OVERFLOW_SATURATED: u8 = u8::MAX;
+const MIN_CHUNKS: usize = 2;
+const LSB: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
+const MSB: u128 = 0x8080_8080_8080_8080_8080_8080_8080_8080;
+/// Tag-word mask of the 12 slot bytes (the 13th byte is the overflow counter, then padding).
+const SLOT_BYTES: u128 = (1u128 << (SLOTS * 8)) - 1;
 
 /// One past the largest position in hash space (positions are the low 32 bits of a hash).
 pub const END: u64 = 1 << 32;
@@ -29,33 +34,73 @@ fn tag(hash: u64) -> u8 {
     ((hash >> 32) & 0x7F) as u8
 }
 
-/// Bit mask (bit 7 of each byte) of the bytes of `group` equal to `byte`. May report false
-/// positives after a true match; callers confirm every candidate.
-#[inline]
-fn match_byte(group: u64, byte: u8) -> u64 {
-    let x = group ^ (LSB * u64::from(byte));
-    x.wrapping_sub(LSB) & !x & MSB
+/// One cache line of the table.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Chunk {
+    /// Tags of the 12 slots, then the overflow counter, then 3 bytes of padding.
+    meta: [u8; 16],
+    values: [u32; SLOTS],
 }
 
-#[inline]
-fn match_empty(group: u64) -> u64 {
-    group & (group << 1) & MSB
+impl Chunk {
+    const EMPTY: Chunk = Chunk {
+        meta: [
+            EMPTY, EMPTY, EMPTY, EMPTY, EMPTY, EMPTY, EMPTY, EMPTY, EMPTY, EMPTY, EMPTY, EMPTY, 0,
+            0, 0, 0,
+        ],
+        values: [0; SLOTS],
+    };
+
+    #[inline]
+    fn tags(&self) -> u128 {
+        u128::from_le_bytes(self.meta) & SLOT_BYTES
+    }
+
+    /// Bit mask (bit 7 of each byte) of slots whose tag is `tag`. SWAR may report a false match
+    /// after a true one; callers confirm every candidate.
+    #[inline]
+    fn match_tag(&self, tag: u8) -> u128 {
+        let x = self.tags() ^ (LSB * u128::from(tag));
+        x.wrapping_sub(LSB) & !x & MSB & SLOT_BYTES
+    }
+
+    /// Bit mask of empty slots.
+    #[inline]
+    fn match_empty(&self) -> u128 {
+        self.tags() & MSB & SLOT_BYTES
+    }
+
+    /// Bit mask of full slots.
+    #[inline]
+    fn match_full(&self) -> u128 {
+        !self.tags() & MSB & SLOT_BYTES
+    }
+
+    #[inline]
+    fn overflow(&self) -> u8 {
+        self.meta[SLOTS]
+    }
+
+    #[inline]
+    fn add_overflow(&mut self) {
+        if self.meta[SLOTS] != OVERFLOW_SATURATED {
+            self.meta[SLOTS] += 1;
+        }
+    }
+
+    #[inline]
+    fn remove_overflow(&mut self) {
+        // A saturated counter no longer knows its count: it stays saturated (lookups just probe on).
+        if self.meta[SLOTS] != OVERFLOW_SATURATED {
+            self.meta[SLOTS] -= 1;
+        }
+    }
 }
 
+/// Iterates the slot indices of the set bits of a match mask.
 #[inline]
-fn match_empty_or_deleted(group: u64) -> u64 {
-    group & MSB
-}
-
-#[cfg(test)]
-#[inline]
-fn match_full(group: u64) -> u64 {
-    !group & MSB
-}
-
-/// Iterates the byte indices of the set bits of a match mask.
-#[inline]
-fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+fn bits(mut mask: u128) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
         if mask == 0 {
             return None;
@@ -68,11 +113,8 @@ fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
 
 /// The index of a shard.
 pub struct Table {
-    ctrl: Box<[u8]>,
-    slots: Box<[u32]>,
-    buckets: usize,
+    chunks: Box<[Chunk]>,
     items: usize,
-    growth_left: usize,
 }
 
 impl Default for Table {
@@ -85,22 +127,15 @@ impl Table {
     /// An empty table; it allocates on first insert.
     pub fn new() -> Table {
         Table {
-            ctrl: Box::new([]),
-            slots: Box::new([]),
-            buckets: 0,
+            chunks: Box::new([]),
             items: 0,
-            growth_left: 0,
         }
     }
 
-    fn with_buckets(buckets: usize) -> Table {
-        debug_assert!(buckets >= MIN_BUCKETS && buckets.is_multiple_of(GROUP));
+    fn with_chunks(chunks: usize) -> Table {
         Table {
-            ctrl: vec![EMPTY; buckets + GROUP].into_boxed_slice(),
-            slots: vec![0u32; buckets].into_boxed_slice(),
-            buckets,
+            chunks: vec![Chunk::EMPTY; chunks.max(MIN_CHUNKS)].into_boxed_slice(),
             items: 0,
-            growth_left: max_items(buckets),
         }
     }
 
@@ -110,111 +145,109 @@ impl Table {
         self.items
     }
 
-    /// Bytes the table occupies (control bytes and slots).
+    /// Bytes the table occupies.
     pub fn bytes(&self) -> usize {
-        self.ctrl.len() + self.slots.len() * 4
+        self.chunks.len() * size_of::<Chunk>()
+    }
+
+    /// Slots in the table.
+    pub fn capacity(&self) -> usize {
+        self.chunks.len() * SLOTS
     }
 
     #[inline]
     fn home(&self, hash: u64) -> usize {
-        (((hash & 0xFFFF_FFFF) * self.buckets as u64) >> 32) as usize
+        home_of(hash, self.chunks.len())
+    }
+
+    /// Where the chunks are and how many there are, for [`chunk_address`].
+    pub fn location(&self) -> (*const u8, usize) {
+        (self.chunks.as_ptr().cast(), self.chunks.len())
     }
 
     #[inline]
-    fn group_at(&self, pos: usize) -> u64 {
-        let bytes: [u8; GROUP] = self.ctrl[pos..pos + GROUP].try_into().expect("group of 8");
-        u64::from_le_bytes(bytes)
-    }
-
-    #[inline]
-    fn wrap(&self, i: usize) -> usize {
-        if i >= self.buckets {
-            i - self.buckets
+    fn next(&self, chunk: usize) -> usize {
+        if chunk + 1 == self.chunks.len() {
+            0
         } else {
-            i
-        }
-    }
-
-    #[inline]
-    fn set_ctrl(&mut self, i: usize, byte: u8) {
-        self.ctrl[i] = byte;
-        if i < GROUP {
-            self.ctrl[self.buckets + i] = byte;
+            chunk + 1
         }
     }
 
     /// The slot holding a value for which `eq` is true, among those stored under `hash`.
     #[inline]
     pub fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<usize> {
-        if self.buckets == 0 {
+        if self.chunks.is_empty() {
             return None;
         }
         let tag = tag(hash);
-        let mut pos = self.home(hash);
-        let mut probed = 0;
-        loop {
-            let group = self.group_at(pos);
-            for bit in bits(match_byte(group, tag)) {
-                let i = self.wrap(pos + bit);
-                if eq(self.slots[i]) {
-                    return Some(i);
+        let mut c = self.home(hash);
+        for _ in 0..self.chunks.len() {
+            let chunk = &self.chunks[c];
+            for i in bits(chunk.match_tag(tag)) {
+                if eq(chunk.values[i]) {
+                    return Some(c * SLOTS + i);
                 }
             }
-            if match_empty(group) != 0 {
+            if chunk.overflow() == 0 {
                 return None;
             }
-            probed += GROUP;
-            if probed >= self.buckets {
-                return None;
-            }
-            pos = self.wrap(pos + GROUP);
+            c = self.next(c);
         }
+        None
     }
 
     /// The value in slot `i` (from [`find`](Self::find)).
     #[inline]
-    pub fn get(&self, i: usize) -> u32 {
-        self.slots[i]
+    pub fn get(&self, slot: usize) -> u32 {
+        self.chunks[slot / SLOTS].values[slot % SLOTS]
     }
 
     /// Replaces the value in slot `i` (the hash must stay the same).
     #[inline]
-    pub fn set(&mut self, i: usize, value: u32) {
-        self.slots[i] = value;
+    pub fn set(&mut self, slot: usize, value: u32) {
+        self.chunks[slot / SLOTS].values[slot % SLOTS] = value;
     }
 
     /// Inserts `value` under `hash`. The caller guarantees no equal value is present.
     /// `rehash` gives the hash of any stored value, for when the table must grow.
     pub fn insert(&mut self, hash: u64, value: u32, rehash: impl Fn(u32) -> u64) {
-        if self.buckets == 0 {
-            *self = Table::with_buckets(MIN_BUCKETS);
+        if self.items >= max_items(self.chunks.len()) {
+            let chunks = chunks_for(self.items + 1).max(self.chunks.len() * 3 / 2);
+            self.rebuild(chunks, &rehash);
         }
-        let mut i = self.find_insert_slot(hash);
-        if self.ctrl[i] == EMPTY && self.growth_left == 0 {
-            self.reserve_one(&rehash);
-            i = self.find_insert_slot(hash);
-        }
-        if self.ctrl[i] == EMPTY {
-            self.growth_left -= 1;
-        }
-        self.set_ctrl(i, tag(hash));
-        self.slots[i] = value;
+        self.place(hash, value);
         self.items += 1;
     }
 
-    /// Removes the value in slot `i`.
-    pub fn erase(&mut self, i: usize) {
-        debug_assert!(self.ctrl[i] & 0x80 == 0, "erasing an empty slot");
-        let before = self.group_at((i + self.buckets - GROUP) % self.buckets);
-        let after = self.group_at(i);
-        let run = match_empty(before).leading_zeros() / 8 + match_empty(after).trailing_zeros() / 8;
-        let byte = if run as usize >= GROUP {
-            DELETED
-        } else {
-            self.growth_left += 1;
-            EMPTY
-        };
-        self.set_ctrl(i, byte);
+    /// Puts a value in the first chunk with room along its probe, counting the overflow.
+    fn place(&mut self, hash: u64, value: u32) {
+        let mut c = self.home(hash);
+        loop {
+            let chunk = &mut self.chunks[c];
+            if let Some(i) = bits(chunk.match_empty()).next() {
+                chunk.meta[i] = tag(hash);
+                chunk.values[i] = value;
+                return;
+            }
+            chunk.add_overflow();
+            c = self.next(c);
+        }
+    }
+
+    /// Removes the value in `slot`, which was stored under `hash`.
+    pub fn erase(&mut self, slot: usize, hash: u64) {
+        let (target, i) = (slot / SLOTS, slot % SLOTS);
+        debug_assert!(
+            self.chunks[target].meta[i] & EMPTY == 0,
+            "erasing an empty slot"
+        );
+        self.chunks[target].meta[i] = EMPTY;
+        let mut c = self.home(hash);
+        while c != target {
+            self.chunks[c].remove_overflow();
+            c = self.next(c);
+        }
         self.items -= 1;
     }
 
@@ -225,8 +258,8 @@ impl Table {
 
     /// Shrinks the table if it is mostly empty (after mass deletion). Returns whether it did.
     pub fn maybe_shrink(&mut self, rehash: impl Fn(u32) -> u64) -> bool {
-        if self.buckets > MIN_BUCKETS && self.items < max_items(self.buckets) / 4 {
-            self.rebuild(buckets_for(self.items * 2), &rehash);
+        if self.chunks.len() > MIN_CHUNKS && self.items < max_items(self.chunks.len()) / 4 {
+            self.rebuild(chunks_for(self.items * 2), &rehash);
             true
         } else {
             false
@@ -238,22 +271,23 @@ impl Table {
         if self.items == 0 {
             return None;
         }
-        let start = (seed % self.buckets as u64) as usize;
-        (0..self.buckets)
-            .map(|k| self.wrap(start + k))
-            .find(|&i| self.ctrl[i] & 0x80 == 0)
-            .map(|i| self.slots[i])
+        let slots = self.capacity();
+        let start = (seed % slots as u64) as usize;
+        (0..slots)
+            .map(|k| (start + k) % slots)
+            .find(|&s| self.chunks[s / SLOTS].meta[s % SLOTS] & EMPTY == 0)
+            .map(|s| self.get(s))
     }
 
     /// Every stored value, in slot order.
     pub fn values(&self) -> impl Iterator<Item = u32> + '_ {
-        (0..self.buckets)
-            .filter(|&i| self.ctrl[i] & 0x80 == 0)
-            .map(|i| self.slots[i])
+        self.chunks
+            .iter()
+            .flat_map(|chunk| bits(chunk.match_full()).map(move |i| chunk.values[i]))
     }
 
-    /// Calls `f` for the values whose hash position (low 32 bits) is at least `from`, bucket by
-    /// bucket, until at least `count` were found or the table ends; returns the position to resume
+    /// Calls `f` for the values whose hash position (low 32 bits) is at least `from`, chunk by
+    /// chunk, until at least `count` were found or the table ends; returns the position to resume
     /// from ([`END`] when done). A value present for a whole series of calls is reported at least once.
     pub fn scan(
         &self,
@@ -262,25 +296,25 @@ impl Table {
         hash_of: impl Fn(u32) -> u64,
         mut f: impl FnMut(u32),
     ) -> u64 {
-        if self.buckets == 0 || from >= END {
+        if self.chunks.is_empty() || from >= END {
             return END;
         }
         let mut start = self.home(from);
         let mut found = 0;
-        let chunk = count.max(GROUP);
-        while start < self.buckets {
-            let end = (start + chunk).min(self.buckets);
-            found += self.scan_buckets(start, end, from, &hash_of, &mut f);
+        let step = count.div_ceil(SLOTS).max(1);
+        while start < self.chunks.len() {
+            let end = (start + step).min(self.chunks.len());
+            found += self.scan_chunks(start, end, from, &hash_of, &mut f);
             start = end;
             if found >= count {
                 break;
             }
         }
-        self.bucket_start(start)
+        self.chunk_start(start)
     }
 
-    /// Reports values whose home bucket is in `[first, end)` and whose position is `>= from`.
-    fn scan_buckets(
+    /// Reports values whose home chunk is in `[first, end)` and whose position is `>= from`.
+    fn scan_chunks(
         &self,
         first: usize,
         end: usize,
@@ -288,96 +322,76 @@ impl Table {
         hash_of: &impl Fn(u32) -> u64,
         f: &mut impl FnMut(u32),
     ) -> usize {
-        // Values with a home in the range sit between `first` and 8 slots past the first EMPTY
-        // at or after the range's last bucket: no probe sequence from the range goes further.
-        let mut empty = end - 1;
-        let mut overflow = 0;
-        while self.ctrl[empty] != EMPTY && overflow < self.buckets {
-            empty = self.wrap(empty + 1);
-            overflow += 1;
-        }
-        let span = (end - first + overflow + GROUP).min(self.buckets);
+        // A value lives in its home chunk or past chunks whose overflow counters count it, so
+        // walking on while the previous chunk overflowed reaches every value homed in the range.
         let mut found = 0;
-        for k in 0..span {
-            let i = self.wrap(first + k);
-            if self.ctrl[i] & 0x80 != 0 {
-                continue;
+        let mut c = first;
+        for walked in 0..self.chunks.len() {
+            if walked >= end - first
+                && self.chunks[(c + self.chunks.len() - 1) % self.chunks.len()].overflow() == 0
+            {
+                break;
             }
-            let value = self.slots[i];
-            let hash = hash_of(value);
-            let home = self.home(hash);
-            if home >= first && home < end && (hash & 0xFFFF_FFFF) >= from {
-                f(value);
-                found += 1;
+            let chunk = &self.chunks[c];
+            for i in bits(chunk.match_full()) {
+                let value = chunk.values[i];
+                let hash = hash_of(value);
+                let home = self.home(hash);
+                if home >= first && home < end && (hash & 0xFFFF_FFFF) >= from {
+                    f(value);
+                    found += 1;
+                }
             }
+            c = self.next(c);
         }
         found
     }
 
-    /// The first hash position whose home is bucket `b` (`END` for `b == buckets`).
-    fn bucket_start(&self, b: usize) -> u64 {
-        ((b as u64) << 32).div_ceil(self.buckets as u64)
+    /// The first hash position whose home is chunk `c` (`END` for `c == chunks`).
+    fn chunk_start(&self, c: usize) -> u64 {
+        ((c as u64) << 32).div_ceil(self.chunks.len() as u64)
     }
 
-    fn find_insert_slot(&self, hash: u64) -> usize {
-        let mut pos = self.home(hash);
-        loop {
-            let mask = match_empty_or_deleted(self.group_at(pos));
-            if mask != 0 {
-                return self.wrap(pos + mask.trailing_zeros() as usize / 8);
-            }
-            pos = self.wrap(pos + GROUP);
-        }
-    }
-
-    fn reserve_one(&mut self, rehash: &impl Fn(u32) -> u64) {
-        // Plenty of tombstones: rebuild at the same size; otherwise grow by half.
-        let buckets = if self.items < max_items(self.buckets) / 2 {
-            self.buckets
-        } else {
-            buckets_for(self.items + 1).max(self.buckets * 3 / 2)
-        };
-        self.rebuild(buckets, rehash);
-    }
-
-    fn rebuild(&mut self, buckets: usize, rehash: &impl Fn(u32) -> u64) {
-        let mut fresh = Table::with_buckets(buckets.max(MIN_BUCKETS).next_multiple_of(GROUP));
+    fn rebuild(&mut self, chunks: usize, rehash: &impl Fn(u32) -> u64) {
+        let mut fresh = Table::with_chunks(chunks);
         for value in self.values() {
-            let hash = rehash(value);
-            let i = fresh.find_insert_slot(hash);
-            fresh.set_ctrl(i, tag(hash));
-            fresh.slots[i] = value;
-            fresh.items += 1;
-            fresh.growth_left -= 1;
+            fresh.place(rehash(value), value);
         }
+        fresh.items = self.items;
         *self = fresh;
     }
 
-    /// Values in full slots, counted from the control bytes (for consistency checks).
+    /// Values in full slots, counted from the tags (for consistency checks).
     #[cfg(test)]
     fn count_full(&self) -> usize {
-        (0..self.buckets)
-            .step_by(GROUP)
-            .map(|pos| {
-                let mut mask = match_full(self.group_at(pos));
-                // Ignore mirrored bytes past the end.
-                if pos + GROUP > self.buckets {
-                    mask &= (1u64 << ((self.buckets - pos) * 8)) - 1;
-                }
-                mask.count_ones() as usize
-            })
+        self.chunks
+            .iter()
+            .map(|c| c.match_full().count_ones() as usize)
             .sum()
     }
 }
 
-/// Most values a table of `buckets` buckets holds before growing (7/8 occupancy).
-fn max_items(buckets: usize) -> usize {
-    buckets / 8 * 7
+#[inline]
+fn home_of(hash: u64, chunks: usize) -> usize {
+    (((hash & 0xFFFF_FFFF) * chunks as u64) >> 32) as usize
 }
 
-/// Bucket count for `items` values at about 3/4 occupancy.
-fn buckets_for(items: usize) -> usize {
-    (items * 4 / 3 + 1).max(MIN_BUCKETS).next_multiple_of(GROUP)
+/// The address of the chunk a lookup of `hash` reads first, in a table at `location`
+/// ([`Table::location`]). Only an address: it may be stale, so use it for prefetching only.
+#[inline]
+pub fn chunk_address(location: (*const u8, usize), hash: u64) -> *const u8 {
+    let (base, chunks) = location;
+    base.wrapping_add(home_of(hash, chunks) * size_of::<Chunk>())
+}
+
+/// Most values a table of `chunks` chunks holds before growing (7/8 of its slots).
+fn max_items(chunks: usize) -> usize {
+    chunks * SLOTS * 7 / 8
+}
+
+/// Chunk count for `items` values at about 3/4 occupancy.
+fn chunks_for(items: usize) -> usize {
+    (items * 4 / 3 / SLOTS + 1).max(MIN_CHUNKS)
 }
 
 #[cfg(test)]
@@ -385,6 +399,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::{BTreeSet, HashMap};
+
+    #[test]
+    fn a_chunk_is_one_cache_line() {
+        assert_eq!(size_of::<Chunk>(), 64);
+        assert_eq!(align_of::<Chunk>(), 64);
+    }
 
     /// A model where the stored value is the key itself and the hash comes from a fixed function.
     fn hash_of(v: u32) -> u64 {
@@ -401,8 +421,8 @@ mod tests {
 
     fn remove(t: &mut Table, v: u32) -> bool {
         match t.find(hash_of(v), |x| x == v) {
-            Some(i) => {
-                t.erase(i);
+            Some(slot) => {
+                t.erase(slot, hash_of(v));
                 true
             }
             None => false,
@@ -428,7 +448,7 @@ mod tests {
         }
         assert_eq!(t.len(), 1_000_000);
         assert_eq!(t.count_full(), 1_000_000);
-        let occupancy = t.len() as f64 / t.buckets as f64;
+        let occupancy = t.len() as f64 / t.capacity() as f64;
         assert!(
             occupancy > 0.58 && occupancy <= 0.875,
             "occupancy {occupancy}"
@@ -439,6 +459,53 @@ mod tests {
                 .all(|v| t.find(hash_of(v), |x| x == v).is_some())
         );
         assert!(t.find(hash_of(2_000_000), |x| x == 2_000_000).is_none());
+    }
+
+    #[test]
+    fn lookups_stay_short_at_high_occupancy() {
+        let mut t = Table::new();
+        for v in 0..100_000 {
+            insert(&mut t, v);
+        }
+        let probes: usize = (0..100_000u32)
+            .map(|v| {
+                let mut chunks = 0;
+                let mut c = t.home(hash_of(v));
+                loop {
+                    chunks += 1;
+                    let found = t.chunks[c]
+                        .values
+                        .iter()
+                        .enumerate()
+                        .any(|(i, &x)| x == v && t.chunks[c].meta[i] & EMPTY == 0);
+                    if found {
+                        break chunks;
+                    }
+                    c = t.next(c);
+                }
+            })
+            .sum();
+        let mean = probes as f64 / 100_000.0;
+        assert!(mean < 1.2, "mean chunks probed {mean}");
+    }
+
+    #[test]
+    fn deletion_keeps_every_other_value_reachable() {
+        let mut t = Table::new();
+        for v in 0..50_000 {
+            insert(&mut t, v);
+        }
+        for v in (0..50_000).filter(|v| v % 3 != 0) {
+            assert!(remove(&mut t, v));
+        }
+        for v in 0..50_000 {
+            assert_eq!(
+                t.find(hash_of(v), |x| x == v).is_some(),
+                v % 3 == 0,
+                "value {v}"
+            );
+        }
+        assert!(t.chunks.iter().all(|c| c.overflow() < OVERFLOW_SATURATED));
     }
 
     #[test]

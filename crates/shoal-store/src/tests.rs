@@ -597,6 +597,19 @@ fn concurrent_writers_keep_the_store_consistent() {
 }
 
 #[test]
+fn prefetch_is_harmless_for_any_key_and_state() {
+    let (s, _) = store();
+    s.prefetch(b"nothing stored yet");
+    for i in 0..10_000 {
+        set(&s, &format!("k{i}"), "v");
+        s.prefetch(format!("k{}", i * 7).as_bytes());
+    }
+    s.clear();
+    s.prefetch(b"k1");
+    assert_eq!(s.len(), 0);
+}
+
+#[test]
 fn integers_parse_like_string2ll() {
     assert_eq!(parse_i64(b"0"), Some(0));
     assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));

@@ -215,6 +215,21 @@ fn big_bulks_announce_their_frame_length() {
 }
 
 #[test]
+fn peek_key_finds_the_next_commands_key() {
+    let frame = b"*3\r\n$3\r\nSET\r\n$5\r\nmykey\r\n$1\r\nv\r\n";
+    assert_eq!(peek_key(frame), Some(&b"mykey"[..]));
+    assert_eq!(
+        peek_key(&frame[..22]),
+        Some(&b"mykey"[..]),
+        "the key is there before the value"
+    );
+    assert_eq!(peek_key(&frame[..21]), None, "the key is not complete yet");
+    assert_eq!(peek_key(b"*1\r\n$4\r\nPING\r\n"), None);
+    assert_eq!(peek_key(b"GET inline\r\n"), None);
+    assert_eq!(peek_key(b"*2\r\n$3\r\nGET\r\n$-1\r\n"), None);
+}
+
+#[test]
 fn every_split_point_of_a_pipeline_parses_the_same() {
     let mut input = Vec::new();
     input.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$5\r\nmykey\r\n$10\r\n0123\r\n6789\r\n");
