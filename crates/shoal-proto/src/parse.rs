@@ -408,7 +408,7 @@ fn split_inline(
 ) -> Result<(), ProtocolError> {
     let mut i = 0;
     loop {
-        while i < line.len() && line[i].is_ascii_whitespace() {
+        while i < line.len() && is_c_space(line[i]) {
             i += 1;
         }
         if i == line.len() {
@@ -442,7 +442,7 @@ fn split_inline(
                     });
                     i += 2;
                 } else if c == b'"' {
-                    if line.get(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
+                    if line.get(i + 1).is_some_and(|&c| !is_c_space(c)) {
                         return Err(ProtocolError::UnbalancedQuotes);
                     }
                     i += 1;
@@ -459,7 +459,7 @@ fn split_inline(
                     out.push(b'\'');
                     i += 2;
                 } else if c == b'\'' {
-                    if line.get(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
+                    if line.get(i + 1).is_some_and(|&c| !is_c_space(c)) {
                         return Err(ProtocolError::UnbalancedQuotes);
                     }
                     i += 1;
@@ -471,7 +471,8 @@ fn split_inline(
             } else {
                 match line.get(i) {
                     None => break,
-                    Some(c) if c.is_ascii_whitespace() => break,
+                    // Only these end a word (`\v` and `\f` do not), as in `sdssplitargs`.
+                    Some(b' ' | b'\n' | b'\r' | b'\t') => break,
                     Some(b'"') => in_double = true,
                     Some(b'\'') => in_single = true,
                     Some(&c) => out.push(c),
@@ -481,6 +482,11 @@ fn split_inline(
         }
         ranges.push(start..out.len());
     }
+}
+
+/// C's `isspace` (in the C locale): what `sdssplitargs` skips between words.
+fn is_c_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 fn hex_value(c: u8) -> Option<u8> {

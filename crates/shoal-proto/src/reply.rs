@@ -123,9 +123,13 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Value>,
             if len < 0 {
                 return Ok(Some(Value::Null));
             }
-            let count = if kind == b'%' { len.checked_mul(2) } else { Some(len) }
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or(MalformedReply("aggregate length out of range"))?;
+            let count = if kind == b'%' {
+                len.checked_mul(2)
+            } else {
+                Some(len)
+            }
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or(MalformedReply("aggregate length out of range"))?;
             let mut items = Vec::with_capacity(count.min(1024));
             for _ in 0..count {
                 match decode_at(buf, pos, depth + 1)? {
@@ -192,6 +196,9 @@ mod tests {
         assert!(decode(b":x\r\n").is_err());
         // Found by the fuzzer: a line ending where the type byte should be.
         assert!(decode(b"\r\n").is_err());
-        assert_eq!(decode(b"+\r\n").unwrap().unwrap().0, Value::Simple(Vec::new()));
+        assert_eq!(
+            decode(b"+\r\n").unwrap().unwrap().0,
+            Value::Simple(Vec::new())
+        );
     }
 }

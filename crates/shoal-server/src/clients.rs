@@ -172,35 +172,77 @@ impl Default for Clients {
 }
 
 impl Clients {
-    /// Registers a new connection.
+    /// Takes one of `max` client slots for a connection just accepted, or returns `false` if
+    /// all are taken. The accepting thread calls this before handing the connection to a worker,
+    /// so a burst of connections cannot overshoot `maxclients` while workers register them. The
+    /// slot is released by [`unregister`](Self::unregister), or by [`release`](Self::release)
+    /// if the connection never gets registered.
+    pub fn try_reserve(&self, max: usize) -> bool {
+        self.count
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives back a slot taken with [`try_reserve`](Self::try_reserve) for a connection that
+    /// was not registered after all.
+    pub fn release(&self) {
+        self.count.fetch_sub(1, Relaxed);
+    }
+
+    /// Registers a new connection, which holds a slot taken with [`try_reserve`](Self::try_reserve).
     pub fn register(&self, addr: SocketAddr, laddr: SocketAddr, fd: RawFd) -> Arc<ClientInfo> {
         let id = self.next_id.fetch_add(1, Relaxed);
         let info = Arc::new(ClientInfo::new(id, addr, laddr, fd));
         self.map.lock().insert(id, info.clone());
-        self.count.fetch_add(1, Relaxed);
         info
     }
 
-    /// Removes a connection; must run before its socket is closed.
+    /// Removes a connection and frees its slot; must run before its socket is closed.
     pub fn unregister(&self, id: u64) {
         if self.map.lock().remove(&id).is_some() {
             self.count.fetch_sub(1, Relaxed);
         }
     }
 
-    /// Number of connected clients.
+    /// Number of connected clients (including any accepted and not yet registered).
     pub fn count(&self) -> usize {
         self.count.load(Relaxed)
     }
 
-    /// A snapshot of every client, in id order.
+    /// A snapshot of every client, in id order. Clients already killed (whose sessions have
+    /// not ended yet) are left out, as Redis frees a killed client at once.
     pub fn all(&self) -> Vec<Arc<ClientInfo>> {
-        self.map.lock().values().cloned().collect()
+        self.map
+            .lock()
+            .values()
+            .filter(|c| !c.killed.load(Relaxed))
+            .cloned()
+            .collect()
     }
 
-    /// The client with this id.
+    /// The client with this id (not if it was killed).
     pub fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
-        self.map.lock().get(&id).cloned()
+        self.map
+            .lock()
+            .get(&id)
+            .filter(|c| !c.killed.load(Relaxed))
+            .cloned()
+    }
+
+    /// Disconnects every client that has been idle (no input read, no output written) for more
+    /// than `max_idle_ms` (the `timeout` setting); returns how many.
+    pub fn kill_idle(&self, max_idle_ms: u64) -> usize {
+        let map = self.map.lock();
+        let mut killed = 0;
+        for client in map.values() {
+            let age_ms = client.created.elapsed().as_millis() as u64;
+            let idle_ms = age_ms.saturating_sub(client.last_active_ms.load(Relaxed));
+            if idle_ms > max_idle_ms && !client.killed.swap(true, Relaxed) {
+                killed += 1;
+                shutdown_socket(client);
+            }
+        }
+        killed
     }
 
     /// Disconnects every client `filter` selects; returns how many. `on_self` is called instead
@@ -210,17 +252,16 @@ impl Clients {
         let mut killed = 0;
         let mut kill_self = false;
         for client in map.values().filter(|c| filter.matches(c)) {
+            // A client already killed is gone as far as anyone can tell (its session ends
+            // on its own): it does not match again.
+            if client.killed.swap(true, Relaxed) {
+                continue;
+            }
             killed += 1;
-            client.killed.store(true, Relaxed);
             if client.id == me {
                 kill_self = true;
             } else {
-                // SAFETY: `fd` belongs to a registered connection, and connections unregister
-                // (under this same lock) before closing their socket, so the descriptor is still
-                // that connection's socket. shutdown(2) does not free it.
-                unsafe {
-                    libc::shutdown(client.fd, libc::SHUT_RDWR);
-                }
+                shutdown_socket(client);
             }
         }
         drop(map);
@@ -228,5 +269,16 @@ impl Clients {
             on_self();
         }
         killed
+    }
+}
+
+/// Shuts a registered client's socket down in both directions: its session sees the end of its
+/// input (and fails its next write) and ends. Must be called with the registry lock held.
+fn shutdown_socket(client: &ClientInfo) {
+    // SAFETY: `fd` belongs to a registered connection (the caller holds the registry lock), and
+    // connections unregister under that lock before closing their socket, so the descriptor is
+    // still that connection's socket. shutdown(2) does not free it.
+    unsafe {
+        libc::shutdown(client.fd, libc::SHUT_RDWR);
     }
 }

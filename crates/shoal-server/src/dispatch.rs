@@ -9,7 +9,7 @@ use shoal_proto::command_table::{self, CommandSpec, flags};
 use shoal_proto::{Argv, Reply};
 
 use crate::commands;
-use crate::error::{CommandError, CommandResult, truncated_arg};
+use crate::error::{CommandError, CommandResult, c_str, truncated_arg};
 use crate::session::ClientState;
 use crate::shared::Shared;
 use crate::stats::WorkerStats;
@@ -161,7 +161,10 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &Argv<'_>, worker: &WorkerStats) {
                     sub: truncated_arg(argv.get(1)),
                     container: command.spec.name.to_ascii_uppercase(),
                 };
-                return reject(ctx, worker, command.id, error);
+                reject(ctx, worker, command.id, error);
+                // Redis found no command here: `CLIENT LIST` shows `cmd=NULL`.
+                ctx.client.last_command = u32::MAX;
+                return;
             }
         }
     }
@@ -195,17 +198,99 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &Argv<'_>, worker: &WorkerStats) {
     let Some(handler) = command.handler else {
         return reject(ctx, worker, command.id, CommandError::WrongArity(spec.name));
     };
+    // Set before the handler runs, as Redis does: `CLIENT INFO` shows `cmd=client|info`.
+    ctx.client.last_command = command.id;
     let started = Instant::now();
     let result = handler(ctx, argv);
     let usec = started.elapsed().as_micros() as u64;
     worker.record_call(command.id as usize, usec, result.is_err());
-    ctx.client.last_command = command.id;
     if let Err(error) = result {
         write_error(ctx, &error);
     }
     if shared.slowlog.should_log(usec) {
-        shared.slowlog.record(argv, usec, &ctx.client.info);
+        match redacted(spec, argv) {
+            None => shared.slowlog.record(argv, usec, &ctx.client.info),
+            Some(args) => {
+                // The slow log takes parsed arguments: parse the redacted line back.
+                let frame = multibulk(&args);
+                let mut parser = shoal_proto::RequestParser::new(shoal_proto::Limits::default());
+                if let Ok(shoal_proto::Parsed::Command { .. }) = parser.parse(&frame) {
+                    shared
+                        .slowlog
+                        .record(&parser.argv(&frame), usec, &ctx.client.info);
+                }
+            }
+        }
     }
+}
+
+/// What Redis shows instead of a secret argument (`shared.redacted`).
+const REDACTED: &[u8] = b"(redacted)";
+
+/// Parameters whose `CONFIG SET` values Redis never shows (`SENSITIVE_CONFIG`), Shoal's and
+/// those only Redis has (a client setting them on Shoal gets an error, but the secret must not
+/// reach the slow log either).
+const SENSITIVE_PARAMS: &[&str] = &[
+    "requirepass",
+    "masterauth",
+    "tls-key-file-pass",
+    "tls-client-key-file-pass",
+];
+
+/// The arguments as Redis records them in the slow log when some are secret (passwords of
+/// `AUTH` and `HELLO ... AUTH`, values of sensitive `CONFIG SET` parameters), else `None`.
+fn redacted<'a>(spec: &CommandSpec, argv: &Argv<'a>) -> Option<Vec<&'a [u8]>> {
+    let mut args: Vec<&[u8]> = argv.iter().collect();
+    let mut changed = false;
+    let mut redact = |args: &mut Vec<&[u8]>, i: usize| {
+        if i < args.len() {
+            args[i] = REDACTED;
+            changed = true;
+        }
+    };
+    match spec.name {
+        // `AUTH` refuses more than two arguments before it redacts them.
+        "auth" if args.len() <= 3 => (1..args.len()).for_each(|i| redact(&mut args, i)),
+        "hello" => {
+            let version_ok =
+                args.len() < 2 || matches!(shoal_store::parse_i64(args[1]), Some(2) | Some(3));
+            let mut i = 2;
+            while version_ok && i < args.len() {
+                let more = args.len() - 1 - i;
+                if args[i].eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+                    redact(&mut args, i + 1);
+                    redact(&mut args, i + 2);
+                    i += 3;
+                } else if args[i].eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+                    i += 2;
+                } else {
+                    break;
+                }
+            }
+        }
+        "config|set" if args.len().is_multiple_of(2) => {
+            for i in (2..args.len()).step_by(2) {
+                if SENSITIVE_PARAMS
+                    .iter()
+                    .any(|p| p.as_bytes().eq_ignore_ascii_case(args[i]))
+                {
+                    redact(&mut args, i + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+    changed.then_some(args)
+}
+
+fn multibulk(args: &[&[u8]]) -> Vec<u8> {
+    let mut frame = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        frame.extend_from_slice(arg);
+        frame.extend_from_slice(b"\r\n");
+    }
+    frame
 }
 
 fn reject(ctx: &mut Ctx<'_>, worker: &WorkerStats, id: u32, error: CommandError) {
@@ -216,31 +301,45 @@ fn reject(ctx: &mut Ctx<'_>, worker: &WorkerStats, id: u32, error: CommandError)
 
 fn write_error(ctx: &mut Ctx<'_>, error: &CommandError) {
     ctx.shared.stats.record_error(&error.code());
-    ctx.reply().error(&error.line());
+    write_error_line(ctx.out, &error.bytes());
+}
+
+/// `-<line>\r\n`, with any `\r` or `\n` in the line turned into spaces (as Redis's
+/// `addReplyErrorFormat` does), client bytes kept verbatim.
+fn write_error_line(out: &mut Vec<u8>, line: &[u8]) {
+    out.reserve(line.len() + 3);
+    out.push(b'-');
+    out.extend(
+        line.iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `-ERR unknown command '<name>', with args beginning with: '<a1>' '<a2>' ...`, exactly as
-/// Redis 7 words it (each argument quoted and followed by a space, at most 128 bytes in all).
+/// Redis 7 words it: each argument is shown as C's `%.*s` shows it (up to a NUL byte), quoted
+/// and followed by a space, while the list is shorter than 128 bytes, each cut to the room left.
 fn reject_unknown(ctx: &mut Ctx<'_>, argv: &Argv<'_>) {
+    ctx.client.last_command = u32::MAX;
     ctx.shared
         .stats
         .unknown_commands
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut args = String::new();
+    let mut args: Vec<u8> = Vec::new();
     for arg in argv.iter().skip(1) {
         if args.len() >= 128 {
             break;
         }
         let room = 128 - args.len();
-        args.push('\'');
-        args.push_str(&String::from_utf8_lossy(&arg[..arg.len().min(room)]));
-        args.push_str("' ");
+        let arg = c_str(arg);
+        args.push(b'\'');
+        args.extend_from_slice(&arg[..arg.len().min(room)]);
+        args.extend_from_slice(b"' ");
     }
-    let line = format!(
-        "ERR unknown command '{}', with args beginning with: {}",
-        truncated_arg(argv.get(0)),
-        args
-    );
+    let mut line = b"ERR unknown command '".to_vec();
+    line.extend_from_slice(&truncated_arg(argv.get(0)));
+    line.extend_from_slice(b"', with args beginning with: ");
+    line.extend_from_slice(&args);
     ctx.shared.stats.record_error("ERR");
-    ctx.reply().error(&line);
+    write_error_line(ctx.out, &line);
 }

@@ -31,13 +31,15 @@ pub enum CommandError {
     DbIndexOutOfRange,
     /// `ERR unknown subcommand '<sub>'. Try <CONTAINER> HELP.`
     UnknownSubcommand {
-        /// The subcommand as the client sent it.
-        sub: String,
+        /// The subcommand as the client sent it (as [`truncated_arg`] cuts it).
+        sub: Vec<u8>,
         /// The container command, upper case.
         container: String,
     },
     /// Any other error: the whole line, code included (`ERR ...`, `WRONGPASS ...`).
     Other(Cow<'static, str>),
+    /// An error line that quotes client bytes verbatim (which need not be UTF-8), code included.
+    Raw(Vec<u8>),
 }
 
 impl CommandError {
@@ -46,7 +48,34 @@ impl CommandError {
         CommandError::Other(Cow::Borrowed(line))
     }
 
-    /// The reply line after `-`.
+    /// An error quoting a client argument as Redis's `%s` does: `prefix`, the argument up to
+    /// its first NUL byte, `suffix`.
+    pub fn quoting(prefix: &str, arg: &[u8], suffix: &str) -> CommandError {
+        let mut line = Vec::with_capacity(prefix.len() + arg.len() + suffix.len());
+        line.extend_from_slice(prefix.as_bytes());
+        line.extend_from_slice(c_str(arg));
+        line.extend_from_slice(suffix.as_bytes());
+        CommandError::Raw(line)
+    }
+
+    /// The reply line after `-`, as bytes (client arguments it quotes are kept verbatim).
+    pub fn bytes(&self) -> Cow<'_, [u8]> {
+        match self {
+            CommandError::Raw(line) => Cow::Borrowed(line),
+            CommandError::UnknownSubcommand { sub, container } => {
+                let mut line = b"ERR unknown subcommand '".to_vec();
+                line.extend_from_slice(sub);
+                line.extend_from_slice(format!("'. Try {container} HELP.").as_bytes());
+                Cow::Owned(line)
+            }
+            other => match other.line() {
+                Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+                Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+            },
+        }
+    }
+
+    /// The reply line after `-` (client bytes that are not UTF-8 shown lossily; see [`bytes`](Self::bytes)).
     pub fn line(&self) -> Cow<'_, str> {
         match self {
             CommandError::Syntax => "ERR syntax error".into(),
@@ -69,25 +98,36 @@ impl CommandError {
             }
             CommandError::NoAuth => "NOAUTH Authentication required.".into(),
             CommandError::DbIndexOutOfRange => "ERR DB index is out of range".into(),
-            CommandError::UnknownSubcommand { sub, container } => {
-                format!("ERR unknown subcommand '{sub}'. Try {container} HELP.").into()
-            }
+            CommandError::UnknownSubcommand { .. } | CommandError::Raw(_) => match self.bytes() {
+                Cow::Borrowed(b) => String::from_utf8_lossy(b),
+                Cow::Owned(b) => Cow::Owned(String::from_utf8_lossy(&b).into_owned()),
+            },
             CommandError::Other(line) => Cow::Borrowed(line),
         }
     }
 
     /// The error code: the first word of the line (`ERR`, `OOM`, `NOAUTH`, ...), for `errorstats`.
     pub fn code(&self) -> String {
-        let line = self.line();
-        line.split(' ').next().unwrap_or("ERR").to_string()
+        let line = self.bytes();
+        let code = line.split(|&b| b == b' ').next().unwrap_or(b"ERR");
+        String::from_utf8_lossy(code).into_owned()
     }
 }
 
 /// What a command handler returns; success replies are already written.
 pub type CommandResult = Result<(), CommandError>;
 
-/// Formats `bytes` the way Redis's `%.128s` would show an argument in an error message: at most
-/// 128 bytes, lossy UTF-8.
-pub fn truncated_arg(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(&bytes[..bytes.len().min(128)]).into_owned()
+/// `bytes` the way Redis's `%s` shows an argument (a C string): up to the first NUL byte.
+pub fn c_str(bytes: &[u8]) -> &[u8] {
+    bytes
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(bytes, |nul| &bytes[..nul])
+}
+
+/// `bytes` the way Redis's `%.128s` shows an argument in an error message: up to the first NUL
+/// byte, at most 128 bytes.
+pub fn truncated_arg(bytes: &[u8]) -> Vec<u8> {
+    let s = c_str(bytes);
+    s[..s.len().min(128)].to_vec()
 }

@@ -8,7 +8,23 @@ use crate::commands::REDIS_VERSION;
 use crate::process;
 use crate::shared::Shared;
 
-/// Sections `INFO` (and `INFO default`) shows.
+/// Every section, in the order Redis 7.0 prints them.
+const ALL_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "modules",
+    "commandstats",
+    "errorstats",
+    "latencystats",
+    "cluster",
+    "keyspace",
+];
+/// Sections `INFO` (and `INFO default`) shows: all but the per-command ones.
 const DEFAULT_SECTIONS: &[&str] = &[
     "server",
     "clients",
@@ -17,19 +33,15 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "stats",
     "replication",
     "cpu",
+    "modules",
     "errorstats",
+    "cluster",
     "keyspace",
 ];
-/// Sections `INFO all` / `INFO everything` add.
-const EXTRA_SECTIONS: &[&str] = &["commandstats"];
 
 /// Resolves `INFO`'s arguments to the sections to show, in Redis's order.
 pub fn sections(args: &[&[u8]]) -> Vec<&'static str> {
-    let all: Vec<&'static str> = DEFAULT_SECTIONS
-        .iter()
-        .chain(EXTRA_SECTIONS)
-        .copied()
-        .collect();
+    let all = ALL_SECTIONS.to_vec();
     if args.is_empty() {
         return DEFAULT_SECTIONS.to_vec();
     }
@@ -59,8 +71,12 @@ pub fn render(shared: &Shared, sections: &[&str]) -> String {
             "stats" => stats(shared, &mut out),
             "replication" => replication(&mut out),
             "cpu" => cpu(&mut out),
+            // No modules: Redis prints the bare header.
+            "modules" => out.push_str("# Modules\r\n"),
             "commandstats" => commandstats(shared, &mut out),
             "errorstats" => errorstats(shared, &mut out),
+            "latencystats" => latencystats(shared, &mut out),
+            "cluster" => out.push_str("# Cluster\r\ncluster_enabled:0\r\n"),
             "keyspace" => keyspace(shared, &mut out),
             _ => {}
         }
@@ -298,6 +314,46 @@ fn commandstats(shared: &Shared, out: &mut String) {
     }
 }
 
+/// `latency_percentiles_usec_<command>:p50=..,p99=..,p99.9=..` for every command that ran, read
+/// from the latency histogram (each percentile is its bucket's upper bound).
+fn latencystats(shared: &Shared, out: &mut String) {
+    out.push_str("# Latencystats\r\n");
+    let bound = |i: usize| -> f64 {
+        match crate::stats::LATENCY_BUCKETS_US.get(i) {
+            Some(&us) => us as f64,
+            None => {
+                (crate::stats::LATENCY_BUCKETS_US[crate::stats::LATENCY_BUCKETS_US.len() - 1] * 2)
+                    as f64
+            }
+        }
+    };
+    for (id, totals) in shared.stats.command_totals().iter().enumerate() {
+        let count: u64 = totals.latency.iter().sum();
+        if count == 0 {
+            continue;
+        }
+        let percentile = |p: f64| {
+            let rank = ((p / 100.0) * count as f64).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, &n) in totals.latency.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return bound(i);
+                }
+            }
+            bound(totals.latency.len() - 1)
+        };
+        let name = shared.commands.name(id as u32).unwrap_or("unknown");
+        line!(
+            out,
+            "latency_percentiles_usec_{name}:p50={:.3},p99={:.3},p99.9={:.3}",
+            percentile(50.0),
+            percentile(99.0),
+            percentile(99.9)
+        );
+    }
+}
+
 fn errorstats(shared: &Shared, out: &mut String) {
     out.push_str("# Errorstats\r\n");
     for (code, count) in shared.stats.errors() {
@@ -329,6 +385,11 @@ mod tests {
         assert_eq!(sections(&[b"MEMORY"]), ["memory"]);
         assert_eq!(sections(&[b"keyspace", b"server"]), ["server", "keyspace"]);
         assert!(sections(&[b"all"]).contains(&"commandstats"));
+        assert_eq!(sections(&[b"all"]), ALL_SECTIONS);
+        assert_eq!(
+            sections(&[b"keyspace", b"cluster", b"modules"]),
+            ["modules", "cluster", "keyspace"]
+        );
         assert!(!sections(&[b"default"]).contains(&"commandstats"));
         assert!(sections(&[b"nonsense"]).is_empty());
     }

@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod error;
 pub mod http;
 pub mod info;
+pub mod metrics;
 pub mod process;
 pub mod server;
 pub mod session;

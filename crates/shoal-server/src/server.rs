@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -188,12 +188,16 @@ fn run_worker(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<NewConn
                 break;
             };
             let Ok(stream) = TcpStream::from_std(stream) else {
+                shared.clients.release();
                 continue;
             };
             let local_addr = stream.local_addr().unwrap_or(peer);
             let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
             let info = shared.clients.register(peer, local_addr, fd);
-            tokio::task::spawn_local(session::serve(stream, info, shared.clone(), worker.clone()));
+            // The task owns the registration from here on, so it is undone however the task
+            // ends: finished, panicked, or dropped unpolled with the runtime.
+            let connection = session::Connection::new(stream, info, shared.clone());
+            tokio::task::spawn_local(session::serve(connection, worker.clone()));
         }
     });
     // Dropping the runtime cancels the remaining sessions; each unregisters itself.
@@ -224,35 +228,63 @@ fn run_control(
                     continue;
                 }
             };
-            shared.stats.connections_received.fetch_add(1, Relaxed);
-            if shared.clients.count() >= shared.live.maxclients() {
+            // As in Redis, a refused connection counts in `rejected_connections` only.
+            if !shared.clients.try_reserve(shared.live.maxclients()) {
                 shared.stats.rejected_connections.fetch_add(1, Relaxed);
                 tokio::spawn(refuse(stream));
                 continue;
             }
+            shared.stats.connections_received.fetch_add(1, Relaxed);
             let _ = stream.set_nodelay(true);
             let Ok(stream) = stream.into_std() else {
+                shared.clients.release();
                 continue;
             };
-            let _ = workers[next % workers.len()].send(NewConnection { stream, peer });
+            if workers[next % workers.len()]
+                .send(NewConnection { stream, peer })
+                .is_err()
+            {
+                shared.clients.release();
+            }
             next = next.wrapping_add(1);
         }
         cron.abort();
     });
 }
 
-/// Answers a connection over `maxclients` as Redis does, then closes it.
+/// Answers a connection over `maxclients` as Redis does, then closes it. Whatever the client
+/// sent meanwhile is read and dropped for a moment first: closing a socket with unread input
+/// resets the connection, and the client could lose the error before reading it.
 async fn refuse(mut stream: TcpStream) {
     let _ = stream
         .write_all(b"-ERR max number of clients reached\r\n")
         .await;
     let _ = stream.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let drain = async {
+        let mut total = 0;
+        while total < 64 * 1024 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSE_LINGER, drain).await;
 }
 
+/// How long a refused connection is drained before it is closed.
+const REFUSE_LINGER: Duration = Duration::from_millis(200);
+
+/// How often idle clients are looked for when `timeout` is set.
+const IDLE_SWEEP_EVERY: Duration = Duration::from_millis(100);
+
 /// Periodic work, `hz` times a second: the access clock, active expiry (a quarter of each
-/// period at most, repeated sooner while keys keep expiring), rate sampling and upkeep.
+/// period at most, repeated sooner while keys keep expiring), rate sampling, closing clients
+/// idle for longer than `timeout`, and upkeep.
 async fn cron(shared: Arc<Shared>) {
     let mut last_sample = Instant::now();
+    let mut last_idle_sweep = Instant::now();
     loop {
         let period = Duration::from_millis(1000 / shared.live.hz().max(1));
         shared.store.refresh_clock();
@@ -262,6 +294,16 @@ async fn cron(shared: Arc<Shared>) {
                 .stats
                 .sample_rates(shared.started.elapsed().as_millis() as u64);
             last_sample = Instant::now();
+        }
+        // Sessions do not time their reads (no timer per read on the request path, and a
+        // changed `timeout` reaches clients already waiting): idle ones are found here.
+        let timeout = shared.live.timeout_seconds();
+        if timeout > 0 && last_idle_sweep.elapsed() >= IDLE_SWEEP_EVERY {
+            let closed = shared.clients.kill_idle(timeout.saturating_mul(1000));
+            if closed > 0 {
+                tracing::debug!(closed, "closed idle clients");
+            }
+            last_idle_sweep = Instant::now();
         }
         shared.store.maintain();
         let pause = if cycle.out_of_time {

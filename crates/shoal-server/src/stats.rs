@@ -129,6 +129,9 @@ pub struct Stats {
     pub query_buffer_disconnections: AtomicU64,
     /// Clients closed for exceeding `client-output-buffer-limit`.
     pub output_buffer_disconnections: AtomicU64,
+    /// Commands whose handler panicked (a bug: the client got an error and was disconnected,
+    /// the node kept running).
+    pub command_panics: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     ops_samples: Mutex<OpsSampler>,
 }
@@ -144,6 +147,7 @@ impl Stats {
             unknown_commands: AtomicU64::new(0),
             query_buffer_disconnections: AtomicU64::new(0),
             output_buffer_disconnections: AtomicU64::new(0),
+            command_panics: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             ops_samples: Mutex::new(OpsSampler::default()),
         }
@@ -238,6 +242,7 @@ impl Stats {
             &self.unknown_commands,
             &self.query_buffer_disconnections,
             &self.output_buffer_disconnections,
+            &self.command_panics,
         ] {
             a.store(0, Relaxed);
         }

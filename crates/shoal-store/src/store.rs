@@ -839,20 +839,19 @@ impl Store {
             let b = src.blob(src_ref);
             let value = b.value().to_vec();
             let expiry = b.has_ttl().then(|| b.expiry());
+            let raw = b.is_raw();
             let moving = matches!(transfer, Transfer::Move | Transfer::MoveIfAbsent);
             let (dst, dst_hash) = locks.shard_for(self, to);
             let existing = dst.live(dst_hash, to, &mut now);
             if existing.is_some() && matches!(transfer, Transfer::MoveIfAbsent | Transfer::Copy) {
                 return Ok(RenameOutcome::DestinationExists);
             }
-            match existing {
-                Some((slot, r)) => {
-                    dst.overwrite(slot, r, &value, expiry, clock)?;
-                }
-                None => {
-                    dst.insert(dst_hash, to, &value, expiry, clock)?;
-                }
-            }
+            let r = match existing {
+                Some((slot, r)) => dst.overwrite(slot, r, &value, expiry, clock)?,
+                None => dst.insert(dst_hash, to, &value, expiry, clock)?,
+            };
+            // Redis moves (RENAME) or duplicates (COPY) the object, encoding included.
+            dst.blob(r).set_raw(raw);
             if moving {
                 // The destination write may have moved entries of the same shard, so look the
                 // source up again rather than trusting its old slot.
@@ -1171,9 +1170,12 @@ fn write_entry(
 
 fn encoding_of(b: Blob) -> Encoding {
     let value = b.value();
-    if value.len() <= 20 && crate::is_canonical_i64(value) {
+    // A value modified in place is a raw string in Redis, whatever it holds.
+    if b.is_raw() {
+        Encoding::Raw
+    } else if value.len() <= 20 && crate::is_canonical_i64(value) {
         Encoding::Int
-    } else if value.len() <= 44 && !b.is_raw() {
+    } else if value.len() <= 44 {
         Encoding::Embstr
     } else {
         Encoding::Raw

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use shoal_proto::{Argv, Protocol};
 
-use super::{int_arg, is};
+use super::{int32_arg, is};
 use crate::clients::{ClientInfo, KillFilter};
 use crate::dispatch::Ctx;
 use crate::error::{CommandError, CommandResult};
@@ -53,10 +53,7 @@ pub fn reset(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
 
 /// `SELECT index`: Shoal has one database, 0.
 pub fn select(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
-    let index = int_arg(argv.get(1))?;
-    if i32::try_from(index).is_err() {
-        return Err(CommandError::NotInteger);
-    }
+    let index = int32_arg(argv.get(1))?;
     if index != 0 {
         return Err(CommandError::DbIndexOutOfRange);
     }
@@ -128,42 +125,34 @@ pub fn hello(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
             _ => return Err(CommandError::fixed("NOPROTO unsupported protocol version")),
         });
     }
-    let mut credentials = None;
-    let mut name = None;
+    // Redis 7.0 applies the options in order as it reads them: a successful AUTH or a valid
+    // SETNAME takes effect even if a later option is refused.
     let mut i = 2;
     while i < argv.len() {
         let more = argv.len() - 1 - i;
         let opt = argv.get(i);
         if is(opt, "AUTH") && more >= 2 {
-            credentials = Some((argv.get(i + 1), argv.get(i + 2)));
+            if !check_password(ctx, argv.get(i + 1), argv.get(i + 2)) {
+                return Err(WRONGPASS);
+            }
+            ctx.client.authenticated = true;
             i += 3;
         } else if is(opt, "SETNAME") && more >= 1 {
             valid_client_name(argv.get(i + 1))?;
-            name = Some(argv.get(i + 1));
+            set_name(&ctx.client.info, argv.get(i + 1));
             i += 2;
         } else {
-            return Err(CommandError::Other(
-                format!(
-                    "ERR Syntax error in HELLO option '{}'",
-                    String::from_utf8_lossy(opt)
-                )
-                .into(),
+            return Err(CommandError::quoting(
+                "ERR Syntax error in HELLO option '",
+                opt,
+                "'",
             ));
         }
     }
-    if let Some((user, password)) = credentials {
-        if !check_password(ctx, user, password) {
-            return Err(WRONGPASS);
-        }
-        ctx.client.authenticated = true;
-    }
     if !ctx.client.authenticated {
         return Err(CommandError::fixed(
-            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
         ));
-    }
-    if let Some(name) = name {
-        set_name(&ctx.client.info, name);
     }
     if let Some(version) = version {
         ctx.client.protocol = version;
@@ -236,26 +225,30 @@ pub fn client_list(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         {
             normal = false;
         } else {
-            return Err(CommandError::Other(
-                format!(
-                    "ERR Unknown client type '{}'",
-                    String::from_utf8_lossy(kind)
-                )
-                .into(),
+            return Err(CommandError::quoting(
+                "ERR Unknown client type '",
+                kind,
+                "'",
             ));
         }
     } else if argv.len() > 3 && is(argv.get(2), "ID") {
         let mut list = Vec::new();
         for i in 3..argv.len() {
+            // Redis refuses only what is not an integer; ids no client has match nothing.
             match shoal_store::parse_i64(argv.get(i)) {
-                Some(id) if id > 0 => list.push(id as u64),
-                _ => return Err(CommandError::fixed("ERR Invalid client ID")),
+                Some(id) => list.extend(u64::try_from(id).ok()),
+                None => return Err(CommandError::fixed("ERR Invalid client ID")),
             }
         }
         ids = Some(list);
     } else if argv.len() != 2 {
         return Err(CommandError::Syntax);
     }
+    // This client's own line shows the command running now, as Redis's does.
+    ctx.client
+        .info
+        .last_command
+        .store(ctx.client.last_command, Relaxed);
     let mut text = String::new();
     if normal {
         for client in ctx.shared.clients.all() {
@@ -327,15 +320,15 @@ pub fn client_kill(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
             {
                 matches_nothing = true;
             } else if !is(value, "normal") {
-                return Err(CommandError::Other(
-                    format!("ERR Unknown client type '{text}'").into(),
+                return Err(CommandError::quoting(
+                    "ERR Unknown client type '",
+                    value,
+                    "'",
                 ));
             }
         } else if is(opt, "USER") {
             if value != b"default" {
-                return Err(CommandError::Other(
-                    format!("ERR No such user '{text}'").into(),
-                ));
+                return Err(CommandError::quoting("ERR No such user '", value, "'"));
             }
         } else if is(opt, "SKIPME") {
             if is(value, "yes") {

@@ -48,7 +48,8 @@ pub fn command_info(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     for spec in specs {
         match spec {
             Some(spec) => reply.static_value(spec.info),
-            None => reply.null_array(),
+            // Redis answers an unknown name with a null (`$-1` in RESP2).
+            None => reply.null(),
         }
     }
     Ok(())
@@ -131,16 +132,23 @@ pub fn command_list(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     Ok(())
 }
 
-/// `COMMAND GETKEYS command [arg ...]`: the key arguments of a command line.
+/// `COMMAND GETKEYS command [arg ...]`: the key arguments of a command line, checked in Redis's
+/// order: the command (a container's unknown subcommand is no command), whether it takes keys
+/// at all, then its arity.
 pub fn command_getkeys(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let Some(top) = ctx.shared.commands.lookup(argv.get(2)).map(|c| c.spec) else {
         return Err(CommandError::fixed("ERR Invalid command specified"));
     };
     let args: Vec<&[u8]> = argv.iter().skip(2).collect();
     let spec = match args.get(1) {
-        Some(sub) if !top.subcommands.is_empty() => top.subcommand(sub).unwrap_or(top),
+        Some(sub) if !top.subcommands.is_empty() => top
+            .subcommand(sub)
+            .ok_or(CommandError::fixed("ERR Invalid command specified"))?,
         _ => top,
     };
+    if spec.first_key <= 0 {
+        return Err(CommandError::fixed("ERR The command has no key arguments"));
+    }
     if !spec.arity_ok(args.len()) {
         return Err(CommandError::fixed(
             "ERR Invalid number of arguments specified for command",
@@ -148,7 +156,9 @@ pub fn command_getkeys(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     }
     let keys: Vec<&[u8]> = spec.key_positions(args.len()).map(|i| args[i]).collect();
     if keys.is_empty() {
-        return Err(CommandError::fixed("ERR The command has no key arguments"));
+        return Err(CommandError::fixed(
+            "ERR Invalid arguments specified for command",
+        ));
     }
     let mut reply = ctx.reply();
     reply.array(keys.len());

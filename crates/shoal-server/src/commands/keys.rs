@@ -56,9 +56,7 @@ fn expire_generic(
         } else if is(opt, "LT") {
             condition.lt = true;
         } else {
-            return Err(CommandError::Other(
-                format!("ERR Unsupported option {}", String::from_utf8_lossy(opt)).into(),
-            ));
+            return Err(CommandError::quoting("ERR Unsupported option ", opt, ""));
         }
     }
     if condition.nx && (condition.xx || condition.gt || condition.lt) {
@@ -131,7 +129,8 @@ fn ttl_generic(ctx: &mut Ctx<'_>, argv: &Argv<'_>, form: TtlForm) -> CommandResu
             match form {
                 TtlForm::RemainingSeconds => (remaining + 500) / 1000,
                 TtlForm::RemainingMilliseconds => remaining,
-                TtlForm::UnixSeconds => at as i64 / 1000,
+                // Redis rounds here too: `(expire + 500) / 1000`.
+                TtlForm::UnixSeconds => (at as i64 + 500) / 1000,
                 TtlForm::UnixMilliseconds => at as i64,
             }
         }
@@ -197,13 +196,23 @@ impl KeyList {
     }
 }
 
+/// Whether `key` matches `pattern` as Redis's `stringmatchlen` decides: like [`glob_match`],
+/// except that the empty key matches only the empty pattern (Redis's matcher never reads the
+/// pattern when the string is empty; `KEYS *` and `SCAN` without `MATCH` list it by a fast path).
+fn key_matches(pattern: &[u8], key: &[u8]) -> bool {
+    if key.is_empty() {
+        return pattern.is_empty();
+    }
+    glob_match(pattern, key, false)
+}
+
 /// `KEYS pattern`
 pub fn keys(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let pattern = argv.get(1);
     let all = pattern == b"*";
     let mut list = KeyList::default();
     ctx.shared.store.for_each_key(|key| {
-        if all || glob_match(pattern, key, false) {
+        if all || key_matches(pattern, key) {
             list.push(key);
         }
     });
@@ -213,10 +222,7 @@ pub fn keys(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 
 /// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`
 pub fn scan(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
-    let cursor = std::str::from_utf8(argv.get(1))
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or(CommandError::fixed("ERR invalid cursor"))?;
+    let cursor = parse_cursor(argv.get(1)).ok_or(CommandError::fixed("ERR invalid cursor"))?;
     let mut pattern: Option<&[u8]> = None;
     let mut count = 10usize;
     let mut only_strings = true;
@@ -242,7 +248,7 @@ pub fn scan(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     }
     let mut list = KeyList::default();
     let next = ctx.shared.store.scan(cursor, count, |key| {
-        if only_strings && pattern.is_none_or(|p| glob_match(p, key, false)) {
+        if only_strings && pattern.is_none_or(|p| key_matches(p, key)) {
             list.push(key);
         }
     });
@@ -251,6 +257,30 @@ pub fn scan(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     reply.bulk(itoa::Buffer::new().format(next).as_bytes());
     list.write(&mut reply);
     Ok(())
+}
+
+/// Parses a `SCAN` cursor as Redis does with `strtoul(s, &end, 10)`: no leading space, an
+/// optional sign (a negative cursor wraps around, as C's unsigned negation does), digits, nothing
+/// after them, no overflow. An empty string is cursor 0.
+fn parse_cursor(arg: &[u8]) -> Option<u64> {
+    let arg = crate::error::c_str(arg);
+    let (negative, digits) = match arg.split_first() {
+        None => return Some(0),
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        Some(_) => (false, arg),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value = digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    Some(if negative {
+        value.wrapping_neg()
+    } else {
+        value
+    })
 }
 
 /// `RANDOMKEY`
@@ -315,7 +345,7 @@ pub fn copy(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         if is(argv.get(i), "REPLACE") {
             replace = true;
         } else if is(argv.get(i), "DB") && i + 1 < argv.len() {
-            if int_arg(argv.get(i + 1))? != 0 {
+            if super::int32_arg(argv.get(i + 1))? != 0 {
                 return Err(CommandError::DbIndexOutOfRange);
             }
             i += 1;

@@ -123,6 +123,25 @@ pub(crate) fn int_arg(arg: &[u8]) -> Result<i64, CommandError> {
     shoal_store::parse_i64(arg).ok_or(CommandError::NotInteger)
 }
 
+/// Parses an argument Redis reads as a C `int` (`getIntFromObjectOrReply`).
+pub(crate) fn int32_arg(arg: &[u8]) -> Result<i32, CommandError> {
+    i32::try_from(int_arg(arg)?).map_err(|_| {
+        CommandError::fixed(
+            "ERR value is out of range, value must between -2147483648 and 2147483647",
+        )
+    })
+}
+
+/// Redis's `addReplySubcommandSyntaxError`: a known subcommand with arguments it cannot take.
+pub(crate) fn subcommand_syntax_error(argv: &shoal_proto::Argv<'_>) -> CommandError {
+    let container = String::from_utf8_lossy(crate::error::c_str(argv.get(0))).to_ascii_uppercase();
+    CommandError::quoting(
+        "ERR unknown subcommand or wrong number of arguments for '",
+        &crate::error::truncated_arg(argv.get(1)),
+        &format!("'. Try {container} HELP."),
+    )
+}
+
 /// Maps a store failure to the reply Redis would give for the same situation.
 pub(crate) fn store_error(error: StoreError) -> CommandError {
     match error {

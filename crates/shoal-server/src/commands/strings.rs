@@ -221,7 +221,17 @@ pub fn psetex(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 pub fn getex(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let options = parse_options(argv, 2, OptionsFor::GetEx)?;
     let ttl = match options.expire {
-        Some((unit, arg)) => TtlUpdate::At(expire_at(ctx, unit, arg, "getex")?),
+        Some((unit, arg)) => match expire_at(ctx, unit, arg, "getex") {
+            Ok(at) => TtlUpdate::At(at),
+            // Redis looks the key up before it checks the time: a missing key answers null.
+            Err(error) => {
+                if ctx.shared.store.get(argv.get(1), |_| ()).is_none() {
+                    ctx.reply().null();
+                    return Ok(());
+                }
+                return Err(error);
+            }
+        },
         None if options.persist => TtlUpdate::Clear,
         None => TtlUpdate::Keep,
     };

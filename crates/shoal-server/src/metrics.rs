@@ -1,0 +1,557 @@
+//! The Prometheus `/metrics` exporter.
+//!
+//! Nothing here keeps a copy of a counter: [`NodeCollector`] is a prometheus-client
+//! [`Collector`] that reads, at scrape time, the very counters `INFO` reads (`Shared::stats`,
+//! `Store::stats`, `Shared::clients`, [`crate::process`]) plus the HTTP API's own
+//! [`HttpStats`], and encodes them in the OpenMetrics text format ([`CONTENT_TYPE`]).
+//!
+//! Metric families (all counters end in `_total`, units are bytes and seconds):
+//!
+//! | name | type | labels |
+//! | --- | --- | --- |
+//! | `shoal_commands_total` | counter | `command`, `result` = `ok` / `error` / `rejected` |
+//! | `shoal_command_duration_seconds` | histogram | `command` |
+//! | `shoal_errors_total` | counter | `code` (first word of the error reply: `ERR`, `OOM`, ...) |
+//! | `shoal_keyspace_hits_total`, `shoal_keyspace_misses_total` | counter | |
+//! | `shoal_evicted_keys_total`, `shoal_expired_keys_total` | counter | |
+//! | `shoal_memory_used_bytes`, `shoal_memory_max_bytes` (0: no limit) | gauge | |
+//! | `shoal_keys`, `shoal_keys_with_ttl` | gauge | |
+//! | `shoal_connected_clients` | gauge | |
+//! | `shoal_connections_received_total`, `shoal_connections_rejected_total` | counter | |
+//! | `shoal_net_input_bytes_total`, `shoal_net_output_bytes_total` | counter | |
+//! | `shoal_uptime_seconds` | gauge | |
+//! | `process_cpu_seconds_total` (user + system) | counter | |
+//! | `process_resident_memory_bytes`, `process_start_time_seconds` | gauge | |
+//! | `shoal_http_requests_total` | counter | `method`, `code` |
+//! | `shoal_http_request_duration_seconds` | histogram | `method` |
+//!
+//! A command appears once it has been called, refused or failed at least once; its three
+//! `result` series add up to every attempt (`ok` = calls that ran and succeeded, `error` =
+//! calls that ran and answered an error, `rejected` = calls refused before running). The
+//! duration histogram counts the calls that ran, with the buckets of
+//! [`LATENCY_BUCKETS_US`] in seconds.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::process;
+use crate::shared::Shared;
+use crate::stats::{CommandTotals, LATENCY_BUCKETS_US};
+
+/// The `Content-Type` of what [`Exporter::render`] produces (OpenMetrics text, as
+/// prometheus-client encodes it; Prometheus asks for it first).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The HTTP methods counted apart; any other counts as `other`.
+const METHODS: [&str; 5] = ["GET", "HEAD", "POST", "DELETE", "other"];
+/// Status codes are counted in one slot each from 100 to 599.
+const FIRST_STATUS: u16 = 100;
+const STATUS_SLOTS: usize = 500;
+/// Latency buckets plus the overflow slot.
+const LATENCY_SLOTS: usize = LATENCY_BUCKETS_US.len() + 1;
+
+/// Latency of the HTTP requests of one method.
+struct MethodLatency {
+    count: AtomicU64,
+    sum_us: AtomicU64,
+    buckets: [AtomicU64; LATENCY_SLOTS],
+}
+
+impl Default for MethodLatency {
+    fn default() -> Self {
+        MethodLatency {
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Counters of the HTTP API: requests by method and status code, latency by method.
+///
+/// Fixed tables of atomics, so recording a request takes no lock and allocates nothing.
+pub struct HttpStats {
+    /// `requests[method * STATUS_SLOTS + status - 100]`.
+    requests: Box<[AtomicU64]>,
+    latency: [MethodLatency; METHODS.len()],
+}
+
+impl Default for HttpStats {
+    fn default() -> Self {
+        HttpStats {
+            requests: (0..METHODS.len() * STATUS_SLOTS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            latency: std::array::from_fn(|_| MethodLatency::default()),
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpStats").finish_non_exhaustive()
+    }
+}
+
+impl HttpStats {
+    /// Records one answered request.
+    pub fn record(&self, method: &Method, status: StatusCode, elapsed: Duration) {
+        let m = method_index(method);
+        let slot = usize::from(status.as_u16().saturating_sub(FIRST_STATUS)).min(STATUS_SLOTS - 1);
+        self.requests[m * STATUS_SLOTS + slot].fetch_add(1, Relaxed);
+        let usec = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let latency = &self.latency[m];
+        latency.count.fetch_add(1, Relaxed);
+        latency.sum_us.fetch_add(usec, Relaxed);
+        let bucket = LATENCY_BUCKETS_US.partition_point(|&b| b < usec);
+        latency.buckets[bucket].fetch_add(1, Relaxed);
+    }
+
+    /// Requests answered so far with `status` to `method` (`"other"` for unlisted methods).
+    pub fn requests(&self, method: &str, status: u16) -> u64 {
+        let Some(m) = METHODS.iter().position(|&n| n == method) else {
+            return 0;
+        };
+        let slot = usize::from(status.saturating_sub(FIRST_STATUS));
+        if slot >= STATUS_SLOTS {
+            return 0;
+        }
+        self.requests[m * STATUS_SLOTS + slot].load(Relaxed)
+    }
+
+    /// Every non-zero (method, status code, count).
+    fn request_counts(&self) -> impl Iterator<Item = (&'static str, u16, u64)> + '_ {
+        self.requests.iter().enumerate().filter_map(|(i, c)| {
+            let count = c.load(Relaxed);
+            let status = FIRST_STATUS + u16::try_from(i % STATUS_SLOTS).ok()?;
+            (count > 0).then(|| (METHODS[i / STATUS_SLOTS], status, count))
+        })
+    }
+}
+
+fn method_index(method: &Method) -> usize {
+    match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::DELETE => 3,
+        _ => 4,
+    }
+}
+
+/// The prometheus-client collector of one node: reads everything at scrape time.
+#[derive(Clone)]
+pub struct NodeCollector {
+    shared: Arc<Shared>,
+    http: Arc<HttpStats>,
+}
+
+impl std::fmt::Debug for NodeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCollector").finish_non_exhaustive()
+    }
+}
+
+impl NodeCollector {
+    /// A collector for the node `shared` and the HTTP API counted in `http`.
+    pub fn new(shared: Arc<Shared>, http: Arc<HttpStats>) -> NodeCollector {
+        NodeCollector { shared, http }
+    }
+
+    fn commands(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let totals = self.shared.stats.command_totals();
+        let named: Vec<(&str, &CommandTotals)> = totals
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.calls > 0 || t.rejected > 0 || t.failed > 0)
+            .map(|(id, t)| (self.command_name(id), t))
+            .collect();
+        let mut family = encoder.encode_descriptor(
+            "shoal_commands",
+            "Commands by name and result: ok, error (ran and answered an error), rejected (refused before running).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, t) in &named {
+            let ok = t.calls.saturating_sub(t.failed);
+            for (result, value) in [("ok", ok), ("error", t.failed), ("rejected", t.rejected)] {
+                let labels = [("command", *name), ("result", result)];
+                counter(&mut family, &labels, value)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "shoal_command_duration",
+            "Time spent running each command.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (name, t) in named.iter().filter(|(_, t)| t.calls > 0) {
+            let buckets = histogram_buckets(&t.latency);
+            family
+                .encode_family(&[("command", *name)])?
+                .encode_histogram::<NoLabelSet>(t.usec as f64 / 1e6, t.calls, &buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn command_name(&self, id: usize) -> &'static str {
+        u32::try_from(id)
+            .ok()
+            .and_then(|id| self.shared.commands.name(id))
+            .unwrap_or("unknown")
+    }
+
+    fn errors(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let errors = self.shared.stats.errors();
+        let mut family = encoder.encode_descriptor(
+            "shoal_errors",
+            "Error replies by error code.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (code, count) in &errors {
+            counter(&mut family, &[("code", code.as_str())], *count)?;
+        }
+        Ok(())
+    }
+
+    fn keyspace(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let store = self.shared.store.stats();
+        let counters = [
+            (
+                "shoal_keyspace_hits",
+                "Key lookups that found the key.",
+                store.hits,
+            ),
+            (
+                "shoal_keyspace_misses",
+                "Key lookups that did not find the key.",
+                store.misses,
+            ),
+            (
+                "shoal_evicted_keys",
+                "Keys evicted to stay under maxmemory.",
+                store.evicted,
+            ),
+            (
+                "shoal_expired_keys",
+                "Keys removed because their TTL passed.",
+                store.expired,
+            ),
+        ];
+        for (name, help, value) in counters {
+            single(encoder, name, help, None, ConstCounter::new(value))?;
+        }
+        let bytes = Some(&Unit::Bytes);
+        let gauges = [
+            (
+                "shoal_memory_used",
+                "Bytes of keys, values and entry overhead (used_memory).",
+                bytes,
+                store.used_memory,
+            ),
+            (
+                "shoal_memory_max",
+                "The maxmemory setting (0: no limit).",
+                bytes,
+                self.shared.store.maxmemory(),
+            ),
+            ("shoal_keys", "Keys in the keyspace.", None, store.keys),
+            (
+                "shoal_keys_with_ttl",
+                "Keys that have an expiry.",
+                None,
+                store.volatile_keys,
+            ),
+        ];
+        for (name, help, unit, value) in gauges {
+            single(encoder, name, help, unit, gauge_usize(value))?;
+        }
+        Ok(())
+    }
+
+    fn connections(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = &self.shared.stats;
+        let clients = gauge_usize(self.shared.clients.count());
+        single(
+            encoder,
+            "shoal_connected_clients",
+            "Connected RESP clients.",
+            None,
+            clients,
+        )?;
+        let counters = [
+            (
+                "shoal_connections_received",
+                "RESP connections accepted.",
+                stats.connections_received.load(Relaxed),
+            ),
+            (
+                "shoal_connections_rejected",
+                "RESP connections refused (maxclients).",
+                stats.rejected_connections.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            single(encoder, name, help, None, ConstCounter::new(value))?;
+        }
+        let (input, output) = stats.net_bytes();
+        let bytes = Some(&Unit::Bytes);
+        let read = ConstCounter::new(input);
+        single(
+            encoder,
+            "shoal_net_input",
+            "Bytes read from RESP clients.",
+            bytes,
+            read,
+        )?;
+        let written = ConstCounter::new(output);
+        single(
+            encoder,
+            "shoal_net_output",
+            "Bytes written to RESP clients.",
+            bytes,
+            written,
+        )?;
+        Ok(())
+    }
+
+    fn process(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let seconds = Some(&Unit::Seconds);
+        let uptime = ConstGauge::new(self.shared.started.elapsed().as_secs_f64());
+        single(
+            encoder,
+            "shoal_uptime",
+            "Time since the node started.",
+            seconds,
+            uptime,
+        )?;
+        let (user, system) = process::cpu_seconds();
+        let cpu = ConstCounter::new(user + system);
+        single(
+            encoder,
+            "process_cpu",
+            "User and system CPU time of the process.",
+            seconds,
+            cpu,
+        )?;
+        let rss = gauge_u64(process::rss_bytes());
+        single(
+            encoder,
+            "process_resident_memory",
+            "Resident set size.",
+            Some(&Unit::Bytes),
+            rss,
+        )?;
+        let start = gauge_u64(self.shared.started_unix);
+        single(
+            encoder,
+            "process_start_time",
+            "Start time of the node since the Unix epoch.",
+            seconds,
+            start,
+        )?;
+        Ok(())
+    }
+
+    fn http(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "shoal_http_requests",
+            "HTTP API requests by method and status code.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (method, status, count) in self.http.request_counts() {
+            let labels = ([("method", method)], [("code", status)]);
+            counter(&mut family, &labels, count)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "shoal_http_request_duration",
+            "Time to answer HTTP API requests, by method.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (method, latency) in METHODS.iter().zip(&self.http.latency) {
+            let count = latency.count.load(Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let slots: Vec<u64> = latency.buckets.iter().map(|b| b.load(Relaxed)).collect();
+            let sum = latency.sum_us.load(Relaxed) as f64 / 1e6;
+            family
+                .encode_family(&[("method", *method)])?
+                .encode_histogram::<NoLabelSet>(sum, count, &histogram_buckets(&slots), None)?;
+        }
+        Ok(())
+    }
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.commands(&mut encoder)?;
+        self.errors(&mut encoder)?;
+        self.keyspace(&mut encoder)?;
+        self.connections(&mut encoder)?;
+        self.process(&mut encoder)?;
+        self.http(&mut encoder)
+    }
+}
+
+/// Encodes a one-series family with no labels.
+fn single(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    let family = encoder.encode_descriptor(name, help, unit, metric.metric_type())?;
+    metric.encode(family)
+}
+
+/// Encodes one labelled counter series of `family`.
+fn counter(
+    family: &mut MetricEncoder,
+    labels: &impl EncodeLabelSet,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    ConstCounter::new(value).encode(family.encode_family(labels)?)
+}
+
+fn gauge_u64(value: u64) -> ConstGauge<i64> {
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+fn gauge_usize(value: usize) -> ConstGauge<i64> {
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+/// Turns per-bucket counts (one slot per [`LATENCY_BUCKETS_US`] bound, then the overflow slot)
+/// into (upper bound in seconds, count) pairs ending with `+Inf`.
+fn histogram_buckets(slots: &[u64]) -> Vec<(f64, u64)> {
+    LATENCY_BUCKETS_US
+        .iter()
+        .map(|&us| us as f64 / 1e6)
+        .chain(std::iter::once(f64::INFINITY))
+        .zip(slots.iter().copied())
+        .collect()
+}
+
+/// Renders a node's metrics: a registry holding only its [`NodeCollector`].
+pub struct Exporter {
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter").finish_non_exhaustive()
+    }
+}
+
+impl Exporter {
+    /// An exporter for the node `shared` and the HTTP API counted in `http`.
+    pub fn new(shared: Arc<Shared>, http: Arc<HttpStats>) -> Exporter {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(NodeCollector::new(shared, http)));
+        Exporter { registry }
+    }
+
+    /// The metrics in the OpenMetrics text format (see [`CONTENT_TYPE`]), ending in `# EOF`.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            // Writing to a String cannot fail, so this is a collector bug: serve an empty page
+            // rather than a truncated one.
+            tracing::warn!("cannot encode the metrics: {e}");
+            out.clear();
+            let _ = writeln!(out, "# EOF");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn exporter() -> (Arc<Shared>, Arc<HttpStats>, Exporter) {
+        let shared = Shared::new(Config {
+            port: 0,
+            http_port: 0,
+            threads: 1,
+            ..Config::default()
+        });
+        let http = Arc::new(HttpStats::default());
+        let exporter = Exporter::new(shared.clone(), http.clone());
+        (shared, http, exporter)
+    }
+
+    #[test]
+    fn commands_are_exported_by_name_and_result() {
+        let (shared, _, exporter) = exporter();
+        let worker = shared.stats.register_worker();
+        let get = shared.commands.lookup(b"get").expect("GET exists").id as usize;
+        worker.record_call(get, 3, false);
+        worker.record_call(get, 5_000_000, true);
+        worker.record_rejected(get);
+        shared.stats.record_error("WRONGTYPE");
+        let text = exporter.render();
+        for line in [
+            "shoal_commands_total{command=\"get\",result=\"ok\"} 1",
+            "shoal_commands_total{command=\"get\",result=\"error\"} 1",
+            "shoal_commands_total{command=\"get\",result=\"rejected\"} 1",
+            "shoal_command_duration_seconds_count{command=\"get\"} 2",
+            "shoal_command_duration_seconds_bucket{le=\"+Inf\",command=\"get\"} 2",
+            "shoal_errors_total{code=\"WRONGTYPE\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(
+            !text.contains("command=\"set\""),
+            "uncalled commands are skipped"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn http_requests_are_counted_by_method_and_code() {
+        let (_, http, exporter) = exporter();
+        http.record(
+            &Method::GET,
+            StatusCode::NOT_FOUND,
+            Duration::from_micros(3),
+        );
+        http.record(
+            &Method::PATCH,
+            StatusCode::METHOD_NOT_ALLOWED,
+            Duration::from_secs(9),
+        );
+        assert_eq!(http.requests("GET", 404), 1);
+        assert_eq!(http.requests("other", 405), 1);
+        let text = exporter.render();
+        assert!(text.contains("shoal_http_requests_total{method=\"GET\",code=\"404\"} 1"));
+        assert!(text.contains("shoal_http_request_duration_seconds_count{method=\"other\"} 1"));
+    }
+
+    #[test]
+    fn histogram_buckets_end_with_infinity() {
+        let slots = vec![1; LATENCY_SLOTS];
+        let buckets = histogram_buckets(&slots);
+        assert_eq!(buckets.len(), LATENCY_SLOTS);
+        assert_eq!(buckets[0], (1e-6, 1));
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
+    }
+}
