@@ -121,6 +121,9 @@ pub struct RequestParser {
     ranges: Vec<Range<usize>>,
     inline: Vec<u8>,
     is_inline: bool,
+    /// While a line (inline command or `*`/`$` header) is incomplete: where the search for its
+    /// end resumes, so bytes arriving one at a time are not rescanned from the line's start.
+    scanned: usize,
 }
 
 impl RequestParser {
@@ -133,6 +136,7 @@ impl RequestParser {
             ranges: Vec::with_capacity(8),
             inline: Vec::new(),
             is_inline: false,
+            scanned: 0,
         }
     }
 
@@ -167,6 +171,7 @@ impl RequestParser {
         if result.is_err() {
             self.state = State::Start;
             self.ranges.clear();
+            self.scanned = 0;
         }
         result
     }
@@ -179,17 +184,35 @@ impl RequestParser {
         }
     }
 
-    fn start_multibulk(&mut self, buf: &[u8]) -> Result<Parsed, ProtocolError> {
-        let Some(line_end) = find_cr(buf, 1) else {
-            return if buf.len() > MAX_INLINE_LEN {
-                Err(ProtocolError::TooBigMultibulkCount)
+    /// Finds the `\r\n` ending the header line that starts at `start` (with its `*` or `$`):
+    /// `Ok(Some(cr))`, or `Ok(None)` if it has not arrived yet (remembering how far the search
+    /// got), or `Err(too_long)` once more than [`MAX_INLINE_LEN`] bytes wait without one.
+    fn line_end(
+        &mut self,
+        buf: &[u8],
+        start: usize,
+        too_long: ProtocolError,
+    ) -> Result<Option<usize>, ProtocolError> {
+        let Some(cr) = find_cr(buf, self.scanned.max(start + 1)) else {
+            self.scanned = buf.len();
+            return if buf.len() - start > MAX_INLINE_LEN {
+                Err(too_long)
             } else {
-                Ok(Parsed::Incomplete { frame_len: None })
+                Ok(None)
             };
         };
-        if line_end + 1 >= buf.len() {
-            return Ok(Parsed::Incomplete { frame_len: None });
+        if cr + 1 >= buf.len() {
+            self.scanned = cr;
+            return Ok(None);
         }
+        self.scanned = 0;
+        Ok(Some(cr))
+    }
+
+    fn start_multibulk(&mut self, buf: &[u8]) -> Result<Parsed, ProtocolError> {
+        let Some(line_end) = self.line_end(buf, 0, ProtocolError::TooBigMultibulkCount)? else {
+            return Ok(Parsed::Incomplete { frame_len: None });
+        };
         let count = parse_len(&buf[1..line_end]).ok_or(ProtocolError::InvalidMultibulkLength)?;
         let pos = line_end + 2;
         if count <= 0 {
@@ -225,16 +248,10 @@ impl RequestParser {
                     let Some(&first) = buf.get(pos) else {
                         return Ok(Parsed::Incomplete { frame_len: None });
                     };
-                    let Some(line_end) = find_cr(buf, pos + 1) else {
-                        return if buf.len() - pos > MAX_INLINE_LEN {
-                            Err(ProtocolError::TooBigBulkCount)
-                        } else {
-                            Ok(Parsed::Incomplete { frame_len: None })
-                        };
-                    };
-                    if line_end + 1 >= buf.len() {
+                    let Some(line_end) = self.line_end(buf, pos, ProtocolError::TooBigBulkCount)?
+                    else {
                         return Ok(Parsed::Incomplete { frame_len: None });
-                    }
+                    };
                     if first != b'$' {
                         return Err(ProtocolError::ExpectedDollar(first));
                     }
@@ -275,13 +292,20 @@ impl RequestParser {
     }
 
     fn parse_inline(&mut self, buf: &[u8]) -> Result<Parsed, ProtocolError> {
-        let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
+        let from = self.scanned;
+        let Some(newline) = buf[from..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| i + from)
+        else {
+            self.scanned = buf.len();
             return if buf.len() > MAX_INLINE_LEN {
                 Err(ProtocolError::TooBigInline)
             } else {
                 Ok(Parsed::Incomplete { frame_len: None })
             };
         };
+        self.scanned = 0;
         if newline > MAX_INLINE_LEN {
             return Err(ProtocolError::TooBigInline);
         }

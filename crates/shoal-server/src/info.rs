@@ -262,6 +262,7 @@ fn stats(shared: &Shared, out: &mut String) {
     line!(out, "pubsub_patterns:0");
     line!(out, "total_error_replies:{errors}");
     line!(out, "unknown_commands:{}", s.unknown_commands.load(Relaxed));
+    line!(out, "command_panics:{}", s.command_panics.load(Relaxed));
     line!(
         out,
         "client_query_buffer_limit_disconnections:{}",

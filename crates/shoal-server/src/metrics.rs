@@ -18,6 +18,8 @@
 //! | `shoal_keys`, `shoal_keys_with_ttl` | gauge | |
 //! | `shoal_connected_clients` | gauge | |
 //! | `shoal_connections_received_total`, `shoal_connections_rejected_total` | counter | |
+//! | `shoal_query_buffer_disconnections_total`, `shoal_output_buffer_disconnections_total` | counter | |
+//! | `shoal_command_panics_total` | counter | |
 //! | `shoal_net_input_bytes_total`, `shoal_net_output_bytes_total` | counter | |
 //! | `shoal_uptime_seconds` | gauge | |
 //! | `process_cpu_seconds_total` (user + system) | counter | |
@@ -302,6 +304,21 @@ impl NodeCollector {
                 "shoal_connections_rejected",
                 "RESP connections refused (maxclients).",
                 stats.rejected_connections.load(Relaxed),
+            ),
+            (
+                "shoal_command_panics",
+                "Commands that panicked (a bug; the connection was closed, the node kept running).",
+                stats.command_panics.load(Relaxed),
+            ),
+            (
+                "shoal_query_buffer_disconnections",
+                "Clients closed for exceeding client-query-buffer-limit.",
+                stats.query_buffer_disconnections.load(Relaxed),
+            ),
+            (
+                "shoal_output_buffer_disconnections",
+                "Clients closed for exceeding client-output-buffer-limit.",
+                stats.output_buffer_disconnections.load(Relaxed),
             ),
         ];
         for (name, help, value) in counters {

@@ -62,6 +62,10 @@ impl Server {
             .map(|l| l.local_addr().map_err(StartError::Runtime))
             .transpose()?;
         let threads = config.effective_threads();
+        // Port 0 means "pick one": CONFIG GET and INFO show the one picked.
+        let mut config = config;
+        config.port = resp_addr.port();
+        config.http_port = http_addr.map_or(0, |a| a.port());
         let shared = Shared::new(config);
         *shared.resp_addr.write() = Some(resp_addr);
         *shared.http_addr.write() = http_addr;

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use shoal_proto::{Parsed, Protocol, Reply, RequestParser};
+use shoal_proto::{Parsed, Protocol, Reply, RequestParser, peek_key};
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
@@ -268,6 +268,11 @@ impl Session {
             match parser.parse(&input[consumed_total..]) {
                 Ok(Parsed::Command { consumed }) => {
                     let argv = parser.argv(&input[consumed_total..]);
+                    // With pipelining, the next command is usually already here: start
+                    // fetching its index entry now so the miss overlaps with this command.
+                    if let Some(next_key) = peek_key(&input[consumed_total + consumed..]) {
+                        shared.store.prefetch(next_key);
+                    }
                     let mark = output.len();
                     let mut ctx = Ctx {
                         shared,

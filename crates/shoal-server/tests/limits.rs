@@ -861,13 +861,10 @@ fn allkeys_lru_stays_under_the_limit_and_evicts_the_oldest_keys() {
     );
 }
 
-/// A key read recently survives while much older keys are evicted. Ignored: `Store::make_room`
-/// (shoal-store, src/store.rs) takes one victim from each shard in turn, whatever the age of
-/// that shard's LRU tail, so a shard that happens to hold few keys gives up a key read
-/// moments ago while other shards hold keys untouched for thousands of writes. It passes
-/// with `shards = 8`, fails with the default (64 per thread).
+/// A key read recently survives while much older keys are evicted, with the default shard
+/// count (here about 16 keys per shard, where evicting shard by shard in turn would take a
+/// hot key from a shard that happens to be small).
 #[test]
-#[ignore = "shoal-store make_room evicts round-robin across shards, not by LRU age (see report)"]
 fn allkeys_lru_keeps_recently_read_keys() {
     let node = memory_node(EvictionPolicy::AllKeysLru);
     let mut raw = node.raw();

@@ -27,6 +27,20 @@ const FLAG_TTL: u32 = 1;
 const FLAG_WIDE: u32 = 2;
 /// The value was modified in place (`APPEND`, `SETRANGE`): Redis reports such strings as `raw`.
 const FLAG_RAW: u32 = 4;
+/// The value was written as text (`INCRBYFLOAT`): Redis never reports it as `int`.
+const FLAG_TEXT: u32 = 8;
+
+/// How a value came to be, which decides the encoding Redis would report for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Form {
+    /// Written whole by a command that lets Redis pick: `int` if it reads as one.
+    #[default]
+    Auto,
+    /// Written whole as text: `embstr` or `raw` by length, never `int`.
+    Text,
+    /// Modified in place: `raw`.
+    Raw,
+}
 
 /// Bits of the access clock (seconds); it wraps after about 12 days.
 pub const CLOCK_BITS: u32 = 20;
@@ -163,18 +177,26 @@ impl Blob {
         self.flags() & FLAG_TTL != 0
     }
 
-    /// Whether the value was modified in place.
+    /// How the value came to be.
     #[inline]
-    pub fn is_raw(self) -> bool {
-        self.flags() & FLAG_RAW != 0
+    pub fn form(self) -> Form {
+        let flags = self.flags();
+        if flags & FLAG_RAW != 0 {
+            Form::Raw
+        } else if flags & FLAG_TEXT != 0 {
+            Form::Text
+        } else {
+            Form::Auto
+        }
     }
 
-    /// Marks the value as modified in place.
-    pub fn set_raw(self, raw: bool) {
-        let flags = if raw {
-            self.flags() | FLAG_RAW
-        } else {
-            self.flags() & !FLAG_RAW
+    /// Records how the value came to be.
+    pub fn set_form(self, form: Form) {
+        let base = self.flags() & !(FLAG_RAW | FLAG_TEXT);
+        let flags = match form {
+            Form::Auto => base,
+            Form::Text => base | FLAG_TEXT,
+            Form::Raw => base | FLAG_RAW,
         };
         self.write_meta(flags, self.clock());
     }
@@ -428,13 +450,15 @@ mod tests {
             b.set_prev(Ref(7));
             b.set_vnext(Ref(9));
             b.set_clock(CLOCK_MASK);
-            b.set_raw(true);
+            b.set_form(Form::Raw);
             assert_eq!(b.expiry(), 1_700_000_000_123);
             assert_eq!(
                 (b.prev(), b.vnext(), b.clock()),
                 (Ref(7), Ref(9), CLOCK_MASK)
             );
-            assert!(b.is_raw() && b.has_ttl());
+            assert!(b.form() == Form::Raw && b.has_ttl());
+            b.set_form(Form::Text);
+            assert!(b.form() == Form::Text && b.has_ttl());
             assert_eq!(b.key(), b"key");
         });
     }

@@ -19,6 +19,7 @@ mod store;
 mod table;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use entry::Form;
 pub use pattern::glob_match;
 pub use policy::{EvictionPolicy, UnknownPolicy};
 pub use shard::ENTRY_OVERHEAD;

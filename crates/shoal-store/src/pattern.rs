@@ -3,10 +3,14 @@
 //! `*` any run, `?` any byte, `[abc]`, `[^abc]`, `[a-z]` classes, `\x` escapes; a class left open
 //! at the end of the pattern ends there, and a trailing `\` matches a backslash, as in Redis's
 //! `stringmatchlen`. Matching backtracks only to the last `*`, so it takes at most
-//! `O(pattern * string)` steps, however the pattern is built.
+//! `O(pattern * string)` steps, however the pattern is built. Like Redis's matcher, an empty
+//! string matches only an empty pattern (even `*` does not match it).
 
 /// Whether `string` matches `pattern`; `nocase` folds ASCII case.
 pub fn glob_match(pattern: &[u8], string: &[u8], nocase: bool) -> bool {
+    if string.is_empty() {
+        return pattern.is_empty();
+    }
     let (mut p, mut s) = (0, 0);
     let mut backtrack: Option<(usize, usize)> = None;
     loop {
@@ -110,7 +114,8 @@ mod tests {
     #[test]
     fn matches_like_redis() {
         let cases: &[(&str, &str, bool)] = &[
-            ("*", "", true),
+            ("*", "", false),
+            ("", "", true),
             ("*", "anything", true),
             ("h?llo", "hello", true),
             ("h?llo", "hllo", false),

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::arena::{Arena, ArenaFull, PAGE_SIZE, Ref, block_size};
-use crate::entry::{Blob, Shape};
+use crate::entry::{Blob, Form, Shape};
 use crate::hash::KeyHasher;
 use crate::policy::EvictionPolicy;
 use crate::table::Table;
@@ -230,7 +230,7 @@ impl Shard {
         clock: u32,
     ) -> Result<Ref, ArenaFull> {
         let r = self.rewrite(slot, r, Some(value), expiry)?;
-        self.blob(r).set_raw(false);
+        self.blob(r).set_form(Form::Auto);
         self.touch(r, clock);
         Ok(r)
     }
@@ -288,7 +288,7 @@ impl Shard {
                 value.unwrap_or(old.value()),
                 old.clock(),
             );
-            b.set_raw(old.is_raw());
+            b.set_form(old.form());
             self.lru_replace(r, fresh);
             if let Some(old_at) = old_expiry {
                 self.vol_unlink(r);
@@ -326,7 +326,7 @@ impl Shard {
             let b = self.blob(r);
             b.set_vlen(new_shape.vlen);
             b.value_mut()[old_shape.vlen..].copy_from_slice(suffix);
-            b.set_raw(true);
+            b.set_form(Form::Raw);
             self.used = self.used - charge(old_shape) + charge(new_shape);
             return Ok(r);
         }
@@ -335,7 +335,7 @@ impl Shard {
         value.extend_from_slice(suffix);
         let expiry = old.has_ttl().then(|| old.expiry());
         let r = self.rewrite(slot, r, Some(&value), expiry)?;
-        self.blob(r).set_raw(true);
+        self.blob(r).set_form(Form::Raw);
         Ok(r)
     }
 

@@ -14,7 +14,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::arena::{ArenaFull, Ref};
 use crate::clock::{Clock, SystemClock};
-use crate::entry::{Blob, CLOCK_MASK};
+use crate::entry::{Blob, CLOCK_MASK, Form};
 use crate::hash::{KeyHasher, random_seed};
 use crate::policy::EvictionPolicy;
 use crate::shard::{Now, Shard, ShardStats, charge};
@@ -205,16 +205,17 @@ pub struct ExpireCycle {
 const EXPIRE_BATCH: usize = 20;
 /// A step that finds more than this share of expired keys is followed by another.
 const STALE_PERCENT: usize = 10;
-/// Most keys one step of `evict` removes from a shard before moving to the next.
-const EVICT_PER_SHARD: usize = 1;
 
-/// A shard with its lock, and where its index lives, published for lock-free prefetching.
+/// A shard with its lock, and numbers published beside it for readers that take no lock:
+/// where its index lives (for prefetching) and its size (for choosing where to evict).
 /// Aligned so that neighbouring shards never share a cache line.
 #[repr(align(128))]
 struct ShardSlot {
     shard: Mutex<Shard>,
     index_base: AtomicPtr<u8>,
     index_chunks: AtomicUsize,
+    used: AtomicUsize,
+    volatile_keys: AtomicUsize,
 }
 
 /// The whole keyspace.
@@ -227,7 +228,6 @@ pub struct Store {
     used: AtomicUsize,
     maxmemory: AtomicUsize,
     policy: AtomicU8,
-    evict_next: AtomicUsize,
     expire_next: AtomicUsize,
     maintain_next: AtomicUsize,
 }
@@ -244,6 +244,8 @@ impl Store {
                 ShardSlot {
                     index_base: AtomicPtr::new(std::ptr::null_mut()),
                     index_chunks: AtomicUsize::new(0),
+                    used: AtomicUsize::new(0),
+                    volatile_keys: AtomicUsize::new(0),
                     shard: Mutex::new(Shard::new(
                         hasher.clone(),
                         shard_seed,
@@ -261,7 +263,6 @@ impl Store {
             used: AtomicUsize::new(0),
             maxmemory: AtomicUsize::new(config.maxmemory),
             policy: AtomicU8::new(config.policy.to_u8()),
-            evict_next: AtomicUsize::new(0),
             expire_next: AtomicUsize::new(0),
             maintain_next: AtomicUsize::new(0),
         };
@@ -354,7 +355,8 @@ impl Store {
     }
 
     /// After work on shard `index` (still locked): folds its change of `used` into the total
-    /// and republishes where its index is, since the work may have reallocated it.
+    /// and republishes where its index is (the work may have reallocated it) and the counters
+    /// eviction chooses by.
     #[inline]
     fn settle(&self, index: usize, before: usize, shard: &Shard) {
         self.account(before, shard.used);
@@ -362,6 +364,8 @@ impl Store {
         let slot = &self.shards[index];
         slot.index_base.store(base.cast_mut(), Relaxed);
         slot.index_chunks.store(chunks, Relaxed);
+        slot.used.store(shard.used, Relaxed);
+        slot.volatile_keys.store(shard.volatile(), Relaxed);
     }
 
     /// Hints the CPU to fetch the index chunk a lookup of `key` will read first. Takes no lock,
@@ -478,11 +482,13 @@ impl Store {
     }
 
     /// Read-modify-write of one value (`INCR` family): `f` gets the current value and a cleared
-    /// buffer, and returns `(write, result)`; if `write`, the buffer becomes the new value. The
-    /// expiry is kept; a new key gets none.
+    /// buffer, and returns `(write, result)`; if `write`, the buffer becomes the new value,
+    /// recorded as `written_as` (`Form::Text` for `INCRBYFLOAT`, whose results Redis never
+    /// reports as `int`). The expiry is kept; a new key gets none.
     pub fn update<R, E>(
         &self,
         key: &[u8],
+        written_as: Form,
         f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<(bool, R), E>,
     ) -> Result<R, UpdateError<E>> {
         thread_local! {
@@ -496,16 +502,15 @@ impl Store {
                 let current = existing.map(|(_, r)| shard.blob(r).value());
                 let (write, result) = f(current, scratch).map_err(UpdateError::Rejected)?;
                 if write {
-                    match existing {
+                    let r = match existing {
                         Some((slot, r)) => {
                             let b = shard.blob(r);
                             let expiry = b.has_ttl().then(|| b.expiry());
-                            shard.overwrite(slot, r, scratch, expiry, clock)?;
+                            shard.overwrite(slot, r, scratch, expiry, clock)?
                         }
-                        None => {
-                            shard.insert(hash, key, scratch, None, clock)?;
-                        }
-                    }
+                        None => shard.insert(hash, key, scratch, None, clock)?,
+                    };
+                    shard.blob(r).set_form(written_as);
                 }
                 Ok(result)
             })
@@ -564,7 +569,7 @@ impl Store {
                 Some((_, r)) if end <= current_len => {
                     let b = shard.blob(r);
                     b.value_mut()[offset..end].copy_from_slice(data);
-                    b.set_raw(true);
+                    b.set_form(Form::Raw);
                     shard.touch(r, clock);
                     Ok(current_len)
                 }
@@ -575,14 +580,14 @@ impl Store {
                     value[offset..end].copy_from_slice(data);
                     let expiry = b.has_ttl().then(|| b.expiry());
                     let r = shard.overwrite(slot, r, &value, expiry, clock)?;
-                    shard.blob(r).set_raw(true);
+                    shard.blob(r).set_form(Form::Raw);
                     Ok(value.len())
                 }
                 None => {
                     let mut value = vec![0u8; end];
                     value[offset..].copy_from_slice(data);
                     let r = shard.insert(hash, key, &value, None, clock)?;
-                    shard.blob(r).set_raw(true);
+                    shard.blob(r).set_form(Form::Raw);
                     Ok(end)
                 }
             }
@@ -839,7 +844,7 @@ impl Store {
             let b = src.blob(src_ref);
             let value = b.value().to_vec();
             let expiry = b.has_ttl().then(|| b.expiry());
-            let raw = b.is_raw();
+            let form = b.form();
             let moving = matches!(transfer, Transfer::Move | Transfer::MoveIfAbsent);
             let (dst, dst_hash) = locks.shard_for(self, to);
             let existing = dst.live(dst_hash, to, &mut now);
@@ -851,7 +856,7 @@ impl Store {
                 None => dst.insert(dst_hash, to, &value, expiry, clock)?,
             };
             // Redis moves (RENAME) or duplicates (COPY) the object, encoding included.
-            dst.blob(r).set_raw(raw);
+            dst.blob(r).set_form(form);
             if moving {
                 // The destination write may have moved entries of the same shard, so look the
                 // source up again rather than trusting its old slot.
@@ -959,6 +964,13 @@ impl Store {
 
     /// Evicts keys as the policy says until `used_memory` is within `maxmemory`. Called before
     /// every command that may grow memory; `Err` means the command must be refused with `-OOM`.
+    ///
+    /// Each victim comes from the shard most over its fair share: the one using the most memory
+    /// (for `allkeys-*`) or holding the most keys with a TTL (for `volatile-*`), read from
+    /// counters published beside each lock, so choosing takes no lock. Within that shard the
+    /// policy picks (its LRU tail for the LRU policies). Every shard thus keeps an equal budget
+    /// and evicts its own least recently used keys, so a key read recently is never evicted
+    /// because its shard happens to be small.
     pub fn make_room(&self) -> Result<(), OutOfMemory> {
         let max = self.maxmemory.load(Relaxed);
         if max == 0 || self.used.load(Relaxed) <= max {
@@ -968,33 +980,37 @@ impl Store {
         if policy == EvictionPolicy::NoEviction {
             return Err(OutOfMemory);
         }
-        let shards = self.shards.len();
-        let mut index = self.evict_next.fetch_add(1, Relaxed);
-        let mut fruitless = 0;
+        let mut exhausted = vec![false; self.shards.len()];
         while self.used.load(Relaxed) > max {
-            let shard_index = index % shards;
-            let mut shard = self.lock(shard_index);
-            index += 1;
-            let mut evicted = 0;
-            while evicted < EVICT_PER_SHARD && self.used.load(Relaxed) > max {
-                let before = shard.used;
-                if !shard.evict_one(policy) {
-                    break;
-                }
-                self.settle(shard_index, before, &shard);
-                evicted += 1;
-            }
-            if evicted == 0 {
-                fruitless += 1;
-                if fruitless >= shards {
-                    return Err(OutOfMemory);
-                }
+            let Some(index) = self.eviction_candidate(policy, &exhausted) else {
+                return Err(OutOfMemory);
+            };
+            let mut shard = self.lock(index);
+            let before = shard.used;
+            if shard.evict_one(policy) {
+                self.settle(index, before, &shard);
             } else {
-                fruitless = 0;
+                exhausted[index] = true;
             }
         }
-        self.evict_next.store(index, Relaxed);
         Ok(())
+    }
+
+    /// The shard to evict from next: the one with the largest share of what `policy` evicts.
+    fn eviction_candidate(&self, policy: EvictionPolicy, exhausted: &[bool]) -> Option<usize> {
+        let weight = |slot: &ShardSlot| {
+            if policy.volatile_only() {
+                slot.volatile_keys.load(Relaxed)
+            } else {
+                slot.used.load(Relaxed)
+            }
+        };
+        (0..self.shards.len())
+            .filter(|&i| !exhausted[i])
+            .map(|i| (weight(&self.shards[i]), i))
+            .filter(|&(w, _)| w > 0)
+            .max()
+            .map(|(_, i)| i)
     }
 
     /// One active expiry cycle: walks the keys with a TTL shard by shard, removing expired ones,
@@ -1170,10 +1186,19 @@ fn write_entry(
 
 fn encoding_of(b: Blob) -> Encoding {
     let value = b.value();
-    // A value modified in place is a raw string in Redis, whatever it holds.
-    if b.is_raw() {
-        Encoding::Raw
-    } else if value.len() <= 20 && crate::is_canonical_i64(value) {
+    match b.form() {
+        // A value modified in place is a raw string in Redis, whatever it holds.
+        Form::Raw => return Encoding::Raw,
+        Form::Text => {
+            return if value.len() <= 44 {
+                Encoding::Embstr
+            } else {
+                Encoding::Raw
+            };
+        }
+        Form::Auto => {}
+    }
+    if value.len() <= 20 && crate::is_canonical_i64(value) {
         Encoding::Int
     } else if value.len() <= 44 {
         Encoding::Embstr

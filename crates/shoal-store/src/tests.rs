@@ -112,6 +112,36 @@ fn allkeys_lru_evicts_the_least_recently_used_keys() {
 }
 
 #[test]
+fn recently_read_keys_survive_eviction_however_keys_fall_into_shards() {
+    // Few keys per shard: the case where evicting shard by shard in turn would take a key
+    // read a moment ago from a shard that happens to be small.
+    let (s, _) = store_with(128, 0, EvictionPolicy::AllKeysLru);
+    let value = "v".repeat(1000);
+    let hot: Vec<String> = (0..20).map(|i| format!("hot:{i}")).collect();
+    for k in &hot {
+        set(&s, k, &value);
+    }
+    s.set_maxmemory(2 << 20);
+    for i in 0..10_000 {
+        s.make_room().unwrap();
+        set(&s, &format!("cold:{i}"), &value);
+        if i % 100 == 0 {
+            for k in &hot {
+                assert!(get(&s, k).is_some(), "{k} was evicted after {i} writes");
+            }
+        }
+    }
+    assert!(s.used_memory() <= (2 << 20) + 2000);
+    for i in 9_800..10_000 {
+        assert!(
+            get(&s, &format!("cold:{i}")).is_some(),
+            "recent cold:{i} was evicted"
+        );
+    }
+    s.check_invariants();
+}
+
+#[test]
 fn noeviction_refuses_writes_when_full() {
     let (s, _) = store_with(4, 0, EvictionPolicy::NoEviction);
     for i in 0..50 {
@@ -498,6 +528,21 @@ fn object_encoding_follows_redis_rules() {
     assert_eq!(enc(b"lead"), Encoding::Embstr);
     assert_eq!(enc(b"short"), Encoding::Embstr);
     assert_eq!(enc(b"long"), Encoding::Raw);
+    let as_text = |k: &[u8], v: &'static [u8]| {
+        s.update(k, Form::Text, |_, out| {
+            out.extend_from_slice(v);
+            Ok::<_, ()>((true, ()))
+        })
+        .unwrap()
+    };
+    as_text(b"float", b"3");
+    assert_eq!(enc(b"float"), Encoding::Embstr, "text is never int-encoded");
+    s.update(b"float", Form::Auto, |_, out| {
+        out.extend_from_slice(b"4");
+        Ok::<_, ()>((true, ()))
+    })
+    .unwrap();
+    assert_eq!(enc(b"float"), Encoding::Int);
     clock.advance(7_000);
     s.refresh_clock();
     assert_eq!(s.object_info(b"i").unwrap().idle_seconds, 7);
@@ -583,7 +628,7 @@ fn concurrent_writers_keep_the_store_consistent() {
                             [(key.as_bytes(), &b"m"[..]), (&b"shared"[..], &b"s"[..])].into_iter(),
                             false,
                         )),
-                        2 => drop(s.update(key.as_bytes(), |_, out| {
+                        2 => drop(s.update(key.as_bytes(), Form::Auto, |_, out| {
                             out.extend_from_slice(b"1");
                             Ok::<_, ()>((true, ()))
                         })),

@@ -203,6 +203,40 @@ fn overlong_lines_are_refused() {
 }
 
 #[test]
+fn a_line_arriving_byte_by_byte_is_scanned_once() {
+    // Without remembering how far the search for the line end got, a 60 KB line sent one byte
+    // per read would cost 1.8 billion comparisons.
+    for (line, expected) in [
+        (
+            [b"*".as_slice(), &[b'1'; 60_000][..]].concat(),
+            Err(ProtocolError::InvalidMultibulkLength),
+        ),
+        (
+            [b"*1\r\n$".as_slice(), &[b'1'; 60_000][..]].concat(),
+            Err(ProtocolError::InvalidBulkLength),
+        ),
+        ([b"ECHO ".as_slice(), &[b'x'; 60_000][..]].concat(), Ok(2)),
+    ] {
+        let mut parser = RequestParser::new(Limits::default());
+        let mut buf = Vec::new();
+        for &byte in &line {
+            buf.push(byte);
+            assert_eq!(
+                parser.parse(&buf),
+                Ok(Parsed::Incomplete { frame_len: None })
+            );
+            if buf.len() > 10 {
+                assert!(parser.scanned >= buf.len() - 1, "the search restarted");
+            }
+        }
+        buf.extend_from_slice(b"\r\n");
+        let outcome = parser.parse(&buf).map(|_| parser.argv(&buf).len());
+        assert_eq!(outcome, expected);
+        assert_eq!(parser.scanned, 0);
+    }
+}
+
+#[test]
 fn big_bulks_announce_their_frame_length() {
     let mut parser = RequestParser::new(Limits::default());
     let header = b"*2\r\n$3\r\nSET\r\n$100000\r\nab";

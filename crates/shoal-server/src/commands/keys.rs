@@ -196,23 +196,13 @@ impl KeyList {
     }
 }
 
-/// Whether `key` matches `pattern` as Redis's `stringmatchlen` decides: like [`glob_match`],
-/// except that the empty key matches only the empty pattern (Redis's matcher never reads the
-/// pattern when the string is empty; `KEYS *` and `SCAN` without `MATCH` list it by a fast path).
-fn key_matches(pattern: &[u8], key: &[u8]) -> bool {
-    if key.is_empty() {
-        return pattern.is_empty();
-    }
-    glob_match(pattern, key, false)
-}
-
 /// `KEYS pattern`
 pub fn keys(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let pattern = argv.get(1);
     let all = pattern == b"*";
     let mut list = KeyList::default();
     ctx.shared.store.for_each_key(|key| {
-        if all || key_matches(pattern, key) {
+        if all || glob_match(pattern, key, false) {
             list.push(key);
         }
     });
@@ -248,7 +238,7 @@ pub fn scan(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     }
     let mut list = KeyList::default();
     let next = ctx.shared.store.scan(cursor, count, |key| {
-        if only_strings && pattern.is_none_or(|p| key_matches(p, key)) {
+        if only_strings && pattern.is_none_or(|p| glob_match(p, key, false)) {
             list.push(key);
         }
     });

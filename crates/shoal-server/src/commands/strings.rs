@@ -1,7 +1,7 @@
 //! String commands: `GET`, `SET` and its family, counters, ranges.
 
 use shoal_proto::{Argv, Reply};
-use shoal_store::{SetCondition, SetOptions, TtlUpdate, UpdateError};
+use shoal_store::{Form, SetCondition, SetOptions, TtlUpdate, UpdateError};
 
 use super::{float, int_arg, is, store_error};
 use crate::dispatch::Ctx;
@@ -417,7 +417,7 @@ pub fn setrange(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 }
 
 fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CommandResult {
-    let result = ctx.shared.store.update(key, |current, out| {
+    let result = ctx.shared.store.update(key, Form::Auto, |current, out| {
         let old = match current {
             Some(v) => shoal_store::parse_i64(v).ok_or(CommandError::NotInteger)?,
             None => 0,
@@ -464,11 +464,14 @@ pub fn decrby(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 /// `INCRBYFLOAT key increment`
 pub fn incrbyfloat(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let increment = argv.get(2);
-    let result = ctx.shared.store.update(argv.get(1), |current, out| {
-        let text = float::incr_by_float(current, increment)?;
-        out.extend_from_slice(text.as_bytes());
-        Ok((true, text))
-    });
+    let result = ctx
+        .shared
+        .store
+        .update(argv.get(1), Form::Text, |current, out| {
+            let text = float::incr_by_float(current, increment)?;
+            out.extend_from_slice(text.as_bytes());
+            Ok((true, text))
+        });
     match result {
         Ok(text) => {
             ctx.reply().bulk(text.as_bytes());
