@@ -1,0 +1,1 @@
+//! Shoal's smart client (being written).

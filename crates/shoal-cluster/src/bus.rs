@@ -1,0 +1,413 @@
+//! The cluster bus: how nodes, the controller, proxies and smart clients talk about the cluster
+//! (never about keys). Every node listens on its bus port (by default its RESP port + 10000, as
+//! Redis Cluster's bus).
+//!
+//! A frame is a 4-byte big-endian length and that many bytes of JSON. A connection carries one
+//! [`Request`] and its [`Reply`] at a time, except after [`Request::Subscribe`], when the server
+//! sends a [`Reply::Map`] whenever its map changes and a [`Reply::Ping`] every
+//! [`SUBSCRIPTION_PING`] of silence, until either side closes.
+//!
+//! JSON keeps the bus debuggable with a hex dump and costs nothing that matters here: the bus
+//! carries a few small messages per node per second, not requests.
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo, Role, ShardId};
+use crate::raft::TypeConfig;
+
+/// Largest frame either side accepts.
+pub const MAX_FRAME: usize = 64 << 20;
+
+/// How often a subscription that has nothing new says it is alive.
+pub const SUBSCRIPTION_PING: Duration = Duration::from_millis(500);
+
+/// What went wrong on the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// Connecting, reading or writing failed.
+    #[error("cluster bus I/O with {addr}: {source}")]
+    Io {
+        /// The peer.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The peer did not answer in time.
+    #[error("cluster bus: {addr} did not answer within {timeout:?}")]
+    Timeout {
+        /// The peer.
+        addr: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// The peer sent something that is not a bus message.
+    #[error("cluster bus: bad frame from {addr}: {reason}")]
+    BadFrame {
+        /// The peer.
+        addr: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The peer closed the connection.
+    #[error("cluster bus: {addr} closed the connection")]
+    Closed {
+        /// The peer.
+        addr: String,
+    },
+    /// The peer answered with an error.
+    #[error("cluster bus: {addr} refused: {message}")]
+    Refused {
+        /// The peer.
+        addr: String,
+        /// Its message.
+        message: String,
+    },
+}
+
+/// A message to a node's bus.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// A Raft RPC between controller members.
+    Raft(RaftRequest),
+    /// A node asks to become part of the cluster (handled by the controller's leader).
+    Join(NodeInfo),
+    /// A node reports that it is alive (to the controller's leader).
+    Heartbeat(Heartbeat),
+    /// The current map, once.
+    GetMap,
+    /// Every map newer than `after`, pushed as it comes.
+    Subscribe {
+        /// The epoch the subscriber already has.
+        after: Epoch,
+    },
+    /// Retire a node (handled by the controller's leader).
+    RemoveNode(NodeId),
+    /// The cluster as the controller's leader sees it.
+    Status,
+}
+
+/// A Raft RPC.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRequest {
+    /// `RequestVote`.
+    Vote(VoteRequest<u64>),
+    /// `AppendEntries`.
+    Append(AppendEntriesRequest<TypeConfig>),
+    /// `InstallSnapshot` (one chunk).
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// The answer to a Raft RPC.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftReply {
+    /// To `RequestVote`.
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    /// To `AppendEntries`.
+    Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    /// To `InstallSnapshot`.
+    Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+}
+
+/// What a node reports every heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Who sends it.
+    pub node: NodeId,
+    /// The epoch of the map it holds.
+    pub epoch: Epoch,
+    /// Its load.
+    pub stats: NodeStats,
+}
+
+/// A node's load, as reported in heartbeats and shown by `shoal cluster status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Keys it holds.
+    pub keys: u64,
+    /// `used_memory`.
+    pub used_memory: u64,
+    /// `maxmemory` (0: none).
+    pub maxmemory: u64,
+    /// Commands per second, recently.
+    pub ops_per_sec: u64,
+    /// Connected clients.
+    pub clients: u64,
+    /// Seconds since it started.
+    pub uptime_seconds: u64,
+}
+
+/// The controller leader's answer to a heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// The epoch of the leader's map: a node holding an older one fetches it.
+    pub epoch: Epoch,
+}
+
+/// One node in a [`ClusterStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node.
+    pub id: NodeId,
+    /// Its shard and role, if it is in one.
+    pub placement: Option<(ShardId, Role)>,
+    /// How long ago its last heartbeat reached the leader (ms), if one has since it led.
+    pub last_heartbeat_ms: Option<u64>,
+    /// The epoch it reported holding.
+    pub epoch: Epoch,
+    /// What it reported.
+    pub stats: NodeStats,
+}
+
+/// The cluster as the controller's leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The committed map.
+    pub map: ClusterMap,
+    /// The controller's leader (the node answering).
+    pub leader: NodeId,
+    /// Every node's last report.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// A node's answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// To [`Request::Raft`].
+    Raft(RaftReply),
+    /// To [`Request::Join`]: the map that includes the new node.
+    Joined(ClusterMap),
+    /// To [`Request::Heartbeat`].
+    HeartbeatAck(HeartbeatAck),
+    /// To [`Request::GetMap`], and each push of a subscription.
+    Map(ClusterMap),
+    /// On a subscription with nothing new.
+    Ping,
+    /// To [`Request::RemoveNode`]: the map without the node.
+    Removed(ClusterMap),
+    /// To [`Request::Status`].
+    Status(Box<ClusterStatus>),
+    /// The request must go to the controller's leader, at this bus address if known.
+    NotLeader {
+        /// The leader's bus address.
+        leader: Option<String>,
+    },
+    /// The request was refused.
+    Error(String),
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    message: &T,
+) -> std::io::Result<()> {
+    let body = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+    if body.len() > MAX_FRAME {
+        return Err(std::io::Error::other("bus frame too large"));
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    w.write_all(&frame).await?;
+    w.flush().await
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The stream ended cleanly between frames.
+    #[error("closed")]
+    Closed,
+    /// The bytes are not a frame of the expected message.
+    #[error("{0}")]
+    Bad(String),
+}
+
+/// Reads one frame.
+pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::Bad(format!(
+            "frame of {len} bytes is over the limit"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    serde_json::from_slice(&body).map_err(|e| FrameError::Bad(e.to_string()))
+}
+
+/// One client connection to a node's bus, for request/reply exchanges.
+pub struct BusConnection {
+    addr: String,
+    stream: TcpStream,
+}
+
+impl BusConnection {
+    /// Connects to `addr` (`host:port` of a bus) within `timeout`.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<BusConnection, BusError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| BusError::Timeout {
+                addr: addr.to_string(),
+                timeout,
+            })?
+            .map_err(|source| BusError::Io {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        Ok(BusConnection {
+            addr: addr.to_string(),
+            stream,
+        })
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends `request` and waits up to `timeout` for the reply. An error means the connection
+    /// should be dropped: a late reply would otherwise answer the next request.
+    pub async fn call(&mut self, request: &Request, timeout: Duration) -> Result<Reply, BusError> {
+        let exchange = async {
+            write_frame(&mut self.stream, request).await?;
+            read_frame::<_, Reply>(&mut self.stream).await
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(BusError::Timeout {
+                addr: self.addr.clone(),
+                timeout,
+            }),
+            Ok(result) => result.map_err(|e| self.frame_error(e)),
+        }
+    }
+
+    /// Sends a request without waiting (the start of a subscription).
+    pub async fn send(&mut self, request: &Request) -> Result<(), BusError> {
+        write_frame(&mut self.stream, request)
+            .await
+            .map_err(|source| BusError::Io {
+                addr: self.addr.clone(),
+                source,
+            })
+    }
+
+    /// Waits up to `timeout` for the next message (on a subscription).
+    pub async fn next(&mut self, timeout: Duration) -> Result<Reply, BusError> {
+        match tokio::time::timeout(timeout, read_frame::<_, Reply>(&mut self.stream)).await {
+            Err(_) => Err(BusError::Timeout {
+                addr: self.addr.clone(),
+                timeout,
+            }),
+            Ok(result) => result.map_err(|e| self.frame_error(e)),
+        }
+    }
+
+    fn frame_error(&self, e: FrameError) -> BusError {
+        let addr = self.addr.clone();
+        match e {
+            FrameError::Io(source) => BusError::Io { addr, source },
+            FrameError::Closed => BusError::Closed { addr },
+            FrameError::Bad(reason) => BusError::BadFrame { addr, reason },
+        }
+    }
+}
+
+/// Connects to `addr`, sends `request`, and returns the reply (one exchange, then the
+/// connection is closed). `timeout` bounds connecting and the exchange each.
+pub async fn call(addr: &str, request: &Request, timeout: Duration) -> Result<Reply, BusError> {
+    BusConnection::connect(addr, timeout)
+        .await?
+        .call(request, timeout)
+        .await
+}
+
+/// Sends `request` to the controller's leader, starting at `addr` and following
+/// [`Reply::NotLeader`] redirections (at most `hops`).
+pub async fn call_leader(
+    addr: &str,
+    request: &Request,
+    timeout: Duration,
+    hops: usize,
+) -> Result<Reply, BusError> {
+    let mut addr = addr.to_string();
+    for _ in 0..hops {
+        match call(&addr, request, timeout).await? {
+            Reply::NotLeader {
+                leader: Some(leader),
+            } if leader != addr => addr = leader,
+            Reply::NotLeader { .. } => {
+                return Err(BusError::Refused {
+                    addr,
+                    message: "the controller has no leader right now".into(),
+                });
+            }
+            reply => return Ok(reply),
+        }
+    }
+    Err(BusError::Refused {
+        addr,
+        message: format!("no controller leader after {hops} redirections"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_oversize_ones_are_refused() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_frame(&mut a, &Request::Subscribe { after: 41 })
+            .await
+            .unwrap();
+        match read_frame::<_, Request>(&mut b).await.unwrap() {
+            Request::Subscribe { after } => assert_eq!(after, 41),
+            other => panic!("{other:?}"),
+        }
+        a.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
+            .await
+            .unwrap();
+        assert!(matches!(
+            read_frame::<_, Request>(&mut b).await,
+            Err(FrameError::Bad(_))
+        ));
+        drop(a);
+        assert!(matches!(
+            read_frame::<_, Request>(&mut b).await,
+            Err(FrameError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn garbage_is_a_bad_frame_not_a_panic() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&5u32.to_be_bytes()).await.unwrap();
+        a.write_all(b"nope!").await.unwrap();
+        assert!(matches!(
+            read_frame::<_, Request>(&mut b).await,
+            Err(FrameError::Bad(_))
+        ));
+    }
+}

@@ -1,0 +1,327 @@
+//! The Raft log and state machine, in memory (see the module above for why nothing is on disk).
+//!
+//! The state machine is one [`ClusterMap`]; every map it applies is published on a
+//! `tokio::sync::watch` channel, which is how the hosting node (and through it every subscriber)
+//! learns of a commit without polling.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftLogId, RaftLogReader, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+};
+use parking_lot_free::Mutex;
+use tokio::sync::watch;
+
+use super::{ProposalOutcome, TypeConfig};
+use crate::map::ClusterMap;
+
+/// `std`'s mutex, poison ignored: the guarded data stays consistent between statements.
+mod parking_lot_free {
+    /// A mutex whose `lock` never fails.
+    #[derive(Default)]
+    pub struct Mutex<T>(std::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        /// Wraps `value`.
+        pub fn new(value: T) -> Self {
+            Mutex(std::sync::Mutex::new(value))
+        }
+
+        /// Locks, ignoring poison.
+        pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+}
+
+type NodeIdT = u64;
+type Node = openraft::BasicNode;
+
+#[derive(Default)]
+struct LogInner {
+    last_purged: Option<LogId<NodeIdT>>,
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    committed: Option<LogId<NodeIdT>>,
+    vote: Option<Vote<NodeIdT>>,
+}
+
+/// The Raft log. Clones share one log.
+#[derive(Clone, Default)]
+pub struct LogStore {
+    inner: Arc<Mutex<LogInner>>,
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeIdT>> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeIdT>> {
+        let inner = self.inner.lock();
+        let last = inner
+            .entries
+            .values()
+            .next_back()
+            .map(|e| *e.get_log_id())
+            .or(inner.last_purged);
+        Ok(LogState {
+            last_purged_log_id: inner.last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeIdT>) -> Result<(), StorageError<NodeIdT>> {
+        self.inner.lock().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeIdT>>, StorageError<NodeIdT>> {
+        Ok(self.inner.lock().vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeIdT>>,
+    ) -> Result<(), StorageError<NodeIdT>> {
+        self.inner.lock().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeIdT>>, StorageError<NodeIdT>> {
+        Ok(self.inner.lock().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeIdT>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        {
+            let mut inner = self.inner.lock();
+            for entry in entries {
+                inner.entries.insert(entry.get_log_id().index, entry);
+            }
+        }
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeIdT>) -> Result<(), StorageError<NodeIdT>> {
+        let mut inner = self.inner.lock();
+        inner.entries.split_off(&log_id.index);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeIdT>) -> Result<(), StorageError<NodeIdT>> {
+        let mut inner = self.inner.lock();
+        let keep = inner.entries.split_off(&(log_id.index + 1));
+        inner.entries = keep;
+        inner.last_purged = Some(log_id);
+        Ok(())
+    }
+}
+
+/// What a snapshot holds: the map and the membership, as of a log position.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotBody {
+    map: ClusterMap,
+}
+
+#[derive(Default)]
+struct MachineInner {
+    last_applied: Option<LogId<NodeIdT>>,
+    membership: StoredMembership<NodeIdT, Node>,
+    snapshot: Option<(SnapshotMeta<NodeIdT, Node>, Vec<u8>)>,
+    snapshots_built: u64,
+}
+
+/// The state machine: the cluster map. Clones share one machine.
+#[derive(Clone)]
+pub struct MapMachine {
+    inner: Arc<Mutex<MachineInner>>,
+    map: watch::Sender<Arc<ClusterMap>>,
+}
+
+impl MapMachine {
+    /// A machine holding the empty map, publishing on `map`.
+    pub fn new(map: watch::Sender<Arc<ClusterMap>>) -> MapMachine {
+        MapMachine {
+            inner: Arc::new(Mutex::new(MachineInner::default())),
+            map,
+        }
+    }
+
+    /// The map as of the last applied entry.
+    pub fn current(&self) -> Arc<ClusterMap> {
+        self.map.borrow().clone()
+    }
+
+    fn publish(&self, map: ClusterMap) {
+        self.map.send_if_modified(|current| {
+            if map.supersedes(current) {
+                *current = Arc::new(map);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn snapshot_now(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeIdT>> {
+        let body = SnapshotBody {
+            map: (*self.current()).clone(),
+        };
+        let data = serde_json::to_vec(&body)
+            .map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let mut inner = self.inner.lock();
+        inner.snapshots_built += 1;
+        let snapshot_id = format!(
+            "{}-{}",
+            inner.last_applied.map_or(0, |l| l.index),
+            inner.snapshots_built
+        );
+        let meta = SnapshotMeta {
+            last_log_id: inner.last_applied,
+            last_membership: inner.membership.clone(),
+            snapshot_id,
+        };
+        inner.snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for MapMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeIdT>> {
+        self.snapshot_now()
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for MapMachine {
+    type SnapshotBuilder = MapMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeIdT>>, StoredMembership<NodeIdT, Node>), StorageError<NodeIdT>>
+    {
+        let inner = self.inner.lock();
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalOutcome>, StorageError<NodeIdT>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut outcomes = Vec::new();
+        for entry in entries {
+            let log_id = *entry.get_log_id();
+            let outcome = match entry.payload {
+                EntryPayload::Blank => ProposalOutcome::NotAProposal,
+                EntryPayload::Membership(membership) => {
+                    self.inner.lock().membership = StoredMembership::new(Some(log_id), membership);
+                    ProposalOutcome::NotAProposal
+                }
+                EntryPayload::Normal(proposal) => {
+                    let current = self.current().epoch;
+                    if proposal.base == current && proposal.map.epoch == current + 1 {
+                        self.publish(proposal.map);
+                        ProposalOutcome::Applied
+                    } else {
+                        ProposalOutcome::Stale { current }
+                    }
+                }
+            };
+            self.inner.lock().last_applied = Some(log_id);
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeIdT>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeIdT, Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeIdT>> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = serde_json::from_slice(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        {
+            let mut inner = self.inner.lock();
+            inner.last_applied = meta.last_log_id;
+            inner.membership = meta.last_membership.clone();
+            inner.snapshot = Some((meta.clone(), data));
+        }
+        // A snapshot may carry an older map than one already published only if the log was
+        // rewound, which Raft never does to applied entries; `publish` ignores it regardless.
+        self.publish(body.map);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeIdT>> {
+        let inner = self.inner.lock();
+        Ok(inner.snapshot.as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(data.clone())),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_store_passes_openraft_s_storage_suite() {
+        openraft::testing::Suite::test_all(StoreBuilder).unwrap();
+    }
+
+    struct StoreBuilder;
+
+    impl openraft::testing::StoreBuilder<TypeConfig, LogStore, MapMachine, ()> for StoreBuilder {
+        async fn build(&self) -> Result<((), LogStore, MapMachine), StorageError<NodeIdT>> {
+            let (tx, _) = watch::channel(Arc::new(ClusterMap::empty()));
+            Ok(((), LogStore::default(), MapMachine::new(tx)))
+        }
+    }
+}
