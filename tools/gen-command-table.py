@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Generate Shoal's Redis 7 command table from a real redis-server.
 
-Starts a private redis-server on a free loopback port (no persistence), speaks RESP3 to it over a
+Starts a private redis-server on a free loopback port (no persistence, cluster mode enabled so that
+`CLUSTER HELP` answers), speaks RESP3 to it over a
 raw socket, and records `COMMAND INFO`, `COMMAND DOCS` and `<CONTAINER> HELP` for the commands
 Shoal implements (COMMANDS / SUBCOMMANDS below). Subcommands Shoal does not implement are dropped,
 and the rest sorted by name (Redis lists them in hash-table order, which changes with every run);
@@ -32,16 +33,20 @@ from pathlib import Path
 
 # Top-level commands Shoal implements.
 COMMANDS = """
-append auth client command config copy dbsize decr decrby del echo exists expire expireat
+append asking auth client cluster command config copy dbsize decr decrby del echo exists expire expireat
 expiretime flushall flushdb get getdel getex getrange getset hello incr incrby incrbyfloat info
 keys memory mget mset msetnx object persist pexpire pexpireat pexpiretime ping psetex pttl quit
-randomkey rename renamenx reset scan select set setex setnx setrange shutdown slowlog strlen time
-touch ttl type unlink
+randomkey readonly readwrite rename renamenx reset scan select set setex setnx setrange shutdown
+slowlog strlen time touch ttl type unlink
 """.split()
 
 # Subcommands Shoal implements, per container; every other subcommand is dropped.
 SUBCOMMANDS = {
     "client": ["id", "setname", "getname", "list", "info", "kill", "help"],
+    "cluster": [
+        "shards", "slots", "nodes", "myid", "info", "keyslot", "countkeysinslot", "getkeysinslot",
+        "help",
+    ],
     "command": ["count", "info", "docs", "list", "getkeys", "help"],
     "config": ["get", "set", "resetstat", "help"],
     "slowlog": ["get", "len", "reset", "help"],
@@ -228,6 +233,9 @@ class RedisServer:
                     "--daemonize", "no",
                     "--dir", self.tmpdir,
                     "--logfile", os.path.join(self.tmpdir, "redis.log"),
+                    # For CLUSTER HELP (COMMAND INFO is the same either way).
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", os.path.join(self.tmpdir, "nodes.conf"),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

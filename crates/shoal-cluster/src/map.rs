@@ -485,7 +485,10 @@ mod tests {
         assert!("0123456789abcdeg".parse::<NodeId>().is_err());
         let mut forged = long.clone();
         forged.replace_range(39..40, if long.ends_with('0') { "1" } else { "0" });
-        assert!(forged.parse::<NodeId>().is_err(), "the tail must match the id");
+        assert!(
+            forged.parse::<NodeId>().is_err(),
+            "the tail must match the id"
+        );
     }
 
     #[test]

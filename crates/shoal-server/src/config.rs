@@ -218,6 +218,49 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter, as `RUST_LOG` takes it (`info`, `shoal_server=debug`, ...).
     pub log_level: String,
+    /// Whether the node is part of a cluster (implied by `cluster-join` and `controller`).
+    pub cluster_enabled: bool,
+    /// A member's RESP address (`host:port`) to join the cluster through; empty founds one.
+    pub cluster_join: String,
+    /// Cluster bus port (0: the RESP port + 10000, as Redis Cluster's bus).
+    pub cluster_port: u16,
+    /// Milliseconds without a heartbeat after which the controller marks a node failed.
+    pub cluster_node_timeout: u64,
+    /// Replicas per shard, for the cluster this node founds.
+    pub cluster_replicas: u8,
+    /// Whether the node may be a voter of the controller's Raft group.
+    pub controller: bool,
+    /// The IP address other nodes and clients reach this node at (empty: `bind`, or
+    /// 127.0.0.1 when bound to every address).
+    pub cluster_announce_ip: String,
+    /// What a command for a slot another node owns gets: a redirection (`-MOVED`) or the
+    /// owner's answer, forwarded by this node.
+    pub routing: RoutingMode,
+}
+
+/// What a node does with a command for a slot it does not own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingMode {
+    /// Answer `-MOVED <slot> <host>:<port>`, as Redis Cluster does (cluster-aware clients).
+    #[default]
+    Redirect,
+    /// Forward it to the owner and relay the reply, so plain clients can use any node.
+    Forward,
+}
+
+impl FromStr for RoutingMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "redirect" | "moved" => Ok(RoutingMode::Redirect),
+            "forward" => Ok(RoutingMode::Forward),
+            _ => Err(format!(
+                "unknown routing mode '{s}' (expected redirect or forward)"
+            )),
+        }
+    }
 }
 
 impl Default for Config {
@@ -243,6 +286,14 @@ impl Default for Config {
             hz: 10,
             log_format: LogFormat::Human,
             log_level: "info".into(),
+            cluster_enabled: false,
+            cluster_join: String::new(),
+            cluster_port: 0,
+            cluster_node_timeout: 1000,
+            cluster_replicas: 0,
+            controller: false,
+            cluster_announce_ip: String::new(),
+            routing: RoutingMode::Redirect,
         }
     }
 }
@@ -308,7 +359,52 @@ impl Config {
         if self.bind.parse::<std::net::IpAddr>().is_err() {
             return bad("bind", "must be an IP address");
         }
+        if !self.cluster_announce_ip.is_empty()
+            && self
+                .cluster_announce_ip
+                .parse::<std::net::IpAddr>()
+                .is_err()
+        {
+            return bad("cluster-announce-ip", "must be an IP address");
+        }
+        if self.cluster_node_timeout < 100 {
+            return bad(
+                "cluster-node-timeout",
+                "must be at least 100 (milliseconds)",
+            );
+        }
+        if self.cluster_mode() && self.port > 55535 && self.cluster_port == 0 {
+            return bad(
+                "cluster-port",
+                "must be set when port + 10000 is not a valid port",
+            );
+        }
         Ok(())
+    }
+
+    /// Whether the node runs as part of a cluster.
+    pub fn cluster_mode(&self) -> bool {
+        self.cluster_enabled || !self.cluster_join.is_empty() || self.controller
+    }
+
+    /// The cluster bus port for a RESP listener on `port`.
+    pub fn effective_cluster_port(&self, port: u16) -> u16 {
+        if self.cluster_port != 0 {
+            self.cluster_port
+        } else {
+            port.saturating_add(10000)
+        }
+    }
+
+    /// The IP address announced to the cluster.
+    pub fn announced_ip(&self) -> String {
+        if !self.cluster_announce_ip.is_empty() {
+            return self.cluster_announce_ip.clone();
+        }
+        match self.bind.parse::<std::net::IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() => ip.to_string(),
+            _ => "127.0.0.1".into(),
+        }
     }
 
     /// Worker threads to run: the setting, or one per CPU this process may use.
@@ -502,6 +598,46 @@ pub static PARAMS: &[Param] = &[
     Param {
         name: "log-level",
         get: |c| c.log_level.clone(),
+        set: None,
+    },
+    Param {
+        name: "cluster-enabled",
+        get: |c| if c.cluster_mode() { "yes" } else { "no" }.into(),
+        set: None,
+    },
+    Param {
+        name: "cluster-port",
+        get: |c| c.effective_cluster_port(c.port).to_string(),
+        set: None,
+    },
+    Param {
+        name: "cluster-node-timeout",
+        get: |c| c.cluster_node_timeout.to_string(),
+        set: None,
+    },
+    Param {
+        name: "cluster-announce-ip",
+        get: |c| c.cluster_announce_ip.clone(),
+        set: None,
+    },
+    Param {
+        name: "cluster-join",
+        get: |c| c.cluster_join.clone(),
+        set: None,
+    },
+    Param {
+        name: "cluster-replicas",
+        get: |c| c.cluster_replicas.to_string(),
+        set: None,
+    },
+    Param {
+        name: "controller",
+        get: |c| if c.controller { "yes" } else { "no" }.into(),
+        set: None,
+    },
+    Param {
+        name: "routing",
+        get: |c| format!("{:?}", c.routing).to_lowercase(),
         set: None,
     },
 ];

@@ -8,9 +8,10 @@ use std::time::Instant;
 use shoal_proto::command_table::{self, CommandSpec, flags};
 use shoal_proto::{Argv, Reply};
 
+use crate::cluster::Route;
 use crate::commands;
 use crate::error::{CommandError, CommandResult, c_str, truncated_arg};
-use crate::session::ClientState;
+use crate::session::{ClientState, Pending};
 use crate::shared::Shared;
 use crate::stats::WorkerStats;
 
@@ -25,6 +26,8 @@ pub struct Ctx<'a> {
     pub client: &'a mut ClientState,
     /// The connection's output buffer.
     pub out: &'a mut Vec<u8>,
+    /// Set instead of a reply when the command must wait (cluster routing).
+    pub pending: Option<Pending>,
 }
 
 impl Ctx<'_> {
@@ -179,6 +182,22 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &Argv<'_>, worker: &WorkerStats) {
     let spec = command.spec;
     if !ctx.client.authenticated && !spec.has(flags::NO_AUTH) {
         return reject(ctx, worker, command.id, CommandError::NoAuth);
+    }
+    if let Some(cluster) = &shared.cluster
+        && spec.first_key > 0
+    {
+        match cluster.route(spec, argv, ctx.client) {
+            Route::Local => {}
+            Route::Reject(error) => return reject(ctx, worker, command.id, error),
+            Route::AwaitMap => {
+                ctx.pending = Some(Pending::AwaitMap);
+                return;
+            }
+            Route::Forward(addr) => {
+                ctx.pending = Some(Pending::Forward(addr));
+                return;
+            }
+        }
     }
     if spec.has(flags::DENYOOM) && shared.store.make_room().is_err() {
         return reject(ctx, worker, command.id, CommandError::OutOfMemory);

@@ -76,7 +76,10 @@ pub fn render(shared: &Shared, sections: &[&str]) -> String {
             "commandstats" => commandstats(shared, &mut out),
             "errorstats" => errorstats(shared, &mut out),
             "latencystats" => latencystats(shared, &mut out),
-            "cluster" => out.push_str("# Cluster\r\ncluster_enabled:0\r\n"),
+            "cluster" => {
+                let enabled = u8::from(shared.cluster.is_some());
+                out.push_str(&format!("# Cluster\r\ncluster_enabled:{enabled}\r\n"));
+            }
             "keyspace" => keyspace(shared, &mut out),
             _ => {}
         }

@@ -5,6 +5,7 @@
 //! connections and periodic work. Commands run against the shared [`shoal_store::Store`].
 
 pub mod clients;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod dispatch;

@@ -16,6 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use shoal_cluster::{Health, NodeId, NodeInfo};
+
+use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::session;
 use crate::shared::Shared;
@@ -66,7 +69,39 @@ impl Server {
         let mut config = config;
         config.port = resp_addr.port();
         config.http_port = http_addr.map_or(0, |a| a.port());
-        let shared = Shared::new(config);
+        let bus_listener = if config.cluster_mode() {
+            let bus_port = match config.cluster_port {
+                0 if resp_addr.port() > 55535 => {
+                    return Err(StartError::Bind {
+                        addr: format!("{}:{}+10000", config.bind, resp_addr.port()),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            "the cluster bus port (port + 10000) is out of range: set cluster-port",
+                        ),
+                    });
+                }
+                0 => resp_addr.port() + 10000,
+                port => port,
+            };
+            let listener = bind(&config.bind, bus_port)?;
+            config.cluster_port = listener.local_addr().map_err(StartError::Runtime)?.port();
+            Some(listener)
+        } else {
+            None
+        };
+        let cluster = bus_listener.as_ref().map(|_| {
+            let myself = NodeInfo {
+                id: NodeId::random(),
+                host: config.announced_ip(),
+                port: config.port,
+                bus_port: config.cluster_port,
+                http_port: config.http_port,
+                controller: config.controller || config.cluster_join.is_empty(),
+                health: Health::Ok,
+            };
+            ClusterState::new(myself, config.routing)
+        });
+        let shared = Shared::with_cluster(config, cluster);
         *shared.resp_addr.write() = Some(resp_addr);
         *shared.http_addr.write() = http_addr;
 
@@ -84,6 +119,12 @@ impl Server {
         handles.push(spawn_thread("shoal-control".into(), move || {
             run_control(control_shared, resp_listener, workers)
         })?);
+        if let Some(listener) = bus_listener {
+            let cluster_shared = shared.clone();
+            handles.push(spawn_thread("shoal-cluster-host".into(), move || {
+                crate::cluster::host::run(cluster_shared, listener)
+            })?);
+        }
         if let Some(listener) = http_listener {
             let http_shared = shared.clone();
             handles.push(spawn_thread("shoal-http".into(), move || {
@@ -310,6 +351,9 @@ async fn cron(shared: Arc<Shared>) {
             last_idle_sweep = Instant::now();
         }
         shared.store.maintain();
+        if let Some(cluster) = &shared.cluster {
+            cluster.drop_step(&shared.store, period / 4);
+        }
         let pause = if cycle.out_of_time {
             period / 4
         } else {

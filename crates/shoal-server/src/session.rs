@@ -50,6 +50,26 @@ pub struct ClientState {
     pub close_after_reply: bool,
     /// Id of the last command run.
     pub last_command: u32,
+    /// `READONLY` was sent: a replica serves this client's reads (cluster mode).
+    pub readonly: bool,
+    /// The current command already waited once for a newer cluster map.
+    pub map_awaited: bool,
+}
+
+/// Work a command hands back to its session because it needs to wait (the request path itself
+/// never blocks).
+#[derive(Debug)]
+pub enum Pending {
+    /// Wait for the cluster map this node knows is newer, then run the command again.
+    AwaitMap,
+    /// Send the command to the node at this address and relay its reply.
+    Forward(String),
+}
+
+/// What a session waits for between commands.
+enum Deferred {
+    AwaitMap,
+    Forward { addr: String, frame: Vec<u8> },
 }
 
 /// A registered client connection. Dropping it unregisters the client *before* its socket is
@@ -98,6 +118,8 @@ enum Progress {
     OutputFull,
     /// The connection must close after the pending replies are written.
     Close,
+    /// A command must wait for something first; the commands after it are still buffered.
+    Wait(Deferred),
 }
 
 /// Serves one client until it disconnects, is killed, breaks a limit or the node stops.
@@ -111,6 +133,8 @@ pub async fn serve(mut connection: Connection, worker: Arc<WorkerStats>) {
             authenticated: !shared.live.password_required(),
             close_after_reply: false,
             last_command: u32::MAX,
+            readonly: false,
+            map_awaited: false,
         },
         parser: RequestParser::new(shared.live.limits()),
         input: BytesMut::with_capacity(READ_CHUNK),
@@ -183,7 +207,15 @@ impl Session {
                     continue;
                 }
             }
-            let progress = self.process(shared, worker);
+            let progress = match self.process(shared, worker) {
+                Progress::Wait(deferred) => {
+                    // Earlier replies go out first; the deferred one follows them.
+                    self.write_some(stream, worker)?;
+                    self.resolve(deferred, shared).await;
+                    Progress::OutputFull
+                }
+                progress => progress,
+            };
             if let Progress::Close = progress {
                 self.flush_all(stream, shared, worker).await?;
                 return Ok(());
@@ -278,12 +310,27 @@ impl Session {
                         shared,
                         client: &mut *client,
                         out: &mut *output,
+                        pending: None,
                     };
                     // A panicking handler is a bug, but it must cost one connection, not the
                     // node. The cost when nothing panics is nil (no code runs on this path).
                     let ran = catch_unwind(AssertUnwindSafe(|| {
                         dispatch::execute(&mut ctx, &argv, worker)
                     }));
+                    match ctx.pending.take() {
+                        // The frame stays in the buffer, to run again once the map is newer.
+                        Some(Pending::AwaitMap) => {
+                            client.map_awaited = true;
+                            break Progress::Wait(Deferred::AwaitMap);
+                        }
+                        Some(Pending::Forward(addr)) => {
+                            let frame = input[consumed_total..consumed_total + consumed].to_vec();
+                            consumed_total += consumed;
+                            client.map_awaited = false;
+                            break Progress::Wait(Deferred::Forward { addr, frame });
+                        }
+                        None => client.map_awaited = false,
+                    }
                     consumed_total += consumed;
                     if let Err(panic) = ran {
                         let message = panic
@@ -352,6 +399,21 @@ impl Session {
             input.reserve(reserve_for_frame);
         }
         progress
+    }
+
+    /// Waits for what a command deferred, and appends its reply if it has one.
+    async fn resolve(&mut self, deferred: Deferred, shared: &Shared) {
+        let Some(cluster) = &shared.cluster else {
+            return;
+        };
+        match deferred {
+            Deferred::AwaitMap => cluster.await_current_map().await,
+            Deferred::Forward { addr, frame } => {
+                cluster
+                    .forward(&addr, &frame, self.client.protocol, &mut self.output)
+                    .await
+            }
+        }
     }
 
     /// Writes as much of the pending replies as the socket takes without waiting.

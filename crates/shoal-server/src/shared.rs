@@ -10,6 +10,7 @@ use shoal_proto::Limits;
 use shoal_store::{Store, StoreConfig, SystemClock};
 
 use crate::clients::Clients;
+use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::dispatch::CommandTable;
 use crate::slowlog::SlowLog;
@@ -138,13 +139,20 @@ pub struct Shared {
     pub resp_addr: RwLock<Option<SocketAddr>>,
     /// Where the HTTP listener is bound, if it runs.
     pub http_addr: RwLock<Option<SocketAddr>>,
+    /// Cluster mode's state, if the node runs in a cluster.
+    pub cluster: Option<Arc<ClusterState>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     memory_peak: AtomicU64,
 }
 
 impl Shared {
-    /// Shared state for `config` (which must be valid).
+    /// Shared state for `config` (which must be valid), standalone.
     pub fn new(config: Config) -> Arc<Shared> {
+        Shared::with_cluster(config, None)
+    }
+
+    /// Shared state for `config` (which must be valid), in a cluster if `cluster` is given.
+    pub fn with_cluster(config: Config, cluster: Option<ClusterState>) -> Arc<Shared> {
         let store = Store::new(StoreConfig {
             shards: config.effective_shards(),
             maxmemory: config.maxmemory.0 as usize,
@@ -176,6 +184,7 @@ impl Shared {
             run_id,
             resp_addr: RwLock::new(None),
             http_addr: RwLock::new(None),
+            cluster: cluster.map(Arc::new),
             shutdown: tokio::sync::watch::channel(false).0,
             memory_peak: AtomicU64::new(0),
             config: RwLock::new(config),

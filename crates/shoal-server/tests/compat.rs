@@ -831,6 +831,14 @@ fn shoal_param_names() -> BTreeSet<String> {
         "proto-max-multibulk-len",
         "log-format",
         "log-level",
+        "cluster-join",
+        "cluster-replicas",
+        "controller",
+        "routing",
+        // Both servers have these, with other defaults: Shoal fails nodes after 1 s, not 15,
+        // and shows the bus port it bound rather than 0.
+        "cluster-node-timeout",
+        "cluster-port",
     ];
     shoal_server::config::PARAMS
         .iter()

@@ -21,7 +21,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a cache node.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
+    /// Run, inspect and change a cluster.
+    #[command(subcommand)]
+    Cluster(crate::cluster_cmd::ClusterCommand),
 }
 
 /// `shoal server` flags. Each also reads `SHOAL_<NAME>` from the environment.
@@ -84,6 +87,38 @@ pub struct ServerArgs {
     /// Log level or filter (info, debug, shoal_server=debug...) [default: info].
     #[arg(long, env = "SHOAL_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Run as part of a cluster; without --cluster-join this founds a new one.
+    #[arg(long, env = "SHOAL_CLUSTER_ENABLED")]
+    pub cluster_enabled: bool,
+    /// Join the cluster that the node at this RESP address (host:port) belongs to.
+    #[arg(long, env = "SHOAL_CLUSTER_JOIN", value_name = "HOST:PORT")]
+    pub cluster_join: Option<String>,
+    /// Cluster bus port; 0 means the RESP port + 10000 [default: 0].
+    #[arg(long, env = "SHOAL_CLUSTER_PORT")]
+    pub cluster_port: Option<u16>,
+    /// Milliseconds without a heartbeat before the controller marks a node failed [default: 1000].
+    #[arg(
+        long = "node-timeout",
+        alias = "cluster-node-timeout",
+        env = "SHOAL_CLUSTER_NODE_TIMEOUT"
+    )]
+    pub cluster_node_timeout: Option<u64>,
+    /// Replicas per shard, for the cluster this node founds [default: 0].
+    #[arg(
+        long = "replicas",
+        alias = "cluster-replicas",
+        env = "SHOAL_CLUSTER_REPLICAS"
+    )]
+    pub cluster_replicas: Option<u8>,
+    /// Let this node be a voter of the cluster's controller (its Raft group).
+    #[arg(long, env = "SHOAL_CONTROLLER")]
+    pub controller: bool,
+    /// IP address other nodes and clients reach this node at [default: --bind, or 127.0.0.1].
+    #[arg(long, env = "SHOAL_CLUSTER_ANNOUNCE_IP")]
+    pub cluster_announce_ip: Option<String>,
+    /// For keys of other nodes: redirect (answer -MOVED) or forward (relay the owner's reply).
+    #[arg(long, env = "SHOAL_ROUTING")]
+    pub routing: Option<shoal_server::config::RoutingMode>,
 }
 
 fn parse_size(s: &str) -> Result<ByteSize, String> {
@@ -125,8 +160,18 @@ impl ServerArgs {
             max_key_size,
             client_query_buffer_limit,
             log_format,
-            log_level
+            log_level,
+            cluster_port,
+            cluster_node_timeout,
+            cluster_replicas,
+            cluster_announce_ip,
+            routing
         );
+        if let Some(seed) = &self.cluster_join {
+            config.cluster_join = seed.clone();
+        }
+        config.cluster_enabled |= self.cluster_enabled;
+        config.controller |= self.controller;
         if let Some(limit) = &self.client_output_buffer_limit {
             config.client_output_buffer_limit =
                 shoal_server::config::OutputBufferLimit::parse(limit)

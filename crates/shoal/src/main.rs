@@ -1,6 +1,8 @@
-//! `shoal`: the one binary. `shoal server` runs a node.
+//! `shoal`: the one binary. `shoal server` runs a node; `shoal cluster up` runs a local
+//! cluster; `shoal cluster status` shows one.
 
 mod cli;
+mod cluster_cmd;
 mod logging;
 
 use anyhow::Context as _;
@@ -9,7 +11,8 @@ use clap::Parser as _;
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     match cli.command {
-        cli::Command::Server(args) => run_server(args),
+        cli::Command::Server(args) => run_server(*args),
+        cli::Command::Cluster(command) => cluster_cmd::run(command),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -11,7 +12,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 
 use super::TypeConfig;
 use crate::bus::{BusConnection, BusError, RaftReply, RaftRequest, Reply, Request};
@@ -51,7 +51,11 @@ impl PeerLink {
         &self,
         e: RaftError<u64, E>,
     ) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
-        RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e))
+        RPCError::RemoteError(RemoteError::new_with_node(
+            self.target,
+            self.node.clone(),
+            e,
+        ))
     }
 
     async fn exchange(
@@ -80,9 +84,13 @@ impl PeerLink {
     }
 }
 
-fn transport_error<E: std::error::Error>(e: BusError) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
+fn transport_error<E: std::error::Error>(
+    e: BusError,
+) -> RPCError<u64, BasicNode, RaftError<u64, E>> {
     match e {
-        BusError::Io { .. } | BusError::Closed { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+        BusError::Io { .. } | BusError::Closed { .. } => {
+            RPCError::Unreachable(Unreachable::new(&e))
+        }
         _ => RPCError::Network(NetworkError::new(&e)),
     }
 }
@@ -118,9 +126,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
             .await
             .map_err(transport_error)?
         {
-            RaftReply::Snapshot(result) => {
-                result.map_err(|e| self.remote(e))
-            }
+            RaftReply::Snapshot(result) => result.map_err(|e| self.remote(e)),
             _ => Err(mismatched(&self.addr)),
         }
     }

@@ -63,11 +63,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeIdT>> {
         let inner = self.inner.lock();
-        Ok(inner
-            .entries
-            .range(range)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -193,12 +189,13 @@ impl MapMachine {
         });
     }
 
+    // openraft's storage traits fix the error type, large as it is.
+    #[allow(clippy::result_large_err)]
     fn snapshot_now(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeIdT>> {
         let body = SnapshotBody {
             map: (*self.current()).clone(),
         };
-        let data = serde_json::to_vec(&body)
-            .map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let data = serde_json::to_vec(&body).map_err(|e| StorageIOError::read_state_machine(&e))?;
         let mut inner = self.inner.lock();
         inner.snapshots_built += 1;
         let snapshot_id = format!(

@@ -132,11 +132,12 @@ fn config_get_subcommand() {
 #[test]
 fn expected_commands_and_subcommands() {
     let names: Vec<&str> = commands().iter().map(|c| c.name).collect();
-    let expected = "append auth client command config copy dbsize decr decrby del echo exists \
-        expire expireat expiretime flushall flushdb get getdel getex getrange getset hello incr \
-        incrby incrbyfloat info keys memory mget mset msetnx object persist pexpire pexpireat \
-        pexpiretime ping psetex pttl quit randomkey rename renamenx reset scan select set setex \
-        setnx setrange shutdown slowlog strlen time touch ttl type unlink";
+    let expected = "append asking auth client cluster command config copy dbsize decr decrby del \
+        echo exists expire expireat expiretime flushall flushdb get getdel getex getrange getset \
+        hello incr incrby incrbyfloat info keys memory mget mset msetnx object persist pexpire \
+        pexpireat pexpiretime ping psetex pttl quit randomkey readonly readwrite rename renamenx \
+        reset scan select set setex setnx setrange shutdown slowlog strlen time touch ttl type \
+        unlink";
     assert_eq!(names, expected.split_whitespace().collect::<Vec<_>>());
 
     let subs = |name: &str| -> Vec<&str> {
@@ -155,6 +156,20 @@ fn expected_commands_and_subcommands() {
         ["count", "docs", "getkeys", "help", "info", "list"]
     );
     assert_eq!(subs("config"), ["get", "help", "resetstat", "set"]);
+    assert_eq!(
+        subs("cluster"),
+        [
+            "countkeysinslot",
+            "getkeysinslot",
+            "help",
+            "info",
+            "keyslot",
+            "myid",
+            "nodes",
+            "shards",
+            "slots"
+        ]
+    );
     assert_eq!(subs("slowlog"), ["get", "help", "len", "reset"]);
     assert_eq!(subs("memory"), ["help", "usage"]);
     assert_eq!(
@@ -282,7 +297,7 @@ fn containers_have_sorted_prefixed_subcommands_and_help() {
         );
         assert!(spec.help.iter().all(|l| !l.contains(['\r', '\n'])));
     }
-    assert_eq!(containers, 6);
+    assert_eq!(containers, 7);
 }
 
 #[test]

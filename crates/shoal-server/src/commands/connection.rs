@@ -47,6 +47,7 @@ pub fn reset(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
     ctx.client.info.resp.store(2, Relaxed);
     *ctx.client.info.name.lock() = None;
     ctx.client.authenticated = !ctx.shared.live.password_required();
+    ctx.client.readonly = false;
     ctx.reply().simple("RESET");
     Ok(())
 }

@@ -279,6 +279,7 @@ pub fn randomkey(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
         shared,
         client,
         out,
+        ..
     } = ctx;
     let protocol = client.protocol;
     if shared

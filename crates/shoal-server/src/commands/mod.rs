@@ -1,6 +1,7 @@
 //! Command handlers, grouped as Redis groups them, and the registry mapping each name in
 //! Redis's command table to its handler.
 
+mod cluster;
 mod connection;
 pub use connection::REDIS_VERSION;
 mod float;
@@ -91,6 +92,19 @@ pub fn handler(name: &str) -> Option<Handler> {
         "object|freq" => server::object_freq,
         "object|refcount" => server::object_refcount,
         "shutdown" => server::shutdown,
+        // cluster
+        "cluster|shards" => cluster::shards,
+        "cluster|slots" => cluster::slots,
+        "cluster|nodes" => cluster::nodes,
+        "cluster|myid" => cluster::myid,
+        "cluster|info" => cluster::info,
+        "cluster|keyslot" => cluster::keyslot,
+        "cluster|countkeysinslot" => cluster::countkeysinslot,
+        "cluster|getkeysinslot" => cluster::getkeysinslot,
+        "cluster|help" => cluster::help,
+        "readonly" => cluster::readonly,
+        "readwrite" => cluster::readwrite,
+        "asking" => cluster::asking,
         // introspection
         "command" => introspection::command,
         "command|count" => introspection::command_count,

@@ -113,6 +113,7 @@ pub fn get(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         shared,
         client,
         out,
+        ..
     } = ctx;
     let protocol = client.protocol;
     if shared
@@ -144,6 +145,7 @@ pub fn set(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         shared,
         client,
         out,
+        ..
     } = ctx;
     let protocol = client.protocol;
     let get = options.get;
@@ -239,6 +241,7 @@ pub fn getex(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         shared,
         client,
         out,
+        ..
     } = ctx;
     let protocol = client.protocol;
     let found = shared
@@ -257,6 +260,7 @@ pub fn getdel(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         shared,
         client,
         out,
+        ..
     } = ctx;
     let protocol = client.protocol;
     if shared
@@ -275,6 +279,7 @@ pub fn getset(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         shared,
         client,
         out,
+        ..
     } = ctx;
     let protocol = client.protocol;
     shared
@@ -298,6 +303,7 @@ pub fn mget(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         shared,
         client,
         out,
+        ..
     } = ctx;
     let protocol = client.protocol;
     let keys = (1..argv.len()).map(|i| argv.get(i));
@@ -388,6 +394,7 @@ pub fn getrange(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         shared,
         client,
         out,
+        ..
     } = ctx;
     let protocol = client.protocol;
     let found = shared.store.get(argv.get(1), |v| {

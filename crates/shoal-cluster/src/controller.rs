@@ -1,0 +1,463 @@
+//! The controller hosted by a node started with `--controller`: a Raft member, and while it
+//! leads, the one place where cluster decisions are made.
+//!
+//! The leader collects heartbeats, join and removal requests, runs [`decide`] every tick (and at
+//! once when a request arrives), commits the resulting map through Raft, answers the requests
+//! that waited for it, and keeps Raft's voters in line with [`desired_voters`]. Followers only
+//! replicate the log and apply maps, and send requests that reach them to the leader
+//! ([`Reply::NotLeader`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use tokio::sync::{Notify, oneshot, watch};
+
+use crate::bus::{
+    ClusterStatus, Heartbeat, HeartbeatAck, NodeStatus, RaftReply, RaftRequest, Reply, Request,
+};
+use crate::decide::{self, Action, Observations, Settings};
+use crate::map::{ClusterMap, NodeId, NodeInfo};
+use crate::raft::network::BusNetwork;
+use crate::raft::store::{LogStore, MapMachine};
+use crate::raft::{Proposal, ProposalOutcome, Raft};
+
+/// How often the leader reconsiders the cluster.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// How long a membership step (catching a learner up, changing voters) may take.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// Raft refused to start or initialise.
+    #[error("controller: {0}")]
+    Raft(String),
+}
+
+/// What a controller needs to know.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// The node hosting it.
+    pub myself: NodeInfo,
+    /// Decision tunables.
+    pub settings: Settings,
+    /// Replicas per shard, for a cluster this controller founds.
+    pub replicas: u8,
+}
+
+type Waiter = oneshot::Sender<Reply>;
+
+/// What only the leader keeps, in memory (a new leader starts afresh).
+#[derive(Default)]
+struct LeaderView {
+    /// The term this view belongs to.
+    term: u64,
+    since_ms: u64,
+    heartbeats: HashMap<NodeId, (u64, Heartbeat)>,
+    joins: Vec<(NodeInfo, Waiter)>,
+    removals: Vec<(NodeId, Waiter)>,
+}
+
+/// A running controller member.
+pub struct Controller {
+    raft: Raft,
+    machine: MapMachine,
+    config: ControllerConfig,
+    view: Mutex<LeaderView>,
+    wake: Notify,
+}
+
+impl Controller {
+    /// Starts a Raft member that publishes every map it applies on `maps`. It does nothing
+    /// until it founds a cluster ([`Controller::found`]) or a leader adds it.
+    pub async fn start(
+        config: ControllerConfig,
+        maps: watch::Sender<Arc<ClusterMap>>,
+    ) -> Result<Arc<Controller>, ControllerError> {
+        let raft_config = openraft::Config {
+            cluster_name: "shoal".into(),
+            heartbeat_interval: 50,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ControllerError::Raft(e.to_string()))?;
+        let machine = MapMachine::new(maps);
+        let raft = Raft::new(
+            config.myself.id.0,
+            Arc::new(raft_config),
+            BusNetwork,
+            LogStore::default(),
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| ControllerError::Raft(e.to_string()))?;
+        let controller = Arc::new(Controller {
+            raft,
+            machine,
+            config,
+            view: Mutex::new(LeaderView::default()),
+            wake: Notify::new(),
+        });
+        tokio::spawn(controller.clone().lead());
+        Ok(controller)
+    }
+
+    /// Founds a new cluster: this node becomes the only voter and commits the first map (itself,
+    /// owning every slot). Returns once that map is committed.
+    pub async fn found(&self) -> Result<(), ControllerError> {
+        let me = &self.config.myself;
+        let members = BTreeMap::from([(me.id.0, BasicNode::new(me.bus_addr()))]);
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| ControllerError::Raft(e.to_string()))?;
+        let first = decide::bootstrap(me.clone(), self.config.replicas, now_ms());
+        for _ in 0..50 {
+            match self
+                .raft
+                .client_write(Proposal {
+                    base: 0,
+                    map: first.clone(),
+                })
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Not leader yet: the election of a single voter takes a moment.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        Err(ControllerError::Raft(
+            "could not commit the first map: no leadership".into(),
+        ))
+    }
+
+    /// The committed map as this member has applied it.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.machine.current()
+    }
+
+    /// The bus address of the current leader, if known.
+    pub fn leader_addr(&self) -> Option<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Whether this member leads right now.
+    pub fn is_leader(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.state == ServerState::Leader && metrics.current_leader == Some(metrics.id)
+    }
+
+    /// Stops the Raft member.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+
+    /// Answers a bus request meant for the controller.
+    pub async fn handle(&self, request: Request) -> Reply {
+        match request {
+            Request::Raft(rpc) => Reply::Raft(self.raft_rpc(rpc).await),
+            Request::Heartbeat(heartbeat) => self.heartbeat(heartbeat),
+            Request::Join(node) => {
+                self.wait_for_decision(|view, tx| view.joins.push((node, tx)))
+                    .await
+            }
+            Request::RemoveNode(node) => {
+                self.wait_for_decision(|view, tx| view.removals.push((node, tx)))
+                    .await
+            }
+            Request::Status => self.status(),
+            Request::GetMap | Request::Subscribe { .. } => {
+                Reply::Error("maps are served by the node, not the controller".into())
+            }
+        }
+    }
+
+    async fn raft_rpc(&self, rpc: RaftRequest) -> RaftReply {
+        match rpc {
+            RaftRequest::Vote(r) => RaftReply::Vote(self.raft.vote(r).await),
+            RaftRequest::Append(r) => RaftReply::Append(self.raft.append_entries(r).await),
+            RaftRequest::Snapshot(r) => RaftReply::Snapshot(self.raft.install_snapshot(r).await),
+        }
+    }
+
+    fn not_leader(&self) -> Reply {
+        Reply::NotLeader {
+            leader: self.leader_addr(),
+        }
+    }
+
+    fn view(&self) -> MutexGuard<'_, LeaderView> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn heartbeat(&self, heartbeat: Heartbeat) -> Reply {
+        if !self.is_leader() {
+            return self.not_leader();
+        }
+        self.view()
+            .heartbeats
+            .insert(heartbeat.node, (now_ms(), heartbeat));
+        Reply::HeartbeatAck(HeartbeatAck {
+            epoch: self.map().epoch,
+        })
+    }
+
+    async fn wait_for_decision(&self, enqueue: impl FnOnce(&mut LeaderView, Waiter)) -> Reply {
+        if !self.is_leader() {
+            return self.not_leader();
+        }
+        let (tx, rx) = oneshot::channel();
+        enqueue(&mut self.view(), tx);
+        self.wake.notify_one();
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => self.not_leader(),
+            Err(_) => Reply::Error("the controller did not decide within 10 s".into()),
+        }
+    }
+
+    fn status(&self) -> Reply {
+        if !self.is_leader() {
+            return self.not_leader();
+        }
+        let map = (*self.map()).clone();
+        let now = now_ms();
+        let view = self.view();
+        let nodes = map
+            .nodes
+            .values()
+            .map(|n| {
+                let seen = view.heartbeats.get(&n.id);
+                NodeStatus {
+                    id: n.id,
+                    placement: map.placement_of(n.id).map(|(s, r)| (s.id, r)),
+                    last_heartbeat_ms: seen.map(|(at, _)| now.saturating_sub(*at)),
+                    epoch: seen.map_or(0, |(_, h)| h.epoch),
+                    stats: seen.map(|(_, h)| h.stats.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Reply::Status(Box::new(ClusterStatus {
+            map,
+            leader: self.config.myself.id,
+            nodes,
+        }))
+    }
+
+    /// The leader's loop: every tick, or at once when a request arrives.
+    async fn lead(self: Arc<Self>) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = self.wake.notified() => {}
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return; // Raft stopped.
+                    }
+                }
+            }
+            let state = metrics.borrow().clone();
+            if state.state != ServerState::Leader {
+                self.step_down();
+                continue;
+            }
+            self.take_over_if_new(state.current_term);
+            let voters: Vec<NodeId> = state
+                .membership_config
+                .membership()
+                .voter_ids()
+                .map(NodeId)
+                .collect();
+            self.decide_and_commit(voters.clone()).await;
+            self.reconcile_voters(&voters).await;
+        }
+    }
+
+    fn step_down(&self) {
+        let mut view = self.view();
+        if view.term == 0 && view.joins.is_empty() && view.removals.is_empty() {
+            return;
+        }
+        let leader = self.leader_addr();
+        for (_, tx) in view.joins.drain(..) {
+            let _ = tx.send(Reply::NotLeader {
+                leader: leader.clone(),
+            });
+        }
+        for (_, tx) in view.removals.drain(..) {
+            let _ = tx.send(Reply::NotLeader {
+                leader: leader.clone(),
+            });
+        }
+        *view = LeaderView::default();
+    }
+
+    fn take_over_if_new(&self, term: u64) {
+        let mut view = self.view();
+        if view.term != term {
+            tracing::info!(term, "controller: this node leads");
+            view.term = term;
+            view.since_ms = now_ms();
+            view.heartbeats.clear();
+        }
+        // The leader's own node is alive by definition.
+        let me = self.config.myself.id;
+        let epoch = self.map().epoch;
+        let stats = view
+            .heartbeats
+            .get(&me)
+            .map(|(_, h)| h.stats.clone())
+            .unwrap_or_default();
+        view.heartbeats.insert(
+            me,
+            (
+                now_ms(),
+                Heartbeat {
+                    node: me,
+                    epoch,
+                    stats,
+                },
+            ),
+        );
+    }
+
+    async fn decide_and_commit(&self, voters: Vec<NodeId>) {
+        let current = self.map();
+        if current.epoch == 0 {
+            return; // Not founded yet.
+        }
+        let (observations, joins, removals) = {
+            let mut view = self.view();
+            let joins = std::mem::take(&mut view.joins);
+            let removals = std::mem::take(&mut view.removals);
+            let observations = Observations {
+                last_heartbeat: view
+                    .heartbeats
+                    .iter()
+                    .map(|(id, (at, _))| (*id, *at))
+                    .collect(),
+                leader_since_ms: view.since_ms,
+                joins: joins.iter().map(|(n, _)| n.clone()).collect(),
+                removals: removals.iter().map(|(n, _)| *n).collect(),
+                voters,
+            };
+            (observations, joins, removals)
+        };
+        let decision = decide::decide(&current, &observations, now_ms(), &self.config.settings);
+        for action in &decision.actions {
+            if !matches!(action, Action::AlreadyMember(_)) {
+                tracing::info!(?action, epoch = current.epoch + 1, "controller decision");
+            }
+        }
+        let committed = match decision.map {
+            None => Some(current.clone()),
+            Some(map) => self.commit(current.epoch, map).await,
+        };
+        let Some(map) = committed else {
+            // Not committed (lost leadership, or a stale base): the requests wait for the
+            // next tick, or are told where the leader went.
+            let mut view = self.view();
+            if self.is_leader() {
+                view.joins.extend(joins);
+                view.removals.extend(removals);
+            } else {
+                drop(view);
+                let leader = self.leader_addr();
+                for (_, tx) in joins {
+                    let _ = tx.send(Reply::NotLeader {
+                        leader: leader.clone(),
+                    });
+                }
+                for (_, tx) in removals {
+                    let _ = tx.send(Reply::NotLeader {
+                        leader: leader.clone(),
+                    });
+                }
+            }
+            return;
+        };
+        for (node, tx) in joins {
+            let _ = tx.send(Reply::Joined((*map).clone()));
+            tracing::debug!(node = ?node.id, "join answered");
+        }
+        for (node, tx) in removals {
+            let refusal = decision.actions.iter().find_map(|a| match a {
+                Action::RemovalRefused(n, why) if *n == node => Some(why.clone()),
+                _ => None,
+            });
+            let _ = tx.send(match refusal {
+                Some(why) => Reply::Error(format!("cannot remove node {node}: {why}")),
+                None => Reply::Removed((*map).clone()),
+            });
+        }
+    }
+
+    async fn commit(&self, base: u64, map: ClusterMap) -> Option<Arc<ClusterMap>> {
+        match self.raft.client_write(Proposal { base, map }).await {
+            Ok(response) => match response.data {
+                ProposalOutcome::Applied => Some(self.map()),
+                other => {
+                    tracing::warn!(?other, "controller: proposal not applied");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!("controller: could not commit a map: {e}");
+                None
+            }
+        }
+    }
+
+    async fn reconcile_voters(&self, voters: &[NodeId]) {
+        let map = self.map();
+        let Some(next) = decide::desired_voters(&map, voters, self.config.settings.max_voters)
+        else {
+            return;
+        };
+        for id in next.iter().filter(|id| !voters.contains(id)) {
+            let Some(node) = map.node(*id) else { continue };
+            let added = tokio::time::timeout(
+                MEMBERSHIP_TIMEOUT,
+                self.raft
+                    .add_learner(id.0, BasicNode::new(node.bus_addr()), true),
+            )
+            .await;
+            if !matches!(added, Ok(Ok(_))) {
+                tracing::warn!(node = ?id, "controller: could not add a voter: {added:?}");
+                return;
+            }
+        }
+        let set: BTreeSet<u64> = next.iter().map(|id| id.0).collect();
+        let changed = tokio::time::timeout(
+            MEMBERSHIP_TIMEOUT,
+            self.raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(set), false),
+        )
+        .await;
+        match changed {
+            Ok(Ok(_)) => tracing::info!(voters = ?next, "controller: voters changed"),
+            other => tracing::warn!("controller: could not change voters: {other:?}"),
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

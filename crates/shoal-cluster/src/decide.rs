@@ -1,0 +1,583 @@
+//! The controller's decisions: a pure function of the committed map, what the leader has
+//! observed, and the time. The leader runs [`decide`] on every tick and after every join or
+//! removal request, and commits the map it returns (if any) through Raft. Nothing here does
+//! I/O or reads a clock, so every rule is tested table by table.
+//!
+//! Rules:
+//! * A joining node becomes a replica of the shard with the fewest replicas while some shard has
+//!   fewer than the cluster's `replicas`; otherwise it becomes the primary of a new shard, and
+//!   slots are re-placed ([`crate::placement::replace`]: only slots that go to it move).
+//! * A node without a heartbeat for longer than the node timeout is marked failed; one whose
+//!   heartbeats resume is marked healthy again. A new leader gives every node a full timeout of
+//!   grace from the moment it took over, since it has seen no heartbeats yet.
+//! * Removing a replica or a spare drops it; removing a primary promotes its first healthy
+//!   replica; removing a primary without replicas removes its shard and re-places the slots on
+//!   the others; the last shard cannot be removed.
+//! * The controller's voters are healthy controller-eligible nodes, up to an odd number
+//!   ([`desired_voters`]).
+
+use std::collections::HashMap;
+
+use crate::map::{ClusterMap, Health, NodeId, NodeInfo, ShardId, ShardInfo, SlotTable};
+use crate::placement;
+
+/// The controller's tunables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// A node silent for longer than this is failed (`--node-timeout`).
+    pub node_timeout_ms: u64,
+    /// Most controller voters.
+    pub max_voters: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            node_timeout_ms: 1000,
+            max_voters: 5,
+        }
+    }
+}
+
+/// What the leader knows beyond the committed map.
+#[derive(Clone, Debug, Default)]
+pub struct Observations {
+    /// When each node's last heartbeat arrived (ms), since this leader took over.
+    pub last_heartbeat: HashMap<NodeId, u64>,
+    /// When this leader took over (ms).
+    pub leader_since_ms: u64,
+    /// Nodes asking to join, in arrival order.
+    pub joins: Vec<NodeInfo>,
+    /// Nodes to retire, in arrival order.
+    pub removals: Vec<NodeId>,
+    /// The controller's voters right now (from Raft's membership).
+    pub voters: Vec<NodeId>,
+}
+
+/// One change a decision makes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A node joined as a replica of a shard.
+    JoinedAsReplica(NodeId, ShardId),
+    /// A node joined as the primary of a new shard.
+    JoinedAsPrimary(NodeId, ShardId),
+    /// A node that asked to join was already in the map (a repeated request).
+    AlreadyMember(NodeId),
+    /// A node was marked failed.
+    Failed(NodeId),
+    /// A failed node's heartbeats resumed.
+    Recovered(NodeId),
+    /// A node was retired.
+    Removed(NodeId),
+    /// A replica replaced a removed primary.
+    Promoted(NodeId, ShardId),
+    /// A shard was dissolved (its primary was removed and it had no replica).
+    ShardRemoved(ShardId),
+    /// A removal was refused.
+    RemovalRefused(NodeId, String),
+    /// Slots were re-placed; this many changed owner.
+    SlotsMoved(usize),
+    /// The map's list of voters now matches Raft's membership.
+    ControllersRecorded(Vec<NodeId>),
+}
+
+/// The outcome of [`decide`].
+#[derive(Clone, Debug, Default)]
+pub struct Decision {
+    /// What changed, in order.
+    pub actions: Vec<Action>,
+    /// The map to commit (epoch + 1), if anything changed.
+    pub map: Option<ClusterMap>,
+}
+
+/// The first map of a new cluster: `founder` alone, primary of shard 0, owning every slot.
+pub fn bootstrap(founder: NodeInfo, replicas: u8, now_ms: u64) -> ClusterMap {
+    let mut map = ClusterMap::empty();
+    map.epoch = 1;
+    map.replicas = replicas;
+    map.controllers = vec![founder.id];
+    map.shards.push(ShardInfo {
+        id: ShardId(0),
+        primary: founder.id,
+        replicas: Vec::new(),
+    });
+    map.next_shard = 1;
+    map.slots = SlotTable::all(ShardId(0));
+    map.committed_at_ms = now_ms;
+    map.nodes.insert(founder.id, founder);
+    map
+}
+
+/// Decides what the controller changes now. Returns the next map if anything changed.
+pub fn decide(
+    current: &ClusterMap,
+    observations: &Observations,
+    now_ms: u64,
+    settings: &Settings,
+) -> Decision {
+    let mut map = current.clone();
+    let mut actions = Vec::new();
+    let shards_before: Vec<ShardId> = map.shards.iter().map(|s| s.id).collect();
+
+    for node in &observations.joins {
+        join(&mut map, node.clone(), &mut actions);
+    }
+    for &node in &observations.removals {
+        remove(&mut map, node, &mut actions);
+    }
+    track_health(&mut map, observations, now_ms, settings, &mut actions);
+
+    let shards_after: Vec<ShardId> = map.shards.iter().map(|s| s.id).collect();
+    if shards_after != shards_before {
+        let slots = placement::replace(&map.slots, &shards_after);
+        let moved = placement::moved(&map.slots, &slots);
+        map.slots = slots;
+        actions.push(Action::SlotsMoved(moved));
+    }
+
+    let mut voters: Vec<NodeId> = observations
+        .voters
+        .iter()
+        .copied()
+        .filter(|v| map.nodes.contains_key(v))
+        .collect();
+    voters.sort();
+    let mut recorded = map.controllers.clone();
+    recorded.sort();
+    if !voters.is_empty() && voters != recorded {
+        map.controllers = voters.clone();
+        actions.push(Action::ControllersRecorded(voters));
+    }
+
+    let changed = actions
+        .iter()
+        .any(|a| !matches!(a, Action::AlreadyMember(_) | Action::RemovalRefused(..)));
+    if !changed {
+        return Decision { actions, map: None };
+    }
+    map.epoch = current.epoch + 1;
+    map.committed_at_ms = now_ms;
+    debug_assert_eq!(map.validate(), Ok(()));
+    Decision {
+        actions,
+        map: Some(map),
+    }
+}
+
+fn join(map: &mut ClusterMap, node: NodeInfo, actions: &mut Vec<Action>) {
+    let id = node.id;
+    if map.nodes.contains_key(&id) {
+        actions.push(Action::AlreadyMember(id));
+        return;
+    }
+    let wanted = map.replicas as usize;
+    let short = map
+        .shards
+        .iter_mut()
+        .filter(|s| s.replicas.len() < wanted)
+        .min_by_key(|s| (s.replicas.len(), s.id));
+    match short {
+        Some(shard) => {
+            shard.replicas.push(id);
+            actions.push(Action::JoinedAsReplica(id, shard.id));
+        }
+        None => {
+            let shard = ShardId(map.next_shard);
+            map.next_shard += 1;
+            map.shards.push(ShardInfo {
+                id: shard,
+                primary: id,
+                replicas: Vec::new(),
+            });
+            actions.push(Action::JoinedAsPrimary(id, shard));
+        }
+    }
+    map.nodes.insert(id, node);
+}
+
+fn remove(map: &mut ClusterMap, node: NodeId, actions: &mut Vec<Action>) {
+    if !map.nodes.contains_key(&node) {
+        actions.push(Action::RemovalRefused(node, "no such node".into()));
+        return;
+    }
+    let shard_index = map
+        .shards
+        .iter()
+        .position(|s| s.members().any(|m| m == node));
+    if let Some(i) = shard_index {
+        let shard_id = map.shards[i].id;
+        if map.shards[i].primary == node {
+            let healthy_replica = map.shards[i]
+                .replicas
+                .iter()
+                .position(|r| map.nodes.get(r).is_some_and(NodeInfo::is_ok));
+            let successor = healthy_replica.or(if map.shards[i].replicas.is_empty() {
+                None
+            } else {
+                Some(0)
+            });
+            match successor {
+                Some(r) => {
+                    let new_primary = map.shards[i].replicas.remove(r);
+                    map.shards[i].primary = new_primary;
+                    actions.push(Action::Promoted(new_primary, shard_id));
+                }
+                None => {
+                    if map.shards.len() == 1 {
+                        actions.push(Action::RemovalRefused(
+                            node,
+                            "it is the primary of the last shard: its slots would have no owner"
+                                .into(),
+                        ));
+                        return;
+                    }
+                    map.shards.remove(i);
+                    actions.push(Action::ShardRemoved(shard_id));
+                }
+            }
+        } else {
+            map.shards[i].replicas.retain(|&r| r != node);
+        }
+    }
+    map.nodes.remove(&node);
+    map.controllers.retain(|&c| c != node);
+    actions.push(Action::Removed(node));
+}
+
+fn track_health(
+    map: &mut ClusterMap,
+    observations: &Observations,
+    now_ms: u64,
+    settings: &Settings,
+    actions: &mut Vec<Action>,
+) {
+    for node in map.nodes.values_mut() {
+        let heard = observations.last_heartbeat.get(&node.id).copied();
+        let last = heard.unwrap_or(0).max(observations.leader_since_ms);
+        let silent = now_ms.saturating_sub(last) > settings.node_timeout_ms;
+        match node.health {
+            Health::Ok if silent => {
+                node.health = Health::Failed;
+                actions.push(Action::Failed(node.id));
+            }
+            // Only a heartbeat, not the leader's grace period, brings a failed node back.
+            Health::Failed
+                if heard.is_some_and(|h| now_ms.saturating_sub(h) <= settings.node_timeout_ms) =>
+            {
+                node.health = Health::Ok;
+                actions.push(Action::Recovered(node.id));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The voters the controller should have, if they differ from `current`: the healthy current
+/// voters, topped up with healthy controller-eligible nodes (by id), up to the largest odd
+/// number not above `max_voters` and the eligible count. A failed voter is replaced only when a
+/// healthy candidate can take its place (dropping it alone would not raise availability), and
+/// a voter no longer in the map is always dropped.
+pub fn desired_voters(
+    map: &ClusterMap,
+    current: &[NodeId],
+    max_voters: usize,
+) -> Option<Vec<NodeId>> {
+    let healthy_eligible =
+        |id: &NodeId| map.nodes.get(id).is_some_and(|n| n.controller && n.is_ok());
+    let eligible = map
+        .nodes
+        .values()
+        .filter(|n| healthy_eligible(&n.id))
+        .count();
+    if eligible == 0 {
+        return None;
+    }
+    let mut target = eligible.min(max_voters.max(1));
+    if target.is_multiple_of(2) {
+        target -= 1;
+    }
+    let mut next: Vec<NodeId> = current
+        .iter()
+        .copied()
+        .filter(healthy_eligible)
+        .take(target)
+        .collect();
+    for candidate in map.nodes.keys() {
+        if next.len() >= target {
+            break;
+        }
+        if healthy_eligible(candidate) && !next.contains(candidate) {
+            next.push(*candidate);
+        }
+    }
+    let still_known: Vec<NodeId> = current
+        .iter()
+        .copied()
+        .filter(|v| map.nodes.contains_key(v))
+        .collect();
+    if next.len() < still_known.len() {
+        // Shrinking would only drop failed voters without replacements: keep them, but let
+        // go of voters that were removed from the cluster.
+        next = still_known;
+    }
+    let mut sorted_next = next.clone();
+    sorted_next.sort();
+    let mut sorted_current = current.to_vec();
+    sorted_current.sort();
+    (sorted_next != sorted_current && !next.is_empty()).then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slot::SLOTS;
+
+    fn node(id: u64, controller: bool) -> NodeInfo {
+        NodeInfo {
+            id: NodeId(id),
+            host: "127.0.0.1".into(),
+            port: 7000 + id as u16,
+            bus_port: 17000 + id as u16,
+            http_port: 0,
+            controller,
+            health: Health::Ok,
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            node_timeout_ms: 1000,
+            max_voters: 3,
+        }
+    }
+
+    /// Every node heard from at `at`.
+    fn all_heard(map: &ClusterMap, at: u64) -> Observations {
+        Observations {
+            last_heartbeat: map.nodes.keys().map(|&id| (id, at)).collect(),
+            leader_since_ms: 0,
+            ..Observations::default()
+        }
+    }
+
+    fn joined(map: &ClusterMap, nodes: &[NodeInfo]) -> ClusterMap {
+        let mut obs = all_heard(map, 10);
+        obs.joins = nodes.to_vec();
+        decide(map, &obs, 10, &settings())
+            .map
+            .expect("joins change the map")
+    }
+
+    fn owner_counts(map: &ClusterMap) -> HashMap<ShardId, usize> {
+        let mut counts = HashMap::new();
+        for owner in map.slots.iter() {
+            *counts.entry(owner.expect("every slot owned")).or_default() += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn bootstrap_gives_the_founder_every_slot() {
+        let map = bootstrap(node(1, true), 2, 5);
+        assert_eq!(map.epoch, 1);
+        assert_eq!(map.slots.count(ShardId(0)), SLOTS);
+        assert_eq!(map.controllers, vec![NodeId(1)]);
+        map.validate().unwrap();
+    }
+
+    #[test]
+    fn joins_fill_replicas_before_making_shards() {
+        // replicas = 1: second node is a replica of shard 0, third a new shard, fourth its replica.
+        let map = bootstrap(node(1, true), 1, 0);
+        let map = joined(&map, &[node(2, true)]);
+        assert_eq!(map.shards[0].replicas, vec![NodeId(2)]);
+        assert_eq!(map.epoch, 2);
+        let map = joined(&map, &[node(3, true), node(4, false)]);
+        assert_eq!(map.shards.len(), 2);
+        assert_eq!(map.shards[1].primary, NodeId(3));
+        assert_eq!(map.shards[1].replicas, vec![NodeId(4)]);
+        let counts = owner_counts(&map);
+        assert_eq!(counts.len(), 2);
+        assert!(counts.values().all(|&c| c >= SLOTS / 2 - 500), "{counts:?}");
+        map.validate().unwrap();
+    }
+
+    #[test]
+    fn without_replicas_every_join_is_a_new_shard_and_takes_slots() {
+        let mut map = bootstrap(node(1, true), 0, 0);
+        for id in 2..=5 {
+            let before = map.clone();
+            map = joined(&map, &[node(id, false)]);
+            let new_shard = map.shards.last().unwrap().id;
+            for slot in 0..SLOTS as u16 {
+                let (was, is) = (before.slots.get(slot), map.slots.get(slot));
+                assert!(
+                    was == is || is == Some(new_shard),
+                    "slot {slot} moved between old shards"
+                );
+            }
+        }
+        assert_eq!(map.shards.len(), 5);
+        assert_eq!(map.epoch, 5);
+    }
+
+    #[test]
+    fn a_repeated_join_changes_nothing() {
+        let map = joined(&bootstrap(node(1, true), 0, 0), &[node(2, false)]);
+        let mut obs = all_heard(&map, 10);
+        obs.joins = vec![node(2, false)];
+        let decision = decide(&map, &obs, 10, &settings());
+        assert!(decision.map.is_none());
+        assert_eq!(decision.actions, vec![Action::AlreadyMember(NodeId(2))]);
+    }
+
+    #[test]
+    fn silent_nodes_fail_and_recover_with_their_heartbeats() {
+        let map = joined(&bootstrap(node(1, true), 0, 0), &[node(2, false)]);
+        // Table: (heartbeat of node 2, now, expected action).
+        let cases: &[(Option<u64>, u64, Option<Action>)] = &[
+            (Some(1000), 1500, None),
+            (Some(1000), 2000, None),
+            (Some(1000), 2001, Some(Action::Failed(NodeId(2)))),
+            // Never heard since the leader took over at 0: grace ends at node_timeout.
+            (None, 900, None),
+            (None, 1001, Some(Action::Failed(NodeId(2)))),
+        ];
+        for (heartbeat, now, expected) in cases {
+            let mut obs = Observations {
+                last_heartbeat: [(NodeId(1), *now)].into(),
+                ..Observations::default()
+            };
+            if let Some(h) = heartbeat {
+                obs.last_heartbeat.insert(NodeId(2), *h);
+            }
+            let decision = decide(&map, &obs, *now, &settings());
+            assert_eq!(
+                decision.actions.first(),
+                expected.as_ref(),
+                "{heartbeat:?} at {now}"
+            );
+        }
+        let mut obs = all_heard(&map, 0);
+        obs.last_heartbeat.insert(NodeId(1), 3000);
+        let failed = decide(&map, &obs, 3000, &settings()).map.unwrap();
+        assert_eq!(failed.node(NodeId(2)).unwrap().health, Health::Failed);
+        // Still silent: no new map.
+        assert!(decide(&failed, &obs, 3100, &settings()).map.is_none());
+        // The leader's grace does not revive it, a heartbeat does.
+        let mut obs = Observations {
+            last_heartbeat: [(NodeId(1), 3200)].into(),
+            leader_since_ms: 3200,
+            ..Observations::default()
+        };
+        assert!(decide(&failed, &obs, 3200, &settings()).map.is_none());
+        obs.last_heartbeat.insert(NodeId(2), 3150);
+        let back = decide(&failed, &obs, 3200, &settings());
+        assert_eq!(back.actions, vec![Action::Recovered(NodeId(2))]);
+        assert_eq!(
+            back.map.unwrap().node(NodeId(2)).unwrap().health,
+            Health::Ok
+        );
+    }
+
+    #[test]
+    fn a_new_leader_grants_a_full_timeout_of_grace() {
+        let map = joined(&bootstrap(node(1, true), 0, 0), &[node(2, false)]);
+        let obs = Observations {
+            last_heartbeat: [(NodeId(1), 10_000)].into(),
+            leader_since_ms: 9_500,
+            ..Observations::default()
+        };
+        assert!(decide(&map, &obs, 10_000, &settings()).map.is_none());
+        assert_eq!(
+            decide(&map, &obs, 10_501, &settings()).actions,
+            vec![Action::Failed(NodeId(2))]
+        );
+    }
+
+    #[test]
+    fn removals_follow_the_node_s_role() {
+        // Two shards, shard 0 with a replica.
+        let map = bootstrap(node(1, true), 1, 0);
+        let map = joined(&map, &[node(2, false), node(3, false)]);
+        assert_eq!(map.shards[0].replicas, vec![NodeId(2)]);
+        let remove = |map: &ClusterMap, id: u64| {
+            let mut obs = all_heard(map, 10);
+            obs.removals = vec![NodeId(id)];
+            decide(map, &obs, 10, &settings())
+        };
+        // A replica: dropped, slots untouched.
+        let d = remove(&map, 2);
+        let m = d.map.unwrap();
+        assert!(m.shards[0].replicas.is_empty() && m.node(NodeId(2)).is_none());
+        assert_eq!(m.slots, map.slots);
+        // A primary with a replica: the replica takes over.
+        let d = remove(&map, 1);
+        assert!(d.actions.contains(&Action::Promoted(NodeId(2), ShardId(0))));
+        let m = d.map.unwrap();
+        assert_eq!(m.shards[0].primary, NodeId(2));
+        assert_eq!(m.slots, map.slots);
+        // A primary without replicas: its shard goes, its slots go to the other shard.
+        let d = remove(&map, 3);
+        assert!(d.actions.contains(&Action::ShardRemoved(ShardId(1))));
+        let m = d.map.unwrap();
+        assert_eq!(m.slots.count(ShardId(0)), SLOTS);
+        // The last shard's primary cannot go.
+        let single = bootstrap(node(1, true), 0, 0);
+        let d = remove(&single, 1);
+        assert!(d.map.is_none());
+        assert!(matches!(d.actions[0], Action::RemovalRefused(NodeId(1), _)));
+        // An unknown node.
+        assert!(remove(&single, 9).map.is_none());
+    }
+
+    #[test]
+    fn voters_grow_to_an_odd_number_and_replace_failed_ones() {
+        let mut map = bootstrap(node(1, true), 0, 0);
+        map = joined(&map, &[node(2, true)]);
+        // Two eligible: still one voter (odd).
+        assert_eq!(desired_voters(&map, &[NodeId(1)], 5), None);
+        map = joined(&map, &[node(3, true), node(4, false)]);
+        assert_eq!(
+            desired_voters(&map, &[NodeId(1)], 5),
+            Some(vec![NodeId(1), NodeId(2), NodeId(3)])
+        );
+        let voters = [NodeId(1), NodeId(2), NodeId(3)];
+        assert_eq!(desired_voters(&map, &voters, 5), None);
+        // Voter 2 fails, no spare eligible node: keep it.
+        map.nodes.get_mut(&NodeId(2)).unwrap().health = Health::Failed;
+        assert_eq!(desired_voters(&map, &voters, 5), None);
+        // An eligible node appears: it replaces the failed voter.
+        map = joined(&map, &[node(5, true)]);
+        map.nodes.get_mut(&NodeId(2)).unwrap().health = Health::Failed;
+        assert_eq!(
+            desired_voters(&map, &voters, 5),
+            Some(vec![NodeId(1), NodeId(3), NodeId(5)])
+        );
+        // A voter removed from the cluster is dropped even without a replacement.
+        map.nodes.remove(&NodeId(2));
+        map.nodes.remove(&NodeId(5));
+        assert_eq!(
+            desired_voters(&map, &voters, 5),
+            Some(vec![NodeId(1), NodeId(3)])
+        );
+    }
+
+    #[test]
+    fn the_map_records_raft_s_voters() {
+        let map = joined(
+            &bootstrap(node(1, true), 0, 0),
+            &[node(2, true), node(3, true)],
+        );
+        let mut obs = all_heard(&map, 10);
+        obs.voters = vec![NodeId(3), NodeId(1), NodeId(2)];
+        let d = decide(&map, &obs, 10, &settings());
+        assert_eq!(
+            d.map.unwrap().controllers,
+            vec![NodeId(1), NodeId(2), NodeId(3)]
+        );
+        let mut recorded = map.clone();
+        recorded.controllers = vec![NodeId(1), NodeId(2), NodeId(3)];
+        assert!(decide(&recorded, &obs, 10, &settings()).map.is_none());
+    }
+}

@@ -1,0 +1,503 @@
+//! A node's membership in the cluster: its bus listener, its controller member (if it is
+//! one), and the agent that joins, sends heartbeats and keeps the node's map current.
+//!
+//! The node's map lives in one `watch` channel. Three things feed it, each only with a newer
+//! epoch: the Raft state machine (on controller members), a subscription to a controller
+//! member's bus, and a fetch whenever a heartbeat ack reveals a newer epoch. Whatever reads the
+//! map (routing, `CLUSTER` commands, subscribers of this node) reads that channel.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::bus::{
+    self, BusConnection, BusError, Heartbeat, NodeStats, Reply, Request, SUBSCRIPTION_PING,
+};
+use crate::controller::{Controller, ControllerConfig, ControllerError};
+use crate::decide::Settings;
+use crate::map::{ClusterMap, Epoch, NodeInfo};
+use crate::seed;
+
+/// How often a node reports to the controller's leader.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long a bus exchange may take.
+const BUS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A subscription silent for this long is given up for another.
+const SUBSCRIPTION_SILENCE: Duration = Duration::from_secs(2);
+
+/// Why a node could not take its place in the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The controller member could not start.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The configuration cannot work.
+    #[error("cluster: {0}")]
+    Config(String),
+}
+
+/// A member of the cluster to join through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seed {
+    /// Its RESP address (`host:port`), the one people know; its bus is asked for there.
+    Resp(String),
+    /// Its bus address.
+    Bus(String),
+}
+
+impl std::fmt::Display for Seed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Seed::Resp(addr) => write!(f, "{addr}"),
+            Seed::Bus(addr) => write!(f, "bus {addr}"),
+        }
+    }
+}
+
+/// How a node takes part.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The node as others reach it.
+    pub myself: NodeInfo,
+    /// A member to join through; `None` founds a new cluster.
+    pub join: Option<Seed>,
+    /// Controller tunables; the node is a controller member if `myself.controller`.
+    pub settings: Settings,
+    /// Replicas per shard, if this node founds the cluster.
+    pub replicas: u8,
+    /// Reads the node's load for heartbeats.
+    pub stats: Arc<dyn Fn() -> NodeStats + Send + Sync>,
+}
+
+/// A node's cluster membership. Its tasks run on the runtime that called [`ClusterNode::start`].
+pub struct ClusterNode {
+    myself: NodeInfo,
+    maps: watch::Sender<Arc<ClusterMap>>,
+    controller: Option<Arc<Controller>>,
+    /// The controller leader's bus address, as last learned.
+    leader: Mutex<Option<String>>,
+    /// The highest epoch anyone told this node about.
+    heard_epoch: watch::Sender<Epoch>,
+    /// Becomes true once a map without this node arrives after one with it.
+    removed: watch::Sender<bool>,
+    join_seed: Option<Seed>,
+}
+
+impl ClusterNode {
+    /// Starts serving the bus on `listener`, founds or joins the cluster, and keeps at it.
+    /// Returns once the node is in a committed map.
+    pub async fn start(
+        config: NodeConfig,
+        listener: TcpListener,
+    ) -> Result<Arc<ClusterNode>, ClusterError> {
+        if config.join.is_none() && !config.myself.controller {
+            return Err(ClusterError::Config(
+                "a node that founds a cluster must be a controller member".into(),
+            ));
+        }
+        let (maps, _) = watch::channel(Arc::new(ClusterMap::empty()));
+        let controller = if config.myself.controller {
+            Some(
+                Controller::start(
+                    ControllerConfig {
+                        myself: config.myself.clone(),
+                        settings: config.settings.clone(),
+                        replicas: config.replicas,
+                    },
+                    maps.clone(),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let node = Arc::new(ClusterNode {
+            myself: config.myself.clone(),
+            maps,
+            controller,
+            leader: Mutex::new(None),
+            heard_epoch: watch::channel(0).0,
+            removed: watch::channel(false).0,
+            join_seed: config.join.clone(),
+        });
+        tokio::spawn(node.clone().serve_bus(listener));
+        tokio::spawn(node.clone().watch_membership());
+        match &config.join {
+            None => {
+                node.controller
+                    .as_ref()
+                    .expect("checked above: a founder is a controller")
+                    .found()
+                    .await?;
+                *node.leader_lock() = Some(node.myself.bus_addr());
+            }
+            Some(seed) => node.join(seed).await,
+        }
+        tokio::spawn(node.clone().send_heartbeats(config.stats.clone()));
+        tokio::spawn(node.clone().subscribe());
+        Ok(node)
+    }
+
+    /// This node.
+    pub fn myself(&self) -> &NodeInfo {
+        &self.myself
+    }
+
+    /// The current map.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.maps.borrow().clone()
+    }
+
+    /// A receiver of every new map.
+    pub fn maps(&self) -> watch::Receiver<Arc<ClusterMap>> {
+        self.maps.subscribe()
+    }
+
+    /// The highest epoch this node has heard of; above [`ClusterNode::map`]'s while a newer
+    /// map is on its way.
+    pub fn heard_epoch(&self) -> Epoch {
+        *self.heard_epoch.borrow()
+    }
+
+    /// A receiver that turns true when this node is removed from the cluster.
+    pub fn removed(&self) -> watch::Receiver<bool> {
+        self.removed.subscribe()
+    }
+
+    /// The controller member this node hosts, if any.
+    pub fn controller(&self) -> Option<&Arc<Controller>> {
+        self.controller.as_ref()
+    }
+
+    /// Fetches the map from the controller's leader now (when a node suspects its map is old).
+    pub async fn refresh(&self) {
+        if let Some(addr) = self.leader_addr()
+            && let Ok(Reply::Map(map)) = bus::call(&addr, &Request::GetMap, BUS_TIMEOUT).await
+        {
+            self.apply(map);
+        }
+    }
+
+    /// Installs `map` if it is newer than the current one. Returns whether it was.
+    pub fn apply(&self, map: ClusterMap) -> bool {
+        let epoch = map.epoch;
+        let applied = self.maps.send_if_modified(|current| {
+            if map.supersedes(current) {
+                *current = Arc::new(map);
+                true
+            } else {
+                false
+            }
+        });
+        self.hear(epoch);
+        applied
+    }
+
+    fn hear(&self, epoch: Epoch) {
+        self.heard_epoch.send_if_modified(|heard| {
+            let newer = epoch > *heard;
+            if newer {
+                *heard = epoch;
+            }
+            newer
+        });
+    }
+
+    fn leader_lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.leader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where to send controller requests: the known leader, else any controller member of the
+    /// map, else the seed's bus (learned at join).
+    fn leader_addr(&self) -> Option<String> {
+        if let Some(controller) = &self.controller
+            && let Some(addr) = controller.leader_addr()
+        {
+            return Some(addr);
+        }
+        if let Some(addr) = self.leader_lock().clone() {
+            return Some(addr);
+        }
+        let map = self.map();
+        map.controllers
+            .iter()
+            .filter_map(|id| map.node(*id))
+            .find(|n| n.is_ok())
+            .map(NodeInfo::bus_addr)
+    }
+
+    /// Candidates to send controller requests to, best first.
+    fn controller_addrs(&self) -> Vec<String> {
+        let mut addrs: Vec<String> = self.leader_addr().into_iter().collect();
+        let map = self.map();
+        for node in map.controllers.iter().filter_map(|id| map.node(*id)) {
+            let addr = node.bus_addr();
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        addrs
+    }
+
+    async fn join(&self, seed: &Seed) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.try_join(seed).await {
+                Ok(map) => {
+                    tracing::info!(epoch = map.epoch, "joined the cluster");
+                    self.apply(map);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("joining through {seed}: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn try_join(&self, seed: &Seed) -> Result<ClusterMap, String> {
+        let bus = match (self.leader_addr(), seed) {
+            (Some(addr), _) => addr,
+            (None, Seed::Bus(addr)) => addr.clone(),
+            (None, Seed::Resp(addr)) => seed::bus_addr_of(addr, BUS_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        let request = Request::Join(self.myself.clone());
+        let reply = self
+            .call_leader(&bus, &request, Duration::from_secs(12))
+            .await
+            .map_err(|e| e.to_string())?;
+        match reply {
+            Reply::Joined(map) => Ok(map),
+            Reply::Error(e) => Err(e),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// [`bus::call_leader`], remembering where the leader was found.
+    async fn call_leader(
+        &self,
+        start: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Reply, BusError> {
+        let mut addr = start.to_string();
+        for _ in 0..4 {
+            match bus::call(&addr, request, timeout).await? {
+                Reply::NotLeader {
+                    leader: Some(leader),
+                } if leader != addr => addr = leader,
+                Reply::NotLeader { .. } => {
+                    return Err(BusError::Refused {
+                        addr,
+                        message: "the controller has no leader right now".into(),
+                    });
+                }
+                reply => {
+                    *self.leader_lock() = Some(addr);
+                    return Ok(reply);
+                }
+            }
+        }
+        Err(BusError::Refused {
+            addr,
+            message: "too many redirections".into(),
+        })
+    }
+
+    async fn send_heartbeats(self: Arc<Self>, stats: Arc<dyn Fn() -> NodeStats + Send + Sync>) {
+        let mut connection: Option<BusConnection> = None;
+        let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if *self.removed.borrow() {
+                return;
+            }
+            let heartbeat = Request::Heartbeat(Heartbeat {
+                node: self.myself.id,
+                epoch: self.map().epoch,
+                stats: stats(),
+            });
+            if connection.is_none() {
+                for addr in self.controller_addrs() {
+                    if let Ok(c) = BusConnection::connect(&addr, BUS_TIMEOUT).await {
+                        connection = Some(c);
+                        break;
+                    }
+                }
+            }
+            let Some(conn) = connection.as_mut() else {
+                *self.leader_lock() = None;
+                continue;
+            };
+            match conn.call(&heartbeat, BUS_TIMEOUT).await {
+                Ok(Reply::HeartbeatAck(ack)) => {
+                    *self.leader_lock() = Some(conn.addr().to_string());
+                    if ack.epoch > self.map().epoch {
+                        self.hear(ack.epoch);
+                        if let Ok(Reply::Map(map)) = conn.call(&Request::GetMap, BUS_TIMEOUT).await
+                        {
+                            self.apply(map);
+                        }
+                    }
+                }
+                Ok(Reply::NotLeader { leader }) => {
+                    *self.leader_lock() = leader;
+                    connection = None;
+                }
+                Ok(other) => {
+                    tracing::debug!("heartbeat answered with {other:?}");
+                    connection = None;
+                }
+                Err(e) => {
+                    tracing::debug!("heartbeat: {e}");
+                    *self.leader_lock() = None;
+                    connection = None;
+                }
+            }
+        }
+    }
+
+    async fn subscribe(self: Arc<Self>) {
+        loop {
+            if *self.removed.borrow() {
+                return;
+            }
+            for addr in self.controller_addrs() {
+                if addr == self.myself.bus_addr() {
+                    continue; // Our own state machine feeds us already.
+                }
+                if let Err(e) = self.follow(&addr).await {
+                    tracing::debug!("map subscription to {addr}: {e}");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Follows the map pushes of the node at `addr` until the subscription breaks.
+    async fn follow(&self, addr: &str) -> Result<(), BusError> {
+        let mut connection = BusConnection::connect(addr, BUS_TIMEOUT).await?;
+        connection
+            .send(&Request::Subscribe {
+                after: self.map().epoch,
+            })
+            .await?;
+        loop {
+            match connection.next(SUBSCRIPTION_SILENCE).await? {
+                Reply::Map(map) => {
+                    self.apply(map);
+                }
+                Reply::Ping => {}
+                other => {
+                    return Err(BusError::BadFrame {
+                        addr: addr.to_string(),
+                        reason: format!("unexpected {other:?} on a subscription"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Turns `removed` on when a map without this node follows one with it.
+    async fn watch_membership(self: Arc<Self>) {
+        let mut maps = self.maps.subscribe();
+        let mut was_member = false;
+        while maps.changed().await.is_ok() {
+            let member = maps.borrow().nodes.contains_key(&self.myself.id);
+            if was_member && !member {
+                tracing::warn!("this node was removed from the cluster");
+                self.removed.send_replace(true);
+                return;
+            }
+            was_member |= member;
+        }
+    }
+
+    async fn serve_bus(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(self.clone().serve_peer(stream));
+                }
+                Err(e) => {
+                    tracing::warn!("cluster bus accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    async fn serve_peer(self: Arc<Self>, mut stream: TcpStream) {
+        loop {
+            let request: Request = match bus::read_frame(&mut stream).await {
+                Ok(r) => r,
+                Err(bus::FrameError::Closed) => return,
+                Err(e) => {
+                    tracing::debug!("cluster bus: dropping a peer: {e}");
+                    let _ = bus::write_frame(&mut stream, &Reply::Error(e.to_string())).await;
+                    return;
+                }
+            };
+            let reply = match request {
+                Request::Subscribe { after } => {
+                    self.push_maps(stream, after).await;
+                    return;
+                }
+                Request::GetMap => Reply::Map((*self.map()).clone()),
+                other => match &self.controller {
+                    Some(controller) => controller.handle(other).await,
+                    None if matches!(other, Request::Raft(_)) => {
+                        Reply::Error("this node is not a controller member".into())
+                    }
+                    None => Reply::NotLeader {
+                        leader: self.leader_addr(),
+                    },
+                },
+            };
+            if bus::write_frame(&mut stream, &reply).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Pushes every map newer than `after` to a subscriber, with pings while nothing changes.
+    async fn push_maps(&self, mut stream: TcpStream, mut after: Epoch) {
+        let mut maps = self.maps.subscribe();
+        loop {
+            let map = maps.borrow_and_update().clone();
+            if map.epoch > after {
+                after = map.epoch;
+                if bus::write_frame(&mut stream, &Reply::Map((*map).clone()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            match tokio::time::timeout(SUBSCRIPTION_PING, maps.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    if bus::write_frame(&mut stream, &Reply::Ping).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The seed this node joined through, if it joined.
+    pub fn join_seed(&self) -> Option<&Seed> {
+        self.join_seed.as_ref()
+    }
+}

@@ -1,0 +1,140 @@
+//! Cluster membership in one process: nodes found and join a cluster over real loopback
+//! sockets, the controller grows to three voters, every node converges on one map, and a
+//! removed node learns it was removed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_cluster::bus::{self, NodeStats, Reply, Request};
+use shoal_cluster::decide::Settings;
+use shoal_cluster::node::{ClusterNode, NodeConfig, Seed};
+use shoal_cluster::{ClusterMap, Health, NodeId, NodeInfo, SLOTS};
+use tokio::net::TcpListener;
+
+async fn start_node(
+    controller: bool,
+    join: Option<&ClusterNode>,
+    replicas: u8,
+) -> Arc<ClusterNode> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bus_port = listener.local_addr().unwrap().port();
+    let myself = NodeInfo {
+        id: NodeId::random(),
+        host: "127.0.0.1".into(),
+        // Nothing listens on the RESP port in this test: only the bus is exercised.
+        port: bus_port.wrapping_add(1),
+        bus_port,
+        http_port: 0,
+        controller,
+        health: Health::Ok,
+    };
+    let config = NodeConfig {
+        myself,
+        join: join.map(|n| Seed::Bus(n.myself().bus_addr())),
+        settings: Settings {
+            node_timeout_ms: 1000,
+            max_voters: 3,
+        },
+        replicas,
+        stats: Arc::new(NodeStats::default),
+    };
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        ClusterNode::start(config, listener),
+    )
+    .await
+    .expect("the node takes its place within 15 s")
+    .expect("the node starts")
+}
+
+/// Waits until `check` holds for every node's map.
+async fn converge(nodes: &[Arc<ClusterNode>], what: &str, check: impl Fn(&ClusterMap) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if nodes.iter().all(|n| check(&n.map())) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never converged: {what}; maps: {:?}",
+            nodes.iter().map(|n| n.map().epoch).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_and_converge_on_one_map() {
+    let founder = start_node(true, None, 0).await;
+    assert_eq!(founder.map().epoch, 1);
+    assert_eq!(founder.map().slots.count(founder.map().shards[0].id), SLOTS);
+    let mut nodes = vec![founder.clone()];
+    for controller in [true, true, false] {
+        let node = start_node(controller, Some(&founder), 0).await;
+        assert!(node.map().nodes.contains_key(&node.myself().id));
+        nodes.push(node);
+    }
+    converge(&nodes, "4 shards, 3 voters, same epoch", |m| {
+        m.shards.len() == 4 && m.controllers.len() == 3 && m.slots_assigned() == SLOTS
+    })
+    .await;
+    let epochs: Vec<u64> = nodes.iter().map(|n| n.map().epoch).collect();
+    let newest = *epochs.iter().max().unwrap();
+    converge(&nodes, "same epoch", |m| m.epoch == newest).await;
+    let map = founder.map();
+    for node in &nodes {
+        assert!(
+            map.slots
+                .count(map.placement_of(node.myself().id).unwrap().0.id)
+                > 3000
+        );
+    }
+
+    // Status comes from the leader, whichever node is asked.
+    let reply = bus::call_leader(
+        &nodes[3].myself().bus_addr(),
+        &Request::Status,
+        Duration::from_secs(2),
+        4,
+    )
+    .await
+    .unwrap();
+    let Reply::Status(status) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(status.nodes.len(), 4);
+
+    // Removing the non-controller node: its shard goes and it hears it was removed.
+    let leaver = nodes.pop().unwrap();
+    let mut removed = leaver.removed();
+    let reply = bus::call_leader(
+        &founder.myself().bus_addr(),
+        &Request::RemoveNode(leaver.myself().id),
+        Duration::from_secs(5),
+        4,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(reply, Reply::Removed(_)), "{reply:?}");
+    tokio::time::timeout(Duration::from_secs(5), removed.wait_for(|r| *r))
+        .await
+        .expect("the removed node learns it within 5 s")
+        .unwrap();
+    converge(&nodes, "3 shards own every slot", |m| {
+        m.shards.len() == 3
+            && m.slots_assigned() == SLOTS
+            && !m.nodes.contains_key(&leaver.myself().id)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_fill_replicas_first() {
+    let founder = start_node(true, None, 1).await;
+    let replica = start_node(false, Some(&founder), 1).await;
+    let second = start_node(false, Some(&founder), 1).await;
+    let map = second.map();
+    assert_eq!(map.shards.len(), 2);
+    assert_eq!(map.shards[0].replicas, vec![replica.myself().id]);
+    assert_eq!(map.shards[1].primary, second.myself().id);
+}

@@ -1,0 +1,116 @@
+//! The thread that hosts a node's cluster membership: a small runtime running the bus, the
+//! controller member (if any), the agent, and the loop that turns each new map into routing.
+
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+
+use shoal_cluster::bus::NodeStats;
+use shoal_cluster::decide::Settings;
+use shoal_cluster::node::{ClusterNode, NodeConfig, Seed};
+use tokio::net::TcpListener;
+
+use crate::shared::Shared;
+
+/// Runs the node's cluster membership until the node stops. Blocks; run it on its own thread.
+pub fn run(shared: Arc<Shared>, listener: StdListener) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("shoal-cluster")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the cluster runtime: {e}");
+            shared.request_shutdown();
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let mut shutdown = shared.shutdown_signal();
+        tokio::select! {
+            _ = take_part(shared.clone(), listener) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+        if let Some(controller) = shared
+            .cluster
+            .as_ref()
+            .and_then(|c| c.node())
+            .and_then(|n| n.controller())
+        {
+            controller.shutdown().await;
+        }
+    });
+    // Dropping the runtime ends the bus and its connections.
+}
+
+async fn take_part(shared: Arc<Shared>, listener: StdListener) {
+    let Some(cluster) = shared.cluster.clone() else {
+        return;
+    };
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot serve the cluster bus: {e}");
+            shared.request_shutdown();
+            return;
+        }
+    };
+    let config = shared.config.read().clone();
+    let stats_source = Arc::downgrade(&shared);
+    let node_config = NodeConfig {
+        myself: cluster.myself().clone(),
+        join: (!config.cluster_join.is_empty()).then(|| Seed::Resp(config.cluster_join.clone())),
+        settings: Settings {
+            node_timeout_ms: config.cluster_node_timeout,
+            ..Settings::default()
+        },
+        replicas: config.cluster_replicas,
+        stats: Arc::new(move || {
+            stats_source
+                .upgrade()
+                .map(|shared| node_stats(&shared))
+                .unwrap_or_default()
+        }),
+    };
+    let node = match ClusterNode::start(node_config, listener).await {
+        Ok(node) => node,
+        Err(e) => {
+            tracing::error!("cannot take part in the cluster: {e}");
+            shared.request_shutdown();
+            return;
+        }
+    };
+    cluster.attach(node.clone());
+    let mut maps = node.maps();
+    let mut removed = node.removed();
+    cluster.install(maps.borrow_and_update().clone());
+    loop {
+        tokio::select! {
+            changed = maps.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let map = maps.borrow_and_update().clone();
+                tracing::debug!(epoch = map.epoch, "new cluster map");
+                cluster.install(map);
+            }
+            _ = removed.wait_for(|r| *r) => {
+                tracing::warn!("removed from the cluster: stopping");
+                shared.request_shutdown();
+                return;
+            }
+        }
+    }
+}
+
+fn node_stats(shared: &Shared) -> NodeStats {
+    NodeStats {
+        keys: shared.store.len() as u64,
+        used_memory: shared.store.used_memory() as u64,
+        maxmemory: shared.store.maxmemory() as u64,
+        ops_per_sec: shared.stats.instantaneous().0 as u64,
+        clients: shared.clients.count() as u64,
+        uptime_seconds: shared.uptime_seconds(),
+    }
+}

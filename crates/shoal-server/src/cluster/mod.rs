@@ -1,0 +1,275 @@
+//! A node's cluster mode: the routing check every keyed command passes, the `CLUSTER`
+//! commands' view of the map, and the background removal of keys whose slots left this node.
+//!
+//! The membership itself (bus, controller, heartbeats, map subscription) is
+//! [`shoal_cluster::node::ClusterNode`], run on its own thread by [`host`].
+
+pub mod host;
+pub mod routing;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use shoal_cluster::node::ClusterNode;
+use shoal_cluster::{ClusterMap, NodeInfo, key_slot};
+use shoal_proto::Argv;
+use shoal_proto::command_table::{CommandSpec, flags};
+use shoal_store::Store;
+
+use crate::config::RoutingMode;
+use crate::error::CommandError;
+use crate::session::ClientState;
+pub use routing::{Routing, SlotOwner};
+
+/// What the routing check decided for one command.
+pub enum Route {
+    /// Run it here.
+    Local,
+    /// Answer with this error (`-MOVED`, `-CROSSSLOT`, `-CLUSTERDOWN`).
+    Reject(CommandError),
+    /// The map is older than one this node has heard of: wait for it, then route again.
+    AwaitMap,
+    /// Forward it to the primary at this address and relay its reply.
+    Forward(String),
+}
+
+/// Keys of slots that left this node, being removed in the background.
+struct DropJob {
+    cursor: u64,
+    started: Instant,
+    removed: u64,
+}
+
+/// Counters of the routing check.
+#[derive(Default)]
+pub struct ClusterStats {
+    /// `-MOVED` answers.
+    pub redirects: AtomicU64,
+    /// Commands forwarded to their owner.
+    pub forwarded: AtomicU64,
+    /// Keys removed because their slot left this node.
+    pub keys_dropped: AtomicU64,
+}
+
+/// A node's cluster state, shared by every connection.
+pub struct ClusterState {
+    myself: NodeInfo,
+    mode: RoutingMode,
+    routing: ArcSwap<Routing>,
+    node: OnceLock<Arc<ClusterNode>>,
+    dropping: Mutex<Option<DropJob>>,
+    /// Counters.
+    pub stats: ClusterStats,
+}
+
+/// How long a command waits for a map the node knows is on its way.
+const AWAIT_MAP: Duration = Duration::from_millis(200);
+
+/// Keys one background step looks at.
+const DROP_BATCH: usize = 1000;
+
+impl ClusterState {
+    /// The state of a node that is about to take its place as `myself`.
+    pub fn new(myself: NodeInfo, mode: RoutingMode) -> ClusterState {
+        ClusterState {
+            routing: ArcSwap::from_pointee(Routing::empty(myself.id)),
+            myself,
+            mode,
+            node: OnceLock::new(),
+            dropping: Mutex::new(None),
+            stats: ClusterStats::default(),
+        }
+    }
+
+    /// This node as the cluster knows it.
+    pub fn myself(&self) -> &NodeInfo {
+        &self.myself
+    }
+
+    /// The routing mode.
+    pub fn mode(&self) -> RoutingMode {
+        self.mode
+    }
+
+    /// The current routing table.
+    #[inline]
+    pub fn routing(&self) -> arc_swap::Guard<Arc<Routing>> {
+        self.routing.load()
+    }
+
+    /// The current map.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.routing.load().map.clone()
+    }
+
+    /// The membership, once the node has started it.
+    pub fn node(&self) -> Option<&Arc<ClusterNode>> {
+        self.node.get()
+    }
+
+    /// Records the running membership (once).
+    pub fn attach(&self, node: Arc<ClusterNode>) {
+        let _ = self.node.set(node);
+    }
+
+    /// Whether a newer map than the one routing uses is known to exist.
+    pub fn map_is_stale(&self) -> bool {
+        self.node
+            .get()
+            .is_some_and(|n| n.heard_epoch() > self.routing.load().epoch())
+    }
+
+    /// Installs the routing for `map` (if newer), and starts removing keys of slots this node
+    /// no longer serves.
+    pub fn install(&self, map: Arc<ClusterMap>) {
+        let current = self.routing.load();
+        if !map.supersedes(&current.map) {
+            return;
+        }
+        let next = Routing::new(map, self.myself.id);
+        let lost =
+            (0..shoal_cluster::SLOTS as u16).any(|s| serves(&current, s) && !serves(&next, s));
+        self.routing.store(Arc::new(next));
+        if lost {
+            let mut job = self.dropping.lock().unwrap_or_else(|e| e.into_inner());
+            *job = Some(DropJob {
+                cursor: 0,
+                started: Instant::now(),
+                removed: 0,
+            });
+        }
+    }
+
+    /// Where `argv` must run. `spec` is its (sub)command.
+    pub fn route(&self, spec: &CommandSpec, argv: &Argv<'_>, client: &ClientState) -> Route {
+        let mut slot = None;
+        for position in spec.key_positions(argv.len()) {
+            let s = key_slot(argv.get(position));
+            match slot {
+                Some(previous) if previous != s => {
+                    return Route::Reject(CommandError::fixed(
+                        "CROSSSLOT Keys in request don't hash to the same slot",
+                    ));
+                }
+                _ => slot = Some(s),
+            }
+        }
+        let Some(slot) = slot else {
+            return Route::Local;
+        };
+        let routing = self.routing.load();
+        let elsewhere = |addr: &str| {
+            if !client.map_awaited && self.map_is_stale() {
+                Route::AwaitMap
+            } else if self.mode == RoutingMode::Forward {
+                self.stats.forwarded.fetch_add(1, Relaxed);
+                Route::Forward(addr.to_string())
+            } else {
+                self.stats.redirects.fetch_add(1, Relaxed);
+                Route::Reject(CommandError::Other(format!("MOVED {slot} {addr}").into()))
+            }
+        };
+        match routing.owner(slot) {
+            SlotOwner::Primary => Route::Local,
+            SlotOwner::Replica(_) if client.readonly && spec.has(flags::READONLY) => Route::Local,
+            SlotOwner::Replica(addr) | SlotOwner::Elsewhere(addr) => elsewhere(addr),
+            SlotOwner::Unowned if !client.map_awaited && self.map_is_stale() => Route::AwaitMap,
+            SlotOwner::Unowned if routing.epoch() == 0 => {
+                Route::Reject(CommandError::fixed("CLUSTERDOWN The cluster is down"))
+            }
+            SlotOwner::Unowned => {
+                Route::Reject(CommandError::fixed("CLUSTERDOWN Hash slot not served"))
+            }
+        }
+    }
+
+    /// Waits (briefly) until the node holds the newest map it has heard of.
+    pub async fn await_current_map(&self) {
+        let Some(node) = self.node.get() else {
+            return;
+        };
+        let mut maps = node.maps();
+        let wanted = node.heard_epoch();
+        let wait = async {
+            node.refresh().await;
+            loop {
+                if self.routing.load().epoch() >= wanted || maps.borrow().epoch >= wanted {
+                    self.install(maps.borrow().clone());
+                    return;
+                }
+                if maps.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(AWAIT_MAP, wait).await;
+    }
+
+    /// One step of removing keys whose slots this node no longer serves, within `budget`.
+    /// Called from the node's cron; does nothing when no slot left.
+    pub fn drop_step(&self, store: &Store, budget: Duration) {
+        let mut job = self.dropping.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(state) = job.as_mut() else {
+            return;
+        };
+        let routing = self.routing.load();
+        let deadline = Instant::now() + budget;
+        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        loop {
+            state.cursor = store.scan(state.cursor, DROP_BATCH, |key| {
+                if !serves(&routing, key_slot(key)) {
+                    doomed.push(key.to_vec());
+                }
+            });
+            for key in doomed.drain(..) {
+                if store.remove(&key) {
+                    state.removed += 1;
+                    self.stats.keys_dropped.fetch_add(1, Relaxed);
+                }
+            }
+            if state.cursor == 0 {
+                tracing::info!(
+                    keys = state.removed,
+                    took = ?state.started.elapsed(),
+                    "removed the keys of slots this node no longer serves"
+                );
+                *job = None;
+                return;
+            }
+            if Instant::now() >= deadline {
+                return;
+            }
+        }
+    }
+
+    /// Sends `frame` (one command, as the client sent it) to the node at `addr` and appends
+    /// its reply, in `protocol`, to `out`.
+    pub async fn forward(
+        &self,
+        addr: &str,
+        frame: &[u8],
+        protocol: shoal_proto::Protocol,
+        out: &mut Vec<u8>,
+    ) {
+        let _ = (addr, frame, protocol);
+        out.extend_from_slice(b"-ERR FORWARD-PENDING\r\n");
+    }
+
+    /// Whether keys are being removed in the background.
+    pub fn dropping(&self) -> bool {
+        self.dropping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
+
+/// Whether this node keeps the keys of `slot`: it is in the shard that owns it.
+fn serves(routing: &Routing, slot: u16) -> bool {
+    matches!(
+        routing.owner(slot),
+        SlotOwner::Primary | SlotOwner::Replica(_)
+    )
+}

@@ -1,0 +1,146 @@
+//! Cluster commands: `CLUSTER SHARDS/SLOTS/NODES/MYID/INFO/KEYSLOT/COUNTKEYSINSLOT/
+//! GETKEYSINSLOT/HELP`, `READONLY`, `READWRITE`, `ASKING`. On a standalone node every one of
+//! them answers Redis's `-ERR This instance has cluster support disabled`.
+
+use std::sync::Arc;
+
+use shoal_cluster::redis_format::{self, ClusterInfoStats, NodeFacts};
+use shoal_cluster::{SLOTS, key_slot};
+use shoal_proto::Argv;
+
+use super::int_arg;
+use crate::cluster::ClusterState;
+use crate::dispatch::Ctx;
+use crate::error::{CommandError, CommandResult};
+
+const DISABLED: CommandError =
+    CommandError::fixed("ERR This instance has cluster support disabled");
+
+fn cluster_of(ctx: &Ctx<'_>) -> Result<Arc<ClusterState>, CommandError> {
+    ctx.shared.cluster.clone().ok_or(DISABLED)
+}
+
+/// `CLUSTER SHARDS`
+pub fn shards(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
+    let cluster = cluster_of(ctx)?;
+    let map = cluster.map();
+    let facts = |_| NodeFacts::default();
+    redis_format::cluster_shards(&mut ctx.reply(), &map, &facts);
+    Ok(())
+}
+
+/// `CLUSTER SLOTS`
+pub fn slots(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
+    let cluster = cluster_of(ctx)?;
+    let map = cluster.map();
+    let facts = |_| NodeFacts::default();
+    redis_format::cluster_slots(&mut ctx.reply(), &map, &facts);
+    Ok(())
+}
+
+/// `CLUSTER NODES`
+pub fn nodes(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
+    let cluster = cluster_of(ctx)?;
+    let map = cluster.map();
+    let now = ctx.shared.store.now_ms();
+    redis_format::cluster_nodes_reply(&mut ctx.reply(), &map, cluster.myself().id, now);
+    Ok(())
+}
+
+/// `CLUSTER MYID`
+pub fn myid(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
+    let cluster = cluster_of(ctx)?;
+    redis_format::cluster_myid(&mut ctx.reply(), cluster.myself().id);
+    Ok(())
+}
+
+/// `CLUSTER INFO`
+pub fn info(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
+    let cluster = cluster_of(ctx)?;
+    let map = cluster.map();
+    let stats = ClusterInfoStats {
+        cut_off: cluster.node().is_none(),
+        ..ClusterInfoStats::default()
+    };
+    redis_format::cluster_info_reply(&mut ctx.reply(), &map, cluster.myself().id, &stats);
+    Ok(())
+}
+
+/// `CLUSTER KEYSLOT key`
+pub fn keyslot(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    cluster_of(ctx)?;
+    ctx.reply().int(i64::from(key_slot(argv.get(2))));
+    Ok(())
+}
+
+/// `CLUSTER COUNTKEYSINSLOT slot`: counts by walking the keyspace (Shoal keeps no per-slot
+/// index), so it costs time in proportion to the node's keys.
+pub fn countkeysinslot(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    cluster_of(ctx)?;
+    let slot = int_arg(argv.get(2))?;
+    if !(0..SLOTS as i64).contains(&slot) {
+        return Err(CommandError::fixed("ERR Invalid slot"));
+    }
+    let mut count = 0i64;
+    ctx.shared.store.for_each_key(|key| {
+        if i64::from(key_slot(key)) == slot {
+            count += 1;
+        }
+    });
+    ctx.reply().int(count);
+    Ok(())
+}
+
+/// `CLUSTER GETKEYSINSLOT slot count`: at most `count` keys of the slot, found by walking the
+/// keyspace.
+pub fn getkeysinslot(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    cluster_of(ctx)?;
+    // Redis parses the count first.
+    let count = int_arg(argv.get(3))?;
+    let slot = int_arg(argv.get(2))?;
+    if count < 0 || !(0..SLOTS as i64).contains(&slot) {
+        return Err(CommandError::fixed("ERR Invalid slot or number of keys"));
+    }
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    ctx.shared.store.for_each_key(|key| {
+        if (keys.len() as i64) < count && i64::from(key_slot(key)) == slot {
+            keys.push(key.to_vec());
+        }
+    });
+    let mut reply = ctx.reply();
+    reply.array(keys.len());
+    for key in &keys {
+        reply.bulk(key);
+    }
+    Ok(())
+}
+
+/// `CLUSTER HELP`
+pub fn help(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    cluster_of(ctx)?;
+    super::help(ctx, argv)
+}
+
+/// `READONLY`: this connection may read from replicas.
+pub fn readonly(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
+    cluster_of(ctx)?;
+    ctx.client.readonly = true;
+    ctx.reply().ok();
+    Ok(())
+}
+
+/// `READWRITE`: back to reading from primaries only.
+pub fn readwrite(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
+    cluster_of(ctx)?;
+    ctx.client.readonly = false;
+    ctx.reply().ok();
+    Ok(())
+}
+
+/// `ASKING`: accepted for clients that follow `-ASK`; Shoal does not migrate slots live yet,
+/// so it never answers `-ASK` and the flag changes nothing.
+pub fn asking(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
+    cluster_of(ctx)?;
+    ctx.reply().ok();
+    Ok(())
+}
