@@ -1,1 +1,89 @@
-//! Shoal's smart client (being written).
+//! Shoal's smart client.
+//!
+//! Given seed addresses, a [`Client`] learns the cluster map from the cluster bus and keeps
+//! following it, sends each command to the primary that owns its key's slot, keeps one
+//! multiplexed, pipelined connection per node (requests from many tasks share each socket
+//! write), retries with backoff, follows `-MOVED`/`-ASK`, splits multi-key commands by slot,
+//! and counts requests, errors and latency ([`Client::stats`]).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use shoal_client::{Client, ClientConfig, Ttl};
+//!
+//! # async fn demo() -> Result<(), shoal_client::Error> {
+//! let client = Client::connect(ClientConfig::new(["127.0.0.1:7000"])).await?;
+//! client.set("session:1", "alice", Some(Duration::from_secs(60))).await?;
+//! assert!(matches!(client.ttl("session:1").await?, Ttl::Expires(_)));
+//! client.mset(&[("a", "1"), ("b", "2"), ("c", "3")]).await?; // one MSET per slot
+//! let values = client.mget(&["a", "b", "nope"]).await?; // reassembled in key order
+//! assert_eq!(values[2], None);
+//! assert_eq!(client.incr_by("hits", 5).await?, 5);
+//! // Any command, routed by its keys; error replies come back as values.
+//! let reply = client.command(&["STRLEN", "a"]).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Routing
+//!
+//! A command's keys are found with Redis 7's key positions
+//! ([`CommandSpec::key_positions`](shoal_proto::command_table::CommandSpec::key_positions)) and
+//! hashed to slots ([`shoal_cluster::key_slot`], hash tags included). Keys in one slot go to
+//! that slot's primary; keyless commands to a random primary. `MGET`, `MSET`, `DEL`,
+//! `UNLINK`, `EXISTS` and `TOUCH` over several slots are split into one command per slot
+//! (nodes answer `-CROSSSLOT` otherwise, as Redis Cluster does); the parts are sent
+//! concurrently, so the parts for one node share its socket writes, and the replies are merged
+//! (values in key order, `OK`, or the sum). Any other command over several slots fails with
+//! [`Error::CrossSlot`] before anything is sent. [`ReadFrom`] is kept for replica reads, which
+//! arrive with replication; today every command goes to primaries.
+//!
+//! # Retries
+//!
+//! * `-MOVED slot addr`: the client retries at `addr` at once, remembers the slot's new home
+//!   until the next map, and asks its map source for a fresh map. `-ASK`: it retries at `addr`
+//!   once, after `ASKING`. At most [`ClientConfig::max_redirects`] per command.
+//! * `-TRYAGAIN`, `-CLUSTERDOWN`, `-LOADING`, connection failures, timeouts, and a map with no
+//!   owner for the slot: retried after a jittered exponential backoff
+//!   ([`ClientConfig::backoff_base`] doubling up to [`ClientConfig::backoff_max`]) up to
+//!   [`ClientConfig::max_attempts`] tries in all; then the last error is returned (for an error
+//!   reply, the reply itself).
+//! * A timeout, or a connection lost after the request was written, is *ambiguous*: the
+//!   command may have run ([`Error::is_ambiguous`]). Read-only commands (by the command
+//!   table's flags) are retried after it; writes only with
+//!   [`ClientConfig::retry_writes_after_timeout`] (off by default), since retrying `INCR`
+//!   could apply it twice. A connection that failed before the request was written
+//!   ([`Error::Io`]) is always retried.
+//!
+//! # Errors
+//!
+//! The raw paths ([`Client::command`], [`Client::command_on`]) return server error replies as
+//! `Ok(Value::Error(line))`, byte for byte, so a proxy can pass them on; their `Err` means no
+//! reply could be had. The typed methods turn error replies into `Err`:
+//! [`Error::Server`] with the line, or [`Error::ClusterDown`] / [`Error::CrossSlot`]. A reply
+//! that is not RESP is [`Error::Protocol`] and the connection is dropped; no server input
+//! makes the client panic.
+//!
+//! # Map sources
+//!
+//! [`Client::connect`] follows the cluster bus ([`BusMapSource`]); [`Client::with_map`] uses a
+//! fixed map; [`Client::with_source`] takes any [`MapSource`]. Maps only ever move forward in
+//! epoch. [`Client::subscribe_map`] and [`Client::map_changed`] let a proxy react to new maps.
+
+mod client;
+pub mod codec;
+mod config;
+mod conn;
+mod error;
+mod map_source;
+mod pool;
+mod router;
+mod stats;
+mod table;
+
+pub use client::{Client, Ttl};
+pub use config::{ClientConfig, Protocol, ReadFrom};
+pub use error::Error;
+pub use futures_util::future::BoxFuture;
+pub use map_source::{BusMapSource, MapSink, MapSource, NodeAddrs, StaticMap, parse_cluster_nodes};
+pub use shoal_cluster::ClusterMap;
+pub use shoal_proto::reply::Value;
+pub use stats::{ClientStats, LatencySummary};

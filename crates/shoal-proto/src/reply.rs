@@ -1,4 +1,7 @@
-//! Decoding of server replies (RESP2 and RESP3), for clients, proxies and tests.
+//! Decoding of server replies (RESP2 and RESP3), for clients, proxies and tests, and encoding
+//! of decoded replies (for proxies, which relay them in their own client's protocol).
+
+use crate::encode::Protocol;
 
 /// One decoded reply.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,9 +160,133 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Value>,
     Ok(Some(value))
 }
 
+/// Appends `value` to `out` in `protocol`, as a server would send it. RESP3-only types fall
+/// back as Redis 7 downgrades them for RESP2 clients: maps to flat arrays, sets and pushes to
+/// arrays, doubles, big numbers and verbatim text to bulk strings, booleans to 1/0, bulk
+/// errors to simple errors (line breaks replaced by spaces); every null is `$-1` in RESP2.
+pub fn encode_value(value: &Value, protocol: Protocol, out: &mut Vec<u8>) {
+    let resp3 = protocol == Protocol::Resp3;
+    let header = |out: &mut Vec<u8>, kind: u8, n: usize| {
+        out.push(kind);
+        let mut digits = decimal(n as i64);
+        out.append(&mut digits);
+        out.extend_from_slice(b"\r\n");
+    };
+    let bulk = |out: &mut Vec<u8>, kind: u8, data: &[u8]| {
+        header(out, kind, data.len());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    };
+    let line = |out: &mut Vec<u8>, kind: u8, data: &[u8]| {
+        out.push(kind);
+        out.extend(
+            data.iter()
+                .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
+        out.extend_from_slice(b"\r\n");
+    };
+    match value {
+        Value::Simple(s) => line(out, b'+', s),
+        Value::Error(e) => line(out, b'-', e),
+        Value::Int(n) => {
+            out.push(b':');
+            out.append(&mut decimal(*n));
+            out.extend_from_slice(b"\r\n");
+        }
+        Value::Bulk(data) => bulk(out, b'$', data),
+        Value::Null if resp3 => out.extend_from_slice(b"_\r\n"),
+        Value::Null => out.extend_from_slice(b"$-1\r\n"),
+        Value::Array(items) => {
+            header(out, b'*', items.len());
+            items.iter().for_each(|v| encode_value(v, protocol, out));
+        }
+        Value::Set(items) | Value::Push(items) => {
+            let kind = match (resp3, value) {
+                (true, Value::Set(_)) => b'~',
+                (true, _) => b'>',
+                (false, _) => b'*',
+            };
+            header(out, kind, items.len());
+            items.iter().for_each(|v| encode_value(v, protocol, out));
+        }
+        Value::Map(pairs) => {
+            if resp3 {
+                header(out, b'%', pairs.len());
+            } else {
+                header(out, b'*', pairs.len() * 2);
+            }
+            for (k, v) in pairs {
+                encode_value(k, protocol, out);
+                encode_value(v, protocol, out);
+            }
+        }
+        Value::Double(text) if resp3 => line(out, b',', text),
+        Value::BigNumber(text) if resp3 => line(out, b'(', text),
+        Value::Double(text) | Value::BigNumber(text) => bulk(out, b'$', text),
+        Value::Boolean(b) if resp3 => out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
+        Value::Boolean(b) => out.extend_from_slice(if *b { b":1\r\n" } else { b":0\r\n" }),
+        Value::Verbatim(format, text) if resp3 => {
+            header(out, b'=', text.len() + 4);
+            out.extend_from_slice(format);
+            out.push(b':');
+            out.extend_from_slice(text);
+            out.extend_from_slice(b"\r\n");
+        }
+        Value::Verbatim(_, text) => bulk(out, b'$', text),
+        Value::BulkError(e) if resp3 => bulk(out, b'!', e),
+        Value::BulkError(e) => line(out, b'-', e),
+    }
+}
+
+/// `n` in decimal ASCII.
+fn decimal(n: i64) -> Vec<u8> {
+    n.to_string().into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoding_round_trips_through_decoding() {
+        let value = Value::Map(vec![
+            (Value::Simple(b"a".to_vec()), Value::Int(-1)),
+            (
+                Value::Bulk(b"b\r\n".to_vec()),
+                Value::Set(vec![
+                    Value::Null,
+                    Value::Boolean(true),
+                    Value::Double(b"1.5".to_vec()),
+                ]),
+            ),
+            (
+                Value::Verbatim(b"txt".to_vec(), b"x".to_vec()),
+                Value::Array(vec![
+                    Value::Error(b"ERR no".to_vec()),
+                    Value::BulkError(b"E".to_vec()),
+                ]),
+            ),
+        ]);
+        let mut out = Vec::new();
+        encode_value(&value, Protocol::Resp3, &mut out);
+        assert_eq!(decode(&out).unwrap().unwrap(), (value, out.len()));
+    }
+
+    #[test]
+    fn resp2_gets_redis_s_fallbacks() {
+        let mut out = Vec::new();
+        let value = Value::Array(vec![
+            Value::Null,
+            Value::Map(vec![(Value::Bulk(b"k".to_vec()), Value::Boolean(false))]),
+            Value::Double(b"2.5".to_vec()),
+            Value::BulkError(b"ERR a\nb".to_vec()),
+        ]);
+        encode_value(&value, Protocol::Resp2, &mut out);
+        assert_eq!(
+            out,
+            b"*4\r\n$-1\r\n*2\r\n$1\r\nk\r\n:0\r\n$3\r\n2.5\r\n-ERR a b\r\n".to_vec()
+        );
+    }
 
     #[test]
     fn decodes_every_type_and_reports_the_length() {

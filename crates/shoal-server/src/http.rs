@@ -37,6 +37,10 @@
 //! carry it, as `Authorization: Bearer <password>` or as HTTP Basic credentials for the user
 //! `default` (what `curl -u default:<password>` sends); otherwise it gets a `401`.
 //!
+//! **Cluster mode.** Every node's HTTP API serves the whole keyspace: a key whose slot this
+//! node does not own is read, written or deleted at its owner through the node's forwarding
+//! client; a `503` says the owner could not be reached.
+//!
 //! **Counting.** Every request is counted (method, status code, latency) in an
 //! [`HttpStats`] owned by the router's state, which the `/metrics` exporter of the same router
 //! reads. It is per router rather than a `static`, so several nodes in one process (as in tests)
@@ -142,6 +146,19 @@ pub enum ApiError {
     /// `507` (no more address space) or `413` (value too large): the store refused the write.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `503`: the key's owner in the cluster could not be reached, or no node owns its slot.
+    #[error("cluster: {0}")]
+    Cluster(String),
+}
+
+impl ApiError {
+    /// The answer for a request forwarded to the key's owner that failed.
+    fn from_forwarding(e: shoal_client::Error) -> ApiError {
+        match &e {
+            shoal_client::Error::Server(line) if line.starts_with("OOM") => ApiError::OutOfMemory,
+            _ => ApiError::Cluster(crate::cluster::forward_error(&e)),
+        }
+    }
 }
 
 impl ApiError {
@@ -158,6 +175,7 @@ impl ApiError {
             ApiError::OutOfMemory | ApiError::Store(StoreError::AddressSpace) => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
+            ApiError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::EmptyKey
             | ApiError::KeyEncoding
             | ApiError::KeyTooLarge { .. }
@@ -330,11 +348,15 @@ async fn get_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_of(&uri, &state.shared)?;
-    let value = state
-        .shared
-        .store
-        .get(&key, <[u8]>::to_vec)
-        .ok_or(ApiError::NotFound)?;
+    let value = match remote(&state.shared, &key) {
+        Some(forwarder) => forwarder
+            .get(&key)
+            .await
+            .map_err(ApiError::from_forwarding)?
+            .map(|v| v.to_vec()),
+        None => state.shared.store.get(&key, <[u8]>::to_vec),
+    }
+    .ok_or(ApiError::NotFound)?;
     if accepts_octet_stream(&headers) {
         let content_type = HeaderValue::from_static(OCTET_STREAM);
         return Ok(([(CONTENT_TYPE, content_type)], value).into_response());
@@ -360,6 +382,17 @@ async fn post_key(
         let write = parse_json_write(&body)?;
         (Bytes::from(write.value), write.ttl_ms.or(query_ttl))
     };
+    if let Some(forwarder) = remote(shared, &key) {
+        if let Some(ms) = ttl_ms {
+            expiry_at(shared.store.now_ms(), ms)?;
+        }
+        let ttl = ttl_ms.map(std::time::Duration::from_millis);
+        forwarder
+            .set(&key, &value, ttl)
+            .await
+            .map_err(ApiError::from_forwarding)?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let ttl = match ttl_ms {
         Some(ms) => TtlUpdate::At(expiry_at(shared.store.now_ms(), ms)?),
         None => TtlUpdate::Clear,
@@ -379,11 +412,31 @@ async fn post_key(
 /// `DELETE /{key}`.
 async fn delete_key(State(state): State<AppState>, uri: Uri) -> Result<StatusCode, ApiError> {
     let key = key_of(&uri, &state.shared)?;
-    if state.shared.store.remove(&key) {
+    let removed = match remote(&state.shared, &key) {
+        Some(forwarder) => {
+            forwarder
+                .del(&[&key])
+                .await
+                .map_err(ApiError::from_forwarding)?
+                > 0
+        }
+        None => state.shared.store.remove(&key),
+    };
+    if removed {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)
     }
+}
+
+/// In cluster mode, the forwarder to reach `key`'s owner with, when this node is not its
+/// primary (the HTTP API of every node serves the whole keyspace).
+fn remote<'a>(shared: &'a Shared, key: &[u8]) -> Option<&'a shoal_client::Client> {
+    let cluster = shared.cluster.as_ref()?;
+    if cluster.owns(key) {
+        return None;
+    }
+    cluster.forwarder()
 }
 
 /// The key a request's path names, decoded and checked against `max-key-size`.

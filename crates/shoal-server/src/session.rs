@@ -54,6 +54,8 @@ pub struct ClientState {
     pub readonly: bool,
     /// The current command already waited once for a newer cluster map.
     pub map_awaited: bool,
+    /// The connection is another node's forwarder: its commands are never forwarded again.
+    pub forwarded: bool,
 }
 
 /// Work a command hands back to its session because it needs to wait (the request path itself
@@ -135,6 +137,7 @@ pub async fn serve(mut connection: Connection, worker: Arc<WorkerStats>) {
             last_command: u32::MAX,
             readonly: false,
             map_awaited: false,
+            forwarded: false,
         },
         parser: RequestParser::new(shared.live.limits()),
         input: BytesMut::with_capacity(READ_CHUNK),

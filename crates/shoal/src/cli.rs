@@ -25,6 +25,8 @@ pub enum Command {
     /// Run, inspect and change a cluster.
     #[command(subcommand)]
     Cluster(crate::cluster_cmd::ClusterCommand),
+    /// Run a proxy: a Redis front door to a cluster for clients that do not know about clusters.
+    Proxy(ProxyArgs),
 }
 
 /// `shoal server` flags. Each also reads `SHOAL_<NAME>` from the environment.
@@ -177,6 +179,93 @@ impl ServerArgs {
                 shoal_server::config::OutputBufferLimit::parse(limit)
                     .map_err(|e| anyhow::anyhow!("--client-output-buffer-limit: {e}"))?;
         }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// `shoal proxy` flags. Each also reads `SHOAL_PROXY_<NAME>` from the environment.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// RESP addresses (host:port) of some cluster nodes, comma-separated.
+    #[arg(
+        long,
+        env = "SHOAL_PROXY_CLUSTER",
+        value_name = "HOST:PORT,...",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub cluster: Vec<String>,
+    /// Password the proxy authenticates to the nodes with.
+    #[arg(long, env = "SHOAL_PROXY_CLUSTER_PASSWORD")]
+    pub cluster_password: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "SHOAL_PROXY_BIND", default_value = "127.0.0.1")]
+    pub bind: String,
+    /// RESP port.
+    #[arg(long, env = "SHOAL_PROXY_PORT", default_value_t = 6380)]
+    pub port: u16,
+    /// HTTP API port; 0 disables it.
+    #[arg(long, env = "SHOAL_PROXY_HTTP_PORT", default_value_t = 0)]
+    pub http_port: u16,
+    /// Worker threads; 0 means one per available CPU.
+    #[arg(long, env = "SHOAL_PROXY_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// Password clients must send with AUTH (or HELLO AUTH, or HTTP Bearer/Basic).
+    #[arg(long, env = "SHOAL_PROXY_REQUIREPASS")]
+    pub requirepass: Option<String>,
+    /// Most simultaneous clients.
+    #[arg(long, env = "SHOAL_PROXY_MAXCLIENTS", default_value_t = 10_000)]
+    pub maxclients: usize,
+    /// Most unprocessed input per client.
+    #[arg(long, env = "SHOAL_PROXY_CLIENT_QUERY_BUFFER_LIMIT", value_parser = parse_size, default_value = "1gb")]
+    pub client_query_buffer_limit: ByteSize,
+    /// Largest bulk string a client may send (and largest HTTP body).
+    #[arg(long, env = "SHOAL_PROXY_PROTO_MAX_BULK_LEN", value_parser = parse_size, default_value = "512mb")]
+    pub proto_max_bulk_len: ByteSize,
+    /// Most arguments per command.
+    #[arg(
+        long,
+        env = "SHOAL_PROXY_PROTO_MAX_MULTIBULK_LEN",
+        default_value_t = 2_147_483_647
+    )]
+    pub proto_max_multibulk_len: u64,
+    /// Milliseconds to wait for a node's reply (retries come on top).
+    #[arg(long, env = "SHOAL_PROXY_UPSTREAM_TIMEOUT", default_value_t = 2000)]
+    pub upstream_timeout: u64,
+    /// Log format: human or json.
+    #[arg(long, env = "SHOAL_PROXY_LOG_FORMAT", default_value = "human")]
+    pub log_format: LogFormat,
+    /// Log level or filter (info, debug, shoal_proxy=debug...).
+    #[arg(long, env = "SHOAL_PROXY_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+impl ProxyArgs {
+    /// The proxy's configuration.
+    pub fn to_config(&self) -> anyhow::Result<shoal_proxy::ProxyConfig> {
+        let size = |s: ByteSize, name: &str| {
+            usize::try_from(s.0).map_err(|_| anyhow::anyhow!("--{name} is too large"))
+        };
+        let config = shoal_proxy::ProxyConfig {
+            bind: self.bind.clone(),
+            port: self.port,
+            http_port: (self.http_port != 0).then_some(self.http_port),
+            threads: self.threads,
+            cluster: self.cluster.clone(),
+            cluster_password: self.cluster_password.clone(),
+            requirepass: self.requirepass.clone().filter(|p| !p.is_empty()),
+            maxclients: self.maxclients,
+            client_query_buffer_limit: size(
+                self.client_query_buffer_limit,
+                "client-query-buffer-limit",
+            )?,
+            proto_max_bulk_len: size(self.proto_max_bulk_len, "proto-max-bulk-len")?,
+            proto_max_multibulk_len: usize::try_from(self.proto_max_multibulk_len)
+                .map_err(|_| anyhow::anyhow!("--proto-max-multibulk-len is too large"))?,
+            upstream_timeout: std::time::Duration::from_millis(self.upstream_timeout),
+            ..shoal_proxy::ProxyConfig::default()
+        };
         config.validate()?;
         Ok(config)
     }

@@ -1,5 +1,5 @@
 //! `shoal`: the one binary. `shoal server` runs a node; `shoal cluster up` runs a local
-//! cluster; `shoal cluster status` shows one.
+//! cluster; `shoal cluster status` shows one; `shoal proxy` runs a proxy in front of one.
 
 mod cli;
 mod cluster_cmd;
@@ -13,7 +13,32 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Server(args) => run_server(*args),
         cli::Command::Cluster(command) => cluster_cmd::run(command),
+        cli::Command::Proxy(args) => run_proxy(args),
     }
+}
+
+fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<()> {
+    let config = args.to_config()?;
+    logging::init(args.log_format, &args.log_level)?;
+    let proxy = shoal_proxy::Proxy::start(config).context("cannot start the proxy")?;
+    let mut stopped = proxy.stopped();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?;
+    runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
+            _ = terminate.recv() => tracing::info!("terminated, shutting down"),
+            _ = stopped.wait_for(|stop| *stop) => tracing::info!("shutdown requested"),
+        }
+        anyhow::Ok(())
+    })?;
+    proxy.shutdown();
+    proxy.wait();
+    Ok(())
 }
 
 fn run_server(args: cli::ServerArgs) -> anyhow::Result<()> {

@@ -4,9 +4,11 @@
 use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 
+use shoal_client::{Client, ClientConfig};
 use shoal_cluster::bus::NodeStats;
 use shoal_cluster::decide::Settings;
 use shoal_cluster::node::{ClusterNode, NodeConfig, Seed};
+use shoal_proto::Protocol;
 use tokio::net::TcpListener;
 
 use crate::shared::Shared;
@@ -82,6 +84,15 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
         }
     };
     cluster.attach(node.clone());
+    let mut forwarder = ClientConfig::default().with_client_name(crate::cluster::FORWARDER_NAME);
+    forwarder.protocol = Protocol::Resp3;
+    if !config.requirepass.is_empty() {
+        forwarder.password = Some(config.requirepass.clone());
+    }
+    match Client::with_map((*node.map()).clone(), forwarder).await {
+        Ok(client) => cluster.attach_forwarder(client),
+        Err(e) => tracing::error!("cannot create the forwarding client: {e}"),
+    }
     let mut maps = node.maps();
     let mut removed = node.removed();
     cluster.install(maps.borrow_and_update().clone());

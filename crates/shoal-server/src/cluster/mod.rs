@@ -12,10 +12,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use shoal_client::Client;
 use shoal_cluster::node::ClusterNode;
 use shoal_cluster::{ClusterMap, NodeInfo, key_slot};
-use shoal_proto::Argv;
 use shoal_proto::command_table::{CommandSpec, flags};
+use shoal_proto::reply::{Value, encode_value};
+use shoal_proto::{Argv, Limits, Parsed, Protocol, RequestParser};
 use shoal_store::Store;
 
 use crate::config::RoutingMode;
@@ -34,6 +36,14 @@ pub enum Route {
     /// Forward it to the primary at this address and relay its reply.
     Forward(String),
 }
+
+/// The name a node gives the connections it forwards commands on. A node never forwards a
+/// command that arrived on such a connection again (it answers `-MOVED`, which the forwarding
+/// node follows), so two nodes with different maps cannot pass a command back and forth.
+pub const FORWARDER_NAME: &str = "shoal:forwarder";
+
+/// Commands a forwarding node splits by slot when their keys span several (not atomic).
+const SPLITTABLE: &[&str] = &["mget", "mset", "del", "unlink", "exists", "touch"];
 
 /// Keys of slots that left this node, being removed in the background.
 struct DropJob {
@@ -59,6 +69,7 @@ pub struct ClusterState {
     mode: RoutingMode,
     routing: ArcSwap<Routing>,
     node: OnceLock<Arc<ClusterNode>>,
+    forwarder: OnceLock<Client>,
     dropping: Mutex<Option<DropJob>>,
     /// Counters.
     pub stats: ClusterStats,
@@ -78,6 +89,7 @@ impl ClusterState {
             myself,
             mode,
             node: OnceLock::new(),
+            forwarder: OnceLock::new(),
             dropping: Mutex::new(None),
             stats: ClusterStats::default(),
         }
@@ -114,6 +126,23 @@ impl ClusterState {
         let _ = self.node.set(node);
     }
 
+    /// Records the client this node forwards commands with (once). It is kept on this node's
+    /// map by [`ClusterState::install`].
+    pub fn attach_forwarder(&self, client: Client) {
+        client.install_map((*self.map()).clone());
+        let _ = self.forwarder.set(client);
+    }
+
+    /// The client this node forwards commands with (HTTP requests and `routing forward`).
+    pub fn forwarder(&self) -> Option<&Client> {
+        self.forwarder.get()
+    }
+
+    /// Whether this node is the primary of `key`'s slot.
+    pub fn owns(&self, key: &[u8]) -> bool {
+        self.routing.load().is_mine(key_slot(key))
+    }
+
     /// Whether a newer map than the one routing uses is known to exist.
     pub fn map_is_stale(&self) -> bool {
         self.node
@@ -127,6 +156,9 @@ impl ClusterState {
         let current = self.routing.load();
         if !map.supersedes(&current.map) {
             return;
+        }
+        if let Some(forwarder) = self.forwarder.get() {
+            forwarder.install_map((*map).clone());
         }
         let next = Routing::new(map, self.myself.id);
         let lost =
@@ -144,11 +176,17 @@ impl ClusterState {
 
     /// Where `argv` must run. `spec` is its (sub)command.
     pub fn route(&self, spec: &CommandSpec, argv: &Argv<'_>, client: &ClientState) -> Route {
+        let forwarding = self.mode == RoutingMode::Forward && !client.forwarded;
         let mut slot = None;
         for position in spec.key_positions(argv.len()) {
             let s = key_slot(argv.get(position));
             match slot {
                 Some(previous) if previous != s => {
+                    if forwarding && SPLITTABLE.contains(&spec.name) {
+                        // The forwarder splits it by slot, this node's part included.
+                        self.stats.forwarded.fetch_add(1, Relaxed);
+                        return Route::Forward(String::new());
+                    }
                     return Route::Reject(CommandError::fixed(
                         "CROSSSLOT Keys in request don't hash to the same slot",
                     ));
@@ -163,7 +201,7 @@ impl ClusterState {
         let elsewhere = |addr: &str| {
             if !client.map_awaited && self.map_is_stale() {
                 Route::AwaitMap
-            } else if self.mode == RoutingMode::Forward {
+            } else if forwarding {
                 self.stats.forwarded.fetch_add(1, Relaxed);
                 Route::Forward(addr.to_string())
             } else {
@@ -244,17 +282,34 @@ impl ClusterState {
         }
     }
 
-    /// Sends `frame` (one command, as the client sent it) to the node at `addr` and appends
-    /// its reply, in `protocol`, to `out`.
-    pub async fn forward(
-        &self,
-        addr: &str,
-        frame: &[u8],
-        protocol: shoal_proto::Protocol,
-        out: &mut Vec<u8>,
-    ) {
-        let _ = (addr, frame, protocol);
-        out.extend_from_slice(b"-ERR FORWARD-PENDING\r\n");
+    /// Runs `frame` (one command, as the client sent it) where the cluster map says, through
+    /// the forwarder, and appends the reply, in `protocol`, to `out`. `addr` is where this
+    /// node's map sends it; the forwarder routes by the same map and follows redirections.
+    pub async fn forward(&self, addr: &str, frame: &[u8], protocol: Protocol, out: &mut Vec<u8>) {
+        let Some(forwarder) = self.forwarder.get() else {
+            out.extend_from_slice(b"-CLUSTERDOWN The cluster is down\r\n");
+            return;
+        };
+        let mut parser = RequestParser::new(Limits {
+            max_bulk_len: usize::MAX,
+            max_args: usize::MAX,
+        });
+        let args: Vec<&[u8]> = match parser.parse(frame) {
+            Ok(Parsed::Command { .. }) => parser.argv(frame).iter().collect(),
+            _ => {
+                out.extend_from_slice(
+                    b"-ERR internal error: cannot re-read a command to forward\r\n",
+                );
+                return;
+            }
+        };
+        match forwarder.command(&args).await {
+            Ok(reply) => encode_value(&reply, protocol, out),
+            Err(e) => {
+                tracing::debug!(to = addr, "forwarding failed: {e}");
+                encode_value(&Value::Error(forward_error(&e).into_bytes()), protocol, out);
+            }
+        }
     }
 
     /// Whether keys are being removed in the background.
@@ -272,4 +327,15 @@ fn serves(routing: &Routing, slot: u16) -> bool {
         routing.owner(slot),
         SlotOwner::Primary | SlotOwner::Replica(_)
     )
+}
+
+/// The error line a client gets when a forwarded command could not be run.
+pub fn forward_error(e: &shoal_client::Error) -> String {
+    match e {
+        shoal_client::Error::CrossSlot => {
+            "CROSSSLOT Keys in request don't hash to the same slot".to_string()
+        }
+        shoal_client::Error::ClusterDown(line) | shoal_client::Error::Server(line) => line.clone(),
+        other => format!("TRYAGAIN forwarding to the slot's owner failed: {other}"),
+    }
 }

@@ -191,6 +191,7 @@ pub fn client_id(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
 pub fn client_setname(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     valid_client_name(argv.get(2))?;
     set_name(&ctx.client.info, argv.get(2));
+    ctx.client.forwarded = argv.get(2) == crate::cluster::FORWARDER_NAME.as_bytes();
     ctx.reply().ok();
     Ok(())
 }

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# One node vs a 3-shard cluster on this machine: the servers' CPU time per operation, and how
+# long a new cluster map takes to reach every node.
+#
+# Part 1: a one-node cluster and a 3-shard cluster (one process per shard, one worker thread
+#         each, 100-byte values, a 100k-key space), each driven in turn by
+#         `redis-benchmark --cluster` (50 clients) and by the smart client (shoal-client's
+#         `load` example, 50 concurrent tasks over one pipelined connection per node). The
+#         servers' CPU time (all processes, user + system) is divided by the requests served:
+#         the ratio cluster / one node is the cost of sharding and routing (target <= 1.1).
+# Part 2: while a watcher subscribes to every node's cluster bus, nodes join the 3-shard
+#         cluster one by one; for each new map, the delay from the controller's commit to
+#         each node holding it (p50 / p99 / max; target p99 < 200 ms).
+#
+# Usage: bench/cluster.sh [--requests N] [--joins N]
+# Needs: redis-benchmark and redis-cli (Debian: redis-tools), python3.
+set -euo pipefail
+
+REQUESTS=300000
+JOINS=5
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --requests) REQUESTS=$2; shift 2 ;;
+    --joins) JOINS=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+for tool in redis-benchmark redis-cli python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install redis-tools)" >&2; exit 1; }
+done
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+cargo build --release -q -p shoal
+cargo build --release -q -p shoal-client --example load --example propagation
+SHOAL=$root/target/release/shoal
+LOAD=$root/target/release/examples/load
+PROPAGATION=$root/target/release/examples/propagation
+work=$(mktemp -d)
+results=$root/bench/results
+mkdir -p "$results"
+# Every server's pid, appended by start_node (which runs in command substitutions, so an
+# array would not see them).
+cleanup() {
+  [ -f "$work/pids" ] && while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$work/pids"
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_ticks() { local total=0; for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$total"; }
+hz=$(getconf CLK_TCK)
+
+# start_node PORT [ARGS...]: a cluster node with one worker thread; prints its pid.
+start_node() {
+  local port=$1; shift
+  "$SHOAL" server --port "$port" --cluster-port "$(free_port)" --http-port 0 --threads 1 \
+    --cluster-enabled --log-level warn "$@" >/dev/null 2>"$work/node-$port.log" &
+  local pid=$!
+  echo "$pid" >>"$work/pids"
+  for _ in $(seq 1 100); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && { echo "$pid"; return; }
+    sleep 0.05
+  done
+  echo "node on port $port did not start" >&2; exit 1
+}
+
+# wait_shards PORT N: until the cluster seen from PORT has N shards and every slot is owned.
+wait_shards() {
+  for _ in $(seq 1 200); do
+    local info
+    info=$(redis-cli -p "$1" cluster info 2>/dev/null || true)
+    if echo "$info" | grep -q "cluster_size:$2" && echo "$info" | grep -q "cluster_slots_ok:16384"; then
+      sleep 0.5 # every node's routing catches up
+      return
+    fi
+    sleep 0.05
+  done
+  echo "cluster on port $1 never reached $2 shards" >&2; exit 1
+}
+
+# start_cluster SHARDS: prints "seed_port pid..." of a fresh cluster of SHARDS nodes.
+start_cluster() {
+  local shards=$1 seed pids_here=()
+  seed=$(free_port)
+  pids_here+=("$(start_node "$seed" --controller)")
+  for _ in $(seq 2 "$shards"); do
+    pids_here+=("$(start_node "$(free_port)" --cluster-join "127.0.0.1:$seed" --controller)")
+  done
+  wait_shards "$seed" "$shards"
+  echo "$seed ${pids_here[*]}"
+}
+
+# measure LABEL DRIVER SEED PIDS...: runs SET then GET with DRIVER, prints CPU us per request.
+measure() {
+  local label=$1 driver=$2 seed=$3; shift 3
+  for test in set get; do
+    local before after rps
+    before=$(cpu_ticks "$@")
+    if [ "$driver" = redis-benchmark ]; then
+      rps=$(redis-benchmark -p "$seed" --cluster -c 50 -n "$REQUESTS" -r 100000 -d 100 -t "$test" --csv \
+        | tail -1 | tr -d '"' | cut -d, -f2)
+    else
+      rps=$("$LOAD" "127.0.0.1:$seed" "$test" "$REQUESTS" 50 100000 100 \
+        | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["failed"]==0, d; print(d["rps"])')
+    fi
+    after=$(cpu_ticks "$@")
+    python3 -c "print(f'$label,$driver,$test,{float('$rps'):.0f},{($after-$before)/$hz*1e6/$REQUESTS:.2f}')" >>"$work/cpu.csv"
+    printf '  %-8s %-16s %-4s %10.0f req/s  %6.2f us CPU/req\n' "$label" "$driver" "$test" "$rps" \
+      "$(python3 -c "print(($after-$before)/$hz*1e6/$REQUESTS)")"
+  done
+}
+
+echo "Part 1: servers' CPU per request, one node vs 3 shards ($REQUESTS requests per test)"
+: >"$work/cpu.csv"
+read -r -a one <<<"$(start_cluster 1)"
+measure "1 node" redis-benchmark "${one[0]}" "${one[@]:1}"
+measure "1 node" shoal-client "${one[0]}" "${one[@]:1}"
+for pid in "${one[@]:1}"; do kill "$pid"; done
+read -r -a three <<<"$(start_cluster 3)"
+measure "3 shards" redis-benchmark "${three[0]}" "${three[@]:1}"
+measure "3 shards" shoal-client "${three[0]}" "${three[@]:1}"
+
+echo
+echo "Part 2: map propagation while $JOINS nodes join the 3-shard cluster"
+"$PROPAGATION" "127.0.0.1:${three[0]}" "$JOINS" 60 >"$work/propagation.txt" &
+watcher=$!
+sleep 1
+for _ in $(seq 1 "$JOINS"); do
+  start_node "$(free_port)" --cluster-join "127.0.0.1:${three[0]}" >/dev/null
+  sleep 0.5
+done
+wait "$watcher"
+cat "$work/propagation.txt"
+
+python3 - "$work/cpu.csv" "$work/propagation.txt" <<'EOF' | tee "$results/cluster-$(date +%Y%m%d-%H%M%S).txt"
+import csv, json, sys
+rows = list(csv.reader(open(sys.argv[1])))
+cpu = {(r[0], r[1], r[2]): float(r[4]) for r in rows}
+rps = {(r[0], r[1], r[2]): float(r[3]) for r in rows}
+print()
+print(f"{'driver':<16} {'test':<4} {'1 node us/req':>14} {'3 shards us/req':>16} {'ratio':>6}   {'1 node req/s':>12} {'3 shards req/s':>14}")
+for driver in ("redis-benchmark", "shoal-client"):
+    for test in ("set", "get"):
+        one, three = cpu[("1 node", driver, test)], cpu[("3 shards", driver, test)]
+        print(f"{driver:<16} {test:<4} {one:>14.2f} {three:>16.2f} {three/one:>5.2f}x   {rps[('1 node', driver, test)]:>12.0f} {rps[('3 shards', driver, test)]:>14.0f}")
+lines = [l for l in open(sys.argv[2]) if l.startswith("{")]
+if lines:
+    p = json.loads(lines[-1])
+    print(f"map propagation: {p['epochs']} epochs, {p['arrivals']} node arrivals: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms, max {p['max_ms']} ms")
+EOF

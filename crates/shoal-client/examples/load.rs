@@ -1,0 +1,78 @@
+//! A load generator on the smart client, for `bench/cluster.sh`: `concurrency` tasks issue
+//! `requests` GETs or SETs in all over a key space of `keys` keys (the names redis-benchmark's
+//! `-r` uses), through one [`Client`], and it prints what it measured as one line of JSON.
+//!
+//! ```sh
+//! cargo run --release -p shoal-client --example load -- 127.0.0.1:7000 set 200000 50 100000 100
+//! ```
+//! Arguments: seeds (comma-separated RESP addresses), `get` or `set`, requests, concurrency,
+//! keys, value size in bytes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use shoal_client::{Client, ClientConfig};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [seeds, op, requests, concurrency, keys, size] = args.as_slice() else {
+        return Err("usage: load SEEDS get|set REQUESTS CONCURRENCY KEYS VALUE_SIZE".into());
+    };
+    let (requests, concurrency): (u64, u64) = (requests.parse()?, concurrency.parse()?);
+    let (keys, size): (u64, usize) = (keys.parse()?, size.parse()?);
+    let write = match op.as_str() {
+        "set" => true,
+        "get" => false,
+        other => return Err(format!("unknown operation {other} (get or set)").into()),
+    };
+    let client = Client::connect(ClientConfig::new(seeds.split(','))).await?;
+    let value = Arc::new(vec![b'x'; size]);
+    let issued = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..concurrency {
+        let (client, value, issued, failed) = (
+            client.clone(),
+            value.clone(),
+            issued.clone(),
+            failed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut state = task.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            while issued.fetch_add(1, Relaxed) < requests {
+                // xorshift: a cheap, even spread over the key space.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let key = format!("key:{:012}", state % keys);
+                let ok = if write {
+                    client.set(&key, value.as_slice(), None).await.is_ok()
+                } else {
+                    client.get(&key).await.is_ok()
+                };
+                if !ok {
+                    failed.fetch_add(1, Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = client.stats();
+    println!(
+        "{{\"requests\":{requests},\"failed\":{},\"seconds\":{elapsed:.3},\"rps\":{:.0},\"p50_us\":{},\"p99_us\":{},\"redirects\":{},\"socket_writes\":{},\"frames_sent\":{}}}",
+        failed.load(Relaxed),
+        requests as f64 / elapsed,
+        stats.latency.p50.as_micros(),
+        stats.latency.p99.as_micros(),
+        stats.redirects,
+        stats.socket_writes,
+        stats.frames_sent,
+    );
+    Ok(())
+}

@@ -1,0 +1,681 @@
+//! The client: the typed API, the raw command paths, and the retry loop under both.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use shoal_cluster::{ClusterMap, Slot};
+use shoal_proto::reply::Value;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::codec::encode;
+use crate::config::ClientConfig;
+use crate::conn::ConnOptions;
+use crate::error::{Error, error_code};
+use crate::map_source::{BusMapSource, MapSink, MapSource, MapState};
+use crate::pool::Pools;
+use crate::router::{self, Redirect, Route, Split, parse_redirect};
+use crate::stats::{ClientStats, Stats};
+use crate::table::Miss;
+
+/// What `TTL` says about a key, from [`Client::ttl`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// The key does not exist (Redis's `-2`).
+    Missing,
+    /// The key exists and does not expire (Redis's `-1`).
+    Persistent,
+    /// The key expires after this long (millisecond precision).
+    Expires(Duration),
+}
+
+/// A smart client for a Shoal cluster. Cheap to clone (the clones share connections, map
+/// and counters); `Send + Sync`, so one client serves every task.
+///
+/// Commands go to the primary owning their key's slot over one pipelined connection per node
+/// (requests from many tasks share each socket write). See the [crate docs](crate) for the
+/// retry policy and the error model.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    maps: Arc<MapState>,
+    pools: Arc<Pools>,
+    stats: Arc<Stats>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("epoch", &self.inner.maps.map().epoch)
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+/// Where one request goes.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// The node serving this slot (following redirections).
+    Slot(Slot),
+    /// Any primary.
+    Any,
+    /// This node, whatever it answers.
+    Node(&'a str),
+}
+
+impl Client {
+    /// Connects to the cluster that [`ClientConfig::seeds`] belong to: learns the map from the
+    /// cluster bus and keeps following it ([`BusMapSource`]). Returns once the first map has
+    /// arrived (or fails with [`Error::NoMap`] after [`ClientConfig::map_timeout`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), shoal_client::Error> {
+    /// use shoal_client::{Client, ClientConfig};
+    ///
+    /// let client = Client::connect(ClientConfig::new(["127.0.0.1:7000", "127.0.0.1:7001"])).await?;
+    /// client.set("greeting", "hello", None).await?;
+    /// assert_eq!(client.get("greeting").await?.as_deref(), Some(&b"hello"[..]));
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(config: ClientConfig) -> Result<Client, Error> {
+        if config.seeds.is_empty() {
+            return Err(Error::Config(
+                "no seeds to learn the cluster map from".into(),
+            ));
+        }
+        let source = BusMapSource::new(&config);
+        Client::with_source(source, config).await
+    }
+
+    /// A client routing by `map`, which never changes (except by [`Client::install_map`]).
+    /// `config.seeds` is not used.
+    ///
+    /// ```no_run
+    /// # async fn demo(map: shoal_cluster::ClusterMap) -> Result<(), shoal_client::Error> {
+    /// use shoal_client::{Client, ClientConfig};
+    ///
+    /// let client = Client::with_map(map, ClientConfig::default()).await?;
+    /// let n = client.del(&["a", "b", "c"]).await?; // split by slot, summed
+    /// # Ok(()) }
+    /// ```
+    pub async fn with_map(map: ClusterMap, config: ClientConfig) -> Result<Client, Error> {
+        let client = Client::build(config, None)?;
+        client.inner.maps.force(map);
+        Ok(client)
+    }
+
+    /// A client fed by `source`. Returns once the source has offered a map of an epoch above
+    /// 0 (or fails with [`Error::NoMap`] after [`ClientConfig::map_timeout`]).
+    pub async fn with_source(
+        source: impl MapSource,
+        config: ClientConfig,
+    ) -> Result<Client, Error> {
+        let map_timeout = config.map_timeout;
+        let client = Client::build(config, Some(Box::new(source)))?;
+        let mut rx = client.inner.maps.subscribe();
+        match tokio::time::timeout(map_timeout, rx.wait_for(|map| map.epoch > 0)).await {
+            Ok(Ok(_)) => Ok(client),
+            _ => Err(Error::NoMap(format!(
+                "no cluster map arrived within {map_timeout:?}"
+            ))),
+        }
+    }
+
+    fn build(config: ClientConfig, source: Option<Box<dyn MapSource>>) -> Result<Client, Error> {
+        config.validate()?;
+        let stats = Arc::new(Stats::default());
+        let maps = Arc::new(MapState::new(stats.clone()));
+        let options = ConnOptions {
+            protocol: config.protocol,
+            username: config.username.clone(),
+            password: config.password.clone(),
+            client_name: config.client_name.clone(),
+            connect_timeout: config.connect_timeout,
+        };
+        let pools = Arc::new(Pools::new(
+            options,
+            config.pool_size,
+            config.backoff_base,
+            stats.clone(),
+        ));
+        // Connections to nodes that left the map are closed when a new map arrives.
+        let mut rx = maps.subscribe();
+        let weak = Arc::downgrade(&pools);
+        let pruner = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let map = rx.borrow_and_update().clone();
+                let Some(pools) = weak.upgrade() else { break };
+                pools.retain(|addr| map.nodes.values().any(|n| n.resp_addr() == addr));
+            }
+        });
+        let mut tasks = vec![pruner.abort_handle()];
+        if let Some(source) = source {
+            let sink = MapSink::new(maps.clone());
+            tasks.push(tokio::spawn(source.run(sink)).abort_handle());
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                config,
+                maps,
+                pools,
+                stats,
+                tasks,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The map the client routes by.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.inner.maps.map()
+    }
+
+    /// A receiver of every map the client installs (it holds the current one), for a proxy
+    /// that reacts to map changes.
+    pub fn subscribe_map(&self) -> watch::Receiver<Arc<ClusterMap>> {
+        self.inner.maps.subscribe()
+    }
+
+    /// Waits for the next map newer than the one held now, and returns it.
+    pub async fn map_changed(&self) -> Arc<ClusterMap> {
+        let mut rx = self.inner.maps.subscribe();
+        let _ = rx.changed().await;
+        rx.borrow().clone()
+    }
+
+    /// Installs `map` if it is newer than the client's (a map learned elsewhere, e.g. by a
+    /// node that follows the bus itself). Returns whether it was installed.
+    pub fn install_map(&self, map: ClusterMap) -> bool {
+        self.inner.maps.offer(map)
+    }
+
+    /// A snapshot of the client's counters.
+    pub fn stats(&self) -> ClientStats {
+        self.inner.stats.snapshot()
+    }
+
+    /// Sends a command (name first) to the node owning its keys, following redirections and
+    /// retrying as configured. `MGET`, `MSET`, `DEL`, `UNLINK`, `EXISTS` and `TOUCH` whose
+    /// keys span slots are split by slot and their replies merged; other commands whose keys
+    /// span slots fail with [`Error::CrossSlot`]. Keyless commands go to a random primary.
+    ///
+    /// A server error reply is `Ok(Value::Error(line))`, exactly as the server sent it (a proxy
+    /// passes it on); `Err` is for failures to get a reply at all.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: shoal_client::Client) -> Result<(), shoal_client::Error> {
+    /// use shoal_client::Value;
+    ///
+    /// let reply = client.command(&["APPEND", "log", "line\n"]).await?;
+    /// assert!(matches!(reply, Value::Int(_)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn command<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Value, Error> {
+        self.observed(self.route_and_run(args)).await
+    }
+
+    /// Sends a command to the node at `node` (`host:port`) whatever its keys, for a proxy or
+    /// an admin tool. Connection failures are retried as for [`Client::command`]; `-MOVED` and
+    /// `-ASK` are not followed but returned, like every error reply, as `Ok(Value::Error)`.
+    pub async fn command_on<A: AsRef<[u8]>>(&self, node: &str, args: &[A]) -> Result<Value, Error> {
+        if args.is_empty() {
+            return Err(Error::Config("empty command".into()));
+        }
+        let readonly = router::readonly(args);
+        self.observed(self.exec(&encode(args), Target::Node(node), readonly))
+            .await
+    }
+
+    /// `GET key`.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, Error> {
+        match self.typed(&[&b"GET"[..], key.as_ref()]).await? {
+            Value::Bulk(value) => Ok(Some(Bytes::from(value))),
+            Value::Null => Ok(None),
+            other => Err(unexpected("GET", &other)),
+        }
+    }
+
+    /// `SET key value [PX ttl]`. A TTL is sent in milliseconds, rounded up (so a TTL under
+    /// 1 ms is 1 ms).
+    pub async fn set(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let reply = self
+            .set_with(key.as_ref(), value.as_ref(), ttl, false)
+            .await?;
+        expect_ok("SET", reply)
+    }
+
+    /// `SET key value NX [PX ttl]`: whether the key was set (it did not exist).
+    pub async fn set_nx(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<bool, Error> {
+        match self
+            .set_with(key.as_ref(), value.as_ref(), ttl, true)
+            .await?
+        {
+            Value::Simple(s) if s == b"OK" => Ok(true),
+            Value::Null => Ok(false),
+            other => Err(unexpected("SET NX", &other)),
+        }
+    }
+
+    async fn set_with(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        nx: bool,
+    ) -> Result<Value, Error> {
+        let ms = ttl.map(|t| millis_ceil(t).to_string());
+        let mut args: Vec<&[u8]> = Vec::with_capacity(6);
+        args.extend([&b"SET"[..], key, value]);
+        if nx {
+            args.push(b"NX");
+        }
+        if let Some(ms) = &ms {
+            args.extend([&b"PX"[..], ms.as_bytes()]);
+        }
+        self.typed(&args).await
+    }
+
+    /// `DEL key...`: how many of the keys existed. Keys may span slots.
+    pub async fn del<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count("DEL", keys).await
+    }
+
+    /// `UNLINK key...`: how many of the keys existed. Keys may span slots.
+    pub async fn unlink<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count("UNLINK", keys).await
+    }
+
+    /// `EXISTS key...`: how many of the keys exist (a key given twice counts twice). Keys may
+    /// span slots.
+    pub async fn exists<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count("EXISTS", keys).await
+    }
+
+    /// `TOUCH key...`: how many of the keys exist. Keys may span slots.
+    pub async fn touch<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64, Error> {
+        self.count("TOUCH", keys).await
+    }
+
+    async fn count<K: AsRef<[u8]>>(&self, name: &'static str, keys: &[K]) -> Result<u64, Error> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        match self.typed(&with_name(name, keys)).await? {
+            Value::Int(n) => Ok(n.max(0) as u64),
+            other => Err(unexpected(name, &other)),
+        }
+    }
+
+    /// `MGET key...`: the values in key order. Keys may span slots (one `MGET` per slot, sent
+    /// concurrently).
+    pub async fn mget<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>, Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.typed(&with_name("MGET", keys)).await? {
+            Value::Array(items) if items.len() == keys.len() => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::Bulk(v) => Ok(Some(Bytes::from(v))),
+                    Value::Null => Ok(None),
+                    other => Err(unexpected("MGET", &other)),
+                })
+                .collect(),
+            other => Err(unexpected("MGET", &other)),
+        }
+    }
+
+    /// `MSET key value...`. Pairs may span slots: then one `MSET` per slot is sent, so the
+    /// whole is not atomic (an error may leave some slots' pairs set), as with Redis Cluster.
+    pub async fn mset<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        pairs: &[(K, V)],
+    ) -> Result<(), Error> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + 2 * pairs.len());
+        args.push(b"MSET");
+        for (k, v) in pairs {
+            args.extend([k.as_ref(), v.as_ref()]);
+        }
+        expect_ok("MSET", self.typed(&args).await?)
+    }
+
+    /// `INCR key`.
+    pub async fn incr(&self, key: impl AsRef<[u8]>) -> Result<i64, Error> {
+        self.int("INCR", &[&b"INCR"[..], key.as_ref()]).await
+    }
+
+    /// `INCRBY key by`.
+    pub async fn incr_by(&self, key: impl AsRef<[u8]>, by: i64) -> Result<i64, Error> {
+        let by = by.to_string();
+        self.int("INCRBY", &[&b"INCRBY"[..], key.as_ref(), by.as_bytes()])
+            .await
+    }
+
+    /// `DECR key`.
+    pub async fn decr(&self, key: impl AsRef<[u8]>) -> Result<i64, Error> {
+        self.int("DECR", &[&b"DECR"[..], key.as_ref()]).await
+    }
+
+    /// `DECRBY key by`.
+    pub async fn decr_by(&self, key: impl AsRef<[u8]>, by: i64) -> Result<i64, Error> {
+        let by = by.to_string();
+        self.int("DECRBY", &[&b"DECRBY"[..], key.as_ref(), by.as_bytes()])
+            .await
+    }
+
+    /// `PEXPIRE key ttl`: whether the key exists (and now expires).
+    pub async fn expire(&self, key: impl AsRef<[u8]>, ttl: Duration) -> Result<bool, Error> {
+        let ms = millis_ceil(ttl).to_string();
+        let n = self
+            .int("PEXPIRE", &[&b"PEXPIRE"[..], key.as_ref(), ms.as_bytes()])
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// `PTTL key`, as a [`Ttl`].
+    pub async fn ttl(&self, key: impl AsRef<[u8]>) -> Result<Ttl, Error> {
+        match self.int("PTTL", &[&b"PTTL"[..], key.as_ref()]).await? {
+            -2 => Ok(Ttl::Missing),
+            -1 => Ok(Ttl::Persistent),
+            ms if ms >= 0 => Ok(Ttl::Expires(Duration::from_millis(ms as u64))),
+            other => Err(unexpected("PTTL", &Value::Int(other))),
+        }
+    }
+
+    /// `PING` to a random primary.
+    pub async fn ping(&self) -> Result<(), Error> {
+        match self.typed(&["PING"]).await? {
+            Value::Simple(s) if s == b"PONG" => Ok(()),
+            other => Err(unexpected("PING", &other)),
+        }
+    }
+
+    async fn int<A: AsRef<[u8]>>(&self, name: &str, args: &[A]) -> Result<i64, Error> {
+        match self.typed(args).await? {
+            Value::Int(n) => Ok(n),
+            other => Err(unexpected(name, &other)),
+        }
+    }
+
+    /// [`Client::command`] with error replies made errors.
+    async fn typed<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Value, Error> {
+        match self.command(args).await? {
+            Value::Error(line) | Value::BulkError(line) => Err(Error::from_server_line(&line)),
+            value => Ok(value),
+        }
+    }
+
+    /// Counts and times one API call.
+    async fn observed(
+        &self,
+        call: impl Future<Output = Result<Value, Error>>,
+    ) -> Result<Value, Error> {
+        let stats = &self.inner.stats;
+        let start = std::time::Instant::now();
+        Stats::bump(&stats.requests);
+        let result = call.await;
+        stats.record_latency(start.elapsed());
+        match &result {
+            Err(_) => Stats::bump(&stats.errors),
+            Ok(Value::Error(_) | Value::BulkError(_)) => Stats::bump(&stats.server_errors),
+            Ok(_) => {}
+        }
+        result
+    }
+
+    async fn route_and_run<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Value, Error> {
+        let routed = router::route(args)?;
+        match routed.route {
+            Route::Any => self.exec(&encode(args), Target::Any, routed.readonly).await,
+            Route::Slot(slot) => {
+                self.exec(&encode(args), Target::Slot(slot), routed.readonly)
+                    .await
+            }
+            Route::Split(kind) => self.exec_split(args, kind, routed.readonly).await,
+        }
+    }
+
+    /// Sends one part per slot, all at once (parts for one node share its socket writes), and
+    /// merges the replies.
+    async fn exec_split<A: AsRef<[u8]>>(
+        &self,
+        args: &[A],
+        kind: Split,
+        readonly: bool,
+    ) -> Result<Value, Error> {
+        let (parts, nkeys) = router::split(args, kind);
+        let replies = join_all(
+            parts
+                .iter()
+                .map(|part| self.exec(&part.frame, Target::Slot(part.slot), readonly)),
+        )
+        .await;
+        let replies = replies.into_iter().collect::<Result<Vec<Value>, Error>>()?;
+        router::merge(kind, &parts, nkeys, replies).map_err(|reason| Error::UnexpectedReply {
+            command: String::from_utf8_lossy(args[0].as_ref()).to_ascii_uppercase(),
+            reply: reason,
+        })
+    }
+
+    fn resolve(&self, target: Target<'_>) -> Result<Arc<str>, Error> {
+        let maps = &self.inner.maps;
+        match target {
+            Target::Slot(slot) => maps.slot_addr(slot).map_err(|miss| match miss {
+                Miss::NoMap => Error::NoMap("the client's map is empty".into()),
+                Miss::Unassigned => Error::SlotUnassigned(slot),
+            }),
+            Target::Any => maps
+                .any_addr()
+                .ok_or_else(|| Error::NoMap("the client's map has no nodes".into())),
+            Target::Node(addr) => Ok(addr.into()),
+        }
+    }
+
+    /// Waits before retry number `failures + 1`; false if the attempts are used up.
+    async fn backoff(&self, failures: &mut u32) -> bool {
+        let config = &self.inner.config;
+        *failures += 1;
+        if *failures >= config.max_attempts {
+            return false;
+        }
+        Stats::bump(&self.inner.stats.retries);
+        tokio::time::sleep(jitter(config.backoff(*failures))).await;
+        true
+    }
+
+    /// Sends `frame` to `target` until it gets a reply or a final error.
+    async fn exec(
+        &self,
+        frame: &Bytes,
+        target: Target<'_>,
+        readonly: bool,
+    ) -> Result<Value, Error> {
+        let config = &self.inner.config;
+        let maps = &self.inner.maps;
+        let mut failures = 0u32;
+        let mut redirects = 0u32;
+        let mut redirect: Option<(Arc<str>, bool)> = None;
+        loop {
+            let (addr, asking) = match redirect.take() {
+                Some(to) => to,
+                None => match self.resolve(target) {
+                    Ok(addr) => (addr, false),
+                    Err(err) => {
+                        maps.request_refresh();
+                        if self.backoff(&mut failures).await {
+                            continue;
+                        }
+                        return Err(err);
+                    }
+                },
+            };
+            let result = match self.inner.pools.get(&addr).await {
+                Ok(conn) => {
+                    conn.request(frame.clone(), asking, config.request_timeout)
+                        .await
+                }
+                Err(err) => Err(err),
+            };
+            let err = match result {
+                Ok(Value::Error(line)) => {
+                    let follow = !matches!(target, Target::Node(_));
+                    if follow && let Some(to) = parse_redirect(&line, &addr) {
+                        Stats::bump(&self.inner.stats.redirects);
+                        redirects += 1;
+                        let (to, ask) = match to {
+                            Redirect::Moved(slot, to) => {
+                                maps.note_moved(slot, &to);
+                                maps.request_refresh();
+                                (to, false)
+                            }
+                            Redirect::Ask(_, to) => (to, true),
+                        };
+                        if redirects > config.max_redirects {
+                            return Err(Error::TooManyRedirects(config.max_redirects, to));
+                        }
+                        redirect = Some((to.into(), ask));
+                        continue;
+                    }
+                    let code = error_code(&line);
+                    if matches!(code, b"TRYAGAIN" | b"CLUSTERDOWN" | b"LOADING") {
+                        if code == b"CLUSTERDOWN" {
+                            maps.request_refresh();
+                        }
+                        if self.backoff(&mut failures).await {
+                            continue;
+                        }
+                    }
+                    return Ok(Value::Error(line));
+                }
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let may_retry = err.is_retryable()
+                && (!err.is_ambiguous() || readonly || config.retry_writes_after_timeout);
+            if !may_retry {
+                return Err(err);
+            }
+            if matches!(err, Error::Io { .. } | Error::ConnectionLost { .. })
+                && maps.has_node(&addr)
+            {
+                // The node may have failed over: the map may be news already.
+                maps.request_refresh();
+            }
+            tracing::debug!(%addr, error = %err, "request failed; retrying");
+            if !self.backoff(&mut failures).await {
+                return Err(err);
+            }
+        }
+    }
+}
+
+/// `name` followed by `keys`, as arguments.
+fn with_name<'a, K: AsRef<[u8]>>(name: &'static str, keys: &'a [K]) -> Vec<&'a [u8]> {
+    let mut args: Vec<&[u8]> = Vec::with_capacity(1 + keys.len());
+    args.push(name.as_bytes());
+    args.extend(keys.iter().map(AsRef::as_ref));
+    args
+}
+
+/// A delay between half of `nominal` and all of it, picked at random (so clients that failed
+/// together do not retry together).
+fn jitter(nominal: Duration) -> Duration {
+    let nanos = u64::try_from(nominal.as_nanos()).unwrap_or(u64::MAX);
+    let half = nanos / 2;
+    Duration::from_nanos(half + rand::random_range(0..=nanos - half))
+}
+
+fn millis_ceil(d: Duration) -> u128 {
+    let ms = d.as_millis();
+    if Duration::from_millis(ms as u64) < d || ms == 0 {
+        ms + 1
+    } else {
+        ms
+    }
+}
+
+fn expect_ok(name: &str, reply: Value) -> Result<(), Error> {
+    match reply {
+        Value::Simple(s) if s == b"OK" => Ok(()),
+        other => Err(unexpected(name, &other)),
+    }
+}
+
+fn unexpected(name: &str, reply: &Value) -> Error {
+    let mut shown = format!("{reply:?}");
+    if shown.len() > 200 {
+        let mut end = 200;
+        while !shown.is_char_boundary(end) {
+            end -= 1;
+        }
+        shown.truncate(end);
+        shown.push_str("...");
+    }
+    Error::UnexpectedReply {
+        command: name.to_string(),
+        reply: shown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_round_up_to_whole_milliseconds() {
+        assert_eq!(millis_ceil(Duration::ZERO), 1);
+        assert_eq!(millis_ceil(Duration::from_micros(1)), 1);
+        assert_eq!(millis_ceil(Duration::from_millis(5)), 5);
+        assert_eq!(millis_ceil(Duration::from_micros(5001)), 6);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_all() {
+        for ms in [0u64, 1, 10, 500] {
+            let d = Duration::from_millis(ms);
+            let j = jitter(d);
+            assert!(j <= d && j >= d / 2, "{d:?} -> {j:?}");
+        }
+        assert!(jitter(Duration::MAX) <= Duration::MAX);
+    }
+
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+
+    #[test]
+    fn clients_are_shareable() {
+        assert_send_sync::<Client>();
+    }
+}

@@ -1,0 +1,274 @@
+//! The client's configuration.
+
+use std::time::Duration;
+
+pub use shoal_proto::Protocol;
+
+/// Which nodes of a shard serve reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFrom {
+    /// Only the shard's primary (always consistent with the client's own writes).
+    #[default]
+    Primary,
+    /// A replica when the shard has one.
+    ///
+    /// Replica reads arrive with replication: the map already lists every shard's replicas,
+    /// but until nodes replicate (and accept `READONLY`), the client sends every read to the
+    /// primary whatever this says.
+    Replica,
+    /// Any member of the shard. Like [`ReadFrom::Replica`], this currently reads from primaries.
+    Any,
+}
+
+/// How a [`Client`](crate::Client) connects, times out and retries.
+///
+/// Every field is public; [`ClientConfig::new`] and [`Default`] give the defaults, and the
+/// `with_*` methods change one field each:
+///
+/// ```
+/// use std::time::Duration;
+/// use shoal_client::{ClientConfig, Protocol};
+///
+/// let config = ClientConfig::new(["127.0.0.1:6379"])
+///     .with_password("s3cret")
+///     .with_protocol(Protocol::Resp3)
+///     .with_request_timeout(Duration::from_millis(250));
+/// assert_eq!(config.max_attempts, 5);
+/// ```
+///
+/// Its `Debug` form hides the password.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// RESP addresses (`host:port`) of some nodes, used to find the cluster bus before the
+    /// first map arrives and when every node of the latest map is unreachable.
+    pub seeds: Vec<String>,
+    /// ACL user for `AUTH` (`None`: the default user).
+    pub username: Option<String>,
+    /// Password for `AUTH` (`None`: do not authenticate).
+    pub password: Option<String>,
+    /// RESP2 (the default) or RESP3 (`HELLO 3` is sent on connect).
+    pub protocol: Protocol,
+    /// Name given to every connection with `CLIENT SETNAME` (`None`: none), as `CLIENT LIST`
+    /// shows it. A Shoal node that forwards commands names its connections so that the node
+    /// receiving them never forwards them again.
+    pub client_name: Option<String>,
+    /// Longest wait to open a connection (including `AUTH`/`HELLO`).
+    pub connect_timeout: Duration,
+    /// Longest wait for one reply.
+    pub request_timeout: Duration,
+    /// Tries per command for failures a retry may cure (connection errors, timeouts,
+    /// `-TRYAGAIN`, `-CLUSTERDOWN`); 1 means no retries. Redirections are counted apart.
+    pub max_attempts: u32,
+    /// `-MOVED`/`-ASK` redirections followed per command before giving up.
+    pub max_redirects: u32,
+    /// First retry delay; each further retry doubles it, up to [`backoff_max`](Self::backoff_max).
+    /// Delays are jittered (between half and all of the nominal delay).
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Connections per node; requests are spread over them round-robin. Each connection is
+    /// pipelined, so 1 is usually enough.
+    pub pool_size: usize,
+    /// Whether a write (a command not flagged read-only) is retried after a timeout or a
+    /// connection lost with the request in flight. Such a write may have run already, so a
+    /// retry may apply it twice (`INCR`) or report it wrongly (`SET NX` answers nil). Off by
+    /// default: the caller gets the error and decides. Reads are always retried.
+    pub retry_writes_after_timeout: bool,
+    /// Which nodes serve reads (currently always primaries; see [`ReadFrom`]).
+    pub read_from: ReadFrom,
+    /// Longest wait in [`Client::connect`](crate::Client::connect) for the first map.
+    pub map_timeout: Duration,
+    /// How long a map subscription may stay silent (the bus pings every 500 ms) before the
+    /// client subscribes at another node.
+    pub subscription_silence: Duration,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("seeds", &self.seeds)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("protocol", &self.protocol)
+            .field("client_name", &self.client_name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("max_redirects", &self.max_redirects)
+            .field("backoff_base", &self.backoff_base)
+            .field("backoff_max", &self.backoff_max)
+            .field("pool_size", &self.pool_size)
+            .field(
+                "retry_writes_after_timeout",
+                &self.retry_writes_after_timeout,
+            )
+            .field("read_from", &self.read_from)
+            .field("map_timeout", &self.map_timeout)
+            .field("subscription_silence", &self.subscription_silence)
+            .finish()
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            seeds: Vec::new(),
+            username: None,
+            password: None,
+            protocol: Protocol::Resp2,
+            client_name: None,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            max_attempts: 5,
+            max_redirects: 5,
+            backoff_base: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(500),
+            pool_size: 1,
+            retry_writes_after_timeout: false,
+            read_from: ReadFrom::Primary,
+            map_timeout: Duration::from_secs(5),
+            subscription_silence: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The defaults, with these seeds.
+    pub fn new<S: Into<String>>(seeds: impl IntoIterator<Item = S>) -> ClientConfig {
+        ClientConfig {
+            seeds: seeds.into_iter().map(Into::into).collect(),
+            ..ClientConfig::default()
+        }
+    }
+
+    /// Sets [`password`](Self::password).
+    pub fn with_password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Sets [`client_name`](Self::client_name).
+    pub fn with_client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = Some(name.into());
+        self
+    }
+
+    /// Sets [`username`](Self::username).
+    pub fn with_username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// Sets [`protocol`](Self::protocol).
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`request_timeout`](Self::request_timeout).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_attempts`](Self::max_attempts).
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// Sets [`backoff_base`](Self::backoff_base) and [`backoff_max`](Self::backoff_max).
+    pub fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_max = max;
+        self
+    }
+
+    /// Sets [`pool_size`](Self::pool_size).
+    pub fn with_pool_size(mut self, connections: usize) -> Self {
+        self.pool_size = connections;
+        self
+    }
+
+    /// Sets [`retry_writes_after_timeout`](Self::retry_writes_after_timeout).
+    pub fn with_retry_writes_after_timeout(mut self, retry: bool) -> Self {
+        self.retry_writes_after_timeout = retry;
+        self
+    }
+
+    /// Sets [`read_from`](Self::read_from).
+    pub fn with_read_from(mut self, read_from: ReadFrom) -> Self {
+        self.read_from = read_from;
+        self
+    }
+
+    /// Checks that the values are usable.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |m: &str| Err(crate::Error::Config(m.to_string()));
+        if self.max_attempts == 0 {
+            return bad("max_attempts must be at least 1");
+        }
+        if self.pool_size == 0 {
+            return bad("pool_size must be at least 1");
+        }
+        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+            return bad("timeouts must be positive");
+        }
+        if self.backoff_max < self.backoff_base {
+            return bad("backoff_max must not be below backoff_base");
+        }
+        Ok(())
+    }
+
+    /// The nominal delay before retry number `retry` (1 for the first retry), before jitter.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let factor = 1u32 << retry.saturating_sub(1).min(20);
+        self.backoff_base
+            .saturating_mul(factor)
+            .min(self.backoff_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let c = ClientConfig::default();
+        assert_eq!(c.backoff(1), Duration::from_millis(10));
+        assert_eq!(c.backoff(2), Duration::from_millis(20));
+        assert_eq!(c.backoff(4), Duration::from_millis(80));
+        assert_eq!(c.backoff(10), Duration::from_millis(500));
+        assert_eq!(c.backoff(1000), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn validation_refuses_nonsense() {
+        assert!(ClientConfig::default().validate().is_ok());
+        assert!(
+            ClientConfig::default()
+                .with_max_attempts(0)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            ClientConfig::default()
+                .with_pool_size(0)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            ClientConfig::default()
+                .with_backoff(Duration::from_secs(1), Duration::from_millis(1))
+                .validate()
+                .is_err()
+        );
+    }
+}

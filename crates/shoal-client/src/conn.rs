@@ -1,0 +1,449 @@
+//! One multiplexed, pipelined connection to a node.
+//!
+//! Callers hand an encoded frame and a oneshot to the connection's queue. A writer task takes
+//! everything queued at that moment and writes it with one `write_all`; a reader task decodes
+//! replies and completes the oneshots in FIFO order (the order the writer put them on the wire).
+//! When the connection fails, every request written and unanswered gets
+//! [`Error::ConnectionLost`] (it may have run), every request still queued gets [`Error::Io`]
+//! (it did not), and the connection is marked dead so the pool opens a new one.
+//!
+//! Out-of-band RESP3 pushes (`>`) are dropped for now; client tracking will consume them.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use parking_lot::Mutex;
+use shoal_proto::Protocol;
+use shoal_proto::reply::{Value, decode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::codec::{ASKING, encode};
+use crate::error::{Error, error_code};
+use crate::stats::Stats;
+
+/// Requests that may wait in a connection's queue before senders wait for room.
+const QUEUE: usize = 4096;
+/// Bytes one socket write gathers at most.
+const MAX_BATCH: usize = 512 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How to open connections.
+#[derive(Clone)]
+pub(crate) struct ConnOptions {
+    pub protocol: Protocol,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub client_name: Option<String>,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnOptions")
+            .field("protocol", &self.protocol)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("client_name", &self.client_name)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+type ReplyTx = oneshot::Sender<Result<Value, Error>>;
+
+struct Pending {
+    frame: Bytes,
+    asking: bool,
+    reply: ReplyTx,
+}
+
+/// An in-flight request: `skip` replies (to `ASKING`) come before its own.
+struct Sink {
+    skip: u8,
+    reply: ReplyTx,
+}
+
+struct State {
+    dead: bool,
+    inflight: VecDeque<Sink>,
+}
+
+struct Shared {
+    addr: String,
+    state: Mutex<State>,
+    dead: AtomicBool,
+    stop_writer: Notify,
+    stats: Arc<Stats>,
+}
+
+/// Why a connection ended.
+enum End {
+    /// The client dropped it (every handle is gone).
+    Dropped,
+    /// The peer closed it or the socket failed.
+    Lost(String),
+    /// The peer sent a malformed or unsolicited reply.
+    Protocol(String),
+}
+
+impl Shared {
+    /// Marks the connection dead and fails every request in flight.
+    fn fail_all(&self, end: &End) {
+        let sinks = {
+            let mut state = self.state.lock();
+            if state.dead {
+                return;
+            }
+            state.dead = true;
+            self.dead.store(true, Ordering::Release);
+            std::mem::take(&mut state.inflight)
+        };
+        if matches!(end, End::Lost(_) | End::Protocol(_)) {
+            Stats::bump(&self.stats.connection_losses);
+        }
+        let lost = |reason: &str| Error::ConnectionLost {
+            addr: self.addr.clone(),
+            reason: reason.to_string(),
+        };
+        for (i, sink) in sinks.into_iter().enumerate() {
+            let err = match end {
+                End::Dropped => lost("the client closed the connection"),
+                End::Lost(reason) => lost(reason),
+                End::Protocol(reason) if i == 0 => Error::protocol(&self.addr, reason.clone()),
+                End::Protocol(reason) => lost(&format!("an earlier reply was malformed: {reason}")),
+            };
+            let _ = sink.reply.send(Err(err));
+        }
+    }
+
+    fn not_sent(&self) -> Error {
+        Error::io(
+            &self.addr,
+            std::io::Error::new(std::io::ErrorKind::NotConnected, "connection closed"),
+        )
+    }
+}
+
+/// A handle to one pipelined connection; clones share it. The connection closes when the
+/// last handle is dropped.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    tx: mpsc::Sender<Pending>,
+    shared: Arc<Shared>,
+}
+
+impl Conn {
+    /// Connects to `addr`, authenticates and switches protocol as `options` say.
+    pub async fn connect(
+        addr: &str,
+        options: &ConnOptions,
+        stats: Arc<Stats>,
+    ) -> Result<Conn, Error> {
+        let deadline = deadline_after(options.connect_timeout);
+        let timed_out = || {
+            Error::io(
+                addr,
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {:?}", options.connect_timeout),
+                ),
+            )
+        };
+        let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| Error::io(addr, e))?;
+        let _ = stream.set_nodelay(true);
+        let leftover = tokio::time::timeout_at(deadline, prelude(&mut stream, addr, options))
+            .await
+            .map_err(|_| timed_out())??;
+        Stats::bump(&stats.connects);
+
+        let (rd, wr) = stream.into_split();
+        let shared = Arc::new(Shared {
+            addr: addr.to_string(),
+            state: Mutex::new(State {
+                dead: false,
+                inflight: VecDeque::new(),
+            }),
+            dead: AtomicBool::new(false),
+            stop_writer: Notify::new(),
+            stats,
+        });
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let reader = tokio::spawn(read_loop(rd, leftover, shared.clone()));
+        tokio::spawn(write_loop(wr, rx, shared.clone(), reader.abort_handle()));
+        Ok(Conn { tx, shared })
+    }
+
+    /// Whether the connection may still carry requests.
+    pub fn is_alive(&self) -> bool {
+        !self.shared.dead.load(Ordering::Acquire) && !self.tx.is_closed()
+    }
+
+    /// Sends one encoded request (after `ASKING` if `asking`) and waits for its reply until
+    /// `timeout` passes.
+    pub async fn request(
+        &self,
+        frame: Bytes,
+        asking: bool,
+        timeout: Duration,
+    ) -> Result<Value, Error> {
+        let deadline = deadline_after(timeout);
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending {
+            frame,
+            asking,
+            reply,
+        };
+        let timed_out = || Error::Timeout {
+            addr: self.shared.addr.clone(),
+            after: timeout,
+        };
+        match tokio::time::timeout_at(deadline, self.tx.send(pending)).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(_)) => return Err(self.shared.not_sent()),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) => Err(timed_out()),
+            Ok(Err(_)) => Err(Error::ConnectionLost {
+                addr: self.shared.addr.clone(),
+                reason: "the connection's task ended".into(),
+            }),
+            Ok(Ok(result)) => result,
+        }
+    }
+}
+
+/// `timeout` from now; a timeout too long to add (`Duration::MAX`) means some decades.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
+}
+
+/// Sends `AUTH`/`HELLO` as configured and checks the replies. Returns bytes read past them.
+async fn prelude(
+    stream: &mut TcpStream,
+    addr: &str,
+    options: &ConnOptions,
+) -> Result<BytesMut, Error> {
+    let user = options.username.as_deref().unwrap_or("default");
+    let mut frames = Vec::new();
+    let mut expect = 0;
+    match (&options.protocol, &options.password) {
+        (Protocol::Resp3, Some(password)) => {
+            frames.extend_from_slice(&encode(&["HELLO", "3", "AUTH", user, password]));
+            expect += 1;
+        }
+        (Protocol::Resp3, None) => {
+            frames.extend_from_slice(&encode(&["HELLO", "3"]));
+            expect += 1;
+        }
+        (Protocol::Resp2, Some(password)) => {
+            match &options.username {
+                Some(user) => frames.extend_from_slice(&encode(&["AUTH", user, password])),
+                None => frames.extend_from_slice(&encode(&["AUTH", password])),
+            }
+            expect += 1;
+        }
+        (Protocol::Resp2, None) => {}
+    }
+    if let Some(name) = &options.client_name {
+        frames.extend_from_slice(&encode(&["CLIENT", "SETNAME", name]));
+        expect += 1;
+    }
+    let mut buf = BytesMut::new();
+    if expect == 0 {
+        return Ok(buf);
+    }
+    stream
+        .write_all(&frames)
+        .await
+        .map_err(|e| Error::io(addr, e))?;
+    let mut got = 0;
+    while got < expect {
+        match decode(&buf) {
+            Ok(Some((value, used))) => {
+                buf.advance(used);
+                match value {
+                    Value::Push(_) => continue,
+                    Value::Error(line) | Value::BulkError(line) => {
+                        let message = String::from_utf8_lossy(&line).into_owned();
+                        return Err(match error_code(&line) {
+                            b"WRONGPASS" | b"NOAUTH" | b"NOPERM" => Error::Auth {
+                                addr: addr.to_string(),
+                                message,
+                            },
+                            _ if message.contains("password") => Error::Auth {
+                                addr: addr.to_string(),
+                                message,
+                            },
+                            _ => Error::Server(message),
+                        });
+                    }
+                    _ => got += 1,
+                }
+            }
+            Ok(None) => {
+                buf.reserve(4096);
+                match stream.read_buf(&mut buf).await {
+                    Ok(0) => {
+                        return Err(Error::io(addr, std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(Error::io(addr, e)),
+                }
+            }
+            Err(e) => return Err(Error::protocol(addr, e.0)),
+        }
+    }
+    Ok(buf)
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+    shared: Arc<Shared>,
+    reader: tokio::task::AbortHandle,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut sinks: Vec<Sink> = Vec::new();
+    let end = loop {
+        let first = tokio::select! {
+            biased;
+            _ = shared.stop_writer.notified() => break None,
+            next = rx.recv() => match next {
+                Some(pending) => pending,
+                None => break Some(End::Dropped),
+            },
+        };
+        buf.clear();
+        let mut add = |pending: Pending, buf: &mut Vec<u8>| {
+            if pending.reply.is_closed() {
+                return; // the caller gave up before it was written: don't send it
+            }
+            if pending.asking {
+                buf.extend_from_slice(ASKING);
+            }
+            buf.extend_from_slice(&pending.frame);
+            sinks.push(Sink {
+                skip: pending.asking as u8,
+                reply: pending.reply,
+            });
+        };
+        add(first, &mut buf);
+        while buf.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(pending) => add(pending, &mut buf),
+                Err(_) => break,
+            }
+        }
+        if sinks.is_empty() {
+            continue;
+        }
+        {
+            let mut state = shared.state.lock();
+            if state.dead {
+                drop(state);
+                for sink in sinks.drain(..) {
+                    let _ = sink.reply.send(Err(shared.not_sent()));
+                }
+                break None;
+            }
+            shared
+                .stats
+                .frames_sent
+                .fetch_add(sinks.len() as u64, Ordering::Relaxed);
+            state.inflight.extend(sinks.drain(..));
+        }
+        Stats::bump(&shared.stats.socket_writes);
+        tokio::select! {
+            biased;
+            _ = shared.stop_writer.notified() => break None,
+            written = wr.write_all(&buf) => if let Err(e) = written {
+                break Some(End::Lost(format!("write failed: {e}")));
+            },
+        }
+    };
+    if let Some(end) = end {
+        shared.fail_all(&end);
+    }
+    reader.abort();
+    rx.close();
+    while let Ok(pending) = rx.try_recv() {
+        let _ = pending.reply.send(Err(shared.not_sent()));
+    }
+}
+
+async fn read_loop(mut rd: OwnedReadHalf, mut buf: BytesMut, shared: Arc<Shared>) {
+    let mut replies: Vec<Value> = Vec::new();
+    let end = 'outer: loop {
+        let mut malformed = None;
+        loop {
+            match decode(&buf) {
+                Ok(Some((value, used))) => {
+                    buf.advance(used);
+                    if !matches!(value, Value::Push(_)) {
+                        replies.push(value);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    malformed = Some(e.0.to_string());
+                    break;
+                }
+            }
+        }
+        if !replies.is_empty() {
+            let mut state = shared.state.lock();
+            for value in replies.drain(..) {
+                let Some(front) = state.inflight.front_mut() else {
+                    break 'outer End::Protocol("a reply nobody asked for".into());
+                };
+                if front.skip > 0 {
+                    front.skip -= 1;
+                    continue;
+                }
+                if let Some(sink) = state.inflight.pop_front() {
+                    let _ = sink.reply.send(Ok(value));
+                }
+            }
+        }
+        if let Some(reason) = malformed {
+            break End::Protocol(reason);
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => break End::Lost("closed by the server".into()),
+            Ok(_) => {}
+            Err(e) => break End::Lost(format!("read failed: {e}")),
+        }
+    };
+    shared.fail_all(&end);
+    shared.stop_writer.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn endless_timeouts_do_not_overflow() {
+        assert!(deadline_after(Duration::MAX) > Instant::now() + Duration::from_secs(86_400));
+        assert!(
+            deadline_after(Duration::from_millis(5)) <= Instant::now() + Duration::from_millis(5)
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! End to end against a real three-node cluster started in-process: the map comes from the
+//! nodes' bus (found through a seed's `CLUSTER NODES`), and commands land where the nodes
+//! themselves say the slots live.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use shoal_client::Client;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_cluster_end_to_end() {
+    let started = Instant::now();
+    let founder = Node::start_with(|c| {
+        c.cluster_enabled = true;
+        c.controller = true;
+    });
+    let seed = founder.addr.to_string();
+    let others: Vec<Node> = (0..2)
+        .map(|_| {
+            Node::start_with(|c| {
+                c.cluster_join = seed.clone();
+                c.controller = true;
+            })
+        })
+        .collect();
+
+    let mut config = config();
+    config.seeds = vec![seed.clone()];
+    let client = Client::connect(config).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let map = client.map();
+        if map.shards.len() == 3 && map.slots_assigned() == shoal_cluster::SLOTS {
+            break;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(
+            tokio::time::timeout(left, client.map_changed())
+                .await
+                .is_ok(),
+            "the cluster never placed every slot on three shards: {map:?}"
+        );
+    }
+
+    let keys: Vec<String> = (0..1000).map(|i| format!("key:{i}")).collect();
+    for result in join_all(keys.iter().map(|k| client.set(k, k, None))).await {
+        result.unwrap();
+    }
+    for (k, got) in keys
+        .iter()
+        .zip(join_all(keys.iter().map(|k| client.get(k))).await)
+    {
+        assert_eq!(got.unwrap().as_deref(), Some(k.as_bytes()));
+    }
+    let mut total = 0;
+    for node in std::iter::once(&founder).chain(&others) {
+        let held = node.keys();
+        assert!(!held.is_empty(), "every shard got some keys");
+        total += held.len();
+    }
+    assert_eq!(total, 1000, "each key is on one node");
+    let stats = client.stats();
+    assert_eq!((stats.errors, stats.redirects), (0, 0), "{stats:?}");
+
+    // Unrouted, a node answers for a slot it does not own with Redis's redirection.
+    let map = client.map();
+    let slot = shoal_cluster::key_slot(b"key:0");
+    let owner = map.primary_of_slot(slot).unwrap().resp_addr();
+    let other = map
+        .nodes
+        .values()
+        .map(|n| n.resp_addr())
+        .find(|a| *a != owner)
+        .unwrap();
+    match client.command_on(&other, &["GET", "key:0"]).await.unwrap() {
+        shoal_client::Value::Error(line) => {
+            assert_eq!(
+                String::from_utf8_lossy(&line),
+                format!("MOVED {slot} {owner}")
+            );
+        }
+        reply => panic!("{reply:?}"),
+    }
+
+    // A client with a wrong map (everything on the founder) is put right by redirections.
+    let wrong = map_with_buses(1, &[(founder.addr, 0, ALL)]);
+    let stale = Client::with_map(wrong, crate::common::config())
+        .await
+        .unwrap();
+    for (k, got) in keys
+        .iter()
+        .zip(join_all(keys.iter().map(|k| stale.get(k))).await)
+    {
+        assert_eq!(got.unwrap().as_deref(), Some(k.as_bytes()));
+    }
+    let stats = stale.stats();
+    assert_eq!(stats.errors, 0);
+    assert!(stats.redirects > 0, "{stats:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}

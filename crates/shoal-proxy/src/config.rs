@@ -1,0 +1,192 @@
+//! The proxy's settings.
+
+use std::time::Duration;
+
+use shoal_client::{ClientConfig, Protocol};
+use shoal_proto::Limits;
+
+/// The name the proxy gives its connections to the nodes (`CLIENT LIST` on a node shows it).
+pub const UPSTREAM_CLIENT_NAME: &str = "shoal:proxy";
+
+/// Every setting of a proxy. [`Default`] gives the defaults of `shoal proxy`; only
+/// [`cluster`](Self::cluster) has to be filled in.
+#[derive(Clone)]
+pub struct ProxyConfig {
+    /// Address the RESP and HTTP listeners bind to.
+    pub bind: String,
+    /// RESP port (0 picks a free one).
+    pub port: u16,
+    /// HTTP port for the JSON API and `/metrics`: `None` runs none, `Some(0)` picks a free
+    /// port (`shoal proxy --http-port 0` means `None`).
+    pub http_port: Option<u16>,
+    /// Worker threads of the proxy's runtime (0: one per available CPU).
+    pub threads: usize,
+    /// RESP addresses (`host:port`) of some cluster nodes, to learn the cluster map from.
+    pub cluster: Vec<String>,
+    /// Password the proxy authenticates to the nodes with (`None`: none).
+    pub cluster_password: Option<String>,
+    /// Password clients of the proxy must give with `AUTH` or `HELLO ... AUTH` (`None`: none).
+    pub requirepass: Option<String>,
+    /// Most simultaneous clients; extra ones get `-ERR max number of clients reached`.
+    pub maxclients: usize,
+    /// Largest unprocessed input a client may accumulate before it is disconnected.
+    pub client_query_buffer_limit: usize,
+    /// Largest bulk string a client may send (`proto-max-bulk-len`); also the largest HTTP body.
+    pub proto_max_bulk_len: usize,
+    /// Most arguments in one command (`proto-max-multibulk-len`).
+    pub proto_max_multibulk_len: usize,
+    /// Longest wait for one node's reply (retries come on top, as the client's policy says).
+    pub upstream_timeout: Duration,
+    /// Longest wait at start for the first cluster map.
+    pub map_timeout: Duration,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |p: &Option<String>| p.as_ref().map(|_| "<redacted>");
+        f.debug_struct("ProxyConfig")
+            .field("bind", &self.bind)
+            .field("port", &self.port)
+            .field("http_port", &self.http_port)
+            .field("threads", &self.threads)
+            .field("cluster", &self.cluster)
+            .field("cluster_password", &redact(&self.cluster_password))
+            .field("requirepass", &redact(&self.requirepass))
+            .field("maxclients", &self.maxclients)
+            .field("client_query_buffer_limit", &self.client_query_buffer_limit)
+            .field("proto_max_bulk_len", &self.proto_max_bulk_len)
+            .field("proto_max_multibulk_len", &self.proto_max_multibulk_len)
+            .field("upstream_timeout", &self.upstream_timeout)
+            .field("map_timeout", &self.map_timeout)
+            .finish()
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            bind: "127.0.0.1".into(),
+            port: 6380,
+            http_port: None,
+            threads: 0,
+            cluster: Vec::new(),
+            cluster_password: None,
+            requirepass: None,
+            maxclients: 10_000,
+            client_query_buffer_limit: 1024 * 1024 * 1024,
+            proto_max_bulk_len: 512 * 1024 * 1024,
+            proto_max_multibulk_len: i32::MAX as usize,
+            upstream_timeout: Duration::from_secs(2),
+            map_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid proxy setting {setting}: {reason}")]
+pub struct ConfigError {
+    /// The setting's name.
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ProxyConfig {
+    /// Checks that the values are usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |setting, reason: &str| {
+            Err(ConfigError {
+                setting,
+                reason: reason.to_string(),
+            })
+        };
+        if self.cluster.iter().all(|s| s.trim().is_empty()) {
+            return bad("cluster", "needs the address of at least one node");
+        }
+        if self.maxclients == 0 {
+            return bad("maxclients", "must be at least 1");
+        }
+        if self.client_query_buffer_limit == 0 {
+            return bad("client-query-buffer-limit", "must be positive");
+        }
+        if self.proto_max_bulk_len == 0 {
+            return bad("proto-max-bulk-len", "must be positive");
+        }
+        if self.proto_max_multibulk_len == 0 {
+            return bad("proto-max-multibulk-len", "must be positive");
+        }
+        if self.upstream_timeout.is_zero() || self.map_timeout.is_zero() {
+            return bad("upstream-timeout", "timeouts must be positive");
+        }
+        Ok(())
+    }
+
+    /// The worker threads the runtime gets.
+    pub fn effective_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The parser limits sessions enforce.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_bulk_len: self.proto_max_bulk_len,
+            max_args: self.proto_max_multibulk_len,
+        }
+    }
+
+    /// The configuration of the proxy's upstream client: RESP3 to the nodes (so replies keep
+    /// their types and are re-encoded for each client's protocol), the cluster password, and
+    /// [`UPSTREAM_CLIENT_NAME`].
+    pub fn client_config(&self) -> ClientConfig {
+        let seeds = self
+            .cluster
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let mut config = ClientConfig::new(seeds)
+            .with_protocol(Protocol::Resp3)
+            .with_client_name(UPSTREAM_CLIENT_NAME)
+            .with_request_timeout(self.upstream_timeout);
+        config.password = self.cluster_password.clone();
+        config.map_timeout = self.map_timeout;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_only_seeds() {
+        assert!(ProxyConfig::default().validate().is_err());
+        let config = ProxyConfig {
+            cluster: vec!["127.0.0.1:7000".into()],
+            ..ProxyConfig::default()
+        };
+        assert!(config.validate().is_ok());
+        let client = config.client_config();
+        assert_eq!(client.seeds, vec!["127.0.0.1:7000".to_string()]);
+        assert_eq!(client.protocol, Protocol::Resp3);
+        assert!(client.validate().is_ok());
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        let config = ProxyConfig {
+            requirepass: Some("s3cret".into()),
+            cluster_password: Some("t0p".into()),
+            ..ProxyConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("t0p"),
+            "{shown}"
+        );
+    }
+}

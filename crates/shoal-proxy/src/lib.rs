@@ -1,0 +1,95 @@
+//! Shoal's proxy: a front door for plain (non-cluster-aware) Redis clients.
+//!
+//! A [`Proxy`] speaks RESP2/RESP3 on its port (and the HTTP/JSON API on its HTTP port, when
+//! set) and sends every command through one shared [`shoal_client::Client`] connected to the
+//! cluster, which routes by key, follows the map, retries and splits multi-key commands by
+//! slot. `redis-cli -p 6380 mget a b c` works whichever nodes `a`, `b` and `c` live on.
+//!
+//! ```no_run
+//! use shoal_proxy::{Proxy, ProxyConfig};
+//!
+//! let proxy = Proxy::start(ProxyConfig {
+//!     port: 6380,
+//!     http_port: Some(8081),
+//!     cluster: vec!["127.0.0.1:7000".into(), "127.0.0.1:7001".into()],
+//!     ..ProxyConfig::default()
+//! })?;
+//! // ... until it is time to stop:
+//! proxy.shutdown();
+//! proxy.wait();
+//! # Ok::<(), shoal_proxy::StartError>(())
+//! ```
+//!
+//! # Commands
+//!
+//! | commands | served |
+//! | --- | --- |
+//! | `PING ECHO QUIT RESET SELECT (0 only) AUTH HELLO (AUTH SETNAME) CLIENT ID/SETNAME/GETNAME/LIST/INFO/KILL/HELP` | by the proxy, with a standalone node's replies (`HELLO` says `mode` `standalone`; ids and `CLIENT LIST` are the proxy's clients) |
+//! | `CLUSTER ...`, `READONLY`, `READWRITE`, `ASKING` | `-ERR This instance has cluster support disabled`: the proxy hides the cluster |
+//! | `INFO` | the proxy's own `server`, `clients`, `stats` (Redis's field names), `proxy` (map epoch, nodes, primaries, the upstream client's requests, errors, retries, redirects, latency) and `keyspace` (summed over primaries) |
+//! | `DBSIZE KEYS SCAN FLUSHALL FLUSHDB RANDOMKEY` | every primary, merged: counts summed, keys concatenated, `OK` once all say it, a random primary with a key; `SCAN` as below |
+//! | `CONFIG SET`, `CONFIG RESETSTAT`, `SLOWLOG RESET` | every node of the map |
+//! | `SHUTDOWN` | refused: `-ERR proxy: SHUTDOWN is not served through the proxy; stop the nodes themselves` |
+//! | everything else, unknown commands included | [`Client::command`](shoal_client::Client::command): to the owner of its keys' slot (keyless ones to any primary), `MGET MSET DEL EXISTS UNLINK TOUCH` split by slot; the reply re-encoded for the client's protocol |
+//!
+//! Commands are checked in Redis 7's order before anything is sent: unknown subcommands of
+//! `CLIENT` and `CLUSTER` (`-ERR unknown subcommand '<sub>'. Try CLIENT HELP.`), arity
+//! (`-ERR wrong number of arguments for '<name>' command`), authentication (`-NOAUTH
+//! Authentication required.`). Unknown commands go to a node, which answers Redis's
+//! `-ERR unknown command '<name>', with args beginning with: ...`. The proxy talks RESP3 to the
+//! nodes, so replies keep their types, and re-encodes each reply in its client's protocol with
+//! Redis's RESP2 fallbacks.
+//!
+//! # Errors
+//!
+//! A node's error reply reaches the client byte for byte. When no reply could be had:
+//!
+//! | failure | reply |
+//! | --- | --- |
+//! | keys in several slots, for a command that cannot be split (`RENAME a b`) | `-CROSSSLOT Keys in request don't hash to the same slot` |
+//! | the cluster is down, or kept answering `-TRYAGAIN` | the node's `-CLUSTERDOWN ...` / `-TRYAGAIN ...` |
+//! | no shard owns the slot | `-CLUSTERDOWN Hash slot not served` |
+//! | no cluster map | `-CLUSTERDOWN proxy: no cluster map: <why>` |
+//! | timeouts, connection failures, redirect loops, malformed replies | `-ERR proxy: <what happened>`, e.g. `-ERR proxy: 127.0.0.1:7001 did not answer within 2s` |
+//!
+//! A write that timed out is not retried (it may have run); the client gets the error.
+//!
+//! # `SCAN` cursors
+//!
+//! The proxy's cursor is a node's cursor with the primary's index in its high 12 bits:
+//! `index << 52 | node_cursor`, primaries in shard-id order. The scan walks the primaries one
+//! after the other and returns `0` after the last one, so for a stable cluster it reports
+//! every key exactly as the nodes' scans do; when shards join or leave during a scan, keys may
+//! be missed or repeated. A cursor past the last primary ends the scan (`0`, no keys).
+//!
+//! # Pipelining
+//!
+//! Every complete command of a read is started at once, in order, and their replies are
+//! written in order in one write (see the session module). A slow or vanished client costs
+//! only its own task.
+//!
+//! # Limits
+//!
+//! As on a node: `maxclients` (default 10000; extra clients get `-ERR max number of clients
+//! reached`), `client-query-buffer-limit` (1gb), `proto-max-bulk-len` (512mb),
+//! `proto-max-multibulk-len`, the small frame limits before `AUTH` when `requirepass` is set,
+//! and a malformed frame gets `-ERR Protocol error: ...` and the connection closes.
+
+mod args;
+mod clients;
+mod commands;
+mod config;
+mod dispatch;
+mod http;
+mod metrics;
+mod proxy;
+mod scan;
+mod session;
+mod shared;
+mod stats;
+mod upstream;
+
+pub use config::{ConfigError, ProxyConfig, UPSTREAM_CLIENT_NAME};
+pub use metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+pub use proxy::{Proxy, StartError};
+pub use session::{FLUSH_AT, MAX_BATCH};

@@ -1,0 +1,309 @@
+//! The proxy's Prometheus `/metrics`: a prometheus-client [`Collector`] that reads, at scrape
+//! time, the counters `INFO` reads (the proxy's own, the upstream client's
+//! [`ClientStats`](shoal_client::ClientStats), the cluster map) and the HTTP API's, in the
+//! OpenMetrics text format ([`CONTENT_TYPE`]).
+//!
+//! | name | type | labels |
+//! | --- | --- | --- |
+//! | `shoal_proxy_connected_clients` | gauge | |
+//! | `shoal_proxy_connections_received_total`, `shoal_proxy_connections_rejected_total` | counter | |
+//! | `shoal_proxy_commands_total` | counter | |
+//! | `shoal_proxy_error_replies_total` | counter | `source` = `proxy` (failures to reach the cluster) / `other` |
+//! | `shoal_proxy_protocol_errors_total`, `shoal_proxy_query_buffer_disconnections_total` | counter | |
+//! | `shoal_proxy_net_input_bytes_total`, `shoal_proxy_net_output_bytes_total` | counter | |
+//! | `shoal_proxy_upstream_requests_total`, `..._errors_total`, `..._error_replies_total`, `..._retries_total`, `..._redirects_total`, `..._map_refreshes_total`, `..._connects_total`, `..._connection_losses_total` | counter | |
+//! | `shoal_proxy_upstream_latency_seconds` | gauge | `quantile` = `0.5` / `0.9` / `0.99` / `0.999` / `1` |
+//! | `shoal_proxy_cluster_epoch`, `shoal_proxy_cluster_nodes`, `shoal_proxy_cluster_primaries` | gauge | |
+//! | `shoal_proxy_uptime_seconds` | gauge | |
+//! | `shoal_proxy_http_requests_total` | counter | `method`, `code` |
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use axum::http::{Method, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::shared::Shared;
+use crate::stats::ProxyStats;
+use crate::upstream::primaries;
+
+/// The `Content-Type` of [`Exporter::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// HTTP API requests by method and status code.
+#[derive(Debug, Default)]
+pub(crate) struct HttpStats {
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+}
+
+impl HttpStats {
+    /// Records one answered request.
+    pub fn record(&self, method: &Method, status: StatusCode) {
+        let method = match *method {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::POST => "POST",
+            Method::DELETE => "DELETE",
+            _ => "other",
+        };
+        let mut requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *requests.entry((method, status.as_u16())).or_default() += 1;
+    }
+
+    fn snapshot(&self) -> Vec<((&'static str, u16), u64)> {
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        requests.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+/// Reads the proxy's counters at scrape time.
+#[derive(Debug)]
+struct ProxyCollector {
+    shared: Arc<Shared>,
+    http: Arc<HttpStats>,
+}
+
+impl ProxyCollector {
+    fn sessions(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.shared.stats;
+        let get = ProxyStats::get;
+        single(
+            encoder,
+            "shoal_proxy_connected_clients",
+            "Connected RESP clients.",
+            None,
+            gauge(self.shared.clients.count() as u64),
+        )?;
+        let counters = [
+            (
+                "shoal_proxy_connections_received",
+                "RESP connections accepted.",
+                get(&s.connections_received),
+            ),
+            (
+                "shoal_proxy_connections_rejected",
+                "RESP connections refused (maxclients).",
+                get(&s.rejected_connections),
+            ),
+            (
+                "shoal_proxy_commands",
+                "Commands received from clients.",
+                get(&s.commands_processed),
+            ),
+            (
+                "shoal_proxy_protocol_errors",
+                "Clients closed for a malformed request.",
+                get(&s.protocol_errors),
+            ),
+            (
+                "shoal_proxy_query_buffer_disconnections",
+                "Clients closed for exceeding client-query-buffer-limit.",
+                get(&s.query_buffer_disconnections),
+            ),
+        ];
+        for (name, help, value) in counters {
+            single(encoder, name, help, None, ConstCounter::new(value))?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "shoal_proxy_error_replies",
+            "Error replies sent: made by the proxy for failures to reach the cluster, or other (the nodes' and the proxy's command errors).",
+            None,
+            MetricType::Counter,
+        )?;
+        let by_proxy = get(&s.proxy_errors);
+        let all = get(&s.error_replies);
+        counter(&mut family, &[("source", "proxy")], by_proxy)?;
+        counter(
+            &mut family,
+            &[("source", "other")],
+            all.saturating_sub(by_proxy),
+        )?;
+        let bytes = Some(&Unit::Bytes);
+        let input = ConstCounter::new(get(&s.net_input_bytes));
+        single(
+            encoder,
+            "shoal_proxy_net_input",
+            "Bytes read from RESP clients.",
+            bytes,
+            input,
+        )?;
+        let output = ConstCounter::new(get(&s.net_output_bytes));
+        single(
+            encoder,
+            "shoal_proxy_net_output",
+            "Bytes written to RESP clients.",
+            bytes,
+            output,
+        )
+    }
+
+    fn upstream(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let up = self.shared.client.stats();
+        let counters = [
+            (
+                "requests",
+                "Commands sent to the cluster (a split command counts once).",
+                up.requests,
+            ),
+            (
+                "errors",
+                "Commands that got no reply (after retries).",
+                up.errors,
+            ),
+            (
+                "error_replies",
+                "Commands the nodes answered with an error.",
+                up.server_errors,
+            ),
+            ("retries", "Retries after retryable failures.", up.retries),
+            (
+                "redirects",
+                "-MOVED and -ASK redirections followed.",
+                up.redirects,
+            ),
+            (
+                "map_refreshes",
+                "Newer cluster maps installed.",
+                up.map_refreshes,
+            ),
+            ("connects", "Connections opened to nodes.", up.connects),
+            (
+                "connection_losses",
+                "Connections to nodes that failed.",
+                up.connection_losses,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let name = format!("shoal_proxy_upstream_{name}");
+            single(encoder, &name, help, None, ConstCounter::new(value))?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "shoal_proxy_upstream_latency",
+            "Latency quantiles of commands sent to the cluster (retries included).",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        let l = up.latency;
+        for (q, d) in [
+            ("0.5", l.p50),
+            ("0.9", l.p90),
+            ("0.99", l.p99),
+            ("0.999", l.p999),
+            ("1", l.max),
+        ] {
+            ConstGauge::new(d.as_secs_f64()).encode(family.encode_family(&[("quantile", q)])?)?;
+        }
+        let map = self.shared.client.map();
+        let gauges = [
+            (
+                "shoal_proxy_cluster_epoch",
+                "Epoch of the cluster map routed by.",
+                map.epoch,
+            ),
+            (
+                "shoal_proxy_cluster_nodes",
+                "Nodes in the cluster map.",
+                map.nodes.len() as u64,
+            ),
+            (
+                "shoal_proxy_cluster_primaries",
+                "Shards (primaries) in the cluster map.",
+                primaries(&map).len() as u64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            single(encoder, name, help, None, gauge(value))?;
+        }
+        let uptime = ConstGauge::new(self.shared.started.elapsed().as_secs_f64());
+        single(
+            encoder,
+            "shoal_proxy_uptime",
+            "Time since the proxy started.",
+            Some(&Unit::Seconds),
+            uptime,
+        )
+    }
+
+    fn http(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "shoal_proxy_http_requests",
+            "HTTP API requests by method and status code.",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((method, code), count) in self.http.snapshot() {
+            let labels = ([("method", method)], [("code", code)]);
+            counter(&mut family, &labels, count)?;
+        }
+        Ok(())
+    }
+}
+
+impl Collector for ProxyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.sessions(&mut encoder)?;
+        self.upstream(&mut encoder)?;
+        self.http(&mut encoder)
+    }
+}
+
+fn single(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    let family = encoder.encode_descriptor(name, help, unit, metric.metric_type())?;
+    metric.encode(family)
+}
+
+fn counter(
+    family: &mut MetricEncoder,
+    labels: &impl EncodeLabelSet,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    ConstCounter::new(value).encode(family.encode_family(labels)?)
+}
+
+fn gauge(value: u64) -> ConstGauge<i64> {
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+/// Renders the proxy's metrics.
+#[derive(Debug)]
+pub(crate) struct Exporter {
+    registry: Registry,
+}
+
+impl Exporter {
+    /// An exporter for the proxy `shared` and the HTTP API counted in `http`.
+    pub fn new(shared: Arc<Shared>, http: Arc<HttpStats>) -> Exporter {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ProxyCollector { shared, http }));
+        Exporter { registry }
+    }
+
+    /// The metrics as OpenMetrics text, ending in `# EOF`.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!("cannot encode the metrics: {e}");
+            out.clear();
+            let _ = writeln!(out, "# EOF");
+        }
+        out
+    }
+}

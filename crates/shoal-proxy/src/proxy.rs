@@ -1,0 +1,335 @@
+//! Starting and stopping a proxy: the listeners, the runtime, the upstream client.
+//!
+//! [`Proxy::start`] binds the listeners, then starts a thread that owns a multi-thread tokio
+//! runtime (`threads` workers). On it the upstream [`Client`] connects to the cluster (the
+//! start fails if no map arrives in time), connections to every node are opened ahead of the
+//! first request (and again whenever the map changes), and the accept loop hands each client
+//! its own task.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shoal_client::Client;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::clients::Clients;
+use crate::commands::fanout::on_each;
+use crate::config::{ConfigError, ProxyConfig};
+use crate::shared::{Shared, new_run_id};
+use crate::stats::ProxyStats;
+use crate::upstream::all_nodes;
+use crate::{http, session};
+
+/// How long a refused connection is drained before it is closed.
+const REFUSE_LINGER: Duration = Duration::from_millis(200);
+/// How long the runtime waits for tasks to finish when the proxy stops.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The runtime or its thread could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The cluster could not be reached (no map arrived from the seeds in time).
+    #[error("cannot reach the cluster: {0}")]
+    Cluster(#[from] shoal_client::Error),
+}
+
+/// A running proxy. Dropping it asks it to stop (as [`Proxy::shutdown`]).
+pub struct Proxy {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    resp_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("resp_addr", &self.resp_addr)
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Binds the listeners, connects to the cluster and starts serving. Returns once the
+    /// proxy accepts connections, with the cluster's map in hand; it blocks the calling thread
+    /// meanwhile (from async code, call it in `spawn_blocking`).
+    ///
+    /// ```no_run
+    /// use shoal_proxy::{Proxy, ProxyConfig};
+    ///
+    /// let proxy = Proxy::start(ProxyConfig {
+    ///     port: 6380,
+    ///     cluster: vec!["127.0.0.1:7000".into()],
+    ///     ..ProxyConfig::default()
+    /// })?;
+    /// println!("redis-cli -p {} mget a b c", proxy.resp_addr().port());
+    /// proxy.shutdown();
+    /// proxy.wait();
+    /// # Ok::<(), shoal_proxy::StartError>(())
+    /// ```
+    pub fn start(config: ProxyConfig) -> Result<Proxy, StartError> {
+        config.validate()?;
+        let resp_listener = bind(&config.bind, config.port)?;
+        let resp_addr = resp_listener.local_addr().map_err(StartError::Runtime)?;
+        let http_listener = match config.http_port {
+            None => None,
+            Some(port) => Some(bind(&config.bind, port)?),
+        };
+        let http_addr = http_listener
+            .as_ref()
+            .map(|l| l.local_addr().map_err(StartError::Runtime))
+            .transpose()?;
+        let threads = config.effective_threads();
+        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<Arc<Shared>, StartError>>();
+        let thread = std::thread::Builder::new()
+            .name("shoal-proxy".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("shoal-proxy-worker")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(StartError::Runtime(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(run(
+                    config,
+                    resp_listener,
+                    resp_addr,
+                    http_listener,
+                    ready_tx,
+                ));
+                runtime.shutdown_timeout(STOP_GRACE);
+            })
+            .map_err(StartError::Runtime)?;
+        let shared = match ready_rx.recv() {
+            Ok(Ok(shared)) => shared,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(StartError::Runtime(std::io::Error::other(
+                    "the proxy's thread ended before it started serving",
+                )));
+            }
+        };
+        tracing::info!(%resp_addr, http = ?http_addr, threads, "shoal proxy ready");
+        Ok(Proxy {
+            shared,
+            thread: Some(thread),
+            resp_addr,
+            http_addr,
+        })
+    }
+
+    /// The RESP listener's address.
+    pub fn resp_addr(&self) -> SocketAddr {
+        self.resp_addr
+    }
+
+    /// The HTTP listener's address, if it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The upstream client every command goes through (its map and counters).
+    pub fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
+    /// A receiver that turns true once the proxy is asked to stop.
+    pub fn stopped(&self) -> watch::Receiver<bool> {
+        self.shared.shutdown_signal()
+    }
+
+    /// Asks the proxy to stop: it stops accepting, and closes every connection.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// Waits until the proxy has stopped (after [`Proxy::shutdown`]).
+    pub fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn bind(host: &str, port: u16) -> Result<StdListener, StartError> {
+    let bind_err = |source| StartError::Bind {
+        addr: format!("{host}:{port}"),
+        source,
+    };
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .or_else(|_| format!("[{host}]:{port}").parse())
+        .map_err(|e| bind_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    let listener = StdListener::bind(addr).map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// Everything that runs on the proxy's runtime, until the proxy stops.
+async fn run(
+    config: ProxyConfig,
+    resp_listener: StdListener,
+    resp_addr: SocketAddr,
+    http_listener: Option<StdListener>,
+    ready: std_mpsc::Sender<Result<Arc<Shared>, StartError>>,
+) {
+    let listeners = TcpListener::from_std(resp_listener).and_then(|resp| {
+        let http = http_listener.map(TcpListener::from_std).transpose()?;
+        Ok((resp, http))
+    });
+    let (resp_listener, http_listener) = match listeners {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Runtime(e)));
+            return;
+        }
+    };
+    let client = match Client::connect(config.client_config()).await {
+        Ok(client) => client,
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Cluster(e)));
+            return;
+        }
+    };
+    let (shutdown, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        config,
+        client,
+        clients: Clients::default(),
+        stats: ProxyStats::default(),
+        started: Instant::now(),
+        run_id: new_run_id(),
+        resp_addr,
+        shutdown,
+    });
+    // Connections to the nodes are opened before the first client arrives, so the commands
+    // of a client's first batch queue on open connections, in order.
+    warm_up(&shared.client).await;
+    tokio::spawn(follow_map(shared.client.clone()));
+    if let Some(listener) = http_listener {
+        tokio::spawn(serve_http(shared.clone(), listener));
+    }
+    if ready.send(Ok(shared.clone())).is_err() {
+        return;
+    }
+    accept(shared, resp_listener).await;
+}
+
+/// Opens a connection to every node of the map (a `PING` each; failures are for the
+/// client's retries to deal with later).
+async fn warm_up(client: &Client) {
+    let ping = [Bytes::from_static(b"PING")];
+    let nodes = all_nodes(&client.map());
+    let _ = tokio::time::timeout(
+        client.config().connect_timeout,
+        on_each(client, &nodes, &ping),
+    )
+    .await;
+}
+
+/// Warms up connections to the nodes of every new map.
+async fn follow_map(client: Client) {
+    let mut maps = client.subscribe_map();
+    while maps.changed().await.is_ok() {
+        warm_up(&client).await;
+    }
+}
+
+async fn serve_http(shared: Arc<Shared>, listener: TcpListener) {
+    let mut stop = shared.shutdown_signal();
+    let app = http::router(shared);
+    let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    });
+    if let Err(e) = served.await {
+        tracing::error!("HTTP server stopped: {e}");
+    }
+}
+
+/// Accepts RESP clients until the proxy stops.
+async fn accept(shared: Arc<Shared>, listener: TcpListener) {
+    let mut stop = shared.shutdown_signal();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if !shared.clients.try_reserve(shared.config.maxclients) {
+            ProxyStats::add(&shared.stats.rejected_connections, 1);
+            tokio::spawn(refuse(stream));
+            continue;
+        }
+        ProxyStats::add(&shared.stats.connections_received, 1);
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let info = shared.clients.register(peer, local);
+        tokio::spawn(session::serve(stream, shared.clone(), info));
+    }
+}
+
+/// Answers a connection over `maxclients` as Redis does, then closes it, after reading (and
+/// dropping) what the client sent meanwhile for a moment, so the close does not reset the
+/// connection before the client reads the error.
+async fn refuse(mut stream: TcpStream) {
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let drain = async {
+        let mut total = 0;
+        while total < 64 * 1024 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSE_LINGER, drain).await;
+}

@@ -1,0 +1,156 @@
+//! What comes back from the cluster, turned into what a client reads: replies re-encoded in
+//! the client's protocol, and the client's failures turned into error replies.
+//!
+//! | [`shoal_client::Error`] | reply |
+//! | --- | --- |
+//! | `CrossSlot` | `-CROSSSLOT Keys in request don't hash to the same slot` |
+//! | `ClusterDown(line)` | the node's `-CLUSTERDOWN ...` / `-TRYAGAIN ...` line |
+//! | `SlotUnassigned` | `-CLUSTERDOWN Hash slot not served` (Redis Cluster's text) |
+//! | `NoMap` | `-CLUSTERDOWN proxy: no cluster map: <why>` |
+//! | `Server(line)` | the node's line |
+//! | anything else (timeouts, I/O, lost connections, redirect loops, malformed replies, refused authentication) | `-ERR proxy: <the error>` |
+
+use shoal_client::{ClusterMap, Error, Value};
+use shoal_proto::Protocol;
+use shoal_proto::reply::encode_value;
+
+use crate::args::ErrorLine;
+
+/// The error line (after `-`) a client gets for a failure to get a reply.
+pub(crate) fn error_line(err: &Error) -> ErrorLine {
+    let line = match err {
+        Error::CrossSlot => "CROSSSLOT Keys in request don't hash to the same slot".to_string(),
+        Error::ClusterDown(line) if starts_with_code(line, &["CLUSTERDOWN", "TRYAGAIN"]) => {
+            line.clone()
+        }
+        Error::ClusterDown(line) => format!("CLUSTERDOWN {line}"),
+        Error::SlotUnassigned(_) => "CLUSTERDOWN Hash slot not served".to_string(),
+        Error::NoMap(_) => format!("CLUSTERDOWN proxy: {err}"),
+        Error::Server(line) => line.clone(),
+        other => format!("ERR proxy: {other}"),
+    };
+    ErrorLine(line.into_bytes())
+}
+
+fn starts_with_code(line: &str, codes: &[&str]) -> bool {
+    let code = line.split(' ').next().unwrap_or("");
+    codes.contains(&code)
+}
+
+/// What happened to one command sent upstream.
+pub(crate) type Outcome = Result<Value, Error>;
+
+/// Appends the reply for `outcome` to `out` in `protocol`. Returns `(error reply, made by the
+/// proxy)`: whether the reply is an error, and whether it is one for a failure to reach the
+/// cluster.
+pub(crate) fn encode_outcome(
+    outcome: &Outcome,
+    protocol: Protocol,
+    out: &mut Vec<u8>,
+) -> (bool, bool) {
+    match outcome {
+        Ok(value) => {
+            encode_value(value, protocol, out);
+            (
+                matches!(value, Value::Error(_) | Value::BulkError(_)),
+                false,
+            )
+        }
+        Err(err) => {
+            error_line(err).write(out);
+            (true, true)
+        }
+    }
+}
+
+/// The RESP address of every shard's primary, in shard order (stable while the map is).
+pub(crate) fn primaries(map: &ClusterMap) -> Vec<String> {
+    let mut shards: Vec<_> = map.shards.iter().collect();
+    shards.sort_by_key(|s| s.id);
+    shards
+        .into_iter()
+        .filter_map(|s| map.node(s.primary))
+        .map(|n| n.resp_addr())
+        .collect()
+}
+
+/// The RESP address of every node of the map.
+pub(crate) fn all_nodes(map: &ClusterMap) -> Vec<String> {
+    map.nodes.values().map(|n| n.resp_addr()).collect()
+}
+
+/// An error value with this line.
+pub(crate) fn error_value(line: &str) -> Value {
+    Value::Error(line.as_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn text(err: &Error) -> String {
+        String::from_utf8(error_line(err).0).unwrap()
+    }
+
+    #[test]
+    fn client_errors_become_readable_replies() {
+        assert_eq!(
+            text(&Error::CrossSlot),
+            "CROSSSLOT Keys in request don't hash to the same slot"
+        );
+        assert_eq!(
+            text(&Error::ClusterDown(
+                "CLUSTERDOWN The cluster is down".into()
+            )),
+            "CLUSTERDOWN The cluster is down"
+        );
+        assert_eq!(
+            text(&Error::ClusterDown("no primary".into())),
+            "CLUSTERDOWN no primary"
+        );
+        assert_eq!(
+            text(&Error::SlotUnassigned(5)),
+            "CLUSTERDOWN Hash slot not served"
+        );
+        assert!(
+            text(&Error::NoMap("empty".into())).starts_with("CLUSTERDOWN proxy: no cluster map")
+        );
+        let timeout = Error::Timeout {
+            addr: "127.0.0.1:7000".into(),
+            after: Duration::from_secs(2),
+        };
+        assert_eq!(
+            text(&timeout),
+            "ERR proxy: 127.0.0.1:7000 did not answer within 2s"
+        );
+        let io = Error::Io {
+            addr: "127.0.0.1:7000".into(),
+            source: Arc::new(std::io::ErrorKind::ConnectionRefused.into()),
+        };
+        assert!(text(&io).starts_with("ERR proxy: I/O with 127.0.0.1:7000"));
+    }
+
+    #[test]
+    fn outcomes_are_encoded_in_the_client_s_protocol() {
+        let mut out = Vec::new();
+        assert_eq!(
+            encode_outcome(&Ok(Value::Null), Protocol::Resp3, &mut out),
+            (false, false)
+        );
+        assert_eq!(out, b"_\r\n");
+        out.clear();
+        assert_eq!(
+            encode_outcome(&Ok(error_value("ERR x")), Protocol::Resp2, &mut out),
+            (true, false)
+        );
+        out.clear();
+        assert_eq!(
+            encode_outcome(&Err(Error::CrossSlot), Protocol::Resp2, &mut out),
+            (true, true)
+        );
+        assert!(out.starts_with(b"-CROSSSLOT "));
+    }
+}

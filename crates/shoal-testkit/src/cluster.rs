@@ -1,0 +1,498 @@
+//! A cluster of real `shoal server` processes on 127.0.0.1, started and observed through the
+//! controller leader's status (`Request::Status` on the cluster bus).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shoal_cluster::bus::{self, ClusterStatus, Reply, Request};
+use shoal_cluster::decide::{Settings, desired_voters};
+use shoal_cluster::{ClusterMap, Health, NodeId, SLOTS};
+
+use crate::error::{Error, Result};
+use crate::node::{NodeProcess, NodeSpec};
+use crate::ports::NodePorts;
+use crate::testdir::TestDir;
+
+/// How often cluster waits ask for the status again.
+const STATUS_POLL: Duration = Duration::from_millis(50);
+
+/// How long one status exchange may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long the controller may take to decide a removal.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// How a [`TestCluster`]'s nodes run.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// `--threads` of every node.
+    pub threads: usize,
+    /// `--node-timeout` (ms) of every node [default: 2000, twice the server's: debug builds on
+    /// a busy 2-core machine must not look dead].
+    pub node_timeout_ms: u64,
+    /// `--routing` of every node, if set.
+    pub routing: Option<String>,
+    /// `--log-level` of every node [default: `info,openraft=warn`: Raft's own info lines
+    /// would drown the node's].
+    pub log_level: String,
+    /// Whether nodes serve HTTP (on a reserved port).
+    pub http: bool,
+    /// How many of the first nodes are controller members (`--controller`).
+    pub controllers: usize,
+    /// Further flags for every node.
+    pub extra_args: Vec<String>,
+    /// Bound of [`TestCluster::start`] and [`TestCluster::add_node`].
+    pub ready_timeout: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            threads: 1,
+            node_timeout_ms: 2000,
+            routing: None,
+            log_level: "info,openraft=warn".into(),
+            http: true,
+            controllers: 3,
+            extra_args: Vec::new(),
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running cluster. Nodes keep their index for the cluster's life, killed or not; dropping
+/// the cluster kills every node, and keeps the log directory if the test failed.
+pub struct TestCluster {
+    // Declared before `dir`: the processes die before their logs' directory goes.
+    nodes: Vec<NodeProcess>,
+    binary: PathBuf,
+    options: ClusterOptions,
+    replicas: u8,
+    dir: TestDir,
+}
+
+impl TestCluster {
+    /// Starts `shards * (1 + replicas)` nodes: the first founds the cluster, the others join
+    /// through it, and the first `options.controllers` are controller members. Returns once
+    /// the controller's status shows every node healthy, every shard, every slot owned, the
+    /// controller's voters settled, and every node reporting the final epoch.
+    pub async fn start(
+        binary: impl AsRef<Path>,
+        shards: usize,
+        replicas: u8,
+        options: ClusterOptions,
+    ) -> Result<TestCluster> {
+        if shards == 0 {
+            return Err(Error::Usage("a cluster needs at least one shard".into()));
+        }
+        let name = std::thread::current().name().map_or_else(
+            || "cluster".to_string(),
+            |n| n.rsplit("::").next().unwrap_or(n).into(),
+        );
+        let mut cluster = TestCluster {
+            nodes: Vec::new(),
+            binary: binary.as_ref().to_path_buf(),
+            options,
+            replicas,
+            dir: TestDir::new(&name)?,
+        };
+        let count = shards * (1 + replicas as usize);
+        let ready_timeout = cluster.options.ready_timeout;
+        let started = Instant::now();
+        cluster.spawn_node(None, cluster.options.controllers > 0)?;
+        cluster.nodes[0].wait_ready(ready_timeout).await?;
+        cluster.nodes[0].id().await?;
+        cluster
+            .wait_until("the founder to lead its cluster", ready_timeout, |_| true)
+            .await?;
+        let founder = cluster.nodes[0].resp_addr();
+        for i in 1..count {
+            let controller = i < cluster.options.controllers;
+            cluster.spawn_node(Some(&founder), controller)?;
+        }
+        for node in &cluster.nodes[1..] {
+            let left = ready_timeout.saturating_sub(started.elapsed());
+            node.wait_ready(left).await?;
+            node.id().await?;
+        }
+        let alive = cluster.alive_ids();
+        let left = ready_timeout.saturating_sub(started.elapsed());
+        cluster
+            .wait_until(
+                &format!("{count} nodes in {shards} shards, settled"),
+                left,
+                |status| {
+                    status.map.nodes.len() == count
+                        && status.map.shards.len() == shards
+                        && is_settled(status, &alive)
+                },
+            )
+            .await?;
+        Ok(cluster)
+    }
+
+    /// Starts one more node that joins through a running node (a replica while a shard lacks
+    /// one, else the primary of a new shard). Returns its index once the controller's status
+    /// shows it and the cluster has settled (see [`is_settled`]).
+    pub async fn add_node(&mut self, controller: bool) -> Result<usize> {
+        let seed = self
+            .reachable()
+            .next()
+            .map(|(_, n)| n.resp_addr())
+            .ok_or_else(|| Error::Usage("no running node to join through".into()))?;
+        let index = self.spawn_node(Some(&seed), controller)?;
+        let timeout = self.options.ready_timeout;
+        let started = Instant::now();
+        let node = &self.nodes[index];
+        node.wait_ready(timeout).await?;
+        let id = node.id().await?;
+        let alive = self.alive_ids();
+        self.wait_until(
+            &format!("{} ({id:?}) to join and the cluster to settle", node.name()),
+            timeout.saturating_sub(started.elapsed()),
+            |status| status.map.nodes.contains_key(&id) && is_settled(status, &alive),
+        )
+        .await?;
+        Ok(index)
+    }
+
+    /// Node `i` (in start order).
+    ///
+    /// # Panics
+    /// If there is no node `i`.
+    pub fn node(&self, i: usize) -> &NodeProcess {
+        &self.nodes[i]
+    }
+
+    /// Every node, in start order, killed ones included.
+    pub fn nodes(&self) -> &[NodeProcess] {
+        &self.nodes
+    }
+
+    /// Running, unpaused nodes with their indices.
+    pub fn reachable(&self) -> impl Iterator<Item = (usize, &NodeProcess)> + '_ {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.is_running() && !n.is_paused())
+    }
+
+    /// RESP addresses of the reachable nodes: seeds for a cluster client.
+    pub fn resp_addrs(&self) -> Vec<String> {
+        self.reachable().map(|(_, n)| n.resp_addr()).collect()
+    }
+
+    /// The index of the node with id `id` (as learned at its start).
+    pub fn index_of(&self, id: NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.known_id() == Some(id))
+    }
+
+    /// The directory holding the nodes' logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The cluster as the controller's leader sees it, asked through each reachable node in
+    /// turn until one answers.
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        let mut errors = Vec::new();
+        for (_, node) in self.reachable() {
+            match bus::call_leader(&node.bus_addr(), &Request::Status, STATUS_TIMEOUT, 4).await {
+                Ok(Reply::Status(status)) => return Ok(*status),
+                Ok(other) => errors.push(format!("{}: answered {other:?}", node.name())),
+                Err(e) => errors.push(format!("{}: {e}", node.name())),
+            }
+        }
+        if errors.is_empty() {
+            errors.push("no reachable node".into());
+        }
+        Err(Error::Cluster(format!(
+            "no controller status: {}",
+            errors.join("; ")
+        )))
+    }
+
+    /// Polls the status until `done` holds for it, for at most `timeout`. The error names
+    /// `what` and shows the last status (or the last error).
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&ClusterStatus) -> bool,
+    ) -> Result<ClusterStatus> {
+        let started = Instant::now();
+        let mut last;
+        loop {
+            match self.status().await {
+                Ok(status) if done(&status) => return Ok(status),
+                Ok(status) => last = summarize(&status),
+                Err(e) => last = e.to_string(),
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::Timeout {
+                    what: what.to_string(),
+                    waited: timeout,
+                    detail: format!("last status: {last}\nlogs in {}", self.dir().display()),
+                });
+            }
+            tokio::time::sleep(STATUS_POLL).await;
+        }
+    }
+
+    /// The index of the node that hosts the controller's leader.
+    pub async fn leader_index(&self) -> Result<usize> {
+        let status = self.status().await?;
+        self.index_of(status.leader).ok_or_else(|| {
+            Error::Cluster(format!(
+                "the leader {:?} is none of this cluster's processes",
+                status.leader
+            ))
+        })
+    }
+
+    /// Asks the controller to retire node `id`; returns the map without it.
+    pub async fn remove_node(&self, id: NodeId) -> Result<ClusterMap> {
+        let mut errors = Vec::new();
+        for (_, node) in self.reachable() {
+            let request = Request::RemoveNode(id);
+            match bus::call_leader(&node.bus_addr(), &request, REMOVE_TIMEOUT, 4).await {
+                Ok(Reply::Removed(map)) => return Ok(map),
+                Ok(Reply::Error(e)) => return Err(Error::Cluster(e)),
+                Ok(other) => errors.push(format!("{}: answered {other:?}", node.name())),
+                Err(e) => errors.push(format!("{}: {e}", node.name())),
+            }
+        }
+        Err(Error::Cluster(format!(
+            "could not remove {id:?}: {}",
+            errors.join("; ")
+        )))
+    }
+
+    /// Ids of the running, unpaused nodes whose ids are known.
+    fn alive_ids(&self) -> Vec<NodeId> {
+        self.reachable().filter_map(|(_, n)| n.known_id()).collect()
+    }
+
+    /// Spawns the next node (founding a cluster when `join` is `None`); returns its index.
+    fn spawn_node(&mut self, join: Option<&str>, controller: bool) -> Result<usize> {
+        let index = self.nodes.len();
+        let name = format!("node-{index}");
+        let ports = if self.options.http {
+            NodePorts::reserve()?
+        } else {
+            NodePorts::reserve_without_http()?
+        };
+        let spec = NodeSpec {
+            log: self.dir.join(&format!("{name}.log")),
+            name,
+            binary: self.binary.clone(),
+            ports,
+            args: node_args(&self.options, self.replicas, join, controller),
+        };
+        self.nodes.push(NodeProcess::spawn(spec)?);
+        Ok(index)
+    }
+}
+
+/// The cluster flags of one node.
+fn node_args(
+    options: &ClusterOptions,
+    replicas: u8,
+    join: Option<&str>,
+    controller: bool,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--cluster-enabled",
+        "--threads",
+        &options.threads.to_string(),
+        "--node-timeout",
+        &options.node_timeout_ms.to_string(),
+        "--log-level",
+        &options.log_level,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(routing) = &options.routing {
+        args.extend(["--routing".into(), routing.clone()]);
+    }
+    if controller {
+        args.push("--controller".into());
+    }
+    match join {
+        Some(seed) => args.extend(["--cluster-join".into(), seed.to_string()]),
+        None => args.extend(["--replicas".into(), replicas.to_string()]),
+    }
+    args.extend(options.extra_args.iter().cloned());
+    args
+}
+
+/// Whether the cluster has come to rest around the nodes `alive`: each is in the map, healthy,
+/// heard from, and reports holding the map's epoch; every slot is owned; and the controller
+/// has no voter change left to make.
+pub fn is_settled(status: &ClusterStatus, alive: &[NodeId]) -> bool {
+    let map = &status.map;
+    let holds_the_map = |id: &NodeId| {
+        map.node(*id).is_some_and(|n| n.health == Health::Ok)
+            && status
+                .nodes
+                .iter()
+                .any(|n| n.id == *id && n.last_heartbeat_ms.is_some() && n.epoch == map.epoch)
+    };
+    alive.iter().all(holds_the_map)
+        && map.slots_assigned() == SLOTS
+        && desired_voters(map, &map.controllers, Settings::default().max_voters).is_none()
+}
+
+/// A few lines on a status: epoch, leader, slots, shards and nodes.
+pub fn summarize(status: &ClusterStatus) -> String {
+    let map = &status.map;
+    let mut out = format!(
+        "epoch {}, leader {:?}, {}/{} slots assigned, voters {:?}\n",
+        map.epoch,
+        status.leader,
+        map.slots_assigned(),
+        SLOTS,
+        map.controllers
+    );
+    for shard in &map.shards {
+        out.push_str(&format!(
+            "  shard {}: primary {:?}, replicas {:?}, {} slots\n",
+            shard.id,
+            shard.primary,
+            shard.replicas,
+            map.slots.count(shard.id)
+        ));
+    }
+    for node in map.nodes.values() {
+        let seen = status.nodes.iter().find(|n| n.id == node.id);
+        out.push_str(&format!(
+            "  node {:?} {} {:?}{}: heartbeat {}, epoch {}, keys {}\n",
+            node.id,
+            node.resp_addr(),
+            node.health,
+            if node.controller { " controller" } else { "" },
+            seen.and_then(|s| s.last_heartbeat_ms)
+                .map_or("never".to_string(), |ms| format!("{ms} ms ago")),
+            seen.map_or(0, |s| s.epoch),
+            seen.map_or(0, |s| s.stats.keys),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_cluster::bus::{NodeStats, NodeStatus};
+    use shoal_cluster::map::{NodeInfo, ShardId, ShardInfo, SlotTable};
+
+    fn status(epoch: u64, reported: &[(u64, u64)]) -> ClusterStatus {
+        let mut map = ClusterMap::empty();
+        map.epoch = epoch;
+        for (i, id) in [1u64, 2, 3].into_iter().enumerate() {
+            map.nodes.insert(
+                NodeId(id),
+                NodeInfo {
+                    id: NodeId(id),
+                    host: "127.0.0.1".into(),
+                    port: 7000 + i as u16,
+                    bus_port: 17000 + i as u16,
+                    http_port: 0,
+                    controller: true,
+                    health: Health::Ok,
+                },
+            );
+            map.shards.push(ShardInfo {
+                id: ShardId(i as u32),
+                primary: NodeId(id),
+                replicas: vec![],
+            });
+        }
+        map.next_shard = 3;
+        map.slots = SlotTable::all(ShardId(0));
+        map.controllers = vec![NodeId(1), NodeId(2), NodeId(3)];
+        ClusterStatus {
+            leader: NodeId(1),
+            nodes: reported
+                .iter()
+                .map(|&(id, epoch)| NodeStatus {
+                    id: NodeId(id),
+                    placement: None,
+                    last_heartbeat_ms: Some(10),
+                    epoch,
+                    stats: NodeStats::default(),
+                })
+                .collect(),
+            map,
+        }
+    }
+
+    const ALL: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
+
+    #[test]
+    fn settled_needs_every_alive_node_on_the_final_epoch() {
+        assert!(is_settled(&status(5, &[(1, 5), (2, 5), (3, 5)]), &ALL));
+        assert!(!is_settled(&status(5, &[(1, 5), (2, 4), (3, 5)]), &ALL));
+        assert!(
+            !is_settled(&status(5, &[(1, 5), (2, 5)]), &ALL),
+            "3 never heard"
+        );
+        // A dead node's stale report does not matter once it is not expected alive.
+        assert!(is_settled(&status(5, &[(1, 5), (2, 5), (3, 2)]), &ALL[..2]));
+    }
+
+    #[test]
+    fn settled_needs_health_every_slot_and_stable_voters() {
+        let mut failed = status(5, &[(1, 5), (2, 5), (3, 5)]);
+        failed.map.nodes.get_mut(&NodeId(2)).unwrap().health = Health::Failed;
+        assert!(!is_settled(&failed, &ALL));
+
+        let mut hole = status(5, &[(1, 5), (2, 5), (3, 5)]);
+        hole.map.slots.set(77, None);
+        assert!(!is_settled(&hole, &ALL));
+
+        let mut voters = status(5, &[(1, 5), (2, 5), (3, 5)]);
+        voters.map.controllers = vec![NodeId(1)];
+        assert!(!is_settled(&voters, &ALL), "two more voters are due");
+    }
+
+    #[test]
+    fn summaries_name_every_node() {
+        let text = summarize(&status(5, &[(1, 5), (2, 4)]));
+        assert!(
+            text.starts_with("epoch 5, leader 0000000000000001"),
+            "{text}"
+        );
+        assert!(
+            text.contains("node 0000000000000003 127.0.0.1:7002 Ok controller: heartbeat never")
+        );
+        assert!(text.contains("epoch 4"), "{text}");
+    }
+
+    #[test]
+    fn nodes_get_the_cluster_flags() {
+        let options = ClusterOptions {
+            routing: Some("redirect".into()),
+            extra_args: vec!["--maxmemory".into(), "10mb".into()],
+            ..ClusterOptions::default()
+        };
+        let founder = node_args(&options, 1, None, true).join(" ");
+        assert_eq!(
+            founder,
+            "--cluster-enabled --threads 1 --node-timeout 2000 --log-level info,openraft=warn \
+             --routing redirect --controller --replicas 1 --maxmemory 10mb"
+        );
+        let joiner = node_args(&options, 1, Some("127.0.0.1:1"), false).join(" ");
+        assert!(joiner.contains("--cluster-join 127.0.0.1:1") && !joiner.contains("--controller"));
+    }
+
+    #[tokio::test]
+    async fn a_cluster_needs_a_shard() {
+        let err = TestCluster::start("/nonexistent", 0, 0, ClusterOptions::default())
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Usage(_)), "{err}");
+    }
+}

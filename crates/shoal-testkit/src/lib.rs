@@ -1,0 +1,42 @@
+//! Tests that run real `shoal` processes, and the fault-injection kit built on them.
+//!
+//! * [`ports`]: free ports on 127.0.0.1 ([`free_port`], [`NodePorts`]), so every node gets
+//!   explicit RESP, bus and HTTP ports and nothing collides.
+//! * [`process`]: a child process under control: kill (-9), pause (SIGSTOP), resume, terminate
+//!   (SIGTERM), restart. Children die with the test, even if the test runner crashes.
+//! * [`node`]: one `shoal server` ([`NodeProcess`]): its addresses, readiness, id, raw commands.
+//! * [`cluster`]: a cluster of them ([`TestCluster`]): start, join, remove, and bounded waits on
+//!   the controller's status.
+//! * [`resp`]: a minimal RESP client that shows raw replies (`-MOVED`, `-CROSSSLOT`).
+//! * [`testdir`]: a directory for logs, kept when a test fails.
+//! * [`tools`]: skipping tests whose external tools (`redis-cli`) are missing.
+//!
+//! Every wait is bounded and polls every 20-50 ms. Errors print the log tails or the last
+//! cluster status they saw, so a failing test explains itself.
+//!
+//! ```no_run
+//! # async fn example() -> shoal_testkit::Result<()> {
+//! use shoal_testkit::{ClusterOptions, TestCluster};
+//! let cluster = TestCluster::start("target/debug/shoal", 3, 0, ClusterOptions::default()).await?;
+//! let leader = cluster.leader_index().await?;
+//! cluster.node(leader).kill()?;
+//! # Ok(()) }
+//! ```
+
+pub mod cluster;
+pub mod error;
+pub mod node;
+pub mod ports;
+pub mod process;
+pub mod resp;
+pub mod testdir;
+pub mod tools;
+
+pub use cluster::{ClusterOptions, TestCluster, is_settled, summarize};
+pub use error::{Error, Result};
+pub use node::{NodeProcess, NodeSpec};
+pub use ports::{NodePorts, free_port, free_ports};
+pub use process::{Process, ProcessSpec};
+pub use resp::{RespConnection, Value};
+pub use testdir::TestDir;
+pub use tools::have_tools;

@@ -1,0 +1,229 @@
+//! One `shoal server` process with known ports.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use shoal_cluster::NodeId;
+
+use crate::error::{Error, Result};
+use crate::ports::NodePorts;
+use crate::process::{POLL, Process, ProcessSpec};
+use crate::resp::{self, Value};
+
+/// How long one RESP exchange of the kit may take.
+pub const RESP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The host every test node listens on.
+pub const HOST: &str = "127.0.0.1";
+
+/// How to start a node: `<binary> server --port P --cluster-port B --http-port H <args>`.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// Its name in messages and its log file's name (`node-0`).
+    pub name: String,
+    /// The `shoal` binary (in a test of the `shoal` crate, `env!("CARGO_BIN_EXE_shoal")`).
+    pub binary: PathBuf,
+    /// Its ports.
+    pub ports: NodePorts,
+    /// Further `shoal server` flags (`--cluster-enabled`, `--threads 1`, ...).
+    pub args: Vec<String>,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+/// A `shoal server` child process. Every method takes `&self`, so a node can be killed or
+/// paused while other tasks use it; dropping it kills the process.
+pub struct NodeProcess {
+    process: Process,
+    ports: NodePorts,
+    /// The id of the current incarnation (`(start number, id)`), once asked.
+    id: Mutex<Option<(u32, NodeId)>>,
+}
+
+impl NodeProcess {
+    /// Starts the node (without waiting for it: see [`NodeProcess::wait_ready`]).
+    pub fn spawn(spec: NodeSpec) -> Result<NodeProcess> {
+        let mut args = vec!["server".to_string()];
+        args.extend(spec.ports.args());
+        args.extend(spec.args);
+        let process = Process::spawn(ProcessSpec {
+            name: spec.name,
+            binary: spec.binary,
+            args,
+            // Plain text logs: tracing's colours are escape codes in a file.
+            env: vec![("NO_COLOR".into(), "1".into())],
+            log: spec.log,
+        })?;
+        Ok(NodeProcess {
+            process,
+            ports: spec.ports,
+            id: Mutex::new(None),
+        })
+    }
+
+    /// Starts the node and waits up to `timeout` for it to answer `PING`.
+    pub async fn start(spec: NodeSpec, timeout: Duration) -> Result<NodeProcess> {
+        let node = NodeProcess::spawn(spec)?;
+        node.wait_ready(timeout).await?;
+        Ok(node)
+    }
+
+    /// The process, for signals and restarts.
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        self.process.name()
+    }
+
+    /// Its ports.
+    pub fn ports(&self) -> NodePorts {
+        self.ports
+    }
+
+    /// `127.0.0.1:<port>` of its RESP listener.
+    pub fn resp_addr(&self) -> String {
+        format!("{HOST}:{}", self.ports.resp)
+    }
+
+    /// `127.0.0.1:<cluster-port>` of its cluster bus.
+    pub fn bus_addr(&self) -> String {
+        format!("{HOST}:{}", self.ports.bus)
+    }
+
+    /// `127.0.0.1:<http-port>` of its HTTP API, if it serves one.
+    pub fn http_addr(&self) -> Option<String> {
+        (self.ports.http != 0).then(|| format!("{HOST}:{}", self.ports.http))
+    }
+
+    /// Its log file.
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process.log_tail(lines)
+    }
+
+    /// Whether the process is alive (paused counts as alive).
+    pub fn is_running(&self) -> bool {
+        self.process.is_running()
+    }
+
+    /// Whether it is paused.
+    pub fn is_paused(&self) -> bool {
+        self.process.is_paused()
+    }
+
+    /// Kills it with SIGKILL (`kill -9`), as a crash would.
+    pub fn kill(&self) -> Result<()> {
+        self.process.kill()
+    }
+
+    /// Freezes it with SIGSTOP: connections stay open, nothing is answered.
+    pub fn pause(&self) -> Result<()> {
+        self.process.pause()
+    }
+
+    /// Lets it go on after [`NodeProcess::pause`] (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.process.resume()
+    }
+
+    /// Stops it with SIGTERM and waits up to `timeout` for a clean exit.
+    pub async fn terminate(&self, timeout: Duration) -> Result<ExitStatus> {
+        self.process.terminate(timeout).await
+    }
+
+    /// Waits up to `timeout` for it to exit by itself.
+    pub async fn wait_exit(&self, timeout: Duration) -> Result<ExitStatus> {
+        self.process.wait_exit(timeout).await
+    }
+
+    /// Starts it again after it ended, with the same ports and flags. A restarted node has a new
+    /// id (ids are random per start), so a cluster sees a new node.
+    pub fn restart(&self) -> Result<()> {
+        self.process.restart()
+    }
+
+    /// Waits up to `timeout` until it answers `PING` with `PONG`. Fails at once if it exits.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        let mut last;
+        loop {
+            if let Some(status) = self.process.exit_status() {
+                return Err(self.exited(status));
+            }
+            match resp::command(&self.resp_addr(), &["PING"], Duration::from_millis(500)).await {
+                Ok(Value::Simple(pong)) if pong == b"PONG" => return Ok(()),
+                Ok(other) => last = format!("PING answered {other:?}"),
+                Err(e) => last = e.to_string(),
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::Timeout {
+                    what: format!("{} to answer PING", self.name()),
+                    waited: timeout,
+                    detail: format!("last: {last}\n{}", self.process.report()),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Sends one command and returns the reply; an error reply is `Ok(Value::Error(..))`.
+    pub async fn command<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Value> {
+        resp::command(&self.resp_addr(), args, RESP_TIMEOUT).await
+    }
+
+    /// Its cluster node id, from `CLUSTER MYID` (asked once per start).
+    pub async fn id(&self) -> Result<NodeId> {
+        let starts = self.process.starts();
+        if let Some((at, id)) = *self.id_lock()
+            && at == starts
+        {
+            return Ok(id);
+        }
+        let reply = self.command(&["CLUSTER", "MYID"]).await?;
+        let text = match &reply {
+            Value::Bulk(_) | Value::Simple(_) => resp::text(&reply).unwrap_or_default(),
+            other => {
+                return Err(Error::Resp {
+                    addr: self.resp_addr(),
+                    reason: format!("CLUSTER MYID answered {other:?}"),
+                });
+            }
+        };
+        let id: NodeId = text.trim().parse().map_err(|e| Error::Resp {
+            addr: self.resp_addr(),
+            reason: format!("CLUSTER MYID: {e}"),
+        })?;
+        *self.id_lock() = Some((starts, id));
+        Ok(id)
+    }
+
+    /// Its id if [`NodeProcess::id`] has learned it for the current start.
+    pub fn known_id(&self) -> Option<NodeId> {
+        let starts = self.process.starts();
+        self.id_lock()
+            .filter(|(at, _)| *at == starts)
+            .map(|(_, id)| id)
+    }
+
+    fn id_lock(&self) -> std::sync::MutexGuard<'_, Option<(u32, NodeId)>> {
+        self.id.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn exited(&self, status: ExitStatus) -> Error {
+        Error::Exited {
+            name: self.name().to_string(),
+            status,
+            log: self.log_path().to_path_buf(),
+            tail: self.log_tail(crate::process::LOG_TAIL_LINES),
+        }
+    }
+}
