@@ -24,6 +24,8 @@
 //! | `shoal_uptime_seconds` | gauge | |
 //! | `process_cpu_seconds_total` (user + system) | counter | |
 //! | `process_resident_memory_bytes`, `process_start_time_seconds` | gauge | |
+//! | `shoal_cluster_epoch`, `shoal_cluster_nodes`, `shoal_cluster_shards`, `shoal_cluster_failed_nodes`, `shoal_cluster_slots_owned` | gauge | (cluster mode) |
+//! | `shoal_cluster_redirects_total`, `shoal_cluster_forwarded_total`, `shoal_cluster_keys_dropped_total` | counter | (cluster mode) |
 //! | `shoal_http_requests_total` | counter | `method`, `code` |
 //! | `shoal_http_request_duration_seconds` | histogram | `method` |
 //!
@@ -422,7 +424,66 @@ impl Collector for NodeCollector {
         self.keyspace(&mut encoder)?;
         self.connections(&mut encoder)?;
         self.process(&mut encoder)?;
+        self.cluster(&mut encoder)?;
         self.http(&mut encoder)
+    }
+}
+
+impl NodeCollector {
+    /// Cluster mode's families (none on a standalone node).
+    fn cluster(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(cluster) = &self.shared.cluster else {
+            return Ok(());
+        };
+        let map = cluster.map();
+        single(
+            encoder,
+            "shoal_cluster_epoch",
+            "Epoch of the cluster map this node routes by.",
+            None,
+            gauge_u64(map.epoch),
+        )?;
+        let gauges = [
+            ("shoal_cluster_nodes", "Nodes in the cluster map.", map.nodes.len()),
+            ("shoal_cluster_shards", "Shards in the cluster map.", map.shards.len()),
+            (
+                "shoal_cluster_failed_nodes",
+                "Nodes the controller marked failed.",
+                map.nodes.values().filter(|n| !n.is_ok()).count(),
+            ),
+            (
+                "shoal_cluster_slots_owned",
+                "Slots this node serves as primary.",
+                map.placement_of(cluster.myself().id)
+                    .filter(|(_, role)| *role == shoal_cluster::Role::Primary)
+                    .map_or(0, |(shard, _)| map.slots.count(shard.id)),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            single(encoder, name, help, None, gauge_usize(value))?;
+        }
+        let stats = &cluster.stats;
+        let counters = [
+            (
+                "shoal_cluster_redirects",
+                "Commands answered -MOVED (their slot is another node's).",
+                stats.redirects.load(Relaxed),
+            ),
+            (
+                "shoal_cluster_forwarded",
+                "Commands forwarded to their slot's owner (routing forward).",
+                stats.forwarded.load(Relaxed),
+            ),
+            (
+                "shoal_cluster_keys_dropped",
+                "Keys removed because their slot left this node.",
+                stats.keys_dropped.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            single(encoder, name, help, None, ConstCounter::new(value))?;
+        }
+        Ok(())
     }
 }
 

@@ -55,6 +55,60 @@ impl RespConnection {
             .map_err(|_| resp_error(&self.addr, format!("no reply within {timeout:?}")))?
     }
 
+    /// Writes `frames` (several commands, encoded) in one write and reads `replies` replies,
+    /// in order: a pipeline.
+    pub async fn pipeline(&mut self, frames: &[u8], replies: usize) -> Result<Vec<Value>> {
+        let addr = self.addr.clone();
+        let timeout = self.timeout;
+        let exchange = async {
+            self.stream
+                .write_all(frames)
+                .await
+                .map_err(|e| resp_error(&addr, e.to_string()))?;
+            let mut out = Vec::with_capacity(replies);
+            for _ in 0..replies {
+                out.push(self.read_reply().await?);
+            }
+            Ok(out)
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| resp_error(&self.addr, format!("no replies within {timeout:?}")))?
+    }
+
+    /// Sends one command and returns the bytes of its reply as the node sent them.
+    pub async fn raw_reply<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Vec<u8>> {
+        let before = self.buf.len();
+        debug_assert_eq!(before, 0, "no reply may be pending");
+        let request = encode(args);
+        let addr = self.addr.clone();
+        let timeout = self.timeout;
+        let exchange = async {
+            self.stream
+                .write_all(&request)
+                .await
+                .map_err(|e| resp_error(&addr, e.to_string()))?;
+            loop {
+                match decode(&self.buf) {
+                    Ok(Some((_, used))) => return Ok(self.buf.drain(..used).collect()),
+                    Ok(None) => {}
+                    Err(e) => return Err(resp_error(&addr, e.to_string())),
+                }
+                let n = self
+                    .stream
+                    .read_buf(&mut self.buf)
+                    .await
+                    .map_err(|e| resp_error(&addr, e.to_string()))?;
+                if n == 0 {
+                    return Err(resp_error(&addr, "closed the connection".into()));
+                }
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| resp_error(&self.addr, format!("no reply within {timeout:?}")))?
+    }
+
     async fn read_reply(&mut self) -> Result<Value> {
         loop {
             match decode(&self.buf) {

@@ -1,0 +1,237 @@
+//! Routing from the outside, on real `shoal server` processes: the smart client sends every
+//! key to its slot's owner; with `--routing forward` any node serves a plain client, multi-key
+//! commands included; every node's HTTP API serves the whole keyspace.
+//!
+//! The tests take turns (one cluster at a time), as in `cluster.rs`.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use shoal_client::{Client, ClientConfig};
+use shoal_cluster::{ClusterMap, key_slot};
+use shoal_testkit::resp::{RespConnection, text};
+use shoal_testkit::{ClusterOptions, TestCluster, Value};
+
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+const TEST_LIMIT: Duration = Duration::from_secs(50);
+const RESP_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn run_test(name: &str, body: impl Future<Output = ()>) {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = TURN.lock().await;
+    let started = Instant::now();
+    if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {
+        panic!("{name} ran longer than {TEST_LIMIT:?}");
+    }
+    eprintln!("{name}: passed in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+async fn start(shards: usize, routing: Option<&str>) -> TestCluster {
+    let options = ClusterOptions {
+        routing: routing.map(str::to_string),
+        ..ClusterOptions::default()
+    };
+    TestCluster::start(SHOAL, shards, 0, options)
+        .await
+        .expect("the cluster starts")
+}
+
+/// The RESP address of the primary owning `key` in `map`.
+fn owner(map: &ClusterMap, key: &str) -> String {
+    map.primary_of_slot(key_slot(key.as_bytes()))
+        .expect("every slot has an owner")
+        .resp_addr()
+}
+
+async fn call(conn: &mut RespConnection, args: &[&str]) -> Value {
+    conn.call(args).await.expect("the node answers")
+}
+
+fn int(value: &Value) -> i64 {
+    match value {
+        Value::Int(n) => *n,
+        other => panic!("expected an integer, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smart_client_puts_every_key_on_its_owner() {
+    run_test("the_smart_client_puts_every_key_on_its_owner", async {
+        let cluster = start(3, None).await;
+        let client = Client::connect(ClientConfig::new(cluster.resp_addrs()))
+            .await
+            .expect("the smart client connects");
+        let keys: Vec<String> = (0..10_000).map(|i| format!("user:{i}")).collect();
+        let writes = keys.iter().map(|k| client.set(k, format!("v-{k}"), None));
+        for result in futures_util::future::join_all(writes).await {
+            result.expect("every write succeeds");
+        }
+        let map = client.map();
+        let status = cluster.status().await.unwrap();
+        assert_eq!(map.epoch, status.map.epoch, "the client follows the map");
+        // Each node holds exactly the keys whose slots it owns.
+        for node in cluster.nodes() {
+            let addr = node.resp_addr();
+            let expected = keys.iter().filter(|k| owner(&map, k) == addr).count() as i64;
+            let held = int(&node.command(&["DBSIZE"]).await.unwrap());
+            assert_eq!(held, expected, "{addr}");
+            assert!(held > 2_500, "{addr} holds only {held} keys");
+        }
+        for key in keys.iter().step_by(97) {
+            let mut conn = RespConnection::connect(&owner(&map, key), RESP_TIMEOUT)
+                .await
+                .unwrap();
+            let got = call(&mut conn, &["GET", key]).await;
+            assert_eq!(text(&got).as_deref(), Some(format!("v-{key}").as_str()));
+            assert_eq!(
+                int(&call(&mut conn, &["CLUSTER", "KEYSLOT", key]).await),
+                i64::from(key_slot(key.as_bytes()))
+            );
+        }
+        let values = client.mget(&keys[..500]).await.unwrap();
+        assert!(values.iter().all(Option::is_some));
+        assert_eq!(client.del(&keys[..500]).await.unwrap(), 500);
+        let stats = client.stats();
+        assert_eq!(stats.errors, 0);
+        assert_eq!(stats.redirects, 0, "a current map needs no redirection");
+        assert!(
+            stats.socket_writes < stats.frames_sent,
+            "requests share socket writes: {stats:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_forward_routing_any_node_serves_a_plain_client() {
+    run_test(
+        "with_forward_routing_any_node_serves_a_plain_client",
+        async {
+            let cluster = start(3, Some("forward")).await;
+            let map = cluster.status().await.unwrap().map;
+            let entry = cluster.node(0).resp_addr();
+            let mut conn = RespConnection::connect(&entry, RESP_TIMEOUT).await.unwrap();
+            let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+            for key in &keys {
+                let reply = call(&mut conn, &["SET", key, key]).await;
+                assert_eq!(text(&reply).as_deref(), Some("OK"), "SET {key}");
+            }
+            // The keys live on their owners, not on the node that took the commands.
+            for node in cluster.nodes() {
+                let addr = node.resp_addr();
+                let expected = keys.iter().filter(|k| owner(&map, k) == addr).count() as i64;
+                assert_eq!(
+                    int(&node.command(&["DBSIZE"]).await.unwrap()),
+                    expected,
+                    "{addr}"
+                );
+            }
+            // Multi-key commands over every shard are split and merged.
+            let mut mget = vec!["MGET"];
+            mget.extend(keys.iter().map(String::as_str));
+            mget.push("missing");
+            let Value::Array(values) = call(&mut conn, &mget).await else {
+                panic!("MGET answers an array");
+            };
+            assert_eq!(values.len(), keys.len() + 1);
+            for (key, value) in keys.iter().zip(&values) {
+                assert_eq!(text(value).as_deref(), Some(key.as_str()));
+            }
+            assert_eq!(values.last(), Some(&Value::Null));
+            let mut exists = vec!["EXISTS"];
+            exists.extend(keys.iter().map(String::as_str));
+            assert_eq!(int(&call(&mut conn, &exists).await), keys.len() as i64);
+            let reply = call(&mut conn, &["MSET", "a", "1", "b", "2", "c", "3"]).await;
+            assert_eq!(text(&reply).as_deref(), Some("OK"));
+            assert_eq!(
+                int(&call(&mut conn, &["DEL", "a", "b", "c", "nope"]).await),
+                3
+            );
+            // Commands that cannot be split keep Redis Cluster's answer.
+            let reply = call(&mut conn, &["RENAME", "k1", "k2"]).await;
+            let line = match reply {
+                Value::Error(line) => String::from_utf8_lossy(&line).into_owned(),
+                other => panic!("RENAME across slots answered {other:?}"),
+            };
+            assert!(line.starts_with("CROSSSLOT"), "{line}");
+            // A pipeline through another node comes back whole and in order.
+            let other = cluster.node(1).resp_addr();
+            let mut piped = RespConnection::connect(&other, RESP_TIMEOUT).await.unwrap();
+            let mut frames = Vec::new();
+            for key in &keys {
+                frames.extend_from_slice(&shoal_testkit::resp::encode(&["GET", key.as_str()]));
+            }
+            let replies = piped.pipeline(&frames, keys.len()).await.unwrap();
+            for (key, reply) in keys.iter().zip(&replies) {
+                assert_eq!(text(reply).as_deref(), Some(key.as_str()));
+            }
+            // RESP3 clients get RESP3 replies, nulls included.
+            let mut resp3 = RespConnection::connect(&other, RESP_TIMEOUT).await.unwrap();
+            assert!(matches!(
+                call(&mut resp3, &["HELLO", "3"]).await,
+                Value::Map(_)
+            ));
+            let missing = keys
+                .iter()
+                .map(|k| format!("{k}-missing"))
+                .find(|k| owner(&map, k) != other)
+                .unwrap();
+            assert_eq!(call(&mut resp3, &["GET", &missing]).await, Value::Null);
+            let raw = resp3.raw_reply(&["GET", &missing]).await.unwrap();
+            assert_eq!(raw, b"_\r\n", "a RESP3 null, not RESP2's");
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_s_http_api_serves_the_whole_keyspace() {
+    run_test("every_node_s_http_api_serves_the_whole_keyspace", async {
+        let cluster = start(3, None).await;
+        let map = cluster.status().await.unwrap().map;
+        let http: Vec<String> = cluster
+            .nodes()
+            .iter()
+            .map(|n| n.http_addr().expect("HTTP is on"))
+            .collect();
+        let client = reqwest::Client::new();
+        for i in 0..60 {
+            let key = format!("web:{i}");
+            let (writer, reader, deleter) = (&http[i % 3], &http[(i + 1) % 3], &http[(i + 2) % 3]);
+            let posted = client
+                .post(format!("http://{writer}/{key}"))
+                .body(format!("{{\"value\":\"{key}\",\"ttl_ms\":60000}}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(posted.status(), 204, "POST {key} to {writer}");
+            let got = client
+                .get(format!("http://{reader}/{key}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(got.status(), 200, "GET {key} from {reader}");
+            let body: serde_json::Value = got.json().await.unwrap();
+            assert_eq!(body["value"], key.as_str());
+            // Stored on the owner, with its TTL.
+            let mut conn = RespConnection::connect(&owner(&map, &key), RESP_TIMEOUT)
+                .await
+                .unwrap();
+            let ttl = int(&call(&mut conn, &["PTTL", &key]).await);
+            assert!((50_000..=60_000).contains(&ttl), "PTTL {ttl}");
+            let deleted = client
+                .delete(format!("http://{deleter}/{key}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(deleted.status(), 204, "DELETE {key} at {deleter}");
+            let gone = client
+                .get(format!("http://{writer}/{key}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(gone.status(), 404);
+        }
+    })
+    .await;
+}
