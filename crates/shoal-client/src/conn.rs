@@ -208,10 +208,19 @@ impl Conn {
             addr: self.shared.addr.clone(),
             after: timeout,
         };
-        match tokio::time::timeout_at(deadline, self.tx.send(pending)).await {
-            Err(_) => return Err(timed_out()),
-            Ok(Err(_)) => return Err(self.shared.not_sent()),
-            Ok(Ok(())) => {}
+        // Queued at once when there is room: `try_send` does not wait and is not subject to
+        // tokio's cooperative budget, so requests issued in order (a proxy's pipeline, polled
+        // in order) are queued, and so written, in that order. Only a full queue waits.
+        match self.tx.try_send(pending) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.shared.not_sent()),
+            Err(mpsc::error::TrySendError::Full(pending)) => {
+                match tokio::time::timeout_at(deadline, self.tx.send(pending)).await {
+                    Err(_) => return Err(timed_out()),
+                    Ok(Err(_)) => return Err(self.shared.not_sent()),
+                    Ok(Ok(())) => {}
+                }
+            }
         }
         match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(timed_out()),

@@ -111,6 +111,19 @@ fn local_handler(name: &str) -> Option<Handler> {
     Some(handler)
 }
 
+/// The error line of a command the proxy refuses.
+fn refusal(name: &str) -> Option<&'static str> {
+    const NO_CLUSTER: &str = "ERR This instance has cluster support disabled";
+    match name {
+        "asking" | "readonly" | "readwrite" => Some(NO_CLUSTER),
+        name if name.starts_with("cluster|") => Some(NO_CLUSTER),
+        "shutdown" => {
+            Some("ERR proxy: SHUTDOWN is not served through the proxy; stop the nodes themselves")
+        }
+        _ => None,
+    }
+}
+
 fn route(
     shared: &Arc<Shared>,
     conn: &mut ConnState,
@@ -129,40 +142,17 @@ fn route(
         }
         return Dispatched::Local;
     }
+    if let Some(line) = refusal(spec.name) {
+        reject(shared, &ErrorLine::fixed(line), out);
+        return Dispatched::Local;
+    }
+    if spec.name == "client|help" {
+        if let Some(container) = command_table::lookup(b"client") {
+            connection::help(&mut Local { shared, conn, out }, container);
+        }
+        return Dispatched::Local;
+    }
     let fanned = match spec.name {
-        "client|help" => {
-            if let Some(container) = command_table::lookup(b"client") {
-                let mut ctx = Local { shared, conn, out };
-                connection::help(&mut ctx, container);
-            }
-            return Dispatched::Local;
-        }
-        "asking" | "readonly" | "readwrite" => {
-            reject(
-                shared,
-                &ErrorLine::fixed("ERR This instance has cluster support disabled"),
-                out,
-            );
-            return Dispatched::Local;
-        }
-        name if name.starts_with("cluster|") => {
-            reject(
-                shared,
-                &ErrorLine::fixed("ERR This instance has cluster support disabled"),
-                out,
-            );
-            return Dispatched::Local;
-        }
-        "shutdown" => {
-            reject(
-                shared,
-                &ErrorLine::fixed(
-                    "ERR proxy: SHUTDOWN is not served through the proxy; stop the nodes themselves",
-                ),
-                out,
-            );
-            return Dispatched::Local;
-        }
         "info" => info::info(shared.clone(), args),
         "dbsize" => fanout::dbsize(client, args),
         "keys" => fanout::keys(client, args),

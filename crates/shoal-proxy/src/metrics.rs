@@ -33,7 +33,7 @@ use crate::shared::Shared;
 use crate::stats::ProxyStats;
 use crate::upstream::primaries;
 
-/// The `Content-Type` of [`Exporter::render`]'s text.
+/// The `Content-Type` of the `/metrics` page (OpenMetrics text).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// HTTP API requests by method and status code.

@@ -221,10 +221,10 @@ impl Session {
                 }
             }
         };
-        // Without tokio's cooperative budget: past it, the client's queue sends would return
-        // pending and be woken in reverse order, and the batch's commands would reach the
-        // nodes out of order. A batch is bounded by MAX_BATCH, so this task still yields soon.
-        tokio::task::unconstrained(self.gather(stream, pending)).await?;
+        // The batch's commands are queued on their connections in the order they are first
+        // polled (the client queues without waiting while there is room), so they reach each
+        // node in order.
+        self.gather(stream, pending).await?;
         Ok(progress)
     }
 

@@ -104,3 +104,25 @@ async fn a_late_reply_goes_to_the_caller_that_gave_up_not_the_next_one() {
         "a timeout does not drop the connection"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_issued_in_order_from_one_task_run_in_that_order() {
+    // A proxy's pipeline: thousands of commands started in order and polled from one task,
+    // far past tokio's cooperative budget. INCR shows the order the node ran them in.
+    let node = Node::start();
+    let client = Client::with_map(map(1, &[(node.addr, ALL)]), config())
+        .await
+        .unwrap();
+    client.ping().await.unwrap();
+    let mut ordered = futures_util::stream::FuturesOrdered::new();
+    for _ in 0..3000 {
+        let client = client.clone();
+        ordered.push_back(async move { client.incr("counter").await });
+    }
+    let results: Vec<i64> = futures_util::StreamExt::collect::<Vec<_>>(ordered)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(results, (1..=3000).collect::<Vec<i64>>());
+}

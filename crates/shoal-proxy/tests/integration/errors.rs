@@ -121,3 +121,37 @@ async fn protocol_garbage_gets_an_error_and_the_connection_closes() {
     assert_eq!(raw.reply().await, simple("OK"));
     assert_eq!(raw.reply().await, bulk("a b"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_cluster_gives_readable_errors() {
+    let node = start_node(|c| {
+        c.cluster_enabled = true;
+        c.controller = true;
+    });
+    let proxy = start_proxy(&node.resp_addr().to_string(), |c| {
+        c.upstream_timeout = std::time::Duration::from_millis(300);
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    while proxy.client().map().slots_assigned() < SLOTS {
+        assert!(std::time::Instant::now() < deadline, "the slots are placed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut raw = Raw::connect(proxy.resp_addr()).await;
+    assert_eq!(raw.call(&["SET", "gone:k", "v"]).await, simple("OK"));
+    tokio::task::spawn_blocking(move || {
+        node.shutdown();
+        node.wait();
+    })
+    .await
+    .unwrap();
+    let error = error_text(&raw.call(&["GET", "gone:k"]).await);
+    assert!(
+        error.starts_with("ERR proxy: ") || error.starts_with("CLUSTERDOWN "),
+        "{error}"
+    );
+    let error = error_text(&raw.call(&["DBSIZE"]).await);
+    assert!(error.starts_with("ERR proxy: "), "{error}");
+    // What the proxy answers itself still works.
+    assert_eq!(raw.call(&["PING"]).await, simple("PONG"));
+    assert_eq!(raw.call(&["ECHO", "still here"]).await, bulk("still here"));
+}
