@@ -99,16 +99,20 @@ measure() {
     local before after rps
     before=$(cpu_ticks "$@")
     if [ "$driver" = redis-benchmark ]; then
-      rps=$(redis-benchmark -p "$seed" --cluster -c 50 -n "$REQUESTS" -r 100000 -d 100 -t "$test" --csv \
+      # redis-benchmark refuses --cluster for a single node: it talks to that node directly.
+      local cluster_flag=--cluster
+      [ $# -eq 1 ] && cluster_flag=
+      rps=$(redis-benchmark -p "$seed" $cluster_flag -c 50 -n "$REQUESTS" -r 100000 -d 100 -t "$test" --csv \
         | tail -1 | tr -d '"' | cut -d, -f2)
     else
       rps=$("$LOAD" "127.0.0.1:$seed" "$test" "$REQUESTS" 50 100000 100 \
         | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["failed"]==0, d; print(d["rps"])')
     fi
     after=$(cpu_ticks "$@")
-    python3 -c "print(f'$label,$driver,$test,{float('$rps'):.0f},{($after-$before)/$hz*1e6/$REQUESTS:.2f}')" >>"$work/cpu.csv"
-    printf '  %-8s %-16s %-4s %10.0f req/s  %6.2f us CPU/req\n' "$label" "$driver" "$test" "$rps" \
-      "$(python3 -c "print(($after-$before)/$hz*1e6/$REQUESTS)")"
+    local cpu_us
+    cpu_us=$(python3 -c "print('%.2f' % (($after - $before) / $hz * 1e6 / $REQUESTS))")
+    echo "$label,$driver,$test,$rps,$cpu_us" >>"$work/cpu.csv"
+    printf '  %-8s %-16s %-4s %10.0f req/s  %6.2f us CPU/req\n' "$label" "$driver" "$test" "$rps" "$cpu_us"
   done
 }
 
