@@ -235,3 +235,83 @@ async fn every_node_s_http_api_serves_the_whole_keyspace() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoal_proxy_serves_plain_clients_and_http() {
+    run_test("shoal_proxy_serves_plain_clients_and_http", async {
+        let cluster = start(3, None).await;
+        let ports = shoal_testkit::free_ports(2).expect("two free ports");
+        let (port, http_port) = (ports[0], ports[1]);
+        let log = cluster.dir().join("proxy.log");
+        let proxy = shoal_testkit::Process::spawn(shoal_testkit::ProcessSpec {
+            name: "proxy".into(),
+            binary: SHOAL.into(),
+            args: vec![
+                "proxy".into(),
+                "--port".into(),
+                port.to_string(),
+                "--http-port".into(),
+                http_port.to_string(),
+                "--cluster".into(),
+                cluster.resp_addrs().join(","),
+            ],
+            env: Vec::new(),
+            log: log.clone(),
+        })
+        .expect("the proxy starts");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = loop {
+            if let Ok(mut conn) = RespConnection::connect(&addr, RESP_TIMEOUT).await
+                && conn.call(&["PING"]).await.is_ok()
+            {
+                break conn;
+            }
+            assert!(
+                proxy.is_running(),
+                "the proxy exited: {}",
+                proxy.log_tail(20)
+            );
+            assert!(Instant::now() < deadline, "the proxy never answered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let map = cluster.status().await.unwrap().map;
+        let keys: Vec<String> = (0..200).map(|i| format!("p{i}")).collect();
+        let mut mset = vec!["MSET".to_string()];
+        for key in &keys {
+            mset.push(key.clone());
+            mset.push(format!("v{key}"));
+        }
+        let reply = conn.call(&mset).await.unwrap();
+        assert_eq!(text(&reply).as_deref(), Some("OK"));
+        let mut mget = vec!["MGET".to_string()];
+        mget.extend(keys.iter().cloned());
+        let Value::Array(values) = conn.call(&mget).await.unwrap() else {
+            panic!("MGET answers an array");
+        };
+        for (key, value) in keys.iter().zip(&values) {
+            assert_eq!(text(value), Some(format!("v{key}")));
+        }
+        assert_eq!(
+            int(&conn.call(&["DBSIZE"]).await.unwrap()),
+            keys.len() as i64
+        );
+        for node in cluster.nodes() {
+            let addr = node.resp_addr();
+            let expected = keys.iter().filter(|k| owner(&map, k) == addr).count() as i64;
+            assert_eq!(
+                int(&node.command(&["DBSIZE"]).await.unwrap()),
+                expected,
+                "{addr}"
+            );
+        }
+        let got = reqwest::get(format!("http://127.0.0.1:{http_port}/p7"))
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200);
+        let body: serde_json::Value = got.json().await.unwrap();
+        assert_eq!(body["value"], "vp7");
+        proxy.terminate(Duration::from_secs(5)).await.unwrap();
+    })
+    .await;
+}
