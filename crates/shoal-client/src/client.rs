@@ -635,19 +635,7 @@ fn expect_ok(name: &str, reply: Value) -> Result<(), Error> {
 }
 
 fn unexpected(name: &str, reply: &Value) -> Error {
-    let mut shown = format!("{reply:?}");
-    if shown.len() > 200 {
-        let mut end = 200;
-        while !shown.is_char_boundary(end) {
-            end -= 1;
-        }
-        shown.truncate(end);
-        shown.push_str("...");
-    }
-    Error::UnexpectedReply {
-        command: name.to_string(),
-        reply: shown,
-    }
+    Error::unexpected_reply(name, reply)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_cluster::Slot;
+use shoal_proto::reply::Value;
 
 /// What went wrong with a request.
 ///
@@ -120,6 +121,24 @@ impl Error {
             b"CLUSTERDOWN" | b"TRYAGAIN" => Error::ClusterDown(text),
             b"CROSSSLOT" => Error::CrossSlot,
             _ => Error::Server(text),
+        }
+    }
+
+    /// [`Error::UnexpectedReply`]: `command` answered `reply`, which is shown shortened (to
+    /// about 200 bytes).
+    pub fn unexpected_reply(command: &str, reply: &Value) -> Error {
+        let mut shown = format!("{reply:?}");
+        if shown.len() > 200 {
+            let mut end = 200;
+            while !shown.is_char_boundary(end) {
+                end -= 1;
+            }
+            shown.truncate(end);
+            shown.push_str("...");
+        }
+        Error::UnexpectedReply {
+            command: command.to_string(),
+            reply: shown,
         }
     }
 

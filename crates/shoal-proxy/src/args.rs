@@ -1,36 +1,8 @@
-//! Reading command arguments and quoting them in error lines, as Redis does.
+//! Reading command arguments and quoting them in error lines, as Redis does (the parts a node
+//! shares are in [`shoal_proto::args`]).
 
-/// Case-insensitive comparison of an argument with an option name.
-#[inline]
-pub(crate) fn is(arg: &[u8], option: &str) -> bool {
-    arg.eq_ignore_ascii_case(option.as_bytes())
-}
-
-/// An integer argument parsed as Redis's `string2ll` does: an optional `-`, digits, no `+`,
-/// no spaces, no leading zeros (but `0` itself), no overflow.
-pub(crate) fn parse_i64(arg: &[u8]) -> Option<i64> {
-    let (negative, digits) = match arg.split_first()? {
-        (b'-', rest) => (true, rest),
-        _ => (false, arg),
-    };
-    if digits.is_empty() || (digits[0] == b'0' && (digits.len() > 1 || negative)) {
-        return None;
-    }
-    let mut value: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        let d = i64::from(d - b'0');
-        value = value.checked_mul(10)?;
-        value = if negative {
-            value.checked_sub(d)?
-        } else {
-            value.checked_add(d)?
-        };
-    }
-    Some(value)
-}
+use shoal_proto::args::c_str;
+use shoal_proto::connection::ArgError;
 
 /// An unsigned decimal (a `SCAN` cursor): digits only, no overflow.
 pub(crate) fn parse_u64(arg: &[u8]) -> Option<u64> {
@@ -43,14 +15,6 @@ pub(crate) fn parse_u64(arg: &[u8]) -> Option<u64> {
         }
         acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
-}
-
-/// `bytes` the way Redis's `%s` shows an argument (a C string): up to the first NUL byte.
-pub(crate) fn c_str(bytes: &[u8]) -> &[u8] {
-    bytes
-        .iter()
-        .position(|&b| b == 0)
-        .map_or(bytes, |nul| &bytes[..nul])
 }
 
 /// `bytes` the way Redis's `%.128s` shows an argument: up to the first NUL, at most 128 bytes.
@@ -70,23 +34,9 @@ impl ErrorLine {
         ErrorLine(line.as_bytes().to_vec())
     }
 
-    /// `prefix`, the argument as `%s` shows it, `suffix`.
-    pub fn quoting(prefix: &str, arg: &[u8], suffix: &str) -> ErrorLine {
-        let mut line = Vec::with_capacity(prefix.len() + arg.len() + suffix.len());
-        line.extend_from_slice(prefix.as_bytes());
-        line.extend_from_slice(c_str(arg));
-        line.extend_from_slice(suffix.as_bytes());
-        ErrorLine(line)
-    }
-
     /// `ERR wrong number of arguments for '<name>' command`.
     pub fn wrong_arity(name: &str) -> ErrorLine {
         ErrorLine(format!("ERR wrong number of arguments for '{name}' command").into_bytes())
-    }
-
-    /// `ERR syntax error`.
-    pub fn syntax() -> ErrorLine {
-        ErrorLine::fixed("ERR syntax error")
     }
 
     /// Appends `-<line>\r\n` to `out`, line breaks turned into spaces.
@@ -102,28 +52,18 @@ impl ErrorLine {
     }
 }
 
+impl From<ArgError<'_>> for ErrorLine {
+    fn from(error: ArgError<'_>) -> ErrorLine {
+        ErrorLine(error.line())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn integers_parse_as_string2ll_does() {
-        assert_eq!(parse_i64(b"0"), Some(0));
-        assert_eq!(parse_i64(b"-12"), Some(-12));
-        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [
-            &b""[..],
-            b"-",
-            b"+1",
-            b"01",
-            b"-0",
-            b" 1",
-            b"1x",
-            b"9223372036854775808",
-        ] {
-            assert_eq!(parse_i64(bad), None, "{bad:?}");
-        }
+    fn cursors_parse_as_unsigned_decimals() {
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_u64(b"18446744073709551616"), None);
         assert_eq!(parse_u64(b"-1"), None);
@@ -131,7 +71,11 @@ mod tests {
 
     #[test]
     fn error_lines_quote_like_percent_s() {
-        let line = ErrorLine::quoting("ERR x '", b"ab\0cd", "'");
+        let line = ErrorLine::from(ArgError::Quoting {
+            prefix: "ERR x '",
+            arg: b"ab\0cd",
+            suffix: "'",
+        });
         assert_eq!(line.0, b"ERR x 'ab'");
         let mut out = Vec::new();
         ErrorLine::fixed("ERR a\r\nb").write(&mut out);

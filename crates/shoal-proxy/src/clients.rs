@@ -109,17 +109,7 @@ pub struct Clients {
 }
 
 /// What `CLIENT KILL` selects; every given filter must match.
-#[derive(Debug, Default)]
-pub struct KillFilter {
-    /// `ID id`.
-    pub id: Option<u64>,
-    /// `ADDR ip:port` (or the old form's only argument).
-    pub addr: Option<String>,
-    /// `LADDR ip:port`.
-    pub laddr: Option<String>,
-    /// This client is spared (`SKIPME yes`, the default of the new form).
-    pub skip: Option<u64>,
-}
+pub use shoal_proto::connection::KillFilter;
 
 impl Clients {
     /// Reserves room for one more client if fewer than `max` are connected.
@@ -177,20 +167,7 @@ impl Clients {
         let chosen: Vec<Arc<ClientInfo>> = self
             .all()
             .into_iter()
-            .filter(|c| filter.id.is_none_or(|id| c.id == id))
-            .filter(|c| {
-                filter
-                    .addr
-                    .as_deref()
-                    .is_none_or(|a| c.addr.to_string() == a)
-            })
-            .filter(|c| {
-                filter
-                    .laddr
-                    .as_deref()
-                    .is_none_or(|a| c.laddr.to_string() == a)
-            })
-            .filter(|c| filter.skip != Some(c.id))
+            .filter(|c| filter.matches(c.id, c.addr, c.laddr))
             .collect();
         chosen.iter().for_each(|c| c.kill());
         chosen.len()

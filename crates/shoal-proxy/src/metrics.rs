@@ -1,7 +1,8 @@
 //! The proxy's Prometheus `/metrics`: a prometheus-client [`Collector`] that reads, at scrape
 //! time, the counters `INFO` reads (the proxy's own, the upstream client's
 //! [`ClientStats`](shoal_client::ClientStats), the cluster map) and the HTTP API's, in the
-//! OpenMetrics text format ([`CONTENT_TYPE`]).
+//! OpenMetrics text format ([`shoal_http::metrics::CONTENT_TYPE`]); the HTTP router renders it
+//! with a [`shoal_http::metrics::Exporter`].
 //!
 //! | name | type | labels |
 //! | --- | --- | --- |
@@ -15,67 +16,37 @@
 //! | `shoal_proxy_upstream_latency_seconds` | gauge | `quantile` = `0.5` / `0.9` / `0.99` / `0.999` / `1` |
 //! | `shoal_proxy_cluster_epoch`, `shoal_proxy_cluster_nodes`, `shoal_proxy_cluster_primaries` | gauge | |
 //! | `shoal_proxy_uptime_seconds` | gauge | |
-//! | `shoal_proxy_http_requests_total` | counter | `method`, `code` |
+//! | `shoal_proxy_http_requests_total` | counter | `method`, `code` ([`HttpStats::encode`]) |
+//! | `shoal_proxy_http_request_duration_seconds` | histogram | `method` |
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use axum::http::{Method, StatusCode};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Unit;
+use shoal_http::HttpStats;
+use shoal_http::metrics::{counter, gauge, single};
 
 use crate::shared::Shared;
 use crate::stats::ProxyStats;
 use crate::upstream::primaries;
 
-/// The `Content-Type` of the `/metrics` page (OpenMetrics text).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// HTTP API requests by method and status code.
-#[derive(Debug, Default)]
-pub(crate) struct HttpStats {
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-}
-
-impl HttpStats {
-    /// Records one answered request.
-    pub fn record(&self, method: &Method, status: StatusCode) {
-        let method = match *method {
-            Method::GET => "GET",
-            Method::HEAD => "HEAD",
-            Method::POST => "POST",
-            Method::DELETE => "DELETE",
-            _ => "other",
-        };
-        let mut requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *requests.entry((method, status.as_u16())).or_default() += 1;
-    }
-
-    fn snapshot(&self) -> Vec<((&'static str, u16), u64)> {
-        let requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        requests.iter().map(|(k, v)| (*k, *v)).collect()
-    }
-}
-
 /// Reads the proxy's counters at scrape time.
 #[derive(Debug)]
-struct ProxyCollector {
+pub(crate) struct ProxyCollector {
     shared: Arc<Shared>,
     http: Arc<HttpStats>,
 }
 
 impl ProxyCollector {
+    /// A collector for the proxy `shared` and the HTTP API counted in `http`.
+    pub fn new(shared: Arc<Shared>, http: Arc<HttpStats>) -> ProxyCollector {
+        ProxyCollector { shared, http }
+    }
+
     fn sessions(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.shared.stats;
         let get = ProxyStats::get;
@@ -235,75 +206,12 @@ impl ProxyCollector {
             uptime,
         )
     }
-
-    fn http(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_descriptor(
-            "shoal_proxy_http_requests",
-            "HTTP API requests by method and status code.",
-            None,
-            MetricType::Counter,
-        )?;
-        for ((method, code), count) in self.http.snapshot() {
-            let labels = ([("method", method)], [("code", code)]);
-            counter(&mut family, &labels, count)?;
-        }
-        Ok(())
-    }
 }
 
 impl Collector for ProxyCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.sessions(&mut encoder)?;
         self.upstream(&mut encoder)?;
-        self.http(&mut encoder)
-    }
-}
-
-fn single(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    metric: impl EncodeMetric,
-) -> Result<(), std::fmt::Error> {
-    let family = encoder.encode_descriptor(name, help, unit, metric.metric_type())?;
-    metric.encode(family)
-}
-
-fn counter(
-    family: &mut MetricEncoder,
-    labels: &impl EncodeLabelSet,
-    value: u64,
-) -> Result<(), std::fmt::Error> {
-    ConstCounter::new(value).encode(family.encode_family(labels)?)
-}
-
-fn gauge(value: u64) -> ConstGauge<i64> {
-    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
-}
-
-/// Renders the proxy's metrics.
-#[derive(Debug)]
-pub(crate) struct Exporter {
-    registry: Registry,
-}
-
-impl Exporter {
-    /// An exporter for the proxy `shared` and the HTTP API counted in `http`.
-    pub fn new(shared: Arc<Shared>, http: Arc<HttpStats>) -> Exporter {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(ProxyCollector { shared, http }));
-        Exporter { registry }
-    }
-
-    /// The metrics as OpenMetrics text, ending in `# EOF`.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::warn!("cannot encode the metrics: {e}");
-            out.clear();
-            let _ = writeln!(out, "# EOF");
-        }
-        out
+        self.http.encode(&mut encoder, "shoal_proxy")
     }
 }

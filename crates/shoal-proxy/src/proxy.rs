@@ -273,12 +273,8 @@ async fn follow_map(client: Client) {
 }
 
 async fn serve_http(shared: Arc<Shared>, listener: TcpListener) {
-    let mut stop = shared.shutdown_signal();
-    let app = http::router(shared);
-    let served = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|stop| *stop).await;
-    });
-    if let Err(e) = served.await {
+    let stop = shared.shutdown_signal();
+    if let Err(e) = shoal_http::serve(listener, http::router(shared), stop).await {
         tracing::error!("HTTP server stopped: {e}");
     }
 }

@@ -122,37 +122,7 @@ impl ClientInfo {
 }
 
 /// What `CLIENT KILL` selects (Redis 7's filters; all given ones must match).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct KillFilter {
-    /// `ID`
-    pub id: Option<u64>,
-    /// `ADDR` (`ip:port`)
-    pub addr: Option<String>,
-    /// `LADDR` (`ip:port`)
-    pub laddr: Option<String>,
-    /// `MAXAGE` in seconds: clients older than this.
-    pub max_age: Option<u64>,
-    /// With `SKIPME yes` (the default), the caller's id, which is never killed.
-    pub skip: Option<u64>,
-}
-
-impl KillFilter {
-    fn matches(&self, client: &ClientInfo) -> bool {
-        self.id.is_none_or(|id| id == client.id)
-            && self
-                .addr
-                .as_deref()
-                .is_none_or(|a| a == client.addr.to_string())
-            && self
-                .laddr
-                .as_deref()
-                .is_none_or(|a| a == client.laddr.to_string())
-            && self
-                .max_age
-                .is_none_or(|age| client.created.elapsed().as_secs() >= age)
-            && self.skip != Some(client.id)
-    }
-}
+pub use shoal_proto::connection::KillFilter;
 
 /// Every connected client.
 pub struct Clients {
@@ -251,7 +221,10 @@ impl Clients {
         let map = self.map.lock();
         let mut killed = 0;
         let mut kill_self = false;
-        for client in map.values().filter(|c| filter.matches(c)) {
+        for client in map
+            .values()
+            .filter(|c| filter.matches(c.id, c.addr, c.laddr))
+        {
             // A client already killed is gone as far as anyone can tell (its session ends
             // on its own): it does not match again.
             if client.killed.swap(true, Relaxed) {

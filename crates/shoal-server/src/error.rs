@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 
+use shoal_proto::connection::ArgError;
+
 /// A command's error reply. [`CommandError::line`] gives the text after `-`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandError {
@@ -117,12 +119,15 @@ impl CommandError {
 /// What a command handler returns; success replies are already written.
 pub type CommandResult = Result<(), CommandError>;
 
-/// `bytes` the way Redis's `%s` shows an argument (a C string): up to the first NUL byte.
-pub fn c_str(bytes: &[u8]) -> &[u8] {
-    bytes
-        .iter()
-        .position(|&b| b == 0)
-        .map_or(bytes, |nul| &bytes[..nul])
+pub use shoal_proto::args::c_str;
+
+impl From<ArgError<'_>> for CommandError {
+    fn from(error: ArgError<'_>) -> CommandError {
+        match error {
+            ArgError::Fixed(line) => CommandError::fixed(line),
+            quoting => CommandError::Raw(quoting.line()),
+        }
+    }
 }
 
 /// `bytes` the way Redis's `%.128s` shows an argument in an error message: up to the first NUL

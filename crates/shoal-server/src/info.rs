@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::commands::REDIS_VERSION;
+use shoal_proto::info;
+
 use crate::process;
 use crate::shared::Shared;
 
@@ -41,50 +42,35 @@ const DEFAULT_SECTIONS: &[&str] = &[
 
 /// Resolves `INFO`'s arguments to the sections to show, in Redis's order.
 pub fn sections(args: &[&[u8]]) -> Vec<&'static str> {
-    let all = ALL_SECTIONS.to_vec();
-    if args.is_empty() {
-        return DEFAULT_SECTIONS.to_vec();
-    }
-    let wanted = |name: &str| {
-        args.iter().any(|a| {
-            a.eq_ignore_ascii_case(name.as_bytes())
-                || a.eq_ignore_ascii_case(b"all")
-                || a.eq_ignore_ascii_case(b"everything")
-                || (a.eq_ignore_ascii_case(b"default") && DEFAULT_SECTIONS.contains(&name))
-        })
-    };
-    all.into_iter().filter(|s| wanted(s)).collect()
+    info::select_sections(args, ALL_SECTIONS, DEFAULT_SECTIONS)
 }
 
 /// Renders the given sections.
 pub fn render(shared: &Shared, sections: &[&str]) -> String {
-    let mut out = String::with_capacity(4096);
-    for (i, section) in sections.iter().enumerate() {
-        if i > 0 {
-            out.push_str("\r\n");
+    info::render(sections, |section, out| match section {
+        "server" => server(shared, out),
+        "clients" => clients(shared, out),
+        "memory" => memory(shared, out),
+        "persistence" => persistence(shared, out),
+        "stats" => stats(shared, out),
+        "replication" => replication(out),
+        "cpu" => cpu(out),
+        // No modules: Redis prints the bare header.
+        "modules" => out.push_str("# Modules\r\n"),
+        "commandstats" => commandstats(shared, out),
+        "errorstats" => errorstats(shared, out),
+        "latencystats" => latencystats(shared, out),
+        "cluster" => {
+            let enabled = u8::from(shared.cluster.is_some());
+            out.push_str(&format!("# Cluster\r\ncluster_enabled:{enabled}\r\n"));
         }
-        match *section {
-            "server" => server(shared, &mut out),
-            "clients" => clients(shared, &mut out),
-            "memory" => memory(shared, &mut out),
-            "persistence" => persistence(shared, &mut out),
-            "stats" => stats(shared, &mut out),
-            "replication" => replication(&mut out),
-            "cpu" => cpu(&mut out),
-            // No modules: Redis prints the bare header.
-            "modules" => out.push_str("# Modules\r\n"),
-            "commandstats" => commandstats(shared, &mut out),
-            "errorstats" => errorstats(shared, &mut out),
-            "latencystats" => latencystats(shared, &mut out),
-            "cluster" => {
-                let enabled = u8::from(shared.cluster.is_some());
-                out.push_str(&format!("# Cluster\r\ncluster_enabled:{enabled}\r\n"));
-            }
-            "keyspace" => keyspace(shared, &mut out),
-            _ => {}
+        "keyspace" => {
+            let stats = shared.store.stats();
+            let (keys, expires) = (stats.keys as u64, stats.volatile_keys as u64);
+            info::keyspace(out, keys, expires, stats.avg_ttl_ms);
         }
-    }
-    out
+        _ => {}
+    })
 }
 
 macro_rules! line {
@@ -111,38 +97,19 @@ pub fn human_bytes(n: u64) -> String {
 
 fn server(shared: &Shared, out: &mut String) {
     let config = shared.config.read();
-    let port = shared.resp_addr.read().map_or(config.port, |a| a.port());
-    let now_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros());
-    let uptime = shared.uptime_seconds();
-    out.push_str("# Server\r\n");
-    line!(out, "redis_version:{REDIS_VERSION}");
-    line!(out, "shoal_version:{}", env!("CARGO_PKG_VERSION"));
-    line!(out, "redis_git_sha1:00000000");
-    line!(out, "redis_git_dirty:0");
-    line!(out, "redis_mode:standalone");
-    line!(out, "os:{}", process::os_description());
-    line!(out, "arch_bits:{}", usize::BITS);
-    line!(out, "multiplexing_api:epoll");
-    line!(out, "process_id:{}", std::process::id());
-    line!(out, "process_supervised:no");
-    line!(out, "run_id:{}", shared.run_id);
-    line!(out, "tcp_port:{port}");
-    line!(out, "server_time_usec:{now_us}");
-    line!(out, "uptime_in_seconds:{uptime}");
-    line!(out, "uptime_in_days:{}", uptime / 86_400);
-    line!(out, "hz:{}", config.hz);
-    line!(out, "configured_hz:{}", config.hz);
-    line!(out, "io_threads_active:0");
-    line!(out, "threads:{}", config.effective_threads());
-    line!(
-        out,
-        "executable:{}",
-        std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
-    );
+    info::Server {
+        shoal_version: env!("CARGO_PKG_VERSION"),
+        shoal_role: None,
+        os: &process::os_description(),
+        run_id: &shared.run_id,
+        tcp_port: shared.resp_addr.read().map_or(config.port, |a| a.port()),
+        now_us: process::unix_time_us(),
+        uptime_seconds: shared.uptime_seconds(),
+        node_hz: Some(config.hz),
+        threads: config.effective_threads(),
+        executable: &process::executable(),
+    }
+    .write(out);
 }
 
 fn clients(shared: &Shared, out: &mut String) {
@@ -362,20 +329,6 @@ fn errorstats(shared: &Shared, out: &mut String) {
     out.push_str("# Errorstats\r\n");
     for (code, count) in shared.stats.errors() {
         line!(out, "errorstat_{code}:count={count}");
-    }
-}
-
-fn keyspace(shared: &Shared, out: &mut String) {
-    let stats = shared.store.stats();
-    out.push_str("# Keyspace\r\n");
-    if stats.keys > 0 {
-        line!(
-            out,
-            "db0:keys={},expires={},avg_ttl={}",
-            stats.keys,
-            stats.volatile_keys,
-            stats.avg_ttl_ms
-        );
     }
 }
 

@@ -3,7 +3,9 @@
 //! Nothing here keeps a copy of a counter: [`NodeCollector`] is a prometheus-client
 //! [`Collector`] that reads, at scrape time, the very counters `INFO` reads (`Shared::stats`,
 //! `Store::stats`, `Shared::clients`, [`crate::process`]) plus the HTTP API's own
-//! [`HttpStats`], and encodes them in the OpenMetrics text format ([`CONTENT_TYPE`]).
+//! [`HttpStats`], and encodes them in the OpenMetrics text format
+//! ([`shoal_http::metrics::CONTENT_TYPE`]); the HTTP router renders it with a
+//! [`shoal_http::metrics::Exporter`].
 //!
 //! Metric families (all counters end in `_total`, units are bytes and seconds):
 //!
@@ -26,134 +28,30 @@
 //! | `process_resident_memory_bytes`, `process_start_time_seconds` | gauge | |
 //! | `shoal_cluster_epoch`, `shoal_cluster_nodes`, `shoal_cluster_shards`, `shoal_cluster_failed_nodes`, `shoal_cluster_slots_owned` | gauge | (cluster mode) |
 //! | `shoal_cluster_redirects_total`, `shoal_cluster_forwarded_total`, `shoal_cluster_keys_dropped_total` | counter | (cluster mode) |
-//! | `shoal_http_requests_total` | counter | `method`, `code` |
+//! | `shoal_http_requests_total` | counter | `method`, `code` ([`HttpStats::encode`]) |
 //! | `shoal_http_request_duration_seconds` | histogram | `method` |
 //!
 //! A command appears once it has been called, refused or failed at least once; its three
 //! `result` series add up to every attempt (`ok` = calls that ran and succeeded, `error` =
 //! calls that ran and answered an error, `rejected` = calls refused before running). The
 //! duration histogram counts the calls that ran, with the buckets of
-//! [`LATENCY_BUCKETS_US`] in seconds.
+//! [`LATENCY_BUCKETS_US`](crate::stats::LATENCY_BUCKETS_US) in seconds.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::atomic::Ordering::Relaxed;
 
-use axum::http::{Method, StatusCode};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
-};
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Unit;
+use shoal_http::HttpStats;
+use shoal_http::metrics::{counter, gauge, histogram_buckets, single};
 
 use crate::process;
 use crate::shared::Shared;
-use crate::stats::{CommandTotals, LATENCY_BUCKETS_US};
-
-/// The `Content-Type` of what [`Exporter::render`] produces (OpenMetrics text, as
-/// prometheus-client encodes it; Prometheus asks for it first).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The HTTP methods counted apart; any other counts as `other`.
-const METHODS: [&str; 5] = ["GET", "HEAD", "POST", "DELETE", "other"];
-/// Status codes are counted in one slot each from 100 to 599.
-const FIRST_STATUS: u16 = 100;
-const STATUS_SLOTS: usize = 500;
-/// Latency buckets plus the overflow slot.
-const LATENCY_SLOTS: usize = LATENCY_BUCKETS_US.len() + 1;
-
-/// Latency of the HTTP requests of one method.
-struct MethodLatency {
-    count: AtomicU64,
-    sum_us: AtomicU64,
-    buckets: [AtomicU64; LATENCY_SLOTS],
-}
-
-impl Default for MethodLatency {
-    fn default() -> Self {
-        MethodLatency {
-            count: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
-}
-
-/// Counters of the HTTP API: requests by method and status code, latency by method.
-///
-/// Fixed tables of atomics, so recording a request takes no lock and allocates nothing.
-pub struct HttpStats {
-    /// `requests[method * STATUS_SLOTS + status - 100]`.
-    requests: Box<[AtomicU64]>,
-    latency: [MethodLatency; METHODS.len()],
-}
-
-impl Default for HttpStats {
-    fn default() -> Self {
-        HttpStats {
-            requests: (0..METHODS.len() * STATUS_SLOTS)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            latency: std::array::from_fn(|_| MethodLatency::default()),
-        }
-    }
-}
-
-impl std::fmt::Debug for HttpStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpStats").finish_non_exhaustive()
-    }
-}
-
-impl HttpStats {
-    /// Records one answered request.
-    pub fn record(&self, method: &Method, status: StatusCode, elapsed: Duration) {
-        let m = method_index(method);
-        let slot = usize::from(status.as_u16().saturating_sub(FIRST_STATUS)).min(STATUS_SLOTS - 1);
-        self.requests[m * STATUS_SLOTS + slot].fetch_add(1, Relaxed);
-        let usec = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let latency = &self.latency[m];
-        latency.count.fetch_add(1, Relaxed);
-        latency.sum_us.fetch_add(usec, Relaxed);
-        let bucket = LATENCY_BUCKETS_US.partition_point(|&b| b < usec);
-        latency.buckets[bucket].fetch_add(1, Relaxed);
-    }
-
-    /// Requests answered so far with `status` to `method` (`"other"` for unlisted methods).
-    pub fn requests(&self, method: &str, status: u16) -> u64 {
-        let Some(m) = METHODS.iter().position(|&n| n == method) else {
-            return 0;
-        };
-        let slot = usize::from(status.saturating_sub(FIRST_STATUS));
-        if slot >= STATUS_SLOTS {
-            return 0;
-        }
-        self.requests[m * STATUS_SLOTS + slot].load(Relaxed)
-    }
-
-    /// Every non-zero (method, status code, count).
-    fn request_counts(&self) -> impl Iterator<Item = (&'static str, u16, u64)> + '_ {
-        self.requests.iter().enumerate().filter_map(|(i, c)| {
-            let count = c.load(Relaxed);
-            let status = FIRST_STATUS + u16::try_from(i % STATUS_SLOTS).ok()?;
-            (count > 0).then(|| (METHODS[i / STATUS_SLOTS], status, count))
-        })
-    }
-}
-
-fn method_index(method: &Method) -> usize {
-    match *method {
-        Method::GET => 0,
-        Method::HEAD => 1,
-        Method::POST => 2,
-        Method::DELETE => 3,
-        _ => 4,
-    }
-}
+use crate::stats::CommandTotals;
 
 /// The prometheus-client collector of one node: reads everything at scrape time.
 #[derive(Clone)]
@@ -281,14 +179,14 @@ impl NodeCollector {
             ),
         ];
         for (name, help, unit, value) in gauges {
-            single(encoder, name, help, unit, gauge_usize(value))?;
+            single(encoder, name, help, unit, gauge(value))?;
         }
         Ok(())
     }
 
     fn connections(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = &self.shared.stats;
-        let clients = gauge_usize(self.shared.clients.count());
+        let clients = gauge(self.shared.clients.count());
         single(
             encoder,
             "shoal_connected_clients",
@@ -366,7 +264,7 @@ impl NodeCollector {
             seconds,
             cpu,
         )?;
-        let rss = gauge_u64(process::rss_bytes());
+        let rss = gauge(process::rss_bytes());
         single(
             encoder,
             "process_resident_memory",
@@ -374,7 +272,7 @@ impl NodeCollector {
             Some(&Unit::Bytes),
             rss,
         )?;
-        let start = gauge_u64(self.shared.started_unix);
+        let start = gauge(self.shared.started_unix);
         single(
             encoder,
             "process_start_time",
@@ -382,37 +280,6 @@ impl NodeCollector {
             seconds,
             start,
         )?;
-        Ok(())
-    }
-
-    fn http(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_descriptor(
-            "shoal_http_requests",
-            "HTTP API requests by method and status code.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (method, status, count) in self.http.request_counts() {
-            let labels = ([("method", method)], [("code", status)]);
-            counter(&mut family, &labels, count)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "shoal_http_request_duration",
-            "Time to answer HTTP API requests, by method.",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?;
-        for (method, latency) in METHODS.iter().zip(&self.http.latency) {
-            let count = latency.count.load(Relaxed);
-            if count == 0 {
-                continue;
-            }
-            let slots: Vec<u64> = latency.buckets.iter().map(|b| b.load(Relaxed)).collect();
-            let sum = latency.sum_us.load(Relaxed) as f64 / 1e6;
-            family
-                .encode_family(&[("method", *method)])?
-                .encode_histogram::<NoLabelSet>(sum, count, &histogram_buckets(&slots), None)?;
-        }
         Ok(())
     }
 }
@@ -425,7 +292,7 @@ impl Collector for NodeCollector {
         self.connections(&mut encoder)?;
         self.process(&mut encoder)?;
         self.cluster(&mut encoder)?;
-        self.http(&mut encoder)
+        self.http.encode(&mut encoder, "shoal")
     }
 }
 
@@ -441,11 +308,19 @@ impl NodeCollector {
             "shoal_cluster_epoch",
             "Epoch of the cluster map this node routes by.",
             None,
-            gauge_u64(map.epoch),
+            gauge(map.epoch),
         )?;
         let gauges = [
-            ("shoal_cluster_nodes", "Nodes in the cluster map.", map.nodes.len()),
-            ("shoal_cluster_shards", "Shards in the cluster map.", map.shards.len()),
+            (
+                "shoal_cluster_nodes",
+                "Nodes in the cluster map.",
+                map.nodes.len(),
+            ),
+            (
+                "shoal_cluster_shards",
+                "Shards in the cluster map.",
+                map.shards.len(),
+            ),
             (
                 "shoal_cluster_failed_nodes",
                 "Nodes the controller marked failed.",
@@ -460,7 +335,7 @@ impl NodeCollector {
             ),
         ];
         for (name, help, value) in gauges {
-            single(encoder, name, help, None, gauge_usize(value))?;
+            single(encoder, name, help, None, gauge(value))?;
         }
         let stats = &cluster.stats;
         let counters = [
@@ -487,81 +362,13 @@ impl NodeCollector {
     }
 }
 
-/// Encodes a one-series family with no labels.
-fn single(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    metric: impl EncodeMetric,
-) -> Result<(), std::fmt::Error> {
-    let family = encoder.encode_descriptor(name, help, unit, metric.metric_type())?;
-    metric.encode(family)
-}
-
-/// Encodes one labelled counter series of `family`.
-fn counter(
-    family: &mut MetricEncoder,
-    labels: &impl EncodeLabelSet,
-    value: u64,
-) -> Result<(), std::fmt::Error> {
-    ConstCounter::new(value).encode(family.encode_family(labels)?)
-}
-
-fn gauge_u64(value: u64) -> ConstGauge<i64> {
-    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
-}
-
-fn gauge_usize(value: usize) -> ConstGauge<i64> {
-    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
-}
-
-/// Turns per-bucket counts (one slot per [`LATENCY_BUCKETS_US`] bound, then the overflow slot)
-/// into (upper bound in seconds, count) pairs ending with `+Inf`.
-fn histogram_buckets(slots: &[u64]) -> Vec<(f64, u64)> {
-    LATENCY_BUCKETS_US
-        .iter()
-        .map(|&us| us as f64 / 1e6)
-        .chain(std::iter::once(f64::INFINITY))
-        .zip(slots.iter().copied())
-        .collect()
-}
-
-/// Renders a node's metrics: a registry holding only its [`NodeCollector`].
-pub struct Exporter {
-    registry: Registry,
-}
-
-impl std::fmt::Debug for Exporter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Exporter").finish_non_exhaustive()
-    }
-}
-
-impl Exporter {
-    /// An exporter for the node `shared` and the HTTP API counted in `http`.
-    pub fn new(shared: Arc<Shared>, http: Arc<HttpStats>) -> Exporter {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(NodeCollector::new(shared, http)));
-        Exporter { registry }
-    }
-
-    /// The metrics in the OpenMetrics text format (see [`CONTENT_TYPE`]), ending in `# EOF`.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(16 * 1024);
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            // Writing to a String cannot fail, so this is a collector bug: serve an empty page
-            // rather than a truncated one.
-            tracing::warn!("cannot encode the metrics: {e}");
-            out.clear();
-            let _ = writeln!(out, "# EOF");
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use axum::http::{Method, StatusCode};
+    use shoal_http::metrics::Exporter;
+
     use super::*;
     use crate::config::Config;
 
@@ -573,7 +380,7 @@ mod tests {
             ..Config::default()
         });
         let http = Arc::new(HttpStats::default());
-        let exporter = Exporter::new(shared.clone(), http.clone());
+        let exporter = Exporter::new(NodeCollector::new(shared.clone(), http.clone()));
         (shared, http, exporter)
     }
 
@@ -622,14 +429,5 @@ mod tests {
         let text = exporter.render();
         assert!(text.contains("shoal_http_requests_total{method=\"GET\",code=\"404\"} 1"));
         assert!(text.contains("shoal_http_request_duration_seconds_count{method=\"other\"} 1"));
-    }
-
-    #[test]
-    fn histogram_buckets_end_with_infinity() {
-        let slots = vec![1; LATENCY_SLOTS];
-        let buckets = histogram_buckets(&slots);
-        assert_eq!(buckets.len(), LATENCY_SLOTS);
-        assert_eq!(buckets[0], (1e-6, 1));
-        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
     }
 }

@@ -40,6 +40,20 @@ pub fn cpu_seconds() -> (f64, f64) {
     (seconds(usage.ru_utime), seconds(usage.ru_stime))
 }
 
+/// The path of the running program (empty if unknown).
+pub fn executable() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// Now, in microseconds since the Unix epoch.
+pub fn unix_time_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
+}
+
 /// `uname -srm`, as Redis shows in `INFO` (`os:Linux 6.1.0 x86_64`).
 pub fn os_description() -> String {
     // SAFETY: an all-zero utsname is a valid value for uname to overwrite.

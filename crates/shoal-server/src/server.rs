@@ -372,12 +372,8 @@ fn run_http(shared: Arc<Shared>, listener: StdListener, threads: usize) {
         .expect("a tokio runtime starts");
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener).expect("a bound listener registers");
-        let mut shutdown = shared.shutdown_signal();
         let app = crate::http::router(shared.clone());
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        });
-        if let Err(e) = serve.await {
+        if let Err(e) = shoal_http::serve(listener, app, shared.shutdown_signal()).await {
             tracing::error!("HTTP server stopped: {e}");
         }
     });

@@ -8,11 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 
-/// Upper bounds of the latency histogram buckets, in microseconds (powers of two up to ~1 s).
-pub const LATENCY_BUCKETS_US: [u64; 21] = [
-    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072,
-    262144, 524288, 1048576,
-];
+/// Upper bounds of the latency histogram buckets, in microseconds: the ones every latency
+/// histogram of the metrics pages uses.
+pub use shoal_http::metrics::LATENCY_BUCKETS_US;
 
 /// Adds to a counter only its owning thread writes: a plain load and store, no lock prefix.
 #[inline]
@@ -64,8 +62,7 @@ impl WorkerStats {
         if failed {
             bump(&c.failed, 1);
         }
-        let bucket = LATENCY_BUCKETS_US.partition_point(|&b| b < usec);
-        bump(&c.latency[bucket], 1);
+        bump(&c.latency[shoal_http::metrics::latency_slot(usec)], 1);
     }
 
     /// Records a call of command `id` refused before it ran.

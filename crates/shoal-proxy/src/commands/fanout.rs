@@ -44,19 +44,7 @@ fn no_nodes() -> Error {
 }
 
 fn unexpected(command: &str, reply: &Value) -> Error {
-    let mut shown = format!("{reply:?}");
-    if shown.len() > 200 {
-        let mut end = 200;
-        while !shown.is_char_boundary(end) {
-            end -= 1;
-        }
-        shown.truncate(end);
-        shown.push_str("...");
-    }
-    Error::UnexpectedReply {
-        command: command.to_string(),
-        reply: shown,
-    }
+    Error::unexpected_reply(command, reply)
 }
 
 /// Sends `args` to each of `nodes` at once; the replies in the same order, or the first

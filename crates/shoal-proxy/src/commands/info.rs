@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use shoal_client::Value;
+use shoal_proto::info;
 
-use super::REDIS_VERSION;
 use super::fanout;
 use crate::shared::Shared;
 use crate::stats::ProxyStats;
@@ -21,20 +21,7 @@ const SECTIONS: &[&str] = &["server", "clients", "stats", "proxy", "keyspace"];
 /// The sections `INFO args...` asks for: all of them without arguments or with `default`,
 /// `all` or `everything`; otherwise those named.
 pub(crate) fn sections(args: &[Bytes]) -> Vec<&'static str> {
-    if args.is_empty() {
-        return SECTIONS.to_vec();
-    }
-    SECTIONS
-        .iter()
-        .copied()
-        .filter(|name| {
-            args.iter().any(|a| {
-                [*name, "all", "everything", "default"]
-                    .iter()
-                    .any(|n| a.eq_ignore_ascii_case(n.as_bytes()))
-            })
-        })
-        .collect()
+    info::select_sections(args, SECTIONS, SECTIONS)
 }
 
 /// `INFO [section ...]`.
@@ -60,61 +47,35 @@ macro_rules! line {
 
 /// The text of `sections`; `keyspace` is the summed (keys, expires), if it could be had.
 pub(crate) fn render(shared: &Shared, sections: &[&str], keyspace: Option<(u64, u64)>) -> String {
-    let mut out = String::with_capacity(2048);
-    for (i, section) in sections.iter().enumerate() {
-        if i > 0 {
-            out.push_str("\r\n");
+    info::render(sections, |section, out| match section {
+        "server" => server(shared, out),
+        "clients" => clients(shared, out),
+        "stats" => stats(shared, out),
+        "proxy" => proxy(shared, out),
+        "keyspace" => {
+            let (keys, expires) = keyspace.unwrap_or_default();
+            info::keyspace(out, keys, expires, 0);
         }
-        match *section {
-            "server" => server(shared, &mut out),
-            "clients" => clients(shared, &mut out),
-            "stats" => stats(shared, &mut out),
-            "proxy" => proxy(shared, &mut out),
-            "keyspace" => {
-                out.push_str("# Keyspace\r\n");
-                if let Some((keys, expires)) = keyspace.filter(|(keys, _)| *keys > 0) {
-                    line!(out, "db0:keys={keys},expires={expires},avg_ttl=0");
-                }
-            }
-            _ => {}
-        }
-    }
-    out
+        _ => {}
+    })
 }
 
 fn server(shared: &Shared, out: &mut String) {
-    let now_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros());
-    let uptime = shared.started.elapsed().as_secs();
-    out.push_str("# Server\r\n");
-    line!(out, "redis_version:{REDIS_VERSION}");
-    line!(out, "shoal_version:{}", env!("CARGO_PKG_VERSION"));
-    line!(out, "shoal_role:proxy");
-    line!(out, "redis_git_sha1:00000000");
-    line!(out, "redis_git_dirty:0");
-    line!(out, "redis_mode:standalone");
-    line!(
-        out,
-        "os:{} {}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    );
-    line!(out, "arch_bits:{}", usize::BITS);
-    line!(out, "process_id:{}", std::process::id());
-    line!(out, "run_id:{}", shared.run_id);
-    line!(out, "tcp_port:{}", shared.resp_addr.port());
-    line!(out, "server_time_usec:{now_us}");
-    line!(out, "uptime_in_seconds:{uptime}");
-    line!(out, "uptime_in_days:{}", uptime / 86_400);
-    line!(out, "threads:{}", shared.config.effective_threads());
-    line!(
-        out,
-        "executable:{}",
-        std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
-    );
+    let executable = std::env::current_exe().map(|p| p.display().to_string());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    info::Server {
+        shoal_version: env!("CARGO_PKG_VERSION"),
+        shoal_role: Some("proxy"),
+        os: &format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        run_id: &shared.run_id,
+        tcp_port: shared.resp_addr.port(),
+        now_us: now.map_or(0, |d| d.as_micros()),
+        uptime_seconds: shared.started.elapsed().as_secs(),
+        node_hz: None,
+        threads: shared.config.effective_threads(),
+        executable: &executable.unwrap_or_default(),
+    }
+    .write(out);
 }
 
 fn clients(shared: &Shared, out: &mut String) {

@@ -14,9 +14,6 @@ use crate::args::ErrorLine;
 use crate::clients::ClientInfo;
 use crate::shared::Shared;
 
-/// The Redis version the proxy answers as (`HELLO`, `INFO`), the nodes' own.
-pub(crate) const REDIS_VERSION: &str = "7.0.15";
-
 /// A connection's state that commands read and change.
 #[derive(Debug)]
 pub(crate) struct ConnState {

@@ -164,11 +164,7 @@ pub(crate) fn store_error(error: StoreError) -> CommandError {
     }
 }
 
-/// Case-insensitive comparison of an argument with an option name.
-#[inline]
-pub(crate) fn is(arg: &[u8], option: &str) -> bool {
-    arg.eq_ignore_ascii_case(option.as_bytes())
-}
+pub(crate) use shoal_proto::args::is;
 
 #[cfg(test)]
 mod tests {

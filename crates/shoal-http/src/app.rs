@@ -1,0 +1,236 @@
+//! The axum [`Router`] of the API over a [`Backend`], and serving it until asked to stop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{any, get};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::{constant_time_eq, password_from_header};
+use crate::request::{
+    OCTET_STREAM, accepts_octet_stream, is_octet_stream, key_from_path, parse_json_write,
+    query_ttl, read_body,
+};
+use crate::{ApiError, HttpStats, metrics};
+
+/// The keyspace behind the API, and the settings it is served with: a node's own store (or
+/// the key's owner in its cluster), or the proxy's upstream client.
+///
+/// Keys reach it decoded and checked ([`max_key_size`](Self::max_key_size)); values and TTLs
+/// parsed from the body and the query. Its errors are answered as they are (see [`ApiError`]
+/// for the status of each).
+pub trait Backend: Send + Sync + 'static {
+    /// The value of `key`, or `None` if there is no such key.
+    fn get(&self, key: &[u8]) -> impl Future<Output = Result<Option<Bytes>, ApiError>> + Send;
+
+    /// Stores `value` under `key`, expiring in `ttl_ms` milliseconds from now, or never (a
+    /// write without a TTL clears any TTL the key had, as `SET` does).
+    fn set(
+        &self,
+        key: &[u8],
+        value: Bytes,
+        ttl_ms: Option<u64>,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// Deletes `key`: whether it existed.
+    fn delete(&self, key: &[u8]) -> impl Future<Output = Result<bool, ApiError>> + Send;
+
+    /// The `/metrics` page, OpenMetrics text ([`metrics::CONTENT_TYPE`]), which should show
+    /// the router's request counts `http` too ([`HttpStats::encode`]).
+    fn metrics_text(&self, http: &Arc<HttpStats>) -> String;
+
+    /// The password every request but `GET /health` must carry, or `None` when none is
+    /// required (read for every request, so a changed password applies at once).
+    fn password(&self) -> Option<String>;
+
+    /// The longest key, in bytes (`max-key-size`): a longer one is a `400`.
+    fn max_key_size(&self) -> usize;
+
+    /// The longest body, in bytes (`proto-max-bulk-len`): a longer one is a `413`.
+    fn max_body(&self) -> usize;
+
+    /// The largest `ttl_ms` (body or query) that is a TTL at all: a larger one is refused as
+    /// one that is not a positive integer is ([`ApiError::BadTtl`]), as soon as it is read.
+    /// All of `u64` by default, for a backend that checks the expiry time itself (and answers
+    /// [`ApiError::TtlTooLarge`]).
+    fn max_ttl_ms(&self) -> u64 {
+        u64::MAX
+    }
+}
+
+/// The API's routes over `backend`, counting every request (method, status code, latency) in
+/// statistics of their own, which the backend's [`metrics_text`](Backend::metrics_text) is
+/// given to show.
+pub fn router<B: Backend>(backend: B) -> Router {
+    let stats = Arc::new(HttpStats::default());
+    let state = AppState {
+        backend: Arc::new(backend),
+        stats: stats.clone(),
+    };
+    Router::new()
+        .route("/health", get(health).fallback(method_not_allowed))
+        .route(
+            "/metrics",
+            get(metrics_page::<B>).fallback(method_not_allowed),
+        )
+        .route("/", any(empty_key))
+        .route(
+            "/{*key}",
+            get(get_key::<B>)
+                .post(post_key::<B>)
+                .delete(delete_key::<B>)
+                .fallback(method_not_allowed),
+        )
+        .fallback(no_route)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_password::<B>,
+        ))
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(stats, count_request))
+}
+
+/// What every handler of a router shares.
+struct AppState<B> {
+    backend: Arc<B>,
+    stats: Arc<HttpStats>,
+}
+
+impl<B> Clone for AppState<B> {
+    fn clone(&self) -> Self {
+        AppState {
+            backend: self.backend.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then lets the requests in flight
+/// finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
+/// Counts every request with its method, status code and latency.
+async fn count_request(State(stats): State<Arc<HttpStats>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    stats.record(&method, response.status(), started.elapsed());
+    response
+}
+
+/// Refuses requests without the backend's password, when it has one (`/health` is always
+/// open).
+async fn require_password<B: Backend>(
+    State(AppState { backend, .. }): State<AppState<B>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let Some(expected) = backend.password() else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(password_from_header);
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
+            next.run(req).await
+        }
+        _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics_page<B: Backend>(State(state): State<AppState<B>>) -> Response {
+    let content_type = HeaderValue::from_static(metrics::CONTENT_TYPE);
+    let text = state.backend.metrics_text(&state.stats);
+    ([(CONTENT_TYPE, content_type)], text).into_response()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn no_route() -> ApiError {
+    ApiError::NoRoute
+}
+
+async fn empty_key() -> ApiError {
+    ApiError::EmptyKey
+}
+
+/// `GET /{key}`.
+async fn get_key<B: Backend>(
+    State(AppState { backend, .. }): State<AppState<B>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key_from_path(&uri, backend.max_key_size())?;
+    let value = backend.get(&key).await?.ok_or(ApiError::NotFound)?;
+    if accepts_octet_stream(&headers) {
+        let content_type = HeaderValue::from_static(OCTET_STREAM);
+        return Ok(([(CONTENT_TYPE, content_type)], value).into_response());
+    }
+    let text = std::str::from_utf8(&value).map_err(|_| ApiError::NotUtf8)?;
+    Ok(Json(serde_json::json!({ "value": text })).into_response())
+}
+
+/// `POST /{key}`.
+async fn post_key<B: Backend>(
+    State(AppState { backend, .. }): State<AppState<B>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let key = key_from_path(&uri, backend.max_key_size())?;
+    let max_ttl_ms = backend.max_ttl_ms();
+    let query_ttl = query_ttl(&uri, max_ttl_ms)?;
+    let body = read_body(body, &headers, backend.max_body()).await?;
+    let (value, ttl_ms) = if is_octet_stream(&headers) {
+        (body, query_ttl)
+    } else {
+        let write = parse_json_write(&body, max_ttl_ms)?;
+        (Bytes::from(write.value), write.ttl_ms.or(query_ttl))
+    };
+    backend.set(&key, value, ttl_ms).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /{key}`.
+async fn delete_key<B: Backend>(
+    State(AppState { backend, .. }): State<AppState<B>>,
+    uri: Uri,
+) -> Result<StatusCode, ApiError> {
+    let key = key_from_path(&uri, backend.max_key_size())?;
+    if backend.delete(&key).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}

@@ -1,0 +1,354 @@
+//! Shoal's HTTP/JSON API, written once for a node and for the proxy, which serve it over
+//! their own keyspace by implementing [`Backend`] (a node: its store, or the key's owner in
+//! its cluster; the proxy: its upstream client) and serving [`router`].
+//!
+//! | request | success | notes |
+//! | --- | --- | --- |
+//! | `POST /{key}` | `204` | stores a value (see below) |
+//! | `GET /{key}` | `200 {"value": "..."}` | raw bytes with `Accept: application/octet-stream` |
+//! | `DELETE /{key}` | `204` | `404` if the key did not exist |
+//! | `GET /health` | `200 {"status": "ok"}` | |
+//! | `GET /metrics` | `200`, OpenMetrics text | [`Backend::metrics_text`] |
+//!
+//! **Keys** are the whole path after the first `/`, percent-decoded into bytes (`%2F` is `/`,
+//! `%FF` is the byte 0xFF, `+` stays `+`), so keys may contain `/` and any binary byte. A `%`
+//! not followed by two hex digits is a `400`. The paths `/health` and `/metrics` are the
+//! endpoints above, so the keys `health` and `metrics` cannot be reached over HTTP (they can be
+//! spelt `/%68ealth` and `/%6Detrics`). An empty key (`/`) is a `400`, and so is a key longer
+//! than [`Backend::max_key_size`], whatever the method.
+//!
+//! **Writing.** A body whose `Content-Type` is `application/octet-stream` is stored as is; any
+//! other body, whatever its content type (or none, as `curl -d` sends), is read as JSON: an
+//! object `{"value": "<string>", "ttl_ms": <positive integer>}`. `value` is required and must
+//! be a JSON string (stored as its UTF-8 bytes); `ttl_ms` may be left out or `null`; any other
+//! field is rejected with a `400` (so a misspelt `"ttl"` is not silently ignored). The query
+//! parameter `?ttl_ms=N` sets a TTL for either kind of body; the body's `ttl_ms` wins when both
+//! are given; other query parameters are ignored. Without a TTL, a write clears any TTL the key
+//! had (as `SET` does).
+//!
+//! **Reading.** `GET` answers `{"value": "..."}`; a value that is not valid UTF-8 gets a `406`
+//! asking for `Accept: application/octet-stream`, which returns the raw bytes with that content
+//! type.
+//!
+//! **Limits and errors.** A body larger than [`Backend::max_body`] is a `413` (a refused body
+//! of up to 8 MiB is still read and dropped, so the client gets the answer rather than a
+//! connection reset). Every error body is `{"error": "..."}` with `content-type:
+//! application/json`; see [`ApiError`] for each status.
+//!
+//! **Authentication.** When the backend has a [`password`](Backend::password), every request
+//! but `GET /health` must carry it, as `Authorization: Bearer <password>` or as HTTP Basic
+//! credentials for the user `default` (what `curl -u default:<password>` sends), compared in
+//! constant time; otherwise it gets a `401`.
+//!
+//! **Counting.** Every request is counted (method, status code, latency) in the router's own
+//! [`HttpStats`] (per router rather than a `static`, so several servers in one process, as in
+//! tests, each count their own), which [`Backend::metrics_text`] is given to show on the
+//! `/metrics` page with [`HttpStats::encode`]; [`metrics`] has the rest of what such a page is
+//! made with.
+
+mod app;
+pub mod auth;
+mod error;
+pub mod metrics;
+pub mod request;
+mod stats;
+
+pub use app::{Backend, router, serve};
+pub use error::ApiError;
+pub use stats::HttpStats;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::body::{Body, Bytes};
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    type Keys = HashMap<Vec<u8>, (Bytes, Option<u64>)>;
+
+    /// A keyspace in a map (shared with the test), with small limits.
+    #[derive(Default)]
+    struct Memory {
+        keys: Arc<Mutex<Keys>>,
+        password: Option<String>,
+    }
+
+    impl Memory {
+        fn keys(&self) -> std::sync::MutexGuard<'_, Keys> {
+            self.keys.lock().unwrap_or_else(|p| p.into_inner())
+        }
+    }
+
+    impl Backend for Memory {
+        async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, ApiError> {
+            if key == b"down" {
+                return Err(ApiError::Unavailable("CLUSTERDOWN x".into()));
+            }
+            Ok(self.keys().get(key).map(|(v, _)| v.clone()))
+        }
+
+        async fn set(&self, key: &[u8], value: Bytes, ttl_ms: Option<u64>) -> Result<(), ApiError> {
+            self.keys().insert(key.to_vec(), (value, ttl_ms));
+            Ok(())
+        }
+
+        async fn delete(&self, key: &[u8]) -> Result<bool, ApiError> {
+            Ok(self.keys().remove(key).is_some())
+        }
+
+        fn metrics_text(&self, http: &Arc<HttpStats>) -> String {
+            let count = |method, status| http.requests(method, status);
+            format!(
+                "post_204 {}\nget_200 {}\nget_404 {}\nother_405 {}\n# EOF\n",
+                count("POST", 204),
+                count("GET", 200),
+                count("GET", 404),
+                count("other", 405)
+            )
+        }
+
+        fn password(&self) -> Option<String> {
+            self.password.clone()
+        }
+
+        fn max_key_size(&self) -> usize {
+            8
+        }
+
+        fn max_body(&self) -> usize {
+            64
+        }
+
+        fn max_ttl_ms(&self) -> u64 {
+            1000
+        }
+    }
+
+    /// The router over `backend`, and a view of the backend's keys.
+    fn app(backend: Memory) -> (Memory, Router) {
+        let view = Memory {
+            keys: backend.keys.clone(),
+            password: None,
+        };
+        (view, router(backend))
+    }
+
+    async fn call(
+        router: &Router,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &'static str,
+    ) -> (StatusCode, Vec<(String, String)>, String) {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Body::from(body)).expect("a request");
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("a body");
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[tokio::test]
+    async fn writes_reads_and_deletes_reach_the_backend() {
+        let (backend, router) = app(Memory::default());
+        let (status, ..) = call(&router, "POST", "/a%2Fb?ttl_ms=5", &[], r#"{"value":"v"}"#).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            backend.keys().get(&b"a/b"[..]).cloned(),
+            Some((Bytes::from("v"), Some(5)))
+        );
+        let body_ttl = r#"{"value":"w","ttl_ms":7}"#;
+        call(&router, "POST", "/a%2Fb?ttl_ms=5", &[], body_ttl).await;
+        assert_eq!(
+            backend.keys()[&b"a/b"[..]].1,
+            Some(7),
+            "the body's ttl wins"
+        );
+        let (status, headers, body) = call(&router, "GET", "/a/b", &[], "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, r#"{"value":"w"}"#);
+        assert_eq!(header(&headers, "content-type"), Some("application/json"));
+
+        let raw = [("content-type", "application/octet-stream")];
+        call(&router, "POST", "/bin", &raw, "\u{0}\u{1}").await;
+        assert_eq!(backend.keys()[&b"bin"[..]].1, None);
+        let accept = [("accept", "application/octet-stream")];
+        let (status, headers, body) = call(&router, "GET", "/bin", &accept, "").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "\u{0}\u{1}"));
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some("application/octet-stream")
+        );
+        backend
+            .keys()
+            .insert(b"bad".to_vec(), (Bytes::from_static(b"\xff"), None));
+        let (status, ..) = call(&router, "GET", "/bad", &[], "").await;
+        assert_eq!(status, StatusCode::NOT_ACCEPTABLE);
+
+        let (status, ..) = call(&router, "DELETE", "/bin", &[], "").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _, body) = call(&router, "DELETE", "/bin", &[], "").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::NOT_FOUND, r#"{"error":"not found"}"#)
+        );
+        let (status, _, body) = call(&router, "GET", "/down", &[], "").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"error":"CLUSTERDOWN x"}"#
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_before_the_backend() {
+        let (backend, router) = app(Memory::default());
+        let cases: [(&str, &str, &'static str, StatusCode, &str); 8] = [
+            (
+                "GET",
+                "/",
+                "",
+                StatusCode::BAD_REQUEST,
+                "key must not be empty",
+            ),
+            (
+                "GET",
+                "/%zz",
+                "",
+                StatusCode::BAD_REQUEST,
+                "key is not validly percent-encoded",
+            ),
+            (
+                "GET",
+                "/123456789",
+                "",
+                StatusCode::BAD_REQUEST,
+                "key is too large (max-key-size is 8 bytes)",
+            ),
+            (
+                "PUT",
+                "/k",
+                "",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+            ),
+            (
+                "POST",
+                "/health",
+                "",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+            ),
+            (
+                "POST",
+                "/k?ttl_ms=1001",
+                r#"{"value":"v"}"#,
+                StatusCode::BAD_REQUEST,
+                "ttl_ms must be a positive integer",
+            ),
+            (
+                "POST",
+                "/k",
+                r#"{"value":"v","ttl_ms":1001}"#,
+                StatusCode::BAD_REQUEST,
+                "ttl_ms must be a positive integer",
+            ),
+            (
+                "POST",
+                "/k",
+                r#"{"value":"01234567890123456789012345678901234567890123456789012345678901234567890"}"#,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body is too large (proto-max-bulk-len is 64 bytes)",
+            ),
+        ];
+        for (method, uri, body, status, error) in cases {
+            let (got, headers, text) = call(&router, method, uri, &[], body).await;
+            assert_eq!(got, status, "{method} {uri}");
+            let expected = serde_json::json!({ "error": error }).to_string();
+            assert_eq!(text, expected, "{method} {uri}");
+            assert_eq!(header(&headers, "content-type"), Some("application/json"));
+        }
+        assert!(backend.keys().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_password_protects_every_endpoint_but_health() {
+        let (_, router) = app(Memory {
+            password: Some("s3cret".into()),
+            ..Memory::default()
+        });
+        let (status, headers, _) = call(&router, "GET", "/k", &[], "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            header(&headers, "www-authenticate"),
+            Some("Bearer, Basic realm=\"shoal\"")
+        );
+        let (status, ..) = call(&router, "GET", "/metrics", &[], "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let wrong = [("authorization", "Bearer s3cre")];
+        let (status, ..) = call(&router, "GET", "/k", &wrong, "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _, body) = call(&router, "GET", "/health", &[], "").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, r#"{"status":"ok"}"#)
+        );
+        let bearer = [("authorization", "Bearer s3cret")];
+        let (status, ..) = call(&router, "GET", "/k", &bearer, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // "default:s3cret"
+        let basic = [("authorization", "Basic ZGVmYXVsdDpzM2NyZXQ=")];
+        let (status, ..) = call(&router, "GET", "/k", &basic, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn every_request_is_counted_and_metrics_come_from_the_backend() {
+        let (_, router) = app(Memory::default());
+        call(&router, "POST", "/k", &[], r#"{"value":"v"}"#).await;
+        call(&router, "GET", "/k", &[], "").await;
+        call(&router, "GET", "/nope", &[], "").await;
+        call(&router, "PATCH", "/k", &[], "").await;
+        let (status, headers, body) = call(&router, "GET", "/metrics", &[], "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some(metrics::CONTENT_TYPE)
+        );
+        assert_eq!(
+            body,
+            "post_204 1\nget_200 1\nget_404 1\nother_405 1\n# EOF\n"
+        );
+        // A second router counts its own requests.
+        let (_, other) = app(Memory::default());
+        let (_, _, body) = call(&other, "GET", "/metrics", &[], "").await;
+        assert_eq!(
+            body,
+            "post_204 0\nget_200 0\nget_404 0\nother_405 0\n# EOF\n"
+        );
+    }
+}
