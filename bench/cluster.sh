@@ -5,7 +5,8 @@
 # Part 1: a one-node cluster and a 3-shard cluster (one process per shard, one worker thread
 #         each, 100-byte values, a 100k-key space), each driven in turn by
 #         `redis-benchmark --cluster` (50 clients) and by the smart client (shoal-client's
-#         `load` example, 50 concurrent tasks over one pipelined connection per node). The
+#         `load` example, 50 concurrent tasks per node over one pipelined connection per node,
+#         so each node sees as many requests per socket read as with one node). The
 #         servers' CPU time (all processes, user + system) is divided by the requests served:
 #         the ratio cluster / one node is the cost of sharding and routing (target <= 1.1).
 # Part 2: while a watcher subscribes to every node's cluster bus, nodes join the 3-shard
@@ -105,7 +106,9 @@ measure() {
       rps=$(redis-benchmark -p "$seed" $cluster_flag -c 50 -n "$REQUESTS" -r 100000 -d 100 -t "$test" --csv \
         | tail -1 | tr -d '"' | cut -d, -f2)
     else
-      rps=$("$LOAD" "127.0.0.1:$seed" "$test" "$REQUESTS" 50 100000 100 \
+      # 50 requests in flight per node, as redis-benchmark's 50 clients each keep one per node:
+      # the server's cost per request depends on how many share one socket read and write.
+      rps=$("$LOAD" "127.0.0.1:$seed" "$test" "$REQUESTS" $((50 * $#)) 100000 100 \
         | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["failed"]==0, d; print(d["rps"])')
     fi
     after=$(cpu_ticks "$@")
