@@ -98,6 +98,7 @@ mod tests {
                     http_port: 0,
                     controller: false,
                     health: Health::Ok,
+                    spare: false,
                 },
             );
         }

@@ -144,6 +144,21 @@ pub struct NodeStats {
     pub clients: u64,
     /// Seconds since it started.
     pub uptime_seconds: u64,
+    /// Its replication state.
+    #[serde(default)]
+    pub replication: ReplicationReport,
+}
+
+/// Where a node stands in its shard's replication stream, for choosing whom to promote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationReport {
+    /// The replication id its offset counts in (empty before any replication).
+    pub replid: String,
+    /// A primary: the offset it has written; a replica: the offset it has applied.
+    pub offset: u64,
+    /// A replica: whether it is streaming from its primary (not loading a snapshot and not
+    /// cut off from it).
+    pub in_sync: bool,
 }
 
 /// The controller leader's answer to a heartbeat.
@@ -151,6 +166,11 @@ pub struct NodeStats {
 pub struct HeartbeatAck {
     /// The epoch of the leader's map: a node holding an older one fetches it.
     pub epoch: Epoch,
+    /// For how long after it *sent* the heartbeat the node may go on serving as a primary
+    /// (ms). Shorter than the node timeout, so a primary cut off from the controller stops
+    /// before the controller may promote another.
+    #[serde(default)]
+    pub lease_ms: u64,
 }
 
 /// One node in a [`ClusterStatus`].

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::{Notify, oneshot, watch};
@@ -25,6 +25,12 @@ use crate::raft::{Proposal, ProposalOutcome, Raft};
 
 /// How often the leader reconsiders the cluster.
 pub const TICK: Duration = Duration::from_millis(100);
+
+/// How recently a majority must have acknowledged the leader for it to grant leases (ms).
+const QUORUM_FRESHNESS_MS: u64 = 400;
+
+/// How often a leader confirms that a majority still follows it.
+const QUORUM_CHECK: Duration = Duration::from_millis(100);
 
 /// How long a membership step (catching a learner up, changing voters) may take.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -68,6 +74,8 @@ pub struct Controller {
     config: ControllerConfig,
     view: Mutex<LeaderView>,
     wake: Notify,
+    /// When the last successful confirmation that a majority follows this leader began.
+    quorum_confirmed: Mutex<Option<Instant>>,
 }
 
 impl Controller {
@@ -104,8 +112,10 @@ impl Controller {
             config,
             view: Mutex::new(LeaderView::default()),
             wake: Notify::new(),
+            quorum_confirmed: Mutex::new(None),
         });
         tokio::spawn(controller.clone().lead());
+        tokio::spawn(controller.clone().confirm_quorum());
         Ok(controller)
     }
 
@@ -212,7 +222,56 @@ impl Controller {
             .insert(heartbeat.node, (now_ms(), heartbeat));
         Reply::HeartbeatAck(HeartbeatAck {
             epoch: self.map().epoch,
+            lease_ms: if self.leads_with_quorum() {
+                self.config.settings.lease_ms()
+            } else {
+                0
+            },
         })
+    }
+
+    /// Whether this member leads and a majority acknowledged it within
+    /// [`QUORUM_FRESHNESS_MS`]. Only then may it grant leases: a deposed leader cut off from
+    /// the majority still believes it leads until it hears of a newer term, and must not keep
+    /// a primary on its side serving while the majority's leader promotes another. A majority
+    /// that acknowledged this leader at time t elects no other before t + the election timeout
+    /// (at least 300 ms), and that leader fails nobody for a node timeout after it takes over;
+    /// a lease granted before t + `QUORUM_FRESHNESS_MS` ends before either.
+    fn leads_with_quorum(&self) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        let confirmed = *self
+            .quorum_confirmed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        confirmed.is_some_and(|at| at.elapsed() < Duration::from_millis(QUORUM_FRESHNESS_MS))
+    }
+
+    /// While this member leads, confirms every [`QUORUM_CHECK`] that a majority still
+    /// follows it (a round of Raft heartbeats), recording when each successful check *began*.
+    async fn confirm_quorum(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(QUORUM_CHECK).await;
+            if !self.is_leader() {
+                continue;
+            }
+            let began = Instant::now();
+            let confirmed = tokio::time::timeout(
+                Duration::from_millis(QUORUM_FRESHNESS_MS),
+                self.raft.ensure_linearizable(),
+            )
+            .await;
+            if matches!(confirmed, Ok(Ok(_))) {
+                let mut at = self
+                    .quorum_confirmed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if at.is_none_or(|previous| previous < began) {
+                    *at = Some(began);
+                }
+            }
+        }
     }
 
     async fn wait_for_decision(&self, enqueue: impl FnOnce(&mut LeaderView, Waiter)) -> Reply {
@@ -354,6 +413,11 @@ impl Controller {
                 joins: joins.iter().map(|(n, _)| n.clone()).collect(),
                 removals: removals.iter().map(|(n, _)| *n).collect(),
                 voters,
+                reports: view
+                    .heartbeats
+                    .iter()
+                    .map(|(id, (_, h))| (*id, h.stats.replication.clone()))
+                    .collect(),
             };
             (observations, joins, removals)
         };

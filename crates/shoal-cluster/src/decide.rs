@@ -7,9 +7,14 @@
 //! * A joining node becomes a replica of the shard with the fewest replicas while some shard has
 //!   fewer than the cluster's `replicas`; otherwise it becomes the primary of a new shard, and
 //!   slots are re-placed ([`crate::placement::replace`]: only slots that go to it move).
+//! * A node that joins as a spare stays out of the shards; a shard with fewer healthy replicas
+//!   than it should have takes a healthy spare.
 //! * A node without a heartbeat for longer than the node timeout is marked failed; one whose
 //!   heartbeats resume is marked healthy again. A new leader gives every node a full timeout of
 //!   grace from the moment it took over, since it has seen no heartbeats yet.
+//! * A failed primary is replaced by its healthy replica with the highest replication offset
+//!   (replicas streaming from it preferred over ones still loading or cut off); it stays in the
+//!   shard as a replica, and follows the new primary once it is back.
 //! * Removing a replica or a spare drops it; removing a primary promotes its first healthy
 //!   replica; removing a primary without replicas removes its shard and re-places the slots on
 //!   the others; the last shard cannot be removed.
@@ -18,6 +23,7 @@
 
 use std::collections::HashMap;
 
+use crate::bus::ReplicationReport;
 use crate::map::{ClusterMap, Health, NodeId, NodeInfo, ShardId, ShardInfo, SlotTable};
 use crate::placement;
 
@@ -39,6 +45,16 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// How long a heartbeat lets a primary serve (from when the node sent it): 80% of the node
+    /// timeout, so a primary that stops hearing from the controller stops serving before the
+    /// controller may fail it and promote another (which happens no sooner than a node timeout
+    /// after the last heartbeat *arrived*, and it was sent before it arrived).
+    pub fn lease_ms(&self) -> u64 {
+        self.node_timeout_ms * 8 / 10
+    }
+}
+
 /// What the leader knows beyond the committed map.
 #[derive(Clone, Debug, Default)]
 pub struct Observations {
@@ -52,6 +68,8 @@ pub struct Observations {
     pub removals: Vec<NodeId>,
     /// The controller's voters right now (from Raft's membership).
     pub voters: Vec<NodeId>,
+    /// Each node's replication state, from its last heartbeat.
+    pub reports: HashMap<NodeId, ReplicationReport>,
 }
 
 /// One change a decision makes.
@@ -61,6 +79,12 @@ pub enum Action {
     JoinedAsReplica(NodeId, ShardId),
     /// A node joined as the primary of a new shard.
     JoinedAsPrimary(NodeId, ShardId),
+    /// A node joined as a spare, in no shard.
+    JoinedAsSpare(NodeId),
+    /// A spare became a replica of a shard that lacked one.
+    SpareAssigned(NodeId, ShardId),
+    /// A failed primary was replaced: the shard, the failed node, its successor.
+    FailedOver(ShardId, NodeId, NodeId),
     /// A node that asked to join was already in the map (a repeated request).
     AlreadyMember(NodeId),
     /// A node was marked failed.
@@ -123,9 +147,11 @@ pub fn decide(
         join(&mut map, node.clone(), &mut actions);
     }
     for &node in &observations.removals {
-        remove(&mut map, node, &mut actions);
+        remove(&mut map, node, &observations.reports, &mut actions);
     }
     track_health(&mut map, observations, now_ms, settings, &mut actions);
+    fail_over(&mut map, &observations.reports, &mut actions);
+    assign_spares(&mut map, &mut actions);
 
     let shards_after: Vec<ShardId> = map.shards.iter().map(|s| s.id).collect();
     if shards_after != shards_before {
@@ -164,18 +190,38 @@ pub fn decide(
     }
 }
 
+/// How many of `shard`'s replicas are healthy.
+fn healthy_replicas(
+    nodes: &std::collections::BTreeMap<NodeId, NodeInfo>,
+    shard: &ShardInfo,
+) -> usize {
+    shard
+        .replicas
+        .iter()
+        .filter(|r| nodes.get(r).is_some_and(NodeInfo::is_ok))
+        .count()
+}
+
 fn join(map: &mut ClusterMap, node: NodeInfo, actions: &mut Vec<Action>) {
     let id = node.id;
     if map.nodes.contains_key(&id) {
         actions.push(Action::AlreadyMember(id));
         return;
     }
+    if node.spare {
+        map.nodes.insert(id, node);
+        actions.push(Action::JoinedAsSpare(id));
+        return;
+    }
     let wanted = map.replicas as usize;
+    let nodes = &map.nodes;
     let short = map
         .shards
         .iter_mut()
-        .filter(|s| s.replicas.len() < wanted)
-        .min_by_key(|s| (s.replicas.len(), s.id));
+        .map(|s| (healthy_replicas(nodes, s), s))
+        .filter(|(healthy, _)| *healthy < wanted)
+        .min_by_key(|(healthy, s)| (*healthy, s.id))
+        .map(|(_, s)| s);
     match short {
         Some(shard) => {
             shard.replicas.push(id);
@@ -195,7 +241,72 @@ fn join(map: &mut ClusterMap, node: NodeInfo, actions: &mut Vec<Action>) {
     map.nodes.insert(id, node);
 }
 
-fn remove(map: &mut ClusterMap, node: NodeId, actions: &mut Vec<Action>) {
+/// The replica of `shard` to promote: healthy, streaming from its primary if any is, with the
+/// highest replication offset (then the lowest id, so every leader picks the same one).
+fn successor(
+    map: &ClusterMap,
+    shard: &ShardInfo,
+    reports: &HashMap<NodeId, ReplicationReport>,
+) -> Option<NodeId> {
+    shard
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| map.node(*r).is_some_and(NodeInfo::is_ok))
+        .max_by_key(|r| {
+            let report = reports.get(r).cloned().unwrap_or_default();
+            (report.in_sync, report.offset, std::cmp::Reverse(*r))
+        })
+}
+
+fn fail_over(
+    map: &mut ClusterMap,
+    reports: &HashMap<NodeId, ReplicationReport>,
+    actions: &mut Vec<Action>,
+) {
+    for i in 0..map.shards.len() {
+        let shard = &map.shards[i];
+        let primary_failed = map.node(shard.primary).is_none_or(|n| !n.is_ok());
+        if !primary_failed {
+            continue;
+        }
+        let Some(next) = successor(map, shard, reports) else {
+            continue; // No healthy replica: the shard waits for its primary.
+        };
+        let shard = &mut map.shards[i];
+        let failed = shard.primary;
+        shard.replicas.retain(|&r| r != next);
+        shard.replicas.push(failed);
+        shard.primary = next;
+        actions.push(Action::FailedOver(shard.id, failed, next));
+    }
+}
+
+fn assign_spares(map: &mut ClusterMap, actions: &mut Vec<Action>) {
+    let wanted = map.replicas as usize;
+    let mut spares: Vec<NodeId> = map
+        .spares()
+        .filter(|n| n.spare && n.is_ok())
+        .map(|n| n.id)
+        .collect();
+    spares.reverse();
+    for i in 0..map.shards.len() {
+        while healthy_replicas(&map.nodes, &map.shards[i]) < wanted {
+            let Some(spare) = spares.pop() else {
+                return;
+            };
+            map.shards[i].replicas.push(spare);
+            actions.push(Action::SpareAssigned(spare, map.shards[i].id));
+        }
+    }
+}
+
+fn remove(
+    map: &mut ClusterMap,
+    node: NodeId,
+    reports: &HashMap<NodeId, ReplicationReport>,
+    actions: &mut Vec<Action>,
+) {
     if !map.nodes.contains_key(&node) {
         actions.push(Action::RemovalRefused(node, "no such node".into()));
         return;
@@ -207,18 +318,11 @@ fn remove(map: &mut ClusterMap, node: NodeId, actions: &mut Vec<Action>) {
     if let Some(i) = shard_index {
         let shard_id = map.shards[i].id;
         if map.shards[i].primary == node {
-            let healthy_replica = map.shards[i]
-                .replicas
-                .iter()
-                .position(|r| map.nodes.get(r).is_some_and(NodeInfo::is_ok));
-            let successor = healthy_replica.or(if map.shards[i].replicas.is_empty() {
-                None
-            } else {
-                Some(0)
-            });
-            match successor {
-                Some(r) => {
-                    let new_primary = map.shards[i].replicas.remove(r);
+            let chosen = successor(map, &map.shards[i], reports)
+                .or_else(|| map.shards[i].replicas.first().copied());
+            match chosen {
+                Some(new_primary) => {
+                    map.shards[i].replicas.retain(|&r| r != new_primary);
                     map.shards[i].primary = new_primary;
                     actions.push(Action::Promoted(new_primary, shard_id));
                 }
@@ -341,6 +445,7 @@ mod tests {
             http_port: 0,
             controller,
             health: Health::Ok,
+            spare: false,
         }
     }
 
@@ -579,5 +684,135 @@ mod tests {
         let mut recorded = map.clone();
         recorded.controllers = vec![NodeId(1), NodeId(2), NodeId(3)];
         assert!(decide(&recorded, &obs, 10, &settings()).map.is_none());
+    }
+
+    fn report(offset: u64, in_sync: bool) -> ReplicationReport {
+        ReplicationReport {
+            replid: "r".into(),
+            offset,
+            in_sync,
+        }
+    }
+
+    /// One shard: node 1 primary, replicas 2 and 3 (replicas = 2).
+    fn shard_with_two_replicas() -> ClusterMap {
+        let map = bootstrap(node(1, true), 2, 0);
+        joined(&map, &[node(2, true), node(3, true)])
+    }
+
+    #[test]
+    fn a_failed_primary_is_replaced_by_its_most_advanced_replica() {
+        let map = shard_with_two_replicas();
+        assert_eq!(map.shards[0].replicas, vec![NodeId(2), NodeId(3)]);
+        // Table: (reports of 2 and 3, expected successor).
+        let cases = [
+            ((report(10, true), report(20, true)), NodeId(3)),
+            ((report(30, true), report(20, true)), NodeId(2)),
+            // A replica still loading or cut off loses to one streaming, whatever its offset.
+            ((report(90, false), report(20, true)), NodeId(3)),
+            // Equal offsets: the lowest id, so every leader picks the same one.
+            ((report(20, true), report(20, true)), NodeId(2)),
+        ];
+        for ((r2, r3), expected) in cases {
+            let obs = Observations {
+                last_heartbeat: [(NodeId(2), 5000), (NodeId(3), 5000), (NodeId(1), 3000)].into(),
+                reports: [(NodeId(2), r2.clone()), (NodeId(3), r3.clone())].into(),
+                ..Observations::default()
+            };
+            let d = decide(&map, &obs, 5000, &settings());
+            assert!(
+                d.actions
+                    .contains(&Action::FailedOver(ShardId(0), NodeId(1), expected)),
+                "{r2:?} {r3:?}: {:?}",
+                d.actions
+            );
+            let next = d.map.unwrap();
+            let shard = &next.shards[0];
+            assert_eq!(shard.primary, expected);
+            // The failed primary stays, as a replica that will follow the new one.
+            assert!(shard.replicas.contains(&NodeId(1)));
+            assert_eq!(shard.replicas.len(), 2);
+            assert_eq!(next.slots, map.slots, "a failover moves no slot");
+            next.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_shard_without_a_healthy_replica_waits_for_its_primary() {
+        let mut map = shard_with_two_replicas();
+        for id in [2, 3] {
+            map.nodes.get_mut(&NodeId(id)).unwrap().health = Health::Failed;
+        }
+        let obs = Observations {
+            last_heartbeat: [(NodeId(1), 1000)].into(),
+            ..Observations::default()
+        };
+        let d = decide(&map, &obs, 5000, &settings());
+        assert_eq!(d.actions, vec![Action::Failed(NodeId(1))]);
+        assert_eq!(d.map.unwrap().shards[0].primary, NodeId(1));
+    }
+
+    #[test]
+    fn the_old_primary_comes_back_as_a_replica() {
+        let map = shard_with_two_replicas();
+        let obs = Observations {
+            last_heartbeat: [(NodeId(2), 5000), (NodeId(3), 5000)].into(),
+            reports: [(NodeId(2), report(5, true)), (NodeId(3), report(9, true))].into(),
+            ..Observations::default()
+        };
+        let failed_over = decide(&map, &obs, 5000, &settings()).map.unwrap();
+        let mut back = obs.clone();
+        back.last_heartbeat.insert(NodeId(1), 5100);
+        let d = decide(&failed_over, &back, 5200, &settings());
+        assert_eq!(d.actions, vec![Action::Recovered(NodeId(1))]);
+        let shard = &d.map.unwrap().shards[0];
+        assert_eq!(shard.primary, NodeId(3), "no flip back");
+        assert!(shard.replicas.contains(&NodeId(1)));
+    }
+
+    #[test]
+    fn spares_fill_shards_that_lost_a_replica() {
+        let map = shard_with_two_replicas();
+        let mut spare = node(4, false);
+        spare.spare = true;
+        let with_spare = joined(&map, &[spare]);
+        assert!(
+            with_spare.placement_of(NodeId(4)).is_none(),
+            "a spare joins no full shard"
+        );
+        assert_eq!(with_spare.spares().count(), 1);
+        // Replica 3 fails: the spare takes its place.
+        let obs = Observations {
+            last_heartbeat: [(NodeId(1), 5000), (NodeId(2), 5000), (NodeId(4), 5000)].into(),
+            ..Observations::default()
+        };
+        let d = decide(&with_spare, &obs, 5000, &settings());
+        assert!(d.actions.contains(&Action::Failed(NodeId(3))));
+        assert!(
+            d.actions
+                .contains(&Action::SpareAssigned(NodeId(4), ShardId(0)))
+        );
+        let next = d.map.unwrap();
+        assert_eq!(
+            next.shards[0].replicas,
+            vec![NodeId(2), NodeId(3), NodeId(4)]
+        );
+        // A plain join also fills a shard short of healthy replicas rather than making one.
+        let mut degraded = map.clone();
+        degraded.nodes.get_mut(&NodeId(3)).unwrap().health = Health::Failed;
+        let grown = joined(&degraded, &[node(5, false)]);
+        assert_eq!(grown.shards.len(), 1);
+        assert!(grown.shards[0].replicas.contains(&NodeId(5)));
+    }
+
+    #[test]
+    fn leases_end_before_the_node_timeout() {
+        for timeout in [100, 1000, 2000, 15_000] {
+            let s = Settings {
+                node_timeout_ms: timeout,
+                max_voters: 3,
+            };
+            assert!(s.lease_ms() < timeout && s.lease_ms() >= timeout / 2);
+        }
     }
 }

@@ -131,6 +131,9 @@ pub struct NodeInfo {
     /// Whether it answers the controller.
     #[serde(default)]
     pub health: Health,
+    /// Whether it joined as a spare: it stays out of every shard until one lacks a replica.
+    #[serde(default)]
+    pub spare: bool,
 }
 
 impl NodeInfo {
@@ -445,6 +448,7 @@ mod tests {
             http_port: 0,
             controller: false,
             health: Health::Ok,
+            spare: false,
         }
     }
 

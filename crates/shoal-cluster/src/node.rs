@@ -6,8 +6,9 @@
 //! member's bus, and a fetch whenever a heartbeat ack reveals a newer epoch. Whatever reads the
 //! map (routing, `CLUSTER` commands, subscribers of this node) reads that channel.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -22,6 +23,12 @@ use crate::seed;
 
 /// How often a node reports to the controller's leader.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How soon a failed heartbeat is retried (at another controller member).
+const HEARTBEAT_RETRY: Duration = Duration::from_millis(50);
+
+/// How long one heartbeat exchange may take before another member is tried.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// How long a bus exchange may take.
 const BUS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -84,6 +91,10 @@ pub struct ClusterNode {
     heard_epoch: watch::Sender<Epoch>,
     /// Becomes true once a map without this node arrives after one with it.
     removed: watch::Sender<bool>,
+    /// Until when (µs after `clock_base`) this node may serve as a primary.
+    lease_until: AtomicU64,
+    /// The origin of `lease_until`.
+    clock_base: Instant,
     join_seed: Option<Seed>,
 }
 
@@ -122,6 +133,8 @@ impl ClusterNode {
             leader: Mutex::new(None),
             heard_epoch: watch::channel(0).0,
             removed: watch::channel(false).0,
+            lease_until: AtomicU64::new(0),
+            clock_base: Instant::now(),
             join_seed: config.join.clone(),
         });
         tokio::spawn(node.clone().serve_bus(listener));
@@ -314,10 +327,21 @@ impl ClusterNode {
 
     async fn send_heartbeats(self: Arc<Self>, stats: Arc<dyn Fn() -> NodeStats + Send + Sync>) {
         let mut connection: Option<BusConnection> = None;
-        let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Which candidate to try first after a failure: rotating past one that failed keeps a
+        // dead (or paused) controller member from eating every retry's timeout.
+        let mut skip = 0usize;
+        let mut retry_soon = false;
+        let mut first = true;
         loop {
-            ticker.tick().await;
+            let pause = if first {
+                Duration::ZERO // The first one at once: a primary serves only with a lease.
+            } else if retry_soon {
+                HEARTBEAT_RETRY
+            } else {
+                HEARTBEAT_INTERVAL
+            };
+            first = false;
+            tokio::time::sleep(pause).await;
             if *self.removed.borrow() {
                 return;
             }
@@ -327,8 +351,19 @@ impl ClusterNode {
                 stats: stats(),
             });
             if connection.is_none() {
-                for addr in self.controller_addrs() {
-                    if let Ok(c) = BusConnection::connect(&addr, BUS_TIMEOUT).await {
+                // The leader, if known, first; then the other members, rotated.
+                let leader = self.leader_addr();
+                let mut others: Vec<String> = self
+                    .controller_addrs()
+                    .into_iter()
+                    .filter(|a| Some(a) != leader.as_ref())
+                    .collect();
+                if !others.is_empty() {
+                    let turn = skip % others.len();
+                    others.rotate_left(turn);
+                }
+                for addr in leader.into_iter().chain(others) {
+                    if let Ok(c) = BusConnection::connect(&addr, HEARTBEAT_TIMEOUT).await {
                         connection = Some(c);
                         break;
                     }
@@ -336,9 +371,12 @@ impl ClusterNode {
             }
             let Some(conn) = connection.as_mut() else {
                 *self.leader_lock() = None;
+                retry_soon = true;
                 continue;
             };
-            match conn.call(&heartbeat, BUS_TIMEOUT).await {
+            let sent = Instant::now();
+            tracing::trace!(to = conn.addr(), "heartbeat");
+            match conn.call(&heartbeat, HEARTBEAT_TIMEOUT).await {
                 Ok(Reply::HeartbeatAck(ack)) => {
                     *self.leader_lock() = Some(conn.addr().to_string());
                     if ack.epoch > self.map().epoch {
@@ -348,22 +386,56 @@ impl ClusterNode {
                             self.apply(map);
                         }
                     }
+                    // A lease only counts for the map it was granted with: a primary that
+                    // has not yet seen the map that demoted it must not serve on it.
+                    let granted = ack.lease_ms > 0 && self.map().epoch >= ack.epoch;
+                    if granted {
+                        self.extend_lease(sent, Duration::from_millis(ack.lease_ms));
+                    }
+                    // No lease (the leader could not confirm its majority just now, or this
+                    // node's map lagged): ask again soon rather than in a full interval.
+                    retry_soon = !granted;
                 }
                 Ok(Reply::NotLeader { leader }) => {
+                    tracing::trace!(from = conn.addr(), ?leader, "heartbeat: not the leader");
+                    let known = leader.is_some();
                     *self.leader_lock() = leader;
                     connection = None;
+                    if !known {
+                        skip += 1;
+                    }
+                    retry_soon = true;
                 }
                 Ok(other) => {
                     tracing::debug!("heartbeat answered with {other:?}");
                     connection = None;
+                    skip += 1;
+                    retry_soon = true;
                 }
                 Err(e) => {
                     tracing::debug!("heartbeat: {e}");
                     *self.leader_lock() = None;
                     connection = None;
+                    skip += 1;
+                    retry_soon = true;
                 }
             }
         }
+    }
+
+    /// Lets this node serve as a primary until `lease` after `from` (never shortening it).
+    fn extend_lease(&self, from: Instant, lease: Duration) {
+        let until = (from + lease)
+            .saturating_duration_since(self.clock_base)
+            .as_micros() as u64;
+        self.lease_until.fetch_max(until, Ordering::Release);
+    }
+
+    /// Whether the controller's last word still lets this node serve as a primary: a heartbeat
+    /// acknowledged within the lease ([`Settings::lease_ms`]).
+    pub fn lease_valid(&self) -> bool {
+        let now = self.clock_base.elapsed().as_micros() as u64;
+        now < self.lease_until.load(Ordering::Acquire)
     }
 
     async fn subscribe(self: Arc<Self>) {

@@ -530,6 +530,7 @@ mod tests {
                     http_port: 0,
                     controller: false,
                     health: Health::Ok,
+                    spare: false,
                 };
                 twin.map.nodes.insert(node.id, node);
             }

@@ -27,6 +27,7 @@ async fn start_node(
         http_port: 0,
         controller,
         health: Health::Ok,
+        spare: false,
     };
     let config = NodeConfig {
         myself,
@@ -89,6 +90,17 @@ async fn nodes_join_and_converge_on_one_map() {
                 > 3000
         );
     }
+    // Every node holds a lease from the controller's heartbeat acks.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let waited = Instant::now();
+    while !nodes.iter().all(|n| n.lease_valid()) {
+        assert!(Instant::now() < deadline, "some node never got a lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "every node held a lease {:?} after the map settled",
+        waited.elapsed()
+    );
 
     // Status comes from the leader, whichever node is asked.
     let reply = bus::call_leader(

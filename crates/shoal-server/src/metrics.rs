@@ -350,6 +350,11 @@ impl NodeCollector {
                 stats.forwarded.load(Relaxed),
             ),
             (
+                "shoal_cluster_fenced",
+                "Commands refused because this primary's lease from the controller had run out.",
+                stats.fenced.load(Relaxed),
+            ),
+            (
                 "shoal_cluster_keys_dropped",
                 "Keys removed because their slot left this node.",
                 stats.keys_dropped.load(Relaxed),

@@ -98,6 +98,7 @@ impl Server {
                 http_port: config.http_port,
                 controller: config.controller || config.cluster_join.is_empty(),
                 health: Health::Ok,
+                spare: false,
             };
             ClusterState::new(myself, config.routing)
         });

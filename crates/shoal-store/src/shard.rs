@@ -11,7 +11,7 @@ use crate::entry::{Blob, Form, Shape};
 use crate::hash::KeyHasher;
 use crate::policy::EvictionPolicy;
 use crate::table::Table;
-use crate::{KeyEvents, Removal};
+use crate::{Journal, KeyEvents, Removal};
 
 /// Bytes charged per entry on top of its blob: its share of the index (5 bytes a bucket at
 /// 58-87% occupancy, rounded up).
@@ -71,6 +71,8 @@ pub(crate) struct Shard {
     rng: u64,
     pub(crate) stats: ShardStats,
     events: Option<Arc<dyn KeyEvents>>,
+    /// Told the resulting state of every key this shard changes (see [`Journal`]).
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl Shard {
@@ -90,6 +92,27 @@ impl Shard {
             rng: seed | 1,
             stats: ShardStats::default(),
             events,
+            journal: None,
+        }
+    }
+
+    /// The journal that hears this shard's changes from now on.
+    pub(crate) fn set_journal(&mut self, journal: Option<Arc<dyn Journal>>) {
+        self.journal = journal;
+    }
+
+    /// The journal, if one is set.
+    #[inline]
+    pub(crate) fn journal(&self) -> Option<&Arc<dyn Journal>> {
+        self.journal.as_ref()
+    }
+
+    /// Reports the current state of entry `r` (just written) to the journal, if one is set.
+    #[inline]
+    pub(crate) fn report_put(&self, r: Ref) {
+        if let Some(journal) = &self.journal {
+            let b = self.blob(r);
+            journal.put(b.key(), b.value(), b.has_ttl().then(|| b.expiry()));
         }
     }
 
@@ -216,6 +239,7 @@ impl Shard {
             hasher.hash(unsafe { Blob::at(arena.ptr(Ref(v))) }.key())
         });
         self.used += charge(shape);
+        self.report_put(r);
         Ok(r)
     }
 
@@ -236,18 +260,23 @@ impl Shard {
     }
 
     /// Changes only the expiry of the entry in `slot`, keeping its place in the LRU order.
+    /// Setting the expiry it already has changes nothing (and reports nothing).
     pub(crate) fn set_expiry(
         &mut self,
         slot: usize,
         r: Ref,
         expiry: Option<u64>,
     ) -> Result<Ref, ArenaFull> {
+        let b = self.blob(r);
+        if b.has_ttl().then(|| b.expiry()) == expiry {
+            return Ok(r);
+        }
         self.rewrite(slot, r, None, expiry)
     }
 
     /// Rewrites an entry with `value` (or its current value) and `expiry`, in place when the
     /// blob keeps its size class and layout, else in a new blob that takes over the old one's
-    /// place in every list and in the index.
+    /// place in every list and in the index. Reports the result to the journal.
     fn rewrite(
         &mut self,
         slot: usize,
@@ -306,6 +335,7 @@ impl Shard {
             fresh
         };
         self.used = self.used - charge(old_shape) + charge(new_shape);
+        self.report_put(r);
         Ok(r)
     }
 
@@ -328,6 +358,7 @@ impl Shard {
             b.value_mut()[old_shape.vlen..].copy_from_slice(suffix);
             b.set_form(Form::Raw);
             self.used = self.used - charge(old_shape) + charge(new_shape);
+            self.report_put(r);
             return Ok(r);
         }
         let mut value = Vec::with_capacity(new_shape.vlen);
@@ -339,10 +370,14 @@ impl Shard {
         Ok(r)
     }
 
-    /// Removes the entry in `slot` (its key hashes to `hash`). `cause` is set for expirations and
-    /// evictions, which are counted and reported to the [`KeyEvents`] observer.
+    /// Removes the entry in `slot` (its key hashes to `hash`) and reports the delete to the
+    /// journal. `cause` is set for expirations and evictions, which are counted and reported
+    /// to the [`KeyEvents`] observer.
     pub(crate) fn remove_at(&mut self, hash: u64, slot: usize, r: Ref, cause: Option<Removal>) {
         let b = self.blob(r);
+        if let Some(journal) = &self.journal {
+            journal.delete(b.key());
+        }
         if let Some(cause) = cause {
             match cause {
                 Removal::Expired => self.stats.expired += 1,
@@ -518,7 +553,8 @@ impl Shard {
         self.table.random(seed).map(Ref)
     }
 
-    /// Drops every entry (counters stay).
+    /// Drops every entry (counters stay). Reports nothing: the store reports one flush for all
+    /// its shards.
     pub(crate) fn clear(&mut self) {
         self.table.clear();
         self.arena.clear();

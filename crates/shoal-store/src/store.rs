@@ -19,7 +19,7 @@ use crate::hash::{KeyHasher, random_seed};
 use crate::policy::EvictionPolicy;
 use crate::shard::{Now, Shard, ShardStats, charge};
 use crate::table::END;
-use crate::{KeyEvents, StoreError};
+use crate::{Journal, KeyEvents, StoreError};
 
 /// How the store is set up.
 #[derive(Clone)]
@@ -280,6 +280,19 @@ impl Store {
         self.clock.now_ms()
     }
 
+    /// Sets (or with `None` removes) the [`Journal`] that hears every change of the keyspace.
+    ///
+    /// Takes every shard's lock at once, so the switch is atomic: each change, multi-key
+    /// commands included, happens either before it (not reported to the new journal) or after
+    /// it (reported in full). Without a journal the write path pays one test of a field of the
+    /// shard it has locked anyway.
+    pub fn set_journal(&self, journal: Option<Arc<dyn Journal>>) {
+        let mut guards: Vec<_> = (0..self.shards.len()).map(|i| self.lock(i)).collect();
+        for shard in &mut guards {
+            shard.set_journal(journal.clone());
+        }
+    }
+
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
@@ -447,6 +460,30 @@ impl Store {
         })
     }
 
+    /// Makes `key` hold `value` with exactly `expiry` (absolute Unix ms, `None` for none),
+    /// whatever was there: what a replica does with a [`Journal::put`], or with an entry of a
+    /// snapshot read by [`Store::scan_entries`]. A key whose expiry has passed (`now > expiry`)
+    /// is deleted instead. Unlike a `SET` with `TtlUpdate::At`, which deletes when the time is
+    /// not *after* now, an expiry of exactly now is kept: the key is alive through that
+    /// millisecond on the primary, so it must be on the replica too.
+    pub fn restore(&self, key: &[u8], value: &[u8], expiry: Option<u64>) -> Result<(), StoreError> {
+        let clock = self.clock_now();
+        self.with_shard(key, |shard, hash, now| {
+            let existing = shard.live(hash, key, now);
+            if expiry.is_some_and(|at| now.get() > at) {
+                if let Some((slot, r)) = existing {
+                    shard.remove_at(hash, slot, r, None);
+                }
+                return Ok(());
+            }
+            match existing {
+                Some((slot, r)) => shard.overwrite(slot, r, value, expiry, clock)?,
+                None => shard.insert(hash, key, value, expiry, clock)?,
+            };
+            Ok(())
+        })
+    }
+
     /// Writes several keys atomically (`MSET`; with `only_if_none_exist`, `MSETNX`). Returns
     /// whether the keys were written.
     pub fn set_many<'k>(
@@ -571,6 +608,7 @@ impl Store {
                     b.value_mut()[offset..end].copy_from_slice(data);
                     b.set_form(Form::Raw);
                     shard.touch(r, clock);
+                    shard.report_put(r);
                     Ok(current_len)
                 }
                 Some((slot, r)) => {
@@ -888,6 +926,27 @@ impl Store {
     /// returns the cursor to continue with (0 when done). A key that exists for the whole scan
     /// is reported at least once, whatever happens to the keyspace meanwhile.
     pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
+        self.scan_live(cursor, count, |b| f(b.key()))
+    }
+
+    /// One step of a scan of entries, for streaming a snapshot (a replica's full resync) while
+    /// the store keeps serving: like [`Store::scan`] (same cursors, same guarantee that a key
+    /// present for the whole scan is seen at least once), but `f` gets each live key with its
+    /// value and expiry (absolute Unix ms, `None` for none). Expired keys are skipped, not
+    /// removed. `f` runs with the key's shard locked: copy what it needs and return.
+    pub fn scan_entries(
+        &self,
+        cursor: u64,
+        count: usize,
+        mut f: impl FnMut(&[u8], &[u8], Option<u64>),
+    ) -> u64 {
+        self.scan_live(cursor, count, |b| {
+            f(b.key(), b.value(), b.has_ttl().then(|| b.expiry()));
+        })
+    }
+
+    /// The walk behind [`Store::scan`] and [`Store::scan_entries`]: `f` gets each live entry.
+    fn scan_live(&self, cursor: u64, count: usize, mut f: impl FnMut(Blob)) -> u64 {
         let now = self.clock.now_ms();
         let mut index = (cursor >> 32) as usize;
         let mut position = cursor & 0xFFFF_FFFF;
@@ -897,7 +956,7 @@ impl Store {
             let next = shard.scan(position, count.saturating_sub(reported).max(1), |v| {
                 let b = shard.blob(Ref(v));
                 if !b.has_ttl() || now <= b.expiry() {
-                    f(b.key());
+                    f(b);
                 }
                 reported += 1;
             });
@@ -952,13 +1011,17 @@ impl Store {
         self.len() == 0
     }
 
-    /// Deletes every key (`FLUSHALL`, `FLUSHDB`).
+    /// Deletes every key (`FLUSHALL`, `FLUSHDB`), atomically: every shard is locked at once,
+    /// so no write lands between the shards being cleared, and the journal hears one flush.
     pub fn clear(&self) {
-        for index in 0..self.shards.len() {
-            let mut shard = self.lock(index);
+        let mut guards: Vec<_> = (0..self.shards.len()).map(|i| self.lock(i)).collect();
+        for (index, shard) in guards.iter_mut().enumerate() {
             let before = shard.used;
             shard.clear();
-            self.settle(index, before, &shard);
+            self.settle(index, before, shard);
+        }
+        if let Some(journal) = guards[0].journal() {
+            journal.flush();
         }
     }
 

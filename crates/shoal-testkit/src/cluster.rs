@@ -401,6 +401,7 @@ mod tests {
                     http_port: 0,
                     controller: true,
                     health: Health::Ok,
+                    spare: false,
                 },
             );
             map.shards.push(ShardInfo {

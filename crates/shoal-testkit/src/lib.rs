@@ -11,6 +11,15 @@
 //! * [`testdir`]: a directory for logs, kept when a test fails.
 //! * [`tools`]: skipping tests whose external tools (`redis-cli`) are missing.
 //!
+//! Fault injection and checking:
+//!
+//! * [`relay`]: a TCP relay ([`Relay`]) to put between two nodes (or a client and a node):
+//!   cut it (a blackhole that holds bytes, or resets), cut one direction, add latency.
+//! * [`netns`]: optional, root only: network namespaces of our own ([`NetNs`]) with a veth link
+//!   that can be taken down, for processes that must be partitioned at the IP level.
+//! * [`history`]: a workload recorder ([`Recorder`]) and a checker ([`check`]) for acknowledged
+//!   writes lost, stale reads and unavailable time.
+//!
 //! Every wait is bounded and polls every 20-50 ms. Errors print the log tails or the last
 //! cluster status they saw, so a failing test explains itself.
 //!
@@ -25,18 +34,24 @@
 
 pub mod cluster;
 pub mod error;
+pub mod history;
+pub mod netns;
 pub mod node;
 pub mod ports;
 pub mod process;
+pub mod relay;
 pub mod resp;
 pub mod testdir;
 pub mod tools;
 
 pub use cluster::{ClusterOptions, TestCluster, is_settled, summarize};
 pub use error::{Error, Result};
+pub use history::{History, Op, OpKind, Outcome, Recorder, Report, Workload, check};
+pub use netns::NetNs;
 pub use node::{NodeProcess, NodeSpec};
 pub use ports::{NodePorts, free_port, free_ports};
 pub use process::{Process, ProcessSpec};
+pub use relay::{CutMode, Direction, Relay, RelayStats};
 pub use resp::{RespConnection, Value};
 pub use testdir::TestDir;
 pub use tools::have_tools;

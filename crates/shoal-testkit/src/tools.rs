@@ -23,7 +23,7 @@ pub fn have_tools(test: &str, names: &[&str]) -> bool {
 }
 
 /// The `names` that no directory of `path` (a `PATH` value) holds.
-fn missing_tools<'a>(names: &[&'a str], path: Option<&std::ffi::OsStr>) -> Vec<&'a str> {
+pub(crate) fn missing_tools<'a>(names: &[&'a str], path: Option<&std::ffi::OsStr>) -> Vec<&'a str> {
     let dirs: Vec<std::path::PathBuf> = path
         .map(|p| std::env::split_paths(p).collect())
         .unwrap_or_default();

@@ -111,6 +111,7 @@ pub fn node_info(id: u64, addr: SocketAddr, bus_port: u16) -> NodeInfo {
         http_port: 0,
         controller: false,
         health: Health::Ok,
+        spare: false,
     }
 }
 

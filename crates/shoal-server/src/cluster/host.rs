@@ -123,5 +123,6 @@ fn node_stats(shared: &Shared) -> NodeStats {
         ops_per_sec: shared.stats.instantaneous().0 as u64,
         clients: shared.clients.count() as u64,
         uptime_seconds: shared.uptime_seconds(),
+        replication: Default::default(),
     }
 }

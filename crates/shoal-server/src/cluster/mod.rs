@@ -61,6 +61,8 @@ pub struct ClusterStats {
     pub forwarded: AtomicU64,
     /// Keys removed because their slot left this node.
     pub keys_dropped: AtomicU64,
+    /// Commands refused because this primary's lease had run out.
+    pub fenced: AtomicU64,
 }
 
 /// A node's cluster state, shared by every connection.
@@ -210,7 +212,13 @@ impl ClusterState {
             }
         };
         match routing.owner(slot) {
-            SlotOwner::Primary => Route::Local,
+            SlotOwner::Primary if self.node.get().is_some_and(|n| n.lease_valid()) => Route::Local,
+            // Cut off from the controller for longer than its lease: another node may be
+            // promoted in this one's place, so it serves nothing (Redis's minority answer).
+            SlotOwner::Primary => {
+                self.stats.fenced.fetch_add(1, Relaxed);
+                Route::Reject(CommandError::fixed("CLUSTERDOWN The cluster is down"))
+            }
             SlotOwner::Replica(_) if client.readonly && spec.has(flags::READONLY) => Route::Local,
             SlotOwner::Replica(addr) | SlotOwner::Elsewhere(addr) => elsewhere(addr),
             SlotOwner::Unowned if !client.map_awaited && self.map_is_stale() => Route::AwaitMap,
