@@ -35,9 +35,9 @@ from pathlib import Path
 COMMANDS = """
 append asking auth client cluster command config copy dbsize decr decrby del echo exists expire expireat
 expiretime flushall flushdb get getdel getex getrange getset hello incr incrby incrbyfloat info
-keys memory mget mset msetnx object persist pexpire pexpireat pexpiretime ping psetex pttl quit
-randomkey readonly readwrite rename renamenx reset scan select set setex setnx setrange shutdown
-slowlog strlen time touch ttl type unlink
+keys memory mget mset msetnx object persist pexpire pexpireat pexpiretime ping psetex psync pttl
+quit randomkey readonly readwrite rename renamenx replconf reset scan select set setex setnx
+setrange shutdown slowlog strlen time touch ttl type unlink wait
 """.split()
 
 # Subcommands Shoal implements, per container; every other subcommand is dropped.
@@ -45,7 +45,7 @@ SUBCOMMANDS = {
     "client": ["id", "setname", "getname", "list", "info", "kill", "help"],
     "cluster": [
         "shards", "slots", "nodes", "myid", "info", "keyslot", "countkeysinslot", "getkeysinslot",
-        "help",
+        "failover", "help",
     ],
     "command": ["count", "info", "docs", "list", "getkeys", "help"],
     "config": ["get", "set", "resetstat", "help"],

@@ -92,6 +92,9 @@ pub enum Request {
     },
     /// Retire a node (handled by the controller's leader).
     RemoveNode(NodeId),
+    /// Make this replica its shard's primary (a planned failover; the replica has caught up
+    /// with its primary, which takes no writes meanwhile).
+    Failover(NodeId),
     /// The cluster as the controller's leader sees it.
     Status,
 }
@@ -214,6 +217,8 @@ pub enum Reply {
     Ping,
     /// To [`Request::RemoveNode`]: the map without the node.
     Removed(ClusterMap),
+    /// To [`Request::Failover`]: the map with the replica as primary.
+    FailedOver(ClusterMap),
     /// To [`Request::Status`].
     Status(Box<ClusterStatus>),
     /// The request must go to the controller's leader, at this bus address if known.

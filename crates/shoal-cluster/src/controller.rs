@@ -65,6 +65,7 @@ struct LeaderView {
     heartbeats: HashMap<NodeId, (u64, Heartbeat)>,
     joins: Vec<(NodeInfo, Waiter)>,
     removals: Vec<(NodeId, Waiter)>,
+    failovers: Vec<(NodeId, Waiter)>,
 }
 
 /// A running controller member.
@@ -186,6 +187,10 @@ impl Controller {
             }
             Request::RemoveNode(node) => {
                 self.wait_for_decision(|view, tx| view.removals.push((node, tx)))
+                    .await
+            }
+            Request::Failover(node) => {
+                self.wait_for_decision(|view, tx| view.failovers.push((node, tx)))
                     .await
             }
             Request::Status => self.status(),
@@ -348,7 +353,11 @@ impl Controller {
 
     fn step_down(&self) {
         let mut view = self.view();
-        if view.term == 0 && view.joins.is_empty() && view.removals.is_empty() {
+        if view.term == 0
+            && view.joins.is_empty()
+            && view.removals.is_empty()
+            && view.failovers.is_empty()
+        {
             return;
         }
         let leader = self.leader_addr();
@@ -357,7 +366,9 @@ impl Controller {
                 leader: leader.clone(),
             });
         }
-        for (_, tx) in view.removals.drain(..) {
+        let mut waiting = std::mem::take(&mut view.removals);
+        waiting.append(&mut view.failovers);
+        for (_, tx) in waiting {
             let _ = tx.send(Reply::NotLeader {
                 leader: leader.clone(),
             });
@@ -399,10 +410,11 @@ impl Controller {
         if current.epoch == 0 {
             return; // Not founded yet.
         }
-        let (observations, joins, removals) = {
+        let (observations, joins, removals, failovers) = {
             let mut view = self.view();
             let joins = std::mem::take(&mut view.joins);
             let removals = std::mem::take(&mut view.removals);
+            let failovers = std::mem::take(&mut view.failovers);
             let observations = Observations {
                 last_heartbeat: view
                     .heartbeats
@@ -418,8 +430,9 @@ impl Controller {
                     .iter()
                     .map(|(id, (_, h))| (*id, h.stats.replication.clone()))
                     .collect(),
+                failovers: failovers.iter().map(|(n, _)| *n).collect(),
             };
-            (observations, joins, removals)
+            (observations, joins, removals, failovers)
         };
         let decision = decide::decide(&current, &observations, now_ms(), &self.config.settings);
         for action in &decision.actions {
@@ -438,6 +451,7 @@ impl Controller {
             if self.is_leader() {
                 view.joins.extend(joins);
                 view.removals.extend(removals);
+                view.failovers.extend(failovers);
             } else {
                 drop(view);
                 let leader = self.leader_addr();
@@ -446,7 +460,7 @@ impl Controller {
                         leader: leader.clone(),
                     });
                 }
-                for (_, tx) in removals {
+                for (_, tx) in removals.into_iter().chain(failovers) {
                     let _ = tx.send(Reply::NotLeader {
                         leader: leader.clone(),
                     });
@@ -466,6 +480,16 @@ impl Controller {
             let _ = tx.send(match refusal {
                 Some(why) => Reply::Error(format!("cannot remove node {node}: {why}")),
                 None => Reply::Removed((*map).clone()),
+            });
+        }
+        for (node, tx) in failovers {
+            let refusal = decision.actions.iter().find_map(|a| match a {
+                Action::HandoverRefused(n, why) if *n == node => Some(why.clone()),
+                _ => None,
+            });
+            let _ = tx.send(match refusal {
+                Some(why) => Reply::Error(format!("cannot fail over to node {node}: {why}")),
+                None => Reply::FailedOver((*map).clone()),
             });
         }
     }

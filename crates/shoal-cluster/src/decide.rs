@@ -70,6 +70,8 @@ pub struct Observations {
     pub voters: Vec<NodeId>,
     /// Each node's replication state, from its last heartbeat.
     pub reports: HashMap<NodeId, ReplicationReport>,
+    /// Replicas asking to take over their shard (planned failovers), in arrival order.
+    pub failovers: Vec<NodeId>,
 }
 
 /// One change a decision makes.
@@ -85,6 +87,10 @@ pub enum Action {
     SpareAssigned(NodeId, ShardId),
     /// A failed primary was replaced: the shard, the failed node, its successor.
     FailedOver(ShardId, NodeId, NodeId),
+    /// A replica took over its shard as asked: the shard, the old primary, the new one.
+    HandedOver(ShardId, NodeId, NodeId),
+    /// A planned failover was refused.
+    HandoverRefused(NodeId, String),
     /// A node that asked to join was already in the map (a repeated request).
     AlreadyMember(NodeId),
     /// A node was marked failed.
@@ -149,6 +155,9 @@ pub fn decide(
     for &node in &observations.removals {
         remove(&mut map, node, &observations.reports, &mut actions);
     }
+    for &node in &observations.failovers {
+        hand_over(&mut map, node, &mut actions);
+    }
     track_health(&mut map, observations, now_ms, settings, &mut actions);
     fail_over(&mut map, &observations.reports, &mut actions);
     assign_spares(&mut map, &mut actions);
@@ -175,9 +184,12 @@ pub fn decide(
         actions.push(Action::ControllersRecorded(voters));
     }
 
-    let changed = actions
-        .iter()
-        .any(|a| !matches!(a, Action::AlreadyMember(_) | Action::RemovalRefused(..)));
+    let changed = actions.iter().any(|a| {
+        !matches!(
+            a,
+            Action::AlreadyMember(_) | Action::RemovalRefused(..) | Action::HandoverRefused(..)
+        )
+    });
     if !changed {
         return Decision { actions, map: None };
     }
@@ -280,6 +292,23 @@ fn fail_over(
         shard.primary = next;
         actions.push(Action::FailedOver(shard.id, failed, next));
     }
+}
+
+fn hand_over(map: &mut ClusterMap, node: NodeId, actions: &mut Vec<Action>) {
+    let Some(shard) = map.shards.iter_mut().find(|s| s.replicas.contains(&node)) else {
+        let why = if map.shards.iter().any(|s| s.primary == node) {
+            "it is already its shard's primary"
+        } else {
+            "it is not a replica"
+        };
+        actions.push(Action::HandoverRefused(node, why.into()));
+        return;
+    };
+    let old = shard.primary;
+    shard.replicas.retain(|&r| r != node);
+    shard.replicas.push(old);
+    shard.primary = node;
+    actions.push(Action::HandedOver(shard.id, old, node));
 }
 
 fn assign_spares(map: &mut ClusterMap, actions: &mut Vec<Action>) {

@@ -195,6 +195,28 @@ impl ClusterNode {
         }
     }
 
+    /// Asks the controller's leader to make this replica its shard's primary, and installs
+    /// the map that does. The caller has made sure nothing acknowledged is lost (the primary
+    /// paused its writes and this replica caught up), or accepted the loss (`FORCE`).
+    pub async fn request_failover(&self) -> Result<(), String> {
+        let start = self
+            .leader_addr()
+            .ok_or_else(|| "no controller member is known".to_string())?;
+        let request = Request::Failover(self.myself.id);
+        match self
+            .call_leader(&start, &request, Duration::from_secs(12))
+            .await
+        {
+            Ok(Reply::FailedOver(map)) => {
+                self.apply(map);
+                Ok(())
+            }
+            Ok(Reply::Error(e)) => Err(e),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Installs `map` if it is newer than the current one. Returns whether it was.
     pub fn apply(&self, map: ClusterMap) -> bool {
         let epoch = map.epoch;

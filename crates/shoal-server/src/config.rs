@@ -236,6 +236,13 @@ pub struct Config {
     /// What a command for a slot another node owns gets: a redirection (`-MOVED`) or the
     /// owner's answer, forwarded by this node.
     pub routing: RoutingMode,
+    /// Bytes of the replication stream a primary keeps for replicas that reconnect.
+    pub repl_backlog_size: ByteSize,
+    /// A primary refuses writes while fewer replicas than this acknowledged within
+    /// `min-replicas-max-lag` seconds (0: never refuses).
+    pub min_replicas_to_write: u64,
+    /// How recent (seconds) a replica's acknowledgement must be to count as good.
+    pub min_replicas_max_lag: u64,
 }
 
 /// What a node does with a command for a slot it does not own.
@@ -294,6 +301,9 @@ impl Default for Config {
             controller: false,
             cluster_announce_ip: String::new(),
             routing: RoutingMode::Redirect,
+            repl_backlog_size: ByteSize(64 * 1024 * 1024),
+            min_replicas_to_write: 0,
+            min_replicas_max_lag: 10,
         }
     }
 }
@@ -366,6 +376,9 @@ impl Config {
                 .is_err()
         {
             return bad("cluster-announce-ip", "must be an IP address");
+        }
+        if self.repl_backlog_size.0 < 16 * 1024 {
+            return bad("repl-backlog-size", "must be at least 16kb");
         }
         if self.cluster_node_timeout < 100 {
             return bad(
@@ -639,6 +652,27 @@ pub static PARAMS: &[Param] = &[
         name: "routing",
         get: |c| format!("{:?}", c.routing).to_lowercase(),
         set: None,
+    },
+    Param {
+        name: "repl-backlog-size",
+        get: |c| c.repl_backlog_size.to_string(),
+        set: Some(|c, v| set_size(|c| &mut c.repl_backlog_size)(c, v)),
+    },
+    Param {
+        name: "min-replicas-to-write",
+        get: |c| c.min_replicas_to_write.to_string(),
+        set: Some(|c, v| {
+            c.min_replicas_to_write = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "min-replicas-max-lag",
+        get: |c| c.min_replicas_max_lag.to_string(),
+        set: Some(|c, v| {
+            c.min_replicas_max_lag = parse_number(v)?;
+            Ok(())
+        }),
     },
 ];
 

@@ -187,6 +187,21 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &Argv<'_>, worker: &WorkerStats) {
         && spec.first_key > 0
     {
         match cluster.route(spec, argv, ctx.client) {
+            Route::Local
+                if shared
+                    .replication
+                    .link
+                    .loading
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    && !shared.replication.is_primary() =>
+            {
+                return reject(
+                    ctx,
+                    worker,
+                    command.id,
+                    CommandError::fixed("LOADING Redis is loading the dataset in memory"),
+                );
+            }
             Route::Local => {}
             Route::Reject(error) => return reject(ctx, worker, command.id, error),
             Route::AwaitMap => {
@@ -197,6 +212,25 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &Argv<'_>, worker: &WorkerStats) {
                 ctx.pending = Some(Pending::Forward(addr));
                 return;
             }
+        }
+    }
+    if spec.has(flags::WRITE) {
+        let replication = &shared.replication;
+        if replication.writes_paused() {
+            ctx.pending = Some(Pending::AwaitUnpause);
+            return;
+        }
+        let (min_replicas, max_lag) = shared.live.min_replicas();
+        if min_replicas > 0
+            && !matches!(replication.role(), crate::replication::Role::Replica(_))
+            && replication.good_replicas(max_lag) < min_replicas
+        {
+            return reject(
+                ctx,
+                worker,
+                command.id,
+                CommandError::fixed("NOREPLICAS Not enough good replicas to write."),
+            );
         }
     }
     if spec.has(flags::DENYOOM) && shared.store.make_room().is_err() {
@@ -221,6 +255,9 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &Argv<'_>, worker: &WorkerStats) {
     ctx.client.last_command = command.id;
     let started = Instant::now();
     let result = handler(ctx, argv);
+    if spec.has(flags::WRITE) && shared.replication.recording() {
+        ctx.client.write_offset = shared.replication.offset();
+    }
     let usec = started.elapsed().as_micros() as u64;
     worker.record_call(command.id as usize, usec, result.is_err());
     if let Err(error) = result {

@@ -53,7 +53,7 @@ pub fn render(shared: &Shared, sections: &[&str]) -> String {
         "memory" => memory(shared, out),
         "persistence" => persistence(shared, out),
         "stats" => stats(shared, out),
-        "replication" => replication(out),
+        "replication" => replication(shared, out),
         "cpu" => cpu(out),
         // No modules: Redis prints the bare header.
         "modules" => out.push_str("# Modules\r\n"),
@@ -224,6 +224,18 @@ fn stats(shared: &Shared, out: &mut String) {
         "rejected_connections:{}",
         s.rejected_connections.load(Relaxed)
     );
+    let repl = &shared.replication.stats;
+    line!(out, "sync_full:{}", repl.sync_full.load(Relaxed));
+    line!(
+        out,
+        "sync_partial_ok:{}",
+        repl.sync_partial_ok.load(Relaxed)
+    );
+    line!(
+        out,
+        "sync_partial_err:{}",
+        repl.sync_partial_err.load(Relaxed)
+    );
     line!(out, "expired_keys:{}", store.expired);
     line!(out, "evicted_keys:{}", store.evicted);
     line!(out, "keyspace_hits:{}", store.hits);
@@ -245,12 +257,82 @@ fn stats(shared: &Shared, out: &mut String) {
     );
 }
 
-fn replication(out: &mut String) {
+fn replication(shared: &Shared, out: &mut String) {
+    use crate::replication::{NO_REPLID, Role};
+    let r = &shared.replication;
     out.push_str("# Replication\r\n");
-    line!(out, "role:master");
-    line!(out, "connected_slaves:0");
+    let role = r.role();
+    if let Role::Replica(primary) = &role {
+        let (host, port) = primary.rsplit_once(':').unwrap_or((primary.as_str(), "0"));
+        let link = &r.link;
+        let up = link.up.load(Relaxed);
+        let last_io = r.now_ms().saturating_sub(link.last_io_ms.load(Relaxed)) / 1000;
+        line!(out, "role:slave");
+        line!(out, "master_host:{host}");
+        line!(out, "master_port:{port}");
+        line!(out, "master_link_status:{}", if up { "up" } else { "down" });
+        line!(
+            out,
+            "master_last_io_seconds_ago:{}",
+            if up { last_io as i64 } else { -1 }
+        );
+        line!(
+            out,
+            "master_sync_in_progress:{}",
+            u8::from(link.loading.load(Relaxed))
+        );
+        line!(out, "slave_read_repl_offset:{}", r.offset());
+        line!(out, "slave_repl_offset:{}", r.offset());
+        if !up {
+            line!(out, "master_link_down_since_seconds:{last_io}");
+        }
+        line!(out, "slave_priority:100");
+        line!(out, "slave_read_only:1");
+        line!(out, "replica_announced:1");
+        line!(out, "shoal_full_syncs:{}", link.full_syncs.load(Relaxed));
+        line!(
+            out,
+            "shoal_partial_syncs:{}",
+            link.partial_syncs.load(Relaxed)
+        );
+    } else {
+        line!(out, "role:master");
+    }
+    let now = r.now_ms();
+    let replicas = r.replicas.lock();
+    line!(out, "connected_slaves:{}", replicas.len());
+    for (i, peer) in replicas.iter().enumerate() {
+        let online = peer.online.load(Relaxed);
+        line!(
+            out,
+            "slave{i}:ip={},port={},state={},offset={},lag={}",
+            peer.ip,
+            peer.port,
+            if online { "online" } else { "wait_bgsave" },
+            peer.ack.load(Relaxed),
+            now.saturating_sub(peer.last_ack_ms.load(Relaxed)) / 1000
+        );
+    }
+    drop(replicas);
+    let history = r.history();
     line!(out, "master_failover_state:no-failover");
-    line!(out, "master_repl_offset:0");
+    line!(out, "master_replid:{}", history.replid);
+    let (replid2, second) = match &history.replid2 {
+        Some((id, end)) => (id.as_str(), (end + 1) as i64),
+        None => (NO_REPLID, -1),
+    };
+    line!(out, "master_replid2:{replid2}");
+    line!(out, "master_repl_offset:{}", history.backlog.end());
+    line!(out, "second_repl_offset:{second}");
+    let active = r.recording() || matches!(role, Role::Replica(_));
+    line!(out, "repl_backlog_active:{}", u8::from(active));
+    line!(out, "repl_backlog_size:{}", history.backlog.capacity());
+    line!(
+        out,
+        "repl_backlog_first_byte_offset:{}",
+        history.backlog.start() + 1
+    );
+    line!(out, "repl_backlog_histlen:{}", history.backlog.len());
 }
 
 fn cpu(out: &mut String) {

@@ -14,6 +14,7 @@ pub mod http;
 pub mod info;
 pub mod metrics;
 pub mod process;
+pub mod replication;
 pub mod server;
 pub mod session;
 pub mod shared;

@@ -355,6 +355,7 @@ async fn cron(shared: Arc<Shared>) {
         if let Some(cluster) = &shared.cluster {
             cluster.drop_step(&shared.store, period / 4);
         }
+        shared.replication.keep_alive();
         let pause = if cycle.out_of_time {
             period / 4
         } else {

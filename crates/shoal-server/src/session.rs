@@ -56,6 +56,12 @@ pub struct ClientState {
     pub map_awaited: bool,
     /// The connection is another node's forwarder: its commands are never forwarded again.
     pub forwarded: bool,
+    /// The replication offset after this client's last write (for `WAIT`).
+    pub write_offset: u64,
+    /// The port a replica said it listens on (`REPLCONF listening-port`).
+    pub replica_port: Option<u16>,
+    /// The pending `CLUSTER FAILOVER` skips the primary (`FORCE`/`TAKEOVER`).
+    pub failover_force: bool,
 }
 
 /// Work a command hands back to its session because it needs to wait (the request path itself
@@ -64,14 +70,32 @@ pub struct ClientState {
 pub enum Pending {
     /// Wait for the cluster map this node knows is newer, then run the command again.
     AwaitMap,
+    /// Wait until writes are no longer paused (a planned failover), then run it again.
+    AwaitUnpause,
     /// Send the command to the node at this address and relay its reply.
     Forward(String),
+    /// `WAIT`: reply how many replicas acknowledged this client's last write, once that many
+    /// did or the timeout (none: forever) passed.
+    Wait {
+        /// How many to wait for.
+        replicas: usize,
+        /// How long at most.
+        timeout: Option<Duration>,
+    },
+    /// `PSYNC`: this connection becomes a replica's stream.
+    ServeReplica(crate::replication::primary::PsyncRequest),
+    /// `CLUSTER FAILOVER` on a replica: take over from the primary without losing writes.
+    Failover,
 }
 
 /// What a session waits for between commands.
 enum Deferred {
-    AwaitMap,
+    /// The command stays in the buffer and runs again after the wait.
+    Retry(Pending),
+    /// The command is relayed to another node.
     Forward { addr: String, frame: Vec<u8> },
+    /// The command was taken from the buffer; its reply comes after the wait.
+    Run(Pending),
 }
 
 /// A registered client connection. Dropping it unregisters the client *before* its socket is
@@ -138,6 +162,9 @@ pub async fn serve(mut connection: Connection, worker: Arc<WorkerStats>) {
             readonly: false,
             map_awaited: false,
             forwarded: false,
+            write_offset: 0,
+            replica_port: None,
+            failover_force: false,
         },
         parser: RequestParser::new(shared.live.limits()),
         input: BytesMut::with_capacity(READ_CHUNK),
@@ -211,6 +238,18 @@ impl Session {
                 }
             }
             let progress = match self.process(shared, worker) {
+                Progress::Wait(Deferred::Run(Pending::ServeReplica(request))) => {
+                    // The connection is a replica's from here on: replies so far go first.
+                    self.input.clear();
+                    self.flush_all(stream, shared, worker).await?;
+                    return crate::replication::serve_replica(
+                        shared,
+                        stream,
+                        request,
+                        &self.client,
+                    )
+                    .await;
+                }
                 Progress::Wait(deferred) => {
                     // Earlier replies go out first; the deferred one follows them.
                     self.write_some(stream, worker)?;
@@ -321,16 +360,21 @@ impl Session {
                         dispatch::execute(&mut ctx, &argv, worker)
                     }));
                     match ctx.pending.take() {
-                        // The frame stays in the buffer, to run again once the map is newer.
-                        Some(Pending::AwaitMap) => {
+                        // The frame stays in the buffer, to run again after the wait.
+                        Some(wait @ (Pending::AwaitMap | Pending::AwaitUnpause)) => {
                             client.map_awaited = true;
-                            break Progress::Wait(Deferred::AwaitMap);
+                            break Progress::Wait(Deferred::Retry(wait));
                         }
                         Some(Pending::Forward(addr)) => {
                             let frame = input[consumed_total..consumed_total + consumed].to_vec();
                             consumed_total += consumed;
                             client.map_awaited = false;
                             break Progress::Wait(Deferred::Forward { addr, frame });
+                        }
+                        Some(other) => {
+                            consumed_total += consumed;
+                            client.map_awaited = false;
+                            break Progress::Wait(Deferred::Run(other));
                         }
                         None => client.map_awaited = false,
                     }
@@ -406,16 +450,44 @@ impl Session {
 
     /// Waits for what a command deferred, and appends its reply if it has one.
     async fn resolve(&mut self, deferred: Deferred, shared: &Shared) {
-        let Some(cluster) = &shared.cluster else {
-            return;
-        };
+        let cluster = shared.cluster.as_ref();
         match deferred {
-            Deferred::AwaitMap => cluster.await_current_map().await,
-            Deferred::Forward { addr, frame } => {
-                cluster
-                    .forward(&addr, &frame, self.client.protocol, &mut self.output)
-                    .await
+            Deferred::Retry(Pending::AwaitMap) => {
+                if let Some(cluster) = cluster {
+                    cluster.await_current_map().await;
+                }
             }
+            Deferred::Retry(_) => shared.replication.await_unpause().await,
+            Deferred::Forward { addr, frame } => {
+                if let Some(cluster) = cluster {
+                    cluster
+                        .forward(&addr, &frame, self.client.protocol, &mut self.output)
+                        .await
+                }
+            }
+            Deferred::Run(Pending::Wait { replicas, timeout }) => {
+                let acked = shared
+                    .replication
+                    .wait_for_acks(self.client.write_offset, replicas, timeout)
+                    .await;
+                Reply::new(&mut self.output, self.client.protocol).int(acked as i64);
+            }
+            Deferred::Run(Pending::Failover) => {
+                let outcome = match cluster {
+                    Some(cluster) => {
+                        cluster
+                            .planned_failover(shared, self.client.failover_force)
+                            .await
+                    }
+                    None => Err("ERR This instance has cluster support disabled".to_string()),
+                };
+                let mut reply = Reply::new(&mut self.output, self.client.protocol);
+                match outcome {
+                    Ok(()) => reply.ok(),
+                    Err(line) => reply.error(&line),
+                }
+            }
+            Deferred::Run(_) => {}
         }
     }
 

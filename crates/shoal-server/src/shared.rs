@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
 use shoal_proto::Limits;
@@ -13,6 +13,7 @@ use crate::clients::Clients;
 use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::dispatch::CommandTable;
+use crate::replication::Replication;
 use crate::slowlog::SlowLog;
 use crate::stats::Stats;
 
@@ -30,6 +31,8 @@ pub struct LiveSettings {
     timeout_seconds: AtomicU64,
     password_required: AtomicBool,
     hz: AtomicU64,
+    min_replicas_to_write: AtomicUsize,
+    min_replicas_max_lag: AtomicU64,
 }
 
 impl LiveSettings {
@@ -52,6 +55,19 @@ impl LiveSettings {
         self.password_required
             .store(!c.requirepass.is_empty(), Relaxed);
         self.hz.store(c.hz, Relaxed);
+        self.min_replicas_to_write
+            .store(c.min_replicas_to_write as usize, Relaxed);
+        self.min_replicas_max_lag
+            .store(c.min_replicas_max_lag, Relaxed);
+    }
+
+    /// `min-replicas-to-write` and `min-replicas-max-lag` (0 replicas: no requirement).
+    #[inline]
+    pub fn min_replicas(&self) -> (usize, Duration) {
+        (
+            self.min_replicas_to_write.load(Relaxed),
+            Duration::from_secs(self.min_replicas_max_lag.load(Relaxed)),
+        )
     }
 
     /// The parser limits.
@@ -141,6 +157,8 @@ pub struct Shared {
     pub http_addr: RwLock<Option<SocketAddr>>,
     /// Cluster mode's state, if the node runs in a cluster.
     pub cluster: Option<Arc<ClusterState>>,
+    /// Replication: the stream to replicas, or the link to a primary.
+    pub replication: Arc<Replication>,
     shutdown: tokio::sync::watch::Sender<bool>,
     memory_peak: AtomicU64,
 }
@@ -161,6 +179,8 @@ impl Shared {
             events: None,
             seed: None,
         });
+        let replication = Replication::new(config.repl_backlog_size.0 as usize);
+        store.set_journal(Some(replication.journal()));
         let commands = CommandTable::new();
         let live = LiveSettings::default();
         live.apply(&config);
@@ -185,6 +205,7 @@ impl Shared {
             resp_addr: RwLock::new(None),
             http_addr: RwLock::new(None),
             cluster: cluster.map(Arc::new),
+            replication,
             shutdown: tokio::sync::watch::channel(false).0,
             memory_peak: AtomicU64::new(0),
             config: RwLock::new(config),
@@ -196,6 +217,10 @@ impl Shared {
         self.live.apply(&config);
         self.store.set_maxmemory(config.maxmemory.0 as usize);
         self.store.set_policy(config.maxmemory_policy);
+        self.replication
+            .history()
+            .backlog
+            .set_capacity(config.repl_backlog_size.0 as usize);
         self.slowlog
             .configure(config.slowlog_log_slower_than, config.slowlog_max_len);
         *self.config.write() = config;

@@ -839,6 +839,8 @@ fn shoal_param_names() -> BTreeSet<String> {
         // and shows the bus port it bound rather than 0.
         "cluster-node-timeout",
         "cluster-port",
+        // Redis keeps 1mb of replication backlog by default, Shoal 64mb.
+        "repl-backlog-size",
     ];
     shoal_server::config::PARAMS
         .iter()

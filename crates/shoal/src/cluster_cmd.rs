@@ -28,8 +28,8 @@ pub struct UpArgs {
     /// Shards (primaries).
     #[arg(long, default_value_t = 3)]
     pub shards: usize,
-    /// Replicas per shard (they hold no data until replication lands).
-    #[arg(long, default_value_t = 0)]
+    /// Replicas per shard.
+    #[arg(long, default_value_t = 2)]
     pub replicas: u8,
     /// RESP port of the first node; the others follow it.
     #[arg(long, default_value_t = 7000)]
@@ -285,6 +285,19 @@ impl Fleet {
         self.children.clear();
     }
 
+    /// Forgets the children that exited, returning their ports.
+    fn reap(&mut self) -> Vec<u16> {
+        let mut gone = Vec::new();
+        self.children.retain_mut(|(port, child)| {
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            if exited {
+                gone.push(*port);
+            }
+            !exited
+        });
+        gone
+    }
+
     fn exited(&mut self) -> Option<u16> {
         self.children
             .iter_mut()
@@ -431,10 +444,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
             _ = check.tick() => {
-                if let Some(port) = fleet.exited() {
-                    eprintln!("the node on port {port} exited; stopping the cluster");
-                    fleet.stop();
-                    return Err(anyhow!("node {port} exited"));
+                // A node that dies is the cluster's to handle (its replica takes over); say so
+                // and keep the others running.
+                for port in fleet.reap() {
+                    eprintln!(
+                        "the node on port {port} exited (see {}); the cluster goes on without it",
+                        log_dir.join(format!("node-{port}.log")).display()
+                    );
+                }
+                if fleet.children.is_empty() {
+                    return Err(anyhow!("every node exited"));
                 }
             }
         }

@@ -999,6 +999,64 @@ const CLUSTER_COUNTKEYSINSLOT_DOCS: V = V::Map(&[
         V::Bulk("integer"),
     ])]),
 ]);
+const CLUSTER_FAILOVER_INFO: V = V::Array(&[
+    V::Bulk("cluster|failover"),
+    V::Int(-2),
+    V::Set(&[
+        V::Simple("admin"),
+        V::Simple("stale"),
+        V::Simple("no_async_loading"),
+    ]),
+    V::Int(0),
+    V::Int(0),
+    V::Int(0),
+    V::Set(&[
+        V::Simple("@admin"),
+        V::Simple("@slow"),
+        V::Simple("@dangerous"),
+    ]),
+    V::Set(&[]),
+    V::Set(&[]),
+    V::Set(&[]),
+]);
+const CLUSTER_FAILOVER_DOCS: V = V::Map(&[
+    V::Bulk("summary"),
+    V::Bulk("Forces a replica to perform a manual failover of its master."),
+    V::Bulk("since"),
+    V::Bulk("3.0.0"),
+    V::Bulk("group"),
+    V::Bulk("cluster"),
+    V::Bulk("complexity"),
+    V::Bulk("O(1)"),
+    V::Bulk("arguments"),
+    V::Array(&[V::Map(&[
+        V::Bulk("name"),
+        V::Bulk("options"),
+        V::Bulk("type"),
+        V::Bulk("oneof"),
+        V::Bulk("flags"),
+        V::Set(&[V::Simple("optional")]),
+        V::Bulk("arguments"),
+        V::Array(&[
+            V::Map(&[
+                V::Bulk("name"),
+                V::Bulk("force"),
+                V::Bulk("type"),
+                V::Bulk("pure-token"),
+                V::Bulk("token"),
+                V::Bulk("FORCE"),
+            ]),
+            V::Map(&[
+                V::Bulk("name"),
+                V::Bulk("takeover"),
+                V::Bulk("type"),
+                V::Bulk("pure-token"),
+                V::Bulk("token"),
+                V::Bulk("TAKEOVER"),
+            ]),
+        ]),
+    ])]),
+]);
 const CLUSTER_GETKEYSINSLOT_INFO: V = V::Array(&[
     V::Bulk("cluster|getkeysinslot"),
     V::Int(4),
@@ -1223,6 +1281,7 @@ const CLUSTER_INFO: V = V::Array(&[
     V::Set(&[]),
     V::Array(&[
         CLUSTER_COUNTKEYSINSLOT_INFO,
+        CLUSTER_FAILOVER_INFO,
         CLUSTER_GETKEYSINSLOT_INFO,
         CLUSTER_HELP_INFO,
         CLUSTER_INFO_INFO,
@@ -1260,6 +1319,45 @@ const CLUSTER_DOCS: V = V::Map(&[
                 V::Bulk("slot"),
                 V::Bulk("type"),
                 V::Bulk("integer"),
+            ])]),
+        ]),
+        V::Bulk("cluster|failover"),
+        V::Map(&[
+            V::Bulk("summary"),
+            V::Bulk("Forces a replica to perform a manual failover of its master."),
+            V::Bulk("since"),
+            V::Bulk("3.0.0"),
+            V::Bulk("group"),
+            V::Bulk("cluster"),
+            V::Bulk("complexity"),
+            V::Bulk("O(1)"),
+            V::Bulk("arguments"),
+            V::Array(&[V::Map(&[
+                V::Bulk("name"),
+                V::Bulk("options"),
+                V::Bulk("type"),
+                V::Bulk("oneof"),
+                V::Bulk("flags"),
+                V::Set(&[V::Simple("optional")]),
+                V::Bulk("arguments"),
+                V::Array(&[
+                    V::Map(&[
+                        V::Bulk("name"),
+                        V::Bulk("force"),
+                        V::Bulk("type"),
+                        V::Bulk("pure-token"),
+                        V::Bulk("token"),
+                        V::Bulk("FORCE"),
+                    ]),
+                    V::Map(&[
+                        V::Bulk("name"),
+                        V::Bulk("takeover"),
+                        V::Bulk("type"),
+                        V::Bulk("pure-token"),
+                        V::Bulk("token"),
+                        V::Bulk("TAKEOVER"),
+                    ]),
+                ]),
             ])]),
         ]),
         V::Bulk("cluster|getkeysinslot"),
@@ -4927,6 +5025,52 @@ const PSETEX_DOCS: V = V::Map(&[
     ]),
 ]);
 
+// psync
+const PSYNC_INFO: V = V::Array(&[
+    V::Bulk("psync"),
+    V::Int(-3),
+    V::Set(&[
+        V::Simple("admin"),
+        V::Simple("noscript"),
+        V::Simple("no_async_loading"),
+        V::Simple("no_multi"),
+    ]),
+    V::Int(0),
+    V::Int(0),
+    V::Int(0),
+    V::Set(&[
+        V::Simple("@admin"),
+        V::Simple("@slow"),
+        V::Simple("@dangerous"),
+    ]),
+    V::Set(&[]),
+    V::Set(&[]),
+    V::Set(&[]),
+]);
+const PSYNC_DOCS: V = V::Map(&[
+    V::Bulk("summary"),
+    V::Bulk("Internal command used for replication"),
+    V::Bulk("since"),
+    V::Bulk("2.8.0"),
+    V::Bulk("group"),
+    V::Bulk("server"),
+    V::Bulk("arguments"),
+    V::Array(&[
+        V::Map(&[
+            V::Bulk("name"),
+            V::Bulk("replicationid"),
+            V::Bulk("type"),
+            V::Bulk("string"),
+        ]),
+        V::Map(&[
+            V::Bulk("name"),
+            V::Bulk("offset"),
+            V::Bulk("type"),
+            V::Bulk("integer"),
+        ]),
+    ]),
+]);
+
 // pttl
 const PTTL_INFO: V = V::Array(&[
     V::Bulk("pttl"),
@@ -5304,6 +5448,42 @@ const RENAMENX_DOCS: V = V::Map(&[
             V::Int(1),
         ]),
     ]),
+]);
+
+// replconf
+const REPLCONF_INFO: V = V::Array(&[
+    V::Bulk("replconf"),
+    V::Int(-1),
+    V::Set(&[
+        V::Simple("admin"),
+        V::Simple("noscript"),
+        V::Simple("loading"),
+        V::Simple("stale"),
+        V::Simple("allow_busy"),
+    ]),
+    V::Int(0),
+    V::Int(0),
+    V::Int(0),
+    V::Set(&[
+        V::Simple("@admin"),
+        V::Simple("@slow"),
+        V::Simple("@dangerous"),
+    ]),
+    V::Set(&[]),
+    V::Set(&[]),
+    V::Set(&[]),
+]);
+const REPLCONF_DOCS: V = V::Map(&[
+    V::Bulk("summary"),
+    V::Bulk("An internal command for configuring the replication stream"),
+    V::Bulk("since"),
+    V::Bulk("3.0.0"),
+    V::Bulk("group"),
+    V::Bulk("server"),
+    V::Bulk("complexity"),
+    V::Bulk("O(1)"),
+    V::Bulk("doc_flags"),
+    V::Set(&[V::Simple("syscmd")]),
 ]);
 
 // reset
@@ -6530,6 +6710,50 @@ const UNLINK_DOCS: V = V::Map(&[
     ])]),
 ]);
 
+// wait
+const WAIT_INFO: V = V::Array(&[
+    V::Bulk("wait"),
+    V::Int(3),
+    V::Set(&[V::Simple("noscript")]),
+    V::Int(0),
+    V::Int(0),
+    V::Int(0),
+    V::Set(&[V::Simple("@slow"), V::Simple("@connection")]),
+    V::Set(&[
+        V::Bulk("request_policy:all_shards"),
+        V::Bulk("response_policy:agg_min"),
+    ]),
+    V::Set(&[]),
+    V::Set(&[]),
+]);
+const WAIT_DOCS: V = V::Map(&[
+    V::Bulk("summary"),
+    V::Bulk(
+        "Wait for the synchronous replication of all the write commands sent in the context of the current connection",
+    ),
+    V::Bulk("since"),
+    V::Bulk("3.0.0"),
+    V::Bulk("group"),
+    V::Bulk("generic"),
+    V::Bulk("complexity"),
+    V::Bulk("O(1)"),
+    V::Bulk("arguments"),
+    V::Array(&[
+        V::Map(&[
+            V::Bulk("name"),
+            V::Bulk("numreplicas"),
+            V::Bulk("type"),
+            V::Bulk("integer"),
+        ]),
+        V::Map(&[
+            V::Bulk("name"),
+            V::Bulk("timeout"),
+            V::Bulk("type"),
+            V::Bulk("integer"),
+        ]),
+    ]),
+]);
+
 /// Every top-level command Shoal implements, sorted by name; subcommands sorted too.
 pub(crate) static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
@@ -6733,6 +6957,18 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
                 step: 0,
                 info: &CLUSTER_COUNTKEYSINSLOT_INFO,
                 docs: &CLUSTER_COUNTKEYSINSLOT_DOCS,
+                subcommands: &[],
+                help: &[],
+            },
+            CommandSpec {
+                name: "cluster|failover",
+                arity: -2,
+                flags: ADMIN | STALE,
+                first_key: 0,
+                last_key: 0,
+                step: 0,
+                info: &CLUSTER_FAILOVER_INFO,
+                docs: &CLUSTER_FAILOVER_DOCS,
                 subcommands: &[],
                 help: &[],
             },
@@ -7598,6 +7834,18 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         help: &[],
     },
     CommandSpec {
+        name: "psync",
+        arity: -3,
+        flags: ADMIN | NOSCRIPT | NO_MULTI,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        info: &PSYNC_INFO,
+        docs: &PSYNC_DOCS,
+        subcommands: &[],
+        help: &[],
+    },
+    CommandSpec {
         name: "pttl",
         arity: 2,
         flags: READONLY | FAST,
@@ -7678,6 +7926,18 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         step: 1,
         info: &RENAMENX_INFO,
         docs: &RENAMENX_DOCS,
+        subcommands: &[],
+        help: &[],
+    },
+    CommandSpec {
+        name: "replconf",
+        arity: -1,
+        flags: ADMIN | NOSCRIPT | LOADING | STALE | ALLOW_BUSY,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        info: &REPLCONF_INFO,
+        docs: &REPLCONF_DOCS,
         subcommands: &[],
         help: &[],
     },
@@ -7920,6 +8180,18 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         step: 1,
         info: &UNLINK_INFO,
         docs: &UNLINK_DOCS,
+        subcommands: &[],
+        help: &[],
+    },
+    CommandSpec {
+        name: "wait",
+        arity: 3,
+        flags: NOSCRIPT,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        info: &WAIT_INFO,
+        docs: &WAIT_DOCS,
         subcommands: &[],
         help: &[],
     },

@@ -135,9 +135,9 @@ fn expected_commands_and_subcommands() {
     let expected = "append asking auth client cluster command config copy dbsize decr decrby del \
         echo exists expire expireat expiretime flushall flushdb get getdel getex getrange getset \
         hello incr incrby incrbyfloat info keys memory mget mset msetnx object persist pexpire \
-        pexpireat pexpiretime ping psetex pttl quit randomkey readonly readwrite rename renamenx \
-        reset scan select set setex setnx setrange shutdown slowlog strlen time touch ttl type \
-        unlink";
+        pexpireat pexpiretime ping psetex psync pttl quit randomkey readonly readwrite rename \
+        renamenx replconf reset scan select set setex setnx setrange shutdown slowlog strlen time \
+        touch ttl type unlink wait";
     assert_eq!(names, expected.split_whitespace().collect::<Vec<_>>());
 
     let subs = |name: &str| -> Vec<&str> {
@@ -160,6 +160,7 @@ fn expected_commands_and_subcommands() {
         subs("cluster"),
         [
             "countkeysinslot",
+            "failover",
             "getkeysinslot",
             "help",
             "info",

@@ -4,13 +4,18 @@
 use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use shoal_client::{Client, ClientConfig};
 use shoal_cluster::bus::NodeStats;
 use shoal_cluster::decide::Settings;
 use shoal_cluster::node::{ClusterNode, NodeConfig, Seed};
+use shoal_cluster::{ClusterMap, Role};
 use shoal_proto::Protocol;
 use tokio::net::TcpListener;
 
+use crate::replication::Role as ReplRole;
+use crate::replication::replica::{self, LinkConfig};
 use crate::shared::Shared;
 
 /// Runs the node's cluster membership until the node stops. Blocks; run it on its own thread.
@@ -95,7 +100,9 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
     }
     let mut maps = node.maps();
     let mut removed = node.removed();
-    cluster.install(maps.borrow_and_update().clone());
+    let first = maps.borrow_and_update().clone();
+    cluster.install(first.clone());
+    follow_role(&shared, &first);
     loop {
         tokio::select! {
             changed = maps.changed() => {
@@ -104,7 +111,8 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
                 }
                 let map = maps.borrow_and_update().clone();
                 tracing::debug!(epoch = map.epoch, "new cluster map");
-                cluster.install(map);
+                cluster.install(map.clone());
+                follow_role(&shared, &map);
             }
             _ = removed.wait_for(|r| *r) => {
                 tracing::warn!("removed from the cluster: stopping");
@@ -123,6 +131,45 @@ fn node_stats(shared: &Shared) -> NodeStats {
         ops_per_sec: shared.stats.instantaneous().0 as u64,
         clients: shared.clients.count() as u64,
         uptime_seconds: shared.uptime_seconds(),
-        replication: Default::default(),
+        replication: shared.replication.report(),
+    }
+}
+
+/// Plays the replication role the map gives this node: a primary records its changes while
+/// its shard has replicas; a replica follows its shard's primary (a new link task whenever the
+/// primary changes); a node in no shard does neither.
+fn follow_role(shared: &Arc<Shared>, map: &ClusterMap) {
+    let Some(cluster) = &shared.cluster else {
+        return;
+    };
+    let me = cluster.myself().id;
+    let (role, has_replicas) = match map.placement_of(me) {
+        Some((shard, Role::Primary)) => (ReplRole::Primary, !shard.replicas.is_empty()),
+        Some((shard, Role::Replica)) => match map.node(shard.primary) {
+            Some(primary) => (ReplRole::Replica(primary.resp_addr()), false),
+            None => (ReplRole::Alone, false),
+        },
+        None => (ReplRole::Alone, false),
+    };
+    let replication = &shared.replication;
+    let before = replication.role();
+    replication.set_role(role.clone());
+    if role == ReplRole::Primary {
+        replication.set_recording(has_replicas);
+    } else {
+        // A pause for a planned failover ends with the primary role.
+        replication.unpause_writes();
+    }
+    if let ReplRole::Replica(primary) = role
+        && before != ReplRole::Replica(primary.clone())
+    {
+        let config = shared.config.read();
+        let link = LinkConfig {
+            listening_port: config.port,
+            password: (!config.requirepass.is_empty()).then(|| config.requirepass.clone()),
+        };
+        drop(config);
+        let generation = replication.generation.load(Relaxed);
+        tokio::spawn(replica::follow(shared.clone(), primary, generation, link));
     }
 }

@@ -320,6 +320,47 @@ impl ClusterState {
         }
     }
 
+    /// `CLUSTER FAILOVER` on this replica: unless `force`, pauses the primary's writes and
+    /// catches up with it first, so no acknowledged write is lost; then has the controller
+    /// make this node the shard's primary. The error is the reply line.
+    pub async fn planned_failover(
+        &self,
+        shared: &crate::shared::Shared,
+        force: bool,
+    ) -> Result<(), String> {
+        let node = self
+            .node
+            .get()
+            .ok_or("CLUSTERDOWN The cluster is down")?
+            .clone();
+        let map = self.map();
+        let Some((shard, shoal_cluster::Role::Replica)) = map.placement_of(self.myself.id) else {
+            return Err("ERR You should send CLUSTER FAILOVER to a replica".into());
+        };
+        let primary = map
+            .node(shard.primary)
+            .map(NodeInfo::resp_addr)
+            .ok_or("ERR failover: the primary is not in the map")?;
+        if !force {
+            let forwarder = self
+                .forwarder
+                .get()
+                .ok_or("ERR failover: no connection to the primary")?;
+            catch_up_with_paused_primary(forwarder, &primary, &shared.replication).await?;
+        }
+        node.request_failover()
+            .await
+            .map_err(|e| format!("ERR failover: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.routing().is_primary_of_shard() {
+            if Instant::now() >= deadline {
+                return Err("ERR failover: the new map did not arrive".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
     /// Whether keys are being removed in the background.
     pub fn dropping(&self) -> bool {
         self.dropping
@@ -345,5 +386,45 @@ pub fn forward_error(e: &shoal_client::Error) -> String {
         }
         shoal_client::Error::ClusterDown(line) | shoal_client::Error::Server(line) => line.clone(),
         other => format!("TRYAGAIN forwarding to the slot's owner failed: {other}"),
+    }
+}
+
+/// How long a planned failover lets the primary refuse writes at most.
+const FAILOVER_PAUSE: Duration = Duration::from_secs(5);
+
+/// Pauses the primary's writes and waits until this replica has applied all it wrote (asking
+/// again until the primary's offset stops moving: writes already running when it paused may
+/// still land).
+async fn catch_up_with_paused_primary(
+    forwarder: &Client,
+    primary: &str,
+    replication: &crate::replication::Replication,
+) -> Result<(), String> {
+    let pause = FAILOVER_PAUSE.as_millis().to_string();
+    let ask = |args: Vec<String>| async move {
+        match forwarder.command_on(primary, &args).await {
+            Ok(Value::Int(offset)) => Ok(offset.max(0) as u64),
+            Ok(Value::Error(line)) => Err(format!(
+                "ERR failover: the primary refused: {}",
+                String::from_utf8_lossy(&line)
+            )),
+            Ok(other) => Err(format!("ERR failover: the primary answered {other:?}")),
+            Err(e) => Err(format!("ERR failover: cannot reach the primary: {e}")),
+        }
+    };
+    let mut target = ask(vec!["REPLCONF".into(), "failover-pause".into(), pause]).await?;
+    let deadline = Instant::now() + FAILOVER_PAUSE;
+    loop {
+        while replication.offset() < target {
+            if Instant::now() >= deadline {
+                return Err("ERR failover: this replica did not catch up with its primary".into());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let now = ask(vec!["REPLCONF".into(), "failover-offset".into()]).await?;
+        if now <= target {
+            return Ok(());
+        }
+        target = now;
     }
 }

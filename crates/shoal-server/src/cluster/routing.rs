@@ -98,6 +98,11 @@ impl Routing {
         }
     }
 
+    /// Whether this node is the primary of its shard.
+    pub fn is_primary_of_shard(&self) -> bool {
+        matches!(self.mine, Some((_, Role::Primary)))
+    }
+
     /// Whether this node is the primary of `slot`.
     #[inline]
     pub fn is_mine(&self, slot: Slot) -> bool {

@@ -121,6 +121,30 @@ pub fn help(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     super::help(ctx, argv)
 }
 
+/// `CLUSTER FAILOVER [FORCE|TAKEOVER]` on a replica: it takes over its shard. The primary
+/// stops taking writes, this replica catches up with it, and the controller hands it the
+/// shard, so no acknowledged write is lost. `FORCE` and `TAKEOVER` skip the primary (for one
+/// that is unreachable) and may lose what it had not yet streamed.
+pub fn failover(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    cluster_of(ctx)?;
+    let force = match argv.len() {
+        2 => false,
+        3 if super::is(argv.get(2), "force") || super::is(argv.get(2), "takeover") => true,
+        _ => return Err(CommandError::Syntax),
+    };
+    if !matches!(
+        ctx.shared.replication.role(),
+        crate::replication::Role::Replica(_)
+    ) {
+        return Err(CommandError::fixed(
+            "ERR You should send CLUSTER FAILOVER to a replica",
+        ));
+    }
+    ctx.client.failover_force = force;
+    ctx.pending = Some(crate::session::Pending::Failover);
+    Ok(())
+}
+
 /// `READONLY`: this connection may read from replicas.
 pub fn readonly(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
     cluster_of(ctx)?;

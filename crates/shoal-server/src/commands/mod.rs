@@ -7,6 +7,7 @@ pub use connection::REDIS_VERSION;
 mod float;
 mod introspection;
 mod keys;
+mod replication;
 mod server;
 mod strings;
 
@@ -102,7 +103,12 @@ pub fn handler(name: &str) -> Option<Handler> {
         "cluster|countkeysinslot" => cluster::countkeysinslot,
         "cluster|getkeysinslot" => cluster::getkeysinslot,
         "cluster|help" => cluster::help,
+        "cluster|failover" => cluster::failover,
         "readonly" => cluster::readonly,
+        // replication
+        "psync" => replication::psync,
+        "replconf" => replication::replconf,
+        "wait" => replication::wait,
         "readwrite" => cluster::readwrite,
         "asking" => cluster::asking,
         // introspection

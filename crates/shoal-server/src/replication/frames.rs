@@ -1,0 +1,257 @@
+//! The replication stream's frames: RESP commands a replica applies as states, never as the
+//! commands that produced them.
+//!
+//! | frame | meaning |
+//! | --- | --- |
+//! | `SET key value [PXAT ms]` | the key now holds this value (and expiry) |
+//! | `DEL key` | the key is gone |
+//! | `FLUSHALL` | every key is gone |
+//! | `PING` | the primary is alive (every second while idle) |
+//! | `SHOAL.SNAPSHOT END` | a full resync's snapshot is complete (not counted in offsets) |
+
+use shoal_proto::{Argv, Limits, Parsed, ProtocolError, RequestParser};
+use shoal_store::Store;
+
+/// The frame that ends a snapshot.
+pub const SNAPSHOT_END: &[u8] = b"*2\r\n$14\r\nSHOAL.SNAPSHOT\r\n$3\r\nEND\r\n";
+
+/// The keep-alive frame.
+pub const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+
+/// `FLUSHALL`.
+pub const FLUSHALL: &[u8] = b"*1\r\n$8\r\nFLUSHALL\r\n";
+
+fn header(out: &mut impl Extend<u8>, kind: u8, n: usize) {
+    let mut digits = itoa::Buffer::new();
+    out.extend([kind]);
+    out.extend(digits.format(n).bytes());
+    out.extend(*b"\r\n");
+}
+
+fn bulk(out: &mut impl Extend<u8>, data: &[u8]) {
+    header(out, b'$', data.len());
+    out.extend(data.iter().copied());
+    out.extend(*b"\r\n");
+}
+
+/// Appends the frame stating that `key` holds `value` (expiring at `expiry`).
+pub fn put(out: &mut impl Extend<u8>, key: &[u8], value: &[u8], expiry: Option<u64>) {
+    header(out, b'*', if expiry.is_some() { 5 } else { 3 });
+    bulk(out, b"SET");
+    bulk(out, key);
+    bulk(out, value);
+    if let Some(at) = expiry {
+        bulk(out, b"PXAT");
+        let mut digits = itoa::Buffer::new();
+        bulk(out, digits.format(at).as_bytes());
+    }
+}
+
+/// Appends the frame stating that `key` is gone.
+pub fn delete(out: &mut impl Extend<u8>, key: &[u8]) {
+    header(out, b'*', 2);
+    bulk(out, b"DEL");
+    bulk(out, key);
+}
+
+/// What applying one frame meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// A state change (or a keep-alive): counts in the offset.
+    Change,
+    /// The end of a snapshot.
+    SnapshotEnd,
+    /// `REPLCONF GETACK`: the primary asks for an acknowledgement now.
+    AckRequested,
+}
+
+/// Why a stream could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// Not RESP.
+    #[error("replication stream: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A frame that is not one of the stream's.
+    #[error("replication stream: unexpected frame {0}")]
+    Unexpected(String),
+}
+
+/// Parses the replication stream and applies it to a store.
+pub struct Applier {
+    parser: RequestParser,
+}
+
+impl Default for Applier {
+    fn default() -> Self {
+        Applier::new()
+    }
+}
+
+impl Applier {
+    /// An applier for a fresh stream.
+    pub fn new() -> Applier {
+        Applier {
+            parser: RequestParser::new(Limits {
+                max_bulk_len: usize::MAX,
+                max_args: 16,
+            }),
+        }
+    }
+
+    /// Applies the complete frames at the start of `buf` to `store`, calling `on_frame` with
+    /// each frame's length and meaning, and stops after a snapshot's end marker (what follows
+    /// it is the stream, counted from the snapshot's offset). Returns the bytes consumed (an
+    /// incomplete frame stays).
+    pub fn apply(
+        &mut self,
+        buf: &[u8],
+        store: &Store,
+        mut on_frame: impl FnMut(usize, Applied),
+    ) -> Result<usize, StreamError> {
+        let mut consumed = 0;
+        loop {
+            match self.parser.parse(&buf[consumed..])? {
+                Parsed::Command { consumed: n } => {
+                    let argv = self.parser.argv(&buf[consumed..]);
+                    let applied = apply_frame(&argv, store)?;
+                    consumed += n;
+                    on_frame(n, applied);
+                    if applied == Applied::SnapshotEnd {
+                        return Ok(consumed);
+                    }
+                }
+                Parsed::Empty { consumed: n } => consumed += n,
+                Parsed::Incomplete { .. } => return Ok(consumed),
+            }
+        }
+    }
+}
+
+fn is(arg: &[u8], name: &str) -> bool {
+    arg.eq_ignore_ascii_case(name.as_bytes())
+}
+
+fn apply_frame(argv: &Argv<'_>, store: &Store) -> Result<Applied, StreamError> {
+    let unexpected = || {
+        let words: Vec<String> = argv
+            .iter()
+            .take(3)
+            .map(|a| String::from_utf8_lossy(&a[..a.len().min(40)]).into_owned())
+            .collect();
+        StreamError::Unexpected(words.join(" "))
+    };
+    let name = argv.get(0);
+    match argv.len() {
+        3 | 5 if is(name, "SET") => {
+            let expiry = if argv.len() == 5 {
+                if !is(argv.get(3), "PXAT") {
+                    return Err(unexpected());
+                }
+                Some(shoal_store::parse_i64(argv.get(4)).ok_or_else(unexpected)? as u64)
+            } else {
+                None
+            };
+            // A value the store cannot hold (over its limits) is dropped here as on the
+            // primary it could not have been written; nothing else may stop the stream.
+            if let Err(e) = store.restore(argv.get(1), argv.get(2), expiry) {
+                tracing::warn!("replica could not store a key: {e}");
+            }
+            Ok(Applied::Change)
+        }
+        2 if is(name, "DEL") => {
+            store.remove(argv.get(1));
+            Ok(Applied::Change)
+        }
+        1 if is(name, "FLUSHALL") => {
+            store.clear();
+            Ok(Applied::Change)
+        }
+        1 if is(name, "PING") => Ok(Applied::Change),
+        2 if is(name, "SHOAL.SNAPSHOT") && is(argv.get(1), "END") => Ok(Applied::SnapshotEnd),
+        3 if is(name, "REPLCONF") && is(argv.get(1), "GETACK") => Ok(Applied::AckRequested),
+        _ => Err(unexpected()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use shoal_store::{KeyTtl, ManualClock, StoreConfig};
+
+    fn store() -> Store {
+        Store::new(StoreConfig {
+            clock: Arc::new(ManualClock::new(1_000)),
+            ..StoreConfig::default()
+        })
+    }
+
+    #[test]
+    fn frames_apply_as_states_split_anywhere() {
+        let mut stream = Vec::new();
+        put(&mut stream, b"a", b"1", None);
+        put(&mut stream, b"b", b"two\r\n", Some(50_000));
+        delete(&mut stream, b"a");
+        stream.extend_from_slice(PING);
+        put(&mut stream, b"c", b"3", None);
+        stream.extend_from_slice(SNAPSHOT_END);
+        let total = stream.len();
+        for cut in 0..total {
+            let s = store();
+            let mut applier = Applier::new();
+            let mut counted = 0;
+            let mut ends = 0;
+            let mut on = |n: usize, applied: Applied| match applied {
+                Applied::SnapshotEnd => ends += 1,
+                _ => counted += n,
+            };
+            let mut done = applier.apply(&stream[..cut], &s, &mut on).unwrap();
+            while done < total {
+                let n = applier.apply(&stream[done..], &s, &mut on).unwrap();
+                assert!(n > 0, "cut at {cut}: stuck at {done}");
+                done += n;
+            }
+            assert_eq!(counted, total - SNAPSHOT_END.len());
+            assert_eq!(ends, 1);
+            assert_eq!(s.get(b"a", |v| v.to_vec()), None);
+            assert_eq!(s.get(b"b", |v| v.to_vec()), Some(b"two\r\n".to_vec()));
+            assert_eq!(s.ttl(b"b"), KeyTtl::ExpiresAt(50_000));
+            assert_eq!(s.get(b"c", |v| v.to_vec()), Some(b"3".to_vec()));
+        }
+    }
+
+    #[test]
+    fn foreign_frames_stop_the_stream() {
+        let s = store();
+        for frame in [
+            &b"*2\r\n$4\r\nINCR\r\n$1\r\nx\r\n"[..],
+            b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nEX\r\n$1\r\n5\r\n",
+            b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$4\r\nPXAT\r\n$3\r\nabc\r\n",
+        ] {
+            assert!(matches!(
+                Applier::new().apply(frame, &s, |_, _| {}),
+                Err(StreamError::Unexpected(_))
+            ));
+        }
+        assert!(matches!(
+            Applier::new().apply(b"*1\r\n$-5\r\n", &s, |_, _| {}),
+            Err(StreamError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn flushall_clears_and_getack_is_reported() {
+        let s = store();
+        let mut stream = Vec::new();
+        put(&mut stream, b"a", b"1", None);
+        stream.extend_from_slice(FLUSHALL);
+        stream.extend_from_slice(b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n");
+        let mut seen = Vec::new();
+        Applier::new()
+            .apply(&stream, &s, |_, a| seen.push(a))
+            .unwrap();
+        assert_eq!(seen.last(), Some(&Applied::AckRequested));
+        assert_eq!(s.len(), 0);
+    }
+}

@@ -1,0 +1,554 @@
+//! Replication: a primary streams every change of its keyspace to its replicas, which apply
+//! them in order and acknowledge their offset.
+//!
+//! * The store reports each change as the key's resulting state ([`shoal_store::Journal`]);
+//!   [`StreamJournal`] appends it, as a [`frames`] frame, to the [`backlog::Backlog`] under the
+//!   shard's lock, so the stream's order is a valid order of the store's changes.
+//! * A replica connects to its primary's RESP port and sends `PSYNC <replid> <offset>`: if the
+//!   primary's backlog still holds that offset of that history it answers `+CONTINUE` and
+//!   streams from there ([`primary`]); otherwise `+FULLRESYNC <replid> <offset>`, a snapshot of
+//!   its keyspace taken while it keeps serving, and the stream from the snapshot's offset.
+//! * On promotion, a replica keeps its history's id as `replid2` (Redis's PSYNC2), so the other
+//!   replicas of the failed primary continue with it without a full resync.
+//!
+//! Which role a node plays is the cluster map's to say ([`Replication::set_role`]).
+
+pub mod backlog;
+pub mod frames;
+pub mod primary;
+pub mod replica;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use shoal_store::Journal;
+use tokio::sync::Notify;
+
+use backlog::Backlog;
+
+/// A node's part in replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Not replicating (standalone, or a primary of a shard without replicas, or a spare).
+    Alone,
+    /// Streams its changes to replicas.
+    Primary,
+    /// Follows the primary at this RESP address.
+    Replica(String),
+}
+
+/// The replication id of no history (Redis prints forty zeros for `master_replid2`).
+pub const NO_REPLID: &str = "0000000000000000000000000000000000000000";
+
+/// A fresh replication id: 40 random hex digits.
+pub fn new_replid() -> String {
+    let (a, b, c): (u64, u64, u32) = (rand::random(), rand::random(), rand::random());
+    format!("{a:016x}{b:016x}{c:08x}")
+}
+
+/// The history and the window of it a node keeps.
+#[derive(Debug)]
+pub struct History {
+    /// What it does.
+    pub role: Role,
+    /// The id of the history its offsets count in.
+    pub replid: String,
+    /// The id of the history before (after a promotion), and where that one ended.
+    pub replid2: Option<(String, u64)>,
+    /// The stream's last bytes.
+    pub backlog: Backlog,
+}
+
+/// One replica connected to this primary.
+#[derive(Debug)]
+pub struct ReplicaPeer {
+    /// The client id of its connection.
+    pub client_id: u64,
+    /// Its IP address.
+    pub ip: String,
+    /// The RESP port it listens on (`REPLCONF listening-port`).
+    pub port: u16,
+    /// The offset it has acknowledged.
+    pub ack: AtomicU64,
+    /// When it last acknowledged (ms since the node started).
+    pub last_ack_ms: AtomicU64,
+    /// Whether it is past its snapshot and streaming.
+    pub online: AtomicBool,
+}
+
+/// How a replica's link to its primary stands.
+#[derive(Debug, Default)]
+pub struct LinkState {
+    /// Connected and streaming (or loading).
+    pub up: AtomicBool,
+    /// Loading a snapshot: reads are answered `-LOADING`.
+    pub loading: AtomicBool,
+    /// When the primary last sent anything (ms since the node started).
+    pub last_io_ms: AtomicU64,
+    /// Full resyncs this replica went through.
+    pub full_syncs: AtomicU64,
+    /// Partial resyncs (`+CONTINUE`).
+    pub partial_syncs: AtomicU64,
+}
+
+/// Counters a primary keeps (Redis's `sync_full`, `sync_partial_ok`, `sync_partial_err`).
+#[derive(Debug, Default)]
+pub struct PrimaryStats {
+    /// Full resyncs served.
+    pub sync_full: AtomicU64,
+    /// Partial resyncs served.
+    pub sync_partial_ok: AtomicU64,
+    /// Partial resyncs asked for but refused (a full one followed).
+    pub sync_partial_err: AtomicU64,
+}
+
+/// A node's replication state.
+pub struct Replication {
+    history: Mutex<History>,
+    /// The backlog's end, published after every append (read without the lock).
+    end: AtomicU64,
+    /// Whether the role is primary (read on every write without the lock).
+    primary: AtomicBool,
+    /// Whether writes may be paused (the lock is taken only then).
+    pausing: AtomicBool,
+    journal_on: AtomicBool,
+    /// A primary stopped recording: its stream has a gap nobody can continue across.
+    gap: AtomicBool,
+    /// Set by a streamer about to wait for the backlog to grow; the journal then notifies.
+    streamer_waiting: AtomicBool,
+    grown: Notify,
+    /// Replicas served by this primary.
+    pub replicas: Mutex<Vec<Arc<ReplicaPeer>>>,
+    /// Acknowledgements arrived (for `WAIT`).
+    pub acked: Notify,
+    /// This replica's link.
+    pub link: LinkState,
+    /// This primary's counters.
+    pub stats: PrimaryStats,
+    /// Wakes the replica link task when the role changes.
+    pub role_changed: Notify,
+    /// Bumped on every role change; a link task stops when it no longer matches.
+    pub generation: AtomicU64,
+    /// When the node started (the origin of the `_ms` fields).
+    pub started: Instant,
+    /// `repl-ping-replica-period` analogue: keep-alives while idle.
+    pub last_append: Mutex<Instant>,
+    /// Writes wait until then (a planned failover hands the shard over).
+    paused_until: Mutex<Option<Instant>>,
+    unpaused: Notify,
+}
+
+/// How often a primary with replicas sends a keep-alive when nothing else was written.
+pub const PING_PERIOD: Duration = Duration::from_secs(1);
+
+/// A replica that has heard nothing from its primary for this long drops the link.
+pub const LINK_SILENCE: Duration = Duration::from_secs(5);
+
+impl Replication {
+    /// A node's replication state, alone, with a backlog of `backlog_size` bytes.
+    pub fn new(backlog_size: usize) -> Arc<Replication> {
+        Arc::new(Replication {
+            history: Mutex::new(History {
+                role: Role::Alone,
+                replid: new_replid(),
+                replid2: None,
+                backlog: Backlog::new(backlog_size, 0),
+            }),
+            end: AtomicU64::new(0),
+            primary: AtomicBool::new(false),
+            pausing: AtomicBool::new(false),
+            journal_on: AtomicBool::new(false),
+            gap: AtomicBool::new(false),
+            streamer_waiting: AtomicBool::new(false),
+            grown: Notify::new(),
+            replicas: Mutex::new(Vec::new()),
+            acked: Notify::new(),
+            link: LinkState::default(),
+            stats: PrimaryStats::default(),
+            role_changed: Notify::new(),
+            generation: AtomicU64::new(0),
+            started: Instant::now(),
+            last_append: Mutex::new(Instant::now()),
+            paused_until: Mutex::new(None),
+            unpaused: Notify::new(),
+        })
+    }
+
+    /// Makes writes wait for at most `for_` (a planned failover: the replica catches up with
+    /// a primary that takes no more writes, then the map hands it the shard). Returns the
+    /// offset the replica must reach.
+    pub fn pause_writes(&self, for_: Duration) -> u64 {
+        *self.paused_until.lock() = Some(Instant::now() + for_);
+        self.pausing.store(true, Relaxed);
+        self.offset()
+    }
+
+    /// Lets writes through again.
+    pub fn unpause_writes(&self) {
+        *self.paused_until.lock() = None;
+        self.pausing.store(false, Relaxed);
+        self.unpaused.notify_waiters();
+    }
+
+    /// Whether writes must wait now.
+    #[inline]
+    pub fn writes_paused(&self) -> bool {
+        if !self.pausing.load(Relaxed) {
+            return false;
+        }
+        let mut paused = self.paused_until.lock();
+        match *paused {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                *paused = None;
+                self.pausing.store(false, Relaxed);
+                self.unpaused.notify_waiters();
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Waits until writes are no longer paused.
+    pub async fn await_unpause(&self) {
+        let notified = self.unpaused.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let until = *self.paused_until.lock();
+        if let Some(until) = until {
+            let _ = tokio::time::timeout_at(until.into(), notified).await;
+        }
+    }
+
+    /// Milliseconds since the node started.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The history, locked (briefly: the journal appends under this lock).
+    pub fn history(&self) -> parking_lot::MutexGuard<'_, History> {
+        self.history.lock()
+    }
+
+    /// The role.
+    pub fn role(&self) -> Role {
+        self.history.lock().role.clone()
+    }
+
+    /// The offset of the next byte of the stream (`master_repl_offset`).
+    #[inline]
+    pub fn offset(&self) -> u64 {
+        self.end.load(Relaxed)
+    }
+
+    /// Whether this node is a primary (cheap: for the write path).
+    #[inline]
+    pub fn is_primary(&self) -> bool {
+        self.primary.load(Relaxed)
+    }
+
+    /// Whether the store's changes are being recorded.
+    pub fn recording(&self) -> bool {
+        self.journal_on.load(Relaxed)
+    }
+
+    /// A journal to give the store (it appends to this node's backlog while recording).
+    pub fn journal(self: &Arc<Self>) -> Arc<dyn Journal> {
+        Arc::new(StreamJournal(Arc::downgrade(self)))
+    }
+
+    /// Starts or stops recording the store's changes (a primary records while its shard has
+    /// replicas). A history with a gap could not be continued by anyone, so starting again
+    /// after a pause begins a new one.
+    pub fn set_recording(&self, on: bool) {
+        let was = self.journal_on.swap(on, Relaxed);
+        if on && !was && self.gap.swap(false, Relaxed) {
+            let mut history = self.history.lock();
+            let end = history.backlog.end();
+            history.replid = new_replid();
+            history.replid2 = None;
+            history.backlog.reset(end);
+            self.end.store(end, Relaxed);
+        }
+        if !on && was && self.role() == Role::Primary {
+            self.gap.store(true, Relaxed);
+        }
+    }
+
+    /// Appends raw stream bytes (a replica appends what it applied; a primary its keep-alives)
+    /// and wakes the streamers.
+    pub fn append(&self, data: &[u8]) {
+        {
+            let mut history = self.history.lock();
+            history.backlog.append(data);
+            self.end.store(history.backlog.end(), Relaxed);
+        }
+        *self.last_append.lock() = Instant::now();
+        self.wake_streamers();
+    }
+
+    fn wake_streamers(&self) {
+        if self.streamer_waiting.load(Relaxed) && self.streamer_waiting.swap(false, Relaxed) {
+            self.grown.notify_waiters();
+        }
+    }
+
+    /// Waits until the backlog may have grown past `offset` (or `timeout` passes).
+    pub async fn wait_for_growth(&self, offset: u64, timeout: Duration) {
+        let notified = self.grown.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        self.streamer_waiting.store(true, Relaxed);
+        if self.offset() > offset {
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, notified).await;
+    }
+
+    /// Changes the role (as the cluster map says). Promotion keeps the history as `replid2`;
+    /// leaving the primary role stops recording.
+    pub fn set_role(&self, role: Role) {
+        let mut history = self.history.lock();
+        if history.role == role {
+            return;
+        }
+        tracing::info!(from = ?history.role, to = ?role, "replication role changes");
+        if matches!(history.role, Role::Replica(_)) && role == Role::Primary {
+            let end = history.backlog.end();
+            let old = std::mem::replace(&mut history.replid, new_replid());
+            history.replid2 = Some((old, end));
+        }
+        history.role = role.clone();
+        self.primary.store(role == Role::Primary, Relaxed);
+        drop(history);
+        if role != Role::Primary {
+            self.journal_on.store(false, Relaxed);
+        }
+        if matches!(role, Role::Replica(_)) {
+            // A replica's stream is its primary's, without gaps of its own.
+            self.gap.store(false, Relaxed);
+        }
+        self.generation.fetch_add(1, Relaxed);
+        self.role_changed.notify_waiters();
+        // Streams to replicas end: a node that is no longer primary serves none.
+        if role != Role::Primary {
+            self.grown.notify_waiters();
+        }
+        self.acked.notify_waiters();
+    }
+
+    /// Registers a replica this primary now serves.
+    pub fn add_replica(&self, peer: Arc<ReplicaPeer>) {
+        self.replicas.lock().push(peer);
+    }
+
+    /// Forgets the replica on connection `client_id`.
+    pub fn remove_replica(&self, client_id: u64) {
+        self.replicas.lock().retain(|p| p.client_id != client_id);
+        self.acked.notify_waiters();
+    }
+
+    /// How many replicas have acknowledged `offset`.
+    pub fn acked_at_least(&self, offset: u64) -> usize {
+        self.replicas
+            .lock()
+            .iter()
+            .filter(|p| p.ack.load(Relaxed) >= offset)
+            .count()
+    }
+
+    /// Replicas that acknowledged within `max_lag` (Redis's "good replicas" of
+    /// `min-replicas-max-lag`).
+    pub fn good_replicas(&self, max_lag: Duration) -> usize {
+        let now = self.now_ms();
+        self.replicas
+            .lock()
+            .iter()
+            .filter(|p| {
+                p.online.load(Relaxed)
+                    && now.saturating_sub(p.last_ack_ms.load(Relaxed)) <= max_lag.as_millis() as u64
+            })
+            .count()
+    }
+
+    /// `WAIT`: waits until `numreplicas` replicas acknowledged `offset`, or `timeout` (none:
+    /// forever) passes; returns how many did.
+    pub async fn wait_for_acks(
+        &self,
+        offset: u64,
+        numreplicas: usize,
+        timeout: Option<Duration>,
+    ) -> usize {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let notified = self.acked.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let count = self.acked_at_least(offset);
+            if count >= numreplicas || self.role() != Role::Primary {
+                return count;
+            }
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return self.acked_at_least(offset);
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// The replication report heartbeats carry.
+    pub fn report(&self) -> shoal_cluster::bus::ReplicationReport {
+        let history = self.history.lock();
+        shoal_cluster::bus::ReplicationReport {
+            replid: history.replid.clone(),
+            offset: history.backlog.end(),
+            in_sync: match history.role {
+                Role::Replica(_) => self.link.up.load(Relaxed) && !self.link.loading.load(Relaxed),
+                _ => true,
+            },
+        }
+    }
+
+    /// Appends a keep-alive if this primary has replicas and wrote nothing for a while.
+    pub fn keep_alive(&self) {
+        if !self.recording() || self.replicas.lock().is_empty() {
+            return;
+        }
+        if self.last_append.lock().elapsed() >= PING_PERIOD {
+            self.append(frames::PING);
+        }
+    }
+}
+
+/// The store's journal on a primary: each change becomes a frame in the backlog.
+struct StreamJournal(Weak<Replication>);
+
+impl StreamJournal {
+    fn with(&self, write: impl FnOnce(&mut Backlog)) {
+        let Some(replication) = self.0.upgrade() else {
+            return;
+        };
+        if !replication.recording() {
+            return;
+        }
+        {
+            let mut history = replication.history.lock();
+            write(&mut history.backlog);
+            replication.end.store(history.backlog.end(), Relaxed);
+        }
+        replication.wake_streamers();
+    }
+}
+
+impl Journal for StreamJournal {
+    fn put(&self, key: &[u8], value: &[u8], expiry: Option<u64>) {
+        self.with(|backlog| {
+            let mut frame = Vec::with_capacity(key.len() + value.len() + 48);
+            frames::put(&mut frame, key, value, expiry);
+            backlog.append(&frame);
+        });
+    }
+
+    fn delete(&self, key: &[u8]) {
+        self.with(|backlog| {
+            let mut frame = Vec::with_capacity(key.len() + 24);
+            frames::delete(&mut frame, key);
+            backlog.append(&frame);
+        });
+    }
+
+    fn flush(&self) {
+        self.with(|backlog| backlog.append(frames::FLUSHALL));
+    }
+}
+
+/// Serves a replica that sent `PSYNC` on a client connection, until the link ends.
+pub async fn serve_replica(
+    shared: &crate::shared::Shared,
+    stream: &mut tokio::net::TcpStream,
+    request: primary::PsyncRequest,
+    client: &crate::session::ClientState,
+) -> std::io::Result<()> {
+    let replication = &shared.replication;
+    let peer = Arc::new(ReplicaPeer {
+        client_id: client.info.id,
+        ip: client.info.addr.ip().to_string(),
+        port: client.replica_port.unwrap_or(client.info.addr.port()),
+        ack: AtomicU64::new(0),
+        last_ack_ms: AtomicU64::new(replication.now_ms()),
+        online: AtomicBool::new(false),
+    });
+    replication.add_replica(peer.clone());
+    let served = primary::serve(replication, &shared.store, stream, request, peer).await;
+    replication.remove_replica(client.info.id);
+    if let Err(e) = &served {
+        tracing::info!(replica = %client.info.addr, "replica link ended: {e}");
+    }
+    served
+}
+
+impl Replication {
+    /// Starts the stream over at `offset` under `replid` (a replica after a full resync).
+    pub fn restart_history(&self, replid: String, offset: u64) {
+        let mut history = self.history.lock();
+        history.replid = replid;
+        history.replid2 = None;
+        history.backlog.reset(offset);
+        self.end.store(offset, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promotion_keeps_the_old_history_for_partial_resyncs() {
+        let r = Replication::new(1 << 20);
+        r.set_role(Role::Replica("127.0.0.1:7000".into()));
+        r.append(b"0123456789");
+        let old = r.history().replid.clone();
+        r.set_role(Role::Primary);
+        let h = r.history();
+        assert_ne!(h.replid, old);
+        assert_eq!(h.replid2, Some((old, 10)));
+        assert_eq!(h.backlog.end(), 10, "offsets continue");
+    }
+
+    #[test]
+    fn a_promoted_replica_records_without_losing_its_history() {
+        let r = Replication::new(1 << 20);
+        r.set_role(Role::Replica("127.0.0.1:7000".into()));
+        r.append(b"0123456789");
+        r.set_role(Role::Primary);
+        let replid = r.history().replid.clone();
+        r.set_recording(true);
+        let h = r.history();
+        assert_eq!(h.replid, replid);
+        assert!(h.replid2.is_some());
+        assert_eq!(h.backlog.len(), 10);
+    }
+
+    #[test]
+    fn recording_again_after_a_pause_starts_a_new_history() {
+        let r = Replication::new(1 << 20);
+        r.set_role(Role::Primary);
+        r.set_recording(true);
+        let journal = r.journal();
+        journal.put(b"k", b"v", None);
+        let first = r.history().replid.clone();
+        let end = r.offset();
+        assert!(end > 0);
+        r.set_recording(false);
+        journal.put(b"k", b"lost", None);
+        assert_eq!(r.offset(), end, "nothing recorded while paused");
+        r.set_recording(true);
+        assert_ne!(r.history().replid, first, "a gap cannot be continued");
+        assert_eq!(r.offset(), end);
+    }
+}

@@ -1,0 +1,317 @@
+//! A primary's side of one replica's connection, after the replica sent `PSYNC`: a partial or
+//! full resync, then the stream, while the replica's acknowledgements come back on the same
+//! connection.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use shoal_proto::{Limits, Parsed, RequestParser};
+use shoal_store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{ReplicaPeer, Replication, Role, frames};
+
+/// Stream bytes sent per socket write at most.
+const CHUNK: usize = 256 * 1024;
+
+/// Keys per snapshot step (each step holds one shard's lock).
+const SNAPSHOT_STEP: usize = 512;
+
+/// What a replica asked for: `PSYNC <replid> <offset>`, the offset being the next byte it
+/// wants counted from 1, as Redis counts (`-1` and `?`: no history).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PsyncRequest {
+    /// The history it has.
+    pub replid: String,
+    /// Its offset plus one.
+    pub offset: i64,
+}
+
+/// How a resync starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resync {
+    /// Stream from this offset of the current history.
+    Continue {
+        /// The current history's id.
+        replid: String,
+        /// Where the replica continues.
+        from: u64,
+    },
+    /// Snapshot, then stream from this offset.
+    Full {
+        /// The current history's id.
+        replid: String,
+        /// The snapshot's offset.
+        from: u64,
+    },
+}
+
+/// Decides between a partial and a full resync (and starts recording if needed): a replica
+/// continues if it has this history (or the one before, up to where that one ended) and the
+/// backlog still holds its offset.
+pub fn plan(replication: &Replication, request: &PsyncRequest) -> Resync {
+    {
+        let history = replication.history();
+        let wanted = u64::try_from(request.offset - 1).ok();
+        let same = request.replid == history.replid;
+        let previous = history
+            .replid2
+            .as_ref()
+            .is_some_and(|(id, end)| *id == request.replid && wanted.is_some_and(|w| w <= *end));
+        if let Some(from) = wanted
+            && (same || previous)
+            && history.backlog.holds(from)
+            && replication.recording()
+        {
+            replication.stats.sync_partial_ok.fetch_add(1, Relaxed);
+            return Resync::Continue {
+                replid: history.replid.clone(),
+                from,
+            };
+        }
+    }
+    if request.replid != "?" {
+        replication.stats.sync_partial_err.fetch_add(1, Relaxed);
+    }
+    replication.stats.sync_full.fetch_add(1, Relaxed);
+    // Recording starts before the snapshot's offset is read: every change after it is in the
+    // backlog, and replaying those states over the snapshot converges on the primary's.
+    replication.set_recording(true);
+    let history = replication.history();
+    Resync::Full {
+        replid: history.replid.clone(),
+        from: history.backlog.end(),
+    }
+}
+
+/// Serves a replica on `stream` until it disconnects, falls too far behind, or this node
+/// stops being a primary.
+pub async fn serve(
+    replication: &Arc<Replication>,
+    store: &Store,
+    stream: &mut TcpStream,
+    request: PsyncRequest,
+    peer: Arc<ReplicaPeer>,
+) -> std::io::Result<()> {
+    if replication.role() != Role::Primary {
+        stream
+            .write_all(b"-NOMASTERLINK this node is not a primary\r\n")
+            .await?;
+        return Ok(());
+    }
+    let resync = plan(replication, &request);
+    let from = match &resync {
+        Resync::Continue { replid, from } => {
+            stream
+                .write_all(format!("+CONTINUE {replid}\r\n").as_bytes())
+                .await?;
+            *from
+        }
+        Resync::Full { replid, from } => {
+            stream
+                .write_all(format!("+FULLRESYNC {replid} {from}\r\n").as_bytes())
+                .await?;
+            send_snapshot(replication, store, stream).await?;
+            *from
+        }
+    };
+    tracing::info!(
+        replica = %format!("{}:{}", peer.ip, peer.port),
+        full = matches!(resync, Resync::Full { .. }),
+        from,
+        "streaming to a replica"
+    );
+    peer.online.store(true, Relaxed);
+    stream_from(replication, stream, from, &peer).await
+}
+
+async fn send_snapshot(
+    replication: &Replication,
+    store: &Store,
+    stream: &mut TcpStream,
+) -> std::io::Result<()> {
+    let mut cursor = 0;
+    let mut buf = Vec::with_capacity(CHUNK + 4096);
+    loop {
+        cursor = store.scan_entries(cursor, SNAPSHOT_STEP, |key, value, expiry| {
+            frames::put(&mut buf, key, value, expiry);
+        });
+        if buf.len() >= CHUNK || cursor == 0 {
+            stream.write_all(&buf).await?;
+            buf.clear();
+        }
+        if replication.role() != Role::Primary {
+            return Err(std::io::Error::other("no longer a primary"));
+        }
+        if cursor == 0 {
+            return stream.write_all(frames::SNAPSHOT_END).await;
+        }
+    }
+}
+
+async fn stream_from(
+    replication: &Replication,
+    stream: &mut TcpStream,
+    mut offset: u64,
+    peer: &ReplicaPeer,
+) -> std::io::Result<()> {
+    let (mut reader, mut writer) = stream.split();
+    let mut out: Vec<u8> = Vec::with_capacity(CHUNK);
+    let mut written = 0;
+    let mut input: Vec<u8> = Vec::with_capacity(1024);
+    let mut acks = RequestParser::new(Limits {
+        max_bulk_len: 1024,
+        max_args: 8,
+    });
+    loop {
+        if written == out.len() {
+            out.clear();
+            written = 0;
+            let history = replication.history();
+            if history.role != Role::Primary {
+                return Ok(());
+            }
+            match history.backlog.read(offset, CHUNK, &mut out) {
+                Some(n) => offset += n as u64,
+                None => {
+                    return Err(std::io::Error::other(format!(
+                        "the replica fell behind the backlog (offset {offset}, backlog from {})",
+                        history.backlog.start()
+                    )));
+                }
+            }
+        }
+        input.reserve(1024);
+        if out.is_empty() {
+            tokio::select! {
+                _ = replication.wait_for_growth(offset, Duration::from_secs(1)) => {}
+                read = reader.read_buf(&mut input) => {
+                    if read? == 0 {
+                        return Ok(());
+                    }
+                    take_acks(&mut acks, &mut input, replication, peer);
+                }
+            }
+        } else {
+            tokio::select! {
+                sent = writer.write(&out[written..]) => {
+                    written += sent?;
+                }
+                read = reader.read_buf(&mut input) => {
+                    if read? == 0 {
+                        return Ok(());
+                    }
+                    take_acks(&mut acks, &mut input, replication, peer);
+                }
+            }
+        }
+    }
+}
+
+/// Reads `REPLCONF ACK <offset>` frames from a replica.
+fn take_acks(
+    parser: &mut RequestParser,
+    input: &mut Vec<u8>,
+    replication: &Replication,
+    peer: &ReplicaPeer,
+) {
+    let mut consumed = 0;
+    loop {
+        match parser.parse(&input[consumed..]) {
+            Ok(Parsed::Command { consumed: n }) => {
+                let argv = parser.argv(&input[consumed..]);
+                if argv.len() >= 3
+                    && argv.get(0).eq_ignore_ascii_case(b"REPLCONF")
+                    && argv.get(1).eq_ignore_ascii_case(b"ACK")
+                    && let Some(ack) = shoal_store::parse_i64(argv.get(2))
+                {
+                    peer.ack.fetch_max(ack.max(0) as u64, Relaxed);
+                    peer.last_ack_ms.store(replication.now_ms(), Relaxed);
+                    replication.acked.notify_waiters();
+                }
+                consumed += n;
+            }
+            Ok(Parsed::Empty { consumed: n }) => consumed += n,
+            Ok(Parsed::Incomplete { .. }) => break,
+            Err(e) => {
+                tracing::debug!("a replica sent something other than acks: {e}");
+                consumed = input.len();
+                break;
+            }
+        }
+    }
+    input.drain(..consumed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(replid: &str, offset: i64) -> PsyncRequest {
+        PsyncRequest {
+            replid: replid.into(),
+            offset,
+        }
+    }
+
+    #[test]
+    fn partial_resyncs_need_the_history_and_the_bytes() {
+        let r = Replication::new(32);
+        r.set_role(Role::Primary);
+        // No history yet: full.
+        assert!(matches!(
+            plan(&r, &request("?", -1)),
+            Resync::Full { from: 0, .. }
+        ));
+        let journal = r.journal();
+        journal.delete(b"k");
+        let frame = r.offset();
+        assert_eq!(frame, 20, "*2 $3 DEL $1 k");
+        let id = r.history().replid.clone();
+        // Same history, offset held: continue from it (the offset counts from 1).
+        for from in [0, frame] {
+            assert_eq!(
+                plan(&r, &request(&id, from as i64 + 1)),
+                Resync::Continue {
+                    replid: id.clone(),
+                    from
+                }
+            );
+        }
+        // Ahead of the primary, another history, or fallen out of the backlog: full.
+        assert!(matches!(
+            plan(&r, &request(&id, frame as i64 + 2)),
+            Resync::Full { .. }
+        ));
+        assert!(matches!(
+            plan(&r, &request("other", 1)),
+            Resync::Full { .. }
+        ));
+        journal.delete(b"k2"); // 21 more bytes: the first ones fall out of 32
+        assert!(matches!(plan(&r, &request(&id, 1)), Resync::Full { .. }));
+        assert_eq!(r.stats.sync_partial_ok.load(Relaxed), 2);
+        assert_eq!(r.stats.sync_partial_err.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn replicas_of_the_old_primary_continue_with_the_promoted_one() {
+        let r = Replication::new(1024);
+        r.set_role(Role::Replica("p".into()));
+        let old = r.history().replid.clone();
+        r.append(&[b'x'; 100]);
+        r.set_role(Role::Primary);
+        r.set_recording(true);
+        // A replica at offset 80 of the old history continues; one past its end cannot.
+        assert!(matches!(
+            plan(&r, &request(&old, 81)),
+            Resync::Continue { from: 80, .. }
+        ));
+        assert!(matches!(
+            plan(&r, &request(&old, 101)),
+            Resync::Continue { from: 100, .. }
+        ));
+        assert!(matches!(plan(&r, &request(&old, 102)), Resync::Full { .. }));
+    }
+}

@@ -1,0 +1,252 @@
+//! A replica's link to its primary: connect, `PSYNC`, load the snapshot if it must, apply the
+//! stream, acknowledge, and reconnect when the link breaks, until the role changes.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use shoal_proto::reply::{Value, decode};
+use shoal_store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::frames::{Applied, Applier};
+use super::{LINK_SILENCE, Replication, Role};
+use crate::shared::Shared;
+
+/// How often a replica acknowledges when nothing arrives.
+const ACK_PERIOD: Duration = Duration::from_millis(100);
+
+/// How long connecting and the handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a replica says about itself to its primary.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The RESP port it listens on (`REPLCONF listening-port`).
+    pub listening_port: u16,
+    /// The password the primary requires, if any.
+    pub password: Option<String>,
+}
+
+/// Follows `primary` while this node is its replica (the role says so and the role
+/// generation is still `generation`), applying its stream to `shared`'s store.
+pub async fn follow(shared: Arc<Shared>, primary: String, generation: u64, config: LinkConfig) {
+    let replication = &shared.replication;
+    let current = |r: &Replication| {
+        r.generation.load(Relaxed) == generation && r.role() == Role::Replica(primary.clone())
+    };
+    let mut backoff = Duration::from_millis(50);
+    while current(replication) {
+        match link_once(replication, &shared.store, &primary, &config, &current).await {
+            Ok(()) => backoff = Duration::from_millis(50),
+            Err(e) => tracing::warn!(%primary, "replication link: {e}"),
+        }
+        replication.link.up.store(false, Relaxed);
+        replication.link.loading.store(false, Relaxed);
+        if !current(replication) {
+            break;
+        }
+        let changed = replication.role_changed.notified();
+        let _ = tokio::time::timeout(backoff, changed).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// A link error.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the primary answered {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Stream(#[from] super::frames::StreamError),
+    #[error("no word from the primary for {0:?}")]
+    Silent(Duration),
+}
+
+async fn link_once(
+    replication: &Replication,
+    store: &Store,
+    primary: &str,
+    config: &LinkConfig,
+    current: &impl Fn(&Replication) -> bool,
+) -> Result<(), LinkError> {
+    let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(primary))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = stream.set_nodelay(true);
+    let mut input: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let (replid, offset) = {
+        let history = replication.history();
+        (history.replid.clone(), history.backlog.end())
+    };
+    let mut hello = Vec::new();
+    if let Some(password) = &config.password {
+        hello.extend_from_slice(&encode(&["AUTH", password]));
+    }
+    let port = config.listening_port.to_string();
+    hello.extend_from_slice(&encode(&["REPLCONF", "listening-port", &port]));
+    hello.extend_from_slice(&encode(&["REPLCONF", "capa", "psync2"]));
+    let next = (offset + 1).to_string();
+    hello.extend_from_slice(&encode(&["PSYNC", &replid, &next]));
+    stream.write_all(&hello).await?;
+    let answers = if config.password.is_some() { 4 } else { 3 };
+    let mut lines = Vec::new();
+    while lines.len() < answers {
+        let value = tokio::time::timeout(HANDSHAKE_TIMEOUT, next_reply(&mut stream, &mut input))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "no handshake reply")
+            })??;
+        match value {
+            Value::Simple(line) => lines.push(String::from_utf8_lossy(&line).into_owned()),
+            Value::Error(line) => {
+                return Err(LinkError::Refused(
+                    String::from_utf8_lossy(&line).into_owned(),
+                ));
+            }
+            other => return Err(LinkError::Refused(format!("{other:?}"))),
+        }
+    }
+    let psync = lines.last().cloned().unwrap_or_default();
+    let mut words = psync.split(' ');
+    let mut applier = Applier::new();
+    let mut counted: u64;
+    match (words.next(), words.next(), words.next()) {
+        (Some("CONTINUE"), Some(id), _) => {
+            let mut history = replication.history();
+            if id != history.replid {
+                // The primary continues our history under a new id (it was promoted).
+                let old = std::mem::replace(&mut history.replid, id.to_string());
+                let end = history.backlog.end();
+                history.replid2 = Some((old, end));
+            }
+            drop(history);
+            replication.link.partial_syncs.fetch_add(1, Relaxed);
+            counted = offset;
+            tracing::info!(%primary, offset, "partial resync");
+        }
+        (Some("FULLRESYNC"), Some(id), Some(from)) => {
+            let from: u64 = from
+                .parse()
+                .map_err(|_| LinkError::Refused(psync.clone()))?;
+            replication.link.loading.store(true, Relaxed);
+            replication.link.up.store(true, Relaxed);
+            store.clear();
+            load_snapshot(replication, store, &mut stream, &mut input, &mut applier).await?;
+            replication.restart_history(id.to_string(), from);
+            replication.link.loading.store(false, Relaxed);
+            replication.link.full_syncs.fetch_add(1, Relaxed);
+            counted = from;
+            tracing::info!(%primary, keys = store.len(), from, "full resync done");
+        }
+        _ => return Err(LinkError::Refused(psync)),
+    }
+    replication.link.up.store(true, Relaxed);
+    send_ack(&mut stream, counted).await?;
+    let mut acked = counted;
+    loop {
+        if !current(replication) {
+            return Ok(());
+        }
+        // Apply whatever arrived; the applied bytes join this node's own backlog, so its
+        // offsets are its primary's.
+        let mut ack_now = false;
+        let used = applier.apply(&input, store, |n, applied| match applied {
+            Applied::AckRequested => ack_now = true,
+            _ => counted += n as u64,
+        })?;
+        if used > 0 {
+            replication.append(&input[..used]);
+            input.drain(..used);
+        }
+        if counted != acked || ack_now {
+            send_ack(&mut stream, counted).await?;
+            acked = counted;
+        }
+        input.reserve(64 * 1024);
+        tokio::select! {
+            read = stream.read_buf(&mut input) => {
+                if read? == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                }
+                replication.link.last_io_ms.store(replication.now_ms(), Relaxed);
+            }
+            _ = tokio::time::sleep(ACK_PERIOD) => {
+                send_ack(&mut stream, counted).await?;
+                let silent = replication.now_ms().saturating_sub(replication.link.last_io_ms.load(Relaxed));
+                if silent > LINK_SILENCE.as_millis() as u64 {
+                    return Err(LinkError::Silent(LINK_SILENCE));
+                }
+            }
+            _ = replication.role_changed.notified() => {}
+        }
+    }
+}
+
+async fn load_snapshot(
+    replication: &Replication,
+    store: &Store,
+    stream: &mut TcpStream,
+    input: &mut Vec<u8>,
+    applier: &mut Applier,
+) -> Result<(), LinkError> {
+    loop {
+        let mut ended = false;
+        let used = applier.apply(input, store, |_, applied| {
+            ended |= applied == Applied::SnapshotEnd;
+        })?;
+        input.drain(..used);
+        if ended {
+            replication
+                .link
+                .last_io_ms
+                .store(replication.now_ms(), Relaxed);
+            return Ok(());
+        }
+        input.reserve(256 * 1024);
+        let read = tokio::time::timeout(LINK_SILENCE, stream.read_buf(input))
+            .await
+            .map_err(|_| LinkError::Silent(LINK_SILENCE))??;
+        if read == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        replication
+            .link
+            .last_io_ms
+            .store(replication.now_ms(), Relaxed);
+    }
+}
+
+async fn next_reply(stream: &mut TcpStream, input: &mut Vec<u8>) -> Result<Value, LinkError> {
+    loop {
+        match decode(input) {
+            Ok(Some((value, used))) => {
+                input.drain(..used);
+                return Ok(value);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(LinkError::Refused(e.to_string())),
+        }
+        input.reserve(4096);
+        if stream.read_buf(input).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+}
+
+async fn send_ack(stream: &mut TcpStream, offset: u64) -> std::io::Result<()> {
+    stream
+        .write_all(&encode(&["REPLCONF", "ACK", &offset.to_string()]))
+        .await
+}
+
+fn encode(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+    }
+    out
+}
