@@ -281,6 +281,37 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     serde_json::from_slice(&body).map_err(|e| FrameError::Bad(e.to_string()))
 }
 
+/// The environment variable that reroutes this process's outgoing bus connections:
+/// `host:port=host:port[,...]`. A fault-injection aid: a test starts a node with its
+/// connections to the controller members going through relays it can cut, and so partitions
+/// the node from the controller while clients still reach it.
+pub const CONNECT_VIA_ENV: &str = "SHOAL_BUS_CONNECT_VIA";
+
+/// Where a bus connection to `addr` really goes ([`CONNECT_VIA_ENV`]).
+pub fn route(addr: &str) -> String {
+    static ROUTES: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        std::env::var(CONNECT_VIA_ENV)
+            .map(|spec| parse_routes(&spec))
+            .unwrap_or_default()
+    });
+    routes
+        .iter()
+        .find(|(from, _)| from == addr)
+        .map_or_else(|| addr.to_string(), |(_, to)| to.clone())
+}
+
+/// Parses `a=b,c=d` into pairs, skipping malformed entries.
+fn parse_routes(spec: &str) -> Vec<(String, String)> {
+    spec.split(',')
+        .filter_map(|pair| {
+            let (from, to) = pair.split_once('=')?;
+            let (from, to) = (from.trim(), to.trim());
+            (!from.is_empty() && !to.is_empty()).then(|| (from.to_string(), to.to_string()))
+        })
+        .collect()
+}
+
 /// One client connection to a node's bus, for request/reply exchanges.
 pub struct BusConnection {
     addr: String,
@@ -290,7 +321,7 @@ pub struct BusConnection {
 impl BusConnection {
     /// Connects to `addr` (`host:port` of a bus) within `timeout`.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<BusConnection, BusError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(route(addr)))
             .await
             .map_err(|_| BusError::Timeout {
                 addr: addr.to_string(),
@@ -423,6 +454,18 @@ mod tests {
             read_frame::<_, Request>(&mut b).await,
             Err(FrameError::Closed)
         ));
+    }
+
+    #[test]
+    fn routes_parse_and_skip_garbage() {
+        assert_eq!(
+            parse_routes("127.0.0.1:1=127.0.0.1:2, bad ,=x,a=b"),
+            vec![
+                ("127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()),
+                ("a".to_string(), "b".to_string())
+            ]
+        );
+        assert!(parse_routes("").is_empty());
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use crate::raft::store::{LogStore, MapMachine};
 use crate::raft::{Proposal, ProposalOutcome, Raft};
 
 /// How often the leader reconsiders the cluster.
-pub const TICK: Duration = Duration::from_millis(100);
+pub const TICK: Duration = Duration::from_millis(50);
 
 /// How recently a majority must have acknowledged the leader for it to grant leases (ms).
 const QUORUM_FRESHNESS_MS: u64 = 400;

@@ -292,11 +292,79 @@ impl Collector for NodeCollector {
         self.connections(&mut encoder)?;
         self.process(&mut encoder)?;
         self.cluster(&mut encoder)?;
+        self.replication(&mut encoder)?;
         self.http.encode(&mut encoder, "shoal")
     }
 }
 
 impl NodeCollector {
+    /// Replication's families.
+    fn replication(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let r = &self.shared.replication;
+        let offset = r.offset();
+        let (replicas, worst_lag) = {
+            let peers = r.replicas.lock();
+            let lag = peers
+                .iter()
+                .map(|p| offset.saturating_sub(p.ack.load(Relaxed)))
+                .max()
+                .unwrap_or(0);
+            (peers.len(), lag)
+        };
+        let is_replica = matches!(r.role(), crate::replication::Role::Replica(_));
+        let gauges = [
+            (
+                "shoal_replication_offset",
+                "Bytes of the replication stream this node has written (primary) or applied (replica).",
+                offset,
+            ),
+            (
+                "shoal_replication_replicas",
+                "Replicas streaming from this primary.",
+                replicas as u64,
+            ),
+            (
+                "shoal_replication_lag",
+                "Bytes the furthest-behind replica has yet to acknowledge.",
+                worst_lag,
+            ),
+            (
+                "shoal_replication_link_up",
+                "A replica: 1 while its link to its primary is up.",
+                u64::from(is_replica && r.link.up.load(Relaxed)),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            single(encoder, name, help, None, gauge(value))?;
+        }
+        let counters = [
+            (
+                "shoal_replication_full_resyncs_served",
+                "Full resyncs this primary served (Redis's sync_full).",
+                r.stats.sync_full.load(Relaxed),
+            ),
+            (
+                "shoal_replication_partial_resyncs_served",
+                "Partial resyncs this primary served (sync_partial_ok).",
+                r.stats.sync_partial_ok.load(Relaxed),
+            ),
+            (
+                "shoal_replication_full_resyncs",
+                "Full resyncs this replica went through.",
+                r.link.full_syncs.load(Relaxed),
+            ),
+            (
+                "shoal_replication_partial_resyncs",
+                "Partial resyncs this replica went through.",
+                r.link.partial_syncs.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            single(encoder, name, help, None, ConstCounter::new(value))?;
+        }
+        Ok(())
+    }
+
     /// Cluster mode's families (none on a standalone node).
     fn cluster(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(cluster) = &self.shared.cluster else {

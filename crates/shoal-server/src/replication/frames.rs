@@ -7,9 +7,10 @@
 //! | `DEL key` | the key is gone |
 //! | `FLUSHALL` | every key is gone |
 //! | `PING` | the primary is alive (every second while idle) |
+//! | `REPLCONF GETACK *` | acknowledge now (a client is in `WAIT`) |
 //! | `SHOAL.SNAPSHOT END` | a full resync's snapshot is complete (not counted in offsets) |
 
-use shoal_proto::{Argv, Limits, Parsed, ProtocolError, RequestParser};
+use shoal_proto::{Argv, Limits, Parsed, ProtocolError, RequestParser, peek_key};
 use shoal_store::Store;
 
 /// The frame that ends a snapshot.
@@ -20,6 +21,9 @@ pub const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 /// `FLUSHALL`.
 pub const FLUSHALL: &[u8] = b"*1\r\n$8\r\nFLUSHALL\r\n";
+
+/// `REPLCONF GETACK *`: acknowledge now (counted in offsets, as every stream byte).
+pub const GETACK: &[u8] = b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n";
 
 fn header(out: &mut impl Extend<u8>, kind: u8, n: usize) {
     let mut digits = itoa::Buffer::new();
@@ -113,6 +117,11 @@ impl Applier {
             match self.parser.parse(&buf[consumed..])? {
                 Parsed::Command { consumed: n } => {
                     let argv = self.parser.argv(&buf[consumed..]);
+                    // The next frame's key is usually here already: fetch its index entry
+                    // while this one is applied, as a session does for pipelined commands.
+                    if let Some(next) = peek_key(&buf[consumed + n..]) {
+                        store.prefetch(next);
+                    }
                     let applied = apply_frame(&argv, store)?;
                     consumed += n;
                     on_frame(n, applied);

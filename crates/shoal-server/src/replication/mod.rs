@@ -113,7 +113,7 @@ pub struct Replication {
     primary: AtomicBool,
     /// Whether writes may be paused (the lock is taken only then).
     pausing: AtomicBool,
-    journal_on: AtomicBool,
+    journal_on: Arc<AtomicBool>,
     /// A primary stopped recording: its stream has a gap nobody can continue across.
     gap: AtomicBool,
     /// Set by a streamer about to wait for the backlog to grow; the journal then notifies.
@@ -138,6 +138,7 @@ pub struct Replication {
     /// Writes wait until then (a planned failover hands the shard over).
     paused_until: Mutex<Option<Instant>>,
     unpaused: Notify,
+    last_getack: Mutex<Option<Instant>>,
 }
 
 /// How often a primary with replicas sends a keep-alive when nothing else was written.
@@ -159,7 +160,7 @@ impl Replication {
             end: AtomicU64::new(0),
             primary: AtomicBool::new(false),
             pausing: AtomicBool::new(false),
-            journal_on: AtomicBool::new(false),
+            journal_on: Arc::new(AtomicBool::new(false)),
             gap: AtomicBool::new(false),
             streamer_waiting: AtomicBool::new(false),
             grown: Notify::new(),
@@ -173,6 +174,7 @@ impl Replication {
             last_append: Mutex::new(Instant::now()),
             paused_until: Mutex::new(None),
             unpaused: Notify::new(),
+            last_getack: Mutex::new(None),
         })
     }
 
@@ -256,7 +258,10 @@ impl Replication {
 
     /// A journal to give the store (it appends to this node's backlog while recording).
     pub fn journal(self: &Arc<Self>) -> Arc<dyn Journal> {
-        Arc::new(StreamJournal(Arc::downgrade(self)))
+        Arc::new(StreamJournal {
+            on: self.journal_on.clone(),
+            replication: Arc::downgrade(self),
+        })
     }
 
     /// Starts or stops recording the store's changes (a primary records while its shard has
@@ -390,6 +395,7 @@ impl Replication {
             if count >= numreplicas || self.role() != Role::Primary {
                 return count;
             }
+            self.request_acks();
             match deadline {
                 Some(deadline) => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -414,6 +420,21 @@ impl Replication {
         }
     }
 
+    /// Asks every replica for an acknowledgement now (`REPLCONF GETACK *` in the stream, as
+    /// Redis does for `WAIT`), at most once per millisecond.
+    pub fn request_acks(&self) {
+        if !self.recording() {
+            return;
+        }
+        let mut last = self.last_getack.lock();
+        if last.is_some_and(|at| at.elapsed() < Duration::from_millis(1)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        drop(last);
+        self.append(frames::GETACK);
+    }
+
     /// Appends a keep-alive if this primary has replicas and wrote nothing for a while.
     pub fn keep_alive(&self) {
         if !self.recording() || self.replicas.lock().is_empty() {
@@ -426,16 +447,21 @@ impl Replication {
 }
 
 /// The store's journal on a primary: each change becomes a frame in the backlog.
-struct StreamJournal(Weak<Replication>);
+struct StreamJournal {
+    /// Whether to record: read first, so a node that records nothing (standalone, replica)
+    /// pays one load per write.
+    on: Arc<AtomicBool>,
+    replication: Weak<Replication>,
+}
 
 impl StreamJournal {
     fn with(&self, write: impl FnOnce(&mut Backlog)) {
-        let Some(replication) = self.0.upgrade() else {
-            return;
-        };
-        if !replication.recording() {
+        if !self.on.load(Relaxed) {
             return;
         }
+        let Some(replication) = self.replication.upgrade() else {
+            return;
+        };
         {
             let mut history = replication.history.lock();
             write(&mut history.backlog);
@@ -445,21 +471,32 @@ impl StreamJournal {
     }
 }
 
+thread_local! {
+    /// Where a frame is encoded before it is appended (kept: no allocation per write).
+    static FRAME: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Encodes a frame with `encode` into the thread's scratch buffer and appends it.
+fn append_encoded(backlog: &mut Backlog, encode: impl FnOnce(&mut Vec<u8>)) {
+    FRAME.with_borrow_mut(|frame| {
+        frame.clear();
+        encode(frame);
+        backlog.append(frame);
+        if frame.capacity() > 1 << 20 {
+            *frame = Vec::new();
+        }
+    });
+}
+
 impl Journal for StreamJournal {
     fn put(&self, key: &[u8], value: &[u8], expiry: Option<u64>) {
         self.with(|backlog| {
-            let mut frame = Vec::with_capacity(key.len() + value.len() + 48);
-            frames::put(&mut frame, key, value, expiry);
-            backlog.append(&frame);
+            append_encoded(backlog, |frame| frames::put(frame, key, value, expiry));
         });
     }
 
     fn delete(&self, key: &[u8]) {
-        self.with(|backlog| {
-            let mut frame = Vec::with_capacity(key.len() + 24);
-            frames::delete(&mut frame, key);
-            backlog.append(&frame);
-        });
+        self.with(|backlog| append_encoded(backlog, |frame| frames::delete(frame, key)));
     }
 
     fn flush(&self) {

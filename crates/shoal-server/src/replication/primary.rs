@@ -186,7 +186,12 @@ async fn stream_from(
         input.reserve(1024);
         if out.is_empty() {
             tokio::select! {
-                _ = replication.wait_for_growth(offset, Duration::from_secs(1)) => {}
+                _ = replication.wait_for_growth(offset, Duration::from_secs(1)) => {
+                    // Let the commands already waiting on this thread run first, so that one
+                    // socket write carries all they write (as Redis flushes replica buffers
+                    // once per event-loop turn) instead of one write per client batch.
+                    tokio::task::yield_now().await;
+                }
                 read = reader.read_buf(&mut input) => {
                     if read? == 0 {
                         return Ok(());

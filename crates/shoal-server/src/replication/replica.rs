@@ -146,7 +146,7 @@ async fn link_once(
     }
     replication.link.up.store(true, Relaxed);
     send_ack(&mut stream, counted).await?;
-    let mut acked = counted;
+    let mut next_ack = tokio::time::Instant::now() + ACK_PERIOD;
     loop {
         if !current(replication) {
             return Ok(());
@@ -154,17 +154,18 @@ async fn link_once(
         // Apply whatever arrived; the applied bytes join this node's own backlog, so its
         // offsets are its primary's.
         let mut ack_now = false;
-        let used = applier.apply(&input, store, |n, applied| match applied {
-            Applied::AckRequested => ack_now = true,
-            _ => counted += n as u64,
+        let used = applier.apply(&input, store, |n, applied| {
+            ack_now |= applied == Applied::AckRequested;
+            counted += n as u64;
         })?;
         if used > 0 {
             replication.append(&input[..used]);
             input.drain(..used);
         }
-        if counted != acked || ack_now {
+        // Acknowledged when asked (a client waits in WAIT) and every ACK_PERIOD otherwise:
+        // an ack per received batch would cost a write per batch.
+        if ack_now {
             send_ack(&mut stream, counted).await?;
-            acked = counted;
         }
         input.reserve(64 * 1024);
         tokio::select! {
@@ -174,7 +175,8 @@ async fn link_once(
                 }
                 replication.link.last_io_ms.store(replication.now_ms(), Relaxed);
             }
-            _ = tokio::time::sleep(ACK_PERIOD) => {
+            _ = tokio::time::sleep_until(next_ack) => {
+                next_ack = tokio::time::Instant::now() + ACK_PERIOD;
                 send_ack(&mut stream, counted).await?;
                 let silent = replication.now_ms().saturating_sub(replication.link.last_io_ms.load(Relaxed));
                 if silent > LINK_SILENCE.as_millis() as u64 {
