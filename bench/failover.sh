@@ -124,7 +124,7 @@ bench_set() {
 start_redis() { # CPU PORT [ARGS...]: prints its pid
   local cpu=$1 port=$2; shift 2
   taskset -c "$cpu" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no --logfile "$work/redis-$port.log" "$@" >/dev/null &
+    --daemonize no --dir "$work" --logfile "$work/redis-$port.log" "$@" >/dev/null &
   local pid=$!
   echo "$pid" >>"$work/pids"
   for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::codec::encode;
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, ReadFrom};
 use crate::conn::ConnOptions;
 use crate::error::{Error, error_code};
 use crate::map_source::{BusMapSource, MapSink, MapSource, MapState};
@@ -141,13 +141,7 @@ impl Client {
         config.validate()?;
         let stats = Arc::new(Stats::default());
         let maps = Arc::new(MapState::new(stats.clone()));
-        let options = ConnOptions {
-            protocol: config.protocol,
-            username: config.username.clone(),
-            password: config.password.clone(),
-            client_name: config.client_name.clone(),
-            connect_timeout: config.connect_timeout,
-        };
+        let options = ConnOptions::of(&config);
         let pools = Arc::new(Pools::new(
             options,
             config.pool_size,
@@ -490,13 +484,22 @@ impl Client {
         })
     }
 
-    fn resolve(&self, target: Target<'_>) -> Result<Arc<str>, Error> {
+    /// The node to send a command for `target` to; a read (`readonly`) goes where the
+    /// configuration's `read_from` says.
+    fn resolve(&self, target: Target<'_>, readonly: bool) -> Result<Arc<str>, Error> {
         let maps = &self.inner.maps;
+        let read_from = if readonly {
+            self.inner.config.read_from
+        } else {
+            ReadFrom::Primary
+        };
         match target {
-            Target::Slot(slot) => maps.slot_addr(slot).map_err(|miss| match miss {
-                Miss::NoMap => Error::NoMap("the client's map is empty".into()),
-                Miss::Unassigned => Error::SlotUnassigned(slot),
-            }),
+            Target::Slot(slot) => maps
+                .slot_read_addr(slot, read_from)
+                .map_err(|miss| match miss {
+                    Miss::NoMap => Error::NoMap("the client's map is empty".into()),
+                    Miss::Unassigned => Error::SlotUnassigned(slot),
+                }),
             Target::Any => maps
                 .any_addr()
                 .ok_or_else(|| Error::NoMap("the client's map has no nodes".into())),
@@ -531,7 +534,7 @@ impl Client {
         loop {
             let (addr, asking) = match redirect.take() {
                 Some(to) => to,
-                None => match self.resolve(target) {
+                None => match self.resolve(target, readonly) {
                     Ok(addr) => (addr, false),
                     Err(err) => {
                         maps.request_refresh();

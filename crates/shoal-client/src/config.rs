@@ -4,19 +4,20 @@ use std::time::Duration;
 
 pub use shoal_proto::Protocol;
 
-/// Which nodes of a shard serve reads.
+/// Which nodes of a shard serve reads (commands flagged read-only: `GET`, `MGET`, `TTL`, ...).
+/// Writes always go to the primary.
+///
+/// With `Replica` or `Any`, every connection sends `READONLY` when it opens (the Redis Cluster
+/// convention), and a read may see a replica that has not yet applied a write the primary
+/// acknowledged: replication is asynchronous unless the writer used `WAIT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReadFrom {
     /// Only the shard's primary (always consistent with the client's own writes).
     #[default]
     Primary,
-    /// A replica when the shard has one.
-    ///
-    /// Replica reads arrive with replication: the map already lists every shard's replicas,
-    /// but until nodes replicate (and accept `READONLY`), the client sends every read to the
-    /// primary whatever this says.
+    /// A random healthy replica of the shard; the primary when it has none.
     Replica,
-    /// Any member of the shard. Like [`ReadFrom::Replica`], this currently reads from primaries.
+    /// A random member of the shard, primary or healthy replica: spreads reads over all.
     Any,
 }
 
@@ -74,7 +75,7 @@ pub struct ClientConfig {
     /// retry may apply it twice (`INCR`) or report it wrongly (`SET NX` answers nil). Off by
     /// default: the caller gets the error and decides. Reads are always retried.
     pub retry_writes_after_timeout: bool,
-    /// Which nodes serve reads (currently always primaries; see [`ReadFrom`]).
+    /// Which nodes serve reads (see [`ReadFrom`]).
     pub read_from: ReadFrom,
     /// Longest wait in [`Client::connect`](crate::Client::connect) for the first map.
     pub map_timeout: Duration,

@@ -25,6 +25,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::codec::{ASKING, encode};
+use crate::config::{ClientConfig, ReadFrom};
 use crate::error::{Error, error_code};
 use crate::stats::Stats;
 
@@ -43,6 +44,23 @@ pub(crate) struct ConnOptions {
     pub password: Option<String>,
     pub client_name: Option<String>,
     pub connect_timeout: Duration,
+    /// Send `READONLY` on connect, so that replicas serve this connection's reads. A node
+    /// that refuses it (not in cluster mode) is still used.
+    pub readonly: bool,
+}
+
+impl ConnOptions {
+    /// The options `config` asks for.
+    pub fn of(config: &ClientConfig) -> ConnOptions {
+        ConnOptions {
+            protocol: config.protocol,
+            username: config.username.clone(),
+            password: config.password.clone(),
+            client_name: config.client_name.clone(),
+            connect_timeout: config.connect_timeout,
+            readonly: config.read_from != ReadFrom::Primary,
+        }
+    }
 }
 
 impl std::fmt::Debug for ConnOptions {
@@ -53,6 +71,7 @@ impl std::fmt::Debug for ConnOptions {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("client_name", &self.client_name)
             .field("connect_timeout", &self.connect_timeout)
+            .field("readonly", &self.readonly)
             .finish()
     }
 }
@@ -271,6 +290,12 @@ async fn prelude(
         frames.extend_from_slice(&encode(&["CLIENT", "SETNAME", name]));
         expect += 1;
     }
+    // Last, so that its reply is the last one: an error to it (a node not in cluster mode)
+    // does not fail the connection.
+    if options.readonly {
+        frames.extend_from_slice(&encode(&["READONLY"]));
+        expect += 1;
+    }
     let mut buf = BytesMut::new();
     if expect == 0 {
         return Ok(buf);
@@ -286,6 +311,11 @@ async fn prelude(
                 buf.advance(used);
                 match value {
                     Value::Push(_) => continue,
+                    Value::Error(_) | Value::BulkError(_)
+                        if options.readonly && got + 1 == expect =>
+                    {
+                        got += 1
+                    }
                     Value::Error(line) | Value::BulkError(line) => {
                         let message = String::from_utf8_lossy(&line).into_owned();
                         return Err(match error_code(&line) {

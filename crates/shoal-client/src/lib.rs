@@ -33,8 +33,8 @@
 //! (nodes answer `-CROSSSLOT` otherwise, as Redis Cluster does); the parts are sent
 //! concurrently, so the parts for one node share its socket writes, and the replies are merged
 //! (values in key order, `OK`, or the sum). Any other command over several slots fails with
-//! [`Error::CrossSlot`] before anything is sent. [`ReadFrom`] is kept for replica reads, which
-//! arrive with replication; today every command goes to primaries.
+//! [`Error::CrossSlot`] before anything is sent. Reads go where [`ReadFrom`] says: the
+//! primary (the default), a healthy replica, or any member of the shard.
 //!
 //! # Retries
 //!

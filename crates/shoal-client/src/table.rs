@@ -1,15 +1,24 @@
-//! The routing table derived from one cluster map: the address of every slot's primary, ready
-//! for a lookup per request without formatting addresses.
+//! The routing table derived from one cluster map: the addresses of every slot's primary and
+//! replicas, ready for a lookup per request without formatting addresses.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use shoal_cluster::{ClusterMap, SLOTS, Slot};
+use shoal_cluster::{ClusterMap, Health, SLOTS, Slot};
 
-/// Slot -> primary address, for one map.
+use crate::config::ReadFrom;
+
+/// One shard's addresses.
+struct ShardAddrs {
+    primary: Arc<str>,
+    /// Its replicas the map calls healthy.
+    replicas: Vec<Arc<str>>,
+}
+
+/// Slot -> shard addresses, for one map.
 pub(crate) struct Table {
     pub map: Arc<ClusterMap>,
-    slots: Box<[Option<Arc<str>>]>,
+    slots: Box<[Option<Arc<ShardAddrs>>]>,
     primaries: Vec<Arc<str>>,
     nodes: Vec<Arc<str>>,
 }
@@ -29,9 +38,16 @@ impl Table {
         let mut primaries = Vec::new();
         for shard in &map.shards {
             if let Some(node) = map.node(shard.primary) {
-                let addr: Arc<str> = node.resp_addr().into();
-                primaries.push(addr.clone());
-                by_shard.insert(shard.id, addr);
+                let primary: Arc<str> = node.resp_addr().into();
+                primaries.push(primary.clone());
+                let replicas = shard
+                    .replicas
+                    .iter()
+                    .filter_map(|id| map.node(*id))
+                    .filter(|node| node.health == Health::Ok)
+                    .map(|node| node.resp_addr().into())
+                    .collect();
+                by_shard.insert(shard.id, Arc::new(ShardAddrs { primary, replicas }));
             }
         }
         let slots = (0..SLOTS)
@@ -50,13 +66,30 @@ impl Table {
         }
     }
 
-    /// The primary serving `slot`.
-    pub fn slot(&self, slot: Slot) -> Result<Arc<str>, Miss> {
+    /// The addresses of the shard owning `slot`.
+    fn shard(&self, slot: Slot) -> Result<&ShardAddrs, Miss> {
         match self.slots.get(slot as usize) {
-            Some(Some(addr)) => Ok(addr.clone()),
+            Some(Some(shard)) => Ok(shard),
             _ if self.nodes.is_empty() => Err(Miss::NoMap),
             _ => Err(Miss::Unassigned),
         }
+    }
+
+    /// The node to read `slot` from: its primary, a random healthy replica (the primary when
+    /// it has none), or a random one of both, as `read_from` says.
+    pub fn slot_for_read(&self, slot: Slot, read_from: ReadFrom) -> Result<Arc<str>, Miss> {
+        let shard = self.shard(slot)?;
+        let replicas = shard.replicas.len();
+        let pick = match read_from {
+            ReadFrom::Primary => None,
+            ReadFrom::Replica if replicas == 0 => None,
+            ReadFrom::Replica => Some(rand::random_range(0..replicas)),
+            ReadFrom::Any => rand::random_range(0..=replicas).checked_sub(1),
+        };
+        Ok(match pick {
+            Some(i) => shard.replicas[i].clone(),
+            None => shard.primary.clone(),
+        })
     }
 
     /// A node for a keyless command: a random primary, else a random node.
@@ -87,7 +120,7 @@ mod tests {
     fn slots_resolve_to_their_primary() {
         let mut map = ClusterMap::empty();
         map.epoch = 1;
-        for (id, port) in [(1, 7000), (2, 7001)] {
+        for (id, port) in [(1, 7000), (2, 7001), (3, 7002)] {
             map.nodes.insert(
                 NodeId(id),
                 NodeInfo {
@@ -97,7 +130,7 @@ mod tests {
                     bus_port: port + 10000,
                     http_port: 0,
                     controller: false,
-                    health: Health::Ok,
+                    health: if id == 3 { Health::Failed } else { Health::Ok },
                     spare: false,
                 },
             );
@@ -105,19 +138,48 @@ mod tests {
         map.shards = vec![ShardInfo {
             id: ShardId(0),
             primary: NodeId(1),
-            replicas: vec![NodeId(2)],
+            replicas: vec![NodeId(2), NodeId(3)],
         }];
         map.slots = SlotTable::empty();
         for s in 0..100 {
             map.slots.set(s, Some(ShardId(0)));
         }
         let table = Table::new(Arc::new(map));
-        assert_eq!(&*table.slot(5).unwrap(), "127.0.0.1:7000");
-        assert_eq!(table.slot(200), Err(Miss::Unassigned));
+        assert_eq!(
+            &*table.slot_for_read(5, ReadFrom::Primary).unwrap(),
+            "127.0.0.1:7000"
+        );
+        assert_eq!(
+            table.slot_for_read(200, ReadFrom::Primary),
+            Err(Miss::Unassigned)
+        );
         assert_eq!(&*table.any().unwrap(), "127.0.0.1:7000");
         assert!(table.has_node("127.0.0.1:7001"));
+        // Reads: never the failed replica; `Replica` never the primary while a healthy
+        // replica exists; `Any` both in time.
+        let reads = |read_from| {
+            (0..200)
+                .map(|_| table.slot_for_read(5, read_from).unwrap().to_string())
+                .collect::<std::collections::HashSet<_>>()
+        };
+        assert_eq!(
+            reads(ReadFrom::Primary),
+            ["127.0.0.1:7000".to_string()].into()
+        );
+        assert_eq!(
+            reads(ReadFrom::Replica),
+            ["127.0.0.1:7001".to_string()].into()
+        );
+        assert_eq!(
+            reads(ReadFrom::Any),
+            ["127.0.0.1:7000".to_string(), "127.0.0.1:7001".to_string()].into()
+        );
+        assert_eq!(
+            table.slot_for_read(200, ReadFrom::Replica),
+            Err(Miss::Unassigned)
+        );
         let empty = Table::new(Arc::new(ClusterMap::empty()));
-        assert_eq!(empty.slot(0), Err(Miss::NoMap));
+        assert_eq!(empty.slot_for_read(0, ReadFrom::Primary), Err(Miss::NoMap));
         assert!(empty.any().is_none());
     }
 }

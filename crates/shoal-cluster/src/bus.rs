@@ -77,8 +77,9 @@ pub enum BusError {
 /// A message to a node's bus.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
-    /// A Raft RPC between controller members.
-    Raft(RaftRequest),
+    /// A Raft RPC between controller members, for the member with this id (a process that
+    /// took over a departed member's port must not answer in its name).
+    Raft(NodeId, RaftRequest),
     /// A node asks to become part of the cluster (handled by the controller's leader).
     Join(NodeInfo),
     /// A node reports that it is alive (to the controller's leader).
@@ -97,6 +98,10 @@ pub enum Request {
     Failover(NodeId),
     /// The cluster as the controller's leader sees it.
     Status,
+    /// A node's load and replication state now (the leader asks replicas before promoting
+    /// one, so it picks the most advanced by their current offsets, not their last
+    /// heartbeat's).
+    Report,
 }
 
 /// A Raft RPC.
@@ -221,6 +226,8 @@ pub enum Reply {
     FailedOver(ClusterMap),
     /// To [`Request::Status`].
     Status(Box<ClusterStatus>),
+    /// To [`Request::Report`].
+    Report(NodeStats),
     /// The request must go to the controller's leader, at this bus address if known.
     NotLeader {
         /// The leader's bus address.

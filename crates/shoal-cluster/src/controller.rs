@@ -15,7 +15,8 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::{Notify, oneshot, watch};
 
 use crate::bus::{
-    ClusterStatus, Heartbeat, HeartbeatAck, NodeStatus, RaftReply, RaftRequest, Reply, Request,
+    self, ClusterStatus, Heartbeat, HeartbeatAck, NodeStatus, RaftReply, RaftRequest, Reply,
+    Request,
 };
 use crate::decide::{self, Action, Observations, Settings};
 use crate::map::{ClusterMap, NodeId, NodeInfo};
@@ -28,6 +29,9 @@ pub const TICK: Duration = Duration::from_millis(50);
 
 /// How recently a majority must have acknowledged the leader for it to grant leases (ms).
 const QUORUM_FRESHNESS_MS: u64 = 400;
+
+/// How long a replica may take to report its offset before a failover.
+const REPORT_TIMEOUT: Duration = Duration::from_millis(150);
 
 /// How often a leader confirms that a majority still follows it.
 const QUORUM_CHECK: Duration = Duration::from_millis(100);
@@ -179,7 +183,10 @@ impl Controller {
     /// Answers a bus request meant for the controller.
     pub async fn handle(&self, request: Request) -> Reply {
         match request {
-            Request::Raft(rpc) => Reply::Raft(self.raft_rpc(rpc).await),
+            Request::Raft(to, _) if to != self.config.myself.id => {
+                Reply::Error(format!("this is node {}, not {to}", self.config.myself.id))
+            }
+            Request::Raft(_, rpc) => Reply::Raft(self.raft_rpc(rpc).await),
             Request::Heartbeat(heartbeat) => self.heartbeat(heartbeat),
             Request::Join(node) => {
                 self.wait_for_decision(|view, tx| view.joins.push((node, tx)))
@@ -194,8 +201,8 @@ impl Controller {
                     .await
             }
             Request::Status => self.status(),
-            Request::GetMap | Request::Subscribe { .. } => {
-                Reply::Error("maps are served by the node, not the controller".into())
+            Request::GetMap | Request::Subscribe { .. } | Request::Report => {
+                Reply::Error("served by the node, not the controller".into())
             }
         }
     }
@@ -434,7 +441,16 @@ impl Controller {
             };
             (observations, joins, removals, failovers)
         };
-        let decision = decide::decide(&current, &observations, now_ms(), &self.config.settings);
+        let mut observations = observations;
+        let mut decision = decide::decide(&current, &observations, now_ms(), &self.config.settings);
+        if self
+            .refresh_candidates(&current, &decision, &mut observations)
+            .await
+        {
+            // Promote by the replicas' offsets now, not as of their last heartbeats: the
+            // others must not be ahead of the one promoted, or they need a full resync.
+            decision = decide::decide(&current, &observations, now_ms(), &self.config.settings);
+        }
         for action in &decision.actions {
             if !matches!(action, Action::AlreadyMember(_)) {
                 tracing::info!(?action, epoch = current.epoch + 1, "controller decision");
@@ -492,6 +508,51 @@ impl Controller {
                 None => Reply::FailedOver((*map).clone()),
             });
         }
+    }
+
+    /// Before a failover, asks the failed primaries' replicas for their replication state;
+    /// returns whether any answered (the decision should be made again with it).
+    async fn refresh_candidates(
+        &self,
+        current: &ClusterMap,
+        decision: &decide::Decision,
+        observations: &mut Observations,
+    ) -> bool {
+        let shards: Vec<_> = decision
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::FailedOver(shard, ..) => Some(*shard),
+                _ => None,
+            })
+            .collect();
+        let candidates: Vec<NodeInfo> = shards
+            .iter()
+            .filter_map(|id| current.shard(*id))
+            .flat_map(|s| s.replicas.iter())
+            .filter_map(|r| current.node(*r))
+            .filter(|n| n.is_ok())
+            .cloned()
+            .collect();
+        let asks = candidates.iter().map(|node| async move {
+            let reply = bus::call(&node.bus_addr(), &Request::Report, REPORT_TIMEOUT).await;
+            (node.id, reply)
+        });
+        let mut refreshed = false;
+        for (id, reply) in futures_util::future::join_all(asks).await {
+            match reply {
+                Ok(Reply::Report(stats)) => {
+                    tracing::info!(node = %id, report = ?stats.replication, "failover candidate");
+                    observations.reports.insert(id, stats.replication);
+                    refreshed = true;
+                }
+                other => {
+                    let last = observations.reports.get(&id);
+                    tracing::warn!(node = %id, reply = ?other, ?last, "failover candidate did not report; using its last heartbeat's offset");
+                }
+            }
+        }
+        refreshed
     }
 
     async fn commit(&self, base: u64, map: ClusterMap) -> Option<Arc<ClusterMap>> {

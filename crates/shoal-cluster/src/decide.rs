@@ -83,6 +83,9 @@ pub enum Action {
     JoinedAsPrimary(NodeId, ShardId),
     /// A node joined as a spare, in no shard.
     JoinedAsSpare(NodeId),
+    /// A joining node listens where an old one did: the old process is gone (two cannot bind
+    /// one port), so the old node is removed and the new one placed as any join.
+    Restarted(NodeId, NodeId),
     /// A spare became a replica of a shard that lacked one.
     SpareAssigned(NodeId, ShardId),
     /// A failed primary was replaced: the shard, the failed node, its successor.
@@ -150,6 +153,7 @@ pub fn decide(
     let shards_before: Vec<ShardId> = map.shards.iter().map(|s| s.id).collect();
 
     for node in &observations.joins {
+        replace_restarted(&mut map, node, &observations.reports, &mut actions);
         join(&mut map, node.clone(), &mut actions);
     }
     for &node in &observations.removals {
@@ -212,6 +216,41 @@ fn healthy_replicas(
         .iter()
         .filter(|r| nodes.get(r).is_some_and(NodeInfo::is_ok))
         .count()
+}
+
+/// Removes the nodes a joining node replaces: a process listening on an address an old node
+/// of the map listened on is that node restarted (with a new id and no data).
+fn replace_restarted(
+    map: &mut ClusterMap,
+    node: &NodeInfo,
+    reports: &HashMap<NodeId, ReplicationReport>,
+    actions: &mut Vec<Action>,
+) {
+    let stale: Vec<NodeId> = map
+        .nodes
+        .values()
+        .filter(|old| {
+            old.id != node.id
+                && old.host == node.host
+                && (old.port == node.port || old.bus_port == node.bus_port)
+        })
+        .map(|old| old.id)
+        .collect();
+    for old in stale {
+        actions.push(Action::Restarted(old, node.id));
+        if map.shards.len() == 1
+            && map.shards[0].primary == old
+            && map.shards[0].replicas.is_empty()
+        {
+            // The last shard's only node: the newcomer takes its place (its data is gone
+            // either way).
+            map.shards[0].primary = node.id;
+            map.nodes.remove(&old);
+            map.controllers.retain(|&c| c != old);
+            continue;
+        }
+        remove(map, old, reports, actions);
+    }
 }
 
 fn join(map: &mut ClusterMap, node: NodeInfo, actions: &mut Vec<Action>) {
@@ -832,6 +871,36 @@ mod tests {
         let grown = joined(&degraded, &[node(5, false)]);
         assert_eq!(grown.shards.len(), 1);
         assert!(grown.shards[0].replicas.contains(&NodeId(5)));
+    }
+
+    #[test]
+    fn a_node_restarted_on_its_old_address_replaces_the_old_one() {
+        // A replica restarts (new id, same ports) before it was marked failed: it takes the
+        // old one's place instead of founding a shard that would move slots (and their keys).
+        let map = shard_with_two_replicas();
+        let old = map.node(NodeId(3)).unwrap().clone();
+        let mut again = old.clone();
+        again.id = NodeId(33);
+        let next = joined(&map, &[again]);
+        assert_eq!(next.shards.len(), 1, "no new shard");
+        assert!(next.node(NodeId(3)).is_none());
+        assert_eq!(next.shards[0].replicas, vec![NodeId(2), NodeId(33)]);
+        assert_eq!(next.slots, map.slots);
+        // A restarted primary: its replica takes over, the newcomer becomes a replica.
+        let mut primary = map.node(NodeId(1)).unwrap().clone();
+        primary.id = NodeId(11);
+        let mut obs = all_heard(&map, 10);
+        obs.joins = vec![primary];
+        obs.reports = [(NodeId(2), report(5, true)), (NodeId(3), report(9, true))].into();
+        let d = decide(&map, &obs, 10, &settings());
+        assert!(
+            d.actions
+                .contains(&Action::Restarted(NodeId(1), NodeId(11)))
+        );
+        let next = d.map.unwrap();
+        assert_eq!(next.shards[0].primary, NodeId(3));
+        assert!(next.shards[0].replicas.contains(&NodeId(11)));
+        next.validate().unwrap();
     }
 
     #[test]

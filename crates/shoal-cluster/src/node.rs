@@ -88,9 +88,11 @@ pub struct ClusterNode {
     /// The controller leader's bus address, as last learned.
     leader: Mutex<Option<String>>,
     /// The highest epoch anyone told this node about.
-    heard_epoch: watch::Sender<Epoch>,
+    heard_epoch: AtomicU64,
     /// Becomes true once a map without this node arrives after one with it.
     removed: watch::Sender<bool>,
+    /// Reads the node's load and replication state (heartbeats and `Request::Report`).
+    stats: Arc<dyn Fn() -> NodeStats + Send + Sync>,
     /// Until when (µs after `clock_base`) this node may serve as a primary.
     lease_until: AtomicU64,
     /// The origin of `lease_until`.
@@ -131,8 +133,9 @@ impl ClusterNode {
             maps,
             controller,
             leader: Mutex::new(None),
-            heard_epoch: watch::channel(0).0,
+            heard_epoch: AtomicU64::new(0),
             removed: watch::channel(false).0,
+            stats: config.stats.clone(),
             lease_until: AtomicU64::new(0),
             clock_base: Instant::now(),
             join_seed: config.join.clone(),
@@ -171,9 +174,11 @@ impl ClusterNode {
     }
 
     /// The highest epoch this node has heard of; above [`ClusterNode::map`]'s while a newer
-    /// map is on its way.
+    /// map is on its way. A lease ([`ClusterNode::lease_valid`]) holds for maps at least this
+    /// new: a primary routing by an older map must wait for the newer one before serving.
+    #[inline]
     pub fn heard_epoch(&self) -> Epoch {
-        *self.heard_epoch.borrow()
+        self.heard_epoch.load(Ordering::Acquire)
     }
 
     /// A receiver that turns true when this node is removed from the cluster.
@@ -233,13 +238,7 @@ impl ClusterNode {
     }
 
     fn hear(&self, epoch: Epoch) {
-        self.heard_epoch.send_if_modified(|heard| {
-            let newer = epoch > *heard;
-            if newer {
-                *heard = epoch;
-            }
-            newer
-        });
+        self.heard_epoch.fetch_max(epoch, Ordering::AcqRel);
     }
 
     fn leader_lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
@@ -412,6 +411,9 @@ impl ClusterNode {
                     // has not yet seen the map that demoted it must not serve on it.
                     let granted = ack.lease_ms > 0 && self.map().epoch >= ack.epoch;
                     if granted {
+                        // The lease is for the map of `ack.epoch`: whoever routes by an older
+                        // one must wait for it first (see `heard_epoch`).
+                        self.hear(ack.epoch);
                         self.extend_lease(sent, Duration::from_millis(ack.lease_ms));
                     }
                     // No lease (the leader could not confirm its majority just now, or this
@@ -548,9 +550,10 @@ impl ClusterNode {
                     return;
                 }
                 Request::GetMap => Reply::Map((*self.map()).clone()),
+                Request::Report => Reply::Report((self.stats)()),
                 other => match &self.controller {
                     Some(controller) => controller.handle(other).await,
-                    None if matches!(other, Request::Raft(_)) => {
+                    None if matches!(other, Request::Raft(..)) => {
                         Reply::Error("this node is not a controller member".into())
                     }
                     None => Reply::NotLeader {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shoal_client::{ClientConfig, Protocol};
+use shoal_client::{ClientConfig, Protocol, ReadFrom};
 use shoal_proto::Limits;
 
 /// The name the proxy gives its connections to the nodes (`CLIENT LIST` on a node shows it).
@@ -39,6 +39,8 @@ pub struct ProxyConfig {
     pub upstream_timeout: Duration,
     /// Longest wait at start for the first cluster map.
     pub map_timeout: Duration,
+    /// Which members of a shard serve reads (replicas may lag the primary's writes).
+    pub read_from: ReadFrom,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -58,6 +60,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("proto_max_multibulk_len", &self.proto_max_multibulk_len)
             .field("upstream_timeout", &self.upstream_timeout)
             .field("map_timeout", &self.map_timeout)
+            .field("read_from", &self.read_from)
             .finish()
     }
 }
@@ -78,6 +81,7 @@ impl Default for ProxyConfig {
             proto_max_multibulk_len: i32::MAX as usize,
             upstream_timeout: Duration::from_secs(2),
             map_timeout: Duration::from_secs(5),
+            read_from: ReadFrom::Primary,
         }
     }
 }
@@ -151,7 +155,8 @@ impl ProxyConfig {
         let mut config = ClientConfig::new(seeds)
             .with_protocol(Protocol::Resp3)
             .with_client_name(UPSTREAM_CLIENT_NAME)
-            .with_request_timeout(self.upstream_timeout);
+            .with_request_timeout(self.upstream_timeout)
+            .with_read_from(self.read_from);
         config.password = self.cluster_password.clone();
         config.map_timeout = self.map_timeout;
         config

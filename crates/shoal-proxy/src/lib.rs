@@ -92,4 +92,5 @@ mod upstream;
 pub use config::{ConfigError, ProxyConfig, UPSTREAM_CLIENT_NAME};
 pub use proxy::{Proxy, StartError};
 pub use session::{FLUSH_AT, MAX_BATCH};
+pub use shoal_client::ReadFrom;
 pub use shoal_http::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;

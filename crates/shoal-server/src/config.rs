@@ -230,6 +230,8 @@ pub struct Config {
     pub cluster_replicas: u8,
     /// Whether the node may be a voter of the controller's Raft group.
     pub controller: bool,
+    /// Whether the node joins as a spare: in no shard until one lacks a healthy replica.
+    pub cluster_spare: bool,
     /// The IP address other nodes and clients reach this node at (empty: `bind`, or
     /// 127.0.0.1 when bound to every address).
     pub cluster_announce_ip: String,
@@ -299,6 +301,7 @@ impl Default for Config {
             cluster_node_timeout: 1000,
             cluster_replicas: 0,
             controller: false,
+            cluster_spare: false,
             cluster_announce_ip: String::new(),
             routing: RoutingMode::Redirect,
             repl_backlog_size: ByteSize(64 * 1024 * 1024),
@@ -641,6 +644,11 @@ pub static PARAMS: &[Param] = &[
     Param {
         name: "cluster-replicas",
         get: |c| c.cluster_replicas.to_string(),
+        set: None,
+    },
+    Param {
+        name: "cluster-spare",
+        get: |c| if c.cluster_spare { "yes" } else { "no" }.into(),
         set: None,
     },
     Param {

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use shoal_cluster::{Health, NodeId, NodeInfo};
+use shoal_store::ExpireCycle;
 
 use crate::cluster::ClusterState;
 use crate::config::Config;
@@ -98,7 +99,7 @@ impl Server {
                 http_port: config.http_port,
                 controller: config.controller || config.cluster_join.is_empty(),
                 health: Health::Ok,
-                spare: false,
+                spare: config.cluster_spare,
             };
             ClusterState::new(myself, config.routing)
         });
@@ -334,7 +335,13 @@ async fn cron(shared: Arc<Shared>) {
     loop {
         let period = Duration::from_millis(1000 / shared.live.hz().max(1));
         shared.store.refresh_clock();
-        let cycle = shared.store.expire_cycle(period / 4);
+        // A fenced primary changes nothing (see `Replication::fenced`); its keys expire on
+        // whichever node serves them next.
+        let cycle = if shared.replication.fenced() {
+            ExpireCycle::default()
+        } else {
+            shared.store.expire_cycle(period / 4)
+        };
         if last_sample.elapsed() >= Duration::from_millis(100) {
             shared
                 .stats

@@ -834,6 +834,7 @@ fn shoal_param_names() -> BTreeSet<String> {
         "cluster-join",
         "cluster-replicas",
         "controller",
+        "cluster-spare",
         "routing",
         // Both servers have these, with other defaults: Shoal fails nodes after 1 s, not 15,
         // and shows the bus port it bound rather than 0.

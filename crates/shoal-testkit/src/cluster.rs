@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 
 use shoal_cluster::bus::{self, ClusterStatus, Reply, Request};
 use shoal_cluster::decide::{Settings, desired_voters};
-use shoal_cluster::{ClusterMap, Health, NodeId, SLOTS};
+use shoal_cluster::map::ShardId;
+use shoal_cluster::{ClusterMap, Health, NodeId, SLOTS, Slot, key_slot};
 
 use crate::error::{Error, Result};
 use crate::node::{NodeProcess, NodeSpec};
 use crate::ports::NodePorts;
+use crate::resp::Value;
 use crate::testdir::TestDir;
 
 /// How often cluster waits ask for the status again.
@@ -41,6 +43,12 @@ pub struct ClusterOptions {
     pub controllers: usize,
     /// Further flags for every node.
     pub extra_args: Vec<String>,
+    /// Environment variables of every node (on top of the kit's own, which clear `SHOAL_*`).
+    pub env: Vec<(String, String)>,
+    /// `--replicas` of the founder when it differs from [`TestCluster::start`]'s `replicas`:
+    /// a cluster started short of replicas, to add them later with [`TestCluster::add_node`]
+    /// [default: none, the same].
+    pub founder_replicas: Option<u8>,
     /// Bound of [`TestCluster::start`] and [`TestCluster::add_node`].
     pub ready_timeout: Duration,
 }
@@ -55,8 +63,41 @@ impl Default for ClusterOptions {
             http: true,
             controllers: 3,
             extra_args: Vec::new(),
+            env: Vec::new(),
+            founder_replicas: None,
             ready_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// How [`TestCluster::add_node_with`] starts one more node, beyond the [`ClusterOptions`]
+/// every node gets.
+#[derive(Clone, Debug, Default)]
+pub struct JoinOptions {
+    /// Whether it may be a controller member (`--controller`).
+    pub controller: bool,
+    /// Further environment variables for it (`SHOAL_BUS_CONNECT_VIA`, to route its bus
+    /// connections through relays).
+    pub env: Vec<(String, String)>,
+    /// Further flags for it.
+    pub extra_args: Vec<String>,
+}
+
+/// One shard of a map, by the indices of this cluster's processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardNodes {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its primary's index.
+    pub primary: usize,
+    /// Its replicas' indices, in the map's order (failed ones included).
+    pub replicas: Vec<usize>,
+}
+
+impl ShardNodes {
+    /// Whether node `index` belongs to it.
+    pub fn contains(&self, index: usize) -> bool {
+        self.primary == index || self.replicas.contains(&index)
     }
 }
 
@@ -135,12 +176,22 @@ impl TestCluster {
     /// one, else the primary of a new shard). Returns its index once the controller's status
     /// shows it and the cluster has settled (see [`is_settled`]).
     pub async fn add_node(&mut self, controller: bool) -> Result<usize> {
+        self.add_node_with(JoinOptions {
+            controller,
+            ..JoinOptions::default()
+        })
+        .await
+    }
+
+    /// [`TestCluster::add_node`] with more to say about the node: its own environment and
+    /// flags.
+    pub async fn add_node_with(&mut self, join: JoinOptions) -> Result<usize> {
         let seed = self
             .reachable()
             .next()
             .map(|(_, n)| n.resp_addr())
             .ok_or_else(|| Error::Usage("no running node to join through".into()))?;
-        let index = self.spawn_node(Some(&seed), controller)?;
+        let index = self.spawn(Some(&seed), &join)?;
         let timeout = self.options.ready_timeout;
         let started = Instant::now();
         let node = &self.nodes[index];
@@ -250,6 +301,101 @@ impl TestCluster {
         })
     }
 
+    /// Waits up to `timeout` until the primary of every shard of the current map serves its
+    /// keys: a `GET` of one of them answers without an error (a primary serves only with a
+    /// lease from the controller, which it may not have yet right after the cluster settled:
+    /// until then it answers `-CLUSTERDOWN`). Returns that map.
+    pub async fn wait_for_primaries(&self, timeout: Duration) -> Result<ClusterMap> {
+        let started = Instant::now();
+        let map = self.status().await?.map;
+        for shard in &map.shards {
+            let Some(primary) = map.node(shard.primary) else {
+                continue;
+            };
+            if map.slots.count(shard.id) == 0 {
+                continue; // A shard without slots serves no key.
+            }
+            let key = (0u64..)
+                .map(|n| format!("probe:{n}"))
+                .find(|k| map.slots.get(key_slot(k.as_bytes())) == Some(shard.id))
+                .expect("a shard with slots owns some key");
+            let addr = primary.resp_addr();
+            let mut last;
+            loop {
+                match crate::resp::command(&addr, &["GET", key.as_str()], STATUS_TIMEOUT).await {
+                    Ok(Value::Error(e)) => last = String::from_utf8_lossy(&e).into_owned(),
+                    Ok(_) => break,
+                    Err(e) => last = e.to_string(),
+                }
+                if started.elapsed() >= timeout {
+                    return Err(Error::Timeout {
+                        what: format!("the primary {addr} of shard {} to serve", shard.id),
+                        waited: timeout,
+                        detail: format!("last: {last}\nlogs in {}", self.dir().display()),
+                    });
+                }
+                tokio::time::sleep(STATUS_POLL).await;
+            }
+        }
+        Ok(map)
+    }
+
+    /// `map`'s shards by process index. Fails if a shard's primary is none of this cluster's
+    /// processes; replicas that are none of them are left out.
+    pub fn shard_nodes(&self, map: &ClusterMap) -> Result<Vec<ShardNodes>> {
+        map.shards
+            .iter()
+            .map(|shard| {
+                let primary = self.index_of(shard.primary).ok_or_else(|| {
+                    Error::Cluster(format!(
+                        "the primary {:?} of shard {} is none of this cluster's processes",
+                        shard.primary, shard.id
+                    ))
+                })?;
+                let replicas = shard
+                    .replicas
+                    .iter()
+                    .filter_map(|id| self.index_of(*id))
+                    .collect();
+                Ok(ShardNodes {
+                    shard: shard.id,
+                    primary,
+                    replicas,
+                })
+            })
+            .collect()
+    }
+
+    /// The shards as the controller's leader sees them now, by process index.
+    pub async fn shards(&self) -> Result<Vec<ShardNodes>> {
+        self.shard_nodes(&self.status().await?.map)
+    }
+
+    /// The shard that owns `slot` in `map`, by process index.
+    pub fn shard_of_slot(&self, map: &ClusterMap, slot: Slot) -> Result<ShardNodes> {
+        let id = map
+            .slots
+            .get(slot)
+            .ok_or_else(|| Error::Cluster(format!("slot {slot} has no owner")))?;
+        self.shard_nodes(map)?
+            .into_iter()
+            .find(|s| s.shard == id)
+            .ok_or_else(|| Error::Cluster(format!("slot {slot}'s shard {id} is not in the map")))
+    }
+
+    /// The shard node `index` belongs to in `map`, by process index.
+    pub fn shard_of_node(&self, map: &ClusterMap, index: usize) -> Result<ShardNodes> {
+        self.shard_nodes(map)?
+            .into_iter()
+            .find(|s| s.contains(index))
+            .ok_or_else(|| {
+                Error::Cluster(format!(
+                    "{} is in no shard of the map",
+                    self.nodes[index].name()
+                ))
+            })
+    }
+
     /// Asks the controller to retire node `id`; returns the map without it.
     pub async fn remove_node(&self, id: NodeId) -> Result<ClusterMap> {
         let mut errors = Vec::new();
@@ -275,6 +421,15 @@ impl TestCluster {
 
     /// Spawns the next node (founding a cluster when `join` is `None`); returns its index.
     fn spawn_node(&mut self, join: Option<&str>, controller: bool) -> Result<usize> {
+        let options = JoinOptions {
+            controller,
+            ..JoinOptions::default()
+        };
+        self.spawn(join, &options)
+    }
+
+    /// Spawns the next node as `node` says; returns its index.
+    fn spawn(&mut self, join: Option<&str>, node: &JoinOptions) -> Result<usize> {
         let index = self.nodes.len();
         let name = format!("node-{index}");
         let ports = if self.options.http {
@@ -282,12 +437,18 @@ impl TestCluster {
         } else {
             NodePorts::reserve_without_http()?
         };
+        let founder_replicas = self.options.founder_replicas.unwrap_or(self.replicas);
+        let mut args = node_args(&self.options, founder_replicas, join, node.controller);
+        args.extend(node.extra_args.iter().cloned());
+        let mut env = self.options.env.clone();
+        env.extend(node.env.iter().cloned());
         let spec = NodeSpec {
             log: self.dir.join(&format!("{name}.log")),
             name,
             binary: self.binary.clone(),
             ports,
-            args: node_args(&self.options, self.replicas, join, controller),
+            args,
+            env,
         };
         self.nodes.push(NodeProcess::spawn(spec)?);
         Ok(index)

@@ -4,10 +4,16 @@
 //!   explicit RESP, bus and HTTP ports and nothing collides.
 //! * [`process`]: a child process under control: kill (-9), pause (SIGSTOP), resume, terminate
 //!   (SIGTERM), restart. Children die with the test, even if the test runner crashes.
-//! * [`node`]: one `shoal server` ([`NodeProcess`]): its addresses, readiness, id, raw commands.
-//! * [`cluster`]: a cluster of them ([`TestCluster`]): start, join, remove, and bounded waits on
-//!   the controller's status.
+//!   [`tcp_links`] lists a process's TCP connections (a replica's link to its primary).
+//! * [`node`]: one `shoal server` ([`NodeProcess`]): its addresses, environment, readiness, id,
+//!   raw commands, `INFO` sections ([`Info`]).
+//! * [`cluster`]: a cluster of them ([`TestCluster`]): start (short of replicas, if asked),
+//!   join (with a node's own environment and flags: [`JoinOptions`]), remove, bounded waits on
+//!   the controller's status and on the primaries' leases, and the shards by process index
+//!   ([`ShardNodes`]).
 //! * [`resp`]: a minimal RESP client that shows raw replies (`-MOVED`, `-CROSSSLOT`).
+//! * [`router`]: a small cluster client ([`Router`]) that follows `-MOVED` itself and never
+//!   retries what may have run, for exact accounting in fault tests (`SET` + `WAIT`).
 //! * [`testdir`]: a directory for logs, kept when a test fails.
 //! * [`tools`]: skipping tests whose external tools (`redis-cli`) are missing.
 //!
@@ -41,17 +47,19 @@ pub mod ports;
 pub mod process;
 pub mod relay;
 pub mod resp;
+pub mod router;
 pub mod testdir;
 pub mod tools;
 
-pub use cluster::{ClusterOptions, TestCluster, is_settled, summarize};
+pub use cluster::{ClusterOptions, JoinOptions, ShardNodes, TestCluster, is_settled, summarize};
 pub use error::{Error, Result};
 pub use history::{History, Op, OpKind, Outcome, Recorder, Report, Workload, check};
 pub use netns::NetNs;
-pub use node::{NodeProcess, NodeSpec};
+pub use node::{Info, NodeProcess, NodeSpec};
 pub use ports::{NodePorts, free_port, free_ports};
-pub use process::{Process, ProcessSpec};
+pub use process::{Process, ProcessSpec, TcpLink, tcp_links};
 pub use relay::{CutMode, Direction, Relay, RelayStats};
 pub use resp::{RespConnection, Value};
+pub use router::{Ack, Routed, Router};
 pub use testdir::TestDir;
 pub use tools::have_tools;

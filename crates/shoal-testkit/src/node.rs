@@ -1,5 +1,7 @@
 //! One `shoal server` process with known ports.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Mutex;
@@ -9,7 +11,7 @@ use shoal_cluster::NodeId;
 
 use crate::error::{Error, Result};
 use crate::ports::NodePorts;
-use crate::process::{POLL, Process, ProcessSpec};
+use crate::process::{POLL, Process, ProcessSpec, TcpLink, tcp_links};
 use crate::resp::{self, Value};
 
 /// How long one RESP exchange of the kit may take.
@@ -31,6 +33,8 @@ pub struct NodeSpec {
     pub args: Vec<String>,
     /// Its log file.
     pub log: PathBuf,
+    /// Environment variables to set for it (after the kit clears `SHOAL_*` and `RUST_LOG`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A `shoal server` child process. Every method takes `&self`, so a node can be killed or
@@ -48,12 +52,14 @@ impl NodeProcess {
         let mut args = vec!["server".to_string()];
         args.extend(spec.ports.args());
         args.extend(spec.args);
+        // Plain text logs: tracing's colours are escape codes in a file.
+        let mut env = vec![("NO_COLOR".to_string(), "1".to_string())];
+        env.extend(spec.env);
         let process = Process::spawn(ProcessSpec {
             name: spec.name,
             binary: spec.binary,
             args,
-            // Plain text logs: tracing's colours are escape codes in a file.
-            env: vec![("NO_COLOR".into(), "1".into())],
+            env,
             log: spec.log,
         })?;
         Ok(NodeProcess {
@@ -180,6 +186,37 @@ impl NodeProcess {
         resp::command(&self.resp_addr(), args, RESP_TIMEOUT).await
     }
 
+    /// `INFO <section>`, parsed ([`Info`]).
+    pub async fn info(&self, section: &str) -> Result<Info> {
+        let reply = self.command(&["INFO", section]).await?;
+        match &reply {
+            Value::Bulk(_) | Value::Verbatim(..) => {
+                Ok(Info::parse(&resp::text(&reply).unwrap_or_default()))
+            }
+            other => Err(Error::Resp {
+                addr: self.resp_addr(),
+                reason: format!("INFO {section} answered {other:?}"),
+            }),
+        }
+    }
+
+    /// The established TCP connections of this process to `remote` (`host:port`): for
+    /// instance a replica's link to its primary's RESP port, whose local address is the
+    /// client address the primary sees (`CLIENT KILL ADDR`). IPv4 only.
+    pub fn connections_to(&self, remote: &str) -> Result<Vec<TcpLink>> {
+        let remote: SocketAddrV4 = remote
+            .parse()
+            .map_err(|e| Error::Usage(format!("{remote} is no IPv4 address: {e}")))?;
+        let pid = self
+            .process
+            .pid()
+            .ok_or_else(|| Error::Usage(format!("{} is not running", self.name())))?;
+        Ok(tcp_links(pid)?
+            .into_iter()
+            .filter(|link| link.remote == remote)
+            .collect())
+    }
+
     /// Its cluster node id, from `CLUSTER MYID` (asked once per start).
     pub async fn id(&self) -> Result<NodeId> {
         let starts = self.process.starts();
@@ -225,5 +262,54 @@ impl NodeProcess {
             log: self.log_path().to_path_buf(),
             tail: self.log_tail(crate::process::LOG_TAIL_LINES),
         }
+    }
+}
+
+/// An `INFO` reply: its `field:value` lines (section headers and blank lines left out).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Info(pub BTreeMap<String, String>);
+
+impl Info {
+    /// Parses the text of an `INFO` reply.
+    pub fn parse(text: &str) -> Info {
+        Info(
+            text.lines()
+                .filter(|line| !line.starts_with('#'))
+                .filter_map(|line| line.trim_end().split_once(':'))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// The value of `field`.
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0.get(field).map(String::as_str)
+    }
+
+    /// The value of `field` as a number.
+    pub fn u64(&self, field: &str) -> Option<u64> {
+        self.get(field)?.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_replies_become_fields() {
+        let info = Info::parse(
+            "# Replication\r\nrole:slave\r\nmaster_port:7001\r\n\r\n# Stats\r\n\
+             slave0:ip=127.0.0.1,port=7002,state=online\r\nsync_full:2\r\n",
+        );
+        assert_eq!(info.get("role"), Some("slave"));
+        assert_eq!(info.u64("master_port"), Some(7001));
+        assert_eq!(info.u64("sync_full"), Some(2));
+        assert_eq!(
+            info.get("slave0"),
+            Some("ip=127.0.0.1,port=7002,state=online")
+        );
+        assert_eq!(info.get("# Replication"), None);
+        assert_eq!(info.u64("role"), None);
     }
 }

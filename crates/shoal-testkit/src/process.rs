@@ -6,7 +6,9 @@
 //! children with it. The kernel sends that signal when the *thread* that forked the child ends,
 //! so every child is forked by one spawner thread that lives as long as the test process.
 
+use std::collections::HashSet;
 use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -277,6 +279,71 @@ impl Drop for Process {
     }
 }
 
+/// One established TCP connection of a process, as `/proc` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpLink {
+    /// Its local end.
+    pub local: SocketAddrV4,
+    /// Its remote end.
+    pub remote: SocketAddrV4,
+}
+
+/// The established IPv4 TCP connections of process `pid`: its sockets (`/proc/<pid>/fd`)
+/// looked up in its network namespace's table (`/proc/<pid>/net/tcp`).
+pub fn tcp_links(pid: u32) -> Result<Vec<TcpLink>> {
+    let fd_dir = format!("/proc/{pid}/fd");
+    let entries =
+        std::fs::read_dir(&fd_dir).map_err(|e| Error::io(format!("cannot list {fd_dir}"), e))?;
+    let inodes: HashSet<u64> = entries
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let table_path = format!("/proc/{pid}/net/tcp");
+    let table = std::fs::read_to_string(&table_path)
+        .map_err(|e| Error::io(format!("cannot read {table_path}"), e))?;
+    Ok(parse_tcp_table(&table)
+        .into_iter()
+        .filter(|(_, inode)| inodes.contains(inode))
+        .map(|(link, _)| link)
+        .collect())
+}
+
+/// The established connections of a `/proc/net/tcp` table, with their socket inodes.
+fn parse_tcp_table(table: &str) -> Vec<(TcpLink, u64)> {
+    const ESTABLISHED: &str = "01";
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 10 || fields[3] != ESTABLISHED {
+                return None;
+            }
+            let link = TcpLink {
+                local: parse_proc_addr(fields[1])?,
+                remote: parse_proc_addr(fields[2])?,
+            };
+            Some((link, fields[9].parse().ok()?))
+        })
+        .collect()
+}
+
+/// `0100007F:1F90` (the address as the host's u32 in hex, the port in hex) as an address.
+fn parse_proc_addr(text: &str) -> Option<SocketAddrV4> {
+    let (ip, port) = text.split_once(':')?;
+    let ip = u32::from_str_radix(ip, 16).ok()?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    // The kernel prints the address's bytes in memory order as one native u32.
+    Some(SocketAddrV4::new(Ipv4Addr::from(ip.to_ne_bytes()), port))
+}
+
 /// Starts `spec` (the `starts`-th time), with its output appended to its log.
 fn start(spec: &ProcessSpec, starts: u32) -> Result<Child> {
     let log = File::options()
@@ -452,6 +519,35 @@ mod tests {
         drop(p);
         // Reaped by the drop: the pid is gone (or reused by an unrelated process, unlikely).
         assert!(!Path::new(&format!("/proc/{pid}/stat")).exists() || proc_state(pid) != 'S');
+    }
+
+    #[test]
+    fn proc_tcp_tables_parse() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+            0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0 100 0 0 10 0\n\
+            1: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 222 1 0 20 4 30 10 -1\n";
+        let links = parse_tcp_table(table);
+        assert_eq!(links.len(), 1, "listening sockets are left out");
+        let (link, inode) = links[0];
+        assert_eq!(link.local, "127.0.0.1:50000".parse().unwrap());
+        assert_eq!(link.remote, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(inode, 222);
+    }
+
+    #[test]
+    fn a_process_s_own_connections_are_found() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(target).unwrap();
+        let local = client.local_addr().unwrap();
+        let links = tcp_links(std::process::id()).unwrap();
+        assert!(
+            links
+                .iter()
+                .any(|l| std::net::SocketAddr::V4(l.local) == local
+                    && std::net::SocketAddr::V4(l.remote) == target),
+            "{links:?}"
+        );
     }
 
     #[test]

@@ -115,6 +115,9 @@ pub struct ServerArgs {
     /// Let this node be a voter of the cluster's controller (its Raft group).
     #[arg(long, env = "SHOAL_CONTROLLER")]
     pub controller: bool,
+    /// Join as a spare: the node waits in no shard until one lacks a healthy replica.
+    #[arg(long = "spare", env = "SHOAL_CLUSTER_SPARE")]
+    pub cluster_spare: bool,
     /// IP address other nodes and clients reach this node at [default: --bind, or 127.0.0.1].
     #[arg(long, env = "SHOAL_CLUSTER_ANNOUNCE_IP")]
     pub cluster_announce_ip: Option<String>,
@@ -174,6 +177,7 @@ impl ServerArgs {
         }
         config.cluster_enabled |= self.cluster_enabled;
         config.controller |= self.controller;
+        config.cluster_spare |= self.cluster_spare;
         if let Some(limit) = &self.client_output_buffer_limit {
             config.client_output_buffer_limit =
                 shoal_server::config::OutputBufferLimit::parse(limit)
@@ -233,12 +237,37 @@ pub struct ProxyArgs {
     /// Milliseconds to wait for a node's reply (retries come on top).
     #[arg(long, env = "SHOAL_PROXY_UPSTREAM_TIMEOUT", default_value_t = 2000)]
     pub upstream_timeout: u64,
+    /// Which members of a shard serve reads: the primary, a replica (may lag the primary's
+    /// writes), or any of them.
+    #[arg(long, env = "SHOAL_PROXY_READ_FROM", value_enum, default_value_t = ReadFromArg::Primary)]
+    pub read_from: ReadFromArg,
     /// Log format: human or json.
     #[arg(long, env = "SHOAL_PROXY_LOG_FORMAT", default_value = "human")]
     pub log_format: LogFormat,
     /// Log level or filter (info, debug, shoal_proxy=debug...).
     #[arg(long, env = "SHOAL_PROXY_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+/// `--read-from` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadFromArg {
+    /// The shard's primary.
+    Primary,
+    /// A healthy replica (the primary when there is none).
+    Replica,
+    /// Any member of the shard.
+    Any,
+}
+
+impl From<ReadFromArg> for shoal_proxy::ReadFrom {
+    fn from(arg: ReadFromArg) -> Self {
+        match arg {
+            ReadFromArg::Primary => shoal_proxy::ReadFrom::Primary,
+            ReadFromArg::Replica => shoal_proxy::ReadFrom::Replica,
+            ReadFromArg::Any => shoal_proxy::ReadFrom::Any,
+        }
+    }
 }
 
 impl ProxyArgs {
@@ -264,6 +293,7 @@ impl ProxyArgs {
             proto_max_multibulk_len: usize::try_from(self.proto_max_multibulk_len)
                 .map_err(|_| anyhow::anyhow!("--proto-max-multibulk-len is too large"))?,
             upstream_timeout: std::time::Duration::from_millis(self.upstream_timeout),
+            read_from: self.read_from.into(),
             ..shoal_proxy::ProxyConfig::default()
         };
         config.validate()?;

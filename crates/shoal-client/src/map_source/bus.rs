@@ -57,12 +57,10 @@ impl BusMapSource {
     pub fn new(config: &ClientConfig) -> BusMapSource {
         BusMapSource {
             seeds: config.seeds.clone(),
+            // Map requests are not reads of the keyspace.
             conn: ConnOptions {
-                protocol: config.protocol,
-                username: config.username.clone(),
-                password: config.password.clone(),
-                client_name: config.client_name.clone(),
-                connect_timeout: config.connect_timeout,
+                readonly: false,
+                ..ConnOptions::of(config)
             },
             request_timeout: config.request_timeout,
             silence: config.subscription_silence,

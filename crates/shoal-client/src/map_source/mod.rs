@@ -25,6 +25,7 @@ use tokio::sync::{Notify, watch};
 pub use bus::BusMapSource;
 pub use nodes::{NodeAddrs, parse_cluster_nodes};
 
+use crate::config::ReadFrom;
 use crate::stats::Stats;
 use crate::table::{Miss, Table};
 
@@ -155,15 +156,15 @@ impl MapState {
         self.watch.send_replace(map);
     }
 
-    /// The address serving `slot`: where a `-MOVED` sent it since the last map, else its
-    /// primary in the map.
-    pub fn slot_addr(&self, slot: Slot) -> Result<Arc<str>, Miss> {
+    /// The node to read `slot` from as `read_from` says: where a `-MOVED` sent it since the
+    /// last map (the node that answered it knows better than the map), else from the map.
+    pub fn slot_read_addr(&self, slot: Slot, read_from: ReadFrom) -> Result<Arc<str>, Miss> {
         if self.any_moved.load(Ordering::Acquire)
             && let Some(addr) = self.moved.read().get(&slot)
         {
             return Ok(addr.clone());
         }
-        self.table.load().slot(slot)
+        self.table.load().slot_for_read(slot, read_from)
     }
 
     /// A node for a keyless command.
@@ -210,9 +211,12 @@ mod tests {
         assert_eq!(sink.current().epoch, 3);
         assert_eq!(rx.borrow().epoch, 3);
         state.note_moved(7, "127.0.0.1:1");
-        assert_eq!(&*state.slot_addr(7).unwrap(), "127.0.0.1:1");
+        assert_eq!(
+            &*state.slot_read_addr(7, ReadFrom::Primary).unwrap(),
+            "127.0.0.1:1"
+        );
         assert!(sink.offer(map(4)));
-        assert_eq!(state.slot_addr(7), Err(Miss::NoMap));
+        assert_eq!(state.slot_read_addr(7, ReadFrom::Primary), Err(Miss::NoMap));
         state.force(map(1));
         assert_eq!(sink.current().epoch, 1);
         let s = stats.snapshot();

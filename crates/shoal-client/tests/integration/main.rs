@@ -6,6 +6,7 @@ mod common;
 mod cluster;
 mod failures;
 mod pipelining;
+mod read_from;
 mod redirects;
 mod routing;
 mod subscription;

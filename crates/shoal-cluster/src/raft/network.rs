@@ -67,8 +67,16 @@ impl PeerLink {
             self.connection = Some(BusConnection::connect(&self.addr, CONNECT_TIMEOUT).await?);
         }
         let connection = self.connection.as_mut().expect("connected above");
-        match connection.call(&Request::Raft(request), timeout).await {
+        let to = crate::map::NodeId(self.target);
+        match connection.call(&Request::Raft(to, request), timeout).await {
             Ok(Reply::Raft(reply)) => Ok(reply),
+            Ok(Reply::Error(message)) => {
+                // Another process now listens where the peer did: the peer is gone.
+                self.connection = None;
+                Err(BusError::Closed {
+                    addr: format!("{} ({message})", self.addr),
+                })
+            }
             Ok(other) => {
                 self.connection = None;
                 Err(BusError::BadFrame {

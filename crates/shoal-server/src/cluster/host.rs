@@ -89,6 +89,10 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
         }
     };
     cluster.attach(node.clone());
+    shared.replication.set_authority({
+        let cluster = cluster.clone();
+        move || cluster.primary_authority()
+    });
     let mut forwarder = ClientConfig::default().with_client_name(crate::cluster::FORWARDER_NAME);
     forwarder.protocol = Protocol::Resp3;
     if !config.requirepass.is_empty() {
@@ -153,10 +157,8 @@ fn follow_role(shared: &Arc<Shared>, map: &ClusterMap) {
     };
     let replication = &shared.replication;
     let before = replication.role();
-    replication.set_role(role.clone());
-    if role == ReplRole::Primary {
-        replication.set_recording(has_replicas);
-    } else {
+    replication.set_role_recording(role.clone(), has_replicas);
+    if role != ReplRole::Primary {
         // A pause for a planned failover ends with the primary role.
         replication.unpause_writes();
     }

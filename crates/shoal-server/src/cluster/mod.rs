@@ -145,6 +145,13 @@ impl ClusterState {
         self.routing.load().is_mine(key_slot(key))
     }
 
+    /// Whether this node may act as the primary its routing says it is: its lease from the
+    /// controller is fresh and was granted for a map no newer than the one routing uses (a
+    /// lease renewed under a newer map may come with a demotion not yet installed).
+    pub fn primary_authority(&self) -> bool {
+        self.node.get().is_some_and(|n| n.lease_valid()) && !self.map_is_stale()
+    }
+
     /// Whether a newer map than the one routing uses is known to exist.
     pub fn map_is_stale(&self) -> bool {
         self.node
@@ -212,12 +219,21 @@ impl ClusterState {
             }
         };
         match routing.owner(slot) {
-            SlotOwner::Primary if self.node.get().is_some_and(|n| n.lease_valid()) => Route::Local,
-            // Cut off from the controller for longer than its lease: another node may be
-            // promoted in this one's place, so it serves nothing (Redis's minority answer).
             SlotOwner::Primary => {
-                self.stats.fenced.fetch_add(1, Relaxed);
-                Route::Reject(CommandError::fixed("CLUSTERDOWN The cluster is down"))
+                let leased = self.node.get().is_some_and(|n| n.lease_valid());
+                if leased && !self.map_is_stale() {
+                    Route::Local
+                } else if leased && !client.map_awaited {
+                    // The lease is for a newer map than this routing: it may no longer make
+                    // this node the slot's primary. Wait for it (milliseconds), then route again.
+                    Route::AwaitMap
+                } else {
+                    // Cut off from the controller for longer than its lease: another node may
+                    // be promoted in this one's place, so it serves nothing (Redis's minority
+                    // answer).
+                    self.stats.fenced.fetch_add(1, Relaxed);
+                    Route::Reject(CommandError::fixed("CLUSTERDOWN The cluster is down"))
+                }
             }
             SlotOwner::Replica(_) if client.readonly && spec.has(flags::READONLY) => Route::Local,
             SlotOwner::Replica(addr) | SlotOwner::Elsewhere(addr) => elsewhere(addr),

@@ -125,6 +125,9 @@ pub struct Replication {
     pub acked: Notify,
     /// This replica's link.
     pub link: LinkState,
+    /// Held by the link task for its whole life: a new link (to a new primary) starts only
+    /// once the old one has stopped, so the two never append to the backlog at once.
+    pub link_lock: tokio::sync::Mutex<()>,
     /// This primary's counters.
     pub stats: PrimaryStats,
     /// Wakes the replica link task when the role changes.
@@ -139,6 +142,9 @@ pub struct Replication {
     paused_until: Mutex<Option<Instant>>,
     unpaused: Notify,
     last_getack: Mutex<Option<Instant>>,
+    /// Whether this node, as a primary, holds the right to change its data (in cluster mode:
+    /// a fresh lease from the controller); unset, it always does.
+    authority: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 /// How often a primary with replicas sends a keep-alive when nothing else was written.
@@ -167,6 +173,7 @@ impl Replication {
             replicas: Mutex::new(Vec::new()),
             acked: Notify::new(),
             link: LinkState::default(),
+            link_lock: tokio::sync::Mutex::new(()),
             stats: PrimaryStats::default(),
             role_changed: Notify::new(),
             generation: AtomicU64::new(0),
@@ -175,7 +182,22 @@ impl Replication {
             paused_until: Mutex::new(None),
             unpaused: Notify::new(),
             last_getack: Mutex::new(None),
+            authority: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets (once) what says whether this primary may still change its data: in cluster mode,
+    /// whether its lease from the controller is fresh.
+    pub fn set_authority(&self, check: impl Fn() -> bool + Send + Sync + 'static) {
+        let _ = self.authority.set(Box::new(check));
+    }
+
+    /// Whether this node is a primary that lost the right to change its data (its lease ran
+    /// out: another node may be promoted in its place). Such a primary adds nothing to its
+    /// stream, not even a keep-alive, and expires nothing: its replicas must never get ahead
+    /// of the one promoted, or they could not continue from it with a partial resync.
+    pub fn fenced(&self) -> bool {
+        self.primary.load(Relaxed) && self.authority.get().is_some_and(|may| !may())
     }
 
     /// Makes writes wait for at most `for_` (a planned failover: the replica catches up with
@@ -315,18 +337,45 @@ impl Replication {
     /// Changes the role (as the cluster map says). Promotion keeps the history as `replid2`;
     /// leaving the primary role stops recording.
     pub fn set_role(&self, role: Role) {
+        self.set_role_recording(role, false);
+    }
+
+    /// [`Replication::set_role`], and for a primary, whether it records (its shard has
+    /// replicas), in one step: a replica's `PSYNC` arriving between the two would otherwise
+    /// find a primary that does not record and get a full resync instead of continuing.
+    pub fn set_role_recording(&self, role: Role, recording: bool) {
+        if role == Role::Primary && recording {
+            // Recording on before the role is visible: a promoted replica's backlog is its
+            // primary's stream, without gap.
+            let mut history = self.history.lock();
+            if history.role == Role::Primary {
+                drop(history);
+                self.set_recording(true);
+                return;
+            }
+            self.journal_on.store(true, Relaxed);
+            self.gap.store(false, Relaxed);
+            self.promote(&mut history);
+            return;
+        }
+        if role == Role::Primary {
+            let was_primary = self.history.lock().role == Role::Primary;
+            if was_primary {
+                self.set_recording(false);
+                return;
+            }
+        }
         let mut history = self.history.lock();
         if history.role == role {
             return;
         }
-        tracing::info!(from = ?history.role, to = ?role, "replication role changes");
-        if matches!(history.role, Role::Replica(_)) && role == Role::Primary {
-            let end = history.backlog.end();
-            let old = std::mem::replace(&mut history.replid, new_replid());
-            history.replid2 = Some((old, end));
+        if role == Role::Primary {
+            self.promote(&mut history);
+            return;
         }
+        tracing::info!(from = ?history.role, to = ?role, "replication role changes");
         history.role = role.clone();
-        self.primary.store(role == Role::Primary, Relaxed);
+        self.primary.store(false, Relaxed);
         drop(history);
         if role != Role::Primary {
             self.journal_on.store(false, Relaxed);
@@ -341,6 +390,22 @@ impl Replication {
         if role != Role::Primary {
             self.grown.notify_waiters();
         }
+        self.acked.notify_waiters();
+    }
+
+    /// Makes this node the primary (its lock held): a replica keeps its history as `replid2`
+    /// so its fellow replicas continue with it.
+    fn promote(&self, history: &mut parking_lot::MutexGuard<'_, History>) {
+        tracing::info!(from = ?history.role, to = ?Role::Primary, "replication role changes");
+        if matches!(history.role, Role::Replica(_)) {
+            let end = history.backlog.end();
+            let old = std::mem::replace(&mut history.replid, new_replid());
+            history.replid2 = Some((old, end));
+        }
+        history.role = Role::Primary;
+        self.primary.store(true, Relaxed);
+        self.generation.fetch_add(1, Relaxed);
+        self.role_changed.notify_waiters();
         self.acked.notify_waiters();
     }
 
@@ -423,7 +488,7 @@ impl Replication {
     /// Asks every replica for an acknowledgement now (`REPLCONF GETACK *` in the stream, as
     /// Redis does for `WAIT`), at most once per millisecond.
     pub fn request_acks(&self) {
-        if !self.recording() {
+        if !self.recording() || self.fenced() {
             return;
         }
         let mut last = self.last_getack.lock();
@@ -437,7 +502,7 @@ impl Replication {
 
     /// Appends a keep-alive if this primary has replicas and wrote nothing for a while.
     pub fn keep_alive(&self) {
-        if !self.recording() || self.replicas.lock().is_empty() {
+        if !self.recording() || self.fenced() || self.replicas.lock().is_empty() {
             return;
         }
         if self.last_append.lock().elapsed() >= PING_PERIOD {
@@ -543,6 +608,31 @@ impl Replication {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_primary_without_authority_adds_nothing_to_its_stream() {
+        let r = Replication::new(1 << 20);
+        let authority = Arc::new(AtomicBool::new(true));
+        r.set_authority({
+            let authority = authority.clone();
+            move || authority.load(Relaxed)
+        });
+        r.set_role_recording(Role::Primary, true);
+        assert!(!r.fenced());
+        r.request_acks();
+        let end = r.offset();
+        assert!(
+            end > 0,
+            "a primary with authority asks for acknowledgements"
+        );
+        authority.store(false, Relaxed);
+        assert!(r.fenced());
+        std::thread::sleep(Duration::from_millis(2));
+        r.request_acks();
+        assert_eq!(r.offset(), end, "a fenced primary asks for nothing");
+        r.set_role(Role::Replica("127.0.0.1:7000".into()));
+        assert!(!r.fenced(), "only a primary is fenced");
+    }
 
     #[test]
     fn promotion_keeps_the_old_history_for_partial_resyncs() {

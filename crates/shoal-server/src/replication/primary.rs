@@ -17,7 +17,10 @@ use super::{ReplicaPeer, Replication, Role, frames};
 const CHUNK: usize = 256 * 1024;
 
 /// Keys per snapshot step (each step holds one shard's lock).
-const SNAPSHOT_STEP: usize = 512;
+const SNAPSHOT_STEP: usize = 256;
+
+/// Snapshot bytes encoded between two yields to the clients sharing the worker.
+const SNAPSHOT_CHUNK: usize = 64 * 1024;
 
 /// What a replica asked for: `PSYNC <replid> <offset>`, the offset being the next byte it
 /// wants counted from 1, as Redis counts (`-1` and `?`: no history).
@@ -74,6 +77,17 @@ pub fn plan(replication: &Replication, request: &PsyncRequest) -> Resync {
     }
     if request.replid != "?" {
         replication.stats.sync_partial_err.fetch_add(1, Relaxed);
+        let history = replication.history();
+        tracing::info!(
+            asked_replid = %request.replid,
+            asked_offset = request.offset,
+            replid = %history.replid,
+            replid2 = ?history.replid2,
+            backlog_start = history.backlog.start(),
+            backlog_end = history.backlog.end(),
+            recording = replication.recording(),
+            "partial resync refused"
+        );
     }
     replication.stats.sync_full.fetch_add(1, Relaxed);
     // Recording starts before the snapshot's offset is read: every change after it is in the
@@ -138,9 +152,12 @@ async fn send_snapshot(
         cursor = store.scan_entries(cursor, SNAPSHOT_STEP, |key, value, expiry| {
             frames::put(&mut buf, key, value, expiry);
         });
-        if buf.len() >= CHUNK || cursor == 0 {
+        if buf.len() >= SNAPSHOT_CHUNK || cursor == 0 {
             stream.write_all(&buf).await?;
             buf.clear();
+            // The snapshot shares the worker with clients: let them run between chunks
+            // (a socket that keeps taking bytes would otherwise never make this task wait).
+            tokio::task::yield_now().await;
         }
         if replication.role() != Role::Primary {
             return Err(std::io::Error::other("no longer a primary"));

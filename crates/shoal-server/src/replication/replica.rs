@@ -36,6 +36,9 @@ pub async fn follow(shared: Arc<Shared>, primary: String, generation: u64, confi
     let current = |r: &Replication| {
         r.generation.load(Relaxed) == generation && r.role() == Role::Replica(primary.clone())
     };
+    // The previous link (to the previous primary) stops at its next step; wait for it, so
+    // the offset this link starts from is final.
+    let _link = replication.link_lock.lock().await;
     let mut backoff = Duration::from_millis(50);
     while current(replication) {
         match link_once(replication, &shared.store, &primary, &config, &current).await {

@@ -1,0 +1,184 @@
+//! `read_from`: reads go to the primary, a healthy replica, or any member of the shard, over
+//! connections that sent `READONLY`; writes always go to the primary.
+
+use std::time::Duration;
+
+use shoal_client::{Client, ReadFrom};
+use shoal_cluster::{Health, NodeId};
+
+use crate::common::*;
+
+/// A fake node that answers `GET` with its own name, `SET` with `OK`, and `READONLY` as
+/// `readonly` says.
+async fn fake(name: &'static str, readonly: &'static str) -> FakeServer {
+    FakeServer::start(move |call| match call.name().as_str() {
+        "GET" => bulk(name.as_bytes()),
+        "SET" => raw("+OK\r\n"),
+        "READONLY" => raw(readonly),
+        _ => raw("-ERR unexpected\r\n"),
+    })
+    .await
+}
+
+/// One shard: `primary`, then `replicas` (the last one failed), owning every slot.
+fn shard_map(primary: &FakeServer, replicas: &[&FakeServer]) -> shoal_client::ClusterMap {
+    let mut map = map(1, &[(primary.addr, ALL)]);
+    let mut ids = Vec::new();
+    for (i, replica) in replicas.iter().enumerate() {
+        let id = i as u64 + 2;
+        let mut node = node_info(id, replica.addr, 0);
+        if i + 1 == replicas.len() {
+            node.health = Health::Failed;
+        }
+        map.nodes.insert(NodeId(id), node);
+        ids.push(NodeId(id));
+    }
+    map.shards[0].replicas = ids;
+    map
+}
+
+/// Who answered `count` reads.
+async fn readers(client: &Client, count: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    for i in 0..count {
+        let value = client.get(format!("key:{i}")).await.unwrap().unwrap();
+        seen.push(String::from_utf8(value.to_vec()).unwrap());
+    }
+    seen
+}
+
+fn count(log: &[String], name: &str) -> usize {
+    log.iter().filter(|c| *c == name).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_where_read_from_says_and_writes_to_the_primary() {
+    let primary = fake("primary", "+OK\r\n").await;
+    // A node that refuses READONLY (not in cluster mode) is still read from.
+    let replica = fake(
+        "replica",
+        "-ERR This instance has cluster support disabled\r\n",
+    )
+    .await;
+    let failed = fake("failed", "+OK\r\n").await;
+    let map = shard_map(&primary, &[&replica, &failed]);
+
+    let client = Client::with_map(map.clone(), config().with_read_from(ReadFrom::Replica))
+        .await
+        .unwrap();
+    let seen = readers(&client, 50).await;
+    assert!(seen.iter().all(|s| s == "replica"), "{seen:?}");
+    client.set("key:1", "v", None).await.unwrap();
+    assert_eq!(count(&primary.log(), "SET"), 1, "writes go to the primary");
+    assert_eq!(count(&replica.log(), "SET"), 0);
+    assert_eq!(
+        replica.log().first().map(String::as_str),
+        Some("READONLY"),
+        "a replica connection starts with READONLY"
+    );
+    assert_eq!(failed.commands(), 0, "a failed replica gets nothing");
+    drop(client);
+
+    let client = Client::with_map(map.clone(), config().with_read_from(ReadFrom::Any))
+        .await
+        .unwrap();
+    let seen = readers(&client, 200).await;
+    let from_primary = seen.iter().filter(|s| *s == "primary").count();
+    let from_replica = seen.iter().filter(|s| *s == "replica").count();
+    assert_eq!(from_primary + from_replica, 200, "{seen:?}");
+    assert!(
+        from_primary > 40 && from_replica > 40,
+        "any member: {from_primary} from the primary, {from_replica} from the replica"
+    );
+    assert_eq!(failed.commands(), 0);
+    drop(client);
+
+    let replica_gets = count(&replica.log(), "GET");
+    let readonly_before = count(&primary.log(), "READONLY");
+    let client = Client::with_map(map, config()).await.unwrap();
+    let seen = readers(&client, 20).await;
+    assert!(seen.iter().all(|s| s == "primary"), "the default: {seen:?}");
+    assert_eq!(count(&replica.log(), "GET"), replica_gets);
+    assert_eq!(
+        count(&primary.log(), "READONLY"),
+        readonly_before,
+        "the default sends no READONLY"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_without_a_healthy_replica_is_read_from_its_primary() {
+    let primary = fake("primary", "+OK\r\n").await;
+    let failed = fake("failed", "+OK\r\n").await;
+    let client = Client::with_map(
+        shard_map(&primary, &[&failed]),
+        config().with_read_from(ReadFrom::Replica),
+    )
+    .await
+    .unwrap();
+    let seen = readers(&client, 20).await;
+    assert!(seen.iter().all(|s| s == "primary"), "{seen:?}");
+    assert_eq!(failed.commands(), 0);
+}
+
+/// The `calls=` count of `cmdstat_<command>` in a node's `INFO commandstats`.
+fn calls(node: &Node, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut node.con())
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_replica_serves_reads_of_what_the_primary_replicated() {
+    let founder = Node::start_with(|c| {
+        c.cluster_enabled = true;
+        c.controller = true;
+        c.cluster_replicas = 1;
+    });
+    let seed = founder.addr.to_string();
+    let replica = Node::start_with(|c| c.cluster_join = seed.clone());
+
+    let mut config = config().with_read_from(ReadFrom::Replica);
+    config.seeds = vec![seed];
+    let client = Client::connect(config).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let map = client.map();
+        let replicated = map.shards.len() == 1
+            && map.shards[0].replicas.len() == 1
+            && map.slots_assigned() == shoal_cluster::SLOTS;
+        if replicated {
+            break;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(
+            tokio::time::timeout(left, client.map_changed())
+                .await
+                .is_ok(),
+            "the second node never became the shard's replica: {map:?}"
+        );
+    }
+
+    client.set("greeting", "hello", None).await.unwrap();
+    // Replication is asynchronous: the replica has it within moments.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if client.get("greeting").await.unwrap().as_deref() == Some(&b"hello"[..]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replica never served the write"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(calls(&replica, "get") >= 1, "the replica served the reads");
+    assert_eq!(calls(&founder, "get"), 0, "the primary served none");
+    assert_eq!(calls(&founder, "set"), 1, "the write went to the primary");
+}
