@@ -40,32 +40,14 @@ PROPAGATION=$root/target/release/examples/propagation
 work=$(mktemp -d)
 results=$root/bench/results
 mkdir -p "$results"
-# Every server's pid, appended by start_node (which runs in command substitutions, so an
-# array would not see them).
+source "$root/bench/lib.sh"
 cleanup() {
-  [ -f "$work/pids" ] && while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$work/pids"
-  wait 2>/dev/null || true
+  stop_nodes
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_ticks() { local total=0; for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$total"; }
 hz=$(getconf CLK_TCK)
-
-# start_node PORT [ARGS...]: a cluster node with one worker thread; prints its pid.
-start_node() {
-  local port=$1; shift
-  "$SHOAL" server --port "$port" --cluster-port "$(free_port)" --http-port 0 --threads 1 \
-    --cluster-enabled --log-level warn "$@" >/dev/null 2>"$work/node-$port.log" &
-  local pid=$!
-  echo "$pid" >>"$work/pids"
-  for _ in $(seq 1 100); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && { echo "$pid"; return; }
-    sleep 0.05
-  done
-  echo "node on port $port did not start" >&2; exit 1
-}
 
 # wait_shards PORT N: until the cluster seen from PORT has N shards and every slot is owned.
 wait_shards() {
@@ -85,9 +67,9 @@ wait_shards() {
 start_cluster() {
   local shards=$1 seed pids_here=()
   seed=$(free_port)
-  pids_here+=("$(start_node "$seed" --controller)")
+  pids_here+=("$(start_node any "$seed" --controller)")
   for _ in $(seq 2 "$shards"); do
-    pids_here+=("$(start_node "$(free_port)" --cluster-join "127.0.0.1:$seed" --controller)")
+    pids_here+=("$(start_node any "$(free_port)" --cluster-join "127.0.0.1:$seed" --controller)")
   done
   wait_shards "$seed" "$shards"
   echo "$seed ${pids_here[*]}"
@@ -135,7 +117,7 @@ echo "Part 2: map propagation while $JOINS nodes join the 3-shard cluster"
 watcher=$!
 sleep 1
 for _ in $(seq 1 "$JOINS"); do
-  start_node "$(free_port)" --cluster-join "127.0.0.1:${three[0]}" >/dev/null
+  start_node any "$(free_port)" --cluster-join "127.0.0.1:${three[0]}" >/dev/null
   sleep 0.5
 done
 wait "$watcher"

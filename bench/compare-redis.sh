@@ -52,7 +52,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$root/bench/lib.sh"
 
 wait_ready() {
   for _ in $(seq 1 100); do
@@ -96,7 +96,6 @@ sys.exit(1)
 EOF
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_bytes() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
 
 # Loads keys key:000000000000 .. (the names redis-benchmark's -r uses) with 100-byte values.

@@ -39,28 +39,13 @@ PROBE=$root/target/release/examples/failover_probe
 work=$(mktemp -d)
 results=$root/bench/results
 mkdir -p "$results"
+source "$root/bench/lib.sh"
 cleanup() {
-  [ -f "$work/pids" ] && while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done <"$work/pids"
-  wait 2>/dev/null || true
+  stop_nodes
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# start_node CPU PORT [ARGS...]: prints its pid.
-start_node() {
-  local cpu=$1 port=$2; shift 2
-  taskset -c "$cpu" "$SHOAL" server --port "$port" --cluster-port "$(free_port)" --http-port 0 \
-    --threads 1 --cluster-enabled --log-level warn "$@" >/dev/null 2>"$work/node-$port.log" &
-  local pid=$!
-  echo "$pid" >>"$work/pids"
-  for _ in $(seq 1 100); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && { echo "$pid"; return; }
-    sleep 0.05
-  done
-  echo "node on port $port did not start" >&2; exit 1
-}
 
 # wait_ready PORT NODES SHARDS: until the cluster seen from PORT has every node and shard.
 wait_ready() {
@@ -110,7 +95,6 @@ done
 
 echo
 echo "Part 2: primary SET throughput, no replica vs 2 replicas (redis-benchmark -P 16), Shoal and Redis"
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 # bench_set PORT PID: "req/s cpu_us_per_request" of the primary at PORT (process PID).
 bench_set() {

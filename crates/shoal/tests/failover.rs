@@ -395,6 +395,40 @@ fn summary(report: &Report) -> String {
     )
 }
 
+/// The current map and a shard whose primary is not the controller's leader (killing that
+/// one would also fail the controller over).
+async fn shard_away_from_the_leader(cluster: &TestCluster) -> (ClusterMap, ShardNodes) {
+    let leader = cluster.leader_index().await.unwrap();
+    let map = cluster.status().await.unwrap().map;
+    let shard = cluster
+        .shard_nodes(&map)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.primary != leader)
+        .expect("a shard whose primary does not lead the controller");
+    (map, shard)
+}
+
+/// Starts `clients` writers (and readers) on 16 keys, acknowledged as `ack` says.
+fn steady_load(
+    router: &Arc<Router>,
+    clients: usize,
+    ack: Ack,
+) -> (
+    Arc<Recorder>,
+    tokio::task::JoinHandle<shoal_testkit::history::RunStats>,
+) {
+    let recorder = Arc::new(Recorder::new(workload(clients, 16, 30)));
+    let load = start_load(&recorder, router, ack);
+    (recorder, load)
+}
+
+/// Every write acknowledged by one replica too (`WAIT 1`).
+const WAIT_1: Ack = Ack::Replicas {
+    replicas: 1,
+    timeout: WAIT_TIMEOUT,
+};
+
 fn acked_by(ack: &Ack) -> &'static str {
     match ack {
         Ack::Primary => "async",
@@ -416,18 +450,10 @@ struct KillResult {
 /// a steady workload acknowledged as `ack` says, and checks the history.
 async fn kill_a_primary_under_load(ack: Ack) -> KillResult {
     let cluster = start_cluster(2, FAST_NODE_TIMEOUT_MS).await;
-    let leader = cluster.leader_index().await.unwrap();
-    let before = cluster.status().await.unwrap().map;
-    let victim_shard = cluster
-        .shard_nodes(&before)
-        .unwrap()
-        .into_iter()
-        .find(|s| s.primary != leader)
-        .expect("a shard whose primary does not lead the controller");
+    let (before, victim_shard) = shard_away_from_the_leader(&cluster).await;
     let victim = victim_shard.primary;
     let router = router(&cluster).await;
-    let recorder = Arc::new(Recorder::new(workload(4, 16, 30)));
-    let load = start_load(&recorder, &router, ack);
+    let (recorder, load) = steady_load(&router, 4, ack);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let acked_before = acked_writes_in(&recorder.history().ops(), &before, victim_shard.shard)
         .filter(|(_, by)| *by == cluster.node(victim).resp_addr())
@@ -511,11 +537,7 @@ async fn kill_9_of_a_primary_with_wait_loses_no_acknowledged_write() {
     run_test(
         "kill_9_of_a_primary_with_wait_loses_no_acknowledged_write",
         async {
-            let ack = Ack::Replicas {
-                replicas: 1,
-                timeout: WAIT_TIMEOUT,
-            };
-            let result = kill_a_primary_under_load(ack).await;
+            let result = kill_a_primary_under_load(WAIT_1).await;
             assert!(
                 result.first_ack < Duration::from_secs(2),
                 "the first acknowledged write on the successor came {:?} after the kill",
@@ -576,22 +598,10 @@ async fn a_primary_paused_past_the_node_timeout_comes_back_as_a_replica() {
         "a_primary_paused_past_the_node_timeout_comes_back_as_a_replica",
         async {
             let cluster = start_cluster(2, FAST_NODE_TIMEOUT_MS).await;
-            let leader = cluster.leader_index().await.unwrap();
-            let before = cluster.status().await.unwrap().map;
-            let shard = cluster
-                .shard_nodes(&before)
-                .unwrap()
-                .into_iter()
-                .find(|s| s.primary != leader)
-                .unwrap();
+            let (before, shard) = shard_away_from_the_leader(&cluster).await;
             let victim = shard.primary;
             let router = router(&cluster).await;
-            let ack = Ack::Replicas {
-                replicas: 1,
-                timeout: WAIT_TIMEOUT,
-            };
-            let recorder = Arc::new(Recorder::new(workload(4, 16, 30)));
-            let load = start_load(&recorder, &router, ack);
+            let (recorder, load) = steady_load(&router, 4, WAIT_1);
             tokio::time::sleep(Duration::from_millis(1000)).await;
 
             // A connection opened before the pause: what it sends while the node is stopped
@@ -747,14 +757,7 @@ async fn hammer(mut conn: RespConnection, key: String, until: Instant) -> Answer
 async fn every_write_to_a_resumed_old_primary_is_refused() {
     run_test("every_write_to_a_resumed_old_primary_is_refused", async {
         let cluster = start_cluster(2, FAST_NODE_TIMEOUT_MS).await;
-        let leader = cluster.leader_index().await.unwrap();
-        let before = cluster.status().await.unwrap().map;
-        let shard = cluster
-            .shard_nodes(&before)
-            .unwrap()
-            .into_iter()
-            .find(|s| s.primary != leader)
-            .unwrap();
+        let (before, shard) = shard_away_from_the_leader(&cluster).await;
         let victim = shard.primary;
         let keys = keys_of(&before, shard.shard, "stale:", 8);
         let mut conns = Vec::new();
@@ -858,12 +861,7 @@ async fn a_primary_cut_off_from_the_controller_stops_writing_within_its_lease() 
             assert!(carried > 0, "the victim's bus connections go through the relays");
 
             let router = router(&cluster).await;
-            let ack = Ack::Replicas {
-                replicas: 1,
-                timeout: WAIT_TIMEOUT,
-            };
-            let recorder = Arc::new(Recorder::new(workload(4, 16, 30)));
-            let load = start_load(&recorder, &router, ack);
+            let (recorder, load) = steady_load(&router, 4, WAIT_1);
             tokio::time::sleep(Duration::from_millis(1000)).await;
 
             // Probe the victim directly, on its own keys, from the cut on.
@@ -1032,8 +1030,7 @@ async fn after_a_failover_the_other_replica_continues_with_a_partial_resync() {
             const CYCLES: usize = 8;
             let cluster = start_cluster(2, FAST_NODE_TIMEOUT_MS).await;
             let router = router(&cluster).await;
-            let recorder = Arc::new(Recorder::new(workload(2, 16, 30)));
-            let load = start_load(&recorder, &router, Ack::Primary);
+            let (recorder, load) = steady_load(&router, 2, Ack::Primary);
             // Every replica's first (full) sync is done before the counting starts.
             let map = cluster.status().await.unwrap().map;
             for shard in cluster.shard_nodes(&map).unwrap() {
@@ -1050,14 +1047,7 @@ async fn after_a_failover_the_other_replica_continues_with_a_partial_resync() {
             }
             let mut full = Vec::new();
             for cycle in 0..CYCLES {
-                let leader = cluster.leader_index().await.unwrap();
-                let map = cluster.status().await.unwrap().map;
-                let shard = cluster
-                    .shard_nodes(&map)
-                    .unwrap()
-                    .into_iter()
-                    .find(|s| s.primary != leader)
-                    .unwrap();
+                let (_, shard) = shard_away_from_the_leader(&cluster).await;
                 let victim = shard.primary;
                 let mut syncs_before = Vec::new();
                 for &r in &shard.replicas {

@@ -1,0 +1,32 @@
+# Helpers shared by the bench scripts. Source it after setting SHOAL (the shoal binary) and
+# work (a scratch directory the caller removes); needs python3, redis-cli and taskset.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# cpu_ticks PID...: user + system clock ticks of these processes, summed.
+cpu_ticks() { local total=0; for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$total"; }
+
+# start_node CPUS PORT [ARGS...]: a cluster node with one worker thread, pinned to CPUS (a
+# taskset list such as 0 or 0-1; "any" pins nothing); prints its pid once it answers PING.
+# The pid is also appended to $work/pids (start_node runs in command substitutions, so an
+# array would not see it) for stop_nodes.
+start_node() {
+  local cpus=$1 port=$2; shift 2
+  local pin=(taskset -c "$cpus")
+  [ "$cpus" = any ] && pin=()
+  "${pin[@]}" "$SHOAL" server --port "$port" --cluster-port "$(free_port)" --http-port 0 \
+    --threads 1 --cluster-enabled --log-level warn "$@" >/dev/null 2>"$work/node-$port.log" &
+  local pid=$!
+  echo "$pid" >>"$work/pids"
+  for _ in $(seq 1 100); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && { echo "$pid"; return; }
+    sleep 0.05
+  done
+  echo "node on port $port did not start (log: $work/node-$port.log)" >&2; exit 1
+}
+
+# stop_nodes: kills (-9) every node start_node started and waits for them.
+stop_nodes() {
+  [ -f "$work/pids" ] && while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done <"$work/pids"
+  wait 2>/dev/null || true
+}
