@@ -50,6 +50,7 @@ pub mod resp;
 pub mod router;
 pub mod testdir;
 pub mod tools;
+pub mod turns;
 
 pub use cluster::{ClusterOptions, JoinOptions, ShardNodes, TestCluster, is_settled, summarize};
 pub use error::{Error, Result};
@@ -63,3 +64,4 @@ pub use resp::{RespConnection, Value};
 pub use router::{Ack, Routed, Router};
 pub use testdir::TestDir;
 pub use tools::have_tools;
+pub use turns::run_alone;

@@ -47,13 +47,7 @@ const WAIT_TIMEOUT: Duration = Duration::from_millis(300);
 /// Runs `body` alone (after any other test of this file) and within [`TEST_LIMIT`], and prints
 /// how long it took.
 async fn run_test(name: &str, body: impl Future<Output = ()>) {
-    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _turn = TURN.lock().await;
-    let started = Instant::now();
-    if tokio::time::timeout(TEST_LIMIT, body).await.is_err() {
-        panic!("{name} ran longer than {TEST_LIMIT:?}");
-    }
-    eprintln!("{name}: passed in {:.1} s", started.elapsed().as_secs_f64());
+    shoal_testkit::run_alone(name, TEST_LIMIT, body).await;
 }
 
 fn options(node_timeout_ms: u64) -> ClusterOptions {

@@ -29,20 +29,13 @@ async fn a_real_cluster_end_to_end() {
     let mut config = config();
     config.seeds = vec![seed.clone()];
     let client = Client::connect(config).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let map = client.map();
-        if map.shards.len() == 3 && map.slots_assigned() == shoal_cluster::SLOTS {
-            break;
-        }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(
-            tokio::time::timeout(left, client.map_changed())
-                .await
-                .is_ok(),
-            "the cluster never placed every slot on three shards: {map:?}"
-        );
-    }
+    until_map(
+        &client,
+        "every slot placed on three shards",
+        Duration::from_secs(15),
+        |map| map.shards.len() == 3 && map.slots_assigned() == shoal_cluster::SLOTS,
+    )
+    .await;
 
     let keys: Vec<String> = (0..1000).map(|i| format!("key:{i}")).collect();
     for result in join_all(keys.iter().map(|k| client.set(k, k, None))).await {

@@ -43,6 +43,30 @@ pub async fn until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until `client`'s map satisfies `check`, woken by each map change; panics with `what`
+/// and the last map after `timeout`.
+pub async fn until_map(
+    client: &shoal_client::Client,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&ClusterMap) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let map = client.map();
+        if check(&map) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(
+            tokio::time::timeout(left, client.map_changed())
+                .await
+                .is_ok(),
+            "timed out waiting for {what}: {map:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Real nodes
 

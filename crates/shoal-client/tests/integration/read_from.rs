@@ -147,23 +147,17 @@ async fn a_real_replica_serves_reads_of_what_the_primary_replicated() {
     let mut config = config().with_read_from(ReadFrom::Replica);
     config.seeds = vec![seed];
     let client = Client::connect(config).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let map = client.map();
-        let replicated = map.shards.len() == 1
-            && map.shards[0].replicas.len() == 1
-            && map.slots_assigned() == shoal_cluster::SLOTS;
-        if replicated {
-            break;
-        }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(
-            tokio::time::timeout(left, client.map_changed())
-                .await
-                .is_ok(),
-            "the second node never became the shard's replica: {map:?}"
-        );
-    }
+    until_map(
+        &client,
+        "the second node as the shard's replica",
+        Duration::from_secs(15),
+        |map| {
+            map.shards.len() == 1
+                && map.shards[0].replicas.len() == 1
+                && map.slots_assigned() == shoal_cluster::SLOTS
+        },
+    )
+    .await;
 
     client.set("greeting", "hello", None).await.unwrap();
     // Replication is asynchronous: the replica has it within moments.

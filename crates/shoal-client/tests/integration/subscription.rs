@@ -24,17 +24,10 @@ async fn seed(resp: std::net::SocketAddr, bus_port: u16) -> FakeServer {
 }
 
 async fn next_epoch(client: &Client, epoch: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while client.map().epoch < epoch {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(
-            tokio::time::timeout(left, client.map_changed())
-                .await
-                .is_ok(),
-            "timed out waiting for epoch {epoch} (at {})",
-            client.map().epoch
-        );
-    }
+    until_map(client, &format!("epoch {epoch}"), WAIT, |map| {
+        map.epoch >= epoch
+    })
+    .await;
     assert_eq!(client.map().epoch, epoch);
 }
 
