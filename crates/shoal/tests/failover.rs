@@ -1097,6 +1097,104 @@ async fn after_a_failover_the_other_replica_continues_with_a_partial_resync() {
     .await;
 }
 
+// Replica reads, as Redis Cluster clients ask for them.
+
+/// The `calls=` of `cmdstat_<command>` in a node's `INFO commandstats` (0 if never called).
+async fn calls(node: &NodeProcess, command: &str) -> u64 {
+    let info = node.info("commandstats").await.unwrap();
+    info.get(&format!("cmdstat_{command}"))
+        .and_then(|stats| stats.strip_prefix("calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_crate_s_replica_reads_are_served_by_replicas() {
+    run_test(
+        "the_redis_crate_s_replica_reads_are_served_by_replicas",
+        async {
+            let cluster = start_cluster(1, FAST_NODE_TIMEOUT_MS).await;
+            let map = cluster.status().await.unwrap().map;
+            let shard = cluster.shard_nodes(&map).unwrap().remove(0);
+            for &r in &shard.replicas {
+                wait_until_following(
+                    &cluster,
+                    r,
+                    shard.shard,
+                    shard.primary,
+                    Duration::from_secs(10),
+                )
+                .await;
+            }
+            let urls: Vec<String> = cluster
+                .resp_addrs()
+                .iter()
+                .map(|addr| format!("redis://{addr}"))
+                .collect();
+            let client = redis::cluster::ClusterClient::builder(urls)
+                .read_from_replicas()
+                .connection_timeout(Duration::from_secs(2))
+                .response_timeout(Duration::from_secs(2))
+                .build()
+                .unwrap();
+            let mut conn = client.get_async_connection().await.unwrap();
+            let keys: Vec<String> = (0..50).map(|i| format!("replica-read:{i}")).collect();
+            for key in &keys {
+                let () = redis::cmd("SET")
+                    .arg(key)
+                    .arg(format!("v-{key}"))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            // Every write on both replicas before the reads (WAIT on the primary itself).
+            let mut primary =
+                RespConnection::connect(&cluster.node(shard.primary).resp_addr(), RESP_TIMEOUT)
+                    .await
+                    .unwrap();
+            let ok = primary
+                .call(&["SET", "replica-read:fence", "1"])
+                .await
+                .unwrap();
+            assert_eq!(ok, Value::Simple(b"OK".to_vec()));
+            let acked = primary.call(&["WAIT", "2", "2000"]).await.unwrap();
+            assert_eq!(acked, Value::Int(2), "both replicas have every write");
+
+            let primary_gets = calls(cluster.node(shard.primary), "get").await;
+            for key in &keys {
+                let got: Option<String> = redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                assert_eq!(got.as_deref(), Some(format!("v-{key}").as_str()));
+            }
+            let mut replica_gets = 0;
+            for &r in &shard.replicas {
+                replica_gets += calls(cluster.node(r), "get").await;
+            }
+            assert_eq!(
+                replica_gets,
+                keys.len() as u64,
+                "every read went to a replica"
+            );
+            assert_eq!(
+                calls(cluster.node(shard.primary), "get").await,
+                primary_gets,
+                "the primary served none"
+            );
+            // Writes still reach the primary from the same client.
+            let () = redis::cmd("SET")
+                .arg("replica-read:0")
+                .arg("changed")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        },
+    )
+    .await;
+}
+
 // 5. Replicas: a restart, and a link broken and healed.
 
 /// Kills (-9) replica `index` of `shard`, waits until the controller marks it failed (a
