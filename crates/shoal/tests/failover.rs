@@ -1132,7 +1132,7 @@ async fn the_redis_crate_s_replica_reads_are_served_by_replicas() {
                 .map(|addr| format!("redis://{addr}"))
                 .collect();
             let client = redis::cluster::ClusterClient::builder(urls)
-                .read_from_replicas()
+                .read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy)
                 .connection_timeout(Duration::from_secs(2))
                 .response_timeout(Duration::from_secs(2))
                 .build()
