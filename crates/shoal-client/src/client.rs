@@ -484,15 +484,9 @@ impl Client {
         })
     }
 
-    /// The node to send a command for `target` to; a read (`readonly`) goes where the
-    /// configuration's `read_from` says.
-    fn resolve(&self, target: Target<'_>, readonly: bool) -> Result<Arc<str>, Error> {
+    /// The node to send a command for `target` to: for a slot, the member `read_from` says.
+    fn resolve(&self, target: Target<'_>, read_from: ReadFrom) -> Result<Arc<str>, Error> {
         let maps = &self.inner.maps;
-        let read_from = if readonly {
-            self.inner.config.read_from
-        } else {
-            ReadFrom::Primary
-        };
         match target {
             Target::Slot(slot) => maps
                 .slot_read_addr(slot, read_from)
@@ -531,10 +525,16 @@ impl Client {
         let mut failures = 0u32;
         let mut redirects = 0u32;
         let mut redirect: Option<(Arc<str>, bool)> = None;
+        // Reads go where the configuration says, until a replica says it cannot serve yet.
+        let mut read_from = if readonly {
+            config.read_from
+        } else {
+            ReadFrom::Primary
+        };
         loop {
             let (addr, asking) = match redirect.take() {
                 Some(to) => to,
-                None => match self.resolve(target, readonly) {
+                None => match self.resolve(target, read_from) {
                     Ok(addr) => (addr, false),
                     Err(err) => {
                         maps.request_refresh();
@@ -573,6 +573,11 @@ impl Client {
                         continue;
                     }
                     let code = error_code(&line);
+                    if code == b"LOADING" && read_from != ReadFrom::Primary {
+                        // A replica still syncing: its primary has the data now.
+                        read_from = ReadFrom::Primary;
+                        continue;
+                    }
                     if matches!(code, b"TRYAGAIN" | b"CLUSTERDOWN" | b"LOADING") {
                         if code == b"CLUSTERDOWN" {
                             maps.request_refresh();

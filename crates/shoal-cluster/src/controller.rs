@@ -522,7 +522,8 @@ impl Controller {
             .actions
             .iter()
             .filter_map(|a| match a {
-                Action::FailedOver(shard, ..) => Some(*shard),
+                // A failed primary, or one removed (or restarted) whose replica takes over.
+                Action::FailedOver(shard, ..) | Action::Promoted(_, shard) => Some(*shard),
                 _ => None,
             })
             .collect();

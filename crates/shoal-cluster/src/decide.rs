@@ -246,6 +246,7 @@ fn replace_restarted(
             // either way).
             map.shards[0].primary = node.id;
             map.nodes.remove(&old);
+            map.nodes.insert(node.id, node.clone());
             map.controllers.retain(|&c| c != old);
             continue;
         }
@@ -901,6 +902,29 @@ mod tests {
         assert_eq!(next.shards[0].primary, NodeId(3));
         assert!(next.shards[0].replicas.contains(&NodeId(11)));
         next.validate().unwrap();
+    }
+
+    #[test]
+    fn a_restarted_last_node_takes_its_own_place() {
+        // The only node of the only shard restarts (a spare controller keeps the controller
+        // alive): the newcomer is that shard's primary, once, with the same slots.
+        let mut map = bootstrap(node(1, true), 0, 0);
+        let mut spare = node(2, true);
+        spare.spare = true;
+        let map_with_spare = joined(&map, &[spare]);
+        map = map_with_spare;
+        let mut again = map.node(NodeId(1)).unwrap().clone();
+        again.id = NodeId(11);
+        let mut obs = all_heard(&map, 10);
+        obs.joins = vec![again];
+        let d = decide(&map, &obs, 10, &settings());
+        let next = d.map.expect("the restart changes the map");
+        next.validate().unwrap();
+        assert_eq!(next.shards.len(), 1, "no new shard: {:?}", d.actions);
+        assert_eq!(next.shards[0].primary, NodeId(11));
+        assert!(next.node(NodeId(11)).is_some() && next.node(NodeId(1)).is_none());
+        assert_eq!(next.slots, map.slots);
+        assert!(d.actions.contains(&Action::AlreadyMember(NodeId(11))));
     }
 
     #[test]

@@ -24,6 +24,13 @@ use crate::seed;
 /// How often a node reports to the controller's leader.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How often to send heartbeats under leases of `lease_ms`: [`HEARTBEAT_INTERVAL`], or a
+/// quarter of a lease when leases are short (a node timeout of a few hundred milliseconds), so that a
+/// healthy primary renews its lease well before it runs out.
+fn heartbeat_interval(lease_ms: u64) -> Duration {
+    HEARTBEAT_INTERVAL.min(Duration::from_millis((lease_ms / 4).max(10)))
+}
+
 /// How soon a failed heartbeat is retried (at another controller member).
 const HEARTBEAT_RETRY: Duration = Duration::from_millis(50);
 
@@ -353,13 +360,14 @@ impl ClusterNode {
         let mut skip = 0usize;
         let mut retry_soon = false;
         let mut first = true;
+        let mut interval = HEARTBEAT_INTERVAL;
         loop {
             let pause = if first {
                 Duration::ZERO // The first one at once: a primary serves only with a lease.
             } else if retry_soon {
-                HEARTBEAT_RETRY
+                HEARTBEAT_RETRY.min(interval)
             } else {
-                HEARTBEAT_INTERVAL
+                interval
             };
             first = false;
             tokio::time::sleep(pause).await;
@@ -415,6 +423,7 @@ impl ClusterNode {
                         // one must wait for it first (see `heard_epoch`).
                         self.hear(ack.epoch);
                         self.extend_lease(sent, Duration::from_millis(ack.lease_ms));
+                        interval = heartbeat_interval(ack.lease_ms);
                     }
                     // No lease (the leader could not confirm its majority just now, or this
                     // node's map lagged): ask again soon rather than in a full interval.
@@ -596,5 +605,19 @@ impl ClusterNode {
     /// The seed this node joined through, if it joined.
     pub fn join_seed(&self) -> Option<&Seed> {
         self.join_seed.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_come_at_least_four_times_a_lease() {
+        // Node timeouts of 100 ms, 1 s (the default) and 15 s: leases of 80% of them.
+        assert_eq!(heartbeat_interval(80), Duration::from_millis(20));
+        assert_eq!(heartbeat_interval(800), HEARTBEAT_INTERVAL);
+        assert_eq!(heartbeat_interval(12_000), HEARTBEAT_INTERVAL);
+        assert_eq!(heartbeat_interval(0), Duration::from_millis(10));
     }
 }

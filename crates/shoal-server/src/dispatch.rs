@@ -183,17 +183,19 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &Argv<'_>, worker: &WorkerStats) {
     if !ctx.client.authenticated && !spec.has(flags::NO_AUTH) {
         return reject(ctx, worker, command.id, CommandError::NoAuth);
     }
+    if shared.cluster.is_some()
+        && spec.first_key == 0
+        && spec.has(flags::WRITE)
+        && let Some(error) = keyless_write_refusal(shared)
+    {
+        return reject(ctx, worker, command.id, error);
+    }
     if let Some(cluster) = &shared.cluster
         && spec.first_key > 0
     {
         match cluster.route(spec, argv, ctx.client) {
             Route::Local
-                if shared
-                    .replication
-                    .link
-                    .loading
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    && !shared.replication.is_primary() =>
+                if !shared.replication.is_primary() && !shared.replication.replica_data_ready() =>
             {
                 return reject(
                     ctx,
@@ -398,4 +400,22 @@ fn reject_unknown(ctx: &mut Ctx<'_>, argv: &Argv<'_>) {
     line.extend_from_slice(&args);
     ctx.shared.stats.record_error("ERR");
     write_error_line(ctx.out, &line);
+}
+
+/// Why a keyless write (`FLUSHALL`, `FLUSHDB`) may not run on this cluster node: a replica
+/// takes its changes from its primary only (Redis's `-READONLY`), and a fenced primary (see
+/// `Replication::fenced`) changes nothing.
+fn keyless_write_refusal(shared: &Shared) -> Option<CommandError> {
+    if matches!(
+        shared.replication.role(),
+        crate::replication::Role::Replica(_)
+    ) {
+        return Some(CommandError::fixed(
+            "READONLY You can't write against a read only replica.",
+        ));
+    }
+    if shared.replication.fenced() {
+        return Some(CommandError::fixed("CLUSTERDOWN The cluster is down"));
+    }
+    None
 }

@@ -359,7 +359,9 @@ async fn cron(shared: Arc<Shared>) {
             last_idle_sweep = Instant::now();
         }
         shared.store.maintain();
-        if let Some(cluster) = &shared.cluster {
+        if let Some(cluster) = &shared.cluster
+            && !shared.replication.fenced()
+        {
             cluster.drop_step(&shared.store, period / 4);
         }
         shared.replication.keep_alive();

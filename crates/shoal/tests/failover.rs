@@ -885,6 +885,12 @@ async fn a_primary_cut_off_from_the_controller_stops_writing_within_its_lease() 
                 late_at.as_millis(),
                 lease.as_millis()
             );
+            // Keyless writes too: a fenced primary changes nothing.
+            let flush = direct.call(&["FLUSHALL"]).await.unwrap();
+            assert!(
+                matches!(&flush, Value::Error(e) if e.starts_with(b"CLUSTERDOWN")),
+                "FLUSHALL on the fenced primary got {flush:?}"
+            );
             let successor =
                 wait_for_promotion(&cluster, shard.shard, victim, Duration::from_secs(10)).await;
             let promoted_after = cut_at.elapsed();
@@ -1183,6 +1189,18 @@ async fn the_redis_crate_s_replica_reads_are_served_by_replicas() {
                 primary_gets,
                 "the primary served none"
             );
+            // A replica takes changes from its primary only: a keyless write is refused too.
+            let replica = cluster.node(shard.replicas[0]);
+            let held = dbsize(replica).await;
+            let mut direct = RespConnection::connect(&replica.resp_addr(), RESP_TIMEOUT)
+                .await
+                .unwrap();
+            let refused = direct.call(&["FLUSHALL"]).await.unwrap();
+            assert_eq!(
+                refused,
+                Value::Error(b"READONLY You can't write against a read only replica.".to_vec())
+            );
+            assert_eq!(dbsize(replica).await, held, "the replica kept every key");
             // Writes still reach the primary from the same client.
             let () = redis::cmd("SET")
                 .arg("replica-read:0")

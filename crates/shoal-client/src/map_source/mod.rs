@@ -177,8 +177,20 @@ impl MapState {
         self.table.load().has_node(addr)
     }
 
-    /// Remembers that `slot` moved to `addr` (until the next map).
+    /// Remembers that `slot` moved to `addr` (until the next map). A redirection to the
+    /// slot's primary in the map (a replica not yet serving the slot, or a read sent to a
+    /// replica with a map the replica has not installed yet) is not news and is not kept:
+    /// kept, it would pin the slot's reads to the primary until the next epoch.
     pub fn note_moved(&self, slot: Slot, addr: &str) {
+        if self
+            .table
+            .load()
+            .slot_for_read(slot, ReadFrom::Primary)
+            .is_ok_and(|primary| &*primary == addr)
+        {
+            self.moved.write().remove(&slot);
+            return;
+        }
         self.moved.write().insert(slot, addr.into());
         self.any_moved.store(true, Ordering::Release);
     }

@@ -1,10 +1,12 @@
 //! `read_from`: reads go to the primary, a healthy replica, or any member of the shard, over
 //! connections that sent `READONLY`; writes always go to the primary.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use shoal_client::{Client, ReadFrom};
-use shoal_cluster::{Health, NodeId};
+use shoal_cluster::{Health, NodeId, key_slot};
 
 use crate::common::*;
 
@@ -175,4 +177,65 @@ async fn a_real_replica_serves_reads_of_what_the_primary_replicated() {
     assert!(calls(&replica, "get") >= 1, "the replica served the reads");
     assert_eq!(calls(&founder, "get"), 0, "the primary served none");
     assert_eq!(calls(&founder, "set"), 1, "the write went to the primary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_still_loading_hands_the_read_to_the_primary() {
+    let primary = fake("primary", "+OK\r\n").await;
+    let loading = FakeServer::start(|call| match call.name().as_str() {
+        "READONLY" => raw("+OK\r\n"),
+        _ => raw("-LOADING Redis is loading the dataset in memory\r\n"),
+    })
+    .await;
+    let failed = fake("failed", "+OK\r\n").await;
+    let client = Client::with_map(
+        shard_map(&primary, &[&loading, &failed]),
+        config().with_read_from(ReadFrom::Replica),
+    )
+    .await
+    .unwrap();
+    let seen = readers(&client, 5).await;
+    assert!(seen.iter().all(|s| s == "primary"), "{seen:?}");
+    assert_eq!(
+        count(&loading.log(), "GET"),
+        5,
+        "each read tried the replica first"
+    );
+    assert_eq!(client.stats().errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_s_redirect_to_the_primary_does_not_pin_the_slot() {
+    let primary = fake("primary", "+OK\r\n").await;
+    let primary_addr = primary.addr.to_string();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let replica = {
+        let answered = answered.clone();
+        FakeServer::start(move |call| match call.name().as_str() {
+            "READONLY" => raw("+OK\r\n"),
+            // The first read arrives before the replica has the map: it redirects.
+            "GET" if answered.fetch_add(1, Ordering::SeqCst) == 0 => {
+                let slot = key_slot(call.arg(1));
+                raw(&format!("-MOVED {slot} {primary_addr}\r\n"))
+            }
+            "GET" => bulk(b"replica"),
+            _ => raw("-ERR unexpected\r\n"),
+        })
+        .await
+    };
+    let failed = fake("failed", "+OK\r\n").await;
+    let client = Client::with_map(
+        shard_map(&primary, &[&replica, &failed]),
+        config().with_read_from(ReadFrom::Replica),
+    )
+    .await
+    .unwrap();
+    let first = client.get("{tag}a").await.unwrap().unwrap();
+    assert_eq!(&first[..], b"primary", "the redirection is followed");
+    let next = client.get("{tag}b").await.unwrap().unwrap();
+    assert_eq!(
+        &next[..],
+        b"replica",
+        "the same slot's next read goes to the replica again"
+    );
 }

@@ -85,6 +85,10 @@ pub struct LinkState {
     pub up: AtomicBool,
     /// Loading a snapshot: reads are answered `-LOADING`.
     pub loading: AtomicBool,
+    /// A sync (full or partial) with the current primary completed: before that the keyspace
+    /// may be empty or another primary's, so reads are answered `-LOADING` too. A link that
+    /// drops later keeps it (the data is stale, as a Redis replica serves it by default).
+    pub synced: AtomicBool,
     /// When the primary last sent anything (ms since the node started).
     pub last_io_ms: AtomicU64,
     /// Full resyncs this replica went through.
@@ -267,6 +271,12 @@ impl Replication {
         self.end.load(Relaxed)
     }
 
+    /// Whether this replica's keyspace is its current primary's (a sync completed, no
+    /// snapshot loading): otherwise reads are answered `-LOADING`.
+    pub fn replica_data_ready(&self) -> bool {
+        self.link.synced.load(Relaxed) && !self.link.loading.load(Relaxed)
+    }
+
     /// Whether this node is a primary (cheap: for the write path).
     #[inline]
     pub fn is_primary(&self) -> bool {
@@ -383,6 +393,7 @@ impl Replication {
         if matches!(role, Role::Replica(_)) {
             // A replica's stream is its primary's, without gaps of its own.
             self.gap.store(false, Relaxed);
+            self.link.synced.store(false, Relaxed);
         }
         self.generation.fetch_add(1, Relaxed);
         self.role_changed.notify_waiters();

@@ -148,6 +148,7 @@ async fn link_once(
         _ => return Err(LinkError::Refused(psync)),
     }
     replication.link.up.store(true, Relaxed);
+    replication.link.synced.store(true, Relaxed);
     send_ack(&mut stream, counted).await?;
     let mut next_ack = tokio::time::Instant::now() + ACK_PERIOD;
     loop {
