@@ -113,17 +113,34 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
     let id: NodeId = args.id.parse()?;
+    if !leader_status(&args.node).await?.map.nodes.contains_key(&id) {
+        bail!("cannot remove node {id}: no such node");
+    }
     let bus = seed::bus_addr_of(&args.node, BUS_TIMEOUT).await?;
+    let removed = |map: &ClusterMap| {
+        println!(
+            "removed {id}; the cluster is at epoch {} with {} shards",
+            map.epoch,
+            map.shards.len()
+        );
+    };
     match bus::call_leader(&bus, &Request::RemoveNode(id), Duration::from_secs(12), 4).await? {
         Reply::Removed(map) => {
-            println!(
-                "removed {id}; the cluster is at epoch {} with {} shards",
-                map.epoch,
-                map.shards.len()
-            );
+            removed(&map);
             Ok(())
         }
-        Reply::Error(e) => bail!("{e}"),
+        Reply::Error(e) => {
+            // A leader that lost its leadership while committing the removal answers
+            // "not the leader"; the next leader commits it anyway, and then finds no such
+            // node when asked again. The node was there when this command started: gone now,
+            // it was removed.
+            let status = leader_status(&args.node).await?;
+            if status.map.nodes.contains_key(&id) {
+                bail!("{e}");
+            }
+            removed(&status.map);
+            Ok(())
+        }
         other => bail!("unexpected answer {other:?}"),
     }
 }
