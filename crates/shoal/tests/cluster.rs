@@ -785,6 +785,21 @@ async fn remove_node_hands_its_slots_to_the_others_and_the_node_stops() {
             let keys: Vec<String> = (0..2000).map(|i| format!("stay:{i}")).collect();
             write_keys(&conn, &keys, 4).await;
 
+            // An id no node has is refused, and changes nothing.
+            let bogus = run_shoal(&[
+                "cluster",
+                "remove-node",
+                "00000000000000aa",
+                "--node",
+                &cluster.node(keeper).resp_addr(),
+            ]);
+            let stderr = String::from_utf8_lossy(&bogus.stderr);
+            assert!(
+                !bogus.status.success() && stderr.contains("no such node"),
+                "{stderr}"
+            );
+            assert_eq!(cluster.status().await.unwrap().map.nodes.len(), 3);
+
             let output = run_shoal(&[
                 "cluster",
                 "remove-node",
