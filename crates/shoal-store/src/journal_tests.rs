@@ -8,6 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
+use crate::tests::{get, set, set_ex};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -77,25 +78,6 @@ fn journaled() -> (Store, Arc<Recorder>, ManualClock) {
     let recorder = Arc::new(Recorder::default());
     store.set_journal(Some(recorder.clone()));
     (store, recorder, clock)
-}
-
-fn set(s: &Store, k: &str, v: &str) {
-    assert!(
-        s.set(k.as_bytes(), v.as_bytes(), SetOptions::default(), |_| {})
-            .unwrap()
-    );
-}
-
-fn set_ex(s: &Store, k: &str, v: &str, at: u64) {
-    let options = SetOptions {
-        ttl: TtlUpdate::At(at as i64),
-        ..SetOptions::default()
-    };
-    assert!(s.set(k.as_bytes(), v.as_bytes(), options, |_| {}).unwrap());
-}
-
-fn get(s: &Store, k: &str) -> Option<String> {
-    s.get(k.as_bytes(), |v| String::from_utf8(v.to_vec()).unwrap())
 }
 
 fn incr(s: &Store, k: &[u8], by: i64) -> Result<i64, UpdateError<()>> {

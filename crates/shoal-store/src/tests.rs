@@ -27,14 +27,16 @@ fn store() -> (Store, ManualClock) {
     store_with(4, 0, EvictionPolicy::AllKeysLru)
 }
 
-fn set(s: &Store, k: &str, v: &str) {
+/// Sets `k` to `v` (no TTL), which must succeed.
+pub(crate) fn set(s: &Store, k: &str, v: &str) {
     assert!(
         s.set(k.as_bytes(), v.as_bytes(), SetOptions::default(), |_| {})
             .unwrap()
     );
 }
 
-fn set_ex(s: &Store, k: &str, v: &str, at: u64) {
+/// Sets `k` to `v` expiring at `at` (ms), which must succeed.
+pub(crate) fn set_ex(s: &Store, k: &str, v: &str, at: u64) {
     let options = SetOptions {
         ttl: TtlUpdate::At(at as i64),
         ..SetOptions::default()
@@ -42,7 +44,8 @@ fn set_ex(s: &Store, k: &str, v: &str, at: u64) {
     assert!(s.set(k.as_bytes(), v.as_bytes(), options, |_| {}).unwrap());
 }
 
-fn get(s: &Store, k: &str) -> Option<String> {
+/// `k`'s value, as text.
+pub(crate) fn get(s: &Store, k: &str) -> Option<String> {
     s.get(k.as_bytes(), |v| String::from_utf8(v.to_vec()).unwrap())
 }
 

@@ -329,6 +329,27 @@ async fn wait_until_following(
     .await
 }
 
+/// Waits until the replica of `shard` that was not promoted streams from `successor`, and
+/// prints its resync counts.
+async fn other_replica_follows(cluster: &TestCluster, shard: &ShardNodes, successor: usize) {
+    let sibling = *shard.replicas.iter().find(|&&r| r != successor).unwrap();
+    let info = wait_until_following(
+        cluster,
+        sibling,
+        shard.shard,
+        successor,
+        Duration::from_secs(10),
+    )
+    .await;
+    eprintln!(
+        "the other replica {} follows {}: {:?} full, {:?} partial syncs",
+        cluster.node(sibling).name(),
+        cluster.node(successor).name(),
+        info.u64("shoal_full_syncs"),
+        info.u64("shoal_partial_syncs"),
+    );
+}
+
 /// A connection that sent `READONLY` (reads on a replica).
 async fn readonly(addr: &str) -> RespConnection {
     let mut conn = RespConnection::connect(addr, RESP_TIMEOUT).await.unwrap();
@@ -489,30 +510,7 @@ async fn kill_a_primary_under_load(ack: Ack) -> KillResult {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let report = finish_load(&recorder, load, &router).await;
     // The other replica follows the new primary, continuing its history (PSYNC2).
-    let sibling = *victim_shard
-        .replicas
-        .iter()
-        .find(|&&r| r != successor)
-        .unwrap();
-    let sibling_info = wait_until_following(
-        &cluster,
-        sibling,
-        victim_shard.shard,
-        successor,
-        Duration::from_secs(10),
-    )
-    .await;
-    let sibling_syncs = (
-        sibling_info.u64("shoal_full_syncs").unwrap_or(0),
-        sibling_info.u64("shoal_partial_syncs").unwrap_or(0),
-    );
-    eprintln!(
-        "the other replica {} follows {}: {} full, {} partial syncs",
-        cluster.node(sibling).name(),
-        cluster.node(successor).name(),
-        sibling_syncs.0,
-        sibling_syncs.1
-    );
+    other_replica_follows(&cluster, &victim_shard, successor).await;
     eprintln!(
         "kill -9 of {} ({}): {} promoted after {} ms (seen by the controller's status), \
          first write acknowledged on it {} ms after the kill",
@@ -653,22 +651,7 @@ async fn a_primary_paused_past_the_node_timeout_comes_back_as_a_replica() {
             let report = finish_load(&recorder, load, &router).await;
             eprintln!("history (WAIT 1): {}", summary(&report));
             assert!(report.is_valid(), "{report}");
-            let sibling = *shard.replicas.iter().find(|&&r| r != successor).unwrap();
-            let sibling_info = wait_until_following(
-                &cluster,
-                sibling,
-                shard.shard,
-                successor,
-                Duration::from_secs(10),
-            )
-            .await;
-            eprintln!(
-                "the other replica {} follows {}: {:?} full, {:?} partial syncs",
-                cluster.node(sibling).name(),
-                cluster.node(successor).name(),
-                sibling_info.u64("shoal_full_syncs"),
-                sibling_info.u64("shoal_partial_syncs"),
-            );
+            other_replica_follows(&cluster, &shard, successor).await;
 
             // It holds the new primary's data: a key written there is readable on it, the
             // refused write is nowhere, and both hold as many keys.
