@@ -1,21 +1,22 @@
-//! Network namespaces of our own (Linux, root only, optional): a process inside one has its own
-//! loopback and one veth link to the test's namespace, which can be cut like a cable.
+//! Network namespaces of our own (Linux, root only, optional): a pair of them joined by one
+//! veth link, which can be cut like a cable. Nothing is added to the machine's own network:
+//! both ends of the link, and their addresses, live in namespaces the test made.
 //!
-//! [`NetNs::create`] makes an anonymous namespace (held by a file descriptor, never mounted)
-//! and a veth pair: `10.200.a.(b+1)` on the test's side, `10.200.a.(b+2)` inside, a `/30`
-//! chosen so that it overlaps no route the host already has. The namespace lives exactly as
-//! long as the [`NetNs`]: when it is dropped, or when the test process dies however it dies,
-//! the kernel destroys the namespace and both ends of the veth with it, so nothing is left
-//! behind on the machine.
+//! [`NetNs::create`] makes two anonymous namespaces (held by file descriptors, never
+//! mounted): the *inner* one, where the processes under test run, and the *outer* one, the
+//! test's side of the link. The link has `10.200.0.1` outside and `10.200.0.2` inside (a `/30`
+//! that exists only in these two namespaces, so every pair can use the same one). The
+//! namespaces live exactly as long as the [`NetNs`]: when it is dropped, or when the test
+//! process dies however it dies, the kernel destroys both and the link with them.
 //!
 //! * [`NetNs::wrap`] turns a [`ProcessSpec`] into one that runs inside (through `nsenter`,
 //!   which execs the program: its pid, signals and `kill -9` are the program's own).
-//! * [`NetNs::enter`] runs a closure on a thread inside, to bind or connect sockets there
-//!   (a socket stays in the namespace it was made in).
+//! * [`NetNs::enter`] runs a closure on a thread inside, [`NetNs::enter_outer`] on a thread
+//!   outside, to bind or connect sockets there (a socket stays in the namespace it was made
+//!   in, whichever thread uses it later).
 //! * [`NetNs::disconnect`] / [`NetNs::reconnect`] take the link down and up again from
 //!   inside: a real partition, where packets vanish, connects hang and TCP retransmits what
-//!   was sent once the link is back. (Only the inside end goes down: the test's end keeps its
-//!   route, so packets for the namespace never fall through to the host's default route.)
+//!   was sent once the link is back.
 //!
 //! Everything needs root, `ip` (iproute2) and `nsenter` (util-linux): [`NetNs::available`]
 //! says whether this machine has them, and tests call [`NetNs::skip_unless_available`].
@@ -27,22 +28,27 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::error::{Error, Result};
 use crate::process::ProcessSpec;
 
-/// The block all namespaces' addresses come from: `10.200.0.0/16`.
-pub const SUBNET: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 200, 0, 0), 16);
+/// The address of the link's outer end (the test's side).
+pub const OUTER_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 
-/// A network namespace with a veth link to the test's namespace (see the module's doc).
+/// The address of the link's inner end (the processes under test).
+pub const INNER_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
+
+/// The link's interface in the outer namespace.
+const OUTER_IF: &str = "tk-outer";
+
+/// The link's interface in the inner namespace.
+const INNER_IF: &str = "tk-inner";
+
+/// Two network namespaces of the test's own, joined by a veth link (see the module's doc).
 #[derive(Debug)]
 pub struct NetNs {
-    fd: OwnedFd,
-    host_if: String,
-    ns_if: String,
-    host_ip: Ipv4Addr,
-    ns_ip: Ipv4Addr,
+    inner: OwnedFd,
+    outer: OwnedFd,
 }
 
 impl NetNs {
@@ -74,92 +80,66 @@ impl NetNs {
         true
     }
 
-    /// Makes a namespace with its loopback up and a veth link to the test's namespace.
+    /// Makes the two namespaces, their loopbacks up, and the link between them.
     pub fn create() -> Result<NetNs> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let fd = new_namespace()?;
-        let pid = std::process::id();
-        let host_if = format!("tk{pid:x}h{n}");
-        let ns_if = format!("tk{pid:x}n{n}");
-        let routes = command_output(Command::new("ip").args(["-4", "-o", "route", "show"]))?;
-        let taken: Vec<(Ipv4Addr, u8)> = routes.lines().filter_map(parse_route).collect();
-        let (host_ip, ns_ip) = pick_block(&taken, pid.wrapping_mul(97).wrapping_add(n * 13))
-            .ok_or_else(|| Error::Usage("no free /30 left in 10.200.0.0/16".into()))?;
         // From here on, dropping `ns` (on an error too) removes what was made.
         let ns = NetNs {
-            fd,
-            host_if,
-            ns_if,
-            host_ip,
-            ns_ip,
+            inner: new_namespace()?,
+            outer: new_namespace()?,
         };
-        let path = ns.path();
-        run(Command::new("ip").args([
-            "link",
-            "add",
-            &ns.host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &ns.ns_if,
-            "netns",
-            &path,
+        let inner = ns.path();
+        run(ns.outer_command("ip").args([
+            "link", "add", OUTER_IF, "type", "veth", "peer", "name", INNER_IF, "netns", &inner,
         ]))?;
-        run(Command::new("ip").args([
+        run(ns.outer_command("ip").args([
             "addr",
             "add",
-            &format!("{host_ip}/30"),
+            &format!("{OUTER_IP}/30"),
             "dev",
-            &ns.host_if,
+            OUTER_IF,
         ]))?;
-        run(Command::new("ip").args(["link", "set", &ns.host_if, "up"]))?;
+        run(ns.outer_command("ip").args(["link", "set", OUTER_IF, "up"]))?;
+        run(ns.outer_command("ip").args(["link", "set", "lo", "up"]))?;
         run(ns.command("ip").args(["link", "set", "lo", "up"]))?;
         run(ns
             .command("ip")
-            .args(["addr", "add", &format!("{ns_ip}/30"), "dev", &ns.ns_if]))?;
-        run(ns.command("ip").args(["link", "set", &ns.ns_if, "up"]))?;
+            .args(["addr", "add", &format!("{INNER_IP}/30"), "dev", INNER_IF]))?;
+        run(ns.command("ip").args(["link", "set", INNER_IF, "up"]))?;
         Ok(ns)
     }
 
-    /// The address of the namespace's end of the link: what the test connects to.
+    /// The address of the link's inner end: what the test connects to.
     pub fn ns_ip(&self) -> Ipv4Addr {
-        self.ns_ip
+        INNER_IP
     }
 
-    /// The address of the test's end of the link: what processes inside connect to.
-    pub fn host_ip(&self) -> Ipv4Addr {
-        self.host_ip
+    /// The address of the link's outer end: what processes inside connect to.
+    pub fn outer_ip(&self) -> Ipv4Addr {
+        OUTER_IP
     }
 
-    /// The test's end of the link (an interface of the test's namespace).
-    pub fn host_if(&self) -> &str {
-        &self.host_if
-    }
-
-    /// The namespace's end of the link.
-    pub fn ns_if(&self) -> &str {
-        &self.ns_if
-    }
-
-    /// A path naming the namespace, for `nsenter --net=` or `ip ... netns`, valid while it
-    /// lives.
+    /// A path naming the inner namespace, for `nsenter --net=` or `ip ... netns`, valid while
+    /// it lives.
     pub fn path(&self) -> String {
-        format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd())
+        fd_path(&self.inner)
     }
 
-    /// A command that runs `program` inside the namespace.
+    /// A path naming the outer namespace.
+    pub fn outer_path(&self) -> String {
+        fd_path(&self.outer)
+    }
+
+    /// A command that runs `program` inside the inner namespace.
     pub fn command(&self, program: &str) -> Command {
-        let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net={}", self.path()))
-            .arg("--")
-            .arg(program);
-        command
+        nsenter(&self.path(), program)
     }
 
-    /// `spec`, run inside the namespace (same name, log and environment).
+    /// A command that runs `program` in the outer namespace.
+    pub fn outer_command(&self, program: &str) -> Command {
+        nsenter(&self.outer_path(), program)
+    }
+
+    /// `spec`, run inside the inner namespace (same name, log and environment).
     pub fn wrap(&self, spec: ProcessSpec) -> ProcessSpec {
         let mut args = vec![
             format!("--net={}", self.path()),
@@ -174,48 +154,60 @@ impl NetNs {
         }
     }
 
-    /// Runs `f` on a thread inside the namespace and returns what it returns: sockets it makes
-    /// (`TcpListener::bind`, `TcpStream::connect`) belong to the namespace.
+    /// Runs `f` on a thread inside the inner namespace and returns what it returns: sockets
+    /// it makes (`TcpListener::bind`, `TcpStream::connect`) belong to that namespace.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
-        let fd = self.fd.as_raw_fd();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    // SAFETY: setns on a namespace descriptor we hold open; it only changes
-                    // this short-lived thread's network namespace.
-                    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                        return Err(Error::io(
-                            "cannot enter the network namespace",
-                            std::io::Error::last_os_error(),
-                        ));
-                    }
-                    Ok(f())
-                })
-                .join()
-                .unwrap_or_else(|_| Err(Error::Usage("a closure in a namespace panicked".into())))
-        })
+        run_in(&self.inner, f)
     }
 
-    /// Takes the link down: nothing passes between the namespace and the test's namespace
-    /// until [`NetNs::reconnect`]; connections stay open.
+    /// Runs `f` on a thread in the outer namespace (the test's side of the link).
+    pub fn enter_outer<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        run_in(&self.outer, f)
+    }
+
+    /// Takes the link down: nothing passes between the two namespaces until
+    /// [`NetNs::reconnect`]; connections stay open.
     pub fn disconnect(&self) -> Result<()> {
-        run(self
-            .command("ip")
-            .args(["link", "set", &self.ns_if, "down"]))
+        run(self.command("ip").args(["link", "set", INNER_IF, "down"]))
     }
 
     /// Brings the link back up after [`NetNs::disconnect`].
     pub fn reconnect(&self) -> Result<()> {
-        run(self.command("ip").args(["link", "set", &self.ns_if, "up"]))
+        run(self.command("ip").args(["link", "set", INNER_IF, "up"]))
     }
 }
 
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        // Closing the descriptor lets the kernel destroy the namespace and the pair, but in the
-        // background; deleting the pair now makes its addresses free at once.
-        let _ = run(Command::new("ip").args(["link", "del", &self.host_if]));
-    }
+/// The `/proc` path of a namespace descriptor of this process.
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd())
+}
+
+/// `nsenter --net=<path> -- <program>`.
+fn nsenter(path: &str, program: &str) -> Command {
+    let mut command = Command::new("nsenter");
+    command.arg(format!("--net={path}")).arg("--").arg(program);
+    command
+}
+
+/// Runs `f` on a short-lived thread moved into the namespace `fd`.
+fn run_in<T: Send>(fd: &OwnedFd, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let fd = fd.as_raw_fd();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                // SAFETY: setns on a namespace descriptor we hold open; it only changes this
+                // short-lived thread's network namespace.
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                    return Err(Error::io(
+                        "cannot enter the network namespace",
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(Error::Usage("a closure in a namespace panicked".into())))
+    })
 }
 
 /// A fresh network namespace, held by the returned descriptor.
@@ -258,53 +250,6 @@ fn command_output(command: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// The destination of a line of `ip -4 -o route show` (`None` for the default route).
-fn parse_route(line: &str) -> Option<(Ipv4Addr, u8)> {
-    let mut fields = line.split_whitespace();
-    let mut dest = fields.next()?;
-    // Route types come first when present: `unreachable 10.0.0.0/8`, `blackhole ...`.
-    if [
-        "unicast",
-        "local",
-        "broadcast",
-        "unreachable",
-        "blackhole",
-        "prohibit",
-        "throw",
-    ]
-    .contains(&dest)
-    {
-        dest = fields.next()?;
-    }
-    if dest == "default" {
-        return None;
-    }
-    match dest.split_once('/') {
-        Some((ip, len)) => Some((ip.parse().ok()?, len.parse().ok().filter(|&l| l <= 32)?)),
-        None => Some((dest.parse().ok()?, 32)),
-    }
-}
-
-/// Whether two prefixes share an address.
-fn overlaps((a, a_len): (Ipv4Addr, u8), (b, b_len): (Ipv4Addr, u8)) -> bool {
-    let len = a_len.min(b_len);
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    u32::from(a) & mask == u32::from(b) & mask
-}
-
-/// The two usable addresses of a `/30` in [`SUBNET`] that overlaps none of `taken`, trying
-/// from block `start` on.
-fn pick_block(taken: &[(Ipv4Addr, u8)], start: u32) -> Option<(Ipv4Addr, Ipv4Addr)> {
-    let blocks = 1u32 << (30 - SUBNET.1);
-    let base = u32::from(SUBNET.0);
-    (0..blocks).find_map(|i| {
-        let block = base + ((start.wrapping_add(i)) % blocks) * 4;
-        let prefix = (Ipv4Addr::from(block), 30);
-        (!taken.iter().any(|&t| overlaps(t, prefix)))
-            .then(|| (Ipv4Addr::from(block + 1), Ipv4Addr::from(block + 2)))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,47 +257,6 @@ mod tests {
     use crate::testdir::TestDir;
     use std::io::{Read as _, Write as _};
     use std::time::{Duration, Instant};
-
-    #[test]
-    fn routes_are_parsed() {
-        assert_eq!(parse_route("default via 192.0.2.1 dev eth0"), None);
-        assert_eq!(
-            parse_route("192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.2"),
-            Some((Ipv4Addr::new(192, 0, 2, 0), 24))
-        );
-        assert_eq!(
-            parse_route("unreachable 10.0.0.0/8"),
-            Some((Ipv4Addr::new(10, 0, 0, 0), 8))
-        );
-        assert_eq!(
-            parse_route("10.1.2.3 dev x"),
-            Some((Ipv4Addr::new(10, 1, 2, 3), 32))
-        );
-        assert_eq!(parse_route("nonsense/99 dev x"), None);
-        assert_eq!(parse_route(""), None);
-    }
-
-    #[test]
-    fn blocks_avoid_every_route() {
-        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-        assert!(overlaps((ip("10.0.0.0"), 8), (ip("10.200.3.4"), 30)));
-        assert!(!overlaps((ip("10.201.0.0"), 16), (ip("10.200.3.4"), 30)));
-        assert!(overlaps((ip("0.0.0.0"), 0), (ip("10.200.3.4"), 30)));
-        assert_eq!(
-            pick_block(&[], 0),
-            Some((ip("10.200.0.1"), ip("10.200.0.2")))
-        );
-        assert_eq!(
-            pick_block(&[(ip("10.200.0.0"), 30)], 0),
-            Some((ip("10.200.0.5"), ip("10.200.0.6")))
-        );
-        let last = (1 << 14) - 1;
-        assert_eq!(
-            pick_block(&[], last),
-            Some((ip("10.200.255.253"), ip("10.200.255.254")))
-        );
-        assert_eq!(pick_block(&[(ip("10.0.0.0"), 8)], 5), None);
-    }
 
     #[test]
     fn a_wrapped_spec_runs_through_nsenter() {
@@ -404,9 +308,39 @@ mod tests {
         let log = p.log_tail(20);
         assert!(log.contains(&ns.ns_ip().to_string()), "{log}");
         assert!(
-            log.contains("127.0.0.1") && !log.contains(&ns.host_ip().to_string()),
+            log.contains("127.0.0.1") && !log.contains(&ns.outer_ip().to_string()),
             "{log}"
         );
+    }
+
+    #[test]
+    fn the_machine_s_own_network_is_untouched() {
+        if NetNs::skip_unless_available("the_machine_s_own_network_is_untouched") {
+            return;
+        }
+        // Interfaces and their addresses (not their lifetimes, which count down).
+        let machine = || {
+            command_output(Command::new("ip").args(["-o", "addr", "show"]))
+                .unwrap()
+                .lines()
+                .map(|line| {
+                    line.split_whitespace()
+                        .take(4)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect::<Vec<_>>()
+        };
+        let before = machine();
+        let ns = NetNs::create().unwrap();
+        assert_eq!(
+            machine(),
+            before,
+            "no interface or address of ours on the machine"
+        );
+        let outer =
+            command_output(ns.outer_command("ip").args(["-o", "-4", "addr", "show"])).unwrap();
+        assert!(outer.contains(&OUTER_IP.to_string()), "{outer}");
     }
 
     #[test]
@@ -431,8 +365,11 @@ mod tests {
                 }
             }
         });
-        let mut stream =
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap();
+        let connect = |timeout| {
+            ns.enter_outer(|| std::net::TcpStream::connect_timeout(&addr, timeout))
+                .unwrap()
+        };
+        let mut stream = connect(Duration::from_secs(3)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
@@ -445,8 +382,7 @@ mod tests {
         stream.write_all(b"yo").unwrap();
         assert!(stream.read_exact(&mut back).is_err(), "nothing while cut");
         // A new connection hangs: its handshake goes nowhere.
-        let probe = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
-        assert!(probe.is_err());
+        assert!(connect(Duration::from_millis(200)).is_err());
 
         ns.reconnect().unwrap();
         stream
@@ -456,30 +392,31 @@ mod tests {
         stream.read_exact(&mut back).unwrap();
         assert_eq!(&back, b"yo", "TCP delivered what was sent into the cut");
         assert!(healed.elapsed() < Duration::from_secs(5));
-
-        let host_if = ns.host_if().to_string();
-        drop(ns);
-        let left = Command::new("ip")
-            .args(["link", "show", &host_if])
-            .output()
-            .unwrap();
-        assert!(
-            !left.status.success(),
-            "{host_if} is gone with its namespace"
-        );
     }
 
     #[test]
-    fn namespaces_get_distinct_blocks() {
-        if NetNs::skip_unless_available("namespaces_get_distinct_blocks") {
+    fn pairs_of_namespaces_coexist_with_the_same_addresses() {
+        if NetNs::skip_unless_available("pairs_of_namespaces_coexist_with_the_same_addresses") {
             return;
         }
         let a = NetNs::create().unwrap();
         let b = NetNs::create().unwrap();
-        assert_ne!(a.ns_ip(), b.ns_ip());
-        assert_ne!(a.host_if(), b.host_if());
-        assert!(a.host_if().len() <= 15 && a.ns_if().len() <= 15);
-        let inside = a.enter(|| 42).unwrap();
-        assert_eq!(inside, 42);
+        assert_eq!(a.ns_ip(), b.ns_ip());
+        assert_ne!(a.path(), b.path());
+        // Each pair's link is its own: a listener in one is not reachable from the other.
+        let listener = a
+            .enter(|| std::net::TcpListener::bind((a.ns_ip(), 0)))
+            .unwrap()
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let from_b = b
+            .enter_outer(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)))
+            .unwrap();
+        assert!(from_b.is_err(), "b reached a's listener");
+        let from_a = a
+            .enter_outer(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)))
+            .unwrap();
+        assert!(from_a.is_ok());
+        assert_eq!(a.enter(|| 42).unwrap(), 42);
     }
 }
