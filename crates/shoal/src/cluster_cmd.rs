@@ -117,31 +117,45 @@ async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
         bail!("cannot remove node {id}: no such node");
     }
     let bus = seed::bus_addr_of(&args.node, BUS_TIMEOUT).await?;
-    let removed = |map: &ClusterMap| {
-        println!(
-            "removed {id}; the cluster is at epoch {} with {} shards",
-            map.epoch,
-            map.shards.len()
-        );
+    let answer = bus::call_leader(&bus, &Request::RemoveNode(id), Duration::from_secs(12), 4).await;
+    let map = match answer {
+        Ok(Reply::Removed(map)) => map,
+        // A refusal is final unless the node is gone already ("no such node" from a leader
+        // asked again after an earlier one committed the removal).
+        Ok(Reply::Error(e)) => removed_anyway(&args.node, id, anyhow!(e), Duration::ZERO).await?,
+        Ok(other) => bail!("unexpected answer {other:?}"),
+        // No answer, or no leader for now: the removal may still commit.
+        Err(e) => removed_anyway(&args.node, id, e.into(), Duration::from_secs(5)).await?,
     };
-    match bus::call_leader(&bus, &Request::RemoveNode(id), Duration::from_secs(12), 4).await? {
-        Reply::Removed(map) => {
-            removed(&map);
-            Ok(())
+    println!(
+        "removed {id}; the cluster is at epoch {} with {} shards",
+        map.epoch,
+        map.shards.len()
+    );
+    Ok(())
+}
+
+/// After a removal request failed with `error`: the map once `id` is gone from it, if it goes
+/// within `patience`, else `error`. A leader that loses its leadership while committing a
+/// removal answers "not the leader" (or nothing), yet the next leader commits it; asked
+/// again, it would find no such node. The node was there when the command started.
+async fn removed_anyway(
+    node: &str,
+    id: NodeId,
+    error: anyhow::Error,
+    patience: Duration,
+) -> anyhow::Result<ClusterMap> {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Ok(status) = leader_status(node).await
+            && !status.map.nodes.contains_key(&id)
+        {
+            return Ok(status.map);
         }
-        Reply::Error(e) => {
-            // A leader that lost its leadership while committing the removal answers
-            // "not the leader"; the next leader commits it anyway, and then finds no such
-            // node when asked again. The node was there when this command started: gone now,
-            // it was removed.
-            let status = leader_status(&args.node).await?;
-            if status.map.nodes.contains_key(&id) {
-                bail!("{e}");
-            }
-            removed(&status.map);
-            Ok(())
+        if Instant::now() >= deadline {
+            return Err(error);
         }
-        other => bail!("unexpected answer {other:?}"),
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -178,9 +178,9 @@ impl MapState {
     }
 
     /// Remembers that `slot` moved to `addr` (until the next map). A redirection to the
-    /// slot's primary in the map (a replica not yet serving the slot, or a read sent to a
-    /// replica with a map the replica has not installed yet) is not news and is not kept:
-    /// kept, it would pin the slot's reads to the primary until the next epoch.
+    /// slot's primary in the map (from a replica, which sends writes and, without
+    /// `READONLY`, reads there) is not news and is not kept: kept, it would pin the slot's
+    /// reads to the primary until the next epoch.
     pub fn note_moved(&self, slot: Slot, addr: &str) {
         if self
             .table
@@ -188,7 +188,6 @@ impl MapState {
             .slot_for_read(slot, ReadFrom::Primary)
             .is_ok_and(|primary| &*primary == addr)
         {
-            self.moved.write().remove(&slot);
             return;
         }
         self.moved.write().insert(slot, addr.into());

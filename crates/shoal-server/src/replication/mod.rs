@@ -85,10 +85,13 @@ pub struct LinkState {
     pub up: AtomicBool,
     /// Loading a snapshot: reads are answered `-LOADING`.
     pub loading: AtomicBool,
-    /// A sync (full or partial) with the current primary completed: before that the keyspace
-    /// may be empty or another primary's, so reads are answered `-LOADING` too. A link that
-    /// drops later keeps it (the data is stale, as a Redis replica serves it by default).
-    pub synced: AtomicBool,
+    /// One more than the role generation (see [`Replication::generation`]) under which this
+    /// replica last completed a sync (full or partial) with its primary; 0: none. Until it
+    /// matches the current generation the keyspace may be empty or another primary's, so
+    /// reads are answered `-LOADING`; a link task of an older generation cannot make it match.
+    /// A link that drops keeps it (the data is stale, as a Redis replica serves it by
+    /// default); a full resync clears it when it starts replacing the keyspace.
+    pub synced_generation: AtomicU64,
     /// When the primary last sent anything (ms since the node started).
     pub last_io_ms: AtomicU64,
     /// Full resyncs this replica went through.
@@ -274,7 +277,8 @@ impl Replication {
     /// Whether this replica's keyspace is its current primary's (a sync completed, no
     /// snapshot loading): otherwise reads are answered `-LOADING`.
     pub fn replica_data_ready(&self) -> bool {
-        self.link.synced.load(Relaxed) && !self.link.loading.load(Relaxed)
+        self.link.synced_generation.load(Relaxed) == self.generation.load(Relaxed) + 1
+            && !self.link.loading.load(Relaxed)
     }
 
     /// Whether this node is a primary (cheap: for the write path).
@@ -393,7 +397,6 @@ impl Replication {
         if matches!(role, Role::Replica(_)) {
             // A replica's stream is its primary's, without gaps of its own.
             self.gap.store(false, Relaxed);
-            self.link.synced.store(false, Relaxed);
         }
         self.generation.fetch_add(1, Relaxed);
         self.role_changed.notify_waiters();
@@ -643,6 +646,42 @@ mod tests {
         assert_eq!(r.offset(), end, "a fenced primary asks for nothing");
         r.set_role(Role::Replica("127.0.0.1:7000".into()));
         assert!(!r.fenced(), "only a primary is fenced");
+    }
+
+    #[test]
+    fn a_replica_serves_reads_only_after_a_sync_with_its_current_primary() {
+        let r = Replication::new(1 << 20);
+        r.set_role(Role::Replica("127.0.0.1:7000".into()));
+        assert!(!r.replica_data_ready(), "nothing synced yet");
+        // What a link task of this generation stores once its sync completed.
+        let synced_now = |r: &Replication| {
+            r.link
+                .synced_generation
+                .store(r.generation.load(Relaxed) + 1, Relaxed)
+        };
+        synced_now(&r);
+        assert!(r.replica_data_ready());
+        r.link.loading.store(true, Relaxed);
+        assert!(!r.replica_data_ready(), "loading a snapshot");
+        r.link.loading.store(false, Relaxed);
+        r.set_role(Role::Replica("127.0.0.1:7000".into()));
+        assert!(
+            r.replica_data_ready(),
+            "the same primary again changes nothing"
+        );
+        let old = r.generation.load(Relaxed);
+        r.set_role(Role::Replica("127.0.0.1:7001".into()));
+        assert!(
+            !r.replica_data_ready(),
+            "a new primary: not synced with it yet"
+        );
+        r.link.synced_generation.store(old + 1, Relaxed);
+        assert!(
+            !r.replica_data_ready(),
+            "the old primary's link task finishing late does not count"
+        );
+        synced_now(&r);
+        assert!(r.replica_data_ready());
     }
 
     #[test]

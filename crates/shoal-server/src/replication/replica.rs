@@ -41,7 +41,16 @@ pub async fn follow(shared: Arc<Shared>, primary: String, generation: u64, confi
     let _link = replication.link_lock.lock().await;
     let mut backoff = Duration::from_millis(50);
     while current(replication) {
-        match link_once(replication, &shared.store, &primary, &config, &current).await {
+        match link_once(
+            replication,
+            &shared.store,
+            &primary,
+            &config,
+            generation,
+            &current,
+        )
+        .await
+        {
             Ok(()) => backoff = Duration::from_millis(50),
             Err(e) => tracing::warn!(%primary, "replication link: {e}"),
         }
@@ -74,6 +83,7 @@ async fn link_once(
     store: &Store,
     primary: &str,
     config: &LinkConfig,
+    generation: u64,
     current: &impl Fn(&Replication) -> bool,
 ) -> Result<(), LinkError> {
     let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(primary))
@@ -136,6 +146,7 @@ async fn link_once(
                 .parse()
                 .map_err(|_| LinkError::Refused(psync.clone()))?;
             replication.link.loading.store(true, Relaxed);
+            replication.link.synced_generation.store(0, Relaxed);
             replication.link.up.store(true, Relaxed);
             store.clear();
             load_snapshot(replication, store, &mut stream, &mut input, &mut applier).await?;
@@ -148,7 +159,10 @@ async fn link_once(
         _ => return Err(LinkError::Refused(psync)),
     }
     replication.link.up.store(true, Relaxed);
-    replication.link.synced.store(true, Relaxed);
+    replication
+        .link
+        .synced_generation
+        .store(generation + 1, Relaxed);
     send_ack(&mut stream, counted).await?;
     let mut next_ack = tokio::time::Instant::now() + ACK_PERIOD;
     loop {
