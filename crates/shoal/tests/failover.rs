@@ -1086,6 +1086,66 @@ async fn after_a_failover_the_other_replica_continues_with_a_partial_resync() {
     .await;
 }
 
+// A spare takes a failed replica's place.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_replaces_a_failed_replica_and_gets_the_data() {
+    run_test(
+        "a_spare_replaces_a_failed_replica_and_gets_the_data",
+        async {
+            let mut cluster = start_cluster(1, FAST_NODE_TIMEOUT_MS).await;
+            let spare = cluster
+                .add_node_with(JoinOptions {
+                    extra_args: vec!["--spare".into()],
+                    ..JoinOptions::default()
+                })
+                .await
+                .unwrap();
+            let spare_id = cluster.node(spare).known_id().unwrap();
+            let map = cluster.status().await.unwrap().map;
+            let shard = cluster.shard_nodes(&map).unwrap().remove(0);
+            assert!(
+                !shard.replicas.contains(&spare),
+                "a spare serves no shard while none needs it"
+            );
+            load_keys(&cluster.node(shard.primary).resp_addr(), 0..5_000).await;
+
+            let failed = shard.replicas[0];
+            cluster.node(failed).kill().unwrap();
+            cluster
+                .wait_until(
+                    "the spare to replace the failed replica",
+                    Duration::from_secs(10),
+                    |s| {
+                        s.map
+                            .shard(shard.shard)
+                            .is_some_and(|sh| sh.replicas.contains(&spare_id))
+                    },
+                )
+                .await
+                .unwrap();
+            wait_until_following(
+                &cluster,
+                spare,
+                shard.shard,
+                shard.primary,
+                Duration::from_secs(10),
+            )
+            .await;
+            wait_for_same_data(
+                cluster.node(shard.primary),
+                cluster.node(spare),
+                Duration::from_secs(10),
+            )
+            .await;
+            let mut conn = readonly(&cluster.node(spare).resp_addr()).await;
+            let value = conn.call(&["GET", "load:1234"]).await.unwrap();
+            assert_eq!(value, Value::Bulk(b"value-000000001234".to_vec()));
+        },
+    )
+    .await;
+}
+
 // Replica reads, as Redis Cluster clients ask for them.
 
 /// The `calls=` of `cmdstat_<command>` in a node's `INFO commandstats` (0 if never called).
