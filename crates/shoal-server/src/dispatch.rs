@@ -222,16 +222,12 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &Argv<'_>, worker: &WorkerStats) {
             ctx.pending = Some(Pending::AwaitUnpause);
             return;
         }
-        let (min_replicas, max_lag) = shared.live.min_replicas();
-        if min_replicas > 0
-            && !matches!(replication.role(), crate::replication::Role::Replica(_))
-            && replication.good_replicas(max_lag) < min_replicas
-        {
+        if shared.too_few_good_replicas() {
             return reject(
                 ctx,
                 worker,
                 command.id,
-                CommandError::fixed("NOREPLICAS Not enough good replicas to write."),
+                CommandError::fixed(crate::error::NOREPLICAS),
             );
         }
     }
@@ -415,7 +411,7 @@ fn keyless_write_refusal(shared: &Shared) -> Option<CommandError> {
         ));
     }
     if shared.replication.fenced() {
-        return Some(CommandError::fixed("CLUSTERDOWN The cluster is down"));
+        return Some(CommandError::fixed(crate::error::CLUSTER_DOWN));
     }
     None
 }

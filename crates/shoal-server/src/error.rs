@@ -4,6 +4,12 @@ use std::borrow::Cow;
 
 use shoal_proto::connection::ArgError;
 
+/// `min-replicas-to-write` not met (Redis's line).
+pub const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
+
+/// A cluster node that may not serve now (Redis's minority answer).
+pub const CLUSTER_DOWN: &str = "CLUSTERDOWN The cluster is down";
+
 /// A command's error reply. [`CommandError::line`] gives the text after `-`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandError {

@@ -39,7 +39,7 @@ struct Node(Arc<Shared>);
 
 impl Backend for Node {
     async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, ApiError> {
-        let Some(forwarder) = remote(&self.0, key) else {
+        let Some(forwarder) = serving_node(&self.0, key, false).await? else {
             return Ok(self.0.store.get(key, Bytes::copy_from_slice));
         };
         forwarder.get(key).await.map_err(from_forwarding)
@@ -47,7 +47,7 @@ impl Backend for Node {
 
     async fn set(&self, key: &[u8], value: Bytes, ttl_ms: Option<u64>) -> Result<(), ApiError> {
         let shared = &self.0;
-        if let Some(forwarder) = remote(shared, key) {
+        if let Some(forwarder) = serving_node(shared, key, true).await? {
             if let Some(ms) = ttl_ms {
                 expiry_at(shared.store.now_ms(), ms)?;
             }
@@ -75,7 +75,7 @@ impl Backend for Node {
     }
 
     async fn delete(&self, key: &[u8]) -> Result<bool, ApiError> {
-        let Some(forwarder) = remote(&self.0, key) else {
+        let Some(forwarder) = serving_node(&self.0, key, true).await? else {
             return Ok(self.0.store.remove(key));
         };
         Ok(forwarder.del(&[key]).await.map_err(from_forwarding)? > 0)
@@ -100,14 +100,39 @@ impl Backend for Node {
     }
 }
 
-/// In cluster mode, the forwarder to reach `key`'s owner with, when this node is not its
-/// primary (the HTTP API of every node serves the whole keyspace).
-fn remote<'a>(shared: &'a Shared, key: &[u8]) -> Option<&'a shoal_client::Client> {
-    let cluster = shared.cluster.as_ref()?;
-    if cluster.owns(key) {
-        return None;
+/// Where a request for `key` is served: here (`None`), or, in cluster mode when this node
+/// is not the key's primary, through the forwarder (the HTTP API of every node serves the
+/// whole keyspace). The same rules as for RESP commands hold: a write waits out a planned
+/// failover's pause and meets `min-replicas-to-write`, and a primary without its lease
+/// (`Replication::fenced`) serves nothing (`503`, where RESP answers `-CLUSTERDOWN`).
+async fn serving_node<'a>(
+    shared: &'a Shared,
+    key: &[u8],
+    write: bool,
+) -> Result<Option<&'a shoal_client::Client>, ApiError> {
+    let unavailable = |line: &str| ApiError::Unavailable(line.to_string());
+    if write {
+        while shared.replication.writes_paused() {
+            shared.replication.await_unpause().await;
+        }
     }
-    cluster.forwarder()
+    if let Some(cluster) = &shared.cluster {
+        if cluster.map_is_stale() {
+            // As a RESP command would: the newer map may move the key or demote this node.
+            cluster.await_current_map().await;
+        }
+        if !cluster.owns(key) {
+            if let Some(forwarder) = cluster.forwarder() {
+                return Ok(Some(forwarder));
+            }
+        } else if !cluster.primary_authority() {
+            return Err(unavailable(crate::error::CLUSTER_DOWN));
+        }
+    }
+    if write && shared.too_few_good_replicas() {
+        return Err(unavailable(crate::error::NOREPLICAS));
+    }
+    Ok(None)
 }
 
 /// `507` with Redis's OOM line: over `maxmemory` and nothing can be evicted.

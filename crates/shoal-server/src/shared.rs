@@ -164,6 +164,19 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Whether `min-replicas-to-write` refuses writes now (Redis's semantics): this node is
+    /// not a replica and fewer replicas acknowledged within `min-replicas-max-lag` than it
+    /// asks. Both the RESP and the HTTP write paths ask.
+    pub fn too_few_good_replicas(&self) -> bool {
+        let (min_replicas, max_lag) = self.live.min_replicas();
+        min_replicas > 0
+            && !matches!(
+                self.replication.role(),
+                crate::replication::Role::Replica(_)
+            )
+            && self.replication.good_replicas(max_lag) < min_replicas
+    }
+
     /// Shared state for `config` (which must be valid), standalone.
     pub fn new(config: Config) -> Arc<Shared> {
         Shared::with_cluster(config, None)

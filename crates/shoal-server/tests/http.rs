@@ -456,6 +456,25 @@ async fn bodies_over_proto_max_bulk_len_are_refused() {
 }
 
 #[tokio::test]
+async fn writes_refused_by_min_replicas_to_write_answer_503() {
+    let mut node = Node::start().await;
+    let first = node.post_json("/first", &json!({"value": "v"})).await;
+    assert_eq!(first.status(), StatusCode::NO_CONTENT);
+    // No replica can acknowledge: every write is refused, over HTTP as over RESP.
+    node.config_set("min-replicas-to-write", "1").await;
+    let refused = node.post_json("/second", &json!({"value": "v"})).await;
+    let error = expect_error(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(error, "NOREPLICAS Not enough good replicas to write.");
+    let deleted = node.delete("/first").await;
+    assert_eq!(deleted.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(node.value("/first").await, "v", "reads still work");
+    assert_eq!(node.resp_get(b"second").await, None);
+    node.config_set("min-replicas-to-write", "0").await;
+    let accepted = node.post_json("/second", &json!({"value": "v"})).await;
+    assert_eq!(accepted.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
 async fn writes_over_maxmemory_under_noeviction_answer_507() {
     let mut node = Node::start().await;
     let first = node.post_json("/first", &json!({"value": "v"})).await;

@@ -822,7 +822,14 @@ async fn a_primary_cut_off_from_the_controller_stops_writing_within_its_lease() 
             let lease = node_timeout * 8 / 10;
             // The controller members are nodes 0-2, started first: their buses are known
             // before the victim starts, and the victim reaches each through a relay.
-            let mut cluster = start_controller_shard(node_timeout.as_millis() as u64).await;
+            // With HTTP: the fenced primary must refuse writes there too.
+            let with_http = ClusterOptions {
+                http: true,
+                ..options(node_timeout.as_millis() as u64)
+            };
+            let mut cluster = TestCluster::start(SHOAL, 1, 2, with_http)
+                .await
+                .expect("the controller's shard starts");
             let mut relays: Vec<Relay> = Vec::new();
             let mut routes = Vec::new();
             for node in &cluster.nodes()[..3] {
@@ -868,6 +875,20 @@ async fn a_primary_cut_off_from_the_controller_stops_writing_within_its_lease() 
                 late_at.as_millis(),
                 lease.as_millis()
             );
+            // Over HTTP too.
+            let http = reqwest::Client::builder().no_proxy().build().unwrap();
+            let url = format!(
+                "http://{}/{probe_key}",
+                cluster.node(victim).http_addr().expect("HTTP runs")
+            );
+            let posted = http
+                .post(&url)
+                .json(&serde_json::json!({"value": "late-http"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(posted.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+            assert!(posted.text().await.unwrap().contains("CLUSTERDOWN"));
             // Keyless writes too: a fenced primary changes nothing.
             let flush = direct.call(&["FLUSHALL"]).await.unwrap();
             assert!(

@@ -232,14 +232,14 @@ impl ClusterState {
                     // be promoted in this one's place, so it serves nothing (Redis's minority
                     // answer).
                     self.stats.fenced.fetch_add(1, Relaxed);
-                    Route::Reject(CommandError::fixed("CLUSTERDOWN The cluster is down"))
+                    Route::Reject(CommandError::fixed(crate::error::CLUSTER_DOWN))
                 }
             }
             SlotOwner::Replica(_) if client.readonly && spec.has(flags::READONLY) => Route::Local,
             SlotOwner::Replica(addr) | SlotOwner::Elsewhere(addr) => elsewhere(addr),
             SlotOwner::Unowned if !client.map_awaited && self.map_is_stale() => Route::AwaitMap,
             SlotOwner::Unowned if routing.epoch() == 0 => {
-                Route::Reject(CommandError::fixed("CLUSTERDOWN The cluster is down"))
+                Route::Reject(CommandError::fixed(crate::error::CLUSTER_DOWN))
             }
             SlotOwner::Unowned => {
                 Route::Reject(CommandError::fixed("CLUSTERDOWN Hash slot not served"))
