@@ -160,7 +160,8 @@ impl Controller {
 
     /// The bus address of the current leader, if known.
     pub fn leader_addr(&self) -> Option<String> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.server_metrics();
+        let metrics = metrics.borrow();
         let leader = metrics.current_leader?;
         metrics
             .membership_config
@@ -171,7 +172,8 @@ impl Controller {
 
     /// Whether this member leads right now.
     pub fn is_leader(&self) -> bool {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.server_metrics();
+        let metrics = metrics.borrow();
         metrics.state == ServerState::Leader && metrics.current_leader == Some(metrics.id)
     }
 
@@ -234,7 +236,7 @@ impl Controller {
             .insert(heartbeat.node, (now_ms(), heartbeat));
         Reply::HeartbeatAck(HeartbeatAck {
             epoch: self.map().epoch,
-            lease_ms: if self.leads_with_quorum() {
+            lease_ms: if self.quorum_fresh() {
                 self.config.settings.lease_ms()
             } else {
                 0
@@ -242,17 +244,16 @@ impl Controller {
         })
     }
 
-    /// Whether this member leads and a majority acknowledged it within
+    /// Whether a majority acknowledged this leader within
     /// [`QUORUM_FRESHNESS_MS`]. Only then may it grant leases: a deposed leader cut off from
     /// the majority still believes it leads until it hears of a newer term, and must not keep
     /// a primary on its side serving while the majority's leader promotes another. A majority
     /// that acknowledged this leader at time t elects no other before t + the election timeout
     /// (at least 300 ms), and that leader fails nobody for a node timeout after it takes over;
     /// a lease granted before t + `QUORUM_FRESHNESS_MS` ends before either.
-    fn leads_with_quorum(&self) -> bool {
-        if !self.is_leader() {
-            return false;
-        }
+    ///
+    /// Its caller has just checked that this member leads.
+    fn quorum_fresh(&self) -> bool {
         let confirmed = *self
             .quorum_confirmed
             .lock()
@@ -330,7 +331,9 @@ impl Controller {
 
     /// The leader's loop: every tick, or at once when a request arrives.
     async fn lead(self: Arc<Self>) {
-        let mut metrics = self.raft.metrics();
+        // The server metrics change only with the vote, the state, the leader or the
+        // membership (all this loop reads); the full metrics change on every append.
+        let mut metrics = self.raft.server_metrics();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
@@ -341,18 +344,22 @@ impl Controller {
                     }
                 }
             }
-            let state = metrics.borrow().clone();
-            if state.state != ServerState::Leader {
+            let (leads, term, voters) = {
+                let state = metrics.borrow();
+                let voters: Vec<NodeId> = state
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .map(NodeId)
+                    .collect();
+                let leads = state.state == ServerState::Leader;
+                (leads, state.vote.leader_id().get_term(), voters)
+            };
+            if !leads {
                 self.step_down();
                 continue;
             }
-            self.take_over_if_new(state.current_term);
-            let voters: Vec<NodeId> = state
-                .membership_config
-                .membership()
-                .voter_ids()
-                .map(NodeId)
-                .collect();
+            self.take_over_if_new(term);
             self.decide_and_commit(voters.clone()).await;
             self.reconcile_voters(&voters).await;
         }
@@ -367,20 +374,24 @@ impl Controller {
         {
             return;
         }
+        let view = std::mem::take(&mut *view);
+        let others = view.removals.into_iter().chain(view.failovers);
+        self.redirect_waiters(
+            view.joins
+                .into_iter()
+                .map(|(_, tx)| tx)
+                .chain(others.map(|(_, tx)| tx)),
+        );
+    }
+
+    /// Tells every waiting request where the leader went.
+    fn redirect_waiters(&self, waiters: impl Iterator<Item = Waiter>) {
         let leader = self.leader_addr();
-        for (_, tx) in view.joins.drain(..) {
+        for tx in waiters {
             let _ = tx.send(Reply::NotLeader {
                 leader: leader.clone(),
             });
         }
-        let mut waiting = std::mem::take(&mut view.removals);
-        waiting.append(&mut view.failovers);
-        for (_, tx) in waiting {
-            let _ = tx.send(Reply::NotLeader {
-                leader: leader.clone(),
-            });
-        }
-        *view = LeaderView::default();
     }
 
     fn take_over_if_new(&self, term: u64) {
@@ -470,17 +481,13 @@ impl Controller {
                 view.failovers.extend(failovers);
             } else {
                 drop(view);
-                let leader = self.leader_addr();
-                for (_, tx) in joins {
-                    let _ = tx.send(Reply::NotLeader {
-                        leader: leader.clone(),
-                    });
-                }
-                for (_, tx) in removals.into_iter().chain(failovers) {
-                    let _ = tx.send(Reply::NotLeader {
-                        leader: leader.clone(),
-                    });
-                }
+                let others = removals.into_iter().chain(failovers);
+                self.redirect_waiters(
+                    joins
+                        .into_iter()
+                        .map(|(_, tx)| tx)
+                        .chain(others.map(|(_, tx)| tx)),
+                );
             }
             return;
         };

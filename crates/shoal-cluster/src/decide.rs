@@ -326,10 +326,8 @@ fn fail_over(
             continue; // No healthy replica: the shard waits for its primary.
         };
         let shard = &mut map.shards[i];
-        let failed = shard.primary;
-        shard.replicas.retain(|&r| r != next);
+        let failed = shard.promote(next);
         shard.replicas.push(failed);
-        shard.primary = next;
         actions.push(Action::FailedOver(shard.id, failed, next));
     }
 }
@@ -344,10 +342,8 @@ fn hand_over(map: &mut ClusterMap, node: NodeId, actions: &mut Vec<Action>) {
         actions.push(Action::HandoverRefused(node, why.into()));
         return;
     };
-    let old = shard.primary;
-    shard.replicas.retain(|&r| r != node);
+    let old = shard.promote(node);
     shard.replicas.push(old);
-    shard.primary = node;
     actions.push(Action::HandedOver(shard.id, old, node));
 }
 
@@ -391,8 +387,7 @@ fn remove(
                 .or_else(|| map.shards[i].replicas.first().copied());
             match chosen {
                 Some(new_primary) => {
-                    map.shards[i].replicas.retain(|&r| r != new_primary);
-                    map.shards[i].primary = new_primary;
+                    map.shards[i].promote(new_primary);
                     actions.push(Action::Promoted(new_primary, shard_id));
                 }
                 None => {

@@ -166,6 +166,13 @@ pub struct ShardInfo {
 }
 
 impl ShardInfo {
+    /// Makes `replica` the primary, in the replicas' place; returns the old primary, which
+    /// is in no list now (the caller keeps it as a replica or drops it).
+    pub fn promote(&mut self, replica: NodeId) -> NodeId {
+        self.replicas.retain(|&r| r != replica);
+        std::mem::replace(&mut self.primary, replica)
+    }
+
     /// The primary, then the replicas.
     pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
         std::iter::once(self.primary).chain(self.replicas.iter().copied())

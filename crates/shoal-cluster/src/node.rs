@@ -31,6 +31,19 @@ fn heartbeat_interval(lease_ms: u64) -> Duration {
     HEARTBEAT_INTERVAL.min(Duration::from_millis((lease_ms / 4).max(10)))
 }
 
+/// Publishes `map` on `maps` if it supersedes the map there (the node's and the controller's
+/// state machine share the channel). Returns whether it did.
+pub(crate) fn publish_newer(maps: &watch::Sender<Arc<ClusterMap>>, map: ClusterMap) -> bool {
+    maps.send_if_modified(|current| {
+        if map.supersedes(current) {
+            *current = Arc::new(map);
+            true
+        } else {
+            false
+        }
+    })
+}
+
 /// How soon a failed heartbeat is retried (at another controller member).
 const HEARTBEAT_RETRY: Duration = Duration::from_millis(50);
 
@@ -104,7 +117,6 @@ pub struct ClusterNode {
     lease_until: AtomicU64,
     /// The origin of `lease_until`.
     clock_base: Instant,
-    join_seed: Option<Seed>,
 }
 
 impl ClusterNode {
@@ -145,7 +157,6 @@ impl ClusterNode {
             stats: config.stats.clone(),
             lease_until: AtomicU64::new(0),
             clock_base: Instant::now(),
-            join_seed: config.join.clone(),
         });
         tokio::spawn(node.clone().serve_bus(listener));
         tokio::spawn(node.clone().watch_membership());
@@ -160,7 +171,7 @@ impl ClusterNode {
             }
             Some(seed) => node.join(seed).await,
         }
-        tokio::spawn(node.clone().send_heartbeats(config.stats.clone()));
+        tokio::spawn(node.clone().send_heartbeats());
         tokio::spawn(node.clone().subscribe());
         Ok(node)
     }
@@ -232,14 +243,7 @@ impl ClusterNode {
     /// Installs `map` if it is newer than the current one. Returns whether it was.
     pub fn apply(&self, map: ClusterMap) -> bool {
         let epoch = map.epoch;
-        let applied = self.maps.send_if_modified(|current| {
-            if map.supersedes(current) {
-                *current = Arc::new(map);
-                true
-            } else {
-                false
-            }
-        });
+        let applied = publish_newer(&self.maps, map);
         self.hear(epoch);
         applied
     }
@@ -353,7 +357,7 @@ impl ClusterNode {
         })
     }
 
-    async fn send_heartbeats(self: Arc<Self>, stats: Arc<dyn Fn() -> NodeStats + Send + Sync>) {
+    async fn send_heartbeats(self: Arc<Self>) {
         let mut connection: Option<BusConnection> = None;
         // Which candidate to try first after a failure: rotating past one that failed keeps a
         // dead (or paused) controller member from eating every retry's timeout.
@@ -377,7 +381,7 @@ impl ClusterNode {
             let heartbeat = Request::Heartbeat(Heartbeat {
                 node: self.myself.id,
                 epoch: self.map().epoch,
-                stats: stats(),
+                stats: (self.stats)(),
             });
             if connection.is_none() {
                 // The leader, if known, first; then the other members, rotated.
@@ -600,11 +604,6 @@ impl ClusterNode {
                 }
             }
         }
-    }
-
-    /// The seed this node joined through, if it joined.
-    pub fn join_seed(&self) -> Option<&Seed> {
-        self.join_seed.as_ref()
     }
 }
 

@@ -84,29 +84,6 @@ pub async fn bus_addr_of(resp_addr: &str, timeout: Duration) -> Result<String, S
     })
 }
 
-/// Every node's bus address in a `CLUSTER NODES` text, the answering node's first.
-pub fn bus_addrs(cluster_nodes: &str) -> Vec<String> {
-    let mut mine = Vec::new();
-    let mut others = Vec::new();
-    for line in cluster_nodes.lines() {
-        let mut fields = line.split(' ');
-        let (Some(_id), Some(addr), Some(flags)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        let Some(bus) = bus_of_field(addr) else {
-            continue;
-        };
-        if flags.split(',').any(|f| f == "myself") {
-            mine.push(bus);
-        } else {
-            others.push(bus);
-        }
-    }
-    mine.extend(others);
-    mine
-}
-
 fn own_bus_addr(cluster_nodes: &str) -> Option<String> {
     cluster_nodes.lines().find_map(|line| {
         let mut fields = line.split(' ');
@@ -140,15 +117,10 @@ mod tests {
     #[test]
     fn the_myself_line_gives_the_bus_address() {
         assert_eq!(own_bus_addr(NODES).as_deref(), Some("127.0.0.1:31002"));
-        assert_eq!(
-            bus_addrs(NODES),
-            vec!["127.0.0.1:31002".to_string(), "127.0.0.1:31004".to_string()]
-        );
     }
 
     #[test]
     fn malformed_lines_are_skipped() {
         assert_eq!(own_bus_addr("garbage\n\nid 1.2.3.4:5 myself\n"), None);
-        assert!(bus_addrs("x y z\nid host@notaport myself\n").is_empty());
     }
 }

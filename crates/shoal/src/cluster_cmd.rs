@@ -94,7 +94,12 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
 
 async fn leader_status(node: &str) -> anyhow::Result<ClusterStatus> {
     let bus = seed::bus_addr_of(node, BUS_TIMEOUT).await?;
-    match bus::call_leader(&bus, &Request::Status, BUS_TIMEOUT, 4).await? {
+    leader_status_via(&bus, node).await
+}
+
+/// The controller leader's status, asked through the bus at `bus` (of the node `node`).
+async fn leader_status_via(bus: &str, node: &str) -> anyhow::Result<ClusterStatus> {
+    match bus::call_leader(bus, &Request::Status, BUS_TIMEOUT, 4).await? {
         Reply::Status(status) => Ok(*status),
         Reply::Error(e) => bail!("{node}: {e}"),
         other => bail!("{node} answered {other:?}"),
@@ -113,19 +118,24 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
     let id: NodeId = args.id.parse()?;
-    if !leader_status(&args.node).await?.map.nodes.contains_key(&id) {
+    let bus = seed::bus_addr_of(&args.node, BUS_TIMEOUT).await?;
+    if !leader_status_via(&bus, &args.node)
+        .await?
+        .map
+        .nodes
+        .contains_key(&id)
+    {
         bail!("cannot remove node {id}: no such node");
     }
-    let bus = seed::bus_addr_of(&args.node, BUS_TIMEOUT).await?;
     let answer = bus::call_leader(&bus, &Request::RemoveNode(id), Duration::from_secs(12), 4).await;
     let map = match answer {
         Ok(Reply::Removed(map)) => map,
         // A refusal is final unless the node is gone already ("no such node" from a leader
         // asked again after an earlier one committed the removal).
-        Ok(Reply::Error(e)) => removed_anyway(&args.node, id, anyhow!(e), Duration::ZERO).await?,
+        Ok(Reply::Error(e)) => removed_anyway(&bus, id, anyhow!(e), Duration::ZERO).await?,
         Ok(other) => bail!("unexpected answer {other:?}"),
         // No answer, or no leader for now: the removal may still commit.
-        Err(e) => removed_anyway(&args.node, id, e.into(), Duration::from_secs(5)).await?,
+        Err(e) => removed_anyway(&bus, id, e.into(), Duration::from_secs(5)).await?,
     };
     println!(
         "removed {id}; the cluster is at epoch {} with {} shards",
@@ -140,14 +150,14 @@ async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
 /// removal answers "not the leader" (or nothing), yet the next leader commits it; asked
 /// again, it would find no such node. The node was there when the command started.
 async fn removed_anyway(
-    node: &str,
+    bus: &str,
     id: NodeId,
     error: anyhow::Error,
     patience: Duration,
 ) -> anyhow::Result<ClusterMap> {
     let deadline = Instant::now() + patience;
     loop {
-        if let Ok(status) = leader_status(node).await
+        if let Ok(status) = leader_status_via(bus, bus).await
             && !status.map.nodes.contains_key(&id)
         {
             return Ok(status.map);

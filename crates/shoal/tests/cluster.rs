@@ -18,6 +18,7 @@ use redis::cluster_async::ClusterConnection;
 use shoal_cluster::bus::{BusConnection, ClusterStatus, Reply, Request};
 use shoal_cluster::{ClusterMap, Health, NodeId, SLOTS, Slot, key_slot};
 use shoal_testkit::resp::{RespConnection, text};
+use shoal_testkit::router::parse_cluster_slots;
 use shoal_testkit::{ClusterOptions, TestCluster, Value, have_tools, is_settled};
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
@@ -123,31 +124,13 @@ async fn read_keys(conn: &ClusterConnection, keys: &[String]) -> HashMap<String,
 /// The owner (`host:port`) of every slot, from one node's `CLUSTER SLOTS`.
 async fn slot_owners(addr: &str) -> Vec<String> {
     let reply = plain(addr).await.call(&["CLUSTER", "SLOTS"]).await.unwrap();
-    let Value::Array(ranges) = reply else {
-        panic!("CLUSTER SLOTS on {addr}: {reply:?}");
-    };
-    let mut owners = vec![String::new(); SLOTS];
-    for range in ranges {
-        let Value::Array(fields) = range else {
-            panic!("a CLUSTER SLOTS entry: {range:?}");
-        };
-        let (Value::Int(first), Value::Int(last), Value::Array(primary)) =
-            (&fields[0], &fields[1], &fields[2])
-        else {
-            panic!("a CLUSTER SLOTS entry: {fields:?}");
-        };
-        let (Some(host), Value::Int(port)) = (text(&primary[0]), &primary[1]) else {
-            panic!("a CLUSTER SLOTS primary: {primary:?}");
-        };
-        for slot in *first..=*last {
-            owners[slot as usize] = format!("{host}:{port}");
-        }
-    }
-    assert!(
-        owners.iter().all(|o| !o.is_empty()),
-        "CLUSTER SLOTS on {addr} leaves slots without an owner"
-    );
+    let owners = parse_cluster_slots(&reply).unwrap_or_else(|e| panic!("{addr}: {e}"));
     owners
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| panic!("CLUSTER SLOTS on {addr} leaves slots without an owner"))
+        })
+        .collect()
 }
 
 /// The primary's RESP address of every slot, from a map.

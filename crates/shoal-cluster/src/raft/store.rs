@@ -179,14 +179,7 @@ impl MapMachine {
     }
 
     fn publish(&self, map: ClusterMap) {
-        self.map.send_if_modified(|current| {
-            if map.supersedes(current) {
-                *current = Arc::new(map);
-                true
-            } else {
-                false
-            }
-        });
+        crate::node::publish_newer(&self.map, map);
     }
 
     // openraft's storage traits fix the error type, large as it is.

@@ -102,11 +102,6 @@ impl ClusterState {
         &self.myself
     }
 
-    /// The routing mode.
-    pub fn mode(&self) -> RoutingMode {
-        self.mode
-    }
-
     /// The current routing table.
     #[inline]
     pub fn routing(&self) -> arc_swap::Guard<Arc<Routing>> {
@@ -375,14 +370,6 @@ impl ClusterState {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(())
-    }
-
-    /// Whether keys are being removed in the background.
-    pub fn dropping(&self) -> bool {
-        self.dropping
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use shoal_cluster::{ClusterMap, Epoch, NodeId, Role, SLOTS, ShardId, Slot};
+use shoal_cluster::{ClusterMap, Epoch, NodeId, Role, ShardId, Slot};
 
 /// No shard owns the slot.
 const UNOWNED: u16 = u16::MAX;
@@ -107,11 +107,6 @@ impl Routing {
     #[inline]
     pub fn is_mine(&self, slot: Slot) -> bool {
         self.owner(slot) == SlotOwner::Primary
-    }
-
-    /// The slots this node serves as primary.
-    pub fn my_slots(&self) -> Vec<bool> {
-        (0..SLOTS as Slot).map(|s| self.is_mine(s)).collect()
     }
 }
 

@@ -65,14 +65,6 @@ impl Backlog {
         self.trim();
     }
 
-    /// Appends the parts of one frame.
-    pub fn append_parts(&mut self, parts: &[&[u8]]) {
-        for part in parts {
-            self.bytes.extend(*part);
-        }
-        self.trim();
-    }
-
     fn trim(&mut self) {
         let excess = self.bytes.len().saturating_sub(self.capacity);
         if excess > 0 {
@@ -135,7 +127,7 @@ mod tests {
         assert_eq!(b.read(113, 3, &mut out), None, "not yet");
         out.clear();
         assert_eq!(b.read(112, 3, &mut out), Some(0));
-        b.append_parts(&[b"m", b"no"]);
+        b.append(b"mno");
         out.clear();
         assert_eq!(b.read(111, 10, &mut out), Some(4));
         assert_eq!(out, b"lmno");

@@ -268,6 +268,11 @@ impl Replication {
         self.history.lock().role.clone()
     }
 
+    /// Whether this node replicates `primary` (no copy of the role made).
+    pub fn is_replica_of(&self, primary: &str) -> bool {
+        matches!(&self.history.lock().role, Role::Replica(p) if p == primary)
+    }
+
     /// The offset of the next byte of the stream (`master_repl_offset`).
     #[inline]
     pub fn offset(&self) -> u64 {

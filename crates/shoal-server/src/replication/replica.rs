@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::frames::{Applied, Applier};
-use super::{LINK_SILENCE, Replication, Role};
+use super::{LINK_SILENCE, Replication};
 use crate::shared::Shared;
 
 /// How often a replica acknowledges when nothing arrives.
@@ -33,9 +33,8 @@ pub struct LinkConfig {
 /// generation is still `generation`), applying its stream to `shared`'s store.
 pub async fn follow(shared: Arc<Shared>, primary: String, generation: u64, config: LinkConfig) {
     let replication = &shared.replication;
-    let current = |r: &Replication| {
-        r.generation.load(Relaxed) == generation && r.role() == Role::Replica(primary.clone())
-    };
+    let current =
+        |r: &Replication| r.generation.load(Relaxed) == generation && r.is_replica_of(&primary);
     // The previous link (to the previous primary) stops at its next step; wait for it, so
     // the offset this link starts from is final.
     let _link = replication.link_lock.lock().await;
