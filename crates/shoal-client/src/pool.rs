@@ -1,16 +1,17 @@
 //! Connections by node: a few pipelined connections per `host:port`, opened lazily and
 //! reopened when they die.
 //!
-//! Getting a live connection takes one uncontended lock. Opening one runs in its own task, so
-//! a caller that gives up does not leave the slot half-open, and every caller waiting for it
-//! is woken at once (and so their requests share the first socket write).
+//! Getting a live connection takes a shared read of the node table and the lock of one
+//! connection slot (requests rotate over the slots). Opening one runs in its own task, so a
+//! caller that gives up does not leave the slot half-open, and every caller waiting for it is
+//! woken at once (and so their requests share the first socket write).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -41,7 +42,8 @@ struct NodePool {
 
 /// Every node's connections.
 pub(crate) struct Pools {
-    nodes: Mutex<HashMap<String, Arc<NodePool>>>,
+    /// Read on every request (shared), written when a node is first used or pruned.
+    nodes: RwLock<HashMap<String, Arc<NodePool>>>,
     options: ConnOptions,
     size: usize,
     /// How long a connect failure is remembered.
@@ -52,7 +54,7 @@ pub(crate) struct Pools {
 impl Pools {
     pub fn new(options: ConnOptions, size: usize, fail_fast: Duration, stats: Arc<Stats>) -> Pools {
         Pools {
-            nodes: Mutex::new(HashMap::new()),
+            nodes: RwLock::new(HashMap::new()),
             options,
             size: size.max(1),
             fail_fast,
@@ -61,7 +63,10 @@ impl Pools {
     }
 
     fn node(&self, addr: &str) -> Arc<NodePool> {
-        let mut nodes = self.nodes.lock();
+        if let Some(node) = self.nodes.read().get(addr) {
+            return node.clone();
+        }
+        let mut nodes = self.nodes.write();
         if let Some(node) = nodes.get(addr) {
             return node.clone();
         }
@@ -114,7 +119,7 @@ impl Pools {
 
     /// Closes the connections to nodes for which `keep` is false (once their requests finish).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.nodes.lock().retain(|addr, _| keep(addr));
+        self.nodes.write().retain(|addr, _| keep(addr));
     }
 }
 
