@@ -545,7 +545,7 @@ impl Client {
                     }
                 },
             };
-            let result = match self.inner.pools.get(&addr).await {
+            let result = match self.inner.pools.get(&addr) {
                 Ok(conn) => {
                     conn.request(frame.clone(), asking, config.request_timeout)
                         .await

@@ -1,5 +1,8 @@
 //! One multiplexed, pipelined connection to a node.
 //!
+//! A connection's handle exists from the moment it is asked for: it connects in the
+//! background, and requests made meanwhile queue in order, so a pipeline that starts on a
+//! connection being opened still reaches the node in its order.
 //! Callers hand an encoded frame and a oneshot to the connection's queue. A writer task takes
 //! everything queued at that moment and writes it with one `write_all`; a reader task decodes
 //! replies and completes the oneshots in FIFO order (the order the writer put them on the wire).
@@ -100,6 +103,8 @@ struct Shared {
     state: Mutex<State>,
     dead: AtomicBool,
     stop_writer: Notify,
+    /// Set when the connection could not be opened.
+    open_failure: Mutex<Option<(Instant, Error)>>,
     stats: Arc<Stats>,
 }
 
@@ -143,7 +148,12 @@ impl Shared {
         }
     }
 
+    /// The error of a request that was never written: why the connection could not be
+    /// opened, or that it closed.
     fn not_sent(&self) -> Error {
+        if let Some((_, err)) = &*self.open_failure.lock() {
+            return err.clone();
+        }
         Error::io(
             &self.addr,
             std::io::Error::new(std::io::ErrorKind::NotConnected, "connection closed"),
@@ -160,33 +170,11 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Connects to `addr`, authenticates and switches protocol as `options` say.
-    pub async fn connect(
-        addr: &str,
-        options: &ConnOptions,
-        stats: Arc<Stats>,
-    ) -> Result<Conn, Error> {
-        let deadline = deadline_after(options.connect_timeout);
-        let timed_out = || {
-            Error::io(
-                addr,
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no connection within {:?}", options.connect_timeout),
-                ),
-            )
-        };
-        let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|e| Error::io(addr, e))?;
-        let _ = stream.set_nodelay(true);
-        let leftover = tokio::time::timeout_at(deadline, prelude(&mut stream, addr, options))
-            .await
-            .map_err(|_| timed_out())??;
-        Stats::bump(&stats.connects);
-
-        let (rd, wr) = stream.into_split();
+    /// A connection to `addr`, opened in the background: the handle is usable at once, and
+    /// requests made before the connection is up (connected, authenticated, protocol
+    /// switched as `options` say) queue in the order they were made and are written in that
+    /// order once it is. If it cannot be opened, each of them gets the error.
+    pub fn open(addr: &str, options: &ConnOptions, stats: Arc<Stats>) -> Conn {
         let shared = Arc::new(Shared {
             addr: addr.to_string(),
             state: Mutex::new(State {
@@ -195,12 +183,17 @@ impl Conn {
             }),
             dead: AtomicBool::new(false),
             stop_writer: Notify::new(),
+            open_failure: Mutex::new(None),
             stats,
         });
         let (tx, rx) = mpsc::channel(QUEUE);
-        let reader = tokio::spawn(read_loop(rd, leftover, shared.clone()));
-        tokio::spawn(write_loop(wr, rx, shared.clone(), reader.abort_handle()));
-        Ok(Conn { tx, shared })
+        tokio::spawn(run(rx, options.clone(), shared.clone()));
+        Conn { tx, shared }
+    }
+
+    /// When and why opening this connection failed, if it did.
+    pub fn open_failure(&self) -> Option<(Instant, Error)> {
+        self.shared.open_failure.lock().clone()
     }
 
     /// Whether the connection may still carry requests.
@@ -349,6 +342,57 @@ async fn prelude(
     Ok(buf)
 }
 
+/// Opens the connection, then carries its requests until it ends; if it cannot be opened,
+/// fails every request queued (and every later one) with the reason.
+async fn run(rx: mpsc::Receiver<Pending>, options: ConnOptions, shared: Arc<Shared>) {
+    match establish(&shared.addr, &options).await {
+        Ok((stream, leftover)) => {
+            Stats::bump(&shared.stats.connects);
+            let (rd, wr) = stream.into_split();
+            let reader = tokio::spawn(read_loop(rd, leftover, shared.clone()));
+            write_loop(wr, rx, shared, reader.abort_handle()).await;
+        }
+        Err(err) => {
+            *shared.open_failure.lock() = Some((Instant::now(), err));
+            shared.state.lock().dead = true;
+            shared.dead.store(true, Ordering::Release);
+            refuse_queued(rx, &shared);
+        }
+    }
+}
+
+/// Connects to `addr` and runs the prelude, within the connect timeout. Returns the stream
+/// and the bytes read past the prelude's replies.
+async fn establish(addr: &str, options: &ConnOptions) -> Result<(TcpStream, BytesMut), Error> {
+    let deadline = deadline_after(options.connect_timeout);
+    let timed_out = || {
+        Error::io(
+            addr,
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {:?}", options.connect_timeout),
+            ),
+        )
+    };
+    let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| Error::io(addr, e))?;
+    let _ = stream.set_nodelay(true);
+    let leftover = tokio::time::timeout_at(deadline, prelude(&mut stream, addr, options))
+        .await
+        .map_err(|_| timed_out())??;
+    Ok((stream, leftover))
+}
+
+/// Closes the queue and fails what it holds: those requests were never written.
+fn refuse_queued(mut rx: mpsc::Receiver<Pending>, shared: &Shared) {
+    rx.close();
+    while let Ok(pending) = rx.try_recv() {
+        let _ = pending.reply.send(Err(shared.not_sent()));
+    }
+}
+
 async fn write_loop(
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Pending>,
@@ -418,10 +462,7 @@ async fn write_loop(
         shared.fail_all(&end);
     }
     reader.abort();
-    rx.close();
-    while let Ok(pending) = rx.try_recv() {
-        let _ = pending.reply.send(Err(shared.not_sent()));
-    }
+    refuse_queued(rx, &shared);
 }
 
 async fn read_loop(mut rd: OwnedReadHalf, mut buf: BytesMut, shared: Arc<Shared>) {

@@ -329,6 +329,12 @@ mod nodes_as_list {
     }
 }
 
+impl Default for ClusterMap {
+    fn default() -> ClusterMap {
+        ClusterMap::empty()
+    }
+}
+
 impl ClusterMap {
     /// The empty map of epoch 0 that everyone holds before the first one arrives.
     pub fn empty() -> ClusterMap {

@@ -239,8 +239,8 @@ async fn run(
         resp_addr,
         shutdown,
     });
-    // Connections to the nodes are opened before the first client arrives, so the commands
-    // of a client's first batch queue on open connections, in order.
+    // Connections to the nodes are opened before the first client arrives, so its first
+    // commands do not wait for a connect.
     warm_up(&shared.client).await;
     tokio::spawn(follow_map(shared.client.clone()));
     if let Some(listener) = http_listener {

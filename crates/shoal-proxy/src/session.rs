@@ -5,8 +5,9 @@
 //! in a [`FuturesOrdered`], so their requests share the client's socket writes, and replies are
 //! appended in the order the commands came. The futures are first polled in order (outside
 //! tokio's cooperative budget, which would wake them in reverse), and the client keeps one
-//! pipelined connection per node, opened ahead, so the commands of a batch reach each node in
-//! order: a pipeline's `SET k v` and `GET k` stay in order. (A retry after a failure, a
+//! pipelined connection per node, which queues requests in order even while it is being
+//! opened, so the commands of a batch reach each node in order: a pipeline's `SET k v` and
+//! `GET k` stay in order. (A retry after a failure, a
 //! connection being reopened, or a redirection while slots move can reorder commands of one
 //! batch against each other.)
 //! Connection commands run as they are parsed, so `HELLO 3` in a pipeline switches the

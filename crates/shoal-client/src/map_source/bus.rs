@@ -153,15 +153,14 @@ impl BusMapSource {
     /// Bus addresses of the cluster, as the seed `seed` tells them.
     async fn discover(&self, seed: &str) -> Vec<String> {
         let mut buses = Vec::new();
-        if let Ok(conn) = Conn::connect(seed, &self.conn, Arc::new(Stats::default())).await {
-            let frame = encode(&["CLUSTER", "NODES"]);
-            if let Ok(Value::Bulk(text) | Value::Verbatim(_, text)) =
-                conn.request(frame, false, self.request_timeout).await
-            {
-                let mut nodes = parse_cluster_nodes(&String::from_utf8_lossy(&text), host_of(seed));
-                nodes.sort_by_key(|n| n.failed);
-                buses.extend(nodes.into_iter().map(|n| n.bus));
-            }
+        let conn = Conn::open(seed, &self.conn, Arc::new(Stats::default()));
+        let frame = encode(&["CLUSTER", "NODES"]);
+        if let Ok(Value::Bulk(text) | Value::Verbatim(_, text)) =
+            conn.request(frame, false, self.request_timeout).await
+        {
+            let mut nodes = parse_cluster_nodes(&String::from_utf8_lossy(&text), host_of(seed));
+            nodes.sort_by_key(|n| n.failed);
+            buses.extend(nodes.into_iter().map(|n| n.bus));
         }
         if buses.is_empty()
             && let Some((host, port)) = seed.rsplit_once(':')

@@ -151,6 +151,9 @@ struct SnapshotBody {
 
 #[derive(Default)]
 struct MachineInner {
+    /// The map as of `last_applied`: the machine's own, apart from the channel it publishes
+    /// on, which the node may advance first with a map a faster member pushed it.
+    applied: Arc<ClusterMap>,
     last_applied: Option<LogId<NodeIdT>>,
     membership: StoredMembership<NodeIdT, Node>,
     snapshot: Option<(SnapshotMeta<NodeIdT, Node>, Vec<u8>)>,
@@ -175,10 +178,12 @@ impl MapMachine {
 
     /// The map as of the last applied entry.
     pub fn current(&self) -> Arc<ClusterMap> {
-        self.map.borrow().clone()
+        self.inner.lock().applied.clone()
     }
 
-    fn publish(&self, map: ClusterMap) {
+    /// Makes `map` the machine's own and publishes it (unless the channel has a newer one).
+    fn adopt(&self, map: ClusterMap) {
+        self.inner.lock().applied = Arc::new(map.clone());
         crate::node::publish_newer(&self.map, map);
     }
 
@@ -243,7 +248,7 @@ impl RaftStateMachine<TypeConfig> for MapMachine {
                 EntryPayload::Normal(proposal) => {
                     let current = self.current().epoch;
                     if proposal.base == current && proposal.map.epoch == current + 1 {
-                        self.publish(proposal.map);
+                        self.adopt(proposal.map);
                         ProposalOutcome::Applied
                     } else {
                         ProposalOutcome::Stale { current }
@@ -280,9 +285,9 @@ impl RaftStateMachine<TypeConfig> for MapMachine {
             inner.membership = meta.last_membership.clone();
             inner.snapshot = Some((meta.clone(), data));
         }
-        // A snapshot may carry an older map than one already published only if the log was
-        // rewound, which Raft never does to applied entries; `publish` ignores it regardless.
-        self.publish(body.map);
+        // The channel may hold a newer map already (pushed by a faster member); `adopt`
+        // publishes only a newer one.
+        self.adopt(body.map);
         Ok(())
     }
 
@@ -304,6 +309,46 @@ mod tests {
     #[test]
     fn the_log_store_passes_openraft_s_storage_suite() {
         openraft::testing::Suite::test_all(StoreBuilder).unwrap();
+    }
+
+    fn proposal(index: u64, base: u64, map: &ClusterMap) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(super::super::Proposal {
+                base,
+                map: map.clone(),
+            }),
+        }
+    }
+
+    fn map_at(epoch: u64) -> ClusterMap {
+        ClusterMap {
+            epoch,
+            ..ClusterMap::empty()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_map_pushed_ahead_of_raft_does_not_make_its_own_entry_stale() {
+        let (tx, rx) = watch::channel(Arc::new(ClusterMap::empty()));
+        let mut machine = MapMachine::new(tx.clone());
+        let outcomes = machine.apply([proposal(1, 0, &map_at(1))]).await.unwrap();
+        assert!(matches!(outcomes[..], [ProposalOutcome::Applied]));
+        // A follower applied epoch 2 first and pushed it to this node, which published it.
+        crate::node::publish_newer(&tx, map_at(2));
+        let outcomes = machine.apply([proposal(2, 1, &map_at(2))]).await.unwrap();
+        assert!(
+            matches!(outcomes[..], [ProposalOutcome::Applied]),
+            "{outcomes:?}"
+        );
+        assert_eq!(machine.current().epoch, 2);
+        // A proposal on an old base is still refused, and publishing never goes back.
+        let outcomes = machine.apply([proposal(3, 1, &map_at(2))]).await.unwrap();
+        assert!(matches!(
+            outcomes[..],
+            [ProposalOutcome::Stale { current: 2 }]
+        ));
+        assert_eq!(rx.borrow().epoch, 2);
     }
 
     struct StoreBuilder;
