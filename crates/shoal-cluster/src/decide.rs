@@ -238,13 +238,16 @@ fn replace_restarted(
         .collect();
     for old in stale {
         actions.push(Action::Restarted(old, node.id));
-        if map.shards.len() == 1
-            && map.shards[0].primary == old
-            && map.shards[0].replicas.is_empty()
+        if let Some(shard) = map
+            .shards
+            .iter_mut()
+            .find(|s| s.primary == old && s.replicas.is_empty())
         {
-            // The last shard's only node: the newcomer takes its place (its data is gone
-            // either way).
-            map.shards[0].primary = node.id;
+            // A shard's only node: the newcomer takes its place, so its slots stay where
+            // they are (removing the old node would hand them to other shards, and the new
+            // one's join would take some back: two moves, each dropping keys written
+            // between them). Its data is gone either way.
+            shard.primary = node.id;
             map.nodes.remove(&old);
             map.nodes.insert(node.id, node.clone());
             map.controllers.retain(|&c| c != old);
@@ -920,6 +923,30 @@ mod tests {
         assert!(next.node(NodeId(11)).is_some() && next.node(NodeId(1)).is_none());
         assert_eq!(next.slots, map.slots);
         assert!(d.actions.contains(&Action::AlreadyMember(NodeId(11))));
+    }
+
+    #[test]
+    fn a_restarted_primary_without_replicas_keeps_its_shard_and_slots() {
+        // Two shards of one node each; the second one's node restarts on its address.
+        let map = joined(&bootstrap(node(1, true), 0, 0), &[node(2, false)]);
+        assert_eq!(map.shards.len(), 2);
+        let mut again = map.node(NodeId(2)).unwrap().clone();
+        again.id = NodeId(22);
+        let mut obs = all_heard(&map, 10);
+        obs.joins = vec![again];
+        let d = decide(&map, &obs, 10, &settings());
+        let next = d.map.expect("the restart changes the map");
+        next.validate().unwrap();
+        assert_eq!(
+            next.shards.len(),
+            2,
+            "no shard removed or added: {:?}",
+            d.actions
+        );
+        assert_eq!(next.shards[1].id, map.shards[1].id);
+        assert_eq!(next.shards[1].primary, NodeId(22));
+        assert!(next.node(NodeId(2)).is_none());
+        assert_eq!(next.slots, map.slots, "no slot moves");
     }
 
     #[test]

@@ -1631,7 +1631,9 @@ struct Resync {
 /// Loads [`LOADED_KEYS`] keys into the primary of a one-shard cluster that wants a replica,
 /// then adds the replica while a workload keeps writing, and checks that the replica ends
 /// with the primary's data and every acknowledged write.
-async fn full_resync_under_writes() -> Resync {
+/// With `check_listing`, also polls the primary's CLUSTER SHARDS and SLOTS during the sync
+/// (which costs it CPU: the latency test leaves it out).
+async fn full_resync_under_writes(check_listing: bool) -> Resync {
     // One shard that wants a replica but has none yet.
     let options = ClusterOptions {
         founder_replicas: Some(1),
@@ -1662,22 +1664,48 @@ async fn full_resync_under_writes() -> Resync {
 
     let sync_from = Instant::now();
     let replica = cluster.add_node(false).await.expect("the replica joins");
+    // Until the replica has loaded its snapshot, the primary shows it as loading in CLUSTER
+    // SHARDS and keeps it out of CLUSTER SLOTS: whenever the primary (asked first) shows it
+    // online or lists it, the replica (asked next) has finished its sync.
+    let replica_port = cluster.node(replica).ports().resp;
+    let seen_loading = std::sync::atomic::AtomicUsize::new(0);
     let info = poll("the full resync", Duration::from_secs(40), || async {
+        let (entry, listed) = if check_listing {
+            (
+                shards_entry(cluster.node(primary), replica_port).await,
+                slots_list(cluster.node(primary), replica_port).await,
+            )
+        } else {
+            (None, false)
+        };
         let info = cluster
             .node(replica)
             .info("replication")
             .await
             .map_err(|e| e.to_string())?;
-        if info.u64("shoal_full_syncs") >= Some(1)
-            && info.get("master_link_status") == Some("up")
-            && info.get("master_sync_in_progress") == Some("0")
-        {
+        let synced = info.u64("shoal_full_syncs") >= Some(1)
+            && info.get("master_sync_in_progress") == Some("0");
+        let advertised = listed || entry.as_ref().is_some_and(|(health, _)| health == "online");
+        assert!(
+            synced || !advertised,
+            "the primary advertises a replica still loading: {entry:?}, in CLUSTER SLOTS: \
+             {listed}, replica: {:?}",
+            info.0
+        );
+        if entry.is_some_and(|(health, _)| health == "loading") {
+            seen_loading.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if synced && info.get("master_link_status") == Some("up") {
             Ok(info)
         } else {
             Err(format!("{:?}", info.0))
         }
     })
     .await;
+    eprintln!(
+        "the primary showed the replica as loading in {} polls during the sync",
+        seen_loading.into_inner()
+    );
     let sync_to = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
     recorder.stop();
@@ -1712,6 +1740,28 @@ async fn full_resync_under_writes() -> Resync {
         .expect("the replica answers reads");
     let report = check(recorder.history());
     eprintln!("history (read back on the replica): {}", summary(&report));
+
+    // Synced: online, acknowledging every write (they have stopped; keep-alives still move
+    // the offset on), and in CLUSTER SLOTS.
+    let primary_offset = cluster
+        .node(primary)
+        .info("replication")
+        .await
+        .unwrap()
+        .u64("master_repl_offset")
+        .unwrap() as i64;
+    poll(
+        "the replica's ack in CLUSTER SHARDS",
+        Duration::from_secs(5),
+        || async {
+            match shards_entry(cluster.node(primary), replica_port).await {
+                Some((health, offset)) if health == "online" && offset >= primary_offset => Ok(()),
+                other => Err(format!("{other:?}, primary at {primary_offset}")),
+            }
+        },
+    )
+    .await;
+    assert!(slots_list(cluster.node(primary), replica_port).await);
 
     // Same keyspace: sizes and a sample of the loaded keys.
     let keys = dbsize(cluster.node(primary)).await;
@@ -1764,6 +1814,59 @@ async fn full_resync_under_writes() -> Resync {
     Resync { report, latencies }
 }
 
+/// The `health` and `replication-offset` `CLUSTER SHARDS` on `asked` gives the node
+/// listening on `port`, if it lists it.
+async fn shards_entry(asked: &NodeProcess, port: u16) -> Option<(String, i64)> {
+    let reply = resp::command(&asked.resp_addr(), &["CLUSTER", "SHARDS"], RESP_TIMEOUT)
+        .await
+        .ok()?;
+    let Value::Array(shards) = reply else {
+        panic!("CLUSTER SHARDS answered {reply:?}")
+    };
+    for shard in &shards {
+        let Value::Array(fields) = shard else {
+            continue;
+        };
+        let Some(Value::Array(nodes)) = field(fields, "nodes") else {
+            continue;
+        };
+        for node in nodes {
+            let Value::Array(fields) = node else { continue };
+            if field(fields, "port") == Some(&Value::Int(i64::from(port))) {
+                let health = field(fields, "health").and_then(text)?;
+                let Some(Value::Int(offset)) = field(fields, "replication-offset") else {
+                    return None;
+                };
+                return Some((health, *offset));
+            }
+        }
+    }
+    None
+}
+
+/// The value after `name` in a flat RESP2 map.
+fn field<'a>(fields: &'a [Value], name: &str) -> Option<&'a Value> {
+    fields
+        .chunks(2)
+        .find(|pair| text(&pair[0]).as_deref() == Some(name))
+        .and_then(|pair| pair.get(1))
+}
+
+/// Whether `asked`'s `CLUSTER SLOTS` lists the node on `port` for some slot.
+async fn slots_list(asked: &NodeProcess, port: u16) -> bool {
+    let reply = resp::command(&asked.resp_addr(), &["CLUSTER", "SLOTS"], RESP_TIMEOUT)
+        .await
+        .unwrap();
+    let Value::Array(ranges) = reply else {
+        panic!("CLUSTER SLOTS answered {reply:?}")
+    };
+    ranges.iter().any(|range| {
+        matches!(range, Value::Array(fields) if fields[2..].iter().any(|node| {
+            matches!(node, Value::Array(n) if n.get(1) == Some(&Value::Int(i64::from(port))))
+        }))
+    })
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -1773,7 +1876,7 @@ async fn a_full_resync_of_a_large_keyspace_under_writes_loses_nothing() {
     run_test(
         "a_full_resync_of_a_large_keyspace_under_writes_loses_nothing",
         async {
-            let resync = full_resync_under_writes().await;
+            let resync = full_resync_under_writes(true).await;
             let report = &resync.report;
             assert!(report.is_valid(), "{report}");
             assert!(report.unchecked_keys.is_empty(), "{report}");
@@ -1790,7 +1893,7 @@ async fn a_full_resync_of_a_large_keyspace_under_writes_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_resync_keeps_the_primary_s_p99_under_10_ms() {
     run_test("a_full_resync_keeps_the_primary_s_p99_under_10_ms", async {
-        let resync = full_resync_under_writes().await;
+        let resync = full_resync_under_writes(false).await;
         let p99 = percentile(&resync.latencies, 0.99);
         assert!(
             p99 < Duration::from_millis(10),

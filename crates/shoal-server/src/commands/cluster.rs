@@ -3,9 +3,10 @@
 //! them answers Redis's `-ERR This instance has cluster support disabled`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use shoal_cluster::redis_format::{self, ClusterInfoStats, NodeFacts};
-use shoal_cluster::{SLOTS, key_slot};
+use shoal_cluster::{ClusterMap, NodeId, SLOTS, key_slot};
 use shoal_proto::Argv;
 
 use super::int_arg;
@@ -24,7 +25,7 @@ fn cluster_of(ctx: &Ctx<'_>) -> Result<Arc<ClusterState>, CommandError> {
 pub fn shards(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
     let cluster = cluster_of(ctx)?;
     let map = cluster.map();
-    let facts = |_| NodeFacts::default();
+    let facts = known_facts(ctx, &map, cluster.myself().id);
     redis_format::cluster_shards(&mut ctx.reply(), &map, &facts);
     Ok(())
 }
@@ -33,9 +34,60 @@ pub fn shards(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
 pub fn slots(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
     let cluster = cluster_of(ctx)?;
     let map = cluster.map();
-    let facts = |_| NodeFacts::default();
+    let facts = known_facts(ctx, &map, cluster.myself().id);
     redis_format::cluster_slots(&mut ctx.reply(), &map, &facts);
     Ok(())
+}
+
+/// The replication facts this node knows: its own offset and whether it is still loading
+/// (a replica not yet synced with its primary), and, as a primary, the offset each replica of
+/// its shard acknowledged, and whether it has acknowledged at all yet (a replica does once it
+/// has loaded its snapshot; one not attached is loading as far as this primary knows). Those of other nodes are not known here: offset 0, not
+/// loading. So a client that asks a shard's primary for `CLUSTER SLOTS` is not told of
+/// replicas that cannot serve reads yet.
+fn known_facts(
+    ctx: &Ctx<'_>,
+    map: &ClusterMap,
+    me: NodeId,
+) -> impl Fn(NodeId) -> NodeFacts + use<> {
+    let replication = &ctx.shared.replication;
+    let own = NodeFacts {
+        replication_offset: replication.offset(),
+        loading: !replication.is_primary() && !replication.replica_data_ready(),
+    };
+    let mut replicas: Vec<(NodeId, NodeFacts)> = Vec::new();
+    if replication.is_primary()
+        && let Some(shard) = map.shards.iter().find(|s| s.primary == me)
+    {
+        let attached = replication.replicas.lock();
+        for id in &shard.replicas {
+            let peer = map.node(*id).and_then(|node| {
+                attached
+                    .iter()
+                    .find(|p| p.port == node.port && p.ip == node.host)
+            });
+            let facts = match peer {
+                Some(peer) => NodeFacts {
+                    replication_offset: peer.ack.load(Relaxed),
+                    loading: !peer.synced.load(Relaxed),
+                },
+                None => NodeFacts {
+                    replication_offset: 0,
+                    loading: true,
+                },
+            };
+            replicas.push((*id, facts));
+        }
+    }
+    move |id| {
+        if id == me {
+            return own;
+        }
+        replicas
+            .iter()
+            .find(|(node, _)| *node == id)
+            .map_or_else(NodeFacts::default, |(_, facts)| *facts)
+    }
 }
 
 /// `CLUSTER NODES`

@@ -76,6 +76,9 @@ pub struct ReplicaPeer {
     pub last_ack_ms: AtomicU64,
     /// Whether it is past its snapshot and streaming.
     pub online: AtomicBool,
+    /// Whether it has acknowledged an offset: it has loaded its snapshot, if it took one (a
+    /// replica acknowledges only once synced), and can serve reads.
+    pub synced: AtomicBool,
 }
 
 /// How a replica's link to its primary stands.
@@ -603,6 +606,7 @@ pub async fn serve_replica(
         ack: AtomicU64::new(0),
         last_ack_ms: AtomicU64::new(replication.now_ms()),
         online: AtomicBool::new(false),
+        synced: AtomicBool::new(false),
     });
     replication.add_replica(peer.clone());
     let served = primary::serve(replication, &shared.store, stream, request, peer).await;

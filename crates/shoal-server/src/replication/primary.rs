@@ -251,6 +251,7 @@ fn take_acks(
                 {
                     peer.ack.fetch_max(ack.max(0) as u64, Relaxed);
                     peer.last_ack_ms.store(replication.now_ms(), Relaxed);
+                    peer.synced.store(true, Relaxed);
                     replication.acked.notify_waiters();
                 }
                 consumed += n;
