@@ -1195,6 +1195,21 @@ async fn the_redis_crate_s_replica_reads_are_served_by_replicas() {
                     Duration::from_secs(10),
                 )
                 .await;
+                // The client learns replicas from CLUSTER SLOTS, which lists them once they
+                // have acknowledged their sync.
+                let port = cluster.node(r).ports().resp;
+                poll(
+                    "the replica in CLUSTER SLOTS",
+                    Duration::from_secs(5),
+                    || async {
+                        if slots_list(cluster.node(shard.primary), port).await {
+                            Ok(())
+                        } else {
+                            Err(format!("port {port} not listed"))
+                        }
+                    },
+                )
+                .await;
             }
             let urls: Vec<String> = cluster
                 .resp_addrs()
