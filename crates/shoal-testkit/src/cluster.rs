@@ -116,7 +116,8 @@ impl TestCluster {
     /// Starts `shards * (1 + replicas)` nodes: the first founds the cluster, the others join
     /// through it, and the first `options.controllers` are controller members. Returns once
     /// the controller's status shows every node healthy, every shard, every slot owned, the
-    /// controller's voters settled, and every node reporting the final epoch.
+    /// controller's voters settled, and every node reporting the final epoch, and every
+    /// shard's primary serves (it has its first lease: until then it answers `CLUSTERDOWN`).
     pub async fn start(
         binary: impl AsRef<Path>,
         shards: usize,
@@ -168,6 +169,9 @@ impl TestCluster {
                         && is_settled(status, &alive)
                 },
             )
+            .await?;
+        cluster
+            .wait_for_primaries(ready_timeout.saturating_sub(started.elapsed()))
             .await?;
         Ok(cluster)
     }

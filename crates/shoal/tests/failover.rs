@@ -1657,10 +1657,6 @@ async fn full_resync_under_writes(check_listing: bool) -> Resync {
     let mut cluster = TestCluster::start(SHOAL, 1, 0, options)
         .await
         .expect("the primary starts");
-    cluster
-        .wait_for_primaries(Duration::from_secs(10))
-        .await
-        .expect("the primary serves");
     let primary = 0;
     let loaded_at = Instant::now();
     load_keys(&cluster.node(primary).resp_addr(), 0..LOADED_KEYS).await;
