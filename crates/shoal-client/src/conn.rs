@@ -103,6 +103,8 @@ struct Shared {
     state: Mutex<State>,
     dead: AtomicBool,
     stop_writer: Notify,
+    /// Set once the connection is open and its writer runs: before, no request was written.
+    open: AtomicBool,
     /// Set when the connection could not be opened.
     open_failure: Mutex<Option<(Instant, Error)>>,
     stats: Arc<Stats>,
@@ -183,6 +185,7 @@ impl Conn {
             }),
             dead: AtomicBool::new(false),
             stop_writer: Notify::new(),
+            open: AtomicBool::new(false),
             open_failure: Mutex::new(None),
             stats,
         });
@@ -235,6 +238,15 @@ impl Conn {
             }
         }
         match tokio::time::timeout_at(deadline, rx).await {
+            // The reply's receiver is gone now, so a writer starting later skips the request:
+            // if the connection is not open yet, it was never written (and may be retried).
+            Err(_) if !self.shared.open.load(Ordering::Acquire) => Err(Error::io(
+                &self.shared.addr,
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("not connected within {timeout:?}"),
+                ),
+            )),
             Err(_) => Err(timed_out()),
             Ok(Err(_)) => Err(Error::ConnectionLost {
                 addr: self.shared.addr.clone(),
@@ -350,13 +362,14 @@ async fn run(rx: mpsc::Receiver<Pending>, options: ConnOptions, shared: Arc<Shar
             Stats::bump(&shared.stats.connects);
             let (rd, wr) = stream.into_split();
             let reader = tokio::spawn(read_loop(rd, leftover, shared.clone()));
+            shared.open.store(true, Ordering::Release);
             write_loop(wr, rx, shared, reader.abort_handle()).await;
         }
         Err(err) => {
             *shared.open_failure.lock() = Some((Instant::now(), err));
             shared.state.lock().dead = true;
             shared.dead.store(true, Ordering::Release);
-            refuse_queued(rx, &shared);
+            refuse_queued(rx, &shared).await;
         }
     }
 }
@@ -385,10 +398,11 @@ async fn establish(addr: &str, options: &ConnOptions) -> Result<(TcpStream, Byte
     Ok((stream, leftover))
 }
 
-/// Closes the queue and fails what it holds: those requests were never written.
-fn refuse_queued(mut rx: mpsc::Receiver<Pending>, shared: &Shared) {
+/// Closes the queue and fails what it holds: those requests were never written. (`recv`
+/// after `close` also waits for senders that had reserved room, which `try_recv` would miss.)
+async fn refuse_queued(mut rx: mpsc::Receiver<Pending>, shared: &Shared) {
     rx.close();
-    while let Ok(pending) = rx.try_recv() {
+    while let Some(pending) = rx.recv().await {
         let _ = pending.reply.send(Err(shared.not_sent()));
     }
 }
@@ -462,7 +476,7 @@ async fn write_loop(
         shared.fail_all(&end);
     }
     reader.abort();
-    refuse_queued(rx, &shared);
+    refuse_queued(rx, &shared).await;
 }
 
 async fn read_loop(mut rd: OwnedReadHalf, mut buf: BytesMut, shared: Arc<Shared>) {

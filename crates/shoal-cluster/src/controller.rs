@@ -15,8 +15,8 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::{Notify, oneshot, watch};
 
 use crate::bus::{
-    self, ClusterStatus, Heartbeat, HeartbeatAck, NodeStatus, RaftReply, RaftRequest, Reply,
-    Request,
+    self, ClusterStatus, Heartbeat, HeartbeatAck, NodeStats, NodeStatus, RaftReply, RaftRequest,
+    Reply, Request,
 };
 use crate::decide::{self, Action, Observations, Settings};
 use crate::map::{ClusterMap, NodeId, NodeInfo};
@@ -431,6 +431,22 @@ impl Controller {
         let (observations, joins, removals, failovers) = {
             let mut view = self.view();
             let joins = std::mem::take(&mut view.joins);
+            // A join request is word from the node: it counts as a heartbeat, or the node
+            // would be marked failed before its first one if this leader has led for longer
+            // than the node timeout.
+            let now = now_ms();
+            for (node, _) in &joins {
+                view.heartbeats.entry(node.id).or_insert_with(|| {
+                    (
+                        now,
+                        Heartbeat {
+                            node: node.id,
+                            epoch: current.epoch,
+                            stats: NodeStats::default(),
+                        },
+                    )
+                });
+            }
             let removals = std::mem::take(&mut view.removals);
             let failovers = std::mem::take(&mut view.failovers);
             let observations = Observations {

@@ -236,13 +236,17 @@ fn replace_restarted(
         })
         .map(|old| old.id)
         .collect();
+    // The newcomer takes over at most one shard (it may match two old entries, one by each
+    // port), and a spare none: it waits to be assigned.
+    let mut placed = node.spare;
     for old in stale {
         actions.push(Action::Restarted(old, node.id));
-        if let Some(shard) = map
+        let alone = map
             .shards
             .iter_mut()
-            .find(|s| s.primary == old && s.replicas.is_empty())
-        {
+            .find(|s| s.primary == old && s.replicas.is_empty());
+        if let Some(shard) = alone.filter(|_| !placed) {
+            placed = true;
             // A shard's only node: the newcomer takes its place, so its slots stay where
             // they are (removing the old node would hand them to other shards, and the new
             // one's join would take some back: two moves, each dropping keys written

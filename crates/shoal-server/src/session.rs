@@ -60,6 +60,8 @@ pub struct ClientState {
     pub write_offset: u64,
     /// The port a replica said it listens on (`REPLCONF listening-port`).
     pub replica_port: Option<u16>,
+    /// The address a replica said it is known by (`REPLCONF ip-address`).
+    pub replica_ip: Option<String>,
     /// The pending `CLUSTER FAILOVER` skips the primary (`FORCE`/`TAKEOVER`).
     pub failover_force: bool,
 }
@@ -164,6 +166,7 @@ pub async fn serve(mut connection: Connection, worker: Arc<WorkerStats>) {
             forwarded: false,
             write_offset: 0,
             replica_port: None,
+            replica_ip: None,
             failover_force: false,
         },
         parser: RequestParser::new(shared.live.limits()),

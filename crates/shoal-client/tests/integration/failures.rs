@@ -116,6 +116,30 @@ async fn timeouts_retry_reads_and_only_opted_in_writes() {
 }
 
 #[tokio::test]
+async fn a_write_that_timed_out_before_the_connection_opened_is_retried() {
+    // The node never answers AUTH, so the connection never opens; every INCR times out
+    // while queued on it, unsent: that is not the ambiguous timeout of a sent request.
+    let fake = FakeServer::start(|call| match call.name().as_str() {
+        "AUTH" => Answer::Hold,
+        _ => raw(":1\r\n"),
+    })
+    .await;
+    let config = config()
+        .with_password("s3cret")
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_request_timeout(Duration::from_millis(50))
+        .with_max_attempts(2);
+    let client = Client::with_map(map(1, &[(fake.addr, ALL)]), config)
+        .await
+        .unwrap();
+    let err = client.incr("n").await.unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(err.is_retryable() && !err.is_ambiguous(), "{err:?}");
+    assert_eq!(client.stats().retries, 1, "the unsent write was tried again");
+    assert_eq!(fake.commands(), 1, "only AUTH reached the node: {:?}", fake.log());
+}
+
+#[tokio::test]
 async fn malformed_replies_are_protocol_errors_and_drop_the_connection() {
     let fake = FakeServer::start(move |call| match (call.conn, call.arg(1)) {
         (0, _) => raw("?this is not RESP\r\n"),

@@ -181,20 +181,21 @@ impl MapMachine {
         self.inner.lock().applied.clone()
     }
 
-    /// Makes `map` the machine's own and publishes it (unless the channel has a newer one).
-    fn adopt(&self, map: ClusterMap) {
-        self.inner.lock().applied = Arc::new(map.clone());
+    /// Publishes `map`, the machine's own now, unless the channel has a newer one.
+    fn publish(&self, map: ClusterMap) {
         crate::node::publish_newer(&self.map, map);
     }
 
     // openraft's storage traits fix the error type, large as it is.
     #[allow(clippy::result_large_err)]
     fn snapshot_now(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeIdT>> {
+        // The map, its log position and the membership are read under one lock, as `apply`
+        // changes them under one: openraft builds snapshots while it applies entries.
+        let mut inner = self.inner.lock();
         let body = SnapshotBody {
-            map: (*self.current()).clone(),
+            map: (*inner.applied).clone(),
         };
         let data = serde_json::to_vec(&body).map_err(|e| StorageIOError::read_state_machine(&e))?;
-        let mut inner = self.inner.lock();
         inner.snapshots_built += 1;
         let snapshot_id = format!(
             "{}-{}",
@@ -239,23 +240,34 @@ impl RaftStateMachine<TypeConfig> for MapMachine {
         let mut outcomes = Vec::new();
         for entry in entries {
             let log_id = *entry.get_log_id();
-            let outcome = match entry.payload {
-                EntryPayload::Blank => ProposalOutcome::NotAProposal,
-                EntryPayload::Membership(membership) => {
-                    self.inner.lock().membership = StoredMembership::new(Some(log_id), membership);
-                    ProposalOutcome::NotAProposal
-                }
-                EntryPayload::Normal(proposal) => {
-                    let current = self.current().epoch;
-                    if proposal.base == current && proposal.map.epoch == current + 1 {
-                        self.adopt(proposal.map);
-                        ProposalOutcome::Applied
-                    } else {
-                        ProposalOutcome::Stale { current }
+            // Each entry's effects and its log position change under one lock (see
+            // `snapshot_now`); the map is published after.
+            let mut adopted = None;
+            let outcome = {
+                let mut inner = self.inner.lock();
+                let outcome = match entry.payload {
+                    EntryPayload::Blank => ProposalOutcome::NotAProposal,
+                    EntryPayload::Membership(membership) => {
+                        inner.membership = StoredMembership::new(Some(log_id), membership);
+                        ProposalOutcome::NotAProposal
                     }
-                }
+                    EntryPayload::Normal(proposal) => {
+                        let current = inner.applied.epoch;
+                        if proposal.base == current && proposal.map.epoch == current + 1 {
+                            inner.applied = Arc::new(proposal.map.clone());
+                            adopted = Some(proposal.map);
+                            ProposalOutcome::Applied
+                        } else {
+                            ProposalOutcome::Stale { current }
+                        }
+                    }
+                };
+                inner.last_applied = Some(log_id);
+                outcome
             };
-            self.inner.lock().last_applied = Some(log_id);
+            if let Some(map) = adopted {
+                self.publish(map);
+            }
             outcomes.push(outcome);
         }
         Ok(outcomes)
@@ -281,13 +293,14 @@ impl RaftStateMachine<TypeConfig> for MapMachine {
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         {
             let mut inner = self.inner.lock();
+            inner.applied = Arc::new(body.map.clone());
             inner.last_applied = meta.last_log_id;
             inner.membership = meta.last_membership.clone();
             inner.snapshot = Some((meta.clone(), data));
         }
-        // The channel may hold a newer map already (pushed by a faster member); `adopt`
+        // The channel may hold a newer map already (pushed by a faster member); `publish`
         // publishes only a newer one.
-        self.adopt(body.map);
+        self.publish(body.map);
         Ok(())
     }
 

@@ -168,6 +168,7 @@ fn follow_role(shared: &Arc<Shared>, map: &ClusterMap) {
         let config = shared.config.read();
         let link = LinkConfig {
             listening_port: config.port,
+            announce_ip: map.node(me).map(|n| n.host.clone()),
             password: (!config.requirepass.is_empty()).then(|| config.requirepass.clone()),
         };
         drop(config);

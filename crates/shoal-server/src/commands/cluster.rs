@@ -41,10 +41,11 @@ pub fn slots(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
 
 /// The replication facts this node knows: its own offset and whether it is still loading
 /// (a replica not yet synced with its primary), and, as a primary, the offset each replica of
-/// its shard acknowledged, and whether it has acknowledged at all yet (a replica does once it
-/// has loaded its snapshot; one not attached is loading as far as this primary knows). Those of other nodes are not known here: offset 0, not
-/// loading. So a client that asks a shard's primary for `CLUSTER SLOTS` is not told of
-/// replicas that cannot serve reads yet.
+/// its shard acknowledged and whether it has acknowledged at all yet (a replica does once it
+/// has loaded its snapshot; one not attached is loading as far as this primary knows).
+/// Replicas are told apart by the address and port they announce. Other nodes' facts are not
+/// known here: offset 0, not loading. So a client that asks a shard's primary for
+/// `CLUSTER SLOTS` is not told of replicas that cannot serve reads yet.
 fn known_facts(
     ctx: &Ctx<'_>,
     map: &ClusterMap,
@@ -61,9 +62,11 @@ fn known_facts(
     {
         let attached = replication.replicas.lock();
         for id in &shard.replicas {
+            // The newest link first: an older one of the same replica may linger.
             let peer = map.node(*id).and_then(|node| {
                 attached
                     .iter()
+                    .rev()
                     .find(|p| p.port == node.port && p.ip == node.host)
             });
             let facts = match peer {

@@ -38,6 +38,8 @@ pub fn replconf(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
             let port = int_arg(value)?;
             ctx.client.replica_port =
                 Some(u16::try_from(port).map_err(|_| CommandError::NotInteger)?);
+        } else if is(option, "ip-address") {
+            ctx.client.replica_ip = Some(String::from_utf8_lossy(value).into_owned());
         } else if is(option, "ack") || is(option, "getack") {
             return Ok(());
         } else if is(option, "failover-pause") {
@@ -53,7 +55,7 @@ pub fn replconf(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
                 .pause_writes(Duration::from_millis(ms));
             ctx.reply().int(offset as i64);
             return Ok(());
-        } else if !(is(option, "capa") || is(option, "ip-address") || is(option, "rdb-only")) {
+        } else if !(is(option, "capa") || is(option, "rdb-only")) {
             return Err(CommandError::Raw(
                 format!(
                     "ERR Unrecognized REPLCONF option: {}",

@@ -66,7 +66,7 @@ pub struct History {
 pub struct ReplicaPeer {
     /// The client id of its connection.
     pub client_id: u64,
-    /// Its IP address.
+    /// Its address: the one it announced (`REPLCONF ip-address`), else its connection's.
     pub ip: String,
     /// The RESP port it listens on (`REPLCONF listening-port`).
     pub port: u16,
@@ -601,7 +601,10 @@ pub async fn serve_replica(
     let replication = &shared.replication;
     let peer = Arc::new(ReplicaPeer {
         client_id: client.info.id,
-        ip: client.info.addr.ip().to_string(),
+        ip: client
+            .replica_ip
+            .clone()
+            .unwrap_or_else(|| client.info.addr.ip().to_canonical().to_string()),
         port: client.replica_port.unwrap_or(client.info.addr.port()),
         ack: AtomicU64::new(0),
         last_ack_ms: AtomicU64::new(replication.now_ms()),

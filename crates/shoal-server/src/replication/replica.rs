@@ -25,6 +25,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct LinkConfig {
     /// The RESP port it listens on (`REPLCONF listening-port`).
     pub listening_port: u16,
+    /// The address it is known by in the cluster map (`REPLCONF ip-address`, as Redis's
+    /// `replica-announce-ip`), so its primary can tell which node it is.
+    pub announce_ip: Option<String>,
     /// The password the primary requires, if any.
     pub password: Option<String>,
 }
@@ -100,11 +103,15 @@ async fn link_once(
     }
     let port = config.listening_port.to_string();
     hello.extend_from_slice(&encode(&["REPLCONF", "listening-port", &port]));
+    if let Some(ip) = &config.announce_ip {
+        hello.extend_from_slice(&encode(&["REPLCONF", "ip-address", ip]));
+    }
     hello.extend_from_slice(&encode(&["REPLCONF", "capa", "psync2"]));
     let next = (offset + 1).to_string();
     hello.extend_from_slice(&encode(&["PSYNC", &replid, &next]));
     stream.write_all(&hello).await?;
-    let answers = if config.password.is_some() { 4 } else { 3 };
+    let answers =
+        3 + usize::from(config.password.is_some()) + usize::from(config.announce_ip.is_some());
     let mut lines = Vec::new();
     while lines.len() < answers {
         let value = tokio::time::timeout(HANDSHAKE_TIMEOUT, next_reply(&mut stream, &mut input))
