@@ -81,6 +81,8 @@ pub struct JoinOptions {
     pub env: Vec<(String, String)>,
     /// Further flags for it.
     pub extra_args: Vec<String>,
+    /// Its niceness (see [`ProcessSpec::nice`](crate::ProcessSpec::nice)).
+    pub nice: i32,
 }
 
 /// One shard of a map, by the indices of this cluster's processes.
@@ -453,6 +455,7 @@ impl TestCluster {
             ports,
             args,
             env,
+            nice: node.nice,
         };
         self.nodes.push(NodeProcess::spawn(spec)?);
         Ok(index)

@@ -266,6 +266,7 @@ mod tests {
             args: vec!["server".into()],
             env: vec![],
             log: "/tmp/x.log".into(),
+            nice: 0,
         };
         // Wrapping needs no namespace of the machine's: build one only if we can.
         if NetNs::skip_unless_available("a_wrapped_spec_runs_through_nsenter") {
@@ -298,6 +299,7 @@ mod tests {
             args: vec!["-c".into(), "ip -o -4 addr show".into()],
             env: vec![],
             log: dir.join("inside.log"),
+            nice: 0,
         }))
         .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -35,6 +35,8 @@ pub struct NodeSpec {
     pub log: PathBuf,
     /// Environment variables to set for it (after the kit clears `SHOAL_*` and `RUST_LOG`).
     pub env: Vec<(String, String)>,
+    /// Its niceness (see [`ProcessSpec::nice`]).
+    pub nice: i32,
 }
 
 /// A `shoal server` child process. Every method takes `&self`, so a node can be killed or
@@ -61,6 +63,7 @@ impl NodeProcess {
             args,
             env,
             log: spec.log,
+            nice: spec.nice,
         })?;
         Ok(NodeProcess {
             process,

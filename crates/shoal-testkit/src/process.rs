@@ -38,6 +38,10 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     /// Where its standard output and error go (appended to).
     pub log: PathBuf,
+    /// Niceness for it and its threads (`nice -n`): 0 keeps the test's; 10 lets a process
+    /// that stands for another machine (a replica loading a snapshot) yield the CPU to the
+    /// one being measured.
+    pub nice: i32,
 }
 
 /// A running (or stopped) child process.
@@ -372,11 +376,16 @@ fn start(spec: &ProcessSpec, starts: u32) -> Result<Child> {
     command.env_remove("RUST_LOG");
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
     let parent = std::process::id();
+    let nice = spec.nice;
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (prctl, getppid, _exit) that touch no memory of the parent.
+    // system calls (prctl, setpriority, getppid, _exit) that touch no memory of the parent.
     unsafe {
         command.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if nice != 0 {
+                // Before exec: every thread the program starts inherits it.
+                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+            }
             // The parent may have died before prctl took effect.
             if libc::getppid() as u32 != parent {
                 libc::_exit(1);
@@ -433,6 +442,7 @@ mod tests {
                     .into(),
             ],
             env: vec![],
+            nice: 0,
             log: dir.join(&format!("{name}.log")),
         })
         .unwrap()
@@ -558,6 +568,7 @@ mod tests {
             binary: "/nonexistent/shoal".into(),
             args: vec![],
             env: vec![],
+            nice: 0,
             log: dir.join("ghost.log"),
         })
         .err()

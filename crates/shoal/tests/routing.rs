@@ -251,6 +251,7 @@ async fn shoal_proxy_serves_plain_clients_and_http() {
             ],
             env: Vec::new(),
             log: log.clone(),
+            nice: 0,
         })
         .expect("the proxy starts");
         let addr = format!("127.0.0.1:{port}");

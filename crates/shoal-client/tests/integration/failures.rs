@@ -135,8 +135,17 @@ async fn a_write_that_timed_out_before_the_connection_opened_is_retried() {
     let err = client.incr("n").await.unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
     assert!(err.is_retryable() && !err.is_ambiguous(), "{err:?}");
-    assert_eq!(client.stats().retries, 1, "the unsent write was tried again");
-    assert_eq!(fake.commands(), 1, "only AUTH reached the node: {:?}", fake.log());
+    assert_eq!(
+        client.stats().retries,
+        1,
+        "the unsent write was tried again"
+    );
+    assert_eq!(
+        fake.commands(),
+        1,
+        "only AUTH reached the node: {:?}",
+        fake.log()
+    );
 }
 
 #[tokio::test]
