@@ -30,6 +30,17 @@ pub const TICK: Duration = Duration::from_millis(50);
 /// How recently a majority must have acknowledged the leader for it to grant leases (ms).
 const QUORUM_FRESHNESS_MS: u64 = 400;
 
+/// The shortest Raft election timeout (ms): a follower that heard from a leader votes for no
+/// other within it.
+const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
+
+/// How much longer than a node timeout a new leader waits before it fails a silent node (ms).
+/// The previous leader may have granted leases up to [`QUORUM_FRESHNESS_MS`] after the start
+/// of its last confirmed quorum round, and this one was elected no sooner than
+/// [`ELECTION_TIMEOUT_MIN_MS`] after it; waiting the difference on top of a node timeout lets
+/// any such lease (80% of a node timeout) end first, whatever the node timeout.
+const TAKEOVER_MARGIN_MS: u64 = QUORUM_FRESHNESS_MS - ELECTION_TIMEOUT_MIN_MS;
+
 /// How long a replica may take to report its offset before a failover.
 const REPORT_TIMEOUT: Duration = Duration::from_millis(150);
 
@@ -93,7 +104,7 @@ impl Controller {
         let raft_config = openraft::Config {
             cluster_name: "shoal".into(),
             heartbeat_interval: 50,
-            election_timeout_min: 300,
+            election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
             election_timeout_max: 600,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
             max_in_snapshot_log_to_keep: 100,
@@ -249,8 +260,10 @@ impl Controller {
     /// the majority still believes it leads until it hears of a newer term, and must not keep
     /// a primary on its side serving while the majority's leader promotes another. A majority
     /// that acknowledged this leader at time t elects no other before t + the election timeout
-    /// (at least 300 ms), and that leader fails nobody for a node timeout after it takes over;
-    /// a lease granted before t + `QUORUM_FRESHNESS_MS` ends before either.
+    /// (at least [`ELECTION_TIMEOUT_MIN_MS`]), and that leader fails nobody for a node timeout
+    /// plus [`TAKEOVER_MARGIN_MS`] after it takes over; a lease granted before
+    /// t + `QUORUM_FRESHNESS_MS` (at most 80% of a node timeout, from before it was granted)
+    /// ends before that.
     ///
     /// Its caller has just checked that this member leads.
     fn quorum_fresh(&self) -> bool {
@@ -455,7 +468,7 @@ impl Controller {
                     .iter()
                     .map(|(id, (at, _))| (*id, *at))
                     .collect(),
-                leader_since_ms: view.since_ms,
+                leader_since_ms: view.since_ms + TAKEOVER_MARGIN_MS,
                 joins: joins.iter().map(|(n, _)| n.clone()).collect(),
                 removals: removals.iter().map(|(n, _)| *n).collect(),
                 voters,
@@ -633,4 +646,30 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deposed_leader_s_leases_end_before_a_new_leader_fails_anyone() {
+        // The last lease the old leader grants starts (from the heartbeat's sending) before
+        // t + QUORUM_FRESHNESS_MS, t being the start of its last confirmed quorum round; the
+        // new leader is elected after t + ELECTION_TIMEOUT_MIN_MS and fails a silent node
+        // only a node timeout plus TAKEOVER_MARGIN_MS after that.
+        for node_timeout_ms in [100, 250, 500, 1000, 2000, 15_000] {
+            let settings = Settings {
+                node_timeout_ms,
+                max_voters: 3,
+            };
+            let last_lease_ends = QUORUM_FRESHNESS_MS + settings.lease_ms();
+            let first_failure = ELECTION_TIMEOUT_MIN_MS + node_timeout_ms + TAKEOVER_MARGIN_MS;
+            assert!(
+                last_lease_ends < first_failure,
+                "node timeout {node_timeout_ms} ms: a lease may run until +{last_lease_ends} ms, \
+                 a failover may start at +{first_failure} ms"
+            );
+        }
+    }
 }

@@ -60,7 +60,9 @@ impl Settings {
 pub struct Observations {
     /// When each node's last heartbeat arrived (ms), since this leader took over.
     pub last_heartbeat: HashMap<NodeId, u64>,
-    /// When this leader took over (ms).
+    /// Silence before this time (ms) does not count against a node: when this leader took
+    /// over (plus a margin, see the controller), so a new leader fails nobody for a node
+    /// timeout after it.
     pub leader_since_ms: u64,
     /// Nodes asking to join, in arrival order.
     pub joins: Vec<NodeInfo>,
