@@ -908,6 +908,15 @@ mod tests {
         next.validate().unwrap();
     }
 
+    /// The decision once node `old` of `map` restarted on its address as `new`.
+    fn restarted(map: &ClusterMap, old: NodeId, new: NodeId) -> Decision {
+        let mut again = map.node(old).unwrap().clone();
+        again.id = new;
+        let mut obs = all_heard(map, 10);
+        obs.joins = vec![again];
+        decide(map, &obs, 10, &settings())
+    }
+
     #[test]
     fn a_restarted_last_node_takes_its_own_place() {
         // The only node of the only shard restarts (a spare controller keeps the controller
@@ -917,11 +926,7 @@ mod tests {
         spare.spare = true;
         let map_with_spare = joined(&map, &[spare]);
         map = map_with_spare;
-        let mut again = map.node(NodeId(1)).unwrap().clone();
-        again.id = NodeId(11);
-        let mut obs = all_heard(&map, 10);
-        obs.joins = vec![again];
-        let d = decide(&map, &obs, 10, &settings());
+        let d = restarted(&map, NodeId(1), NodeId(11));
         let next = d.map.expect("the restart changes the map");
         next.validate().unwrap();
         assert_eq!(next.shards.len(), 1, "no new shard: {:?}", d.actions);
@@ -936,11 +941,7 @@ mod tests {
         // Two shards of one node each; the second one's node restarts on its address.
         let map = joined(&bootstrap(node(1, true), 0, 0), &[node(2, false)]);
         assert_eq!(map.shards.len(), 2);
-        let mut again = map.node(NodeId(2)).unwrap().clone();
-        again.id = NodeId(22);
-        let mut obs = all_heard(&map, 10);
-        obs.joins = vec![again];
-        let d = decide(&map, &obs, 10, &settings());
+        let d = restarted(&map, NodeId(2), NodeId(22));
         let next = d.map.expect("the restart changes the map");
         next.validate().unwrap();
         assert_eq!(
