@@ -69,7 +69,7 @@ start_cluster() {
   seed=$(free_port)
   pids_here+=("$(start_node any "$seed" --controller)")
   for _ in $(seq 2 "$shards"); do
-    pids_here+=("$(start_node any "$(free_port)" --cluster-join "127.0.0.1:$seed" --controller)")
+    pids_here+=("$(start_joiner any "127.0.0.1:$seed" --controller)")
   done
   wait_shards "$seed" "$shards"
   echo "$seed ${pids_here[*]}"
@@ -117,7 +117,7 @@ echo "Part 2: map propagation while $JOINS nodes join the 3-shard cluster"
 watcher=$!
 sleep 1
 for _ in $(seq 1 "$JOINS"); do
-  start_node any "$(free_port)" --cluster-join "127.0.0.1:${three[0]}" >/dev/null
+  start_joiner any "127.0.0.1:${three[0]}" >/dev/null
   sleep 0.5
 done
 wait "$watcher"

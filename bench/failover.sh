@@ -118,7 +118,7 @@ start_redis() { # CPU PORT [ARGS...]: prints its pid
 alone=$(free_port); alone_pid=$(start_node 0 "$alone" --controller)
 wait_ready "$alone" 1 1
 primary=$(free_port); primary_pid=$(start_node 0 "$primary" --controller --replicas 2)
-for _ in 1 2; do start_node 1 "$(free_port)" --cluster-join "127.0.0.1:$primary" >/dev/null; done
+for _ in 1 2; do start_joiner 1 "127.0.0.1:$primary" >/dev/null; done
 wait_ready "$primary" 3 1
 # Redis: the same, with --replicaof.
 r_alone=$(free_port); r_alone_pid=$(start_redis 0 "$r_alone")

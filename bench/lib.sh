@@ -20,9 +20,22 @@ start_node() {
   echo "$pid" >>"$work/pids"
   for _ in $(seq 1 100); do
     redis-cli -p "$port" ping >/dev/null 2>&1 && { echo "$pid"; return; }
+    kill -0 "$pid" 2>/dev/null || break # it exited (a port taken meanwhile, say)
     sleep 0.05
   done
-  echo "node on port $port did not start (log: $work/node-$port.log)" >&2; exit 1
+  echo "node on port $port did not start; its log ends:" >&2
+  tail -5 "$work/node-$port.log" >&2
+  return 1
+}
+
+# start_joiner CPUS SEED [ARGS...]: start_node on a fresh port that joins SEED, trying again
+# on other ports if one was taken between picking it and binding it. Prints the pid.
+start_joiner() {
+  local cpus=$1 seed=$2; shift 2
+  for _ in 1 2 3; do
+    start_node "$cpus" "$(free_port)" --cluster-join "$seed" "$@" && return
+  done
+  return 1
 }
 
 # stop_nodes: kills (-9) every node start_node started and waits for them.

@@ -242,15 +242,36 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     w: &mut W,
     message: &T,
 ) -> std::io::Result<()> {
-    let body = serde_json::to_vec(message).map_err(std::io::Error::other)?;
-    if body.len() > MAX_FRAME {
+    write_encoded(w, &encode_frame(message)?).await
+}
+
+/// `message` as a frame: its length, then its JSON.
+pub fn encode_frame<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>> {
+    let mut frame = vec![0; 4];
+    serde_json::to_writer(&mut frame, message).map_err(std::io::Error::other)?;
+    let body = frame.len() - 4;
+    if body > MAX_FRAME {
         return Err(std::io::Error::other("bus frame too large"));
     }
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
-    w.write_all(&frame).await?;
+    frame[..4].copy_from_slice(&(body as u32).to_be_bytes());
+    Ok(frame)
+}
+
+/// Writes a frame made by [`encode_frame`].
+pub async fn write_encoded<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std::io::Result<()> {
+    w.write_all(frame).await?;
     w.flush().await
+}
+
+/// [`Reply::Map`] with the map borrowed: the same frame, without a copy of the map.
+#[derive(Serialize)]
+enum MapReply<'a> {
+    Map(&'a ClusterMap),
+}
+
+/// The [`Reply::Map`] frame of `map`.
+pub fn encode_map_reply(map: &ClusterMap) -> std::io::Result<Vec<u8>> {
+    encode_frame(&MapReply::Map(map))
 }
 
 /// Why a frame could not be read.
@@ -461,6 +482,32 @@ mod tests {
             read_frame::<_, Request>(&mut b).await,
             Err(FrameError::Closed)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_map_reply_encoded_from_a_borrowed_map_reads_as_reply_map() {
+        let map = crate::decide::bootstrap(
+            NodeInfo {
+                id: NodeId(7),
+                host: "127.0.0.1".into(),
+                port: 7000,
+                bus_port: 17000,
+                http_port: 0,
+                controller: true,
+                health: crate::map::Health::Ok,
+                spare: false,
+            },
+            2,
+            5,
+        );
+        let frame = encode_map_reply(&map).unwrap();
+        assert_eq!(frame, encode_frame(&Reply::Map(map.clone())).unwrap());
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_encoded(&mut a, &frame).await.unwrap();
+        match read_frame::<_, Reply>(&mut b).await.unwrap() {
+            Reply::Map(read) => assert_eq!(read, map),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

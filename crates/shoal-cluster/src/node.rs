@@ -117,6 +117,9 @@ pub struct ClusterNode {
     lease_until: AtomicU64,
     /// The origin of `lease_until`.
     clock_base: Instant,
+    /// The [`Reply::Map`] frame of the latest map served, by epoch: encoded once for every
+    /// subscriber and `GetMap`.
+    map_frame: Mutex<Option<(Epoch, Arc<[u8]>)>>,
 }
 
 impl ClusterNode {
@@ -157,6 +160,7 @@ impl ClusterNode {
             stats: config.stats.clone(),
             lease_until: AtomicU64::new(0),
             clock_base: Instant::now(),
+            map_frame: Mutex::new(None),
         });
         tokio::spawn(node.clone().serve_bus(listener));
         tokio::spawn(node.clone().watch_membership());
@@ -562,7 +566,16 @@ impl ClusterNode {
                     self.push_maps(stream, after).await;
                     return;
                 }
-                Request::GetMap => Reply::Map((*self.map()).clone()),
+                Request::GetMap => {
+                    let sent = match self.map_frame(&self.map()) {
+                        Ok(frame) => bus::write_encoded(&mut stream, &frame).await,
+                        Err(e) => bus::write_frame(&mut stream, &Reply::Error(e.to_string())).await,
+                    };
+                    if sent.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 Request::Report => Reply::Report((self.stats)()),
                 other => match &self.controller {
                     Some(controller) => controller.handle(other).await,
@@ -580,6 +593,19 @@ impl ClusterNode {
         }
     }
 
+    /// The [`Reply::Map`] frame of `map`, encoded at most once per epoch.
+    fn map_frame(&self, map: &ClusterMap) -> std::io::Result<Arc<[u8]>> {
+        let mut cached = self.map_frame.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((epoch, frame)) = &*cached
+            && *epoch == map.epoch
+        {
+            return Ok(frame.clone());
+        }
+        let frame: Arc<[u8]> = bus::encode_map_reply(map)?.into();
+        *cached = Some((map.epoch, frame.clone()));
+        Ok(frame)
+    }
+
     /// Pushes every map newer than `after` to a subscriber, with pings while nothing changes.
     async fn push_maps(&self, mut stream: TcpStream, mut after: Epoch) {
         let mut maps = self.maps.subscribe();
@@ -587,10 +613,10 @@ impl ClusterNode {
             let map = maps.borrow_and_update().clone();
             if map.epoch > after {
                 after = map.epoch;
-                if bus::write_frame(&mut stream, &Reply::Map((*map).clone()))
-                    .await
-                    .is_err()
-                {
+                let Ok(frame) = self.map_frame(&map) else {
+                    return;
+                };
+                if bus::write_encoded(&mut stream, &frame).await.is_err() {
                     return;
                 }
             }
