@@ -23,6 +23,7 @@ start_node() {
     kill -0 "$pid" 2>/dev/null || break # it exited (a port taken meanwhile, say)
     sleep 0.05
   done
+  kill -9 "$pid" 2>/dev/null || true # so that it cannot join late
   echo "node on port $port did not start; its log ends:" >&2
   tail -5 "$work/node-$port.log" >&2
   return 1

@@ -31,7 +31,8 @@ pub const TICK: Duration = Duration::from_millis(50);
 const QUORUM_FRESHNESS_MS: u64 = 400;
 
 /// The shortest Raft election timeout (ms): a follower that heard from a leader votes for no
-/// other within it.
+/// other within it (openraft 0.9 refuses votes for longer, up to the longest election timeout;
+/// the argument below needs only this floor).
 const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
 
 /// How much longer than a node timeout a new leader waits before it fails a silent node (ms).
@@ -446,19 +447,22 @@ impl Controller {
             let joins = std::mem::take(&mut view.joins);
             // A join request is word from the node: it counts as a heartbeat, or the node
             // would be marked failed before its first one if this leader has led for longer
-            // than the node timeout.
+            // than the node timeout. Epoch 0 marks it as no real heartbeat (a joined node's
+            // carry its map's epoch): readiness checks do not take it for one, and a join
+            // still waiting (its commit failed) stays fresh.
             let now = now_ms();
             for (node, _) in &joins {
-                view.heartbeats.entry(node.id).or_insert_with(|| {
-                    (
-                        now,
-                        Heartbeat {
-                            node: node.id,
-                            epoch: current.epoch,
-                            stats: NodeStats::default(),
-                        },
-                    )
+                let (at, heartbeat) = view.heartbeats.entry(node.id).or_insert_with(|| {
+                    let heartbeat = Heartbeat {
+                        node: node.id,
+                        epoch: 0,
+                        stats: NodeStats::default(),
+                    };
+                    (now, heartbeat)
                 });
+                if heartbeat.epoch == 0 {
+                    *at = now;
+                }
             }
             let removals = std::mem::take(&mut view.removals);
             let failovers = std::mem::take(&mut view.failovers);

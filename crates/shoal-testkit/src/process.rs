@@ -38,9 +38,9 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     /// Where its standard output and error go (appended to).
     pub log: PathBuf,
-    /// Niceness for it and its threads (`nice -n`): 0 keeps the test's; 10 lets a process
-    /// that stands for another machine (a replica loading a snapshot) yield the CPU to the
-    /// one being measured.
+    /// Niceness added for it and its threads (as `nice -n`): 0 keeps the test's; 10 lets a
+    /// process that stands for another machine (a replica loading a snapshot) yield the CPU
+    /// to the one being measured.
     pub nice: i32,
 }
 
@@ -377,14 +377,15 @@ fn start(spec: &ProcessSpec, starts: u32) -> Result<Child> {
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
     let parent = std::process::id();
     let nice = spec.nice;
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (prctl, setpriority, getppid, _exit) that touch no memory of the parent.
+    // SAFETY: the closure runs in the forked child before exec and only makes plain system
+    // calls (prctl, getpriority/setpriority through nice, getppid, _exit) that allocate
+    // nothing and touch no memory of the parent.
     unsafe {
         command.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if nice != 0 {
                 // Before exec: every thread the program starts inherits it.
-                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+                libc::nice(nice);
             }
             // The parent may have died before prctl took effect.
             if libc::getppid() as u32 != parent {

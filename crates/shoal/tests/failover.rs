@@ -1122,10 +1122,15 @@ async fn a_node_joining_a_long_led_cluster_is_not_marked_failed() {
             let id = cluster.node(joined).known_id().unwrap();
             let map = cluster.status().await.unwrap().map;
             assert_eq!(map.node(id).map(|n| n.health), Some(Health::Ok));
-            // No controller (whichever led) ever decided the newcomer had failed.
-            let failed = format!("Failed({id:?})");
+            // No controller (whichever led) ever decided the newcomer had failed; the logs
+            // are the decisions' record (the join's own is in one of them).
+            let (named, failed) = (format!("{id:?}"), format!("Failed({id:?})"));
+            let mut join_seen = false;
             for node in cluster.nodes() {
-                let log = std::fs::read_to_string(node.log_path()).unwrap_or_default();
+                let log = std::fs::read_to_string(node.log_path()).expect("a node's log");
+                join_seen |= log
+                    .lines()
+                    .any(|l| l.contains("JoinedAs") && l.contains(&named));
                 assert!(
                     !log.contains(&failed),
                     "{} marked the newcomer failed: {}",
@@ -1133,6 +1138,7 @@ async fn a_node_joining_a_long_led_cluster_is_not_marked_failed() {
                     node.log_tail(20)
                 );
             }
+            assert!(join_seen, "no controller log records the join of {id:?}");
         },
     )
     .await;
