@@ -8,7 +8,7 @@
 //! ([`Reply::NotLeader`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::{BasicNode, ChangeMembers, ServerState};
@@ -245,7 +245,7 @@ impl Controller {
         }
         self.view()
             .heartbeats
-            .insert(heartbeat.node, (now_ms(), heartbeat));
+            .insert(heartbeat.node, (monotonic_ms(), heartbeat));
         Reply::HeartbeatAck(HeartbeatAck {
             epoch: self.map().epoch,
             lease_ms: if self.quorum_fresh() {
@@ -320,7 +320,7 @@ impl Controller {
             return self.not_leader();
         }
         let map = (*self.map()).clone();
-        let now = now_ms();
+        let now = monotonic_ms();
         let view = self.view();
         let nodes = map
             .nodes
@@ -413,7 +413,7 @@ impl Controller {
         if view.term != term {
             tracing::info!(term, "controller: this node leads");
             view.term = term;
-            view.since_ms = now_ms();
+            view.since_ms = monotonic_ms();
             view.heartbeats.clear();
         }
         // The leader's own node is alive by definition.
@@ -427,7 +427,7 @@ impl Controller {
         view.heartbeats.insert(
             me,
             (
-                now_ms(),
+                monotonic_ms(),
                 Heartbeat {
                     node: me,
                     epoch,
@@ -450,7 +450,7 @@ impl Controller {
             // than the node timeout. Epoch 0 marks it as no real heartbeat (a joined node's
             // carry its map's epoch): readiness checks do not take it for one, and a join
             // still waiting (its commit failed) stays fresh.
-            let now = now_ms();
+            let now = monotonic_ms();
             for (node, _) in &joins {
                 let (at, heartbeat) = view.heartbeats.entry(node.id).or_insert_with(|| {
                     let heartbeat = Heartbeat {
@@ -486,14 +486,24 @@ impl Controller {
             (observations, joins, removals, failovers)
         };
         let mut observations = observations;
-        let mut decision = decide::decide(&current, &observations, now_ms(), &self.config.settings);
+        let mut decision = decide::decide(
+            &current,
+            &observations,
+            monotonic_ms(),
+            &self.config.settings,
+        );
         if self
             .refresh_candidates(&current, &decision, &mut observations)
             .await
         {
             // Promote by the replicas' offsets now, not as of their last heartbeats: the
             // others must not be ahead of the one promoted, or they need a full resync.
-            decision = decide::decide(&current, &observations, now_ms(), &self.config.settings);
+            decision = decide::decide(
+                &current,
+                &observations,
+                monotonic_ms(),
+                &self.config.settings,
+            );
         }
         for action in &decision.actions {
             if !matches!(action, Action::AlreadyMember(_)) {
@@ -596,7 +606,10 @@ impl Controller {
         refreshed
     }
 
-    async fn commit(&self, base: u64, map: ClusterMap) -> Option<Arc<ClusterMap>> {
+    /// Commits `map` (stamped with the wall-clock time, for whoever measures how fast maps
+    /// travel) on top of epoch `base`; returns the map then current, if it was applied.
+    async fn commit(&self, base: u64, mut map: ClusterMap) -> Option<Arc<ClusterMap>> {
+        map.committed_at_ms = now_ms();
         match self.raft.client_write(Proposal { base, map }).await {
             Ok(response) => match response.data {
                 ProposalOutcome::Applied => Some(self.map()),
@@ -643,6 +656,13 @@ impl Controller {
             other => tracing::warn!("controller: could not change voters: {other:?}"),
         }
     }
+}
+
+/// Milliseconds on a monotonic clock, since this process first asked: heartbeat arrivals
+/// and a leader's takeover are timed by it, so a jump of the wall clock fails nobody.
+fn monotonic_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

@@ -58,7 +58,8 @@ impl Settings {
 /// What the leader knows beyond the committed map.
 #[derive(Clone, Debug, Default)]
 pub struct Observations {
-    /// When each node's last heartbeat arrived (ms), since this leader took over.
+    /// When each node's last heartbeat arrived (ms, on the leader's monotonic clock), since
+    /// this leader took over.
     pub last_heartbeat: HashMap<NodeId, u64>,
     /// Silence before this time (ms) does not count against a node: when this leader took
     /// over (plus a margin, see the controller), so a new leader fails nobody for a node
@@ -121,7 +122,8 @@ pub enum Action {
 pub struct Decision {
     /// What changed, in order.
     pub actions: Vec<Action>,
-    /// The map to commit (epoch + 1), if anything changed.
+    /// The map to commit (epoch + 1), if anything changed. Its `committed_at_ms` is the
+    /// current map's: whoever commits it stamps it.
     pub map: Option<ClusterMap>,
 }
 
@@ -144,6 +146,7 @@ pub fn bootstrap(founder: NodeInfo, replicas: u8, now_ms: u64) -> ClusterMap {
 }
 
 /// Decides what the controller changes now. Returns the next map if anything changed.
+/// `now_ms` is on the clock the observations' times are on (the leader's monotonic one).
 pub fn decide(
     current: &ClusterMap,
     observations: &Observations,
@@ -200,7 +203,6 @@ pub fn decide(
         return Decision { actions, map: None };
     }
     map.epoch = current.epoch + 1;
-    map.committed_at_ms = now_ms;
     debug_assert_eq!(map.validate(), Ok(()));
     Decision {
         actions,
