@@ -26,25 +26,15 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-for tool in redis-benchmark redis-cli python3 taskset; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install redis-tools)" >&2; exit 1; }
-done
-
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+source "$root/bench/lib.sh"
+require_tools redis-benchmark redis-cli python3 taskset
 cargo build --release -q -p shoal
 cargo build --release -q -p shoal-client --example failover_probe
 SHOAL=$root/target/release/shoal
 PROBE=$root/target/release/examples/failover_probe
-work=$(mktemp -d)
-results=$root/bench/results
-mkdir -p "$results"
-source "$root/bench/lib.sh"
-cleanup() {
-  stop_nodes
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workspace
 
 
 # wait_ready PORT NODES SHARDS: until the cluster seen from PORT has every node and shard.

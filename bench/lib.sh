@@ -1,5 +1,21 @@
-# Helpers shared by the bench scripts. Source it after setting SHOAL (the shoal binary) and
-# work (a scratch directory the caller removes); needs python3, redis-cli and taskset.
+# Helpers shared by the bench scripts. A script sources it, calls require_tools and then
+# bench_workspace, and sets SHOAL (the shoal binary) before it starts nodes.
+
+# require_tools TOOL...: exits with a hint unless every TOOL is on PATH.
+require_tools() {
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (Debian: apt-get install redis-tools)" >&2; exit 1; }
+  done
+}
+
+# bench_workspace: makes $work (a scratch directory) and $results (bench/results),
+# and on exit kills every node started here and removes $work.
+bench_workspace() {
+  work=$(mktemp -d)
+  results=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/results
+  mkdir -p "$results"
+  trap 'stop_nodes; rm -rf "$work"' EXIT
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -367,8 +367,7 @@ async fn run(rx: mpsc::Receiver<Pending>, options: ConnOptions, shared: Arc<Shar
         }
         Err(err) => {
             *shared.open_failure.lock() = Some((Instant::now(), err));
-            shared.state.lock().dead = true;
-            shared.dead.store(true, Ordering::Release);
+            shared.fail_all(&End::Dropped); // marks it dead; nothing was in flight
             refuse_queued(rx, &shared).await;
         }
     }

@@ -389,18 +389,21 @@ impl Controller {
             return;
         }
         let view = std::mem::take(&mut *view);
-        let others = view.removals.into_iter().chain(view.failovers);
-        self.redirect_waiters(
-            view.joins
-                .into_iter()
-                .map(|(_, tx)| tx)
-                .chain(others.map(|(_, tx)| tx)),
-        );
+        self.redirect_waiters(view.joins, view.removals, view.failovers);
     }
 
     /// Tells every waiting request where the leader went.
-    fn redirect_waiters(&self, waiters: impl Iterator<Item = Waiter>) {
+    fn redirect_waiters(
+        &self,
+        joins: Vec<(NodeInfo, Waiter)>,
+        removals: Vec<(NodeId, Waiter)>,
+        failovers: Vec<(NodeId, Waiter)>,
+    ) {
         let leader = self.leader_addr();
+        let waiters = joins
+            .into_iter()
+            .map(|(_, tx)| tx)
+            .chain(removals.into_iter().chain(failovers).map(|(_, tx)| tx));
         for tx in waiters {
             let _ = tx.send(Reply::NotLeader {
                 leader: leader.clone(),
@@ -524,13 +527,7 @@ impl Controller {
                 view.failovers.extend(failovers);
             } else {
                 drop(view);
-                let others = removals.into_iter().chain(failovers);
-                self.redirect_waiters(
-                    joins
-                        .into_iter()
-                        .map(|(_, tx)| tx)
-                        .chain(others.map(|(_, tx)| tx)),
-                );
+                self.redirect_waiters(joins, removals, failovers);
             }
             return;
         };

@@ -256,9 +256,8 @@ fn replace_restarted(
             // one's join would take some back: two moves, each dropping keys written
             // between them). Its data is gone either way.
             shard.primary = node.id;
-            map.nodes.remove(&old);
+            forget(map, old);
             map.nodes.insert(node.id, node.clone());
-            map.controllers.retain(|&c| c != old);
             continue;
         }
         remove(map, old, reports, actions);
@@ -418,9 +417,14 @@ fn remove(
             map.shards[i].replicas.retain(|&r| r != node);
         }
     }
+    forget(map, node);
+    actions.push(Action::Removed(node));
+}
+
+/// Drops `node` from the map's nodes and controllers (its shard is the caller's business).
+fn forget(map: &mut ClusterMap, node: NodeId) {
     map.nodes.remove(&node);
     map.controllers.retain(|&c| c != node);
-    actions.push(Action::Removed(node));
 }
 
 fn track_health(

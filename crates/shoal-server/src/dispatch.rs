@@ -194,9 +194,7 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &Argv<'_>, worker: &WorkerStats) {
         && spec.first_key > 0
     {
         match cluster.route(spec, argv, ctx.client) {
-            Route::Local
-                if !shared.replication.is_primary() && !shared.replication.replica_data_ready() =>
-            {
+            Route::Local if !shared.replication.data_ready() => {
                 return reject(
                     ctx,
                     worker,

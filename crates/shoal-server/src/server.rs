@@ -337,7 +337,8 @@ async fn cron(shared: Arc<Shared>) {
         shared.store.refresh_clock();
         // A fenced primary changes nothing (see `Replication::fenced`); its keys expire on
         // whichever node serves them next.
-        let cycle = if shared.replication.fenced() {
+        let fenced = shared.replication.fenced();
+        let cycle = if fenced {
             ExpireCycle::default()
         } else {
             shared.store.expire_cycle(period / 4)
@@ -360,7 +361,7 @@ async fn cron(shared: Arc<Shared>) {
         }
         shared.store.maintain();
         if let Some(cluster) = &shared.cluster
-            && !shared.replication.fenced()
+            && !fenced
         {
             cluster.drop_step(&shared.store, period / 4);
         }

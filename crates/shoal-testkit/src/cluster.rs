@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use shoal_cluster::bus::{self, ClusterStatus, Reply, Request};
 use shoal_cluster::decide::{Settings, desired_voters};
 use shoal_cluster::map::ShardId;
-use shoal_cluster::{ClusterMap, Health, NodeId, SLOTS, Slot, key_slot};
+use shoal_cluster::{ClusterMap, Health, NodeId, SLOTS, key_slot};
 
 use crate::error::{Error, Result};
 use crate::node::{NodeProcess, NodeSpec};
@@ -43,8 +43,6 @@ pub struct ClusterOptions {
     pub controllers: usize,
     /// Further flags for every node.
     pub extra_args: Vec<String>,
-    /// Environment variables of every node (on top of the kit's own, which clear `SHOAL_*`).
-    pub env: Vec<(String, String)>,
     /// `--replicas` of the founder when it differs from [`TestCluster::start`]'s `replicas`:
     /// a cluster started short of replicas, to add them later with [`TestCluster::add_node`]
     /// [default: none, the same].
@@ -63,7 +61,6 @@ impl Default for ClusterOptions {
             http: true,
             controllers: 3,
             extra_args: Vec::new(),
-            env: Vec::new(),
             founder_replicas: None,
             ready_timeout: Duration::from_secs(30),
         }
@@ -377,18 +374,6 @@ impl TestCluster {
         self.shard_nodes(&self.status().await?.map)
     }
 
-    /// The shard that owns `slot` in `map`, by process index.
-    pub fn shard_of_slot(&self, map: &ClusterMap, slot: Slot) -> Result<ShardNodes> {
-        let id = map
-            .slots
-            .get(slot)
-            .ok_or_else(|| Error::Cluster(format!("slot {slot} has no owner")))?;
-        self.shard_nodes(map)?
-            .into_iter()
-            .find(|s| s.shard == id)
-            .ok_or_else(|| Error::Cluster(format!("slot {slot}'s shard {id} is not in the map")))
-    }
-
     /// The shard node `index` belongs to in `map`, by process index.
     pub fn shard_of_node(&self, map: &ClusterMap, index: usize) -> Result<ShardNodes> {
         self.shard_nodes(map)?
@@ -446,8 +431,7 @@ impl TestCluster {
         let founder_replicas = self.options.founder_replicas.unwrap_or(self.replicas);
         let mut args = node_args(&self.options, founder_replicas, join, node.controller);
         args.extend(node.extra_args.iter().cloned());
-        let mut env = self.options.env.clone();
-        env.extend(node.env.iter().cloned());
+        let env = node.env.clone();
         let spec = NodeSpec {
             log: self.dir.join(&format!("{name}.log")),
             name,

@@ -58,7 +58,7 @@ pub use history::{History, Op, OpKind, Outcome, Recorder, Report, Workload, chec
 pub use netns::NetNs;
 pub use node::{Info, NodeProcess, NodeSpec};
 pub use ports::{NodePorts, free_port, free_ports};
-pub use process::{Process, ProcessSpec, TcpLink, tcp_links};
+pub use process::{Process, ProcessSpec, TcpLink};
 pub use relay::{CutMode, Direction, Relay, RelayStats};
 pub use resp::{RespConnection, Value};
 pub use router::{Ack, Routed, Router};

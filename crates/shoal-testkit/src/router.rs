@@ -54,14 +54,6 @@ impl Routed {
     pub fn last(&self) -> &Value {
         self.replies.last().unwrap_or(&Value::Null)
     }
-
-    /// The error text of the last reply, if it is an error.
-    pub fn error(&self) -> Option<String> {
-        match self.last() {
-            Value::Error(e) | Value::BulkError(e) => Some(String::from_utf8_lossy(e).into()),
-            _ => None,
-        }
-    }
 }
 
 /// When [`Router::run_op`] counts a write as acknowledged.
@@ -131,7 +123,7 @@ impl Router {
 
     /// Relearns the slots from the seeds, in turn from the one after the last asked: the first
     /// that answers wins.
-    pub async fn refresh_now(&self) -> Result<()> {
+    async fn refresh_now(&self) -> Result<()> {
         let mut state = self.refresh.lock().await;
         self.refresh_locked(&mut state).await
     }

@@ -342,12 +342,20 @@ async fn other_replica_follows(cluster: &TestCluster, shard: &ShardNodes, succes
     )
     .await;
     eprintln!(
-        "the other replica {} follows {}: {:?} full, {:?} partial syncs",
+        "the other replica {} follows {}: {}",
         cluster.node(sibling).name(),
         cluster.node(successor).name(),
-        info.u64("shoal_full_syncs"),
-        info.u64("shoal_partial_syncs"),
+        syncs(&info),
     );
+}
+
+/// A replica's resync counts, from its `INFO replication`, for a scenario's report.
+fn syncs(info: &shoal_testkit::Info) -> String {
+    format!(
+        "full syncs {:?}, partial syncs {:?}",
+        info.u64("shoal_full_syncs"),
+        info.u64("shoal_partial_syncs")
+    )
 }
 
 /// A connection that sent `READONLY` (reads on a replica).
@@ -413,8 +421,9 @@ fn summary(report: &Report) -> String {
 /// The current map and a shard whose primary is not the controller's leader (killing that
 /// one would also fail the controller over).
 async fn shard_away_from_the_leader(cluster: &TestCluster) -> (ClusterMap, ShardNodes) {
-    let leader = cluster.leader_index().await.unwrap();
-    let map = cluster.status().await.unwrap().map;
+    let status = cluster.status().await.unwrap();
+    let leader = cluster.index_of(status.leader).unwrap();
+    let map = status.map;
     let shard = cluster
         .shard_nodes(&map)
         .unwrap()
@@ -643,10 +652,9 @@ async fn a_primary_paused_past_the_node_timeout_comes_back_as_a_replica() {
             )
             .await;
             eprintln!(
-                "it follows {}: full syncs {:?}, partial syncs {:?}",
+                "it follows {}: {}",
                 cluster.node(successor).name(),
-                info.u64("shoal_full_syncs"),
-                info.u64("shoal_partial_syncs")
+                syncs(&info)
             );
             let report = finish_load(&recorder, load, &router).await;
             eprintln!("history (WAIT 1): {}", summary(&report));
@@ -842,7 +850,10 @@ async fn a_primary_cut_off_from_the_controller_stops_writing_within_its_lease() 
             let victim = shard.primary;
             let before = cluster.status().await.unwrap().map;
             let carried: u64 = relays.iter().map(|r| r.stats().to_target).sum();
-            assert!(carried > 0, "the victim's bus connections go through the relays");
+            assert!(
+                carried > 0,
+                "the victim's bus connections go through the relays"
+            );
 
             let router = router(&cluster).await;
             let (recorder, load) = steady_load(&router, 4, WAIT_1);
@@ -850,9 +861,10 @@ async fn a_primary_cut_off_from_the_controller_stops_writing_within_its_lease() 
 
             // Probe the victim directly, on its own keys, from the cut on.
             let probe_key = keys_of(&before, shard.shard, "probe:", 1).remove(0);
-            let mut direct = RespConnection::connect(&cluster.node(victim).resp_addr(), RESP_TIMEOUT)
-                .await
-                .unwrap();
+            let mut direct =
+                RespConnection::connect(&cluster.node(victim).resp_addr(), RESP_TIMEOUT)
+                    .await
+                    .unwrap();
             let cut_at = Instant::now();
             for relay in &relays {
                 relay.cut(CutMode::Blackhole);
@@ -867,7 +879,10 @@ async fn a_primary_cut_off_from_the_controller_stops_writing_within_its_lease() 
             // Past lease + margin (and still within the node timeout): refused.
             let margin = Duration::from_millis(150);
             tokio::time::sleep((lease + margin).saturating_sub(cut_at.elapsed())).await;
-            let late = direct.call(&["SET", probe_key.as_str(), "late"]).await.unwrap();
+            let late = direct
+                .call(&["SET", probe_key.as_str(), "late"])
+                .await
+                .unwrap();
             let late_at = cut_at.elapsed();
             assert!(
                 matches!(&late, Value::Error(e) if e.starts_with(b"CLUSTERDOWN")),
@@ -918,13 +933,21 @@ async fn a_primary_cut_off_from_the_controller_stops_writing_within_its_lease() 
             );
             // The majority's side serves the shard's writes.
             let successor_addr = cluster.node(successor).resp_addr();
-            let first_ack = poll("a write acknowledged by the successor", Duration::from_secs(10), || {
-                let ops = recorder.history().ops();
-                let found = first_ack_after(&ops, &before, shard.shard, &successor_addr, cut_at);
-                async move { found.ok_or_else(|| "none yet".to_string()) }
-            })
+            let first_ack = poll(
+                "a write acknowledged by the successor",
+                Duration::from_secs(10),
+                || {
+                    let ops = recorder.history().ops();
+                    let found =
+                        first_ack_after(&ops, &before, shard.shard, &successor_addr, cut_at);
+                    async move { found.ok_or_else(|| "none yet".to_string()) }
+                },
+            )
             .await;
-            eprintln!("first write acknowledged by the successor {} ms after the cut", first_ack.as_millis());
+            eprintln!(
+                "first write acknowledged by the successor {} ms after the cut",
+                first_ack.as_millis()
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
 
             for relay in &relays {
@@ -940,17 +963,20 @@ async fn a_primary_cut_off_from_the_controller_stops_writing_within_its_lease() 
             )
             .await;
             eprintln!(
-                "healed: the old primary streams from {} after {} ms (full syncs {:?}, partial {:?})",
+                "healed: the old primary streams from {} after {} ms ({})",
                 cluster.node(successor).name(),
                 healed_at.elapsed().as_millis(),
-                info.u64("shoal_full_syncs"),
-                info.u64("shoal_partial_syncs"),
+                syncs(&info),
             );
             let report = finish_load(&recorder, load, &router).await;
             eprintln!("history (WAIT 1): {}", summary(&report));
             assert!(report.is_valid(), "{report}");
-            wait_for_same_data(cluster.node(successor), cluster.node(victim), Duration::from_secs(10))
-                .await;
+            wait_for_same_data(
+                cluster.node(successor),
+                cluster.node(victim),
+                Duration::from_secs(10),
+            )
+            .await;
         },
     )
     .await;
@@ -967,7 +993,7 @@ async fn a_failover_completes_when_the_controller_leader_dies_during_it() {
             let shard = add_outsider_shard(&mut cluster, Vec::new()).await;
             let victim = shard.primary;
             let status = cluster.status().await.unwrap();
-            let leader = cluster.leader_index().await.unwrap();
+            let leader = cluster.index_of(status.leader).unwrap();
             assert!(
                 leader < 3 && leader != victim,
                 "the leader is a controller member"
@@ -1408,12 +1434,11 @@ async fn a_restarted_replica_joins_again_with_a_full_resync() {
             let keys = dbsize(node).await;
             eprintln!(
                 "{} restarted as {new_id:?} (was {old_id:?}, {:?} in the map now): in sync with \
-             {keys} keys {} ms after the restart; full syncs {:?}, partial {:?}",
+             {keys} keys {} ms after the restart; {}",
                 node.name(),
                 status.map.node(old_id).map(|n| n.health),
                 restarted_at.elapsed().as_millis(),
-                info.u64("shoal_full_syncs"),
-                info.u64("shoal_partial_syncs")
+                syncs(&info)
             );
             assert_eq!(
                 info.u64("shoal_full_syncs"),
@@ -1443,8 +1468,9 @@ async fn a_restarted_controller_member_does_not_break_the_controller() {
         "a_restarted_controller_member_does_not_break_the_controller",
         async {
             let cluster = start_controller_shard(2000).await;
-            let leader = cluster.leader_index().await.unwrap();
-            let shard = cluster.shards().await.unwrap().remove(0);
+            let status = cluster.status().await.unwrap();
+            let leader = cluster.index_of(status.leader).unwrap();
+            let shard = cluster.shard_nodes(&status.map).unwrap().remove(0);
             let restarted = *shard.replicas.iter().find(|&&r| r != leader).unwrap();
             let (_, new_id, _) = restart_replica(&cluster, restarted).await;
             let mut problems = Vec::new();

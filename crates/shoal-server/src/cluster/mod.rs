@@ -202,8 +202,12 @@ impl ClusterState {
             return Route::Local;
         };
         let routing = self.routing.load();
+        let node = self.node.get();
+        // Whether a newer map than this routing is known (as `map_is_stale`, on the routing
+        // loaded here).
+        let stale = || node.is_some_and(|n| n.heard_epoch() > routing.epoch());
         let elsewhere = |addr: &str| {
-            if !client.map_awaited && self.map_is_stale() {
+            if !client.map_awaited && stale() {
                 Route::AwaitMap
             } else if forwarding {
                 self.stats.forwarded.fetch_add(1, Relaxed);
@@ -215,8 +219,8 @@ impl ClusterState {
         };
         match routing.owner(slot) {
             SlotOwner::Primary => {
-                let leased = self.node.get().is_some_and(|n| n.lease_valid());
-                if leased && !self.map_is_stale() {
+                let leased = node.is_some_and(|n| n.lease_valid());
+                if leased && !stale() {
                     Route::Local
                 } else if leased && !client.map_awaited {
                     // The lease is for a newer map than this routing: it may no longer make
@@ -232,7 +236,7 @@ impl ClusterState {
             }
             SlotOwner::Replica(_) if client.readonly && spec.has(flags::READONLY) => Route::Local,
             SlotOwner::Replica(addr) | SlotOwner::Elsewhere(addr) => elsewhere(addr),
-            SlotOwner::Unowned if !client.map_awaited && self.map_is_stale() => Route::AwaitMap,
+            SlotOwner::Unowned if !client.map_awaited && stale() => Route::AwaitMap,
             SlotOwner::Unowned if routing.epoch() == 0 => {
                 Route::Reject(CommandError::fixed(crate::error::CLUSTER_DOWN))
             }

@@ -54,7 +54,7 @@ fn known_facts(
     let replication = &ctx.shared.replication;
     let own = NodeFacts {
         replication_offset: replication.offset(),
-        loading: !replication.is_primary() && !replication.replica_data_ready(),
+        loading: !replication.data_ready(),
     };
     let mut replicas: Vec<(NodeId, NodeFacts)> = Vec::new();
     if replication.is_primary()

@@ -282,11 +282,13 @@ impl Replication {
         self.end.load(Relaxed)
     }
 
-    /// Whether this replica's keyspace is its current primary's (a sync completed, no
-    /// snapshot loading): otherwise reads are answered `-LOADING`.
-    pub fn replica_data_ready(&self) -> bool {
-        self.link.synced_generation.load(Relaxed) == self.generation.load(Relaxed) + 1
-            && !self.link.loading.load(Relaxed)
+    /// Whether this node's keyspace may be served: it is a primary, or a replica whose
+    /// keyspace is its current primary's (a sync completed, no snapshot loading). Otherwise
+    /// reads are answered `-LOADING`.
+    pub fn data_ready(&self) -> bool {
+        self.is_primary()
+            || (self.link.synced_generation.load(Relaxed) == self.generation.load(Relaxed) + 1
+                && !self.link.loading.load(Relaxed))
     }
 
     /// Whether this node is a primary (cheap: for the write path).
@@ -664,7 +666,7 @@ mod tests {
     fn a_replica_serves_reads_only_after_a_sync_with_its_current_primary() {
         let r = Replication::new(1 << 20);
         r.set_role(Role::Replica("127.0.0.1:7000".into()));
-        assert!(!r.replica_data_ready(), "nothing synced yet");
+        assert!(!r.data_ready(), "nothing synced yet");
         // What a link task of this generation stores once its sync completed.
         let synced_now = |r: &Replication| {
             r.link
@@ -672,28 +674,22 @@ mod tests {
                 .store(r.generation.load(Relaxed) + 1, Relaxed)
         };
         synced_now(&r);
-        assert!(r.replica_data_ready());
+        assert!(r.data_ready());
         r.link.loading.store(true, Relaxed);
-        assert!(!r.replica_data_ready(), "loading a snapshot");
+        assert!(!r.data_ready(), "loading a snapshot");
         r.link.loading.store(false, Relaxed);
         r.set_role(Role::Replica("127.0.0.1:7000".into()));
-        assert!(
-            r.replica_data_ready(),
-            "the same primary again changes nothing"
-        );
+        assert!(r.data_ready(), "the same primary again changes nothing");
         let old = r.generation.load(Relaxed);
         r.set_role(Role::Replica("127.0.0.1:7001".into()));
-        assert!(
-            !r.replica_data_ready(),
-            "a new primary: not synced with it yet"
-        );
+        assert!(!r.data_ready(), "a new primary: not synced with it yet");
         r.link.synced_generation.store(old + 1, Relaxed);
         assert!(
-            !r.replica_data_ready(),
+            !r.data_ready(),
             "the old primary's link task finishing late does not count"
         );
         synced_now(&r);
-        assert!(r.replica_data_ready());
+        assert!(r.data_ready());
     }
 
     #[test]
