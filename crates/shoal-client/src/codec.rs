@@ -1,68 +1,13 @@
-//! Requests encoded as RESP multibulk frames, straight into one buffer.
+//! Requests as the client sends them: [`shoal_proto::request`]'s frames, as shared bytes.
 
 use bytes::Bytes;
 
 /// `ASKING`, sent before a command redirected by `-ASK`.
 pub(crate) const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
-/// Bytes of the frame of `args`.
-pub fn encoded_len<A: AsRef<[u8]>>(args: &[A]) -> usize {
-    let header = |n: usize| 1 + decimal_len(n) + 2;
-    header(args.len())
-        + args
-            .iter()
-            .map(|a| header(a.as_ref().len()) + a.as_ref().len() + 2)
-            .sum::<usize>()
-}
-
-/// Appends the multibulk frame of `args` to `out`.
-pub fn encode_into<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
-    out.reserve(encoded_len(args));
-    let mut num = itoa_buf();
-    out.push(b'*');
-    out.extend_from_slice(format_usize(&mut num, args.len()));
-    out.extend_from_slice(b"\r\n");
-    for arg in args {
-        let arg = arg.as_ref();
-        out.push(b'$');
-        out.extend_from_slice(format_usize(&mut num, arg.len()));
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
 /// The multibulk frame of `args`, in one allocation of exactly its size.
-pub fn encode<A: AsRef<[u8]>>(args: &[A]) -> Bytes {
-    let mut out = Vec::with_capacity(encoded_len(args));
-    encode_into(&mut out, args);
-    Bytes::from(out)
-}
-
-fn decimal_len(mut n: usize) -> usize {
-    let mut len = 1;
-    while n >= 10 {
-        n /= 10;
-        len += 1;
-    }
-    len
-}
-
-fn itoa_buf() -> [u8; 20] {
-    [0; 20]
-}
-
-fn format_usize(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
+pub(crate) fn encode<A: AsRef<[u8]>>(args: &[A]) -> Bytes {
+    Bytes::from(shoal_proto::request::encode(args))
 }
 
 #[cfg(test)]
@@ -70,34 +15,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_are_redis_multibulk() {
-        let frame = encode(&[&b"SET"[..], b"k", b"", &[b'x'; 12]]);
-        assert_eq!(
-            &frame[..],
-            b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n$12\r\nxxxxxxxxxxxx\r\n"
-        );
-        assert_eq!(
-            frame.len(),
-            encoded_len(&[&b"SET"[..], b"k", b"", &[b'x'; 12]])
-        );
+    fn asking_is_its_frame() {
         assert_eq!(&encode(&["ASKING"])[..], ASKING);
-        let mut out = Vec::new();
-        encode_into::<&[u8]>(&mut out, &[]);
-        assert_eq!(out, b"*0\r\n");
-    }
-
-    #[test]
-    fn frames_parse_back() {
-        let args: Vec<Vec<u8>> = (0..200).map(|i| vec![b'a'; i]).collect();
-        let frame = encode(&args);
-        assert_eq!(frame.len(), encoded_len(&args));
-        let mut parser = shoal_proto::RequestParser::new(Default::default());
-        match parser.parse(&frame).unwrap() {
-            shoal_proto::Parsed::Command { consumed } => assert_eq!(consumed, frame.len()),
-            other => panic!("{other:?}"),
-        }
-        let argv = parser.argv(&frame);
-        assert_eq!(argv.len(), 200);
-        assert!(argv.iter().zip(&args).all(|(a, b)| a == &b[..]));
     }
 }

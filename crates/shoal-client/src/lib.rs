@@ -69,7 +69,7 @@
 //! epoch. [`Client::subscribe_map`] and [`Client::map_changed`] let a proxy react to new maps.
 
 mod client;
-pub mod codec;
+mod codec;
 mod config;
 mod conn;
 mod error;

@@ -15,12 +15,15 @@ use axum::routing::{any, get};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::{constant_time_eq, password_from_header};
+use shoal_frontdoor::constant_time_eq;
+use shoal_frontdoor::metrics;
+
+use crate::auth::password_from_header;
 use crate::request::{
     OCTET_STREAM, accepts_octet_stream, is_octet_stream, key_from_path, parse_json_write,
     query_ttl, read_body,
 };
-use crate::{ApiError, HttpStats, metrics};
+use crate::{ApiError, HttpStats};
 
 /// The keyspace behind the API, and the settings it is served with: a node's own store (or
 /// the key's owner in its cluster), or the proxy's upstream client.

@@ -43,13 +43,12 @@
 //! **Counting.** Every request is counted (method, status code, latency) in the router's own
 //! [`HttpStats`] (per router rather than a `static`, so several servers in one process, as in
 //! tests, each count their own), which [`Backend::metrics_text`] is given to show on the
-//! `/metrics` page with [`HttpStats::encode`]; [`metrics`] has the rest of what such a page is
-//! made with.
+//! `/metrics` page with [`HttpStats::encode`]; [`shoal_frontdoor::metrics`] has the rest of
+//! what such a page is made with.
 
 mod app;
 pub mod auth;
 mod error;
-pub mod metrics;
 pub mod request;
 mod stats;
 
@@ -337,7 +336,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             header(&headers, "content-type"),
-            Some(metrics::CONTENT_TYPE)
+            Some(shoal_frontdoor::metrics::CONTENT_TYPE)
         );
         assert_eq!(
             body,

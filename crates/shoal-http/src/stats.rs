@@ -9,7 +9,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
-use crate::metrics::{LATENCY_BUCKETS_US, counter, histogram_buckets, latency_slot};
+use shoal_frontdoor::metrics::{LATENCY_BUCKETS_US, counter, histogram_buckets, latency_slot};
 
 /// The HTTP methods counted apart; any other counts as `other`.
 const METHODS: [&str; 5] = ["GET", "HEAD", "POST", "DELETE", "other"];
@@ -158,7 +158,7 @@ mod tests {
     use prometheus_client::collector::Collector;
 
     use super::*;
-    use crate::metrics::Exporter;
+    use shoal_frontdoor::metrics::Exporter;
 
     #[derive(Debug)]
     struct Http(Arc<HttpStats>);

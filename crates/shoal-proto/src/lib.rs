@@ -5,19 +5,17 @@
 //! * [`encode`]: reply encoding into a byte buffer, aware of the protocol version a client chose
 //!   with `HELLO`.
 //! * [`command_table`]: Redis 7's command table for the commands Shoal implements.
-//! * [`args`], [`connection`], [`info`]: what a node and the proxy answer alike and that needs
-//!   no server state: reading arguments as Redis does, the connection commands' arguments,
-//!   errors and `HELLO` reply, and `INFO`'s sections.
+//! * [`args`]: reading arguments as Redis does.
+//! * [`request`]: encoding a command as a client sends it.
 //!
 //! The crate does no I/O and depends on no runtime, so it can be fuzzed and property-tested alone.
 
 pub mod args;
 pub mod command_table;
-pub mod connection;
 pub mod encode;
-pub mod info;
 pub mod parse;
 pub mod reply;
+pub mod request;
 
 pub use encode::{Protocol, Reply};
 pub use parse::{Argv, Limits, Parsed, ProtocolError, RequestParser, peek_key};

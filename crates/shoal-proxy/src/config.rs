@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shoal_client::{ClientConfig, Protocol, ReadFrom};
-use shoal_proto::Limits;
+use shoal_frontdoor::Limits;
 
 /// The name the proxy gives its connections to the nodes (`CLIENT LIST` on a node shows it).
 pub const UPSTREAM_CLIENT_NAME: &str = "shoal:proxy";
@@ -134,11 +134,14 @@ impl ProxyConfig {
         }
     }
 
-    /// The parser limits sessions enforce.
-    pub fn limits(&self) -> Limits {
+    /// The limits the front door enforces.
+    pub(crate) fn door_limits(&self) -> Limits {
         Limits {
             max_bulk_len: self.proto_max_bulk_len,
             max_args: self.proto_max_multibulk_len,
+            query_buffer_limit: self.client_query_buffer_limit,
+            maxclients: self.maxclients,
+            ..Limits::default()
         }
     }
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use axum::Router;
 use bytes::Bytes;
 use shoal_client::{Error as ClientError, Value};
-use shoal_http::metrics::Exporter;
+use shoal_frontdoor::metrics::Exporter;
 use shoal_http::{ApiError, Backend, HttpStats};
 
 use crate::metrics::ProxyCollector;
@@ -82,6 +82,8 @@ impl Backend for Upstream {
     fn password(&self) -> Option<String> {
         let config = &self.shared.config;
         self.shared
+            .door
+            .settings
             .password_required()
             .then(|| config.requirepass.clone().unwrap_or_default())
     }
@@ -110,7 +112,7 @@ async fn run(shared: &Shared, args: &[&[u8]]) -> Result<Value, ApiError> {
 
 /// The error for a failure to get a reply.
 fn upstream_error(err: &ClientError) -> ApiError {
-    let line = String::from_utf8_lossy(&error_line(err).0).into_owned();
+    let line = error_line(err).line().into_owned();
     match err {
         ClientError::CrossSlot | ClientError::Server(_) => ApiError::Refused(line),
         _ => ApiError::Unavailable(line),

@@ -75,22 +75,19 @@
 //! `proto-max-multibulk-len`, the small frame limits before `AUTH` when `requirepass` is set,
 //! and a malformed frame gets `-ERR Protocol error: ...` and the connection closes.
 
-mod args;
-mod clients;
+mod backend;
 mod commands;
 mod config;
-mod dispatch;
 mod http;
 mod metrics;
 mod proxy;
 mod scan;
-mod session;
 mod shared;
 mod stats;
 mod upstream;
 
 pub use config::{ConfigError, ProxyConfig, UPSTREAM_CLIENT_NAME};
 pub use proxy::{Proxy, StartError};
-pub use session::{FLUSH_AT, MAX_BATCH};
 pub use shoal_client::ReadFrom;
-pub use shoal_http::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+pub use shoal_frontdoor::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+pub use shoal_frontdoor::session::{FLUSH_AT, MAX_BATCH};

@@ -1,17 +1,16 @@
 //! The proxy's Prometheus `/metrics`: a prometheus-client [`Collector`] that reads, at scrape
-//! time, the counters `INFO` reads (the proxy's own, the upstream client's
+//! time, the counters `INFO` reads (the front door's, the proxy's own, the upstream client's
 //! [`ClientStats`](shoal_client::ClientStats), the cluster map) and the HTTP API's, in the
-//! OpenMetrics text format ([`shoal_http::metrics::CONTENT_TYPE`]); the HTTP router renders it
-//! with a [`shoal_http::metrics::Exporter`].
+//! OpenMetrics text format ([`shoal_frontdoor::metrics::CONTENT_TYPE`]); the HTTP router
+//! renders it with a [`shoal_frontdoor::metrics::Exporter`].
+//!
+//! The front door's families come with the prefix `shoal_proxy` (commands by name and result,
+//! their latency, errors by code, connections, buffers, bytes: see
+//! [`shoal_frontdoor::metrics`]); then
 //!
 //! | name | type | labels |
 //! | --- | --- | --- |
-//! | `shoal_proxy_connected_clients` | gauge | |
-//! | `shoal_proxy_connections_received_total`, `shoal_proxy_connections_rejected_total` | counter | |
-//! | `shoal_proxy_commands_total` | counter | |
 //! | `shoal_proxy_error_replies_total` | counter | `source` = `proxy` (failures to reach the cluster) / `other` |
-//! | `shoal_proxy_protocol_errors_total`, `shoal_proxy_query_buffer_disconnections_total` | counter | |
-//! | `shoal_proxy_net_input_bytes_total`, `shoal_proxy_net_output_bytes_total` | counter | |
 //! | `shoal_proxy_upstream_requests_total`, `..._errors_total`, `..._error_replies_total`, `..._retries_total`, `..._redirects_total`, `..._map_refreshes_total`, `..._connects_total`, `..._connection_losses_total` | counter | |
 //! | `shoal_proxy_upstream_latency_seconds` | gauge | `quantile` = `0.5` / `0.9` / `0.99` / `0.999` / `1` |
 //! | `shoal_proxy_cluster_epoch`, `shoal_proxy_cluster_nodes`, `shoal_proxy_cluster_primaries` | gauge | |
@@ -27,8 +26,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
+use shoal_frontdoor::metrics::{counter, encode_door, gauge, single};
 use shoal_http::HttpStats;
-use shoal_http::metrics::{counter, gauge, single};
 
 use crate::shared::Shared;
 use crate::stats::ProxyStats;
@@ -47,76 +46,20 @@ impl ProxyCollector {
         ProxyCollector { shared, http }
     }
 
-    fn sessions(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = &self.shared.stats;
-        let get = ProxyStats::get;
-        single(
-            encoder,
-            "shoal_proxy_connected_clients",
-            "Connected RESP clients.",
-            None,
-            gauge(self.shared.clients.count() as u64),
-        )?;
-        let counters = [
-            (
-                "shoal_proxy_connections_received",
-                "RESP connections accepted.",
-                get(&s.connections_received),
-            ),
-            (
-                "shoal_proxy_connections_rejected",
-                "RESP connections refused (maxclients).",
-                get(&s.rejected_connections),
-            ),
-            (
-                "shoal_proxy_commands",
-                "Commands received from clients.",
-                get(&s.commands_processed),
-            ),
-            (
-                "shoal_proxy_protocol_errors",
-                "Clients closed for a malformed request.",
-                get(&s.protocol_errors),
-            ),
-            (
-                "shoal_proxy_query_buffer_disconnections",
-                "Clients closed for exceeding client-query-buffer-limit.",
-                get(&s.query_buffer_disconnections),
-            ),
-        ];
-        for (name, help, value) in counters {
-            single(encoder, name, help, None, ConstCounter::new(value))?;
-        }
+    fn error_replies(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut family = encoder.encode_descriptor(
             "shoal_proxy_error_replies",
             "Error replies sent: made by the proxy for failures to reach the cluster, or other (the nodes' and the proxy's command errors).",
             None,
             MetricType::Counter,
         )?;
-        let by_proxy = get(&s.proxy_errors);
-        let all = get(&s.error_replies);
+        let by_proxy = ProxyStats::get(&self.shared.stats.proxy_errors);
+        let all: u64 = self.shared.door.stats.errors().values().sum();
         counter(&mut family, &[("source", "proxy")], by_proxy)?;
         counter(
             &mut family,
             &[("source", "other")],
             all.saturating_sub(by_proxy),
-        )?;
-        let bytes = Some(&Unit::Bytes);
-        let input = ConstCounter::new(get(&s.net_input_bytes));
-        single(
-            encoder,
-            "shoal_proxy_net_input",
-            "Bytes read from RESP clients.",
-            bytes,
-            input,
-        )?;
-        let output = ConstCounter::new(get(&s.net_output_bytes));
-        single(
-            encoder,
-            "shoal_proxy_net_output",
-            "Bytes written to RESP clients.",
-            bytes,
-            output,
         )
     }
 
@@ -197,7 +140,7 @@ impl ProxyCollector {
         for (name, help, value) in gauges {
             single(encoder, name, help, None, gauge(value))?;
         }
-        let uptime = ConstGauge::new(self.shared.started.elapsed().as_secs_f64());
+        let uptime = ConstGauge::new(self.shared.door.started().elapsed().as_secs_f64());
         single(
             encoder,
             "shoal_proxy_uptime",
@@ -210,7 +153,8 @@ impl ProxyCollector {
 
 impl Collector for ProxyCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        self.sessions(&mut encoder)?;
+        encode_door(&mut encoder, "shoal_proxy", &self.shared.door)?;
+        self.error_replies(&mut encoder)?;
         self.upstream(&mut encoder)?;
         self.http.encode(&mut encoder, "shoal_proxy")
     }

@@ -10,24 +10,22 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_client::Client;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use shoal_frontdoor::listen::{BindError, accept_loop, bind};
+use shoal_frontdoor::{Door, session};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::clients::Clients;
 use crate::commands::fanout::on_each;
 use crate::config::{ConfigError, ProxyConfig};
-use crate::shared::{Shared, new_run_id};
+use crate::http;
+use crate::shared::Shared;
 use crate::stats::ProxyStats;
 use crate::upstream::all_nodes;
-use crate::{http, session};
 
-/// How long a refused connection is drained before it is closed.
-const REFUSE_LINGER: Duration = Duration::from_millis(200);
 /// How long the runtime waits for tasks to finish when the proxy stops.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
@@ -38,13 +36,8 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// The runtime or its thread could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
@@ -166,12 +159,12 @@ impl Proxy {
 
     /// A receiver that turns true once the proxy is asked to stop.
     pub fn stopped(&self) -> watch::Receiver<bool> {
-        self.shared.shutdown_signal()
+        self.shared.door.shutdown_signal()
     }
 
     /// Asks the proxy to stop: it stops accepting, and closes every connection.
     pub fn shutdown(&self) {
-        self.shared.shutdown.send_replace(true);
+        self.shared.door.request_shutdown();
     }
 
     /// Waits until the proxy has stopped (after [`Proxy::shutdown`]).
@@ -186,20 +179,6 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-fn bind(host: &str, port: u16) -> Result<StdListener, StartError> {
-    let bind_err = |source| StartError::Bind {
-        addr: format!("{host}:{port}"),
-        source,
-    };
-    let addr: SocketAddr = format!("{host}:{port}")
-        .parse()
-        .or_else(|_| format!("[{host}]:{port}").parse())
-        .map_err(|e| bind_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-    let listener = StdListener::bind(addr).map_err(bind_err)?;
-    listener.set_nonblocking(true).map_err(bind_err)?;
-    Ok(listener)
 }
 
 /// Everything that runs on the proxy's runtime, until the proxy stops.
@@ -228,21 +207,20 @@ async fn run(
             return;
         }
     };
-    let (shutdown, _) = watch::channel(false);
+    let door = Door::new(config.door_limits(), config.requirepass.as_deref());
     let shared = Arc::new(Shared {
         config,
         client,
-        clients: Clients::default(),
+        door: Arc::new(door),
         stats: ProxyStats::default(),
-        started: Instant::now(),
-        run_id: new_run_id(),
         resp_addr,
-        shutdown,
     });
     // Connections to the nodes are opened before the first client arrives, so its first
     // commands do not wait for a connect.
     warm_up(&shared.client).await;
     tokio::spawn(follow_map(shared.client.clone()));
+    let door = shared.door.clone();
+    tokio::spawn(async move { door.run_ticks().await });
     if let Some(listener) = http_listener {
         tokio::spawn(serve_http(shared.clone(), listener));
     }
@@ -273,59 +251,17 @@ async fn follow_map(client: Client) {
 }
 
 async fn serve_http(shared: Arc<Shared>, listener: TcpListener) {
-    let stop = shared.shutdown_signal();
+    let stop = shared.door.shutdown_signal();
     if let Err(e) = shoal_http::serve(listener, http::router(shared), stop).await {
         tracing::error!("HTTP server stopped: {e}");
     }
 }
 
-/// Accepts RESP clients until the proxy stops.
+/// Accepts RESP clients until the proxy stops, each served by its own task.
 async fn accept(shared: Arc<Shared>, listener: TcpListener) {
-    let mut stop = shared.shutdown_signal();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if !shared.clients.try_reserve(shared.config.maxclients) {
-            ProxyStats::add(&shared.stats.rejected_connections, 1);
-            tokio::spawn(refuse(stream));
-            continue;
-        }
-        ProxyStats::add(&shared.stats.connections_received, 1);
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(peer);
-        let info = shared.clients.register(peer, local);
-        tokio::spawn(session::serve(stream, shared.clone(), info));
-    }
-}
-
-/// Answers a connection over `maxclients` as Redis does, then closes it, after reading (and
-/// dropping) what the client sent meanwhile for a moment, so the close does not reset the
-/// connection before the client reads the error.
-async fn refuse(mut stream: TcpStream) {
-    let _ = stream
-        .write_all(b"-ERR max number of clients reached\r\n")
-        .await;
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 1024];
-    let drain = async {
-        let mut total = 0;
-        while total < 64 * 1024 {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(REFUSE_LINGER, drain).await;
+    let door = shared.door.clone();
+    accept_loop(door, listener, |accepted| {
+        tokio::spawn(session::serve(shared.clone(), accepted));
+    })
+    .await;
 }

@@ -21,6 +21,19 @@ pub(crate) fn decode(cursor: u64) -> (usize, u64) {
     ((cursor >> NODE_BITS) as usize, cursor & NODE_MASK)
 }
 
+/// A cursor as a client or a node writes it: an unsigned decimal, digits only, no overflow.
+pub(crate) fn parse(arg: &[u8]) -> Option<u64> {
+    if arg.is_empty() {
+        return None;
+    }
+    arg.iter().try_fold(0u64, |acc, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
 /// The proxy cursor for `node_cursor` at primary `index`, if both fit.
 pub(crate) fn encode(index: usize, node_cursor: u64) -> Option<u64> {
     if index >= 1 << INDEX_BITS || node_cursor > NODE_MASK {
@@ -44,6 +57,14 @@ pub(crate) fn next(index: usize, node_next: u64, primaries: usize) -> Option<u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_parse_as_unsigned_decimals() {
+        assert_eq!(parse(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse(b"18446744073709551616"), None);
+        assert_eq!(parse(b"-1"), None);
+        assert_eq!(parse(b""), None);
+    }
 
     #[test]
     fn cursors_round_trip() {

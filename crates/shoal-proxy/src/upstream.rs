@@ -11,13 +11,12 @@
 //! | anything else (timeouts, I/O, lost connections, redirect loops, malformed replies, refused authentication) | `-ERR proxy: <the error>` |
 
 use shoal_client::{ClusterMap, Error, Value};
+use shoal_frontdoor::CommandError;
 use shoal_proto::Protocol;
 use shoal_proto::reply::encode_value;
 
-use crate::args::ErrorLine;
-
-/// The error line (after `-`) a client gets for a failure to get a reply.
-pub(crate) fn error_line(err: &Error) -> ErrorLine {
+/// The error reply a client gets for a failure to get a reply.
+pub(crate) fn error_line(err: &Error) -> CommandError {
     let line = match err {
         Error::CrossSlot => "CROSSSLOT Keys in request don't hash to the same slot".to_string(),
         Error::ClusterDown(line) if starts_with_code(line, &["CLUSTERDOWN", "TRYAGAIN"]) => {
@@ -29,7 +28,7 @@ pub(crate) fn error_line(err: &Error) -> ErrorLine {
         Error::Server(line) => line.clone(),
         other => format!("ERR proxy: {other}"),
     };
-    ErrorLine(line.into_bytes())
+    CommandError::Other(line.into())
 }
 
 fn starts_with_code(line: &str, codes: &[&str]) -> bool {
@@ -37,30 +36,47 @@ fn starts_with_code(line: &str, codes: &[&str]) -> bool {
     codes.contains(&code)
 }
 
-/// What happened to one command sent upstream.
-pub(crate) type Outcome = Result<Value, Error>;
+/// What came of one command sent upstream.
+pub(crate) type Reply = Result<Value, Error>;
 
-/// Appends the reply for `outcome` to `out` in `protocol`. Returns `(error reply, made by the
-/// proxy)`: whether the reply is an error, and whether it is one for a failure to reach the
-/// cluster.
-pub(crate) fn encode_outcome(
-    outcome: &Outcome,
-    protocol: Protocol,
-    out: &mut Vec<u8>,
-) -> (bool, bool) {
-    match outcome {
+/// What [`encode_reply`] wrote.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Encoded {
+    /// The error code, if the reply is an error (`ERR`, `MOVED`, ...).
+    pub error_code: Option<String>,
+    /// Whether the proxy made the error, for a failure to reach the cluster.
+    pub by_proxy: bool,
+}
+
+/// Appends `reply` to `out` in `protocol`, and says whether it is an error and whose.
+pub(crate) fn encode_reply(reply: &Reply, protocol: Protocol, out: &mut Vec<u8>) -> Encoded {
+    match reply {
         Ok(value) => {
             encode_value(value, protocol, out);
-            (
-                matches!(value, Value::Error(_) | Value::BulkError(_)),
-                false,
-            )
+            let error_code = match value {
+                Value::Error(line) | Value::BulkError(line) => Some(code_of(line)),
+                _ => None,
+            };
+            Encoded {
+                error_code,
+                by_proxy: false,
+            }
         }
         Err(err) => {
-            error_line(err).write(out);
-            (true, true)
+            let error = error_line(err);
+            error.write(out);
+            Encoded {
+                error_code: Some(error.code()),
+                by_proxy: true,
+            }
         }
     }
+}
+
+/// The first word of an error line.
+fn code_of(line: &[u8]) -> String {
+    let code = line.split(|&b| b == b' ').next().unwrap_or(b"ERR");
+    String::from_utf8_lossy(code).into_owned()
 }
 
 /// The RESP address of every shard's primary, in shard order (stable while the map is).
@@ -92,7 +108,7 @@ mod tests {
     use super::*;
 
     fn text(err: &Error) -> String {
-        String::from_utf8(error_line(err).0).unwrap()
+        error_line(err).line().into_owned()
     }
 
     #[test]
@@ -134,22 +150,22 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_are_encoded_in_the_client_s_protocol() {
+    fn replies_are_encoded_in_the_client_s_protocol() {
         let mut out = Vec::new();
-        assert_eq!(
-            encode_outcome(&Ok(Value::Null), Protocol::Resp3, &mut out),
-            (false, false)
-        );
+        let encoded = encode_reply(&Ok(Value::Null), Protocol::Resp3, &mut out);
+        assert_eq!((encoded.error_code, encoded.by_proxy), (None, false));
         assert_eq!(out, b"_\r\n");
         out.clear();
+        let encoded = encode_reply(&Ok(error_value("WRONGTYPE x")), Protocol::Resp2, &mut out);
         assert_eq!(
-            encode_outcome(&Ok(error_value("ERR x")), Protocol::Resp2, &mut out),
-            (true, false)
+            (encoded.error_code.as_deref(), encoded.by_proxy),
+            (Some("WRONGTYPE"), false)
         );
         out.clear();
+        let encoded = encode_reply(&Err(Error::CrossSlot), Protocol::Resp2, &mut out);
         assert_eq!(
-            encode_outcome(&Err(Error::CrossSlot), Protocol::Resp2, &mut out),
-            (true, true)
+            (encoded.error_code.as_deref(), encoded.by_proxy),
+            (Some("CROSSSLOT"), true)
         );
         assert!(out.starts_with(b"-CROSSSLOT "));
     }

@@ -21,11 +21,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use bytes::Bytes;
-use shoal_http::metrics::Exporter;
+use shoal_frontdoor::metrics::Exporter;
+use shoal_frontdoor::{CLUSTER_DOWN, CommandError, NOREPLICAS};
 use shoal_http::{ApiError, Backend, HttpStats};
 use shoal_store::{SetOptions, StoreError, TtlUpdate};
 
-use crate::error::CommandError;
 use crate::metrics::NodeCollector;
 use crate::shared::Shared;
 
@@ -86,8 +86,10 @@ impl Backend for Node {
     }
 
     fn password(&self) -> Option<String> {
-        let live = &self.0.live;
-        live.password_required()
+        self.0
+            .door
+            .settings
+            .password_required()
             .then(|| self.0.config.read().requirepass.clone())
     }
 
@@ -96,7 +98,7 @@ impl Backend for Node {
     }
 
     fn max_body(&self) -> usize {
-        self.0.live.max_bulk_len()
+        self.0.door.settings.max_bulk_len()
     }
 }
 
@@ -126,11 +128,11 @@ async fn serving_node<'a>(
                 return Ok(Some(forwarder));
             }
         } else if !cluster.primary_authority() {
-            return Err(unavailable(crate::error::CLUSTER_DOWN));
+            return Err(unavailable(CLUSTER_DOWN));
         }
     }
     if write && shared.too_few_good_replicas() {
-        return Err(unavailable(crate::error::NOREPLICAS));
+        return Err(unavailable(NOREPLICAS));
     }
     Ok(None)
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use shoal_proto::info;
+use shoal_frontdoor::info::{self, human_bytes};
 
 use crate::process;
 use crate::shared::Shared;
@@ -41,15 +41,15 @@ const DEFAULT_SECTIONS: &[&str] = &[
 ];
 
 /// Resolves `INFO`'s arguments to the sections to show, in Redis's order.
-pub fn sections(args: &[&[u8]]) -> Vec<&'static str> {
+pub(crate) fn sections(args: &[&[u8]]) -> Vec<&'static str> {
     info::select_sections(args, ALL_SECTIONS, DEFAULT_SECTIONS)
 }
 
 /// Renders the given sections.
-pub fn render(shared: &Shared, sections: &[&str]) -> String {
+pub(crate) fn render(shared: &Shared, sections: &[&str]) -> String {
     info::render(sections, |section, out| match section {
         "server" => server(shared, out),
-        "clients" => clients(shared, out),
+        "clients" => info::clients(&shared.door, out),
         "memory" => memory(shared, out),
         "persistence" => persistence(shared, out),
         "stats" => stats(shared, out),
@@ -57,9 +57,9 @@ pub fn render(shared: &Shared, sections: &[&str]) -> String {
         "cpu" => cpu(out),
         // No modules: Redis prints the bare header.
         "modules" => out.push_str("# Modules\r\n"),
-        "commandstats" => commandstats(shared, out),
-        "errorstats" => errorstats(shared, out),
-        "latencystats" => latencystats(shared, out),
+        "commandstats" => info::commandstats(&shared.door, out),
+        "errorstats" => info::errorstats(&shared.door, out),
+        "latencystats" => info::latencystats(&shared.door, out),
         "cluster" => {
             let enabled = u8::from(shared.cluster.is_some());
             out.push_str(&format!("# Cluster\r\ncluster_enabled:{enabled}\r\n"));
@@ -80,59 +80,21 @@ macro_rules! line {
     }};
 }
 
-/// Bytes in Redis's human form (`1.50M`).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
-    if n < 1024 {
-        return format!("{n}B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.2}{}", UNITS[unit])
-}
-
 fn server(shared: &Shared, out: &mut String) {
     let config = shared.config.read();
     info::Server {
         shoal_version: env!("CARGO_PKG_VERSION"),
         shoal_role: None,
         os: &process::os_description(),
-        run_id: &shared.run_id,
+        run_id: shared.door.run_id(),
         tcp_port: shared.resp_addr.read().map_or(config.port, |a| a.port()),
         now_us: process::unix_time_us(),
-        uptime_seconds: shared.uptime_seconds(),
+        uptime_seconds: shared.door.uptime_seconds(),
         node_hz: Some(config.hz),
         threads: config.effective_threads(),
         executable: &process::executable(),
     }
     .write(out);
-}
-
-fn clients(shared: &Shared, out: &mut String) {
-    let all = shared.clients.all();
-    let max_query = all
-        .iter()
-        .map(|c| c.query_buffer.load(Relaxed))
-        .max()
-        .unwrap_or(0);
-    let max_output = all
-        .iter()
-        .map(|c| c.output_buffer.load(Relaxed))
-        .max()
-        .unwrap_or(0);
-    out.push_str("# Clients\r\n");
-    line!(out, "connected_clients:{}", shared.clients.count());
-    line!(out, "cluster_connections:0");
-    line!(out, "maxclients:{}", shared.live.maxclients());
-    line!(out, "client_recent_max_input_buffer:{max_query}");
-    line!(out, "client_recent_max_output_buffer:{max_output}");
-    line!(out, "blocked_clients:0");
-    line!(out, "tracking_clients:0");
-    line!(out, "clients_in_timeout_table:0");
 }
 
 fn memory(shared: &Shared, out: &mut String) {
@@ -195,66 +157,34 @@ fn persistence(shared: &Shared, out: &mut String) {
     line!(out, "async_loading:0");
     line!(out, "rdb_changes_since_last_save:0");
     line!(out, "rdb_bgsave_in_progress:0");
-    line!(out, "rdb_last_save_time:{}", shared.started_unix);
+    line!(out, "rdb_last_save_time:{}", shared.door.started_unix());
     line!(out, "rdb_last_bgsave_status:ok");
     line!(out, "aof_enabled:0");
     line!(out, "aof_rewrite_in_progress:0");
 }
 
 fn stats(shared: &Shared, out: &mut String) {
-    let s = &shared.stats;
-    let store = shared.store.stats();
-    let (net_in, net_out) = s.net_bytes();
-    let (ops, kbps_in, kbps_out) = s.instantaneous();
-    let errors: u64 = s.errors().values().sum();
-    out.push_str("# Stats\r\n");
-    line!(
-        out,
-        "total_connections_received:{}",
-        s.connections_received.load(Relaxed)
-    );
-    line!(out, "total_commands_processed:{}", s.total_commands());
-    line!(out, "instantaneous_ops_per_sec:{}", ops.round() as u64);
-    line!(out, "total_net_input_bytes:{net_in}");
-    line!(out, "total_net_output_bytes:{net_out}");
-    line!(out, "instantaneous_input_kbps:{kbps_in:.2}");
-    line!(out, "instantaneous_output_kbps:{kbps_out:.2}");
-    line!(
-        out,
-        "rejected_connections:{}",
-        s.rejected_connections.load(Relaxed)
-    );
-    let repl = &shared.replication.stats;
-    line!(out, "sync_full:{}", repl.sync_full.load(Relaxed));
-    line!(
-        out,
-        "sync_partial_ok:{}",
-        repl.sync_partial_ok.load(Relaxed)
-    );
-    line!(
-        out,
-        "sync_partial_err:{}",
-        repl.sync_partial_err.load(Relaxed)
-    );
-    line!(out, "expired_keys:{}", store.expired);
-    line!(out, "evicted_keys:{}", store.evicted);
-    line!(out, "keyspace_hits:{}", store.hits);
-    line!(out, "keyspace_misses:{}", store.misses);
-    line!(out, "pubsub_channels:0");
-    line!(out, "pubsub_patterns:0");
-    line!(out, "total_error_replies:{errors}");
-    line!(out, "unknown_commands:{}", s.unknown_commands.load(Relaxed));
-    line!(out, "command_panics:{}", s.command_panics.load(Relaxed));
-    line!(
-        out,
-        "client_query_buffer_limit_disconnections:{}",
-        s.query_buffer_disconnections.load(Relaxed)
-    );
-    line!(
-        out,
-        "client_output_buffer_limit_disconnections:{}",
-        s.output_buffer_disconnections.load(Relaxed)
-    );
+    info::stats(&shared.door, out, |out| {
+        let store = shared.store.stats();
+        let repl = &shared.replication.stats;
+        line!(out, "sync_full:{}", repl.sync_full.load(Relaxed));
+        line!(
+            out,
+            "sync_partial_ok:{}",
+            repl.sync_partial_ok.load(Relaxed)
+        );
+        line!(
+            out,
+            "sync_partial_err:{}",
+            repl.sync_partial_err.load(Relaxed)
+        );
+        line!(out, "expired_keys:{}", store.expired);
+        line!(out, "evicted_keys:{}", store.evicted);
+        line!(out, "keyspace_hits:{}", store.hits);
+        line!(out, "keyspace_misses:{}", store.misses);
+        line!(out, "pubsub_channels:0");
+        line!(out, "pubsub_patterns:0");
+    });
 }
 
 fn replication(shared: &Shared, out: &mut String) {
@@ -344,76 +274,6 @@ fn cpu(out: &mut String) {
     line!(out, "used_cpu_user_children:0.000000");
 }
 
-fn commandstats(shared: &Shared, out: &mut String) {
-    out.push_str("# Commandstats\r\n");
-    for (id, totals) in shared.stats.command_totals().iter().enumerate() {
-        if totals.calls == 0 && totals.rejected == 0 && totals.failed == 0 {
-            continue;
-        }
-        let name = shared.commands.name(id as u32).unwrap_or("unknown");
-        let per_call = if totals.calls == 0 {
-            0.0
-        } else {
-            totals.usec as f64 / totals.calls as f64
-        };
-        line!(
-            out,
-            "cmdstat_{name}:calls={},usec={},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}",
-            totals.calls,
-            totals.usec,
-            totals.rejected,
-            totals.failed
-        );
-    }
-}
-
-/// `latency_percentiles_usec_<command>:p50=..,p99=..,p99.9=..` for every command that ran, read
-/// from the latency histogram (each percentile is its bucket's upper bound).
-fn latencystats(shared: &Shared, out: &mut String) {
-    out.push_str("# Latencystats\r\n");
-    let bound = |i: usize| -> f64 {
-        match crate::stats::LATENCY_BUCKETS_US.get(i) {
-            Some(&us) => us as f64,
-            None => {
-                (crate::stats::LATENCY_BUCKETS_US[crate::stats::LATENCY_BUCKETS_US.len() - 1] * 2)
-                    as f64
-            }
-        }
-    };
-    for (id, totals) in shared.stats.command_totals().iter().enumerate() {
-        let count: u64 = totals.latency.iter().sum();
-        if count == 0 {
-            continue;
-        }
-        let percentile = |p: f64| {
-            let rank = ((p / 100.0) * count as f64).ceil().max(1.0) as u64;
-            let mut seen = 0;
-            for (i, &n) in totals.latency.iter().enumerate() {
-                seen += n;
-                if seen >= rank {
-                    return bound(i);
-                }
-            }
-            bound(totals.latency.len() - 1)
-        };
-        let name = shared.commands.name(id as u32).unwrap_or("unknown");
-        line!(
-            out,
-            "latency_percentiles_usec_{name}:p50={:.3},p99={:.3},p99.9={:.3}",
-            percentile(50.0),
-            percentile(99.0),
-            percentile(99.9)
-        );
-    }
-}
-
-fn errorstats(shared: &Shared, out: &mut String) {
-    out.push_str("# Errorstats\r\n");
-    for (code, count) in shared.stats.errors() {
-        line!(out, "errorstat_{code}:count={count}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,12 +291,5 @@ mod tests {
         );
         assert!(!sections(&[b"default"]).contains(&"commandstats"));
         assert!(sections(&[b"nonsense"]).is_empty());
-    }
-
-    #[test]
-    fn human_sizes_use_two_decimals() {
-        assert_eq!(human_bytes(100), "100B");
-        assert_eq!(human_bytes(1536), "1.50K");
-        assert_eq!(human_bytes(100 * 1024 * 1024), "100.00M");
     }
 }

@@ -2,25 +2,24 @@
 //!
 //! [`Server::start`] binds the RESP listener (and the HTTP one), starts one worker thread per
 //! core, each with its own single-threaded runtime, and a control thread for accepting
-//! connections and periodic work. Commands run against the shared [`shoal_store::Store`].
+//! connections and periodic work. Connections go through the front door
+//! ([`shoal_frontdoor`]); the commands it hands the node run against the shared
+//! [`shoal_store::Store`].
 
-pub mod clients;
-pub mod cluster;
-pub mod commands;
+mod backend;
+mod cluster;
+mod commands;
 pub mod config;
-pub mod dispatch;
-pub mod error;
+mod conn;
 pub mod http;
-pub mod info;
-pub mod metrics;
-pub mod process;
-pub mod replication;
-pub mod server;
-pub mod session;
-pub mod shared;
-pub mod slowlog;
-pub mod stats;
+mod info;
+mod metrics;
+mod process;
+mod replication;
+mod server;
+mod shared;
 
 pub use config::{ByteSize, Config, ConfigError, LogFormat};
+pub use process::cpu_seconds;
 pub use server::{Server, StartError};
 pub use shared::Shared;

@@ -1,28 +1,21 @@
 //! The Prometheus `/metrics` exporter.
 //!
 //! Nothing here keeps a copy of a counter: [`NodeCollector`] is a prometheus-client
-//! [`Collector`] that reads, at scrape time, the very counters `INFO` reads (`Shared::stats`,
-//! `Store::stats`, `Shared::clients`, [`crate::process`]) plus the HTTP API's own
-//! [`HttpStats`], and encodes them in the OpenMetrics text format
-//! ([`shoal_http::metrics::CONTENT_TYPE`]); the HTTP router renders it with a
-//! [`shoal_http::metrics::Exporter`].
+//! [`Collector`] that reads, at scrape time, the very counters `INFO` reads (the front door's,
+//! `Store::stats`, [`crate::process`]) plus the HTTP API's own [`HttpStats`], and encodes them
+//! in the OpenMetrics text format ([`shoal_frontdoor::metrics::CONTENT_TYPE`]); the HTTP router
+//! renders it with a [`shoal_frontdoor::metrics::Exporter`].
 //!
-//! Metric families (all counters end in `_total`, units are bytes and seconds):
+//! Metric families (all counters end in `_total`, units are bytes and seconds): the front
+//! door's with the prefix `shoal` (commands by name and result, their latency, errors by code,
+//! connections, buffers, bytes: see [`shoal_frontdoor::metrics`]), and
 //!
 //! | name | type | labels |
 //! | --- | --- | --- |
-//! | `shoal_commands_total` | counter | `command`, `result` = `ok` / `error` / `rejected` |
-//! | `shoal_command_duration_seconds` | histogram | `command` |
-//! | `shoal_errors_total` | counter | `code` (first word of the error reply: `ERR`, `OOM`, ...) |
 //! | `shoal_keyspace_hits_total`, `shoal_keyspace_misses_total` | counter | |
 //! | `shoal_evicted_keys_total`, `shoal_expired_keys_total` | counter | |
 //! | `shoal_memory_used_bytes`, `shoal_memory_max_bytes` (0: no limit) | gauge | |
 //! | `shoal_keys`, `shoal_keys_with_ttl` | gauge | |
-//! | `shoal_connected_clients` | gauge | |
-//! | `shoal_connections_received_total`, `shoal_connections_rejected_total` | counter | |
-//! | `shoal_query_buffer_disconnections_total`, `shoal_output_buffer_disconnections_total` | counter | |
-//! | `shoal_command_panics_total` | counter | |
-//! | `shoal_net_input_bytes_total`, `shoal_net_output_bytes_total` | counter | |
 //! | `shoal_uptime_seconds` | gauge | |
 //! | `process_cpu_seconds_total` (user + system) | counter | |
 //! | `process_resident_memory_bytes`, `process_start_time_seconds` | gauge | |
@@ -31,27 +24,20 @@
 //! | `shoal_http_requests_total` | counter | `method`, `code` ([`HttpStats::encode`]) |
 //! | `shoal_http_request_duration_seconds` | histogram | `method` |
 //!
-//! A command appears once it has been called, refused or failed at least once; its three
-//! `result` series add up to every attempt (`ok` = calls that ran and succeeded, `error` =
-//! calls that ran and answered an error, `rejected` = calls refused before running). The
-//! duration histogram counts the calls that ran, with the buckets of
-//! [`LATENCY_BUCKETS_US`](crate::stats::LATENCY_BUCKETS_US) in seconds.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
+use shoal_frontdoor::metrics::{encode_door, gauge, single};
 use shoal_http::HttpStats;
-use shoal_http::metrics::{counter, gauge, histogram_buckets, single};
 
 use crate::process;
 use crate::shared::Shared;
-use crate::stats::CommandTotals;
 
 /// The prometheus-client collector of one node: reads everything at scrape time.
 #[derive(Clone)]
@@ -70,63 +56,6 @@ impl NodeCollector {
     /// A collector for the node `shared` and the HTTP API counted in `http`.
     pub fn new(shared: Arc<Shared>, http: Arc<HttpStats>) -> NodeCollector {
         NodeCollector { shared, http }
-    }
-
-    fn commands(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let totals = self.shared.stats.command_totals();
-        let named: Vec<(&str, &CommandTotals)> = totals
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.calls > 0 || t.rejected > 0 || t.failed > 0)
-            .map(|(id, t)| (self.command_name(id), t))
-            .collect();
-        let mut family = encoder.encode_descriptor(
-            "shoal_commands",
-            "Commands by name and result: ok, error (ran and answered an error), rejected (refused before running).",
-            None,
-            MetricType::Counter,
-        )?;
-        for (name, t) in &named {
-            let ok = t.calls.saturating_sub(t.failed);
-            for (result, value) in [("ok", ok), ("error", t.failed), ("rejected", t.rejected)] {
-                let labels = [("command", *name), ("result", result)];
-                counter(&mut family, &labels, value)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "shoal_command_duration",
-            "Time spent running each command.",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?;
-        for (name, t) in named.iter().filter(|(_, t)| t.calls > 0) {
-            let buckets = histogram_buckets(&t.latency);
-            family
-                .encode_family(&[("command", *name)])?
-                .encode_histogram::<NoLabelSet>(t.usec as f64 / 1e6, t.calls, &buckets, None)?;
-        }
-        Ok(())
-    }
-
-    fn command_name(&self, id: usize) -> &'static str {
-        u32::try_from(id)
-            .ok()
-            .and_then(|id| self.shared.commands.name(id))
-            .unwrap_or("unknown")
-    }
-
-    fn errors(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let errors = self.shared.stats.errors();
-        let mut family = encoder.encode_descriptor(
-            "shoal_errors",
-            "Error replies by error code.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (code, count) in &errors {
-            counter(&mut family, &[("code", code.as_str())], *count)?;
-        }
-        Ok(())
     }
 
     fn keyspace(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -184,70 +113,9 @@ impl NodeCollector {
         Ok(())
     }
 
-    fn connections(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = &self.shared.stats;
-        let clients = gauge(self.shared.clients.count());
-        single(
-            encoder,
-            "shoal_connected_clients",
-            "Connected RESP clients.",
-            None,
-            clients,
-        )?;
-        let counters = [
-            (
-                "shoal_connections_received",
-                "RESP connections accepted.",
-                stats.connections_received.load(Relaxed),
-            ),
-            (
-                "shoal_connections_rejected",
-                "RESP connections refused (maxclients).",
-                stats.rejected_connections.load(Relaxed),
-            ),
-            (
-                "shoal_command_panics",
-                "Commands that panicked (a bug; the connection was closed, the node kept running).",
-                stats.command_panics.load(Relaxed),
-            ),
-            (
-                "shoal_query_buffer_disconnections",
-                "Clients closed for exceeding client-query-buffer-limit.",
-                stats.query_buffer_disconnections.load(Relaxed),
-            ),
-            (
-                "shoal_output_buffer_disconnections",
-                "Clients closed for exceeding client-output-buffer-limit.",
-                stats.output_buffer_disconnections.load(Relaxed),
-            ),
-        ];
-        for (name, help, value) in counters {
-            single(encoder, name, help, None, ConstCounter::new(value))?;
-        }
-        let (input, output) = stats.net_bytes();
-        let bytes = Some(&Unit::Bytes);
-        let read = ConstCounter::new(input);
-        single(
-            encoder,
-            "shoal_net_input",
-            "Bytes read from RESP clients.",
-            bytes,
-            read,
-        )?;
-        let written = ConstCounter::new(output);
-        single(
-            encoder,
-            "shoal_net_output",
-            "Bytes written to RESP clients.",
-            bytes,
-            written,
-        )?;
-        Ok(())
-    }
-
     fn process(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let seconds = Some(&Unit::Seconds);
-        let uptime = ConstGauge::new(self.shared.started.elapsed().as_secs_f64());
+        let uptime = ConstGauge::new(self.shared.door.started().elapsed().as_secs_f64());
         single(
             encoder,
             "shoal_uptime",
@@ -272,7 +140,7 @@ impl NodeCollector {
             Some(&Unit::Bytes),
             rss,
         )?;
-        let start = gauge(self.shared.started_unix);
+        let start = gauge(self.shared.door.started_unix());
         single(
             encoder,
             "process_start_time",
@@ -286,10 +154,8 @@ impl NodeCollector {
 
 impl Collector for NodeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        self.commands(&mut encoder)?;
-        self.errors(&mut encoder)?;
+        encode_door(&mut encoder, "shoal", &self.shared.door)?;
         self.keyspace(&mut encoder)?;
-        self.connections(&mut encoder)?;
         self.process(&mut encoder)?;
         self.cluster(&mut encoder)?;
         self.replication(&mut encoder)?;
@@ -440,7 +306,7 @@ mod tests {
     use std::time::Duration;
 
     use axum::http::{Method, StatusCode};
-    use shoal_http::metrics::Exporter;
+    use shoal_frontdoor::metrics::Exporter;
 
     use super::*;
     use crate::config::Config;
@@ -460,12 +326,15 @@ mod tests {
     #[test]
     fn commands_are_exported_by_name_and_result() {
         let (shared, _, exporter) = exporter();
-        let worker = shared.stats.register_worker();
-        let get = shared.commands.lookup(b"get").expect("GET exists").id as usize;
+        let worker = shared.door.stats.this_thread();
+        let get = shoal_frontdoor::table()
+            .lookup(b"get")
+            .expect("GET exists")
+            .id as usize;
         worker.record_call(get, 3, false);
         worker.record_call(get, 5_000_000, true);
         worker.record_rejected(get);
-        shared.stats.record_error("WRONGTYPE");
+        shared.door.stats.record_error("WRONGTYPE");
         let text = exporter.render();
         for line in [
             "shoal_commands_total{command=\"get\",result=\"ok\"} 1",

@@ -7,12 +7,11 @@
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use shoal_frontdoor::listen::{Accepted, BindError, accept_loop, bind};
+use shoal_frontdoor::{Registration, TICK, session};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -21,7 +20,6 @@ use shoal_store::ExpireCycle;
 
 use crate::cluster::ClusterState;
 use crate::config::Config;
-use crate::session;
 use crate::shared::Shared;
 
 /// Why a node could not start.
@@ -31,13 +29,8 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// A listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// A thread or runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
@@ -73,13 +66,14 @@ impl Server {
         let bus_listener = if config.cluster_mode() {
             let bus_port = match config.cluster_port {
                 0 if resp_addr.port() > 55535 => {
-                    return Err(StartError::Bind {
+                    return Err(StartError::Bind(BindError {
                         addr: format!("{}:{}+10000", config.bind, resp_addr.port()),
+                        port: resp_addr.port(),
                         source: std::io::Error::new(
                             std::io::ErrorKind::InvalidInput,
                             "the cluster bus port (port + 10000) is out of range: set cluster-port",
                         ),
-                    });
+                    }));
                 }
                 0 => resp_addr.port() + 10000,
                 port => port,
@@ -110,7 +104,7 @@ impl Server {
         let mut handles = Vec::new();
         let mut workers = Vec::new();
         for index in 0..threads {
-            let (tx, rx) = mpsc::unbounded_channel::<NewConnection>();
+            let (tx, rx) = mpsc::unbounded_channel::<Handed>();
             workers.push(tx);
             let shared = shared.clone();
             handles.push(spawn_thread(format!("shoal-worker-{index}"), move || {
@@ -162,6 +156,11 @@ impl Server {
         self.shared.request_shutdown();
     }
 
+    /// A receiver that sees `true` once the node is asked to stop (by `SHUTDOWN` too).
+    pub fn stopped(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shared.door.shutdown_signal()
+    }
+
     /// Waits until every thread of the node has stopped (after a shutdown request).
     pub fn wait(mut self) {
         for handle in std::mem::take(&mut self.threads) {
@@ -174,27 +173,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.shared.request_shutdown();
     }
-}
-
-fn bind(host: &str, port: u16) -> Result<StdListener, StartError> {
-    let addr: SocketAddr = format!("{host}:{port}")
-        .parse()
-        .or_else(|_| format!("[{host}]:{port}").parse())
-        .map_err(|e| StartError::Bind {
-            addr: format!("{host}:{port}"),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-        })?;
-    let err = |source| StartError::Bind {
-        addr: addr.to_string(),
-        source,
-    };
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
-    socket.set_reuse_address(true).map_err(err)?;
-    socket.bind(&addr.into()).map_err(err)?;
-    socket.listen(1024).map_err(err)?;
-    socket.set_nonblocking(true).map_err(err)?;
-    Ok(socket.into())
 }
 
 fn spawn_thread(
@@ -214,37 +192,39 @@ fn current_thread_runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime starts")
 }
 
-/// A connection accepted by the control thread, for a worker to serve.
-struct NewConnection {
+/// A connection the control thread accepted and registered, for a worker to serve (a socket
+/// moves between runtimes as a std one).
+struct Handed {
+    registration: Registration,
     stream: std::net::TcpStream,
-    peer: SocketAddr,
 }
 
-fn run_worker(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<NewConnection>) {
+fn run_worker(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Handed>) {
     let runtime = current_thread_runtime();
     let local = tokio::task::LocalSet::new();
-    let worker = shared.stats.register_worker();
-    let mut shutdown = shared.shutdown_signal();
+    let mut shutdown = shared.door.shutdown_signal();
     local.block_on(&runtime, async move {
         loop {
-            let connection = tokio::select! {
+            let handed = tokio::select! {
                 c = incoming.recv() => c,
                 _ = shutdown.wait_for(|stop| *stop) => None,
             };
-            let Some(NewConnection { stream, peer }) = connection else {
+            let Some(Handed {
+                registration,
+                stream,
+            }) = handed
+            else {
                 break;
             };
+            // A socket that cannot join this runtime is dropped, its registration first.
             let Ok(stream) = TcpStream::from_std(stream) else {
-                shared.clients.release();
                 continue;
             };
-            let local_addr = stream.local_addr().unwrap_or(peer);
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-            let info = shared.clients.register(peer, local_addr, fd);
-            // The task owns the registration from here on, so it is undone however the task
-            // ends: finished, panicked, or dropped unpolled with the runtime.
-            let connection = session::Connection::new(stream, info, shared.clone());
-            tokio::task::spawn_local(session::serve(connection, worker.clone()));
+            let accepted = Accepted {
+                registration,
+                stream,
+            };
+            tokio::task::spawn_local(session::serve(shared.clone(), accepted));
         }
     });
     // Dropping the runtime cancels the remaining sessions; each unregisters itself.
@@ -253,85 +233,35 @@ fn run_worker(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<NewConn
 fn run_control(
     shared: Arc<Shared>,
     listener: StdListener,
-    workers: Vec<mpsc::UnboundedSender<NewConnection>>,
+    workers: Vec<mpsc::UnboundedSender<Handed>>,
 ) {
     let runtime = current_thread_runtime();
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener).expect("a bound listener registers");
         let cron = tokio::spawn(cron(shared.clone()));
-        let mut shutdown = shared.shutdown_signal();
         let mut next = 0usize;
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = shutdown.wait_for(|stop| *stop) => break,
+        accept_loop(shared.door.clone(), listener, |accepted| {
+            let Ok(stream) = accepted.stream.into_std() else {
+                return;
             };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
+            let handed = Handed {
+                registration: accepted.registration,
+                stream,
             };
-            // As in Redis, a refused connection counts in `rejected_connections` only.
-            if !shared.clients.try_reserve(shared.live.maxclients()) {
-                shared.stats.rejected_connections.fetch_add(1, Relaxed);
-                tokio::spawn(refuse(stream));
-                continue;
-            }
-            shared.stats.connections_received.fetch_add(1, Relaxed);
-            let _ = stream.set_nodelay(true);
-            let Ok(stream) = stream.into_std() else {
-                shared.clients.release();
-                continue;
-            };
-            if workers[next % workers.len()]
-                .send(NewConnection { stream, peer })
-                .is_err()
-            {
-                shared.clients.release();
-            }
+            // A worker that is gone drops the connection, its registration first.
+            let _ = workers[next % workers.len()].send(handed);
             next = next.wrapping_add(1);
-        }
+        })
+        .await;
         cron.abort();
     });
 }
-
-/// Answers a connection over `maxclients` as Redis does, then closes it. Whatever the client
-/// sent meanwhile is read and dropped for a moment first: closing a socket with unread input
-/// resets the connection, and the client could lose the error before reading it.
-async fn refuse(mut stream: TcpStream) {
-    let _ = stream
-        .write_all(b"-ERR max number of clients reached\r\n")
-        .await;
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 1024];
-    let drain = async {
-        let mut total = 0;
-        while total < 64 * 1024 {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(REFUSE_LINGER, drain).await;
-}
-
-/// How long a refused connection is drained before it is closed.
-const REFUSE_LINGER: Duration = Duration::from_millis(200);
-
-/// How often idle clients are looked for when `timeout` is set.
-const IDLE_SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 /// Periodic work, `hz` times a second: the access clock, active expiry (a quarter of each
 /// period at most, repeated sooner while keys keep expiring), rate sampling, closing clients
 /// idle for longer than `timeout`, and upkeep.
 async fn cron(shared: Arc<Shared>) {
-    let mut last_sample = Instant::now();
-    let mut last_idle_sweep = Instant::now();
+    let mut last_tick = Instant::now();
     loop {
         let period = Duration::from_millis(1000 / shared.live.hz().max(1));
         shared.store.refresh_clock();
@@ -343,21 +273,9 @@ async fn cron(shared: Arc<Shared>) {
         } else {
             shared.store.expire_cycle(period / 4)
         };
-        if last_sample.elapsed() >= Duration::from_millis(100) {
-            shared
-                .stats
-                .sample_rates(shared.started.elapsed().as_millis() as u64);
-            last_sample = Instant::now();
-        }
-        // Sessions do not time their reads (no timer per read on the request path, and a
-        // changed `timeout` reaches clients already waiting): idle ones are found here.
-        let timeout = shared.live.timeout_seconds();
-        if timeout > 0 && last_idle_sweep.elapsed() >= IDLE_SWEEP_EVERY {
-            let closed = shared.clients.kill_idle(timeout.saturating_mul(1000));
-            if closed > 0 {
-                tracing::debug!(closed, "closed idle clients");
-            }
-            last_idle_sweep = Instant::now();
+        if last_tick.elapsed() >= TICK {
+            shared.door.tick();
+            last_tick = Instant::now();
         }
         shared.store.maintain();
         if let Some(cluster) = &shared.cluster
@@ -385,7 +303,7 @@ fn run_http(shared: Arc<Shared>, listener: StdListener, threads: usize) {
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener).expect("a bound listener registers");
         let app = crate::http::router(shared.clone());
-        if let Err(e) = shoal_http::serve(listener, app, shared.shutdown_signal()).await {
+        if let Err(e) = shoal_http::serve(listener, app, shared.door.shutdown_signal()).await {
             tracing::error!("HTTP server stopped: {e}");
         }
     });

@@ -595,7 +595,7 @@ fn no_command_panics_or_drops_the_connection_on_odd_arguments() {
         "wait",
     ];
     let mut commands: Vec<Vec<&'static [u8]>> = Vec::new();
-    for command in shared.commands.iter() {
+    for command in shoal_frontdoor::table().iter() {
         if command.subcommands.is_empty() {
             if !skip.contains(&command.spec.name) {
                 commands.push(vec![command.spec.name.as_bytes()]);
@@ -711,6 +711,7 @@ fn no_command_panics_or_drops_the_connection_on_odd_arguments() {
     }
     assert_eq!(
         shared
+            .door
             .stats
             .command_panics
             .load(std::sync::atomic::Ordering::Relaxed),

@@ -654,10 +654,10 @@ fn active_expiry_reclaims_unread_keys_and_an_idle_node_sleeps() {
 
     // Idle: nobody connected, nothing stored. Only the node's own threads run.
     std::thread::sleep(Duration::from_millis(200));
-    let (user0, sys0) = shoal_server::process::cpu_seconds();
+    let (user0, sys0) = shoal_server::cpu_seconds();
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
-    let (user1, sys1) = shoal_server::process::cpu_seconds();
+    let (user1, sys1) = shoal_server::cpu_seconds();
     let wall = started.elapsed().as_secs_f64();
     let share = ((user1 - user0) + (sys1 - sys0)) / wall;
     eprintln!("idle node: {:.2}% of a core", share * 100.0);

@@ -49,7 +49,7 @@ fn run_server(args: cli::ServerArgs) -> anyhow::Result<()> {
     }
     logging::init(config.log_format, &config.log_level)?;
     let server = shoal_server::Server::start(config).context("cannot start the node")?;
-    let shared = server.shared().clone();
+    let mut stopped = server.stopped();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -57,7 +57,6 @@ fn run_server(args: cli::ServerArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut stopped = shared.shutdown_signal();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
             _ = terminate.recv() => tracing::info!("terminated, shutting down"),

@@ -19,7 +19,7 @@ use rand::seq::SliceRandom as _;
 use shoal_client::{Client, ClusterMap, Error, Value};
 
 use crate::scan;
-use crate::upstream::{Outcome, all_nodes, error_value, primaries};
+use crate::upstream::{Reply, all_nodes, error_value, primaries};
 
 /// Which nodes a fan-out asks.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +72,7 @@ fn first_error(replies: &[Value]) -> Option<Value> {
 }
 
 /// `DBSIZE`: the sum over every primary.
-pub(crate) fn dbsize(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, Outcome> {
+pub(crate) fn dbsize(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
         let replies = on_each(&client, &primaries(&client.map()), &args).await?;
         if let Some(error) = first_error(&replies) {
@@ -90,7 +90,7 @@ pub(crate) fn dbsize(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, Out
 }
 
 /// `KEYS pattern`: every primary's matches.
-pub(crate) fn keys(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, Outcome> {
+pub(crate) fn keys(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
         let replies = on_each(&client, &primaries(&client.map()), &args).await?;
         if let Some(error) = first_error(&replies) {
@@ -108,11 +108,7 @@ pub(crate) fn keys(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, Outco
 }
 
 /// A command every one of `nodes` must answer `OK` to (`FLUSHALL`, `CONFIG SET`, ...).
-pub(crate) fn all_ok(
-    client: Client,
-    args: Vec<Bytes>,
-    nodes: Nodes,
-) -> BoxFuture<'static, Outcome> {
+pub(crate) fn all_ok(client: Client, args: Vec<Bytes>, nodes: Nodes) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
         let replies = on_each(&client, &nodes.of(&client.map()), &args).await?;
         if let Some(error) = first_error(&replies) {
@@ -129,7 +125,7 @@ pub(crate) fn all_ok(
 }
 
 /// `RANDOMKEY`: primaries in random order until one has a key; nil if none has.
-pub(crate) fn randomkey(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, Outcome> {
+pub(crate) fn randomkey(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
         let mut nodes = primaries(&client.map());
         if nodes.is_empty() {
@@ -148,9 +144,9 @@ pub(crate) fn randomkey(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, 
 
 /// `SCAN cursor [options]` across primaries, one primary per step (moving on at once past
 /// primaries whose part of the scan turns out empty).
-pub(crate) fn scan(client: Client, mut args: Vec<Bytes>) -> BoxFuture<'static, Outcome> {
+pub(crate) fn scan(client: Client, mut args: Vec<Bytes>) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
-        let Some(cursor) = crate::args::parse_u64(&args[1]) else {
+        let Some(cursor) = scan::parse(&args[1]) else {
             return Ok(error_value("ERR invalid cursor"));
         };
         let nodes = primaries(&client.map());
@@ -167,7 +163,7 @@ pub(crate) fn scan(client: Client, mut args: Vec<Bytes>) -> BoxFuture<'static, O
             let (node_next, keys) = match client.command_on(node, &args).await? {
                 Value::Array(parts) => match <[Value; 2]>::try_from(parts) {
                     Ok([Value::Bulk(next), Value::Array(keys) | Value::Set(keys)]) => {
-                        match crate::args::parse_u64(&next) {
+                        match scan::parse(&next) {
                             Some(next) => (next, keys),
                             None => return Err(unexpected("SCAN", &Value::Bulk(next))),
                         }

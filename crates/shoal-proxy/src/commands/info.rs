@@ -1,6 +1,6 @@
-//! The proxy's `INFO`: its own `server`, `clients` and `stats` sections with Redis's field
-//! names, a `proxy` section (the cluster map and the upstream client's counters), and
-//! `keyspace` summed over the primaries.
+//! The proxy's `INFO`: its own `server` section, the front door's `clients`, `stats`,
+//! `commandstats`, `errorstats` and `latencystats` (as a node has them), a `proxy` section (the
+//! cluster map and the upstream client's counters), and `keyspace` summed over the primaries.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -8,24 +8,41 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use shoal_client::Value;
-use shoal_proto::info;
+use shoal_frontdoor::info;
 
 use super::fanout;
 use crate::shared::Shared;
 use crate::stats::ProxyStats;
-use crate::upstream::{Outcome, primaries};
+use crate::upstream::{Reply, primaries};
 
 /// Every section, in the order they are printed.
-const SECTIONS: &[&str] = &["server", "clients", "stats", "proxy", "keyspace"];
+const ALL_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "stats",
+    "commandstats",
+    "errorstats",
+    "latencystats",
+    "proxy",
+    "keyspace",
+];
+/// Sections `INFO` (and `INFO default`) shows: all but the per-command ones, as on a node.
+const DEFAULT_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "stats",
+    "errorstats",
+    "proxy",
+    "keyspace",
+];
 
-/// The sections `INFO args...` asks for: all of them without arguments or with `default`,
-/// `all` or `everything`; otherwise those named.
+/// The sections `INFO args...` asks for, as Redis chooses them.
 pub(crate) fn sections(args: &[Bytes]) -> Vec<&'static str> {
-    info::select_sections(args, SECTIONS, SECTIONS)
+    info::select_sections(args, ALL_SECTIONS, DEFAULT_SECTIONS)
 }
 
 /// `INFO [section ...]`.
-pub(crate) fn info(shared: Arc<Shared>, args: Vec<Bytes>) -> BoxFuture<'static, Outcome> {
+pub(crate) fn info(shared: Arc<Shared>, args: Vec<Bytes>) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
         let sections = sections(&args[1..]);
         let keyspace = if sections.contains(&"keyspace") {
@@ -49,8 +66,11 @@ macro_rules! line {
 pub(crate) fn render(shared: &Shared, sections: &[&str], keyspace: Option<(u64, u64)>) -> String {
     info::render(sections, |section, out| match section {
         "server" => server(shared, out),
-        "clients" => clients(shared, out),
-        "stats" => stats(shared, out),
+        "clients" => info::clients(&shared.door, out),
+        "stats" => info::stats(&shared.door, out, |_| {}),
+        "commandstats" => info::commandstats(&shared.door, out),
+        "errorstats" => info::errorstats(&shared.door, out),
+        "latencystats" => info::latencystats(&shared.door, out),
         "proxy" => proxy(shared, out),
         "keyspace" => {
             let (keys, expires) = keyspace.unwrap_or_default();
@@ -67,47 +87,15 @@ fn server(shared: &Shared, out: &mut String) {
         shoal_version: env!("CARGO_PKG_VERSION"),
         shoal_role: Some("proxy"),
         os: &format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-        run_id: &shared.run_id,
+        run_id: shared.door.run_id(),
         tcp_port: shared.resp_addr.port(),
         now_us: now.map_or(0, |d| d.as_micros()),
-        uptime_seconds: shared.started.elapsed().as_secs(),
+        uptime_seconds: shared.door.uptime_seconds(),
         node_hz: None,
         threads: shared.config.effective_threads(),
         executable: &executable.unwrap_or_default(),
     }
     .write(out);
-}
-
-fn clients(shared: &Shared, out: &mut String) {
-    out.push_str("# Clients\r\n");
-    line!(out, "connected_clients:{}", shared.clients.count());
-    line!(out, "maxclients:{}", shared.config.maxclients);
-    line!(out, "blocked_clients:0");
-}
-
-fn stats(shared: &Shared, out: &mut String) {
-    let s = &shared.stats;
-    let get = ProxyStats::get;
-    out.push_str("# Stats\r\n");
-    line!(
-        out,
-        "total_connections_received:{}",
-        get(&s.connections_received)
-    );
-    line!(
-        out,
-        "total_commands_processed:{}",
-        get(&s.commands_processed)
-    );
-    line!(out, "total_net_input_bytes:{}", get(&s.net_input_bytes));
-    line!(out, "total_net_output_bytes:{}", get(&s.net_output_bytes));
-    line!(out, "rejected_connections:{}", get(&s.rejected_connections));
-    line!(out, "total_error_replies:{}", get(&s.error_replies));
-    line!(
-        out,
-        "client_query_buffer_limit_disconnections:{}",
-        get(&s.query_buffer_disconnections)
-    );
 }
 
 fn proxy(shared: &Shared, out: &mut String) {
@@ -141,7 +129,11 @@ fn proxy(shared: &Shared, out: &mut String) {
     line!(
         out,
         "protocol_errors:{}",
-        ProxyStats::get(&shared.stats.protocol_errors)
+        shared
+            .door
+            .stats
+            .protocol_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
     );
 }
 
@@ -151,8 +143,8 @@ mod tests {
 
     #[test]
     fn sections_are_chosen_as_redis_chooses_them() {
-        assert_eq!(sections(&[]), SECTIONS);
-        assert_eq!(sections(&[Bytes::from_static(b"ALL")]), SECTIONS);
+        assert_eq!(sections(&[]), DEFAULT_SECTIONS);
+        assert_eq!(sections(&[Bytes::from_static(b"ALL")]), ALL_SECTIONS);
         assert_eq!(
             sections(&[
                 Bytes::from_static(b"keyspace"),

@@ -7,6 +7,7 @@ mod common;
 mod connection;
 mod data;
 mod errors;
+mod front_door;
 mod http;
 mod keyspace;
 mod limits;

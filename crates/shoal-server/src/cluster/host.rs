@@ -34,7 +34,7 @@ pub fn run(shared: Arc<Shared>, listener: StdListener) {
         }
     };
     runtime.block_on(async move {
-        let mut shutdown = shared.shutdown_signal();
+        let mut shutdown = shared.door.shutdown_signal();
         tokio::select! {
             _ = take_part(shared.clone(), listener) => {}
             _ = shutdown.wait_for(|stop| *stop) => {}
@@ -132,9 +132,9 @@ fn node_stats(shared: &Shared) -> NodeStats {
         keys: shared.store.len() as u64,
         used_memory: shared.store.used_memory() as u64,
         maxmemory: shared.store.maxmemory() as u64,
-        ops_per_sec: shared.stats.instantaneous().0 as u64,
-        clients: shared.clients.count() as u64,
-        uptime_seconds: shared.uptime_seconds(),
+        ops_per_sec: shared.door.stats.instantaneous().0 as u64,
+        clients: shared.door.clients.count() as u64,
+        uptime_seconds: shared.door.uptime_seconds(),
         replication: shared.replication.report(),
     }
 }
@@ -173,6 +173,12 @@ fn follow_role(shared: &Arc<Shared>, map: &ClusterMap) {
         };
         drop(config);
         let generation = replication.generation.load(Relaxed);
-        tokio::spawn(replica::follow(shared.clone(), primary, generation, link));
+        tokio::spawn(replica::follow(
+            shared.store.clone(),
+            shared.replication.clone(),
+            primary,
+            generation,
+            link,
+        ));
     }
 }

@@ -15,15 +15,16 @@ use arc_swap::ArcSwap;
 use shoal_client::Client;
 use shoal_cluster::node::ClusterNode;
 use shoal_cluster::{ClusterMap, NodeInfo, key_slot};
+use shoal_frontdoor::{CLUSTER_DOWN, CommandError};
+use shoal_proto::Argv;
 use shoal_proto::command_table::{CommandSpec, flags};
-use shoal_proto::reply::{Value, encode_value};
-use shoal_proto::{Argv, Limits, Parsed, Protocol, RequestParser};
+use shoal_proto::reply::Value;
 use shoal_store::Store;
 
 use crate::config::RoutingMode;
-use crate::error::CommandError;
-use crate::session::ClientState;
-pub use routing::{Routing, SlotOwner};
+use crate::conn::NodeConn;
+use crate::replication::Replication;
+pub(crate) use routing::{Routing, SlotOwner};
 
 /// What the routing check decided for one command.
 pub enum Route {
@@ -178,8 +179,15 @@ impl ClusterState {
         }
     }
 
-    /// Where `argv` must run. `spec` is its (sub)command.
-    pub fn route(&self, spec: &CommandSpec, argv: &Argv<'_>, client: &ClientState) -> Route {
+    /// Where `argv` must run. `spec` is its (sub)command; `retried` says it waited for a map
+    /// already (it is not made to wait again).
+    pub fn route(
+        &self,
+        spec: &CommandSpec,
+        argv: &Argv<'_>,
+        client: &NodeConn,
+        retried: bool,
+    ) -> Route {
         let forwarding = self.mode == RoutingMode::Forward && !client.forwarded;
         let mut slot = None;
         for position in spec.key_positions(argv.len()) {
@@ -207,7 +215,7 @@ impl ClusterState {
         // loaded here).
         let stale = || node.is_some_and(|n| n.heard_epoch() > routing.epoch());
         let elsewhere = |addr: &str| {
-            if !client.map_awaited && stale() {
+            if !retried && stale() {
                 Route::AwaitMap
             } else if forwarding {
                 self.stats.forwarded.fetch_add(1, Relaxed);
@@ -222,7 +230,7 @@ impl ClusterState {
                 let leased = node.is_some_and(|n| n.lease_valid());
                 if leased && !stale() {
                     Route::Local
-                } else if leased && !client.map_awaited {
+                } else if leased && !retried {
                     // The lease is for a newer map than this routing: it may no longer make
                     // this node the slot's primary. Wait for it (milliseconds), then route again.
                     Route::AwaitMap
@@ -231,14 +239,14 @@ impl ClusterState {
                     // be promoted in this one's place, so it serves nothing (Redis's minority
                     // answer).
                     self.stats.fenced.fetch_add(1, Relaxed);
-                    Route::Reject(CommandError::fixed(crate::error::CLUSTER_DOWN))
+                    Route::Reject(CommandError::fixed(CLUSTER_DOWN))
                 }
             }
             SlotOwner::Replica(_) if client.readonly && spec.has(flags::READONLY) => Route::Local,
             SlotOwner::Replica(addr) | SlotOwner::Elsewhere(addr) => elsewhere(addr),
-            SlotOwner::Unowned if !client.map_awaited && stale() => Route::AwaitMap,
+            SlotOwner::Unowned if !retried && stale() => Route::AwaitMap,
             SlotOwner::Unowned if routing.epoch() == 0 => {
-                Route::Reject(CommandError::fixed(crate::error::CLUSTER_DOWN))
+                Route::Reject(CommandError::fixed(CLUSTER_DOWN))
             }
             SlotOwner::Unowned => {
                 Route::Reject(CommandError::fixed("CLUSTERDOWN Hash slot not served"))
@@ -305,32 +313,19 @@ impl ClusterState {
         }
     }
 
-    /// Runs `frame` (one command, as the client sent it) where the cluster map says, through
-    /// the forwarder, and appends the reply, in `protocol`, to `out`. `addr` is where this
-    /// node's map sends it; the forwarder routes by the same map and follows redirections.
-    pub async fn forward(&self, addr: &str, frame: &[u8], protocol: Protocol, out: &mut Vec<u8>) {
+    /// Runs a command (`args`, the name first) where the cluster map says, through the
+    /// forwarder, and returns its reply (an error reply if it could not be run). `addr` is
+    /// where this node's map sends it; the forwarder routes by the same map and follows
+    /// redirections.
+    pub async fn forward(&self, addr: &str, args: &[Vec<u8>]) -> Value {
         let Some(forwarder) = self.forwarder.get() else {
-            out.extend_from_slice(b"-CLUSTERDOWN The cluster is down\r\n");
-            return;
+            return Value::Error(CLUSTER_DOWN.as_bytes().to_vec());
         };
-        let mut parser = RequestParser::new(Limits {
-            max_bulk_len: usize::MAX,
-            max_args: usize::MAX,
-        });
-        let args: Vec<&[u8]> = match parser.parse(frame) {
-            Ok(Parsed::Command { .. }) => parser.argv(frame).iter().collect(),
-            _ => {
-                out.extend_from_slice(
-                    b"-ERR internal error: cannot re-read a command to forward\r\n",
-                );
-                return;
-            }
-        };
-        match forwarder.command(&args).await {
-            Ok(reply) => encode_value(&reply, protocol, out),
+        match forwarder.command(args).await {
+            Ok(reply) => reply,
             Err(e) => {
                 tracing::debug!(to = addr, "forwarding failed: {e}");
-                encode_value(&Value::Error(forward_error(&e).into_bytes()), protocol, out);
+                Value::Error(forward_error(&e).into_bytes())
             }
         }
     }
@@ -340,7 +335,7 @@ impl ClusterState {
     /// make this node the shard's primary. The error is the reply line.
     pub async fn planned_failover(
         &self,
-        shared: &crate::shared::Shared,
+        replication: &Replication,
         force: bool,
     ) -> Result<(), String> {
         let node = self
@@ -361,7 +356,7 @@ impl ClusterState {
                 .forwarder
                 .get()
                 .ok_or("ERR failover: no connection to the primary")?;
-            catch_up_with_paused_primary(forwarder, &primary, &shared.replication).await?;
+            catch_up_with_paused_primary(forwarder, &primary, replication).await?;
         }
         node.request_failover()
             .await
@@ -405,7 +400,7 @@ const FAILOVER_PAUSE: Duration = Duration::from_secs(5);
 async fn catch_up_with_paused_primary(
     forwarder: &Client,
     primary: &str,
-    replication: &crate::replication::Replication,
+    replication: &Replication,
 ) -> Result<(), String> {
     let pause = FAILOVER_PAUSE.as_millis().to_string();
     let ask = |args: Vec<String>| async move {

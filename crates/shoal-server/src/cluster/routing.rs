@@ -26,8 +26,6 @@ pub enum SlotOwner<'a> {
 pub struct Routing {
     /// The map this table was built from.
     pub map: Arc<ClusterMap>,
-    /// This node.
-    pub myself: NodeId,
     /// Per slot, an index into `primaries` (or [`UNOWNED`]).
     owner: Box<[u16]>,
     /// Per shard index: its id and the RESP address of its primary.
@@ -61,7 +59,6 @@ impl Routing {
             .and_then(|(shard, role)| index_of(shard.id).map(|i| (i as u16, role)));
         Routing {
             map,
-            myself,
             owner,
             primaries,
             mine,
@@ -76,11 +73,6 @@ impl Routing {
     /// The map's epoch.
     pub fn epoch(&self) -> Epoch {
         self.map.epoch
-    }
-
-    /// This node's role, if it is in a shard.
-    pub fn role(&self) -> Option<Role> {
-        self.mine.map(|(_, role)| role)
     }
 
     /// Who serves `slot`.
@@ -165,10 +157,10 @@ mod tests {
         assert_eq!(primary.owner(16100), SlotOwner::Unowned);
         let replica = Routing::new(map.clone(), NodeId(3));
         assert_eq!(replica.owner(0), SlotOwner::Replica("127.0.0.1:7000"));
-        assert_eq!(replica.role(), Some(Role::Replica));
+        assert!(primary.is_primary_of_shard() && !replica.is_primary_of_shard());
         let stranger = Routing::new(map, NodeId(9));
         assert_eq!(stranger.owner(0), SlotOwner::Elsewhere("127.0.0.1:7000"));
-        assert_eq!(stranger.role(), None);
+        assert!(!stranger.is_primary_of_shard());
         assert_eq!(Routing::empty(NodeId(1)).owner(0), SlotOwner::Unowned);
     }
 }

@@ -9,10 +9,11 @@ use shoal_cluster::redis_format::{self, ClusterInfoStats, NodeFacts};
 use shoal_cluster::{ClusterMap, NodeId, SLOTS, key_slot};
 use shoal_proto::Argv;
 
-use super::int_arg;
+use super::CommandResult;
+use super::Ctx;
+use super::{Waiting, int_arg};
 use crate::cluster::ClusterState;
-use crate::dispatch::Ctx;
-use crate::error::{CommandError, CommandResult};
+use shoal_frontdoor::CommandError;
 
 const DISABLED: CommandError =
     CommandError::fixed("ERR This instance has cluster support disabled");
@@ -180,7 +181,7 @@ pub fn help(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 /// stops taking writes, this replica catches up with it, and the controller hands it the
 /// shard, so no acknowledged write is lost. `FORCE` and `TAKEOVER` skip the primary (for one
 /// that is unreachable) and may lose what it had not yet streamed.
-pub fn failover(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+pub fn failover(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> Result<Option<Waiting>, CommandError> {
     cluster_of(ctx)?;
     let force = match argv.len() {
         2 => false,
@@ -195,9 +196,7 @@ pub fn failover(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
             "ERR You should send CLUSTER FAILOVER to a replica",
         ));
     }
-    ctx.client.failover_force = force;
-    ctx.pending = Some(crate::session::Pending::Failover);
-    Ok(())
+    Ok(Some(Waiting::Failover { force }))
 }
 
 /// `READONLY`: this connection may read from replicas.

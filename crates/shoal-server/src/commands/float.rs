@@ -12,7 +12,7 @@
 
 use std::cmp::Ordering;
 
-use crate::error::CommandError;
+use shoal_frontdoor::CommandError;
 
 /// An unsigned big integer, little-endian 64-bit limbs, no high zero limbs.
 #[derive(Debug, Clone, PartialEq, Eq)]

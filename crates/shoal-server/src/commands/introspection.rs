@@ -4,23 +4,21 @@ use shoal_proto::Argv;
 use shoal_proto::command_table::{CommandSpec, StaticValue};
 use shoal_store::glob_match;
 
+use shoal_frontdoor::table;
+
+use super::CommandResult;
+use super::Ctx;
 use super::is;
-use crate::dispatch::Ctx;
-use crate::error::{CommandError, CommandResult};
+use shoal_frontdoor::CommandError;
 
 /// Finds a command or subcommand by name (`get`, `config|get`), any case.
-fn find(ctx: &Ctx<'_>, name: &[u8]) -> Option<&'static CommandSpec> {
-    let mut parts = name.splitn(2, |&b| b == b'|');
-    let top = ctx.shared.commands.lookup(parts.next()?)?.spec;
-    match parts.next() {
-        None => Some(top),
-        Some(sub) => top.subcommand(sub),
-    }
+fn find(name: &[u8]) -> Option<&'static CommandSpec> {
+    table().find(name).map(|c| c.spec)
 }
 
 /// `COMMAND`: every command's entry.
 pub fn command(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
-    let specs: Vec<&'static CommandSpec> = ctx.shared.commands.iter().map(|c| c.spec).collect();
+    let specs: Vec<&'static CommandSpec> = table().iter().map(|c| c.spec).collect();
     let mut reply = ctx.reply();
     reply.array(specs.len());
     for spec in specs {
@@ -31,7 +29,7 @@ pub fn command(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
 
 /// `COMMAND COUNT`
 pub fn command_count(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
-    let count = ctx.shared.commands.iter().count();
+    let count = table().iter().count();
     ctx.reply().int(count as i64);
     Ok(())
 }
@@ -41,8 +39,7 @@ pub fn command_info(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     if argv.len() == 2 {
         return command(ctx, argv);
     }
-    let specs: Vec<Option<&'static CommandSpec>> =
-        argv.iter().skip(2).map(|n| find(ctx, n)).collect();
+    let specs: Vec<Option<&'static CommandSpec>> = argv.iter().skip(2).map(|n| find(n)).collect();
     let mut reply = ctx.reply();
     reply.array(specs.len());
     for spec in specs {
@@ -58,9 +55,9 @@ pub fn command_info(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 /// `COMMAND DOCS [name ...]`: a map of name to documentation (unknown names left out).
 pub fn command_docs(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let specs: Vec<&'static CommandSpec> = if argv.len() == 2 {
-        ctx.shared.commands.iter().map(|c| c.spec).collect()
+        table().iter().map(|c| c.spec).collect()
     } else {
-        argv.iter().skip(2).filter_map(|n| find(ctx, n)).collect()
+        argv.iter().skip(2).filter_map(|n| find(n)).collect()
     };
     let mut reply = ctx.reply();
     reply.map(specs.len());
@@ -111,9 +108,7 @@ pub fn command_list(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         }
         _ => return Err(CommandError::Syntax),
     };
-    let names: Vec<&'static str> = ctx
-        .shared
-        .commands
+    let names: Vec<&'static str> = table()
         .iter()
         .flat_map(|c| std::iter::once(c.spec).chain(c.spec.subcommands.iter()))
         .filter(|spec| match filter {
@@ -136,7 +131,7 @@ pub fn command_list(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 /// order: the command (a container's unknown subcommand is no command), whether it takes keys
 /// at all, then its arity.
 pub fn command_getkeys(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
-    let Some(top) = ctx.shared.commands.lookup(argv.get(2)).map(|c| c.spec) else {
+    let Some(top) = table().lookup(argv.get(2)).map(|c| c.spec) else {
         return Err(CommandError::fixed("ERR Invalid command specified"));
     };
     let args: Vec<&[u8]> = argv.iter().skip(2).collect();

@@ -3,10 +3,11 @@
 use shoal_proto::{Argv, Reply};
 use shoal_store::{ExpireCondition, ExpireOutcome, KeyTtl, RenameOutcome, glob_match};
 
+use super::CommandResult;
+use super::Ctx;
 use super::strings::ExpireUnit;
 use super::{int_arg, is, store_error};
-use crate::dispatch::Ctx;
-use crate::error::{CommandError, CommandResult};
+use shoal_frontdoor::CommandError;
 
 fn keys_from<'a>(
     argv: &Argv<'a>,
@@ -253,7 +254,7 @@ pub fn scan(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 /// optional sign (a negative cursor wraps around, as C's unsigned negation does), digits, nothing
 /// after them, no overflow. An empty string is cursor 0.
 fn parse_cursor(arg: &[u8]) -> Option<u64> {
-    let arg = crate::error::c_str(arg);
+    let arg = shoal_proto::args::c_str(arg);
     let (negative, digits) = match arg.split_first() {
         None => return Some(0),
         Some((b'-', rest)) => (true, rest),
@@ -276,12 +277,9 @@ fn parse_cursor(arg: &[u8]) -> Option<u64> {
 /// `RANDOMKEY`
 pub fn randomkey(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
     let Ctx {
-        shared,
-        client,
-        out,
-        ..
+        shared, conn, out, ..
     } = ctx;
-    let protocol = client.protocol;
+    let protocol = conn.protocol;
     if shared
         .store
         .random_key(|k| Reply::new(out, protocol).bulk(k))

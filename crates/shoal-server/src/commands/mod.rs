@@ -1,9 +1,8 @@
-//! Command handlers, grouped as Redis groups them, and the registry mapping each name in
-//! Redis's command table to its handler.
+//! Command handlers, grouped as Redis groups them, and the table from each command of
+//! [`shoal_frontdoor::table`] to its handler. The connection commands (`PING`, `HELLO`,
+//! `CLIENT ...`) are the front door's; everything else a node runs is here.
 
 mod cluster;
-mod connection;
-pub use connection::REDIS_VERSION;
 mod float;
 mod introspection;
 mod keys;
@@ -11,130 +10,176 @@ mod replication;
 mod server;
 mod strings;
 
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use shoal_frontdoor::{CommandError, Conn, table};
+use shoal_proto::{Argv, Reply};
 use shoal_store::StoreError;
 
-use crate::dispatch::{Ctx, Handler};
-use crate::error::CommandError;
+use crate::conn::NodeConn;
+use crate::replication::primary::PsyncRequest;
+use crate::shared::Shared;
+
+/// What a command handler works with.
+pub(crate) struct Ctx<'a> {
+    /// The node.
+    pub shared: &'a Shared,
+    /// The front door's state of the calling connection.
+    pub conn: &'a mut Conn,
+    /// The node's state of the calling connection.
+    pub client: &'a mut NodeConn,
+    /// The connection's output buffer.
+    pub out: &'a mut Vec<u8>,
+}
+
+impl Ctx<'_> {
+    /// A reply writer in the client's protocol.
+    #[inline]
+    pub fn reply(&mut self) -> Reply<'_> {
+        Reply::new(self.out, self.conn.protocol)
+    }
+}
+
+/// What a handler returns; success replies are already written.
+pub(crate) type CommandResult = Result<(), CommandError>;
+
+/// What a handler may wait for before its reply: it returns it, and the node turns it into
+/// the front door's [`shoal_frontdoor::Outcome`].
+#[derive(Debug)]
+pub(crate) enum Waiting {
+    /// `WAIT`: reply how many replicas acknowledged this client's last write, once that many
+    /// did or the timeout (none: forever) passed.
+    Acks {
+        /// How many to wait for.
+        replicas: usize,
+        /// How long at most.
+        timeout: Option<Duration>,
+    },
+    /// `PSYNC`: this connection becomes a replica's stream.
+    Replicate(PsyncRequest),
+    /// `CLUSTER FAILOVER` on a replica: take over from the primary; unless `force`, without
+    /// losing writes.
+    Failover {
+        /// `FORCE` or `TAKEOVER`: do not wait for the primary.
+        force: bool,
+    },
+}
+
+/// A command's handler.
+#[derive(Clone, Copy)]
+pub(crate) enum Handler {
+    /// Replies at once.
+    Now(fn(&mut Ctx<'_>, &Argv<'_>) -> CommandResult),
+    /// Replies at once, or says what it waits for.
+    MayWait(fn(&mut Ctx<'_>, &Argv<'_>) -> Result<Option<Waiting>, CommandError>),
+}
+
+/// The handler of command id `id` (see [`shoal_frontdoor::Command::id`]).
+#[inline]
+pub(crate) fn handler(id: u32) -> Option<Handler> {
+    static HANDLERS: LazyLock<Box<[Option<Handler>]>> =
+        LazyLock::new(|| table().all().map(|c| handler_of(c.spec.name)).collect());
+    HANDLERS.get(id as usize).copied().flatten()
+}
 
 /// The handler of the command (or subcommand) with this full name.
-pub fn handler(name: &str) -> Option<Handler> {
+fn handler_of(name: &str) -> Option<Handler> {
+    use Handler::{MayWait, Now};
     Some(match name {
-        // connection
-        "ping" => connection::ping,
-        "echo" => connection::echo,
-        "quit" => connection::quit,
-        "reset" => connection::reset,
-        "select" => connection::select,
-        "auth" => connection::auth,
-        "hello" => connection::hello,
-        "client|id" => connection::client_id,
-        "client|setname" => connection::client_setname,
-        "client|getname" => connection::client_getname,
-        "client|list" => connection::client_list,
-        "client|info" => connection::client_info,
-        "client|kill" => connection::client_kill,
-        "client|help" | "command|help" | "config|help" | "slowlog|help" | "memory|help"
-        | "object|help" => help,
+        "command|help" | "config|help" | "slowlog|help" | "memory|help" | "object|help" => {
+            Now(help)
+        }
         // strings
-        "get" => strings::get,
-        "set" => strings::set,
-        "setnx" => strings::setnx,
-        "setex" => strings::setex,
-        "psetex" => strings::psetex,
-        "getex" => strings::getex,
-        "getdel" => strings::getdel,
-        "getset" => strings::getset,
-        "mget" => strings::mget,
-        "mset" => strings::mset,
-        "msetnx" => strings::msetnx,
-        "append" => strings::append,
-        "strlen" => strings::strlen,
-        "getrange" => strings::getrange,
-        "setrange" => strings::setrange,
-        "incr" => strings::incr,
-        "decr" => strings::decr,
-        "incrby" => strings::incrby,
-        "decrby" => strings::decrby,
-        "incrbyfloat" => strings::incrbyfloat,
+        "get" => Now(strings::get),
+        "set" => Now(strings::set),
+        "setnx" => Now(strings::setnx),
+        "setex" => Now(strings::setex),
+        "psetex" => Now(strings::psetex),
+        "getex" => Now(strings::getex),
+        "getdel" => Now(strings::getdel),
+        "getset" => Now(strings::getset),
+        "mget" => Now(strings::mget),
+        "mset" => Now(strings::mset),
+        "msetnx" => Now(strings::msetnx),
+        "append" => Now(strings::append),
+        "strlen" => Now(strings::strlen),
+        "getrange" => Now(strings::getrange),
+        "setrange" => Now(strings::setrange),
+        "incr" => Now(strings::incr),
+        "decr" => Now(strings::decr),
+        "incrby" => Now(strings::incrby),
+        "decrby" => Now(strings::decrby),
+        "incrbyfloat" => Now(strings::incrbyfloat),
         // keyspace
-        "del" | "unlink" => keys::del,
-        "exists" => keys::exists,
-        "touch" => keys::touch,
-        "expire" => keys::expire,
-        "pexpire" => keys::pexpire,
-        "expireat" => keys::expireat,
-        "pexpireat" => keys::pexpireat,
-        "ttl" => keys::ttl,
-        "pttl" => keys::pttl,
-        "expiretime" => keys::expiretime,
-        "pexpiretime" => keys::pexpiretime,
-        "persist" => keys::persist,
-        "type" => keys::type_,
-        "keys" => keys::keys,
-        "scan" => keys::scan,
-        "randomkey" => keys::randomkey,
-        "rename" => keys::rename,
-        "renamenx" => keys::renamenx,
-        "copy" => keys::copy,
-        "dbsize" => keys::dbsize,
-        "flushdb" | "flushall" => keys::flushall,
+        "del" | "unlink" => Now(keys::del),
+        "exists" => Now(keys::exists),
+        "touch" => Now(keys::touch),
+        "expire" => Now(keys::expire),
+        "pexpire" => Now(keys::pexpire),
+        "expireat" => Now(keys::expireat),
+        "pexpireat" => Now(keys::pexpireat),
+        "ttl" => Now(keys::ttl),
+        "pttl" => Now(keys::pttl),
+        "expiretime" => Now(keys::expiretime),
+        "pexpiretime" => Now(keys::pexpiretime),
+        "persist" => Now(keys::persist),
+        "type" => Now(keys::type_),
+        "keys" => Now(keys::keys),
+        "scan" => Now(keys::scan),
+        "randomkey" => Now(keys::randomkey),
+        "rename" => Now(keys::rename),
+        "renamenx" => Now(keys::renamenx),
+        "copy" => Now(keys::copy),
+        "dbsize" => Now(keys::dbsize),
+        "flushdb" | "flushall" => Now(keys::flushall),
         // server
-        "info" => server::info,
-        "time" => server::time,
-        "config|get" => server::config_get,
-        "config|set" => server::config_set,
-        "config|resetstat" => server::config_resetstat,
-        "slowlog|get" => server::slowlog_get,
-        "slowlog|len" => server::slowlog_len,
-        "slowlog|reset" => server::slowlog_reset,
-        "memory|usage" => server::memory_usage,
-        "object|encoding" => server::object_encoding,
-        "object|idletime" => server::object_idletime,
-        "object|freq" => server::object_freq,
-        "object|refcount" => server::object_refcount,
-        "shutdown" => server::shutdown,
+        "info" => Now(server::info),
+        "time" => Now(server::time),
+        "config|get" => Now(server::config_get),
+        "config|set" => Now(server::config_set),
+        "config|resetstat" => Now(server::config_resetstat),
+        "slowlog|get" => Now(server::slowlog_get),
+        "slowlog|len" => Now(server::slowlog_len),
+        "slowlog|reset" => Now(server::slowlog_reset),
+        "memory|usage" => Now(server::memory_usage),
+        "object|encoding" => Now(server::object_encoding),
+        "object|idletime" => Now(server::object_idletime),
+        "object|freq" => Now(server::object_freq),
+        "object|refcount" => Now(server::object_refcount),
+        "shutdown" => Now(server::shutdown),
         // cluster
-        "cluster|shards" => cluster::shards,
-        "cluster|slots" => cluster::slots,
-        "cluster|nodes" => cluster::nodes,
-        "cluster|myid" => cluster::myid,
-        "cluster|info" => cluster::info,
-        "cluster|keyslot" => cluster::keyslot,
-        "cluster|countkeysinslot" => cluster::countkeysinslot,
-        "cluster|getkeysinslot" => cluster::getkeysinslot,
-        "cluster|help" => cluster::help,
-        "cluster|failover" => cluster::failover,
-        "readonly" => cluster::readonly,
+        "cluster|shards" => Now(cluster::shards),
+        "cluster|slots" => Now(cluster::slots),
+        "cluster|nodes" => Now(cluster::nodes),
+        "cluster|myid" => Now(cluster::myid),
+        "cluster|info" => Now(cluster::info),
+        "cluster|keyslot" => Now(cluster::keyslot),
+        "cluster|countkeysinslot" => Now(cluster::countkeysinslot),
+        "cluster|getkeysinslot" => Now(cluster::getkeysinslot),
+        "cluster|help" => Now(cluster::help),
+        "cluster|failover" => MayWait(cluster::failover),
+        "readonly" => Now(cluster::readonly),
+        "readwrite" => Now(cluster::readwrite),
+        "asking" => Now(cluster::asking),
         // replication
-        "psync" => replication::psync,
-        "replconf" => replication::replconf,
-        "wait" => replication::wait,
-        "readwrite" => cluster::readwrite,
-        "asking" => cluster::asking,
+        "psync" => MayWait(replication::psync),
+        "replconf" => Now(replication::replconf),
+        "wait" => MayWait(replication::wait),
         // introspection
-        "command" => introspection::command,
-        "command|count" => introspection::command_count,
-        "command|info" => introspection::command_info,
-        "command|docs" => introspection::command_docs,
-        "command|list" => introspection::command_list,
-        "command|getkeys" => introspection::command_getkeys,
+        "command" => Now(introspection::command),
+        "command|count" => Now(introspection::command_count),
+        "command|info" => Now(introspection::command_info),
+        "command|docs" => Now(introspection::command_docs),
+        "command|list" => Now(introspection::command_list),
+        "command|getkeys" => Now(introspection::command_getkeys),
         _ => return None,
     })
 }
 
 /// `<CONTAINER> HELP`: the help lines Redis prints, recorded in the command table.
-fn help(ctx: &mut Ctx<'_>, argv: &shoal_proto::Argv<'_>) -> crate::error::CommandResult {
-    let container = ctx
-        .shared
-        .commands
-        .lookup(argv.get(0))
-        .expect("HELP is only dispatched for a known container");
-    let lines = container.spec.help;
-    let mut reply = ctx.reply();
-    reply.array(lines.len());
-    for line in lines {
-        reply.simple(line);
-    }
+fn help(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    shoal_frontdoor::write_help(ctx.conn, ctx.out, argv.get(0));
     Ok(())
 }
 
@@ -153,13 +198,8 @@ pub(crate) fn int32_arg(arg: &[u8]) -> Result<i32, CommandError> {
 }
 
 /// Redis's `addReplySubcommandSyntaxError`: a known subcommand with arguments it cannot take.
-pub(crate) fn subcommand_syntax_error(argv: &shoal_proto::Argv<'_>) -> CommandError {
-    let container = String::from_utf8_lossy(crate::error::c_str(argv.get(0))).to_ascii_uppercase();
-    CommandError::quoting(
-        "ERR unknown subcommand or wrong number of arguments for '",
-        &crate::error::truncated_arg(argv.get(1)),
-        &format!("'. Try {container} HELP."),
-    )
+pub(crate) fn subcommand_syntax_error(argv: &Argv<'_>) -> CommandError {
+    shoal_frontdoor::subcommand_syntax_error(argv.get(0), argv.get(1))
 }
 
 /// Maps a store failure to the reply Redis would give for the same situation.
@@ -174,10 +214,21 @@ pub(crate) use shoal_proto::args::is;
 
 #[cfg(test)]
 mod tests {
-    use crate::dispatch::CommandTable;
+    use super::*;
 
     #[test]
-    fn every_command_in_the_table_has_a_handler() {
-        assert_eq!(CommandTable::new().missing_handlers(), Vec::<&str>::new());
+    fn every_command_in_the_table_is_served_by_the_front_door_or_a_handler() {
+        let missing: Vec<&str> = table()
+            .all()
+            .filter(|c| !c.is_container() && !c.is_connection() && handler(c.id).is_none())
+            .map(|c| c.spec.name)
+            .collect();
+        assert_eq!(missing, Vec::<&str>::new());
+        let doubled: Vec<&str> = table()
+            .all()
+            .filter(|c| c.is_connection() && handler(c.id).is_some())
+            .map(|c| c.spec.name)
+            .collect();
+        assert_eq!(doubled, Vec::<&str>::new(), "the front door answers these");
     }
 }

@@ -4,19 +4,18 @@ use std::time::Duration;
 
 use shoal_proto::Argv;
 
-use super::{int_arg, is};
-use crate::dispatch::Ctx;
-use crate::error::{CommandError, CommandResult};
+use super::CommandResult;
+use super::Ctx;
+use super::{Waiting, int_arg, is};
 use crate::replication::Role;
 use crate::replication::primary::PsyncRequest;
-use crate::session::Pending;
+use shoal_frontdoor::CommandError;
 
 /// `PSYNC replid offset`: the connection becomes the stream to a replica.
-pub fn psync(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+pub fn psync(_ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> Result<Option<Waiting>, CommandError> {
     let offset = int_arg(argv.get(2))?;
     let replid = String::from_utf8_lossy(argv.get(1)).into_owned();
-    ctx.pending = Some(Pending::ServeReplica(PsyncRequest { replid, offset }));
-    Ok(())
+    Ok(Some(Waiting::Replicate(PsyncRequest { replid, offset })))
 }
 
 /// `REPLCONF option value [option value ...]`: what a replica tells its primary before
@@ -72,7 +71,7 @@ pub fn replconf(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 
 /// `WAIT numreplicas timeout`: blocks until `numreplicas` replicas acknowledged this client's
 /// last write or `timeout` ms pass (0: forever), and answers how many did.
-pub fn wait(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+pub fn wait(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> Result<Option<Waiting>, CommandError> {
     if matches!(ctx.shared.replication.role(), Role::Replica(_)) {
         return Err(CommandError::fixed(
             "ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.",
@@ -91,8 +90,7 @@ pub fn wait(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .acked_at_least(ctx.client.write_offset);
     if acked >= replicas {
         ctx.reply().int(acked as i64);
-        return Ok(());
+        return Ok(None);
     }
-    ctx.pending = Some(Pending::Wait { replicas, timeout });
-    Ok(())
+    Ok(Some(Waiting::Acks { replicas, timeout }))
 }

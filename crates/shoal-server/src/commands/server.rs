@@ -5,11 +5,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use shoal_proto::Argv;
 use shoal_store::glob_match;
 
+use super::CommandResult;
+use super::Ctx;
 use super::{int_arg, is};
 use crate::config::{PARAMS, param};
-use crate::dispatch::Ctx;
-use crate::error::{CommandError, CommandResult};
 use crate::info;
+use shoal_frontdoor::CommandError;
 
 /// `INFO [section ...]`
 pub fn info(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
@@ -312,7 +313,7 @@ pub fn config_set(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 
 /// `CONFIG RESETSTAT`
 pub fn config_resetstat(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
-    ctx.shared.stats.reset();
+    ctx.shared.door.stats.reset();
     ctx.shared.store.reset_stats();
     ctx.reply().ok();
     Ok(())
@@ -335,7 +336,7 @@ pub fn slowlog_get(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
             }
         },
     };
-    let entries = ctx.shared.slowlog.newest(count);
+    let entries = ctx.shared.door.slowlog.newest(count);
     let mut reply = ctx.reply();
     reply.array(entries.len());
     for e in entries {
@@ -355,14 +356,14 @@ pub fn slowlog_get(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 
 /// `SLOWLOG LEN`
 pub fn slowlog_len(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
-    let len = ctx.shared.slowlog.len();
+    let len = ctx.shared.door.slowlog.len();
     ctx.reply().int(len as i64);
     Ok(())
 }
 
 /// `SLOWLOG RESET`
 pub fn slowlog_reset(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
-    ctx.shared.slowlog.reset();
+    ctx.shared.door.slowlog.reset();
     ctx.reply().ok();
     Ok(())
 }
@@ -450,8 +451,8 @@ pub fn shutdown(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     if abort {
         return Err(CommandError::fixed("ERR No shutdown in progress."));
     }
-    tracing::warn!(client = %ctx.client.info.addr, "SHUTDOWN requested by a client");
+    tracing::warn!(client = %ctx.conn.info.addr, "SHUTDOWN requested by a client");
     ctx.shared.request_shutdown();
-    ctx.client.close_after_reply = true;
+    ctx.conn.close_after_reply = true;
     Ok(())
 }

@@ -3,9 +3,10 @@
 use shoal_proto::{Argv, Reply};
 use shoal_store::{Form, SetCondition, SetOptions, TtlUpdate, UpdateError};
 
+use super::CommandResult;
+use super::Ctx;
 use super::{float, int_arg, is, store_error};
-use crate::dispatch::Ctx;
-use crate::error::{CommandError, CommandResult};
+use shoal_frontdoor::CommandError;
 
 /// How an expiry argument is expressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,12 +111,9 @@ fn parse_options<'a>(
 /// `GET key`
 pub fn get(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let Ctx {
-        shared,
-        client,
-        out,
-        ..
+        shared, conn, out, ..
     } = ctx;
-    let protocol = client.protocol;
+    let protocol = conn.protocol;
     if shared
         .store
         .get(argv.get(1), |v| Reply::new(out, protocol).bulk(v))
@@ -142,12 +140,9 @@ pub fn set(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         SetCondition::Always
     };
     let Ctx {
-        shared,
-        client,
-        out,
-        ..
+        shared, conn, out, ..
     } = ctx;
-    let protocol = client.protocol;
+    let protocol = conn.protocol;
     let get = options.get;
     let written = shared
         .store
@@ -238,12 +233,9 @@ pub fn getex(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         None => TtlUpdate::Keep,
     };
     let Ctx {
-        shared,
-        client,
-        out,
-        ..
+        shared, conn, out, ..
     } = ctx;
-    let protocol = client.protocol;
+    let protocol = conn.protocol;
     let found = shared
         .store
         .get_ex(argv.get(1), ttl, |v| Reply::new(out, protocol).bulk(v))
@@ -257,12 +249,9 @@ pub fn getex(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 /// `GETDEL key`
 pub fn getdel(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let Ctx {
-        shared,
-        client,
-        out,
-        ..
+        shared, conn, out, ..
     } = ctx;
-    let protocol = client.protocol;
+    let protocol = conn.protocol;
     if shared
         .store
         .get_del(argv.get(1), |v| Reply::new(out, protocol).bulk(v))
@@ -276,12 +265,9 @@ pub fn getdel(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 /// `GETSET key value`
 pub fn getset(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let Ctx {
-        shared,
-        client,
-        out,
-        ..
+        shared, conn, out, ..
     } = ctx;
-    let protocol = client.protocol;
+    let protocol = conn.protocol;
     shared
         .store
         .set(
@@ -300,12 +286,9 @@ pub fn getset(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 /// `MGET key [key ...]`
 pub fn mget(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let Ctx {
-        shared,
-        client,
-        out,
-        ..
+        shared, conn, out, ..
     } = ctx;
-    let protocol = client.protocol;
+    let protocol = conn.protocol;
     let keys = (1..argv.len()).map(|i| argv.get(i));
     Reply::new(out, protocol).array(keys.len());
     shared.store.get_many(keys, |_, value| match value {
@@ -350,7 +333,7 @@ pub fn msetnx(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 
 /// `APPEND key value`
 pub fn append(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
-    let max = ctx.shared.live.max_bulk_len();
+    let max = ctx.shared.door.settings.max_bulk_len();
     let len = ctx
         .shared
         .store
@@ -391,12 +374,9 @@ pub fn getrange(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let start = int_arg(argv.get(2))?;
     let end = int_arg(argv.get(3))?;
     let Ctx {
-        shared,
-        client,
-        out,
-        ..
+        shared, conn, out, ..
     } = ctx;
-    let protocol = client.protocol;
+    let protocol = conn.protocol;
     let found = shared.store.get(argv.get(1), |v| {
         let slice = range_of(v.len(), start, end).map_or(&[][..], |(s, e)| &v[s..e]);
         Reply::new(out, protocol).bulk(slice);
@@ -413,7 +393,7 @@ pub fn setrange(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     if offset < 0 {
         return Err(CommandError::fixed("ERR offset is out of range"));
     }
-    let max = ctx.shared.live.max_bulk_len();
+    let max = ctx.shared.door.settings.max_bulk_len();
     let len = ctx
         .shared
         .store

@@ -43,11 +43,6 @@ impl Backlog {
         self.bytes.len()
     }
 
-    /// Whether nothing is kept.
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
     /// The most bytes kept (`repl_backlog_size`).
     pub fn capacity(&self) -> usize {
         self.capacity
@@ -140,6 +135,6 @@ mod tests {
         b.set_capacity(4);
         assert_eq!((b.start(), b.end()), (6, 10));
         b.reset(50);
-        assert!(b.is_empty() && b.end() == 50 && b.holds(50) && !b.holds(10));
+        assert!(b.len() == 0 && b.end() == 50 && b.holds(50) && !b.holds(10));
     }
 }

@@ -13,17 +13,17 @@
 //!
 //! Which role a node plays is the cluster map's to say ([`Replication::set_role`]).
 
-pub mod backlog;
-pub mod frames;
-pub mod primary;
-pub mod replica;
+mod backlog;
+mod frames;
+pub(crate) mod primary;
+pub(crate) mod replica;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use shoal_store::Journal;
+use shoal_store::{Journal, Store};
 use tokio::sync::Notify;
 
 use backlog::Backlog;
@@ -358,15 +358,11 @@ impl Replication {
         let _ = tokio::time::timeout(timeout, notified).await;
     }
 
-    /// Changes the role (as the cluster map says). Promotion keeps the history as `replid2`;
-    /// leaving the primary role stops recording.
-    pub fn set_role(&self, role: Role) {
-        self.set_role_recording(role, false);
-    }
-
-    /// [`Replication::set_role`], and for a primary, whether it records (its shard has
-    /// replicas), in one step: a replica's `PSYNC` arriving between the two would otherwise
-    /// find a primary that does not record and get a full resync instead of continuing.
+    /// Changes the role (as the cluster map says) and, for a primary, whether it records (its
+    /// shard has replicas), in one step: a replica's `PSYNC` arriving between the two would
+    /// otherwise find a primary that does not record and get a full resync instead of
+    /// continuing. Promotion keeps the history as `replid2`; leaving the primary role stops
+    /// recording.
     pub fn set_role_recording(&self, role: Role, recording: bool) {
         if role == Role::Primary && recording {
             // Recording on before the role is visible: a promoted replica's backlog is its
@@ -593,31 +589,39 @@ impl Journal for StreamJournal {
     }
 }
 
+/// Who a replica is, as its connection and handshake tell.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplicaAddress {
+    /// Its client id on this node.
+    pub client_id: u64,
+    /// The address it is known by (`REPLCONF ip-address`, else its connection's).
+    pub ip: String,
+    /// The port it listens on (`REPLCONF listening-port`, else its connection's).
+    pub port: u16,
+}
+
 /// Serves a replica that sent `PSYNC` on a client connection, until the link ends.
-pub async fn serve_replica(
-    shared: &crate::shared::Shared,
+pub(crate) async fn serve_replica(
+    replication: &Arc<Replication>,
+    store: &Store,
     stream: &mut tokio::net::TcpStream,
     request: primary::PsyncRequest,
-    client: &crate::session::ClientState,
+    replica: ReplicaAddress,
 ) -> std::io::Result<()> {
-    let replication = &shared.replication;
     let peer = Arc::new(ReplicaPeer {
-        client_id: client.info.id,
-        ip: client
-            .replica_ip
-            .clone()
-            .unwrap_or_else(|| client.info.addr.ip().to_canonical().to_string()),
-        port: client.replica_port.unwrap_or(client.info.addr.port()),
+        client_id: replica.client_id,
+        ip: replica.ip,
+        port: replica.port,
         ack: AtomicU64::new(0),
         last_ack_ms: AtomicU64::new(replication.now_ms()),
         online: AtomicBool::new(false),
         synced: AtomicBool::new(false),
     });
     replication.add_replica(peer.clone());
-    let served = primary::serve(replication, &shared.store, stream, request, peer).await;
-    replication.remove_replica(client.info.id);
+    let served = primary::serve(replication, store, stream, request, peer.clone()).await;
+    replication.remove_replica(replica.client_id);
     if let Err(e) = &served {
-        tracing::info!(replica = %client.info.addr, "replica link ended: {e}");
+        tracing::info!(replica = %format!("{}:{}", peer.ip, peer.port), "replica link ended: {e}");
     }
     served
 }
@@ -658,14 +662,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         r.request_acks();
         assert_eq!(r.offset(), end, "a fenced primary asks for nothing");
-        r.set_role(Role::Replica("127.0.0.1:7000".into()));
+        r.set_role_recording(Role::Replica("127.0.0.1:7000".into()), false);
         assert!(!r.fenced(), "only a primary is fenced");
     }
 
     #[test]
     fn a_replica_serves_reads_only_after_a_sync_with_its_current_primary() {
         let r = Replication::new(1 << 20);
-        r.set_role(Role::Replica("127.0.0.1:7000".into()));
+        r.set_role_recording(Role::Replica("127.0.0.1:7000".into()), false);
         assert!(!r.data_ready(), "nothing synced yet");
         // What a link task of this generation stores once its sync completed.
         let synced_now = |r: &Replication| {
@@ -678,10 +682,10 @@ mod tests {
         r.link.loading.store(true, Relaxed);
         assert!(!r.data_ready(), "loading a snapshot");
         r.link.loading.store(false, Relaxed);
-        r.set_role(Role::Replica("127.0.0.1:7000".into()));
+        r.set_role_recording(Role::Replica("127.0.0.1:7000".into()), false);
         assert!(r.data_ready(), "the same primary again changes nothing");
         let old = r.generation.load(Relaxed);
-        r.set_role(Role::Replica("127.0.0.1:7001".into()));
+        r.set_role_recording(Role::Replica("127.0.0.1:7001".into()), false);
         assert!(!r.data_ready(), "a new primary: not synced with it yet");
         r.link.synced_generation.store(old + 1, Relaxed);
         assert!(
@@ -695,10 +699,10 @@ mod tests {
     #[test]
     fn promotion_keeps_the_old_history_for_partial_resyncs() {
         let r = Replication::new(1 << 20);
-        r.set_role(Role::Replica("127.0.0.1:7000".into()));
+        r.set_role_recording(Role::Replica("127.0.0.1:7000".into()), false);
         r.append(b"0123456789");
         let old = r.history().replid.clone();
-        r.set_role(Role::Primary);
+        r.set_role_recording(Role::Primary, false);
         let h = r.history();
         assert_ne!(h.replid, old);
         assert_eq!(h.replid2, Some((old, 10)));
@@ -708,9 +712,9 @@ mod tests {
     #[test]
     fn a_promoted_replica_records_without_losing_its_history() {
         let r = Replication::new(1 << 20);
-        r.set_role(Role::Replica("127.0.0.1:7000".into()));
+        r.set_role_recording(Role::Replica("127.0.0.1:7000".into()), false);
         r.append(b"0123456789");
-        r.set_role(Role::Primary);
+        r.set_role_recording(Role::Primary, false);
         let replid = r.history().replid.clone();
         r.set_recording(true);
         let h = r.history();
@@ -722,7 +726,7 @@ mod tests {
     #[test]
     fn recording_again_after_a_pause_starts_a_new_history() {
         let r = Replication::new(1 << 20);
-        r.set_role(Role::Primary);
+        r.set_role_recording(Role::Primary, false);
         r.set_recording(true);
         let journal = r.journal();
         journal.put(b"k", b"v", None);

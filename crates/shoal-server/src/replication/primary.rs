@@ -282,7 +282,7 @@ mod tests {
     #[test]
     fn partial_resyncs_need_the_history_and_the_bytes() {
         let r = Replication::new(32);
-        r.set_role(Role::Primary);
+        r.set_role_recording(Role::Primary, false);
         // No history yet: full.
         assert!(matches!(
             plan(&r, &request("?", -1)),
@@ -321,10 +321,10 @@ mod tests {
     #[test]
     fn replicas_of_the_old_primary_continue_with_the_promoted_one() {
         let r = Replication::new(1024);
-        r.set_role(Role::Replica("p".into()));
+        r.set_role_recording(Role::Replica("p".into()), false);
         let old = r.history().replid.clone();
         r.append(&[b'x'; 100]);
-        r.set_role(Role::Primary);
+        r.set_role_recording(Role::Primary, false);
         r.set_recording(true);
         // A replica at offset 80 of the old history continues; one past its end cannot.
         assert!(matches!(

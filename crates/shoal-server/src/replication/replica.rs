@@ -6,13 +6,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use shoal_proto::reply::{Value, decode};
+use shoal_proto::request::{encode, encode_into};
 use shoal_store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::frames::{Applied, Applier};
 use super::{LINK_SILENCE, Replication};
-use crate::shared::Shared;
 
 /// How often a replica acknowledges when nothing arrives.
 const ACK_PERIOD: Duration = Duration::from_millis(100);
@@ -33,9 +33,15 @@ pub struct LinkConfig {
 }
 
 /// Follows `primary` while this node is its replica (the role says so and the role
-/// generation is still `generation`), applying its stream to `shared`'s store.
-pub async fn follow(shared: Arc<Shared>, primary: String, generation: u64, config: LinkConfig) {
-    let replication = &shared.replication;
+/// generation is still `generation`), applying its stream to `store`.
+pub async fn follow(
+    store: Arc<Store>,
+    replication: Arc<Replication>,
+    primary: String,
+    generation: u64,
+    config: LinkConfig,
+) {
+    let replication = &*replication;
     let current =
         |r: &Replication| r.generation.load(Relaxed) == generation && r.is_replica_of(&primary);
     // The previous link (to the previous primary) stops at its next step; wait for it, so
@@ -43,16 +49,7 @@ pub async fn follow(shared: Arc<Shared>, primary: String, generation: u64, confi
     let _link = replication.link_lock.lock().await;
     let mut backoff = Duration::from_millis(50);
     while current(replication) {
-        match link_once(
-            replication,
-            &shared.store,
-            &primary,
-            &config,
-            generation,
-            &current,
-        )
-        .await
-        {
+        match link_once(replication, &store, &primary, &config, generation, &current).await {
             Ok(()) => backoff = Duration::from_millis(50),
             Err(e) => tracing::warn!(%primary, "replication link: {e}"),
         }
@@ -80,6 +77,8 @@ enum LinkError {
     Silent(Duration),
 }
 
+/// One link to the primary, until it breaks or this node stops being its replica:
+/// [`handshake`], a full resync if the primary asks for one, then [`apply_stream`].
 async fn link_once(
     replication: &Replication,
     store: &Store,
@@ -97,43 +96,10 @@ async fn link_once(
         let history = replication.history();
         (history.replid.clone(), history.backlog.end())
     };
-    let mut hello = Vec::new();
-    if let Some(password) = &config.password {
-        hello.extend_from_slice(&encode(&["AUTH", password]));
-    }
-    let port = config.listening_port.to_string();
-    hello.extend_from_slice(&encode(&["REPLCONF", "listening-port", &port]));
-    if let Some(ip) = &config.announce_ip {
-        hello.extend_from_slice(&encode(&["REPLCONF", "ip-address", ip]));
-    }
-    hello.extend_from_slice(&encode(&["REPLCONF", "capa", "psync2"]));
-    let next = (offset + 1).to_string();
-    hello.extend_from_slice(&encode(&["PSYNC", &replid, &next]));
-    stream.write_all(&hello).await?;
-    let answers =
-        3 + usize::from(config.password.is_some()) + usize::from(config.announce_ip.is_some());
-    let mut lines = Vec::new();
-    while lines.len() < answers {
-        let value = tokio::time::timeout(HANDSHAKE_TIMEOUT, next_reply(&mut stream, &mut input))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "no handshake reply")
-            })??;
-        match value {
-            Value::Simple(line) => lines.push(String::from_utf8_lossy(&line).into_owned()),
-            Value::Error(line) => {
-                return Err(LinkError::Refused(
-                    String::from_utf8_lossy(&line).into_owned(),
-                ));
-            }
-            other => return Err(LinkError::Refused(format!("{other:?}"))),
-        }
-    }
-    let psync = lines.last().cloned().unwrap_or_default();
+    let psync = handshake(&mut stream, &mut input, config, &replid, offset).await?;
     let mut words = psync.split(' ');
     let mut applier = Applier::new();
-    let mut counted: u64;
-    match (words.next(), words.next(), words.next()) {
+    let counted = match (words.next(), words.next(), words.next()) {
         (Some("CONTINUE"), Some(id), _) => {
             let mut history = replication.history();
             if id != history.replid {
@@ -144,32 +110,124 @@ async fn link_once(
             }
             drop(history);
             replication.link.partial_syncs.fetch_add(1, Relaxed);
-            counted = offset;
             tracing::info!(%primary, offset, "partial resync");
+            offset
         }
         (Some("FULLRESYNC"), Some(id), Some(from)) => {
             let from: u64 = from
                 .parse()
                 .map_err(|_| LinkError::Refused(psync.clone()))?;
-            replication.link.loading.store(true, Relaxed);
-            replication.link.synced_generation.store(0, Relaxed);
-            replication.link.up.store(true, Relaxed);
-            store.clear();
-            load_snapshot(replication, store, &mut stream, &mut input, &mut applier).await?;
-            replication.restart_history(id.to_string(), from);
-            replication.link.loading.store(false, Relaxed);
-            replication.link.full_syncs.fetch_add(1, Relaxed);
-            counted = from;
+            full_sync(
+                replication,
+                store,
+                &mut stream,
+                &mut input,
+                &mut applier,
+                id,
+                from,
+            )
+            .await?;
             tracing::info!(%primary, keys = store.len(), from, "full resync done");
+            from
         }
         _ => return Err(LinkError::Refused(psync)),
-    }
+    };
     replication.link.up.store(true, Relaxed);
     replication
         .link
         .synced_generation
         .store(generation + 1, Relaxed);
-    send_ack(&mut stream, counted).await?;
+    apply_stream(
+        replication,
+        store,
+        &mut stream,
+        &mut input,
+        &mut applier,
+        counted,
+        current,
+    )
+    .await
+}
+
+/// Introduces this replica to its primary (`AUTH`, `REPLCONF listening-port`, `ip-address`,
+/// `capa`) and asks to continue from `offset` of history `replid`. Returns the primary's
+/// answer to `PSYNC` (`CONTINUE <replid>` or `FULLRESYNC <replid> <offset>`).
+async fn handshake(
+    stream: &mut TcpStream,
+    input: &mut Vec<u8>,
+    config: &LinkConfig,
+    replid: &str,
+    offset: u64,
+) -> Result<String, LinkError> {
+    let mut hello = Vec::new();
+    if let Some(password) = &config.password {
+        encode_into(&mut hello, &["AUTH", password]);
+    }
+    let port = config.listening_port.to_string();
+    encode_into(&mut hello, &["REPLCONF", "listening-port", &port]);
+    if let Some(ip) = &config.announce_ip {
+        encode_into(&mut hello, &["REPLCONF", "ip-address", ip]);
+    }
+    encode_into(&mut hello, &["REPLCONF", "capa", "psync2"]);
+    let next = (offset + 1).to_string();
+    encode_into(&mut hello, &["PSYNC", replid, &next]);
+    stream.write_all(&hello).await?;
+    let answers =
+        3 + usize::from(config.password.is_some()) + usize::from(config.announce_ip.is_some());
+    let mut last = String::new();
+    for _ in 0..answers {
+        let value = tokio::time::timeout(HANDSHAKE_TIMEOUT, next_reply(stream, input))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "no handshake reply")
+            })??;
+        match value {
+            Value::Simple(line) => last = String::from_utf8_lossy(&line).into_owned(),
+            Value::Error(line) => {
+                return Err(LinkError::Refused(
+                    String::from_utf8_lossy(&line).into_owned(),
+                ));
+            }
+            other => return Err(LinkError::Refused(format!("{other:?}"))),
+        }
+    }
+    Ok(last)
+}
+
+/// A full resync: empties the store, loads the primary's snapshot into it, and starts this
+/// node's history over at `from` under the primary's `replid`.
+async fn full_sync(
+    replication: &Replication,
+    store: &Store,
+    stream: &mut TcpStream,
+    input: &mut Vec<u8>,
+    applier: &mut Applier,
+    replid: &str,
+    from: u64,
+) -> Result<(), LinkError> {
+    replication.link.loading.store(true, Relaxed);
+    replication.link.synced_generation.store(0, Relaxed);
+    replication.link.up.store(true, Relaxed);
+    store.clear();
+    load_snapshot(replication, store, stream, input, applier).await?;
+    replication.restart_history(replid.to_string(), from);
+    replication.link.loading.store(false, Relaxed);
+    replication.link.full_syncs.fetch_add(1, Relaxed);
+    Ok(())
+}
+
+/// Applies the primary's stream from offset `counted` on, and acknowledges it, until the link
+/// breaks or this node stops being the replica (`current` turns false).
+async fn apply_stream(
+    replication: &Replication,
+    store: &Store,
+    stream: &mut TcpStream,
+    input: &mut Vec<u8>,
+    applier: &mut Applier,
+    mut counted: u64,
+    current: &impl Fn(&Replication) -> bool,
+) -> Result<(), LinkError> {
+    send_ack(stream, counted).await?;
     let mut next_ack = tokio::time::Instant::now() + ACK_PERIOD;
     loop {
         if !current(replication) {
@@ -178,7 +236,7 @@ async fn link_once(
         // Apply whatever arrived; the applied bytes join this node's own backlog, so its
         // offsets are its primary's.
         let mut ack_now = false;
-        let used = applier.apply(&input, store, |n, applied| {
+        let used = applier.apply(input, store, |n, applied| {
             ack_now |= applied == Applied::AckRequested;
             counted += n as u64;
         })?;
@@ -189,11 +247,11 @@ async fn link_once(
         // Acknowledged when asked (a client waits in WAIT) and every ACK_PERIOD otherwise:
         // an ack per received batch would cost a write per batch.
         if ack_now {
-            send_ack(&mut stream, counted).await?;
+            send_ack(stream, counted).await?;
         }
         input.reserve(64 * 1024);
         tokio::select! {
-            read = stream.read_buf(&mut input) => {
+            read = stream.read_buf(input) => {
                 if read? == 0 {
                     return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
                 }
@@ -201,7 +259,7 @@ async fn link_once(
             }
             _ = tokio::time::sleep_until(next_ack) => {
                 next_ack = tokio::time::Instant::now() + ACK_PERIOD;
-                send_ack(&mut stream, counted).await?;
+                send_ack(stream, counted).await?;
                 let silent = replication.now_ms().saturating_sub(replication.link.last_io_ms.load(Relaxed));
                 if silent > LINK_SILENCE.as_millis() as u64 {
                     return Err(LinkError::Silent(LINK_SILENCE));
@@ -267,12 +325,4 @@ async fn send_ack(stream: &mut TcpStream, offset: u64) -> std::io::Result<()> {
     stream
         .write_all(&encode(&["REPLCONF", "ACK", &offset.to_string()]))
         .await
-}
-
-fn encode(args: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
-    }
-    out
 }

@@ -1,21 +1,16 @@
-//! What the connection commands of a node and of the proxy share and that needs no server
-//! state, as Redis 7.0 has it: reading the arguments of `AUTH`, `SELECT`, `HELLO`,
-//! `CLIENT SETNAME`, `CLIENT LIST` and `CLIENT KILL`, their error lines, and `HELLO`'s reply.
-//!
-//! Each command's handler stays with its server, which owns the connection's state; these
-//! functions only read arguments and say what to do, in the order Redis does it.
+//! Reading the connection commands' arguments as Redis 7.0 does (`AUTH`, `SELECT`, `HELLO`,
+//! `CLIENT SETNAME`, `CLIENT LIST` and `CLIENT KILL`), their error lines, and `HELLO`'s reply.
+//! These functions change nothing: they say what to do, in the order Redis does it.
 
-use std::net::SocketAddr;
+use shoal_proto::args::{is, parse_i64};
+use shoal_proto::{Protocol, Reply};
 
-use crate::args::{c_str, is, parse_i64};
-use crate::{Protocol, Reply};
+use crate::clients::KillFilter;
+use crate::error::CommandError;
 
 /// The Redis version Shoal answers as (`HELLO`, `INFO`): the command set and replies it
 /// matches.
 pub const REDIS_VERSION: &str = "7.0.15";
-
-/// `AUTH` or `HELLO ... AUTH` with the wrong credentials.
-pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
 /// `HELLO` from a connection that is not authenticated (and gave no `AUTH` option).
 pub const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
@@ -28,108 +23,61 @@ const SYNTAX: &str = "ERR syntax error";
 /// The Redis client types that are not a normal client (none of them is ever connected).
 const OTHER_CLIENT_TYPES: [&str; 4] = ["master", "replica", "slave", "pubsub"];
 
-/// An error a connection command answers with, before it changes anything: the reply line
-/// after `-`, code included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArgError<'a> {
-    /// A fixed line.
-    Fixed(&'static str),
-    /// `prefix`, a client argument as Redis's `%s` shows it (up to its first NUL byte),
-    /// `suffix`.
-    Quoting {
-        /// What comes before the argument.
-        prefix: &'static str,
-        /// The argument as the client sent it.
-        arg: &'a [u8],
-        /// What comes after it.
-        suffix: &'static str,
-    },
-}
-
-impl ArgError<'_> {
-    /// The line after `-`, as bytes (client arguments it quotes are kept verbatim).
-    pub fn line(&self) -> Vec<u8> {
-        match *self {
-            ArgError::Fixed(line) => line.as_bytes().to_vec(),
-            ArgError::Quoting {
-                prefix,
-                arg,
-                suffix,
-            } => {
-                let arg = c_str(arg);
-                let mut line = Vec::with_capacity(prefix.len() + arg.len() + suffix.len());
-                line.extend_from_slice(prefix.as_bytes());
-                line.extend_from_slice(arg);
-                line.extend_from_slice(suffix.as_bytes());
-                line
-            }
-        }
-    }
-}
-
-fn quoting<'a>(prefix: &'static str, arg: &'a [u8], suffix: &'static str) -> ArgError<'a> {
-    ArgError::Quoting {
-        prefix,
-        arg,
-        suffix,
-    }
-}
-
 /// `AUTH [username] password`: the user (`default` when left out) and the password.
 /// `password_required` says whether the default user has a password (`AUTH <password>`
 /// without one is an error).
 pub fn auth_args<A: AsRef<[u8]>>(
     args: &[A],
     password_required: bool,
-) -> Result<(&[u8], &[u8]), ArgError<'static>> {
+) -> Result<(&[u8], &[u8]), CommandError> {
     match args {
         [_, password] if password_required => Ok((b"default", password.as_ref())),
-        [_, _] => Err(ArgError::Fixed(AUTH_WITHOUT_PASSWORD)),
+        [_, _] => Err(CommandError::fixed(AUTH_WITHOUT_PASSWORD)),
         [_, user, password] => Ok((user.as_ref(), password.as_ref())),
-        _ => Err(ArgError::Fixed(SYNTAX)),
+        _ => Err(CommandError::fixed(SYNTAX)),
     }
 }
 
 /// `SELECT index`: database 0 is the only one.
-pub fn select_db(index: &[u8]) -> Result<(), ArgError<'static>> {
-    let index = parse_i64(index).ok_or(ArgError::Fixed(
+pub fn select_db(index: &[u8]) -> Result<(), CommandError> {
+    let index = parse_i64(index).ok_or(CommandError::fixed(
         "ERR value is not an integer or out of range",
     ))?;
     if i32::try_from(index).is_err() {
-        return Err(ArgError::Fixed(
+        return Err(CommandError::fixed(
             "ERR value is out of range, value must between -2147483648 and 2147483647",
         ));
     }
     if index != 0 {
-        return Err(ArgError::Fixed("ERR DB index is out of range"));
+        return Err(CommandError::fixed("ERR DB index is out of range"));
     }
     Ok(())
 }
 
 /// Client names are printable ASCII without spaces, as in Redis (`CLIENT SETNAME`, `HELLO
 /// ... SETNAME`).
-pub fn valid_client_name(name: &[u8]) -> Result<(), ArgError<'static>> {
+pub fn valid_client_name(name: &[u8]) -> Result<(), CommandError> {
     if name.iter().all(|&c| (b'!'..=b'~').contains(&c)) {
         Ok(())
     } else {
-        Err(ArgError::Fixed(
+        Err(CommandError::fixed(
             "ERR Client names cannot contain spaces, newlines or special characters.",
         ))
     }
 }
 
 /// `HELLO [protover ...]`'s protocol version, if given.
-pub fn hello_protocol<A: AsRef<[u8]>>(args: &[A]) -> Result<Option<Protocol>, ArgError<'static>> {
+pub fn hello_protocol<A: AsRef<[u8]>>(args: &[A]) -> Result<Option<Protocol>, CommandError> {
     let Some(arg) = args.get(1) else {
         return Ok(None);
     };
-    let version = parse_i64(arg.as_ref()).ok_or(ArgError::Fixed(
+    let version = parse_i64(arg.as_ref()).ok_or(CommandError::fixed(
         "ERR Protocol version is not an integer or out of range",
     ))?;
     match version {
         2 => Ok(Some(Protocol::Resp2)),
         3 => Ok(Some(Protocol::Resp3)),
-        _ => Err(ArgError::Fixed("NOPROTO unsupported protocol version")),
+        _ => Err(CommandError::fixed("NOPROTO unsupported protocol version")),
     }
 }
 
@@ -152,7 +100,7 @@ pub enum HelloOption<'a> {
 /// applies each as it comes, so an `AUTH` or a `SETNAME` before a bad option stays applied.
 pub fn hello_options<A: AsRef<[u8]>>(
     args: &[A],
-) -> impl Iterator<Item = Result<HelloOption<'_>, ArgError<'_>>> {
+) -> impl Iterator<Item = Result<HelloOption<'_>, CommandError>> {
     let mut i = 2;
     std::iter::from_fn(move || {
         let opt = args.get(i)?.as_ref();
@@ -166,7 +114,11 @@ pub fn hello_options<A: AsRef<[u8]>>(
             i += 2;
             valid_client_name(name).map(|()| HelloOption::SetName(name))
         } else {
-            Err(quoting("ERR Syntax error in HELLO option '", opt, "'"))
+            Err(CommandError::quoting(
+                "ERR Syntax error in HELLO option '",
+                opt,
+                "'",
+            ))
         };
         if option.is_err() {
             i = args.len();
@@ -207,7 +159,7 @@ pub struct ClientList {
 
 impl ClientList {
     /// Reads `CLIENT LIST`'s arguments.
-    pub fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<ClientList, ArgError<'_>> {
+    pub fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<ClientList, CommandError> {
         let arg = |i: usize| args[i].as_ref();
         let mut list = ClientList::default();
         if args.len() == 4 && is(arg(2), "TYPE") {
@@ -215,7 +167,11 @@ impl ClientList {
             if OTHER_CLIENT_TYPES.iter().any(|k| is(kind, k)) {
                 list.none = true;
             } else if !is(kind, "normal") {
-                return Err(quoting("ERR Unknown client type '", kind, "'"));
+                return Err(CommandError::quoting(
+                    "ERR Unknown client type '",
+                    kind,
+                    "'",
+                ));
             }
         } else if args.len() > 3 && is(arg(2), "ID") {
             let mut ids = Vec::new();
@@ -223,12 +179,12 @@ impl ClientList {
                 // Redis refuses only what is not an integer; ids no client has match nothing.
                 match parse_i64(id.as_ref()) {
                     Some(id) => ids.extend(u64::try_from(id).ok()),
-                    None => return Err(ArgError::Fixed("ERR Invalid client ID")),
+                    None => return Err(CommandError::fixed("ERR Invalid client ID")),
                 }
             }
             list.ids = Some(ids);
         } else if args.len() != 2 {
-            return Err(ArgError::Fixed(SYNTAX));
+            return Err(CommandError::fixed(SYNTAX));
         }
         Ok(list)
     }
@@ -236,29 +192,6 @@ impl ClientList {
     /// Whether the client with this id is listed.
     pub fn shows(&self, id: u64) -> bool {
         !self.none && self.ids.as_ref().is_none_or(|ids| ids.contains(&id))
-    }
-}
-
-/// The clients a `CLIENT KILL` closes: those that match every filter given.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KillFilter {
-    /// `ID id`.
-    pub id: Option<u64>,
-    /// `ADDR ip:port` (or the old form's only argument).
-    pub addr: Option<String>,
-    /// `LADDR ip:port`.
-    pub laddr: Option<String>,
-    /// This client is spared (`SKIPME yes`, the default of the new form).
-    pub skip: Option<u64>,
-}
-
-impl KillFilter {
-    /// Whether the client `id`, connected from `addr` to `laddr`, is to be closed.
-    pub fn matches(&self, id: u64, addr: SocketAddr, laddr: SocketAddr) -> bool {
-        self.id.is_none_or(|wanted| wanted == id)
-            && self.addr.as_deref().is_none_or(|a| a == addr.to_string())
-            && self.laddr.as_deref().is_none_or(|a| a == laddr.to_string())
-            && self.skip != Some(id)
     }
 }
 
@@ -276,7 +209,7 @@ pub struct ClientKill {
 impl ClientKill {
     /// Reads `CLIENT KILL`'s arguments, for the client `me` that sent it (spared unless
     /// `SKIPME no`; the old form spares nobody).
-    pub fn parse<A: AsRef<[u8]>>(args: &[A], me: u64) -> Result<ClientKill, ArgError<'_>> {
+    pub fn parse<A: AsRef<[u8]>>(args: &[A], me: u64) -> Result<ClientKill, CommandError> {
         if let [_, _, addr] = args {
             let filter = KillFilter {
                 addr: Some(String::from_utf8_lossy(addr.as_ref()).into_owned()),
@@ -294,14 +227,18 @@ impl ClientKill {
         let mut matches_nothing = false;
         for pair in args[2..].chunks(2) {
             let [opt, value] = pair else {
-                return Err(ArgError::Fixed(SYNTAX));
+                return Err(CommandError::fixed(SYNTAX));
             };
             let (opt, value) = (opt.as_ref(), value.as_ref());
             let text = || String::from_utf8_lossy(value).into_owned();
             if is(opt, "ID") {
                 match parse_i64(value) {
                     Some(id) if id > 0 => filter.id = Some(id.unsigned_abs()),
-                    _ => return Err(ArgError::Fixed("ERR client-id should be greater than 0")),
+                    _ => {
+                        return Err(CommandError::fixed(
+                            "ERR client-id should be greater than 0",
+                        ));
+                    }
                 }
             } else if is(opt, "ADDR") {
                 filter.addr = Some(text());
@@ -311,11 +248,15 @@ impl ClientKill {
                 if OTHER_CLIENT_TYPES.iter().any(|k| is(value, k)) {
                     matches_nothing = true;
                 } else if !is(value, "normal") {
-                    return Err(quoting("ERR Unknown client type '", value, "'"));
+                    return Err(CommandError::quoting(
+                        "ERR Unknown client type '",
+                        value,
+                        "'",
+                    ));
                 }
             } else if is(opt, "USER") {
                 if value != b"default" {
-                    return Err(quoting("ERR No such user '", value, "'"));
+                    return Err(CommandError::quoting("ERR No such user '", value, "'"));
                 }
             } else if is(opt, "SKIPME") {
                 if is(value, "yes") {
@@ -323,10 +264,10 @@ impl ClientKill {
                 } else if is(value, "no") {
                     filter.skip = None;
                 } else {
-                    return Err(ArgError::Fixed(SYNTAX));
+                    return Err(CommandError::fixed(SYNTAX));
                 }
             } else {
-                return Err(ArgError::Fixed(SYNTAX));
+                return Err(CommandError::fixed(SYNTAX));
             }
         }
         Ok(ClientKill {
@@ -342,9 +283,9 @@ impl ClientKill {
 
     /// The answer once `killed` clients were closed: `None` for `OK` (the old form), the
     /// count to reply otherwise, or the old form's error when it closed none.
-    pub fn answer(&self, killed: usize) -> Result<Option<i64>, ArgError<'static>> {
+    pub fn answer(&self, killed: usize) -> Result<Option<i64>, CommandError> {
         match (self.old_form, killed) {
-            (true, 0) => Err(ArgError::Fixed("ERR No such client")),
+            (true, 0) => Err(CommandError::fixed("ERR No such client")),
             (true, _) => Ok(None),
             (false, n) => Ok(Some(i64::try_from(n).unwrap_or(i64::MAX))),
         }
@@ -353,10 +294,12 @@ impl ClientKill {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
-    fn line(error: ArgError<'_>) -> String {
-        String::from_utf8_lossy(&error.line()).into_owned()
+    fn line(error: CommandError) -> String {
+        error.line().into_owned()
     }
 
     #[test]
@@ -375,12 +318,12 @@ mod tests {
         );
         assert_eq!(
             auth_args(&[&b"AUTH"[..], b"a", b"b", b"c"], true),
-            Err(ArgError::Fixed(SYNTAX))
+            Err(CommandError::fixed(SYNTAX))
         );
         assert_eq!(select_db(b"0"), Ok(()));
         assert_eq!(
             select_db(b"1"),
-            Err(ArgError::Fixed("ERR DB index is out of range"))
+            Err(CommandError::fixed("ERR DB index is out of range"))
         );
         assert!(line(select_db(b"x").unwrap_err()).starts_with("ERR value is not an integer"));
         assert!(
@@ -410,7 +353,7 @@ mod tests {
         );
         assert_eq!(
             hello_protocol(&[&b"HELLO"[..], b"4"]),
-            Err(ArgError::Fixed("NOPROTO unsupported protocol version"))
+            Err(CommandError::fixed("NOPROTO unsupported protocol version"))
         );
         // A SETNAME before a bad option comes first; nothing comes after the bad one.
         let args: [&[u8]; 7] = [
@@ -426,7 +369,7 @@ mod tests {
         assert_eq!(options.len(), 2);
         assert_eq!(options[0], Ok(HelloOption::SetName(b"a")));
         assert_eq!(
-            line(options[1].unwrap_err()),
+            line(options[1].clone().unwrap_err()),
             "ERR Syntax error in HELLO option 'bogus'"
         );
         // AUTH without both its arguments is a bad option; so is an invalid name.
@@ -503,7 +446,10 @@ mod tests {
         };
         assert_eq!(old.filter(), Some(&only_addr));
         assert_eq!(old.answer(1), Ok(None));
-        assert_eq!(old.answer(0), Err(ArgError::Fixed("ERR No such client")));
+        assert_eq!(
+            old.answer(0),
+            Err(CommandError::fixed("ERR No such client"))
+        );
         let new = kill(&[
             b"CLIENT", b"KILL", b"ID", b"3", b"laddr", b"l:1", b"USER", b"default",
         ]);

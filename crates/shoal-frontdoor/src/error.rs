@@ -1,8 +1,8 @@
-//! Errors a command can answer with, each rendered as Redis 7 renders it.
+//! The one type for a Redis error reply, rendered as Redis 7 renders it.
 
 use std::borrow::Cow;
 
-use shoal_proto::connection::ArgError;
+use shoal_proto::args::c_str;
 
 /// `min-replicas-to-write` not met (Redis's line).
 pub const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
@@ -10,7 +10,11 @@ pub const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
 /// A cluster node that may not serve now (Redis's minority answer).
 pub const CLUSTER_DOWN: &str = "CLUSTERDOWN The cluster is down";
 
-/// A command's error reply. [`CommandError::line`] gives the text after `-`.
+/// `AUTH` or `HELLO ... AUTH` with the wrong credentials.
+pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// An error reply: what follows `-` on the wire, code included. [`CommandError::bytes`] gives
+/// the line; client arguments it quotes are kept verbatim (they need not be UTF-8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandError {
     /// `ERR syntax error`
@@ -59,9 +63,10 @@ impl CommandError {
     /// An error quoting a client argument as Redis's `%s` does: `prefix`, the argument up to
     /// its first NUL byte, `suffix`.
     pub fn quoting(prefix: &str, arg: &[u8], suffix: &str) -> CommandError {
+        let arg = c_str(arg);
         let mut line = Vec::with_capacity(prefix.len() + arg.len() + suffix.len());
         line.extend_from_slice(prefix.as_bytes());
-        line.extend_from_slice(c_str(arg));
+        line.extend_from_slice(arg);
         line.extend_from_slice(suffix.as_bytes());
         CommandError::Raw(line)
     }
@@ -83,7 +88,8 @@ impl CommandError {
         }
     }
 
-    /// The reply line after `-` (client bytes that are not UTF-8 shown lossily; see [`bytes`](Self::bytes)).
+    /// The reply line after `-` (client bytes that are not UTF-8 shown lossily; see
+    /// [`bytes`](Self::bytes)).
     pub fn line(&self) -> Cow<'_, str> {
         match self {
             CommandError::Syntax => "ERR syntax error".into(),
@@ -114,31 +120,80 @@ impl CommandError {
         }
     }
 
-    /// The error code: the first word of the line (`ERR`, `OOM`, `NOAUTH`, ...), for `errorstats`.
+    /// The error code: the first word of the line (`ERR`, `OOM`, `NOAUTH`, ...), for
+    /// `errorstats`.
     pub fn code(&self) -> String {
         let line = self.bytes();
         let code = line.split(|&b| b == b' ').next().unwrap_or(b"ERR");
         String::from_utf8_lossy(code).into_owned()
     }
-}
 
-/// What a command handler returns; success replies are already written.
-pub type CommandResult = Result<(), CommandError>;
-
-pub use shoal_proto::args::c_str;
-
-impl From<ArgError<'_>> for CommandError {
-    fn from(error: ArgError<'_>) -> CommandError {
-        match error {
-            ArgError::Fixed(line) => CommandError::fixed(line),
-            quoting => CommandError::Raw(quoting.line()),
-        }
+    /// Appends `-<line>\r\n` to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        write_error_line(out, &self.bytes());
     }
 }
 
-/// `bytes` the way Redis's `%.128s` shows an argument in an error message: up to the first NUL
-/// byte, at most 128 bytes.
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.line())
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// `-<line>\r\n`, with any `\r` or `\n` in the line turned into spaces (as Redis's
+/// `addReplyErrorFormat` does), client bytes kept verbatim.
+pub fn write_error_line(out: &mut Vec<u8>, line: &[u8]) {
+    out.reserve(line.len() + 3);
+    out.push(b'-');
+    out.extend(
+        line.iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `bytes` the way Redis's `%.128s` shows an argument in an error message: up to the first
+/// NUL byte, at most 128 bytes.
 pub fn truncated_arg(bytes: &[u8]) -> Vec<u8> {
     let s = c_str(bytes);
     s[..s.len().min(128)].to_vec()
+}
+
+/// Redis's `addReplySubcommandSyntaxError`: a known subcommand of `container` with
+/// arguments it cannot take.
+pub fn subcommand_syntax_error(container: &[u8], sub: &[u8]) -> CommandError {
+    let container = String::from_utf8_lossy(c_str(container)).to_ascii_uppercase();
+    CommandError::quoting(
+        "ERR unknown subcommand or wrong number of arguments for '",
+        &truncated_arg(sub),
+        &format!("'. Try {container} HELP."),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_quote_client_bytes_as_percent_s_does() {
+        let e = CommandError::quoting("ERR x '", b"ab\0cd", "'");
+        assert_eq!(&*e.bytes(), b"ERR x 'ab'");
+        let mut out = Vec::new();
+        CommandError::fixed("ERR a\r\nb").write(&mut out);
+        assert_eq!(out, b"-ERR a  b\r\n");
+        assert_eq!(truncated_arg(&[b'a'; 300]).len(), 128);
+        let e = CommandError::UnknownSubcommand {
+            sub: b"nope".to_vec(),
+            container: "CLIENT".into(),
+        };
+        assert_eq!(e.line(), "ERR unknown subcommand 'nope'. Try CLIENT HELP.");
+        assert_eq!(e.code(), "ERR");
+        assert_eq!(CommandError::OutOfMemory.code(), "OOM");
+        assert_eq!(
+            subcommand_syntax_error(b"config", b"get\0x").line(),
+            "ERR unknown subcommand or wrong number of arguments for 'get'. Try CONFIG HELP."
+        );
+    }
 }

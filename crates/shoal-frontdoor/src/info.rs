@@ -1,11 +1,16 @@
 //! What the `INFO` replies of a node and of the proxy share, in Redis 7.0's text format:
-//! choosing the sections from the arguments, joining them, and the fields of the `Server` and
-//! `Keyspace` sections. Each server writes its own sections' counters; the values here come
-//! from the caller.
+//! choosing the sections from the arguments, joining them, the `Server` and `Keyspace`
+//! sections' fields (from values the caller gives), and the sections the front door's own
+//! counters fill: `Clients`, `Stats` (with the backend's fields in Redis's place),
+//! `Commandstats`, `Latencystats` and `Errorstats`.
 
 use std::fmt::{Display, Write as _};
+use std::sync::atomic::Ordering::Relaxed;
 
+use crate::commands::table;
 use crate::connection::REDIS_VERSION;
+use crate::door::Door;
+use crate::stats::LATENCY_BUCKETS_US;
 
 /// The sections `INFO args...` asks for, in the order of `all`: `default` without arguments;
 /// otherwise those named (case-insensitively), every one for `all` or `everything`, and those
@@ -120,6 +125,153 @@ pub fn keyspace(out: &mut String, keys: u64, expires: u64, avg_ttl_ms: u64) {
     }
 }
 
+/// Bytes in Redis's human form (`1.50M`).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", UNITS[unit])
+}
+
+/// Appends the `# Clients` section.
+pub fn clients(door: &Door, out: &mut String) {
+    let all = door.clients.all();
+    let max_query = all.iter().map(|c| c.query_buffer_len()).max().unwrap_or(0);
+    let max_output = all.iter().map(|c| c.output_buffer_len()).max().unwrap_or(0);
+    out.push_str("# Clients\r\n");
+    field(out, "connected_clients", door.clients.count());
+    field(out, "cluster_connections", 0);
+    field(out, "maxclients", door.settings.maxclients());
+    field(out, "client_recent_max_input_buffer", max_query);
+    field(out, "client_recent_max_output_buffer", max_output);
+    field(out, "blocked_clients", 0);
+    field(out, "tracking_clients", 0);
+    field(out, "clients_in_timeout_table", 0);
+}
+
+/// Appends the `# Stats` section: the front door's fields, with `backend` writing its own
+/// where Redis prints them (after `rejected_connections`: replication, keyspace and pub/sub
+/// counters).
+pub fn stats(door: &Door, out: &mut String, backend: impl FnOnce(&mut String)) {
+    let s = &door.stats;
+    let (net_in, net_out) = s.net_bytes();
+    let (ops, kbps_in, kbps_out) = s.instantaneous();
+    let errors: u64 = s.errors().values().sum();
+    out.push_str("# Stats\r\n");
+    field(
+        out,
+        "total_connections_received",
+        s.connections_received.load(Relaxed),
+    );
+    field(out, "total_commands_processed", s.total_commands());
+    field(out, "instantaneous_ops_per_sec", ops.round() as u64);
+    field(out, "total_net_input_bytes", net_in);
+    field(out, "total_net_output_bytes", net_out);
+    field(
+        out,
+        "instantaneous_input_kbps",
+        format_args!("{kbps_in:.2}"),
+    );
+    field(
+        out,
+        "instantaneous_output_kbps",
+        format_args!("{kbps_out:.2}"),
+    );
+    field(
+        out,
+        "rejected_connections",
+        s.rejected_connections.load(Relaxed),
+    );
+    backend(out);
+    field(out, "total_error_replies", errors);
+    field(out, "unknown_commands", s.unknown_commands.load(Relaxed));
+    field(out, "command_panics", s.command_panics.load(Relaxed));
+    field(
+        out,
+        "client_query_buffer_limit_disconnections",
+        s.query_buffer_disconnections.load(Relaxed),
+    );
+    field(
+        out,
+        "client_output_buffer_limit_disconnections",
+        s.output_buffer_disconnections.load(Relaxed),
+    );
+}
+
+/// Appends the `# Commandstats` section: every command called, refused or failed so far.
+pub fn commandstats(door: &Door, out: &mut String) {
+    out.push_str("# Commandstats\r\n");
+    for (id, totals) in door.stats.command_totals().iter().enumerate() {
+        if totals.calls == 0 && totals.rejected == 0 && totals.failed == 0 {
+            continue;
+        }
+        let name = table().name(id as u32).unwrap_or("unknown");
+        let per_call = if totals.calls == 0 {
+            0.0
+        } else {
+            totals.usec as f64 / totals.calls as f64
+        };
+        let _ = write!(
+            out,
+            "cmdstat_{name}:calls={},usec={},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}\r\n",
+            totals.calls, totals.usec, totals.rejected, totals.failed
+        );
+    }
+}
+
+/// Appends the `# Latencystats` section: `latency_percentiles_usec_<command>:p50=..,p99=..,
+/// p99.9=..` for every command that ran, read from the latency histogram (each percentile is
+/// its bucket's upper bound).
+pub fn latencystats(door: &Door, out: &mut String) {
+    out.push_str("# Latencystats\r\n");
+    let bound = |i: usize| -> f64 {
+        match LATENCY_BUCKETS_US.get(i) {
+            Some(&us) => us as f64,
+            None => (LATENCY_BUCKETS_US[LATENCY_BUCKETS_US.len() - 1] * 2) as f64,
+        }
+    };
+    for (id, totals) in door.stats.command_totals().iter().enumerate() {
+        let count: u64 = totals.latency.iter().sum();
+        if count == 0 {
+            continue;
+        }
+        let percentile = |p: f64| {
+            let rank = ((p / 100.0) * count as f64).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, &n) in totals.latency.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return bound(i);
+                }
+            }
+            bound(totals.latency.len() - 1)
+        };
+        let name = table().name(id as u32).unwrap_or("unknown");
+        let _ = write!(
+            out,
+            "latency_percentiles_usec_{name}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
+            percentile(50.0),
+            percentile(99.0),
+            percentile(99.9)
+        );
+    }
+}
+
+/// Appends the `# Errorstats` section.
+pub fn errorstats(door: &Door, out: &mut String) {
+    out.push_str("# Errorstats\r\n");
+    for (code, count) in door.stats.errors() {
+        let _ = write!(out, "errorstat_{code}:count={count}\r\n");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +293,13 @@ mod tests {
             ["server", "clients", "memory", "commandstats", "keyspace"]
         );
         assert!(select(&[b"nonsense"]).is_empty());
+    }
+
+    #[test]
+    fn human_sizes_use_two_decimals() {
+        assert_eq!(human_bytes(100), "100B");
+        assert_eq!(human_bytes(1536), "1.50K");
+        assert_eq!(human_bytes(100 * 1024 * 1024), "100.00M");
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use shoal_proto::Argv;
 
 use crate::clients::ClientInfo;
 
@@ -31,6 +30,7 @@ pub struct SlowEntry {
 }
 
 /// The slow log.
+#[derive(Debug)]
 pub struct SlowLog {
     entries: Mutex<VecDeque<SlowEntry>>,
     next_id: AtomicU64,
@@ -64,16 +64,21 @@ impl SlowLog {
         threshold >= 0 && duration_us >= threshold as u64
     }
 
-    /// Adds a command.
-    pub fn record(&self, argv: &Argv<'_>, duration_us: u64, client: &ClientInfo) {
-        let shown = argv.len().min(MAX_ARGS);
+    /// Adds a command of `count` arguments, `argv`.
+    pub(crate) fn record<'a>(
+        &self,
+        argv: impl Iterator<Item = &'a [u8]>,
+        count: usize,
+        duration_us: u64,
+        client: &ClientInfo,
+    ) {
+        let shown = count.min(MAX_ARGS);
         let mut args: Vec<Vec<u8>> = argv
-            .iter()
             .take(shown)
             .enumerate()
             .map(|(i, arg)| {
-                if i == MAX_ARGS - 1 && argv.len() > MAX_ARGS {
-                    format!("... ({} more arguments)", argv.len() - MAX_ARGS + 1).into_bytes()
+                if i == MAX_ARGS - 1 && count > MAX_ARGS {
+                    format!("... ({} more arguments)", count - MAX_ARGS + 1).into_bytes()
                 } else if arg.len() > MAX_ARG_LEN {
                     let mut short = arg[..MAX_ARG_LEN].to_vec();
                     short.extend_from_slice(
@@ -94,7 +99,7 @@ impl SlowLog {
             duration_us,
             args,
             client_addr: client.addr.to_string(),
-            client_name: client.name.lock().clone().unwrap_or_default(),
+            client_name: client.name().unwrap_or_default(),
         };
         let max_len = self.max_len.load(Relaxed) as usize;
         let mut entries = self.entries.lock();

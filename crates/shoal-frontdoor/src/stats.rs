@@ -1,16 +1,36 @@
-//! Server statistics: per-worker command counters and latency histograms (written by one
-//! thread each, without locked instructions), and server-wide counters. `INFO` and `/metrics`
-//! read the same numbers.
+//! The front door's statistics: per-thread command counters and latency histograms (written
+//! by one thread each, without locked instructions), and counters for the whole node or proxy.
+//! `INFO` and `/metrics` read the same numbers.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 
-/// Upper bounds of the latency histogram buckets, in microseconds: the ones every latency
-/// histogram of the metrics pages uses.
-pub use shoal_http::metrics::LATENCY_BUCKETS_US;
+/// Upper bounds of the latency histogram buckets, in microseconds (powers of two up to ~1 s).
+/// Histograms count in `LATENCY_BUCKETS_US.len() + 1` slots, the last one for slower events.
+pub const LATENCY_BUCKETS_US: [u64; 21] = [
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072,
+    262144, 524288, 1048576,
+];
+
+/// The slot of [`LATENCY_BUCKETS_US`] (or the overflow slot after them) `usec` counts in.
+pub fn latency_slot(usec: u64) -> usize {
+    LATENCY_BUCKETS_US.partition_point(|&b| b < usec)
+}
+
+/// Turns per-bucket counts (one slot per [`LATENCY_BUCKETS_US`] bound, then the overflow slot)
+/// into (upper bound in seconds, count) pairs ending with `+Inf`.
+pub fn histogram_buckets(slots: &[u64]) -> Vec<(f64, u64)> {
+    LATENCY_BUCKETS_US
+        .iter()
+        .map(|&us| us as f64 / 1e6)
+        .chain(std::iter::once(f64::INFINITY))
+        .zip(slots.iter().copied())
+        .collect()
+}
 
 /// Adds to a counter only its owning thread writes: a plain load and store, no lock prefix.
 #[inline]
@@ -19,7 +39,7 @@ fn bump(counter: &AtomicU64, by: u64) {
 }
 
 /// Counters of one command on one worker.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct CommandCounters {
     /// Calls that ran.
     pub calls: AtomicU64,
@@ -35,6 +55,7 @@ pub struct CommandCounters {
 }
 
 /// Statistics owned by one worker thread.
+#[derive(Debug)]
 pub struct WorkerStats {
     /// Per command id.
     pub commands: Box<[CommandCounters]>,
@@ -62,7 +83,7 @@ impl WorkerStats {
         if failed {
             bump(&c.failed, 1);
         }
-        bump(&c.latency[shoal_http::metrics::latency_slot(usec)], 1);
+        bump(&c.latency[latency_slot(usec)], 1);
     }
 
     /// Records a call of command `id` refused before it ran.
@@ -112,8 +133,11 @@ pub struct CommandTotals {
     pub latency: Vec<u64>,
 }
 
-/// Server-wide statistics.
+/// Statistics of a node or a proxy.
+#[derive(Debug)]
 pub struct Stats {
+    /// Tells this instance's per-thread counters from other instances' in [`THREAD_WORKERS`].
+    instance: u64,
     command_count: usize,
     workers: Mutex<Vec<Arc<WorkerStats>>>,
     /// Connections accepted.
@@ -129,6 +153,8 @@ pub struct Stats {
     /// Commands whose handler panicked (a bug: the client got an error and was disconnected,
     /// the node kept running).
     pub command_panics: AtomicU64,
+    /// Clients closed for sending a malformed request.
+    pub protocol_errors: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     ops_samples: Mutex<OpsSampler>,
 }
@@ -136,7 +162,9 @@ pub struct Stats {
 impl Stats {
     /// Statistics for a command table of `command_count` ids.
     pub fn new(command_count: usize) -> Stats {
+        static INSTANCES: AtomicU64 = AtomicU64::new(0);
         Stats {
+            instance: INSTANCES.fetch_add(1, Relaxed),
             command_count,
             workers: Mutex::new(Vec::new()),
             connections_received: AtomicU64::new(0),
@@ -145,16 +173,26 @@ impl Stats {
             query_buffer_disconnections: AtomicU64::new(0),
             output_buffer_disconnections: AtomicU64::new(0),
             command_panics: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             ops_samples: Mutex::new(OpsSampler::default()),
         }
     }
 
-    /// Registers a worker thread and returns its counters.
-    pub fn register_worker(&self) -> Arc<WorkerStats> {
-        let worker = Arc::new(WorkerStats::new(self.command_count));
-        self.workers.lock().push(worker.clone());
-        worker
+    /// The counters the calling thread writes (registered on its first call), which no other
+    /// thread writes: a session looks them up once per batch of commands, on the thread that
+    /// runs the batch.
+    pub fn this_thread(&self) -> Arc<WorkerStats> {
+        THREAD_WORKERS.with(|workers| {
+            let mut workers = workers.borrow_mut();
+            if let Some((_, worker)) = workers.iter().find(|(i, _)| *i == self.instance) {
+                return worker.clone();
+            }
+            let worker = Arc::new(WorkerStats::new(self.command_count));
+            self.workers.lock().push(worker.clone());
+            workers.push((self.instance, worker.clone()));
+            worker
+        })
     }
 
     /// Counts an error reply by its code (`errorstats`).
@@ -240,6 +278,7 @@ impl Stats {
             &self.query_buffer_disconnections,
             &self.output_buffer_disconnections,
             &self.command_panics,
+            &self.protocol_errors,
         ] {
             a.store(0, Relaxed);
         }
@@ -248,8 +287,14 @@ impl Stats {
     }
 }
 
+thread_local! {
+    /// Each thread's counters, per [`Stats`] instance it has recorded for (one, except in
+    /// tests that run several nodes in one process).
+    static THREAD_WORKERS: RefCell<Vec<(u64, Arc<WorkerStats>)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// The last 16 samples of cumulative counters, for rates.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct OpsSampler {
     samples: std::collections::VecDeque<(u64, [u64; 3])>,
 }
@@ -283,7 +328,8 @@ mod tests {
     #[test]
     fn calls_land_in_the_right_latency_bucket() {
         let stats = Stats::new(2);
-        let w = stats.register_worker();
+        let w = stats.this_thread();
+        assert!(Arc::ptr_eq(&w, &stats.this_thread()), "one per thread");
         w.record_call(1, 0, false);
         w.record_call(1, 3, true);
         w.record_call(1, 5_000_000, false);
@@ -303,7 +349,7 @@ mod tests {
     #[test]
     fn rates_average_over_the_samples() {
         let stats = Stats::new(1);
-        let w = stats.register_worker();
+        let w = stats.this_thread();
         stats.sample_rates(1000);
         for _ in 0..500 {
             w.record_call(0, 1, false);

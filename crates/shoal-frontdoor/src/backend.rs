@@ -1,0 +1,209 @@
+//! What plugs into the front door: a [`Backend`] runs the commands that pass the front door's
+//! checks (a node on its store, the proxy through the cluster), and keeps its own state per
+//! connection next to the front door's [`Conn`].
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use shoal_proto::{Argv, Protocol, Reply};
+use tokio::net::TcpStream;
+
+use crate::clients::ClientInfo;
+use crate::commands::Command;
+use crate::door::Door;
+use crate::error::CommandError;
+
+/// A connection's state that the front door keeps and every backend shares.
+#[derive(Debug)]
+pub struct Conn {
+    /// What other connections see of this one.
+    pub info: Arc<ClientInfo>,
+    /// The protocol chosen with `HELLO`.
+    pub protocol: Protocol,
+    /// Whether the client may run commands (always, when no password is set).
+    pub authenticated: bool,
+    /// Close the connection once the current replies are written (`QUIT`, `CLIENT KILL` of
+    /// itself, `SHUTDOWN`).
+    pub close_after_reply: bool,
+    /// Id of the command running or last run (`u32::MAX`: none).
+    pub last_command: u32,
+}
+
+impl Conn {
+    /// A reply writer for `out` in this connection's protocol.
+    #[inline]
+    pub fn reply<'a>(&self, out: &'a mut Vec<u8>) -> Reply<'a> {
+        Reply::new(out, self.protocol)
+    }
+}
+
+/// A node or the proxy, as the front door sees it.
+///
+/// The front door reads requests, answers the connection commands and the checks Redis makes
+/// before running anything (unknown command or subcommand, arity, authentication), times and
+/// records every command, and writes the replies; the backend runs the rest through
+/// [`Backend::call`].
+pub trait Backend: Send + Sync + Sized + 'static {
+    /// The backend's own state of one connection (a node's `READONLY`, `WAIT` offset, ...).
+    type Conn: Send + 'static;
+    /// What a reply that comes later ([`Outcome::Later`]) resolves to, written by
+    /// [`Backend::write_reply`].
+    type Reply: Send + 'static;
+    /// What a connection is handed over for ([`Outcome::HandOff`]): a node's replication
+    /// stream.
+    type HandOff: Send + 'static;
+    /// Whether [`Call::owned_args`] is used: the front door then cuts each request out of the
+    /// read buffer as shared bytes, so arguments can outlive the buffer without a copy.
+    const OWNED_ARGS: bool = false;
+
+    /// The front door's shared state: settings, clients, statistics.
+    fn door(&self) -> &Arc<Door>;
+
+    /// The backend's state for a new connection.
+    fn new_conn(&self) -> Self::Conn;
+
+    /// Runs a command that passed the front door's checks (see [`Outcome`]).
+    fn call(self: &Arc<Self>, call: Call<'_, Self>) -> Outcome<Self>;
+
+    /// Appends a reply that came later, in `protocol` (the connection's when the command came).
+    fn write_reply(&self, reply: Self::Reply, protocol: Protocol, out: &mut Vec<u8>);
+
+    /// The next command in the buffer has this key: a chance to start fetching it.
+    #[inline]
+    fn prefetch(&self, _next_key: &[u8]) {}
+
+    /// `RESET`: puts the backend's part of a connection back as it was when it connected.
+    fn reset(&self, _state: &mut Self::Conn) {}
+
+    /// The connection was given a name (`CLIENT SETNAME`, `HELLO ... SETNAME`; empty: cleared).
+    fn named(&self, _state: &mut Self::Conn, _name: &[u8]) {}
+
+    /// Serves the connection from here on, as [`Outcome::HandOff`] asked. The replies before
+    /// are written; the connection closes when the returned future ends.
+    fn hand_off<'a>(
+        self: &'a Arc<Self>,
+        stream: &'a mut TcpStream,
+        conn: &'a Conn,
+        state: &'a mut Self::Conn,
+        how: Self::HandOff,
+    ) -> BoxFuture<'a, io::Result<()>>;
+}
+
+/// One command, as the backend gets it.
+pub struct Call<'a, B: Backend> {
+    /// The command (the subcommand, for containers).
+    pub command: &'static Command,
+    /// Its arguments, the name first.
+    pub argv: &'a Argv<'a>,
+    /// The request as sent, when [`Backend::OWNED_ARGS`].
+    frame: Option<&'a Bytes>,
+    /// The front door's state of the connection.
+    pub conn: &'a mut Conn,
+    /// The backend's state of the connection.
+    pub state: &'a mut B::Conn,
+    /// Where the reply goes.
+    pub out: &'a mut Vec<u8>,
+}
+
+impl<'a, B: Backend> Call<'a, B> {
+    pub(crate) fn new(
+        command: &'static Command,
+        argv: &'a Argv<'a>,
+        frame: Option<&'a Bytes>,
+        conn: &'a mut Conn,
+        state: &'a mut B::Conn,
+        out: &'a mut Vec<u8>,
+    ) -> Call<'a, B> {
+        Call {
+            command,
+            argv,
+            frame,
+            conn,
+            state,
+            out,
+        }
+    }
+
+    /// A reply writer in the connection's protocol.
+    #[inline]
+    pub fn reply(&mut self) -> Reply<'_> {
+        Reply::new(self.out, self.conn.protocol)
+    }
+
+    /// The arguments as owned byte strings: slices of the request where they are in it
+    /// (multibulk requests, with [`Backend::OWNED_ARGS`]: no copy), copies otherwise (inline
+    /// commands, which the parser unescapes).
+    pub fn owned_args(&self) -> Vec<Bytes> {
+        owned_args(self.argv, self.frame)
+    }
+}
+
+fn owned_args(argv: &Argv<'_>, frame: Option<&Bytes>) -> Vec<Bytes> {
+    let Some(frame) = frame else {
+        return argv.iter().map(Bytes::copy_from_slice).collect();
+    };
+    let start = frame.as_ptr() as usize;
+    let end = start + frame.len();
+    argv.iter()
+        .map(|arg| {
+            let at = arg.as_ptr() as usize;
+            if !arg.is_empty() && at >= start && at + arg.len() <= end {
+                frame.slice_ref(arg)
+            } else {
+                Bytes::copy_from_slice(arg)
+            }
+        })
+        .collect()
+}
+
+/// What became of a command the backend was given.
+pub enum Outcome<B: Backend> {
+    /// It ran, and its reply is written (a reply that is an error included).
+    Ran,
+    /// It ran and failed: the front door writes the error and counts a failed call.
+    Failed(CommandError),
+    /// It was refused before it ran (`-MOVED`, `-OOM`, ...): the front door writes the error
+    /// and counts a rejected call.
+    Refused(CommandError),
+    /// Its reply comes from this future. With `barrier`, no later command of the connection
+    /// runs before it is in (`WAIT` blocks its client, as in Redis); without, later commands
+    /// start meanwhile and their replies queue behind it (the proxy's pipelining).
+    Later {
+        /// The reply.
+        reply: BoxFuture<'static, B::Reply>,
+        /// Whether later commands wait for it.
+        barrier: bool,
+    },
+    /// It must wait for this first, then run again (a newer cluster map on its way, writes
+    /// paused for a failover): nothing later runs meanwhile.
+    Retry(BoxFuture<'static, ()>),
+    /// The connection is the backend's from here on ([`Backend::hand_off`]), once the
+    /// replies so far are written.
+    HandOff(B::HandOff),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::{Limits, Parsed, RequestParser};
+
+    #[test]
+    fn arguments_are_sliced_from_multibulk_frames_and_copied_from_inline_ones() {
+        for (input, expected) in [
+            (&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"[..], [&b"GET"[..], b"k"]),
+            (b"GET \"k\"\r\n", [b"GET", b"k"]),
+        ] {
+            let mut parser = RequestParser::new(Limits::default());
+            let Ok(Parsed::Command { consumed }) = parser.parse(input) else {
+                panic!("a command");
+            };
+            let frame = Bytes::copy_from_slice(&input[..consumed]);
+            let args = owned_args(&parser.argv(&frame), Some(&frame));
+            assert_eq!(args, expected);
+            let copied = owned_args(&parser.argv(&frame), None);
+            assert_eq!(copied, expected);
+        }
+    }
+}

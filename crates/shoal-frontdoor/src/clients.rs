@@ -1,0 +1,367 @@
+//! The registry of connected clients: what `CLIENT LIST` shows, `maxclients` counts and
+//! `CLIENT KILL` acts on.
+//!
+//! Each connection publishes a [`ClientInfo`] whose fields it updates once per batch of
+//! commands (relaxed atomics, no locks on the request path). Killing a client shuts its socket
+//! down while the registry lock is held; a connection leaves the registry before its socket is
+//! closed (see [`Registration`]), so a kill can never reach a reused file descriptor.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::commands::table;
+
+/// What other connections can see of one client.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// Unique id (`CLIENT ID`), from 1.
+    pub id: u64,
+    /// Peer address.
+    pub addr: SocketAddr,
+    /// Local address.
+    pub laddr: SocketAddr,
+    fd: RawFd,
+    created: Instant,
+    name: Mutex<Option<Vec<u8>>>,
+    /// Milliseconds after `created` of the last command.
+    last_active_ms: AtomicU64,
+    /// Id of the last command run (see [`crate::commands::CommandTable::name`]).
+    pub(crate) last_command: AtomicU32,
+    /// Protocol version (2 or 3).
+    pub(crate) resp: AtomicU8,
+    /// Bytes waiting in the query buffer.
+    pub(crate) query_buffer: AtomicUsize,
+    /// Capacity of the query buffer.
+    pub(crate) query_buffer_capacity: AtomicUsize,
+    /// Bytes of replies not yet written.
+    pub(crate) output_buffer: AtomicUsize,
+    killed: AtomicBool,
+}
+
+impl ClientInfo {
+    fn new(id: u64, addr: SocketAddr, laddr: SocketAddr, fd: RawFd) -> ClientInfo {
+        ClientInfo {
+            id,
+            addr,
+            laddr,
+            fd,
+            created: Instant::now(),
+            name: Mutex::new(None),
+            last_active_ms: AtomicU64::new(0),
+            last_command: AtomicU32::new(u32::MAX),
+            resp: AtomicU8::new(2),
+            query_buffer: AtomicUsize::new(0),
+            query_buffer_capacity: AtomicUsize::new(0),
+            output_buffer: AtomicUsize::new(0),
+            killed: AtomicBool::new(false),
+        }
+    }
+
+    /// The name set with `CLIENT SETNAME` or `HELLO ... SETNAME`, if any.
+    pub fn name(&self) -> Option<Vec<u8>> {
+        self.name.lock().clone()
+    }
+
+    /// Sets the name (an empty one clears it).
+    pub(crate) fn set_name(&self, name: &[u8]) {
+        *self.name.lock() = (!name.is_empty()).then(|| name.to_vec());
+    }
+
+    /// Whether `CLIENT KILL` (or the idle timeout) closed this client.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Relaxed)
+    }
+
+    /// Seconds since the last command.
+    pub fn idle_seconds(&self) -> u64 {
+        self.idle_ms() / 1000
+    }
+
+    fn idle_ms(&self) -> u64 {
+        let age_ms = self.created.elapsed().as_millis() as u64;
+        age_ms.saturating_sub(self.last_active_ms.load(Relaxed))
+    }
+
+    /// Marks the client active now.
+    pub(crate) fn touch(&self) {
+        self.last_active_ms
+            .store(self.created.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// Bytes waiting in the client's query buffer.
+    pub fn query_buffer_len(&self) -> usize {
+        self.query_buffer.load(Relaxed)
+    }
+
+    /// Bytes of replies not yet written to the client.
+    pub fn output_buffer_len(&self) -> usize {
+        self.output_buffer.load(Relaxed)
+    }
+
+    /// The `CLIENT LIST` / `CLIENT INFO` line for this client (without the trailing newline),
+    /// in Redis 7.0's field order.
+    pub fn describe(&self) -> String {
+        let name = self
+            .name()
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .unwrap_or_default();
+        let qbuf = self.query_buffer.load(Relaxed);
+        let capacity = self.query_buffer_capacity.load(Relaxed);
+        let omem = self.output_buffer.load(Relaxed);
+        let cmd = table()
+            .name(self.last_command.load(Relaxed))
+            .unwrap_or("NULL");
+        let mut line = String::with_capacity(300);
+        let _ = write!(
+            line,
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 \
+             multi=-1 qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs={} rbp={} obl=0 oll=0 omem={} \
+             tot-mem={} events=r cmd={} user=default redir=-1 resp={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.fd,
+            name,
+            self.created.elapsed().as_secs(),
+            self.idle_seconds(),
+            qbuf,
+            capacity.saturating_sub(qbuf),
+            capacity,
+            qbuf,
+            omem,
+            capacity + omem,
+            cmd,
+            self.resp.load(Relaxed),
+        );
+        line
+    }
+}
+
+/// The clients a `CLIENT KILL` closes: those that match every filter given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KillFilter {
+    /// `ID id`.
+    pub id: Option<u64>,
+    /// `ADDR ip:port` (or the old form's only argument).
+    pub addr: Option<String>,
+    /// `LADDR ip:port`.
+    pub laddr: Option<String>,
+    /// This client is spared (`SKIPME yes`, the default of the new form).
+    pub skip: Option<u64>,
+}
+
+impl KillFilter {
+    /// Whether the client `id`, connected from `addr` to `laddr`, is to be closed.
+    pub fn matches(&self, id: u64, addr: SocketAddr, laddr: SocketAddr) -> bool {
+        self.id.is_none_or(|wanted| wanted == id)
+            && self.addr.as_deref().is_none_or(|a| a == addr.to_string())
+            && self.laddr.as_deref().is_none_or(|a| a == laddr.to_string())
+            && self.skip != Some(id)
+    }
+}
+
+/// Every connected client.
+#[derive(Debug)]
+pub struct Clients {
+    map: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    next_id: AtomicU64,
+    count: AtomicUsize,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients {
+            map: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            count: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Clients {
+    /// Takes one of `max` client slots for a connection just accepted, or returns `false` if
+    /// all are taken. The accepting task calls this before the connection is registered, so a
+    /// burst of connections cannot overshoot `maxclients`; the [`Registration`] gives the slot
+    /// back when it drops.
+    pub(crate) fn try_reserve(&self, max: usize) -> bool {
+        self.count
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Registers a connection that holds a reserved slot.
+    fn register(&self, addr: SocketAddr, laddr: SocketAddr, fd: RawFd) -> Arc<ClientInfo> {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let info = Arc::new(ClientInfo::new(id, addr, laddr, fd));
+        self.map.lock().insert(id, info.clone());
+        info
+    }
+
+    /// Removes a connection and frees its slot; must run before its socket is closed.
+    fn unregister(&self, id: u64) {
+        if self.map.lock().remove(&id).is_some() {
+            self.count.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Number of connected clients.
+    pub fn count(&self) -> usize {
+        self.count.load(Relaxed)
+    }
+
+    /// A snapshot of every client, in id order. Clients already killed (whose sessions have
+    /// not ended yet) are left out, as Redis frees a killed client at once.
+    pub fn all(&self) -> Vec<Arc<ClientInfo>> {
+        self.map
+            .lock()
+            .values()
+            .filter(|c| !c.is_killed())
+            .cloned()
+            .collect()
+    }
+
+    /// Disconnects every client that has been idle (no input read, no output written) for more
+    /// than `max_idle_ms` (the `timeout` setting); returns how many.
+    pub fn kill_idle(&self, max_idle_ms: u64) -> usize {
+        let map = self.map.lock();
+        let mut killed = 0;
+        for client in map.values() {
+            if client.idle_ms() > max_idle_ms && !client.killed.swap(true, Relaxed) {
+                killed += 1;
+                shutdown_socket(client);
+            }
+        }
+        killed
+    }
+
+    /// Disconnects every client `filter` selects; returns how many. The client with id `me`
+    /// is only marked (its session closes it after its reply): the return says whether it was.
+    pub(crate) fn kill(&self, filter: &KillFilter, me: u64) -> (usize, bool) {
+        let map = self.map.lock();
+        let mut killed = 0;
+        let mut kill_self = false;
+        for client in map
+            .values()
+            .filter(|c| filter.matches(c.id, c.addr, c.laddr))
+        {
+            // A client already killed is gone as far as anyone can tell (its session ends
+            // on its own): it does not match again.
+            if client.killed.swap(true, Relaxed) {
+                continue;
+            }
+            killed += 1;
+            if client.id == me {
+                kill_self = true;
+            } else {
+                shutdown_socket(client);
+            }
+        }
+        (killed, kill_self)
+    }
+}
+
+/// Shuts a registered client's socket down in both directions: its session sees the end of its
+/// input (and fails its next write) and ends. Must be called with the registry lock held.
+fn shutdown_socket(client: &ClientInfo) {
+    // SAFETY: `fd` belongs to a registered connection (the caller holds the registry lock), and
+    // connections unregister under that lock before closing their socket (`Registration`
+    // drops before the socket), so the descriptor is still that connection's socket.
+    // shutdown(2) does not free it.
+    unsafe {
+        libc::shutdown(client.fd, libc::SHUT_RDWR);
+    }
+}
+
+/// A registered client connection's place in the registry. Dropping it unregisters the client;
+/// whoever owns the socket keeps this next to it and drops it *first* (a struct's fields drop
+/// in order), however the connection ends: finished, panicked, or dropped unpolled with its
+/// runtime. `CLIENT KILL` relies on that order.
+#[derive(Debug)]
+pub struct Registration {
+    clients: Arc<Clients>,
+    info: Arc<ClientInfo>,
+}
+
+impl Registration {
+    /// Registers a connection (accepted from `addr` on `laddr`, socket `fd`) that holds a slot
+    /// reserved in `clients`.
+    pub(crate) fn new(
+        clients: Arc<Clients>,
+        addr: SocketAddr,
+        laddr: SocketAddr,
+        fd: RawFd,
+    ) -> Registration {
+        let info = clients.register(addr, laddr, fd);
+        Registration { clients, info }
+    }
+
+    /// What the registry shows of the client.
+    pub fn info(&self) -> &Arc<ClientInfo> {
+        &self.info
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.clients.unregister(self.info.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn reservations_cap_the_clients_and_registrations_give_them_back() {
+        let clients = Arc::new(Clients::default());
+        assert!(clients.try_reserve(2));
+        assert!(clients.try_reserve(2));
+        assert!(!clients.try_reserve(2));
+        let registration = Registration::new(clients.clone(), addr(1), addr(2), -1);
+        assert_eq!(clients.all().len(), 1);
+        drop(registration);
+        assert_eq!(clients.count(), 1);
+        assert!(clients.all().is_empty());
+        assert!(clients.try_reserve(2));
+    }
+
+    #[test]
+    fn kill_filters_select_clients_and_spare_the_caller() {
+        let clients = Arc::new(Clients::default());
+        clients.try_reserve(3);
+        clients.try_reserve(3);
+        let a = Registration::new(clients.clone(), addr(1), addr(9), -1);
+        let b = Registration::new(clients.clone(), addr(2), addr(9), -1);
+        let filter = KillFilter {
+            laddr: Some(addr(9).to_string()),
+            ..KillFilter::default()
+        };
+        // `a` kills everyone on laddr 9, itself included: only marked, it closes after its reply.
+        assert_eq!(clients.kill(&filter, a.info().id), (2, true));
+        assert!(a.info().is_killed() && b.info().is_killed());
+        assert!(clients.all().is_empty());
+        a.info().set_name(b"worker");
+        let line = a.info().describe();
+        assert!(
+            line.starts_with(&format!("id={} addr=127.0.0.1:1 ", a.info().id)),
+            "{line}"
+        );
+        assert!(
+            line.contains(" name=worker ") && line.contains(" cmd=NULL "),
+            "{line}"
+        );
+    }
+}

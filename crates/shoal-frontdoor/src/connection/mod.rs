@@ -1,0 +1,216 @@
+//! The connection commands, answered by the front door the same way for every backend:
+//! `PING`, `ECHO`, `QUIT`, `RESET`, `SELECT`, `AUTH`, `HELLO`, and `CLIENT ID`, `SETNAME`,
+//! `GETNAME`, `LIST`, `INFO`, `KILL` and `HELP`.
+
+mod args;
+
+use std::sync::atomic::Ordering::Relaxed;
+
+pub use args::REDIS_VERSION;
+use args::{
+    ClientKill, ClientList, HELLO_NOAUTH, HelloOption, auth_args, hello_options, hello_protocol,
+    select_db, valid_client_name, write_hello,
+};
+use shoal_proto::{Argv, Protocol};
+
+use crate::backend::{Backend, Conn};
+use crate::commands::{ConnCommand, table};
+use crate::error::{CommandError, WRONGPASS};
+
+/// What a connection command works with.
+pub(crate) struct ConnCall<'a, B: Backend> {
+    pub backend: &'a B,
+    pub conn: &'a mut Conn,
+    pub state: &'a mut B::Conn,
+    pub out: &'a mut Vec<u8>,
+}
+
+/// Runs connection command `which`; a success reply is written, an error returned.
+pub(crate) fn run<B: Backend>(
+    which: ConnCommand,
+    call: &mut ConnCall<'_, B>,
+    argv: &Argv<'_>,
+) -> Result<(), CommandError> {
+    match which {
+        ConnCommand::Ping => ping(call, argv),
+        ConnCommand::Echo => {
+            call.conn.reply(call.out).bulk(argv.get(1));
+            Ok(())
+        }
+        ConnCommand::Quit => {
+            call.conn.reply(call.out).ok();
+            call.conn.close_after_reply = true;
+            Ok(())
+        }
+        ConnCommand::Reset => {
+            reset(call);
+            Ok(())
+        }
+        ConnCommand::Select => {
+            select_db(argv.get(1))?;
+            call.conn.reply(call.out).ok();
+            Ok(())
+        }
+        ConnCommand::Auth => auth(call, argv),
+        ConnCommand::Hello => hello(call, argv),
+        ConnCommand::ClientId => {
+            let id = i64::try_from(call.conn.info.id).unwrap_or(i64::MAX);
+            call.conn.reply(call.out).int(id);
+            Ok(())
+        }
+        ConnCommand::ClientSetname => {
+            valid_client_name(argv.get(2))?;
+            set_name(call, argv.get(2));
+            call.conn.reply(call.out).ok();
+            Ok(())
+        }
+        ConnCommand::ClientGetname => {
+            match call.conn.info.name() {
+                Some(name) => call.conn.reply(call.out).bulk(&name),
+                None => call.conn.reply(call.out).null(),
+            }
+            Ok(())
+        }
+        ConnCommand::ClientList => client_list(call, argv),
+        ConnCommand::ClientInfo => {
+            publish_current_command(call.conn);
+            let text = call.conn.info.describe() + "\n";
+            call.conn.reply(call.out).verbatim(text.as_bytes());
+            Ok(())
+        }
+        ConnCommand::ClientKill => client_kill(call, argv),
+        ConnCommand::ClientHelp => {
+            write_help(call.conn, call.out, argv.get(0));
+            Ok(())
+        }
+    }
+}
+
+/// `<CONTAINER> HELP`: the help lines Redis prints, recorded in the command table, for the
+/// container `argv[0]` names.
+pub fn write_help(conn: &Conn, out: &mut Vec<u8>, container: &[u8]) {
+    let lines = table().lookup(container).map_or(&[][..], |c| c.spec.help);
+    let mut reply = conn.reply(out);
+    reply.array(lines.len());
+    for line in lines {
+        reply.simple(line);
+    }
+}
+
+/// `PING [message]`
+fn ping<B: Backend>(call: &mut ConnCall<'_, B>, argv: &Argv<'_>) -> Result<(), CommandError> {
+    if argv.len() > 2 {
+        return Err(CommandError::WrongArity("ping"));
+    }
+    match argv.try_get(1) {
+        Some(message) => call.conn.reply(call.out).bulk(message),
+        None => call.conn.reply(call.out).simple("PONG"),
+    }
+    Ok(())
+}
+
+/// `RESET`: back to a fresh connection's state (RESP2, no name, not authenticated if a
+/// password is required, and whatever the backend resets).
+fn reset<B: Backend>(call: &mut ConnCall<'_, B>) {
+    set_protocol(call.conn, Protocol::Resp2);
+    call.conn.info.set_name(b"");
+    call.conn.authenticated = !call.backend.door().settings.password_required();
+    call.backend.reset(call.state);
+    call.conn.reply(call.out).simple("RESET");
+}
+
+fn set_protocol(conn: &mut Conn, protocol: Protocol) {
+    conn.protocol = protocol;
+    conn.info.resp.store(protocol.version(), Relaxed);
+}
+
+fn set_name<B: Backend>(call: &mut ConnCall<'_, B>, name: &[u8]) {
+    call.conn.info.set_name(name);
+    call.backend.named(call.state, name);
+}
+
+/// `AUTH [username] password`
+fn auth<B: Backend>(call: &mut ConnCall<'_, B>, argv: &Argv<'_>) -> Result<(), CommandError> {
+    let settings = &call.backend.door().settings;
+    let args: Vec<&[u8]> = argv.iter().collect();
+    let (user, password) = auth_args(&args, settings.password_required())?;
+    if !settings.check_password(user, password) {
+        return Err(CommandError::fixed(WRONGPASS));
+    }
+    call.conn.authenticated = true;
+    call.conn.reply(call.out).ok();
+    Ok(())
+}
+
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`
+fn hello<B: Backend>(call: &mut ConnCall<'_, B>, argv: &Argv<'_>) -> Result<(), CommandError> {
+    let args: Vec<&[u8]> = argv.iter().collect();
+    let version = hello_protocol(&args)?;
+    // Redis 7.0 applies the options in order as it reads them: a successful AUTH or a valid
+    // SETNAME takes effect even if a later option is refused.
+    for option in hello_options(&args) {
+        match option? {
+            HelloOption::Auth { user, password } => {
+                if !call.backend.door().settings.check_password(user, password) {
+                    return Err(CommandError::fixed(WRONGPASS));
+                }
+                call.conn.authenticated = true;
+            }
+            HelloOption::SetName(name) => set_name(call, name),
+        }
+    }
+    if !call.conn.authenticated {
+        return Err(CommandError::fixed(HELLO_NOAUTH));
+    }
+    if let Some(version) = version {
+        set_protocol(call.conn, version);
+    }
+    let (protocol, id) = (call.conn.protocol, call.conn.info.id);
+    write_hello(&mut call.conn.reply(call.out), protocol, id);
+    Ok(())
+}
+
+/// Makes this client's own `CLIENT LIST` / `CLIENT INFO` line show the command running now,
+/// as Redis's does.
+fn publish_current_command(conn: &Conn) {
+    conn.info.last_command.store(conn.last_command, Relaxed);
+}
+
+/// `CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id [id ...]]`
+fn client_list<B: Backend>(
+    call: &mut ConnCall<'_, B>,
+    argv: &Argv<'_>,
+) -> Result<(), CommandError> {
+    let args: Vec<&[u8]> = argv.iter().collect();
+    let list = ClientList::parse(&args)?;
+    publish_current_command(call.conn);
+    let mut text = String::new();
+    for client in call.backend.door().clients.all() {
+        if list.shows(client.id) {
+            text.push_str(&client.describe());
+            text.push('\n');
+        }
+    }
+    call.conn.reply(call.out).verbatim(text.as_bytes());
+    Ok(())
+}
+
+/// `CLIENT KILL addr:port` (old form) or `CLIENT KILL <filter> <value> ...` (Redis 7's filters
+/// `ID`, `ADDR`, `LADDR`, `TYPE`, `USER`, `SKIPME`).
+fn client_kill<B: Backend>(
+    call: &mut ConnCall<'_, B>,
+    argv: &Argv<'_>,
+) -> Result<(), CommandError> {
+    let me = call.conn.info.id;
+    let args: Vec<&[u8]> = argv.iter().collect();
+    let request = ClientKill::parse(&args, me)?;
+    let clients = &call.backend.door().clients;
+    let (killed, killed_self) = request.filter().map_or((0, false), |f| clients.kill(f, me));
+    let answer = request.answer(killed)?;
+    call.conn.close_after_reply |= killed_self;
+    match answer {
+        Some(count) => call.conn.reply(call.out).int(count),
+        None => call.conn.reply(call.out).ok(),
+    }
+    Ok(())
+}

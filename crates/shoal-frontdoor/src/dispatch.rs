@@ -1,0 +1,231 @@
+//! One command through the front door, in the order Redis 7's `processCommand` checks things:
+//! unknown command, unknown subcommand, arity, authentication; then the connection commands
+//! run here and every other one goes to the backend; its time is recorded (statistics,
+//! latency histogram, slow log).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use shoal_proto::Argv;
+use shoal_proto::command_table::{CommandSpec, flags};
+
+use crate::backend::{Backend, Call, Conn, Outcome};
+use crate::commands::table;
+use crate::connection::{self, ConnCall};
+use crate::error::{CommandError, truncated_arg, write_error_line};
+use crate::stats::WorkerStats;
+
+/// What a session does after a command.
+pub(crate) enum Step<B: Backend> {
+    /// The reply is written.
+    Done,
+    /// The reply comes later ([`Outcome::Later`]).
+    Later {
+        reply: futures_util::future::BoxFuture<'static, B::Reply>,
+        barrier: bool,
+    },
+    /// Wait, then run the command again ([`Outcome::Retry`]).
+    Retry(futures_util::future::BoxFuture<'static, ()>),
+    /// Hand the connection over ([`Outcome::HandOff`]).
+    HandOff(B::HandOff),
+}
+
+/// Everything one command touches.
+pub(crate) struct Request<'a, B: Backend> {
+    pub backend: &'a Arc<B>,
+    pub conn: &'a mut Conn,
+    pub state: &'a mut B::Conn,
+    pub out: &'a mut Vec<u8>,
+    pub worker: &'a WorkerStats,
+}
+
+/// Checks and runs one command, and records it.
+pub(crate) fn dispatch<B: Backend>(
+    mut r: Request<'_, B>,
+    argv: &Argv<'_>,
+    frame: Option<&Bytes>,
+) -> Step<B> {
+    let Some(mut command) = table().lookup(argv.get(0)) else {
+        reject_unknown(&mut r, argv);
+        return Step::Done;
+    };
+    if command.is_container() && argv.len() >= 2 {
+        match command.subcommand(argv.get(1)) {
+            Some(sub) => command = sub,
+            None => {
+                let error = CommandError::UnknownSubcommand {
+                    sub: truncated_arg(argv.get(1)),
+                    container: command.spec.name.to_ascii_uppercase(),
+                };
+                reject(&mut r, command.id, &error);
+                // Redis found no command here: `CLIENT LIST` shows `cmd=NULL`.
+                r.conn.last_command = u32::MAX;
+                return Step::Done;
+            }
+        }
+    }
+    let spec = command.spec;
+    if !spec.arity_ok(argv.len()) {
+        reject(&mut r, command.id, &CommandError::WrongArity(spec.name));
+        return Step::Done;
+    }
+    if !r.conn.authenticated && !spec.has(flags::NO_AUTH) {
+        reject(&mut r, command.id, &CommandError::NoAuth);
+        return Step::Done;
+    }
+    // Set before the command runs, as Redis does: `CLIENT INFO` shows `cmd=client|info`.
+    r.conn.last_command = command.id;
+    let started = Instant::now();
+    let outcome = match command.connection {
+        Some(which) => {
+            let mut call = ConnCall {
+                backend: &**r.backend,
+                conn: &mut *r.conn,
+                state: &mut *r.state,
+                out: &mut *r.out,
+            };
+            match connection::run(which, &mut call, argv) {
+                Ok(()) => Outcome::Ran,
+                Err(error) => Outcome::Failed(error),
+            }
+        }
+        None => r.backend.call(Call::new(
+            command,
+            argv,
+            frame,
+            &mut *r.conn,
+            &mut *r.state,
+            &mut *r.out,
+        )),
+    };
+    let usec = started.elapsed().as_micros() as u64;
+    let step = match outcome {
+        Outcome::Ran => Step::Done,
+        Outcome::Failed(error) => {
+            r.worker.record_call(command.id as usize, usec, true);
+            write_error(&mut r, &error);
+            record_slow(&r, spec, argv, usec);
+            return Step::Done;
+        }
+        Outcome::Refused(error) => {
+            reject(&mut r, command.id, &error);
+            return Step::Done;
+        }
+        Outcome::Later { reply, barrier } => Step::Later { reply, barrier },
+        // Not run yet: it is recorded when it runs.
+        Outcome::Retry(wait) => return Step::Retry(wait),
+        Outcome::HandOff(how) => Step::HandOff(how),
+    };
+    r.worker.record_call(command.id as usize, usec, false);
+    record_slow(&r, spec, argv, usec);
+    step
+}
+
+fn record_slow<B: Backend>(r: &Request<'_, B>, spec: &CommandSpec, argv: &Argv<'_>, usec: u64) {
+    let slowlog = &r.backend.door().slowlog;
+    if !slowlog.should_log(usec) {
+        return;
+    }
+    match redacted(spec, argv) {
+        None => slowlog.record(argv.iter(), argv.len(), usec, &r.conn.info),
+        Some(args) => slowlog.record(args.iter().copied(), args.len(), usec, &r.conn.info),
+    }
+}
+
+/// What Redis shows instead of a secret argument (`shared.redacted`).
+const REDACTED: &[u8] = b"(redacted)";
+
+/// Parameters whose `CONFIG SET` values Redis never shows (`SENSITIVE_CONFIG`), Shoal's and
+/// those only Redis has (a client setting them on Shoal gets an error, but the secret must not
+/// reach the slow log either).
+const SENSITIVE_PARAMS: &[&str] = &[
+    "requirepass",
+    "masterauth",
+    "tls-key-file-pass",
+    "tls-client-key-file-pass",
+];
+
+/// The arguments as Redis records them in the slow log when some are secret (passwords of
+/// `AUTH` and `HELLO ... AUTH`, values of sensitive `CONFIG SET` parameters), else `None`.
+fn redacted<'a>(spec: &CommandSpec, argv: &Argv<'a>) -> Option<Vec<&'a [u8]>> {
+    let mut args: Vec<&[u8]> = argv.iter().collect();
+    let mut changed = false;
+    let mut redact = |args: &mut Vec<&[u8]>, i: usize| {
+        if i < args.len() {
+            args[i] = REDACTED;
+            changed = true;
+        }
+    };
+    match spec.name {
+        // `AUTH` refuses more than two arguments before it redacts them.
+        "auth" if args.len() <= 3 => (1..args.len()).for_each(|i| redact(&mut args, i)),
+        "hello" => {
+            let version_ok = args.len() < 2
+                || matches!(shoal_proto::args::parse_i64(args[1]), Some(2) | Some(3));
+            let mut i = 2;
+            while version_ok && i < args.len() {
+                let more = args.len() - 1 - i;
+                if args[i].eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+                    redact(&mut args, i + 1);
+                    redact(&mut args, i + 2);
+                    i += 3;
+                } else if args[i].eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+                    i += 2;
+                } else {
+                    break;
+                }
+            }
+        }
+        "config|set" if args.len().is_multiple_of(2) => {
+            for i in (2..args.len()).step_by(2) {
+                if SENSITIVE_PARAMS
+                    .iter()
+                    .any(|p| p.as_bytes().eq_ignore_ascii_case(args[i]))
+                {
+                    redact(&mut args, i + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+    changed.then_some(args)
+}
+
+fn reject<B: Backend>(r: &mut Request<'_, B>, id: u32, error: &CommandError) {
+    r.worker.record_rejected(id as usize);
+    write_error(r, error);
+}
+
+fn write_error<B: Backend>(r: &mut Request<'_, B>, error: &CommandError) {
+    r.backend.door().stats.record_error(&error.code());
+    write_error_line(r.out, &error.bytes());
+}
+
+/// `-ERR unknown command '<name>', with args beginning with: '<a1>' '<a2>' ...`, exactly as
+/// Redis 7 words it: each argument is shown as C's `%.*s` shows it (up to a NUL byte), quoted
+/// and followed by a space, while the list is shorter than 128 bytes, each cut to the room left.
+fn reject_unknown<B: Backend>(r: &mut Request<'_, B>, argv: &Argv<'_>) {
+    r.conn.last_command = u32::MAX;
+    let stats = &r.backend.door().stats;
+    stats
+        .unknown_commands
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut args: Vec<u8> = Vec::new();
+    for arg in argv.iter().skip(1) {
+        if args.len() >= 128 {
+            break;
+        }
+        let room = 128 - args.len();
+        let arg = shoal_proto::args::c_str(arg);
+        args.push(b'\'');
+        args.extend_from_slice(&arg[..arg.len().min(room)]);
+        args.extend_from_slice(b"' ");
+    }
+    let mut line = b"ERR unknown command '".to_vec();
+    line.extend_from_slice(&truncated_arg(argv.get(0)));
+    line.extend_from_slice(b"', with args beginning with: ");
+    line.extend_from_slice(&args);
+    stats.record_error("ERR");
+    write_error_line(r.out, &line);
+}

@@ -1,0 +1,138 @@
+//! [`Door`]: what every session of a node or a proxy shares.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::clients::Clients;
+use crate::commands::table;
+use crate::settings::{Limits, Settings};
+use crate::slowlog::SlowLog;
+use crate::stats::Stats;
+
+/// How often [`Door::tick`] wants to run.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// What every session of a node or a proxy shares: settings, the client registry,
+/// statistics, the slow log, and the signal to stop.
+#[derive(Debug)]
+pub struct Door {
+    /// The live settings.
+    pub settings: Settings,
+    /// Connected clients.
+    pub clients: Arc<Clients>,
+    /// Statistics.
+    pub stats: Stats,
+    /// The slow log (a proxy leaves it off: its nodes keep theirs).
+    pub slowlog: SlowLog,
+    started: Instant,
+    started_unix: u64,
+    run_id: String,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Door {
+    /// A door with these limits and password; the slow log is off until configured.
+    pub fn new(limits: Limits, requirepass: Option<&str>) -> Door {
+        Door {
+            settings: Settings::new(&limits, requirepass),
+            clients: Arc::new(Clients::default()),
+            stats: Stats::new(table().len()),
+            slowlog: SlowLog::new(-1, 0),
+            started: Instant::now(),
+            started_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            run_id: new_run_id(),
+            shutdown: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// A random id for this run (`run_id` in `INFO`).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// When it started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// When it started, in seconds since the Unix epoch.
+    pub fn started_unix(&self) -> u64 {
+        self.started_unix
+    }
+
+    /// Seconds since it started.
+    pub fn uptime_seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Asks every listener, connection and background task to stop.
+    pub fn request_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Whether shutdown was requested.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// A receiver that sees `true` once shutdown is requested.
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// The front door's periodic work, every [`TICK`]: a sample for the instantaneous rates,
+    /// and closing clients idle for longer than `timeout`.
+    pub fn tick(&self) {
+        self.stats
+            .sample_rates(self.started.elapsed().as_millis() as u64);
+        // Sessions do not time their reads (no timer per read on the request path, and a
+        // changed `timeout` reaches clients already waiting): idle ones are found here.
+        let timeout = self.settings.timeout_seconds();
+        if timeout > 0 {
+            let closed = self.clients.kill_idle(timeout.saturating_mul(1000));
+            if closed > 0 {
+                tracing::debug!(closed, "closed idle clients");
+            }
+        }
+    }
+
+    /// Runs [`Door::tick`] every [`TICK`] until shutdown.
+    pub async fn run_ticks(&self) {
+        let mut shutdown = self.shutdown_signal();
+        let mut ticks = tokio::time::interval(TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => self.tick(),
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+}
+
+/// A random 40-hex-digit run id, as Redis's.
+fn new_run_id() -> String {
+    use std::hash::BuildHasher as _;
+    (0..40)
+        .map(|i| {
+            let random =
+                std::collections::hash_map::RandomState::new().hash_one((i, Instant::now()));
+            char::from_digit((random & 0xF) as u32, 16).expect("a nibble is a hex digit")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_forty_hex_digits() {
+        let door = Door::new(Limits::default(), None);
+        assert_eq!(door.run_id().len(), 40);
+        assert!(door.run_id().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(door.run_id(), Door::new(Limits::default(), None).run_id());
+    }
+}

@@ -1,0 +1,53 @@
+//! Shoal's RESP front door, written once for a node and for the proxy.
+//!
+//! It owns everything between a client's socket and the commands a backend runs:
+//!
+//! * [`listen`]: binding listeners, the accept loop, `maxclients` and refusing clients over it;
+//! * [`session`]: the loop of one connection (read, parse every complete request, run, write
+//!   the replies in one go), its limits (query buffer, output buffer, protocol errors) and
+//!   pipelining of replies that come later;
+//! * [`clients`]: the registry behind `CLIENT LIST/INFO/KILL/ID/SETNAME/GETNAME` and the idle
+//!   `timeout`;
+//! * the connection commands (`PING ECHO HELLO AUTH SELECT RESET QUIT CLIENT ...`) and the
+//!   checks every command passes first, in Redis 7's order (unknown command, unknown
+//!   subcommand, arity, authentication), with its statistics and slow log;
+//! * [`CommandError`], the one type for a Redis error reply;
+//! * the shared [`info`] sections and [`metrics`] families.
+//!
+//! A backend (a node running commands on its store, the proxy sending them to the cluster)
+//! implements [`Backend`]; a per-connection feature is then written once, here.
+//!
+//! ```text
+//! accept_loop ─► session::serve ─► dispatch (checks, connection commands) ─► Backend::call
+//!                     ▲                                                        │
+//!                     └──────────── replies (now, or later in order) ◄─────────┘
+//! ```
+
+mod backend;
+pub mod clients;
+mod commands;
+mod connection;
+mod dispatch;
+mod door;
+mod error;
+pub mod info;
+pub mod listen;
+pub mod metrics;
+pub mod session;
+mod settings;
+mod slowlog;
+mod stats;
+
+pub use backend::{Backend, Call, Conn, Outcome};
+pub use clients::KillFilter;
+pub use clients::{ClientInfo, Clients, Registration};
+pub use commands::{Command, CommandTable, table};
+pub use connection::{REDIS_VERSION, write_help};
+pub use door::{Door, TICK};
+pub use error::{
+    CLUSTER_DOWN, CommandError, NOREPLICAS, WRONGPASS, subcommand_syntax_error, truncated_arg,
+    write_error_line,
+};
+pub use settings::{Limits, Settings, constant_time_eq};
+pub use slowlog::{SlowEntry, SlowLog};
+pub use stats::{CommandTotals, Stats};

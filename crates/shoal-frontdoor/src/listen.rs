@@ -1,0 +1,163 @@
+//! Listening sockets and the accept loop: binding (with a clear error when the port is
+//! taken), `maxclients`, refusing the connections over it as Redis does, and registering the
+//! others.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::clients::Registration;
+use crate::door::Door;
+
+/// Why a listener could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}{}", hint(source, *port))]
+pub struct BindError {
+    /// The address asked for.
+    pub addr: String,
+    /// The port asked for.
+    pub port: u16,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// What to add to the OS's words so a user knows what to do.
+fn hint(source: &std::io::Error, port: u16) -> String {
+    match source.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!(" (port {port} is taken by another process: stop it or choose another port)")
+        }
+        std::io::ErrorKind::PermissionDenied if port < 1024 => {
+            format!(" (port {port} is privileged: use a port above 1023)")
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            " (no network interface of this machine has that address)".to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+/// Opens a TCP listener on `host:port` (`port` 0 picks a free one), with `SO_REUSEADDR` (a
+/// restarted server gets its port back while old connections linger in `TIME_WAIT`), a
+/// backlog of 1024, non-blocking, ready for tokio.
+pub fn bind(host: &str, port: u16) -> Result<StdListener, BindError> {
+    let err = |addr: String, source| BindError { addr, port, source };
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .or_else(|_| format!("[{host}]:{port}").parse())
+        .map_err(|e| {
+            err(
+                format!("{host}:{port}"),
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            )
+        })?;
+    let err = |source| err(addr.to_string(), source);
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    Ok(socket.into())
+}
+
+/// A connection that was accepted and registered, for a session to serve.
+#[derive(Debug)]
+pub struct Accepted {
+    /// Its place in the registry; drop it before the socket (see [`Registration`]).
+    pub registration: Registration,
+    /// The socket.
+    pub stream: TcpStream,
+}
+
+/// Accepts connections on `listener` until the door shuts down, and gives each one that fits
+/// under `maxclients`, registered, to `serve`. One over the limit gets Redis's `-ERR max
+/// number of clients reached` and is closed.
+pub async fn accept_loop(door: Arc<Door>, listener: TcpListener, mut serve: impl FnMut(Accepted)) {
+    let mut shutdown = door.shutdown_signal();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        // As in Redis, a refused connection counts in `rejected_connections` only.
+        if !door.clients.try_reserve(door.settings.maxclients()) {
+            door.stats.rejected_connections.fetch_add(1, Relaxed);
+            tokio::spawn(refuse(stream));
+            continue;
+        }
+        door.stats.connections_received.fetch_add(1, Relaxed);
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        let registration = Registration::new(door.clients.clone(), peer, local, fd);
+        serve(Accepted {
+            registration,
+            stream,
+        });
+    }
+}
+
+/// How long a refused connection is drained before it is closed.
+const REFUSE_LINGER: Duration = Duration::from_millis(200);
+
+/// Answers a connection over `maxclients` as Redis does, then closes it. Whatever the client
+/// sent meanwhile is read and dropped for a moment first: closing a socket with unread input
+/// resets the connection, and the client could lose the error before reading it.
+async fn refuse(mut stream: TcpStream) {
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let drain = async {
+        let mut total = 0;
+        while total < 64 * 1024 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSE_LINGER, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_named_in_the_error() {
+        let first = bind("127.0.0.1", 0).expect("a free port");
+        let port = first.local_addr().expect("bound").port();
+        // SO_REUSEADDR does not let two sockets listen on one port.
+        let error = bind("127.0.0.1", port).expect_err("the port is taken");
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+                && text.contains(&format!("port {port} is taken by another process")),
+            "{text}"
+        );
+        let error = bind("not an address", 1).expect_err("not an address");
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot listen on not an address:1")
+        );
+    }
+}

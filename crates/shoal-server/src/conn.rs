@@ -1,0 +1,20 @@
+//! A node's own state of one client connection, next to the front door's
+//! ([`shoal_frontdoor::Conn`]): what cluster routing, `WAIT` and a replica's handshake keep.
+
+/// The node's state of one connection.
+#[derive(Debug, Default)]
+pub struct NodeConn {
+    /// `READONLY` was sent: a replica serves this client's reads (cluster mode).
+    pub(crate) readonly: bool,
+    /// The command being retried already waited once for a newer cluster map (or for writes
+    /// to resume): routing does not ask it to wait again.
+    pub(crate) map_awaited: bool,
+    /// The connection is another node's forwarder: its commands are never forwarded again.
+    pub(crate) forwarded: bool,
+    /// The replication offset after this client's last write (for `WAIT`).
+    pub(crate) write_offset: u64,
+    /// The port a replica said it listens on (`REPLCONF listening-port`).
+    pub(crate) replica_port: Option<u16>,
+    /// The address a replica said it is known by (`REPLCONF ip-address`).
+    pub(crate) replica_ip: Option<String>,
+}
