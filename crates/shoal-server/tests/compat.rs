@@ -46,12 +46,13 @@
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shoal_proto::reply::{Value, decode};
+use shoal_proto::request::encode;
 use shoal_server::{Config, Server};
 
 // ---------------------------------------------------------------------------------------------
@@ -389,28 +390,18 @@ fn redis_binary() -> Option<PathBuf> {
 /// skipped with a notice, unless `SHOAL_REQUIRE_REDIS=1` makes that a failure.
 fn redis_or_skip(test: &str) -> Option<PathBuf> {
     let found = redis_binary();
-    if found.is_none() {
-        let help = "redis-server (Redis 7.0) is needed for the compatibility tests but was not found \
-             ($SHOAL_REDIS_SERVER, /usr/bin/redis-server, PATH): install it with `apt-get install redis-server`";
-        assert!(
-            std::env::var("SHOAL_REQUIRE_REDIS").as_deref() != Ok("1"),
-            "{help}"
-        );
-        eprintln!("{test}: SKIPPED: {help}");
-    }
+    let missing = found.is_none().then(|| {
+        "redis-server (Redis 7.0) is needed for the compatibility tests but was not found \
+         ($SHOAL_REDIS_SERVER, /usr/bin/redis-server, PATH): install it with `apt-get install redis-server`"
+            .to_string()
+    });
+    shoal_testkit::tools::runnable(test, missing);
     found
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 fn start_redis(binary: &Path, requirepass: Option<&str>) -> RedisGuard {
     for _attempt in 0..5 {
-        let port = free_port();
+        let port = shoal_testkit::free_port().expect("a free loopback port");
         let dir = std::env::temp_dir().join(format!(
             "shoal-compat-{}-{port}-{}",
             std::process::id(),
@@ -568,7 +559,7 @@ impl Conn {
 
     /// Sends a command and reads its reply.
     fn call(&mut self, args: &[&[u8]]) -> Result<(Value, Vec<u8>), String> {
-        self.send(&multibulk(args))?;
+        self.send(&encode(args))?;
         self.read_reply()
     }
 
@@ -591,16 +582,6 @@ impl Conn {
         }
         self.client_id.clone().unwrap()
     }
-}
-
-fn multibulk(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 /// Bytes shown with escapes, for failure messages.
@@ -1186,7 +1167,7 @@ impl Runner<'_> {
                             })
                         })
                         .collect();
-                    multibulk(&args.iter().map(Vec::as_slice).collect::<Vec<_>>())
+                    encode(&args.iter().map(Vec::as_slice).collect::<Vec<_>>())
                 }
             };
             let result = conn.send(&bytes).and_then(|()| {
@@ -1510,8 +1491,7 @@ fn shutdown_closes_like_redis() {
     let shoal = start_shoal(None);
     for (name, addr) in [("redis", redis.addr), ("shoal", shoal.resp_addr())] {
         let mut conn = Conn::open(addr);
-        conn.send(&multibulk(&[b"SHUTDOWN", b"NOSAVE"]))
-            .expect("send");
+        conn.send(&encode(&["SHUTDOWN", "NOSAVE"])).expect("send");
         conn.closed()
             .unwrap_or_else(|e| panic!("{name} after SHUTDOWN: {e}"));
         let deadline = Instant::now() + Duration::from_secs(5);

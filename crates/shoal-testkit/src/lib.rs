@@ -7,6 +7,7 @@
 //!   [`tcp_links`] lists a process's TCP connections (a replica's link to its primary).
 //! * [`node`]: one `shoal server` ([`NodeProcess`]): its addresses, environment, readiness, id,
 //!   raw commands, `INFO` sections ([`Info`]).
+//! * [`local`]: a node in the test's own process ([`LocalNode`]), on free ports.
 //! * [`cluster`]: a cluster of them ([`TestCluster`]): start (short of replicas, if asked),
 //!   join (with a node's own environment and flags: [`JoinOptions`]), remove, bounded waits on
 //!   the controller's status and on the primaries' leases, and the shards by process index
@@ -41,6 +42,7 @@
 pub mod cluster;
 pub mod error;
 pub mod history;
+pub mod local;
 pub mod netns;
 pub mod node;
 pub mod ports;
@@ -55,6 +57,7 @@ pub mod turns;
 pub use cluster::{ClusterOptions, JoinOptions, ShardNodes, TestCluster, is_settled, summarize};
 pub use error::{Error, Result};
 pub use history::{History, Op, OpKind, Outcome, Recorder, Report, Workload, check};
+pub use local::LocalNode;
 pub use netns::NetNs;
 pub use node::{Info, NodeProcess, NodeSpec};
 pub use ports::{NodePorts, free_port, free_ports};

@@ -68,16 +68,13 @@ impl NetNs {
         })
     }
 
-    /// Whether `test` can use namespaces; if not, prints that it is skipped and why.
+    /// Whether `test` is to be skipped because namespaces cannot be used here (printed, or a
+    /// failure when skipping is forbidden: see [`crate::tools::runnable`]).
     pub fn skip_unless_available(test: &str) -> bool {
-        if NetNs::available() {
-            return false;
-        }
-        eprintln!(
-            "{test}: SKIPPED: network namespaces need root, `ip` (iproute2) and `nsenter` \
-             (util-linux)"
-        );
-        true
+        let missing = (!NetNs::available()).then(|| {
+            "network namespaces need root, `ip` (iproute2) and `nsenter` (util-linux)".to_string()
+        });
+        !crate::tools::runnable(test, missing)
     }
 
     /// Makes the two namespaces, their loopbacks up, and the link between them.

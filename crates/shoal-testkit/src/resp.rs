@@ -5,6 +5,7 @@ use std::time::Duration;
 
 pub use shoal_proto::reply::Value;
 use shoal_proto::reply::decode;
+use shoal_proto::request::encode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -140,18 +141,6 @@ pub async fn command<A: AsRef<[u8]>>(addr: &str, args: &[A], timeout: Duration) 
         .await?
         .call(args)
         .await
-}
-
-/// The request frame of `args`: an array of bulk strings.
-pub fn encode<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        let arg = arg.as_ref();
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 /// The text of a bulk, simple, verbatim or error reply.

@@ -1,25 +1,40 @@
-//! External tools a test may need (`redis-cli`, `redis-benchmark`): present, or the test is
-//! skipped with a notice, unless `SHOAL_REQUIRE_REDIS=1` (as in CI) makes that a failure.
+//! What a test may need from the machine (`redis-cli`, `redis-benchmark`, `redis-server`,
+//! network namespaces): present, or the test is skipped with a notice, unless
+//! `SHOAL_REQUIRE_REDIS=1` (as `.ci/run` sets it) makes that a failure. Every such test asks
+//! [`runnable`], so none can be skipped in CI.
 
 use std::path::Path;
 
-/// Set to `1` to fail, not skip, tests whose Redis tools are missing.
+/// Set to `1` to fail, not skip, tests whose tools are missing.
 pub const REQUIRE_ENV: &str = "SHOAL_REQUIRE_REDIS";
 
-/// Whether the programs `names` are all on `PATH`. If not, prints that `test` is skipped and
-/// returns false.
+/// Whether `test` can run: `missing` says what it lacks (`None`: nothing). If something is
+/// missing, prints that `test` is skipped and why, and returns false.
 ///
 /// # Panics
-/// If some are missing and `SHOAL_REQUIRE_REDIS=1`.
-pub fn have_tools(test: &str, names: &[&str]) -> bool {
-    let missing = missing_tools(names, std::env::var_os("PATH").as_deref());
-    if missing.is_empty() {
+/// If something is missing and `SHOAL_REQUIRE_REDIS=1`.
+pub fn runnable(test: &str, missing: Option<String>) -> bool {
+    let Some(help) = missing else {
         return true;
-    }
-    let help = format!("{missing:?} not on PATH: install them with `apt-get install redis-tools`");
-    assert!(std::env::var(REQUIRE_ENV).as_deref() != Ok("1"), "{help}");
+    };
+    assert!(
+        std::env::var(REQUIRE_ENV).as_deref() != Ok("1"),
+        "{test}: {help} (and {REQUIRE_ENV}=1 forbids skipping)"
+    );
     eprintln!("{test}: SKIPPED: {help}");
     false
+}
+
+/// Whether the programs `names` are all on `PATH`; if not, `test` is skipped as
+/// [`runnable`] says.
+pub fn have_tools(test: &str, names: &[&str]) -> bool {
+    let missing = missing_tools(names, std::env::var_os("PATH").as_deref());
+    runnable(
+        test,
+        (!missing.is_empty()).then(|| {
+            format!("{missing:?} not on PATH: install them with `apt-get install redis-tools`")
+        }),
+    )
 }
 
 /// The `names` that no directory of `path` (a `PATH` value) holds.

@@ -1667,7 +1667,7 @@ async fn load_keys(addr: &str, numbers: impl IntoIterator<Item = usize>) {
         for n in &batch {
             let key = format!("load:{n}");
             let value = format!("value-{n:012}");
-            frames.extend_from_slice(&resp::encode(&["SET", key.as_str(), value.as_str()]));
+            shoal_proto::request::encode_into(&mut frames, &["SET", key.as_str(), value.as_str()]);
         }
         let replies = conn.pipeline(&frames, batch.len()).await.unwrap();
         let ok = Value::Simple(b"OK".to_vec());

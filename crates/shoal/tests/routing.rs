@@ -153,7 +153,7 @@ async fn with_forward_routing_any_node_serves_a_plain_client() {
             let mut piped = RespConnection::connect(&other, RESP_TIMEOUT).await.unwrap();
             let mut frames = Vec::new();
             for key in &keys {
-                frames.extend_from_slice(&shoal_testkit::resp::encode(&["GET", key.as_str()]));
+                shoal_proto::request::encode_into(&mut frames, &["GET", key.as_str()]);
             }
             let replies = piped.pipeline(&frames, keys.len()).await.unwrap();
             for (key, reply) in keys.iter().zip(&replies) {

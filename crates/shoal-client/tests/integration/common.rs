@@ -15,6 +15,7 @@ use shoal_client::{ClientConfig, ClusterMap};
 use shoal_cluster::bus::{self, Reply, Request};
 use shoal_cluster::{Health, NodeId, NodeInfo, ShardId, ShardInfo, Slot, SlotTable};
 use shoal_proto::{Parsed, RequestParser};
+use shoal_testkit::LocalNode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
@@ -70,9 +71,10 @@ pub async fn until_map(
 // ---------------------------------------------------------------------------------------------
 // Real nodes
 
-/// A Shoal node running in this process; dropping it stops it.
+/// A Shoal node running in this process ([`LocalNode`], one worker thread); dropping it
+/// stops it.
 pub struct Node {
-    server: Option<shoal_server::Server>,
+    local: LocalNode,
     pub addr: SocketAddr,
 }
 
@@ -81,20 +83,14 @@ impl Node {
         Node::start_with(|_| {})
     }
 
-    pub fn start_with(tweak: impl FnOnce(&mut shoal_server::Config)) -> Node {
-        let mut config = shoal_server::Config {
-            port: 0,
-            http_port: 0,
-            threads: 1,
-            ..shoal_server::Config::default()
-        };
-        tweak(&mut config);
-        let server = shoal_server::Server::start(config).expect("the node starts");
-        let addr = server.resp_addr();
-        Node {
-            server: Some(server),
-            addr,
-        }
+    pub fn start_with(tweak: impl Fn(&mut shoal_server::Config)) -> Node {
+        let local = LocalNode::start_with(|config| {
+            config.threads = 1;
+            tweak(config);
+        })
+        .expect("the node starts");
+        let addr = local.addr();
+        Node { local, addr }
     }
 
     /// A direct synchronous connection (the `redis` crate).
@@ -110,15 +106,6 @@ impl Node {
     /// Every key the node holds.
     pub fn keys(&self) -> Vec<String> {
         redis::cmd("KEYS").arg("*").query(&mut self.con()).unwrap()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown();
-            server.wait();
-        }
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::request::encode;
 use proptest::prelude::*;
 
 /// Feeds `input` to a fresh parser the way a connection does and returns every command's
@@ -64,16 +65,6 @@ fn parse_in_chunks(input: &[u8], cuts: &[usize]) -> Vec<Vec<Vec<u8>>> {
 
 fn cmd(args: &[&[u8]]) -> Vec<Vec<u8>> {
     args.iter().map(|a| a.to_vec()).collect()
-}
-
-fn encode_multibulk(args: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 #[test]
@@ -283,7 +274,7 @@ fn every_split_point_of_a_pipeline_parses_the_same() {
 fn ten_thousand_pipelined_commands_parse_in_order() {
     let mut input = Vec::new();
     for i in 0..10_000 {
-        input.extend(encode_multibulk(&[
+        input.extend(encode(&[
             b"SET".to_vec(),
             format!("k{i}").into_bytes(),
             vec![b'v'; i % 50],
@@ -308,7 +299,7 @@ proptest! {
         commands in prop::collection::vec(arb_command(), 1..8),
         cuts in prop::collection::vec(0usize..2000, 0..12),
     ) {
-        let input: Vec<u8> = commands.iter().flat_map(|c| encode_multibulk(c)).collect();
+        let input: Vec<u8> = commands.iter().flat_map(|c| encode(c)).collect();
         prop_assert_eq!(parse_in_chunks(&input, &cuts), commands);
     }
 
@@ -322,7 +313,7 @@ proptest! {
         command in arb_command(),
         flips in prop::collection::vec((0usize..400, any::<u8>()), 1..4),
     ) {
-        let mut input = encode_multibulk(&command);
+        let mut input = encode(&command);
         for (at, byte) in flips {
             let at = at % input.len();
             input[at] = byte;

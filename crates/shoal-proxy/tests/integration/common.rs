@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use shoal_client::Value;
 use shoal_proxy::{Proxy, ProxyConfig};
+use shoal_testkit::LocalNode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -23,7 +24,7 @@ pub const SLOTS: usize = 16384;
 /// A cluster of three one-node shards running in this process, and a proxy in front of it.
 /// Never stopped: the process ends with the test binary.
 pub struct Harness {
-    pub nodes: Vec<shoal_server::Server>,
+    pub nodes: Vec<LocalNode>,
     pub proxy: Proxy,
 }
 
@@ -35,7 +36,7 @@ impl Harness {
             c.cluster_enabled = true;
             c.controller = true;
         });
-        let seed = founder.resp_addr().to_string();
+        let seed = founder.addr().to_string();
         let mut nodes = vec![founder];
         for _ in 0..2 {
             nodes.push(start_node(|c| {
@@ -66,7 +67,7 @@ impl Harness {
 
     /// A seed for more proxies.
     pub fn seed(&self) -> String {
-        self.nodes[0].resp_addr().to_string()
+        self.nodes[0].addr().to_string()
     }
 
     /// The RESP address of the primary owning `slot`, by the proxy's map.
@@ -90,24 +91,13 @@ pub fn shared() -> &'static Harness {
     })
 }
 
-/// Starts a node on free ports (retrying when the bus port, RESP port + 10000, is taken or
-/// out of range).
-pub fn start_node(tweak: impl Fn(&mut shoal_server::Config)) -> shoal_server::Server {
-    let mut last = None;
-    for _ in 0..20 {
-        let mut config = shoal_server::Config {
-            port: 0,
-            http_port: 0,
-            threads: 1,
-            ..shoal_server::Config::default()
-        };
-        tweak(&mut config);
-        match shoal_server::Server::start(config) {
-            Ok(server) => return server,
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("no node could start: {last:?}");
+/// Starts a node in this process, with one worker thread.
+pub fn start_node(tweak: impl Fn(&mut shoal_server::Config)) -> LocalNode {
+    LocalNode::start_with(|config| {
+        config.threads = 1;
+        tweak(config);
+    })
+    .expect("the node starts")
 }
 
 /// Starts a proxy for the cluster `seed` belongs to, on a free port, with two threads.
@@ -223,17 +213,6 @@ impl Raw {
     }
 }
 
-/// A multibulk frame.
-pub fn frame(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// An error reply's text.
 pub fn error_text(value: &Value) -> String {
     match value {
@@ -250,4 +229,9 @@ pub fn bulk(data: &str) -> Value {
 /// A simple string reply.
 pub fn simple(data: &str) -> Value {
     Value::Simple(data.as_bytes().to_vec())
+}
+
+/// A request as a client sends it (a multibulk frame).
+pub fn frame(args: &[&[u8]]) -> Vec<u8> {
+    shoal_proto::request::encode(args)
 }

@@ -57,7 +57,7 @@ async fn exercise_keys(con: &mut redis::aio::MultiplexedConnection, prefix: &str
 fn holders(harness: &Harness, prefix: &str) -> HashMap<String, String> {
     let mut held = HashMap::new();
     for node in &harness.nodes {
-        let addr = node.resp_addr().to_string();
+        let addr = node.addr().to_string();
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{prefix}:*"))
             .query(&mut direct(&addr))

@@ -128,7 +128,7 @@ async fn a_vanished_cluster_gives_readable_errors() {
         c.cluster_enabled = true;
         c.controller = true;
     });
-    let proxy = start_proxy(&node.resp_addr().to_string(), |c| {
+    let proxy = start_proxy(&node.addr().to_string(), |c| {
         c.upstream_timeout = std::time::Duration::from_millis(300);
     });
     let deadline = std::time::Instant::now() + WAIT;
@@ -138,12 +138,9 @@ async fn a_vanished_cluster_gives_readable_errors() {
     }
     let mut raw = Raw::connect(proxy.resp_addr()).await;
     assert_eq!(raw.call(&["SET", "gone:k", "v"]).await, simple("OK"));
-    tokio::task::spawn_blocking(move || {
-        node.shutdown();
-        node.wait();
-    })
-    .await
-    .unwrap();
+    tokio::task::spawn_blocking(move || node.stop())
+        .await
+        .unwrap();
     let error = error_text(&raw.call(&["GET", "gone:k"]).await);
     assert!(
         error.starts_with("ERR proxy: ") || error.starts_with("CLUSTERDOWN "),

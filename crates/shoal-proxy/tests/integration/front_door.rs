@@ -147,7 +147,7 @@ fn stable_fields(line: Value) -> Value {
 async fn a_node_and_the_proxy_answer_the_connection_script_alike() {
     let harness = Harness::start(|c| c.requirepass = Some("pw".into()));
     let node = start_node(|c| c.requirepass = "pw".into());
-    let from_node = run_script(node.resp_addr()).await;
+    let from_node = run_script(node.addr()).await;
     let from_proxy = run_script(harness.addr()).await;
     assert_eq!(from_node.len(), SCRIPT.len());
     for ((command, node_reply), (_, proxy_reply)) in from_node.iter().zip(&from_proxy) {
@@ -179,7 +179,7 @@ async fn a_node_and_the_proxy_close_on_the_same_protocol_errors() {
         b"PING\r\n\"unbalanced\r\n",
     ] {
         let mut seen = Vec::new();
-        for addr in [node.resp_addr(), harness.addr()] {
+        for addr in [node.addr(), harness.addr()] {
             let mut raw = Raw::connect(addr).await;
             raw.send(input).await;
             // Everything until the connection closes.

@@ -36,7 +36,7 @@ async fn keyspace_commands_cover_every_primary() {
         .iter()
         .map(|n| -> i64 {
             redis::cmd("DBSIZE")
-                .query(&mut direct(&n.resp_addr().to_string()))
+                .query(&mut direct(&n.addr().to_string()))
                 .unwrap()
         })
         .sum();
@@ -116,7 +116,7 @@ async fn keyspace_commands_cover_every_primary() {
     assert_eq!(raw.call(&["RANDOMKEY"]).await, Value::Null);
     for node in &harness.nodes {
         let size: i64 = redis::cmd("DBSIZE")
-            .query(&mut direct(&node.resp_addr().to_string()))
+            .query(&mut direct(&node.addr().to_string()))
             .unwrap();
         assert_eq!(size, 0);
     }

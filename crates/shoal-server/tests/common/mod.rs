@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub use shoal_proto::reply::Value;
 use shoal_server::{Config, Server, Shared};
+use shoal_testkit::LocalNode;
 
 /// How long any single reply may take before a test gives up.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,10 +31,10 @@ pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
     GATE.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A node running in this process. Dropping it stops the node and waits for its threads.
+/// A node running in this process ([`LocalNode`]), with the `redis` crate and raw RESP
+/// connections to it. Dropping it stops the node and waits for its threads.
 pub struct Node {
-    server: Option<Server>,
-    addr: SocketAddr,
+    local: LocalNode,
 }
 
 impl Node {
@@ -43,36 +44,26 @@ impl Node {
     }
 
     /// A node whose configuration `tweak` adjusts.
-    pub fn start_with(tweak: impl FnOnce(&mut Config)) -> Node {
-        let mut config = Config {
-            port: 0,
-            http_port: 0,
-            threads: 2,
-            ..Config::default()
-        };
-        tweak(&mut config);
-        let server = Server::start(config).expect("the node starts");
-        let addr = server.resp_addr();
+    pub fn start_with(tweak: impl Fn(&mut Config)) -> Node {
         Node {
-            server: Some(server),
-            addr,
+            local: LocalNode::start_with(tweak).expect("the node starts"),
         }
     }
 
     /// The RESP listener's address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.local.addr()
     }
 
     /// The node's shared state.
     pub fn shared(&self) -> &Arc<Shared> {
-        self.server.as_ref().expect("the node runs").shared()
+        self.local.shared()
     }
 
     /// `redis://` URL of the node (`resp3`: with `?protocol=resp3`).
     pub fn url(&self, resp3: bool) -> String {
         let protocol = if resp3 { "?protocol=resp3" } else { "" };
-        format!("redis://{}/{protocol}", self.addr)
+        format!("redis://{}/{protocol}", self.addr())
     }
 
     /// A `redis` crate client.
@@ -98,7 +89,7 @@ impl Node {
 
     /// A raw RESP connection.
     pub fn raw(&self) -> Raw {
-        Raw::connect(self.addr)
+        Raw::connect(self.addr())
     }
 
     /// `INFO` (all sections) as field -> value.
@@ -122,26 +113,13 @@ impl Node {
     }
 
     /// Stops the node and waits for it.
-    pub fn stop(mut self) {
-        self.stop_now();
+    pub fn stop(self) {
+        self.local.stop();
     }
 
     /// Takes the server out, for tests of how it stops.
-    pub fn into_server(mut self) -> Server {
-        self.server.take().expect("the node runs")
-    }
-
-    fn stop_now(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown();
-            server.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.stop_now();
+    pub fn into_server(self) -> Server {
+        self.local.into_server()
     }
 }
 
@@ -153,17 +131,6 @@ pub fn parse_info(text: &[u8]) -> HashMap<String, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_string(), v.trim().to_string()))
         .collect()
-}
-
-/// Encodes a command as a RESP multibulk frame.
-pub fn frame(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 /// How a connection ended, as seen by a reader.
@@ -351,4 +318,9 @@ impl Rng {
         out.truncate(len);
         out
     }
+}
+
+/// A request as a client sends it (a multibulk frame).
+pub fn frame(args: &[&[u8]]) -> Vec<u8> {
+    shoal_proto::request::encode(args)
 }
