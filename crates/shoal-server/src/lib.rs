@@ -13,6 +13,7 @@ pub mod config;
 mod conn;
 pub mod http;
 mod info;
+mod long_double;
 mod metrics;
 mod process;
 mod replication;

@@ -3,7 +3,6 @@
 //! `CLIENT ...`) are the front door's; everything else a node runs is here.
 
 mod cluster;
-mod float;
 mod introspection;
 mod keys;
 mod replication;

@@ -5,7 +5,8 @@ use shoal_store::{Form, SetCondition, SetOptions, TtlUpdate, UpdateError};
 
 use super::CommandResult;
 use super::Ctx;
-use super::{float, int_arg, is, store_error};
+use super::{int_arg, is, store_error};
+use crate::long_double::{self, FloatError};
 use shoal_frontdoor::CommandError;
 
 /// How an expiry argument is expressed.
@@ -455,7 +456,10 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .shared
         .store
         .update(argv.get(1), Form::Text, |current, out| {
-            let text = float::incr_by_float(current, increment)?;
+            let text = long_double::incr_by_float(current, increment).map_err(|e| match e {
+                FloatError::NotFloat => CommandError::NotFloat,
+                FloatError::NanOrInfinity => CommandError::NanOrInfinity,
+            })?;
             out.extend_from_slice(text.as_bytes());
             Ok((true, text))
         });

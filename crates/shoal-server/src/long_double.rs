@@ -1,4 +1,4 @@
-//! `INCRBYFLOAT` arithmetic exactly as Redis does it.
+//! The x87 `long double` that Redis's `INCRBYFLOAT` computes in, emulated exactly.
 //!
 //! Redis parses both operands with `strtold`, adds them as C `long double` and stores
 //! `printf("%.17Lf")` of the sum with trailing zeros removed. On x86-64 Linux (every Redis a
@@ -12,7 +12,16 @@
 
 use std::cmp::Ordering;
 
-use shoal_frontdoor::CommandError;
+/// Why two numbers could not be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FloatError {
+    /// An operand is not a number `strtold` reads whole (Redis: `value is not a valid float`).
+    #[error("not a valid float")]
+    NotFloat,
+    /// The sum is infinite (Redis: `increment would produce NaN or Infinity`).
+    #[error("the sum would be NaN or infinite")]
+    NanOrInfinity,
+}
 
 /// An unsigned big integer, little-endian 64-bit limbs, no high zero limbs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -554,22 +563,25 @@ fn format(value: LongDouble) -> String {
 
 /// `current + increment` as Redis's `INCRBYFLOAT` computes and prints it. A missing current
 /// value counts as 0.
-pub fn incr_by_float(current: Option<&[u8]>, increment: &[u8]) -> Result<String, CommandError> {
+pub(crate) fn incr_by_float(
+    current: Option<&[u8]>,
+    increment: &[u8],
+) -> Result<String, FloatError> {
     let current = match current {
         Some(text) => parse(text),
         None => Some(ZERO),
     };
     let (Some(a), Some(b)) = (current, parse(increment)) else {
-        return Err(CommandError::NotFloat);
+        return Err(FloatError::NotFloat);
     };
-    add(a, b).map(format).ok_or(CommandError::NanOrInfinity)
+    add(a, b).map(format).ok_or(FloatError::NanOrInfinity)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn run(current: &str, increment: &str) -> Result<String, CommandError> {
+    fn run(current: &str, increment: &str) -> Result<String, FloatError> {
         incr_by_float(Some(current.as_bytes()), increment.as_bytes())
     }
 
@@ -601,16 +613,16 @@ mod tests {
 
     #[test]
     fn bad_input_gets_redis_errors() {
-        assert_eq!(run("abc", "1"), Err(CommandError::NotFloat));
-        assert_eq!(run("1", " 1"), Err(CommandError::NotFloat));
-        assert_eq!(run("1", "1 "), Err(CommandError::NotFloat));
-        assert_eq!(run("1", "nan"), Err(CommandError::NotFloat));
-        assert_eq!(run("1", "1e"), Err(CommandError::NotFloat));
-        assert_eq!(run("1", "0x"), Err(CommandError::NotFloat));
-        assert_eq!(run("1", "1e5000"), Err(CommandError::NotFloat));
-        assert_eq!(run("1", "1e-5000"), Err(CommandError::NotFloat));
-        assert_eq!(run("1", "1\0"), Err(CommandError::NotFloat));
-        assert_eq!(run("1", "inf"), Err(CommandError::NanOrInfinity));
-        assert_eq!(run("1e4932", "1e4932"), Err(CommandError::NanOrInfinity));
+        assert_eq!(run("abc", "1"), Err(FloatError::NotFloat));
+        assert_eq!(run("1", " 1"), Err(FloatError::NotFloat));
+        assert_eq!(run("1", "1 "), Err(FloatError::NotFloat));
+        assert_eq!(run("1", "nan"), Err(FloatError::NotFloat));
+        assert_eq!(run("1", "1e"), Err(FloatError::NotFloat));
+        assert_eq!(run("1", "0x"), Err(FloatError::NotFloat));
+        assert_eq!(run("1", "1e5000"), Err(FloatError::NotFloat));
+        assert_eq!(run("1", "1e-5000"), Err(FloatError::NotFloat));
+        assert_eq!(run("1", "1\0"), Err(FloatError::NotFloat));
+        assert_eq!(run("1", "inf"), Err(FloatError::NanOrInfinity));
+        assert_eq!(run("1e4932", "1e4932"), Err(FloatError::NanOrInfinity));
     }
 }
