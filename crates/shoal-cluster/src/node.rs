@@ -19,29 +19,17 @@ use crate::bus::{
 use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::decide::Settings;
 use crate::map::{ClusterMap, Epoch, NodeInfo};
+use crate::map_channel::{MapSender, publish_newer};
 use crate::seed;
 
 /// How often a node reports to the controller's leader.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How often to send heartbeats under leases of `lease_ms`: [`HEARTBEAT_INTERVAL`], or a
 /// quarter of a lease when leases are short (a node timeout of a few hundred milliseconds), so that a
 /// healthy primary renews its lease well before it runs out.
 fn heartbeat_interval(lease_ms: u64) -> Duration {
     HEARTBEAT_INTERVAL.min(Duration::from_millis((lease_ms / 4).max(10)))
-}
-
-/// Publishes `map` on `maps` if it supersedes the map there (the node's and the controller's
-/// state machine share the channel). Returns whether it did.
-pub(crate) fn publish_newer(maps: &watch::Sender<Arc<ClusterMap>>, map: ClusterMap) -> bool {
-    maps.send_if_modified(|current| {
-        if map.supersedes(current) {
-            *current = Arc::new(map);
-            true
-        } else {
-            false
-        }
-    })
 }
 
 /// How soon a failed heartbeat is retried (at another controller member).
@@ -103,7 +91,7 @@ pub struct NodeConfig {
 /// A node's cluster membership. Its tasks run on the runtime that called [`ClusterNode::start`].
 pub struct ClusterNode {
     myself: NodeInfo,
-    maps: watch::Sender<Arc<ClusterMap>>,
+    maps: MapSender,
     controller: Option<Arc<Controller>>,
     /// The controller leader's bus address, as last learned.
     leader: Mutex<Option<String>>,
@@ -245,7 +233,7 @@ impl ClusterNode {
     }
 
     /// Installs `map` if it is newer than the current one. Returns whether it was.
-    pub fn apply(&self, map: ClusterMap) -> bool {
+    fn apply(&self, map: ClusterMap) -> bool {
         let epoch = map.epoch;
         let applied = publish_newer(&self.maps, map);
         self.hear(epoch);
