@@ -22,14 +22,15 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub use crate::decide::ReplicationReport;
 use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo, Role, ShardId};
 use crate::raft::TypeConfig;
 
 /// Largest frame either side accepts.
-pub const MAX_FRAME: usize = 64 << 20;
+const MAX_FRAME: usize = 64 << 20;
 
 /// How often a subscription that has nothing new says it is alive.
-pub const SUBSCRIPTION_PING: Duration = Duration::from_millis(500);
+pub(crate) const SUBSCRIPTION_PING: Duration = Duration::from_millis(500);
 
 /// What went wrong on the bus.
 #[derive(Debug, thiserror::Error)]
@@ -157,18 +158,6 @@ pub struct NodeStats {
     pub replication: ReplicationReport,
 }
 
-/// Where a node stands in its shard's replication stream, for choosing whom to promote.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicationReport {
-    /// The replication id its offset counts in (empty before any replication).
-    pub replid: String,
-    /// A primary: the offset it has written; a replica: the offset it has applied.
-    pub offset: u64,
-    /// A replica: whether it is streaming from its primary (not loading a snapshot and not
-    /// cut off from it).
-    pub in_sync: bool,
-}
-
 /// The controller leader's answer to a heartbeat.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatAck {
@@ -246,7 +235,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
 }
 
 /// `message` as a frame: its length, then its JSON.
-pub fn encode_frame<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>> {
+fn encode_frame<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>> {
     let mut frame = vec![0; 4];
     serde_json::to_writer(&mut frame, message).map_err(std::io::Error::other)?;
     let body = frame.len() - 4;
@@ -258,7 +247,10 @@ pub fn encode_frame<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>> {
 }
 
 /// Writes a frame made by [`encode_frame`].
-pub async fn write_encoded<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn write_encoded<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frame: &[u8],
+) -> std::io::Result<()> {
     w.write_all(frame).await?;
     w.flush().await
 }
@@ -270,7 +262,7 @@ enum MapReply<'a> {
 }
 
 /// The [`Reply::Map`] frame of `map`.
-pub fn encode_map_reply(map: &ClusterMap) -> std::io::Result<Vec<u8>> {
+pub(crate) fn encode_map_reply(map: &ClusterMap) -> std::io::Result<Vec<u8>> {
     encode_frame(&MapReply::Map(map))
 }
 
@@ -313,10 +305,10 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
 /// `host:port=host:port[,...]`. A fault-injection aid: a test starts a node with its
 /// connections to the controller members going through relays it can cut, and so partitions
 /// the node from the controller while clients still reach it.
-pub const CONNECT_VIA_ENV: &str = "SHOAL_BUS_CONNECT_VIA";
+const CONNECT_VIA_ENV: &str = "SHOAL_BUS_CONNECT_VIA";
 
 /// Where a bus connection to `addr` really goes ([`CONNECT_VIA_ENV`]).
-pub fn route(addr: &str) -> String {
+fn route(addr: &str) -> String {
     static ROUTES: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
     let routes = ROUTES.get_or_init(|| {
         std::env::var(CONNECT_VIA_ENV)
@@ -367,7 +359,7 @@ impl BusConnection {
     }
 
     /// The peer's address.
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.addr
     }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::{BasicNode, ChangeMembers, ServerState};
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, oneshot};
 
 use crate::bus::{
     self, ClusterStatus, Heartbeat, HeartbeatAck, NodeStats, NodeStatus, RaftReply, RaftRequest,
@@ -20,12 +20,13 @@ use crate::bus::{
 };
 use crate::decide::{self, Action, Observations, Settings};
 use crate::map::{ClusterMap, NodeId, NodeInfo};
+use crate::map_channel::MapSender;
 use crate::raft::network::BusNetwork;
 use crate::raft::store::{LogStore, MapMachine};
 use crate::raft::{Proposal, ProposalOutcome, Raft};
 
 /// How often the leader reconsiders the cluster.
-pub const TICK: Duration = Duration::from_millis(50);
+pub(crate) const TICK: Duration = Duration::from_millis(50);
 
 /// How recently a majority must have acknowledged the leader for it to grant leases (ms).
 const QUORUM_FRESHNESS_MS: u64 = 400;
@@ -100,7 +101,7 @@ impl Controller {
     /// until it founds a cluster ([`Controller::found`]) or a leader adds it.
     pub async fn start(
         config: ControllerConfig,
-        maps: watch::Sender<Arc<ClusterMap>>,
+        maps: MapSender,
     ) -> Result<Arc<Controller>, ControllerError> {
         let raft_config = openraft::Config {
             cluster_name: "shoal".into(),
@@ -663,7 +664,7 @@ fn monotonic_ms() -> u64 {
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -23,7 +23,8 @@
 
 use std::collections::HashMap;
 
-use crate::bus::ReplicationReport;
+use serde::{Deserialize, Serialize};
+
 use crate::map::{ClusterMap, Health, NodeId, NodeInfo, ShardId, ShardInfo, SlotTable};
 use crate::placement;
 
@@ -50,14 +51,26 @@ impl Settings {
     /// timeout, so a primary that stops hearing from the controller stops serving before the
     /// controller may fail it and promote another (which happens no sooner than a node timeout
     /// after the last heartbeat *arrived*, and it was sent before it arrived).
-    pub fn lease_ms(&self) -> u64 {
+    pub(crate) fn lease_ms(&self) -> u64 {
         self.node_timeout_ms * 8 / 10
     }
 }
 
+/// Where a node stands in its shard's replication stream, for choosing whom to promote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationReport {
+    /// The replication id its offset counts in (empty before any replication).
+    pub replid: String,
+    /// A primary: the offset it has written; a replica: the offset it has applied.
+    pub offset: u64,
+    /// A replica: whether it is streaming from its primary (not loading a snapshot and not
+    /// cut off from it).
+    pub in_sync: bool,
+}
+
 /// What the leader knows beyond the committed map.
 #[derive(Clone, Debug, Default)]
-pub struct Observations {
+pub(crate) struct Observations {
     /// When each node's last heartbeat arrived (ms, on the leader's monotonic clock), since
     /// this leader took over.
     pub last_heartbeat: HashMap<NodeId, u64>,
@@ -79,7 +92,7 @@ pub struct Observations {
 
 /// One change a decision makes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// A node joined as a replica of a shard.
     JoinedAsReplica(NodeId, ShardId),
     /// A node joined as the primary of a new shard.
@@ -119,7 +132,7 @@ pub enum Action {
 
 /// The outcome of [`decide`].
 #[derive(Clone, Debug, Default)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// What changed, in order.
     pub actions: Vec<Action>,
     /// The map to commit (epoch + 1), if anything changed. Its `committed_at_ms` is the
@@ -128,7 +141,7 @@ pub struct Decision {
 }
 
 /// The first map of a new cluster: `founder` alone, primary of shard 0, owning every slot.
-pub fn bootstrap(founder: NodeInfo, replicas: u8, now_ms: u64) -> ClusterMap {
+pub(crate) fn bootstrap(founder: NodeInfo, replicas: u8, now_ms: u64) -> ClusterMap {
     let mut map = ClusterMap::empty();
     map.epoch = 1;
     map.replicas = replicas;
@@ -147,7 +160,7 @@ pub fn bootstrap(founder: NodeInfo, replicas: u8, now_ms: u64) -> ClusterMap {
 
 /// Decides what the controller changes now. Returns the next map if anything changed.
 /// `now_ms` is on the clock the observations' times are on (the leader's monotonic one).
-pub fn decide(
+pub(crate) fn decide(
     current: &ClusterMap,
     observations: &Observations,
     now_ms: u64,

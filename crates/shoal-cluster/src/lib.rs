@@ -1,29 +1,40 @@
 //! Shoal's cluster layer.
 //!
-//! * [`slot`]: the hash slot of a key, exactly as Redis Cluster computes it.
-//! * [`placement`]: slots placed on shards by consistent hashing with bounded loads.
-//! * [`map`]: the cluster map (nodes, shards, slot owners) and its epoch rules.
+//! * `slot`: the hash slot of a key, exactly as Redis Cluster computes it ([`key_slot`]).
+//! * `placement`: slots placed on shards by consistent hashing with bounded loads.
+//! * `map`: the cluster map ([`ClusterMap`]: nodes, shards, slot owners) and its epoch rules.
 //! * [`decide`]: the controller's decisions, a pure function of map, observations and time.
 //! * [`redis_format`]: `CLUSTER SHARDS/SLOTS/NODES/INFO` replies in Redis 7's formats.
 //! * [`bus`]: messages and framing of the cluster bus (controller RPCs, heartbeats, pushes).
-//! * [`raft`]: the controller's Raft group (openraft): types, in-memory log and state machine,
+//! * `raft`: the controller's Raft group (openraft): types, in-memory log and state machine,
 //!   RPCs over the bus.
-//! * [`controller`]: a controller member; while it leads, it decides and commits maps.
+//! * `controller`: a controller member; while it leads, it decides and commits maps.
+//! * `map_channel`: the channel a node's current map lives in, fed by the node and by the
+//!   controller's state machine.
 //! * [`node`]: a node's membership: bus listener, joining, heartbeats, map subscription.
 //! * [`seed`]: finding a node's bus from its RESP address.
 //!
 //! Everything but the bus I/O and the Raft glue is pure, so it is tested without a network.
+//!
+//! Modules are private unless other crates name them: the cluster map's and the slot's types
+//! are re-exported here; [`bus`], [`decide`], [`node`], [`redis_format`] and [`seed`] are
+//! public namespaces whose items are `pub` only where another crate uses them.
+
+#![warn(unreachable_pub)]
 
 pub mod bus;
-pub mod controller;
+mod controller;
 pub mod decide;
-pub mod map;
+mod map;
+mod map_channel;
 pub mod node;
-pub mod placement;
-pub mod raft;
+mod placement;
+mod raft;
 pub mod redis_format;
 pub mod seed;
-pub mod slot;
+mod slot;
 
-pub use map::{ClusterMap, Epoch, Health, NodeId, NodeInfo, Role, ShardId, ShardInfo, SlotTable};
+pub use map::{
+    BadNodeId, ClusterMap, Epoch, Health, NodeId, NodeInfo, Role, ShardId, ShardInfo, SlotTable,
+};
 pub use slot::{SLOTS, Slot, key_slot};

@@ -33,7 +33,7 @@ impl NodeId {
 
     /// The 40-hex-digit form Redis clients expect in `CLUSTER NODES` and `CLUSTER SHARDS`: the
     /// id itself (16 digits) followed by 24 digits derived from it.
-    pub fn redis_id(self) -> String {
+    pub(crate) fn redis_id(self) -> String {
         let a = splitmix64(self.0);
         let b = splitmix64(a);
         format!("{:016x}{:016x}{:08x}", self.0, a, b as u32)
@@ -168,7 +168,7 @@ pub struct ShardInfo {
 impl ShardInfo {
     /// Makes `replica` the primary, in the replicas' place; returns the old primary, which
     /// is in no list now (the caller keeps it as a replica or drops it).
-    pub fn promote(&mut self, replica: NodeId) -> NodeId {
+    pub(crate) fn promote(&mut self, replica: NodeId) -> NodeId {
         self.replicas.retain(|&r| r != replica);
         std::mem::replace(&mut self.primary, replica)
     }
@@ -221,7 +221,7 @@ impl SlotTable {
     }
 
     /// Maximal runs of slots with one owner: `(first, last, owner)`, in slot order.
-    pub fn ranges(&self) -> Vec<(Slot, Slot, Option<ShardId>)> {
+    pub(crate) fn ranges(&self) -> Vec<(Slot, Slot, Option<ShardId>)> {
         let mut out: Vec<(Slot, Slot, Option<ShardId>)> = Vec::new();
         for (slot, owner) in self.0.iter().enumerate() {
             match out.last_mut() {
@@ -312,14 +312,14 @@ pub struct ClusterMap {
 mod nodes_as_list {
     use super::*;
 
-    pub fn serialize<S: Serializer>(
+    pub(super) fn serialize<S: Serializer>(
         nodes: &BTreeMap<NodeId, NodeInfo>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.collect_seq(nodes.values())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<BTreeMap<NodeId, NodeInfo>, D::Error> {
         Ok(Vec::<NodeInfo>::deserialize(d)?
@@ -365,13 +365,8 @@ impl ClusterMap {
         self.shards.iter().find(|s| s.id == id)
     }
 
-    /// The shard `id`, to change it.
-    pub fn shard_mut(&mut self, id: ShardId) -> Option<&mut ShardInfo> {
-        self.shards.iter_mut().find(|s| s.id == id)
-    }
-
     /// The shard that owns `slot`.
-    pub fn shard_of_slot(&self, slot: Slot) -> Option<&ShardInfo> {
+    pub(crate) fn shard_of_slot(&self, slot: Slot) -> Option<&ShardInfo> {
         self.slots.get(slot).and_then(|id| self.shard(id))
     }
 
@@ -441,7 +436,7 @@ impl ClusterMap {
 /// A fixed 64-bit mixer (SplitMix64's finaliser): the same on every node and every run, which
 /// derived ids and ring positions need.
 #[inline]
-pub fn splitmix64(x: u64) -> u64 {
+pub(crate) fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -19,29 +19,17 @@ use crate::bus::{
 use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::decide::Settings;
 use crate::map::{ClusterMap, Epoch, NodeInfo};
+use crate::map_channel::{MapSender, publish_newer};
 use crate::seed;
 
 /// How often a node reports to the controller's leader.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How often to send heartbeats under leases of `lease_ms`: [`HEARTBEAT_INTERVAL`], or a
 /// quarter of a lease when leases are short (a node timeout of a few hundred milliseconds), so that a
 /// healthy primary renews its lease well before it runs out.
 fn heartbeat_interval(lease_ms: u64) -> Duration {
     HEARTBEAT_INTERVAL.min(Duration::from_millis((lease_ms / 4).max(10)))
-}
-
-/// Publishes `map` on `maps` if it supersedes the map there (the node's and the controller's
-/// state machine share the channel). Returns whether it did.
-pub(crate) fn publish_newer(maps: &watch::Sender<Arc<ClusterMap>>, map: ClusterMap) -> bool {
-    maps.send_if_modified(|current| {
-        if map.supersedes(current) {
-            *current = Arc::new(map);
-            true
-        } else {
-            false
-        }
-    })
 }
 
 /// How soon a failed heartbeat is retried (at another controller member).
@@ -65,6 +53,19 @@ pub enum ClusterError {
     /// The configuration cannot work.
     #[error("cluster: {0}")]
     Config(String),
+    /// No attempt to join through the seed succeeded within the join timeout.
+    #[error(
+        "could not join the cluster through {seed} within {} s: {last_error}",
+        waited.as_secs()
+    )]
+    JoinTimedOut {
+        /// The member the node tried to join through.
+        seed: Seed,
+        /// How long it tried.
+        waited: Duration,
+        /// Why the last attempt failed.
+        last_error: String,
+    },
 }
 
 /// A member of the cluster to join through.
@@ -96,6 +97,8 @@ pub struct NodeConfig {
     pub settings: Settings,
     /// Replicas per shard, if this node founds the cluster.
     pub replicas: u8,
+    /// How long to keep trying to join through `join` before giving up; `None` tries forever.
+    pub join_timeout: Option<Duration>,
     /// Reads the node's load for heartbeats.
     pub stats: Arc<dyn Fn() -> NodeStats + Send + Sync>,
 }
@@ -103,7 +106,7 @@ pub struct NodeConfig {
 /// A node's cluster membership. Its tasks run on the runtime that called [`ClusterNode::start`].
 pub struct ClusterNode {
     myself: NodeInfo,
-    maps: watch::Sender<Arc<ClusterMap>>,
+    maps: MapSender,
     controller: Option<Arc<Controller>>,
     /// The controller leader's bus address, as last learned.
     leader: Mutex<Option<String>>,
@@ -124,7 +127,8 @@ pub struct ClusterNode {
 
 impl ClusterNode {
     /// Starts serving the bus on `listener`, founds or joins the cluster, and keeps at it.
-    /// Returns once the node is in a committed map.
+    /// Returns once the node is in a committed map, or with [`ClusterError::JoinTimedOut`] when
+    /// joining did not work within [`NodeConfig::join_timeout`].
     pub async fn start(
         config: NodeConfig,
         listener: TcpListener,
@@ -173,7 +177,7 @@ impl ClusterNode {
                     .await?;
                 *node.leader_lock() = Some(node.myself.bus_addr());
             }
-            Some(seed) => node.join(seed).await,
+            Some(seed) => node.join(seed, config.join_timeout).await?,
         }
         tokio::spawn(node.clone().send_heartbeats());
         tokio::spawn(node.clone().subscribe());
@@ -245,7 +249,7 @@ impl ClusterNode {
     }
 
     /// Installs `map` if it is newer than the current one. Returns whether it was.
-    pub fn apply(&self, map: ClusterMap) -> bool {
+    fn apply(&self, map: ClusterMap) -> bool {
         let epoch = map.epoch;
         let applied = publish_newer(&self.maps, map);
         self.hear(epoch);
@@ -292,21 +296,37 @@ impl ClusterNode {
         addrs
     }
 
-    async fn join(&self, seed: &Seed) {
+    /// Joins through `seed`, retrying with a growing pause until it works or `timeout` (from
+    /// now) has passed. An attempt under way when the time is up is let finish.
+    async fn join(&self, seed: &Seed, timeout: Option<Duration>) -> Result<(), ClusterError> {
+        let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.try_join(seed).await {
+            let last_error = match self.try_join(seed).await {
                 Ok(map) => {
                     tracing::info!(epoch = map.epoch, "joined the cluster");
                     self.apply(map);
-                    return;
+                    return Ok(());
                 }
-                Err(e) => {
-                    tracing::warn!("joining through {seed}: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                Err(e) => e,
+            };
+            let pause = match timeout {
+                None => backoff,
+                Some(timeout) => {
+                    let left = timeout.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        return Err(ClusterError::JoinTimedOut {
+                            seed: seed.clone(),
+                            waited: timeout,
+                            last_error,
+                        });
+                    }
+                    backoff.min(left)
                 }
-            }
+            };
+            tracing::warn!("joining through {seed}: {last_error}; retrying in {pause:?}");
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 

@@ -5,12 +5,12 @@
 //! slots by CRC16, so slots need no second hash, and neighbouring slots staying together keeps
 //! each shard's slots in a few hundred contiguous ranges rather than thousands of single slots,
 //! which is what `CLUSTER SLOTS` sends to every client). A slot belongs to the shard of the
-//! first point at or after its position, wrapping past the top ([`Ring::owner`]). Consistent hashing alone
-//! leaves shards several percent apart, so a bounded-load pass caps every shard at [`cap`] slots:
-//! a slot whose shard is full goes to the next distinct shard clockwise that has room.
+//! first point at or after its position, wrapping past the top. Consistent hashing alone leaves
+//! shards several percent apart, so a bounded-load pass caps every shard at [`cap`] slots: a slot
+//! whose shard is full goes to the next distinct shard clockwise that has room.
 //!
-//! [`place`] places every slot from nothing. [`replace`] starts from the table before the shard
-//! set changed and moves only what the change needs, as an operator would in Redis Cluster: a
+//! [`replace`] starts from the table before the shard set changed (an empty one for a new
+//! cluster, which places every slot from nothing) and moves only what the change needs, as an operator would in Redis Cluster: a
 //! removed shard's slots go to the remaining shards, an added shard takes its share from the
 //! others, and no other slot moves. Its result therefore depends on history, not only on the
 //! shard set.
@@ -22,7 +22,7 @@ use crate::map::{ShardId, SlotTable, splitmix64};
 use crate::slot::{SLOTS, Slot};
 
 /// Virtual points each shard has on the ring.
-pub const VNODES: usize = 64;
+pub(crate) const VNODES: usize = 64;
 
 /// How far above the mean load, in percent, [`cap`] lets a shard go.
 const SLACK_PERCENT: usize = 5;
@@ -33,7 +33,7 @@ const POINT_SALT: u64 = 0x706f_696e_745f_706f;
 /// Most slots any shard may own, for `shards` shards: floor(1.05 * 16384 / shards), but never
 /// below ceil(16384 / shards), so that the shards together always have room for every slot.
 /// Rounding down keeps the largest load within 5% of the mean exactly. 0 for no shards.
-pub fn cap(shards: usize) -> usize {
+pub(crate) fn cap(shards: usize) -> usize {
     if shards == 0 {
         return 0;
     }
@@ -70,7 +70,7 @@ struct Point {
 /// hasher: every node must compute the same ring. The same shard set in any order (duplicates
 /// ignored) gives the same ring.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Ring {
+pub(crate) struct Ring {
     /// The distinct shards, ascending by id.
     shards: Vec<ShardId>,
     /// Every shard's [`VNODES`] points, ascending by position (then shard, should two collide).
@@ -79,7 +79,7 @@ pub struct Ring {
 
 impl Ring {
     /// The ring of `shards`, in any order; duplicates count once.
-    pub fn new(shards: &[ShardId]) -> Ring {
+    pub(crate) fn new(shards: &[ShardId]) -> Ring {
         let mut shards = shards.to_vec();
         shards.sort_unstable();
         shards.dedup();
@@ -95,25 +95,6 @@ impl Ring {
             .collect();
         points.sort_unstable();
         Ring { shards, points }
-    }
-
-    /// The shards on the ring, ascending by id.
-    pub fn shards(&self) -> &[ShardId] {
-        &self.shards
-    }
-
-    /// The shard of the first point at or after `slot`'s position, wrapping past the top of the
-    /// ring; `None` for a ring without shards.
-    pub fn owner(&self, slot: Slot) -> Option<ShardId> {
-        self.owner_from(slot_position(slot))
-            .map(|index| self.shards[index])
-    }
-
-    /// Every shard once, in the order its first point comes clockwise from `slot`'s position: the
-    /// owner first, then the shards a bounded-load pass falls back to.
-    pub fn clockwise(&self, slot: Slot) -> impl Iterator<Item = ShardId> + '_ {
-        self.clockwise_from(slot_position(slot))
-            .map(|index| self.shards[index])
     }
 
     /// The index of `shard` in [`Ring::shards`].
@@ -167,18 +148,6 @@ fn clockwise_distance(points: &[u64], position: u64) -> u64 {
     next.wrapping_sub(position)
 }
 
-/// Initial placement: every slot, in order 0..16384, to the first shard clockwise of its
-/// position that still has room under [`cap`]. No shards give an all-unowned table.
-pub fn place(shards: &[ShardId]) -> SlotTable {
-    let ring = Ring::new(shards);
-    if ring.shards.is_empty() {
-        return SlotTable::empty();
-    }
-    let mut assignment = Assignment::unowned(&ring);
-    assignment.assign_orphans();
-    assignment.into_table()
-}
-
 /// Re-placement when the shard set changes: `current` is the table before, `shards` the shards
 /// after (any order, no duplicates). Moves as little as the change allows:
 ///
@@ -190,12 +159,13 @@ pub fn place(shards: &[ShardId]) -> SlotTable {
 ///    it holds 16384 / n (rounded down), only from shards holding more than that. Either way it
 ///    takes the slots closest before its own points, mostly the ones consistent hashing would
 ///    give it anyway. Only slots that go to an added shard move. If no present shard owned
-///    anything, step 1 alone already was [`place`], so this step is skipped.
+///    anything, step 1 alone already placed every slot as from nothing, so this step is
+///    skipped.
 /// 3. A shard still above [`cap`] (which the steps above leave none of when `current` was
 ///    within the cap of its own shard count) gives its highest slots to the least loaded shards.
 ///
 /// No shards give an all-unowned table.
-pub fn replace(current: &SlotTable, shards: &[ShardId]) -> SlotTable {
+pub(crate) fn replace(current: &SlotTable, shards: &[ShardId]) -> SlotTable {
     let ring = Ring::new(shards);
     if ring.shards.is_empty() {
         return SlotTable::empty();
@@ -213,7 +183,7 @@ pub fn replace(current: &SlotTable, shards: &[ShardId]) -> SlotTable {
 }
 
 /// How many slots have a different owner in `a` and `b`.
-pub fn moved(a: &SlotTable, b: &SlotTable) -> usize {
+pub(crate) fn moved(a: &SlotTable, b: &SlotTable) -> usize {
     a.iter().zip(b.iter()).filter(|(x, y)| x != y).count()
 }
 
@@ -375,6 +345,36 @@ mod tests {
     use proptest::sample::Index;
 
     use super::*;
+
+    /// Test-only views of the ring: what the production code uses through `owner_from` and
+    /// `clockwise_from`, in shard ids.
+    impl Ring {
+        /// The shard of the first point at or after `slot`'s position, wrapping past the top of the
+        /// ring; `None` for a ring without shards.
+        fn owner(&self, slot: Slot) -> Option<ShardId> {
+            self.owner_from(slot_position(slot))
+                .map(|index| self.shards[index])
+        }
+
+        /// Every shard once, in the order its first point comes clockwise from `slot`'s position: the
+        /// owner first, then the shards a bounded-load pass falls back to.
+        fn clockwise(&self, slot: Slot) -> impl Iterator<Item = ShardId> + '_ {
+            self.clockwise_from(slot_position(slot))
+                .map(|index| self.shards[index])
+        }
+    }
+
+    /// Initial placement: every slot, in order 0..16384, to the first shard clockwise of its
+    /// position that still has room under [`cap`]. No shards give an all-unowned table.
+    fn place(shards: &[ShardId]) -> SlotTable {
+        let ring = Ring::new(shards);
+        if ring.shards.is_empty() {
+            return SlotTable::empty();
+        }
+        let mut assignment = Assignment::unowned(&ring);
+        assignment.assign_orphans();
+        assignment.into_table()
+    }
 
     fn ids(raw: impl IntoIterator<Item = u32>) -> Vec<ShardId> {
         raw.into_iter().map(ShardId).collect()

@@ -18,6 +18,22 @@ pub enum SeedError {
         /// What happened.
         reason: String,
     },
+    /// An HTTP server answered: the address is a node's HTTP port, not its RESP port.
+    #[error(
+        "{addr} answered in HTTP, not the Redis protocol: give a node's RESP port, not its HTTP port"
+    )]
+    Http {
+        /// The seed.
+        addr: String,
+    },
+    /// The seed answered bytes that are not the Redis protocol.
+    #[error("{addr} does not speak the Redis protocol ({reason}): give a node's RESP port")]
+    NotRedis {
+        /// The seed.
+        addr: String,
+        /// What was wrong with its answer.
+        reason: String,
+    },
     /// The seed answered something other than a cluster node list.
     #[error("seed {addr} is not a cluster node: {reason}")]
     NotClustered {
@@ -27,6 +43,9 @@ pub enum SeedError {
         reason: String,
     },
 }
+
+/// How an HTTP server's answer starts.
+const HTTP: &[u8] = b"HTTP/";
 
 /// The bus address (`host:busport`) of the node whose RESP listener is at `resp_addr`.
 pub async fn bus_addr_of(resp_addr: &str, timeout: Duration) -> Result<String, SeedError> {
@@ -44,8 +63,22 @@ pub async fn bus_addr_of(resp_addr: &str, timeout: Duration) -> Result<String, S
             .map_err(|e| unreachable(e.to_string()))?;
         let mut buf = Vec::with_capacity(4096);
         loop {
-            if let Some((value, _)) = decode(&buf).map_err(|e| unreachable(e.to_string()))? {
-                return Ok(value);
+            match decode(&buf) {
+                Ok(Some((value, _))) => return Ok(value),
+                Ok(None) => {}
+                // Too little to tell an HTTP status line from other garbage yet.
+                Err(_) if buf.len() < HTTP.len() && HTTP.starts_with(&buf) => {}
+                Err(_) if buf.starts_with(HTTP) => {
+                    return Err(SeedError::Http {
+                        addr: resp_addr.to_string(),
+                    });
+                }
+                Err(e) => {
+                    return Err(SeedError::NotRedis {
+                        addr: resp_addr.to_string(),
+                        reason: e.to_string(),
+                    });
+                }
             }
             if buf.len() > 16 << 20 {
                 return Err(unreachable("reply too large".into()));
@@ -117,6 +150,41 @@ mod tests {
     #[test]
     fn the_myself_line_gives_the_bus_address() {
         assert_eq!(own_bus_addr(NODES).as_deref(), Some("127.0.0.1:31002"));
+    }
+
+    /// The address of a one-shot server that answers any request with `answer`.
+    async fn answering(answer: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 64];
+            let _ = stream.read(&mut request).await;
+            let _ = stream.write_all(answer).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_http_port_is_named_as_one() {
+        let addr = answering(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+        let error = bus_addr_of(&addr, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, SeedError::Http { addr: a } if *a == addr),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("not its HTTP port"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn another_protocol_is_not_redis() {
+        let addr = answering(b"SSH-2.0-OpenSSH_9.2\r\n").await;
+        let error = bus_addr_of(&addr, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SeedError::NotRedis { .. }), "{error:?}");
     }
 
     #[test]

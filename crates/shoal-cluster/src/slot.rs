@@ -19,7 +19,7 @@ pub fn key_slot(key: &[u8]) -> Slot {
 /// The bytes of `key` that decide its slot: the hash tag if it has a non-empty one, else the
 /// whole key.
 #[inline]
-pub fn hash_tag(key: &[u8]) -> &[u8] {
+pub(crate) fn hash_tag(key: &[u8]) -> &[u8] {
     if let Some(open) = key.iter().position(|&b| b == b'{')
         && let Some(len) = key[open + 1..].iter().position(|&b| b == b'}')
         && len > 0
@@ -30,7 +30,7 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
 }
 
 /// CRC16-XMODEM (polynomial 0x1021, initial value 0, no reflection), as Redis's `crc16.c`.
-pub fn crc16(data: &[u8]) -> u16 {
+pub(crate) fn crc16(data: &[u8]) -> u16 {
     data.iter().fold(0u16, |crc, &byte| {
         (crc << 8) ^ CRC16_TABLE[((crc >> 8) as u8 ^ byte) as usize]
     })

@@ -37,6 +37,7 @@ async fn start_node(
             max_voters: 3,
         },
         replicas,
+        join_timeout: None,
         stats: Arc::new(NodeStats::default),
     };
     tokio::time::timeout(
@@ -149,4 +150,50 @@ async fn joins_fill_replicas_first() {
     assert_eq!(map.shards.len(), 2);
     assert_eq!(map.shards[0].replicas, vec![replica.myself().id]);
     assert_eq!(map.shards[1].primary, second.myself().id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_where_nothing_listens_gives_up_after_the_join_timeout() {
+    // A port nothing listens on: bound, then released.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bus_port = listener.local_addr().unwrap().port();
+    let config = NodeConfig {
+        myself: NodeInfo {
+            id: NodeId::random(),
+            host: "127.0.0.1".into(),
+            port: bus_port.wrapping_add(1),
+            bus_port,
+            http_port: 0,
+            controller: false,
+            health: Health::Ok,
+            spare: false,
+        },
+        join: Some(Seed::Resp(nowhere.clone())),
+        settings: Settings::default(),
+        replicas: 0,
+        join_timeout: Some(Duration::from_millis(300)),
+        stats: Arc::new(NodeStats::default),
+    };
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(5), ClusterNode::start(config, listener))
+        .await
+        .expect("a join timeout of 300 ms ends the attempt well within 5 s");
+    let Err(error) = result else {
+        panic!("joined a cluster through {nowhere}, where nothing listens");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("could not join the cluster through {nowhere}")),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "gave up after {:?}, before the timeout",
+        started.elapsed()
+    );
 }

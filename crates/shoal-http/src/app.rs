@@ -68,6 +68,13 @@ pub trait Backend: Send + Sync + 'static {
     fn max_ttl_ms(&self) -> u64 {
         u64::MAX
     }
+
+    /// Whether the backend serves now, for `GET /health`: `Ok` is a `200 {"status": "ok"}`,
+    /// `Err(reason)` a `503 {"status": "unavailable", "reason": reason}` (a node still joining
+    /// its cluster, say). Always `Ok` by default.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The API's routes over `backend`, counting every request (method, status code, latency) in
@@ -80,7 +87,7 @@ pub fn router<B: Backend>(backend: B) -> Router {
         stats: stats.clone(),
     };
     Router::new()
-        .route("/health", get(health).fallback(method_not_allowed))
+        .route("/health", get(health::<B>).fallback(method_not_allowed))
         .route(
             "/metrics",
             get(metrics_page::<B>).fallback(method_not_allowed),
@@ -166,8 +173,15 @@ async fn require_password<B: Backend>(
     }
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+async fn health<B: Backend>(State(state): State<AppState<B>>) -> Response {
+    match state.backend.health() {
+        Ok(()) => Json(serde_json::json!({ "status": "ok" })).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "unavailable", "reason": reason })),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics_page<B: Backend>(State(state): State<AppState<B>>) -> Response {

@@ -7,7 +7,7 @@
 //! | `POST /{key}` | `204` | stores a value (see below) |
 //! | `GET /{key}` | `200 {"value": "..."}` | raw bytes with `Accept: application/octet-stream` |
 //! | `DELETE /{key}` | `204` | `404` if the key did not exist |
-//! | `GET /health` | `200 {"status": "ok"}` | |
+//! | `GET /health` | `200 {"status": "ok"}` | `503 {"status": "unavailable", "reason": "..."}` while the backend cannot serve ([`Backend::health`]) |
 //! | `GET /metrics` | `200`, OpenMetrics text | [`Backend::metrics_text`] |
 //!
 //! **Keys** are the whole path after the first `/`, percent-decoded into bytes (`%2F` is `/`,
@@ -75,6 +75,7 @@ mod tests {
     struct Memory {
         keys: Arc<Mutex<Keys>>,
         password: Option<String>,
+        unavailable: Option<String>,
     }
 
     impl Memory {
@@ -126,6 +127,10 @@ mod tests {
         fn max_ttl_ms(&self) -> u64 {
             1000
         }
+
+        fn health(&self) -> Result<(), String> {
+            self.unavailable.clone().map_or(Ok(()), Err)
+        }
     }
 
     /// The router over `backend`, and a view of the backend's keys.
@@ -133,6 +138,7 @@ mod tests {
         let view = Memory {
             keys: backend.keys.clone(),
             password: None,
+            unavailable: None,
         };
         (view, router(backend))
     }
@@ -323,6 +329,22 @@ mod tests {
         let basic = [("authorization", "Basic ZGVmYXVsdDpzM2NyZXQ=")];
         let (status, ..) = call(&router, "GET", "/k", &basic, "").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn health_is_a_503_with_the_reason_while_the_backend_cannot_serve() {
+        let (_, router) = app(Memory {
+            password: Some("s3cret".into()),
+            unavailable: Some("joining the cluster".into()),
+            ..Memory::default()
+        });
+        let (status, _, body) = call(&router, "GET", "/health", &[], "").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "unavailable", "reason": "joining the cluster"})
+        );
     }
 
     #[tokio::test]

@@ -133,7 +133,12 @@ impl Proxy {
                 )));
             }
         };
-        tracing::info!(%resp_addr, http = ?http_addr, threads, "shoal proxy ready");
+        tracing::info!(
+            %resp_addr,
+            http = http_addr.map(tracing::field::display),
+            threads,
+            "shoal proxy ready"
+        );
         Ok(Proxy {
             shared,
             thread: Some(thread),

@@ -222,6 +222,8 @@ pub struct Config {
     pub cluster_enabled: bool,
     /// A member's RESP address (`host:port`) to join the cluster through; empty founds one.
     pub cluster_join: String,
+    /// Seconds to keep trying to join through `cluster-join` before giving up (0: forever).
+    pub cluster_join_timeout: u64,
     /// Cluster bus port (0: the RESP port + 10000, as Redis Cluster's bus).
     pub cluster_port: u16,
     /// Milliseconds without a heartbeat after which the controller marks a node failed.
@@ -297,6 +299,7 @@ impl Default for Config {
             log_level: "info".into(),
             cluster_enabled: false,
             cluster_join: String::new(),
+            cluster_join_timeout: 30,
             cluster_port: 0,
             cluster_node_timeout: 1000,
             cluster_replicas: 0,
@@ -327,10 +330,32 @@ pub enum ConfigError {
     },
 }
 
+/// For a file written in redis.conf's `name value` lines instead of TOML's `name = value`:
+/// a sentence saying so, with its first such line rewritten as TOML.
+fn redis_conf_hint(text: &str) -> Option<String> {
+    let line = text.lines().map(str::trim).find(|line| {
+        !line.is_empty() && !line.starts_with('#') && !line.starts_with('[') && !line.contains('=')
+    })?;
+    let (name, value) = line.split_once(char::is_whitespace)?;
+    let value = value.trim().trim_matches('"');
+    let value = match value {
+        "yes" => "true".to_string(),
+        "no" => "false".to_string(),
+        v if v.parse::<i64>().is_ok() => v.to_string(),
+        v => format!("\"{v}\""),
+    };
+    Some(format!(
+        "the file must be TOML, not redis.conf: write `{name} = {value}` instead of `{line}`"
+    ))
+}
+
 impl Config {
     /// Parses a TOML configuration; settings it leaves out keep their defaults.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::File(e.to_string()))?;
+        let config: Config = toml::from_str(text).map_err(|e| match redis_conf_hint(text) {
+            Some(hint) => ConfigError::File(format!("{hint}\n{e}")),
+            None => ConfigError::File(e.to_string()),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -389,6 +414,14 @@ impl Config {
                 "must be at least 100 (milliseconds)",
             );
         }
+        if !self.cluster_join.is_empty()
+            && self
+                .cluster_join
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return bad("cluster-join", "must be host:port, e.g. 127.0.0.1:7000");
+        }
         if self.cluster_mode() && self.port > 55535 && self.cluster_port == 0 {
             return bad(
                 "cluster-port",
@@ -401,6 +434,12 @@ impl Config {
     /// Whether the node runs as part of a cluster.
     pub fn cluster_mode(&self) -> bool {
         self.cluster_enabled || !self.cluster_join.is_empty() || self.controller
+    }
+
+    /// How long to keep trying to join the cluster: `None` for ever.
+    pub fn join_timeout(&self) -> Option<std::time::Duration> {
+        (self.cluster_join_timeout > 0)
+            .then(|| std::time::Duration::from_secs(self.cluster_join_timeout))
     }
 
     /// The cluster bus port for a RESP listener on `port`.

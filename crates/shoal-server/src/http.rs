@@ -100,6 +100,13 @@ impl Backend for Node {
     fn max_body(&self) -> usize {
         self.0.door.settings.max_bulk_len()
     }
+
+    fn health(&self) -> Result<(), String> {
+        match &self.0.cluster {
+            Some(cluster) if cluster.node().is_none() => Err("not in the cluster yet".into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Where a request for `key` is served: here (`None`), or, in cluster mode when this node

@@ -127,7 +127,12 @@ impl Server {
                 run_http(http_shared, listener, threads)
             })?);
         }
-        tracing::info!(%resp_addr, http = ?http_addr, threads, "shoal node ready");
+        tracing::info!(
+            %resp_addr,
+            http = http_addr.map(tracing::field::display),
+            threads,
+            "shoal node ready"
+        );
         Ok(Server {
             shared,
             threads: handles,
@@ -154,6 +159,15 @@ impl Server {
     /// Asks the node to stop (as `SHUTDOWN` does).
     pub fn shutdown(&self) {
         self.shared.request_shutdown();
+    }
+
+    /// In cluster mode, whether the node has not taken its place in a cluster (founded or
+    /// joined one) yet; `false` for a standalone node.
+    pub fn outside_cluster(&self) -> bool {
+        self.shared
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.node().is_none())
     }
 
     /// A receiver that sees `true` once the node is asked to stop (by `SHUTDOWN` too).

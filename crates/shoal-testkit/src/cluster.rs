@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use shoal_cluster::ShardId;
 use shoal_cluster::bus::{self, ClusterStatus, Reply, Request};
 use shoal_cluster::decide::{Settings, desired_voters};
-use shoal_cluster::map::ShardId;
 use shoal_cluster::{ClusterMap, Health, NodeId, SLOTS, key_slot};
 
 use crate::error::{Error, Result};
@@ -537,7 +537,7 @@ pub fn summarize(status: &ClusterStatus) -> String {
 mod tests {
     use super::*;
     use shoal_cluster::bus::{NodeStats, NodeStatus};
-    use shoal_cluster::map::{NodeInfo, ShardId, ShardInfo, SlotTable};
+    use shoal_cluster::{NodeInfo, ShardId, ShardInfo, SlotTable};
 
     fn status(epoch: u64, reported: &[(u64, u64)]) -> ClusterStatus {
         let mut map = ClusterMap::empty();

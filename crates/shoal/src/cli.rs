@@ -29,104 +29,146 @@ pub enum Command {
     Proxy(ProxyArgs),
 }
 
+/// Help headings, shared by `shoal server` and `shoal proxy` so that both list their options
+/// in the same groups and the same order.
+mod heading {
+    /// Where it listens and with how many threads.
+    pub const LISTENING: &str = "Listening";
+    /// The cluster it belongs to or fronts.
+    pub const CLUSTER: &str = "Cluster";
+    /// The keyspace's memory.
+    pub const MEMORY: &str = "Memory";
+    /// Limits on clients and what they send.
+    pub const LIMITS: &str = "Limits";
+    /// Who may connect.
+    pub const SECURITY: &str = "Security";
+    /// What it logs.
+    pub const LOGGING: &str = "Logging";
+}
+
 /// `shoal server` flags. Each also reads `SHOAL_<NAME>` from the environment.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// TOML configuration file (keys are Redis's names: port, maxmemory, maxmemory-policy, ...).
+    /// TOML configuration file (`name = value` lines with Redis's names: port, maxmemory, ...).
     #[arg(long, env = "SHOAL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the resulting configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Address to listen on.
-    #[arg(long, env = "SHOAL_BIND")]
+
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, env = "SHOAL_BIND", help_heading = heading::LISTENING)]
     pub bind: Option<String>,
     /// RESP port [default: 6379].
-    #[arg(long, env = "SHOAL_PORT")]
+    #[arg(long, env = "SHOAL_PORT", help_heading = heading::LISTENING)]
     pub port: Option<u16>,
     /// HTTP API port; 0 disables it [default: 8080].
-    #[arg(long, env = "SHOAL_HTTP_PORT")]
+    #[arg(long, env = "SHOAL_HTTP_PORT", help_heading = heading::LISTENING)]
     pub http_port: Option<u16>,
-    /// Memory limit, e.g. 100mb or 1gb; 0 means none [default: 0].
-    #[arg(long, env = "SHOAL_MAXMEMORY", value_parser = parse_size)]
-    pub maxmemory: Option<ByteSize>,
-    /// allkeys-lru, volatile-lru, allkeys-random, volatile-ttl or noeviction [default: allkeys-lru].
-    #[arg(long, env = "SHOAL_MAXMEMORY_POLICY")]
-    pub maxmemory_policy: Option<EvictionPolicy>,
     /// Worker threads; 0 means one per available CPU [default: 0].
-    #[arg(long, env = "SHOAL_THREADS")]
+    #[arg(long, env = "SHOAL_THREADS", help_heading = heading::LISTENING)]
     pub threads: Option<usize>,
-    /// Keyspace shards (a power of two); 0 means 64 per thread [default: 0].
-    #[arg(long, env = "SHOAL_SHARDS")]
-    pub shards: Option<usize>,
-    /// Most simultaneous clients [default: 10000].
-    #[arg(long, env = "SHOAL_MAXCLIENTS")]
-    pub maxclients: Option<u64>,
-    /// Close clients idle for this many seconds; 0 never [default: 0].
-    #[arg(long, env = "SHOAL_TIMEOUT")]
-    pub timeout: Option<u64>,
-    /// Password clients must send with AUTH.
-    #[arg(long, env = "SHOAL_REQUIREPASS")]
-    pub requirepass: Option<String>,
-    /// Largest bulk string a client may send [default: 512mb].
-    #[arg(long, env = "SHOAL_PROTO_MAX_BULK_LEN", value_parser = parse_size)]
-    pub proto_max_bulk_len: Option<ByteSize>,
-    /// Most arguments per command [default: 2147483647].
-    #[arg(long, env = "SHOAL_PROTO_MAX_MULTIBULK_LEN")]
-    pub proto_max_multibulk_len: Option<u64>,
-    /// Largest key a write may create [default: 512mb].
-    #[arg(long, env = "SHOAL_MAX_KEY_SIZE", value_parser = parse_size)]
-    pub max_key_size: Option<ByteSize>,
-    /// Most unprocessed input per client [default: 1gb].
-    #[arg(long, env = "SHOAL_CLIENT_QUERY_BUFFER_LIMIT", value_parser = parse_size)]
-    pub client_query_buffer_limit: Option<ByteSize>,
-    /// Output limit for normal clients: "<hard> <soft> <seconds>" [default: "0 0 0"].
-    #[arg(long, env = "SHOAL_CLIENT_OUTPUT_BUFFER_LIMIT")]
-    pub client_output_buffer_limit: Option<String>,
-    /// Log format: human or json [default: human].
-    #[arg(long, env = "SHOAL_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Log level or filter (info, debug, shoal_server=debug...) [default: info].
-    #[arg(long, env = "SHOAL_LOG_LEVEL")]
-    pub log_level: Option<String>,
+
     /// Run as part of a cluster; without --cluster-join this founds a new one.
-    #[arg(long, env = "SHOAL_CLUSTER_ENABLED")]
+    #[arg(long, env = "SHOAL_CLUSTER_ENABLED", help_heading = heading::CLUSTER)]
     pub cluster_enabled: bool,
     /// Join the cluster that the node at this RESP address (host:port) belongs to.
-    #[arg(long, env = "SHOAL_CLUSTER_JOIN", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "SHOAL_CLUSTER_JOIN",
+        value_name = "HOST:PORT",
+        help_heading = heading::CLUSTER
+    )]
     pub cluster_join: Option<String>,
+    /// Seconds to keep trying to join before giving up; 0 tries forever [default: 30].
+    #[arg(
+        long = "join-timeout",
+        alias = "cluster-join-timeout",
+        env = "SHOAL_CLUSTER_JOIN_TIMEOUT",
+        value_name = "SECONDS",
+        help_heading = heading::CLUSTER
+    )]
+    pub cluster_join_timeout: Option<u64>,
     /// Cluster bus port; 0 means the RESP port + 10000 [default: 0].
-    #[arg(long, env = "SHOAL_CLUSTER_PORT")]
+    #[arg(long, env = "SHOAL_CLUSTER_PORT", help_heading = heading::CLUSTER)]
     pub cluster_port: Option<u16>,
     /// Milliseconds without a heartbeat before the controller marks a node failed [default: 1000].
     #[arg(
         long = "node-timeout",
         alias = "cluster-node-timeout",
-        env = "SHOAL_CLUSTER_NODE_TIMEOUT"
+        env = "SHOAL_CLUSTER_NODE_TIMEOUT",
+        value_name = "MS",
+        help_heading = heading::CLUSTER
     )]
     pub cluster_node_timeout: Option<u64>,
     /// Replicas per shard, for the cluster this node founds [default: 0].
     #[arg(
         long = "replicas",
         alias = "cluster-replicas",
-        env = "SHOAL_CLUSTER_REPLICAS"
+        env = "SHOAL_CLUSTER_REPLICAS",
+        help_heading = heading::CLUSTER
     )]
     pub cluster_replicas: Option<u8>,
     /// Let this node be a voter of the cluster's controller (its Raft group).
-    #[arg(long, env = "SHOAL_CONTROLLER")]
+    #[arg(long, env = "SHOAL_CONTROLLER", help_heading = heading::CLUSTER)]
     pub controller: bool,
     /// Join as a spare: the node waits in no shard until one lacks a healthy replica.
-    #[arg(long = "spare", env = "SHOAL_CLUSTER_SPARE")]
+    #[arg(long = "spare", env = "SHOAL_CLUSTER_SPARE", help_heading = heading::CLUSTER)]
     pub cluster_spare: bool,
     /// IP address other nodes and clients reach this node at [default: --bind, or 127.0.0.1].
-    #[arg(long, env = "SHOAL_CLUSTER_ANNOUNCE_IP")]
+    #[arg(long, env = "SHOAL_CLUSTER_ANNOUNCE_IP", help_heading = heading::CLUSTER)]
     pub cluster_announce_ip: Option<String>,
-    /// For keys of other nodes: redirect (answer -MOVED) or forward (relay the owner's reply).
-    #[arg(long, env = "SHOAL_ROUTING")]
+    /// For keys of other nodes: redirect (answer -MOVED) or forward (relay the owner's reply)
+    /// [default: redirect].
+    #[arg(long, env = "SHOAL_ROUTING", help_heading = heading::CLUSTER)]
     pub routing: Option<shoal_server::config::RoutingMode>,
+
+    /// Memory limit, e.g. 100mb or 1gb; 0 means none [default: 0].
+    #[arg(long, env = "SHOAL_MAXMEMORY", value_parser = parse_size, help_heading = heading::MEMORY)]
+    pub maxmemory: Option<ByteSize>,
+    /// allkeys-lru, volatile-lru, allkeys-random, volatile-ttl or noeviction [default: allkeys-lru].
+    #[arg(long, env = "SHOAL_MAXMEMORY_POLICY", help_heading = heading::MEMORY)]
+    pub maxmemory_policy: Option<EvictionPolicy>,
+    /// Keyspace shards (a power of two); 0 means 64 per thread [default: 0].
+    #[arg(long, env = "SHOAL_SHARDS", help_heading = heading::MEMORY)]
+    pub shards: Option<usize>,
+
+    /// Most simultaneous clients [default: 10000].
+    #[arg(long, env = "SHOAL_MAXCLIENTS", help_heading = heading::LIMITS)]
+    pub maxclients: Option<u64>,
+    /// Close clients idle for this many seconds; 0 never [default: 0].
+    #[arg(long, env = "SHOAL_TIMEOUT", help_heading = heading::LIMITS)]
+    pub timeout: Option<u64>,
+    /// Most unprocessed input per client [default: 1gb].
+    #[arg(long, env = "SHOAL_CLIENT_QUERY_BUFFER_LIMIT", value_parser = parse_size, help_heading = heading::LIMITS)]
+    pub client_query_buffer_limit: Option<ByteSize>,
+    /// Output limit for normal clients: "<hard> <soft> <seconds>" [default: "0 0 0"].
+    #[arg(long, env = "SHOAL_CLIENT_OUTPUT_BUFFER_LIMIT", help_heading = heading::LIMITS)]
+    pub client_output_buffer_limit: Option<String>,
+    /// Largest bulk string a client may send (and largest HTTP body) [default: 512mb].
+    #[arg(long, env = "SHOAL_PROTO_MAX_BULK_LEN", value_parser = parse_size, help_heading = heading::LIMITS)]
+    pub proto_max_bulk_len: Option<ByteSize>,
+    /// Most arguments per command [default: 2147483647].
+    #[arg(long, env = "SHOAL_PROTO_MAX_MULTIBULK_LEN", help_heading = heading::LIMITS)]
+    pub proto_max_multibulk_len: Option<u64>,
+    /// Largest key a write may create [default: 512mb].
+    #[arg(long, env = "SHOAL_MAX_KEY_SIZE", value_parser = parse_size, help_heading = heading::LIMITS)]
+    pub max_key_size: Option<ByteSize>,
+
+    /// Password clients must send with AUTH (or HELLO AUTH, or HTTP Bearer/Basic).
+    #[arg(long, env = "SHOAL_REQUIREPASS", help_heading = heading::SECURITY)]
+    pub requirepass: Option<String>,
+
+    /// Log format: human or json [default: human].
+    #[arg(long, env = "SHOAL_LOG_FORMAT", help_heading = heading::LOGGING)]
+    pub log_format: Option<LogFormat>,
+    /// Log level or filter (info, debug, shoal_server=debug...); Raft's own logs stay at warn
+    /// unless the filter names openraft [default: info].
+    #[arg(long, env = "SHOAL_LOG_LEVEL", help_heading = heading::LOGGING)]
+    pub log_level: Option<String>,
 }
 
-fn parse_size(s: &str) -> Result<ByteSize, String> {
+pub(crate) fn parse_size(s: &str) -> Result<ByteSize, String> {
     s.parse()
         .map_err(|_| format!("'{s}' is not a size (use e.g. 100mb, 1gb, or bytes)"))
 }
@@ -166,6 +208,7 @@ impl ServerArgs {
             client_query_buffer_limit,
             log_format,
             log_level,
+            cluster_join_timeout,
             cluster_port,
             cluster_node_timeout,
             cluster_replicas,
@@ -188,64 +231,84 @@ impl ServerArgs {
     }
 }
 
-/// `shoal proxy` flags. Each also reads `SHOAL_PROXY_<NAME>` from the environment.
+/// `shoal proxy` flags. Each also reads `SHOAL_PROXY_<NAME>` from the environment. Grouped and
+/// ordered as `shoal server`'s.
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SHOAL_PROXY_BIND", default_value = "127.0.0.1", help_heading = heading::LISTENING)]
+    pub bind: String,
+    /// RESP port.
+    #[arg(long, env = "SHOAL_PROXY_PORT", default_value_t = 6380, help_heading = heading::LISTENING)]
+    pub port: u16,
+    /// HTTP API port; 0 disables it.
+    #[arg(long, env = "SHOAL_PROXY_HTTP_PORT", default_value_t = 0, help_heading = heading::LISTENING)]
+    pub http_port: u16,
+    /// Worker threads; 0 means one per available CPU.
+    #[arg(long, env = "SHOAL_PROXY_THREADS", default_value_t = 0, help_heading = heading::LISTENING)]
+    pub threads: usize,
+
     /// RESP addresses (host:port) of some cluster nodes, comma-separated.
     #[arg(
         long,
         env = "SHOAL_PROXY_CLUSTER",
         value_name = "HOST:PORT,...",
         value_delimiter = ',',
-        required = true
+        required = true,
+        help_heading = heading::CLUSTER
     )]
     pub cluster: Vec<String>,
     /// Password the proxy authenticates to the nodes with.
-    #[arg(long, env = "SHOAL_PROXY_CLUSTER_PASSWORD")]
+    #[arg(long, env = "SHOAL_PROXY_CLUSTER_PASSWORD", help_heading = heading::CLUSTER)]
     pub cluster_password: Option<String>,
-    /// Address to listen on.
-    #[arg(long, env = "SHOAL_PROXY_BIND", default_value = "127.0.0.1")]
-    pub bind: String,
-    /// RESP port.
-    #[arg(long, env = "SHOAL_PROXY_PORT", default_value_t = 6380)]
-    pub port: u16,
-    /// HTTP API port; 0 disables it.
-    #[arg(long, env = "SHOAL_PROXY_HTTP_PORT", default_value_t = 0)]
-    pub http_port: u16,
-    /// Worker threads; 0 means one per available CPU.
-    #[arg(long, env = "SHOAL_PROXY_THREADS", default_value_t = 0)]
-    pub threads: usize,
-    /// Password clients must send with AUTH (or HELLO AUTH, or HTTP Bearer/Basic).
-    #[arg(long, env = "SHOAL_PROXY_REQUIREPASS")]
-    pub requirepass: Option<String>,
+    /// Which members of a shard serve reads: primary, replica (may lag the primary's writes;
+    /// the primary when there is none) or any.
+    #[arg(
+        long,
+        env = "SHOAL_PROXY_READ_FROM",
+        value_enum,
+        default_value_t = ReadFromArg::Primary,
+        hide_possible_values = true,
+        help_heading = heading::CLUSTER
+    )]
+    pub read_from: ReadFromArg,
+    /// Milliseconds to wait for a node's reply (retries come on top).
+    #[arg(
+        long,
+        env = "SHOAL_PROXY_UPSTREAM_TIMEOUT",
+        default_value_t = 2000,
+        value_name = "MS",
+        help_heading = heading::CLUSTER
+    )]
+    pub upstream_timeout: u64,
+
     /// Most simultaneous clients.
-    #[arg(long, env = "SHOAL_PROXY_MAXCLIENTS", default_value_t = 10_000)]
+    #[arg(long, env = "SHOAL_PROXY_MAXCLIENTS", default_value_t = 10_000, help_heading = heading::LIMITS)]
     pub maxclients: usize,
     /// Most unprocessed input per client.
-    #[arg(long, env = "SHOAL_PROXY_CLIENT_QUERY_BUFFER_LIMIT", value_parser = parse_size, default_value = "1gb")]
+    #[arg(long, env = "SHOAL_PROXY_CLIENT_QUERY_BUFFER_LIMIT", value_parser = parse_size, default_value = "1gb", help_heading = heading::LIMITS)]
     pub client_query_buffer_limit: ByteSize,
     /// Largest bulk string a client may send (and largest HTTP body).
-    #[arg(long, env = "SHOAL_PROXY_PROTO_MAX_BULK_LEN", value_parser = parse_size, default_value = "512mb")]
+    #[arg(long, env = "SHOAL_PROXY_PROTO_MAX_BULK_LEN", value_parser = parse_size, default_value = "512mb", help_heading = heading::LIMITS)]
     pub proto_max_bulk_len: ByteSize,
     /// Most arguments per command.
     #[arg(
         long,
         env = "SHOAL_PROXY_PROTO_MAX_MULTIBULK_LEN",
-        default_value_t = 2_147_483_647
+        default_value_t = 2_147_483_647,
+        help_heading = heading::LIMITS
     )]
     pub proto_max_multibulk_len: u64,
-    /// Milliseconds to wait for a node's reply (retries come on top).
-    #[arg(long, env = "SHOAL_PROXY_UPSTREAM_TIMEOUT", default_value_t = 2000)]
-    pub upstream_timeout: u64,
-    /// Which members of a shard serve reads: the primary, a replica (may lag the primary's
-    /// writes), or any of them.
-    #[arg(long, env = "SHOAL_PROXY_READ_FROM", value_enum, default_value_t = ReadFromArg::Primary)]
-    pub read_from: ReadFromArg,
+
+    /// Password clients must send with AUTH (or HELLO AUTH, or HTTP Bearer/Basic).
+    #[arg(long, env = "SHOAL_PROXY_REQUIREPASS", help_heading = heading::SECURITY)]
+    pub requirepass: Option<String>,
+
     /// Log format: human or json.
-    #[arg(long, env = "SHOAL_PROXY_LOG_FORMAT", default_value = "human")]
+    #[arg(long, env = "SHOAL_PROXY_LOG_FORMAT", default_value = "human", help_heading = heading::LOGGING)]
     pub log_format: LogFormat,
     /// Log level or filter (info, debug, shoal_proxy=debug...).
-    #[arg(long, env = "SHOAL_PROXY_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = "SHOAL_PROXY_LOG_LEVEL", default_value = "info", help_heading = heading::LOGGING)]
     pub log_level: String,
 }
 

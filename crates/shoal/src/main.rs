@@ -48,23 +48,42 @@ fn run_server(args: cli::ServerArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     logging::init(config.log_format, &config.log_level)?;
+    let seed = config.cluster_join.clone();
     let server = shoal_server::Server::start(config).context("cannot start the node")?;
     let mut stopped = server.stopped();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the signal handler")?;
-    runtime.block_on(async {
+    let stopped_itself = runtime.block_on(async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
-            _ = terminate.recv() => tracing::info!("terminated, shutting down"),
-            _ = stopped.wait_for(|stop| *stop) => tracing::info!("shutdown requested"),
-        }
-        anyhow::Ok(())
+        let stopped_itself = tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted, shutting down");
+                false
+            }
+            _ = terminate.recv() => {
+                tracing::info!("terminated, shutting down");
+                false
+            }
+            _ = stopped.wait_for(|stop| *stop) => {
+                tracing::info!("shutdown requested");
+                true
+            }
+        };
+        anyhow::Ok(stopped_itself)
     })?;
+    // A node that stopped by itself before it was in the cluster could not found or join it
+    // (the reason is logged): that is a failure, not a clean exit.
+    let never_joined = server.outside_cluster();
     server.shutdown();
     server.wait();
+    if stopped_itself && never_joined {
+        if seed.is_empty() {
+            anyhow::bail!("the node could not found a cluster (see the error above)");
+        }
+        anyhow::bail!("the node could not join the cluster through {seed} (see the error above)");
+    }
     Ok(())
 }

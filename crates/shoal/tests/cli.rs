@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
@@ -20,12 +21,16 @@ struct Node {
 
 impl Node {
     fn start(extra: &[&str]) -> Node {
-        let port = free_port();
+        Node::start_on(free_port(), &[&["--http-port", "0"], extra].concat())
+    }
+
+    /// A node on `port`, with `args` (which must include `--http-port`).
+    fn start_on(port: u16, args: &[&str]) -> Node {
         let mut command = shoal();
         command
-            .args(["server", "--port", &port.to_string(), "--http-port", "0"])
+            .args(["server", "--port", &port.to_string()])
             .args(["--threads", "1", "--log-level", "warn"])
-            .args(extra)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = command.spawn().expect("shoal starts");
@@ -433,5 +438,400 @@ fn sigterm_stops_the_node_cleanly() {
     assert!(
         matches!(ended, Ok(0)) || ended.is_err(),
         "the open connection must end: {ended:?} {rest:?}"
+    );
+}
+
+/// A first RESP port for `nodes` cluster nodes whose RESP ports, bus ports (RESP + 10000,
+/// below 32768) and HTTP ports (RESP + 1000) are all free; each call of this process gets a
+/// range of its own.
+fn cluster_base_port(nodes: u16) -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 20_000 + (std::process::id() % 50) as u16 * 40;
+    loop {
+        let base = start + NEXT.fetch_add(nodes.max(4), Ordering::Relaxed);
+        assert!(base + nodes < 22_700, "no free cluster ports");
+        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if (base..base + nodes).all(|p| free(p) && free(p + 10_000) && free(p + 1000)) {
+            return base;
+        }
+    }
+}
+
+/// Runs `shoal args...` with `env` to its end (at most `within`).
+fn run_shoal(args: &[&str], env: &[(&str, &str)], within: Duration) -> Output {
+    let child = shoal()
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, within, &format!("shoal {args:?}"))
+}
+
+/// Runs `shoal args...`, expecting it to fail within `within`: its stdout and stderr.
+fn failing(args: &[&str], env: &[(&str, &str)], within: Duration) -> (String, String) {
+    let out = run_shoal(args, env, within);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "shoal {args:?} should fail:\n{stdout}\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
+/// `GET path` on the HTTP port `port`: the status code and the body.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// Sends one RESP command on a new connection and returns the raw reply.
+fn resp_command(port: u16, args: &[&str]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = vec![0u8; 4096];
+    let n = stream.read(&mut reply).unwrap();
+    String::from_utf8_lossy(&reply[..n]).into_owned()
+}
+
+/// Waits until the cluster node on `port` is in a cluster whose slots are all served.
+fn wait_for_cluster(port: u16) {
+    let started = Instant::now();
+    while !resp_command(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the node on {port} formed no cluster within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn cluster_up_refuses_bad_node_settings_before_starting_anything() {
+    let base = cluster_base_port(1).to_string();
+    let up = [
+        "cluster",
+        "up",
+        "--shards",
+        "1",
+        "--replicas",
+        "0",
+        "--base-port",
+        &base,
+    ];
+    for (flag, value, says) in [
+        ("--maxmemory", "1.5g", "'1.5g' is not a size"),
+        ("--routing", "proxy", "unknown routing mode 'proxy'"),
+        ("--node-timeout", "50", "cluster-node-timeout"),
+    ] {
+        let (stdout, stderr) = failing(
+            &[&up[..], &[flag, value]].concat(),
+            &[],
+            Duration::from_secs(10),
+        );
+        assert!(stderr.contains(says), "{flag} {value}: {stderr}");
+        assert!(
+            !stdout.contains("starting"),
+            "{flag} {value}: a node was started: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn cluster_up_shows_the_error_of_a_node_that_exits() {
+    let base = cluster_base_port(1).to_string();
+    let log_dir = std::env::temp_dir().join(format!("shoal-cli-up-exit-{}", std::process::id()));
+    // The nodes inherit the environment: a configuration file that is not there stops them.
+    let (_, stderr) = failing(
+        &[
+            "cluster",
+            "up",
+            "--shards",
+            "1",
+            "--replicas",
+            "0",
+            "--base-port",
+            &base,
+            "--log-dir",
+            log_dir.to_str().unwrap(),
+        ],
+        &[("SHOAL_CONFIG", "/nonexistent/shoal-cli-test.toml")],
+        Duration::from_secs(30),
+    );
+    let _ = std::fs::remove_dir_all(&log_dir);
+    assert!(
+        stderr.contains(&format!("the node on port {base} exited while starting")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cannot read /nonexistent/shoal-cli-test.toml"),
+        "the node's own error is shown: {stderr}"
+    );
+}
+
+#[test]
+fn cluster_up_names_taken_ports_and_starts_nothing() {
+    let base = cluster_base_port(2);
+    // A Shoal node already on the first RESP port, and another program on the second node's
+    // cluster bus port.
+    let _node = Node::start_on(base, &["--http-port", "0"]);
+    let _program = TcpListener::bind(("127.0.0.1", base + 1 + 10_000)).unwrap();
+    let (stdout, stderr) = failing(
+        &[
+            "cluster",
+            "up",
+            "--shards",
+            "2",
+            "--replicas",
+            "0",
+            "--base-port",
+            &base.to_string(),
+            "--http-base-port",
+            "0",
+        ],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(!stdout.contains("founded"), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "port {base} (a node's RESP port) is in use: a Redis-protocol server answers there"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "port {} (the cluster bus port of the node on {}: RESP + 10000) is in use",
+            base + 1 + 10_000,
+            base + 1
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cluster_status_explains_an_http_port_and_a_bad_address() {
+    let http_port = free_port();
+    let _node = Node::start_on(free_port(), &["--http-port", &http_port.to_string()]);
+    let addr = format!("127.0.0.1:{http_port}");
+    let (_, stderr) = failing(
+        &["cluster", "status", "--node", &addr],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(
+        stderr.contains(&format!("{addr} answered in HTTP, not the Redis protocol")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("RESP port"),
+        "says which port to give: {stderr}"
+    );
+    let (_, stderr) = failing(
+        &["cluster", "status", "--node", "localhost:http"],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(
+        stderr.contains("'localhost:http' is not host:port (e.g. 127.0.0.1:7000)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn remove_node_with_an_unknown_id_lists_the_cluster_s_ids() {
+    let port = cluster_base_port(1);
+    let _node = Node::start_on(port, &["--http-port", "0", "--cluster-enabled"]);
+    wait_for_cluster(port);
+    let myid = resp_command(port, &["CLUSTER", "MYID"]);
+    let myid = myid.lines().nth(1).expect("a bulk reply").to_string();
+    let (_, stderr) = failing(
+        &[
+            "cluster",
+            "remove-node",
+            "00000000000000aa",
+            "--node",
+            &format!("127.0.0.1:{port}"),
+        ],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert!(
+        stderr.contains("node 00000000000000aa is not in the cluster; its nodes are: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} (127.0.0.1:{port})", &myid[..16])),
+        "lists the node's short id: {stderr}"
+    );
+}
+
+#[test]
+fn a_redis_conf_file_is_refused_with_its_toml_form() {
+    let file = TempFile::new("redis.conf", "# a redis.conf\nmaxmemory 100mb\nport 7000\n");
+    let err = refused(&["--config", file.path().to_str().unwrap()], &[]);
+    assert!(
+        err.contains("the file must be TOML, not redis.conf: write `maxmemory = \"100mb\"` instead of `maxmemory 100mb`"),
+        "{err}"
+    );
+    let err = refused(&["--cluster-join", "localhost"], &[]);
+    assert!(
+        err.contains("cluster-join") && err.contains("host:port"),
+        "{err}"
+    );
+}
+
+/// `shoal <command> --help`: each heading with the long names of its options, in order.
+fn help_sections(command: &str) -> Vec<(String, Vec<String>)> {
+    let out = shoal().args([command, "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let mut sections: Vec<(String, Vec<String>)> = Vec::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        if let Some(heading) = line.strip_suffix(':').filter(|_| !line.starts_with(' ')) {
+            sections.push((heading.to_string(), Vec::new()));
+        } else if let Some(option) = line.trim_start().strip_prefix("--")
+            && let Some((_, options)) = sections.last_mut()
+        {
+            options.push(option.split([' ', ',']).next().unwrap().to_string());
+        }
+    }
+    sections
+}
+
+#[test]
+fn server_and_proxy_help_group_and_order_options_alike() {
+    let server = help_sections("server");
+    let proxy = help_sections("proxy");
+    let headings = |sections: &[(String, Vec<String>)]| -> Vec<String> {
+        sections.iter().map(|(h, _)| h.clone()).collect()
+    };
+    for expected in ["Listening", "Cluster", "Limits", "Security", "Logging"] {
+        assert!(
+            headings(&proxy).contains(&expected.to_string()),
+            "{proxy:?}"
+        );
+        assert!(
+            headings(&server).contains(&expected.to_string()),
+            "{server:?}"
+        );
+    }
+    // The proxy's headings come in the server's order.
+    let in_server: Vec<String> = headings(&server)
+        .into_iter()
+        .filter(|h| headings(&proxy).contains(h))
+        .collect();
+    assert_eq!(in_server, headings(&proxy));
+    // An option both have is under the same heading, and in the same order within it.
+    for (heading, options) in &proxy {
+        let (_, server_options) = server.iter().find(|(h, _)| h == heading).unwrap();
+        let shared: Vec<&String> = server_options
+            .iter()
+            .filter(|o| options.contains(o))
+            .collect();
+        let proxy_shared: Vec<&String> = options
+            .iter()
+            .filter(|o| server_options.contains(o))
+            .collect();
+        assert_eq!(shared, proxy_shared, "under {heading}");
+    }
+    for option in ["bind", "port", "http-port", "threads"] {
+        assert!(
+            proxy[0..]
+                .iter()
+                .any(|(h, o)| h == "Listening" && o.contains(&option.to_string())),
+            "--{option} under Listening: {proxy:?}"
+        );
+    }
+}
+
+#[test]
+fn a_node_s_log_file_is_plain_text_without_raft_internals() {
+    let port = cluster_base_port(1);
+    let log = TempFile::new("node.log", "");
+    let mut child = shoal()
+        .args(["server", "--port", &port.to_string(), "--http-port", "0"])
+        .args(["--threads", "1", "--cluster-enabled", "--log-level", "info"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log.path()).unwrap())
+        .spawn()
+        .unwrap();
+    // Founding the cluster runs the Raft group through its start and first election.
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_for_cluster(port);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(text.contains("shoal node ready"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a log file: {text:?}"
+    );
+    assert!(
+        !text.contains("openraft"),
+        "Raft's internals at the info level: {text}"
+    );
+}
+
+#[test]
+fn joining_where_nothing_listens_fails_after_the_join_timeout_and_health_says_so() {
+    let port = cluster_base_port(1);
+    let http_port = port + 1000;
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let child = shoal()
+        .args(["server", "--port", &port.to_string()])
+        .args(["--http-port", &http_port.to_string(), "--threads", "1"])
+        .args(["--cluster-join", &nowhere, "--join-timeout", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let health = loop {
+        if let Some(answer) = http_get(http_port, "/health") {
+            break answer;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no HTTP listener"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(health.0, 503, "health while joining: {health:?}");
+    assert!(health.1.contains("\"unavailable\""), "{health:?}");
+    let out = wait_output(child, Duration::from_secs(20), "shoal server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit status: {}", out.status);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains(&format!(
+            "could not join the cluster through {nowhere} within 2 s"
+        )),
+        "{stderr}"
     );
 }

@@ -778,7 +778,8 @@ async fn remove_node_hands_its_slots_to_the_others_and_the_node_stops() {
             ]);
             let stderr = String::from_utf8_lossy(&bogus.stderr);
             assert!(
-                !bogus.status.success() && stderr.contains("no such node"),
+                !bogus.status.success()
+                    && stderr.contains("node 00000000000000aa is not in the cluster"),
                 "{stderr}"
             );
             assert_eq!(cluster.status().await.unwrap().map.nodes.len(), 3);

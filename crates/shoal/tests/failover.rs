@@ -16,7 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_cluster::map::ShardId;
+use shoal_cluster::ShardId;
 use shoal_cluster::{ClusterMap, Health, key_slot};
 use shoal_testkit::history::{Op, Outcome, Report};
 use shoal_testkit::relay::{CutMode, Relay};

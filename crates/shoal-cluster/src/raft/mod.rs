@@ -10,8 +10,8 @@
 //! that restarts comes back as a new member (its data is gone too), and the group replaces the
 //! old member, so no Raft state needs to survive a restart.
 
-pub mod network;
-pub mod store;
+pub(crate) mod network;
+pub(crate) mod store;
 
 use std::io::Cursor;
 
@@ -32,7 +32,7 @@ openraft::declare_raft_types!(
 );
 
 /// A running Raft member.
-pub type Raft = openraft::Raft<TypeConfig>;
+pub(crate) type Raft = openraft::Raft<TypeConfig>;
 
 /// A request to replace the map.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

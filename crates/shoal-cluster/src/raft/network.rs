@@ -21,7 +21,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Makes [`PeerLink`]s.
 #[derive(Clone, Default)]
-pub struct BusNetwork;
+pub(crate) struct BusNetwork;
 
 impl RaftNetworkFactory<TypeConfig> for BusNetwork {
     type Network = PeerLink;
@@ -37,7 +37,7 @@ impl RaftNetworkFactory<TypeConfig> for BusNetwork {
 }
 
 /// The link to one peer.
-pub struct PeerLink {
+pub(crate) struct PeerLink {
     target: u64,
     node: BasicNode,
     addr: String,

@@ -16,25 +16,25 @@ use openraft::{
     SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
 use parking_lot_free::Mutex;
-use tokio::sync::watch;
 
 use super::{ProposalOutcome, TypeConfig};
 use crate::map::ClusterMap;
+use crate::map_channel::{MapSender, publish_newer};
 
 /// `std`'s mutex, poison ignored: the guarded data stays consistent between statements.
 mod parking_lot_free {
     /// A mutex whose `lock` never fails.
     #[derive(Default)]
-    pub struct Mutex<T>(std::sync::Mutex<T>);
+    pub(super) struct Mutex<T>(std::sync::Mutex<T>);
 
     impl<T> Mutex<T> {
         /// Wraps `value`.
-        pub fn new(value: T) -> Self {
+        pub(super) fn new(value: T) -> Self {
             Mutex(std::sync::Mutex::new(value))
         }
 
         /// Locks, ignoring poison.
-        pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, T> {
             self.0.lock().unwrap_or_else(|e| e.into_inner())
         }
     }
@@ -53,7 +53,7 @@ struct LogInner {
 
 /// The Raft log. Clones share one log.
 #[derive(Clone, Default)]
-pub struct LogStore {
+pub(crate) struct LogStore {
     inner: Arc<Mutex<LogInner>>,
 }
 
@@ -162,14 +162,14 @@ struct MachineInner {
 
 /// The state machine: the cluster map. Clones share one machine.
 #[derive(Clone)]
-pub struct MapMachine {
+pub(crate) struct MapMachine {
     inner: Arc<Mutex<MachineInner>>,
-    map: watch::Sender<Arc<ClusterMap>>,
+    map: MapSender,
 }
 
 impl MapMachine {
     /// A machine holding the empty map, publishing on `map`.
-    pub fn new(map: watch::Sender<Arc<ClusterMap>>) -> MapMachine {
+    pub(crate) fn new(map: MapSender) -> MapMachine {
         MapMachine {
             inner: Arc::new(Mutex::new(MachineInner::default())),
             map,
@@ -177,13 +177,13 @@ impl MapMachine {
     }
 
     /// The map as of the last applied entry.
-    pub fn current(&self) -> Arc<ClusterMap> {
+    pub(crate) fn current(&self) -> Arc<ClusterMap> {
         self.inner.lock().applied.clone()
     }
 
     /// Publishes `map`, the machine's own now, unless the channel has a newer one.
     fn publish(&self, map: ClusterMap) {
-        crate::node::publish_newer(&self.map, map);
+        publish_newer(&self.map, map);
     }
 
     // openraft's storage traits fix the error type, large as it is.
@@ -317,6 +317,8 @@ impl RaftStateMachine<TypeConfig> for MapMachine {
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::watch;
+
     use super::*;
 
     #[test]
@@ -348,7 +350,7 @@ mod tests {
         let outcomes = machine.apply([proposal(1, 0, &map_at(1))]).await.unwrap();
         assert!(matches!(outcomes[..], [ProposalOutcome::Applied]));
         // A follower applied epoch 2 first and pushed it to this node, which published it.
-        crate::node::publish_newer(&tx, map_at(2));
+        publish_newer(&tx, map_at(2));
         let outcomes = machine.apply([proposal(2, 1, &map_at(2))]).await.unwrap();
         assert!(
             matches!(outcomes[..], [ProposalOutcome::Applied]),

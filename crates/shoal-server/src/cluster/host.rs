@@ -73,6 +73,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
             ..Settings::default()
         },
         replicas: config.cluster_replicas,
+        join_timeout: config.join_timeout(),
         stats: Arc::new(move || {
             stats_source
                 .upgrade()

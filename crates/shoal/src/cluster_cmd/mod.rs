@@ -1,0 +1,191 @@
+//! `shoal cluster up | status | remove-node`: run a local cluster of real processes, show a
+//! cluster's state, retire a node.
+//!
+//! * `up`: starting the local cluster and watching over it.
+//! * `ports`: the ports `up` will use, checked before anything starts.
+//! * `status`: `status` and `remove-node`, and the human-readable account of a cluster.
+
+mod ports;
+mod status;
+mod up;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use shoal_cluster::bus::{self, ClusterStatus, Reply, Request};
+use shoal_cluster::seed::{self, SeedError};
+use shoal_server::ByteSize;
+use shoal_server::config::RoutingMode;
+
+use crate::cli::parse_size;
+
+/// `shoal cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Start a local cluster of `shoal server` processes and keep it running until Ctrl-C.
+    Up(UpArgs),
+    /// Show a cluster's shards, nodes, slot ranges, epoch and health.
+    Status(StatusArgs),
+    /// Retire a node: its shard keeps going without it (or its slots move to other shards).
+    RemoveNode(RemoveArgs),
+}
+
+/// `shoal cluster up` flags.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Shards (primaries).
+    #[arg(long, default_value_t = 3)]
+    pub shards: usize,
+    /// Replicas per shard.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: u8,
+    /// RESP port of the first node; the others follow it. Each node's cluster bus port is its
+    /// RESP port + 10000.
+    #[arg(long, default_value_t = 7000)]
+    pub base_port: u16,
+    /// HTTP port of the first node; the others follow it; 0 disables HTTP [default: base-port + 1000].
+    #[arg(long)]
+    pub http_base_port: Option<u16>,
+    /// Memory limit per node, e.g. 100mb or 1gb.
+    #[arg(long, value_parser = parse_size)]
+    pub maxmemory: Option<ByteSize>,
+    /// Worker threads per node.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Milliseconds without a heartbeat before a node is marked failed.
+    #[arg(long, default_value_t = 1000)]
+    pub node_timeout: u64,
+    /// Directory for the nodes' logs, one node-<port>.log each, overwritten by every run
+    /// [default: shoal-cluster-<base-port> in the system's temp dir, the same for every run on
+    /// that base port].
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Routing mode of every node: redirect or forward.
+    #[arg(long, default_value = "redirect")]
+    pub routing: RoutingMode,
+}
+
+/// `shoal cluster status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Any node's RESP address, host:port (the port defaults to 7000).
+    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_node_addr)]
+    pub node: String,
+    /// Print the controller's status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `shoal cluster remove-node` flags.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The node's id (40 hex digits, or its first 16), as `cluster status` shows it.
+    pub id: String,
+    /// Any node's RESP address, host:port (the port defaults to 7000).
+    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_node_addr)]
+    pub node: String,
+}
+
+/// The RESP port `--node` means when it names none: `cluster up`'s first node's.
+const DEFAULT_NODE_PORT: u16 = 7000;
+
+/// How long one bus exchange may take.
+const BUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs a `shoal cluster` subcommand.
+pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")?;
+    runtime.block_on(async move {
+        match command {
+            ClusterCommand::Up(args) => up::up(args).await,
+            ClusterCommand::Status(args) => status::status(args).await,
+            ClusterCommand::RemoveNode(args) => status::remove_node(args).await,
+        }
+    })
+}
+
+/// A node's address as `--node` takes it: `host:port`, or a bare host (IPv6 in brackets or
+/// not) for port [`DEFAULT_NODE_PORT`].
+fn parse_node_addr(text: &str) -> Result<String, String> {
+    let expected = || format!("'{text}' is not host:port (e.g. 127.0.0.1:{DEFAULT_NODE_PORT})");
+    let text = text.trim();
+    let (host, port) = if text.starts_with('[') && text.ends_with(']') {
+        (text.to_string(), None)
+    } else if text.parse::<std::net::Ipv6Addr>().is_ok() {
+        // A bare IPv6 address: its colons are not a port's.
+        (format!("[{text}]"), None)
+    } else {
+        match text.rsplit_once(':') {
+            Some((host, port)) => (host.to_string(), Some(port)),
+            None => (text.to_string(), None),
+        }
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(expected());
+    }
+    let port = match port {
+        None => DEFAULT_NODE_PORT,
+        Some(port) => port.parse::<u16>().map_err(|_| expected())?,
+    };
+    Ok(format!("{host}:{port}"))
+}
+
+/// The controller leader's status, asked through the node whose RESP address is `node`.
+async fn leader_status(node: &str) -> anyhow::Result<ClusterStatus> {
+    let bus = bus_of(node).await?;
+    leader_status_via(&bus, node).await
+}
+
+/// The bus address of the node whose RESP address is `node`, or what went wrong, with a hint
+/// when `node` is an HTTP port.
+async fn bus_of(node: &str) -> anyhow::Result<String> {
+    match seed::bus_addr_of(node, BUS_TIMEOUT).await {
+        Ok(bus) => Ok(bus),
+        Err(e @ SeedError::Http { .. }) => {
+            let hint = node
+                .rsplit_once(':')
+                .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?.checked_sub(1000)?)))
+                .map(|(host, port)| {
+                    format!(
+                        " (`shoal cluster up` gives each node an HTTP port 1000 above its RESP \
+                         port: try {host}:{port})"
+                    )
+                })
+                .unwrap_or_default();
+            bail!("{e}{hint}")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The controller leader's status, asked through the bus at `bus` (of the node `node`).
+async fn leader_status_via(bus: &str, node: &str) -> anyhow::Result<ClusterStatus> {
+    match bus::call_leader(bus, &Request::Status, BUS_TIMEOUT, 4).await? {
+        Reply::Status(status) => Ok(*status),
+        Reply::Error(e) => bail!("{node}: {e}"),
+        other => bail!("{node} answered {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_address_without_a_port_gets_the_default_one() {
+        assert_eq!(parse_node_addr("localhost").unwrap(), "localhost:7000");
+        assert_eq!(parse_node_addr("127.0.0.1:7100").unwrap(), "127.0.0.1:7100");
+        assert_eq!(parse_node_addr("::1").unwrap(), "[::1]:7000");
+        assert_eq!(parse_node_addr("[::1]:7001").unwrap(), "[::1]:7001");
+        assert_eq!(parse_node_addr("[::1]").unwrap(), "[::1]:7000");
+        for bad in ["", ":7000", "localhost:http", "localhost:70000"] {
+            let error = parse_node_addr(bad).unwrap_err();
+            assert!(error.contains("host:port"), "{bad}: {error}");
+        }
+    }
+}

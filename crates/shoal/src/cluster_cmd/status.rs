@@ -1,0 +1,270 @@
+//! `shoal cluster status` and `shoal cluster remove-node`, and the human-readable account of a
+//! cluster both `status` and `up` print.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use shoal_cluster::bus::{self, ClusterStatus, NodeStatus, Reply, Request};
+use shoal_cluster::{ClusterMap, Health, NodeId, Role};
+
+use super::{RemoveArgs, StatusArgs, bus_of, leader_status, leader_status_via};
+
+/// `shoal cluster status`.
+pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let status = leader_status(&args.node).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", describe(&status));
+    }
+    Ok(())
+}
+
+/// `shoal cluster remove-node`.
+pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
+    let bus = bus_of(&args.node).await?;
+    let id = find_node(&leader_status_via(&bus, &args.node).await?.map, &args.id)?;
+    let answer = bus::call_leader(&bus, &Request::RemoveNode(id), Duration::from_secs(12), 4).await;
+    let map = match answer {
+        Ok(Reply::Removed(map)) => map,
+        // A refusal is final unless the node is gone already ("no such node" from a leader
+        // asked again after an earlier one committed the removal).
+        Ok(Reply::Error(e)) => removed_anyway(&bus, id, anyhow!(e), Duration::ZERO).await?,
+        Ok(other) => bail!("unexpected answer {other:?}"),
+        // No answer, or no leader for now: the removal may still commit.
+        Err(e) => removed_anyway(&bus, id, e.into(), Duration::from_secs(5)).await?,
+    };
+    println!(
+        "removed {id}; the cluster is at epoch {} with {} shards",
+        map.epoch,
+        map.shards.len()
+    );
+    Ok(())
+}
+
+/// The node of `map` whose id is `given`, in its long (40 hex digits) or short (16) form, or
+/// an error that lists the ids the cluster has.
+fn find_node(map: &ClusterMap, given: &str) -> anyhow::Result<NodeId> {
+    let wanted = given.trim().to_ascii_lowercase();
+    if let Some(&id) = map
+        .nodes
+        .keys()
+        .find(|&&id| short(id) == wanted || id.to_string() == wanted)
+    {
+        return Ok(id);
+    }
+    let known: Vec<String> = map
+        .nodes
+        .values()
+        .map(|n| format!("{} ({})", short(n.id), n.resp_addr()))
+        .collect();
+    bail!(
+        "node {given} is not in the cluster; its nodes are: {}",
+        known.join(", ")
+    )
+}
+
+/// After a removal request failed with `error`: the map once `id` is gone from it, if it goes
+/// within `patience`, else `error`. A leader that loses its leadership while committing a
+/// removal answers "not the leader" (or nothing), yet the next leader commits it; asked
+/// again, it would find no such node. The node was there when the command started.
+async fn removed_anyway(
+    bus: &str,
+    id: NodeId,
+    error: anyhow::Error,
+    patience: Duration,
+) -> anyhow::Result<ClusterMap> {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Ok(status) = leader_status_via(bus, bus).await
+            && !status.map.nodes.contains_key(&id)
+        {
+            return Ok(status.map);
+        }
+        if Instant::now() >= deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A human-readable account of a cluster's state.
+pub(super) fn describe(status: &ClusterStatus) -> String {
+    let map = &status.map;
+    let mut out = String::new();
+    let healthy = map
+        .nodes
+        .values()
+        .filter(|n| n.health == Health::Ok)
+        .count();
+    let state = if map.slots_assigned() == shoal_cluster::SLOTS && healthy == map.nodes.len() {
+        "ok"
+    } else if map.slots_assigned() == shoal_cluster::SLOTS {
+        "degraded"
+    } else {
+        "fail"
+    };
+    out.push_str(&format!(
+        "cluster {state}: epoch {}, {} shards, {} nodes ({} healthy), controller leader {}, voters {}\n",
+        map.epoch,
+        map.shards.len(),
+        map.nodes.len(),
+        healthy,
+        short(status.leader),
+        map.controllers
+            .iter()
+            .map(|id| short(*id))
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+    let by_id: BTreeMap<NodeId, &NodeStatus> = status.nodes.iter().map(|n| (n.id, n)).collect();
+    for shard in &map.shards {
+        let ranges: Vec<String> = map
+            .slots
+            .ranges_of(shard.id)
+            .iter()
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        let wanted = map.replicas as usize;
+        let degraded = shard.replicas.len() < wanted
+            || shard
+                .members()
+                .any(|m| map.node(m).is_none_or(|n| n.health != Health::Ok));
+        out.push_str(&format!(
+            "shard {}{}: {} slots [{}]\n",
+            shard.id,
+            if degraded { " (degraded)" } else { "" },
+            map.slots.count(shard.id),
+            abbreviate(&ranges)
+        ));
+        for member in shard.members() {
+            out.push_str(&node_line(map, member, by_id.get(&member).copied()));
+        }
+    }
+    for spare in map.spares() {
+        out.push_str("spare:\n");
+        out.push_str(&node_line(map, spare.id, by_id.get(&spare.id).copied()));
+    }
+    out
+}
+
+/// One member's line in [`describe`].
+fn node_line(map: &ClusterMap, id: NodeId, status: Option<&NodeStatus>) -> String {
+    let Some(node) = map.node(id) else {
+        return format!("  {} (unknown)\n", short(id));
+    };
+    let role = match map.placement_of(id) {
+        Some((_, Role::Primary)) => "primary",
+        Some((_, Role::Replica)) => "replica",
+        None => "spare",
+    };
+    let health = match node.health {
+        Health::Ok => "ok",
+        Health::Failed => "FAILED",
+    };
+    let (seen, keys, memory, ops, epoch) = match status {
+        Some(s) => (
+            s.last_heartbeat_ms
+                .map_or("never".to_string(), |ms| format!("{ms} ms ago")),
+            s.stats.keys,
+            s.stats.used_memory,
+            s.stats.ops_per_sec,
+            s.epoch,
+        ),
+        None => ("never".into(), 0, 0, 0, 0),
+    };
+    format!(
+        "  {} {:<7} {:<21} {:<6} heartbeat {:<12} epoch {:<4} keys {:<9} memory {:<10} ops/s {}{}\n",
+        short(id),
+        role,
+        node.resp_addr(),
+        health,
+        seen,
+        epoch,
+        keys,
+        memory,
+        ops,
+        if node.controller {
+            "  (controller)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// A node id's short form (its first 16 hex digits), as `status` shows it.
+fn short(id: NodeId) -> String {
+    format!("{id:?}")
+}
+
+/// At most six slot ranges: the first three, a count, the last two.
+fn abbreviate(ranges: &[String]) -> String {
+    if ranges.len() <= 6 {
+        return ranges.join(",");
+    }
+    format!(
+        "{},... {} ranges ...,{}",
+        ranges[..3].join(","),
+        ranges.len(),
+        ranges[ranges.len() - 2..].join(",")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_cluster::NodeInfo;
+
+    use super::*;
+
+    fn map_of(ids: &[u64]) -> ClusterMap {
+        let mut map = ClusterMap::empty();
+        for (i, &id) in ids.iter().enumerate() {
+            let node = NodeInfo {
+                id: NodeId(id),
+                host: "127.0.0.1".into(),
+                port: 7000 + i as u16,
+                bus_port: 17000 + i as u16,
+                http_port: 0,
+                controller: false,
+                health: Health::Ok,
+                spare: false,
+            };
+            map.nodes.insert(node.id, node);
+        }
+        map
+    }
+
+    #[test]
+    fn a_node_is_found_by_its_short_or_long_id() {
+        let map = map_of(&[0xabc, 0xdef]);
+        let id = NodeId(0xdef);
+        assert_eq!(find_node(&map, "0000000000000def").unwrap(), id);
+        assert_eq!(find_node(&map, &id.to_string()).unwrap(), id);
+        assert_eq!(find_node(&map, &id.to_string().to_uppercase()).unwrap(), id);
+    }
+
+    #[test]
+    fn an_unknown_id_is_refused_with_the_ids_there_are() {
+        let map = map_of(&[0xabc, 0xdef]);
+        let error = find_node(&map, "00000000000000aa").unwrap_err().to_string();
+        assert!(
+            error.starts_with("node 00000000000000aa is not in the cluster"),
+            "{error}"
+        );
+        assert!(
+            error.contains("0000000000000abc (127.0.0.1:7000)"),
+            "{error}"
+        );
+        assert!(
+            error.contains("0000000000000def (127.0.0.1:7001)"),
+            "{error}"
+        );
+    }
+}
