@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use shoal_server::{ByteSize, Config, LogFormat};
 use shoal_store::EvictionPolicy;
 
+use crate::size::parse_size;
+
 /// Shoal: a distributed in-memory cache that speaks the Redis protocol.
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about)]
@@ -166,11 +168,6 @@ pub struct ServerArgs {
     /// unless the filter names openraft [default: info].
     #[arg(long, env = "SHOAL_LOG_LEVEL", help_heading = heading::LOGGING)]
     pub log_level: Option<String>,
-}
-
-pub(crate) fn parse_size(s: &str) -> Result<ByteSize, String> {
-    s.parse()
-        .map_err(|_| format!("'{s}' is not a size (use e.g. 100mb, 1gb, or bytes)"))
 }
 
 impl ServerArgs {

@@ -4,6 +4,7 @@
 mod cli;
 mod cluster_cmd;
 mod logging;
+mod size;
 
 use anyhow::Context as _;
 use clap::Parser as _;

@@ -11,6 +11,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use shoal_testkit::tools::have_tools;
+
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
 /// A `shoal server` child process; killed when dropped.
@@ -114,38 +116,14 @@ fn shoal() -> Command {
     command
 }
 
-/// Whether the Redis tools `names` are installed. If not, the calling test is skipped with a
-/// notice, unless `SHOAL_REQUIRE_REDIS=1` makes that a failure.
-fn have_tools(test: &str, names: &[&str]) -> bool {
-    let on_path = |name: &str| {
-        std::env::var_os("PATH")
-            .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
-            .unwrap_or(false)
-    };
-    let missing: Vec<&str> = names.iter().copied().filter(|n| !on_path(n)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let help = format!("{missing:?} not on PATH: install them with `apt-get install redis-tools`");
-    assert!(
-        std::env::var("SHOAL_REQUIRE_REDIS").as_deref() != Ok("1"),
-        "{help}"
-    );
-    eprintln!("{test}: SKIPPED: {help}");
-    false
-}
-
-/// A command for one of the Redis tools (checked with [`have_tools`] first).
+/// A command for one of the Redis tools (checked with `have_tools` first).
 fn tool(name: &str) -> Command {
     Command::new(name)
 }
 
+/// A free loopback port (see [`shoal_testkit::free_port`]).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    shoal_testkit::free_port().expect("a free port")
 }
 
 /// Collects a child's output, failing if it runs longer than `within`.

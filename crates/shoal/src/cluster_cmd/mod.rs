@@ -19,7 +19,7 @@ use shoal_cluster::seed::{self, SeedError};
 use shoal_server::ByteSize;
 use shoal_server::config::RoutingMode;
 
-use crate::cli::parse_size;
+use crate::size::parse_size;
 
 /// `shoal cluster` subcommands.
 #[derive(Debug, Subcommand)]
