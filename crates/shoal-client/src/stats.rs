@@ -40,6 +40,47 @@ pub struct ClientStats {
     pub latency: LatencySummary,
 }
 
+impl ClientStats {
+    /// The counters a metrics page shows: `(name, what it counts, value)`, names in
+    /// Prometheus style (`requests`, `error_replies`, ...).
+    pub fn counters(&self) -> [(&'static str, &'static str, u64); 8] {
+        [
+            (
+                "requests",
+                "Commands sent to the cluster (a split command counts once).",
+                self.requests,
+            ),
+            (
+                "errors",
+                "Commands that got no reply (after retries).",
+                self.errors,
+            ),
+            (
+                "error_replies",
+                "Commands the nodes answered with an error.",
+                self.server_errors,
+            ),
+            ("retries", "Retries after retryable failures.", self.retries),
+            (
+                "redirects",
+                "-MOVED and -ASK redirections followed.",
+                self.redirects,
+            ),
+            (
+                "map_refreshes",
+                "Newer cluster maps installed.",
+                self.map_refreshes,
+            ),
+            ("connects", "Connections opened to nodes.", self.connects),
+            (
+                "connection_losses",
+                "Connections to nodes that failed.",
+                self.connection_losses,
+            ),
+        ]
+    }
+}
+
 /// Latency quantiles, each the upper edge of its histogram bucket (at most 25% above the truth).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LatencySummary {

@@ -67,6 +67,51 @@ pub fn bind(host: &str, port: u16) -> Result<StdListener, BindError> {
     Ok(socket.into())
 }
 
+/// The listeners of a node or a proxy, bound, with the addresses they got (port 0 picks one).
+#[derive(Debug)]
+pub struct Bound {
+    /// The RESP listener.
+    pub resp: StdListener,
+    /// Its address.
+    pub resp_addr: SocketAddr,
+    /// The HTTP listener, if one was asked for, and its address.
+    pub http: Option<(StdListener, SocketAddr)>,
+}
+
+/// Binds the RESP listener on `host:resp_port` and, if `http_port` is given, the HTTP one
+/// (see [`bind`]).
+pub fn bind_both(host: &str, resp_port: u16, http_port: Option<u16>) -> Result<Bound, BindError> {
+    let (resp, resp_addr) = bind_with_addr(host, resp_port)?;
+    let http = http_port
+        .map(|port| bind_with_addr(host, port))
+        .transpose()?;
+    Ok(Bound {
+        resp,
+        resp_addr,
+        http,
+    })
+}
+
+fn bind_with_addr(host: &str, port: u16) -> Result<(StdListener, SocketAddr), BindError> {
+    let listener = bind(host, port)?;
+    let addr = listener.local_addr().map_err(|source| BindError {
+        addr: format!("{host}:{port}"),
+        port,
+        source,
+    })?;
+    Ok((listener, addr))
+}
+
+/// Logs that `what` (`node`, `proxy`) serves from now on, where, and with how many threads.
+pub fn log_ready(what: &str, resp_addr: SocketAddr, http_addr: Option<SocketAddr>, threads: usize) {
+    tracing::info!(
+        %resp_addr,
+        http = http_addr.map(tracing::field::display),
+        threads,
+        "shoal {what} ready"
+    );
+}
+
 /// A connection that was accepted and registered, for a session to serve.
 #[derive(Debug)]
 pub struct Accepted {

@@ -64,6 +64,28 @@ pub fn counter(
     ConstCounter::new(value).encode(family.encode_family(labels)?)
 }
 
+/// Encodes one counter family with no labels for each `(name, help, value)`.
+pub fn encode_counters(
+    encoder: &mut DescriptorEncoder,
+    counters: &[(&str, &str, u64)],
+) -> Result<(), std::fmt::Error> {
+    for &(name, help, value) in counters {
+        single(encoder, name, help, None, ConstCounter::new(value))?;
+    }
+    Ok(())
+}
+
+/// Encodes one gauge family with no labels for each `(name, help, value)`.
+pub fn encode_gauges(
+    encoder: &mut DescriptorEncoder,
+    gauges: &[(&str, &str, u64)],
+) -> Result<(), std::fmt::Error> {
+    for &(name, help, value) in gauges {
+        single(encoder, name, help, None, gauge(value))?;
+    }
+    Ok(())
+}
+
 /// A gauge of an unsigned count (`i64::MAX` if it does not fit).
 pub fn gauge(value: impl TryInto<i64>) -> ConstGauge<i64> {
     ConstGauge::new(value.try_into().unwrap_or(i64::MAX))

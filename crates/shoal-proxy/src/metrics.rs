@@ -26,7 +26,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
-use shoal_frontdoor::metrics::{counter, encode_door, gauge, single};
+use shoal_frontdoor::metrics::{counter, encode_door, encode_gauges, single};
 use shoal_http::HttpStats;
 
 use crate::shared::Shared;
@@ -65,41 +65,7 @@ impl ProxyCollector {
 
     fn upstream(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let up = self.shared.client.stats();
-        let counters = [
-            (
-                "requests",
-                "Commands sent to the cluster (a split command counts once).",
-                up.requests,
-            ),
-            (
-                "errors",
-                "Commands that got no reply (after retries).",
-                up.errors,
-            ),
-            (
-                "error_replies",
-                "Commands the nodes answered with an error.",
-                up.server_errors,
-            ),
-            ("retries", "Retries after retryable failures.", up.retries),
-            (
-                "redirects",
-                "-MOVED and -ASK redirections followed.",
-                up.redirects,
-            ),
-            (
-                "map_refreshes",
-                "Newer cluster maps installed.",
-                up.map_refreshes,
-            ),
-            ("connects", "Connections opened to nodes.", up.connects),
-            (
-                "connection_losses",
-                "Connections to nodes that failed.",
-                up.connection_losses,
-            ),
-        ];
-        for (name, help, value) in counters {
+        for (name, help, value) in up.counters() {
             let name = format!("shoal_proxy_upstream_{name}");
             single(encoder, &name, help, None, ConstCounter::new(value))?;
         }
@@ -137,9 +103,7 @@ impl ProxyCollector {
                 primaries(&map).len() as u64,
             ),
         ];
-        for (name, help, value) in gauges {
-            single(encoder, name, help, None, gauge(value))?;
-        }
+        encode_gauges(encoder, &gauges)?;
         let uptime = ConstGauge::new(self.shared.door.started().elapsed().as_secs_f64());
         single(
             encoder,

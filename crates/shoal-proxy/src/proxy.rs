@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_client::Client;
-use shoal_frontdoor::listen::{BindError, accept_loop, bind};
+use shoal_frontdoor::listen::{BindError, accept_loop, bind_both, log_ready};
 use shoal_frontdoor::{Door, session};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -50,14 +50,13 @@ pub enum StartError {
 pub struct Proxy {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    resp_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
-            .field("resp_addr", &self.resp_addr)
+            .field("resp_addr", &self.shared.resp_addr)
             .field("http_addr", &self.http_addr)
             .finish_non_exhaustive()
     }
@@ -83,16 +82,9 @@ impl Proxy {
     /// ```
     pub fn start(config: ProxyConfig) -> Result<Proxy, StartError> {
         config.validate()?;
-        let resp_listener = bind(&config.bind, config.port)?;
-        let resp_addr = resp_listener.local_addr().map_err(StartError::Runtime)?;
-        let http_listener = match config.http_port {
-            None => None,
-            Some(port) => Some(bind(&config.bind, port)?),
-        };
-        let http_addr = http_listener
-            .as_ref()
-            .map(|l| l.local_addr().map_err(StartError::Runtime))
-            .transpose()?;
+        let bound = bind_both(&config.bind, config.port, config.http_port)?;
+        let (resp_listener, resp_addr) = (bound.resp, bound.resp_addr);
+        let (http_listener, http_addr) = bound.http.unzip();
         let threads = config.effective_threads();
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<Arc<Shared>, StartError>>();
         let thread = std::thread::Builder::new()
@@ -133,26 +125,20 @@ impl Proxy {
                 )));
             }
         };
-        tracing::info!(
-            %resp_addr,
-            http = http_addr.map(tracing::field::display),
-            threads,
-            "shoal proxy ready"
-        );
+        log_ready("proxy", resp_addr, http_addr, threads);
         Ok(Proxy {
             shared,
             thread: Some(thread),
-            resp_addr,
             http_addr,
         })
     }
 
-    /// The RESP listener's address.
+    /// Where the proxy listens for RESP clients (the port picked, if port 0 was asked for).
     pub fn resp_addr(&self) -> SocketAddr {
-        self.resp_addr
+        self.shared.resp_addr
     }
 
-    /// The HTTP listener's address, if it runs.
+    /// Where the proxy's HTTP API listens, if it has one.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
     }

@@ -33,7 +33,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
-use shoal_frontdoor::metrics::{encode_door, gauge, single};
+use shoal_frontdoor::metrics::{encode_counters, encode_door, encode_gauges, gauge, single};
 use shoal_http::HttpStats;
 
 use crate::process;
@@ -82,9 +82,7 @@ impl NodeCollector {
                 store.expired,
             ),
         ];
-        for (name, help, value) in counters {
-            single(encoder, name, help, None, ConstCounter::new(value))?;
-        }
+        encode_counters(encoder, &counters)?;
         let bytes = Some(&Unit::Bytes);
         let gauges = [
             (
@@ -200,9 +198,7 @@ impl NodeCollector {
                 u64::from(is_replica && r.link.up.load(Relaxed)),
             ),
         ];
-        for (name, help, value) in gauges {
-            single(encoder, name, help, None, gauge(value))?;
-        }
+        encode_gauges(encoder, &gauges)?;
         let counters = [
             (
                 "shoal_replication_full_resyncs_served",
@@ -225,9 +221,7 @@ impl NodeCollector {
                 r.link.partial_syncs.load(Relaxed),
             ),
         ];
-        for (name, help, value) in counters {
-            single(encoder, name, help, None, ConstCounter::new(value))?;
-        }
+        encode_counters(encoder, &counters)?;
         Ok(())
     }
 
@@ -237,40 +231,39 @@ impl NodeCollector {
             return Ok(());
         };
         let map = cluster.map();
-        single(
-            encoder,
-            "shoal_cluster_epoch",
-            "Epoch of the cluster map this node routes by.",
-            None,
-            gauge(map.epoch),
-        )?;
+        let count = |n: usize| n as u64;
         let gauges = [
+            (
+                "shoal_cluster_epoch",
+                "Epoch of the cluster map this node routes by.",
+                map.epoch,
+            ),
             (
                 "shoal_cluster_nodes",
                 "Nodes in the cluster map.",
-                map.nodes.len(),
+                count(map.nodes.len()),
             ),
             (
                 "shoal_cluster_shards",
                 "Shards in the cluster map.",
-                map.shards.len(),
+                count(map.shards.len()),
             ),
             (
                 "shoal_cluster_failed_nodes",
                 "Nodes the controller marked failed.",
-                map.nodes.values().filter(|n| !n.is_ok()).count(),
+                count(map.nodes.values().filter(|n| !n.is_ok()).count()),
             ),
             (
                 "shoal_cluster_slots_owned",
                 "Slots this node serves as primary.",
-                map.placement_of(cluster.myself().id)
-                    .filter(|(_, role)| *role == shoal_cluster::Role::Primary)
-                    .map_or(0, |(shard, _)| map.slots.count(shard.id)),
+                count(
+                    map.placement_of(cluster.myself().id)
+                        .filter(|(_, role)| *role == shoal_cluster::Role::Primary)
+                        .map_or(0, |(shard, _)| map.slots.count(shard.id)),
+                ),
             ),
         ];
-        for (name, help, value) in gauges {
-            single(encoder, name, help, None, gauge(value))?;
-        }
+        encode_gauges(encoder, &gauges)?;
         let stats = &cluster.stats;
         let counters = [
             (
@@ -294,9 +287,7 @@ impl NodeCollector {
                 stats.keys_dropped.load(Relaxed),
             ),
         ];
-        for (name, help, value) in counters {
-            single(encoder, name, help, None, ConstCounter::new(value))?;
-        }
+        encode_counters(encoder, &counters)?;
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shoal_frontdoor::listen::{Accepted, BindError, accept_loop, bind};
+use shoal_frontdoor::listen::{Accepted, BindError, accept_loop, bind, bind_both, log_ready};
 use shoal_frontdoor::{Registration, TICK, session};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -48,16 +48,10 @@ impl Server {
     /// Binds the listeners and starts serving. Returns once the node accepts connections.
     pub fn start(config: Config) -> Result<Server, StartError> {
         config.validate()?;
-        let resp_listener = bind(&config.bind, config.port)?;
-        let resp_addr = resp_listener.local_addr().map_err(StartError::Runtime)?;
-        let http_listener = match config.http_port {
-            0 => None,
-            port => Some(bind(&config.bind, port)?),
-        };
-        let http_addr = http_listener
-            .as_ref()
-            .map(|l| l.local_addr().map_err(StartError::Runtime))
-            .transpose()?;
+        let http_port = (config.http_port != 0).then_some(config.http_port);
+        let bound = bind_both(&config.bind, config.port, http_port)?;
+        let (resp_listener, resp_addr) = (bound.resp, bound.resp_addr);
+        let (http_listener, http_addr) = bound.http.unzip();
         let threads = config.effective_threads();
         // Port 0 means "pick one": CONFIG GET and INFO show the one picked.
         let mut config = config;
@@ -127,12 +121,7 @@ impl Server {
                 run_http(http_shared, listener, threads)
             })?);
         }
-        tracing::info!(
-            %resp_addr,
-            http = http_addr.map(tracing::field::display),
-            threads,
-            "shoal node ready"
-        );
+        log_ready("node", resp_addr, http_addr, threads);
         Ok(Server {
             shared,
             threads: handles,
@@ -141,12 +130,12 @@ impl Server {
         })
     }
 
-    /// The RESP listener's address.
+    /// Where the node listens for RESP clients (the port picked, if port 0 was asked for).
     pub fn resp_addr(&self) -> SocketAddr {
         self.resp_addr
     }
 
-    /// The HTTP listener's address, if it runs.
+    /// Where the node's HTTP API listens, if it has one.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
     }
