@@ -48,6 +48,6 @@ pub use error::{
     CLUSTER_DOWN, CommandError, NOREPLICAS, WRONGPASS, subcommand_syntax_error, truncated_arg,
     write_error_line,
 };
-pub use settings::{Limits, Settings, constant_time_eq};
+pub use settings::{Limits, OutputLimit, Settings, constant_time_eq};
 pub use slowlog::{SlowEntry, SlowLog};
 pub use stats::{CommandTotals, Stats};

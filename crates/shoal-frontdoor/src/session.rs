@@ -361,7 +361,6 @@ impl<B: Backend> Session<B> {
         let door = backend.door();
         let worker = worker.get(door);
         parser.set_limits(door.settings.parser_limits());
-        let (hard_limit, _, _) = door.settings.output_limits();
         let stop_at = output.len() + FLUSH_AT;
         let mut consumed_total = 0;
         let mut reserve_for_frame = 0;
@@ -480,16 +479,7 @@ impl<B: Backend> Session<B> {
                     if conn.close_after_reply {
                         break Progress::Close;
                     }
-                    if hard_limit > 0 && output.len() - *written > hard_limit {
-                        tracing::warn!(
-                            client = conn.info.id,
-                            addr = %conn.info.addr,
-                            bytes = output.len() - *written,
-                            "closing client for overcoming of output buffer limits"
-                        );
-                        door.stats
-                            .output_buffer_disconnections
-                            .fetch_add(1, Relaxed);
+                    if over_hard_limit(door, conn, output.len() - *written) {
                         output.clear();
                         *written = 0;
                         pending.clear();
@@ -536,9 +526,11 @@ impl<B: Backend> Session<B> {
         progress
     }
 
-    /// Waits for the replies still to come, in order, appending each to the output (and
-    /// writing it out every [`FLUSH_AT`] bytes). Returns `false` if the client was
-    /// disconnected meanwhile for its output limits.
+    /// Waits for the replies still to come, in order, appending each to the output. With no
+    /// output limits set, replies are written out every [`FLUSH_AT`] bytes and the session
+    /// waits for the client to take them; with limits, it writes what the socket takes and
+    /// goes on, and a client over the hard limit (or the soft one for too long) is closed.
+    /// Returns `false` if the client was closed for its output limits.
     async fn gather(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
         while let Some(piece) = self.pending.next().await {
             match piece {
@@ -547,7 +539,21 @@ impl<B: Backend> Session<B> {
                     self.backend.write_reply(reply, protocol, &mut self.output)
                 }
             }
-            if self.pending() >= FLUSH_AT && !self.flush_all(stream).await? {
+            let (hard, soft, _) = self.backend.door().settings.output_limits();
+            if over_hard_limit(self.backend.door(), &self.conn, self.pending()) {
+                self.pending.clear();
+                return Ok(false);
+            }
+            if self.pending() < FLUSH_AT {
+                continue;
+            }
+            let kept = if hard == 0 && soft == 0 {
+                self.flush_all(stream).await?
+            } else {
+                self.write_some(stream)?;
+                !self.soft_limit_exceeded()
+            };
+            if !kept {
                 self.pending.clear();
                 return Ok(false);
             }
@@ -674,4 +680,23 @@ impl<B: Backend> Session<B> {
             .fetch_add(1, Relaxed);
         true
     }
+}
+
+/// Whether `pending` bytes of replies are over the hard output limit (then the disconnection
+/// is counted and logged).
+fn over_hard_limit(door: &crate::door::Door, conn: &Conn, pending: usize) -> bool {
+    let (hard, _, _) = door.settings.output_limits();
+    if hard == 0 || pending <= hard {
+        return false;
+    }
+    tracing::warn!(
+        client = conn.info.id,
+        addr = %conn.info.addr,
+        bytes = pending,
+        "closing client for overcoming of output buffer limits"
+    );
+    door.stats
+        .output_buffer_disconnections
+        .fetch_add(1, Relaxed);
+    true
 }

@@ -6,6 +6,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use parking_lot::RwLock;
 
+/// Redis's `client-output-buffer-limit` for normal clients: a client whose pending replies
+/// exceed `hard` bytes, or stay above `soft` bytes for `soft_seconds`, is disconnected. Zeros
+/// disable a limit (Redis's default for normal clients, `0 0 0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutputLimit {
+    /// The hard limit in bytes (0: none).
+    pub hard: usize,
+    /// The soft limit in bytes (0: none).
+    pub soft: usize,
+    /// How long the soft limit may be exceeded.
+    pub soft_seconds: u64,
+}
+
 /// The front door's limits, as plain values (see [`Settings`] for the live copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -15,12 +28,8 @@ pub struct Limits {
     pub max_args: usize,
     /// `client-query-buffer-limit`: the largest unprocessed input before the client is closed.
     pub query_buffer_limit: usize,
-    /// `client-output-buffer-limit` for normal clients: the hard limit (0: none).
-    pub output_hard: usize,
-    /// The soft limit (0: none).
-    pub output_soft: usize,
-    /// How long replies may stay over the soft limit before the client is closed.
-    pub output_soft_seconds: u64,
+    /// `client-output-buffer-limit` for normal clients.
+    pub output: OutputLimit,
     /// `maxclients`.
     pub maxclients: usize,
     /// `timeout`: seconds a client may stay idle (0: forever).
@@ -34,9 +43,7 @@ impl Default for Limits {
             max_bulk_len: 512 * 1024 * 1024,
             max_args: i32::MAX as usize,
             query_buffer_limit: 1024 * 1024 * 1024,
-            output_hard: 0,
-            output_soft: 0,
-            output_soft_seconds: 0,
+            output: OutputLimit::default(),
             maxclients: 10_000,
             timeout_seconds: 0,
         }
@@ -83,10 +90,10 @@ impl Settings {
         self.max_bulk_len.store(l.max_bulk_len, Relaxed);
         self.max_args.store(l.max_args, Relaxed);
         self.query_buffer_limit.store(l.query_buffer_limit, Relaxed);
-        self.output_hard.store(l.output_hard, Relaxed);
-        self.output_soft.store(l.output_soft, Relaxed);
+        self.output_hard.store(l.output.hard, Relaxed);
+        self.output_soft.store(l.output.soft, Relaxed);
         self.output_soft_seconds
-            .store(l.output_soft_seconds, Relaxed);
+            .store(l.output.soft_seconds, Relaxed);
         self.maxclients.store(l.maxclients, Relaxed);
         self.timeout_seconds.store(l.timeout_seconds, Relaxed);
     }

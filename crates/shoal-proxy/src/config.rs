@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shoal_client::{ClientConfig, Protocol, ReadFrom};
-use shoal_frontdoor::Limits;
+use shoal_frontdoor::{Limits, OutputLimit};
 
 /// The name the proxy gives its connections to the nodes (`CLIENT LIST` on a node shows it).
 pub const UPSTREAM_CLIENT_NAME: &str = "shoal:proxy";
@@ -31,6 +31,11 @@ pub struct ProxyConfig {
     pub maxclients: usize,
     /// Largest unprocessed input a client may accumulate before it is disconnected.
     pub client_query_buffer_limit: usize,
+    /// Most replies a client may leave unread (`client-output-buffer-limit` for normal
+    /// clients; zeros: no limit, the client is made to wait instead).
+    pub client_output_buffer_limit: OutputLimit,
+    /// Seconds a client may stay idle before it is closed (0: forever).
+    pub timeout: u64,
     /// Largest bulk string a client may send (`proto-max-bulk-len`); also the largest HTTP body.
     pub proto_max_bulk_len: usize,
     /// Most arguments in one command (`proto-max-multibulk-len`).
@@ -56,6 +61,11 @@ impl std::fmt::Debug for ProxyConfig {
             .field("requirepass", &redact(&self.requirepass))
             .field("maxclients", &self.maxclients)
             .field("client_query_buffer_limit", &self.client_query_buffer_limit)
+            .field(
+                "client_output_buffer_limit",
+                &self.client_output_buffer_limit,
+            )
+            .field("timeout", &self.timeout)
             .field("proto_max_bulk_len", &self.proto_max_bulk_len)
             .field("proto_max_multibulk_len", &self.proto_max_multibulk_len)
             .field("upstream_timeout", &self.upstream_timeout)
@@ -77,6 +87,8 @@ impl Default for ProxyConfig {
             requirepass: None,
             maxclients: 10_000,
             client_query_buffer_limit: 1024 * 1024 * 1024,
+            client_output_buffer_limit: OutputLimit::default(),
+            timeout: 0,
             proto_max_bulk_len: 512 * 1024 * 1024,
             proto_max_multibulk_len: i32::MAX as usize,
             upstream_timeout: Duration::from_secs(2),
@@ -140,8 +152,9 @@ impl ProxyConfig {
             max_bulk_len: self.proto_max_bulk_len,
             max_args: self.proto_max_multibulk_len,
             query_buffer_limit: self.client_query_buffer_limit,
+            output: self.client_output_buffer_limit,
             maxclients: self.maxclients,
-            ..Limits::default()
+            timeout_seconds: self.timeout,
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use shoal_frontdoor::{Door, Limits};
+use shoal_frontdoor::{Door, Limits, OutputLimit};
 use shoal_store::{Store, StoreConfig, SystemClock};
 
 use crate::cluster::ClusterState;
@@ -61,9 +61,11 @@ fn door_limits(c: &Config) -> Limits {
         max_bulk_len: c.proto_max_bulk_len.0 as usize,
         max_args: c.proto_max_multibulk_len as usize,
         query_buffer_limit: c.client_query_buffer_limit.0 as usize,
-        output_hard: c.client_output_buffer_limit.hard as usize,
-        output_soft: c.client_output_buffer_limit.soft as usize,
-        output_soft_seconds: c.client_output_buffer_limit.soft_seconds,
+        output: OutputLimit {
+            hard: c.client_output_buffer_limit.hard as usize,
+            soft: c.client_output_buffer_limit.soft as usize,
+            soft_seconds: c.client_output_buffer_limit.soft_seconds,
+        },
         maxclients: c.maxclients as usize,
         timeout_seconds: c.timeout,
     }

@@ -282,9 +282,20 @@ pub struct ProxyArgs {
     /// Most simultaneous clients.
     #[arg(long, env = "SHOAL_PROXY_MAXCLIENTS", default_value_t = 10_000, help_heading = heading::LIMITS)]
     pub maxclients: usize,
+    /// Close clients idle for this many seconds; 0 never.
+    #[arg(long, env = "SHOAL_PROXY_TIMEOUT", default_value_t = 0, help_heading = heading::LIMITS)]
+    pub timeout: u64,
     /// Most unprocessed input per client.
     #[arg(long, env = "SHOAL_PROXY_CLIENT_QUERY_BUFFER_LIMIT", value_parser = parse_size, default_value = "1gb", help_heading = heading::LIMITS)]
     pub client_query_buffer_limit: ByteSize,
+    /// Output limit for normal clients: "<hard> <soft> <seconds>".
+    #[arg(
+        long,
+        env = "SHOAL_PROXY_CLIENT_OUTPUT_BUFFER_LIMIT",
+        default_value = "0 0 0",
+        help_heading = heading::LIMITS
+    )]
+    pub client_output_buffer_limit: String,
     /// Largest bulk string a client may send (and largest HTTP body).
     #[arg(long, env = "SHOAL_PROXY_PROTO_MAX_BULK_LEN", value_parser = parse_size, default_value = "512mb", help_heading = heading::LIMITS)]
     pub proto_max_bulk_len: ByteSize,
@@ -336,6 +347,9 @@ impl ProxyArgs {
         let size = |s: ByteSize, name: &str| {
             usize::try_from(s.0).map_err(|_| anyhow::anyhow!("--{name} is too large"))
         };
+        let output =
+            shoal_server::config::OutputBufferLimit::parse(&self.client_output_buffer_limit)
+                .map_err(|e| anyhow::anyhow!("--client-output-buffer-limit: {e}"))?;
         let config = shoal_proxy::ProxyConfig {
             bind: self.bind.clone(),
             port: self.port,
@@ -349,6 +363,12 @@ impl ProxyArgs {
                 self.client_query_buffer_limit,
                 "client-query-buffer-limit",
             )?,
+            client_output_buffer_limit: shoal_proxy::OutputLimit {
+                hard: size(ByteSize(output.hard), "client-output-buffer-limit")?,
+                soft: size(ByteSize(output.soft), "client-output-buffer-limit")?,
+                soft_seconds: output.soft_seconds,
+            },
+            timeout: self.timeout,
             proto_max_bulk_len: size(self.proto_max_bulk_len, "proto-max-bulk-len")?,
             proto_max_multibulk_len: usize::try_from(self.proto_max_multibulk_len)
                 .map_err(|_| anyhow::anyhow!("--proto-max-multibulk-len is too large"))?,

@@ -80,3 +80,51 @@ async fn a_client_that_does_not_read_blocks_only_itself() {
         assert_eq!(stalled.reply().await, bulk(&value));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_and_clients_that_do_not_read_are_closed_as_on_a_node() {
+    let harness = shared();
+    let proxy = start_proxy(&harness.seed(), |c| {
+        c.timeout = 1;
+        c.client_output_buffer_limit = shoal_proxy::OutputLimit {
+            hard: 1024 * 1024,
+            soft: 0,
+            soft_seconds: 0,
+        };
+    });
+    // `timeout`: a client that sends nothing for more than a second is closed.
+    let mut idle = Raw::connect(proxy.resp_addr()).await;
+    assert_eq!(idle.call(&["PING"]).await, simple("PONG"));
+    let started = Instant::now();
+    assert!(idle.closed().await, "the idle client is closed");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    // The hard output limit: 64 MiB of replies asked for and never read are not buffered.
+    let mut writer = Raw::connect(proxy.resp_addr()).await;
+    let value = "v".repeat(64 * 1024);
+    assert_eq!(writer.call(&["SET", "olimit:big", &value]).await, simple("OK"));
+    let mut flood = Raw::connect(proxy.resp_addr()).await;
+    let mut batch = Vec::new();
+    for _ in 0..1024 {
+        batch.extend(frame(&[b"GET", b"olimit:big"]));
+    }
+    flood.send(&batch).await;
+    // The client does not read for a while: the replies pile up at the proxy.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut read = 0usize;
+    loop {
+        let got = flood.read_bytes(1 << 20).await;
+        if got.is_empty() {
+            break;
+        }
+        read += got.len();
+    }
+    assert!(
+        read < 32 * 1024 * 1024,
+        "the client was closed before its replies piled up ({read} bytes read)"
+    );
+    assert_eq!(writer.call(&["PING"]).await, simple("PONG"));
+}
