@@ -67,8 +67,9 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// Runs a command that passed the front door's checks (see [`Outcome`]).
     fn call(self: &Arc<Self>, call: Call<'_, Self>) -> Outcome<Self>;
 
-    /// Appends a reply that came later, in `protocol` (the connection's when the command came).
-    fn write_reply(&self, reply: Self::Reply, protocol: Protocol, out: &mut Vec<u8>);
+    /// Appends a reply that came later, in `protocol` (the connection's when the command
+    /// came), and says whether it is an error reply (the call then counts as failed).
+    fn write_reply(&self, reply: Self::Reply, protocol: Protocol, out: &mut Vec<u8>) -> bool;
 
     /// The next command in the buffer has this key: a chance to start fetching it.
     #[inline]
@@ -169,7 +170,8 @@ pub enum Outcome<B: Backend> {
     Refused(CommandError),
     /// Its reply comes from this future. With `barrier`, no later command of the connection
     /// runs before it is in (`WAIT` blocks its client, as in Redis); without, later commands
-    /// start meanwhile and their replies queue behind it (the proxy's pipelining).
+    /// start meanwhile and their replies queue behind it (the proxy's pipelining). The call is
+    /// recorded when the reply is in, with all the time it took.
     Later {
         /// The reply.
         reply: BoxFuture<'static, B::Reply>,

@@ -20,10 +20,13 @@ use crate::stats::WorkerStats;
 pub(crate) enum Step<B: Backend> {
     /// The reply is written.
     Done,
-    /// The reply comes later ([`Outcome::Later`]).
+    /// The reply comes later ([`Outcome::Later`]); the call is recorded then, for all the
+    /// time since `started` (as Redis counts a blocked command's time).
     Later {
         reply: futures_util::future::BoxFuture<'static, B::Reply>,
         barrier: bool,
+        command: u32,
+        started: Instant,
     },
     /// Wait, then run the command again ([`Outcome::Retry`]).
     Retry(futures_util::future::BoxFuture<'static, ()>),
@@ -112,7 +115,14 @@ pub(crate) fn dispatch<B: Backend>(
             reject(&mut r, command.id, &error);
             return Step::Done;
         }
-        Outcome::Later { reply, barrier } => Step::Later { reply, barrier },
+        Outcome::Later { reply, barrier } => {
+            return Step::Later {
+                reply,
+                barrier,
+                command: command.id,
+                started,
+            };
+        }
         // Not run yet: it is recorded when it runs.
         Outcome::Retry(wait) => return Step::Retry(wait),
         Outcome::HandOff(how) => Step::HandOff(how),

@@ -165,13 +165,24 @@ enum Slot<R> {
     /// Encoded already (it followed a reply still to come).
     Ready(Vec<u8>),
     /// To come, and to be encoded in the protocol in force when its command came.
-    Later(BoxFuture<'static, R>, Protocol),
+    Later(BoxFuture<'static, R>, Pending),
+}
+
+/// What is known of a command whose reply is still to come.
+#[derive(Clone, Copy)]
+struct Pending {
+    /// The protocol in force when it came.
+    protocol: Protocol,
+    /// Its command id.
+    command: u32,
+    /// When it started.
+    started: Instant,
 }
 
 /// A [`Slot`] whose reply is in.
 enum Piece<R> {
     Bytes(Vec<u8>),
-    Reply(R, Protocol),
+    Reply(R, Pending),
 }
 
 impl<R> Future for Slot<R> {
@@ -183,10 +194,10 @@ impl<R> Future for Slot<R> {
     ) -> std::task::Poll<Piece<R>> {
         match self.get_mut() {
             Slot::Ready(bytes) => std::task::Poll::Ready(Piece::Bytes(std::mem::take(bytes))),
-            Slot::Later(future, protocol) => future
+            Slot::Later(future, pending) => future
                 .as_mut()
                 .poll(cx)
-                .map(|reply| Piece::Reply(reply, *protocol)),
+                .map(|reply| Piece::Reply(reply, *pending)),
         }
     }
 }
@@ -453,8 +464,18 @@ impl<B: Backend> Session<B> {
                             }
                             break Progress::Retry(wait);
                         }
-                        Step::Later { reply, barrier } => {
-                            pending.push_back(Slot::Later(reply, protocol));
+                        Step::Later {
+                            reply,
+                            barrier,
+                            command,
+                            started,
+                        } => {
+                            let later = Pending {
+                                protocol,
+                                command,
+                                started,
+                            };
+                            pending.push_back(Slot::Later(reply, later));
                             if frame.is_none() {
                                 consumed_total += consumed;
                             }
@@ -535,8 +556,15 @@ impl<B: Backend> Session<B> {
         while let Some(piece) = self.pending.next().await {
             match piece {
                 Piece::Bytes(bytes) => self.output.extend_from_slice(&bytes),
-                Piece::Reply(reply, protocol) => {
-                    self.backend.write_reply(reply, protocol, &mut self.output)
+                Piece::Reply(reply, later) => {
+                    let failed = self
+                        .backend
+                        .write_reply(reply, later.protocol, &mut self.output);
+                    let usec = later.started.elapsed().as_micros() as u64;
+                    let door = self.backend.door();
+                    self.worker
+                        .get(door)
+                        .record_call(later.command as usize, usec, failed);
                 }
             }
             let (hard, soft, _) = self.backend.door().settings.output_limits();

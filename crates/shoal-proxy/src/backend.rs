@@ -65,13 +65,17 @@ impl Backend for Shared {
         }
     }
 
-    fn write_reply(&self, reply: Reply, protocol: Protocol, out: &mut Vec<u8>) {
+    fn write_reply(&self, reply: Reply, protocol: Protocol, out: &mut Vec<u8>) -> bool {
         let encoded = encode_reply(&reply, protocol, out);
-        if let Some(code) = encoded.error_code {
-            self.door.stats.record_error(&code);
-        }
         if encoded.by_proxy {
             ProxyStats::add(&self.stats.proxy_errors, 1);
+        }
+        match encoded.error_code {
+            Some(code) => {
+                self.door.stats.record_error(&code);
+                true
+            }
+            None => false,
         }
     }
 

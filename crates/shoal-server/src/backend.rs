@@ -37,8 +37,9 @@ impl Backend for Shared {
         self.run(call)
     }
 
-    fn write_reply(&self, reply: Value, protocol: Protocol, out: &mut Vec<u8>) {
+    fn write_reply(&self, reply: Value, protocol: Protocol, out: &mut Vec<u8>) -> bool {
         encode_value(&reply, protocol, out);
+        matches!(reply, Value::Error(_) | Value::BulkError(_))
     }
 
     #[inline]

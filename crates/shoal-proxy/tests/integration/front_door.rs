@@ -201,3 +201,41 @@ async fn a_node_and_the_proxy_close_on_the_same_protocol_errors() {
         );
     }
 }
+
+/// `INFO`'s fields as name -> value.
+fn info_fields(info: &Value) -> std::collections::HashMap<String, String> {
+    let text = match info {
+        Value::Bulk(text) | Value::Verbatim(_, text) => String::from_utf8_lossy(text).into_owned(),
+        other => panic!("INFO answered {other:?}"),
+    };
+    text.lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_counts_commands_that_went_to_the_cluster_when_their_replies_are_in() {
+    let harness = Harness::start(|_| {});
+    let mut raw = Raw::connect(harness.addr()).await;
+    assert_eq!(raw.call(&["SET", "stats:s", "text"]).await, simple("OK"));
+    for _ in 0..3 {
+        assert_eq!(raw.call(&["GET", "stats:s"]).await, bulk("text"));
+    }
+    assert!(matches!(
+        raw.call(&["INCR", "stats:s"]).await,
+        Value::Error(_)
+    ));
+    let info = info_fields(&raw.call(&["INFO", "commandstats", "errorstats"]).await);
+    let get = &info["cmdstat_get"];
+    assert!(get.starts_with("calls=3,"), "{get}");
+    let usec: u64 = get
+        .split(',')
+        .find_map(|f| f.strip_prefix("usec="))
+        .and_then(|v| v.parse().ok())
+        .expect("usec");
+    assert!(usec >= 3, "the round trips are timed: {get}");
+    let incr = &info["cmdstat_incr"];
+    assert!(incr.ends_with("failed_calls=1"), "{incr}");
+    assert_eq!(info["errorstat_ERR"], "count=1");
+}

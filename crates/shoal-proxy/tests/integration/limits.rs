@@ -105,7 +105,10 @@ async fn idle_clients_and_clients_that_do_not_read_are_closed_as_on_a_node() {
     // The hard output limit: 64 MiB of replies asked for and never read are not buffered.
     let mut writer = Raw::connect(proxy.resp_addr()).await;
     let value = "v".repeat(64 * 1024);
-    assert_eq!(writer.call(&["SET", "olimit:big", &value]).await, simple("OK"));
+    assert_eq!(
+        writer.call(&["SET", "olimit:big", &value]).await,
+        simple("OK")
+    );
     let mut flood = Raw::connect(proxy.resp_addr()).await;
     let mut batch = Vec::new();
     for _ in 0..1024 {
