@@ -4,6 +4,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -68,8 +69,14 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn call(self: &Arc<Self>, call: Call<'_, Self>) -> Outcome<Self>;
 
     /// Appends a reply that came later, in `protocol` (the connection's when the command
-    /// came), and says whether it is an error reply (the call then counts as failed).
-    fn write_reply(&self, reply: Self::Reply, protocol: Protocol, out: &mut Vec<u8>) -> bool;
+    /// came). Returns the error code (`ERR`, `WRONGTYPE`, ...) if the reply is an error: the
+    /// call then counts as failed, and the error in `errorstats`.
+    fn write_reply(
+        &self,
+        reply: Self::Reply,
+        protocol: Protocol,
+        out: &mut Vec<u8>,
+    ) -> Option<String>;
 
     /// The next command in the buffer has this key: a chance to start fetching it.
     #[inline]
@@ -106,6 +113,8 @@ pub struct Call<'a, B: Backend> {
     pub state: &'a mut B::Conn,
     /// Where the reply goes.
     pub out: &'a mut Vec<u8>,
+    /// When the command's time starts.
+    clock: &'a mut Instant,
 }
 
 impl<'a, B: Backend> Call<'a, B> {
@@ -116,6 +125,7 @@ impl<'a, B: Backend> Call<'a, B> {
         conn: &'a mut Conn,
         state: &'a mut B::Conn,
         out: &'a mut Vec<u8>,
+        clock: &'a mut Instant,
     ) -> Call<'a, B> {
         Call {
             command,
@@ -124,7 +134,15 @@ impl<'a, B: Backend> Call<'a, B> {
             conn,
             state,
             out,
+            clock,
         }
+    }
+
+    /// Starts the command's time now: what the backend checked before (routing, eviction)
+    /// does not count, as Redis times only the command itself.
+    #[inline]
+    pub fn start_clock(&mut self) {
+        *self.clock = Instant::now();
     }
 
     /// A reply writer in the connection's protocol.
@@ -171,7 +189,8 @@ pub enum Outcome<B: Backend> {
     /// Its reply comes from this future. With `barrier`, no later command of the connection
     /// runs before it is in (`WAIT` blocks its client, as in Redis); without, later commands
     /// start meanwhile and their replies queue behind it (the proxy's pipelining). The call is
-    /// recorded when the reply is in, with all the time it took.
+    /// recorded with the time it took to start it (as Redis counts a blocked command: the
+    /// time it worked, not the time it waited), and as failed if its reply is an error.
     Later {
         /// The reply.
         reply: BoxFuture<'static, B::Reply>,

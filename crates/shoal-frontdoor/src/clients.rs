@@ -17,6 +17,7 @@ use std::sync::atomic::{
 use std::time::Instant;
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use crate::commands::table;
 
@@ -44,7 +45,13 @@ pub struct ClientInfo {
     pub(crate) query_buffer_capacity: AtomicUsize,
     /// Bytes of replies not yet written.
     pub(crate) output_buffer: AtomicUsize,
+    /// Waiting for a reply that comes later, or handed over (a replica's stream): such a
+    /// client is not idle, whatever its last command (Redis spares blocked clients and
+    /// replicas from `timeout` too).
+    blocked: AtomicBool,
     killed: AtomicBool,
+    /// Woken when the client is killed by another (its session may be waiting for a reply).
+    kill: Notify,
 }
 
 impl ClientInfo {
@@ -62,7 +69,9 @@ impl ClientInfo {
             query_buffer: AtomicUsize::new(0),
             query_buffer_capacity: AtomicUsize::new(0),
             output_buffer: AtomicUsize::new(0),
+            blocked: AtomicBool::new(false),
             killed: AtomicBool::new(false),
+            kill: Notify::new(),
         }
     }
 
@@ -79,6 +88,34 @@ impl ClientInfo {
     /// Whether `CLIENT KILL` (or the idle timeout) closed this client.
     pub fn is_killed(&self) -> bool {
         self.killed.load(Relaxed)
+    }
+
+    /// Resolves once another client (or the idle timeout) kills this one.
+    pub(crate) async fn killed(&self) {
+        let notified = self.kill.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before the flag is read, so a kill in between is not missed.
+        notified.as_mut().enable();
+        if self.is_killed() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Marks the client as waiting for a reply (or handed over), or not: a blocked client is
+    /// never idle.
+    pub(crate) fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Relaxed);
+    }
+
+    /// Marks the client killed and wakes its session; the caller holds the registry lock and
+    /// shuts the socket down.
+    fn mark_killed(&self) -> bool {
+        let first = !self.killed.swap(true, Relaxed);
+        if first {
+            self.kill.notify_waiters();
+        }
+        first
     }
 
     /// Seconds since the last command.
@@ -189,10 +226,9 @@ impl Default for Clients {
 
 impl Clients {
     /// Takes one of `max` client slots for a connection just accepted, or returns `false` if
-    /// all are taken. The accepting task calls this before the connection is registered, so a
-    /// burst of connections cannot overshoot `maxclients`; the [`Registration`] gives the slot
-    /// back when it drops.
-    pub(crate) fn try_reserve(&self, max: usize) -> bool {
+    /// all are taken. The accepting task does this before the connection is registered (see
+    /// [`Reservation`]), so a burst of connections cannot overshoot `maxclients`.
+    fn try_reserve(&self, max: usize) -> bool {
         self.count
             .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
             .is_ok()
@@ -235,7 +271,8 @@ impl Clients {
         let map = self.map.lock();
         let mut killed = 0;
         for client in map.values() {
-            if client.idle_ms() > max_idle_ms && !client.killed.swap(true, Relaxed) {
+            let idle = client.idle_ms() > max_idle_ms && !client.blocked.load(Relaxed);
+            if idle && client.mark_killed() {
                 killed += 1;
                 shutdown_socket(client);
             }
@@ -253,15 +290,18 @@ impl Clients {
             .values()
             .filter(|c| filter.matches(c.id, c.addr, c.laddr))
         {
-            // A client already killed is gone as far as anyone can tell (its session ends
-            // on its own): it does not match again.
-            if client.killed.swap(true, Relaxed) {
+            if client.id == me {
+                // Closed by its own session once the reply is written.
+                if !client.killed.swap(true, Relaxed) {
+                    killed += 1;
+                    kill_self = true;
+                }
                 continue;
             }
-            killed += 1;
-            if client.id == me {
-                kill_self = true;
-            } else {
+            // A client already killed is gone as far as anyone can tell (its session ends
+            // on its own): it does not match again.
+            if client.mark_killed() {
+                killed += 1;
                 shutdown_socket(client);
             }
         }
@@ -281,6 +321,44 @@ fn shutdown_socket(client: &ClientInfo) {
     }
 }
 
+/// A slot in `maxclients` taken for a connection just accepted, not registered yet (its
+/// socket may still move to another thread's runtime). Dropping it gives the slot back;
+/// [`Reservation::register`] turns it into a [`Registration`].
+#[derive(Debug)]
+pub struct Reservation {
+    clients: Arc<Clients>,
+    registered: bool,
+}
+
+impl Reservation {
+    /// Takes one of `max` slots of `clients`, if one is free.
+    pub(crate) fn take(clients: &Arc<Clients>, max: usize) -> Option<Reservation> {
+        clients.try_reserve(max).then(|| Reservation {
+            clients: clients.clone(),
+            registered: false,
+        })
+    }
+
+    /// Registers the connection (from `addr` to `laddr`) on the socket `fd`, which from here
+    /// on must be closed only after the returned registration is dropped.
+    pub fn register(mut self, addr: SocketAddr, laddr: SocketAddr, fd: RawFd) -> Registration {
+        self.registered = true;
+        let info = self.clients.register(addr, laddr, fd);
+        Registration {
+            clients: self.clients.clone(),
+            info,
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.registered {
+            self.clients.count.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
 /// A registered client connection's place in the registry. Dropping it unregisters the client;
 /// whoever owns the socket keeps this next to it and drops it *first* (a struct's fields drop
 /// in order), however the connection ends: finished, panicked, or dropped unpolled with its
@@ -292,18 +370,6 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Registers a connection (accepted from `addr` on `laddr`, socket `fd`) that holds a slot
-    /// reserved in `clients`.
-    pub(crate) fn new(
-        clients: Arc<Clients>,
-        addr: SocketAddr,
-        laddr: SocketAddr,
-        fd: RawFd,
-    ) -> Registration {
-        let info = clients.register(addr, laddr, fd);
-        Registration { clients, info }
-    }
-
     /// What the registry shows of the client.
     pub fn info(&self) -> &Arc<ClientInfo> {
         &self.info
@@ -324,27 +390,66 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    fn register(clients: &Arc<Clients>, port: u16) -> Registration {
+        let reservation = Reservation::take(clients, 10).expect("room");
+        reservation.register(addr(port), addr(9), -1)
+    }
+
     #[test]
-    fn reservations_cap_the_clients_and_registrations_give_them_back() {
+    fn reservations_cap_the_clients_and_give_their_slots_back() {
         let clients = Arc::new(Clients::default());
-        assert!(clients.try_reserve(2));
-        assert!(clients.try_reserve(2));
-        assert!(!clients.try_reserve(2));
-        let registration = Registration::new(clients.clone(), addr(1), addr(2), -1);
+        let first = Reservation::take(&clients, 2).expect("room");
+        let second = Reservation::take(&clients, 2).expect("room");
+        assert!(Reservation::take(&clients, 2).is_none());
+        drop(second);
+        assert_eq!(
+            clients.count(),
+            1,
+            "an unregistered reservation gives its slot back"
+        );
+        let registration = first.register(addr(1), addr(2), -1);
         assert_eq!(clients.all().len(), 1);
         drop(registration);
-        assert_eq!(clients.count(), 1);
+        assert_eq!(clients.count(), 0);
         assert!(clients.all().is_empty());
-        assert!(clients.try_reserve(2));
+    }
+
+    #[test]
+    fn idle_clients_are_killed_unless_blocked() {
+        let clients = Arc::new(Clients::default());
+        let idle = register(&clients, 1);
+        let waiting = register(&clients, 2);
+        waiting.info().set_blocked(true);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(clients.kill_idle(1), 1);
+        assert!(idle.info().is_killed() && !waiting.info().is_killed());
+    }
+
+    #[tokio::test]
+    async fn a_kill_wakes_the_killed_client_s_session() {
+        let clients = Arc::new(Clients::default());
+        let victim = register(&clients, 1);
+        let info = victim.info().clone();
+        let woken = tokio::spawn(async move { info.killed().await });
+        tokio::task::yield_now().await;
+        let filter = KillFilter {
+            id: Some(victim.info().id),
+            ..KillFilter::default()
+        };
+        assert_eq!(clients.kill(&filter, 0), (1, false));
+        tokio::time::timeout(std::time::Duration::from_secs(5), woken)
+            .await
+            .expect("woken")
+            .expect("joined");
+        // A client killed before it waits does not wait.
+        victim.info().killed().await;
     }
 
     #[test]
     fn kill_filters_select_clients_and_spare_the_caller() {
         let clients = Arc::new(Clients::default());
-        clients.try_reserve(3);
-        clients.try_reserve(3);
-        let a = Registration::new(clients.clone(), addr(1), addr(9), -1);
-        let b = Registration::new(clients.clone(), addr(2), addr(9), -1);
+        let a = register(&clients, 1);
+        let b = register(&clients, 2);
         let filter = KillFilter {
             laddr: Some(addr(9).to_string()),
             ..KillFilter::default()

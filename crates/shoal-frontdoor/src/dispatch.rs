@@ -20,13 +20,13 @@ use crate::stats::WorkerStats;
 pub(crate) enum Step<B: Backend> {
     /// The reply is written.
     Done,
-    /// The reply comes later ([`Outcome::Later`]); the call is recorded then, for all the
-    /// time since `started` (as Redis counts a blocked command's time).
+    /// The reply comes later ([`Outcome::Later`]). The call is recorded now, with the time it
+    /// took to start (as Redis counts a blocked command: the time it worked, not the time it
+    /// waited); if its reply is an error, it counts as failed then.
     Later {
         reply: futures_util::future::BoxFuture<'static, B::Reply>,
         barrier: bool,
         command: u32,
-        started: Instant,
     },
     /// Wait, then run the command again ([`Outcome::Retry`]).
     Retry(futures_util::future::BoxFuture<'static, ()>),
@@ -36,11 +36,11 @@ pub(crate) enum Step<B: Backend> {
 
 /// Everything one command touches.
 pub(crate) struct Request<'a, B: Backend> {
-    pub backend: &'a Arc<B>,
-    pub conn: &'a mut Conn,
-    pub state: &'a mut B::Conn,
-    pub out: &'a mut Vec<u8>,
-    pub worker: &'a WorkerStats,
+    pub(crate) backend: &'a Arc<B>,
+    pub(crate) conn: &'a mut Conn,
+    pub(crate) state: &'a mut B::Conn,
+    pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) worker: &'a WorkerStats,
 }
 
 /// Checks and runs one command, and records it.
@@ -79,7 +79,7 @@ pub(crate) fn dispatch<B: Backend>(
     }
     // Set before the command runs, as Redis does: `CLIENT INFO` shows `cmd=client|info`.
     r.conn.last_command = command.id;
-    let started = Instant::now();
+    let mut started = Instant::now();
     let outcome = match command.connection {
         Some(which) => {
             let mut call = ConnCall {
@@ -100,6 +100,7 @@ pub(crate) fn dispatch<B: Backend>(
             &mut *r.conn,
             &mut *r.state,
             &mut *r.out,
+            &mut started,
         )),
     };
     let usec = started.elapsed().as_micros() as u64;
@@ -115,14 +116,11 @@ pub(crate) fn dispatch<B: Backend>(
             reject(&mut r, command.id, &error);
             return Step::Done;
         }
-        Outcome::Later { reply, barrier } => {
-            return Step::Later {
-                reply,
-                barrier,
-                command: command.id,
-                started,
-            };
-        }
+        Outcome::Later { reply, barrier } => Step::Later {
+            reply,
+            barrier,
+            command: command.id,
+        },
         // Not run yet: it is recorded when it runs.
         Outcome::Retry(wait) => return Step::Retry(wait),
         Outcome::HandOff(how) => Step::HandOff(how),
@@ -204,6 +202,8 @@ fn redacted<'a>(spec: &CommandSpec, argv: &Argv<'a>) -> Option<Vec<&'a [u8]>> {
 
 fn reject<B: Backend>(r: &mut Request<'_, B>, id: u32, error: &CommandError) {
     r.worker.record_rejected(id as usize);
+    // As Redis sets `lastcmd` before its checks: `CLIENT LIST` shows the refused command.
+    r.conn.last_command = id;
     write_error(r, error);
 }
 

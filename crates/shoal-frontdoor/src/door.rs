@@ -72,11 +72,6 @@ impl Door {
         self.shutdown.send_replace(true);
     }
 
-    /// Whether shutdown was requested.
-    pub fn shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
-    }
-
     /// A receiver that sees `true` once shutdown is requested.
     pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shutdown.subscribe()

@@ -15,7 +15,8 @@ pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is
 
 /// An error reply: what follows `-` on the wire, code included. [`CommandError::bytes`] gives
 /// the line; client arguments it quotes are kept verbatim (they need not be UTF-8).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.line())]
 pub enum CommandError {
     /// `ERR syntax error`
     Syntax,
@@ -123,9 +124,7 @@ impl CommandError {
     /// The error code: the first word of the line (`ERR`, `OOM`, `NOAUTH`, ...), for
     /// `errorstats`.
     pub fn code(&self) -> String {
-        let line = self.bytes();
-        let code = line.split(|&b| b == b' ').next().unwrap_or(b"ERR");
-        String::from_utf8_lossy(code).into_owned()
+        error_code(&self.bytes())
     }
 
     /// Appends `-<line>\r\n` to `out`.
@@ -134,13 +133,11 @@ impl CommandError {
     }
 }
 
-impl std::fmt::Display for CommandError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.line())
-    }
+/// The code of an error line (after `-`): its first word (`ERR`, `WRONGTYPE`, ...).
+pub fn error_code(line: &[u8]) -> String {
+    let code = line.split(|&b| b == b' ').next().unwrap_or(b"ERR");
+    String::from_utf8_lossy(code).into_owned()
 }
-
-impl std::error::Error for CommandError {}
 
 /// `-<line>\r\n`, with any `\r` or `\n` in the line turned into spaces (as Redis's
 /// `addReplyErrorFormat` does), client bytes kept verbatim.

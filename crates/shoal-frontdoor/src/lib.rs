@@ -24,7 +24,7 @@
 //! ```
 
 mod backend;
-pub mod clients;
+mod clients;
 mod commands;
 mod connection;
 mod dispatch;
@@ -40,13 +40,13 @@ mod stats;
 
 pub use backend::{Backend, Call, Conn, Outcome};
 pub use clients::KillFilter;
-pub use clients::{ClientInfo, Clients, Registration};
+pub use clients::{ClientInfo, Clients, Registration, Reservation};
 pub use commands::{Command, CommandTable, table};
 pub use connection::{REDIS_VERSION, write_help};
 pub use door::{Door, TICK};
 pub use error::{
-    CLUSTER_DOWN, CommandError, NOREPLICAS, WRONGPASS, subcommand_syntax_error, truncated_arg,
-    write_error_line,
+    CLUSTER_DOWN, CommandError, NOREPLICAS, WRONGPASS, error_code, subcommand_syntax_error,
+    truncated_arg, write_error_line,
 };
 pub use settings::{Limits, OutputLimit, Settings, constant_time_eq};
 pub use slowlog::{SlowEntry, SlowLog};

@@ -11,7 +11,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::clients::Registration;
+use crate::clients::{Registration, Reservation};
 use crate::door::Door;
 
 /// Why a listener could not be opened.
@@ -121,17 +121,37 @@ pub struct Accepted {
     pub stream: TcpStream,
 }
 
+impl Accepted {
+    /// Registers `stream`, which holds `reservation`, in the client registry.
+    pub fn register(reservation: Reservation, stream: TcpStream) -> Accepted {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        let addr = stream.peer_addr().unwrap_or(unknown);
+        let laddr = stream.local_addr().unwrap_or(unknown);
+        let registration = reservation.register(addr, laddr, fd);
+        Accepted {
+            registration,
+            stream,
+        }
+    }
+}
+
 /// Accepts connections on `listener` until the door shuts down, and gives each one that fits
-/// under `maxclients`, registered, to `serve`. One over the limit gets Redis's `-ERR max
-/// number of clients reached` and is closed.
-pub async fn accept_loop(door: Arc<Door>, listener: TcpListener, mut serve: impl FnMut(Accepted)) {
+/// under `maxclients`, with its slot reserved, to `serve` (which registers it, with
+/// [`Accepted::register`], on the runtime that serves it). One over the limit gets Redis's
+/// `-ERR max number of clients reached` and is closed.
+pub async fn accept_loop(
+    door: Arc<Door>,
+    listener: TcpListener,
+    mut serve: impl FnMut(TcpStream, Reservation),
+) {
     let mut shutdown = door.shutdown_signal();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
-        let (stream, peer) = match accepted {
+        let (stream, _) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: wait a little rather than spin.
@@ -141,20 +161,14 @@ pub async fn accept_loop(door: Arc<Door>, listener: TcpListener, mut serve: impl
             }
         };
         // As in Redis, a refused connection counts in `rejected_connections` only.
-        if !door.clients.try_reserve(door.settings.maxclients()) {
+        let Some(reservation) = Reservation::take(&door.clients, door.settings.maxclients()) else {
             door.stats.rejected_connections.fetch_add(1, Relaxed);
             tokio::spawn(refuse(stream));
             continue;
-        }
+        };
         door.stats.connections_received.fetch_add(1, Relaxed);
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(peer);
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-        let registration = Registration::new(door.clients.clone(), peer, local, fd);
-        serve(Accepted {
-            registration,
-            stream,
-        });
+        serve(stream, reservation);
     }
 }
 

@@ -43,7 +43,7 @@ use crate::backend::{Backend, Conn};
 use crate::clients::Registration;
 use crate::dispatch::{Request, Step, dispatch};
 use crate::listen::Accepted;
-use crate::stats::WorkerStats;
+use crate::stats::ThreadStats;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
@@ -84,51 +84,21 @@ pub async fn serve<B: Backend>(backend: Arc<B>, accepted: Accepted) {
         written: 0,
         over_soft_since: None,
         pending: FuturesOrdered::new(),
-        worker: Worker::here(&door),
+        worker: ThreadStats::new(),
         backend,
     };
     let mut shutdown = door.shutdown_signal();
     tokio::select! {
+        // The session first: a client that killed itself still gets its reply.
+        biased;
         result = session.run(&mut connection.stream) => {
             if let Err(e) = result {
                 tracing::debug!(client = info.id, addr = %info.addr, "connection ended: {e}");
             }
         }
+        // Killed by another client or the idle timeout while it waits for a reply.
+        _ = info.killed() => {}
         _ = shutdown.wait_for(|stop| *stop) => {}
-    }
-}
-
-/// The statistics of the thread running the session: each thread writes only its own
-/// counters, and a multi-thread runtime may move a session between threads.
-struct Worker {
-    stats: Arc<WorkerStats>,
-    thread: usize,
-}
-
-thread_local! {
-    /// Its address tells threads apart, at the cost of reading a thread-local.
-    static THREAD_MARK: u8 = const { 0 };
-}
-
-fn thread_mark() -> usize {
-    THREAD_MARK.with(|mark| mark as *const u8 as usize)
-}
-
-impl Worker {
-    fn here(door: &crate::door::Door) -> Worker {
-        Worker {
-            stats: door.stats.this_thread(),
-            thread: thread_mark(),
-        }
-    }
-
-    /// This thread's counters.
-    #[inline]
-    fn get(&mut self, door: &crate::door::Door) -> &WorkerStats {
-        if self.thread != thread_mark() {
-            *self = Worker::here(door);
-        }
-        &self.stats
     }
 }
 
@@ -175,8 +145,6 @@ struct Pending {
     protocol: Protocol,
     /// Its command id.
     command: u32,
-    /// When it started.
-    started: Instant,
 }
 
 /// A [`Slot`] whose reply is in.
@@ -215,7 +183,7 @@ struct Session<B: Backend> {
     over_soft_since: Option<Instant>,
     /// Replies still to come, in order; `output` holds only replies before them.
     pending: FuturesOrdered<Slot<B::Reply>>,
-    worker: Worker,
+    worker: ThreadStats,
 }
 
 impl<B: Backend> Session<B> {
@@ -224,13 +192,13 @@ impl<B: Backend> Session<B> {
         let mut need_input = true;
         loop {
             if need_input {
-                let got_input = if self.pending() == 0 {
+                let got_input = if self.unwritten() == 0 {
                     self.reserve_read_room();
                     let n = stream.read_buf(&mut self.input).await?;
                     if n == 0 {
                         return Ok(());
                     }
-                    self.worker.get(&door).record_input(n);
+                    self.worker.get(&door.stats).record_input(n);
                     true
                 } else {
                     // Only with output limits set: replies are pending and every complete
@@ -264,6 +232,9 @@ impl<B: Backend> Session<B> {
                     if !self.gather(stream).await? || !self.flush_all(stream).await? {
                         return Ok(());
                     }
+                    // A replica's stream is never idle as a client (Redis spares replicas from
+                    // `timeout` too).
+                    self.conn.info.set_blocked(true);
                     let backend = self.backend.clone();
                     return backend
                         .hand_off(stream, &self.conn, &mut self.state, how)
@@ -317,7 +288,7 @@ impl<B: Backend> Session<B> {
             info.query_buffer_capacity
                 .store(self.input.capacity(), Relaxed);
             self.write_some(stream)?;
-            if self.pending() > 0 {
+            if self.unwritten() > 0 {
                 let (hard, soft, _) = door.settings.output_limits();
                 if hard == 0 && soft == 0 {
                     // No limits: back-pressure. Nothing more runs until the client has read.
@@ -330,7 +301,7 @@ impl<B: Backend> Session<B> {
             }
             need_input = matches!(progress, Progress::NeedInput);
             let info = &self.conn.info;
-            info.output_buffer.store(self.pending(), Relaxed);
+            info.output_buffer.store(self.unwritten(), Relaxed);
             if self.input.is_empty() && self.input.capacity() > KEEP_CAPACITY {
                 self.input = BytesMut::with_capacity(READ_CHUNK);
             }
@@ -342,7 +313,7 @@ impl<B: Backend> Session<B> {
 
     /// Reply bytes not yet written.
     #[inline]
-    fn pending(&self) -> usize {
+    fn unwritten(&self) -> usize {
         self.output.len() - self.written
     }
 
@@ -370,8 +341,9 @@ impl<B: Backend> Session<B> {
             ..
         } = self;
         let door = backend.door();
-        let worker = worker.get(door);
+        let worker = worker.get(&door.stats);
         parser.set_limits(door.settings.parser_limits());
+        let (hard_limit, _, _) = door.settings.output_limits();
         let stop_at = output.len() + FLUSH_AT;
         let mut consumed_total = 0;
         let mut reserve_for_frame = 0;
@@ -448,6 +420,10 @@ impl<B: Backend> Session<B> {
                             break Progress::Close;
                         }
                     };
+                    if let Step::Retry(_) = step {
+                        // Nothing of a command that runs again is kept from this run.
+                        out.truncate(mark);
+                    }
                     if queued && !behind.is_empty() {
                         pending.push_back(Slot::Ready(behind));
                     }
@@ -468,13 +444,8 @@ impl<B: Backend> Session<B> {
                             reply,
                             barrier,
                             command,
-                            started,
                         } => {
-                            let later = Pending {
-                                protocol,
-                                command,
-                                started,
-                            };
+                            let later = Pending { protocol, command };
                             pending.push_back(Slot::Later(reply, later));
                             if frame.is_none() {
                                 consumed_total += consumed;
@@ -500,7 +471,7 @@ impl<B: Backend> Session<B> {
                     if conn.close_after_reply {
                         break Progress::Close;
                     }
-                    if over_hard_limit(door, conn, output.len() - *written) {
+                    if over_hard_limit(door, conn, output.len() - *written, hard_limit) {
                         output.clear();
                         *written = 0;
                         pending.clear();
@@ -553,26 +524,43 @@ impl<B: Backend> Session<B> {
     /// goes on, and a client over the hard limit (or the soft one for too long) is closed.
     /// Returns `false` if the client was closed for its output limits.
     async fn gather(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
+        if self.pending.is_empty() {
+            return Ok(true);
+        }
+        // Waiting for replies is not being idle, and `CLIENT LIST` shows what it waits on.
+        let info = &self.conn.info;
+        info.last_command.store(self.conn.last_command, Relaxed);
+        info.set_blocked(true);
+        let kept = self.gather_pending(stream).await;
+        self.conn.info.set_blocked(false);
+        self.conn.info.touch();
+        kept
+    }
+
+    async fn gather_pending(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
         while let Some(piece) = self.pending.next().await {
             match piece {
                 Piece::Bytes(bytes) => self.output.extend_from_slice(&bytes),
                 Piece::Reply(reply, later) => {
-                    let failed = self
+                    let error = self
                         .backend
                         .write_reply(reply, later.protocol, &mut self.output);
-                    let usec = later.started.elapsed().as_micros() as u64;
-                    let door = self.backend.door();
-                    self.worker
-                        .get(door)
-                        .record_call(later.command as usize, usec, failed);
+                    if let Some(code) = error {
+                        // Counted as Redis counts a blocked command that ends in an error.
+                        let door = self.backend.door();
+                        door.stats.record_error(&code);
+                        let worker = self.worker.get(&door.stats);
+                        worker.record_failed(later.command as usize);
+                    }
                 }
             }
-            let (hard, soft, _) = self.backend.door().settings.output_limits();
-            if over_hard_limit(self.backend.door(), &self.conn, self.pending()) {
+            let door = self.backend.door();
+            let (hard, soft, _) = door.settings.output_limits();
+            if over_hard_limit(door, &self.conn, self.unwritten(), hard) {
                 self.pending.clear();
                 return Ok(false);
             }
-            if self.pending() < FLUSH_AT {
+            if self.unwritten() < FLUSH_AT {
                 continue;
             }
             let kept = if hard == 0 && soft == 0 {
@@ -596,7 +584,7 @@ impl<B: Backend> Session<B> {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.written += n;
-                    self.worker.get(self.backend.door()).record_output(n);
+                    self.worker.get(&self.backend.door().stats).record_output(n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -621,7 +609,7 @@ impl<B: Backend> Session<B> {
     async fn flush_all(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
         loop {
             self.write_some(stream)?;
-            if self.pending() == 0 {
+            if self.unwritten() == 0 {
                 return Ok(true);
             }
             if self.soft_limit_exceeded() {
@@ -666,7 +654,7 @@ impl<B: Backend> Session<B> {
             match stream.try_read_buf(&mut self.input) {
                 Ok(0) => return Ok(Ready::Eof),
                 Ok(n) => {
-                    self.worker.get(self.backend.door()).record_input(n);
+                    self.worker.get(&self.backend.door().stats).record_input(n);
                     return Ok(Ready::Input);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -689,7 +677,7 @@ impl<B: Backend> Session<B> {
     fn soft_limit_exceeded(&mut self) -> bool {
         let door = self.backend.door();
         let (_, soft, seconds) = door.settings.output_limits();
-        if soft == 0 || self.pending() <= soft {
+        if soft == 0 || self.unwritten() <= soft {
             self.over_soft_since = None;
             return false;
         }
@@ -700,7 +688,7 @@ impl<B: Backend> Session<B> {
         tracing::warn!(
             client = self.conn.info.id,
             addr = %self.conn.info.addr,
-            bytes = self.pending(),
+            bytes = self.unwritten(),
             "closing client for overcoming of output buffer limits"
         );
         door.stats
@@ -712,8 +700,7 @@ impl<B: Backend> Session<B> {
 
 /// Whether `pending` bytes of replies are over the hard output limit (then the disconnection
 /// is counted and logged).
-fn over_hard_limit(door: &crate::door::Door, conn: &Conn, pending: usize) -> bool {
-    let (hard, _, _) = door.settings.output_limits();
+fn over_hard_limit(door: &crate::door::Door, conn: &Conn, pending: usize, hard: usize) -> bool {
     if hard == 0 || pending <= hard {
         return false;
     }

@@ -4,8 +4,8 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -90,6 +90,13 @@ impl WorkerStats {
     #[inline]
     pub fn record_rejected(&self, id: usize) {
         bump(&self.commands[id].rejected, 1);
+    }
+
+    /// Records that a call of command `id`, recorded already, answered an error after all (its
+    /// reply came later).
+    #[inline]
+    pub fn record_failed(&self, id: usize) {
+        bump(&self.commands[id].failed, 1);
     }
 
     /// Records bytes read.
@@ -185,12 +192,18 @@ impl Stats {
     pub fn this_thread(&self) -> Arc<WorkerStats> {
         THREAD_WORKERS.with(|workers| {
             let mut workers = workers.borrow_mut();
-            if let Some((_, worker)) = workers.iter().find(|(i, _)| *i == self.instance) {
-                return worker.clone();
+            let mine = workers
+                .iter()
+                .filter(|(i, _)| *i == self.instance)
+                .find_map(|(_, worker)| worker.upgrade());
+            if let Some(worker) = mine {
+                return worker;
             }
+            // Counters of instances dropped since are dropped from the list too.
+            workers.retain(|(_, worker)| worker.strong_count() > 0);
             let worker = Arc::new(WorkerStats::new(self.command_count));
             self.workers.lock().push(worker.clone());
-            workers.push((self.instance, worker.clone()));
+            workers.push((self.instance, Arc::downgrade(&worker)));
             worker
         })
     }
@@ -290,7 +303,43 @@ impl Stats {
 thread_local! {
     /// Each thread's counters, per [`Stats`] instance it has recorded for (one, except in
     /// tests that run several nodes in one process).
-    static THREAD_WORKERS: RefCell<Vec<(u64, Arc<WorkerStats>)>> = const { RefCell::new(Vec::new()) };
+    static THREAD_WORKERS: RefCell<Vec<(u64, Weak<WorkerStats>)>> = const { RefCell::new(Vec::new()) };
+
+    /// Its address tells threads apart, at the cost of reading a thread-local.
+    static THREAD_MARK: u8 = const { 0 };
+}
+
+fn thread_mark() -> usize {
+    THREAD_MARK.with(|mark| mark as *const u8 as usize)
+}
+
+/// A session's handle on the counters of the thread running it: each thread writes only its
+/// own counters, and a multi-thread runtime (the proxy's) may move a session between threads,
+/// so the handle looks them up again when the thread changed.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadStats {
+    cached: Option<(usize, Arc<WorkerStats>)>,
+}
+
+impl ThreadStats {
+    /// A handle that has looked nothing up yet.
+    pub(crate) fn new() -> ThreadStats {
+        ThreadStats::default()
+    }
+
+    /// The calling thread's counters of `stats`.
+    #[inline]
+    pub(crate) fn get(&mut self, stats: &Stats) -> &WorkerStats {
+        let here = thread_mark();
+        let (thread, worker) = self
+            .cached
+            .get_or_insert_with(|| (here, stats.this_thread()));
+        if *thread != here {
+            *thread = here;
+            *worker = stats.this_thread();
+        }
+        worker
+    }
 }
 
 /// The last 16 samples of cumulative counters, for rates.
@@ -330,6 +379,8 @@ mod tests {
         let stats = Stats::new(2);
         let w = stats.this_thread();
         assert!(Arc::ptr_eq(&w, &stats.this_thread()), "one per thread");
+        let other = std::thread::scope(|s| s.spawn(|| stats.this_thread()).join().unwrap());
+        assert!(!Arc::ptr_eq(&w, &other), "each thread its own");
         w.record_call(1, 0, false);
         w.record_call(1, 3, true);
         w.record_call(1, 5_000_000, false);

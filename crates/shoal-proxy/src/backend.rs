@@ -65,18 +65,12 @@ impl Backend for Shared {
         }
     }
 
-    fn write_reply(&self, reply: Reply, protocol: Protocol, out: &mut Vec<u8>) -> bool {
+    fn write_reply(&self, reply: Reply, protocol: Protocol, out: &mut Vec<u8>) -> Option<String> {
         let encoded = encode_reply(&reply, protocol, out);
         if encoded.by_proxy {
             ProxyStats::add(&self.stats.proxy_errors, 1);
         }
-        match encoded.error_code {
-            Some(code) => {
-                self.door.stats.record_error(&code);
-                true
-            }
-            None => false,
-        }
+        encoded.error_code
     }
 
     fn hand_off<'a>(

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_client::Client;
-use shoal_frontdoor::listen::{BindError, accept_loop, bind_both, log_ready};
+use shoal_frontdoor::listen::{Accepted, BindError, accept_loop, bind_both, log_ready};
 use shoal_frontdoor::{Door, session};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -251,7 +251,8 @@ async fn serve_http(shared: Arc<Shared>, listener: TcpListener) {
 /// Accepts RESP clients until the proxy stops, each served by its own task.
 async fn accept(shared: Arc<Shared>, listener: TcpListener) {
     let door = shared.door.clone();
-    accept_loop(door, listener, |accepted| {
+    accept_loop(door, listener, |stream, reservation| {
+        let accepted = Accepted::register(reservation, stream);
         tokio::spawn(session::serve(shared.clone(), accepted));
     })
     .await;

@@ -11,7 +11,7 @@
 //! | anything else (timeouts, I/O, lost connections, redirect loops, malformed replies, refused authentication) | `-ERR proxy: <the error>` |
 
 use shoal_client::{ClusterMap, Error, Value};
-use shoal_frontdoor::CommandError;
+use shoal_frontdoor::{CommandError, error_code};
 use shoal_proto::Protocol;
 use shoal_proto::reply::encode_value;
 
@@ -54,7 +54,7 @@ pub(crate) fn encode_reply(reply: &Reply, protocol: Protocol, out: &mut Vec<u8>)
         Ok(value) => {
             encode_value(value, protocol, out);
             let error_code = match value {
-                Value::Error(line) | Value::BulkError(line) => Some(code_of(line)),
+                Value::Error(line) | Value::BulkError(line) => Some(error_code(line)),
                 _ => None,
             };
             Encoded {
@@ -71,12 +71,6 @@ pub(crate) fn encode_reply(reply: &Reply, protocol: Protocol, out: &mut Vec<u8>)
             }
         }
     }
-}
-
-/// The first word of an error line.
-fn code_of(line: &[u8]) -> String {
-    let code = line.split(|&b| b == b' ').next().unwrap_or(b"ERR");
-    String::from_utf8_lossy(code).into_owned()
 }
 
 /// The RESP address of every shard's primary, in shard order (stable while the map is).

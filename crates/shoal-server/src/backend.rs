@@ -7,7 +7,9 @@ use std::io;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use shoal_frontdoor::{Backend, CLUSTER_DOWN, Call, CommandError, Conn, Door, NOREPLICAS, Outcome};
+use shoal_frontdoor::{
+    Backend, CLUSTER_DOWN, Call, CommandError, Conn, Door, NOREPLICAS, Outcome, error_code,
+};
 use shoal_proto::Protocol;
 use shoal_proto::command_table::flags;
 use shoal_proto::reply::{Value, encode_value};
@@ -37,9 +39,12 @@ impl Backend for Shared {
         self.run(call)
     }
 
-    fn write_reply(&self, reply: Value, protocol: Protocol, out: &mut Vec<u8>) -> bool {
+    fn write_reply(&self, reply: Value, protocol: Protocol, out: &mut Vec<u8>) -> Option<String> {
         encode_value(&reply, protocol, out);
-        matches!(reply, Value::Error(_) | Value::BulkError(_))
+        match reply {
+            Value::Error(line) | Value::BulkError(line) => Some(error_code(&line)),
+            _ => None,
+        }
     }
 
     #[inline]
@@ -83,7 +88,7 @@ impl Backend for Shared {
 
 impl Shared {
     /// Runs one command after the front door's checks.
-    fn run(self: &Arc<Self>, call: Call<'_, Self>) -> Outcome<Self> {
+    fn run(self: &Arc<Self>, mut call: Call<'_, Self>) -> Outcome<Self> {
         let spec = call.command.spec;
         let argv = call.argv;
         // A retried command waited already: routing does not make it wait again.
@@ -152,6 +157,7 @@ impl Shared {
         let Some(handler) = handler(call.command.id) else {
             return Outcome::Refused(CommandError::WrongArity(spec.name));
         };
+        call.start_clock();
         let mut ctx = Ctx {
             shared: self,
             conn: call.conn,

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shoal_frontdoor::listen::{Accepted, BindError, accept_loop, bind, bind_both, log_ready};
-use shoal_frontdoor::{Registration, TICK, session};
+use shoal_frontdoor::{Reservation, TICK, session};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -195,10 +195,10 @@ fn current_thread_runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime starts")
 }
 
-/// A connection the control thread accepted and registered, for a worker to serve (a socket
-/// moves between runtimes as a std one).
+/// A connection the control thread accepted, with its slot in `maxclients`, for a worker to
+/// register and serve (a socket moves between runtimes as a std one).
 struct Handed {
-    registration: Registration,
+    reservation: Reservation,
     stream: std::net::TcpStream,
 }
 
@@ -213,20 +213,17 @@ fn run_worker(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Handed>
                 _ = shutdown.wait_for(|stop| *stop) => None,
             };
             let Some(Handed {
-                registration,
+                reservation,
                 stream,
             }) = handed
             else {
                 break;
             };
-            // A socket that cannot join this runtime is dropped, its registration first.
+            // A socket that cannot join this runtime is closed; its slot is given back.
             let Ok(stream) = TcpStream::from_std(stream) else {
                 continue;
             };
-            let accepted = Accepted {
-                registration,
-                stream,
-            };
+            let accepted = Accepted::register(reservation, stream);
             tokio::task::spawn_local(session::serve(shared.clone(), accepted));
         }
     });
@@ -243,15 +240,15 @@ fn run_control(
         let listener = TcpListener::from_std(listener).expect("a bound listener registers");
         let cron = tokio::spawn(cron(shared.clone()));
         let mut next = 0usize;
-        accept_loop(shared.door.clone(), listener, |accepted| {
-            let Ok(stream) = accepted.stream.into_std() else {
+        accept_loop(shared.door.clone(), listener, |stream, reservation| {
+            let Ok(stream) = stream.into_std() else {
                 return;
             };
             let handed = Handed {
-                registration: accepted.registration,
+                reservation,
                 stream,
             };
-            // A worker that is gone drops the connection, its registration first.
+            // A worker that is gone drops the connection and gives its slot back.
             let _ = workers[next % workers.len()].send(handed);
             next = next.wrapping_add(1);
         })

@@ -1049,3 +1049,59 @@ fn a_refused_connection_is_answered_even_if_it_sent_first() {
     );
     second.assert_closed(Duration::from_secs(2), "the refused connection");
 }
+
+#[test]
+fn a_client_blocked_in_wait_is_spared_by_the_timeout_and_ended_by_client_kill() {
+    // The primary of a one-node cluster has no replica: `WAIT 1 0` waits for ever.
+    let node = Node::start_with(|c| c.cluster_enabled = true);
+    let mut admin = node.raw();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(&admin.cmd(&[b"CLUSTER", b"INFO"])).contains("cluster_state:ok") {
+        assert!(Instant::now() < deadline, "the one-node cluster is up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(admin.cmd(&[b"CONFIG", b"SET", b"timeout", b"1"]));
+    let mut blocked = node.raw();
+    let id = match blocked.cmd(&[b"CLIENT", b"ID"]) {
+        Value::Int(id) => id.to_string(),
+        other => panic!("CLIENT ID answered {other:?}"),
+    };
+    blocked.send(&frame(&[b"WAIT", b"1", b"0"]));
+    // Blocked is not idle: it outlives the timeout (Redis spares blocked clients too).
+    blocked.assert_open_and_quiet(Duration::from_millis(1800), "a client blocked in WAIT");
+    // (The idle admin connection is gone by now: a new one.)
+    let mut admin = node.raw();
+    let listed = text(&admin.cmd(&[b"CLIENT", b"LIST", b"ID", id.as_bytes()]));
+    assert!(listed.contains(" cmd=wait "), "{listed}");
+    // CLIENT KILL ends the blocked client's session at once, its slot with it.
+    let clients_before = node.info_u64("connected_clients");
+    assert_eq!(
+        admin.cmd(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()]),
+        Value::Int(1)
+    );
+    blocked.assert_closed(Duration::from_secs(2), "a killed client blocked in WAIT");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while node.info_u64("connected_clients") >= clients_before {
+        assert!(
+            Instant::now() < deadline,
+            "the killed client's slot came back"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ok(admin.cmd(&[b"CONFIG", b"SET", b"timeout", b"0"]));
+}
+
+#[test]
+fn a_refused_command_is_the_one_client_list_shows() {
+    let node = Node::start();
+    let mut raw = node.raw();
+    ok(raw.cmd(&[b"SET", b"k", b"v"]));
+    assert!(matches!(raw.cmd(&[b"GET"]), Value::Error(_)));
+    let mut other = node.raw();
+    let list = text(&other.cmd(&[b"CLIENT", b"LIST"]));
+    let line = list
+        .lines()
+        .find(|l| !l.contains("cmd=client|list"))
+        .expect("the other client");
+    assert!(line.contains(" cmd=get "), "{line}");
+}

@@ -19,10 +19,10 @@ use crate::error::{CommandError, WRONGPASS};
 
 /// What a connection command works with.
 pub(crate) struct ConnCall<'a, B: Backend> {
-    pub backend: &'a B,
-    pub conn: &'a mut Conn,
-    pub state: &'a mut B::Conn,
-    pub out: &'a mut Vec<u8>,
+    pub(crate) backend: &'a B,
+    pub(crate) conn: &'a mut Conn,
+    pub(crate) state: &'a mut B::Conn,
+    pub(crate) out: &'a mut Vec<u8>,
 }
 
 /// Runs connection command `which`; a success reply is written, an error returned.
