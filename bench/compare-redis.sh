@@ -9,7 +9,9 @@
 # Part 2: RSS bytes per key after loading 1M keys of 100 bytes into fresh instances.
 #
 # Usage: bench/compare-redis.sh [--rounds N] [--requests-p1 N] [--requests-p16 N] [--keys N]
-#                               [--skip-memory] [--memory-only]
+#                               [--skip-memory] [--memory-only] [--against SHOAL_BINARY]
+# --against runs another shoal binary (say, a build of the commit before a change) in Redis's
+# place, so a change shows its before/after ratios in one run.
 # Needs: redis-server, redis-benchmark, redis-cli (Debian: redis-server redis-tools), python3,
 #        taskset, and at least 2 CPUs.
 set -euo pipefail
@@ -20,6 +22,7 @@ REQUESTS_P16=2000000
 KEYS=1000000
 SKIP_MEMORY=0
 SKIP_THROUGHPUT=0
+AGAINST=
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -28,6 +31,7 @@ while [ $# -gt 0 ]; do
     --keys) KEYS=$2; shift 2 ;;
     --skip-memory) SKIP_MEMORY=1; shift ;;
     --memory-only) SKIP_THROUGHPUT=1; shift ;;
+    --against) AGAINST=$(realpath "$2"); shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -63,12 +67,19 @@ wait_ready() {
   exit 1
 }
 
+# The server Shoal is compared with: Redis, or the binary given with --against.
 start_redis() {
-  taskset -c 0 redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no --logfile "$work/redis-$1.log" &
+  if [ -n "$AGAINST" ]; then
+    taskset -c 0 "$AGAINST" server --port "$1" --http-port 0 --log-level warn 2>"$work/base-$1.log" &
+  else
+    taskset -c 0 redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
+      --daemonize no --logfile "$work/redis-$1.log" &
+  fi
   pids+=($!)
   wait_ready "$1"
 }
+BASE=Redis
+[ -n "$AGAINST" ] && BASE=Base
 
 start_shoal() {
   taskset -c 0 "$SHOAL" server --port "$1" --http-port 0 --log-level warn 2>"$work/shoal-$1.log" &
@@ -121,7 +132,9 @@ redis_pid=$(pid_on_port "$redis_port")
 shoal_pid=$(pid_on_port "$shoal_port")
 hz=$(getconf CLK_TCK)
 
-echo "Shoal $("$SHOAL" --version | awk '{print $2}') vs $(redis-server --version | awk '{print $1, $2, $3}'), $KEYS keys of 100 B, 50 clients, $ROUNDS rounds"
+base_version=$(redis-server --version | awk '{print $1, $2, $3}')
+[ -n "$AGAINST" ] && base_version="$AGAINST (Base)"
+echo "Shoal $("$SHOAL" --version | awk '{print $2}') vs $base_version, $KEYS keys of 100 B, 50 clients, $ROUNDS rounds"
 raw=$work/raw.csv
 echo "system,round,pipeline,test,rps,p50,p99,cpu_us_per_req,client_cpu" >"$raw"
 for round in $(seq 1 "$ROUNDS"); do
@@ -149,14 +162,15 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - "$raw" <<'EOF' | tee "$results/compare-redis-$(date +%Y%m%d-%H%M%S).txt"
+python3 - "$raw" "$BASE" <<'EOF' | tee "$results/compare-redis-$(date +%Y%m%d-%H%M%S).txt"
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
+B = sys.argv[2]
 def median(system, pipeline, test, field):
     return statistics.median(float(r[field]) for r in rows
                              if r["system"] == system and r["pipeline"] == pipeline and r["test"] == test)
 print()
-print(f"{'test':<10} {'Redis req/s':>12} {'Shoal req/s':>12} {'ratio':>6}   {'Redis p99':>9} {'Shoal p99':>9} {'ratio':>6}   {'Redis cpu':>9} {'Shoal cpu':>9} {'ratio':>6}   {'client cpu':>10}")
+print(f"{'test':<10} {B + ' req/s':>12} {'Shoal req/s':>12} {'ratio':>6}   {B + ' p99':>9} {'Shoal p99':>9} {'ratio':>6}   {B + ' cpu':>9} {'Shoal cpu':>9} {'ratio':>6}   {'client cpu':>10}")
 for pipeline in ("1", "16"):
     for test in ("get", "set"):
         r = [median("redis", pipeline, test, f) for f in ("rps", "p99", "cpu_us_per_req", "client_cpu")]
@@ -164,7 +178,7 @@ for pipeline in ("1", "16"):
         name = f"{test.upper()} P={pipeline}"
         print(f"{name:<10} {r[0]:>12.0f} {s[0]:>12.0f} {s[0]/r[0]:>5.2f}x   {r[1]:>7.3f}ms {s[1]:>7.3f}ms {s[1]/r[1]:>5.2f}x   {r[2]:>7.2f}us {s[2]:>7.2f}us {s[2]/r[2]:>5.2f}x   {r[3]:>4.0f}%/{s[3]:>3.0f}%")
 print("(medians; req/s ratio above 1 is better for Shoal, p99 and cpu-per-request ratios below 1 are;")
-print(" client cpu is redis-benchmark's own core, against Redis/Shoal: near 100% means the load")
+print(f" client cpu is redis-benchmark's own core, against {B}/Shoal: near 100% means the load")
 print(" generator, not the server, set the request rate)")
 EOF
 fi
