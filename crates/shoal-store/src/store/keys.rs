@@ -285,7 +285,7 @@ impl Store {
         let mut now = Now::new(&*self.clock);
         let result = (|| {
             let (src, src_hash) = locks.shard_for(self, from);
-            let Some((src_slot, src_ref)) = src.live(src_hash, from, &mut now) else {
+            let Some((_, src_ref)) = src.live(src_hash, from, &mut now) else {
                 return Ok(RenameOutcome::NoSuchKey);
             };
             if from == to {
@@ -315,8 +315,10 @@ impl Store {
                 // The destination write may have moved entries of the same shard, so look the
                 // source up again rather than trusting its old slot.
                 let (src, src_hash) = locks.shard_for(self, from);
-                let (slot, r) = src.find(src_hash, from).unwrap_or((src_slot, src_ref));
-                src.remove_at(src_hash, slot, r, None);
+                // (It may even have been evicted to make room for the destination.)
+                if let Some((slot, r)) = src.find(src_hash, from) {
+                    src.remove_at(src_hash, slot, r, None);
+                }
             }
             Ok(RenameOutcome::Renamed)
         })();

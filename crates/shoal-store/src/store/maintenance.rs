@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use crate::arena::Ref;
 use crate::policy::EvictionPolicy;
 
 use super::{ShardSlot, Store};
@@ -23,6 +24,10 @@ pub struct ExpireCycle {
 const EXPIRE_BATCH: usize = 20;
 /// A step that finds more than this share of expired keys is followed by another.
 const STALE_PERCENT: usize = 10;
+/// About how long one [`Store::maintain`] call may run.
+const MAINTAIN_BUDGET: Duration = Duration::from_millis(2);
+/// Pages one [`Store::maintain`] call may empty in one shard (up to 1 MiB of copying).
+const COMPACT_PAGES: usize = 16;
 
 impl Store {
     /// Evicts keys as the policy says until `used_memory` is within `maxmemory`. Called before
@@ -34,9 +39,13 @@ impl Store {
     /// policy picks (its LRU tail for the LRU policies). Every shard thus keeps an equal budget
     /// and evicts its own least recently used keys, so a key read recently is never evicted
     /// because its shard happens to be small.
+    ///
+    /// Close to the limit (within half a page per shard), a write that would make its shard
+    /// take a new page evicts in that shard first, so `used_memory` may settle a little under
+    /// `maxmemory` rather than the pages growing past it (see `docs/store.md`).
     pub fn make_room(&self) -> Result<(), OutOfMemory> {
-        let max = self.maxmemory.load(Relaxed);
-        if max == 0 || self.used.load(Relaxed) <= max {
+        let max = self.budget.maxmemory.load(Relaxed);
+        if max == 0 || self.budget.used.load(Relaxed) <= max {
             return Ok(());
         }
         let policy = self.policy();
@@ -44,13 +53,13 @@ impl Store {
             return Err(OutOfMemory);
         }
         let mut exhausted = vec![false; self.shards.len()];
-        while self.used.load(Relaxed) > max {
+        while self.budget.used.load(Relaxed) > max {
             let Some(index) = self.eviction_candidate(policy, &exhausted) else {
                 return Err(OutOfMemory);
             };
             let mut shard = self.lock(index);
             let before = shard.used;
-            if shard.evict_one(policy) {
+            if shard.evict_one(policy, Ref::NIL) {
                 self.settle(index, before, &shard);
             } else {
                 exhausted[index] = true;
@@ -113,17 +122,51 @@ impl Store {
         cycle
     }
 
-    /// Background upkeep of one shard per call, in turn: shrinks an index left mostly empty and
-    /// compacts an arena whose free lists hold much memory. Returns arena pages released.
-    pub fn maintain(&self) -> usize {
-        let index = self.maintain_next.fetch_add(1, Relaxed) % self.shards.len();
-        let mut shard = self.lock(index);
-        let before = shard.used;
-        shard.maybe_shrink();
-        let released = shard.compact();
-        self.settle(index, before, &shard);
-        released
+    /// Background upkeep, called about ten times a second: visits the shards in turn, shrinking
+    /// an index left mostly empty and compacting an arena whose pages hold more than a small
+    /// share of bytes outside entries (emptying at most 16 pages per shard per call), until
+    /// every shard was visited or about 2 ms have passed; the next call goes on from there.
+    /// The [`Upkeep`] says, among other things, how much memory went back to the allocator.
+    pub fn maintain(&self) -> Upkeep {
+        let started = Instant::now();
+        let shards = self.shards.len();
+        let first = self.maintain_next.load(Relaxed) % shards;
+        let mut upkeep = Upkeep::default();
+        for step in 0..shards {
+            let index = (first + step) % shards;
+            let mut shard = self.lock(index);
+            let before = shard.used;
+            shard.maybe_shrink();
+            upkeep.pages_released += shard.compact(COMPACT_PAGES);
+            upkeep.returned_bytes += shard.take_returned_bytes();
+            self.settle(index, before, &shard);
+            drop(shard);
+            upkeep.shards += 1;
+            if started.elapsed() >= MAINTAIN_BUDGET {
+                upkeep.out_of_time = step + 1 < shards;
+                self.maintain_next.store((index + 1) % shards, Relaxed);
+                break;
+            }
+        }
+        upkeep
     }
+}
+
+/// What one [`Store::maintain`] call did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Upkeep {
+    /// Shards visited.
+    pub shards: usize,
+    /// Arena pages emptied by compaction and released.
+    pub pages_released: usize,
+    /// Bytes the store handed back to the allocator since the shards visited were last
+    /// visited (arena pages the store's spare pool did not keep, large values freed or shrunk,
+    /// index memory given up): memory the allocator now holds free. When it is large, the
+    /// caller may ask the allocator to give such memory back to the operating system (glibc's
+    /// `malloc_trim`); the store itself does no system calls.
+    pub returned_bytes: u64,
+    /// Whether the time budget ran out before every shard was visited.
+    pub out_of_time: bool,
 }
 
 /// The store is over `maxmemory` and nothing can be evicted.

@@ -24,14 +24,15 @@ use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering::R
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::KeyEvents;
+use crate::arena::{PAGE_SIZE, PagePool};
 use crate::clock::{Clock, SystemClock};
 use crate::entry::CLOCK_MASK;
 use crate::hash::{KeyHasher, random_seed};
 use crate::policy::EvictionPolicy;
-use crate::shard::{Now, Shard, ShardStats};
+use crate::shard::{MemoryBudget, Now, Shard, ShardStats};
 
 pub use keys::{Encoding, ExpireCondition, ExpireOutcome, KeyTtl, ObjectInfo, RenameOutcome};
-pub use maintenance::{ExpireCycle, OutOfMemory};
+pub use maintenance::{ExpireCycle, OutOfMemory, Upkeep};
 pub use strings::{SetCondition, SetOptions, TtlUpdate, UpdateError};
 
 /// How the store is set up.
@@ -75,9 +76,14 @@ pub struct StoreStats {
     pub avg_ttl_ms: u64,
     /// `used_memory`: the sum of every entry's charge.
     pub used_memory: usize,
-    /// Bytes the arenas hold from the allocator (pages and large blocks).
+    /// Bytes the arenas hold from the allocator: pages (in use, or spare in the store's page
+    /// pool) and large blocks. What the store's entries occupy, short of the allocator's own
+    /// overhead and the index.
     pub arena_bytes: usize,
-    /// Bytes of arena pages sitting in free lists.
+    /// Bytes of arena blocks holding entries (small blocks and large blocks' capacity).
+    pub arena_live_bytes: usize,
+    /// Bytes of arena pages sitting in free lists (reusable, but holding no entry). The rest of
+    /// `arena_bytes` is the unused end of the pages being filled and the spare pages.
     pub arena_free_bytes: usize,
     /// Bytes of the indexes.
     pub index_bytes: usize,
@@ -110,12 +116,16 @@ pub struct Store {
     hasher: KeyHasher,
     clock: Arc<dyn Clock>,
     lru_clock: AtomicU32,
-    used: AtomicUsize,
-    maxmemory: AtomicUsize,
-    policy: AtomicU8,
+    budget: Arc<MemoryBudget>,
     expire_next: AtomicUsize,
     maintain_next: AtomicUsize,
+    pool: Arc<PagePool>,
 }
+
+/// Empty arena pages the store keeps for any shard to take (512 KiB): enough that steady
+/// eviction, which empties a page in one shard while another needs one, seldom goes through
+/// the allocator, and little against any `maxmemory`.
+const SPARE_PAGES: usize = 8;
 
 impl Store {
     /// A store set up by `config`.
@@ -123,6 +133,13 @@ impl Store {
         let count = config.shards.max(1).next_power_of_two();
         let seed = config.seed.unwrap_or_else(random_seed);
         let hasher = KeyHasher::with_seed(seed);
+        let pool = Arc::new(PagePool::new(SPARE_PAGES));
+        let budget = Arc::new(MemoryBudget {
+            used: AtomicUsize::new(0),
+            maxmemory: AtomicUsize::new(config.maxmemory),
+            policy: AtomicU8::new(config.policy.to_u8()),
+            headroom: count * PAGE_SIZE / 2,
+        });
         let shards = (0..count)
             .map(|i| {
                 let shard_seed = seed.rotate_left(i as u32 + 1) ^ 0x9E37_79B9_7F4A_7C15;
@@ -135,6 +152,8 @@ impl Store {
                         hasher.clone(),
                         shard_seed,
                         config.events.clone(),
+                        pool.clone(),
+                        budget.clone(),
                     )),
                 }
             })
@@ -145,11 +164,10 @@ impl Store {
             hasher,
             clock: config.clock,
             lru_clock: AtomicU32::new(0),
-            used: AtomicUsize::new(0),
-            maxmemory: AtomicUsize::new(config.maxmemory),
-            policy: AtomicU8::new(config.policy.to_u8()),
+            budget,
             expire_next: AtomicUsize::new(0),
             maintain_next: AtomicUsize::new(0),
+            pool,
         };
         store.refresh_clock();
         store
@@ -179,27 +197,27 @@ impl Store {
 
     /// The memory limit (0: none).
     pub fn maxmemory(&self) -> usize {
-        self.maxmemory.load(Relaxed)
+        self.budget.maxmemory.load(Relaxed)
     }
 
     /// Changes the memory limit; takes effect at the next write.
     pub fn set_maxmemory(&self, bytes: usize) {
-        self.maxmemory.store(bytes, Relaxed);
+        self.budget.maxmemory.store(bytes, Relaxed);
     }
 
     /// The eviction policy.
     pub fn policy(&self) -> EvictionPolicy {
-        EvictionPolicy::from_u8(self.policy.load(Relaxed))
+        EvictionPolicy::from_u8(self.budget.policy.load(Relaxed))
     }
 
     /// Changes the eviction policy.
     pub fn set_policy(&self, policy: EvictionPolicy) {
-        self.policy.store(policy.to_u8(), Relaxed);
+        self.budget.policy.store(policy.to_u8(), Relaxed);
     }
 
     /// `used_memory`: bytes charged to entries (blob plus index share each).
     pub fn used_memory(&self) -> usize {
-        self.used.load(Relaxed)
+        self.budget.used.load(Relaxed)
     }
 
     #[inline]
@@ -271,9 +289,9 @@ impl Store {
     #[inline]
     fn account(&self, before: usize, after: usize) {
         if after > before {
-            self.used.fetch_add(after - before, Relaxed);
+            self.budget.used.fetch_add(after - before, Relaxed);
         } else if before > after {
-            self.used.fetch_sub(before - after, Relaxed);
+            self.budget.used.fetch_sub(before - after, Relaxed);
         }
     }
 
@@ -318,6 +336,7 @@ impl Store {
             stats.volatile_keys += shard.volatile();
             expiry_sum += shard.expiry_sum();
             stats.arena_bytes += shard.arena().reserved_bytes();
+            stats.arena_live_bytes += shard.arena().live_bytes();
             stats.arena_free_bytes += shard.arena().free_bytes();
             stats.index_bytes += shard.table_bytes();
             stats.hits += hits;
@@ -329,6 +348,7 @@ impl Store {
             let mean = expiry_sum / stats.volatile_keys as u128;
             stats.avg_ttl_ms = mean.saturating_sub(now) as u64;
         }
+        stats.arena_bytes += self.pool.spare() * PAGE_SIZE;
         stats.used_memory = self.used_memory();
         stats
     }
