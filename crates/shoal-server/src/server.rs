@@ -323,15 +323,23 @@ async fn refuse(mut stream: TcpStream) {
 /// How long a refused connection is drained before it is closed.
 const REFUSE_LINGER: Duration = Duration::from_millis(200);
 
+/// The cron asks the allocator to give its free memory back to the system when the store has
+/// handed back this much since the last upkeep ...
+const TRIM_AFTER_BYTES: u64 = 1 << 20;
+/// ... and at least this often (buffers of busy connections free memory too).
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
 /// How often idle clients are looked for when `timeout` is set.
 const IDLE_SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 /// Periodic work, `hz` times a second: the access clock, active expiry (a quarter of each
 /// period at most, repeated sooner while keys keep expiring), rate sampling, closing clients
-/// idle for longer than `timeout`, and upkeep.
+/// idle for longer than `timeout`, and upkeep (after which the allocator is asked to give
+/// memory back to the system when the store freed much).
 async fn cron(shared: Arc<Shared>) {
     let mut last_sample = Instant::now();
     let mut last_idle_sweep = Instant::now();
+    let mut last_trim = Instant::now();
     loop {
         let period = Duration::from_millis(1000 / shared.live.hz().max(1));
         shared.store.refresh_clock();
@@ -359,7 +367,12 @@ async fn cron(shared: Arc<Shared>) {
             }
             last_idle_sweep = Instant::now();
         }
-        shared.store.maintain();
+        if shared.store.maintain().returned_bytes >= TRIM_AFTER_BYTES
+            || last_trim.elapsed() >= TRIM_EVERY
+        {
+            crate::process::trim_heap();
+            last_trim = Instant::now();
+        }
         if let Some(cluster) = &shared.cluster
             && !fenced
         {
