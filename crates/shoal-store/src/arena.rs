@@ -302,6 +302,17 @@ impl Arena {
             && size > self.bump_room()
     }
 
+    /// Whether freeing block `r` of `len` bytes would let an allocation of `want` bytes go
+    /// without a new page: the block fits it (exactly, or split with a usable remainder), or
+    /// it is the last live block of its page, which is then released for the taking.
+    pub fn freeing_serves(&self, r: Ref, len: usize, want: usize) -> bool {
+        if r.is_large() {
+            return false;
+        }
+        let (size, want) = (block_size(len), block_size(want));
+        size == want || size >= want + 16 || self.page_live[r.page()] as usize == size
+    }
+
     /// Bytes of `page` (which must be held).
     fn page_size(&self, page: usize) -> usize {
         self.pages[page].as_ref().expect("a held page").size

@@ -489,23 +489,30 @@ impl Shard {
     }
 
     /// Allocates a blob of `len` bytes. At the memory limit, a shard that would have to take a
-    /// new page for it evicts its own entries by policy first (never `keep`, the entry being
-    /// rewritten), until a free block fits, or a page empties and is released (the new page is
-    /// then that one, back from the pool), or a page's worth of entries is gone. So shards do
-    /// not grow at the limit: when value sizes change, the pages of the old entries go as the
-    /// new ones come, instead of every shard ending up with a page it barely uses.
+    /// new page for it evicts its own next victims by policy first (never `keep`, the entry
+    /// being rewritten), as long as each one frees a block that fits or empties its page (the
+    /// new page is then that one, back from the pool). So shards do not grow at the limit,
+    /// instead of every shard ending up with a page it barely uses; a victim that would free a
+    /// block of the wrong size is left alone, and the shard takes a page.
     fn alloc(&mut self, len: usize, keep: Ref) -> Result<Ref, ArenaFull> {
         let mut near_limit = false;
         if self.arena.needs_page(len)
             && let Some(policy) = self.budget.at_limit()
         {
             near_limit = true;
-            let (pages, used) = (self.arena.pages(), self.used);
-            while self.arena.needs_page(len)
-                && self.arena.pages() == pages
-                && used - self.used < PAGE_SIZE
-                && self.evict_one(policy, keep)
-            {}
+            let pages = self.arena.pages();
+            while self.arena.needs_page(len) && self.arena.pages() == pages {
+                let victim = self.victim(policy);
+                if victim.is_nil()
+                    || victim == keep
+                    || !self
+                        .arena
+                        .freeing_serves(victim, self.blob(victim).len(), len)
+                {
+                    break;
+                }
+                self.remove_ref(victim, Some(Removal::Evicted));
+            }
         }
         self.arena.alloc(len, near_limit)
     }
@@ -513,7 +520,17 @@ impl Shard {
     /// Removes one entry as `policy` chooses, unless that is `keep`. Returns false if nothing
     /// was evicted.
     pub(crate) fn evict_one(&mut self, policy: EvictionPolicy, keep: Ref) -> bool {
-        let victim = match policy {
+        let victim = self.victim(policy);
+        if victim.is_nil() || victim == keep {
+            return false;
+        }
+        self.remove_ref(victim, Some(Removal::Evicted));
+        true
+    }
+
+    /// The entry `policy` would evict next (NIL if none).
+    fn victim(&mut self, policy: EvictionPolicy) -> Ref {
+        match policy {
             EvictionPolicy::AllKeysLru => self.lru_tail,
             EvictionPolicy::VolatileLru => self.vol_tail,
             EvictionPolicy::AllKeysRandom => {
@@ -522,12 +539,7 @@ impl Shard {
             }
             EvictionPolicy::VolatileTtl => self.soonest_expiring(),
             EvictionPolicy::NoEviction => Ref::NIL,
-        };
-        if victim.is_nil() || victim == keep {
-            return false;
         }
-        self.remove_ref(victim, Some(Removal::Evicted));
-        true
     }
 
     /// Among the least recently used keys with a TTL, the one that expires first.
