@@ -127,12 +127,14 @@ fn memory(shared: &Shared, out: &mut String) {
         "used_memory_dataset:{}",
         used.saturating_sub(overhead.min(used))
     );
-    line!(
-        out,
-        "allocator_allocated:{}",
-        stats.arena_bytes + stats.index_bytes
-    );
-    line!(out, "allocator_free:{}", stats.arena_free_bytes);
+    // The C allocator's own numbers (Redis's names), then the store's arenas (Shoal's).
+    if let Some(heap) = process::heap_stats() {
+        line!(out, "allocator_allocated:{}", heap.allocated);
+        line!(out, "allocator_free:{}", heap.free);
+    }
+    line!(out, "shoal_arena_reserved:{}", stats.arena_bytes);
+    line!(out, "shoal_arena_used:{}", stats.arena_live_bytes);
+    line!(out, "shoal_arena_free:{}", stats.arena_free_bytes);
     line!(out, "total_system_memory:{system}");
     line!(out, "total_system_memory_human:{}", human_bytes(system));
     line!(out, "maxmemory:{maxmemory}");

@@ -257,11 +257,19 @@ fn run_control(
     });
 }
 
+/// The cron asks the allocator to give its free memory back to the system when the store has
+/// handed back this much since the last upkeep ...
+const TRIM_AFTER_BYTES: u64 = 1 << 20;
+/// ... and at least this often (buffers of busy connections free memory too).
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
 /// Periodic work, `hz` times a second: the access clock, active expiry (a quarter of each
 /// period at most, repeated sooner while keys keep expiring), rate sampling, closing clients
-/// idle for longer than `timeout`, and upkeep.
+/// idle for longer than `timeout`, and upkeep (after which the allocator is asked to give
+/// memory back to the system when the store freed much).
 async fn cron(shared: Arc<Shared>) {
     let mut last_tick = Instant::now();
+    let mut last_trim = Instant::now();
     loop {
         let period = Duration::from_millis(1000 / shared.live.hz().max(1));
         shared.store.refresh_clock();
@@ -277,7 +285,12 @@ async fn cron(shared: Arc<Shared>) {
             shared.door.tick();
             last_tick = Instant::now();
         }
-        shared.store.maintain();
+        if shared.store.maintain().returned_bytes >= TRIM_AFTER_BYTES
+            || last_trim.elapsed() >= TRIM_EVERY
+        {
+            crate::process::trim_heap();
+            last_trim = Instant::now();
+        }
         if let Some(cluster) = &shared.cluster
             && !fenced
         {

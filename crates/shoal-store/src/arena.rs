@@ -1,24 +1,50 @@
 //! A shard's memory for entry blobs.
 //!
 //! Small blobs live in 64 KiB pages and are addressed by 32-bit [`Ref`]s (page number and offset
-//! in 2-byte units), so an entry costs no pointer-sized fields. Freed blocks go to exact-size free
-//! lists (2-byte granularity up to [`MAX_SMALL`]); an allocation takes an exact fit, else splits a
-//! larger free block, else bumps from the current page. Blobs over [`MAX_SMALL`] get their own heap
-//! allocation and can grow in place (amortised, so repeated `APPEND` stays cheap).
+//! in 2-byte units), so an entry costs no pointer-sized fields. Freed blocks go to exact-size,
+//! doubly linked free lists (2-byte granularity up to [`MAX_SMALL`]); an allocation takes an
+//! exact fit, else splits a larger free block, else bumps from the current page. Blobs over
+//! [`MAX_SMALL`] get their own heap allocation and can grow in place (amortised, so repeated
+//! `APPEND` stays cheap).
 //!
-//! Every byte handed out is tracked per page, so [`Arena::fragmentation`] tells how much memory
-//! sits in free lists, and [`Arena::begin_compaction`] picks sparse pages to empty.
+//! The blocks of a page tile it, and a free block says so and says its size (see
+//! [`FREE_MARK`]), so a page can be walked block by block. That is how memory goes back:
+//!
+//! * A page whose last live block is freed leaves the free lists and is released at once (to
+//!   the store's [`PagePool`], which keeps a few spare pages for any shard and hands the rest
+//!   back to the allocator). A workload that deletes or evicts in the order it wrote never
+//!   leaves empty pages behind.
+//! * [`Arena::begin_evacuation`] takes a sparse page's free blocks off the lists so the shard
+//!   can move its blobs elsewhere ([`Arena::next_block`] walks it) and release it: compaction.
+//!
+//! Near the memory limit the shard asks for [`SMALL_PAGE`]s instead (16 KiB, for blocks up to
+//! [`SMALL_PAGE_MAX_BLOCK`]): the last page a shard takes is the one it may leave partly
+//! unused, and a small one leaves less.
+//!
+//! Every byte handed out is counted per page, so the arena knows its live, free and reserved
+//! bytes, and how many bytes it has handed back to the allocator.
 
+use std::alloc::Layout;
 use std::ptr::NonNull;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::entry::FREE_MARK;
 
 /// Bytes per page.
 pub const PAGE_SIZE: usize = 64 * 1024;
+/// Bytes of a small page, taken instead of a page near the memory limit (see
+/// [`Arena::alloc`]) for blocks up to [`SMALL_PAGE_MAX_BLOCK`].
+pub const SMALL_PAGE: usize = 16 * 1024;
+/// Largest block that goes into a small page.
+pub const SMALL_PAGE_MAX_BLOCK: usize = 2048;
 /// Allocation granularity in bytes; a [`Ref`]'s offset counts these units.
 pub const GRANULE: usize = 2;
 /// Largest block kept in pages; bigger blobs are separate allocations.
 pub const MAX_SMALL: usize = 4096;
-/// Smallest block (a free block must hold its free-list link).
-pub const MIN_BLOCK: usize = 4;
+/// Smallest block: a free block holds its two free-list links, its mark and its size.
+pub const MIN_BLOCK: usize = 12;
 
 const OFFSET_BITS: u32 = 15;
 const OFFSET_MASK: u32 = (1 << OFFSET_BITS) - 1;
@@ -26,6 +52,13 @@ const LARGE_BIT: u32 = 1 << 31;
 const MAX_PAGES: usize = 1 << (31 - OFFSET_BITS);
 const CLASSES: usize = MAX_SMALL / GRANULE + 1;
 const NO_BLOCK: u32 = u32::MAX;
+const NO_PAGE: usize = usize::MAX;
+
+/// Free block layout: next and previous block of its size class, the mark, the size.
+const FREE_NEXT: usize = 0;
+const FREE_PREV: usize = 4;
+const FREE_MARK_AT: usize = 8;
+const FREE_SIZE: usize = 10;
 
 /// A 32-bit handle to a block: page and offset for small blocks, or an index for large ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,46 +125,119 @@ pub fn block_size(len: usize) -> usize {
 #[error("shard arena address space exhausted")]
 pub struct ArenaFull;
 
-/// One page: a fixed heap allocation that never moves while it lives.
-struct Page {
+/// One page ([`PAGE_SIZE`] or [`SMALL_PAGE`] bytes): a fixed heap allocation that never moves
+/// while it lives. Its bytes start uninitialised: nothing reads a block before writing it.
+pub struct Page {
     ptr: NonNull<u8>,
+    size: usize,
 }
 
+// SAFETY: a `Page` owns its allocation outright; moving it to another thread moves that
+// ownership, and nothing else points into it once it has left its arena.
+unsafe impl Send for Page {}
+
 impl Page {
-    fn new() -> Page {
-        let boxed: Box<[u8]> = vec![0u8; PAGE_SIZE].into_boxed_slice();
-        let ptr = NonNull::new(Box::into_raw(boxed).cast::<u8>()).expect("box pointer is non-null");
-        Page { ptr }
+    fn layout(size: usize) -> Layout {
+        Layout::from_size_align(size, 16).expect("a page's layout is valid")
+    }
+
+    fn new(size: usize) -> Page {
+        let layout = Self::layout(size);
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        match NonNull::new(ptr) {
+            Some(ptr) => Page { ptr, size },
+            None => std::alloc::handle_alloc_error(layout),
+        }
     }
 }
 
 impl Drop for Page {
     fn drop(&mut self) {
-        // SAFETY: `ptr` came from `Box::into_raw` of a `[u8; PAGE_SIZE]` slice in `Page::new`
-        // and is released exactly once, here.
-        unsafe {
-            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                self.ptr.as_ptr(),
-                PAGE_SIZE,
-            )));
+        // SAFETY: `ptr` came from `alloc` with this layout in `Page::new` and is released
+        // exactly once, here.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.size)) }
+    }
+}
+
+/// Empty pages ([`PAGE_SIZE`] ones) shared by every shard of a store: a page released by one
+/// shard is the next page another one takes, without a round trip through the allocator. It
+/// keeps at most `capacity` pages; the rest go back to the allocator.
+pub struct PagePool {
+    spare: Mutex<Vec<Page>>,
+    capacity: usize,
+}
+
+impl PagePool {
+    /// A pool that keeps up to `capacity` spare pages.
+    pub fn new(capacity: usize) -> PagePool {
+        PagePool {
+            spare: Mutex::new(Vec::with_capacity(capacity)),
+            capacity,
+        }
+    }
+
+    /// Spare pages held now.
+    pub fn spare(&self) -> usize {
+        self.spare.lock().len()
+    }
+
+    fn take(&self) -> Page {
+        self.spare
+            .lock()
+            .pop()
+            .unwrap_or_else(|| Page::new(PAGE_SIZE))
+    }
+
+    /// Keeps `page` as a spare, or frees it when the pool is full. Returns whether it was freed.
+    fn put(&self, page: Page) -> bool {
+        let mut spare = self.spare.lock();
+        if spare.len() < self.capacity {
+            spare.push(page);
+            false
+        } else {
+            drop(spare);
+            drop(page);
+            true
         }
     }
 }
 
+/// One block of a page, as [`Arena::next_block`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// Where it is.
+    pub at: Ref,
+    /// Its size in bytes.
+    pub size: usize,
+    /// Whether it is free (else it holds a blob).
+    pub free: bool,
+}
+
+/// Gives the length of the blob that starts at a pointer (for blocks that are not free).
+pub type BlobLen = fn(*mut u8) -> usize;
+
 /// The memory of one shard. Not thread-safe by itself: the shard's lock guards it.
 pub struct Arena {
+    pool: Arc<PagePool>,
+    blob_len: BlobLen,
     pages: Vec<Option<Page>>,
     vacant_pages: Vec<usize>,
     page_live: Vec<u32>,
-    retiring: Vec<bool>,
+    page_bytes: usize,
     bump_page: usize,
     bump_offset: usize,
+    /// The page being emptied by compaction: its free blocks are off the lists, and blocks
+    /// freed in it stay off them.
+    evacuating: usize,
     free_heads: Box<[u32]>,
     free_nonempty: Box<[u64]>,
     free_bytes: usize,
+    live_bytes: usize,
     large: Vec<Option<Vec<u8>>>,
     vacant_large: Vec<usize>,
     large_bytes: usize,
+    returned: u64,
 }
 
 // SAFETY: an `Arena` owns its pages outright (no sharing, no thread-local state); moving it to
@@ -139,33 +245,36 @@ pub struct Arena {
 // by the shard's mutex.
 unsafe impl Send for Arena {}
 
-impl Default for Arena {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Arena {
-    /// An empty arena; the first page is allocated on first use.
-    pub fn new() -> Arena {
+    /// An empty arena that takes and releases pages through `pool` and reads the length of a
+    /// blob it holds with `blob_len`; the first page is taken on first use.
+    pub fn new(pool: Arc<PagePool>, blob_len: BlobLen) -> Arena {
         Arena {
+            pool,
+            blob_len,
             pages: Vec::new(),
             vacant_pages: Vec::new(),
             page_live: Vec::new(),
-            retiring: Vec::new(),
-            bump_page: usize::MAX,
-            bump_offset: PAGE_SIZE,
+            page_bytes: 0,
+            bump_page: NO_PAGE,
+            bump_offset: 0,
+            evacuating: NO_PAGE,
             free_heads: vec![NO_BLOCK; CLASSES].into_boxed_slice(),
             free_nonempty: vec![0u64; CLASSES.div_ceil(64)].into_boxed_slice(),
             free_bytes: 0,
+            live_bytes: 0,
             large: Vec::new(),
             vacant_large: Vec::new(),
             large_bytes: 0,
+            returned: 0,
         }
     }
 
-    /// Allocates a block of at least `len` bytes (see [`block_size`]); its contents are unspecified.
-    pub fn alloc(&mut self, len: usize) -> Result<Ref, ArenaFull> {
+    /// Allocates a block of at least `len` bytes (see [`block_size`]); its contents are
+    /// unspecified. If it needs a new page and `small_page` is set (the store is near its memory
+    /// limit), a block of up to [`SMALL_PAGE_MAX_BLOCK`] gets a [`SMALL_PAGE`]: a shard then
+    /// keeps less of a page unused when it stops growing.
+    pub fn alloc(&mut self, len: usize, small_page: bool) -> Result<Ref, ArenaFull> {
         let size = block_size(len);
         if size > MAX_SMALL {
             return self.alloc_large(size);
@@ -176,27 +285,73 @@ impl Arena {
         } else if let Some(r) = self.split_larger(size) {
             r
         } else {
-            self.bump(size)?
+            self.bump(size, small_page && size <= SMALL_PAGE_MAX_BLOCK)?
         };
         self.page_live[r.page()] += size as u32;
+        self.live_bytes += size;
         Ok(r)
     }
 
-    /// Returns a block of `len` bytes (the same `len` it was allocated or resized with).
-    pub fn free(&mut self, r: Ref, len: usize) {
+    /// Whether [`alloc`](Self::alloc) of `len` bytes would take a new page: a small block that
+    /// no free block fits and the page being filled has no room for.
+    pub fn needs_page(&self, len: usize) -> bool {
         let size = block_size(len);
+        size <= MAX_SMALL
+            && self.free_heads[size / GRANULE] == NO_BLOCK
+            && self.next_nonempty_class((size + 16) / GRANULE).is_none()
+            && size > self.bump_room()
+    }
+
+    /// Whether freeing block `r` of `len` bytes would let an allocation of `want` bytes go
+    /// without a new page: the block fits it (exactly, or split with a usable remainder), or
+    /// it is the last live block of its page, which is then released for the taking.
+    pub fn freeing_serves(&self, r: Ref, len: usize, want: usize) -> bool {
+        if r.is_large() {
+            return false;
+        }
+        let (size, want) = (block_size(len), block_size(want));
+        size == want || size >= want + 16 || self.page_live[r.page()] as usize == size
+    }
+
+    /// Bytes of `page` (which must be held).
+    fn page_size(&self, page: usize) -> usize {
+        self.pages[page].as_ref().expect("a held page").size
+    }
+
+    /// Bytes left at the end of the page being bump-allocated from.
+    fn bump_room(&self) -> usize {
+        if self.bump_page == NO_PAGE {
+            0
+        } else {
+            self.page_size(self.bump_page) - self.bump_offset
+        }
+    }
+
+    /// Returns a block of `len` bytes (the same `len` it was allocated or resized with). A page
+    /// left without live blocks is released (the page being bump-allocated from too: the next
+    /// allocation takes a page from the pool).
+    pub fn free(&mut self, r: Ref, len: usize) {
         if r.is_large() {
             let index = r.large_index();
             let block = self.large[index]
                 .take()
                 .expect("freeing a live large block");
             self.large_bytes -= block.capacity();
+            self.returned += block.capacity() as u64;
             self.vacant_large.push(index);
             return;
         }
-        self.page_live[r.page()] -= size as u32;
-        if !self.retiring[r.page()] {
-            self.push_free(r, size);
+        let size = block_size(len);
+        let page = r.page();
+        self.page_live[page] -= size as u32;
+        self.live_bytes -= size;
+        if page == self.evacuating {
+            self.mark_free(r, size);
+            return;
+        }
+        self.push_free(r, size);
+        if self.page_live[page] == 0 {
+            self.release_page(page);
         }
     }
 
@@ -220,7 +375,9 @@ impl Arena {
                 block.shrink_to_fit();
             }
             block.resize(new, 0);
-            self.large_bytes = self.large_bytes - before + block.capacity();
+            let after = block.capacity();
+            self.large_bytes = self.large_bytes - before + after;
+            self.returned += before.saturating_sub(after) as u64;
             return true;
         }
         old == new
@@ -241,9 +398,24 @@ impl Arena {
         }
     }
 
+    /// Pages held.
+    pub fn pages(&self) -> usize {
+        self.pages.len() - self.vacant_pages.len()
+    }
+
     /// Bytes obtained from the allocator: pages plus large blocks.
     pub fn reserved_bytes(&self) -> usize {
-        (self.pages.len() - self.vacant_pages.len()) * PAGE_SIZE + self.large_bytes
+        self.page_bytes + self.large_bytes
+    }
+
+    /// Bytes of the pages held.
+    pub fn page_bytes(&self) -> usize {
+        self.page_bytes
+    }
+
+    /// Bytes of blocks that hold blobs: small blocks plus large blocks (their capacity).
+    pub fn live_bytes(&self) -> usize {
+        self.live_bytes + self.large_bytes
     }
 
     /// Bytes sitting in free lists (reusable, but not holding data).
@@ -251,116 +423,149 @@ impl Arena {
         self.free_bytes
     }
 
-    /// Free-list bytes as a fraction of page bytes (0 when there are no pages).
-    pub fn fragmentation(&self) -> f64 {
-        let pages = (self.pages.len() - self.vacant_pages.len()) * PAGE_SIZE;
-        if pages == 0 {
-            0.0
-        } else {
-            self.free_bytes as f64 / pages as f64
-        }
+    /// Bytes handed back to the allocator so far (pages the pool did not keep, large blocks
+    /// freed or shrunk): memory the allocator holds free until it reuses or trims it.
+    pub fn returned_bytes(&self) -> u64 {
+        self.returned
     }
 
-    /// Starts emptying sparse pages: picks the pages (other than the one being filled) with
-    /// fewer than `max_live` live bytes, takes their free blocks off the free lists and marks
-    /// them so blocks freed there are not reused. The caller then moves every block found in
-    /// them ([`is_retiring`](Self::is_retiring)) and calls [`finish_compaction`](Self::finish_compaction).
-    pub fn begin_compaction(&mut self, max_live: usize) -> Vec<usize> {
-        let pages: Vec<usize> = (0..self.pages.len())
-            .filter(|&p| {
-                self.pages[p].is_some()
-                    && p != self.bump_page
-                    && (self.page_live[p] as usize) < max_live
+    /// Bytes of pages that hold no blob: free-list blocks, the unused end of the page being
+    /// filled, and page tails too small to list. What compaction can win back.
+    pub fn slack_bytes(&self) -> usize {
+        self.page_bytes - self.live_bytes
+    }
+
+    /// The page with the fewest live bytes, that count and the page's size; `None` if there
+    /// is no page. The page being filled counts only with `with_bump`, and when it is at most
+    /// a quarter used and the free lists could hold its blobs twice over: emptying it is how a
+    /// shard gives back a page it took but barely used.
+    pub fn sparsest_page(&self, with_bump: bool) -> Option<(usize, usize, usize)> {
+        let bump_ok =
+            |live: usize, size: usize| with_bump && live <= size / 4 && 2 * live <= self.free_bytes;
+        (0..self.pages.len())
+            .filter_map(|p| {
+                let (live, size) = (self.page_live[p] as usize, self.pages[p].as_ref()?.size);
+                (p != self.bump_page || bump_ok(live, size)).then_some((p, live, size))
             })
-            .collect();
-        for &p in &pages {
-            self.retiring[p] = true;
-        }
-        if !pages.is_empty() {
-            self.unlist_retiring_free_blocks();
-        }
-        pages
+            .min_by_key(|&(_, live, _)| live)
     }
 
-    /// Whether `r` lies in a page being emptied.
-    #[inline]
-    pub fn is_retiring(&self, r: Ref) -> bool {
-        !r.is_large() && self.retiring[r.page()]
+    /// Starts emptying `page`: takes its free blocks off the free lists so that nothing is
+    /// allocated there, and keeps blocks freed in it off them (if it is the page being filled,
+    /// it stops being that first). The caller moves every blob
+    /// [`next_block`](Self::next_block) finds in it, then calls
+    /// [`end_evacuation`](Self::end_evacuation).
+    pub fn begin_evacuation(&mut self, page: usize) {
+        debug_assert!(self.evacuating == NO_PAGE);
+        if page == self.bump_page {
+            self.close_bump_page();
+        }
+        self.unlist_page(page, self.page_size(page));
+        self.evacuating = page;
     }
 
-    /// Ends a compaction: releases the pages that hold no live block any more and makes the
-    /// others (if a move failed) ordinary pages again. Returns how many pages were released.
-    pub fn finish_compaction(&mut self, pages: &[usize]) -> usize {
-        let mut released = 0;
-        for &p in pages {
-            self.retiring[p] = false;
-            if self.page_live[p] == 0 {
-                self.pages[p] = None;
-                self.vacant_pages.push(p);
-                released += 1;
+    /// Stops bump-allocating from the current page: its unused end becomes free blocks (of at
+    /// most [`MAX_SMALL`] bytes each), so that the page is tiled to its end like any other.
+    fn close_bump_page(&mut self) {
+        let end = self.page_size(self.bump_page);
+        let page = std::mem::replace(&mut self.bump_page, NO_PAGE);
+        let mut offset = std::mem::replace(&mut self.bump_offset, 0);
+        while end - offset >= MIN_BLOCK {
+            let rest = end - offset;
+            let size = if rest <= MAX_SMALL {
+                rest
+            } else {
+                // Leave at least MIN_BLOCK for the next piece.
+                MAX_SMALL.min(rest - MIN_BLOCK)
+            };
+            self.push_free(Ref::small(page, offset), size);
+            offset += size;
+        }
+    }
+
+    /// Ends an evacuation: releases the page if it holds no live block any more (true), or, if
+    /// a move failed, puts its free blocks back on the lists (false).
+    pub fn end_evacuation(&mut self) -> bool {
+        let page = std::mem::replace(&mut self.evacuating, NO_PAGE);
+        if page == NO_PAGE {
+            return false;
+        }
+        if self.page_live[page] == 0 {
+            self.drop_page(page);
+            return true;
+        }
+        let (mut offset, end) = (0, self.page_size(page));
+        while let Some(block) = self.block_at(page, offset, end) {
+            if block.free {
+                self.list(block.at, block.size);
             }
+            offset += block.size;
         }
-        released
+        false
     }
 
-    fn unlist_retiring_free_blocks(&mut self) {
-        for class in 1..CLASSES {
-            let mut prev = NO_BLOCK;
-            let mut cur = self.free_heads[class];
-            while cur != NO_BLOCK {
-                let next = self.read_link(Ref(cur));
-                if self.retiring[Ref(cur).page()] {
-                    if prev == NO_BLOCK {
-                        self.free_heads[class] = next;
-                    } else {
-                        self.write_link(Ref(prev), next);
-                    }
-                    self.free_bytes -= class * GRANULE;
-                } else {
-                    prev = cur;
-                }
-                cur = next;
-            }
-            if self.free_heads[class] == NO_BLOCK {
-                self.free_nonempty[class / 64] &= !(1 << (class % 64));
-            }
-        }
+    /// The block of `page` at `offset`, or `None` past its last block.
+    pub fn next_block(&self, page: usize, offset: usize) -> Option<Block> {
+        let end = if page == self.bump_page {
+            self.bump_offset
+        } else {
+            self.page_size(page)
+        };
+        self.block_at(page, offset, end)
     }
 
-    /// Drops everything.
+    fn block_at(&self, page: usize, offset: usize, end: usize) -> Option<Block> {
+        if offset + MIN_BLOCK > end {
+            return None;
+        }
+        let at = Ref::small(page, offset);
+        let ptr = self.ptr(at);
+        // SAFETY: `at` is the start of a block of at least MIN_BLOCK bytes inside a live page
+        // (the blocks of a page tile it up to `end`), and byte 8 of a free block is its mark
+        // while byte 8 of a blob holds its flags.
+        let free = unsafe { ptr.add(FREE_MARK_AT).read() } & 0x0F == FREE_MARK;
+        let size = if free {
+            self.read_u16(at, FREE_SIZE) as usize
+        } else {
+            block_size((self.blob_len)(ptr))
+        };
+        Some(Block { at, size, free })
+    }
+
+    /// Drops everything. Every page and large block goes back to the allocator.
     pub fn clear(&mut self) {
-        *self = Arena::new();
+        let returned = self.returned + self.reserved_bytes() as u64;
+        *self = Arena::new(self.pool.clone(), self.blob_len);
+        self.returned = returned;
     }
 
     fn alloc_large(&mut self, size: usize) -> Result<Ref, ArenaFull> {
-        let block = vec![0u8; size];
-        self.large_bytes += block.capacity();
         let index = match self.vacant_large.pop() {
-            Some(index) => {
-                self.large[index] = Some(block);
-                index
-            }
+            Some(index) => index,
             None => {
                 if self.large.len() >= (LARGE_BIT - 1) as usize {
-                    self.large_bytes -= size;
                     return Err(ArenaFull);
                 }
-                self.large.push(Some(block));
+                self.large.push(None);
                 self.large.len() - 1
             }
         };
+        let block = vec![0u8; size];
+        self.large_bytes += block.capacity();
+        self.large[index] = Some(block);
         Ok(Ref(LARGE_BIT | index as u32))
     }
 
-    fn bump(&mut self, size: usize) -> Result<Ref, ArenaFull> {
-        if self.bump_offset + size > PAGE_SIZE {
-            let tail = PAGE_SIZE - self.bump_offset;
-            if self.bump_page != usize::MAX && tail >= MIN_BLOCK {
-                // Keep the page's tail as a free block rather than losing it.
-                let r = Ref::small(self.bump_page, self.bump_offset);
-                self.push_free(r, tail);
+    fn bump(&mut self, size: usize, small_page: bool) -> Result<Ref, ArenaFull> {
+        if size > self.bump_room() {
+            let page = self.new_page(small_page)?;
+            let tail = self.bump_room();
+            if tail >= MIN_BLOCK {
+                // Keep the page's tail as a free block rather than losing it. (The page holds
+                // live blocks: one that empties is released, and stops being the bump page.)
+                self.push_free(Ref::small(self.bump_page, self.bump_offset), tail);
             }
-            self.bump_page = self.new_page()?;
+            self.bump_page = page;
             self.bump_offset = 0;
         }
         let r = Ref::small(self.bump_page, self.bump_offset);
@@ -368,19 +573,61 @@ impl Arena {
         Ok(r)
     }
 
-    fn new_page(&mut self) -> Result<usize, ArenaFull> {
-        if let Some(p) = self.vacant_pages.pop() {
-            self.pages[p] = Some(Page::new());
-            self.page_live[p] = 0;
-            return Ok(p);
+    fn new_page(&mut self, small: bool) -> Result<usize, ArenaFull> {
+        let index = match self.vacant_pages.pop() {
+            Some(p) => p,
+            None => {
+                if self.pages.len() >= MAX_PAGES {
+                    return Err(ArenaFull);
+                }
+                self.pages.push(None);
+                self.page_live.push(0);
+                self.pages.len() - 1
+            }
+        };
+        let page = if small {
+            Page::new(SMALL_PAGE)
+        } else {
+            self.pool.take()
+        };
+        self.page_bytes += page.size;
+        self.pages[index] = Some(page);
+        self.page_live[index] = 0;
+        Ok(index)
+    }
+
+    /// Takes a page without live blocks off the free lists and gives it back.
+    fn release_page(&mut self, page: usize) {
+        debug_assert_eq!(self.page_live[page], 0);
+        if page == self.bump_page {
+            self.unlist_page(page, self.bump_offset);
+            self.bump_page = NO_PAGE;
+            self.bump_offset = 0;
+        } else {
+            self.unlist_page(page, self.page_size(page));
         }
-        if self.pages.len() >= MAX_PAGES {
-            return Err(ArenaFull);
+        self.drop_page(page);
+    }
+
+    fn drop_page(&mut self, page: usize) {
+        let freed = self.pages[page].take().expect("releasing a live page");
+        self.vacant_pages.push(page);
+        let size = freed.size;
+        self.page_bytes -= size;
+        if size != PAGE_SIZE || self.pool.put(freed) {
+            self.returned += size as u64;
         }
-        self.pages.push(Some(Page::new()));
-        self.page_live.push(0);
-        self.retiring.push(false);
-        Ok(self.pages.len() - 1)
+    }
+
+    /// Takes every free block of `page` below `end` off the free lists.
+    fn unlist_page(&mut self, page: usize, end: usize) {
+        let mut offset = 0;
+        while let Some(block) = self.block_at(page, offset, end) {
+            if block.free {
+                self.unlist(block.at, block.size);
+            }
+            offset += block.size;
+        }
     }
 
     fn pop_free(&mut self, class: usize) -> Option<Ref> {
@@ -388,13 +635,9 @@ impl Arena {
         if head == NO_BLOCK {
             return None;
         }
-        let next = self.read_link(Ref(head));
-        self.free_heads[class] = next;
-        if next == NO_BLOCK {
-            self.free_nonempty[class / 64] &= !(1 << (class % 64));
-        }
-        self.free_bytes -= class * GRANULE;
-        Some(Ref(head))
+        let r = Ref(head);
+        self.unlist(r, class * GRANULE);
+        Some(r)
     }
 
     /// Takes the smallest free block that leaves a usable remainder, keeps the remainder free.
@@ -426,25 +669,128 @@ impl Arena {
         }
     }
 
+    /// Marks a block free and puts it at the head of its size class's list.
     fn push_free(&mut self, r: Ref, size: usize) {
+        self.mark_free(r, size);
+        self.list(r, size);
+    }
+
+    /// Writes a free block's mark and size (it stays off the lists).
+    fn mark_free(&mut self, r: Ref, size: usize) {
         debug_assert!((MIN_BLOCK..=MAX_SMALL).contains(&size) && size.is_multiple_of(GRANULE));
+        // SAFETY: `r` is a block of `size` >= MIN_BLOCK bytes inside a live page that no entry
+        // uses any more.
+        unsafe { self.ptr(r).add(FREE_MARK_AT).write(FREE_MARK) };
+        self.write_u16(r, FREE_SIZE, size as u16);
+    }
+
+    /// Puts a marked free block at the head of its size class's list.
+    fn list(&mut self, r: Ref, size: usize) {
         let class = size / GRANULE;
-        self.write_link(r, self.free_heads[class]);
+        let head = self.free_heads[class];
+        self.write_u32(r, FREE_NEXT, head);
+        self.write_u32(r, FREE_PREV, NO_BLOCK);
+        if head != NO_BLOCK {
+            self.write_u32(Ref(head), FREE_PREV, r.0);
+        }
         self.free_heads[class] = r.0;
         self.free_nonempty[class / 64] |= 1 << (class % 64);
         self.free_bytes += size;
     }
 
-    #[inline]
-    fn read_link(&self, r: Ref) -> u32 {
-        // SAFETY: `r` is a free small block of at least MIN_BLOCK (4) bytes inside a live page.
-        unsafe { self.ptr(r).cast::<u32>().read_unaligned() }
+    /// Takes a listed free block of `size` bytes off its list (it stays marked free).
+    fn unlist(&mut self, r: Ref, size: usize) {
+        let class = size / GRANULE;
+        let next = self.read_u32(r, FREE_NEXT);
+        let prev = self.read_u32(r, FREE_PREV);
+        if prev == NO_BLOCK {
+            self.free_heads[class] = next;
+            if next == NO_BLOCK {
+                self.free_nonempty[class / 64] &= !(1 << (class % 64));
+            }
+        } else {
+            self.write_u32(Ref(prev), FREE_NEXT, next);
+        }
+        if next != NO_BLOCK {
+            self.write_u32(Ref(next), FREE_PREV, prev);
+        }
+        self.free_bytes -= size;
     }
 
     #[inline]
-    fn write_link(&mut self, r: Ref, next: u32) {
-        // SAFETY: as in `read_link`; the block is free, so no entry aliases it.
-        unsafe { self.ptr(r).cast::<u32>().write_unaligned(next) }
+    fn read_u32(&self, r: Ref, at: usize) -> u32 {
+        // SAFETY: `r` is a free small block of at least MIN_BLOCK bytes inside a live page, and
+        // `at` is one of its fields.
+        unsafe { self.ptr(r).add(at).cast::<u32>().read_unaligned() }
+    }
+
+    #[inline]
+    fn write_u32(&mut self, r: Ref, at: usize, value: u32) {
+        // SAFETY: as in `read_u32`; the block is free, so no entry aliases it.
+        unsafe { self.ptr(r).add(at).cast::<u32>().write_unaligned(value) }
+    }
+
+    #[inline]
+    fn read_u16(&self, r: Ref, at: usize) -> u16 {
+        // SAFETY: as in `read_u32`.
+        unsafe { self.ptr(r).add(at).cast::<u16>().read_unaligned() }
+    }
+
+    #[inline]
+    fn write_u16(&mut self, r: Ref, at: usize, value: u16) {
+        // SAFETY: as in `write_u32`.
+        unsafe { self.ptr(r).add(at).cast::<u16>().write_unaligned(value) }
+    }
+
+    /// Checks that the free lists, the page counters and the tiling of every page agree;
+    /// panics with a description if not.
+    #[cfg(test)]
+    pub fn check_invariants(&self) {
+        let mut listed = std::collections::HashSet::new();
+        let mut free_bytes = 0;
+        for class in 1..CLASSES {
+            let mut prev = NO_BLOCK;
+            let mut cur = self.free_heads[class];
+            assert_eq!(
+                cur != NO_BLOCK,
+                self.free_nonempty[class / 64] & (1 << (class % 64)) != 0,
+                "non-empty bit of class {class}"
+            );
+            while cur != NO_BLOCK {
+                assert_eq!(self.read_u32(Ref(cur), FREE_PREV), prev, "free back link");
+                assert_eq!(self.read_u16(Ref(cur), FREE_SIZE) as usize, class * GRANULE);
+                assert!(listed.insert(cur), "a block is listed twice");
+                free_bytes += class * GRANULE;
+                prev = cur;
+                cur = self.read_u32(Ref(cur), FREE_NEXT);
+            }
+        }
+        assert_eq!(free_bytes, self.free_bytes, "free byte count");
+        let (mut live_total, mut page_bytes) = (0, 0);
+        for page in (0..self.pages.len()).filter(|&p| self.pages[p].is_some()) {
+            let (mut offset, mut live) = (0, 0);
+            while let Some(block) = self.next_block(page, offset) {
+                if block.free {
+                    assert!(
+                        listed.remove(&block.at.0) || page == self.evacuating,
+                        "a free block is not listed"
+                    );
+                } else {
+                    live += block.size;
+                }
+                offset += block.size;
+            }
+            assert_eq!(
+                live, self.page_live[page] as usize,
+                "live bytes of page {page}"
+            );
+            assert!(live > 0 || page == self.evacuating, "an empty page is kept");
+            live_total += live;
+            page_bytes += self.page_size(page);
+        }
+        assert!(listed.is_empty(), "a listed block lies outside every page");
+        assert_eq!(live_total, self.live_bytes, "live byte count");
+        assert_eq!(page_bytes, self.page_bytes, "page byte count");
     }
 }
 
@@ -452,24 +798,41 @@ impl Arena {
 mod tests {
     use super::*;
 
+    fn arena() -> Arena {
+        Arena::new(Arc::new(PagePool::new(0)), len_of)
+    }
+
+    /// Test blocks hold their length in their first two bytes, 0 at byte 8 (where a free
+    /// block has its mark) and `byte` everywhere else.
     fn fill(arena: &Arena, r: Ref, len: usize, byte: u8) {
-        // SAFETY: test blocks are `len` bytes long.
-        unsafe { std::ptr::write_bytes(arena.ptr(r), byte, len) }
+        // SAFETY: test blocks are `len` (at least 14) bytes long.
+        unsafe {
+            std::ptr::write_bytes(arena.ptr(r), byte, len);
+            arena.ptr(r).cast::<u16>().write_unaligned(len as u16);
+            arena.ptr(r).add(8).write(0);
+        }
+    }
+
+    fn len_of(ptr: *mut u8) -> usize {
+        // SAFETY: test blocks start with their length.
+        unsafe { ptr.cast::<u16>().read_unaligned() as usize }
     }
 
     fn check(arena: &Arena, r: Ref, len: usize, byte: u8) -> bool {
         // SAFETY: test blocks are `len` bytes long.
         let data = unsafe { std::slice::from_raw_parts(arena.ptr(r), len) };
-        data.iter().all(|&b| b == byte)
+        len_of(arena.ptr(r)) == len
+            && data[2..8].iter().all(|&b| b == byte)
+            && data[9..].iter().all(|&b| b == byte)
     }
 
     #[test]
     fn blocks_do_not_overlap_and_keep_their_bytes() {
-        let mut arena = Arena::new();
+        let mut arena = arena();
         let blocks: Vec<(Ref, usize)> = (0..5000)
             .map(|i| {
                 let len = 14 + (i * 37) % 600;
-                let r = arena.alloc(len).unwrap();
+                let r = arena.alloc(len, false).unwrap();
                 fill(&arena, r, len, (i % 251) as u8);
                 (r, len)
             })
@@ -480,76 +843,195 @@ mod tests {
                 "block {i} was overwritten"
             );
         }
+        arena.check_invariants();
     }
 
     #[test]
     fn freed_blocks_are_reused_before_new_pages() {
-        let mut arena = Arena::new();
-        let refs: Vec<Ref> = (0..1000).map(|_| arena.alloc(130).unwrap()).collect();
+        let mut arena = arena();
+        let keep = arena.alloc(130, false).unwrap();
+        fill(&arena, keep, 130, 1);
+        let refs: Vec<Ref> = (0..1000)
+            .map(|_| {
+                let r = arena.alloc(130, false).unwrap();
+                fill(&arena, r, 130, 2);
+                r
+            })
+            .collect();
         let reserved = arena.reserved_bytes();
         let page_tails = arena.free_bytes();
         assert!(page_tails < 130, "only a page's unusable tail is free");
-        for r in &refs {
+        // Every other block, so that no page empties.
+        for r in refs.iter().step_by(2) {
             arena.free(*r, 130);
         }
-        assert_eq!(arena.free_bytes(), 1000 * 130 + page_tails);
-        for _ in 0..1000 {
-            arena.alloc(130).unwrap();
+        assert_eq!(arena.free_bytes(), 500 * 130 + page_tails);
+        for _ in 0..500 {
+            let r = arena.alloc(130, false).unwrap();
+            fill(&arena, r, 130, 3);
         }
         assert_eq!(arena.reserved_bytes(), reserved);
         assert_eq!(arena.free_bytes(), page_tails);
+        arena.check_invariants();
     }
 
     #[test]
     fn a_larger_free_block_is_split_for_a_smaller_request() {
-        let mut arena = Arena::new();
-        let big = arena.alloc(1000).unwrap();
-        arena.alloc(10).unwrap();
+        let mut arena = arena();
+        let big = arena.alloc(1000, false).unwrap();
+        fill(&arena, big, 1000, 1);
+        let small = arena.alloc(20, false).unwrap();
+        fill(&arena, small, 20, 1);
         arena.free(big, 1000);
         let pages = arena.reserved_bytes();
-        let small = arena.alloc(100).unwrap();
-        assert_eq!(small, big, "the freed block's start is reused");
+        let reused = arena.alloc(100, false).unwrap();
+        fill(&arena, reused, 100, 1);
+        assert_eq!(reused, big, "the freed block's start is reused");
         assert_eq!(arena.free_bytes(), 900);
         assert_eq!(arena.reserved_bytes(), pages);
+        arena.check_invariants();
     }
 
     #[test]
     fn large_blocks_grow_in_place() {
-        let mut arena = Arena::new();
-        let r = arena.alloc(10_000).unwrap();
+        let mut arena = arena();
+        let r = arena.alloc(10_000, false).unwrap();
         fill(&arena, r, 10_000, 7);
         assert!(arena.resize_in_place(r, 10_000, 50_000));
-        assert!(check(&arena, r, 10_000, 7));
+        assert!(arena.ptr(r).is_aligned());
+        // SAFETY: the block holds 50_000 bytes, the first 10_000 written above.
+        let data = unsafe { std::slice::from_raw_parts(arena.ptr(r), 10_000) };
+        assert!(data[9..].iter().all(|&b| b == 7));
         assert!(arena.reserved_bytes() >= 50_000);
         arena.free(r, 50_000);
         assert_eq!(arena.reserved_bytes(), 0);
+        assert!(arena.returned_bytes() >= 50_000);
+    }
+
+    #[test]
+    fn a_page_is_released_when_its_last_block_is_freed() {
+        let pool = Arc::new(PagePool::new(1));
+        let mut arena = Arena::new(pool.clone(), len_of);
+        let refs: Vec<Ref> = (0..3000)
+            .map(|_| {
+                let r = arena.alloc(100, false).unwrap();
+                fill(&arena, r, 100, 5);
+                r
+            })
+            .collect();
+        let pages = arena.pages();
+        assert_eq!(pages, 5);
+        // Free the first three pages' blocks in order, as LRU eviction does.
+        for r in &refs[..2000] {
+            arena.free(*r, 100);
+            arena.check_invariants();
+        }
+        assert!(arena.pages() < pages, "emptied pages were kept");
+        assert_eq!(pool.spare(), 1, "the pool keeps one spare page");
+        assert!(
+            arena.returned_bytes() > 0,
+            "pages beyond the pool's were freed"
+        );
+        assert!(arena.free_bytes() < PAGE_SIZE);
+        for r in &refs[2000..] {
+            assert!(check(&arena, *r, 100, 5));
+            arena.free(*r, 100);
+        }
+        assert_eq!(arena.live_bytes(), 0);
+        assert_eq!(arena.pages(), 0, "an empty page is kept");
+        assert_eq!(arena.free_bytes(), 0);
+        arena.check_invariants();
+    }
+
+    #[test]
+    fn small_pages_serve_small_blocks_near_the_limit() {
+        let pool = Arc::new(PagePool::new(4));
+        let mut arena = Arena::new(pool.clone(), len_of);
+        let refs: Vec<Ref> = (0..300)
+            .map(|_| {
+                let r = arena.alloc(100, true).unwrap();
+                fill(&arena, r, 100, 4);
+                r
+            })
+            .collect();
+        assert_eq!(
+            arena.page_bytes(),
+            2 * SMALL_PAGE,
+            "30000 bytes in two small pages"
+        );
+        let big = arena.alloc(3000, true).unwrap();
+        fill(&arena, big, 3000, 4);
+        assert_eq!(
+            arena.page_bytes(),
+            2 * SMALL_PAGE + PAGE_SIZE,
+            "a full page for 3000"
+        );
+        arena.check_invariants();
+        for r in &refs {
+            assert!(check(&arena, *r, 100, 4));
+            arena.free(*r, 100);
+        }
+        assert_eq!(arena.page_bytes(), PAGE_SIZE);
+        assert_eq!(pool.spare(), 0, "small pages do not go to the pool");
+        assert_eq!(arena.returned_bytes(), 2 * SMALL_PAGE as u64);
+        arena.free(big, 3000);
+        assert_eq!((arena.page_bytes(), pool.spare()), (0, 1));
+        arena.check_invariants();
     }
 
     #[test]
     fn sparse_pages_can_be_emptied_and_released() {
-        let mut arena = Arena::new();
-        let refs: Vec<Ref> = (0..2000).map(|_| arena.alloc(100).unwrap()).collect();
-        let pages_before = arena.reserved_bytes() / PAGE_SIZE;
-        for (i, r) in refs.iter().enumerate() {
+        let mut arena = arena();
+        let mut refs: Vec<(Ref, usize)> = (0..3000)
+            .map(|i| {
+                let len = 20 + i % 200;
+                let r = arena.alloc(len, false).unwrap();
+                fill(&arena, r, len, 9);
+                (r, len)
+            })
+            .collect();
+        let pages_before = arena.pages();
+        for (i, &(r, len)) in refs.iter().enumerate() {
             if i % 10 != 0 {
-                arena.free(*r, 100);
+                arena.free(r, len);
             }
         }
-        let sparse = arena.begin_compaction(PAGE_SIZE / 2);
-        assert!(!sparse.is_empty());
-        for (i, r) in refs.iter().enumerate() {
-            if i % 10 == 0 && arena.is_retiring(*r) {
-                fill(&arena, *r, 100, 9);
-                let moved = arena.alloc(100).unwrap();
-                assert!(
-                    !arena.is_retiring(moved),
-                    "a block was allocated in a page being emptied"
+        refs = refs.into_iter().step_by(10).collect();
+        let mut released = 0;
+        while let Some((page, live, _)) = arena.sparsest_page(true) {
+            if live > PAGE_SIZE / 2 || released == pages_before {
+                break;
+            }
+            arena.begin_evacuation(page);
+            let mut offset = 0;
+            while let Some(block) = arena.next_block(page, offset) {
+                offset += block.size;
+                if block.free {
+                    continue;
+                }
+                let len = len_of(arena.ptr(block.at));
+                let moved = arena.alloc(len, false).unwrap();
+                assert_ne!(
+                    moved.page(),
+                    page,
+                    "a block was allocated in the page being emptied"
                 );
-                arena.free(*r, 100);
+                // SAFETY: both blocks hold `len` bytes and are distinct.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(arena.ptr(block.at), arena.ptr(moved), len)
+                };
+                let entry = refs.iter_mut().find(|(r, _)| *r == block.at).unwrap();
+                entry.0 = moved;
+                arena.free(block.at, len);
             }
+            assert!(arena.end_evacuation());
+            released += 1;
+            arena.check_invariants();
         }
-        assert_eq!(arena.finish_compaction(&sparse), sparse.len());
-        assert!(arena.reserved_bytes() / PAGE_SIZE < pages_before);
-        assert_eq!(arena.free_bytes() % 2, 0);
+        assert!(released > 0);
+        assert!(arena.pages() < pages_before);
+        for &(r, len) in &refs {
+            assert!(check(&arena, r, len, 9));
+        }
     }
 }

@@ -26,7 +26,7 @@ pub use shard::ENTRY_OVERHEAD;
 pub use store::{
     Encoding, ExpireCondition, ExpireCycle, ExpireOutcome, KeyTtl, ObjectInfo, OutOfMemory,
     RenameOutcome, SetCondition, SetOptions, Store, StoreConfig, StoreStats, TtlUpdate,
-    UpdateError,
+    UpdateError, Upkeep,
 };
 
 /// Why a key left the store on its own.

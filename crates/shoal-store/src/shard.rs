@@ -5,8 +5,9 @@
 //! expiry cycle walks with a cursor. A shard is not synchronised; the store locks it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 
-use crate::arena::{Arena, ArenaFull, PAGE_SIZE, Ref, block_size};
+use crate::arena::{Arena, ArenaFull, PAGE_SIZE, PagePool, Ref, block_size};
 use crate::entry::{Blob, Form, Shape};
 use crate::hash::KeyHasher;
 use crate::policy::EvictionPolicy;
@@ -26,6 +27,33 @@ pub fn charge(shape: Shape) -> usize {
 /// How many volatile keys `volatile-ttl` compares per eviction (Redis's `maxmemory-samples`).
 const TTL_SAMPLES: usize = 5;
 
+/// Compaction starts when a shard's pages hold more than 1/`COMPACT_AT` of their bytes in
+/// no blob (free blocks, the unused end of the page being filled), and more than
+/// [`COMPACT_MIN_SLACK`] ...
+const COMPACT_AT: usize = 32;
+/// ... and empties the sparsest pages until that is at most 1/`COMPACT_TO` of them (or
+/// half of [`COMPACT_MIN_SLACK`]).
+const COMPACT_TO: usize = 64;
+/// Bytes of pages holding no blob that a shard may keep whatever its size: with 64 shards
+/// per thread, 8 KiB each is 512 KiB per thread.
+const COMPACT_MIN_SLACK: usize = PAGE_SIZE / 8;
+/// A page more than 7/8 used is not emptied: moving its blobs would cost more than seven
+/// bytes copied per byte won back.
+fn worth_emptying(live: usize, page_size: usize) -> bool {
+    live <= page_size / 8 * 7
+}
+/// Emptying a page must win back at least this much: when the last one did not (its blobs had
+/// nowhere to go but a new page), compaction stops and starts again only once the slack has
+/// grown by as much.
+const COMPACT_MIN_GAIN: usize = PAGE_SIZE / 8;
+
+/// The length of the blob at `ptr`, for the arena's page walks.
+fn blob_len(ptr: *mut u8) -> usize {
+    // SAFETY: the arena calls this only for blocks of its pages that are not free, which hold
+    // live blobs.
+    unsafe { Blob::at(ptr) }.len()
+}
+
 /// Counters a shard keeps under its lock; the store sums them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ShardStats {
@@ -37,6 +65,34 @@ pub struct ShardStats {
     pub expired: u64,
     /// Keys removed to make room under `maxmemory`.
     pub evicted: u64,
+}
+
+/// The store's memory limit and use, shared with its shards: a shard about to take a new page
+/// reads it to decide whether to make room in itself first (see [`Shard::alloc`]).
+pub(crate) struct MemoryBudget {
+    /// `used_memory` (kept by the store as shards settle).
+    pub(crate) used: AtomicUsize,
+    /// `maxmemory` (0: none).
+    pub(crate) maxmemory: AtomicUsize,
+    /// The eviction policy, as [`EvictionPolicy::to_u8`].
+    pub(crate) policy: AtomicU8,
+    /// How far below `maxmemory` shards stop taking new pages: half a page per shard, what
+    /// the shards' partly used pages hold on average, so that filling them reaches the limit.
+    pub(crate) headroom: usize,
+}
+
+impl MemoryBudget {
+    /// The policy to evict by when `used_memory` is within [`headroom`](Self::headroom) of
+    /// `maxmemory` (at most an eighth of it); `None` when there is room, no limit, or no
+    /// eviction.
+    fn at_limit(&self) -> Option<EvictionPolicy> {
+        let max = self.maxmemory.load(Relaxed);
+        if max == 0 || self.used.load(Relaxed) + self.headroom.min(max / 8) < max {
+            return None;
+        }
+        let policy = EvictionPolicy::from_u8(self.policy.load(Relaxed));
+        (policy != EvictionPolicy::NoEviction).then_some(policy)
+    }
 }
 
 /// The current time in ms, read from the clock at most once per operation and only if needed.
@@ -59,6 +115,7 @@ impl<'a> Now<'a> {
 pub(crate) struct Shard {
     table: Table,
     arena: Arena,
+    budget: Arc<MemoryBudget>,
     hasher: KeyHasher,
     lru_head: Ref,
     lru_tail: Ref,
@@ -69,6 +126,12 @@ pub(crate) struct Shard {
     expiry_sum: u128,
     pub(crate) used: usize,
     rng: u64,
+    /// Bytes of index memory freed by shrinking or clearing.
+    index_returned: u64,
+    /// What [`Shard::take_returned_bytes`] last counted.
+    returned_reported: u64,
+    /// Slack at which compaction last stopped for want of gain (see [`COMPACT_MIN_GAIN`]).
+    compact_floor: usize,
     pub(crate) stats: ShardStats,
     events: Option<Arc<dyn KeyEvents>>,
     /// Told the resulting state of every key this shard changes (see [`Journal`]).
@@ -76,10 +139,20 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(hasher: KeyHasher, seed: u64, events: Option<Arc<dyn KeyEvents>>) -> Shard {
+    pub(crate) fn new(
+        hasher: KeyHasher,
+        seed: u64,
+        events: Option<Arc<dyn KeyEvents>>,
+        pool: Arc<PagePool>,
+        budget: Arc<MemoryBudget>,
+    ) -> Shard {
         Shard {
             table: Table::new(),
-            arena: Arena::new(),
+            arena: Arena::new(pool, blob_len),
+            budget,
+            index_returned: 0,
+            returned_reported: 0,
+            compact_floor: 0,
             hasher,
             lru_head: Ref::NIL,
             lru_tail: Ref::NIL,
@@ -223,7 +296,7 @@ impl Shard {
             vlen: value.len(),
             ttl: expiry.is_some(),
         };
-        let r = self.arena.alloc(shape.len())?;
+        let r = self.alloc(shape.len(), Ref::NIL)?;
         let b = self.blob(r);
         b.init(shape, key, value, clock);
         self.lru_push_front(r);
@@ -309,7 +382,7 @@ impl Shard {
             }
             r
         } else {
-            let fresh = self.arena.alloc(new_shape.len())?;
+            let fresh = self.alloc(new_shape.len(), r)?;
             let b = self.blob(fresh);
             b.init(
                 new_shape,
@@ -415,9 +488,49 @@ impl Shard {
         (hash, slot)
     }
 
-    /// Removes one entry as `policy` chooses. Returns false if there is nothing to evict.
-    pub(crate) fn evict_one(&mut self, policy: EvictionPolicy) -> bool {
-        let victim = match policy {
+    /// Allocates a blob of `len` bytes. At the memory limit, a shard that would have to take a
+    /// new page for it evicts its own next victims by policy first (never `keep`, the entry
+    /// being rewritten), as long as each one frees a block that fits or empties its page (the
+    /// new page is then that one, back from the pool). So shards do not grow at the limit,
+    /// instead of every shard ending up with a page it barely uses; a victim that would free a
+    /// block of the wrong size is left alone, and the shard takes a page.
+    fn alloc(&mut self, len: usize, keep: Ref) -> Result<Ref, ArenaFull> {
+        let mut near_limit = false;
+        if self.arena.needs_page(len)
+            && let Some(policy) = self.budget.at_limit()
+        {
+            near_limit = true;
+            let pages = self.arena.pages();
+            while self.arena.needs_page(len) && self.arena.pages() == pages {
+                let victim = self.victim(policy);
+                if victim.is_nil()
+                    || victim == keep
+                    || !self
+                        .arena
+                        .freeing_serves(victim, self.blob(victim).len(), len)
+                {
+                    break;
+                }
+                self.remove_ref(victim, Some(Removal::Evicted));
+            }
+        }
+        self.arena.alloc(len, near_limit)
+    }
+
+    /// Removes one entry as `policy` chooses, unless that is `keep`. Returns false if nothing
+    /// was evicted.
+    pub(crate) fn evict_one(&mut self, policy: EvictionPolicy, keep: Ref) -> bool {
+        let victim = self.victim(policy);
+        if victim.is_nil() || victim == keep {
+            return false;
+        }
+        self.remove_ref(victim, Some(Removal::Evicted));
+        true
+    }
+
+    /// The entry `policy` would evict next (NIL if none).
+    fn victim(&mut self, policy: EvictionPolicy) -> Ref {
+        match policy {
             EvictionPolicy::AllKeysLru => self.lru_tail,
             EvictionPolicy::VolatileLru => self.vol_tail,
             EvictionPolicy::AllKeysRandom => {
@@ -426,12 +539,7 @@ impl Shard {
             }
             EvictionPolicy::VolatileTtl => self.soonest_expiring(),
             EvictionPolicy::NoEviction => Ref::NIL,
-        };
-        if victim.is_nil() {
-            return false;
         }
-        self.remove_ref(victim, Some(Removal::Evicted));
-        true
     }
 
     /// Among the least recently used keys with a TTL, the one that expires first.
@@ -481,25 +589,86 @@ impl Shard {
         (examined, expired)
     }
 
-    /// Moves the blobs out of sparse pages and releases those pages, when enough memory sits in
-    /// free lists to make it worth a walk of the shard. Returns the pages released.
-    pub(crate) fn compact(&mut self) -> usize {
-        if self.arena.free_bytes() < 4 * PAGE_SIZE || self.arena.fragmentation() < 0.25 {
+    /// Whether the shard's pages hold enough memory outside blobs for
+    /// [`compact`](Self::compact) to act.
+    fn wants_compaction(&self) -> bool {
+        let slack = self.arena.slack_bytes();
+        slack > COMPACT_MIN_SLACK
+            && slack * COMPACT_AT > self.arena.page_bytes()
+            && slack >= self.compact_floor + COMPACT_MIN_GAIN
+    }
+
+    /// When [`wants_compaction`](Self::wants_compaction), empties the sparsest pages (moving
+    /// their blobs into free blocks of other pages, or a new one) and releases them, until the
+    /// slack is back under its bound, no page is sparse enough to be worth it, an emptied page
+    /// won back too little, or `max_pages` pages were emptied. Returns how many fewer pages
+    /// the shard holds.
+    pub(crate) fn compact(&mut self, max_pages: usize) -> usize {
+        if self.compact_floor > self.arena.slack_bytes() {
+            self.compact_floor = 0;
+        }
+        if !self.wants_compaction() {
             return 0;
         }
-        let pages = self.arena.begin_compaction(PAGE_SIZE / 2);
-        if pages.is_empty() {
-            return 0;
-        }
-        let mut r = self.lru_head;
-        while !r.is_nil() {
-            let next = self.blob(r).next();
-            if self.arena.is_retiring(r) && self.move_blob(r).is_err() {
+        let pages = self.arena.pages();
+        let (mut emptied, mut futile) = (0, 0);
+        while emptied < max_pages {
+            let slack = self.arena.slack_bytes();
+            let target = (self.arena.page_bytes() / COMPACT_TO).max(COMPACT_MIN_SLACK / 2);
+            if slack <= target {
                 break;
             }
-            r = next;
+            // The page being filled is worth emptying only if it was barely used; once
+            // compaction has moved blobs (maybe into it), it is not.
+            let with_bump = emptied == 0;
+            let worth = self
+                .arena
+                .sparsest_page(with_bump)
+                .filter(|&(_, live, size)| worth_emptying(live, size));
+            // A page whose blobs did not all fit in free blocks took a new page, which the
+            // next moves fill; but if there are none, or two such pages come in a row, the
+            // blobs fit nowhere.
+            let Some((page, _, _)) = worth.filter(|_| futile < 2) else {
+                if futile > 0 {
+                    self.compact_floor = slack;
+                }
+                break;
+            };
+            if !self.evacuate(page) {
+                break;
+            }
+            emptied += 1;
+            let after = self.arena.slack_bytes();
+            futile = if after + COMPACT_MIN_GAIN > slack {
+                futile + 1
+            } else {
+                0
+            };
         }
-        self.arena.finish_compaction(&pages)
+        pages.saturating_sub(self.arena.pages())
+    }
+
+    /// Moves every blob out of `page` and releases it. False if a move failed (the arena is
+    /// out of address space); the page then stays, with the blobs not yet moved.
+    fn evacuate(&mut self, page: usize) -> bool {
+        self.arena.begin_evacuation(page);
+        let mut offset = 0;
+        while let Some(block) = self.arena.next_block(page, offset) {
+            offset += block.size;
+            if !block.free && self.move_blob(block.at).is_err() {
+                break;
+            }
+        }
+        self.arena.end_evacuation()
+    }
+
+    /// Bytes this shard has handed back to the allocator since the last call: arena pages and
+    /// large blocks freed, index memory given up by shrinking or clearing.
+    pub(crate) fn take_returned_bytes(&mut self) -> u64 {
+        let total = self.arena.returned_bytes() + self.index_returned;
+        let new = total - self.returned_reported;
+        self.returned_reported = total;
+        new
     }
 
     /// Copies a blob elsewhere and points every reference at the copy.
@@ -507,8 +676,9 @@ impl Shard {
         let old = self.blob(r);
         let len = old.len();
         let (_, slot) = self.slot_of(r);
-        let fresh = self.arena.alloc(len)?;
-        // SAFETY: both blocks are `len` bytes and distinct (a retiring page is never allocated from).
+        let fresh = self.arena.alloc(len, self.budget.at_limit().is_some())?;
+        // SAFETY: both blocks are `len` bytes and distinct (the page being emptied is never
+        // allocated from).
         unsafe { std::ptr::copy_nonoverlapping(self.arena.ptr(r), self.arena.ptr(fresh), len) };
         self.lru_replace(r, fresh);
         if old.has_ttl() {
@@ -521,11 +691,14 @@ impl Shard {
 
     /// Shrinks the index after mass deletion.
     pub(crate) fn maybe_shrink(&mut self) -> bool {
+        let before = self.table.bytes();
         let (arena, hasher) = (&self.arena, &self.hasher);
-        self.table.maybe_shrink(|v| {
+        let shrunk = self.table.maybe_shrink(|v| {
             // SAFETY: values in the table are refs of live blobs.
             hasher.hash(unsafe { Blob::at(arena.ptr(Ref(v))) }.key())
-        })
+        });
+        self.index_returned += before.saturating_sub(self.table.bytes()) as u64;
+        shrunk
     }
 
     /// Calls `f` for entries from hash position `from` (see [`Table::scan`]); returns where to resume.
@@ -556,6 +729,7 @@ impl Shard {
     /// Drops every entry (counters stay). Reports nothing: the store reports one flush for all
     /// its shards.
     pub(crate) fn clear(&mut self) {
+        self.index_returned += self.table.bytes() as u64;
         self.table.clear();
         self.arena.clear();
         self.lru_head = Ref::NIL;
@@ -716,5 +890,6 @@ impl Shard {
         assert_eq!(self.vol_tail, prev);
         assert_eq!(volatile, self.volatile);
         assert_eq!(sum, self.expiry_sum);
+        self.arena.check_invariants();
     }
 }

@@ -43,6 +43,8 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<()> {
 }
 
 fn run_server(args: cli::ServerArgs) -> anyhow::Result<()> {
+    // Before any thread starts: see `use_one_malloc_arena`.
+    shoal_server::use_one_malloc_arena();
     let config = args.to_config()?;
     if args.print_config {
         print!("{}", config.to_toml());

@@ -1,0 +1,349 @@
+//! Values: reading and writing strings (`GET`, `SET`, `MSET`, `MSETNX`, the `INCR` family,
+//! `APPEND`, `SETRANGE`, `GETDEL`, `GETEX`).
+
+use crate::StoreError;
+use crate::arena::{ArenaFull, Ref};
+use crate::entry::Form;
+use crate::shard::{Now, Shard};
+
+use super::Store;
+
+/// Which existing state a `SET` requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SetCondition {
+    /// Always write.
+    #[default]
+    Always,
+    /// Only if the key does not exist (`NX`).
+    IfAbsent,
+    /// Only if the key exists (`XX`).
+    IfPresent,
+}
+
+/// What a write does to the key's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TtlUpdate {
+    /// Remove any expiry (a plain `SET`).
+    #[default]
+    Clear,
+    /// Keep the current expiry (`KEEPTTL`, and every in-place update).
+    Keep,
+    /// Expire at this Unix time in ms; a time not after now deletes the key instead.
+    At(i64),
+}
+
+/// Options of a `SET`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetOptions {
+    /// Required existing state.
+    pub condition: SetCondition,
+    /// Expiry to set.
+    pub ttl: TtlUpdate,
+}
+
+impl Store {
+    /// Reads a key's value (`GET`): counts a hit or miss and marks the key used.
+    #[inline]
+    pub fn get<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let clock = self.clock_now();
+        self.with_shard(key, |shard, hash, now| {
+            let found = shard.live(hash, key, now);
+            shard.count_read(found.is_some());
+            let (_, r) = found?;
+            let result = f(shard.blob(r).value());
+            shard.touch(r, clock);
+            Some(result)
+        })
+    }
+
+    /// Reads several keys at once, atomically (`MGET`): `f(i, value)` for each key in order.
+    pub fn get_many<'k>(
+        &self,
+        keys: impl ExactSizeIterator<Item = &'k [u8]> + Clone,
+        mut f: impl FnMut(usize, Option<&[u8]>),
+    ) {
+        let clock = self.clock_now();
+        let mut locks = self.lock_keys(keys.clone());
+        let mut now = Now::new(&*self.clock);
+        for (i, key) in keys.enumerate() {
+            let (shard, hash) = locks.shard_for(self, key);
+            let found = shard.live(hash, key, &mut now);
+            shard.count_read(found.is_some());
+            match found {
+                Some((_, r)) => {
+                    shard.touch(r, clock);
+                    f(i, Some(shard.blob(r).value()));
+                }
+                None => f(i, None),
+            }
+        }
+        locks.settle(self);
+    }
+
+    /// Writes a key (`SET` and its variants). `on_old` sees the previous value (`None` if
+    /// absent) before anything changes, for `SET ... GET`. Returns whether the write happened.
+    pub fn set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        options: SetOptions,
+        on_old: impl FnOnce(Option<&[u8]>),
+    ) -> Result<bool, StoreError> {
+        let clock = self.clock_now();
+        self.with_shard(key, |shard, hash, now| {
+            let existing = shard.live(hash, key, now);
+            on_old(existing.map(|(_, r)| shard.blob(r).value()));
+            write_entry(shard, hash, key, value, existing, options, now, clock)
+        })
+    }
+
+    /// Writes several keys atomically (`MSET`; with `only_if_none_exist`, `MSETNX`). Returns
+    /// whether the keys were written.
+    pub fn set_many<'k>(
+        &self,
+        pairs: impl Iterator<Item = (&'k [u8], &'k [u8])> + Clone,
+        only_if_none_exist: bool,
+    ) -> Result<bool, StoreError> {
+        let clock = self.clock_now();
+        let mut locks = self.lock_keys(pairs.clone().map(|(k, _)| k));
+        let mut now = Now::new(&*self.clock);
+        if only_if_none_exist {
+            for (key, _) in pairs.clone() {
+                let (shard, hash) = locks.shard_for(self, key);
+                if shard.live(hash, key, &mut now).is_some() {
+                    locks.settle(self);
+                    return Ok(false);
+                }
+            }
+        }
+        let mut result = Ok(true);
+        for (key, value) in pairs {
+            let (shard, hash) = locks.shard_for(self, key);
+            let existing = shard.live(hash, key, &mut now);
+            let options = SetOptions::default();
+            if let Err(e) = write_entry(shard, hash, key, value, existing, options, &mut now, clock)
+            {
+                result = Err(e);
+                break;
+            }
+        }
+        locks.settle(self);
+        result
+    }
+
+    /// Read-modify-write of one value (`INCR` family): `f` gets the current value and a cleared
+    /// buffer, and returns `(write, result)`; if `write`, the buffer becomes the new value,
+    /// recorded as `written_as` (`Form::Text` for `INCRBYFLOAT`, whose results Redis never
+    /// reports as `int`). The expiry is kept; a new key gets none.
+    pub fn update<R, E>(
+        &self,
+        key: &[u8],
+        written_as: Form,
+        f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<(bool, R), E>,
+    ) -> Result<R, UpdateError<E>> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let clock = self.clock_now();
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            self.with_shard(key, |shard, hash, now| {
+                let existing = shard.live(hash, key, now);
+                let current = existing.map(|(_, r)| shard.blob(r).value());
+                let (write, result) = f(current, scratch).map_err(UpdateError::Rejected)?;
+                if write {
+                    let r = match existing {
+                        Some((slot, r)) => {
+                            let b = shard.blob(r);
+                            let expiry = b.has_ttl().then(|| b.expiry());
+                            shard.overwrite(slot, r, scratch, expiry, clock)?
+                        }
+                        None => shard.insert(hash, key, scratch, None, clock)?,
+                    };
+                    shard.blob(r).set_form(written_as);
+                }
+                Ok(result)
+            })
+        })
+    }
+
+    /// Appends to a value, creating the key if needed (`APPEND`); refuses to grow it past
+    /// `max_len`. Returns the new length.
+    pub fn append(&self, key: &[u8], suffix: &[u8], max_len: usize) -> Result<usize, StoreError> {
+        let clock = self.clock_now();
+        self.with_shard(key, |shard, hash, now| match shard.live(hash, key, now) {
+            Some((slot, r)) => {
+                let len = shard.blob(r).value().len() + suffix.len();
+                if len > max_len {
+                    return Err(StoreError::TooLarge);
+                }
+                let r = shard.append(slot, r, suffix)?;
+                shard.touch(r, clock);
+                Ok(len)
+            }
+            None => {
+                if suffix.len() > max_len {
+                    return Err(StoreError::TooLarge);
+                }
+                shard.insert(hash, key, suffix, None, clock)?;
+                Ok(suffix.len())
+            }
+        })
+    }
+
+    /// Overwrites part of a value at `offset`, zero-padding as needed (`SETRANGE`); refuses to
+    /// grow it past `max_len`. Returns the new length (0 without creating the key when it is
+    /// absent and `data` is empty).
+    pub fn set_range(
+        &self,
+        key: &[u8],
+        offset: usize,
+        data: &[u8],
+        max_len: usize,
+    ) -> Result<usize, StoreError> {
+        let clock = self.clock_now();
+        self.with_shard(key, |shard, hash, now| {
+            let existing = shard.live(hash, key, now);
+            let current_len = existing.map_or(0, |(_, r)| shard.blob(r).value().len());
+            if data.is_empty() {
+                if let Some((_, r)) = existing {
+                    shard.touch(r, clock);
+                }
+                return Ok(current_len);
+            }
+            let end = offset.checked_add(data.len()).ok_or(StoreError::TooLarge)?;
+            if end > max_len {
+                return Err(StoreError::TooLarge);
+            }
+            match existing {
+                Some((_, r)) if end <= current_len => {
+                    let b = shard.blob(r);
+                    b.value_mut()[offset..end].copy_from_slice(data);
+                    b.set_form(Form::Raw);
+                    shard.touch(r, clock);
+                    shard.report_put(r);
+                    Ok(current_len)
+                }
+                Some((slot, r)) => {
+                    let b = shard.blob(r);
+                    let mut value = b.value().to_vec();
+                    value.resize(end.max(current_len), 0);
+                    value[offset..end].copy_from_slice(data);
+                    let expiry = b.has_ttl().then(|| b.expiry());
+                    let r = shard.overwrite(slot, r, &value, expiry, clock)?;
+                    shard.blob(r).set_form(Form::Raw);
+                    Ok(value.len())
+                }
+                None => {
+                    let mut value = vec![0u8; end];
+                    value[offset..].copy_from_slice(data);
+                    let r = shard.insert(hash, key, &value, None, clock)?;
+                    shard.blob(r).set_form(Form::Raw);
+                    Ok(end)
+                }
+            }
+        })
+    }
+
+    /// Reads and deletes a key (`GETDEL`).
+    pub fn get_del<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.with_shard(key, |shard, hash, now| {
+            let found = shard.live(hash, key, now);
+            shard.count_read(found.is_some());
+            let (slot, r) = found?;
+            let result = f(shard.blob(r).value());
+            shard.remove_at(hash, slot, r, None);
+            Some(result)
+        })
+    }
+
+    /// Reads a key and changes its expiry (`GETEX`): `Keep` leaves it, `Clear` is `PERSIST`,
+    /// `At` sets it (deleting the key if the time has passed, after the read).
+    pub fn get_ex<R>(
+        &self,
+        key: &[u8],
+        ttl: TtlUpdate,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        let clock = self.clock_now();
+        self.with_shard(key, |shard, hash, now| {
+            let found = shard.live(hash, key, now);
+            shard.count_read(found.is_some());
+            let Some((slot, r)) = found else {
+                return Ok(None);
+            };
+            let result = f(shard.blob(r).value());
+            shard.touch(r, clock);
+            match ttl {
+                TtlUpdate::Keep => {}
+                TtlUpdate::Clear => {
+                    shard.set_expiry(slot, r, None)?;
+                }
+                TtlUpdate::At(at) if at <= now.get() as i64 => shard.remove_at(hash, slot, r, None),
+                TtlUpdate::At(at) => {
+                    shard.set_expiry(slot, r, Some(at as u64))?;
+                }
+            }
+            Ok(Some(result))
+        })
+    }
+}
+
+/// Writes `value` under `key` given what is there (`existing`), honouring `options`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn write_entry(
+    shard: &mut Shard,
+    hash: u64,
+    key: &[u8],
+    value: &[u8],
+    existing: Option<(usize, Ref)>,
+    options: SetOptions,
+    now: &mut Now,
+    clock: u32,
+) -> Result<bool, StoreError> {
+    let allowed = match options.condition {
+        SetCondition::Always => true,
+        SetCondition::IfAbsent => existing.is_none(),
+        SetCondition::IfPresent => existing.is_some(),
+    };
+    if !allowed {
+        return Ok(false);
+    }
+    let expiry = match options.ttl {
+        TtlUpdate::Clear => None,
+        TtlUpdate::Keep => existing.and_then(|(_, r)| {
+            let b = shard.blob(r);
+            b.has_ttl().then(|| b.expiry())
+        }),
+        TtlUpdate::At(at) if at <= now.get() as i64 => {
+            if let Some((slot, r)) = existing {
+                shard.remove_at(hash, slot, r, None);
+            }
+            return Ok(true);
+        }
+        TtlUpdate::At(at) => Some(at as u64),
+    };
+    match existing {
+        Some((slot, r)) => shard.overwrite(slot, r, value, expiry, clock)?,
+        None => shard.insert(hash, key, value, expiry, clock)?,
+    };
+    Ok(true)
+}
+
+/// Why an [`Store::update`] did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError<E> {
+    /// The closure refused the current value.
+    #[error("update rejected")]
+    Rejected(E),
+    /// The store could not hold the new value.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<E> From<ArenaFull> for UpdateError<E> {
+    fn from(e: ArenaFull) -> Self {
+        UpdateError::Store(StoreError::from(e))
+    }
+}
