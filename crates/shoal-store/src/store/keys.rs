@@ -2,9 +2,9 @@
 //! `EXISTS`, `TOUCH`, `EXPIRE`, `PERSIST`, `TTL`, `OBJECT`, `MEMORY USAGE`, `RENAME`, `COPY`,
 //! `KEYS`, `SCAN`, `RANDOMKEY`).
 
-use crate::StoreError;
 use crate::arena::Ref;
 use crate::entry::{Blob, CLOCK_MASK, Form};
+use crate::error::StoreError;
 use crate::hash::random_seed;
 use crate::shard::{Now, charge};
 use crate::table::END;
@@ -418,7 +418,7 @@ fn encoding_of(b: Blob) -> Encoding {
         }
         Form::Auto => {}
     }
-    if value.len() <= 20 && crate::is_canonical_i64(value) {
+    if value.len() <= 20 && crate::int::is_canonical_i64(value) {
         Encoding::Int
     } else if value.len() <= 44 {
         Encoding::Embstr

@@ -23,10 +23,10 @@ use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering::R
 
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::KeyEvents;
 use crate::arena::{PAGE_SIZE, PagePool};
 use crate::clock::{Clock, SystemClock};
 use crate::entry::CLOCK_MASK;
+use crate::events::KeyEvents;
 use crate::hash::{KeyHasher, random_seed};
 use crate::policy::EvictionPolicy;
 use crate::shard::{MemoryBudget, Now, Shard, ShardStats};

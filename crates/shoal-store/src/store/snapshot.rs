@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::{Journal, StoreError};
+use crate::error::StoreError;
+use crate::events::Journal;
 
 use super::Store;
 

@@ -1,9 +1,9 @@
 //! Values: reading and writing strings (`GET`, `SET`, `MSET`, `MSETNX`, the `INCR` family,
 //! `APPEND`, `SETRANGE`, `GETDEL`, `GETEX`).
 
-use crate::StoreError;
 use crate::arena::{ArenaFull, Ref};
 use crate::entry::Form;
+use crate::error::StoreError;
 use crate::shard::{Now, Shard};
 
 use super::Store;

@@ -1,0 +1,20 @@
+//! The store's one error type.
+
+use crate::arena::ArenaFull;
+
+/// A write the store cannot do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The shard's arena cannot address more memory.
+    #[error("shard memory address space exhausted")]
+    AddressSpace,
+    /// The value would exceed the length the caller allows.
+    #[error("string exceeds maximum allowed size")]
+    TooLarge,
+}
+
+impl From<ArenaFull> for StoreError {
+    fn from(_: ArenaFull) -> Self {
+        StoreError::AddressSpace
+    }
+}

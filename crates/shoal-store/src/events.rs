@@ -1,0 +1,41 @@
+//! What the store tells its observers: keys that leave on their own ([`KeyEvents`]) and
+//! every change, for replication ([`Journal`]).
+
+/// Why a key left the store on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Its TTL passed.
+    Expired,
+    /// It was evicted to stay under `maxmemory`.
+    Evicted,
+}
+
+/// Observer of keys that leave the store without a command deleting them (for metrics,
+/// replication and client-side caching). Called with the shard locked: keep it short.
+pub trait KeyEvents: Send + Sync {
+    /// `key` was removed for `cause`.
+    fn on_removed(&self, key: &[u8], cause: Removal);
+}
+
+/// Hears every change of the keyspace's state, as the resulting state of each changed key, in
+/// an order consistent with the changes (called under the lock of the key's shard, so two
+/// changes of one key are reported in the order they happened).
+///
+/// This is what replication streams: replaying the calls in order into an empty store (`put` as
+/// a `SET` with `TtlUpdate::At(expiry)`, `delete` as a `DEL`, `flush` as a `FLUSHALL`) rebuilds
+/// the keyspace. Every call is made with the shard of the key locked (all shards locked for
+/// [`Journal::flush`]; both shards for a `RENAME` or `COPY` across shards), so an
+/// implementation must be quick and must never call back into the [`Store`] (it would
+/// deadlock). Calls for different shards can come from different threads at once.
+///
+/// A write that changes nothing (a refused `SET NX`, an `EXPIRE` whose condition fails, a `DEL`
+/// of a missing key, a `PERSIST` of a key without expiry) reports nothing. Compaction moves
+/// entries in memory without changing any key, so it reports nothing either.
+pub trait Journal: Send + Sync {
+    /// `key` now holds `value`, expiring at `expiry` (absolute Unix ms) or never.
+    fn put(&self, key: &[u8], value: &[u8], expiry: Option<u64>);
+    /// `key` no longer exists (deleted, renamed away, expired, evicted).
+    fn delete(&self, key: &[u8]);
+    /// Every key is gone (FLUSHALL / `Store::clear`).
+    fn flush(&self);
+}
