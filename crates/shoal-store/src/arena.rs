@@ -313,6 +313,11 @@ impl Arena {
         size == want || size >= want + 16 || self.page_live[r.page()] as usize == size
     }
 
+    /// The page a block lies in (`None` for a large block).
+    pub fn page_of(&self, r: Ref) -> Option<usize> {
+        (!r.is_large()).then(|| r.page())
+    }
+
     /// Bytes of `page` (which must be held).
     fn page_size(&self, page: usize) -> usize {
         self.pages[page].as_ref().expect("a held page").size
