@@ -440,8 +440,8 @@ impl Arena {
         self.page_bytes - self.live_bytes
     }
 
-    /// The page with the fewest live bytes, that count and the page's size; `None` if there
-    /// is no page. The page being filled counts only with `with_bump`, and when it is at most
+    /// The page least used (live bytes against its size), its live bytes and its size; `None`
+    /// if there is no page. The page being filled counts only with `with_bump`, and when it is at most
     /// a quarter used and the free lists could hold its blobs twice over: emptying it is how a
     /// shard gives back a page it took but barely used.
     pub fn sparsest_page(&self, with_bump: bool) -> Option<(usize, usize, usize)> {
@@ -452,7 +452,7 @@ impl Arena {
                 let (live, size) = (self.page_live[p] as usize, self.pages[p].as_ref()?.size);
                 (p != self.bump_page || bump_ok(live, size)).then_some((p, live, size))
             })
-            .min_by_key(|&(_, live, _)| live)
+            .min_by_key(|&(_, live, size)| live * PAGE_SIZE / size)
     }
 
     /// Starts emptying `page`: takes its free blocks off the free lists so that nothing is
