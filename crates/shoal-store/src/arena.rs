@@ -53,6 +53,8 @@ const MAX_PAGES: usize = 1 << (31 - OFFSET_BITS);
 const CLASSES: usize = MAX_SMALL / GRANULE + 1;
 const NO_BLOCK: u32 = u32::MAX;
 const NO_PAGE: usize = usize::MAX;
+/// A free block is split for a smaller one only if this much remains (a usable free block).
+const SPLIT_REMAINDER: usize = 16;
 
 /// Free block layout: next and previous block of its size class, the mark, the size.
 const FREE_NEXT: usize = 0;
@@ -298,7 +300,9 @@ impl Arena {
         let size = block_size(len);
         size <= MAX_SMALL
             && self.free_heads[size / GRANULE] == NO_BLOCK
-            && self.next_nonempty_class((size + 16) / GRANULE).is_none()
+            && self
+                .next_nonempty_class((size + SPLIT_REMAINDER) / GRANULE)
+                .is_none()
             && size > self.bump_room()
     }
 
@@ -310,7 +314,12 @@ impl Arena {
             return false;
         }
         let (size, want) = (block_size(len), block_size(want));
-        size == want || size >= want + 16 || self.page_live[r.page()] as usize == size
+        size == want || size >= want + SPLIT_REMAINDER || self.page_live[r.page()] as usize == size
+    }
+
+    /// The page a block lies in (`None` for a large block).
+    pub fn page_of(&self, r: Ref) -> Option<usize> {
+        (!r.is_large()).then(|| r.page())
     }
 
     /// Bytes of `page` (which must be held).
@@ -435,8 +444,8 @@ impl Arena {
         self.page_bytes - self.live_bytes
     }
 
-    /// The page with the fewest live bytes, that count and the page's size; `None` if there
-    /// is no page. The page being filled counts only with `with_bump`, and when it is at most
+    /// The page least used (live bytes against its size), its live bytes and its size; `None`
+    /// if there is no page. The page being filled counts only with `with_bump`, and when it is at most
     /// a quarter used and the free lists could hold its blobs twice over: emptying it is how a
     /// shard gives back a page it took but barely used.
     pub fn sparsest_page(&self, with_bump: bool) -> Option<(usize, usize, usize)> {
@@ -447,7 +456,7 @@ impl Arena {
                 let (live, size) = (self.page_live[p] as usize, self.pages[p].as_ref()?.size);
                 (p != self.bump_page || bump_ok(live, size)).then_some((p, live, size))
             })
-            .min_by_key(|&(_, live, _)| live)
+            .min_by_key(|&(_, live, size)| live * PAGE_SIZE / size)
     }
 
     /// Starts emptying `page`: takes its free blocks off the free lists so that nothing is
@@ -642,7 +651,7 @@ impl Arena {
 
     /// Takes the smallest free block that leaves a usable remainder, keeps the remainder free.
     fn split_larger(&mut self, size: usize) -> Option<Ref> {
-        let want = (size + 16) / GRANULE;
+        let want = (size + SPLIT_REMAINDER) / GRANULE;
         let class = self.next_nonempty_class(want)?;
         let r = self.pop_free(class)?;
         let remainder = class * GRANULE - size;

@@ -490,10 +490,12 @@ impl Shard {
 
     /// Allocates a blob of `len` bytes. At the memory limit, a shard that would have to take a
     /// new page for it evicts its own next victims by policy first (never `keep`, the entry
-    /// being rewritten), as long as each one frees a block that fits or empties its page (the
-    /// new page is then that one, back from the pool). So shards do not grow at the limit,
-    /// instead of every shard ending up with a page it barely uses; a victim that would free a
-    /// block of the wrong size is left alone, and the shard takes a page.
+    /// being rewritten), as long as each one frees a block that fits, or lies in the one page
+    /// these evictions are emptying (entries written one after another share a page, and go
+    /// one after another); once a page empties, the new page is that one, back from the pool.
+    /// So shards do not grow at the limit, instead of every shard ending up with a page it
+    /// barely uses; a victim elsewhere whose block would not fit is left alone, and the shard
+    /// takes a page.
     fn alloc(&mut self, len: usize, keep: Ref) -> Result<Ref, ArenaFull> {
         let mut near_limit = false;
         if self.arena.needs_page(len)
@@ -501,15 +503,21 @@ impl Shard {
         {
             near_limit = true;
             let pages = self.arena.pages();
+            let mut emptying = None;
             while self.arena.needs_page(len) && self.arena.pages() == pages {
                 let victim = self.victim(policy);
-                if victim.is_nil()
-                    || victim == keep
-                    || !self
-                        .arena
-                        .freeing_serves(victim, self.blob(victim).len(), len)
-                {
+                if victim.is_nil() || victim == keep {
                     break;
+                }
+                if !self
+                    .arena
+                    .freeing_serves(victim, self.blob(victim).len(), len)
+                {
+                    let page = self.arena.page_of(victim);
+                    if page.is_none() || emptying.is_some_and(|p| Some(p) != page) {
+                        break;
+                    }
+                    emptying = page;
                 }
                 self.remove_ref(victim, Some(Removal::Evicted));
             }

@@ -36,7 +36,18 @@ struct Node {
 }
 
 impl Node {
+    /// Starts a node, on another port if the one picked was taken meanwhile (by another
+    /// test's server, which would then answer in its place).
     fn start(policy: &str) -> Node {
+        for _ in 0..5 {
+            if let Some(node) = Node::try_start(policy) {
+                return node;
+            }
+        }
+        panic!("no node started on a free port in 5 tries");
+    }
+
+    fn try_start(policy: &str) -> Option<Node> {
         let port = free_port();
         let mut command = Command::new(SHOAL);
         for (name, _) in std::env::vars_os() {
@@ -57,8 +68,8 @@ impl Node {
         let mut node = Node { child, port };
         let started = Instant::now();
         while TcpStream::connect(node.addr()).is_err() {
-            if let Some(status) = node.child.try_wait().unwrap() {
-                panic!("shoal exited before listening: {status}");
+            if node.child.try_wait().unwrap().is_some() {
+                return None;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
@@ -67,7 +78,11 @@ impl Node {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        node
+        let mut conn = TcpStream::connect(node.addr()).ok()?;
+        let info =
+            String::from_utf8_lossy(&roundtrip(&mut conn, &command_of(&[b"INFO", b"server"]), 1))
+                .into_owned();
+        (field(&info, "process_id") == Some(u64::from(node.child.id()))).then_some(node)
     }
 
     fn addr(&self) -> SocketAddr {
@@ -89,7 +104,7 @@ impl Node {
     /// `INFO memory`.
     fn info_memory(&self) -> String {
         let mut conn = TcpStream::connect(self.addr()).unwrap();
-        let reply = roundtrip(&mut conn, &command(&[b"INFO", b"memory"]), 1);
+        let reply = roundtrip(&mut conn, &command_of(&[b"INFO", b"memory"]), 1);
         String::from_utf8_lossy(&reply).into_owned()
     }
 
@@ -99,9 +114,9 @@ impl Node {
         let mut batch = Vec::new();
         for i in 0..100 {
             let key = format!("warm:{i}");
-            batch.extend(command(&[b"SET", key.as_bytes(), b"v", b"EX", b"3600"]));
-            batch.extend(command(&[b"GET", key.as_bytes()]));
-            batch.extend(command(&[b"DEL", key.as_bytes()]));
+            batch.extend(command_of(&[b"SET", key.as_bytes(), b"v", b"EX", b"3600"]));
+            batch.extend(command_of(&[b"GET", key.as_bytes()]));
+            batch.extend(command_of(&[b"DEL", key.as_bytes()]));
         }
         roundtrip(&mut conn, &batch, 300);
         self.info_memory();
@@ -122,7 +137,7 @@ impl Node {
                     for i in (part..keys).step_by(2) {
                         let key = format!("{prefix}:{i}");
                         if ttl {
-                            batch.extend(command(&[
+                            batch.extend(command_of(&[
                                 b"SET",
                                 key.as_bytes(),
                                 &value,
@@ -130,7 +145,7 @@ impl Node {
                                 b"3600",
                             ]));
                         } else {
-                            batch.extend(command(&[b"SET", key.as_bytes(), &value]));
+                            batch.extend(command_of(&[b"SET", key.as_bytes(), &value]));
                         }
                         pending += 1;
                         if batch.len() >= 256 << 10 || pending == 1000 {
@@ -170,7 +185,7 @@ fn field(info: &str, name: &str) -> Option<u64> {
 }
 
 /// A command in RESP.
-fn command(args: &[&[u8]]) -> Vec<u8> {
+fn command_of(args: &[&[u8]]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
         out.extend(format!("${}\r\n", arg.len()).bytes());
