@@ -30,8 +30,6 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::entry::FREE_MARK;
-
 /// Bytes per page.
 pub const PAGE_SIZE: usize = 64 * 1024;
 /// Bytes of a small page, taken instead of a page near the memory limit (see
@@ -60,6 +58,10 @@ const SPLIT_REMAINDER: usize = 16;
 const FREE_NEXT: usize = 0;
 const FREE_PREV: usize = 4;
 const FREE_MARK_AT: usize = 8;
+/// The low four bits of byte 8 of a block that holds no entry. An entry keeps its flags there,
+/// and no entry has this pair of them (`entry.rs` checks it), so a page can be walked block by
+/// block, telling free blocks from entries.
+pub(crate) const FREE_MARK: u8 = 4 | 8;
 const FREE_SIZE: usize = 10;
 
 /// A 32-bit handle to a block: page and offset for small blocks, or an index for large ones.

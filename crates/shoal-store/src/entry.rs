@@ -30,11 +30,10 @@ const FLAG_RAW: u32 = 4;
 /// The value was written as text (`INCRBYFLOAT`): Redis never reports it as `int`.
 const FLAG_TEXT: u32 = 8;
 
-/// The low four bits of byte 8 of a block that holds no entry. An entry keeps its flags there,
-/// and no entry has both `FLAG_RAW` and `FLAG_TEXT` (a value is modified in place or written as
-/// text, not both), so the arena marks its free blocks with that pair and can walk a page
-/// block by block, telling free blocks from entries.
-pub const FREE_MARK: u8 = (FLAG_RAW | FLAG_TEXT) as u8;
+// The arena marks its free blocks with a flag pair no entry has (`arena::FREE_MARK`, in the
+// low four bits of byte 8, where an entry keeps its flags): a value is modified in place or
+// written as text, not both. So the arena can walk a page block by block.
+const _: () = assert!(crate::arena::FREE_MARK as u32 == FLAG_RAW | FLAG_TEXT);
 
 /// How a value came to be, which decides the encoding Redis would report for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
