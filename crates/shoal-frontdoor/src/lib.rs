@@ -6,7 +6,7 @@
 //! * [`session`]: the loop of one connection (read, parse every complete request, run, write
 //!   the replies in one go), its limits (query buffer, output buffer, protocol errors) and
 //!   pipelining of replies that come later;
-//! * [`clients`]: the registry behind `CLIENT LIST/INFO/KILL/ID/SETNAME/GETNAME` and the idle
+//! * [`Clients`]: the registry behind `CLIENT LIST/INFO/KILL/ID/SETNAME/GETNAME` and the idle
 //!   `timeout`;
 //! * the connection commands (`PING ECHO HELLO AUTH SELECT RESET QUIT CLIENT ...`) and the
 //!   checks every command passes first, in Redis 7's order (unknown command, unknown
@@ -50,4 +50,4 @@ pub use error::{
 };
 pub use settings::{Limits, OutputLimit, Settings, constant_time_eq};
 pub use slowlog::{SlowEntry, SlowLog};
-pub use stats::{CommandTotals, Stats};
+pub use stats::{CommandTotals, Stats, WorkerStats};

@@ -1,8 +1,8 @@
 //! One client connection: read, run every complete command in the buffer, write all replies
 //! in one go, repeat.
 //!
-//! A command's reply is written at once when the backend has it ([`Outcome::Ran`]). A reply
-//! that comes later ([`Outcome::Later`]) holds its place: replies after it queue behind it,
+//! A command's reply is written at once when the backend has it ([`crate::Outcome::Ran`]). A reply
+//! that comes later ([`crate::Outcome::Later`]) holds its place: replies after it queue behind it,
 //! so the client reads them in the order it sent the commands. Without a barrier, later
 //! commands start meanwhile (at most [`MAX_BATCH`] in flight), which is how the proxy
 //! pipelines a client's commands to the cluster; with one, nothing runs until it is in.

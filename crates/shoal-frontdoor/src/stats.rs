@@ -40,7 +40,7 @@ fn bump(counter: &AtomicU64, by: u64) {
 
 /// Counters of one command on one worker.
 #[derive(Debug, Default)]
-pub struct CommandCounters {
+pub(crate) struct CommandCounters {
     /// Calls that ran.
     pub calls: AtomicU64,
     /// Microseconds spent running them.
@@ -58,7 +58,7 @@ pub struct CommandCounters {
 #[derive(Debug)]
 pub struct WorkerStats {
     /// Per command id.
-    pub commands: Box<[CommandCounters]>,
+    pub(crate) commands: Box<[CommandCounters]>,
     /// Bytes read from clients.
     pub net_input_bytes: AtomicU64,
     /// Bytes written to clients.
@@ -136,7 +136,8 @@ pub struct CommandTotals {
     pub rejected: u64,
     /// Calls that answered an error.
     pub failed: u64,
-    /// Latency histogram (see [`CommandCounters::latency`]).
+    /// Latency histogram: `latency[i]` counts calls of at most `LATENCY_BUCKETS_US[i]` µs, the
+    /// last slot slower ones.
     pub latency: Vec<u64>,
 }
 

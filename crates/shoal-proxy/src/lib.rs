@@ -24,21 +24,20 @@
 //!
 //! | commands | served |
 //! | --- | --- |
-//! | `PING ECHO QUIT RESET SELECT (0 only) AUTH HELLO (AUTH SETNAME) CLIENT ID/SETNAME/GETNAME/LIST/INFO/KILL/HELP` | by the proxy, with a standalone node's replies (`HELLO` says `mode` `standalone`; ids and `CLIENT LIST` are the proxy's clients) |
+//! | `PING ECHO QUIT RESET SELECT (0 only) AUTH HELLO (AUTH SETNAME) CLIENT ID/SETNAME/GETNAME/LIST/INFO/KILL/HELP` | by the front door a node has too ([`shoal_frontdoor`]), with a standalone node's replies (`HELLO` says `mode` `standalone`; ids and `CLIENT LIST` are the proxy's clients) |
 //! | `CLUSTER ...`, `READONLY`, `READWRITE`, `ASKING` | `-ERR This instance has cluster support disabled`: the proxy hides the cluster |
-//! | `INFO` | the proxy's own `server`, `clients`, `stats` (Redis's field names), `proxy` (map epoch, nodes, primaries, the upstream client's requests, errors, retries, redirects, latency) and `keyspace` (summed over primaries) |
+//! | `INFO` | the proxy's own `server`, the front door's `clients`, `stats`, `commandstats`, `errorstats` and `latencystats` (Redis's field names, as on a node), `proxy` (map epoch, nodes, primaries, the upstream client's requests, errors, retries, redirects, latency) and `keyspace` (summed over primaries) |
 //! | `DBSIZE KEYS SCAN FLUSHALL FLUSHDB RANDOMKEY` | every primary, merged: counts summed, keys concatenated, `OK` once all say it, a random primary with a key; `SCAN` as below |
 //! | `CONFIG SET`, `CONFIG RESETSTAT`, `SLOWLOG RESET` | every node of the map |
 //! | `SHUTDOWN` | refused: `-ERR proxy: SHUTDOWN is not served through the proxy; stop the nodes themselves` |
-//! | everything else, unknown commands included | [`Client::command`](shoal_client::Client::command): to the owner of its keys' slot (keyless ones to any primary), `MGET MSET DEL EXISTS UNLINK TOUCH` split by slot; the reply re-encoded for the client's protocol |
+//! | everything else | [`Client::command`](shoal_client::Client::command): to the owner of its keys' slot (keyless ones to any primary), `MGET MSET DEL EXISTS UNLINK TOUCH` split by slot; the reply re-encoded for the client's protocol |
 //!
-//! Commands are checked in Redis 7's order before anything is sent: unknown subcommands of
-//! `CLIENT` and `CLUSTER` (`-ERR unknown subcommand '<sub>'. Try CLIENT HELP.`), arity
-//! (`-ERR wrong number of arguments for '<name>' command`), authentication (`-NOAUTH
-//! Authentication required.`). Unknown commands go to a node, which answers Redis's
-//! `-ERR unknown command '<name>', with args beginning with: ...`. The proxy talks RESP3 to the
-//! nodes, so replies keep their types, and re-encodes each reply in its client's protocol with
-//! Redis's RESP2 fallbacks.
+//! Commands are checked by the front door, in Redis 7's order, before anything is sent: unknown
+//! commands (`-ERR unknown command '<name>', with args beginning with: ...`), unknown
+//! subcommands (`-ERR unknown subcommand '<sub>'. Try CONFIG HELP.`), arity (`-ERR wrong number
+//! of arguments for '<name>' command`), authentication (`-NOAUTH Authentication required.`). The
+//! proxy talks RESP3 to the nodes, so replies keep their types, and re-encodes each reply in its
+//! client's protocol with Redis's RESP2 fallbacks.
 //!
 //! # Errors
 //!
@@ -64,14 +63,15 @@
 //!
 //! # Pipelining
 //!
-//! Every complete command of a read is started at once, in order, and their replies are
-//! written in order in one write (see the session module). A slow or vanished client costs
-//! only its own task.
+//! Every complete command of a read is started at once, in order (at most
+//! [`MAX_BATCH`] in flight per connection), and their replies are written in order in one
+//! write ([`shoal_frontdoor::session`]). A slow or vanished client costs only its own task.
 //!
 //! # Limits
 //!
-//! As on a node: `maxclients` (default 10000; extra clients get `-ERR max number of clients
-//! reached`), `client-query-buffer-limit` (1gb), `proto-max-bulk-len` (512mb),
+//! The front door's, as on a node: `maxclients` (default 10000; extra clients get `-ERR max
+//! number of clients reached`), `timeout`, `client-query-buffer-limit` (1gb),
+//! `client-output-buffer-limit` (none), `proto-max-bulk-len` (512mb),
 //! `proto-max-multibulk-len`, the small frame limits before `AUTH` when `requirepass` is set,
 //! and a malformed frame gets `-ERR Protocol error: ...` and the connection closes.
 

@@ -14,7 +14,7 @@
 //!
 //! **Counting.** Every request is counted (method, status code, latency) in the router's
 //! [`HttpStats`], which the `/metrics` page of the same router shows next to the node's own
-//! counters (see [`crate::metrics`]). They are per router rather than a `static`, so several
+//! counters (the node's `/metrics`). They are per router rather than a `static`, so several
 //! nodes in one process (as in tests) each count their own requests.
 
 use std::sync::Arc;

@@ -25,7 +25,7 @@ pub trait KeyEvents: Send + Sync {
 /// a `SET` with `TtlUpdate::At(expiry)`, `delete` as a `DEL`, `flush` as a `FLUSHALL`) rebuilds
 /// the keyspace. Every call is made with the shard of the key locked (all shards locked for
 /// [`Journal::flush`]; both shards for a `RENAME` or `COPY` across shards), so an
-/// implementation must be quick and must never call back into the [`Store`] (it would
+/// implementation must be quick and must never call back into the [`Store`](crate::Store) (it would
 /// deadlock). Calls for different shards can come from different threads at once.
 ///
 /// A write that changes nothing (a refused `SET NX`, an `EXPIRE` whose condition fails, a `DEL`

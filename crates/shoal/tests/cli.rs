@@ -480,11 +480,9 @@ fn resp_command(port: u16, args: &[&str]) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(request.as_bytes()).unwrap();
+    stream
+        .write_all(&shoal_proto::request::encode(args))
+        .unwrap();
     let mut reply = vec![0u8; 4096];
     let n = stream.read(&mut reply).unwrap();
     String::from_utf8_lossy(&reply[..n]).into_owned()

@@ -186,13 +186,7 @@ fn field(info: &str, name: &str) -> Option<u64> {
 
 /// A command in RESP.
 fn command_of(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend(format!("${}\r\n", arg.len()).bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    shoal_proto::request::encode(args)
 }
 
 /// Sends `batch` and reads `replies` replies (simple strings, integers, nulls or one bulk
