@@ -58,15 +58,6 @@ trap cleanup EXIT
 
 source "$root/bench/lib.sh"
 
-wait_ready() {
-  for _ in $(seq 1 100); do
-    redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
-    sleep 0.05
-  done
-  echo "server on port $1 did not start" >&2
-  exit 1
-}
-
 # The server Shoal is compared with: Redis, or the binary given with --against.
 start_redis() {
   if [ -n "$AGAINST" ]; then
@@ -76,7 +67,7 @@ start_redis() {
       --daemonize no --logfile "$work/redis-$1.log" &
   fi
   pids+=($!)
-  wait_ready "$1"
+  wait_for_ping "$1"
 }
 BASE=Redis
 [ -n "$AGAINST" ] && BASE=Base
@@ -84,7 +75,7 @@ BASE=Redis
 start_shoal() {
   taskset -c 0 "$SHOAL" server --port "$1" --http-port 0 --log-level warn 2>"$work/shoal-$1.log" &
   pids+=($!)
-  wait_ready "$1"
+  wait_for_ping "$1"
 }
 
 pid_on_port() { python3 - "$1" <<'EOF'

@@ -17,6 +17,16 @@ bench_workspace() {
   trap 'stop_nodes; rm -rf "$work"' EXIT
 }
 
+# wait_for_ping PORT: until the server on PORT answers PING (5 s at most, else exits).
+wait_for_ping() {
+  for _ in $(seq 1 100); do
+    redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "server on port $1 did not start" >&2
+  exit 1
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # cpu_ticks PID...: user + system clock ticks of these processes, summed.

@@ -39,15 +39,6 @@ if [ -z "$SHOAL" ]; then
 fi
 MAXMEMORY=$((MAXMEMORY_MB * 1024 * 1024))
 
-wait_ready() {
-  for _ in $(seq 1 100); do
-    redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
-    sleep 0.05
-  done
-  echo "server on port $1 did not start" >&2
-  exit 1
-}
-
 # start SYSTEM POLICY: starts a fresh server, prints "PORT PID".
 start() {
   local port
@@ -62,7 +53,7 @@ start() {
   fi
   local pid=$!
   echo "$pid" >>"$work/pids"
-  wait_ready "$port"
+  wait_for_ping "$port"
   echo "$port $pid"
 }
 

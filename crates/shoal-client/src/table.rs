@@ -124,14 +124,8 @@ mod tests {
             map.nodes.insert(
                 NodeId(id),
                 NodeInfo {
-                    id: NodeId(id),
-                    host: "127.0.0.1".into(),
-                    port,
-                    bus_port: port + 10000,
-                    http_port: 0,
-                    controller: false,
                     health: if id == 3 { Health::Failed } else { Health::Ok },
-                    spare: false,
+                    ..NodeInfo::local(NodeId(id), port)
                 },
             );
         }

@@ -480,14 +480,8 @@ mod tests {
     async fn a_map_reply_encoded_from_a_borrowed_map_reads_as_reply_map() {
         let map = crate::decide::bootstrap(
             NodeInfo {
-                id: NodeId(7),
-                host: "127.0.0.1".into(),
-                port: 7000,
-                bus_port: 17000,
-                http_port: 0,
                 controller: true,
-                health: crate::map::Health::Ok,
-                spare: false,
+                ..NodeInfo::local(NodeId(7), 7000)
             },
             2,
             5,

@@ -530,14 +530,8 @@ mod tests {
 
     fn node(id: u64, controller: bool) -> NodeInfo {
         NodeInfo {
-            id: NodeId(id),
-            host: "127.0.0.1".into(),
-            port: 7000 + id as u16,
-            bus_port: 17000 + id as u16,
-            http_port: 0,
             controller,
-            health: Health::Ok,
-            spare: false,
+            ..NodeInfo::local(NodeId(id), 7000 + id as u16)
         }
     }
 

@@ -35,6 +35,7 @@ pub mod seed;
 mod slot;
 
 pub use map::{
-    BadNodeId, ClusterMap, Epoch, Health, NodeId, NodeInfo, Role, ShardId, ShardInfo, SlotTable,
+    BUS_PORT_OFFSET, BadNodeId, ClusterMap, Epoch, Health, NodeId, NodeInfo, Role, ShardId,
+    ShardInfo, SlotTable,
 };
 pub use slot::{SLOTS, Slot, key_slot};

@@ -136,7 +136,27 @@ pub struct NodeInfo {
     pub spare: bool,
 }
 
+/// How far above its RESP port a node's cluster bus listens unless told otherwise, as in
+/// Redis Cluster.
+pub const BUS_PORT_OFFSET: u16 = 10_000;
+
 impl NodeInfo {
+    /// A healthy node at `127.0.0.1:port` with its bus at `port` + [`BUS_PORT_OFFSET`] (capped at
+    /// 65535), no HTTP port, not a controller, not a spare: a starting point for tests, changed
+    /// with struct update syntax.
+    pub fn local(id: NodeId, port: u16) -> NodeInfo {
+        NodeInfo {
+            id,
+            host: "127.0.0.1".into(),
+            port,
+            bus_port: port.saturating_add(BUS_PORT_OFFSET),
+            http_port: 0,
+            controller: false,
+            health: Health::Ok,
+            spare: false,
+        }
+    }
+
     /// `host:port` of its RESP listener.
     pub fn resp_addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
@@ -448,16 +468,7 @@ mod tests {
     use super::*;
 
     fn node(id: u64, port: u16) -> NodeInfo {
-        NodeInfo {
-            id: NodeId(id),
-            host: "127.0.0.1".into(),
-            port,
-            bus_port: port + 10000,
-            http_port: 0,
-            controller: false,
-            health: Health::Ok,
-            spare: false,
-        }
+        NodeInfo::local(NodeId(id), port)
     }
 
     fn two_shard_map() -> ClusterMap {

@@ -7,6 +7,38 @@ use shoal_proto::reply::{Value, decode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A text that is not a node's address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not host:port (e.g. 127.0.0.1:7000)")]
+pub struct BadAddr(pub String);
+
+/// A node's RESP address given as `host:port` (an IPv6 host in brackets), normalized to
+/// `host:port`; with `default_port`, a bare host (IPv6 with or without brackets) is taken for
+/// that port.
+pub fn parse_node_addr(text: &str, default_port: Option<u16>) -> Result<String, BadAddr> {
+    let bad = || BadAddr(text.to_string());
+    let trimmed = text.trim();
+    let (host, port) = if trimmed.starts_with('[') && trimmed.ends_with(']') {
+        (trimmed.to_string(), None)
+    } else if trimmed.parse::<std::net::Ipv6Addr>().is_ok() {
+        // A bare IPv6 address: its colons are not a port's.
+        (format!("[{trimmed}]"), None)
+    } else {
+        match trimmed.rsplit_once(':') {
+            Some((host, port)) => (host.to_string(), Some(port)),
+            None => (trimmed.to_string(), None),
+        }
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(bad());
+    }
+    let port = match port {
+        None => default_port.ok_or_else(bad)?,
+        Some(port) => port.parse::<u16>().map_err(|_| bad())?,
+    };
+    Ok(format!("{host}:{port}"))
+}
+
 /// Why a seed's bus address could not be learned.
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
@@ -141,6 +173,27 @@ fn bus_of_field(field: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_addresses_read_as_host_and_port() {
+        assert_eq!(
+            parse_node_addr("127.0.0.1:7100", None).unwrap(),
+            "127.0.0.1:7100"
+        );
+        assert_eq!(parse_node_addr("[::1]:7100", None).unwrap(), "[::1]:7100");
+        assert!(
+            parse_node_addr("::1", None).is_err(),
+            "a bare IPv6 host has no port"
+        );
+        assert_eq!(parse_node_addr("::1", Some(7000)).unwrap(), "[::1]:7000");
+        assert!(parse_node_addr("localhost", None).is_err());
+        assert_eq!(
+            parse_node_addr("localhost:http", Some(7000))
+                .unwrap_err()
+                .to_string(),
+            "'localhost:http' is not host:port (e.g. 127.0.0.1:7000)"
+        );
+    }
 
     const NODES: &str = "\
 07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,hostname4 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected

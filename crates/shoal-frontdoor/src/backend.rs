@@ -65,7 +65,8 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// The backend's state for a new connection.
     fn new_conn(&self) -> Self::Conn;
 
-    /// Runs a command that passed the front door's checks (see [`Outcome`]).
+    /// Runs a command that passed the front door's checks (see [`Outcome`]), calling
+    /// [`Call::start_clock`] when the command itself starts.
     fn call(self: &Arc<Self>, call: Call<'_, Self>) -> Outcome<Self>;
 
     /// Appends a reply that came later, in `protocol` (the connection's when the command
@@ -113,8 +114,8 @@ pub struct Call<'a, B: Backend> {
     pub state: &'a mut B::Conn,
     /// Where the reply goes.
     pub out: &'a mut Vec<u8>,
-    /// When the command's time starts.
-    clock: &'a mut Instant,
+    /// When the command's time started, once the backend started it.
+    clock: &'a mut Option<Instant>,
 }
 
 impl<'a, B: Backend> Call<'a, B> {
@@ -125,7 +126,7 @@ impl<'a, B: Backend> Call<'a, B> {
         conn: &'a mut Conn,
         state: &'a mut B::Conn,
         out: &'a mut Vec<u8>,
-        clock: &'a mut Instant,
+        clock: &'a mut Option<Instant>,
     ) -> Call<'a, B> {
         Call {
             command,
@@ -138,11 +139,12 @@ impl<'a, B: Backend> Call<'a, B> {
         }
     }
 
-    /// Starts the command's time now: what the backend checked before (routing, eviction)
-    /// does not count, as Redis times only the command itself.
+    /// Starts the command's time now, once the backend's checks (routing, eviction) are done:
+    /// Redis times only the command itself. A command whose clock never starts (refused) is
+    /// not timed.
     #[inline]
     pub fn start_clock(&mut self) {
-        *self.clock = Instant::now();
+        *self.clock = Some(Instant::now());
     }
 
     /// A reply writer in the connection's protocol.

@@ -79,9 +79,11 @@ pub(crate) fn dispatch<B: Backend>(
     }
     // Set before the command runs, as Redis does: `CLIENT INFO` shows `cmd=client|info`.
     r.conn.last_command = command.id;
-    let mut started = Instant::now();
+    // The clock is read once a command starts running: a refusal is not timed.
+    let mut started = None;
     let outcome = match command.connection {
         Some(which) => {
+            started = Some(Instant::now());
             let mut call = ConnCall {
                 backend: &**r.backend,
                 conn: &mut *r.conn,
@@ -103,7 +105,7 @@ pub(crate) fn dispatch<B: Backend>(
             &mut started,
         )),
     };
-    let usec = started.elapsed().as_micros() as u64;
+    let usec = started.map_or(0, |t| t.elapsed().as_micros() as u64);
     let step = match outcome {
         Outcome::Ran => Step::Done,
         Outcome::Failed(error) => {

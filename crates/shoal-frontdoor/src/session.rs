@@ -360,6 +360,9 @@ impl<B: Backend> Session<B> {
                     } else {
                         None
                     };
+                    // What is left to skip of this request in the buffer once it is taken (none
+                    // when it was cut out of it).
+                    let in_buffer = if frame.is_some() { 0 } else { consumed };
                     let request: &[u8] = match &frame {
                         Some(frame) => frame,
                         None => &input[consumed_total..consumed_total + consumed],
@@ -367,11 +370,7 @@ impl<B: Backend> Session<B> {
                     let argv = parser.argv(request);
                     // With pipelining, the next command is usually already here: start
                     // fetching its key now so the miss overlaps with this command.
-                    let after = if frame.is_some() {
-                        &input[..]
-                    } else {
-                        &input[consumed_total + consumed..]
-                    };
+                    let after = &input[consumed_total + in_buffer..];
                     if let Some(next_key) = peek_key(after) {
                         backend.prefetch(next_key);
                     }
@@ -416,7 +415,7 @@ impl<B: Backend> Session<B> {
                             if queued {
                                 pending.push_back(Slot::Ready(behind));
                             }
-                            consumed_total += if frame.is_some() { 0 } else { consumed };
+                            consumed_total += in_buffer;
                             break Progress::Close;
                         }
                     };
@@ -447,9 +446,7 @@ impl<B: Backend> Session<B> {
                         } => {
                             let later = Pending { protocol, command };
                             pending.push_back(Slot::Later(reply, later));
-                            if frame.is_none() {
-                                consumed_total += consumed;
-                            }
+                            consumed_total += in_buffer;
                             if barrier || pending.len() >= MAX_BATCH {
                                 break Progress::Gather;
                             }
@@ -459,15 +456,11 @@ impl<B: Backend> Session<B> {
                             continue;
                         }
                         Step::HandOff(how) => {
-                            if frame.is_none() {
-                                consumed_total += consumed;
-                            }
+                            consumed_total += in_buffer;
                             break Progress::HandOff(how);
                         }
                     }
-                    if frame.is_none() {
-                        consumed_total += consumed;
-                    }
+                    consumed_total += in_buffer;
                     if conn.close_after_reply {
                         break Progress::Close;
                     }

@@ -2,7 +2,7 @@
 //! the request path from atomics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use parking_lot::RwLock;
 
@@ -61,7 +61,6 @@ pub struct Settings {
     output_soft_seconds: AtomicU64,
     maxclients: AtomicUsize,
     timeout_seconds: AtomicU64,
-    password_required: AtomicBool,
     requirepass: RwLock<Option<Arc<str>>>,
 }
 
@@ -77,7 +76,6 @@ impl Settings {
             output_soft_seconds: AtomicU64::new(0),
             maxclients: AtomicUsize::new(0),
             timeout_seconds: AtomicU64::new(0),
-            password_required: AtomicBool::new(false),
             requirepass: RwLock::new(None),
         };
         settings.set_limits(limits);
@@ -102,14 +100,18 @@ impl Settings {
     /// already authenticated stay so, as in Redis.
     pub fn set_password(&self, password: Option<&str>) {
         let password = password.filter(|p| !p.is_empty());
-        self.password_required.store(password.is_some(), Relaxed);
         *self.requirepass.write() = password.map(Arc::from);
+    }
+
+    /// The `default` user's password, if one is set (for the HTTP API's credentials).
+    pub fn password(&self) -> Option<Arc<str>> {
+        self.requirepass.read().clone()
     }
 
     /// Whether clients must authenticate.
     #[inline]
     pub fn password_required(&self) -> bool {
-        self.password_required.load(Relaxed)
+        self.requirepass.read().is_some()
     }
 
     /// Whether `user` and `password` are valid credentials (the `default` user is the only

@@ -40,7 +40,8 @@ impl Backend for Shared {
 
     fn new_conn(&self) {}
 
-    fn call(self: &Arc<Self>, call: Call<'_, Self>) -> Outcome<Self> {
+    fn call(self: &Arc<Self>, mut call: Call<'_, Self>) -> Outcome<Self> {
+        call.start_clock();
         let name = call.command.spec.name;
         if let Some(line) = refusal(name) {
             return Outcome::Failed(CommandError::fixed(line));

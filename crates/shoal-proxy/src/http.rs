@@ -80,12 +80,7 @@ impl Backend for Upstream {
     }
 
     fn password(&self) -> Option<String> {
-        let config = &self.shared.config;
-        self.shared
-            .door
-            .settings
-            .password_required()
-            .then(|| config.requirepass.clone().unwrap_or_default())
+        self.shared.door.settings.password().map(|p| p.to_string())
     }
 
     fn max_key_size(&self) -> usize {

@@ -5,12 +5,23 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use shoal_cluster::BUS_PORT_OFFSET;
+use shoal_frontdoor::OutputLimit;
 use shoal_store::EvictionPolicy;
 
 /// A byte count written the way Redis accepts one: a plain number, or a number with `k` (1000),
 /// `kb` (1024), `m`, `mb`, `g`, `gb` (any case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses a size as a flag or a file gives it, with a message that says what a size looks
+    /// like.
+    pub fn from_arg(s: &str) -> Result<ByteSize, String> {
+        s.parse()
+            .map_err(|_| format!("'{s}' is not a size (use e.g. 100mb, 1gb, or bytes)"))
+    }
+}
 
 /// A size that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,9 +72,7 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(d)? {
             Raw::Number(n) => Ok(ByteSize(n)),
-            Raw::Text(s) => s.parse().map_err(|_| {
-                serde::de::Error::custom(format!("'{s}' is not a size (use e.g. 100mb, 1gb)"))
-            }),
+            Raw::Text(s) => ByteSize::from_arg(&s).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -109,6 +118,17 @@ impl OutputBufferLimit {
                     .to_string()
             })?,
         })
+    }
+}
+
+impl From<OutputBufferLimit> for OutputLimit {
+    fn from(limit: OutputBufferLimit) -> OutputLimit {
+        let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        OutputLimit {
+            hard: bytes(limit.hard),
+            soft: bytes(limit.soft),
+            soft_seconds: limit.soft_seconds,
+        }
     }
 }
 
@@ -258,6 +278,16 @@ pub enum RoutingMode {
     Redirect,
     /// Forward it to the owner and relay the reply, so plain clients can use any node.
     Forward,
+}
+
+impl fmt::Display for RoutingMode {
+    /// The name `routing` takes (`CONFIG GET`, `--routing`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RoutingMode::Redirect => "redirect",
+            RoutingMode::Forward => "forward",
+        })
+    }
 }
 
 impl FromStr for RoutingMode {
@@ -415,14 +445,14 @@ impl Config {
             );
         }
         if !self.cluster_join.is_empty()
-            && self
-                .cluster_join
-                .rsplit_once(':')
-                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            && shoal_cluster::seed::parse_node_addr(&self.cluster_join, None).is_err()
         {
             return bad("cluster-join", "must be host:port, e.g. 127.0.0.1:7000");
         }
-        if self.cluster_mode() && self.port > 55535 && self.cluster_port == 0 {
+        if self.cluster_mode()
+            && self.cluster_port == 0
+            && self.port.checked_add(BUS_PORT_OFFSET).is_none()
+        {
             return bad(
                 "cluster-port",
                 "must be set when port + 10000 is not a valid port",
@@ -447,7 +477,7 @@ impl Config {
         if self.cluster_port != 0 {
             self.cluster_port
         } else {
-            port.saturating_add(10000)
+            port.saturating_add(BUS_PORT_OFFSET)
         }
     }
 
@@ -697,7 +727,7 @@ pub static PARAMS: &[Param] = &[
     },
     Param {
         name: "routing",
-        get: |c| format!("{:?}", c.routing).to_lowercase(),
+        get: |c| c.routing.to_string(),
         set: None,
     },
     Param {
@@ -743,6 +773,9 @@ mod tests {
         assert_eq!("-1".parse::<ByteSize>(), Err(BadSize));
         assert_eq!("10xb".parse::<ByteSize>(), Err(BadSize));
         assert_eq!("".parse::<ByteSize>(), Err(BadSize));
+        assert_eq!(ByteSize::from_arg("1kb"), Ok(ByteSize(1024)));
+        let error = ByteSize::from_arg("1.5g").expect_err("not a size");
+        assert!(error.contains("'1.5g' is not a size"), "{error}");
     }
 
     #[test]

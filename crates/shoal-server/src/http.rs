@@ -86,11 +86,7 @@ impl Backend for Node {
     }
 
     fn password(&self) -> Option<String> {
-        self.0
-            .door
-            .settings
-            .password_required()
-            .then(|| self.0.config.read().requirepass.clone())
+        self.0.door.settings.password().map(|p| p.to_string())
     }
 
     fn max_key_size(&self) -> usize {
@@ -103,7 +99,7 @@ impl Backend for Node {
 
     fn health(&self) -> Result<(), String> {
         match &self.0.cluster {
-            Some(cluster) if cluster.node().is_none() => Err("not in the cluster yet".into()),
+            Some(cluster) if !cluster.joined() => Err("not in the cluster yet".into()),
             _ => Ok(()),
         }
     }

@@ -15,7 +15,7 @@ use shoal_frontdoor::{Reservation, TICK, session};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use shoal_cluster::{Health, NodeId, NodeInfo};
+use shoal_cluster::{BUS_PORT_OFFSET, Health, NodeId, NodeInfo};
 use shoal_store::ExpireCycle;
 
 use crate::cluster::ClusterState;
@@ -58,21 +58,22 @@ impl Server {
         config.port = resp_addr.port();
         config.http_port = http_addr.map_or(0, |a| a.port());
         let bus_listener = if config.cluster_mode() {
-            let bus_port = match config.cluster_port {
-                0 if resp_addr.port() > 55535 => {
-                    return Err(StartError::Bind(BindError {
-                        addr: format!("{}:{}+10000", config.bind, resp_addr.port()),
-                        port: resp_addr.port(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::InvalidInput,
-                            "the cluster bus port (port + 10000) is out of range: set cluster-port",
+            if config.cluster_port == 0 && resp_addr.port().checked_add(BUS_PORT_OFFSET).is_none() {
+                return Err(StartError::Bind(BindError {
+                    addr: format!("{}:{}+{BUS_PORT_OFFSET}", config.bind, resp_addr.port()),
+                    port: resp_addr.port(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!(
+                            "the cluster bus port (port + {BUS_PORT_OFFSET}) is out of range: set cluster-port"
                         ),
-                    }));
-                }
-                0 => resp_addr.port() + 10000,
-                port => port,
-            };
-            let listener = bind(&config.bind, bus_port)?;
+                    ),
+                }));
+            }
+            let listener = bind(
+                &config.bind,
+                config.effective_cluster_port(resp_addr.port()),
+            )?;
             config.cluster_port = listener.local_addr().map_err(StartError::Runtime)?.port();
             Some(listener)
         } else {
@@ -150,13 +151,10 @@ impl Server {
         self.shared.request_shutdown();
     }
 
-    /// In cluster mode, whether the node has not taken its place in a cluster (founded or
-    /// joined one) yet; `false` for a standalone node.
-    pub fn outside_cluster(&self) -> bool {
-        self.shared
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.node().is_none())
+    /// Why the node stopped by itself, if it could not go on (it could not found or join its
+    /// cluster, say); `None` if it runs or was asked to stop.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
     }
 
     /// A receiver that sees `true` once the node is asked to stop (by `SHUTDOWN` too).
@@ -258,7 +256,7 @@ fn run_control(
 }
 
 /// The cron asks the allocator to give its free memory back to the system when the store has
-/// handed back this much since the last upkeep ...
+/// handed back this much since the last trim ...
 const TRIM_AFTER_BYTES: u64 = 1 << 20;
 /// ... and at least this often (buffers of busy connections free memory too).
 const TRIM_EVERY: Duration = Duration::from_secs(1);
@@ -270,6 +268,8 @@ const TRIM_EVERY: Duration = Duration::from_secs(1);
 async fn cron(shared: Arc<Shared>) {
     let mut last_tick = Instant::now();
     let mut last_trim = Instant::now();
+    // Bytes the store handed back to the allocator since the last trim.
+    let mut returned = 0;
     loop {
         let period = Duration::from_millis(1000 / shared.live.hz().max(1));
         shared.store.refresh_clock();
@@ -285,11 +285,11 @@ async fn cron(shared: Arc<Shared>) {
             shared.door.tick();
             last_tick = Instant::now();
         }
-        if shared.store.maintain().returned_bytes >= TRIM_AFTER_BYTES
-            || last_trim.elapsed() >= TRIM_EVERY
-        {
+        returned += shared.store.maintain().returned_bytes;
+        if returned >= TRIM_AFTER_BYTES || last_trim.elapsed() >= TRIM_EVERY {
             crate::process::trim_heap();
             last_trim = Instant::now();
+            returned = 0;
         }
         if let Some(cluster) = &shared.cluster
             && !fenced

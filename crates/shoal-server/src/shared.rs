@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use shoal_frontdoor::{Door, Limits, OutputLimit};
+use shoal_frontdoor::{Door, Limits};
 use shoal_store::{Store, StoreConfig, SystemClock};
 
 use crate::cluster::ClusterState;
@@ -61,11 +61,7 @@ fn door_limits(c: &Config) -> Limits {
         max_bulk_len: c.proto_max_bulk_len.0 as usize,
         max_args: c.proto_max_multibulk_len as usize,
         query_buffer_limit: c.client_query_buffer_limit.0 as usize,
-        output: OutputLimit {
-            hard: c.client_output_buffer_limit.hard as usize,
-            soft: c.client_output_buffer_limit.soft as usize,
-            soft_seconds: c.client_output_buffer_limit.soft_seconds,
-        },
+        output: c.client_output_buffer_limit.into(),
         maxclients: c.maxclients as usize,
         timeout_seconds: c.timeout,
     }
@@ -90,6 +86,8 @@ pub struct Shared {
     /// Replication: the stream to replicas, or the link to a primary.
     pub(crate) replication: Arc<Replication>,
     memory_peak: AtomicU64,
+    /// Why the node stopped by itself, if it did (see [`Shared::fail`]).
+    failure: parking_lot::Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -124,6 +122,7 @@ impl Shared {
             cluster: cluster.map(Arc::new),
             replication,
             memory_peak: AtomicU64::new(0),
+            failure: parking_lot::Mutex::new(None),
             config: RwLock::new(config),
         })
     }
@@ -158,6 +157,19 @@ impl Shared {
     /// Asks every listener, connection and background task to stop.
     pub fn request_shutdown(&self) {
         self.door.request_shutdown();
+    }
+
+    /// Stops the node because it cannot go on (`reason` is logged and kept for
+    /// [`Shared::failure`]).
+    pub(crate) fn fail(&self, reason: String) {
+        tracing::error!("{reason}");
+        self.failure.lock().get_or_insert(reason);
+        self.request_shutdown();
+    }
+
+    /// Why the node stopped by itself, if it failed.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
     }
 
     /// Records `used` bytes as a candidate peak; returns the peak so far (`used_memory_peak`).

@@ -54,6 +54,12 @@ const NO_PAGE: usize = usize::MAX;
 /// A free block is split for a smaller one only if this much remains (a usable free block).
 const SPLIT_REMAINDER: usize = 16;
 
+/// Whether a free block of `block` bytes can hold a block of `want` bytes (both rounded by
+/// [`block_size`]): exactly, or split with a usable remainder.
+fn fits(block: usize, want: usize) -> bool {
+    block == want || block >= want + SPLIT_REMAINDER
+}
+
 /// Free block layout: next and previous block of its size class, the mark, the size.
 const FREE_NEXT: usize = 0;
 const FREE_PREV: usize = 4;
@@ -279,25 +285,58 @@ impl Arena {
     /// limit), a block of up to [`SMALL_PAGE_MAX_BLOCK`] gets a [`SMALL_PAGE`]: a shard then
     /// keeps less of a page unused when it stops growing.
     pub fn alloc(&mut self, len: usize, small_page: bool) -> Result<Ref, ArenaFull> {
+        match self.alloc_in_place(len) {
+            Some(r) => Ok(r),
+            None => self.alloc_new(len, small_page),
+        }
+    }
+
+    /// A small block of at least `len` bytes that needs no new page: a free block that fits
+    /// (split if it is larger, see [`fits`]), or room left in the page being filled. `None` if
+    /// the block is large or would take a new page (then [`alloc_new`](Self::alloc_new)).
+    pub fn alloc_in_place(&mut self, len: usize) -> Option<Ref> {
+        let size = block_size(len);
+        if size > MAX_SMALL {
+            return None;
+        }
+        let r = match self.pop_free(size / GRANULE) {
+            Some(r) => r,
+            None => match self.split_larger(size) {
+                Some(r) => r,
+                None if size <= self.bump_room() => self.bump(size),
+                None => return None,
+            },
+        };
+        Some(self.taken(r, size))
+    }
+
+    /// A block of at least `len` bytes that [`alloc_in_place`](Self::alloc_in_place) could not
+    /// give: a large block, or a small one from a new page (see [`alloc`](Self::alloc) for
+    /// `small_page`).
+    pub fn alloc_new(&mut self, len: usize, small_page: bool) -> Result<Ref, ArenaFull> {
         let size = block_size(len);
         if size > MAX_SMALL {
             return self.alloc_large(size);
         }
-        let class = size / GRANULE;
-        let r = if let Some(r) = self.pop_free(class) {
-            r
-        } else if let Some(r) = self.split_larger(size) {
-            r
-        } else {
-            self.bump(size, small_page && size <= SMALL_PAGE_MAX_BLOCK)?
-        };
-        self.page_live[r.page()] += size as u32;
-        self.live_bytes += size;
-        Ok(r)
+        self.start_page(small_page && size <= SMALL_PAGE_MAX_BLOCK)?;
+        let r = self.bump(size);
+        Ok(self.taken(r, size))
     }
 
-    /// Whether [`alloc`](Self::alloc) of `len` bytes would take a new page: a small block that
-    /// no free block fits and the page being filled has no room for.
+    /// Counts block `r` of `size` bytes as live, and clears a free mark it may still carry (a
+    /// block taken from a free list, or from a page back from the pool), so that a page walk
+    /// between now and the blob's first write cannot take it for a free block.
+    fn taken(&mut self, r: Ref, size: usize) -> Ref {
+        self.page_live[r.page()] += size as u32;
+        self.live_bytes += size;
+        // SAFETY: `r` is a block of at least MIN_BLOCK (> FREE_MARK_AT) bytes in a live page,
+        // just taken by the caller, which writes its blob next.
+        unsafe { self.ptr(r).add(FREE_MARK_AT).write(0) };
+        r
+    }
+
+    /// Whether an allocation of `len` bytes would take a new page: a small block that no free
+    /// block fits and the page being filled has no room for.
     pub fn needs_page(&self, len: usize) -> bool {
         let size = block_size(len);
         size <= MAX_SMALL
@@ -315,8 +354,8 @@ impl Arena {
         if r.is_large() {
             return false;
         }
-        let (size, want) = (block_size(len), block_size(want));
-        size == want || size >= want + SPLIT_REMAINDER || self.page_live[r.page()] as usize == size
+        let size = block_size(len);
+        fits(size, block_size(want)) || self.page_live[r.page()] as usize == size
     }
 
     /// The page a block lies in (`None` for a large block).
@@ -434,10 +473,11 @@ impl Arena {
         self.free_bytes
     }
 
-    /// Bytes handed back to the allocator so far (pages the pool did not keep, large blocks
-    /// freed or shrunk): memory the allocator holds free until it reuses or trims it.
-    pub fn returned_bytes(&self) -> u64 {
-        self.returned
+    /// Bytes handed back to the allocator since the last call (pages the pool did not keep,
+    /// large blocks freed or shrunk): memory the allocator holds free until it reuses or trims
+    /// it.
+    pub fn take_returned_bytes(&mut self) -> u64 {
+        std::mem::take(&mut self.returned)
     }
 
     /// Bytes of pages that hold no blob: free-list blocks, the unused end of the page being
@@ -540,6 +580,11 @@ impl Arena {
         } else {
             block_size((self.blob_len)(ptr))
         };
+        // Blocks tile their page: a size that does not is a corrupt mark.
+        debug_assert!(
+            size >= MIN_BLOCK && offset + size <= end,
+            "block of {size} bytes at {offset} of a page walked up to {end}"
+        );
         Some(Block { at, size, free })
     }
 
@@ -567,21 +612,25 @@ impl Arena {
         Ok(Ref(LARGE_BIT | index as u32))
     }
 
-    fn bump(&mut self, size: usize, small_page: bool) -> Result<Ref, ArenaFull> {
-        if size > self.bump_room() {
-            let page = self.new_page(small_page)?;
-            let tail = self.bump_room();
-            if tail >= MIN_BLOCK {
-                // Keep the page's tail as a free block rather than losing it. (The page holds
-                // live blocks: one that empties is released, and stops being the bump page.)
-                self.push_free(Ref::small(self.bump_page, self.bump_offset), tail);
-            }
-            self.bump_page = page;
-            self.bump_offset = 0;
-        }
+    /// Takes `size` bytes from the page being filled, which has room for them.
+    fn bump(&mut self, size: usize) -> Ref {
         let r = Ref::small(self.bump_page, self.bump_offset);
         self.bump_offset += size;
-        Ok(r)
+        r
+    }
+
+    /// Makes a new page the one being filled; the old one's tail becomes a free block.
+    fn start_page(&mut self, small: bool) -> Result<(), ArenaFull> {
+        let page = self.new_page(small)?;
+        let tail = self.bump_room();
+        if tail >= MIN_BLOCK {
+            // Keep the page's tail as a free block rather than losing it. (The page holds
+            // live blocks: one that empties is released, and stops being the bump page.)
+            self.push_free(Ref::small(self.bump_page, self.bump_offset), tail);
+        }
+        self.bump_page = page;
+        self.bump_offset = 0;
+        Ok(())
     }
 
     fn new_page(&mut self, small: bool) -> Result<usize, ArenaFull> {
@@ -916,7 +965,7 @@ mod tests {
         assert!(arena.reserved_bytes() >= 50_000);
         arena.free(r, 50_000);
         assert_eq!(arena.reserved_bytes(), 0);
-        assert!(arena.returned_bytes() >= 50_000);
+        assert!(arena.take_returned_bytes() >= 50_000);
     }
 
     #[test]
@@ -940,7 +989,7 @@ mod tests {
         assert!(arena.pages() < pages, "emptied pages were kept");
         assert_eq!(pool.spare(), 1, "the pool keeps one spare page");
         assert!(
-            arena.returned_bytes() > 0,
+            arena.take_returned_bytes() > 0,
             "pages beyond the pool's were freed"
         );
         assert!(arena.free_bytes() < PAGE_SIZE);
@@ -984,7 +1033,7 @@ mod tests {
         }
         assert_eq!(arena.page_bytes(), PAGE_SIZE);
         assert_eq!(pool.spare(), 0, "small pages do not go to the pool");
-        assert_eq!(arena.returned_bytes(), 2 * SMALL_PAGE as u64);
+        assert_eq!(arena.take_returned_bytes(), 2 * SMALL_PAGE as u64);
         arena.free(big, 3000);
         assert_eq!((arena.page_bytes(), pool.spare()), (0, 1));
         arena.check_invariants();

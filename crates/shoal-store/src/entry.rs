@@ -341,6 +341,8 @@ impl Blob {
 
     #[inline]
     fn write_meta(self, flags: u32, clock: u32) {
+        // The pair is the arena's mark of a free block (see above).
+        debug_assert!(flags & (FLAG_RAW | FLAG_TEXT) != FLAG_RAW | FLAG_TEXT);
         let meta = (flags & 0xF) | (clock & CLOCK_MASK) << 4;
         self.write_u8(8, meta as u8);
         self.write_u8(9, (meta >> 8) as u8);

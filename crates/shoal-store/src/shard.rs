@@ -126,10 +126,9 @@ pub(crate) struct Shard {
     expiry_sum: u128,
     pub(crate) used: usize,
     rng: u64,
-    /// Bytes of index memory freed by shrinking or clearing.
+    /// Bytes of index memory freed by shrinking or clearing since the last
+    /// [`Shard::take_returned_bytes`].
     index_returned: u64,
-    /// What [`Shard::take_returned_bytes`] last counted.
-    returned_reported: u64,
     /// Slack at which compaction last stopped for want of gain (see [`COMPACT_MIN_GAIN`]).
     compact_floor: usize,
     pub(crate) stats: ShardStats,
@@ -151,7 +150,6 @@ impl Shard {
             arena: Arena::new(pool, blob_len),
             budget,
             index_returned: 0,
-            returned_reported: 0,
             compact_floor: 0,
             hasher,
             lru_head: Ref::NIL,
@@ -497,6 +495,10 @@ impl Shard {
     /// barely uses; a victim elsewhere whose block would not fit is left alone, and the shard
     /// takes a page.
     fn alloc(&mut self, len: usize, keep: Ref) -> Result<Ref, ArenaFull> {
+        if let Some(r) = self.arena.alloc_in_place(len) {
+            return Ok(r);
+        }
+        // No free block fits and the page being filled has no room (or the block is large).
         let mut near_limit = false;
         if self.arena.needs_page(len)
             && let Some(policy) = self.budget.at_limit()
@@ -522,14 +524,18 @@ impl Shard {
                 self.remove_ref(victim, Some(Removal::Evicted));
             }
         }
-        self.arena.alloc(len, near_limit)
+        if near_limit {
+            // What the evictions freed may fit now.
+            self.arena.alloc(len, near_limit)
+        } else {
+            self.arena.alloc_new(len, false)
+        }
     }
 
-    /// Removes one entry as `policy` chooses, unless that is `keep`. Returns false if nothing
-    /// was evicted.
-    pub(crate) fn evict_one(&mut self, policy: EvictionPolicy, keep: Ref) -> bool {
+    /// Removes one entry as `policy` chooses. Returns false if nothing was evicted.
+    pub(crate) fn evict_one(&mut self, policy: EvictionPolicy) -> bool {
         let victim = self.victim(policy);
-        if victim.is_nil() || victim == keep {
+        if victim.is_nil() {
             return false;
         }
         self.remove_ref(victim, Some(Removal::Evicted));
@@ -619,6 +625,7 @@ impl Shard {
             return 0;
         }
         let pages = self.arena.pages();
+        let near_limit = self.budget.at_limit().is_some();
         let (mut emptied, mut futile) = (0, 0);
         while emptied < max_pages {
             let slack = self.arena.slack_bytes();
@@ -642,7 +649,7 @@ impl Shard {
                 }
                 break;
             };
-            if !self.evacuate(page) {
+            if !self.evacuate(page, near_limit) {
                 break;
             }
             emptied += 1;
@@ -657,13 +664,14 @@ impl Shard {
     }
 
     /// Moves every blob out of `page` and releases it. False if a move failed (the arena is
-    /// out of address space); the page then stays, with the blobs not yet moved.
-    fn evacuate(&mut self, page: usize) -> bool {
+    /// out of address space); the page then stays, with the blobs not yet moved. `near_limit`:
+    /// the store is at its memory limit (see [`Arena::alloc`]).
+    fn evacuate(&mut self, page: usize, near_limit: bool) -> bool {
         self.arena.begin_evacuation(page);
         let mut offset = 0;
         while let Some(block) = self.arena.next_block(page, offset) {
             offset += block.size;
-            if !block.free && self.move_blob(block.at).is_err() {
+            if !block.free && self.move_blob(block.at, near_limit).is_err() {
                 break;
             }
         }
@@ -673,18 +681,15 @@ impl Shard {
     /// Bytes this shard has handed back to the allocator since the last call: arena pages and
     /// large blocks freed, index memory given up by shrinking or clearing.
     pub(crate) fn take_returned_bytes(&mut self) -> u64 {
-        let total = self.arena.returned_bytes() + self.index_returned;
-        let new = total - self.returned_reported;
-        self.returned_reported = total;
-        new
+        self.arena.take_returned_bytes() + std::mem::take(&mut self.index_returned)
     }
 
     /// Copies a blob elsewhere and points every reference at the copy.
-    fn move_blob(&mut self, r: Ref) -> Result<(), ArenaFull> {
+    fn move_blob(&mut self, r: Ref, near_limit: bool) -> Result<(), ArenaFull> {
         let old = self.blob(r);
         let len = old.len();
         let (_, slot) = self.slot_of(r);
-        let fresh = self.arena.alloc(len, self.budget.at_limit().is_some())?;
+        let fresh = self.arena.alloc(len, near_limit)?;
         // SAFETY: both blocks are `len` bytes and distinct (the page being emptied is never
         // allocated from).
         unsafe { std::ptr::copy_nonoverlapping(self.arena.ptr(r), self.arena.ptr(fresh), len) };

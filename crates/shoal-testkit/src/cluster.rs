@@ -546,14 +546,8 @@ mod tests {
             map.nodes.insert(
                 NodeId(id),
                 NodeInfo {
-                    id: NodeId(id),
-                    host: "127.0.0.1".into(),
-                    port: 7000 + i as u16,
-                    bus_port: 17000 + i as u16,
-                    http_port: 0,
                     controller: true,
-                    health: Health::Ok,
-                    spare: false,
+                    ..NodeInfo::local(NodeId(id), 7000 + i as u16)
                 },
             );
             map.shards.push(ShardInfo {

@@ -49,6 +49,46 @@ pub fn free_port() -> Result<u16> {
     Err(Error::Usage("no free port on 127.0.0.1".into()))
 }
 
+/// A first port `base` such that, for every `i` below `count` and every offset of `offsets`,
+/// `base + i + offset` is free and not handed out before; all of them are then handed out.
+/// For tools that derive ports from a base, as `shoal cluster up --base-port` does (RESP
+/// ports from the base, bus ports 10000 above, HTTP ports from another base).
+pub fn free_base(count: u16, offsets: &[u16]) -> Result<u16> {
+    let (low, high) = candidate_range(ephemeral_range());
+    let span = offsets
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or(0)
+        .saturating_add(count);
+    for _ in 0..1000 {
+        if high <= low.saturating_add(span) {
+            break;
+        }
+        let base = low + (random() % u64::from(high - low - span)) as u16;
+        let ports: Vec<u16> = (0..count)
+            .flat_map(|i| offsets.iter().map(move |&o| base + i + o))
+            .collect();
+        if ports.iter().all(|&p| bindable(p)) && claim_all(&ports) {
+            return Ok(base);
+        }
+    }
+    Err(Error::Usage(format!(
+        "no free run of {count} ports (at offsets {offsets:?}) on 127.0.0.1"
+    )))
+}
+
+/// Records every port of `ports` as handed out, or none if one already was.
+fn claim_all(ports: &[u16]) -> bool {
+    let mut set = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let set = set.get_or_insert_with(HashSet::new);
+    if ports.iter().any(|p| set.contains(p)) {
+        return false;
+    }
+    set.extend(ports.iter().copied());
+    true
+}
+
 /// `count` distinct free ports.
 pub fn free_ports(count: usize) -> Result<Vec<u16>> {
     (0..count).map(|_| free_port()).collect()
@@ -182,6 +222,17 @@ mod tests {
         assert_eq!(candidate_range((32768, 60999)), (LOWEST_PORT, 32768));
         assert_eq!(candidate_range((1024, 50000)), (50001, 65535));
         assert_eq!(candidate_range((1024, 65535)), (0, 0));
+    }
+
+    #[test]
+    fn a_free_base_leaves_every_derived_port_free() {
+        let base = free_base(3, &[0, 1000]).unwrap();
+        for i in 0..3 {
+            for offset in [0, 1000] {
+                TcpListener::bind(("127.0.0.1", base + i + offset)).expect("a reserved port binds");
+            }
+        }
+        assert_ne!(free_base(3, &[0, 1000]).unwrap(), base, "handed out once");
     }
 
     #[test]

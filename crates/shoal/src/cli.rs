@@ -5,10 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use shoal_server::config::OutputBufferLimit;
 use shoal_server::{ByteSize, Config, LogFormat};
 use shoal_store::EvictionPolicy;
-
-use crate::size::parse_size;
 
 /// Shoal: a distributed in-memory cache that speaks the Redis protocol.
 #[derive(Debug, Parser)]
@@ -126,7 +125,7 @@ pub struct ServerArgs {
     pub routing: Option<shoal_server::config::RoutingMode>,
 
     /// Memory limit, e.g. 100mb or 1gb; 0 means none [default: 0].
-    #[arg(long, env = "SHOAL_MAXMEMORY", value_parser = parse_size, help_heading = heading::MEMORY)]
+    #[arg(long, env = "SHOAL_MAXMEMORY", value_parser = ByteSize::from_arg, help_heading = heading::MEMORY)]
     pub maxmemory: Option<ByteSize>,
     /// allkeys-lru, volatile-lru, allkeys-random, volatile-ttl or noeviction [default: allkeys-lru].
     #[arg(long, env = "SHOAL_MAXMEMORY_POLICY", help_heading = heading::MEMORY)]
@@ -142,19 +141,19 @@ pub struct ServerArgs {
     #[arg(long, env = "SHOAL_TIMEOUT", help_heading = heading::LIMITS)]
     pub timeout: Option<u64>,
     /// Most unprocessed input per client [default: 1gb].
-    #[arg(long, env = "SHOAL_CLIENT_QUERY_BUFFER_LIMIT", value_parser = parse_size, help_heading = heading::LIMITS)]
+    #[arg(long, env = "SHOAL_CLIENT_QUERY_BUFFER_LIMIT", value_parser = ByteSize::from_arg, help_heading = heading::LIMITS)]
     pub client_query_buffer_limit: Option<ByteSize>,
     /// Output limit for normal clients: "<hard> <soft> <seconds>" [default: "0 0 0"].
-    #[arg(long, env = "SHOAL_CLIENT_OUTPUT_BUFFER_LIMIT", help_heading = heading::LIMITS)]
-    pub client_output_buffer_limit: Option<String>,
+    #[arg(long, env = "SHOAL_CLIENT_OUTPUT_BUFFER_LIMIT", value_parser = OutputBufferLimit::parse, help_heading = heading::LIMITS)]
+    pub client_output_buffer_limit: Option<OutputBufferLimit>,
     /// Largest bulk string a client may send (and largest HTTP body) [default: 512mb].
-    #[arg(long, env = "SHOAL_PROTO_MAX_BULK_LEN", value_parser = parse_size, help_heading = heading::LIMITS)]
+    #[arg(long, env = "SHOAL_PROTO_MAX_BULK_LEN", value_parser = ByteSize::from_arg, help_heading = heading::LIMITS)]
     pub proto_max_bulk_len: Option<ByteSize>,
     /// Most arguments per command [default: 2147483647].
     #[arg(long, env = "SHOAL_PROTO_MAX_MULTIBULK_LEN", help_heading = heading::LIMITS)]
     pub proto_max_multibulk_len: Option<u64>,
     /// Largest key a write may create [default: 512mb].
-    #[arg(long, env = "SHOAL_MAX_KEY_SIZE", value_parser = parse_size, help_heading = heading::LIMITS)]
+    #[arg(long, env = "SHOAL_MAX_KEY_SIZE", value_parser = ByteSize::from_arg, help_heading = heading::LIMITS)]
     pub max_key_size: Option<ByteSize>,
 
     /// Password clients must send with AUTH (or HELLO AUTH, or HTTP Bearer/Basic).
@@ -218,10 +217,8 @@ impl ServerArgs {
         config.cluster_enabled |= self.cluster_enabled;
         config.controller |= self.controller;
         config.cluster_spare |= self.cluster_spare;
-        if let Some(limit) = &self.client_output_buffer_limit {
-            config.client_output_buffer_limit =
-                shoal_server::config::OutputBufferLimit::parse(limit)
-                    .map_err(|e| anyhow::anyhow!("--client-output-buffer-limit: {e}"))?;
+        if let Some(limit) = self.client_output_buffer_limit {
+            config.client_output_buffer_limit = limit;
         }
         config.validate()?;
         Ok(config)
@@ -286,18 +283,19 @@ pub struct ProxyArgs {
     #[arg(long, env = "SHOAL_PROXY_TIMEOUT", default_value_t = 0, help_heading = heading::LIMITS)]
     pub timeout: u64,
     /// Most unprocessed input per client.
-    #[arg(long, env = "SHOAL_PROXY_CLIENT_QUERY_BUFFER_LIMIT", value_parser = parse_size, default_value = "1gb", help_heading = heading::LIMITS)]
+    #[arg(long, env = "SHOAL_PROXY_CLIENT_QUERY_BUFFER_LIMIT", value_parser = ByteSize::from_arg, default_value = "1gb", help_heading = heading::LIMITS)]
     pub client_query_buffer_limit: ByteSize,
     /// Output limit for normal clients: "<hard> <soft> <seconds>".
     #[arg(
         long,
         env = "SHOAL_PROXY_CLIENT_OUTPUT_BUFFER_LIMIT",
         default_value = "0 0 0",
+        value_parser = OutputBufferLimit::parse,
         help_heading = heading::LIMITS
     )]
-    pub client_output_buffer_limit: String,
+    pub client_output_buffer_limit: OutputBufferLimit,
     /// Largest bulk string a client may send (and largest HTTP body).
-    #[arg(long, env = "SHOAL_PROXY_PROTO_MAX_BULK_LEN", value_parser = parse_size, default_value = "512mb", help_heading = heading::LIMITS)]
+    #[arg(long, env = "SHOAL_PROXY_PROTO_MAX_BULK_LEN", value_parser = ByteSize::from_arg, default_value = "512mb", help_heading = heading::LIMITS)]
     pub proto_max_bulk_len: ByteSize,
     /// Most arguments per command.
     #[arg(
@@ -347,9 +345,6 @@ impl ProxyArgs {
         let size = |s: ByteSize, name: &str| {
             usize::try_from(s.0).map_err(|_| anyhow::anyhow!("--{name} is too large"))
         };
-        let output =
-            shoal_server::config::OutputBufferLimit::parse(&self.client_output_buffer_limit)
-                .map_err(|e| anyhow::anyhow!("--client-output-buffer-limit: {e}"))?;
         let config = shoal_proxy::ProxyConfig {
             bind: self.bind.clone(),
             port: self.port,
@@ -363,11 +358,7 @@ impl ProxyArgs {
                 self.client_query_buffer_limit,
                 "client-query-buffer-limit",
             )?,
-            client_output_buffer_limit: shoal_proxy::OutputLimit {
-                hard: size(ByteSize(output.hard), "client-output-buffer-limit")?,
-                soft: size(ByteSize(output.soft), "client-output-buffer-limit")?,
-                soft_seconds: output.soft_seconds,
-            },
+            client_output_buffer_limit: self.client_output_buffer_limit.into(),
             timeout: self.timeout,
             proto_max_bulk_len: size(self.proto_max_bulk_len, "proto-max-bulk-len")?,
             proto_max_multibulk_len: usize::try_from(self.proto_max_multibulk_len)

@@ -4,7 +4,6 @@
 mod cli;
 mod cluster_cmd;
 mod logging;
-mod size;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -51,42 +50,29 @@ fn run_server(args: cli::ServerArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     logging::init(config.log_format, &config.log_level)?;
-    let seed = config.cluster_join.clone();
     let server = shoal_server::Server::start(config).context("cannot start the node")?;
     let mut stopped = server.stopped();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the signal handler")?;
-    let stopped_itself = runtime.block_on(async {
+    runtime.block_on(async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let stopped_itself = tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("interrupted, shutting down");
-                false
-            }
-            _ = terminate.recv() => {
-                tracing::info!("terminated, shutting down");
-                false
-            }
-            _ = stopped.wait_for(|stop| *stop) => {
-                tracing::info!("shutdown requested");
-                true
-            }
-        };
-        anyhow::Ok(stopped_itself)
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
+            _ = terminate.recv() => tracing::info!("terminated, shutting down"),
+            _ = stopped.wait_for(|stop| *stop) => tracing::info!("shutdown requested"),
+        }
+        anyhow::Ok(())
     })?;
-    // A node that stopped by itself before it was in the cluster could not found or join it
-    // (the reason is logged): that is a failure, not a clean exit.
-    let never_joined = server.outside_cluster();
+    // A node that stopped because it could not go on (it could not found or join its
+    // cluster) exits with that error, not as after a clean stop.
+    let failure = server.failure();
     server.shutdown();
     server.wait();
-    if stopped_itself && never_joined {
-        if seed.is_empty() {
-            anyhow::bail!("the node could not found a cluster (see the error above)");
-        }
-        anyhow::bail!("the node could not join the cluster through {seed} (see the error above)");
+    match failure {
+        Some(why) => anyhow::bail!("the node stopped: {why}"),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_testkit::tools::have_tools;
@@ -419,20 +418,11 @@ fn sigterm_stops_the_node_cleanly() {
     );
 }
 
-/// A first RESP port for `nodes` cluster nodes whose RESP ports, bus ports (RESP + 10000,
-/// below 32768) and HTTP ports (RESP + 1000) are all free; each call of this process gets a
-/// range of its own.
+/// A first RESP port for `nodes` cluster nodes whose RESP ports, bus ports (RESP + 10000)
+/// and HTTP ports (RESP + 1000) are all free and handed out to no one else (see
+/// [`shoal_testkit::ports::free_base`]).
 fn cluster_base_port(nodes: u16) -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let start = 20_000 + (std::process::id() % 50) as u16 * 40;
-    loop {
-        let base = start + NEXT.fetch_add(nodes.max(4), Ordering::Relaxed);
-        assert!(base + nodes < 22_700, "no free cluster ports");
-        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
-        if (base..base + nodes).all(|p| free(p) && free(p + 10_000) && free(p + 1000)) {
-            return base;
-        }
-    }
+    shoal_testkit::ports::free_base(nodes, &[0, 1000, 10_000]).expect("free cluster ports")
 }
 
 /// Runs `shoal args...` with `env` to its end (at most `within`).

@@ -16,9 +16,11 @@
 //! 64 KiB page (4 MiB on average, see `docs/store.md`).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+use shoal_testkit::testdir::TestDir;
+use shoal_testkit::{Info, NodePorts, NodeProcess, NodeSpec};
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 const MAXMEMORY: u64 = 64 << 20;
@@ -29,69 +31,62 @@ const BOUND: f64 = 1.2;
 /// shrinking or compaction per run.
 const SETTLE: Duration = Duration::from_secs(5);
 
-/// A `shoal server` child process; killed when dropped.
+/// A `shoal server` child process (the test kit's, on ports below the ephemeral range);
+/// killed when dropped.
 struct Node {
-    child: Child,
-    port: u16,
+    process: NodeProcess,
+    _dir: TestDir,
 }
 
 impl Node {
-    /// Starts a node, on another port if the one picked was taken meanwhile (by another
-    /// test's server, which would then answer in its place).
     fn start(policy: &str) -> Node {
-        for _ in 0..5 {
-            if let Some(node) = Node::try_start(policy) {
-                return node;
-            }
-        }
-        panic!("no node started on a free port in 5 tries");
-    }
-
-    fn try_start(policy: &str) -> Option<Node> {
-        let port = free_port();
-        let mut command = Command::new(SHOAL);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("SHOAL_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command
-            .env_remove("RUST_LOG")
-            .args(["server", "--port", &port.to_string(), "--http-port", "0"])
-            .args(["--threads", "2", "--log-level", "warn"])
-            .args(["--maxmemory", &MAXMEMORY.to_string()])
-            .args(["--maxmemory-policy", policy])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("shoal starts");
-        let mut node = Node { child, port };
+        let dir = TestDir::new("memory").expect("a log directory");
+        let spec = NodeSpec {
+            name: format!("node-{policy}"),
+            binary: SHOAL.into(),
+            ports: NodePorts::reserve_without_http().expect("free ports"),
+            args: [
+                "--threads",
+                "2",
+                "--log-level",
+                "warn",
+                "--maxmemory",
+                &MAXMEMORY.to_string(),
+                "--maxmemory-policy",
+                policy,
+            ]
+            .map(String::from)
+            .to_vec(),
+            log: dir.path().join(format!("node-{policy}.log")),
+            env: Vec::new(),
+            nice: 0,
+        };
+        let process = NodeProcess::spawn(spec).expect("shoal starts");
         let started = Instant::now();
-        while TcpStream::connect(node.addr()).is_err() {
-            if node.child.try_wait().unwrap().is_some() {
-                return None;
-            }
+        while TcpStream::connect(process.resp_addr()).is_err() {
+            assert!(
+                process.is_running(),
+                "shoal exited:\n{}",
+                process.log_tail(20)
+            );
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "shoal did not listen on {} within 10 s",
-                node.port
+                process.resp_addr()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let mut conn = TcpStream::connect(node.addr()).ok()?;
-        let info =
-            String::from_utf8_lossy(&roundtrip(&mut conn, &command_of(&[b"INFO", b"server"]), 1))
-                .into_owned();
-        (field(&info, "process_id") == Some(u64::from(node.child.id()))).then_some(node)
+        Node { process, _dir: dir }
     }
 
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+    fn addr(&self) -> String {
+        self.process.resp_addr()
     }
 
     /// Resident set size in bytes, from `/proc/<pid>/status`.
     fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let pid = self.process.process().pid().expect("the node runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let kb: u64 = status
             .lines()
             .find_map(|line| line.strip_prefix("VmRSS:"))
@@ -131,7 +126,7 @@ impl Node {
             for part in 0..2 {
                 let addr = self.addr();
                 scope.spawn(move || {
-                    let mut conn = TcpStream::connect(addr).unwrap();
+                    let mut conn = TcpStream::connect(&addr).unwrap();
                     let value = vec![b'x'; size];
                     let (mut batch, mut pending) = (Vec::with_capacity(1 << 20), 0);
                     for i in (part..keys).step_by(2) {
@@ -162,26 +157,9 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A numeric field of an `INFO` reply.
 fn field(info: &str, name: &str) -> Option<u64> {
-    info.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name}:")))
-        .and_then(|v| v.trim().parse().ok())
+    Info::parse(info).u64(name)
 }
 
 /// A command in RESP.

@@ -165,7 +165,7 @@ impl BusMapSource {
         if buses.is_empty()
             && let Some((host, port)) = seed.rsplit_once(':')
             && let Ok(port) = port.parse::<u16>()
-            && let Some(bus) = port.checked_add(10000)
+            && let Some(bus) = port.checked_add(shoal_cluster::BUS_PORT_OFFSET)
         {
             buses.push(join(
                 host.trim_start_matches('[').trim_end_matches(']'),

@@ -39,16 +39,7 @@ impl Twin {
             map,
         };
         for &port in line_order {
-            let node = NodeInfo {
-                id: twin.id(port),
-                host: "127.0.0.1".into(),
-                port,
-                bus_port: port + 10000,
-                http_port: 0,
-                controller: false,
-                health: Health::Ok,
-                spare: false,
-            };
+            let node = NodeInfo::local(twin.id(port), port);
             twin.map.nodes.insert(node.id, node);
         }
         twin

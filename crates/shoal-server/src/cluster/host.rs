@@ -28,8 +28,7 @@ pub fn run(shared: Arc<Shared>, listener: StdListener) {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            tracing::error!("cannot start the cluster runtime: {e}");
-            shared.request_shutdown();
+            shared.fail(format!("cannot start the cluster runtime: {e}"));
             return;
         }
     };
@@ -58,8 +57,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!("cannot serve the cluster bus: {e}");
-            shared.request_shutdown();
+            shared.fail(format!("cannot serve the cluster bus: {e}"));
             return;
         }
     };
@@ -84,8 +82,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
     let node = match ClusterNode::start(node_config, listener).await {
         Ok(node) => node,
         Err(e) => {
-            tracing::error!("cannot take part in the cluster: {e}");
-            shared.request_shutdown();
+            shared.fail(format!("cannot take part in the cluster: {e}"));
             return;
         }
     };

@@ -119,6 +119,11 @@ impl ClusterState {
         self.node.get()
     }
 
+    /// Whether the node has taken its place in a cluster (founded or joined one).
+    pub fn joined(&self) -> bool {
+        self.node.get().is_some()
+    }
+
     /// Records the running membership (once).
     pub fn attach(&self, node: Arc<ClusterNode>) {
         let _ = self.node.set(node);

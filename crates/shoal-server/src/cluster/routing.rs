@@ -105,25 +105,14 @@ impl Routing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_cluster::{Health, NodeInfo, ShardInfo, SlotTable};
+    use shoal_cluster::{NodeInfo, ShardInfo, SlotTable};
 
     fn map() -> ClusterMap {
         let mut map = ClusterMap::empty();
         map.epoch = 3;
         for (id, port) in [(1u64, 7000u16), (2, 7001), (3, 7002)] {
-            map.nodes.insert(
-                NodeId(id),
-                NodeInfo {
-                    id: NodeId(id),
-                    host: "127.0.0.1".into(),
-                    port,
-                    bus_port: port + 10000,
-                    http_port: 0,
-                    controller: false,
-                    health: Health::Ok,
-                    spare: false,
-                },
-            );
+            map.nodes
+                .insert(NodeId(id), NodeInfo::local(NodeId(id), port));
         }
         map.shards = vec![
             ShardInfo {

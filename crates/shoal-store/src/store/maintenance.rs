@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use crate::arena::Ref;
 use crate::policy::EvictionPolicy;
 
 use super::{ShardSlot, Store};
@@ -59,7 +58,7 @@ impl Store {
             };
             let mut shard = self.lock(index);
             let before = shard.used;
-            if shard.evict_one(policy, Ref::NIL) {
+            if shard.evict_one(policy) {
                 self.settle(index, before, &shard);
             } else {
                 exhausted[index] = true;

@@ -19,8 +19,6 @@ use shoal_cluster::seed::{self, SeedError};
 use shoal_server::ByteSize;
 use shoal_server::config::RoutingMode;
 
-use crate::size::parse_size;
-
 /// `shoal cluster` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -49,7 +47,7 @@ pub struct UpArgs {
     #[arg(long)]
     pub http_base_port: Option<u16>,
     /// Memory limit per node, e.g. 100mb or 1gb.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = ByteSize::from_arg)]
     pub maxmemory: Option<ByteSize>,
     /// Worker threads per node.
     #[arg(long, default_value_t = 1)]
@@ -112,27 +110,7 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
 /// A node's address as `--node` takes it: `host:port`, or a bare host (IPv6 in brackets or
 /// not) for port [`DEFAULT_NODE_PORT`].
 fn parse_node_addr(text: &str) -> Result<String, String> {
-    let expected = || format!("'{text}' is not host:port (e.g. 127.0.0.1:{DEFAULT_NODE_PORT})");
-    let text = text.trim();
-    let (host, port) = if text.starts_with('[') && text.ends_with(']') {
-        (text.to_string(), None)
-    } else if text.parse::<std::net::Ipv6Addr>().is_ok() {
-        // A bare IPv6 address: its colons are not a port's.
-        (format!("[{text}]"), None)
-    } else {
-        match text.rsplit_once(':') {
-            Some((host, port)) => (host.to_string(), Some(port)),
-            None => (text.to_string(), None),
-        }
-    };
-    if host.is_empty() || host == "[]" {
-        return Err(expected());
-    }
-    let port = match port {
-        None => DEFAULT_NODE_PORT,
-        Some(port) => port.parse::<u16>().map_err(|_| expected())?,
-    };
-    Ok(format!("{host}:{port}"))
+    seed::parse_node_addr(text, Some(DEFAULT_NODE_PORT)).map_err(|e| e.to_string())
 }
 
 /// The controller leader's status, asked through the node whose RESP address is `node`.

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-/// How far above its RESP port a node's cluster bus listens.
-pub(super) const BUS_OFFSET: u16 = 10_000;
+use shoal_cluster::BUS_PORT_OFFSET;
 
 /// What a node listens on a port for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +38,7 @@ impl fmt::Display for NodePort {
             Purpose::Resp => write!(f, "port {} (a node's RESP port)", self.port),
             Purpose::Bus => write!(
                 f,
-                "port {} (the cluster bus port of the node on {}: RESP + {BUS_OFFSET})",
+                "port {} (the cluster bus port of the node on {}: RESP + {BUS_PORT_OFFSET})",
                 self.port, self.node
             ),
             Purpose::Http => write!(
@@ -70,11 +69,11 @@ pub(super) fn plan(base: u16, nodes: usize, http_base: u16) -> anyhow::Result<Ve
             node,
             purpose: Purpose::Resp,
         });
-        let bus = base.checked_add(BUS_OFFSET).ok_or_else(|| {
+        let bus = base.checked_add(BUS_PORT_OFFSET).ok_or_else(|| {
             anyhow::anyhow!(
-                "the cluster bus ports (RESP + {BUS_OFFSET}) of nodes from {base} are past \
+                "the cluster bus ports (RESP + {BUS_PORT_OFFSET}) of nodes from {base} are past \
                  65535: choose a --base-port of at most {}",
-                usize::from(u16::MAX - BUS_OFFSET + 1).saturating_sub(nodes)
+                usize::from(u16::MAX - BUS_PORT_OFFSET + 1).saturating_sub(nodes)
             )
         })?;
         ports.push(NodePort {
@@ -94,7 +93,7 @@ pub(super) fn plan(base: u16, nodes: usize, http_base: u16) -> anyhow::Result<Ve
         if let Some(b) = ports[..i].iter().find(|b| b.port == a.port) {
             bail!(
                 "port {} would be used twice, as {} and as {}: choose --base-port and \
-                 --http-base-port so that the RESP ports, the bus ports (RESP + {BUS_OFFSET}) \
+                 --http-base-port so that the RESP ports, the bus ports (RESP + {BUS_PORT_OFFSET}) \
                  and the HTTP ports do not overlap",
                 a.port,
                 role(b),

@@ -46,11 +46,8 @@ pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
 /// The node of `map` whose id is `given`, in its long (40 hex digits) or short (16) form, or
 /// an error that lists the ids the cluster has.
 fn find_node(map: &ClusterMap, given: &str) -> anyhow::Result<NodeId> {
-    let wanted = given.trim().to_ascii_lowercase();
-    if let Some(&id) = map
-        .nodes
-        .keys()
-        .find(|&&id| short(id) == wanted || id.to_string() == wanted)
+    if let Ok(id) = given.trim().parse::<NodeId>()
+        && map.nodes.contains_key(&id)
     {
         return Ok(id);
     }
@@ -226,16 +223,7 @@ mod tests {
     fn map_of(ids: &[u64]) -> ClusterMap {
         let mut map = ClusterMap::empty();
         for (i, &id) in ids.iter().enumerate() {
-            let node = NodeInfo {
-                id: NodeId(id),
-                host: "127.0.0.1".into(),
-                port: 7000 + i as u16,
-                bus_port: 17000 + i as u16,
-                http_port: 0,
-                controller: false,
-                health: Health::Ok,
-                spare: false,
-            };
+            let node = NodeInfo::local(NodeId(id), 7000 + i as u16);
             map.nodes.insert(node.id, node);
         }
         map

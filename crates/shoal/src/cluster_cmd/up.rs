@@ -12,7 +12,9 @@ use shoal_cluster::bus::ClusterStatus;
 use shoal_cluster::{Health, SLOTS};
 use shoal_server::Config;
 
-use super::ports::{self, BUS_OFFSET};
+use shoal_cluster::BUS_PORT_OFFSET;
+
+use super::ports;
 use super::status::describe;
 use super::{UpArgs, leader_status};
 
@@ -50,8 +52,8 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         1 + args.replicas as usize,
         args.base_port,
         last_port,
-        args.base_port as usize + BUS_OFFSET as usize,
-        last_port + BUS_OFFSET as usize,
+        args.base_port as usize + BUS_PORT_OFFSET as usize,
+        last_port + BUS_PORT_OFFSET as usize,
         log_dir.display()
     );
     let mut fleet = Fleet {
@@ -73,7 +75,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
             .args(["--http-port", &http_port.to_string()])
             .args(["--threads", &args.threads.to_string()])
             .args(["--node-timeout", &args.node_timeout.to_string()])
-            .args(["--routing", routing_name(&args)])
+            .args(["--routing", &args.routing.to_string()])
             .arg("--cluster-enabled")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -198,14 +200,6 @@ fn node_config(args: &UpArgs, port: u16, http_port: u16) -> Config {
         config.maxmemory = maxmemory;
     }
     config
-}
-
-/// `--routing` as `shoal server` takes it.
-fn routing_name(args: &UpArgs) -> &'static str {
-    match args.routing {
-        shoal_server::config::RoutingMode::Redirect => "redirect",
-        shoal_server::config::RoutingMode::Forward => "forward",
-    }
 }
 
 /// Where the node on `port` logs.
