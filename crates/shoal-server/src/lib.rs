@@ -21,6 +21,6 @@ mod server;
 mod shared;
 
 pub use config::{ByteSize, Config, ConfigError, LogFormat};
-pub use process::{cpu_seconds, use_one_malloc_arena};
+pub use process::{cpu_seconds, disable_transparent_huge_pages, use_one_malloc_arena};
 pub use server::{Server, StartError};
 pub use shared::Shared;

@@ -61,6 +61,33 @@ pub fn use_one_malloc_arena() {
     }
 }
 
+/// Turns transparent huge pages off for this process (`prctl(PR_SET_THP_DISABLE)`) when the
+/// kernel puts them everywhere (`/sys/kernel/mm/transparent_hugepage/enabled` is `always`), as
+/// Redis does by default (`disable-thp yes`); returns whether it did. With huge pages, the
+/// kernel's `khugepaged` folds the holes that [`trim_heap`] gave back into 2 MiB pages again
+/// as soon as a few of their 4 KiB pages are in use, so freed memory returns to RSS: after
+/// 100 KB values replaced small ones, RSS grew to 1.17-1.22x `maxmemory` instead of 1.10x.
+pub fn disable_transparent_huge_pages() -> std::io::Result<bool> {
+    let mode = match std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled") {
+        Ok(mode) => mode,
+        // No such file: a kernel without transparent huge pages.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if !mode.contains("[always]") {
+        return Ok(false);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl with PR_SET_THP_DISABLE takes integer arguments and touches no memory.
+        let done = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        if done != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(true)
+}
+
 /// Asks malloc to give the free memory it holds back to the system (glibc's `malloc_trim`),
 /// whole pages inside free chunks included. Takes malloc's lock for tens to hundreds of
 /// microseconds (measured with one arena: 16-76 us typical, 0.6 ms at most); the node calls

@@ -50,6 +50,17 @@ fn run_server(args: cli::ServerArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     logging::init(config.log_format, &config.log_level)?;
+    match shoal_server::disable_transparent_huge_pages() {
+        Ok(true) => tracing::info!(
+            "transparent huge pages are on for every process (\"always\"): turned them off for \
+             this one, so that memory given back to the system stays given back"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            "cannot turn transparent huge pages off ({e}): RSS may grow past maxmemory as \
+             freed memory is folded into huge pages again"
+        ),
+    }
     let server = shoal_server::Server::start(config).context("cannot start the node")?;
     let mut stopped = server.stopped();
     let runtime = tokio::runtime::Builder::new_current_thread()
