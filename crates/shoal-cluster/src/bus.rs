@@ -103,6 +103,32 @@ pub enum Request {
     /// one, so it picks the most advanced by their current offsets, not their last
     /// heartbeat's).
     Report,
+    /// A node tells a controller member that does not lead which map it holds (every
+    /// second), so that a new leader knows which maps a silent primary may still hold.
+    EpochReport {
+        /// The node.
+        node: NodeId,
+        /// The epoch of its map.
+        epoch: Epoch,
+    },
+    /// A primary whose controller lease is running out asks for a peer lease by its map of
+    /// `epoch` (see `peer_lease`).
+    PeerLease {
+        /// The primary asking.
+        primary: NodeId,
+        /// The epoch of its map.
+        epoch: Epoch,
+    },
+    /// The controller's leader, about to replace `primary`, asks this node to stop granting
+    /// it peer leases until it holds a map newer than `epoch` or `hold_ms` have passed.
+    Fence {
+        /// The primary to be replaced.
+        primary: NodeId,
+        /// The epoch of the map that the replacement will supersede.
+        epoch: Epoch,
+        /// For how long at most (ms).
+        hold_ms: u64,
+    },
 }
 
 /// A Raft RPC.
@@ -217,6 +243,20 @@ pub enum Reply {
     Status(Box<ClusterStatus>),
     /// To [`Request::Report`].
     Report(NodeStats),
+    /// To [`Request::EpochReport`].
+    Noted,
+    /// To [`Request::PeerLease`].
+    PeerLease {
+        /// Whether the lease is granted.
+        granted: bool,
+        /// The epoch of the answering node's map.
+        epoch: Epoch,
+    },
+    /// To [`Request::Fence`].
+    Fenced {
+        /// How long ago this node last granted the primary a peer lease (ms), if ever.
+        last_grant_ms: Option<u64>,
+    },
     /// The request must go to the controller's leader, at this bus address if known.
     NotLeader {
         /// The leader's bus address.

@@ -19,8 +19,10 @@ use crate::bus::{
     Reply, Request,
 };
 use crate::decide::{self, Action, Observations, Settings};
-use crate::map::{ClusterMap, NodeId, NodeInfo};
+use crate::electorate::electorates;
+use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo};
 use crate::map_channel::MapSender;
+use crate::peer_lease;
 use crate::raft::network::BusNetwork;
 use crate::raft::store::{LogStore, MapMachine};
 use crate::raft::{Proposal, ProposalOutcome, Raft};
@@ -45,6 +47,13 @@ const TAKEOVER_MARGIN_MS: u64 = QUORUM_FRESHNESS_MS - ELECTION_TIMEOUT_MIN_MS;
 
 /// How long a replica may take to report its offset before a failover.
 const REPORT_TIMEOUT: Duration = Duration::from_millis(150);
+
+/// How long a node may take to answer a fence request.
+const FENCE_TIMEOUT: Duration = Duration::from_millis(150);
+
+/// How long a fence holds at most, if no newer map reaches the fenced node (ms): far longer
+/// than committing the map that replaces the primary takes.
+const FENCE_HOLD_MS: u64 = 10_000;
 
 /// How often a leader confirms that a majority still follows it.
 const QUORUM_CHECK: Duration = Duration::from_millis(100);
@@ -94,6 +103,10 @@ pub struct Controller {
     wake: Notify,
     /// When the last successful confirmation that a majority follows this leader began.
     quorum_confirmed: Mutex<Option<Instant>>,
+    /// The newest epoch each node reported in a heartbeat to this member, leader or not
+    /// (nodes also tell the followers, every second): a new leader knows which maps a silent
+    /// primary may still hold, back to which epoch.
+    epochs_seen: Mutex<HashMap<NodeId, Epoch>>,
 }
 
 impl Controller {
@@ -131,6 +144,7 @@ impl Controller {
             view: Mutex::new(LeaderView::default()),
             wake: Notify::new(),
             quorum_confirmed: Mutex::new(None),
+            epochs_seen: Mutex::new(HashMap::new()),
         });
         tokio::spawn(controller.clone().lead());
         tokio::spawn(controller.clone().confirm_quorum());
@@ -203,6 +217,10 @@ impl Controller {
             }
             Request::Raft(_, rpc) => Reply::Raft(self.raft_rpc(rpc).await),
             Request::Heartbeat(heartbeat) => self.heartbeat(heartbeat),
+            Request::EpochReport { node, epoch } => {
+                self.saw_epoch(node, epoch);
+                Reply::Noted
+            }
             Request::Join(node) => {
                 self.wait_for_decision(|view, tx| view.joins.push((node, tx)))
                     .await
@@ -216,7 +234,11 @@ impl Controller {
                     .await
             }
             Request::Status => self.status(),
-            Request::GetMap | Request::Subscribe { .. } | Request::Report => {
+            Request::GetMap
+            | Request::Subscribe { .. }
+            | Request::Report
+            | Request::PeerLease { .. }
+            | Request::Fence { .. } => {
                 Reply::Error("served by the node, not the controller".into())
             }
         }
@@ -240,7 +262,14 @@ impl Controller {
         self.view.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn saw_epoch(&self, node: NodeId, epoch: Epoch) {
+        let mut seen = self.epochs_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let known = seen.entry(node).or_default();
+        *known = (*known).max(epoch);
+    }
+
     fn heartbeat(&self, heartbeat: Heartbeat) -> Reply {
+        self.saw_epoch(heartbeat.node, heartbeat.epoch);
         if !self.is_leader() {
             return self.not_leader();
         }
@@ -446,6 +475,7 @@ impl Controller {
         if current.epoch == 0 {
             return; // Not founded yet.
         }
+        let epochs: HashMap<NodeId, Epoch>;
         let (observations, joins, removals, failovers) = {
             let mut view = self.view();
             let joins = std::mem::take(&mut view.joins);
@@ -470,6 +500,11 @@ impl Controller {
             }
             let removals = std::mem::take(&mut view.removals);
             let failovers = std::mem::take(&mut view.failovers);
+            epochs = self
+                .epochs_seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             let observations = Observations {
                 last_heartbeat: view
                     .heartbeats
@@ -516,7 +551,13 @@ impl Controller {
         }
         let committed = match decision.map {
             None => Some(current.clone()),
-            Some(map) => self.commit(current.epoch, map).await,
+            Some(map) => match self.fence(&current, &map, &epochs).await {
+                Ok(()) => self.commit(current.epoch, map).await,
+                Err(why) => {
+                    tracing::warn!("controller: not replacing a primary yet: {why}");
+                    None
+                }
+            },
         };
         let Some(map) = committed else {
             // Not committed (lost leadership, or a stale base): the requests wait for the
@@ -604,6 +645,77 @@ impl Controller {
         refreshed
     }
 
+    /// Before `next` replaces primaries of `current`, fences each of them on enough nodes of
+    /// every map it may still hold (from the epoch of its last heartbeat on), then waits
+    /// until the last peer lease a fenced node granted it has run out (see `peer_lease`).
+    /// Fails when too few nodes answer: the primary may still be serving on peer leases.
+    async fn fence(
+        &self,
+        current: &ClusterMap,
+        next: &ClusterMap,
+        epochs: &HashMap<NodeId, Epoch>,
+    ) -> Result<(), String> {
+        let lease = Duration::from_millis(self.config.settings.lease_ms());
+        let mut wait = Duration::ZERO;
+        for primary in replaced_primaries(current, next) {
+            let since = epochs.get(&primary).copied().unwrap_or(0);
+            let sets = match electorates(current, since) {
+                Some(sets) => sets,
+                None => {
+                    tracing::warn!(
+                        node = %primary,
+                        "controller: the map no longer records who was in the maps since \
+                         epoch {since}; fencing by the oldest it does"
+                    );
+                    electorates(current, current.members.complete_since).unwrap_or_default()
+                }
+            };
+            let targets: BTreeMap<NodeId, String> = sets
+                .iter()
+                .flatten()
+                .filter(|n| n.id != primary)
+                .map(|n| (n.id, n.bus_addr()))
+                .collect();
+            let request = Request::Fence {
+                primary,
+                epoch: current.epoch,
+                hold_ms: FENCE_HOLD_MS,
+            };
+            let asks = targets.iter().map(|(id, addr)| {
+                let request = &request;
+                async move { (*id, bus::call(addr, request, FENCE_TIMEOUT).await) }
+            });
+            let mut fenced = HashMap::new();
+            for (id, reply) in futures_util::future::join_all(asks).await {
+                if let Ok(Reply::Fenced { last_grant_ms }) = reply {
+                    fenced.insert(id, last_grant_ms);
+                }
+            }
+            for set in sets.iter().filter(|s| s.iter().any(|n| n.id == primary)) {
+                let count = set.iter().filter(|n| fenced.contains_key(&n.id)).count();
+                let needed = peer_lease::fences_needed(set.len());
+                if count < needed {
+                    return Err(format!(
+                        "{primary} is fenced on {count} of the {needed} nodes needed (of a map \
+                         of {} nodes)",
+                        set.len()
+                    ));
+                }
+            }
+            for ago in fenced.values().flatten() {
+                wait = wait.max(lease.saturating_sub(Duration::from_millis(*ago)));
+            }
+        }
+        if !wait.is_zero() {
+            tracing::info!(
+                ?wait,
+                "controller: waiting out peer leases before replacing a primary"
+            );
+            tokio::time::sleep(wait + Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
     /// Commits `map` (stamped with the wall-clock time, for whoever measures how fast maps
     /// travel) on top of epoch `base`; returns the map then current, if it was applied.
     async fn commit(&self, base: u64, mut map: ClusterMap) -> Option<Arc<ClusterMap>> {
@@ -654,6 +766,16 @@ impl Controller {
             other => tracing::warn!("controller: could not change voters: {other:?}"),
         }
     }
+}
+
+/// The primaries of `current`'s shards that `next` replaces (or whose shard it dissolves).
+fn replaced_primaries(current: &ClusterMap, next: &ClusterMap) -> Vec<NodeId> {
+    current
+        .shards
+        .iter()
+        .filter(|s| next.shard(s.id).is_none_or(|n| n.primary != s.primary))
+        .map(|s| s.primary)
+        .collect()
 }
 
 /// Milliseconds on a monotonic clock, since this process first asked: heartbeat arrivals

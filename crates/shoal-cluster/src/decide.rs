@@ -216,6 +216,9 @@ pub(crate) fn decide(
         return Decision { actions, map: None };
     }
     map.epoch = current.epoch + 1;
+    let mut members = std::mem::take(&mut map.members);
+    members.record(current, &map);
+    map.members = members;
     debug_assert_eq!(map.validate(), Ok(()));
     Decision {
         actions,

@@ -11,6 +11,9 @@
 //! * `controller`: a controller member; while it leads, it decides and commits maps.
 //! * `map_channel`: the channel a node's current map lives in, fed by the node and by the
 //!   controller's state machine.
+//! * `electorate`: the node sets of recent maps, from the history a map carries.
+//! * `peer_lease`: leases a primary collects from a majority of nodes while the controller
+//!   cannot renew its own.
 //! * [`node`]: a node's membership: bus listener, joining, heartbeats, map subscription.
 //! * [`seed`]: finding a node's bus from its RESP address.
 //!
@@ -25,9 +28,11 @@
 pub mod bus;
 mod controller;
 pub mod decide;
+mod electorate;
 mod map;
 mod map_channel;
 pub mod node;
+mod peer_lease;
 mod placement;
 mod raft;
 pub mod redis_format;

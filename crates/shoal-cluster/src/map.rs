@@ -327,6 +327,78 @@ pub struct ClusterMap {
     /// The next shard id to hand out.
     #[serde(default)]
     pub next_shard: u32,
+    /// When the nodes joined, and the nodes that left: who could grant peer leases by an
+    /// older map.
+    #[serde(default)]
+    pub(crate) members: MemberHistory,
+}
+
+/// How many departed nodes a map remembers.
+pub(crate) const DEPARTED_KEPT: usize = 32;
+
+/// The membership history a map carries (see `electorate`): who could grant a peer lease
+/// by an older map.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MemberHistory {
+    /// The epoch of the first map each current node was in (a node absent here has been in
+    /// every map since the first).
+    #[serde(default)]
+    pub(crate) joined: Vec<(NodeId, Epoch)>,
+    /// Nodes that left, oldest departure first.
+    #[serde(default)]
+    pub(crate) departed: Vec<Departed>,
+    /// The oldest epoch whose node set this history still describes in full (departed
+    /// entries older than [`DEPARTED_KEPT`] are dropped).
+    #[serde(default)]
+    pub(crate) complete_since: Epoch,
+}
+
+/// A node no longer in the map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Departed {
+    pub(crate) node: NodeInfo,
+    /// The first map it was in.
+    pub(crate) joined: Epoch,
+    /// The first map it was not in.
+    pub(crate) left: Epoch,
+}
+
+impl MemberHistory {
+    /// Records the changes from `before` to `after` (the map of the next epoch, which carries
+    /// this history).
+    pub(crate) fn record(&mut self, before: &ClusterMap, after: &ClusterMap) {
+        let epoch = after.epoch;
+        for id in after.nodes.keys() {
+            if !before.nodes.contains_key(id) {
+                self.joined.retain(|(n, _)| n != id);
+                self.joined.push((*id, epoch));
+            }
+        }
+        for (id, node) in &before.nodes {
+            if after.nodes.contains_key(id) {
+                continue;
+            }
+            let joined = self.joined_at(*id);
+            self.joined.retain(|(n, _)| n != id);
+            self.departed.push(Departed {
+                node: node.clone(),
+                joined,
+                left: epoch,
+            });
+        }
+        while self.departed.len() > DEPARTED_KEPT {
+            let dropped = self.departed.remove(0);
+            self.complete_since = self.complete_since.max(dropped.left);
+        }
+    }
+
+    /// The epoch of the first map `id` was in (0: every map since the first).
+    pub(crate) fn joined_at(&self, id: NodeId) -> Epoch {
+        self.joined
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map_or(0, |(_, e)| *e)
+    }
 }
 
 mod nodes_as_list {
@@ -367,6 +439,7 @@ impl ClusterMap {
             controllers: Vec::new(),
             committed_at_ms: 0,
             next_shard: 0,
+            members: MemberHistory::default(),
         }
     }
 

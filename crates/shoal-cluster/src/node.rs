@@ -18,8 +18,10 @@ use crate::bus::{
 };
 use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::decide::Settings;
+use crate::map::Role;
 use crate::map::{ClusterMap, Epoch, NodeInfo};
 use crate::map_channel::{MapSender, publish_newer};
+use crate::peer_lease::{self, Answer, Grantor};
 use crate::seed;
 
 /// How often a node reports to the controller's leader.
@@ -34,6 +36,13 @@ fn heartbeat_interval(lease_ms: u64) -> Duration {
 
 /// How soon a failed heartbeat is retried (at another controller member).
 const HEARTBEAT_RETRY: Duration = Duration::from_millis(50);
+
+/// How often a node tells the controller members that do not lead which map it holds (so
+/// that a new leader knows which maps a silent primary may still hold).
+const EPOCH_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a peer lease request may take (it is sent to every node at once).
+const PEER_LEASE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// How long one heartbeat exchange may take before another member is tried.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -118,8 +127,16 @@ pub struct ClusterNode {
     stats: Arc<dyn Fn() -> NodeStats + Send + Sync>,
     /// Until when (µs after `clock_base`) this node may serve as a primary.
     lease_until: AtomicU64,
-    /// The origin of `lease_until`.
+    /// The origin of `lease_until` and `controller_lease_at`.
     clock_base: Instant,
+    /// How long a lease lasts (ms), whoever grants it.
+    lease_ms: u64,
+    /// When (µs after `clock_base`) the controller last granted this node a lease; 0 never.
+    controller_lease_at: AtomicU64,
+    /// When (µs after `clock_base`) peers last granted this node a lease; 0 never.
+    peer_lease_at: AtomicU64,
+    /// The peer leases this node grants and the primaries it fences.
+    grantor: Grantor,
     /// The [`Reply::Map`] frame of the latest map served, by epoch: encoded once for every
     /// subscriber and `GetMap`.
     map_frame: Mutex<Option<(Epoch, Arc<[u8]>)>>,
@@ -164,6 +181,10 @@ impl ClusterNode {
             stats: config.stats.clone(),
             lease_until: AtomicU64::new(0),
             clock_base: Instant::now(),
+            lease_ms: config.settings.lease_ms(),
+            controller_lease_at: AtomicU64::new(0),
+            peer_lease_at: AtomicU64::new(0),
+            grantor: Grantor::default(),
             map_frame: Mutex::new(None),
         });
         tokio::spawn(node.clone().serve_bus(listener));
@@ -180,6 +201,8 @@ impl ClusterNode {
             Some(seed) => node.join(seed, config.join_timeout).await?,
         }
         tokio::spawn(node.clone().send_heartbeats());
+        tokio::spawn(node.clone().renew_by_peers());
+        tokio::spawn(node.clone().report_epoch_to_followers());
         tokio::spawn(node.clone().subscribe());
         Ok(node)
     }
@@ -451,6 +474,8 @@ impl ClusterNode {
                         // one must wait for it first (see `heard_epoch`).
                         self.hear(ack.epoch);
                         self.extend_lease(sent, Duration::from_millis(ack.lease_ms));
+                        self.controller_lease_at
+                            .store(self.micros_since_base(Instant::now()), Ordering::Release);
                         interval = heartbeat_interval(ack.lease_ms);
                     }
                     // No lease (the leader could not confirm its majority just now, or this
@@ -484,12 +509,134 @@ impl ClusterNode {
         }
     }
 
+    /// Every [`EPOCH_REPORT_INTERVAL`], tells each controller member but the leader (which
+    /// hears heartbeats far more often) the epoch of this node's map.
+    async fn report_epoch_to_followers(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(EPOCH_REPORT_INTERVAL).await;
+            if *self.removed.borrow() {
+                return;
+            }
+            let map = self.map();
+            let leader = self.leader_addr();
+            let report = Request::EpochReport {
+                node: self.myself.id,
+                epoch: map.epoch,
+            };
+            let asks = map
+                .controllers
+                .iter()
+                .filter_map(|id| map.node(*id))
+                .map(NodeInfo::bus_addr)
+                .filter(|addr| Some(addr) != leader.as_ref())
+                .map(|addr| {
+                    let report = &report;
+                    async move { bus::call(&addr, report, HEARTBEAT_TIMEOUT).await }
+                });
+            futures_util::future::join_all(asks).await;
+        }
+    }
+
     /// Lets this node serve as a primary until `lease` after `from` (never shortening it).
     fn extend_lease(&self, from: Instant, lease: Duration) {
-        let until = (from + lease)
-            .saturating_duration_since(self.clock_base)
-            .as_micros() as u64;
+        let until = self.micros_since_base(from + lease);
         self.lease_until.fetch_max(until, Ordering::Release);
+    }
+
+    fn micros_since_base(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.clock_base).as_micros() as u64
+    }
+
+    /// How long ago something happened that was recorded as µs after `clock_base` (`None`
+    /// if it never did).
+    fn since(&self, micros: &AtomicU64) -> Option<Duration> {
+        let at = micros.load(Ordering::Acquire);
+        (at > 0).then(|| {
+            Duration::from_micros((self.clock_base.elapsed().as_micros() as u64).saturating_sub(at))
+        })
+    }
+
+    /// How long ago the controller last granted this node a lease (answered one of its
+    /// heartbeats as a leader sure of its majority), if it ever did.
+    pub fn since_controller_lease(&self) -> Option<Duration> {
+        self.since(&self.controller_lease_at)
+    }
+
+    /// How long ago a majority of the nodes last granted this node a peer lease, if ever.
+    pub fn since_peer_lease(&self) -> Option<Duration> {
+        self.since(&self.peer_lease_at)
+    }
+
+    /// Whether the controller's leader, sure of its majority, answered this node within a
+    /// node timeout: otherwise the controller has lost its majority (or this node is cut off
+    /// from it), and no failover, join or removal can happen meanwhile.
+    pub fn controller_has_quorum(&self) -> bool {
+        // A lease is 80% of the node timeout.
+        let node_timeout = Duration::from_millis(self.lease_ms * 10 / 8);
+        self.since_controller_lease()
+            .is_some_and(|ago| ago <= node_timeout)
+    }
+
+    /// While this node is a primary whose lease is half gone without a renewal from the
+    /// controller, asks every other node of its map for a peer lease (see `peer_lease`).
+    async fn renew_by_peers(self: Arc<Self>) {
+        let lease = Duration::from_millis(self.lease_ms);
+        let interval = heartbeat_interval(self.lease_ms);
+        loop {
+            tokio::time::sleep(interval).await;
+            if *self.removed.borrow() {
+                return;
+            }
+            let map = self.map();
+            if !matches!(map.placement_of(self.myself.id), Some((_, Role::Primary))) {
+                continue;
+            }
+            let until = self.lease_until.load(Ordering::Acquire);
+            let now = self.micros_since_base(Instant::now());
+            if until > now + lease.as_micros() as u64 / 2 {
+                continue; // The controller keeps it fresh.
+            }
+            let sent = Instant::now();
+            let request = Request::PeerLease {
+                primary: self.myself.id,
+                epoch: map.epoch,
+            };
+            let asks = map
+                .nodes
+                .values()
+                .filter(|n| n.id != self.myself.id)
+                .map(|n| {
+                    let (addr, request) = (n.bus_addr(), &request);
+                    async move { bus::call(&addr, request, PEER_LEASE_TIMEOUT).await }
+                });
+            let mut grants = 0;
+            for reply in futures_util::future::join_all(asks).await {
+                match reply {
+                    Ok(Reply::PeerLease {
+                        granted: true,
+                        epoch,
+                    }) if epoch == map.epoch => {
+                        grants += 1;
+                    }
+                    Ok(Reply::PeerLease { epoch, .. }) if epoch > map.epoch => {
+                        // A newer map exists: it may demote this node; serve nothing until
+                        // it is here.
+                        self.hear(epoch);
+                    }
+                    _ => {}
+                }
+            }
+            if peer_lease::enough(grants, map.nodes.len()) && self.heard_epoch() <= map.epoch {
+                self.extend_lease(sent, lease);
+                self.peer_lease_at
+                    .store(self.micros_since_base(Instant::now()), Ordering::Release);
+                tracing::debug!(grants, nodes = map.nodes.len(), "peer lease");
+            } else if self.heard_epoch() > map.epoch {
+                self.refresh().await;
+            } else {
+                tracing::debug!(grants, nodes = map.nodes.len(), "no peer lease");
+            }
+        }
     }
 
     /// Whether the controller's last word still lets this node serve as a primary: a heartbeat
@@ -597,6 +744,42 @@ impl ClusterNode {
                     continue;
                 }
                 Request::Report => Reply::Report((self.stats)()),
+                Request::PeerLease { primary, epoch } => {
+                    let map = self.map();
+                    match self.grantor.answer(&map, primary, epoch) {
+                        Answer::Granted => Reply::PeerLease {
+                            granted: true,
+                            epoch,
+                        },
+                        Answer::OtherEpoch(mine) => {
+                            if epoch > mine {
+                                self.hear(epoch);
+                                let node = self.clone();
+                                tokio::spawn(async move { node.refresh().await });
+                            }
+                            Reply::PeerLease {
+                                granted: false,
+                                epoch: mine,
+                            }
+                        }
+                        Answer::Refused => Reply::PeerLease {
+                            granted: false,
+                            epoch: map.epoch,
+                        },
+                    }
+                }
+                Request::Fence {
+                    primary,
+                    epoch,
+                    hold_ms,
+                } => {
+                    let since = self
+                        .grantor
+                        .fence(primary, epoch, Duration::from_millis(hold_ms));
+                    Reply::Fenced {
+                        last_grant_ms: since.map(|d| d.as_millis() as u64),
+                    }
+                }
                 other => match &self.controller {
                     Some(controller) => controller.handle(other).await,
                     None if matches!(other, Request::Raft(..)) => {

@@ -1,0 +1,119 @@
+//! A cluster that loses what clusters lose (controller voters, its leader's node, a majority
+//! of its voters) keeps serving, on real `shoal server` processes (shoal-testkit).
+//!
+//! The tests take turns with each other (one cluster at a time, as in `failover.rs`) and are
+//! bounded by [`TEST_LIMIT`].
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use shoal_cluster::{ClusterMap, NodeId, ShardId, key_slot};
+use shoal_testkit::resp::{self, text};
+use shoal_testkit::{ClusterOptions, TestCluster};
+
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+
+/// No test may run longer than this.
+const TEST_LIMIT: Duration = Duration::from_secs(80);
+
+/// The nodes' `--node-timeout` (the server's default).
+const NODE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// How long a plain RESP exchange may take.
+const RESP_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn run_test(name: &str, body: impl Future<Output = ()>) {
+    shoal_testkit::run_alone(name, TEST_LIMIT, body).await;
+}
+
+/// Nine nodes: three shards of a primary and two replicas.
+async fn start_nine() -> TestCluster {
+    TestCluster::start(
+        SHOAL,
+        3,
+        2,
+        ClusterOptions {
+            node_timeout_ms: NODE_TIMEOUT.as_millis() as u64,
+            http: false,
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+    .expect("the cluster starts")
+}
+
+/// A key whose slot `shard` owns in `map`.
+fn key_of(map: &ClusterMap, shard: ShardId, prefix: &str) -> String {
+    (0..)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|k| map.slots.get(key_slot(k.as_bytes())) == Some(shard))
+        .expect("every shard owns slots")
+}
+
+/// Writes `key` on the node at `addr`; the reply as text (`OK`, or the error).
+async fn set(addr: &str, key: &str, value: &str) -> String {
+    match resp::command(addr, &["SET", key, value], RESP_TIMEOUT).await {
+        Ok(reply) => text(&reply).unwrap_or_else(|| format!("{reply:?}")),
+        Err(e) => format!("no answer: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primaries_keep_writing_when_a_majority_of_the_voters_is_gone() {
+    run_test(
+        "primaries_keep_writing_when_a_majority_of_the_voters_is_gone",
+        async {
+            let cluster = start_nine().await;
+            let status = cluster.status().await.unwrap();
+            let map = status.map.clone();
+            let primaries: Vec<NodeId> = map.shards.iter().map(|s| s.primary).collect();
+            // A majority of the voters, replicas only.
+            let voters: Vec<NodeId> = map.controllers.clone();
+            let victims: Vec<NodeId> = voters
+                .iter()
+                .copied()
+                .filter(|v| !primaries.contains(v))
+                .take(voters.len() / 2 + 1)
+                .collect();
+            assert_eq!(
+                victims.len(),
+                voters.len() / 2 + 1,
+                "a majority of the voters {voters:?} are replicas"
+            );
+            for victim in &victims {
+                let index = cluster.index_of(*victim).unwrap();
+                cluster.node(index).kill().unwrap();
+            }
+            let killed = Instant::now();
+            eprintln!("killed voters {victims:?} of {voters:?}");
+            // For three node timeouts, every primary takes every write.
+            let targets: Vec<(String, String)> = map
+                .shards
+                .iter()
+                .map(|s| {
+                    let index = cluster.index_of(s.primary).unwrap();
+                    (
+                        cluster.node(index).resp_addr(),
+                        key_of(&map, s.id, "quorum:"),
+                    )
+                })
+                .collect();
+            let mut writes = 0;
+            while killed.elapsed() < NODE_TIMEOUT * 3 {
+                for (addr, key) in &targets {
+                    let reply = set(addr, key, &writes.to_string()).await;
+                    assert_eq!(
+                        reply,
+                        "OK",
+                        "a write to the primary at {addr} {:?} after the voters died",
+                        killed.elapsed()
+                    );
+                    writes += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            eprintln!("{writes} writes, every one taken");
+        },
+    )
+    .await;
+}
