@@ -1987,3 +1987,110 @@ async fn a_full_resync_keeps_the_primary_s_p99_under_10_ms() {
     })
     .await;
 }
+
+// 6. A primary cut off from every voter but still reaching a majority of the nodes.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_on_peer_leases_is_never_primary_beside_its_successor() {
+    run_test(
+        "a_primary_on_peer_leases_is_never_primary_beside_its_successor",
+        async {
+            let node_timeout = Duration::from_millis(2000);
+            let lease = node_timeout * 8 / 10;
+            let mut cluster = start_controller_shard(node_timeout.as_millis() as u64).await;
+            // The victim reaches the voters (nodes 0-2) through relays, and every other node
+            // directly: once the relays are cut it still collects peer leases from a majority
+            // (itself, its two replicas and the third shard's three nodes: 6 of 9).
+            let mut relays: Vec<Relay> = Vec::new();
+            let mut routes = Vec::new();
+            for node in &cluster.nodes()[..3] {
+                let relay = Relay::start(node.bus_addr().parse().unwrap()).unwrap();
+                routes.push(format!("{}={}", node.bus_addr(), relay.addr()));
+                relays.push(relay);
+            }
+            let env = vec![("SHOAL_BUS_CONNECT_VIA".to_string(), routes.join(","))];
+            let shard = add_outsider_shard(&mut cluster, env).await;
+            add_outsider_shard(&mut cluster, Vec::new()).await;
+            let victim = shard.primary;
+            let before = cluster.status().await.unwrap().map;
+            assert_eq!(before.nodes.len(), 9);
+
+            let router = router(&cluster).await;
+            let (recorder, load) = steady_load(&router, 4, WAIT_1);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let probe_key = keys_of(&before, shard.shard, "probe:", 1).remove(0);
+            let mut direct =
+                RespConnection::connect(&cluster.node(victim).resp_addr(), RESP_TIMEOUT)
+                    .await
+                    .unwrap();
+            let cut_at = Instant::now();
+            for relay in &relays {
+                relay.cut(CutMode::Blackhole);
+            }
+            // Past its controller lease, the victim serves on peer leases...
+            tokio::time::sleep(lease + Duration::from_millis(300)).await;
+            let on_peers = direct
+                .call(&["SET", probe_key.as_str(), "on-peer-leases"])
+                .await
+                .unwrap();
+            let on_peers_at = cut_at.elapsed();
+            // ... until the controller fences it on the other nodes and promotes a replica.
+            let deadline = Deadline::after("the victim to refuse writes", node_timeout * 4);
+            let refused_after = loop {
+                match direct.call(&["SET", probe_key.as_str(), "probe"]).await {
+                    Ok(Value::Error(e)) if e.starts_with(b"CLUSTERDOWN") => break cut_at.elapsed(),
+                    other => deadline.wait(&format!("{other:?}")).await,
+                }
+            };
+            let successor =
+                wait_for_promotion(&cluster, shard.shard, victim, Duration::from_secs(10)).await;
+            let successor_addr = cluster.node(successor).resp_addr();
+            let first_ack = poll(
+                "a write acknowledged by the successor",
+                Duration::from_secs(10),
+                || {
+                    let ops = recorder.history().ops();
+                    let found =
+                        first_ack_after(&ops, &before, shard.shard, &successor_addr, cut_at);
+                    async move { found.ok_or_else(|| "none yet".to_string()) }
+                },
+            )
+            .await;
+            eprintln!(
+                "cut from the voters at 0: a write at {} ms got {on_peers:?}; the victim \
+                 refused writes from {} ms; the successor acknowledged its first at {} ms \
+                 (lease {} ms, node timeout {} ms)",
+                on_peers_at.as_millis(),
+                refused_after.as_millis(),
+                first_ack.as_millis(),
+                lease.as_millis(),
+                node_timeout.as_millis()
+            );
+            assert_eq!(
+                on_peers,
+                Value::Simple(b"OK".to_vec()),
+                "past its controller lease the victim serves on peer leases"
+            );
+            assert!(
+                refused_after < first_ack,
+                "the victim served until {refused_after:?}, after its successor's first \
+                 write at {first_ack:?}"
+            );
+            for relay in &relays {
+                relay.restore();
+            }
+            wait_until_following(
+                &cluster,
+                victim,
+                shard.shard,
+                successor,
+                Duration::from_secs(15),
+            )
+            .await;
+            let report = finish_load(&recorder, load, &router).await;
+            eprintln!("history (WAIT 1): {}", summary(&report));
+            assert!(report.is_valid(), "{report}");
+        },
+    )
+    .await;
+}
