@@ -19,7 +19,7 @@ use crate::bus::{
 use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::decide::Settings;
 use crate::map::Role;
-use crate::map::{ClusterMap, Epoch, NodeInfo};
+use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo};
 use crate::map_channel::{MapSender, publish_newer};
 use crate::peer_lease::{self, Answer, Grantor};
 use crate::seed;
@@ -52,6 +52,28 @@ const BUS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A subscription silent for this long is given up for another.
 const SUBSCRIPTION_SILENCE: Duration = Duration::from_secs(2);
+
+/// Where a node's right to serve as a primary comes from right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseSource {
+    /// The controller's leader granted it (the normal case).
+    Controller,
+    /// A majority of the nodes granted it, the controller being unable to (see `peer_lease`).
+    Peers,
+    /// No lease: a primary serves nothing.
+    None,
+}
+
+impl LeaseSource {
+    /// Its name in `CLUSTER INFO`, `INFO` and `/health`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseSource::Controller => "controller",
+            LeaseSource::Peers => "peers",
+            LeaseSource::None => "none",
+        }
+    }
+}
 
 /// Why a node could not take its place in the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -567,14 +589,52 @@ impl ClusterNode {
         self.since(&self.peer_lease_at)
     }
 
+    /// The node timeout (a lease is 80% of it).
+    fn node_timeout(&self) -> Duration {
+        Duration::from_millis(self.lease_ms * 10 / 8)
+    }
+
     /// Whether the controller's leader, sure of its majority, answered this node within a
     /// node timeout: otherwise the controller has lost its majority (or this node is cut off
     /// from it), and no failover, join or removal can happen meanwhile.
     pub fn controller_has_quorum(&self) -> bool {
-        // A lease is 80% of the node timeout.
-        let node_timeout = Duration::from_millis(self.lease_ms * 10 / 8);
         self.since_controller_lease()
-            .is_some_and(|ago| ago <= node_timeout)
+            .is_some_and(|ago| ago <= self.node_timeout())
+    }
+
+    /// Where this node's lease comes from now (whether or not it is a primary).
+    pub fn lease_source(&self) -> LeaseSource {
+        if !self.lease_valid() {
+            LeaseSource::None
+        } else if self
+            .since_controller_lease()
+            .is_some_and(|ago| ago < Duration::from_millis(self.lease_ms))
+        {
+            LeaseSource::Controller
+        } else {
+            LeaseSource::Peers
+        }
+    }
+
+    /// The primaries of the map, this node aside, that seem gone while the controller cannot
+    /// tell: once it has lost its majority for a node timeout, those that have not asked this
+    /// node for a peer lease within one (every live primary asks every node several times a
+    /// lease then). Empty while the controller has its majority: the map's health says it.
+    pub fn silent_primaries(&self) -> Vec<NodeId> {
+        if self.controller_has_quorum() {
+            return Vec::new();
+        }
+        let map = self.map();
+        map.shards
+            .iter()
+            .map(|s| s.primary)
+            .filter(|p| *p != self.myself.id)
+            .filter(|p| {
+                self.grantor
+                    .since_asked(*p)
+                    .is_none_or(|ago| ago > self.node_timeout())
+            })
+            .collect()
     }
 
     /// While this node is a primary whose lease is half gone without a renewal from the

@@ -47,6 +47,8 @@ pub(crate) struct Grantor {
 struct GrantorState {
     /// When this node last granted each primary a peer lease.
     granted: HashMap<NodeId, Instant>,
+    /// When each primary last asked this node for one, granted or not: it is alive.
+    asked: HashMap<NodeId, Instant>,
     /// Primaries this node refuses: until it holds a map newer than the epoch, or the time.
     fenced: HashMap<NodeId, (Epoch, Instant)>,
 }
@@ -70,6 +72,7 @@ impl Grantor {
     /// Answers `primary`'s request for a peer lease by its map of `epoch`; `map` is this
     /// node's.
     pub(crate) fn answer(&self, map: &ClusterMap, primary: NodeId, epoch: Epoch) -> Answer {
+        self.state().asked.insert(primary, Instant::now());
         if map.epoch != epoch {
             return Answer::OtherEpoch(map.epoch);
         }
@@ -88,6 +91,11 @@ impl Grantor {
         }
         state.granted.insert(primary, now);
         Answer::Granted
+    }
+
+    /// How long ago `primary` last asked this node for a peer lease, if ever.
+    pub(crate) fn since_asked(&self, primary: NodeId) -> Option<Duration> {
+        self.state().asked.get(&primary).map(Instant::elapsed)
     }
 
     /// Stops granting `primary` peer leases until this node holds a map newer than `epoch`

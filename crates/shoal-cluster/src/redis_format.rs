@@ -100,7 +100,7 @@ impl MessageCounts {
 }
 
 /// What CLUSTER INFO shows beyond the map; every field defaults to 0 (or false).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterInfoStats {
     /// Messages this node sent on the cluster bus.
     pub sent: MessageCounts,
@@ -108,9 +108,17 @@ pub struct ClusterInfoStats {
     pub received: MessageCounts,
     /// `total_cluster_links_buffer_limit_exceeded`: bus links closed for a full output buffer.
     pub links_buffer_limit_exceeded: u64,
-    /// This node has lost the controller (its lease expired). It then reports
-    /// `cluster_state:fail`, as a Redis node cut off in a minority partition does.
+    /// This node cannot serve (a primary without its lease, or a node not yet in the
+    /// cluster). It then reports `cluster_state:fail`, as a Redis node cut off in a minority
+    /// partition does.
     pub cut_off: bool,
+    /// Primaries that seem gone while the controller cannot tell: their slots count as
+    /// `cluster_slots_fail`.
+    pub silent_primaries: Vec<NodeId>,
+    /// Shoal's own fields after Redis's, when given: `shoal_controller_quorum` (1 while the
+    /// controller's leader, sure of its majority, answers this node) and `shoal_lease`
+    /// (`controller`, `peers` or `none`).
+    pub controller: Option<(bool, &'static str)>,
 }
 
 /// Writes the CLUSTER SHARDS reply: one map per shard with its `slots` (flat start/end pairs)
@@ -204,7 +212,7 @@ pub fn cluster_nodes_reply(reply: &mut Reply<'_>, map: &ClusterMap, myself: Node
 /// `cluster_known_nodes` counts this node even before the map lists it, as Redis always knows
 /// itself.
 pub(crate) fn cluster_info(map: &ClusterMap, myself: NodeId, stats: &ClusterInfoStats) -> String {
-    let slots = SlotHealth::of(map);
+    let slots = SlotHealth::of(map, &stats.silent_primaries);
     let all_ok = slots.ok == SLOTS && !stats.cut_off;
     let known_nodes = map.nodes.len() + usize::from(!map.nodes.contains_key(&myself));
     let mut text = String::with_capacity(640);
@@ -228,6 +236,10 @@ pub(crate) fn cluster_info(map: &ClusterMap, myself: NodeId, stats: &ClusterInfo
         "total_cluster_links_buffer_limit_exceeded",
         stats.links_buffer_limit_exceeded,
     );
+    if let Some((quorum, lease)) = stats.controller {
+        push_field(&mut text, "shoal_controller_quorum", u8::from(quorum));
+        push_field(&mut text, "shoal_lease", lease);
+    }
     text
 }
 
@@ -428,7 +440,8 @@ struct SlotHealth {
 }
 
 impl SlotHealth {
-    fn of(map: &ClusterMap) -> SlotHealth {
+    /// The slots of `map`, those of `silent` primaries counted as failed.
+    fn of(map: &ClusterMap, silent: &[NodeId]) -> SlotHealth {
         let mut health = SlotHealth {
             assigned: 0,
             ok: 0,
@@ -445,7 +458,7 @@ impl SlotHealth {
             };
             let count = usize::from(last - first) + 1;
             health.assigned += count;
-            if primary.is_ok() {
+            if primary.is_ok() && !silent.contains(&primary.id) {
                 health.ok += count;
             } else {
                 health.failed += count;

@@ -69,12 +69,25 @@ pub trait Backend: Send + Sync + 'static {
         u64::MAX
     }
 
-    /// Whether the backend serves now, for `GET /health`: `Ok` is a `200 {"status": "ok"}`,
-    /// `Err(reason)` a `503 {"status": "unavailable", "reason": reason}` (a node still joining
-    /// its cluster, say). Always `Ok` by default.
-    fn health(&self) -> Result<(), String> {
-        Ok(())
+    /// Whether the backend serves now, for `GET /health` (see [`Health`]). Always
+    /// [`Health::Ok`] by default.
+    fn health(&self) -> Health {
+        Health::Ok
     }
+}
+
+/// What `GET /health` says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Health {
+    /// `200 {"status": "ok"}`.
+    #[default]
+    Ok,
+    /// `200 {"status": "degraded", "reason": ...}`: it serves, but something a client or an
+    /// operator should know is wrong (a cluster whose controller lost its majority, say).
+    Degraded(String),
+    /// `503 {"status": "unavailable", "reason": ...}`: it cannot serve (a node still joining
+    /// its cluster, or a primary without its lease).
+    Unavailable(String),
 }
 
 /// The API's routes over `backend`, counting every request (method, status code, latency) in
@@ -175,8 +188,11 @@ async fn require_password<B: Backend>(
 
 async fn health<B: Backend>(State(state): State<AppState<B>>) -> Response {
     match state.backend.health() {
-        Ok(()) => Json(serde_json::json!({ "status": "ok" })).into_response(),
-        Err(reason) => (
+        Health::Ok => Json(serde_json::json!({ "status": "ok" })).into_response(),
+        Health::Degraded(reason) => {
+            Json(serde_json::json!({ "status": "degraded", "reason": reason })).into_response()
+        }
+        Health::Unavailable(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({ "status": "unavailable", "reason": reason })),
         )

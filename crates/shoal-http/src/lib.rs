@@ -7,7 +7,7 @@
 //! | `POST /{key}` | `204` | stores a value (see below) |
 //! | `GET /{key}` | `200 {"value": "..."}` | raw bytes with `Accept: application/octet-stream` |
 //! | `DELETE /{key}` | `204` | `404` if the key did not exist |
-//! | `GET /health` | `200 {"status": "ok"}` | `503 {"status": "unavailable", "reason": "..."}` while the backend cannot serve ([`Backend::health`]) |
+//! | `GET /health` | `200 {"status": "ok"}`, or `200 {"status": "degraded", "reason": "..."}` while it serves with something wrong | `503 {"status": "unavailable", "reason": "..."}` while the backend cannot serve ([`Backend::health`]) |
 //! | `GET /metrics` | `200`, OpenMetrics text | [`Backend::metrics_text`] |
 //!
 //! **Keys** are the whole path after the first `/`, percent-decoded into bytes (`%2F` is `/`,
@@ -52,7 +52,7 @@ mod error;
 pub mod request;
 mod stats;
 
-pub use app::{Backend, router, serve};
+pub use app::{Backend, Health, router, serve};
 pub use error::ApiError;
 pub use stats::HttpStats;
 
@@ -75,7 +75,7 @@ mod tests {
     struct Memory {
         keys: Arc<Mutex<Keys>>,
         password: Option<String>,
-        unavailable: Option<String>,
+        health: Health,
     }
 
     impl Memory {
@@ -128,8 +128,8 @@ mod tests {
             1000
         }
 
-        fn health(&self) -> Result<(), String> {
-            self.unavailable.clone().map_or(Ok(()), Err)
+        fn health(&self) -> Health {
+            self.health.clone()
         }
     }
 
@@ -138,7 +138,7 @@ mod tests {
         let view = Memory {
             keys: backend.keys.clone(),
             password: None,
-            unavailable: None,
+            health: Health::Ok,
         };
         (view, router(backend))
     }
@@ -335,7 +335,7 @@ mod tests {
     async fn health_is_a_503_with_the_reason_while_the_backend_cannot_serve() {
         let (_, router) = app(Memory {
             password: Some("s3cret".into()),
-            unavailable: Some("joining the cluster".into()),
+            health: Health::Unavailable("joining the cluster".into()),
             ..Memory::default()
         });
         let (status, _, body) = call(&router, "GET", "/health", &[], "").await;
@@ -344,6 +344,21 @@ mod tests {
         assert_eq!(
             body,
             serde_json::json!({"status": "unavailable", "reason": "joining the cluster"})
+        );
+    }
+
+    #[tokio::test]
+    async fn health_is_a_200_saying_degraded_with_the_reason_while_the_backend_serves_degraded() {
+        let (_, router) = app(Memory {
+            health: Health::Degraded("the controller has lost its majority".into()),
+            ..Memory::default()
+        });
+        let (status, _, body) = call(&router, "GET", "/health", &[], "").await;
+        assert_eq!(status, StatusCode::OK);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "degraded", "reason": "the controller has lost its majority"})
         );
     }
 

@@ -23,7 +23,7 @@ use axum::Router;
 use bytes::Bytes;
 use shoal_frontdoor::metrics::Exporter;
 use shoal_frontdoor::{CLUSTER_DOWN, CommandError, NOREPLICAS};
-use shoal_http::{ApiError, Backend, HttpStats};
+use shoal_http::{ApiError, Backend, Health, HttpStats};
 use shoal_store::{SetOptions, StoreError, TtlUpdate};
 
 use crate::metrics::NodeCollector;
@@ -97,10 +97,17 @@ impl Backend for Node {
         self.0.door.settings.max_bulk_len()
     }
 
-    fn health(&self) -> Result<(), String> {
-        match &self.0.cluster {
-            Some(cluster) if !cluster.joined() => Err("not in the cluster yet".into()),
-            _ => Ok(()),
+    fn health(&self) -> Health {
+        let Some(cluster) = &self.0.cluster else {
+            return Health::Ok;
+        };
+        let health = cluster.health();
+        if let Some(why) = health.unavailable() {
+            Health::Unavailable(why)
+        } else if let Some(why) = health.degraded() {
+            Health::Degraded(why)
+        } else {
+            Health::Ok
         }
     }
 }

@@ -60,10 +60,7 @@ pub(crate) fn render(shared: &Shared, sections: &[&str]) -> String {
         "commandstats" => info::commandstats(&shared.door, out),
         "errorstats" => info::errorstats(&shared.door, out),
         "latencystats" => info::latencystats(&shared.door, out),
-        "cluster" => {
-            let enabled = u8::from(shared.cluster.is_some());
-            out.push_str(&format!("# Cluster\r\ncluster_enabled:{enabled}\r\n"));
-        }
+        "cluster" => cluster(shared, out),
         "keyspace" => {
             let stats = shared.store.stats();
             let (keys, expires) = (stats.keys as u64, stats.volatile_keys as u64);
@@ -78,6 +75,29 @@ macro_rules! line {
         let _ = write!($out, $($arg)*);
         $out.push_str("\r\n");
     }};
+}
+
+/// `# Cluster`: Redis's `cluster_enabled`, then on a cluster node what it can tell of the
+/// cluster's health (the same account as `CLUSTER INFO` and `/health`).
+fn cluster(shared: &Shared, out: &mut String) {
+    let enabled = u8::from(shared.cluster.is_some());
+    out.push_str(&format!("# Cluster\r\ncluster_enabled:{enabled}\r\n"));
+    if let Some(cluster) = &shared.cluster {
+        let health = cluster.health();
+        line!(out, "shoal_cluster_state:{}", health.state());
+        line!(
+            out,
+            "shoal_controller_quorum:{}",
+            u8::from(health.controller_quorum)
+        );
+        line!(out, "shoal_controller_leader:{}", u8::from(health.leads));
+        line!(out, "shoal_lease:{}", health.lease.as_str());
+        line!(
+            out,
+            "shoal_silent_primaries:{}",
+            health.silent_primaries.len()
+        );
+    }
 }
 
 fn server(shared: &Shared, out: &mut String) {

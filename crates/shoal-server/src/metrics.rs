@@ -20,7 +20,10 @@
 //! | `process_cpu_seconds_total` (user + system) | counter | |
 //! | `process_resident_memory_bytes`, `process_start_time_seconds` | gauge | |
 //! | `shoal_cluster_epoch`, `shoal_cluster_nodes`, `shoal_cluster_shards`, `shoal_cluster_failed_nodes`, `shoal_cluster_slots_owned` | gauge | (cluster mode) |
-//! | `shoal_cluster_redirects_total`, `shoal_cluster_forwarded_total`, `shoal_cluster_keys_dropped_total` | counter | (cluster mode) |
+//! | `shoal_controller_quorum`, `shoal_controller_leader`, `shoal_controller_voters`, `shoal_cluster_primary`, `shoal_cluster_serving`, `shoal_cluster_silent_primaries` | gauge | (cluster mode) |
+//! | `shoal_cluster_lease_age_seconds` | gauge | `source` (`controller`, `peers`) |
+//! | `shoal_cluster_shard_up` | gauge | `shard` |
+//! | `shoal_cluster_redirects_total`, `shoal_cluster_forwarded_total`, `shoal_cluster_fenced_total`, `shoal_cluster_keys_dropped_total` | counter | (cluster mode) |
 //! | `shoal_http_requests_total` | counter | `method`, `code` ([`HttpStats::encode`]) |
 //! | `shoal_http_request_duration_seconds` | histogram | `method` |
 //!
@@ -29,7 +32,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
@@ -264,6 +268,76 @@ impl NodeCollector {
             ),
         ];
         encode_gauges(encoder, &gauges)?;
+        let health = cluster.health();
+        let node = cluster.node();
+        let voters = map.controllers.len();
+        let flags = [
+            (
+                "shoal_controller_quorum",
+                "1 while the controller's leader, sure of its majority, answers this node; 0 \
+                 once it has not for a node timeout (no failover, join or removal meanwhile).",
+                u64::from(health.controller_quorum),
+            ),
+            (
+                "shoal_controller_leader",
+                "1 if this node hosts the controller's leader.",
+                u64::from(health.leads),
+            ),
+            (
+                "shoal_controller_voters",
+                "Voters of the controller's Raft group, as the map records them.",
+                count(voters),
+            ),
+            (
+                "shoal_cluster_primary",
+                "1 if this node is a primary in its map.",
+                u64::from(health.primary),
+            ),
+            (
+                "shoal_cluster_serving",
+                "0 if this node is a primary without a lease (it serves no writes), else 1.",
+                u64::from(health.serving),
+            ),
+            (
+                "shoal_cluster_silent_primaries",
+                "Primaries that stopped asking this node for peer leases while the controller \
+                 has lost its majority (their slots are likely unserved).",
+                count(health.silent_primaries.len()),
+            ),
+        ];
+        encode_gauges(encoder, &flags)?;
+        let mut family = encoder.encode_descriptor(
+            "shoal_cluster_lease_age",
+            "Time since this node last got a lease, by source: the controller, or a majority of \
+             the nodes (peers). A primary serves while the newest is under 80% of the node \
+             timeout.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        if let Some(node) = node {
+            for (source, age) in [
+                ("controller", node.since_controller_lease()),
+                ("peers", node.since_peer_lease()),
+            ] {
+                if let Some(age) = age {
+                    ConstGauge::new(age.as_secs_f64())
+                        .encode(family.encode_family(&[("source", source)])?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "shoal_cluster_shard_up",
+            "1 if the shard's primary is healthy in the map (and, while the controller has lost \
+             its majority, still asks this node for peer leases), else 0.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for shard in &map.shards {
+            let up = map.node(shard.primary).is_some_and(|n| n.is_ok())
+                && !health.silent_primaries.contains(&shard.primary);
+            let id = shard.id.to_string();
+            gauge(u64::from(up)).encode(family.encode_family(&[("shard", id.as_str())])?)?;
+        }
         let stats = &cluster.stats;
         let counters = [
             (
@@ -278,7 +352,7 @@ impl NodeCollector {
             ),
             (
                 "shoal_cluster_fenced",
-                "Commands refused because this primary's lease from the controller had run out.",
+                "Commands refused because this primary's lease (from the controller or its peers) had run out.",
                 stats.fenced.load(Relaxed),
             ),
             (

@@ -2042,6 +2042,14 @@ async fn a_primary_on_peer_leases_is_never_primary_beside_its_successor() {
                     other => deadline.wait(&format!("{other:?}")).await,
                 }
             };
+            // Its own account says so: it cannot serve.
+            let info = direct.call(&["CLUSTER", "INFO"]).await.unwrap();
+            let info = shoal_testkit::Info::parse(&text(&info).unwrap_or_default());
+            assert_eq!(
+                (info.get("cluster_state"), info.get("shoal_lease")),
+                (Some("fail"), Some("none")),
+                "CLUSTER INFO of the fenced victim"
+            );
             let successor =
                 wait_for_promotion(&cluster, shard.shard, victim, Duration::from_secs(10)).await;
             let successor_addr = cluster.node(successor).resp_addr();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use shoal_cluster::{ClusterMap, NodeId, ShardId, key_slot};
 use shoal_testkit::resp::{self, text};
-use shoal_testkit::{ClusterOptions, TestCluster};
+use shoal_testkit::{ClusterOptions, Info, NodeProcess, TestCluster};
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
@@ -34,7 +34,7 @@ async fn start_nine() -> TestCluster {
         2,
         ClusterOptions {
             node_timeout_ms: NODE_TIMEOUT.as_millis() as u64,
-            http: false,
+            http: true,
             ..ClusterOptions::default()
         },
     )
@@ -55,6 +55,57 @@ async fn set(addr: &str, key: &str, value: &str) -> String {
     match resp::command(addr, &["SET", key, value], RESP_TIMEOUT).await {
         Ok(reply) => text(&reply).unwrap_or_else(|| format!("{reply:?}")),
         Err(e) => format!("no answer: {e}"),
+    }
+}
+
+/// What every health signal of `node` says: `CLUSTER INFO`'s `cluster_state` and
+/// `shoal_controller_quorum`, `INFO cluster`'s `shoal_cluster_state`, `GET /health`'s status
+/// code and `status`, and the `shoal_controller_quorum` metric.
+#[derive(Debug, PartialEq, Eq)]
+struct Signals {
+    cluster_state: String,
+    info_quorum: String,
+    info_state: String,
+    health: (u16, String),
+    metric_quorum: String,
+}
+
+async fn signals(node: &NodeProcess) -> Signals {
+    let info = match node.command(&["CLUSTER", "INFO"]).await {
+        Ok(reply) => Info::parse(&text(&reply).unwrap_or_default()),
+        Err(e) => panic!("CLUSTER INFO on {}: {e}", node.name()),
+    };
+    let section = node.info("cluster").await.expect("INFO cluster");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{}", node.http_addr().expect("HTTP is on"));
+    let health = http.get(format!("{base}/health")).send().await.unwrap();
+    let code = health.status().as_u16();
+    let body: serde_json::Value = health.json().await.unwrap();
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric_quorum = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_controller_quorum "))
+        .unwrap_or("missing")
+        .to_string();
+    Signals {
+        cluster_state: info.get("cluster_state").unwrap_or("missing").into(),
+        info_quorum: info
+            .get("shoal_controller_quorum")
+            .unwrap_or("missing")
+            .into(),
+        info_state: section
+            .get("shoal_cluster_state")
+            .unwrap_or("missing")
+            .into(),
+        health: (code, body["status"].as_str().unwrap_or("missing").into()),
+        metric_quorum,
     }
 }
 
@@ -98,6 +149,16 @@ async fn primaries_keep_writing_when_a_majority_of_the_voters_is_gone() {
                     )
                 })
                 .collect();
+            let healthy = Signals {
+                cluster_state: "ok".into(),
+                info_quorum: "1".into(),
+                info_state: "ok".into(),
+                health: (200, "ok".into()),
+                metric_quorum: "1".into(),
+            };
+            let survivor = cluster.index_of(primaries[0]).unwrap();
+            // (Read right after the kill: the controller's majority is not missed yet.)
+            assert_eq!(signals(cluster.node(survivor)).await, healthy);
             let mut writes = 0;
             while killed.elapsed() < NODE_TIMEOUT * 3 {
                 for (addr, key) in &targets {
@@ -113,6 +174,21 @@ async fn primaries_keep_writing_when_a_majority_of_the_voters_is_gone() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             eprintln!("{writes} writes, every one taken");
+            // Every signal of every live node says the controller has lost its majority,
+            // while the data path serves.
+            let degraded = Signals {
+                cluster_state: "ok".into(),
+                info_quorum: "0".into(),
+                info_state: "degraded".into(),
+                health: (200, "degraded".into()),
+                metric_quorum: "0".into(),
+            };
+            for (_, node) in cluster.reachable() {
+                if victims.iter().any(|v| Some(*v) == node.known_id()) {
+                    continue;
+                }
+                assert_eq!(signals(node).await, degraded, "{}", node.name());
+            }
         },
     )
     .await;

@@ -4,6 +4,7 @@
 //! The membership itself (bus, controller, heartbeats, map subscription) is
 //! [`shoal_cluster::node::ClusterNode`], run on its own thread by [`host`].
 
+pub mod health;
 pub mod host;
 pub mod routing;
 
@@ -119,9 +120,10 @@ impl ClusterState {
         self.node.get()
     }
 
-    /// Whether the node has taken its place in a cluster (founded or joined one).
-    pub fn joined(&self) -> bool {
-        self.node.get().is_some()
+    /// What this node can tell about the cluster's health now (one account for `CLUSTER
+    /// INFO`, `INFO`, `/health` and the metrics).
+    pub fn health(&self) -> health::ClusterHealth {
+        health::ClusterHealth::of(self)
     }
 
     /// Records the running membership (once).

@@ -114,8 +114,11 @@ pub fn myid(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
 pub fn info(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
     let cluster = cluster_of(ctx)?;
     let map = cluster.map();
+    let health = cluster.health();
     let stats = ClusterInfoStats {
-        cut_off: cluster.node().is_none(),
+        cut_off: health.unavailable().is_some(),
+        silent_primaries: health.silent_primaries,
+        controller: Some((health.controller_quorum, health.lease.as_str())),
         ..ClusterInfoStats::default()
     };
     redis_format::cluster_info_reply(&mut ctx.reply(), &map, cluster.myself().id, &stats);
