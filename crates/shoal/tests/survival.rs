@@ -193,3 +193,26 @@ async fn primaries_keep_writing_when_a_majority_of_the_voters_is_gone() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_s_leader_moves_off_primaries() {
+    run_test("the_controller_s_leader_moves_off_primaries", async {
+        let cluster = start_nine().await;
+        let started = Instant::now();
+        // The founder leads at first, and it is a primary: it hands its leadership to a
+        // voter that is not one.
+        let status = cluster
+            .wait_until("a leader that is no primary", Duration::from_secs(15), |s| {
+                !s.map.shards.iter().any(|shard| shard.primary == s.leader)
+            })
+            .await
+            .expect("the leadership moves to a replica");
+        eprintln!(
+            "leader {:?} is a replica after {:?}",
+            status.leader,
+            started.elapsed()
+        );
+        assert!(status.map.controllers.contains(&status.leader));
+    })
+    .await;
+}

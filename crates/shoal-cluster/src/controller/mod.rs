@@ -8,21 +8,23 @@
 //! ([`Reply::NotLeader`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::{Notify, oneshot};
 
+mod fence;
+mod steering;
+
 use crate::bus::{
     self, ClusterStatus, Heartbeat, HeartbeatAck, NodeStats, NodeStatus, RaftReply, RaftRequest,
     Reply, Request,
 };
 use crate::decide::{self, Action, Observations, Settings};
-use crate::electorate::electorates;
 use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo};
 use crate::map_channel::MapSender;
-use crate::peer_lease;
 use crate::raft::network::BusNetwork;
 use crate::raft::store::{LogStore, MapMachine};
 use crate::raft::{Proposal, ProposalOutcome, Raft};
@@ -38,6 +40,10 @@ const QUORUM_FRESHNESS_MS: u64 = 400;
 /// the argument below needs only this floor).
 const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
 
+/// The longest Raft election timeout (ms); openraft's followers also refuse votes for this
+/// long after hearing from their leader.
+const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+
 /// How much longer than a node timeout a new leader waits before it fails a silent node (ms).
 /// The previous leader may have granted leases up to [`QUORUM_FRESHNESS_MS`] after the start
 /// of its last confirmed quorum round, and this one was elected no sooner than
@@ -47,13 +53,6 @@ const TAKEOVER_MARGIN_MS: u64 = QUORUM_FRESHNESS_MS - ELECTION_TIMEOUT_MIN_MS;
 
 /// How long a replica may take to report its offset before a failover.
 const REPORT_TIMEOUT: Duration = Duration::from_millis(150);
-
-/// How long a node may take to answer a fence request.
-const FENCE_TIMEOUT: Duration = Duration::from_millis(150);
-
-/// How long a fence holds at most, if no newer map reaches the fenced node (ms): far longer
-/// than committing the map that replaces the primary takes.
-const FENCE_HOLD_MS: u64 = 10_000;
 
 /// How often a leader confirms that a majority still follows it.
 const QUORUM_CHECK: Duration = Duration::from_millis(100);
@@ -107,6 +106,10 @@ pub struct Controller {
     /// (nodes also tell the followers, every second): a new leader knows which maps a silent
     /// primary may still hold, back to which epoch.
     epochs_seen: Mutex<HashMap<NodeId, Epoch>>,
+    /// When a leader last sent this member log entries or a heartbeat.
+    leader_contact: Mutex<Instant>,
+    /// This leader is handing its leadership over (see `steering`): no quorum checks.
+    handing_over: AtomicBool,
 }
 
 impl Controller {
@@ -120,7 +123,7 @@ impl Controller {
             cluster_name: "shoal".into(),
             heartbeat_interval: 50,
             election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
-            election_timeout_max: 600,
+            election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
             max_in_snapshot_log_to_keep: 100,
             ..Default::default()
@@ -145,9 +148,12 @@ impl Controller {
             wake: Notify::new(),
             quorum_confirmed: Mutex::new(None),
             epochs_seen: Mutex::new(HashMap::new()),
+            leader_contact: Mutex::new(Instant::now()),
+            handing_over: AtomicBool::new(false),
         });
         tokio::spawn(controller.clone().lead());
         tokio::spawn(controller.clone().confirm_quorum());
+        tokio::spawn(controller.clone().steer_elections());
         Ok(controller)
     }
 
@@ -195,6 +201,17 @@ impl Controller {
             .membership()
             .get_node(&leader)
             .map(|n| n.addr.clone())
+    }
+
+    /// How long since a leader last sent this member anything (zero while it leads).
+    fn since_leader_contact(&self) -> Duration {
+        if self.is_leader() {
+            return Duration::ZERO;
+        }
+        self.leader_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
     }
 
     /// Whether this member leads right now.
@@ -247,7 +264,13 @@ impl Controller {
     async fn raft_rpc(&self, rpc: RaftRequest) -> RaftReply {
         match rpc {
             RaftRequest::Vote(r) => RaftReply::Vote(self.raft.vote(r).await),
-            RaftRequest::Append(r) => RaftReply::Append(self.raft.append_entries(r).await),
+            RaftRequest::Append(r) => {
+                *self
+                    .leader_contact
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                RaftReply::Append(self.raft.append_entries(r).await)
+            }
             RaftRequest::Snapshot(r) => RaftReply::Snapshot(self.raft.install_snapshot(r).await),
         }
     }
@@ -310,7 +333,7 @@ impl Controller {
     async fn confirm_quorum(self: Arc<Self>) {
         loop {
             tokio::time::sleep(QUORUM_CHECK).await;
-            if !self.is_leader() {
+            if !self.is_leader() || self.handing_over.load(Ordering::Acquire) {
                 continue;
             }
             let began = Instant::now();
@@ -645,77 +668,6 @@ impl Controller {
         refreshed
     }
 
-    /// Before `next` replaces primaries of `current`, fences each of them on enough nodes of
-    /// every map it may still hold (from the epoch of its last heartbeat on), then waits
-    /// until the last peer lease a fenced node granted it has run out (see `peer_lease`).
-    /// Fails when too few nodes answer: the primary may still be serving on peer leases.
-    async fn fence(
-        &self,
-        current: &ClusterMap,
-        next: &ClusterMap,
-        epochs: &HashMap<NodeId, Epoch>,
-    ) -> Result<(), String> {
-        let lease = Duration::from_millis(self.config.settings.lease_ms());
-        let mut wait = Duration::ZERO;
-        for primary in replaced_primaries(current, next) {
-            let since = epochs.get(&primary).copied().unwrap_or(0);
-            let sets = match electorates(current, since) {
-                Some(sets) => sets,
-                None => {
-                    tracing::warn!(
-                        node = %primary,
-                        "controller: the map no longer records who was in the maps since \
-                         epoch {since}; fencing by the oldest it does"
-                    );
-                    electorates(current, current.members.complete_since).unwrap_or_default()
-                }
-            };
-            let targets: BTreeMap<NodeId, String> = sets
-                .iter()
-                .flatten()
-                .filter(|n| n.id != primary)
-                .map(|n| (n.id, n.bus_addr()))
-                .collect();
-            let request = Request::Fence {
-                primary,
-                epoch: current.epoch,
-                hold_ms: FENCE_HOLD_MS,
-            };
-            let asks = targets.iter().map(|(id, addr)| {
-                let request = &request;
-                async move { (*id, bus::call(addr, request, FENCE_TIMEOUT).await) }
-            });
-            let mut fenced = HashMap::new();
-            for (id, reply) in futures_util::future::join_all(asks).await {
-                if let Ok(Reply::Fenced { last_grant_ms }) = reply {
-                    fenced.insert(id, last_grant_ms);
-                }
-            }
-            for set in sets.iter().filter(|s| s.iter().any(|n| n.id == primary)) {
-                let count = set.iter().filter(|n| fenced.contains_key(&n.id)).count();
-                let needed = peer_lease::fences_needed(set.len());
-                if count < needed {
-                    return Err(format!(
-                        "{primary} is fenced on {count} of the {needed} nodes needed (of a map \
-                         of {} nodes)",
-                        set.len()
-                    ));
-                }
-            }
-            for ago in fenced.values().flatten() {
-                wait = wait.max(lease.saturating_sub(Duration::from_millis(*ago)));
-            }
-        }
-        if !wait.is_zero() {
-            tracing::info!(
-                ?wait,
-                "controller: waiting out peer leases before replacing a primary"
-            );
-            tokio::time::sleep(wait + Duration::from_millis(5)).await;
-        }
-        Ok(())
-    }
-
     /// Commits `map` (stamped with the wall-clock time, for whoever measures how fast maps
     /// travel) on top of epoch `base`; returns the map then current, if it was applied.
     async fn commit(&self, base: u64, mut map: ClusterMap) -> Option<Arc<ClusterMap>> {
@@ -766,16 +718,6 @@ impl Controller {
             other => tracing::warn!("controller: could not change voters: {other:?}"),
         }
     }
-}
-
-/// The primaries of `current`'s shards that `next` replaces (or whose shard it dissolves).
-fn replaced_primaries(current: &ClusterMap, next: &ClusterMap) -> Vec<NodeId> {
-    current
-        .shards
-        .iter()
-        .filter(|s| next.shard(s.id).is_none_or(|n| n.primary != s.primary))
-        .map(|s| s.primary)
-        .collect()
 }
 
 /// Milliseconds on a monotonic clock, since this process first asked: heartbeat arrivals
