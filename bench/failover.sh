@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Failover and replication cost on this machine.
 #
-# Part 1: five times, a fresh cluster of 2 shards x (1 primary + 2 replicas) (node timeout
-#         1000 ms); shoal-client's `failover_probe` example writes keys of one shard with 4
-#         writers, kills (-9) that shard's primary (not the controller's leader) after a
-#         second, and reports the time from the
-#         kill to the first write acknowledged on its successor, and the acknowledged writes
-#         lost under asynchronous replication. Prints each run and the median (target < 2 s;
-#         Redis Cluster's default cluster-node-timeout alone is 15 s).
+# Part 1: for each case, RUNS times (default 10), a fresh cluster of 9 nodes, 3 shards x (1
+#         primary + 2 replicas), every node controller-eligible (node timeout 1000 ms);
+#         shoal-client's `failover_probe` example writes keys of every shard (2 writers each),
+#         and after a second kills (-9): a primary that is no voter ("primary"), a voter that
+#         is neither leader nor primary ("voter"), the controller leader's node ("leader"), or
+#         the leader's node and a primary at once ("leader+primary"). It reports the longest
+#         time any shard went without an acknowledged write (for a shard whose primary died:
+#         the failover as a client sees it) and the acknowledged writes lost under
+#         asynchronous replication. Prints each run and, per case, median, p90 and max
+#         (target: median < 1 s; Redis Cluster's default cluster-node-timeout alone is 15 s).
 # Part 2: a primary's SET throughput (redis-benchmark -P 16, 50 clients, 100 B values) with
 #         no replica and with 2 replicas attached, for Shoal and for the real Redis side by
 #         side; the primaries are pinned to CPU 0, the replicas and the benchmark share CPU 1.
@@ -17,7 +20,7 @@
 # Needs: redis-benchmark and redis-cli (Debian: redis-tools), python3, taskset.
 set -euo pipefail
 
-RUNS=5
+RUNS=10
 REQUESTS=2000000
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -52,35 +55,62 @@ wait_ready() {
   echo "the cluster on port $1 never got ready" >&2; exit 1
 }
 
-echo "Part 1: failover after kill -9 of a primary ($RUNS runs)"
-: >"$work/failover.csv"
-for run in $(seq 1 "$RUNS"); do
-  seed=$(free_port)
-  declare -A pid_of=()
-  pid_of[$seed]=$(start_node 0-1 "$seed" --controller --replicas 2)
-  for _ in $(seq 2 6); do
-    port=$(free_port)
-    pid_of[$port]=$(start_node 0-1 "$port" --cluster-join "127.0.0.1:$seed" --controller)
-  done
-  wait_ready "$seed" 6 2
-  # A shard's primary that is not the controller's leader (killing both at once adds a leader
-  # election and the new leader's grace period; tests/failover.rs covers that case).
-  primary=$("$SHOAL" cluster status --node "127.0.0.1:$seed" --json | python3 -c '
+# pick CASE PORT: the pids to kill for CASE (comma-separated), from the cluster's status seen
+# at PORT: "primary" a primary that is no voter, "voter" a voter that neither leads nor is a
+# primary, "leader" the controller leader's node, "leader+primary" both of the first and the
+# third at once.
+pick() {
+  "$SHOAL" cluster status --node "127.0.0.1:$2" --json | python3 -c '
 import json, sys
+case, pids = sys.argv[1], dict(a.split("=") for a in sys.argv[2:])
 status = json.load(sys.stdin)
-nodes = {n["id"]: n for n in status["map"]["nodes"]}
-for shard in status["map"]["shards"]:
-    if shard["primary"] != status["leader"]:
-        node = nodes[shard["primary"]]
-        print(node["host"] + ":" + str(node["port"]))
-        break')
-  primary_port=${primary##*:}
-  result=$("$PROBE" "127.0.0.1:$seed" "${pid_of[$primary_port]}" "$primary" 4 3)
-  echo "  run $run: $result"
-  echo "$result" >>"$work/failover.csv"
-  for pid in "${pid_of[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  unset pid_of
-  sleep 0.2
+m = status["map"]
+nodes = {n["id"]: n for n in m["nodes"]}
+primaries = [s["primary"] for s in m["shards"]]
+voters = m["controllers"]
+port = lambda i: str(nodes[i]["port"])
+leader = status["leader"]
+primary = next((p for p in primaries if p not in voters), next(p for p in primaries if p != leader))
+voter = next((v for v in voters if v != leader and v not in primaries), None)
+chosen = {"primary": [primary], "voter": [voter], "leader": [leader],
+          "leader+primary": [leader, primary]}[case]
+if None in chosen:
+    sys.exit(f"no node fits case {case}")
+print(",".join(pids[port(i)] for i in chosen))
+' "$1" $(for p in "${!pid_of[@]}"; do echo "$p=${pid_of[$p]}"; done)
+}
+
+# settled PORT: whether the controller seen from PORT has 5 voters and a leader that is no
+# primary (it moves off the founder a few seconds after the start).
+settled() {
+  "$SHOAL" cluster status --node "127.0.0.1:$1" --json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+ok = len(s["map"]["controllers"]) == 5 and all(sh["primary"] != s["leader"] for sh in s["map"]["shards"])
+sys.exit(0 if ok else 1)'
+}
+
+echo "Part 1: kill -9 under writes to every shard, 9 nodes (3 shards x 3), $RUNS runs per case"
+: >"$work/failover.csv"
+for case in primary voter leader leader+primary; do
+  for run in $(seq 1 "$RUNS"); do
+    seed=$(free_port)
+    declare -A pid_of=()
+    pid_of[$seed]=$(start_node 0-1 "$seed" --controller --replicas 2)
+    for _ in $(seq 2 9); do
+      port=$(free_port)
+      pid_of[$port]=$(start_node 0-1 "$port" --cluster-join "127.0.0.1:$seed" --controller)
+    done
+    wait_ready "$seed" 9 3
+    for _ in $(seq 1 100); do settled "$seed" && break; sleep 0.1; done
+    victims=$(pick "$case" "$seed")
+    result=$("$PROBE" "127.0.0.1:$seed" "$victims" 2 3)
+    echo "  $case run $run: $result"
+    echo "$case $result" >>"$work/failover.csv"
+    for pid in "${pid_of[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    unset pid_of
+    sleep 0.2
+  done
 done
 
 echo
@@ -135,15 +165,19 @@ lag=$(redis-cli -p "$primary" info replication | grep -E '^slave[0-9]' | tr '\r\
 
 python3 - "$work/failover.csv" "$work/throughput.csv" "$lag" <<'EOF' | tee "$results/failover-$(date +%Y%m%d-%H%M%S).txt"
 import json, statistics, sys
-runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-times = [r["failover_ms"] for r in runs]
+runs = [(l.split(" ", 1)[0], json.loads(l.split(" ", 1)[1])) for l in open(sys.argv[1]) if l.strip()]
 print()
-print(f"failover, kill -9 to the first acknowledged write on the successor: median {statistics.median(times):.0f} ms "
-      f"(runs: {', '.join(str(t) for t in times)} ms)")
-acked = sum(r["acked"] for r in runs)
-lost = sum(r["lost"] for r in runs)
-print(f"acknowledged writes lost under asynchronous replication: {lost} of {acked} "
-      f"(per run: {', '.join(str(r['lost']) for r in runs)})")
+print("longest time any shard went without an acknowledged write after kill -9 (ms):")
+print(f"{'killed':<16} {'median':>7} {'p90':>6} {'max':>6}  lost/acked  runs")
+for case in ("primary", "voter", "leader", "leader+primary"):
+    rs = [r for c, r in runs if c == case]
+    if not rs:
+        continue
+    times = sorted(r["failover_ms"] for r in rs)
+    p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
+    lost, acked = sum(r["lost"] for r in rs), sum(r["acked"] for r in rs)
+    print(f"{case:<16} {statistics.median(times):>7.0f} {p90:>6} {times[-1]:>6}  {lost}/{acked}  "
+          f"{', '.join(str(t) for t in times)}")
 rows = [l.split() for l in open(sys.argv[2]) if l.strip()]
 med = lambda setup, i: statistics.median(float(r[i]) for r in rows if r[0] == setup)
 for system in ("shoal", "redis"):

@@ -1,16 +1,19 @@
-//! Measures one failover, for `bench/failover.sh`: writers keep writing keys of one shard
-//! through the smart client; after a second of steady writes the probe kills (SIGKILL) the
-//! shard's primary, and reports as one line of JSON the time from the kill to the first write
-//! acknowledged on its successor, and how many acknowledged writes the cluster lost (each key
+//! Measures what a fault costs the writers, for `bench/failover.sh`: writers keep writing keys
+//! of every shard through the smart client (their own keys, `WRITERS` per shard); after a
+//! second of steady writes the probe kills (SIGKILL) the given processes at once, and reports
+//! as one line of JSON, for each shard (named by its primary before the kill), the longest
+//! time without an acknowledged write from the kill on (`gap_ms`: for a shard whose primary
+//! died, the failover as a client sees it; for the others, what the fault cost them), the
+//! worst of them (`failover_ms`), and how many acknowledged writes the cluster lost (each key
 //! has one writer writing increasing numbers: an acknowledged number above the key's final
 //! value is lost; with asynchronous replication a primary may die with writes its replicas
 //! never got).
 //!
 //! ```sh
-//! failover_probe SEED PRIMARY_PID PRIMARY_ADDR [WRITERS] [SECONDS_AFTER]
+//! failover_probe SEED PID[,PID...] [WRITERS] [SECONDS_AFTER]
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -19,17 +22,22 @@ use parking_lot::Mutex;
 use shoal_client::{Client, ClientConfig};
 use shoal_cluster::key_slot;
 
+/// Every acknowledged write: the key, its value, and when it was acknowledged.
+type Acks = Arc<Mutex<Vec<(String, u64, Instant)>>>;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() < 3 {
-        return Err(
-            "usage: failover_probe SEED PRIMARY_PID PRIMARY_ADDR [WRITERS] [SECONDS_AFTER]".into(),
-        );
+    if args.len() < 2 {
+        return Err("usage: failover_probe SEED PID[,PID...] [WRITERS] [SECONDS_AFTER]".into());
     }
-    let (seed, pid, primary) = (&args[0], args[1].parse::<i32>()?, args[2].clone());
-    let writers: usize = args.get(3).map_or(Ok(4), |a| a.parse())?;
-    let after = Duration::from_secs(args.get(4).map_or(Ok(3), |a| a.parse())?);
+    let seed = &args[0];
+    let pids: Vec<i32> = args[1]
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let writers: usize = args.get(2).map_or(Ok(2), |a| a.parse())?;
+    let after = Duration::from_secs(args.get(3).map_or(Ok(3), |a| a.parse())?);
     let mut config = ClientConfig::new([seed.as_str()]);
     config.max_attempts = 1000;
     config.backoff_max = Duration::from_millis(20);
@@ -37,82 +45,93 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.retry_writes_after_timeout = false;
     let client = Client::connect(config).await?;
     let map = client.map();
-    let keys: Vec<String> = (0..100_000)
-        .map(|i| format!("probe:{i}"))
-        .filter(|k| {
-            map.primary_of_slot(key_slot(k.as_bytes()))
-                .is_some_and(|n| n.resp_addr() == primary)
-        })
-        .take(writers * 50)
-        .collect();
-    if keys.is_empty() {
-        return Err(format!("no key of the probe lives on {primary}").into());
+    // Each shard's keys, by its primary's address now.
+    let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in 0..200_000 {
+        let key = format!("probe:{i}");
+        if let Some(primary) = map.primary_of_slot(key_slot(key.as_bytes())) {
+            let mine = keys.entry(primary.resp_addr()).or_default();
+            if mine.len() < writers * 50 {
+                mine.push(key);
+            }
+        }
     }
-    // Every acknowledged value, per key (increasing: each key has one writer).
-    let acked: Arc<Mutex<HashMap<String, Vec<u64>>>> = Arc::default();
-    let first_after_kill: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let acks: Acks = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for w in 0..writers {
-        let mine: Vec<String> = keys.iter().skip(w).step_by(writers).cloned().collect();
-        let (client, acked, first, killed, stop) = (
-            client.clone(),
-            acked.clone(),
-            first_after_kill.clone(),
-            killed_at.clone(),
-            stop.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Relaxed) {
-                n += 1;
-                let key = &mine[n as usize % mine.len()];
-                let started = Instant::now();
-                if client.set(key, n.to_string(), None).await.is_ok() {
-                    let done = Instant::now();
-                    acked.lock().entry(key.clone()).or_default().push(n);
-                    let kill = *killed.lock();
-                    if let Some(kill) = kill
-                        && started > kill
-                    {
-                        let mut first = first.lock();
-                        if first.is_none_or(|f| done < f) {
-                            *first = Some(done);
-                        }
+    for shard_keys in keys.values() {
+        for w in 0..writers {
+            let mine: Vec<String> = shard_keys.iter().skip(w).step_by(writers).cloned().collect();
+            let (client, acks, stop) = (client.clone(), acks.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Relaxed) {
+                    n += 1;
+                    let key = &mine[n as usize % mine.len()];
+                    if client.set(key, n.to_string(), None).await.is_ok() {
+                        acks.lock().push((key.clone(), n, Instant::now()));
                     }
                 }
-            }
-        }));
+            }));
+        }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // SAFETY: kill(2) with the pid we were given; no memory is touched.
-    let killed = unsafe { libc::kill(pid, libc::SIGKILL) } == 0;
-    *killed_at.lock() = Some(Instant::now());
-    if !killed {
-        return Err(format!("could not kill {pid}").into());
+    let kill = Instant::now();
+    for pid in &pids {
+        // SAFETY: kill(2) with a pid we were given; no memory is touched.
+        if unsafe { libc::kill(*pid, libc::SIGKILL) } != 0 {
+            return Err(format!("could not kill {pid}").into());
+        }
     }
     tokio::time::sleep(after).await;
     stop.store(true, Relaxed);
     for task in tasks {
         task.await?;
     }
-    let acked = acked.lock().clone();
+    let end = Instant::now();
+    let acks = acks.lock().clone();
+    // The longest time without an acknowledged write, per shard, from the kill to the end.
+    let shard_of: HashMap<&str, &str> = keys
+        .iter()
+        .flat_map(|(primary, ks)| ks.iter().map(move |k| (k.as_str(), primary.as_str())))
+        .collect();
+    let mut times: BTreeMap<&str, Vec<Instant>> = keys.keys().map(|p| (p.as_str(), vec![kill])).collect();
+    for (key, _, at) in &acks {
+        if *at > kill {
+            times.entry(shard_of[key.as_str()]).or_default().push(*at);
+        }
+    }
+    let gaps: BTreeMap<&str, u128> = times
+        .into_iter()
+        .map(|(shard, mut at)| {
+            at.sort();
+            at.push(end);
+            let gap = at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+            (shard, gap.as_millis())
+        })
+        .collect();
+    let mut values: HashMap<&str, Vec<u64>> = HashMap::new();
+    for (key, n, _) in &acks {
+        values.entry(key.as_str()).or_default().push(*n);
+    }
     let (mut lost, mut total) = (0usize, 0usize);
-    for (key, values) in &acked {
+    for (key, acked) in &values {
         let now = client
             .get(key)
             .await?
             .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
             .unwrap_or(0);
-        total += values.len();
-        lost += values.iter().filter(|&&v| v > now).count();
+        total += acked.len();
+        lost += acked.iter().filter(|&&v| v > now).count();
     }
-    let kill = killed_at.lock().expect("set above");
-    let failover = first_after_kill.lock().map(|f| f.duration_since(kill));
+    let worst = gaps.values().copied().max().unwrap_or_default();
+    let per_shard: Vec<String> = gaps
+        .iter()
+        .map(|(shard, gap)| format!("\"{shard}\":{gap}"))
+        .collect();
     println!(
-        "{{\"failover_ms\":{},\"acked\":{total},\"lost\":{lost}}}",
-        failover.map_or(-1, |d| d.as_millis() as i64)
+        "{{\"failover_ms\":{worst},\"gap_ms\":{{{}}},\"acked\":{total},\"lost\":{lost}}}",
+        per_shard.join(",")
     );
     Ok(())
 }
