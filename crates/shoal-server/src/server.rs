@@ -85,6 +85,8 @@ impl Server {
                 host: config.announced_ip(),
                 port: config.port,
                 bus_port: config.cluster_port,
+                hostname: None,
+                zone: None,
                 http_port: config.http_port,
                 controller: config.controller || config.cluster_join.is_empty(),
                 health: Health::Ok,
