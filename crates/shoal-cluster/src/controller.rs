@@ -625,7 +625,8 @@ impl Controller {
 
     async fn reconcile_voters(&self, voters: &[NodeId]) {
         let map = self.map();
-        let Some(next) = decide::desired_voters(&map, voters, self.config.settings.max_voters)
+        let me = Some(self.config.myself.id);
+        let Some(next) = decide::desired_voters(&map, voters, me, self.config.settings.max_voters)
         else {
             return;
         };
@@ -650,7 +651,11 @@ impl Controller {
         )
         .await;
         match changed {
-            Ok(Ok(_)) => tracing::info!(voters = ?next, "controller: voters changed"),
+            Ok(Ok(_)) => {
+                let added: Vec<_> = next.iter().filter(|v| !voters.contains(v)).collect();
+                let removed: Vec<_> = voters.iter().filter(|v| !next.contains(v)).collect();
+                tracing::info!(voters = ?next, ?added, ?removed, "controller: voters changed");
+            }
             other => tracing::warn!("controller: could not change voters: {other:?}"),
         }
     }

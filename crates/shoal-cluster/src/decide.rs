@@ -676,29 +676,29 @@ mod tests {
         let mut map = bootstrap(node(1, true), 0, 0);
         map = joined(&map, &[node(2, true)]);
         // Two eligible: still one voter (odd).
-        assert_eq!(desired_voters(&map, &[NodeId(1)], 5), None);
+        assert_eq!(desired_voters(&map, &[NodeId(1)], None, 5), None);
         map = joined(&map, &[node(3, true), node(4, false)]);
         assert_eq!(
-            desired_voters(&map, &[NodeId(1)], 5),
+            desired_voters(&map, &[NodeId(1)], None, 5),
             Some(vec![NodeId(1), NodeId(2), NodeId(3)])
         );
         let voters = [NodeId(1), NodeId(2), NodeId(3)];
-        assert_eq!(desired_voters(&map, &voters, 5), None);
+        assert_eq!(desired_voters(&map, &voters, None, 5), None);
         // Voter 2 fails, no spare eligible node: keep it.
         map.nodes.get_mut(&NodeId(2)).unwrap().health = Health::Failed;
-        assert_eq!(desired_voters(&map, &voters, 5), None);
+        assert_eq!(desired_voters(&map, &voters, None, 5), None);
         // An eligible node appears: it replaces the failed voter.
         map = joined(&map, &[node(5, true)]);
         map.nodes.get_mut(&NodeId(2)).unwrap().health = Health::Failed;
         assert_eq!(
-            desired_voters(&map, &voters, 5),
+            desired_voters(&map, &voters, None, 5),
             Some(vec![NodeId(1), NodeId(3), NodeId(5)])
         );
         // A voter removed from the cluster is dropped even without a replacement.
         map.nodes.remove(&NodeId(2));
         map.nodes.remove(&NodeId(5));
         assert_eq!(
-            desired_voters(&map, &voters, 5),
+            desired_voters(&map, &voters, None, 5),
             Some(vec![NodeId(1), NodeId(3)])
         );
     }

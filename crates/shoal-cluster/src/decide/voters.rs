@@ -116,9 +116,11 @@ fn voter_count(eligible: usize, max_voters: usize) -> usize {
 /// placed, not taken in start order: no shard holds more than ceil(voters / shards) of them
 /// and no zone more than ceil(voters / zones) (a node in no shard counts as a shard of its
 /// own, nodes without a zone share one), where the eligible nodes allow it. A healthy current
-/// voter stays while it fits those shares (primaries are let go before replicas when one must
-/// go), so nothing changes while nothing happens; the others are chosen from the emptiest
-/// zone and shard first, replicas and spares before primaries, then by id.
+/// voter stays while it fits those shares, so nothing changes while nothing happens; when some
+/// must go, the `leader` stays first (a leader that removes itself leaves the controller
+/// without one for an election, longer than a lease may last), then replicas before
+/// primaries. The others are chosen from the emptiest zone and shard first, replicas and
+/// spares before primaries, then by id.
 ///
 /// A failed voter is replaced only when a healthy candidate can take its place (dropping it
 /// alone would not make the controller more available), and a voter no longer in the map is
@@ -126,6 +128,7 @@ fn voter_count(eligible: usize, max_voters: usize) -> usize {
 pub fn desired_voters(
     map: &ClusterMap,
     current: &[NodeId],
+    leader: Option<NodeId>,
     max_voters: usize,
 ) -> Option<Vec<NodeId>> {
     let candidates: Vec<Candidate<'_>> = map
@@ -141,7 +144,7 @@ pub fn desired_voters(
     let mut spread = Spread::new(target, &candidates);
 
     let mut staying: Vec<&Candidate<'_>> = candidates.iter().filter(|c| c.current).collect();
-    staying.sort_by_key(|c| (c.primary, c.id));
+    staying.sort_by_key(|c| (Some(c.id) != leader, c.primary, c.id));
     for c in staying {
         if spread.chosen.len() < target && spread.fits(c) {
             spread.take(c);
@@ -246,7 +249,7 @@ mod tests {
     #[test]
     fn nine_nodes_in_three_shards_get_five_voters_at_most_two_per_shard() {
         let map = cluster(3, 3);
-        let voters = desired_voters(&map, &[], 5).expect("voters are due");
+        let voters = desired_voters(&map, &[], None, 5).expect("voters are due");
         assert_eq!(voters.len(), 5);
         assert!(most_in_one_shard(&map, &voters) <= 2, "{voters:?}");
         // Replicas are preferred: six of them, so no primary is a voter.
@@ -258,7 +261,7 @@ mod tests {
     #[test]
     fn losing_any_two_nodes_or_any_shard_keeps_the_majority() {
         let map = cluster(3, 3);
-        let voters = desired_voters(&map, &[], 5).unwrap();
+        let voters = desired_voters(&map, &[], None, 5).unwrap();
         let majority = voters.len() / 2 + 1;
         let ids: Vec<NodeId> = map.nodes.keys().copied().collect();
         for (i, a) in ids.iter().enumerate() {
@@ -291,7 +294,7 @@ mod tests {
             };
             node.zone = Some(zone.into());
         }
-        let voters = desired_voters(&map, &[], 5).unwrap();
+        let voters = desired_voters(&map, &[], None, 5).unwrap();
         assert_eq!(voters.len(), 5);
         let mut per_zone: HashMap<&str, usize> = HashMap::new();
         for v in &voters {
@@ -306,16 +309,16 @@ mod tests {
     #[test]
     fn nothing_changes_while_nothing_happens() {
         let map = cluster(3, 3);
-        let voters = desired_voters(&map, &[], 5).unwrap();
-        assert_eq!(desired_voters(&map, &voters, 5), None);
+        let voters = desired_voters(&map, &[], None, 5).unwrap();
+        assert_eq!(desired_voters(&map, &voters, None, 5), None);
         // Voters chosen some other way that already fit the shares stay, primaries included.
         let fitting = [1, 2, 4, 5, 7].map(NodeId);
-        assert_eq!(desired_voters(&map, &fitting, 5), None);
+        assert_eq!(desired_voters(&map, &fitting, None, 5), None);
         // A failover swaps roles in a shard; the voters stay.
         let mut failed_over = map.clone();
         let old = failed_over.shards[0].promote(NodeId(2));
         failed_over.shards[0].replicas.push(old);
-        assert_eq!(desired_voters(&failed_over, &voters, 5), None);
+        assert_eq!(desired_voters(&failed_over, &voters, None, 5), None);
     }
 
     #[test]
@@ -323,22 +326,31 @@ mod tests {
         // The old way: the first three nodes started, all in shard 0.
         let map = cluster(3, 3);
         let first_three = [1, 2, 3].map(NodeId);
-        let next = desired_voters(&map, &first_three, 5).expect("they are moved");
+        let next = desired_voters(&map, &first_three, None, 5).expect("they are moved");
         assert_eq!(next.len(), 5);
         assert!(most_in_one_shard(&map, &next) <= 2, "{next:?}");
         // Shard 0's replicas stay; its primary goes.
         assert!(next.contains(&NodeId(2)) && next.contains(&NodeId(3)));
         assert!(!next.contains(&NodeId(1)));
+        // Unless it leads: the leader stays, with the first of the replicas.
+        let next = desired_voters(&map, &first_three, Some(NodeId(1)), 5).unwrap();
+        assert!(most_in_one_shard(&map, &next) <= 2, "{next:?}");
+        assert!(next.contains(&NodeId(1)) && next.contains(&NodeId(2)));
+        assert!(!next.contains(&NodeId(3)));
+        // And once placed, whoever leads, nothing moves.
+        for leader in &next {
+            assert_eq!(desired_voters(&map, &next, Some(*leader), 5), None);
+        }
     }
 
     #[test]
     fn a_failed_voter_is_replaced_within_the_shares() {
         let map = cluster(3, 3);
-        let voters = desired_voters(&map, &[], 5).unwrap();
+        let voters = desired_voters(&map, &[], None, 5).unwrap();
         for lost in voters.clone() {
             let mut degraded = map.clone();
             fail(&mut degraded, lost.0);
-            let next = desired_voters(&degraded, &voters, 5).expect("a replacement");
+            let next = desired_voters(&degraded, &voters, None, 5).expect("a replacement");
             assert_eq!(next.len(), 5);
             assert!(!next.contains(&lost));
             assert!(most_in_one_shard(&map, &next) <= 2, "{next:?}");
@@ -353,12 +365,12 @@ mod tests {
     #[test]
     fn small_clusters_have_three_voters_then_five() {
         let four = cluster(2, 2);
-        let voters = desired_voters(&four, &[], 5).unwrap();
+        let voters = desired_voters(&four, &[], None, 5).unwrap();
         assert_eq!(voters.len(), 3);
         assert!(most_in_one_shard(&four, &voters) <= 2);
         let five = cluster(5, 1);
-        assert_eq!(desired_voters(&five, &[], 5).unwrap().len(), 5);
-        assert_eq!(desired_voters(&five, &[], 3).unwrap().len(), 3);
+        assert_eq!(desired_voters(&five, &[], None, 5).unwrap().len(), 5);
+        assert_eq!(desired_voters(&five, &[], None, 3).unwrap().len(), 3);
     }
 
     #[test]
@@ -368,7 +380,7 @@ mod tests {
             node.controller = id.0 <= 3;
         }
         // Only shard 0's nodes are eligible: three voters there, however unspread.
-        let voters = desired_voters(&map, &[], 5).unwrap();
+        let voters = desired_voters(&map, &[], None, 5).unwrap();
         assert_eq!(voters, [1, 2, 3].map(NodeId).to_vec());
     }
 }
