@@ -624,7 +624,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("node 0000000000000003 127.0.0.1:7002 Ok controller: heartbeat never")
+            text.contains("node 0000000000000003 127.0.0.1:7002 Ok voter: heartbeat never")
         );
         assert!(text.contains("epoch 4"), "{text}");
     }
