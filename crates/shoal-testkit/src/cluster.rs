@@ -623,9 +623,7 @@ mod tests {
             text.starts_with("epoch 5, leader 0000000000000001"),
             "{text}"
         );
-        assert!(
-            text.contains("node 0000000000000003 127.0.0.1:7002 Ok voter: heartbeat never")
-        );
+        assert!(text.contains("node 0000000000000003 127.0.0.1:7002 Ok voter: heartbeat never"));
         assert!(text.contains("epoch 4"), "{text}");
     }
 
