@@ -18,8 +18,8 @@
 //! * Removing a replica or a spare drops it; removing a primary promotes its first healthy
 //!   replica; removing a primary without replicas removes its shard and re-places the slots on
 //!   the others; the last shard cannot be removed.
-//! * The controller's voters are healthy controller-eligible nodes, up to an odd number
-//!   ([`desired_voters`]).
+//! * The controller's voters are healthy controller-eligible nodes, up to an odd number, spread
+//!   over shards and zones, replicas before primaries ([`desired_voters`]).
 
 use std::collections::HashMap;
 
@@ -28,12 +28,16 @@ use serde::{Deserialize, Serialize};
 use crate::map::{ClusterMap, Health, NodeId, NodeInfo, ShardId, ShardInfo, SlotTable};
 use crate::placement;
 
+mod voters;
+
+pub use voters::desired_voters;
+
 /// The controller's tunables.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// A node silent for longer than this is failed (`--node-timeout`).
     pub node_timeout_ms: u64,
-    /// Most controller voters.
+    /// Most controller voters (`--controller-voters`; odd).
     pub max_voters: usize,
 }
 
@@ -471,61 +475,6 @@ fn track_health(
     }
 }
 
-/// The voters the controller should have, if they differ from `current`: the healthy current
-/// voters, topped up with healthy controller-eligible nodes (by id), up to the largest odd
-/// number not above `max_voters` and the eligible count. A failed voter is replaced only when a
-/// healthy candidate can take its place (dropping it alone would not raise availability), and
-/// a voter no longer in the map is always dropped.
-pub fn desired_voters(
-    map: &ClusterMap,
-    current: &[NodeId],
-    max_voters: usize,
-) -> Option<Vec<NodeId>> {
-    let healthy_eligible =
-        |id: &NodeId| map.nodes.get(id).is_some_and(|n| n.controller && n.is_ok());
-    let eligible = map
-        .nodes
-        .values()
-        .filter(|n| healthy_eligible(&n.id))
-        .count();
-    if eligible == 0 {
-        return None;
-    }
-    let mut target = eligible.min(max_voters.max(1));
-    if target.is_multiple_of(2) {
-        target -= 1;
-    }
-    let mut next: Vec<NodeId> = current
-        .iter()
-        .copied()
-        .filter(healthy_eligible)
-        .take(target)
-        .collect();
-    for candidate in map.nodes.keys() {
-        if next.len() >= target {
-            break;
-        }
-        if healthy_eligible(candidate) && !next.contains(candidate) {
-            next.push(*candidate);
-        }
-    }
-    let still_known: Vec<NodeId> = current
-        .iter()
-        .copied()
-        .filter(|v| map.nodes.contains_key(v))
-        .collect();
-    if next.len() < still_known.len() {
-        // Shrinking would only drop failed voters without replacements: keep them, but let
-        // go of voters that were removed from the cluster.
-        next = still_known;
-    }
-    let mut sorted_next = next.clone();
-    sorted_next.sort();
-    let mut sorted_current = current.to_vec();
-    sorted_current.sort();
-    (sorted_next != sorted_current && !next.is_empty()).then_some(next)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,29 +679,29 @@ mod tests {
         let mut map = bootstrap(node(1, true), 0, 0);
         map = joined(&map, &[node(2, true)]);
         // Two eligible: still one voter (odd).
-        assert_eq!(desired_voters(&map, &[NodeId(1)], 5), None);
+        assert_eq!(desired_voters(&map, &[NodeId(1)], None, 5), None);
         map = joined(&map, &[node(3, true), node(4, false)]);
         assert_eq!(
-            desired_voters(&map, &[NodeId(1)], 5),
+            desired_voters(&map, &[NodeId(1)], None, 5),
             Some(vec![NodeId(1), NodeId(2), NodeId(3)])
         );
         let voters = [NodeId(1), NodeId(2), NodeId(3)];
-        assert_eq!(desired_voters(&map, &voters, 5), None);
+        assert_eq!(desired_voters(&map, &voters, None, 5), None);
         // Voter 2 fails, no spare eligible node: keep it.
         map.nodes.get_mut(&NodeId(2)).unwrap().health = Health::Failed;
-        assert_eq!(desired_voters(&map, &voters, 5), None);
+        assert_eq!(desired_voters(&map, &voters, None, 5), None);
         // An eligible node appears: it replaces the failed voter.
         map = joined(&map, &[node(5, true)]);
         map.nodes.get_mut(&NodeId(2)).unwrap().health = Health::Failed;
         assert_eq!(
-            desired_voters(&map, &voters, 5),
+            desired_voters(&map, &voters, None, 5),
             Some(vec![NodeId(1), NodeId(3), NodeId(5)])
         );
         // A voter removed from the cluster is dropped even without a replacement.
         map.nodes.remove(&NodeId(2));
         map.nodes.remove(&NodeId(5));
         assert_eq!(
-            desired_voters(&map, &voters, 5),
+            desired_voters(&map, &voters, None, 5),
             Some(vec![NodeId(1), NodeId(3)])
         );
     }

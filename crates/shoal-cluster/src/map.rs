@@ -116,12 +116,20 @@ pub enum Health {
 pub struct NodeInfo {
     /// Its identity.
     pub id: NodeId,
-    /// The address clients reach it at (an IP address, as Redis Cluster announces).
+    /// The IP address other nodes and clients reach it at: the one it announces
+    /// (`--cluster-announce-ip`, else the address it binds), as in Redis Cluster.
     pub host: String,
-    /// RESP port.
+    /// The RESP port others reach it at (`--cluster-announce-port`, else the one it listens on).
     pub port: u16,
-    /// Cluster bus port (controller RPCs, heartbeats, map subscriptions).
+    /// The cluster bus port others reach it at (controller RPCs, heartbeats, map
+    /// subscriptions; `--cluster-announce-bus-port`, else the one it listens on).
     pub bus_port: u16,
+    /// Its DNS name (`--cluster-announce-hostname`), shown to clients beside its IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Its failure domain (`--zone`): the controller spreads its voters across zones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// HTTP port, 0 if it serves none.
     #[serde(default)]
     pub http_port: u16,
@@ -142,14 +150,16 @@ pub const BUS_PORT_OFFSET: u16 = 10_000;
 
 impl NodeInfo {
     /// A healthy node at `127.0.0.1:port` with its bus at `port` + [`BUS_PORT_OFFSET`] (capped at
-    /// 65535), no HTTP port, not a controller, not a spare: a starting point for tests, changed
-    /// with struct update syntax.
+    /// 65535), no hostname, zone or HTTP port, not a controller, not a spare: a starting point
+    /// for tests, changed with struct update syntax.
     pub fn local(id: NodeId, port: u16) -> NodeInfo {
         NodeInfo {
             id,
             host: "127.0.0.1".into(),
             port,
             bus_port: port.saturating_add(BUS_PORT_OFFSET),
+            hostname: None,
+            zone: None,
             http_port: 0,
             controller: false,
             health: Health::Ok,
@@ -596,6 +606,27 @@ mod tests {
         let back: ClusterMap = serde_json::from_str(&json).unwrap();
         assert_eq!(back, map);
         back.validate().unwrap();
+    }
+
+    #[test]
+    fn hostnames_and_zones_are_optional_in_json() {
+        // A node entry written before hostnames and zones existed still reads.
+        let old = r#"{"id":"0000000000000001","host":"10.0.0.1","port":7000,"bus_port":17000}"#;
+        let node: NodeInfo = serde_json::from_str(old).unwrap();
+        assert_eq!((node.hostname, node.zone), (None, None));
+        // And a node without them writes no such fields (older readers never see them).
+        let plain = serde_json::to_string(&NodeInfo::local(NodeId(1), 7000)).unwrap();
+        assert!(
+            !plain.contains("hostname") && !plain.contains("zone"),
+            "{plain}"
+        );
+        let named = NodeInfo {
+            hostname: Some("cache-1.example".into()),
+            zone: Some("eu-1a".into()),
+            ..NodeInfo::local(NodeId(1), 7000)
+        };
+        let json = serde_json::to_string(&named).unwrap();
+        assert_eq!(serde_json::from_str::<NodeInfo>(&json).unwrap(), named);
     }
 
     #[test]

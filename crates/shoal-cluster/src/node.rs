@@ -841,7 +841,14 @@ impl ClusterNode {
                     }
                 }
                 other => match &self.controller {
-                    Some(controller) => controller.handle(other).await,
+                    // A member that never heard from a leader (eligible, not a voter) points
+                    // where the node would send its own requests.
+                    Some(controller) => match controller.handle(other).await {
+                        Reply::NotLeader { leader: None } => Reply::NotLeader {
+                            leader: self.leader_addr(),
+                        },
+                        reply => reply,
+                    },
                     None if matches!(other, Request::Raft(..)) => {
                         Reply::Error("this node is not a controller member".into())
                     }

@@ -15,8 +15,11 @@
 //! * Redis gives every master its own config epoch; Shoal has one epoch per map, so every shard
 //!   member shows the map epoch as its config epoch (and `cluster_my_epoch`,
 //!   `cluster_current_epoch`), and a spare shows 0, as a Redis master that never owned a slot;
-//! * addresses are always IPs (Redis's default `cluster-preferred-endpoint-type ip`) and no node
-//!   has a hostname, so no `,hostname` in CLUSTER NODES and an empty metadata map in CLUSTER SLOTS;
+//! * a node's address is the IP address and ports it announces; endpoints are always IPs
+//!   (Redis's default `cluster-preferred-endpoint-type ip`), and a node that announces a
+//!   hostname (`cluster-announce-hostname`) shows it as Redis 7.0 does: `ip:port@cport,hostname`
+//!   in CLUSTER NODES, a `hostname` field after `endpoint` in CLUSTER SHARDS, and
+//!   `{hostname: ...}` as the metadata map of CLUSTER SLOTS (empty without one);
 //! * there is no TLS port yet, so CLUSTER SHARDS shows `port` and never `tls-port`.
 //!
 //! Text replies (CLUSTER NODES, CLUSTER INFO) are bulk strings in RESP2 and verbatim `txt`
@@ -122,8 +125,8 @@ pub struct ClusterInfoStats {
 }
 
 /// Writes the CLUSTER SHARDS reply: one map per shard with its `slots` (flat start/end pairs)
-/// and its `nodes` (primary first), each node a map of `id`, `port`, `ip`, `endpoint`, `role`,
-/// `replication-offset` and `health`. Spares follow as slotless one-node shards.
+/// and its `nodes` (primary first), each node a map of `id`, `port`, `ip`, `endpoint`,
+/// `hostname` (only if it has one), `role`, `replication-offset` and `health`. Spares follow as slotless one-node shards.
 pub fn cluster_shards(
     reply: &mut Reply<'_>,
     map: &ClusterMap,
@@ -150,8 +153,8 @@ pub fn cluster_shards(
 
 /// Writes the CLUSTER SLOTS reply: for every owned slot range, in slot order, its first and last
 /// slot, the primary, then every replica that can serve reads (not failed, not loading). Each
-/// node is `[ip, port, id, {}]`, the empty map holding the endpoints that are not the preferred
-/// one (none here).
+/// node is `[ip, port, id, {...}]`, the map holding the endpoints that are not the preferred
+/// one: `hostname` if the node has one, else nothing.
 pub fn cluster_slots(reply: &mut Reply<'_>, map: &ClusterMap, facts: &dyn Fn(NodeId) -> NodeFacts) {
     let ranges: Vec<_> = map
         .slots
@@ -181,7 +184,7 @@ pub fn cluster_slots(reply: &mut Reply<'_>, map: &ClusterMap, facts: &dyn Fn(Nod
 
 /// The CLUSTER NODES text: one line per known node, in node id order, each ending in `\n`:
 ///
-/// `<id> <ip>:<port>@<bus port> <flags> <primary id or -> <ping sent> <pong received>
+/// `<id> <ip>:<port>@<bus port>[,<hostname>] <flags> <primary id or -> <ping sent> <pong received>
 /// <config epoch> <link state> <slot ranges...>`
 ///
 /// `myself` marks the answering node's line. `now_ms` (the answering node's Unix ms clock) is
@@ -306,7 +309,7 @@ fn redis_shards<'m>(map: &'m ClusterMap, ranges: &'m RangesByShard) -> Vec<Redis
 }
 
 fn shard_node_entry(reply: &mut Reply<'_>, node: &NodeInfo, role: Role, facts: NodeFacts) {
-    reply.map(7);
+    reply.map(7 + usize::from(node.hostname.is_some()));
     reply.bulk(b"id");
     reply.bulk(node.id.redis_id().as_bytes());
     reply.bulk(b"port");
@@ -315,6 +318,10 @@ fn shard_node_entry(reply: &mut Reply<'_>, node: &NodeInfo, role: Role, facts: N
     reply.bulk(node.host.as_bytes());
     reply.bulk(b"endpoint");
     reply.bulk(node.host.as_bytes());
+    if let Some(hostname) = &node.hostname {
+        reply.bulk(b"hostname");
+        reply.bulk(hostname.as_bytes());
+    }
     reply.bulk(b"role");
     reply.bulk(match role {
         Role::Primary => b"master".as_slice(),
@@ -347,7 +354,14 @@ fn slots_node_entry(reply: &mut Reply<'_>, node: &NodeInfo) {
     reply.bulk(node.host.as_bytes());
     reply.int(i64::from(node.port));
     reply.bulk(node.id.redis_id().as_bytes());
-    reply.map(0);
+    match &node.hostname {
+        Some(hostname) => {
+            reply.map(1);
+            reply.bulk(b"hostname");
+            reply.bulk(hostname.as_bytes());
+        }
+        None => reply.map(0),
+    }
 }
 
 fn push_node_line(
@@ -377,11 +391,13 @@ fn push_node_line(
     };
     let _ = write!(
         text,
-        "{} {}:{}@{} {} {primary} {ping_sent} {pong_received} {} {link}",
+        "{} {}:{}@{}{}{} {} {primary} {ping_sent} {pong_received} {} {link}",
         node.id.redis_id(),
         node.host,
         node.port,
         node.bus_port,
+        if node.hostname.is_some() { "," } else { "" },
+        node.hostname.as_deref().unwrap_or(""),
         node_flags(node, role, is_myself),
         config_epoch(map, node.id),
     );

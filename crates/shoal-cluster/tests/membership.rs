@@ -24,6 +24,8 @@ async fn start_node(
         // Nothing listens on the RESP port in this test: only the bus is exercised.
         port: bus_port.wrapping_add(1),
         bus_port,
+        hostname: None,
+        zone: None,
         http_port: 0,
         controller,
         health: Health::Ok,
@@ -168,6 +170,8 @@ async fn joining_where_nothing_listens_gives_up_after_the_join_timeout() {
             host: "127.0.0.1".into(),
             port: bus_port.wrapping_add(1),
             bus_port,
+            hostname: None,
+            zone: None,
             http_port: 0,
             controller: false,
             health: Health::Ok,

@@ -254,9 +254,23 @@ pub struct Config {
     pub controller: bool,
     /// Whether the node joins as a spare: in no shard until one lacks a healthy replica.
     pub cluster_spare: bool,
-    /// The IP address other nodes and clients reach this node at (empty: `bind`, or
-    /// 127.0.0.1 when bound to every address).
+    /// The IP address other nodes and clients reach this node at (empty: `bind`, which must
+    /// then be a single address in cluster mode).
     pub cluster_announce_ip: String,
+    /// The RESP port other nodes and clients reach this node at, when a port mapping (a
+    /// container's) puts it elsewhere than `port` (0: `port`).
+    pub cluster_announce_port: u16,
+    /// The cluster bus port other nodes reach this node at (0: the bus port it listens on).
+    pub cluster_announce_bus_port: u16,
+    /// The DNS name clients may know this node by, shown beside its address in `CLUSTER
+    /// NODES`, `SHARDS` and `SLOTS` (empty: none).
+    pub cluster_announce_hostname: String,
+    /// The failure domain this node runs in (a rack, an availability zone); the controller
+    /// spreads its voters across zones (empty: none).
+    pub zone: String,
+    /// Most voters of the controller's Raft group (odd): 3 while a cluster has fewer
+    /// controller-eligible nodes than this, 1 below 3. Give every node the same value.
+    pub controller_voters: usize,
     /// What a command for a slot another node owns gets: a redirection (`-MOVED`) or the
     /// owner's answer, forwarded by this node.
     pub routing: RoutingMode,
@@ -336,6 +350,11 @@ impl Default for Config {
             controller: false,
             cluster_spare: false,
             cluster_announce_ip: String::new(),
+            cluster_announce_port: 0,
+            cluster_announce_bus_port: 0,
+            cluster_announce_hostname: String::new(),
+            zone: String::new(),
+            controller_voters: 5,
             routing: RoutingMode::Redirect,
             repl_backlog_size: ByteSize(64 * 1024 * 1024),
             min_replicas_to_write: 0,
@@ -435,6 +454,20 @@ impl Config {
         {
             return bad("cluster-announce-ip", "must be an IP address");
         }
+        self.validate_addressing()?;
+        if self.controller_voters.is_multiple_of(2) || !(1..=9).contains(&self.controller_voters) {
+            return bad("controller-voters", "must be odd, from 1 to 9");
+        }
+        if self.zone.len() > 64
+            || self
+                .zone
+                .contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            return bad(
+                "zone",
+                "must be at most 64 characters, without spaces or control characters",
+            );
+        }
         if self.repl_backlog_size.0 < 16 * 1024 {
             return bad("repl-backlog-size", "must be at least 16kb");
         }
@@ -461,6 +494,51 @@ impl Config {
         Ok(())
     }
 
+    /// Checks what the node announces to the cluster: a hostname Redis would accept, and an
+    /// address others can reach (a node bound to every address must say which one that is).
+    fn validate_addressing(&self) -> Result<(), ConfigError> {
+        let hostname = &self.cluster_announce_hostname;
+        if hostname.len() > 255
+            || !hostname
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(ConfigError::Value {
+                name: "cluster-announce-hostname",
+                reason: "Hostnames may only contain alphanumeric characters, hyphens or dots \
+                         (at most 255)"
+                    .into(),
+            });
+        }
+        let unspecified = |ip: &str| {
+            ip.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_unspecified())
+        };
+        if self.cluster_mode() && unspecified(&self.cluster_announce_ip) {
+            return Err(ConfigError::Value {
+                name: "cluster-announce-ip",
+                reason: format!(
+                    "{} is no address another node can reach: give this node's own \
+                     (--cluster-announce-ip)",
+                    self.cluster_announce_ip
+                ),
+            });
+        }
+        if self.cluster_mode() && self.cluster_announce_ip.is_empty() && unspecified(&self.bind) {
+            return Err(ConfigError::Value {
+                name: "cluster-announce-ip",
+                reason: format!(
+                    "the node binds every address ({}) in cluster mode, so it cannot tell \
+                     which one other nodes and clients reach it at: set --cluster-announce-ip \
+                     (cluster-announce-ip in the file, SHOAL_CLUSTER_ANNOUNCE_IP) to that \
+                     address, or bind a single address",
+                    self.bind
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Whether the node runs as part of a cluster.
     pub fn cluster_mode(&self) -> bool {
         self.cluster_enabled || !self.cluster_join.is_empty() || self.controller
@@ -481,15 +559,38 @@ impl Config {
         }
     }
 
-    /// The IP address announced to the cluster.
+    /// The IP address announced to the cluster: `cluster-announce-ip`, else `bind` (which
+    /// [`Config::validate`] refuses to be every address in cluster mode).
     pub fn announced_ip(&self) -> String {
         if !self.cluster_announce_ip.is_empty() {
             return self.cluster_announce_ip.clone();
         }
         match self.bind.parse::<std::net::IpAddr>() {
-            Ok(ip) if !ip.is_unspecified() => ip.to_string(),
-            _ => "127.0.0.1".into(),
+            Ok(ip) => ip.to_string(),
+            Err(_) => self.bind.clone(),
         }
+    }
+
+    /// The RESP port announced to the cluster: `cluster-announce-port`, else `port`.
+    pub fn announced_port(&self) -> u16 {
+        match self.cluster_announce_port {
+            0 => self.port,
+            port => port,
+        }
+    }
+
+    /// The cluster bus port announced to the cluster: `cluster-announce-bus-port`, else the
+    /// bus port it listens on.
+    pub fn announced_bus_port(&self) -> u16 {
+        match self.cluster_announce_bus_port {
+            0 => self.effective_cluster_port(self.port),
+            port => port,
+        }
+    }
+
+    /// The hostname announced to the cluster, if any.
+    pub fn announced_hostname(&self) -> Option<String> {
+        (!self.cluster_announce_hostname.is_empty()).then(|| self.cluster_announce_hostname.clone())
     }
 
     /// Worker threads to run: the setting, or one per CPU this process may use.
@@ -706,6 +807,31 @@ pub static PARAMS: &[Param] = &[
         set: None,
     },
     Param {
+        name: "cluster-announce-port",
+        get: |c| c.cluster_announce_port.to_string(),
+        set: None,
+    },
+    Param {
+        name: "cluster-announce-bus-port",
+        get: |c| c.cluster_announce_bus_port.to_string(),
+        set: None,
+    },
+    Param {
+        name: "cluster-announce-hostname",
+        get: |c| c.cluster_announce_hostname.clone(),
+        set: None,
+    },
+    Param {
+        name: "zone",
+        get: |c| c.zone.clone(),
+        set: None,
+    },
+    Param {
+        name: "controller-voters",
+        get: |c| c.controller_voters.to_string(),
+        set: None,
+    },
+    Param {
         name: "cluster-join",
         get: |c| c.cluster_join.clone(),
         set: None,
@@ -799,6 +925,97 @@ mod tests {
         ));
         let round_trip = Config::from_toml(&config.to_toml()).unwrap();
         assert_eq!(round_trip, config);
+    }
+
+    #[test]
+    fn a_cluster_node_bound_to_every_address_must_announce_one() {
+        for bind in ["0.0.0.0", "::"] {
+            let config = Config {
+                bind: bind.into(),
+                cluster_enabled: true,
+                ..Config::default()
+            };
+            let error = config
+                .validate()
+                .expect_err("no address to announce")
+                .to_string();
+            assert!(error.contains("--cluster-announce-ip"), "{error}");
+            assert!(error.contains(bind), "{error}");
+            let announced = Config {
+                cluster_announce_ip: "10.0.0.5".into(),
+                ..config.clone()
+            };
+            announced.validate().unwrap();
+            assert_eq!(announced.announced_ip(), "10.0.0.5");
+            // Outside a cluster, nothing is announced.
+            Config {
+                cluster_enabled: false,
+                ..config
+            }
+            .validate()
+            .unwrap();
+        }
+        let nowhere = Config {
+            cluster_enabled: true,
+            cluster_announce_ip: "0.0.0.0".into(),
+            ..Config::default()
+        };
+        assert!(nowhere.validate().is_err());
+    }
+
+    #[test]
+    fn announced_ports_and_hostname_default_to_the_node_s_own() {
+        let config = Config::from_toml("port = 7000\ncluster-enabled = true\n").unwrap();
+        assert_eq!(config.announced_port(), 7000);
+        assert_eq!(config.announced_bus_port(), 17000);
+        assert_eq!(config.announced_hostname(), None);
+        let mapped = Config::from_toml(
+            "port = 7000\ncluster-enabled = true\ncluster-announce-ip = \"10.0.0.5\"\n\
+             cluster-announce-port = 32000\ncluster-announce-bus-port = 42000\n\
+             cluster-announce-hostname = \"cache-1.example\"\nzone = \"eu-1a\"\n",
+        )
+        .unwrap();
+        assert_eq!(mapped.announced_port(), 32000);
+        assert_eq!(mapped.announced_bus_port(), 42000);
+        assert_eq!(
+            mapped.announced_hostname().as_deref(),
+            Some("cache-1.example")
+        );
+        assert_eq!(
+            (param("cluster-announce-port").unwrap().get)(&mapped),
+            "32000"
+        );
+        assert_eq!((param("zone").unwrap().get)(&mapped), "eu-1a");
+        let bad = Config {
+            cluster_announce_hostname: "bad_name!".into(),
+            ..Config::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Value {
+                name: "cluster-announce-hostname",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn controller_voters_are_odd() {
+        for (voters, ok) in [
+            (1, true),
+            (3, true),
+            (5, true),
+            (9, true),
+            (0, false),
+            (4, false),
+            (11, false),
+        ] {
+            let config = Config {
+                controller_voters: voters,
+                ..Config::default()
+            };
+            assert_eq!(config.validate().is_ok(), ok, "{voters}");
+        }
     }
 
     #[test]

@@ -83,8 +83,10 @@ impl Server {
             let myself = NodeInfo {
                 id: NodeId::random(),
                 host: config.announced_ip(),
-                port: config.port,
-                bus_port: config.cluster_port,
+                port: config.announced_port(),
+                bus_port: config.announced_bus_port(),
+                hostname: config.announced_hostname(),
+                zone: (!config.zone.is_empty()).then(|| config.zone.clone()),
                 http_port: config.http_port,
                 controller: config.controller || config.cluster_join.is_empty(),
                 health: Health::Ok,

@@ -817,6 +817,8 @@ fn shoal_param_names() -> BTreeSet<String> {
         "controller",
         "cluster-spare",
         "routing",
+        "zone",
+        "controller-voters",
         // Both servers have these, with other defaults: Shoal fails nodes after 1 s, not 15,
         // and shows the bus port it bound rather than 0.
         "cluster-node-timeout",

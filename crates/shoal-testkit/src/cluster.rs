@@ -39,7 +39,9 @@ pub struct ClusterOptions {
     pub log_level: String,
     /// Whether nodes serve HTTP (on a reserved port).
     pub http: bool,
-    /// How many of the first nodes are controller members (`--controller`).
+    /// How many of the first nodes may be controller voters (`--controller`) [default: every
+    /// node, as `shoal cluster up` starts them: the controller places its voters itself].
+    /// Fewer keep the voters on the first nodes, for tests that want them there.
     pub controllers: usize,
     /// Further flags for every node.
     pub extra_args: Vec<String>,
@@ -59,7 +61,7 @@ impl Default for ClusterOptions {
             routing: None,
             log_level: "info,openraft=warn".into(),
             http: true,
-            controllers: 3,
+            controllers: usize::MAX,
             extra_args: Vec::new(),
             founder_replicas: None,
             ready_timeout: Duration::from_secs(30),
@@ -113,7 +115,7 @@ pub struct TestCluster {
 
 impl TestCluster {
     /// Starts `shards * (1 + replicas)` nodes: the first founds the cluster, the others join
-    /// through it, and the first `options.controllers` are controller members. Returns once
+    /// through it, and the first `options.controllers` may be controller voters. Returns once
     /// the controller's status shows every node healthy, every shard, every slot owned, the
     /// controller's voters settled, and every node reporting the final epoch, and every
     /// shard's primary serves (it has its first lease: until then it answers `CLUSTERDOWN`).
@@ -493,7 +495,13 @@ pub fn is_settled(status: &ClusterStatus, alive: &[NodeId]) -> bool {
     };
     alive.iter().all(holds_the_map)
         && map.slots_assigned() == SLOTS
-        && desired_voters(map, &map.controllers, Settings::default().max_voters).is_none()
+        && desired_voters(
+            map,
+            &map.controllers,
+            Some(status.leader),
+            Settings::default().max_voters,
+        )
+        .is_none()
 }
 
 /// A few lines on a status: epoch, leader, slots, shards and nodes.
@@ -523,7 +531,11 @@ pub fn summarize(status: &ClusterStatus) -> String {
             node.id,
             node.resp_addr(),
             node.health,
-            if node.controller { " controller" } else { "" },
+            if map.controllers.contains(&node.id) {
+                " voter"
+            } else {
+                ""
+            },
             seen.and_then(|s| s.last_heartbeat_ms)
                 .map_or("never".to_string(), |ms| format!("{ms} ms ago")),
             seen.map_or(0, |s| s.epoch),
@@ -611,9 +623,7 @@ mod tests {
             text.starts_with("epoch 5, leader 0000000000000001"),
             "{text}"
         );
-        assert!(
-            text.contains("node 0000000000000003 127.0.0.1:7002 Ok controller: heartbeat never")
-        );
+        assert!(text.contains("node 0000000000000003 127.0.0.1:7002 Ok voter: heartbeat never"));
         assert!(text.contains("epoch 4"), "{text}");
     }
 

@@ -116,9 +116,30 @@ pub struct ServerArgs {
     /// Join as a spare: the node waits in no shard until one lacks a healthy replica.
     #[arg(long = "spare", env = "SHOAL_CLUSTER_SPARE", help_heading = heading::CLUSTER)]
     pub cluster_spare: bool,
-    /// IP address other nodes and clients reach this node at [default: --bind, or 127.0.0.1].
+    /// IP address other nodes and clients reach this node at; required in a cluster when
+    /// --bind is 0.0.0.0 or :: [default: --bind].
     #[arg(long, env = "SHOAL_CLUSTER_ANNOUNCE_IP", help_heading = heading::CLUSTER)]
     pub cluster_announce_ip: Option<String>,
+    /// RESP port other nodes and clients reach this node at, behind a port mapping; 0 means
+    /// --port [default: 0].
+    #[arg(long, env = "SHOAL_CLUSTER_ANNOUNCE_PORT", value_name = "PORT", help_heading = heading::CLUSTER)]
+    pub cluster_announce_port: Option<u16>,
+    /// Cluster bus port other nodes reach this node at, behind a port mapping; 0 means the
+    /// bus port it listens on [default: 0].
+    #[arg(long, env = "SHOAL_CLUSTER_ANNOUNCE_BUS_PORT", value_name = "PORT", help_heading = heading::CLUSTER)]
+    pub cluster_announce_bus_port: Option<u16>,
+    /// DNS name of this node, shown to clients beside its address (CLUSTER NODES, SHARDS,
+    /// SLOTS).
+    #[arg(long, env = "SHOAL_CLUSTER_ANNOUNCE_HOSTNAME", value_name = "NAME", help_heading = heading::CLUSTER)]
+    pub cluster_announce_hostname: Option<String>,
+    /// Failure domain of this node (rack, availability zone): controller voters are spread
+    /// across zones.
+    #[arg(long, env = "SHOAL_ZONE", value_name = "NAME", help_heading = heading::CLUSTER)]
+    pub zone: Option<String>,
+    /// Most voters of the controller's Raft group: odd, 1 to 9; give every node the same
+    /// [default: 5].
+    #[arg(long, env = "SHOAL_CONTROLLER_VOTERS", value_name = "N", help_heading = heading::CLUSTER)]
+    pub controller_voters: Option<usize>,
     /// For keys of other nodes: redirect (answer -MOVED) or forward (relay the owner's reply)
     /// [default: redirect].
     #[arg(long, env = "SHOAL_ROUTING", help_heading = heading::CLUSTER)]
@@ -209,6 +230,11 @@ impl ServerArgs {
             cluster_node_timeout,
             cluster_replicas,
             cluster_announce_ip,
+            cluster_announce_port,
+            cluster_announce_bus_port,
+            cluster_announce_hostname,
+            zone,
+            controller_voters,
             routing
         );
         if let Some(seed) = &self.cluster_join {

@@ -1096,3 +1096,48 @@ async fn new_maps_reach_every_node_quickly() {
     })
     .await;
 }
+
+// 8. Where the controller's voters go.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voters_are_spread_over_the_shards() {
+    run_test("voters_are_spread_over_the_shards", async {
+        // Nine nodes, every one controller-eligible (the kit's default, as `cluster up`):
+        // three shards of a primary and two replicas.
+        let options = ClusterOptions {
+            http: false,
+            ready_timeout: Duration::from_secs(45),
+            ..ClusterOptions::default()
+        };
+        let cluster = TestCluster::start(SHOAL, 3, 2, options)
+            .await
+            .expect("nine nodes start");
+        let status = cluster.status().await.unwrap();
+        let map = &status.map;
+        assert_eq!(map.controllers.len(), 5, "voters {:?}", map.controllers);
+        for shard in &map.shards {
+            let voters = shard
+                .members()
+                .filter(|m| map.controllers.contains(m))
+                .count();
+            assert!(
+                voters <= 2,
+                "shard {} holds {voters} of the voters {:?}",
+                shard.id,
+                map.controllers
+            );
+        }
+        assert!(map.controllers.contains(&status.leader));
+
+        // `shoal cluster status` says which nodes vote and which leads.
+        let out = stdout_of(
+            &run_shoal(&["cluster", "status", "--node", &cluster.node(0).resp_addr()]),
+            "status",
+        );
+        eprintln!("{out}");
+        assert!(out.lines().next().unwrap().contains(", 5 voters "), "{out}");
+        assert_eq!(out.matches("  voter, leader").count(), 1, "{out}");
+        assert_eq!(out.matches("  voter").count(), 5, "{out}");
+    })
+    .await;
+}

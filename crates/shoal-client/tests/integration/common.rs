@@ -119,6 +119,8 @@ pub fn node_info(id: u64, addr: SocketAddr, bus_port: u16) -> NodeInfo {
         host: addr.ip().to_string(),
         port: addr.port(),
         bus_port,
+        hostname: None,
+        zone: None,
         http_port: 0,
         controller: false,
         health: Health::Ok,

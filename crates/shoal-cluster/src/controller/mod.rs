@@ -689,7 +689,9 @@ impl Controller {
 
     async fn reconcile_voters(&self, voters: &[NodeId]) {
         let map = self.map();
-        let Some(next) = decide::desired_voters(&map, voters, self.config.settings.max_voters)
+        self.prune_learners(&map).await;
+        let me = Some(self.config.myself.id);
+        let Some(next) = decide::desired_voters(&map, voters, me, self.config.settings.max_voters)
         else {
             return;
         };
@@ -707,15 +709,55 @@ impl Controller {
             }
         }
         let set: BTreeSet<u64> = next.iter().map(|id| id.0).collect();
+        // Voters let go stay learners: they then learn that they no longer vote. A healthy one
+        // dropped outright may never hear of the final configuration and campaign with the one
+        // before, deposing the leader again and again (Raft's disruptive servers).
         let changed = tokio::time::timeout(
             MEMBERSHIP_TIMEOUT,
             self.raft
-                .change_membership(ChangeMembers::ReplaceAllVoters(set), false),
+                .change_membership(ChangeMembers::ReplaceAllVoters(set), true),
         )
         .await;
         match changed {
-            Ok(Ok(_)) => tracing::info!(voters = ?next, "controller: voters changed"),
+            Ok(Ok(_)) => {
+                let added: Vec<_> = next.iter().filter(|v| !voters.contains(v)).collect();
+                let removed: Vec<_> = voters.iter().filter(|v| !next.contains(v)).collect();
+                tracing::info!(voters = ?next, ?added, ?removed, "controller: voters changed");
+            }
             other => tracing::warn!("controller: could not change voters: {other:?}"),
+        }
+    }
+}
+
+impl Controller {
+    /// Drops the learners (voters let go, see [`Controller::reconcile_voters`]) that failed or
+    /// left the map: the leader would go on replicating to them.
+    async fn prune_learners(&self, map: &ClusterMap) {
+        let gone: BTreeSet<u64> = {
+            let metrics = self.raft.server_metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .membership()
+                .learner_ids()
+                .filter(|id| map.node(NodeId(*id)).is_none_or(|n| !n.is_ok()))
+                .collect()
+        };
+        if gone.is_empty() {
+            return;
+        }
+        let removed = tokio::time::timeout(
+            MEMBERSHIP_TIMEOUT,
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(gone.clone()), false),
+        )
+        .await;
+        match removed {
+            Ok(Ok(_)) => {
+                let learners: Vec<NodeId> = gone.into_iter().map(NodeId).collect();
+                tracing::info!(?learners, "controller: dropped failed learners");
+            }
+            other => tracing::warn!("controller: could not drop learners: {other:?}"),
         }
     }
 }

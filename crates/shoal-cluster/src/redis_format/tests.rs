@@ -656,3 +656,59 @@ mod redis_7_0_15 {
     /// The same: CLUSTER INFO.
     pub(super) const REPLICA_VIEW_INFO: &str = include_str!("fixtures/replica_view_info.resp");
 }
+
+/// A one-node `redis-server` 7.0.15 cluster started with `--cluster-announce-ip 10.1.2.3
+/// --cluster-announce-port 7100 --cluster-announce-bus-port 17100 --cluster-announce-hostname
+/// cache-1.example`, owning every slot: its CLUSTER SHARDS and CLUSTER SLOTS in RESP3, and its
+/// CLUSTER NODES line up to the flags.
+mod announced {
+    pub(super) const ID: &str = "e1cc8a2e4854cf886525bf52a1e80f4ae2786701";
+    pub(super) const SHARDS_RESP3: &str = "*1\r\n%2\r\n$5\r\nslots\r\n*2\r\n:0\r\n:16383\r\n\
+        $5\r\nnodes\r\n*1\r\n%8\r\n$2\r\nid\r\n$40\r\ne1cc8a2e4854cf886525bf52a1e80f4ae2786701\r\n\
+        $4\r\nport\r\n:7100\r\n$2\r\nip\r\n$8\r\n10.1.2.3\r\n$8\r\nendpoint\r\n$8\r\n10.1.2.3\r\n\
+        $8\r\nhostname\r\n$15\r\ncache-1.example\r\n$4\r\nrole\r\n$6\r\nmaster\r\n\
+        $18\r\nreplication-offset\r\n:0\r\n$6\r\nhealth\r\n$6\r\nonline\r\n";
+    pub(super) const SLOTS_RESP3: &str = "*1\r\n*3\r\n:0\r\n:16383\r\n*4\r\n$8\r\n10.1.2.3\r\n\
+        :7100\r\n$40\r\ne1cc8a2e4854cf886525bf52a1e80f4ae2786701\r\n\
+        %1\r\n$8\r\nhostname\r\n$15\r\ncache-1.example\r\n";
+    pub(super) const NODES_LINE_START: &str = "e1cc8a2e4854cf886525bf52a1e80f4ae2786701 10.1.2.3:7100@17100,cache-1.example myself,master - ";
+}
+
+#[test]
+fn an_announced_address_and_hostname_match_redis() {
+    let id = NodeId(1);
+    let node = NodeInfo {
+        host: "10.1.2.3".into(),
+        port: 7100,
+        bus_port: 17100,
+        hostname: Some("cache-1.example".into()),
+        ..NodeInfo::local(id, 7000)
+    };
+    let mut map = ClusterMap::empty();
+    map.epoch = 1;
+    map.nodes.insert(id, node);
+    map.shards.push(ShardInfo {
+        id: ShardId(0),
+        primary: id,
+        replicas: vec![],
+    });
+    map.next_shard = 1;
+    map.slots = SlotTable::all(ShardId(0));
+    let ours = |redis: &str| redis.replace(announced::ID, &id.redis_id());
+    let facts = |_| NodeFacts::default();
+    assert_eq!(
+        render(Protocol::Resp3, |r| cluster_shards(r, &map, &facts)),
+        ours(announced::SHARDS_RESP3)
+    );
+    assert_eq!(
+        render(Protocol::Resp3, |r| cluster_slots(r, &map, &facts)),
+        ours(announced::SLOTS_RESP3)
+    );
+    let nodes = cluster_nodes(&map, id, NOW);
+    assert!(
+        nodes.starts_with(&ours(announced::NODES_LINE_START)),
+        "{nodes}"
+    );
+    // MOVED and every client's table use the announced address.
+    assert_eq!(map.primary_of_slot(0).unwrap().resp_addr(), "10.1.2.3:7100");
+}

@@ -68,7 +68,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
         join: (!config.cluster_join.is_empty()).then(|| Seed::Resp(config.cluster_join.clone())),
         settings: Settings {
             node_timeout_ms: config.cluster_node_timeout,
-            ..Settings::default()
+            max_voters: config.controller_voters,
         },
         replicas: config.cluster_replicas,
         join_timeout: config.join_timeout(),
@@ -164,8 +164,9 @@ fn follow_role(shared: &Arc<Shared>, map: &ClusterMap) {
         && before != ReplRole::Replica(primary.clone())
     {
         let config = shared.config.read();
+        // The address and port the map lists: its primary tells its replicas apart by them.
         let link = LinkConfig {
-            listening_port: config.port,
+            listening_port: map.node(me).map_or(config.port, |n| n.port),
             announce_ip: map.node(me).map(|n| n.host.clone()),
             password: (!config.requirepass.is_empty()).then(|| config.requirepass.clone()),
         };

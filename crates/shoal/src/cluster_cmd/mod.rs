@@ -63,6 +63,10 @@ pub struct UpArgs {
     /// Routing mode of every node: redirect or forward.
     #[arg(long, default_value = "redirect")]
     pub routing: RoutingMode,
+    /// Most controller voters (odd, 1 to 9): every node may vote, and the controller places
+    /// this many (3 below 5 nodes) across shards.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub controller_voters: usize,
 }
 
 /// `shoal cluster status` flags.

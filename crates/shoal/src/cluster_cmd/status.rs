@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use shoal_cluster::bus::{self, ClusterStatus, NodeStatus, Reply, Request};
-use shoal_cluster::{ClusterMap, Health, NodeId, Role};
+use shoal_cluster::{ClusterMap, Health, NodeId, NodeInfo, Role};
 
 use super::{RemoveArgs, StatusArgs, bus_of, leader_status, leader_status_via};
 
@@ -103,12 +103,13 @@ pub(super) fn describe(status: &ClusterStatus) -> String {
         "fail"
     };
     out.push_str(&format!(
-        "cluster {state}: epoch {}, {} shards, {} nodes ({} healthy), controller leader {}, voters {}\n",
+        "cluster {state}: epoch {}, {} shards, {} nodes ({} healthy), controller leader {}, {} voters {}\n",
         map.epoch,
         map.shards.len(),
         map.nodes.len(),
         healthy,
         short(status.leader),
+        map.controllers.len(),
         map.controllers
             .iter()
             .map(|id| short(*id))
@@ -142,18 +143,20 @@ pub(super) fn describe(status: &ClusterStatus) -> String {
             abbreviate(&ranges)
         ));
         for member in shard.members() {
-            out.push_str(&node_line(map, member, by_id.get(&member).copied()));
+            out.push_str(&node_line(status, member, by_id.get(&member).copied()));
         }
     }
     for spare in map.spares() {
         out.push_str("spare:\n");
-        out.push_str(&node_line(map, spare.id, by_id.get(&spare.id).copied()));
+        out.push_str(&node_line(status, spare.id, by_id.get(&spare.id).copied()));
     }
     out
 }
 
-/// One member's line in [`describe`].
-fn node_line(map: &ClusterMap, id: NodeId, status: Option<&NodeStatus>) -> String {
+/// One member's line in [`describe`]: its place, address, health, what it last reported, its
+/// zone, and whether it is a controller voter (and the leader).
+fn node_line(cluster: &ClusterStatus, id: NodeId, status: Option<&NodeStatus>) -> String {
+    let map = &cluster.map;
     let Some(node) = map.node(id) else {
         return format!("  {} (unknown)\n", short(id));
     };
@@ -188,12 +191,23 @@ fn node_line(map: &ClusterMap, id: NodeId, status: Option<&NodeStatus>) -> Strin
         keys,
         memory,
         ops,
-        if node.controller {
-            "  (controller)"
-        } else {
-            ""
-        }
+        controller_part(cluster, node)
     )
+}
+
+/// What a node's line says of its zone and its part in the controller: `  zone eu-1a`,
+/// `  voter` or `  voter, leader`.
+fn controller_part(cluster: &ClusterStatus, node: &NodeInfo) -> String {
+    let mut part = String::new();
+    if let Some(zone) = &node.zone {
+        part.push_str(&format!("  zone {zone}"));
+    }
+    if cluster.leader == node.id {
+        part.push_str("  voter, leader");
+    } else if cluster.map.controllers.contains(&node.id) {
+        part.push_str("  voter");
+    }
+    part
 }
 
 /// A node id's short form (its first 16 hex digits), as `status` shows it.
@@ -216,7 +230,7 @@ fn abbreviate(ranges: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use shoal_cluster::NodeInfo;
+    use shoal_cluster::{ShardId, ShardInfo, SlotTable};
 
     use super::*;
 
@@ -253,6 +267,46 @@ mod tests {
         assert!(
             error.contains("0000000000000def (127.0.0.1:7001)"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn status_names_the_voters_the_leader_and_zones() {
+        let mut map = map_of(&[1, 2, 3]);
+        map.epoch = 4;
+        map.shards.push(ShardInfo {
+            id: ShardId(0),
+            primary: NodeId(1),
+            replicas: vec![NodeId(2), NodeId(3)],
+        });
+        map.next_shard = 1;
+        map.slots = SlotTable::all(ShardId(0));
+        map.controllers = vec![NodeId(2), NodeId(3)];
+        map.nodes.get_mut(&NodeId(3)).unwrap().zone = Some("eu-1b".into());
+        let status = ClusterStatus {
+            map,
+            leader: NodeId(2),
+            nodes: Vec::new(),
+        };
+        let text = describe(&status);
+        assert!(
+            text.contains(
+                "controller leader 0000000000000002, 2 voters 0000000000000002,0000000000000003"
+            ),
+            "{text}"
+        );
+        let line = |id: &str| text.lines().find(|l| l.contains(id)).unwrap().to_string();
+        assert!(
+            line("0000000000000001 primary").ends_with("ops/s 0"),
+            "{text}"
+        );
+        assert!(
+            line("0000000000000002 replica").ends_with("voter, leader"),
+            "{text}"
+        );
+        assert!(
+            line("0000000000000003 replica").ends_with("zone eu-1b  voter"),
+            "{text}"
         );
     }
 }

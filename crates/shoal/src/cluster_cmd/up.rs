@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use shoal_cluster::bus::ClusterStatus;
+use shoal_cluster::decide::desired_voters;
 use shoal_cluster::{Health, SLOTS};
 use shoal_server::Config;
 
@@ -44,7 +45,6 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("cannot create {}", log_dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the shoal binary")?;
-    let controllers = count.min(3);
     let founder = format!("127.0.0.1:{}", args.base_port);
     println!(
         "starting {count} nodes ({} shards x {} each) on ports {}-{} (cluster bus {}-{}), logs in {}",
@@ -83,9 +83,10 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         if let Some(maxmemory) = args.maxmemory {
             command.args(["--maxmemory", &maxmemory.0.to_string()]);
         }
-        if i < controllers {
-            command.arg("--controller");
-        }
+        // Every node may vote: the controller places its voters across shards itself.
+        command
+            .arg("--controller")
+            .args(["--controller-voters", &args.controller_voters.to_string()]);
         if i == 0 {
             command.args(["--replicas", &args.replicas.to_string()]);
         } else {
@@ -128,7 +129,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
                 println!("  {members}/{count} nodes in the cluster");
                 reported = members;
             }
-            if ready(&status, count, args.shards) {
+            if ready(&status, count, args.shards, args.controller_voters) {
                 break status;
             }
         }
@@ -194,6 +195,8 @@ fn node_config(args: &UpArgs, port: u16, http_port: u16) -> Config {
         cluster_node_timeout: args.node_timeout,
         cluster_replicas: args.replicas,
         routing: args.routing,
+        controller: true,
+        controller_voters: args.controller_voters,
         ..Config::default()
     };
     if let Some(maxmemory) = args.maxmemory {
@@ -330,9 +333,12 @@ async fn wait_for_founder(founder: &str, fleet: &mut Fleet) -> anyhow::Result<()
 
 /// Whether every node is in the map, every shard exists, every slot is owned, and every node
 /// has reported holding the final map.
-fn ready(status: &ClusterStatus, nodes: usize, shards: usize) -> bool {
+/// Whether the cluster `up` started is complete: every node in, healthy and holding the last
+/// map, every slot owned, and the controller's voters placed.
+fn ready(status: &ClusterStatus, nodes: usize, shards: usize, max_voters: usize) -> bool {
     let map = &status.map;
     map.nodes.len() == nodes
+        && desired_voters(map, &map.controllers, Some(status.leader), max_voters).is_none()
         && map.shards.len() == shards
         && map.slots_assigned() == SLOTS
         && map.nodes.values().all(|n| n.health == Health::Ok)
