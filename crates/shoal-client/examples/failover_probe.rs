@@ -61,7 +61,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tasks = Vec::new();
     for shard_keys in keys.values() {
         for w in 0..writers {
-            let mine: Vec<String> = shard_keys.iter().skip(w).step_by(writers).cloned().collect();
+            let mine: Vec<String> = shard_keys
+                .iter()
+                .skip(w)
+                .step_by(writers)
+                .cloned()
+                .collect();
             let (client, acks, stop) = (client.clone(), acks.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u64;
@@ -95,7 +100,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .flat_map(|(primary, ks)| ks.iter().map(move |k| (k.as_str(), primary.as_str())))
         .collect();
-    let mut times: BTreeMap<&str, Vec<Instant>> = keys.keys().map(|p| (p.as_str(), vec![kill])).collect();
+    let mut times: BTreeMap<&str, Vec<Instant>> =
+        keys.keys().map(|p| (p.as_str(), vec![kill])).collect();
     for (key, _, at) in &acks {
         if *at > kill {
             times.entry(shard_of[key.as_str()]).or_default().push(*at);

@@ -94,8 +94,9 @@ pub enum Request {
     },
     /// Retire a node (handled by the controller's leader).
     RemoveNode(NodeId),
-    /// Make this replica its shard's primary (a planned failover; the replica has caught up
-    /// with its primary, which takes no writes meanwhile).
+    /// Make this replica its shard's primary, or have this primary hand its shard to its most
+    /// advanced healthy replica (a planned failover; the replica has caught up with its
+    /// primary, which takes no writes meanwhile).
     Failover(NodeId),
     /// The cluster as the controller's leader sees it.
     Status,

@@ -90,7 +90,8 @@ pub(crate) struct Observations {
     pub voters: Vec<NodeId>,
     /// Each node's replication state, from its last heartbeat.
     pub reports: HashMap<NodeId, ReplicationReport>,
-    /// Replicas asking to take over their shard (planned failovers), in arrival order.
+    /// Replicas asking to take over their shard, and primaries asking to hand theirs to a
+    /// replica (planned failovers), in arrival order.
     pub failovers: Vec<NodeId>,
 }
 
@@ -182,7 +183,7 @@ pub(crate) fn decide(
         remove(&mut map, node, &observations.reports, &mut actions);
     }
     for &node in &observations.failovers {
-        hand_over(&mut map, node, &mut actions);
+        hand_over(&mut map, node, &observations.reports, &mut actions);
     }
     track_health(&mut map, observations, now_ms, settings, &mut actions);
     fail_over(&mut map, &observations.reports, &mut actions);
@@ -362,19 +363,39 @@ fn fail_over(
     }
 }
 
-fn hand_over(map: &mut ClusterMap, node: NodeId, actions: &mut Vec<Action>) {
-    let Some(shard) = map.shards.iter_mut().find(|s| s.replicas.contains(&node)) else {
-        let why = if map.shards.iter().any(|s| s.primary == node) {
-            "it is already its shard's primary"
-        } else {
-            "it is not a replica"
-        };
-        actions.push(Action::HandoverRefused(node, why.into()));
+/// A planned failover: `node` is a replica taking its shard over, or a primary stepping down
+/// (before it shuts down) for its most advanced healthy replica.
+fn hand_over(
+    map: &mut ClusterMap,
+    node: NodeId,
+    reports: &HashMap<NodeId, ReplicationReport>,
+    actions: &mut Vec<Action>,
+) {
+    let successor_of_primary = map
+        .shards
+        .iter()
+        .find(|s| s.primary == node)
+        .map(|s| successor(map, s, reports));
+    let new_primary = match successor_of_primary {
+        Some(Some(next)) => next,
+        Some(None) => {
+            let why = "it is a primary without a healthy replica to hand its shard to";
+            actions.push(Action::HandoverRefused(node, why.into()));
+            return;
+        }
+        None => node,
+    };
+    let Some(shard) = map
+        .shards
+        .iter_mut()
+        .find(|s| s.replicas.contains(&new_primary))
+    else {
+        actions.push(Action::HandoverRefused(node, "it is not a replica".into()));
         return;
     };
-    let old = shard.promote(node);
+    let old = shard.promote(new_primary);
     shard.replicas.push(old);
-    actions.push(Action::HandedOver(shard.id, old, node));
+    actions.push(Action::HandedOver(shard.id, old, new_primary));
 }
 
 fn assign_spares(map: &mut ClusterMap, actions: &mut Vec<Action>) {

@@ -271,9 +271,10 @@ impl ClusterNode {
         }
     }
 
-    /// Asks the controller's leader to make this replica its shard's primary, and installs
+    /// Asks the controller's leader to make this replica its shard's primary, or (on a
+    /// primary) to hand this node's shard to its most advanced healthy replica, and installs
     /// the map that does. The caller has made sure nothing acknowledged is lost (the primary
-    /// paused its writes and this replica caught up), or accepted the loss (`FORCE`).
+    /// paused its writes and a replica caught up), or accepted the loss (`FORCE`).
     pub async fn request_failover(&self) -> Result<(), String> {
         let start = self
             .leader_addr()

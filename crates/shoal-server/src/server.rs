@@ -148,6 +148,16 @@ impl Server {
         &self.shared
     }
 
+    /// Before a shutdown: a cluster primary with a healthy replica hands its shard to it
+    /// (see [`crate::cluster::ClusterState::step_down`]); returns whether it did. Outside a
+    /// cluster, `Ok(false)`.
+    pub async fn step_down(&self) -> Result<bool, String> {
+        match &self.shared.cluster {
+            Some(cluster) => cluster.step_down(&self.shared.replication).await,
+            None => Ok(false),
+        }
+    }
+
     /// Asks the node to stop (as `SHUTDOWN` does).
     pub fn shutdown(&self) {
         self.shared.request_shutdown();

@@ -70,10 +70,27 @@ fn run_server(args: cli::ServerArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
-            _ = terminate.recv() => tracing::info!("terminated, shutting down"),
-            _ = stopped.wait_for(|stop| *stop) => tracing::info!("shutdown requested"),
+        let signalled = tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted, shutting down");
+                true
+            }
+            _ = terminate.recv() => {
+                tracing::info!("terminated, shutting down");
+                true
+            }
+            _ = stopped.wait_for(|stop| *stop) => {
+                tracing::info!("shutdown requested");
+                false
+            }
+        };
+        if signalled {
+            // A primary hands its shard to a caught-up replica first: no write fails.
+            match server.step_down().await {
+                Ok(true) => tracing::info!("handed this node's shard to a replica"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("could not hand this node's shard over: {e}"),
+            }
         }
         anyhow::Ok(())
     })?;

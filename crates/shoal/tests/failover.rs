@@ -2102,3 +2102,64 @@ async fn a_primary_on_peer_leases_is_never_primary_beside_its_successor() {
     )
     .await;
 }
+
+// 7. A primary told to stop (SIGTERM) hands its shard over first.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_a_primary_hands_its_shard_to_a_replica_without_failed_writes() {
+    run_test(
+        "sigterm_to_a_primary_hands_its_shard_to_a_replica_without_failed_writes",
+        async {
+            let cluster = start_cluster(1, FAST_NODE_TIMEOUT_MS).await;
+            let map = cluster.status().await.unwrap().map;
+            let shard = cluster.shard_nodes(&map).unwrap().remove(0);
+            for &r in &shard.replicas {
+                wait_until_following(
+                    &cluster,
+                    r,
+                    shard.shard,
+                    shard.primary,
+                    Duration::from_secs(10),
+                )
+                .await;
+            }
+            let router = router(&cluster).await;
+            // Acknowledged by the primary alone: a `WAIT` that reaches the old primary after the
+            // handover gets Redis's error for replicas, as after Redis's `CLUSTER FAILOVER`.
+            let (recorder, load) = steady_load(&router, 4, Ack::Primary);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let asked = Instant::now();
+            let exit = cluster
+                .node(shard.primary)
+                .terminate(Duration::from_secs(10))
+                .await
+                .expect("the primary exits");
+            let exited = asked.elapsed();
+            let successor =
+                wait_for_promotion(&cluster, shard.shard, shard.primary, Duration::from_secs(5))
+                    .await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let report = finish_load(&recorder, load, &router).await;
+            eprintln!(
+                "SIGTERM: the primary exited ({exit:?}) after {} ms; {} took over; history: {}",
+                exited.as_millis(),
+                cluster.node(successor).name(),
+                summary(&report)
+            );
+            assert!(exit.success(), "a clean exit");
+            assert!(report.is_valid(), "{report}");
+            assert_eq!(
+                (report.failed, report.unknown),
+                (0, 0),
+                "no write failed or was left in doubt: {}",
+                summary(&report)
+            );
+            let log = cluster.node(shard.primary).log_tail(50);
+            assert!(
+                log.contains("handed this node's shard to a replica"),
+                "the primary's log says it stepped down:\n{log}"
+            );
+        },
+    )
+    .await;
+}

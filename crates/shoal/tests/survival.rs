@@ -202,9 +202,11 @@ async fn the_controller_s_leader_moves_off_primaries() {
         // The founder leads at first, and it is a primary: it hands its leadership to a
         // voter that is not one.
         let status = cluster
-            .wait_until("a leader that is no primary", Duration::from_secs(15), |s| {
-                !s.map.shards.iter().any(|shard| shard.primary == s.leader)
-            })
+            .wait_until(
+                "a leader that is no primary",
+                Duration::from_secs(15),
+                |s| !s.map.shards.iter().any(|shard| shard.primary == s.leader),
+            )
             .await
             .expect("the leadership moves to a replica");
         eprintln!(

@@ -87,7 +87,6 @@ impl Controller {
         }
         Ok(())
     }
-
 }
 
 /// The primaries of `current`'s shards that `next` replaces (or whose shard it dissolves).
@@ -99,4 +98,3 @@ fn replaced_primaries(current: &ClusterMap, next: &ClusterMap) -> Vec<NodeId> {
         .map(|s| s.primary)
         .collect()
 }
-

@@ -635,7 +635,9 @@ impl Controller {
             .iter()
             .filter_map(|a| match a {
                 // A failed primary, or one removed (or restarted) whose replica takes over.
-                Action::FailedOver(shard, ..) | Action::Promoted(_, shard) => Some(*shard),
+                Action::FailedOver(shard, ..)
+                | Action::Promoted(_, shard)
+                | Action::HandedOver(shard, ..) => Some(*shard),
                 _ => None,
             })
             .collect();

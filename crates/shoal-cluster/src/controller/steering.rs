@@ -47,9 +47,9 @@ impl Controller {
             let me = self.config.myself.id;
             let voters = self.voters();
             let primary = is_primary(&map, me);
-            let other_candidate = voters
-                .iter()
-                .any(|&v| v != me && !is_primary(&map, v) && map.node(v).is_some_and(|n| n.is_ok()));
+            let other_candidate = voters.iter().any(|&v| {
+                v != me && !is_primary(&map, v) && map.node(v).is_some_and(|n| n.is_ok())
+            });
             let leaderless = self.since_leader_contact() > LEADERLESS;
             self.raft
                 .runtime_config()
@@ -82,7 +82,9 @@ impl Controller {
         self.raft.runtime_config().heartbeat(true);
         self.handing_over.store(false, Ordering::Release);
         match self.is_leader() {
-            false => tracing::info!(took = ?started.elapsed(), "controller: leadership handed over"),
+            false => {
+                tracing::info!(took = ?started.elapsed(), "controller: leadership handed over")
+            }
             true => tracing::info!("controller: no other voter took the leadership; still leading"),
         }
     }

@@ -379,6 +379,75 @@ impl ClusterState {
     }
 }
 
+impl ClusterState {
+    /// Before this node shuts down: if it is a primary with a healthy replica, pauses its
+    /// writes until a replica has acknowledged everything, and has the controller hand the
+    /// shard to the most advanced replica (paused writes then get `-MOVED`). Returns whether
+    /// it handed its shard over; an error says why it could not (writes resume then).
+    pub async fn step_down(&self, replication: &Replication) -> Result<bool, String> {
+        let Some(node) = self.node.get() else {
+            return Ok(false);
+        };
+        let map = self.map();
+        let Some((shard, shoal_cluster::Role::Primary)) = map.placement_of(self.myself.id) else {
+            return Ok(false);
+        };
+        if !shard
+            .replicas
+            .iter()
+            .any(|r| map.node(*r).is_some_and(NodeInfo::is_ok))
+        {
+            return Ok(false);
+        }
+        let handed = async {
+            let mut offset = replication.pause_writes(FAILOVER_PAUSE);
+            // Writes already past the pause may still land: until the offset stops moving.
+            loop {
+                let acked = replication
+                    .wait_for_acks(offset, 1, Some(STEP_DOWN_CATCH_UP))
+                    .await;
+                if acked == 0 {
+                    return Err(format!(
+                        "no replica acknowledged offset {offset} within {STEP_DOWN_CATCH_UP:?}"
+                    ));
+                }
+                let now = replication.offset();
+                if now == offset {
+                    break;
+                }
+                offset = now;
+            }
+            node.request_failover().await?;
+            let deadline = Instant::now() + STEP_DOWN_CATCH_UP;
+            while self.routing().is_primary_of_shard() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(true)
+        }
+        .await;
+        // The writes that waited run again: on the new map they are answered `-MOVED`
+        // (after a failed handover, they run here). Let them be answered, and clients follow
+        // the redirections to the new primary, before the node closes its connections.
+        replication.unpause_writes();
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while replication.paused_writers() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if matches!(handed, Ok(true)) {
+            tokio::time::sleep(STEP_DOWN_LINGER).await;
+        }
+        handed
+    }
+}
+
+/// How long a primary that handed its shard over keeps answering (`-MOVED`) before it
+/// closes its connections: clients with commands on their way get their redirection.
+const STEP_DOWN_LINGER: Duration = Duration::from_millis(300);
+
+/// How long a primary stepping down waits for a replica to catch up, and for the map that
+/// hands its shard over.
+const STEP_DOWN_CATCH_UP: Duration = Duration::from_secs(2);
+
 /// Whether this node keeps the keys of `slot`: it is in the shard that owns it.
 fn serves(routing: &Routing, slot: u16) -> bool {
     matches!(

@@ -18,7 +18,7 @@ mod frames;
 pub(crate) mod primary;
 pub(crate) mod replica;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -151,6 +151,8 @@ pub struct Replication {
     /// Writes wait until then (a planned failover hands the shard over).
     paused_until: Mutex<Option<Instant>>,
     unpaused: Notify,
+    /// Writes waiting in [`Replication::await_unpause`].
+    paused_writers: AtomicUsize,
     last_getack: Mutex<Option<Instant>>,
     /// Whether this node, as a primary, holds the right to change its data (in cluster mode:
     /// a fresh lease from the controller); unset, it always does.
@@ -191,6 +193,7 @@ impl Replication {
             last_append: Mutex::new(Instant::now()),
             paused_until: Mutex::new(None),
             unpaused: Notify::new(),
+            paused_writers: AtomicUsize::new(0),
             last_getack: Mutex::new(None),
             authority: std::sync::OnceLock::new(),
         })
@@ -247,6 +250,8 @@ impl Replication {
 
     /// Waits until writes are no longer paused.
     pub async fn await_unpause(&self) {
+        self.paused_writers.fetch_add(1, Relaxed);
+        let _counted = DecrementOnDrop(&self.paused_writers);
         let notified = self.unpaused.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -254,6 +259,11 @@ impl Replication {
         if let Some(until) = until {
             let _ = tokio::time::timeout_at(until.into(), notified).await;
         }
+    }
+
+    /// How many writes wait for the pause to end now.
+    pub fn paused_writers(&self) -> usize {
+        self.paused_writers.load(Relaxed)
     }
 
     /// Milliseconds since the node started.
@@ -634,6 +644,15 @@ impl Replication {
         history.replid2 = None;
         history.backlog.reset(offset);
         self.end.store(offset, Relaxed);
+    }
+}
+
+/// Decrements a counter when dropped (a waiter that is cancelled is uncounted too).
+struct DecrementOnDrop<'a>(&'a AtomicUsize);
+
+impl Drop for DecrementOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
