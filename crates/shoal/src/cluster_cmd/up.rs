@@ -83,6 +83,11 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         if let Some(maxmemory) = args.maxmemory {
             command.args(["--maxmemory", &maxmemory.0.to_string()]);
         }
+        // In the environment, not on the command line, where `ps` would show it.
+        match args.password() {
+            Some(password) => command.env("SHOAL_REQUIREPASS", password),
+            None => command.env_remove("SHOAL_REQUIREPASS"),
+        };
         if i < controllers {
             command.arg("--controller");
         }
@@ -105,7 +110,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         Ok((port, child))
     };
     fleet.children.push(spawn_node(0)?);
-    wait_for_founder(&founder, &mut fleet).await?;
+    wait_for_founder(&founder, args.password(), &mut fleet).await?;
     println!("  node {} founded the cluster", args.base_port);
     for i in 1..count {
         fleet.children.push(spawn_node(i)?);
@@ -116,7 +121,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         if let Some(port) = fleet.exited() {
             bail!("{}", fleet.exit_report(port, "exited while joining"));
         }
-        if let Ok(status) = leader_status(&founder).await {
+        if let Ok(status) = leader_status(&founder, args.password()).await {
             let members = status.map.nodes.len();
             if members > count {
                 bail!(
@@ -146,8 +151,13 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
     );
     print!("{}", describe(&status));
     println!();
-    println!("connect:    redis-cli -c -p {}", args.base_port);
-    println!("status:     shoal cluster status --node {founder}");
+    if args.password().is_some() {
+        println!("connect:    redis-cli -c -p {} --askpass", args.base_port);
+        println!("status:     shoal cluster status --node {founder} --password <the password>");
+    } else {
+        println!("connect:    redis-cli -c -p {}", args.base_port);
+        println!("status:     shoal cluster status --node {founder}");
+    }
     if http_base != 0 {
         println!("HTTP API:   http://127.0.0.1:{http_base}/<key>");
         println!(
@@ -194,6 +204,7 @@ fn node_config(args: &UpArgs, port: u16, http_port: u16) -> Config {
         cluster_node_timeout: args.node_timeout,
         cluster_replicas: args.replicas,
         routing: args.routing,
+        requirepass: args.password().unwrap_or_default().to_string(),
         ..Config::default()
     };
     if let Some(maxmemory) = args.maxmemory {
@@ -302,13 +313,17 @@ impl Drop for Fleet {
 }
 
 /// Waits until the first node has founded the cluster, or fails with what stopped it.
-async fn wait_for_founder(founder: &str, fleet: &mut Fleet) -> anyhow::Result<()> {
+async fn wait_for_founder(
+    founder: &str,
+    password: Option<&str>,
+    fleet: &mut Fleet,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Some(port) = fleet.exited() {
             bail!("{}", fleet.exit_report(port, "exited while starting"));
         }
-        if let Ok(status) = leader_status(founder).await {
+        if let Ok(status) = leader_status(founder, password).await {
             // Ours has just founded its cluster: it is alone in it.
             if status.map.nodes.len() != 1 {
                 bail!(
