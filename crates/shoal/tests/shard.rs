@@ -1,13 +1,14 @@
 //! One shard of a primary and two replicas, from the outside (real `shoal server` processes
-//! started by shoal-testkit): a cluster whose nodes require a password.
+//! started by shoal-testkit): what its nodes say they are (`HELLO`, `INFO`), and a cluster
+//! whose nodes require a password.
 //!
 //! The tests take turns (one cluster at a time), each bounded by [`TEST_LIMIT`].
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use shoal_testkit::resp::RespConnection;
-use shoal_testkit::{ClusterOptions, ShardNodes, TestCluster, Value};
+use shoal_testkit::resp::{RespConnection, text};
+use shoal_testkit::{ClusterOptions, NodeProcess, ShardNodes, TestCluster, Value};
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
@@ -54,6 +55,57 @@ async fn until_both_replicas_acknowledge(primary: &mut RespConnection) {
             "the replicas never both acknowledged (last WAIT: {acked:?})"
         );
     }
+}
+
+/// The `HELLO 3` map's field `name`, as text.
+fn hello_field(hello: &Value, name: &str) -> String {
+    let Value::Map(pairs) = hello else {
+        panic!("HELLO 3 answered {hello:?}");
+    };
+    pairs
+        .iter()
+        .find(|(k, _)| text(k).as_deref() == Some(name))
+        .and_then(|(_, v)| text(v))
+        .unwrap_or_else(|| panic!("no {name} in {hello:?}"))
+}
+
+/// `HELLO 3`'s `mode` and `role` on `node`, and `INFO server`'s `redis_mode`.
+async fn says(node: &NodeProcess) -> (String, String, String) {
+    let mut conn = node.connect().await.unwrap();
+    let hello = conn.call(&["HELLO", "3"]).await.unwrap();
+    let info = node.info("server").await.unwrap();
+    (
+        hello_field(&hello, "mode"),
+        hello_field(&hello, "role"),
+        info.get("redis_mode").unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_a_cluster_say_cluster_and_replicas_say_replica() {
+    run_test(
+        "nodes_of_a_cluster_say_cluster_and_replicas_say_replica",
+        async {
+            let (cluster, shard) = start_shard(ClusterOptions::default()).await;
+            let mut primary = cluster.node(shard.primary).connect().await.unwrap();
+            until_both_replicas_acknowledge(&mut primary).await;
+            // As Redis 7 with `cluster-enabled yes`: `mode: cluster`, `redis_mode:cluster`,
+            // and a replica's HELLO says `role: replica`.
+            assert_eq!(
+                says(cluster.node(shard.primary)).await,
+                ("cluster".into(), "master".into(), "cluster".into())
+            );
+            for &r in &shard.replicas {
+                assert_eq!(
+                    says(cluster.node(r)).await,
+                    ("cluster".into(), "replica".into(), "cluster".into()),
+                    "{}",
+                    cluster.node(r).name()
+                );
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -271,6 +271,11 @@ impl Replication {
         self.history.lock().role.clone()
     }
 
+    /// Whether this node follows a primary (no copy of the role made).
+    pub fn is_replica(&self) -> bool {
+        matches!(self.history.lock().role, Role::Replica(_))
+    }
+
     /// Whether this node replicates `primary` (no copy of the role made).
     pub fn is_replica_of(&self, primary: &str) -> bool {
         matches!(&self.history.lock().role, Role::Replica(p) if p == primary)
