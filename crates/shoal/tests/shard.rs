@@ -1,6 +1,6 @@
 //! One shard of a primary and two replicas, from the outside (real `shoal server` processes
-//! started by shoal-testkit): what its nodes say they are (`HELLO`, `INFO`), and a cluster
-//! whose nodes require a password.
+//! started by shoal-testkit): what its nodes say they are (`HELLO`, `INFO`), `WAIT` after
+//! every write, and a cluster whose nodes require a password.
 //!
 //! The tests take turns (one cluster at a time), each bounded by [`TEST_LIMIT`].
 
@@ -103,6 +103,39 @@ async fn nodes_of_a_cluster_say_cluster_and_replicas_say_replica() {
                     cluster.node(r).name()
                 );
             }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_writes_each_followed_by_wait_are_acknowledged_at_once() {
+    run_test(
+        "fifty_writes_each_followed_by_wait_are_acknowledged_at_once",
+        async {
+            let (cluster, shard) = start_shard(ClusterOptions::default()).await;
+            let mut primary = cluster.node(shard.primary).connect().await.unwrap();
+            until_both_replicas_acknowledge(&mut primary).await;
+            // Back to back: each WAIT asks for acknowledgements right after the last one was
+            // answered. A request dropped for coming too soon after the previous one left the
+            // WAIT to the replicas' periodic acknowledgement, 100 ms apart: 2.5 s on average
+            // for 50 pairs, against milliseconds when every WAIT is served.
+            let started = Instant::now();
+            let mut slowest = Duration::ZERO;
+            for i in 0..50 {
+                let value = i.to_string();
+                assert_eq!(primary.call(&["SET", "k", &value]).await.unwrap(), ok());
+                let asked = Instant::now();
+                let acked = primary.call(&["WAIT", "2", "2000"]).await.unwrap();
+                slowest = slowest.max(asked.elapsed());
+                assert_eq!(acked, Value::Int(2), "WAIT after write {i}");
+            }
+            let took = started.elapsed();
+            eprintln!("50 SET + WAIT 2 pairs in {took:?} (slowest WAIT {slowest:?})");
+            assert!(
+                took < Duration::from_millis(50 * 30),
+                "50 SET + WAIT 2 pairs took {took:?} (slowest WAIT {slowest:?})"
+            );
         },
     )
     .await;
