@@ -677,6 +677,80 @@ fn a_node_names_the_port_it_cannot_listen_on_and_why() {
     }
 }
 
+/// A child process killed (and its nodes with it: `cluster up` sets their parent-death
+/// signal) when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn cluster_up_gives_every_node_its_password_and_status_asks_for_it() {
+    let base = cluster_base_port(2);
+    let log_dir = std::env::temp_dir().join(format!("shoal-cli-password-{base}"));
+    let mut up = Killed(
+        shoal()
+            .args(["cluster", "up", "--shards", "1", "--replicas", "1"])
+            .args(["--base-port", &base.to_string(), "--http-base-port", "0"])
+            .args(["--log-dir", log_dir.to_str().unwrap()])
+            .args(["--requirepass", "s3cret"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = up.0.stdout.take().unwrap();
+    let (lines, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.starts_with("cluster ready")) {
+        match ready.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no cluster within 30 s: {seen:?}"),
+        }
+    }
+    let node = format!("127.0.0.1:{base}");
+    // Every node requires it (the replica joined and follows its primary with it).
+    for port in [base, base + 1] {
+        assert_eq!(
+            resp_command(port, &["GET", "k"]),
+            "-NOAUTH Authentication required.\r\n"
+        );
+    }
+    let (_, stderr) = failing(
+        &["cluster", "status", "--node", &node],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(
+        stderr.contains("NOAUTH") && stderr.contains("--password"),
+        "{stderr}"
+    );
+    let out = run_shoal(
+        &["cluster", "status", "--node", &node],
+        &[("SHOAL_PASSWORD", "s3cret")],
+        Duration::from_secs(10),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("1 shards, 2 nodes (2 healthy)"), "{text}");
+    drop(up);
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
+
 #[test]
 fn cluster_status_explains_an_http_port_and_a_bad_address() {
     let http_port = free_port();
