@@ -25,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: propagation SEED EPOCHS SECONDS".into());
     };
     let (wanted, seconds): (usize, u64) = (epochs.parse()?, seconds.parse()?);
-    let bus = seed::bus_addr_of(seed_addr, Duration::from_secs(2)).await?;
+    let bus = seed::bus_addr_of(seed_addr, None, Duration::from_secs(2)).await?;
     let Reply::Map(first) =
         shoal_cluster::bus::call(&bus, &Request::GetMap, Duration::from_secs(2)).await?
     else {

@@ -22,7 +22,7 @@ use crate::map::Role;
 use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo};
 use crate::map_channel::{MapSender, publish_newer};
 use crate::peer_lease::{self, Answer, Grantor};
-use crate::seed;
+use crate::seed::{self, SeedError};
 
 /// How often a node reports to the controller's leader.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
@@ -124,6 +124,9 @@ pub struct NodeConfig {
     pub myself: NodeInfo,
     /// A member to join through; `None` founds a new cluster.
     pub join: Option<Seed>,
+    /// The password of the seed's RESP port, if it has one (the nodes' `requirepass`), to
+    /// ask a [`Seed::Resp`] for its bus.
+    pub seed_password: Option<String>,
     /// Controller tunables; the node is a controller member if `myself.controller`.
     pub settings: Settings,
     /// Replicas per shard, if this node founds the cluster.
@@ -220,7 +223,10 @@ impl ClusterNode {
                     .await?;
                 *node.leader_lock() = Some(node.myself.bus_addr());
             }
-            Some(seed) => node.join(seed, config.join_timeout).await?,
+            Some(seed) => {
+                let password = config.seed_password.as_deref();
+                node.join(seed, password, config.join_timeout).await?
+            }
         }
         tokio::spawn(node.clone().send_heartbeats());
         tokio::spawn(node.clone().renew_by_peers());
@@ -344,11 +350,16 @@ impl ClusterNode {
 
     /// Joins through `seed`, retrying with a growing pause until it works or `timeout` (from
     /// now) has passed. An attempt under way when the time is up is let finish.
-    async fn join(&self, seed: &Seed, timeout: Option<Duration>) -> Result<(), ClusterError> {
+    async fn join(
+        &self,
+        seed: &Seed,
+        password: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<(), ClusterError> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
-            let last_error = match self.try_join(seed).await {
+            let last_error = match self.try_join(seed, password).await {
                 Ok(map) => {
                     tracing::info!(epoch = map.epoch, "joined the cluster");
                     self.apply(map);
@@ -376,13 +387,19 @@ impl ClusterNode {
         }
     }
 
-    async fn try_join(&self, seed: &Seed) -> Result<ClusterMap, String> {
+    async fn try_join(&self, seed: &Seed, password: Option<&str>) -> Result<ClusterMap, String> {
         let bus = match (self.leader_addr(), seed) {
             (Some(addr), _) => addr,
             (None, Seed::Bus(addr)) => addr.clone(),
-            (None, Seed::Resp(addr)) => seed::bus_addr_of(addr, BUS_TIMEOUT)
+            (None, Seed::Resp(addr)) => seed::bus_addr_of(addr, password, BUS_TIMEOUT)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| match e {
+                    SeedError::Auth { .. } => format!(
+                        "{e} (a cluster's nodes share one password: give this node the same \
+                         requirepass as the others)"
+                    ),
+                    e => e.to_string(),
+                })?,
         };
         let request = Request::Join(self.myself.clone());
         let reply = self

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use shoal_proto::reply::{Value, decode};
+use shoal_proto::request::encode_into;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -66,6 +67,14 @@ pub enum SeedError {
         /// What was wrong with its answer.
         reason: String,
     },
+    /// The seed wants a password and did not take the one given (or the lack of one).
+    #[error("{addr} refused: {reason}")]
+    Auth {
+        /// The seed.
+        addr: String,
+        /// Its answer (`NOAUTH ...`, `WRONGPASS ...`).
+        reason: String,
+    },
     /// The seed answered something other than a cluster node list.
     #[error("seed {addr} is not a cluster node: {reason}")]
     NotClustered {
@@ -79,56 +88,55 @@ pub enum SeedError {
 /// How an HTTP server's answer starts.
 const HTTP: &[u8] = b"HTTP/";
 
-/// The bus address (`host:busport`) of the node whose RESP listener is at `resp_addr`.
-pub async fn bus_addr_of(resp_addr: &str, timeout: Duration) -> Result<String, SeedError> {
+/// The bus address (`host:busport`) of the node whose RESP listener is at `resp_addr`,
+/// authenticating first with `password` if one is given (the nodes' `requirepass`).
+pub async fn bus_addr_of(
+    resp_addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<String, SeedError> {
     let unreachable = |reason: String| SeedError::Unreachable {
         addr: resp_addr.to_string(),
         reason,
+    };
+    let refused = |line: &[u8]| SeedError::Auth {
+        addr: resp_addr.to_string(),
+        reason: String::from_utf8_lossy(line).into_owned(),
     };
     let exchange = async {
         let mut stream = TcpStream::connect(resp_addr)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
+        let mut request = Vec::new();
+        if let Some(password) = password {
+            encode_into(&mut request, &["AUTH", password]);
+        }
+        encode_into(&mut request, &["CLUSTER", "NODES"]);
         stream
-            .write_all(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nNODES\r\n")
+            .write_all(&request)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let mut buf = Vec::with_capacity(4096);
-        loop {
-            match decode(&buf) {
-                Ok(Some((value, _))) => return Ok(value),
-                Ok(None) => {}
-                // Too little to tell an HTTP status line from other garbage yet.
-                Err(_) if buf.len() < HTTP.len() && HTTP.starts_with(&buf) => {}
-                Err(_) if buf.starts_with(HTTP) => {
-                    return Err(SeedError::Http {
-                        addr: resp_addr.to_string(),
-                    });
-                }
-                Err(e) => {
+        if password.is_some() {
+            match next_value(&mut stream, &mut buf, resp_addr).await? {
+                Value::Simple(ok) if ok == b"OK" => {}
+                Value::Error(line) => return Err(refused(&line)),
+                other => {
                     return Err(SeedError::NotRedis {
                         addr: resp_addr.to_string(),
-                        reason: e.to_string(),
+                        reason: format!("AUTH answered {other:?}"),
                     });
                 }
             }
-            if buf.len() > 16 << 20 {
-                return Err(unreachable("reply too large".into()));
-            }
-            let n = stream
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            if n == 0 {
-                return Err(unreachable("closed the connection".into()));
-            }
         }
+        next_value(&mut stream, &mut buf, resp_addr).await
     };
     let value = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| unreachable(format!("no answer within {timeout:?}")))??;
     let text = match value {
         Value::Bulk(text) | Value::Verbatim(_, text) => text,
+        Value::Error(e) if e.starts_with(b"NOAUTH") => return Err(refused(&e)),
         Value::Error(e) => {
             return Err(SeedError::NotClustered {
                 addr: resp_addr.to_string(),
@@ -147,6 +155,51 @@ pub async fn bus_addr_of(resp_addr: &str, timeout: Duration) -> Result<String, S
         addr: resp_addr.to_string(),
         reason: "no line flagged myself".into(),
     })
+}
+
+/// Reads the next reply from `stream` (`buf` holds what was read and not used yet), telling
+/// an HTTP server or another protocol from a Redis-protocol server.
+async fn next_value(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    addr: &str,
+) -> Result<Value, SeedError> {
+    let unreachable = |reason: String| SeedError::Unreachable {
+        addr: addr.to_string(),
+        reason,
+    };
+    loop {
+        match decode(buf) {
+            Ok(Some((value, used))) => {
+                buf.drain(..used);
+                return Ok(value);
+            }
+            Ok(None) => {}
+            // Too little to tell an HTTP status line from other garbage yet.
+            Err(_) if buf.len() < HTTP.len() && HTTP.starts_with(buf) => {}
+            Err(_) if buf.starts_with(HTTP) => {
+                return Err(SeedError::Http {
+                    addr: addr.to_string(),
+                });
+            }
+            Err(e) => {
+                return Err(SeedError::NotRedis {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        if buf.len() > 16 << 20 {
+            return Err(unreachable("reply too large".into()));
+        }
+        let n = stream
+            .read_buf(buf)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        if n == 0 {
+            return Err(unreachable("closed the connection".into()));
+        }
+    }
 }
 
 fn own_bus_addr(cluster_nodes: &str) -> Option<String> {
@@ -221,7 +274,7 @@ mod tests {
     #[tokio::test]
     async fn an_http_port_is_named_as_one() {
         let addr = answering(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
-        let error = bus_addr_of(&addr, Duration::from_secs(2))
+        let error = bus_addr_of(&addr, None, Duration::from_secs(2))
             .await
             .unwrap_err();
         assert!(
@@ -234,10 +287,25 @@ mod tests {
     #[tokio::test]
     async fn another_protocol_is_not_redis() {
         let addr = answering(b"SSH-2.0-OpenSSH_9.2\r\n").await;
-        let error = bus_addr_of(&addr, Duration::from_secs(2))
+        let error = bus_addr_of(&addr, None, Duration::from_secs(2))
             .await
             .unwrap_err();
         assert!(matches!(error, SeedError::NotRedis { .. }), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_seed_that_wants_a_password_is_named_as_one() {
+        let addr = answering(b"-NOAUTH Authentication required.\r\n").await;
+        let error = bus_addr_of(&addr, None, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SeedError::Auth { .. }), "{error:?}");
+        assert!(error.to_string().contains("NOAUTH"), "{error}");
+        let addr = answering(b"-WRONGPASS invalid username-password pair\r\n").await;
+        let error = bus_addr_of(&addr, Some("nope"), Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SeedError::Auth { .. }), "{error:?}");
     }
 
     #[test]

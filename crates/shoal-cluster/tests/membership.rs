@@ -34,6 +34,7 @@ async fn start_node(
     let config = NodeConfig {
         myself,
         join: join.map(|n| Seed::Bus(n.myself().bus_addr())),
+        seed_password: None,
         settings: Settings {
             node_timeout_ms: 1000,
             max_voters: 3,
@@ -178,6 +179,7 @@ async fn joining_where_nothing_listens_gives_up_after_the_join_timeout() {
             spare: false,
         },
         join: Some(Seed::Resp(nowhere.clone())),
+        seed_password: None,
         settings: Settings::default(),
         replicas: 0,
         join_timeout: Some(Duration::from_millis(300)),

@@ -15,6 +15,7 @@ use crate::clients::ClientInfo;
 use crate::commands::Command;
 use crate::door::Door;
 use crate::error::CommandError;
+use crate::identity::{Mode, Role};
 
 /// A connection's state that the front door keeps and every backend shares.
 #[derive(Debug)]
@@ -78,6 +79,19 @@ pub trait Backend: Send + Sync + Sized + 'static {
         protocol: Protocol,
         out: &mut Vec<u8>,
     ) -> Option<String>;
+
+    /// What `HELLO`'s `mode` and `INFO`'s `redis_mode` say: [`Mode::Cluster`] on a node of a
+    /// cluster; [`Mode::Standalone`] (the default) on a node alone and on the proxy, which
+    /// hides the cluster.
+    fn mode(&self) -> Mode {
+        Mode::Standalone
+    }
+
+    /// What `HELLO`'s `role` says: [`Role::Replica`] on a node that follows a primary,
+    /// [`Role::Master`] (the default) otherwise.
+    fn role(&self) -> Role {
+        Role::Master
+    }
 
     /// The next command in the buffer has this key: a chance to start fetching it.
     #[inline]

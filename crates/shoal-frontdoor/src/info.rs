@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::commands::table;
 use crate::connection::REDIS_VERSION;
 use crate::door::Door;
+use crate::identity::Mode;
 use crate::stats::LATENCY_BUCKETS_US;
 
 /// The sections `INFO args...` asks for, in the order of `all`: `default` without arguments;
@@ -58,6 +59,8 @@ pub struct Server<'a> {
     pub shoal_version: &'a str,
     /// `shoal_role`, printed after `shoal_version` when set (the proxy's `proxy`).
     pub shoal_role: Option<&'a str>,
+    /// `redis_mode`: the backend's [`Backend::mode`](crate::Backend::mode).
+    pub mode: Mode,
     /// `os`.
     pub os: &'a str,
     /// `run_id`.
@@ -88,7 +91,7 @@ impl Server<'_> {
         }
         field(out, "redis_git_sha1", "00000000");
         field(out, "redis_git_dirty", 0);
-        field(out, "redis_mode", "standalone");
+        field(out, "redis_mode", self.mode.as_str());
         field(out, "os", self.os);
         field(out, "arch_bits", usize::BITS);
         if self.node_hz.is_some() {
@@ -314,11 +317,12 @@ mod tests {
         assert_eq!(render(&[], |_, _| {}), "");
     }
 
-    fn server(node_hz: Option<u64>, shoal_role: Option<&str>) -> String {
+    fn server(node_hz: Option<u64>, shoal_role: Option<&str>, mode: Mode) -> String {
         let mut out = String::new();
         Server {
             shoal_version: "1.2.3",
             shoal_role,
+            mode,
             os: "Linux 6.1 x86_64",
             run_id: "abc",
             tcp_port: 6379,
@@ -340,7 +344,7 @@ mod tests {
                 .map(|l| l.split(':').next().unwrap_or("").to_string())
                 .collect()
         };
-        let node = server(Some(10), None);
+        let node = server(Some(10), None, Mode::Cluster);
         assert_eq!(
             names(&node),
             [
@@ -367,9 +371,10 @@ mod tests {
             ]
         );
         assert!(node.starts_with("# Server\r\nredis_version:7.0.15\r\nshoal_version:1.2.3\r\n"));
+        assert!(node.contains("\r\nredis_mode:cluster\r\n"));
         assert!(node.contains("\r\nuptime_in_days:2\r\nhz:10\r\nconfigured_hz:10\r\n"));
         assert!(node.ends_with("threads:4\r\nexecutable:/bin/shoal\r\n"));
-        let proxy = server(None, Some("proxy"));
+        let proxy = server(None, Some("proxy"), Mode::Standalone);
         assert_eq!(
             names(&proxy)[..4],
             [
@@ -380,6 +385,7 @@ mod tests {
             ]
         );
         assert!(!proxy.contains("hz:") && !proxy.contains("multiplexing_api"));
+        assert!(proxy.contains("\r\nredis_mode:standalone\r\n"));
     }
 
     #[test]

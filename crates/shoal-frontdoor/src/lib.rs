@@ -12,6 +12,7 @@
 //!   checks every command passes first, in Redis 7's order (unknown command, unknown
 //!   subcommand, arity, authentication), with its statistics and slow log;
 //! * [`CommandError`], the one type for a Redis error reply;
+//! * what the server says it is ([`Mode`], [`Role`]), in `HELLO` and `INFO`;
 //! * the shared [`info`] sections and [`metrics`] families.
 //!
 //! A backend (a node running commands on its store, the proxy sending them to the cluster)
@@ -30,6 +31,7 @@ mod connection;
 mod dispatch;
 mod door;
 mod error;
+mod identity;
 pub mod info;
 pub mod listen;
 pub mod metrics;
@@ -48,6 +50,7 @@ pub use error::{
     CLUSTER_DOWN, CommandError, NOREPLICAS, WRONGPASS, error_code, subcommand_syntax_error,
     truncated_arg, write_error_line,
 };
+pub use identity::{Mode, Role};
 pub use settings::{Limits, OutputLimit, Settings, constant_time_eq};
 pub use slowlog::{SlowEntry, SlowLog};
 pub use stats::{CommandTotals, Stats, WorkerStats};

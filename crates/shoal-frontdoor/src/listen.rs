@@ -14,40 +14,100 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::clients::{Registration, Reservation};
 use crate::door::Door;
 
-/// Why a listener could not be opened.
+/// Which of a server's listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The RESP port (`--port`).
+    Resp,
+    /// The HTTP API's port (`--http-port`).
+    Http,
+    /// A node's cluster bus port (`--cluster-port`, by default `--port` + 10000).
+    ClusterBus,
+}
+
+impl Listener {
+    /// What people call it.
+    fn name(self) -> &'static str {
+        match self {
+            Listener::Resp => "RESP port",
+            Listener::Http => "HTTP port",
+            Listener::ClusterBus => "cluster bus port",
+        }
+    }
+
+    /// The flags that choose its port.
+    fn flags(self) -> &'static str {
+        match self {
+            Listener::Resp => "--port",
+            Listener::Http => "--http-port, or 0 for no HTTP API",
+            Listener::ClusterBus => "--port or --cluster-port",
+        }
+    }
+}
+
+/// Why a listener could not be opened: which one, where, and the OS's reason with what to do
+/// about it (`cannot listen on the cluster bus port 127.0.0.1:17000: address already in use
+/// (another process holds it; pick another --port or --cluster-port)`).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}{}", hint(source, *port))]
+#[error(
+    "cannot listen on the {} {addr}: {}{}",
+    listener.name(),
+    reason(error),
+    hint(error, *listener, *port)
+)]
 pub struct BindError {
+    /// Which listener.
+    pub listener: Listener,
     /// The address asked for.
     pub addr: String,
     /// The port asked for.
     pub port: u16,
-    /// The OS error.
-    #[source]
-    pub source: std::io::Error,
+    /// The OS error (its words are in the message, so it is not given as a source again).
+    pub error: std::io::Error,
+}
+
+/// The OS's words for `error`, without the error number: `address already in use`.
+fn reason(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => &text[..at],
+        _ => &text[..],
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => format!("{:?}", error.kind()),
+    }
 }
 
 /// What to add to the OS's words so a user knows what to do.
-fn hint(source: &std::io::Error, port: u16) -> String {
-    match source.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            format!(" (port {port} is taken by another process: stop it or choose another port)")
-        }
-        std::io::ErrorKind::PermissionDenied if port < 1024 => {
-            format!(" (port {port} is privileged: use a port above 1023)")
-        }
+fn hint(error: &std::io::Error, listener: Listener, port: u16) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            " (another process holds it; pick another {})",
+            listener.flags()
+        ),
+        std::io::ErrorKind::PermissionDenied if port < 1024 => format!(
+            " (ports below 1024 are privileged; pick another {})",
+            listener.flags()
+        ),
         std::io::ErrorKind::AddrNotAvailable => {
-            " (no network interface of this machine has that address)".to_string()
+            " (no network interface of this machine has that address; check --bind)".to_string()
         }
         _ => String::new(),
     }
 }
 
-/// Opens a TCP listener on `host:port` (`port` 0 picks a free one), with `SO_REUSEADDR` (a
-/// restarted server gets its port back while old connections linger in `TIME_WAIT`), a
-/// backlog of 1024, non-blocking, ready for tokio.
-pub fn bind(host: &str, port: u16) -> Result<StdListener, BindError> {
-    let err = |addr: String, source| BindError { addr, port, source };
+/// Opens a TCP listener for `listener` on `host:port` (`port` 0 picks a free one), with
+/// `SO_REUSEADDR` (a restarted server gets its port back while old connections linger in
+/// `TIME_WAIT`), a backlog of 1024, non-blocking, ready for tokio.
+pub fn bind(host: &str, port: u16, listener: Listener) -> Result<StdListener, BindError> {
+    let err = |addr: String, error| BindError {
+        listener,
+        addr,
+        port,
+        error,
+    };
     let addr: SocketAddr = format!("{host}:{port}")
         .parse()
         .or_else(|_| format!("[{host}]:{port}").parse())
@@ -57,7 +117,7 @@ pub fn bind(host: &str, port: u16) -> Result<StdListener, BindError> {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
             )
         })?;
-    let err = |source| err(addr.to_string(), source);
+    let err = |error| err(addr.to_string(), error);
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
@@ -81,9 +141,9 @@ pub struct Bound {
 /// Binds the RESP listener on `host:resp_port` and, if `http_port` is given, the HTTP one
 /// (see [`bind`]).
 pub fn bind_both(host: &str, resp_port: u16, http_port: Option<u16>) -> Result<Bound, BindError> {
-    let (resp, resp_addr) = bind_with_addr(host, resp_port)?;
+    let (resp, resp_addr) = bind_with_addr(host, resp_port, Listener::Resp)?;
     let http = http_port
-        .map(|port| bind_with_addr(host, port))
+        .map(|port| bind_with_addr(host, port, Listener::Http))
         .transpose()?;
     Ok(Bound {
         resp,
@@ -92,12 +152,17 @@ pub fn bind_both(host: &str, resp_port: u16, http_port: Option<u16>) -> Result<B
     })
 }
 
-fn bind_with_addr(host: &str, port: u16) -> Result<(StdListener, SocketAddr), BindError> {
-    let listener = bind(host, port)?;
-    let addr = listener.local_addr().map_err(|source| BindError {
+fn bind_with_addr(
+    host: &str,
+    port: u16,
+    which: Listener,
+) -> Result<(StdListener, SocketAddr), BindError> {
+    let listener = bind(host, port, which)?;
+    let addr = listener.local_addr().map_err(|error| BindError {
+        listener: which,
         addr: format!("{host}:{port}"),
         port,
-        source,
+        error,
     })?;
     Ok((listener, addr))
 }
@@ -202,21 +267,43 @@ mod tests {
 
     #[test]
     fn a_taken_port_is_named_in_the_error() {
-        let first = bind("127.0.0.1", 0).expect("a free port");
+        let first = bind("127.0.0.1", 0, Listener::Resp).expect("a free port");
         let port = first.local_addr().expect("bound").port();
         // SO_REUSEADDR does not let two sockets listen on one port.
-        let error = bind("127.0.0.1", port).expect_err("the port is taken");
-        let text = error.to_string();
-        assert!(
-            text.contains(&format!("cannot listen on 127.0.0.1:{port}"))
-                && text.contains(&format!("port {port} is taken by another process")),
-            "{text}"
-        );
-        let error = bind("not an address", 1).expect_err("not an address");
+        for (listener, words) in [
+            (
+                Listener::Resp,
+                "RESP port 127.0.0.1:{port}: address already in use (another process holds it; \
+                 pick another --port)",
+            ),
+            (
+                Listener::Http,
+                "HTTP port 127.0.0.1:{port}: address already in use (another process holds it; \
+                 pick another --http-port, or 0 for no HTTP API)",
+            ),
+            (
+                Listener::ClusterBus,
+                "cluster bus port 127.0.0.1:{port}: address already in use (another process \
+                 holds it; pick another --port or --cluster-port)",
+            ),
+        ] {
+            let error = bind("127.0.0.1", port, listener).expect_err("the port is taken");
+            let expected = format!(
+                "cannot listen on the {}",
+                words.replace("{port}", &port.to_string())
+            );
+            assert_eq!(error.to_string(), expected);
+            assert!(
+                std::error::Error::source(&error).is_none(),
+                "the OS's words are said once"
+            );
+        }
+        let error = bind("not an address", 1, Listener::Resp).expect_err("not an address");
         assert!(
             error
                 .to_string()
-                .starts_with("cannot listen on not an address:1")
+                .starts_with("cannot listen on the RESP port not an address:1: invalid"),
+            "{error}"
         );
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use shoal_frontdoor::{
-    Backend, CLUSTER_DOWN, Call, CommandError, Conn, Door, NOREPLICAS, Outcome, error_code,
+    Backend, CLUSTER_DOWN, Call, CommandError, Conn, Door, Mode, NOREPLICAS, Outcome, error_code,
 };
 use shoal_proto::Protocol;
 use shoal_proto::command_table::flags;
@@ -44,6 +44,23 @@ impl Backend for Shared {
         match reply {
             Value::Error(line) | Value::BulkError(line) => Some(error_code(&line)),
             _ => None,
+        }
+    }
+
+    /// `cluster` on a node of a cluster, as Redis with `cluster-enabled yes`.
+    fn mode(&self) -> Mode {
+        if self.cluster.is_some() {
+            Mode::Cluster
+        } else {
+            Mode::Standalone
+        }
+    }
+
+    fn role(&self) -> shoal_frontdoor::Role {
+        if self.replication.is_replica() {
+            shoal_frontdoor::Role::Replica
+        } else {
+            shoal_frontdoor::Role::Master
         }
     }
 

@@ -550,6 +550,14 @@ impl Config {
             .then(|| std::time::Duration::from_secs(self.cluster_join_timeout))
     }
 
+    /// The password this node gives other nodes' RESP ports (its replication link, the
+    /// forwarding client, the seed it joins through): its own `requirepass`, since a
+    /// cluster's nodes connect to each other both ways and so share one password. `None`
+    /// without one.
+    pub fn peer_password(&self) -> Option<String> {
+        (!self.requirepass.is_empty()).then(|| self.requirepass.clone())
+    }
+
     /// The cluster bus port for a RESP listener on `port`.
     pub fn effective_cluster_port(&self, port: u16) -> u16 {
         if self.cluster_port != 0 {

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
+use shoal_frontdoor::Backend as _;
 use shoal_frontdoor::info::{self, human_bytes};
 
 use crate::process;
@@ -105,6 +106,7 @@ fn server(shared: &Shared, out: &mut String) {
     info::Server {
         shoal_version: env!("CARGO_PKG_VERSION"),
         shoal_role: None,
+        mode: shared.mode(),
         os: &process::os_description(),
         run_id: shared.door.run_id(),
         tcp_port: shared.resp_addr.read().map_or(config.port, |a| a.port()),

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shoal_frontdoor::listen::{Accepted, BindError, accept_loop, bind, bind_both, log_ready};
+use shoal_frontdoor::listen::{
+    Accepted, BindError, Listener, accept_loop, bind, bind_both, log_ready,
+};
 use shoal_frontdoor::{Reservation, TICK, session};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -60,19 +62,19 @@ impl Server {
         let bus_listener = if config.cluster_mode() {
             if config.cluster_port == 0 && resp_addr.port().checked_add(BUS_PORT_OFFSET).is_none() {
                 return Err(StartError::Bind(BindError {
+                    listener: Listener::ClusterBus,
                     addr: format!("{}:{}+{BUS_PORT_OFFSET}", config.bind, resp_addr.port()),
                     port: resp_addr.port(),
-                    source: std::io::Error::new(
+                    error: std::io::Error::new(
                         std::io::ErrorKind::InvalidInput,
-                        format!(
-                            "the cluster bus port (port + {BUS_PORT_OFFSET}) is out of range: set cluster-port"
-                        ),
+                        format!("port + {BUS_PORT_OFFSET} is past 65535 (set --cluster-port)"),
                     ),
                 }));
             }
             let listener = bind(
                 &config.bind,
                 config.effective_cluster_port(resp_addr.port()),
+                Listener::ClusterBus,
             )?;
             config.cluster_port = listener.local_addr().map_err(StartError::Runtime)?.port();
             Some(listener)

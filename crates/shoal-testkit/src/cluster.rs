@@ -51,6 +51,9 @@ pub struct ClusterOptions {
     pub founder_replicas: Option<u8>,
     /// Bound of [`TestCluster::start`] and [`TestCluster::add_node`].
     pub ready_timeout: Duration,
+    /// The password every node requires (`--requirepass`), if any; the kit's own exchanges
+    /// with the nodes give it.
+    pub requirepass: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -65,6 +68,7 @@ impl Default for ClusterOptions {
             extra_args: Vec::new(),
             founder_replicas: None,
             ready_timeout: Duration::from_secs(30),
+            requirepass: None,
         }
     }
 }
@@ -327,7 +331,9 @@ impl TestCluster {
             let addr = primary.resp_addr();
             let mut last;
             loop {
-                match crate::resp::command(&addr, &["GET", key.as_str()], STATUS_TIMEOUT).await {
+                let password = self.options.requirepass.as_deref();
+                let get = ["GET", key.as_str()];
+                match crate::resp::command_as(&addr, password, &get, STATUS_TIMEOUT).await {
                     Ok(Value::Error(e)) => last = String::from_utf8_lossy(&e).into_owned(),
                     Ok(_) => break,
                     Err(e) => last = e.to_string(),
@@ -442,6 +448,7 @@ impl TestCluster {
             args,
             env,
             nice: node.nice,
+            password: self.options.requirepass.clone(),
         };
         self.nodes.push(NodeProcess::spawn(spec)?);
         Ok(index)

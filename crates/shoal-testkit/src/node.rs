@@ -37,6 +37,9 @@ pub struct NodeSpec {
     pub env: Vec<(String, String)>,
     /// Its niceness (see [`ProcessSpec::nice`]).
     pub nice: i32,
+    /// The password it requires (`--requirepass`, given in its environment), if any: the kit's
+    /// own exchanges with it ([`NodeProcess::command`], ...) authenticate with it.
+    pub password: Option<String>,
 }
 
 /// A `shoal server` child process. Every method takes `&self`, so a node can be killed or
@@ -44,6 +47,7 @@ pub struct NodeSpec {
 pub struct NodeProcess {
     process: Process,
     ports: NodePorts,
+    password: Option<String>,
     /// The id of the current incarnation (`(start number, id)`), once asked.
     id: Mutex<Option<(u32, NodeId)>>,
 }
@@ -56,6 +60,9 @@ impl NodeProcess {
         args.extend(spec.args);
         // Plain text logs: tracing's colours are escape codes in a file.
         let mut env = vec![("NO_COLOR".to_string(), "1".to_string())];
+        if let Some(password) = &spec.password {
+            env.push(("SHOAL_REQUIREPASS".to_string(), password.clone()));
+        }
         env.extend(spec.env);
         let process = Process::spawn(ProcessSpec {
             name: spec.name,
@@ -68,6 +75,7 @@ impl NodeProcess {
         Ok(NodeProcess {
             process,
             ports: spec.ports,
+            password: spec.password,
             id: Mutex::new(None),
         })
     }
@@ -168,7 +176,14 @@ impl NodeProcess {
             if let Some(status) = self.process.exit_status() {
                 return Err(self.exited(status));
             }
-            match resp::command(&self.resp_addr(), &["PING"], Duration::from_millis(500)).await {
+            let addr = self.resp_addr();
+            let ping = resp::command_as(
+                &addr,
+                self.password(),
+                &["PING"],
+                Duration::from_millis(500),
+            );
+            match ping.await {
                 Ok(Value::Simple(pong)) if pong == b"PONG" => return Ok(()),
                 Ok(other) => last = format!("PING answered {other:?}"),
                 Err(e) => last = e.to_string(),
@@ -184,9 +199,20 @@ impl NodeProcess {
         }
     }
 
-    /// Sends one command and returns the reply; an error reply is `Ok(Value::Error(..))`.
+    /// The password it requires, if any.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// A connection to its RESP port, authenticated if it requires a password.
+    pub async fn connect(&self) -> Result<resp::RespConnection> {
+        resp::RespConnection::connect_as(&self.resp_addr(), self.password(), RESP_TIMEOUT).await
+    }
+
+    /// Sends one command (authenticated if it requires a password) and returns the reply; an
+    /// error reply is `Ok(Value::Error(..))`.
     pub async fn command<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Value> {
-        resp::command(&self.resp_addr(), args, RESP_TIMEOUT).await
+        resp::command_as(&self.resp_addr(), self.password(), args, RESP_TIMEOUT).await
     }
 
     /// `INFO <section>`, parsed ([`Info`]).

@@ -38,6 +38,25 @@ impl RespConnection {
         })
     }
 
+    /// Connects to `addr` and authenticates with `password` if one is given (see
+    /// [`RespConnection::connect`]).
+    pub async fn connect_as(
+        addr: &str,
+        password: Option<&str>,
+        timeout: Duration,
+    ) -> Result<RespConnection> {
+        let mut conn = RespConnection::connect(addr, timeout).await?;
+        if let Some(password) = password {
+            match conn.call(&["AUTH", password]).await? {
+                Value::Simple(ok) if ok == b"OK" => {}
+                other => {
+                    return Err(resp_error(addr, format!("AUTH answered {other:?}")));
+                }
+            }
+        }
+        Ok(conn)
+    }
+
     /// Sends one command and returns its reply (an error reply is a [`Value::Error`], not an
     /// `Err`).
     pub async fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Value> {
@@ -137,7 +156,17 @@ impl RespConnection {
 
 /// Connects to `addr`, sends one command, returns its reply.
 pub async fn command<A: AsRef<[u8]>>(addr: &str, args: &[A], timeout: Duration) -> Result<Value> {
-    RespConnection::connect(addr, timeout)
+    command_as(addr, None, args, timeout).await
+}
+
+/// [`command`], authenticated with `password` first if one is given.
+pub async fn command_as<A: AsRef<[u8]>>(
+    addr: &str,
+    password: Option<&str>,
+    args: &[A],
+    timeout: Duration,
+) -> Result<Value> {
+    RespConnection::connect_as(addr, password, timeout)
         .await?
         .call(args)
         .await

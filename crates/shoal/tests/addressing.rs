@@ -37,6 +37,7 @@ fn spec(dir: &TestDir, name: &str, ports: NodePorts, args: &[&str]) -> NodeSpec 
         log: dir.join(&format!("{name}.log")),
         env: Vec::new(),
         nice: 0,
+        password: None,
     }
 }
 

@@ -594,6 +594,164 @@ fn cluster_up_names_taken_ports_and_starts_nothing() {
 }
 
 #[test]
+fn a_node_names_the_port_it_cannot_listen_on_and_why() {
+    // Another program holds the port each case asks for.
+    let held = |port: u16| TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+    let taken = |port: u16, listener: &str, flags: &str| {
+        format!(
+            "cannot listen on the {listener} 127.0.0.1:{port}: address already in use (another \
+             process holds it; pick another {flags})"
+        )
+    };
+    let base = cluster_base_port(1);
+    let (free, other) = (free_port().to_string(), free_port());
+    let cases: [(u16, Vec<String>, String); 4] = [
+        (
+            base,
+            vec![
+                "--port".into(),
+                base.to_string(),
+                "--http-port".into(),
+                "0".into(),
+            ],
+            taken(base, "RESP port", "--port"),
+        ),
+        (
+            other,
+            vec![
+                "--port".into(),
+                free.clone(),
+                "--http-port".into(),
+                other.to_string(),
+            ],
+            taken(other, "HTTP port", "--http-port, or 0 for no HTTP API"),
+        ),
+        // The cluster bus on its default port, RESP + 10000.
+        (
+            base + 10_000,
+            vec![
+                "--port".into(),
+                base.to_string(),
+                "--http-port".into(),
+                "0".into(),
+            ],
+            taken(
+                base + 10_000,
+                "cluster bus port",
+                "--port or --cluster-port",
+            ),
+        ),
+        // ... and on the port given.
+        (
+            other,
+            vec![
+                "--port".into(),
+                free.clone(),
+                "--http-port".into(),
+                "0".into(),
+                "--cluster-port".into(),
+                other.to_string(),
+            ],
+            taken(other, "cluster bus port", "--port or --cluster-port"),
+        ),
+    ];
+    for (i, (port, args, expected)) in cases.into_iter().enumerate() {
+        let _holder = held(port);
+        let mut argv: Vec<&str> = vec!["server", "--threads", "1"];
+        argv.extend(args.iter().map(String::as_str));
+        if i >= 2 {
+            argv.push("--cluster-enabled");
+        }
+        let (_, stderr) = failing(&argv, &[("RUST_BACKTRACE", "0")], Duration::from_secs(10));
+        assert!(
+            stderr.contains(&format!(
+                "Error: cannot start the node\n\nCaused by:\n    {expected}\n"
+            )),
+            "case {i}: {stderr}"
+        );
+        assert_eq!(
+            stderr.matches("in use").count(),
+            1,
+            "case {i}: the OS's words are said once: {stderr}"
+        );
+    }
+}
+
+/// A child process killed (and its nodes with it: `cluster up` sets their parent-death
+/// signal) when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn cluster_up_gives_every_node_its_password_and_status_asks_for_it() {
+    let base = cluster_base_port(2);
+    let log_dir = std::env::temp_dir().join(format!("shoal-cli-password-{base}"));
+    let mut up = Killed(
+        shoal()
+            .args(["cluster", "up", "--shards", "1", "--replicas", "1"])
+            .args(["--base-port", &base.to_string(), "--http-base-port", "0"])
+            .args(["--log-dir", log_dir.to_str().unwrap()])
+            .args(["--requirepass", "s3cret"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = up.0.stdout.take().unwrap();
+    let (lines, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.starts_with("cluster ready")) {
+        match ready.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no cluster within 30 s: {seen:?}"),
+        }
+    }
+    let node = format!("127.0.0.1:{base}");
+    // Every node requires it (the replica joined and follows its primary with it).
+    for port in [base, base + 1] {
+        assert_eq!(
+            resp_command(port, &["GET", "k"]),
+            "-NOAUTH Authentication required.\r\n"
+        );
+    }
+    let (_, stderr) = failing(
+        &["cluster", "status", "--node", &node],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(
+        stderr.contains("NOAUTH") && stderr.contains("--password"),
+        "{stderr}"
+    );
+    let out = run_shoal(
+        &["cluster", "status", "--node", &node],
+        &[("SHOAL_PASSWORD", "s3cret")],
+        Duration::from_secs(10),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("1 shards, 2 nodes (2 healthy)"), "{text}");
+    drop(up);
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
+
+#[test]
 fn cluster_status_explains_an_http_port_and_a_bad_address() {
     let http_port = free_port();
     let _node = Node::start_on(free_port(), &["--http-port", &http_port.to_string()]);

@@ -7,6 +7,7 @@ use shoal_proto::{Protocol, Reply};
 
 use crate::clients::KillFilter;
 use crate::error::CommandError;
+use crate::identity::{Mode, Role};
 
 /// The Redis version Shoal answers as (`HELLO`, `INFO`): the command set and replies it
 /// matches.
@@ -127,10 +128,10 @@ pub fn hello_options<A: AsRef<[u8]>>(
     })
 }
 
-/// `HELLO`'s reply: the server's properties, as a standalone Redis 7.0 primary answers (a
-/// node in cluster mode answers so too, as Redis Cluster nodes do; the proxy hides the
-/// cluster). `protocol` is the connection's after the command, `id` its client id.
-pub fn write_hello(reply: &mut Reply<'_>, protocol: Protocol, id: u64) {
+/// `HELLO`'s reply: the server's properties, as Redis 7.0 answers, with the `mode` and `role`
+/// the backend gives (see [`Mode`]). `protocol` is the connection's after the command, `id`
+/// its client id.
+pub fn write_hello(reply: &mut Reply<'_>, protocol: Protocol, id: u64, mode: Mode, role: Role) {
     reply.map(7);
     for (k, v) in [("server", "redis"), ("version", REDIS_VERSION)] {
         reply.bulk(k.as_bytes());
@@ -140,7 +141,7 @@ pub fn write_hello(reply: &mut Reply<'_>, protocol: Protocol, id: u64) {
     reply.int(i64::from(protocol.version()));
     reply.bulk(b"id");
     reply.int(i64::try_from(id).unwrap_or(i64::MAX));
-    for (k, v) in [("mode", "standalone"), ("role", "master")] {
+    for (k, v) in [("mode", mode.as_str()), ("role", role.as_str())] {
         reply.bulk(k.as_bytes());
         reply.bulk(v.as_bytes());
     }
@@ -388,6 +389,8 @@ mod tests {
             &mut Reply::new(&mut out, Protocol::Resp2),
             Protocol::Resp2,
             7,
+            Mode::Standalone,
+            Role::Master,
         );
         assert_eq!(
             out,
@@ -400,9 +403,14 @@ mod tests {
             &mut Reply::new(&mut out, Protocol::Resp3),
             Protocol::Resp3,
             7,
+            Mode::Cluster,
+            Role::Replica,
         );
         assert!(out.starts_with(b"%7\r\n"));
         assert!(out.windows(11).any(|w| w == b"proto\r\n:3\r\n"));
+        let has = |needle: &[u8]| out.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"$4\r\nmode\r\n$7\r\ncluster\r\n"));
+        assert!(has(b"$4\r\nrole\r\n$7\r\nreplica\r\n"));
     }
 
     #[test]

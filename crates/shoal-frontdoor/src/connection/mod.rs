@@ -166,7 +166,8 @@ fn hello<B: Backend>(call: &mut ConnCall<'_, B>, argv: &Argv<'_>) -> Result<(), 
         set_protocol(call.conn, version);
     }
     let (protocol, id) = (call.conn.protocol, call.conn.info.id);
-    write_hello(&mut call.conn.reply(call.out), protocol, id);
+    let (mode, role) = (call.backend.mode(), call.backend.role());
+    write_hello(&mut call.conn.reply(call.out), protocol, id, mode, role);
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use shoal_client::Value;
+use shoal_frontdoor::Backend as _;
 use shoal_frontdoor::info;
 
 use super::fanout;
@@ -86,6 +87,7 @@ fn server(shared: &Shared, out: &mut String) {
     info::Server {
         shoal_version: env!("CARGO_PKG_VERSION"),
         shoal_role: Some("proxy"),
+        mode: shared.mode(),
         os: &format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
         run_id: shared.door.run_id(),
         tcp_port: shared.resp_addr.port(),

@@ -37,7 +37,12 @@ async fn hello_3_switches_the_replies_that_follow_to_resp3() {
         unreachable!()
     };
     assert!(pairs.contains(&(bulk("proto"), Value::Int(3))));
+    // The proxy hides the cluster its nodes say they are in.
     assert!(pairs.contains(&(bulk("mode"), bulk("standalone"))));
+    let Value::Map(node_pairs) = &node_hello else {
+        panic!("HELLO 3 answered {node_hello:?}")
+    };
+    assert!(node_pairs.contains(&(bulk("mode"), bulk("cluster"))));
     // Maps from the nodes stay maps; RESET goes back to RESP2.
     raw.send_command(&[b"SET", b"hello:k", b"v"]).await;
     assert_eq!(raw.reply().await, simple("OK"));

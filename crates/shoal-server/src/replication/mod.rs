@@ -153,7 +153,9 @@ pub struct Replication {
     unpaused: Notify,
     /// Writes waiting in [`Replication::await_unpause`].
     paused_writers: AtomicUsize,
-    last_getack: Mutex<Option<Instant>>,
+    /// Where the last `REPLCONF GETACK` starts in the stream, while the stream it is in goes
+    /// on (a restarted history forgets it): a `WAIT` for an offset up to there needs no other.
+    last_getack: Mutex<Option<u64>>,
     /// Whether this node, as a primary, holds the right to change its data (in cluster mode:
     /// a fresh lease from the controller); unset, it always does.
     authority: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
@@ -281,6 +283,11 @@ impl Replication {
         self.history.lock().role.clone()
     }
 
+    /// Whether this node follows a primary (no copy of the role made).
+    pub fn is_replica(&self) -> bool {
+        matches!(self.history.lock().role, Role::Replica(_))
+    }
+
     /// Whether this node replicates `primary` (no copy of the role made).
     pub fn is_replica_of(&self, primary: &str) -> bool {
         matches!(&self.history.lock().role, Role::Replica(p) if p == primary)
@@ -332,6 +339,8 @@ impl Replication {
             history.replid2 = None;
             history.backlog.reset(end);
             self.end.store(end, Relaxed);
+            drop(history);
+            self.forget_getack();
         }
         if !on && was && self.role() == Role::Primary {
             self.gap.store(true, Relaxed);
@@ -490,7 +499,7 @@ impl Replication {
             if count >= numreplicas || self.role() != Role::Primary {
                 return count;
             }
-            self.request_acks();
+            self.request_acks(offset);
             match deadline {
                 Some(deadline) => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -515,19 +524,28 @@ impl Replication {
         }
     }
 
-    /// Asks every replica for an acknowledgement now (`REPLCONF GETACK *` in the stream, as
-    /// Redis does for `WAIT`), at most once per millisecond.
-    pub fn request_acks(&self) {
+    /// Asks every replica to acknowledge an offset of at least `offset` (`WAIT`), with a
+    /// `REPLCONF GETACK *` in the stream as Redis does, unless one already follows `offset` in
+    /// the stream: a replica answers it once it has applied everything before it, so that one
+    /// serves every waiter for an offset up to it. Requests are coalesced that way, never
+    /// dropped: a waiter whose write came after the last `GETACK` always gets a new one.
+    pub fn request_acks(&self, offset: u64) {
         if !self.recording() || self.fenced() {
             return;
         }
         let mut last = self.last_getack.lock();
-        if last.is_some_and(|at| at.elapsed() < Duration::from_millis(1)) {
+        if last.is_some_and(|at| at >= offset && at < self.offset()) {
             return;
         }
-        *last = Some(Instant::now());
-        drop(last);
+        *last = Some(self.offset());
         self.append(frames::GETACK);
+    }
+
+    /// Forgets the last `GETACK` (its stream was restarted: offsets may count from lower).
+    /// Never called with the history locked: [`Replication::request_acks`] locks the two the
+    /// other way round.
+    fn forget_getack(&self) {
+        *self.last_getack.lock() = None;
     }
 
     /// Appends a keep-alive if this primary has replicas and wrote nothing for a while.
@@ -644,6 +662,8 @@ impl Replication {
         history.replid2 = None;
         history.backlog.reset(offset);
         self.end.store(offset, Relaxed);
+        drop(history);
+        self.forget_getack();
     }
 }
 
@@ -670,7 +690,7 @@ mod tests {
         });
         r.set_role_recording(Role::Primary, true);
         assert!(!r.fenced());
-        r.request_acks();
+        r.request_acks(0);
         let end = r.offset();
         assert!(
             end > 0,
@@ -678,11 +698,42 @@ mod tests {
         );
         authority.store(false, Relaxed);
         assert!(r.fenced());
-        std::thread::sleep(Duration::from_millis(2));
-        r.request_acks();
+        r.request_acks(end);
         assert_eq!(r.offset(), end, "a fenced primary asks for nothing");
         r.set_role_recording(Role::Replica("127.0.0.1:7000".into()), false);
         assert!(!r.fenced(), "only a primary is fenced");
+    }
+
+    #[test]
+    fn ack_requests_are_coalesced_but_never_dropped() {
+        let r = Replication::new(1 << 20);
+        r.set_role_recording(Role::Primary, true);
+        let journal = r.journal();
+        let getack = frames::GETACK.len() as u64;
+        journal.delete(b"k");
+        let write = r.offset();
+        r.request_acks(write);
+        assert_eq!(r.offset(), write + getack, "a GETACK after the write");
+        r.request_acks(write);
+        assert_eq!(
+            r.offset(),
+            write + getack,
+            "a waiter for the same write shares the GETACK already in the stream"
+        );
+        // The next write, at once (the old rule dropped a request within a millisecond of
+        // the last one, and the waiter then waited for the replicas' periodic ack).
+        journal.delete(b"k");
+        let second = r.offset();
+        r.request_acks(second);
+        assert_eq!(
+            r.offset(),
+            second + getack,
+            "a new write gets a GETACK of its own"
+        );
+        // A restarted history counts from lower: the GETACK remembered is not in it.
+        r.restart_history(new_replid(), 0);
+        r.request_acks(0);
+        assert_eq!(r.offset(), getack, "the new history gets its own GETACK");
     }
 
     #[test]

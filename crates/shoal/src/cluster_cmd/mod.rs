@@ -67,6 +67,17 @@ pub struct UpArgs {
     /// this many (3 below 5 nodes) across shards.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub controller_voters: usize,
+    /// Password every node requires (their --requirepass, given to them in their
+    /// environment, not on their command line); the nodes authenticate to each other with it.
+    #[arg(long, env = "SHOAL_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+}
+
+impl UpArgs {
+    /// The nodes' password, if one is set (empty: none).
+    fn password(&self) -> Option<&str> {
+        self.requirepass.as_deref().filter(|p| !p.is_empty())
+    }
 }
 
 /// `shoal cluster status` flags.
@@ -78,6 +89,9 @@ pub struct StatusArgs {
     /// Print the controller's status as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The nodes' password (their --requirepass), if they have one.
+    #[arg(long, env = "SHOAL_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
 }
 
 /// `shoal cluster remove-node` flags.
@@ -88,6 +102,9 @@ pub struct RemoveArgs {
     /// Any node's RESP address, host:port (the port defaults to 7000).
     #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_node_addr)]
     pub node: String,
+    /// The nodes' password (their --requirepass), if they have one.
+    #[arg(long, env = "SHOAL_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
 }
 
 /// The RESP port `--node` means when it names none: `cluster up`'s first node's.
@@ -117,17 +134,22 @@ fn parse_node_addr(text: &str) -> Result<String, String> {
     seed::parse_node_addr(text, Some(DEFAULT_NODE_PORT)).map_err(|e| e.to_string())
 }
 
-/// The controller leader's status, asked through the node whose RESP address is `node`.
-async fn leader_status(node: &str) -> anyhow::Result<ClusterStatus> {
-    let bus = bus_of(node).await?;
+/// The controller leader's status, asked through the node whose RESP address is `node` (and
+/// password `password`, if it has one).
+async fn leader_status(node: &str, password: Option<&str>) -> anyhow::Result<ClusterStatus> {
+    let bus = bus_of(node, password).await?;
     leader_status_via(&bus, node).await
 }
 
 /// The bus address of the node whose RESP address is `node`, or what went wrong, with a hint
-/// when `node` is an HTTP port.
-async fn bus_of(node: &str) -> anyhow::Result<String> {
-    match seed::bus_addr_of(node, BUS_TIMEOUT).await {
+/// when `node` is an HTTP port or wants a password.
+async fn bus_of(node: &str, password: Option<&str>) -> anyhow::Result<String> {
+    let password = password.filter(|p| !p.is_empty());
+    match seed::bus_addr_of(node, password, BUS_TIMEOUT).await {
         Ok(bus) => Ok(bus),
+        Err(e @ SeedError::Auth { .. }) => {
+            bail!("{e} (give the nodes' password with --password or SHOAL_PASSWORD)")
+        }
         Err(e @ SeedError::Http { .. }) => {
             let hint = node
                 .rsplit_once(':')

@@ -12,7 +12,7 @@ use super::{RemoveArgs, StatusArgs, bus_of, leader_status, leader_status_via};
 
 /// `shoal cluster status`.
 pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let status = leader_status(&args.node).await?;
+    let status = leader_status(&args.node, args.password.as_deref()).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -23,7 +23,7 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 /// `shoal cluster remove-node`.
 pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
-    let bus = bus_of(&args.node).await?;
+    let bus = bus_of(&args.node, args.password.as_deref()).await?;
     let id = find_node(&leader_status_via(&bus, &args.node).await?.map, &args.id)?;
     let answer = bus::call_leader(&bus, &Request::RemoveNode(id), Duration::from_secs(12), 4).await;
     let map = match answer {

@@ -87,6 +87,11 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         command
             .arg("--controller")
             .args(["--controller-voters", &args.controller_voters.to_string()]);
+        // In the environment, not on the command line, where `ps` would show it.
+        match args.password() {
+            Some(password) => command.env("SHOAL_REQUIREPASS", password),
+            None => command.env_remove("SHOAL_REQUIREPASS"),
+        };
         if i == 0 {
             command.args(["--replicas", &args.replicas.to_string()]);
         } else {
@@ -106,7 +111,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         Ok((port, child))
     };
     fleet.children.push(spawn_node(0)?);
-    wait_for_founder(&founder, &mut fleet).await?;
+    wait_for_founder(&founder, args.password(), &mut fleet).await?;
     println!("  node {} founded the cluster", args.base_port);
     for i in 1..count {
         fleet.children.push(spawn_node(i)?);
@@ -117,7 +122,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         if let Some(port) = fleet.exited() {
             bail!("{}", fleet.exit_report(port, "exited while joining"));
         }
-        if let Ok(status) = leader_status(&founder).await {
+        if let Ok(status) = leader_status(&founder, args.password()).await {
             let members = status.map.nodes.len();
             if members > count {
                 bail!(
@@ -147,8 +152,13 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
     );
     print!("{}", describe(&status));
     println!();
-    println!("connect:    redis-cli -c -p {}", args.base_port);
-    println!("status:     shoal cluster status --node {founder}");
+    if args.password().is_some() {
+        println!("connect:    redis-cli -c -p {} --askpass", args.base_port);
+        println!("status:     shoal cluster status --node {founder} --password <the password>");
+    } else {
+        println!("connect:    redis-cli -c -p {}", args.base_port);
+        println!("status:     shoal cluster status --node {founder}");
+    }
     if http_base != 0 {
         println!("HTTP API:   http://127.0.0.1:{http_base}/<key>");
         println!(
@@ -197,6 +207,7 @@ fn node_config(args: &UpArgs, port: u16, http_port: u16) -> Config {
         routing: args.routing,
         controller: true,
         controller_voters: args.controller_voters,
+        requirepass: args.password().unwrap_or_default().to_string(),
         ..Config::default()
     };
     if let Some(maxmemory) = args.maxmemory {
@@ -305,13 +316,17 @@ impl Drop for Fleet {
 }
 
 /// Waits until the first node has founded the cluster, or fails with what stopped it.
-async fn wait_for_founder(founder: &str, fleet: &mut Fleet) -> anyhow::Result<()> {
+async fn wait_for_founder(
+    founder: &str,
+    password: Option<&str>,
+    fleet: &mut Fleet,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Some(port) = fleet.exited() {
             bail!("{}", fleet.exit_report(port, "exited while starting"));
         }
-        if let Ok(status) = leader_status(founder).await {
+        if let Ok(status) = leader_status(founder, password).await {
             // Ours has just founded its cluster: it is alone in it.
             if status.map.nodes.len() != 1 {
                 bail!(

@@ -1,0 +1,189 @@
+//! One shard of a primary and two replicas, from the outside (real `shoal server` processes
+//! started by shoal-testkit): what its nodes say they are (`HELLO`, `INFO`), `WAIT` after
+//! every write, and a cluster whose nodes require a password.
+//!
+//! The tests take turns (one cluster at a time), each bounded by [`TEST_LIMIT`].
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use shoal_testkit::resp::{RespConnection, text};
+use shoal_testkit::{ClusterOptions, NodeProcess, ShardNodes, TestCluster, Value};
+
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+
+/// No test may run longer than this.
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a plain RESP exchange may take.
+const RESP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs `body` alone (after any other test of this file) and within [`TEST_LIMIT`].
+async fn run_test(name: &str, body: impl Future<Output = ()>) {
+    shoal_testkit::run_alone(name, TEST_LIMIT, body).await;
+}
+
+/// A cluster of one shard (a primary and two replicas), and that shard.
+async fn start_shard(options: ClusterOptions) -> (TestCluster, ShardNodes) {
+    let options = ClusterOptions {
+        http: false,
+        ..options
+    };
+    let cluster = TestCluster::start(SHOAL, 1, 2, options)
+        .await
+        .expect("the cluster starts");
+    let shard = cluster.shards().await.expect("the shards").remove(0);
+    assert_eq!(shard.replicas.len(), 2, "{shard:?}");
+    (cluster, shard)
+}
+
+fn ok() -> Value {
+    Value::Simple(b"OK".to_vec())
+}
+
+/// Waits until `WAIT 2` after a write on `primary` answers 2: both replicas stream.
+async fn until_both_replicas_acknowledge(primary: &mut RespConnection) {
+    let started = Instant::now();
+    loop {
+        assert_eq!(primary.call(&["SET", "warm-up", "1"]).await.unwrap(), ok());
+        let acked = primary.call(&["WAIT", "2", "500"]).await.unwrap();
+        if acked == Value::Int(2) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the replicas never both acknowledged (last WAIT: {acked:?})"
+        );
+    }
+}
+
+/// The `HELLO 3` map's field `name`, as text.
+fn hello_field(hello: &Value, name: &str) -> String {
+    let Value::Map(pairs) = hello else {
+        panic!("HELLO 3 answered {hello:?}");
+    };
+    pairs
+        .iter()
+        .find(|(k, _)| text(k).as_deref() == Some(name))
+        .and_then(|(_, v)| text(v))
+        .unwrap_or_else(|| panic!("no {name} in {hello:?}"))
+}
+
+/// `HELLO 3`'s `mode` and `role` on `node`, and `INFO server`'s `redis_mode`.
+async fn says(node: &NodeProcess) -> (String, String, String) {
+    let mut conn = node.connect().await.unwrap();
+    let hello = conn.call(&["HELLO", "3"]).await.unwrap();
+    let info = node.info("server").await.unwrap();
+    (
+        hello_field(&hello, "mode"),
+        hello_field(&hello, "role"),
+        info.get("redis_mode").unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_a_cluster_say_cluster_and_replicas_say_replica() {
+    run_test(
+        "nodes_of_a_cluster_say_cluster_and_replicas_say_replica",
+        async {
+            let (cluster, shard) = start_shard(ClusterOptions::default()).await;
+            let mut primary = cluster.node(shard.primary).connect().await.unwrap();
+            until_both_replicas_acknowledge(&mut primary).await;
+            // As Redis 7 with `cluster-enabled yes`: `mode: cluster`, `redis_mode:cluster`,
+            // and a replica's HELLO says `role: replica`.
+            assert_eq!(
+                says(cluster.node(shard.primary)).await,
+                ("cluster".into(), "master".into(), "cluster".into())
+            );
+            for &r in &shard.replicas {
+                assert_eq!(
+                    says(cluster.node(r)).await,
+                    ("cluster".into(), "replica".into(), "cluster".into()),
+                    "{}",
+                    cluster.node(r).name()
+                );
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_writes_each_followed_by_wait_are_acknowledged_at_once() {
+    run_test(
+        "fifty_writes_each_followed_by_wait_are_acknowledged_at_once",
+        async {
+            let (cluster, shard) = start_shard(ClusterOptions::default()).await;
+            let mut primary = cluster.node(shard.primary).connect().await.unwrap();
+            until_both_replicas_acknowledge(&mut primary).await;
+            // Back to back: each WAIT asks for acknowledgements right after the last one was
+            // answered. A request dropped for coming too soon after the previous one left the
+            // WAIT to the replicas' periodic acknowledgement, 100 ms apart: 2.5 s on average
+            // for 50 pairs, against milliseconds when every WAIT is served.
+            let started = Instant::now();
+            let mut slowest = Duration::ZERO;
+            for i in 0..50 {
+                let value = i.to_string();
+                assert_eq!(primary.call(&["SET", "k", &value]).await.unwrap(), ok());
+                let asked = Instant::now();
+                let acked = primary.call(&["WAIT", "2", "2000"]).await.unwrap();
+                slowest = slowest.max(asked.elapsed());
+                assert_eq!(acked, Value::Int(2), "WAIT after write {i}");
+            }
+            let took = started.elapsed();
+            eprintln!("50 SET + WAIT 2 pairs in {took:?} (slowest WAIT {slowest:?})");
+            assert!(
+                took < Duration::from_millis(50 * 30),
+                "50 SET + WAIT 2 pairs took {took:?} (slowest WAIT {slowest:?})"
+            );
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_a_password_replicates_forwards_and_refuses_strangers() {
+    run_test(
+        "a_cluster_with_a_password_replicates_forwards_and_refuses_strangers",
+        async {
+            // The replicas join through the founder's RESP port and follow the primary on
+            // theirs; forwarding goes through a client of the node's own: all need the
+            // password.
+            let (cluster, shard) = start_shard(ClusterOptions {
+                requirepass: Some("s3cret".into()),
+                routing: Some("forward".into()),
+                ..ClusterOptions::default()
+            })
+            .await;
+            let mut primary = cluster.node(shard.primary).connect().await.unwrap();
+            until_both_replicas_acknowledge(&mut primary).await;
+            assert_eq!(primary.call(&["SET", "guarded", "v1"]).await.unwrap(), ok());
+            let acked = primary.call(&["WAIT", "2", "5000"]).await.unwrap();
+            assert_eq!(acked, Value::Int(2), "both replicas have the write");
+            let value = Value::Bulk(b"v1".to_vec());
+            for &r in &shard.replicas {
+                let node = cluster.node(r);
+                // Its own copy, streamed by the primary.
+                let mut conn = node.connect().await.unwrap();
+                assert_eq!(conn.call(&["READONLY"]).await.unwrap(), ok());
+                assert_eq!(conn.call(&["GET", "guarded"]).await.unwrap(), value);
+                // Without READONLY, forwarded to the primary.
+                let mut conn = node.connect().await.unwrap();
+                assert_eq!(conn.call(&["GET", "guarded"]).await.unwrap(), value);
+            }
+            for node in cluster.nodes() {
+                let mut stranger = RespConnection::connect(&node.resp_addr(), RESP_TIMEOUT)
+                    .await
+                    .unwrap();
+                let refused = stranger.call(&["GET", "guarded"]).await.unwrap();
+                assert_eq!(
+                    refused,
+                    Value::Error(b"NOAUTH Authentication required.".to_vec()),
+                    "{}",
+                    node.name()
+                );
+            }
+        },
+    )
+    .await;
+}
