@@ -189,6 +189,18 @@ async fn primaries_keep_writing_when_a_majority_of_the_voters_is_gone() {
                 }
                 assert_eq!(signals(node).await, degraded, "{}", node.name());
             }
+            // And `shoal cluster status`, asked through a survivor.
+            let out = std::process::Command::new(SHOAL)
+                .args(["cluster", "status", "--node"])
+                .arg(cluster.node(survivor).resp_addr())
+                .output()
+                .expect("shoal cluster status runs");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.starts_with("controller DOWN: "),
+                "cluster status said: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         },
     )
     .await;

@@ -191,8 +191,14 @@ impl Controller {
         self.machine.current()
     }
 
-    /// The bus address of the current leader, if known.
+    /// The bus address of the current leader, if known: `None` once no leader has sent this
+    /// member anything for an election timeout (a member the group dropped, or one cut off,
+    /// would otherwise keep naming a leader that no longer leads, and every request it
+    /// redirects would go round in a circle).
     pub fn leader_addr(&self) -> Option<String> {
+        if self.since_leader_contact() > Duration::from_millis(ELECTION_TIMEOUT_MAX_MS) {
+            return None;
+        }
         let metrics = self.raft.server_metrics();
         let metrics = metrics.borrow();
         let leader = metrics.current_leader?;

@@ -12,11 +12,39 @@ use super::{RemoveArgs, StatusArgs, bus_of, leader_status, leader_status_via};
 
 /// `shoal cluster status`.
 pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let status = leader_status(&args.node, args.password.as_deref()).await?;
+    let status = match leader_status(&args.node, args.password.as_deref()).await {
+        Ok(status) => status,
+        Err(no_leader) => return leaderless_status(&args, no_leader).await,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print!("{}", describe(&status));
+    }
+    Ok(())
+}
+
+/// `shoal cluster status` when no controller leader answers: the node's own map, under a line
+/// that says the controller has lost its majority (or is electing a leader), and what that
+/// means. Fails (with `no_leader`) if the node does not answer either.
+async fn leaderless_status(args: &StatusArgs, no_leader: anyhow::Error) -> anyhow::Result<()> {
+    let bus = bus_of(&args.node, args.password.as_deref()).await?;
+    let map = match bus::call(&bus, &Request::GetMap, Duration::from_secs(2)).await {
+        Ok(Reply::Map(map)) => map,
+        _ => return Err(no_leader),
+    };
+    let why = format!(
+        "no controller leader answers ({no_leader:#}): the controller has lost its majority, or \
+         is electing a leader; primaries keep serving on leases from their peers, but nothing is \
+         failed over, joined or removed until it is back"
+    );
+    if args.json {
+        let view = serde_json::json!({ "leader": null, "controller": why, "map": map });
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        println!("controller DOWN: {why}");
+        println!("the map as {} holds it:", args.node);
+        print!("{}", describe_view(&map, None, &[]));
     }
     Ok(())
 }
@@ -88,7 +116,12 @@ async fn removed_anyway(
 
 /// A human-readable account of a cluster's state.
 pub(super) fn describe(status: &ClusterStatus) -> String {
-    let map = &status.map;
+    describe_view(&status.map, Some(status.leader), &status.nodes)
+}
+
+/// [`describe`] of `map`, with the controller's `leader` (if one answered) and the nodes'
+/// last reports to it.
+fn describe_view(map: &ClusterMap, leader: Option<NodeId>, reports: &[NodeStatus]) -> String {
     let mut out = String::new();
     let healthy = map
         .nodes
@@ -108,7 +141,7 @@ pub(super) fn describe(status: &ClusterStatus) -> String {
         map.shards.len(),
         map.nodes.len(),
         healthy,
-        short(status.leader),
+        leader.map_or("none".to_string(), short),
         map.controllers.len(),
         map.controllers
             .iter()
@@ -116,7 +149,7 @@ pub(super) fn describe(status: &ClusterStatus) -> String {
             .collect::<Vec<_>>()
             .join(",")
     ));
-    let by_id: BTreeMap<NodeId, &NodeStatus> = status.nodes.iter().map(|n| (n.id, n)).collect();
+    let by_id: BTreeMap<NodeId, &NodeStatus> = reports.iter().map(|n| (n.id, n)).collect();
     for shard in &map.shards {
         let ranges: Vec<String> = map
             .slots
@@ -143,20 +176,24 @@ pub(super) fn describe(status: &ClusterStatus) -> String {
             abbreviate(&ranges)
         ));
         for member in shard.members() {
-            out.push_str(&node_line(status, member, by_id.get(&member).copied()));
+            out.push_str(&node_line(map, leader, member, by_id.get(&member).copied()));
         }
     }
     for spare in map.spares() {
         out.push_str("spare:\n");
-        out.push_str(&node_line(status, spare.id, by_id.get(&spare.id).copied()));
+        out.push_str(&node_line(map, leader, spare.id, by_id.get(&spare.id).copied()));
     }
     out
 }
 
 /// One member's line in [`describe`]: its place, address, health, what it last reported, its
 /// zone, and whether it is a controller voter (and the leader).
-fn node_line(cluster: &ClusterStatus, id: NodeId, status: Option<&NodeStatus>) -> String {
-    let map = &cluster.map;
+fn node_line(
+    map: &ClusterMap,
+    leader: Option<NodeId>,
+    id: NodeId,
+    status: Option<&NodeStatus>,
+) -> String {
     let Some(node) = map.node(id) else {
         return format!("  {} (unknown)\n", short(id));
     };
@@ -191,20 +228,20 @@ fn node_line(cluster: &ClusterStatus, id: NodeId, status: Option<&NodeStatus>) -
         keys,
         memory,
         ops,
-        controller_part(cluster, node)
+        controller_part(map, leader, node)
     )
 }
 
 /// What a node's line says of its zone and its part in the controller: `  zone eu-1a`,
 /// `  voter` or `  voter, leader`.
-fn controller_part(cluster: &ClusterStatus, node: &NodeInfo) -> String {
+fn controller_part(map: &ClusterMap, leader: Option<NodeId>, node: &NodeInfo) -> String {
     let mut part = String::new();
     if let Some(zone) = &node.zone {
         part.push_str(&format!("  zone {zone}"));
     }
-    if cluster.leader == node.id {
+    if leader == Some(node.id) {
         part.push_str("  voter, leader");
-    } else if cluster.map.controllers.contains(&node.id) {
+    } else if map.controllers.contains(&node.id) {
         part.push_str("  voter");
     }
     part
