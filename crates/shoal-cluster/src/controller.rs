@@ -8,6 +8,7 @@
 //! ([`Reply::NotLeader`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,6 +68,9 @@ pub enum ControllerError {
     /// Raft refused to start or initialise.
     #[error("controller: {0}")]
     Raft(String),
+    /// Its Raft state on disk cannot be read.
+    #[error("controller: {0}")]
+    Dir(#[from] crate::node_dir::DirError),
 }
 
 /// What a controller needs to know.
@@ -78,6 +82,9 @@ pub struct ControllerConfig {
     pub settings: Settings,
     /// Replicas per shard, for a cluster this controller founds.
     pub replicas: u8,
+    /// Where its Raft state is kept (`raft/` in the node's directory); `None` keeps it in
+    /// memory.
+    pub raft_dir: Option<PathBuf>,
 }
 
 type Waiter = oneshot::Sender<Reply>;
@@ -107,6 +114,8 @@ pub struct Controller {
     /// (nodes also tell the followers, every second): a new leader knows which maps a silent
     /// primary may still hold, back to which epoch.
     epochs_seen: Mutex<HashMap<NodeId, Epoch>>,
+    /// Whether it started from Raft state a previous run left on disk.
+    resumed: bool,
 }
 
 impl Controller {
@@ -127,12 +136,16 @@ impl Controller {
         }
         .validate()
         .map_err(|e| ControllerError::Raft(e.to_string()))?;
-        let machine = MapMachine::new(maps);
+        let (log, machine) = match &config.raft_dir {
+            Some(dir) => (LogStore::open(dir)?, MapMachine::open(maps, dir)?),
+            None => (LogStore::default(), MapMachine::new(maps)),
+        };
+        let resumed = log.is_initialized();
         let raft = Raft::new(
             config.myself.id.0,
             Arc::new(raft_config),
             BusNetwork,
-            LogStore::default(),
+            log,
             machine.clone(),
         )
         .await
@@ -145,6 +158,7 @@ impl Controller {
             wake: Notify::new(),
             quorum_confirmed: Mutex::new(None),
             epochs_seen: Mutex::new(HashMap::new()),
+            resumed,
         });
         tokio::spawn(controller.clone().lead());
         tokio::spawn(controller.clone().confirm_quorum());
@@ -178,6 +192,12 @@ impl Controller {
         Err(ControllerError::Raft(
             "could not commit the first map: no leadership".into(),
         ))
+    }
+
+    /// Whether it started from the Raft state of a previous run (a member restarted with its
+    /// directory): it is in its group already, and must not found another.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     /// The committed map as this member has applied it.
@@ -613,6 +633,13 @@ impl Controller {
             .filter_map(|a| match a {
                 // A failed primary, or one removed (or restarted) whose replica takes over.
                 Action::FailedOver(shard, ..) | Action::Promoted(_, shard) => Some(*shard),
+                // A primary restarted with its directory: it hands its shard to a replica
+                // that holds keys, which only fresh reports may show.
+                Action::Reincarnated(node) => current
+                    .shards
+                    .iter()
+                    .find(|s| s.primary == *node)
+                    .map(|s| s.id),
                 _ => None,
             })
             .collect();
