@@ -37,6 +37,9 @@ pub struct NodeSpec {
     pub env: Vec<(String, String)>,
     /// Its niceness (see [`ProcessSpec::nice`]).
     pub nice: i32,
+    /// Its directory (`--dir`: id, Raft state, last map), if it keeps one: restarted with it,
+    /// the node comes back as itself.
+    pub dir: Option<PathBuf>,
 }
 
 /// A `shoal server` child process. Every method takes `&self`, so a node can be killed or
@@ -44,6 +47,7 @@ pub struct NodeSpec {
 pub struct NodeProcess {
     process: Process,
     ports: NodePorts,
+    dir: Option<PathBuf>,
     /// The id of the current incarnation (`(start number, id)`), once asked.
     id: Mutex<Option<(u32, NodeId)>>,
 }
@@ -54,6 +58,9 @@ impl NodeProcess {
         let mut args = vec!["server".to_string()];
         args.extend(spec.ports.args());
         args.extend(spec.args);
+        if let Some(dir) = &spec.dir {
+            args.extend(["--dir".to_string(), dir.display().to_string()]);
+        }
         // Plain text logs: tracing's colours are escape codes in a file.
         let mut env = vec![("NO_COLOR".to_string(), "1".to_string())];
         env.extend(spec.env);
@@ -68,6 +75,7 @@ impl NodeProcess {
         Ok(NodeProcess {
             process,
             ports: spec.ports,
+            dir: spec.dir,
             id: Mutex::new(None),
         })
     }
@@ -154,10 +162,27 @@ impl NodeProcess {
         self.process.wait_exit(timeout).await
     }
 
-    /// Starts it again after it ended, with the same ports and flags. A restarted node has a new
-    /// id (ids are random per start), so a cluster sees a new node.
+    /// Starts it again after it ended, with the same ports and flags. With its directory (see
+    /// [`NodeSpec::dir`]) it comes back as the same node (same id, its keys gone); without one
+    /// it has a new id, and the cluster sees a new node.
     pub fn restart(&self) -> Result<()> {
         self.process.restart()
+    }
+
+    /// Starts it again after it ended, with the same ports and flags but without its
+    /// directory: a new node (new id) on the old one's address. The directory stays as it
+    /// was; a later [`NodeProcess::restart`] uses it again.
+    pub fn restart_without_dir(&self) -> Result<()> {
+        let mut args = self.process.spec().args.clone();
+        if let Some(at) = args.iter().position(|a| a == "--dir") {
+            args.drain(at..(at + 2).min(args.len()));
+        }
+        self.process.restart_with(args)
+    }
+
+    /// Its directory, if it keeps one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     /// Waits up to `timeout` until it answers `PING` with `PONG`. Fails at once if it exits.

@@ -60,6 +60,7 @@ impl Node {
             log: dir.path().join(format!("node-{policy}.log")),
             env: Vec::new(),
             nice: 0,
+            dir: None,
         };
         let process = NodeProcess::spawn(spec).expect("shoal starts");
         let started = Instant::now();
