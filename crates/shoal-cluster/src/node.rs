@@ -241,6 +241,8 @@ impl ClusterNode {
             }
             Some(seed) => node.join(Some(seed), None, config.join_timeout).await?,
         }
+        // In the cluster now, by the leader's map: it may grant peer leases (see `peer_lease`).
+        node.grantor.joined();
         tokio::spawn(node.clone().send_heartbeats());
         tokio::spawn(node.clone().renew_by_peers());
         tokio::spawn(node.clone().report_epoch_to_followers());
