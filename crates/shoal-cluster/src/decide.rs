@@ -107,6 +107,9 @@ pub(crate) enum Action {
     /// A joining node listens where an old one did: the old process is gone (two cannot bind
     /// one port), so the old node is removed and the new one placed as any join.
     Restarted(NodeId, NodeId),
+    /// A node of the map joined again under its own id with a new incarnation: it restarted
+    /// with its directory, and has no keys.
+    Reincarnated(NodeId),
     /// A spare became a replica of a shard that lacked one.
     SpareAssigned(NodeId, ShardId),
     /// A failed primary was replaced: the shard, the failed node, its successor.
@@ -177,6 +180,7 @@ pub(crate) fn decide(
 
     for node in &observations.joins {
         replace_restarted(&mut map, node, &observations.reports, &mut actions);
+        reincarnate(&mut map, node, &observations.reports, &mut actions);
         join(&mut map, node.clone(), &mut actions);
     }
     for &node in &observations.removals {
@@ -282,6 +286,53 @@ fn replace_restarted(
             continue;
         }
         remove(map, old, reports, actions);
+    }
+}
+
+/// Takes in a node that joins under an id the map has, with another incarnation: it restarted
+/// with its directory (`--dir`), so it is the same node, without its keys. Its entry takes the
+/// new incarnation (and address). A primary must not serve its shard empty while a replica
+/// holds the shard's keys: it hands the shard to its best replica that has taken part in
+/// replication (a non-zero offset; one that restarted too holds nothing), as a failed
+/// primary would, and stays as a replica that resyncs. A primary without such a replica (in a
+/// whole-cluster restart, none has keys) keeps its shard; a replica resyncs by itself.
+fn reincarnate(
+    map: &mut ClusterMap,
+    node: &NodeInfo,
+    reports: &HashMap<NodeId, ReplicationReport>,
+    actions: &mut Vec<Action>,
+) {
+    let Some(old) = map.nodes.get(&node.id) else {
+        return;
+    };
+    if old.incarnation == node.incarnation {
+        return;
+    }
+    let health = old.health;
+    map.nodes.insert(
+        node.id,
+        NodeInfo {
+            health,
+            ..node.clone()
+        },
+    );
+    actions.push(Action::Reincarnated(node.id));
+    let Some(i) = map.shards.iter().position(|s| s.primary == node.id) else {
+        return;
+    };
+    let next = map.shards[i]
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| map.node(*r).is_some_and(NodeInfo::is_ok))
+        .filter_map(|r| Some((r, reports.get(&r).filter(|report| report.offset > 0)?)))
+        .max_by_key(|(r, report)| (report.in_sync, report.offset, std::cmp::Reverse(*r)))
+        .map(|(r, _)| r);
+    if let Some(next) = next {
+        let shard = &mut map.shards[i];
+        let restarted = shard.promote(next);
+        shard.replicas.push(restarted);
+        actions.push(Action::FailedOver(shard.id, restarted, next));
     }
 }
 
@@ -940,6 +991,94 @@ mod tests {
         assert_eq!(next.shards[1].primary, NodeId(22));
         assert!(next.node(NodeId(2)).is_none());
         assert_eq!(next.slots, map.slots, "no slot moves");
+    }
+
+    /// Node `id` of `map` joining again under its id, with a new incarnation.
+    fn reincarnated(map: &ClusterMap, id: u64, reports: &[(u64, ReplicationReport)]) -> Decision {
+        let mut again = map.node(NodeId(id)).unwrap().clone();
+        again.incarnation += 1;
+        let mut obs = all_heard(map, 10);
+        obs.joins = vec![again];
+        obs.reports = reports
+            .iter()
+            .map(|(id, r)| (NodeId(*id), r.clone()))
+            .collect();
+        decide(map, &obs, 10, &settings())
+    }
+
+    #[test]
+    fn a_primary_restarted_with_its_directory_hands_its_shard_to_a_replica() {
+        let map = shard_with_two_replicas();
+        // Table: (reports of replicas 2 and 3, the primary after).
+        let cases = [
+            // Both replicas hold keys: the most advanced takes over.
+            (vec![(2, report(5, true)), (3, report(9, false))], NodeId(2)),
+            (
+                vec![(2, report(5, false)), (3, report(9, false))],
+                NodeId(3),
+            ),
+            // Only one ever replicated (the other restarted too): it takes over.
+            (vec![(2, report(0, true)), (3, report(4, false))], NodeId(3)),
+            // None holds anything (the whole shard restarted): the primary stays.
+            (vec![(2, report(0, true)), (3, report(0, true))], NodeId(1)),
+            (vec![], NodeId(1)),
+        ];
+        for (reports, primary) in cases {
+            let d = reincarnated(&map, 1, &reports);
+            assert!(
+                d.actions.contains(&Action::Reincarnated(NodeId(1))),
+                "{d:?}"
+            );
+            let next = d.map.expect("the new incarnation is recorded");
+            next.validate().unwrap();
+            assert_eq!(next.shards[0].primary, primary, "{reports:?}");
+            assert_eq!(next.node(NodeId(1)).unwrap().incarnation, 1);
+            assert_eq!(next.nodes.len(), 3, "the same nodes");
+            assert_eq!(next.shards[0].members().count(), 3, "the same shard");
+            assert_eq!(next.slots, map.slots, "no slot moves");
+            if primary != NodeId(1) {
+                assert!(
+                    d.actions
+                        .contains(&Action::FailedOver(ShardId(0), NodeId(1), primary))
+                );
+                assert!(next.shards[0].replicas.contains(&NodeId(1)));
+            }
+        }
+        // The same incarnation again (a repeated join) changes nothing.
+        let next = reincarnated(&map, 1, &[]).map.unwrap();
+        let mut obs = all_heard(&next, 10);
+        obs.joins = vec![next.node(NodeId(1)).unwrap().clone()];
+        assert!(decide(&next, &obs, 10, &settings()).map.is_none());
+    }
+
+    #[test]
+    fn a_replica_restarted_with_its_directory_keeps_its_place() {
+        let map = shard_with_two_replicas();
+        let d = reincarnated(&map, 3, &[(2, report(5, true)), (3, report(5, true))]);
+        assert_eq!(
+            d.actions,
+            vec![
+                Action::Reincarnated(NodeId(3)),
+                Action::AlreadyMember(NodeId(3))
+            ]
+        );
+        let next = d.map.unwrap();
+        assert_eq!(next.shards, map.shards);
+        assert_eq!(next.node(NodeId(3)).unwrap().incarnation, 1);
+        // A failed one stays failed until its heartbeats say otherwise.
+        let mut failed = map.clone();
+        failed.nodes.get_mut(&NodeId(3)).unwrap().health = Health::Failed;
+        let mut obs = Observations {
+            last_heartbeat: [(NodeId(1), 10), (NodeId(2), 10)].into(),
+            leader_since_ms: 0,
+            ..Observations::default()
+        };
+        let mut again = failed.node(NodeId(3)).unwrap().clone();
+        again.incarnation = 7;
+        obs.joins = vec![again];
+        let next = decide(&failed, &obs, 10, &settings()).map.unwrap();
+        assert_eq!(next.node(NodeId(3)).unwrap().health, Health::Failed);
+        assert_eq!(next.node(NodeId(3)).unwrap().incarnation, 7);
     }
 
     #[test]

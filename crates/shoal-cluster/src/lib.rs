@@ -6,8 +6,10 @@
 //! * [`decide`]: the controller's decisions, a pure function of map, observations and time.
 //! * [`redis_format`]: `CLUSTER SHARDS/SLOTS/NODES/INFO` replies in Redis 7's formats.
 //! * [`bus`]: messages and framing of the cluster bus (controller RPCs, heartbeats, pushes).
-//! * `raft`: the controller's Raft group (openraft): types, in-memory log and state machine,
-//!   RPCs over the bus.
+//! * `raft`: the controller's Raft group (openraft): types, log and state machine (in memory,
+//!   and on disk for a node with a directory), RPCs over the bus.
+//! * `node_dir`: a node's directory (`--dir`): its lock, its id, its last map, its Raft state.
+//! * `files`: atomic file replacement and a CRC-32, for what the directory holds.
 //! * `controller`: a controller member; while it leads, it decides and commits maps.
 //! * `map_channel`: the channel a node's current map lives in, fed by the node and by the
 //!   controller's state machine.
@@ -29,9 +31,11 @@ pub mod bus;
 mod controller;
 pub mod decide;
 mod electorate;
+mod files;
 mod map;
 mod map_channel;
 pub mod node;
+mod node_dir;
 mod peer_lease;
 mod placement;
 mod raft;
@@ -43,4 +47,5 @@ pub use map::{
     BUS_PORT_OFFSET, BadNodeId, ClusterMap, Epoch, Health, NodeId, NodeInfo, Role, ShardId,
     ShardInfo, SlotTable,
 };
+pub use node_dir::{DirError, NodeDir};
 pub use slot::{SLOTS, Slot, key_slot};

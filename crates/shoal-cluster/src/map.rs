@@ -15,8 +15,9 @@ use crate::slot::{SLOTS, Slot};
 /// A map's version. Every change bumps it by one; 0 is "no map yet".
 pub type Epoch = u64;
 
-/// A node's identity, random per process start: a restarted node comes back empty, so it joins
-/// as a new node. Shown as Redis's 40 hex digits; the first 16 are the number itself.
+/// A node's identity: chosen at its first start, and kept in its directory (`--dir`) if it has
+/// one, so it comes back as itself after a restart; without one, random per process start (a
+/// restarted node joins as a new node). Shown as Redis's 40 hex digits; the first 16 are the number itself.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub u64);
 
@@ -142,6 +143,11 @@ pub struct NodeInfo {
     /// Whether it joined as a spare: it stays out of every shard until one lacks a replica.
     #[serde(default)]
     pub spare: bool,
+    /// Which start of its process this is (random per start, see
+    /// [`NodeInfo::fresh_incarnation`]): a node restarted with its directory keeps its id but
+    /// not its keys, and a new incarnation tells the controller so.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// How far above its RESP port a node's cluster bus listens unless told otherwise, as in
@@ -164,7 +170,14 @@ impl NodeInfo {
             controller: false,
             health: Health::Ok,
             spare: false,
+            incarnation: 0,
         }
+    }
+
+    /// A random incarnation number for a process that starts now (never 0, the number of a
+    /// map written before incarnations existed).
+    pub fn fresh_incarnation() -> u64 {
+        NodeId::random().0
     }
 
     /// `host:port` of its RESP listener.

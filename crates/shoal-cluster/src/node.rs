@@ -21,6 +21,7 @@ use crate::decide::Settings;
 use crate::map::Role;
 use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo};
 use crate::map_channel::{MapSender, publish_newer};
+use crate::node_dir::NodeDir;
 use crate::peer_lease::{self, Answer, Grantor};
 use crate::seed::{self, SeedError};
 
@@ -135,6 +136,9 @@ pub struct NodeConfig {
     pub join_timeout: Option<Duration>,
     /// Reads the node's load for heartbeats.
     pub stats: Arc<dyn Fn() -> NodeStats + Send + Sync>,
+    /// The node's directory (`--dir`): its Raft state, and the last map it held, through
+    /// whose controller members it rejoins after a restart. `None` keeps nothing.
+    pub dir: Option<Arc<NodeDir>>,
 }
 
 /// A node's cluster membership. Its tasks run on the runtime that called [`ClusterNode::start`].
@@ -175,7 +179,15 @@ impl ClusterNode {
         config: NodeConfig,
         listener: TcpListener,
     ) -> Result<Arc<ClusterNode>, ClusterError> {
-        if config.join.is_none() && !config.myself.controller {
+        // A node its directory shows in a map was in the cluster before: it rejoins as itself
+        // (through that map's controller members, or the seed), and founds nothing.
+        let known = config
+            .dir
+            .as_ref()
+            .and_then(|d| d.last_map())
+            .filter(|m| m.nodes.contains_key(&config.myself.id))
+            .cloned();
+        if config.join.is_none() && known.is_none() && !config.myself.controller {
             return Err(ClusterError::Config(
                 "a node that founds a cluster must be a controller member".into(),
             ));
@@ -188,6 +200,7 @@ impl ClusterNode {
                         myself: config.myself.clone(),
                         settings: config.settings.clone(),
                         replicas: config.replicas,
+                        raft_dir: config.dir.as_ref().map(|d| d.raft_path()),
                     },
                     maps.clone(),
                 )
@@ -214,7 +227,14 @@ impl ClusterNode {
         });
         tokio::spawn(node.clone().serve_bus(listener));
         tokio::spawn(node.clone().watch_membership());
+        let resumed = node.controller.as_ref().is_some_and(|c| c.resumed());
         match &config.join {
+            seed if known.is_some() || resumed => {
+                tracing::info!(id = ?node.myself.id, "rejoining the cluster as the same node");
+                let password = config.seed_password.as_deref();
+                node.join(seed.as_ref(), known.as_ref(), password, config.join_timeout)
+                    .await?
+            }
             None => {
                 node.controller
                     .as_ref()
@@ -225,9 +245,12 @@ impl ClusterNode {
             }
             Some(seed) => {
                 let password = config.seed_password.as_deref();
-                node.join(seed, password, config.join_timeout).await?
+                node.join(Some(seed), None, password, config.join_timeout)
+                    .await?
             }
         }
+        // In the cluster now, by the leader's map: it may grant peer leases (see `peer_lease`).
+        node.grantor.joined();
         tokio::spawn(node.clone().send_heartbeats());
         tokio::spawn(node.clone().renew_by_peers());
         tokio::spawn(node.clone().report_epoch_to_followers());
@@ -348,18 +371,21 @@ impl ClusterNode {
         addrs
     }
 
-    /// Joins through `seed`, retrying with a growing pause until it works or `timeout` (from
-    /// now) has passed. An attempt under way when the time is up is let finish.
+    /// Joins through the controller members this node knows of (the leader, the members of
+    /// its map and of `known`, the last map it held before a restart), then `seed` (asked for
+    /// its bus with `password`), retrying with a growing pause until it works or `timeout`
+    /// (from now) has passed. An attempt under way when the time is up is let finish.
     async fn join(
         &self,
-        seed: &Seed,
+        seed: Option<&Seed>,
+        known: Option<&ClusterMap>,
         password: Option<&str>,
         timeout: Option<Duration>,
     ) -> Result<(), ClusterError> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
-            let last_error = match self.try_join(seed, password).await {
+            let last_error = match self.try_join(seed, known, password).await {
                 Ok(map) => {
                     tracing::info!(epoch = map.epoch, "joined the cluster");
                     self.apply(map);
@@ -372,8 +398,16 @@ impl ClusterNode {
                 Some(timeout) => {
                     let left = timeout.saturating_sub(started.elapsed());
                     if left.is_zero() {
+                        let seed = seed.cloned().unwrap_or_else(|| {
+                            Seed::Bus(
+                                known
+                                    .map(controller_bus_addrs)
+                                    .unwrap_or_default()
+                                    .join(","),
+                            )
+                        });
                         return Err(ClusterError::JoinTimedOut {
-                            seed: seed.clone(),
+                            seed,
                             waited: timeout,
                             last_error,
                         });
@@ -381,29 +415,57 @@ impl ClusterNode {
                     backoff.min(left)
                 }
             };
-            tracing::warn!("joining through {seed}: {last_error}; retrying in {pause:?}");
+            tracing::warn!("joining: {last_error}; retrying in {pause:?}");
             tokio::time::sleep(pause).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 
-    async fn try_join(&self, seed: &Seed, password: Option<&str>) -> Result<ClusterMap, String> {
-        let bus = match (self.leader_addr(), seed) {
-            (Some(addr), _) => addr,
-            (None, Seed::Bus(addr)) => addr.clone(),
-            (None, Seed::Resp(addr)) => seed::bus_addr_of(addr, password, BUS_TIMEOUT)
+    /// One round of join attempts: every controller member this node knows of, then `seed`.
+    async fn try_join(
+        &self,
+        seed: Option<&Seed>,
+        known: Option<&ClusterMap>,
+        password: Option<&str>,
+    ) -> Result<ClusterMap, String> {
+        let mut addrs = self.controller_addrs();
+        for addr in known.map(controller_bus_addrs).unwrap_or_default() {
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        let mut last_error = "no controller member to ask".to_string();
+        for addr in addrs {
+            match self.join_at(&addr).await {
+                Ok(map) => return Ok(map),
+                Err(e) => last_error = format!("through {addr}: {e}"),
+            }
+        }
+        let Some(seed) = seed else {
+            return Err(last_error);
+        };
+        let bus = match seed {
+            Seed::Bus(addr) => addr.clone(),
+            Seed::Resp(addr) => seed::bus_addr_of(addr, password, BUS_TIMEOUT)
                 .await
                 .map_err(|e| match e {
                     SeedError::Auth { .. } => format!(
-                        "{e} (a cluster's nodes share one password: give this node the same \
-                         requirepass as the others)"
+                        "through {seed}: {e} (a cluster's nodes share one password: give this \
+                         node the same requirepass as the others)"
                     ),
-                    e => e.to_string(),
+                    e => format!("through {seed}: {e}"),
                 })?,
         };
+        self.join_at(&bus)
+            .await
+            .map_err(|e| format!("through {seed}: {e}"))
+    }
+
+    /// Asks the controller member at `bus` (or the leader it names) to let this node in.
+    async fn join_at(&self, bus: &str) -> Result<ClusterMap, String> {
         let request = Request::Join(self.myself.clone());
         let reply = self
-            .call_leader(&bus, &request, Duration::from_secs(12))
+            .call_leader(bus, &request, Duration::from_secs(12))
             .await
             .map_err(|e| e.to_string())?;
         match reply {
@@ -919,6 +981,15 @@ impl ClusterNode {
             }
         }
     }
+}
+
+/// The bus addresses of `map`'s controller members.
+fn controller_bus_addrs(map: &ClusterMap) -> Vec<String> {
+    map.controllers
+        .iter()
+        .filter_map(|id| map.node(*id))
+        .map(NodeInfo::bus_addr)
+        .collect()
 }
 
 #[cfg(test)]

@@ -16,9 +16,17 @@
 //! (by a fenced node) has run out. Two majorities of one map's nodes always share a node:
 //! that is the whole safety argument, and it holds without the controller's own majority,
 //! which is why a minority of dead voters no longer stops the data path.
+//!
+//! A fence and the grants a node made live in its process, and a restarted node forgets
+//! them. So a node grants nothing until it has joined (its map is then the leader's, newer
+//! than any map a fence was for: a controller member restarted with its directory would
+//! otherwise grant by the map it replayed from disk), and a node fenced within a lease of its
+//! start says it last granted when it started, since its previous process may have granted a
+//! lease just before it died.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::map::{ClusterMap, Epoch, NodeId, Role};
@@ -38,9 +46,22 @@ pub(crate) fn fences_needed(nodes: usize) -> usize {
 }
 
 /// What this node granted and refuses, as a grantor of peer leases.
-#[derive(Default)]
 pub(crate) struct Grantor {
     state: Mutex<GrantorState>,
+    /// When this process started granting (its start).
+    started: Instant,
+    /// Whether the node has joined its cluster (it grants nothing before).
+    joined: AtomicBool,
+}
+
+impl Default for Grantor {
+    fn default() -> Self {
+        Grantor {
+            state: Mutex::default(),
+            started: Instant::now(),
+            joined: AtomicBool::new(false),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -69,10 +90,18 @@ impl Grantor {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Lets this node grant peer leases: it has joined its cluster.
+    pub(crate) fn joined(&self) {
+        self.joined.store(true, Ordering::Release);
+    }
+
     /// Answers `primary`'s request for a peer lease by its map of `epoch`; `map` is this
     /// node's.
     pub(crate) fn answer(&self, map: &ClusterMap, primary: NodeId, epoch: Epoch) -> Answer {
         self.state().asked.insert(primary, Instant::now());
+        if !self.joined.load(Ordering::Acquire) {
+            return Answer::Refused;
+        }
         if map.epoch != epoch {
             return Answer::OtherEpoch(map.epoch);
         }
@@ -100,15 +129,13 @@ impl Grantor {
 
     /// Stops granting `primary` peer leases until this node holds a map newer than `epoch`
     /// (the one the controller will replace) or `hold` has passed. Returns how long ago it
-    /// last granted it one, if ever.
+    /// last granted it one: if never, since this process started (the one before may have).
     pub(crate) fn fence(&self, primary: NodeId, epoch: Epoch, hold: Duration) -> Option<Duration> {
         let mut state = self.state();
         let now = Instant::now();
         state.fenced.insert(primary, (epoch, now + hold));
-        state
-            .granted
-            .get(&primary)
-            .map(|at| now.duration_since(*at))
+        let since = state.granted.get(&primary).copied().unwrap_or(self.started);
+        Some(now.duration_since(since))
     }
 }
 
@@ -169,6 +196,12 @@ mod tests {
     fn grants_only_a_healthy_primary_of_the_same_map_that_is_not_fenced() {
         let grantor = Grantor::default();
         let m = map(5);
+        assert_eq!(
+            grantor.answer(&m, NodeId(1), 5),
+            Answer::Refused,
+            "not before the node joined"
+        );
+        grantor.joined();
         assert_eq!(grantor.answer(&m, NodeId(1), 4), Answer::OtherEpoch(5));
         assert_eq!(grantor.answer(&m, NodeId(2), 5), Answer::Refused);
         assert_eq!(grantor.answer(&m, NodeId(1), 5), Answer::Granted);
@@ -186,7 +219,13 @@ mod tests {
     #[test]
     fn a_fence_lapses_after_its_hold() {
         let grantor = Grantor::default();
-        assert_eq!(grantor.fence(NodeId(1), 5, Duration::ZERO), None);
+        grantor.joined();
+        // Never granted: as if at this process's start, which was a moment ago.
+        let since = grantor.fence(NodeId(1), 5, Duration::ZERO);
+        assert!(
+            since.is_some_and(|d| d < Duration::from_secs(1)),
+            "{since:?}"
+        );
         assert_eq!(grantor.answer(&map(5), NodeId(1), 5), Answer::Granted);
     }
 }

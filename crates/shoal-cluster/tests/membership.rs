@@ -30,6 +30,7 @@ async fn start_node(
         controller,
         health: Health::Ok,
         spare: false,
+        incarnation: NodeInfo::fresh_incarnation(),
     };
     let config = NodeConfig {
         myself,
@@ -42,6 +43,7 @@ async fn start_node(
         replicas,
         join_timeout: None,
         stats: Arc::new(NodeStats::default),
+        dir: None,
     };
     tokio::time::timeout(
         Duration::from_secs(15),
@@ -177,6 +179,7 @@ async fn joining_where_nothing_listens_gives_up_after_the_join_timeout() {
             controller: false,
             health: Health::Ok,
             spare: false,
+            incarnation: NodeInfo::fresh_incarnation(),
         },
         join: Some(Seed::Resp(nowhere.clone())),
         seed_password: None,
@@ -184,6 +187,7 @@ async fn joining_where_nothing_listens_gives_up_after_the_join_timeout() {
         replicas: 0,
         join_timeout: Some(Duration::from_millis(300)),
         stats: Arc::new(NodeStats::default),
+        dir: None,
     };
     let started = Instant::now();
     let result = tokio::time::timeout(Duration::from_secs(5), ClusterNode::start(config, listener))

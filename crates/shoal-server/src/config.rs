@@ -238,6 +238,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter, as `RUST_LOG` takes it (`info`, `shoal_server=debug`, ...).
     pub log_level: String,
+    /// The node's directory (Redis's `dir`): its id, the controller's Raft state and the last
+    /// map it held, so a restart brings it back as itself. Keys are never written (empty: keep
+    /// nothing, and a restarted node joins as a new one).
+    pub dir: String,
     /// Whether the node is part of a cluster (implied by `cluster-join` and `controller`).
     pub cluster_enabled: bool,
     /// A member's RESP address (`host:port`) to join the cluster through; empty founds one.
@@ -341,6 +345,7 @@ impl Default for Config {
             hz: 10,
             log_format: LogFormat::Human,
             log_level: "info".into(),
+            dir: String::new(),
             cluster_enabled: false,
             cluster_join: String::new(),
             cluster_join_timeout: 30,
@@ -792,6 +797,11 @@ pub static PARAMS: &[Param] = &[
     Param {
         name: "log-level",
         get: |c| c.log_level.clone(),
+        set: None,
+    },
+    Param {
+        name: "dir",
+        get: |c| c.dir.clone(),
         set: None,
     },
     Param {

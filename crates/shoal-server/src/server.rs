@@ -17,7 +17,7 @@ use shoal_frontdoor::{Reservation, TICK, session};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use shoal_cluster::{BUS_PORT_OFFSET, Health, NodeId, NodeInfo};
+use shoal_cluster::{BUS_PORT_OFFSET, DirError, Health, NodeDir, NodeId, NodeInfo};
 use shoal_store::ExpireCycle;
 
 use crate::cluster::ClusterState;
@@ -36,6 +36,9 @@ pub enum StartError {
     /// A thread or runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// The node's directory (`--dir`) cannot be used.
+    #[error(transparent)]
+    Dir(#[from] DirError),
 }
 
 /// A running node.
@@ -50,13 +53,23 @@ impl Server {
     /// Binds the listeners and starts serving. Returns once the node accepts connections.
     pub fn start(config: Config) -> Result<Server, StartError> {
         config.validate()?;
+        // The directory first: a node whose directory another node holds must not take ports.
+        let dir = if config.dir.is_empty() {
+            None
+        } else {
+            Some(Arc::new(NodeDir::open(std::path::Path::new(&config.dir))?))
+        };
+        let mut config = config;
+        if let Some(dir) = &dir {
+            config.dir = dir.path().display().to_string();
+            tracing::info!(dir = %config.dir, id = ?dir.id(), "node directory");
+        }
         let http_port = (config.http_port != 0).then_some(config.http_port);
         let bound = bind_both(&config.bind, config.port, http_port)?;
         let (resp_listener, resp_addr) = (bound.resp, bound.resp_addr);
         let (http_listener, http_addr) = bound.http.unzip();
         let threads = config.effective_threads();
         // Port 0 means "pick one": CONFIG GET and INFO show the one picked.
-        let mut config = config;
         config.port = resp_addr.port();
         config.http_port = http_addr.map_or(0, |a| a.port());
         let bus_listener = if config.cluster_mode() {
@@ -83,7 +96,7 @@ impl Server {
         };
         let cluster = bus_listener.as_ref().map(|_| {
             let myself = NodeInfo {
-                id: NodeId::random(),
+                id: dir.as_ref().map_or_else(NodeId::random, |d| d.id()),
                 host: config.announced_ip(),
                 port: config.announced_port(),
                 bus_port: config.announced_bus_port(),
@@ -93,8 +106,9 @@ impl Server {
                 controller: config.controller || config.cluster_join.is_empty(),
                 health: Health::Ok,
                 spare: config.cluster_spare,
+                incarnation: NodeInfo::fresh_incarnation(),
             };
-            ClusterState::new(myself, config.routing)
+            ClusterState::new(myself, config.routing).with_dir(dir.clone())
         });
         let shared = Shared::with_cluster(config, cluster);
         *shared.resp_addr.write() = Some(resp_addr);

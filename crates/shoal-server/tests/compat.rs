@@ -825,6 +825,8 @@ fn shoal_param_names() -> BTreeSet<String> {
         "cluster-port",
         // Redis keeps 1mb of replication backlog by default, Shoal 64mb.
         "repl-backlog-size",
+        // Redis shows its working directory; Shoal keeps nothing without `--dir` and shows "".
+        "dir",
     ];
     shoal_server::config::PARAMS
         .iter()

@@ -107,7 +107,10 @@ impl ShardNodes {
 }
 
 /// A running cluster. Nodes keep their index for the cluster's life, killed or not; dropping
-/// the cluster kills every node, and keeps the log directory if the test failed.
+/// the cluster kills every node, and keeps the log directory if the test failed. Every node
+/// keeps its directory (`--dir`) in the test's directory (`node-<i>.dir`), so
+/// [`NodeProcess::restart`] brings it back as itself and
+/// [`NodeProcess::restart_without_dir`] as a new node.
 pub struct TestCluster {
     // Declared before `dir`: the processes die before their logs' directory goes.
     nodes: Vec<NodeProcess>,
@@ -440,6 +443,7 @@ impl TestCluster {
         let mut args = node_args(&self.options, founder_replicas, join, node.controller);
         args.extend(node.extra_args.iter().cloned());
         let env = node.env.clone();
+        let dir = self.dir.join(&format!("{name}.dir"));
         let spec = NodeSpec {
             log: self.dir.join(&format!("{name}.log")),
             name,
@@ -449,6 +453,7 @@ impl TestCluster {
             env,
             nice: node.nice,
             password: self.options.requirepass.clone(),
+            dir: Some(dir),
         };
         self.nodes.push(NodeProcess::spawn(spec)?);
         Ok(index)

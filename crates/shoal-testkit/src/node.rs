@@ -40,6 +40,9 @@ pub struct NodeSpec {
     /// The password it requires (`--requirepass`, given in its environment), if any: the kit's
     /// own exchanges with it ([`NodeProcess::command`], ...) authenticate with it.
     pub password: Option<String>,
+    /// Its directory (`--dir`: id, Raft state, last map), if it keeps one: restarted with it,
+    /// the node comes back as itself.
+    pub dir: Option<PathBuf>,
 }
 
 /// A `shoal server` child process. Every method takes `&self`, so a node can be killed or
@@ -48,6 +51,7 @@ pub struct NodeProcess {
     process: Process,
     ports: NodePorts,
     password: Option<String>,
+    dir: Option<PathBuf>,
     /// The id of the current incarnation (`(start number, id)`), once asked.
     id: Mutex<Option<(u32, NodeId)>>,
 }
@@ -58,6 +62,9 @@ impl NodeProcess {
         let mut args = vec!["server".to_string()];
         args.extend(spec.ports.args());
         args.extend(spec.args);
+        if let Some(dir) = &spec.dir {
+            args.extend(["--dir".to_string(), dir.display().to_string()]);
+        }
         // Plain text logs: tracing's colours are escape codes in a file.
         let mut env = vec![("NO_COLOR".to_string(), "1".to_string())];
         if let Some(password) = &spec.password {
@@ -76,6 +83,7 @@ impl NodeProcess {
             process,
             ports: spec.ports,
             password: spec.password,
+            dir: spec.dir,
             id: Mutex::new(None),
         })
     }
@@ -162,10 +170,27 @@ impl NodeProcess {
         self.process.wait_exit(timeout).await
     }
 
-    /// Starts it again after it ended, with the same ports and flags. A restarted node has a new
-    /// id (ids are random per start), so a cluster sees a new node.
+    /// Starts it again after it ended, with the same ports and flags. With its directory (see
+    /// [`NodeSpec::dir`]) it comes back as the same node (same id, its keys gone); without one
+    /// it has a new id, and the cluster sees a new node.
     pub fn restart(&self) -> Result<()> {
         self.process.restart()
+    }
+
+    /// Starts it again after it ended, with the same ports and flags but without its
+    /// directory: a new node (new id) on the old one's address. The directory stays as it
+    /// was; a later [`NodeProcess::restart`] uses it again.
+    pub fn restart_without_dir(&self) -> Result<()> {
+        let mut args = self.process.spec().args.clone();
+        if let Some(at) = args.iter().position(|a| a == "--dir") {
+            args.drain(at..(at + 2).min(args.len()));
+        }
+        self.process.restart_with(args)
+    }
+
+    /// Its directory, if it keeps one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     /// Waits up to `timeout` until it answers `PING` with `PONG`. Fails at once if it exits.

@@ -70,6 +70,11 @@ pub struct ServerArgs {
     #[arg(long, env = "SHOAL_THREADS", help_heading = heading::LISTENING)]
     pub threads: Option<usize>,
 
+    /// Directory for the node's id, the controller's Raft state and the last map it held
+    /// (created if missing; keys are never written): restarted with it, the node rejoins its
+    /// cluster as itself. Without it, a restarted node joins as a new node.
+    #[arg(long, env = "SHOAL_DIR", value_name = "PATH", help_heading = heading::CLUSTER)]
+    pub dir: Option<String>,
     /// Run as part of a cluster; without --cluster-join this founds a new one.
     #[arg(long, env = "SHOAL_CLUSTER_ENABLED", help_heading = heading::CLUSTER)]
     pub cluster_enabled: bool,
@@ -235,7 +240,8 @@ impl ServerArgs {
             cluster_announce_hostname,
             zone,
             controller_voters,
-            routing
+            routing,
+            dir
         );
         if let Some(seed) = &self.cluster_join {
             config.cluster_join = seed.clone();

@@ -38,6 +38,7 @@ fn spec(dir: &TestDir, name: &str, ports: NodePorts, args: &[&str]) -> NodeSpec 
         env: Vec::new(),
         nice: 0,
         password: None,
+        dir: None,
     }
 }
 

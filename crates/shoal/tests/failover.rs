@@ -1358,7 +1358,8 @@ async fn the_redis_crate_s_replica_reads_are_served_by_replicas() {
 /// Kills (-9) replica `index` of `shard`, waits until the controller marks it failed (a
 /// restart before that finds no shard short of a healthy replica and founds a new shard,
 /// which takes slots, and the keys of those slots are dropped), and starts the same command
-/// line again. Returns the old and the new node id and when it was restarted.
+/// line again without its directory (a new node; `restart.rs` restarts nodes with theirs).
+/// Returns the old and the new node id and when it was restarted.
 async fn restart_replica(
     cluster: &TestCluster,
     index: usize,
@@ -1378,7 +1379,7 @@ async fn restart_replica(
         .await
         .unwrap();
     let restarted_at = Instant::now();
-    cluster.node(index).restart().unwrap();
+    cluster.node(index).restart_without_dir().unwrap();
     let node = cluster.node(index);
     node.wait_ready(Duration::from_secs(20)).await.unwrap();
     let new_id = node.id().await.unwrap();

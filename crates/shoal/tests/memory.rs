@@ -61,6 +61,7 @@ impl Node {
             env: Vec::new(),
             nice: 0,
             password: None,
+            dir: None,
         };
         let process = NodeProcess::spawn(spec).expect("shoal starts");
         let started = Instant::now();

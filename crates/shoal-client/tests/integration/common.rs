@@ -125,6 +125,7 @@ pub fn node_info(id: u64, addr: SocketAddr, bus_port: u16) -> NodeInfo {
         controller: false,
         health: Health::Ok,
         spare: false,
+        incarnation: 0,
     }
 }
 

@@ -8,6 +8,7 @@
 //! ([`Reply::NotLeader`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -66,6 +67,9 @@ pub enum ControllerError {
     /// Raft refused to start or initialise.
     #[error("controller: {0}")]
     Raft(String),
+    /// Its Raft state on disk cannot be read.
+    #[error("controller: {0}")]
+    Dir(#[from] crate::node_dir::DirError),
 }
 
 /// What a controller needs to know.
@@ -77,6 +81,9 @@ pub struct ControllerConfig {
     pub settings: Settings,
     /// Replicas per shard, for a cluster this controller founds.
     pub replicas: u8,
+    /// Where its Raft state is kept (`raft/` in the node's directory); `None` keeps it in
+    /// memory.
+    pub raft_dir: Option<PathBuf>,
 }
 
 type Waiter = oneshot::Sender<Reply>;
@@ -110,6 +117,8 @@ pub struct Controller {
     leader_contact: Mutex<Instant>,
     /// This leader is handing its leadership over (see `steering`): no quorum checks.
     handing_over: AtomicBool,
+    /// Whether it started from Raft state a previous run left on disk.
+    resumed: bool,
 }
 
 impl Controller {
@@ -130,12 +139,16 @@ impl Controller {
         }
         .validate()
         .map_err(|e| ControllerError::Raft(e.to_string()))?;
-        let machine = MapMachine::new(maps);
+        let (log, machine) = match &config.raft_dir {
+            Some(dir) => (LogStore::open(dir)?, MapMachine::open(maps, dir)?),
+            None => (LogStore::default(), MapMachine::new(maps)),
+        };
+        let resumed = log.is_initialized();
         let raft = Raft::new(
             config.myself.id.0,
             Arc::new(raft_config),
             BusNetwork,
-            LogStore::default(),
+            log,
             machine.clone(),
         )
         .await
@@ -150,6 +163,7 @@ impl Controller {
             epochs_seen: Mutex::new(HashMap::new()),
             leader_contact: Mutex::new(Instant::now()),
             handing_over: AtomicBool::new(false),
+            resumed,
         });
         tokio::spawn(controller.clone().lead());
         tokio::spawn(controller.clone().confirm_quorum());
@@ -184,6 +198,12 @@ impl Controller {
         Err(ControllerError::Raft(
             "could not commit the first map: no leadership".into(),
         ))
+    }
+
+    /// Whether it started from the Raft state of a previous run (a member restarted with its
+    /// directory): it is in its group already, and must not found another.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     /// The committed map as this member has applied it.
@@ -644,6 +664,13 @@ impl Controller {
                 Action::FailedOver(shard, ..)
                 | Action::Promoted(_, shard)
                 | Action::HandedOver(shard, ..) => Some(*shard),
+                // A primary restarted with its directory: it hands its shard to a replica
+                // that holds keys, which only fresh reports may show.
+                Action::Reincarnated(node) => current
+                    .shards
+                    .iter()
+                    .find(|s| s.primary == *node)
+                    .map(|s| s.id),
                 _ => None,
             })
             .collect();

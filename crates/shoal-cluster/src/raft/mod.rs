@@ -6,10 +6,12 @@
 //! Everything that changes the cluster is decided by the leader ([`crate::decide`]) and lands
 //! through a proposal, so two leaders in a row can never interleave half-changes.
 //!
-//! Node identities are random per process start and the log lives in memory: a controller node
-//! that restarts comes back as a new member (its data is gone too), and the group replaces the
-//! old member, so no Raft state needs to survive a restart.
+//! A node started with `--dir` keeps its id and its Raft state (vote, log, snapshot) there
+//! (`disk`), so a restarted member takes its seat back and a cluster whose members all
+//! restart recovers its map; without a directory they live in memory, and a restarted node
+//! comes back as a new member that the group puts in the old one's place.
 
+pub(crate) mod disk;
 pub(crate) mod network;
 pub(crate) mod store;
 

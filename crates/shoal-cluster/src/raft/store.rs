@@ -1,4 +1,7 @@
-//! The Raft log and state machine, in memory (see the module above for why nothing is on disk).
+//! The Raft log and state machine: in memory, and for a node with a directory (`--dir`) also on
+//! disk (`super::disk`): the vote, the log and the committed log id are written before openraft
+//! is told they are, and the state machine's snapshots are kept there; a restarted member
+//! starts from its snapshot and re-applies the committed entries after it.
 //!
 //! The state machine is one [`ClusterMap`]; every map it applies is published on a
 //! `tokio::sync::watch` channel, which is how the hosting node (and through it every subscriber)
@@ -8,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
+use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
@@ -17,9 +21,11 @@ use openraft::{
 };
 use parking_lot_free::Mutex;
 
+use super::disk::{LogFile, RaftDir};
 use super::{ProposalOutcome, TypeConfig};
 use crate::map::ClusterMap;
 use crate::map_channel::{MapSender, publish_newer};
+use crate::node_dir::DirError;
 
 /// `std`'s mutex, poison ignored: the guarded data stays consistent between statements.
 mod parking_lot_free {
@@ -43,18 +49,65 @@ mod parking_lot_free {
 type NodeIdT = u64;
 type Node = openraft::BasicNode;
 
+/// The vote file's name.
+const VOTE: &str = "vote.json";
+/// The committed log id's file name.
+const COMMITTED: &str = "committed.json";
+/// The snapshot's file name.
+const SNAPSHOT: &str = "snapshot.json";
+/// The log file's name.
+const LOG: &str = "log";
+
 #[derive(Default)]
 struct LogInner {
     last_purged: Option<LogId<NodeIdT>>,
     entries: BTreeMap<u64, Entry<TypeConfig>>,
     committed: Option<LogId<NodeIdT>>,
     vote: Option<Vote<NodeIdT>>,
+    /// Where it is kept, if on disk.
+    disk: Option<(RaftDir, LogFile)>,
 }
 
 /// The Raft log. Clones share one log.
 #[derive(Clone, Default)]
 pub(crate) struct LogStore {
     inner: Arc<Mutex<LogInner>>,
+}
+
+impl LogStore {
+    /// The log kept in `dir` (created if missing), with what it already holds.
+    pub(crate) fn open(dir: &Path) -> Result<LogStore, DirError> {
+        let dir = RaftDir::open(dir)?;
+        let (file, loaded) = LogFile::open(&dir.file(LOG))?;
+        let inner = LogInner {
+            last_purged: loaded.last_purged,
+            entries: loaded.entries,
+            committed: dir.read_json(COMMITTED)?,
+            vote: dir.read_json(VOTE)?,
+            disk: Some((dir, file)),
+        };
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(inner)),
+        })
+    }
+
+    /// Appends `entries`, on disk first if it is kept there.
+    fn append_now(&self, entries: Vec<Entry<TypeConfig>>) -> std::io::Result<()> {
+        let mut inner = self.inner.lock();
+        if let Some((_, file)) = &mut inner.disk {
+            file.append(&entries)?;
+        }
+        for entry in entries {
+            inner.entries.insert(entry.get_log_id().index, entry);
+        }
+        Ok(())
+    }
+
+    /// Whether it holds any Raft state (a vote or a log): a member that ran before.
+    pub(crate) fn is_initialized(&self) -> bool {
+        let inner = self.inner.lock();
+        inner.vote.is_some() || !inner.entries.is_empty() || inner.last_purged.is_some()
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -89,7 +142,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeIdT>) -> Result<(), StorageError<NodeIdT>> {
-        self.inner.lock().vote = Some(*vote);
+        let mut inner = self.inner.lock();
+        if let Some((dir, _)) = &inner.disk {
+            dir.write_json(VOTE, vote)
+                .map_err(|e| StorageIOError::write_vote(&e))?;
+        }
+        inner.vote = Some(*vote);
         Ok(())
     }
 
@@ -101,7 +159,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeIdT>>,
     ) -> Result<(), StorageError<NodeIdT>> {
-        self.inner.lock().committed = committed;
+        let mut inner = self.inner.lock();
+        if let Some((dir, _)) = &inner.disk {
+            dir.write_json(COMMITTED, &committed)
+                .map_err(|e| StorageIOError::write(&e))?;
+        }
+        inner.committed = committed;
         Ok(())
     }
 
@@ -118,18 +181,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        {
-            let mut inner = self.inner.lock();
-            for entry in entries {
-                inner.entries.insert(entry.get_log_id().index, entry);
+        // On disk (and flushed) before openraft hears it is written.
+        match self.append_now(entries.into_iter().collect()) {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::new(e.kind(), e.to_string())));
+                Err(StorageIOError::write_logs(&e).into())
             }
         }
-        callback.log_io_completed(Ok(()));
-        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeIdT>) -> Result<(), StorageError<NodeIdT>> {
         let mut inner = self.inner.lock();
+        if let Some((_, file)) = &mut inner.disk {
+            file.truncate(log_id.index)
+                .map_err(|e| StorageIOError::write_logs(&e))?;
+        }
         inner.entries.split_off(&log_id.index);
         Ok(())
     }
@@ -139,6 +209,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let keep = inner.entries.split_off(&(log_id.index + 1));
         inner.entries = keep;
         inner.last_purged = Some(log_id);
+        let inner = &mut *inner;
+        if let Some((_, file)) = &mut inner.disk {
+            file.purge(log_id, &inner.entries)
+                .map_err(|e| StorageIOError::write_logs(&e))?;
+        }
         Ok(())
     }
 }
@@ -147,6 +222,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotBody {
     map: ClusterMap,
+}
+
+/// A snapshot as kept on disk: its meta and its body (JSON, as text).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeIdT, Node>,
+    body: String,
 }
 
 #[derive(Default)]
@@ -165,6 +247,8 @@ struct MachineInner {
 pub(crate) struct MapMachine {
     inner: Arc<Mutex<MachineInner>>,
     map: MapSender,
+    /// Where its snapshots are kept, if on disk.
+    dir: Option<RaftDir>,
 }
 
 impl MapMachine {
@@ -173,7 +257,41 @@ impl MapMachine {
         MapMachine {
             inner: Arc::new(Mutex::new(MachineInner::default())),
             map,
+            dir: None,
         }
+    }
+
+    /// A machine that keeps its snapshots in `dir`, starting from the last one there (whose
+    /// map it publishes on `map`).
+    pub(crate) fn open(map: MapSender, dir: &Path) -> Result<MapMachine, DirError> {
+        let dir = RaftDir::open(dir)?;
+        let mut inner = MachineInner::default();
+        if let Some(stored) = dir.read_json::<StoredSnapshot>(SNAPSHOT)? {
+            let body: SnapshotBody = serde_json::from_str(&stored.body)
+                .map_err(|e| DirError::corrupt(&dir.file(SNAPSHOT), e.to_string()))?;
+            inner.applied = Arc::new(body.map.clone());
+            inner.last_applied = stored.meta.last_log_id;
+            inner.membership = stored.meta.last_membership.clone();
+            inner.snapshot = Some((stored.meta, stored.body.into_bytes()));
+            publish_newer(&map, body.map);
+        }
+        Ok(MapMachine {
+            inner: Arc::new(Mutex::new(inner)),
+            map,
+            dir: Some(dir),
+        })
+    }
+
+    /// Keeps a snapshot on disk, if this machine has a directory.
+    fn keep(&self, meta: &SnapshotMeta<NodeIdT, Node>, data: &[u8]) -> std::io::Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            body: String::from_utf8_lossy(data).into_owned(),
+        };
+        dir.write_json(SNAPSHOT, &stored)
     }
 
     /// The map as of the last applied entry.
@@ -207,6 +325,9 @@ impl MapMachine {
             last_membership: inner.membership.clone(),
             snapshot_id,
         };
+        // On disk before openraft may purge the entries it covers.
+        self.keep(&meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         inner.snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
@@ -291,6 +412,8 @@ impl RaftStateMachine<TypeConfig> for MapMachine {
         let data = snapshot.into_inner();
         let body: SnapshotBody = serde_json::from_slice(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        self.keep(meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         {
             let mut inner = self.inner.lock();
             inner.applied = Arc::new(body.map.clone());
@@ -320,6 +443,7 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
+    use crate::node_dir::tests::Scratch;
 
     #[test]
     fn the_log_store_passes_openraft_s_storage_suite() {
@@ -373,5 +497,161 @@ mod tests {
             let (tx, _) = watch::channel(Arc::new(ClusterMap::empty()));
             Ok(((), LogStore::default(), MapMachine::new(tx)))
         }
+    }
+
+    #[test]
+    fn the_durable_store_passes_openraft_s_storage_suite() {
+        openraft::testing::Suite::test_all(DiskStoreBuilder).unwrap();
+    }
+
+    /// Stores on disk, each in a directory of its own, removed with the guard.
+    struct DiskStoreBuilder;
+
+    impl openraft::testing::StoreBuilder<TypeConfig, LogStore, MapMachine, Scratch>
+        for DiskStoreBuilder
+    {
+        async fn build(&self) -> Result<(Scratch, LogStore, MapMachine), StorageError<NodeIdT>> {
+            let scratch = Scratch::new("suite");
+            let (tx, _) = watch::channel(Arc::new(ClusterMap::empty()));
+            let log = LogStore::open(&scratch.0).expect("opens");
+            let machine = MapMachine::open(tx, &scratch.0).expect("opens");
+            Ok((scratch, log, machine))
+        }
+    }
+
+    fn blank(term: u64, index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    async fn append(log: &mut LogStore, entries: Vec<Entry<TypeConfig>>) {
+        log.append_now(entries).unwrap();
+    }
+
+    async fn indexes(log: &mut LogStore) -> Vec<u64> {
+        log.try_get_log_entries(0..)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.get_log_id().index)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_log_vote_and_committed_id_survive_a_reopen() {
+        let scratch = Scratch::new("reopen");
+        let mut log = LogStore::open(&scratch.0).unwrap();
+        assert!(!log.is_initialized());
+        let vote = Vote::new_committed(3, 7);
+        log.save_vote(&vote).await.unwrap();
+        append(&mut log, (1..=10).map(|i| blank(1, i)).collect()).await;
+        append(&mut log, vec![proposal(11, 0, &map_at(1))]).await;
+        log.save_committed(Some(*blank(1, 9).get_log_id()))
+            .await
+            .unwrap();
+        drop(log);
+
+        let mut log = LogStore::open(&scratch.0).unwrap();
+        assert!(log.is_initialized());
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(
+            log.read_committed().await.unwrap().map(|l| l.index),
+            Some(9)
+        );
+        assert_eq!(indexes(&mut log).await, (1..=11).collect::<Vec<_>>());
+        let last = log.try_get_log_entries(11..12).await.unwrap();
+        assert!(
+            matches!(&last[0].payload, EntryPayload::Normal(p) if p.map.epoch == 1),
+            "the proposal comes back whole"
+        );
+
+        // Truncation and purging are kept too.
+        log.truncate(*blank(1, 8).get_log_id()).await.unwrap();
+        log.purge(*blank(1, 3).get_log_id()).await.unwrap();
+        append(&mut log, vec![blank(2, 8)]).await;
+        drop(log);
+        let mut log = LogStore::open(&scratch.0).unwrap();
+        assert_eq!(indexes(&mut log).await, vec![4, 5, 6, 7, 8]);
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));
+        assert_eq!(state.last_log_id, Some(*blank(2, 8).get_log_id()));
+    }
+
+    #[tokio::test]
+    async fn a_long_log_is_compacted_and_still_reads_back() {
+        let scratch = Scratch::new("compact");
+        let mut log = LogStore::open(&scratch.0).unwrap();
+        for i in 1..=1000 {
+            append(&mut log, vec![blank(1, i)]).await;
+        }
+        let big = std::fs::metadata(scratch.0.join(LOG)).unwrap().len();
+        log.purge(*blank(1, 990).get_log_id()).await.unwrap();
+        let small = std::fs::metadata(scratch.0.join(LOG)).unwrap().len();
+        assert!(
+            small * 20 < big,
+            "{small} bytes after compaction, {big} before"
+        );
+        drop(log);
+        let mut log = LogStore::open(&scratch.0).unwrap();
+        assert_eq!(indexes(&mut log).await, (991..=1000).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_record_is_dropped_and_damage_elsewhere_is_named() {
+        let scratch = Scratch::new("torn");
+        let mut log = LogStore::open(&scratch.0).unwrap();
+        append(&mut log, (1..=3).map(|i| blank(1, i)).collect()).await;
+        drop(log);
+        let path = scratch.0.join(LOG);
+        let whole = std::fs::read(&path).unwrap();
+        // A crash in the middle of the last append.
+        std::fs::write(&path, &whole[..whole.len() - 5]).unwrap();
+        let mut log = LogStore::open(&scratch.0).unwrap();
+        assert_eq!(indexes(&mut log).await, vec![1, 2]);
+        append(&mut log, vec![blank(1, 3)]).await;
+        drop(log);
+        let mut log = LogStore::open(&scratch.0).unwrap();
+        assert_eq!(indexes(&mut log).await, vec![1, 2, 3]);
+        drop(log);
+        // A flipped byte in the first record.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[30] ^= 0x55;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = LogStore::open(&scratch.0).err().unwrap();
+        assert!(matches!(err, DirError::Corrupt { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        // Not a log at all.
+        std::fs::write(&path, b"hello").unwrap();
+        let err = LogStore::open(&scratch.0).err().unwrap();
+        assert!(err.to_string().contains("bad header"), "{err}");
+        // A damaged vote.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(scratch.0.join(VOTE), b"{").unwrap();
+        let err = LogStore::open(&scratch.0).err().unwrap();
+        assert!(err.to_string().contains("vote.json"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_machine_starts_again_from_its_snapshot() {
+        let scratch = Scratch::new("snapshot");
+        let (tx, _) = watch::channel(Arc::new(ClusterMap::empty()));
+        let mut machine = MapMachine::open(tx, &scratch.0).unwrap();
+        machine.apply([proposal(1, 0, &map_at(1))]).await.unwrap();
+        machine.apply([proposal(2, 1, &map_at(2))]).await.unwrap();
+        let built = machine.build_snapshot().await.unwrap();
+        drop(machine);
+        let (tx, rx) = watch::channel(Arc::new(ClusterMap::empty()));
+        let mut again = MapMachine::open(tx, &scratch.0).unwrap();
+        assert_eq!(again.current().epoch, 2);
+        assert_eq!(rx.borrow().epoch, 2, "the snapshot's map is published");
+        let (applied, _) = again.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(2));
+        let current = again.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, built.meta);
     }
 }

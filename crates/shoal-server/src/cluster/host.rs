@@ -14,6 +14,7 @@ use shoal_cluster::{ClusterMap, Role};
 use shoal_proto::Protocol;
 use tokio::net::TcpListener;
 
+use crate::cluster::ClusterState;
 use crate::replication::Role as ReplRole;
 use crate::replication::replica::{self, LinkConfig};
 use crate::shared::Shared;
@@ -79,6 +80,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
                 .map(|shared| node_stats(&shared))
                 .unwrap_or_default()
         }),
+        dir: cluster.dir().cloned(),
     };
     let node = match ClusterNode::start(node_config, listener).await {
         Ok(node) => node,
@@ -102,6 +104,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
     let mut maps = node.maps();
     let mut removed = node.removed();
     let first = maps.borrow_and_update().clone();
+    remember(&cluster, &first);
     cluster.install(first.clone());
     follow_role(&shared, &first);
     loop {
@@ -112,6 +115,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
                 }
                 let map = maps.borrow_and_update().clone();
                 tracing::debug!(epoch = map.epoch, "new cluster map");
+                remember(&cluster, &map);
                 cluster.install(map.clone());
                 follow_role(&shared, &map);
             }
@@ -121,6 +125,18 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
                 return;
             }
         }
+    }
+}
+
+/// Keeps `map` in the node's directory, if it has one: after a restart, the node finds its
+/// cluster's controller members there.
+fn remember(cluster: &ClusterState, map: &ClusterMap) {
+    let Some(dir) = cluster.dir() else {
+        return;
+    };
+    // A small file, rarely: blocking this runtime's thread for it is fine.
+    if let Err(e) = tokio::task::block_in_place(|| dir.save_map(map)) {
+        tracing::warn!("cannot keep the map: {e}");
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use shoal_client::Client;
 use shoal_cluster::node::ClusterNode;
-use shoal_cluster::{ClusterMap, NodeInfo, key_slot};
+use shoal_cluster::{ClusterMap, NodeDir, NodeInfo, key_slot};
 use shoal_frontdoor::{CLUSTER_DOWN, CommandError};
 use shoal_proto::Argv;
 use shoal_proto::command_table::{CommandSpec, flags};
@@ -75,6 +75,8 @@ pub struct ClusterState {
     node: OnceLock<Arc<ClusterNode>>,
     forwarder: OnceLock<Client>,
     dropping: Mutex<Option<DropJob>>,
+    /// The node's directory (`--dir`), if it has one.
+    dir: Option<Arc<NodeDir>>,
     /// Counters.
     pub stats: ClusterStats,
 }
@@ -95,8 +97,19 @@ impl ClusterState {
             node: OnceLock::new(),
             forwarder: OnceLock::new(),
             dropping: Mutex::new(None),
+            dir: None,
             stats: ClusterStats::default(),
         }
+    }
+
+    /// The same, keeping what it must remember in `dir` (see [`NodeDir`]).
+    pub fn with_dir(self, dir: Option<Arc<NodeDir>>) -> ClusterState {
+        ClusterState { dir, ..self }
+    }
+
+    /// The node's directory, if it has one.
+    pub fn dir(&self) -> Option<&Arc<NodeDir>> {
+        self.dir.as_ref()
     }
 
     /// This node as the cluster knows it.

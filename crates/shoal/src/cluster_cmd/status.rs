@@ -181,7 +181,12 @@ fn describe_view(map: &ClusterMap, leader: Option<NodeId>, reports: &[NodeStatus
     }
     for spare in map.spares() {
         out.push_str("spare:\n");
-        out.push_str(&node_line(map, leader, spare.id, by_id.get(&spare.id).copied()));
+        out.push_str(&node_line(
+            map,
+            leader,
+            spare.id,
+            by_id.get(&spare.id).copied(),
+        ));
     }
     out
 }

@@ -44,6 +44,10 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("cannot create {}", log_dir.display()))?;
+    // Absolute: each node's command line names its directory, to be run again from anywhere.
+    let log_dir = log_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", log_dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the shoal binary")?;
     let founder = format!("127.0.0.1:{}", args.base_port);
     println!(
@@ -60,43 +64,35 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         children: Vec::new(),
         log_dir: log_dir.clone(),
     };
+    // A new cluster: what an earlier one left in these directories would bring it back.
+    for i in 0..count {
+        let dir = node_dir(&log_dir, args.base_port + i as u16);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot clear {}", dir.display()))?;
+        }
+    }
+    let command_lines: Vec<Vec<String>> = (0..count)
+        .map(|i| node_command_line(&args, i, http_base, &founder, &log_dir))
+        .collect();
     let spawn_node = |i: usize| -> anyhow::Result<(u16, Child)> {
         let port = args.base_port + i as u16;
-        let http_port = if http_base == 0 {
-            0
-        } else {
-            http_base + i as u16
-        };
         let log = std::fs::File::create(log_path(&log_dir, port))?;
+        {
+            use std::io::Write as _;
+            writeln!(&log, "# {} {}", exe.display(), command_lines[i].join(" "))?;
+        }
         let mut command = Command::new(&exe);
         command
-            .arg("server")
-            .args(["--port", &port.to_string()])
-            .args(["--http-port", &http_port.to_string()])
-            .args(["--threads", &args.threads.to_string()])
-            .args(["--node-timeout", &args.node_timeout.to_string()])
-            .args(["--routing", &args.routing.to_string()])
-            .arg("--cluster-enabled")
+            .args(&command_lines[i])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        if let Some(maxmemory) = args.maxmemory {
-            command.args(["--maxmemory", &maxmemory.0.to_string()]);
-        }
-        // Every node may vote: the controller places its voters across shards itself.
-        command
-            .arg("--controller")
-            .args(["--controller-voters", &args.controller_voters.to_string()]);
         // In the environment, not on the command line, where `ps` would show it.
         match args.password() {
             Some(password) => command.env("SHOAL_REQUIREPASS", password),
             None => command.env_remove("SHOAL_REQUIREPASS"),
         };
-        if i == 0 {
-            command.args(["--replicas", &args.replicas.to_string()]);
-        } else {
-            command.args(["--cluster-join", &founder]);
-        }
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of ours;
         // it makes the child get SIGTERM if `cluster up` dies without cleaning up.
         unsafe {
@@ -167,6 +163,21 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
             http_base as usize + count - 1
         );
     }
+    println!(
+        "node dirs:  {} (id, Raft state, last map; keys are not kept)",
+        node_dir(&log_dir, args.base_port)
+            .with_file_name("node-<port>")
+            .display()
+    );
+    println!(
+        "restart:    a node stopped or killed comes back as itself when started again with \
+         its command line (the first line of its log), e.g.\n            {} {}",
+        exe.display(),
+        command_lines
+            .last()
+            .map(|l| l.join(" "))
+            .unwrap_or_default()
+    );
     println!("stop:       Ctrl-C");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut check = tokio::time::interval(Duration::from_millis(500));
@@ -214,6 +225,59 @@ fn node_config(args: &UpArgs, port: u16, http_port: u16) -> Config {
         config.maxmemory = maxmemory;
     }
     config
+}
+
+/// The `shoal` arguments of node `i` (the first founds the cluster, every one is
+/// controller-eligible, each keeps its directory under `log_dir`).
+fn node_command_line(
+    args: &UpArgs,
+    i: usize,
+    http_base: u16,
+    founder: &str,
+    log_dir: &Path,
+) -> Vec<String> {
+    let port = args.base_port + i as u16;
+    let http_port = if http_base == 0 {
+        0
+    } else {
+        http_base + i as u16
+    };
+    let mut line: Vec<String> = vec![
+        "server".into(),
+        "--port".into(),
+        port.to_string(),
+        "--http-port".into(),
+        http_port.to_string(),
+        "--threads".into(),
+        args.threads.to_string(),
+        "--node-timeout".into(),
+        args.node_timeout.to_string(),
+        "--routing".into(),
+        args.routing.to_string(),
+        "--cluster-enabled".into(),
+        "--dir".into(),
+        node_dir(log_dir, port).display().to_string(),
+    ];
+    if let Some(maxmemory) = args.maxmemory {
+        line.extend(["--maxmemory".into(), maxmemory.0.to_string()]);
+    }
+    // Every node may vote: the controller places its voters across shards itself.
+    line.extend([
+        "--controller".into(),
+        "--controller-voters".into(),
+        args.controller_voters.to_string(),
+    ]);
+    if i == 0 {
+        line.extend(["--replicas".into(), args.replicas.to_string()]);
+    } else {
+        line.extend(["--cluster-join".into(), founder.to_string()]);
+    }
+    line
+}
+
+/// The directory of the node on `port` (`--dir`).
+fn node_dir(log_dir: &Path, port: u16) -> PathBuf {
+    log_dir.join(format!("node-{port}"))
 }
 
 /// Where the node on `port` logs.
