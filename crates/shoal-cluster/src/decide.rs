@@ -51,12 +51,15 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// How long a heartbeat lets a primary serve (from when the node sent it): 80% of the node
+    /// How long a heartbeat lets a primary serve (from when the node sent it): half the node
     /// timeout, so a primary that stops hearing from the controller stops serving before the
     /// controller may fail it and promote another (which happens no sooner than a node timeout
-    /// after the last heartbeat *arrived*, and it was sent before it arrived).
+    /// after the last heartbeat *arrived*, and it was sent before it arrived), and a new
+    /// leader may fail a node it never heard from half a node timeout sooner than that. A
+    /// primary renews it every quarter of it at least; peer leases (as long) cover a
+    /// controller that cannot renew.
     pub(crate) fn lease_ms(&self) -> u64 {
-        self.node_timeout_ms * 8 / 10
+        self.node_timeout_ms / 2
     }
 }
 

@@ -160,6 +160,8 @@ pub struct ClusterNode {
     clock_base: Instant,
     /// How long a lease lasts (ms), whoever grants it.
     lease_ms: u64,
+    /// How long the controller waits for a silent node's heartbeat before failing it (ms).
+    node_timeout_ms: u64,
     /// When (µs after `clock_base`) the controller last granted this node a lease; 0 never.
     controller_lease_at: AtomicU64,
     /// When (µs after `clock_base`) peers last granted this node a lease; 0 never.
@@ -220,6 +222,7 @@ impl ClusterNode {
             lease_until: AtomicU64::new(0),
             clock_base: Instant::now(),
             lease_ms: config.settings.lease_ms(),
+            node_timeout_ms: config.settings.node_timeout_ms,
             controller_lease_at: AtomicU64::new(0),
             peer_lease_at: AtomicU64::new(0),
             grantor: Grantor::default(),
@@ -669,9 +672,9 @@ impl ClusterNode {
         self.since(&self.peer_lease_at)
     }
 
-    /// The node timeout (a lease is 80% of it).
+    /// The node timeout.
     fn node_timeout(&self) -> Duration {
-        Duration::from_millis(self.lease_ms * 10 / 8)
+        Duration::from_millis(self.node_timeout_ms)
     }
 
     /// Whether the controller's leader, sure of its majority, answered this node within a
@@ -998,7 +1001,7 @@ mod tests {
 
     #[test]
     fn heartbeats_come_at_least_four_times_a_lease() {
-        // Node timeouts of 100 ms, 1 s (the default) and 15 s: leases of 80% of them.
+        // Leases of 80 ms, 800 ms and 12 s.
         assert_eq!(heartbeat_interval(80), Duration::from_millis(20));
         assert_eq!(heartbeat_interval(800), HEARTBEAT_INTERVAL);
         assert_eq!(heartbeat_interval(12_000), HEARTBEAT_INTERVAL);

@@ -6,7 +6,7 @@
 //! lease ([`crate::bus::Request::PeerLease`]). A node grants it when its own map has the same
 //! epoch, names the asker a healthy primary, and it has not *fenced* the asker. With grants
 //! from [`grants_needed`] nodes (a majority of the map's nodes, counting the asker), the
-//! primary serves for a lease (80% of the node timeout) from when it asked.
+//! primary serves for a lease (half the node timeout) from when it asked.
 //!
 //! Before the controller commits a map that replaces a primary, it fences that primary on
 //! [`fences_needed`] nodes of every map the primary may still hold

@@ -309,7 +309,7 @@ impl NodeCollector {
         let mut family = encoder.encode_descriptor(
             "shoal_cluster_lease_age",
             "Time since this node last got a lease, by source: the controller, or a majority of \
-             the nodes (peers). A primary serves while the newest is under 80% of the node \
+             the nodes (peers). A primary serves while the newest is under half the node \
              timeout.",
             Some(&Unit::Seconds),
             MetricType::Gauge,

@@ -18,14 +18,18 @@ use std::time::{Duration, Instant};
 
 use shoal_cluster::ShardId;
 use shoal_cluster::{ClusterMap, Health, key_slot};
-use shoal_testkit::history::{Op, Outcome, Report};
+use shoal_testkit::history::{Op, Report};
 use shoal_testkit::relay::{CutMode, Relay};
 use shoal_testkit::resp::{self, RespConnection, text};
-use shoal_testkit::router::{Ack, Router};
+use shoal_testkit::router::Ack;
 use shoal_testkit::{
     ClusterOptions, JoinOptions, NodeProcess, OpKind, Recorder, ShardNodes, TestCluster, Value,
-    Workload, check,
+    check,
 };
+
+mod common;
+
+use common::*;
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
@@ -37,12 +41,6 @@ const RESP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `--node-timeout` where the test measures how fast a failover is: the server's default.
 const FAST_NODE_TIMEOUT_MS: u64 = 1000;
-
-/// How long the router's connections and exchanges may take.
-const ROUTER_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// `WAIT 1 <this>` after every write of a synchronous workload.
-const WAIT_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Runs `body` alone (after any other test of this file) and within [`TEST_LIMIT`], and prints
 /// how long it took.
@@ -102,186 +100,6 @@ async fn add_outsider_shard(
         "the outsider is no controller voter"
     );
     shard
-}
-
-/// A router seeded with every reachable node.
-async fn router(cluster: &TestCluster) -> Arc<Router> {
-    Arc::new(
-        Router::new(cluster.resp_addrs(), ROUTER_TIMEOUT)
-            .await
-            .expect("the router learns the slots"),
-    )
-}
-
-/// A workload over keys of both shards, run until stopped.
-fn workload(clients: usize, keys: usize, read_percent: u8) -> Workload {
-    Workload {
-        clients,
-        keys,
-        key_prefix: "fo:".into(),
-        read_percent,
-        duration: Duration::from_secs(45),
-        op_timeout: Duration::from_secs(1),
-        pause: Duration::from_millis(2),
-        ..Workload::default()
-    }
-}
-
-/// Starts `recorder`'s workload through `router` in the background.
-fn start_load(
-    recorder: &Arc<Recorder>,
-    router: &Arc<Router>,
-    ack: Ack,
-) -> tokio::task::JoinHandle<shoal_testkit::history::RunStats> {
-    let recorder = recorder.clone();
-    let router = router.clone();
-    tokio::spawn(async move {
-        recorder
-            .run(move |_, kind| {
-                let router = router.clone();
-                async move { router.run_op(&kind, &ack).await }
-            })
-            .await
-    })
-}
-
-/// Stops the workload, reads every key through `router` and checks the history.
-async fn finish_load(
-    recorder: &Arc<Recorder>,
-    load: tokio::task::JoinHandle<shoal_testkit::history::RunStats>,
-    router: &Arc<Router>,
-) -> Report {
-    recorder.stop();
-    let stats = load.await.expect("the workload runs");
-    eprintln!("workload: {stats:?}");
-    let reader = router.clone();
-    recorder
-        .final_reads(
-            move |_, kind| {
-                let reader = reader.clone();
-                async move { reader.run_op(&kind, &Ack::Primary).await }
-            },
-            Duration::from_secs(15),
-        )
-        .await
-        .expect("every key can be read after the fault");
-    check(recorder.history())
-}
-
-/// The acknowledged writes of `ops` to keys of `shard` (in `map`), with the node that
-/// acknowledged each.
-fn acked_writes_in<'a>(
-    ops: &'a [Op],
-    map: &'a ClusterMap,
-    shard: ShardId,
-) -> impl Iterator<Item = (&'a Op, &'a str)> + 'a {
-    ops.iter()
-        .filter_map(move |op| match (&op.kind, &op.outcome) {
-            (OpKind::Write { key, .. }, Outcome::Ok(Some(addr)))
-                if map.slots.get(key_slot(key.as_bytes())) == Some(shard) =>
-            {
-                Some((op, addr.as_str()))
-            }
-            _ => None,
-        })
-}
-
-/// How long after `from` the first write of `shard`'s keys acknowledged by `addr` was
-/// acknowledged.
-fn first_ack_after(
-    ops: &[Op],
-    map: &ClusterMap,
-    shard: ShardId,
-    addr: &str,
-    from: Instant,
-) -> Option<Duration> {
-    acked_writes_in(ops, map, shard)
-        .filter(|(op, by)| *by == addr && op.start >= from)
-        .map(|(op, _)| op.end.duration_since(from))
-        .min()
-}
-
-/// Keys whose slots `shard` owns in `map`.
-fn keys_of(map: &ClusterMap, shard: ShardId, prefix: &str, count: usize) -> Vec<String> {
-    (0..)
-        .map(|n| format!("{prefix}{n}"))
-        .filter(|k| map.slots.get(key_slot(k.as_bytes())) == Some(shard))
-        .take(count)
-        .collect()
-}
-
-/// Polls `probe` every 20 ms until it gives a value, for at most `timeout`.
-async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    loop {
-        let last = match probe().await {
-            Ok(value) => return value,
-            Err(last) => last,
-        };
-        assert!(
-            started.elapsed() < timeout,
-            "{what}: not within {timeout:?}; last: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The end of a bounded wait.
-struct Deadline {
-    what: &'static str,
-    started: Instant,
-    timeout: Duration,
-}
-
-impl Deadline {
-    fn after(what: &'static str, timeout: Duration) -> Deadline {
-        Deadline {
-            what,
-            started: Instant::now(),
-            timeout,
-        }
-    }
-
-    /// Waits 20 ms before the next attempt; panics with `last` once the time is up.
-    async fn wait(&self, last: &str) {
-        assert!(
-            self.started.elapsed() < self.timeout,
-            "{}: not within {:?}; last: {last}",
-            self.what,
-            self.timeout
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until the controller's map has another primary than `old` for `shard`; returns the
-/// new primary's index.
-async fn wait_for_promotion(
-    cluster: &TestCluster,
-    shard: ShardId,
-    old: usize,
-    timeout: Duration,
-) -> usize {
-    let old_id = cluster.node(old).known_id().unwrap();
-    let status = cluster
-        .wait_until(
-            &format!("another primary for shard {shard}"),
-            timeout,
-            |s| s.map.shard(shard).is_some_and(|sh| sh.primary != old_id),
-        )
-        .await
-        .expect("a replica is promoted");
-    cluster
-        .shard_nodes(&status.map)
-        .unwrap()
-        .into_iter()
-        .find(|s| s.shard == shard)
-        .map(|s| s.primary)
-        .unwrap()
 }
 
 /// Waits until node `index` is healthy and a replica of `shard` in the controller's map, and
@@ -391,33 +209,6 @@ async fn wait_for_same_data(primary: &NodeProcess, replica: &NodeProcess, timeou
     .await;
 }
 
-/// The part of a report a reader needs: counts, lost writes, stale reads, unavailability.
-fn summary(report: &Report) -> String {
-    format!(
-        "{} ops ({} ok, {} failed, {} unknown), {} acked writes ({} checked), {} lost, {} stale, \
-         {} impossible, {} divergent; longest key window {}",
-        report.ops,
-        report.ok,
-        report.failed,
-        report.unknown,
-        report.acked_writes,
-        report.checked_writes,
-        report.lost.len(),
-        report.stale.len(),
-        report.impossible.len(),
-        report.divergent.len(),
-        report
-            .longest_key_window
-            .as_ref()
-            .map_or("none".to_string(), |(key, w)| format!(
-                "{} ms ({key}, {} ops failed, first: {})",
-                w.duration().as_millis(),
-                w.ops,
-                w.first_error
-            )),
-    )
-}
-
 /// The current map and a shard whose primary is not the controller's leader (killing that
 /// one would also fail the controller over).
 async fn shard_away_from_the_leader(cluster: &TestCluster) -> (ClusterMap, ShardNodes) {
@@ -432,26 +223,6 @@ async fn shard_away_from_the_leader(cluster: &TestCluster) -> (ClusterMap, Shard
         .expect("a shard whose primary does not lead the controller");
     (map, shard)
 }
-
-/// Starts `clients` writers (and readers) on 16 keys, acknowledged as `ack` says.
-fn steady_load(
-    router: &Arc<Router>,
-    clients: usize,
-    ack: Ack,
-) -> (
-    Arc<Recorder>,
-    tokio::task::JoinHandle<shoal_testkit::history::RunStats>,
-) {
-    let recorder = Arc::new(Recorder::new(workload(clients, 16, 30)));
-    let load = start_load(&recorder, router, ack);
-    (recorder, load)
-}
-
-/// Every write acknowledged by one replica too (`WAIT 1`).
-const WAIT_1: Ack = Ack::Replicas {
-    replicas: 1,
-    timeout: WAIT_TIMEOUT,
-};
 
 fn acked_by(ack: &Ack) -> &'static str {
     match ack {

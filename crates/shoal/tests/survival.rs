@@ -7,7 +7,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use shoal_cluster::{ClusterMap, NodeId, ShardId, key_slot};
+mod common;
+
+use common::*;
+use shoal_cluster::{ClusterMap, Health, NodeId, ShardId, key_slot};
 use shoal_testkit::resp::{self, text};
 use shoal_testkit::{ClusterOptions, Info, NodeProcess, TestCluster};
 
@@ -228,5 +231,157 @@ async fn the_controller_s_leader_moves_off_primaries() {
         );
         assert!(status.map.controllers.contains(&status.leader));
     })
+    .await;
+}
+
+/// The nine-node cluster once the controller's leadership has moved off the founder (a
+/// primary) to a replica, as it does a few seconds after the start.
+async fn start_nine_settled() -> TestCluster {
+    let cluster = start_nine().await;
+    cluster
+        .wait_until(
+            "a leader that is no primary",
+            Duration::from_secs(15),
+            |s| {
+                s.map.controllers.len() == 5
+                    && !s.map.shards.iter().any(|sh| sh.primary == s.leader)
+            },
+        )
+        .await
+        .expect("the leadership settles on a replica");
+    cluster
+}
+
+/// Waits until the controller has five healthy voters again, none of them in `dead`.
+async fn wait_for_full_voters(cluster: &TestCluster, dead: &[NodeId]) -> Duration {
+    let started = Instant::now();
+    cluster
+        .wait_until("five healthy voters again", Duration::from_secs(30), |s| {
+            s.map.controllers.len() == 5
+                && s.map.controllers.iter().all(|v| {
+                    !dead.contains(v) && s.map.node(*v).is_some_and(|n| n.health == Health::Ok)
+                })
+        })
+        .await
+        .expect("the controller replaces its dead voters");
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_s_node_and_a_primary_at_once_loses_no_acknowledged_write() {
+    run_test(
+        "killing_the_leader_s_node_and_a_primary_at_once_loses_no_acknowledged_write",
+        async {
+            let cluster = start_nine_settled().await;
+            let status = cluster.status().await.unwrap();
+            let map = status.map.clone();
+            let leader = status.leader;
+            let shard = map
+                .shards
+                .iter()
+                .find(|s| !map.controllers.contains(&s.primary))
+                .or_else(|| map.shards.first())
+                .unwrap()
+                .clone();
+            let router = router(&cluster).await;
+            let (recorder, load) = steady_load(&router, 4, WAIT_1);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let killed_at = Instant::now();
+            for victim in [leader, shard.primary] {
+                cluster
+                    .node(cluster.index_of(victim).unwrap())
+                    .kill()
+                    .unwrap();
+            }
+            let victim = cluster.index_of(shard.primary).unwrap();
+            let successor =
+                wait_for_promotion(&cluster, shard.id, victim, Duration::from_secs(10)).await;
+            let successor_addr = cluster.node(successor).resp_addr();
+            let first_ack = poll(
+                "a write acknowledged by the successor",
+                Duration::from_secs(10),
+                || {
+                    let ops = recorder.history().ops();
+                    let found = first_ack_after(&ops, &map, shard.id, &successor_addr, killed_at);
+                    async move { found.ok_or_else(|| "none yet".to_string()) }
+                },
+            )
+            .await;
+            let voters_back = wait_for_full_voters(&cluster, &[leader, shard.primary]).await;
+            let report = finish_load(&recorder, load, &router).await;
+            eprintln!(
+                "the leader's node and a primary killed: the successor acknowledged a write \
+                 {} ms after the kills; five voters again after {} ms more; history (WAIT 1): {}",
+                first_ack.as_millis(),
+                voters_back.as_millis(),
+                summary(&report)
+            );
+            assert!(report.is_valid(), "{report}");
+            assert!(
+                first_ack < Duration::from_secs(4),
+                "the shard went {first_ack:?} without a primary"
+            );
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_two_voters_one_of_them_the_leader_stops_no_shard() {
+    run_test(
+        "killing_two_voters_one_of_them_the_leader_stops_no_shard",
+        async {
+            let cluster = start_nine_settled().await;
+            let status = cluster.status().await.unwrap();
+            let map = status.map.clone();
+            let primaries: Vec<NodeId> = map.shards.iter().map(|s| s.primary).collect();
+            let leader = status.leader;
+            // Another voter that is no primary, in another shard than the leader if one is
+            // (two dead replicas of one shard would leave `WAIT 1` nobody to answer).
+            let shard_of = |id: NodeId| map.placement_of(id).map(|(s, _)| s.id);
+            let candidates: Vec<NodeId> = map
+                .controllers
+                .iter()
+                .copied()
+                .filter(|v| *v != leader && !primaries.contains(v))
+                .collect();
+            let other = candidates
+                .iter()
+                .copied()
+                .find(|v| shard_of(*v) != shard_of(leader))
+                .or_else(|| candidates.first().copied())
+                .expect("a voter that is neither leader nor primary");
+            let router = router(&cluster).await;
+            let (recorder, load) = steady_load(&router, 4, WAIT_1);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for victim in [leader, other] {
+                cluster
+                    .node(cluster.index_of(victim).unwrap())
+                    .kill()
+                    .unwrap();
+            }
+            // Through the election and for a while after it, every shard keeps writing.
+            tokio::time::sleep(NODE_TIMEOUT * 3).await;
+            let voters_back = wait_for_full_voters(&cluster, &[leader, other]).await;
+            let report = finish_load(&recorder, load, &router).await;
+            eprintln!(
+                "two voters killed, one the leader: five voters again {} ms after the kills \
+                 plus {} ms; history (WAIT 1): {}",
+                (NODE_TIMEOUT * 3).as_millis(),
+                voters_back.as_millis(),
+                summary(&report)
+            );
+            assert!(report.is_valid(), "{report}");
+            let window = report
+                .longest_key_window
+                .as_ref()
+                .map_or(Duration::ZERO, |(_, w)| w.duration());
+            assert!(
+                window < NODE_TIMEOUT,
+                "a key could not be written for {window:?}: {}",
+                summary(&report)
+            );
+        },
+    )
     .await;
 }

@@ -34,23 +34,25 @@ use crate::raft::{Proposal, ProposalOutcome, Raft};
 pub(crate) const TICK: Duration = Duration::from_millis(50);
 
 /// How recently a majority must have acknowledged the leader for it to grant leases (ms).
-const QUORUM_FRESHNESS_MS: u64 = 400;
+const QUORUM_FRESHNESS_MS: u64 = 300;
 
 /// The shortest Raft election timeout (ms): a follower that heard from a leader votes for no
 /// other within it (openraft 0.9 refuses votes for longer, up to the longest election timeout;
 /// the argument below needs only this floor).
-const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
+const ELECTION_TIMEOUT_MIN_MS: u64 = 200;
 
 /// The longest Raft election timeout (ms); openraft's followers also refuse votes for this
 /// long after hearing from their leader.
-const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+const ELECTION_TIMEOUT_MAX_MS: u64 = 400;
 
-/// How much longer than a node timeout a new leader waits before it fails a silent node (ms).
-/// The previous leader may have granted leases up to [`QUORUM_FRESHNESS_MS`] after the start
-/// of its last confirmed quorum round, and this one was elected no sooner than
-/// [`ELECTION_TIMEOUT_MIN_MS`] after it; waiting the difference on top of a node timeout lets
-/// any such lease (80% of a node timeout) end first, whatever the node timeout.
-const TAKEOVER_MARGIN_MS: u64 = QUORUM_FRESHNESS_MS - ELECTION_TIMEOUT_MIN_MS;
+/// How long after it takes over a new leader fails a node it has not heard from, beyond a
+/// lease (ms). The previous leader may have granted leases up to [`QUORUM_FRESHNESS_MS`]
+/// after the start of its last confirmed quorum round, and this one was elected no sooner
+/// than [`ELECTION_TIMEOUT_MIN_MS`] after it: the difference, and 50 ms more, after a lease
+/// (half a node timeout) any such lease has ended, whatever the node timeout. (Peer leases
+/// are fenced, see `fence`.) A node heard from since is failed a node timeout after its last
+/// heartbeat, as always.
+const TAKEOVER_MARGIN_MS: u64 = QUORUM_FRESHNESS_MS - ELECTION_TIMEOUT_MIN_MS + 50;
 
 /// How long a replica may take to report its offset before a failover.
 const REPORT_TIMEOUT: Duration = Duration::from_millis(150);
@@ -117,6 +119,8 @@ pub struct Controller {
     leader_contact: Mutex<Instant>,
     /// This leader is handing its leadership over (see `steering`): no quorum checks.
     handing_over: AtomicBool,
+    /// When this leader last said it could not fence a primary it means to replace.
+    fence_warned: Mutex<Option<Instant>>,
     /// Whether it started from Raft state a previous run left on disk.
     resumed: bool,
 }
@@ -163,6 +167,7 @@ impl Controller {
             epochs_seen: Mutex::new(HashMap::new()),
             leader_contact: Mutex::new(Instant::now()),
             handing_over: AtomicBool::new(false),
+            fence_warned: Mutex::new(None),
             resumed,
         });
         tokio::spawn(controller.clone().lead());
@@ -340,10 +345,10 @@ impl Controller {
     /// the majority still believes it leads until it hears of a newer term, and must not keep
     /// a primary on its side serving while the majority's leader promotes another. A majority
     /// that acknowledged this leader at time t elects no other before t + the election timeout
-    /// (at least [`ELECTION_TIMEOUT_MIN_MS`]), and that leader fails nobody for a node timeout
-    /// plus [`TAKEOVER_MARGIN_MS`] after it takes over; a lease granted before
-    /// t + `QUORUM_FRESHNESS_MS` (at most 80% of a node timeout, from before it was granted)
-    /// ends before that.
+    /// (at least [`ELECTION_TIMEOUT_MIN_MS`]), and that leader fails nobody for a lease plus
+    /// [`TAKEOVER_MARGIN_MS`] after it takes over; a lease granted before
+    /// t + `QUORUM_FRESHNESS_MS` (half a node timeout, from before it was granted) ends
+    /// before that.
     ///
     /// Its caller has just checked that this member leads.
     fn quorum_fresh(&self) -> bool {
@@ -560,7 +565,12 @@ impl Controller {
                     .iter()
                     .map(|(id, (at, _))| (*id, *at))
                     .collect(),
-                leader_since_ms: view.since_ms + TAKEOVER_MARGIN_MS,
+                // A node never heard from since the takeover is failed a lease plus the
+                // margin after it (see TAKEOVER_MARGIN_MS), not a whole node timeout.
+                leader_since_ms: (view.since_ms
+                    + TAKEOVER_MARGIN_MS
+                    + self.config.settings.lease_ms())
+                .saturating_sub(self.config.settings.node_timeout_ms),
                 joins: joins.iter().map(|(n, _)| n.clone()).collect(),
                 removals: removals.iter().map(|(n, _)| *n).collect(),
                 voters,
@@ -603,7 +613,12 @@ impl Controller {
             Some(map) => match self.fence(&current, &map, &epochs).await {
                 Ok(()) => self.commit(current.epoch, map).await,
                 Err(why) => {
-                    tracing::warn!("controller: not replacing a primary yet: {why}");
+                    // Retried every tick until enough nodes answer: said once a second.
+                    let mut warned = self.fence_warned.lock().unwrap_or_else(|e| e.into_inner());
+                    if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                        *warned = Some(Instant::now());
+                        tracing::warn!("controller: not replacing a primary yet: {why}");
+                    }
                     None
                 }
             },
@@ -819,15 +834,15 @@ mod tests {
     fn a_deposed_leader_s_leases_end_before_a_new_leader_fails_anyone() {
         // The last lease the old leader grants starts (from the heartbeat's sending) before
         // t + QUORUM_FRESHNESS_MS, t being the start of its last confirmed quorum round; the
-        // new leader is elected after t + ELECTION_TIMEOUT_MIN_MS and fails a silent node
-        // only a node timeout plus TAKEOVER_MARGIN_MS after that.
+        // new leader is elected after t + ELECTION_TIMEOUT_MIN_MS and fails a node it never
+        // heard from only a lease plus TAKEOVER_MARGIN_MS after that.
         for node_timeout_ms in [100, 250, 500, 1000, 2000, 15_000] {
             let settings = Settings {
                 node_timeout_ms,
                 max_voters: 3,
             };
             let last_lease_ends = QUORUM_FRESHNESS_MS + settings.lease_ms();
-            let first_failure = ELECTION_TIMEOUT_MIN_MS + node_timeout_ms + TAKEOVER_MARGIN_MS;
+            let first_failure = ELECTION_TIMEOUT_MIN_MS + settings.lease_ms() + TAKEOVER_MARGIN_MS;
             assert!(
                 last_lease_ends < first_failure,
                 "node timeout {node_timeout_ms} ms: a lease may run until +{last_lease_ends} ms, \
