@@ -204,6 +204,25 @@ async fn primaries_keep_writing_when_a_majority_of_the_voters_is_gone() {
                 "cluster status said: {text}{}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            // The dead voters come back with their directories: the controller has its
+            // majority again by itself, and every signal says so.
+            for victim in &victims {
+                let index = cluster.index_of(*victim).unwrap();
+                cluster.node(index).restart().unwrap();
+            }
+            let restarted = Instant::now();
+            let back = loop {
+                let now = signals(cluster.node(survivor)).await;
+                if now == healthy {
+                    break restarted.elapsed();
+                }
+                assert!(
+                    restarted.elapsed() < Duration::from_secs(20),
+                    "the controller did not come back: {now:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            eprintln!("voters restarted with their directories: healthy again after {back:?}");
         },
     )
     .await;
