@@ -348,6 +348,16 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
 /// the node from the controller while clients still reach it.
 const CONNECT_VIA_ENV: &str = "SHOAL_BUS_CONNECT_VIA";
 
+/// Opens and closes a connection to the bus at `addr` (through [`CONNECT_VIA_ENV`]'s
+/// routes, as every bus connection): whether something listens there. A timeout is an
+/// [`std::io::ErrorKind::TimedOut`] error.
+pub(crate) async fn probe(addr: &str, timeout: Duration) -> std::io::Result<()> {
+    match tokio::time::timeout(timeout, TcpStream::connect(route(addr))).await {
+        Ok(connected) => connected.map(drop),
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
 /// Where a bus connection to `addr` really goes ([`CONNECT_VIA_ENV`]).
 fn route(addr: &str) -> String {
     static ROUTES: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();

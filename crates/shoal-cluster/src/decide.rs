@@ -21,7 +21,7 @@
 //! * The controller's voters are healthy controller-eligible nodes, up to an odd number, spread
 //!   over shards and zones, replicas before primaries ([`desired_voters`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -81,10 +81,10 @@ pub(crate) struct Observations {
     /// When each node's last heartbeat arrived (ms, on the leader's monotonic clock), since
     /// this leader took over.
     pub last_heartbeat: HashMap<NodeId, u64>,
-    /// Silence before this time (ms) does not count against a node: when this leader took
-    /// over (plus a margin, see the controller), so a new leader fails nobody for a node
-    /// timeout after it.
-    pub leader_since_ms: u64,
+    /// This leader fails nobody before this time (ms): when every lease its predecessor may
+    /// have granted has ended (see the controller's takeover margin). A node it never heard
+    /// from is failed then.
+    pub fail_none_before_ms: u64,
     /// Nodes asking to join, in arrival order.
     pub joins: Vec<NodeInfo>,
     /// Nodes to retire, in arrival order.
@@ -96,6 +96,9 @@ pub(crate) struct Observations {
     /// Replicas asking to take over their shard, and primaries asking to hand theirs to a
     /// replica (planned failovers), in arrival order.
     pub failovers: Vec<NodeId>,
+    /// Nodes whose process is gone (their bus refused a connection after their heartbeat
+    /// link closed): failed a lease after their last heartbeat, not a node timeout.
+    pub refused: HashSet<NodeId>,
 }
 
 /// One change a decision makes.
@@ -531,8 +534,18 @@ fn track_health(
 ) {
     for node in map.nodes.values_mut() {
         let heard = observations.last_heartbeat.get(&node.id).copied();
-        let last = heard.unwrap_or(0).max(observations.leader_since_ms);
-        let silent = now_ms.saturating_sub(last) > settings.node_timeout_ms;
+        // A crashed process holds no lease once one has passed since its last heartbeat (a
+        // lease runs from the heartbeat's sending, which came before its arrival).
+        let patience = if observations.refused.contains(&node.id) {
+            settings.lease_ms()
+        } else {
+            settings.node_timeout_ms
+        };
+        // Never heard from (since this leader took over): as if last heard a patience before
+        // the time this leader may fail anyone.
+        let fail_none_before = observations.fail_none_before_ms;
+        let last = heard.unwrap_or(fail_none_before.saturating_sub(patience));
+        let silent = now_ms > fail_none_before && now_ms.saturating_sub(last) > patience;
         match node.health {
             Health::Ok if silent => {
                 node.health = Health::Failed;
@@ -573,7 +586,7 @@ mod tests {
     fn all_heard(map: &ClusterMap, at: u64) -> Observations {
         Observations {
             last_heartbeat: map.nodes.keys().map(|&id| (id, at)).collect(),
-            leader_since_ms: 0,
+            fail_none_before_ms: 0,
             ..Observations::default()
         }
     }
@@ -685,7 +698,7 @@ mod tests {
         // The leader's grace does not revive it, a heartbeat does.
         let mut obs = Observations {
             last_heartbeat: [(NodeId(1), 3200)].into(),
-            leader_since_ms: 3200,
+            fail_none_before_ms: 4200,
             ..Observations::default()
         };
         assert!(decide(&failed, &obs, 3200, &settings()).map.is_none());
@@ -699,18 +712,36 @@ mod tests {
     }
 
     #[test]
-    fn a_new_leader_grants_a_full_timeout_of_grace() {
+    fn a_new_leader_fails_nobody_before_its_predecessor_s_leases_end() {
         let map = joined(&bootstrap(node(1, true), 0, 0), &[node(2, false)]);
         let obs = Observations {
             last_heartbeat: [(NodeId(1), 10_000)].into(),
-            leader_since_ms: 9_500,
+            fail_none_before_ms: 10_500,
             ..Observations::default()
         };
         assert!(decide(&map, &obs, 10_000, &settings()).map.is_none());
+        assert!(decide(&map, &obs, 10_500, &settings()).map.is_none());
         assert_eq!(
             decide(&map, &obs, 10_501, &settings()).actions,
             vec![Action::Failed(NodeId(2))]
         );
+    }
+
+    #[test]
+    fn a_crashed_node_is_failed_a_lease_after_its_last_heartbeat() {
+        let map = joined(&bootstrap(node(1, true), 0, 0), &[node(2, false)]);
+        let mut obs = all_heard(&map, 1000);
+        obs.last_heartbeat.insert(NodeId(1), 1600);
+        // Silent for more than a lease (500 ms), less than a node timeout (1000 ms).
+        assert!(decide(&map, &obs, 1600, &settings()).map.is_none());
+        obs.refused.insert(NodeId(2));
+        assert_eq!(
+            decide(&map, &obs, 1600, &settings()).actions,
+            vec![Action::Failed(NodeId(2))]
+        );
+        // Not before the takeover's wait, though.
+        obs.fail_none_before_ms = 2000;
+        assert!(decide(&map, &obs, 1600, &settings()).map.is_none());
     }
 
     #[test]
@@ -1073,7 +1104,7 @@ mod tests {
         failed.nodes.get_mut(&NodeId(3)).unwrap().health = Health::Failed;
         let mut obs = Observations {
             last_heartbeat: [(NodeId(1), 10), (NodeId(2), 10)].into(),
-            leader_since_ms: 0,
+            fail_none_before_ms: 0,
             ..Observations::default()
         };
         let mut again = failed.node(NodeId(3)).unwrap().clone();

@@ -860,7 +860,23 @@ impl ClusterNode {
         }
     }
 
-    async fn serve_peer(self: Arc<Self>, mut stream: TcpStream) {
+    async fn serve_peer(self: Arc<Self>, stream: TcpStream) {
+        let mut heartbeats_from = None;
+        self.serve_peer_requests(stream, &mut heartbeats_from).await;
+        // A node's heartbeat connection to a controller leader closed: if its process is
+        // gone, the controller need not wait a node timeout to tell.
+        if let (Some(node), Some(controller)) = (heartbeats_from, &self.controller) {
+            controller.heartbeat_link_closed(node);
+        }
+    }
+
+    /// Answers the requests of one bus connection until it closes; notes in `heartbeats_from`
+    /// the node whose heartbeats it carried, if any.
+    async fn serve_peer_requests(
+        self: &Arc<Self>,
+        mut stream: TcpStream,
+        heartbeats_from: &mut Option<NodeId>,
+    ) {
         loop {
             let request: Request = match bus::read_frame(&mut stream).await {
                 Ok(r) => r,
@@ -871,6 +887,9 @@ impl ClusterNode {
                     return;
                 }
             };
+            if let Request::Heartbeat(heartbeat) = &request {
+                *heartbeats_from = Some(heartbeat.node);
+            }
             let reply = match request {
                 Request::Subscribe { after } => {
                     self.push_maps(stream, after).await;

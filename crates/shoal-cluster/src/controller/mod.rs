@@ -7,7 +7,7 @@
 //! replicate the log and apply maps, and send requests that reach them to the leader
 //! ([`Reply::NotLeader`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tokio::sync::{Notify, oneshot};
 
+mod crash;
 mod fence;
 mod steering;
 
@@ -121,6 +122,9 @@ pub struct Controller {
     handing_over: AtomicBool,
     /// When this leader last said it could not fence a primary it means to replace.
     fence_warned: Mutex<Option<Instant>>,
+    /// Nodes whose heartbeat connection closed and whose bus then refused a connection: their
+    /// process is gone (see `crash`). Cleared by their next heartbeat.
+    refused: Mutex<HashSet<NodeId>>,
     /// Whether it started from Raft state a previous run left on disk.
     resumed: bool,
 }
@@ -168,6 +172,7 @@ impl Controller {
             leader_contact: Mutex::new(Instant::now()),
             handing_over: AtomicBool::new(false),
             fence_warned: Mutex::new(None),
+            refused: Mutex::new(HashSet::new()),
             resumed,
         });
         tokio::spawn(controller.clone().lead());
@@ -324,6 +329,7 @@ impl Controller {
 
     fn heartbeat(&self, heartbeat: Heartbeat) -> Reply {
         self.saw_epoch(heartbeat.node, heartbeat.epoch);
+        self.heard_again(heartbeat.node);
         if !self.is_leader() {
             return self.not_leader();
         }
@@ -567,10 +573,9 @@ impl Controller {
                     .collect(),
                 // A node never heard from since the takeover is failed a lease plus the
                 // margin after it (see TAKEOVER_MARGIN_MS), not a whole node timeout.
-                leader_since_ms: (view.since_ms
+                fail_none_before_ms: view.since_ms
                     + TAKEOVER_MARGIN_MS
-                    + self.config.settings.lease_ms())
-                .saturating_sub(self.config.settings.node_timeout_ms),
+                    + self.config.settings.lease_ms(),
                 joins: joins.iter().map(|(n, _)| n.clone()).collect(),
                 removals: removals.iter().map(|(n, _)| *n).collect(),
                 voters,
@@ -580,6 +585,7 @@ impl Controller {
                     .map(|(id, (_, h))| (*id, h.stats.replication.clone()))
                     .collect(),
                 failovers: failovers.iter().map(|(n, _)| *n).collect(),
+                refused: self.refused_nodes(),
             };
             (observations, joins, removals, failovers)
         };
