@@ -34,7 +34,7 @@ async fn leaderless_status(args: &StatusArgs, no_leader: anyhow::Error) -> anyho
         _ => return Err(no_leader),
     };
     let why = format!(
-        "no controller leader answers ({no_leader:#}): the controller has lost its majority, or \
+        "no controller leader answers ({no_leader}): the controller has lost its majority, or \
          is electing a leader; primaries keep serving on leases from their peers, but nothing is \
          failed over, joined or removed until it is back"
     );
@@ -128,7 +128,10 @@ fn describe_view(map: &ClusterMap, leader: Option<NodeId>, reports: &[NodeStatus
         .values()
         .filter(|n| n.health == Health::Ok)
         .count();
-    let state = if map.slots_assigned() == shoal_cluster::SLOTS && healthy == map.nodes.len() {
+    // Without a leader the map's health is as of its last commit: not a verdict.
+    let state = if leader.is_none() {
+        "degraded"
+    } else if map.slots_assigned() == shoal_cluster::SLOTS && healthy == map.nodes.len() {
         "ok"
     } else if map.slots_assigned() == shoal_cluster::SLOTS {
         "degraded"
