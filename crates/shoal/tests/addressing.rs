@@ -198,13 +198,23 @@ async fn a_node_behind_a_port_mapping_is_reached_at_what_it_announces() {
         key_slot(key.as_bytes())
     );
     assert_eq!(moved, Value::Error(expected.into_bytes()));
-    let through_mapping = shoal_testkit::resp::command(
-        &resp_relay.addr().to_string(),
-        &["SET", key.as_str(), "v"],
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    // A primary that has just joined serves once its first lease has come (CLUSTERDOWN
+    // until then, as a client that retries sees it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let through_mapping = loop {
+        let reply = shoal_testkit::resp::command(
+            &resp_relay.addr().to_string(),
+            &["SET", key.as_str(), "v"],
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        let down = matches!(&reply, Value::Error(e) if e.starts_with(b"CLUSTERDOWN"));
+        if !down || std::time::Instant::now() >= deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(through_mapping, Value::Simple(b"OK".to_vec()));
 
     // CLUSTER SLOTS names its hostname in the node's metadata map.
