@@ -295,12 +295,19 @@ async fn killing_the_leader_s_node_and_a_primary_at_once_loses_no_acknowledged_w
             let status = cluster.status().await.unwrap();
             let map = status.map.clone();
             let leader = status.leader;
-            let shard = map
+            // A primary in another shard than the leader (a shard that loses two of its three
+            // nodes has no replica left to acknowledge `WAIT 1`), a non-voter if one is.
+            let others: Vec<_> = map
                 .shards
                 .iter()
+                .filter(|s| !s.members().any(|m| m == leader))
+                .collect();
+            let shard = others
+                .iter()
                 .find(|s| !map.controllers.contains(&s.primary))
-                .or_else(|| map.shards.first())
-                .unwrap()
+                .or_else(|| others.first())
+                .copied()
+                .expect("a shard the leader is not in")
                 .clone();
             let router = router(&cluster).await;
             let (recorder, load) = steady_load(&router, 4, WAIT_1);

@@ -161,6 +161,23 @@ async fn a_real_replica_serves_reads_of_what_the_primary_replicated() {
     )
     .await;
 
+    // Until its first sync is done the replica answers -LOADING and the client reads from
+    // the primary instead: wait for it, as the test is about a synced replica.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut replica.con())
+            .unwrap();
+        if info.contains("master_link_status:up") && info.contains("master_sync_in_progress:0") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replica never synced: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     client.set("greeting", "hello", None).await.unwrap();
     // Replication is asynchronous: the replica has it within moments.
     let deadline = tokio::time::Instant::now() + WAIT;
