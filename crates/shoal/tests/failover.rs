@@ -598,7 +598,7 @@ async fn a_primary_cut_off_from_the_controller_stops_writing_within_its_lease() 
             // A longer node timeout than the server's: the lease and the promotion must be
             // told apart on a busy machine.
             let node_timeout = Duration::from_millis(2000);
-            let lease = node_timeout * 8 / 10;
+            let lease = node_timeout / 2;
             // The controller members are nodes 0-2, started first: their buses are known
             // before the victim starts, and the victim reaches each through a relay.
             // With HTTP: the fenced primary must refuse writes there too.
@@ -1768,7 +1768,7 @@ async fn a_primary_on_peer_leases_is_never_primary_beside_its_successor() {
         "a_primary_on_peer_leases_is_never_primary_beside_its_successor",
         async {
             let node_timeout = Duration::from_millis(2000);
-            let lease = node_timeout * 8 / 10;
+            let lease = node_timeout / 2;
             let mut cluster = start_controller_shard(node_timeout.as_millis() as u64).await;
             // The victim reaches the voters (nodes 0-2) through relays, and every other node
             // directly: once the relays are cut it still collects peer leases from a majority
