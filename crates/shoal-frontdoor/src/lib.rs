@@ -51,6 +51,6 @@ pub use error::{
     truncated_arg, write_error_line,
 };
 pub use identity::{Mode, Role};
-pub use settings::{Limits, OutputLimit, Settings, constant_time_eq};
+pub use settings::{DENIED, Limits, OutputLimit, Settings, constant_time_eq};
 pub use slowlog::{SlowEntry, SlowLog};
 pub use stats::{CommandTotals, Stats, WorkerStats};

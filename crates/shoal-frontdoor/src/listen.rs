@@ -204,7 +204,8 @@ impl Accepted {
 /// Accepts connections on `listener` until the door shuts down, and gives each one that fits
 /// under `maxclients`, with its slot reserved, to `serve` (which registers it, with
 /// [`Accepted::register`], on the runtime that serves it). One over the limit gets Redis's
-/// `-ERR max number of clients reached` and is closed.
+/// `-ERR max number of clients reached` and is closed; one that protected mode turns away
+/// ([`Settings::denies`](crate::Settings::denies)) gets Redis's `-DENIED ...`.
 pub async fn accept_loop(
     door: Arc<Door>,
     listener: TcpListener,
@@ -216,7 +217,7 @@ pub async fn accept_loop(
             a = listener.accept() => a,
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
-        let (stream, _) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: wait a little rather than spin.
@@ -228,9 +229,16 @@ pub async fn accept_loop(
         // As in Redis, a refused connection counts in `rejected_connections` only.
         let Some(reservation) = Reservation::take(&door.clients, door.settings.maxclients()) else {
             door.stats.rejected_connections.fetch_add(1, Relaxed);
-            tokio::spawn(refuse(stream));
+            tokio::spawn(refuse(stream, MAX_CLIENTS));
             continue;
         };
+        // Then protected mode, in Redis's order (it counts as rejected there too).
+        if door.settings.denies(&peer) {
+            drop(reservation);
+            door.stats.rejected_connections.fetch_add(1, Relaxed);
+            tokio::spawn(refuse(stream, crate::settings::DENIED));
+            continue;
+        }
         door.stats.connections_received.fetch_add(1, Relaxed);
         let _ = stream.set_nodelay(true);
         serve(stream, reservation);
@@ -240,13 +248,15 @@ pub async fn accept_loop(
 /// How long a refused connection is drained before it is closed.
 const REFUSE_LINGER: Duration = Duration::from_millis(200);
 
-/// Answers a connection over `maxclients` as Redis does, then closes it. Whatever the client
-/// sent meanwhile is read and dropped for a moment first: closing a socket with unread input
-/// resets the connection, and the client could lose the error before reading it.
-async fn refuse(mut stream: TcpStream) {
-    let _ = stream
-        .write_all(b"-ERR max number of clients reached\r\n")
-        .await;
+/// What a connection over `maxclients` reads before it is closed.
+const MAX_CLIENTS: &str = "-ERR max number of clients reached\r\n";
+
+/// Answers a connection turned away (over `maxclients`, or by protected mode) with `error`
+/// as Redis does, then closes it. Whatever the client sent meanwhile is read and dropped for a
+/// moment first: closing a socket with unread input resets the connection, and the client
+/// could lose the error before reading it.
+async fn refuse(mut stream: TcpStream, error: &'static str) {
+    let _ = stream.write_all(error.as_bytes()).await;
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 1024];
     let drain = async {

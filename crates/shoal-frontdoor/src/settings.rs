@@ -2,7 +2,7 @@
 //! the request path from atomics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use parking_lot::RwLock;
 
@@ -62,7 +62,24 @@ pub struct Settings {
     maxclients: AtomicUsize,
     timeout_seconds: AtomicU64,
     requirepass: RwLock<Option<Arc<str>>>,
+    protected_mode: AtomicBool,
 }
+
+/// What a client that is not on the loopback interface reads before its connection closes,
+/// while protected mode is on and no password is set: Redis 7's text, byte for byte (its
+/// "Setup a an" included).
+pub const DENIED: &str = "-DENIED Redis is running in protected mode because protected mode is \
+enabled and no password is set for the default user. In this mode connections are only accepted \
+from the loopback interface. If you want to connect from external computers to Redis you may \
+adopt one of the following solutions: 1) Just disable protected mode sending the command 'CONFIG \
+SET protected-mode no' from the loopback interface by connecting to Redis from the same host the \
+server is running, however MAKE SURE Redis is not publicly accessible from internet if you do so. \
+Use CONFIG REWRITE to make this change permanent. 2) Alternatively you can just disable the \
+protected mode by editing the Redis configuration file, and setting the protected mode option to \
+'no', and then restarting the server. 3) If you started the server manually just for testing, \
+restart it with the '--protected-mode no' option. 4) Setup a an authentication password for the \
+default user. NOTE: You only need to do one of the above things in order for the server to start \
+accepting connections from the outside.\r\n";
 
 impl Settings {
     /// Settings with these limits and password (`None` or empty: none).
@@ -77,6 +94,7 @@ impl Settings {
             maxclients: AtomicUsize::new(0),
             timeout_seconds: AtomicU64::new(0),
             requirepass: RwLock::new(None),
+            protected_mode: AtomicBool::new(true),
         };
         settings.set_limits(limits);
         settings.set_password(requirepass);
@@ -101,6 +119,32 @@ impl Settings {
     pub fn set_password(&self, password: Option<&str>) {
         let password = password.filter(|p| !p.is_empty());
         *self.requirepass.write() = password.map(Arc::from);
+    }
+
+    /// Turns protected mode on or off (`protected-mode`, on by default as in Redis).
+    pub fn set_protected_mode(&self, on: bool) {
+        self.protected_mode.store(on, Relaxed);
+    }
+
+    /// Whether protected mode is on.
+    pub fn protected_mode(&self) -> bool {
+        self.protected_mode.load(Relaxed)
+    }
+
+    /// Whether a client connecting from `peer` is turned away with [`DENIED`]: protected mode
+    /// is on, no password is set, and the client is not on the loopback interface (as Redis
+    /// 7.0 decides it: its address is 127.0.0.1 or ::1, nothing else of 127.0.0.0/8).
+    pub fn denies(&self, peer: &std::net::SocketAddr) -> bool {
+        if !self.protected_mode() || self.password_required() {
+            return false;
+        }
+        let local = match peer.ip() {
+            std::net::IpAddr::V4(ip) => ip == std::net::Ipv4Addr::LOCALHOST,
+            std::net::IpAddr::V6(ip) => {
+                ip.is_loopback() || ip.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
+            }
+        };
+        !local
     }
 
     /// The `default` user's password, if one is set (for the HTTP API's credentials).

@@ -27,6 +27,9 @@ pub struct ProxyConfig {
     pub cluster_password: Option<String>,
     /// Password clients of the proxy must give with `AUTH` or `HELLO ... AUTH` (`None`: none).
     pub requirepass: Option<String>,
+    /// Without a password, turn away clients not on the loopback interface with Redis's
+    /// `-DENIED` (protected mode, on by default as a node's).
+    pub protected_mode: bool,
     /// Most simultaneous clients; extra ones get `-ERR max number of clients reached`.
     pub maxclients: usize,
     /// Largest unprocessed input a client may accumulate before it is disconnected.
@@ -59,6 +62,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("cluster", &self.cluster)
             .field("cluster_password", &redact(&self.cluster_password))
             .field("requirepass", &redact(&self.requirepass))
+            .field("protected_mode", &self.protected_mode)
             .field("maxclients", &self.maxclients)
             .field("client_query_buffer_limit", &self.client_query_buffer_limit)
             .field(
@@ -85,6 +89,7 @@ impl Default for ProxyConfig {
             cluster: Vec::new(),
             cluster_password: None,
             requirepass: None,
+            protected_mode: true,
             maxclients: 10_000,
             client_query_buffer_limit: 1024 * 1024 * 1024,
             client_output_buffer_limit: OutputLimit::default(),

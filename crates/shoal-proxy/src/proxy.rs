@@ -199,6 +199,7 @@ async fn run(
         }
     };
     let door = Door::new(config.door_limits(), config.requirepass.as_deref());
+    door.settings.set_protected_mode(config.protected_mode);
     let shared = Arc::new(Shared {
         config,
         client,

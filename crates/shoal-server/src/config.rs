@@ -228,6 +228,9 @@ pub struct Config {
     pub timeout: u64,
     /// Password clients must give with `AUTH` or `HELLO ... AUTH` (empty: none).
     pub requirepass: String,
+    /// Without a password, turn away clients that are not on the loopback interface with
+    /// Redis's `-DENIED` (Redis's `protected-mode`, on by default).
+    pub protected_mode: bool,
     /// Commands slower than this many microseconds go to the slow log (negative: none).
     pub slowlog_log_slower_than: i64,
     /// Entries the slow log keeps.
@@ -340,6 +343,7 @@ impl Default for Config {
             maxclients: 10_000,
             timeout: 0,
             requirepass: String::new(),
+            protected_mode: true,
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
             hz: 10,
@@ -649,6 +653,15 @@ fn set_size(
     }
 }
 
+/// `yes` or `no`, in any case, as Redis's boolean parameters take them.
+pub fn parse_yes_no(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err("argument must be 'yes' or 'no'".into()),
+    }
+}
+
 fn parse_number<T: FromStr>(v: &str) -> Result<T, String> {
     v.parse()
         .map_err(|_| "argument couldn't be parsed into an integer".to_string())
@@ -762,6 +775,14 @@ pub static PARAMS: &[Param] = &[
         get: |c| c.requirepass.clone(),
         set: Some(|c, v| {
             c.requirepass = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "protected-mode",
+        get: |c| if c.protected_mode { "yes" } else { "no" }.into(),
+        set: Some(|c, v| {
+            c.protected_mode = parse_yes_no(v)?;
             Ok(())
         }),
     },

@@ -111,6 +111,7 @@ impl Shared {
         let live = LiveSettings::default();
         live.apply(&config);
         let door = Door::new(door_limits(&config), Some(&config.requirepass));
+        door.settings.set_protected_mode(config.protected_mode);
         door.slowlog
             .configure(config.slowlog_log_slower_than, config.slowlog_max_len);
         Arc::new(Shared {
@@ -132,6 +133,7 @@ impl Shared {
         self.live.apply(&config);
         self.door.settings.set_limits(&door_limits(&config));
         self.door.settings.set_password(Some(&config.requirepass));
+        self.door.settings.set_protected_mode(config.protected_mode);
         self.door
             .slowlog
             .configure(config.slowlog_log_slower_than, config.slowlog_max_len);

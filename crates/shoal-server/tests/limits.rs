@@ -1105,3 +1105,65 @@ fn a_refused_command_is_the_one_client_list_shows() {
         .expect("the other client");
     assert!(line.contains(" cmd=get "), "{line}");
 }
+
+/// A connection to `node` from `source` (an address of the loopback network other than
+/// 127.0.0.1 stands for another machine: Redis counts only 127.0.0.1 and ::1 as local).
+fn raw_from(node: &Node, source: [u8; 4]) -> Raw {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from((source, 0)))
+            .unwrap();
+        socket.connect(node.addr()).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    Raw::from_stream(stream)
+}
+
+#[test]
+fn protected_mode_turns_away_clients_off_the_loopback_interface_without_a_password() {
+    let node = Node::start();
+    let mut admin = node.raw();
+    let denied = shoal_frontdoor::DENIED
+        .trim_start_matches('-')
+        .trim_end_matches("\r\n");
+    // From "another machine", with no password: Redis's text, then the connection closes.
+    let mut outsider = raw_from(&node, [127, 0, 0, 2]);
+    assert_eq!(outsider.reply(), Value::Error(denied.as_bytes().to_vec()));
+    outsider.assert_closed(
+        Duration::from_secs(2),
+        "a client turned away by protected mode",
+    );
+    assert_eq!(info_field(&mut admin, "stats", "rejected_connections"), 1);
+    // From 127.0.0.1, served.
+    assert_eq!(text(&node.raw().cmd(&[b"PING"])), "PONG");
+    // With a password, an outsider may connect (and must authenticate).
+    ok(admin.cmd(&[b"CONFIG", b"SET", b"requirepass", b"s3cret"]));
+    let mut outsider = raw_from(&node, [127, 0, 0, 2]);
+    assert!(
+        error_text(&outsider.cmd(&[b"PING"])).starts_with("NOAUTH"),
+        "an outsider meets the password, not protected mode"
+    );
+    // Without a password but with protected mode off, served.
+    ok(admin.cmd(&[b"AUTH", b"s3cret"]));
+    ok(admin.cmd(&[b"CONFIG", b"SET", b"requirepass", b""]));
+    ok(admin.cmd(&[b"CONFIG", b"SET", b"protected-mode", b"no"]));
+    assert_eq!(
+        admin.cmd(&[b"CONFIG", b"GET", b"protected-mode"]),
+        Value::Array(vec![
+            Value::Bulk(b"protected-mode".to_vec()),
+            Value::Bulk(b"no".to_vec())
+        ])
+    );
+    let mut outsider = raw_from(&node, [127, 0, 0, 2]);
+    assert_eq!(text(&outsider.cmd(&[b"PING"])), "PONG");
+    assert!(
+        error_text(&admin.cmd(&[b"CONFIG", b"SET", b"protected-mode", b"maybe"]))
+            .contains("'yes' or 'no'")
+    );
+}

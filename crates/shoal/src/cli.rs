@@ -185,6 +185,10 @@ pub struct ServerArgs {
     /// Password clients must send with AUTH (or HELLO AUTH, or HTTP Bearer/Basic).
     #[arg(long, env = "SHOAL_REQUIREPASS", help_heading = heading::SECURITY)]
     pub requirepass: Option<String>,
+    /// Without a password, turn away clients not on the loopback interface (127.0.0.1, ::1)
+    /// with Redis's -DENIED: yes or no [default: yes].
+    #[arg(long, env = "SHOAL_PROTECTED_MODE", value_name = "yes|no", value_parser = yes_no, help_heading = heading::SECURITY)]
+    pub protected_mode: Option<bool>,
 
     /// Log format: human or json [default: human].
     #[arg(long, env = "SHOAL_LOG_FORMAT", help_heading = heading::LOGGING)]
@@ -224,6 +228,7 @@ impl ServerArgs {
             maxclients,
             timeout,
             requirepass,
+            protected_mode,
             proto_max_bulk_len,
             proto_max_multibulk_len,
             max_key_size,
@@ -341,6 +346,10 @@ pub struct ProxyArgs {
     /// Password clients must send with AUTH (or HELLO AUTH, or HTTP Bearer/Basic).
     #[arg(long, env = "SHOAL_PROXY_REQUIREPASS", help_heading = heading::SECURITY)]
     pub requirepass: Option<String>,
+    /// Without a password, turn away clients not on the loopback interface (127.0.0.1, ::1)
+    /// with Redis's -DENIED: yes or no.
+    #[arg(long, env = "SHOAL_PROXY_PROTECTED_MODE", value_name = "yes|no", value_parser = yes_no, default_value = "yes", help_heading = heading::SECURITY)]
+    pub protected_mode: bool,
 
     /// Log format: human or json.
     #[arg(long, env = "SHOAL_PROXY_LOG_FORMAT", default_value = "human", help_heading = heading::LOGGING)]
@@ -385,6 +394,7 @@ impl ProxyArgs {
             cluster: self.cluster.clone(),
             cluster_password: self.cluster_password.clone(),
             requirepass: self.requirepass.clone().filter(|p| !p.is_empty()),
+            protected_mode: self.protected_mode,
             maxclients: self.maxclients,
             client_query_buffer_limit: size(
                 self.client_query_buffer_limit,
@@ -402,4 +412,9 @@ impl ProxyArgs {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// `yes` or `no`, for Redis's boolean settings.
+fn yes_no(value: &str) -> Result<bool, String> {
+    shoal_server::config::parse_yes_no(value)
 }
