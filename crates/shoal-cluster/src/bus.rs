@@ -470,6 +470,19 @@ pub async fn call(addr: &str, request: &Request, timeout: Duration) -> Result<Re
         .await
 }
 
+/// [`call`] to every `(key, address)` of `targets` at once; each reply with its key, in the
+/// order of `targets`.
+pub(crate) async fn call_all<K>(
+    targets: impl IntoIterator<Item = (K, String)>,
+    request: &Request,
+    timeout: Duration,
+) -> Vec<(K, Result<Reply, BusError>)> {
+    let asks = targets
+        .into_iter()
+        .map(|(key, addr)| async move { (key, call(&addr, request, timeout).await) });
+    futures_util::future::join_all(asks).await
+}
+
 /// Sends `request` to the controller's leader, starting at `addr` and following
 /// [`Reply::NotLeader`] redirections (at most `hops`).
 pub async fn call_leader(

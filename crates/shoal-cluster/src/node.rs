@@ -158,10 +158,9 @@ pub struct ClusterNode {
     lease_until: AtomicU64,
     /// The origin of `lease_until` and `controller_lease_at`.
     clock_base: Instant,
-    /// How long a lease lasts (ms), whoever grants it.
-    lease_ms: u64,
-    /// How long the controller waits for a silent node's heartbeat before failing it (ms).
-    node_timeout_ms: u64,
+    /// The controller's timings: the node timeout, and the lease it implies (whoever grants
+    /// the lease).
+    settings: Settings,
     /// When (µs after `clock_base`) the controller last granted this node a lease; 0 never.
     controller_lease_at: AtomicU64,
     /// When (µs after `clock_base`) peers last granted this node a lease; 0 never.
@@ -221,8 +220,7 @@ impl ClusterNode {
             stats: config.stats.clone(),
             lease_until: AtomicU64::new(0),
             clock_base: Instant::now(),
-            lease_ms: config.settings.lease_ms(),
-            node_timeout_ms: config.settings.node_timeout_ms,
+            settings: config.settings.clone(),
             controller_lease_at: AtomicU64::new(0),
             peer_lease_at: AtomicU64::new(0),
             grantor: Grantor::default(),
@@ -628,17 +626,13 @@ impl ClusterNode {
                 node: self.myself.id,
                 epoch: map.epoch,
             };
-            let asks = map
+            let followers = map
                 .controllers
                 .iter()
                 .filter_map(|id| map.node(*id))
-                .map(NodeInfo::bus_addr)
-                .filter(|addr| Some(addr) != leader.as_ref())
-                .map(|addr| {
-                    let report = &report;
-                    async move { bus::call(&addr, report, HEARTBEAT_TIMEOUT).await }
-                });
-            futures_util::future::join_all(asks).await;
+                .map(|n| ((), n.bus_addr()))
+                .filter(|(_, addr)| Some(addr) != leader.as_ref());
+            bus::call_all(followers, &report, HEARTBEAT_TIMEOUT).await;
         }
     }
 
@@ -674,7 +668,7 @@ impl ClusterNode {
 
     /// The node timeout.
     fn node_timeout(&self) -> Duration {
-        Duration::from_millis(self.node_timeout_ms)
+        Duration::from_millis(self.settings.node_timeout_ms)
     }
 
     /// Whether the controller's leader, sure of its majority, answered this node within a
@@ -691,7 +685,7 @@ impl ClusterNode {
             LeaseSource::None
         } else if self
             .since_controller_lease()
-            .is_some_and(|ago| ago < Duration::from_millis(self.lease_ms))
+            .is_some_and(|ago| ago < Duration::from_millis(self.settings.lease_ms()))
         {
             LeaseSource::Controller
         } else {
@@ -723,8 +717,9 @@ impl ClusterNode {
     /// While this node is a primary whose lease is half gone without a renewal from the
     /// controller, asks every other node of its map for a peer lease (see `peer_lease`).
     async fn renew_by_peers(self: Arc<Self>) {
-        let lease = Duration::from_millis(self.lease_ms);
-        let interval = heartbeat_interval(self.lease_ms);
+        let lease_ms = self.settings.lease_ms();
+        let lease = Duration::from_millis(lease_ms);
+        let interval = heartbeat_interval(lease_ms);
         loop {
             tokio::time::sleep(interval).await;
             if *self.removed.borrow() {
@@ -744,16 +739,13 @@ impl ClusterNode {
                 primary: self.myself.id,
                 epoch: map.epoch,
             };
-            let asks = map
+            let others = map
                 .nodes
                 .values()
                 .filter(|n| n.id != self.myself.id)
-                .map(|n| {
-                    let (addr, request) = (n.bus_addr(), &request);
-                    async move { bus::call(&addr, request, PEER_LEASE_TIMEOUT).await }
-                });
+                .map(|n| ((), n.bus_addr()));
             let mut grants = 0;
-            for reply in futures_util::future::join_all(asks).await {
+            for (_, reply) in bus::call_all(others, &request, PEER_LEASE_TIMEOUT).await {
                 match reply {
                     Ok(Reply::PeerLease {
                         granted: true,
@@ -769,7 +761,9 @@ impl ClusterNode {
                     _ => {}
                 }
             }
-            if peer_lease::enough(grants, map.nodes.len()) && self.heard_epoch() <= map.epoch {
+            if grants >= peer_lease::grants_needed(map.nodes.len())
+                && self.heard_epoch() <= map.epoch
+            {
                 self.extend_lease(sent, lease);
                 self.peer_lease_at
                     .store(self.micros_since_base(Instant::now()), Ordering::Release);

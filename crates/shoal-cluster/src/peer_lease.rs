@@ -139,11 +139,6 @@ impl Grantor {
     }
 }
 
-/// Peer lease grants collected by a primary: whether they make a lease.
-pub(crate) fn enough(grants: usize, nodes: usize) -> bool {
-    grants >= grants_needed(nodes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,17 +169,9 @@ async fn joining_where_nothing_listens_gives_up_after_the_join_timeout() {
     let bus_port = listener.local_addr().unwrap().port();
     let config = NodeConfig {
         myself: NodeInfo {
-            id: NodeId::random(),
-            host: "127.0.0.1".into(),
-            port: bus_port.wrapping_add(1),
             bus_port,
-            hostname: None,
-            zone: None,
-            http_port: 0,
-            controller: false,
-            health: Health::Ok,
-            spare: false,
             incarnation: NodeInfo::fresh_incarnation(),
+            ..NodeInfo::local(NodeId::random(), bus_port.wrapping_add(1))
         },
         join: Some(Seed::Resp(nowhere.clone())),
         seed_password: None,

@@ -147,6 +147,47 @@ async fn wait_until_following(
     .await
 }
 
+/// A relay to the bus of each of `nodes`, and the environment that sends a node's bus
+/// connections to them through it (`SHOAL_BUS_CONNECT_VIA`).
+fn relays_to(nodes: &[NodeProcess]) -> (Vec<Relay>, Vec<(String, String)>) {
+    let mut relays = Vec::new();
+    let mut routes = Vec::new();
+    for node in nodes {
+        let relay = Relay::start(node.bus_addr().parse().unwrap()).unwrap();
+        routes.push(format!("{}={}", node.bus_addr(), relay.addr()));
+        relays.push(relay);
+    }
+    let env = vec![("SHOAL_BUS_CONNECT_VIA".to_string(), routes.join(","))];
+    (relays, env)
+}
+
+/// A connection to `victim`'s RESP port (which the cut leaves alone), then every relay cut:
+/// the connection and when the cut began.
+async fn connect_then_cut(victim: &NodeProcess, relays: &[Relay]) -> (RespConnection, Instant) {
+    let direct = RespConnection::connect(&victim.resp_addr(), RESP_TIMEOUT)
+        .await
+        .unwrap();
+    let cut_at = Instant::now();
+    for relay in relays {
+        relay.cut(CutMode::Blackhole);
+    }
+    (direct, cut_at)
+}
+
+/// Waits (10 s at most) until every replica of `shard` streams from its primary.
+async fn replicas_follow(cluster: &TestCluster, shard: &ShardNodes) {
+    for &r in &shard.replicas {
+        wait_until_following(
+            cluster,
+            r,
+            shard.shard,
+            shard.primary,
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+}
+
 /// Waits until the replica of `shard` that was not promoted streams from `successor`, and
 /// prints its resync counts.
 async fn other_replica_follows(cluster: &TestCluster, shard: &ShardNodes, successor: usize) {
@@ -270,20 +311,12 @@ async fn kill_a_primary_under_load(ack: Ack) -> KillResult {
     let promoted = killed_at.elapsed();
     assert!(victim_shard.replicas.contains(&successor));
     let successor_addr = cluster.node(successor).resp_addr();
-    let first_ack = poll(
-        "a write acknowledged by the successor",
-        Duration::from_secs(10),
-        || {
-            let ops = recorder.history().ops();
-            let found = first_ack_after(
-                &ops,
-                &before,
-                victim_shard.shard,
-                &successor_addr,
-                killed_at,
-            );
-            async move { found.ok_or_else(|| "none yet".to_string()) }
-        },
+    let first_ack = first_ack_by(
+        &recorder,
+        &before,
+        victim_shard.shard,
+        &successor_addr,
+        killed_at,
     )
     .await;
     // Writes go on for a while on the new primary.
@@ -609,14 +642,7 @@ async fn a_primary_cut_off_from_the_controller_stops_writing_within_its_lease() 
             let mut cluster = TestCluster::start(SHOAL, 1, 2, with_http)
                 .await
                 .expect("the controller's shard starts");
-            let mut relays: Vec<Relay> = Vec::new();
-            let mut routes = Vec::new();
-            for node in &cluster.nodes()[..3] {
-                let relay = Relay::start(node.bus_addr().parse().unwrap()).unwrap();
-                routes.push(format!("{}={}", node.bus_addr(), relay.addr()));
-                relays.push(relay);
-            }
-            let env = vec![("SHOAL_BUS_CONNECT_VIA".to_string(), routes.join(","))];
+            let (relays, env) = relays_to(&cluster.nodes()[..3]);
             let shard = add_outsider_shard(&mut cluster, env).await;
             let victim = shard.primary;
             let before = cluster.status().await.unwrap().map;
@@ -632,14 +658,7 @@ async fn a_primary_cut_off_from_the_controller_stops_writing_within_its_lease() 
 
             // Probe the victim directly, on its own keys, from the cut on.
             let probe_key = keys_of(&before, shard.shard, "probe:", 1).remove(0);
-            let mut direct =
-                RespConnection::connect(&cluster.node(victim).resp_addr(), RESP_TIMEOUT)
-                    .await
-                    .unwrap();
-            let cut_at = Instant::now();
-            for relay in &relays {
-                relay.cut(CutMode::Blackhole);
-            }
+            let (mut direct, cut_at) = connect_then_cut(cluster.node(victim), &relays).await;
             let deadline = Deadline::after("the victim to refuse writes", node_timeout);
             let refused_after = loop {
                 match direct.call(&["SET", probe_key.as_str(), "probe"]).await {
@@ -704,17 +723,8 @@ async fn a_primary_cut_off_from_the_controller_stops_writing_within_its_lease() 
             );
             // The majority's side serves the shard's writes.
             let successor_addr = cluster.node(successor).resp_addr();
-            let first_ack = poll(
-                "a write acknowledged by the successor",
-                Duration::from_secs(10),
-                || {
-                    let ops = recorder.history().ops();
-                    let found =
-                        first_ack_after(&ops, &before, shard.shard, &successor_addr, cut_at);
-                    async move { found.ok_or_else(|| "none yet".to_string()) }
-                },
-            )
-            .await;
+            let first_ack =
+                first_ack_by(&recorder, &before, shard.shard, &successor_addr, cut_at).await;
             eprintln!(
                 "first write acknowledged by the successor {} ms after the cut",
                 first_ack.as_millis()
@@ -835,16 +845,7 @@ async fn after_a_failover_the_other_replica_continues_with_a_partial_resync() {
             // Every replica's first (full) sync is done before the counting starts.
             let map = cluster.status().await.unwrap().map;
             for shard in cluster.shard_nodes(&map).unwrap() {
-                for &r in &shard.replicas {
-                    wait_until_following(
-                        &cluster,
-                        r,
-                        shard.shard,
-                        shard.primary,
-                        Duration::from_secs(10),
-                    )
-                    .await;
-                }
+                replicas_follow(&cluster, &shard).await;
             }
             let mut full = Vec::new();
             for cycle in 0..CYCLES {
@@ -1773,14 +1774,7 @@ async fn a_primary_on_peer_leases_is_never_primary_beside_its_successor() {
             // The victim reaches the voters (nodes 0-2) through relays, and every other node
             // directly: once the relays are cut it still collects peer leases from a majority
             // (itself, its two replicas and the third shard's three nodes: 6 of 9).
-            let mut relays: Vec<Relay> = Vec::new();
-            let mut routes = Vec::new();
-            for node in &cluster.nodes()[..3] {
-                let relay = Relay::start(node.bus_addr().parse().unwrap()).unwrap();
-                routes.push(format!("{}={}", node.bus_addr(), relay.addr()));
-                relays.push(relay);
-            }
-            let env = vec![("SHOAL_BUS_CONNECT_VIA".to_string(), routes.join(","))];
+            let (relays, env) = relays_to(&cluster.nodes()[..3]);
             let shard = add_outsider_shard(&mut cluster, env).await;
             add_outsider_shard(&mut cluster, Vec::new()).await;
             let victim = shard.primary;
@@ -1791,14 +1785,7 @@ async fn a_primary_on_peer_leases_is_never_primary_beside_its_successor() {
             let (recorder, load) = steady_load(&router, 4, WAIT_1);
             tokio::time::sleep(Duration::from_millis(500)).await;
             let probe_key = keys_of(&before, shard.shard, "probe:", 1).remove(0);
-            let mut direct =
-                RespConnection::connect(&cluster.node(victim).resp_addr(), RESP_TIMEOUT)
-                    .await
-                    .unwrap();
-            let cut_at = Instant::now();
-            for relay in &relays {
-                relay.cut(CutMode::Blackhole);
-            }
+            let (mut direct, cut_at) = connect_then_cut(cluster.node(victim), &relays).await;
             // Past its controller lease, the victim serves on peer leases...
             tokio::time::sleep(lease + Duration::from_millis(300)).await;
             let on_peers = direct
@@ -1825,17 +1812,8 @@ async fn a_primary_on_peer_leases_is_never_primary_beside_its_successor() {
             let successor =
                 wait_for_promotion(&cluster, shard.shard, victim, Duration::from_secs(10)).await;
             let successor_addr = cluster.node(successor).resp_addr();
-            let first_ack = poll(
-                "a write acknowledged by the successor",
-                Duration::from_secs(10),
-                || {
-                    let ops = recorder.history().ops();
-                    let found =
-                        first_ack_after(&ops, &before, shard.shard, &successor_addr, cut_at);
-                    async move { found.ok_or_else(|| "none yet".to_string()) }
-                },
-            )
-            .await;
+            let first_ack =
+                first_ack_by(&recorder, &before, shard.shard, &successor_addr, cut_at).await;
             eprintln!(
                 "cut from the voters at 0: a write at {} ms got {on_peers:?}; the victim \
                  refused writes from {} ms; the successor acknowledged its first at {} ms \
@@ -1885,16 +1863,7 @@ async fn sigterm_to_a_primary_hands_its_shard_to_a_replica_without_failed_writes
             let cluster = start_cluster(1, FAST_NODE_TIMEOUT_MS).await;
             let map = cluster.status().await.unwrap().map;
             let shard = cluster.shard_nodes(&map).unwrap().remove(0);
-            for &r in &shard.replicas {
-                wait_until_following(
-                    &cluster,
-                    r,
-                    shard.shard,
-                    shard.primary,
-                    Duration::from_secs(10),
-                )
-                .await;
-            }
+            replicas_follow(&cluster, &shard).await;
             let router = router(&cluster).await;
             // Acknowledged by the primary alone: a `WAIT` that reaches the old primary after the
             // handover gets Redis's error for replicas, as after Redis's `CLUSTER FAILOVER`.

@@ -323,16 +323,8 @@ async fn killing_the_leader_s_node_and_a_primary_at_once_loses_no_acknowledged_w
             let successor =
                 wait_for_promotion(&cluster, shard.id, victim, Duration::from_secs(10)).await;
             let successor_addr = cluster.node(successor).resp_addr();
-            let first_ack = poll(
-                "a write acknowledged by the successor",
-                Duration::from_secs(10),
-                || {
-                    let ops = recorder.history().ops();
-                    let found = first_ack_after(&ops, &map, shard.id, &successor_addr, killed_at);
-                    async move { found.ok_or_else(|| "none yet".to_string()) }
-                },
-            )
-            .await;
+            let first_ack =
+                first_ack_by(&recorder, &map, shard.id, &successor_addr, killed_at).await;
             let voters_back = wait_for_full_voters(&cluster, &[leader, shard.primary]).await;
             let report = finish_load(&recorder, load, &router).await;
             eprintln!(

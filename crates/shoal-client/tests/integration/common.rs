@@ -13,7 +13,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use shoal_client::{ClientConfig, ClusterMap};
 use shoal_cluster::bus::{self, Reply, Request};
-use shoal_cluster::{Health, NodeId, NodeInfo, ShardId, ShardInfo, Slot, SlotTable};
+use shoal_cluster::{NodeId, NodeInfo, ShardId, ShardInfo, Slot, SlotTable};
 use shoal_proto::{Parsed, RequestParser};
 use shoal_testkit::LocalNode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -115,17 +115,9 @@ impl Node {
 /// A node entry for `addr`, with its bus at `bus_port`.
 pub fn node_info(id: u64, addr: SocketAddr, bus_port: u16) -> NodeInfo {
     NodeInfo {
-        id: NodeId(id),
         host: addr.ip().to_string(),
-        port: addr.port(),
         bus_port,
-        hostname: None,
-        zone: None,
-        http_port: 0,
-        controller: false,
-        health: Health::Ok,
-        spare: false,
-        incarnation: 0,
+        ..NodeInfo::local(NodeId(id), addr.port())
     }
 }
 

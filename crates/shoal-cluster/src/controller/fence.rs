@@ -53,12 +53,8 @@ impl Controller {
                 epoch: current.epoch,
                 hold_ms: FENCE_HOLD_MS,
             };
-            let asks = targets.iter().map(|(id, addr)| {
-                let request = &request;
-                async move { (*id, bus::call(addr, request, FENCE_TIMEOUT).await) }
-            });
             let mut fenced = HashMap::new();
-            for (id, reply) in futures_util::future::join_all(asks).await {
+            for (id, reply) in bus::call_all(targets, &request, FENCE_TIMEOUT).await {
                 if let Ok(Reply::Fenced { last_grant_ms }) = reply {
                     fenced.insert(id, last_grant_ms);
                 }

@@ -703,12 +703,9 @@ impl Controller {
             .filter(|n| n.is_ok())
             .cloned()
             .collect();
-        let asks = candidates.iter().map(|node| async move {
-            let reply = bus::call(&node.bus_addr(), &Request::Report, REPORT_TIMEOUT).await;
-            (node.id, reply)
-        });
+        let targets = candidates.iter().map(|node| (node.id, node.bus_addr()));
         let mut refreshed = false;
-        for (id, reply) in futures_util::future::join_all(asks).await {
+        for (id, reply) in bus::call_all(targets, &Request::Report, REPORT_TIMEOUT).await {
             match reply {
                 Ok(Reply::Report(stats)) => {
                     tracing::info!(node = %id, report = ?stats.replication, "failover candidate");

@@ -61,28 +61,34 @@ impl ClusterHealth {
     /// `fail` (see [`ClusterHealth::unavailable`]), `degraded` (see
     /// [`ClusterHealth::degraded`]) or `ok`.
     pub fn state(&self) -> &'static str {
-        if self.unavailable().is_some() {
+        if !self.can_serve() {
             "fail"
-        } else if self.degraded().is_some() {
+        } else if !self.controller_quorum {
             "degraded"
         } else {
             "ok"
         }
     }
 
+    /// Whether clients get what they ask of this node: it is in the cluster and, if a
+    /// primary, holds a lease (see [`ClusterHealth::unavailable`]).
+    pub fn can_serve(&self) -> bool {
+        self.joined && self.serving
+    }
+
     /// Why a client may not get what it asks of this node, if it may not: `GET /health`
     /// answers `503` with it.
     pub fn unavailable(&self) -> Option<String> {
-        if !self.joined {
+        if self.can_serve() {
+            None
+        } else if !self.joined {
             Some("not in the cluster yet".into())
-        } else if !self.serving {
+        } else {
             Some(
                 "this primary has no lease (cut off from the controller and from a majority of \
                  the nodes): it serves no writes"
                     .into(),
             )
-        } else {
-            None
         }
     }
 

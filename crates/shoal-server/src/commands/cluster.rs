@@ -116,7 +116,7 @@ pub fn info(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
     let map = cluster.map();
     let health = cluster.health();
     let stats = ClusterInfoStats {
-        cut_off: health.unavailable().is_some(),
+        cut_off: !health.can_serve(),
         silent_primaries: health.silent_primaries,
         controller: Some((health.controller_quorum, health.lease.as_str())),
         ..ClusterInfoStats::default()

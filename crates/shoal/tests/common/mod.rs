@@ -116,6 +116,28 @@ pub fn first_ack_after(
         .min()
 }
 
+/// Waits (10 s at most) until `recorder`'s history holds a write of `shard`'s keys (by `map`)
+/// acknowledged by the node at `addr` and started after `from`; returns how long after `from`
+/// it was acknowledged.
+pub async fn first_ack_by(
+    recorder: &Recorder,
+    map: &ClusterMap,
+    shard: ShardId,
+    addr: &str,
+    from: Instant,
+) -> Duration {
+    poll(
+        "a write acknowledged by the successor",
+        Duration::from_secs(10),
+        || {
+            let ops = recorder.history().ops();
+            let found = first_ack_after(&ops, map, shard, addr, from);
+            async move { found.ok_or_else(|| "none yet".to_string()) }
+        },
+    )
+    .await
+}
+
 /// Keys whose slots `shard` owns in `map`.
 pub fn keys_of(map: &ClusterMap, shard: ShardId, prefix: &str, count: usize) -> Vec<String> {
     (0..)
