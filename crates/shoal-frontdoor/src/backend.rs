@@ -24,8 +24,16 @@ pub struct Conn {
     pub info: Arc<ClientInfo>,
     /// The protocol chosen with `HELLO`.
     pub protocol: Protocol,
-    /// Whether the client may run commands (always, when no password is set).
+    /// Whether the client authenticated (or connected while the `default` user needed no
+    /// password).
     pub authenticated: bool,
+    /// The user it runs commands as (`default` until it authenticates as another).
+    pub user: Arc<crate::acl::UserSlot>,
+    /// Failed authentications in a row on this connection (each further one waits longer).
+    pub auth_failures: u32,
+    /// Wait this long before the reply just written goes out and the next command runs (a
+    /// failed authentication's delay).
+    pub pause: Option<std::time::Duration>,
     /// Close the connection once the current replies are written (`QUIT`, `CLIENT KILL` of
     /// itself, `SHUTDOWN`).
     pub close_after_reply: bool,

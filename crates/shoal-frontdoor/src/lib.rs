@@ -24,6 +24,7 @@
 //!                     └──────────── replies (now, or later in order) ◄─────────┘
 //! ```
 
+pub mod acl;
 mod backend;
 mod clients;
 mod commands;
@@ -40,6 +41,7 @@ mod settings;
 mod slowlog;
 mod stats;
 
+pub use acl::{Acl, UserSlot};
 pub use backend::{Backend, Call, Conn, Outcome};
 pub use clients::KillFilter;
 pub use clients::{ClientInfo, Clients, Registration, Reservation};

@@ -27,6 +27,9 @@ pub struct ProxyConfig {
     pub cluster_password: Option<String>,
     /// Password clients of the proxy must give with `AUTH` or `HELLO ... AUTH` (`None`: none).
     pub requirepass: Option<String>,
+    /// The ACL file of the proxy's own users (loaded at start, `ACL LOAD`, `ACL SAVE`;
+    /// `None`: users live until restart).
+    pub aclfile: Option<std::path::PathBuf>,
     /// Without a password, turn away clients not on the loopback interface with Redis's
     /// `-DENIED` (protected mode, on by default as a node's).
     pub protected_mode: bool,
@@ -62,6 +65,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("cluster", &self.cluster)
             .field("cluster_password", &redact(&self.cluster_password))
             .field("requirepass", &redact(&self.requirepass))
+            .field("aclfile", &self.aclfile)
             .field("protected_mode", &self.protected_mode)
             .field("maxclients", &self.maxclients)
             .field("client_query_buffer_limit", &self.client_query_buffer_limit)
@@ -89,6 +93,7 @@ impl Default for ProxyConfig {
             cluster: Vec::new(),
             cluster_password: None,
             requirepass: None,
+            aclfile: None,
             protected_mode: true,
             maxclients: 10_000,
             client_query_buffer_limit: 1024 * 1024 * 1024,

@@ -228,6 +228,9 @@ pub struct Config {
     pub timeout: u64,
     /// Password clients must give with `AUTH` or `HELLO ... AUTH` (empty: none).
     pub requirepass: String,
+    /// The ACL file: users loaded at start and by `ACL LOAD`, written by `ACL SAVE` (empty:
+    /// none; users then live until restart).
+    pub aclfile: String,
     /// Without a password, turn away clients that are not on the loopback interface with
     /// Redis's `-DENIED` (Redis's `protected-mode`, on by default).
     pub protected_mode: bool,
@@ -343,6 +346,7 @@ impl Default for Config {
             maxclients: 10_000,
             timeout: 0,
             requirepass: String::new(),
+            aclfile: String::new(),
             protected_mode: true,
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
@@ -777,6 +781,11 @@ pub static PARAMS: &[Param] = &[
             c.requirepass = v.to_string();
             Ok(())
         }),
+    },
+    Param {
+        name: "aclfile",
+        get: |c| c.aclfile.clone(),
+        set: None,
     },
     Param {
         name: "protected-mode",

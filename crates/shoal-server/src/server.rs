@@ -39,6 +39,9 @@ pub enum StartError {
     /// The node's directory (`--dir`) cannot be used.
     #[error(transparent)]
     Dir(#[from] DirError),
+    /// The ACL file (`aclfile`) cannot be loaded.
+    #[error("cannot start because of ACL errors: {0}")]
+    Acl(String),
 }
 
 /// A running node.
@@ -111,6 +114,13 @@ impl Server {
             ClusterState::new(myself, config.routing).with_dir(dir.clone())
         });
         let shared = Shared::with_cluster(config, cluster);
+        if shared.door.acl.file().is_some() {
+            shared
+                .door
+                .acl
+                .load_file()
+                .map_err(|e| StartError::Acl(e.strip_prefix("ERR ").unwrap_or(&e).to_string()))?;
+        }
         *shared.resp_addr.write() = Some(resp_addr);
         *shared.http_addr.write() = http_addr;
 

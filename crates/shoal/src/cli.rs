@@ -185,6 +185,10 @@ pub struct ServerArgs {
     /// Password clients must send with AUTH (or HELLO AUTH, or HTTP Bearer/Basic).
     #[arg(long, env = "SHOAL_REQUIREPASS", help_heading = heading::SECURITY)]
     pub requirepass: Option<String>,
+    /// ACL file of users (Redis's format: `user <name> <rules...>` per line), loaded at start,
+    /// reloaded by ACL LOAD, written by ACL SAVE.
+    #[arg(long, env = "SHOAL_ACLFILE", value_name = "PATH", help_heading = heading::SECURITY)]
+    pub aclfile: Option<String>,
     /// Without a password, turn away clients not on the loopback interface (127.0.0.1, ::1)
     /// with Redis's -DENIED: yes or no [default: yes].
     #[arg(long, env = "SHOAL_PROTECTED_MODE", value_name = "yes|no", value_parser = yes_no, help_heading = heading::SECURITY)]
@@ -228,6 +232,7 @@ impl ServerArgs {
             maxclients,
             timeout,
             requirepass,
+            aclfile,
             protected_mode,
             proto_max_bulk_len,
             proto_max_multibulk_len,
@@ -346,6 +351,10 @@ pub struct ProxyArgs {
     /// Password clients must send with AUTH (or HELLO AUTH, or HTTP Bearer/Basic).
     #[arg(long, env = "SHOAL_PROXY_REQUIREPASS", help_heading = heading::SECURITY)]
     pub requirepass: Option<String>,
+    /// ACL file of the proxy's own users (Redis's format), loaded at start, reloaded by ACL
+    /// LOAD, written by ACL SAVE.
+    #[arg(long, env = "SHOAL_PROXY_ACLFILE", value_name = "PATH", help_heading = heading::SECURITY)]
+    pub aclfile: Option<std::path::PathBuf>,
     /// Without a password, turn away clients not on the loopback interface (127.0.0.1, ::1)
     /// with Redis's -DENIED: yes or no.
     #[arg(long, env = "SHOAL_PROXY_PROTECTED_MODE", value_name = "yes|no", value_parser = yes_no, default_value = "yes", help_heading = heading::SECURITY)]
@@ -394,6 +403,7 @@ impl ProxyArgs {
             cluster: self.cluster.clone(),
             cluster_password: self.cluster_password.clone(),
             requirepass: self.requirepass.clone().filter(|p| !p.is_empty()),
+            aclfile: self.aclfile.clone(),
             protected_mode: self.protected_mode,
             maxclients: self.maxclients,
             client_query_buffer_limit: size(
