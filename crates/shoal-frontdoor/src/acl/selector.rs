@@ -176,6 +176,9 @@ impl Selector {
                 }
                 offset += 1;
             }
+            if access == 0 {
+                return Err(RuleError::Syntax);
+            }
         } else {
             access = KEY_READ | KEY_WRITE;
         }
@@ -461,6 +464,8 @@ mod tests {
         );
         assert_eq!(s.apply(b"+select|"), Err(RuleError::Syntax));
         assert_eq!(s.apply(b"%X~a"), Err(RuleError::Syntax));
+        assert_eq!(s.apply(b"%~a"), Err(RuleError::Syntax));
+        assert_eq!(s.apply(b"%RR~a"), Err(RuleError::Syntax));
         assert_eq!(s.apply(b"~a b"), Err(RuleError::Syntax));
         assert_eq!(s.apply(b"bogus"), Err(RuleError::Syntax));
         s.apply(b"allkeys").unwrap();
