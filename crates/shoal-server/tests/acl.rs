@@ -151,7 +151,7 @@ fn failed_authentications_are_slowed_down_on_their_connection() {
     let _gate = gate();
     let node = Node::start_with(|c| c.requirepass = "right".into());
     let mut raw = node.raw();
-    let mut timed = |raw: &mut Raw| {
+    let timed = |raw: &mut Raw| {
         let started = Instant::now();
         let reply = raw.cmd_str("AUTH wrong");
         assert_eq!(
