@@ -183,7 +183,8 @@ const SENSITIVE_PARAMS: &[&str] = &[
 ];
 
 /// The arguments as Redis records them in the slow log when some are secret (passwords of
-/// `AUTH` and `HELLO ... AUTH`, values of sensitive `CONFIG SET` parameters), else `None`.
+/// `AUTH` and `HELLO ... AUTH`, the rules of `ACL SETUSER`, values of sensitive `CONFIG SET`
+/// parameters), else `None`.
 fn redacted<'a>(spec: &CommandSpec, argv: &Argv<'a>) -> Option<Vec<&'a [u8]>> {
     let mut args: Vec<&[u8]> = argv.iter().collect();
     let mut changed = false;
@@ -213,6 +214,8 @@ fn redacted<'a>(spec: &CommandSpec, argv: &Argv<'a>) -> Option<Vec<&'a [u8]>> {
                 }
             }
         }
+        // Every argument after the subcommand, the user name included, as Redis does.
+        "acl|setuser" => (2..args.len()).for_each(|i| redact(&mut args, i)),
         "config|set" if args.len().is_multiple_of(2) => {
             for i in (2..args.len()).step_by(2) {
                 if SENSITIVE_PARAMS

@@ -136,6 +136,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn protected_mode_counts_any_password_of_the_default_user() {
+        let remote: std::net::SocketAddr = "10.1.2.3:4000".parse().unwrap();
+        let door = Door::new(Limits::default(), None);
+        assert!(door.denies(&remote));
+        door.acl
+            .set_user(b"alice", &["on", ">pw", "+@all"])
+            .unwrap();
+        assert!(
+            door.denies(&remote),
+            "other users do not count: default has nopass"
+        );
+        door.acl.set_user(b"default", &[">pw"]).unwrap();
+        assert!(!door.denies(&remote));
+        door.acl.set_user(b"default", &["nopass"]).unwrap();
+        assert!(door.denies(&remote));
+        assert!(!Door::new(Limits::default(), Some("pw")).denies(&remote));
+    }
+
+    #[test]
     fn run_ids_are_forty_hex_digits() {
         let door = Door::new(Limits::default(), None);
         assert_eq!(door.run_id().len(), 40);
