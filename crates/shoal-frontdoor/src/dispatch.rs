@@ -140,6 +140,11 @@ pub(crate) fn dispatch<B: Backend>(
 /// Checks the connection's user's permissions for the command (Redis's `ACLCheckAllPerm`):
 /// a denial is counted, logged in the `ACL LOG` and answered with Redis's `-NOPERM` line.
 fn permitted<B: Backend>(r: &mut Request<'_, B>, command: &Command, argv: &Argv<'_>) -> bool {
+    if r.conn.user.removed() {
+        // Its user was deleted while it authenticated: closed, as Redis frees such a client.
+        r.conn.close_after_reply = true;
+        return false;
+    }
     let args: Vec<&[u8]> = argv.iter().collect();
     let conn = &*r.conn;
     let permit = r.backend.door().acl.permit(&conn.user, command, &args, || {

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use super::rules::merge_selectors;
 use super::{Acl, User, UserSlot, has_spaces};
@@ -137,7 +136,7 @@ impl Acl {
             .filter(|slot| !Arc::ptr_eq(slot, &self.default))
             .collect();
         for slot in &removed {
-            slot.removed.store(true, Relaxed);
+            slot.retire();
         }
         Ok(removed)
     }

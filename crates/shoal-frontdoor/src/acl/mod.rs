@@ -80,6 +80,13 @@ impl UserSlot {
     pub fn removed(&self) -> bool {
         self.removed.load(Relaxed)
     }
+
+    /// Retires the slot: its connections are closed, and one that authenticated as it in the
+    /// meantime is closed at its next command (the slot no longer passes as unrestricted).
+    fn retire(&self) {
+        self.removed.store(true, Relaxed);
+        self.unrestricted.store(false, Relaxed);
+    }
 }
 
 /// Counters of denials, as Redis 7.2's `INFO stats` shows them.
@@ -203,7 +210,7 @@ impl Acl {
     /// The user `name` if `password` is one of its (and it is on), else `None`.
     pub fn authenticate(&self, name: &[u8], password: &[u8]) -> Option<Arc<UserSlot>> {
         let slot = self.user(name)?;
-        slot.current().accepts(password).then_some(slot)
+        (slot.current().accepts(password) && !slot.removed()).then_some(slot)
     }
 
     /// Counts a failed authentication and logs it, at most once a second (with how many
@@ -272,7 +279,7 @@ impl Acl {
             .filter_map(|n| users.remove(n.as_ref()))
             .collect();
         for slot in &removed {
-            slot.removed.store(true, Relaxed);
+            slot.retire();
         }
         Ok(removed)
     }
@@ -399,5 +406,61 @@ impl Acl {
             args,
             keys: &keys,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::table;
+
+    #[test]
+    fn set_user_changes_the_slot_connections_hold_and_delete_retires_it() {
+        let acl = Acl::default();
+        assert!(acl.default_user().unrestricted());
+        acl.set_user(b"bob", &["on", ">pw", "+@all", "~*", "&*"])
+            .unwrap();
+        let held = acl.authenticate(b"bob", b"pw").expect("bob's password");
+        assert!(held.unrestricted());
+        acl.set_user(b"bob", &["-set"]).unwrap();
+        assert!(
+            !held.unrestricted(),
+            "the change reaches the slot a connection holds"
+        );
+        let set = table().lookup(b"set").unwrap();
+        let denied = acl.permit(&held, set, &[b"set", b"k", b"v"], String::new);
+        assert_eq!(
+            denied.unwrap_err().line(),
+            "NOPERM this user has no permissions to run the 'set' command"
+        );
+        assert_eq!(acl.denied.command.load(Relaxed), 1);
+        assert_eq!(acl.log_entries(10).0.len(), 1);
+        let removed = acl.delete_users(&["bob", "nobody"]).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(held.removed() && !held.unrestricted());
+        assert!(acl.authenticate(b"bob", b"pw").is_none());
+        assert_eq!(
+            acl.delete_users(&["default"]).unwrap_err(),
+            "ERR The 'default' user cannot be removed"
+        );
+    }
+
+    #[test]
+    fn requirepass_is_the_default_users_password() {
+        let acl = Acl::default();
+        assert!(!acl.auth_required() && acl.default_nopass());
+        acl.set_default_password(Some("s3cret"));
+        assert!(acl.auth_required() && !acl.default_nopass());
+        assert!(acl.authenticate(b"default", b"s3cret").is_some());
+        assert!(acl.authenticate(b"default", b"wrong").is_none());
+        assert!(acl.authenticate(b"admin", b"s3cret").is_none());
+        acl.set_user(b"default", &["off"]).unwrap();
+        assert!(
+            acl.auth_required(),
+            "a disabled default user needs authentication"
+        );
+        acl.set_default_password(Some(""));
+        acl.set_user(b"default", &["on"]).unwrap();
+        assert!(!acl.auth_required() && acl.default_nopass());
     }
 }
