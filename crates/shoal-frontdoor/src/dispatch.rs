@@ -1,5 +1,6 @@
 //! One command through the front door, in the order Redis 7's `processCommand` checks things:
-//! unknown command, unknown subcommand, arity, authentication; then the connection commands
+//! unknown command, unknown subcommand, arity, authentication, the user's ACL permissions
+//! (before the backend's own checks, such as `-MOVED`); then the connection commands
 //! run here and every other one goes to the backend; its time is recorded (statistics,
 //! latency histogram, slow log).
 
