@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
+use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 use shoal_proto::command_table::acl::{KEY_READ, KEY_WRITE};
 
@@ -38,7 +39,7 @@ use selector::Checked;
 #[derive(Debug)]
 pub struct UserSlot {
     name: Box<[u8]>,
-    user: RwLock<Arc<User>>,
+    user: ArcSwap<User>,
     unrestricted: AtomicBool,
     removed: AtomicBool,
 }
@@ -48,7 +49,7 @@ impl UserSlot {
         Arc::new(UserSlot {
             name: user.name.clone().into_boxed_slice(),
             unrestricted: AtomicBool::new(user.unrestricted()),
-            user: RwLock::new(Arc::new(user)),
+            user: ArcSwap::from_pointee(user),
             removed: AtomicBool::new(false),
         })
     }
@@ -67,12 +68,12 @@ impl UserSlot {
 
     /// The user's rules now.
     pub fn current(&self) -> Arc<User> {
-        self.user.read().clone()
+        self.user.load_full()
     }
 
     fn replace(&self, user: User) {
         let unrestricted = user.unrestricted();
-        *self.user.write() = Arc::new(user);
+        self.user.store(Arc::new(user));
         self.unrestricted.store(unrestricted, Relaxed);
     }
 
@@ -348,7 +349,8 @@ impl Acl {
         if user.unrestricted() {
             return Ok(());
         }
-        let current = user.current();
+        // Read without taking a reference: connections of one user on every thread check it.
+        let current = user.user.load();
         let Err(denied) = Acl::check(&current, command, args) else {
             return Ok(());
         };
