@@ -244,7 +244,7 @@ async fn follow_map(client: Client) {
 
 async fn serve_http(shared: Arc<Shared>, listener: TcpListener) {
     let stop = shared.door.shutdown_signal();
-    if let Err(e) = shoal_http::serve(listener, http::router(shared), stop).await {
+    if let Err(e) = http::api(shared).serve(listener, stop).await {
         tracing::error!("HTTP server stopped: {e}");
     }
 }

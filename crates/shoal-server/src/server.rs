@@ -343,8 +343,8 @@ fn run_http(shared: Arc<Shared>, listener: StdListener, threads: usize) {
         .expect("a tokio runtime starts");
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener).expect("a bound listener registers");
-        let app = crate::http::router(shared.clone());
-        if let Err(e) = shoal_http::serve(listener, app, shared.door.shutdown_signal()).await {
+        let api = crate::http::api(shared.clone());
+        if let Err(e) = api.serve(listener, shared.door.shutdown_signal()).await {
             tracing::error!("HTTP server stopped: {e}");
         }
     });
