@@ -5,36 +5,23 @@
 //! or to reach the API under a name it was not given (DNS rebinding).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use shoal_server::{ByteSize, Config, Server, StartError};
+use shoal_server::{ByteSize, Server};
+use shoal_testkit::LocalNode;
 
 /// Starts a node whose HTTP API has tight guards: 4 connections, a 1 s timeout, 1 MiB of
 /// bodies in flight.
-fn start_guarded() -> Server {
-    let mut last_error = None;
-    for _ in 0..20 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let config = Config {
-            port: 0,
-            http_port: port,
-            threads: 1,
-            http_maxclients: 4,
-            http_timeout: 1,
-            http_max_inflight_bytes: ByteSize(1024 * 1024),
-            ..Config::default()
-        };
-        match Server::start(config) {
-            Ok(server) => return server,
-            Err(e @ StartError::Bind { .. }) => last_error = Some(e),
-            Err(e) => panic!("the node does not start: {e}"),
-        }
-    }
-    panic!("no free HTTP port: {last_error:?}");
+fn start_guarded() -> LocalNode {
+    LocalNode::start_with(|config| {
+        config.http_port = shoal_testkit::free_port().expect("a free port");
+        config.threads = 1;
+        config.http_maxclients = 4;
+        config.http_timeout = 1;
+        config.http_max_inflight_bytes = ByteSize(1024 * 1024);
+    })
+    .expect("the node starts")
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -94,7 +81,8 @@ fn metric(server: &Server, name: &str) -> f64 {
 
 #[test]
 fn half_sent_requests_are_closed_after_the_timeout_and_cannot_take_the_node() {
-    let server = start_guarded();
+    let node = start_guarded();
+    let server = node.server();
     let http = server.http_addr().expect("HTTP runs");
     let started = Instant::now();
     // Four connections that never finish their headers take every HTTP slot...
@@ -141,7 +129,8 @@ fn half_sent_requests_are_closed_after_the_timeout_and_cannot_take_the_node() {
 
 #[test]
 fn an_idle_keep_alive_connection_is_closed_after_the_timeout() {
-    let server = start_guarded();
+    let node = start_guarded();
+    let server = node.server();
     let http = server.http_addr().expect("HTTP runs");
     let mut stream = connect(http);
     stream
@@ -159,7 +148,8 @@ fn an_idle_keep_alive_connection_is_closed_after_the_timeout() {
 
 #[test]
 fn bodies_wait_for_the_inflight_budget_and_a_stalled_body_is_given_up() {
-    let server = start_guarded();
+    let node = start_guarded();
+    let server = node.server();
     let http = server.http_addr().expect("HTTP runs");
     // A body larger than the whole budget cannot ever fit: 503 without reading it.
     let answer = exchange(
@@ -188,16 +178,14 @@ fn bodies_wait_for_the_inflight_budget_and_a_stalled_body_is_given_up() {
     });
     std::thread::sleep(Duration::from_millis(100));
     // ...makes another large body wait, then give up with a 503 after the timeout,
+    let second_body = [
+        &b"POST /second HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n\
+           Content-Length: 500000\r\nConnection: close\r\n\r\n"[..],
+        &vec![b'x'; 500_000],
+    ]
+    .concat();
     let waited = Instant::now();
-    let second = exchange(
-        http,
-        &[
-            &b"POST /second HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n\
-               Content-Length: 500000\r\nConnection: close\r\n\r\n"[..],
-            &vec![b'x'; 500_000],
-        ]
-        .concat(),
-    );
+    let second = exchange(http, &second_body);
     assert_eq!(status_of(&second), 503, "{second}");
     assert!(waited.elapsed() >= Duration::from_millis(900));
     // and the slow body is given up (408) once nothing more has come for the timeout.
@@ -205,21 +193,14 @@ fn bodies_wait_for_the_inflight_budget_and_a_stalled_body_is_given_up() {
     let slow_answer = read_to_close(&mut slow);
     assert_eq!(status_of(&slow_answer), 408, "{slow_answer}");
     // With the budget back, the same body is stored.
-    let stored = exchange(
-        http,
-        &[
-            &b"POST /second HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n\
-               Content-Length: 500000\r\nConnection: close\r\n\r\n"[..],
-            &vec![b'x'; 500_000],
-        ]
-        .concat(),
-    );
+    let stored = exchange(http, &second_body);
     assert_eq!(status_of(&stored), 204, "{stored}");
 }
 
 #[test]
 fn a_browser_cannot_be_made_to_write_or_to_reach_the_api_under_another_name() {
-    let server = start_guarded();
+    let node = start_guarded();
+    let server = node.server();
     let http = server.http_addr().expect("HTTP runs");
     let port = http.port();
     let post = |host: &str, origin: Option<&str>, key: &str| {
