@@ -101,7 +101,7 @@ fn half_sent_requests_are_closed_after_the_timeout_and_cannot_take_the_node() {
     assert_eq!(status_of(&turned_away), 503, "{turned_away}");
     assert!(turned_away.contains("too many HTTP connections"));
     // while RESP clients are served as ever.
-    assert_eq!(resp_ping(&server), "+PONG\r\n");
+    assert_eq!(resp_ping(server), "+PONG\r\n");
     // The slow ones are closed once their headers are late.
     for stream in &mut slow {
         read_to_close(stream);
@@ -118,11 +118,11 @@ fn half_sent_requests_are_closed_after_the_timeout_and_cannot_take_the_node() {
     );
     assert_eq!(status_of(&served), 200, "{served}");
     assert_eq!(
-        metric(&server, "shoal_http_connections_rejected_total"),
+        metric(server, "shoal_http_connections_rejected_total"),
         1.0
     );
     assert_eq!(
-        metric(&server, "shoal_http_connections_timed_out_total"),
+        metric(server, "shoal_http_connections_timed_out_total"),
         4.0
     );
 }
