@@ -117,10 +117,7 @@ fn half_sent_requests_are_closed_after_the_timeout_and_cannot_take_the_node() {
         b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status_of(&served), 200, "{served}");
-    assert_eq!(
-        metric(server, "shoal_http_connections_rejected_total"),
-        1.0
-    );
+    assert_eq!(metric(server, "shoal_http_connections_rejected_total"), 1.0);
     assert_eq!(
         metric(server, "shoal_http_connections_timed_out_total"),
         4.0
