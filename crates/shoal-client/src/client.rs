@@ -99,7 +99,7 @@ impl Client {
                 "no seeds to learn the cluster map from".into(),
             ));
         }
-        let source = BusMapSource::new(&config);
+        let source = BusMapSource::new(&config)?;
         Client::with_source(source, config).await
     }
 

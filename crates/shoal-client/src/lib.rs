@@ -80,7 +80,7 @@ mod stats;
 mod table;
 
 pub use client::{Client, Ttl};
-pub use config::{ClientConfig, Protocol, ReadFrom};
+pub use config::{BusSecret, ClientConfig, Protocol, ReadFrom};
 pub use error::Error;
 pub use futures_util::future::BoxFuture;
 pub use map_source::{BusMapSource, MapSink, MapSource, NodeAddrs, StaticMap, parse_cluster_nodes};

@@ -98,6 +98,11 @@ fn cluster(shared: &Shared, out: &mut String) {
             "shoal_silent_primaries:{}",
             health.silent_primaries.len()
         );
+        line!(
+            out,
+            "shoal_bus_auth_failures:{}",
+            cluster.node().map_or(0, |n| n.bus_auth_failures())
+        );
     }
 }
 

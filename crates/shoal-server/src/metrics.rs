@@ -23,7 +23,7 @@
 //! | `shoal_controller_quorum`, `shoal_controller_leader`, `shoal_controller_voters`, `shoal_cluster_primary`, `shoal_cluster_serving`, `shoal_cluster_silent_primaries` | gauge | (cluster mode) |
 //! | `shoal_cluster_lease_age_seconds` | gauge | `source` (`controller`, `peers`) |
 //! | `shoal_cluster_shard_up` | gauge | `shard` |
-//! | `shoal_cluster_redirects_total`, `shoal_cluster_forwarded_total`, `shoal_cluster_fenced_total`, `shoal_cluster_keys_dropped_total` | counter | (cluster mode) |
+//! | `shoal_cluster_redirects_total`, `shoal_cluster_forwarded_total`, `shoal_cluster_fenced_total`, `shoal_cluster_keys_dropped_total`, `shoal_cluster_bus_auth_failures_total` | counter | (cluster mode) |
 //! | `shoal_http_requests_total` | counter | `method`, `code` ([`HttpStats::encode`]) |
 //! | `shoal_http_request_duration_seconds` | histogram | `method` |
 //!
@@ -359,6 +359,11 @@ impl NodeCollector {
                 "shoal_cluster_keys_dropped",
                 "Keys removed because their slot left this node.",
                 stats.keys_dropped.load(Relaxed),
+            ),
+            (
+                "shoal_cluster_bus_auth_failures",
+                "Cluster bus connections closed because they did not prove the cluster secret.",
+                node.map_or(0, |n| n.bus_auth_failures()),
             ),
         ];
         encode_counters(encoder, &counters)?;

@@ -945,7 +945,8 @@ async fn record_maps(
     after: u64,
     arrivals: Arc<std::sync::Mutex<Vec<Arrival>>>,
 ) {
-    let Ok(mut conn) = BusConnection::connect(&bus, Duration::from_secs(2)).await else {
+    let secret = shoal_testkit::cluster_secret();
+    let Ok(mut conn) = BusConnection::connect(&bus, &secret, Duration::from_secs(2)).await else {
         return;
     };
     if conn.send(&Request::Subscribe { after }).await.is_err() {

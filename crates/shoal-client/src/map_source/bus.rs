@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use rand::seq::SliceRandom;
+use shoal_cluster::BusSecret;
 use shoal_cluster::bus::{self, BusConnection, Reply, Request};
 use shoal_proto::reply::Value;
 
@@ -33,10 +34,12 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// subscription silent for longer than
 /// [`ClientConfig::subscription_silence`] (the bus pings every 500 ms) is dropped for another
 /// node. When the client asks for a refresh (after `-MOVED`), it fetches the map once from
-/// the node it is subscribed at.
+/// the node it is subscribed at. Every bus connection proves the cluster secret
+/// ([`ClientConfig::cluster_secret`]).
 #[derive(Debug, Clone)]
 pub struct BusMapSource {
     seeds: Vec<String>,
+    secret: BusSecret,
     conn: ConnOptions,
     request_timeout: Duration,
     silence: Duration,
@@ -53,10 +56,19 @@ enum Attempt {
 }
 
 impl BusMapSource {
-    /// A source with `config`'s seeds, timeouts and credentials.
-    pub fn new(config: &ClientConfig) -> BusMapSource {
-        BusMapSource {
+    /// A source with `config`'s seeds, timeouts and credentials; fails without a
+    /// [`ClientConfig::cluster_secret`].
+    pub fn new(config: &ClientConfig) -> Result<BusMapSource, crate::Error> {
+        let secret = config.cluster_secret.clone().ok_or_else(|| {
+            crate::Error::Config(
+                "the cluster bus needs the cluster secret: set cluster_secret (the nodes' \
+                 --cluster-secret-file) to follow the cluster map"
+                    .into(),
+            )
+        })?;
+        Ok(BusMapSource {
             seeds: config.seeds.clone(),
+            secret,
             // Map requests are not reads of the keyspace.
             conn: ConnOptions {
                 readonly: false,
@@ -65,7 +77,7 @@ impl BusMapSource {
             request_timeout: config.request_timeout,
             silence: config.subscription_silence,
             retry_base: config.backoff_base.max(Duration::from_millis(10)),
-        }
+        })
     }
 
     async fn follow(&self, sink: &MapSink, current: &Mutex<Option<String>>) {
@@ -123,10 +135,11 @@ impl BusMapSource {
     /// Fetches the map from the bus at `addr`, then follows its pushes until the subscription
     /// fails.
     async fn subscribe(&self, addr: &str, sink: &MapSink) -> (Attempt, String) {
-        let mut conn = match BusConnection::connect(addr, self.conn.connect_timeout).await {
-            Ok(conn) => conn,
-            Err(e) => return (Attempt::Failed, e.to_string()),
-        };
+        let mut conn =
+            match BusConnection::connect(addr, &self.secret, self.conn.connect_timeout).await {
+                Ok(conn) => conn,
+                Err(e) => return (Attempt::Failed, e.to_string()),
+            };
         match conn.call(&Request::GetMap, self.request_timeout).await {
             Ok(Reply::Map(map)) => {
                 sink.offer(map);
@@ -182,7 +195,7 @@ impl BusMapSource {
             candidates.extend(map_candidates(sink, None).into_iter().take(2));
             candidates.dedup();
             for addr in candidates {
-                match bus::call(&addr, &Request::GetMap, self.request_timeout).await {
+                match bus::call(&addr, &self.secret, &Request::GetMap, self.request_timeout).await {
                     Ok(Reply::Map(map)) => {
                         sink.offer(map);
                         break;
