@@ -70,11 +70,7 @@ impl Server {
         let id = dir.as_ref().map_or_else(NodeId::random, |d| d.id());
         // Before any port: a node that could not prove itself on the bus must not take them.
         let secret = if config.cluster_mode() {
-            Some(crate::cluster::secret::resolve(
-                &config,
-                dir.as_deref(),
-                id,
-            )?)
+            Some(crate::cluster::secret::plan(&config, dir.as_deref(), id)?)
         } else {
             None
         };
@@ -108,6 +104,8 @@ impl Server {
         } else {
             None
         };
+        // The ports are taken: a founder's new secret may be written now.
+        let secret = secret.map(|plan| plan.secret()).transpose()?;
         let cluster = bus_listener.zip(secret).map(|(listener, secret)| {
             let myself = NodeInfo {
                 id,

@@ -7,6 +7,10 @@
 //!    file left there by an earlier run is used, never replaced); the log says where;
 //! 4. else (a node that joins, or rejoins without it): no start, and an error that says what
 //!    is missing.
+//!
+//! [`plan`] decides before the node takes its ports (a node without a usable secret takes
+//! none); [`Plan::secret`] writes a new secret only once they are taken (a node that could
+//! not start leaves no file behind).
 
 use std::path::{Path, PathBuf};
 
@@ -35,11 +39,43 @@ pub enum NoSecret {
     Missing,
 }
 
-/// The secret of the node `config` describes, whose directory is `dir` and id `id` (see the
-/// module's documentation for the order of the places it may come from).
-pub fn resolve(config: &Config, dir: Option<&NodeDir>, id: NodeId) -> Result<BusSecret, NoSecret> {
+/// Where a node's secret comes from, once [`plan`] has decided.
+#[derive(Debug)]
+pub enum Plan {
+    /// Read already.
+    Ready(BusSecret),
+    /// A founder's new secret, to be written at this path.
+    Create(PathBuf),
+}
+
+impl Plan {
+    /// The secret: the one read, or a new one written (and logged) now.
+    pub fn secret(self) -> Result<BusSecret, NoSecret> {
+        match self {
+            Plan::Ready(secret) => Ok(secret),
+            Plan::Create(path) => {
+                let secret = BusSecret::create(&path)?;
+                tracing::warn!(
+                    path = %path.display(),
+                    "founding a cluster without --cluster-secret-file: wrote a new cluster \
+                     secret to {}; every other node, proxy and client needs it \
+                     (--cluster-secret-file {})",
+                    path.display(),
+                    path.display()
+                );
+                Ok(secret)
+            }
+        }
+    }
+}
+
+/// Where the secret of the node `config` describes (whose directory is `dir` and id `id`)
+/// comes from (see the module's documentation for the order of the places it may come from).
+pub fn plan(config: &Config, dir: Option<&NodeDir>, id: NodeId) -> Result<Plan, NoSecret> {
     if !config.cluster_secret_file.is_empty() {
-        return Ok(BusSecret::load(Path::new(&config.cluster_secret_file))?);
+        return Ok(Plan::Ready(BusSecret::load(Path::new(
+            &config.cluster_secret_file,
+        ))?));
     }
     let in_dir = dir.map(|d| d.path().join(DIR_SECRET_FILE));
     if let Some(path) = &in_dir
@@ -47,7 +83,7 @@ pub fn resolve(config: &Config, dir: Option<&NodeDir>, id: NodeId) -> Result<Bus
     {
         let secret = BusSecret::load(path)?;
         tracing::info!(path = %path.display(), "cluster secret from the node's directory");
-        return Ok(secret);
+        return Ok(Plan::Ready(secret));
     }
     let rejoins = dir
         .and_then(NodeDir::last_map)
@@ -69,17 +105,9 @@ pub fn resolve(config: &Config, dir: Option<&NodeDir>, id: NodeId) -> Result<Bus
             path.display(),
             path.display()
         );
-        return Ok(secret);
+        return Ok(Plan::Ready(secret));
     }
-    let secret = BusSecret::create(&path)?;
-    tracing::warn!(
-        path = %path.display(),
-        "founding a cluster without --cluster-secret-file: wrote a new cluster secret to {}; \
-         every other node, proxy and client needs it (--cluster-secret-file {})",
-        path.display(),
-        path.display()
-    );
-    Ok(secret)
+    Ok(Plan::Create(path))
 }
 
 /// The working directory, absolute (`.` if it cannot be told).
@@ -90,6 +118,10 @@ fn working_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolve(config: &Config, dir: Option<&NodeDir>, id: NodeId) -> Result<BusSecret, NoSecret> {
+        plan(config, dir, id)?.secret()
+    }
 
     /// A fresh directory under the system's temp dir, removed when dropped.
     struct Scratch(PathBuf);
