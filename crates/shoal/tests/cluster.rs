@@ -150,10 +150,14 @@ fn int(value: &Value) -> i64 {
     }
 }
 
-/// Runs the `shoal` binary with `args`, bounded by 20 s.
+/// Runs the `shoal` binary with `args` (and the test kit's cluster secret), bounded by 20 s.
 fn run_shoal(args: &[&str]) -> Output {
     let mut command = Command::new(SHOAL);
     command
+        .env(
+            "SHOAL_CLUSTER_SECRET_FILE",
+            shoal_testkit::cluster_secret_file(),
+        )
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

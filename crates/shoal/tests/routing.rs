@@ -249,6 +249,8 @@ async fn shoal_proxy_serves_plain_clients_and_http() {
                 http_port.to_string(),
                 "--cluster".into(),
                 cluster.resp_addrs().join(","),
+                "--cluster-secret-file".into(),
+                shoal_testkit::cluster_secret_file().display().to_string(),
             ],
             env: Vec::new(),
             log: log.clone(),

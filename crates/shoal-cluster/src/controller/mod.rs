@@ -252,6 +252,17 @@ impl Controller {
             .elapsed()
     }
 
+    /// The Raft term this member is in (an election raises it; a member that grants a vote
+    /// for a later term takes that term).
+    pub fn term(&self) -> u64 {
+        self.raft
+            .server_metrics()
+            .borrow()
+            .vote
+            .leader_id()
+            .get_term()
+    }
+
     /// Whether this member leads right now.
     pub fn is_leader(&self) -> bool {
         let metrics = self.raft.server_metrics();
