@@ -44,6 +44,8 @@ pub struct BusMapSource {
     request_timeout: Duration,
     silence: Duration,
     retry_base: Duration,
+    /// Whether a node has refused the secret (logged once).
+    refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How one subscription attempt went.
@@ -77,6 +79,7 @@ impl BusMapSource {
             request_timeout: config.request_timeout,
             silence: config.subscription_silence,
             retry_base: config.backoff_base.max(Duration::from_millis(10)),
+            refused: Arc::default(),
         })
     }
 
@@ -138,6 +141,16 @@ impl BusMapSource {
         let mut conn =
             match BusConnection::connect(addr, &self.secret, self.conn.connect_timeout).await {
                 Ok(conn) => conn,
+                Err(e @ bus::BusError::Auth { .. }) => {
+                    // Not a node that is down: a secret that is not the cluster's. Said once.
+                    if !self
+                        .refused
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::warn!("cannot follow the cluster map: {e}");
+                    }
+                    return (Attempt::Failed, e.to_string());
+                }
                 Err(e) => return (Attempt::Failed, e.to_string()),
             };
         match conn.call(&Request::GetMap, self.request_timeout).await {
