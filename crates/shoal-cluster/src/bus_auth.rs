@@ -3,8 +3,8 @@
 //! Before any JSON frame, each side proves that it knows the secret, in fixed-size frames read
 //! before any parser runs (so garbage costs a 72-byte buffer and a short timeout):
 //!
-//! 1. the accepting side sends its hello: [`SERVER_MAGIC`] and a fresh 32-byte nonce `sn`;
-//! 2. the connecting side answers [`CLIENT_MAGIC`], its own nonce `cn` and
+//! 1. the accepting side sends its hello: `SHOALBS1` and a fresh 32-byte nonce `sn`;
+//! 2. the connecting side answers `SHOALBC1`, its own nonce `cn` and
 //!    `HMAC-SHA256(secret, "shoal-bus-v1 client" || sn || cn)`;
 //! 3. the accepting side checks the MAC (in constant time) and answers one byte, 1 (accepted)
 //!    or 0 (refused), and `HMAC-SHA256(secret, "shoal-bus-v1 server" || cn || sn)` (zeros
@@ -371,7 +371,7 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 const LOGGED_PEERS: usize = 1024;
 
 /// Failed handshakes on a node's bus: counted, and logged at most once per peer address
-/// every [`LOG_EVERY`], so that garbage cannot flood the log.
+/// every `LOG_EVERY` (5 s), so that garbage cannot flood the log.
 #[derive(Debug, Default)]
 pub struct AuthFailures {
     count: AtomicU64,
@@ -385,7 +385,7 @@ impl AuthFailures {
     }
 
     /// Counts the failure of a handshake with `peer`, and logs it unless this peer's last
-    /// failure was logged less than [`LOG_EVERY`] ago. A peer that closed without a byte
+    /// failure was logged less than `LOG_EVERY` ago. A peer that closed without a byte
     /// ([`HandshakeError::Silent`]) is not a failure.
     pub fn record(&self, peer: SocketAddr, error: &HandshakeError) {
         if matches!(error, HandshakeError::Silent) {
