@@ -156,6 +156,13 @@ impl BusSecret {
             path: path.to_path_buf(),
             source,
         };
+        // A pipe or a device would block the open or never end: a secret is a file.
+        if !std::fs::metadata(path).map_err(read)?.is_file() {
+            return Err(read(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
         let file = std::fs::File::open(path).map_err(read)?;
         let mode = file.metadata().map_err(read)?.permissions();
         let mode = std::os::unix::fs::PermissionsExt::mode(&mode) & 0o7777;
@@ -662,6 +669,10 @@ mod tests {
             BusSecret::load(&dir.join("missing")),
             Err(SecretError::Read { .. })
         ));
+        let error = BusSecret::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not a regular file"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
