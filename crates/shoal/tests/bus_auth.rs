@@ -23,6 +23,9 @@ const TEST_LIMIT: Duration = Duration::from_secs(90);
 /// What the node's log says once per peer (every few seconds) about refused connections.
 const REFUSAL_LINE: &str = "refused a connection that did not prove the cluster secret";
 
+/// The Raft term of the forged vote.
+const ATTACK_TERM: u64 = 1_000_000_000_000;
+
 /// The node's hello: 8 bytes of magic and a 32-byte nonce.
 const HELLO: usize = 40;
 
@@ -173,9 +176,9 @@ async fn without_the_secret_the_bus_gives_nothing_and_changes_nothing() {
             let captured = capture_status_exchange(&leader.bus_addr(), &cluster.secret()).await;
             let fake = NodeId(0x0bad_f00d);
             let vote = openraft::raft::VoteRequest::new(
-                Vote::new(1_000_000_000_000, fake.0),
+                Vote::new(ATTACK_TERM, fake.0),
                 Some(LogId::new(
-                    CommittedLeaderId::new(1_000_000_000_000, fake.0),
+                    CommittedLeaderId::new(ATTACK_TERM, fake.0),
                     1 << 40,
                 )),
             );
@@ -242,18 +245,25 @@ async fn without_the_secret_the_bus_gives_nothing_and_changes_nothing() {
             assert!(matches!(refused, BusError::Auth { .. }), "{refused}");
             attempts += 1;
 
-            // Nothing changed: the same map, the same Raft terms, every key.
+            // Nothing changed: the same map, no Raft term taken from the forged vote (an
+            // election of its own under a busy machine's scheduling may still move a term by
+            // one: the forged vote's would have jumped to 10^12), every key.
             tokio::time::sleep(Duration::from_millis(500)).await;
             let after = cluster.status().await.unwrap();
             assert_eq!(after.map, before.map, "the map is unchanged");
-            assert_eq!(after.leader, before.leader);
-            for (node, term) in cluster.nodes().iter().zip(&terms) {
-                assert_eq!(
-                    info_u64(node, "shoal_controller_term").await,
-                    *term,
-                    "{}'s Raft term",
+            for (node, before) in cluster.nodes().iter().zip(&terms) {
+                let term = info_u64(node, "shoal_controller_term").await;
+                assert!(
+                    term >= *before && term < ATTACK_TERM,
+                    "{}'s Raft term went from {before} to {term}",
                     node.name()
                 );
+                if term != *before {
+                    eprintln!(
+                        "{}: an election of its own, term {before} -> {term}",
+                        node.name()
+                    );
+                }
             }
             for key in &keys {
                 let get = router
