@@ -52,11 +52,18 @@
 mod app;
 pub mod auth;
 mod error;
+mod guard;
+mod inflight;
 pub mod request;
+mod serve;
+mod settings;
 mod stats;
 
-pub use app::{Backend, Health, router, serve};
+pub use app::{Backend, Health, HttpApi, router};
 pub use error::ApiError;
+pub use serve::serve;
+pub use settings::{AllowedHosts, HttpSettings};
+pub use stats::ConnectionStats;
 pub use stats::HttpStats;
 
 #[cfg(test)]

@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
-use shoal_client::{ClientConfig, Protocol, ReadFrom};
+use shoal_client::{BusSecret, ClientConfig, Protocol, ReadFrom};
 use shoal_frontdoor::{Limits, OutputLimit};
 
 /// The name the proxy gives its connections to the nodes (`CLIENT LIST` on a node shows it).
 pub const UPSTREAM_CLIENT_NAME: &str = "shoal:proxy";
 
 /// Every setting of a proxy. [`Default`] gives the defaults of `shoal proxy`; only
-/// [`cluster`](Self::cluster) has to be filled in.
+/// [`cluster`](Self::cluster) and [`cluster_secret`](Self::cluster_secret) have to be filled
+/// in.
 #[derive(Clone)]
 pub struct ProxyConfig {
     /// Address the RESP and HTTP listeners bind to.
@@ -25,6 +26,9 @@ pub struct ProxyConfig {
     pub cluster: Vec<String>,
     /// Password the proxy authenticates to the nodes with (`None`: none).
     pub cluster_password: Option<String>,
+    /// The cluster secret, which the proxy proves on the cluster bus to follow the map
+    /// (required).
+    pub cluster_secret: Option<BusSecret>,
     /// Password clients of the proxy must give with `AUTH` or `HELLO ... AUTH` (`None`: none).
     pub requirepass: Option<String>,
     /// The ACL file of the proxy's own users (loaded at start, `ACL LOAD`, `ACL SAVE`;
@@ -52,6 +56,8 @@ pub struct ProxyConfig {
     pub map_timeout: Duration,
     /// Which members of a shard serve reads (replicas may lag the primary's writes).
     pub read_from: ReadFrom,
+    /// The HTTP API's guards: connections, timeouts, bodies in flight, allowed host names.
+    pub http: shoal_http::HttpSettings,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -64,6 +70,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("threads", &self.threads)
             .field("cluster", &self.cluster)
             .field("cluster_password", &redact(&self.cluster_password))
+            .field("cluster_secret", &self.cluster_secret)
             .field("requirepass", &redact(&self.requirepass))
             .field("aclfile", &self.aclfile)
             .field("protected_mode", &self.protected_mode)
@@ -79,6 +86,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("upstream_timeout", &self.upstream_timeout)
             .field("map_timeout", &self.map_timeout)
             .field("read_from", &self.read_from)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -92,6 +100,7 @@ impl Default for ProxyConfig {
             threads: 0,
             cluster: Vec::new(),
             cluster_password: None,
+            cluster_secret: None,
             requirepass: None,
             aclfile: None,
             protected_mode: true,
@@ -104,6 +113,7 @@ impl Default for ProxyConfig {
             upstream_timeout: Duration::from_secs(2),
             map_timeout: Duration::from_secs(5),
             read_from: ReadFrom::Primary,
+            http: shoal_http::HttpSettings::default(),
         }
     }
 }
@@ -129,6 +139,12 @@ impl ProxyConfig {
         };
         if self.cluster.iter().all(|s| s.trim().is_empty()) {
             return bad("cluster", "needs the address of at least one node");
+        }
+        if self.cluster_secret.is_none() {
+            return bad(
+                "cluster-secret-file",
+                "the proxy needs the cluster's secret to follow its map (--cluster-secret-file)",
+            );
         }
         if self.maxclients == 0 {
             return bad("maxclients", "must be at least 1");
@@ -184,6 +200,7 @@ impl ProxyConfig {
             .with_request_timeout(self.upstream_timeout)
             .with_read_from(self.read_from);
         config.password = self.cluster_password.clone();
+        config.cluster_secret = self.cluster_secret.clone();
         config.map_timeout = self.map_timeout;
         config
     }
@@ -194,11 +211,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_need_only_seeds() {
+    fn defaults_need_only_seeds_and_the_secret() {
         assert!(ProxyConfig::default().validate().is_err());
-        let config = ProxyConfig {
+        let seeds_only = ProxyConfig {
             cluster: vec!["127.0.0.1:7000".into()],
             ..ProxyConfig::default()
+        };
+        let error = seeds_only.validate().unwrap_err();
+        assert_eq!(error.setting, "cluster-secret-file");
+        let config = ProxyConfig {
+            cluster_secret: Some(BusSecret::new([7u8; 32]).unwrap()),
+            ..seeds_only
         };
         assert!(config.validate().is_ok());
         let client = config.client_config();
@@ -212,11 +235,12 @@ mod tests {
         let config = ProxyConfig {
             requirepass: Some("s3cret".into()),
             cluster_password: Some("t0p".into()),
+            cluster_secret: Some(BusSecret::new(*b"the-cluster-secret-0123456789abcdef").unwrap()),
             ..ProxyConfig::default()
         };
         let shown = format!("{config:?}");
         assert!(
-            !shown.contains("s3cret") && !shown.contains("t0p"),
+            !shown.contains("s3cret") && !shown.contains("t0p") && !shown.contains("the-cluster"),
             "{shown}"
         );
     }

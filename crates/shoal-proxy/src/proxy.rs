@@ -71,17 +71,19 @@ impl Proxy {
     /// meanwhile (from async code, call it in `spawn_blocking`).
     ///
     /// ```no_run
+    /// use shoal_client::BusSecret;
     /// use shoal_proxy::{Proxy, ProxyConfig};
     ///
     /// let proxy = Proxy::start(ProxyConfig {
     ///     port: 6380,
     ///     cluster: vec!["127.0.0.1:7000".into()],
+    ///     cluster_secret: Some(BusSecret::load("/etc/shoal/cluster-secret".as_ref())?),
     ///     ..ProxyConfig::default()
     /// })?;
     /// println!("redis-cli -p {} mget a b c", proxy.resp_addr().port());
     /// proxy.shutdown();
     /// proxy.wait();
-    /// # Ok::<(), shoal_proxy::StartError>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn start(config: ProxyConfig) -> Result<Proxy, StartError> {
         config.validate()?;
@@ -255,7 +257,7 @@ async fn follow_map(client: Client) {
 
 async fn serve_http(shared: Arc<Shared>, listener: TcpListener) {
     let stop = shared.door.shutdown_signal();
-    if let Err(e) = shoal_http::serve(listener, http::router(shared), stop).await {
+    if let Err(e) = http::api(shared).serve(listener, stop).await {
         tracing::error!("HTTP server stopped: {e}");
     }
 }

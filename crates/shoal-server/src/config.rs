@@ -234,6 +234,16 @@ pub struct Config {
     /// Without a password, turn away clients that are not on the loopback interface with
     /// Redis's `-DENIED` (Redis's `protected-mode`, on by default).
     pub protected_mode: bool,
+    /// Most HTTP connections open at once (apart from RESP's `maxclients`).
+    pub http_maxclients: u64,
+    /// Seconds an HTTP connection may take to send a request's headers or the next piece of
+    /// a body, or sit idle between requests, before it is closed.
+    pub http_timeout: u64,
+    /// Most bytes of HTTP request bodies held at once, over every connection.
+    pub http_max_inflight_bytes: ByteSize,
+    /// Host names HTTP requests may be addressed to (IP addresses always may): names,
+    /// `.suffix` for a whole domain, or `*` for any. The node's announced hostname is added.
+    pub http_allowed_hosts: String,
     /// Commands slower than this many microseconds go to the slow log (negative: none).
     pub slowlog_log_slower_than: i64,
     /// Entries the slow log keeps.
@@ -254,6 +264,10 @@ pub struct Config {
     pub cluster_join: String,
     /// Seconds to keep trying to join through `cluster-join` before giving up (0: forever).
     pub cluster_join_timeout: u64,
+    /// The file holding the cluster secret, which every bus connection proves (private to its
+    /// owner: mode 0600). Empty: the one in `dir`, or for a node that founds a cluster a new
+    /// one, written to `dir` (else `./shoal-cluster-secret`).
+    pub cluster_secret_file: String,
     /// Cluster bus port (0: the RESP port + 10000, as Redis Cluster's bus).
     pub cluster_port: u16,
     /// Milliseconds without a heartbeat after which the controller marks a node failed.
@@ -348,6 +362,10 @@ impl Default for Config {
             requirepass: String::new(),
             aclfile: String::new(),
             protected_mode: true,
+            http_maxclients: 1024,
+            http_timeout: 10,
+            http_max_inflight_bytes: ByteSize(1024 * 1024 * 1024),
+            http_allowed_hosts: "localhost".into(),
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
             hz: 10,
@@ -357,6 +375,7 @@ impl Default for Config {
             cluster_enabled: false,
             cluster_join: String::new(),
             cluster_join_timeout: 30,
+            cluster_secret_file: String::new(),
             cluster_port: 0,
             cluster_node_timeout: 1000,
             cluster_replicas: 0,
@@ -452,6 +471,15 @@ impl Config {
         }
         if self.maxclients == 0 {
             return bad("maxclients", "must be at least 1");
+        }
+        if self.http_maxclients == 0 {
+            return bad("http-maxclients", "must be at least 1");
+        }
+        if self.http_timeout == 0 {
+            return bad("http-timeout", "must be at least 1 second");
+        }
+        if self.http_max_inflight_bytes.0 < 1024 * 1024 {
+            return bad("http-max-inflight-bytes", "must be at least 1mb");
         }
         if !(1..=500).contains(&self.hz) {
             return bad("hz", "must be between 1 and 500");
@@ -612,6 +640,22 @@ impl Config {
     /// The hostname announced to the cluster, if any.
     pub fn announced_hostname(&self) -> Option<String> {
         (!self.cluster_announce_hostname.is_empty()).then(|| self.cluster_announce_hostname.clone())
+    }
+
+    /// The HTTP API's guards: its limits, and the host names it answers to (the allowed
+    /// list, with the announced hostname).
+    pub fn http_settings(&self) -> shoal_http::HttpSettings {
+        let mut allowed_hosts = shoal_http::AllowedHosts::parse(&self.http_allowed_hosts);
+        if !self.cluster_announce_hostname.is_empty() {
+            allowed_hosts.add(&self.cluster_announce_hostname);
+        }
+        shoal_http::HttpSettings {
+            max_connections: usize::try_from(self.http_maxclients).unwrap_or(usize::MAX),
+            timeout: std::time::Duration::from_secs(self.http_timeout),
+            max_inflight_bytes: usize::try_from(self.http_max_inflight_bytes.0)
+                .unwrap_or(usize::MAX),
+            allowed_hosts,
+        }
     }
 
     /// Worker threads to run: the setting, or one per CPU this process may use.
@@ -796,6 +840,26 @@ pub static PARAMS: &[Param] = &[
         }),
     },
     Param {
+        name: "http-maxclients",
+        get: |c| c.http_maxclients.to_string(),
+        set: None,
+    },
+    Param {
+        name: "http-timeout",
+        get: |c| c.http_timeout.to_string(),
+        set: None,
+    },
+    Param {
+        name: "http-max-inflight-bytes",
+        get: |c| c.http_max_inflight_bytes.0.to_string(),
+        set: None,
+    },
+    Param {
+        name: "http-allowed-hosts",
+        get: |c| c.http_allowed_hosts.clone(),
+        set: None,
+    },
+    Param {
         name: "slowlog-log-slower-than",
         get: |c| c.slowlog_log_slower_than.to_string(),
         set: Some(|c, v| {
@@ -882,6 +946,11 @@ pub static PARAMS: &[Param] = &[
     Param {
         name: "cluster-join",
         get: |c| c.cluster_join.clone(),
+        set: None,
+    },
+    Param {
+        name: "cluster-secret-file",
+        get: |c| c.cluster_secret_file.clone(),
         set: None,
     },
     Param {

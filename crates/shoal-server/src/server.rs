@@ -42,6 +42,9 @@ pub enum StartError {
     /// The ACL file (`aclfile`) cannot be loaded.
     #[error("cannot start because of ACL errors: {0}")]
     Acl(String),
+    /// The node has no usable cluster secret.
+    #[error(transparent)]
+    ClusterSecret(#[from] crate::cluster::secret::NoSecret),
 }
 
 /// A running node.
@@ -67,6 +70,13 @@ impl Server {
             config.dir = dir.path().display().to_string();
             tracing::info!(dir = %config.dir, id = ?dir.id(), "node directory");
         }
+        let id = dir.as_ref().map_or_else(NodeId::random, |d| d.id());
+        // Before any port: a node that could not prove itself on the bus must not take them.
+        let secret = if config.cluster_mode() {
+            Some(crate::cluster::secret::plan(&config, dir.as_deref(), id)?)
+        } else {
+            None
+        };
         let http_port = (config.http_port != 0).then_some(config.http_port);
         let bound = bind_both(&config.bind, config.port, http_port)?;
         let (resp_listener, resp_addr) = (bound.resp, bound.resp_addr);
@@ -97,9 +107,11 @@ impl Server {
         } else {
             None
         };
-        let cluster = bus_listener.as_ref().map(|_| {
+        // The ports are taken: a founder's new secret may be written now.
+        let secret = secret.map(|plan| plan.secret()).transpose()?;
+        let cluster = bus_listener.zip(secret).map(|(listener, secret)| {
             let myself = NodeInfo {
-                id: dir.as_ref().map_or_else(NodeId::random, |d| d.id()),
+                id,
                 host: config.announced_ip(),
                 port: config.announced_port(),
                 bus_port: config.announced_bus_port(),
@@ -111,8 +123,10 @@ impl Server {
                 spare: config.cluster_spare,
                 incarnation: NodeInfo::fresh_incarnation(),
             };
-            ClusterState::new(myself, config.routing).with_dir(dir.clone())
+            let state = ClusterState::new(myself, config.routing, secret).with_dir(dir.clone());
+            (listener, state)
         });
+        let (bus_listener, cluster) = cluster.unzip();
         let shared = Shared::with_cluster(config, cluster);
         if shared.door.acl.file().is_some() {
             shared
@@ -353,8 +367,8 @@ fn run_http(shared: Arc<Shared>, listener: StdListener, threads: usize) {
         .expect("a tokio runtime starts");
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener).expect("a bound listener registers");
-        let app = crate::http::router(shared.clone());
-        if let Err(e) = shoal_http::serve(listener, app, shared.door.shutdown_signal()).await {
+        let api = crate::http::api(shared.clone());
+        if let Err(e) = api.serve(listener, shared.door.shutdown_signal()).await {
             tracing::error!("HTTP server stopped: {e}");
         }
     });

@@ -95,6 +95,11 @@ pub struct ServerArgs {
         help_heading = heading::CLUSTER
     )]
     pub cluster_join_timeout: Option<u64>,
+    /// File holding the cluster secret (mode 0600), which every cluster bus connection
+    /// proves; a founding node without one writes a new one to --dir (else
+    /// ./shoal-cluster-secret) and logs where.
+    #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE", value_name = "PATH", help_heading = heading::CLUSTER)]
+    pub cluster_secret_file: Option<String>,
     /// Cluster bus port; 0 means the RESP port + 10000 [default: 0].
     #[arg(long, env = "SHOAL_CLUSTER_PORT", help_heading = heading::CLUSTER)]
     pub cluster_port: Option<u16>,
@@ -166,6 +171,16 @@ pub struct ServerArgs {
     /// Close clients idle for this many seconds; 0 never [default: 0].
     #[arg(long, env = "SHOAL_TIMEOUT", help_heading = heading::LIMITS)]
     pub timeout: Option<u64>,
+    /// Most HTTP connections at once, apart from maxclients [default: 1024].
+    #[arg(long, env = "SHOAL_HTTP_MAXCLIENTS", help_heading = heading::LIMITS)]
+    pub http_maxclients: Option<u64>,
+    /// Seconds an HTTP client may take to send headers or the next piece of a body, or stay
+    /// idle between requests [default: 10].
+    #[arg(long, env = "SHOAL_HTTP_TIMEOUT", help_heading = heading::LIMITS)]
+    pub http_timeout: Option<u64>,
+    /// Most bytes of HTTP request bodies held at once [default: 1gb].
+    #[arg(long, env = "SHOAL_HTTP_MAX_INFLIGHT_BYTES", value_parser = ByteSize::from_arg, help_heading = heading::LIMITS)]
+    pub http_max_inflight_bytes: Option<ByteSize>,
     /// Most unprocessed input per client [default: 1gb].
     #[arg(long, env = "SHOAL_CLIENT_QUERY_BUFFER_LIMIT", value_parser = ByteSize::from_arg, help_heading = heading::LIMITS)]
     pub client_query_buffer_limit: Option<ByteSize>,
@@ -193,6 +208,10 @@ pub struct ServerArgs {
     /// with Redis's -DENIED: yes or no [default: yes].
     #[arg(long, env = "SHOAL_PROTECTED_MODE", value_name = "yes|no", value_parser = yes_no, help_heading = heading::SECURITY)]
     pub protected_mode: Option<bool>,
+    /// Host names HTTP requests may be addressed to (IP addresses always may), comma-separated:
+    /// names, .suffix for a domain, or * for any [default: localhost].
+    #[arg(long, env = "SHOAL_HTTP_ALLOWED_HOSTS", value_name = "NAMES", help_heading = heading::SECURITY)]
+    pub http_allowed_hosts: Option<String>,
 
     /// Log format: human or json [default: human].
     #[arg(long, env = "SHOAL_LOG_FORMAT", help_heading = heading::LOGGING)]
@@ -234,6 +253,10 @@ impl ServerArgs {
             requirepass,
             aclfile,
             protected_mode,
+            http_maxclients,
+            http_timeout,
+            http_max_inflight_bytes,
+            http_allowed_hosts,
             proto_max_bulk_len,
             proto_max_multibulk_len,
             max_key_size,
@@ -241,6 +264,7 @@ impl ServerArgs {
             log_format,
             log_level,
             cluster_join_timeout,
+            cluster_secret_file,
             cluster_port,
             cluster_node_timeout,
             cluster_replicas,
@@ -297,6 +321,16 @@ pub struct ProxyArgs {
     /// Password the proxy authenticates to the nodes with.
     #[arg(long, env = "SHOAL_PROXY_CLUSTER_PASSWORD", help_heading = heading::CLUSTER)]
     pub cluster_password: Option<String>,
+    /// File holding the cluster secret (the nodes' --cluster-secret-file, mode 0600): the
+    /// proxy proves it on the cluster bus to follow the map.
+    #[arg(
+        long,
+        env = "SHOAL_PROXY_CLUSTER_SECRET_FILE",
+        value_name = "PATH",
+        required = true,
+        help_heading = heading::CLUSTER
+    )]
+    pub cluster_secret_file: PathBuf,
     /// Which members of a shard serve reads: primary, replica (may lag the primary's writes;
     /// the primary when there is none) or any.
     #[arg(
@@ -324,6 +358,16 @@ pub struct ProxyArgs {
     /// Close clients idle for this many seconds; 0 never.
     #[arg(long, env = "SHOAL_PROXY_TIMEOUT", default_value_t = 0, help_heading = heading::LIMITS)]
     pub timeout: u64,
+    /// Most HTTP connections at once, apart from maxclients.
+    #[arg(long, env = "SHOAL_PROXY_HTTP_MAXCLIENTS", default_value_t = 1024, help_heading = heading::LIMITS)]
+    pub http_maxclients: usize,
+    /// Seconds an HTTP client may take to send headers or the next piece of a body, or stay
+    /// idle between requests.
+    #[arg(long, env = "SHOAL_PROXY_HTTP_TIMEOUT", default_value_t = 10, help_heading = heading::LIMITS)]
+    pub http_timeout: u64,
+    /// Most bytes of HTTP request bodies held at once.
+    #[arg(long, env = "SHOAL_PROXY_HTTP_MAX_INFLIGHT_BYTES", value_parser = ByteSize::from_arg, default_value = "1gb", help_heading = heading::LIMITS)]
+    pub http_max_inflight_bytes: ByteSize,
     /// Most unprocessed input per client.
     #[arg(long, env = "SHOAL_PROXY_CLIENT_QUERY_BUFFER_LIMIT", value_parser = ByteSize::from_arg, default_value = "1gb", help_heading = heading::LIMITS)]
     pub client_query_buffer_limit: ByteSize,
@@ -359,6 +403,10 @@ pub struct ProxyArgs {
     /// with Redis's -DENIED: yes or no.
     #[arg(long, env = "SHOAL_PROXY_PROTECTED_MODE", value_name = "yes|no", value_parser = yes_no, default_value = "yes", help_heading = heading::SECURITY)]
     pub protected_mode: bool,
+    /// Host names HTTP requests may be addressed to (IP addresses always may), comma-separated:
+    /// names, .suffix for a domain, or * for any.
+    #[arg(long, env = "SHOAL_PROXY_HTTP_ALLOWED_HOSTS", value_name = "NAMES", default_value = "localhost", help_heading = heading::SECURITY)]
+    pub http_allowed_hosts: String,
 
     /// Log format: human or json.
     #[arg(long, env = "SHOAL_PROXY_LOG_FORMAT", default_value = "human", help_heading = heading::LOGGING)]
@@ -402,6 +450,7 @@ impl ProxyArgs {
             threads: self.threads,
             cluster: self.cluster.clone(),
             cluster_password: self.cluster_password.clone(),
+            cluster_secret: Some(shoal_cluster::BusSecret::load(&self.cluster_secret_file)?),
             requirepass: self.requirepass.clone().filter(|p| !p.is_empty()),
             aclfile: self.aclfile.clone(),
             protected_mode: self.protected_mode,
@@ -417,6 +466,12 @@ impl ProxyArgs {
                 .map_err(|_| anyhow::anyhow!("--proto-max-multibulk-len is too large"))?,
             upstream_timeout: std::time::Duration::from_millis(self.upstream_timeout),
             read_from: self.read_from.into(),
+            http: shoal_http::HttpSettings {
+                max_connections: self.http_maxclients.max(1),
+                timeout: std::time::Duration::from_secs(self.http_timeout.max(1)),
+                max_inflight_bytes: size(self.http_max_inflight_bytes, "http-max-inflight-bytes")?,
+                allowed_hosts: shoal_http::AllowedHosts::parse(&self.http_allowed_hosts),
+            },
             ..shoal_proxy::ProxyConfig::default()
         };
         config.validate()?;
