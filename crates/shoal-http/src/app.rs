@@ -231,9 +231,19 @@ async fn require_user<B: Backend>(
             req.extensions_mut().insert(user);
             next.run(req).await
         }
-        Err(error) => error.into_response(),
+        Err(error) => {
+            if header.is_some() {
+                // Wrong credentials: the answer waits, so that one connection cannot try
+                // passwords quickly (a request without any is answered at once).
+                tokio::time::sleep(FAILED_AUTH_DELAY).await;
+            }
+            error.into_response()
+        }
     }
 }
+
+/// How long the `401` to a request with wrong credentials waits.
+const FAILED_AUTH_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
 async fn health<B: Backend>(State(state): State<AppState<B>>) -> Response {
     match state.backend.health() {

@@ -360,8 +360,13 @@ mod tests {
         // "alice:pw" and "alice:no" in base64.
         let alice = [("authorization", "Basic YWxpY2U6cHc=")];
         let wrong = [("authorization", "Basic YWxpY2U6bm8=")];
+        let started = std::time::Instant::now();
         let (status, headers, _) = call(&router, "GET", "/a:1", &wrong, "").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(200),
+            "wrong credentials are answered slowly"
+        );
         assert!(header(&headers, "www-authenticate").is_some());
         let (status, ..) = call(&router, "POST", "/a:1", &alice, r#"{"value":"v"}"#).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
