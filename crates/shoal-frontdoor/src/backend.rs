@@ -111,6 +111,11 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// The connection was given a name (`CLIENT SETNAME`, `HELLO ... SETNAME`; empty: cleared).
     fn named(&self, _state: &mut Self::Conn, _name: &[u8]) {}
 
+    /// `ACL SETUSER`, `ACL DELUSER` or `ACL LOAD` changed the users named `names` in the
+    /// door's ACL (a deleted one is gone from it): a chance to tell others (a cluster node
+    /// records them cluster-wide).
+    fn users_changed(&self, _names: &[Vec<u8>]) {}
+
     /// Serves the connection from here on, as [`Outcome::HandOff`] asked. The replies before
     /// are written; the connection closes when the returned future ends.
     fn hand_off<'a>(

@@ -69,6 +69,7 @@ pub(crate) fn run<B: Backend>(
         AclCommand::SetUser => {
             acl.set_user(args[2], &args[3..])
                 .map_err(|e| CommandError::Other(e.to_string().into()))?;
+            call.backend.users_changed(&[args[2].to_vec()]);
             call.conn.reply(call.out).ok();
         }
         AclCommand::DelUser => {
@@ -76,6 +77,10 @@ pub(crate) fn run<B: Backend>(
             let me = call.conn.info.id;
             for slot in &removed {
                 call.conn.close_after_reply |= kill_clients_of(&door.clients, slot, me);
+            }
+            if !removed.is_empty() {
+                let names: Vec<Vec<u8>> = removed.iter().map(|s| s.name().to_vec()).collect();
+                call.backend.users_changed(&names);
             }
             call.conn.reply(call.out).int(removed.len() as i64);
         }
@@ -120,6 +125,11 @@ pub(crate) fn run<B: Backend>(
             for slot in &removed {
                 call.conn.close_after_reply |= kill_clients_of(&door.clients, slot, me);
             }
+            let mut names: Vec<Vec<u8>> = removed.iter().map(|s| s.name().to_vec()).collect();
+            names.extend(acl.users().iter().map(|s| s.name().to_vec()));
+            names.sort();
+            names.dedup();
+            call.backend.users_changed(&names);
             call.conn.reply(call.out).ok();
         }
         AclCommand::Cat => cat(call.conn, call.out, &args)?,

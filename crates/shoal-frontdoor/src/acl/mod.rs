@@ -9,6 +9,7 @@
 //! may run everything says so in one flag, so the `default` user costs one relaxed load per
 //! command.
 
+mod adopt;
 pub(crate) mod commands;
 mod file;
 mod log;
@@ -25,6 +26,7 @@ use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 use shoal_proto::command_table::acl::{KEY_READ, KEY_WRITE};
 
+pub use adopt::{Adopted, adopt_users};
 pub use log::{Entry as LogEntry, Reason};
 pub use patterns::string_match;
 pub use rules::{RuleError, merge_selectors, split_args};
