@@ -39,6 +39,7 @@ mod map;
 mod map_channel;
 pub mod node;
 mod node_dir;
+mod peer_auth;
 mod peer_lease;
 mod placement;
 mod raft;
@@ -52,4 +53,5 @@ pub use map::{
     ShardInfo, SlotTable,
 };
 pub use node_dir::{DirError, NodeDir};
+pub use peer_auth::PeerAuth;
 pub use slot::{SLOTS, Slot, key_slot};

@@ -130,9 +130,9 @@ pub struct NodeConfig {
     pub myself: NodeInfo,
     /// A member to join through; `None` founds a new cluster.
     pub join: Option<Seed>,
-    /// The password of the seed's RESP port, if it has one (the nodes' `requirepass`), to
-    /// ask a [`Seed::Resp`] for its bus.
-    pub seed_password: Option<String>,
+    /// The credentials for the seed's RESP port, if it wants them (the nodes'
+    /// `masteruser`/`masterauth`, or `requirepass`), to ask a [`Seed::Resp`] for its bus.
+    pub seed_auth: Option<crate::PeerAuth>,
     /// Controller tunables; the node is a controller member if `myself.controller`.
     pub settings: Settings,
     /// Replicas per shard, if this node founds the cluster.
@@ -249,8 +249,8 @@ impl ClusterNode {
         match &config.join {
             seed if known.is_some() || resumed => {
                 tracing::info!(id = ?node.myself.id, "rejoining the cluster as the same node");
-                let password = config.seed_password.as_deref();
-                node.join(seed.as_ref(), known.as_ref(), password, config.join_timeout)
+                let auth = config.seed_auth.as_ref();
+                node.join(seed.as_ref(), known.as_ref(), auth, config.join_timeout)
                     .await?
             }
             None => {
@@ -262,8 +262,8 @@ impl ClusterNode {
                 *node.leader_lock() = Some(node.myself.bus_addr());
             }
             Some(seed) => {
-                let password = config.seed_password.as_deref();
-                node.join(Some(seed), None, password, config.join_timeout)
+                let auth = config.seed_auth.as_ref();
+                node.join(Some(seed), None, auth, config.join_timeout)
                     .await?
             }
         }
@@ -423,19 +423,19 @@ impl ClusterNode {
 
     /// Joins through the controller members this node knows of (the leader, the members of
     /// its map and of `known`, the last map it held before a restart), then `seed` (asked for
-    /// its bus with `password`), retrying with a growing pause until it works or `timeout`
+    /// its bus with `auth`), retrying with a growing pause until it works or `timeout`
     /// (from now) has passed. An attempt under way when the time is up is let finish.
     async fn join(
         &self,
         seed: Option<&Seed>,
         known: Option<&ClusterMap>,
-        password: Option<&str>,
+        auth: Option<&crate::PeerAuth>,
         timeout: Option<Duration>,
     ) -> Result<(), ClusterError> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
-            let last_error = match self.try_join(seed, known, password).await {
+            let last_error = match self.try_join(seed, known, auth).await {
                 Ok(map) => {
                     tracing::info!(epoch = map.epoch, "joined the cluster");
                     self.apply(map);
@@ -476,7 +476,7 @@ impl ClusterNode {
         &self,
         seed: Option<&Seed>,
         known: Option<&ClusterMap>,
-        password: Option<&str>,
+        auth: Option<&crate::PeerAuth>,
     ) -> Result<ClusterMap, String> {
         let mut addrs = self.controller_addrs();
         for addr in known.map(controller_bus_addrs).unwrap_or_default() {
@@ -496,12 +496,12 @@ impl ClusterNode {
         };
         let bus = match seed {
             Seed::Bus(addr) => addr.clone(),
-            Seed::Resp(addr) => seed::bus_addr_of(addr, password, BUS_TIMEOUT)
+            Seed::Resp(addr) => seed::bus_addr_of(addr, auth, BUS_TIMEOUT)
                 .await
                 .map_err(|e| match e {
                     SeedError::Auth { .. } => format!(
                         "through {seed}: {e} (a cluster's nodes share one password: give this \
-                         node the same requirepass as the others)"
+                         node the same requirepass, or masteruser and masterauth, as the others)"
                     ),
                     e => format!("through {seed}: {e}"),
                 })?,

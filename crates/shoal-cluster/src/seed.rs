@@ -1,6 +1,7 @@
 //! Finding a node's cluster bus from its RESP address, the address people know: one
 //! `CLUSTER NODES` exchange, and the `@busport` of the line flagged `myself`.
 
+use crate::PeerAuth;
 use std::time::Duration;
 
 use shoal_proto::reply::{Value, decode};
@@ -89,10 +90,11 @@ pub enum SeedError {
 const HTTP: &[u8] = b"HTTP/";
 
 /// The bus address (`host:busport`) of the node whose RESP listener is at `resp_addr`,
-/// authenticating first with `password` if one is given (the nodes' `requirepass`).
+/// authenticating first with `auth` if given (the nodes' `masteruser`/`masterauth`, or
+/// `requirepass`).
 pub async fn bus_addr_of(
     resp_addr: &str,
-    password: Option<&str>,
+    auth: Option<&PeerAuth>,
     timeout: Duration,
 ) -> Result<String, SeedError> {
     let unreachable = |reason: String| SeedError::Unreachable {
@@ -108,8 +110,8 @@ pub async fn bus_addr_of(
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let mut request = Vec::new();
-        if let Some(password) = password {
-            encode_into(&mut request, &["AUTH", password]);
+        if let Some(auth) = auth {
+            encode_into(&mut request, &auth.auth_command());
         }
         encode_into(&mut request, &["CLUSTER", "NODES"]);
         stream
@@ -117,7 +119,7 @@ pub async fn bus_addr_of(
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let mut buf = Vec::with_capacity(4096);
-        if password.is_some() {
+        if auth.is_some() {
             match next_value(&mut stream, &mut buf, resp_addr).await? {
                 Value::Simple(ok) if ok == b"OK" => {}
                 Value::Error(line) => return Err(refused(&line)),
@@ -302,9 +304,13 @@ mod tests {
         assert!(matches!(error, SeedError::Auth { .. }), "{error:?}");
         assert!(error.to_string().contains("NOAUTH"), "{error}");
         let addr = answering(b"-WRONGPASS invalid username-password pair\r\n").await;
-        let error = bus_addr_of(&addr, Some("nope"), Duration::from_secs(2))
-            .await
-            .unwrap_err();
+        let error = bus_addr_of(
+            &addr,
+            Some(&PeerAuth::password("nope")),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(error, SeedError::Auth { .. }), "{error:?}");
     }
 

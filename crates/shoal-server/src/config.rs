@@ -234,6 +234,11 @@ pub struct Config {
     /// Without a password, turn away clients that are not on the loopback interface with
     /// Redis's `-DENIED` (Redis's `protected-mode`, on by default).
     pub protected_mode: bool,
+    /// The user this node authenticates as to other nodes (replication, forwarding, joining),
+    /// with `masterauth` (empty: the `default` user).
+    pub masteruser: String,
+    /// The password this node gives other nodes (empty: its `requirepass`).
+    pub masterauth: String,
     /// Most HTTP connections open at once (apart from RESP's `maxclients`).
     pub http_maxclients: u64,
     /// Seconds an HTTP connection may take to send a request's headers or the next piece of
@@ -362,6 +367,8 @@ impl Default for Config {
             requirepass: String::new(),
             aclfile: String::new(),
             protected_mode: true,
+            masteruser: String::new(),
+            masterauth: String::new(),
             http_maxclients: 1024,
             http_timeout: 10,
             http_max_inflight_bytes: ByteSize(1024 * 1024 * 1024),
@@ -591,12 +598,19 @@ impl Config {
             .then(|| std::time::Duration::from_secs(self.cluster_join_timeout))
     }
 
-    /// The password this node gives other nodes' RESP ports (its replication link, the
-    /// forwarding client, the seed it joins through): its own `requirepass`, since a
-    /// cluster's nodes connect to each other both ways and so share one password. `None`
-    /// without one.
-    pub fn peer_password(&self) -> Option<String> {
-        (!self.requirepass.is_empty()).then(|| self.requirepass.clone())
+    /// The credentials this node gives other nodes' RESP ports (its replication link, the
+    /// forwarding client, the seed it joins through): `masteruser` and `masterauth` when
+    /// `masterauth` is set (as a Redis replica gives its primary), else the `default` user's
+    /// `requirepass`, since a cluster's nodes connect to each other both ways. `None`
+    /// without either.
+    pub fn peer_auth(&self) -> Option<shoal_cluster::PeerAuth> {
+        if !self.masterauth.is_empty() {
+            return Some(shoal_cluster::PeerAuth {
+                user: (!self.masteruser.is_empty()).then(|| self.masteruser.clone()),
+                password: self.masterauth.clone(),
+            });
+        }
+        (!self.requirepass.is_empty()).then(|| shoal_cluster::PeerAuth::password(&self.requirepass))
     }
 
     /// The cluster bus port for a RESP listener on `port`.
@@ -838,6 +852,16 @@ pub static PARAMS: &[Param] = &[
             c.protected_mode = parse_yes_no(v)?;
             Ok(())
         }),
+    },
+    Param {
+        name: "masteruser",
+        get: |c| c.masteruser.clone(),
+        set: None,
+    },
+    Param {
+        name: "masterauth",
+        get: |c| c.masterauth.clone(),
+        set: None,
     },
     Param {
         name: "http-maxclients",

@@ -208,6 +208,13 @@ pub struct ServerArgs {
     /// with Redis's -DENIED: yes or no [default: yes].
     #[arg(long, env = "SHOAL_PROTECTED_MODE", value_name = "yes|no", value_parser = yes_no, help_heading = heading::SECURITY)]
     pub protected_mode: Option<bool>,
+    /// The user this node authenticates as to other nodes of its cluster (replication,
+    /// forwarding, joining), with --masterauth [default: the default user].
+    #[arg(long, env = "SHOAL_MASTERUSER", help_heading = heading::SECURITY)]
+    pub masteruser: Option<String>,
+    /// The password this node gives other nodes of its cluster [default: its requirepass].
+    #[arg(long, env = "SHOAL_MASTERAUTH", help_heading = heading::SECURITY)]
+    pub masterauth: Option<String>,
     /// Host names HTTP requests may be addressed to (IP addresses always may), comma-separated:
     /// names, .suffix for a domain, or * for any [default: localhost].
     #[arg(long, env = "SHOAL_HTTP_ALLOWED_HOSTS", value_name = "NAMES", help_heading = heading::SECURITY)]
@@ -253,6 +260,8 @@ impl ServerArgs {
             requirepass,
             aclfile,
             protected_mode,
+            masteruser,
+            masterauth,
             http_maxclients,
             http_timeout,
             http_max_inflight_bytes,

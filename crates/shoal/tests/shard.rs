@@ -269,3 +269,48 @@ async fn acl_users_set_on_one_node_exist_on_every_node() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_reach_their_primary_as_masteruser_with_masterauth() {
+    run_test(
+        "replicas_reach_their_primary_as_masteruser_with_masterauth",
+        async {
+            // The nodes reach each other as a user of their own: `default` may not replicate.
+            let dir = shoal_testkit::TestDir::new("masteruser").unwrap();
+            let acl = dir.join("users.acl");
+            std::fs::write(
+                &acl,
+                "user default on >admin ~* &* +@all -psync -replconf\n\
+                 user replicator on >rpw ~* &* +@all\n",
+            )
+            .unwrap();
+            let (cluster, shard) = start_shard(ClusterOptions {
+                requirepass: Some("admin".into()),
+                routing: Some("forward".into()),
+                extra_args: [
+                    "--aclfile",
+                    acl.to_str().unwrap(),
+                    "--masteruser",
+                    "replicator",
+                    "--masterauth",
+                    "rpw",
+                ]
+                .map(String::from)
+                .to_vec(),
+                ..ClusterOptions::default()
+            })
+            .await;
+            let mut primary = cluster.node(shard.primary).connect().await.unwrap();
+            until_both_replicas_acknowledge(&mut primary).await;
+            assert_eq!(primary.call(&["SET", "k", "v"]).await.unwrap(), ok());
+            assert_eq!(
+                primary.call(&["WAIT", "2", "5000"]).await.unwrap(),
+                Value::Int(2)
+            );
+            // A replica forwards a write to the primary (as the replicator too).
+            let mut replica = cluster.node(shard.replicas[0]).connect().await.unwrap();
+            assert_eq!(replica.call(&["SET", "k2", "v2"]).await.unwrap(), ok());
+        },
+    )
+    .await;
+}

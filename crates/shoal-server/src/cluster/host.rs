@@ -67,7 +67,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
     let node_config = NodeConfig {
         myself: cluster.myself().clone(),
         join: (!config.cluster_join.is_empty()).then(|| Seed::Resp(config.cluster_join.clone())),
-        seed_password: config.peer_password(),
+        seed_auth: config.peer_auth(),
         settings: Settings {
             node_timeout_ms: config.cluster_node_timeout,
             max_voters: config.controller_voters,
@@ -97,7 +97,10 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
     });
     let mut forwarder = ClientConfig::default().with_client_name(crate::cluster::FORWARDER_NAME);
     forwarder.protocol = Protocol::Resp3;
-    forwarder.password = config.peer_password();
+    if let Some(auth) = config.peer_auth() {
+        forwarder.username = auth.user;
+        forwarder.password = Some(auth.password);
+    }
     match Client::with_map((*node.map()).clone(), forwarder).await {
         Ok(client) => cluster.attach_forwarder(client),
         Err(e) => tracing::error!("cannot create the forwarding client: {e}"),
@@ -186,7 +189,7 @@ fn follow_role(shared: &Arc<Shared>, map: &ClusterMap) {
         let link = LinkConfig {
             listening_port: map.node(me).map_or(config.port, |n| n.port),
             announce_ip: map.node(me).map(|n| n.host.clone()),
-            password: config.peer_password(),
+            auth: config.peer_auth(),
         };
         drop(config);
         let generation = replication.generation.load(Relaxed);

@@ -28,8 +28,8 @@ pub struct LinkConfig {
     /// The address it is known by in the cluster map (`REPLCONF ip-address`, as Redis's
     /// `replica-announce-ip`), so its primary can tell which node it is.
     pub announce_ip: Option<String>,
-    /// The password the primary requires, if any.
-    pub password: Option<String>,
+    /// The credentials the primary requires, if any (`masteruser`/`masterauth`).
+    pub auth: Option<shoal_cluster::PeerAuth>,
 }
 
 /// Follows `primary` while this node is its replica (the role says so and the role
@@ -160,8 +160,8 @@ async fn handshake(
     offset: u64,
 ) -> Result<String, LinkError> {
     let mut hello = Vec::new();
-    if let Some(password) = &config.password {
-        encode_into(&mut hello, &["AUTH", password]);
+    if let Some(auth) = &config.auth {
+        encode_into(&mut hello, &auth.auth_command());
     }
     let port = config.listening_port.to_string();
     encode_into(&mut hello, &["REPLCONF", "listening-port", &port]);
@@ -173,7 +173,7 @@ async fn handshake(
     encode_into(&mut hello, &["PSYNC", replid, &next]);
     stream.write_all(&hello).await?;
     let answers =
-        3 + usize::from(config.password.is_some()) + usize::from(config.announce_ip.is_some());
+        3 + usize::from(config.auth.is_some()) + usize::from(config.announce_ip.is_some());
     let mut last = String::new();
     for _ in 0..answers {
         let value = tokio::time::timeout(HANDSHAKE_TIMEOUT, next_reply(stream, input))

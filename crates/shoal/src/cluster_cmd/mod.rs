@@ -161,8 +161,10 @@ async fn leader_status(
 /// The bus address of the node whose RESP address is `node`, or what went wrong, with a hint
 /// when `node` is an HTTP port or wants a password.
 async fn bus_of(node: &str, password: Option<&str>) -> anyhow::Result<String> {
-    let password = password.filter(|p| !p.is_empty());
-    match seed::bus_addr_of(node, password, BUS_TIMEOUT).await {
+    let auth = password
+        .filter(|p| !p.is_empty())
+        .map(shoal_cluster::PeerAuth::password);
+    match seed::bus_addr_of(node, auth.as_ref(), BUS_TIMEOUT).await {
         Ok(bus) => Ok(bus),
         Err(e @ SeedError::Auth { .. }) => {
             bail!("{e} (give the nodes' password with --password or SHOAL_PASSWORD)")
