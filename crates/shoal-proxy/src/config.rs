@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use shoal_client::{ClientConfig, Protocol, ReadFrom};
+use shoal_frontdoor::tls::TlsOptions;
 use shoal_frontdoor::{Limits, OutputLimit};
 
 /// The name the proxy gives its connections to the nodes (`CLIENT LIST` on a node shows it).
@@ -30,6 +31,11 @@ pub struct ProxyConfig {
     /// Without a password, turn away clients not on the loopback interface with Redis's
     /// `-DENIED` (protected mode, on by default as a node's).
     pub protected_mode: bool,
+    /// RESP port for TLS clients (`None`: none); with it, `port` 0 serves TLS only.
+    pub tls_port: Option<u16>,
+    /// The TLS settings of the TLS port (certificate, key, CA, client certificates,
+    /// protocols and suites).
+    pub tls: TlsOptions,
     /// Most simultaneous clients; extra ones get `-ERR max number of clients reached`.
     pub maxclients: usize,
     /// Largest unprocessed input a client may accumulate before it is disconnected.
@@ -63,6 +69,8 @@ impl std::fmt::Debug for ProxyConfig {
             .field("cluster_password", &redact(&self.cluster_password))
             .field("requirepass", &redact(&self.requirepass))
             .field("protected_mode", &self.protected_mode)
+            .field("tls_port", &self.tls_port)
+            .field("tls", &self.tls)
             .field("maxclients", &self.maxclients)
             .field("client_query_buffer_limit", &self.client_query_buffer_limit)
             .field(
@@ -90,6 +98,8 @@ impl Default for ProxyConfig {
             cluster_password: None,
             requirepass: None,
             protected_mode: true,
+            tls_port: None,
+            tls: TlsOptions::default(),
             maxclients: 10_000,
             client_query_buffer_limit: 1024 * 1024 * 1024,
             client_output_buffer_limit: OutputLimit::default(),
@@ -125,6 +135,14 @@ impl ProxyConfig {
         if self.cluster.iter().all(|s| s.trim().is_empty()) {
             return bad("cluster", "needs the address of at least one node");
         }
+        if self.tls_port.is_some()
+            && (self.tls.cert_file.is_empty() || self.tls.key_file.is_empty())
+        {
+            return bad(
+                "tls-port",
+                "needs tls-cert-file and tls-key-file (the certificate and its key)",
+            );
+        }
         if self.maxclients == 0 {
             return bad("maxclients", "must be at least 1");
         }
@@ -141,6 +159,12 @@ impl ProxyConfig {
             return bad("upstream-timeout", "timeouts must be positive");
         }
         Ok(())
+    }
+
+    /// Whether the proxy serves plain RESP clients: on `port`, unless it has a TLS port and
+    /// `port` is 0 (TLS only).
+    pub fn serves_plain(&self) -> bool {
+        self.port != 0 || self.tls_port.is_none()
     }
 
     /// The worker threads the runtime gets.

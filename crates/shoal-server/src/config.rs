@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use shoal_cluster::BUS_PORT_OFFSET;
 use shoal_frontdoor::OutputLimit;
+use shoal_frontdoor::tls::{ClientAuth, TlsOptions};
 use shoal_store::EvictionPolicy;
 
 /// A byte count written the way Redis accepts one: a plain number, or a number with `k` (1000),
@@ -231,6 +232,25 @@ pub struct Config {
     /// Without a password, turn away clients that are not on the loopback interface with
     /// Redis's `-DENIED` (Redis's `protected-mode`, on by default).
     pub protected_mode: bool,
+    /// RESP port for TLS clients (0: none). With it, `port = 0` serves TLS only.
+    pub tls_port: u16,
+    /// The server's certificate chain (PEM), for the TLS port and HTTPS.
+    pub tls_cert_file: String,
+    /// The certificate's private key (PEM).
+    pub tls_key_file: String,
+    /// CA certificates (PEM) client certificates must chain to.
+    pub tls_ca_cert_file: String,
+    /// A directory of more CA certificates (PEM files).
+    pub tls_ca_cert_dir: String,
+    /// Whether TLS clients must show a certificate: `yes` (Redis's default), `optional`
+    /// or `no`.
+    pub tls_auth_clients: String,
+    /// TLS versions offered: `"TLSv1.2 TLSv1.3"`, either, or empty for both.
+    pub tls_protocols: String,
+    /// TLS 1.3 cipher suites, `:`-separated (empty: all).
+    pub tls_ciphersuites: String,
+    /// TLS 1.2 cipher suites, `:`-separated (empty: all).
+    pub tls_ciphers: String,
     /// Commands slower than this many microseconds go to the slow log (negative: none).
     pub slowlog_log_slower_than: i64,
     /// Entries the slow log keeps.
@@ -344,6 +364,15 @@ impl Default for Config {
             timeout: 0,
             requirepass: String::new(),
             protected_mode: true,
+            tls_port: 0,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_ca_cert_file: String::new(),
+            tls_ca_cert_dir: String::new(),
+            tls_auth_clients: "yes".into(),
+            tls_protocols: String::new(),
+            tls_ciphersuites: String::new(),
+            tls_ciphers: String::new(),
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
             hz: 10,
@@ -418,6 +447,56 @@ impl Config {
         Ok(config)
     }
 
+    /// The TLS settings, as the front door takes them.
+    pub fn tls_options(&self) -> TlsOptions {
+        TlsOptions {
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+            ca_cert_file: self.tls_ca_cert_file.clone(),
+            ca_cert_dir: self.tls_ca_cert_dir.clone(),
+            auth_clients: ClientAuth::parse(&self.tls_auth_clients).unwrap_or_default(),
+            protocols: self.tls_protocols.clone(),
+            ciphersuites: self.tls_ciphersuites.clone(),
+            ciphers: self.tls_ciphers.clone(),
+        }
+    }
+
+    /// Whether the node serves plain RESP clients: on `port`, unless it has a TLS port and
+    /// `port` is 0 (TLS only, as Redis's `port 0`).
+    pub fn serves_plain(&self) -> bool {
+        self.port != 0 || self.tls_port == 0
+    }
+
+    /// The TLS rules that need no file: a TLS port needs a certificate and a key, and
+    /// `tls-auth-clients` is `yes`, `no` or `optional` (the files are read at start).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let bad = |name, reason: String| Err(ConfigError::Value { name, reason });
+        if let Err(reason) = ClientAuth::parse(&self.tls_auth_clients) {
+            return bad("tls-auth-clients", reason);
+        }
+        if self.tls_port == 0 {
+            return Ok(());
+        }
+        if self.tls_cert_file.is_empty() || self.tls_key_file.is_empty() {
+            return bad(
+                "tls-port",
+                "needs tls-cert-file and tls-key-file (the certificate and its key)".into(),
+            );
+        }
+        if self.tls_port == self.port {
+            return bad("tls-port", "must differ from port".into());
+        }
+        if self.cluster_mode() && !self.serves_plain() {
+            return bad(
+                "port",
+                "a cluster node needs a plain port too: its peers and the cluster's clients \
+                 reach it there"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The configuration as TOML (what `shoal server --print-config` shows).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("every setting serialises")
@@ -455,6 +534,7 @@ impl Config {
         if self.bind.parse::<std::net::IpAddr>().is_err() {
             return bad("bind", "must be an IP address");
         }
+        self.validate_tls()?;
         if !self.cluster_announce_ip.is_empty()
             && self
                 .cluster_announce_ip
@@ -783,6 +863,75 @@ pub static PARAMS: &[Param] = &[
         get: |c| if c.protected_mode { "yes" } else { "no" }.into(),
         set: Some(|c, v| {
             c.protected_mode = parse_yes_no(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-port",
+        get: |c| c.tls_port.to_string(),
+        set: None,
+    },
+    Param {
+        name: "tls-cert-file",
+        get: |c| c.tls_cert_file.clone(),
+        set: Some(|c, v| {
+            c.tls_cert_file = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-key-file",
+        get: |c| c.tls_key_file.clone(),
+        set: Some(|c, v| {
+            c.tls_key_file = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-ca-cert-file",
+        get: |c| c.tls_ca_cert_file.clone(),
+        set: Some(|c, v| {
+            c.tls_ca_cert_file = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-ca-cert-dir",
+        get: |c| c.tls_ca_cert_dir.clone(),
+        set: Some(|c, v| {
+            c.tls_ca_cert_dir = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-auth-clients",
+        get: |c| c.tls_auth_clients.clone(),
+        set: Some(|c, v| {
+            c.tls_auth_clients = ClientAuth::parse(v)?.name().to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-protocols",
+        get: |c| c.tls_protocols.clone(),
+        set: Some(|c, v| {
+            c.tls_protocols = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-ciphersuites",
+        get: |c| c.tls_ciphersuites.clone(),
+        set: Some(|c, v| {
+            c.tls_ciphersuites = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-ciphers",
+        get: |c| c.tls_ciphers.clone(),
+        set: Some(|c, v| {
+            c.tls_ciphers = v.to_string();
             Ok(())
         }),
     },

@@ -16,6 +16,7 @@
 //! * [`router`]: a small cluster client ([`Router`]) that follows `-MOVED` itself and never
 //!   retries what may have run, for exact accounting in fault tests (`SET` + `WAIT`).
 //! * [`testdir`]: a directory for logs, kept when a test fails.
+//! * [`tls`]: a test CA ([`TestCa`]) and the server and client certificates it signs.
 //! * [`tools`]: skipping tests whose external tools (`redis-cli`) are missing.
 //!
 //! Fault injection and checking:
@@ -51,6 +52,7 @@ pub mod relay;
 pub mod resp;
 pub mod router;
 pub mod testdir;
+pub mod tls;
 pub mod tools;
 pub mod turns;
 
@@ -66,5 +68,6 @@ pub use relay::{CutMode, Direction, Relay, RelayStats};
 pub use resp::{RespConnection, Value};
 pub use router::{Ack, Routed, Router};
 pub use testdir::TestDir;
+pub use tls::{CertFiles, TestCa};
 pub use tools::have_tools;
 pub use turns::run_alone;

@@ -1,0 +1,541 @@
+//! TLS from the binary: a node's (and a proxy's) TLS port beside the plain one or alone, mutual
+//! TLS, wrong CAs, certificates reloaded on `SIGHUP` and `CONFIG SET` under load, clear start
+//! errors, the handshake timeout, and `redis-cli --tls`. Certificates are made by the test
+//! ([`TestCa`]).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use shoal_testkit::{
+    CertFiles, NodePorts, NodeProcess, NodeSpec, Process, ProcessSpec, TestCa, TestDir, free_port,
+    have_tools,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A CA, a server certificate and a client certificate in a test directory.
+struct Certs {
+    dir: TestDir,
+    ca: TestCa,
+    server: CertFiles,
+    client: CertFiles,
+}
+
+fn certs(test: &str) -> Certs {
+    let dir = TestDir::new(test).unwrap();
+    let ca = TestCa::new(dir.path(), "main").unwrap();
+    let server = ca.server("server-1").unwrap();
+    let client = ca.client("client-1").unwrap();
+    Certs {
+        dir,
+        ca,
+        server,
+        client,
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// The flags of a TLS port with `certs`' files.
+fn tls_args(certs: &Certs, tls_port: u16) -> Vec<String> {
+    [
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &path(&certs.server.cert),
+        "--tls-key-file",
+        &path(&certs.server.key),
+        "--tls-ca-cert-file",
+        &path(&certs.ca.cert),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A node with a plain and a TLS port (and `extra` flags); returns it and its TLS port.
+async fn start_node(certs: &Certs, extra: &[&str]) -> (NodeProcess, u16) {
+    let tls_port = free_port().unwrap();
+    let mut args = tls_args(certs, tls_port);
+    args.extend(["--threads", "2"].map(String::from));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let node = NodeProcess::start(
+        NodeSpec {
+            name: "tls-node".into(),
+            binary: SHOAL.into(),
+            ports: NodePorts::reserve_without_http().unwrap(),
+            args,
+            log: certs.dir.join("node.log"),
+            env: Vec::new(),
+            nice: 0,
+            password: None,
+            dir: None,
+        },
+        WAIT,
+    )
+    .await
+    .unwrap();
+    (node, tls_port)
+}
+
+/// A rustls client trusting `ca`, showing `client` if given.
+fn client_config(ca: &Path, client: Option<&CertFiles>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    Arc::new(match client {
+        None => builder.with_no_client_auth(),
+        Some(files) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(&files.cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(&files.key).unwrap(),
+            )
+            .unwrap(),
+    })
+}
+
+/// A TLS connection to `port` on 127.0.0.1, handshake done.
+async fn connect_tls(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    tokio::time::timeout(WAIT, connector.connect(name, tcp))
+        .await
+        .map_err(|_| std::io::Error::other("handshake timed out"))?
+}
+
+/// Sends one command in RESP and reads one reply line (for replies that are one line, or a
+/// bulk string's header and body).
+async fn call<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    args: &[&str],
+) -> std::io::Result<String> {
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let n = tokio::time::timeout_at(deadline.into(), stream.read(&mut byte))
+            .await
+            .map_err(|_| std::io::Error::other("no reply in time"))??;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        reply.push(byte[0]);
+        if reply.ends_with(b"\r\n") {
+            let line = String::from_utf8_lossy(&reply).into_owned();
+            if !line.starts_with('$') || line.starts_with("$-1") {
+                return Ok(line.trim_end().to_string());
+            }
+            // A bulk string: its body follows.
+            let len: usize = line[1..].trim_end().parse().unwrap();
+            let mut body = vec![0u8; len + 2];
+            stream.read_exact(&mut body).await?;
+            return Ok(String::from_utf8_lossy(&body[..len]).into_owned());
+        }
+    }
+}
+
+/// Whether a TLS client with this configuration gets `PONG` from `port` (a refused client
+/// certificate shows as an error on the first read under TLS 1.3).
+async fn pings(port: u16, config: Arc<rustls::ClientConfig>) -> bool {
+    match connect_tls(port, config).await {
+        Ok(mut tls) => matches!(call(&mut tls, &["PING"]).await.as_deref(), Ok("+PONG")),
+        Err(_) => false,
+    }
+}
+
+/// The certificate a new TLS connection to `port` is shown.
+async fn served_certificate(port: u16, config: Arc<rustls::ClientConfig>) -> Vec<u8> {
+    let tls = connect_tls(port, config).await.expect("handshake");
+    let (_, session) = tls.get_ref();
+    session.peer_certificates().expect("a server certificate")[0].to_vec()
+}
+
+/// `CONFIG GET name`'s value, asked on the plain port.
+async fn config_get(node: &NodeProcess, name: &str) -> String {
+    match node.command(&["CONFIG", "GET", name]).await.unwrap() {
+        shoal_testkit::Value::Array(pair) if pair.len() == 2 => {
+            shoal_testkit::resp::text(&pair[1]).unwrap()
+        }
+        other => panic!("CONFIG GET {name} answered {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_plain_and_the_tls_port_serve_the_same_keyspace() {
+    let certs = certs("tls-both-ports");
+    let (node, tls_port) = start_node(&certs, &[]).await;
+    let mut plain = node.connect().await.unwrap();
+    plain.call(&["SET", "greeting", "hello"]).await.unwrap();
+    let config = client_config(&certs.ca.cert, Some(&certs.client));
+    let mut tls = connect_tls(tls_port, config.clone()).await.unwrap();
+    assert_eq!(call(&mut tls, &["GET", "greeting"]).await.unwrap(), "hello");
+    assert_eq!(
+        call(&mut tls, &["SET", "from-tls", "1"]).await.unwrap(),
+        "+OK"
+    );
+    // A pipeline larger than a TLS record comes back whole and in order.
+    let mut pipeline = Vec::new();
+    for i in 0..2000 {
+        pipeline.extend_from_slice(
+            format!("*3\r\n$3\r\nSET\r\n$5\r\nk{i:04}\r\n$1\r\nv\r\n").as_bytes(),
+        );
+    }
+    tls.write_all(&pipeline).await.unwrap();
+    let mut replies = vec![0u8; 2000 * 5];
+    tls.read_exact(&mut replies).await.unwrap();
+    assert!(replies.chunks(5).all(|r| r == b"+OK\r\n"));
+    // The `redis` crate's rustls connection, unchanged.
+    let client = redis::Client::build_with_tls(
+        format!("rediss://127.0.0.1:{tls_port}/"),
+        redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert: std::fs::read(&certs.client.cert).unwrap(),
+                client_key: std::fs::read(&certs.client.key).unwrap(),
+            }),
+            root_cert: Some(std::fs::read(&certs.ca.cert).unwrap()),
+        },
+    )
+    .unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let value: String = redis::cmd("GET")
+        .arg("from-tls")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(value, "1");
+    let size: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert_eq!(size, 2002);
+    let tls_port_shown: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("tls-port")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls_port_shown,
+        ["tls-port".to_string(), tls_port.to_string()]
+    );
+}
+
+#[tokio::test]
+async fn client_certificates_are_required_unless_optional() {
+    let certs = certs("tls-mutual");
+    let (node, tls_port) = start_node(&certs, &[]).await;
+    let with_cert = client_config(&certs.ca.cert, Some(&certs.client));
+    let without = client_config(&certs.ca.cert, None);
+    assert!(pings(tls_port, with_cert.clone()).await);
+    assert!(
+        !pings(tls_port, without.clone()).await,
+        "tls-auth-clients yes"
+    );
+    // A client certificate from another CA is refused too.
+    let stranger = TestCa::new(certs.dir.path(), "other").unwrap();
+    let foreign = stranger.client("intruder").unwrap();
+    assert!(!pings(tls_port, client_config(&certs.ca.cert, Some(&foreign))).await);
+
+    let set = node
+        .command(&["CONFIG", "SET", "tls-auth-clients", "optional"])
+        .await
+        .unwrap();
+    assert_eq!(shoal_testkit::resp::text(&set).as_deref(), Some("OK"));
+    assert!(
+        pings(tls_port, without.clone()).await,
+        "optional: no certificate"
+    );
+    assert!(
+        pings(tls_port, with_cert).await,
+        "optional: a valid certificate"
+    );
+    assert!(
+        !pings(tls_port, client_config(&certs.ca.cert, Some(&foreign))).await,
+        "optional: a certificate that is shown must be valid"
+    );
+    // A client that does not trust the server's CA gives up in the handshake.
+    assert!(!pings(tls_port, client_config(&stranger.cert, None)).await);
+    assert_eq!(config_get(&node, "tls-auth-clients").await, "optional");
+}
+
+#[tokio::test]
+async fn redis_cli_speaks_tls_to_the_node() {
+    if !have_tools("redis_cli_speaks_tls_to_the_node", &["redis-cli"]) {
+        return;
+    }
+    let certs = certs("tls-redis-cli");
+    let (_node, tls_port) = start_node(&certs, &[]).await;
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new("redis-cli")
+            .args(["--tls", "--cacert", &path(&certs.ca.cert)])
+            .args([
+                "--cert",
+                &path(&certs.client.cert),
+                "--key",
+                &path(&certs.client.key),
+            ])
+            .args(["-p", &tls_port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["SET", "k", "over tls"]), "OK");
+    assert_eq!(cli(&["GET", "k"]), "over tls");
+    assert_eq!(
+        cli(&["CONFIG", "GET", "tls-auth-clients"]),
+        "tls-auth-clients\nyes"
+    );
+}
+
+#[tokio::test]
+async fn certificates_reload_without_a_restart_and_without_failing_a_request() {
+    let certs = certs("tls-reload");
+    let (node, tls_port) = start_node(&certs, &[]).await;
+    let config = client_config(&certs.ca.cert, Some(&certs.client));
+    assert_eq!(
+        served_certificate(tls_port, config.clone()).await,
+        certs.server.der
+    );
+
+    // Load: four TLS connections, each a bounded loop of SET/GET, until the reloads are done.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for client in 0..4 {
+        let mut tls = connect_tls(tls_port, config.clone()).await.unwrap();
+        let (stop, done) = (stop.clone(), done.clone());
+        load.push(tokio::spawn(async move {
+            let started = Instant::now();
+            for i in 0..200_000u32 {
+                if stop.load(Relaxed) || started.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
+                let key = format!("load-{client}-{}", i % 100);
+                let value = i.to_string();
+                let set = call(&mut tls, &["SET", &key, &value]).await?;
+                let got = call(&mut tls, &["GET", &key]).await?;
+                if set != "+OK" || got != value {
+                    return Err(std::io::Error::other(format!("{set} / {got} for {value}")));
+                }
+                done.fetch_add(1, Relaxed);
+            }
+            Ok::<(), std::io::Error>(())
+        }));
+    }
+    let wait_for_progress = |at_least: u64| {
+        let done = done.clone();
+        async move {
+            let deadline = Instant::now() + WAIT;
+            while done.load(Relaxed) < at_least {
+                assert!(Instant::now() < deadline, "the load makes no progress");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for_progress(200).await;
+
+    // SIGHUP after the files are replaced in place.
+    let second = certs.ca.server("server-2").unwrap();
+    std::fs::copy(&second.cert, &certs.server.cert).unwrap();
+    std::fs::copy(&second.key, &certs.server.key).unwrap();
+    node.process().signal(libc::SIGHUP).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while served_certificate(tls_port, config.clone()).await != second.der {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for_progress(done.load(Relaxed) + 200).await;
+
+    // CONFIG SET to other files: at once for the next handshake.
+    let third = certs.ca.server("server-3").unwrap();
+    let set = node
+        .command(&[
+            "CONFIG",
+            "SET",
+            "tls-cert-file",
+            &path(&third.cert),
+            "tls-key-file",
+            &path(&third.key),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(shoal_testkit::resp::text(&set).as_deref(), Some("OK"));
+    assert_eq!(
+        served_certificate(tls_port, config.clone()).await,
+        third.der
+    );
+
+    // A bad certificate is refused; the one in use stays.
+    let refused = node
+        .command(&["CONFIG", "SET", "tls-cert-file", &path(&certs.ca.cert)])
+        .await
+        .unwrap();
+    assert_eq!(
+        shoal_testkit::resp::text(&refused).as_deref(),
+        Some(
+            "ERR CONFIG SET failed (possibly related to argument 'tls-cert-file') - Unable to \
+             update TLS configuration. Check server logs."
+        )
+    );
+    assert_eq!(config_get(&node, "tls-cert-file").await, path(&third.cert));
+    std::fs::write(&certs.server.cert, "not a certificate").unwrap();
+    node.process().signal(libc::SIGHUP).unwrap();
+    wait_for_progress(done.load(Relaxed) + 200).await;
+    assert_eq!(
+        served_certificate(tls_port, config.clone()).await,
+        third.der
+    );
+    assert!(
+        node.log_tail(50).contains("does not match the certificate")
+            || node.log_tail(50).contains("TLS configuration is unchanged"),
+        "{}",
+        node.log_tail(50)
+    );
+
+    stop.store(true, Relaxed);
+    for task in load {
+        task.await
+            .unwrap()
+            .expect("no request failed during the reloads");
+    }
+    assert!(done.load(Relaxed) >= 600);
+}
+
+#[tokio::test]
+async fn port_zero_serves_tls_only() {
+    let certs = certs("tls-only");
+    let tls_port = free_port().unwrap();
+    let mut args = vec!["server".to_string(), "--port".into(), "0".into()];
+    args.extend(["--http-port", "0", "--threads", "1"].map(String::from));
+    args.extend(tls_args(&certs, tls_port));
+    args.extend(["--tls-auth-clients", "no"].map(String::from));
+    let process = Process::spawn(ProcessSpec {
+        name: "tls-only".into(),
+        binary: SHOAL.into(),
+        args,
+        env: Vec::new(),
+        log: certs.dir.join("node.log"),
+        nice: 0,
+    })
+    .unwrap();
+    let config = client_config(&certs.ca.cert, None);
+    let deadline = Instant::now() + WAIT;
+    while !pings(tls_port, config.clone()).await {
+        assert!(process.is_running(), "{}", process.log_tail(20));
+        assert!(Instant::now() < deadline, "{}", process.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut tls = connect_tls(tls_port, config).await.unwrap();
+    assert_eq!(
+        call(&mut tls, &["CONFIG", "GET", "port"]).await.unwrap(),
+        "*2"
+    );
+    let log = process.log_tail(20);
+    assert!(
+        log.contains(&format!("tls_addr=127.0.0.1:{tls_port}")),
+        "{log}"
+    );
+    assert!(!log.contains("resp_addr="), "no plain port: {log}");
+}
+
+#[test]
+fn bad_certificates_stop_the_start_and_name_the_file() {
+    let certs = certs("tls-bad-files");
+    let other = certs.ca.server("other").unwrap();
+    let missing = certs.dir.join("missing.crt");
+    let run = |cert: &Path, key: &Path| {
+        let output = std::process::Command::new(SHOAL)
+            .args(["server", "--port", "0", "--http-port", "0"])
+            .args(["--tls-port", &free_port().unwrap().to_string()])
+            .args(["--tls-cert-file", &path(cert), "--tls-key-file", &path(key)])
+            .args(["--tls-ca-cert-file", &path(&certs.ca.cert)])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let error = run(&missing, &certs.server.key);
+    assert!(
+        error.contains(&format!(
+            "cannot read the tls-cert-file file {}",
+            path(&missing)
+        )),
+        "{error}"
+    );
+    let error = run(&certs.server.cert, &other.key);
+    assert!(
+        error.contains(&format!(
+            "the private key in {} (tls-key-file) does not match the certificate in {} \
+             (tls-cert-file)",
+            path(&other.key),
+            path(&certs.server.cert)
+        )),
+        "{error}"
+    );
+    let error = run(&certs.server.key, &certs.server.key);
+    assert!(error.contains("holds no certificate"), "{error}");
+    let error = run(&certs.server.cert, &certs.server.cert);
+    assert!(error.contains("holds no private key"), "{error}");
+}
+
+#[tokio::test]
+async fn a_handshake_that_never_finishes_holds_its_slot_until_the_timeout() {
+    let certs = certs("tls-slow-handshake");
+    let (node, tls_port) = start_node(&certs, &[]).await;
+    // Waits until INFO counts `n` clients (the kit's own connection for INFO is one).
+    let connected = |n: u64| {
+        let node = &node;
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let info = node.info("clients").await.unwrap();
+                if info.u64("connected_clients") == Some(n) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "never {n} clients: {info:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    connected(1).await;
+    let mut silent = TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+    connected(2).await;
+    // Meanwhile the TLS port serves others.
+    assert!(pings(tls_port, client_config(&certs.ca.cert, Some(&certs.client))).await);
+    let started = Instant::now();
+    let mut sink = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(15), silent.read(&mut sink)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "closed: {closed:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(12));
+    // Its slot is given back.
+    connected(1).await;
+}
