@@ -40,6 +40,10 @@
 //! credentials for the user `default` (what `curl -u default:<password>` sends), compared in
 //! constant time; otherwise it gets a `401`.
 //!
+//! **HTTPS.** [`serve_tls`] serves the same router over TLS with a node's or a proxy's
+//! [`shoal_frontdoor::tls::TlsAcceptor`] (its certificate, reloaded with it, and its client
+//! certificate rule), running each handshake in a task of its own.
+//!
 //! **Counting.** Every request is counted (method, status code, latency) in the router's own
 //! [`HttpStats`] (per router rather than a `static`, so several servers in one process, as in
 //! tests, each count their own), which [`Backend::metrics_text`] is given to show on the
@@ -51,10 +55,12 @@ pub mod auth;
 mod error;
 pub mod request;
 mod stats;
+mod tls;
 
 pub use app::{Backend, Health, router, serve};
 pub use error::ApiError;
 pub use stats::HttpStats;
+pub use tls::serve_tls;
 
 #[cfg(test)]
 mod tests {

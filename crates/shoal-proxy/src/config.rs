@@ -36,6 +36,8 @@ pub struct ProxyConfig {
     /// The TLS settings of the TLS port (certificate, key, CA, client certificates,
     /// protocols and suites).
     pub tls: TlsOptions,
+    /// Whether the HTTP API is served over TLS (HTTPS), with the TLS settings' certificate.
+    pub http_tls: bool,
     /// Most simultaneous clients; extra ones get `-ERR max number of clients reached`.
     pub maxclients: usize,
     /// Largest unprocessed input a client may accumulate before it is disconnected.
@@ -71,6 +73,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("protected_mode", &self.protected_mode)
             .field("tls_port", &self.tls_port)
             .field("tls", &self.tls)
+            .field("http_tls", &self.http_tls)
             .field("maxclients", &self.maxclients)
             .field("client_query_buffer_limit", &self.client_query_buffer_limit)
             .field(
@@ -100,6 +103,7 @@ impl Default for ProxyConfig {
             protected_mode: true,
             tls_port: None,
             tls: TlsOptions::default(),
+            http_tls: false,
             maxclients: 10_000,
             client_query_buffer_limit: 1024 * 1024 * 1024,
             client_output_buffer_limit: OutputLimit::default(),
@@ -135,11 +139,13 @@ impl ProxyConfig {
         if self.cluster.iter().all(|s| s.trim().is_empty()) {
             return bad("cluster", "needs the address of at least one node");
         }
-        if self.tls_port.is_some()
-            && (self.tls.cert_file.is_empty() || self.tls.key_file.is_empty())
-        {
+        if self.serves_tls() && (self.tls.cert_file.is_empty() || self.tls.key_file.is_empty()) {
             return bad(
-                "tls-port",
+                if self.tls_port.is_some() {
+                    "tls-port"
+                } else {
+                    "http-tls"
+                },
                 "needs tls-cert-file and tls-key-file (the certificate and its key)",
             );
         }
@@ -165,6 +171,11 @@ impl ProxyConfig {
     /// `port` is 0 (TLS only).
     pub fn serves_plain(&self) -> bool {
         self.port != 0 || self.tls_port.is_none()
+    }
+
+    /// Whether any listener of the proxy serves TLS (the TLS port, or HTTPS).
+    pub fn serves_tls(&self) -> bool {
+        self.tls_port.is_some() || (self.http_tls && self.http_port.is_some())
     }
 
     /// The worker threads the runtime gets.

@@ -88,9 +88,9 @@ impl Proxy {
     pub fn start(config: ProxyConfig) -> Result<Proxy, StartError> {
         config.validate()?;
         // The certificate and key are read before any port is taken.
-        let tls = match config.tls_port {
-            Some(_) => Some(Arc::new(TlsAcceptor::new(&config.tls)?)),
-            None => None,
+        let tls = match config.serves_tls() {
+            true => Some(Arc::new(TlsAcceptor::new(&config.tls)?)),
+            false => None,
         };
         let ports = Ports {
             resp: config.serves_plain().then_some(config.port),
@@ -294,9 +294,16 @@ async fn follow_map(client: Client) {
     }
 }
 
+/// The HTTP API: plain HTTP, or HTTPS with `http-tls`.
 async fn serve_http(shared: Arc<Shared>, listener: TcpListener) {
     let stop = shared.door.shutdown_signal();
-    if let Err(e) = shoal_http::serve(listener, http::router(shared), stop).await {
+    let tls = shared.tls.clone().filter(|_| shared.config.http_tls);
+    let app = http::router(shared);
+    let served = match tls {
+        None => shoal_http::serve(listener, app, stop).await,
+        Some(tls) => shoal_http::serve_tls(listener, app, tls, stop).await,
+    };
+    if let Err(e) = served {
         tracing::error!("HTTP server stopped: {e}");
     }
 }

@@ -251,6 +251,8 @@ pub struct Config {
     pub tls_ciphersuites: String,
     /// TLS 1.2 cipher suites, `:`-separated (empty: all).
     pub tls_ciphers: String,
+    /// Whether the HTTP API is served over TLS (HTTPS), with the TLS port's certificate.
+    pub http_tls: bool,
     /// Commands slower than this many microseconds go to the slow log (negative: none).
     pub slowlog_log_slower_than: i64,
     /// Entries the slow log keeps.
@@ -373,6 +375,7 @@ impl Default for Config {
             tls_protocols: String::new(),
             tls_ciphersuites: String::new(),
             tls_ciphers: String::new(),
+            http_tls: false,
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
             hz: 10,
@@ -467,6 +470,11 @@ impl Config {
         self.port != 0 || self.tls_port == 0
     }
 
+    /// Whether any listener of the node serves TLS (the TLS port, or HTTPS).
+    pub fn serves_tls(&self) -> bool {
+        self.tls_port != 0 || (self.http_tls && self.http_port != 0)
+    }
+
     /// The TLS rules that need no file: a TLS port needs a certificate and a key, and
     /// `tls-auth-clients` is `yes`, `no` or `optional` (the files are read at start).
     fn validate_tls(&self) -> Result<(), ConfigError> {
@@ -474,14 +482,21 @@ impl Config {
         if let Err(reason) = ClientAuth::parse(&self.tls_auth_clients) {
             return bad("tls-auth-clients", reason);
         }
-        if self.tls_port == 0 {
+        if !self.serves_tls() {
             return Ok(());
         }
         if self.tls_cert_file.is_empty() || self.tls_key_file.is_empty() {
             return bad(
-                "tls-port",
+                if self.tls_port != 0 {
+                    "tls-port"
+                } else {
+                    "http-tls"
+                },
                 "needs tls-cert-file and tls-key-file (the certificate and its key)".into(),
             );
+        }
+        if self.tls_port == 0 {
+            return Ok(());
         }
         if self.tls_port == self.port {
             return bad("tls-port", "must differ from port".into());
@@ -934,6 +949,11 @@ pub static PARAMS: &[Param] = &[
             c.tls_ciphers = v.to_string();
             Ok(())
         }),
+    },
+    Param {
+        name: "http-tls",
+        get: |c| if c.http_tls { "yes" } else { "no" }.into(),
+        set: None,
     },
     Param {
         name: "slowlog-log-slower-than",

@@ -71,10 +71,11 @@ impl Server {
         }
         // The certificate and key are read before any port is taken: a wrong file stops
         // the start with its name.
-        let tls = match config.tls_port {
-            0 => None,
-            _ => Some(Arc::new(TlsAcceptor::new(&config.tls_options())?)),
+        let tls = match config.serves_tls() {
+            false => None,
+            true => Some(Arc::new(TlsAcceptor::new(&config.tls_options())?)),
         };
+        let http_tls = tls.clone().filter(|_| config.http_tls);
         let ports = Ports {
             resp: config.serves_plain().then_some(config.port),
             tls: (config.tls_port != 0).then_some(config.tls_port),
@@ -165,7 +166,7 @@ impl Server {
         if let Some(listener) = http_listener {
             let http_shared = shared.clone();
             handles.push(spawn_thread("shoal-http".into(), move || {
-                run_http(http_shared, listener, threads)
+                run_http(http_shared, listener, http_tls, threads)
             })?);
         }
         Ok(Server {
@@ -401,7 +402,13 @@ async fn cron(shared: Arc<Shared>) {
     }
 }
 
-fn run_http(shared: Arc<Shared>, listener: StdListener, threads: usize) {
+/// The HTTP API's runtime: plain HTTP, or HTTPS when `tls` is given.
+fn run_http(
+    shared: Arc<Shared>,
+    listener: StdListener,
+    tls: Option<Arc<TlsAcceptor>>,
+    threads: usize,
+) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.clamp(1, 4))
         .thread_name("shoal-http")
@@ -411,7 +418,12 @@ fn run_http(shared: Arc<Shared>, listener: StdListener, threads: usize) {
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener).expect("a bound listener registers");
         let app = crate::http::router(shared.clone());
-        if let Err(e) = shoal_http::serve(listener, app, shared.door.shutdown_signal()).await {
+        let stop = shared.door.shutdown_signal();
+        let served = match tls {
+            None => shoal_http::serve(listener, app, stop).await,
+            Some(tls) => shoal_http::serve_tls(listener, app, tls, stop).await,
+        };
+        if let Err(e) = served {
             tracing::error!("HTTP server stopped: {e}");
         }
     });

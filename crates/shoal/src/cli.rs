@@ -220,6 +220,9 @@ pub struct ServerArgs {
     /// TLS 1.2 cipher suites, colon-separated (e.g. ECDHE-RSA-AES128-GCM-SHA256) [default: all].
     #[arg(long, env = "SHOAL_TLS_CIPHERS", value_name = "SUITES", help_heading = heading::TLS)]
     pub tls_ciphers: Option<String>,
+    /// Serve the HTTP API over TLS (HTTPS) with the same certificate: yes or no [default: no].
+    #[arg(long, env = "SHOAL_HTTP_TLS", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
+    pub http_tls: Option<bool>,
 
     /// Log format: human or json [default: human].
     #[arg(long, env = "SHOAL_LOG_FORMAT", help_heading = heading::LOGGING)]
@@ -269,6 +272,7 @@ impl ServerArgs {
             tls_protocols,
             tls_ciphersuites,
             tls_ciphers,
+            http_tls,
             proto_max_bulk_len,
             proto_max_multibulk_len,
             max_key_size,
@@ -419,6 +423,9 @@ pub struct ProxyArgs {
     /// TLS 1.2 cipher suites, colon-separated (e.g. ECDHE-RSA-AES128-GCM-SHA256) [default: all].
     #[arg(long, env = "SHOAL_PROXY_TLS_CIPHERS", value_name = "SUITES", help_heading = heading::TLS)]
     pub tls_ciphers: Option<String>,
+    /// Serve the HTTP API over TLS (HTTPS) with the same certificate: yes or no [default: no].
+    #[arg(long, env = "SHOAL_PROXY_HTTP_TLS", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
+    pub http_tls: Option<bool>,
 
     /// Log format: human or json.
     #[arg(long, env = "SHOAL_PROXY_LOG_FORMAT", default_value = "human", help_heading = heading::LOGGING)]
@@ -466,6 +473,7 @@ impl ProxyArgs {
             protected_mode: self.protected_mode,
             tls_port: self.tls_port.filter(|p| *p != 0),
             tls: self.tls_options(),
+            http_tls: self.http_tls.unwrap_or(false),
             maxclients: self.maxclients,
             client_query_buffer_limit: size(
                 self.client_query_buffer_limit,

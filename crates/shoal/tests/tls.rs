@@ -539,3 +539,143 @@ async fn a_handshake_that_never_finishes_holds_its_slot_until_the_timeout() {
     // Its slot is given back.
     connected(1).await;
 }
+
+/// `GET path` over HTTPS on `port`: the status line and the body.
+async fn https_get(port: u16, config: Arc<rustls::ClientConfig>, path: &str) -> (String, String) {
+    let mut tls = connect_tls(port, config).await.expect("HTTPS handshake");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tls.read_to_end(&mut response))
+        .await
+        .expect("a response in time")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.lines().next().unwrap_or_default().to_string();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_http_api_is_served_over_https_with_the_same_certificate() {
+    let certs = certs("tls-https");
+    let tls_port = free_port().unwrap();
+    let ports = NodePorts::reserve().unwrap();
+    let mut args = tls_args(&certs, tls_port);
+    args.extend(["--http-tls", "yes", "--threads", "1"].map(String::from));
+    let node = NodeProcess::start(
+        NodeSpec {
+            name: "https-node".into(),
+            binary: SHOAL.into(),
+            ports,
+            args,
+            log: certs.dir.join("node.log"),
+            env: Vec::new(),
+            nice: 0,
+            password: None,
+            dir: None,
+        },
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let config = client_config(&certs.ca.cert, Some(&certs.client));
+    let (status, body) = https_get(ports.http, config.clone(), "/health").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, r#"{"status":"ok"}"#);
+    node.command(&["SET", "over-https", "yes"]).await.unwrap();
+    let (status, body) = https_get(ports.http, config.clone(), "/over-https").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, r#"{"value":"yes"}"#);
+    assert_eq!(
+        served_certificate(ports.http, config).await,
+        certs.server.der
+    );
+    // Plain HTTP gets no answer from an HTTPS port.
+    let mut plain = TcpStream::connect(("127.0.0.1", ports.http)).await.unwrap();
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, plain.read_to_end(&mut answer)).await;
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+}
+
+#[tokio::test]
+async fn a_proxy_serves_tls_only_and_https() {
+    let certs = certs("tls-proxy");
+    let node = NodeProcess::start(
+        NodeSpec {
+            name: "cluster-node".into(),
+            binary: SHOAL.into(),
+            ports: NodePorts::reserve_without_http().unwrap(),
+            args: ["--cluster-enabled", "--threads", "1"]
+                .map(String::from)
+                .to_vec(),
+            log: certs.dir.join("node.log"),
+            env: Vec::new(),
+            nice: 0,
+            password: None,
+            dir: None,
+        },
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let (tls_port, http_port) = (free_port().unwrap(), free_port().unwrap());
+    let mut args = vec!["proxy".to_string(), "--cluster".into(), node.resp_addr()];
+    args.extend(["--port", "0", "--threads", "1", "--http-tls", "yes"].map(String::from));
+    args.extend(["--http-port".to_string(), http_port.to_string()]);
+    args.extend(tls_args(&certs, tls_port));
+    let proxy = Process::spawn(ProcessSpec {
+        name: "tls-proxy".into(),
+        binary: SHOAL.into(),
+        args,
+        env: Vec::new(),
+        log: certs.dir.join("proxy.log"),
+        nice: 0,
+    })
+    .unwrap();
+    let config = client_config(&certs.ca.cert, Some(&certs.client));
+    let deadline = Instant::now() + WAIT;
+    while !pings(tls_port, config.clone()).await {
+        assert!(proxy.is_running(), "{}", proxy.log_tail(20));
+        assert!(Instant::now() < deadline, "{}", proxy.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut tls = connect_tls(tls_port, config.clone()).await.unwrap();
+    let set = call(&mut tls, &["SET", "through-the-proxy", "42"])
+        .await
+        .unwrap();
+    assert_eq!(set, "+OK");
+    assert_eq!(
+        call(&mut tls, &["GET", "through-the-proxy"]).await.unwrap(),
+        "42"
+    );
+    assert!(!pings(tls_port, client_config(&certs.ca.cert, None)).await);
+    let (status, body) = https_get(http_port, config.clone(), "/through-the-proxy").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, r#"{"value":"42"}"#);
+    // SIGHUP reloads the proxy's certificate too.
+    let second = certs.ca.server("server-2").unwrap();
+    std::fs::copy(&second.cert, &certs.server.cert).unwrap();
+    std::fs::copy(&second.key, &certs.server.key).unwrap();
+    proxy.signal(libc::SIGHUP).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while served_certificate(tls_port, config.clone()).await != second.der {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload: {}",
+            proxy.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        call(&mut tls, &["GET", "through-the-proxy"]).await.unwrap(),
+        "42"
+    );
+}
