@@ -1227,6 +1227,45 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_use_redis_names_and_need_a_certificate() {
+        let config = Config::from_toml(
+            "port = 0\ntls-port = 6380\ntls-cert-file = \"s.crt\"\ntls-key-file = \"s.key\"\n\
+             tls-ca-cert-file = \"ca.crt\"\ntls-auth-clients = \"optional\"\n\
+             tls-protocols = \"TLSv1.3\"\nhttp-tls = true\n",
+        )
+        .unwrap();
+        assert!(!config.serves_plain());
+        let options = config.tls_options();
+        assert_eq!(options.auth_clients, ClientAuth::Optional);
+        assert_eq!(options.cert_file, "s.crt");
+        assert_eq!((param("tls-port").unwrap().get)(&config), "6380");
+        assert_eq!((param("http-tls").unwrap().get)(&config), "yes");
+        assert!(param("tls-port").unwrap().set.is_none());
+        // Without a TLS port, port 0 still picks a free port.
+        assert!(Config::from_toml("port = 0\n").unwrap().serves_plain());
+        for (text, name) in [
+            ("tls-port = 6380\n", "tls-port"),
+            ("http-tls = true\n", "http-tls"),
+            ("tls-auth-clients = \"sometimes\"\n", "tls-auth-clients"),
+            (
+                "port = 0\ncluster-enabled = true\ntls-port = 6380\ntls-cert-file = \"c\"\n\
+                 tls-key-file = \"k\"\ncluster-port = 16380\n",
+                "port",
+            ),
+        ] {
+            match Config::from_toml(text) {
+                Err(ConfigError::Value { name: got, .. }) => assert_eq!(got, name, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let mut config = Config::default();
+        let set = param("tls-auth-clients").unwrap().set.unwrap();
+        set(&mut config, "NO").unwrap();
+        assert_eq!(config.tls_auth_clients, "no");
+        assert!(set(&mut config, "maybe").is_err());
+    }
+
+    #[test]
     fn params_read_and_write_the_config() {
         let mut config = Config::default();
         let maxmemory = param("MAXMEMORY").unwrap();

@@ -89,11 +89,21 @@ async fn start_node(certs: &Certs, extra: &[&str]) -> (NodeProcess, u16) {
 
 /// A rustls client trusting `ca`, showing `client` if given.
 fn client_config(ca: &Path, client: Option<&CertFiles>) -> Arc<rustls::ClientConfig> {
+    client_config_with(ca, client, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`client_config`] offering only `versions`.
+fn client_config_with(
+    ca: &Path,
+    client: Option<&CertFiles>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder_with_protocol_versions(versions)
+        .with_root_certificates(roots);
     Arc::new(match client {
         None => builder.with_no_client_auth(),
         Some(files) => builder
@@ -678,4 +688,117 @@ async fn a_proxy_serves_tls_only_and_https() {
         call(&mut tls, &["GET", "through-the-proxy"]).await.unwrap(),
         "42"
     );
+}
+
+#[tokio::test]
+async fn large_pipelined_replies_arrive_whole_with_output_limits_set() {
+    let certs = certs("tls-large-replies");
+    // With output limits set the session writes what the socket takes and keeps reading,
+    // the path where rustls may hold encrypted bytes the socket did not take yet.
+    let (node, tls_port) =
+        start_node(&certs, &["--client-output-buffer-limit", "256mb 128mb 60"]).await;
+    let value = "v".repeat(200_000);
+    let mut tls = connect_tls(tls_port, client_config(&certs.ca.cert, Some(&certs.client)))
+        .await
+        .unwrap();
+    assert_eq!(
+        call(&mut tls, &["SET", "big", &value]).await.unwrap(),
+        "+OK"
+    );
+    let gets = 40;
+    tls.write_all(&b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(gets))
+        .await
+        .unwrap();
+    let reply = format!("$200000\r\n{value}\r\n");
+    let mut got = vec![0u8; reply.len() * gets];
+    // Read slowly at first, so replies pile up on the server's side.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(WAIT, tls.read_exact(&mut got))
+        .await
+        .expect("every reply in time")
+        .unwrap();
+    assert!(got.chunks(reply.len()).all(|r| r == reply.as_bytes()));
+    assert_eq!(call(&mut tls, &["PING"]).await.unwrap(), "+PONG");
+    let info = node.info("stats").await.unwrap();
+    assert_eq!(
+        info.u64("client_output_buffer_limit_disconnections"),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn a_client_over_maxclients_reads_the_error_over_tls() {
+    let certs = certs("tls-maxclients");
+    let (node, tls_port) = start_node(&certs, &["--maxclients", "1"]).await;
+    let config = client_config(&certs.ca.cert, Some(&certs.client));
+    // The kit's readiness check closed its connection: wait until the slot is free.
+    let deadline = Instant::now() + WAIT;
+    let mut first = loop {
+        let mut tls = connect_tls(tls_port, config.clone()).await.unwrap();
+        if matches!(call(&mut tls, &["PING"]).await.as_deref(), Ok("+PONG")) {
+            break tls;
+        }
+        assert!(Instant::now() < deadline, "the only slot never came free");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut second = connect_tls(tls_port, config).await.unwrap();
+    let mut refused = String::new();
+    tokio::time::timeout(WAIT, second.read_to_string(&mut refused))
+        .await
+        .expect("closed in time")
+        .unwrap_or_default();
+    assert_eq!(refused, "-ERR max number of clients reached\r\n");
+    assert_eq!(call(&mut first, &["PING"]).await.unwrap(), "+PONG");
+    drop(node);
+}
+
+#[tokio::test]
+async fn protocols_and_suites_follow_config_set() {
+    let certs = certs("tls-protocols");
+    let (node, tls_port) = start_node(&certs, &["--tls-protocols", "TLSv1.2"]).await;
+    let tls12 = client_config_with(
+        &certs.ca.cert,
+        Some(&certs.client),
+        &[&rustls::version::TLS12],
+    );
+    let tls13 = client_config_with(
+        &certs.ca.cert,
+        Some(&certs.client),
+        &[&rustls::version::TLS13],
+    );
+    assert!(pings(tls_port, tls12.clone()).await);
+    assert!(
+        !pings(tls_port, tls13.clone()).await,
+        "TLS 1.3 is not offered"
+    );
+    let set = |args: [&'static str; 2]| {
+        let node = &node;
+        async move {
+            let reply = node
+                .command(&["CONFIG", "SET", args[0], args[1]])
+                .await
+                .unwrap();
+            shoal_testkit::resp::text(&reply).unwrap()
+        }
+    };
+    assert_eq!(set(["tls-protocols", "TLSv1.3"]).await, "OK");
+    assert!(pings(tls_port, tls13.clone()).await);
+    assert!(
+        !pings(tls_port, tls12).await,
+        "TLS 1.2 is no longer offered"
+    );
+    assert_eq!(
+        set(["tls-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"]).await,
+        "OK"
+    );
+    let tls = connect_tls(tls_port, tls13.clone()).await.unwrap();
+    let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+    assert_eq!(suite, rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
+    assert!(
+        set(["tls-protocols", "TLSv1.1"])
+            .await
+            .starts_with("ERR CONFIG SET failed (possibly related to argument 'tls-protocols')")
+    );
+    assert_eq!(config_get(&node, "tls-protocols").await, "TLSv1.3");
+    assert!(pings(tls_port, tls13).await);
 }
