@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shoal_client::{ClientConfig, Protocol, ReadFrom};
-use shoal_frontdoor::tls::TlsOptions;
+use shoal_frontdoor::tls::{TlsError, TlsOptions};
 use shoal_frontdoor::{Limits, OutputLimit};
 
 /// The name the proxy gives its connections to the nodes (`CLIENT LIST` on a node shows it).
@@ -38,6 +38,11 @@ pub struct ProxyConfig {
     pub tls: TlsOptions,
     /// Whether the HTTP API is served over TLS (HTTPS), with the TLS settings' certificate.
     pub http_tls: bool,
+    /// Whether the proxy speaks TLS to the nodes (`tls-cluster`): their certificates must
+    /// chain to the CA of [`tls`](Self::tls), whose certificate and key, if given, are shown
+    /// to nodes that ask for a client certificate. The cluster's map must then give the
+    /// nodes' TLS ports (`cluster-announce-port`), and `cluster` name them.
+    pub tls_cluster: bool,
     /// Most simultaneous clients; extra ones get `-ERR max number of clients reached`.
     pub maxclients: usize,
     /// Largest unprocessed input a client may accumulate before it is disconnected.
@@ -74,6 +79,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("tls_port", &self.tls_port)
             .field("tls", &self.tls)
             .field("http_tls", &self.http_tls)
+            .field("tls_cluster", &self.tls_cluster)
             .field("maxclients", &self.maxclients)
             .field("client_query_buffer_limit", &self.client_query_buffer_limit)
             .field(
@@ -104,6 +110,7 @@ impl Default for ProxyConfig {
             tls_port: None,
             tls: TlsOptions::default(),
             http_tls: false,
+            tls_cluster: false,
             maxclients: 10_000,
             client_query_buffer_limit: 1024 * 1024 * 1024,
             client_output_buffer_limit: OutputLimit::default(),
@@ -196,6 +203,16 @@ impl ProxyConfig {
             maxclients: self.maxclients,
             timeout_seconds: self.timeout,
         }
+    }
+
+    /// [`ProxyConfig::client_config`], with TLS to the nodes if `tls-cluster` asks for it
+    /// (reading the CA, certificate and key files).
+    pub fn upstream_config(&self) -> Result<ClientConfig, TlsError> {
+        let config = self.client_config();
+        Ok(match self.tls_cluster {
+            true => config.with_tls(self.tls.client_config()?, None),
+            false => config,
+        })
     }
 
     /// The configuration of the proxy's upstream client: RESP3 to the nodes (so replies keep

@@ -92,6 +92,7 @@ impl Proxy {
             true => Some(Arc::new(TlsAcceptor::new(&config.tls)?)),
             false => None,
         };
+        let upstream = config.upstream_config()?;
         let ports = Ports {
             resp: config.serves_plain().then_some(config.port),
             tls: config.tls_port,
@@ -129,6 +130,7 @@ impl Proxy {
                 };
                 runtime.block_on(run(
                     config,
+                    upstream,
                     client_listeners,
                     resp_addr,
                     http_listener,
@@ -218,6 +220,7 @@ impl Drop for Proxy {
 /// Everything that runs on the proxy's runtime, until the proxy stops.
 async fn run(
     config: ProxyConfig,
+    upstream: shoal_client::ClientConfig,
     client_listeners: Vec<(StdListener, Option<Arc<TlsAcceptor>>)>,
     resp_addr: SocketAddr,
     http_listener: Option<StdListener>,
@@ -239,7 +242,7 @@ async fn run(
             return;
         }
     };
-    let client = match Client::connect(config.client_config()).await {
+    let client = match Client::connect(upstream).await {
         Ok(client) => client,
         Err(e) => {
             let _ = ready.send(Err(StartError::Cluster(e)));

@@ -426,6 +426,11 @@ pub struct ProxyArgs {
     /// Serve the HTTP API over TLS (HTTPS) with the same certificate: yes or no [default: no].
     #[arg(long, env = "SHOAL_PROXY_HTTP_TLS", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
     pub http_tls: Option<bool>,
+    /// Speak TLS to the nodes, trusting --tls-ca-cert-file and showing --tls-cert-file as a
+    /// client certificate; --cluster must then name the nodes' TLS ports (the ports their
+    /// map announces): yes or no [default: no].
+    #[arg(long, env = "SHOAL_PROXY_TLS_CLUSTER", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
+    pub tls_cluster: Option<bool>,
 
     /// Log format: human or json.
     #[arg(long, env = "SHOAL_PROXY_LOG_FORMAT", default_value = "human", help_heading = heading::LOGGING)]
@@ -474,6 +479,7 @@ impl ProxyArgs {
             tls_port: self.tls_port.filter(|p| *p != 0),
             tls: self.tls_options(),
             http_tls: self.http_tls.unwrap_or(false),
+            tls_cluster: self.tls_cluster.unwrap_or(false),
             maxclients: self.maxclients,
             client_query_buffer_limit: size(
                 self.client_query_buffer_limit,

@@ -802,3 +802,92 @@ async fn protocols_and_suites_follow_config_set() {
     assert_eq!(config_get(&node, "tls-protocols").await, "TLSv1.3");
     assert!(pings(tls_port, tls13).await);
 }
+
+#[tokio::test]
+async fn the_proxy_and_the_smart_client_speak_tls_to_tls_nodes() {
+    let certs = certs("tls-upstream");
+    let tls_port = free_port().unwrap();
+    // The cluster's map gives the node's TLS port (`cluster-announce-port`).
+    let mut args = tls_args(&certs, tls_port);
+    args.extend(["--cluster-enabled", "--threads", "1"].map(String::from));
+    args.extend(["--cluster-announce-port".to_string(), tls_port.to_string()]);
+    let node = NodeProcess::start(
+        NodeSpec {
+            name: "tls-cluster-node".into(),
+            binary: SHOAL.into(),
+            ports: NodePorts::reserve_without_http().unwrap(),
+            args,
+            log: certs.dir.join("node.log"),
+            env: Vec::new(),
+            nice: 0,
+            password: None,
+            dir: None,
+        },
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let seed = format!("127.0.0.1:{tls_port}");
+
+    // The smart client, with the CA and a client certificate (the node asks for one).
+    let config = shoal_client::ClientConfig::new([seed.clone()])
+        .with_tls(client_config(&certs.ca.cert, Some(&certs.client)), None);
+    let client = shoal_client::Client::connect(config).await.unwrap();
+    client.set("smart", "over tls", None).await.unwrap();
+    assert_eq!(
+        client.get("smart").await.unwrap().as_deref(),
+        Some(&b"over tls"[..])
+    );
+    // Without a client certificate the node refuses it.
+    let mut refused = shoal_client::ClientConfig::new([seed.clone()])
+        .with_tls(client_config(&certs.ca.cert, None), None)
+        .with_connect_timeout(Duration::from_millis(500));
+    refused.map_timeout = Duration::from_secs(1);
+    refused.max_attempts = 1;
+    // It may get the map from the bus (plain), but no command through.
+    if let Ok(client) = shoal_client::Client::connect(refused).await {
+        assert!(client.get("smart").await.is_err());
+    }
+
+    // The proxy: plain for its clients here, TLS to the node.
+    let proxy_port = free_port().unwrap();
+    let mut args = vec!["proxy".to_string(), "--cluster".into(), seed];
+    args.extend(["--port".to_string(), proxy_port.to_string()]);
+    args.extend(["--threads", "1", "--tls-cluster", "yes"].map(String::from));
+    args.extend(["--tls-ca-cert-file".to_string(), path(&certs.ca.cert)]);
+    args.extend(["--tls-cert-file".to_string(), path(&certs.client.cert)]);
+    args.extend(["--tls-key-file".to_string(), path(&certs.client.key)]);
+    let proxy = Process::spawn(ProcessSpec {
+        name: "upstream-tls-proxy".into(),
+        binary: SHOAL.into(),
+        args,
+        env: Vec::new(),
+        log: certs.dir.join("proxy.log"),
+        nice: 0,
+    })
+    .unwrap();
+    let proxy_addr = format!("127.0.0.1:{proxy_port}");
+    let deadline = Instant::now() + WAIT;
+    let got = loop {
+        let reply =
+            shoal_testkit::resp::command_as(&proxy_addr, None, &["GET", "smart"], WAIT).await;
+        if let Ok(value) = reply {
+            break value;
+        }
+        assert!(proxy.is_running(), "{}", proxy.log_tail(20));
+        assert!(Instant::now() < deadline, "{}", proxy.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(shoal_testkit::resp::text(&got).as_deref(), Some("over tls"));
+    // The proxy's connection to the node arrived on the TLS port.
+    let clients = node.command(&["CLIENT", "LIST"]).await.unwrap();
+    let clients = shoal_testkit::resp::text(&clients).unwrap();
+    let upstream = clients
+        .lines()
+        .find(|l| l.contains("name=shoal:proxy"))
+        .unwrap_or_else(|| panic!("no proxy connection: {clients}"));
+    assert!(
+        upstream.contains(&format!("laddr=127.0.0.1:{tls_port}")),
+        "{upstream}"
+    );
+}
