@@ -130,6 +130,14 @@ pub enum Request {
         /// For how long at most (ms).
         hold_ms: u64,
     },
+    /// Record an ACL user cluster-wide, as `ACL SETUSER` left it on the node that ran it, or
+    /// remove it (handled by the controller's leader).
+    SetUser {
+        /// The user's name.
+        name: String,
+        /// Its rules as `ACL LIST` shows them; `None` deletes the user.
+        rules: Option<String>,
+    },
 }
 
 /// A Raft RPC.
@@ -251,6 +259,11 @@ pub enum Reply {
         /// Whether the lease is granted.
         granted: bool,
         /// The epoch of the answering node's map.
+        epoch: Epoch,
+    },
+    /// To [`Request::SetUser`]: the epoch of the first map that holds the change.
+    UserSet {
+        /// That map's epoch.
         epoch: Epoch,
     },
     /// To [`Request::Fence`].

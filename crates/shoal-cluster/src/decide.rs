@@ -99,6 +99,8 @@ pub(crate) struct Observations {
     /// Nodes whose process is gone (their bus refused a connection after their heartbeat
     /// link closed): failed a lease after their last heartbeat, not a node timeout.
     pub refused: HashSet<NodeId>,
+    /// ACL users to record (rules) or delete (`None`), in arrival order.
+    pub user_changes: Vec<(String, Option<String>)>,
 }
 
 /// One change a decision makes.
@@ -142,6 +144,8 @@ pub(crate) enum Action {
     SlotsMoved(usize),
     /// The map's list of voters now matches Raft's membership.
     ControllersRecorded(Vec<NodeId>),
+    /// The cluster's ACL users changed: this many were set or deleted.
+    UsersChanged(usize),
 }
 
 /// The outcome of [`decide`].
@@ -195,6 +199,7 @@ pub(crate) fn decide(
     for &node in &observations.failovers {
         hand_over(&mut map, node, &observations.reports, &mut actions);
     }
+    change_users(&mut map, &observations.user_changes, &mut actions);
     track_health(&mut map, observations, now_ms, settings, &mut actions);
     fail_over(&mut map, &observations.reports, &mut actions);
     assign_spares(&mut map, &mut actions);
@@ -238,6 +243,34 @@ pub(crate) fn decide(
     Decision {
         actions,
         map: Some(map),
+    }
+}
+
+/// Records the ACL user changes in the map's users, if any changes them.
+fn change_users(
+    map: &mut ClusterMap,
+    changes: &[(String, Option<String>)],
+    actions: &mut Vec<Action>,
+) {
+    if changes.is_empty() {
+        return;
+    }
+    let mut users = map.users.clone().unwrap_or_default();
+    let mut changed = 0;
+    for (name, rules) in changes {
+        let before = match rules {
+            Some(rules) => users.insert(name.clone(), rules.clone()),
+            None => users.remove(name),
+        };
+        if before != *rules {
+            changed += 1;
+        }
+    }
+    // The first change makes the cluster's users authoritative even when it changes
+    // nothing (every node is then told the full list).
+    if changed > 0 || map.users.is_none() {
+        map.users = Some(users);
+        actions.push(Action::UsersChanged(changed));
     }
 }
 
@@ -597,6 +630,44 @@ mod tests {
         decide(map, &obs, 10, &settings())
             .map
             .expect("joins change the map")
+    }
+
+    #[test]
+    fn acl_users_are_set_and_deleted_cluster_wide_in_one_map_each_time() {
+        let map = bootstrap(node(1, true), 0, 0);
+        assert_eq!(map.users, None);
+        let change = |map: &ClusterMap, changes: &[(&str, Option<&str>)]| {
+            let mut obs = all_heard(map, 10);
+            obs.user_changes = changes
+                .iter()
+                .map(|(n, r)| (n.to_string(), r.map(str::to_string)))
+                .collect();
+            decide(map, &obs, 10, &settings())
+        };
+        let decision = change(&map, &[("alice", Some("on #ab ~app:* +get"))]);
+        let map = decision.map.expect("a new user changes the map");
+        assert_eq!(decision.actions, vec![Action::UsersChanged(1)]);
+        assert_eq!(
+            map.users.as_ref().unwrap().get("alice").map(String::as_str),
+            Some("on #ab ~app:* +get")
+        );
+        // The same rules again change nothing; deleting an unknown user neither.
+        assert!(
+            change(&map, &[("alice", Some("on #ab ~app:* +get"))])
+                .map
+                .is_none()
+        );
+        assert!(change(&map, &[("nobody", None)]).map.is_none());
+        let map = change(&map, &[("bob", Some("on nopass +@all")), ("alice", None)])
+            .map
+            .expect("changes");
+        assert_eq!(map.users.unwrap().keys().collect::<Vec<_>>(), vec!["bob"]);
+        // A first change that changes nothing still makes the users the cluster's.
+        let fresh = bootstrap(node(1, true), 0, 0);
+        let map = change(&fresh, &[("nobody", None)])
+            .map
+            .expect("users now managed");
+        assert_eq!(map.users, Some(Default::default()));
     }
 
     fn owner_counts(map: &ClusterMap) -> HashMap<ShardId, usize> {

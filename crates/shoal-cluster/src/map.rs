@@ -354,6 +354,12 @@ pub struct ClusterMap {
     /// older map.
     #[serde(default)]
     pub(crate) members: MemberHistory,
+    /// The cluster's ACL users, as `ACL SETUSER`, `ACL DELUSER` and `ACL LOAD` on any node
+    /// left them: each user's name and its rules as `ACL LIST` shows them (passwords as their
+    /// SHA-256). `None` until the first such change: until then every node keeps the users
+    /// of its own configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<BTreeMap<String, String>>,
 }
 
 /// How many departed nodes a map remembers.
@@ -463,6 +469,7 @@ impl ClusterMap {
             committed_at_ms: 0,
             next_shard: 0,
             members: MemberHistory::default(),
+            users: None,
         }
     }
 

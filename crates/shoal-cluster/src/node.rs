@@ -324,6 +324,31 @@ impl ClusterNode {
         }
     }
 
+    /// Records an ACL user cluster-wide (`rules` as `ACL LIST` shows them; `None` deletes
+    /// it) through the controller's leader, and fetches the map that holds the change, so
+    /// this node's map has it when this returns.
+    pub async fn set_user(&self, name: String, rules: Option<String>) -> Result<(), String> {
+        let start = self
+            .leader_addr()
+            .ok_or_else(|| "no controller member is known".to_string())?;
+        let request = Request::SetUser { name, rules };
+        match self
+            .call_leader(&start, &request, Duration::from_secs(12))
+            .await
+        {
+            Ok(Reply::UserSet { epoch }) => {
+                if self.map().epoch < epoch {
+                    self.hear(epoch);
+                    self.refresh().await;
+                }
+                Ok(())
+            }
+            Ok(Reply::Error(e)) => Err(e),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Installs `map` if it is newer than the current one. Returns whether it was.
     fn apply(&self, map: ClusterMap) -> bool {
         let epoch = map.epoch;

@@ -32,6 +32,9 @@ pub(crate) enum Step<B: Backend> {
     Retry(futures_util::future::BoxFuture<'static, ()>),
     /// Hand the connection over ([`Outcome::HandOff`]).
     HandOff(B::HandOff),
+    /// Close the connection now, dropping the replies not yet written: the client sent an
+    /// HTTP request ([`cross_protocol`]).
+    Abort,
 }
 
 /// Everything one command touches.
@@ -50,6 +53,10 @@ pub(crate) fn dispatch<B: Backend>(
     frame: Option<&Bytes>,
 ) -> Step<B> {
     let Some(mut command) = table().lookup(argv.get(0)) else {
+        if cross_protocol(argv.get(0)) {
+            warn_cross_protocol(&r);
+            return Step::Abort;
+        }
         reject_unknown(&mut r, argv);
         return Step::Done;
     };
@@ -130,6 +137,39 @@ pub(crate) fn dispatch<B: Backend>(
     r.worker.record_call(command.id as usize, usec, false);
     record_slow(&r, spec, argv, usec);
     step
+}
+
+/// Whether a command name is the first word of an HTTP request line (`POST`) or of a header
+/// (`Host:`): what a cross-protocol attack, a web page making a browser post RESP commands in
+/// an HTTP body to the RESP port, sends first. Redis closes such a connection at once.
+fn cross_protocol(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"post") || name.eq_ignore_ascii_case(b"host:")
+}
+
+/// Counts a cross-protocol attempt and logs it as Redis does, at most once a minute so that
+/// attempts cannot flood the log.
+fn warn_cross_protocol<B: Backend>(r: &Request<'_, B>) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static LAST_LOGGED_SECS: AtomicU64 = AtomicU64::new(0);
+    let stats = &r.backend.door().stats;
+    stats.cross_protocol_attempts.fetch_add(1, Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_LOGGED_SECS.load(Relaxed);
+    if now.abs_diff(last) > 60
+        && LAST_LOGGED_SECS
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            client = r.conn.info.id,
+            addr = %r.conn.info.addr,
+            "Possible SECURITY ATTACK detected. It looks like somebody is sending POST or Host: \
+             commands to Redis. This is likely due to an attacker attempting to use Cross \
+             Protocol Scripting to compromise your Redis instance. Connection aborted."
+        );
+    }
 }
 
 fn record_slow<B: Backend>(r: &Request<'_, B>, spec: &CommandSpec, argv: &Argv<'_>, usec: u64) {

@@ -275,17 +275,19 @@ pub async fn accept_loop(
     mut serve: impl FnMut(TcpStream, Reservation),
 ) {
     let mut shutdown = door.shutdown_signal();
+    let mut backoff = AcceptBackoff::new("RESP");
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
         let (stream, peer) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                backoff.succeeded();
+                a
+            }
             Err(e) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                backoff.failed(&e).await;
                 continue;
             }
         };
@@ -305,6 +307,69 @@ pub async fn accept_loop(
         door.stats.connections_received.fetch_add(1, Relaxed);
         let _ = stream.set_nodelay(true);
         serve(stream, reservation);
+    }
+}
+
+/// How an accept loop waits after a failed `accept` (out of file descriptors, say): 10 ms
+/// after the first failure, doubling up to a second while failures go on, so that a loop
+/// whose every accept fails neither spins nor floods the log (one line for the first failure,
+/// then at most one every [`BACKOFF_LOG_EVERY`] with the count since).
+#[derive(Debug)]
+pub struct AcceptBackoff {
+    listener: &'static str,
+    wait: Duration,
+    failures: u64,
+    last_logged: Option<std::time::Instant>,
+}
+
+/// The first wait after a failed accept.
+const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+/// The longest wait after failed accepts.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Least time between two log lines about failed accepts.
+const BACKOFF_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl AcceptBackoff {
+    /// No failures yet, for the listener named `listener` in the log ("RESP", "HTTP").
+    pub fn new(listener: &'static str) -> AcceptBackoff {
+        AcceptBackoff {
+            listener,
+            wait: BACKOFF_FIRST,
+            failures: 0,
+            last_logged: None,
+        }
+    }
+
+    /// An accept succeeded: the next failure waits the shortest time again.
+    #[inline]
+    pub fn succeeded(&mut self) {
+        self.wait = BACKOFF_FIRST;
+    }
+
+    /// An accept failed with `error`: logs it (rate-limited) and waits before the next one.
+    pub async fn failed(&mut self, error: &std::io::Error) {
+        self.failures += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last_logged
+            .is_none_or(|at| now.duration_since(at) >= BACKOFF_LOG_EVERY)
+        {
+            tracing::warn!(
+                listener = self.listener,
+                failures = self.failures,
+                "accepting a connection failed: {error}; waiting {:?} before the next accept",
+                self.wait
+            );
+            self.last_logged = Some(now);
+            self.failures = 0;
+        }
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(BACKOFF_MAX);
+    }
+
+    /// How long the next failure waits.
+    pub fn next_wait(&self) -> Duration {
+        self.wait
     }
 }
 
@@ -344,6 +409,21 @@ async fn refuse(stream: TcpStream, tls: Option<Arc<TlsAcceptor>>, error: &'stati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_accepts_back_off_up_to_a_second_and_a_success_resets_the_wait() {
+        let mut backoff = AcceptBackoff::new("test");
+        let error = std::io::Error::from_raw_os_error(24); // EMFILE
+        let started = tokio::time::Instant::now();
+        for _ in 0..12 {
+            backoff.failed(&error).await;
+        }
+        // 10 + 20 + ... + 640 ms, then 1 s five more times.
+        assert_eq!(started.elapsed(), Duration::from_millis(1270 + 5000));
+        assert_eq!(backoff.next_wait(), BACKOFF_MAX);
+        backoff.succeeded();
+        assert_eq!(backoff.next_wait(), BACKOFF_FIRST);
+    }
 
     #[test]
     fn a_taken_port_is_named_in_the_error() {

@@ -13,7 +13,7 @@
 //! | `<prefix>_errors_total` | counter | `code` (first word of the error reply: `ERR`, `OOM`, ...) |
 //! | `<prefix>_connected_clients` | gauge | |
 //! | `<prefix>_connections_received_total`, `<prefix>_connections_rejected_total` | counter | |
-//! | `<prefix>_query_buffer_disconnections_total`, `<prefix>_output_buffer_disconnections_total`, `<prefix>_protocol_errors_total` | counter | |
+//! | `<prefix>_query_buffer_disconnections_total`, `<prefix>_output_buffer_disconnections_total`, `<prefix>_protocol_errors_total`, `<prefix>_cross_protocol_attempts_total` | counter | |
 //! | `<prefix>_command_panics_total` | counter | |
 //! | `<prefix>_net_input_bytes_total`, `<prefix>_net_output_bytes_total` | counter | |
 //!
@@ -246,6 +246,11 @@ fn encode_connections(
             "protocol_errors",
             "Clients closed for a malformed request.",
             &stats.protocol_errors,
+        ),
+        (
+            "cross_protocol_attempts",
+            "Clients closed for sending POST or Host: as a command (an HTTP request to the RESP port).",
+            &stats.cross_protocol_attempts,
         ),
     ];
     for (name, help, value) in counters {

@@ -459,6 +459,13 @@ impl<B: Backend> Session<B> {
                             consumed_total += in_buffer;
                             break Progress::HandOff(how);
                         }
+                        Step::Abort => {
+                            // As Redis frees such a client: nothing more of it is answered.
+                            output.truncate(*written);
+                            pending.clear();
+                            consumed_total += in_buffer;
+                            break Progress::Close;
+                        }
                     }
                     consumed_total += in_buffer;
                     if conn.close_after_reply {

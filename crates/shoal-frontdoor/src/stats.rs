@@ -163,6 +163,9 @@ pub struct Stats {
     pub command_panics: AtomicU64,
     /// Clients closed for sending a malformed request.
     pub protocol_errors: AtomicU64,
+    /// Clients closed for sending `POST` or `Host:` as a command: an HTTP request sent to
+    /// the RESP port, as a cross-protocol attack does.
+    pub cross_protocol_attempts: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     ops_samples: Mutex<OpsSampler>,
 }
@@ -182,6 +185,7 @@ impl Stats {
             output_buffer_disconnections: AtomicU64::new(0),
             command_panics: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
+            cross_protocol_attempts: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             ops_samples: Mutex::new(OpsSampler::default()),
         }
@@ -293,6 +297,7 @@ impl Stats {
             &self.output_buffer_disconnections,
             &self.command_panics,
             &self.protocol_errors,
+            &self.cross_protocol_attempts,
         ] {
             a.store(0, Relaxed);
         }

@@ -19,11 +19,12 @@ use shoal_frontdoor::constant_time_eq;
 use shoal_frontdoor::metrics;
 
 use crate::auth::password_from_header;
+use crate::inflight::BodyBudget;
 use crate::request::{
-    OCTET_STREAM, accepts_octet_stream, is_octet_stream, key_from_path, parse_json_write,
+    OCTET_STREAM, accepts_octet_stream, is_octet_stream, key_from_path, parse_json_write_bytes,
     query_ttl, read_body,
 };
-use crate::{ApiError, HttpStats};
+use crate::{ApiError, HttpSettings, HttpStats, guard};
 
 /// The keyspace behind the API, and the settings it is served with: a node's own store (or
 /// the key's owner in its cluster), or the proxy's upstream client.
@@ -90,42 +91,108 @@ pub enum Health {
     Unavailable(String),
 }
 
-/// The API's routes over `backend`, counting every request (method, status code, latency) in
-/// statistics of their own, which the backend's [`metrics_text`](Backend::metrics_text) is
-/// given to show.
+/// The API over a backend, with its guards ([`HttpSettings`]) and request statistics, ready to
+/// [`serve`](HttpApi::serve).
+#[derive(Debug)]
+pub struct HttpApi {
+    router: Router,
+    stats: Arc<HttpStats>,
+    settings: HttpSettings,
+}
+
+impl HttpApi {
+    /// The API's routes over `backend`, guarded by `settings`, counting every request
+    /// (method, status code, latency) in statistics of their own, which the backend's
+    /// [`metrics_text`](Backend::metrics_text) is given to show.
+    pub fn new<B: Backend>(backend: B, settings: HttpSettings) -> HttpApi {
+        let stats = Arc::new(HttpStats::default());
+        let state = AppState {
+            backend: Arc::new(backend),
+            stats: stats.clone(),
+            budget: Arc::new(BodyBudget::new(
+                settings.max_inflight_bytes,
+                settings.timeout,
+            )),
+            settings: Arc::new(settings.clone()),
+        };
+        let router = Router::new()
+            .route("/health", get(health::<B>).fallback(method_not_allowed))
+            .route(
+                "/metrics",
+                get(metrics_page::<B>).fallback(method_not_allowed),
+            )
+            .route("/", any(empty_key))
+            .route(
+                "/{*key}",
+                get(get_key::<B>)
+                    .post(post_key::<B>)
+                    .delete(delete_key::<B>)
+                    .fallback(method_not_allowed),
+            )
+            .fallback(no_route)
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_password::<B>,
+            ))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                refuse_browser_tricks::<B>,
+            ))
+            .with_state(state)
+            .layer(middleware::from_fn_with_state(stats.clone(), count_request));
+        HttpApi {
+            router,
+            stats,
+            settings,
+        }
+    }
+
+    /// The routes, to serve or to call directly (tests).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Serves the API on `listener` until `stop` turns true ([`crate::serve`]).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        crate::serve(
+            listener,
+            self.router,
+            &self.settings,
+            self.stats,
+            None,
+            stop,
+        )
+        .await
+    }
+
+    /// Serves the API over HTTPS with `tls` (a node's or a proxy's acceptor: its certificate,
+    /// reloaded with it, and its client-certificate rule) until `stop` turns true.
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<shoal_frontdoor::tls::TlsAcceptor>,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let tls = Some(tls);
+        crate::serve(listener, self.router, &self.settings, self.stats, tls, stop).await
+    }
+}
+
+/// The API's routes over `backend` with the default [`HttpSettings`].
 pub fn router<B: Backend>(backend: B) -> Router {
-    let stats = Arc::new(HttpStats::default());
-    let state = AppState {
-        backend: Arc::new(backend),
-        stats: stats.clone(),
-    };
-    Router::new()
-        .route("/health", get(health::<B>).fallback(method_not_allowed))
-        .route(
-            "/metrics",
-            get(metrics_page::<B>).fallback(method_not_allowed),
-        )
-        .route("/", any(empty_key))
-        .route(
-            "/{*key}",
-            get(get_key::<B>)
-                .post(post_key::<B>)
-                .delete(delete_key::<B>)
-                .fallback(method_not_allowed),
-        )
-        .fallback(no_route)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_password::<B>,
-        ))
-        .with_state(state)
-        .layer(middleware::from_fn_with_state(stats, count_request))
+    HttpApi::new(backend, HttpSettings::default()).router()
 }
 
 /// What every handler of a router shares.
 struct AppState<B> {
     backend: Arc<B>,
     stats: Arc<HttpStats>,
+    budget: Arc<BodyBudget>,
+    settings: Arc<HttpSettings>,
 }
 
 impl<B> Clone for AppState<B> {
@@ -133,22 +200,26 @@ impl<B> Clone for AppState<B> {
         AppState {
             backend: self.backend.clone(),
             stats: self.stats.clone(),
+            budget: self.budget.clone(),
+            settings: self.settings.clone(),
         }
     }
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then lets the requests in flight
-/// finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        })
-        .await
+/// Refuses what a browser was tricked into sending ([`guard::check`]), before credentials
+/// are looked at.
+async fn refuse_browser_tricks<B: Backend>(
+    State(state): State<AppState<B>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match guard::check(req.headers(), &state.settings) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => {
+            tracing::debug!("HTTP request refused: {refused}");
+            refused.into_response()
+        }
+    }
 }
 
 /// Counts every request with its method, status code and latency.
@@ -236,7 +307,12 @@ async fn get_key<B: Backend>(
 
 /// `POST /{key}`.
 async fn post_key<B: Backend>(
-    State(AppState { backend, .. }): State<AppState<B>>,
+    State(AppState {
+        backend,
+        budget,
+        settings,
+        ..
+    }): State<AppState<B>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -244,12 +320,14 @@ async fn post_key<B: Backend>(
     let key = key_from_path(&uri, backend.max_key_size())?;
     let max_ttl_ms = backend.max_ttl_ms();
     let query_ttl = query_ttl(&uri, max_ttl_ms)?;
-    let body = read_body(body, &headers, backend.max_body()).await?;
+    let timeout = settings.timeout;
+    let (body, _held) = read_body(body, &headers, backend.max_body(), &budget, timeout).await?;
     let (value, ttl_ms) = if is_octet_stream(&headers) {
         (body, query_ttl)
     } else {
-        let write = parse_json_write(&body, max_ttl_ms)?;
-        (Bytes::from(write.value), write.ttl_ms.or(query_ttl))
+        let (value, ttl_ms) = parse_json_write_bytes(&body, max_ttl_ms)?;
+        drop(body);
+        (value, ttl_ms.or(query_ttl))
     };
     backend.set(&key, value, ttl_ms).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -76,6 +76,19 @@ pub enum ApiError {
         "authentication required: send the password as 'Authorization: Bearer <password>' or basic auth for user 'default'"
     )]
     Unauthorized,
+    /// `403`: the request's `Host` is a name not on `http-allowed-hosts` (a DNS rebinding
+    /// attempt, or a name the operator has not listed yet).
+    #[error("host '{0}' is not allowed: add its name to http-allowed-hosts")]
+    HostNotAllowed(String),
+    /// `403`: a web page of another origin sent the request (a cross-site request).
+    #[error("cross-origin request refused: origin '{0}' is not this server")]
+    CrossOrigin(String),
+    /// `408`: the body stopped coming for longer than `http-timeout`.
+    #[error("the body stalled for more than {0:?}")]
+    BodyTimeout(std::time::Duration),
+    /// `503`: too many bytes of request bodies are held at once; the client may retry.
+    #[error("{0}")]
+    Busy(String),
     /// `507`: the write does not fit: over `maxmemory` with nothing to evict (Redis's `OOM`
     /// line), or no memory left to address.
     #[error("{0}")]
@@ -101,13 +114,15 @@ impl ApiError {
         match self {
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::HostNotAllowed(_) | ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTooLarge { .. } | ApiError::ValueTooLarge(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::NotUtf8 => StatusCode::NOT_ACCEPTABLE,
             ApiError::OutOfMemory(_) => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::EmptyKey
             | ApiError::KeyEncoding
@@ -156,6 +171,13 @@ mod tests {
             (ApiError::TtlTooLarge, 400),
             (ApiError::NotUtf8, 406),
             (ApiError::Unauthorized, 401),
+            (ApiError::HostNotAllowed("x".into()), 403),
+            (ApiError::CrossOrigin("x".into()), 403),
+            (
+                ApiError::BodyTimeout(std::time::Duration::from_secs(1)),
+                408,
+            ),
+            (ApiError::Busy("x".into()), 503),
             (ApiError::OutOfMemory("OOM x".into()), 507),
             (ApiError::ValueTooLarge("too big".into()), 413),
             (ApiError::Refused("ERR x".into()), 400),

@@ -40,9 +40,9 @@
 //! credentials for the user `default` (what `curl -u default:<password>` sends), compared in
 //! constant time; otherwise it gets a `401`.
 //!
-//! **HTTPS.** [`serve_tls`] serves the same router over TLS with a node's or a proxy's
+//! **HTTPS.** [`HttpApi::serve_tls`] serves the same router over TLS with a node's or a proxy's
 //! [`shoal_frontdoor::tls::TlsAcceptor`] (its certificate, reloaded with it, and its client
-//! certificate rule), running each handshake in a task of its own.
+//! certificate rule), running each handshake in the connection's own task.
 //!
 //! **Counting.** Every request is counted (method, status code, latency) in the router's own
 //! [`HttpStats`] (per router rather than a `static`, so several servers in one process, as in
@@ -53,14 +53,19 @@
 mod app;
 pub mod auth;
 mod error;
+mod guard;
+mod inflight;
 pub mod request;
+mod serve;
+mod settings;
 mod stats;
-mod tls;
 
-pub use app::{Backend, Health, router, serve};
+pub use app::{Backend, Health, HttpApi, router};
 pub use error::ApiError;
+pub use serve::serve;
+pub use settings::{AllowedHosts, HttpSettings};
+pub use stats::ConnectionStats;
 pub use stats::HttpStats;
-pub use tls::serve_tls;
 
 #[cfg(test)]
 mod tests {

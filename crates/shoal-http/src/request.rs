@@ -3,6 +3,7 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
@@ -11,11 +12,10 @@ use bytes::BytesMut;
 use serde_json::{Map, Value};
 
 use crate::ApiError;
+use crate::inflight::{BodyBudget, Share};
 
 /// The media type of raw values.
 pub const OCTET_STREAM: &str = "application/octet-stream";
-/// At most this much is reserved up front from a request's `Content-Length`.
-const MAX_PREALLOCATION: usize = 1024 * 1024;
 /// A refused body is still read (and dropped) up to this many bytes, so the client gets the
 /// `413`; a longer one is answered at once and its connection closed.
 const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
@@ -103,32 +103,60 @@ fn media_type_is(value: &str, wanted: &str) -> bool {
 }
 
 /// Reads the whole body, refusing it (`413`) as soon as it is known to exceed `max` bytes:
-/// from its `Content-Length`, or while it streams in.
-pub async fn read_body(mut body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
+/// from its `Content-Length`, or while it streams in. The body's bytes are taken from
+/// `budget` first (the returned [`Share`] gives them back when dropped: hold it until the
+/// value is stored); a body whose next piece takes longer than `timeout` to come is a `408`.
+///
+/// A body with a `Content-Length` is read into one buffer of exactly that size, so the
+/// memory it takes is the value's size (the pages of a large buffer are only taken as the
+/// body fills them); one sent in chunks grows its buffer as it comes.
+pub(crate) async fn read_body(
+    mut body: Body,
+    headers: &HeaderMap,
+    max: usize,
+    budget: &BodyBudget,
+    timeout: Duration,
+) -> Result<(Bytes, Share), ApiError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared.filter(|&len| len > max as u64) {
         if len <= DRAIN_LIMIT as u64 {
-            discard(&mut body, DRAIN_LIMIT).await;
+            discard(&mut body, DRAIN_LIMIT, timeout).await;
         }
         return Err(ApiError::BodyTooLarge { max });
     }
-    let reserve = declared.map_or(0, |len| (len as usize).min(MAX_PREALLOCATION));
-    let mut buf = BytesMut::with_capacity(reserve);
-    while let Some(chunk) = next_chunk(&mut body).await {
+    let mut share = Share::default();
+    let mut buf = match declared {
+        Some(len) => {
+            budget.take(&mut share, len as usize).await?;
+            BytesMut::with_capacity(len as usize)
+        }
+        None => BytesMut::new(),
+    };
+    loop {
+        let chunk = match tokio::time::timeout(timeout, next_chunk(&mut body)).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => return Err(ApiError::BodyTimeout(timeout)),
+        };
         let chunk = chunk.map_err(|e| ApiError::BodyRead(e.to_string()))?;
         let Some(data) = chunk else {
             continue; // trailers
         };
-        if buf.len().saturating_add(data.len()) > max {
-            discard(&mut body, DRAIN_LIMIT).await;
+        let total = buf.len().saturating_add(data.len());
+        if total > max {
+            discard(&mut body, DRAIN_LIMIT, timeout).await;
             return Err(ApiError::BodyTooLarge { max });
+        }
+        let held = share.bytes();
+        if total > held {
+            budget.take(&mut share, total - held).await?;
         }
         buf.extend_from_slice(&data);
     }
-    Ok(buf.freeze())
+    Ok((buf.freeze(), share))
 }
 
 /// The next chunk of `body`: `None` at its end, `Some(Ok(None))` for trailers.
@@ -140,10 +168,14 @@ async fn next_chunk(body: &mut Body) -> Option<Result<Option<Bytes>, axum::Error
 /// Reads and drops up to about `limit` more bytes of a refused body, so that a client still
 /// sending it reads the error rather than a connection reset (closing a socket with unread
 /// input resets it).
-async fn discard(body: &mut Body, limit: usize) {
+async fn discard(body: &mut Body, limit: usize, timeout: Duration) {
     let mut dropped = 0usize;
     while dropped <= limit {
-        match next_chunk(body).await {
+        match tokio::time::timeout(timeout, next_chunk(body))
+            .await
+            .ok()
+            .flatten()
+        {
             Some(Ok(data)) => dropped += data.as_ref().map_or(0, Bytes::len),
             _ => break,
         }
@@ -157,6 +189,44 @@ pub struct JsonWrite {
     pub value: String,
     /// `ttl_ms`, if given and not `null`.
     pub ttl_ms: Option<u64>,
+}
+
+/// [`parse_json_write`] of a whole body, giving the value as bytes: a part of `body` itself
+/// when the JSON string has no escapes (no copy: the value takes no memory beyond the
+/// body's), else its unescaped text.
+pub fn parse_json_write_bytes(
+    body: &Bytes,
+    max_ttl_ms: u64,
+) -> Result<(Bytes, Option<u64>), ApiError> {
+    /// The well-formed request, borrowing from the body.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Borrowed<'a> {
+        #[serde(borrow)]
+        value: std::borrow::Cow<'a, str>,
+        #[serde(default)]
+        ttl_ms: Option<Value>,
+    }
+    // Only an object (a derived struct would take `["v"]` as well).
+    let object = body.trim_ascii_start().first() == Some(&b'{');
+    match serde_json::from_slice::<Borrowed<'_>>(body)
+        .ok()
+        .filter(|_| object)
+    {
+        Some(write) => {
+            let ttl_ms = json_ttl(write.ttl_ms, max_ttl_ms)?;
+            let value = match write.value {
+                std::borrow::Cow::Borrowed(text) => body.slice_ref(text.as_bytes()),
+                std::borrow::Cow::Owned(text) => Bytes::from(text),
+            };
+            Ok((value, ttl_ms))
+        }
+        // Anything else gets the same answer as ever, from the full parse.
+        None => {
+            let write = parse_json_write(body, max_ttl_ms)?;
+            Ok((Bytes::from(write.value), write.ttl_ms))
+        }
+    }
 }
 
 /// Parses `{"value": "<string>", "ttl_ms": <positive integer>}`: `value` is required and must
@@ -340,13 +410,42 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_are_read_within_their_limit() {
+        let budget = BodyBudget::new(1 << 20, Duration::from_secs(1));
+        let wait = Duration::from_secs(1);
         let mut headers = HeaderMap::new();
-        let body = read_body(Body::from("abc"), &headers, 3).await;
-        assert_eq!(body.ok().as_deref(), Some(&b"abc"[..]));
-        let body = read_body(Body::from("abcd"), &headers, 3).await;
+        let body = read_body(Body::from("abc"), &headers, 3, &budget, wait).await;
+        assert_eq!(body.ok().map(|(b, _)| b).as_deref(), Some(&b"abc"[..]));
+        let body = read_body(Body::from("abcd"), &headers, 3, &budget, wait).await;
         assert!(matches!(body, Err(ApiError::BodyTooLarge { max: 3 })));
         headers.insert(CONTENT_LENGTH, HeaderValue::from_static("1000000000"));
-        let body = read_body(Body::from("x"), &headers, 3).await;
+        let body = read_body(Body::from("x"), &headers, 3, &budget, wait).await;
         assert!(matches!(body, Err(ApiError::BodyTooLarge { max: 3 })));
+    }
+
+    #[test]
+    fn a_json_value_without_escapes_is_a_part_of_the_body() {
+        let body = Bytes::from_static(br#"{"value": "plain text", "ttl_ms": 5}"#);
+        let (value, ttl) = parse_json_write_bytes(&body, u64::MAX).unwrap();
+        assert_eq!((&value[..], ttl), (&b"plain text"[..], Some(5)));
+        assert!(body.as_ptr_range().contains(&value.as_ptr()), "copied");
+        let body = Bytes::from_static(br#"{"value": "line\nbreak"}"#);
+        let (value, ttl) = parse_json_write_bytes(&body, u64::MAX).unwrap();
+        assert_eq!((&value[..], ttl), (&b"line\nbreak"[..], None));
+        let body = Bytes::from_static(br#"{"ttl_ms": 18446744073709551615, "value": "v"}"#);
+        assert_eq!(
+            parse_json_write_bytes(&body, u64::MAX).unwrap().1,
+            Some(u64::MAX)
+        );
+        // Wrong requests get the full parse's answer.
+        let body = Bytes::from_static(br#"["v"]"#);
+        assert!(matches!(
+            parse_json_write_bytes(&body, u64::MAX),
+            Err(ApiError::NotAnObject)
+        ));
+        let body = Bytes::from_static(br#"{"value": 1}"#);
+        assert!(matches!(
+            parse_json_write_bytes(&body, u64::MAX),
+            Err(ApiError::ValueNotString)
+        ));
     }
 }

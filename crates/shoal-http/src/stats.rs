@@ -9,7 +9,10 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
-use shoal_frontdoor::metrics::{LATENCY_BUCKETS_US, counter, histogram_buckets, latency_slot};
+use prometheus_client::metrics::counter::ConstCounter;
+use shoal_frontdoor::metrics::{
+    LATENCY_BUCKETS_US, counter, histogram_buckets, latency_slot, single,
+};
 
 /// The HTTP methods counted apart; any other counts as `other`.
 const METHODS: [&str; 5] = ["GET", "HEAD", "POST", "DELETE", "other"];
@@ -44,6 +47,18 @@ pub struct HttpStats {
     /// `requests[method * STATUS_SLOTS + status - 100]`.
     requests: Box<[AtomicU64]>,
     latency: [MethodLatency; METHODS.len()],
+    /// What the server turned away or closed of the connections themselves.
+    pub connections: ConnectionStats,
+}
+
+/// What the server counts of the connections it guards against ([`crate::serve`]).
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// Connections turned away because `http-maxclients` were open.
+    pub rejected: AtomicU64,
+    /// Connections closed because headers did not arrive within `http-timeout` (a slow
+    /// client, or one idle between requests).
+    pub timed_out: AtomicU64,
 }
 
 impl Default for HttpStats {
@@ -53,6 +68,7 @@ impl Default for HttpStats {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             latency: std::array::from_fn(|_| MethodLatency::default()),
+            connections: ConnectionStats::default(),
         }
     }
 }
@@ -136,6 +152,21 @@ impl HttpStats {
             family
                 .encode_family(&[("method", *method)])?
                 .encode_histogram::<NoLabelSet>(sum, count, &histogram_buckets(&slots), None)?;
+        }
+        for (name, help, value) in [
+            (
+                "http_connections_rejected",
+                "HTTP connections turned away because http-maxclients were open.",
+                &self.connections.rejected,
+            ),
+            (
+                "http_connections_timed_out",
+                "HTTP connections closed because a request's headers did not come within http-timeout.",
+                &self.connections.timed_out,
+            ),
+        ] {
+            let value = ConstCounter::new(value.load(Relaxed));
+            single(encoder, &format!("{prefix}_{name}"), help, None, value)?;
         }
         Ok(())
     }

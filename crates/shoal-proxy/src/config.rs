@@ -62,6 +62,8 @@ pub struct ProxyConfig {
     pub map_timeout: Duration,
     /// Which members of a shard serve reads (replicas may lag the primary's writes).
     pub read_from: ReadFrom,
+    /// The HTTP API's guards: connections, timeouts, bodies in flight, allowed host names.
+    pub http: shoal_http::HttpSettings,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -92,6 +94,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("upstream_timeout", &self.upstream_timeout)
             .field("map_timeout", &self.map_timeout)
             .field("read_from", &self.read_from)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -120,6 +123,7 @@ impl Default for ProxyConfig {
             upstream_timeout: Duration::from_secs(2),
             map_timeout: Duration::from_secs(5),
             read_from: ReadFrom::Primary,
+            http: shoal_http::HttpSettings::default(),
         }
     }
 }

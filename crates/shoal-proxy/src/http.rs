@@ -26,19 +26,19 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use bytes::Bytes;
 use shoal_client::{Error as ClientError, Value};
 use shoal_frontdoor::metrics::Exporter;
-use shoal_http::{ApiError, Backend, HttpStats};
+use shoal_http::{ApiError, Backend, HttpApi, HttpStats};
 
 use crate::metrics::ProxyCollector;
 use crate::shared::Shared;
 use crate::upstream::error_line;
 
-/// The HTTP API's routes for the proxy `shared`.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    shoal_http::router(Upstream { shared })
+/// The HTTP API of the proxy `shared`, guarded as its configuration says.
+pub(crate) fn api(shared: Arc<Shared>) -> HttpApi {
+    let settings = shared.config.http.clone();
+    HttpApi::new(Upstream { shared }, settings)
 }
 
 /// The cluster behind the API, through the upstream client.

@@ -301,10 +301,10 @@ async fn follow_map(client: Client) {
 async fn serve_http(shared: Arc<Shared>, listener: TcpListener) {
     let stop = shared.door.shutdown_signal();
     let tls = shared.tls.clone().filter(|_| shared.config.http_tls);
-    let app = http::router(shared);
+    let api = http::api(shared);
     let served = match tls {
-        None => shoal_http::serve(listener, app, stop).await,
-        Some(tls) => shoal_http::serve_tls(listener, app, tls, stop).await,
+        None => api.serve(listener, stop).await,
+        Some(tls) => api.serve_tls(listener, tls, stop).await,
     };
     if let Err(e) = served {
         tracing::error!("HTTP server stopped: {e}");

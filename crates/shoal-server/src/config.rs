@@ -253,6 +253,16 @@ pub struct Config {
     pub tls_ciphers: String,
     /// Whether the HTTP API is served over TLS (HTTPS), with the TLS port's certificate.
     pub http_tls: bool,
+    /// Most HTTP connections open at once (apart from RESP's `maxclients`).
+    pub http_maxclients: u64,
+    /// Seconds an HTTP connection may take to send a request's headers or the next piece of
+    /// a body, or sit idle between requests, before it is closed.
+    pub http_timeout: u64,
+    /// Most bytes of HTTP request bodies held at once, over every connection.
+    pub http_max_inflight_bytes: ByteSize,
+    /// Host names HTTP requests may be addressed to (IP addresses always may): names,
+    /// `.suffix` for a whole domain, or `*` for any. The node's announced hostname is added.
+    pub http_allowed_hosts: String,
     /// Commands slower than this many microseconds go to the slow log (negative: none).
     pub slowlog_log_slower_than: i64,
     /// Entries the slow log keeps.
@@ -376,6 +386,10 @@ impl Default for Config {
             tls_ciphersuites: String::new(),
             tls_ciphers: String::new(),
             http_tls: false,
+            http_maxclients: 1024,
+            http_timeout: 10,
+            http_max_inflight_bytes: ByteSize(1024 * 1024 * 1024),
+            http_allowed_hosts: "localhost".into(),
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
             hz: 10,
@@ -543,6 +557,15 @@ impl Config {
         if self.maxclients == 0 {
             return bad("maxclients", "must be at least 1");
         }
+        if self.http_maxclients == 0 {
+            return bad("http-maxclients", "must be at least 1");
+        }
+        if self.http_timeout == 0 {
+            return bad("http-timeout", "must be at least 1 second");
+        }
+        if self.http_max_inflight_bytes.0 < 1024 * 1024 {
+            return bad("http-max-inflight-bytes", "must be at least 1mb");
+        }
         if !(1..=500).contains(&self.hz) {
             return bad("hz", "must be between 1 and 500");
         }
@@ -703,6 +726,22 @@ impl Config {
     /// The hostname announced to the cluster, if any.
     pub fn announced_hostname(&self) -> Option<String> {
         (!self.cluster_announce_hostname.is_empty()).then(|| self.cluster_announce_hostname.clone())
+    }
+
+    /// The HTTP API's guards: its limits, and the host names it answers to (the allowed
+    /// list, with the announced hostname).
+    pub fn http_settings(&self) -> shoal_http::HttpSettings {
+        let mut allowed_hosts = shoal_http::AllowedHosts::parse(&self.http_allowed_hosts);
+        if !self.cluster_announce_hostname.is_empty() {
+            allowed_hosts.add(&self.cluster_announce_hostname);
+        }
+        shoal_http::HttpSettings {
+            max_connections: usize::try_from(self.http_maxclients).unwrap_or(usize::MAX),
+            timeout: std::time::Duration::from_secs(self.http_timeout),
+            max_inflight_bytes: usize::try_from(self.http_max_inflight_bytes.0)
+                .unwrap_or(usize::MAX),
+            allowed_hosts,
+        }
     }
 
     /// Worker threads to run: the setting, or one per CPU this process may use.
@@ -953,6 +992,26 @@ pub static PARAMS: &[Param] = &[
     Param {
         name: "http-tls",
         get: |c| if c.http_tls { "yes" } else { "no" }.into(),
+        set: None,
+    },
+    Param {
+        name: "http-maxclients",
+        get: |c| c.http_maxclients.to_string(),
+        set: None,
+    },
+    Param {
+        name: "http-timeout",
+        get: |c| c.http_timeout.to_string(),
+        set: None,
+    },
+    Param {
+        name: "http-max-inflight-bytes",
+        get: |c| c.http_max_inflight_bytes.0.to_string(),
+        set: None,
+    },
+    Param {
+        name: "http-allowed-hosts",
+        get: |c| c.http_allowed_hosts.clone(),
         set: None,
     },
     Param {

@@ -23,15 +23,21 @@ use axum::Router;
 use bytes::Bytes;
 use shoal_frontdoor::metrics::Exporter;
 use shoal_frontdoor::{CLUSTER_DOWN, CommandError, NOREPLICAS};
-use shoal_http::{ApiError, Backend, Health, HttpStats};
+use shoal_http::{ApiError, Backend, Health, HttpApi, HttpStats};
 use shoal_store::{SetOptions, StoreError, TtlUpdate};
 
 use crate::metrics::NodeCollector;
 use crate::shared::Shared;
 
+/// The HTTP API of the node `shared`, guarded as its configuration says.
+pub fn api(shared: Arc<Shared>) -> HttpApi {
+    let settings = shared.config.read().http_settings();
+    HttpApi::new(Node(shared), settings)
+}
+
 /// The HTTP API's routes for the node `shared`.
 pub fn router(shared: Arc<Shared>) -> Router {
-    shoal_http::router(Node(shared))
+    api(shared).router()
 }
 
 /// The node's keyspace behind the API.

@@ -21,6 +21,9 @@ mod server;
 mod shared;
 
 pub use config::{ByteSize, Config, ConfigError, LogFormat};
-pub use process::{cpu_seconds, disable_transparent_huge_pages, use_one_malloc_arena};
+pub use process::{
+    OpenFiles, RESERVED_FDS, cpu_seconds, disable_transparent_huge_pages, fit_open_files,
+    use_one_malloc_arena,
+};
 pub use server::{Server, StartError};
 pub use shared::Shared;

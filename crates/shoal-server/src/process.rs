@@ -180,3 +180,78 @@ mod tests {
         super::trim_heap();
     }
 }
+
+/// File descriptors a node keeps for itself beyond its clients: listeners, bus and
+/// replication links, the Raft log, logs (Redis reserves 32; a cluster node needs more).
+pub const RESERVED_FDS: u64 = 128;
+
+/// What [`fit_open_files`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenFiles {
+    /// The limit was already high enough, or was raised to `limit`.
+    Enough {
+        /// The soft limit now.
+        limit: u64,
+    },
+    /// The limit could only be raised to `limit`: `maxclients` must come down to
+    /// `maxclients` so that RESP clients, HTTP clients and the node's own files fit.
+    Reduced {
+        /// The soft limit now.
+        limit: u64,
+        /// The `maxclients` that fits.
+        maxclients: u64,
+    },
+    /// Not even the node's own files and HTTP clients fit under the hard limit `limit`.
+    TooFew {
+        /// The hard limit.
+        limit: u64,
+    },
+}
+
+/// Makes room for `maxclients` RESP clients and `http_clients` HTTP clients under the
+/// process's open-files limit (`ulimit -n`), as Redis's `adjustOpenFilesLimit` does: raises
+/// the soft limit up to the hard one if it is too low, and says how far `maxclients` must come
+/// down when even that is not enough. Without this, clients past the limit make `accept` fail
+/// for every listener at once.
+pub fn fit_open_files(maxclients: u64, http_clients: u64) -> OpenFiles {
+    let wanted = maxclients
+        .saturating_add(http_clients)
+        .saturating_add(RESERVED_FDS);
+    let mut limits = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limits) } != 0 {
+        return OpenFiles::Enough { limit: wanted };
+    }
+    let soft = limits.rlim_cur;
+    if soft == libc::RLIM_INFINITY || soft >= wanted {
+        return OpenFiles::Enough { limit: soft };
+    }
+    let best = if limits.rlim_max == libc::RLIM_INFINITY {
+        wanted
+    } else {
+        wanted.min(limits.rlim_max)
+    };
+    let raised = libc::rlimit {
+        rlim_cur: best,
+        rlim_max: limits.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct it is given.
+    let limit = if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        best
+    } else {
+        soft
+    };
+    if limit >= wanted {
+        return OpenFiles::Enough { limit };
+    }
+    match limit.checked_sub(http_clients + RESERVED_FDS) {
+        Some(fit) if fit >= 1 => OpenFiles::Reduced {
+            limit,
+            maxclients: fit,
+        },
+        _ => OpenFiles::TooFew { limit },
+    }
+}

@@ -417,11 +417,11 @@ fn run_http(
         .expect("a tokio runtime starts");
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener).expect("a bound listener registers");
-        let app = crate::http::router(shared.clone());
+        let api = crate::http::api(shared.clone());
         let stop = shared.door.shutdown_signal();
         let served = match tls {
-            None => shoal_http::serve(listener, app, stop).await,
-            Some(tls) => shoal_http::serve_tls(listener, app, tls, stop).await,
+            None => api.serve(listener, stop).await,
+            Some(tls) => api.serve_tls(listener, tls, stop).await,
         };
         if let Err(e) = served {
             tracing::error!("HTTP server stopped: {e}");

@@ -168,6 +168,16 @@ pub struct ServerArgs {
     /// Close clients idle for this many seconds; 0 never [default: 0].
     #[arg(long, env = "SHOAL_TIMEOUT", help_heading = heading::LIMITS)]
     pub timeout: Option<u64>,
+    /// Most HTTP connections at once, apart from maxclients [default: 1024].
+    #[arg(long, env = "SHOAL_HTTP_MAXCLIENTS", help_heading = heading::LIMITS)]
+    pub http_maxclients: Option<u64>,
+    /// Seconds an HTTP client may take to send headers or the next piece of a body, or stay
+    /// idle between requests [default: 10].
+    #[arg(long, env = "SHOAL_HTTP_TIMEOUT", help_heading = heading::LIMITS)]
+    pub http_timeout: Option<u64>,
+    /// Most bytes of HTTP request bodies held at once [default: 1gb].
+    #[arg(long, env = "SHOAL_HTTP_MAX_INFLIGHT_BYTES", value_parser = ByteSize::from_arg, help_heading = heading::LIMITS)]
+    pub http_max_inflight_bytes: Option<ByteSize>,
     /// Most unprocessed input per client [default: 1gb].
     #[arg(long, env = "SHOAL_CLIENT_QUERY_BUFFER_LIMIT", value_parser = ByteSize::from_arg, help_heading = heading::LIMITS)]
     pub client_query_buffer_limit: Option<ByteSize>,
@@ -191,6 +201,10 @@ pub struct ServerArgs {
     /// with Redis's -DENIED: yes or no [default: yes].
     #[arg(long, env = "SHOAL_PROTECTED_MODE", value_name = "yes|no", value_parser = yes_no, help_heading = heading::SECURITY)]
     pub protected_mode: Option<bool>,
+    /// Host names HTTP requests may be addressed to (IP addresses always may), comma-separated:
+    /// names, .suffix for a domain, or * for any [default: localhost].
+    #[arg(long, env = "SHOAL_HTTP_ALLOWED_HOSTS", value_name = "NAMES", help_heading = heading::SECURITY)]
+    pub http_allowed_hosts: Option<String>,
 
     /// RESP port for TLS clients; with it, --port 0 serves TLS only [default: none].
     #[arg(long, env = "SHOAL_TLS_PORT", help_heading = heading::TLS)]
@@ -273,6 +287,10 @@ impl ServerArgs {
             tls_ciphersuites,
             tls_ciphers,
             http_tls,
+            http_maxclients,
+            http_timeout,
+            http_max_inflight_bytes,
+            http_allowed_hosts,
             proto_max_bulk_len,
             proto_max_multibulk_len,
             max_key_size,
@@ -363,6 +381,16 @@ pub struct ProxyArgs {
     /// Close clients idle for this many seconds; 0 never.
     #[arg(long, env = "SHOAL_PROXY_TIMEOUT", default_value_t = 0, help_heading = heading::LIMITS)]
     pub timeout: u64,
+    /// Most HTTP connections at once, apart from maxclients.
+    #[arg(long, env = "SHOAL_PROXY_HTTP_MAXCLIENTS", default_value_t = 1024, help_heading = heading::LIMITS)]
+    pub http_maxclients: usize,
+    /// Seconds an HTTP client may take to send headers or the next piece of a body, or stay
+    /// idle between requests.
+    #[arg(long, env = "SHOAL_PROXY_HTTP_TIMEOUT", default_value_t = 10, help_heading = heading::LIMITS)]
+    pub http_timeout: u64,
+    /// Most bytes of HTTP request bodies held at once.
+    #[arg(long, env = "SHOAL_PROXY_HTTP_MAX_INFLIGHT_BYTES", value_parser = ByteSize::from_arg, default_value = "1gb", help_heading = heading::LIMITS)]
+    pub http_max_inflight_bytes: ByteSize,
     /// Most unprocessed input per client.
     #[arg(long, env = "SHOAL_PROXY_CLIENT_QUERY_BUFFER_LIMIT", value_parser = ByteSize::from_arg, default_value = "1gb", help_heading = heading::LIMITS)]
     pub client_query_buffer_limit: ByteSize,
@@ -394,6 +422,10 @@ pub struct ProxyArgs {
     /// with Redis's -DENIED: yes or no.
     #[arg(long, env = "SHOAL_PROXY_PROTECTED_MODE", value_name = "yes|no", value_parser = yes_no, default_value = "yes", help_heading = heading::SECURITY)]
     pub protected_mode: bool,
+    /// Host names HTTP requests may be addressed to (IP addresses always may), comma-separated:
+    /// names, .suffix for a domain, or * for any.
+    #[arg(long, env = "SHOAL_PROXY_HTTP_ALLOWED_HOSTS", value_name = "NAMES", default_value = "localhost", help_heading = heading::SECURITY)]
+    pub http_allowed_hosts: String,
 
     /// RESP port for TLS clients; with it, --port 0 serves TLS only [default: none].
     #[arg(long, env = "SHOAL_PROXY_TLS_PORT", help_heading = heading::TLS)]
@@ -492,6 +524,12 @@ impl ProxyArgs {
                 .map_err(|_| anyhow::anyhow!("--proto-max-multibulk-len is too large"))?,
             upstream_timeout: std::time::Duration::from_millis(self.upstream_timeout),
             read_from: self.read_from.into(),
+            http: shoal_http::HttpSettings {
+                max_connections: self.http_maxclients.max(1),
+                timeout: std::time::Duration::from_secs(self.http_timeout.max(1)),
+                max_inflight_bytes: size(self.http_max_inflight_bytes, "http-max-inflight-bytes")?,
+                allowed_hosts: shoal_http::AllowedHosts::parse(&self.http_allowed_hosts),
+            },
             ..shoal_proxy::ProxyConfig::default()
         };
         config.validate()?;

@@ -18,8 +18,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<()> {
-    let config = args.to_config()?;
+    let mut config = args.to_config()?;
     logging::init(args.log_format, &args.log_level)?;
+    let http_clients = config
+        .http_port
+        .map_or(0, |_| config.http.max_connections as u64);
+    let fitted = fitted_maxclients(config.maxclients as u64, http_clients)?;
+    config.maxclients = usize::try_from(fitted).unwrap_or(usize::MAX);
     let proxy = shoal_proxy::Proxy::start(config).context("cannot start the proxy")?;
     let mut stopped = proxy.stopped();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -60,6 +65,31 @@ fn log_reload(result: Result<bool, shoal_frontdoor::tls::TlsError>) {
     }
 }
 
+/// `maxclients` fitted to the open-files limit with `http_clients` HTTP clients beside
+/// ([`shoal_server::fit_open_files`]): lowered, with a warning, if the limit cannot be raised
+/// enough; an error if not even the HTTP clients fit.
+fn fitted_maxclients(maxclients: u64, http_clients: u64) -> anyhow::Result<u64> {
+    match shoal_server::fit_open_files(maxclients, http_clients) {
+        shoal_server::OpenFiles::Enough { .. } => Ok(maxclients),
+        shoal_server::OpenFiles::Reduced {
+            limit,
+            maxclients: fit,
+        } => {
+            tracing::warn!(
+                "maxclients {maxclients} needs at least {} open files with http-maxclients \
+                 {http_clients}, but the limit is {limit} ('ulimit -n'): maxclients is reduced \
+                 to {fit}; raise 'ulimit -n' for more",
+                maxclients + http_clients + shoal_server::RESERVED_FDS,
+            );
+            Ok(fit)
+        }
+        shoal_server::OpenFiles::TooFew { limit } => anyhow::bail!(
+            "the open-files limit ({limit}, 'ulimit -n') leaves no room for clients with \
+             http-maxclients {http_clients}: raise 'ulimit -n' or lower --http-maxclients"
+        ),
+    }
+}
+
 fn run_server(args: cli::ServerArgs) -> anyhow::Result<()> {
     // Before any thread starts: see `use_one_malloc_arena`.
     shoal_server::use_one_malloc_arena();
@@ -80,6 +110,13 @@ fn run_server(args: cli::ServerArgs) -> anyhow::Result<()> {
              freed memory is folded into huge pages again"
         ),
     }
+    let mut config = config;
+    let http_clients = if config.http_port == 0 {
+        0
+    } else {
+        config.http_maxclients
+    };
+    config.maxclients = fitted_maxclients(config.maxclients, http_clients)?;
     let server = shoal_server::Server::start(config).context("cannot start the node")?;
     let mut stopped = server.stopped();
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -959,3 +959,91 @@ fn joining_where_nothing_listens_fails_after_the_join_timeout_and_health_says_so
         "{stderr}"
     );
 }
+
+/// `shoal server args...` under an open-files limit of `limit` (`ulimit -n`).
+fn shoal_with_open_files(limit: u64, args: &[&str]) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut command = shoal();
+    command.args(["server", "--threads", "1"]).args(args);
+    // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let limits = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limits) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+#[test]
+fn maxclients_is_fitted_to_the_open_files_limit_as_redis_does() {
+    // 1,200 open files: RESP clients get what HTTP clients (1,024) and the node's own 128
+    // leave, and the node says so.
+    let port = free_port();
+    let http_port = free_port().to_string();
+    let child = shoal_with_open_files(
+        1200,
+        &["--port", &port.to_string(), "--http-port", &http_port],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("shoal starts");
+    let mut node = Node { child, port };
+    let started = Instant::now();
+    while TcpStream::connect(node.addr()).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        resp_command(port, &["CONFIG", "GET", "maxclients"]),
+        "*2\r\n$10\r\nmaxclients\r\n$2\r\n48\r\n"
+    );
+    let _ = node.child.kill();
+    let mut log = String::new();
+    node.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        log.contains("maxclients is reduced to 48") && log.contains("ulimit -n"),
+        "{log}"
+    );
+
+    // 500 open files cannot hold the HTTP clients: the node refuses to start and says why.
+    let out = wait_output(
+        shoal_with_open_files(
+            500,
+            &[
+                "--port",
+                &free_port().to_string(),
+                "--http-port",
+                &http_port,
+            ],
+        )
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+        Duration::from_secs(10),
+        "shoal under 500 open files",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("open-files limit (500") && stderr.contains("--http-maxclients"),
+        "{stderr}"
+    );
+}

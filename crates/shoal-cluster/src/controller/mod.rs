@@ -91,6 +91,14 @@ pub struct ControllerConfig {
 
 type Waiter = oneshot::Sender<Reply>;
 
+/// The requests one decision answers.
+struct Waiters {
+    joins: Vec<(NodeInfo, Waiter)>,
+    removals: Vec<(NodeId, Waiter)>,
+    failovers: Vec<(NodeId, Waiter)>,
+    user_changes: Vec<((String, Option<String>), Waiter)>,
+}
+
 /// What only the leader keeps, in memory (a new leader starts afresh).
 #[derive(Default)]
 struct LeaderView {
@@ -101,6 +109,7 @@ struct LeaderView {
     joins: Vec<(NodeInfo, Waiter)>,
     removals: Vec<(NodeId, Waiter)>,
     failovers: Vec<(NodeId, Waiter)>,
+    user_changes: Vec<((String, Option<String>), Waiter)>,
 }
 
 /// A running controller member.
@@ -284,6 +293,10 @@ impl Controller {
             }
             Request::Failover(node) => {
                 self.wait_for_decision(|view, tx| view.failovers.push((node, tx)))
+                    .await
+            }
+            Request::SetUser { name, rules } => {
+                self.wait_for_decision(|view, tx| view.user_changes.push(((name, rules), tx)))
                     .await
             }
             Request::Status => self.status(),
@@ -475,25 +488,34 @@ impl Controller {
             && view.joins.is_empty()
             && view.removals.is_empty()
             && view.failovers.is_empty()
+            && view.user_changes.is_empty()
         {
             return;
         }
         let view = std::mem::take(&mut *view);
-        self.redirect_waiters(view.joins, view.removals, view.failovers);
+        let waiters = Waiters {
+            joins: view.joins,
+            removals: view.removals,
+            failovers: view.failovers,
+            user_changes: view.user_changes,
+        };
+        self.redirect_waiters(waiters);
     }
 
     /// Tells every waiting request where the leader went.
-    fn redirect_waiters(
-        &self,
-        joins: Vec<(NodeInfo, Waiter)>,
-        removals: Vec<(NodeId, Waiter)>,
-        failovers: Vec<(NodeId, Waiter)>,
-    ) {
+    fn redirect_waiters(&self, waiters: Waiters) {
         let leader = self.leader_addr();
+        let Waiters {
+            joins,
+            removals,
+            failovers,
+            user_changes,
+        } = waiters;
         let waiters = joins
             .into_iter()
             .map(|(_, tx)| tx)
-            .chain(removals.into_iter().chain(failovers).map(|(_, tx)| tx));
+            .chain(removals.into_iter().chain(failovers).map(|(_, tx)| tx))
+            .chain(user_changes.into_iter().map(|(_, tx)| tx));
         for tx in waiters {
             let _ = tx.send(Reply::NotLeader {
                 leader: leader.clone(),
@@ -536,7 +558,7 @@ impl Controller {
             return; // Not founded yet.
         }
         let epochs: HashMap<NodeId, Epoch>;
-        let (observations, joins, removals, failovers) = {
+        let (observations, waiters) = {
             let mut view = self.view();
             let joins = std::mem::take(&mut view.joins);
             // A join request is word from the node: it counts as a heartbeat, or the node
@@ -560,6 +582,7 @@ impl Controller {
             }
             let removals = std::mem::take(&mut view.removals);
             let failovers = std::mem::take(&mut view.failovers);
+            let user_changes = std::mem::take(&mut view.user_changes);
             epochs = self
                 .epochs_seen
                 .lock()
@@ -586,8 +609,15 @@ impl Controller {
                     .collect(),
                 failovers: failovers.iter().map(|(n, _)| *n).collect(),
                 refused: self.refused_nodes(),
+                user_changes: user_changes.iter().map(|(c, _)| c.clone()).collect(),
             };
-            (observations, joins, removals, failovers)
+            let waiters = Waiters {
+                joins,
+                removals,
+                failovers,
+                user_changes,
+            };
+            (observations, waiters)
         };
         let mut observations = observations;
         let mut decision = decide::decide(
@@ -634,15 +664,25 @@ impl Controller {
             // next tick, or are told where the leader went.
             let mut view = self.view();
             if self.is_leader() {
-                view.joins.extend(joins);
-                view.removals.extend(removals);
-                view.failovers.extend(failovers);
+                view.joins.extend(waiters.joins);
+                view.removals.extend(waiters.removals);
+                view.failovers.extend(waiters.failovers);
+                view.user_changes.extend(waiters.user_changes);
             } else {
                 drop(view);
-                self.redirect_waiters(joins, removals, failovers);
+                self.redirect_waiters(waiters);
             }
             return;
         };
+        let Waiters {
+            joins,
+            removals,
+            failovers,
+            user_changes,
+        } = waiters;
+        for (_, tx) in user_changes {
+            let _ = tx.send(Reply::UserSet { epoch: map.epoch });
+        }
         for (node, tx) in joins {
             let _ = tx.send(Reply::Joined((*map).clone()));
             tracing::debug!(node = ?node.id, "join answered");

@@ -44,8 +44,8 @@ const COMPACT_SLACK: u64 = 256;
 /// One record of the log file.
 #[derive(Serialize, Deserialize)]
 enum Record {
-    /// An entry, appended.
-    Entry(Entry<TypeConfig>),
+    /// An entry, appended (boxed: a map is large; serialized as the entry itself).
+    Entry(Box<Entry<TypeConfig>>),
     /// Every entry from this index on was removed.
     Truncate(u64),
     /// Every entry up to this log id was removed.
@@ -158,7 +158,7 @@ impl LogFile {
         }
         let mut buf = Vec::new();
         for entry in entries {
-            encode(&mut buf, &Record::Entry(entry.clone()))?;
+            encode(&mut buf, &Record::Entry(Box::new(entry.clone())))?;
         }
         self.write(&buf, entries.len() as u64)
     }
@@ -195,7 +195,7 @@ impl LogFile {
         let mut buf = header();
         encode(&mut buf, &Record::Purge(upto))?;
         for entry in live.values() {
-            encode(&mut buf, &Record::Entry(entry.clone()))?;
+            encode(&mut buf, &Record::Entry(Box::new(entry.clone())))?;
         }
         write_atomically(&self.path, &buf)?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
@@ -262,7 +262,7 @@ fn parse(bytes: &[u8]) -> Result<(Loaded, u64, u64), String> {
             serde_json::from_slice(payload).map_err(|e| format!("record at byte {at}: {e}"))?;
         match record {
             Record::Entry(entry) => {
-                loaded.entries.insert(entry.get_log_id().index, entry);
+                loaded.entries.insert(entry.get_log_id().index, *entry);
             }
             Record::Truncate(since) => {
                 loaded.entries.split_off(&since);

@@ -202,6 +202,42 @@ async fn a_node_and_the_proxy_close_on_the_same_protocol_errors() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_and_the_proxy_drop_an_http_request_sent_to_them_as_redis_does() {
+    let harness = shared();
+    let node = start_node(|_| {});
+    // What a web page can make a browser send to a RESP port: an HTTP request whose body holds
+    // commands. Redis closes the connection on the `POST` (or `Host:`) line and answers nothing
+    // of what came with it, not even the replies to commands before it in the same read.
+    let key = "cross:protocol:pwned";
+    let attacks = [
+        format!("POST / HTTP/1.1\r\nHost: evil.example\r\n\r\nSET {key} yes\r\n"),
+        format!("PING\r\nhost: evil.example\r\nSET {key} yes\r\n"),
+        format!(
+            "*1\r\n$4\r\npost\r\n*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$3\r\nyes\r\n",
+            key.len()
+        ),
+    ];
+    for addr in [node.addr(), harness.addr()] {
+        for attack in &attacks {
+            let mut raw = Raw::connect(addr).await;
+            raw.send(attack.as_bytes()).await;
+            let answered = raw.read_bytes(1 << 20).await;
+            assert!(
+                answered.is_empty(),
+                "{attack:?} to {addr}: answered {:?}",
+                String::from_utf8_lossy(&answered)
+            );
+        }
+        let mut check = Raw::connect(addr).await;
+        assert_eq!(check.call(&["GET", key]).await, Value::Null, "at {addr}");
+        // An ordinary `GET` line is not mistaken for one (Redis answers it as a command).
+        check.send(b"GET / HTTP/1.1\r\n").await;
+        assert!(matches!(check.reply().await, Value::Error(_)));
+        assert_eq!(check.call(&["PING"]).await, Value::Simple(b"PONG".to_vec()));
+    }
+}
+
 /// `INFO`'s fields as name -> value.
 fn info_fields(info: &Value) -> std::collections::HashMap<String, String> {
     let text = match info {
