@@ -8,13 +8,17 @@ require_tools() {
   done
 }
 
-# bench_workspace: makes $work (a scratch directory) and $results (bench/results),
+# bench_workspace: makes $work (a scratch directory, with the cluster secret every node and
+# client shares: SHOAL_CLUSTER_SECRET_FILE) and $results (bench/results),
 # and on exit kills every node started here and removes $work.
 bench_workspace() {
   work=$(mktemp -d)
   results=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/results
   mkdir -p "$results"
   trap 'stop_nodes; rm -rf "$work"' EXIT
+  # One cluster secret for every node, `shoal cluster` command and example client run here.
+  export SHOAL_CLUSTER_SECRET_FILE=$work/cluster-secret
+  (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$SHOAL_CLUSTER_SECRET_FILE")
 }
 
 # wait_for_ping PORT: until the server on PORT answers PING (5 s at most, else exits).

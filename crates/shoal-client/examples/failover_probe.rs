@@ -9,6 +9,10 @@
 //! value is lost; with asynchronous replication a primary may die with writes its replicas
 //! never got).
 //!
+//!
+//! The cluster secret comes from the file `SHOAL_CLUSTER_SECRET_FILE` names (the nodes'
+//! `--cluster-secret-file`).
+//!
 //! ```sh
 //! failover_probe SEED PID[,PID...] [WRITERS] [SECONDS_AFTER]
 //! ```
@@ -38,7 +42,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
     let writers: usize = args.get(2).map_or(Ok(2), |a| a.parse())?;
     let after = Duration::from_secs(args.get(3).map_or(Ok(3), |a| a.parse())?);
-    let mut config = ClientConfig::new([seed.as_str()]);
+    let secret = shoal_cluster::BusSecret::load(std::path::Path::new(&std::env::var(
+        "SHOAL_CLUSTER_SECRET_FILE",
+    )?))?;
+    let mut config = ClientConfig::new([seed.as_str()]).with_cluster_secret(secret);
     config.max_attempts = 1000;
     config.backoff_max = Duration::from_millis(20);
     config.request_timeout = Duration::from_millis(500);

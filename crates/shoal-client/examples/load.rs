@@ -7,6 +7,8 @@
 //! ```
 //! Arguments: seeds (comma-separated RESP addresses), `get` or `set`, requests, concurrency,
 //! keys, value size in bytes.
+//! The cluster secret comes from the file `SHOAL_CLUSTER_SECRET_FILE` names (the nodes'
+//! `--cluster-secret-file`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -27,7 +29,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "get" => false,
         other => return Err(format!("unknown operation {other} (get or set)").into()),
     };
-    let client = Client::connect(ClientConfig::new(seeds.split(','))).await?;
+    let secret = shoal_cluster::BusSecret::load(std::path::Path::new(&std::env::var(
+        "SHOAL_CLUSTER_SECRET_FILE",
+    )?))?;
+    let config = ClientConfig::new(seeds.split(',')).with_cluster_secret(secret);
+    let client = Client::connect(config).await?;
     let value = Arc::new(vec![b'x'; size]);
     let issued = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));

@@ -4,6 +4,8 @@
 //! it (`ClusterMap::committed_at_ms`; same machine, same clock). It stops after `epochs` new
 //! epochs or `seconds`, and prints one line of JSON: per-node delays' p50/p99/max and each
 //! epoch's slowest node.
+//! The cluster secret comes from the file `SHOAL_CLUSTER_SECRET_FILE` names (the nodes'
+//! `--cluster-secret-file`).
 //!
 //! ```sh
 //! cargo run --release -p shoal-client --example propagation -- 127.0.0.1:7000 5 30
@@ -13,7 +15,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shoal_cluster::bus::{BusConnection, Reply, Request};
-use shoal_cluster::{ClusterMap, NodeId, seed};
+use shoal_cluster::{BusSecret, ClusterMap, NodeId, seed};
 use tokio::sync::mpsc;
 
 type Arrival = (NodeId, u64, u64); // node, epoch, delay in ms
@@ -25,16 +27,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: propagation SEED EPOCHS SECONDS".into());
     };
     let (wanted, seconds): (usize, u64) = (epochs.parse()?, seconds.parse()?);
+    let secret = shoal_cluster::BusSecret::load(std::path::Path::new(&std::env::var(
+        "SHOAL_CLUSTER_SECRET_FILE",
+    )?))?;
     let bus = seed::bus_addr_of(seed_addr, None, Duration::from_secs(2)).await?;
     let Reply::Map(first) =
-        shoal_cluster::bus::call(&bus, &Request::GetMap, Duration::from_secs(2)).await?
+        shoal_cluster::bus::call(&bus, &secret, &Request::GetMap, Duration::from_secs(2)).await?
     else {
         return Err("the seed did not answer with a map".into());
     };
     let start_epoch = first.epoch;
     let (tx, mut rx) = mpsc::unbounded_channel::<(Arrival, ClusterMap)>();
     let mut watched = HashSet::new();
-    watch_new_nodes(&first, &mut watched, &tx);
+    watch_new_nodes(&first, &mut watched, &tx, &secret);
     println!(
         "watching {} nodes from epoch {start_epoch}; change the cluster now",
         watched.len()
@@ -50,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             continue;
         };
-        watch_new_nodes(&map, &mut watched, &tx);
+        watch_new_nodes(&map, &mut watched, &tx, &secret);
         if epoch > start_epoch {
             delays.entry(epoch).or_default().push(delay);
         }
@@ -91,16 +96,17 @@ fn watch_new_nodes(
     map: &ClusterMap,
     watched: &mut HashSet<NodeId>,
     tx: &mpsc::UnboundedSender<(Arrival, ClusterMap)>,
+    secret: &BusSecret,
 ) {
     // A node first seen in this map is watched from the next epoch on: its arrival for this
     // one would only measure how late we subscribed.
     let seen_in = map.epoch;
     for node in map.nodes.values() {
         if watched.insert(node.id) {
-            let (id, addr, tx) = (node.id, node.bus_addr(), tx.clone());
+            let (id, addr, tx, secret) = (node.id, node.bus_addr(), tx.clone(), secret.clone());
             tokio::spawn(async move {
                 let Ok(mut connection) =
-                    BusConnection::connect(&addr, Duration::from_secs(1)).await
+                    BusConnection::connect(&addr, &secret, Duration::from_secs(1)).await
                 else {
                     return;
                 };

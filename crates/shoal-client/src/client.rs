@@ -81,14 +81,17 @@ enum Target<'a> {
 
 impl Client {
     /// Connects to the cluster that [`ClientConfig::seeds`] belong to: learns the map from the
-    /// cluster bus and keeps following it ([`BusMapSource`]). Returns once the first map has
+    /// cluster bus, proving [`ClientConfig::cluster_secret`] (an [`Error::Config`] without
+    /// one), and keeps following it ([`BusMapSource`]). Returns once the first map has
     /// arrived (or fails with [`Error::NoMap`] after [`ClientConfig::map_timeout`]).
     ///
     /// ```no_run
-    /// # async fn demo() -> Result<(), shoal_client::Error> {
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     /// use shoal_client::{Client, ClientConfig};
     ///
-    /// let client = Client::connect(ClientConfig::new(["127.0.0.1:7000", "127.0.0.1:7001"])).await?;
+    /// let config = ClientConfig::new(["127.0.0.1:7000", "127.0.0.1:7001"])
+    ///     .with_cluster_secret_file("/etc/shoal/cluster-secret".as_ref())?;
+    /// let client = Client::connect(config).await?;
     /// client.set("greeting", "hello", None).await?;
     /// assert_eq!(client.get("greeting").await?.as_deref(), Some(&b"hello"[..]));
     /// # Ok(()) }
@@ -99,7 +102,7 @@ impl Client {
                 "no seeds to learn the cluster map from".into(),
             ));
         }
-        let source = BusMapSource::new(&config);
+        let source = BusMapSource::new(&config)?;
         Client::with_source(source, config).await
     }
 

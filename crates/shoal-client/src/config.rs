@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use shoal_cluster::BusSecret;
 pub use shoal_proto::Protocol;
 
 /// Which nodes of a shard serve reads (commands flagged read-only: `GET`, `MGET`, `TTL`, ...).
@@ -29,16 +30,19 @@ pub enum ReadFrom {
 ///
 /// ```
 /// use std::time::Duration;
-/// use shoal_client::{ClientConfig, Protocol};
+/// use shoal_client::{BusSecret, ClientConfig, Protocol};
 ///
+/// // Usually `with_cluster_secret_file`, with the nodes' `--cluster-secret-file`.
+/// let secret = BusSecret::new(*b"0123456789abcdef0123456789abcdef").unwrap();
 /// let config = ClientConfig::new(["127.0.0.1:6379"])
+///     .with_cluster_secret(secret)
 ///     .with_password("s3cret")
 ///     .with_protocol(Protocol::Resp3)
 ///     .with_request_timeout(Duration::from_millis(250));
 /// assert_eq!(config.max_attempts, 5);
 /// ```
 ///
-/// Its `Debug` form hides the password.
+/// Its `Debug` form hides the password and the cluster secret.
 #[derive(Clone)]
 pub struct ClientConfig {
     /// RESP addresses (`host:port`) of some nodes, used to find the cluster bus before the
@@ -48,6 +52,10 @@ pub struct ClientConfig {
     pub username: Option<String>,
     /// Password for `AUTH` (`None`: do not authenticate).
     pub password: Option<String>,
+    /// The cluster secret (the nodes' `--cluster-secret-file`), which the client proves on
+    /// the cluster bus to follow the map: [`Client::connect`](crate::Client::connect) needs
+    /// it. A client given its map ([`Client::with_map`](crate::Client::with_map)) does not.
+    pub cluster_secret: Option<BusSecret>,
     /// RESP2 (the default) or RESP3 (`HELLO 3` is sent on connect).
     pub protocol: Protocol,
     /// Name given to every connection with `CLIENT SETNAME` (`None`: none), as `CLIENT LIST`
@@ -105,6 +113,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("seeds", &self.seeds)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("cluster_secret", &self.cluster_secret)
             .field("protocol", &self.protocol)
             .field("client_name", &self.client_name)
             .field("connect_timeout", &self.connect_timeout)
@@ -132,6 +141,7 @@ impl Default for ClientConfig {
             seeds: Vec::new(),
             username: None,
             password: None,
+            cluster_secret: None,
             protocol: Protocol::Resp2,
             client_name: None,
             connect_timeout: Duration::from_secs(1),
@@ -163,6 +173,21 @@ impl ClientConfig {
     pub fn with_password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(password.into());
         self
+    }
+
+    /// Sets [`cluster_secret`](Self::cluster_secret).
+    pub fn with_cluster_secret(mut self, secret: BusSecret) -> Self {
+        self.cluster_secret = Some(secret);
+        self
+    }
+
+    /// Sets [`cluster_secret`](Self::cluster_secret) to the secret in the file at `path` (see
+    /// [`BusSecret::load`]).
+    pub fn with_cluster_secret_file(
+        self,
+        path: &std::path::Path,
+    ) -> Result<Self, shoal_cluster::SecretError> {
+        Ok(self.with_cluster_secret(BusSecret::load(path)?))
     }
 
     /// Sets [`client_name`](Self::client_name).

@@ -10,8 +10,11 @@
 //! use std::time::Duration;
 //! use shoal_client::{Client, ClientConfig, Ttl};
 //!
-//! # async fn demo() -> Result<(), shoal_client::Error> {
-//! let client = Client::connect(ClientConfig::new(["127.0.0.1:7000"])).await?;
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // The cluster bus wants the cluster's secret: the nodes' --cluster-secret-file.
+//! let config = ClientConfig::new(["127.0.0.1:7000"])
+//!     .with_cluster_secret_file("/etc/shoal/cluster-secret".as_ref())?;
+//! let client = Client::connect(config).await?;
 //! client.set("session:1", "alice", Some(Duration::from_secs(60))).await?;
 //! assert!(matches!(client.ttl("session:1").await?, Ttl::Expires(_)));
 //! client.mset(&[("a", "1"), ("b", "2"), ("c", "3")]).await?; // one MSET per slot
@@ -80,7 +83,7 @@ mod stats;
 mod table;
 
 pub use client::{Client, Ttl};
-pub use config::{ClientConfig, ClientTls, Protocol, ReadFrom};
+pub use config::{BusSecret, ClientConfig, ClientTls, Protocol, ReadFrom};
 pub use error::Error;
 pub use futures_util::future::BoxFuture;
 pub use map_source::{BusMapSource, MapSink, MapSource, NodeAddrs, StaticMap, parse_cluster_nodes};

@@ -2,7 +2,9 @@
 //! (never about keys). Every node listens on its bus port (by default its RESP port + 10000, as
 //! Redis Cluster's bus).
 //!
-//! A frame is a 4-byte big-endian length and that many bytes of JSON. A connection carries one
+//! Every connection opens with the handshake of [`crate::bus_auth`]: each side proves that it
+//! knows the cluster secret ([`BusSecret`]) before anything else is read. Then frames flow: a
+//! frame is a 4-byte big-endian length and that many bytes of JSON. A connection carries one
 //! [`Request`] and its [`Reply`] at a time, except after [`Request::Subscribe`], when the server
 //! sends a [`Reply::Map`] whenever its map changes and a [`Reply::Ping`] every
 //! [`SUBSCRIPTION_PING`] of silence, until either side closes.
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::bus_auth::{self, BusSecret, HandshakeError};
 pub use crate::decide::ReplicationReport;
 use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo, Role, ShardId};
 use crate::raft::TypeConfig;
@@ -64,6 +67,14 @@ pub enum BusError {
     Closed {
         /// The peer.
         addr: String,
+    },
+    /// The handshake failed: one side does not know the other's cluster secret.
+    #[error("cluster bus: {addr}: {reason}")]
+    Auth {
+        /// The peer.
+        addr: String,
+        /// What went wrong.
+        reason: String,
     },
     /// The peer answered with an error.
     #[error("cluster bus: {addr} refused: {message}")]
@@ -403,19 +414,34 @@ pub struct BusConnection {
 }
 
 impl BusConnection {
-    /// Connects to `addr` (`host:port` of a bus) within `timeout`.
-    pub async fn connect(addr: &str, timeout: Duration) -> Result<BusConnection, BusError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(route(addr)))
-            .await
-            .map_err(|_| BusError::Timeout {
-                addr: addr.to_string(),
-                timeout,
-            })?
-            .map_err(|source| BusError::Io {
-                addr: addr.to_string(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
+    /// Connects to `addr` (`host:port` of a bus) and proves `secret` (and checks that the
+    /// peer knows it too), all within `timeout`.
+    pub async fn connect(
+        addr: &str,
+        secret: &BusSecret,
+        timeout: Duration,
+    ) -> Result<BusConnection, BusError> {
+        let open = async {
+            let mut stream =
+                TcpStream::connect(route(addr))
+                    .await
+                    .map_err(|source| BusError::Io {
+                        addr: addr.to_string(),
+                        source,
+                    })?;
+            let _ = stream.set_nodelay(true);
+            bus_auth::connect(&mut stream, secret)
+                .await
+                .map_err(|e| handshake_error(addr, e))?;
+            Ok(stream)
+        };
+        let stream =
+            tokio::time::timeout(timeout, open)
+                .await
+                .map_err(|_| BusError::Timeout {
+                    addr: addr.to_string(),
+                    timeout,
+                })??;
         Ok(BusConnection {
             addr: addr.to_string(),
             stream,
@@ -474,10 +500,41 @@ impl BusConnection {
     }
 }
 
+/// What a failed handshake with `addr` means to the connecting side.
+fn handshake_error(addr: &str, e: HandshakeError) -> BusError {
+    let addr = addr.to_string();
+    match e {
+        HandshakeError::Io(source) if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+            BusError::Closed { addr }
+        }
+        HandshakeError::Io(source) => BusError::Io { addr, source },
+        HandshakeError::Refused => BusError::Auth {
+            addr,
+            reason: "the node refused this process's cluster secret: give it the cluster's \
+                     (--cluster-secret-file)"
+                .into(),
+        },
+        HandshakeError::BadProof => BusError::Auth {
+            addr,
+            reason: "the peer does not know the cluster secret: not a member of this cluster"
+                .into(),
+        },
+        e => BusError::Auth {
+            addr,
+            reason: e.to_string(),
+        },
+    }
+}
+
 /// Connects to `addr`, sends `request`, and returns the reply (one exchange, then the
 /// connection is closed). `timeout` bounds connecting and the exchange each.
-pub async fn call(addr: &str, request: &Request, timeout: Duration) -> Result<Reply, BusError> {
-    BusConnection::connect(addr, timeout)
+pub async fn call(
+    addr: &str,
+    secret: &BusSecret,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Reply, BusError> {
+    BusConnection::connect(addr, secret, timeout)
         .await?
         .call(request, timeout)
         .await
@@ -487,12 +544,13 @@ pub async fn call(addr: &str, request: &Request, timeout: Duration) -> Result<Re
 /// order of `targets`.
 pub(crate) async fn call_all<K>(
     targets: impl IntoIterator<Item = (K, String)>,
+    secret: &BusSecret,
     request: &Request,
     timeout: Duration,
 ) -> Vec<(K, Result<Reply, BusError>)> {
     let asks = targets
         .into_iter()
-        .map(|(key, addr)| async move { (key, call(&addr, request, timeout).await) });
+        .map(|(key, addr)| async move { (key, call(&addr, secret, request, timeout).await) });
     futures_util::future::join_all(asks).await
 }
 
@@ -500,13 +558,14 @@ pub(crate) async fn call_all<K>(
 /// [`Reply::NotLeader`] redirections (at most `hops`).
 pub async fn call_leader(
     addr: &str,
+    secret: &BusSecret,
     request: &Request,
     timeout: Duration,
     hops: usize,
 ) -> Result<Reply, BusError> {
     let mut addr = addr.to_string();
     for _ in 0..hops {
-        match call(&addr, request, timeout).await? {
+        match call(&addr, secret, request, timeout).await? {
             Reply::NotLeader {
                 leader: Some(leader),
             } if leader != addr => addr = leader,

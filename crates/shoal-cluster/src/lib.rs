@@ -6,6 +6,8 @@
 //! * [`decide`]: the controller's decisions, a pure function of map, observations and time.
 //! * [`redis_format`]: `CLUSTER SHARDS/SLOTS/NODES/INFO` replies in Redis 7's formats.
 //! * [`bus`]: messages and framing of the cluster bus (controller RPCs, heartbeats, pushes).
+//! * [`bus_auth`]: the cluster secret ([`BusSecret`]) and the handshake that opens every bus
+//!   connection.
 //! * `raft`: the controller's Raft group (openraft): types, log and state machine (in memory,
 //!   and on disk for a node with a directory), RPCs over the bus.
 //! * `node_dir`: a node's directory (`--dir`): its lock, its id, its last map, its Raft state.
@@ -22,12 +24,13 @@
 //! Everything but the bus I/O and the Raft glue is pure, so it is tested without a network.
 //!
 //! Modules are private unless other crates name them: the cluster map's and the slot's types
-//! are re-exported here; [`bus`], [`decide`], [`node`], [`redis_format`] and [`seed`] are
+//! are re-exported here; [`bus`], [`bus_auth`], [`decide`], [`node`], [`redis_format`] and [`seed`] are
 //! public namespaces whose items are `pub` only where another crate uses them.
 
 #![warn(unreachable_pub)]
 
 pub mod bus;
+pub mod bus_auth;
 mod controller;
 pub mod decide;
 mod electorate;
@@ -43,6 +46,7 @@ pub mod redis_format;
 pub mod seed;
 mod slot;
 
+pub use bus_auth::{BusSecret, SecretError};
 pub use map::{
     BUS_PORT_OFFSET, BadNodeId, ClusterMap, Epoch, Health, NodeId, NodeInfo, Role, ShardId,
     ShardInfo, SlotTable,

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::bus::{
     self, BusConnection, BusError, Heartbeat, NodeStats, Reply, Request, SUBSCRIPTION_PING,
 };
+use crate::bus_auth::{self, AuthFailures, BusSecret};
 use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::decide::Settings;
 use crate::map::Role;
@@ -53,6 +54,10 @@ const BUS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A subscription silent for this long is given up for another.
 const SUBSCRIPTION_SILENCE: Duration = Duration::from_secs(2);
+
+/// Most bus connections in their handshake at once: beyond, new ones are closed at once, so
+/// that connections that never finish theirs cannot take every file descriptor.
+const PENDING_HANDSHAKES: usize = 256;
 
 /// Where a node's right to serve as a primary comes from right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +144,8 @@ pub struct NodeConfig {
     /// The node's directory (`--dir`): its Raft state, and the last map it held, through
     /// whose controller members it rejoins after a restart. `None` keeps nothing.
     pub dir: Option<Arc<NodeDir>>,
+    /// The cluster secret: every bus connection, both ways, proves it.
+    pub secret: BusSecret,
 }
 
 /// A node's cluster membership. Its tasks run on the runtime that called [`ClusterNode::start`].
@@ -170,6 +177,12 @@ pub struct ClusterNode {
     /// The [`Reply::Map`] frame of the latest map served, by epoch: encoded once for every
     /// subscriber and `GetMap`.
     map_frame: Mutex<Option<(Epoch, Arc<[u8]>)>>,
+    /// The cluster secret.
+    secret: BusSecret,
+    /// Bus connections that failed the handshake.
+    auth_failures: AuthFailures,
+    /// Room for connections in their handshake ([`PENDING_HANDSHAKES`]).
+    handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 impl ClusterNode {
@@ -202,6 +215,7 @@ impl ClusterNode {
                         settings: config.settings.clone(),
                         replicas: config.replicas,
                         raft_dir: config.dir.as_ref().map(|d| d.raft_path()),
+                        secret: config.secret.clone(),
                     },
                     maps.clone(),
                 )
@@ -225,6 +239,9 @@ impl ClusterNode {
             peer_lease_at: AtomicU64::new(0),
             grantor: Grantor::default(),
             map_frame: Mutex::new(None),
+            secret: config.secret.clone(),
+            auth_failures: AuthFailures::default(),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(PENDING_HANDSHAKES)),
         });
         tokio::spawn(node.clone().serve_bus(listener));
         tokio::spawn(node.clone().watch_membership());
@@ -292,10 +309,17 @@ impl ClusterNode {
         self.controller.as_ref()
     }
 
+    /// How many connections to this node's bus failed the handshake (did not prove the
+    /// cluster secret) since it started.
+    pub fn bus_auth_failures(&self) -> u64 {
+        self.auth_failures.count()
+    }
+
     /// Fetches the map from the controller's leader now (when a node suspects its map is old).
     pub async fn refresh(&self) {
         if let Some(addr) = self.leader_addr()
-            && let Ok(Reply::Map(map)) = bus::call(&addr, &Request::GetMap, BUS_TIMEOUT).await
+            && let Ok(Reply::Map(map)) =
+                bus::call(&addr, &self.secret, &Request::GetMap, BUS_TIMEOUT).await
         {
             self.apply(map);
         }
@@ -510,7 +534,7 @@ impl ClusterNode {
     ) -> Result<Reply, BusError> {
         let mut addr = start.to_string();
         for _ in 0..4 {
-            match bus::call(&addr, request, timeout).await? {
+            match bus::call(&addr, &self.secret, request, timeout).await? {
                 Reply::NotLeader {
                     leader: Some(leader),
                 } if leader != addr => addr = leader,
@@ -571,7 +595,9 @@ impl ClusterNode {
                     others.rotate_left(turn);
                 }
                 for addr in leader.into_iter().chain(others) {
-                    if let Ok(c) = BusConnection::connect(&addr, HEARTBEAT_TIMEOUT).await {
+                    if let Ok(c) =
+                        BusConnection::connect(&addr, &self.secret, HEARTBEAT_TIMEOUT).await
+                    {
                         connection = Some(c);
                         break;
                     }
@@ -657,7 +683,7 @@ impl ClusterNode {
                 .filter_map(|id| map.node(*id))
                 .map(|n| ((), n.bus_addr()))
                 .filter(|(_, addr)| Some(addr) != leader.as_ref());
-            bus::call_all(followers, &report, HEARTBEAT_TIMEOUT).await;
+            bus::call_all(followers, &self.secret, &report, HEARTBEAT_TIMEOUT).await;
         }
     }
 
@@ -770,7 +796,9 @@ impl ClusterNode {
                 .filter(|n| n.id != self.myself.id)
                 .map(|n| ((), n.bus_addr()));
             let mut grants = 0;
-            for (_, reply) in bus::call_all(others, &request, PEER_LEASE_TIMEOUT).await {
+            for (_, reply) in
+                bus::call_all(others, &self.secret, &request, PEER_LEASE_TIMEOUT).await
+            {
                 match reply {
                     Ok(Reply::PeerLease {
                         granted: true,
@@ -827,7 +855,7 @@ impl ClusterNode {
 
     /// Follows the map pushes of the node at `addr` until the subscription breaks.
     async fn follow(&self, addr: &str) -> Result<(), BusError> {
-        let mut connection = BusConnection::connect(addr, BUS_TIMEOUT).await?;
+        let mut connection = BusConnection::connect(addr, &self.secret, BUS_TIMEOUT).await?;
         connection
             .send(&Request::Subscribe {
                 after: self.map().epoch,
@@ -867,9 +895,14 @@ impl ClusterNode {
     async fn serve_bus(self: Arc<Self>, listener: TcpListener) {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
+                    let Ok(room) = self.handshakes.clone().try_acquire_owned() else {
+                        // Too many connections stuck in their handshake: this one waits for
+                        // none (a member retries).
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(self.clone().serve_peer(stream));
+                    tokio::spawn(self.clone().serve_peer(stream, peer, room));
                 }
                 Err(e) => {
                     tracing::warn!("cluster bus accept: {e}");
@@ -879,7 +912,20 @@ impl ClusterNode {
         }
     }
 
-    async fn serve_peer(self: Arc<Self>, stream: TcpStream) {
+    /// Serves one bus connection: its handshake (holding `room` meanwhile), then its
+    /// requests.
+    async fn serve_peer(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        peer: std::net::SocketAddr,
+        room: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let proved = bus_auth::accept(&mut stream, &self.secret).await;
+        drop(room);
+        if let Err(e) = proved {
+            self.auth_failures.record(peer, &e);
+            return;
+        }
         let mut heartbeats_from = None;
         self.serve_peer_requests(stream, &mut heartbeats_from).await;
         // A node's heartbeat connection to a controller leader closed: if its process is

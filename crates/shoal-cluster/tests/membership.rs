@@ -8,14 +8,37 @@ use std::time::{Duration, Instant};
 use shoal_cluster::bus::{self, NodeStats, Reply, Request};
 use shoal_cluster::decide::Settings;
 use shoal_cluster::node::{ClusterNode, NodeConfig, Seed};
-use shoal_cluster::{ClusterMap, Health, NodeId, NodeInfo, SLOTS};
-use tokio::net::TcpListener;
+use shoal_cluster::{BusSecret, ClusterMap, Health, NodeId, NodeInfo, SLOTS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The secret of the clusters these tests start.
+fn secret() -> BusSecret {
+    BusSecret::new(*b"membership-test-secret-0123456789abcdef").unwrap()
+}
 
 async fn start_node(
     controller: bool,
     join: Option<&ClusterNode>,
     replicas: u8,
 ) -> Arc<ClusterNode> {
+    let (config, listener) = node_config(controller, join, replicas, secret()).await;
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        ClusterNode::start(config, listener),
+    )
+    .await
+    .expect("the node takes its place within 15 s")
+    .expect("the node starts")
+}
+
+/// A node's configuration with `secret`, and its bus listener.
+async fn node_config(
+    controller: bool,
+    join: Option<&ClusterNode>,
+    replicas: u8,
+    secret: BusSecret,
+) -> (NodeConfig, TcpListener) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bus_port = listener.local_addr().unwrap().port();
     let myself = NodeInfo {
@@ -44,14 +67,9 @@ async fn start_node(
         join_timeout: None,
         stats: Arc::new(NodeStats::default),
         dir: None,
+        secret,
     };
-    tokio::time::timeout(
-        Duration::from_secs(15),
-        ClusterNode::start(config, listener),
-    )
-    .await
-    .expect("the node takes its place within 15 s")
-    .expect("the node starts")
+    (config, listener)
 }
 
 /// Waits until `check` holds for every node's map.
@@ -111,6 +129,7 @@ async fn nodes_join_and_converge_on_one_map() {
     // Status comes from the leader, whichever node is asked.
     let reply = bus::call_leader(
         &nodes[3].myself().bus_addr(),
+        &secret(),
         &Request::Status,
         Duration::from_secs(2),
         4,
@@ -127,6 +146,7 @@ async fn nodes_join_and_converge_on_one_map() {
     let mut removed = leaver.removed();
     let reply = bus::call_leader(
         &founder.myself().bus_addr(),
+        &secret(),
         &Request::RemoveNode(leaver.myself().id),
         Duration::from_secs(5),
         4,
@@ -180,6 +200,7 @@ async fn joining_where_nothing_listens_gives_up_after_the_join_timeout() {
         join_timeout: Some(Duration::from_millis(300)),
         stats: Arc::new(NodeStats::default),
         dir: None,
+        secret: secret(),
     };
     let started = Instant::now();
     let result = tokio::time::timeout(Duration::from_secs(5), ClusterNode::start(config, listener))
@@ -198,4 +219,90 @@ async fn joining_where_nothing_listens_gives_up_after_the_join_timeout() {
         "gave up after {:?}, before the timeout",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_secret_cannot_join() {
+    let founder = start_node(true, None, 0).await;
+    let other = BusSecret::new(*b"not-the-membership-test-secret-0123456789").unwrap();
+    let (mut config, listener) = node_config(false, Some(&founder), 0, other.clone()).await;
+    config.join_timeout = Some(Duration::from_millis(500));
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        ClusterNode::start(config, listener),
+    )
+    .await
+    .expect("the join timeout ends the attempt")
+    .err()
+    .expect("a node with another secret cannot join");
+    let message = error.to_string();
+    assert!(
+        message.contains("refused this process's cluster secret"),
+        "{message}"
+    );
+    assert_eq!(founder.map().nodes.len(), 1, "the cluster does not list it");
+    assert!(founder.bus_auth_failures() >= 1);
+    // Nor can it talk to the bus with it.
+    let refused = bus::call(
+        &founder.myself().bus_addr(),
+        &other,
+        &Request::GetMap,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(refused, bus::BusError::Auth { .. }), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_without_the_handshake_do_nothing() {
+    let founder = start_node(true, None, 0).await;
+    let before = founder.map();
+    let addr = founder.myself().bus_addr();
+    let fake = NodeInfo {
+        bus_port: 1,
+        ..NodeInfo::local(NodeId::random(), 2)
+    };
+    for request in [
+        Request::Join(fake),
+        Request::RemoveNode(founder.myself().id),
+        Request::Status,
+    ] {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        bus::write_frame(&mut stream, &request).await.unwrap();
+        // The node's hello, then the connection closes: nothing but the hello comes back.
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .expect("the node closes the connection")
+            .ok();
+        assert!(answer.len() <= 40 + 33, "{request:?} got {answer:?}");
+        assert!(
+            !answer
+                .windows(7)
+                .any(|w| w == b"Status\"" || w == b"Joined\"")
+        );
+    }
+    // Garbage, and a connection that says nothing (a port probe: not counted).
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream.write_all(&[0xff; 4096]).await.unwrap();
+    drop(stream);
+    drop(TcpStream::connect(&addr).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while founder.bus_auth_failures() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "{} failures",
+            founder.bus_auth_failures()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(founder.bus_auth_failures(), 4);
+    assert_eq!(*founder.map(), *before, "the map is unchanged");
+    // Members still talk.
+    let reply = bus::call(&addr, &secret(), &Request::GetMap, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(matches!(reply, Reply::Map(map) if map == *before));
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shoal_client::{ClientConfig, Protocol, ReadFrom};
+use shoal_client::{BusSecret, ClientConfig, Protocol, ReadFrom};
 use shoal_frontdoor::tls::{TlsError, TlsOptions};
 use shoal_frontdoor::{Limits, OutputLimit};
 
@@ -10,7 +10,8 @@ use shoal_frontdoor::{Limits, OutputLimit};
 pub const UPSTREAM_CLIENT_NAME: &str = "shoal:proxy";
 
 /// Every setting of a proxy. [`Default`] gives the defaults of `shoal proxy`; only
-/// [`cluster`](Self::cluster) has to be filled in.
+/// [`cluster`](Self::cluster) and [`cluster_secret`](Self::cluster_secret) have to be filled
+/// in.
 #[derive(Clone)]
 pub struct ProxyConfig {
     /// Address the RESP and HTTP listeners bind to.
@@ -26,6 +27,9 @@ pub struct ProxyConfig {
     pub cluster: Vec<String>,
     /// Password the proxy authenticates to the nodes with (`None`: none).
     pub cluster_password: Option<String>,
+    /// The cluster secret, which the proxy proves on the cluster bus to follow the map
+    /// (required).
+    pub cluster_secret: Option<BusSecret>,
     /// Password clients of the proxy must give with `AUTH` or `HELLO ... AUTH` (`None`: none).
     pub requirepass: Option<String>,
     /// Without a password, turn away clients not on the loopback interface with Redis's
@@ -76,6 +80,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("threads", &self.threads)
             .field("cluster", &self.cluster)
             .field("cluster_password", &redact(&self.cluster_password))
+            .field("cluster_secret", &self.cluster_secret)
             .field("requirepass", &redact(&self.requirepass))
             .field("protected_mode", &self.protected_mode)
             .field("tls_port", &self.tls_port)
@@ -108,6 +113,7 @@ impl Default for ProxyConfig {
             threads: 0,
             cluster: Vec::new(),
             cluster_password: None,
+            cluster_secret: None,
             requirepass: None,
             protected_mode: true,
             tls_port: None,
@@ -158,6 +164,12 @@ impl ProxyConfig {
                     "http-tls"
                 },
                 "needs tls-cert-file and tls-key-file (the certificate and its key)",
+            );
+        }
+        if self.cluster_secret.is_none() {
+            return bad(
+                "cluster-secret-file",
+                "the proxy needs the cluster's secret to follow its map (--cluster-secret-file)",
             );
         }
         if self.maxclients == 0 {
@@ -235,6 +247,7 @@ impl ProxyConfig {
             .with_request_timeout(self.upstream_timeout)
             .with_read_from(self.read_from);
         config.password = self.cluster_password.clone();
+        config.cluster_secret = self.cluster_secret.clone();
         config.map_timeout = self.map_timeout;
         config
     }
@@ -245,11 +258,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_need_only_seeds() {
+    fn defaults_need_only_seeds_and_the_secret() {
         assert!(ProxyConfig::default().validate().is_err());
-        let config = ProxyConfig {
+        let seeds_only = ProxyConfig {
             cluster: vec!["127.0.0.1:7000".into()],
             ..ProxyConfig::default()
+        };
+        let error = seeds_only.validate().unwrap_err();
+        assert_eq!(error.setting, "cluster-secret-file");
+        let config = ProxyConfig {
+            cluster_secret: Some(BusSecret::new([7u8; 32]).unwrap()),
+            ..seeds_only
         };
         assert!(config.validate().is_ok());
         let client = config.client_config();
@@ -263,11 +282,12 @@ mod tests {
         let config = ProxyConfig {
             requirepass: Some("s3cret".into()),
             cluster_password: Some("t0p".into()),
+            cluster_secret: Some(BusSecret::new(*b"the-cluster-secret-0123456789abcdef").unwrap()),
             ..ProxyConfig::default()
         };
         let shown = format!("{config:?}");
         assert!(
-            !shown.contains("s3cret") && !shown.contains("t0p"),
+            !shown.contains("s3cret") && !shown.contains("t0p") && !shown.contains("the-cluster"),
             "{shown}"
         );
     }

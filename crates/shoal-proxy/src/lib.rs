@@ -6,18 +6,21 @@
 //! slot. `redis-cli -p 6380 mget a b c` works whichever nodes `a`, `b` and `c` live on.
 //!
 //! ```no_run
+//! use shoal_client::BusSecret;
 //! use shoal_proxy::{Proxy, ProxyConfig};
 //!
 //! let proxy = Proxy::start(ProxyConfig {
 //!     port: 6380,
 //!     http_port: Some(8081),
 //!     cluster: vec!["127.0.0.1:7000".into(), "127.0.0.1:7001".into()],
+//!     // The nodes' --cluster-secret-file: the proxy follows the map on the cluster bus.
+//!     cluster_secret: Some(BusSecret::load("/etc/shoal/cluster-secret".as_ref())?),
 //!     ..ProxyConfig::default()
 //! })?;
 //! // ... until it is time to stop:
 //! proxy.shutdown();
 //! proxy.wait();
-//! # Ok::<(), shoal_proxy::StartError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Commands

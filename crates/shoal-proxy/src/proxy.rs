@@ -73,17 +73,19 @@ impl Proxy {
     /// meanwhile (from async code, call it in `spawn_blocking`).
     ///
     /// ```no_run
+    /// use shoal_client::BusSecret;
     /// use shoal_proxy::{Proxy, ProxyConfig};
     ///
     /// let proxy = Proxy::start(ProxyConfig {
     ///     port: 6380,
     ///     cluster: vec!["127.0.0.1:7000".into()],
+    ///     cluster_secret: Some(BusSecret::load("/etc/shoal/cluster-secret".as_ref())?),
     ///     ..ProxyConfig::default()
     /// })?;
     /// println!("redis-cli -p {} mget a b c", proxy.resp_addr().port());
     /// proxy.shutdown();
     /// proxy.wait();
-    /// # Ok::<(), shoal_proxy::StartError>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn start(config: ProxyConfig) -> Result<Proxy, StartError> {
         config.validate()?;

@@ -283,6 +283,10 @@ pub struct Config {
     pub cluster_join: String,
     /// Seconds to keep trying to join through `cluster-join` before giving up (0: forever).
     pub cluster_join_timeout: u64,
+    /// The file holding the cluster secret, which every bus connection proves (private to its
+    /// owner: mode 0600). Empty: the one in `dir`, or for a node that founds a cluster a new
+    /// one, written to `dir` (else `./shoal-cluster-secret`).
+    pub cluster_secret_file: String,
     /// Cluster bus port (0: the RESP port + 10000, as Redis Cluster's bus).
     pub cluster_port: u16,
     /// Milliseconds without a heartbeat after which the controller marks a node failed.
@@ -399,6 +403,7 @@ impl Default for Config {
             cluster_enabled: false,
             cluster_join: String::new(),
             cluster_join_timeout: 30,
+            cluster_secret_file: String::new(),
             cluster_port: 0,
             cluster_node_timeout: 1000,
             cluster_replicas: 0,
@@ -1101,6 +1106,11 @@ pub static PARAMS: &[Param] = &[
     Param {
         name: "cluster-join",
         get: |c| c.cluster_join.clone(),
+        set: None,
+    },
+    Param {
+        name: "cluster-secret-file",
+        get: |c| c.cluster_secret_file.clone(),
         set: None,
     },
     Param {

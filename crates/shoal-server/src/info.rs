@@ -92,11 +92,21 @@ fn cluster(shared: &Shared, out: &mut String) {
             u8::from(health.controller_quorum)
         );
         line!(out, "shoal_controller_leader:{}", u8::from(health.leads));
+        let term = cluster
+            .node()
+            .and_then(|n| n.controller())
+            .map_or(0, |c| c.term());
+        line!(out, "shoal_controller_term:{term}");
         line!(out, "shoal_lease:{}", health.lease.as_str());
         line!(
             out,
             "shoal_silent_primaries:{}",
             health.silent_primaries.len()
+        );
+        line!(
+            out,
+            "shoal_bus_auth_failures:{}",
+            cluster.node().map_or(0, |n| n.bus_auth_failures())
         );
     }
 }

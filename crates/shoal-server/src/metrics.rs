@@ -20,10 +20,10 @@
 //! | `process_cpu_seconds_total` (user + system) | counter | |
 //! | `process_resident_memory_bytes`, `process_start_time_seconds` | gauge | |
 //! | `shoal_cluster_epoch`, `shoal_cluster_nodes`, `shoal_cluster_shards`, `shoal_cluster_failed_nodes`, `shoal_cluster_slots_owned` | gauge | (cluster mode) |
-//! | `shoal_controller_quorum`, `shoal_controller_leader`, `shoal_controller_voters`, `shoal_cluster_primary`, `shoal_cluster_serving`, `shoal_cluster_silent_primaries` | gauge | (cluster mode) |
+//! | `shoal_controller_quorum`, `shoal_controller_leader`, `shoal_controller_voters`, `shoal_controller_term`, `shoal_cluster_primary`, `shoal_cluster_serving`, `shoal_cluster_silent_primaries` | gauge | (cluster mode) |
 //! | `shoal_cluster_lease_age_seconds` | gauge | `source` (`controller`, `peers`) |
 //! | `shoal_cluster_shard_up` | gauge | `shard` |
-//! | `shoal_cluster_redirects_total`, `shoal_cluster_forwarded_total`, `shoal_cluster_fenced_total`, `shoal_cluster_keys_dropped_total` | counter | (cluster mode) |
+//! | `shoal_cluster_redirects_total`, `shoal_cluster_forwarded_total`, `shoal_cluster_fenced_total`, `shoal_cluster_keys_dropped_total`, `shoal_cluster_bus_auth_failures_total` | counter | (cluster mode) |
 //! | `shoal_http_requests_total` | counter | `method`, `code` ([`HttpStats::encode`]) |
 //! | `shoal_http_request_duration_seconds` | histogram | `method` |
 //!
@@ -289,6 +289,11 @@ impl NodeCollector {
                 count(voters),
             ),
             (
+                "shoal_controller_term",
+                "The Raft term of this node's controller member (0 on a node that is none).",
+                node.and_then(|n| n.controller()).map_or(0, |c| c.term()),
+            ),
+            (
                 "shoal_cluster_primary",
                 "1 if this node is a primary in its map.",
                 u64::from(health.primary),
@@ -359,6 +364,11 @@ impl NodeCollector {
                 "shoal_cluster_keys_dropped",
                 "Keys removed because their slot left this node.",
                 stats.keys_dropped.load(Relaxed),
+            ),
+            (
+                "shoal_cluster_bus_auth_failures",
+                "Cluster bus connections closed because they did not prove the cluster secret.",
+                node.map_or(0, |n| n.bus_auth_failures()),
             ),
         ];
         encode_counters(encoder, &counters)?;

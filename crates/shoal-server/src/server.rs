@@ -43,6 +43,9 @@ pub enum StartError {
     /// The TLS certificate, key or CA cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The node has no usable cluster secret.
+    #[error(transparent)]
+    ClusterSecret(#[from] crate::cluster::secret::NoSecret),
 }
 
 /// A running node.
@@ -69,6 +72,13 @@ impl Server {
             config.dir = dir.path().display().to_string();
             tracing::info!(dir = %config.dir, id = ?dir.id(), "node directory");
         }
+        let id = dir.as_ref().map_or_else(NodeId::random, |d| d.id());
+        // Before any port: a node that could not prove itself on the bus must not take them.
+        let secret = if config.cluster_mode() {
+            Some(crate::cluster::secret::plan(&config, dir.as_deref(), id)?)
+        } else {
+            None
+        };
         // The certificate and key are read before any port is taken: a wrong file stops
         // the start with its name.
         let tls = match config.serves_tls() {
@@ -120,9 +130,11 @@ impl Server {
         } else {
             None
         };
-        let cluster = bus_listener.as_ref().map(|_| {
+        // The ports are taken: a founder's new secret may be written now.
+        let secret = secret.map(|plan| plan.secret()).transpose()?;
+        let cluster = bus_listener.zip(secret).map(|(listener, secret)| {
             let myself = NodeInfo {
-                id: dir.as_ref().map_or_else(NodeId::random, |d| d.id()),
+                id,
                 host: config.announced_ip(),
                 port: config.announced_port(),
                 bus_port: config.announced_bus_port(),
@@ -134,8 +146,10 @@ impl Server {
                 spare: config.cluster_spare,
                 incarnation: NodeInfo::fresh_incarnation(),
             };
-            ClusterState::new(myself, config.routing).with_dir(dir.clone())
+            let state = ClusterState::new(myself, config.routing, secret).with_dir(dir.clone());
+            (listener, state)
         });
+        let (bus_listener, cluster) = cluster.unzip();
         let shared = Shared::with_cluster(config, cluster);
         if let Some(tls) = tls {
             let _ = shared.tls.set(tls);

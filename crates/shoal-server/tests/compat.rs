@@ -813,6 +813,7 @@ fn shoal_param_names() -> BTreeSet<String> {
         "log-format",
         "log-level",
         "cluster-join",
+        "cluster-secret-file",
         "cluster-replicas",
         "controller",
         "cluster-spare",

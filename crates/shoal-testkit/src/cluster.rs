@@ -250,6 +250,11 @@ impl TestCluster {
         self.nodes.iter().position(|n| n.known_id() == Some(id))
     }
 
+    /// The cluster secret its nodes share (the kit's, [`crate::cluster_secret`]).
+    pub fn secret(&self) -> shoal_cluster::BusSecret {
+        crate::secret::cluster_secret()
+    }
+
     /// The directory holding the nodes' logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -260,7 +265,15 @@ impl TestCluster {
     pub async fn status(&self) -> Result<ClusterStatus> {
         let mut errors = Vec::new();
         for (_, node) in self.reachable() {
-            match bus::call_leader(&node.bus_addr(), &Request::Status, STATUS_TIMEOUT, 4).await {
+            match bus::call_leader(
+                &node.bus_addr(),
+                &self.secret(),
+                &Request::Status,
+                STATUS_TIMEOUT,
+                4,
+            )
+            .await
+            {
                 Ok(Reply::Status(status)) => return Ok(*status),
                 Ok(other) => errors.push(format!("{}: answered {other:?}", node.name())),
                 Err(e) => errors.push(format!("{}: {e}", node.name())),
@@ -403,7 +416,15 @@ impl TestCluster {
         let mut errors = Vec::new();
         for (_, node) in self.reachable() {
             let request = Request::RemoveNode(id);
-            match bus::call_leader(&node.bus_addr(), &request, REMOVE_TIMEOUT, 4).await {
+            match bus::call_leader(
+                &node.bus_addr(),
+                &self.secret(),
+                &request,
+                REMOVE_TIMEOUT,
+                4,
+            )
+            .await
+            {
                 Ok(Reply::Removed(map)) => return Ok(map),
                 Ok(Reply::Error(e)) => return Err(Error::Cluster(e)),
                 Ok(other) => errors.push(format!("{}: answered {other:?}", node.name())),

@@ -15,6 +15,7 @@
 //! * [`resp`]: a minimal RESP client that shows raw replies (`-MOVED`, `-CROSSSLOT`).
 //! * [`router`]: a small cluster client ([`Router`]) that follows `-MOVED` itself and never
 //!   retries what may have run, for exact accounting in fault tests (`SET` + `WAIT`).
+//! * [`secret`]: the cluster secret every node the kit starts is given.
 //! * [`testdir`]: a directory for logs, kept when a test fails.
 //! * [`tls`]: a test CA ([`TestCa`]) and the server and client certificates it signs.
 //! * [`tools`]: skipping tests whose external tools (`redis-cli`) are missing.
@@ -51,6 +52,7 @@ pub mod process;
 pub mod relay;
 pub mod resp;
 pub mod router;
+pub mod secret;
 pub mod testdir;
 pub mod tls;
 pub mod tools;
@@ -67,6 +69,7 @@ pub use process::{Process, ProcessSpec, TcpLink};
 pub use relay::{CutMode, Direction, Relay, RelayStats};
 pub use resp::{RespConnection, Value};
 pub use router::{Ack, Routed, Router};
+pub use secret::{cluster_secret, cluster_secret_file};
 pub use testdir::TestDir;
 pub use tls::{CertFiles, TestCa};
 pub use tools::have_tools;

@@ -29,7 +29,8 @@ impl LocalNode {
 
     /// A node whose configuration `tweak` adjusts, after the defaults for tests: two worker
     /// threads, no HTTP listener, a free RESP port and, in cluster mode, a free bus port (both
-    /// below the ephemeral range, see [`free_port`]; a port `tweak` sets is kept).
+    /// below the ephemeral range, see [`free_port`]; a port `tweak` sets is kept) and the kit's
+    /// cluster secret ([`crate::cluster_secret`], unless `tweak` sets another file).
     pub fn start_with(tweak: impl Fn(&mut Config)) -> Result<LocalNode> {
         let mut last = None;
         for _ in 0..ATTEMPTS {
@@ -45,6 +46,10 @@ impl LocalNode {
             }
             if config.cluster_mode() && config.cluster_port == 0 {
                 config.cluster_port = free_port()?;
+            }
+            if config.cluster_mode() && config.cluster_secret_file.is_empty() {
+                config.cluster_secret_file =
+                    crate::secret::cluster_secret_file().display().to_string();
             }
             match Server::start(config) {
                 Ok(server) => {

@@ -70,6 +70,12 @@ impl NodeProcess {
         if let Some(password) = &spec.password {
             env.push(("SHOAL_REQUIREPASS".to_string(), password.clone()));
         }
+        // The kit's cluster secret, unless the test gives its own (its environment comes
+        // after; a flag beats the environment).
+        env.push((
+            "SHOAL_CLUSTER_SECRET_FILE".to_string(),
+            crate::secret::cluster_secret_file().display().to_string(),
+        ));
         env.extend(spec.env);
         let process = Process::spawn(ProcessSpec {
             name: spec.name,

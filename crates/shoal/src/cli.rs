@@ -97,6 +97,11 @@ pub struct ServerArgs {
         help_heading = heading::CLUSTER
     )]
     pub cluster_join_timeout: Option<u64>,
+    /// File holding the cluster secret (mode 0600), which every cluster bus connection
+    /// proves; a founding node without one writes a new one to --dir (else
+    /// ./shoal-cluster-secret) and logs where.
+    #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE", value_name = "PATH", help_heading = heading::CLUSTER)]
+    pub cluster_secret_file: Option<String>,
     /// Cluster bus port; 0 means the RESP port + 10000 [default: 0].
     #[arg(long, env = "SHOAL_CLUSTER_PORT", help_heading = heading::CLUSTER)]
     pub cluster_port: Option<u16>,
@@ -298,6 +303,7 @@ impl ServerArgs {
             log_format,
             log_level,
             cluster_join_timeout,
+            cluster_secret_file,
             cluster_port,
             cluster_node_timeout,
             cluster_replicas,
@@ -354,6 +360,16 @@ pub struct ProxyArgs {
     /// Password the proxy authenticates to the nodes with.
     #[arg(long, env = "SHOAL_PROXY_CLUSTER_PASSWORD", help_heading = heading::CLUSTER)]
     pub cluster_password: Option<String>,
+    /// File holding the cluster secret (the nodes' --cluster-secret-file, mode 0600): the
+    /// proxy proves it on the cluster bus to follow the map.
+    #[arg(
+        long,
+        env = "SHOAL_PROXY_CLUSTER_SECRET_FILE",
+        value_name = "PATH",
+        required = true,
+        help_heading = heading::CLUSTER
+    )]
+    pub cluster_secret_file: PathBuf,
     /// Which members of a shard serve reads: primary, replica (may lag the primary's writes;
     /// the primary when there is none) or any.
     #[arg(
@@ -506,6 +522,7 @@ impl ProxyArgs {
             threads: self.threads,
             cluster: self.cluster.clone(),
             cluster_password: self.cluster_password.clone(),
+            cluster_secret: Some(shoal_cluster::BusSecret::load(&self.cluster_secret_file)?),
             requirepass: self.requirepass.clone().filter(|p| !p.is_empty()),
             protected_mode: self.protected_mode,
             tls_port: self.tls_port.filter(|p| *p != 0),

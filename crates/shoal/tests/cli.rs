@@ -25,10 +25,12 @@ impl Node {
         Node::start_on(free_port(), &[&["--http-port", "0"], extra].concat())
     }
 
-    /// A node on `port`, with `args` (which must include `--http-port`).
+    /// A node on `port`, with `args` (which must include `--http-port`) and the test kit's
+    /// cluster secret.
     fn start_on(port: u16, args: &[&str]) -> Node {
         let mut command = shoal();
         command
+            .env("SHOAL_CLUSTER_SECRET_FILE", secret_file())
             .args(["server", "--port", &port.to_string()])
             .args(["--threads", "1", "--log-level", "warn"])
             .args(args)
@@ -113,6 +115,13 @@ fn shoal() -> Command {
     }
     command.env_remove("RUST_LOG");
     command
+}
+
+/// The test kit's cluster secret file (nodes started here use it).
+fn secret_file() -> &'static str {
+    shoal_testkit::cluster_secret_file()
+        .to_str()
+        .expect("a UTF-8 temp path")
 }
 
 /// A command for one of the Redis tools (checked with `have_tools` first).
@@ -716,7 +725,8 @@ fn cluster_up_gives_every_node_its_password_and_status_asks_for_it() {
         }
     });
     let mut seen = Vec::new();
-    while !seen.iter().any(|l: &String| l.starts_with("cluster ready")) {
+    // Up to the last line it prints once the cluster is ready.
+    while !seen.iter().any(|l: &String| l.starts_with("stop:")) {
         match ready.recv_timeout(Duration::from_secs(30)) {
             Ok(line) => seen.push(line),
             Err(_) => panic!("no cluster within 30 s: {seen:?}"),
@@ -730,9 +740,21 @@ fn cluster_up_gives_every_node_its_password_and_status_asks_for_it() {
             "-NOAUTH Authentication required.\r\n"
         );
     }
+    // One secret for the cluster, private, given to every node and shown with the commands.
+    let secret = log_dir.canonicalize().unwrap().join("cluster-secret");
+    let secret = secret.to_str().unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(secret).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{secret}");
+    assert!(
+        seen.iter().any(|l| l.contains(&format!(
+            "shoal cluster status --node {node} --cluster-secret-file {secret}"
+        ))),
+        "{seen:?}"
+    );
     let (_, stderr) = failing(
         &["cluster", "status", "--node", &node],
-        &[],
+        &[("SHOAL_CLUSTER_SECRET_FILE", secret)],
         Duration::from_secs(10),
     );
     assert!(
@@ -740,13 +762,38 @@ fn cluster_up_gives_every_node_its_password_and_status_asks_for_it() {
         "{stderr}"
     );
     let out = run_shoal(
-        &["cluster", "status", "--node", &node],
+        &[
+            "cluster",
+            "status",
+            "--node",
+            &node,
+            "--cluster-secret-file",
+            secret,
+        ],
         &[("SHOAL_PASSWORD", "s3cret")],
         Duration::from_secs(10),
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(text.contains("1 shards, 2 nodes (2 healthy)"), "{text}");
+    // Another secret (the test kit's) gets nothing from the bus, and is told why.
+    let (stdout, stderr) = failing(
+        &[
+            "cluster",
+            "status",
+            "--node",
+            &node,
+            "--cluster-secret-file",
+            secret_file(),
+        ],
+        &[("SHOAL_PASSWORD", "s3cret")],
+        Duration::from_secs(10),
+    );
+    assert!(
+        stderr.contains("refused this process's cluster secret"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains("shards"), "{stdout}");
     drop(up);
     let _ = std::fs::remove_dir_all(&log_dir);
 }
@@ -756,9 +803,10 @@ fn cluster_status_explains_an_http_port_and_a_bad_address() {
     let http_port = free_port();
     let _node = Node::start_on(free_port(), &["--http-port", &http_port.to_string()]);
     let addr = format!("127.0.0.1:{http_port}");
+    let secret = [("SHOAL_CLUSTER_SECRET_FILE", secret_file())];
     let (_, stderr) = failing(
         &["cluster", "status", "--node", &addr],
-        &[],
+        &secret,
         Duration::from_secs(10),
     );
     assert!(
@@ -771,7 +819,7 @@ fn cluster_status_explains_an_http_port_and_a_bad_address() {
     );
     let (_, stderr) = failing(
         &["cluster", "status", "--node", "localhost:http"],
-        &[],
+        &secret,
         Duration::from_secs(10),
     );
     assert!(
@@ -795,7 +843,7 @@ fn remove_node_with_an_unknown_id_lists_the_cluster_s_ids() {
             "--node",
             &format!("127.0.0.1:{port}"),
         ],
-        &[],
+        &[("SHOAL_CLUSTER_SECRET_FILE", secret_file())],
         Duration::from_secs(20),
     );
     assert!(
@@ -891,6 +939,7 @@ fn a_node_s_log_file_is_plain_text_without_raft_internals() {
     let port = cluster_base_port(1);
     let log = TempFile::new("node.log", "");
     let mut child = shoal()
+        .env("SHOAL_CLUSTER_SECRET_FILE", secret_file())
         .args(["server", "--port", &port.to_string(), "--http-port", "0"])
         .args(["--threads", "1", "--cluster-enabled", "--log-level", "info"])
         .stdout(Stdio::null())
@@ -925,6 +974,7 @@ fn joining_where_nothing_listens_fails_after_the_join_timeout_and_health_says_so
     let nowhere = format!("127.0.0.1:{}", free_port());
     let started = Instant::now();
     let child = shoal()
+        .env("SHOAL_CLUSTER_SECRET_FILE", secret_file())
         .args(["server", "--port", &port.to_string()])
         .args(["--http-port", &http_port.to_string(), "--threads", "1"])
         .args(["--cluster-join", &nowhere, "--join-timeout", "2"])
@@ -1046,4 +1096,106 @@ fn maxclients_is_fitted_to_the_open_files_limit_as_redis_does() {
         stderr.contains("open-files limit (500") && stderr.contains("--http-maxclients"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_founder_without_a_secret_writes_one_and_a_joiner_without_one_does_not_start() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let work = std::env::temp_dir().join(format!("shoal-cli-secret-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let port = cluster_base_port(1);
+    let log = std::fs::File::create(work.join("founder.log")).unwrap();
+    let founder = shoal()
+        .current_dir(&work)
+        .args(["server", "--port", &port.to_string(), "--http-port", "0"])
+        .args(["--threads", "1", "--cluster-enabled"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _founder = Killed(founder);
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_for_cluster(port);
+    // Written in the working directory, private, and the log says where.
+    let written = work.join("shoal-cluster-secret");
+    let mode = std::fs::metadata(&written).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&written).unwrap();
+    assert_eq!(text.trim().len(), 64, "{text}");
+    assert!(text.trim().bytes().all(|b| b.is_ascii_hexdigit()), "{text}");
+    let log = std::fs::read_to_string(work.join("founder.log")).unwrap();
+    assert!(
+        log.contains("wrote a new cluster secret to") && log.contains(&work.display().to_string()),
+        "{log}"
+    );
+    // A node that joins without it does not start, and says what it needs.
+    let joiner = free_port();
+    let (_, stderr) = failing(
+        &[
+            "server",
+            "--port",
+            &joiner.to_string(),
+            "--http-port",
+            "0",
+            "--cluster-join",
+            &format!("127.0.0.1:{port}"),
+        ],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(
+        stderr.contains("the cluster needs its secret: --cluster-secret-file"),
+        "{stderr}"
+    );
+    // With it, it joins.
+    let _joiner = Node::start_on(
+        joiner,
+        &[
+            "--http-port",
+            "0",
+            "--cluster-join",
+            &format!("127.0.0.1:{port}"),
+            "--cluster-secret-file",
+            written.to_str().unwrap(),
+        ],
+    );
+    let started = Instant::now();
+    while !resp_command(port, &["CLUSTER", "INFO"]).contains("cluster_known_nodes:2") {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the joiner never joined"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A file others may read is refused, naming it and its mode.
+    std::fs::set_permissions(&written, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, stderr) = failing(
+        &[
+            "server",
+            "--port",
+            &free_port().to_string(),
+            "--http-port",
+            "0",
+            "--cluster-enabled",
+            "--cluster-secret-file",
+            written.to_str().unwrap(),
+        ],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{} is accessible by group or others (mode 0644)",
+            written.display()
+        )),
+        "{stderr}"
+    );
+    drop(_joiner);
+    drop(_founder);
+    let _ = std::fs::remove_dir_all(&work);
 }

@@ -150,10 +150,14 @@ fn int(value: &Value) -> i64 {
     }
 }
 
-/// Runs the `shoal` binary with `args`, bounded by 20 s.
+/// Runs the `shoal` binary with `args` (and the test kit's cluster secret), bounded by 20 s.
 fn run_shoal(args: &[&str]) -> Output {
     let mut command = Command::new(SHOAL);
     command
+        .env(
+            "SHOAL_CLUSTER_SECRET_FILE",
+            shoal_testkit::cluster_secret_file(),
+        )
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -945,7 +949,8 @@ async fn record_maps(
     after: u64,
     arrivals: Arc<std::sync::Mutex<Vec<Arrival>>>,
 ) {
-    let Ok(mut conn) = BusConnection::connect(&bus, Duration::from_secs(2)).await else {
+    let secret = shoal_testkit::cluster_secret();
+    let Ok(mut conn) = BusConnection::connect(&bus, &secret, Duration::from_secs(2)).await else {
         return;
     };
     if conn.send(&Request::Subscribe { after }).await.is_err() {

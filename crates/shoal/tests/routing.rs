@@ -52,7 +52,8 @@ fn int(value: &Value) -> i64 {
 async fn the_smart_client_puts_every_key_on_its_owner() {
     run_test("the_smart_client_puts_every_key_on_its_owner", async {
         let cluster = start(3, None).await;
-        let client = Client::connect(ClientConfig::new(cluster.resp_addrs()))
+        let config = ClientConfig::new(cluster.resp_addrs()).with_cluster_secret(cluster.secret());
+        let client = Client::connect(config)
             .await
             .expect("the smart client connects");
         let keys: Vec<String> = (0..10_000).map(|i| format!("user:{i}")).collect();
@@ -248,6 +249,8 @@ async fn shoal_proxy_serves_plain_clients_and_http() {
                 http_port.to_string(),
                 "--cluster".into(),
                 cluster.resp_addrs().join(","),
+                "--cluster-secret-file".into(),
+                shoal_testkit::cluster_secret_file().display().to_string(),
             ],
             env: Vec::new(),
             log: log.clone(),

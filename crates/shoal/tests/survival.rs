@@ -196,6 +196,8 @@ async fn primaries_keep_writing_when_a_majority_of_the_voters_is_gone() {
             let out = std::process::Command::new(SHOAL)
                 .args(["cluster", "status", "--node"])
                 .arg(cluster.node(survivor).resp_addr())
+                .arg("--cluster-secret-file")
+                .arg(shoal_testkit::cluster_secret_file())
                 .output()
                 .expect("shoal cluster status runs");
             let text = String::from_utf8_lossy(&out.stdout);

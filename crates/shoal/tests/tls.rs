@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use shoal_testkit::{
-    CertFiles, NodePorts, NodeProcess, NodeSpec, Process, ProcessSpec, TestCa, TestDir, free_port,
-    have_tools,
+    CertFiles, NodePorts, NodeProcess, NodeSpec, Process, ProcessSpec, TestCa, TestDir,
+    cluster_secret, cluster_secret_file, free_port, have_tools,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -638,6 +638,10 @@ async fn a_proxy_serves_tls_only_and_https() {
     .unwrap();
     let (tls_port, http_port) = (free_port().unwrap(), free_port().unwrap());
     let mut args = vec!["proxy".to_string(), "--cluster".into(), node.resp_addr()];
+    args.extend([
+        "--cluster-secret-file".to_string(),
+        path(cluster_secret_file()),
+    ]);
     args.extend(["--port", "0", "--threads", "1", "--http-tls", "yes"].map(String::from));
     args.extend(["--http-port".to_string(), http_port.to_string()]);
     args.extend(tls_args(&certs, tls_port));
@@ -831,6 +835,7 @@ async fn the_proxy_and_the_smart_client_speak_tls_to_tls_nodes() {
 
     // The smart client, with the CA and a client certificate (the node asks for one).
     let config = shoal_client::ClientConfig::new([seed.clone()])
+        .with_cluster_secret(cluster_secret())
         .with_tls(client_config(&certs.ca.cert, Some(&certs.client)), None);
     let client = shoal_client::Client::connect(config).await.unwrap();
     client.set("smart", "over tls", None).await.unwrap();
@@ -840,6 +845,7 @@ async fn the_proxy_and_the_smart_client_speak_tls_to_tls_nodes() {
     );
     // Without a client certificate the node refuses it.
     let mut refused = shoal_client::ClientConfig::new([seed.clone()])
+        .with_cluster_secret(cluster_secret())
         .with_tls(client_config(&certs.ca.cert, None), None)
         .with_connect_timeout(Duration::from_millis(500));
     refused.map_timeout = Duration::from_secs(1);
@@ -852,6 +858,10 @@ async fn the_proxy_and_the_smart_client_speak_tls_to_tls_nodes() {
     // The proxy: plain for its clients here, TLS to the node.
     let proxy_port = free_port().unwrap();
     let mut args = vec!["proxy".to_string(), "--cluster".into(), seed];
+    args.extend([
+        "--cluster-secret-file".to_string(),
+        path(cluster_secret_file()),
+    ]);
     args.extend(["--port".to_string(), proxy_port.to_string()]);
     args.extend(["--threads", "1", "--tls-cluster", "yes"].map(String::from));
     args.extend(["--tls-ca-cert-file".to_string(), path(&certs.ca.cert)]);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use rand::seq::SliceRandom;
+use shoal_cluster::BusSecret;
 use shoal_cluster::bus::{self, BusConnection, Reply, Request};
 use shoal_proto::reply::Value;
 
@@ -33,14 +34,18 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// subscription silent for longer than
 /// [`ClientConfig::subscription_silence`] (the bus pings every 500 ms) is dropped for another
 /// node. When the client asks for a refresh (after `-MOVED`), it fetches the map once from
-/// the node it is subscribed at.
+/// the node it is subscribed at. Every bus connection proves the cluster secret
+/// ([`ClientConfig::cluster_secret`]).
 #[derive(Debug, Clone)]
 pub struct BusMapSource {
     seeds: Vec<String>,
+    secret: BusSecret,
     conn: ConnOptions,
     request_timeout: Duration,
     silence: Duration,
     retry_base: Duration,
+    /// Whether a node has refused the secret (logged once).
+    refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How one subscription attempt went.
@@ -53,10 +58,19 @@ enum Attempt {
 }
 
 impl BusMapSource {
-    /// A source with `config`'s seeds, timeouts and credentials.
-    pub fn new(config: &ClientConfig) -> BusMapSource {
-        BusMapSource {
+    /// A source with `config`'s seeds, timeouts and credentials; fails without a
+    /// [`ClientConfig::cluster_secret`].
+    pub fn new(config: &ClientConfig) -> Result<BusMapSource, crate::Error> {
+        let secret = config.cluster_secret.clone().ok_or_else(|| {
+            crate::Error::Config(
+                "the cluster bus needs the cluster secret: set cluster_secret (the nodes' \
+                 --cluster-secret-file) to follow the cluster map"
+                    .into(),
+            )
+        })?;
+        Ok(BusMapSource {
             seeds: config.seeds.clone(),
+            secret,
             // Map requests are not reads of the keyspace.
             conn: ConnOptions {
                 readonly: false,
@@ -65,7 +79,8 @@ impl BusMapSource {
             request_timeout: config.request_timeout,
             silence: config.subscription_silence,
             retry_base: config.backoff_base.max(Duration::from_millis(10)),
-        }
+            refused: Arc::default(),
+        })
     }
 
     async fn follow(&self, sink: &MapSink, current: &Mutex<Option<String>>) {
@@ -123,10 +138,21 @@ impl BusMapSource {
     /// Fetches the map from the bus at `addr`, then follows its pushes until the subscription
     /// fails.
     async fn subscribe(&self, addr: &str, sink: &MapSink) -> (Attempt, String) {
-        let mut conn = match BusConnection::connect(addr, self.conn.connect_timeout).await {
-            Ok(conn) => conn,
-            Err(e) => return (Attempt::Failed, e.to_string()),
-        };
+        let mut conn =
+            match BusConnection::connect(addr, &self.secret, self.conn.connect_timeout).await {
+                Ok(conn) => conn,
+                Err(e @ bus::BusError::Auth { .. }) => {
+                    // Not a node that is down: a secret that is not the cluster's. Said once.
+                    if !self
+                        .refused
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::warn!("cannot follow the cluster map: {e}");
+                    }
+                    return (Attempt::Failed, e.to_string());
+                }
+                Err(e) => return (Attempt::Failed, e.to_string()),
+            };
         match conn.call(&Request::GetMap, self.request_timeout).await {
             Ok(Reply::Map(map)) => {
                 sink.offer(map);
@@ -182,7 +208,7 @@ impl BusMapSource {
             candidates.extend(map_candidates(sink, None).into_iter().take(2));
             candidates.dedup();
             for addr in candidates {
-                match bus::call(&addr, &Request::GetMap, self.request_timeout).await {
+                match bus::call(&addr, &self.secret, &Request::GetMap, self.request_timeout).await {
                     Ok(Reply::Map(map)) => {
                         sink.offer(map);
                         break;

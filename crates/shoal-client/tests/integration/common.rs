@@ -24,9 +24,11 @@ use tokio::task::{JoinHandle, JoinSet};
 /// How long any awaited condition may take.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// A client configuration for tests: short timeouts and backoffs.
+/// A client configuration for tests: short timeouts and backoffs, and the test kit's cluster
+/// secret (every node and fake bus here has it).
 pub fn config() -> ClientConfig {
     ClientConfig::default()
+        .with_cluster_secret(shoal_testkit::cluster_secret())
         .with_connect_timeout(Duration::from_secs(2))
         .with_request_timeout(Duration::from_secs(2))
         .with_backoff(Duration::from_millis(5), Duration::from_millis(50))
@@ -390,6 +392,13 @@ async fn bus_serve(
         };
         let (current, requests, mut script) = (current.clone(), requests.clone(), push.subscribe());
         conns.spawn(async move {
+            let secret = shoal_testkit::cluster_secret();
+            if shoal_cluster::bus_auth::accept(&mut stream, &secret)
+                .await
+                .is_err()
+            {
+                return;
+            }
             loop {
                 let request: Request = match bus::read_frame(&mut stream).await {
                     Ok(r) => r,

@@ -153,4 +153,27 @@ async fn no_map_is_an_error_after_the_map_timeout() {
         Client::connect(shoal_client::ClientConfig::default()).await,
         Err(Error::Config(_))
     ));
+    // Without the cluster secret, the bus is closed to it: it says so at once.
+    let no_secret = shoal_client::ClientConfig::new([fake.addr.to_string()]);
+    match Client::connect(no_secret).await {
+        Err(Error::Config(why)) => assert!(why.contains("cluster secret"), "{why}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn a_client_with_another_secret_gets_no_map() {
+    let node = Node::start_with(|c| c.cluster_enabled = true);
+    let other = shoal_client::BusSecret::new(*b"not-the-cluster-s-secret-0123456789").unwrap();
+    let mut wrong = config().with_cluster_secret(other);
+    wrong.seeds = vec![node.addr.to_string()];
+    wrong.map_timeout = Duration::from_millis(500);
+    assert!(matches!(Client::connect(wrong).await, Err(Error::NoMap(_))));
+    // With the cluster's, it does.
+    let mut config = config();
+    config.seeds = vec![node.addr.to_string()];
+    let client = Client::connect(config)
+        .await
+        .expect("the right secret gets the map");
+    assert!(client.map().epoch > 0);
 }

@@ -54,7 +54,9 @@ impl Controller {
                 hold_ms: FENCE_HOLD_MS,
             };
             let mut fenced = HashMap::new();
-            for (id, reply) in bus::call_all(targets, &request, FENCE_TIMEOUT).await {
+            for (id, reply) in
+                bus::call_all(targets, &self.config.secret, &request, FENCE_TIMEOUT).await
+            {
                 if let Ok(Reply::Fenced { last_grant_ms }) = reply {
                     fenced.insert(id, last_grant_ms);
                 }

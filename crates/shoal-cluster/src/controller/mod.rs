@@ -87,6 +87,8 @@ pub struct ControllerConfig {
     /// Where its Raft state is kept (`raft/` in the node's directory); `None` keeps it in
     /// memory.
     pub raft_dir: Option<PathBuf>,
+    /// The cluster secret, proved on every bus connection it opens.
+    pub secret: crate::bus_auth::BusSecret,
 }
 
 type Waiter = oneshot::Sender<Reply>;
@@ -164,7 +166,7 @@ impl Controller {
         let raft = Raft::new(
             config.myself.id.0,
             Arc::new(raft_config),
-            BusNetwork,
+            BusNetwork::new(config.secret.clone()),
             log,
             machine.clone(),
         )
@@ -257,6 +259,17 @@ impl Controller {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .elapsed()
+    }
+
+    /// The Raft term this member is in (an election raises it; a member that grants a vote
+    /// for a later term takes that term).
+    pub fn term(&self) -> u64 {
+        self.raft
+            .server_metrics()
+            .borrow()
+            .vote
+            .leader_id()
+            .get_term()
     }
 
     /// Whether this member leads right now.
@@ -745,7 +758,14 @@ impl Controller {
             .collect();
         let targets = candidates.iter().map(|node| (node.id, node.bus_addr()));
         let mut refreshed = false;
-        for (id, reply) in bus::call_all(targets, &Request::Report, REPORT_TIMEOUT).await {
+        for (id, reply) in bus::call_all(
+            targets,
+            &self.config.secret,
+            &Request::Report,
+            REPORT_TIMEOUT,
+        )
+        .await
+        {
             match reply {
                 Ok(Reply::Report(stats)) => {
                     tracing::info!(node = %id, report = ?stats.replication, "failover candidate");

@@ -15,13 +15,23 @@ use openraft::raft::{
 
 use super::TypeConfig;
 use crate::bus::{BusConnection, BusError, RaftReply, RaftRequest, Reply, Request};
+use crate::bus_auth::BusSecret;
 
 /// How long connecting to a peer may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// Makes [`PeerLink`]s.
-#[derive(Clone, Default)]
-pub(crate) struct BusNetwork;
+/// Makes [`PeerLink`]s, which prove the cluster secret.
+#[derive(Clone)]
+pub(crate) struct BusNetwork {
+    secret: BusSecret,
+}
+
+impl BusNetwork {
+    /// Links that prove `secret`.
+    pub(crate) fn new(secret: BusSecret) -> BusNetwork {
+        BusNetwork { secret }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for BusNetwork {
     type Network = PeerLink;
@@ -31,6 +41,7 @@ impl RaftNetworkFactory<TypeConfig> for BusNetwork {
             target,
             node: node.clone(),
             addr: node.addr.clone(),
+            secret: self.secret.clone(),
             connection: None,
         }
     }
@@ -41,6 +52,7 @@ pub(crate) struct PeerLink {
     target: u64,
     node: BasicNode,
     addr: String,
+    secret: BusSecret,
     connection: Option<BusConnection>,
 }
 
@@ -64,7 +76,8 @@ impl PeerLink {
         timeout: Duration,
     ) -> Result<RaftReply, BusError> {
         if self.connection.is_none() {
-            self.connection = Some(BusConnection::connect(&self.addr, CONNECT_TIMEOUT).await?);
+            self.connection =
+                Some(BusConnection::connect(&self.addr, &self.secret, CONNECT_TIMEOUT).await?);
         }
         let connection = self.connection.as_mut().expect("connected above");
         let to = crate::map::NodeId(self.target);

@@ -106,6 +106,7 @@ pub fn start_proxy(seed: &str, tweak: impl FnOnce(&mut ProxyConfig)) -> Proxy {
         port: 0,
         threads: 2,
         cluster: vec![seed.to_string()],
+        cluster_secret: Some(shoal_testkit::cluster_secret()),
         ..ProxyConfig::default()
     };
     tweak(&mut config);

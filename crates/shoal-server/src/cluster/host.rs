@@ -81,6 +81,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
                 .unwrap_or_default()
         }),
         dir: cluster.dir().cloned(),
+        secret: cluster.secret().clone(),
     };
     let node = match ClusterNode::start(node_config, listener).await {
         Ok(node) => node,

@@ -7,6 +7,7 @@
 pub mod health;
 pub mod host;
 pub mod routing;
+pub mod secret;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use shoal_client::Client;
 use shoal_cluster::node::ClusterNode;
-use shoal_cluster::{ClusterMap, NodeDir, NodeInfo, key_slot};
+use shoal_cluster::{BusSecret, ClusterMap, NodeDir, NodeInfo, key_slot};
 use shoal_frontdoor::{CLUSTER_DOWN, CommandError};
 use shoal_proto::Argv;
 use shoal_proto::command_table::{CommandSpec, flags};
@@ -77,6 +78,8 @@ pub struct ClusterState {
     dropping: Mutex<Option<DropJob>>,
     /// The node's directory (`--dir`), if it has one.
     dir: Option<Arc<NodeDir>>,
+    /// The cluster secret.
+    secret: BusSecret,
     /// Counters.
     pub stats: ClusterStats,
 }
@@ -88,8 +91,9 @@ const AWAIT_MAP: Duration = Duration::from_millis(200);
 const DROP_BATCH: usize = 1000;
 
 impl ClusterState {
-    /// The state of a node that is about to take its place as `myself`.
-    pub fn new(myself: NodeInfo, mode: RoutingMode) -> ClusterState {
+    /// The state of a node that is about to take its place as `myself` in the cluster whose
+    /// secret is `secret`.
+    pub fn new(myself: NodeInfo, mode: RoutingMode, secret: BusSecret) -> ClusterState {
         ClusterState {
             routing: ArcSwap::from_pointee(Routing::empty(myself.id)),
             myself,
@@ -98,6 +102,7 @@ impl ClusterState {
             forwarder: OnceLock::new(),
             dropping: Mutex::new(None),
             dir: None,
+            secret,
             stats: ClusterStats::default(),
         }
     }
@@ -110,6 +115,11 @@ impl ClusterState {
     /// The node's directory, if it has one.
     pub fn dir(&self) -> Option<&Arc<NodeDir>> {
         self.dir.as_ref()
+    }
+
+    /// The cluster secret.
+    pub fn secret(&self) -> &BusSecret {
+        &self.secret
     }
 
     /// This node as the cluster knows it.

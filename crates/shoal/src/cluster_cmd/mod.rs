@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use shoal_cluster::BusSecret;
 use shoal_cluster::bus::{self, ClusterStatus, Reply, Request};
 use shoal_cluster::seed::{self, SeedError};
 use shoal_server::ByteSize;
@@ -55,7 +56,8 @@ pub struct UpArgs {
     /// Milliseconds without a heartbeat before a node is marked failed.
     #[arg(long, default_value_t = 1000)]
     pub node_timeout: u64,
-    /// Directory for the nodes' logs, one node-<port>.log each, overwritten by every run
+    /// Directory for the nodes' logs (one node-<port>.log each, overwritten by every run),
+    /// their directories and the cluster secret
     /// [default: shoal-cluster-<base-port> in the system's temp dir, the same for every run on
     /// that base port].
     #[arg(long, value_name = "DIR")]
@@ -92,6 +94,9 @@ pub struct StatusArgs {
     /// The nodes' password (their --requirepass), if they have one.
     #[arg(long, env = "SHOAL_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// File holding the cluster secret (the nodes' --cluster-secret-file).
+    #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE", value_name = "PATH")]
+    pub cluster_secret_file: PathBuf,
 }
 
 /// `shoal cluster remove-node` flags.
@@ -105,6 +110,9 @@ pub struct RemoveArgs {
     /// The nodes' password (their --requirepass), if they have one.
     #[arg(long, env = "SHOAL_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// File holding the cluster secret (the nodes' --cluster-secret-file).
+    #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE", value_name = "PATH")]
+    pub cluster_secret_file: PathBuf,
 }
 
 /// The RESP port `--node` means when it names none: `cluster up`'s first node's.
@@ -134,11 +142,20 @@ fn parse_node_addr(text: &str) -> Result<String, String> {
     seed::parse_node_addr(text, Some(DEFAULT_NODE_PORT)).map_err(|e| e.to_string())
 }
 
+/// The cluster secret in the file at `path`, or an error that says what to give.
+fn load_secret(path: &std::path::Path) -> anyhow::Result<BusSecret> {
+    BusSecret::load(path).context("the cluster bus needs the nodes' --cluster-secret-file")
+}
+
 /// The controller leader's status, asked through the node whose RESP address is `node` (and
-/// password `password`, if it has one).
-async fn leader_status(node: &str, password: Option<&str>) -> anyhow::Result<ClusterStatus> {
+/// password `password`, if it has one), proving `secret` on its bus.
+async fn leader_status(
+    node: &str,
+    password: Option<&str>,
+    secret: &BusSecret,
+) -> anyhow::Result<ClusterStatus> {
     let bus = bus_of(node, password).await?;
-    leader_status_via(&bus, node).await
+    leader_status_via(&bus, node, secret).await
 }
 
 /// The bus address of the node whose RESP address is `node`, or what went wrong, with a hint
@@ -168,8 +185,12 @@ async fn bus_of(node: &str, password: Option<&str>) -> anyhow::Result<String> {
 }
 
 /// The controller leader's status, asked through the bus at `bus` (of the node `node`).
-async fn leader_status_via(bus: &str, node: &str) -> anyhow::Result<ClusterStatus> {
-    match bus::call_leader(bus, &Request::Status, BUS_TIMEOUT, 4).await? {
+async fn leader_status_via(
+    bus: &str,
+    node: &str,
+    secret: &BusSecret,
+) -> anyhow::Result<ClusterStatus> {
+    match bus::call_leader(bus, secret, &Request::Status, BUS_TIMEOUT, 4).await? {
         Reply::Status(status) => Ok(*status),
         Reply::Error(e) => bail!("{node}: {e}"),
         other => bail!("{node} answered {other:?}"),

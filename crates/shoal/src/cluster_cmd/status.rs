@@ -8,13 +8,16 @@ use anyhow::{anyhow, bail};
 use shoal_cluster::bus::{self, ClusterStatus, NodeStatus, Reply, Request};
 use shoal_cluster::{ClusterMap, Health, NodeId, NodeInfo, Role};
 
-use super::{RemoveArgs, StatusArgs, bus_of, leader_status, leader_status_via};
+use shoal_cluster::BusSecret;
+
+use super::{RemoveArgs, StatusArgs, bus_of, leader_status, leader_status_via, load_secret};
 
 /// `shoal cluster status`.
 pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let status = match leader_status(&args.node, args.password.as_deref()).await {
+    let secret = load_secret(&args.cluster_secret_file)?;
+    let status = match leader_status(&args.node, args.password.as_deref(), &secret).await {
         Ok(status) => status,
-        Err(no_leader) => return leaderless_status(&args, no_leader).await,
+        Err(no_leader) => return leaderless_status(&args, &secret, no_leader).await,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -27,10 +30,16 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
 /// `shoal cluster status` when no controller leader answers: the node's own map, under a line
 /// that says the controller has lost its majority (or is electing a leader), and what that
 /// means. Fails (with `no_leader`) if the node does not answer either.
-async fn leaderless_status(args: &StatusArgs, no_leader: anyhow::Error) -> anyhow::Result<()> {
+async fn leaderless_status(
+    args: &StatusArgs,
+    secret: &BusSecret,
+    no_leader: anyhow::Error,
+) -> anyhow::Result<()> {
     let bus = bus_of(&args.node, args.password.as_deref()).await?;
-    let map = match bus::call(&bus, &Request::GetMap, Duration::from_secs(2)).await {
+    let map = match bus::call(&bus, secret, &Request::GetMap, Duration::from_secs(2)).await {
         Ok(Reply::Map(map)) => map,
+        // The node itself refuses: that, not the controller, is what to fix.
+        Err(e @ bus::BusError::Auth { .. }) => return Err(e.into()),
         _ => return Err(no_leader),
     };
     let why = format!(
@@ -51,17 +60,24 @@ async fn leaderless_status(args: &StatusArgs, no_leader: anyhow::Error) -> anyho
 
 /// `shoal cluster remove-node`.
 pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
+    let secret = load_secret(&args.cluster_secret_file)?;
     let bus = bus_of(&args.node, args.password.as_deref()).await?;
-    let id = find_node(&leader_status_via(&bus, &args.node).await?.map, &args.id)?;
-    let answer = bus::call_leader(&bus, &Request::RemoveNode(id), Duration::from_secs(12), 4).await;
+    let id = find_node(
+        &leader_status_via(&bus, &args.node, &secret).await?.map,
+        &args.id,
+    )?;
+    let request = Request::RemoveNode(id);
+    let answer = bus::call_leader(&bus, &secret, &request, Duration::from_secs(12), 4).await;
     let map = match answer {
         Ok(Reply::Removed(map)) => map,
         // A refusal is final unless the node is gone already ("no such node" from a leader
         // asked again after an earlier one committed the removal).
-        Ok(Reply::Error(e)) => removed_anyway(&bus, id, anyhow!(e), Duration::ZERO).await?,
+        Ok(Reply::Error(e)) => {
+            removed_anyway(&bus, &secret, id, anyhow!(e), Duration::ZERO).await?
+        }
         Ok(other) => bail!("unexpected answer {other:?}"),
         // No answer, or no leader for now: the removal may still commit.
-        Err(e) => removed_anyway(&bus, id, e.into(), Duration::from_secs(5)).await?,
+        Err(e) => removed_anyway(&bus, &secret, id, e.into(), Duration::from_secs(5)).await?,
     };
     println!(
         "removed {id}; the cluster is at epoch {} with {} shards",
@@ -96,13 +112,14 @@ fn find_node(map: &ClusterMap, given: &str) -> anyhow::Result<NodeId> {
 /// again, it would find no such node. The node was there when the command started.
 async fn removed_anyway(
     bus: &str,
+    secret: &BusSecret,
     id: NodeId,
     error: anyhow::Error,
     patience: Duration,
 ) -> anyhow::Result<ClusterMap> {
     let deadline = Instant::now() + patience;
     loop {
-        if let Ok(status) = leader_status_via(bus, bus).await
+        if let Ok(status) = leader_status_via(bus, bus, secret).await
             && !status.map.nodes.contains_key(&id)
         {
             return Ok(status.map);

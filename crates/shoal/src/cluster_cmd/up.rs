@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use shoal_cluster::bus::ClusterStatus;
 use shoal_cluster::decide::desired_voters;
-use shoal_cluster::{Health, SLOTS};
+use shoal_cluster::{BusSecret, Health, SLOTS};
 use shoal_server::Config;
 
 use shoal_cluster::BUS_PORT_OFFSET;
@@ -48,6 +48,13 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let log_dir = log_dir
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", log_dir.display()))?;
+    // One secret for the new cluster, given to every node (a file private to this user).
+    let secret_path = log_dir.join(SECRET_FILE);
+    if secret_path.exists() {
+        std::fs::remove_file(&secret_path)
+            .with_context(|| format!("cannot replace {}", secret_path.display()))?;
+    }
+    let secret = BusSecret::create(&secret_path)?;
     let exe = std::env::current_exe().context("cannot find the shoal binary")?;
     let founder = format!("127.0.0.1:{}", args.base_port);
     println!(
@@ -73,7 +80,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     let command_lines: Vec<Vec<String>> = (0..count)
-        .map(|i| node_command_line(&args, i, http_base, &founder, &log_dir))
+        .map(|i| node_command_line(&args, i, http_base, &founder, &log_dir, &secret_path))
         .collect();
     let spawn_node = |i: usize| -> anyhow::Result<(u16, Child)> {
         let port = args.base_port + i as u16;
@@ -107,7 +114,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         Ok((port, child))
     };
     fleet.children.push(spawn_node(0)?);
-    wait_for_founder(&founder, args.password(), &mut fleet).await?;
+    wait_for_founder(&founder, args.password(), &secret, &mut fleet).await?;
     println!("  node {} founded the cluster", args.base_port);
     for i in 1..count {
         fleet.children.push(spawn_node(i)?);
@@ -118,7 +125,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         if let Some(port) = fleet.exited() {
             bail!("{}", fleet.exit_report(port, "exited while joining"));
         }
-        if let Ok(status) = leader_status(&founder, args.password()).await {
+        if let Ok(status) = leader_status(&founder, args.password(), &secret).await {
             let members = status.map.nodes.len();
             if members > count {
                 bail!(
@@ -148,13 +155,21 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
     );
     print!("{}", describe(&status));
     println!();
+    let secret_flag = format!("--cluster-secret-file {}", secret_path.display());
     if args.password().is_some() {
         println!("connect:    redis-cli -c -p {} --askpass", args.base_port);
-        println!("status:     shoal cluster status --node {founder} --password <the password>");
+        println!(
+            "status:     shoal cluster status --node {founder} {secret_flag} --password <the password>"
+        );
     } else {
         println!("connect:    redis-cli -c -p {}", args.base_port);
-        println!("status:     shoal cluster status --node {founder}");
+        println!("status:     shoal cluster status --node {founder} {secret_flag}");
     }
+    println!(
+        "secret:     {} (the cluster bus's; every node, proxy and client of the cluster needs it)",
+        secret_path.display()
+    );
+    println!("proxy:      shoal proxy --cluster {founder} {secret_flag}");
     if http_base != 0 {
         println!("HTTP API:   http://127.0.0.1:{http_base}/<key>");
         println!(
@@ -227,14 +242,19 @@ fn node_config(args: &UpArgs, port: u16, http_port: u16) -> Config {
     config
 }
 
+/// The cluster secret's file name in `up`'s directory.
+const SECRET_FILE: &str = "cluster-secret";
+
 /// The `shoal` arguments of node `i` (the first founds the cluster, every one is
-/// controller-eligible, each keeps its directory under `log_dir`).
+/// controller-eligible, each keeps its directory under `log_dir`, all share the secret in
+/// `secret`).
 fn node_command_line(
     args: &UpArgs,
     i: usize,
     http_base: u16,
     founder: &str,
     log_dir: &Path,
+    secret: &Path,
 ) -> Vec<String> {
     let port = args.base_port + i as u16;
     let http_port = if http_base == 0 {
@@ -257,6 +277,8 @@ fn node_command_line(
         "--cluster-enabled".into(),
         "--dir".into(),
         node_dir(log_dir, port).display().to_string(),
+        "--cluster-secret-file".into(),
+        secret.display().to_string(),
     ];
     if let Some(maxmemory) = args.maxmemory {
         line.extend(["--maxmemory".into(), maxmemory.0.to_string()]);
@@ -383,6 +405,7 @@ impl Drop for Fleet {
 async fn wait_for_founder(
     founder: &str,
     password: Option<&str>,
+    secret: &BusSecret,
     fleet: &mut Fleet,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -390,7 +413,7 @@ async fn wait_for_founder(
         if let Some(port) = fleet.exited() {
             bail!("{}", fleet.exit_report(port, "exited while starting"));
         }
-        if let Ok(status) = leader_status(founder, password).await {
+        if let Ok(status) = leader_status(founder, password, secret).await {
             // Ours has just founded its cluster: it is alone in it.
             if status.map.nodes.len() != 1 {
                 bail!(
