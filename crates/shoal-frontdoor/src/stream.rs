@@ -34,19 +34,6 @@ fn now<T>(future: impl Future<Output = std::io::Result<T>>) -> std::io::Result<T
 }
 
 impl Stream {
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => tls.get_ref().0,
-        }
-    }
-
-    /// Whether it is a TLS connection.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
-    }
-
     /// Waits for input and appends it to `buf` (0 at the end of the stream). With TLS, output
     /// still in rustls's buffer is sent first.
     #[inline]

@@ -18,7 +18,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct TlsAcceptor {
     config: ArcSwap<ServerConfig>,
-    handshake_timeout: Duration,
 }
 
 impl TlsAcceptor {
@@ -26,14 +25,7 @@ impl TlsAcceptor {
     pub fn new(options: &TlsOptions) -> Result<TlsAcceptor, TlsError> {
         Ok(TlsAcceptor {
             config: ArcSwap::new(options.server_config()?),
-            handshake_timeout: HANDSHAKE_TIMEOUT,
         })
-    }
-
-    /// The same, with another handshake timeout.
-    pub fn with_handshake_timeout(mut self, timeout: Duration) -> TlsAcceptor {
-        self.handshake_timeout = timeout;
-        self
     }
 
     /// Reads the files of `options` again and, if they make a working configuration, gives
@@ -47,7 +39,7 @@ impl TlsAcceptor {
     /// Runs the server side of the handshake on `stream`, within the handshake timeout.
     pub async fn accept(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.config.load_full());
-        match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(done) => done,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

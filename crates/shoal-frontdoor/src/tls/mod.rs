@@ -20,8 +20,6 @@ use std::sync::Arc;
 
 pub use acceptor::{HANDSHAKE_TIMEOUT, TlsAcceptor};
 pub use rustls::{ClientConfig, ServerConfig};
-pub use rustls_pki_types::ServerName;
-pub use tokio_rustls::TlsConnector;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
