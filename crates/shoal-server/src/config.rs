@@ -253,6 +253,9 @@ pub struct Config {
     pub tls_ciphers: String,
     /// Whether the HTTP API is served over TLS (HTTPS), with the TLS port's certificate.
     pub http_tls: bool,
+    /// Whether this node's links to other nodes' RESP ports (a replica's to its primary,
+    /// forwarded commands) speak TLS, and the node announces its TLS port to the cluster.
+    pub tls_replication: bool,
     /// Most HTTP connections open at once (apart from RESP's `maxclients`).
     pub http_maxclients: u64,
     /// Seconds an HTTP connection may take to send a request's headers or the next piece of
@@ -390,6 +393,7 @@ impl Default for Config {
             tls_ciphersuites: String::new(),
             tls_ciphers: String::new(),
             http_tls: false,
+            tls_replication: false,
             http_maxclients: 1024,
             http_timeout: 10,
             http_max_inflight_bytes: ByteSize(1024 * 1024 * 1024),
@@ -500,6 +504,23 @@ impl Config {
         let bad = |name, reason: String| Err(ConfigError::Value { name, reason });
         if let Err(reason) = ClientAuth::parse(&self.tls_auth_clients) {
             return bad("tls-auth-clients", reason);
+        }
+        if self.tls_replication && self.tls_port == 0 {
+            return bad(
+                "tls-replication",
+                "needs tls-port: the nodes reach each other on their TLS ports".into(),
+            );
+        }
+        if self.tls_replication
+            && self.tls_ca_cert_file.is_empty()
+            && self.tls_ca_cert_dir.is_empty()
+        {
+            return bad(
+                "tls-replication",
+                "needs tls-ca-cert-file or tls-ca-cert-dir (the CA the other nodes' \
+                 certificates chain to)"
+                    .into(),
+            );
         }
         if !self.serves_tls() {
             return Ok(());
@@ -711,9 +732,12 @@ impl Config {
         }
     }
 
-    /// The RESP port announced to the cluster: `cluster-announce-port`, else `port`.
+    /// The RESP port announced to the cluster: `cluster-announce-port`, else the TLS port
+    /// with `tls-replication` (peers then reach it over TLS, as Redis announces its TLS port),
+    /// else `port`.
     pub fn announced_port(&self) -> u16 {
         match self.cluster_announce_port {
+            0 if self.tls_replication && self.tls_port != 0 => self.tls_port,
             0 => self.port,
             port => port,
         }
@@ -993,6 +1017,11 @@ pub static PARAMS: &[Param] = &[
             c.tls_ciphers = v.to_string();
             Ok(())
         }),
+    },
+    Param {
+        name: "tls-replication",
+        get: |c| if c.tls_replication { "yes" } else { "no" }.into(),
+        set: None,
     },
     Param {
         name: "http-tls",
@@ -1326,6 +1355,30 @@ mod tests {
                 Err(ConfigError::Value { name: got, .. }) => assert_eq!(got, name, "{text}"),
                 other => panic!("{text}: {other:?}"),
             }
+        }
+        // tls-replication announces the TLS port, and needs it and a CA.
+        let replicating = Config::from_toml(
+            "port = 7000\ncluster-enabled = true\ntls-port = 7100\ntls-cert-file = \"c\"\n\
+             tls-key-file = \"k\"\ntls-ca-cert-file = \"ca\"\ntls-replication = true\n",
+        )
+        .unwrap();
+        assert_eq!(replicating.announced_port(), 7100);
+        assert_eq!((param("tls-replication").unwrap().get)(&replicating), "yes");
+        for text in [
+            "tls-replication = true\n",
+            "tls-replication = true\ntls-port = 7100\ntls-cert-file = \"c\"\n\
+             tls-key-file = \"k\"\n",
+        ] {
+            assert!(
+                matches!(
+                    Config::from_toml(text),
+                    Err(ConfigError::Value {
+                        name: "tls-replication",
+                        ..
+                    })
+                ),
+                "{text}"
+            );
         }
         let mut config = Config::default();
         let set = param("tls-auth-clients").unwrap().set.unwrap();

@@ -86,6 +86,10 @@ impl Server {
             true => Some(Arc::new(TlsAcceptor::new(&config.tls_options())?)),
         };
         let http_tls = tls.clone().filter(|_| config.http_tls);
+        if config.tls_replication {
+            // The links to other nodes read the same files; a wrong one stops the start here.
+            config.tls_options().client_config()?;
+        }
         let ports = Ports {
             resp: config.serves_plain().then_some(config.port),
             tls: (config.tls_port != 0).then_some(config.tls_port),

@@ -62,27 +62,44 @@ impl TestCa {
         self.sign(
             common_name,
             vec!["127.0.0.1".into(), "localhost".into()],
-            ExtendedKeyUsagePurpose::ServerAuth,
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
         )
     }
 
     /// A client certificate with the common name `common_name`.
     pub fn client(&self, common_name: &str) -> Result<CertFiles> {
-        self.sign(common_name, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
+        self.sign(
+            common_name,
+            Vec::new(),
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        )
+    }
+
+    /// A node's certificate: a server certificate for `127.0.0.1` and `localhost` that is also
+    /// a client certificate (a node shows it when it connects to another node).
+    pub fn node(&self, common_name: &str) -> Result<CertFiles> {
+        self.sign(
+            common_name,
+            vec!["127.0.0.1".into(), "localhost".into()],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
     }
 
     fn sign(
         &self,
         common_name: &str,
         names: Vec<String>,
-        usage: ExtendedKeyUsagePurpose,
+        usages: Vec<ExtendedKeyUsagePurpose>,
     ) -> Result<CertFiles> {
         let key = KeyPair::generate().map_err(|e| failed("key", e))?;
         let mut params = CertificateParams::new(names).map_err(|e| failed("certificate", e))?;
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages;
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|e| failed("certificate", e))?;

@@ -242,6 +242,11 @@ pub struct ServerArgs {
     /// Serve the HTTP API over TLS (HTTPS) with the same certificate: yes or no [default: no].
     #[arg(long, env = "SHOAL_HTTP_TLS", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
     pub http_tls: Option<bool>,
+    /// Speak TLS to other nodes' RESP ports (replication, forwarding), trusting
+    /// --tls-ca-cert-file and showing --tls-cert-file, and announce --tls-port to the cluster:
+    /// yes or no [default: no].
+    #[arg(long, env = "SHOAL_TLS_REPLICATION", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
+    pub tls_replication: Option<bool>,
 
     /// Log format: human or json [default: human].
     #[arg(long, env = "SHOAL_LOG_FORMAT", help_heading = heading::LOGGING)]
@@ -292,6 +297,7 @@ impl ServerArgs {
             tls_ciphersuites,
             tls_ciphers,
             http_tls,
+            tls_replication,
             http_maxclients,
             http_timeout,
             http_max_inflight_bytes,

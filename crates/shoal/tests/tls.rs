@@ -901,3 +901,88 @@ async fn the_proxy_and_the_smart_client_speak_tls_to_tls_nodes() {
         "{upstream}"
     );
 }
+
+#[tokio::test]
+async fn a_replica_follows_its_primary_over_tls() {
+    let mut certs = certs("tls-replication");
+    // A node shows its certificate as a client too.
+    certs.server = certs.ca.node("node").unwrap();
+    let start = |name: &str, extra: Vec<String>| {
+        let tls_port = free_port().unwrap();
+        let mut args = tls_args(&certs, tls_port);
+        args.extend(["--tls-replication", "yes", "--threads", "1"].map(String::from));
+        args.extend(extra);
+        let spec = NodeSpec {
+            name: name.into(),
+            binary: SHOAL.into(),
+            ports: NodePorts::reserve_without_http().unwrap(),
+            args,
+            log: certs.dir.join(&format!("{name}.log")),
+            env: Vec::new(),
+            nice: 0,
+            password: None,
+            dir: None,
+        };
+        async move { (NodeProcess::start(spec, WAIT).await.unwrap(), tls_port) }
+    };
+    let (primary, primary_tls) = start(
+        "primary",
+        ["--cluster-enabled", "--replicas", "1"]
+            .map(String::from)
+            .to_vec(),
+    )
+    .await;
+    let (replica, _) = start(
+        "replica",
+        vec!["--cluster-join".into(), primary.resp_addr()],
+    )
+    .await;
+    // The map gives the TLS ports (tls-replication announces them).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let info = replica.info("replication").await.unwrap();
+        if info.get("role") == Some("slave") && info.get("master_link_status") == Some("up") {
+            assert_eq!(
+                info.u64("master_port"),
+                Some(u64::from(primary_tls)),
+                "{info:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no replication link: {info:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let config = client_config(&certs.ca.cert, Some(&certs.client));
+    let mut tls = connect_tls(primary_tls, config).await.unwrap();
+    // The primary serves writes once it holds its lease.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let set = call(&mut tls, &["SET", "replicated", "over tls"])
+            .await
+            .unwrap();
+        if set == "+OK" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the primary never took a write: {set}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    while replica.info("keyspace").await.unwrap().get("db0").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the write never reached the replica"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The replica's link arrived on the primary's TLS port.
+    let clients = primary.command(&["CLIENT", "LIST"]).await.unwrap();
+    let clients = shoal_testkit::resp::text(&clients).unwrap();
+    let links = clients
+        .lines()
+        .filter(|l| l.contains(&format!("laddr=127.0.0.1:{primary_tls}")))
+        .count();
+    assert!(links >= 1, "{clients}");
+}

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 pub use acceptor::{HANDSHAKE_TIMEOUT, TlsAcceptor};
 pub use rustls::{ClientConfig, ServerConfig};
+pub use tokio_rustls::client::TlsStream as ClientStream;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -201,6 +202,24 @@ impl TlsOptions {
         }
         files::roots(&self.ca_cert_file, &self.ca_cert_dir)
     }
+}
+
+/// Runs the client side of a TLS handshake on `tcp` with `config`, checking the server's
+/// certificate for `host` (an IP address or a DNS name).
+pub async fn connect(
+    config: Arc<ClientConfig>,
+    tcp: tokio::net::TcpStream,
+    host: &str,
+) -> std::io::Result<ClientStream<tokio::net::TcpStream>> {
+    let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("'{host}' is not a TLS server name: {e}"),
+        )
+    })?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
 }
 
 #[cfg(test)]
