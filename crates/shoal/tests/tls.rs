@@ -986,3 +986,28 @@ async fn a_replica_follows_its_primary_over_tls() {
         .count();
     assert!(links >= 1, "{clients}");
 }
+
+#[tokio::test]
+async fn protected_mode_answers_an_outsider_over_tls() {
+    let certs = certs("tls-protected-mode");
+    let (_node, tls_port) = start_node(&certs, &[]).await;
+    // 127.0.0.2 stands for another machine (Redis counts only 127.0.0.1 and ::1 as local).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 2], 0)))
+        .unwrap();
+    let tcp = socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], tls_port)))
+        .await
+        .unwrap();
+    let connector =
+        tokio_rustls::TlsConnector::from(client_config(&certs.ca.cert, Some(&certs.client)));
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio::time::timeout(WAIT, connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut denied = String::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_string(&mut denied)).await;
+    assert_eq!(denied, shoal_frontdoor::DENIED);
+}
