@@ -23,8 +23,16 @@ pub struct Conn {
     pub info: Arc<ClientInfo>,
     /// The protocol chosen with `HELLO`.
     pub protocol: Protocol,
-    /// Whether the client may run commands (always, when no password is set).
+    /// Whether the client authenticated (or connected while the `default` user needed no
+    /// password).
     pub authenticated: bool,
+    /// The user it runs commands as (`default` until it authenticates as another).
+    pub user: Arc<crate::acl::UserSlot>,
+    /// Failed authentications in a row on this connection (each further one waits longer).
+    pub auth_failures: u32,
+    /// Wait this long before the reply just written goes out and the next command runs (a
+    /// failed authentication's delay).
+    pub pause: Option<std::time::Duration>,
     /// Close the connection once the current replies are written (`QUIT`, `CLIENT KILL` of
     /// itself, `SHUTDOWN`).
     pub close_after_reply: bool,
@@ -101,6 +109,11 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// The connection was given a name (`CLIENT SETNAME`, `HELLO ... SETNAME`; empty: cleared).
     fn named(&self, _state: &mut Self::Conn, _name: &[u8]) {}
+
+    /// `ACL SETUSER`, `ACL DELUSER` or `ACL LOAD` changed the users named `names` in the
+    /// door's ACL (a deleted one is gone from it): a chance to tell others (a cluster node
+    /// records them cluster-wide).
+    fn users_changed(&self, _names: &[Vec<u8>]) {}
 
     /// Serves the connection from here on, as [`Outcome::HandOff`] asked. The replies before
     /// are written; the connection closes when the returned future ends.

@@ -33,6 +33,8 @@ pub struct ClientInfo {
     fd: RawFd,
     created: Instant,
     name: Mutex<Option<Vec<u8>>>,
+    /// The user it runs commands as (`user=` in `CLIENT LIST`).
+    user: Mutex<Box<[u8]>>,
     /// Milliseconds after `created` of the last command.
     last_active_ms: AtomicU64,
     /// Id of the last command run (see [`crate::commands::CommandTable::name`]).
@@ -63,6 +65,7 @@ impl ClientInfo {
             fd,
             created: Instant::now(),
             name: Mutex::new(None),
+            user: Mutex::new(Box::from(&b"default"[..])),
             last_active_ms: AtomicU64::new(0),
             last_command: AtomicU32::new(u32::MAX),
             resp: AtomicU8::new(2),
@@ -83,6 +86,16 @@ impl ClientInfo {
     /// Sets the name (an empty one clears it).
     pub(crate) fn set_name(&self, name: &[u8]) {
         *self.name.lock() = (!name.is_empty()).then(|| name.to_vec());
+    }
+
+    /// The user the client runs commands as.
+    pub fn user(&self) -> Box<[u8]> {
+        self.user.lock().clone()
+    }
+
+    /// Sets the user the client runs commands as.
+    pub(crate) fn set_user(&self, name: &[u8]) {
+        *self.user.lock() = Box::from(name);
     }
 
     /// Whether `CLIENT KILL` (or the idle timeout) closed this client.
@@ -162,7 +175,7 @@ impl ClientInfo {
             line,
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 \
              multi=-1 qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs={} rbp={} obl=0 oll=0 omem={} \
-             tot-mem={} events=r cmd={} user=default redir=-1 resp={}",
+             tot-mem={} events=r cmd={} user={} redir=-1 resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -177,6 +190,7 @@ impl ClientInfo {
             omem,
             capacity + omem,
             cmd,
+            String::from_utf8_lossy(&self.user()),
             self.resp.load(Relaxed),
         );
         line
@@ -194,6 +208,8 @@ pub struct KillFilter {
     pub laddr: Option<String>,
     /// This client is spared (`SKIPME yes`, the default of the new form).
     pub skip: Option<u64>,
+    /// `USER name`.
+    pub user: Option<Vec<u8>>,
 }
 
 impl KillFilter {
@@ -289,6 +305,7 @@ impl Clients {
         for client in map
             .values()
             .filter(|c| filter.matches(c.id, c.addr, c.laddr))
+            .filter(|c| filter.user.as_deref().is_none_or(|u| *c.user() == *u))
         {
             if client.id == me {
                 // Closed by its own session once the reply is written.
@@ -306,6 +323,16 @@ impl Clients {
             }
         }
         (killed, kill_self)
+    }
+
+    /// Disconnects every client running as user `name` (it was deleted); the client `me` is
+    /// only marked. Returns whether it was.
+    pub(crate) fn kill_user(&self, name: &[u8], me: u64) -> bool {
+        let filter = KillFilter {
+            user: Some(name.to_vec()),
+            ..KillFilter::default()
+        };
+        self.kill(&filter, me).1
     }
 }
 

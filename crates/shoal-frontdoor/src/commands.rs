@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use shoal_proto::command_table::acl::{KeySpec, acl_id, key_specs};
 use shoal_proto::command_table::{self, CommandSpec};
 
 /// A connection command the front door answers.
@@ -27,6 +28,7 @@ pub(crate) enum ConnCommand {
     ClientInfo,
     ClientKill,
     ClientHelp,
+    Acl(crate::acl::commands::AclCommand),
 }
 
 impl ConnCommand {
@@ -47,7 +49,7 @@ impl ConnCommand {
             "client|info" => ConnCommand::ClientInfo,
             "client|kill" => ConnCommand::ClientKill,
             "client|help" => ConnCommand::ClientHelp,
-            _ => return None,
+            other => ConnCommand::Acl(crate::acl::commands::AclCommand::named(other)?),
         })
     }
 }
@@ -63,6 +65,10 @@ pub struct Command {
     pub subcommands: Box<[Command]>,
     /// The connection command this is, when the front door answers it.
     pub(crate) connection: Option<ConnCommand>,
+    /// Its id among every Redis command, for ACL rules.
+    pub(crate) acl_id: usize,
+    /// Where its keys are, and the access each gets (for ACL key checks).
+    pub(crate) key_specs: Box<[KeySpec]>,
 }
 
 impl Command {
@@ -110,6 +116,9 @@ impl CommandTable {
                 id: names.len() as u32 - 1,
                 subcommands: Box::new([]),
                 connection: ConnCommand::named(spec.name),
+                acl_id: acl_id(spec.name.as_bytes())
+                    .expect("every command Shoal serves is in Redis's table"),
+                key_specs: key_specs(spec).into_boxed_slice(),
             }
         };
         let mut commands = Vec::new();

@@ -1,5 +1,6 @@
 //! One command through the front door, in the order Redis 7's `processCommand` checks things:
-//! unknown command, unknown subcommand, arity, authentication; then the connection commands
+//! unknown command, unknown subcommand, arity, authentication, the user's ACL permissions
+//! (before the backend's own checks, such as `-MOVED`); then the connection commands
 //! run here and every other one goes to the backend; its time is recorded (statistics,
 //! latency histogram, slow log).
 
@@ -11,7 +12,7 @@ use shoal_proto::Argv;
 use shoal_proto::command_table::{CommandSpec, flags};
 
 use crate::backend::{Backend, Call, Conn, Outcome};
-use crate::commands::table;
+use crate::commands::{Command, table};
 use crate::connection::{self, ConnCall};
 use crate::error::{CommandError, truncated_arg, write_error_line};
 use crate::stats::WorkerStats;
@@ -80,8 +81,13 @@ pub(crate) fn dispatch<B: Backend>(
         reject(&mut r, command.id, &CommandError::WrongArity(spec.name));
         return Step::Done;
     }
-    if !r.conn.authenticated && !spec.has(flags::NO_AUTH) {
+    if !r.conn.authenticated && !spec.has(flags::NO_AUTH) && r.backend.door().acl.auth_required() {
         reject(&mut r, command.id, &CommandError::NoAuth);
+        return Step::Done;
+    }
+    // One relaxed load for a user that may run everything (the `default` user, unless
+    // restricted).
+    if !r.conn.user.unrestricted() && !permitted(&mut r, command, argv) {
         return Step::Done;
     }
     // Set before the command runs, as Redis does: `CLIENT INFO` shows `cmd=client|info`.
@@ -137,6 +143,32 @@ pub(crate) fn dispatch<B: Backend>(
     r.worker.record_call(command.id as usize, usec, false);
     record_slow(&r, spec, argv, usec);
     step
+}
+
+/// Checks the connection's user's permissions for the command (Redis's `ACLCheckAllPerm`):
+/// a denial is counted, logged in the `ACL LOG` and answered with Redis's `-NOPERM` line.
+fn permitted<B: Backend>(r: &mut Request<'_, B>, command: &Command, argv: &Argv<'_>) -> bool {
+    if r.conn.user.removed() {
+        // Its user was deleted while it authenticated: closed, as Redis frees such a client.
+        r.conn.close_after_reply = true;
+        return false;
+    }
+    let args: Vec<&[u8]> = argv.iter().collect();
+    let conn = &*r.conn;
+    let permit = r.backend.door().acl.permit(&conn.user, command, &args, || {
+        // As Redis sets `lastcmd` first: the log's client info shows the refused command.
+        conn.info
+            .last_command
+            .store(command.id, std::sync::atomic::Ordering::Relaxed);
+        conn.info.describe()
+    });
+    match permit {
+        Ok(()) => true,
+        Err(error) => {
+            reject(r, command.id, &error);
+            false
+        }
+    }
 }
 
 /// Whether a command name is the first word of an HTTP request line (`POST`) or of a header
@@ -197,7 +229,8 @@ const SENSITIVE_PARAMS: &[&str] = &[
 ];
 
 /// The arguments as Redis records them in the slow log when some are secret (passwords of
-/// `AUTH` and `HELLO ... AUTH`, values of sensitive `CONFIG SET` parameters), else `None`.
+/// `AUTH` and `HELLO ... AUTH`, the rules of `ACL SETUSER`, values of sensitive `CONFIG SET`
+/// parameters), else `None`.
 fn redacted<'a>(spec: &CommandSpec, argv: &Argv<'a>) -> Option<Vec<&'a [u8]>> {
     let mut args: Vec<&[u8]> = argv.iter().collect();
     let mut changed = false;
@@ -227,6 +260,8 @@ fn redacted<'a>(spec: &CommandSpec, argv: &Argv<'a>) -> Option<Vec<&'a [u8]>> {
                 }
             }
         }
+        // Every argument after the subcommand, the user name included, as Redis does.
+        "acl|setuser" => (2..args.len()).for_each(|i| redact(&mut args, i)),
         "config|set" if args.len().is_multiple_of(2) => {
             for i in (2..args.len()).step_by(2) {
                 if SENSITIVE_PARAMS

@@ -22,6 +22,8 @@ pub struct Door {
     pub clients: Arc<Clients>,
     /// Statistics.
     pub stats: Stats,
+    /// Users and permissions, the ACL file and the ACL log.
+    pub acl: crate::acl::Acl,
     /// The slow log (a proxy leaves it off: its nodes keep theirs).
     pub slowlog: SlowLog,
     started: Instant,
@@ -31,10 +33,14 @@ pub struct Door {
 }
 
 impl Door {
-    /// A door with these limits and password; the slow log is off until configured.
+    /// A door with these limits and `default` user's password (`requirepass`); the slow log
+    /// is off until configured.
     pub fn new(limits: Limits, requirepass: Option<&str>) -> Door {
+        let acl = crate::acl::Acl::default();
+        acl.set_default_password(requirepass);
         Door {
-            settings: Settings::new(&limits, requirepass),
+            settings: Settings::new(&limits),
+            acl,
             clients: Arc::new(Clients::default()),
             stats: Stats::new(table().len()),
             slowlog: SlowLog::new(-1, 0),
@@ -45,6 +51,12 @@ impl Door {
             run_id: new_run_id(),
             shutdown: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Whether a client connecting from `peer` is turned away by protected mode (see
+    /// [`Settings::denies`]).
+    pub fn denies(&self, peer: &std::net::SocketAddr) -> bool {
+        self.settings.denies(peer, self.acl.default_nopass())
     }
 
     /// A random id for this run (`run_id` in `INFO`).
@@ -122,6 +134,25 @@ fn new_run_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protected_mode_counts_any_password_of_the_default_user() {
+        let remote: std::net::SocketAddr = "10.1.2.3:4000".parse().unwrap();
+        let door = Door::new(Limits::default(), None);
+        assert!(door.denies(&remote));
+        door.acl
+            .set_user(b"alice", &["on", ">pw", "+@all"])
+            .unwrap();
+        assert!(
+            door.denies(&remote),
+            "other users do not count: default has nopass"
+        );
+        door.acl.set_user(b"default", &[">pw"]).unwrap();
+        assert!(!door.denies(&remote));
+        door.acl.set_user(b"default", &["nopass"]).unwrap();
+        assert!(door.denies(&remote));
+        assert!(!Door::new(Limits::default(), Some("pw")).denies(&remote));
+    }
 
     #[test]
     fn run_ids_are_forty_hex_digits() {

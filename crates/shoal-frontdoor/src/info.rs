@@ -206,6 +206,16 @@ pub fn stats(door: &Door, out: &mut String, backend: impl FnOnce(&mut String)) {
         "client_output_buffer_limit_disconnections",
         s.output_buffer_disconnections.load(Relaxed),
     );
+    // Redis 7.2's ACL denial counters.
+    let denied = &door.acl.denied;
+    field(out, "acl_access_denied_auth", denied.auth.load(Relaxed));
+    field(out, "acl_access_denied_cmd", denied.command.load(Relaxed));
+    field(out, "acl_access_denied_key", denied.key.load(Relaxed));
+    field(
+        out,
+        "acl_access_denied_channel",
+        denied.channel.load(Relaxed),
+    );
 }
 
 /// Appends the `# Commandstats` section: every command called, refused or failed so far.

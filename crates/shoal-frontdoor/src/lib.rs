@@ -8,9 +8,11 @@
 //!   pipelining of replies that come later;
 //! * [`Clients`]: the registry behind `CLIENT LIST/INFO/KILL/ID/SETNAME/GETNAME` and the idle
 //!   `timeout`;
-//! * the connection commands (`PING ECHO HELLO AUTH SELECT RESET QUIT CLIENT ...`) and the
+//! * the connection commands (`PING ECHO HELLO AUTH SELECT RESET QUIT CLIENT ... ACL`) and the
 //!   checks every command passes first, in Redis 7's order (unknown command, unknown
-//!   subcommand, arity, authentication), with its statistics and slow log;
+//!   subcommand, arity, authentication, the user's permissions), with its statistics and slow
+//!   log;
+//! * [`acl`]: Redis 7.0's ACL users, their rules, the ACL file and the `ACL LOG`;
 //! * [`CommandError`], the one type for a Redis error reply;
 //! * what the server says it is ([`Mode`], [`Role`]), in `HELLO` and `INFO`;
 //! * the shared [`info`] sections and [`metrics`] families.
@@ -24,6 +26,7 @@
 //!                     └──────────── replies (now, or later in order) ◄─────────┘
 //! ```
 
+pub mod acl;
 mod backend;
 mod clients;
 mod commands;
@@ -42,6 +45,7 @@ mod stats;
 mod stream;
 pub mod tls;
 
+pub use acl::{Acl, UserSlot};
 pub use backend::{Backend, Call, Conn, Outcome};
 pub use clients::KillFilter;
 pub use clients::{ClientInfo, Clients, Registration, Reservation};

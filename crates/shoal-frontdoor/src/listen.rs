@@ -298,7 +298,7 @@ pub async fn accept_loop(
             continue;
         };
         // Then protected mode, in Redis's order (it counts as rejected there too).
-        if door.settings.denies(&peer) {
+        if door.denies(&peer) {
             drop(reservation);
             door.stats.rejected_connections.fetch_add(1, Relaxed);
             tokio::spawn(refuse(stream, tls.clone(), crate::settings::DENIED));

@@ -73,7 +73,10 @@ pub async fn serve<B: Backend>(backend: Arc<B>, accepted: Accepted) {
         conn: Conn {
             info: info.clone(),
             protocol: Protocol::Resp2,
-            authenticated: !door.settings.password_required(),
+            authenticated: !door.acl.auth_required(),
+            user: door.acl.default_user().clone(),
+            auth_failures: 0,
+            pause: None,
             close_after_reply: false,
             last_command: u32::MAX,
         },
@@ -128,6 +131,9 @@ enum Progress<B: Backend> {
     Retry(BoxFuture<'static, ()>),
     /// The connection is the backend's once the replies so far are written.
     HandOff(B::HandOff),
+    /// Wait this long before the replies go out and the next command runs (a failed
+    /// authentication's delay).
+    Pause(Duration),
 }
 
 /// A reply in its place.
@@ -249,6 +255,15 @@ impl<B: Backend> Session<B> {
                     wait.await;
                     Progress::OutputFull
                 }
+                Progress::Pause(pause) => {
+                    // Replies that come later are in first; the failed authentication's
+                    // reply, and every command after it, wait.
+                    if !self.gather(stream).await? {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(pause).await;
+                    Progress::OutputFull
+                }
                 Progress::Gather => {
                     self.write_some(stream)?;
                     if !self.gather(stream).await? {
@@ -348,7 +363,7 @@ impl<B: Backend> Session<B> {
         let mut consumed_total = 0;
         let mut reserve_for_frame = 0;
         let progress = loop {
-            parser.set_unauthenticated(!conn.authenticated);
+            parser.set_unauthenticated(!conn.authenticated && door.acl.auth_required());
             match parser.parse(&input[consumed_total..]) {
                 Ok(Parsed::Command { consumed }) => {
                     // A backend that keeps arguments past this buffer gets them as shared
@@ -427,7 +442,12 @@ impl<B: Backend> Session<B> {
                         pending.push_back(Slot::Ready(behind));
                     }
                     match step {
-                        Step::Done => {}
+                        Step::Done => {
+                            if let Some(pause) = conn.pause.take() {
+                                consumed_total += in_buffer;
+                                break Progress::Pause(pause);
+                            }
+                        }
                         Step::Retry(wait) => {
                             // The request stays in the buffer, to run again after the wait.
                             if let Some(frame) = frame {

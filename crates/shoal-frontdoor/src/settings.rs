@@ -1,10 +1,7 @@
 //! The front door's settings that can change while it runs (`CONFIG SET` on a node), read on
 //! the request path from atomics.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-
-use parking_lot::RwLock;
 
 /// Redis's `client-output-buffer-limit` for normal clients: a client whose pending replies
 /// exceed `hard` bytes, or stay above `soft` bytes for `soft_seconds`, is disconnected. Zeros
@@ -50,7 +47,7 @@ impl Default for Limits {
     }
 }
 
-/// The live settings: [`Limits`] in atomics, and the `default` user's password.
+/// The live settings: [`Limits`] and protected mode in atomics.
 #[derive(Debug)]
 pub struct Settings {
     max_bulk_len: AtomicUsize,
@@ -61,7 +58,6 @@ pub struct Settings {
     output_soft_seconds: AtomicU64,
     maxclients: AtomicUsize,
     timeout_seconds: AtomicU64,
-    requirepass: RwLock<Option<Arc<str>>>,
     protected_mode: AtomicBool,
 }
 
@@ -82,8 +78,8 @@ default user. NOTE: You only need to do one of the above things in order for the
 accepting connections from the outside.\r\n";
 
 impl Settings {
-    /// Settings with these limits and password (`None` or empty: none).
-    pub fn new(limits: &Limits, requirepass: Option<&str>) -> Settings {
+    /// Settings with these limits.
+    pub fn new(limits: &Limits) -> Settings {
         let settings = Settings {
             max_bulk_len: AtomicUsize::new(0),
             max_args: AtomicUsize::new(0),
@@ -93,11 +89,9 @@ impl Settings {
             output_soft_seconds: AtomicU64::new(0),
             maxclients: AtomicUsize::new(0),
             timeout_seconds: AtomicU64::new(0),
-            requirepass: RwLock::new(None),
             protected_mode: AtomicBool::new(true),
         };
         settings.set_limits(limits);
-        settings.set_password(requirepass);
         settings
     }
 
@@ -114,13 +108,6 @@ impl Settings {
         self.timeout_seconds.store(l.timeout_seconds, Relaxed);
     }
 
-    /// Sets the `default` user's password (`requirepass`; `None` or empty: none). Connections
-    /// already authenticated stay so, as in Redis.
-    pub fn set_password(&self, password: Option<&str>) {
-        let password = password.filter(|p| !p.is_empty());
-        *self.requirepass.write() = password.map(Arc::from);
-    }
-
     /// Turns protected mode on or off (`protected-mode`, on by default as in Redis).
     pub fn set_protected_mode(&self, on: bool) {
         self.protected_mode.store(on, Relaxed);
@@ -132,10 +119,11 @@ impl Settings {
     }
 
     /// Whether a client connecting from `peer` is turned away with [`DENIED`]: protected mode
-    /// is on, no password is set, and the client is not on the loopback interface (as Redis
-    /// 7.0 decides it: its address is 127.0.0.1 or ::1, nothing else of 127.0.0.0/8).
-    pub fn denies(&self, peer: &std::net::SocketAddr) -> bool {
-        if !self.protected_mode() || self.password_required() {
+    /// is on, the `default` user has no password (`default_nopass`), and the client is not on
+    /// the loopback interface (as Redis 7.0 decides it: its address is 127.0.0.1 or ::1,
+    /// nothing else of 127.0.0.0/8).
+    pub fn denies(&self, peer: &std::net::SocketAddr, default_nopass: bool) -> bool {
+        if !self.protected_mode() || !default_nopass {
             return false;
         }
         let local = match peer.ip() {
@@ -145,29 +133,6 @@ impl Settings {
             }
         };
         !local
-    }
-
-    /// The `default` user's password, if one is set (for the HTTP API's credentials).
-    pub fn password(&self) -> Option<Arc<str>> {
-        self.requirepass.read().clone()
-    }
-
-    /// Whether clients must authenticate.
-    #[inline]
-    pub fn password_required(&self) -> bool {
-        self.requirepass.read().is_some()
-    }
-
-    /// Whether `user` and `password` are valid credentials (the `default` user is the only
-    /// one; without a password, any password is). Compared in constant time.
-    pub fn check_password(&self, user: &[u8], password: &[u8]) -> bool {
-        if user != b"default" {
-            return false;
-        }
-        match &*self.requirepass.read() {
-            None => true,
-            Some(expected) => constant_time_eq(expected.as_bytes(), password),
-        }
     }
 
     /// The parser limits.
@@ -222,14 +187,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_are_checked_for_the_default_user_only() {
-        let settings = Settings::new(&Limits::default(), Some("s3cret"));
-        assert!(settings.password_required());
-        assert!(settings.check_password(b"default", b"s3cret"));
-        assert!(!settings.check_password(b"default", b"s3cre"));
-        assert!(!settings.check_password(b"admin", b"s3cret"));
-        settings.set_password(Some(""));
-        assert!(!settings.password_required());
-        assert!(settings.check_password(b"default", b"anything"));
+    fn protected_mode_turns_away_remote_clients_while_default_has_no_password() {
+        let settings = Settings::new(&Limits::default());
+        let remote: std::net::SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let local: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert!(settings.denies(&remote, true));
+        assert!(!settings.denies(&local, true));
+        assert!(!settings.denies(&remote, false));
+        settings.set_protected_mode(false);
+        assert!(!settings.denies(&remote, true));
     }
 }

@@ -15,10 +15,10 @@ use axum::routing::{any, get};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use shoal_frontdoor::constant_time_eq;
-use shoal_frontdoor::metrics;
+use axum::Extension;
+use shoal_frontdoor::{Acl, UserSlot, metrics};
 
-use crate::auth::password_from_header;
+use crate::auth::{authenticate, authorize};
 use crate::inflight::BodyBudget;
 use crate::request::{
     OCTET_STREAM, accepts_octet_stream, is_octet_stream, key_from_path, parse_json_write_bytes,
@@ -52,9 +52,10 @@ pub trait Backend: Send + Sync + 'static {
     /// the router's request counts `http` too ([`HttpStats::encode`]).
     fn metrics_text(&self, http: &Arc<HttpStats>) -> String;
 
-    /// The password every request but `GET /health` must carry, or `None` when none is
-    /// required (read for every request, so a changed password applies at once).
-    fn password(&self) -> Option<String>;
+    /// The users and permissions requests are checked against (the front door's: a changed
+    /// password or user applies at once). Every request but `GET /health` must authenticate
+    /// when the `default` user has a password.
+    fn acl(&self) -> &Acl;
 
     /// The longest key, in bytes (`max-key-size`): a longer one is a `400`.
     fn max_key_size(&self) -> usize;
@@ -132,7 +133,7 @@ impl HttpApi {
             .fallback(no_route)
             .layer(middleware::from_fn_with_state(
                 state.clone(),
-                require_password::<B>,
+                require_user::<B>,
             ))
             .layer(middleware::from_fn_with_state(
                 state.clone(),
@@ -231,31 +232,38 @@ async fn count_request(State(stats): State<Arc<HttpStats>>, req: Request, next: 
     response
 }
 
-/// Refuses requests without the backend's password, when it has one (`/health` is always
-/// open).
-async fn require_password<B: Backend>(
+/// Authenticates every request but `GET /health` (see [`authenticate`]) and hands the user
+/// to the handlers, which check its permissions.
+async fn require_user<B: Backend>(
     State(AppState { backend, .. }): State<AppState<B>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     if req.uri().path() == "/health" {
         return next.run(req).await;
     }
-    let Some(expected) = backend.password() else {
-        return next.run(req).await;
-    };
-    let given = req
+    let header = req
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(password_from_header);
-    match given {
-        Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
+        .map(|v| v.to_str().unwrap_or_default());
+    match authenticate(backend.acl(), header) {
+        Ok(user) => {
+            req.extensions_mut().insert(user);
             next.run(req).await
         }
-        _ => ApiError::Unauthorized.into_response(),
+        Err(error) => {
+            if header.is_some() {
+                // Wrong credentials: the answer waits, so that one connection cannot try
+                // passwords quickly (a request without any is answered at once).
+                tokio::time::sleep(FAILED_AUTH_DELAY).await;
+            }
+            error.into_response()
+        }
     }
 }
+
+/// How long the `401` to a request with wrong credentials waits.
+const FAILED_AUTH_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
 async fn health<B: Backend>(State(state): State<AppState<B>>) -> Response {
     match state.backend.health() {
@@ -292,10 +300,12 @@ async fn empty_key() -> ApiError {
 /// `GET /{key}`.
 async fn get_key<B: Backend>(
     State(AppState { backend, .. }): State<AppState<B>>,
+    Extension(user): Extension<Arc<UserSlot>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(&uri, backend.max_key_size())?;
+    authorize(backend.acl(), &user, "get", &key)?;
     let value = backend.get(&key).await?.ok_or(ApiError::NotFound)?;
     if accepts_octet_stream(&headers) {
         let content_type = HeaderValue::from_static(OCTET_STREAM);
@@ -313,11 +323,13 @@ async fn post_key<B: Backend>(
         settings,
         ..
     }): State<AppState<B>>,
+    Extension(user): Extension<Arc<UserSlot>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let key = key_from_path(&uri, backend.max_key_size())?;
+    authorize(backend.acl(), &user, "set", &key)?;
     let max_ttl_ms = backend.max_ttl_ms();
     let query_ttl = query_ttl(&uri, max_ttl_ms)?;
     let timeout = settings.timeout;
@@ -336,9 +348,11 @@ async fn post_key<B: Backend>(
 /// `DELETE /{key}`.
 async fn delete_key<B: Backend>(
     State(AppState { backend, .. }): State<AppState<B>>,
+    Extension(user): Extension<Arc<UserSlot>>,
     uri: Uri,
 ) -> Result<StatusCode, ApiError> {
     let key = key_from_path(&uri, backend.max_key_size())?;
+    authorize(backend.acl(), &user, "del", &key)?;
     if backend.delete(&key).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

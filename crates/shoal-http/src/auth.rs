@@ -1,18 +1,109 @@
-//! Credentials: the password an `Authorization` header carries.
+//! Credentials and permissions: who a request is (an `Authorization` header checked against
+//! the front door's ACL users) and whether that user may run the command a request maps to
+//! (`GET` → `get`, `POST` → `set`, `DELETE` → `del`).
 
-/// The password in an `Authorization` header: `Bearer <password>`, or `Basic` credentials for
-/// the user `default` (or an empty user name, as `curl -u :<password>` sends).
-pub fn password_from_header(value: &str) -> Option<String> {
+use std::sync::Arc;
+
+use shoal_frontdoor::{Acl, UserSlot, table};
+
+use crate::ApiError;
+
+/// What an `Authorization` header carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// `Basic` credentials: a user (empty: `default`, as `curl -u :<password>` sends) and a
+    /// password.
+    Basic {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// `Bearer <token>`: the `default` user's password, or `user:password`.
+    Bearer(String),
+}
+
+/// The credentials in an `Authorization` header, if it has any this API reads.
+pub fn credentials_from_header(value: &str) -> Option<Credentials> {
     let (scheme, rest) = value.trim().split_once(' ')?;
     if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(rest.trim().to_string());
+        return Some(Credentials::Bearer(rest.trim().to_string()));
     }
     if scheme.eq_ignore_ascii_case("basic") {
         let decoded = String::from_utf8(base64_decode(rest.trim().as_bytes())?).ok()?;
         let (user, password) = decoded.split_once(':')?;
-        return (user == "default" || user.is_empty()).then(|| password.to_string());
+        let user = if user.is_empty() { "default" } else { user };
+        return Some(Credentials::Basic {
+            user: user.to_string(),
+            password: password.to_string(),
+        });
     }
     None
+}
+
+/// What an HTTP request shows as its client in the `ACL LOG`.
+const HTTP_CLIENT: &str = "proto=http";
+
+/// The user a request runs as: the one its `Authorization` header authenticates, or the
+/// `default` user when it carries none and no password is required. A wrong password is
+/// counted and logged as a failed `AUTH` is.
+pub fn authenticate(acl: &Acl, header: Option<&str>) -> Result<Arc<UserSlot>, ApiError> {
+    let Some(header) = header else {
+        if acl.auth_required() {
+            return Err(ApiError::Unauthorized);
+        }
+        return Ok(acl.default_user().clone());
+    };
+    let credentials = credentials_from_header(header).ok_or(ApiError::Unauthorized)?;
+    let (user, found) = match &credentials {
+        Credentials::Basic { user, password } => (
+            user.as_str(),
+            acl.authenticate(user.as_bytes(), password.as_bytes()),
+        ),
+        Credentials::Bearer(token) => {
+            let found = acl.authenticate(b"default", token.as_bytes()).or_else(|| {
+                let (user, password) = token.split_once(':')?;
+                acl.authenticate(user.as_bytes(), password.as_bytes())
+            });
+            let user = match token.split_once(':') {
+                Some((user, _)) if found.as_ref().is_some_and(|f| f.name() == user.as_bytes()) => {
+                    user
+                }
+                _ => "default",
+            };
+            (user, found)
+        }
+    };
+    found.ok_or_else(|| {
+        acl.note_auth_failure(user.as_bytes(), &"http");
+        acl.log(
+            shoal_frontdoor::acl::Reason::Auth,
+            b"AUTH",
+            user.as_bytes(),
+            HTTP_CLIENT.to_string(),
+        );
+        ApiError::Unauthorized
+    })
+}
+
+/// Whether `user` may run `command` (`get`, `set`, `del`) on `key`, as the same command over
+/// RESP would be checked; a denial is counted and logged, and is a `403`.
+pub fn authorize(acl: &Acl, user: &UserSlot, command: &str, key: &[u8]) -> Result<(), ApiError> {
+    if user.unrestricted() {
+        return Ok(());
+    }
+    let command = table()
+        .find(command.as_bytes())
+        .expect("the API's commands are in the table");
+    // The value of a `set` is not looked at; its place only makes the arity right.
+    let args: [&[u8]; 3] = [command.spec.name.as_bytes(), key, b""];
+    let args = if command.spec.name == "set" {
+        &args[..]
+    } else {
+        &args[..2]
+    };
+    acl.permit(user, command, args, || HTTP_CLIENT.to_string())
+        .map_err(|e| ApiError::Forbidden(e.line().into_owned()))
 }
 
 /// Standard base64 (RFC 4648, with or without padding), as HTTP Basic credentials use;
@@ -53,25 +144,66 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_come_from_bearer_or_basic_credentials() {
+    fn credentials_come_from_bearer_or_basic_headers() {
+        let basic = |user: &str, password: &str| Credentials::Basic {
+            user: user.into(),
+            password: password.into(),
+        };
         assert_eq!(
-            password_from_header("Bearer s3cret").as_deref(),
-            Some("s3cret")
+            credentials_from_header("Bearer s3cret"),
+            Some(Credentials::Bearer("s3cret".into()))
         );
-        assert_eq!(password_from_header("Bearer x").as_deref(), Some("x"));
-        // "default:s3cret" and ":s3cret" in base64.
+        // "default:s3cret", ":s3cret" and "alice:s3cret" in base64.
         assert_eq!(
-            password_from_header("Basic ZGVmYXVsdDpzM2NyZXQ=").as_deref(),
-            Some("s3cret")
+            credentials_from_header("Basic ZGVmYXVsdDpzM2NyZXQ="),
+            Some(basic("default", "s3cret"))
         );
         assert_eq!(
-            password_from_header("basic OnMzY3JldA==").as_deref(),
-            Some("s3cret")
+            credentials_from_header("basic OnMzY3JldA=="),
+            Some(basic("default", "s3cret"))
         );
-        // "alice:s3cret": only the default user exists.
-        assert_eq!(password_from_header("Basic YWxpY2U6czNjcmV0"), None);
-        assert_eq!(password_from_header("Basic !!!"), None);
-        assert_eq!(password_from_header("Digest x"), None);
+        assert_eq!(
+            credentials_from_header("Basic YWxpY2U6czNjcmV0"),
+            Some(basic("alice", "s3cret"))
+        );
+        assert_eq!(credentials_from_header("Basic !!!"), None);
+        assert_eq!(credentials_from_header("Digest x"), None);
+    }
+
+    #[test]
+    fn users_authenticate_by_basic_or_bearer_credentials() {
+        let acl = Acl::default();
+        assert!(
+            authenticate(&acl, None).is_ok(),
+            "no password: the default user"
+        );
+        acl.set_default_password(Some("s3cret"));
+        acl.set_user(b"alice", &["on", ">pw", "~a*", "+get"])
+            .unwrap();
+        assert!(matches!(
+            authenticate(&acl, None),
+            Err(ApiError::Unauthorized)
+        ));
+        let default = authenticate(&acl, Some("Bearer s3cret")).unwrap();
+        assert_eq!(default.name(), b"default");
+        let alice = authenticate(&acl, Some("Bearer alice:pw")).unwrap();
+        assert_eq!(alice.name(), b"alice");
+        let alice = authenticate(&acl, Some("Basic YWxpY2U6cHc=")).unwrap();
+        assert_eq!(alice.name(), b"alice");
+        assert!(authenticate(&acl, Some("Bearer alice:nope")).is_err());
+        assert_eq!(
+            acl.denied.auth.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert!(authorize(&acl, &alice, "get", b"a1").is_ok());
+        assert!(matches!(
+            authorize(&acl, &alice, "get", b"b1"),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(
+            authorize(&acl, &alice, "set", b"a1"),
+            Err(ApiError::Forbidden(_))
+        ));
     }
 
     #[test]

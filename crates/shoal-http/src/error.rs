@@ -73,9 +73,13 @@ pub enum ApiError {
     /// `401`: a password is required and the request did not carry the right one. The answer
     /// carries `WWW-Authenticate: Bearer, Basic realm="shoal"`.
     #[error(
-        "authentication required: send the password as 'Authorization: Bearer <password>' or basic auth for user 'default'"
+        "authentication required: send 'Authorization: Basic <user:password>' or 'Authorization: Bearer <password>' (or 'Bearer <user>:<password>')"
     )]
     Unauthorized,
+    /// `403`: the user may not run the command the request maps to, or not on that key (the
+    /// front door's `-NOPERM` line).
+    #[error("{0}")]
+    Forbidden(String),
     /// `403`: the request's `Host` is a name not on `http-allowed-hosts` (a DNS rebinding
     /// attempt, or a name the operator has not listed yet).
     #[error("host '{0}' is not allowed: add its name to http-allowed-hosts")]
@@ -114,6 +118,7 @@ impl ApiError {
         match self {
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::HostNotAllowed(_) | ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

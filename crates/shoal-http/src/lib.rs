@@ -35,10 +35,13 @@
 //! connection reset). Every error body is `{"error": "..."}` with `content-type:
 //! application/json`; see [`ApiError`] for each status.
 //!
-//! **Authentication.** When the backend has a [`password`](Backend::password), every request
-//! but `GET /health` must carry it, as `Authorization: Bearer <password>` or as HTTP Basic
-//! credentials for the user `default` (what `curl -u default:<password>` sends), compared in
-//! constant time; otherwise it gets a `401`.
+//! **Authentication and permissions.** Requests are checked against the front door's ACL
+//! users ([`Backend::acl`]). When the `default` user has a password, every request but
+//! `GET /health` must authenticate, with HTTP Basic credentials `user:password` (what
+//! `curl -u alice:<password>` sends; an empty user is `default`) or `Authorization: Bearer
+//! <password>` (the `default` user's) or `Bearer <user>:<password>`; otherwise it gets a `401`
+//! with `WWW-Authenticate`. The user then needs the permissions of the command a request maps
+//! to (`GET` → `get`, `POST` → `set`, `DELETE` → `del`) on its key, or gets a `403`.
 //!
 //! **HTTPS.** [`HttpApi::serve_tls`] serves the same router over TLS with a node's or a proxy's
 //! [`shoal_frontdoor::tls::TlsAcceptor`] (its certificate, reloaded with it, and its client
@@ -85,7 +88,7 @@ mod tests {
     #[derive(Default)]
     struct Memory {
         keys: Arc<Mutex<Keys>>,
-        password: Option<String>,
+        acl: shoal_frontdoor::Acl,
         health: Health,
     }
 
@@ -123,8 +126,8 @@ mod tests {
             )
         }
 
-        fn password(&self) -> Option<String> {
-            self.password.clone()
+        fn acl(&self) -> &shoal_frontdoor::Acl {
+            &self.acl
         }
 
         fn max_key_size(&self) -> usize {
@@ -148,7 +151,7 @@ mod tests {
     fn app(backend: Memory) -> (Memory, Router) {
         let view = Memory {
             keys: backend.keys.clone(),
-            password: None,
+            acl: shoal_frontdoor::Acl::default(),
             health: Health::Ok,
         };
         (view, router(backend))
@@ -311,10 +314,16 @@ mod tests {
         assert!(backend.keys().is_empty());
     }
 
+    fn with_password(password: &str) -> shoal_frontdoor::Acl {
+        let acl = shoal_frontdoor::Acl::default();
+        acl.set_default_password(Some(password));
+        acl
+    }
+
     #[tokio::test]
     async fn a_password_protects_every_endpoint_but_health() {
         let (_, router) = app(Memory {
-            password: Some("s3cret".into()),
+            acl: with_password("s3cret"),
             ..Memory::default()
         });
         let (status, headers, _) = call(&router, "GET", "/k", &[], "").await;
@@ -343,9 +352,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn acl_users_are_authenticated_and_their_permissions_checked() {
+        let acl = with_password("s3cret");
+        // alice may read and write keys under a:, and only read r:.
+        acl.set_user(b"alice", &["on", ">pw", "~a:*", "%R~r:*", "+get", "+set"])
+            .unwrap();
+        let (view, router) = app(Memory {
+            acl,
+            ..Memory::default()
+        });
+        // "alice:pw" and "alice:no" in base64.
+        let alice = [("authorization", "Basic YWxpY2U6cHc=")];
+        let wrong = [("authorization", "Basic YWxpY2U6bm8=")];
+        let started = std::time::Instant::now();
+        let (status, headers, _) = call(&router, "GET", "/a:1", &wrong, "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(200),
+            "wrong credentials are answered slowly"
+        );
+        assert!(header(&headers, "www-authenticate").is_some());
+        let (status, ..) = call(&router, "POST", "/a:1", &alice, r#"{"value":"v"}"#).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, ..) = call(&router, "GET", "/a:1", &alice, "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, body) = call(&router, "POST", "/r:1", &alice, r#"{"value":"v"}"#).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let expected = serde_json::json!({
+            "error": "NOPERM this user has no permissions to access one of the keys used as arguments"
+        });
+        assert_eq!(body, expected.to_string());
+        let (status, ..) = call(&router, "GET", "/r:1", &alice, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "reading r:* is allowed");
+        let (status, _, body) = call(&router, "DELETE", "/a:1", &alice, "").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let expected = serde_json::json!({
+            "error": "NOPERM this user has no permissions to run the 'del' command"
+        });
+        assert_eq!(body, expected.to_string());
+        let bearer = [("authorization", "Bearer alice:pw")];
+        let (status, ..) = call(&router, "GET", "/a:1", &bearer, "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(view.keys().len(), 1, "the denied write changed nothing");
+    }
+
+    #[tokio::test]
     async fn health_is_a_503_with_the_reason_while_the_backend_cannot_serve() {
         let (_, router) = app(Memory {
-            password: Some("s3cret".into()),
+            acl: with_password("s3cret"),
             health: Health::Unavailable("joining the cluster".into()),
             ..Memory::default()
         });

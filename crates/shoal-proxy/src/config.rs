@@ -32,6 +32,9 @@ pub struct ProxyConfig {
     pub cluster_secret: Option<BusSecret>,
     /// Password clients of the proxy must give with `AUTH` or `HELLO ... AUTH` (`None`: none).
     pub requirepass: Option<String>,
+    /// The ACL file of the proxy's own users (loaded at start, `ACL LOAD`, `ACL SAVE`;
+    /// `None`: users live until restart).
+    pub aclfile: Option<std::path::PathBuf>,
     /// Without a password, turn away clients not on the loopback interface with Redis's
     /// `-DENIED` (protected mode, on by default as a node's).
     pub protected_mode: bool,
@@ -82,6 +85,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("cluster_password", &redact(&self.cluster_password))
             .field("cluster_secret", &self.cluster_secret)
             .field("requirepass", &redact(&self.requirepass))
+            .field("aclfile", &self.aclfile)
             .field("protected_mode", &self.protected_mode)
             .field("tls_port", &self.tls_port)
             .field("tls", &self.tls)
@@ -115,6 +119,7 @@ impl Default for ProxyConfig {
             cluster_password: None,
             cluster_secret: None,
             requirepass: None,
+            aclfile: None,
             protected_mode: true,
             tls_port: None,
             tls: TlsOptions::default(),

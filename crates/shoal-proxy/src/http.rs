@@ -79,8 +79,8 @@ impl Backend for Upstream {
         Exporter::new(collector).render()
     }
 
-    fn password(&self) -> Option<String> {
-        self.shared.door.settings.password().map(|p| p.to_string())
+    fn acl(&self) -> &shoal_frontdoor::Acl {
+        &self.shared.door.acl
     }
 
     fn max_key_size(&self) -> usize {

@@ -48,6 +48,9 @@ pub enum StartError {
     /// The TLS certificate, key or CA cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The ACL file (`aclfile`) cannot be loaded.
+    #[error("cannot start because of ACL errors: {0}")]
+    Acl(String),
 }
 
 /// A running proxy. Dropping it asks it to stop (as [`Proxy::shutdown`]).
@@ -253,6 +256,14 @@ async fn run(
     };
     let door = Door::new(config.door_limits(), config.requirepass.as_deref());
     door.settings.set_protected_mode(config.protected_mode);
+    if let Some(path) = &config.aclfile {
+        door.acl.set_file(Some(path.clone()));
+        if let Err(e) = door.acl.load_file() {
+            let e = e.strip_prefix("ERR ").unwrap_or(&e).to_string();
+            let _ = ready.send(Err(StartError::Acl(e)));
+            return;
+        }
+    }
     let shared = Arc::new(Shared {
         config,
         client,

@@ -77,6 +77,12 @@ impl Backend for Shared {
         state.forwarded = name == FORWARDER_NAME.as_bytes();
     }
 
+    fn users_changed(&self, names: &[Vec<u8>]) {
+        if let Some(cluster) = &self.cluster {
+            cluster.record_users(&self.door, names);
+        }
+    }
+
     fn hand_off<'a>(
         self: &'a Arc<Self>,
         stream: &'a mut shoal_frontdoor::Stream,

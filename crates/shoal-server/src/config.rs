@@ -229,6 +229,9 @@ pub struct Config {
     pub timeout: u64,
     /// Password clients must give with `AUTH` or `HELLO ... AUTH` (empty: none).
     pub requirepass: String,
+    /// The ACL file: users loaded at start and by `ACL LOAD`, written by `ACL SAVE` (empty:
+    /// none; users then live until restart).
+    pub aclfile: String,
     /// Without a password, turn away clients that are not on the loopback interface with
     /// Redis's `-DENIED` (Redis's `protected-mode`, on by default).
     pub protected_mode: bool,
@@ -382,6 +385,7 @@ impl Default for Config {
             maxclients: 10_000,
             timeout: 0,
             requirepass: String::new(),
+            aclfile: String::new(),
             protected_mode: true,
             tls_port: 0,
             tls_cert_file: String::new(),
@@ -940,6 +944,11 @@ pub static PARAMS: &[Param] = &[
             c.requirepass = v.to_string();
             Ok(())
         }),
+    },
+    Param {
+        name: "aclfile",
+        get: |c| c.aclfile.clone(),
+        set: None,
     },
     Param {
         name: "protected-mode",

@@ -91,8 +91,8 @@ impl Backend for Node {
         Exporter::new(NodeCollector::new(self.0.clone(), http.clone())).render()
     }
 
-    fn password(&self) -> Option<String> {
-        self.0.door.settings.password().map(|p| p.to_string())
+    fn acl(&self) -> &shoal_frontdoor::Acl {
+        &self.0.door.acl
     }
 
     fn max_key_size(&self) -> usize {

@@ -43,6 +43,9 @@ pub enum StartError {
     /// The TLS certificate, key or CA cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The ACL file (`aclfile`) cannot be loaded.
+    #[error("cannot start because of ACL errors: {0}")]
+    Acl(String),
     /// The node has no usable cluster secret.
     #[error(transparent)]
     ClusterSecret(#[from] crate::cluster::secret::NoSecret),
@@ -157,6 +160,13 @@ impl Server {
         let shared = Shared::with_cluster(config, cluster);
         if let Some(tls) = tls {
             let _ = shared.tls.set(tls);
+        }
+        if shared.door.acl.file().is_some() {
+            shared
+                .door
+                .acl
+                .load_file()
+                .map_err(|e| StartError::Acl(e.strip_prefix("ERR ").unwrap_or(&e).to_string()))?;
         }
         *shared.resp_addr.write() = Some(resp_addr);
         *shared.http_addr.write() = http_addr;

@@ -115,6 +115,9 @@ impl Shared {
         live.apply(&config);
         let door = Door::new(door_limits(&config), Some(&config.requirepass));
         door.settings.set_protected_mode(config.protected_mode);
+        if !config.aclfile.is_empty() {
+            door.acl.set_file(Some(config.aclfile.clone().into()));
+        }
         door.slowlog
             .configure(config.slowlog_log_slower_than, config.slowlog_max_len);
         Arc::new(Shared {
@@ -136,7 +139,12 @@ impl Shared {
     pub fn apply_config(&self, config: Config) {
         self.live.apply(&config);
         self.door.settings.set_limits(&door_limits(&config));
-        self.door.settings.set_password(Some(&config.requirepass));
+        if config.requirepass != self.config.read().requirepass {
+            // As Redis's `CONFIG SET requirepass`: the default user's passwords are replaced.
+            self.door
+                .acl
+                .set_default_password(Some(&config.requirepass));
+        }
         self.door.settings.set_protected_mode(config.protected_mode);
         self.door
             .slowlog

@@ -10,6 +10,7 @@
 //! ```text
 //! # a comment
 //! @requirepass secret          start both servers with this password (file header)
+//! @aclfile                     start both servers with an ACL file of their own, empty (header)
 //! == group name                a new group: fresh connections, then FLUSHALL
 //! SET k "quoted \r\n value"    a command, split with Redis's inline rules, sent as multibulk
 //! [sorted] KEYS *              a comparison mode (see `Compare`), and modifiers:
@@ -73,6 +74,10 @@ enum Compare {
     Near(i64),
     /// Equal once the value after an `id` key (`HELLO`) is masked.
     MaskId,
+    /// Equal once, in every string, the single-command ACL rules (`+get`, `-config|set`, not
+    /// `+@read`) are sorted in their places: Redis describes a user's single commands in its
+    /// hash table's order, which changes from run to run.
+    AclRules,
     /// Equal once Redis's reply is cut down to Shoal's commands (containers' subcommands too),
     /// order of those lists ignored; `pairs` reads a RESP2 array as a flattened map.
     ShoalCommands { pairs: bool },
@@ -145,6 +150,7 @@ struct Group {
 struct Script {
     file: String,
     requirepass: Option<String>,
+    aclfile: bool,
     groups: Vec<Group>,
 }
 
@@ -260,6 +266,7 @@ fn parse_mode(spec: &str) -> Result<Mode, String> {
             "sorted" => mode.compare = Compare::Sorted,
             "near" => mode.compare = Compare::Near(arg.parse().map_err(|_| "bad near=N")?),
             "mask-id" => mode.compare = Compare::MaskId,
+            "acl-rules" => mode.compare = Compare::AclRules,
             "commands" => mode.compare = Compare::ShoalCommands { pairs: false },
             "commands-map" => mode.compare = Compare::ShoalCommands { pairs: true },
             "params" => mode.compare = Compare::ShoalParams,
@@ -283,6 +290,10 @@ fn parse_script(file: &str, text: &str) -> Script {
         let line = raw_line.trim();
         let fail = |why: String| -> ! { panic!("{file}:{line_no}: {why}: {raw_line}") };
         if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line == "@aclfile" {
+            script.aclfile = true;
             continue;
         }
         if let Some(password) = line.strip_prefix("@requirepass ") {
@@ -399,7 +410,7 @@ fn redis_or_skip(test: &str) -> Option<PathBuf> {
     found
 }
 
-fn start_redis(binary: &Path, requirepass: Option<&str>) -> RedisGuard {
+fn start_redis(binary: &Path, requirepass: Option<&str>, aclfile: bool) -> RedisGuard {
     for _attempt in 0..5 {
         let port = shoal_testkit::free_port().expect("a free loopback port");
         let dir = std::env::temp_dir().join(format!(
@@ -428,6 +439,11 @@ fn start_redis(binary: &Path, requirepass: Option<&str>) -> RedisGuard {
             .stderr(Stdio::null());
         if let Some(password) = requirepass {
             command.args(["--requirepass", password]);
+        }
+        if aclfile {
+            let path = dir.0.join("users.acl");
+            std::fs::write(&path, "").expect("an empty ACL file");
+            command.arg("--aclfile").arg(path);
         }
         let child = command.spawn().expect("redis-server starts");
         let mut guard = RedisGuard {
@@ -481,15 +497,31 @@ fn check_redis_version(addr: SocketAddr, requirepass: Option<&str>) {
     );
 }
 
-fn start_shoal(requirepass: Option<&str>) -> Server {
+fn start_shoal(requirepass: Option<&str>, aclfile: Option<&Path>) -> Server {
     Server::start(Config {
         port: 0,
         http_port: 0,
         threads: 2,
         requirepass: requirepass.unwrap_or_default().to_string(),
+        aclfile: aclfile.map(|p| p.display().to_string()).unwrap_or_default(),
         ..Config::default()
     })
     .expect("a Shoal node starts")
+}
+
+/// An empty ACL file in a directory of its own, for Shoal.
+fn shoal_aclfile() -> TempDir {
+    let dir = std::env::temp_dir().join(format!(
+        "shoal-compat-acl-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("users.acl"), "").expect("an empty ACL file");
+    TempDir(dir)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -647,6 +679,34 @@ fn shape(v: &Value) -> String {
 }
 
 /// A canonical text of a value; with `sort`, aggregates are sorted.
+/// `v` with the single-command rules of every string sorted in their places (see
+/// [`Compare::AclRules`]).
+fn sort_acl_rules(v: &Value) -> Value {
+    let single = |w: &str| (w.starts_with('+') || w.starts_with('-')) && !w[1..].starts_with('@');
+    match v {
+        Value::Bulk(s) => {
+            let text = String::from_utf8_lossy(s);
+            let mut words: Vec<&str> = text.split(' ').collect();
+            let mut rules: Vec<&str> = words.iter().copied().filter(|w| single(w)).collect();
+            rules.sort_unstable();
+            let mut rules = rules.into_iter();
+            for word in words.iter_mut().filter(|w| single(w)) {
+                *word = rules.next().expect("as many rules");
+            }
+            Value::Bulk(words.join(" ").into_bytes())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sort_acl_rules).collect()),
+        Value::Set(items) => Value::Set(items.iter().map(sort_acl_rules).collect()),
+        Value::Map(pairs) => Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (sort_acl_rules(k), sort_acl_rules(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 fn canon(v: &Value, sort: bool) -> String {
     let list = |items: &[Value]| {
         let mut parts: Vec<String> = items.iter().map(|i| canon(i, sort)).collect();
@@ -940,6 +1000,11 @@ const SHOAL_ONLY_INFO_FIELDS: &[&str] = &[
     "command_panics",
     "client_query_buffer_limit_disconnections",
     "client_output_buffer_limit_disconnections",
+    // Redis 7.2's ACL denial counters.
+    "acl_access_denied_auth",
+    "acl_access_denied_cmd",
+    "acl_access_denied_key",
+    "acl_access_denied_channel",
 ];
 
 /// Whether Shoal's `INFO` has Redis's sections and only fields Redis has (or Shoal's own).
@@ -1011,6 +1076,10 @@ fn agree(compare: &Compare, redis: &(Value, Vec<u8>), shoal: &(Value, Vec<u8>)) 
         Compare::Shape => shape(rv) == shape(sv),
         Compare::Type => rb.first() == sb.first(),
         Compare::Sorted => canon(rv, true) == canon(sv, true),
+        Compare::AclRules => {
+            rb.first() == sb.first()
+                && canon(&sort_acl_rules(rv), false) == canon(&sort_acl_rules(sv), false)
+        }
         Compare::Near(tolerance) => match (rv, sv) {
             // Negative answers (-1 no expiry, -2 no key) are exact.
             (Value::Int(a), Value::Int(b)) if *a < 0 || *b < 0 => a == b,
@@ -1285,9 +1354,13 @@ fn run(script: Script) {
         return;
     };
     let password = script.requirepass.as_deref();
-    let redis = start_redis(&binary, password);
+    let redis = start_redis(&binary, password, script.aclfile);
     check_redis_version(redis.addr, password);
-    let shoal = start_shoal(password);
+    let acl_dir = script.aclfile.then(shoal_aclfile);
+    let shoal = start_shoal(
+        password,
+        acl_dir.as_ref().map(|d| d.0.join("users.acl")).as_deref(),
+    );
     let mut failures = Vec::new();
     let mut cases = 0;
     for protocol in [2, 3] {
@@ -1473,7 +1546,7 @@ fn random_script(seed: u64) -> Script {
 /// Redis.
 #[test]
 fn shoal_refuses_bulk_data_without_crlf() {
-    let shoal = start_shoal(None);
+    let shoal = start_shoal(None, None);
     for (frame, protocol) in [
         (&b"*1\r\n$4\r\nPINGxx"[..], 2),
         (b"*2\r\n$4\r\nECHO\r\n$1\r\nab\r\n", 3),
@@ -1500,8 +1573,8 @@ fn shutdown_closes_like_redis() {
     let Some(binary) = redis_or_skip("shutdown") else {
         return;
     };
-    let redis = start_redis(&binary, None);
-    let shoal = start_shoal(None);
+    let redis = start_redis(&binary, None, false);
+    let shoal = start_shoal(None, None);
     for (name, addr) in [("redis", redis.addr), ("shoal", shoal.resp_addr())] {
         let mut conn = Conn::open(addr);
         conn.send(&encode(&["SHUTDOWN", "NOSAVE"])).expect("send");
@@ -1586,5 +1659,7 @@ scripts! {
     compat_command => "command.txt",
     compat_arity => "arity.txt",
     compat_auth => "auth.txt",
+    compat_acl => "acl.txt",
+    compat_acl_file => "acl_file.txt",
     compat_protocol => "protocol.txt",
 }

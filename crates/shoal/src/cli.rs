@@ -202,6 +202,10 @@ pub struct ServerArgs {
     /// Password clients must send with AUTH (or HELLO AUTH, or HTTP Bearer/Basic).
     #[arg(long, env = "SHOAL_REQUIREPASS", help_heading = heading::SECURITY)]
     pub requirepass: Option<String>,
+    /// ACL file of users (Redis's format: `user <name> <rules...>` per line), loaded at start,
+    /// reloaded by ACL LOAD, written by ACL SAVE.
+    #[arg(long, env = "SHOAL_ACLFILE", value_name = "PATH", help_heading = heading::SECURITY)]
+    pub aclfile: Option<String>,
     /// Without a password, turn away clients not on the loopback interface (127.0.0.1, ::1)
     /// with Redis's -DENIED: yes or no [default: yes].
     #[arg(long, env = "SHOAL_PROTECTED_MODE", value_name = "yes|no", value_parser = yes_no, help_heading = heading::SECURITY)]
@@ -286,6 +290,7 @@ impl ServerArgs {
             maxclients,
             timeout,
             requirepass,
+            aclfile,
             protected_mode,
             tls_port,
             tls_cert_file,
@@ -440,6 +445,10 @@ pub struct ProxyArgs {
     /// Password clients must send with AUTH (or HELLO AUTH, or HTTP Bearer/Basic).
     #[arg(long, env = "SHOAL_PROXY_REQUIREPASS", help_heading = heading::SECURITY)]
     pub requirepass: Option<String>,
+    /// ACL file of the proxy's own users (Redis's format), loaded at start, reloaded by ACL
+    /// LOAD, written by ACL SAVE.
+    #[arg(long, env = "SHOAL_PROXY_ACLFILE", value_name = "PATH", help_heading = heading::SECURITY)]
+    pub aclfile: Option<std::path::PathBuf>,
     /// Without a password, turn away clients not on the loopback interface (127.0.0.1, ::1)
     /// with Redis's -DENIED: yes or no.
     #[arg(long, env = "SHOAL_PROXY_PROTECTED_MODE", value_name = "yes|no", value_parser = yes_no, default_value = "yes", help_heading = heading::SECURITY)]
@@ -530,6 +539,7 @@ impl ProxyArgs {
             cluster_password: self.cluster_password.clone(),
             cluster_secret: Some(shoal_cluster::BusSecret::load(&self.cluster_secret_file)?),
             requirepass: self.requirepass.clone().filter(|p| !p.is_empty()),
+            aclfile: self.aclfile.clone(),
             protected_mode: self.protected_mode,
             tls_port: self.tls_port.filter(|p| *p != 0),
             tls: self.tls_options(),

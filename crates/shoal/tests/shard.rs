@@ -187,3 +187,85 @@ async fn a_cluster_with_a_password_replicates_forwards_and_refuses_strangers() {
     )
     .await;
 }
+
+/// Waits up to 10 s for `check` to hold, asking every 50 ms.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What `AUTH user password` on a new connection to `node` answers.
+async fn auth_on(node: &NodeProcess, user: &str, password: &str) -> Value {
+    let mut conn = node.connect().await.unwrap();
+    conn.call(&["AUTH", user, password]).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_users_set_on_one_node_exist_on_every_node() {
+    run_test("acl_users_set_on_one_node_exist_on_every_node", async {
+        let (mut cluster, shard) = start_shard(ClusterOptions::default()).await;
+        let primary = shard.primary;
+        let (first, second) = (shard.replicas[0], shard.replicas[1]);
+
+        // Made on a replica, the user reaches every node of the cluster.
+        let made = cluster
+            .node(first)
+            .command(&[
+                "ACL", "SETUSER", "alice", "on", ">pw", "~app:*", "+get", "+set",
+            ])
+            .await
+            .unwrap();
+        assert_eq!(made, ok());
+        for &i in &[primary, first, second] {
+            eventually("alice exists on every node", || async {
+                auth_on(cluster.node(i), "alice", "pw").await == ok()
+            })
+            .await;
+        }
+        // With her rules: a key outside her patterns is refused on the primary too.
+        let mut alice = cluster.node(primary).connect().await.unwrap();
+        assert_eq!(alice.call(&["AUTH", "alice", "pw"]).await.unwrap(), ok());
+        assert_eq!(alice.call(&["SET", "app:1", "v"]).await.unwrap(), ok());
+        let denied = alice.call(&["GET", "other"]).await.unwrap();
+        assert!(
+            matches!(&denied, Value::Error(e) if e.starts_with(b"NOPERM")),
+            "{denied:?}"
+        );
+
+        // A node that joins later has her as well.
+        let joined = cluster.add_node(false).await.expect("a node joins");
+        eventually("a new node has alice", || async {
+            auth_on(cluster.node(joined), "alice", "pw").await == ok()
+        })
+        .await;
+
+        // Deleted on another node, she is gone everywhere, and her connection is closed.
+        let deleted = cluster
+            .node(second)
+            .command(&["ACL", "DELUSER", "alice"])
+            .await
+            .unwrap();
+        assert_eq!(deleted, Value::Int(1));
+        for &i in &[primary, first, second, joined] {
+            eventually("alice is gone from every node", || async {
+                matches!(
+                    auth_on(cluster.node(i), "alice", "pw").await,
+                    Value::Error(_)
+                )
+            })
+            .await;
+        }
+        assert!(
+            alice.call(&["GET", "app:1"]).await.is_err(),
+            "her connection is closed"
+        );
+    })
+    .await;
+}

@@ -210,7 +210,11 @@ pub struct ClientKill {
 impl ClientKill {
     /// Reads `CLIENT KILL`'s arguments, for the client `me` that sent it (spared unless
     /// `SKIPME no`; the old form spares nobody).
-    pub fn parse<A: AsRef<[u8]>>(args: &[A], me: u64) -> Result<ClientKill, CommandError> {
+    pub fn parse<A: AsRef<[u8]>>(
+        args: &[A],
+        me: u64,
+        user_exists: impl Fn(&[u8]) -> bool,
+    ) -> Result<ClientKill, CommandError> {
         if let [_, _, addr] = args {
             let filter = KillFilter {
                 addr: Some(String::from_utf8_lossy(addr.as_ref()).into_owned()),
@@ -256,9 +260,10 @@ impl ClientKill {
                     ));
                 }
             } else if is(opt, "USER") {
-                if value != b"default" {
+                if !user_exists(value) {
                     return Err(CommandError::quoting("ERR No such user '", value, "'"));
                 }
+                filter.user = Some(value.to_vec());
             } else if is(opt, "SKIPME") {
                 if is(value, "yes") {
                     filter.skip = Some(me);
@@ -446,7 +451,7 @@ mod tests {
 
     #[test]
     fn client_kill_reads_both_forms() {
-        let kill = |args: &[&[u8]]| ClientKill::parse(args, 7).map_err(line);
+        let kill = |args: &[&[u8]]| ClientKill::parse(args, 7, |u| u == b"default").map_err(line);
         let old = kill(&[b"CLIENT", b"KILL", b"1.2.3.4:5"]).unwrap();
         let only_addr = KillFilter {
             addr: Some("1.2.3.4:5".into()),
@@ -466,6 +471,7 @@ mod tests {
             id: Some(3),
             laddr: Some("l:1".into()),
             skip: Some(7),
+            user: Some(b"default".to_vec()),
             ..KillFilter::default()
         };
         assert_eq!(new.filter(), Some(&expected));

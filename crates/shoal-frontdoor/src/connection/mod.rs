@@ -4,7 +4,9 @@
 
 mod args;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 pub use args::REDIS_VERSION;
 use args::{
@@ -13,6 +15,7 @@ use args::{
 };
 use shoal_proto::{Argv, Protocol};
 
+use crate::acl::{Reason, UserSlot};
 use crate::backend::{Backend, Conn};
 use crate::commands::{ConnCommand, table};
 use crate::error::{CommandError, WRONGPASS};
@@ -83,6 +86,10 @@ pub(crate) fn run<B: Backend>(
             write_help(call.conn, call.out, argv.get(0));
             Ok(())
         }
+        ConnCommand::Acl(sub) => {
+            publish_current_command(call.conn);
+            crate::acl::commands::run(sub, call, argv)
+        }
     }
 }
 
@@ -114,7 +121,9 @@ fn ping<B: Backend>(call: &mut ConnCall<'_, B>, argv: &Argv<'_>) -> Result<(), C
 fn reset<B: Backend>(call: &mut ConnCall<'_, B>) {
     set_protocol(call.conn, Protocol::Resp2);
     call.conn.info.set_name(b"");
-    call.conn.authenticated = !call.backend.door().settings.password_required();
+    let acl = &call.backend.door().acl;
+    call.conn.authenticated = !acl.auth_required();
+    set_user(call.conn, acl.default_user().clone());
     call.backend.reset(call.state);
     call.conn.reply(call.out).simple("RESET");
 }
@@ -129,15 +138,60 @@ fn set_name<B: Backend>(call: &mut ConnCall<'_, B>, name: &[u8]) {
     call.backend.named(call.state, name);
 }
 
+fn set_user(conn: &mut Conn, user: Arc<UserSlot>) {
+    conn.info.set_user(user.name());
+    conn.user = user;
+}
+
+/// Failed authentications on one connection before each further one is slowed down.
+const FREE_AUTH_FAILURES: u32 = 3;
+/// The first delay after those, doubled with each further failure up to [`MAX_AUTH_DELAY`].
+const FIRST_AUTH_DELAY: Duration = Duration::from_millis(10);
+/// The longest a failed authentication's reply waits.
+const MAX_AUTH_DELAY: Duration = Duration::from_secs(1);
+
+/// How long the reply to the `failures`-th failed authentication in a row waits: nothing for
+/// the first few (a mistyped password costs nothing), then 10 ms doubling up to a second, so
+/// one connection cannot try more than about a password a second for long.
+pub(crate) fn auth_delay(failures: u32) -> Option<Duration> {
+    let over = failures.checked_sub(FREE_AUTH_FAILURES + 1)?;
+    let delay = FIRST_AUTH_DELAY.saturating_mul(1u32 << over.min(16));
+    Some(delay.min(MAX_AUTH_DELAY))
+}
+
+/// Authenticates the connection as `user`, or counts, logs and slows down the failure and
+/// returns [`WRONGPASS`] (`ACLAuthenticateUser`).
+fn authenticate<B: Backend>(
+    call: &mut ConnCall<'_, B>,
+    command: &[u8],
+    user: &[u8],
+    password: &[u8],
+) -> Result<(), CommandError> {
+    let acl = &call.backend.door().acl;
+    match acl.authenticate(user, password) {
+        Some(slot) => {
+            call.conn.authenticated = true;
+            call.conn.auth_failures = 0;
+            set_user(call.conn, slot);
+            Ok(())
+        }
+        None => {
+            acl.note_auth_failure(user, &call.conn.info.addr);
+            publish_current_command(call.conn);
+            acl.log(Reason::Auth, command, user, call.conn.info.describe());
+            call.conn.auth_failures = call.conn.auth_failures.saturating_add(1);
+            call.conn.pause = auth_delay(call.conn.auth_failures);
+            Err(CommandError::fixed(WRONGPASS))
+        }
+    }
+}
+
 /// `AUTH [username] password`
 fn auth<B: Backend>(call: &mut ConnCall<'_, B>, argv: &Argv<'_>) -> Result<(), CommandError> {
-    let settings = &call.backend.door().settings;
+    let acl = &call.backend.door().acl;
     let args: Vec<&[u8]> = argv.iter().collect();
-    let (user, password) = auth_args(&args, settings.password_required())?;
-    if !settings.check_password(user, password) {
-        return Err(CommandError::fixed(WRONGPASS));
-    }
-    call.conn.authenticated = true;
+    let (user, password) = auth_args(&args, !acl.default_nopass())?;
+    authenticate(call, args[0], user, password)?;
     call.conn.reply(call.out).ok();
     Ok(())
 }
@@ -151,10 +205,7 @@ fn hello<B: Backend>(call: &mut ConnCall<'_, B>, argv: &Argv<'_>) -> Result<(), 
     for option in hello_options(&args) {
         match option? {
             HelloOption::Auth { user, password } => {
-                if !call.backend.door().settings.check_password(user, password) {
-                    return Err(CommandError::fixed(WRONGPASS));
-                }
-                call.conn.authenticated = true;
+                authenticate(call, args[0], user, password)?;
             }
             HelloOption::SetName(name) => set_name(call, name),
         }
@@ -204,8 +255,9 @@ fn client_kill<B: Backend>(
 ) -> Result<(), CommandError> {
     let me = call.conn.info.id;
     let args: Vec<&[u8]> = argv.iter().collect();
-    let request = ClientKill::parse(&args, me)?;
-    let clients = &call.backend.door().clients;
+    let door = call.backend.door();
+    let request = ClientKill::parse(&args, me, |user| door.acl.user(user).is_some())?;
+    let clients = &door.clients;
     let (killed, killed_self) = request.filter().map_or((0, false), |f| clients.kill(f, me));
     let answer = request.answer(killed)?;
     call.conn.close_after_reply |= killed_self;

@@ -4,6 +4,8 @@
 //! `tools/gen-command-table.py`, so `COMMAND`, `COMMAND INFO` and `COMMAND DOCS` answer byte for
 //! byte as Redis does, and the arity and key positions that cluster clients route by are Redis's own.
 
+pub mod acl;
+mod acl_redis7;
 mod redis7;
 
 /// A reply value recorded from Redis, kept as static data and encoded on demand in RESP2 or RESP3.

@@ -132,7 +132,7 @@ fn config_get_subcommand() {
 #[test]
 fn expected_commands_and_subcommands() {
     let names: Vec<&str> = commands().iter().map(|c| c.name).collect();
-    let expected = "append asking auth client cluster command config copy dbsize decr decrby del \
+    let expected = "acl append asking auth client cluster command config copy dbsize decr decrby del \
         echo exists expire expireat expiretime flushall flushdb get getdel getex getrange getset \
         hello incr incrby incrbyfloat info keys memory mget mset msetnx object persist pexpire \
         pexpireat pexpiretime ping psetex psync pttl quit randomkey readonly readwrite rename \
@@ -172,6 +172,13 @@ fn expected_commands_and_subcommands() {
         ]
     );
     assert_eq!(subs("slowlog"), ["get", "help", "len", "reset"]);
+    assert_eq!(
+        subs("acl"),
+        [
+            "cat", "deluser", "dryrun", "genpass", "getuser", "help", "list", "load", "log",
+            "save", "setuser", "users", "whoami"
+        ]
+    );
     assert_eq!(subs("memory"), ["help", "usage"]);
     assert_eq!(
         subs("object"),
@@ -298,7 +305,7 @@ fn containers_have_sorted_prefixed_subcommands_and_help() {
         );
         assert!(spec.help.iter().all(|l| !l.contains(['\r', '\n'])));
     }
-    assert_eq!(containers, 7);
+    assert_eq!(containers, 8);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod acl;
 mod connection;
 mod data;
 mod errors;

@@ -112,6 +112,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
     let first = maps.borrow_and_update().clone();
     remember(&cluster, &first);
     cluster.install(first.clone());
+    cluster.adopt_users(&shared.door, &first);
     follow_role(&shared, &first);
     loop {
         tokio::select! {
@@ -123,6 +124,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
                 tracing::debug!(epoch = map.epoch, "new cluster map");
                 remember(&cluster, &map);
                 cluster.install(map.clone());
+                cluster.adopt_users(&shared.door, &map);
                 follow_role(&shared, &map);
             }
             _ = removed.wait_for(|r| *r) => {

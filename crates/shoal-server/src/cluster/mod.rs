@@ -8,6 +8,7 @@ pub mod health;
 pub mod host;
 pub mod routing;
 pub mod secret;
+mod users;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -80,6 +81,8 @@ pub struct ClusterState {
     dir: Option<Arc<NodeDir>>,
     /// The cluster secret.
     secret: BusSecret,
+    /// The cluster's ACL users as this node last took them up.
+    users: users::AdoptedUsers,
     /// Counters.
     pub stats: ClusterStats,
 }
@@ -103,8 +106,22 @@ impl ClusterState {
             dropping: Mutex::new(None),
             dir: None,
             secret,
+            users: users::AdoptedUsers::default(),
             stats: ClusterStats::default(),
         }
+    }
+
+    /// Records the ACL users named `names` cluster-wide, as `door` now has them
+    /// (`ACL SETUSER`/`DELUSER`/`LOAD` changed them), once the node runs in its cluster.
+    pub fn record_users(&self, door: &shoal_frontdoor::Door, names: &[Vec<u8>]) {
+        if let Some(node) = self.node.get() {
+            users::record(node, door, names);
+        }
+    }
+
+    /// Takes up `map`'s ACL users into `door`, if they changed.
+    pub fn adopt_users(&self, door: &shoal_frontdoor::Door, map: &ClusterMap) {
+        users::adopt(&self.users, door, map);
     }
 
     /// The same, keeping what it must remember in `dir` (see [`NodeDir`]).
