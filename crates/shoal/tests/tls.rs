@@ -1011,3 +1011,114 @@ async fn protected_mode_answers_an_outsider_over_tls() {
     let _ = tokio::time::timeout(WAIT, tls.read_to_string(&mut denied)).await;
     assert_eq!(denied, shoal_frontdoor::DENIED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_survives_the_loss_of_a_primary() {
+    let mut certs = certs("tls-failover");
+    certs.server = certs.ca.node("node").unwrap();
+    let start = |name: String, extra: Vec<String>| {
+        let tls_port = free_port().unwrap();
+        let mut args = tls_args(&certs, tls_port);
+        args.extend(["--tls-replication", "yes", "--threads", "1"].map(String::from));
+        args.extend(["--controller", "--node-timeout", "2000"].map(String::from));
+        args.extend(extra);
+        let spec = NodeSpec {
+            name: name.clone(),
+            binary: SHOAL.into(),
+            ports: NodePorts::reserve_without_http().unwrap(),
+            args,
+            log: certs.dir.join(&format!("{name}.log")),
+            env: Vec::new(),
+            nice: 0,
+            password: None,
+            dir: None,
+        };
+        async move { (NodeProcess::start(spec, WAIT).await.unwrap(), tls_port) }
+    };
+    let founder = start(
+        "node-0".into(),
+        ["--cluster-enabled", "--replicas", "1"]
+            .map(String::from)
+            .to_vec(),
+    )
+    .await;
+    let seed = vec!["--cluster-join".to_string(), founder.0.resp_addr()];
+    let mut nodes = vec![founder];
+    for i in 1..3 {
+        nodes.push(start(format!("node-{i}"), seed.clone()).await);
+    }
+    // A replica whose link to its primary's TLS port is up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (replica, primary_tls) = 'found: loop {
+        for (index, (node, _)) in nodes.iter().enumerate() {
+            let info = node.info("replication").await.unwrap();
+            if info.get("role") == Some("slave") && info.get("master_link_status") == Some("up") {
+                break 'found (index, info.u64("master_port").unwrap() as u16);
+            }
+        }
+        assert!(Instant::now() < deadline, "no replica followed its primary");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let primary = nodes
+        .iter()
+        .position(|(_, tls)| *tls == primary_tls)
+        .expect("the primary announces its TLS port");
+
+    // Writes through the smart client over TLS, then the replica catches up.
+    let client_tls = client_config(&certs.ca.cert, Some(&certs.client));
+    let config = shoal_client::ClientConfig::new([format!("127.0.0.1:{}", nodes[0].1)])
+        .with_cluster_secret(cluster_secret())
+        .with_tls(client_tls.clone(), None)
+        .with_max_attempts(20);
+    let client = shoal_client::Client::connect(config).await.unwrap();
+    let keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
+    for key in &keys {
+        let deadline = Instant::now() + WAIT;
+        while client.set(key, key, None).await.is_err() {
+            assert!(Instant::now() < deadline, "the cluster never took {key}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let offset = |index: usize| {
+        let node = &nodes[index].0;
+        async move {
+            let info = node.info("replication").await.unwrap();
+            info.u64("master_repl_offset")
+                .or_else(|| info.u64("slave_repl_offset"))
+                .unwrap_or(0)
+        }
+    };
+    let deadline = Instant::now() + WAIT;
+    while offset(replica).await < offset(primary).await {
+        assert!(Instant::now() < deadline, "the replica never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    nodes[primary].0.kill().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = nodes[replica].0.info("replication").await.unwrap();
+        if info.get("role") == Some("master") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica was never promoted: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every key is still there, read over TLS through the new map.
+    for key in &keys {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let value = loop {
+            match client.get(key).await {
+                Ok(value) => break value,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "{key}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        assert_eq!(value.as_deref(), Some(key.as_bytes()), "{key}");
+    }
+}
