@@ -1,5 +1,6 @@
 //! The client's configuration.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use shoal_cluster::BusSecret;
@@ -90,6 +91,20 @@ pub struct ClientConfig {
     /// How long a map subscription may stay silent (the bus pings every 500 ms) before the
     /// client subscribes at another node.
     pub subscription_silence: Duration,
+    /// TLS to the nodes' RESP ports (`None`: plain TCP). The map's addresses must then be the
+    /// nodes' TLS ports (`cluster-announce-port`).
+    pub tls: Option<ClientTls>,
+}
+
+/// How a client speaks TLS to the nodes.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    /// The rustls configuration: the CA the nodes' certificates chain to, and a client
+    /// certificate if the nodes ask for one.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name the nodes' certificates must carry (`None`: each node's host, an IP address
+    /// or a DNS name).
+    pub server_name: Option<String>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -115,6 +130,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("read_from", &self.read_from)
             .field("map_timeout", &self.map_timeout)
             .field("subscription_silence", &self.subscription_silence)
+            .field("tls", &self.tls.as_ref().map(|t| &t.server_name))
             .finish()
     }
 }
@@ -139,6 +155,7 @@ impl Default for ClientConfig {
             read_from: ReadFrom::Primary,
             map_timeout: Duration::from_secs(5),
             subscription_silence: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -250,6 +267,19 @@ impl ClientConfig {
             return bad("backoff_max must not be below backoff_base");
         }
         Ok(())
+    }
+
+    /// Speaks TLS to the nodes (see [`ClientTls`]).
+    pub fn with_tls(
+        mut self,
+        config: Arc<rustls::ClientConfig>,
+        server_name: Option<String>,
+    ) -> Self {
+        self.tls = Some(ClientTls {
+            config,
+            server_name,
+        });
+        self
     }
 
     /// The nominal delay before retry number `retry` (1 for the first retry), before jitter.

@@ -21,14 +21,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
 use shoal_proto::Protocol;
 use shoal_proto::reply::{Value, decode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::codec::{ASKING, encode};
-use crate::config::{ClientConfig, ReadFrom};
+use crate::config::{ClientConfig, ClientTls, ReadFrom};
 use crate::error::{Error, error_code};
 use crate::stats::Stats;
 
@@ -50,6 +49,8 @@ pub(crate) struct ConnOptions {
     /// Send `READONLY` on connect, so that replicas serve this connection's reads. A node
     /// that refuses it (not in cluster mode) is still used.
     pub readonly: bool,
+    /// TLS to the node, if configured.
+    pub tls: Option<ClientTls>,
 }
 
 impl ConnOptions {
@@ -62,6 +63,7 @@ impl ConnOptions {
             client_name: config.client_name.clone(),
             connect_timeout: config.connect_timeout,
             readonly: config.read_from != ReadFrom::Primary,
+            tls: config.tls.clone(),
         }
     }
 }
@@ -75,6 +77,7 @@ impl std::fmt::Debug for ConnOptions {
             .field("client_name", &self.client_name)
             .field("connect_timeout", &self.connect_timeout)
             .field("readonly", &self.readonly)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -266,7 +269,7 @@ fn deadline_after(timeout: Duration) -> Instant {
 
 /// Sends `AUTH`/`HELLO` as configured and checks the replies. Returns bytes read past them.
 async fn prelude(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     addr: &str,
     options: &ConnOptions,
 ) -> Result<BytesMut, Error> {
@@ -309,6 +312,7 @@ async fn prelude(
         .write_all(&frames)
         .await
         .map_err(|e| Error::io(addr, e))?;
+    stream.flush().await.map_err(|e| Error::io(addr, e))?;
     let mut got = 0;
     while got < expect {
         match decode(&buf) {
@@ -360,10 +364,16 @@ async fn run(rx: mpsc::Receiver<Pending>, options: ConnOptions, shared: Arc<Shar
     match establish(&shared.addr, &options).await {
         Ok((stream, leftover)) => {
             Stats::bump(&shared.stats.connects);
-            let (rd, wr) = stream.into_split();
-            let reader = tokio::spawn(read_loop(rd, leftover, shared.clone()));
-            shared.open.store(true, Ordering::Release);
-            write_loop(wr, rx, shared, reader.abort_handle()).await;
+            match stream {
+                NodeStream::Plain(tcp) => {
+                    let (rd, wr) = tcp.into_split();
+                    carry(rd, wr, leftover, rx, shared).await;
+                }
+                NodeStream::Tls(tls) => {
+                    let (rd, wr) = tokio::io::split(*tls);
+                    carry(rd, wr, leftover, rx, shared).await;
+                }
+            }
         }
         Err(err) => {
             *shared.open_failure.lock() = Some((Instant::now(), err));
@@ -373,9 +383,57 @@ async fn run(rx: mpsc::Receiver<Pending>, options: ConnOptions, shared: Arc<Shar
     }
 }
 
-/// Connects to `addr` and runs the prelude, within the connect timeout. Returns the stream
-/// and the bytes read past the prelude's replies.
-async fn establish(addr: &str, options: &ConnOptions) -> Result<(TcpStream, BytesMut), Error> {
+/// A connection to a node: plain TCP, or TLS over it.
+enum NodeStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Carries requests over an open connection's halves until it ends.
+async fn carry(
+    rd: impl AsyncRead + Unpin + Send + 'static,
+    wr: impl AsyncWrite + Unpin,
+    leftover: BytesMut,
+    rx: mpsc::Receiver<Pending>,
+    shared: Arc<Shared>,
+) {
+    let reader = tokio::spawn(read_loop(rd, leftover, shared.clone()));
+    shared.open.store(true, Ordering::Release);
+    write_loop(wr, rx, shared, reader.abort_handle()).await;
+}
+
+/// Runs the TLS handshake with the node at `addr` on `tcp`.
+async fn secure(
+    tcp: TcpStream,
+    addr: &str,
+    tls: &ClientTls,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
+    let host = match &tls.server_name {
+        Some(name) => name.as_str(),
+        None => addr
+            .rsplit_once(':')
+            .map_or(addr, |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']'),
+    };
+    let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+        Error::io(
+            addr,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("'{host}' is not a TLS server name: {e}"),
+            ),
+        )
+    })?;
+    tokio_rustls::TlsConnector::from(tls.config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| Error::io(addr, e))
+}
+
+/// Connects to `addr` (with TLS if configured) and runs the prelude, within the connect
+/// timeout. Returns the stream and the bytes read past the prelude's replies.
+async fn establish(addr: &str, options: &ConnOptions) -> Result<(NodeStream, BytesMut), Error> {
     let deadline = deadline_after(options.connect_timeout);
     let timed_out = || {
         Error::io(
@@ -386,12 +444,27 @@ async fn establish(addr: &str, options: &ConnOptions) -> Result<(TcpStream, Byte
             ),
         )
     };
-    let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+    let tcp = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
         .await
         .map_err(|_| timed_out())?
         .map_err(|e| Error::io(addr, e))?;
-    let _ = stream.set_nodelay(true);
-    let leftover = tokio::time::timeout_at(deadline, prelude(&mut stream, addr, options))
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match &options.tls {
+        None => NodeStream::Plain(tcp),
+        Some(tls) => {
+            let tls = tokio::time::timeout_at(deadline, secure(tcp, addr, tls))
+                .await
+                .map_err(|_| timed_out())??;
+            NodeStream::Tls(Box::new(tls))
+        }
+    };
+    let prelude = async {
+        match &mut stream {
+            NodeStream::Plain(tcp) => prelude(tcp, addr, options).await,
+            NodeStream::Tls(tls) => prelude(&mut **tls, addr, options).await,
+        }
+    };
+    let leftover = tokio::time::timeout_at(deadline, prelude)
         .await
         .map_err(|_| timed_out())??;
     Ok((stream, leftover))
@@ -407,7 +480,7 @@ async fn refuse_queued(mut rx: mpsc::Receiver<Pending>, shared: &Shared) {
 }
 
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: impl AsyncWrite + Unpin,
     mut rx: mpsc::Receiver<Pending>,
     shared: Arc<Shared>,
     reader: tokio::task::AbortHandle,
@@ -466,7 +539,8 @@ async fn write_loop(
         tokio::select! {
             biased;
             _ = shared.stop_writer.notified() => break None,
-            written = wr.write_all(&buf) => if let Err(e) = written {
+            // With TLS, `flush` sends what rustls still holds; on TCP it does nothing.
+            written = async { wr.write_all(&buf).await?; wr.flush().await } => if let Err(e) = written {
                 break Some(End::Lost(format!("write failed: {e}")));
             },
         }
@@ -478,7 +552,7 @@ async fn write_loop(
     refuse_queued(rx, &shared).await;
 }
 
-async fn read_loop(mut rd: OwnedReadHalf, mut buf: BytesMut, shared: Arc<Shared>) {
+async fn read_loop(mut rd: impl AsyncRead + Unpin, mut buf: BytesMut, shared: Arc<Shared>) {
     let mut replies: Vec<Value> = Vec::new();
     let end = 'outer: loop {
         let mut malformed = None;

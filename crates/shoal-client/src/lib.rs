@@ -83,10 +83,11 @@ mod stats;
 mod table;
 
 pub use client::{Client, Ttl};
-pub use config::{BusSecret, ClientConfig, Protocol, ReadFrom};
+pub use config::{BusSecret, ClientConfig, ClientTls, Protocol, ReadFrom};
 pub use error::Error;
 pub use futures_util::future::BoxFuture;
 pub use map_source::{BusMapSource, MapSink, MapSource, NodeAddrs, StaticMap, parse_cluster_nodes};
+pub use rustls;
 pub use shoal_cluster::ClusterMap;
 pub use shoal_proto::reply::Value;
 pub use stats::{ClientStats, LatencySummary};

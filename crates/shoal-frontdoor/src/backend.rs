@@ -9,7 +9,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use shoal_proto::{Argv, Protocol, Reply};
-use tokio::net::TcpStream;
 
 use crate::clients::ClientInfo;
 use crate::commands::Command;
@@ -120,7 +119,7 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// are written; the connection closes when the returned future ends.
     fn hand_off<'a>(
         self: &'a Arc<Self>,
-        stream: &'a mut TcpStream,
+        stream: &'a mut crate::Stream,
         conn: &'a Conn,
         state: &'a mut Self::Conn,
         how: Self::HandOff,

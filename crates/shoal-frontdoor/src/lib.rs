@@ -42,6 +42,8 @@ pub mod session;
 mod settings;
 mod slowlog;
 mod stats;
+mod stream;
+pub mod tls;
 
 pub use acl::{Acl, UserSlot};
 pub use backend::{Backend, Call, Conn, Outcome};
@@ -58,3 +60,4 @@ pub use identity::{Mode, Role};
 pub use settings::{DENIED, Limits, OutputLimit, Settings, constant_time_eq};
 pub use slowlog::{SlowEntry, SlowLog};
 pub use stats::{CommandTotals, Stats, WorkerStats};
+pub use stream::Stream;

@@ -13,12 +13,16 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::clients::{Registration, Reservation};
 use crate::door::Door;
+use crate::stream::Stream;
+use crate::tls::TlsAcceptor;
 
 /// Which of a server's listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
     /// The RESP port (`--port`).
     Resp,
+    /// The RESP port for TLS clients (`--tls-port`).
+    Tls,
     /// The HTTP API's port (`--http-port`).
     Http,
     /// A node's cluster bus port (`--cluster-port`, by default `--port` + 10000).
@@ -30,6 +34,7 @@ impl Listener {
     fn name(self) -> &'static str {
         match self {
             Listener::Resp => "RESP port",
+            Listener::Tls => "TLS port",
             Listener::Http => "HTTP port",
             Listener::ClusterBus => "cluster bus port",
         }
@@ -39,6 +44,7 @@ impl Listener {
     fn flags(self) -> &'static str {
         match self {
             Listener::Resp => "--port",
+            Listener::Tls => "--tls-port",
             Listener::Http => "--http-port, or 0 for no HTTP API",
             Listener::ClusterBus => "--port or --cluster-port",
         }
@@ -130,26 +136,51 @@ pub fn bind(host: &str, port: u16, listener: Listener) -> Result<StdListener, Bi
 /// The listeners of a node or a proxy, bound, with the addresses they got (port 0 picks one).
 #[derive(Debug)]
 pub struct Bound {
-    /// The RESP listener.
-    pub resp: StdListener,
-    /// Its address.
-    pub resp_addr: SocketAddr,
-    /// The HTTP listener, if one was asked for, and its address.
+    /// The plain RESP listener and its address, unless the server serves TLS only.
+    pub resp: Option<(StdListener, SocketAddr)>,
+    /// The TLS RESP listener and its address, if one was asked for.
+    pub tls: Option<(StdListener, SocketAddr)>,
+    /// The HTTP listener and its address, if one was asked for.
     pub http: Option<(StdListener, SocketAddr)>,
 }
 
-/// Binds the RESP listener on `host:resp_port` and, if `http_port` is given, the HTTP one
-/// (see [`bind`]).
-pub fn bind_both(host: &str, resp_port: u16, http_port: Option<u16>) -> Result<Bound, BindError> {
-    let (resp, resp_addr) = bind_with_addr(host, resp_port, Listener::Resp)?;
-    let http = http_port
+impl Bound {
+    /// Where clients reach the server: the plain RESP port, else the TLS one.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.resp
+            .as_ref()
+            .or(self.tls.as_ref())
+            .map(|(_, addr)| *addr)
+            .expect("a server has a plain or a TLS port")
+    }
+}
+
+/// The ports a server listens on; `None` for a listener it does not run.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// The plain RESP port (0 picks one).
+    pub resp: Option<u16>,
+    /// The TLS RESP port.
+    pub tls: Option<u16>,
+    /// The HTTP port (0 picks one).
+    pub http: Option<u16>,
+}
+
+/// Binds the listeners of `ports` on `host` (see [`bind`]).
+pub fn bind_all(host: &str, ports: Ports) -> Result<Bound, BindError> {
+    let resp = ports
+        .resp
+        .map(|port| bind_with_addr(host, port, Listener::Resp))
+        .transpose()?;
+    let tls = ports
+        .tls
+        .map(|port| bind_with_addr(host, port, Listener::Tls))
+        .transpose()?;
+    let http = ports
+        .http
         .map(|port| bind_with_addr(host, port, Listener::Http))
         .transpose()?;
-    Ok(Bound {
-        resp,
-        resp_addr,
-        http,
-    })
+    Ok(Bound { resp, tls, http })
 }
 
 fn bind_with_addr(
@@ -168,10 +199,16 @@ fn bind_with_addr(
 }
 
 /// Logs that `what` (`node`, `proxy`) serves from now on, where, and with how many threads.
-pub fn log_ready(what: &str, resp_addr: SocketAddr, http_addr: Option<SocketAddr>, threads: usize) {
+pub fn log_ready(what: &str, bound: &Bound, threads: usize) {
+    let addr = |listener: &Option<(StdListener, SocketAddr)>| {
+        listener
+            .as_ref()
+            .map(|(_, addr)| tracing::field::display(*addr))
+    };
     tracing::info!(
-        %resp_addr,
-        http = http_addr.map(tracing::field::display),
+        resp_addr = addr(&bound.resp),
+        tls_addr = addr(&bound.tls),
+        http = addr(&bound.http),
         threads,
         "shoal {what} ready"
     );
@@ -182,8 +219,8 @@ pub fn log_ready(what: &str, resp_addr: SocketAddr, http_addr: Option<SocketAddr
 pub struct Accepted {
     /// Its place in the registry; drop it before the socket (see [`Registration`]).
     pub registration: Registration,
-    /// The socket.
-    pub stream: TcpStream,
+    /// The connection.
+    pub stream: Stream,
 }
 
 impl Accepted {
@@ -196,7 +233,30 @@ impl Accepted {
         let registration = reservation.register(addr, laddr, fd);
         Accepted {
             registration,
-            stream,
+            stream: Stream::Plain(stream),
+        }
+    }
+
+    /// Runs the TLS handshake (within [`crate::tls::HANDSHAKE_TIMEOUT`]) on a connection of
+    /// the TLS port; `None` if it fails, and then the connection and its slot are given up.
+    pub async fn secure(self, tls: &TlsAcceptor) -> Option<Accepted> {
+        let Accepted {
+            registration,
+            stream: Stream::Plain(tcp),
+        } = self
+        else {
+            return Some(self);
+        };
+        match tls.accept(tcp).await {
+            Ok(tls) => Some(Accepted {
+                registration,
+                stream: Stream::Tls(Box::new(tls)),
+            }),
+            Err(e) => {
+                let info = registration.info();
+                tracing::debug!(client = info.id, addr = %info.addr, "TLS handshake failed: {e}");
+                None
+            }
         }
     }
 }
@@ -205,10 +265,13 @@ impl Accepted {
 /// under `maxclients`, with its slot reserved, to `serve` (which registers it, with
 /// [`Accepted::register`], on the runtime that serves it). One over the limit gets Redis's
 /// `-ERR max number of clients reached` and is closed; one that protected mode turns away
-/// ([`Settings::denies`](crate::Settings::denies)) gets Redis's `-DENIED ...`.
+/// ([`Settings::denies`](crate::Settings::denies)) gets Redis's `-DENIED ...`. On a TLS port
+/// (`tls` given) those errors are sent after a handshake, as Redis does; the handshake of an
+/// accepted connection is for `serve`'s task ([`Accepted::secure`]), never this loop's.
 pub async fn accept_loop(
     door: Arc<Door>,
     listener: TcpListener,
+    tls: Option<Arc<TlsAcceptor>>,
     mut serve: impl FnMut(TcpStream, Reservation),
 ) {
     let mut shutdown = door.shutdown_signal();
@@ -231,14 +294,14 @@ pub async fn accept_loop(
         // As in Redis, a refused connection counts in `rejected_connections` only.
         let Some(reservation) = Reservation::take(&door.clients, door.settings.maxclients()) else {
             door.stats.rejected_connections.fetch_add(1, Relaxed);
-            tokio::spawn(refuse(stream, MAX_CLIENTS));
+            tokio::spawn(refuse(stream, tls.clone(), MAX_CLIENTS));
             continue;
         };
         // Then protected mode, in Redis's order (it counts as rejected there too).
         if door.denies(&peer) {
             drop(reservation);
             door.stats.rejected_connections.fetch_add(1, Relaxed);
-            tokio::spawn(refuse(stream, crate::settings::DENIED));
+            tokio::spawn(refuse(stream, tls.clone(), crate::settings::DENIED));
             continue;
         }
         door.stats.connections_received.fetch_add(1, Relaxed);
@@ -320,7 +383,14 @@ const MAX_CLIENTS: &str = "-ERR max number of clients reached\r\n";
 /// as Redis does, then closes it. Whatever the client sent meanwhile is read and dropped for a
 /// moment first: closing a socket with unread input resets the connection, and the client
 /// could lose the error before reading it.
-async fn refuse(mut stream: TcpStream, error: &'static str) {
+async fn refuse(stream: TcpStream, tls: Option<Arc<TlsAcceptor>>, error: &'static str) {
+    let mut stream = match tls {
+        None => Stream::Plain(stream),
+        Some(tls) => match tls.accept(stream).await {
+            Ok(tls) => Stream::Tls(Box::new(tls)),
+            Err(_) => return,
+        },
+    };
     let _ = stream.write_all(error.as_bytes()).await;
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 1024];

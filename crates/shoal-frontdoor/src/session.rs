@@ -36,14 +36,14 @@ use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use shoal_proto::{Parsed, Protocol, Reply, RequestParser, peek_key};
-use tokio::io::{AsyncReadExt, Interest};
-use tokio::net::TcpStream;
+use tokio::io::Interest;
 
 use crate::backend::{Backend, Conn};
 use crate::clients::Registration;
 use crate::dispatch::{Request, Step, dispatch};
 use crate::listen::Accepted;
 use crate::stats::ThreadStats;
+use crate::stream::Stream;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
@@ -58,7 +58,7 @@ const KEEP_CAPACITY: usize = 1024 * 1024;
 /// order), however the session ends: `CLIENT KILL` relies on that.
 struct Connection {
     registration: Registration,
-    stream: TcpStream,
+    stream: Stream,
 }
 
 /// Serves one client until it disconnects, is killed, breaks a limit or the door shuts down.
@@ -193,7 +193,7 @@ struct Session<B: Backend> {
 }
 
 impl<B: Backend> Session<B> {
-    async fn run(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
+    async fn run(&mut self, stream: &mut Stream) -> std::io::Result<()> {
         let door = self.backend.door().clone();
         let mut need_input = true;
         loop {
@@ -543,7 +543,7 @@ impl<B: Backend> Session<B> {
     /// waits for the client to take them; with limits, it writes what the socket takes and
     /// goes on, and a client over the hard limit (or the soft one for too long) is closed.
     /// Returns `false` if the client was closed for its output limits.
-    async fn gather(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
+    async fn gather(&mut self, stream: &mut Stream) -> std::io::Result<bool> {
         if self.pending.is_empty() {
             return Ok(true);
         }
@@ -557,7 +557,7 @@ impl<B: Backend> Session<B> {
         kept
     }
 
-    async fn gather_pending(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
+    async fn gather_pending(&mut self, stream: &mut Stream) -> std::io::Result<bool> {
         while let Some(piece) = self.pending.next().await {
             match piece {
                 Piece::Bytes(bytes) => self.output.extend_from_slice(&bytes),
@@ -598,7 +598,7 @@ impl<B: Backend> Session<B> {
     }
 
     /// Writes as much of the pending replies as the socket takes without waiting.
-    fn write_some(&mut self, stream: &TcpStream) -> std::io::Result<()> {
+    fn write_some(&mut self, stream: &mut Stream) -> std::io::Result<()> {
         while self.written < self.output.len() {
             match stream.try_write(&self.output[self.written..]) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -626,7 +626,7 @@ impl<B: Backend> Session<B> {
 
     /// Writes every pending reply, waiting for the socket as needed. Returns `false` if the
     /// client was disconnected for keeping more than the soft limit pending for too long.
-    async fn flush_all(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
+    async fn flush_all(&mut self, stream: &mut Stream) -> std::io::Result<bool> {
         loop {
             self.write_some(stream)?;
             if self.unwritten() == 0 {
@@ -649,7 +649,7 @@ impl<B: Backend> Session<B> {
 
     /// Waits until the socket takes more output or brings more input (or the soft limit's
     /// grace time runs out), and makes that progress.
-    async fn wait_ready(&mut self, stream: &TcpStream) -> std::io::Result<Ready> {
+    async fn wait_ready(&mut self, stream: &mut Stream) -> std::io::Result<Ready> {
         let interest = Interest::READABLE | Interest::WRITABLE;
         let ready = match self.soft_deadline() {
             None => stream.ready(interest).await?,

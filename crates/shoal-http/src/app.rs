@@ -159,7 +159,27 @@ impl HttpApi {
         listener: TcpListener,
         stop: watch::Receiver<bool>,
     ) -> std::io::Result<()> {
-        crate::serve(listener, self.router, &self.settings, self.stats, stop).await
+        crate::serve(
+            listener,
+            self.router,
+            &self.settings,
+            self.stats,
+            None,
+            stop,
+        )
+        .await
+    }
+
+    /// Serves the API over HTTPS with `tls` (a node's or a proxy's acceptor: its certificate,
+    /// reloaded with it, and its client-certificate rule) until `stop` turns true.
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<shoal_frontdoor::tls::TlsAcceptor>,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let tls = Some(tls);
+        crate::serve(listener, self.router, &self.settings, self.stats, tls, stop).await
     }
 }
 

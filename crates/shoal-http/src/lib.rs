@@ -43,6 +43,10 @@
 //! with `WWW-Authenticate`. The user then needs the permissions of the command a request maps
 //! to (`GET` → `get`, `POST` → `set`, `DELETE` → `del`) on its key, or gets a `403`.
 //!
+//! **HTTPS.** [`HttpApi::serve_tls`] serves the same router over TLS with a node's or a proxy's
+//! [`shoal_frontdoor::tls::TlsAcceptor`] (its certificate, reloaded with it, and its client
+//! certificate rule), running each handshake in the connection's own task.
+//!
 //! **Counting.** Every request is counted (method, status code, latency) in the router's own
 //! [`HttpStats`] (per router rather than a `static`, so several servers in one process, as in
 //! tests, each count their own), which [`Backend::metrics_text`] is given to show on the

@@ -2,7 +2,9 @@
 //! at most [`HttpSettings::max_connections`] at once (one more is answered `503` and closed),
 //! and every connection closed when a request's headers take longer than
 //! [`HttpSettings::timeout`] to arrive, or when it sits idle between requests that long.
-//! Accept errors (out of file descriptors) back off rather than spin.
+//! Accept errors (out of file descriptors) back off rather than spin. With a
+//! [`TlsAcceptor`] the connection's task runs the TLS handshake first (within the acceptor's
+//! handshake timeout, holding its slot meanwhile): HTTPS with the RESP port's certificate.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -12,7 +14,9 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use shoal_frontdoor::Stream;
 use shoal_frontdoor::listen::AcceptBackoff;
+use shoal_frontdoor::tls::TlsAcceptor;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -28,11 +32,13 @@ content-length: 44\r\n\r\n\
 
 /// Serves `app` on `listener` until `stop` turns true, then lets the requests in flight
 /// finish. `settings` bounds the connections; `stats` counts what the bounds turned away.
+/// With `tls`, every connection is HTTPS.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     settings: &HttpSettings,
     stats: Arc<HttpStats>,
+    tls: Option<Arc<TlsAcceptor>>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
@@ -58,15 +64,19 @@ pub async fn serve(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             stats.connections.rejected.fetch_add(1, Relaxed);
-            tokio::spawn(turn_away(stream));
+            tokio::spawn(turn_away(stream, tls.clone()));
             continue;
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let stats = stats.clone();
         let mut stop = stop.clone();
+        let tls = tls.clone();
         open.spawn(async move {
             let _slot = slot;
+            let Some(stream) = secure(stream, tls.as_deref()).await else {
+                return;
+            };
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -93,10 +103,29 @@ pub async fn serve(
     Ok(())
 }
 
+/// The connection as HTTP is to be spoken on it: as it is, or after a TLS handshake (`None`
+/// if that fails).
+async fn secure(stream: TcpStream, tls: Option<&TlsAcceptor>) -> Option<Stream> {
+    let Some(tls) = tls else {
+        return Some(Stream::Plain(stream));
+    };
+    let peer = stream.peer_addr().ok();
+    match tls.accept(stream).await {
+        Ok(stream) => Some(Stream::Tls(Box::new(stream))),
+        Err(e) => {
+            tracing::debug!(?peer, "HTTPS handshake failed: {e}");
+            None
+        }
+    }
+}
+
 /// Answers a connection over the limit with a `503` and closes it, giving the client a moment
-/// to read the answer.
-async fn turn_away(mut stream: TcpStream) {
+/// to read the answer (over TLS on an HTTPS port).
+async fn turn_away(stream: TcpStream, tls: Option<Arc<TlsAcceptor>>) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let Some(mut stream) = secure(stream, tls.as_deref()).await else {
+            return;
+        };
         let _ = stream.write_all(OVER_LIMIT).await;
         let _ = stream.shutdown().await;
     })

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use shoal_frontdoor::{Backend, Call, CommandError, Conn, Door, Mode, Outcome};
 use shoal_proto::Protocol;
-use tokio::net::TcpStream;
 
 use crate::commands::fanout::{self, Nodes};
 use crate::commands::info;
@@ -81,7 +80,7 @@ impl Backend for Shared {
 
     fn hand_off<'a>(
         self: &'a Arc<Self>,
-        _stream: &'a mut TcpStream,
+        _stream: &'a mut shoal_frontdoor::Stream,
         _conn: &'a Conn,
         _state: &'a mut (),
         how: Infallible,

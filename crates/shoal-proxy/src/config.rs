@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use shoal_client::{BusSecret, ClientConfig, Protocol, ReadFrom};
+use shoal_frontdoor::tls::{TlsError, TlsOptions};
 use shoal_frontdoor::{Limits, OutputLimit};
 
 /// The name the proxy gives its connections to the nodes (`CLIENT LIST` on a node shows it).
@@ -37,6 +38,18 @@ pub struct ProxyConfig {
     /// Without a password, turn away clients not on the loopback interface with Redis's
     /// `-DENIED` (protected mode, on by default as a node's).
     pub protected_mode: bool,
+    /// RESP port for TLS clients (`None`: none); with it, `port` 0 serves TLS only.
+    pub tls_port: Option<u16>,
+    /// The TLS settings of the TLS port (certificate, key, CA, client certificates,
+    /// protocols and suites).
+    pub tls: TlsOptions,
+    /// Whether the HTTP API is served over TLS (HTTPS), with the TLS settings' certificate.
+    pub http_tls: bool,
+    /// Whether the proxy speaks TLS to the nodes (`tls-cluster`): their certificates must
+    /// chain to the CA of [`tls`](Self::tls), whose certificate and key, if given, are shown
+    /// to nodes that ask for a client certificate. The cluster's map must then give the
+    /// nodes' TLS ports (`cluster-announce-port`), and `cluster` name them.
+    pub tls_cluster: bool,
     /// Most simultaneous clients; extra ones get `-ERR max number of clients reached`.
     pub maxclients: usize,
     /// Largest unprocessed input a client may accumulate before it is disconnected.
@@ -74,6 +87,10 @@ impl std::fmt::Debug for ProxyConfig {
             .field("requirepass", &redact(&self.requirepass))
             .field("aclfile", &self.aclfile)
             .field("protected_mode", &self.protected_mode)
+            .field("tls_port", &self.tls_port)
+            .field("tls", &self.tls)
+            .field("http_tls", &self.http_tls)
+            .field("tls_cluster", &self.tls_cluster)
             .field("maxclients", &self.maxclients)
             .field("client_query_buffer_limit", &self.client_query_buffer_limit)
             .field(
@@ -104,6 +121,10 @@ impl Default for ProxyConfig {
             requirepass: None,
             aclfile: None,
             protected_mode: true,
+            tls_port: None,
+            tls: TlsOptions::default(),
+            http_tls: false,
+            tls_cluster: false,
             maxclients: 10_000,
             client_query_buffer_limit: 1024 * 1024 * 1024,
             client_output_buffer_limit: OutputLimit::default(),
@@ -140,6 +161,16 @@ impl ProxyConfig {
         if self.cluster.iter().all(|s| s.trim().is_empty()) {
             return bad("cluster", "needs the address of at least one node");
         }
+        if self.serves_tls() && (self.tls.cert_file.is_empty() || self.tls.key_file.is_empty()) {
+            return bad(
+                if self.tls_port.is_some() {
+                    "tls-port"
+                } else {
+                    "http-tls"
+                },
+                "needs tls-cert-file and tls-key-file (the certificate and its key)",
+            );
+        }
         if self.cluster_secret.is_none() {
             return bad(
                 "cluster-secret-file",
@@ -164,6 +195,17 @@ impl ProxyConfig {
         Ok(())
     }
 
+    /// Whether the proxy serves plain RESP clients: on `port`, unless it has a TLS port and
+    /// `port` is 0 (TLS only).
+    pub fn serves_plain(&self) -> bool {
+        self.port != 0 || self.tls_port.is_none()
+    }
+
+    /// Whether any listener of the proxy serves TLS (the TLS port, or HTTPS).
+    pub fn serves_tls(&self) -> bool {
+        self.tls_port.is_some() || (self.http_tls && self.http_port.is_some())
+    }
+
     /// The worker threads the runtime gets.
     pub fn effective_threads(&self) -> usize {
         match self.threads {
@@ -182,6 +224,16 @@ impl ProxyConfig {
             maxclients: self.maxclients,
             timeout_seconds: self.timeout,
         }
+    }
+
+    /// [`ProxyConfig::client_config`], with TLS to the nodes if `tls-cluster` asks for it
+    /// (reading the CA, certificate and key files).
+    pub fn upstream_config(&self) -> Result<ClientConfig, TlsError> {
+        let config = self.client_config();
+        Ok(match self.tls_cluster {
+            true => config.with_tls(self.tls.client_config()?, None),
+            false => config,
+        })
     }
 
     /// The configuration of the proxy's upstream client: RESP3 to the nodes (so replies keep

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_client::Client;
-use shoal_frontdoor::listen::{Accepted, BindError, accept_loop, bind_both, log_ready};
+use shoal_frontdoor::listen::{Accepted, BindError, Ports, accept_loop, bind_all, log_ready};
+use shoal_frontdoor::tls::{TlsAcceptor, TlsError};
 use shoal_frontdoor::{Door, session};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -44,6 +45,9 @@ pub enum StartError {
     /// The cluster could not be reached (no map arrived from the seeds in time).
     #[error("cannot reach the cluster: {0}")]
     Cluster(#[from] shoal_client::Error),
+    /// The TLS certificate, key or CA cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The ACL file (`aclfile`) cannot be loaded.
     #[error("cannot start because of ACL errors: {0}")]
     Acl(String),
@@ -53,6 +57,7 @@ pub enum StartError {
 pub struct Proxy {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    tls_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
 }
 
@@ -87,10 +92,31 @@ impl Proxy {
     /// ```
     pub fn start(config: ProxyConfig) -> Result<Proxy, StartError> {
         config.validate()?;
-        let bound = bind_both(&config.bind, config.port, config.http_port)?;
-        let (resp_listener, resp_addr) = (bound.resp, bound.resp_addr);
-        let (http_listener, http_addr) = bound.http.unzip();
+        // The certificate and key are read before any port is taken.
+        let tls = match config.serves_tls() {
+            true => Some(Arc::new(TlsAcceptor::new(&config.tls)?)),
+            false => None,
+        };
+        let upstream = config.upstream_config()?;
+        let ports = Ports {
+            resp: config.serves_plain().then_some(config.port),
+            tls: config.tls_port,
+            http: config.http_port,
+        };
+        let mut bound = bind_all(&config.bind, ports)?;
+        let resp_addr = bound.client_addr();
+        let tls_addr = bound.tls.as_ref().map(|(_, addr)| *addr);
+        let http_addr = bound.http.as_ref().map(|(_, addr)| *addr);
         let threads = config.effective_threads();
+        log_ready("proxy", &bound, threads);
+        let mut client_listeners = Vec::new();
+        if let Some((listener, _)) = bound.resp.take() {
+            client_listeners.push((listener, None));
+        }
+        if let Some((listener, _)) = bound.tls.take() {
+            client_listeners.push((listener, tls.clone()));
+        }
+        let http_listener = bound.http.take().map(|(listener, _)| listener);
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<Arc<Shared>, StartError>>();
         let thread = std::thread::Builder::new()
             .name("shoal-proxy".into())
@@ -109,9 +135,11 @@ impl Proxy {
                 };
                 runtime.block_on(run(
                     config,
-                    resp_listener,
+                    upstream,
+                    client_listeners,
                     resp_addr,
                     http_listener,
+                    tls,
                     ready_tx,
                 ));
                 runtime.shutdown_timeout(STOP_GRACE);
@@ -130,10 +158,10 @@ impl Proxy {
                 )));
             }
         };
-        log_ready("proxy", resp_addr, http_addr, threads);
         Ok(Proxy {
             shared,
             thread: Some(thread),
+            tls_addr,
             http_addr,
         })
     }
@@ -141,6 +169,23 @@ impl Proxy {
     /// Where the proxy listens for RESP clients (the port picked, if port 0 was asked for).
     pub fn resp_addr(&self) -> SocketAddr {
         self.shared.resp_addr
+    }
+
+    /// Where the proxy listens for TLS clients, if it does.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Reads the TLS certificate, key and CA files again (`SIGHUP`): new handshakes use
+    /// them, established connections keep theirs; if they do not work, the ones in use stay
+    /// and the error says why. `Ok(false)` if the proxy serves no TLS.
+    pub fn reload_tls(&self) -> Result<bool, TlsError> {
+        let Some(tls) = &self.shared.tls else {
+            return Ok(false);
+        };
+        tls.reload(&self.shared.config.tls)?;
+        tracing::info!(cert = %self.shared.config.tls.cert_file, "TLS certificates reloaded");
+        Ok(true)
     }
 
     /// Where the proxy's HTTP API listens, if it has one.
@@ -180,23 +225,29 @@ impl Drop for Proxy {
 /// Everything that runs on the proxy's runtime, until the proxy stops.
 async fn run(
     config: ProxyConfig,
-    resp_listener: StdListener,
+    upstream: shoal_client::ClientConfig,
+    client_listeners: Vec<(StdListener, Option<Arc<TlsAcceptor>>)>,
     resp_addr: SocketAddr,
     http_listener: Option<StdListener>,
+    tls: Option<Arc<TlsAcceptor>>,
     ready: std_mpsc::Sender<Result<Arc<Shared>, StartError>>,
 ) {
-    let listeners = TcpListener::from_std(resp_listener).and_then(|resp| {
-        let http = http_listener.map(TcpListener::from_std).transpose()?;
-        Ok((resp, http))
-    });
-    let (resp_listener, http_listener) = match listeners {
+    let listeners = client_listeners
+        .into_iter()
+        .map(|(listener, tls)| Ok((TcpListener::from_std(listener)?, tls)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .and_then(|clients| {
+            let http = http_listener.map(TcpListener::from_std).transpose()?;
+            Ok((clients, http))
+        });
+    let (client_listeners, http_listener) = match listeners {
         Ok(listeners) => listeners,
         Err(e) => {
             let _ = ready.send(Err(StartError::Runtime(e)));
             return;
         }
     };
-    let client = match Client::connect(config.client_config()).await {
+    let client = match Client::connect(upstream).await {
         Ok(client) => client,
         Err(e) => {
             let _ = ready.send(Err(StartError::Cluster(e)));
@@ -219,6 +270,7 @@ async fn run(
         door: Arc::new(door),
         stats: ProxyStats::default(),
         resp_addr,
+        tls,
     });
     // Connections to the nodes are opened before the first client arrives, so its first
     // commands do not wait for a connect.
@@ -232,7 +284,10 @@ async fn run(
     if ready.send(Ok(shared.clone())).is_err() {
         return;
     }
-    accept(shared, resp_listener).await;
+    let loops = client_listeners
+        .into_iter()
+        .map(|(listener, tls)| accept(shared.clone(), listener, tls));
+    futures_util::future::join_all(loops).await;
 }
 
 /// Opens a connection to every node of the map (a `PING` each; failures are for the
@@ -255,19 +310,39 @@ async fn follow_map(client: Client) {
     }
 }
 
+/// The HTTP API: plain HTTP, or HTTPS with `http-tls`.
 async fn serve_http(shared: Arc<Shared>, listener: TcpListener) {
     let stop = shared.door.shutdown_signal();
-    if let Err(e) = http::api(shared).serve(listener, stop).await {
+    let tls = shared.tls.clone().filter(|_| shared.config.http_tls);
+    let api = http::api(shared);
+    let served = match tls {
+        None => api.serve(listener, stop).await,
+        Some(tls) => api.serve_tls(listener, tls, stop).await,
+    };
+    if let Err(e) = served {
         tracing::error!("HTTP server stopped: {e}");
     }
 }
 
-/// Accepts RESP clients until the proxy stops, each served by its own task.
-async fn accept(shared: Arc<Shared>, listener: TcpListener) {
+/// Accepts RESP clients until the proxy stops, each served by its own task (which runs the
+/// TLS handshake first on the TLS port).
+async fn accept(shared: Arc<Shared>, listener: TcpListener, tls: Option<Arc<TlsAcceptor>>) {
     let door = shared.door.clone();
-    accept_loop(door, listener, |stream, reservation| {
+    accept_loop(door, listener, tls.clone(), |stream, reservation| {
         let accepted = Accepted::register(reservation, stream);
-        tokio::spawn(session::serve(shared.clone(), accepted));
+        let shared = shared.clone();
+        match tls.clone() {
+            None => {
+                tokio::spawn(session::serve(shared, accepted));
+            }
+            Some(tls) => {
+                tokio::spawn(async move {
+                    if let Some(accepted) = accepted.secure(&tls).await {
+                        session::serve(shared, accepted).await;
+                    }
+                });
+            }
+        }
     })
     .await;
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use shoal_client::Client;
 use shoal_frontdoor::Door;
+use shoal_frontdoor::tls::TlsAcceptor;
 
 use crate::config::ProxyConfig;
 use crate::stats::ProxyStats;
@@ -20,6 +21,8 @@ pub struct Shared {
     pub(crate) door: Arc<Door>,
     /// The proxy's own counters.
     pub(crate) stats: ProxyStats,
-    /// The RESP listener's address.
+    /// The RESP listener's address (the TLS one's if the proxy serves TLS only).
     pub(crate) resp_addr: SocketAddr,
+    /// The TLS port's handshakes, if the proxy serves one.
+    pub(crate) tls: Option<Arc<TlsAcceptor>>,
 }

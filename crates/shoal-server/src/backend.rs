@@ -13,7 +13,6 @@ use shoal_frontdoor::{
 use shoal_proto::Protocol;
 use shoal_proto::command_table::flags;
 use shoal_proto::reply::{Value, encode_value};
-use tokio::net::TcpStream;
 
 use crate::cluster::{FORWARDER_NAME, Route};
 use crate::commands::{Ctx, Handler, Waiting, handler};
@@ -86,7 +85,7 @@ impl Backend for Shared {
 
     fn hand_off<'a>(
         self: &'a Arc<Self>,
-        stream: &'a mut TcpStream,
+        stream: &'a mut shoal_frontdoor::Stream,
         conn: &'a Conn,
         state: &'a mut NodeConn,
         request: PsyncRequest,

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use shoal_cluster::BUS_PORT_OFFSET;
 use shoal_frontdoor::OutputLimit;
+use shoal_frontdoor::tls::{ClientAuth, TlsOptions};
 use shoal_store::EvictionPolicy;
 
 /// A byte count written the way Redis accepts one: a plain number, or a number with `k` (1000),
@@ -239,6 +240,30 @@ pub struct Config {
     pub masteruser: String,
     /// The password this node gives other nodes (empty: its `requirepass`).
     pub masterauth: String,
+    /// RESP port for TLS clients (0: none). With it, `port = 0` serves TLS only.
+    pub tls_port: u16,
+    /// The server's certificate chain (PEM), for the TLS port and HTTPS.
+    pub tls_cert_file: String,
+    /// The certificate's private key (PEM).
+    pub tls_key_file: String,
+    /// CA certificates (PEM) client certificates must chain to.
+    pub tls_ca_cert_file: String,
+    /// A directory of more CA certificates (PEM files).
+    pub tls_ca_cert_dir: String,
+    /// Whether TLS clients must show a certificate: `yes` (Redis's default), `optional`
+    /// or `no`.
+    pub tls_auth_clients: String,
+    /// TLS versions offered: `"TLSv1.2 TLSv1.3"`, either, or empty for both.
+    pub tls_protocols: String,
+    /// TLS 1.3 cipher suites, `:`-separated (empty: all).
+    pub tls_ciphersuites: String,
+    /// TLS 1.2 cipher suites, `:`-separated (empty: all).
+    pub tls_ciphers: String,
+    /// Whether the HTTP API is served over TLS (HTTPS), with the TLS port's certificate.
+    pub http_tls: bool,
+    /// Whether this node's links to other nodes' RESP ports (a replica's to its primary,
+    /// forwarded commands) speak TLS, and the node announces its TLS port to the cluster.
+    pub tls_replication: bool,
     /// Most HTTP connections open at once (apart from RESP's `maxclients`).
     pub http_maxclients: u64,
     /// Seconds an HTTP connection may take to send a request's headers or the next piece of
@@ -369,6 +394,17 @@ impl Default for Config {
             protected_mode: true,
             masteruser: String::new(),
             masterauth: String::new(),
+            tls_port: 0,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_ca_cert_file: String::new(),
+            tls_ca_cert_dir: String::new(),
+            tls_auth_clients: "yes".into(),
+            tls_protocols: String::new(),
+            tls_ciphersuites: String::new(),
+            tls_ciphers: String::new(),
+            http_tls: false,
+            tls_replication: false,
             http_maxclients: 1024,
             http_timeout: 10,
             http_max_inflight_bytes: ByteSize(1024 * 1024 * 1024),
@@ -448,6 +484,85 @@ impl Config {
         Ok(config)
     }
 
+    /// The TLS settings, as the front door takes them.
+    pub fn tls_options(&self) -> TlsOptions {
+        TlsOptions {
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+            ca_cert_file: self.tls_ca_cert_file.clone(),
+            ca_cert_dir: self.tls_ca_cert_dir.clone(),
+            auth_clients: ClientAuth::parse(&self.tls_auth_clients).unwrap_or_default(),
+            protocols: self.tls_protocols.clone(),
+            ciphersuites: self.tls_ciphersuites.clone(),
+            ciphers: self.tls_ciphers.clone(),
+        }
+    }
+
+    /// Whether the node serves plain RESP clients: on `port`, unless it has a TLS port and
+    /// `port` is 0 (TLS only, as Redis's `port 0`).
+    pub fn serves_plain(&self) -> bool {
+        self.port != 0 || self.tls_port == 0
+    }
+
+    /// Whether any listener of the node serves TLS (the TLS port, or HTTPS).
+    pub fn serves_tls(&self) -> bool {
+        self.tls_port != 0 || (self.http_tls && self.http_port != 0)
+    }
+
+    /// The TLS rules that need no file: a TLS port needs a certificate and a key, and
+    /// `tls-auth-clients` is `yes`, `no` or `optional` (the files are read at start).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let bad = |name, reason: String| Err(ConfigError::Value { name, reason });
+        if let Err(reason) = ClientAuth::parse(&self.tls_auth_clients) {
+            return bad("tls-auth-clients", reason);
+        }
+        if self.tls_replication && self.tls_port == 0 {
+            return bad(
+                "tls-replication",
+                "needs tls-port: the nodes reach each other on their TLS ports".into(),
+            );
+        }
+        if self.tls_replication
+            && self.tls_ca_cert_file.is_empty()
+            && self.tls_ca_cert_dir.is_empty()
+        {
+            return bad(
+                "tls-replication",
+                "needs tls-ca-cert-file or tls-ca-cert-dir (the CA the other nodes' \
+                 certificates chain to)"
+                    .into(),
+            );
+        }
+        if !self.serves_tls() {
+            return Ok(());
+        }
+        if self.tls_cert_file.is_empty() || self.tls_key_file.is_empty() {
+            return bad(
+                if self.tls_port != 0 {
+                    "tls-port"
+                } else {
+                    "http-tls"
+                },
+                "needs tls-cert-file and tls-key-file (the certificate and its key)".into(),
+            );
+        }
+        if self.tls_port == 0 {
+            return Ok(());
+        }
+        if self.tls_port == self.port {
+            return bad("tls-port", "must differ from port".into());
+        }
+        if self.cluster_mode() && !self.serves_plain() {
+            return bad(
+                "port",
+                "a cluster node needs a plain port too: its peers and the cluster's clients \
+                 reach it there"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The configuration as TOML (what `shoal server --print-config` shows).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("every setting serialises")
@@ -494,6 +609,7 @@ impl Config {
         if self.bind.parse::<std::net::IpAddr>().is_err() {
             return bad("bind", "must be an IP address");
         }
+        self.validate_tls()?;
         if !self.cluster_announce_ip.is_empty()
             && self
                 .cluster_announce_ip
@@ -634,9 +750,12 @@ impl Config {
         }
     }
 
-    /// The RESP port announced to the cluster: `cluster-announce-port`, else `port`.
+    /// The RESP port announced to the cluster: `cluster-announce-port`, else the TLS port
+    /// with `tls-replication` (peers then reach it over TLS, as Redis announces its TLS port),
+    /// else `port`.
     pub fn announced_port(&self) -> u16 {
         match self.cluster_announce_port {
+            0 if self.tls_replication && self.tls_port != 0 => self.tls_port,
             0 => self.port,
             port => port,
         }
@@ -861,6 +980,85 @@ pub static PARAMS: &[Param] = &[
     Param {
         name: "masterauth",
         get: |c| c.masterauth.clone(),
+        set: None,
+    },
+    Param {
+        name: "tls-port",
+        get: |c| c.tls_port.to_string(),
+        set: None,
+    },
+    Param {
+        name: "tls-cert-file",
+        get: |c| c.tls_cert_file.clone(),
+        set: Some(|c, v| {
+            c.tls_cert_file = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-key-file",
+        get: |c| c.tls_key_file.clone(),
+        set: Some(|c, v| {
+            c.tls_key_file = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-ca-cert-file",
+        get: |c| c.tls_ca_cert_file.clone(),
+        set: Some(|c, v| {
+            c.tls_ca_cert_file = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-ca-cert-dir",
+        get: |c| c.tls_ca_cert_dir.clone(),
+        set: Some(|c, v| {
+            c.tls_ca_cert_dir = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-auth-clients",
+        get: |c| c.tls_auth_clients.clone(),
+        set: Some(|c, v| {
+            c.tls_auth_clients = ClientAuth::parse(v)?.name().to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-protocols",
+        get: |c| c.tls_protocols.clone(),
+        set: Some(|c, v| {
+            c.tls_protocols = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-ciphersuites",
+        get: |c| c.tls_ciphersuites.clone(),
+        set: Some(|c, v| {
+            c.tls_ciphersuites = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-ciphers",
+        get: |c| c.tls_ciphers.clone(),
+        set: Some(|c, v| {
+            c.tls_ciphers = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tls-replication",
+        get: |c| if c.tls_replication { "yes" } else { "no" }.into(),
+        set: None,
+    },
+    Param {
+        name: "http-tls",
+        get: |c| if c.http_tls { "yes" } else { "no" }.into(),
         set: None,
     },
     Param {
@@ -1157,6 +1355,69 @@ mod tests {
             };
             assert_eq!(config.validate().is_ok(), ok, "{voters}");
         }
+    }
+
+    #[test]
+    fn tls_settings_use_redis_names_and_need_a_certificate() {
+        let config = Config::from_toml(
+            "port = 0\ntls-port = 6380\ntls-cert-file = \"s.crt\"\ntls-key-file = \"s.key\"\n\
+             tls-ca-cert-file = \"ca.crt\"\ntls-auth-clients = \"optional\"\n\
+             tls-protocols = \"TLSv1.3\"\nhttp-tls = true\n",
+        )
+        .unwrap();
+        assert!(!config.serves_plain());
+        let options = config.tls_options();
+        assert_eq!(options.auth_clients, ClientAuth::Optional);
+        assert_eq!(options.cert_file, "s.crt");
+        assert_eq!((param("tls-port").unwrap().get)(&config), "6380");
+        assert_eq!((param("http-tls").unwrap().get)(&config), "yes");
+        assert!(param("tls-port").unwrap().set.is_none());
+        // Without a TLS port, port 0 still picks a free port.
+        assert!(Config::from_toml("port = 0\n").unwrap().serves_plain());
+        for (text, name) in [
+            ("tls-port = 6380\n", "tls-port"),
+            ("http-tls = true\n", "http-tls"),
+            ("tls-auth-clients = \"sometimes\"\n", "tls-auth-clients"),
+            (
+                "port = 0\ncluster-enabled = true\ntls-port = 6380\ntls-cert-file = \"c\"\n\
+                 tls-key-file = \"k\"\ncluster-port = 16380\n",
+                "port",
+            ),
+        ] {
+            match Config::from_toml(text) {
+                Err(ConfigError::Value { name: got, .. }) => assert_eq!(got, name, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // tls-replication announces the TLS port, and needs it and a CA.
+        let replicating = Config::from_toml(
+            "port = 7000\ncluster-enabled = true\ntls-port = 7100\ntls-cert-file = \"c\"\n\
+             tls-key-file = \"k\"\ntls-ca-cert-file = \"ca\"\ntls-replication = true\n",
+        )
+        .unwrap();
+        assert_eq!(replicating.announced_port(), 7100);
+        assert_eq!((param("tls-replication").unwrap().get)(&replicating), "yes");
+        for text in [
+            "tls-replication = true\n",
+            "tls-replication = true\ntls-port = 7100\ntls-cert-file = \"c\"\n\
+             tls-key-file = \"k\"\n",
+        ] {
+            assert!(
+                matches!(
+                    Config::from_toml(text),
+                    Err(ConfigError::Value {
+                        name: "tls-replication",
+                        ..
+                    })
+                ),
+                "{text}"
+            );
+        }
+        let mut config = Config::default();
+        let set = param("tls-auth-clients").unwrap().set.unwrap();
+        set(&mut config, "NO").unwrap();
+        assert_eq!(config.tls_auth_clients, "no");
+        assert!(set(&mut config, "maybe").is_err());
     }
 
     #[test]

@@ -11,8 +11,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shoal_frontdoor::listen::{
-    Accepted, BindError, Listener, accept_loop, bind, bind_both, log_ready,
+    Accepted, BindError, Listener, Ports, accept_loop, bind, bind_all, log_ready,
 };
+use shoal_frontdoor::tls::{TlsAcceptor, TlsError};
 use shoal_frontdoor::{Reservation, TICK, session};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -39,6 +40,9 @@ pub enum StartError {
     /// The node's directory (`--dir`) cannot be used.
     #[error(transparent)]
     Dir(#[from] DirError),
+    /// The TLS certificate, key or CA cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The ACL file (`aclfile`) cannot be loaded.
     #[error("cannot start because of ACL errors: {0}")]
     Acl(String),
@@ -52,6 +56,7 @@ pub struct Server {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     resp_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
 }
 
@@ -77,13 +82,38 @@ impl Server {
         } else {
             None
         };
-        let http_port = (config.http_port != 0).then_some(config.http_port);
-        let bound = bind_both(&config.bind, config.port, http_port)?;
-        let (resp_listener, resp_addr) = (bound.resp, bound.resp_addr);
-        let (http_listener, http_addr) = bound.http.unzip();
+        // The certificate and key are read before any port is taken: a wrong file stops
+        // the start with its name.
+        let tls = match config.serves_tls() {
+            false => None,
+            true => Some(Arc::new(TlsAcceptor::new(&config.tls_options())?)),
+        };
+        let http_tls = tls.clone().filter(|_| config.http_tls);
+        if config.tls_replication {
+            // The links to other nodes read the same files; a wrong one stops the start here.
+            config.tls_options().client_config()?;
+        }
+        let ports = Ports {
+            resp: config.serves_plain().then_some(config.port),
+            tls: (config.tls_port != 0).then_some(config.tls_port),
+            http: (config.http_port != 0).then_some(config.http_port),
+        };
+        let mut bound = bind_all(&config.bind, ports)?;
+        let resp_addr = bound.client_addr();
+        let tls_addr = bound.tls.as_ref().map(|(_, addr)| *addr);
+        let http_addr = bound.http.as_ref().map(|(_, addr)| *addr);
         let threads = config.effective_threads();
-        // Port 0 means "pick one": CONFIG GET and INFO show the one picked.
-        config.port = resp_addr.port();
+        log_ready("node", &bound, threads);
+        let mut client_listeners = Vec::new();
+        if let Some((listener, addr)) = bound.resp.take() {
+            // Port 0 means "pick one": CONFIG GET and INFO show the one picked.
+            config.port = addr.port();
+            client_listeners.push((listener, None));
+        }
+        if let Some((listener, _)) = bound.tls.take() {
+            client_listeners.push((listener, tls.clone()));
+        }
+        let http_listener = bound.http.take().map(|(listener, _)| listener);
         config.http_port = http_addr.map_or(0, |a| a.port());
         let bus_listener = if config.cluster_mode() {
             if config.cluster_port == 0 && resp_addr.port().checked_add(BUS_PORT_OFFSET).is_none() {
@@ -128,6 +158,9 @@ impl Server {
         });
         let (bus_listener, cluster) = cluster.unzip();
         let shared = Shared::with_cluster(config, cluster);
+        if let Some(tls) = tls {
+            let _ = shared.tls.set(tls);
+        }
         if shared.door.acl.file().is_some() {
             shared
                 .door
@@ -150,7 +183,7 @@ impl Server {
         }
         let control_shared = shared.clone();
         handles.push(spawn_thread("shoal-control".into(), move || {
-            run_control(control_shared, resp_listener, workers)
+            run_control(control_shared, client_listeners, workers)
         })?);
         if let Some(listener) = bus_listener {
             let cluster_shared = shared.clone();
@@ -161,21 +194,32 @@ impl Server {
         if let Some(listener) = http_listener {
             let http_shared = shared.clone();
             handles.push(spawn_thread("shoal-http".into(), move || {
-                run_http(http_shared, listener, threads)
+                run_http(http_shared, listener, http_tls, threads)
             })?);
         }
-        log_ready("node", resp_addr, http_addr, threads);
         Ok(Server {
             shared,
             threads: handles,
             resp_addr,
+            tls_addr,
             http_addr,
         })
     }
 
-    /// Where the node listens for RESP clients (the port picked, if port 0 was asked for).
+    /// Where the node listens for RESP clients (the port picked, if port 0 was asked for);
+    /// its TLS port if it serves TLS only.
     pub fn resp_addr(&self) -> SocketAddr {
         self.resp_addr
+    }
+
+    /// Where the node listens for TLS clients, if it does.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Reads the TLS certificate, key and CA files again (see [`Shared::reload_tls`]).
+    pub fn reload_tls(&self) -> Result<bool, TlsError> {
+        self.shared.reload_tls()
     }
 
     /// Where the node's HTTP API listens, if it has one.
@@ -250,6 +294,8 @@ fn current_thread_runtime() -> tokio::runtime::Runtime {
 struct Handed {
     reservation: Reservation,
     stream: std::net::TcpStream,
+    /// For a connection of the TLS port, the handshake to run first.
+    tls: Option<Arc<TlsAcceptor>>,
 }
 
 fn run_worker(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Handed>) {
@@ -265,6 +311,7 @@ fn run_worker(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Handed>
             let Some(Handed {
                 reservation,
                 stream,
+                tls,
             }) = handed
             else {
                 break;
@@ -274,35 +321,60 @@ fn run_worker(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Handed>
                 continue;
             };
             let accepted = Accepted::register(reservation, stream);
-            tokio::task::spawn_local(session::serve(shared.clone(), accepted));
+            match tls {
+                None => {
+                    tokio::task::spawn_local(session::serve(shared.clone(), accepted));
+                }
+                // The handshake runs in the connection's own task, so a slow client holds its
+                // slot (until the handshake timeout) and nothing else.
+                Some(tls) => {
+                    let shared = shared.clone();
+                    tokio::task::spawn_local(async move {
+                        if let Some(accepted) = accepted.secure(&tls).await {
+                            session::serve(shared, accepted).await;
+                        }
+                    });
+                }
+            }
         }
     });
     // Dropping the runtime cancels the remaining sessions; each unregisters itself.
 }
 
+/// The control thread: accepts on every client listener (the plain one, the TLS one with its
+/// acceptor), spreading connections over the workers, and runs the cron.
 fn run_control(
     shared: Arc<Shared>,
-    listener: StdListener,
+    listeners: Vec<(StdListener, Option<Arc<TlsAcceptor>>)>,
     workers: Vec<mpsc::UnboundedSender<Handed>>,
 ) {
     let runtime = current_thread_runtime();
     runtime.block_on(async move {
-        let listener = TcpListener::from_std(listener).expect("a bound listener registers");
         let cron = tokio::spawn(cron(shared.clone()));
-        let mut next = 0usize;
-        accept_loop(shared.door.clone(), listener, |stream, reservation| {
-            let Ok(stream) = stream.into_std() else {
-                return;
-            };
-            let handed = Handed {
-                reservation,
-                stream,
-            };
-            // A worker that is gone drops the connection and gives its slot back.
-            let _ = workers[next % workers.len()].send(handed);
-            next = next.wrapping_add(1);
-        })
-        .await;
+        let next = std::cell::Cell::new(0usize);
+        let loops = listeners.into_iter().map(|(listener, tls)| {
+            let listener = TcpListener::from_std(listener).expect("a bound listener registers");
+            let (next, workers) = (&next, &workers);
+            accept_loop(
+                shared.door.clone(),
+                listener,
+                tls.clone(),
+                move |stream, reservation| {
+                    let Ok(stream) = stream.into_std() else {
+                        return;
+                    };
+                    let handed = Handed {
+                        reservation,
+                        stream,
+                        tls: tls.clone(),
+                    };
+                    // A worker that is gone drops the connection and gives its slot back.
+                    let _ = workers[next.get() % workers.len()].send(handed);
+                    next.set(next.get().wrapping_add(1));
+                },
+            )
+        });
+        futures_util::future::join_all(loops).await;
         cron.abort();
     });
 }
@@ -358,7 +430,13 @@ async fn cron(shared: Arc<Shared>) {
     }
 }
 
-fn run_http(shared: Arc<Shared>, listener: StdListener, threads: usize) {
+/// The HTTP API's runtime: plain HTTP, or HTTPS when `tls` is given.
+fn run_http(
+    shared: Arc<Shared>,
+    listener: StdListener,
+    tls: Option<Arc<TlsAcceptor>>,
+    threads: usize,
+) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.clamp(1, 4))
         .thread_name("shoal-http")
@@ -368,7 +446,12 @@ fn run_http(shared: Arc<Shared>, listener: StdListener, threads: usize) {
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener).expect("a bound listener registers");
         let api = crate::http::api(shared.clone());
-        if let Err(e) = api.serve(listener, shared.door.shutdown_signal()).await {
+        let stop = shared.door.shutdown_signal();
+        let served = match tls {
+            None => api.serve(listener, stop).await,
+            Some(tls) => api.serve_tls(listener, tls, stop).await,
+        };
+        if let Err(e) = served {
             tracing::error!("HTTP server stopped: {e}");
         }
     });

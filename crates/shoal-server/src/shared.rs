@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use shoal_frontdoor::tls::{TlsAcceptor, TlsError};
 use shoal_frontdoor::{Door, Limits};
 use shoal_store::{Store, StoreConfig, SystemClock};
 
@@ -86,6 +87,8 @@ pub struct Shared {
     /// Replication: the stream to replicas, or the link to a primary.
     pub(crate) replication: Arc<Replication>,
     memory_peak: AtomicU64,
+    /// The TLS port's handshakes, once the node serves one.
+    pub(crate) tls: std::sync::OnceLock<Arc<TlsAcceptor>>,
     /// Why the node stopped by itself, if it did (see [`Shared::fail`]).
     failure: parking_lot::Mutex<Option<String>>,
 }
@@ -126,6 +129,7 @@ impl Shared {
             cluster: cluster.map(Arc::new),
             replication,
             memory_peak: AtomicU64::new(0),
+            tls: std::sync::OnceLock::new(),
             failure: parking_lot::Mutex::new(None),
             config: RwLock::new(config),
         })
@@ -152,6 +156,28 @@ impl Shared {
             .backlog
             .set_capacity(config.repl_backlog_size.0 as usize);
         *self.config.write() = config;
+    }
+
+    /// Reads the TLS certificate, key and CA files again (`SIGHUP`, `CONFIG SET tls-...`)
+    /// with the configuration's TLS settings: new handshakes use them, established
+    /// connections keep theirs. If they do not make a working configuration, the one in use
+    /// stays and the error says why. `Ok(false)` if the node serves no TLS.
+    pub fn reload_tls(&self) -> Result<bool, TlsError> {
+        let options = self.config.read().tls_options();
+        self.reload_tls_with(&options)
+    }
+
+    /// [`Shared::reload_tls`] with these settings (`CONFIG SET`'s, before they are applied).
+    pub(crate) fn reload_tls_with(
+        &self,
+        options: &shoal_frontdoor::tls::TlsOptions,
+    ) -> Result<bool, TlsError> {
+        let Some(tls) = self.tls.get() else {
+            return Ok(false);
+        };
+        tls.reload(options)?;
+        tracing::info!(cert = %options.cert_file, "TLS certificates reloaded");
+        Ok(true)
     }
 
     /// Whether `min-replicas-to-write` refuses writes now (Redis's semantics): this node is

@@ -884,6 +884,7 @@ fn shoal_param_names() -> BTreeSet<String> {
         "http-timeout",
         "http-max-inflight-bytes",
         "http-allowed-hosts",
+        "http-tls",
         // Both servers have these, with other defaults: Shoal fails nodes after 1 s, not 15,
         // and shows the bus port it bound rather than 0.
         "cluster-node-timeout",

@@ -17,6 +17,7 @@
 //!   retries what may have run, for exact accounting in fault tests (`SET` + `WAIT`).
 //! * [`secret`]: the cluster secret every node the kit starts is given.
 //! * [`testdir`]: a directory for logs, kept when a test fails.
+//! * [`tls`]: a test CA ([`TestCa`]) and the server and client certificates it signs.
 //! * [`tools`]: skipping tests whose external tools (`redis-cli`) are missing.
 //!
 //! Fault injection and checking:
@@ -53,6 +54,7 @@ pub mod resp;
 pub mod router;
 pub mod secret;
 pub mod testdir;
+pub mod tls;
 pub mod tools;
 pub mod turns;
 
@@ -69,5 +71,6 @@ pub use resp::{RespConnection, Value};
 pub use router::{Ack, Routed, Router};
 pub use secret::{cluster_secret, cluster_secret_file};
 pub use testdir::TestDir;
+pub use tls::{CertFiles, TestCa};
 pub use tools::have_tools;
 pub use turns::run_alone;

@@ -27,7 +27,7 @@ pub enum Command {
     #[command(subcommand)]
     Cluster(crate::cluster_cmd::ClusterCommand),
     /// Run a proxy: a Redis front door to a cluster for clients that do not know about clusters.
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
 }
 
 /// Help headings, shared by `shoal server` and `shoal proxy` so that both list their options
@@ -43,6 +43,8 @@ mod heading {
     pub const LIMITS: &str = "Limits";
     /// Who may connect.
     pub const SECURITY: &str = "Security";
+    /// TLS on the client port.
+    pub const TLS: &str = "TLS";
     /// What it logs.
     pub const LOGGING: &str = "Logging";
 }
@@ -220,6 +222,43 @@ pub struct ServerArgs {
     #[arg(long, env = "SHOAL_HTTP_ALLOWED_HOSTS", value_name = "NAMES", help_heading = heading::SECURITY)]
     pub http_allowed_hosts: Option<String>,
 
+    /// RESP port for TLS clients; with it, --port 0 serves TLS only [default: none].
+    #[arg(long, env = "SHOAL_TLS_PORT", help_heading = heading::TLS)]
+    pub tls_port: Option<u16>,
+    /// The server's certificate chain (PEM), leaf first.
+    #[arg(long, env = "SHOAL_TLS_CERT_FILE", value_name = "FILE", help_heading = heading::TLS)]
+    pub tls_cert_file: Option<String>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "SHOAL_TLS_KEY_FILE", value_name = "FILE", help_heading = heading::TLS)]
+    pub tls_key_file: Option<String>,
+    /// CA certificates (PEM) that client certificates must chain to.
+    #[arg(long, env = "SHOAL_TLS_CA_CERT_FILE", value_name = "FILE", help_heading = heading::TLS)]
+    pub tls_ca_cert_file: Option<String>,
+    /// A directory of more CA certificates (PEM files).
+    #[arg(long, env = "SHOAL_TLS_CA_CERT_DIR", value_name = "DIR", help_heading = heading::TLS)]
+    pub tls_ca_cert_dir: Option<String>,
+    /// Whether TLS clients must show a certificate signed by the CA: yes, optional or no
+    /// [default: yes].
+    #[arg(long, env = "SHOAL_TLS_AUTH_CLIENTS", value_name = "yes|no|optional", value_parser = auth_clients, help_heading = heading::TLS)]
+    pub tls_auth_clients: Option<String>,
+    /// TLS versions offered: "TLSv1.2 TLSv1.3", or either [default: both].
+    #[arg(long, env = "SHOAL_TLS_PROTOCOLS", value_name = "VERSIONS", help_heading = heading::TLS)]
+    pub tls_protocols: Option<String>,
+    /// TLS 1.3 cipher suites, colon-separated (e.g. TLS_AES_128_GCM_SHA256) [default: all].
+    #[arg(long, env = "SHOAL_TLS_CIPHERSUITES", value_name = "SUITES", help_heading = heading::TLS)]
+    pub tls_ciphersuites: Option<String>,
+    /// TLS 1.2 cipher suites, colon-separated (e.g. ECDHE-RSA-AES128-GCM-SHA256) [default: all].
+    #[arg(long, env = "SHOAL_TLS_CIPHERS", value_name = "SUITES", help_heading = heading::TLS)]
+    pub tls_ciphers: Option<String>,
+    /// Serve the HTTP API over TLS (HTTPS) with the same certificate: yes or no [default: no].
+    #[arg(long, env = "SHOAL_HTTP_TLS", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
+    pub http_tls: Option<bool>,
+    /// Speak TLS to other nodes' RESP ports (replication, forwarding), trusting
+    /// --tls-ca-cert-file and showing --tls-cert-file, and announce --tls-port to the cluster:
+    /// yes or no [default: no].
+    #[arg(long, env = "SHOAL_TLS_REPLICATION", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
+    pub tls_replication: Option<bool>,
+
     /// Log format: human or json [default: human].
     #[arg(long, env = "SHOAL_LOG_FORMAT", help_heading = heading::LOGGING)]
     pub log_format: Option<LogFormat>,
@@ -262,6 +301,17 @@ impl ServerArgs {
             protected_mode,
             masteruser,
             masterauth,
+            tls_port,
+            tls_cert_file,
+            tls_key_file,
+            tls_ca_cert_file,
+            tls_ca_cert_dir,
+            tls_auth_clients,
+            tls_protocols,
+            tls_ciphersuites,
+            tls_ciphers,
+            http_tls,
+            tls_replication,
             http_maxclients,
             http_timeout,
             http_max_inflight_bytes,
@@ -417,6 +467,43 @@ pub struct ProxyArgs {
     #[arg(long, env = "SHOAL_PROXY_HTTP_ALLOWED_HOSTS", value_name = "NAMES", default_value = "localhost", help_heading = heading::SECURITY)]
     pub http_allowed_hosts: String,
 
+    /// RESP port for TLS clients; with it, --port 0 serves TLS only [default: none].
+    #[arg(long, env = "SHOAL_PROXY_TLS_PORT", help_heading = heading::TLS)]
+    pub tls_port: Option<u16>,
+    /// The server's certificate chain (PEM), leaf first.
+    #[arg(long, env = "SHOAL_PROXY_TLS_CERT_FILE", value_name = "FILE", help_heading = heading::TLS)]
+    pub tls_cert_file: Option<String>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "SHOAL_PROXY_TLS_KEY_FILE", value_name = "FILE", help_heading = heading::TLS)]
+    pub tls_key_file: Option<String>,
+    /// CA certificates (PEM) that client certificates must chain to.
+    #[arg(long, env = "SHOAL_PROXY_TLS_CA_CERT_FILE", value_name = "FILE", help_heading = heading::TLS)]
+    pub tls_ca_cert_file: Option<String>,
+    /// A directory of more CA certificates (PEM files).
+    #[arg(long, env = "SHOAL_PROXY_TLS_CA_CERT_DIR", value_name = "DIR", help_heading = heading::TLS)]
+    pub tls_ca_cert_dir: Option<String>,
+    /// Whether TLS clients must show a certificate signed by the CA: yes, optional or no
+    /// [default: yes].
+    #[arg(long, env = "SHOAL_PROXY_TLS_AUTH_CLIENTS", value_name = "yes|no|optional", value_parser = auth_clients, help_heading = heading::TLS)]
+    pub tls_auth_clients: Option<String>,
+    /// TLS versions offered: "TLSv1.2 TLSv1.3", or either [default: both].
+    #[arg(long, env = "SHOAL_PROXY_TLS_PROTOCOLS", value_name = "VERSIONS", help_heading = heading::TLS)]
+    pub tls_protocols: Option<String>,
+    /// TLS 1.3 cipher suites, colon-separated (e.g. TLS_AES_128_GCM_SHA256) [default: all].
+    #[arg(long, env = "SHOAL_PROXY_TLS_CIPHERSUITES", value_name = "SUITES", help_heading = heading::TLS)]
+    pub tls_ciphersuites: Option<String>,
+    /// TLS 1.2 cipher suites, colon-separated (e.g. ECDHE-RSA-AES128-GCM-SHA256) [default: all].
+    #[arg(long, env = "SHOAL_PROXY_TLS_CIPHERS", value_name = "SUITES", help_heading = heading::TLS)]
+    pub tls_ciphers: Option<String>,
+    /// Serve the HTTP API over TLS (HTTPS) with the same certificate: yes or no [default: no].
+    #[arg(long, env = "SHOAL_PROXY_HTTP_TLS", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
+    pub http_tls: Option<bool>,
+    /// Speak TLS to the nodes, trusting --tls-ca-cert-file and showing --tls-cert-file as a
+    /// client certificate; --cluster must then name the nodes' TLS ports (the ports their
+    /// map announces): yes or no [default: no].
+    #[arg(long, env = "SHOAL_PROXY_TLS_CLUSTER", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
+    pub tls_cluster: Option<bool>,
+
     /// Log format: human or json.
     #[arg(long, env = "SHOAL_PROXY_LOG_FORMAT", default_value = "human", help_heading = heading::LOGGING)]
     pub log_format: LogFormat,
@@ -463,6 +550,10 @@ impl ProxyArgs {
             requirepass: self.requirepass.clone().filter(|p| !p.is_empty()),
             aclfile: self.aclfile.clone(),
             protected_mode: self.protected_mode,
+            tls_port: self.tls_port.filter(|p| *p != 0),
+            tls: self.tls_options(),
+            http_tls: self.http_tls.unwrap_or(false),
+            tls_cluster: self.tls_cluster.unwrap_or(false),
             maxclients: self.maxclients,
             client_query_buffer_limit: size(
                 self.client_query_buffer_limit,
@@ -486,6 +577,35 @@ impl ProxyArgs {
         config.validate()?;
         Ok(config)
     }
+}
+
+impl ProxyArgs {
+    /// The TLS flags, as the front door takes them.
+    fn tls_options(&self) -> shoal_frontdoor::tls::TlsOptions {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        shoal_frontdoor::tls::TlsOptions {
+            cert_file: text(&self.tls_cert_file),
+            key_file: text(&self.tls_key_file),
+            ca_cert_file: text(&self.tls_ca_cert_file),
+            ca_cert_dir: text(&self.tls_ca_cert_dir),
+            auth_clients: self
+                .tls_auth_clients
+                .as_deref()
+                .map(shoal_frontdoor::tls::ClientAuth::parse)
+                .transpose()
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            protocols: text(&self.tls_protocols),
+            ciphersuites: text(&self.tls_ciphersuites),
+            ciphers: text(&self.tls_ciphers),
+        }
+    }
+}
+
+/// `yes`, `no` or `optional`, for `--tls-auth-clients`.
+fn auth_clients(value: &str) -> Result<String, String> {
+    shoal_frontdoor::tls::ClientAuth::parse(value).map(|auth| auth.name().to_string())
 }
 
 /// `yes` or `no`, for Redis's boolean settings.

@@ -13,7 +13,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Server(args) => run_server(*args),
         cli::Command::Cluster(command) => cluster_cmd::run(command),
-        cli::Command::Proxy(args) => run_proxy(args),
+        cli::Command::Proxy(args) => run_proxy(*args),
     }
 }
 
@@ -34,16 +34,35 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
-            _ = terminate.recv() => tracing::info!("terminated, shutting down"),
-            _ = stopped.wait_for(|stop| *stop) => tracing::info!("shutdown requested"),
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
+                _ = terminate.recv() => tracing::info!("terminated, shutting down"),
+                _ = stopped.wait_for(|stop| *stop) => tracing::info!("shutdown requested"),
+                _ = hangup.recv() => {
+                    log_reload(proxy.reload_tls());
+                    continue;
+                }
+            }
+            break;
         }
         anyhow::Ok(())
     })?;
     proxy.shutdown();
     proxy.wait();
     Ok(())
+}
+
+/// Logs what a `SIGHUP` did to the TLS certificates (the reload logs its own success).
+fn log_reload(result: Result<bool, shoal_frontdoor::tls::TlsError>) {
+    match result {
+        Ok(true) => {}
+        Ok(false) => tracing::info!("SIGHUP: no TLS port, nothing to reload"),
+        Err(e) => tracing::error!(
+            "SIGHUP: the TLS certificates were not reloaded (the ones in use stay): {e}"
+        ),
+    }
 }
 
 /// `maxclients` fitted to the open-files limit with `http_clients` HTTP clients beside
@@ -107,19 +126,26 @@ fn run_server(args: cli::ServerArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let signalled = tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("interrupted, shutting down");
-                true
-            }
-            _ = terminate.recv() => {
-                tracing::info!("terminated, shutting down");
-                true
-            }
-            _ = stopped.wait_for(|stop| *stop) => {
-                tracing::info!("shutdown requested");
-                false
-            }
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let signalled = loop {
+            break tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("interrupted, shutting down");
+                    true
+                }
+                _ = terminate.recv() => {
+                    tracing::info!("terminated, shutting down");
+                    true
+                }
+                _ = stopped.wait_for(|stop| *stop) => {
+                    tracing::info!("shutdown requested");
+                    false
+                }
+                _ = hangup.recv() => {
+                    log_reload(server.reload_tls());
+                    continue;
+                }
+            };
         };
         if signalled {
             // A primary hands its shard to a caught-up replica first: no write fails.

@@ -101,6 +101,11 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
         forwarder.username = auth.user;
         forwarder.password = Some(auth.password);
     }
+    match peer_tls(&config) {
+        Ok(Some(tls)) => forwarder = forwarder.with_tls(tls, None),
+        Ok(None) => {}
+        Err(e) => tracing::error!("cannot forward over TLS (tls-replication): {e}"),
+    }
     match Client::with_map((*node.map()).clone(), forwarder).await {
         Ok(client) => cluster.attach_forwarder(client),
         Err(e) => tracing::error!("cannot create the forwarding client: {e}"),
@@ -186,10 +191,18 @@ fn follow_role(shared: &Arc<Shared>, map: &ClusterMap) {
     {
         let config = shared.config.read();
         // The address and port the map lists: its primary tells its replicas apart by them.
+        let tls = match peer_tls(&config) {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::error!("cannot follow the primary {primary}: tls-replication: {e}");
+                return;
+            }
+        };
         let link = LinkConfig {
             listening_port: map.node(me).map_or(config.port, |n| n.port),
             announce_ip: map.node(me).map(|n| n.host.clone()),
             auth: config.peer_auth(),
+            tls,
         };
         drop(config);
         let generation = replication.generation.load(Relaxed);
@@ -201,4 +214,16 @@ fn follow_role(shared: &Arc<Shared>, map: &ClusterMap) {
             link,
         ));
     }
+}
+
+/// With `tls-replication`, the TLS configuration for this node's links to other nodes' RESP
+/// ports (its CA, its certificate as the client's), read from the files now so that a
+/// reloaded certificate is used by the next link.
+fn peer_tls(
+    config: &crate::config::Config,
+) -> Result<Option<Arc<shoal_frontdoor::tls::ClientConfig>>, shoal_frontdoor::tls::TlsError> {
+    if !config.tls_replication {
+        return Ok(None);
+    }
+    config.tls_options().client_config().map(Some)
 }

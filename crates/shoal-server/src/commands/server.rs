@@ -288,6 +288,10 @@ pub fn config_set(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         chosen.push((p, argv.get(i + 1)));
     }
     let mut config = ctx.shared.config.read().clone();
+    let tls_param = chosen
+        .iter()
+        .find(|(p, _)| p.name.starts_with("tls-"))
+        .map(|(p, _)| p.name);
     for (p, value) in chosen {
         let set = p.set.expect("immutable parameters were refused");
         // Values are reported against the parameter's own name from here on, as Redis does.
@@ -305,6 +309,17 @@ pub fn config_set(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     }
     if let Err(crate::config::ConfigError::Value { name, reason }) = config.validate() {
         return Err(failed(name.as_bytes(), &reason));
+    }
+    // New TLS settings are tried before anything is applied: if they do not work, nothing
+    // changes and handshakes go on with the old ones.
+    if let Some(name) = tls_param
+        && let Err(e) = ctx.shared.reload_tls_with(&config.tls_options())
+    {
+        tracing::warn!("CONFIG SET {name}: the TLS configuration is unchanged: {e}");
+        return Err(failed(
+            name.as_bytes(),
+            "Unable to update TLS configuration. Check server logs.",
+        ));
     }
     ctx.shared.apply_config(config);
     ctx.reply().ok();

@@ -632,7 +632,7 @@ pub(crate) struct ReplicaAddress {
 pub(crate) async fn serve_replica(
     replication: &Arc<Replication>,
     store: &Store,
-    stream: &mut tokio::net::TcpStream,
+    stream: &mut shoal_frontdoor::Stream,
     request: primary::PsyncRequest,
     replica: ReplicaAddress,
 ) -> std::io::Result<()> {

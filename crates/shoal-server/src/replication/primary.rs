@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use shoal_frontdoor::Stream;
 use shoal_proto::{Limits, Parsed, RequestParser};
 use shoal_store::Store;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ReplicaPeer, Replication, Role, frames};
 
@@ -105,7 +105,7 @@ pub fn plan(replication: &Replication, request: &PsyncRequest) -> Resync {
 pub async fn serve(
     replication: &Arc<Replication>,
     store: &Store,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     request: PsyncRequest,
     peer: Arc<ReplicaPeer>,
 ) -> std::io::Result<()> {
@@ -144,7 +144,7 @@ pub async fn serve(
 async fn send_snapshot(
     replication: &Replication,
     store: &Store,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
 ) -> std::io::Result<()> {
     let mut cursor = 0;
     let mut buf = Vec::with_capacity(CHUNK + 4096);
@@ -170,11 +170,30 @@ async fn send_snapshot(
 
 async fn stream_from(
     replication: &Replication,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
+    offset: u64,
+    peer: &ReplicaPeer,
+) -> std::io::Result<()> {
+    match stream {
+        Stream::Plain(tcp) => {
+            let (reader, writer) = tcp.split();
+            stream_over(replication, reader, writer, offset, peer).await
+        }
+        Stream::Tls(tls) => {
+            let (reader, writer) = tokio::io::split(tls);
+            stream_over(replication, reader, writer, offset, peer).await
+        }
+    }
+}
+
+/// [`stream_from`] over the two halves of the connection.
+async fn stream_over(
+    replication: &Replication,
+    mut reader: impl AsyncRead + Unpin,
+    mut writer: impl AsyncWrite + Unpin,
     mut offset: u64,
     peer: &ReplicaPeer,
 ) -> std::io::Result<()> {
-    let (mut reader, mut writer) = stream.split();
     let mut out: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut written = 0;
     let mut input: Vec<u8> = Vec::with_capacity(1024);
@@ -202,6 +221,9 @@ async fn stream_from(
         }
         input.reserve(1024);
         if out.is_empty() {
+            // All written: with TLS, what rustls still holds goes out before the wait (a
+            // plain socket has nothing to flush).
+            writer.flush().await?;
             tokio::select! {
                 _ = replication.wait_for_growth(offset, Duration::from_secs(1)) => {
                     // Let the commands already waiting on this thread run first, so that one

@@ -8,7 +8,7 @@ use std::time::Duration;
 use shoal_proto::reply::{Value, decode};
 use shoal_proto::request::{encode, encode_into};
 use shoal_store::Store;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::frames::{Applied, Applier};
@@ -30,6 +30,9 @@ pub struct LinkConfig {
     pub announce_ip: Option<String>,
     /// The credentials the primary requires, if any (`masteruser`/`masterauth`).
     pub auth: Option<shoal_cluster::PeerAuth>,
+    /// TLS to the primary (`tls-replication`): its certificate must chain to this
+    /// configuration's CA, which shows this node's certificate if asked for one.
+    pub tls: Option<Arc<shoal_frontdoor::tls::ClientConfig>>,
 }
 
 /// Follows `primary` while this node is its replica (the role says so and the role
@@ -87,73 +90,124 @@ async fn link_once(
     generation: u64,
     current: &impl Fn(&Replication) -> bool,
 ) -> Result<(), LinkError> {
-    let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(primary))
+    let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(primary))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    let _ = stream.set_nodelay(true);
-    let mut input: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let (replid, offset) = {
-        let history = replication.history();
-        (history.replid.clone(), history.backlog.end())
-    };
-    let psync = handshake(&mut stream, &mut input, config, &replid, offset).await?;
-    let mut words = psync.split(' ');
-    let mut applier = Applier::new();
-    let counted = match (words.next(), words.next(), words.next()) {
-        (Some("CONTINUE"), Some(id), _) => {
-            let mut history = replication.history();
-            if id != history.replid {
-                // The primary continues our history under a new id (it was promoted).
-                let old = std::mem::replace(&mut history.replid, id.to_string());
-                let end = history.backlog.end();
-                history.replid2 = Some((old, end));
-            }
-            drop(history);
-            replication.link.partial_syncs.fetch_add(1, Relaxed);
-            tracing::info!(%primary, offset, "partial resync");
-            offset
-        }
-        (Some("FULLRESYNC"), Some(id), Some(from)) => {
-            let from: u64 = from
-                .parse()
-                .map_err(|_| LinkError::Refused(psync.clone()))?;
-            full_sync(
-                replication,
-                store,
-                &mut stream,
-                &mut input,
-                &mut applier,
-                id,
-                from,
-            )
-            .await?;
-            tracing::info!(%primary, keys = store.len(), from, "full resync done");
-            from
-        }
-        _ => return Err(LinkError::Refused(psync)),
-    };
-    replication.link.up.store(true, Relaxed);
-    replication
-        .link
-        .synced_generation
-        .store(generation + 1, Relaxed);
-    apply_stream(
+    let _ = tcp.set_nodelay(true);
+    let link = Link {
         replication,
         store,
-        &mut stream,
-        &mut input,
-        &mut applier,
-        counted,
-        current,
-    )
-    .await
+        primary,
+        config,
+        generation,
+    };
+    match &config.tls {
+        None => link.run(tcp, current).await,
+        Some(tls) => {
+            let host = primary
+                .rsplit_once(':')
+                .map_or(primary, |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let secured = shoal_frontdoor::tls::connect(tls.clone(), tcp, host);
+            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, secured)
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
+            link.run(tls, current).await
+        }
+    }
+}
+
+/// What one link needs, whatever it runs over.
+struct Link<'a> {
+    replication: &'a Replication,
+    store: &'a Store,
+    primary: &'a str,
+    config: &'a LinkConfig,
+    generation: u64,
+}
+
+impl Link<'_> {
+    /// [`link_once`] over an open connection, plain or TLS.
+    async fn run(
+        self,
+        mut stream: impl AsyncRead + AsyncWrite + Unpin,
+        current: &impl Fn(&Replication) -> bool,
+    ) -> Result<(), LinkError> {
+        let Link {
+            replication,
+            store,
+            primary,
+            config,
+            generation,
+        } = self;
+        let stream = &mut stream;
+        let mut input: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let (replid, offset) = {
+            let history = replication.history();
+            (history.replid.clone(), history.backlog.end())
+        };
+        let psync = handshake(stream, &mut input, config, &replid, offset).await?;
+        let mut words = psync.split(' ');
+        let mut applier = Applier::new();
+        let counted = match (words.next(), words.next(), words.next()) {
+            (Some("CONTINUE"), Some(id), _) => {
+                let mut history = replication.history();
+                if id != history.replid {
+                    // The primary continues our history under a new id (it was promoted).
+                    let old = std::mem::replace(&mut history.replid, id.to_string());
+                    let end = history.backlog.end();
+                    history.replid2 = Some((old, end));
+                }
+                drop(history);
+                replication.link.partial_syncs.fetch_add(1, Relaxed);
+                tracing::info!(%primary, offset, "partial resync");
+                offset
+            }
+            (Some("FULLRESYNC"), Some(id), Some(from)) => {
+                let from: u64 = from
+                    .parse()
+                    .map_err(|_| LinkError::Refused(psync.clone()))?;
+                full_sync(
+                    replication,
+                    store,
+                    stream,
+                    &mut input,
+                    &mut applier,
+                    id,
+                    from,
+                )
+                .await?;
+                tracing::info!(%primary, keys = store.len(), from, "full resync done");
+                from
+            }
+            _ => return Err(LinkError::Refused(psync)),
+        };
+        replication.link.up.store(true, Relaxed);
+        replication
+            .link
+            .synced_generation
+            .store(generation + 1, Relaxed);
+        apply_stream(
+            replication,
+            store,
+            stream,
+            &mut input,
+            &mut applier,
+            counted,
+            current,
+        )
+        .await
+    }
 }
 
 /// Introduces this replica to its primary (`AUTH`, `REPLCONF listening-port`, `ip-address`,
 /// `capa`) and asks to continue from `offset` of history `replid`. Returns the primary's
 /// answer to `PSYNC` (`CONTINUE <replid>` or `FULLRESYNC <replid> <offset>`).
 async fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     input: &mut Vec<u8>,
     config: &LinkConfig,
     replid: &str,
@@ -172,6 +226,7 @@ async fn handshake(
     let next = (offset + 1).to_string();
     encode_into(&mut hello, &["PSYNC", replid, &next]);
     stream.write_all(&hello).await?;
+    stream.flush().await?;
     let answers =
         3 + usize::from(config.auth.is_some()) + usize::from(config.announce_ip.is_some());
     let mut last = String::new();
@@ -199,7 +254,7 @@ async fn handshake(
 async fn full_sync(
     replication: &Replication,
     store: &Store,
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     input: &mut Vec<u8>,
     applier: &mut Applier,
     replid: &str,
@@ -221,7 +276,7 @@ async fn full_sync(
 async fn apply_stream(
     replication: &Replication,
     store: &Store,
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     input: &mut Vec<u8>,
     applier: &mut Applier,
     mut counted: u64,
@@ -273,7 +328,7 @@ async fn apply_stream(
 async fn load_snapshot(
     replication: &Replication,
     store: &Store,
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     input: &mut Vec<u8>,
     applier: &mut Applier,
 ) -> Result<(), LinkError> {
@@ -304,7 +359,10 @@ async fn load_snapshot(
     }
 }
 
-async fn next_reply(stream: &mut TcpStream, input: &mut Vec<u8>) -> Result<Value, LinkError> {
+async fn next_reply(
+    stream: &mut (impl AsyncRead + Unpin),
+    input: &mut Vec<u8>,
+) -> Result<Value, LinkError> {
     loop {
         match decode(input) {
             Ok(Some((value, used))) => {
@@ -321,8 +379,10 @@ async fn next_reply(stream: &mut TcpStream, input: &mut Vec<u8>) -> Result<Value
     }
 }
 
-async fn send_ack(stream: &mut TcpStream, offset: u64) -> std::io::Result<()> {
+async fn send_ack(stream: &mut (impl AsyncWrite + Unpin), offset: u64) -> std::io::Result<()> {
     stream
         .write_all(&encode(&["REPLCONF", "ACK", &offset.to_string()]))
-        .await
+        .await?;
+    // With TLS, what rustls holds goes out now; a plain socket has nothing to flush.
+    stream.flush().await
 }
