@@ -15,7 +15,6 @@ mod error;
 mod events;
 mod hash;
 mod int;
-mod pattern;
 mod policy;
 mod shard;
 mod store;
@@ -26,9 +25,9 @@ pub use entry::Form;
 pub use error::StoreError;
 pub use events::{Journal, KeyEvents, Removal};
 pub use int::{is_canonical_i64, parse_i64};
-pub use pattern::glob_match;
 pub use policy::{EvictionPolicy, UnknownPolicy};
 pub use shard::ENTRY_OVERHEAD;
+pub use shoal_proto::glob_match;
 pub use store::{
     Encoding, ExpireCondition, ExpireCycle, ExpireOutcome, KeyTtl, ObjectInfo, OutOfMemory,
     RenameOutcome, SetCondition, SetOptions, Store, StoreConfig, StoreStats, TtlUpdate,

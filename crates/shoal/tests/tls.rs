@@ -62,28 +62,31 @@ fn tls_args(certs: &Certs, tls_port: u16) -> Vec<String> {
     .to_vec()
 }
 
+/// A node of these tests: `name`, logging to `log` in the certificates' directory, with `args`
+/// (the TLS settings among them), on fresh ports without HTTP.
+fn tls_node_spec(certs: &Certs, name: &str, log: &str, args: Vec<String>) -> NodeSpec {
+    NodeSpec {
+        name: name.into(),
+        binary: SHOAL.into(),
+        ports: NodePorts::reserve_without_http().unwrap(),
+        args,
+        log: certs.dir.join(log),
+        env: Vec::new(),
+        nice: 0,
+        password: None,
+        dir: None,
+    }
+}
+
 /// A node with a plain and a TLS port (and `extra` flags); returns it and its TLS port.
 async fn start_node(certs: &Certs, extra: &[&str]) -> (NodeProcess, u16) {
     let tls_port = free_port().unwrap();
     let mut args = tls_args(certs, tls_port);
     args.extend(["--threads", "2"].map(String::from));
     args.extend(extra.iter().map(|a| a.to_string()));
-    let node = NodeProcess::start(
-        NodeSpec {
-            name: "tls-node".into(),
-            binary: SHOAL.into(),
-            ports: NodePorts::reserve_without_http().unwrap(),
-            args,
-            log: certs.dir.join("node.log"),
-            env: Vec::new(),
-            nice: 0,
-            password: None,
-            dir: None,
-        },
-        WAIT,
-    )
-    .await
-    .unwrap();
+    let node = NodeProcess::start(tls_node_spec(certs, "tls-node", "node.log", args), WAIT)
+        .await
+        .unwrap();
     (node, tls_port)
 }
 
@@ -578,15 +581,8 @@ async fn the_http_api_is_served_over_https_with_the_same_certificate() {
     args.extend(["--http-tls", "yes", "--threads", "1"].map(String::from));
     let node = NodeProcess::start(
         NodeSpec {
-            name: "https-node".into(),
-            binary: SHOAL.into(),
             ports,
-            args,
-            log: certs.dir.join("node.log"),
-            env: Vec::new(),
-            nice: 0,
-            password: None,
-            dir: None,
+            ..tls_node_spec(&certs, "https-node", "node.log", args)
         },
         WAIT,
     )
@@ -619,19 +615,14 @@ async fn the_http_api_is_served_over_https_with_the_same_certificate() {
 async fn a_proxy_serves_tls_only_and_https() {
     let certs = certs("tls-proxy");
     let node = NodeProcess::start(
-        NodeSpec {
-            name: "cluster-node".into(),
-            binary: SHOAL.into(),
-            ports: NodePorts::reserve_without_http().unwrap(),
-            args: ["--cluster-enabled", "--threads", "1"]
+        tls_node_spec(
+            &certs,
+            "cluster-node",
+            "node.log",
+            ["--cluster-enabled", "--threads", "1"]
                 .map(String::from)
                 .to_vec(),
-            log: certs.dir.join("node.log"),
-            env: Vec::new(),
-            nice: 0,
-            password: None,
-            dir: None,
-        },
+        ),
         WAIT,
     )
     .await
@@ -816,17 +807,7 @@ async fn the_proxy_and_the_smart_client_speak_tls_to_tls_nodes() {
     args.extend(["--cluster-enabled", "--threads", "1"].map(String::from));
     args.extend(["--cluster-announce-port".to_string(), tls_port.to_string()]);
     let node = NodeProcess::start(
-        NodeSpec {
-            name: "tls-cluster-node".into(),
-            binary: SHOAL.into(),
-            ports: NodePorts::reserve_without_http().unwrap(),
-            args,
-            log: certs.dir.join("node.log"),
-            env: Vec::new(),
-            nice: 0,
-            password: None,
-            dir: None,
-        },
+        tls_node_spec(&certs, "tls-cluster-node", "node.log", args),
         WAIT,
     )
     .await
@@ -912,17 +893,7 @@ async fn a_replica_follows_its_primary_over_tls() {
         let mut args = tls_args(&certs, tls_port);
         args.extend(["--tls-replication", "yes", "--threads", "1"].map(String::from));
         args.extend(extra);
-        let spec = NodeSpec {
-            name: name.into(),
-            binary: SHOAL.into(),
-            ports: NodePorts::reserve_without_http().unwrap(),
-            args,
-            log: certs.dir.join(&format!("{name}.log")),
-            env: Vec::new(),
-            nice: 0,
-            password: None,
-            dir: None,
-        };
+        let spec = tls_node_spec(&certs, name, &format!("{name}.log"), args);
         async move { (NodeProcess::start(spec, WAIT).await.unwrap(), tls_port) }
     };
     let (primary, primary_tls) = start(
@@ -1022,17 +993,7 @@ async fn a_tls_cluster_survives_the_loss_of_a_primary() {
         args.extend(["--tls-replication", "yes", "--threads", "1"].map(String::from));
         args.extend(["--controller", "--node-timeout", "2000"].map(String::from));
         args.extend(extra);
-        let spec = NodeSpec {
-            name: name.clone(),
-            binary: SHOAL.into(),
-            ports: NodePorts::reserve_without_http().unwrap(),
-            args,
-            log: certs.dir.join(&format!("{name}.log")),
-            env: Vec::new(),
-            nice: 0,
-            password: None,
-            dir: None,
-        };
+        let spec = tls_node_spec(&certs, &name, &format!("{name}.log"), args);
         async move { (NodeProcess::start(spec, WAIT).await.unwrap(), tls_port) }
     };
     let founder = start(

@@ -101,6 +101,16 @@ struct Waiters {
     user_changes: Vec<((String, Option<String>), Waiter)>,
 }
 
+impl Waiters {
+    /// Where every request's answer goes.
+    fn into_senders(self) -> impl Iterator<Item = Waiter> {
+        let joins = self.joins.into_iter().map(|(_, tx)| tx);
+        let nodes = self.removals.into_iter().chain(self.failovers);
+        let users = self.user_changes.into_iter().map(|(_, tx)| tx);
+        joins.chain(nodes.map(|(_, tx)| tx)).chain(users)
+    }
+}
+
 /// What only the leader keeps, in memory (a new leader starts afresh).
 #[derive(Default)]
 struct LeaderView {
@@ -518,18 +528,7 @@ impl Controller {
     /// Tells every waiting request where the leader went.
     fn redirect_waiters(&self, waiters: Waiters) {
         let leader = self.leader_addr();
-        let Waiters {
-            joins,
-            removals,
-            failovers,
-            user_changes,
-        } = waiters;
-        let waiters = joins
-            .into_iter()
-            .map(|(_, tx)| tx)
-            .chain(removals.into_iter().chain(failovers).map(|(_, tx)| tx))
-            .chain(user_changes.into_iter().map(|(_, tx)| tx));
-        for tx in waiters {
+        for tx in waiters.into_senders() {
             let _ = tx.send(Reply::NotLeader {
                 leader: leader.clone(),
             });

@@ -13,7 +13,6 @@ mod adopt;
 pub(crate) mod commands;
 mod file;
 mod log;
-mod patterns;
 mod rules;
 mod selector;
 mod user;
@@ -28,7 +27,6 @@ use shoal_proto::command_table::acl::{KEY_READ, KEY_WRITE};
 
 pub use adopt::{Adopted, adopt_users};
 pub use log::{Entry as LogEntry, Reason};
-pub use patterns::string_match;
 pub use rules::{RuleError, merge_selectors, split_args};
 pub use selector::Denied;
 pub use user::{User, hash_password};

@@ -6,8 +6,8 @@ use shoal_proto::command_table::acl::{
     CATEGORIES, KEY_READ, KEY_WRITE, acl_commands, acl_id, acl_subcommands, category,
 };
 
-use super::patterns::string_match;
 use super::rules::RuleError;
+use shoal_proto::glob_match;
 
 /// Bits for every Redis command and subcommand.
 const WORDS: usize = 8;
@@ -260,16 +260,12 @@ impl Selector {
             || self
                 .patterns
                 .iter()
-                .any(|p| p.access & access == access && string_match(&p.pattern, key, false))
+                .any(|p| p.access & access == access && glob_match(&p.pattern, key, false))
     }
 
     /// Whether `channel` may be used (a plain channel name, matched against the patterns).
     pub(crate) fn channel_allowed(&self, channel: &[u8]) -> bool {
-        self.all_channels
-            || self
-                .channels
-                .iter()
-                .any(|p| string_match(p, channel, false))
+        self.all_channels || self.channels.iter().any(|p| glob_match(p, channel, false))
     }
 
     fn count_category(&self, flag: u32) -> (usize, usize) {

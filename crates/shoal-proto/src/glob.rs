@@ -1,4 +1,5 @@
-//! Glob-style patterns as Redis matches them (`KEYS`, `SCAN MATCH`, `CONFIG GET`).
+//! Glob-style patterns as Redis matches them (`KEYS`, `SCAN MATCH`, `CONFIG GET`, ACL key and
+//! channel patterns).
 //!
 //! `*` any run, `?` any byte, `[abc]`, `[^abc]`, `[a-z]` classes, `\x` escapes; a class left open
 //! at the end of the pattern ends there, and a trailing `\` matches a backslash, as in Redis's
