@@ -1,7 +1,7 @@
 //! ACL users on a node, for what the differential suite (`compat/acl.txt`) cannot show with one
 //! connection: deleting a user closes its connections, `CLIENT LIST` shows each client's user,
 //! `ACL LOG` entries and their grouping, the `INFO` counters of denials, and failed
-//! authentications slowed down on their connection.
+//! authentications slowed down on their connection and over all the connections of an address.
 
 mod common;
 
@@ -185,4 +185,30 @@ fn failed_authentications_are_slowed_down_on_their_connection() {
     assert_eq!(info["acl_access_denied_auth"], "8");
     let (closed, _) = raw.closed_within(Duration::from_millis(1));
     assert_eq!(closed, Closed::No);
+}
+
+#[test]
+fn failed_authentications_from_one_address_are_slowed_down_over_all_its_connections() {
+    let _gate = gate();
+    let node = Node::start_with(|c| c.requirepass = "right".into());
+    // Eight connections from one address, three wrong passwords each: no connection reaches
+    // its own slowing down, but the address does after its first ten.
+    let mut conns: Vec<Raw> = (0..8).map(|_| node.raw()).collect();
+    let started = Instant::now();
+    for _ in 0..3 {
+        for raw in &mut conns {
+            assert_eq!(
+                text(&raw.cmd_str("AUTH wrong")),
+                "WRONGPASS invalid username-password pair or user is disabled."
+            );
+        }
+    }
+    // 24 failures: 10 at once, then one every 100 ms.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1300), "24 failures took {took:?}");
+    // The right password is answered at once all the same.
+    let mut fresh = node.raw();
+    let started = Instant::now();
+    assert_eq!(fresh.cmd_str("AUTH right"), ok());
+    assert!(started.elapsed() < Duration::from_millis(100));
 }

@@ -15,6 +15,7 @@ mod file;
 mod log;
 mod rules;
 mod selector;
+mod throttle;
 mod user;
 
 use std::collections::BTreeMap;
@@ -137,6 +138,8 @@ pub struct Acl {
     pub denied: DeniedCounts,
     /// When the last failed authentication was logged, and how many since.
     auth_warnings: Mutex<(u64, u64)>,
+    /// Failed authentications slowed down per source address.
+    throttle: throttle::AuthThrottle,
 }
 
 impl Default for Acl {
@@ -153,6 +156,7 @@ impl Default for Acl {
             log: Mutex::new(log::Log::default()),
             denied: DeniedCounts::default(),
             auth_warnings: Mutex::new((0, 0)),
+            throttle: throttle::AuthThrottle::default(),
         }
     }
 }
@@ -217,6 +221,22 @@ impl Acl {
     /// Counts a failed authentication and logs it, at most once a second (with how many
     /// there were since the last line).
     pub fn note_auth_failure(&self, user: &[u8], addr: &dyn std::fmt::Display) {
+        self.count_auth_failure(user, addr);
+    }
+
+    /// Records a failed authentication from `source` (counted, logged as
+    /// [`Acl::note_auth_failure`]): how long its reply must wait, by the failures from that
+    /// address over all its connections (about ten a second once a short burst is spent).
+    pub fn auth_failure_from(
+        &self,
+        user: &[u8],
+        source: std::net::SocketAddr,
+    ) -> Option<std::time::Duration> {
+        self.count_auth_failure(user, &source);
+        self.throttle.failed(source.ip(), std::time::Instant::now())
+    }
+
+    fn count_auth_failure(&self, user: &[u8], addr: &dyn std::fmt::Display) {
         self.denied.auth.fetch_add(1, Relaxed);
         let now = log::now_ms();
         let mut warnings = self.auth_warnings.lock();

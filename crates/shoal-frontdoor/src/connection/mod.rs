@@ -176,11 +176,11 @@ fn authenticate<B: Backend>(
             Ok(())
         }
         None => {
-            acl.note_auth_failure(user, &call.conn.info.addr);
+            let by_source = acl.auth_failure_from(user, call.conn.info.addr);
             publish_current_command(call.conn);
             acl.log(Reason::Auth, command, user, call.conn.info.describe());
             call.conn.auth_failures = call.conn.auth_failures.saturating_add(1);
-            call.conn.pause = auth_delay(call.conn.auth_failures);
+            call.conn.pause = auth_delay(call.conn.auth_failures).max(by_source);
             Err(CommandError::fixed(WRONGPASS))
         }
     }
