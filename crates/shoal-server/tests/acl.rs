@@ -205,7 +205,10 @@ fn failed_authentications_from_one_address_are_slowed_down_over_all_its_connecti
     }
     // 24 failures: 10 at once, then one every 100 ms.
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(1300), "24 failures took {took:?}");
+    assert!(
+        took >= Duration::from_millis(1300),
+        "24 failures took {took:?}"
+    );
     // The right password is answered at once all the same.
     let mut fresh = node.raw();
     let started = Instant::now();
