@@ -246,18 +246,26 @@ async fn require_user<B: Backend>(
         .headers()
         .get(AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or_default());
-    match authenticate(backend.acl(), header) {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
+    match authenticate(backend.acl(), header, peer) {
         Ok(user) => {
             req.extensions_mut().insert(user);
             next.run(req).await
         }
-        Err(error) => {
+        Err(refused) => {
             if header.is_some() {
                 // Wrong credentials: the answer waits, so that one connection cannot try
-                // passwords quickly (a request without any is answered at once).
-                tokio::time::sleep(FAILED_AUTH_DELAY).await;
+                // passwords quickly (a request without any is answered at once), and
+                // longer while its address keeps failing over all its connections.
+                let wait = refused
+                    .wait
+                    .map_or(FAILED_AUTH_DELAY, |w| w.max(FAILED_AUTH_DELAY));
+                tokio::time::sleep(wait).await;
             }
-            error.into_response()
+            refused.error.into_response()
         }
     }
 }

@@ -44,13 +44,34 @@ pub fn credentials_from_header(value: &str) -> Option<Credentials> {
 /// What an HTTP request shows as its client in the `ACL LOG`.
 const HTTP_CLIENT: &str = "proto=http";
 
-/// The user a request runs as: the one its `Authorization` header authenticates, or the
-/// `default` user when it carries none and no password is required. A wrong password is
-/// counted and logged as a failed `AUTH` is.
-pub fn authenticate(acl: &Acl, header: Option<&str>) -> Result<Arc<UserSlot>, ApiError> {
+/// A request turned away by [`authenticate`].
+#[derive(Debug)]
+pub struct Refused {
+    /// The answer (`401`).
+    pub error: ApiError,
+    /// How long the answer must wait by the failures of its address (over all its
+    /// connections), if it came with credentials and its address is known.
+    pub wait: Option<std::time::Duration>,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Refused { error, wait: None }
+    }
+}
+
+/// The user a request from `peer` runs as: the one its `Authorization` header
+/// authenticates, or the `default` user when it carries none and no password is required. A
+/// wrong password is counted and logged as a failed `AUTH` is, and slowed down by its
+/// address as one over RESP is.
+pub fn authenticate(
+    acl: &Acl,
+    header: Option<&str>,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Arc<UserSlot>, Refused> {
     let Some(header) = header else {
         if acl.auth_required() {
-            return Err(ApiError::Unauthorized);
+            return Err(ApiError::Unauthorized.into());
         }
         return Ok(acl.default_user().clone());
     };
@@ -75,14 +96,26 @@ pub fn authenticate(acl: &Acl, header: Option<&str>) -> Result<Arc<UserSlot>, Ap
         }
     };
     found.ok_or_else(|| {
-        acl.note_auth_failure(user.as_bytes(), &"http");
+        let (wait, client) = match peer {
+            Some(peer) => (
+                acl.auth_failure_from(user.as_bytes(), peer),
+                format!("addr={peer} {HTTP_CLIENT}"),
+            ),
+            None => {
+                acl.note_auth_failure(user.as_bytes(), &"http");
+                (None, HTTP_CLIENT.to_string())
+            }
+        };
         acl.log(
             shoal_frontdoor::acl::Reason::Auth,
             b"AUTH",
             user.as_bytes(),
-            HTTP_CLIENT.to_string(),
+            client,
         );
-        ApiError::Unauthorized
+        Refused {
+            error: ApiError::Unauthorized,
+            wait,
+        }
     })
 }
 
@@ -174,26 +207,42 @@ mod tests {
     fn users_authenticate_by_basic_or_bearer_credentials() {
         let acl = Acl::default();
         assert!(
-            authenticate(&acl, None).is_ok(),
+            authenticate(&acl, None, None).is_ok(),
             "no password: the default user"
         );
         acl.set_default_password(Some("s3cret"));
         acl.set_user(b"alice", &["on", ">pw", "~a*", "+get"])
             .unwrap();
         assert!(matches!(
-            authenticate(&acl, None),
-            Err(ApiError::Unauthorized)
+            authenticate(&acl, None, None),
+            Err(Refused {
+                error: ApiError::Unauthorized,
+                wait: None
+            })
         ));
-        let default = authenticate(&acl, Some("Bearer s3cret")).unwrap();
+        let default = authenticate(&acl, Some("Bearer s3cret"), None).unwrap();
         assert_eq!(default.name(), b"default");
-        let alice = authenticate(&acl, Some("Bearer alice:pw")).unwrap();
+        let alice = authenticate(&acl, Some("Bearer alice:pw"), None).unwrap();
         assert_eq!(alice.name(), b"alice");
-        let alice = authenticate(&acl, Some("Basic YWxpY2U6cHc=")).unwrap();
+        let alice = authenticate(&acl, Some("Basic YWxpY2U6cHc="), None).unwrap();
         assert_eq!(alice.name(), b"alice");
-        assert!(authenticate(&acl, Some("Bearer alice:nope")).is_err());
+        assert!(authenticate(&acl, Some("Bearer alice:nope"), None).is_err());
+        // From a known address, a failure is slowed down by that address's failures: the
+        // first ten of a burst wait for nothing more than the HTTP answer's own delay.
+        let peer: std::net::SocketAddr = "10.9.8.7:5000".parse().unwrap();
+        let refused = authenticate(&acl, Some("Bearer alice:nope"), Some(peer)).unwrap_err();
+        assert_eq!(refused.wait, None);
+        for _ in 0..9 {
+            let _ = authenticate(&acl, Some("Bearer alice:nope"), Some(peer));
+        }
+        let refused = authenticate(&acl, Some("Bearer alice:nope"), Some(peer)).unwrap_err();
+        assert!(
+            refused.wait.is_some(),
+            "the eleventh failure of one address waits"
+        );
         assert_eq!(
             acl.denied.auth.load(std::sync::atomic::Ordering::Relaxed),
-            1
+            12
         );
         assert!(authorize(&acl, &alice, "get", b"a1").is_ok());
         assert!(matches!(

@@ -1,8 +1,9 @@
 //! The HTTP API against hostile clients, on a node started in-process: connections that send
 //! half a request are closed after `http-timeout` and cannot take more than `http-maxclients`
 //! (so the RESP port keeps serving), request bodies are held within `http-max-inflight-bytes`
-//! and a stalled one is given up, and a browser cannot be made to write (cross-site requests)
-//! or to reach the API under a name it was not given (DNS rebinding).
+//! and a stalled one is given up, a browser cannot be made to write (cross-site requests) or to
+//! reach the API under a name it was not given (DNS rebinding), and a wrong password is logged
+//! with the client's address.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -239,4 +240,34 @@ fn a_browser_cannot_be_made_to_write_or_to_reach_the_api_under_another_name() {
     let same_origin = format!("http://{here}");
     assert_eq!(status_of(&post(&here, Some(&same_origin), "same")), 204);
     assert_eq!(get("plain"), 200);
+}
+
+#[test]
+fn a_wrong_http_password_is_logged_with_the_client_s_address() {
+    let node = LocalNode::start_with(|config| {
+        config.http_port = shoal_testkit::free_port().expect("a free port");
+        config.threads = 1;
+        config.requirepass = "right".into();
+    })
+    .expect("the node starts");
+    let http = node.server().http_addr().expect("HTTP runs");
+    // `default:wrong`, as curl -u sends it.
+    let answer = exchange(
+        http,
+        b"GET /k HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic ZGVmYXVsdDp3cm9uZw==\r\n\
+          Connection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&answer), 401, "{answer}");
+    let mut resp = connect(node.server().resp_addr());
+    resp.write_all(b"AUTH right\r\nACL LOG 1\r\n")
+        .expect("sends");
+    let mut log = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&log).contains("proto=http") {
+        let n = resp.read(&mut chunk).expect("the log comes");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&log));
+        log.extend_from_slice(&chunk[..n]);
+    }
+    let log = String::from_utf8_lossy(&log);
+    assert!(log.contains("addr=127.0.0.1:"), "{log}");
 }
