@@ -62,6 +62,20 @@ fn tls_args(certs: &Certs, tls_port: u16) -> Vec<String> {
     .to_vec()
 }
 
+/// A `shoal` process of these tests (`args` from its subcommand on), logging to `log` in the
+/// certificates' directory.
+fn spawn_shoal(certs: &Certs, name: &str, log: &str, args: Vec<String>) -> Process {
+    Process::spawn(ProcessSpec {
+        name: name.into(),
+        binary: SHOAL.into(),
+        args,
+        env: Vec::new(),
+        log: certs.dir.join(log),
+        nice: 0,
+    })
+    .unwrap()
+}
+
 /// A node of these tests: `name`, logging to `log` in the certificates' directory, with `args`
 /// (the TLS settings among them), on fresh ports without HTTP.
 fn tls_node_spec(certs: &Certs, name: &str, log: &str, args: Vec<String>) -> NodeSpec {
@@ -447,15 +461,7 @@ async fn port_zero_serves_tls_only() {
     args.extend(["--http-port", "0", "--threads", "1"].map(String::from));
     args.extend(tls_args(&certs, tls_port));
     args.extend(["--tls-auth-clients", "no"].map(String::from));
-    let process = Process::spawn(ProcessSpec {
-        name: "tls-only".into(),
-        binary: SHOAL.into(),
-        args,
-        env: Vec::new(),
-        log: certs.dir.join("node.log"),
-        nice: 0,
-    })
-    .unwrap();
+    let process = spawn_shoal(&certs, "tls-only", "node.log", args);
     let config = client_config(&certs.ca.cert, None);
     let deadline = Instant::now() + WAIT;
     while !pings(tls_port, config.clone()).await {
@@ -636,15 +642,7 @@ async fn a_proxy_serves_tls_only_and_https() {
     args.extend(["--port", "0", "--threads", "1", "--http-tls", "yes"].map(String::from));
     args.extend(["--http-port".to_string(), http_port.to_string()]);
     args.extend(tls_args(&certs, tls_port));
-    let proxy = Process::spawn(ProcessSpec {
-        name: "tls-proxy".into(),
-        binary: SHOAL.into(),
-        args,
-        env: Vec::new(),
-        log: certs.dir.join("proxy.log"),
-        nice: 0,
-    })
-    .unwrap();
+    let proxy = spawn_shoal(&certs, "tls-proxy", "proxy.log", args);
     let config = client_config(&certs.ca.cert, Some(&certs.client));
     let deadline = Instant::now() + WAIT;
     while !pings(tls_port, config.clone()).await {
@@ -848,15 +846,7 @@ async fn the_proxy_and_the_smart_client_speak_tls_to_tls_nodes() {
     args.extend(["--tls-ca-cert-file".to_string(), path(&certs.ca.cert)]);
     args.extend(["--tls-cert-file".to_string(), path(&certs.client.cert)]);
     args.extend(["--tls-key-file".to_string(), path(&certs.client.key)]);
-    let proxy = Process::spawn(ProcessSpec {
-        name: "upstream-tls-proxy".into(),
-        binary: SHOAL.into(),
-        args,
-        env: Vec::new(),
-        log: certs.dir.join("proxy.log"),
-        nice: 0,
-    })
-    .unwrap();
+    let proxy = spawn_shoal(&certs, "upstream-tls-proxy", "proxy.log", args);
     let proxy_addr = format!("127.0.0.1:{proxy_port}");
     let deadline = Instant::now() + WAIT;
     let got = loop {
