@@ -410,11 +410,7 @@ async fn secure(
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
     let host = match &tls.server_name {
         Some(name) => name.as_str(),
-        None => addr
-            .rsplit_once(':')
-            .map_or(addr, |(host, _)| host)
-            .trim_start_matches('[')
-            .trim_end_matches(']'),
+        None => crate::map_source::nodes::host_of(addr),
     };
     let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
         Error::io(

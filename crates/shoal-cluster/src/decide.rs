@@ -359,14 +359,8 @@ fn reincarnate(
     let Some(i) = map.shards.iter().position(|s| s.primary == node.id) else {
         return;
     };
-    let next = map.shards[i]
-        .replicas
-        .iter()
-        .copied()
-        .filter(|r| map.node(*r).is_some_and(NodeInfo::is_ok))
-        .filter_map(|r| Some((r, reports.get(&r).filter(|report| report.offset > 0)?)))
-        .max_by_key(|(r, report)| (report.in_sync, report.offset, std::cmp::Reverse(*r)))
-        .map(|(r, _)| r);
+    // Only a replica that holds keys (an offset) takes over from a primary that has none.
+    let next = successor_where(map, &map.shards[i], reports, |report| report.offset > 0);
     if let Some(next) = next {
         let shard = &mut map.shards[i];
         let restarted = shard.promote(next);
@@ -421,15 +415,27 @@ fn successor(
     shard: &ShardInfo,
     reports: &HashMap<NodeId, ReplicationReport>,
 ) -> Option<NodeId> {
+    successor_where(map, shard, reports, |_| true)
+}
+
+/// [`successor`] among the replicas whose report (an empty one when none came) `eligible`
+/// accepts.
+fn successor_where(
+    map: &ClusterMap,
+    shard: &ShardInfo,
+    reports: &HashMap<NodeId, ReplicationReport>,
+    eligible: impl Fn(&ReplicationReport) -> bool,
+) -> Option<NodeId> {
+    let empty = ReplicationReport::default();
     shard
         .replicas
         .iter()
         .copied()
         .filter(|r| map.node(*r).is_some_and(NodeInfo::is_ok))
-        .max_by_key(|r| {
-            let report = reports.get(r).cloned().unwrap_or_default();
-            (report.in_sync, report.offset, std::cmp::Reverse(*r))
-        })
+        .map(|r| (r, reports.get(&r).unwrap_or(&empty)))
+        .filter(|(_, report)| eligible(report))
+        .max_by_key(|(r, report)| (report.in_sync, report.offset, std::cmp::Reverse(*r)))
+        .map(|(r, _)| r)
 }
 
 fn fail_over(

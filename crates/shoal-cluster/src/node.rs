@@ -411,9 +411,7 @@ impl ClusterNode {
     /// Candidates to send controller requests to, best first.
     fn controller_addrs(&self) -> Vec<String> {
         let mut addrs: Vec<String> = self.leader_addr().into_iter().collect();
-        let map = self.map();
-        for node in map.controllers.iter().filter_map(|id| map.node(*id)) {
-            let addr = node.bus_addr();
+        for addr in controller_bus_addrs(&self.map()) {
             if !addrs.contains(&addr) {
                 addrs.push(addr);
             }
@@ -677,12 +675,10 @@ impl ClusterNode {
                 node: self.myself.id,
                 epoch: map.epoch,
             };
-            let followers = map
-                .controllers
-                .iter()
-                .filter_map(|id| map.node(*id))
-                .map(|n| ((), n.bus_addr()))
-                .filter(|(_, addr)| Some(addr) != leader.as_ref());
+            let followers = controller_bus_addrs(&map)
+                .into_iter()
+                .filter(|addr| Some(addr) != leader.as_ref())
+                .map(|addr| ((), addr));
             bus::call_all(followers, &self.secret, &report, HEARTBEAT_TIMEOUT).await;
         }
     }

@@ -368,7 +368,8 @@ impl AcceptBackoff {
     }
 
     /// How long the next failure waits.
-    pub fn next_wait(&self) -> Duration {
+    #[cfg(test)]
+    fn next_wait(&self) -> Duration {
         self.wait
     }
 }

@@ -81,19 +81,19 @@ pub fn authenticate(
             user.as_str(),
             acl.authenticate(user.as_bytes(), password.as_bytes()),
         ),
-        Credentials::Bearer(token) => {
-            let found = acl.authenticate(b"default", token.as_bytes()).or_else(|| {
-                let (user, password) = token.split_once(':')?;
-                acl.authenticate(user.as_bytes(), password.as_bytes())
-            });
-            let user = match token.split_once(':') {
-                Some((user, _)) if found.as_ref().is_some_and(|f| f.name() == user.as_bytes()) => {
-                    user
-                }
-                _ => "default",
-            };
-            (user, found)
-        }
+        // The default user's password, else `user:password`; a failure is the default user's.
+        Credentials::Bearer(token) => match acl.authenticate(b"default", token.as_bytes()) {
+            Some(found) => ("default", Some(found)),
+            None => match token.split_once(':').and_then(|(user, password)| {
+                Some((
+                    user,
+                    acl.authenticate(user.as_bytes(), password.as_bytes())?,
+                ))
+            }) {
+                Some((user, found)) => (user, Some(found)),
+                None => ("default", None),
+            },
+        },
     };
     found.ok_or_else(|| {
         let (wait, client) = match peer {

@@ -21,4 +21,4 @@ pub mod request;
 
 pub use encode::{Protocol, Reply};
 pub use glob::glob_match;
-pub use parse::{Argv, Limits, Parsed, ProtocolError, RequestParser, peek_key};
+pub use parse::{Argv, Limits, Parsed, ProtocolError, RequestParser, peek_key, split_args};

@@ -422,6 +422,14 @@ fn parse_len(digits: &[u8]) -> Option<i64> {
     Some(if negative { -value } else { value })
 }
 
+/// Splits a line into arguments as Redis's `sdssplitargs` does (an inline command, an ACL rule
+/// line, a selector's inside): `None` for unbalanced quotes or a quote not followed by a space.
+pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let (mut out, mut ranges) = (Vec::new(), Vec::new());
+    split_inline(line, &mut out, &mut ranges).ok()?;
+    Some(ranges.into_iter().map(|r| out[r].to_vec()).collect())
+}
+
 /// Splits an inline command line into arguments as Redis's `sdssplitargs` does: words separated
 /// by spaces; `"..."` with `\n \r \t \b \a \\ \" \xHH` escapes; `'...'` with `\'`. A closing quote
 /// must be followed by a space or the end of the line.

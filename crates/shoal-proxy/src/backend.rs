@@ -18,7 +18,7 @@ use std::io;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use shoal_frontdoor::{Backend, Call, CommandError, Conn, Door, Mode, Outcome};
+use shoal_frontdoor::{Backend, Call, CommandError, Conn, Door, Outcome};
 use shoal_proto::Protocol;
 
 use crate::commands::fanout::{self, Nodes};
@@ -38,11 +38,6 @@ impl Backend for Shared {
     }
 
     fn new_conn(&self) {}
-
-    /// `standalone`, whatever the nodes say: the proxy hides the cluster.
-    fn mode(&self) -> Mode {
-        Mode::Standalone
-    }
 
     fn call(self: &Arc<Self>, mut call: Call<'_, Self>) -> Outcome<Self> {
         call.start_clock();

@@ -10,7 +10,7 @@
 //! * [`StaticMap`]: one fixed map, for tests and fixed deployments.
 
 mod bus;
-mod nodes;
+pub(crate) mod nodes;
 
 use std::collections::HashMap;
 use std::sync::Arc;

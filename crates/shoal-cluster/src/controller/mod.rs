@@ -93,7 +93,8 @@ pub struct ControllerConfig {
 
 type Waiter = oneshot::Sender<Reply>;
 
-/// The requests one decision answers.
+/// The requests waiting for a decision.
+#[derive(Default)]
 struct Waiters {
     joins: Vec<(NodeInfo, Waiter)>,
     removals: Vec<(NodeId, Waiter)>,
@@ -102,6 +103,21 @@ struct Waiters {
 }
 
 impl Waiters {
+    fn is_empty(&self) -> bool {
+        self.joins.is_empty()
+            && self.removals.is_empty()
+            && self.failovers.is_empty()
+            && self.user_changes.is_empty()
+    }
+
+    /// Puts `other`'s requests after these.
+    fn extend(&mut self, other: Waiters) {
+        self.joins.extend(other.joins);
+        self.removals.extend(other.removals);
+        self.failovers.extend(other.failovers);
+        self.user_changes.extend(other.user_changes);
+    }
+
     /// Where every request's answer goes.
     fn into_senders(self) -> impl Iterator<Item = Waiter> {
         let joins = self.joins.into_iter().map(|(_, tx)| tx);
@@ -118,10 +134,8 @@ struct LeaderView {
     term: u64,
     since_ms: u64,
     heartbeats: HashMap<NodeId, (u64, Heartbeat)>,
-    joins: Vec<(NodeInfo, Waiter)>,
-    removals: Vec<(NodeId, Waiter)>,
-    failovers: Vec<(NodeId, Waiter)>,
-    user_changes: Vec<((String, Option<String>), Waiter)>,
+    /// Requests for the next decision.
+    waiting: Waiters,
 }
 
 /// A running controller member.
@@ -307,20 +321,22 @@ impl Controller {
                 Reply::Noted
             }
             Request::Join(node) => {
-                self.wait_for_decision(|view, tx| view.joins.push((node, tx)))
+                self.wait_for_decision(|view, tx| view.waiting.joins.push((node, tx)))
                     .await
             }
             Request::RemoveNode(node) => {
-                self.wait_for_decision(|view, tx| view.removals.push((node, tx)))
+                self.wait_for_decision(|view, tx| view.waiting.removals.push((node, tx)))
                     .await
             }
             Request::Failover(node) => {
-                self.wait_for_decision(|view, tx| view.failovers.push((node, tx)))
+                self.wait_for_decision(|view, tx| view.waiting.failovers.push((node, tx)))
                     .await
             }
             Request::SetUser { name, rules } => {
-                self.wait_for_decision(|view, tx| view.user_changes.push(((name, rules), tx)))
-                    .await
+                self.wait_for_decision(|view, tx| {
+                    view.waiting.user_changes.push(((name, rules), tx))
+                })
+                .await
             }
             Request::Status => self.status(),
             Request::GetMap
@@ -355,6 +371,14 @@ impl Controller {
 
     fn view(&self) -> MutexGuard<'_, LeaderView> {
         self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest epoch each node reported (a copy, read when a map is about to be fenced).
+    fn epochs_seen(&self) -> HashMap<NodeId, Epoch> {
+        self.epochs_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn saw_epoch(&self, node: NodeId, epoch: Epoch) {
@@ -507,22 +531,11 @@ impl Controller {
 
     fn step_down(&self) {
         let mut view = self.view();
-        if view.term == 0
-            && view.joins.is_empty()
-            && view.removals.is_empty()
-            && view.failovers.is_empty()
-            && view.user_changes.is_empty()
-        {
+        if view.term == 0 && view.waiting.is_empty() {
             return;
         }
         let view = std::mem::take(&mut *view);
-        let waiters = Waiters {
-            joins: view.joins,
-            removals: view.removals,
-            failovers: view.failovers,
-            user_changes: view.user_changes,
-        };
-        self.redirect_waiters(waiters);
+        self.redirect_waiters(view.waiting);
     }
 
     /// Tells every waiting request where the leader went.
@@ -569,17 +582,16 @@ impl Controller {
         if current.epoch == 0 {
             return; // Not founded yet.
         }
-        let epochs: HashMap<NodeId, Epoch>;
         let (observations, waiters) = {
             let mut view = self.view();
-            let joins = std::mem::take(&mut view.joins);
+            let waiters = std::mem::take(&mut view.waiting);
             // A join request is word from the node: it counts as a heartbeat, or the node
             // would be marked failed before its first one if this leader has led for longer
             // than the node timeout. Epoch 0 marks it as no real heartbeat (a joined node's
             // carry its map's epoch): readiness checks do not take it for one, and a join
             // still waiting (its commit failed) stays fresh.
             let now = monotonic_ms();
-            for (node, _) in &joins {
+            for (node, _) in &waiters.joins {
                 let (at, heartbeat) = view.heartbeats.entry(node.id).or_insert_with(|| {
                     let heartbeat = Heartbeat {
                         node: node.id,
@@ -592,14 +604,6 @@ impl Controller {
                     *at = now;
                 }
             }
-            let removals = std::mem::take(&mut view.removals);
-            let failovers = std::mem::take(&mut view.failovers);
-            let user_changes = std::mem::take(&mut view.user_changes);
-            epochs = self
-                .epochs_seen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
             let observations = Observations {
                 last_heartbeat: view
                     .heartbeats
@@ -611,23 +615,21 @@ impl Controller {
                 fail_none_before_ms: view.since_ms
                     + TAKEOVER_MARGIN_MS
                     + self.config.settings.lease_ms(),
-                joins: joins.iter().map(|(n, _)| n.clone()).collect(),
-                removals: removals.iter().map(|(n, _)| *n).collect(),
+                joins: waiters.joins.iter().map(|(n, _)| n.clone()).collect(),
+                removals: waiters.removals.iter().map(|(n, _)| *n).collect(),
                 voters,
                 reports: view
                     .heartbeats
                     .iter()
                     .map(|(id, (_, h))| (*id, h.stats.replication.clone()))
                     .collect(),
-                failovers: failovers.iter().map(|(n, _)| *n).collect(),
+                failovers: waiters.failovers.iter().map(|(n, _)| *n).collect(),
                 refused: self.refused_nodes(),
-                user_changes: user_changes.iter().map(|(c, _)| c.clone()).collect(),
-            };
-            let waiters = Waiters {
-                joins,
-                removals,
-                failovers,
-                user_changes,
+                user_changes: waiters
+                    .user_changes
+                    .iter()
+                    .map(|(c, _)| c.clone())
+                    .collect(),
             };
             (observations, waiters)
         };
@@ -658,7 +660,7 @@ impl Controller {
         }
         let committed = match decision.map {
             None => Some(current.clone()),
-            Some(map) => match self.fence(&current, &map, &epochs).await {
+            Some(map) => match self.fence(&current, &map, &self.epochs_seen()).await {
                 Ok(()) => self.commit(current.epoch, map).await,
                 Err(why) => {
                     // Retried every tick until enough nodes answer: said once a second.
@@ -676,10 +678,7 @@ impl Controller {
             // next tick, or are told where the leader went.
             let mut view = self.view();
             if self.is_leader() {
-                view.joins.extend(waiters.joins);
-                view.removals.extend(waiters.removals);
-                view.failovers.extend(waiters.failovers);
-                view.user_changes.extend(waiters.user_changes);
+                view.waiting.extend(waiters);
             } else {
                 drop(view);
                 self.redirect_waiters(waiters);

@@ -28,7 +28,7 @@ use shoal_proto::command_table::acl::{KEY_READ, KEY_WRITE};
 
 pub use adopt::{Adopted, adopt_users};
 pub use log::{Entry as LogEntry, Reason};
-pub use rules::{RuleError, merge_selectors, split_args};
+pub use rules::{RuleError, merge_selectors};
 pub use selector::Denied;
 pub use user::{User, hash_password};
 
@@ -218,12 +218,6 @@ impl Acl {
         (slot.current().accepts(password) && !slot.removed()).then_some(slot)
     }
 
-    /// Counts a failed authentication and logs it, at most once a second (with how many
-    /// there were since the last line).
-    pub fn note_auth_failure(&self, user: &[u8], addr: &dyn std::fmt::Display) {
-        self.count_auth_failure(user, addr);
-    }
-
     /// Records a failed authentication from `source` (counted, logged as
     /// [`Acl::note_auth_failure`]): how long its reply must wait, by the failures from that
     /// address over all its connections (about ten a second once a short burst is spent).
@@ -232,11 +226,13 @@ impl Acl {
         user: &[u8],
         source: std::net::SocketAddr,
     ) -> Option<std::time::Duration> {
-        self.count_auth_failure(user, &source);
+        self.note_auth_failure(user, &source);
         self.throttle.failed(source.ip(), std::time::Instant::now())
     }
 
-    fn count_auth_failure(&self, user: &[u8], addr: &dyn std::fmt::Display) {
+    /// Counts a failed authentication and logs it, at most once a second (with how many
+    /// there were since the last line).
+    pub fn note_auth_failure(&self, user: &[u8], addr: &dyn std::fmt::Display) {
         self.denied.auth.fetch_add(1, Relaxed);
         let now = log::now_ms();
         let mut warnings = self.auth_warnings.lock();

@@ -4,7 +4,9 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::rules::{RuleError, split_args};
+use shoal_proto::split_args;
+
+use super::rules::RuleError;
 use super::selector::{Checked, Denied, Selector};
 
 /// A user's rules.

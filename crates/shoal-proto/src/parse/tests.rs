@@ -321,3 +321,12 @@ proptest! {
         let _ = parse_all(&input, Limits::default());
     }
 }
+
+#[test]
+fn lines_split_into_arguments_as_sdssplitargs() {
+    let args = super::split_args(b" ~a*  \"+g\\x65t\" 'x y' ").unwrap();
+    assert_eq!(args, [&b"~a*"[..], b"+get", b"x y"]);
+    assert_eq!(super::split_args(b"\"open"), None);
+    assert_eq!(super::split_args(b"\"a\"b"), None);
+    assert_eq!(super::split_args(b"   ").unwrap(), Vec::<Vec<u8>>::new());
+}

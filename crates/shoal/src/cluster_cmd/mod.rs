@@ -82,15 +82,13 @@ impl UpArgs {
     }
 }
 
-/// `shoal cluster status` flags.
+/// How a command reaches a running cluster: through a node, with the nodes' password and
+/// the cluster secret.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub struct NodeAccess {
     /// Any node's RESP address, host:port (the port defaults to 7000).
     #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_node_addr)]
     pub node: String,
-    /// Print the controller's status as JSON.
-    #[arg(long)]
-    pub json: bool,
     /// The nodes' password (their --requirepass), if they have one.
     #[arg(long, env = "SHOAL_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
@@ -99,20 +97,25 @@ pub struct StatusArgs {
     pub cluster_secret_file: PathBuf,
 }
 
+/// `shoal cluster status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the controller's status as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The node to ask, and the credentials.
+    #[command(flatten)]
+    pub access: NodeAccess,
+}
+
 /// `shoal cluster remove-node` flags.
 #[derive(Debug, Args)]
 pub struct RemoveArgs {
     /// The node's id (40 hex digits, or its first 16), as `cluster status` shows it.
     pub id: String,
-    /// Any node's RESP address, host:port (the port defaults to 7000).
-    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_node_addr)]
-    pub node: String,
-    /// The nodes' password (their --requirepass), if they have one.
-    #[arg(long, env = "SHOAL_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
-    /// File holding the cluster secret (the nodes' --cluster-secret-file).
-    #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE", value_name = "PATH")]
-    pub cluster_secret_file: PathBuf,
+    /// The node to ask, and the credentials.
+    #[command(flatten)]
+    pub access: NodeAccess,
 }
 
 /// The RESP port `--node` means when it names none: `cluster up`'s first node's.

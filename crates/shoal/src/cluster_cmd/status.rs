@@ -14,11 +14,12 @@ use super::{RemoveArgs, StatusArgs, bus_of, leader_status, leader_status_via, lo
 
 /// `shoal cluster status`.
 pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let secret = load_secret(&args.cluster_secret_file)?;
-    let status = match leader_status(&args.node, args.password.as_deref(), &secret).await {
-        Ok(status) => status,
-        Err(no_leader) => return leaderless_status(&args, &secret, no_leader).await,
-    };
+    let secret = load_secret(&args.access.cluster_secret_file)?;
+    let status =
+        match leader_status(&args.access.node, args.access.password.as_deref(), &secret).await {
+            Ok(status) => status,
+            Err(no_leader) => return leaderless_status(&args, &secret, no_leader).await,
+        };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -35,7 +36,7 @@ async fn leaderless_status(
     secret: &BusSecret,
     no_leader: anyhow::Error,
 ) -> anyhow::Result<()> {
-    let bus = bus_of(&args.node, args.password.as_deref()).await?;
+    let bus = bus_of(&args.access.node, args.access.password.as_deref()).await?;
     let map = match bus::call(&bus, secret, &Request::GetMap, Duration::from_secs(2)).await {
         Ok(Reply::Map(map)) => map,
         // The node itself refuses: that, not the controller, is what to fix.
@@ -52,7 +53,7 @@ async fn leaderless_status(
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
         println!("controller DOWN: {why}");
-        println!("the map as {} holds it:", args.node);
+        println!("the map as {} holds it:", args.access.node);
         print!("{}", describe_view(&map, None, &[]));
     }
     Ok(())
@@ -60,10 +61,12 @@ async fn leaderless_status(
 
 /// `shoal cluster remove-node`.
 pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
-    let secret = load_secret(&args.cluster_secret_file)?;
-    let bus = bus_of(&args.node, args.password.as_deref()).await?;
+    let secret = load_secret(&args.access.cluster_secret_file)?;
+    let bus = bus_of(&args.access.node, args.access.password.as_deref()).await?;
     let id = find_node(
-        &leader_status_via(&bus, &args.node, &secret).await?.map,
+        &leader_status_via(&bus, &args.access.node, &secret)
+            .await?
+            .map,
         &args.id,
     )?;
     let request = Request::RemoveNode(id);
