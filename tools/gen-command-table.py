@@ -36,8 +36,8 @@ COMMANDS = """
 acl append asking auth client cluster command config copy dbsize decr decrby del echo exists expire expireat
 expiretime flushall flushdb get getdel getex getrange getset hello incr incrby incrbyfloat info
 keys memory mget mset msetnx object persist pexpire pexpireat pexpiretime ping psetex psync pttl
-quit randomkey readonly readwrite rename renamenx replconf reset scan select set setex setnx
-setrange shutdown slowlog strlen time touch ttl type unlink wait
+discard exec multi quit randomkey readonly readwrite rename renamenx replconf reset scan select set setex setnx
+setrange shutdown slowlog strlen time touch ttl type unlink unwatch wait watch
 """.split()
 
 # Subcommands Shoal implements, per container; every other subcommand is dropped.
@@ -218,9 +218,19 @@ class RespConnection:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below 22768, so that its cluster bus port (+10000) stays below 32768,
+    the start of Linux's ephemeral range (an ephemeral port plus 10000 may not be valid at all)."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(12000, 22768)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise GenError("no free loopback port between 12000 and 22768")
 
 
 class RedisServer:

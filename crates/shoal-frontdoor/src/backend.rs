@@ -15,6 +15,7 @@ use crate::commands::Command;
 use crate::door::Door;
 use crate::error::CommandError;
 use crate::identity::{Mode, Role};
+use crate::multi::{Admission, Transaction};
 
 /// A connection's state that the front door keeps and every backend shares.
 #[derive(Debug)]
@@ -38,6 +39,8 @@ pub struct Conn {
     pub close_after_reply: bool,
     /// Id of the command running or last run (`u32::MAX`: none).
     pub last_command: u32,
+    /// The transaction being queued, between `MULTI` and `EXEC`.
+    pub(crate) multi: Option<crate::multi::Multi>,
 }
 
 impl Conn {
@@ -45,6 +48,12 @@ impl Conn {
     #[inline]
     pub fn reply<'a>(&self, out: &'a mut Vec<u8>) -> Reply<'a> {
         Reply::new(out, self.protocol)
+    }
+
+    /// Whether the connection is inside `MULTI` (queuing a transaction).
+    #[inline]
+    pub fn in_multi(&self) -> bool {
+        self.multi.is_some()
     }
 }
 
@@ -103,6 +112,24 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// The next command in the buffer has this key: a chance to start fetching it.
     #[inline]
     fn prefetch(&self, _next_key: &[u8]) {}
+
+    /// Redis's checks of a command about to be queued inside `MULTI`: those [`Backend::call`]
+    /// makes before it runs a command (cluster routing, a replica's read-only state, memory).
+    /// A refusal fails the transaction (`EXECABORT` at `EXEC`). By default every command is
+    /// queued.
+    fn admit(self: &Arc<Self>, _call: Call<'_, Self>) -> Admission {
+        Admission::Queue
+    }
+
+    /// `EXEC` of a transaction that queued without errors: runs its commands as one (see
+    /// [`Transaction::run`]), answers that a watched key changed
+    /// ([`Transaction::abort_watched`]), or refuses the whole of it (an error: the
+    /// transaction is dropped; [`Outcome::Retry`]: it stays queued and `EXEC` runs again).
+    fn exec(self: &Arc<Self>, transaction: Transaction<'_, Self>) -> Outcome<Self>;
+
+    /// The connection's transaction ended (`EXEC`, `DISCARD`, `RESET`): forget the keys it
+    /// watched.
+    fn unwatch(&self, _state: &mut Self::Conn) {}
 
     /// `RESET`: puts the backend's part of a connection back as it was when it connected.
     fn reset(&self, _state: &mut Self::Conn) {}

@@ -28,6 +28,9 @@ pub(crate) enum ConnCommand {
     ClientInfo,
     ClientKill,
     ClientHelp,
+    Multi,
+    Exec,
+    Discard,
     Acl(crate::acl::commands::AclCommand),
 }
 
@@ -49,6 +52,9 @@ impl ConnCommand {
             "client|info" => ConnCommand::ClientInfo,
             "client|kill" => ConnCommand::ClientKill,
             "client|help" => ConnCommand::ClientHelp,
+            "multi" => ConnCommand::Multi,
+            "exec" => ConnCommand::Exec,
+            "discard" => ConnCommand::Discard,
             other => ConnCommand::Acl(crate::acl::commands::AclCommand::named(other)?),
         })
     }

@@ -12,9 +12,10 @@ use shoal_proto::Argv;
 use shoal_proto::command_table::{CommandSpec, flags};
 
 use crate::backend::{Backend, Call, Conn, Outcome};
-use crate::commands::{Command, table};
+use crate::commands::{Command, ConnCommand, table};
 use crate::connection::{self, ConnCall};
 use crate::error::{CommandError, truncated_arg, write_error_line};
+use crate::multi::{self, Admission, Transaction};
 use crate::stats::WorkerStats;
 
 /// What a session does after a command.
@@ -90,11 +91,18 @@ pub(crate) fn dispatch<B: Backend>(
     if !r.conn.user.unrestricted() && !permitted(&mut r, command, argv) {
         return Step::Done;
     }
+    if r.conn.multi.is_some() && !multi::runs_inside_multi(command) {
+        return queue(&mut r, command, argv, frame);
+    }
     // Set before the command runs, as Redis does: `CLIENT INFO` shows `cmd=client|info`.
     r.conn.last_command = command.id;
     // The clock is read once a command starts running: a refusal is not timed.
     let mut started = None;
     let outcome = match command.connection {
+        Some(ConnCommand::Exec) => {
+            started = Some(Instant::now());
+            exec(&mut r)
+        }
         Some(which) => {
             started = Some(Instant::now());
             let mut call = ConnCall {
@@ -143,6 +151,72 @@ pub(crate) fn dispatch<B: Backend>(
     r.worker.record_call(command.id as usize, usec, false);
     record_slow(&r, spec, argv, usec);
     step
+}
+
+/// Queues a command inside `MULTI`, once it passes the backend's checks too (Redis checks a
+/// queued command as one it runs); a refusal fails the transaction.
+fn queue<B: Backend>(
+    r: &mut Request<'_, B>,
+    command: &'static Command,
+    argv: &Argv<'_>,
+    frame: Option<&Bytes>,
+) -> Step<B> {
+    if multi::refused_inside_multi(command) {
+        reject(r, command.id, &CommandError::fixed(multi::NOT_IN_MULTI));
+        return Step::Done;
+    }
+    let mut unused_clock = None;
+    let call = Call::new(
+        command,
+        argv,
+        frame,
+        &mut *r.conn,
+        &mut *r.state,
+        &mut *r.out,
+        &mut unused_clock,
+    );
+    match r.backend.admit(call) {
+        Admission::Queue => {
+            r.conn.last_command = command.id;
+            if let Some(multi) = &mut r.conn.multi {
+                multi.queue(command, argv);
+            }
+            r.conn.reply(r.out).simple("QUEUED");
+            Step::Done
+        }
+        Admission::Refuse(error) => {
+            reject(r, command.id, &error);
+            Step::Done
+        }
+        Admission::Retry(wait) => Step::Retry(wait),
+    }
+}
+
+/// `EXEC`: the backend runs the queue, unless it failed while queuing (`EXECABORT`). The
+/// transaction ends either way, but for a retry (it stays queued, and `EXEC` runs again).
+fn exec<B: Backend>(r: &mut Request<'_, B>) -> Outcome<B> {
+    let Some(multi) = r.conn.multi.take() else {
+        return Outcome::Failed(CommandError::fixed("ERR EXEC without MULTI"));
+    };
+    if multi.failed {
+        r.backend.unwatch(r.state);
+        return Outcome::Failed(CommandError::fixed(multi::EXECABORT));
+    }
+    let transaction = Transaction::new(
+        &multi,
+        &mut *r.conn,
+        &mut *r.state,
+        &mut *r.out,
+        r.backend,
+        r.worker,
+    );
+    let outcome = r.backend.exec(transaction);
+    if matches!(outcome, Outcome::Retry(_)) {
+        r.conn.multi = Some(multi);
+    } else {
+        r.backend.unwatch(r.state);
+    }
+    outcome
 }
 
 /// Checks the connection's user's permissions for the command (Redis's `ACLCheckAllPerm`):
@@ -277,7 +351,11 @@ fn redacted<'a>(spec: &CommandSpec, argv: &Argv<'a>) -> Option<Vec<&'a [u8]>> {
     changed.then_some(args)
 }
 
+/// Refuses a command. Inside `MULTI` that fails the transaction, as Redis's `rejectCommand`.
 fn reject<B: Backend>(r: &mut Request<'_, B>, id: u32, error: &CommandError) {
+    if let Some(multi) = &mut r.conn.multi {
+        multi.failed = true;
+    }
     r.worker.record_rejected(id as usize);
     // As Redis sets `lastcmd` before its checks: `CLIENT LIST` shows the refused command.
     r.conn.last_command = id;
@@ -294,6 +372,9 @@ fn write_error<B: Backend>(r: &mut Request<'_, B>, error: &CommandError) {
 /// and followed by a space, while the list is shorter than 128 bytes, each cut to the room left.
 fn reject_unknown<B: Backend>(r: &mut Request<'_, B>, argv: &Argv<'_>) {
     r.conn.last_command = u32::MAX;
+    if let Some(multi) = &mut r.conn.multi {
+        multi.failed = true;
+    }
     let stats = &r.backend.door().stats;
     stats
         .unknown_commands

@@ -12,6 +12,8 @@
 //!   checks every command passes first, in Redis 7's order (unknown command, unknown
 //!   subcommand, arity, authentication, the user's permissions), with its statistics and slow
 //!   log;
+//! * transactions: the `MULTI` queue and `EXEC`'s reply, around the backend's atomic run
+//!   ([`Transaction`]);
 //! * [`acl`]: Redis 7.0's ACL users, their rules, the ACL file and the `ACL LOG`;
 //! * [`CommandError`], the one type for a Redis error reply;
 //! * what the server says it is ([`Mode`], [`Role`]), in `HELLO` and `INFO`;
@@ -38,6 +40,7 @@ mod identity;
 pub mod info;
 pub mod listen;
 pub mod metrics;
+mod multi;
 pub mod session;
 mod settings;
 mod slowlog;
@@ -57,6 +60,7 @@ pub use error::{
     truncated_arg, write_error_line,
 };
 pub use identity::{Mode, Role};
+pub use multi::{Admission, Transaction};
 pub use settings::{DENIED, Limits, OutputLimit, Settings, constant_time_eq};
 pub use slowlog::{SlowEntry, SlowLog};
 pub use stats::{CommandTotals, Stats, WorkerStats};

@@ -79,6 +79,7 @@ pub async fn serve<B: Backend>(backend: Arc<B>, accepted: Accepted) {
             pause: None,
             close_after_reply: false,
             last_command: u32::MAX,
+            multi: None,
         },
         state: backend.new_conn(),
         parser: RequestParser::new(door.settings.parser_limits()),

@@ -332,6 +332,13 @@ pub struct Argv<'a> {
 }
 
 impl<'a> Argv<'a> {
+    /// The arguments at `ranges` of `src` (a command kept after its request buffer is gone,
+    /// such as one queued in a transaction). Every range must lie within `src`.
+    pub fn from_parts(src: &'a [u8], ranges: &'a [Range<usize>]) -> Argv<'a> {
+        debug_assert!(ranges.iter().all(|r| r.end <= src.len()));
+        Argv { src, ranges }
+    }
+
     /// Number of arguments, the command name included.
     #[inline]
     pub fn len(&self) -> usize {

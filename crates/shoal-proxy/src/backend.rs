@@ -18,7 +18,7 @@ use std::io;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use shoal_frontdoor::{Backend, Call, CommandError, Conn, Door, Outcome};
+use shoal_frontdoor::{Backend, Call, CommandError, Conn, Door, Outcome, Transaction};
 use shoal_proto::Protocol;
 
 use crate::commands::fanout::{self, Nodes};
@@ -63,6 +63,12 @@ impl Backend for Shared {
             reply,
             barrier: false,
         }
+    }
+
+    fn exec(self: &Arc<Self>, _transaction: Transaction<'_, Self>) -> Outcome<Self> {
+        Outcome::Failed(CommandError::fixed(
+            "ERR proxy: transactions are not served through the proxy yet; send MULTI/EXEC to the keys' node",
+        ))
     }
 
     fn write_reply(&self, reply: Reply, protocol: Protocol, out: &mut Vec<u8>) -> Option<String> {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use shoal_frontdoor::{
-    Backend, CLUSTER_DOWN, Call, CommandError, Conn, Door, Mode, NOREPLICAS, Outcome, error_code,
+    Admission, Backend, CLUSTER_DOWN, Call, CommandError, Conn, Door, Mode, NOREPLICAS, Outcome,
+    Transaction, error_code,
 };
 use shoal_proto::Protocol;
 use shoal_proto::command_table::flags;
@@ -20,6 +21,19 @@ use crate::conn::NodeConn;
 use crate::replication::primary::PsyncRequest;
 use crate::replication::{ReplicaAddress, Role, serve_replica};
 use crate::shared::Shared;
+
+/// A cluster node's answer while its replica is still taking its first copy of the data.
+pub(crate) const LOADING: &str = "LOADING Redis is loading the dataset in memory";
+
+/// What the node's checks decided about a command.
+pub(crate) enum Check {
+    /// Run it here.
+    Pass,
+    /// Its slot is another node's, and this node forwards (`--routing forward`).
+    Forward(String),
+    /// Not now: refused, or to wait first.
+    Stop(Outcome<Shared>),
+}
 
 impl Backend for Shared {
     type Conn = NodeConn;
@@ -68,6 +82,18 @@ impl Backend for Shared {
         self.store.prefetch(next_key);
     }
 
+    fn admit(self: &Arc<Self>, call: Call<'_, Self>) -> Admission {
+        self.admit_queued(call)
+    }
+
+    fn exec(self: &Arc<Self>, transaction: Transaction<'_, Self>) -> Outcome<Self> {
+        self.exec_transaction(transaction)
+    }
+
+    fn unwatch(&self, state: &mut NodeConn) {
+        state.watching = None;
+    }
+
     fn reset(&self, state: &mut NodeConn) {
         state.readonly = false;
         state.forwarded = false;
@@ -111,75 +137,23 @@ impl Backend for Shared {
 impl Shared {
     /// Runs one command after the front door's checks.
     fn run(self: &Arc<Self>, mut call: Call<'_, Self>) -> Outcome<Self> {
-        let spec = call.command.spec;
-        let argv = call.argv;
-        // A retried command waited already: routing does not make it wait again.
-        let retried = std::mem::take(&mut call.state.map_awaited);
-        if self.cluster.is_some()
-            && spec.first_key == 0
-            && spec.has(flags::WRITE)
-            && let Some(error) = self.keyless_write_refusal()
-        {
-            return Outcome::Refused(error);
-        }
-        if let Some(cluster) = &self.cluster
-            && spec.first_key > 0
-        {
-            match cluster.route(spec, argv, call.state, retried) {
-                Route::Local if !self.replication.data_ready() => {
-                    return Outcome::Refused(CommandError::fixed(
-                        "LOADING Redis is loading the dataset in memory",
-                    ));
-                }
-                Route::Local => {}
-                Route::Reject(error) => return Outcome::Refused(error),
-                Route::AwaitMap => {
-                    call.state.map_awaited = true;
-                    let cluster = cluster.clone();
-                    return Outcome::Retry(Box::pin(async move {
-                        cluster.await_current_map().await;
-                    }));
-                }
-                Route::Forward(addr) => {
-                    let cluster = cluster.clone();
-                    let args: Vec<Vec<u8>> = argv.iter().map(<[u8]>::to_vec).collect();
-                    return Outcome::Later {
-                        reply: Box::pin(async move { cluster.forward(&addr, &args).await }),
-                        barrier: true,
-                    };
-                }
-            }
-        }
-        if spec.has(flags::WRITE) {
-            if self.replication.writes_paused() {
-                call.state.map_awaited = true;
-                let replication = self.replication.clone();
-                return Outcome::Retry(Box::pin(async move {
-                    replication.await_unpause().await;
-                }));
-            }
-            if self.too_few_good_replicas() {
-                return Outcome::Refused(CommandError::fixed(NOREPLICAS));
-            }
-        }
-        if spec.has(flags::DENYOOM) && self.store.make_room().is_err() {
-            return Outcome::Refused(CommandError::OutOfMemory);
-        }
-        if spec.has(flags::WRITE) {
-            let max = self.live.max_key_size();
-            if spec
-                .key_positions(argv.len())
-                .any(|i| argv.get(i).len() > max)
-            {
-                return Outcome::Refused(CommandError::Other(
-                    format!("ERR key is too large (max-key-size is {max} bytes)").into(),
-                ));
+        match self.check(&mut call) {
+            Check::Pass => {}
+            Check::Stop(outcome) => return outcome,
+            Check::Forward(addr) => {
+                let cluster = self.cluster.clone().expect("only a cluster node forwards");
+                let args: Vec<Vec<u8>> = call.argv.iter().map(<[u8]>::to_vec).collect();
+                return Outcome::Later {
+                    reply: Box::pin(async move { cluster.forward(&addr, &args).await }),
+                    barrier: true,
+                };
             }
         }
         let Some(handler) = handler(call.command.id) else {
-            return Outcome::Refused(CommandError::WrongArity(spec.name));
+            return Outcome::Refused(CommandError::WrongArity(call.command.spec.name));
         };
         call.start_clock();
+        let argv = call.argv;
         let mut ctx = Ctx {
             shared: self,
             conn: call.conn,
@@ -190,7 +164,7 @@ impl Shared {
             Handler::Now(run) => run(&mut ctx, argv).map(|()| None),
             Handler::MayWait(run) => run(&mut ctx, argv),
         };
-        if spec.has(flags::WRITE) && self.replication.recording() {
+        if call.command.spec.has(flags::WRITE) && self.replication.recording() {
             ctx.client.write_offset = self.replication.offset();
         }
         match result {
@@ -198,6 +172,81 @@ impl Shared {
             Ok(Some(waiting)) => self.wait_for(waiting, ctx.client),
             Err(error) => Outcome::Failed(error),
         }
+    }
+
+    /// The node's checks of a command, after the front door's, in Redis 7's order: cluster
+    /// routing, loading, paused writes, `min-replicas-to-write`, memory, key size. Made for
+    /// a command about to run, and for one about to be queued in a transaction.
+    pub(crate) fn check(self: &Arc<Self>, call: &mut Call<'_, Self>) -> Check {
+        let spec = call.command.spec;
+        let argv = call.argv;
+        // A retried command waited already: routing does not make it wait again.
+        let retried = std::mem::take(&mut call.state.map_awaited);
+        if self.cluster.is_some()
+            && spec.first_key == 0
+            && spec.has(flags::WRITE)
+            && let Some(error) = self.keyless_write_refusal()
+        {
+            return Check::Stop(Outcome::Refused(error));
+        }
+        if let Some(cluster) = &self.cluster
+            && spec.first_key > 0
+        {
+            match cluster.route(spec, argv, call.state, retried) {
+                Route::Local if !self.replication.data_ready() => {
+                    return Check::Stop(Outcome::Refused(CommandError::fixed(LOADING)));
+                }
+                Route::Local => {}
+                Route::Reject(error) => return Check::Stop(Outcome::Refused(error)),
+                Route::AwaitMap => return Check::Stop(self.await_map(call.state)),
+                Route::Forward(addr) => return Check::Forward(addr),
+            }
+        }
+        if let Some(refusal) = self.state_refusal(call.state, spec.flags) {
+            return Check::Stop(refusal);
+        }
+        if spec.has(flags::WRITE) {
+            let max = self.live.max_key_size();
+            if spec
+                .key_positions(argv.len())
+                .any(|i| argv.get(i).len() > max)
+            {
+                return Check::Stop(Outcome::Refused(CommandError::Other(
+                    format!("ERR key is too large (max-key-size is {max} bytes)").into(),
+                )));
+            }
+        }
+        Check::Pass
+    }
+
+    /// Waits for the newest cluster map, then runs the command again.
+    pub(crate) fn await_map(&self, state: &mut NodeConn) -> Outcome<Self> {
+        state.map_awaited = true;
+        let cluster = self.cluster.clone().expect("only a cluster node routes");
+        Outcome::Retry(Box::pin(async move {
+            cluster.await_current_map().await;
+        }))
+    }
+
+    /// The checks of the node's state for a command (or a transaction) with `flags`: writes
+    /// paused for a failover, too few replicas, memory.
+    pub(crate) fn state_refusal(&self, state: &mut NodeConn, flags: u32) -> Option<Outcome<Self>> {
+        if flags & flags::WRITE != 0 {
+            if self.replication.writes_paused() {
+                state.map_awaited = true;
+                let replication = self.replication.clone();
+                return Some(Outcome::Retry(Box::pin(async move {
+                    replication.await_unpause().await;
+                })));
+            }
+            if self.too_few_good_replicas() {
+                return Some(Outcome::Refused(CommandError::fixed(NOREPLICAS)));
+            }
+        }
+        if flags & flags::DENYOOM != 0 && self.store.make_room().is_err() {
+            return Some(Outcome::Refused(CommandError::OutOfMemory));
+        }
+        None
     }
 
     /// What a handler waits for, as the front door's outcome.
@@ -239,7 +288,7 @@ impl Shared {
     /// Why a keyless write (`FLUSHALL`, `FLUSHDB`) may not run on this cluster node: a replica
     /// takes its changes from its primary only (Redis's `-READONLY`), and a fenced primary (see
     /// `Replication::fenced`) changes nothing.
-    fn keyless_write_refusal(&self) -> Option<CommandError> {
+    pub(crate) fn keyless_write_refusal(&self) -> Option<CommandError> {
         if matches!(self.replication.role(), Role::Replica(_)) {
             return Some(CommandError::fixed(
                 "READONLY You can't write against a read only replica.",

@@ -1,5 +1,6 @@
 //! A node's own state of one client connection, next to the front door's
-//! ([`shoal_frontdoor::Conn`]): what cluster routing, `WAIT` and a replica's handshake keep.
+//! ([`shoal_frontdoor::Conn`]): what cluster routing, `WAIT`, `WATCH` and a replica's
+//! handshake keep.
 
 /// The node's state of one connection.
 #[derive(Debug, Default)]
@@ -17,4 +18,6 @@ pub struct NodeConn {
     pub(crate) replica_port: Option<u16>,
     /// The address a replica said it is known by (`REPLCONF ip-address`).
     pub(crate) replica_ip: Option<String>,
+    /// The keys this connection watches (`WATCH`), until its transaction ends.
+    pub(crate) watching: Option<crate::watch::Watching>,
 }

@@ -7,6 +7,7 @@
 //! [`shoal_store::Store`].
 
 mod backend;
+mod changes;
 mod cluster;
 mod commands;
 pub mod config;
@@ -19,6 +20,8 @@ mod process;
 mod replication;
 mod server;
 mod shared;
+mod transaction;
+mod watch;
 
 pub use config::{ByteSize, Config, ConfigError, LogFormat};
 pub use process::{

@@ -11,9 +11,11 @@ use shoal_frontdoor::tls::{TlsAcceptor, TlsError};
 use shoal_frontdoor::{Door, Limits};
 use shoal_store::{Store, StoreConfig, SystemClock};
 
+use crate::changes::Changes;
 use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::replication::{Replication, Role};
+use crate::watch::Watches;
 
 /// The node's settings read on the request path (the front door keeps its own), mirrored
 /// from the [`Config`] into atomics.
@@ -86,6 +88,8 @@ pub struct Shared {
     pub(crate) cluster: Option<Arc<ClusterState>>,
     /// Replication: the stream to replicas, or the link to a primary.
     pub(crate) replication: Arc<Replication>,
+    /// The keys connections `WATCH`.
+    pub(crate) watches: Arc<Watches>,
     memory_peak: AtomicU64,
     /// The TLS port's handshakes, once the node serves one.
     pub(crate) tls: std::sync::OnceLock<Arc<TlsAcceptor>>,
@@ -110,7 +114,11 @@ impl Shared {
             seed: None,
         }));
         let replication = Replication::new(config.repl_backlog_size.0 as usize);
-        store.set_journal(Some(replication.journal()));
+        let watches = Arc::new(Watches::default());
+        store.set_journal(Some(Arc::new(Changes {
+            replication: replication.journal(),
+            watches: watches.clone(),
+        })));
         let live = LiveSettings::default();
         live.apply(&config);
         let door = Door::new(door_limits(&config), Some(&config.requirepass));
@@ -128,6 +136,7 @@ impl Shared {
             http_addr: RwLock::new(None),
             cluster: cluster.map(Arc::new),
             replication,
+            watches,
             memory_peak: AtomicU64::new(0),
             tls: std::sync::OnceLock::new(),
             failure: parking_lot::Mutex::new(None),

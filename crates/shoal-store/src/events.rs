@@ -36,6 +36,16 @@ pub trait Journal: Send + Sync {
     fn put(&self, key: &[u8], value: &[u8], expiry: Option<u64>);
     /// `key` no longer exists (deleted, renamed away, expired, evicted).
     fn delete(&self, key: &[u8]);
-    /// Every key is gone (FLUSHALL / `Store::clear`).
-    fn flush(&self);
+    /// Every key is gone (FLUSHALL / `Store::clear`). `existed` tells, during the call,
+    /// whether a key was in the store before (for observers of single keys, such as `WATCH`).
+    fn flush(&self, existed: &dyn Fn(&[u8]) -> bool);
+
+    /// The changes reported from now until [`Journal::end_unit`] are one unit (the effects of
+    /// a transaction): a consumer applies them together, never half of them. Called with
+    /// every shard locked, by [`Store::exclusive`](crate::Store::exclusive), which reports
+    /// nothing but the unit's changes until it ends.
+    fn begin_unit(&self) {}
+
+    /// The unit begun by [`Journal::begin_unit`] is complete.
+    fn end_unit(&self) {}
 }

@@ -18,6 +18,8 @@ enum Effect {
     Put(Vec<u8>, Vec<u8>, Option<u64>),
     Delete(Vec<u8>),
     Flush,
+    BeginUnit,
+    EndUnit,
 }
 
 fn put(k: &str, v: &str, expiry: Option<u64>) -> Effect {
@@ -40,8 +42,14 @@ impl Journal for Recorder {
     fn delete(&self, key: &[u8]) {
         self.0.lock().unwrap().push(Effect::Delete(key.to_vec()));
     }
-    fn flush(&self) {
+    fn flush(&self, _existed: &dyn Fn(&[u8]) -> bool) {
         self.0.lock().unwrap().push(Effect::Flush);
+    }
+    fn begin_unit(&self) {
+        self.0.lock().unwrap().push(Effect::BeginUnit);
+    }
+    fn end_unit(&self) {
+        self.0.lock().unwrap().push(Effect::EndUnit);
     }
 }
 
@@ -116,6 +124,7 @@ fn replay(s: &Store, effects: &[Effect]) {
             Effect::Put(k, v, e) => s.restore(k, v, *e).unwrap(),
             Effect::Delete(k) => drop(s.remove(k)),
             Effect::Flush => s.clear(),
+            Effect::BeginUnit | Effect::EndUnit => {}
         }
     }
 }
@@ -794,4 +803,45 @@ fn scan_entries_of_an_empty_store_ends_at_once() {
         }
     }
     assert_eq!(calls, 0);
+}
+
+#[test]
+fn an_exclusive_section_reports_its_changes_as_one_unit_and_flush_tells_what_existed() {
+    let (store, recorder, _clock) = journaled();
+    set(&store, "before", "1");
+    recorder.take();
+    store.exclusive(|| {
+        set(&store, "a", "1");
+        store.exclusive(|| set(&store, "b", "2"));
+        store.remove(b"before");
+    });
+    assert_eq!(
+        recorder.take(),
+        [
+            Effect::BeginUnit,
+            put("a", "1", None),
+            put("b", "2", None),
+            delete("before"),
+            Effect::EndUnit,
+        ]
+    );
+
+    /// Answers, during a flush, whether two keys existed.
+    #[derive(Default)]
+    struct Existed(Mutex<Vec<(bool, bool)>>);
+    impl Journal for Existed {
+        fn put(&self, _: &[u8], _: &[u8], _: Option<u64>) {}
+        fn delete(&self, _: &[u8]) {}
+        fn flush(&self, existed: &dyn Fn(&[u8]) -> bool) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((existed(b"a"), existed(b"missing")));
+        }
+    }
+    let existed = Arc::new(Existed::default());
+    store.set_journal(Some(existed.clone()));
+    store.clear();
+    assert_eq!(*existed.0.lock().unwrap(), [(true, false)]);
+    assert!(store.is_empty());
 }

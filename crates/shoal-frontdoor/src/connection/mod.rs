@@ -1,6 +1,6 @@
 //! The connection commands, answered by the front door the same way for every backend:
-//! `PING`, `ECHO`, `QUIT`, `RESET`, `SELECT`, `AUTH`, `HELLO`, and `CLIENT ID`, `SETNAME`,
-//! `GETNAME`, `LIST`, `INFO`, `KILL` and `HELP`.
+//! `PING`, `ECHO`, `QUIT`, `RESET`, `SELECT`, `AUTH`, `HELLO`, `MULTI`, `DISCARD`, and
+//! `CLIENT ID`, `SETNAME`, `GETNAME`, `LIST`, `INFO`, `KILL` and `HELP`.
 
 mod args;
 
@@ -19,6 +19,7 @@ use crate::acl::{Reason, UserSlot};
 use crate::backend::{Backend, Conn};
 use crate::commands::{ConnCommand, table};
 use crate::error::{CommandError, WRONGPASS};
+use crate::multi::Multi;
 
 /// What a connection command works with.
 pub(crate) struct ConnCall<'a, B: Backend> {
@@ -49,6 +50,24 @@ pub(crate) fn run<B: Backend>(
             reset(call);
             Ok(())
         }
+        ConnCommand::Multi => {
+            if call.conn.multi.is_some() {
+                return Err(CommandError::fixed("ERR MULTI calls can not be nested"));
+            }
+            call.conn.multi = Some(Multi::default());
+            call.conn.reply(call.out).ok();
+            Ok(())
+        }
+        ConnCommand::Discard => {
+            if call.conn.multi.take().is_none() {
+                return Err(CommandError::fixed("ERR DISCARD without MULTI"));
+            }
+            call.backend.unwatch(call.state);
+            call.conn.reply(call.out).ok();
+            Ok(())
+        }
+        // Run by the dispatcher, which hands the queue to the backend.
+        ConnCommand::Exec => Err(CommandError::fixed("ERR EXEC without MULTI")),
         ConnCommand::Select => {
             select_db(argv.get(1))?;
             call.conn.reply(call.out).ok();
@@ -124,6 +143,8 @@ fn reset<B: Backend>(call: &mut ConnCall<'_, B>) {
     let acl = &call.backend.door().acl;
     call.conn.authenticated = !acl.auth_required();
     set_user(call.conn, acl.default_user().clone());
+    call.conn.multi = None;
+    call.backend.unwatch(call.state);
     call.backend.reset(call.state);
     call.conn.reply(call.out).simple("RESET");
 }

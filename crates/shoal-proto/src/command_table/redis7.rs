@@ -3293,6 +3293,36 @@ const DEL_DOCS: V = V::Map(&[
     ])]),
 ]);
 
+// discard
+const DISCARD_INFO: V = V::Array(&[
+    V::Bulk("discard"),
+    V::Int(1),
+    V::Set(&[
+        V::Simple("noscript"),
+        V::Simple("loading"),
+        V::Simple("stale"),
+        V::Simple("fast"),
+        V::Simple("allow_busy"),
+    ]),
+    V::Int(0),
+    V::Int(0),
+    V::Int(0),
+    V::Set(&[V::Simple("@fast"), V::Simple("@transaction")]),
+    V::Set(&[]),
+    V::Set(&[]),
+    V::Set(&[]),
+]);
+const DISCARD_DOCS: V = V::Map(&[
+    V::Bulk("summary"),
+    V::Bulk("Discard all commands issued after MULTI"),
+    V::Bulk("since"),
+    V::Bulk("2.0.0"),
+    V::Bulk("group"),
+    V::Bulk("transactions"),
+    V::Bulk("complexity"),
+    V::Bulk("O(N), when N is the number of queued commands"),
+]);
+
 // echo
 const ECHO_INFO: V = V::Array(&[
     V::Bulk("echo"),
@@ -3322,6 +3352,35 @@ const ECHO_DOCS: V = V::Map(&[
         V::Bulk("type"),
         V::Bulk("string"),
     ])]),
+]);
+
+// exec
+const EXEC_INFO: V = V::Array(&[
+    V::Bulk("exec"),
+    V::Int(1),
+    V::Set(&[
+        V::Simple("noscript"),
+        V::Simple("loading"),
+        V::Simple("stale"),
+        V::Simple("skip_slowlog"),
+    ]),
+    V::Int(0),
+    V::Int(0),
+    V::Int(0),
+    V::Set(&[V::Simple("@slow"), V::Simple("@transaction")]),
+    V::Set(&[]),
+    V::Set(&[]),
+    V::Set(&[]),
+]);
+const EXEC_DOCS: V = V::Map(&[
+    V::Bulk("summary"),
+    V::Bulk("Execute all commands issued after MULTI"),
+    V::Bulk("since"),
+    V::Bulk("1.2.0"),
+    V::Bulk("group"),
+    V::Bulk("transactions"),
+    V::Bulk("complexity"),
+    V::Bulk("Depends on commands in the transaction"),
 ]);
 
 // exists
@@ -4977,6 +5036,36 @@ const MSETNX_DOCS: V = V::Map(&[
             ]),
         ]),
     ])]),
+]);
+
+// multi
+const MULTI_INFO: V = V::Array(&[
+    V::Bulk("multi"),
+    V::Int(1),
+    V::Set(&[
+        V::Simple("noscript"),
+        V::Simple("loading"),
+        V::Simple("stale"),
+        V::Simple("fast"),
+        V::Simple("allow_busy"),
+    ]),
+    V::Int(0),
+    V::Int(0),
+    V::Int(0),
+    V::Set(&[V::Simple("@fast"), V::Simple("@transaction")]),
+    V::Set(&[]),
+    V::Set(&[]),
+    V::Set(&[]),
+]);
+const MULTI_DOCS: V = V::Map(&[
+    V::Bulk("summary"),
+    V::Bulk("Mark the start of a transaction block"),
+    V::Bulk("since"),
+    V::Bulk("1.2.0"),
+    V::Bulk("group"),
+    V::Bulk("transactions"),
+    V::Bulk("complexity"),
+    V::Bulk("O(1)"),
 ]);
 
 // object
@@ -7517,6 +7606,36 @@ const UNLINK_DOCS: V = V::Map(&[
     ])]),
 ]);
 
+// unwatch
+const UNWATCH_INFO: V = V::Array(&[
+    V::Bulk("unwatch"),
+    V::Int(1),
+    V::Set(&[
+        V::Simple("noscript"),
+        V::Simple("loading"),
+        V::Simple("stale"),
+        V::Simple("fast"),
+        V::Simple("allow_busy"),
+    ]),
+    V::Int(0),
+    V::Int(0),
+    V::Int(0),
+    V::Set(&[V::Simple("@fast"), V::Simple("@transaction")]),
+    V::Set(&[]),
+    V::Set(&[]),
+    V::Set(&[]),
+]);
+const UNWATCH_DOCS: V = V::Map(&[
+    V::Bulk("summary"),
+    V::Bulk("Forget about all watched keys"),
+    V::Bulk("since"),
+    V::Bulk("2.2.0"),
+    V::Bulk("group"),
+    V::Bulk("transactions"),
+    V::Bulk("complexity"),
+    V::Bulk("O(1)"),
+]);
+
 // wait
 const WAIT_INFO: V = V::Array(&[
     V::Bulk("wait"),
@@ -7559,6 +7678,71 @@ const WAIT_DOCS: V = V::Map(&[
             V::Bulk("integer"),
         ]),
     ]),
+]);
+
+// watch
+const WATCH_INFO: V = V::Array(&[
+    V::Bulk("watch"),
+    V::Int(-2),
+    V::Set(&[
+        V::Simple("noscript"),
+        V::Simple("loading"),
+        V::Simple("stale"),
+        V::Simple("fast"),
+        V::Simple("allow_busy"),
+    ]),
+    V::Int(1),
+    V::Int(-1),
+    V::Int(1),
+    V::Set(&[V::Simple("@fast"), V::Simple("@transaction")]),
+    V::Set(&[]),
+    V::Set(&[V::Map(&[
+        V::Bulk("flags"),
+        V::Set(&[V::Simple("RO")]),
+        V::Bulk("begin_search"),
+        V::Map(&[
+            V::Bulk("type"),
+            V::Bulk("index"),
+            V::Bulk("spec"),
+            V::Map(&[V::Bulk("index"), V::Int(1)]),
+        ]),
+        V::Bulk("find_keys"),
+        V::Map(&[
+            V::Bulk("type"),
+            V::Bulk("range"),
+            V::Bulk("spec"),
+            V::Map(&[
+                V::Bulk("lastkey"),
+                V::Int(-1),
+                V::Bulk("keystep"),
+                V::Int(1),
+                V::Bulk("limit"),
+                V::Int(0),
+            ]),
+        ]),
+    ])]),
+    V::Set(&[]),
+]);
+const WATCH_DOCS: V = V::Map(&[
+    V::Bulk("summary"),
+    V::Bulk("Watch the given keys to determine execution of the MULTI/EXEC block"),
+    V::Bulk("since"),
+    V::Bulk("2.2.0"),
+    V::Bulk("group"),
+    V::Bulk("transactions"),
+    V::Bulk("complexity"),
+    V::Bulk("O(1) for every key."),
+    V::Bulk("arguments"),
+    V::Array(&[V::Map(&[
+        V::Bulk("name"),
+        V::Bulk("key"),
+        V::Bulk("type"),
+        V::Bulk("key"),
+        V::Bulk("key_spec_index"),
+        V::Int(0),
+        V::Bulk("flags"),
+        V::Set(&[V::Simple("multiple")]),
+    ])]),
 ]);
 
 /// Every top-level command Shoal implements, sorted by name; subcommands sorted too.
@@ -8375,6 +8559,18 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         help: &[],
     },
     CommandSpec {
+        name: "discard",
+        arity: 1,
+        flags: NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        info: &DISCARD_INFO,
+        docs: &DISCARD_DOCS,
+        subcommands: &[],
+        help: &[],
+    },
+    CommandSpec {
         name: "echo",
         arity: 2,
         flags: LOADING | STALE | FAST,
@@ -8383,6 +8579,18 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         step: 0,
         info: &ECHO_INFO,
         docs: &ECHO_DOCS,
+        subcommands: &[],
+        help: &[],
+    },
+    CommandSpec {
+        name: "exec",
+        arity: 1,
+        flags: NOSCRIPT | LOADING | STALE | SKIP_SLOWLOG,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        info: &EXEC_INFO,
+        docs: &EXEC_DOCS,
         subcommands: &[],
         help: &[],
     },
@@ -8675,6 +8883,18 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         step: 2,
         info: &MSETNX_INFO,
         docs: &MSETNX_DOCS,
+        subcommands: &[],
+        help: &[],
+    },
+    CommandSpec {
+        name: "multi",
+        arity: 1,
+        flags: NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        info: &MULTI_INFO,
+        docs: &MULTI_DOCS,
         subcommands: &[],
         help: &[],
     },
@@ -9190,6 +9410,18 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         help: &[],
     },
     CommandSpec {
+        name: "unwatch",
+        arity: 1,
+        flags: NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        info: &UNWATCH_INFO,
+        docs: &UNWATCH_DOCS,
+        subcommands: &[],
+        help: &[],
+    },
+    CommandSpec {
         name: "wait",
         arity: 3,
         flags: NOSCRIPT,
@@ -9198,6 +9430,18 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         step: 0,
         info: &WAIT_INFO,
         docs: &WAIT_DOCS,
+        subcommands: &[],
+        help: &[],
+    },
+    CommandSpec {
+        name: "watch",
+        arity: -2,
+        flags: NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY,
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        info: &WATCH_INFO,
+        docs: &WATCH_DOCS,
         subcommands: &[],
         help: &[],
     },

@@ -8,6 +8,7 @@ mod keys;
 mod replication;
 mod server;
 mod strings;
+mod transactions;
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -165,6 +166,9 @@ fn handler_of(name: &str) -> Option<Handler> {
         "psync" => MayWait(replication::psync),
         "replconf" => Now(replication::replconf),
         "wait" => MayWait(replication::wait),
+        // transactions
+        "watch" => Now(transactions::watch),
+        "unwatch" => Now(transactions::unwatch),
         // introspection
         "command" => Now(introspection::command),
         "command|count" => Now(introspection::command_count),

@@ -9,6 +9,8 @@
 //! | `PING` | the primary is alive (every second while idle) |
 //! | `REPLCONF GETACK *` | acknowledge now (a client is in `WAIT`) |
 //! | `SHOAL.SNAPSHOT END` | a full resync's snapshot is complete (not counted in offsets) |
+//! | `MULTI` ... `EXEC` | the frames between are one unit (a transaction's effects): a replica |
+//! | | applies them together, in its store's exclusive section, never half of them |
 
 use shoal_proto::{Argv, Limits, Parsed, ProtocolError, RequestParser, peek_key};
 use shoal_store::Store;
@@ -21,6 +23,12 @@ pub const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 /// `FLUSHALL`.
 pub const FLUSHALL: &[u8] = b"*1\r\n$8\r\nFLUSHALL\r\n";
+
+/// Opens a unit of frames applied together.
+pub const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+
+/// Closes a unit opened by [`MULTI`].
+pub const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 
 /// `REPLCONF GETACK *`: acknowledge now (counted in offsets, as every stream byte).
 pub const GETACK: &[u8] = b"*3\r\n$8\r\nREPLCONF\r\n$6\r\nGETACK\r\n$1\r\n*\r\n";
@@ -95,10 +103,7 @@ impl Applier {
     /// An applier for a fresh stream.
     pub fn new() -> Applier {
         Applier {
-            parser: RequestParser::new(Limits {
-                max_bulk_len: usize::MAX,
-                max_args: 16,
-            }),
+            parser: stream_parser(),
         }
     }
 
@@ -117,6 +122,18 @@ impl Applier {
             match self.parser.parse(&buf[consumed..])? {
                 Parsed::Command { consumed: n } => {
                     let argv = self.parser.argv(&buf[consumed..]);
+                    if argv.len() == 1 && is(argv.get(0), "MULTI") {
+                        let rest = &buf[consumed + n..];
+                        let Some(unit) = unit_len(rest)? else {
+                            // Applied once the whole unit is here.
+                            return Ok(consumed);
+                        };
+                        on_frame(n, Applied::Change);
+                        consumed += n;
+                        store.exclusive(|| self.apply_unit(&rest[..unit], store, &mut on_frame))?;
+                        consumed += unit;
+                        continue;
+                    }
                     // The next frame's key is usually here already: fetch its index entry
                     // while this one is applied, as a session does for pipelined commands.
                     if let Some(next) = peek_key(&buf[consumed + n..]) {
@@ -132,6 +149,59 @@ impl Applier {
                 Parsed::Empty { consumed: n } => consumed += n,
                 Parsed::Incomplete { .. } => return Ok(consumed),
             }
+        }
+    }
+}
+
+impl Applier {
+    /// Applies the frames of a unit, `EXEC` included (all complete).
+    fn apply_unit(
+        &mut self,
+        unit: &[u8],
+        store: &Store,
+        on_frame: &mut impl FnMut(usize, Applied),
+    ) -> Result<(), StreamError> {
+        let mut consumed = 0;
+        while consumed < unit.len() {
+            match self.parser.parse(&unit[consumed..])? {
+                Parsed::Command { consumed: n } => {
+                    let applied = apply_frame(&self.parser.argv(&unit[consumed..]), store)?;
+                    consumed += n;
+                    on_frame(n, applied);
+                }
+                Parsed::Empty { consumed: n } => consumed += n,
+                Parsed::Incomplete { .. } => break,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A parser of the stream's frames: any value size, few arguments.
+fn stream_parser() -> RequestParser {
+    RequestParser::new(Limits {
+        max_bulk_len: usize::MAX,
+        max_args: 16,
+    })
+}
+
+/// The length of the unit at the start of `rest` (after its `MULTI`), through its `EXEC`;
+/// `None` while the stream has not brought all of it. Parsed with a parser of its own, so
+/// the applier's stays at a frame boundary.
+fn unit_len(rest: &[u8]) -> Result<Option<usize>, StreamError> {
+    let mut parser = stream_parser();
+    let mut len = 0;
+    loop {
+        match parser.parse(&rest[len..])? {
+            Parsed::Command { consumed } => {
+                let argv = parser.argv(&rest[len..]);
+                len += consumed;
+                if argv.len() == 1 && is(argv.get(0), "EXEC") {
+                    return Ok(Some(len));
+                }
+            }
+            Parsed::Empty { consumed } => len += consumed,
+            Parsed::Incomplete { .. } => return Ok(None),
         }
     }
 }
@@ -175,7 +245,9 @@ fn apply_frame(argv: &Argv<'_>, store: &Store) -> Result<Applied, StreamError> {
             store.clear();
             Ok(Applied::Change)
         }
-        1 if is(name, "PING") => Ok(Applied::Change),
+        // The end of a unit (or a unit's end alone, when a resync's stream starts inside a
+        // unit whose earlier effects its snapshot holds).
+        1 if is(name, "PING") || is(name, "EXEC") => Ok(Applied::Change),
         2 if is(name, "SHOAL.SNAPSHOT") && is(argv.get(1), "END") => Ok(Applied::SnapshotEnd),
         3 if is(name, "REPLCONF") && is(argv.get(1), "GETACK") => Ok(Applied::AckRequested),
         _ => Err(unexpected()),

@@ -18,7 +18,7 @@ mod frames;
 pub(crate) mod primary;
 pub(crate) mod replica;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -324,6 +324,7 @@ impl Replication {
         Arc::new(StreamJournal {
             on: self.journal_on.clone(),
             replication: Arc::downgrade(self),
+            unit: AtomicU8::new(NO_UNIT),
         })
     }
 
@@ -559,12 +560,23 @@ impl Replication {
     }
 }
 
+/// No unit is open ([`StreamJournal::unit`]).
+const NO_UNIT: u8 = 0;
+/// A unit began, and has reported no change yet: `MULTI` is not written (a unit without
+/// changes leaves nothing in the stream).
+const UNIT_BEGUN: u8 = 1;
+/// A unit's `MULTI` is written: `EXEC` closes it.
+const UNIT_OPEN: u8 = 2;
+
 /// The store's journal on a primary: each change becomes a frame in the backlog.
 struct StreamJournal {
     /// Whether to record: read first, so a node that records nothing (standalone, replica)
     /// pays one load per write.
     on: Arc<AtomicBool>,
     replication: Weak<Replication>,
+    /// Where the store's current unit is ([`NO_UNIT`], [`UNIT_BEGUN`], [`UNIT_OPEN`]). Only
+    /// the thread holding the store's every lock changes it, so relaxed order is enough.
+    unit: AtomicU8,
 }
 
 impl StreamJournal {
@@ -577,6 +589,10 @@ impl StreamJournal {
         };
         {
             let mut history = replication.history.lock();
+            if self.unit.load(Relaxed) == UNIT_BEGUN {
+                history.backlog.append(frames::MULTI);
+                self.unit.store(UNIT_OPEN, Relaxed);
+            }
             write(&mut history.backlog);
             replication.end.store(history.backlog.end(), Relaxed);
         }
@@ -612,8 +628,18 @@ impl Journal for StreamJournal {
         self.with(|backlog| append_encoded(backlog, |frame| frames::delete(frame, key)));
     }
 
-    fn flush(&self) {
+    fn flush(&self, _existed: &dyn Fn(&[u8]) -> bool) {
         self.with(|backlog| backlog.append(frames::FLUSHALL));
+    }
+
+    fn begin_unit(&self) {
+        self.unit.store(UNIT_BEGUN, Relaxed);
+    }
+
+    fn end_unit(&self) {
+        if self.unit.swap(NO_UNIT, Relaxed) == UNIT_OPEN {
+            self.with(|backlog| backlog.append(frames::EXEC));
+        }
     }
 }
 

@@ -7,12 +7,14 @@
 //! | `keys` | keys: `DEL`, `EXISTS`, `TOUCH`, `EXPIRE`, `TTL`, `OBJECT`, `RENAME`, `COPY`, `SCAN`... |
 //! | `maintenance` | background work: eviction under `maxmemory`, active expiry, compaction |
 //! | `snapshot` | replication: the journal, the snapshot walk and its replay |
+//! | `exclusive` | locking a shard, and the exclusive section a transaction runs in |
 //!
 //! Every operation takes `&self` and locks only the shards it touches, in shard order when it
 //! touches several, so multi-key commands (`MSET`, `MGET`, `DEL`, `RENAME`...) are atomic.
 //! Values are handed to closures while the shard is locked, so a reply can copy them straight
 //! into an output buffer with no intermediate allocation.
 
+mod exclusive;
 mod keys;
 mod maintenance;
 mod snapshot;
@@ -21,7 +23,7 @@ mod strings;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 
 use crate::arena::{PAGE_SIZE, PagePool};
 use crate::clock::{Clock, SystemClock};
@@ -30,6 +32,7 @@ use crate::events::KeyEvents;
 use crate::hash::{KeyHasher, random_seed};
 use crate::policy::EvictionPolicy;
 use crate::shard::{MemoryBudget, Now, Shard, ShardStats};
+use exclusive::ShardGuard;
 
 pub use keys::{Encoding, ExpireCondition, ExpireOutcome, KeyTtl, ObjectInfo, RenameOutcome};
 pub use maintenance::{ExpireCycle, OutOfMemory, Upkeep};
@@ -235,11 +238,6 @@ impl Store {
     }
 
     #[inline]
-    fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
-        self.shards[index].shard.lock()
-    }
-
-    #[inline]
     fn clock_now(&self) -> u32 {
         self.lru_clock.load(Relaxed)
     }
@@ -309,13 +307,16 @@ impl Store {
     /// so no write lands between the shards being cleared, and the journal hears one flush.
     pub fn clear(&self) {
         let mut guards: Vec<_> = (0..self.shards.len()).map(|i| self.lock(i)).collect();
+        if let Some(journal) = guards[0].journal().cloned() {
+            journal.flush(&|key| {
+                let hash = self.hash(key);
+                guards[self.shard_index(hash)].find(hash, key).is_some()
+            });
+        }
         for (index, shard) in guards.iter_mut().enumerate() {
             let before = shard.used;
             shard.clear();
             self.settle(index, before, shard);
-        }
-        if let Some(journal) = guards[0].journal() {
-            journal.flush();
         }
     }
 
@@ -403,7 +404,7 @@ impl Store {
 
 /// Several shards locked at once, in index order, with their `used` at locking time.
 struct Locks<'a> {
-    guards: Vec<(usize, MutexGuard<'a, Shard>, usize)>,
+    guards: Vec<(usize, ShardGuard<'a>, usize)>,
 }
 
 impl Locks<'_> {

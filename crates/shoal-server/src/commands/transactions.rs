@@ -1,0 +1,27 @@
+//! `WATCH` and `UNWATCH`. (`MULTI`, `EXEC` and `DISCARD` are the front door's, which keeps the
+//! queue; the node runs it, see `crate::transaction`.)
+
+use shoal_frontdoor::CommandError;
+use shoal_proto::Argv;
+
+use super::{CommandResult, Ctx};
+
+/// `WATCH key [key ...]`: the connection's next `EXEC` runs nothing if one of these keys
+/// changes first.
+pub fn watch(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
+    if ctx.conn.in_multi() {
+        return Err(CommandError::fixed("ERR WATCH inside MULTI is not allowed"));
+    }
+    for key in argv.iter().skip(1) {
+        ctx.shared.watches.watch(&mut ctx.client.watching, key);
+    }
+    ctx.reply().ok();
+    Ok(())
+}
+
+/// `UNWATCH`: forgets every watched key.
+pub fn unwatch(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
+    ctx.client.watching = None;
+    ctx.reply().ok();
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! A node's transactions (`MULTI` ... `EXEC`), as Redis 7 runs them:
+//!
+//! * a command about to be queued passes the checks of a command about to run
+//!   ([`Shared::check`]: routing, memory, a replica's read-only state...), and a refusal fails
+//!   the transaction;
+//! * `EXEC` checks the transaction as a whole: in a cluster its keys must share one slot
+//!   (`-CROSSSLOT`) that this node serves (`-MOVED`); writes wait while writes are paused and
+//!   need enough replicas and memory;
+//! * then the queued commands run inside the store's exclusive section: no other client, on
+//!   any thread, sees part of them, a watched key's change is seen before anything runs, and
+//!   replicas receive the effects as one unit (see `replication::frames`).
+
+use std::sync::Arc;
+
+use shoal_cluster::key_slot;
+use shoal_frontdoor::{Admission, Call, CommandError, Outcome, Transaction};
+use shoal_proto::Argv;
+use shoal_proto::command_table::{CommandSpec, flags};
+
+use crate::backend::{Check, LOADING};
+use crate::cluster::Route;
+use crate::commands::{Ctx, Handler, Waiting, handler};
+use crate::shared::Shared;
+use crate::watch::Watching;
+
+impl Shared {
+    /// Decides about a command about to be queued in a transaction.
+    pub(crate) fn admit_queued(self: &Arc<Self>, mut call: Call<'_, Self>) -> Admission {
+        match self.check(&mut call) {
+            // A forwarding node sends the whole transaction to its slot's node at `EXEC`.
+            Check::Pass | Check::Forward(_) => Admission::Queue,
+            Check::Stop(Outcome::Retry(wait)) => Admission::Retry(wait),
+            Check::Stop(Outcome::Refused(error) | Outcome::Failed(error)) => {
+                Admission::Refuse(error)
+            }
+            Check::Stop(_) => Admission::Refuse(CommandError::fixed(
+                "ERR this command cannot be queued in a transaction",
+            )),
+        }
+    }
+
+    /// `EXEC`: checks the transaction, then runs it as one.
+    pub(crate) fn exec_transaction(
+        self: &Arc<Self>,
+        mut transaction: Transaction<'_, Self>,
+    ) -> Outcome<Self> {
+        if let Some(refusal) = self.check_transaction(&mut transaction) {
+            return refusal;
+        }
+        self.store.exclusive(|| {
+            // Inside the section: every change made before it has been reported.
+            if transaction
+                .state
+                .watching
+                .as_ref()
+                .is_some_and(Watching::changed)
+            {
+                transaction.abort_watched();
+            } else {
+                transaction.run(|call| self.run_queued(call));
+            }
+        });
+        Outcome::Ran
+    }
+
+    /// Redis's checks of `EXEC`, over the queued commands as a whole.
+    fn check_transaction(
+        self: &Arc<Self>,
+        transaction: &mut Transaction<'_, Self>,
+    ) -> Option<Outcome<Self>> {
+        let flags = transaction.flags();
+        if let Some(cluster) = &self.cluster {
+            let keyless_write = transaction
+                .commands()
+                .any(|(command, _)| command.spec.first_key == 0 && command.spec.has(flags::WRITE));
+            if keyless_write && let Some(error) = self.keyless_write_refusal() {
+                return Some(Outcome::Refused(error));
+            }
+            let routed = match routed_command(transaction) {
+                Err(error) => return Some(Outcome::Refused(error)),
+                Ok(None) => None,
+                Ok(Some(routed)) => Some(routed),
+            };
+            if let Some((spec, argv)) = routed {
+                let retried = std::mem::take(&mut transaction.state.map_awaited);
+                match cluster.route(spec, &argv, transaction.state, retried) {
+                    Route::Local if !self.replication.data_ready() => {
+                        return Some(Outcome::Refused(CommandError::fixed(LOADING)));
+                    }
+                    Route::Local => {}
+                    Route::Reject(error) => return Some(Outcome::Refused(error)),
+                    Route::AwaitMap => return Some(self.await_map(transaction.state)),
+                    Route::Forward(addr) => {
+                        let slot = key_slot(argv.get(spec.key_positions(argv.len()).next()?));
+                        return Some(Outcome::Refused(CommandError::Other(
+                            format!("MOVED {slot} {addr}").into(),
+                        )));
+                    }
+                }
+            }
+        }
+        self.state_refusal(transaction.state, flags)
+    }
+
+    /// Runs one queued command of a transaction, inside the exclusive section: its handler,
+    /// without the checks `EXEC` made for the whole. A command that would wait answers at
+    /// once instead, as Redis's do inside `EXEC` (`WAIT` replies how many replicas have
+    /// acknowledged so far).
+    fn run_queued(&self, mut call: Call<'_, Self>) -> Result<(), CommandError> {
+        let Some(handler) = handler(call.command.id) else {
+            return Err(CommandError::WrongArity(call.command.spec.name));
+        };
+        call.start_clock();
+        let argv = call.argv;
+        let mut ctx = Ctx {
+            shared: self,
+            conn: call.conn,
+            client: call.state,
+            out: call.out,
+        };
+        let result = match handler {
+            Handler::Now(run) => run(&mut ctx, argv),
+            Handler::MayWait(run) => match run(&mut ctx, argv)? {
+                None => Ok(()),
+                Some(Waiting::Acks { .. }) => {
+                    let acked = self.replication.acked_at_least(ctx.client.write_offset);
+                    ctx.reply().int(acked as i64);
+                    Ok(())
+                }
+                Some(Waiting::Replicate(_) | Waiting::Failover { .. }) => Err(CommandError::fixed(
+                    "ERR Command not allowed inside a transaction",
+                )),
+            },
+        };
+        if call.command.spec.has(flags::WRITE) && self.replication.recording() {
+            ctx.client.write_offset = self.replication.offset();
+        }
+        result
+    }
+}
+
+/// The queued command a transaction is routed by: one with keys, a write if there is one
+/// (a replica serves a transaction to a `READONLY` client only if it only reads). `None`
+/// if no command has keys; `-CROSSSLOT` if the keys are in more than one slot.
+fn routed_command<'a>(
+    transaction: &Transaction<'a, Shared>,
+) -> Result<Option<(&'static CommandSpec, Argv<'a>)>, CommandError> {
+    let mut slot = None;
+    let mut routed: Option<(&'static CommandSpec, Argv<'a>)> = None;
+    for (command, argv) in transaction.commands() {
+        let spec = command.spec;
+        let mut keys = spec.key_positions(argv.len()).peekable();
+        if keys.peek().is_none() {
+            continue;
+        }
+        for position in keys {
+            let this = key_slot(argv.get(position));
+            if slot.is_some_and(|s| s != this) {
+                return Err(CommandError::fixed(
+                    "CROSSSLOT Keys in request don't hash to the same slot",
+                ));
+            }
+            slot = Some(this);
+        }
+        if routed.is_none_or(|(chosen, _)| !chosen.has(flags::WRITE) && spec.has(flags::WRITE)) {
+            routed = Some((spec, argv));
+        }
+    }
+    Ok(routed)
+}
