@@ -351,7 +351,9 @@ fn redacted<'a>(spec: &CommandSpec, argv: &Argv<'a>) -> Option<Vec<&'a [u8]>> {
     changed.then_some(args)
 }
 
-/// Refuses a command. Inside `MULTI` that fails the transaction, as Redis's `rejectCommand`.
+/// Refuses a command, as Redis's `rejectCommand`: inside `MULTI` that fails the transaction,
+/// and a refused `EXEC` drops it and says so (`-EXECABORT ...`), but for a cluster's
+/// redirections, which it answers as they are.
 fn reject<B: Backend>(r: &mut Request<'_, B>, id: u32, error: &CommandError) {
     if let Some(multi) = &mut r.conn.multi {
         multi.failed = true;
@@ -359,7 +361,13 @@ fn reject<B: Backend>(r: &mut Request<'_, B>, id: u32, error: &CommandError) {
     r.worker.record_rejected(id as usize);
     // As Redis sets `lastcmd` before its checks: `CLIENT LIST` shows the refused command.
     r.conn.last_command = id;
-    write_error(r, error);
+    if table().name(id) == Some("exec") && !multi::is_redirection(error) {
+        r.conn.multi = None;
+        r.backend.unwatch(r.state);
+        write_error(r, &multi::exec_abort(error));
+    } else {
+        write_error(r, error);
+    }
 }
 
 fn write_error<B: Backend>(r: &mut Request<'_, B>, error: &CommandError) {

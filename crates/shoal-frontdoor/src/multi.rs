@@ -23,6 +23,25 @@ use crate::stats::WorkerStats;
 /// `EXEC` of a transaction that failed while queuing.
 pub(crate) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
 
+/// What a refused `EXEC` answers: `-EXECABORT Transaction discarded because of: ` and the
+/// refusal (without its `ERR `, as Redis formats it).
+pub(crate) fn exec_abort(refusal: &CommandError) -> CommandError {
+    let line = refusal.bytes();
+    let reason = line.strip_prefix(b"ERR ").unwrap_or(&line);
+    let mut text = b"EXECABORT Transaction discarded because of: ".to_vec();
+    text.extend_from_slice(reason);
+    CommandError::Raw(text)
+}
+
+/// Whether `error` is a cluster's redirection or refusal of a slot, which a refused `EXEC`
+/// answers as it is (Redis's `clusterRedirectClient`).
+pub(crate) fn is_redirection(error: &CommandError) -> bool {
+    matches!(
+        error.code().as_str(),
+        "MOVED" | "ASK" | "CROSSSLOT" | "TRYAGAIN" | "CLUSTERDOWN"
+    )
+}
+
 /// What a command refused inside `MULTI` for its `NO_MULTI` flag is told.
 pub(crate) const NOT_IN_MULTI: &str = "ERR Command not allowed inside a transaction";
 

@@ -48,7 +48,12 @@ impl Shared {
             return refusal;
         }
         self.store.exclusive(|| {
-            // Inside the section: every change made before it has been reported.
+            // Inside the section every change made before it has been reported. A watched
+            // key whose time ran out since it was watched changed too (Redis's
+            // `isWatchedKeyExpired`): looking it up reclaims it, which raises the flag.
+            if let Some(watching) = &transaction.state.watching {
+                self.store.count_existing(watching.keys());
+            }
             if transaction
                 .state
                 .watching

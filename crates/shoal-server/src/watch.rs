@@ -18,8 +18,11 @@ use parking_lot::Mutex;
 pub(crate) struct Watches {
     /// How many (key, connection) pairs are watched.
     watched: AtomicUsize,
-    keys: Mutex<HashMap<Box<[u8]>, Vec<Arc<WatchFlag>>>>,
+    keys: Mutex<HashMap<Box<[u8]>, Watchers>>,
 }
+
+/// The flags of the connections watching one key.
+type Watchers = Vec<Arc<WatchFlag>>;
 
 /// Raised when a key its connection watches changes.
 #[derive(Debug, Default)]
@@ -95,6 +98,11 @@ impl Watches {
 }
 
 impl Watching {
+    /// The keys watched.
+    pub(crate) fn keys(&self) -> impl ExactSizeIterator<Item = &[u8]> + Clone {
+        self.keys.iter().map(|k| &**k)
+    }
+
     /// Whether a watched key changed since it was watched.
     pub(crate) fn changed(&self) -> bool {
         self.flag.0.load(Relaxed)

@@ -1662,4 +1662,5 @@ scripts! {
     compat_acl => "acl.txt",
     compat_acl_file => "acl_file.txt",
     compat_protocol => "protocol.txt",
+    compat_transactions => "transactions.txt",
 }

@@ -685,6 +685,13 @@ fn no_command_panics_or_drops_the_connection_on_odd_arguments() {
             // The second half in RESP3, whose replies are encoded differently.
             assert!(matches!(raw.cmd(&[b"HELLO", b"3"]), Value::Map(_)));
         }
+        // A `MULTI` sent earlier queues what follows (and `EXEC` ran the queue, which must
+        // not panic either): end it, if one is open, before the round's keys are set.
+        match raw.cmd(&[b"DISCARD"]) {
+            Value::Simple(_) => {}
+            Value::Error(e) => assert_eq!(e, b"ERR DISCARD without MULTI"),
+            other => panic!("DISCARD: {other:?}"),
+        }
         ok(raw.cmd(&[b"SET", b"k", b"abc"]));
         ok(raw.cmd(&[b"SET", b"n", b"10"]));
         ok(raw.cmd(&[b"SET", b"f", b"1.5"]));

@@ -13,6 +13,9 @@ pub fn watch(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         return Err(CommandError::fixed("ERR WATCH inside MULTI is not allowed"));
     }
     for key in argv.iter().skip(1) {
+        // A key whose time ran out is reclaimed first: its expiry is not a change after
+        // the watch began.
+        ctx.shared.store.count_existing(std::iter::once(key));
         ctx.shared.watches.watch(&mut ctx.client.watching, key);
     }
     ctx.reply().ok();

@@ -303,6 +303,53 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_applies_only_once_all_of_it_is_here_and_a_stray_exec_is_nothing() {
+        let mut stream = Vec::new();
+        put(&mut stream, b"before", b"0", None);
+        stream.extend_from_slice(MULTI);
+        put(&mut stream, b"a", b"1", None);
+        stream.extend_from_slice(PING);
+        put(&mut stream, b"b", b"1", None);
+        stream.extend_from_slice(EXEC);
+        // A resync's stream may start inside a unit: its end alone is harmless.
+        stream.extend_from_slice(EXEC);
+        let total = stream.len();
+        let unit_start = stream
+            .windows(MULTI.len())
+            .position(|w| w == MULTI)
+            .unwrap();
+        let unit_end = unit_start
+            + stream[unit_start..]
+                .windows(EXEC.len())
+                .position(|w| w == EXEC)
+                .unwrap()
+            + EXEC.len();
+        for cut in 0..total {
+            let s = store();
+            let mut applier = Applier::new();
+            let mut counted = 0;
+            let mut on = |n: usize, _: Applied| counted += n;
+            let first = applier.apply(&stream[..cut], &s, &mut on).unwrap();
+            let (a, b) = (s.get(b"a", |v| v.to_vec()), s.get(b"b", |v| v.to_vec()));
+            if cut < unit_end {
+                // Not all of the unit is here: none of it is applied, and it stays.
+                assert!(first <= unit_start, "cut at {cut}: consumed {first}");
+                assert_eq!((a, b), (None, None), "cut at {cut}");
+            } else {
+                assert_eq!((a, b), (Some(b"1".to_vec()), Some(b"1".to_vec())));
+            }
+            let mut done = first;
+            while done < total {
+                let n = applier.apply(&stream[done..], &s, &mut on).unwrap();
+                assert!(n > 0, "cut at {cut}: stuck at {done}");
+                done += n;
+            }
+            assert_eq!(counted, total, "every byte counts in the offset");
+            assert_eq!(s.get(b"b", |v| v.to_vec()), Some(b"1".to_vec()));
+        }
+    }
+
+    #[test]
     fn foreign_frames_stop_the_stream() {
         let s = store();
         for frame in [
