@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shoal_cluster::bus::{BusConnection, Reply, Request};
-use shoal_cluster::{BusSecret, ClusterMap, NodeId, seed};
+use shoal_cluster::{BusCredentials, ClusterMap, NodeId, seed};
 use tokio::sync::mpsc;
 
 type Arrival = (NodeId, u64, u64); // node, epoch, delay in ms
@@ -27,9 +27,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: propagation SEED EPOCHS SECONDS".into());
     };
     let (wanted, seconds): (usize, u64) = (epochs.parse()?, seconds.parse()?);
-    let secret = shoal_cluster::BusSecret::load(std::path::Path::new(&std::env::var(
-        "SHOAL_CLUSTER_SECRET_FILE",
-    )?))?;
+    let secret = BusCredentials::new(shoal_cluster::BusSecret::load(std::path::Path::new(
+        &std::env::var("SHOAL_CLUSTER_SECRET_FILE")?,
+    ))?);
     let bus = seed::bus_addr_of(seed_addr, None, Duration::from_secs(2)).await?;
     let Reply::Map(first) =
         shoal_cluster::bus::call(&bus, &secret, &Request::GetMap, Duration::from_secs(2)).await?
@@ -96,7 +96,7 @@ fn watch_new_nodes(
     map: &ClusterMap,
     watched: &mut HashSet<NodeId>,
     tx: &mpsc::UnboundedSender<(Arrival, ClusterMap)>,
-    secret: &BusSecret,
+    secret: &BusCredentials,
 ) {
     // A node first seen in this map is watched from the next epoch on: its arrival for this
     // one would only measure how late we subscribed.

@@ -92,8 +92,15 @@ pub struct ClientConfig {
     /// client subscribes at another node.
     pub subscription_silence: Duration,
     /// TLS to the nodes' RESP ports (`None`: plain TCP). The map's addresses must then be the
-    /// nodes' TLS ports (`cluster-announce-port`).
+    /// nodes' TLS ports (`cluster-announce-port`). The cluster bus is apart: see
+    /// [`bus_tls`](Self::bus_tls).
     pub tls: Option<ClientTls>,
+    /// TLS to the nodes' cluster bus, where the client follows the map, for a cluster whose
+    /// nodes run with `tls-cluster yes` (`None`: plain TCP). The rustls configuration must
+    /// trust the cluster's CA and show a client certificate it signed (the nodes require
+    /// one); each node's certificate must name the host of its bus address. The cluster
+    /// secret is still proved, inside TLS.
+    pub bus_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How a client speaks TLS to the nodes.
@@ -131,6 +138,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("map_timeout", &self.map_timeout)
             .field("subscription_silence", &self.subscription_silence)
             .field("tls", &self.tls.as_ref().map(|t| &t.server_name))
+            .field("bus_tls", &self.bus_tls.is_some())
             .finish()
     }
 }
@@ -156,6 +164,7 @@ impl Default for ClientConfig {
             map_timeout: Duration::from_secs(5),
             subscription_silence: Duration::from_secs(2),
             tls: None,
+            bus_tls: None,
         }
     }
 }
@@ -269,7 +278,8 @@ impl ClientConfig {
         Ok(())
     }
 
-    /// Speaks TLS to the nodes (see [`ClientTls`]).
+    /// Speaks TLS to the nodes' RESP ports (see [`ClientTls`]); for their cluster bus too,
+    /// add [`with_bus_tls`](Self::with_bus_tls).
     pub fn with_tls(
         mut self,
         config: Arc<rustls::ClientConfig>,
@@ -279,6 +289,14 @@ impl ClientConfig {
             config,
             server_name,
         });
+        self
+    }
+
+    /// Sets [`bus_tls`](Self::bus_tls): follows the map over TLS, for a cluster whose bus
+    /// speaks TLS (`tls-cluster yes`). Often the same configuration as
+    /// [`with_tls`](Self::with_tls)'s, with a client certificate.
+    pub fn with_bus_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.bus_tls = Some(config);
         self
     }
 

@@ -70,6 +70,14 @@
 //! [`Client::connect`] follows the cluster bus ([`BusMapSource`]); [`Client::with_map`] uses a
 //! fixed map; [`Client::with_source`] takes any [`MapSource`]. Maps only ever move forward in
 //! epoch. [`Client::subscribe_map`] and [`Client::map_changed`] let a proxy react to new maps.
+//!
+//! # TLS
+//!
+//! Two settings, since a cluster may encrypt one and not the other:
+//! [`ClientConfig::with_tls`] for the nodes' RESP ports (`tls-port`, announced with
+//! `tls-replication`), [`ClientConfig::with_bus_tls`] for their cluster bus, where the client
+//! follows the map (nodes with `tls-cluster yes`, which require a client certificate the
+//! cluster's CA signed). The cluster secret is proved either way, inside TLS on a TLS bus.
 
 mod client;
 mod codec;

@@ -3,7 +3,9 @@
 //! Redis Cluster's bus).
 //!
 //! Every connection opens with the handshake of [`crate::bus_auth`]: each side proves that it
-//! knows the cluster secret ([`BusSecret`]) before anything else is read. Then frames flow: a
+//! knows the cluster secret ([`BusSecret`]) before anything else is read. With `tls-cluster`,
+//! a TLS session comes first and the handshake runs inside it (see `bus_tls`): what a process
+//! needs to connect is its [`BusCredentials`]. Then frames flow: a
 //! frame is a 4-byte big-endian length and that many bytes of JSON. A connection carries one
 //! [`Request`] and its [`Reply`] at a time, except after [`Request::Subscribe`], when the server
 //! sends a [`Reply::Map`] whenever its map changes and a [`Reply::Ping`] every
@@ -25,6 +27,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::bus_auth::{self, BusSecret, HandshakeError};
+use crate::bus_credentials::BusCredentials;
+use crate::bus_tls::{self, BusStream, BusTlsAcceptor};
 pub use crate::decide::ReplicationReport;
 use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo, Role, ShardId};
 use crate::raft::TypeConfig;
@@ -75,6 +79,31 @@ pub enum BusError {
         addr: String,
         /// What went wrong.
         reason: String,
+    },
+    /// TLS with the peer failed (`tls-cluster`): its bus does not speak TLS, or one side does
+    /// not accept the other's certificate.
+    #[error("cluster bus: TLS with {addr} failed: {reason}")]
+    Tls {
+        /// The peer.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A plain connection was taken but no bus hello came: the peer's bus speaks TLS
+    /// (`tls-cluster yes`) and waits for a TLS handshake, or the node is paused or overloaded.
+    #[error(
+        "cluster bus: {addr} sent no cluster bus hello {}: if its bus speaks TLS \
+         (tls-cluster yes), give this process the cluster's TLS settings (its CA, and a \
+         certificate the CA signed); else the node is paused or overloaded",
+        if *closed { "and closed the connection".to_string() } else { format!("within {waited:?}") }
+    )]
+    NoHello {
+        /// The peer.
+        addr: String,
+        /// Whether it closed the connection (else it said nothing).
+        closed: bool,
+        /// How long this side was willing to wait.
+        waited: Duration,
     },
     /// The peer answered with an error.
     #[error("cluster bus: {addr} refused: {message}")]
@@ -410,38 +439,49 @@ fn parse_routes(spec: &str) -> Vec<(String, String)> {
 /// One client connection to a node's bus, for request/reply exchanges.
 pub struct BusConnection {
     addr: String,
-    stream: TcpStream,
+    stream: BusStream,
 }
 
 impl BusConnection {
-    /// Connects to `addr` (`host:port` of a bus) and proves `secret` (and checks that the
-    /// peer knows it too), all within `timeout`.
+    /// Connects to `addr` (`host:port` of a bus) with `credentials`: a TLS session first if
+    /// they have TLS settings, then the proof of their secret (and the check that the peer
+    /// knows it too), all within `timeout`.
     pub async fn connect(
         addr: &str,
-        secret: &BusSecret,
+        credentials: &BusCredentials,
         timeout: Duration,
     ) -> Result<BusConnection, BusError> {
-        let open = async {
-            let mut stream =
-                TcpStream::connect(route(addr))
-                    .await
-                    .map_err(|source| BusError::Io {
-                        addr: addr.to_string(),
-                        source,
-                    })?;
-            let _ = stream.set_nodelay(true);
-            bus_auth::connect(&mut stream, secret)
-                .await
-                .map_err(|e| handshake_error(addr, e))?;
-            Ok(stream)
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || BusError::Timeout {
+            addr: addr.to_string(),
+            timeout,
         };
-        let stream =
-            tokio::time::timeout(timeout, open)
+        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect(route(addr)))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|source| BusError::Io {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream = match credentials.tls() {
+            Some(tls) => tokio::time::timeout_at(deadline, tls.connect(tcp, addr))
                 .await
-                .map_err(|_| BusError::Timeout {
+                .map_err(|_| timed_out())?
+                .map_err(|e| BusError::Tls {
                     addr: addr.to_string(),
-                    timeout,
-                })??;
+                    reason: bus_tls::handshake_failure(&e),
+                })?,
+            None => {
+                await_hello(&tcp, addr, deadline, timeout).await?;
+                BusStream::Plain(tcp)
+            }
+        };
+        let secret = credentials.secret();
+        tokio::time::timeout_at(deadline, bus_auth::connect(&mut stream, secret))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| handshake_error(addr, e))?;
         Ok(BusConnection {
             addr: addr.to_string(),
             stream,
@@ -500,14 +540,58 @@ impl BusConnection {
     }
 }
 
+/// Waits (until `deadline`, `timeout` after the start) for the first byte of the bus hello on
+/// a plain connection to `addr`. A bus that speaks TLS sends none: it waits for a TLS
+/// handshake, then closes the connection.
+async fn await_hello(
+    tcp: &TcpStream,
+    addr: &str,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<(), BusError> {
+    let no_hello = |closed| BusError::NoHello {
+        addr: addr.to_string(),
+        closed,
+        waited: timeout,
+    };
+    match tokio::time::timeout_at(deadline, tcp.peek(&mut [0u8; 1])).await {
+        Err(_) => Err(no_hello(false)),
+        Ok(Ok(0)) => Err(no_hello(true)),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Err(no_hello(true)),
+        Ok(Err(source)) => Err(BusError::Io {
+            addr: addr.to_string(),
+            source,
+        }),
+    }
+}
+
+/// The accepting side's handshakes on a connection `tcp` to a node's bus: TLS first if the
+/// bus speaks it (`tls`), then the check of the peer's proof of `secret`. `Ok` is the stream
+/// that frames may follow on.
+pub(crate) async fn accept(
+    tcp: TcpStream,
+    tls: Option<&BusTlsAcceptor>,
+    secret: &BusSecret,
+) -> Result<BusStream, HandshakeError> {
+    let mut stream = match tls {
+        Some(tls) => tls.accept(tcp, bus_auth::HANDSHAKE_TIMEOUT).await?,
+        None => BusStream::Plain(tcp),
+    };
+    bus_auth::accept(&mut stream, secret).await?;
+    Ok(stream)
+}
+
 /// What a failed handshake with `addr` means to the connecting side.
 fn handshake_error(addr: &str, e: HandshakeError) -> BusError {
     let addr = addr.to_string();
     match e {
-        HandshakeError::Io(source) if source.kind() == std::io::ErrorKind::UnexpectedEof => {
-            BusError::Closed { addr }
-        }
-        HandshakeError::Io(source) => BusError::Io { addr, source },
+        HandshakeError::Io(source) => match bus_tls::session_failure(&source) {
+            // Under TLS 1.3 a node refuses a client certificate here, on the first read.
+            Some(reason) => BusError::Tls { addr, reason },
+            None if source.kind() == std::io::ErrorKind::UnexpectedEof => BusError::Closed { addr },
+            None => BusError::Io { addr, source },
+        },
         HandshakeError::Refused => BusError::Auth {
             addr,
             reason: "the node refused this process's cluster secret: give it the cluster's \
@@ -526,15 +610,16 @@ fn handshake_error(addr: &str, e: HandshakeError) -> BusError {
     }
 }
 
-/// Connects to `addr`, sends `request`, and returns the reply (one exchange, then the
-/// connection is closed). `timeout` bounds connecting and the exchange each.
+/// Connects to `addr` with `credentials`, sends `request`, and returns the reply (one
+/// exchange, then the connection is closed). `timeout` bounds connecting and the exchange
+/// each.
 pub async fn call(
     addr: &str,
-    secret: &BusSecret,
+    credentials: &BusCredentials,
     request: &Request,
     timeout: Duration,
 ) -> Result<Reply, BusError> {
-    BusConnection::connect(addr, secret, timeout)
+    BusConnection::connect(addr, credentials, timeout)
         .await?
         .call(request, timeout)
         .await
@@ -544,13 +629,13 @@ pub async fn call(
 /// order of `targets`.
 pub(crate) async fn call_all<K>(
     targets: impl IntoIterator<Item = (K, String)>,
-    secret: &BusSecret,
+    credentials: &BusCredentials,
     request: &Request,
     timeout: Duration,
 ) -> Vec<(K, Result<Reply, BusError>)> {
     let asks = targets
         .into_iter()
-        .map(|(key, addr)| async move { (key, call(&addr, secret, request, timeout).await) });
+        .map(|(key, addr)| async move { (key, call(&addr, credentials, request, timeout).await) });
     futures_util::future::join_all(asks).await
 }
 
@@ -558,14 +643,14 @@ pub(crate) async fn call_all<K>(
 /// [`Reply::NotLeader`] redirections (at most `hops`).
 pub async fn call_leader(
     addr: &str,
-    secret: &BusSecret,
+    credentials: &BusCredentials,
     request: &Request,
     timeout: Duration,
     hops: usize,
 ) -> Result<Reply, BusError> {
     let mut addr = addr.to_string();
     for _ in 0..hops {
-        match call(&addr, secret, request, timeout).await? {
+        match call(&addr, credentials, request, timeout).await? {
             Reply::NotLeader {
                 leader: Some(leader),
             } if leader != addr => addr = leader,

@@ -13,7 +13,8 @@
 //!
 //! A fresh nonce on each side makes every proof good for one connection only: bytes captured
 //! from one connection prove nothing on another. The two labels keep a proof from being
-//! reflected back. The handshake authenticates; it does not encrypt what follows.
+//! reflected back. The handshake authenticates; it does not encrypt what follows: with
+//! `tls-cluster` it runs inside a TLS session (see `bus_tls`), which does.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -258,6 +259,10 @@ pub enum HandshakeError {
     /// The peer took too long.
     #[error("no handshake within {0:?}")]
     Timeout(Duration),
+    /// The TLS handshake under a bus that speaks TLS (`tls-cluster`) failed: the peer does not
+    /// speak TLS, or shows no certificate that the cluster's CA signed.
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
 }
 
 /// A fresh random nonce.
@@ -400,10 +405,17 @@ impl AuthFailures {
         }
         let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         if self.should_log(peer.ip(), Instant::now()) {
+            let what = match error {
+                HandshakeError::Tls(_) => {
+                    "failed the TLS handshake (the bus takes TLS only, with a client \
+                     certificate that the cluster's CA signed)"
+                }
+                _ => "did not prove the cluster secret",
+            };
             tracing::warn!(
                 %peer,
-                "cluster bus: refused a connection that did not prove the cluster secret \
-                 ({error}); {count} refused so far (one line per peer every {} s at most)",
+                "cluster bus: refused a connection that {what} ({error}); {count} refused so far \
+                 (one line per peer every {} s at most)",
                 LOG_EVERY.as_secs()
             );
         }

@@ -8,6 +8,10 @@
 //! * [`bus`]: messages and framing of the cluster bus (controller RPCs, heartbeats, pushes).
 //! * [`bus_auth`]: the cluster secret ([`BusSecret`]) and the handshake that opens every bus
 //!   connection.
+//! * `bus_tls`: TLS under the bus (`tls-cluster`): [`BusTlsConnector`], [`BusTlsAcceptor`], and
+//!   the stream a bus connection runs on, plain or TLS.
+//! * `bus_credentials`: [`BusCredentials`], the secret and the TLS settings every bus
+//!   connection is opened with.
 //! * `raft`: the controller's Raft group (openraft): types, log and state machine (in memory,
 //!   and on disk for a node with a directory), RPCs over the bus.
 //! * `node_dir`: a node's directory (`--dir`): its lock, its id, its last map, its Raft state.
@@ -31,6 +35,8 @@
 
 pub mod bus;
 pub mod bus_auth;
+mod bus_credentials;
+mod bus_tls;
 mod controller;
 pub mod decide;
 mod electorate;
@@ -48,6 +54,8 @@ pub mod seed;
 mod slot;
 
 pub use bus_auth::{BusSecret, SecretError};
+pub use bus_credentials::BusCredentials;
+pub use bus_tls::{BusTlsAcceptor, BusTlsConnector};
 pub use map::{
     BUS_PORT_OFFSET, BadNodeId, ClusterMap, Epoch, Health, NodeId, NodeInfo, Role, ShardId,
     ShardInfo, SlotTable,

@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use crate::bus::{
     self, BusConnection, BusError, Heartbeat, NodeStats, Reply, Request, SUBSCRIPTION_PING,
 };
-use crate::bus_auth::{self, AuthFailures, BusSecret};
+use crate::bus_auth::AuthFailures;
+use crate::bus_credentials::BusCredentials;
+use crate::bus_tls::{BusStream, BusTlsAcceptor};
 use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::decide::Settings;
 use crate::map::Role;
@@ -144,8 +146,14 @@ pub struct NodeConfig {
     /// The node's directory (`--dir`): its Raft state, and the last map it held, through
     /// whose controller members it rejoins after a restart. `None` keeps nothing.
     pub dir: Option<Arc<NodeDir>>,
-    /// The cluster secret: every bus connection, both ways, proves it.
-    pub secret: BusSecret,
+    /// What the node's own bus connections are opened with: the cluster secret, which every
+    /// bus connection, both ways, proves, and with `tls-cluster` the TLS settings of the
+    /// connections it opens.
+    pub credentials: BusCredentials,
+    /// With `tls-cluster`, the TLS settings of the connections its bus accepts (which must
+    /// demand a client certificate); `None` accepts plain TCP. Given exactly when
+    /// `credentials` has TLS settings: a cluster's bus speaks TLS both ways or not at all.
+    pub bus_tls: Option<Arc<BusTlsAcceptor>>,
 }
 
 /// A node's cluster membership. Its tasks run on the runtime that called [`ClusterNode::start`].
@@ -177,8 +185,10 @@ pub struct ClusterNode {
     /// The [`Reply::Map`] frame of the latest map served, by epoch: encoded once for every
     /// subscriber and `GetMap`.
     map_frame: Mutex<Option<(Epoch, Arc<[u8]>)>>,
-    /// The cluster secret.
-    secret: BusSecret,
+    /// What this node's bus connections are opened with.
+    credentials: BusCredentials,
+    /// TLS on the connections its bus accepts (`tls-cluster`).
+    bus_tls: Option<Arc<BusTlsAcceptor>>,
     /// Bus connections that failed the handshake.
     auth_failures: AuthFailures,
     /// Room for connections in their handshake ([`PENDING_HANDSHAKES`]).
@@ -206,6 +216,11 @@ impl ClusterNode {
                 "a node that founds a cluster must be a controller member".into(),
             ));
         }
+        if config.credentials.tls().is_some() != config.bus_tls.is_some() {
+            return Err(ClusterError::Config(
+                "a node's bus speaks TLS both ways (accepting and connecting) or not at all".into(),
+            ));
+        }
         let (maps, _) = watch::channel(Arc::new(ClusterMap::empty()));
         let controller = if config.myself.controller {
             Some(
@@ -215,7 +230,7 @@ impl ClusterNode {
                         settings: config.settings.clone(),
                         replicas: config.replicas,
                         raft_dir: config.dir.as_ref().map(|d| d.raft_path()),
-                        secret: config.secret.clone(),
+                        credentials: config.credentials.clone(),
                     },
                     maps.clone(),
                 )
@@ -239,7 +254,8 @@ impl ClusterNode {
             peer_lease_at: AtomicU64::new(0),
             grantor: Grantor::default(),
             map_frame: Mutex::new(None),
-            secret: config.secret.clone(),
+            credentials: config.credentials.clone(),
+            bus_tls: config.bus_tls.clone(),
             auth_failures: AuthFailures::default(),
             handshakes: Arc::new(tokio::sync::Semaphore::new(PENDING_HANDSHAKES)),
         });
@@ -310,7 +326,7 @@ impl ClusterNode {
     }
 
     /// How many connections to this node's bus failed the handshake (did not prove the
-    /// cluster secret) since it started.
+    /// cluster secret or, with `tls-cluster`, failed the TLS handshake) since it started.
     pub fn bus_auth_failures(&self) -> u64 {
         self.auth_failures.count()
     }
@@ -319,7 +335,7 @@ impl ClusterNode {
     pub async fn refresh(&self) {
         if let Some(addr) = self.leader_addr()
             && let Ok(Reply::Map(map)) =
-                bus::call(&addr, &self.secret, &Request::GetMap, BUS_TIMEOUT).await
+                bus::call(&addr, &self.credentials, &Request::GetMap, BUS_TIMEOUT).await
         {
             self.apply(map);
         }
@@ -532,7 +548,7 @@ impl ClusterNode {
     ) -> Result<Reply, BusError> {
         let mut addr = start.to_string();
         for _ in 0..4 {
-            match bus::call(&addr, &self.secret, request, timeout).await? {
+            match bus::call(&addr, &self.credentials, request, timeout).await? {
                 Reply::NotLeader {
                     leader: Some(leader),
                 } if leader != addr => addr = leader,
@@ -594,7 +610,7 @@ impl ClusterNode {
                 }
                 for addr in leader.into_iter().chain(others) {
                     if let Ok(c) =
-                        BusConnection::connect(&addr, &self.secret, HEARTBEAT_TIMEOUT).await
+                        BusConnection::connect(&addr, &self.credentials, HEARTBEAT_TIMEOUT).await
                     {
                         connection = Some(c);
                         break;
@@ -679,7 +695,7 @@ impl ClusterNode {
                 .into_iter()
                 .filter(|addr| Some(addr) != leader.as_ref())
                 .map(|addr| ((), addr));
-            bus::call_all(followers, &self.secret, &report, HEARTBEAT_TIMEOUT).await;
+            bus::call_all(followers, &self.credentials, &report, HEARTBEAT_TIMEOUT).await;
         }
     }
 
@@ -793,7 +809,7 @@ impl ClusterNode {
                 .map(|n| ((), n.bus_addr()));
             let mut grants = 0;
             for (_, reply) in
-                bus::call_all(others, &self.secret, &request, PEER_LEASE_TIMEOUT).await
+                bus::call_all(others, &self.credentials, &request, PEER_LEASE_TIMEOUT).await
             {
                 match reply {
                     Ok(Reply::PeerLease {
@@ -851,7 +867,7 @@ impl ClusterNode {
 
     /// Follows the map pushes of the node at `addr` until the subscription breaks.
     async fn follow(&self, addr: &str) -> Result<(), BusError> {
-        let mut connection = BusConnection::connect(addr, &self.secret, BUS_TIMEOUT).await?;
+        let mut connection = BusConnection::connect(addr, &self.credentials, BUS_TIMEOUT).await?;
         connection
             .send(&Request::Subscribe {
                 after: self.map().epoch,
@@ -912,16 +928,19 @@ impl ClusterNode {
     /// requests.
     async fn serve_peer(
         self: Arc<Self>,
-        mut stream: TcpStream,
+        tcp: TcpStream,
         peer: std::net::SocketAddr,
         room: tokio::sync::OwnedSemaphorePermit,
     ) {
-        let proved = bus_auth::accept(&mut stream, &self.secret).await;
+        let opened = bus::accept(tcp, self.bus_tls.as_deref(), self.credentials.secret()).await;
         drop(room);
-        if let Err(e) = proved {
-            self.auth_failures.record(peer, &e);
-            return;
-        }
+        let stream = match opened {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.auth_failures.record(peer, &e);
+                return;
+            }
+        };
         let mut heartbeats_from = None;
         self.serve_peer_requests(stream, &mut heartbeats_from).await;
         // A node's heartbeat connection to a controller leader closed: if its process is
@@ -935,7 +954,7 @@ impl ClusterNode {
     /// the node whose heartbeats it carried, if any.
     async fn serve_peer_requests(
         self: &Arc<Self>,
-        mut stream: TcpStream,
+        mut stream: BusStream,
         heartbeats_from: &mut Option<NodeId>,
     ) {
         loop {
@@ -1040,7 +1059,7 @@ impl ClusterNode {
     }
 
     /// Pushes every map newer than `after` to a subscriber, with pings while nothing changes.
-    async fn push_maps(&self, mut stream: TcpStream, mut after: Epoch) {
+    async fn push_maps(&self, mut stream: BusStream, mut after: Epoch) {
         let mut maps = self.maps.subscribe();
         loop {
             let map = maps.borrow_and_update().clone();

@@ -67,7 +67,8 @@ async fn node_config(
         join_timeout: None,
         stats: Arc::new(NodeStats::default),
         dir: None,
-        secret,
+        credentials: secret.into(),
+        bus_tls: None,
     };
     (config, listener)
 }
@@ -129,7 +130,7 @@ async fn nodes_join_and_converge_on_one_map() {
     // Status comes from the leader, whichever node is asked.
     let reply = bus::call_leader(
         &nodes[3].myself().bus_addr(),
-        &secret(),
+        &secret().into(),
         &Request::Status,
         Duration::from_secs(2),
         4,
@@ -146,7 +147,7 @@ async fn nodes_join_and_converge_on_one_map() {
     let mut removed = leaver.removed();
     let reply = bus::call_leader(
         &founder.myself().bus_addr(),
-        &secret(),
+        &secret().into(),
         &Request::RemoveNode(leaver.myself().id),
         Duration::from_secs(5),
         4,
@@ -200,7 +201,8 @@ async fn joining_where_nothing_listens_gives_up_after_the_join_timeout() {
         join_timeout: Some(Duration::from_millis(300)),
         stats: Arc::new(NodeStats::default),
         dir: None,
-        secret: secret(),
+        credentials: secret().into(),
+        bus_tls: None,
     };
     let started = Instant::now();
     let result = tokio::time::timeout(Duration::from_secs(5), ClusterNode::start(config, listener))
@@ -245,7 +247,7 @@ async fn a_node_with_another_secret_cannot_join() {
     // Nor can it talk to the bus with it.
     let refused = bus::call(
         &founder.myself().bus_addr(),
-        &other,
+        &other.into(),
         &Request::GetMap,
         Duration::from_secs(2),
     )
@@ -301,8 +303,13 @@ async fn frames_without_the_handshake_do_nothing() {
     assert_eq!(founder.bus_auth_failures(), 4);
     assert_eq!(*founder.map(), *before, "the map is unchanged");
     // Members still talk.
-    let reply = bus::call(&addr, &secret(), &Request::GetMap, Duration::from_secs(2))
-        .await
-        .unwrap();
+    let reply = bus::call(
+        &addr,
+        &secret().into(),
+        &Request::GetMap,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
     assert!(matches!(reply, Reply::Map(map) if map == *before));
 }

@@ -45,10 +45,12 @@ pub struct ProxyConfig {
     pub tls: TlsOptions,
     /// Whether the HTTP API is served over TLS (HTTPS), with the TLS settings' certificate.
     pub http_tls: bool,
-    /// Whether the proxy speaks TLS to the nodes (`tls-cluster`): their certificates must
-    /// chain to the CA of [`tls`](Self::tls), whose certificate and key, if given, are shown
-    /// to nodes that ask for a client certificate. The cluster's map must then give the
-    /// nodes' TLS ports (`cluster-announce-port`), and `cluster` name them.
+    /// Whether the proxy speaks TLS to the nodes (`tls-cluster`), on their RESP ports and on
+    /// their cluster bus, where it follows the map: their certificates must chain to the CA
+    /// of [`tls`](Self::tls), whose certificate and key are shown as a client certificate
+    /// (the nodes' bus requires one). The cluster's map must then give the nodes' TLS ports
+    /// (`tls-replication`, or `cluster-announce-port`), `cluster` name them, and the nodes
+    /// run with `tls-cluster yes`.
     pub tls_cluster: bool,
     /// Most simultaneous clients; extra ones get `-ERR max number of clients reached`.
     pub maxclients: usize,
@@ -226,12 +228,15 @@ impl ProxyConfig {
         }
     }
 
-    /// [`ProxyConfig::client_config`], with TLS to the nodes if `tls-cluster` asks for it
-    /// (reading the CA, certificate and key files).
+    /// [`ProxyConfig::client_config`], with TLS to the nodes' RESP ports and cluster bus if
+    /// `tls-cluster` asks for it (reading the CA, certificate and key files).
     pub fn upstream_config(&self) -> Result<ClientConfig, TlsError> {
         let config = self.client_config();
         Ok(match self.tls_cluster {
-            true => config.with_tls(self.tls.client_config()?, None),
+            true => {
+                let tls = self.tls.client_config()?;
+                config.with_tls(tls.clone(), None).with_bus_tls(tls)
+            }
             false => config,
         })
     }

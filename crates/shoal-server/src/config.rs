@@ -264,6 +264,11 @@ pub struct Config {
     /// Whether this node's links to other nodes' RESP ports (a replica's to its primary,
     /// forwarded commands) speak TLS, and the node announces its TLS port to the cluster.
     pub tls_replication: bool,
+    /// Whether the cluster bus speaks TLS (Redis's `tls-cluster`): the node's bus accepts
+    /// only TLS with a client certificate that the CA signed (whatever `tls-auth-clients`
+    /// says), and its own bus connections speak TLS, checking their peers against the CA and
+    /// showing `tls-cert-file`. The cluster secret is still proved, inside TLS.
+    pub tls_cluster: bool,
     /// Most HTTP connections open at once (apart from RESP's `maxclients`).
     pub http_maxclients: u64,
     /// Seconds an HTTP connection may take to send a request's headers or the next piece of
@@ -405,6 +410,7 @@ impl Default for Config {
             tls_ciphers: String::new(),
             http_tls: false,
             tls_replication: false,
+            tls_cluster: false,
             http_maxclients: 1024,
             http_timeout: 10,
             http_max_inflight_bytes: ByteSize(1024 * 1024 * 1024),
@@ -528,6 +534,22 @@ impl Config {
         {
             return bad(
                 "tls-replication",
+                "needs tls-ca-cert-file or tls-ca-cert-dir (the CA the other nodes' \
+                 certificates chain to)"
+                    .into(),
+            );
+        }
+        if self.tls_cluster && (self.tls_cert_file.is_empty() || self.tls_key_file.is_empty()) {
+            return bad(
+                "tls-cluster",
+                "needs tls-cert-file and tls-key-file (the certificate the node shows the other \
+                 nodes on the cluster bus, and its key)"
+                    .into(),
+            );
+        }
+        if self.tls_cluster && self.tls_ca_cert_file.is_empty() && self.tls_ca_cert_dir.is_empty() {
+            return bad(
+                "tls-cluster",
                 "needs tls-ca-cert-file or tls-ca-cert-dir (the CA the other nodes' \
                  certificates chain to)"
                     .into(),
@@ -1057,6 +1079,11 @@ pub static PARAMS: &[Param] = &[
         set: None,
     },
     Param {
+        name: "tls-cluster",
+        get: |c| if c.tls_cluster { "yes" } else { "no" }.into(),
+        set: None,
+    },
+    Param {
         name: "http-tls",
         get: |c| if c.http_tls { "yes" } else { "no" }.into(),
         set: None,
@@ -1412,6 +1439,45 @@ mod tests {
                 ),
                 "{text}"
             );
+        }
+        // tls-cluster needs a certificate, its key and a CA, and no TLS port.
+        let bus_tls = Config::from_toml(
+            "cluster-enabled = true\ntls-cert-file = \"c\"\ntls-key-file = \"k\"\n\
+             tls-ca-cert-dir = \"cas\"\ntls-cluster = true\n",
+        )
+        .unwrap();
+        assert_eq!((param("tls-cluster").unwrap().get)(&bus_tls), "yes");
+        assert_eq!(
+            (param("tls-cluster").unwrap().get)(&Config::default()),
+            "no"
+        );
+        assert!(
+            param("tls-cluster").unwrap().set.is_none(),
+            "not at runtime"
+        );
+        for (text, reason) in [
+            (
+                "tls-cluster = true\n",
+                "needs tls-cert-file and tls-key-file",
+            ),
+            (
+                "tls-cluster = true\ntls-cert-file = \"c\"\ntls-ca-cert-file = \"ca\"\n",
+                "needs tls-cert-file and tls-key-file",
+            ),
+            (
+                "tls-cluster = true\ntls-cert-file = \"c\"\ntls-key-file = \"k\"\n",
+                "needs tls-ca-cert-file or tls-ca-cert-dir",
+            ),
+        ] {
+            match Config::from_toml(text) {
+                Err(
+                    error @ ConfigError::Value {
+                        name: "tls-cluster",
+                        ..
+                    },
+                ) => assert!(error.to_string().contains(reason), "{text}: {error}"),
+                other => panic!("{text}: {other:?}"),
+            }
         }
         let mut config = Config::default();
         let set = param("tls-auth-clients").unwrap().set.unwrap();

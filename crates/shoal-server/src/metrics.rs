@@ -367,7 +367,7 @@ impl NodeCollector {
             ),
             (
                 "shoal_cluster_bus_auth_failures",
-                "Cluster bus connections closed because they did not prove the cluster secret.",
+                "Cluster bus connections closed because they did not prove the cluster secret (or, with tls-cluster, failed the TLS handshake).",
                 node.map_or(0, |n| n.bus_auth_failures()),
             ),
         ];

@@ -22,6 +22,7 @@ use shoal_cluster::{BUS_PORT_OFFSET, DirError, Health, NodeDir, NodeId, NodeInfo
 use shoal_store::ExpireCycle;
 
 use crate::cluster::ClusterState;
+use crate::cluster::bus_tls::BusTls;
 use crate::config::Config;
 use crate::shared::Shared;
 
@@ -93,6 +94,10 @@ impl Server {
             // The links to other nodes read the same files; a wrong one stops the start here.
             config.tls_options().client_config()?;
         }
+        let bus_tls = match config.tls_cluster && config.cluster_mode() {
+            false => None,
+            true => Some(BusTls::new(&config.tls_options())?),
+        };
         let ports = Ports {
             resp: config.serves_plain().then_some(config.port),
             tls: (config.tls_port != 0).then_some(config.tls_port),
@@ -154,6 +159,10 @@ impl Server {
                 incarnation: NodeInfo::fresh_incarnation(),
             };
             let state = ClusterState::new(myself, config.routing, secret).with_dir(dir.clone());
+            let state = match bus_tls {
+                Some(tls) => state.with_bus_tls(tls),
+                None => state,
+            };
             (listener, state)
         });
         let (bus_listener, cluster) = cluster.unzip();

@@ -168,9 +168,11 @@ impl Shared {
     }
 
     /// Reads the TLS certificate, key and CA files again (`SIGHUP`, `CONFIG SET tls-...`)
-    /// with the configuration's TLS settings: new handshakes use them, established
-    /// connections keep theirs. If they do not make a working configuration, the one in use
-    /// stays and the error says why. `Ok(false)` if the node serves no TLS.
+    /// with the configuration's TLS settings: new handshakes use them (on the TLS port, HTTPS,
+    /// and with `tls-cluster` the cluster bus, both the connections it accepts and those the
+    /// node opens), established connections keep theirs. If they do not make a working
+    /// configuration, the ones in use stay and the error says why. `Ok(false)` if the node
+    /// speaks no TLS there.
     pub fn reload_tls(&self) -> Result<bool, TlsError> {
         let options = self.config.read().tls_options();
         self.reload_tls_with(&options)
@@ -181,10 +183,21 @@ impl Shared {
         &self,
         options: &shoal_frontdoor::tls::TlsOptions,
     ) -> Result<bool, TlsError> {
-        let Some(tls) = self.tls.get() else {
+        let bus = self.cluster.as_ref().and_then(|c| c.bus_tls());
+        if self.tls.get().is_none() && bus.is_none() {
             return Ok(false);
-        };
-        tls.reload(options)?;
+        }
+        // Every configuration is built before any is swapped in: one that does not build
+        // leaves them all as they were.
+        let bus_configs = bus
+            .map(|_| crate::cluster::bus_tls::BusTls::build(options))
+            .transpose()?;
+        if let Some(tls) = self.tls.get() {
+            tls.reload(options)?;
+        }
+        if let (Some(bus), Some(configs)) = (bus, bus_configs) {
+            bus.install(configs);
+        }
         tracing::info!(cert = %options.cert_file, "TLS certificates reloaded");
         Ok(true)
     }

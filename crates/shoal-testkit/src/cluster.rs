@@ -267,7 +267,7 @@ impl TestCluster {
         for (_, node) in self.reachable() {
             match bus::call_leader(
                 &node.bus_addr(),
-                &self.secret(),
+                &self.secret().into(),
                 &Request::Status,
                 STATUS_TIMEOUT,
                 4,
@@ -418,7 +418,7 @@ impl TestCluster {
             let request = Request::RemoveNode(id);
             match bus::call_leader(
                 &node.bus_addr(),
-                &self.secret(),
+                &self.secret().into(),
                 &request,
                 REMOVE_TIMEOUT,
                 4,

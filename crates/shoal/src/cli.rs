@@ -258,6 +258,13 @@ pub struct ServerArgs {
     /// yes or no [default: no].
     #[arg(long, env = "SHOAL_TLS_REPLICATION", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
     pub tls_replication: Option<bool>,
+    /// Speak TLS on the cluster bus, both ways: accept only peers showing a certificate
+    /// signed by --tls-ca-cert-file (whatever --tls-auth-clients says), connect showing
+    /// --tls-cert-file; the cluster secret is still proved inside. Every node of the cluster,
+    /// and every proxy, client and `shoal cluster` command, must then speak TLS to the bus:
+    /// yes or no [default: no].
+    #[arg(long, env = "SHOAL_TLS_CLUSTER", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
+    pub tls_cluster: Option<bool>,
 
     /// Log format: human or json [default: human].
     #[arg(long, env = "SHOAL_LOG_FORMAT", help_heading = heading::LOGGING)]
@@ -312,6 +319,7 @@ impl ServerArgs {
             tls_ciphers,
             http_tls,
             tls_replication,
+            tls_cluster,
             http_maxclients,
             http_timeout,
             http_max_inflight_bytes,
@@ -498,9 +506,10 @@ pub struct ProxyArgs {
     /// Serve the HTTP API over TLS (HTTPS) with the same certificate: yes or no [default: no].
     #[arg(long, env = "SHOAL_PROXY_HTTP_TLS", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
     pub http_tls: Option<bool>,
-    /// Speak TLS to the nodes, trusting --tls-ca-cert-file and showing --tls-cert-file as a
-    /// client certificate; --cluster must then name the nodes' TLS ports (the ports their
-    /// map announces): yes or no [default: no].
+    /// Speak TLS to the nodes, on their RESP ports and their cluster bus (nodes with
+    /// --tls-cluster yes), trusting --tls-ca-cert-file and showing --tls-cert-file as a client
+    /// certificate; --cluster must then name the nodes' TLS ports (the ports their map
+    /// announces): yes or no [default: no].
     #[arg(long, env = "SHOAL_PROXY_TLS_CLUSTER", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
     pub tls_cluster: Option<bool>,
 

@@ -58,7 +58,7 @@ fn run_proxy(args: cli::ProxyArgs) -> anyhow::Result<()> {
 fn log_reload(result: Result<bool, shoal_frontdoor::tls::TlsError>) {
     match result {
         Ok(true) => {}
-        Ok(false) => tracing::info!("SIGHUP: no TLS port, nothing to reload"),
+        Ok(false) => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
         Err(e) => tracing::error!(
             "SIGHUP: the TLS certificates were not reloaded (the ones in use stay): {e}"
         ),

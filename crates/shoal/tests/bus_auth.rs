@@ -106,9 +106,14 @@ async fn capture_status_exchange(upstream: &str, secret: &BusSecret) -> Vec<u8> 
         pass(&mut node, &mut member, body).await;
         sent
     });
-    let reply = bus::call(&tap_addr, secret, &Request::Status, Duration::from_secs(5))
-        .await
-        .expect("a member gets the status through the tap");
+    let reply = bus::call(
+        &tap_addr,
+        &secret.clone().into(),
+        &Request::Status,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("a member gets the status through the tap");
     assert!(
         matches!(reply, Reply::Status(_) | Reply::NotLeader { .. }),
         "{reply:?}"
@@ -236,7 +241,7 @@ async fn without_the_secret_the_bus_gives_nothing_and_changes_nothing() {
             let guess = BusSecret::new(*b"an-attacker-s-guess-at-the-secret-0123").unwrap();
             let refused = bus::call(
                 &leader.bus_addr(),
-                &guess,
+                &guess.into(),
                 &Request::Status,
                 Duration::from_secs(5),
             )

@@ -949,8 +949,9 @@ async fn record_maps(
     after: u64,
     arrivals: Arc<std::sync::Mutex<Vec<Arrival>>>,
 ) {
-    let secret = shoal_testkit::cluster_secret();
-    let Ok(mut conn) = BusConnection::connect(&bus, &secret, Duration::from_secs(2)).await else {
+    let credentials = shoal_testkit::cluster_secret().into();
+    let Ok(mut conn) = BusConnection::connect(&bus, &credentials, Duration::from_secs(2)).await
+    else {
         return;
     };
     if conn.send(&Request::Subscribe { after }).await.is_err() {

@@ -8,89 +8,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+mod tls_common;
+
+use rustls_pki_types::ServerName;
 use shoal_testkit::{
-    CertFiles, NodePorts, NodeProcess, NodeSpec, Process, ProcessSpec, TestCa, TestDir,
-    cluster_secret, cluster_secret_file, free_port, have_tools,
+    NodePorts, NodeProcess, NodeSpec, TestCa, cluster_secret, cluster_secret_file, free_port,
+    have_tools,
+};
+use tls_common::{
+    Certs, SHOAL, WAIT, certs, client_config, client_config_with, connect_tls, path,
+    served_certificate, spawn_shoal, tls_args, tls_node_spec,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-
-const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A CA, a server certificate and a client certificate in a test directory.
-struct Certs {
-    dir: TestDir,
-    ca: TestCa,
-    server: CertFiles,
-    client: CertFiles,
-}
-
-fn certs(test: &str) -> Certs {
-    let dir = TestDir::new(test).unwrap();
-    let ca = TestCa::new(dir.path(), "main").unwrap();
-    let server = ca.server("server-1").unwrap();
-    let client = ca.client("client-1").unwrap();
-    Certs {
-        dir,
-        ca,
-        server,
-        client,
-    }
-}
-
-fn path(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// The flags of a TLS port with `certs`' files.
-fn tls_args(certs: &Certs, tls_port: u16) -> Vec<String> {
-    [
-        "--tls-port",
-        &tls_port.to_string(),
-        "--tls-cert-file",
-        &path(&certs.server.cert),
-        "--tls-key-file",
-        &path(&certs.server.key),
-        "--tls-ca-cert-file",
-        &path(&certs.ca.cert),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// A `shoal` process of these tests (`args` from its subcommand on), logging to `log` in the
-/// certificates' directory.
-fn spawn_shoal(certs: &Certs, name: &str, log: &str, args: Vec<String>) -> Process {
-    Process::spawn(ProcessSpec {
-        name: name.into(),
-        binary: SHOAL.into(),
-        args,
-        env: Vec::new(),
-        log: certs.dir.join(log),
-        nice: 0,
-    })
-    .unwrap()
-}
-
-/// A node of these tests: `name`, logging to `log` in the certificates' directory, with `args`
-/// (the TLS settings among them), on fresh ports without HTTP.
-fn tls_node_spec(certs: &Certs, name: &str, log: &str, args: Vec<String>) -> NodeSpec {
-    NodeSpec {
-        name: name.into(),
-        binary: SHOAL.into(),
-        ports: NodePorts::reserve_without_http().unwrap(),
-        args,
-        log: certs.dir.join(log),
-        env: Vec::new(),
-        nice: 0,
-        password: None,
-        dir: None,
-    }
-}
 
 /// A node with a plain and a TLS port (and `extra` flags); returns it and its TLS port.
 async fn start_node(certs: &Certs, extra: &[&str]) -> (NodeProcess, u16) {
@@ -102,50 +32,6 @@ async fn start_node(certs: &Certs, extra: &[&str]) -> (NodeProcess, u16) {
         .await
         .unwrap();
     (node, tls_port)
-}
-
-/// A rustls client trusting `ca`, showing `client` if given.
-fn client_config(ca: &Path, client: Option<&CertFiles>) -> Arc<rustls::ClientConfig> {
-    client_config_with(ca, client, rustls::DEFAULT_VERSIONS)
-}
-
-/// [`client_config`] offering only `versions`.
-fn client_config_with(
-    ca: &Path,
-    client: Option<&CertFiles>,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_protocol_versions(versions)
-        .with_root_certificates(roots);
-    Arc::new(match client {
-        None => builder.with_no_client_auth(),
-        Some(files) => builder
-            .with_client_auth_cert(
-                CertificateDer::pem_file_iter(&files.cert)
-                    .unwrap()
-                    .map(Result::unwrap)
-                    .collect(),
-                PrivateKeyDer::from_pem_file(&files.key).unwrap(),
-            )
-            .unwrap(),
-    })
-}
-
-/// A TLS connection to `port` on 127.0.0.1, handshake done.
-async fn connect_tls(
-    port: u16,
-    config: Arc<rustls::ClientConfig>,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let name = ServerName::try_from("127.0.0.1").unwrap();
-    tokio::time::timeout(WAIT, connector.connect(name, tcp))
-        .await
-        .map_err(|_| std::io::Error::other("handshake timed out"))?
 }
 
 /// Sends one command in RESP and reads one reply line (for replies that are one line, or a
@@ -192,13 +78,6 @@ async fn pings(port: u16, config: Arc<rustls::ClientConfig>) -> bool {
         Ok(mut tls) => matches!(call(&mut tls, &["PING"]).await.as_deref(), Ok("+PONG")),
         Err(_) => false,
     }
-}
-
-/// The certificate a new TLS connection to `port` is shown.
-async fn served_certificate(port: u16, config: Arc<rustls::ClientConfig>) -> Vec<u8> {
-    let tls = connect_tls(port, config).await.expect("handshake");
-    let (_, session) = tls.get_ref();
-    session.peer_certificates().expect("a server certificate")[0].to_vec()
 }
 
 /// `CONFIG GET name`'s value, asked on the plain port.
@@ -798,11 +677,23 @@ async fn protocols_and_suites_follow_config_set() {
 
 #[tokio::test]
 async fn the_proxy_and_the_smart_client_speak_tls_to_tls_nodes() {
-    let certs = certs("tls-upstream");
+    let mut certs = certs("tls-upstream");
+    // The node's bus speaks TLS too (the proxy's --tls-cluster covers both), where the node
+    // shows its certificate as a client.
+    certs.server = certs.ca.node("node").unwrap();
     let tls_port = free_port().unwrap();
     // The cluster's map gives the node's TLS port (`cluster-announce-port`).
     let mut args = tls_args(&certs, tls_port);
-    args.extend(["--cluster-enabled", "--threads", "1"].map(String::from));
+    args.extend(
+        [
+            "--cluster-enabled",
+            "--threads",
+            "1",
+            "--tls-cluster",
+            "yes",
+        ]
+        .map(String::from),
+    );
     args.extend(["--cluster-announce-port".to_string(), tls_port.to_string()]);
     let node = NodeProcess::start(
         tls_node_spec(&certs, "tls-cluster-node", "node.log", args),
@@ -812,10 +703,13 @@ async fn the_proxy_and_the_smart_client_speak_tls_to_tls_nodes() {
     .unwrap();
     let seed = format!("127.0.0.1:{tls_port}");
 
-    // The smart client, with the CA and a client certificate (the node asks for one).
+    // The smart client, with the CA and a client certificate (the node asks for one), on the
+    // RESP port and the bus.
+    let member = client_config(&certs.ca.cert, Some(&certs.client));
     let config = shoal_client::ClientConfig::new([seed.clone()])
         .with_cluster_secret(cluster_secret())
-        .with_tls(client_config(&certs.ca.cert, Some(&certs.client)), None);
+        .with_tls(member.clone(), None)
+        .with_bus_tls(member.clone());
     let client = shoal_client::Client::connect(config).await.unwrap();
     client.set("smart", "over tls", None).await.unwrap();
     assert_eq!(
@@ -826,10 +720,11 @@ async fn the_proxy_and_the_smart_client_speak_tls_to_tls_nodes() {
     let mut refused = shoal_client::ClientConfig::new([seed.clone()])
         .with_cluster_secret(cluster_secret())
         .with_tls(client_config(&certs.ca.cert, None), None)
+        .with_bus_tls(member)
         .with_connect_timeout(Duration::from_millis(500));
     refused.map_timeout = Duration::from_secs(1);
     refused.max_attempts = 1;
-    // It may get the map from the bus (plain), but no command through.
+    // It may get the map from the bus, but no command through.
     if let Ok(client) = shoal_client::Client::connect(refused).await {
         assert!(client.get("smart").await.is_err());
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use rand::seq::SliceRandom;
-use shoal_cluster::BusSecret;
 use shoal_cluster::bus::{self, BusConnection, Reply, Request};
+use shoal_cluster::{BusCredentials, BusTlsConnector};
 use shoal_proto::reply::Value;
 
 use super::nodes::{host_of, join, parse_cluster_nodes};
@@ -35,16 +35,16 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// [`ClientConfig::subscription_silence`] (the bus pings every 500 ms) is dropped for another
 /// node. When the client asks for a refresh (after `-MOVED`), it fetches the map once from
 /// the node it is subscribed at. Every bus connection proves the cluster secret
-/// ([`ClientConfig::cluster_secret`]).
+/// ([`ClientConfig::cluster_secret`]), inside TLS if [`ClientConfig::bus_tls`] is set.
 #[derive(Debug, Clone)]
 pub struct BusMapSource {
     seeds: Vec<String>,
-    secret: BusSecret,
+    credentials: BusCredentials,
     conn: ConnOptions,
     request_timeout: Duration,
     silence: Duration,
     retry_base: Duration,
-    /// Whether a node has refused the secret (logged once).
+    /// Whether a node has refused the credentials (logged once).
     refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -68,9 +68,13 @@ impl BusMapSource {
                     .into(),
             )
         })?;
+        let credentials = match &config.bus_tls {
+            Some(tls) => BusCredentials::new(secret).with_tls(BusTlsConnector::new(tls.clone())),
+            None => BusCredentials::new(secret),
+        };
         Ok(BusMapSource {
             seeds: config.seeds.clone(),
-            secret,
+            credentials,
             // Map requests are not reads of the keyspace.
             conn: ConnOptions {
                 readonly: false,
@@ -138,21 +142,32 @@ impl BusMapSource {
     /// Fetches the map from the bus at `addr`, then follows its pushes until the subscription
     /// fails.
     async fn subscribe(&self, addr: &str, sink: &MapSink) -> (Attempt, String) {
-        let mut conn =
-            match BusConnection::connect(addr, &self.secret, self.conn.connect_timeout).await {
-                Ok(conn) => conn,
-                Err(e @ bus::BusError::Auth { .. }) => {
-                    // Not a node that is down: a secret that is not the cluster's. Said once.
-                    if !self
-                        .refused
-                        .swap(true, std::sync::atomic::Ordering::Relaxed)
-                    {
-                        tracing::warn!("cannot follow the cluster map: {e}");
-                    }
-                    return (Attempt::Failed, e.to_string());
+        let mut conn = match BusConnection::connect(
+            addr,
+            &self.credentials,
+            self.conn.connect_timeout,
+        )
+        .await
+        {
+            Ok(conn) => conn,
+            Err(
+                e @ (bus::BusError::Auth { .. }
+                | bus::BusError::Tls { .. }
+                | bus::BusError::NoHello { .. }),
+            ) => {
+                // Most likely not a node that is down but credentials that do not fit the
+                // cluster: a secret that is not its own, or TLS where its bus has none (or
+                // the reverse). Said once.
+                if !self
+                    .refused
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!("cannot follow the cluster map: {e}");
                 }
-                Err(e) => return (Attempt::Failed, e.to_string()),
-            };
+                return (Attempt::Failed, e.to_string());
+            }
+            Err(e) => return (Attempt::Failed, e.to_string()),
+        };
         match conn.call(&Request::GetMap, self.request_timeout).await {
             Ok(Reply::Map(map)) => {
                 sink.offer(map);
@@ -208,7 +223,14 @@ impl BusMapSource {
             candidates.extend(map_candidates(sink, None).into_iter().take(2));
             candidates.dedup();
             for addr in candidates {
-                match bus::call(&addr, &self.secret, &Request::GetMap, self.request_timeout).await {
+                match bus::call(
+                    &addr,
+                    &self.credentials,
+                    &Request::GetMap,
+                    self.request_timeout,
+                )
+                .await
+                {
                     Ok(Reply::Map(map)) => {
                         sink.offer(map);
                         break;

@@ -55,7 +55,7 @@ impl Controller {
             };
             let mut fenced = HashMap::new();
             for (id, reply) in
-                bus::call_all(targets, &self.config.secret, &request, FENCE_TIMEOUT).await
+                bus::call_all(targets, &self.config.credentials, &request, FENCE_TIMEOUT).await
             {
                 if let Ok(Reply::Fenced { last_grant_ms }) = reply {
                     fenced.insert(id, last_grant_ms);

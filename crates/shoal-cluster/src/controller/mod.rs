@@ -87,8 +87,9 @@ pub struct ControllerConfig {
     /// Where its Raft state is kept (`raft/` in the node's directory); `None` keeps it in
     /// memory.
     pub raft_dir: Option<PathBuf>,
-    /// The cluster secret, proved on every bus connection it opens.
-    pub secret: crate::bus_auth::BusSecret,
+    /// What every bus connection it opens is opened with (the cluster secret, and TLS
+    /// settings with `tls-cluster`).
+    pub credentials: crate::bus_credentials::BusCredentials,
 }
 
 type Waiter = oneshot::Sender<Reply>;
@@ -190,7 +191,7 @@ impl Controller {
         let raft = Raft::new(
             config.myself.id.0,
             Arc::new(raft_config),
-            BusNetwork::new(config.secret.clone()),
+            BusNetwork::new(config.credentials.clone()),
             log,
             machine.clone(),
         )
@@ -758,7 +759,7 @@ impl Controller {
         let mut refreshed = false;
         for (id, reply) in bus::call_all(
             targets,
-            &self.config.secret,
+            &self.config.credentials,
             &Request::Report,
             REPORT_TIMEOUT,
         )

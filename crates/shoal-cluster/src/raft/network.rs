@@ -15,21 +15,21 @@ use openraft::raft::{
 
 use super::TypeConfig;
 use crate::bus::{BusConnection, BusError, RaftReply, RaftRequest, Reply, Request};
-use crate::bus_auth::BusSecret;
+use crate::bus_credentials::BusCredentials;
 
 /// How long connecting to a peer may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// Makes [`PeerLink`]s, which prove the cluster secret.
+/// Makes [`PeerLink`]s, opened with the node's bus credentials.
 #[derive(Clone)]
 pub(crate) struct BusNetwork {
-    secret: BusSecret,
+    credentials: BusCredentials,
 }
 
 impl BusNetwork {
-    /// Links that prove `secret`.
-    pub(crate) fn new(secret: BusSecret) -> BusNetwork {
-        BusNetwork { secret }
+    /// Links opened with `credentials`.
+    pub(crate) fn new(credentials: BusCredentials) -> BusNetwork {
+        BusNetwork { credentials }
     }
 }
 
@@ -41,7 +41,7 @@ impl RaftNetworkFactory<TypeConfig> for BusNetwork {
             target,
             node: node.clone(),
             addr: node.addr.clone(),
-            secret: self.secret.clone(),
+            credentials: self.credentials.clone(),
             connection: None,
         }
     }
@@ -52,7 +52,7 @@ pub(crate) struct PeerLink {
     target: u64,
     node: BasicNode,
     addr: String,
-    secret: BusSecret,
+    credentials: BusCredentials,
     connection: Option<BusConnection>,
 }
 
@@ -77,7 +77,7 @@ impl PeerLink {
     ) -> Result<RaftReply, BusError> {
         if self.connection.is_none() {
             self.connection =
-                Some(BusConnection::connect(&self.addr, &self.secret, CONNECT_TIMEOUT).await?);
+                Some(BusConnection::connect(&self.addr, &self.credentials, CONNECT_TIMEOUT).await?);
         }
         let connection = self.connection.as_mut().expect("connected above");
         let to = crate::map::NodeId(self.target);

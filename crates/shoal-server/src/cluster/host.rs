@@ -81,7 +81,8 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
                 .unwrap_or_default()
         }),
         dir: cluster.dir().cloned(),
-        secret: cluster.secret().clone(),
+        credentials: cluster.credentials().clone(),
+        bus_tls: cluster.bus_tls().map(|tls| tls.acceptor().clone()),
     };
     let node = match ClusterNode::start(node_config, listener).await {
         Ok(node) => node,

@@ -4,6 +4,7 @@
 //! The membership itself (bus, controller, heartbeats, map subscription) is
 //! [`shoal_cluster::node::ClusterNode`], run on its own thread by [`host`].
 
+pub mod bus_tls;
 pub mod health;
 pub mod host;
 pub mod routing;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use shoal_client::Client;
 use shoal_cluster::node::ClusterNode;
-use shoal_cluster::{BusSecret, ClusterMap, NodeDir, NodeInfo, key_slot};
+use shoal_cluster::{BusCredentials, BusSecret, ClusterMap, NodeDir, NodeInfo, key_slot};
 use shoal_frontdoor::{CLUSTER_DOWN, CommandError};
 use shoal_proto::Argv;
 use shoal_proto::command_table::{CommandSpec, flags};
@@ -79,8 +80,11 @@ pub struct ClusterState {
     dropping: Mutex<Option<DropJob>>,
     /// The node's directory (`--dir`), if it has one.
     dir: Option<Arc<NodeDir>>,
-    /// The cluster secret.
-    secret: BusSecret,
+    /// What the node's bus connections are opened with: the cluster secret, and TLS settings
+    /// with `tls-cluster`.
+    credentials: BusCredentials,
+    /// TLS on the bus (`tls-cluster`).
+    bus_tls: Option<bus_tls::BusTls>,
     /// The cluster's ACL users as this node last took them up.
     users: users::AdoptedUsers,
     /// Counters.
@@ -105,7 +109,8 @@ impl ClusterState {
             forwarder: OnceLock::new(),
             dropping: Mutex::new(None),
             dir: None,
-            secret,
+            credentials: BusCredentials::new(secret),
+            bus_tls: None,
             users: users::AdoptedUsers::default(),
             stats: ClusterStats::default(),
         }
@@ -134,9 +139,23 @@ impl ClusterState {
         self.dir.as_ref()
     }
 
-    /// The cluster secret.
-    pub fn secret(&self) -> &BusSecret {
-        &self.secret
+    /// The same, its bus speaking TLS with `tls` (`tls-cluster`).
+    pub fn with_bus_tls(self, tls: bus_tls::BusTls) -> ClusterState {
+        ClusterState {
+            credentials: self.credentials.clone().with_tls(tls.connector().clone()),
+            bus_tls: Some(tls),
+            ..self
+        }
+    }
+
+    /// What the node's bus connections are opened with.
+    pub fn credentials(&self) -> &BusCredentials {
+        &self.credentials
+    }
+
+    /// TLS on the node's bus, if it speaks TLS (`tls-cluster`).
+    pub fn bus_tls(&self) -> Option<&bus_tls::BusTls> {
+        self.bus_tls.as_ref()
     }
 
     /// This node as the cluster knows it.

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use shoal_cluster::BusSecret;
 use shoal_cluster::bus::{self, ClusterStatus, Reply, Request};
 use shoal_cluster::seed::{self, SeedError};
+use shoal_cluster::{BusCredentials, BusSecret, BusTlsConnector};
+use shoal_frontdoor::tls::TlsOptions;
 use shoal_server::ByteSize;
 use shoal_server::config::RoutingMode;
 
@@ -73,6 +74,10 @@ pub struct UpArgs {
     /// environment, not on their command line); the nodes authenticate to each other with it.
     #[arg(long, env = "SHOAL_REQUIREPASS", hide_env_values = true)]
     pub requirepass: Option<String>,
+    /// TLS on the cluster bus: with --tls-cluster yes, every node runs with it and the files
+    /// given here.
+    #[command(flatten)]
+    pub tls: BusTlsArgs,
 }
 
 impl UpArgs {
@@ -95,6 +100,87 @@ pub struct NodeAccess {
     /// File holding the cluster secret (the nodes' --cluster-secret-file).
     #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE", value_name = "PATH")]
     pub cluster_secret_file: PathBuf,
+    /// TLS on the cluster bus, for nodes that run with --tls-cluster yes.
+    #[command(flatten)]
+    pub tls: BusTlsArgs,
+}
+
+impl NodeAccess {
+    /// What the command's bus connections are opened with: the cluster secret, over TLS with
+    /// --tls-cluster yes.
+    fn credentials(&self) -> anyhow::Result<BusCredentials> {
+        self.tls
+            .credentials(load_secret(&self.cluster_secret_file)?)
+    }
+}
+
+/// TLS on the cluster bus (the nodes' `--tls-cluster yes`): the command shows a certificate
+/// the cluster's CA signed (the nodes require one) and checks theirs against the CA.
+#[derive(Debug, Args)]
+pub struct BusTlsArgs {
+    /// Speak TLS on the cluster bus, as nodes with --tls-cluster yes do: yes or no
+    /// [default: no].
+    #[arg(long, env = "SHOAL_TLS_CLUSTER", value_name = "yes|no", value_parser = shoal_server::config::parse_yes_no)]
+    pub tls_cluster: Option<bool>,
+    /// With --tls-cluster yes: a certificate (PEM) that the cluster's CA signed, shown on the
+    /// bus (by `cluster up`'s nodes, their own).
+    #[arg(long, env = "SHOAL_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<String>,
+    /// With --tls-cluster yes: the certificate's private key (PEM).
+    #[arg(long, env = "SHOAL_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<String>,
+    /// With --tls-cluster yes: CA certificates (PEM) the nodes' certificates chain to.
+    #[arg(long, env = "SHOAL_TLS_CA_CERT_FILE", value_name = "FILE")]
+    pub tls_ca_cert_file: Option<String>,
+    /// With --tls-cluster yes: a directory of more CA certificates (PEM files).
+    #[arg(long, env = "SHOAL_TLS_CA_CERT_DIR", value_name = "DIR")]
+    pub tls_ca_cert_dir: Option<String>,
+}
+
+impl BusTlsArgs {
+    /// Whether the bus speaks TLS.
+    fn enabled(&self) -> bool {
+        self.tls_cluster == Some(true)
+    }
+
+    /// The files given, as the nodes take them, or what is missing (`--tls-cluster yes` needs
+    /// a certificate, its key and a CA).
+    fn options(&self) -> anyhow::Result<TlsOptions> {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let options = TlsOptions {
+            cert_file: text(&self.tls_cert_file),
+            key_file: text(&self.tls_key_file),
+            ca_cert_file: text(&self.tls_ca_cert_file),
+            ca_cert_dir: text(&self.tls_ca_cert_dir),
+            ..TlsOptions::default()
+        };
+        if options.cert_file.is_empty() || options.key_file.is_empty() {
+            bail!(
+                "--tls-cluster yes needs --tls-cert-file and --tls-key-file (a certificate that \
+                 the cluster's CA signed, and its key: the nodes' bus requires one)"
+            );
+        }
+        if options.ca_cert_file.is_empty() && options.ca_cert_dir.is_empty() {
+            bail!(
+                "--tls-cluster yes needs --tls-ca-cert-file or --tls-ca-cert-dir (the CA the \
+                 nodes' certificates chain to)"
+            );
+        }
+        Ok(options)
+    }
+
+    /// Connections proving `secret`, over TLS with `--tls-cluster yes` (its files read now).
+    fn credentials(&self, secret: BusSecret) -> anyhow::Result<BusCredentials> {
+        let credentials = BusCredentials::new(secret);
+        if !self.enabled() {
+            return Ok(credentials);
+        }
+        let config = self
+            .options()?
+            .client_config()
+            .context("cannot speak TLS on the cluster bus")?;
+        Ok(credentials.with_tls(BusTlsConnector::new(config)))
+    }
 }
 
 /// `shoal cluster status` flags.
@@ -151,14 +237,14 @@ fn load_secret(path: &std::path::Path) -> anyhow::Result<BusSecret> {
 }
 
 /// The controller leader's status, asked through the node whose RESP address is `node` (and
-/// password `password`, if it has one), proving `secret` on its bus.
+/// password `password`, if it has one), on its bus with `credentials`.
 async fn leader_status(
     node: &str,
     password: Option<&str>,
-    secret: &BusSecret,
+    credentials: &BusCredentials,
 ) -> anyhow::Result<ClusterStatus> {
     let bus = bus_of(node, password).await?;
-    leader_status_via(&bus, node, secret).await
+    leader_status_via(&bus, node, credentials).await
 }
 
 /// The bus address of the node whose RESP address is `node`, or what went wrong, with a hint
@@ -193,9 +279,9 @@ async fn bus_of(node: &str, password: Option<&str>) -> anyhow::Result<String> {
 async fn leader_status_via(
     bus: &str,
     node: &str,
-    secret: &BusSecret,
+    credentials: &BusCredentials,
 ) -> anyhow::Result<ClusterStatus> {
-    match bus::call_leader(bus, secret, &Request::Status, BUS_TIMEOUT, 4).await? {
+    match bus::call_leader(bus, credentials, &Request::Status, BUS_TIMEOUT, 4).await? {
         Reply::Status(status) => Ok(*status),
         Reply::Error(e) => bail!("{node}: {e}"),
         other => bail!("{node} answered {other:?}"),

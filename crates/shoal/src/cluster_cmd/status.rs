@@ -8,18 +8,18 @@ use anyhow::{anyhow, bail};
 use shoal_cluster::bus::{self, ClusterStatus, NodeStatus, Reply, Request};
 use shoal_cluster::{ClusterMap, Health, NodeId, NodeInfo, Role};
 
-use shoal_cluster::BusSecret;
+use shoal_cluster::BusCredentials;
 
-use super::{RemoveArgs, StatusArgs, bus_of, leader_status, leader_status_via, load_secret};
+use super::{RemoveArgs, StatusArgs, bus_of, leader_status, leader_status_via};
 
 /// `shoal cluster status`.
 pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let secret = load_secret(&args.access.cluster_secret_file)?;
-    let status =
-        match leader_status(&args.access.node, args.access.password.as_deref(), &secret).await {
-            Ok(status) => status,
-            Err(no_leader) => return leaderless_status(&args, &secret, no_leader).await,
-        };
+    let credentials = args.access.credentials()?;
+    let password = args.access.password.as_deref();
+    let status = match leader_status(&args.access.node, password, &credentials).await {
+        Ok(status) => status,
+        Err(no_leader) => return leaderless_status(&args, &credentials, no_leader).await,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -33,14 +33,18 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
 /// means. Fails (with `no_leader`) if the node does not answer either.
 async fn leaderless_status(
     args: &StatusArgs,
-    secret: &BusSecret,
+    credentials: &BusCredentials,
     no_leader: anyhow::Error,
 ) -> anyhow::Result<()> {
     let bus = bus_of(&args.access.node, args.access.password.as_deref()).await?;
-    let map = match bus::call(&bus, secret, &Request::GetMap, Duration::from_secs(2)).await {
+    let map = match bus::call(&bus, credentials, &Request::GetMap, Duration::from_secs(2)).await {
         Ok(Reply::Map(map)) => map,
         // The node itself refuses: that, not the controller, is what to fix.
-        Err(e @ bus::BusError::Auth { .. }) => return Err(e.into()),
+        Err(
+            e @ (bus::BusError::Auth { .. }
+            | bus::BusError::Tls { .. }
+            | bus::BusError::NoHello { .. }),
+        ) => return Err(e.into()),
         _ => return Err(no_leader),
     };
     let why = format!(
@@ -61,26 +65,26 @@ async fn leaderless_status(
 
 /// `shoal cluster remove-node`.
 pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
-    let secret = load_secret(&args.access.cluster_secret_file)?;
+    let credentials = args.access.credentials()?;
     let bus = bus_of(&args.access.node, args.access.password.as_deref()).await?;
     let id = find_node(
-        &leader_status_via(&bus, &args.access.node, &secret)
+        &leader_status_via(&bus, &args.access.node, &credentials)
             .await?
             .map,
         &args.id,
     )?;
     let request = Request::RemoveNode(id);
-    let answer = bus::call_leader(&bus, &secret, &request, Duration::from_secs(12), 4).await;
+    let answer = bus::call_leader(&bus, &credentials, &request, Duration::from_secs(12), 4).await;
     let map = match answer {
         Ok(Reply::Removed(map)) => map,
         // A refusal is final unless the node is gone already ("no such node" from a leader
         // asked again after an earlier one committed the removal).
         Ok(Reply::Error(e)) => {
-            removed_anyway(&bus, &secret, id, anyhow!(e), Duration::ZERO).await?
+            removed_anyway(&bus, &credentials, id, anyhow!(e), Duration::ZERO).await?
         }
         Ok(other) => bail!("unexpected answer {other:?}"),
         // No answer, or no leader for now: the removal may still commit.
-        Err(e) => removed_anyway(&bus, &secret, id, e.into(), Duration::from_secs(5)).await?,
+        Err(e) => removed_anyway(&bus, &credentials, id, e.into(), Duration::from_secs(5)).await?,
     };
     println!(
         "removed {id}; the cluster is at epoch {} with {} shards",
@@ -115,14 +119,14 @@ fn find_node(map: &ClusterMap, given: &str) -> anyhow::Result<NodeId> {
 /// again, it would find no such node. The node was there when the command started.
 async fn removed_anyway(
     bus: &str,
-    secret: &BusSecret,
+    credentials: &BusCredentials,
     id: NodeId,
     error: anyhow::Error,
     patience: Duration,
 ) -> anyhow::Result<ClusterMap> {
     let deadline = Instant::now() + patience;
     loop {
-        if let Ok(status) = leader_status_via(bus, bus, secret).await
+        if let Ok(status) = leader_status_via(bus, bus, credentials).await
             && !status.map.nodes.contains_key(&id)
         {
             return Ok(status.map);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use shoal_cluster::bus::ClusterStatus;
 use shoal_cluster::decide::desired_voters;
-use shoal_cluster::{BusSecret, Health, SLOTS};
+use shoal_cluster::{BusCredentials, BusSecret, Health, SLOTS};
 use shoal_server::Config;
 
 use shoal_cluster::BUS_PORT_OFFSET;
@@ -33,6 +33,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         .unwrap_or(args.base_port.saturating_add(1000));
     // Everything a node would refuse, refused before any starts.
     let ports = ports::plan(args.base_port, count, http_base)?;
+    let tls_flags = tls_flags(&args).context("nothing was started")?;
     node_config(&args, args.base_port, http_base)
         .validate()
         .context("nothing was started")?;
@@ -54,7 +55,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         std::fs::remove_file(&secret_path)
             .with_context(|| format!("cannot replace {}", secret_path.display()))?;
     }
-    let secret = BusSecret::create(&secret_path)?;
+    let credentials = args.tls.credentials(BusSecret::create(&secret_path)?)?;
     let exe = std::env::current_exe().context("cannot find the shoal binary")?;
     let founder = format!("127.0.0.1:{}", args.base_port);
     println!(
@@ -80,7 +81,11 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     let command_lines: Vec<Vec<String>> = (0..count)
-        .map(|i| node_command_line(&args, i, http_base, &founder, &log_dir, &secret_path))
+        .map(|i| {
+            let mut line = node_command_line(&args, i, http_base, &founder, &log_dir, &secret_path);
+            line.extend(tls_flags.iter().cloned());
+            line
+        })
         .collect();
     let spawn_node = |i: usize| -> anyhow::Result<(u16, Child)> {
         let port = args.base_port + i as u16;
@@ -114,7 +119,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         Ok((port, child))
     };
     fleet.children.push(spawn_node(0)?);
-    wait_for_founder(&founder, args.password(), &secret, &mut fleet).await?;
+    wait_for_founder(&founder, args.password(), &credentials, &mut fleet).await?;
     println!("  node {} founded the cluster", args.base_port);
     for i in 1..count {
         fleet.children.push(spawn_node(i)?);
@@ -125,7 +130,7 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
         if let Some(port) = fleet.exited() {
             bail!("{}", fleet.exit_report(port, "exited while joining"));
         }
-        if let Ok(status) = leader_status(&founder, args.password(), &secret).await {
+        if let Ok(status) = leader_status(&founder, args.password(), &credentials).await {
             let members = status.map.nodes.len();
             if members > count {
                 bail!(
@@ -155,21 +160,37 @@ pub(super) async fn up(args: UpArgs) -> anyhow::Result<()> {
     );
     print!("{}", describe(&status));
     println!();
-    let secret_flag = format!("--cluster-secret-file {}", secret_path.display());
+    // How a command reaches the cluster's bus: the secret, and its TLS files (absolute).
+    let access_flags = format!(
+        "--cluster-secret-file {}{}",
+        secret_path.display(),
+        tls_flags
+            .iter()
+            .fold(String::new(), |line, flag| format!("{line} {flag}"))
+    );
     if args.password().is_some() {
         println!("connect:    redis-cli -c -p {} --askpass", args.base_port);
         println!(
-            "status:     shoal cluster status --node {founder} {secret_flag} --password <the password>"
+            "status:     shoal cluster status --node {founder} {access_flags} --password <the password>"
         );
     } else {
         println!("connect:    redis-cli -c -p {}", args.base_port);
-        println!("status:     shoal cluster status --node {founder} {secret_flag}");
+        println!("status:     shoal cluster status --node {founder} {access_flags}");
     }
     println!(
         "secret:     {} (the cluster bus's; every node, proxy and client of the cluster needs it)",
         secret_path.display()
     );
-    println!("proxy:      shoal proxy --cluster {founder} {secret_flag}");
+    if args.tls.enabled() {
+        // A proxy's --tls-cluster is TLS to the nodes' RESP ports too, which these have not.
+        println!(
+            "proxy:      the bus speaks TLS and the RESP ports do not: a proxy (whose \
+             --tls-cluster yes speaks TLS to both) needs nodes with --tls-port and \
+             --tls-replication yes too"
+        );
+    } else {
+        println!("proxy:      shoal proxy --cluster {founder} {access_flags}");
+    }
     if http_base != 0 {
         println!("HTTP API:   http://127.0.0.1:{http_base}/<key>");
         println!(
@@ -239,7 +260,44 @@ fn node_config(args: &UpArgs, port: u16, http_port: u16) -> Config {
     if let Some(maxmemory) = args.maxmemory {
         config.maxmemory = maxmemory;
     }
+    if args.tls.enabled() {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        config.tls_cluster = true;
+        config.tls_cert_file = text(&args.tls.tls_cert_file);
+        config.tls_key_file = text(&args.tls.tls_key_file);
+        config.tls_ca_cert_file = text(&args.tls.tls_ca_cert_file);
+        config.tls_ca_cert_dir = text(&args.tls.tls_ca_cert_dir);
+    }
     config
+}
+
+/// With `--tls-cluster yes`, the flags that give every node TLS on its cluster bus, with the
+/// files as absolute paths (a node's command line is to be run again from anywhere); the
+/// files are read now, so that a wrong one stops `up` before any node starts.
+fn tls_flags(args: &UpArgs) -> anyhow::Result<Vec<String>> {
+    if !args.tls.enabled() {
+        return Ok(Vec::new());
+    }
+    let options = args.tls.options()?;
+    options
+        .client_config()
+        .context("cannot speak TLS on the cluster bus")?;
+    let mut flags = vec!["--tls-cluster".to_string(), "yes".to_string()];
+    for (flag, file) in [
+        ("--tls-cert-file", &options.cert_file),
+        ("--tls-key-file", &options.key_file),
+        ("--tls-ca-cert-file", &options.ca_cert_file),
+        ("--tls-ca-cert-dir", &options.ca_cert_dir),
+    ] {
+        if file.is_empty() {
+            continue;
+        }
+        let absolute = Path::new(file)
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {flag} {file}"))?;
+        flags.extend([flag.to_string(), absolute.display().to_string()]);
+    }
+    Ok(flags)
 }
 
 /// The cluster secret's file name in `up`'s directory.
@@ -405,7 +463,7 @@ impl Drop for Fleet {
 async fn wait_for_founder(
     founder: &str,
     password: Option<&str>,
-    secret: &BusSecret,
+    credentials: &BusCredentials,
     fleet: &mut Fleet,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -413,7 +471,7 @@ async fn wait_for_founder(
         if let Some(port) = fleet.exited() {
             bail!("{}", fleet.exit_report(port, "exited while starting"));
         }
-        if let Ok(status) = leader_status(founder, password, secret).await {
+        if let Ok(status) = leader_status(founder, password, credentials).await {
             // Ours has just founded its cluster: it is alone in it.
             if status.map.nodes.len() != 1 {
                 bail!(
