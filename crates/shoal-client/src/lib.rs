@@ -81,13 +81,17 @@ mod pool;
 mod router;
 mod stats;
 mod table;
+mod transaction;
+mod watched;
 
 pub use client::{Client, Ttl};
 pub use config::{BusSecret, ClientConfig, ClientTls, Protocol, ReadFrom};
 pub use error::Error;
 pub use futures_util::future::BoxFuture;
 pub use map_source::{BusMapSource, MapSink, MapSource, NodeAddrs, StaticMap, parse_cluster_nodes};
+pub use router::command_slot;
 pub use rustls;
 pub use shoal_cluster::ClusterMap;
 pub use shoal_proto::reply::Value;
 pub use stats::{ClientStats, LatencySummary};
+pub use watched::Watched;

@@ -18,8 +18,11 @@ use parking_lot::Mutex;
 pub(crate) struct Watches {
     /// How many (key, connection) pairs are watched.
     watched: AtomicUsize,
-    keys: Mutex<HashMap<Box<[u8]>, Vec<Arc<WatchFlag>>>>,
+    keys: Mutex<Watchers>,
 }
+
+/// Each watched key, with the flags of the connections watching it.
+type Watchers = HashMap<Box<[u8]>, Vec<Arc<WatchFlag>>>;
 
 /// Raised when a key its connection watches changes.
 #[derive(Debug, Default)]
