@@ -87,6 +87,7 @@ mod proxy;
 mod scan;
 mod shared;
 mod stats;
+mod transaction;
 mod upstream;
 
 pub use config::{ConfigError, ProxyConfig, UPSTREAM_CLIENT_NAME};
