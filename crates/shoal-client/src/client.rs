@@ -225,6 +225,9 @@ impl Client {
     /// A server error reply is `Ok(Value::Error(line))`, exactly as the server sent it (a proxy
     /// passes it on); `Err` is for failures to get a reply at all.
     ///
+    /// `MULTI`, `EXEC`, `DISCARD` and `WATCH` are refused ([`Error::Config`]): they would act
+    /// on a connection every task shares. Use [`Client::transaction`] and [`Client::watch`].
+    ///
     /// ```no_run
     /// # async fn demo(client: shoal_client::Client) -> Result<(), shoal_client::Error> {
     /// use shoal_client::Value;
@@ -240,6 +243,7 @@ impl Client {
     /// Sends a command to the node at `node` (`host:port`) whatever its keys, for a proxy or
     /// an admin tool. Connection failures are retried as for [`Client::command`]; `-MOVED` and
     /// `-ASK` are not followed but returned, like every error reply, as `Ok(Value::Error)`.
+    /// `MULTI`, `EXEC`, `DISCARD` and `WATCH` are refused as by [`Client::command`].
     pub async fn command_on<A: AsRef<[u8]>>(&self, node: &str, args: &[A]) -> Result<Value, Error> {
         if args.is_empty() {
             return Err(Error::Config("empty command".into()));

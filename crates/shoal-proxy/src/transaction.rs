@@ -86,26 +86,28 @@ pub(crate) fn admit(call: &Call<'_, Shared>) -> Admission {
 }
 
 /// `EXEC`: the whole transaction to its slot's primary, on the watch's connection if the
-/// client watches.
+/// client watches. Permissions are checked again first, as Redis does at `EXEC`: a command
+/// the user may no longer run is not sent, and its refusal takes its place in the reply.
 pub(crate) fn exec(shared: &Arc<Shared>, transaction: Transaction<'_, Shared>) -> Outcome<Shared> {
-    let commands: Vec<Vec<Bytes>> = transaction
-        .commands()
-        .map(|(_, argv)| argv.iter().map(Bytes::copy_from_slice).collect())
-        .collect();
+    let relayed = transaction.relay();
     match transaction.state.take_watched() {
         // Later commands go on the shared connections as the transaction did: in order.
         None => {
             let client = shared.client.clone();
             Outcome::Later {
-                reply: Box::pin(
-                    async move { Ok(client.transaction(&commands).await?.as_exec_reply()) },
-                ),
+                reply: Box::pin(async move {
+                    let reply = client.transaction(&relayed.commands).await?;
+                    Ok(relayed.reply(reply))
+                }),
                 barrier: false,
             }
         }
         // On a connection of its own: later commands wait for it.
         Some(watched) => Outcome::Later {
-            reply: Box::pin(async move { Ok(watched.exec(&commands).await?.as_exec_reply()) }),
+            reply: Box::pin(async move {
+                let reply = watched.exec(&relayed.commands).await?;
+                Ok(relayed.reply(reply))
+            }),
             barrier: true,
         },
     }

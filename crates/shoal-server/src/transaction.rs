@@ -157,8 +157,9 @@ impl Shared {
 }
 
 /// A transaction whose slot another node serves, on a node that forwards: sent whole to
-/// the slot's primary, `EXEC`'s reply relayed. Keys this connection watches here cannot
-/// guard it (they are refused with [`WATCH_HERE_EXEC_THERE`]).
+/// the slot's primary (the commands the user may still run: see [`Transaction::relay`]),
+/// `EXEC`'s reply relayed. Keys this connection watches here cannot guard it (refused with
+/// [`WATCH_HERE_EXEC_THERE`]).
 fn forward(
     cluster: Arc<ClusterState>,
     transaction: &Transaction<'_, Shared>,
@@ -167,12 +168,12 @@ fn forward(
     if transaction.state.watching.is_some() {
         return Outcome::Refused(CommandError::fixed(WATCH_HERE_EXEC_THERE));
     }
-    let commands: Vec<Vec<Vec<u8>>> = transaction
-        .commands()
-        .map(|(_, argv)| argv.iter().map(<[u8]>::to_vec).collect())
-        .collect();
+    let relayed = transaction.relay();
     Outcome::Later {
-        reply: Box::pin(async move { cluster.forward_transaction(&addr, &commands).await }),
+        reply: Box::pin(async move {
+            let reply = cluster.forward_transaction(&addr, &relayed.commands).await;
+            relayed.reply(reply)
+        }),
         barrier: true,
     }
 }

@@ -285,3 +285,36 @@ async fn watch_holds_from_watch_to_exec() {
     .unwrap();
     assert_eq!(doubled, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_lost_while_queued_are_checked_again_at_exec() {
+    let harness = shared();
+    let mut admin = Raw::connect(harness.addr()).await;
+    let created = admin
+        .call(&["ACL", "SETUSER", "txacl", "on", ">pw", "~{txacl}*", "+@all"])
+        .await;
+    assert_eq!(created, ok());
+    let mut user = Raw::connect(harness.addr()).await;
+    assert_eq!(user.call(&["AUTH", "txacl", "pw"]).await, ok());
+    assert_eq!(user.call(&["MULTI"]).await, ok());
+    assert_eq!(user.call(&["SET", "{txacl}a", "1"]).await, queued());
+    assert_eq!(user.call(&["GET", "{txacl}a"]).await, queued());
+    assert_eq!(user.call(&["INCR", "{txacl}n"]).await, queued());
+    let revoked = admin.call(&["ACL", "SETUSER", "txacl", "-get"]).await;
+    assert_eq!(revoked, ok());
+    let Value::Array(replies) = user.call(&["EXEC"]).await else {
+        panic!("EXEC answers an array");
+    };
+    assert_eq!(replies.len(), 3);
+    assert_eq!((&replies[0], &replies[2]), (&ok(), &Value::Int(1)));
+    assert_eq!(
+        error_text(&replies[1]),
+        "NOPERM ACLs rules changed between the moment the transaction was accumulated and the \
+         EXEC call. This command is no longer allowed for the following reason: no permission \
+         to execute the 'get' command."
+    );
+    assert_eq!(
+        admin.call(&["ACL", "DELUSER", "txacl"]).await,
+        Value::Int(1)
+    );
+}

@@ -379,7 +379,7 @@ impl ClusterState {
         let Some(forwarder) = self.forwarder.get() else {
             return Value::Error(CLUSTER_DOWN.as_bytes().to_vec());
         };
-        relayed(addr, forwarder.transaction(commands).await).as_exec_reply()
+        relayed(addr, forwarder.transaction(commands).await)
     }
 
     /// `CLUSTER FAILOVER` on this replica: unless `force`, pauses the primary's writes and
