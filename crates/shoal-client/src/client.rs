@@ -20,6 +20,7 @@ use crate::pool::Pools;
 use crate::router::{self, Redirect, Route, Split, parse_redirect};
 use crate::stats::{ClientStats, Stats};
 use crate::table::Miss;
+use crate::transaction;
 
 /// What `TTL` says about a key, from [`Client::ttl`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,9 +69,14 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// What [`transaction::refuse_state`] says of `MULTI`, `EXEC`, `DISCARD` and `WATCH` sent on
+/// their own.
+const ON_SHARED: &str =
+    "on the client's shared connections; use Client::transaction or Client::watch";
+
 /// Where one request goes.
 #[derive(Clone, Copy)]
-enum Target<'a> {
+pub(crate) enum Target<'a> {
     /// The node serving this slot (following redirections).
     Slot(Slot),
     /// Any primary.
@@ -219,6 +225,9 @@ impl Client {
     /// A server error reply is `Ok(Value::Error(line))`, exactly as the server sent it (a proxy
     /// passes it on); `Err` is for failures to get a reply at all.
     ///
+    /// `MULTI`, `EXEC`, `DISCARD` and `WATCH` are refused ([`Error::Config`]): they would act
+    /// on a connection every task shares. Use [`Client::transaction`] and [`Client::watch`].
+    ///
     /// ```no_run
     /// # async fn demo(client: shoal_client::Client) -> Result<(), shoal_client::Error> {
     /// use shoal_client::Value;
@@ -234,10 +243,12 @@ impl Client {
     /// Sends a command to the node at `node` (`host:port`) whatever its keys, for a proxy or
     /// an admin tool. Connection failures are retried as for [`Client::command`]; `-MOVED` and
     /// `-ASK` are not followed but returned, like every error reply, as `Ok(Value::Error)`.
+    /// `MULTI`, `EXEC`, `DISCARD` and `WATCH` are refused as by [`Client::command`].
     pub async fn command_on<A: AsRef<[u8]>>(&self, node: &str, args: &[A]) -> Result<Value, Error> {
         if args.is_empty() {
             return Err(Error::Config("empty command".into()));
         }
+        transaction::refuse_state(args, ON_SHARED)?;
         let readonly = router::readonly(args);
         self.observed(self.exec(&encode(args), Target::Node(node), readonly))
             .await
@@ -435,8 +446,90 @@ impl Client {
         }
     }
 
+    /// Runs `commands` (each the name first) as one transaction on the primary of their
+    /// slot, and returns `EXEC`'s reply: the array of the commands' replies (a command's
+    /// error reply in its place), or an error reply if the transaction ran nothing
+    /// (`-EXECABORT` when a node refused a command while queuing it).
+    ///
+    /// Every key of every command must hash to one slot (use hash tags: `{user1}.a`,
+    /// `{user1}.b`), else [`Error::CrossSlot`] before anything is sent; commands the client
+    /// splits elsewhere (`MGET` over several slots) are not split here. Keyless commands may
+    /// join (a transaction with no keys goes to any primary). `MULTI`, `EXEC`, `DISCARD`,
+    /// `WATCH`, `RESET` and `QUIT` may not be among the commands ([`Error::Config`]).
+    ///
+    /// `MULTI`, the commands and `EXEC` are written as one piece on the node's shared,
+    /// pipelined connection: requests of other tasks go before or after it, never between.
+    ///
+    /// A transaction that ran nothing because of where it was sent is sent again: after
+    /// `-MOVED`/`-ASK` (to a queued command or to `EXEC`) at the new address, after
+    /// `-TRYAGAIN`, `-CLUSTERDOWN` or `-LOADING` after a backoff, and after a connection that
+    /// failed before the transaction was written. Once it may have reached the node (a
+    /// timeout, a connection lost with it in flight) it is not sent again, unless every
+    /// command only reads or [`ClientConfig::retry_writes_after_timeout`] is set: the error is
+    /// returned, and the transaction may or may not have run ([`Error::is_ambiguous`]). When
+    /// retries run out, the refusal is the reply (`-CLUSTERDOWN ...` rather than
+    /// `-EXECABORT`).
+    ///
+    /// For optimistic locking (`WATCH`), see [`Client::watch`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: shoal_client::Client) -> Result<(), shoal_client::Error> {
+    /// use shoal_client::Value;
+    ///
+    /// let reply = client
+    ///     .transaction(&[
+    ///         &["SET", "{cart:7}.owner", "alice"][..],
+    ///         &["INCR", "{cart:7}.items"],
+    ///         &["EXPIRE", "{cart:7}.items", "3600"],
+    ///     ])
+    ///     .await?;
+    /// let Value::Array(replies) = reply else {
+    ///     panic!("the transaction did not run: {reply:?}");
+    /// };
+    /// assert_eq!(replies.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<C, A>(&self, commands: &[C]) -> Result<Value, Error>
+    where
+        C: AsRef<[A]>,
+        A: AsRef<[u8]>,
+    {
+        self.observed(self.run_transaction(commands)).await
+    }
+
+    async fn run_transaction<C, A>(&self, commands: &[C]) -> Result<Value, Error>
+    where
+        C: AsRef<[A]>,
+        A: AsRef<[u8]>,
+    {
+        let batch = transaction::batch(commands)?;
+        let target = batch.slot.map_or(Target::Any, Target::Slot);
+        let timeout = self.inner.config.request_timeout;
+        let pools = &self.inner.pools;
+        let batch = &batch;
+        let replies = self
+            .retrying(
+                target,
+                ReadFrom::Primary,
+                batch.readonly,
+                |addr, asking| async move {
+                    pools
+                        .get(&addr)?
+                        .request_batch(batch.frame.clone(), asking, batch.replies, timeout)
+                        .await
+                },
+            )
+            .await?;
+        Ok(transaction::outcome(replies))
+    }
+
+    /// The connections, for requests that need one of their own ([`Client::watch`]).
+    pub(crate) fn pools(&self) -> &Pools {
+        &self.inner.pools
+    }
+
     /// Counts and times one API call.
-    async fn observed(
+    pub(crate) async fn observed(
         &self,
         call: impl Future<Output = Result<Value, Error>>,
     ) -> Result<Value, Error> {
@@ -454,6 +547,7 @@ impl Client {
     }
 
     async fn route_and_run<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Value, Error> {
+        transaction::refuse_state(args, ON_SHARED)?;
         let routed = router::route(args)?;
         match routed.route {
             Route::Any => self.exec(&encode(args), Target::Any, routed.readonly).await,
@@ -524,16 +618,46 @@ impl Client {
         readonly: bool,
     ) -> Result<Value, Error> {
         let config = &self.inner.config;
-        let maps = &self.inner.maps;
-        let mut failures = 0u32;
-        let mut redirects = 0u32;
-        let mut redirect: Option<(Arc<str>, bool)> = None;
         // Reads go where the configuration says, until a replica says it cannot serve yet.
-        let mut read_from = if readonly {
+        let read_from = if readonly {
             config.read_from
         } else {
             ReadFrom::Primary
         };
+        let timeout = config.request_timeout;
+        let pools = &self.inner.pools;
+        self.retrying(target, read_from, readonly, |addr, asking| async move {
+            pools
+                .get(&addr)?
+                .request(frame.clone(), asking, timeout)
+                .await
+        })
+        .await
+    }
+
+    /// Sends a request to `target` with `send(addr, asking)` until it gets a reply or a final
+    /// error: follows the redirections its [`Verdict`] names, retries after a backoff when it
+    /// says the cluster is not ready (`-TRYAGAIN`, `-CLUSTERDOWN`, `-LOADING`) or the request
+    /// failed; after an ambiguous failure (it may have run) only if `retry_ambiguous` (or the
+    /// configuration retries writes after timeouts). `read_from` picks a slot's member until
+    /// a replica answers `-LOADING`.
+    pub(crate) async fn retrying<R, F, Fut>(
+        &self,
+        target: Target<'_>,
+        mut read_from: ReadFrom,
+        retry_ambiguous: bool,
+        send: F,
+    ) -> Result<R, Error>
+    where
+        R: Verdict,
+        F: Fn(Arc<str>, bool) -> Fut,
+        Fut: Future<Output = Result<R, Error>>,
+    {
+        let config = &self.inner.config;
+        let maps = &self.inner.maps;
+        let mut failures = 0u32;
+        let mut redirects = 0u32;
+        let mut redirect: Option<(Arc<str>, bool)> = None;
         loop {
             let (addr, asking) = match redirect.take() {
                 Some(to) => to,
@@ -548,17 +672,13 @@ impl Client {
                     }
                 },
             };
-            let result = match self.inner.pools.get(&addr) {
-                Ok(conn) => {
-                    conn.request(frame.clone(), asking, config.request_timeout)
-                        .await
-                }
-                Err(err) => Err(err),
-            };
-            let err = match result {
-                Ok(Value::Error(line)) => {
+            let err = match send(addr.clone(), asking).await {
+                Ok(reply) => {
+                    let Some(line) = reply.verdict() else {
+                        return Ok(reply);
+                    };
                     let follow = !matches!(target, Target::Node(_));
-                    if follow && let Some(to) = parse_redirect(&line, &addr) {
+                    if follow && let Some(to) = parse_redirect(line, &addr) {
                         Stats::bump(&self.inner.stats.redirects);
                         redirects += 1;
                         let (to, ask) = match to {
@@ -575,7 +695,7 @@ impl Client {
                         redirect = Some((to.into(), ask));
                         continue;
                     }
-                    let code = error_code(&line);
+                    let code = error_code(line);
                     if code == b"LOADING" && read_from != ReadFrom::Primary {
                         // A replica still syncing: its primary has the data now.
                         read_from = ReadFrom::Primary;
@@ -589,13 +709,12 @@ impl Client {
                             continue;
                         }
                     }
-                    return Ok(Value::Error(line));
+                    return Ok(reply);
                 }
-                Ok(value) => return Ok(value),
                 Err(err) => err,
             };
             let may_retry = err.is_retryable()
-                && (!err.is_ambiguous() || readonly || config.retry_writes_after_timeout);
+                && (!err.is_ambiguous() || retry_ambiguous || config.retry_writes_after_timeout);
             if !may_retry {
                 return Err(err);
             }
@@ -609,6 +728,23 @@ impl Client {
             if !self.backoff(&mut failures).await {
                 return Err(err);
             }
+        }
+    }
+}
+
+/// What the retry loop reads in a reply: the error line that decides whether the request is
+/// redirected, tried again or answered (`None`: answered).
+pub(crate) trait Verdict {
+    /// The deciding error line, if any.
+    fn verdict(&self) -> Option<&[u8]>;
+}
+
+/// A command's reply decides by itself.
+impl Verdict for Value {
+    fn verdict(&self) -> Option<&[u8]> {
+        match self {
+            Value::Error(line) | Value::BulkError(line) => Some(line),
+            _ => None,
         }
     }
 }

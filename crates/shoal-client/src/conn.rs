@@ -6,6 +6,9 @@
 //! Callers hand an encoded frame and a oneshot to the connection's queue. A writer task takes
 //! everything queued at that moment and writes it with one `write_all`; a reader task decodes
 //! replies and completes the oneshots in FIFO order (the order the writer put them on the wire).
+//! A frame is written whole, so a batch of requests in one frame (a transaction's `MULTI` ...
+//! `EXEC`, [`Conn::request_batch`]) reaches the node with nothing of another caller between
+//! its requests, and its replies are gathered for its one oneshot.
 //! When the connection fails, every request written and unanswered gets
 //! [`Error::ConnectionLost`] (it may have run), every request still queued gets [`Error::Io`]
 //! (it did not), and the connection is marked dead so the pool opens a new one.
@@ -87,13 +90,24 @@ type ReplyTx = oneshot::Sender<Result<Value, Error>>;
 struct Pending {
     frame: Bytes,
     asking: bool,
+    /// For a batch ([`Conn::request_batch`]), how many replies the frame gets; a command
+    /// gets one.
+    batch: Option<usize>,
     reply: ReplyTx,
 }
 
-/// An in-flight request: `skip` replies (to `ASKING`) come before its own.
+/// An in-flight request: `skip` replies (to `ASKING`) come before its own; a batch gathers
+/// its replies until it has them all.
 struct Sink {
     skip: u8,
+    batch: Option<Gathered>,
     reply: ReplyTx,
+}
+
+/// The replies of a batch so far.
+struct Gathered {
+    want: usize,
+    got: Vec<Value>,
 }
 
 struct State {
@@ -215,11 +229,47 @@ impl Conn {
         asking: bool,
         timeout: Duration,
     ) -> Result<Value, Error> {
+        self.submit(frame, asking, None, timeout).await
+    }
+
+    /// Sends `frame`, several encoded requests that get `replies` replies in all (a
+    /// transaction's `MULTI` ... `EXEC`), in one piece: no other request of the connection is
+    /// written between them. Waits for every reply until `timeout` passes, and returns them in
+    /// order.
+    pub async fn request_batch(
+        &self,
+        frame: Bytes,
+        asking: bool,
+        replies: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, Error> {
+        if replies == 0 {
+            return Ok(Vec::new());
+        }
+        match self.submit(frame, asking, Some(replies), timeout).await? {
+            Value::Array(values) if values.len() == replies => Ok(values),
+            other => Err(Error::protocol(
+                &self.shared.addr,
+                format!("a batch of {replies} replies was answered {other:?}"),
+            )),
+        }
+    }
+
+    /// Queues `frame` and waits for its reply, or for a batch's replies, gathered in an
+    /// array.
+    async fn submit(
+        &self,
+        frame: Bytes,
+        asking: bool,
+        batch: Option<usize>,
+        timeout: Duration,
+    ) -> Result<Value, Error> {
         let deadline = deadline_after(timeout);
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
             frame,
             asking,
+            batch,
             reply,
         };
         let timed_out = || Error::Timeout {
@@ -503,6 +553,10 @@ async fn write_loop(
             buf.extend_from_slice(&pending.frame);
             sinks.push(Sink {
                 skip: pending.asking as u8,
+                batch: pending.batch.map(|want| Gathered {
+                    want,
+                    got: Vec::with_capacity(want),
+                }),
                 reply: pending.reply,
             });
         };
@@ -577,6 +631,16 @@ async fn read_loop(mut rd: impl AsyncRead + Unpin, mut buf: BytesMut, shared: Ar
                     front.skip -= 1;
                     continue;
                 }
+                let value = match &mut front.batch {
+                    None => value,
+                    Some(batch) => {
+                        batch.got.push(value);
+                        if batch.got.len() < batch.want {
+                            continue;
+                        }
+                        Value::Array(std::mem::take(&mut batch.got))
+                    }
+                };
                 if let Some(sink) = state.inflight.pop_front() {
                     let _ = sink.reply.send(Ok(value));
                 }

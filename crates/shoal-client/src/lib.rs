@@ -4,7 +4,8 @@
 //! following it, sends each command to the primary that owns its key's slot, keeps one
 //! multiplexed, pipelined connection per node (requests from many tasks share each socket
 //! write), retries with backoff, follows `-MOVED`/`-ASK`, splits multi-key commands by slot,
-//! and counts requests, errors and latency ([`Client::stats`]).
+//! runs transactions on one slot ([`Client::transaction`], [`Client::watch`]), and counts
+//! requests, errors and latency ([`Client::stats`]).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -65,6 +66,37 @@
 //! that is not RESP is [`Error::Protocol`] and the connection is dropped; no server input
 //! makes the client panic.
 //!
+//! # Transactions
+//!
+//! [`Client::transaction`] runs commands as one Redis transaction on the primary of their slot
+//! (every key of every command in one slot, as Redis Cluster requires: use hash tags, e.g.
+//! `{user1}.a` and `{user1}.b`; keys in several slots are [`Error::CrossSlot`] before
+//! anything is sent). `MULTI`, the commands and `EXEC` go out as one frame on the node's shared
+//! connection, so no request of another task comes between them, and the call returns
+//! `EXEC`'s reply: the array of the commands' replies, or the error that made it run nothing
+//! (`-EXECABORT`, ...). It is sent again when nothing ran (`-MOVED`/`-ASK` to a queued command
+//! or to `EXEC`, `-TRYAGAIN`, `-CLUSTERDOWN`, `-LOADING`, a connection that failed before it
+//! was written), never once `EXEC` may have reached the node, unless every command only reads
+//! (or [`ClientConfig::retry_writes_after_timeout`] is set).
+//!
+//! Optimistic locking needs the connection that watched to run `EXEC`: [`Client::watch`]
+//! opens one of its own to the keys' primary and returns it as a [`Watched`], for reads
+//! ([`Watched::get`], [`Watched::command`]) and then [`Watched::exec`], which answers a null
+//! if a watched key changed meanwhile. `MULTI`, `EXEC`, `DISCARD` and `WATCH` sent on their own
+//! through [`Client::command`] are refused ([`Error::Config`]): the shared connections carry
+//! every task's requests.
+//!
+//! ```no_run
+//! # async fn demo(client: shoal_client::Client) -> Result<(), shoal_client::Error> {
+//! use shoal_client::Value;
+//!
+//! let reply = client
+//!     .transaction(&[["INCR", "{user1}.visits"], ["GET", "{user1}.name"]])
+//!     .await?;
+//! assert!(matches!(reply, Value::Array(_)));
+//! # Ok(()) }
+//! ```
+//!
 //! # Map sources
 //!
 //! [`Client::connect`] follows the cluster bus ([`BusMapSource`]); [`Client::with_map`] uses a
@@ -89,13 +121,17 @@ mod pool;
 mod router;
 mod stats;
 mod table;
+mod transaction;
+mod watched;
 
 pub use client::{Client, Ttl};
 pub use config::{BusSecret, ClientConfig, ClientTls, Protocol, ReadFrom};
 pub use error::Error;
 pub use futures_util::future::BoxFuture;
 pub use map_source::{BusMapSource, MapSink, MapSource, NodeAddrs, StaticMap, parse_cluster_nodes};
+pub use router::command_slot;
 pub use rustls;
 pub use shoal_cluster::ClusterMap;
 pub use shoal_proto::reply::Value;
 pub use stats::{ClientStats, LatencySummary};
+pub use watched::Watched;

@@ -89,6 +89,12 @@ impl Pools {
         Ok(conn)
     }
 
+    /// A connection to `addr` of its own, outside the pool, for a caller that needs the
+    /// connection's state to itself (a `WATCH` held until `EXEC`). It closes when dropped.
+    pub fn open_dedicated(&self, addr: &str) -> Conn {
+        Conn::open(addr, &self.options, self.stats.clone())
+    }
+
     /// Closes the connections to nodes for which `keep` is false (once their requests finish).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.nodes.write().retain(|addr, _| keep(addr));

@@ -104,6 +104,18 @@ pub(crate) fn route<A: AsRef<[u8]>>(args: &[A]) -> Result<Routed, Error> {
     Ok(Routed { route, readonly })
 }
 
+/// The slot every key of a command (`args`, the name first) hashes to, as a transaction
+/// needs it: `None` for a command without keys, [`Error::CrossSlot`] for keys in several
+/// slots (also for `MGET` and the other commands [`Client::command`](crate::Client::command)
+/// splits: a transaction cannot split them), [`Error::Config`] for an empty command.
+pub fn command_slot<A: AsRef<[u8]>>(args: &[A]) -> Result<Option<Slot>, Error> {
+    match route(args)?.route {
+        Route::Any => Ok(None),
+        Route::Slot(slot) => Ok(Some(slot)),
+        Route::Split(_) => Err(Error::CrossSlot),
+    }
+}
+
 /// One part of a split command: the keys of one slot.
 #[derive(Debug)]
 pub(crate) struct Part {
@@ -374,6 +386,22 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_command_has_one_slot_or_none() {
+        assert_eq!(command_slot(&["GET", "a"]).unwrap(), Some(key_slot(b"a")));
+        assert_eq!(command_slot(&["PING"]).unwrap(), None);
+        assert!(matches!(
+            command_slot(&["MGET", "a", "b"]),
+            Err(Error::CrossSlot)
+        ));
+        assert!(matches!(
+            command_slot(&["RENAME", "a", "b"]),
+            Err(Error::CrossSlot)
+        ));
+        let none: [&str; 0] = [];
+        assert!(matches!(command_slot(&none), Err(Error::Config(_))));
     }
 
     #[test]

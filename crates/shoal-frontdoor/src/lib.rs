@@ -60,7 +60,7 @@ pub use error::{
     truncated_arg, write_error_line,
 };
 pub use identity::{Mode, Role};
-pub use multi::{Admission, Transaction};
+pub use multi::{Admission, Relayed, Transaction};
 pub use settings::{DENIED, Limits, OutputLimit, Settings, constant_time_eq};
 pub use slowlog::{SlowEntry, SlowLog};
 pub use stats::{CommandTotals, Stats, WorkerStats};

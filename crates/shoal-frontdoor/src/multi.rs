@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use shoal_proto::Argv;
 use shoal_proto::command_table::flags;
+use shoal_proto::reply::Value;
 
 use crate::backend::{Backend, Call, Conn};
 use crate::commands::Command;
@@ -155,6 +156,27 @@ impl<'a, B: Backend> Transaction<'a, B> {
             .fold(0, |all, q| all | q.command.spec.flags)
     }
 
+    /// The transaction for a backend that runs it elsewhere (the proxy, a forwarding node):
+    /// the user's permissions are checked again first, as [`Transaction::run`] does (they may
+    /// have changed since the commands were queued), and only the commands still permitted
+    /// are to be sent; [`Relayed::reply`] puts the others' refusals back in `EXEC`'s reply.
+    pub fn relay(&self) -> Relayed {
+        let mut commands = Vec::with_capacity(self.queued.len());
+        let refused = self
+            .queued
+            .iter()
+            .map(|q| {
+                let argv = q.argv();
+                let refusal = recheck_permission(self.backend, self.conn, q.command, &argv).err();
+                if refusal.is_none() {
+                    commands.push(argv.iter().map(<[u8]>::to_vec).collect());
+                }
+                refusal
+            })
+            .collect();
+        Relayed { commands, refused }
+    }
+
     /// Answers that the transaction did not run because a watched key changed (a null array).
     pub fn abort_watched(self) {
         self.conn.reply(self.out).null_array();
@@ -209,6 +231,40 @@ impl<'a, B: Backend> Transaction<'a, B> {
     }
 }
 
+/// A transaction to run elsewhere ([`Transaction::relay`]).
+#[derive(Debug)]
+pub struct Relayed {
+    /// The commands to run, each with its arguments (the name first), in order: those the
+    /// user may still run.
+    pub commands: Vec<Vec<Vec<u8>>>,
+    /// Each queued command's refusal, in order (`None`: it is in `commands`).
+    refused: Vec<Option<CommandError>>,
+}
+
+impl Relayed {
+    /// `EXEC`'s reply from where the transaction ran, as the client gets it: each refused
+    /// command's refusal in its place in the array, and a null as Redis's null array (a
+    /// watched key changed). Another reply (an error) stays as it is.
+    pub fn reply(&self, reply: Value) -> Value {
+        let Value::Array(ran) = reply else {
+            return reply.as_exec_reply();
+        };
+        if self.refused.iter().all(Option::is_none) {
+            return Value::Array(ran);
+        }
+        let mut ran = ran.into_iter();
+        let replies = self
+            .refused
+            .iter()
+            .map(|refusal| match refusal {
+                Some(error) => Value::Error(error.bytes().into_owned()),
+                None => ran.next().unwrap_or(Value::Null),
+            })
+            .collect();
+        Value::Array(replies)
+    }
+}
+
 /// Checks the user's permissions for a queued command again at `EXEC`, with Redis's words for
 /// a permission lost since it was queued.
 fn recheck_permission<B: Backend>(
@@ -244,4 +300,35 @@ fn recheck_permission<B: Backend>(
                 .into(),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_commands_keep_their_place_in_exec_s_reply() {
+        let relayed = Relayed {
+            commands: vec![vec![b"GET".to_vec()], vec![b"GET".to_vec()]],
+            refused: vec![None, Some(CommandError::fixed("NOPERM no")), None],
+        };
+        let ran = Value::Array(vec![Value::Int(1), Value::Int(2)]);
+        assert_eq!(
+            relayed.reply(ran),
+            Value::Array(vec![
+                Value::Int(1),
+                Value::Error(b"NOPERM no".to_vec()),
+                Value::Int(2)
+            ])
+        );
+        assert_eq!(relayed.reply(Value::Null), Value::NullArray);
+        let error = Value::Error(b"CROSSSLOT x".to_vec());
+        assert_eq!(relayed.reply(error.clone()), error);
+        let all = Relayed {
+            commands: vec![vec![b"GET".to_vec()]],
+            refused: vec![None],
+        };
+        let ran = Value::Array(vec![Value::Int(1)]);
+        assert_eq!(all.reply(ran.clone()), ran);
+    }
 }

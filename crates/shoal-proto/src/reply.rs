@@ -16,6 +16,10 @@ pub enum Value {
     Bulk(Vec<u8>),
     /// `$-1`, `*-1` or `_`.
     Null,
+    /// A null known to be a null array, which RESP2 writes `*-1` (Redis's reply to `EXEC`
+    /// after a watched key changed): for a relay to send as Redis would. Never decoded (a
+    /// decoded `*-1` is [`Value::Null`]); see [`Value::as_exec_reply`].
+    NullArray,
     /// `*...`
     Array(Vec<Value>),
     /// `%...` as key/value pairs.
@@ -34,6 +38,17 @@ pub enum Value {
     BigNumber(Vec<u8>),
     /// `!...`
     BulkError(Vec<u8>),
+}
+
+impl Value {
+    /// `EXEC`'s reply, decoded, as a relay sends it on: its null (the transaction ran nothing
+    /// because a watched key changed) is a [`Value::NullArray`], as Redis sends it.
+    pub fn as_exec_reply(self) -> Value {
+        match self {
+            Value::Null => Value::NullArray,
+            other => other,
+        }
+    }
 }
 
 /// A reply that does not follow RESP.
@@ -163,7 +178,8 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Option<Value>,
 /// Appends `value` to `out` in `protocol`, as a server would send it. RESP3-only types fall
 /// back as Redis 7 downgrades them for RESP2 clients: maps to flat arrays, sets and pushes to
 /// arrays, doubles, big numbers and verbatim text to bulk strings, booleans to 1/0, bulk
-/// errors to simple errors (line breaks replaced by spaces); every null is `$-1` in RESP2.
+/// errors to simple errors (line breaks replaced by spaces); every null is `$-1` in RESP2 but
+/// a [`Value::NullArray`], `*-1`.
 pub fn encode_value(value: &Value, protocol: Protocol, out: &mut Vec<u8>) {
     let resp3 = protocol == Protocol::Resp3;
     let header = |out: &mut Vec<u8>, kind: u8, n: usize| {
@@ -194,8 +210,9 @@ pub fn encode_value(value: &Value, protocol: Protocol, out: &mut Vec<u8>) {
             out.extend_from_slice(b"\r\n");
         }
         Value::Bulk(data) => bulk(out, b'$', data),
-        Value::Null if resp3 => out.extend_from_slice(b"_\r\n"),
+        Value::Null | Value::NullArray if resp3 => out.extend_from_slice(b"_\r\n"),
         Value::Null => out.extend_from_slice(b"$-1\r\n"),
+        Value::NullArray => out.extend_from_slice(b"*-1\r\n"),
         Value::Array(items) => {
             header(out, b'*', items.len());
             items.iter().for_each(|v| encode_value(v, protocol, out));
@@ -286,6 +303,20 @@ mod tests {
             out,
             b"*4\r\n$-1\r\n*2\r\n$1\r\nk\r\n:0\r\n$3\r\n2.5\r\n-ERR a b\r\n".to_vec()
         );
+    }
+
+    #[test]
+    fn exec_s_null_is_a_null_array() {
+        let relayed = Value::Null.as_exec_reply();
+        let mut out = Vec::new();
+        encode_value(&relayed, Protocol::Resp2, &mut out);
+        assert_eq!(out, b"*-1\r\n");
+        out.clear();
+        encode_value(&relayed, Protocol::Resp3, &mut out);
+        assert_eq!(out, b"_\r\n");
+        assert_eq!(decode(b"*-1\r\n").unwrap().unwrap().0, Value::Null);
+        let ran = Value::Array(vec![Value::Null]);
+        assert_eq!(ran.clone().as_exec_reply(), ran);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! * `SHUTDOWN` is refused (it would stop whichever node it reached);
 //! * `INFO`, `DBSIZE`, `KEYS`, `SCAN`, `FLUSHALL`, `FLUSHDB`, `RANDOMKEY`, `CONFIG SET`,
 //!   `CONFIG RESETSTAT` and `SLOWLOG RESET` ask several nodes ([`crate::commands::fanout`]);
+//! * `WATCH`, `UNWATCH` and `EXEC` keep or use the client connection's own connection to a
+//!   node ([`crate::transaction`]), which also checks the commands queued in a transaction;
 //! * everything else goes to [`Client::command`](shoal_client::Client::command), which routes
 //!   by key and splits `MGET`, `MSET`, `DEL`, `EXISTS`, `UNLINK` and `TOUCH` by slot.
 //!
@@ -18,17 +20,56 @@ use std::io;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use shoal_frontdoor::{Backend, Call, CommandError, Conn, Door, Outcome, Transaction};
+use shoal_frontdoor::{Admission, Backend, Call, CommandError, Conn, Door, Outcome, Transaction};
 use shoal_proto::Protocol;
 
 use crate::commands::fanout::{self, Nodes};
 use crate::commands::info;
 use crate::shared::Shared;
 use crate::stats::ProxyStats;
+use crate::transaction::{self, ProxyConn};
 use crate::upstream::{Reply, encode_reply};
 
+/// Where the proxy sends a command that passed the front door's checks.
+pub(crate) enum Upstream {
+    /// Answered by the proxy, with what it asks every primary (`INFO`).
+    Info,
+    /// `DBSIZE`: every primary's count, summed.
+    Dbsize,
+    /// `KEYS`: every primary's keys.
+    Keys,
+    /// `SCAN`: one primary after the other.
+    Scan,
+    /// `RANDOMKEY`: primaries until one has a key.
+    RandomKey,
+    /// Sent to these nodes; `OK` once all say it.
+    AllOk(Nodes),
+    /// `WATCH`: on the client connection's own connection ([`crate::transaction`]).
+    Watch,
+    /// `UNWATCH`: closes that connection.
+    Unwatch,
+    /// To the owner of its keys ([`Client::command`](shoal_client::Client::command)).
+    Routed,
+}
+
+/// Where `name` (a command's or subcommand's) goes.
+pub(crate) fn upstream(name: &str) -> Upstream {
+    match name {
+        "info" => Upstream::Info,
+        "dbsize" => Upstream::Dbsize,
+        "keys" => Upstream::Keys,
+        "scan" => Upstream::Scan,
+        "randomkey" => Upstream::RandomKey,
+        "flushall" | "flushdb" => Upstream::AllOk(Nodes::Primaries),
+        "config|set" | "config|resetstat" | "slowlog|reset" => Upstream::AllOk(Nodes::All),
+        "watch" => Upstream::Watch,
+        "unwatch" => Upstream::Unwatch,
+        _ => Upstream::Routed,
+    }
+}
+
 impl Backend for Shared {
-    type Conn = ();
+    type Conn = ProxyConn;
     type Reply = Reply;
     type HandOff = Infallible;
     const OWNED_ARGS: bool = true;
@@ -37,7 +78,9 @@ impl Backend for Shared {
         &self.door
     }
 
-    fn new_conn(&self) {}
+    fn new_conn(&self) -> ProxyConn {
+        ProxyConn::default()
+    }
 
     fn call(self: &Arc<Self>, mut call: Call<'_, Self>) -> Outcome<Self> {
         call.start_clock();
@@ -46,18 +89,18 @@ impl Backend for Shared {
             return Outcome::Failed(CommandError::fixed(line));
         }
         let client = self.client.clone();
+        let upstream = upstream(name);
         let args = call.owned_args();
-        let reply: BoxFuture<'static, Reply> = match name {
-            "info" => info::info(self.clone(), args),
-            "dbsize" => fanout::dbsize(client, args),
-            "keys" => fanout::keys(client, args),
-            "scan" => fanout::scan(client, args),
-            "randomkey" => fanout::randomkey(client, args),
-            "flushall" | "flushdb" => fanout::all_ok(client, args, Nodes::Primaries),
-            "config|set" | "config|resetstat" | "slowlog|reset" => {
-                fanout::all_ok(client, args, Nodes::All)
-            }
-            _ => Box::pin(async move { client.command(&args).await }),
+        let reply: BoxFuture<'static, Reply> = match upstream {
+            Upstream::Info => info::info(self.clone(), args),
+            Upstream::Dbsize => fanout::dbsize(client, args),
+            Upstream::Keys => fanout::keys(client, args),
+            Upstream::Scan => fanout::scan(client, args),
+            Upstream::RandomKey => fanout::randomkey(client, args),
+            Upstream::AllOk(nodes) => fanout::all_ok(client, args, nodes),
+            Upstream::Watch => return transaction::watch(self, call),
+            Upstream::Unwatch => return transaction::unwatch(call),
+            Upstream::Routed => Box::pin(async move { client.command(&args).await }),
         };
         Outcome::Later {
             reply,
@@ -65,10 +108,20 @@ impl Backend for Shared {
         }
     }
 
-    fn exec(self: &Arc<Self>, _transaction: Transaction<'_, Self>) -> Outcome<Self> {
-        Outcome::Failed(CommandError::fixed(
-            "ERR proxy: transactions are not served through the proxy yet; send MULTI/EXEC to the keys' node",
-        ))
+    fn admit(self: &Arc<Self>, call: Call<'_, Self>) -> Admission {
+        transaction::admit(&call)
+    }
+
+    fn exec(self: &Arc<Self>, transaction: Transaction<'_, Self>) -> Outcome<Self> {
+        transaction::exec(self, transaction)
+    }
+
+    fn unwatch(&self, state: &mut ProxyConn) {
+        state.unwatch();
+    }
+
+    fn reset(&self, state: &mut ProxyConn) {
+        state.unwatch();
     }
 
     fn write_reply(&self, reply: Reply, protocol: Protocol, out: &mut Vec<u8>) -> Option<String> {
@@ -83,7 +136,7 @@ impl Backend for Shared {
         self: &'a Arc<Self>,
         _stream: &'a mut shoal_frontdoor::Stream,
         _conn: &'a Conn,
-        _state: &'a mut (),
+        _state: &'a mut ProxyConn,
         how: Infallible,
     ) -> BoxFuture<'a, io::Result<()>> {
         match how {}
@@ -91,7 +144,7 @@ impl Backend for Shared {
 }
 
 /// The error line of a command the proxy refuses.
-fn refusal(name: &str) -> Option<&'static str> {
+pub(crate) fn refusal(name: &str) -> Option<&'static str> {
     const NO_CLUSTER: &str = "ERR This instance has cluster support disabled";
     match name {
         "asking" | "readonly" | "readwrite" => Some(NO_CLUSTER),

@@ -33,6 +33,9 @@
 //! | `DBSIZE KEYS SCAN FLUSHALL FLUSHDB RANDOMKEY` | every primary, merged: counts summed, keys concatenated, `OK` once all say it, a random primary with a key; `SCAN` as below |
 //! | `CONFIG SET`, `CONFIG RESETSTAT`, `SLOWLOG RESET` | every node of the map |
 //! | `SHUTDOWN` | refused: `-ERR proxy: SHUTDOWN is not served through the proxy; stop the nodes themselves` |
+//! | `MULTI`, `DISCARD` | by the front door, which queues the transaction's commands, checking each as it comes: keys in several slots (`-CROSSSLOT`), the commands above that cover the cluster or answer locally, and connection commands other than `PING` and `ECHO`, are refused, and `EXEC` then answers `-EXECABORT` |
+//! | `EXEC` | the whole transaction to the primary of its slot as one piece ([`Client::transaction`](shoal_client::Client::transaction)), `EXEC`'s reply relayed; keys of the whole in several slots: `-CROSSSLOT`, and the transaction is dropped; a transaction without keys goes to any primary |
+//! | `WATCH`, `UNWATCH` | `WATCH` opens a connection of the client connection's own to the keys' primary ([`Client::watch`](shoal_client::Client::watch)) and watches there until the transaction ends (`EXEC`, `DISCARD`, `UNWATCH`, `RESET`, the client leaving); that `EXEC` runs on it and answers a null if a watched key changed. Watched keys and the transaction's share one slot (`-CROSSSLOT`) |
 //! | everything else | [`Client::command`](shoal_client::Client::command): to the owner of its keys' slot (keyless ones to any primary), `MGET MSET DEL EXISTS UNLINK TOUCH` split by slot; the reply re-encoded for the client's protocol |
 //!
 //! Commands are checked by the front door, in Redis 7's order, before anything is sent: unknown
@@ -69,6 +72,9 @@
 //! Every complete command of a read is started at once, in order (at most
 //! [`MAX_BATCH`] in flight per connection), and their replies are written in order in one
 //! write ([`shoal_frontdoor::session`]). A slow or vanished client costs only its own task.
+//! A transaction's `EXEC` pipelines like any command (it goes on the shared connection to its
+//! node, after the commands before it); `WATCH`, and an `EXEC` after one, run on the client
+//! connection's own connection, so the commands after them wait for their replies.
 //!
 //! # Limits
 //!
@@ -87,6 +93,7 @@ mod proxy;
 mod scan;
 mod shared;
 mod stats;
+mod transaction;
 mod upstream;
 
 pub use config::{ConfigError, ProxyConfig, UPSTREAM_CLIENT_NAME};

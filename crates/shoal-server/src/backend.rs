@@ -21,6 +21,7 @@ use crate::conn::NodeConn;
 use crate::replication::primary::PsyncRequest;
 use crate::replication::{ReplicaAddress, Role, serve_replica};
 use crate::shared::Shared;
+use crate::transaction::WATCH_FORWARDED;
 
 /// A cluster node's answer while its replica is still taking its first copy of the data.
 pub(crate) const LOADING: &str = "LOADING Redis is loading the dataset in memory";
@@ -140,6 +141,10 @@ impl Shared {
         match self.check(&mut call) {
             Check::Pass => {}
             Check::Stop(outcome) => return outcome,
+            // A watch must stay on the connection that runs the transaction: not forwarded.
+            Check::Forward(_) if call.command.spec.name == "watch" => {
+                return Outcome::Refused(CommandError::fixed(WATCH_FORWARDED));
+            }
             Check::Forward(addr) => {
                 let cluster = self.cluster.clone().expect("only a cluster node forwards");
                 let args: Vec<Vec<u8>> = call.argv.iter().map(<[u8]>::to_vec).collect();

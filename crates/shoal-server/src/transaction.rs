@@ -4,8 +4,10 @@
 //!   ([`Shared::check`]: routing, memory, a replica's read-only state...), and a refusal fails
 //!   the transaction;
 //! * `EXEC` checks the transaction as a whole: in a cluster its keys must share one slot
-//!   (`-CROSSSLOT`) that this node serves (`-MOVED`); writes wait while writes are paused and
-//!   need enough replicas and memory;
+//!   (`-CROSSSLOT`) that this node serves (`-MOVED`), or, on a node that forwards
+//!   (`--routing forward`), the whole transaction goes to the slot's primary through the
+//!   forwarder ([`ClusterState::forward_transaction`]) and its `EXEC` reply comes back; writes
+//!   wait while writes are paused and need enough replicas and memory;
 //! * then the queued commands run inside the store's exclusive section: no other client, on
 //!   any thread, sees part of them, a watched key's change is seen before anything runs, and
 //!   replicas receive the effects as one unit (see `replication::frames`).
@@ -18,15 +20,33 @@ use shoal_proto::Argv;
 use shoal_proto::command_table::{CommandSpec, flags};
 
 use crate::backend::{Check, LOADING};
-use crate::cluster::Route;
+use crate::cluster::{ClusterState, Route};
 use crate::commands::{Ctx, Handler, Waiting, handler};
 use crate::shared::Shared;
 use crate::watch::Watching;
+
+/// Keys of one command, or of a transaction, in several slots.
+const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// `EXEC` on a forwarding node of a transaction that runs on another node while this
+/// connection watches keys here.
+const WATCH_HERE_EXEC_THERE: &str = "ERR this connection WATCHes keys of this \
+     node, but the transaction's keys are served by another node: WATCH keys of the \
+     transaction's slot (through the proxy or the smart client) instead";
+
+/// `WATCH` on a forwarding node of keys another node serves.
+pub(crate) const WATCH_FORWARDED: &str = "ERR WATCH of keys another node serves is not \
+     forwarded (--routing forward): send WATCH, MULTI and EXEC to the keys' node, or use the \
+     smart client's Client::watch or the proxy";
 
 impl Shared {
     /// Decides about a command about to be queued in a transaction.
     pub(crate) fn admit_queued(self: &Arc<Self>, mut call: Call<'_, Self>) -> Admission {
         match self.check(&mut call) {
+            // Keys in several slots that a forwarding node would split: not in a transaction.
+            Check::Forward(addr) if addr.is_empty() => {
+                Admission::Refuse(CommandError::fixed(CROSSSLOT))
+            }
             // A forwarding node sends the whole transaction to its slot's node at `EXEC`.
             Check::Pass | Check::Forward(_) => Admission::Queue,
             Check::Stop(Outcome::Retry(wait)) => Admission::Retry(wait),
@@ -96,10 +116,7 @@ impl Shared {
                     Route::Reject(error) => return Some(Outcome::Refused(error)),
                     Route::AwaitMap => return Some(self.await_map(transaction.state)),
                     Route::Forward(addr) => {
-                        let slot = key_slot(argv.get(spec.key_positions(argv.len()).next()?));
-                        return Some(Outcome::Refused(CommandError::Other(
-                            format!("MOVED {slot} {addr}").into(),
-                        )));
+                        return Some(forward(cluster.clone(), transaction, addr));
                     }
                 }
             }
@@ -144,6 +161,28 @@ impl Shared {
     }
 }
 
+/// A transaction whose slot another node serves, on a node that forwards: sent whole to
+/// the slot's primary (the commands the user may still run: see [`Transaction::relay`]),
+/// `EXEC`'s reply relayed. Keys this connection watches here cannot guard it (refused with
+/// [`WATCH_HERE_EXEC_THERE`]).
+fn forward(
+    cluster: Arc<ClusterState>,
+    transaction: &Transaction<'_, Shared>,
+    addr: String,
+) -> Outcome<Shared> {
+    if transaction.state.watching.is_some() {
+        return Outcome::Refused(CommandError::fixed(WATCH_HERE_EXEC_THERE));
+    }
+    let relayed = transaction.relay();
+    Outcome::Later {
+        reply: Box::pin(async move {
+            let reply = cluster.forward_transaction(&addr, &relayed.commands).await;
+            relayed.reply(reply)
+        }),
+        barrier: true,
+    }
+}
+
 /// The queued command a transaction is routed by: one with keys, a write if there is one
 /// (a replica serves a transaction to a `READONLY` client only if it only reads). `None`
 /// if no command has keys; `-CROSSSLOT` if the keys are in more than one slot.
@@ -161,9 +200,7 @@ fn routed_command<'a>(
         for position in keys {
             let this = key_slot(argv.get(position));
             if slot.is_some_and(|s| s != this) {
-                return Err(CommandError::fixed(
-                    "CROSSSLOT Keys in request don't hash to the same slot",
-                ));
+                return Err(CommandError::fixed(CROSSSLOT));
             }
             slot = Some(this);
         }

@@ -180,6 +180,103 @@ async fn with_forward_routing_any_node_serves_a_plain_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_forward_routing_a_transaction_runs_whole_on_its_slot_s_owner() {
+    run_test(
+        "with_forward_routing_a_transaction_runs_whole_on_its_slot_s_owner",
+        async {
+            let cluster = start(3, Some("forward")).await;
+            let map = cluster.status().await.unwrap().map;
+            let entry = cluster.node(0).resp_addr();
+            // A hash tag another node owns, and one the entry node owns.
+            let tag_where = |mine: bool| {
+                (0..)
+                    .map(|i| format!("{{tx{i}}}"))
+                    .find(|tag| (owner(&map, tag) == entry) == mine)
+                    .unwrap()
+            };
+            let (remote, local) = (tag_where(false), tag_where(true));
+            let (a, k) = (format!("{remote}a"), format!("{local}k"));
+            let mut conn = RespConnection::connect(&entry, RESP_TIMEOUT).await.unwrap();
+            let simple = |s: &str| Value::Simple(s.as_bytes().to_vec());
+            let bulk = |s: &str| Value::Bulk(s.as_bytes().to_vec());
+            let error = |value: Value| match value {
+                Value::Error(line) => String::from_utf8_lossy(&line).into_owned(),
+                other => panic!("expected an error reply, got {other:?}"),
+            };
+
+            assert_eq!(call(&mut conn, &["MULTI"]).await, simple("OK"));
+            for command in [&["SET", &a, "1"][..], &["INCR", &a], &["GET", &a]] {
+                assert_eq!(call(&mut conn, command).await, simple("QUEUED"));
+            }
+            assert_eq!(
+                call(&mut conn, &["EXEC"]).await,
+                Value::Array(vec![simple("OK"), Value::Int(2), bulk("2")])
+            );
+            // It ran on the owner, not on the node that took it.
+            let mut at_owner = RespConnection::connect(&owner(&map, &a), RESP_TIMEOUT)
+                .await
+                .unwrap();
+            assert_eq!(call(&mut at_owner, &["GET", &a]).await, bulk("2"));
+            assert_eq!(
+                int(&cluster.node(0).command(&["DBSIZE"]).await.unwrap()),
+                0,
+                "nothing stayed on the entry node"
+            );
+
+            // A command's own error is its reply in the array; refused while queuing, the
+            // transaction is aborted.
+            assert_eq!(call(&mut conn, &["MULTI"]).await, simple("OK"));
+            assert_eq!(
+                call(&mut conn, &["SET", &a, "x", "PX", "notanumber"]).await,
+                simple("QUEUED")
+            );
+            let Value::Array(replies) = call(&mut conn, &["EXEC"]).await else {
+                panic!("EXEC answers an array");
+            };
+            assert!(error(replies[0].clone()).starts_with("ERR value is not an integer"));
+            assert_eq!(call(&mut conn, &["MULTI"]).await, simple("OK"));
+            assert_eq!(call(&mut conn, &["SET", &a, "3"]).await, simple("QUEUED"));
+            assert!(error(call(&mut conn, &["GET"]).await).starts_with("ERR wrong number"));
+            assert!(error(call(&mut conn, &["EXEC"]).await).starts_with("EXECABORT"));
+            // Keys in several slots: CROSSSLOT at EXEC, nothing runs.
+            assert_eq!(call(&mut conn, &["MULTI"]).await, simple("OK"));
+            assert_eq!(call(&mut conn, &["SET", &a, "3"]).await, simple("QUEUED"));
+            assert_eq!(call(&mut conn, &["SET", &k, "3"]).await, simple("QUEUED"));
+            assert!(error(call(&mut conn, &["EXEC"]).await).starts_with("CROSSSLOT"));
+            assert_eq!(call(&mut at_owner, &["GET", &a]).await, bulk("2"));
+
+            // WATCH of another node's key is refused; a watch here cannot guard a
+            // transaction there.
+            let refused = error(call(&mut conn, &["WATCH", &a]).await);
+            assert!(
+                refused.contains("WATCH of keys another node serves"),
+                "{refused}"
+            );
+            assert_eq!(call(&mut conn, &["WATCH", &k]).await, simple("OK"));
+            assert_eq!(call(&mut conn, &["MULTI"]).await, simple("OK"));
+            assert_eq!(call(&mut conn, &["INCR", &a]).await, simple("QUEUED"));
+            let refused = error(call(&mut conn, &["EXEC"]).await);
+            assert!(refused.contains("WATCHes keys of this node"), "{refused}");
+            // A transaction on the entry node's own keys keeps its watch.
+            assert_eq!(call(&mut conn, &["WATCH", &k]).await, simple("OK"));
+            cluster
+                .node(0)
+                .command(&["SET", &k, "changed"])
+                .await
+                .unwrap();
+            assert_eq!(call(&mut conn, &["MULTI"]).await, simple("OK"));
+            assert_eq!(
+                call(&mut conn, &["SET", &k, "mine"]).await,
+                simple("QUEUED")
+            );
+            assert_eq!(call(&mut conn, &["EXEC"]).await, Value::Null);
+            assert_eq!(call(&mut at_owner, &["GET", &a]).await, bulk("2"));
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_s_http_api_serves_the_whole_keyspace() {
     run_test("every_node_s_http_api_serves_the_whole_keyspace", async {
         let cluster = start(3, None).await;

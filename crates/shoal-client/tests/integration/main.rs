@@ -10,3 +10,4 @@ mod read_from;
 mod redirects;
 mod routing;
 mod subscription;
+mod transactions;

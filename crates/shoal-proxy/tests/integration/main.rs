@@ -12,3 +12,4 @@ mod front_door;
 mod http;
 mod keyspace;
 mod limits;
+mod transactions;

@@ -387,13 +387,18 @@ impl ClusterState {
         let Some(forwarder) = self.forwarder.get() else {
             return Value::Error(CLUSTER_DOWN.as_bytes().to_vec());
         };
-        match forwarder.command(args).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                tracing::debug!(to = addr, "forwarding failed: {e}");
-                Value::Error(forward_error(&e).into_bytes())
-            }
-        }
+        relayed(addr, forwarder.command(args).await)
+    }
+
+    /// Runs a transaction (`commands`, each the name first, every key in one slot) on the
+    /// primary of its slot through the forwarder ([`Client::transaction`]), and returns
+    /// `EXEC`'s reply (an error reply if it could not be run). `addr` is where this node's
+    /// map sends it.
+    pub async fn forward_transaction(&self, addr: &str, commands: &[Vec<Vec<u8>>]) -> Value {
+        let Some(forwarder) = self.forwarder.get() else {
+            return Value::Error(CLUSTER_DOWN.as_bytes().to_vec());
+        };
+        relayed(addr, forwarder.transaction(commands).await)
     }
 
     /// `CLUSTER FAILOVER` on this replica: unless `force`, pauses the primary's writes and
@@ -513,6 +518,17 @@ fn serves(routing: &Routing, slot: u16) -> bool {
         routing.owner(slot),
         SlotOwner::Primary | SlotOwner::Replica(_)
     )
+}
+
+/// The reply a client gets for a command (or transaction) forwarded to `addr`.
+fn relayed(addr: &str, result: Result<Value, shoal_client::Error>) -> Value {
+    match result {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::debug!(to = addr, "forwarding failed: {e}");
+            Value::Error(forward_error(&e).into_bytes())
+        }
+    }
 }
 
 /// The error line a client gets when a forwarded command could not be run.
