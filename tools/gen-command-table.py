@@ -36,7 +36,7 @@ COMMANDS = """
 acl append asking auth client cluster command config copy dbsize decr decrby del echo exists expire expireat
 expiretime flushall flushdb get getdel getex getrange getset hello incr incrby incrbyfloat info
 keys memory mget mset msetnx object persist pexpire pexpireat pexpiretime ping psetex psync pttl
-discard exec multi quit randomkey readonly readwrite rename renamenx replconf reset scan select set setex setnx
+discard exec multi psubscribe publish pubsub punsubscribe spublish ssubscribe subscribe sunsubscribe unsubscribe quit randomkey readonly readwrite rename renamenx replconf reset scan select set setex setnx
 setrange shutdown slowlog strlen time touch ttl type unlink unwatch wait watch
 """.split()
 
@@ -56,6 +56,7 @@ SUBCOMMANDS = {
     "slowlog": ["get", "len", "reset", "help"],
     "memory": ["usage", "help"],
     "object": ["encoding", "idletime", "freq", "refcount", "help"],
+    "pubsub": ["channels", "numsub", "numpat", "shardchannels", "shardnumsub", "help"],
 }
 
 # Flag names as COMMAND INFO shows them -> constants of command_table::flags. Other flags (e.g.

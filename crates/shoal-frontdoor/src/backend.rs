@@ -41,6 +41,8 @@ pub struct Conn {
     pub last_command: u32,
     /// The transaction being queued, between `MULTI` and `EXEC`.
     pub(crate) multi: Option<crate::multi::Multi>,
+    /// Its Pub/Sub subscriptions, once it subscribed.
+    pub(crate) subscriptions: Option<crate::pubsub::Subscriptions>,
 }
 
 impl Conn {
@@ -48,6 +50,21 @@ impl Conn {
     #[inline]
     pub fn reply<'a>(&self, out: &'a mut Vec<u8>) -> Reply<'a> {
         Reply::new(out, self.protocol)
+    }
+
+    /// Whether the connection subscribes to any channel, pattern or shard channel.
+    #[inline]
+    pub fn subscribed(&self) -> bool {
+        self.subscriptions.is_some()
+    }
+
+    /// Writes the messages waiting for this connection, if it subscribes, into `out`: a
+    /// backend's `PUBLISH` calls it before its reply, so that a RESP3 connection publishing
+    /// to a channel it subscribes to reads the message first, as from Redis.
+    pub fn deliver_messages(&self, out: &mut Vec<u8>) {
+        if let Some(subscriptions) = &self.subscriptions {
+            subscriptions.mailbox.drain(self.protocol, out);
+        }
     }
 
     /// Whether the connection is inside `MULTI` (queuing a transaction).
@@ -72,6 +89,10 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// What a connection is handed over for ([`Outcome::HandOff`]): a node's replication
     /// stream.
     type HandOff: Send + 'static;
+    /// Whether connections may subscribe (`SUBSCRIBE` and its kin): the subscriptions are the
+    /// front door's, and a backend that serves them delivers what is published to it through
+    /// [`Door::publish`](crate::Door::publish).
+    const PUBSUB: bool = true;
     /// Whether [`Call::owned_args`] is used: the front door then cuts each request out of the
     /// read buffer as shared bytes, so arguments can outlive the buffer without a copy.
     const OWNED_ARGS: bool = false;
@@ -113,10 +134,11 @@ pub trait Backend: Send + Sync + Sized + 'static {
     #[inline]
     fn prefetch(&self, _next_key: &[u8]) {}
 
-    /// Redis's checks of a command about to be queued inside `MULTI`: those [`Backend::call`]
-    /// makes before it runs a command (cluster routing, a replica's read-only state, memory).
-    /// A refusal fails the transaction (`EXECABORT` at `EXEC`). By default every command is
-    /// queued.
+    /// Redis's checks of a command about to be queued inside `MULTI`, or of a connection
+    /// command with keys about to run here (`SSUBSCRIBE`): those [`Backend::call`] makes
+    /// before it runs a command (cluster routing, a replica's read-only state, memory). A
+    /// refusal inside `MULTI` fails the transaction (`EXECABORT` at `EXEC`). By default
+    /// everything passes.
     fn admit(self: &Arc<Self>, _call: Call<'_, Self>) -> Admission {
         Admission::Queue
     }

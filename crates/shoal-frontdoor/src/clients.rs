@@ -115,6 +115,12 @@ impl ClientInfo {
         notified.await;
     }
 
+    /// Closes the client for keeping more output pending than its limit allows (a subscriber
+    /// that does not read its messages). Whether this call closed it.
+    pub(crate) fn kill_for_output_limit(&self) -> bool {
+        self.mark_killed()
+    }
+
     /// Marks the client as waiting for a reply (or handed over), or not: a blocked client is
     /// never idle.
     pub(crate) fn set_blocked(&self, blocked: bool) {

@@ -31,12 +31,16 @@ pub(crate) enum ConnCommand {
     Multi,
     Exec,
     Discard,
+    Subscription(crate::pubsub::SubscriptionCommand),
     Acl(crate::acl::commands::AclCommand),
 }
 
 impl ConnCommand {
     /// The connection command with this full name (`ping`, `client|list`), if it is one.
     pub(crate) fn named(name: &str) -> Option<ConnCommand> {
+        use crate::pubsub::KindName;
+        use crate::pubsub::SubscriptionCommand::{Subscribe, Unsubscribe};
+        use ConnCommand::Subscription;
         Some(match name {
             "ping" => ConnCommand::Ping,
             "echo" => ConnCommand::Echo,
@@ -55,6 +59,12 @@ impl ConnCommand {
             "multi" => ConnCommand::Multi,
             "exec" => ConnCommand::Exec,
             "discard" => ConnCommand::Discard,
+            "subscribe" => Subscription(Subscribe(KindName::Channel)),
+            "psubscribe" => Subscription(Subscribe(KindName::Pattern)),
+            "ssubscribe" => Subscription(Subscribe(KindName::Shard)),
+            "unsubscribe" => Subscription(Unsubscribe(KindName::Channel)),
+            "punsubscribe" => Subscription(Unsubscribe(KindName::Pattern)),
+            "sunsubscribe" => Subscription(Unsubscribe(KindName::Shard)),
             other => ConnCommand::Acl(crate::acl::commands::AclCommand::named(other)?),
         })
     }

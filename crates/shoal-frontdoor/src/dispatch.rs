@@ -16,6 +16,7 @@ use crate::commands::{Command, ConnCommand, table};
 use crate::connection::{self, ConnCall};
 use crate::error::{CommandError, truncated_arg, write_error_line};
 use crate::multi::{self, Admission, Transaction};
+use crate::pubsub;
 use crate::stats::WorkerStats;
 
 /// What a session does after a command.
@@ -91,8 +92,33 @@ pub(crate) fn dispatch<B: Backend>(
     if !r.conn.user.unrestricted() && !permitted(&mut r, command, argv) {
         return Step::Done;
     }
+    if let Some(error) = pubsub::unsubscribed_context_error(r.conn, spec.name) {
+        reject(&mut r, command.id, &error);
+        return Step::Done;
+    }
     if r.conn.multi.is_some() && !multi::runs_inside_multi(command) {
         return queue(&mut r, command, argv, frame);
+    }
+    // A connection command with keys (`SSUBSCRIBE`) is routed as any keyed command.
+    if command.connection.is_some() && spec.first_key > 0 {
+        let mut unused_clock = None;
+        let call = Call::new(
+            command,
+            argv,
+            frame,
+            &mut *r.conn,
+            &mut *r.state,
+            &mut *r.out,
+            &mut unused_clock,
+        );
+        match r.backend.admit(call) {
+            Admission::Queue => {}
+            Admission::Refuse(error) => {
+                reject(&mut r, command.id, &error);
+                return Step::Done;
+            }
+            Admission::Retry(wait) => return Step::Retry(wait),
+        }
     }
     // Set before the command runs, as Redis does: `CLIENT INFO` shows `cmd=client|info`.
     r.conn.last_command = command.id;

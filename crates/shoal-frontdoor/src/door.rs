@@ -26,6 +26,8 @@ pub struct Door {
     pub acl: crate::acl::Acl,
     /// The slow log (a proxy leaves it off: its nodes keep theirs).
     pub slowlog: SlowLog,
+    /// Pub/Sub subscriptions of this server's connections.
+    pub pubsub: Arc<crate::pubsub::PubSub>,
     started: Instant,
     started_unix: u64,
     run_id: String,
@@ -33,6 +35,31 @@ pub struct Door {
 }
 
 impl Door {
+    /// `PUBLISH` to this server's subscribers (of `channel` and of patterns matching it),
+    /// within `client-output-buffer-limit pubsub`; how many received it.
+    pub fn publish(&self, channel: &bytes::Bytes, payload: &bytes::Bytes) -> usize {
+        let limit = self.settings.pubsub_output_limit();
+        self.counted(self.pubsub.publish(channel, payload, limit))
+    }
+
+    /// `SPUBLISH` to this server's subscribers of shard channel `channel`; how many received
+    /// it.
+    pub fn publish_shard(&self, channel: &bytes::Bytes, payload: &bytes::Bytes) -> usize {
+        let limit = self.settings.pubsub_output_limit();
+        self.counted(self.pubsub.publish_shard(channel, payload, limit))
+    }
+
+    /// Counts the subscribers a publication closed; how many received it.
+    fn counted(&self, published: crate::pubsub::Published) -> usize {
+        if published.closed > 0 {
+            self.stats.output_buffer_disconnections.fetch_add(
+                published.closed as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        published.received
+    }
+
     /// A door with these limits and `default` user's password (`requirepass`); the slow log
     /// is off until configured.
     pub fn new(limits: Limits, requirepass: Option<&str>) -> Door {
@@ -44,6 +71,7 @@ impl Door {
             clients: Arc::new(Clients::default()),
             stats: Stats::new(table().len()),
             slowlog: SlowLog::new(-1, 0),
+            pubsub: Arc::default(),
             started: Instant::now(),
             started_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -12,6 +12,7 @@
 //!   checks every command passes first, in Redis 7's order (unknown command, unknown
 //!   subcommand, arity, authentication, the user's permissions), with its statistics and slow
 //!   log;
+//! * [`pubsub`]: subscriptions, the subscribed connection's mailbox and its messages;
 //! * transactions: the `MULTI` queue and `EXEC`'s reply, around the backend's atomic run
 //!   ([`Transaction`]);
 //! * [`acl`]: Redis 7.0's ACL users, their rules, the ACL file and the `ACL LOG`;
@@ -41,6 +42,7 @@ pub mod info;
 pub mod listen;
 pub mod metrics;
 mod multi;
+pub mod pubsub;
 pub mod session;
 mod settings;
 mod slowlog;

@@ -80,6 +80,7 @@ pub async fn serve<B: Backend>(backend: Arc<B>, accepted: Accepted) {
             close_after_reply: false,
             last_command: u32::MAX,
             multi: None,
+            subscriptions: None,
         },
         state: backend.new_conn(),
         parser: RequestParser::new(door.settings.parser_limits()),
@@ -201,7 +202,26 @@ impl<B: Backend> Session<B> {
             if need_input {
                 let got_input = if self.unwritten() == 0 {
                     self.reserve_read_room();
-                    let n = stream.read_buf(&mut self.input).await?;
+                    let n = match self.conn.subscriptions.as_ref().map(|s| s.mailbox.clone()) {
+                        None => stream.read_buf(&mut self.input).await?,
+                        // A subscriber waits for a request or a message, whichever comes first.
+                        Some(mailbox) => {
+                            let read = tokio::select! {
+                                read = stream.read_buf(&mut self.input) => Some(read?),
+                                () = mailbox.arrived() => None,
+                            };
+                            match read {
+                                Some(n) => n,
+                                None => {
+                                    self.deliver_messages();
+                                    if !self.flush_all(stream).await? {
+                                        return Ok(());
+                                    }
+                                    continue;
+                                }
+                            }
+                        }
+                    };
                     if n == 0 {
                         return Ok(());
                     }
@@ -303,6 +323,7 @@ impl<B: Backend> Session<B> {
             info.query_buffer.store(self.input.len(), Relaxed);
             info.query_buffer_capacity
                 .store(self.input.capacity(), Relaxed);
+            self.deliver_messages();
             self.write_some(stream)?;
             if self.unwritten() > 0 {
                 let (hard, soft, _) = door.settings.output_limits();
@@ -325,6 +346,12 @@ impl<B: Backend> Session<B> {
                 return Ok(());
             }
         }
+    }
+
+    /// Appends the messages waiting for this subscriber (if it is one) to the output, in the
+    /// connection's protocol.
+    fn deliver_messages(&mut self) {
+        self.conn.deliver_messages(&mut self.output);
     }
 
     /// Reply bytes not yet written.

@@ -16,6 +16,15 @@ pub struct OutputLimit {
     pub soft_seconds: u64,
 }
 
+impl OutputLimit {
+    /// Redis's default for subscribed clients: `pubsub 32mb 8mb 60`.
+    pub const PUBSUB_DEFAULT: OutputLimit = OutputLimit {
+        hard: 32 << 20,
+        soft: 8 << 20,
+        soft_seconds: 60,
+    };
+}
+
 /// The front door's limits, as plain values (see [`Settings`] for the live copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -27,6 +36,8 @@ pub struct Limits {
     pub query_buffer_limit: usize,
     /// `client-output-buffer-limit` for normal clients.
     pub output: OutputLimit,
+    /// `client-output-buffer-limit` for subscribed clients (class `pubsub`).
+    pub pubsub_output: OutputLimit,
     /// `maxclients`.
     pub maxclients: usize,
     /// `timeout`: seconds a client may stay idle (0: forever).
@@ -41,6 +52,7 @@ impl Default for Limits {
             max_args: i32::MAX as usize,
             query_buffer_limit: 1024 * 1024 * 1024,
             output: OutputLimit::default(),
+            pubsub_output: OutputLimit::PUBSUB_DEFAULT,
             maxclients: 10_000,
             timeout_seconds: 0,
         }
@@ -56,6 +68,9 @@ pub struct Settings {
     output_hard: AtomicUsize,
     output_soft: AtomicUsize,
     output_soft_seconds: AtomicU64,
+    pubsub_hard: AtomicUsize,
+    pubsub_soft: AtomicUsize,
+    pubsub_soft_seconds: AtomicU64,
     maxclients: AtomicUsize,
     timeout_seconds: AtomicU64,
     protected_mode: AtomicBool,
@@ -87,6 +102,9 @@ impl Settings {
             output_hard: AtomicUsize::new(0),
             output_soft: AtomicUsize::new(0),
             output_soft_seconds: AtomicU64::new(0),
+            pubsub_hard: AtomicUsize::new(0),
+            pubsub_soft: AtomicUsize::new(0),
+            pubsub_soft_seconds: AtomicU64::new(0),
             maxclients: AtomicUsize::new(0),
             timeout_seconds: AtomicU64::new(0),
             protected_mode: AtomicBool::new(true),
@@ -104,6 +122,10 @@ impl Settings {
         self.output_soft.store(l.output.soft, Relaxed);
         self.output_soft_seconds
             .store(l.output.soft_seconds, Relaxed);
+        self.pubsub_hard.store(l.pubsub_output.hard, Relaxed);
+        self.pubsub_soft.store(l.pubsub_output.soft, Relaxed);
+        self.pubsub_soft_seconds
+            .store(l.pubsub_output.soft_seconds, Relaxed);
         self.maxclients.store(l.maxclients, Relaxed);
         self.timeout_seconds.store(l.timeout_seconds, Relaxed);
     }
@@ -164,6 +186,15 @@ impl Settings {
             self.output_soft.load(Relaxed),
             self.output_soft_seconds.load(Relaxed),
         )
+    }
+
+    /// `client-output-buffer-limit` for subscribed clients.
+    pub fn pubsub_output_limit(&self) -> OutputLimit {
+        OutputLimit {
+            hard: self.pubsub_hard.load(Relaxed),
+            soft: self.pubsub_soft.load(Relaxed),
+            soft_seconds: self.pubsub_soft_seconds.load(Relaxed),
+        }
     }
 
     /// `maxclients`.

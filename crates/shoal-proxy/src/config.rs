@@ -223,6 +223,7 @@ impl ProxyConfig {
             max_args: self.proto_max_multibulk_len,
             query_buffer_limit: self.client_query_buffer_limit,
             output: self.client_output_buffer_limit,
+            pubsub_output: shoal_frontdoor::OutputLimit::PUBSUB_DEFAULT,
             maxclients: self.maxclients,
             timeout_seconds: self.timeout,
         }

@@ -78,51 +78,98 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// Redis's `client-output-buffer-limit` for normal clients: a client whose pending replies
-/// exceed `hard` bytes, or stay above `soft` bytes for `soft_seconds`, is disconnected. Zeros
-/// disable a limit (Redis's default for normal clients is `0 0 0`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Redis's `client-output-buffer-limit`: a client whose pending output exceeds `hard` bytes,
+/// or stays above `soft` bytes for `soft_seconds`, is disconnected; zeros disable a limit.
+/// Shoal keeps the `normal` class (Redis's default `0 0 0`) and the `pubsub` class for
+/// subscribed clients (Redis's default `32mb 8mb 60`); the `replica` class is accepted and
+/// shown with Redis's default, since a replica's stream has its own backlog bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutputBufferLimit {
-    /// Hard limit in bytes.
+    /// Hard limit in bytes (normal clients).
     pub hard: u64,
-    /// Soft limit in bytes.
+    /// Soft limit in bytes (normal clients).
     pub soft: u64,
-    /// How long the soft limit may be exceeded.
+    /// How long the soft limit may be exceeded (normal clients).
     pub soft_seconds: u64,
+    /// The limits of subscribed clients: hard, soft, soft seconds.
+    pub pubsub: (u64, u64, u64),
+}
+
+impl Default for OutputBufferLimit {
+    fn default() -> Self {
+        OutputBufferLimit {
+            hard: 0,
+            soft: 0,
+            soft_seconds: 0,
+            pubsub: (32 << 20, 8 << 20, 60),
+        }
+    }
 }
 
 impl OutputBufferLimit {
-    /// Parses `<hard> <soft> <seconds>` (sizes in Redis's syntax), optionally preceded by the
-    /// class `normal`, as in `CONFIG SET client-output-buffer-limit "normal 64mb 16mb 60"`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    /// Parses `<class> <hard> <soft> <seconds> [<class> ...]` (sizes in Redis's syntax; a
+    /// lone triple without a class is the `normal` class), as `CONFIG SET
+    /// client-output-buffer-limit "normal 64mb 16mb 60 pubsub 32mb 8mb 60"`: the classes named
+    /// change, the others keep their limits from `self`.
+    pub fn with(self, s: &str) -> Result<Self, String> {
+        const WRONG: &str = "Wrong number of arguments in buffer limit configuration.";
+        const BAD: &str =
+            "Error in hard, soft or soft_seconds setting in buffer limit configuration.";
         let mut words: Vec<&str> = s.split_whitespace().collect();
-        if words
-            .first()
-            .is_some_and(|w| w.eq_ignore_ascii_case("normal"))
-        {
-            words.remove(0);
+        if words.len() == 3 {
+            words.insert(0, "normal");
         }
-        if words.len() != 3 {
-            return Err("Wrong number of arguments in buffer limit configuration.".into());
+        if words.is_empty() || !words.len().is_multiple_of(4) {
+            return Err(WRONG.into());
         }
         let size = |w: &str| {
-            w.parse::<ByteSize>().map(|b| b.0).map_err(|_| {
-                "Error in hard, soft or soft_seconds setting in buffer limit configuration."
-                    .to_string()
-            })
+            w.parse::<ByteSize>()
+                .map(|b| b.0)
+                .map_err(|_| BAD.to_string())
         };
-        Ok(OutputBufferLimit {
-            hard: size(words[0])?,
-            soft: size(words[1])?,
-            soft_seconds: words[2].parse().map_err(|_| {
-                "Error in hard, soft or soft_seconds setting in buffer limit configuration."
-                    .to_string()
-            })?,
-        })
+        let mut limits = self;
+        for class in words.chunks(4) {
+            let triple = (
+                size(class[1])?,
+                size(class[2])?,
+                class[3].parse::<u64>().map_err(|_| BAD.to_string())?,
+            );
+            match class[0].to_ascii_lowercase().as_str() {
+                "normal" => {
+                    (limits.hard, limits.soft, limits.soft_seconds) = triple;
+                }
+                "pubsub" => limits.pubsub = triple,
+                "replica" | "slave" => {}
+                _ => {
+                    return Err(
+                        "Invalid client class specified in buffer limit configuration.".into(),
+                    );
+                }
+            }
+        }
+        Ok(limits)
+    }
+
+    /// Parses a value from nothing (see [`OutputBufferLimit::with`]).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        OutputBufferLimit::default().with(s)
+    }
+
+    /// The limits of subscribed clients.
+    pub fn pubsub_limit(&self) -> OutputLimit {
+        let (hard, soft, soft_seconds) = self.pubsub;
+        OutputBufferLimit {
+            hard,
+            soft,
+            soft_seconds,
+            ..*self
+        }
+        .into()
     }
 }
 
 impl From<OutputBufferLimit> for OutputLimit {
+    /// The `normal` class's limits.
     fn from(limit: OutputBufferLimit) -> OutputLimit {
         let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         OutputLimit {
@@ -135,10 +182,10 @@ impl From<OutputBufferLimit> for OutputLimit {
 
 impl fmt::Display for OutputBufferLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Redis shows every class; Shoal has only normal clients, the others are Redis's defaults.
+        let (hard, soft, seconds) = self.pubsub;
         write!(
             f,
-            "normal {} {} {} slave 268435456 67108864 60 pubsub 33554432 8388608 60",
+            "normal {} {} {} slave 268435456 67108864 60 pubsub {hard} {soft} {seconds}",
             self.hard, self.soft, self.soft_seconds
         )
     }
@@ -146,10 +193,7 @@ impl fmt::Display for OutputBufferLimit {
 
 impl Serialize for OutputBufferLimit {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!(
-            "{} {} {}",
-            self.hard, self.soft, self.soft_seconds
-        ))
+        s.serialize_str(&self.to_string())
     }
 }
 
@@ -953,7 +997,7 @@ pub static PARAMS: &[Param] = &[
         name: "client-output-buffer-limit",
         get: |c| c.client_output_buffer_limit.to_string(),
         set: Some(|c, v| {
-            c.client_output_buffer_limit = OutputBufferLimit::parse(v)?;
+            c.client_output_buffer_limit = c.client_output_buffer_limit.with(v)?;
             Ok(())
         }),
     },

@@ -65,6 +65,7 @@ fn door_limits(c: &Config) -> Limits {
         max_args: c.proto_max_multibulk_len as usize,
         query_buffer_limit: c.client_query_buffer_limit.0 as usize,
         output: c.client_output_buffer_limit.into(),
+        pubsub_output: c.client_output_buffer_limit.pubsub_limit(),
         maxclients: c.maxclients as usize,
         timeout_seconds: c.timeout,
     }

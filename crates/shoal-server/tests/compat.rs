@@ -1663,4 +1663,5 @@ scripts! {
     compat_acl_file => "acl_file.txt",
     compat_protocol => "protocol.txt",
     compat_transactions => "transactions.txt",
+    compat_pubsub => "pubsub.txt",
 }

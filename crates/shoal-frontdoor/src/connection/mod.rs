@@ -68,6 +68,13 @@ pub(crate) fn run<B: Backend>(
         }
         // Run by the dispatcher, which hands the queue to the backend.
         ConnCommand::Exec => Err(CommandError::fixed("ERR EXEC without MULTI")),
+        ConnCommand::Subscription(_) if !B::PUBSUB => Err(CommandError::fixed(
+            "ERR Pub/Sub is not served through the proxy yet: subscribe on a node",
+        )),
+        ConnCommand::Subscription(which) => {
+            let registry = call.backend.door().pubsub.clone();
+            crate::pubsub::run(which, &registry, call.conn, call.out, argv)
+        }
         ConnCommand::Select => {
             select_db(argv.get(1))?;
             call.conn.reply(call.out).ok();
@@ -128,6 +135,14 @@ fn ping<B: Backend>(call: &mut ConnCall<'_, B>, argv: &Argv<'_>) -> Result<(), C
     if argv.len() > 2 {
         return Err(CommandError::WrongArity("ping"));
     }
+    if call.conn.subscribed() && call.conn.protocol == Protocol::Resp2 {
+        // A subscribed RESP2 connection reads replies among messages: `["pong", message]`.
+        let mut reply = call.conn.reply(call.out);
+        reply.array(2);
+        reply.bulk(b"pong");
+        reply.bulk(argv.try_get(1).unwrap_or_default());
+        return Ok(());
+    }
     match argv.try_get(1) {
         Some(message) => call.conn.reply(call.out).bulk(message),
         None => call.conn.reply(call.out).simple("PONG"),
@@ -144,6 +159,7 @@ fn reset<B: Backend>(call: &mut ConnCall<'_, B>) {
     call.conn.authenticated = !acl.auth_required();
     set_user(call.conn, acl.default_user().clone());
     call.conn.multi = None;
+    call.conn.subscriptions = None;
     call.backend.unwatch(call.state);
     call.backend.reset(call.state);
     call.conn.reply(call.out).simple("RESET");

@@ -135,9 +135,10 @@ fn expected_commands_and_subcommands() {
     let expected = "acl append asking auth client cluster command config copy dbsize decr decrby del \
         discard echo exec exists expire expireat expiretime flushall flushdb get getdel getex \
         getrange getset hello incr incrby incrbyfloat info keys memory mget mset msetnx multi \
-        object persist pexpire pexpireat pexpiretime ping psetex psync pttl quit randomkey \
-        readonly readwrite rename renamenx replconf reset scan select set setex setnx setrange \
-        shutdown slowlog strlen time touch ttl type unlink unwatch wait watch";
+        object persist pexpire pexpireat pexpiretime ping psetex psubscribe psync pttl publish \
+        pubsub punsubscribe quit randomkey readonly readwrite rename renamenx replconf reset scan \
+        select set setex setnx setrange shutdown slowlog spublish ssubscribe strlen subscribe \
+        sunsubscribe time touch ttl type unlink unsubscribe unwatch wait watch";
     assert_eq!(names, expected.split_whitespace().collect::<Vec<_>>());
 
     let subs = |name: &str| -> Vec<&str> {
@@ -172,6 +173,17 @@ fn expected_commands_and_subcommands() {
         ]
     );
     assert_eq!(subs("slowlog"), ["get", "help", "len", "reset"]);
+    assert_eq!(
+        subs("pubsub"),
+        [
+            "channels",
+            "help",
+            "numpat",
+            "numsub",
+            "shardchannels",
+            "shardnumsub"
+        ]
+    );
     assert_eq!(
         subs("acl"),
         [
@@ -305,7 +317,7 @@ fn containers_have_sorted_prefixed_subcommands_and_help() {
         );
         assert!(spec.help.iter().all(|l| !l.contains(['\r', '\n'])));
     }
-    assert_eq!(containers, 8);
+    assert_eq!(containers, 9);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod cluster;
 mod introspection;
 mod keys;
+mod pubsub;
 mod replication;
 mod server;
 mod strings;
@@ -87,9 +88,8 @@ pub(crate) fn handler(id: u32) -> Option<Handler> {
 fn handler_of(name: &str) -> Option<Handler> {
     use Handler::{MayWait, Now};
     Some(match name {
-        "command|help" | "config|help" | "slowlog|help" | "memory|help" | "object|help" => {
-            Now(help)
-        }
+        "command|help" | "config|help" | "slowlog|help" | "memory|help" | "object|help"
+        | "pubsub|help" => Now(help),
         // strings
         "get" => Now(strings::get),
         "set" => Now(strings::set),
@@ -166,6 +166,12 @@ fn handler_of(name: &str) -> Option<Handler> {
         "psync" => MayWait(replication::psync),
         "replconf" => Now(replication::replconf),
         "wait" => MayWait(replication::wait),
+        // pub/sub (subscriptions are the front door's)
+        "publish" => Now(pubsub::publish),
+        "spublish" => Now(pubsub::spublish),
+        "pubsub|channels" | "pubsub|shardchannels" => Now(pubsub::channels),
+        "pubsub|numsub" | "pubsub|shardnumsub" => Now(pubsub::numsub),
+        "pubsub|numpat" => Now(pubsub::numpat),
         // transactions
         "watch" => Now(transactions::watch),
         "unwatch" => Now(transactions::unwatch),

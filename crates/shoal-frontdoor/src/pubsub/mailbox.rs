@@ -1,0 +1,177 @@
+//! A subscriber's mailbox: the messages published to it that its session has not written yet,
+//! bounded by `client-output-buffer-limit pubsub` (a subscriber that does not read is
+//! disconnected, never allowed to grow without limit).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use shoal_proto::{Protocol, Reply};
+use tokio::sync::Notify;
+
+use crate::clients::ClientInfo;
+use crate::settings::OutputLimit;
+
+/// What a message is, as its subscriber reads it.
+#[derive(Debug, Clone)]
+pub(crate) enum Message {
+    /// `message channel payload`: published to a channel it subscribed to.
+    Channel { channel: Bytes, payload: Bytes },
+    /// `pmessage pattern channel payload`: published to a channel its pattern matches.
+    Pattern {
+        pattern: Bytes,
+        channel: Bytes,
+        payload: Bytes,
+    },
+    /// `smessage channel payload`: published to a shard channel it subscribed to.
+    Shard { channel: Bytes, payload: Bytes },
+}
+
+impl Message {
+    /// The bytes it holds (for the output limit), with a little for the framing.
+    fn size(&self) -> usize {
+        const FRAMING: usize = 48;
+        FRAMING
+            + match self {
+                Message::Channel { channel, payload } | Message::Shard { channel, payload } => {
+                    channel.len() + payload.len()
+                }
+                Message::Pattern {
+                    pattern,
+                    channel,
+                    payload,
+                } => pattern.len() + channel.len() + payload.len(),
+            }
+    }
+
+    /// Writes it as Redis does: an array in RESP2, a push in RESP3.
+    pub(crate) fn encode(&self, protocol: Protocol, out: &mut Vec<u8>) {
+        let mut reply = Reply::new(out, protocol);
+        match self {
+            Message::Channel { channel, payload } => {
+                reply.push(3);
+                reply.bulk(b"message");
+                reply.bulk(channel);
+                reply.bulk(payload);
+            }
+            Message::Pattern {
+                pattern,
+                channel,
+                payload,
+            } => {
+                reply.push(4);
+                reply.bulk(b"pmessage");
+                reply.bulk(pattern);
+                reply.bulk(channel);
+                reply.bulk(payload);
+            }
+            Message::Shard { channel, payload } => {
+                reply.push(3);
+                reply.bulk(b"smessage");
+                reply.bulk(channel);
+                reply.bulk(payload);
+            }
+        }
+    }
+}
+
+/// What became of a message given to a mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// It waits for the session to write it.
+    Queued,
+    /// Its connection is closing: it is dropped.
+    Dropped,
+    /// It would take its connection over its limit: the connection is closed (now).
+    Closed,
+}
+
+/// One subscribed connection's messages still to be written.
+#[derive(Debug)]
+pub(crate) struct Mailbox {
+    queue: Mutex<Queue>,
+    /// Bytes in the queue.
+    bytes: AtomicUsize,
+    /// Wakes the session when a message arrives.
+    arrived: Notify,
+    /// The connection, to close it when it overruns its limit.
+    client: Arc<ClientInfo>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    messages: VecDeque<Message>,
+    /// Since when more than the soft limit has been waiting.
+    over_soft_since: Option<Instant>,
+}
+
+impl Mailbox {
+    pub(crate) fn new(client: Arc<ClientInfo>) -> Mailbox {
+        Mailbox {
+            queue: Mutex::default(),
+            bytes: AtomicUsize::new(0),
+            arrived: Notify::new(),
+            client,
+        }
+    }
+
+    /// Adds `message` unless that takes the connection over its limit (its output buffer
+    /// counted too), in which case the connection is closed instead, as Redis closes a
+    /// subscriber over `client-output-buffer-limit pubsub`.
+    pub(crate) fn deliver(&self, message: Message, limit: OutputLimit) -> Delivery {
+        if self.client.is_killed() {
+            return Delivery::Dropped;
+        }
+        let size = message.size();
+        let mut queue = self.queue.lock();
+        let pending = self.bytes.load(Relaxed) + size + self.client.output_buffer.load(Relaxed);
+        let over_hard = limit.hard > 0 && pending > limit.hard;
+        let over_soft = limit.soft > 0 && pending > limit.soft;
+        if !over_soft {
+            queue.over_soft_since = None;
+        }
+        let soft_expired = over_soft && {
+            let since = *queue.over_soft_since.get_or_insert_with(Instant::now);
+            since.elapsed().as_secs() >= limit.soft_seconds
+        };
+        if over_hard || soft_expired {
+            drop(queue);
+            tracing::warn!(
+                client = self.client.id,
+                addr = %self.client.addr,
+                bytes = pending,
+                "closing client for overcoming of output buffer limits (pubsub)"
+            );
+            return if self.client.kill_for_output_limit() {
+                Delivery::Closed
+            } else {
+                Delivery::Dropped
+            };
+        }
+        queue.messages.push_back(message);
+        self.bytes.fetch_add(size, Relaxed);
+        drop(queue);
+        self.arrived.notify_one();
+        Delivery::Queued
+    }
+
+    /// Resolves once a message may have arrived since the last [`Mailbox::drain`].
+    pub(crate) async fn arrived(&self) {
+        self.arrived.notified().await;
+    }
+
+    /// Writes every waiting message into `out` in `protocol`; how many there were.
+    pub(crate) fn drain(&self, protocol: Protocol, out: &mut Vec<u8>) -> usize {
+        let messages = std::mem::take(&mut self.queue.lock().messages);
+        let mut size = 0;
+        for message in &messages {
+            size += message.size();
+            message.encode(protocol, out);
+        }
+        self.bytes.fetch_sub(size, Relaxed);
+        messages.len()
+    }
+}

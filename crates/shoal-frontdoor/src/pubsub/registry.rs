@@ -1,0 +1,181 @@
+//! Who subscribes to what, on this server: channels, patterns and shard channels, each with
+//! the mailboxes of its subscribers. Publishing walks them under one lock per kind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use shoal_proto::glob::glob_match;
+
+use super::mailbox::{Delivery, Mailbox, Message};
+use crate::settings::OutputLimit;
+
+/// The kinds of subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `SUBSCRIBE`: a channel.
+    Channel,
+    /// `PSUBSCRIBE`: a glob pattern of channels.
+    Pattern,
+    /// `SSUBSCRIBE`: a shard channel (cluster mode's channels bound to a slot).
+    Shard,
+}
+
+/// Subscribers of one name.
+type Subscribers = Vec<Arc<Mailbox>>;
+
+/// Every subscription on this server.
+#[derive(Default)]
+pub struct PubSub {
+    channels: Mutex<HashMap<Bytes, Subscribers>>,
+    patterns: Mutex<HashMap<Bytes, Subscribers>>,
+    shard_channels: Mutex<HashMap<Bytes, Subscribers>>,
+    /// Pattern subscriptions, over every connection: publishing looks at patterns only if
+    /// there are any.
+    pattern_subscriptions: AtomicUsize,
+}
+
+/// What a publication did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Subscribers that received it (Redis counts one it closes for its limit too: the
+    /// message was sent its way).
+    pub received: usize,
+    /// Subscribers closed because it took them over `client-output-buffer-limit pubsub`.
+    pub closed: usize,
+}
+
+impl Published {
+    fn count(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Queued => self.received += 1,
+            Delivery::Closed => {
+                self.received += 1;
+                self.closed += 1;
+            }
+            Delivery::Dropped => {}
+        }
+    }
+}
+
+impl std::fmt::Debug for PubSub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubSub")
+            .field("channels", &self.channels.lock().len())
+            .field("patterns", &self.patterns.lock().len())
+            .field("shard_channels", &self.shard_channels.lock().len())
+            .finish()
+    }
+}
+
+impl PubSub {
+    fn table(&self, kind: Kind) -> &Mutex<HashMap<Bytes, Subscribers>> {
+        match kind {
+            Kind::Channel => &self.channels,
+            Kind::Pattern => &self.patterns,
+            Kind::Shard => &self.shard_channels,
+        }
+    }
+
+    /// Adds `mailbox` to the subscribers of `name`; whether it is the name's first.
+    pub(crate) fn add(&self, kind: Kind, name: &Bytes, mailbox: &Arc<Mailbox>) -> bool {
+        let mut table = self.table(kind).lock();
+        let subscribers = table.entry(name.clone()).or_default();
+        subscribers.push(mailbox.clone());
+        if kind == Kind::Pattern {
+            self.pattern_subscriptions.fetch_add(1, Relaxed);
+        }
+        subscribers.len() == 1
+    }
+
+    /// Removes `mailbox` from the subscribers of `name`; whether the name has none left.
+    pub(crate) fn remove(&self, kind: Kind, name: &[u8], mailbox: &Arc<Mailbox>) -> bool {
+        let mut table = self.table(kind).lock();
+        let Some(subscribers) = table.get_mut(name) else {
+            return false;
+        };
+        let before = subscribers.len();
+        subscribers.retain(|m| !Arc::ptr_eq(m, mailbox));
+        if kind == Kind::Pattern {
+            self.pattern_subscriptions
+                .fetch_sub(before - subscribers.len(), Relaxed);
+        }
+        let empty = subscribers.is_empty();
+        if empty {
+            table.remove(name);
+        }
+        empty
+    }
+
+    /// `PUBLISH`: delivers `payload` to the subscribers of `channel` and of the patterns that
+    /// match it, closing those it would take over `limit`.
+    pub fn publish(&self, channel: &Bytes, payload: &Bytes, limit: OutputLimit) -> Published {
+        let mut published = Published::default();
+        if let Some(subscribers) = self.channels.lock().get(channel) {
+            for mailbox in subscribers {
+                let message = Message::Channel {
+                    channel: channel.clone(),
+                    payload: payload.clone(),
+                };
+                published.count(mailbox.deliver(message, limit));
+            }
+        }
+        if self.pattern_subscriptions.load(Relaxed) > 0 {
+            for (pattern, subscribers) in self.patterns.lock().iter() {
+                if !glob_match(pattern, channel, false) {
+                    continue;
+                }
+                for mailbox in subscribers {
+                    let message = Message::Pattern {
+                        pattern: pattern.clone(),
+                        channel: channel.clone(),
+                        payload: payload.clone(),
+                    };
+                    published.count(mailbox.deliver(message, limit));
+                }
+            }
+        }
+        published
+    }
+
+    /// `SPUBLISH`: delivers `payload` to the subscribers of shard channel `channel` (as
+    /// [`PubSub::publish`]).
+    pub fn publish_shard(&self, channel: &Bytes, payload: &Bytes, limit: OutputLimit) -> Published {
+        let mut published = Published::default();
+        if let Some(subscribers) = self.shard_channels.lock().get(channel) {
+            for mailbox in subscribers {
+                let message = Message::Shard {
+                    channel: channel.clone(),
+                    payload: payload.clone(),
+                };
+                published.count(mailbox.deliver(message, limit));
+            }
+        }
+        published
+    }
+
+    /// `PUBSUB CHANNELS [pattern]` (or `SHARDCHANNELS` with `shard`): the names with at least
+    /// one subscriber, matching `pattern` if given.
+    pub fn channels(&self, shard: bool, pattern: Option<&[u8]>) -> Vec<Bytes> {
+        let kind = if shard { Kind::Shard } else { Kind::Channel };
+        self.table(kind)
+            .lock()
+            .keys()
+            .filter(|name| pattern.is_none_or(|p| glob_match(p, name, false)))
+            .cloned()
+            .collect()
+    }
+
+    /// `PUBSUB NUMSUB` (or `SHARDNUMSUB` with `shard`): subscribers of `channel`.
+    pub fn subscribers(&self, shard: bool, channel: &[u8]) -> usize {
+        let kind = if shard { Kind::Shard } else { Kind::Channel };
+        self.table(kind).lock().get(channel).map_or(0, Vec::len)
+    }
+
+    /// `PUBSUB NUMPAT`: pattern subscriptions.
+    pub fn patterns(&self) -> usize {
+        self.patterns.lock().len()
+    }
+}
