@@ -170,6 +170,12 @@ pub enum Request {
         /// For how long at most (ms).
         hold_ms: u64,
     },
+    /// Deliver these publications to this node's subscribers (relayed by the node their
+    /// clients published them on; see `publish`). Answered with [`Reply::Noted`].
+    Publish {
+        /// The publications, in the order they were published.
+        publications: Vec<crate::publish::Publication>,
+    },
     /// Record an ACL user cluster-wide, as `ACL SETUSER` left it on the node that ran it, or
     /// remove it (handled by the controller's leader).
     SetUser {

@@ -48,6 +48,7 @@ mod node_dir;
 mod peer_auth;
 mod peer_lease;
 mod placement;
+mod publish;
 mod raft;
 pub mod redis_format;
 pub mod seed;
@@ -62,4 +63,5 @@ pub use map::{
 };
 pub use node_dir::{DirError, NodeDir};
 pub use peer_auth::PeerAuth;
+pub use publish::Publication;
 pub use slot::{SLOTS, Slot, key_slot};

@@ -26,6 +26,7 @@ use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo};
 use crate::map_channel::{MapSender, publish_newer};
 use crate::node_dir::NodeDir;
 use crate::peer_lease::{self, Answer, Grantor};
+use crate::publish::{Publication, Relay};
 use crate::seed::{self, SeedError};
 
 /// How often a node reports to the controller's leader.
@@ -193,7 +194,14 @@ pub struct ClusterNode {
     auth_failures: AuthFailures,
     /// Room for connections in their handshake ([`PENDING_HANDSHAKES`]).
     handshakes: Arc<tokio::sync::Semaphore>,
+    /// Relays this node's publications to its peers.
+    relay: Relay,
+    /// Where publications relayed by peers go (the node's subscribers), once set.
+    publication_sink: std::sync::OnceLock<PublicationSink>,
 }
+
+/// What delivers a publication to a node's subscribers.
+pub type PublicationSink = Arc<dyn Fn(Publication) + Send + Sync>;
 
 impl ClusterNode {
     /// Starts serving the bus on `listener`, founds or joins the cluster, and keeps at it.
@@ -258,6 +266,8 @@ impl ClusterNode {
             bus_tls: config.bus_tls.clone(),
             auth_failures: AuthFailures::default(),
             handshakes: Arc::new(tokio::sync::Semaphore::new(PENDING_HANDSHAKES)),
+            relay: Relay::new(config.credentials.clone()),
+            publication_sink: std::sync::OnceLock::new(),
         });
         tokio::spawn(node.clone().serve_bus(listener));
         tokio::spawn(node.clone().watch_membership());
@@ -295,6 +305,36 @@ impl ClusterNode {
     /// This node.
     pub fn myself(&self) -> &NodeInfo {
         &self.myself
+    }
+
+    /// Sends what this node's clients published to the peers whose subscribers must get it:
+    /// every other node for `PUBLISH`, the other nodes of this node's shard for `SPUBLISH`
+    /// (Redis Cluster's rules). Returns at once; the relay sends in the background.
+    pub fn publish(&self, publication: Publication) {
+        let map = self.map();
+        let me = self.myself.id;
+        let publication = Arc::new(publication);
+        let send = |id: &NodeId| {
+            if *id != me
+                && let Some(node) = map.nodes.get(id)
+            {
+                self.relay.send(&node.bus_addr(), &publication);
+            }
+        };
+        if publication.shard {
+            if let Some((shard, _)) = map.placement_of(me) {
+                std::iter::once(&shard.primary)
+                    .chain(&shard.replicas)
+                    .for_each(send);
+            }
+        } else {
+            map.nodes.keys().for_each(send);
+        }
+    }
+
+    /// Delivers what peers relay from now on to `sink` (the node's subscribers). Set once.
+    pub fn deliver_publications(&self, sink: PublicationSink) {
+        let _ = self.publication_sink.set(sink);
     }
 
     /// The current map.
@@ -986,6 +1026,12 @@ impl ClusterNode {
                     continue;
                 }
                 Request::Report => Reply::Report((self.stats)()),
+                Request::Publish { publications } => {
+                    if let Some(sink) = self.publication_sink.get() {
+                        publications.into_iter().for_each(|p| sink(p));
+                    }
+                    Reply::Noted
+                }
                 Request::PeerLease { primary, epoch } => {
                     let map = self.map();
                     match self.grantor.answer(&map, primary, epoch) {

@@ -344,6 +344,7 @@ impl Controller {
             | Request::Subscribe { .. }
             | Request::Report
             | Request::PeerLease { .. }
+            | Request::Publish { .. }
             | Request::Fence { .. } => {
                 Reply::Error("served by the node, not the controller".into())
             }

@@ -92,6 +92,17 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
         }
     };
     cluster.attach(node.clone());
+    // What peers relay reaches this node's subscribers.
+    let door = shared.door.clone();
+    node.deliver_publications(Arc::new(move |publication| {
+        let channel = bytes::Bytes::from(publication.channel);
+        let message = bytes::Bytes::from(publication.message);
+        if publication.shard {
+            door.publish_shard(&channel, &message);
+        } else {
+            door.publish(&channel, &message);
+        }
+    }));
     shared.replication.set_authority({
         let cluster = cluster.clone();
         move || cluster.primary_authority()

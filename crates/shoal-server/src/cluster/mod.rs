@@ -186,6 +186,18 @@ impl ClusterState {
     }
 
     /// Records the running membership (once).
+    /// Relays a publication of this node's clients to the nodes whose subscribers must get
+    /// it (every node for `PUBLISH`, this node's shard for `SPUBLISH`).
+    pub fn relay_publication(&self, channel: &[u8], message: &[u8], shard: bool) {
+        if let Some(node) = self.node.get() {
+            node.publish(shoal_cluster::Publication {
+                channel: channel.to_vec(),
+                message: message.to_vec(),
+                shard,
+            });
+        }
+    }
+
     pub fn attach(&self, node: Arc<ClusterNode>) {
         let _ = self.node.set(node);
     }
@@ -309,6 +321,11 @@ impl ClusterState {
                 }
             }
             SlotOwner::Replica(_) if client.readonly && spec.has(flags::READONLY) => Route::Local,
+            // A shard channel is served by every node of its shard (`SSUBSCRIBE`,
+            // `SPUBLISH`), as in Redis Cluster.
+            SlotOwner::Replica(_) if spec.has(flags::PUBSUB) && !spec.has(flags::WRITE) => {
+                Route::Local
+            }
             SlotOwner::Replica(addr) | SlotOwner::Elsewhere(addr) => elsewhere(addr),
             SlotOwner::Unowned if !retried && stale() => Route::AwaitMap,
             SlotOwner::Unowned if routing.epoch() == 0 => {
