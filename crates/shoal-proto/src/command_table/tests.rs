@@ -133,11 +133,11 @@ fn config_get_subcommand() {
 fn expected_commands_and_subcommands() {
     let names: Vec<&str> = commands().iter().map(|c| c.name).collect();
     let expected = "acl append asking auth client cluster command config copy dbsize decr decrby del \
-        echo exists expire expireat expiretime flushall flushdb get getdel getex getrange getset \
-        hello incr incrby incrbyfloat info keys memory mget mset msetnx object persist pexpire \
-        pexpireat pexpiretime ping psetex psync pttl quit randomkey readonly readwrite rename \
-        renamenx replconf reset scan select set setex setnx setrange shutdown slowlog strlen time \
-        touch ttl type unlink wait";
+        discard echo exec exists expire expireat expiretime flushall flushdb get getdel getex \
+        getrange getset hello incr incrby incrbyfloat info keys memory mget mset msetnx multi \
+        object persist pexpire pexpireat pexpiretime ping psetex psync pttl quit randomkey \
+        readonly readwrite rename renamenx replconf reset scan select set setex setnx setrange \
+        shutdown slowlog strlen time touch ttl type unlink unwatch wait watch";
     assert_eq!(names, expected.split_whitespace().collect::<Vec<_>>());
 
     let subs = |name: &str| -> Vec<&str> {
