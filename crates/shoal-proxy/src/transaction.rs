@@ -36,7 +36,7 @@ pub struct ProxyConn {
 type WatchCell = Arc<Mutex<Option<Watched>>>;
 
 impl ProxyConn {
-    /// Forgets the watch: its connection closes, and the node with it.
+    /// Forgets the watch: its connection closes, and the node forgets the watched keys.
     pub(crate) fn unwatch(&mut self) {
         self.watched = None;
     }
