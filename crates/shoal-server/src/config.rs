@@ -257,6 +257,9 @@ pub struct Config {
     /// What to evict above `maxmemory`.
     #[serde(serialize_with = "policy_to_str", deserialize_with = "policy_from_str")]
     pub maxmemory_policy: EvictionPolicy,
+    /// `notify-keyspace-events`: the classes of keyspace notifications sent (Redis's letters;
+    /// empty: none).
+    pub notify_keyspace_events: String,
     /// Largest bulk string a client may send.
     pub proto_max_bulk_len: ByteSize,
     /// Most arguments in one command.
@@ -431,6 +434,7 @@ impl Default for Config {
             shards: 0,
             maxmemory: ByteSize(0),
             maxmemory_policy: EvictionPolicy::AllKeysLru,
+            notify_keyspace_events: String::new(),
             proto_max_bulk_len: ByteSize(512 * 1024 * 1024),
             proto_max_multibulk_len: i32::MAX as u64,
             max_key_size: ByteSize(512 * 1024 * 1024),
@@ -657,6 +661,9 @@ impl Config {
         if self.max_key_size.0 == 0 {
             return bad("max-key-size", "must be at least 1");
         }
+        if let Err(reason) = crate::notify::parse_classes(&self.notify_keyspace_events) {
+            return bad("notify-keyspace-events", &reason);
+        }
         if self.maxclients == 0 {
             return bad("maxclients", "must be at least 1");
         }
@@ -866,6 +873,12 @@ impl Config {
         }
     }
 
+    /// The classes of keyspace notifications `notify-keyspace-events` asks for (none if it
+    /// does not parse: it was checked when it was set).
+    pub fn keyspace_event_classes(&self) -> u32 {
+        crate::notify::parse_classes(&self.notify_keyspace_events).unwrap_or(0)
+    }
+
     /// Keyspace shards to create.
     pub fn effective_shards(&self) -> usize {
         if self.shards > 0 {
@@ -967,6 +980,15 @@ pub static PARAMS: &[Param] = &[
         get: |c| c.maxmemory_policy.name().into(),
         set: Some(|c, v| {
             c.maxmemory_policy = v.parse().map_err(|_| "argument(s) must be one of the following: volatile-lru, allkeys-lru, volatile-random, allkeys-random, volatile-ttl, noeviction".to_string())?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "notify-keyspace-events",
+        get: |c| crate::notify::format_classes(c.keyspace_event_classes()),
+        set: Some(|c, v| {
+            crate::notify::parse_classes(v)?;
+            c.notify_keyspace_events = v.to_string();
             Ok(())
         }),
     },

@@ -16,6 +16,7 @@ pub mod http;
 mod info;
 mod long_double;
 mod metrics;
+mod notify;
 mod process;
 mod replication;
 mod server;

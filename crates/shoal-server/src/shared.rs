@@ -14,6 +14,7 @@ use shoal_store::{Store, StoreConfig, SystemClock};
 use crate::changes::Changes;
 use crate::cluster::ClusterState;
 use crate::config::Config;
+use crate::notify::KeyspaceEvents;
 use crate::replication::{Replication, Role};
 use crate::watch::Watches;
 
@@ -91,6 +92,8 @@ pub struct Shared {
     pub(crate) replication: Arc<Replication>,
     /// The keys connections `WATCH`.
     pub(crate) watches: Arc<Watches>,
+    /// Keyspace notifications (`notify-keyspace-events`).
+    pub(crate) events: Arc<KeyspaceEvents>,
     memory_peak: AtomicU64,
     /// The TLS port's handshakes, once the node serves one.
     pub(crate) tls: std::sync::OnceLock<Arc<TlsAcceptor>>,
@@ -106,12 +109,22 @@ impl Shared {
 
     /// Shared state for `config` (which must be valid), in a cluster if `cluster` is given.
     pub(crate) fn with_cluster(config: Config, cluster: Option<ClusterState>) -> Arc<Shared> {
+        let door = Door::new(door_limits(&config), Some(&config.requirepass));
+        door.settings.set_protected_mode(config.protected_mode);
+        if !config.aclfile.is_empty() {
+            door.acl.set_file(Some(config.aclfile.clone().into()));
+        }
+        door.slowlog
+            .configure(config.slowlog_log_slower_than, config.slowlog_max_len);
+        let door = Arc::new(door);
+        let events = Arc::new(KeyspaceEvents::new(door.clone()));
+        events.set_classes(config.keyspace_event_classes());
         let store = Arc::new(Store::new(StoreConfig {
             shards: config.effective_shards(),
             maxmemory: config.maxmemory.0 as usize,
             policy: config.maxmemory_policy,
             clock: Arc::new(SystemClock),
-            events: None,
+            events: Some(events.clone()),
             seed: None,
         }));
         let replication = Replication::new(config.repl_backlog_size.0 as usize);
@@ -122,17 +135,11 @@ impl Shared {
         })));
         let live = LiveSettings::default();
         live.apply(&config);
-        let door = Door::new(door_limits(&config), Some(&config.requirepass));
-        door.settings.set_protected_mode(config.protected_mode);
-        if !config.aclfile.is_empty() {
-            door.acl.set_file(Some(config.aclfile.clone().into()));
-        }
-        door.slowlog
-            .configure(config.slowlog_log_slower_than, config.slowlog_max_len);
         Arc::new(Shared {
             store,
             live,
-            door: Arc::new(door),
+            door,
+            events,
             resp_addr: RwLock::new(None),
             http_addr: RwLock::new(None),
             cluster: cluster.map(Arc::new),
@@ -161,6 +168,7 @@ impl Shared {
             .configure(config.slowlog_log_slower_than, config.slowlog_max_len);
         self.store.set_maxmemory(config.maxmemory.0 as usize);
         self.store.set_policy(config.maxmemory_policy);
+        self.events.set_classes(config.keyspace_event_classes());
         self.replication
             .history()
             .backlog

@@ -163,6 +163,10 @@ pub struct ServerArgs {
     /// allkeys-lru, volatile-lru, allkeys-random, volatile-ttl or noeviction [default: allkeys-lru].
     #[arg(long, env = "SHOAL_MAXMEMORY_POLICY", help_heading = heading::MEMORY)]
     pub maxmemory_policy: Option<EvictionPolicy>,
+    /// Keyspace notifications to publish, in Redis's letters (e.g. `Ex` for expiry events,
+    /// `KEA` for all) [default: none].
+    #[arg(long, env = "SHOAL_NOTIFY_KEYSPACE_EVENTS", help_heading = heading::MEMORY)]
+    pub notify_keyspace_events: Option<String>,
     /// Keyspace shards (a power of two); 0 means 64 per thread [default: 0].
     #[arg(long, env = "SHOAL_SHARDS", help_heading = heading::MEMORY)]
     pub shards: Option<usize>,
@@ -299,6 +303,7 @@ impl ServerArgs {
             http_port,
             maxmemory,
             maxmemory_policy,
+            notify_keyspace_events,
             threads,
             shards,
             maxclients,

@@ -40,6 +40,17 @@ impl Ctx<'_> {
     pub fn reply(&mut self) -> Reply<'_> {
         Reply::new(self.out, self.conn.protocol)
     }
+
+    /// Sends keyspace notification `event` of `class` about `key` (if that class is on), and
+    /// writes it here at once if this connection subscribes to it, so that it reads the
+    /// message where Redis puts it among its replies.
+    #[inline]
+    pub fn notify(&mut self, class: u32, event: &str, key: &[u8]) {
+        if self.shared.events.wants(class) {
+            self.shared.events.notify(class, event, key);
+            self.conn.deliver_messages(self.out);
+        }
+    }
 }
 
 /// What a handler returns; success replies are already written.

@@ -93,14 +93,25 @@ pub enum RenameOutcome {
 impl Store {
     /// Deletes keys (`DEL`, `UNLINK`) atomically; returns how many existed.
     pub fn remove_many<'k>(&self, keys: impl ExactSizeIterator<Item = &'k [u8]> + Clone) -> usize {
+        self.remove_many_noting(keys, |_| {})
+    }
+
+    /// [`Store::remove_many`], telling `removed` the position in `keys` of each key it
+    /// deleted (called with shards locked: note it and return).
+    pub fn remove_many_noting<'k>(
+        &self,
+        keys: impl ExactSizeIterator<Item = &'k [u8]> + Clone,
+        mut removed_at: impl FnMut(usize),
+    ) -> usize {
         let mut locks = self.lock_keys(keys.clone());
         let mut now = Now::new(&*self.clock);
         let mut removed = 0;
-        for key in keys {
+        for (i, key) in keys.enumerate() {
             let (shard, hash) = locks.shard_for(self, key);
             if let Some((slot, r)) = shard.live(hash, key, &mut now) {
                 shard.remove_at(hash, slot, r, None);
                 removed += 1;
+                removed_at(i);
             }
         }
         locks.settle(self);
