@@ -7,6 +7,7 @@ use super::CommandResult;
 use super::Ctx;
 use super::strings::ExpireUnit;
 use super::{int_arg, is, store_error};
+use crate::notify::class;
 use shoal_frontdoor::CommandError;
 
 fn keys_from<'a>(
@@ -19,7 +20,19 @@ fn keys_from<'a>(
 
 /// `DEL key [key ...]` and `UNLINK key [key ...]`
 pub fn del(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
-    let removed = ctx.shared.store.remove_many(keys_from(argv, 1));
+    let mut deleted = Vec::new();
+    let noting = ctx.shared.events.wants(class::GENERIC);
+    let removed = ctx
+        .shared
+        .store
+        .remove_many_noting(keys_from(argv, 1), |i| {
+            if noting {
+                deleted.push(i + 1);
+            }
+        });
+    for i in deleted {
+        ctx.notify(class::GENERIC, "del", argv.get(i));
+    }
     ctx.reply().int(removed as i64);
     Ok(())
 }
@@ -88,6 +101,11 @@ fn expire_generic(
         .store
         .expire(argv.get(1), when, condition)
         .map_err(store_error)?;
+    match outcome {
+        ExpireOutcome::Applied => ctx.notify(class::GENERIC, "expire", argv.get(1)),
+        ExpireOutcome::Deleted => ctx.notify(class::GENERIC, "del", argv.get(1)),
+        ExpireOutcome::NoKey | ExpireOutcome::NotApplied => {}
+    }
     let applied = matches!(outcome, ExpireOutcome::Applied | ExpireOutcome::Deleted);
     ctx.reply().int(i64::from(applied));
     Ok(())
@@ -163,6 +181,9 @@ pub fn pexpiretime(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 /// `PERSIST key`
 pub fn persist(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let removed = ctx.shared.store.persist(argv.get(1)).map_err(store_error)?;
+    if removed == Some(true) {
+        ctx.notify(class::GENERIC, "persist", argv.get(1));
+    }
     ctx.reply().int(i64::from(removed == Some(true)));
     Ok(())
 }
@@ -300,6 +321,7 @@ pub fn rename(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     {
         RenameOutcome::NoSuchKey => Err(CommandError::NoSuchKey),
         _ => {
+            renamed(ctx, argv);
             ctx.reply().ok();
             Ok(())
         }
@@ -320,10 +342,17 @@ pub fn renamenx(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
             Ok(())
         }
         RenameOutcome::Renamed => {
+            renamed(ctx, argv);
             ctx.reply().int(1);
             Ok(())
         }
     }
+}
+
+/// The notifications of a rename, as Redis sends them.
+fn renamed(ctx: &mut Ctx<'_>, argv: &Argv<'_>) {
+    ctx.notify(class::GENERIC, "rename_from", argv.get(1));
+    ctx.notify(class::GENERIC, "rename_to", argv.get(2));
 }
 
 /// `COPY source destination [DB destination-db] [REPLACE]`
@@ -353,6 +382,9 @@ pub fn copy(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .store
         .copy(argv.get(1), argv.get(2), replace)
         .map_err(store_error)?;
+    if copied {
+        ctx.notify(class::GENERIC, "copy_to", argv.get(2));
+    }
     ctx.reply().int(i64::from(copied));
     Ok(())
 }

@@ -7,6 +7,7 @@ use super::CommandResult;
 use super::Ctx;
 use super::{int_arg, is, store_error};
 use crate::long_double::{self, FloatError};
+use crate::notify::class;
 use shoal_frontdoor::CommandError;
 
 /// How an expiry argument is expressed.
@@ -120,7 +121,8 @@ pub fn get(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .get(argv.get(1), |v| Reply::new(out, protocol).bulk(v))
         .is_none()
     {
-        Reply::new(out, protocol).null();
+        ctx.notify(class::KEY_MISS, "keymiss", argv.get(1));
+        ctx.reply().null();
     }
     Ok(())
 }
@@ -161,6 +163,12 @@ pub fn set(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
             },
         )
         .map_err(store_error)?;
+    if written {
+        ctx.notify(class::STRING, "set", argv.get(1));
+        if matches!(ttl, TtlUpdate::At(_)) {
+            ctx.notify(class::GENERIC, "expire", argv.get(1));
+        }
+    }
     if !get {
         if written {
             ctx.reply().ok();
@@ -182,6 +190,9 @@ pub fn setnx(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .store
         .set(argv.get(1), argv.get(2), options, |_| {})
         .map_err(store_error)?;
+    if written {
+        ctx.notify(class::STRING, "set", argv.get(1));
+    }
     ctx.reply().int(i64::from(written));
     Ok(())
 }
@@ -201,6 +212,8 @@ fn set_with_expiry(
         .store
         .set(argv.get(1), argv.get(3), options, |_| {})
         .map_err(store_error)?;
+    ctx.notify(class::STRING, "set", argv.get(1));
+    ctx.notify(class::GENERIC, "expire", argv.get(1));
     ctx.reply().ok();
     Ok(())
 }
@@ -241,8 +254,12 @@ pub fn getex(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .store
         .get_ex(argv.get(1), ttl, |v| Reply::new(out, protocol).bulk(v))
         .map_err(store_error)?;
-    if found.is_none() {
-        ctx.reply().null();
+    match found {
+        None => ctx.reply().null(),
+        Some(_) if matches!(ttl, TtlUpdate::At(_)) => {
+            ctx.notify(class::GENERIC, "expire", argv.get(1));
+        }
+        Some(_) => {}
     }
     Ok(())
 }
@@ -259,6 +276,8 @@ pub fn getdel(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .is_none()
     {
         ctx.reply().null();
+    } else {
+        ctx.notify(class::GENERIC, "del", argv.get(1));
     }
     Ok(())
 }
@@ -281,6 +300,7 @@ pub fn getset(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
             },
         )
         .map_err(store_error)?;
+    ctx.notify(class::STRING, "set", argv.get(1));
     Ok(())
 }
 
@@ -292,9 +312,17 @@ pub fn mget(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let protocol = conn.protocol;
     let keys = (1..argv.len()).map(|i| argv.get(i));
     Reply::new(out, protocol).array(keys.len());
-    shared.store.get_many(keys, |_, value| match value {
+    let events = &shared.events;
+    shared.store.get_many(keys, |i, value| match value {
         Some(v) => Reply::new(out, protocol).bulk(v),
-        None => Reply::new(out, protocol).null(),
+        None => {
+            // As Redis: a miss's notification comes before its element, inside the array.
+            if events.wants(class::KEY_MISS) {
+                events.notify(class::KEY_MISS, "keymiss", argv.get(i + 1));
+                conn.deliver_messages(out);
+            }
+            Reply::new(out, protocol).null()
+        }
     });
     Ok(())
 }
@@ -319,8 +347,17 @@ fn set_many(
 }
 
 /// `MSET key value [key value ...]`
+/// `set` for every key of an `MSET`.
+fn notify_set_many(ctx: &mut Ctx<'_>, argv: &Argv<'_>) {
+    for i in (1..argv.len()).step_by(2) {
+        ctx.notify(class::STRING, "set", argv.get(i));
+    }
+}
+
+/// `MSET key value [key value ...]`
 pub fn mset(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     set_many(ctx, argv, false, "mset")?;
+    notify_set_many(ctx, argv);
     ctx.reply().ok();
     Ok(())
 }
@@ -328,6 +365,9 @@ pub fn mset(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 /// `MSETNX key value [key value ...]`
 pub fn msetnx(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let written = set_many(ctx, argv, true, "msetnx")?;
+    if written {
+        notify_set_many(ctx, argv);
+    }
     ctx.reply().int(i64::from(written));
     Ok(())
 }
@@ -340,6 +380,7 @@ pub fn append(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .store
         .append(argv.get(1), argv.get(2), max)
         .map_err(store_error)?;
+    ctx.notify(class::STRING, "append", argv.get(1));
     ctx.reply().int(len as i64);
     Ok(())
 }
@@ -400,6 +441,9 @@ pub fn setrange(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .store
         .set_range(argv.get(1), offset as usize, argv.get(3), max)
         .map_err(store_error)?;
+    if !argv.get(3).is_empty() {
+        ctx.notify(class::STRING, "setrange", argv.get(1));
+    }
     ctx.reply().int(len as i64);
     Ok(())
 }
@@ -416,6 +460,7 @@ fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CommandResult {
     });
     match result {
         Ok(n) => {
+            ctx.notify(class::STRING, "incrby", key);
             ctx.reply().int(n);
             Ok(())
         }
@@ -465,6 +510,7 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         });
     match result {
         Ok(text) => {
+            ctx.notify(class::STRING, "incrbyfloat", argv.get(1));
             ctx.reply().bulk(text.as_bytes());
             Ok(())
         }
