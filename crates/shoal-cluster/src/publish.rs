@@ -105,13 +105,12 @@ impl Link {
         let mut connection: Option<BusConnection> = None;
         let mut batch = Vec::with_capacity(BATCH);
         while queue.recv_many(&mut batch, BATCH).await > 0 {
+            let sent = batch.len() as u64;
             let request = Request::Publish {
                 publications: batch.drain(..).map(|p| (*p).clone()).collect(),
             };
             if !self.deliver(&mut connection, &request).await {
-                if let Request::Publish { publications } = &request {
-                    self.dropped.fetch_add(publications.len() as u64, Relaxed);
-                }
+                self.dropped.fetch_add(sent, Relaxed);
             }
         }
     }
