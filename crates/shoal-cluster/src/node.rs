@@ -365,6 +365,12 @@ impl ClusterNode {
         self.controller.as_ref()
     }
 
+    /// Publications this node could not relay to a peer (its queue was full, or the peer
+    /// could not be reached): Pub/Sub messages are fire-and-forget, as in Redis Cluster.
+    pub fn publications_dropped(&self) -> u64 {
+        self.relay.dropped()
+    }
+
     /// How many connections to this node's bus failed the handshake (did not prove the
     /// cluster secret or, with `tls-cluster`, failed the TLS handshake) since it started.
     pub fn bus_auth_failures(&self) -> u64 {

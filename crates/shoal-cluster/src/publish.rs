@@ -81,6 +81,11 @@ impl Relay {
         }
     }
 
+    /// Publications dropped so far: a peer's queue was full, or it could not be reached.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
     fn start_link(&self, to: &str) -> mpsc::Sender<Arc<Publication>> {
         let (sender, receiver) = mpsc::channel(LINK_QUEUE);
         let link = Link {

@@ -108,6 +108,11 @@ fn cluster(shared: &Shared, out: &mut String) {
             "shoal_bus_auth_failures:{}",
             cluster.node().map_or(0, |n| n.bus_auth_failures())
         );
+        line!(
+            out,
+            "shoal_publications_dropped:{}",
+            cluster.node().map_or(0, |n| n.publications_dropped())
+        );
     }
 }
 

@@ -71,6 +71,8 @@ async fn publish_reaches_every_node_and_spublish_its_shard() {
         let replica = addr(home.replicas[0]);
         let outsider = addr(other.primary);
 
+        let outsider_index = other.primary;
+        let victim = home.replicas[0];
         tokio::task::spawn_blocking(move || {
             // A subscriber on every node for PUBLISH.
             let mut subscribers: Vec<redis::Connection> =
@@ -146,6 +148,28 @@ async fn publish_reaches_every_node_and_spublish_its_shard() {
         })
         .await
         .unwrap();
+
+        // Nothing was dropped; then a peer dies, and what is published for it is counted as
+        // dropped (fire-and-forget, as Redis Cluster), not queued without bound.
+        let publisher = cluster.node(outsider_index);
+        let dropped = |info: shoal_testkit::Info| info.u64("shoal_publications_dropped");
+        assert_eq!(dropped(publisher.info("cluster").await.unwrap()), Some(0));
+        cluster.node(victim).kill().unwrap();
+        let mut conn = publisher.connect().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            conn.call(&["PUBLISH", "news", "to-a-dead-peer"])
+                .await
+                .unwrap();
+            if dropped(publisher.info("cluster").await.unwrap()).unwrap_or(0) > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nothing counted as dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     })
     .await;
 }
