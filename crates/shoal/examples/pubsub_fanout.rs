@@ -68,7 +68,9 @@ async fn main() {
     let deadline = started + Duration::from_secs(300);
     let readers: Vec<_> = connections
         .into_iter()
-        .map(|mut stream| tokio::spawn(async move { read_bytes(&mut stream, expected, deadline).await }))
+        .map(|mut stream| {
+            tokio::spawn(async move { read_bytes(&mut stream, expected, deadline).await })
+        })
         .collect();
     let mut publisher = TcpStream::connect(addr.as_str()).await.expect("connect");
     let publish = command(&[b"PUBLISH", CHANNEL.as_bytes(), &payload]);
@@ -77,7 +79,10 @@ async fn main() {
     let mut sent = 0;
     while sent < messages {
         let n = (messages - sent).min(16);
-        publisher.write_all(&batch[..n * publish.len()]).await.unwrap();
+        publisher
+            .write_all(&batch[..n * publish.len()])
+            .await
+            .unwrap();
         read_bytes(&mut publisher, n * reply_len, deadline).await;
         sent += n;
     }
