@@ -112,6 +112,7 @@
 //! cluster's CA signed). The cluster secret is proved either way, inside TLS on a TLS bus.
 
 mod client;
+mod cluster_wide;
 mod codec;
 mod config;
 mod conn;
@@ -119,12 +120,14 @@ mod error;
 mod map_source;
 mod pool;
 mod router;
+mod scan_cursor;
 mod stats;
 mod table;
 mod transaction;
 mod watched;
 
 pub use client::{Client, Ttl};
+pub use cluster_wide::{ClusterWide, Nodes, all_nodes, primaries};
 pub use config::{BusSecret, ClientConfig, ClientTls, Protocol, ReadFrom};
 pub use error::Error;
 pub use futures_util::future::BoxFuture;

@@ -5,7 +5,7 @@
 //!   support disabled` (the proxy hides the cluster);
 //! * `SHUTDOWN` is refused (it would stop whichever node it reached);
 //! * `INFO`, `DBSIZE`, `KEYS`, `SCAN`, `FLUSHALL`, `FLUSHDB`, `RANDOMKEY`, `CONFIG SET`,
-//!   `CONFIG RESETSTAT` and `SLOWLOG RESET` ask several nodes ([`crate::commands::fanout`]);
+//!   `CONFIG RESETSTAT` and `SLOWLOG RESET` ask several nodes ([`shoal_client::ClusterWide`]);
 //! * `WATCH`, `UNWATCH` and `EXEC` keep or use the client connection's own connection to a
 //!   node ([`crate::transaction`]), which also checks the commands queued in a transaction;
 //! * everything else goes to [`Client::command`](shoal_client::Client::command), which routes
@@ -23,27 +23,19 @@ use futures_util::future::BoxFuture;
 use shoal_frontdoor::{Admission, Backend, Call, CommandError, Conn, Door, Outcome, Transaction};
 use shoal_proto::Protocol;
 
-use crate::commands::fanout::{self, Nodes};
 use crate::commands::info;
 use crate::shared::Shared;
 use crate::stats::ProxyStats;
 use crate::transaction::{self, ProxyConn};
 use crate::upstream::{Reply, encode_reply};
+use shoal_client::ClusterWide;
 
 /// Where the proxy sends a command that passed the front door's checks.
 pub(crate) enum Upstream {
     /// Answered by the proxy, with what it asks every primary (`INFO`).
     Info,
-    /// `DBSIZE`: every primary's count, summed.
-    Dbsize,
-    /// `KEYS`: every primary's keys.
-    Keys,
-    /// `SCAN`: one primary after the other.
-    Scan,
-    /// `RANDOMKEY`: primaries until one has a key.
-    RandomKey,
-    /// Sent to these nodes; `OK` once all say it.
-    AllOk(Nodes),
+    /// Answered for the whole cluster (`DBSIZE`, `KEYS`, `SCAN`, `FLUSHALL`, ...).
+    ClusterWide(ClusterWide),
     /// `WATCH`: on the client connection's own connection ([`crate::transaction`]).
     Watch,
     /// `UNWATCH`: closes that connection.
@@ -56,15 +48,9 @@ pub(crate) enum Upstream {
 pub(crate) fn upstream(name: &str) -> Upstream {
     match name {
         "info" => Upstream::Info,
-        "dbsize" => Upstream::Dbsize,
-        "keys" => Upstream::Keys,
-        "scan" => Upstream::Scan,
-        "randomkey" => Upstream::RandomKey,
-        "flushall" | "flushdb" => Upstream::AllOk(Nodes::Primaries),
-        "config|set" | "config|resetstat" | "slowlog|reset" => Upstream::AllOk(Nodes::All),
         "watch" => Upstream::Watch,
         "unwatch" => Upstream::Unwatch,
-        _ => Upstream::Routed,
+        name => ClusterWide::of(name).map_or(Upstream::Routed, Upstream::ClusterWide),
     }
 }
 
@@ -95,11 +81,9 @@ impl Backend for Shared {
         let args = call.owned_args();
         let reply: BoxFuture<'static, Reply> = match upstream {
             Upstream::Info => info::info(self.clone(), args),
-            Upstream::Dbsize => fanout::dbsize(client, args),
-            Upstream::Keys => fanout::keys(client, args),
-            Upstream::Scan => fanout::scan(client, args),
-            Upstream::RandomKey => fanout::randomkey(client, args),
-            Upstream::AllOk(nodes) => fanout::all_ok(client, args, nodes),
+            Upstream::ClusterWide(which) => {
+                Box::pin(async move { client.cluster_wide(which, args).await })
+            }
             Upstream::Watch => return transaction::watch(self, call),
             Upstream::Unwatch => return transaction::unwatch(call),
             Upstream::Routed => Box::pin(async move { client.command(&args).await }),

@@ -90,7 +90,6 @@ mod config;
 mod http;
 mod metrics;
 mod proxy;
-mod scan;
 mod shared;
 mod stats;
 mod transaction;

@@ -31,7 +31,7 @@ use shoal_http::HttpStats;
 
 use crate::shared::Shared;
 use crate::stats::ProxyStats;
-use crate::upstream::primaries;
+use shoal_client::primaries;
 
 /// Reads the proxy's counters at scrape time.
 #[derive(Debug)]

@@ -20,12 +20,11 @@ use shoal_frontdoor::{Door, session};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::commands::fanout::on_each;
 use crate::config::{ConfigError, ProxyConfig};
 use crate::http;
 use crate::shared::Shared;
 use crate::stats::ProxyStats;
-use crate::upstream::all_nodes;
+use shoal_client::all_nodes;
 
 /// How long the runtime waits for tasks to finish when the proxy stops.
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -297,7 +296,7 @@ async fn warm_up(client: &Client) {
     let nodes = all_nodes(&client.map());
     let _ = tokio::time::timeout(
         client.config().connect_timeout,
-        on_each(client, &nodes, &ping),
+        client.on_each(&nodes, &ping),
     )
     .await;
 }

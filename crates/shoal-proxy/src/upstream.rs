@@ -10,7 +10,7 @@
 //! | `Server(line)` | the node's line |
 //! | anything else (timeouts, I/O, lost connections, redirect loops, malformed replies, refused authentication) | `-ERR proxy: <the error>` |
 
-use shoal_client::{ClusterMap, Error, Value};
+use shoal_client::{Error, Value};
 use shoal_frontdoor::{CommandError, error_code};
 use shoal_proto::Protocol;
 use shoal_proto::reply::encode_value;
@@ -73,27 +73,6 @@ pub(crate) fn encode_reply(reply: &Reply, protocol: Protocol, out: &mut Vec<u8>)
     }
 }
 
-/// The RESP address of every shard's primary, in shard order (stable while the map is).
-pub(crate) fn primaries(map: &ClusterMap) -> Vec<String> {
-    let mut shards: Vec<_> = map.shards.iter().collect();
-    shards.sort_by_key(|s| s.id);
-    shards
-        .into_iter()
-        .filter_map(|s| map.node(s.primary))
-        .map(|n| n.resp_addr())
-        .collect()
-}
-
-/// The RESP address of every node of the map.
-pub(crate) fn all_nodes(map: &ClusterMap) -> Vec<String> {
-    map.nodes.values().map(|n| n.resp_addr()).collect()
-}
-
-/// An error value with this line.
-pub(crate) fn error_value(line: &str) -> Value {
-    Value::Error(line.as_bytes().to_vec())
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -150,7 +129,11 @@ mod tests {
         assert_eq!((encoded.error_code, encoded.by_proxy), (None, false));
         assert_eq!(out, b"_\r\n");
         out.clear();
-        let encoded = encode_reply(&Ok(error_value("WRONGTYPE x")), Protocol::Resp2, &mut out);
+        let encoded = encode_reply(
+            &Ok(Value::Error(b"WRONGTYPE x".to_vec())),
+            Protocol::Resp2,
+            &mut out,
+        );
         assert_eq!(
             (encoded.error_code.as_deref(), encoded.by_proxy),
             (Some("WRONGTYPE"), false)

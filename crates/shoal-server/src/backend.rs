@@ -138,6 +138,18 @@ impl Backend for Shared {
 impl Shared {
     /// Runs one command after the front door's checks.
     fn run(self: &Arc<Self>, mut call: Call<'_, Self>) -> Outcome<Self> {
+        if let Some(cluster) = &self.cluster
+            && let Some(which) = cluster.cluster_wide(call.command.spec.name, call.state)
+        {
+            // A plain client of a forwarding node sees the whole cluster's keyspace.
+            let cluster = cluster.clone();
+            let args = call.owned_args();
+            call.start_clock();
+            return Outcome::Later {
+                reply: Box::pin(async move { cluster.run_cluster_wide(which, args).await }),
+                barrier: true,
+            };
+        }
         match self.check(&mut call) {
             Check::Pass => {}
             Check::Stop(outcome) => return outcome,

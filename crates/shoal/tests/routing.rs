@@ -111,16 +111,47 @@ async fn with_forward_routing_any_node_serves_a_plain_client() {
                 let reply = call(&mut conn, &["SET", key, key]).await;
                 assert_eq!(text(&reply).as_deref(), Some("OK"), "SET {key}");
             }
-            // The keys live on their owners, not on the node that took the commands.
+            // The keys live on their owners, not on the node that took the commands (each
+            // node's own count is in its `INFO keyspace`; its `DBSIZE` is the cluster's).
             for node in cluster.nodes() {
                 let addr = node.resp_addr();
-                let expected = keys.iter().filter(|k| owner(&map, k) == addr).count() as i64;
-                assert_eq!(
-                    int(&node.command(&["DBSIZE"]).await.unwrap()),
-                    expected,
-                    "{addr}"
-                );
+                let expected = keys.iter().filter(|k| owner(&map, k) == addr).count();
+                let info = node.info("keyspace").await.unwrap();
+                let held = info
+                    .get("db0")
+                    .and_then(|db| db.split(',').next()?.strip_prefix("keys=")?.parse().ok())
+                    .unwrap_or(0usize);
+                assert_eq!(held, expected, "{addr}");
             }
+            // The keyspace commands answer for the whole cluster, as the proxy does.
+            assert_eq!(int(&call(&mut conn, &["DBSIZE"]).await), keys.len() as i64);
+            let Value::Array(all) = call(&mut conn, &["KEYS", "k*"]).await else {
+                panic!("KEYS answers an array");
+            };
+            assert_eq!(all.len(), keys.len());
+            let mut scanned = std::collections::BTreeSet::new();
+            let mut cursor = "0".to_string();
+            loop {
+                let Value::Array(parts) = call(&mut conn, &["SCAN", &cursor, "COUNT", "50"]).await
+                else {
+                    panic!("SCAN answers an array");
+                };
+                cursor = text(&parts[0]).unwrap();
+                let Value::Array(batch) = &parts[1] else {
+                    panic!("SCAN's keys are an array");
+                };
+                scanned.extend(batch.iter().filter_map(text));
+                if cursor == "0" {
+                    break;
+                }
+            }
+            assert_eq!(
+                scanned.len(),
+                keys.len(),
+                "a full SCAN sees every key once or more"
+            );
+            let random = text(&call(&mut conn, &["RANDOMKEY"]).await).unwrap();
+            assert!(keys.contains(&random), "{random}");
             // Multi-key commands over every shard are split and merged.
             let mut mget = vec!["MGET"];
             mget.extend(keys.iter().map(String::as_str));
@@ -174,6 +205,12 @@ async fn with_forward_routing_any_node_serves_a_plain_client() {
             assert_eq!(call(&mut resp3, &["GET", &missing]).await, Value::Null);
             let raw = resp3.raw_reply(&["GET", &missing]).await.unwrap();
             assert_eq!(raw, b"_\r\n", "a RESP3 null, not RESP2's");
+            // FLUSHALL empties every primary.
+            assert_eq!(
+                text(&call(&mut conn, &["FLUSHALL"]).await).as_deref(),
+                Some("OK")
+            );
+            assert_eq!(int(&call(&mut resp3, &["DBSIZE"]).await), 0);
         },
     )
     .await;

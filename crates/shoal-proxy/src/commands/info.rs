@@ -11,10 +11,10 @@ use shoal_client::Value;
 use shoal_frontdoor::Backend as _;
 use shoal_frontdoor::info;
 
-use super::fanout;
 use crate::shared::Shared;
 use crate::stats::ProxyStats;
-use crate::upstream::{Reply, primaries};
+use crate::upstream::Reply;
+use shoal_client::primaries;
 
 /// Every section, in the order they are printed.
 const ALL_SECTIONS: &[&str] = &[
@@ -47,7 +47,7 @@ pub(crate) fn info(shared: Arc<Shared>, args: Vec<Bytes>) -> BoxFuture<'static, 
     Box::pin(async move {
         let sections = sections(&args[1..]);
         let keyspace = if sections.contains(&"keyspace") {
-            fanout::keyspace(&shared.client).await
+            shared.client.keyspace_totals().await
         } else {
             None
         };

@@ -1,5 +1,5 @@
-//! The commands the proxy answers by asking several nodes: commands over the whole keyspace
-//! that ask every primary ([`fanout`]), and `INFO` ([`info`]).
+//! What the proxy answers itself by asking several nodes: `INFO` ([`info`]). Commands over
+//! the whole keyspace (`DBSIZE`, `KEYS`, `SCAN`, ...) are the smart client's
+//! ([`shoal_client::ClusterWide`]), shared with forwarding nodes.
 
-pub(crate) mod fanout;
 pub(crate) mod info;

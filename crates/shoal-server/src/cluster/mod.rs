@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use shoal_client::Client;
+use shoal_client::{Client, ClusterWide, Nodes};
 use shoal_cluster::node::ClusterNode;
 use shoal_cluster::{BusCredentials, BusSecret, ClusterMap, NodeDir, NodeInfo, key_slot};
 use shoal_frontdoor::{CLUSTER_DOWN, CommandError};
@@ -405,6 +405,26 @@ impl ClusterState {
             return Value::Error(CLUSTER_DOWN.as_bytes().to_vec());
         };
         relayed(addr, forwarder.command(args).await)
+    }
+
+    /// The way this node answers `name` (a command's full name) for the whole cluster, if it
+    /// forwards for `client` (`--routing forward`, a plain client) and `name` is a keyspace
+    /// command (`DBSIZE`, `KEYS`, `SCAN`, `RANDOMKEY`, `FLUSHALL`, `FLUSHDB`), as the proxy
+    /// answers them. Node-local commands (`CONFIG SET`, `SLOWLOG RESET`) stay local.
+    pub fn cluster_wide(&self, name: &str, client: &NodeConn) -> Option<ClusterWide> {
+        if self.mode != RoutingMode::Forward || client.forwarded {
+            return None;
+        }
+        ClusterWide::of(name).filter(|which| *which != ClusterWide::Everywhere(Nodes::All))
+    }
+
+    /// Answers a [`ClusterWide`] command for the whole cluster through the forwarder (which
+    /// asks every primary, this node included); an error reply if it could not.
+    pub async fn run_cluster_wide(&self, which: ClusterWide, args: Vec<bytes::Bytes>) -> Value {
+        let Some(forwarder) = self.forwarder.get() else {
+            return Value::Error(CLUSTER_DOWN.as_bytes().to_vec());
+        };
+        relayed("the primaries", forwarder.cluster_wide(which, args).await)
     }
 
     /// Runs a transaction (`commands`, each the name first, every key in one slot) on the

@@ -1,11 +1,12 @@
-//! Commands over the whole keyspace, answered by asking the primaries (or every node) with
-//! [`Client::command_on`] and merging their replies:
+//! Commands over the whole keyspace ([`ClusterWide`]), answered by asking the primaries (or
+//! every node) with [`Client::command_on`] and merging their replies: what the proxy and a
+//! forwarding node (`--routing forward`) answer a plain client that sends them.
 //!
 //! | command | how |
 //! | --- | --- |
 //! | `DBSIZE` | every primary's count, summed |
 //! | `KEYS pattern` | every primary's keys, concatenated in shard order |
-//! | `SCAN cursor [MATCH] [COUNT] [TYPE]` | one primary at a time; see [`crate::scan`] for the cursor |
+//! | `SCAN cursor [MATCH] [COUNT] [TYPE]` | one primary at a time; see `scan_cursor` for the cursor |
 //! | `FLUSHALL`, `FLUSHDB` | every primary; `OK` once all say it |
 //! | `RANDOMKEY` | primaries in random order until one has a key |
 //! | `CONFIG SET`, `CONFIG RESETSTAT`, `SLOWLOG RESET` | every node of the map; `OK` once all say it |
@@ -14,16 +15,51 @@
 //! reach a node fails the command.
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, join_all};
+use futures_util::future::join_all;
 use rand::seq::SliceRandom as _;
-use shoal_client::{Client, ClusterMap, Error, Value};
+use shoal_cluster::ClusterMap;
+use shoal_proto::reply::Value;
 
-use crate::scan;
-use crate::upstream::{Reply, all_nodes, error_value, primaries};
+use crate::client::Client;
+use crate::error::Error;
+use crate::scan_cursor as scan;
+
+/// A command a cluster answers as a whole, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterWide {
+    /// `DBSIZE`: every primary's count, summed.
+    DbSize,
+    /// `KEYS`: every primary's keys.
+    Keys,
+    /// `SCAN`: one primary after the other.
+    Scan,
+    /// `RANDOMKEY`: primaries until one has a key.
+    RandomKey,
+    /// Sent to these nodes; `OK` once all say it (`FLUSHALL`, `CONFIG SET`, ...).
+    Everywhere(Nodes),
+}
+
+impl ClusterWide {
+    /// How the command (or subcommand) with this full name (`dbsize`, `config|set`) is
+    /// answered for the whole cluster, if it is one of those.
+    pub fn of(name: &str) -> Option<ClusterWide> {
+        Some(match name {
+            "dbsize" => ClusterWide::DbSize,
+            "keys" => ClusterWide::Keys,
+            "scan" => ClusterWide::Scan,
+            "randomkey" => ClusterWide::RandomKey,
+            "flushall" | "flushdb" => ClusterWide::Everywhere(Nodes::Primaries),
+            "config|set" | "config|resetstat" | "slowlog|reset" => {
+                ClusterWide::Everywhere(Nodes::All)
+            }
+            _ => return None,
+        })
+    }
+}
 
 /// Which nodes a fan-out asks.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Nodes {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nodes {
     /// Every shard's primary.
     Primaries,
     /// Every node of the map.
@@ -47,20 +83,69 @@ fn unexpected(command: &str, reply: &Value) -> Error {
     Error::unexpected_reply(command, reply)
 }
 
-/// Sends `args` to each of `nodes` at once; the replies in the same order, or the first
-/// failure. An empty list is an error (no cluster to ask).
-pub(crate) async fn on_each(
-    client: &Client,
-    nodes: &[String],
-    args: &[Bytes],
-) -> Result<Vec<Value>, Error> {
-    if nodes.is_empty() {
-        return Err(no_nodes());
+impl Client {
+    /// Answers `args` (a [`ClusterWide`] command, `which`) for the whole cluster.
+    pub async fn cluster_wide(&self, which: ClusterWide, args: Vec<Bytes>) -> Result<Value, Error> {
+        match which {
+            ClusterWide::DbSize => dbsize(self, args).await,
+            ClusterWide::Keys => keys(self, args).await,
+            ClusterWide::Scan => scan(self, args).await,
+            ClusterWide::RandomKey => randomkey(self, args).await,
+            ClusterWide::Everywhere(nodes) => all_ok(self, args, nodes).await,
+        }
     }
-    join_all(nodes.iter().map(|node| client.command_on(node, args)))
-        .await
+
+    /// Sends `args` to each of `nodes` (`host:port`) at once; the replies in the same order,
+    /// or the first failure. An empty list is an error (no cluster to ask).
+    pub async fn on_each(&self, nodes: &[String], args: &[Bytes]) -> Result<Vec<Value>, Error> {
+        if nodes.is_empty() {
+            return Err(no_nodes());
+        }
+        join_all(nodes.iter().map(|node| self.command_on(node, args)))
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// The `keys` and `expires` of `INFO keyspace` summed over every primary; `None` if a
+    /// node could not be asked.
+    pub async fn keyspace_totals(&self) -> Option<(u64, u64)> {
+        let args = [Bytes::from_static(b"INFO"), Bytes::from_static(b"keyspace")];
+        let replies = self.on_each(&primaries(&self.map()), &args).await.ok()?;
+        let mut totals = (0u64, 0u64);
+        for reply in replies {
+            let text = match reply {
+                Value::Bulk(text) | Value::Verbatim(_, text) => text,
+                _ => return None,
+            };
+            let text = String::from_utf8_lossy(&text);
+            let (keys, expires) = parse_db0(&text);
+            totals.0 += keys;
+            totals.1 += expires;
+        }
+        Some(totals)
+    }
+}
+
+/// The RESP address of every shard's primary, in shard order (stable while the map is).
+pub fn primaries(map: &ClusterMap) -> Vec<String> {
+    let mut shards: Vec<_> = map.shards.iter().collect();
+    shards.sort_by_key(|s| s.id);
+    shards
         .into_iter()
+        .filter_map(|s| map.node(s.primary))
+        .map(|n| n.resp_addr())
         .collect()
+}
+
+/// The RESP address of every node of the map.
+pub fn all_nodes(map: &ClusterMap) -> Vec<String> {
+    map.nodes.values().map(|n| n.resp_addr()).collect()
+}
+
+/// An error reply with this line.
+fn error_value(line: &str) -> Value {
+    Value::Error(line.as_bytes().to_vec())
 }
 
 /// The first error reply among `replies`, if any.
@@ -72,9 +157,9 @@ fn first_error(replies: &[Value]) -> Option<Value> {
 }
 
 /// `DBSIZE`: the sum over every primary.
-pub(crate) fn dbsize(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, Reply> {
-    Box::pin(async move {
-        let replies = on_each(&client, &primaries(&client.map()), &args).await?;
+async fn dbsize(client: &Client, args: Vec<Bytes>) -> Result<Value, Error> {
+    {
+        let replies = client.on_each(&primaries(&client.map()), &args).await?;
         if let Some(error) = first_error(&replies) {
             return Ok(error);
         }
@@ -86,13 +171,13 @@ pub(crate) fn dbsize(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, Rep
             }
         }
         Ok(Value::Int(total))
-    })
+    }
 }
 
 /// `KEYS pattern`: every primary's matches.
-pub(crate) fn keys(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, Reply> {
-    Box::pin(async move {
-        let replies = on_each(&client, &primaries(&client.map()), &args).await?;
+async fn keys(client: &Client, args: Vec<Bytes>) -> Result<Value, Error> {
+    {
+        let replies = client.on_each(&primaries(&client.map()), &args).await?;
         if let Some(error) = first_error(&replies) {
             return Ok(error);
         }
@@ -104,13 +189,13 @@ pub(crate) fn keys(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, Reply
             }
         }
         Ok(Value::Array(all))
-    })
+    }
 }
 
 /// A command every one of `nodes` must answer `OK` to (`FLUSHALL`, `CONFIG SET`, ...).
-pub(crate) fn all_ok(client: Client, args: Vec<Bytes>, nodes: Nodes) -> BoxFuture<'static, Reply> {
-    Box::pin(async move {
-        let replies = on_each(&client, &nodes.of(&client.map()), &args).await?;
+async fn all_ok(client: &Client, args: Vec<Bytes>, nodes: Nodes) -> Result<Value, Error> {
+    {
+        let replies = client.on_each(&nodes.of(&client.map()), &args).await?;
         if let Some(error) = first_error(&replies) {
             return Ok(error);
         }
@@ -121,12 +206,12 @@ pub(crate) fn all_ok(client: Client, args: Vec<Bytes>, nodes: Nodes) -> BoxFutur
             None => Ok(Value::Simple(b"OK".to_vec())),
             Some(other) => Err(unexpected(&String::from_utf8_lossy(&args[0]), other)),
         }
-    })
+    }
 }
 
 /// `RANDOMKEY`: primaries in random order until one has a key; nil if none has.
-pub(crate) fn randomkey(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, Reply> {
-    Box::pin(async move {
+async fn randomkey(client: &Client, args: Vec<Bytes>) -> Result<Value, Error> {
+    {
         let mut nodes = primaries(&client.map());
         if nodes.is_empty() {
             return Err(no_nodes());
@@ -139,13 +224,13 @@ pub(crate) fn randomkey(client: Client, args: Vec<Bytes>) -> BoxFuture<'static, 
             }
         }
         Ok(Value::Null)
-    })
+    }
 }
 
 /// `SCAN cursor [options]` across primaries, one primary per step (moving on at once past
 /// primaries whose part of the scan turns out empty).
-pub(crate) fn scan(client: Client, mut args: Vec<Bytes>) -> BoxFuture<'static, Reply> {
-    Box::pin(async move {
+async fn scan(client: &Client, mut args: Vec<Bytes>) -> Result<Value, Error> {
+    {
         let Some(cursor) = scan::parse(&args[1]) else {
             return Ok(error_value("ERR invalid cursor"));
         };
@@ -176,7 +261,7 @@ pub(crate) fn scan(client: Client, mut args: Vec<Bytes>) -> BoxFuture<'static, R
             };
             let Some(next) = scan::next(index, node_next, nodes.len()) else {
                 return Ok(error_value(&format!(
-                    "ERR proxy: the cursor of {node} ({node_next}) does not fit a proxy cursor"
+                    "ERR the cursor of {node} ({node_next}) does not fit a cluster-wide cursor"
                 )));
             };
             if !keys.is_empty() || next == 0 || node_next != 0 {
@@ -184,7 +269,7 @@ pub(crate) fn scan(client: Client, mut args: Vec<Bytes>) -> BoxFuture<'static, R
             }
             (index, node_cursor) = scan::decode(next);
         }
-    })
+    }
 }
 
 fn scan_reply(cursor: u64, keys: Vec<Value>) -> Value {
@@ -192,27 +277,6 @@ fn scan_reply(cursor: u64, keys: Vec<Value>) -> Value {
         Value::Bulk(cursor.to_string().into_bytes()),
         Value::Array(keys),
     ])
-}
-
-/// Sums `db0:keys=..,expires=..` over every primary's `INFO keyspace`; `None` if a node could
-/// not be asked.
-pub(crate) async fn keyspace(client: &Client) -> Option<(u64, u64)> {
-    let args = [Bytes::from_static(b"INFO"), Bytes::from_static(b"keyspace")];
-    let replies = on_each(client, &primaries(&client.map()), &args)
-        .await
-        .ok()?;
-    let mut totals = (0u64, 0u64);
-    for reply in replies {
-        let text = match reply {
-            Value::Bulk(text) | Value::Verbatim(_, text) => text,
-            _ => return None,
-        };
-        let text = String::from_utf8_lossy(&text);
-        let (keys, expires) = parse_db0(&text);
-        totals.0 += keys;
-        totals.1 += expires;
-    }
-    Some(totals)
 }
 
 /// The `keys` and `expires` of an `INFO keyspace` text's `db0` line (0 and 0 without one).

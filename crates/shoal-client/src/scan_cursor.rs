@@ -1,4 +1,4 @@
-//! `SCAN` cursors across primaries.
+//! `SCAN` cursors across primaries (a cluster-wide `SCAN`, see `cluster_wide`).
 //!
 //! A proxy cursor is a node's cursor with the index of the primary it belongs to in its high
 //! bits: `cursor = index << 52 | node_cursor`, where `index` is the primary's position among
