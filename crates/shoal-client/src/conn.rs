@@ -434,9 +434,31 @@ async fn run(rx: mpsc::Receiver<Pending>, options: ConnOptions, shared: Arc<Shar
 }
 
 /// A connection to a node: plain TCP, or TLS over it.
-enum NodeStream {
+pub(crate) enum NodeStream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// A stream's halves, whichever its kind.
+pub(crate) type Halves = (
+    Box<dyn AsyncRead + Send + Unpin>,
+    Box<dyn AsyncWrite + Send + Unpin>,
+);
+
+impl NodeStream {
+    /// Its read and write halves.
+    pub(crate) fn into_halves(self) -> Halves {
+        match self {
+            NodeStream::Plain(tcp) => {
+                let (rd, wr) = tcp.into_split();
+                (Box::new(rd), Box::new(wr))
+            }
+            NodeStream::Tls(tls) => {
+                let (rd, wr) = tokio::io::split(*tls);
+                (Box::new(rd), Box::new(wr))
+            }
+        }
+    }
 }
 
 /// Carries requests over an open connection's halves until it ends.
@@ -479,7 +501,10 @@ async fn secure(
 
 /// Connects to `addr` (with TLS if configured) and runs the prelude, within the connect
 /// timeout. Returns the stream and the bytes read past the prelude's replies.
-async fn establish(addr: &str, options: &ConnOptions) -> Result<(NodeStream, BytesMut), Error> {
+pub(crate) async fn establish(
+    addr: &str,
+    options: &ConnOptions,
+) -> Result<(NodeStream, BytesMut), Error> {
     let deadline = deadline_after(options.connect_timeout);
     let timed_out = || {
         Error::io(

@@ -89,10 +89,6 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// What a connection is handed over for ([`Outcome::HandOff`]): a node's replication
     /// stream.
     type HandOff: Send + 'static;
-    /// Whether connections may subscribe (`SUBSCRIBE` and its kin): the subscriptions are the
-    /// front door's, and a backend that serves them delivers what is published to it through
-    /// [`Door::publish`](crate::Door::publish).
-    const PUBSUB: bool = true;
     /// Whether [`Call::owned_args`] is used: the front door then cuts each request out of the
     /// read buffer as shared bytes, so arguments can outlive the buffer without a copy.
     const OWNED_ARGS: bool = false;

@@ -32,14 +32,15 @@ pub(crate) enum ConnCommand {
     Exec,
     Discard,
     Subscription(crate::pubsub::SubscriptionCommand),
+    PubSub(crate::pubsub::Question),
     Acl(crate::acl::commands::AclCommand),
 }
 
 impl ConnCommand {
     /// The connection command with this full name (`ping`, `client|list`), if it is one.
     pub(crate) fn named(name: &str) -> Option<ConnCommand> {
-        use crate::pubsub::KindName;
         use crate::pubsub::SubscriptionCommand::{Subscribe, Unsubscribe};
+        use crate::pubsub::{KindName, Question};
         use ConnCommand::Subscription;
         Some(match name {
             "ping" => ConnCommand::Ping,
@@ -65,6 +66,11 @@ impl ConnCommand {
             "unsubscribe" => Subscription(Unsubscribe(KindName::Channel)),
             "punsubscribe" => Subscription(Unsubscribe(KindName::Pattern)),
             "sunsubscribe" => Subscription(Unsubscribe(KindName::Shard)),
+            "pubsub|channels" => ConnCommand::PubSub(Question::Channels { shard: false }),
+            "pubsub|shardchannels" => ConnCommand::PubSub(Question::Channels { shard: true }),
+            "pubsub|numsub" => ConnCommand::PubSub(Question::NumSub { shard: false }),
+            "pubsub|shardnumsub" => ConnCommand::PubSub(Question::NumSub { shard: true }),
+            "pubsub|numpat" => ConnCommand::PubSub(Question::NumPat),
             other => ConnCommand::Acl(crate::acl::commands::AclCommand::named(other)?),
         })
     }

@@ -99,8 +99,12 @@ pub(crate) fn dispatch<B: Backend>(
     if r.conn.multi.is_some() && !multi::runs_inside_multi(command) {
         return queue(&mut r, command, argv, frame);
     }
-    // A connection command with keys (`SSUBSCRIBE`) is routed as any keyed command.
-    if command.connection.is_some() && spec.first_key > 0 {
+    // On a cluster's node, a connection command with keys (`SSUBSCRIBE`) is routed as any
+    // keyed command.
+    if command.connection.is_some()
+        && spec.first_key > 0
+        && r.backend.mode() == crate::identity::Mode::Cluster
+    {
         let mut unused_clock = None;
         let call = Call::new(
             command,

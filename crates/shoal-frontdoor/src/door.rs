@@ -49,6 +49,22 @@ impl Door {
         self.counted(self.pubsub.publish_shard(channel, payload, limit))
     }
 
+    /// Delivers a message relayed from upstream (a proxy's subscription on a node) to the
+    /// subscribers of `name` it was for ([`PubSub::deliver_relayed`](crate::pubsub::PubSub::deliver_relayed)).
+    pub fn deliver_relayed(
+        &self,
+        kind: crate::pubsub::Kind,
+        name: &bytes::Bytes,
+        channel: &bytes::Bytes,
+        payload: &bytes::Bytes,
+    ) -> usize {
+        let limit = self.settings.pubsub_output_limit();
+        self.counted(
+            self.pubsub
+                .deliver_relayed(kind, name, channel, payload, limit),
+        )
+    }
+
     /// Counts the subscribers a publication closed; how many received it.
     fn counted(&self, published: crate::pubsub::Published) -> usize {
         if published.closed > 0 {

@@ -59,8 +59,6 @@ impl Backend for Shared {
     type Reply = Reply;
     type HandOff = Infallible;
     const OWNED_ARGS: bool = true;
-    // Subscribers through the proxy need its upstream subscriptions, not built yet.
-    const PUBSUB: bool = false;
 
     fn door(&self) -> &Arc<Door> {
         &self.door

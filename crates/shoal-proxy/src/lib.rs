@@ -90,6 +90,7 @@ mod config;
 mod http;
 mod metrics;
 mod proxy;
+mod pubsub;
 mod shared;
 mod stats;
 mod transaction;

@@ -274,6 +274,7 @@ async fn run(
     // Connections to the nodes are opened before the first client arrives, so its first
     // commands do not wait for a connect.
     warm_up(&shared.client).await;
+    crate::pubsub::relay(&shared.door, &shared.client);
     tokio::spawn(follow_map(shared.client.clone()));
     let door = shared.door.clone();
     tokio::spawn(async move { door.run_ticks().await });

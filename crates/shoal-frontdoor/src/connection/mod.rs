@@ -68,9 +68,11 @@ pub(crate) fn run<B: Backend>(
         }
         // Run by the dispatcher, which hands the queue to the backend.
         ConnCommand::Exec => Err(CommandError::fixed("ERR EXEC without MULTI")),
-        ConnCommand::Subscription(_) if !B::PUBSUB => Err(CommandError::fixed(
-            "ERR Pub/Sub is not served through the proxy yet: subscribe on a node",
-        )),
+        ConnCommand::PubSub(question) => {
+            let registry = call.backend.door().pubsub.clone();
+            crate::pubsub::answer(question, &registry, call.conn.protocol, call.out, argv);
+            Ok(())
+        }
         ConnCommand::Subscription(which) => {
             let registry = call.backend.door().pubsub.clone();
             crate::pubsub::run(which, &registry, call.conn, call.out, argv)

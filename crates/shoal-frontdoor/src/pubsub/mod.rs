@@ -11,11 +11,13 @@
 //! messages and replies pass `client-output-buffer-limit pubsub` (Redis's default 32mb, or
 //! 8mb for 60 s) is disconnected.
 
+mod introspect;
 mod mailbox;
 mod registry;
 mod subscriptions;
 
-pub use registry::{PubSub, Published};
+pub(crate) use introspect::{Question, answer};
+pub use registry::{Kind, PubSub, Published, SubscriptionObserver};
 pub(crate) use subscriptions::{
     KindName, SubscriptionCommand, Subscriptions, run, unsubscribed_context_error,
 };

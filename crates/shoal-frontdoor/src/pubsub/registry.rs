@@ -14,7 +14,7 @@ use crate::settings::OutputLimit;
 
 /// The kinds of subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// `SUBSCRIBE`: a channel.
     Channel,
     /// `PSUBSCRIBE`: a glob pattern of channels.
@@ -26,6 +26,15 @@ pub(crate) enum Kind {
 /// Subscribers of one name.
 type Subscribers = Vec<Arc<Mailbox>>;
 
+/// Told when a name gets its first subscriber on this server, or loses its last: a proxy
+/// subscribes upstream then, and unsubscribes. Called outside the registry's locks.
+pub trait SubscriptionObserver: Send + Sync {
+    /// `name` (of `kind`) has its first subscriber.
+    fn first(&self, kind: Kind, name: &Bytes);
+    /// `name` (of `kind`) lost its last subscriber.
+    fn last(&self, kind: Kind, name: &Bytes);
+}
+
 /// Every subscription on this server.
 #[derive(Default)]
 pub struct PubSub {
@@ -35,6 +44,7 @@ pub struct PubSub {
     /// Pattern subscriptions, over every connection: publishing looks at patterns only if
     /// there are any.
     pattern_subscriptions: AtomicUsize,
+    observer: std::sync::OnceLock<Arc<dyn SubscriptionObserver>>,
 }
 
 /// What a publication did.
@@ -79,34 +89,86 @@ impl PubSub {
         }
     }
 
-    /// Adds `mailbox` to the subscribers of `name`; whether it is the name's first.
-    pub(crate) fn add(&self, kind: Kind, name: &Bytes, mailbox: &Arc<Mailbox>) -> bool {
-        let mut table = self.table(kind).lock();
-        let subscribers = table.entry(name.clone()).or_default();
-        subscribers.push(mailbox.clone());
+    /// Tells `observer` of every name's first subscriber and last unsubscription from now
+    /// on. Set once.
+    pub fn observe(&self, observer: Arc<dyn SubscriptionObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// Adds `mailbox` to the subscribers of `name`.
+    pub(crate) fn add(&self, kind: Kind, name: &Bytes, mailbox: &Arc<Mailbox>) {
+        let first = {
+            let mut table = self.table(kind).lock();
+            let subscribers = table.entry(name.clone()).or_default();
+            subscribers.push(mailbox.clone());
+            subscribers.len() == 1
+        };
         if kind == Kind::Pattern {
             self.pattern_subscriptions.fetch_add(1, Relaxed);
         }
-        subscribers.len() == 1
+        if first && let Some(observer) = self.observer.get() {
+            observer.first(kind, name);
+        }
     }
 
-    /// Removes `mailbox` from the subscribers of `name`; whether the name has none left.
-    pub(crate) fn remove(&self, kind: Kind, name: &[u8], mailbox: &Arc<Mailbox>) -> bool {
-        let mut table = self.table(kind).lock();
-        let Some(subscribers) = table.get_mut(name) else {
-            return false;
+    /// Removes `mailbox` from the subscribers of `name`.
+    pub(crate) fn remove(&self, kind: Kind, name: &Bytes, mailbox: &Arc<Mailbox>) {
+        let last = {
+            let mut table = self.table(kind).lock();
+            let Some(subscribers) = table.get_mut(name) else {
+                return;
+            };
+            let before = subscribers.len();
+            subscribers.retain(|m| !Arc::ptr_eq(m, mailbox));
+            if kind == Kind::Pattern {
+                self.pattern_subscriptions
+                    .fetch_sub(before - subscribers.len(), Relaxed);
+            }
+            let empty = subscribers.is_empty();
+            if empty {
+                table.remove(name);
+            }
+            empty
         };
-        let before = subscribers.len();
-        subscribers.retain(|m| !Arc::ptr_eq(m, mailbox));
-        if kind == Kind::Pattern {
-            self.pattern_subscriptions
-                .fetch_sub(before - subscribers.len(), Relaxed);
+        if last && let Some(observer) = self.observer.get() {
+            observer.last(kind, name);
         }
-        let empty = subscribers.is_empty();
-        if empty {
-            table.remove(name);
+    }
+
+    /// Delivers a message another server relayed to exactly the subscribers it was for: a
+    /// `message` to `channel`'s, a `pmessage` to pattern `name`'s (`channel` is the channel
+    /// it matched), an `smessage` to shard channel `channel`'s. (Publishing here would reach
+    /// the patterns as well, which get their own `pmessage` from upstream.)
+    pub fn deliver_relayed(
+        &self,
+        kind: Kind,
+        name: &Bytes,
+        channel: &Bytes,
+        payload: &Bytes,
+        limit: OutputLimit,
+    ) -> Published {
+        let mut published = Published::default();
+        if let Some(subscribers) = self.table(kind).lock().get(name) {
+            for mailbox in subscribers {
+                let message = match kind {
+                    Kind::Channel => Message::Channel {
+                        channel: channel.clone(),
+                        payload: payload.clone(),
+                    },
+                    Kind::Pattern => Message::Pattern {
+                        pattern: name.clone(),
+                        channel: channel.clone(),
+                        payload: payload.clone(),
+                    },
+                    Kind::Shard => Message::Shard {
+                        channel: channel.clone(),
+                        payload: payload.clone(),
+                    },
+                };
+                published.count(mailbox.deliver(message, limit));
+            }
         }
-        empty
+        published
     }
 
     /// `PUBLISH`: delivers `payload` to the subscribers of `channel` and of the patterns that

@@ -12,4 +12,5 @@ mod front_door;
 mod http;
 mod keyspace;
 mod limits;
+mod pubsub;
 mod transactions;

@@ -180,9 +180,6 @@ fn handler_of(name: &str) -> Option<Handler> {
         // pub/sub (subscriptions are the front door's)
         "publish" => Now(pubsub::publish),
         "spublish" => Now(pubsub::spublish),
-        "pubsub|channels" | "pubsub|shardchannels" => Now(pubsub::channels),
-        "pubsub|numsub" | "pubsub|shardnumsub" => Now(pubsub::numsub),
-        "pubsub|numpat" => Now(pubsub::numpat),
         // transactions
         "watch" => Now(transactions::watch),
         "unwatch" => Now(transactions::unwatch),

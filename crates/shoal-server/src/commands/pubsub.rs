@@ -1,5 +1,6 @@
-//! `PUBLISH`, `SPUBLISH` and `PUBSUB`: the node's side of Pub/Sub. Subscriptions are the front
-//! door's (`shoal_frontdoor::pubsub`); publishing delivers to this node's subscribers.
+//! `PUBLISH` and `SPUBLISH`: the node's side of Pub/Sub. Subscriptions and `PUBSUB`'s
+//! questions are the front door's (`shoal_frontdoor::pubsub`); publishing delivers to this
+//! node's subscribers and, in a cluster, relays to the other nodes'.
 
 use bytes::Bytes;
 use shoal_proto::Argv;
@@ -33,38 +34,5 @@ pub fn spublish(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let received = ctx.shared.door.publish_shard(&channel, &payload);
     ctx.conn.deliver_messages(ctx.out);
     ctx.reply().int(received as i64);
-    Ok(())
-}
-
-/// `PUBSUB CHANNELS [pattern]` and `PUBSUB SHARDCHANNELS [pattern]`.
-pub fn channels(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
-    let shard = argv.get(1).eq_ignore_ascii_case(b"shardchannels");
-    let names = ctx.shared.door.pubsub.channels(shard, argv.try_get(2));
-    let mut reply = ctx.reply();
-    reply.array(names.len());
-    for name in &names {
-        reply.bulk(name);
-    }
-    Ok(())
-}
-
-/// `PUBSUB NUMSUB [channel ...]` and `PUBSUB SHARDNUMSUB [channel ...]`: each channel and its
-/// subscribers, flat (as Redis, in both protocols).
-pub fn numsub(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
-    let shard = argv.get(1).eq_ignore_ascii_case(b"shardnumsub");
-    let pubsub = ctx.shared.door.pubsub.clone();
-    let mut reply = ctx.reply();
-    reply.array(2 * (argv.len() - 2));
-    for channel in argv.iter().skip(2) {
-        reply.bulk(channel);
-        reply.int(pubsub.subscribers(shard, channel) as i64);
-    }
-    Ok(())
-}
-
-/// `PUBSUB NUMPAT`: patterns subscribed to.
-pub fn numpat(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
-    let patterns = ctx.shared.door.pubsub.patterns();
-    ctx.reply().int(patterns as i64);
     Ok(())
 }
