@@ -38,6 +38,7 @@ expiretime flushall flushdb get getdel getex getrange getset hello incr incrby i
 keys memory mget mset msetnx object persist pexpire pexpireat pexpiretime ping psetex psync pttl
 discard exec multi psubscribe publish pubsub punsubscribe spublish ssubscribe subscribe sunsubscribe unsubscribe quit randomkey readonly readwrite rename renamenx replconf reset scan select set setex setnx
 setrange shutdown slowlog strlen time touch ttl type unlink unwatch wait watch
+eval evalsha eval_ro evalsha_ro script
 """.split()
 
 # Subcommands Shoal implements, per container; every other subcommand is dropped.
@@ -57,6 +58,7 @@ SUBCOMMANDS = {
     "memory": ["usage", "help"],
     "object": ["encoding", "idletime", "freq", "refcount", "help"],
     "pubsub": ["channels", "numsub", "numpat", "shardchannels", "shardnumsub", "help"],
+    "script": ["load", "exists", "flush", "kill", "help"],
 }
 
 # Flag names as COMMAND INFO shows them -> constants of command_table::flags. Other flags (e.g.

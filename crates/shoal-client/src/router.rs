@@ -81,7 +81,8 @@ pub(crate) fn route<A: AsRef<[u8]>>(args: &[A]) -> Result<Routed, Error> {
     let readonly = spec.has(flags::READONLY);
     let mut slot = None;
     let mut cross = false;
-    for pos in spec.key_positions(args.len()) {
+    let third = args.get(2).map(AsRef::as_ref);
+    for pos in spec.key_positions_at(args.len(), third) {
         let Some(key) = args.get(pos) else { break };
         let s = key_slot(key.as_ref());
         match slot {

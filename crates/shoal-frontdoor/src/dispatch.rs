@@ -12,6 +12,7 @@ use shoal_proto::Argv;
 use shoal_proto::command_table::{CommandSpec, flags};
 
 use crate::backend::{Backend, Call, Conn, Outcome};
+use crate::busy::Gate;
 use crate::commands::{Command, ConnCommand, table};
 use crate::connection::{self, ConnCall};
 use crate::error::{CommandError, truncated_arg, write_error_line};
@@ -95,6 +96,15 @@ pub(crate) fn dispatch<B: Backend>(
     if let Some(error) = pubsub::unsubscribed_context_error(r.conn, spec.name) {
         reject(&mut r, command.id, &error);
         return Step::Done;
+    }
+    // While a script runs on another thread: wait, or `-BUSY` (one relaxed load otherwise).
+    match r.backend.door().busy.gate(spec.flags) {
+        None => {}
+        Some(Gate::Wait(wait)) => return Step::Retry(wait),
+        Some(Gate::Refuse(error)) => {
+            reject(&mut r, command.id, &error);
+            return Step::Done;
+        }
     }
     if r.conn.multi.is_some() && !multi::runs_inside_multi(command) {
         return queue(&mut r, command, argv, frame);

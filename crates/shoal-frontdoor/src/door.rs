@@ -28,6 +28,8 @@ pub struct Door {
     pub slowlog: SlowLog,
     /// Pub/Sub subscriptions of this server's connections.
     pub pubsub: Arc<crate::pubsub::PubSub>,
+    /// Whether a script runs (a node's; a proxy's never does): see [`crate::busy`].
+    pub busy: crate::busy::Busy,
     started: Instant,
     started_unix: u64,
     run_id: String,
@@ -88,6 +90,7 @@ impl Door {
             stats: Stats::new(table().len()),
             slowlog: SlowLog::new(-1, 0),
             pubsub: Arc::default(),
+            busy: crate::busy::Busy::default(),
             started: Instant::now(),
             started_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -31,6 +31,7 @@
 
 pub mod acl;
 mod backend;
+pub mod busy;
 mod clients;
 mod commands;
 mod connection;
@@ -52,6 +53,7 @@ pub mod tls;
 
 pub use acl::{Acl, UserSlot};
 pub use backend::{Backend, Call, Conn, Outcome};
+pub use busy::{Busy, Gate, ScriptKind};
 pub use clients::KillFilter;
 pub use clients::{ClientInfo, Clients, Registration, Reservation};
 pub use commands::{Command, CommandTable, table};

@@ -207,7 +207,7 @@ impl Shared {
             return Check::Stop(Outcome::Refused(error));
         }
         if let Some(cluster) = &self.cluster
-            && spec.first_key > 0
+            && (spec.first_key > 0 || spec.declares_keys())
         {
             match cluster.route(spec, argv, call.state, retried) {
                 Route::Local if !self.replication.data_ready() => {
@@ -224,10 +224,7 @@ impl Shared {
         }
         if spec.has(flags::WRITE) {
             let max = self.live.max_key_size();
-            if spec
-                .key_positions(argv.len())
-                .any(|i| argv.get(i).len() > max)
-            {
+            if spec.key_positions_in(argv).any(|i| argv.get(i).len() > max) {
                 return Check::Stop(Outcome::Refused(CommandError::Other(
                     format!("ERR key is too large (max-key-size is {max} bytes)").into(),
                 )));

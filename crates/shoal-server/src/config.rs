@@ -332,6 +332,11 @@ pub struct Config {
     pub slowlog_max_len: u64,
     /// Background task frequency in Hz (active expiry, stats sampling), 1 to 500.
     pub hz: u64,
+    /// Milliseconds a script (or function) may run before other clients are answered
+    /// `-BUSY` and `SCRIPT KILL` / `FUNCTION KILL` may stop it (Redis's
+    /// `busy-reply-threshold`, formerly `lua-time-limit`, also accepted; 0: at once).
+    #[serde(alias = "lua-time-limit")]
+    pub busy_reply_threshold: u64,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter, as `RUST_LOG` takes it (`info`, `shoal_server=debug`, ...).
@@ -466,6 +471,7 @@ impl Default for Config {
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
             hz: 10,
+            busy_reply_threshold: 5000,
             log_format: LogFormat::Human,
             log_level: "info".into(),
             dir: String::new(),
@@ -1195,6 +1201,22 @@ pub static PARAMS: &[Param] = &[
         get: |c| c.hz.to_string(),
         set: Some(|c, v| {
             c.hz = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "busy-reply-threshold",
+        get: |c| c.busy_reply_threshold.to_string(),
+        set: Some(|c, v| {
+            c.busy_reply_threshold = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "lua-time-limit",
+        get: |c| c.busy_reply_threshold.to_string(),
+        set: Some(|c, v| {
+            c.busy_reply_threshold = parse_number(v)?;
             Ok(())
         }),
     },

@@ -281,12 +281,17 @@ impl Drop for Server {
     }
 }
 
+/// A thread's stack: room for a script's deepest values (`cjson` and replies nest up to 1000
+/// levels, converted recursively) and Lua's own C recursion. Only what is touched is mapped.
+const THREAD_STACK: usize = 64 << 20;
+
 fn spawn_thread(
     name: String,
     f: impl FnOnce() + Send + 'static,
 ) -> Result<JoinHandle<()>, StartError> {
     std::thread::Builder::new()
         .name(name)
+        .stack_size(THREAD_STACK)
         .spawn(f)
         .map_err(StartError::Runtime)
 }

@@ -94,6 +94,8 @@ pub struct Shared {
     pub(crate) watches: Arc<Watches>,
     /// Keyspace notifications (`notify-keyspace-events`).
     pub(crate) events: Arc<KeyspaceEvents>,
+    /// The script cache.
+    pub(crate) scripts: crate::scripting::Scripts,
     memory_peak: AtomicU64,
     /// The TLS port's handshakes, once the node serves one.
     pub(crate) tls: std::sync::OnceLock<Arc<TlsAcceptor>>,
@@ -145,6 +147,7 @@ impl Shared {
             cluster: cluster.map(Arc::new),
             replication,
             watches,
+            scripts: crate::scripting::Scripts::default(),
             memory_peak: AtomicU64::new(0),
             tls: std::sync::OnceLock::new(),
             failure: parking_lot::Mutex::new(None),

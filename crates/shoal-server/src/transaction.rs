@@ -21,7 +21,7 @@ use shoal_proto::command_table::{CommandSpec, flags};
 
 use crate::backend::{Check, LOADING};
 use crate::cluster::{ClusterState, Route};
-use crate::commands::{Ctx, Handler, Waiting, handler};
+use crate::commands::{Ctx, handler, run_now};
 use crate::shared::Shared;
 use crate::watch::Watching;
 
@@ -125,9 +125,7 @@ impl Shared {
     }
 
     /// Runs one queued command of a transaction, inside the exclusive section: its handler,
-    /// without the checks `EXEC` made for the whole. A command that would wait answers at
-    /// once instead, as Redis's do inside `EXEC` (`WAIT` replies how many replicas have
-    /// acknowledged so far).
+    /// without the checks `EXEC` made for the whole (see [`run_now`]).
     fn run_queued(&self, mut call: Call<'_, Self>) -> Result<(), CommandError> {
         let Some(handler) = handler(call.command.id) else {
             return Err(CommandError::WrongArity(call.command.spec.name));
@@ -140,20 +138,7 @@ impl Shared {
             client: call.state,
             out: call.out,
         };
-        let result = match handler {
-            Handler::Now(run) => run(&mut ctx, argv),
-            Handler::MayWait(run) => match run(&mut ctx, argv)? {
-                None => Ok(()),
-                Some(Waiting::Acks { .. }) => {
-                    let acked = self.replication.acked_at_least(ctx.client.write_offset);
-                    ctx.reply().int(acked as i64);
-                    Ok(())
-                }
-                Some(Waiting::Replicate(_) | Waiting::Failover { .. }) => Err(CommandError::fixed(
-                    "ERR Command not allowed inside a transaction",
-                )),
-            },
-        };
+        let result = run_now(&mut ctx, handler, argv);
         if call.command.spec.has(flags::WRITE) && self.replication.recording() {
             ctx.client.write_offset = self.replication.offset();
         }
@@ -193,7 +178,7 @@ fn routed_command<'a>(
     let mut routed: Option<(&'static CommandSpec, Argv<'a>)> = None;
     for (command, argv) in transaction.commands() {
         let spec = command.spec;
-        let mut keys = spec.key_positions(argv.len()).peekable();
+        let mut keys = spec.key_positions_in(&argv).peekable();
         if keys.peek().is_none() {
             continue;
         }

@@ -4,6 +4,8 @@
 //! `tools/gen-command-table.py`, so `COMMAND`, `COMMAND INFO` and `COMMAND DOCS` answer byte for
 //! byte as Redis does, and the arity and key positions that cluster clients route by are Redis's own.
 
+use std::ops::Range;
+
 pub mod acl;
 mod acl_redis7;
 mod redis7;
@@ -119,6 +121,50 @@ impl CommandSpec {
 
     /// Positions of the key arguments in a command line of `argc` arguments, from first/last/step.
     pub fn key_positions(&self, argc: usize) -> impl Iterator<Item = usize> + use<> {
+        self.key_range(argc)
+    }
+}
+
+impl CommandSpec {
+    /// Whether the command declares its keys by a count (`EVAL`, `EVALSHA`, `FCALL` and their
+    /// `_RO` forms: `numkeys` at position 2, then that many keys).
+    pub fn declares_keys(&self) -> bool {
+        matches!(
+            self.name,
+            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+        )
+    }
+
+    /// Positions of the key arguments in a command line: from first/last/step, or, for a
+    /// command that declares its keys by a count ([`CommandSpec::declares_keys`]), the keys
+    /// that count declares (none if it is not a number of keys the line holds, as Redis's
+    /// `evalGetKeys` finds none then).
+    pub fn key_positions_in(&self, argv: &crate::Argv<'_>) -> std::iter::StepBy<Range<usize>> {
+        let argc = argv.len();
+        self.key_positions_at(argc, (argc > 2).then(|| argv.get(2)))
+    }
+
+    /// [`CommandSpec::key_positions_in`] for a line of `argc` arguments whose third argument
+    /// (the count of a command that declares its keys) is `third`.
+    pub fn key_positions_at(
+        &self,
+        argc: usize,
+        third: Option<&[u8]>,
+    ) -> std::iter::StepBy<Range<usize>> {
+        if !self.declares_keys() {
+            return self.key_range(argc);
+        }
+        let count = third
+            .and_then(crate::args::parse_i64)
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| argc >= 3 && n <= argc - 3);
+        match count {
+            Some(n) => (3..3 + n).step_by(1),
+            None => (0..0).step_by(1),
+        }
+    }
+
+    fn key_range(&self, argc: usize) -> std::iter::StepBy<Range<usize>> {
         let first = self.first_key.max(0) as usize;
         let last = if self.last_key < 0 {
             argc as i64 + self.last_key as i64

@@ -133,12 +133,13 @@ fn config_get_subcommand() {
 fn expected_commands_and_subcommands() {
     let names: Vec<&str> = commands().iter().map(|c| c.name).collect();
     let expected = "acl append asking auth client cluster command config copy dbsize decr decrby del \
-        discard echo exec exists expire expireat expiretime flushall flushdb get getdel getex \
+        discard echo eval eval_ro evalsha evalsha_ro exec exists expire expireat expiretime \
+        flushall flushdb get getdel getex \
         getrange getset hello incr incrby incrbyfloat info keys memory mget mset msetnx multi \
         object persist pexpire pexpireat pexpiretime ping psetex psubscribe psync pttl publish \
         pubsub punsubscribe quit randomkey readonly readwrite rename renamenx replconf reset scan \
-        select set setex setnx setrange shutdown slowlog spublish ssubscribe strlen subscribe \
-        sunsubscribe time touch ttl type unlink unsubscribe unwatch wait watch";
+        script select set setex setnx setrange shutdown slowlog spublish ssubscribe strlen \
+        subscribe sunsubscribe time touch ttl type unlink unsubscribe unwatch wait watch";
     assert_eq!(names, expected.split_whitespace().collect::<Vec<_>>());
 
     let subs = |name: &str| -> Vec<&str> {
@@ -173,6 +174,7 @@ fn expected_commands_and_subcommands() {
         ]
     );
     assert_eq!(subs("slowlog"), ["get", "help", "len", "reset"]);
+    assert_eq!(subs("script"), ["exists", "flush", "help", "kill", "load"]);
     assert_eq!(
         subs("pubsub"),
         [
@@ -317,7 +319,7 @@ fn containers_have_sorted_prefixed_subcommands_and_help() {
         );
         assert!(spec.help.iter().all(|l| !l.contains(['\r', '\n'])));
     }
-    assert_eq!(containers, 9);
+    assert_eq!(containers, 10);
 }
 
 #[test]

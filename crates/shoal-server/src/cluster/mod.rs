@@ -98,6 +98,16 @@ const AWAIT_MAP: Duration = Duration::from_millis(200);
 const DROP_BATCH: usize = 1000;
 
 impl ClusterState {
+    /// Whether this node serves `slot` now: as its primary, or as a replica of it for a
+    /// read (`read_here`: a `READONLY` client's read).
+    pub fn serves_here(&self, slot: shoal_cluster::Slot, read_here: bool) -> bool {
+        match self.routing.load().owner(slot) {
+            SlotOwner::Primary => true,
+            SlotOwner::Replica(_) => read_here,
+            _ => false,
+        }
+    }
+
     /// The state of a node that is about to take its place as `myself` in the cluster whose
     /// secret is `secret`.
     pub fn new(myself: NodeInfo, mode: RoutingMode, secret: BusSecret) -> ClusterState {
@@ -268,7 +278,7 @@ impl ClusterState {
     ) -> Route {
         let forwarding = self.mode == RoutingMode::Forward && !client.forwarded;
         let mut slot = None;
-        for position in spec.key_positions(argv.len()) {
+        for position in spec.key_positions_in(argv) {
             let s = key_slot(argv.get(position));
             match slot {
                 Some(previous) if previous != s => {

@@ -20,6 +20,7 @@ use shoal_store::StoreError;
 
 use crate::conn::NodeConn;
 use crate::replication::primary::PsyncRequest;
+use crate::scripting::commands as scripting;
 use crate::shared::Shared;
 
 /// What a command handler works with.
@@ -100,7 +101,16 @@ fn handler_of(name: &str) -> Option<Handler> {
     use Handler::{MayWait, Now};
     Some(match name {
         "command|help" | "config|help" | "slowlog|help" | "memory|help" | "object|help"
-        | "pubsub|help" => Now(help),
+        | "pubsub|help" | "script|help" => Now(help),
+        // scripting
+        "eval" => Now(scripting::eval),
+        "eval_ro" => Now(scripting::eval_ro),
+        "evalsha" => Now(scripting::evalsha),
+        "evalsha_ro" => Now(scripting::evalsha_ro),
+        "script|load" => Now(scripting::script_load),
+        "script|exists" => Now(scripting::script_exists),
+        "script|flush" => Now(scripting::script_flush),
+        "script|kill" => Now(scripting::script_kill),
         // strings
         "get" => Now(strings::get),
         "set" => Now(strings::set),
@@ -192,6 +202,29 @@ fn handler_of(name: &str) -> Option<Handler> {
         "command|getkeys" => Now(introspection::command_getkeys),
         _ => return None,
     })
+}
+
+/// Runs a handler to its reply now, inside a transaction or a script: a command that would
+/// wait answers at once instead, as Redis's do inside `EXEC` and scripts (`WAIT` replies how
+/// many replicas have acknowledged so far).
+pub(crate) fn run_now(ctx: &mut Ctx<'_>, handler: Handler, argv: &Argv<'_>) -> CommandResult {
+    match handler {
+        Handler::Now(run) => run(ctx, argv),
+        Handler::MayWait(run) => match run(ctx, argv)? {
+            None => Ok(()),
+            Some(Waiting::Acks { .. }) => {
+                let acked = ctx
+                    .shared
+                    .replication
+                    .acked_at_least(ctx.client.write_offset);
+                ctx.reply().int(acked as i64);
+                Ok(())
+            }
+            Some(Waiting::Replicate(_) | Waiting::Failover { .. }) => Err(CommandError::fixed(
+                "ERR Command not allowed inside a transaction",
+            )),
+        },
+    }
 }
 
 /// `<CONTAINER> HELP`: the help lines Redis prints, recorded in the command table.
