@@ -14,6 +14,7 @@ const MAX_DEPTH: usize = 1000;
 pub(crate) fn library(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.raw_set("encode", lua.create_function(encode)?)?;
+    t.raw_set("new", lua.create_function(|lua, ()| library(lua))?)?;
     t.raw_set("decode", lua.create_function(decode)?)?;
     t.raw_set("null", null())?;
     t.raw_set("_NAME", "cjson")?;

@@ -4,7 +4,9 @@
 
 pub(crate) mod bit;
 pub(crate) mod cjson;
+pub(crate) mod cmsgpack;
 pub(crate) mod random;
+pub(crate) mod structlib;
 
 use mlua::Lua;
 
@@ -12,6 +14,8 @@ use mlua::Lua;
 pub(crate) fn register(lua: &Lua, globals: &mlua::Table) -> mlua::Result<()> {
     globals.raw_set("bit", bit::library(lua)?)?;
     globals.raw_set("cjson", cjson::library(lua)?)?;
+    globals.raw_set("cmsgpack", cmsgpack::library(lua)?)?;
+    globals.raw_set("struct", structlib::library(lua)?)?;
     random::register(lua, globals)?;
     Ok(())
 }
