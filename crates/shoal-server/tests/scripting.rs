@@ -168,7 +168,8 @@ fn a_memory_bomb_fails_and_the_node_goes_on() {
     let mut con = node.raw();
     let reply = con.cmd(&[
         b"EVAL",
-        b"local t = {} for i = 1, 100000 do t[i] = string.rep('x', 1048576) .. i end return #t",
+        // Distinct strings (Lua shares equal ones), 4 MiB each, until the limit stops it.
+        b"local t = {} for i = 1, 100000 do t[i] = string.rep(tostring(i), 4194304 / #tostring(i)) end return #t",
         b"0",
     ]);
     let line = error_line(&reply);
