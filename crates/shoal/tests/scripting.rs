@@ -1,0 +1,196 @@
+//! Scripts on real `shoal server` processes: in a cluster a script's declared keys route it
+//! (`-CROSSSLOT`, `-MOVED`) and a script that reaches a key it did not declare in another
+//! slot is refused as Redis Cluster refuses it; a replica applies a script's writes together,
+//! so its readers never see half of a script.
+//!
+//! The tests take turns (one cluster at a time), as in `cluster.rs`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use shoal_cluster::{ClusterMap, key_slot};
+use shoal_testkit::resp::RespConnection;
+use shoal_testkit::{ClusterOptions, TestCluster, Value};
+
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+const TEST_LIMIT: Duration = Duration::from_secs(90);
+const RESP_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn run_test(name: &str, body: impl Future<Output = ()>) {
+    shoal_testkit::run_alone(name, TEST_LIMIT, body).await;
+}
+
+fn owner(map: &ClusterMap, key: &str) -> String {
+    map.primary_of_slot(key_slot(key.as_bytes()))
+        .expect("every slot has an owner")
+        .resp_addr()
+}
+
+async fn call(conn: &mut RespConnection, args: &[&str]) -> Value {
+    conn.call(args).await.expect("the node answers")
+}
+
+fn error(value: Value) -> String {
+    match value {
+        Value::Error(line) => String::from_utf8_lossy(&line).into_owned(),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_routes_scripts_by_their_declared_keys() {
+    run_test("a_cluster_routes_scripts_by_their_declared_keys", async {
+        let options = ClusterOptions {
+            http: false,
+            ..ClusterOptions::default()
+        };
+        let cluster = TestCluster::start(SHOAL, 2, 0, options)
+            .await
+            .expect("the cluster starts");
+        let map = cluster.status().await.unwrap().map;
+        let entry = cluster.node(0).resp_addr();
+        let key_where = |mine: bool, prefix: &str| {
+            (0..)
+                .map(|i| format!("{prefix}{i}"))
+                .find(|k| (owner(&map, k) == entry) == mine)
+                .unwrap()
+        };
+        let (local, remote) = (key_where(true, "l"), key_where(false, "r"));
+        let other_local = (0..)
+            .map(|i| format!("o{i}"))
+            .find(|k| owner(&map, k) == entry && key_slot(k.as_bytes()) != key_slot(local.as_bytes()))
+            .unwrap();
+        let mut conn = RespConnection::connect(&entry, RESP_TIMEOUT).await.unwrap();
+        let set = "return redis.call('set', KEYS[1], ARGV[1])";
+
+        // Declared keys here: it runs.
+        assert_eq!(
+            call(&mut conn, &["EVAL", set, "1", &local, "v"]).await,
+            Value::Simple(b"OK".to_vec())
+        );
+        // Declared keys of another node: MOVED to it.
+        let moved = error(call(&mut conn, &["EVAL", set, "1", &remote, "v"]).await);
+        assert_eq!(
+            moved,
+            format!("MOVED {} {}", key_slot(remote.as_bytes()), owner(&map, &remote))
+        );
+        let sha = match call(&mut conn, &["SCRIPT", "LOAD", set]).await {
+            Value::Bulk(sha) => String::from_utf8(sha).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert!(error(call(&mut conn, &["EVALSHA", &sha, "1", &remote, "v"]).await).starts_with("MOVED"));
+        // Declared keys in two slots: CROSSSLOT.
+        let cross = error(call(&mut conn, &["EVAL", "return 1", "2", &local, &remote]).await);
+        assert_eq!(cross, "CROSSSLOT Keys in request don't hash to the same slot");
+        // A key it did not declare, on another node: refused inside the script.
+        let get = "return redis.call('get', ARGV[1])";
+        let refused = error(call(&mut conn, &["EVAL", get, "1", &local, &remote]).await);
+        assert!(
+            refused.starts_with(
+                "ERR Script attempted to access a non local key in a cluster node script: "
+            ),
+            "{refused}"
+        );
+        assert_eq!(
+            call(&mut conn, &["EVAL", "return redis.pcall('get', ARGV[1])['err']", "0", &remote]).await,
+            Value::Bulk(b"ERR Script attempted to access a non local key in a cluster node".to_vec())
+        );
+        // Keys of this node in another slot than the declared one: refused too.
+        let two = "redis.call('get', KEYS[1]) return redis.call('get', ARGV[1])";
+        let refused = error(call(&mut conn, &["EVAL", two, "1", &local, &other_local]).await);
+        assert!(
+            refused.starts_with(
+                "ERR Script attempted to access keys that do not hash to the same slot script: "
+            ),
+            "{refused}"
+        );
+        // Unless the script says it may.
+        let allowed = "#!lua flags=allow-cross-slot-keys\nredis.call('get', KEYS[1]) return redis.call('get', ARGV[1])";
+        assert_eq!(call(&mut conn, &["EVAL", allowed, "1", &local, &other_local]).await, Value::Null);
+        assert!(
+            error(call(&mut conn, &["EVAL", "#!lua flags=no-cluster\nreturn 1", "0"]).await)
+                .contains("'no-cluster' flag is set")
+        );
+        // The script cache is each node's own.
+        let elsewhere = owner(&map, &remote);
+        let mut other = RespConnection::connect(&elsewhere, RESP_TIMEOUT).await.unwrap();
+        assert_eq!(
+            call(&mut other, &["SCRIPT", "EXISTS", &sha]).await,
+            Value::Array(vec![Value::Int(0)])
+        );
+    })
+    .await;
+}
+
+/// Keys a script sets together (one hash tag: one slot).
+fn keys() -> Vec<String> {
+    (0..8).map(|j| format!("{{script}}k{j}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_never_shows_half_of_a_script() {
+    run_test("a_replica_never_shows_half_of_a_script", async {
+        let options = ClusterOptions {
+            http: false,
+            ..ClusterOptions::default()
+        };
+        let cluster = TestCluster::start(SHOAL, 1, 1, options)
+            .await
+            .expect("the cluster starts");
+        let shard = cluster.shards().await.expect("the shards").remove(0);
+        let mut primary = cluster.node(shard.primary).connect().await.unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let script = "for _, k in ipairs(KEYS) do redis.call('set', k, ARGV[1]) end return #KEYS";
+        let writer = {
+            let done = done.clone();
+            tokio::spawn(async move {
+                for n in 1..=400 {
+                    let n = n.to_string();
+                    let mut args = vec!["EVAL", script, "8"];
+                    let keys = keys();
+                    args.extend(keys.iter().map(String::as_str));
+                    args.push(&n);
+                    assert_eq!(primary.call(&args).await.unwrap(), Value::Int(8));
+                }
+                done.store(true, Ordering::Relaxed);
+            })
+        };
+        let mut replica = cluster.node(shard.replicas[0]).connect().await.unwrap();
+        replica.call(&["READONLY"]).await.unwrap();
+        let mget = || {
+            let mut args = vec!["MGET".to_string()];
+            args.extend(keys());
+            args
+        };
+        let mut reads_with_data = 0;
+        while !done.load(Ordering::Relaxed) {
+            let Value::Array(seen) = replica.call(&mget()).await.unwrap() else {
+                panic!("MGET answers an array");
+            };
+            assert!(
+                seen.windows(2).all(|w| w[0] == w[1]),
+                "a replica showed half of a script: {seen:?}"
+            );
+            reads_with_data += usize::from(seen[0] != Value::Null);
+        }
+        writer.await.unwrap();
+        assert!(
+            reads_with_data > 10,
+            "only {reads_with_data} reads saw data"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let Value::Array(seen) = replica.call(&mget()).await.unwrap() else {
+                panic!("MGET answers an array");
+            };
+            if seen[0] == Value::Bulk(b"400".to_vec()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the replica never caught up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
