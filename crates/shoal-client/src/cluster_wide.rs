@@ -9,7 +9,10 @@
 //! | `SCAN cursor [MATCH] [COUNT] [TYPE]` | one primary at a time; see `scan_cursor` for the cursor |
 //! | `FLUSHALL`, `FLUSHDB` | every primary; `OK` once all say it |
 //! | `RANDOMKEY` | primaries in random order until one has a key |
-//! | `CONFIG SET`, `CONFIG RESETSTAT`, `SLOWLOG RESET` | every node of the map; `OK` once all say it |
+//! | `CONFIG SET`, `CONFIG RESETSTAT`, `SLOWLOG RESET`, `SCRIPT FLUSH` | every node of the map; `OK` once all say it |
+//! | `SCRIPT LOAD` | every node of the map (each node has its own script cache); the SHA1 |
+//! | `SCRIPT EXISTS` | every primary; 1 for a script every primary has |
+//! | `SCRIPT KILL` | every primary; `OK` if one killed a script, else the first error |
 //!
 //! A node's error reply is passed on as it is (the first one, in shard order); a failure to
 //! reach a node fails the command.
@@ -37,6 +40,12 @@ pub enum ClusterWide {
     RandomKey,
     /// Sent to these nodes; `OK` once all say it (`FLUSHALL`, `CONFIG SET`, ...).
     Everywhere(Nodes),
+    /// `SCRIPT LOAD`: every node (each has its own script cache).
+    ScriptLoad,
+    /// `SCRIPT EXISTS`: every primary.
+    ScriptExists,
+    /// `SCRIPT KILL`: every primary.
+    ScriptKill,
 }
 
 impl ClusterWide {
@@ -49,9 +58,12 @@ impl ClusterWide {
             "scan" => ClusterWide::Scan,
             "randomkey" => ClusterWide::RandomKey,
             "flushall" | "flushdb" => ClusterWide::Everywhere(Nodes::Primaries),
-            "config|set" | "config|resetstat" | "slowlog|reset" => {
+            "config|set" | "config|resetstat" | "slowlog|reset" | "script|flush" => {
                 ClusterWide::Everywhere(Nodes::All)
             }
+            "script|load" => ClusterWide::ScriptLoad,
+            "script|exists" => ClusterWide::ScriptExists,
+            "script|kill" => ClusterWide::ScriptKill,
             _ => return None,
         })
     }
@@ -92,6 +104,9 @@ impl Client {
             ClusterWide::Scan => scan(self, args).await,
             ClusterWide::RandomKey => randomkey(self, args).await,
             ClusterWide::Everywhere(nodes) => all_ok(self, args, nodes).await,
+            ClusterWide::ScriptLoad => script_load(self, args).await,
+            ClusterWide::ScriptExists => script_exists(self, args).await,
+            ClusterWide::ScriptKill => script_kill(self, args).await,
         }
     }
 
@@ -190,6 +205,47 @@ async fn keys(client: &Client, args: Vec<Bytes>) -> Result<Value, Error> {
         }
         Ok(Value::Array(all))
     }
+}
+
+/// `SCRIPT LOAD script` on every node (each keeps its own cache, as Redis's nodes do, and a
+/// script's keys may send it to any): the SHA1 once all have it.
+async fn script_load(client: &Client, args: Vec<Bytes>) -> Result<Value, Error> {
+    let replies = client.on_each(&all_nodes(&client.map()), &args).await?;
+    if let Some(error) = first_error(&replies) {
+        return Ok(error);
+    }
+    replies.into_iter().next().ok_or_else(no_nodes)
+}
+
+/// `SCRIPT EXISTS sha1 ...` on every primary: 1 for a script every primary has.
+async fn script_exists(client: &Client, args: Vec<Bytes>) -> Result<Value, Error> {
+    let replies = client.on_each(&primaries(&client.map()), &args).await?;
+    if let Some(error) = first_error(&replies) {
+        return Ok(error);
+    }
+    let mut all = vec![1i64; args.len().saturating_sub(2)];
+    for reply in &replies {
+        let Value::Array(found) = reply else {
+            return Err(unexpected("SCRIPT EXISTS", reply));
+        };
+        for (seen, f) in all.iter_mut().zip(found) {
+            *seen = (*seen).min(i64::from(matches!(f, Value::Int(1))));
+        }
+    }
+    Ok(Value::Array(all.into_iter().map(Value::Int).collect()))
+}
+
+/// `SCRIPT KILL` on every primary: `OK` if one of them killed its script, else the first
+/// error (`NOTBUSY`, `UNKILLABLE`).
+async fn script_kill(client: &Client, args: Vec<Bytes>) -> Result<Value, Error> {
+    let replies = client.on_each(&primaries(&client.map()), &args).await?;
+    if replies
+        .iter()
+        .any(|v| matches!(v, Value::Simple(s) if s == b"OK"))
+    {
+        return Ok(Value::Simple(b"OK".to_vec()));
+    }
+    first_error(&replies).ok_or_else(no_nodes)
 }
 
 /// A command every one of `nodes` must answer `OK` to (`FLUSHALL`, `CONFIG SET`, ...).

@@ -5,7 +5,7 @@
 //!   support disabled` (the proxy hides the cluster);
 //! * `SHUTDOWN` is refused (it would stop whichever node it reached);
 //! * `INFO`, `DBSIZE`, `KEYS`, `SCAN`, `FLUSHALL`, `FLUSHDB`, `RANDOMKEY`, `CONFIG SET`,
-//!   `CONFIG RESETSTAT` and `SLOWLOG RESET` ask several nodes ([`shoal_client::ClusterWide`]);
+//!   `CONFIG RESETSTAT`, `SLOWLOG RESET` and `SCRIPT LOAD|EXISTS|FLUSH|KILL` ask several nodes ([`shoal_client::ClusterWide`]);
 //! * `WATCH`, `UNWATCH` and `EXEC` keep or use the client connection's own connection to a
 //!   node ([`crate::transaction`]), which also checks the commands queued in a transaction;
 //! * everything else goes to [`Client::command`](shoal_client::Client::command), which routes

@@ -13,4 +13,5 @@ mod http;
 mod keyspace;
 mod limits;
 mod pubsub;
+mod scripting;
 mod transactions;

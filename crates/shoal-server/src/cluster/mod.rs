@@ -419,13 +419,16 @@ impl ClusterState {
 
     /// The way this node answers `name` (a command's full name) for the whole cluster, if it
     /// forwards for `client` (`--routing forward`, a plain client) and `name` is a keyspace
-    /// command (`DBSIZE`, `KEYS`, `SCAN`, `RANDOMKEY`, `FLUSHALL`, `FLUSHDB`), as the proxy
-    /// answers them. Node-local commands (`CONFIG SET`, `SLOWLOG RESET`) stay local.
+    /// command (`DBSIZE`, `KEYS`, `SCAN`, `RANDOMKEY`, `FLUSHALL`, `FLUSHDB`) or a script
+    /// cache command (`SCRIPT LOAD|EXISTS|FLUSH|KILL`: a forwarded `EVALSHA` runs on its key's
+    /// node), as the proxy answers them. Node-local settings (`CONFIG SET`, `SLOWLOG RESET`)
+    /// stay local.
     pub fn cluster_wide(&self, name: &str, client: &NodeConn) -> Option<ClusterWide> {
         if self.mode != RoutingMode::Forward || client.forwarded {
             return None;
         }
-        ClusterWide::of(name).filter(|which| *which != ClusterWide::Everywhere(Nodes::All))
+        let node_local = ClusterWide::Everywhere(Nodes::All);
+        ClusterWide::of(name).filter(|which| *which != node_local || name == "script|flush")
     }
 
     /// Answers a [`ClusterWide`] command for the whole cluster through the forwarder (which
