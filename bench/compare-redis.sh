@@ -2,7 +2,8 @@
 # Shoal vs the real Redis on the same machine, side by side, as ratios.
 #
 # Both servers run pinned to CPU 0 (`taskset -c 0`); redis-benchmark runs pinned to CPU 1.
-# Part 1: throughput and p99 of GET and SET (50 clients, 100-byte values, a 1M-key space
+# Part 1: throughput and p99 of GET, SET and EVALSHA of a small script (`redis.call('get',
+#         KEYS[1])`, loaded with SCRIPT LOAD first) (50 clients, 100-byte values, a 1M-key space
 #         pre-filled in both) at -P 1 and -P 16, several rounds interleaved; the median of each
 #         is reported with the Shoal/Redis ratio. Server CPU time per request is reported too,
 #         because at -P 1 a single redis-benchmark process can saturate its own core first.
@@ -10,6 +11,7 @@
 #
 # Usage: bench/compare-redis.sh [--rounds N] [--requests-p1 N] [--requests-p16 N] [--keys N]
 #                               [--skip-memory] [--memory-only] [--against SHOAL_BINARY]
+#                               [--tests "set get evalsha"]
 # --against runs another shoal binary (say, a build of the commit before a change) in Redis's
 # place, so a change shows its before/after ratios in one run.
 # Needs: redis-server, redis-benchmark, redis-cli (Debian: redis-server redis-tools), python3,
@@ -23,6 +25,7 @@ KEYS=1000000
 SKIP_MEMORY=0
 SKIP_THROUGHPUT=0
 AGAINST=
+TESTS="set get evalsha"
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -32,6 +35,7 @@ while [ $# -gt 0 ]; do
     --skip-memory) SKIP_MEMORY=1; shift ;;
     --memory-only) SKIP_THROUGHPUT=1; shift ;;
     --against) AGAINST=$(realpath "$2"); shift 2 ;;
+    --tests) TESTS=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -119,6 +123,10 @@ redis_port=$(free_port); start_redis "$redis_port"
 shoal_port=$(free_port); start_shoal "$shoal_port"
 prefill "$redis_port"
 prefill "$shoal_port"
+# The script EVALSHA runs: loaded into both (its SHA1 is the same everywhere).
+script="return redis.call('get', KEYS[1])"
+sha=$(redis-cli -p "$redis_port" script load "$script")
+[ "$(redis-cli -p "$shoal_port" script load "$script")" = "$sha" ] || { echo "SCRIPT LOAD differs" >&2; exit 1; }
 redis_pid=$(pid_on_port "$redis_port")
 shoal_pid=$(pid_on_port "$shoal_port")
 hz=$(getconf CLK_TCK)
@@ -134,11 +142,13 @@ for round in $(seq 1 "$ROUNDS"); do
     for system in redis shoal; do
       port=$redis_port; pid=$redis_pid
       [ "$system" = shoal ] && { port=$shoal_port; pid=$shoal_pid; }
-      for test in set get; do
+      for test in $TESTS; do
+        what=(-t "$test")
+        [ "$test" = evalsha ] && what=(EVALSHA "$sha" 1 key:__rand_int__)
         before=$(cpu_ticks "$pid")
         # bash's `time` reports the benchmark's own CPU use: at -P 1 it is the bottleneck.
         line=$( { TIMEFORMAT='%U %S %R'; time taskset -c 1 redis-benchmark -p "$port" -c 50 \
-          -n "$requests" -r "$KEYS" -d 100 -P "$pipeline" -t "$test" --csv >"$work/out"; } 2>"$work/time"
+          -n "$requests" -r "$KEYS" -d 100 -P "$pipeline" --csv "${what[@]}" >"$work/out"; } 2>"$work/time"
           tail -1 "$work/out")
         after=$(cpu_ticks "$pid")
         client_cpu=$(awk '{printf "%.0f", ($1 + $2) / $3 * 100}' "$work/time")
@@ -153,7 +163,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - "$raw" "$BASE" <<'EOF' | tee "$results/compare-redis-$(date +%Y%m%d-%H%M%S).txt"
+python3 - "$raw" "$BASE" "$TESTS" <<'EOF' | tee "$results/compare-redis-$(date +%Y%m%d-%H%M%S).txt"
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 B = sys.argv[2]
@@ -163,7 +173,9 @@ def median(system, pipeline, test, field):
 print()
 print(f"{'test':<10} {B + ' req/s':>12} {'Shoal req/s':>12} {'ratio':>6}   {B + ' p99':>9} {'Shoal p99':>9} {'ratio':>6}   {B + ' cpu':>9} {'Shoal cpu':>9} {'ratio':>6}   {'client cpu':>10}")
 for pipeline in ("1", "16"):
-    for test in ("get", "set"):
+    for test in sys.argv[3].split():
+        if not any(r["test"] == test for r in rows):
+            continue
         r = [median("redis", pipeline, test, f) for f in ("rps", "p99", "cpu_us_per_req", "client_cpu")]
         s = [median("shoal", pipeline, test, f) for f in ("rps", "p99", "cpu_us_per_req", "client_cpu")]
         name = f"{test.upper()} P={pipeline}"

@@ -113,6 +113,20 @@ async fn a_cluster_routes_scripts_by_their_declared_keys() {
             error(call(&mut conn, &["EVAL", "#!lua flags=no-cluster\nreturn 1", "0"]).await)
                 .contains("'no-cluster' flag is set")
         );
+        // The smart client's Script: EVALSHA by the first key, EVAL where a node lacks it.
+        let config = shoal_client::ClientConfig::new(cluster.resp_addrs())
+            .with_cluster_secret(cluster.secret());
+        let client = shoal_client::Client::connect(config).await.unwrap();
+        let script = shoal_client::Script::new("return redis.call('incr', KEYS[1])");
+        let (mine, theirs) = (format!("{{{local}}}n"), format!("{{{remote}}}n"));
+        for key in [&mine, &theirs, &mine] {
+            let reply = script.invoke(&client, &[key.as_str()], &[] as &[&str]).await.unwrap();
+            assert!(matches!(reply, Value::Int(_)), "{reply:?}");
+        }
+        assert_eq!(
+            script.invoke(&client, &[mine.as_str()], &[] as &[&str]).await.unwrap(),
+            Value::Int(3)
+        );
         // The script cache is each node's own.
         let elsewhere = owner(&map, &remote);
         let mut other = RespConnection::connect(&elsewhere, RESP_TIMEOUT).await.unwrap();
