@@ -35,6 +35,7 @@ from pathlib import Path
 COMMANDS = """
 acl append asking auth client cluster command config copy dbsize decr decrby del echo exists expire expireat
 expiretime flushall flushdb get getdel getex getrange getset hello incr incrby incrbyfloat info
+hdel hexists hget hgetall hincrby hincrbyfloat hkeys hlen hmget hmset hrandfield hscan hset hsetnx hstrlen hvals
 keys memory mget mset msetnx object persist pexpire pexpireat pexpiretime ping psetex psync pttl
 discard exec multi psubscribe publish pubsub punsubscribe spublish ssubscribe subscribe sunsubscribe unsubscribe quit randomkey readonly readwrite rename renamenx replconf reset scan select set setex setnx
 setrange shutdown slowlog strlen time touch ttl type unlink unwatch wait watch

@@ -108,10 +108,10 @@ impl Link {
             let request = Request::Publish {
                 publications: batch.drain(..).map(|p| (*p).clone()).collect(),
             };
-            if !self.deliver(&mut connection, &request).await {
-                if let Request::Publish { publications } = &request {
-                    self.dropped.fetch_add(publications.len() as u64, Relaxed);
-                }
+            if !self.deliver(&mut connection, &request).await
+                && let Request::Publish { publications } = &request
+            {
+                self.dropped.fetch_add(publications.len() as u64, Relaxed);
             }
         }
     }

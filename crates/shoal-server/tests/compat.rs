@@ -1664,4 +1664,5 @@ scripts! {
     compat_protocol => "protocol.txt",
     compat_transactions => "transactions.txt",
     compat_pubsub => "pubsub.txt",
+    compat_hashes => "hashes.txt",
 }

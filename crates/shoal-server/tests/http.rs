@@ -513,7 +513,7 @@ async fn bodies_without_a_length_are_cut_off_at_the_limit() {
         .expect("a request");
     let response = router.clone().oneshot(request).await.expect("infallible");
     assert_eq!(response.status(), AxumStatus::PAYLOAD_TOO_LARGE);
-    assert_eq!(shared.store.get(b"streamed", |v| v.len()), None);
+    assert_eq!(shared.store.get(b"streamed", |v| v.len()).unwrap(), None);
 
     // A declared length far over the limit is refused before any of the body is read.
     let request = Request::builder()

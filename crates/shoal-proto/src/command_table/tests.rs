@@ -134,7 +134,9 @@ fn expected_commands_and_subcommands() {
     let names: Vec<&str> = commands().iter().map(|c| c.name).collect();
     let expected = "acl append asking auth client cluster command config copy dbsize decr decrby del \
         discard echo exec exists expire expireat expiretime flushall flushdb get getdel getex \
-        getrange getset hello incr incrby incrbyfloat info keys memory mget mset msetnx multi \
+        getrange getset hdel hello hexists hget hgetall hincrby hincrbyfloat hkeys hlen hmget \
+        hmset hrandfield hscan hset hsetnx hstrlen hvals incr incrby incrbyfloat info keys memory \
+        mget mset msetnx multi \
         object persist pexpire pexpireat pexpiretime ping psetex psubscribe psync pttl publish \
         pubsub punsubscribe quit randomkey readonly readwrite rename renamenx replconf reset scan \
         select set setex setnx setrange shutdown slowlog spublish ssubscribe strlen subscribe \

@@ -3,6 +3,7 @@
 //! `CLIENT ...`) are the front door's; everything else a node runs is here.
 
 mod cluster;
+mod hashes;
 mod introspection;
 mod keys;
 mod pubsub;
@@ -122,6 +123,23 @@ fn handler_of(name: &str) -> Option<Handler> {
         "incrby" => Now(strings::incrby),
         "decrby" => Now(strings::decrby),
         "incrbyfloat" => Now(strings::incrbyfloat),
+        // hashes
+        "hset" => Now(hashes::hset),
+        "hmset" => Now(hashes::hmset),
+        "hsetnx" => Now(hashes::hsetnx),
+        "hget" => Now(hashes::hget),
+        "hmget" => Now(hashes::hmget),
+        "hgetall" => Now(hashes::hgetall),
+        "hkeys" => Now(hashes::hkeys),
+        "hvals" => Now(hashes::hvals),
+        "hlen" => Now(hashes::hlen),
+        "hexists" => Now(hashes::hexists),
+        "hstrlen" => Now(hashes::hstrlen),
+        "hdel" => Now(hashes::hdel),
+        "hincrby" => Now(hashes::hincrby),
+        "hincrbyfloat" => Now(hashes::hincrbyfloat),
+        "hscan" => Now(hashes::hscan),
+        "hrandfield" => Now(hashes::hrandfield),
         // keyspace
         "del" | "unlink" => Now(keys::del),
         "exists" => Now(keys::exists),
@@ -227,6 +245,7 @@ pub(crate) fn store_error(error: StoreError) -> CommandError {
     match error {
         StoreError::TooLarge => CommandError::StringTooLong,
         StoreError::AddressSpace => CommandError::OutOfMemory,
+        StoreError::WrongType => CommandError::WrongType,
     }
 }
 
