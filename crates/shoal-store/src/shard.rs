@@ -152,6 +152,11 @@ pub(crate) struct Shard {
     /// Entries whose value owns heap memory (hashes in a table), so that clearing and
     /// dropping the shard free it.
     owners: usize,
+    /// Keys of hashes that had fields with an expiry when last written, for the active expiry
+    /// cycle to visit (kept loosely: a key deleted or changed since is dropped when visited).
+    pub(crate) field_expiring: std::collections::BTreeSet<Box<[u8]>>,
+    /// Where the active expiry cycle goes on in [`Shard::field_expiring`].
+    pub(crate) field_cursor: Option<Box<[u8]>>,
 }
 
 impl Shard {
@@ -182,6 +187,8 @@ impl Shard {
             events,
             journal: None,
             owners: 0,
+            field_expiring: std::collections::BTreeSet::new(),
+            field_cursor: None,
         }
     }
 
@@ -877,6 +884,8 @@ impl Shard {
     /// its shards.
     pub(crate) fn clear(&mut self) {
         self.release_values();
+        self.field_expiring.clear();
+        self.field_cursor = None;
         self.index_returned += self.table.bytes() as u64;
         self.table.clear();
         self.arena.clear();

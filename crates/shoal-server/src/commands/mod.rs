@@ -3,6 +3,7 @@
 //! `CLIENT ...`) are the front door's; everything else a node runs is here.
 
 mod cluster;
+mod hash_ttl;
 mod hashes;
 mod introspection;
 mod keys;
@@ -140,6 +141,18 @@ fn handler_of(name: &str) -> Option<Handler> {
         "hincrbyfloat" => Now(hashes::hincrbyfloat),
         "hscan" => Now(hashes::hscan),
         "hrandfield" => Now(hashes::hrandfield),
+        "hexpire" => Now(hash_ttl::hexpire),
+        "hpexpire" => Now(hash_ttl::hpexpire),
+        "hexpireat" => Now(hash_ttl::hexpireat),
+        "hpexpireat" => Now(hash_ttl::hpexpireat),
+        "httl" => Now(hash_ttl::httl),
+        "hpttl" => Now(hash_ttl::hpttl),
+        "hexpiretime" => Now(hash_ttl::hexpiretime),
+        "hpexpiretime" => Now(hash_ttl::hpexpiretime),
+        "hpersist" => Now(hash_ttl::hpersist),
+        "hgetdel" => Now(hash_ttl::hgetdel),
+        "hgetex" => Now(hash_ttl::hgetex),
+        "hsetex" => Now(hash_ttl::hsetex),
         // keyspace
         "del" | "unlink" => Now(keys::del),
         "exists" => Now(keys::exists),

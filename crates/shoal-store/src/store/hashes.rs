@@ -215,6 +215,7 @@ impl Store {
                     shard.remove_at(hash, slot, r, None);
                 } else {
                     shard.touch(r, clock);
+                    note_field_expiry(shard, r);
                 }
                 return Ok(result);
             }
@@ -385,6 +386,9 @@ pub(super) fn write_whole_hash(
         Some((slot, r)) => shard.rewrite(slot, r, Some((Kind::Hash, value)), expiry, Report::Put),
         None => shard.insert_kind(hash, key, Kind::Hash, value, expiry, clock, Report::Put),
     };
+    if let Ok(r) = written {
+        note_field_expiry(shard, r);
+    }
     written.map_err(|e| {
         if let Some(t) = table {
             // SAFETY: the entry never took the table: it is still ours to free.
@@ -429,6 +433,7 @@ fn store_packed(
     match written {
         Ok(r) => {
             shard.touch(r, clock);
+            note_field_expiry(shard, r);
             Ok(())
         }
         Err(e) => {
@@ -518,4 +523,65 @@ pub(crate) fn purge_fields(
         return None;
     }
     Some((slot, r))
+}
+
+/// Registers the hash entry `r` for the active expiry cycle if any of its fields expires.
+fn note_field_expiry(shard: &mut Shard, r: Ref) {
+    let b = shard.blob(r);
+    // SAFETY: a live hash entry of the locked shard.
+    if unsafe { HashRef::of(b.value()) }.min_expiry().is_some()
+        && !shard.field_expiring.contains(b.key())
+    {
+        shard.field_expiring.insert(b.key().into());
+    }
+}
+
+/// One step of the active expiry of fields in one shard: visits up to `limit` registered
+/// hashes from where the last step stopped, removing their expired fields (and a hash left
+/// without fields), and forgets keys that no longer hold a hash with expiring fields.
+/// Returns (hashes visited, hashes that had expired fields).
+pub(crate) fn expire_fields_step(shard: &mut Shard, now: u64, limit: usize) -> (usize, usize) {
+    let (mut visited, mut reclaimed) = (0, 0);
+    while visited < limit {
+        let next = match shard.field_cursor.take() {
+            Some(after) => shard
+                .field_expiring
+                .range::<[u8], _>((
+                    std::ops::Bound::Excluded(&*after),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+                .cloned(),
+            None if visited > 0 => break, // one lap per step at most
+            None => shard.field_expiring.first().cloned(),
+        };
+        let Some(key) = next else {
+            break;
+        };
+        visited += 1;
+        let hash = shard.hasher().hash(&key);
+        let mut keep = false;
+        if let Some((slot, r)) = shard.find(hash, &key) {
+            let b = shard.blob(r);
+            // SAFETY: a live entry of the locked shard, read as a hash only if it is one.
+            let min = (b.kind() == Kind::Hash)
+                .then(|| unsafe { HashRef::of(b.value()) }.min_expiry())
+                .flatten();
+            keep = min.is_some();
+            if min.is_some_and(|at| now > at) {
+                reclaimed += 1;
+                keep = purge_fields(shard, hash, slot, r, now).is_some_and(|(_, r)| {
+                    // SAFETY: as above: the entry is still a live hash.
+                    unsafe { HashRef::of(shard.blob(r).value()) }
+                        .min_expiry()
+                        .is_some()
+                });
+            }
+        }
+        if !keep {
+            shard.field_expiring.remove(&key);
+        }
+        shard.field_cursor = Some(key);
+    }
+    (visited, reclaimed)
 }
