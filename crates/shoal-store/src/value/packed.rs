@@ -30,12 +30,8 @@ pub struct Field<'a> {
 }
 
 /// Appends `n` as a LEB128 varint.
-pub fn put_varint(out: &mut Vec<u8>, mut n: usize) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
+pub fn put_varint(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(varint_bytes(&mut [0; 10], n));
 }
 
 /// Reads a varint at the start of `buf`: `(value, bytes read)`.
@@ -259,6 +255,35 @@ pub fn encode_pair_into(
     }
 }
 
+/// Writes one pair into `out`, which is exactly [`pair_len`] bytes.
+fn write_pair(out: &mut [u8], field: &[u8], value: &[u8], expiry: Option<u64>, ttls: bool) {
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    let mut varint = [0u8; 10];
+    put(varint_bytes(&mut varint, field.len()));
+    put(field);
+    put(varint_bytes(&mut varint, value.len()));
+    put(value);
+    if ttls {
+        put(&expiry.unwrap_or(0).to_le_bytes());
+    }
+}
+
+/// `n` as a LEB128 varint, in `buf`.
+fn varint_bytes(buf: &mut [u8; 10], mut n: usize) -> &[u8] {
+    let mut len = 0;
+    while n >= 0x80 {
+        buf[len] = (n as u8) | 0x80;
+        n >>= 7;
+        len += 1;
+    }
+    buf[len] = n as u8;
+    &buf[..=len]
+}
+
 /// An encoded hash being edited in place (a scratch copy of the entry's value).
 pub struct PackedMut<'b> {
     buf: &'b mut Vec<u8>,
@@ -290,20 +315,28 @@ impl<'b> PackedMut<'b> {
             self.add_ttls();
         }
         let ttls = self.view().has_ttls();
-        let mut pair = Vec::with_capacity(pair_len(field.len(), value.len(), ttls));
-        encode_pair_into(&mut pair, field, value, expiry, ttls);
         let found = self.view().find(field).map(|(at, len, _)| (at, len));
         let new = match found {
             Some((at, len)) => {
-                self.buf.splice(at..at + len, pair);
+                // Make the old pair's room the new pair's size, then write it there.
+                let want = pair_len(field.len(), value.len(), ttls);
+                if want > len {
+                    let extra = want - len;
+                    self.buf.splice(at..at, std::iter::repeat_n(0, extra));
+                } else {
+                    self.buf.drain(at..at + (len - want));
+                }
+                write_pair(&mut self.buf[at..at + want], field, value, expiry, ttls);
                 false
             }
             None => {
-                self.buf.extend_from_slice(&pair);
+                encode_pair_into(self.buf, field, value, expiry, ttls);
                 true
             }
         };
-        self.refresh_min();
+        if ttls {
+            self.refresh_min();
+        }
         new
     }
 
