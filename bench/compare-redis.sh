@@ -2,16 +2,20 @@
 # Shoal vs the real Redis on the same machine, side by side, as ratios.
 #
 # Both servers run pinned to CPU 0 (`taskset -c 0`); redis-benchmark runs pinned to CPU 1.
-# Part 1: throughput and p99 of GET, SET and EVALSHA of a small script (`redis.call('get',
-#         KEYS[1])`, loaded with SCRIPT LOAD first) (50 clients, 100-byte values, a 1M-key space
-#         pre-filled in both) at -P 1 and -P 16, several rounds interleaved; the median of each
-#         is reported with the Shoal/Redis ratio. Server CPU time per request is reported too,
-#         because at -P 1 a single redis-benchmark process can saturate its own core first.
-# Part 2: RSS bytes per key after loading 1M keys of 100 bytes into fresh instances.
+# Part 1: throughput and p99 of GET and SET (50 clients, 100-byte values, a 1M-key space
+#         pre-filled in both), of HSET and HGET (one field of 10 in each of 250k small hashes
+#         pre-filled in both; HSET overwrites it with 100 bytes) and of EVALSHA of a small script
+#         (`redis.call('get', KEYS[1])`, loaded with SCRIPT LOAD first) at -P 1 and -P 16,
+#         several rounds interleaved; the median of each is reported with the Shoal/Redis ratio.
+#         Server CPU time per request is reported too, because at -P 1 a single
+#         redis-benchmark process can saturate its own core first.
+# Part 2: RSS bytes per key after loading 1M keys of 100 bytes into fresh instances, and RSS and
+#         used_memory bytes per field after loading 100k hashes of 10 fields (`field:N` ->
+#         10-byte values: Redis keeps them as listpacks) into fresh instances.
 #
 # Usage: bench/compare-redis.sh [--rounds N] [--requests-p1 N] [--requests-p16 N] [--keys N]
-#                               [--skip-memory] [--memory-only] [--against SHOAL_BINARY]
-#                               [--tests "set get evalsha"]
+#                               [--tests "set get hset hget evalsha"] [--skip-memory]
+#                               [--memory-only] [--against SHOAL_BINARY]
 # --against runs another shoal binary (say, a build of the commit before a change) in Redis's
 # place, so a change shows its before/after ratios in one run.
 # Needs: redis-server, redis-benchmark, redis-cli (Debian: redis-server redis-tools), python3,
@@ -25,7 +29,8 @@ KEYS=1000000
 SKIP_MEMORY=0
 SKIP_THROUGHPUT=0
 AGAINST=
-TESTS="set get evalsha"
+TESTS="set get hset hget evalsha"
+HASHES=100000
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -118,6 +123,33 @@ EOF
   [ "$keys" -eq "$KEYS" ] || { echo "prefill of port $1 left $keys keys" >&2; exit 1; }
 }
 
+# Loads `count` hashes hash:000000000000 .. (redis-benchmark's -r names) of 10 fields
+# field:0 .. field:9 with 10-byte values.
+prefill_hashes() {
+  python3 - "$2" <<'EOF' | redis-cli -p "$1" --pipe >/dev/null
+import sys
+n = int(sys.argv[1]); out = sys.stdout.buffer
+for i in range(n):
+    key = b"hash:%012d" % i
+    out.write(b"*22\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (len(key), key))
+    for f in range(10):
+        field = b"field:%d" % f
+        out.write(b"$%d\r\n%s\r\n$10\r\n%010d\r\n" % (len(field), field, i))
+EOF
+}
+
+# The redis-benchmark arguments of a test: GET/SET by -t, HSET/HGET as commands of their own.
+HASH_KEYS=$((KEYS / 4))
+VALUE100=$(printf 'v%.0s' $(seq 1 100))
+bench_args() {
+  case "$1" in
+    set|get) echo "-r $KEYS -d 100 -t $1" ;;
+    hset) echo "-r $HASH_KEYS HSET hash:__rand_int__ field:5 $VALUE100" ;;
+    hget) echo "-r $HASH_KEYS HGET hash:__rand_int__ field:5" ;;
+    evalsha) echo "-r $KEYS EVALSHA $sha 1 key:__rand_int__" ;;
+  esac
+}
+
 if [ "$SKIP_THROUGHPUT" -eq 0 ]; then
 redis_port=$(free_port); start_redis "$redis_port"
 shoal_port=$(free_port); start_shoal "$shoal_port"
@@ -127,6 +159,11 @@ prefill "$shoal_port"
 script="return redis.call('get', KEYS[1])"
 sha=$(redis-cli -p "$redis_port" script load "$script")
 [ "$(redis-cli -p "$shoal_port" script load "$script")" = "$sha" ] || { echo "SCRIPT LOAD differs" >&2; exit 1; }
+case " $TESTS " in
+  *" hset "*|*" hget "*)
+    prefill_hashes "$redis_port" "$HASH_KEYS"
+    prefill_hashes "$shoal_port" "$HASH_KEYS" ;;
+esac
 redis_pid=$(pid_on_port "$redis_port")
 shoal_pid=$(pid_on_port "$shoal_port")
 hz=$(getconf CLK_TCK)
@@ -143,12 +180,11 @@ for round in $(seq 1 "$ROUNDS"); do
       port=$redis_port; pid=$redis_pid
       [ "$system" = shoal ] && { port=$shoal_port; pid=$shoal_pid; }
       for test in $TESTS; do
-        what=(-t "$test")
-        [ "$test" = evalsha ] && what=(EVALSHA "$sha" 1 key:__rand_int__)
         before=$(cpu_ticks "$pid")
         # bash's `time` reports the benchmark's own CPU use: at -P 1 it is the bottleneck.
+        # shellcheck disable=SC2046 # the test's arguments are words
         line=$( { TIMEFORMAT='%U %S %R'; time taskset -c 1 redis-benchmark -p "$port" -c 50 \
-          -n "$requests" -r "$KEYS" -d 100 -P "$pipeline" --csv "${what[@]}" >"$work/out"; } 2>"$work/time"
+          -n "$requests" -P "$pipeline" --csv $(bench_args "$test") >"$work/out"; } 2>"$work/time"
           tail -1 "$work/out")
         after=$(cpu_ticks "$pid")
         client_cpu=$(awk '{printf "%.0f", ($1 + $2) / $3 * 100}' "$work/time")
@@ -198,5 +234,21 @@ if [ "$SKIP_MEMORY" -eq 0 ]; then
     sleep 1
     after=$(rss_bytes "$pid")
     python3 -c "print(f'  {\"$system\":<6} RSS before {$before/2**20:7.1f} MiB  after {$after/2**20:7.1f} MiB  = {($after-$before)/$KEYS:6.1f} bytes/key ({$after/$KEYS:6.1f} incl. startup)')"
+  done
+  echo
+  echo "Memory: per field after loading $HASHES hashes of 10 fields (field:N -> 10 bytes) into fresh servers"
+  for system in redis shoal; do
+    port=$(free_port)
+    if [ "$system" = redis ]; then start_redis "$port"; else start_shoal "$port"; fi
+    pid=$(pid_on_port "$port")
+    before=$(rss_bytes "$pid")
+    used_before=$(redis-cli -p "$port" info memory | tr -d '\r' | awk -F: '/^used_memory:/ {print $2}')
+    prefill_hashes "$port" "$HASHES"
+    sleep 1
+    after=$(rss_bytes "$pid")
+    used_after=$(redis-cli -p "$port" info memory | tr -d '\r' | awk -F: '/^used_memory:/ {print $2}')
+    encoding=$(redis-cli -p "$port" object encoding hash:000000000000)
+    fields=$((HASHES * 10))
+    python3 -c "print(f'  {\"$system\":<6} RSS growth {($after-$before)/$fields:6.1f} bytes/field ({($after-$before)/$HASHES:7.1f}/hash), used_memory growth {($used_after-$used_before)/$fields:6.1f} bytes/field, encoding $encoding')"
   done
 fi

@@ -10,6 +10,13 @@ everything else is kept exactly as Redis returned it, reply types and order incl
 written to crates/shoal-proto/src/command_table/redis7.rs (then formatted with rustfmt), so that
 Shoal's COMMAND / COMMAND INFO / COMMAND DOCS / HELP replies are byte-identical to Redis's.
 
+Commands of later Redis versions than the one recorded (Redis 7.4's hash field expiry, 8.0's
+HGETDEL/HGETEX/HSETEX) cannot be recorded from it: LATER_COMMANDS below describes each by hand (arity,
+flags, ACL categories, key spec, docs summary and arguments, as Redis's own JSON command files do),
+and the generator turns each into the COMMAND INFO entry and COMMAND DOCS map Redis would send, in
+the same shapes as the recorded ones. They are emitted with the others, and listed with their ACL
+categories. A command the recorded Redis has must not be described here.
+
 Re-run it whenever Shoal gains a command or subcommand (edit the lists below first), or to record
 the table from another Redis version:
 
@@ -35,6 +42,7 @@ from pathlib import Path
 COMMANDS = """
 acl append asking auth client cluster command config copy dbsize decr decrby del echo exists expire expireat
 expiretime flushall flushdb get getdel getex getrange getset hello incr incrby incrbyfloat info
+hdel hexists hget hgetall hincrby hincrbyfloat hkeys hlen hmget hmset hrandfield hscan hset hsetnx hstrlen hvals
 keys memory mget mset msetnx object persist pexpire pexpireat pexpiretime ping psetex psync pttl
 discard exec multi psubscribe publish pubsub punsubscribe spublish ssubscribe subscribe sunsubscribe unsubscribe quit randomkey readonly readwrite rename renamenx replconf reset scan select set setex setnx
 setrange shutdown slowlog strlen time touch ttl type unlink unwatch wait watch
@@ -60,6 +68,138 @@ SUBCOMMANDS = {
     "pubsub": ["channels", "numsub", "numpat", "shardchannels", "shardnumsub", "help"],
     "script": ["load", "exists", "flush", "kill", "help"],
 }
+
+
+def _arg(name: str, type_: str, token: str | None = None, flags: tuple = (), args: list | None = None,
+         since: str | None = None, key: bool = False) -> dict:
+    return {"name": name, "type": type_, "token": token, "flags": flags, "args": args,
+            "since": since, "key": key}
+
+
+def _fields(*per_field: dict) -> dict:
+    """The `FIELDS numfields field [field ...]` block of the hash field commands."""
+    if len(per_field) == 1:
+        data = _arg(per_field[0]["name"], per_field[0]["type"], flags=("multiple",))
+    else:
+        data = _arg("data", "block", flags=("multiple",), args=list(per_field))
+    return _arg("fields", "block", token="FIELDS", args=[_arg("numfields", "integer"), data])
+
+
+def _expire_condition() -> dict:
+    return _arg("condition", "oneof", flags=("optional",), since="7.4.0", args=[
+        _arg(c.lower(), "pure-token", token=c) for c in ("NX", "XX", "GT", "LT")])
+
+
+def _expire_command(summary: str, time_arg: str, since="7.4.0") -> dict:
+    return {"arity": -6, "flags": ["write", "denyoom", "fast"], "acl": ["@write", "@hash", "@fast"],
+            "key_flags": ["RW", "update"], "summary": summary, "since": since,
+            "complexity": "O(N) where N is the number of specified fields",
+            "args": [_arg("key", "key", key=True), _arg(time_arg, "integer"), _expire_condition(),
+                     _fields(_arg("field", "string"))]}
+
+
+def _ttl_command(summary: str) -> dict:
+    return {"arity": -5, "flags": ["readonly", "fast"], "acl": ["@read", "@hash", "@fast"],
+            "key_flags": ["RO", "access"], "summary": summary, "since": "7.4.0",
+            "complexity": "O(N) where N is the number of specified fields",
+            "args": [_arg("key", "key", key=True), _fields(_arg("field", "string"))]}
+
+
+def _time_options(last: tuple[str, str]) -> dict:
+    units = [("seconds", "EX"), ("milliseconds", "PX"), ("unix-time-seconds", "EXAT"),
+             ("unix-time-milliseconds", "PXAT")]
+    return _arg("expiration", "oneof", flags=("optional",), args=[
+        _arg(n, "integer", token=t) for n, t in units] + [_arg(last[0], "pure-token", token=last[1])])
+
+
+# Commands of later Redis versions, described by hand (see the module's docstring).
+LATER_COMMANDS = {
+    "hexpire": _expire_command("Set expiry for hash field using relative time to expire (seconds)",
+                               "seconds"),
+    "hpexpire": _expire_command(
+        "Set expiry for hash field using relative time to expire (milliseconds)", "milliseconds"),
+    "hexpireat": _expire_command("Set expiry for hash field using an absolute Unix timestamp (seconds)",
+                                 "unix-time-seconds"),
+    "hpexpireat": _expire_command(
+        "Set expiry for hash field using an absolute Unix timestamp (milliseconds)",
+        "unix-time-milliseconds"),
+    "httl": _ttl_command("Returns the TTL in seconds of a hash field."),
+    "hpttl": _ttl_command("Returns the TTL in milliseconds of a hash field."),
+    "hexpiretime": _ttl_command("Returns the expiration time of a hash field as a Unix timestamp, in seconds."),
+    "hpexpiretime": _ttl_command(
+        "Returns the expiration time of a hash field as a Unix timestamp, in msec."),
+    "hpersist": {"arity": -5, "flags": ["write", "fast"], "acl": ["@write", "@hash", "@fast"],
+                 "key_flags": ["RW", "update"], "summary": "Removes the expiration time for each specified field",
+                 "since": "7.4.0", "complexity": "O(N) where N is the number of specified fields",
+                 "args": [_arg("key", "key", key=True), _fields(_arg("field", "string"))]},
+    "hgetdel": {"arity": -5, "flags": ["write", "fast"], "acl": ["@write", "@hash", "@fast"],
+                "key_flags": ["RW", "access", "delete"],
+                "summary": "Returns the value of a field and deletes it from the hash.", "since": "8.0.0",
+                "complexity": "O(N) where N is the number of specified fields",
+                "args": [_arg("key", "key", key=True), _fields(_arg("field", "string"))]},
+    "hgetex": {"arity": -5, "flags": ["write", "fast"], "acl": ["@write", "@hash", "@fast"],
+               "key_flags": ["RW", "access", "update"],
+               "summary": "Get the value of one or more fields of a given hash key, and optionally set their expiration.",
+               "since": "8.0.0", "complexity": "O(N) where N is the number of specified fields",
+               "args": [_arg("key", "key", key=True), _time_options(("persist", "PERSIST")),
+                        _fields(_arg("field", "string"))]},
+    "hsetex": {"arity": -6, "flags": ["write", "denyoom", "fast"], "acl": ["@write", "@hash", "@fast"],
+               "key_flags": ["RW", "update"],
+               "summary": "Set the value of one or more fields of a given hash key, and optionally set their expiration.",
+               "since": "8.0.0", "complexity": "O(N) where N is the number of fields being set.",
+               "args": [_arg("key", "key", key=True),
+                        _arg("condition", "oneof", flags=("optional",), args=[
+                            _arg("fnx", "pure-token", token="FNX"), _arg("fxx", "pure-token", token="FXX")]),
+                        _time_options(("keepttl", "KEEPTTL")),
+                        _fields(_arg("field", "string"), _arg("value", "string"))]},
+}
+
+
+def _bulk(s: str) -> "Value":
+    return Value("bulk", s.encode())
+
+
+def _pairs(items: list[tuple[str, "Value"]]) -> "Value":
+    return Value("map", [x for k, v in items for x in (_bulk(k), v)])
+
+
+def _docs_arg(a: dict) -> "Value":
+    items = [("name", _bulk(a["name"])), ("type", _bulk(a["type"]))]
+    if a["key"]:
+        items.append(("key_spec_index", Value("int", 0)))
+    if a["token"]:
+        items.append(("token", _bulk(a["token"])))
+    if a["since"]:
+        items.append(("since", _bulk(a["since"])))
+    if a["flags"]:
+        items.append(("flags", Value("set", [Value("simple", f.encode()) for f in a["flags"]])))
+    if a["args"]:
+        items.append(("arguments", Value("array", [_docs_arg(x) for x in a["args"]])))
+    return _pairs(items)
+
+
+def later_spec(name: str, d: dict) -> "Spec":
+    """The spec of a hand-described command, shaped as Redis would send its info and docs."""
+    simple = lambda words: Value("set", [Value("simple", w.encode()) for w in words])
+    key_spec = _pairs([
+        ("flags", simple(d["key_flags"])),
+        ("begin_search", _pairs([("type", _bulk("index")),
+                                 ("spec", _pairs([("index", Value("int", 1))]))])),
+        ("find_keys", _pairs([("type", _bulk("range")),
+                              ("spec", _pairs([("lastkey", Value("int", 0)), ("keystep", Value("int", 1)),
+                                               ("limit", Value("int", 0))]))])),
+    ])
+    info = Value("array", [
+        _bulk(name), Value("int", d["arity"]), simple(d["flags"]), Value("int", 1), Value("int", 1),
+        Value("int", 1), simple(d["acl"]), Value("set", []), Value("set", [key_spec]), Value("set", []),
+    ])
+    docs = _pairs([
+        ("summary", _bulk(d["summary"])), ("since", _bulk(d["since"])), ("group", _bulk("hash")),
+        ("complexity", _bulk(d["complexity"])),
+        ("arguments", Value("array", [_docs_arg(a) for a in d["args"]])),
+    ])
+    return spec_from_entry(info, docs, f"LATER_COMMANDS {name}")
+
 
 # Flag names as COMMAND INFO shows them -> constants of command_table::flags. Other flags (e.g.
 # "module", "asking") are kept in the info tree but have no bit.
@@ -616,6 +756,14 @@ def main() -> int:
                 version = next(v.text() for k, v in hello.map_items() if k.text() == "version")
                 specs, missing = record(conn)
                 acl_commands = record_acl(conn)
+                recorded = {name for name, _ in acl_commands}
+                for name, d in LATER_COMMANDS.items():
+                    if name in recorded:
+                        raise GenError(f"{name} is in redis-server {version}: record it, do not describe it")
+                    specs.append(later_spec(name, d))
+                    acl_commands.append((name, [c.lstrip("@") for c in d["acl"]]))
+                specs.sort(key=lambda s: s.name.encode())
+                acl_commands.sort()
             finally:
                 conn.close()
     except (GenError, OSError) as e:

@@ -42,6 +42,8 @@ pub enum CommandError {
     NoAuth,
     /// `ERR DB index is out of range`
     DbIndexOutOfRange,
+    /// `WRONGTYPE Operation against a key holding the wrong kind of value`
+    WrongType,
     /// `ERR unknown subcommand '<sub>'. Try <CONTAINER> HELP.`
     UnknownSubcommand {
         /// The subcommand as the client sent it (as [`truncated_arg`] cuts it).
@@ -113,6 +115,9 @@ impl CommandError {
             }
             CommandError::NoAuth => "NOAUTH Authentication required.".into(),
             CommandError::DbIndexOutOfRange => "ERR DB index is out of range".into(),
+            CommandError::WrongType => {
+                "WRONGTYPE Operation against a key holding the wrong kind of value".into()
+            }
             CommandError::UnknownSubcommand { .. } | CommandError::Raw(_) => match self.bytes() {
                 Cow::Borrowed(b) => String::from_utf8_lossy(b),
                 Cow::Owned(b) => Cow::Owned(String::from_utf8_lossy(&b).into_owned()),

@@ -100,6 +100,10 @@ pub enum ApiError {
     /// `413`: the keyspace refused the value as too large.
     #[error("{0}")]
     ValueTooLarge(String),
+    /// `409`: the key holds a value of another type than the request works on (a hash, for
+    /// the string API): Redis's `WRONGTYPE` line.
+    #[error("{0}")]
+    WrongType(String),
     /// `400`: the keyspace refused the request (a node's error reply, say).
     #[error("{0}")]
     Refused(String),
@@ -126,6 +130,7 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::NotUtf8 => StatusCode::NOT_ACCEPTABLE,
+            ApiError::WrongType(_) => StatusCode::CONFLICT,
             ApiError::OutOfMemory(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,

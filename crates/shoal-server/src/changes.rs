@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use shoal_store::Journal;
+use shoal_store::{Journal, Kind};
 
 use crate::watch::Watches;
 
@@ -26,6 +26,30 @@ impl Journal for Changes {
     fn delete(&self, key: &[u8]) {
         self.watches.touched(key);
         self.replication.delete(key);
+    }
+
+    #[inline]
+    fn put_value(&self, key: &[u8], kind: Kind, payload: &[u8], expiry: Option<u64>) {
+        self.watches.touched(key);
+        self.replication.put_value(key, kind, payload, expiry);
+    }
+
+    #[inline]
+    fn put_field(&self, key: &[u8], field: &[u8], value: &[u8], expiry: Option<u64>) {
+        self.watches.touched(key);
+        self.replication.put_field(key, field, value, expiry);
+    }
+
+    #[inline]
+    fn delete_field(&self, key: &[u8], field: &[u8]) {
+        self.watches.touched(key);
+        self.replication.delete_field(key, field);
+    }
+
+    #[inline]
+    fn set_expiry(&self, key: &[u8], expiry: Option<u64>) {
+        self.watches.touched(key);
+        self.replication.set_expiry(key, expiry);
     }
 
     fn flush(&self, existed: &dyn Fn(&[u8]) -> bool) {

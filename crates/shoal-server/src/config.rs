@@ -260,6 +260,12 @@ pub struct Config {
     /// `notify-keyspace-events`: the classes of keyspace notifications sent (Redis's letters;
     /// empty: none).
     pub notify_keyspace_events: String,
+    /// `hash-max-listpack-entries` (alias `hash-max-ziplist-entries`): a hash with more
+    /// fields is held in a table rather than packed in its entry.
+    pub hash_max_listpack_entries: u64,
+    /// `hash-max-listpack-value` (alias `hash-max-ziplist-value`): a hash with a longer field
+    /// or value is held in a table rather than packed in its entry.
+    pub hash_max_listpack_value: ByteSize,
     /// Largest bulk string a client may send.
     pub proto_max_bulk_len: ByteSize,
     /// Most arguments in one command.
@@ -440,6 +446,8 @@ impl Default for Config {
             maxmemory: ByteSize(0),
             maxmemory_policy: EvictionPolicy::AllKeysLru,
             notify_keyspace_events: String::new(),
+            hash_max_listpack_entries: shoal_store::DEFAULT_MAX_PACKED_ENTRIES as u64,
+            hash_max_listpack_value: ByteSize(shoal_store::DEFAULT_MAX_PACKED_VALUE as u64),
             proto_max_bulk_len: ByteSize(512 * 1024 * 1024),
             proto_max_multibulk_len: i32::MAX as u64,
             max_key_size: ByteSize(512 * 1024 * 1024),
@@ -997,6 +1005,32 @@ pub static PARAMS: &[Param] = &[
             c.notify_keyspace_events = v.to_string();
             Ok(())
         }),
+    },
+    Param {
+        name: "hash-max-listpack-entries",
+        get: |c| c.hash_max_listpack_entries.to_string(),
+        set: Some(|c, v| {
+            c.hash_max_listpack_entries = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "hash-max-ziplist-entries",
+        get: |c| c.hash_max_listpack_entries.to_string(),
+        set: Some(|c, v| {
+            c.hash_max_listpack_entries = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "hash-max-listpack-value",
+        get: |c| c.hash_max_listpack_value.to_string(),
+        set: Some(|c, v| set_size(|c| &mut c.hash_max_listpack_value)(c, v)),
+    },
+    Param {
+        name: "hash-max-ziplist-value",
+        get: |c| c.hash_max_listpack_value.to_string(),
+        set: Some(|c, v| set_size(|c| &mut c.hash_max_listpack_value)(c, v)),
     },
     Param {
         name: "proto-max-bulk-len",

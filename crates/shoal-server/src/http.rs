@@ -46,7 +46,11 @@ struct Node(Arc<Shared>);
 impl Backend for Node {
     async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, ApiError> {
         let Some(forwarder) = serving_node(&self.0, key, false).await? else {
-            return Ok(self.0.store.get(key, Bytes::copy_from_slice));
+            return self
+                .0
+                .store
+                .get(key, Bytes::copy_from_slice)
+                .map_err(store_error);
         };
         forwarder.get(key).await.map_err(from_forwarding)
     }
@@ -158,11 +162,13 @@ fn out_of_memory() -> ApiError {
     ApiError::OutOfMemory(CommandError::OutOfMemory.line().into_owned())
 }
 
-/// The store refused the write: `413` (value too large) or `507` (no more address space).
+/// The store refused: `413` (value too large), `507` (no more address space) or `409` (the
+/// key holds another type than a string, with Redis's `WRONGTYPE` line).
 fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::TooLarge => ApiError::ValueTooLarge(e.to_string()),
         StoreError::AddressSpace => ApiError::OutOfMemory(e.to_string()),
+        StoreError::WrongType => ApiError::WrongType(e.to_string()),
     }
 }
 
@@ -171,6 +177,9 @@ fn store_error(e: StoreError) -> ApiError {
 fn from_forwarding(e: shoal_client::Error) -> ApiError {
     match &e {
         shoal_client::Error::Server(line) if line.starts_with("OOM") => out_of_memory(),
+        shoal_client::Error::Server(line) if line.starts_with("WRONGTYPE") => {
+            ApiError::WrongType(line.clone())
+        }
         _ => ApiError::Unavailable(format!("cluster: {}", crate::cluster::forward_error(&e))),
     }
 }

@@ -167,6 +167,13 @@ impl KeyEvents for KeyspaceEvents {
             Removal::Evicted => self.notify(class::EVICTED, "evicted", key),
         }
     }
+
+    fn on_fields_expired(&self, key: &[u8], emptied: bool) {
+        self.notify(class::HASH, "hexpired", key);
+        if emptied {
+            self.notify(class::GENERIC, "del", key);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -129,6 +129,10 @@ impl Shared {
             events: Some(events.clone()),
             seed: None,
         }));
+        store.set_hash_limits(
+            config.hash_max_listpack_entries as usize,
+            config.hash_max_listpack_value.0 as usize,
+        );
         let replication = Replication::new(config.repl_backlog_size.0 as usize);
         let watches = Arc::new(Watches::default());
         store.set_journal(Some(Arc::new(Changes {
@@ -171,6 +175,10 @@ impl Shared {
             .configure(config.slowlog_log_slower_than, config.slowlog_max_len);
         self.store.set_maxmemory(config.maxmemory.0 as usize);
         self.store.set_policy(config.maxmemory_policy);
+        self.store.set_hash_limits(
+            config.hash_max_listpack_entries as usize,
+            config.hash_max_listpack_value.0 as usize,
+        );
         self.events.set_classes(config.keyspace_event_classes());
         self.replication
             .history()

@@ -207,6 +207,27 @@ async fn post_get_delete_round_trip_over_the_resp_keyspace() {
 }
 
 #[tokio::test]
+async fn a_hash_key_is_a_conflict_to_read_and_replaced_by_a_write() {
+    let mut node = Node::start().await;
+    let _: i64 = node.resp.hset("h", "f", "v").await.expect("RESP HSET");
+    let conflict = expect_error(node.get("/h").await, StatusCode::CONFLICT).await;
+    assert_eq!(
+        conflict,
+        "WRONGTYPE Operation against a key holding the wrong kind of value"
+    );
+    // A write replaces the hash, as Redis's SET does; a delete removes it.
+    let written = node
+        .post_json("/h", &json!({"value": "now a string"}))
+        .await;
+    assert_eq!(written.status(), StatusCode::NO_CONTENT);
+    assert_eq!(node.value("/h").await, "now a string");
+    let _: i64 = node.resp.hset("h2", "f", "v").await.expect("RESP HSET");
+    assert_eq!(node.delete("/h2").await.status(), StatusCode::NO_CONTENT);
+    let exists: bool = node.resp.exists("h2").await.expect("RESP EXISTS");
+    assert!(!exists);
+}
+
+#[tokio::test]
 async fn ttl_ms_expires_the_key() {
     let mut node = Node::start().await;
     let started = Instant::now();
@@ -513,7 +534,7 @@ async fn bodies_without_a_length_are_cut_off_at_the_limit() {
         .expect("a request");
     let response = router.clone().oneshot(request).await.expect("infallible");
     assert_eq!(response.status(), AxumStatus::PAYLOAD_TOO_LARGE);
-    assert_eq!(shared.store.get(b"streamed", |v| v.len()), None);
+    assert_eq!(shared.store.get(b"streamed", |v| v.len()).unwrap(), None);
 
     // A declared length far over the limit is refused before any of the body is read.
     let request = Request::builder()

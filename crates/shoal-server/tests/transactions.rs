@@ -166,3 +166,70 @@ fn a_watched_key_that_expires_before_exec_aborts_it() {
     std::thread::sleep(Duration::from_millis(60));
     assert!(watched_transaction_runs(&node, "gone", |_| {}));
 }
+
+#[test]
+fn watch_sees_changes_of_a_hash_field_by_field() {
+    let node = Node::start();
+    let mut con = node.con();
+    let hset = |con: &mut redis::Connection, field: &str, value: &str| {
+        let _: i64 = redis::cmd("HSET")
+            .arg("h")
+            .arg(field)
+            .arg(value)
+            .query(con)
+            .unwrap();
+    };
+    hset(&mut con, "a", "1");
+    // Reads of the hash are not changes.
+    assert!(watched_transaction_runs(&node, "h", |other| {
+        let _: Option<String> = redis::cmd("HGET").arg("h").arg("a").query(other).unwrap();
+        let _: Vec<String> = redis::cmd("HGETALL").arg("h").query(other).unwrap();
+    }));
+    // The transaction replaced the hash with a string (SET): start again, each time with
+    // fields a and b, b expiring.
+    let reset = |con: &mut redis::Connection| {
+        let _: i64 = con.del("h").unwrap();
+        hset(con, "a", "1");
+        hset(con, "b", "2");
+        let _: redis::Value = redis::cmd("HPEXPIRE")
+            .arg(&["h", "100000", "FIELDS", "1", "b"])
+            .query(con)
+            .unwrap();
+    };
+    reset(&mut con);
+    for change in [
+        &["HSET", "h", "c", "3"][..],
+        &["HDEL", "h", "b"],
+        &["HINCRBY", "h", "a", "1"],
+        &["HPEXPIRE", "h", "100000", "FIELDS", "1", "a"],
+        &["HPERSIST", "h", "FIELDS", "1", "b"],
+        &["HGETDEL", "h", "FIELDS", "1", "a"],
+    ] {
+        assert!(
+            !watched_transaction_runs(&node, "h", |other| {
+                let _: redis::Value = redis::cmd(change[0])
+                    .arg(&change[1..])
+                    .query(other)
+                    .unwrap();
+            }),
+            "{change:?} did not abort the transaction"
+        );
+        reset(&mut con);
+    }
+    // Changing nothing is no change: HPERSIST of a field without expiry.
+    assert!(watched_transaction_runs(&node, "h", |other| {
+        let _: redis::Value = redis::cmd("HPERSIST")
+            .arg(&["h", "FIELDS", "1", "a"])
+            .query(other)
+            .unwrap();
+    }));
+    reset(&mut con);
+    // A field expiring on its own is a change too.
+    let _: redis::Value = redis::cmd("HPEXPIRE")
+        .arg(&["h", "50", "FIELDS", "1", "a"])
+        .query(&mut con)
+        .unwrap();
+    assert!(!watched_transaction_runs(&node, "h", |_| {
+        std::thread::sleep(Duration::from_millis(300));
+    }));
+}

@@ -5,7 +5,7 @@
 //! narrow (key < 256 B, value < 64 KiB)      wide
 //! 0  prev      u32  LRU neighbour (newer)    same
 //! 4  next      u32  LRU neighbour (older)    same
-//! 8  meta      u24  flags:4 | access clock:20 same, then 1 byte padding
+//! 8  meta      u24  flags:4 | access clock:20 same, then the value's kind: u8
 //! 11 klen      u8                            12 klen u32
 //! 12 vlen      u16                           16 vlen u32
 //! 14 [ttl]     expiry u64 ms, vprev u32, vnext u32   (20) [ttl]
@@ -14,6 +14,10 @@
 //!
 //! A 16-byte key with a 100-byte value and no TTL is 130 bytes. Everything is read and written
 //! unaligned (blobs are 2-byte aligned), which costs nothing on the targets Shoal runs on.
+//!
+//! The value's [`Kind`] is byte 11 of the wide form; a narrow entry is always a string. So a
+//! value of another type (a hash...) always takes the wide form, six bytes more per key, and
+//! strings, the common case, pay nothing for the other types.
 
 use crate::arena::Ref;
 
@@ -47,6 +51,34 @@ pub enum Form {
     Raw,
 }
 
+/// What a key holds (Redis's object type). Stored in the wide header; narrow entries are strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum Kind {
+    /// A string: the value is its bytes.
+    #[default]
+    String = 0,
+    /// A hash: the value is an encoded hash (see `crate::value`).
+    Hash = 1,
+}
+
+impl Kind {
+    /// Redis's name for the type (`TYPE`, `SCAN ... TYPE`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::String => "string",
+            Kind::Hash => "hash",
+        }
+    }
+
+    fn from_u8(byte: u8) -> Kind {
+        match byte {
+            1 => Kind::Hash,
+            _ => Kind::String,
+        }
+    }
+}
+
 /// Bits of the access clock (seconds); it wraps after about 12 days.
 pub const CLOCK_BITS: u32 = 20;
 /// Mask of the access clock.
@@ -61,13 +93,15 @@ pub struct Shape {
     pub vlen: usize,
     /// Whether the entry has a TTL section.
     pub ttl: bool,
+    /// What the value is.
+    pub kind: Kind,
 }
 
 impl Shape {
-    /// Whether the lengths need the wide header.
+    /// Whether the entry needs the wide header: long lengths, or a value that is not a string.
     #[inline]
     pub fn is_wide(&self) -> bool {
-        self.klen > u8::MAX as usize || self.vlen > u16::MAX as usize
+        self.klen > u8::MAX as usize || self.vlen > u16::MAX as usize || self.kind != Kind::String
     }
 
     #[inline]
@@ -115,7 +149,7 @@ impl Blob {
             flags |= FLAG_WIDE;
             self.write_u32(12, key.len() as u32);
             self.write_u32(16, value.len() as u32);
-            self.write_u8(11, 0);
+            self.write_u8(11, shape.kind as u8);
         } else {
             self.write_u8(11, key.len() as u8);
             self.write_u16(12, value.len() as u16);
@@ -143,6 +177,17 @@ impl Blob {
             klen: self.klen(),
             vlen: self.vlen(),
             ttl: self.flags() & FLAG_TTL != 0,
+            kind: self.kind(),
+        }
+    }
+
+    /// What the value is.
+    #[inline]
+    pub fn kind(self) -> Kind {
+        if self.flags() & FLAG_WIDE != 0 {
+            Kind::from_u8(self.read_u8(11))
+        } else {
+            Kind::String
         }
     }
 
@@ -416,7 +461,8 @@ mod tests {
             Shape {
                 klen: 16,
                 vlen: 100,
-                ttl: false
+                ttl: false,
+                kind: Kind::String,
             }
             .len(),
             130
@@ -425,7 +471,8 @@ mod tests {
             Shape {
                 klen: 16,
                 vlen: 100,
-                ttl: true
+                ttl: true,
+                kind: Kind::String,
             }
             .len(),
             146
@@ -434,7 +481,8 @@ mod tests {
             Shape {
                 klen: 300,
                 vlen: 10,
-                ttl: false
+                ttl: false,
+                kind: Kind::String,
             }
             .len(),
             330
@@ -447,6 +495,7 @@ mod tests {
             klen: 3,
             vlen: 5,
             ttl: true,
+            kind: Kind::String,
         };
         with_blob(shape, b"key", b"value", |b| {
             assert_eq!(b.shape(), shape);
@@ -471,6 +520,31 @@ mod tests {
     }
 
     #[test]
+    fn other_kinds_are_wide_and_keep_their_kind() {
+        let shape = Shape {
+            klen: 3,
+            vlen: 4,
+            ttl: true,
+            kind: Kind::Hash,
+        };
+        assert!(shape.is_wide());
+        assert_eq!(shape.len(), 20 + 16 + 7);
+        with_blob(shape, b"key", b"\0abc", |b| {
+            assert_eq!(b.shape(), shape);
+            assert_eq!(b.kind(), Kind::Hash);
+            assert_eq!(b.value(), b"\0abc");
+        });
+        let string = Shape {
+            kind: Kind::String,
+            ..shape
+        };
+        with_blob(string, b"key", b"abcd", |b| {
+            assert_eq!(b.kind(), Kind::String);
+            assert_eq!(b.value(), b"abcd");
+        });
+    }
+
+    #[test]
     fn wide_entries_hold_long_keys_and_values() {
         let key = vec![b'k'; 1000];
         let value = vec![b'v'; 70_000];
@@ -478,6 +552,7 @@ mod tests {
             klen: key.len(),
             vlen: value.len(),
             ttl: false,
+            kind: Kind::String,
         };
         with_blob(shape, &key, &value, |b| {
             assert_eq!(b.shape(), shape);

@@ -11,6 +11,9 @@ pub enum StoreError {
     /// The value would exceed the length the caller allows.
     #[error("string exceeds maximum allowed size")]
     TooLarge,
+    /// The key holds a value of another type than the operation works on.
+    #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
+    WrongType,
 }
 
 impl From<ArenaFull> for StoreError {

@@ -17,6 +17,10 @@ const T0: u64 = 1_700_000_000_000;
 enum Effect {
     Put(Vec<u8>, Vec<u8>, Option<u64>),
     Delete(Vec<u8>),
+    PutValue(Vec<u8>, Kind, Vec<u8>, Option<u64>),
+    PutField(Vec<u8>, Vec<u8>, Vec<u8>, Option<u64>),
+    DeleteField(Vec<u8>, Vec<u8>),
+    SetExpiry(Vec<u8>, Option<u64>),
     Flush,
     BeginUnit,
     EndUnit,
@@ -41,6 +45,24 @@ impl Journal for Recorder {
     }
     fn delete(&self, key: &[u8]) {
         self.0.lock().unwrap().push(Effect::Delete(key.to_vec()));
+    }
+    fn put_value(&self, key: &[u8], kind: Kind, payload: &[u8], expiry: Option<u64>) {
+        let effect = Effect::PutValue(key.to_vec(), kind, payload.to_vec(), expiry);
+        self.0.lock().unwrap().push(effect);
+    }
+    fn put_field(&self, key: &[u8], field: &[u8], value: &[u8], expiry: Option<u64>) {
+        let effect = Effect::PutField(key.to_vec(), field.to_vec(), value.to_vec(), expiry);
+        self.0.lock().unwrap().push(effect);
+    }
+    fn delete_field(&self, key: &[u8], field: &[u8]) {
+        let effect = Effect::DeleteField(key.to_vec(), field.to_vec());
+        self.0.lock().unwrap().push(effect);
+    }
+    fn set_expiry(&self, key: &[u8], expiry: Option<u64>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(Effect::SetExpiry(key.to_vec(), expiry));
     }
     fn flush(&self, _existed: &dyn Fn(&[u8]) -> bool) {
         self.0.lock().unwrap().push(Effect::Flush);
@@ -103,18 +125,40 @@ fn incr(s: &Store, k: &[u8], by: i64) -> Result<i64, UpdateError<()>> {
     })
 }
 
-/// Every live entry, read with `scan_entries` in small steps.
-fn entries(s: &Store) -> Entries {
+/// Every live entry, read with `scan_entries` in small steps (a hash as its fields in order,
+/// as `canonical` writes them).
+pub(crate) fn entries(s: &Store) -> Entries {
     let mut all = Entries::new();
     let mut cursor = 0;
     loop {
-        cursor = s.scan_entries(cursor, 7, |k, v, e| {
-            all.insert(k.to_vec(), (v.to_vec(), e));
+        cursor = s.scan_entries(cursor, 7, |k, kind, v, e| {
+            all.insert(k.to_vec(), (canonical(kind, v), e));
         });
         if cursor == 0 {
             return all;
         }
     }
+}
+
+/// A value as text that does not depend on its encoding: a string as it is, a hash as
+/// `hash:field=value@expiry;...` in field order.
+pub(crate) fn canonical(kind: Kind, value: &[u8]) -> Vec<u8> {
+    if kind == Kind::String {
+        return value.to_vec();
+    }
+    let mut fields: Vec<String> = crate::value::packed::Packed::new(value)
+        .iter()
+        .map(|f| {
+            format!(
+                "{}={}@{:?}",
+                String::from_utf8_lossy(f.name),
+                String::from_utf8_lossy(f.value),
+                f.expiry
+            )
+        })
+        .collect();
+    fields.sort();
+    format!("hash:{}", fields.join(";")).into_bytes()
 }
 
 /// Applies what a journal heard to `s`, as a replica would.
@@ -123,6 +167,10 @@ fn replay(s: &Store, effects: &[Effect]) {
         match effect {
             Effect::Put(k, v, e) => s.restore(k, v, *e).unwrap(),
             Effect::Delete(k) => drop(s.remove(k)),
+            Effect::PutValue(k, kind, v, e) => s.restore_value(k, *kind, v, *e).unwrap(),
+            Effect::PutField(k, f, v, e) => s.restore_field(k, f, Some((v, *e))).unwrap(),
+            Effect::DeleteField(k, f) => s.restore_field(k, f, None).unwrap(),
+            Effect::SetExpiry(k, e) => s.restore_expiry(k, *e).unwrap(),
             Effect::Flush => s.clear(),
             Effect::BeginUnit | Effect::EndUnit => {}
         }
@@ -216,7 +264,10 @@ fn deletes_renames_and_copies_report_each_key() {
     set_ex(&s, "a", "1", T0 + 5000);
     set(&s, "b", "2");
     j.take();
-    assert_eq!(s.get_del(b"b", <[u8]>::to_vec), Some(b"2".to_vec()));
+    assert_eq!(
+        s.get_del(b"b", <[u8]>::to_vec).unwrap(),
+        Some(b"2".to_vec())
+    );
     assert_eq!(j.take(), [delete("b")]);
     assert_eq!(s.rename(b"a", b"z", false), Ok(RenameOutcome::Renamed));
     // Both under the locks of both keys: the destination is written first, so that a failed
@@ -305,7 +356,7 @@ fn writes_that_change_nothing_report_nothing() {
     s.get_ex(b"missing", TtlUpdate::Clear, |_| ()).unwrap();
     assert!(!s.remove(b"missing"));
     assert_eq!(s.remove_many([&b"missing"[..], b"gone"].into_iter()), 0);
-    assert_eq!(s.get_del(b"missing", |_| ()), None);
+    assert_eq!(s.get_del(b"missing", |_| ()).unwrap(), None);
     assert_eq!(incr(&s, b"text", 1), Err(UpdateError::Rejected(())));
     assert_eq!(incr(&s, b"k", 0), Err(UpdateError::Rejected(())));
     set(&s, "n", "7");
@@ -331,7 +382,7 @@ fn writes_that_change_nothing_report_nothing() {
     s.ttl(b"k");
     s.touch([&b"k"[..], b"plain"].into_iter());
     s.count_existing([&b"k"[..]].into_iter());
-    s.scan(0, 100, |_| {});
+    s.scan(0, 100, |_, _| {});
     s.for_each_key(|_| {});
     s.random_key(|_| ());
     s.maintain();
@@ -478,7 +529,7 @@ fn scan_entries_sees_every_entry_present_throughout() {
     let mut cursor = 0;
     let mut round = 0;
     loop {
-        cursor = s.scan_entries(cursor, 10, |k, v, e| {
+        cursor = s.scan_entries(cursor, 10, |k, _, v, e| {
             assert!(!k.starts_with(b"doomed:"), "an expired key was reported");
             seen.insert(k.to_vec(), (v.to_vec(), e));
         });
@@ -678,6 +729,7 @@ fn run(s: &Store, now: u64, op: &Op) {
             let options = SetOptions {
                 condition,
                 ttl: to_ttl(now, *t),
+                reads_old: false,
             };
             s.set(&key(*k), &value_of(*v), options, |_| {}).unwrap();
         }
@@ -797,7 +849,7 @@ fn scan_entries_of_an_empty_store_ends_at_once() {
     let mut calls = 0;
     let mut cursor = 0;
     loop {
-        cursor = s.scan_entries(cursor, 100, |_, _, _| calls += 1);
+        cursor = s.scan_entries(cursor, 100, |_, _, _, _| calls += 1);
         if cursor == 0 {
             break;
         }
@@ -832,6 +884,10 @@ fn an_exclusive_section_reports_its_changes_as_one_unit_and_flush_tells_what_exi
     impl Journal for Existed {
         fn put(&self, _: &[u8], _: &[u8], _: Option<u64>) {}
         fn delete(&self, _: &[u8]) {}
+        fn put_value(&self, _: &[u8], _: Kind, _: &[u8], _: Option<u64>) {}
+        fn put_field(&self, _: &[u8], _: &[u8], _: &[u8], _: Option<u64>) {}
+        fn delete_field(&self, _: &[u8], _: &[u8]) {}
+        fn set_expiry(&self, _: &[u8], _: Option<u64>) {}
         fn flush(&self, existed: &dyn Fn(&[u8]) -> bool) {
             self.0
                 .lock()

@@ -19,9 +19,10 @@ mod policy;
 mod shard;
 mod store;
 mod table;
+mod value;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use entry::Form;
+pub use entry::{Form, Kind};
 pub use error::StoreError;
 pub use events::{Journal, KeyEvents, Removal};
 pub use int::{is_canonical_i64, parse_i64};
@@ -29,11 +30,15 @@ pub use policy::{EvictionPolicy, UnknownPolicy};
 pub use shard::ENTRY_OVERHEAD;
 pub use shoal_proto::glob_match;
 pub use store::{
-    Encoding, ExpireCondition, ExpireCycle, ExpireOutcome, KeyTtl, ObjectInfo, OutOfMemory,
-    RenameOutcome, SetCondition, SetOptions, Store, StoreConfig, StoreStats, TtlUpdate,
-    UpdateError, Upkeep,
+    DEFAULT_MAX_PACKED_ENTRIES, DEFAULT_MAX_PACKED_VALUE, Encoding, ExpireCondition, ExpireCycle,
+    ExpireOutcome, HashSlot, HashWrite, KeyTtl, ObjectInfo, OutOfMemory, RenameOutcome,
+    SetCondition, SetOptions, Store, StoreConfig, StoreStats, TtlUpdate, UpdateError, Upkeep,
 };
+pub use value::packed::Field;
+pub use value::{HashEncoding, HashRef};
 
+#[cfg(test)]
+mod hash_tests;
 #[cfg(test)]
 mod journal_tests;
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 use crate::arena::{Arena, ArenaFull, PAGE_SIZE, PagePool, Ref, block_size};
-use crate::entry::{Blob, Form, Shape};
+use crate::entry::{Blob, Form, Kind, Shape};
 use crate::hash::KeyHasher;
 use crate::policy::EvictionPolicy;
 use crate::table::Table;
@@ -18,10 +18,22 @@ use crate::{Journal, KeyEvents, Removal};
 /// 58-87% occupancy, rounded up).
 pub const ENTRY_OVERHEAD: usize = 8;
 
-/// Bytes an entry of this shape is charged in `used_memory`.
+/// Bytes an entry of this shape is charged in `used_memory` for its blob (a value that owns
+/// heap memory is charged that too: see [`Shard::entry_charge`]).
 #[inline]
 pub fn charge(shape: Shape) -> usize {
     block_size(shape.len()) + ENTRY_OVERHEAD
+}
+
+/// What a rewrite of an entry tells the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// The entry's whole new state.
+    Put,
+    /// Only its expiry changed (a string reports its whole state anyway).
+    Expiry,
+    /// Nothing: the caller reports what changed (a hash's fields).
+    Quiet,
 }
 
 /// How many volatile keys `volatile-ttl` compares per eviction (Redis's `maxmemory-samples`).
@@ -65,6 +77,8 @@ pub struct ShardStats {
     pub expired: u64,
     /// Keys removed to make room under `maxmemory`.
     pub evicted: u64,
+    /// Hash fields removed because their TTL passed.
+    pub expired_fields: u64,
 }
 
 /// The store's memory limit and use, shared with its shards: a shard about to take a new page
@@ -135,6 +149,14 @@ pub(crate) struct Shard {
     events: Option<Arc<dyn KeyEvents>>,
     /// Told the resulting state of every key this shard changes (see [`Journal`]).
     journal: Option<Arc<dyn Journal>>,
+    /// Entries whose value owns heap memory (hashes in a table), so that clearing and
+    /// dropping the shard free it.
+    owners: usize,
+    /// Keys of hashes that had fields with an expiry when last written, for the active expiry
+    /// cycle to visit (kept loosely: a key deleted or changed since is dropped when visited).
+    pub(crate) field_expiring: std::collections::BTreeSet<Box<[u8]>>,
+    /// Where the active expiry cycle goes on in [`Shard::field_expiring`].
+    pub(crate) field_cursor: Option<Box<[u8]>>,
 }
 
 impl Shard {
@@ -164,6 +186,9 @@ impl Shard {
             stats: ShardStats::default(),
             events,
             journal: None,
+            owners: 0,
+            field_expiring: std::collections::BTreeSet::new(),
+            field_cursor: None,
         }
     }
 
@@ -178,12 +203,75 @@ impl Shard {
         self.journal.as_ref()
     }
 
+    /// The observer of keys (and fields) that leave on their own, if one is set.
+    pub(crate) fn events(&self) -> Option<&Arc<dyn KeyEvents>> {
+        self.events.as_ref()
+    }
+
+    /// The keyspace's hash function (hash tables of fields use it too).
+    pub(crate) fn hasher(&self) -> &KeyHasher {
+        &self.hasher
+    }
+
     /// Reports the current state of entry `r` (just written) to the journal, if one is set.
     #[inline]
     pub(crate) fn report_put(&self, r: Ref) {
         if let Some(journal) = &self.journal {
             let b = self.blob(r);
-            journal.put(b.key(), b.value(), b.has_ttl().then(|| b.expiry()));
+            let expiry = b.has_ttl().then(|| b.expiry());
+            match b.kind() {
+                Kind::String => journal.put(b.key(), b.value(), expiry),
+                kind => crate::value::with_payload(kind, b.value(), |payload| {
+                    journal.put_value(b.key(), kind, payload, expiry)
+                }),
+            }
+        }
+    }
+
+    /// Reports what a rewrite of `r` changed, as `report` says.
+    fn report(&self, r: Ref, report: Report) {
+        match report {
+            Report::Quiet => {}
+            Report::Expiry if self.blob(r).kind() != Kind::String => {
+                if let Some(journal) = &self.journal {
+                    let b = self.blob(r);
+                    journal.set_expiry(b.key(), b.has_ttl().then(|| b.expiry()));
+                }
+            }
+            Report::Put | Report::Expiry => self.report_put(r),
+        }
+    }
+
+    /// Bytes entry `b` is charged in `used_memory`: its blob and index share, and the heap
+    /// memory its value owns.
+    #[inline]
+    pub(crate) fn entry_charge(&self, b: Blob) -> usize {
+        let shape = b.shape();
+        let external = if shape.kind == Kind::String {
+            0
+        } else {
+            // SAFETY: `b` is a live entry of this shard, which is locked.
+            unsafe { crate::value::external_bytes(shape.kind, b.value()) }
+        };
+        charge(shape) + external
+    }
+
+    /// Frees the heap memory entry `b`'s value owns (the entry is being freed or given a new
+    /// value).
+    fn release_value(&mut self, b: Blob) {
+        let kind = b.kind();
+        if kind != Kind::String && crate::value::owns_heap(kind, b.value()) {
+            // SAFETY: the entry gives its value up; nothing reads it afterwards.
+            unsafe { crate::value::release(kind, b.value()) };
+            self.owners -= 1;
+        }
+    }
+
+    /// Counts entry `b` among those owning heap memory, if its value does.
+    fn adopt_value(&mut self, b: Blob) {
+        let kind = b.kind();
+        if kind != Kind::String && crate::value::owns_heap(kind, b.value()) {
+            self.owners += 1;
         }
     }
 
@@ -280,7 +368,7 @@ impl Shard {
         }
     }
 
-    /// Adds a new entry (the key must be absent) at the head of the LRU list.
+    /// Adds a new string entry (the key must be absent) at the head of the LRU list.
     pub(crate) fn insert(
         &mut self,
         hash: u64,
@@ -289,10 +377,28 @@ impl Shard {
         expiry: Option<u64>,
         clock: u32,
     ) -> Result<Ref, ArenaFull> {
+        self.insert_kind(hash, key, Kind::String, value, expiry, clock, Report::Put)
+    }
+
+    /// Adds a new entry of `kind` (the key must be absent) at the head of the LRU list, and
+    /// reports it as `report` says (`Put` or `Quiet`). A value that owns heap memory is owned
+    /// by the entry from now on.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn insert_kind(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        kind: Kind,
+        value: &[u8],
+        expiry: Option<u64>,
+        clock: u32,
+        report: Report,
+    ) -> Result<Ref, ArenaFull> {
         let shape = Shape {
             klen: key.len(),
             vlen: value.len(),
             ttl: expiry.is_some(),
+            kind,
         };
         let r = self.alloc(shape.len(), Ref::NIL)?;
         let b = self.blob(r);
@@ -309,8 +415,9 @@ impl Shard {
             // SAFETY: values in the table are refs of live blobs.
             hasher.hash(unsafe { Blob::at(arena.ptr(Ref(v))) }.key())
         });
-        self.used += charge(shape);
-        self.report_put(r);
+        self.adopt_value(b);
+        self.used += self.entry_charge(b);
+        self.report(r, report);
         Ok(r)
     }
 
@@ -324,7 +431,7 @@ impl Shard {
         expiry: Option<u64>,
         clock: u32,
     ) -> Result<Ref, ArenaFull> {
-        let r = self.rewrite(slot, r, Some(value), expiry)?;
+        let r = self.rewrite(slot, r, Some((Kind::String, value)), expiry, Report::Put)?;
         self.blob(r).set_form(Form::Auto);
         self.touch(r, clock);
         Ok(r)
@@ -342,35 +449,52 @@ impl Shard {
         if b.has_ttl().then(|| b.expiry()) == expiry {
             return Ok(r);
         }
-        self.rewrite(slot, r, None, expiry)
+        self.rewrite(slot, r, None, expiry, Report::Expiry)
     }
 
-    /// Rewrites an entry with `value` (or its current value) and `expiry`, in place when the
-    /// blob keeps its size class and layout, else in a new blob that takes over the old one's
-    /// place in every list and in the index. Reports the result to the journal.
-    fn rewrite(
+    /// Rewrites an entry with `value` (a new kind and value, or its current ones) and `expiry`,
+    /// in place when the blob keeps its size class and layout, else in a new blob that takes
+    /// over the old one's place in every list and in the index. Reports the result to the
+    /// journal as `report` says. A new value replaces the old one whole: heap memory the old
+    /// one owned is freed, and heap memory the new one points to is the entry's from now on.
+    pub(crate) fn rewrite(
         &mut self,
         slot: usize,
         r: Ref,
-        value: Option<&[u8]>,
+        value: Option<(Kind, &[u8])>,
         expiry: Option<u64>,
+        report: Report,
     ) -> Result<Ref, ArenaFull> {
         let old = self.blob(r);
         let old_shape = old.shape();
+        let old_charge = self.entry_charge(old);
         let old_expiry = old.has_ttl().then(|| old.expiry());
         let new_shape = Shape {
             klen: old_shape.klen,
-            vlen: value.map_or(old_shape.vlen, <[u8]>::len),
+            vlen: value.map_or(old_shape.vlen, |(_, v)| v.len()),
             ttl: expiry.is_some(),
+            kind: value.map_or(old_shape.kind, |(k, _)| k),
         };
+        // Allocate first (it may fail, or evict): the old value stays whole until then.
         let in_place = new_shape.ttl == old_shape.ttl
+            && new_shape.kind == old_shape.kind
             && new_shape.is_wide() == old_shape.is_wide()
             && self
                 .arena
                 .resize_in_place(r, old_shape.len(), new_shape.len());
-        let r = if in_place {
+        let fresh = if in_place {
+            None
+        } else {
+            Some(self.alloc(new_shape.len(), r)?)
+        };
+        if value.is_some() {
+            self.release_value(old);
+        }
+        let r = if let Some(fresh) = fresh {
+            self.move_rewritten(slot, r, fresh, new_shape, value, expiry)
+        } else {
             let b = self.blob(r);
-            if let Some(value) = value {
+            if let Some((_, value)) = value {
                 b.set_vlen(value.len());
                 b.value_mut().copy_from_slice(value);
             }
@@ -379,35 +503,52 @@ impl Shard {
                 b.set_expiry(at);
             }
             r
-        } else {
-            let fresh = self.alloc(new_shape.len(), r)?;
-            let b = self.blob(fresh);
-            b.init(
-                new_shape,
-                old.key(),
-                value.unwrap_or(old.value()),
-                old.clock(),
-            );
-            b.set_form(old.form());
-            self.lru_replace(r, fresh);
-            if let Some(old_at) = old_expiry {
-                self.vol_unlink(r);
-                self.volatile -= 1;
-                self.expiry_sum -= u128::from(old_at);
-            }
-            if let Some(at) = expiry {
-                b.set_expiry(at);
-                self.vol_push_front(fresh);
-                self.volatile += 1;
-                self.expiry_sum += u128::from(at);
-            }
-            self.table.set(slot, fresh.0);
-            self.arena.free(r, old_shape.len());
-            fresh
         };
-        self.used = self.used - charge(old_shape) + charge(new_shape);
-        self.report_put(r);
+        let b = self.blob(r);
+        if value.is_some() {
+            self.adopt_value(b);
+        }
+        self.used = self.used - old_charge + self.entry_charge(b);
+        self.report(r, report);
         Ok(r)
+    }
+
+    /// The part of [`Shard::rewrite`] that moves the entry `r` (in `slot`) into the new blob
+    /// `fresh`: writes it, puts it in `r`'s place in every list and in the index, frees `r`.
+    fn move_rewritten(
+        &mut self,
+        slot: usize,
+        r: Ref,
+        fresh: Ref,
+        new_shape: Shape,
+        value: Option<(Kind, &[u8])>,
+        expiry: Option<u64>,
+    ) -> Ref {
+        let old = self.blob(r);
+        let old_expiry = old.has_ttl().then(|| old.expiry());
+        let b = self.blob(fresh);
+        b.init(
+            new_shape,
+            old.key(),
+            value.map_or(old.value(), |(_, v)| v),
+            old.clock(),
+        );
+        b.set_form(old.form());
+        self.lru_replace(r, fresh);
+        if let Some(old_at) = old_expiry {
+            self.vol_unlink(r);
+            self.volatile -= 1;
+            self.expiry_sum -= u128::from(old_at);
+        }
+        if let Some(at) = expiry {
+            b.set_expiry(at);
+            self.vol_push_front(fresh);
+            self.volatile += 1;
+            self.expiry_sum += u128::from(at);
+        }
+        self.table.set(slot, fresh.0);
+        self.arena.free(r, old.len());
+        fresh
     }
 
     /// Grows a value by appending `suffix`, in place when possible (large values grow with
@@ -436,7 +577,7 @@ impl Shard {
         value.extend_from_slice(old.value());
         value.extend_from_slice(suffix);
         let expiry = old.has_ttl().then(|| old.expiry());
-        let r = self.rewrite(slot, r, Some(&value), expiry)?;
+        let r = self.rewrite(slot, r, Some((Kind::String, &value)), expiry, Report::Put)?;
         self.blob(r).set_form(Form::Raw);
         Ok(r)
     }
@@ -465,9 +606,9 @@ impl Shard {
             self.expiry_sum -= u128::from(b.expiry());
         }
         self.table.erase(slot, hash);
-        let shape = b.shape();
-        self.used -= charge(shape);
-        self.arena.free(r, shape.len());
+        self.used -= self.entry_charge(b);
+        self.release_value(b);
+        self.arena.free(r, b.len());
     }
 
     /// Removes the entry `r` (found by a list walk rather than by key).
@@ -742,6 +883,9 @@ impl Shard {
     /// Drops every entry (counters stay). Reports nothing: the store reports one flush for all
     /// its shards.
     pub(crate) fn clear(&mut self) {
+        self.release_values();
+        self.field_expiring.clear();
+        self.field_cursor = None;
         self.index_returned += self.table.bytes() as u64;
         self.table.clear();
         self.arena.clear();
@@ -753,6 +897,18 @@ impl Shard {
         self.volatile = 0;
         self.expiry_sum = 0;
         self.used = 0;
+    }
+
+    /// Frees the heap memory of every entry's value (before the arena goes).
+    fn release_values(&mut self) {
+        if self.owners == 0 {
+            return;
+        }
+        let refs: Vec<Ref> = self.refs().collect();
+        for r in refs {
+            let b = self.blob(r);
+            self.release_value(b);
+        }
     }
 
     /// Entries from most to least recently used (for tests and consistency checks).
@@ -880,7 +1036,7 @@ impl Shard {
                 self.find(self.hasher.hash(b.key()), b.key())
                     .is_some_and(|(_, x)| x == r)
             );
-            used += charge(b.shape());
+            used += self.entry_charge(b);
             prev = r;
             count += 1;
         }
@@ -904,5 +1060,11 @@ impl Shard {
         assert_eq!(volatile, self.volatile);
         assert_eq!(sum, self.expiry_sum);
         self.arena.check_invariants();
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        self.release_values();
     }
 }

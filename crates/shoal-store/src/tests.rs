@@ -47,6 +47,7 @@ pub(crate) fn set_ex(s: &Store, k: &str, v: &str, at: u64) {
 /// `k`'s value, as text.
 pub(crate) fn get(s: &Store, k: &str) -> Option<String> {
     s.get(k.as_bytes(), |v| String::from_utf8(v.to_vec()).unwrap())
+        .unwrap()
 }
 
 fn keys_of(s: &Store) -> Vec<String> {
@@ -62,8 +63,8 @@ fn values_are_binary_safe() {
     let value: Vec<u8> = (0..=255).collect();
     s.set(b"\x00key\r\n", &value, SetOptions::default(), |_| {})
         .unwrap();
-    assert_eq!(s.get(b"\x00key\r\n", <[u8]>::to_vec), Some(value));
-    assert_eq!(s.get(b"\x00key", <[u8]>::to_vec), None);
+    assert_eq!(s.get(b"\x00key\r\n", <[u8]>::to_vec).unwrap(), Some(value));
+    assert_eq!(s.get(b"\x00key", <[u8]>::to_vec).unwrap(), None);
 }
 
 #[test]
@@ -351,8 +352,11 @@ fn getex_and_getdel() {
         "GETEX with a past time returns the value and deletes the key"
     );
     set(&s, "k", "v");
-    assert_eq!(s.get_del(b"k", <[u8]>::to_vec), Some(b"v".to_vec()));
-    assert_eq!(s.get_del(b"k", <[u8]>::to_vec), None);
+    assert_eq!(
+        s.get_del(b"k", <[u8]>::to_vec).unwrap(),
+        Some(b"v".to_vec())
+    );
+    assert_eq!(s.get_del(b"k", <[u8]>::to_vec).unwrap(), None);
 }
 
 #[test]
@@ -445,7 +449,7 @@ fn scan_sees_every_key_present_throughout() {
     let mut cursor = 0;
     let mut round = 0;
     loop {
-        cursor = s.scan(cursor, 10, |k| {
+        cursor = s.scan(cursor, 10, |k, _| {
             seen.insert(k.to_vec());
         });
         round += 1;
@@ -506,12 +510,15 @@ fn append_and_setrange_grow_values() {
     for _ in 0..2000 {
         s.append(b"big", &[b'z'; 50], 1 << 20).unwrap();
     }
-    assert_eq!(s.get(b"big", <[u8]>::len), Some(100_000));
+    assert_eq!(s.get(b"big", <[u8]>::len).unwrap(), Some(100_000));
     assert_eq!(s.append(b"k", b"x", 11), Err(StoreError::TooLarge));
     assert_eq!(s.set_range(b"k", 6, b"WORLD", 1 << 20), Ok(11));
     assert_eq!(get(&s, "k").as_deref(), Some("hello WORLD"));
     assert_eq!(s.set_range(b"n", 3, b"x", 1 << 20), Ok(4));
-    assert_eq!(s.get(b"n", <[u8]>::to_vec), Some(b"\0\0\0x".to_vec()));
+    assert_eq!(
+        s.get(b"n", <[u8]>::to_vec).unwrap(),
+        Some(b"\0\0\0x".to_vec())
+    );
     assert_eq!(s.set_range(b"none", 3, b"", 1 << 20), Ok(0));
     assert_eq!(s.len(), 3);
     s.check_invariants();
@@ -580,7 +587,10 @@ fn compaction_releases_pages_and_keeps_data() {
     assert!(released > 0, "nothing was compacted");
     assert!(s.stats().arena_bytes < before / 2);
     for i in (0..50_000).step_by(5) {
-        assert_eq!(s.get(format!("k{i}").as_bytes(), <[u8]>::len), Some(i % 90));
+        assert_eq!(
+            s.get(format!("k{i}").as_bytes(), <[u8]>::len).unwrap(),
+            Some(i % 90)
+        );
         assert_eq!(
             s.ttl(format!("k{i}").as_bytes()),
             KeyTtl::ExpiresAt(T0 + 1_000_000 + i as u64)
@@ -813,7 +823,7 @@ proptest! {
                     model.insert(key(k), (value_of(v), ttl.map(|t| now + u64::from(t))));
                 }
                 Op::Get(k) => {
-                    prop_assert_eq!(s.get(&key(k), <[u8]>::to_vec), model.get(&key(k)).map(|(v, _)| v.clone()));
+                    prop_assert_eq!(s.get(&key(k), <[u8]>::to_vec).unwrap(), model.get(&key(k)).map(|(v, _)| v.clone()));
                 }
                 Op::Del(k) => {
                     prop_assert_eq!(s.remove(&key(k)), model.remove(&key(k)).is_some());

@@ -3,6 +3,11 @@
 //! The data in [`redis7`] is recorded from a real `redis-server` 7.0 by
 //! `tools/gen-command-table.py`, so `COMMAND`, `COMMAND INFO` and `COMMAND DOCS` answer byte for
 //! byte as Redis does, and the arity and key positions that cluster clients route by are Redis's own.
+//!
+//! Commands of later Redis versions (7.4's hash field expiry: `HEXPIRE`..., 8.0's `HGETDEL`,
+//! `HGETEX`, `HSETEX`) cannot be recorded from Redis 7.0: the generator's `LATER_COMMANDS`
+//! describes them by hand and builds their entries in the recorded ones' shapes, so they live in
+//! the same table and need nothing special here.
 
 use std::ops::Range;
 

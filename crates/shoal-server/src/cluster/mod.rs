@@ -380,7 +380,7 @@ impl ClusterState {
         let deadline = Instant::now() + budget;
         let mut doomed: Vec<Vec<u8>> = Vec::new();
         loop {
-            state.cursor = store.scan(state.cursor, DROP_BATCH, |key| {
+            state.cursor = store.scan(state.cursor, DROP_BATCH, |key, _| {
                 if !serves(&routing, key_slot(key)) {
                     doomed.push(key.to_vec());
                 }

@@ -188,27 +188,27 @@ pub fn persist(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     Ok(())
 }
 
-/// `TYPE key`: every Shoal value is a string.
+/// `TYPE key`
 pub fn type_(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
-    let exists = ctx.shared.store.count_existing([argv.get(1)].into_iter()) > 0;
-    ctx.reply().simple(if exists { "string" } else { "none" });
+    let kind = ctx.shared.store.kind_of(argv.get(1));
+    ctx.reply().simple(kind.map_or("none", |k| k.name()));
     Ok(())
 }
 
 /// Collects keys into one buffer (lengths and bytes) to reply once their number is known.
 #[derive(Default)]
-struct KeyList {
+pub(crate) struct KeyList {
     bytes: Vec<u8>,
     ends: Vec<usize>,
 }
 
 impl KeyList {
-    fn push(&mut self, key: &[u8]) {
+    pub(crate) fn push(&mut self, key: &[u8]) {
         self.bytes.extend_from_slice(key);
         self.ends.push(self.bytes.len());
     }
 
-    fn write(&self, reply: &mut Reply<'_>) {
+    pub(crate) fn write(&self, reply: &mut Reply<'_>) {
         reply.array(self.ends.len());
         let mut start = 0;
         for &end in &self.ends {
@@ -237,7 +237,7 @@ pub fn scan(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let cursor = parse_cursor(argv.get(1)).ok_or(CommandError::fixed("ERR invalid cursor"))?;
     let mut pattern: Option<&[u8]> = None;
     let mut count = 10usize;
-    let mut only_strings = true;
+    let mut only_type: Option<&[u8]> = None;
     let mut i = 2;
     while i < argv.len() {
         let Some(value) = argv.try_get(i + 1) else {
@@ -252,15 +252,16 @@ pub fn scan(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
             }
             count = n as usize;
         } else if is(argv.get(i), "TYPE") {
-            only_strings = value.eq_ignore_ascii_case(b"string");
+            only_type = Some(value);
         } else {
             return Err(CommandError::Syntax);
         }
         i += 2;
     }
     let mut list = KeyList::default();
-    let next = ctx.shared.store.scan(cursor, count, |key| {
-        if only_strings && pattern.is_none_or(|p| glob_match(p, key, false)) {
+    let next = ctx.shared.store.scan(cursor, count, |key, kind| {
+        let typed = only_type.is_none_or(|t| t.eq_ignore_ascii_case(kind.name().as_bytes()));
+        if typed && pattern.is_none_or(|p| glob_match(p, key, false)) {
             list.push(key);
         }
     });
@@ -274,7 +275,7 @@ pub fn scan(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 /// Parses a `SCAN` cursor as Redis does with `strtoul(s, &end, 10)`: no leading space, an
 /// optional sign (a negative cursor wraps around, as C's unsigned negation does), digits, nothing
 /// after them, no overflow. An empty string is cursor 0.
-fn parse_cursor(arg: &[u8]) -> Option<u64> {
+pub(crate) fn parse_cursor(arg: &[u8]) -> Option<u64> {
     let arg = shoal_proto::args::c_str(arg);
     let (negative, digits) = match arg.split_first() {
         None => return Some(0),

@@ -3,6 +3,8 @@
 //! `CLIENT ...`) are the front door's; everything else a node runs is here.
 
 mod cluster;
+mod hash_ttl;
+mod hashes;
 mod introspection;
 mod keys;
 mod pubsub;
@@ -132,6 +134,35 @@ fn handler_of(name: &str) -> Option<Handler> {
         "incrby" => Now(strings::incrby),
         "decrby" => Now(strings::decrby),
         "incrbyfloat" => Now(strings::incrbyfloat),
+        // hashes
+        "hset" => Now(hashes::hset),
+        "hmset" => Now(hashes::hmset),
+        "hsetnx" => Now(hashes::hsetnx),
+        "hget" => Now(hashes::hget),
+        "hmget" => Now(hashes::hmget),
+        "hgetall" => Now(hashes::hgetall),
+        "hkeys" => Now(hashes::hkeys),
+        "hvals" => Now(hashes::hvals),
+        "hlen" => Now(hashes::hlen),
+        "hexists" => Now(hashes::hexists),
+        "hstrlen" => Now(hashes::hstrlen),
+        "hdel" => Now(hashes::hdel),
+        "hincrby" => Now(hashes::hincrby),
+        "hincrbyfloat" => Now(hashes::hincrbyfloat),
+        "hscan" => Now(hashes::hscan),
+        "hrandfield" => Now(hashes::hrandfield),
+        "hexpire" => Now(hash_ttl::hexpire),
+        "hpexpire" => Now(hash_ttl::hpexpire),
+        "hexpireat" => Now(hash_ttl::hexpireat),
+        "hpexpireat" => Now(hash_ttl::hpexpireat),
+        "httl" => Now(hash_ttl::httl),
+        "hpttl" => Now(hash_ttl::hpttl),
+        "hexpiretime" => Now(hash_ttl::hexpiretime),
+        "hpexpiretime" => Now(hash_ttl::hpexpiretime),
+        "hpersist" => Now(hash_ttl::hpersist),
+        "hgetdel" => Now(hash_ttl::hgetdel),
+        "hgetex" => Now(hash_ttl::hgetex),
+        "hsetex" => Now(hash_ttl::hsetex),
         // keyspace
         "del" | "unlink" => Now(keys::del),
         "exists" => Now(keys::exists),
@@ -257,6 +288,7 @@ pub(crate) fn store_error(error: StoreError) -> CommandError {
     match error {
         StoreError::TooLarge => CommandError::StringTooLong,
         StoreError::AddressSpace => CommandError::OutOfMemory,
+        StoreError::WrongType => CommandError::WrongType,
     }
 }
 

@@ -106,6 +106,10 @@ fn redis_param(name: &str) -> Option<RedisParam> {
         "slowlog-log-slower-than" => number(false, false, -1, LONG_MAX),
         "slowlog-max-len" => number(false, true, 0, LONG_MAX),
         "busy-reply-threshold" | "lua-time-limit" => number(false, false, 0, LONG_MAX),
+        "hash-max-listpack-entries" | "hash-max-ziplist-entries" => {
+            number(false, true, 0, LONG_MAX)
+        }
+        "hash-max-listpack-value" | "hash-max-ziplist-value" => number(true, true, 0, LONG_MAX),
         "maxmemory-policy" => Some(RedisParam::Policy),
         "client-output-buffer-limit" => Some(RedisParam::OutputLimit),
         _ => None,

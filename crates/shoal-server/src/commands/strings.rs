@@ -119,6 +119,7 @@ pub fn get(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     if shared
         .store
         .get(argv.get(1), |v| Reply::new(out, protocol).bulk(v))
+        .map_err(store_error)?
         .is_none()
     {
         ctx.notify(class::KEY_MISS, "keymiss", argv.get(1));
@@ -152,7 +153,11 @@ pub fn set(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .set(
             argv.get(1),
             argv.get(2),
-            SetOptions { condition, ttl },
+            SetOptions {
+                condition,
+                ttl,
+                reads_old: get,
+            },
             |old| {
                 if get {
                     match old {
@@ -184,6 +189,7 @@ pub fn setnx(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let options = SetOptions {
         condition: SetCondition::IfAbsent,
         ttl: TtlUpdate::Clear,
+        reads_old: false,
     };
     let written = ctx
         .shared
@@ -207,6 +213,7 @@ fn set_with_expiry(
     let options = SetOptions {
         condition: SetCondition::Always,
         ttl: TtlUpdate::At(at),
+        reads_old: false,
     };
     ctx.shared
         .store
@@ -234,9 +241,16 @@ pub fn getex(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     let ttl = match options.expire {
         Some((unit, arg)) => match expire_at(ctx, unit, arg, "getex") {
             Ok(at) => TtlUpdate::At(at),
-            // Redis looks the key up before it checks the time: a missing key answers null.
+            // Redis looks the key up before it checks the time: a missing key answers null,
+            // a key of another type WRONGTYPE.
             Err(error) => {
-                if ctx.shared.store.get(argv.get(1), |_| ()).is_none() {
+                if ctx
+                    .shared
+                    .store
+                    .get(argv.get(1), |_| ())
+                    .map_err(store_error)?
+                    .is_none()
+                {
                     ctx.reply().null();
                     return Ok(());
                 }
@@ -273,6 +287,7 @@ pub fn getdel(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     if shared
         .store
         .get_del(argv.get(1), |v| Reply::new(out, protocol).bulk(v))
+        .map_err(store_error)?
         .is_none()
     {
         ctx.reply().null();
@@ -293,7 +308,10 @@ pub fn getset(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .set(
             argv.get(1),
             argv.get(2),
-            SetOptions::default(),
+            SetOptions {
+                reads_old: true,
+                ..SetOptions::default()
+            },
             |old| match old {
                 Some(v) => Reply::new(out, protocol).bulk(v),
                 None => Reply::new(out, protocol).null(),
@@ -387,7 +405,12 @@ pub fn append(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 
 /// `STRLEN key`
 pub fn strlen(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
-    let len = ctx.shared.store.get(argv.get(1), <[u8]>::len).unwrap_or(0);
+    let len = ctx
+        .shared
+        .store
+        .get(argv.get(1), <[u8]>::len)
+        .map_err(store_error)?
+        .unwrap_or(0);
     ctx.reply().int(len as i64);
     Ok(())
 }
@@ -423,7 +446,7 @@ pub fn getrange(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         let slice = range_of(v.len(), start, end).map_or(&[][..], |(s, e)| &v[s..e]);
         Reply::new(out, protocol).bulk(slice);
     });
-    if found.is_none() {
+    if found.map_err(store_error)?.is_none() {
         ctx.reply().bulk(b"");
     }
     Ok(())

@@ -3,7 +3,15 @@
 //!
 //! | frame | meaning |
 //! | --- | --- |
-//! | `SET key value [PXAT ms]` | the key now holds this value (and expiry) |
+//! | `SET key value [PXAT ms]` | the key now holds this string (and expiry) |
+//! | `SHOAL.VALUE key hash payload [PXAT ms]` | the key now holds this whole hash (its fields |
+//! | | packed, as `Store::restore_value` reads them), and expiry: a snapshot's hash, `RENAME`, `COPY` |
+//! | `HSET key field value` | the field now holds this value, without expiry (the hash is created |
+//! | | if needed; the key's own expiry is unchanged) |
+//! | `HSETEX key PXAT ms FIELDS 1 field value` | the same, the field expiring at `ms` |
+//! | `HDEL key field` | the field is gone |
+//! | `PEXPIREAT key ms` / `PERSIST key` | the key (not a string: a string's change is a `SET`) |
+//! | | now expires at `ms` / never |
 //! | `DEL key` | the key is gone |
 //! | `FLUSHALL` | every key is gone |
 //! | `PING` | the primary is alive (every second while idle) |
@@ -13,7 +21,7 @@
 //! | | applies them together, in its store's exclusive section, never half of them |
 
 use shoal_proto::{Argv, Limits, Parsed, ProtocolError, RequestParser, peek_key};
-use shoal_store::Store;
+use shoal_store::{Kind, Store};
 
 /// The frame that ends a snapshot.
 pub const SNAPSHOT_END: &[u8] = b"*2\r\n$14\r\nSHOAL.SNAPSHOT\r\n$3\r\nEND\r\n";
@@ -56,6 +64,94 @@ pub fn put(out: &mut impl Extend<u8>, key: &[u8], value: &[u8], expiry: Option<u
         bulk(out, b"PXAT");
         let mut digits = itoa::Buffer::new();
         bulk(out, digits.format(at).as_bytes());
+    }
+}
+
+/// Appends the frame stating that `key` holds the value of `kind` whose whole state is
+/// `payload` (expiring at `expiry`).
+pub fn put_value(
+    out: &mut impl Extend<u8>,
+    key: &[u8],
+    kind: Kind,
+    payload: &[u8],
+    expiry: Option<u64>,
+) {
+    header(out, b'*', if expiry.is_some() { 6 } else { 4 });
+    bulk(out, b"SHOAL.VALUE");
+    bulk(out, key);
+    bulk(out, kind.name().as_bytes());
+    bulk(out, payload);
+    if let Some(at) = expiry {
+        bulk(out, b"PXAT");
+        bulk(out, itoa::Buffer::new().format(at).as_bytes());
+    }
+}
+
+/// Appends the frame stating that `key` holds a value of `kind` (a snapshot's entry).
+pub fn put_any(
+    out: &mut impl Extend<u8>,
+    key: &[u8],
+    kind: Kind,
+    value: &[u8],
+    expiry: Option<u64>,
+) {
+    match kind {
+        Kind::String => put(out, key, value, expiry),
+        kind => put_value(out, key, kind, value, expiry),
+    }
+}
+
+/// Appends the frame stating that field `field` of the hash `key` holds `value` (expiring at
+/// `expiry`).
+pub fn put_field(
+    out: &mut impl Extend<u8>,
+    key: &[u8],
+    field: &[u8],
+    value: &[u8],
+    expiry: Option<u64>,
+) {
+    match expiry {
+        None => {
+            header(out, b'*', 4);
+            bulk(out, b"HSET");
+            bulk(out, key);
+        }
+        Some(at) => {
+            header(out, b'*', 8);
+            bulk(out, b"HSETEX");
+            bulk(out, key);
+            bulk(out, b"PXAT");
+            bulk(out, itoa::Buffer::new().format(at).as_bytes());
+            bulk(out, b"FIELDS");
+            bulk(out, b"1");
+        }
+    }
+    bulk(out, field);
+    bulk(out, value);
+}
+
+/// Appends the frame stating that field `field` of the hash `key` is gone.
+pub fn delete_field(out: &mut impl Extend<u8>, key: &[u8], field: &[u8]) {
+    header(out, b'*', 3);
+    bulk(out, b"HDEL");
+    bulk(out, key);
+    bulk(out, field);
+}
+
+/// Appends the frame stating that `key` (not a string) expires at `expiry` or never.
+pub fn set_expiry(out: &mut impl Extend<u8>, key: &[u8], expiry: Option<u64>) {
+    match expiry {
+        Some(at) => {
+            header(out, b'*', 3);
+            bulk(out, b"PEXPIREAT");
+            bulk(out, key);
+            bulk(out, itoa::Buffer::new().format(at).as_bytes());
+        }
+        None => {
+            header(out, b'*', 2);
+            bulk(out, b"PERSIST");
+            bulk(out, key);
+        }
     }
 }
 
@@ -220,23 +316,50 @@ fn apply_frame(argv: &Argv<'_>, store: &Store) -> Result<Applied, StreamError> {
         StreamError::Unexpected(words.join(" "))
     };
     let name = argv.get(0);
+    // `PXAT ms` at `at`, if the frame has it there.
+    let pxat = |at: usize| -> Result<Option<u64>, StreamError> {
+        if argv.len() <= at {
+            return Ok(None);
+        }
+        if !is(argv.get(at), "PXAT") {
+            return Err(unexpected());
+        }
+        Ok(Some(
+            shoal_store::parse_i64(argv.get(at + 1)).ok_or_else(unexpected)? as u64,
+        ))
+    };
+    // A value the store cannot hold (over its limits) is dropped here as on the primary it
+    // could not have been written; nothing else may stop the stream.
+    let stored = |result: Result<(), shoal_store::StoreError>| {
+        if let Err(e) = result {
+            tracing::warn!("replica could not store a key: {e}");
+        }
+        Ok(Applied::Change)
+    };
     match argv.len() {
         3 | 5 if is(name, "SET") => {
-            let expiry = if argv.len() == 5 {
-                if !is(argv.get(3), "PXAT") {
-                    return Err(unexpected());
-                }
-                Some(shoal_store::parse_i64(argv.get(4)).ok_or_else(unexpected)? as u64)
-            } else {
-                None
-            };
-            // A value the store cannot hold (over its limits) is dropped here as on the
-            // primary it could not have been written; nothing else may stop the stream.
-            if let Err(e) = store.restore(argv.get(1), argv.get(2), expiry) {
-                tracing::warn!("replica could not store a key: {e}");
-            }
-            Ok(Applied::Change)
+            let expiry = pxat(3)?;
+            stored(store.restore(argv.get(1), argv.get(2), expiry))
         }
+        4 | 6 if is(name, "SHOAL.VALUE") && is(argv.get(2), "hash") => {
+            let expiry = pxat(4)?;
+            stored(store.restore_value(argv.get(1), Kind::Hash, argv.get(3), expiry))
+        }
+        4 if is(name, "HSET") => {
+            let state = Some((argv.get(3), None));
+            stored(store.restore_field(argv.get(1), argv.get(2), state))
+        }
+        8 if is(name, "HSETEX") && is(argv.get(4), "FIELDS") && argv.get(5) == b"1" => {
+            let expiry = pxat(2)?;
+            let state = Some((argv.get(7), expiry));
+            stored(store.restore_field(argv.get(1), argv.get(6), state))
+        }
+        3 if is(name, "HDEL") => stored(store.restore_field(argv.get(1), argv.get(2), None)),
+        3 if is(name, "PEXPIREAT") => {
+            let at = shoal_store::parse_i64(argv.get(2)).ok_or_else(unexpected)? as u64;
+            stored(store.restore_expiry(argv.get(1), Some(at)))
+        }
+        2 if is(name, "PERSIST") => stored(store.restore_expiry(argv.get(1), None)),
         2 if is(name, "DEL") => {
             store.remove(argv.get(1));
             Ok(Applied::Change)
@@ -295,10 +418,13 @@ mod tests {
             }
             assert_eq!(counted, total - SNAPSHOT_END.len());
             assert_eq!(ends, 1);
-            assert_eq!(s.get(b"a", |v| v.to_vec()), None);
-            assert_eq!(s.get(b"b", |v| v.to_vec()), Some(b"two\r\n".to_vec()));
+            assert_eq!(s.get(b"a", |v| v.to_vec()).unwrap(), None);
+            assert_eq!(
+                s.get(b"b", |v| v.to_vec()).unwrap(),
+                Some(b"two\r\n".to_vec())
+            );
             assert_eq!(s.ttl(b"b"), KeyTtl::ExpiresAt(50_000));
-            assert_eq!(s.get(b"c", |v| v.to_vec()), Some(b"3".to_vec()));
+            assert_eq!(s.get(b"c", |v| v.to_vec()).unwrap(), Some(b"3".to_vec()));
         }
     }
 
@@ -330,7 +456,10 @@ mod tests {
             let mut counted = 0;
             let mut on = |n: usize, _: Applied| counted += n;
             let first = applier.apply(&stream[..cut], &s, &mut on).unwrap();
-            let (a, b) = (s.get(b"a", |v| v.to_vec()), s.get(b"b", |v| v.to_vec()));
+            let (a, b) = (
+                s.get(b"a", |v| v.to_vec()).unwrap(),
+                s.get(b"b", |v| v.to_vec()).unwrap(),
+            );
             if cut < unit_end {
                 // Not all of the unit is here: none of it is applied, and it stays.
                 assert!(first <= unit_start, "cut at {cut}: consumed {first}");
@@ -345,8 +474,74 @@ mod tests {
                 done += n;
             }
             assert_eq!(counted, total, "every byte counts in the offset");
-            assert_eq!(s.get(b"b", |v| v.to_vec()), Some(b"1".to_vec()));
+            assert_eq!(s.get(b"b", |v| v.to_vec()).unwrap(), Some(b"1".to_vec()));
         }
+    }
+
+    /// What the hash `key` holds, as sorted `field=value` strings (empty: no hash).
+    fn fields(s: &Store, key: &[u8]) -> Vec<String> {
+        let mut out = s
+            .hash_read(key, |h| {
+                let mut out = Vec::new();
+                if let Some(h) = h {
+                    h.for_each(|f| {
+                        out.push(format!(
+                            "{}={}@{:?}",
+                            String::from_utf8_lossy(f.name),
+                            String::from_utf8_lossy(f.value),
+                            f.expiry
+                        ))
+                    });
+                }
+                out
+            })
+            .unwrap();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn hash_frames_apply_as_states() {
+        let mut stream = Vec::new();
+        put_field(&mut stream, b"h", b"a", b"1", None);
+        put_field(&mut stream, b"h", b"b", b"2", Some(90_000));
+        put_field(&mut stream, b"h", b"c", b"3", None);
+        delete_field(&mut stream, b"h", b"c");
+        set_expiry(&mut stream, b"h", Some(50_000));
+        // A whole hash (a snapshot's, a RENAME's) replaces what the key held.
+        put(&mut stream, b"w", b"a string", None);
+        let payload = b"\x00\x01x\x011\x01y\x012";
+        put_any(&mut stream, b"w", Kind::Hash, payload, None);
+        set_expiry(&mut stream, b"w", Some(70_000));
+        set_expiry(&mut stream, b"w", None);
+        // The last field of a hash going takes the key.
+        put_field(&mut stream, b"gone", b"f", b"v", None);
+        delete_field(&mut stream, b"gone", b"f");
+        let total = stream.len();
+        for cut in 0..total {
+            let s = store();
+            let mut applier = Applier::new();
+            let mut done = applier.apply(&stream[..cut], &s, |_, _| {}).unwrap();
+            while done < total {
+                done += applier.apply(&stream[done..], &s, |_, _| {}).unwrap();
+            }
+            assert_eq!(fields(&s, b"h"), ["a=1@None", "b=2@Some(90000)"]);
+            assert_eq!(s.ttl(b"h"), KeyTtl::ExpiresAt(50_000));
+            assert_eq!(fields(&s, b"w"), ["x=1@None", "y=2@None"]);
+            assert_eq!(s.ttl(b"w"), KeyTtl::Persistent);
+            assert_eq!(s.kind_of(b"gone"), None);
+        }
+        // A malformed payload is dropped, and the stream goes on.
+        let mut bad = Vec::new();
+        put_value(&mut bad, b"x", Kind::Hash, b"\x00\x05ab", None);
+        put(&mut bad, b"after", b"1", None);
+        let s = store();
+        Applier::new().apply(&bad, &s, |_, _| {}).unwrap();
+        assert_eq!(s.kind_of(b"x"), None);
+        assert_eq!(
+            s.get(b"after", |v| v.to_vec()).unwrap(),
+            Some(b"1".to_vec())
+        );
     }
 
     #[test]

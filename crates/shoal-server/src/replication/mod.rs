@@ -23,7 +23,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use shoal_store::{Journal, Store};
+use shoal_store::{Journal, Kind, Store};
 use tokio::sync::Notify;
 
 use backlog::Backlog;
@@ -626,6 +626,34 @@ impl Journal for StreamJournal {
 
     fn delete(&self, key: &[u8]) {
         self.with(|backlog| append_encoded(backlog, |frame| frames::delete(frame, key)));
+    }
+
+    fn put_value(&self, key: &[u8], kind: Kind, payload: &[u8], expiry: Option<u64>) {
+        self.with(|backlog| {
+            append_encoded(backlog, |frame| {
+                frames::put_value(frame, key, kind, payload, expiry)
+            });
+        });
+    }
+
+    fn put_field(&self, key: &[u8], field: &[u8], value: &[u8], expiry: Option<u64>) {
+        self.with(|backlog| {
+            append_encoded(backlog, |frame| {
+                frames::put_field(frame, key, field, value, expiry)
+            });
+        });
+    }
+
+    fn delete_field(&self, key: &[u8], field: &[u8]) {
+        self.with(|backlog| {
+            append_encoded(backlog, |frame| frames::delete_field(frame, key, field));
+        });
+    }
+
+    fn set_expiry(&self, key: &[u8], expiry: Option<u64>) {
+        self.with(|backlog| {
+            append_encoded(backlog, |frame| frames::set_expiry(frame, key, expiry));
+        });
     }
 
     fn flush(&self, _existed: &dyn Fn(&[u8]) -> bool) {

@@ -149,8 +149,8 @@ async fn send_snapshot(
     let mut cursor = 0;
     let mut buf = Vec::with_capacity(CHUNK + 4096);
     loop {
-        cursor = store.scan_entries(cursor, SNAPSHOT_STEP, |key, value, expiry| {
-            frames::put(&mut buf, key, value, expiry);
+        cursor = store.scan_entries(cursor, SNAPSHOT_STEP, |key, kind, value, expiry| {
+            frames::put_any(&mut buf, key, kind, value, expiry);
         });
         if buf.len() >= SNAPSHOT_CHUNK || cursor == 0 {
             stream.write_all(&buf).await?;

@@ -3,11 +3,12 @@
 //! `KEYS`, `SCAN`, `RANDOMKEY`).
 
 use crate::arena::Ref;
-use crate::entry::{Blob, CLOCK_MASK, Form};
+use crate::entry::{Blob, CLOCK_MASK, Form, Kind};
 use crate::error::StoreError;
 use crate::hash::random_seed;
-use crate::shard::{Now, charge};
+use crate::shard::Now;
 use crate::table::END;
+use crate::value::{self, HashRef};
 
 use super::Store;
 
@@ -48,7 +49,7 @@ pub enum KeyTtl {
     ExpiresAt(u64),
 }
 
-/// How Redis would encode a string value (`OBJECT ENCODING`).
+/// How Redis would encode a value (`OBJECT ENCODING`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     /// A canonical 64-bit integer of at most 20 characters.
@@ -57,6 +58,10 @@ pub enum Encoding {
     Embstr,
     /// Any other string.
     Raw,
+    /// A small hash, its fields packed in the entry.
+    Listpack,
+    /// A hash in a table of its own.
+    Hashtable,
 }
 
 impl Encoding {
@@ -66,6 +71,8 @@ impl Encoding {
             Encoding::Int => "int",
             Encoding::Embstr => "embstr",
             Encoding::Raw => "raw",
+            Encoding::Listpack => "listpack",
+            Encoding::Hashtable => "hashtable",
         }
     }
 }
@@ -251,7 +258,7 @@ impl Store {
     pub fn memory_usage(&self, key: &[u8]) -> Option<usize> {
         self.with_shard(key, |shard, hash, now| {
             let (_, r) = shard.live(hash, key, now)?;
-            Some(charge(shard.blob(r).shape()))
+            Some(shard.entry_charge(shard.blob(r)))
         })
     }
 
@@ -307,7 +314,14 @@ impl Store {
                 });
             }
             let b = src.blob(src_ref);
-            let value = b.value().to_vec();
+            let kind = b.kind();
+            // A string's bytes, or another type's whole-state payload.
+            let value = if kind == Kind::String {
+                b.value().to_vec()
+            } else {
+                value::with_payload(kind, b.value(), <[u8]>::to_vec)
+            };
+            let as_table = value::owns_heap(kind, b.value());
             let expiry = b.has_ttl().then(|| b.expiry());
             let form = b.form();
             let moving = matches!(transfer, Transfer::Move | Transfer::MoveIfAbsent);
@@ -316,12 +330,20 @@ impl Store {
             if existing.is_some() && matches!(transfer, Transfer::MoveIfAbsent | Transfer::Copy) {
                 return Ok(RenameOutcome::DestinationExists);
             }
-            let r = match existing {
-                Some((slot, r)) => dst.overwrite(slot, r, &value, expiry, clock)?,
-                None => dst.insert(dst_hash, to, &value, expiry, clock)?,
-            };
             // Redis moves (RENAME) or duplicates (COPY) the object, encoding included.
-            dst.blob(r).set_form(form);
+            if kind == Kind::String {
+                let r = match existing {
+                    Some((slot, r)) => dst.overwrite(slot, r, &value, expiry, clock)?,
+                    None => dst.insert(dst_hash, to, &value, expiry, clock)?,
+                };
+                dst.blob(r).set_form(form);
+            } else {
+                let limits = self.hash_limits();
+                let r = super::hashes::write_whole_hash(
+                    dst, dst_hash, to, existing, &value, as_table, limits, expiry, clock,
+                )?;
+                dst.touch(r, clock);
+            }
             if moving {
                 // The destination write may have moved entries of the same shard, so look the
                 // source up again rather than trusting its old slot.
@@ -351,11 +373,12 @@ impl Store {
         }
     }
 
-    /// One step of `SCAN`: reports about `count` live keys from `cursor` (0 to start) and
-    /// returns the cursor to continue with (0 when done). A key that exists for the whole scan
-    /// is reported at least once, whatever happens to the keyspace meanwhile.
-    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
-        self.scan_live(cursor, count, |b| f(b.key()))
+    /// One step of `SCAN`: reports about `count` live keys from `cursor` (0 to start), each
+    /// with what it holds, and returns the cursor to continue with (0 when done). A key that
+    /// exists for the whole scan is reported at least once, whatever happens to the keyspace
+    /// meanwhile.
+    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], Kind)) -> u64 {
+        self.scan_live(cursor, count, |b| f(b.key(), b.kind()))
     }
 
     /// The walk behind [`Store::scan`] and [`Store::scan_entries`]: `f` gets each live entry.
@@ -417,6 +440,13 @@ impl Store {
 
 fn encoding_of(b: Blob) -> Encoding {
     let value = b.value();
+    if b.kind() == Kind::Hash {
+        // SAFETY: a live hash entry of a locked shard (the caller's).
+        return match unsafe { HashRef::of(value) }.encoding() {
+            value::HashEncoding::Listpack => Encoding::Listpack,
+            value::HashEncoding::Hashtable => Encoding::Hashtable,
+        };
+    }
     match b.form() {
         // A value modified in place is a raw string in Redis, whatever it holds.
         Form::Raw => return Encoding::Raw,

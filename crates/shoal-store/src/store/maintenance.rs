@@ -95,6 +95,7 @@ impl Store {
         let mut cycle = ExpireCycle::default();
         for step in 0..shards {
             let index = (first + step) % shards;
+            self.expire_fields(index, now, &mut cycle);
             loop {
                 let mut shard = self.lock(index);
                 if shard.volatile() == 0 {
@@ -119,6 +120,27 @@ impl Store {
         self.expire_next
             .store(first.wrapping_add(1) % shards, Relaxed);
         cycle
+    }
+
+    /// The active expiry of hash fields in shard `index`: steps of [`EXPIRE_BATCH`] hashes
+    /// while more than 10% of them had expired fields. Their fields count in `cycle.expired`.
+    fn expire_fields(&self, index: usize, now: u64, cycle: &mut ExpireCycle) {
+        loop {
+            let mut shard = self.lock(index);
+            if shard.field_expiring.is_empty() {
+                return;
+            }
+            let before = shard.used;
+            let fields_before = shard.stats.expired_fields;
+            let (visited, reclaimed) =
+                super::hashes::expire_fields_step(&mut shard, now, EXPIRE_BATCH);
+            cycle.examined += visited;
+            cycle.expired += (shard.stats.expired_fields - fields_before) as usize;
+            self.settle(index, before, &shard);
+            if visited < EXPIRE_BATCH || reclaimed * 100 <= visited * STALE_PERCENT {
+                return;
+            }
+        }
     }
 
     /// Background upkeep, called about ten times a second: visits the shards in turn, shrinking

@@ -7,6 +7,7 @@
 //! | `keys` | keys: `DEL`, `EXISTS`, `TOUCH`, `EXPIRE`, `TTL`, `OBJECT`, `RENAME`, `COPY`, `SCAN`... |
 //! | `maintenance` | background work: eviction under `maxmemory`, active expiry, compaction |
 //! | `snapshot` | replication: the journal, the snapshot walk and its replay |
+//! | `hashes` | hashes: `HSET`, `HGET`, `HDEL`, `HSCAN`, field expiry... in either encoding |
 //! | `exclusive` | locking a shard, and the exclusive section a transaction runs in |
 //!
 //! Every operation takes `&self` and locks only the shards it touches, in shard order when it
@@ -15,6 +16,7 @@
 //! into an output buffer with no intermediate allocation.
 
 mod exclusive;
+mod hashes;
 mod keys;
 mod maintenance;
 mod snapshot;
@@ -34,6 +36,7 @@ use crate::policy::EvictionPolicy;
 use crate::shard::{MemoryBudget, Now, Shard, ShardStats};
 use exclusive::ShardGuard;
 
+pub use hashes::{DEFAULT_MAX_PACKED_ENTRIES, DEFAULT_MAX_PACKED_VALUE, HashSlot, HashWrite};
 pub use keys::{Encoding, ExpireCondition, ExpireOutcome, KeyTtl, ObjectInfo, RenameOutcome};
 pub use maintenance::{ExpireCycle, OutOfMemory, Upkeep};
 pub use strings::{SetCondition, SetOptions, TtlUpdate, UpdateError};
@@ -98,6 +101,8 @@ pub struct StoreStats {
     pub expired: u64,
     /// Keys removed by eviction.
     pub evicted: u64,
+    /// Hash fields removed because their TTL passed.
+    pub expired_fields: u64,
 }
 
 /// A shard with its lock, and numbers published beside it for readers that take no lock:
@@ -123,6 +128,10 @@ pub struct Store {
     expire_next: AtomicUsize,
     maintain_next: AtomicUsize,
     pool: Arc<PagePool>,
+    /// `hash-max-listpack-entries`.
+    hash_max_entries: AtomicUsize,
+    /// `hash-max-listpack-value`.
+    hash_max_value: AtomicUsize,
 }
 
 /// Empty arena pages the store keeps for any shard to take (512 KiB): enough that steady
@@ -171,6 +180,8 @@ impl Store {
             expire_next: AtomicUsize::new(0),
             maintain_next: AtomicUsize::new(0),
             pool,
+            hash_max_entries: AtomicUsize::new(hashes::DEFAULT_MAX_PACKED_ENTRIES),
+            hash_max_value: AtomicUsize::new(hashes::DEFAULT_MAX_PACKED_VALUE),
         };
         store.refresh_clock();
         store
@@ -332,6 +343,7 @@ impl Store {
                 misses,
                 expired,
                 evicted,
+                expired_fields,
             } = shard.stats;
             stats.keys += shard.len();
             stats.volatile_keys += shard.volatile();
@@ -344,6 +356,7 @@ impl Store {
             stats.misses += misses;
             stats.expired += expired;
             stats.evicted += evicted;
+            stats.expired_fields += expired_fields;
         }
         if stats.volatile_keys > 0 {
             let mean = expiry_sum / stats.volatile_keys as u128;

@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::entry::Kind;
 use crate::error::StoreError;
 use crate::events::Journal;
+use crate::value;
 
 use super::Store;
 
@@ -48,17 +50,25 @@ impl Store {
 
     /// One step of a scan of entries, for streaming a snapshot (a replica's full resync) while
     /// the store keeps serving: like [`Store::scan`] (same cursors, same guarantee that a key
-    /// present for the whole scan is seen at least once), but `f` gets each live key with its
-    /// value and expiry (absolute Unix ms, `None` for none). Expired keys are skipped, not
-    /// removed. `f` runs with the key's shard locked: copy what it needs and return.
+    /// present for the whole scan is seen at least once), but `f` gets each live key with what
+    /// it holds, its value (a string's bytes, another type's whole-state payload, as
+    /// [`Store::restore_value`] reads it) and expiry (absolute Unix ms, `None` for none).
+    /// Expired keys are skipped, not removed. `f` runs with the key's shard locked: copy what
+    /// it needs and return.
     pub fn scan_entries(
         &self,
         cursor: u64,
         count: usize,
-        mut f: impl FnMut(&[u8], &[u8], Option<u64>),
+        mut f: impl FnMut(&[u8], Kind, &[u8], Option<u64>),
     ) -> u64 {
         self.scan_live(cursor, count, |b| {
-            f(b.key(), b.value(), b.has_ttl().then(|| b.expiry()));
+            let expiry = b.has_ttl().then(|| b.expiry());
+            match b.kind() {
+                Kind::String => f(b.key(), Kind::String, b.value(), expiry),
+                kind => value::with_payload(kind, b.value(), |payload| {
+                    f(b.key(), kind, payload, expiry)
+                }),
+            }
         })
     }
 }

@@ -2,7 +2,7 @@
 //! `APPEND`, `SETRANGE`, `GETDEL`, `GETEX`).
 
 use crate::arena::{ArenaFull, Ref};
-use crate::entry::Form;
+use crate::entry::{Form, Kind};
 use crate::error::StoreError;
 use crate::shard::{Now, Shard};
 
@@ -39,24 +39,51 @@ pub struct SetOptions {
     pub condition: SetCondition,
     /// Expiry to set.
     pub ttl: TtlUpdate,
+    /// The old value is read (`SET ... GET`, `GETSET`): a key holding another type than a
+    /// string fails with [`StoreError::WrongType`] and is left alone. Otherwise `SET` replaces
+    /// a value of any type, as in Redis.
+    pub reads_old: bool,
+}
+
+/// The live string entry of `key`: `Ok(None)` if the key is absent, `WrongType` if it holds
+/// another type.
+#[inline]
+pub(super) fn live_string(
+    shard: &mut Shard,
+    hash: u64,
+    key: &[u8],
+    now: &mut Now,
+) -> Result<Option<(usize, Ref)>, StoreError> {
+    match shard.live(hash, key, now) {
+        Some((_, r)) if shard.blob(r).kind() != Kind::String => Err(StoreError::WrongType),
+        found => Ok(found),
+    }
 }
 
 impl Store {
-    /// Reads a key's value (`GET`): counts a hit or miss and marks the key used.
+    /// Reads a string (`GET`): counts a hit or miss and marks the key used. `Ok(None)` if the
+    /// key is absent, [`StoreError::WrongType`] if it holds another type.
     #[inline]
-    pub fn get<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    pub fn get<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, StoreError> {
         let clock = self.clock_now();
         self.with_shard(key, |shard, hash, now| {
             let found = shard.live(hash, key, now);
             shard.count_read(found.is_some());
-            let (_, r) = found?;
-            let result = f(shard.blob(r).value());
+            let Some((_, r)) = found else {
+                return Ok(None);
+            };
+            let b = shard.blob(r);
+            if b.kind() != Kind::String {
+                return Err(StoreError::WrongType);
+            }
+            let result = f(b.value());
             shard.touch(r, clock);
-            Some(result)
+            Ok(Some(result))
         })
     }
 
-    /// Reads several keys at once, atomically (`MGET`): `f(i, value)` for each key in order.
+    /// Reads several keys at once, atomically (`MGET`): `f(i, value)` for each key in order (a
+    /// key holding another type than a string reads as absent, as in Redis).
     pub fn get_many<'k>(
         &self,
         keys: impl ExactSizeIterator<Item = &'k [u8]> + Clone,
@@ -72,7 +99,8 @@ impl Store {
             match found {
                 Some((_, r)) => {
                     shard.touch(r, clock);
-                    f(i, Some(shard.blob(r).value()));
+                    let b = shard.blob(r);
+                    f(i, (b.kind() == Kind::String).then(|| b.value()));
                 }
                 None => f(i, None),
             }
@@ -80,8 +108,9 @@ impl Store {
         locks.settle(self);
     }
 
-    /// Writes a key (`SET` and its variants). `on_old` sees the previous value (`None` if
-    /// absent) before anything changes, for `SET ... GET`. Returns whether the write happened.
+    /// Writes a key (`SET` and its variants), replacing a value of any type. `on_old` sees the
+    /// previous value (`None` if absent or not a string) before anything changes, for `SET ...
+    /// GET` (see [`SetOptions::reads_old`]). Returns whether the write happened.
     pub fn set(
         &self,
         key: &[u8],
@@ -92,7 +121,11 @@ impl Store {
         let clock = self.clock_now();
         self.with_shard(key, |shard, hash, now| {
             let existing = shard.live(hash, key, now);
-            on_old(existing.map(|(_, r)| shard.blob(r).value()));
+            let old = existing.map(|(_, r)| shard.blob(r));
+            if options.reads_old && old.is_some_and(|b| b.kind() != Kind::String) {
+                return Err(StoreError::WrongType);
+            }
+            on_old(old.filter(|b| b.kind() == Kind::String).map(|b| b.value()));
             write_entry(shard, hash, key, value, existing, options, now, clock)
         })
     }
@@ -148,7 +181,7 @@ impl Store {
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
             self.with_shard(key, |shard, hash, now| {
-                let existing = shard.live(hash, key, now);
+                let existing = live_string(shard, hash, key, now)?;
                 let current = existing.map(|(_, r)| shard.blob(r).value());
                 let (write, result) = f(current, scratch).map_err(UpdateError::Rejected)?;
                 if write {
@@ -171,22 +204,24 @@ impl Store {
     /// `max_len`. Returns the new length.
     pub fn append(&self, key: &[u8], suffix: &[u8], max_len: usize) -> Result<usize, StoreError> {
         let clock = self.clock_now();
-        self.with_shard(key, |shard, hash, now| match shard.live(hash, key, now) {
-            Some((slot, r)) => {
-                let len = shard.blob(r).value().len() + suffix.len();
-                if len > max_len {
-                    return Err(StoreError::TooLarge);
+        self.with_shard(key, |shard, hash, now| {
+            match live_string(shard, hash, key, now)? {
+                Some((slot, r)) => {
+                    let len = shard.blob(r).value().len() + suffix.len();
+                    if len > max_len {
+                        return Err(StoreError::TooLarge);
+                    }
+                    let r = shard.append(slot, r, suffix)?;
+                    shard.touch(r, clock);
+                    Ok(len)
                 }
-                let r = shard.append(slot, r, suffix)?;
-                shard.touch(r, clock);
-                Ok(len)
-            }
-            None => {
-                if suffix.len() > max_len {
-                    return Err(StoreError::TooLarge);
+                None => {
+                    if suffix.len() > max_len {
+                        return Err(StoreError::TooLarge);
+                    }
+                    shard.insert(hash, key, suffix, None, clock)?;
+                    Ok(suffix.len())
                 }
-                shard.insert(hash, key, suffix, None, clock)?;
-                Ok(suffix.len())
             }
         })
     }
@@ -203,7 +238,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let clock = self.clock_now();
         self.with_shard(key, |shard, hash, now| {
-            let existing = shard.live(hash, key, now);
+            let existing = live_string(shard, hash, key, now)?;
             let current_len = existing.map_or(0, |(_, r)| shard.blob(r).value().len());
             if data.is_empty() {
                 if let Some((_, r)) = existing {
@@ -245,15 +280,21 @@ impl Store {
         })
     }
 
-    /// Reads and deletes a key (`GETDEL`).
-    pub fn get_del<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    /// Reads and deletes a string (`GETDEL`).
+    pub fn get_del<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, StoreError> {
         self.with_shard(key, |shard, hash, now| {
-            let found = shard.live(hash, key, now);
-            shard.count_read(found.is_some());
-            let (slot, r) = found?;
+            let found = live_string(shard, hash, key, now);
+            shard.count_read(found.as_ref().is_ok_and(Option::is_some));
+            let Some((slot, r)) = found? else {
+                return Ok(None);
+            };
             let result = f(shard.blob(r).value());
             shard.remove_at(hash, slot, r, None);
-            Some(result)
+            Ok(Some(result))
         })
     }
 
@@ -267,9 +308,9 @@ impl Store {
     ) -> Result<Option<R>, StoreError> {
         let clock = self.clock_now();
         self.with_shard(key, |shard, hash, now| {
-            let found = shard.live(hash, key, now);
-            shard.count_read(found.is_some());
-            let Some((slot, r)) = found else {
+            let found = live_string(shard, hash, key, now);
+            shard.count_read(found.as_ref().is_ok_and(Option::is_some));
+            let Some((slot, r)) = found? else {
                 return Ok(None);
             };
             let result = f(shard.blob(r).value());
