@@ -29,9 +29,9 @@ pub use policy::{EvictionPolicy, UnknownPolicy};
 pub use shard::ENTRY_OVERHEAD;
 pub use shoal_proto::glob_match;
 pub use store::{
-    Encoding, ExpireCondition, ExpireCycle, ExpireOutcome, KeyTtl, ObjectInfo, OutOfMemory,
-    RenameOutcome, SetCondition, SetOptions, Store, StoreConfig, StoreStats, TtlUpdate,
-    UpdateError, Upkeep,
+    Combined, Encoding, ExpireCondition, ExpireCycle, ExpireOutcome, KeyTtl, MAX_VALUE_LEN,
+    ObjectInfo, OutOfMemory, RenameOutcome, SetCondition, SetOptions, Store, StoreConfig,
+    StoreStats, TtlUpdate, UpdateError, Upkeep,
 };
 
 #[cfg(test)]
