@@ -1665,4 +1665,5 @@ scripts! {
     compat_transactions => "transactions.txt",
     compat_pubsub => "pubsub.txt",
     compat_keyspace_events => "keyspace_events.txt",
+    compat_bitmaps => "bitmaps.txt",
 }

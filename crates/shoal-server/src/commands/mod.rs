@@ -2,9 +2,13 @@
 //! [`shoal_frontdoor::table`] to its handler. The connection commands (`PING`, `HELLO`,
 //! `CLIENT ...`) are the front door's; everything else a node runs is here.
 
+mod bitfield;
+mod bitmaps;
+mod bits;
 mod cluster;
 mod introspection;
 mod keys;
+mod lcs;
 mod pubsub;
 mod replication;
 mod server;
@@ -122,6 +126,15 @@ fn handler_of(name: &str) -> Option<Handler> {
         "incrby" => Now(strings::incrby),
         "decrby" => Now(strings::decrby),
         "incrbyfloat" => Now(strings::incrbyfloat),
+        "lcs" => Now(lcs::lcs),
+        // bitmaps
+        "setbit" => Now(bitmaps::setbit),
+        "getbit" => Now(bitmaps::getbit),
+        "bitcount" => Now(bitmaps::bitcount),
+        "bitpos" => Now(bitmaps::bitpos),
+        "bitop" => Now(bitmaps::bitop),
+        "bitfield" => Now(bitfield::bitfield),
+        "bitfield_ro" => Now(bitfield::bitfield_ro),
         // keyspace
         "del" | "unlink" => Now(keys::del),
         "exists" => Now(keys::exists),
