@@ -4,12 +4,11 @@
 //! [`super::bits::field`].
 
 use shoal_frontdoor::CommandError;
-use shoal_proto::args::c_str;
 use shoal_proto::{Argv, Reply};
 
-use super::bitmaps::{notify_miss, offset_arg};
+use super::bitmaps::offset_arg;
 use super::bits::field::{self, FieldType, Overflow};
-use super::{CommandResult, Ctx, int_arg, is, store_error};
+use super::{CommandResult, Ctx, int_arg, is_named, store_error};
 use crate::notify::class;
 
 /// What one operation does.
@@ -48,12 +47,12 @@ fn parse(ctx: &Ctx<'_>, argv: &Argv<'_>) -> Result<Ops, CommandError> {
     let mut j = 2;
     while j < argv.len() {
         let remaining = argv.len() - j - 1;
-        let name = c_str(argv.get(j));
-        let writes = if is(name, "get") && remaining >= 2 {
+        let name = argv.get(j);
+        let writes = if is_named(name, "get") && remaining >= 2 {
             false
-        } else if (is(name, "set") || is(name, "incrby")) && remaining >= 3 {
+        } else if (is_named(name, "set") || is_named(name, "incrby")) && remaining >= 3 {
             true
-        } else if is(name, "overflow") && remaining >= 1 {
+        } else if is_named(name, "overflow") && remaining >= 1 {
             overflow = Overflow::parse(argv.get(j + 1))
                 .ok_or(CommandError::fixed("ERR Invalid OVERFLOW type specified"))?;
             j += 2;
@@ -70,7 +69,7 @@ fn parse(ctx: &Ctx<'_>, argv: &Argv<'_>) -> Result<Ops, CommandError> {
             let last = offset + u64::from(ty.bits) - 1;
             parsed.last_written_bit = parsed.last_written_bit.max(Some(last));
             let value = int_arg(argv.get(j + 3))?;
-            if is(name, "set") {
+            if is_named(name, "set") {
                 Action::Set(value)
             } else {
                 Action::IncrBy(value)
@@ -138,7 +137,7 @@ fn run(ctx: &mut Ctx<'_>, argv: &Argv<'_>, read_only: bool) -> CommandResult {
         let replies = match ctx.shared.store.get(key, |v| read_all(&ops, v)) {
             Some(replies) => replies,
             None => {
-                notify_miss(ctx, key);
+                ctx.key_miss(key);
                 read_all(&ops, &[])
             }
         };

@@ -4,13 +4,13 @@
 
 use shoal_frontdoor::CommandError;
 use shoal_proto::Argv;
-use shoal_proto::args::{c_str, parse_i64};
+use shoal_proto::args::parse_i64;
 use shoal_store::Combined;
 
 use super::bits::op::{self, BitOp};
 use super::bits::range::Unit;
 use super::bits::{self, count, offset, pos};
-use super::{CommandResult, Ctx, int_arg, is, store_error};
+use super::{CommandResult, Ctx, int_arg, is_named, store_error};
 use crate::notify::class;
 
 /// Redis's reply to a bad bit offset.
@@ -25,11 +25,6 @@ pub(super) fn offset_arg(
 ) -> Result<u64, CommandError> {
     let max = ctx.shared.door.settings.max_bulk_len();
     offset::parse(arg, field_bits, max).ok_or(CommandError::fixed(BAD_OFFSET))
-}
-
-/// Sends `keymiss` for `key`, as Redis's read lookups do when a key is missing.
-pub(super) fn notify_miss(ctx: &mut Ctx<'_>, key: &[u8]) {
-    ctx.notify(class::KEY_MISS, "keymiss", key);
 }
 
 /// `SETBIT key offset value`
@@ -72,7 +67,7 @@ pub fn getbit(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .store
         .get(argv.get(1), |v| bits::bit_at(v, offset));
     if found.is_none() {
-        notify_miss(ctx, argv.get(1));
+        ctx.key_miss(argv.get(1));
     }
     ctx.reply().int(i64::from(found == Some(true)));
     Ok(())
@@ -80,10 +75,9 @@ pub fn getbit(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 
 /// A range's `BYTE|BIT` argument.
 fn unit_arg(arg: &[u8]) -> Result<Unit, CommandError> {
-    let arg = c_str(arg);
-    if is(arg, "bit") {
+    if is_named(arg, "bit") {
         Ok(Unit::Bit)
-    } else if is(arg, "byte") {
+    } else if is_named(arg, "byte") {
         Ok(Unit::Byte)
     } else {
         Err(CommandError::Syntax)
@@ -112,7 +106,7 @@ pub fn bitcount(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     match found {
         Some(count) => ctx.reply().int(count?),
         None => {
-            notify_miss(ctx, argv.get(1));
+            ctx.key_miss(argv.get(1));
             ctx.reply().int(0);
         }
     }
@@ -147,7 +141,7 @@ pub fn bitpos(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         Some(position) => ctx.reply().int(position?),
         None => {
             // A missing key is an endless run of clear bits.
-            notify_miss(ctx, argv.get(1));
+            ctx.key_miss(argv.get(1));
             ctx.reply().int(if bit { -1 } else { 0 });
         }
     }
@@ -176,7 +170,7 @@ pub fn bitop(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         })
         .map_err(store_error)?;
     for i in missing {
-        notify_miss(ctx, argv.get(3 + i));
+        ctx.key_miss(argv.get(3 + i));
     }
     match combined {
         Combined::Written => ctx.notify(class::STRING, "set", dest),

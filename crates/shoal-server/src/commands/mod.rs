@@ -55,6 +55,12 @@ impl Ctx<'_> {
             self.conn.deliver_messages(self.out);
         }
     }
+
+    /// Sends `keymiss` for `key`, as a read that finds no key does in Redis.
+    #[inline]
+    pub fn key_miss(&mut self, key: &[u8]) {
+        self.notify(crate::notify::class::KEY_MISS, "keymiss", key);
+    }
 }
 
 /// What a handler returns; success replies are already written.
@@ -244,6 +250,12 @@ pub(crate) fn store_error(error: StoreError) -> CommandError {
 }
 
 pub(crate) use shoal_proto::args::is;
+
+/// Whether `arg` names `option` as Redis's `strcasecmp` compares them: in any case, and only
+/// up to a NUL byte in `arg` (where a C string ends).
+pub(crate) fn is_named(arg: &[u8], option: &str) -> bool {
+    is(shoal_proto::args::c_str(arg), option)
+}
 
 #[cfg(test)]
 mod tests {

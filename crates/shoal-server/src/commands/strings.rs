@@ -121,7 +121,7 @@ pub fn get(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .get(argv.get(1), |v| Reply::new(out, protocol).bulk(v))
         .is_none()
     {
-        ctx.notify(class::KEY_MISS, "keymiss", argv.get(1));
+        ctx.key_miss(argv.get(1));
         ctx.reply().null();
     }
     Ok(())

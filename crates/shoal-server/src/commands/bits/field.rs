@@ -3,7 +3,7 @@
 
 use shoal_proto::args::{c_str, parse_i64};
 
-use crate::commands::is;
+use crate::commands::is_named;
 
 /// A field's type: `i1`..`i64` (signed) or `u1`..`u63` (unsigned; `u64` is refused, as its
 /// values could not all be replied as integers).
@@ -75,14 +75,13 @@ pub(crate) enum Overflow {
 impl Overflow {
     /// The mode `name` names (any case, read as a C string).
     pub(crate) fn parse(name: &[u8]) -> Option<Overflow> {
-        let name = c_str(name);
         [
             ("wrap", Overflow::Wrap),
             ("sat", Overflow::Sat),
             ("fail", Overflow::Fail),
         ]
         .into_iter()
-        .find_map(|(n, mode)| is(name, n).then_some(mode))
+        .find_map(|(n, mode)| is_named(name, n).then_some(mode))
     }
 }
 

@@ -1,8 +1,6 @@
 //! Combining strings bit by bit (`BITOP`).
 
-use shoal_proto::args::c_str;
-
-use crate::commands::is;
+use crate::commands::is_named;
 
 /// A `BITOP` operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +18,6 @@ pub(crate) enum BitOp {
 impl BitOp {
     /// The operation `name` names (any case; read as a C string, as Redis's `strcasecmp`).
     pub(crate) fn parse(name: &[u8]) -> Option<BitOp> {
-        let name = c_str(name);
         [
             ("and", BitOp::And),
             ("or", BitOp::Or),
@@ -28,7 +25,7 @@ impl BitOp {
             ("not", BitOp::Not),
         ]
         .into_iter()
-        .find_map(|(n, op)| is(name, n).then_some(op))
+        .find_map(|(n, op)| is_named(name, n).then_some(op))
     }
 }
 

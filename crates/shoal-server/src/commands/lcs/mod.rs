@@ -6,10 +6,8 @@ mod table;
 
 use shoal_frontdoor::CommandError;
 use shoal_proto::Argv;
-use shoal_proto::args::c_str;
 
-use super::bitmaps::notify_miss;
-use super::{CommandResult, Ctx, int_arg, is};
+use super::{CommandResult, Ctx, int_arg, is_named};
 use table::Table;
 
 /// What to reply.
@@ -26,14 +24,14 @@ fn parse(argv: &Argv<'_>) -> Result<Options, CommandError> {
     let mut o = Options::default();
     let mut j = 3;
     while j < argv.len() {
-        let opt = c_str(argv.get(j));
-        if is(opt, "idx") {
+        let opt = argv.get(j);
+        if is_named(opt, "idx") {
             o.idx = true;
-        } else if is(opt, "len") {
+        } else if is_named(opt, "len") {
             o.len = true;
-        } else if is(opt, "withmatchlen") {
+        } else if is_named(opt, "withmatchlen") {
             o.with_match_len = true;
-        } else if is(opt, "minmatchlen") && j + 1 < argv.len() {
+        } else if is_named(opt, "minmatchlen") && j + 1 < argv.len() {
             o.min_match_len = int_arg(argv.get(j + 1))?.max(0) as u64;
             j += 1;
         } else {
@@ -59,7 +57,7 @@ pub fn lcs(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .get_many(keys.into_iter(), |i, v| values[i] = v.map(<[u8]>::to_vec));
     for (key, value) in keys.iter().zip(&values) {
         if value.is_none() {
-            notify_miss(ctx, key);
+            ctx.key_miss(key);
         }
     }
     let options = parse(argv)?;
