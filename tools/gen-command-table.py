@@ -40,11 +40,13 @@ from pathlib import Path
 
 # Top-level commands Shoal implements.
 COMMANDS = """
-acl append asking auth client cluster command config copy dbsize decr decrby del echo exists expire expireat
-expiretime flushall flushdb get getdel getex getrange getset hello incr incrby incrbyfloat info
-hdel hexists hget hgetall hincrby hincrbyfloat hkeys hlen hmget hmset hrandfield hscan hset hsetnx hstrlen hvals
-keys memory mget mset msetnx object persist pexpire pexpireat pexpiretime ping psetex psync pttl
-discard exec multi psubscribe publish pubsub punsubscribe spublish ssubscribe subscribe sunsubscribe unsubscribe quit randomkey readonly readwrite rename renamenx replconf reset scan select set setex setnx
+acl append asking auth bitcount bitfield bitfield_ro bitop bitpos client cluster command config copy
+dbsize decr decrby del discard echo exec exists expire expireat expiretime flushall flushdb get
+getbit getdel getex getrange getset hdel hello hexists hget hgetall hincrby hincrbyfloat hkeys hlen
+hmget hmset hrandfield hscan hset hsetnx hstrlen hvals incr incrby incrbyfloat info keys lcs memory
+mget mset msetnx multi object persist pexpire pexpireat pexpiretime ping psetex psubscribe psync
+pttl publish pubsub punsubscribe quit randomkey readonly readwrite rename renamenx replconf reset
+scan select set setbit setex setnx spublish ssubscribe subscribe sunsubscribe unsubscribe
 setrange shutdown slowlog strlen time touch ttl type unlink unwatch wait watch
 eval evalsha eval_ro evalsha_ro script
 """.split()

@@ -1689,4 +1689,5 @@ scripts! {
     compat_keyspace_events => "keyspace_events.txt",
     compat_scripting => "scripting.txt",
     compat_hashes => "hashes.txt",
+    compat_bitmaps => "bitmaps.txt",
 }

@@ -294,6 +294,96 @@ fn deletes_renames_and_copies_report_each_key() {
     assert_eq!(j.take(), [put("f", "6", None), Effect::Flush]);
 }
 
+/// Sets bit `bit` (0 is the first byte's top bit) through [`Store::edit`], as `SETBIT` does;
+/// returns the bit's old value.
+fn set_bit(s: &Store, key: &[u8], bit: usize) -> bool {
+    s.edit(key, bit / 8 + 1, |bytes, grown| {
+        let mask = 0x80u8 >> (bit % 8);
+        let old = bytes[bit / 8] & mask != 0;
+        bytes[bit / 8] |= mask;
+        (grown || !old, old)
+    })
+    .unwrap()
+}
+
+/// `BITOP OR dest sources...` through [`Store::combine`].
+fn or_into(s: &Store, dest: &[u8], sources: &[&[u8]]) -> Combined {
+    let (combined, ()) = s
+        .combine(dest, sources.iter().copied(), |values, out| {
+            for v in values.iter().flatten() {
+                if out.len() < v.len() {
+                    out.resize(v.len(), 0);
+                }
+                out.iter_mut().zip(v.iter()).for_each(|(o, b)| *o |= b);
+            }
+        })
+        .unwrap();
+    combined
+}
+
+#[test]
+fn edits_report_a_new_padded_or_changed_value_once() {
+    let (s, j, _) = journaled();
+    assert!(!set_bit(&s, b"b", 9));
+    assert_eq!(j.take(), [put("b", "\0@", None)], "created");
+    assert!(set_bit(&s, b"b", 9));
+    assert_eq!(j.take(), [], "the bit was set already");
+    assert!(!set_bit(&s, b"b", 0));
+    assert_eq!(
+        j.take(),
+        [Effect::Put(b"b".to_vec(), vec![0x80, 0x40], None)]
+    );
+    set_ex(&s, "t", "a", T0 + 100);
+    j.take();
+    // Padded past the small-block limit (the value moves) and in place, expiry kept.
+    assert!(!set_bit(&s, b"t", 8 * 5000 + 7));
+    let mut long = vec![0u8; 5001];
+    long[0] = b'a';
+    long[5000] = 1;
+    assert_eq!(
+        j.take(),
+        [Effect::Put(b"t".to_vec(), long.clone(), Some(T0 + 100))]
+    );
+    assert!(!set_bit(&s, b"t", 8 * 5001 + 7));
+    long.push(1);
+    assert_eq!(
+        j.take(),
+        [Effect::Put(b"t".to_vec(), long.clone(), Some(T0 + 100))]
+    );
+    assert_eq!(s.get(b"t", <[u8]>::to_vec), Ok(Some(long)));
+    assert_eq!(s.object_info(b"t").unwrap().encoding, Encoding::Raw);
+    assert_eq!(
+        s.edit(b"huge", MAX_VALUE_LEN + 1, |_, _| (true, ())),
+        Err(StoreError::TooLarge)
+    );
+    assert_eq!(j.take(), []);
+}
+
+#[test]
+fn combining_reports_the_destination_and_reads_the_sources() {
+    let (s, j, _) = journaled();
+    set(&s, "a", "\x01");
+    set_ex(&s, "b", "\x02\x02", T0 + 100);
+    set_ex(&s, "d", "old", T0 + 100);
+    j.take();
+    assert_eq!(
+        or_into(&s, b"d", &[b"a", b"b", b"missing"]),
+        Combined::Written
+    );
+    assert_eq!(
+        j.take(),
+        [put("d", "\x03\x02", None)],
+        "written without expiry"
+    );
+    assert_eq!(or_into(&s, b"a", &[b"a", b"a"]), Combined::Written);
+    assert_eq!(j.take(), [put("a", "\x01", None)]);
+    assert_eq!(or_into(&s, b"d", &[b"missing"]), Combined::Deleted);
+    assert_eq!(j.take(), [delete("d")]);
+    assert_eq!(or_into(&s, b"d", &[b"missing"]), Combined::Nothing);
+    assert_eq!(j.take(), []);
+    assert_eq!(s.object_info(b"a").unwrap().encoding, Encoding::Raw);
+}
+
 #[test]
 fn writes_that_change_nothing_report_nothing() {
     let (s, j, _) = journaled();
@@ -624,6 +714,8 @@ enum Op {
     Incr(u8, i8),
     Append(u8, u8),
     SetRange(u8, u16, u8),
+    SetBit(u8, u16),
+    BitOr(u8, Vec<u8>),
     GetDel(u8),
     GetEx(u8, Option<Option<i16>>),
     Del(Vec<u8>),
@@ -666,6 +758,8 @@ fn journal_op() -> impl Strategy<Value = Op> {
         3 => (key_id(), any::<i8>()).prop_map(|(k, n)| Op::Incr(k, n)),
         2 => (key_id(), any::<u8>()).prop_map(|(k, v)| Op::Append(k, v)),
         2 => (key_id(), 0u16..300, any::<u8>()).prop_map(|(k, o, v)| Op::SetRange(k, o, v)),
+        2 => (key_id(), prop_oneof![0u16..64, 0u16..40_000]).prop_map(|(k, b)| Op::SetBit(k, b)),
+        1 => (key_id(), prop::collection::vec(key_id(), 1..4)).prop_map(|(d, s)| Op::BitOr(d, s)),
         1 => key_id().prop_map(Op::GetDel),
         2 => (key_id(), ttl_choice()).prop_map(|(k, t)| Op::GetEx(k, t)),
         1 => prop::collection::vec(key_id(), 1..4).prop_map(Op::Del),
@@ -759,6 +853,16 @@ fn run(s: &Store, now: u64, op: &Op) {
             let data = value_of(*v);
             let data = &data[..data.len().min(40)];
             let _ = s.set_range(&key(*k), usize::from(*o), data, 20_000);
+        }
+        Op::SetBit(k, b) => {
+            room();
+            set_bit(s, &key(*k), usize::from(*b));
+        }
+        Op::BitOr(d, ks) => {
+            room();
+            let owned: Vec<Vec<u8>> = ks.iter().map(|&k| key(k)).collect();
+            let sources: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+            or_into(s, &key(*d), &sources);
         }
         Op::GetDel(k) => drop(s.get_del(&key(*k), |_| ())),
         Op::GetEx(k, t) => drop(s.get_ex(&key(*k), to_ttl(now, *t), |_| ()).unwrap()),

@@ -30,9 +30,10 @@ pub use policy::{EvictionPolicy, UnknownPolicy};
 pub use shard::ENTRY_OVERHEAD;
 pub use shoal_proto::glob_match;
 pub use store::{
-    DEFAULT_MAX_PACKED_ENTRIES, DEFAULT_MAX_PACKED_VALUE, Encoding, ExpireCondition, ExpireCycle,
-    ExpireOutcome, HashSlot, HashWrite, KeyTtl, ObjectInfo, OutOfMemory, RenameOutcome,
-    SetCondition, SetOptions, Store, StoreConfig, StoreStats, TtlUpdate, UpdateError, Upkeep,
+    Combined, DEFAULT_MAX_PACKED_ENTRIES, DEFAULT_MAX_PACKED_VALUE, Encoding, ExpireCondition,
+    ExpireCycle, ExpireOutcome, HashSlot, HashWrite, KeyTtl, MAX_VALUE_LEN, ObjectInfo,
+    OutOfMemory, RenameOutcome, SetCondition, SetOptions, Store, StoreConfig, StoreStats,
+    TtlUpdate, UpdateError, Upkeep,
 };
 pub use value::packed::Field;
 pub use value::{HashEncoding, HashRef};

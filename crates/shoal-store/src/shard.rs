@@ -554,32 +554,41 @@ impl Shard {
     /// Grows a value by appending `suffix`, in place when possible (large values grow with
     /// amortised doubling). Returns the entry's (possibly new) ref.
     pub(crate) fn append(&mut self, slot: usize, r: Ref, suffix: &[u8]) -> Result<Ref, ArenaFull> {
+        let start = self.blob(r).value().len();
+        let r = self.lengthen(slot, r, start + suffix.len())?;
+        let b = self.blob(r);
+        b.value_mut()[start..].copy_from_slice(suffix);
+        b.set_form(Form::Raw);
+        self.report_put(r);
+        Ok(r)
+    }
+
+    /// Pads the value of the entry in `slot` with zero bytes up to `vlen` (at least its
+    /// length), in place when possible (large values grow with amortised doubling), keeping
+    /// its expiry and form. Reports nothing: the caller finishes its change and reports that.
+    /// Returns the entry's (possibly new) ref.
+    pub(crate) fn lengthen(&mut self, slot: usize, r: Ref, vlen: usize) -> Result<Ref, ArenaFull> {
         let old = self.blob(r);
         let old_shape = old.shape();
-        let new_shape = Shape {
-            vlen: old_shape.vlen + suffix.len(),
-            ..old_shape
-        };
+        debug_assert!(vlen >= old_shape.vlen);
+        let new_shape = Shape { vlen, ..old_shape };
+        debug_assert!(old_shape.kind == Kind::String);
         if new_shape.is_wide() == old_shape.is_wide()
             && self
                 .arena
                 .resize_in_place(r, old_shape.len(), new_shape.len())
         {
             let b = self.blob(r);
-            b.set_vlen(new_shape.vlen);
-            b.value_mut()[old_shape.vlen..].copy_from_slice(suffix);
-            b.set_form(Form::Raw);
+            b.set_vlen(vlen);
+            b.value_mut()[old_shape.vlen..].fill(0);
             self.used = self.used - charge(old_shape) + charge(new_shape);
-            self.report_put(r);
             return Ok(r);
         }
-        let mut value = Vec::with_capacity(new_shape.vlen);
+        let mut value = Vec::with_capacity(vlen);
         value.extend_from_slice(old.value());
-        value.extend_from_slice(suffix);
+        value.resize(vlen, 0);
         let expiry = old.has_ttl().then(|| old.expiry());
-        let r = self.rewrite(slot, r, Some((Kind::String, &value)), expiry, Report::Put)?;
-        self.blob(r).set_form(Form::Raw);
-        Ok(r)
+        self.rewrite(slot, r, Some((Kind::String, &value)), expiry, Report::Quiet)
     }
 
     /// Removes the entry in `slot` (its key hashes to `hash`) and reports the delete to the

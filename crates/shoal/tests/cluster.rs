@@ -294,6 +294,9 @@ async fn keys_live_on_their_slot_owner_and_other_nodes_redirect() {
                     vec!["MGET", a, b],
                     vec!["DEL", a, b],
                     vec!["MSET", a, "1", b, "2"],
+                    vec!["BITOP", "OR", a, b],
+                    vec!["BITOP", "NOT", a, b],
+                    vec!["LCS", a, b],
                 ] {
                     let reply = conn.call(&command).await.unwrap();
                     assert_eq!(

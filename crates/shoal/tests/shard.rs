@@ -158,6 +158,16 @@ async fn a_cluster_with_a_password_replicates_forwards_and_refuses_strangers() {
             let mut primary = cluster.node(shard.primary).connect().await.unwrap();
             until_both_replicas_acknowledge(&mut primary).await;
             assert_eq!(primary.call(&["SET", "guarded", "v1"]).await.unwrap(), ok());
+            // Bit edits made where the value lies reach the replicas as the whole value.
+            for (offset, bit) in [("1", "1"), ("7", "1"), ("1", "0"), ("12", "1")] {
+                let old = primary
+                    .call(&["SETBIT", "{b}bits", offset, bit])
+                    .await
+                    .unwrap();
+                assert!(matches!(old, Value::Int(0 | 1)), "{old:?}");
+            }
+            let bitop = primary.call(&["BITOP", "NOT", "{b}not", "{b}bits"]).await;
+            assert_eq!(bitop.unwrap(), Value::Int(2));
             let acked = primary.call(&["WAIT", "2", "5000"]).await.unwrap();
             assert_eq!(acked, Value::Int(2), "both replicas have the write");
             let value = Value::Bulk(b"v1".to_vec());
@@ -167,6 +177,10 @@ async fn a_cluster_with_a_password_replicates_forwards_and_refuses_strangers() {
                 let mut conn = node.connect().await.unwrap();
                 assert_eq!(conn.call(&["READONLY"]).await.unwrap(), ok());
                 assert_eq!(conn.call(&["GET", "guarded"]).await.unwrap(), value);
+                let bits = conn.call(&["GET", "{b}bits"]).await.unwrap();
+                assert_eq!(bits, Value::Bulk(vec![0x01, 0x08]), "{}", node.name());
+                let not = conn.call(&["GET", "{b}not"]).await.unwrap();
+                assert_eq!(not, Value::Bulk(vec![0xFE, 0xF7]), "{}", node.name());
                 // Without READONLY, forwarded to the primary.
                 let mut conn = node.connect().await.unwrap();
                 assert_eq!(conn.call(&["GET", "guarded"]).await.unwrap(), value);

@@ -162,17 +162,17 @@ fn later_redis_commands_described_by_hand_have_redis_shapes() {
 #[test]
 fn expected_commands_and_subcommands() {
     let names: Vec<&str> = commands().iter().map(|c| c.name).collect();
-    let expected = "acl append asking auth client cluster command config copy dbsize decr decrby del \
-        discard echo eval eval_ro evalsha evalsha_ro exec exists expire expireat expiretime \
-        flushall flushdb get getdel getex \
-        getrange getset hdel hello hexists hexpire hexpireat hexpiretime hget hgetall hgetdel \
-        hgetex hincrby hincrbyfloat hkeys hlen hmget hmset hpersist hpexpire hpexpireat \
-        hpexpiretime hpttl hrandfield hscan hset hsetex hsetnx hstrlen httl hvals incr incrby \
-        incrbyfloat info keys memory mget mset msetnx multi \
-        object persist pexpire pexpireat pexpiretime ping psetex psubscribe psync pttl publish \
-        pubsub punsubscribe quit randomkey readonly readwrite rename renamenx replconf reset scan \
-        script select set setex setnx setrange shutdown slowlog spublish ssubscribe strlen \
-        subscribe sunsubscribe time touch ttl type unlink unsubscribe unwatch wait watch";
+    let expected = "acl append asking auth bitcount bitfield bitfield_ro bitop bitpos client cluster command \
+        config copy dbsize decr decrby del discard echo eval eval_ro evalsha evalsha_ro exec \
+        exists expire expireat expiretime flushall flushdb get getbit getdel getex getrange getset \
+        hdel hello hexists hexpire hexpireat hexpiretime hget hgetall hgetdel hgetex hincrby \
+        hincrbyfloat hkeys hlen hmget hmset hpersist hpexpire hpexpireat hpexpiretime hpttl \
+        hrandfield hscan hset hsetex hsetnx hstrlen httl hvals incr incrby incrbyfloat info keys \
+        lcs memory mget mset msetnx multi object persist pexpire pexpireat pexpiretime ping psetex \
+        psubscribe psync pttl publish pubsub punsubscribe quit randomkey readonly readwrite rename \
+        renamenx replconf reset scan script select set setbit setex setnx setrange shutdown \
+        slowlog spublish ssubscribe strlen subscribe sunsubscribe time touch ttl type unlink \
+        unsubscribe unwatch wait watch";
     assert_eq!(names, expected.split_whitespace().collect::<Vec<_>>());
 
     let subs = |name: &str| -> Vec<&str> {
@@ -389,6 +389,9 @@ fn key_positions() {
     assert_eq!(positions(b"get", 2), [1]);
     assert_eq!(positions(b"del", 4), [1, 2, 3]);
     assert_eq!(positions(b"rename", 3), [1, 2]);
+    assert_eq!(positions(b"bitop", 6), [2, 3, 4, 5]);
+    assert_eq!(positions(b"lcs", 5), [1, 2]);
+    assert_eq!(positions(b"bitfield", 7), [1]);
     assert_eq!(positions(b"ping", 1), Vec::<usize>::new());
     assert_eq!(positions(b"dbsize", 1), Vec::<usize>::new());
 }

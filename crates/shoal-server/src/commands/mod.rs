@@ -2,11 +2,15 @@
 //! [`shoal_frontdoor::table`] to its handler. The connection commands (`PING`, `HELLO`,
 //! `CLIENT ...`) are the front door's; everything else a node runs is here.
 
+mod bitfield;
+mod bitmaps;
+mod bits;
 mod cluster;
 mod hash_ttl;
 mod hashes;
 mod introspection;
 mod keys;
+mod lcs;
 mod pubsub;
 mod replication;
 mod server;
@@ -53,6 +57,12 @@ impl Ctx<'_> {
             self.shared.events.notify(class, event, key);
             self.conn.deliver_messages(self.out);
         }
+    }
+
+    /// Sends `keymiss` for `key`, as a read that finds no key does in Redis.
+    #[inline]
+    pub fn key_miss(&mut self, key: &[u8]) {
+        self.notify(crate::notify::class::KEY_MISS, "keymiss", key);
     }
 }
 
@@ -134,6 +144,15 @@ fn handler_of(name: &str) -> Option<Handler> {
         "incrby" => Now(strings::incrby),
         "decrby" => Now(strings::decrby),
         "incrbyfloat" => Now(strings::incrbyfloat),
+        "lcs" => Now(lcs::lcs),
+        // bitmaps
+        "setbit" => Now(bitmaps::setbit),
+        "getbit" => Now(bitmaps::getbit),
+        "bitcount" => Now(bitmaps::bitcount),
+        "bitpos" => Now(bitmaps::bitpos),
+        "bitop" => Now(bitmaps::bitop),
+        "bitfield" => Now(bitfield::bitfield),
+        "bitfield_ro" => Now(bitfield::bitfield_ro),
         // hashes
         "hset" => Now(hashes::hset),
         "hmset" => Now(hashes::hmset),
@@ -293,6 +312,12 @@ pub(crate) fn store_error(error: StoreError) -> CommandError {
 }
 
 pub(crate) use shoal_proto::args::is;
+
+/// Whether `arg` names `option` as Redis's `strcasecmp` compares them: in any case, and only
+/// up to a NUL byte in `arg` (where a C string ends).
+pub(crate) fn is_named(arg: &[u8], option: &str) -> bool {
+    is(shoal_proto::args::c_str(arg), option)
+}
 
 #[cfg(test)]
 mod tests {

@@ -122,7 +122,7 @@ pub fn get(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
         .map_err(store_error)?
         .is_none()
     {
-        ctx.notify(class::KEY_MISS, "keymiss", argv.get(1));
+        ctx.key_miss(argv.get(1));
         ctx.reply().null();
     }
     Ok(())

@@ -3,7 +3,7 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | `strings` | values: `GET`, `SET`, `MSET`, the `INCR` family, `APPEND`, `SETRANGE`, `GETEX`... |
+//! | `strings` | values: `GET`, `SET`, `MSET`, the `INCR` family, `APPEND`, `SETRANGE`, bit edits... |
 //! | `keys` | keys: `DEL`, `EXISTS`, `TOUCH`, `EXPIRE`, `TTL`, `OBJECT`, `RENAME`, `COPY`, `SCAN`... |
 //! | `maintenance` | background work: eviction under `maxmemory`, active expiry, compaction |
 //! | `snapshot` | replication: the journal, the snapshot walk and its replay |
@@ -39,7 +39,7 @@ use exclusive::ShardGuard;
 pub use hashes::{DEFAULT_MAX_PACKED_ENTRIES, DEFAULT_MAX_PACKED_VALUE, HashSlot, HashWrite};
 pub use keys::{Encoding, ExpireCondition, ExpireOutcome, KeyTtl, ObjectInfo, RenameOutcome};
 pub use maintenance::{ExpireCycle, OutOfMemory, Upkeep};
-pub use strings::{SetCondition, SetOptions, TtlUpdate, UpdateError};
+pub use strings::{Combined, MAX_VALUE_LEN, SetCondition, SetOptions, TtlUpdate, UpdateError};
 
 /// How the store is set up.
 #[derive(Clone)]
@@ -421,14 +421,26 @@ struct Locks<'a> {
 }
 
 impl Locks<'_> {
-    fn shard_for(&mut self, store: &Store, key: &[u8]) -> (&mut Shard, u64) {
+    /// Where the locked shard of `key` is among the guards, and the key's hash.
+    fn position(&self, store: &Store, key: &[u8]) -> (usize, u64) {
         let hash = store.hash(key);
         let index = store.shard_index(hash);
         let at = self
             .guards
             .binary_search_by_key(&index, |(i, _, _)| *i)
             .expect("the key's shard is locked");
+        (at, hash)
+    }
+
+    /// The locked shard of `key`, and the key's hash.
+    fn shard_for(&mut self, store: &Store, key: &[u8]) -> (&mut Shard, u64) {
+        let (at, hash) = self.position(store, key);
         (&mut self.guards[at].1, hash)
+    }
+
+    /// The locked shard of `key`, to read.
+    fn shard_of(&self, store: &Store, key: &[u8]) -> &Shard {
+        &self.guards[self.position(store, key).0].1
     }
 
     /// Folds every locked shard's change of `used` into the store's total.

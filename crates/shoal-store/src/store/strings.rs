@@ -1,5 +1,5 @@
 //! Values: reading and writing strings (`GET`, `SET`, `MSET`, `MSETNX`, the `INCR` family,
-//! `APPEND`, `SETRANGE`, `GETDEL`, `GETEX`).
+//! `APPEND`, `SETRANGE`, `GETDEL`, `GETEX`, the bitmap commands' `edit` and `combine`).
 
 use crate::arena::{ArenaFull, Ref};
 use crate::entry::{Form, Kind};
@@ -280,6 +280,112 @@ impl Store {
         })
     }
 
+    /// Edits a value's bytes where they lie (`SETBIT`, `BITFIELD`), without copying the value:
+    /// first pads it with zero bytes to at least `min_len` bytes (a missing key gets `min_len`
+    /// zero bytes and no expiry; past [`MAX_VALUE_LEN`] is [`StoreError::TooLarge`]), then `f`
+    /// gets the bytes and whether they were just created or padded, and returns whether it
+    /// changed them and a result; a key of another type is [`StoreError::WrongType`]. The
+    /// value keeps its expiry, becomes raw (as Redis's
+    /// `dbUnshareStringValue` leaves a string it is about to edit) and is marked used; a new,
+    /// padded or changed value is reported to the journal, once.
+    pub fn edit<R>(
+        &self,
+        key: &[u8],
+        min_len: usize,
+        f: impl FnOnce(&mut [u8], bool) -> (bool, R),
+    ) -> Result<R, StoreError> {
+        if min_len > MAX_VALUE_LEN {
+            return Err(StoreError::TooLarge);
+        }
+        let clock = self.clock_now();
+        self.with_shard(key, |shard, hash, now| {
+            match live_string(shard, hash, key, now)? {
+                Some((slot, r)) => {
+                    let len = shard.blob(r).value().len();
+                    let grown = len < min_len;
+                    let r = if grown {
+                        shard.lengthen(slot, r, min_len)?
+                    } else {
+                        r
+                    };
+                    let b = shard.blob(r);
+                    let (changed, result) = f(b.value_mut(), grown);
+                    b.set_form(Form::Raw);
+                    shard.touch(r, clock);
+                    if changed || grown {
+                        shard.report_put(r);
+                    }
+                    Ok(result)
+                }
+                None => {
+                    // Edited before it is stored, so that the journal hears of it once.
+                    let mut value = vec![0u8; min_len];
+                    let (_, result) = f(&mut value, true);
+                    let r = shard.insert(hash, key, &value, None, clock)?;
+                    shard.blob(r).set_form(Form::Raw);
+                    Ok(result)
+                }
+            }
+        })
+    }
+
+    /// Computes a value from other keys' values and stores it under `dest`, atomically
+    /// (`BITOP`): `f` gets the values of `sources` in order (`None` for a missing key, each
+    /// read counted as a hit or a miss) and an empty buffer to fill; a source of another type
+    /// is [`StoreError::WrongType`], before anything changes. A result that is not empty
+    /// replaces `dest`'s value (of whatever type), raw and without expiry; an empty one deletes
+    /// `dest`.
+    /// `dest` may be one of the sources.
+    pub fn combine<'k, R>(
+        &self,
+        dest: &'k [u8],
+        sources: impl ExactSizeIterator<Item = &'k [u8]> + Clone,
+        f: impl FnOnce(&[Option<&[u8]>], &mut Vec<u8>) -> R,
+    ) -> Result<(Combined, R), StoreError> {
+        let clock = self.clock_now();
+        let mut locks = self.lock_keys(sources.clone().chain(std::iter::once(dest)));
+        let mut now = Now::new(&*self.clock);
+        let mut found = Vec::with_capacity(sources.len());
+        for key in sources.clone() {
+            let (shard, hash) = locks.shard_for(self, key);
+            let live = shard.live(hash, key, &mut now);
+            shard.count_read(live.is_some());
+            if let Some((_, r)) = live {
+                shard.touch(r, clock);
+            }
+            if live.is_some_and(|(_, r)| shard.blob(r).kind() != Kind::String) {
+                locks.settle(self);
+                return Err(StoreError::WrongType);
+            }
+            found.push(live.map(|(_, r)| r));
+        }
+        let mut out = Vec::new();
+        let values: Vec<Option<&[u8]>> = sources
+            .zip(&found)
+            .map(|(key, r)| r.map(|r| locks.shard_of(self, key).blob(r).value()))
+            .collect();
+        let result = f(&values, &mut out);
+        drop(values);
+        let (shard, hash) = locks.shard_for(self, dest);
+        let written = match (shard.live(hash, dest, &mut now), out.is_empty()) {
+            (Some((slot, r)), true) => {
+                shard.remove_at(hash, slot, r, None);
+                Ok(Combined::Deleted)
+            }
+            (None, true) => Ok(Combined::Nothing),
+            (existing, false) => match existing {
+                Some((slot, r)) => shard.overwrite(slot, r, &out, None, clock),
+                None => shard.insert(hash, dest, &out, None, clock),
+            }
+            .map(|r| {
+                shard.blob(r).set_form(Form::Raw);
+                Combined::Written
+            }),
+        };
+        locks.settle(self);
+        Ok((written?, result))
+    }
+
     /// Reads and deletes a string (`GETDEL`).
     pub fn get_del<R>(
         &self,
@@ -328,6 +434,20 @@ impl Store {
             Ok(Some(result))
         })
     }
+}
+
+/// The longest value [`Store::edit`] makes: an entry records its value's length in 32 bits.
+pub const MAX_VALUE_LEN: usize = u32::MAX as usize;
+
+/// What [`Store::combine`] did to its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combined {
+    /// It holds the result.
+    Written,
+    /// The result was empty and the key was deleted.
+    Deleted,
+    /// The result was empty and the key did not exist.
+    Nothing,
 }
 
 /// Writes `value` under `key` given what is there (`existing`), honouring `options`.
