@@ -6,13 +6,21 @@
 //! A script runs on its worker thread holding every shard of the store (the store's
 //! exclusive section). A command on another worker thread that touched the store would block
 //! that thread's whole event loop until the script ends, so that a `SCRIPT KILL` arriving
-//! there could never run. So the front door asks [`Busy::gate`] first, one relaxed atomic
-//! load when no script runs: while one runs, a command waits asynchronously (its connection's
-//! task sleeps, the thread serves others) until the script ends or turns busy, and once it is
+//! there could never run. So the front door asks [`Busy::gate`] first, one atomic load when
+//! no script runs: while one runs, a command waits asynchronously (its connection's task
+//! sleeps, the thread serves others) until the script ends or turns busy, and once it is
 //! busy, every command but the `allow_busy` ones is refused with Redis's `-BUSY` line.
+//!
+//! A command that passed the gate an instant before a script started must not be caught
+//! behind it either. So each thread marks itself inside a command before it looks at the gate
+//! ([`crate::stats::WorkerStats::enter`]), and a script takes the busy state
+//! ([`Busy::try_start`]) before it waits for every other thread to be outside a command
+//! ([`crate::stats::Stats::wait_until_outside_commands`]) and only then takes the store. Both
+//! sides write, then read the other's mark (sequentially consistent): either the command sees
+//! the script and waits, or the script sees the command and lets it finish first.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 
 use futures_util::future::BoxFuture;
 use shoal_proto::command_table::flags;
@@ -26,6 +34,9 @@ const IDLE: u8 = 0;
 const RUNNING: u8 = 1;
 /// A script runs past `busy-reply-threshold`.
 const BUSY: u8 = 2;
+
+/// [`Busy::runner`] unknown.
+const NO_RUNNER: usize = usize::MAX;
 
 /// What `-BUSY` says while an `EVAL` script runs (Redis's `slowevalerr`).
 pub const BUSY_SCRIPT: &str =
@@ -59,6 +70,9 @@ pub struct Busy {
     wrote: AtomicBool,
     /// `SCRIPT KILL` / `FUNCTION KILL` asked the running script to stop.
     kill: AtomicBool,
+    /// The index of the worker thread the running script keeps busy ([`NO_RUNNER`]: none
+    /// known), which new connections avoid.
+    runner: AtomicUsize,
     /// Woken when a script ends or turns busy.
     changed: Arc<Notify>,
 }
@@ -73,10 +87,11 @@ pub enum Gate {
 
 impl Busy {
     /// Whether a command with `command_flags` may go on now. `None` (run it) when no script
-    /// runs: one relaxed load.
+    /// runs: one load (a plain one on x86). The calling thread is marked inside a command
+    /// already.
     #[inline]
     pub fn gate(&self, command_flags: u32) -> Option<Gate> {
-        let state = self.state.load(Relaxed);
+        let state = self.state.load(SeqCst);
         if state == IDLE {
             return None;
         }
@@ -107,12 +122,38 @@ impl Busy {
         }
     }
 
-    /// A script starts on this thread: other commands wait from now on.
-    pub fn start(&self, kind: ScriptKind) {
+    /// A script starts on this thread: other commands wait from now on. False if another
+    /// script took the state first (one that started on another thread after this one's
+    /// command passed the gate): this one waits for it ([`Busy::idle`]) and tries again.
+    /// `worker` is the index of the worker thread it runs on, if known ([`Busy::runner`]).
+    pub fn try_start(&self, kind: ScriptKind, worker: Option<usize>) -> bool {
+        if self
+            .state
+            .compare_exchange(IDLE, RUNNING, SeqCst, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
         self.function.store(kind == ScriptKind::Function, Relaxed);
         self.wrote.store(false, Relaxed);
         self.kill.store(false, Relaxed);
-        self.state.store(RUNNING, Relaxed);
+        self.runner.store(worker.unwrap_or(NO_RUNNER), Relaxed);
+        true
+    }
+
+    /// The index of the worker thread a running script keeps busy, if one runs and it is
+    /// known: a server hands new connections to other workers meanwhile.
+    pub fn runner(&self) -> Option<usize> {
+        if self.state.load(Relaxed) == IDLE {
+            return None;
+        }
+        Some(self.runner.load(Relaxed)).filter(|&w| w != NO_RUNNER)
+    }
+
+    /// Whether no script runs now, for work outside commands that takes the store (the
+    /// cron's): to be asked while marked inside a command, as [`Busy::gate`] is.
+    pub fn idle_now(&self) -> bool {
+        self.state.load(SeqCst) == IDLE
     }
 
     /// The running script has run past `busy-reply-threshold`: other commands get `-BUSY`,
@@ -167,6 +208,14 @@ impl Busy {
         Ok(())
     }
 
+    /// The server is shutting down: the running script, if any, stops at its next look at
+    /// the kill flag, whether or not it wrote.
+    pub fn stop_for_shutdown(&self) {
+        if self.state.load(Relaxed) != IDLE {
+            self.kill.store(true, Relaxed);
+        }
+    }
+
     /// Whether a script runs now and, if so, which kind.
     pub fn running(&self) -> Option<ScriptKind> {
         if self.state.load(Relaxed) == IDLE {
@@ -218,7 +267,12 @@ mod tests {
             busy.request_kill(ScriptKind::Eval),
             Err(CommandError::fixed(NOTBUSY))
         );
-        busy.start(ScriptKind::Eval);
+        assert!(busy.try_start(ScriptKind::Eval, None));
+        assert!(
+            !busy.try_start(ScriptKind::Eval, None),
+            "two scripts at once"
+        );
+        assert!(!busy.idle_now());
         assert!(matches!(busy.gate(flags::ALLOW_BUSY), Some(Gate::Wait(_))));
         busy.turn_busy();
         assert!(busy.gate(flags::ALLOW_BUSY).is_none());
@@ -236,7 +290,9 @@ mod tests {
         );
         busy.end();
         assert!(busy.gate(0).is_none() && !busy.kill_requested());
-        busy.start(ScriptKind::Function);
+        assert!(busy.idle_now());
+        assert!(busy.try_start(ScriptKind::Function, Some(1)));
+        assert_eq!(busy.runner(), Some(1));
         busy.turn_busy();
         assert!(matches!(busy.gate(0), Some(Gate::Refuse(e)) if e.line() == BUSY_FUNCTION));
     }

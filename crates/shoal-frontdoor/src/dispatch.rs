@@ -97,7 +97,11 @@ pub(crate) fn dispatch<B: Backend>(
         reject(&mut r, command.id, &error);
         return Step::Done;
     }
-    // While a script runs on another thread: wait, or `-BUSY` (one relaxed load otherwise).
+    // While a script runs on another thread: wait, or `-BUSY` (one load otherwise). The
+    // thread is marked inside a command first, until the command's synchronous part is done
+    // (see `crate::busy`).
+    let worker = r.worker;
+    let _inside = worker.enter();
     match r.backend.door().busy.gate(spec.flags) {
         None => {}
         Some(Gate::Wait(wait)) => return Step::Retry(wait),

@@ -129,6 +129,9 @@ impl Door {
     /// Asks every listener, connection and background task to stop.
     pub fn request_shutdown(&self) {
         self.shutdown.send_replace(true);
+        // A running script would keep its thread (and so the shutdown) waiting forever: it
+        // is stopped, as Redis's `SHUTDOWN NOSAVE` stops a busy one.
+        self.busy.stop_for_shutdown();
     }
 
     /// A receiver that sees `true` once shutdown is requested.

@@ -67,5 +67,5 @@ pub use identity::{Mode, Role};
 pub use multi::{Admission, Relayed, Transaction};
 pub use settings::{DENIED, Limits, OutputLimit, Settings, constant_time_eq};
 pub use slowlog::{SlowEntry, SlowLog};
-pub use stats::{CommandTotals, Stats, WorkerStats};
+pub use stats::{CommandTotals, InsideCommand, Stats, WorkerStats};
 pub use stream::Stream;

@@ -4,7 +4,8 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -63,6 +64,24 @@ pub struct WorkerStats {
     pub net_input_bytes: AtomicU64,
     /// Bytes written to clients.
     pub net_output_bytes: AtomicU64,
+    /// Whether the thread is inside a command's synchronous part ([`WorkerStats::enter`]).
+    inside: InCommand,
+}
+
+/// The "inside a command" mark, on a cache line of its own: its thread writes it twice per
+/// command, and only a script about to start reads it.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct InCommand(AtomicBool);
+
+/// Marks a thread inside a command until dropped ([`WorkerStats::enter`]).
+#[must_use = "the thread is inside a command only while this lives"]
+pub struct InsideCommand<'a>(&'a AtomicBool);
+
+impl Drop for InsideCommand<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl WorkerStats {
@@ -71,7 +90,19 @@ impl WorkerStats {
             commands: (0..commands).map(|_| CommandCounters::default()).collect(),
             net_input_bytes: AtomicU64::new(0),
             net_output_bytes: AtomicU64::new(0),
+            inside: InCommand::default(),
         }
+    }
+
+    /// Marks this thread inside a command (or other work on the store) until the guard
+    /// drops. A script about to take the store waits until no other thread is inside
+    /// ([`Stats::wait_until_outside_commands`]); the store is checked for a running script
+    /// only after this mark is set ([`crate::busy`] says why both orders matter).
+    #[inline]
+    pub fn enter(&self) -> InsideCommand<'_> {
+        // SeqCst: the mark is visible before this thread reads the busy state.
+        self.inside.0.store(true, Ordering::SeqCst);
+        InsideCommand(&self.inside.0)
     }
 
     /// Records a call of command `id` that took `usec` microseconds.
@@ -211,6 +242,27 @@ impl Stats {
             workers.push((self.instance, Arc::downgrade(&worker)));
             worker
         })
+    }
+
+    /// Waits until no thread but the calling one is inside a command ([`WorkerStats::enter`]):
+    /// what a script does after it took the busy state and before it takes the store, so that
+    /// no command that passed the busy gate before it blocks its thread on the store for as
+    /// long as the script runs. Those commands are synchronous and short: this yields while
+    /// it waits, and never holds the list of threads meanwhile.
+    pub fn wait_until_outside_commands(&self) {
+        let me = self.this_thread();
+        let others: Vec<Arc<WorkerStats>> = self
+            .workers
+            .lock()
+            .iter()
+            .filter(|w| !Arc::ptr_eq(w, &me))
+            .cloned()
+            .collect();
+        for other in others {
+            while other.inside.0.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+        }
     }
 
     /// Counts an error reply by its code (`errorstats`).

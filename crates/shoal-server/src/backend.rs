@@ -181,6 +181,10 @@ impl Shared {
             Handler::Now(run) => run(&mut ctx, argv).map(|()| None),
             Handler::MayWait(run) => run(&mut ctx, argv),
         };
+        if std::mem::take(&mut ctx.client.wait_for_script) {
+            let shared = self.clone();
+            return Outcome::Retry(Box::pin(async move { shared.door.busy.idle().await }));
+        }
         if call.command.spec.has(flags::WRITE) && self.replication.recording() {
             ctx.client.write_offset = self.replication.offset();
         }

@@ -10,6 +10,9 @@ pub struct NodeConn {
     /// The command being retried already waited once for a newer cluster map (or for writes
     /// to resume): routing does not ask it to wait again.
     pub(crate) map_awaited: bool,
+    /// The command (a script) found another script starting on another thread an instant
+    /// after it passed the busy gate: it runs again once that one ends.
+    pub(crate) wait_for_script: bool,
     /// The connection is another node's forwarder: its commands are never forwarded again.
     pub(crate) forwarded: bool,
     /// The replication offset after this client's last write (for `WAIT`).

@@ -187,6 +187,7 @@ impl Server {
             workers.push(tx);
             let shared = shared.clone();
             handles.push(spawn_thread(format!("shoal-worker-{index}"), move || {
+                WORKER_INDEX.set(Some(index));
                 run_worker(shared, rx)
             })?);
         }
@@ -312,6 +313,16 @@ struct Handed {
     tls: Option<Arc<TlsAcceptor>>,
 }
 
+thread_local! {
+    /// This thread's index among the node's workers (`None` on other threads).
+    static WORKER_INDEX: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The index of the worker thread the caller runs on, if it runs on one.
+pub(crate) fn worker_index() -> Option<usize> {
+    WORKER_INDEX.get()
+}
+
 fn run_worker(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Handed>) {
     let runtime = current_thread_runtime();
     let local = tokio::task::LocalSet::new();
@@ -369,6 +380,7 @@ fn run_control(
         let loops = listeners.into_iter().map(|(listener, tls)| {
             let listener = TcpListener::from_std(listener).expect("a bound listener registers");
             let (next, workers) = (&next, &workers);
+            let door = shared.door.clone();
             accept_loop(
                 shared.door.clone(),
                 listener,
@@ -382,9 +394,15 @@ fn run_control(
                         stream,
                         tls: tls.clone(),
                     };
+                    // Not to the worker a script keeps busy (it could not be served until the
+                    // script ends, and it may be the connection that sends `SCRIPT KILL`).
+                    let mut target = next.get() % workers.len();
+                    if workers.len() > 1 && door.busy.runner() == Some(target) {
+                        target = (target + 1) % workers.len();
+                    }
                     // A worker that is gone drops the connection and gives its slot back.
-                    let _ = workers[next.get() % workers.len()].send(handed);
-                    next.set(next.get().wrapping_add(1));
+                    let _ = workers[target].send(handed);
+                    next.set(target.wrapping_add(1));
                 },
             )
         });
@@ -408,13 +426,19 @@ async fn cron(shared: Arc<Shared>) {
     let mut last_trim = Instant::now();
     // Bytes the store handed back to the allocator since the last trim.
     let mut returned = 0;
+    // The cron is this (control) thread's one user of the store: marked as a command is, it
+    // never waits on the store behind a running script, which would stop this thread
+    // accepting the connection that sends `SCRIPT KILL` (see shoal_frontdoor::busy).
+    let me = shared.door.stats.this_thread();
     loop {
         let period = Duration::from_millis(1000 / shared.live.hz().max(1));
         shared.store.refresh_clock();
+        let inside = me.enter();
+        let script_runs = !shared.door.busy.idle_now();
         // A fenced primary changes nothing (see `Replication::fenced`); its keys expire on
         // whichever node serves them next.
         let fenced = shared.replication.fenced();
-        let cycle = if fenced {
+        let cycle = if fenced || script_runs {
             ExpireCycle::default()
         } else {
             shared.store.expire_cycle(period / 4)
@@ -423,7 +447,9 @@ async fn cron(shared: Arc<Shared>) {
             shared.door.tick();
             last_tick = Instant::now();
         }
-        returned += shared.store.maintain().returned_bytes;
+        if !script_runs {
+            returned += shared.store.maintain().returned_bytes;
+        }
         if returned >= TRIM_AFTER_BYTES || last_trim.elapsed() >= TRIM_EVERY {
             crate::process::trim_heap();
             last_trim = Instant::now();
@@ -431,9 +457,11 @@ async fn cron(shared: Arc<Shared>) {
         }
         if let Some(cluster) = &shared.cluster
             && !fenced
+            && !script_runs
         {
             cluster.drop_step(&shared.store, period / 4);
         }
+        drop(inside);
         shared.replication.keep_alive();
         let pause = if cycle.out_of_time {
             period / 4

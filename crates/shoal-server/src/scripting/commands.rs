@@ -112,13 +112,27 @@ pub(crate) fn run_script(
     let shared = ctx.shared;
     let threshold = Duration::from_millis(shared.config.read().busy_reply_threshold);
     let protocol = ctx.conn.protocol;
+    // Inside `EXEC` the store is held already (other threads wait for the transaction) and
+    // the command cannot be retried alone: the script runs within the transaction's section.
+    let in_transaction = shared.store.in_exclusive();
+    let busy = &shared.door.busy;
+    let started = busy.try_start(invocation.kind, crate::server::worker_index());
+    if !started && !in_transaction {
+        // Another script took the state after this command passed the gate.
+        ctx.client.wait_for_script = true;
+        return Ok(());
+    }
+    // Ends the busy state however the script ends (only if this one took it).
+    let _ended = started.then_some(Ended(shared));
+    if !in_transaction {
+        // Commands that passed the gate before the state changed finish first: none of them
+        // may wait for the store on its thread while this runs (see shoal_frontdoor::busy).
+        shared.door.stats.wait_until_outside_commands();
+    }
     let Ctx {
         conn, client, out, ..
     } = ctx;
     let result = shared.store.exclusive(|| {
-        let busy = &shared.door.busy;
-        busy.start(invocation.kind);
-        let _ended = Ended(shared);
         let mut run = Run {
             shared,
             conn,

@@ -83,6 +83,11 @@ impl Store {
         }
     }
 
+    /// Whether this thread is inside this store's exclusive section ([`Store::exclusive`]).
+    pub fn in_exclusive(&self) -> bool {
+        HELD.get() == self.shards.as_ptr()
+    }
+
     /// Runs `f` with every shard locked by this thread, so that what `f` does to this store is
     /// atomic: other threads' operations wait until `f` returns, and see all of its changes or
     /// none. The operations `f` runs on this store work as usual (they use the locks held);
