@@ -61,9 +61,13 @@ impl Conn {
     /// Writes the messages waiting for this connection, if it subscribes, into `out`: a
     /// backend's `PUBLISH` calls it before its reply, so that a RESP3 connection publishing
     /// to a channel it subscribes to reads the message first, as from Redis.
-    pub fn deliver_messages(&self, out: &mut Vec<u8>) {
-        if let Some(subscriptions) = &self.subscriptions {
-            subscriptions.mailbox.drain(self.protocol, out);
+    pub fn deliver_messages(&mut self, out: &mut Vec<u8>) {
+        if let Some(subscriptions) = &mut self.subscriptions {
+            subscriptions.deliver(self.protocol, out);
+            // The server may have ended its last subscription (a shard channel's slot left).
+            if subscriptions.is_empty() {
+                self.subscriptions = None;
+            }
         }
     }
 

@@ -119,6 +119,9 @@ impl Shared {
         door.slowlog
             .configure(config.slowlog_log_slower_than, config.slowlog_max_len);
         let door = Arc::new(door);
+        if let Some(cluster) = &cluster {
+            cluster.attach_pubsub(door.pubsub.clone());
+        }
         let events = Arc::new(KeyspaceEvents::new(door.clone()));
         events.set_classes(config.keyspace_event_classes());
         let store = Arc::new(Store::new(StoreConfig {

@@ -1,7 +1,8 @@
 //! Pub/Sub on a cluster of real `shoal server` processes (started by shoal-testkit), as Redis
 //! Cluster has it: `PUBLISH` on one node reaches subscribers on every node, `SPUBLISH` reaches
 //! the subscribers of the shard channel on its shard's nodes (replicas included), and a shard
-//! channel is subscribed to on its own shard only (`-MOVED` elsewhere).
+//! channel is subscribed to on its own shard only (`-MOVED` elsewhere), and its subscriptions
+//! end (`sunsubscribe`) when its slot moves to another shard.
 
 use std::future::Future;
 use std::time::Duration;
@@ -171,5 +172,84 @@ async fn publish_reaches_every_node_and_spublish_its_shard() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_channel_whose_slot_moves_ends_its_subscriptions() {
+    run_test(
+        "a_shard_channel_whose_slot_moves_ends_its_subscriptions",
+        async {
+            let mut cluster = TestCluster::start(SHOAL, 3, 0, ClusterOptions::default())
+                .await
+                .expect("the cluster starts");
+            let before = cluster.status().await.unwrap().map;
+            let owner_addr = |map: &shoal_cluster::ClusterMap, channel: &str| {
+                let slot = shoal_cluster::key_slot(channel.as_bytes());
+                map.primary_of_slot(slot).expect("an owner").resp_addr()
+            };
+            let channels: Vec<String> = (0..48).map(|i| format!("feed:{i}")).collect();
+            // Each primary's subscriber takes the shard channels of its slots.
+            let mut subscribers: Vec<(String, redis::Connection, Vec<String>)> = Vec::new();
+            for addr in cluster.resp_addrs() {
+                let mine: Vec<String> = channels
+                    .iter()
+                    .filter(|c| owner_addr(&before, c) == addr)
+                    .cloned()
+                    .collect();
+                let mut con = connect(&addr);
+                for channel in &mine {
+                    let _: redis::Value = redis::cmd("SSUBSCRIBE")
+                        .arg(channel)
+                        .query(&mut con)
+                        .expect("subscribes");
+                }
+                subscribers.push((addr, con, mine));
+            }
+
+            cluster.add_node(false).await.expect("a fourth node joins");
+            let after = cluster.status().await.unwrap().map;
+            let moved: Vec<&String> = channels
+                .iter()
+                .filter(|c| owner_addr(&before, c) != owner_addr(&after, c))
+                .collect();
+            assert!(!moved.is_empty(), "no channel's slot moved");
+
+            for (addr, con, mine) in &mut subscribers {
+                let mut expected: Vec<&String> =
+                    mine.iter().filter(|c| moved.contains(c)).collect();
+                let mut left = mine.len();
+                while !expected.is_empty() {
+                    let (kind, channel, count) = next_message(con);
+                    assert_eq!(kind, "sunsubscribe", "{addr}: {channel}");
+                    let at = expected
+                        .iter()
+                        .position(|c| **c == channel)
+                        .unwrap_or_else(|| panic!("{addr}: {channel} ended but did not move"));
+                    expected.remove(at);
+                    left -= 1;
+                    assert_eq!(count, left.to_string(), "{addr}: the count after {channel}");
+                }
+            }
+            // A moved channel is subscribed to where its slot went, and SPUBLISH reaches it.
+            let channel = moved[0].as_str();
+            let mut subscriber = connect(&owner_addr(&after, channel));
+            let _: redis::Value = redis::cmd("SSUBSCRIBE")
+                .arg(channel)
+                .query(&mut subscriber)
+                .expect("subscribes on the new owner");
+            let mut publisher = connect(&owner_addr(&after, channel));
+            let received: i64 = redis::cmd("SPUBLISH")
+                .arg(channel)
+                .arg("hello")
+                .query(&mut publisher)
+                .unwrap();
+            assert_eq!(received, 1);
+            assert_eq!(
+                next_message(&mut subscriber),
+                ("smessage".into(), channel.to_string(), "hello".into())
+            );
+        },
+    )
     .await;
 }

@@ -28,6 +28,10 @@ pub(crate) enum Message {
     },
     /// `smessage channel payload`: published to a shard channel it subscribed to.
     Shard { channel: Bytes, payload: Bytes },
+    /// The server no longer serves the shard channel's slot: the subscription ends, and the
+    /// subscriber reads `sunsubscribe channel count` ([`super::Subscriptions`] writes it, as
+    /// only it knows the count).
+    ShardEnded { channel: Bytes },
 }
 
 impl Message {
@@ -39,6 +43,7 @@ impl Message {
                 Message::Channel { channel, payload } | Message::Shard { channel, payload } => {
                     channel.len() + payload.len()
                 }
+                Message::ShardEnded { channel } => channel.len(),
                 Message::Pattern {
                     pattern,
                     channel,
@@ -47,7 +52,8 @@ impl Message {
             }
     }
 
-    /// Writes it as Redis does: an array in RESP2, a push in RESP3.
+    /// Writes a published message as Redis does: an array in RESP2, a push in RESP3
+    /// ([`Message::ShardEnded`] is written by [`super::Subscriptions`]).
     pub(crate) fn encode(&self, protocol: Protocol, out: &mut Vec<u8>) {
         let mut reply = Reply::new(out, protocol);
         match self {
@@ -73,6 +79,12 @@ impl Message {
                 reply.bulk(b"smessage");
                 reply.bulk(channel);
                 reply.bulk(payload);
+            }
+            Message::ShardEnded { channel } => {
+                reply.push(3);
+                reply.bulk(b"sunsubscribe");
+                reply.bulk(channel);
+                reply.int(0);
             }
         }
     }
@@ -163,15 +175,11 @@ impl Mailbox {
         self.arrived.notified().await;
     }
 
-    /// Writes every waiting message into `out` in `protocol`; how many there were.
-    pub(crate) fn drain(&self, protocol: Protocol, out: &mut Vec<u8>) -> usize {
+    /// Takes every waiting message, for the session to write.
+    pub(crate) fn take(&self) -> VecDeque<Message> {
         let messages = std::mem::take(&mut self.queue.lock().messages);
-        let mut size = 0;
-        for message in &messages {
-            size += message.size();
-            message.encode(protocol, out);
-        }
+        let size: usize = messages.iter().map(Message::size).sum();
         self.bytes.fetch_sub(size, Relaxed);
-        messages.len()
+        messages
     }
 }

@@ -218,6 +218,34 @@ impl PubSub {
         published
     }
 
+    /// Ends every subscription to the shard channels `lost` picks (their slot left this
+    /// server, as Redis Cluster ends them when a slot moves away): each subscriber reads
+    /// `sunsubscribe channel count` and may subscribe again where the slot went. How many
+    /// channels ended.
+    pub fn end_shard_channels(&self, mut lost: impl FnMut(&[u8]) -> bool) -> usize {
+        let ended: Vec<(Bytes, Subscribers)> = {
+            let mut table = self.shard_channels.lock();
+            let names: Vec<Bytes> = table.keys().filter(|name| lost(name)).cloned().collect();
+            names
+                .into_iter()
+                .filter_map(|name| table.remove(&name).map(|subscribers| (name, subscribers)))
+                .collect()
+        };
+        for (channel, subscribers) in &ended {
+            for mailbox in subscribers {
+                let message = Message::ShardEnded {
+                    channel: channel.clone(),
+                };
+                // Not bounded: the end of a subscription always reaches its subscriber.
+                mailbox.deliver(message, OutputLimit::default());
+            }
+            if let Some(observer) = self.observer.get() {
+                observer.last(Kind::Shard, channel);
+            }
+        }
+        ended.len()
+    }
+
     /// `PUBSUB CHANNELS [pattern]` (or `SHARDCHANNELS` with `shard`): the names with at least
     /// one subscriber, matching `pattern` if given.
     pub fn channels(&self, shard: bool, pattern: Option<&[u8]>) -> Vec<Bytes> {

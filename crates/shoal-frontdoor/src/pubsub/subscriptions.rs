@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use shoal_proto::{Argv, Protocol, Reply};
 
-use super::mailbox::Mailbox;
+use super::mailbox::{Mailbox, Message};
 use super::registry::{Kind, PubSub};
 use crate::backend::Conn;
 use crate::error::CommandError;
@@ -39,8 +39,26 @@ impl Subscriptions {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty()
+    }
+
+    /// Writes the messages waiting in the mailbox into `out`; a shard channel whose slot left
+    /// the server ([`Message::ShardEnded`]) is dropped from the subscriptions and confirmed
+    /// as an unsubscription, as Redis tells its subscribers. How many messages there were.
+    pub(crate) fn deliver(&mut self, protocol: Protocol, out: &mut Vec<u8>) -> usize {
+        let messages = self.mailbox.take();
+        for message in &messages {
+            match message {
+                Message::ShardEnded { channel } => {
+                    self.shard_channels.retain(|c| c != channel);
+                    let count = self.shard_channels.len();
+                    confirm(protocol, out, b"sunsubscribe", Some(channel), count);
+                }
+                published => published.encode(protocol, out),
+            }
+        }
+        messages.len()
     }
 }
 
@@ -165,8 +183,8 @@ pub(crate) fn run(
             if conn.subscriptions.as_ref().is_some_and(|s| s.is_empty()) {
                 // The connection leaves the subscribed state; messages already in its
                 // mailbox are still written.
-                if let Some(subscriptions) = conn.subscriptions.take() {
-                    subscriptions.mailbox.drain(conn.protocol, out);
+                if let Some(mut subscriptions) = conn.subscriptions.take() {
+                    subscriptions.deliver(conn.protocol, out);
                 }
             }
         }

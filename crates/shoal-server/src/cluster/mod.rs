@@ -77,6 +77,8 @@ pub struct ClusterState {
     routing: ArcSwap<Routing>,
     node: OnceLock<Arc<ClusterNode>>,
     forwarder: OnceLock<Client>,
+    /// The node's Pub/Sub: shard channels of slots that leave the node end here.
+    pubsub: OnceLock<Arc<shoal_frontdoor::pubsub::PubSub>>,
     dropping: Mutex<Option<DropJob>>,
     /// The node's directory (`--dir`), if it has one.
     dir: Option<Arc<NodeDir>>,
@@ -117,6 +119,7 @@ impl ClusterState {
             mode,
             node: OnceLock::new(),
             forwarder: OnceLock::new(),
+            pubsub: OnceLock::new(),
             dropping: Mutex::new(None),
             dir: None,
             credentials: BusCredentials::new(secret),
@@ -212,6 +215,11 @@ impl ClusterState {
         let _ = self.node.set(node);
     }
 
+    /// Records the node's Pub/Sub (once), whose shard channels end when their slot leaves.
+    pub fn attach_pubsub(&self, pubsub: Arc<shoal_frontdoor::pubsub::PubSub>) {
+        let _ = self.pubsub.set(pubsub);
+    }
+
     /// Records the client this node forwards commands with (once). It is kept on this node's
     /// map by [`ClusterState::install`].
     pub fn attach_forwarder(&self, client: Client) {
@@ -253,11 +261,19 @@ impl ClusterState {
         if let Some(forwarder) = self.forwarder.get() {
             forwarder.install_map((*map).clone());
         }
-        let next = Routing::new(map, self.myself.id);
-        let lost =
-            (0..shoal_cluster::SLOTS as u16).any(|s| serves(&current, s) && !serves(&next, s));
-        self.routing.store(Arc::new(next));
+        let next = Arc::new(Routing::new(map, self.myself.id));
+        let lost_slot = |s: u16| serves(&current, s) && !serves(&next, s);
+        let lost = (0..shoal_cluster::SLOTS as u16).any(lost_slot);
+        self.routing.store(next.clone());
         if lost {
+            // As Redis Cluster does: the subscribers of a shard channel whose slot left are
+            // told (`sunsubscribe`), and may subscribe where it went.
+            if let Some(pubsub) = self.pubsub.get() {
+                let ended = pubsub.end_shard_channels(|channel| lost_slot(key_slot(channel)));
+                if ended > 0 {
+                    tracing::info!(ended, "shard channels of slots that left ended");
+                }
+            }
             let mut job = self.dropping.lock().unwrap_or_else(|e| e.into_inner());
             *job = Some(DropJob {
                 cursor: 0,
