@@ -1,10 +1,11 @@
-//! Transactions on a shard of real `shoal server` processes (started by shoal-testkit): a
-//! replica applies each transaction's effects together, so its readers never see half of
-//! one, and a replica promoted after its primary's `kill -9` holds every transaction whole or
-//! not at all.
+//! Transactions and scripts on a shard of real `shoal server` processes (started by
+//! shoal-testkit): a replica applies each transaction's or script's effects together, so its
+//! readers never see half of one, and a replica promoted after its primary's `kill -9` holds
+//! every one whole or not at all.
 //!
-//! Each transaction sets [`PAIRS`] pairs of keys (one slot, many store shards) to the same
-//! number; a reader that ever sees two different numbers saw half of a transaction.
+//! Each write (a `MULTI`/`EXEC` transaction for odd numbers, an `EVAL` script for even ones)
+//! sets [`PAIRS`] pairs of keys (one slot, many store shards) to the same number; a reader that
+//! ever sees two different numbers saw half of one.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,14 +49,27 @@ fn keys() -> Vec<String> {
         .collect()
 }
 
-/// Runs one transaction setting every key to `n`; its `EXEC` reply.
-async fn transaction(conn: &mut RespConnection, n: u64) -> shoal_testkit::Result<Value> {
-    conn.call(&["MULTI"]).await?;
+/// Sets every key to `n` at once: a transaction for an odd `n`, a script for an even one.
+/// Whether the node acknowledged the whole write.
+async fn write_all(conn: &mut RespConnection, n: u64) -> shoal_testkit::Result<bool> {
+    let keys = keys();
     let n = n.to_string();
-    for key in keys() {
+    if n.ends_with(['0', '2', '4', '6', '8']) {
+        let script = "for _, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1]) end \
+                      return #KEYS";
+        let count = keys.len().to_string();
+        let mut args = vec!["EVAL", script, count.as_str()];
+        args.extend(keys.iter().map(String::as_str));
+        args.push(n.as_str());
+        let reply = conn.call(&args).await?;
+        return Ok(reply == Value::Int(keys.len() as i64));
+    }
+    conn.call(&["MULTI"]).await?;
+    for key in &keys {
         conn.call(&["SET", key.as_str(), n.as_str()]).await?;
     }
-    conn.call(&["EXEC"]).await
+    let reply = conn.call(&["EXEC"]).await?;
+    Ok(matches!(reply, Value::Array(ref r) if r.len() == keys.len()))
 }
 
 /// The values of every key, read at once (`MGET`).
@@ -96,51 +110,56 @@ async fn is_primary(cluster: &TestCluster, node: usize) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_never_shows_half_of_a_transaction() {
-    run_test("a_replica_never_shows_half_of_a_transaction", async {
-        let (cluster, shard) = start_shard().await;
-        let mut primary = cluster.node(shard.primary).connect().await.unwrap();
-        let done = Arc::new(AtomicBool::new(false));
-        let writer = {
-            let done = done.clone();
-            tokio::spawn(async move {
-                for n in 1..=400 {
-                    let reply = transaction(&mut primary, n).await.unwrap();
-                    assert!(matches!(reply, Value::Array(ref r) if r.len() == 2 * PAIRS));
-                }
-                done.store(true, Ordering::Relaxed);
-            })
-        };
-        let mut replica = cluster.node(shard.replicas[0]).connect().await.unwrap();
-        assert_eq!(
-            replica.call(&["READONLY"]).await.unwrap(),
-            Value::Simple(b"OK".to_vec())
-        );
-        let mut reads_with_data = 0;
-        while !done.load(Ordering::Relaxed) {
-            let seen = values(&mut replica).await;
-            assert_whole(&seen, "a replica's read during the writes");
-            reads_with_data += usize::from(seen[0].is_some());
-        }
-        writer.await.unwrap();
-        assert!(
-            reads_with_data > 10,
-            "the replica showed data to only {reads_with_data} reads"
-        );
-        // The replica ends with the last transaction.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while values(&mut replica).await[0].as_deref() != Some(b"400") {
-            assert!(Instant::now() < deadline, "the replica never caught up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+async fn a_replica_never_shows_half_of_a_transaction_or_script() {
+    run_test(
+        "a_replica_never_shows_half_of_a_transaction_or_script",
+        async {
+            let (cluster, shard) = start_shard().await;
+            let mut primary = cluster.node(shard.primary).connect().await.unwrap();
+            let done = Arc::new(AtomicBool::new(false));
+            let writer = {
+                let done = done.clone();
+                tokio::spawn(async move {
+                    for n in 1..=400 {
+                        assert!(
+                            write_all(&mut primary, n).await.unwrap(),
+                            "write {n} failed"
+                        );
+                    }
+                    done.store(true, Ordering::Relaxed);
+                })
+            };
+            let mut replica = cluster.node(shard.replicas[0]).connect().await.unwrap();
+            assert_eq!(
+                replica.call(&["READONLY"]).await.unwrap(),
+                Value::Simple(b"OK".to_vec())
+            );
+            let mut reads_with_data = 0;
+            while !done.load(Ordering::Relaxed) {
+                let seen = values(&mut replica).await;
+                assert_whole(&seen, "a replica's read during the writes");
+                reads_with_data += usize::from(seen[0].is_some());
+            }
+            writer.await.unwrap();
+            assert!(
+                reads_with_data > 10,
+                "the replica showed data to only {reads_with_data} reads"
+            );
+            // The replica ends with the last transaction.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while values(&mut replica).await[0].as_deref() != Some(b"400") {
+                assert!(Instant::now() < deadline, "the replica never caught up");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_promoted_replica_holds_each_transaction_whole_or_not_at_all() {
+async fn a_promoted_replica_holds_each_transaction_and_script_whole_or_not_at_all() {
     run_test(
-        "a_promoted_replica_holds_each_transaction_whole_or_not_at_all",
+        "a_promoted_replica_holds_each_transaction_and_script_whole_or_not_at_all",
         async {
             let (cluster, shard) = start_shard().await;
             let mut primary = cluster.node(shard.primary).connect().await.unwrap();
@@ -150,8 +169,8 @@ async fn a_promoted_replica_holds_each_transaction_whole_or_not_at_all() {
                 tokio::spawn(async move {
                     // Until the kill breaks the connection.
                     for n in 1.. {
-                        match transaction(&mut primary, n).await {
-                            Ok(Value::Array(_)) => acknowledged.store(n, Ordering::Relaxed),
+                        match write_all(&mut primary, n).await {
+                            Ok(true) => acknowledged.store(n, Ordering::Relaxed),
                             _ => return,
                         }
                     }
@@ -185,8 +204,8 @@ async fn a_promoted_replica_holds_each_transaction_whole_or_not_at_all() {
                 .parse()
                 .unwrap();
             eprintln!(
-                "{} transactions acknowledged before the kill; the promoted replica holds \
-                 transaction {held}, whole",
+                "{} writes (transactions and scripts) acknowledged before the kill; the \
+                 promoted replica holds write {held}, whole",
                 acknowledged.load(Ordering::Relaxed)
             );
             assert!(held >= 1);
