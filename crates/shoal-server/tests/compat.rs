@@ -1688,6 +1688,7 @@ scripts! {
     compat_pubsub => "pubsub.txt",
     compat_keyspace_events => "keyspace_events.txt",
     compat_scripting => "scripting.txt",
+    compat_functions => "functions.txt",
     compat_hashes => "hashes.txt",
     compat_bitmaps => "bitmaps.txt",
 }
