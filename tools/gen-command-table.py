@@ -48,7 +48,7 @@ mget mset msetnx multi object persist pexpire pexpireat pexpiretime ping psetex 
 pttl publish pubsub punsubscribe quit randomkey readonly readwrite rename renamenx replconf reset
 scan select set setbit setex setnx spublish ssubscribe subscribe sunsubscribe unsubscribe
 setrange shutdown slowlog strlen time touch ttl type unlink unwatch wait watch
-eval evalsha eval_ro evalsha_ro script
+eval evalsha eval_ro evalsha_ro script function fcall fcall_ro
 """.split()
 
 # Subcommands Shoal implements, per container; every other subcommand is dropped.
@@ -69,6 +69,7 @@ SUBCOMMANDS = {
     "object": ["encoding", "idletime", "freq", "refcount", "help"],
     "pubsub": ["channels", "numsub", "numpat", "shardchannels", "shardnumsub", "help"],
     "script": ["load", "exists", "flush", "kill", "help"],
+    "function": ["load", "list", "delete", "flush", "dump", "restore", "stats", "kill", "help"],
 }
 
 

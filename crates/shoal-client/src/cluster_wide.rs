@@ -12,7 +12,9 @@
 //! | `CONFIG SET`, `CONFIG RESETSTAT`, `SLOWLOG RESET`, `SCRIPT FLUSH` | every node of the map; `OK` once all say it |
 //! | `SCRIPT LOAD` | every node of the map (each node has its own script cache); the SHA1 |
 //! | `SCRIPT EXISTS` | every primary; 1 for a script every primary has |
-//! | `SCRIPT KILL` | every primary; `OK` if one killed a script, else the first error |
+//! | `SCRIPT KILL`, `FUNCTION KILL` | every primary; `OK` if one killed a script, else the first error |
+//! | `FUNCTION LOAD` | every primary (replicas get functions from their primary); the library's name |
+//! | `FUNCTION DELETE`, `FUNCTION FLUSH`, `FUNCTION RESTORE` | every primary; `OK` once all say it |
 //!
 //! A node's error reply is passed on as it is (the first one, in shard order); a failure to
 //! reach a node fails the command.
@@ -44,8 +46,10 @@ pub enum ClusterWide {
     ScriptLoad,
     /// `SCRIPT EXISTS`: every primary.
     ScriptExists,
-    /// `SCRIPT KILL`: every primary.
+    /// `SCRIPT KILL`, `FUNCTION KILL`: every primary.
     ScriptKill,
+    /// `FUNCTION LOAD`: every primary (a primary's functions reach its replicas).
+    FunctionLoad,
 }
 
 impl ClusterWide {
@@ -63,7 +67,11 @@ impl ClusterWide {
             }
             "script|load" => ClusterWide::ScriptLoad,
             "script|exists" => ClusterWide::ScriptExists,
-            "script|kill" => ClusterWide::ScriptKill,
+            "script|kill" | "function|kill" => ClusterWide::ScriptKill,
+            "function|load" => ClusterWide::FunctionLoad,
+            "function|delete" | "function|flush" | "function|restore" => {
+                ClusterWide::Everywhere(Nodes::Primaries)
+            }
             _ => return None,
         })
     }
@@ -104,9 +112,10 @@ impl Client {
             ClusterWide::Scan => scan(self, args).await,
             ClusterWide::RandomKey => randomkey(self, args).await,
             ClusterWide::Everywhere(nodes) => all_ok(self, args, nodes).await,
-            ClusterWide::ScriptLoad => script_load(self, args).await,
+            ClusterWide::ScriptLoad => first_reply(self, args, Nodes::All).await,
             ClusterWide::ScriptExists => script_exists(self, args).await,
             ClusterWide::ScriptKill => script_kill(self, args).await,
+            ClusterWide::FunctionLoad => first_reply(self, args, Nodes::Primaries).await,
         }
     }
 
@@ -207,10 +216,13 @@ async fn keys(client: &Client, args: Vec<Bytes>) -> Result<Value, Error> {
     }
 }
 
-/// `SCRIPT LOAD script` on every node (each keeps its own cache, as Redis's nodes do, and a
-/// script's keys may send it to any): the SHA1 once all have it.
-async fn script_load(client: &Client, args: Vec<Bytes>) -> Result<Value, Error> {
-    let replies = client.on_each(&all_nodes(&client.map()), &args).await?;
+/// A command every one of `nodes` must run, answered with the first node's reply once all
+/// ran it, else the first error: `SCRIPT LOAD script` on every node (each keeps its own
+/// cache, as Redis's nodes do, and a script's keys may send it to any: the SHA1), and
+/// `FUNCTION LOAD [REPLACE] code` on every primary (each replicates its functions to its
+/// replicas: the library's name).
+async fn first_reply(client: &Client, args: Vec<Bytes>, nodes: Nodes) -> Result<Value, Error> {
+    let replies = client.on_each(&nodes.of(&client.map()), &args).await?;
     if let Some(error) = first_error(&replies) {
         return Ok(error);
     }

@@ -128,6 +128,7 @@ impl Backend for Shared {
         Box::pin(serve_replica(
             &self.replication,
             &self.store,
+            &self.functions,
             stream,
             request,
             replica,

@@ -96,6 +96,9 @@ pub struct Shared {
     pub(crate) events: Arc<KeyspaceEvents>,
     /// The script cache.
     pub(crate) scripts: crate::scripting::Scripts,
+    /// Redis 7 functions' libraries (shared with the replication link, which restores a
+    /// primary's).
+    pub(crate) functions: Arc<crate::scripting::Functions>,
     memory_peak: AtomicU64,
     /// The TLS port's handshakes, once the node serves one.
     pub(crate) tls: std::sync::OnceLock<Arc<TlsAcceptor>>,
@@ -155,6 +158,7 @@ impl Shared {
             replication,
             watches,
             scripts: crate::scripting::Scripts::default(),
+            functions: Arc::default(),
             memory_peak: AtomicU64::new(0),
             tls: std::sync::OnceLock::new(),
             failure: parking_lot::Mutex::new(None),

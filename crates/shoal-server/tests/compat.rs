@@ -1613,6 +1613,83 @@ fn shutdown_closes_like_redis() {
     }
 }
 
+/// `FUNCTION DUMP` of one server restores into the other, both ways: the payload is Redis's
+/// (an RDB blob, CRC64 footer), and Redis compresses a library's code with LZF where Shoal
+/// writes it plain, so the two dumps differ in bytes but each server reads the other's.
+#[test]
+fn function_dumps_restore_across_redis_and_shoal() {
+    let Some(binary) = redis_or_skip("function_dumps") else {
+        return;
+    };
+    let redis = start_redis(&binary, None, false);
+    let shoal = start_shoal(None, None);
+    let mut conns = [Conn::open(redis.addr), Conn::open(shoal.resp_addr())];
+    let call = |conn: &mut Conn, args: &[&[u8]]| conn.call(args).expect("a reply").0;
+    // Long enough, and repetitive enough, for Redis to compress it.
+    let library = |name: &str| {
+        let mut code = format!("#!lua name={name}\n");
+        for i in 0..20 {
+            code.push_str(&format!(
+                "redis.register_function('{name}_{i}', function(keys, args) return {{'{name}', {i}, keys[1], args[1]}} end)\n"
+            ));
+        }
+        code
+    };
+    for (from, to) in [(0, 1), (1, 0)] {
+        let name = ["from_redis", "from_shoal"][from];
+        let code = library(name);
+        call(&mut conns[from], &[b"FUNCTION", b"FLUSH"]);
+        assert_eq!(
+            call(&mut conns[from], &[b"FUNCTION", b"LOAD", code.as_bytes()]),
+            Value::Bulk(name.as_bytes().to_vec())
+        );
+        let Value::Bulk(payload) = call(&mut conns[from], &[b"FUNCTION", b"DUMP"]) else {
+            panic!("FUNCTION DUMP answers a bulk string");
+        };
+        if from == 0 {
+            assert!(
+                payload.len() < code.len(),
+                "Redis compressed the code ({} bytes dumped)",
+                payload.len()
+            );
+        }
+        assert_eq!(
+            call(
+                &mut conns[to],
+                &[b"FUNCTION", b"RESTORE", &payload, b"FLUSH"]
+            ),
+            Value::Simple(b"OK".to_vec()),
+            "{name}"
+        );
+        let fcall = format!("{name}_7");
+        assert_eq!(
+            call(
+                &mut conns[to],
+                &[b"FCALL", fcall.as_bytes(), b"1", b"k", b"a"]
+            ),
+            Value::Array(vec![
+                Value::Bulk(name.as_bytes().to_vec()),
+                Value::Int(7),
+                Value::Bulk(b"k".to_vec()),
+                Value::Bulk(b"a".to_vec()),
+            ])
+        );
+        let list = |conn: &mut Conn| call(conn, &[b"FUNCTION", b"LIST", b"WITHCODE"]);
+        let Value::Array(libraries) = list(&mut conns[to]) else {
+            panic!("FUNCTION LIST answers an array");
+        };
+        assert_eq!(libraries.len(), 1);
+        let Value::Array(fields) = &libraries[0] else {
+            panic!("a library is a map (an array in RESP2)");
+        };
+        assert_eq!(
+            fields[7],
+            Value::Bulk(code.into_bytes()),
+            "the code as loaded"
+        );
+    }
+}
+
 /// The harness's own pieces.
 #[test]
 fn harness_parses_scripts() {
@@ -1688,6 +1765,7 @@ scripts! {
     compat_pubsub => "pubsub.txt",
     compat_keyspace_events => "keyspace_events.txt",
     compat_scripting => "scripting.txt",
+    compat_functions => "functions.txt",
     compat_hashes => "hashes.txt",
     compat_bitmaps => "bitmaps.txt",
 }

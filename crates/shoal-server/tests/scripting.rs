@@ -322,3 +322,102 @@ fn a_lock_as_redis_py_builds_it_works() {
     let released: i64 = release.key("lock").arg("b").invoke(&mut con).unwrap();
     assert_eq!(released, 1);
 }
+
+/// The `-BUSY` line `conn` gets once the script another connection sent runs (a command sent
+/// before it started is answered normally, so this asks until one is refused).
+fn busy_line(conn: &mut Raw) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Value::Error(line) = conn.cmd_str("GET k") {
+            return String::from_utf8_lossy(&line).into_owned();
+        }
+        assert!(Instant::now() < deadline, "the script never turned busy");
+    }
+}
+
+/// Sends one command (arguments as given) and reads its reply.
+fn call(conn: &mut Raw, args: &[&[u8]]) -> Value {
+    conn.send(&frame(args));
+    conn.reply()
+}
+
+#[test]
+fn function_kill_stops_a_busy_function_and_each_kill_refuses_the_other_kind() {
+    let node = node();
+    let mut runner = node.raw();
+    let mut other = node.raw();
+    let library = b"#!lua name=spinning\nredis.register_function('spin', function(keys, args)\n  local i = 0\n  while true do i = i + 1 end\nend)";
+    assert_eq!(
+        call(&mut other, &[b"FUNCTION", b"LOAD", library]),
+        Value::Bulk(b"spinning".to_vec())
+    );
+    runner.send(&frame(&[b"FCALL", b"spin", b"1", b"somekey", b"arg"]));
+    assert_eq!(
+        busy_line(&mut other),
+        "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE."
+    );
+    // SCRIPT KILL does not stop a function (Redis answers its BUSY line).
+    assert_eq!(
+        error_line(&other.cmd_str("SCRIPT KILL")),
+        "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE."
+    );
+    // FUNCTION STATS names the running function and its command.
+    let Value::Array(stats) = other.cmd_str("FUNCTION STATS") else {
+        panic!("FUNCTION STATS answers a map (an array in RESP2)");
+    };
+    assert_eq!(stats[0], Value::Bulk(b"running_script".to_vec()));
+    let Value::Array(described) = &stats[1] else {
+        panic!("a running function is described: {stats:?}");
+    };
+    assert_eq!(described[1], Value::Bulk(b"spin".to_vec()));
+    let command: Vec<Value> = ["FCALL", "spin", "1", "somekey", "arg"]
+        .iter()
+        .map(|a| Value::Bulk(a.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(described[3], Value::Array(command));
+    assert!(
+        matches!(described[5], Value::Int(ms) if ms >= 90),
+        "{described:?}"
+    );
+    assert_eq!(
+        other.cmd_str("FUNCTION KILL"),
+        Value::Simple(b"OK".to_vec())
+    );
+    let killed = error_line(&runner.reply());
+    assert_eq!(
+        killed,
+        "ERR Script killed by user with SCRIPT KILL... script: spin, on @user_function:4."
+    );
+    assert_eq!(
+        other.cmd_str("FUNCTION KILL"),
+        Value::Error(b"NOTBUSY No scripts in execution right now.".to_vec())
+    );
+    assert_eq!(other.cmd_str("SET k v"), Value::Simple(b"OK".to_vec()));
+
+    // A busy EVAL: FUNCTION KILL and FUNCTION STATS answer the script's BUSY line.
+    let (mut runner, mut other) = running(&node, "local i = 0 while true do i = i + 1 end");
+    let script_busy =
+        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+    assert_eq!(busy_line(&mut other), script_busy);
+    assert_eq!(error_line(&other.cmd_str("FUNCTION KILL")), script_busy);
+    assert_eq!(error_line(&other.cmd_str("FUNCTION STATS")), script_busy);
+    assert_eq!(other.cmd_str("SCRIPT KILL"), Value::Simple(b"OK".to_vec()));
+    assert!(error_line(&runner.reply()).starts_with("ERR Script killed by user"));
+}
+
+#[test]
+fn a_function_that_wrote_cannot_be_killed() {
+    let node = node();
+    let mut runner = node.raw();
+    let mut other = node.raw();
+    let library = b"#!lua name=writer\nredis.register_function('write_then_wait', function(keys)\n  redis.call('set', keys[1], '1')\n  local t0 = redis.call('time')\n  while true do\n    local t = redis.call('time')\n    if (t[1] - t0[1]) * 1000000 + t[2] - t0[2] > 500000 then return 'done' end\n  end\nend)";
+    assert_eq!(
+        call(&mut other, &[b"FUNCTION", b"LOAD", library]),
+        Value::Bulk(b"writer".to_vec())
+    );
+    runner.send(&frame(&[b"FCALL", b"write_then_wait", b"1", b"x"]));
+    busy_line(&mut other);
+    assert!(error_line(&other.cmd_str("FUNCTION KILL")).starts_with("UNKILLABLE "));
+    assert_eq!(runner.reply(), Value::Bulk(b"done".to_vec()));
+    assert_eq!(other.cmd_str("GET x"), Value::Bulk(b"1".to_vec()));
+}

@@ -1,7 +1,8 @@
 //! Scripts on real `shoal server` processes: in a cluster a script's declared keys route it
 //! (`-CROSSSLOT`, `-MOVED`) and a script that reaches a key it did not declare in another
 //! slot is refused as Redis Cluster refuses it; a replica applies a script's writes together,
-//! so its readers never see half of a script.
+//! so its readers never see half of a script; a replica gets its primary's functions on the
+//! stream and on a full resync.
 //!
 //! The tests take turns (one cluster at a time), as in `cluster.rs`.
 
@@ -205,6 +206,99 @@ async fn a_replica_never_shows_half_of_a_script() {
             assert!(Instant::now() < deadline, "the replica never caught up");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    })
+    .await;
+}
+
+/// `FUNCTION LIST` of a node, as a value to compare.
+async fn function_list(conn: &mut RespConnection) -> Value {
+    call(conn, &["FUNCTION", "LIST", "WITHCODE"]).await
+}
+
+/// Waits until the replica's functions are the primary's.
+async fn replica_has_primary_functions(primary: &mut RespConnection, replica: &mut RespConnection) {
+    let want = function_list(primary).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = function_list(replica).await;
+        if seen == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica's functions {seen:?} never became the primary's {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_gets_its_primary_s_functions_on_the_stream_and_on_a_full_resync() {
+    run_test("a_replica_gets_its_primary_s_functions", async {
+        let options = ClusterOptions {
+            http: false,
+            ..ClusterOptions::default()
+        };
+        let cluster = TestCluster::start(SHOAL, 1, 1, options)
+            .await
+            .expect("the cluster starts");
+        let shard = cluster.shards().await.expect("the shards").remove(0);
+        let replica_node = cluster.node(shard.replicas[0]);
+        let mut primary = cluster.node(shard.primary).connect().await.unwrap();
+        let mut replica = replica_node.connect().await.unwrap();
+        let library = "#!lua name=replicated\n\
+            redis.register_function('rset', function(keys, args) return redis.call('set', keys[1], args[1]) end)\n\
+            redis.register_function{function_name='rget', callback=function(keys) return redis.call('get', keys[1]) end, flags={'no-writes'}}";
+        assert_eq!(
+            call(&mut primary, &["FUNCTION", "LOAD", library]).await,
+            Value::Bulk(b"replicated".to_vec())
+        );
+        // On the stream: the library, then a function's writes.
+        replica_has_primary_functions(&mut primary, &mut replica).await;
+        assert_eq!(
+            call(&mut primary, &["FCALL", "rset", "1", "{f}k", "v1"]).await,
+            Value::Simple(b"OK".to_vec())
+        );
+        call(&mut replica, &["READONLY"]).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while call(&mut replica, &["FCALL_RO", "rget", "1", "{f}k"]).await != Value::Bulk(b"v1".to_vec()) {
+            assert!(Instant::now() < deadline, "the replica never ran rget on the written key");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A function that may write goes to the primary (as Redis Cluster's replicas send
+        // writes), and a replica's functions are its primary's only.
+        assert!(
+            error(call(&mut replica, &["FCALL", "rset", "1", "{f}k", "v2"]).await)
+                .starts_with("MOVED "),
+        );
+        let refused = error(call(&mut replica, &["FUNCTION", "FLUSH"]).await);
+        assert!(refused.starts_with("READONLY"), "{refused}");
+        // REPLACE and DELETE follow.
+        let second = "#!lua name=second\n\
+            redis.register_function{function_name='two', callback=function() return 2 end, flags={'no-writes'}}";
+        call(&mut primary, &["FUNCTION", "LOAD", second]).await;
+        call(&mut primary, &["FUNCTION", "DELETE", "replicated"]).await;
+        replica_has_primary_functions(&mut primary, &mut replica).await;
+        assert_eq!(
+            error(call(&mut replica, &["FCALL_RO", "rget", "1", "{f}k"]).await),
+            "ERR Function not found"
+        );
+        // A full resync (the replica restarts empty) brings the library set too.
+        replica_node.kill().expect("the replica stops");
+        replica_node.restart().expect("the replica restarts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut replica = loop {
+            if let Ok(conn) = replica_node.connect().await {
+                break conn;
+            }
+            assert!(Instant::now() < deadline, "the replica never came back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        replica_has_primary_functions(&mut primary, &mut replica).await;
+        assert_eq!(
+            call(&mut replica, &["FCALL_RO", "two", "0"]).await,
+            Value::Int(2)
+        );
     })
     .await;
 }

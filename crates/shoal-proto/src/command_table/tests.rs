@@ -164,7 +164,7 @@ fn expected_commands_and_subcommands() {
     let names: Vec<&str> = commands().iter().map(|c| c.name).collect();
     let expected = "acl append asking auth bitcount bitfield bitfield_ro bitop bitpos client cluster command \
         config copy dbsize decr decrby del discard echo eval eval_ro evalsha evalsha_ro exec \
-        exists expire expireat expiretime flushall flushdb get getbit getdel getex getrange getset \
+        exists expire expireat expiretime fcall fcall_ro flushall flushdb function get getbit getdel getex getrange getset \
         hdel hello hexists hexpire hexpireat hexpiretime hget hgetall hgetdel hgetex hincrby \
         hincrbyfloat hkeys hlen hmget hmset hpersist hpexpire hpexpireat hpexpiretime hpttl \
         hrandfield hscan hset hsetex hsetnx hstrlen httl hvals incr incrby incrbyfloat info keys \
@@ -208,6 +208,12 @@ fn expected_commands_and_subcommands() {
     );
     assert_eq!(subs("slowlog"), ["get", "help", "len", "reset"]);
     assert_eq!(subs("script"), ["exists", "flush", "help", "kill", "load"]);
+    assert_eq!(
+        subs("function"),
+        [
+            "delete", "dump", "flush", "help", "kill", "list", "load", "restore", "stats"
+        ]
+    );
     assert_eq!(
         subs("pubsub"),
         [
@@ -352,7 +358,7 @@ fn containers_have_sorted_prefixed_subcommands_and_help() {
         );
         assert!(spec.help.iter().all(|l| !l.contains(['\r', '\n'])));
     }
-    assert_eq!(containers, 10);
+    assert_eq!(containers, 11);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Scripts through the proxy: `SCRIPT LOAD` reaches every node (each keeps its own cache),
 //! `EVALSHA` and `EVAL` go to the owner of their declared keys, `SCRIPT EXISTS` says whether
-//! every primary has a script, `SCRIPT FLUSH` empties every node's cache.
+//! every primary has a script, `SCRIPT FLUSH` empties every node's cache; `FUNCTION LOAD`
+//! and `DELETE` reach every primary and `FCALL` runs on its keys' owner.
 
 use redis::AsyncCommands;
 
@@ -63,6 +64,72 @@ async fn scripts_load_everywhere_and_run_on_their_keys_owner() {
     assert_eq!(exists, [0]);
     let killed: redis::RedisResult<()> =
         redis::cmd("SCRIPT").arg("KILL").query_async(&mut con).await;
+    let killed = format!("{killed:?}");
+    assert!(
+        killed.contains("No scripts in execution right now"),
+        "{killed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_load_on_every_primary_and_run_on_their_keys_owner() {
+    let harness = shared();
+    let mut con = connect(harness.addr(), false).await;
+    let library = "#!lua name=proxied\n\
+        redis.register_function('proxied_set', function(keys, args) return redis.call('set', keys[1], args[1]) end)";
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(library)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(name, "proxied");
+    // Every primary has it: keys on every shard run where they live.
+    for i in 0..40 {
+        let key = format!("function:{i}");
+        let () = redis::cmd("FCALL")
+            .arg("proxied_set")
+            .arg(1)
+            .arg(&key)
+            .arg(i)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let value: i64 = con.get(&key).await.unwrap();
+        assert_eq!(value, i);
+    }
+    // Loading it again fails on the primaries, as on one node.
+    let again: redis::RedisResult<String> = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(library)
+        .query_async(&mut con)
+        .await;
+    let again = format!("{again:?}");
+    assert!(
+        again.contains("Library 'proxied' already exists"),
+        "{again}"
+    );
+    let () = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("proxied")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    for i in 0..10 {
+        let gone: redis::RedisResult<()> = redis::cmd("FCALL")
+            .arg("proxied_set")
+            .arg(1)
+            .arg(format!("function:{i}"))
+            .arg(0)
+            .query_async(&mut con)
+            .await;
+        let gone = format!("{gone:?}");
+        assert!(gone.contains("Function not found"), "{gone}");
+    }
+    let killed: redis::RedisResult<()> = redis::cmd("FUNCTION")
+        .arg("KILL")
+        .query_async(&mut con)
+        .await;
     let killed = format!("{killed:?}");
     assert!(
         killed.contains("No scripts in execution right now"),

@@ -221,6 +221,7 @@ fn follow_role(shared: &Arc<Shared>, map: &ClusterMap) {
         tokio::spawn(replica::follow(
             shared.store.clone(),
             shared.replication.clone(),
+            shared.functions.clone(),
             primary,
             generation,
             link,

@@ -435,9 +435,10 @@ impl ClusterState {
 
     /// The way this node answers `name` (a command's full name) for the whole cluster, if it
     /// forwards for `client` (`--routing forward`, a plain client) and `name` is a keyspace
-    /// command (`DBSIZE`, `KEYS`, `SCAN`, `RANDOMKEY`, `FLUSHALL`, `FLUSHDB`) or a script
+    /// command (`DBSIZE`, `KEYS`, `SCAN`, `RANDOMKEY`, `FLUSHALL`, `FLUSHDB`), a script
     /// cache command (`SCRIPT LOAD|EXISTS|FLUSH|KILL`: a forwarded `EVALSHA` runs on its key's
-    /// node), as the proxy answers them. Node-local settings (`CONFIG SET`, `SLOWLOG RESET`)
+    /// node) or a change of the functions (`FUNCTION LOAD|DELETE|FLUSH|RESTORE|KILL`: a
+    /// forwarded `FCALL` runs on its key's node), as the proxy answers them. Node-local settings (`CONFIG SET`, `SLOWLOG RESET`)
     /// stay local.
     pub fn cluster_wide(&self, name: &str, client: &NodeConn) -> Option<ClusterWide> {
         if self.mode != RoutingMode::Forward || client.forwarded {

@@ -27,6 +27,7 @@ use shoal_store::StoreError;
 use crate::conn::NodeConn;
 use crate::replication::primary::PsyncRequest;
 use crate::scripting::commands as scripting;
+use crate::scripting::function_commands as functions;
 use crate::shared::Shared;
 
 /// What a command handler works with.
@@ -113,7 +114,7 @@ fn handler_of(name: &str) -> Option<Handler> {
     use Handler::{MayWait, Now};
     Some(match name {
         "command|help" | "config|help" | "slowlog|help" | "memory|help" | "object|help"
-        | "pubsub|help" | "script|help" => Now(help),
+        | "pubsub|help" | "script|help" | "function|help" => Now(help),
         // scripting
         "eval" => Now(scripting::eval),
         "eval_ro" => Now(scripting::eval_ro),
@@ -123,6 +124,16 @@ fn handler_of(name: &str) -> Option<Handler> {
         "script|exists" => Now(scripting::script_exists),
         "script|flush" => Now(scripting::script_flush),
         "script|kill" => Now(scripting::script_kill),
+        "fcall" => Now(functions::fcall),
+        "fcall_ro" => Now(functions::fcall_ro),
+        "function|load" => Now(functions::function_load),
+        "function|list" => Now(functions::function_list),
+        "function|delete" => Now(functions::function_delete),
+        "function|flush" => Now(functions::function_flush),
+        "function|dump" => Now(functions::function_dump),
+        "function|restore" => Now(functions::function_restore),
+        "function|stats" => Now(functions::function_stats),
+        "function|kill" => Now(functions::function_kill),
         // strings
         "get" => Now(strings::get),
         "set" => Now(strings::set),

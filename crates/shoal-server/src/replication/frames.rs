@@ -14,6 +14,8 @@
 //! | | now expires at `ms` / never |
 //! | `DEL key` | the key is gone |
 //! | `FLUSHALL` | every key is gone |
+//! | `SHOAL.FUNCTIONS payload` | the functions' libraries are now these (a `FUNCTION DUMP` |
+//! | | payload): after every `FUNCTION LOAD`/`DELETE`/`FLUSH`/`RESTORE`, and first in a snapshot |
 //! | `PING` | the primary is alive (every second while idle) |
 //! | `REPLCONF GETACK *` | acknowledge now (a client is in `WAIT`) |
 //! | `SHOAL.SNAPSHOT END` | a full resync's snapshot is complete (not counted in offsets) |
@@ -52,6 +54,14 @@ fn bulk(out: &mut impl Extend<u8>, data: &[u8]) {
     header(out, b'$', data.len());
     out.extend(data.iter().copied());
     out.extend(*b"\r\n");
+}
+
+/// Appends the frame stating that the functions' libraries are those of `payload` (a
+/// `FUNCTION DUMP` payload).
+pub fn functions(out: &mut impl Extend<u8>, payload: &[u8]) {
+    header(out, b'*', 2);
+    bulk(out, b"SHOAL.FUNCTIONS");
+    bulk(out, payload);
 }
 
 /// Appends the frame stating that `key` holds `value` (expiring at `expiry`).
@@ -187,6 +197,8 @@ pub enum StreamError {
 /// Parses the replication stream and applies it to a store.
 pub struct Applier {
     parser: RequestParser,
+    /// Where `SHOAL.FUNCTIONS` frames go (none: they are skipped).
+    functions: Option<std::sync::Arc<crate::scripting::Functions>>,
 }
 
 impl Default for Applier {
@@ -200,7 +212,17 @@ impl Applier {
     pub fn new() -> Applier {
         Applier {
             parser: stream_parser(),
+            functions: None,
         }
+    }
+
+    /// Restores the functions of `SHOAL.FUNCTIONS` frames into `functions`.
+    pub fn with_functions(
+        mut self,
+        functions: std::sync::Arc<crate::scripting::Functions>,
+    ) -> Applier {
+        self.functions = Some(functions);
+        self
     }
 
     /// Applies the complete frames at the start of `buf` to `store`, calling `on_frame` with
@@ -235,7 +257,7 @@ impl Applier {
                     if let Some(next) = peek_key(&buf[consumed + n..]) {
                         store.prefetch(next);
                     }
-                    let applied = apply_frame(&argv, store)?;
+                    let applied = apply_frame(&argv, store, self.functions.as_deref())?;
                     consumed += n;
                     on_frame(n, applied);
                     if applied == Applied::SnapshotEnd {
@@ -261,7 +283,8 @@ impl Applier {
         while consumed < unit.len() {
             match self.parser.parse(&unit[consumed..])? {
                 Parsed::Command { consumed: n } => {
-                    let applied = apply_frame(&self.parser.argv(&unit[consumed..]), store)?;
+                    let argv = self.parser.argv(&unit[consumed..]);
+                    let applied = apply_frame(&argv, store, self.functions.as_deref())?;
                     consumed += n;
                     on_frame(n, applied);
                 }
@@ -306,7 +329,11 @@ fn is(arg: &[u8], name: &str) -> bool {
     arg.eq_ignore_ascii_case(name.as_bytes())
 }
 
-fn apply_frame(argv: &Argv<'_>, store: &Store) -> Result<Applied, StreamError> {
+fn apply_frame(
+    argv: &Argv<'_>,
+    store: &Store,
+    functions: Option<&crate::scripting::Functions>,
+) -> Result<Applied, StreamError> {
     let unexpected = || {
         let words: Vec<String> = argv
             .iter()
@@ -362,6 +389,16 @@ fn apply_frame(argv: &Argv<'_>, store: &Store) -> Result<Applied, StreamError> {
         2 if is(name, "PERSIST") => stored(store.restore_expiry(argv.get(1), None)),
         2 if is(name, "DEL") => {
             store.remove(argv.get(1));
+            Ok(Applied::Change)
+        }
+        2 if is(name, "SHOAL.FUNCTIONS") => {
+            use crate::scripting::functions::RestorePolicy;
+            if let Some(functions) = functions
+                && let Err(e) = functions.restore(None, argv.get(1), RestorePolicy::Flush)
+            {
+                // The primary loaded these: only a limit of this node's could refuse them.
+                tracing::warn!("replica could not restore its primary's functions: {e}");
+            }
             Ok(Applied::Change)
         }
         1 if is(name, "FLUSHALL") => {

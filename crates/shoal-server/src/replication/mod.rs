@@ -14,7 +14,7 @@
 //! Which role a node plays is the cluster map's to say ([`Replication::set_role`]).
 
 mod backlog;
-mod frames;
+pub(crate) mod frames;
 pub(crate) mod primary;
 pub(crate) mod replica;
 
@@ -345,6 +345,14 @@ impl Replication {
         }
         if !on && was && self.role() == Role::Primary {
             self.gap.store(true, Relaxed);
+        }
+    }
+
+    /// Appends a frame of a primary's own (not a change of the store's: the functions' set)
+    /// to the stream, if it records and may change its data.
+    pub fn record(&self, frame: &[u8]) {
+        if self.recording() && !self.fenced() {
+            self.append(frame);
         }
     }
 
@@ -686,6 +694,7 @@ pub(crate) struct ReplicaAddress {
 pub(crate) async fn serve_replica(
     replication: &Arc<Replication>,
     store: &Store,
+    functions: &crate::scripting::Functions,
     stream: &mut shoal_frontdoor::Stream,
     request: primary::PsyncRequest,
     replica: ReplicaAddress,
@@ -700,7 +709,7 @@ pub(crate) async fn serve_replica(
         synced: AtomicBool::new(false),
     });
     replication.add_replica(peer.clone());
-    let served = primary::serve(replication, store, stream, request, peer.clone()).await;
+    let served = primary::serve(replication, store, functions, stream, request, peer.clone()).await;
     replication.remove_replica(replica.client_id);
     if let Err(e) = &served {
         tracing::info!(replica = %format!("{}:{}", peer.ip, peer.port), "replica link ended: {e}");

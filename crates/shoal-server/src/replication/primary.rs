@@ -12,6 +12,7 @@ use shoal_store::Store;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ReplicaPeer, Replication, Role, frames};
+use crate::scripting::Functions;
 
 /// Stream bytes sent per socket write at most.
 const CHUNK: usize = 256 * 1024;
@@ -105,6 +106,7 @@ pub fn plan(replication: &Replication, request: &PsyncRequest) -> Resync {
 pub async fn serve(
     replication: &Arc<Replication>,
     store: &Store,
+    functions: &Functions,
     stream: &mut Stream,
     request: PsyncRequest,
     peer: Arc<ReplicaPeer>,
@@ -127,7 +129,7 @@ pub async fn serve(
             stream
                 .write_all(format!("+FULLRESYNC {replid} {from}\r\n").as_bytes())
                 .await?;
-            send_snapshot(replication, store, stream).await?;
+            send_snapshot(replication, store, functions, stream).await?;
             *from
         }
     };
@@ -144,10 +146,13 @@ pub async fn serve(
 async fn send_snapshot(
     replication: &Replication,
     store: &Store,
+    functions: &Functions,
     stream: &mut Stream,
 ) -> std::io::Result<()> {
     let mut cursor = 0;
     let mut buf = Vec::with_capacity(CHUNK + 4096);
+    // The functions' set first (empty too: the replica's own set goes).
+    frames::functions(&mut buf, &functions.dump());
     loop {
         cursor = store.scan_entries(cursor, SNAPSHOT_STEP, |key, kind, value, expiry| {
             frames::put_any(&mut buf, key, kind, value, expiry);

@@ -40,6 +40,7 @@ pub struct LinkConfig {
 pub async fn follow(
     store: Arc<Store>,
     replication: Arc<Replication>,
+    functions: Arc<crate::scripting::Functions>,
     primary: String,
     generation: u64,
     config: LinkConfig,
@@ -52,7 +53,15 @@ pub async fn follow(
     let _link = replication.link_lock.lock().await;
     let mut backoff = Duration::from_millis(50);
     while current(replication) {
-        match link_once(replication, &store, &primary, &config, generation, &current).await {
+        let link = Link {
+            replication,
+            store: &store,
+            functions: &functions,
+            primary: &primary,
+            config: &config,
+            generation,
+        };
+        match link_once(link, &current).await {
             Ok(()) => backoff = Duration::from_millis(50),
             Err(e) => tracing::warn!(%primary, "replication link: {e}"),
         }
@@ -83,24 +92,14 @@ enum LinkError {
 /// One link to the primary, until it breaks or this node stops being its replica:
 /// [`handshake`], a full resync if the primary asks for one, then [`apply_stream`].
 async fn link_once(
-    replication: &Replication,
-    store: &Store,
-    primary: &str,
-    config: &LinkConfig,
-    generation: u64,
+    link: Link<'_>,
     current: &impl Fn(&Replication) -> bool,
 ) -> Result<(), LinkError> {
+    let (primary, config) = (link.primary, link.config);
     let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(primary))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = tcp.set_nodelay(true);
-    let link = Link {
-        replication,
-        store,
-        primary,
-        config,
-        generation,
-    };
     match &config.tls {
         None => link.run(tcp, current).await,
         Some(tls) => {
@@ -124,6 +123,7 @@ async fn link_once(
 struct Link<'a> {
     replication: &'a Replication,
     store: &'a Store,
+    functions: &'a Arc<crate::scripting::Functions>,
     primary: &'a str,
     config: &'a LinkConfig,
     generation: u64,
@@ -139,6 +139,7 @@ impl Link<'_> {
         let Link {
             replication,
             store,
+            functions,
             primary,
             config,
             generation,
@@ -151,7 +152,7 @@ impl Link<'_> {
         };
         let psync = handshake(stream, &mut input, config, &replid, offset).await?;
         let mut words = psync.split(' ');
-        let mut applier = Applier::new();
+        let mut applier = Applier::new().with_functions(functions.clone());
         let counted = match (words.next(), words.next(), words.next()) {
             (Some("CONTINUE"), Some(id), _) => {
                 let mut history = replication.history();

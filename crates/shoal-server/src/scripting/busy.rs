@@ -18,8 +18,12 @@ pub(crate) fn install(lua: &Lua) -> mlua::Result<()> {
     )
 }
 
-/// Turns the running script busy once it has run too long, and stops it if it was killed.
+/// Turns the running script busy once it has run too long, and stops it if it was killed;
+/// stops a library that loads for too long.
 fn look() -> mlua::Result<VmState> {
+    if super::functions::load_timed_out() {
+        return Err(table_error("ERR FUNCTION LOAD timeout"));
+    }
     with_run(|run| {
         let busy = &run.shared.door.busy;
         if !busy.is_busy() && run.started.elapsed() >= run.threshold {

@@ -62,17 +62,7 @@ fn eval_generic(ctx: &mut Ctx<'_>, argv: &Argv<'_>, by_sha: bool, ro: bool) -> C
         load(ctx.shared, argv.get(1))?
     };
     let flags = script.flags;
-    if flags.no_cluster && ctx.shared.cluster.is_some() {
-        return Err(CommandError::fixed(
-            "ERR Can not run script on cluster, 'no-cluster' flag is set.",
-        ));
-    }
-    let read_only = ro || flags.no_writes;
-    if flags.shebang && !read_only && ctx.shared.replication.is_replica() {
-        return Err(CommandError::fixed(
-            "READONLY You can't write against a read only replica.",
-        ));
-    }
+    let read_only = prepare(ctx.shared, flags, ro)?;
     let keys: Vec<&[u8]> = (3..3 + numkeys).map(|i| argv.get(i)).collect();
     let args: Vec<&[u8]> = (3 + numkeys..argv.len()).map(|i| argv.get(i)).collect();
     let invocation = Invocation {
@@ -82,10 +72,45 @@ fn eval_generic(ctx: &mut Ctx<'_>, argv: &Argv<'_>, by_sha: bool, ro: bool) -> C
         flags,
         slot: keys.first().map(|k| key_slot(k)),
     };
-    run_script(ctx, &invocation, |vm, reply| {
-        vm.compile(&script.sha, &script.body, shebang_len(&script))?;
-        vm.run(&script.sha, &keys, &args, reply)
+    let shared = ctx.shared;
+    run_script(ctx, &invocation, |reply| {
+        with_vm(shared, |vm| {
+            vm.compile(&script.sha, &script.body, shebang_len(&script))?;
+            vm.run(&script.sha, &keys, &args, reply)
+        })
+        .and_then(|r| r)
     })
+}
+
+/// The checks before a script or function with declared flags runs (Redis's
+/// `scriptPrepareForRun`, and what its `processCommand` checks of the flags the script
+/// declares): whether it runs read-only, or the error.
+pub(crate) fn prepare(
+    shared: &Shared,
+    flags: super::cache::ScriptFlags,
+    ro: bool,
+) -> Result<bool, CommandError> {
+    if flags.no_cluster && shared.cluster.is_some() {
+        return Err(CommandError::fixed(
+            "ERR Can not run script on cluster, 'no-cluster' flag is set.",
+        ));
+    }
+    if flags.shebang && !flags.no_writes {
+        if !flags.allow_oom && shared.store.make_room().is_err() {
+            return Err(CommandError::OutOfMemory);
+        }
+        if shared.replication.is_replica() {
+            return Err(CommandError::fixed(
+                "READONLY You can't write against a read only replica.",
+            ));
+        }
+        if ro {
+            return Err(CommandError::fixed(
+                "ERR Can not execute a script with write flag using *_ro command.",
+            ));
+        }
+    }
+    Ok(ro || flags.no_writes)
 }
 
 /// How to run a script or function.
@@ -107,7 +132,7 @@ pub(crate) struct Invocation {
 pub(crate) fn run_script(
     ctx: &mut Ctx<'_>,
     invocation: &Invocation,
-    body: impl FnOnce(&mut super::vm::Vm, &mut dyn FnMut(bool, &mlua::Value)) -> Result<(), String>,
+    body: impl FnOnce(&mut dyn FnMut(bool, &mlua::Value)) -> Result<(), String>,
 ) -> CommandResult {
     let shared = ctx.shared;
     let threshold = Duration::from_millis(shared.config.read().busy_reply_threshold);
@@ -158,7 +183,7 @@ pub(crate) fn run_script(
                 write_script_error(out, &invocation.name, value);
             }
         };
-        let outcome = with_vm(shared, |vm| body(vm, &mut reply)).and_then(|r| r);
+        let outcome = body(&mut reply);
         drop(current);
         outcome
     });

@@ -27,6 +27,10 @@ pub(crate) fn helpers(lua: &Lua) -> mlua::Result<Table> {
     rust.raw_set("log", lua.create_function(log)?)?;
     rust.raw_set("setresp", lua.create_function(setresp)?)?;
     rust.raw_set("set_repl", lua.create_function(set_repl)?)?;
+    rust.raw_set(
+        "register_function",
+        lua.create_function(super::functions::register_function)?,
+    )?;
     rust.raw_set("version", shoal_frontdoor::REDIS_VERSION)?;
     rust.raw_set("version_num", version_num(shoal_frontdoor::REDIS_VERSION))?;
     Ok(rust)

@@ -154,4 +154,27 @@ local function run(f, keys, argv)
   rawset(G, 'ARGV', argv)
   return rawxpcall(f, handler)
 end
-return view, run, real
+
+-- Functions (Redis's functions engine): a library's code runs with globals of its own,
+-- read-only. While it loads, they show only `redis.register_function`, `redis.log` and the
+-- constants (the Rust side points `fmeta.__index` at `load_api`); once loaded, the scripts'
+-- globals (`view`). A function is called with its keys and arguments, under the handler.
+local function missing(_, name)
+  error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+end
+local load_redis = {register_function = rust.register_function, log = rust.log,
+                    REDIS_VERSION = rust.version, REDIS_VERSION_NUM = rust.version_num}
+for _, level in ipairs({'LOG_DEBUG', 'LOG_VERBOSE', 'LOG_NOTICE', 'LOG_WARNING'}) do
+  load_redis[level] = redis[level]
+end
+local load_api = readonly(setmetatable({redis = readonly(setmetatable(load_redis,
+                                                                      {__index = missing}))},
+                                       {__index = missing}))
+local fmeta = {__index = view, __newindex = refuse, __metatable = false}
+local fenv = setmetatable({}, fmeta)
+local function fcall(f, keys, args)
+  return rawxpcall(function() return f(keys, args) end, handler)
+end
+-- A library's code runs unprotected by the handler: its error is the value raised.
+local function load_run(f) return rawpcall(f) end
+return view, run, real, fenv, fmeta, load_api, fcall, load_run

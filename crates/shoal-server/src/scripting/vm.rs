@@ -23,6 +23,8 @@ pub(crate) struct Vm {
     view: Table,
     /// Runs a script under Redis's error handler.
     runner: Function,
+    /// Functions' part of the state (see [`super::functions`]).
+    functions: FunctionEnv,
     /// The node it serves (its address) and that node's script generation.
     owner: (usize, u64),
     /// Compiled scripts, by SHA1.
@@ -51,8 +53,33 @@ pub(crate) fn with_vm<R>(shared: &Shared, f: impl FnOnce(&mut Vm) -> R) -> Resul
     })
 }
 
+/// What a state keeps for functions: the libraries' globals, their metatable (whose `__index`
+/// is the load-time API while a library loads), that API, and the function caller.
+struct FunctionEnv {
+    env: Table,
+    meta: Table,
+    load_api: Table,
+    caller: Function,
+    /// Runs a library's code: `(true)` or `(false, error)`.
+    load_run: Function,
+}
+
+/// A function a library registered while it loaded (`redis.register_function`).
+pub(crate) struct Registered {
+    /// Its name as given.
+    pub name: Vec<u8>,
+    /// The Lua function.
+    pub callback: Function,
+    /// Its description, if given.
+    pub description: Option<Vec<u8>>,
+    /// Its flags.
+    pub flags: super::cache::ScriptFlags,
+}
+
 impl Vm {
-    fn new(owner: (usize, u64)) -> mlua::Result<Vm> {
+    /// A new state, set up for scripts and functions, serving `owner` (an address and a
+    /// generation: [`with_vm`] rebuilds the state when they change).
+    pub(crate) fn new(owner: (usize, u64)) -> mlua::Result<Vm> {
         // SAFETY: the debug library is loaded for the error handler only; the sandbox takes
         // it out of the scripts' reach before any script runs.
         let lua = unsafe {
@@ -65,17 +92,38 @@ impl Vm {
         let globals = lua.globals();
         libs::register(&lua, &globals)?;
         let rust = redis_lib::helpers(&lua)?;
-        let (view, runner, readonly): (Table, Function, Table) =
-            lua.load(sandbox::PRELUDE).set_name("=shoal").call(rust)?;
+        #[allow(clippy::type_complexity)]
+        let (view, runner, readonly, env, meta, load_api, caller, load_run): (
+            Table,
+            Function,
+            Table,
+            Table,
+            Table,
+            Table,
+            Function,
+            Function,
+        ) = lua.load(sandbox::PRELUDE).set_name("=shoal").call(rust)?;
         redis_lib::guard_raw_writes(&lua, &globals, readonly)?;
         busy::install(&lua)?;
         Ok(Vm {
             lua,
             view,
             runner,
+            functions: FunctionEnv {
+                env,
+                meta,
+                load_api,
+                caller,
+                load_run,
+            },
             owner,
             compiled: HashMap::new(),
         })
+    }
+
+    /// The node (and generation) this state serves.
+    pub(crate) fn owner(&self) -> (usize, u64) {
+        self.owner
     }
 
     /// Compiles a script's body (after its shebang line, whose line feed stays) as Redis
@@ -117,6 +165,31 @@ impl Vm {
             .get(sha)
             .cloned()
             .ok_or_else(|| "NOSCRIPT No matching script. Please use EVAL.".to_string())?;
+        let runner = self.runner.clone();
+        self.run_with(&runner, function, keys, argv, reply)
+    }
+
+    /// Calls a function with its keys and arguments (the callback's two tables), as
+    /// [`Vm::run`] runs a script.
+    pub(crate) fn call_function(
+        &self,
+        function: &Function,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        reply: impl FnOnce(bool, &Value),
+    ) -> Result<(), String> {
+        self.run_with(&self.functions.caller, function.clone(), keys, args, reply)
+    }
+
+    /// Runs `function` through `runner` (which gives it the two tables), and replies.
+    fn run_with(
+        &self,
+        runner: &Function,
+        function: Function,
+        keys: &[&[u8]],
+        argv: &[&[u8]],
+        reply: impl FnOnce(bool, &Value),
+    ) -> Result<(), String> {
         let array = |items: &[&[u8]]| -> mlua::Result<Table> {
             let table = self.lua.create_table_with_capacity(items.len(), 0)?;
             for (i, item) in items.iter().enumerate() {
@@ -126,7 +199,7 @@ impl Vm {
         };
         let outcome: mlua::Result<MultiValue> = (|| {
             let (keys, argv) = (array(keys)?, array(argv)?);
-            self.runner.call((function, keys, argv))
+            runner.call((function, keys, argv))
         })();
         match outcome {
             Ok(values) => {
@@ -143,5 +216,58 @@ impl Vm {
             }
         }
         Ok(())
+    }
+}
+
+impl Vm {
+    /// Loads a library's code (after its shebang line, whose line feed stays) as Redis's
+    /// functions engine does: compiled as `@user_function`, run with the load-time globals
+    /// (only `redis.register_function`, `redis.log` and the constants) and a time limit.
+    /// Returns the functions it registered, or Redis's error text (without `ERR `).
+    pub(crate) fn load_library(&self, code: &[u8], skip: usize) -> Result<Vec<Registered>, String> {
+        let FunctionEnv {
+            env,
+            meta,
+            load_api,
+            load_run,
+            ..
+        } = &self.functions;
+        let chunk = self
+            .lua
+            .load(&code[skip..])
+            .set_name("@user_function")
+            .set_environment(env.clone())
+            .into_function()
+            .map_err(|e| {
+                let message = match e {
+                    mlua::Error::SyntaxError { message, .. } => message,
+                    other => match raised(&other) {
+                        Raised::Table(t) | Raised::Text(t) => t,
+                    },
+                };
+                format!("Error compiling function: {message}")
+            })?;
+        let view = self.view.clone();
+        meta.raw_set("__index", load_api.clone())
+            .map_err(|e| e.to_string())?;
+        let outcome = super::functions::loading(|| load_run.call::<(bool, Value)>(chunk));
+        meta.raw_set("__index", view).map_err(|e| e.to_string())?;
+        let (outcome, registered) = outcome;
+        let error = match outcome {
+            Ok((true, _)) => return Ok(registered),
+            Ok((false, Value::Error(e))) => raised(&e),
+            Ok((false, Value::Table(t))) => Raised::Table(
+                t.raw_get::<mlua::LuaString>("err")
+                    .map(|s| s.to_string_lossy())
+                    .unwrap_or_default(),
+            ),
+            Ok((false, Value::String(s))) => Raised::Text(s.to_string_lossy()),
+            Ok((false, other)) => Raised::Text(format!("{other:?}")),
+            Err(e) => raised(&e),
+        };
+        Err(match error {
+            Raised::Table(line) => format!("Error registering functions: {line}"),
+            Raised::Text(text) => format!("Error registering functions: ERR {text}"),
+        })
     }
 }
