@@ -168,6 +168,10 @@ impl KeyEvents for KeyspaceEvents {
         }
     }
 
+    fn on_added(&self, key: &[u8]) {
+        self.notify(class::NEW, "new", key);
+    }
+
     fn on_fields_expired(&self, key: &[u8], emptied: bool) {
         self.notify(class::HASH, "hexpired", key);
         if emptied {

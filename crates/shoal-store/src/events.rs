@@ -16,6 +16,12 @@ pub trait KeyEvents: Send + Sync {
     /// `key` was removed for `cause`.
     fn on_removed(&self, key: &[u8], cause: Removal);
 
+    /// `key` was created (it did not exist): Redis's `new` event. Called under the shard's
+    /// lock, before the command that created it reports anything of its own.
+    fn on_added(&self, key: &[u8]) {
+        let _ = key;
+    }
+
     /// Fields of the hash `key` expired and were removed (once per reclaim, as Redis's
     /// `hexpired` event); `emptied`: that was its last field, so the key is deleted too.
     fn on_fields_expired(&self, key: &[u8], emptied: bool) {

@@ -418,6 +418,9 @@ impl Shard {
         self.adopt_value(b);
         self.used += self.entry_charge(b);
         self.report(r, report);
+        if let Some(events) = &self.events {
+            events.on_added(key);
+        }
         Ok(r)
     }
 

@@ -43,19 +43,27 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// A reply writer in the client's protocol.
+    /// A reply writer in the client's protocol. On a subscribed (RESP3) connection, the
+    /// messages published meanwhile (a `new` event the store sent for a key the command
+    /// created) are written first, as Redis writes a push the moment it is published.
     #[inline]
     pub fn reply(&mut self) -> Reply<'_> {
+        if self.conn.subscribed() {
+            self.conn.deliver_messages(self.out);
+        }
         Reply::new(self.out, self.conn.protocol)
     }
 
     /// Sends keyspace notification `event` of `class` about `key` (if that class is on), and
     /// writes it here at once if this connection subscribes to it, so that it reads the
-    /// message where Redis puts it among its replies.
+    /// message where Redis puts it among its replies (with the `new` event the store sent
+    /// when the command created the key, whether or not `class` is on).
     #[inline]
     pub fn notify(&mut self, class: u32, event: &str, key: &[u8]) {
         if self.shared.events.wants(class) {
             self.shared.events.notify(class, event, key);
+        }
+        if self.conn.subscribed() {
             self.conn.deliver_messages(self.out);
         }
     }
