@@ -432,7 +432,10 @@ fn store_packed(
     };
     match written {
         Ok(r) => {
-            shard.touch(r, clock);
+            // A new hash is stamped by its insert (under LFU: a new key's counter, as Redis's).
+            if found.is_some() {
+                shard.touch(r, clock);
+            }
             note_field_expiry(shard, r);
             Ok(())
         }

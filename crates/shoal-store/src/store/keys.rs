@@ -359,7 +359,9 @@ impl Store {
                 )?;
                 match counted {
                     Some(field) => dst.blob(r).set_clock(field),
-                    None => dst.touch(r, clock),
+                    // A new key is stamped by its insert (a copy starts a new counter).
+                    None if existing.is_some() => dst.touch(r, clock),
+                    None => {}
                 }
             }
             if moving {
