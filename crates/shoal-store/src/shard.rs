@@ -833,6 +833,11 @@ impl Shard {
             });
             n
         };
+        // The blobs are scattered: ask for them all before reading any, so that their cache
+        // misses overlap.
+        for &r in &sample[..n] {
+            self.prefetch(r);
+        }
         for &r in &sample[..n] {
             let b = self.blob(r);
             let candidate = Candidate {
