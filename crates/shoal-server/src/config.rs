@@ -257,6 +257,12 @@ pub struct Config {
     /// What to evict above `maxmemory`.
     #[serde(serialize_with = "policy_to_str", deserialize_with = "policy_from_str")]
     pub maxmemory_policy: EvictionPolicy,
+    /// `lfu-log-factor`: how many accesses it takes to grow a key's LFU counter (Redis's
+    /// default 10: about a million to saturate it).
+    pub lfu_log_factor: u64,
+    /// `lfu-decay-time`: minutes of idleness that take one off a key's LFU counter (0:
+    /// never).
+    pub lfu_decay_time: u64,
     /// `notify-keyspace-events`: the classes of keyspace notifications sent (Redis's letters;
     /// empty: none).
     pub notify_keyspace_events: String,
@@ -445,6 +451,8 @@ impl Default for Config {
             shards: 0,
             maxmemory: ByteSize(0),
             maxmemory_policy: EvictionPolicy::AllKeysLru,
+            lfu_log_factor: u64::from(shoal_store::DEFAULT_LFU_LOG_FACTOR),
+            lfu_decay_time: u64::from(shoal_store::DEFAULT_LFU_DECAY_TIME),
             notify_keyspace_events: String::new(),
             hash_max_listpack_entries: shoal_store::DEFAULT_MAX_PACKED_ENTRIES as u64,
             hash_max_listpack_value: ByteSize(shoal_store::DEFAULT_MAX_PACKED_VALUE as u64),
@@ -689,6 +697,19 @@ impl Config {
         }
         if self.http_max_inflight_bytes.0 < 1024 * 1024 {
             return bad("http-max-inflight-bytes", "must be at least 1mb");
+        }
+        // Redis's range for both (a C `int`, at least 0).
+        if self.lfu_log_factor > i32::MAX as u64 {
+            return bad(
+                "lfu-log-factor",
+                "argument must be between 0 and 2147483647 inclusive",
+            );
+        }
+        if self.lfu_decay_time > i32::MAX as u64 {
+            return bad(
+                "lfu-decay-time",
+                "argument must be between 0 and 2147483647 inclusive",
+            );
         }
         if !(1..=500).contains(&self.hz) {
             return bad("hz", "must be between 1 and 500");
@@ -993,7 +1014,23 @@ pub static PARAMS: &[Param] = &[
         name: "maxmemory-policy",
         get: |c| c.maxmemory_policy.name().into(),
         set: Some(|c, v| {
-            c.maxmemory_policy = v.parse().map_err(|_| "argument(s) must be one of the following: volatile-lru, allkeys-lru, volatile-random, allkeys-random, volatile-ttl, noeviction".to_string())?;
+            c.maxmemory_policy = v.parse().map_err(|_| "argument(s) must be one of the following: volatile-lru, volatile-lfu, volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, noeviction".to_string())?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "lfu-log-factor",
+        get: |c| c.lfu_log_factor.to_string(),
+        set: Some(|c, v| {
+            c.lfu_log_factor = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "lfu-decay-time",
+        get: |c| c.lfu_decay_time.to_string(),
+        set: Some(|c, v| {
+            c.lfu_decay_time = parse_number(v)?;
             Ok(())
         }),
     },
@@ -1410,6 +1447,31 @@ mod tests {
         assert!(matches!(
             Config::from_toml("hz = 0"),
             Err(ConfigError::Value { name: "hz", .. })
+        ));
+        let lfu = Config::from_toml(
+            "maxmemory-policy = \"allkeys-lfu\"\nlfu-log-factor = 0\nlfu-decay-time = 5\n",
+        )
+        .unwrap();
+        assert_eq!(lfu.maxmemory_policy, EvictionPolicy::AllKeysLfu);
+        assert_eq!((lfu.lfu_log_factor, lfu.lfu_decay_time), (0, 5));
+        assert_eq!(
+            (config.lfu_log_factor, config.lfu_decay_time),
+            (10, 1),
+            "Redis's defaults"
+        );
+        assert!(matches!(
+            Config::from_toml("lfu-decay-time = 2147483648"),
+            Err(ConfigError::Value {
+                name: "lfu-decay-time",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Config::from_toml("maxmemory-policy = \"volatile-random\""),
+            Ok(Config {
+                maxmemory_policy: EvictionPolicy::VolatileRandom,
+                ..
+            })
         ));
         let round_trip = Config::from_toml(&config.to_toml()).unwrap();
         assert_eq!(round_trip, config);

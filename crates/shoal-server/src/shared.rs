@@ -139,6 +139,7 @@ impl Shared {
             config.hash_max_listpack_entries as usize,
             config.hash_max_listpack_value.0 as usize,
         );
+        store.set_lfu(config.lfu_log_factor as u32, config.lfu_decay_time as u32);
         let replication = Replication::new(config.repl_backlog_size.0 as usize);
         let watches = Arc::new(Watches::default());
         store.set_journal(Some(Arc::new(Changes {
@@ -181,6 +182,8 @@ impl Shared {
             .slowlog
             .configure(config.slowlog_log_slower_than, config.slowlog_max_len);
         self.store.set_maxmemory(config.maxmemory.0 as usize);
+        self.store
+            .set_lfu(config.lfu_log_factor as u32, config.lfu_decay_time as u32);
         self.store.set_policy(config.maxmemory_policy);
         self.store.set_hash_limits(
             config.hash_max_listpack_entries as usize,

@@ -33,9 +33,10 @@
 //!   its own: `SHOAL_ONLY_INFO_FIELDS`), `MEMORY USAGE` numbers, `OBJECT REFCOUNT` (always 1).
 //! * `COMMAND`, `COMMAND COUNT`, `COMMAND LIST`, `COMMAND DOCS` and containers' subcommand
 //!   lists cover only the commands Shoal implements; `CONFIG GET` knows only Shoal's
-//!   parameters; `CONFIG SET` refuses `save`, `appendonly`, `bind`, `port` (fixed in Shoal) and
-//!   the policies Shoal lacks (`*-lfu`, `volatile-random`), and ignores other classes' output
-//!   buffer limits.
+//!   parameters; `CONFIG SET` refuses `save`, `appendonly`, `bind`, `port` (fixed in Shoal),
+//!   and ignores other classes' output buffer limits.
+//! * `OBJECT FREQ` after more than one access (the LFU counter's increments are random), or of
+//!   a key written under an LRU policy (its access clock read as a counter).
 //! * Bulk data not followed by CRLF: Shoal answers a protocol error, Redis skips two bytes.
 //! * Inline commands holding a NUL byte: Redis waits for more input, Shoal runs them.
 //! * Commands of later Redis versions (7.4's `HEXPIRE`..., 8.0's `HSETEX`...) are left out of
@@ -1768,4 +1769,5 @@ scripts! {
     compat_functions => "functions.txt",
     compat_hashes => "hashes.txt",
     compat_bitmaps => "bitmaps.txt",
+    compat_lfu => "lfu.txt",
 }

@@ -48,16 +48,19 @@ fn expired_keys_are_announced_whether_reclaimed_or_read() {
 
 #[test]
 fn evicted_keys_are_announced() {
-    let node = Node::start();
-    let mut admin = node.raw();
-    admin.cmd(&[b"CONFIG", b"SET", b"notify-keyspace-events", b"Ee"]);
-    admin.cmd(&[b"CONFIG", b"SET", b"maxmemory", b"2mb"]);
-    let mut events = subscriber(&node, b"__keyevent@0__:evicted");
-    let value = vec![b'x'; 1000];
-    for i in 0..10_000 {
-        let key = format!("key:{i}");
-        admin.cmd(&[b"SET", key.as_bytes(), &value]);
+    for policy in ["allkeys-lru", "allkeys-lfu", "volatile-random"] {
+        let node = Node::start();
+        let mut admin = node.raw();
+        admin.cmd(&[b"CONFIG", b"SET", b"notify-keyspace-events", b"Ee"]);
+        admin.cmd(&[b"CONFIG", b"SET", b"maxmemory-policy", policy.as_bytes()]);
+        admin.cmd(&[b"CONFIG", b"SET", b"maxmemory", b"2mb"]);
+        let mut events = subscriber(&node, b"__keyevent@0__:evicted");
+        let value = vec![b'x'; 1000];
+        for i in 0..4_000 {
+            let key = format!("key:{i}");
+            admin.cmd(&[b"SET", key.as_bytes(), &value, b"EX", b"1000"]);
+        }
+        let evicted = next_event_key(&mut events);
+        assert!(evicted.starts_with(b"key:"), "{policy}: {evicted:?}");
     }
-    let evicted = next_event_key(&mut events);
-    assert!(evicted.starts_with(b"key:"), "{evicted:?}");
 }

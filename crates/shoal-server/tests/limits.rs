@@ -1048,6 +1048,82 @@ fn volatile_ttl_evicts_the_nearest_expiries_first() {
     );
 }
 
+/// Keys read often a while ago survive a flood of keys written once under `allkeys-lfu`, where
+/// `allkeys-lru` would have evicted them first (they are the least recently used).
+#[test]
+fn allkeys_lfu_keeps_frequently_read_keys() {
+    let node = memory_node(EvictionPolicy::AllKeysLfu);
+    let mut raw = node.raw();
+    let hot: Vec<String> = (0..50).map(|i| format!("hot:{i}")).collect();
+    write_many(&mut raw, "hot", hot.len(), |_| vec![], |_| {});
+    // Each hot key read 30 times (one pipelined write), then never again.
+    let mut reads = Vec::new();
+    for _ in 0..30 {
+        for k in &hot {
+            reads.extend(frame(&[b"GET", k.as_bytes()]));
+        }
+    }
+    raw.send(&reads);
+    for _ in 0..30 * hot.len() {
+        assert!(matches!(raw.reply(), Value::Bulk(_)));
+    }
+    let frequency = |raw: &mut Raw, key: &str| match raw.cmd(&[b"OBJECT", b"FREQ", key.as_bytes()])
+    {
+        Value::Int(n) => n,
+        other => panic!("OBJECT FREQ {key}: {other:?}"),
+    };
+    assert!(frequency(&mut raw, "hot:0") > 6, "30 reads count");
+    let written = 10_000;
+    let worst = write_many(&mut raw, "cold", written, |_| vec![], |_| {});
+    assert!(
+        worst <= ONE_ENTRY,
+        "used_memory went {worst} bytes over maxmemory"
+    );
+    let lost: Vec<&String> = hot.iter().filter(|k| !exists(&mut raw, k)).collect();
+    assert!(
+        lost.is_empty(),
+        "frequently read keys were evicted: {lost:?}"
+    );
+    let keys = dbsize(&mut raw);
+    assert!(
+        keys > 500 && keys < 3000,
+        "{keys} keys of 1000 bytes in 2 MB"
+    );
+    assert_eq!(
+        info_field(&mut raw, "stats", "evicted_keys"),
+        (hot.len() + written) as u64 - keys,
+        "evicted_keys counts every eviction"
+    );
+    assert_eq!(frequency(&mut raw, &format!("cold:{}", written - 1)), 5);
+    // Switching to LRU at run time: the next evictions take the least recently used, the hot
+    // keys first.
+    ok(raw.cmd(&[b"CONFIG", b"SET", b"maxmemory-policy", b"allkeys-lru"]));
+    write_many(&mut raw, "after", 3000, |_| vec![], |_| {});
+    let kept = hot.iter().filter(|k| exists(&mut raw, k)).count();
+    assert_eq!(kept, 0, "{kept} hot keys survived under allkeys-lru");
+}
+
+#[test]
+fn volatile_random_evicts_only_keys_with_a_ttl() {
+    let node = memory_node(EvictionPolicy::VolatileRandom);
+    let mut raw = node.raw();
+    let persistent = 300;
+    write_many(&mut raw, "p", persistent, |_| vec![], |_| {});
+    let ex = |_| vec![b"EX".to_vec(), b"1000".to_vec()];
+    let worst = write_many(&mut raw, "v", 6000, ex, |_| {});
+    assert!(
+        worst <= ONE_ENTRY,
+        "used_memory went {worst} bytes over maxmemory"
+    );
+    for i in 0..persistent {
+        assert!(
+            exists(&mut raw, &format!("p:{i}")),
+            "persistent p:{i} was evicted"
+        );
+    }
+    assert!(info_field(&mut raw, "stats", "evicted_keys") > 3000);
+}
+
 #[test]
 fn a_refused_connection_is_answered_even_if_it_sent_first() {
     let node = Node::start_with(|c| c.maxclients = 1);

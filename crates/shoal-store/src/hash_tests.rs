@@ -176,12 +176,10 @@ fn wrong_type_access_is_refused_both_ways() {
 
 #[test]
 fn hashes_are_evicted_by_every_policy() {
-    for policy in [
-        EvictionPolicy::AllKeysLru,
-        EvictionPolicy::AllKeysRandom,
-        EvictionPolicy::VolatileLru,
-        EvictionPolicy::VolatileTtl,
-    ] {
+    for policy in EvictionPolicy::ALL
+        .into_iter()
+        .filter(|&p| p != EvictionPolicy::NoEviction)
+    {
         let (s, _) = store();
         s.set_policy(policy);
         for k in 0..40 {

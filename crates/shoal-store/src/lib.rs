@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod hash;
 mod int;
+mod lfu;
 mod policy;
 mod shard;
 mod store;
@@ -26,6 +27,7 @@ pub use entry::{Form, Kind};
 pub use error::StoreError;
 pub use events::{Journal, KeyEvents, Removal};
 pub use int::{is_canonical_i64, parse_i64};
+pub use lfu::{DEFAULT_LFU_DECAY_TIME, DEFAULT_LFU_LOG_FACTOR, LFU_INIT_VAL};
 pub use policy::{EvictionPolicy, UnknownPolicy};
 pub use shard::ENTRY_OVERHEAD;
 pub use shoal_proto::glob_match;
@@ -42,5 +44,7 @@ pub use value::{HashEncoding, HashRef};
 mod hash_tests;
 #[cfg(test)]
 mod journal_tests;
+#[cfg(test)]
+mod lfu_tests;
 #[cfg(test)]
 mod tests;

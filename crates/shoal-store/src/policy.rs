@@ -11,8 +11,15 @@ pub enum EvictionPolicy {
     AllKeysLru,
     /// Evict the least recently used key among keys with a TTL.
     VolatileLru,
+    /// Evict the least frequently used key (Redis's approximated LFU: a logarithmic counter
+    /// per key, the coldest of a sample of keys).
+    AllKeysLfu,
+    /// Evict the least frequently used key among keys with a TTL.
+    VolatileLfu,
     /// Evict a random key.
     AllKeysRandom,
+    /// Evict a random key among keys with a TTL.
+    VolatileRandom,
     /// Evict the key with the nearest expiry among a few keys with a TTL.
     VolatileTtl,
     /// Evict nothing: refuse writes with `-OOM`.
@@ -21,11 +28,14 @@ pub enum EvictionPolicy {
 
 impl EvictionPolicy {
     /// Every policy, in Redis's documentation order.
-    pub const ALL: [EvictionPolicy; 5] = [
+    pub const ALL: [EvictionPolicy; 8] = [
         EvictionPolicy::VolatileLru,
-        EvictionPolicy::AllKeysLru,
-        EvictionPolicy::AllKeysRandom,
+        EvictionPolicy::VolatileLfu,
+        EvictionPolicy::VolatileRandom,
         EvictionPolicy::VolatileTtl,
+        EvictionPolicy::AllKeysLru,
+        EvictionPolicy::AllKeysLfu,
+        EvictionPolicy::AllKeysRandom,
         EvictionPolicy::NoEviction,
     ];
 
@@ -34,7 +44,10 @@ impl EvictionPolicy {
         match self {
             EvictionPolicy::AllKeysLru => "allkeys-lru",
             EvictionPolicy::VolatileLru => "volatile-lru",
+            EvictionPolicy::AllKeysLfu => "allkeys-lfu",
+            EvictionPolicy::VolatileLfu => "volatile-lfu",
             EvictionPolicy::AllKeysRandom => "allkeys-random",
+            EvictionPolicy::VolatileRandom => "volatile-random",
             EvictionPolicy::VolatileTtl => "volatile-ttl",
             EvictionPolicy::NoEviction => "noeviction",
         }
@@ -44,7 +57,19 @@ impl EvictionPolicy {
     pub fn volatile_only(self) -> bool {
         matches!(
             self,
-            EvictionPolicy::VolatileLru | EvictionPolicy::VolatileTtl
+            EvictionPolicy::VolatileLru
+                | EvictionPolicy::VolatileLfu
+                | EvictionPolicy::VolatileRandom
+                | EvictionPolicy::VolatileTtl
+        )
+    }
+
+    /// Whether the policy tracks access frequency (an LFU counter in each entry) rather than
+    /// access time (`OBJECT FREQ` against `OBJECT IDLETIME`).
+    pub fn is_lfu(self) -> bool {
+        matches!(
+            self,
+            EvictionPolicy::AllKeysLfu | EvictionPolicy::VolatileLfu
         )
     }
 
@@ -55,6 +80,9 @@ impl EvictionPolicy {
             EvictionPolicy::AllKeysRandom => 2,
             EvictionPolicy::VolatileTtl => 3,
             EvictionPolicy::NoEviction => 4,
+            EvictionPolicy::AllKeysLfu => 5,
+            EvictionPolicy::VolatileLfu => 6,
+            EvictionPolicy::VolatileRandom => 7,
         }
     }
 
@@ -64,6 +92,9 @@ impl EvictionPolicy {
             2 => EvictionPolicy::AllKeysRandom,
             3 => EvictionPolicy::VolatileTtl,
             4 => EvictionPolicy::NoEviction,
+            5 => EvictionPolicy::AllKeysLfu,
+            6 => EvictionPolicy::VolatileLfu,
+            7 => EvictionPolicy::VolatileRandom,
             _ => EvictionPolicy::AllKeysLru,
         }
     }
@@ -78,7 +109,7 @@ impl fmt::Display for EvictionPolicy {
 /// A policy name Shoal does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown maxmemory policy '{0}' (expected one of allkeys-lru, volatile-lru, allkeys-random, volatile-ttl, noeviction)"
+    "unknown maxmemory policy '{0}' (expected one of volatile-lru, volatile-lfu, volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, noeviction)"
 )]
 pub struct UnknownPolicy(pub String);
 
@@ -90,5 +121,27 @@ impl FromStr for EvictionPolicy {
             .into_iter()
             .find(|p| p.name().eq_ignore_ascii_case(s))
             .ok_or_else(|| UnknownPolicy(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_policy_round_trips_by_name_and_number() {
+        for p in EvictionPolicy::ALL {
+            assert_eq!(p.name().parse::<EvictionPolicy>(), Ok(p));
+            assert_eq!(p.name().to_uppercase().parse::<EvictionPolicy>(), Ok(p));
+            assert_eq!(EvictionPolicy::from_u8(p.to_u8()), p);
+        }
+        assert!("allkeys-lfu".parse::<EvictionPolicy>().unwrap().is_lfu());
+        assert!(EvictionPolicy::VolatileRandom.volatile_only());
+        assert!(
+            EvictionPolicy::VolatileLfu.volatile_only() && EvictionPolicy::VolatileLfu.is_lfu()
+        );
+        assert!(!EvictionPolicy::AllKeysLfu.volatile_only());
+        assert!(!EvictionPolicy::AllKeysLru.is_lfu());
+        assert!("lfu".parse::<EvictionPolicy>().is_err());
     }
 }

@@ -2,14 +2,17 @@
 //!
 //! Every entry is on the LRU list (head = most recently used). Entries with a TTL are also on
 //! the volatile list, kept in the same LRU order, which `volatile-lru` evicts from and the active
-//! expiry cycle walks with a cursor. A shard is not synchronised; the store locks it.
+//! expiry cycle walks with a cursor. Under an LFU policy an access updates the entry's counter
+//! instead and leaves the lists alone (eviction samples; see [`Shard::victim`]). A shard is not
+//! synchronised; the store locks it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use crate::arena::{Arena, ArenaFull, PAGE_SIZE, PagePool, Ref, block_size};
 use crate::entry::{Blob, Form, Kind, Shape};
 use crate::hash::KeyHasher;
+use crate::lfu::Lfu;
 use crate::policy::EvictionPolicy;
 use crate::table::Table;
 use crate::{Journal, KeyEvents, Removal};
@@ -38,6 +41,58 @@ pub(crate) enum Report {
 
 /// How many volatile keys `volatile-ttl` compares per eviction (Redis's `maxmemory-samples`).
 const TTL_SAMPLES: usize = 5;
+
+/// How many keys the LFU policies sample per eviction (Redis's `maxmemory-samples`, 5 by
+/// default). They join a pool of the [`LFU_POOL`] coldest candidates, as in Redis.
+pub(crate) const LFU_SAMPLES: usize = 5;
+
+/// Index slots `volatile-lfu` / `volatile-random` read to find each key with a TTL, at most,
+/// before walking the volatile list instead (see [`Shard::sample_volatile`]).
+const VOLATILE_PROBES: usize = 4;
+
+/// Entries the LFU sweep visits per shard per [`Shard::lfu_sweep`] call.
+pub(crate) const LFU_SWEEP_STEP: usize = 8;
+
+/// Candidates the LFU policies keep per shard between evictions (Redis's
+/// `EVPOOL_SIZE`).
+const LFU_POOL: usize = 16;
+
+/// An eviction candidate of the LFU policies: an entry, its key's hash (to check the entry is
+/// still indexed before its blob is read again) and its score when sampled.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    score: (u8, u32),
+    hash: u64,
+    r: Ref,
+}
+
+/// How an LFU policy ranks an entry by its clock field, lowest evicted first: its counter
+/// decayed to now, then (on a tie) the longest untouched.
+fn score(lfu: Lfu, field: u32) -> (u8, u32) {
+    let age = crate::lfu::elapsed(lfu.minutes, crate::lfu::last_decrement(field));
+    (lfu.decayed(field), u32::MAX - age)
+}
+
+/// The time an access stamps into an entry: the access clock's seconds, and under an LFU
+/// policy its settings and minute (the entry then keeps its counter in the clock's bits).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp {
+    /// The access clock (seconds, [`crate::entry::CLOCK_BITS`] wide).
+    pub(crate) seconds: u32,
+    /// `Some` under an LFU policy.
+    pub(crate) lfu: Option<Lfu>,
+}
+
+impl Stamp {
+    /// A new entry's clock field: now, or a fresh counter.
+    #[inline]
+    pub(crate) fn initial(self) -> u32 {
+        match self.lfu {
+            Some(lfu) => lfu.fresh(),
+            None => self.seconds,
+        }
+    }
+}
 
 /// Compaction starts when a shard's pages hold more than 1/`COMPACT_AT` of their bytes in
 /// no blob (free blocks, the unused end of the page being filled), and more than
@@ -93,9 +148,24 @@ pub(crate) struct MemoryBudget {
     /// How far below `maxmemory` shards stop taking new pages: half a page per shard, what
     /// the shards' partly used pages hold on average, so that filling them reaches the limit.
     pub(crate) headroom: usize,
+    /// `lfu-log-factor`.
+    pub(crate) lfu_log_factor: AtomicU32,
+    /// `lfu-decay-time` (minutes).
+    pub(crate) lfu_decay_time: AtomicU32,
+    /// The LFU minute clock ([`crate::lfu::minutes`]), refreshed with the access clock.
+    pub(crate) lfu_minutes: AtomicU32,
 }
 
 impl MemoryBudget {
+    /// The LFU settings and minute now (see [`crate::lfu::Lfu`]).
+    pub(crate) fn lfu(&self) -> Lfu {
+        Lfu {
+            log_factor: self.lfu_log_factor.load(Relaxed),
+            decay_time: self.lfu_decay_time.load(Relaxed),
+            minutes: self.lfu_minutes.load(Relaxed),
+        }
+    }
+
     /// The policy to evict by when `used_memory` is within [`headroom`](Self::headroom) of
     /// `maxmemory` (at most an eighth of it); `None` when there is room, no limit, or no
     /// eviction.
@@ -136,6 +206,9 @@ pub(crate) struct Shard {
     vol_head: Ref,
     vol_tail: Ref,
     vol_cursor: Ref,
+    /// Where `volatile-lfu` and `volatile-random` go on walking the volatile list when too few
+    /// keys have a TTL to find them by sampling the index.
+    vol_hand: Ref,
     volatile: usize,
     expiry_sum: u128,
     pub(crate) used: usize,
@@ -157,6 +230,10 @@ pub(crate) struct Shard {
     pub(crate) field_expiring: std::collections::BTreeSet<Box<[u8]>>,
     /// Where the active expiry cycle goes on in [`Shard::field_expiring`].
     pub(crate) field_cursor: Option<Box<[u8]>>,
+    /// Where the LFU sweep goes on (a position in hash space, as `SCAN`'s).
+    lfu_cursor: u64,
+    /// The LFU policies' eviction pool (see [`Shard::coldest`]).
+    lfu_pool: Vec<Candidate>,
 }
 
 impl Shard {
@@ -179,6 +256,7 @@ impl Shard {
             vol_head: Ref::NIL,
             vol_tail: Ref::NIL,
             vol_cursor: Ref::NIL,
+            vol_hand: Ref::NIL,
             volatile: 0,
             expiry_sum: 0,
             used: 0,
@@ -189,6 +267,8 @@ impl Shard {
             owners: 0,
             field_expiring: std::collections::BTreeSet::new(),
             field_cursor: None,
+            lfu_cursor: 0,
+            lfu_pool: Vec::new(),
         }
     }
 
@@ -353,11 +433,18 @@ impl Shard {
         }
     }
 
-    /// Marks an entry as just used: moves it to the head of its lists and stamps its clock.
+    /// Marks an entry as just used: moves it to the head of its lists and stamps its clock, or
+    /// under an LFU policy counts the access in its counter (Redis's `updateLFU`), leaving
+    /// the lists as they are.
     #[inline]
-    pub(crate) fn touch(&mut self, r: Ref, clock: u32) {
+    pub(crate) fn touch(&mut self, r: Ref, stamp: Stamp) {
         let b = self.blob(r);
-        b.set_clock(clock);
+        if let Some(lfu) = stamp.lfu {
+            let random = (self.next_random() >> 32) as u32;
+            b.set_clock(lfu.accessed(b.clock(), random));
+            return;
+        }
+        b.set_clock(stamp.seconds);
         if self.lru_head != r {
             self.lru_unlink(r);
             self.lru_push_front(r);
@@ -375,7 +462,7 @@ impl Shard {
         key: &[u8],
         value: &[u8],
         expiry: Option<u64>,
-        clock: u32,
+        clock: Stamp,
     ) -> Result<Ref, ArenaFull> {
         self.insert_kind(hash, key, Kind::String, value, expiry, clock, Report::Put)
     }
@@ -391,7 +478,7 @@ impl Shard {
         kind: Kind,
         value: &[u8],
         expiry: Option<u64>,
-        clock: u32,
+        clock: Stamp,
         report: Report,
     ) -> Result<Ref, ArenaFull> {
         let shape = Shape {
@@ -402,7 +489,7 @@ impl Shard {
         };
         let r = self.alloc(shape.len(), Ref::NIL)?;
         let b = self.blob(r);
-        b.init(shape, key, value, clock);
+        b.init(shape, key, value, clock.initial());
         self.lru_push_front(r);
         if let Some(at) = expiry {
             b.set_expiry(at);
@@ -432,7 +519,7 @@ impl Shard {
         r: Ref,
         value: &[u8],
         expiry: Option<u64>,
-        clock: u32,
+        clock: Stamp,
     ) -> Result<Ref, ArenaFull> {
         let r = self.rewrite(slot, r, Some((Kind::String, value)), expiry, Report::Put)?;
         self.blob(r).set_form(Form::Auto);
@@ -660,7 +747,7 @@ impl Shard {
             let pages = self.arena.pages();
             let mut emptying = None;
             while self.arena.needs_page(len) && self.arena.pages() == pages {
-                let victim = self.victim(policy);
+                let victim = self.victim(policy, keep);
                 if victim.is_nil() || victim == keep {
                     break;
                 }
@@ -687,7 +774,7 @@ impl Shard {
 
     /// Removes one entry as `policy` chooses. Returns false if nothing was evicted.
     pub(crate) fn evict_one(&mut self, policy: EvictionPolicy) -> bool {
-        let victim = self.victim(policy);
+        let victim = self.victim(policy, Ref::NIL);
         if victim.is_nil() {
             return false;
         }
@@ -695,8 +782,15 @@ impl Shard {
         true
     }
 
-    /// The entry `policy` would evict next (NIL if none).
-    fn victim(&mut self, policy: EvictionPolicy) -> Ref {
+    /// The entry `policy` would evict next (NIL if none). The LRU policies name their list's
+    /// tail (which may be `keep`: the caller checks); the sampling ones (LFU, random) never
+    /// pick `keep`.
+    ///
+    /// LFU: of [`LFU_SAMPLES`] keys, the one with the lowest counter (decayed as `OBJECT FREQ`
+    /// reads it), the least recently touched of those on a tie. For `allkeys-lfu` they are
+    /// consecutive entries of the index from a random slot: the index is in hash order, so
+    /// they are a random sample, read from one or two chunks.
+    fn victim(&mut self, policy: EvictionPolicy, keep: Ref) -> Ref {
         match policy {
             EvictionPolicy::AllKeysLru => self.lru_tail,
             EvictionPolicy::VolatileLru => self.vol_tail,
@@ -704,9 +798,160 @@ impl Shard {
                 let seed = self.next_random();
                 self.table.random(seed).map_or(Ref::NIL, Ref)
             }
+            EvictionPolicy::VolatileRandom => {
+                let mut sample = [Ref::NIL; 1];
+                self.sample_volatile(&mut sample, keep);
+                sample[0]
+            }
+            EvictionPolicy::AllKeysLfu => self.coldest(false, keep),
+            EvictionPolicy::VolatileLfu => self.coldest(true, keep),
             EvictionPolicy::VolatileTtl => self.soonest_expiring(),
             EvictionPolicy::NoEviction => Ref::NIL,
         }
+    }
+
+    /// The LFU victim (with a TTL if `volatile`; never `keep`), Redis's way: sample
+    /// [`LFU_SAMPLES`] keys (the whole pool's worth when the pool is short, as after a switch
+    /// of policy), add them to the shard's pool of the coldest candidates seen, and take the
+    /// coldest candidate still there, re-scored now (one that got warmer since goes back in
+    /// the pool with its new score). NIL when the shard has nothing to evict.
+    fn coldest(&mut self, volatile: bool, keep: Ref) -> Ref {
+        let lfu = self.budget.lfu();
+        let want = if self.lfu_pool.len() < LFU_SAMPLES {
+            LFU_POOL
+        } else {
+            LFU_SAMPLES
+        };
+        let mut sample = [Ref::NIL; LFU_POOL];
+        let n = if volatile {
+            self.sample_volatile(&mut sample[..want], keep)
+        } else {
+            let seed = self.next_random();
+            let mut n = 0;
+            self.table.sample(seed, want + 1, |v| {
+                if n < want && v != keep.0 {
+                    sample[n] = Ref(v);
+                    n += 1;
+                }
+            });
+            n
+        };
+        // The blobs are scattered: ask for them all before reading any, so that their cache
+        // misses overlap.
+        for &r in &sample[..n] {
+            self.prefetch(r);
+        }
+        for &r in &sample[..n] {
+            let b = self.blob(r);
+            let candidate = Candidate {
+                score: score(lfu, b.clock()),
+                hash: self.hasher.hash(b.key()),
+                r,
+            };
+            self.offer(candidate);
+        }
+        let mut rescored = 0;
+        while !self.lfu_pool.is_empty() {
+            let c = self.lfu_pool.remove(0);
+            // Still that entry? (It may have been deleted, moved by compaction, or the pool
+            // may hold keys of another policy's sample.)
+            if c.r == keep || self.table.find(c.hash, |v| v == c.r.0).is_none() {
+                continue;
+            }
+            let b = self.blob(c.r);
+            if volatile && !b.has_ttl() {
+                continue;
+            }
+            let now = score(lfu, b.clock());
+            if now > c.score && rescored < LFU_POOL {
+                rescored += 1;
+                self.offer(Candidate { score: now, ..c });
+                continue;
+            }
+            return c.r;
+        }
+        Ref::NIL
+    }
+
+    /// Adds a candidate to the LFU pool (kept coldest first, at most [`LFU_POOL`] long, each
+    /// entry once).
+    fn offer(&mut self, c: Candidate) {
+        if self.lfu_pool.iter().any(|p| p.r == c.r) {
+            return;
+        }
+        let at = self.lfu_pool.partition_point(|p| p.score <= c.score);
+        if at < LFU_POOL {
+            if self.lfu_pool.len() == LFU_POOL {
+                self.lfu_pool.pop();
+            }
+            self.lfu_pool.insert(at, c);
+        }
+    }
+
+    /// Fills `out` with distinct keys with a TTL, other than `keep`, and returns how many. While
+    /// at least a quarter of the keys have one, they are sampled from the index as
+    /// `allkeys-lfu` samples (up to [`VOLATILE_PROBES`] slots read per key wanted); the rest
+    /// come from the volatile list, walked on from where the last walk stopped (a hand that
+    /// goes round it), which costs nothing however few keys have a TTL.
+    fn sample_volatile(&mut self, out: &mut [Ref], keep: Ref) -> usize {
+        if self.volatile == 0 {
+            return 0;
+        }
+        let mut n = 0;
+        if self.volatile * 4 >= self.table.len() {
+            let seed = self.next_random();
+            let (arena, table) = (&self.arena, &self.table);
+            table.sample(seed, out.len() * VOLATILE_PROBES, |v| {
+                // SAFETY: values in the table are refs of live blobs.
+                if n < out.len() && v != keep.0 && unsafe { Blob::at(arena.ptr(Ref(v))) }.has_ttl()
+                {
+                    out[n] = Ref(v);
+                    n += 1;
+                }
+            });
+        }
+        let want = out.len().min(self.volatile);
+        let mut walked = 0;
+        while n < want && walked < self.volatile {
+            let r = if self.vol_hand.is_nil() {
+                self.vol_tail
+            } else {
+                self.vol_hand
+            };
+            self.vol_hand = self.blob(r).vprev();
+            walked += 1;
+            if r != keep && !out[..n].contains(&r) {
+                out[n] = r;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// One step of the LFU sweep: visits about [`LFU_SWEEP_STEP`] entries from where the last
+    /// step stopped (in hash order, going round) and folds the decay into the counter of any
+    /// not touched for [`crate::lfu::REFRESH_AFTER`] minutes, so that the 12-bit minute
+    /// stamped in each entry never wraps unnoticed. With `Store::maintain` calling it ten
+    /// times a second, a shard's keys are all visited every 17 hours up to 600,000 keys per
+    /// shard (38 million with 64 shards, 77 million with 128).
+    pub(crate) fn lfu_sweep(&mut self, lfu: Lfu) {
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        let next = self.table.scan(
+            self.lfu_cursor,
+            LFU_SWEEP_STEP,
+            |v| {
+                // SAFETY: values in the table are refs of live blobs.
+                hasher.hash(unsafe { Blob::at(arena.ptr(Ref(v))) }.key())
+            },
+            |v| {
+                // SAFETY: as above; the shard is locked, so nobody else reads the blob.
+                let b = unsafe { Blob::at(arena.ptr(Ref(v))) };
+                if let Some(field) = lfu.refreshed(b.clock()) {
+                    b.set_clock(field);
+                }
+            },
+        );
+        self.lfu_cursor = if next == crate::table::END { 0 } else { next };
     }
 
     /// Among the least recently used keys with a TTL, the one that expires first.
@@ -906,6 +1151,8 @@ impl Shard {
         self.vol_head = Ref::NIL;
         self.vol_tail = Ref::NIL;
         self.vol_cursor = Ref::NIL;
+        self.vol_hand = Ref::NIL;
+        self.lfu_pool.clear();
         self.volatile = 0;
         self.expiry_sum = 0;
         self.used = 0;
@@ -931,7 +1178,7 @@ impl Shard {
         })
     }
 
-    fn next_random(&mut self) -> u64 {
+    pub(crate) fn next_random(&mut self) -> u64 {
         // xorshift64*
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
@@ -992,6 +1239,9 @@ impl Shard {
         if self.vol_cursor == r {
             self.vol_cursor = prev;
         }
+        if self.vol_hand == r {
+            self.vol_hand = prev;
+        }
         if prev.is_nil() {
             self.vol_head = next;
         } else {
@@ -1022,6 +1272,9 @@ impl Shard {
         let (prev, next) = (b.vprev(), b.vnext());
         if self.vol_cursor == old {
             self.vol_cursor = fresh;
+        }
+        if self.vol_hand == old {
+            self.vol_hand = fresh;
         }
         if prev.is_nil() {
             self.vol_head = fresh;

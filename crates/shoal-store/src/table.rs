@@ -279,6 +279,28 @@ impl Table {
             .map(|s| self.get(s))
     }
 
+    /// Calls `f` for up to `count` stored values, distinct, those of the full slots at and after
+    /// a random one chosen from `seed` (going round the table): a random sample of values
+    /// whose keys hash apart, read from a few neighbouring chunks.
+    pub fn sample(&self, seed: u64, count: usize, mut f: impl FnMut(u32)) {
+        let slots = self.capacity();
+        let mut left = count.min(self.items);
+        if left == 0 {
+            return;
+        }
+        let start = (seed % slots as u64) as usize;
+        for k in 0..slots {
+            let s = (start + k) % slots;
+            if self.chunks[s / SLOTS].meta[s % SLOTS] & EMPTY == 0 {
+                f(self.get(s));
+                left -= 1;
+                if left == 0 {
+                    return;
+                }
+            }
+        }
+    }
+
     /// Every stored value, in slot order.
     pub fn values(&self) -> impl Iterator<Item = u32> + '_ {
         self.chunks
@@ -437,6 +459,30 @@ mod tests {
             if pos == END {
                 return out;
             }
+        }
+    }
+
+    #[test]
+    fn a_sample_is_distinct_values_and_at_most_what_the_table_holds() {
+        let mut t = Table::new();
+        let mut seen = Vec::new();
+        t.sample(7, 5, |v| seen.push(v));
+        assert!(seen.is_empty());
+        for v in 0..3 {
+            insert(&mut t, v);
+        }
+        t.sample(7, 5, |v| seen.push(v));
+        seen.sort_unstable();
+        assert_eq!(seen, vec![0, 1, 2]);
+        for v in 3..1000 {
+            insert(&mut t, v);
+        }
+        for seed in 0..50 {
+            let mut seen = Vec::new();
+            t.sample(seed * 7919, 10, |v| seen.push(v));
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), 10);
         }
     }
 

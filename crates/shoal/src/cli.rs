@@ -160,9 +160,17 @@ pub struct ServerArgs {
     /// Memory limit, e.g. 100mb or 1gb; 0 means none [default: 0].
     #[arg(long, env = "SHOAL_MAXMEMORY", value_parser = ByteSize::from_arg, help_heading = heading::MEMORY)]
     pub maxmemory: Option<ByteSize>,
-    /// allkeys-lru, volatile-lru, allkeys-random, volatile-ttl or noeviction [default: allkeys-lru].
+    /// allkeys-lru, allkeys-lfu, allkeys-random, volatile-lru, volatile-lfu, volatile-random,
+    /// volatile-ttl or noeviction [default: allkeys-lru].
     #[arg(long, env = "SHOAL_MAXMEMORY_POLICY", help_heading = heading::MEMORY)]
     pub maxmemory_policy: Option<EvictionPolicy>,
+    /// How slowly LFU counters grow with accesses, 0 to 2147483647 (the LFU policies)
+    /// [default: 10].
+    #[arg(long, env = "SHOAL_LFU_LOG_FACTOR", value_name = "N", help_heading = heading::MEMORY)]
+    pub lfu_log_factor: Option<u64>,
+    /// Minutes of idleness that take one off a key's LFU counter; 0 never [default: 1].
+    #[arg(long, env = "SHOAL_LFU_DECAY_TIME", value_name = "MINUTES", help_heading = heading::MEMORY)]
+    pub lfu_decay_time: Option<u64>,
     /// Keyspace notifications to publish, in Redis's letters (e.g. `Ex` for expiry events,
     /// `KEA` for all) [default: none].
     #[arg(long, env = "SHOAL_NOTIFY_KEYSPACE_EVENTS", help_heading = heading::MEMORY)]
@@ -303,6 +311,8 @@ impl ServerArgs {
             http_port,
             maxmemory,
             maxmemory_policy,
+            lfu_log_factor,
+            lfu_decay_time,
             notify_keyspace_events,
             threads,
             shards,

@@ -102,7 +102,7 @@ fn redis_param(name: &str) -> Option<RedisParam> {
         "proto-max-bulk-len" => number(true, false, 1024 * 1024, LONG_MAX),
         "client-query-buffer-limit" => number(true, true, 1024 * 1024, LONG_MAX),
         "maxclients" => number(false, true, 1, u32::MAX as i128),
-        "timeout" | "hz" => number(false, false, 0, INT_MAX),
+        "timeout" | "hz" | "lfu-log-factor" | "lfu-decay-time" => number(false, false, 0, INT_MAX),
         "slowlog-log-slower-than" => number(false, false, -1, LONG_MAX),
         "slowlog-max-len" => number(false, true, 0, LONG_MAX),
         "busy-reply-threshold" | "lua-time-limit" => number(false, false, 0, LONG_MAX),
@@ -183,16 +183,6 @@ fn redis_value(name: &str, kind: &RedisParam, value: &[u8]) -> Result<String, St
             let text = String::from_utf8_lossy(value);
             if text.parse::<shoal_store::EvictionPolicy>().is_ok() {
                 return Ok(text.into_owned());
-            }
-            if REDIS_POLICIES
-                .split(", ")
-                .any(|p| p.eq_ignore_ascii_case(&text))
-            {
-                // A Redis policy Shoal does not implement (LFU, volatile-random).
-                return Err(format!(
-                    "policy '{}' is not supported by Shoal (use volatile-lru, volatile-ttl, allkeys-lru, allkeys-random or noeviction)",
-                    text.to_ascii_lowercase()
-                ));
             }
             Err(format!(
                 "argument(s) must be one of the following: {REDIS_POLICIES}"
@@ -418,25 +408,36 @@ pub fn object_encoding(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     Ok(())
 }
 
-/// `OBJECT IDLETIME key`
+/// `OBJECT IDLETIME key`: an error under an LFU policy, as in Redis (the entry's clock holds
+/// its counter then).
 pub fn object_idletime(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
-    match ctx.shared.store.object_info(argv.get(2)) {
-        Some(info) => ctx.reply().int(info.idle_seconds as i64),
-        None => ctx.reply().null(),
+    let Some(info) = ctx.shared.store.object_info(argv.get(2)) else {
+        ctx.reply().null();
+        return Ok(());
+    };
+    if ctx.shared.store.policy().is_lfu() {
+        return Err(CommandError::fixed(
+            "ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+        ));
     }
+    ctx.reply().int(info.idle_seconds as i64);
     Ok(())
 }
 
-/// `OBJECT FREQ key`: Shoal's policies are all LRU-based, so (like Redis under an LRU policy)
-/// access frequency is not tracked.
+/// `OBJECT FREQ key`: the key's LFU counter (decayed to now) under an LFU policy; an error
+/// otherwise, as in Redis (access frequency is not tracked).
 pub fn object_freq(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
-    if ctx.shared.store.object_info(argv.get(2)).is_none() {
+    let Some(info) = ctx.shared.store.object_info(argv.get(2)) else {
         ctx.reply().null();
         return Ok(());
+    };
+    if !ctx.shared.store.policy().is_lfu() {
+        return Err(CommandError::fixed(
+            "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+        ));
     }
-    Err(CommandError::fixed(
-        "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
-    ))
+    ctx.reply().int(i64::from(info.frequency));
+    Ok(())
 }
 
 /// `OBJECT REFCOUNT key`: values are never shared, so 1.

@@ -20,7 +20,7 @@ use crate::arena::Ref;
 use crate::entry::Kind;
 use crate::error::StoreError;
 use crate::events::Journal;
-use crate::shard::{Now, Report, Shard};
+use crate::shard::{Now, Report, Shard, Stamp};
 use crate::value::packed::{self, Packed, PackedMut};
 use crate::value::{self, Field, FieldTable, HashRef};
 
@@ -376,7 +376,7 @@ pub(super) fn write_whole_hash(
     as_table: bool,
     limits: (usize, usize),
     expiry: Option<u64>,
-    clock: u32,
+    clock: Stamp,
 ) -> Result<Ref, StoreError> {
     let p = Packed::new(payload);
     let table = (as_table || exceeds(p, limits.0, limits.1))
@@ -409,7 +409,7 @@ fn store_packed(
     scratch: &[u8],
     too_long: bool,
     max_entries: usize,
-    clock: u32,
+    clock: Stamp,
 ) -> Result<(), StoreError> {
     let p = Packed::new(scratch);
     let count = p.len();
@@ -432,7 +432,10 @@ fn store_packed(
     };
     match written {
         Ok(r) => {
-            shard.touch(r, clock);
+            // A new hash is stamped by its insert (under LFU: a new key's counter, as Redis's).
+            if found.is_some() {
+                shard.touch(r, clock);
+            }
             note_field_expiry(shard, r);
             Ok(())
         }

@@ -82,8 +82,11 @@ impl Encoding {
 pub struct ObjectInfo {
     /// The encoding Redis would use.
     pub encoding: Encoding,
-    /// Seconds since the key was last read or written.
+    /// Seconds since the key was last read or written. Meaningful under an LRU policy (the
+    /// entry keeps its LFU counter in the same bits under an LFU one).
     pub idle_seconds: u64,
+    /// The key's LFU counter, decayed to now (`OBJECT FREQ`). Meaningful under an LFU policy.
+    pub frequency: u8,
 }
 
 /// What a `RENAME` did.
@@ -249,7 +252,8 @@ impl Store {
             let b = shard.blob(r);
             Some(ObjectInfo {
                 encoding: encoding_of(b),
-                idle_seconds: u64::from(clock.wrapping_sub(b.clock()) & CLOCK_MASK),
+                idle_seconds: u64::from(clock.seconds.wrapping_sub(b.clock()) & CLOCK_MASK),
+                frequency: self.budget.lfu().decayed(b.clock()),
             })
         })
     }
@@ -325,6 +329,14 @@ impl Store {
             let expiry = b.has_ttl().then(|| b.expiry());
             let form = b.form();
             let moving = matches!(transfer, Transfer::Move | Transfer::MoveIfAbsent);
+            // Redis moves the object, and with it its LFU counter (bumped by the lookup).
+            let counted = moving
+                .then(|| {
+                    clock
+                        .lfu
+                        .map(|lfu| lfu.accessed(b.clock(), (src.next_random() >> 32) as u32))
+                })
+                .flatten();
             let (dst, dst_hash) = locks.shard_for(self, to);
             let existing = dst.live(dst_hash, to, &mut now);
             if existing.is_some() && matches!(transfer, Transfer::MoveIfAbsent | Transfer::Copy) {
@@ -337,12 +349,20 @@ impl Store {
                     None => dst.insert(dst_hash, to, &value, expiry, clock)?,
                 };
                 dst.blob(r).set_form(form);
+                if let Some(field) = counted {
+                    dst.blob(r).set_clock(field);
+                }
             } else {
                 let limits = self.hash_limits();
                 let r = super::hashes::write_whole_hash(
                     dst, dst_hash, to, existing, &value, as_table, limits, expiry, clock,
                 )?;
-                dst.touch(r, clock);
+                match counted {
+                    Some(field) => dst.blob(r).set_clock(field),
+                    // A new key is stamped by its insert (a copy starts a new counter).
+                    None if existing.is_some() => dst.touch(r, clock),
+                    None => {}
+                }
             }
             if moving {
                 // The destination write may have moved entries of the same shard, so look the

@@ -144,7 +144,10 @@ impl Store {
     }
 
     /// Background upkeep, called about ten times a second: visits the shards in turn, shrinking
-    /// an index left mostly empty and compacting an arena whose pages hold more than a small
+    /// an index left mostly empty, under an LFU policy folding the decay into the counters of
+    /// a few keys not touched for hours (`Shard::lfu_sweep`: the minute each counter was last
+    /// decremented is 12 bits, so it must not get older than 68 hours unseen), and
+    /// compacting an arena whose pages hold more than a small
     /// share of bytes outside entries (emptying at most 16 pages per shard per call), until
     /// every shard was visited or about 2 ms have passed; the next call goes on from there.
     /// The [`Upkeep`] says, among other things, how much memory went back to the allocator.
@@ -153,11 +156,15 @@ impl Store {
         let shards = self.shards.len();
         let first = self.maintain_next.load(Relaxed) % shards;
         let mut upkeep = Upkeep::default();
+        let lfu = self.clock_now().lfu;
         for step in 0..shards {
             let index = (first + step) % shards;
             let mut shard = self.lock(index);
             let before = shard.used;
             shard.maybe_shrink();
+            if let Some(lfu) = lfu {
+                shard.lfu_sweep(lfu);
+            }
             upkeep.pages_released += shard.compact(COMPACT_PAGES);
             upkeep.returned_bytes += shard.take_returned_bytes();
             self.settle(index, before, &shard);

@@ -32,8 +32,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::entry::CLOCK_MASK;
 use crate::events::KeyEvents;
 use crate::hash::{KeyHasher, random_seed};
+use crate::lfu::{DEFAULT_LFU_DECAY_TIME, DEFAULT_LFU_LOG_FACTOR};
 use crate::policy::EvictionPolicy;
-use crate::shard::{MemoryBudget, Now, Shard, ShardStats};
+use crate::shard::{MemoryBudget, Now, Shard, ShardStats, Stamp};
 use exclusive::ShardGuard;
 
 pub use hashes::{DEFAULT_MAX_PACKED_ENTRIES, DEFAULT_MAX_PACKED_VALUE, HashSlot, HashWrite};
@@ -151,6 +152,9 @@ impl Store {
             maxmemory: AtomicUsize::new(config.maxmemory),
             policy: AtomicU8::new(config.policy.to_u8()),
             headroom: count * PAGE_SIZE / 2,
+            lfu_log_factor: AtomicU32::new(DEFAULT_LFU_LOG_FACTOR),
+            lfu_decay_time: AtomicU32::new(DEFAULT_LFU_DECAY_TIME),
+            lfu_minutes: AtomicU32::new(0),
         });
         let shards = (0..count)
             .map(|i| {
@@ -205,8 +209,25 @@ impl Store {
     /// Re-reads the clock for the access-time stamps (second resolution, like Redis's LRU
     /// clock). The server calls it about every 100 ms.
     pub fn refresh_clock(&self) {
-        let seconds = (self.clock.now_ms() / 1000) as u32 & CLOCK_MASK;
+        let now = self.clock.now_ms();
+        let seconds = (now / 1000) as u32 & CLOCK_MASK;
         self.lru_clock.store(seconds, Relaxed);
+        self.budget
+            .lfu_minutes
+            .store(crate::lfu::minutes(now), Relaxed);
+    }
+
+    /// `lfu-log-factor` and `lfu-decay-time` (minutes; 0: counters never decay), as Redis's:
+    /// how slowly the LFU counters grow with accesses and how fast they decay without.
+    pub fn set_lfu(&self, log_factor: u32, decay_time: u32) {
+        self.budget.lfu_log_factor.store(log_factor, Relaxed);
+        self.budget.lfu_decay_time.store(decay_time, Relaxed);
+    }
+
+    /// `lfu-log-factor` and `lfu-decay-time`.
+    pub fn lfu(&self) -> (u32, u32) {
+        let lfu = self.budget.lfu();
+        (lfu.log_factor, lfu.decay_time)
     }
 
     /// The memory limit (0: none).
@@ -248,9 +269,15 @@ impl Store {
         }
     }
 
+    /// What an access stamps: the access clock, and under an LFU policy its settings and
+    /// minute (the access then counts in the key's LFU counter).
     #[inline]
-    fn clock_now(&self) -> u32 {
-        self.lru_clock.load(Relaxed)
+    fn clock_now(&self) -> Stamp {
+        let policy = self.policy();
+        Stamp {
+            seconds: self.lru_clock.load(Relaxed),
+            lfu: policy.is_lfu().then(|| self.budget.lfu()),
+        }
     }
 
     /// Runs `f` on the shard of `key` and keeps `used_memory` in step with what it changed.

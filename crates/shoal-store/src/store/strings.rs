@@ -4,7 +4,7 @@
 use crate::arena::{ArenaFull, Ref};
 use crate::entry::{Form, Kind};
 use crate::error::StoreError;
-use crate::shard::{Now, Shard};
+use crate::shard::{Now, Shard, Stamp};
 
 use super::Store;
 
@@ -461,7 +461,7 @@ fn write_entry(
     existing: Option<(usize, Ref)>,
     options: SetOptions,
     now: &mut Now,
-    clock: u32,
+    clock: Stamp,
 ) -> Result<bool, StoreError> {
     let allowed = match options.condition {
         SetCondition::Always => true,
