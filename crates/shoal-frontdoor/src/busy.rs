@@ -3,12 +3,12 @@
 //! meanwhile, then, past `busy-reply-threshold`, `-BUSY` to everything but the commands
 //! flagged `allow_busy` (`SCRIPT KILL`, `FUNCTION KILL`, `SHUTDOWN NOSAVE`, ...).
 //!
-//! A script runs on its worker thread holding every shard of the store (the store's
-//! exclusive section). A command on another worker thread that touched the store would block
-//! that thread's whole event loop until the script ends, so that a `SCRIPT KILL` arriving
-//! there could never run. So the front door asks [`Busy::gate`] first, one atomic load when
-//! no script runs: while one runs, a command waits asynchronously (its connection's task
-//! sleeps, the thread serves others) until the script ends or turns busy, and once it is
+//! A script runs on its worker thread in the store's exclusive section, holding every shard it
+//! has touched until it ends. A command on another worker thread that touched one of them would
+//! block that thread's whole event loop until the script ends, so that a `SCRIPT KILL` arriving
+//! there could never run. So the front door asks [`Busy::gate`] first, one atomic
+//! load when no script runs: while one runs, a command waits asynchronously (its connection's
+//! task sleeps, the thread serves others) until the script ends or turns busy, and once it is
 //! busy, every command but the `allow_busy` ones is refused with Redis's `-BUSY` line.
 //!
 //! A command that passed the gate an instant before a script started must not be caught

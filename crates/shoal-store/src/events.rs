@@ -71,9 +71,11 @@ pub trait Journal: Send + Sync {
     fn flush(&self, existed: &dyn Fn(&[u8]) -> bool);
 
     /// The changes reported from now until [`Journal::end_unit`] are one unit (the effects of
-    /// a transaction): a consumer applies them together, never half of them. Called with
-    /// every shard locked, by [`Store::exclusive`](crate::Store::exclusive), which reports
-    /// nothing but the unit's changes until it ends.
+    /// a transaction): a consumer applies them together, never half of them. Called by
+    /// [`Store::exclusive`](crate::Store::exclusive) when its section first locks a shard,
+    /// before any change of the section. Until the unit ends, changes other threads make to
+    /// shards the section never locked may be reported too: none touches a key the section
+    /// changed before it, so applying them with the unit gives the same state.
     fn begin_unit(&self) {}
 
     /// The unit begun by [`Journal::begin_unit`] is complete.

@@ -1,7 +1,6 @@
 //! The script cache (per node, as Redis's): the bodies of the scripts `EVAL` ran and
 //! `SCRIPT LOAD` loaded, by their SHA1, and the flags a script's shebang line declares.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -26,11 +25,35 @@ pub(crate) struct ScriptFlags {
     pub allow_cross_slot: bool,
 }
 
+/// A SHA1 as 20 bytes: what the caches are keyed by, so that a lookup by the 40 hex digits
+/// an `EVALSHA` sends parses them (in any case) instead of allocating a lower-case copy.
+pub(crate) type Digest20 = [u8; 20];
+
+/// The digest that 40 hex digits (any case) spell, if they do.
+pub(crate) fn digest_of_hex(hex: &[u8]) -> Option<Digest20> {
+    if hex.len() != 40 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut digest = [0; 20];
+    for (byte, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(digest)
+}
+
 /// A cached script.
 #[derive(Debug)]
 pub(crate) struct Script {
     /// Its SHA1, 40 lower-case hex digits.
     pub sha: String,
+    /// The same SHA1 as bytes.
+    pub digest: Digest20,
     /// Its body as sent (the shebang line included).
     pub body: Arc<[u8]>,
     /// What its shebang declares.
@@ -40,7 +63,7 @@ pub(crate) struct Script {
 /// The node's script cache.
 #[derive(Debug, Default)]
 pub(crate) struct Scripts {
-    by_sha: RwLock<HashMap<String, Arc<Script>>>,
+    by_sha: RwLock<foldhash::HashMap<Digest20, Arc<Script>>>,
     /// Bumped by `SCRIPT FLUSH`: each thread's Lua state starts anew when it sees a change.
     generation: AtomicU64,
     /// `math.random`'s generator.
@@ -50,11 +73,8 @@ pub(crate) struct Scripts {
 impl Scripts {
     /// The script with this SHA1 (any case).
     pub fn get(&self, sha: &[u8]) -> Option<Arc<Script>> {
-        if sha.len() != 40 {
-            return None;
-        }
-        let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
-        self.by_sha.read().get(&sha).cloned()
+        let digest = digest_of_hex(sha)?;
+        self.by_sha.read().get(&digest).cloned()
     }
 
     /// Whether a script with this SHA1 is cached.
@@ -66,7 +86,7 @@ impl Scripts {
     pub fn insert(&self, script: Script) -> Arc<Script> {
         let mut by_sha = self.by_sha.write();
         by_sha
-            .entry(script.sha.clone())
+            .entry(script.digest)
             .or_insert_with(|| Arc::new(script))
             .clone()
     }
@@ -83,15 +103,24 @@ impl Scripts {
     }
 }
 
-/// The SHA1 of `data`, as 40 lower-case hex digits (Redis's `sha1hex`).
-pub(crate) fn sha1_hex(data: &[u8]) -> String {
-    let digest = Sha1::digest(data);
+/// The SHA1 of `data`.
+pub(crate) fn sha1_digest(data: &[u8]) -> Digest20 {
+    Sha1::digest(data).into()
+}
+
+/// A digest as 40 lower-case hex digits (Redis's `sha1hex`).
+pub(crate) fn hex_of(digest: &Digest20) -> String {
     let mut hex = String::with_capacity(40);
     for byte in digest {
         hex.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
         hex.push(char::from_digit(u32::from(byte & 15), 16).unwrap_or('0'));
     }
     hex
+}
+
+/// The SHA1 of `data`, as 40 lower-case hex digits (Redis's `sha1hex`).
+pub(crate) fn sha1_hex(data: &[u8]) -> String {
+    hex_of(&sha1_digest(data))
 }
 
 /// Reads a script's shebang line (Redis's `evalExtractShebangFlags`): the flags, and how
@@ -152,5 +181,15 @@ mod tests {
             Err("ERR Unexpected flag in script shebang: bogus".into())
         );
         assert_eq!(sha1_hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        let digest = sha1_digest(b"");
+        assert_eq!(
+            digest_of_hex(b"DA39A3EE5E6B4B0D3255BFEF95601890AFD80709"),
+            Some(digest)
+        );
+        assert_eq!(
+            digest_of_hex(b"da39a3ee5e6b4b0d3255bfef95601890afd8070g"),
+            None
+        );
+        assert_eq!(digest_of_hex(b"da39"), None);
     }
 }

@@ -4,18 +4,23 @@
 //! slots; then the command's handler, its reply decoded in the script's protocol.
 
 use std::cell::Cell;
+use std::ffi::c_int;
+use std::io::Write as _;
+use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
+use mlua::ffi::{self, lua_State};
 use mlua::{Lua, MultiValue, Value as Lua_};
 use shoal_cluster::key_slot;
 use shoal_frontdoor::{Command, CommandError, Conn, ScriptKind, table};
 use shoal_proto::command_table::flags;
-use shoal_proto::reply::decode;
 use shoal_proto::{Argv, Protocol};
 
 use super::cache::ScriptFlags;
-use super::convert::{error_table, number_text, reply_to_lua};
+use super::convert::{TWO_63, number_text};
 use super::errors::table_error;
+use super::raw::{push_error_table, push_reply};
 use crate::commands::{Ctx, handler, run_now};
 use crate::conn::NodeConn;
 use crate::shared::Shared;
@@ -29,7 +34,7 @@ pub(crate) struct Run<'a> {
     /// The calling connection, node's part.
     pub client: &'a mut NodeConn,
     /// What the script is called in errors (`script: <name>`): its SHA1 or function name.
-    pub name: String,
+    pub name: &'a str,
     /// `EVAL` or a function.
     pub kind: ScriptKind,
     /// Writes are refused (`EVAL_RO`, `FCALL_RO`, `no-writes`).
@@ -46,8 +51,103 @@ pub(crate) struct Run<'a> {
     pub started: Instant,
     /// `busy-reply-threshold`.
     pub threshold: Duration,
-    /// Where its calls' replies are written.
-    pub scratch: Vec<u8>,
+    /// Its calls' arguments and replies.
+    pub buffers: Buffers,
+}
+
+/// What a script's calls are read and answered in: kept by each thread from one script to
+/// the next, so that once grown a call allocates none of them.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    /// A call's arguments, back to back.
+    args: Vec<u8>,
+    /// Where each argument lies in `args`.
+    ranges: Vec<Range<usize>>,
+    /// The command's reply, RESP.
+    reply: Vec<u8>,
+    /// The error line of a call that failed.
+    error: Vec<u8>,
+}
+
+thread_local! {
+    /// This thread's buffers between scripts.
+    static BUFFERS: Cell<Buffers> = Cell::default();
+}
+
+/// Buffers bigger than this are not kept between scripts (a script that read a big value
+/// does not hold its memory for ever).
+const KEEP_AT_MOST: usize = 64 << 10;
+
+impl Buffers {
+    /// This thread's buffers (empty ones the first time).
+    pub(crate) fn take() -> Buffers {
+        BUFFERS.take()
+    }
+
+    /// Gives the buffers back to this thread for its next script.
+    pub(crate) fn keep(mut self) {
+        for buffer in [&mut self.args, &mut self.reply, &mut self.error] {
+            if buffer.capacity() > KEEP_AT_MOST {
+                *buffer = Vec::new();
+            }
+        }
+        if self.ranges.capacity() > KEEP_AT_MOST / 16 {
+            self.ranges = Vec::new();
+        }
+        BUFFERS.set(self);
+    }
+
+    /// Reads a call's arguments from the Lua stack as Redis's `luaArgsToRedisArgv` takes
+    /// them: strings, and numbers as Lua writes them.
+    ///
+    /// # Safety
+    /// `state` is a live Lua state; its stack holds the arguments. Reads only (it never
+    /// raises).
+    unsafe fn read(&mut self, state: *mut lua_State) -> Result<(), String> {
+        // SAFETY: the caller's contract.
+        let count = unsafe { ffi::lua_gettop(state) };
+        if count == 0 {
+            return Err("ERR Please specify at least one argument for this redis lib call".into());
+        }
+        self.args.clear();
+        self.ranges.clear();
+        for index in 1..=count {
+            let start = self.args.len();
+            // SAFETY: `index` is on the stack; `lua_tolstring` of a string neither converts
+            // nor allocates, and its bytes live while the string is on the stack.
+            unsafe {
+                match ffi::lua_type(state, index) {
+                    ffi::LUA_TSTRING => {
+                        let mut len = 0;
+                        let data = ffi::lua_tolstring(state, index, &mut len);
+                        self.args
+                            .extend_from_slice(std::slice::from_raw_parts(data.cast(), len));
+                    }
+                    ffi::LUA_TNUMBER => {
+                        write_number(&mut self.args, ffi::lua_tonumber(state, index));
+                    }
+                    _ => {
+                        return Err(
+                            "ERR Lua redis lib command arguments must be strings or integers"
+                                .into(),
+                        );
+                    }
+                }
+            }
+            self.ranges.push(start..self.args.len());
+        }
+        Ok(())
+    }
+}
+
+/// A number argument as the script's call sends it: an integer in decimal (as mlua reads a
+/// Lua 5.1 number with an exact `i64` value), any other number as Lua's `tostring` writes it.
+fn write_number(out: &mut Vec<u8>, n: f64) {
+    if (-TWO_63..TWO_63).contains(&n) && (n as i64 as f64).to_bits() == n.to_bits() {
+        let _ = write!(out, "{}", n as i64);
+    } else {
+        out.extend_from_slice(number_text(n).as_bytes());
+    }
 }
 
 thread_local! {
@@ -85,22 +185,76 @@ pub(crate) fn with_run<R>(f: impl FnOnce(&mut Run<'_>) -> R) -> Option<R> {
     Some(f(unsafe { &mut *run }))
 }
 
-/// `redis.call(...)`: the reply, or the command's error raised as Redis's error table.
-pub(crate) fn call(lua: &Lua, args: MultiValue) -> mlua::Result<Lua_> {
-    match with_run(|run| run.call(lua, &args)) {
-        Some(Ok(value)) => Ok(value),
-        Some(Err(line)) => Err(table_error(line)),
-        None => Err(table_error("ERR no script is running")),
-    }
+/// `redis.call(...)` (a Lua C function): the reply, or the command's error raised as Redis's
+/// error table.
+///
+/// # Safety
+/// Called by Lua only, with a live state.
+pub(crate) unsafe extern "C-unwind" fn redis_call(state: *mut lua_State) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { call_from_lua(state, true) }
 }
 
-/// `redis.pcall(...)`: the reply, or the command's error table.
-pub(crate) fn pcall(lua: &Lua, args: MultiValue) -> mlua::Result<Lua_> {
-    match with_run(|run| run.call(lua, &args)) {
-        Some(Ok(value)) => Ok(value),
-        Some(Err(line)) => error_table(lua, line.as_bytes()),
-        None => error_table(lua, b"ERR no script is running"),
+/// `redis.pcall(...)` (a Lua C function): the reply, or the command's error table.
+///
+/// # Safety
+/// Called by Lua only, with a live state.
+pub(crate) unsafe extern "C-unwind" fn redis_pcall(state: *mut lua_State) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { call_from_lua(state, false) }
+}
+
+/// What a call from Lua came to, once its Rust work is done.
+#[derive(Clone, Copy)]
+enum Called {
+    /// The reply is in the buffers, in RESP3 or not.
+    Reply { resp3: bool },
+    /// The error line is in the buffers.
+    Failed,
+    /// No script runs on this thread.
+    NoScript,
+    /// The call panicked.
+    Panicked,
+}
+
+/// A call from Lua: the command runs in Rust first, with everything it owns dropped when
+/// that ends; only then does its reply go onto the Lua stack, because that may raise a Lua
+/// error (out of memory), a `longjmp` that would skip the destructors of the frames it
+/// leaves (see [`super::raw`]).
+///
+/// # Safety
+/// As [`redis_call`].
+unsafe fn call_from_lua(state: *mut lua_State, raise: bool) -> c_int {
+    let called = match catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `state` is live (the caller's contract) and holds the call's arguments;
+        // `call_from_stack` only reads them.
+        with_run(|run| unsafe { run.call_from_stack(state) })
+    })) {
+        Ok(Some(Ok(resp3))) => Called::Reply { resp3 },
+        Ok(Some(Err(()))) => Called::Failed,
+        Ok(None) => Called::NoScript,
+        Err(_) => Called::Panicked,
+    };
+    // SAFETY: `state` is live; each push below needs at most three stack slots (Lua
+    // guarantees a C function twenty), and the closures own nothing. `lua_error` does not
+    // return: the error table goes to the nearest protected call.
+    unsafe {
+        match called {
+            Called::Reply { resp3 } => {
+                with_run(|run| push_reply(state, &run.buffers.reply, resp3));
+                return 1;
+            }
+            Called::Failed => {
+                with_run(|run| push_error_table(state, &run.buffers.error));
+            }
+            Called::NoScript => push_error_table(state, b"ERR no script is running"),
+            Called::Panicked => push_error_table(state, b"ERR the command panicked"),
+        }
+        if raise {
+            ffi::lua_error(state);
+        }
     }
+    1
 }
 
 /// `redis.acl_check_cmd(...)`: whether the user may run the command.
@@ -187,15 +341,32 @@ fn acl_refusal(denied: &CommandError) -> String {
 }
 
 impl Run<'_> {
-    /// One call: its reply as a Lua value, or the error line.
-    fn call(&mut self, lua: &Lua, args: &MultiValue) -> Result<Lua_, String> {
-        if args.is_empty() {
-            return Err("ERR Please specify at least one argument for this redis lib call".into());
+    /// A call whose arguments are on the Lua stack: `Ok(resp3)` with the reply in
+    /// `self.buffers.reply` (in RESP3 or not), or `Err` with the error line in
+    /// `self.buffers.error`.
+    ///
+    /// # Safety
+    /// As [`Buffers::read`].
+    unsafe fn call_from_stack(&mut self, state: *mut lua_State) -> Result<bool, ()> {
+        let mut buffers = std::mem::take(&mut self.buffers);
+        // SAFETY: the caller's contract.
+        let outcome = unsafe { buffers.read(state) }.and_then(|()| {
+            let argv = Argv::from_parts(&buffers.args, &buffers.ranges);
+            self.call(&argv, &mut buffers.reply)
+        });
+        if let Err(line) = &outcome {
+            buffers.error.clear();
+            buffers.error.extend_from_slice(line.as_bytes());
         }
-        let args = arguments(args)?;
-        let parts = Parts::new(&args);
-        let argv = parts.argv();
-        let Some(command) = lookup(&argv) else {
+        self.buffers = buffers;
+        outcome
+            .map(|()| self.resp == Protocol::Resp3)
+            .map_err(|_| ())
+    }
+
+    /// One call: its reply written to `reply`, or the error line.
+    fn call(&mut self, argv: &Argv<'_>, reply: &mut Vec<u8>) -> Result<(), String> {
+        let Some(command) = lookup(argv) else {
             return Err("ERR Unknown Redis command called from script".into());
         };
         let spec = command.spec;
@@ -214,12 +385,12 @@ impl Run<'_> {
             }
         }
         self.check_write(spec.flags)?;
-        self.check_cluster(command, &argv)?;
+        self.check_cluster(command, argv)?;
         if spec.has(flags::WRITE) {
             self.wrote = true;
             self.shared.door.busy.wrote();
         }
-        self.run_command(lua, command, &argv)
+        self.run_command(command, argv, reply)
     }
 
     /// Writes in a read-only script, on a replica, and over `maxmemory` before the first
@@ -278,14 +449,14 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Runs the command's handler with the script's protocol, its reply decoded to Lua.
+    /// Runs the command's handler with the script's protocol, its reply written to `out`.
     fn run_command(
         &mut self,
-        lua: &Lua,
         command: &Command,
         argv: &Argv<'_>,
-    ) -> Result<Lua_, String> {
-        self.scratch.clear();
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        out.clear();
         let protocol = std::mem::replace(&mut self.conn.protocol, self.resp);
         let result = match (command.spec.name, handler(command.id)) {
             (_, Some(handler)) => {
@@ -293,12 +464,12 @@ impl Run<'_> {
                     shared: self.shared,
                     conn: &mut *self.conn,
                     client: &mut *self.client,
-                    out: &mut self.scratch,
+                    out: &mut *out,
                 };
                 run_now(&mut ctx, handler, argv)
             }
             ("ping", None) => {
-                let mut reply = self.conn.reply(&mut self.scratch);
+                let mut reply = self.conn.reply(out);
                 match argv.len() {
                     1 => reply.simple("PONG"),
                     _ => reply.bulk(argv.get(1)),
@@ -306,12 +477,12 @@ impl Run<'_> {
                 Ok(())
             }
             ("echo", None) => {
-                self.conn.reply(&mut self.scratch).bulk(argv.get(1));
+                self.conn.reply(out).bulk(argv.get(1));
                 Ok(())
             }
             ("select", None) => match shoal_proto::args::parse_i64(argv.get(1)) {
                 Some(0) => {
-                    self.conn.reply(&mut self.scratch).ok();
+                    self.conn.reply(out).ok();
                     Ok(())
                 }
                 Some(_) => Err(CommandError::DbIndexOutOfRange),
@@ -325,13 +496,6 @@ impl Run<'_> {
         if command.spec.has(flags::WRITE) && self.shared.replication.recording() {
             self.client.write_offset = self.shared.replication.offset();
         }
-        if let Err(error) = result {
-            return Err(error.line().into_owned());
-        }
-        let resp3 = self.resp == Protocol::Resp3;
-        match decode(&self.scratch) {
-            Ok(Some((value, _))) => reply_to_lua(lua, value, resp3).map_err(|e| e.to_string()),
-            _ => Ok(Lua_::Nil),
-        }
+        result.map_err(|error| error.line().into_owned())
     }
 }

@@ -7,10 +7,10 @@ use shoal_cluster::key_slot;
 use shoal_frontdoor::{CommandError, ScriptKind};
 use shoal_proto::{Argv, Protocol};
 
-use super::cache::{Script, sha1_hex, shebang};
-use super::call::{Current, Run};
-use super::convert::{write_error, write_lua_reply};
-use super::vm::with_vm;
+use super::cache::{Script, hex_of, sha1_digest, shebang};
+use super::call::{Buffers, Current, Run, with_run};
+use super::convert::{c_long_long, write_error, write_lua_reply};
+use super::vm::{ScriptReply, Simple, with_vm};
 use crate::commands::{CommandResult, Ctx, int_arg};
 use crate::shared::Shared;
 
@@ -63,20 +63,20 @@ fn eval_generic(ctx: &mut Ctx<'_>, argv: &Argv<'_>, by_sha: bool, ro: bool) -> C
     };
     let flags = script.flags;
     let read_only = prepare(ctx.shared, flags, ro)?;
-    let keys: Vec<&[u8]> = (3..3 + numkeys).map(|i| argv.get(i)).collect();
-    let args: Vec<&[u8]> = (3 + numkeys..argv.len()).map(|i| argv.get(i)).collect();
     let invocation = Invocation {
-        name: script.sha.clone(),
+        name: &script.sha,
         kind: ScriptKind::Eval,
         read_only,
         flags,
-        slot: keys.first().map(|k| key_slot(k)),
+        slot: (numkeys > 0).then(|| key_slot(argv.get(3))),
     };
     let shared = ctx.shared;
     run_script(ctx, &invocation, |reply| {
         with_vm(shared, |vm| {
-            vm.compile(&script.sha, &script.body, shebang_len(&script))?;
-            vm.run(&script.sha, &keys, &args, reply)
+            vm.compile(&script.digest, &script.body, shebang_len(&script))?;
+            let keys = (3..3 + numkeys).map(|i| argv.get(i));
+            let args = (3 + numkeys..argv.len()).map(|i| argv.get(i));
+            vm.run(&script.digest, keys, args, reply)
         })
         .and_then(|r| r)
     })
@@ -114,9 +114,9 @@ pub(crate) fn prepare(
 }
 
 /// How to run a script or function.
-pub(crate) struct Invocation {
+pub(crate) struct Invocation<'a> {
     /// Its name in errors: the SHA1, or the function's name.
-    pub name: String,
+    pub name: &'a str,
     /// Script or function.
     pub kind: ScriptKind,
     /// Writes are refused.
@@ -131,8 +131,8 @@ pub(crate) struct Invocation {
 /// and writes its reply (or its error, as Redis words it) to the client.
 pub(crate) fn run_script(
     ctx: &mut Ctx<'_>,
-    invocation: &Invocation,
-    body: impl FnOnce(&mut dyn FnMut(bool, &mlua::Value)) -> Result<(), String>,
+    invocation: &Invocation<'_>,
+    body: impl FnOnce(&mut dyn ScriptReply) -> Result<(), String>,
 ) -> CommandResult {
     let shared = ctx.shared;
     let threshold = Duration::from_millis(shared.config.read().busy_reply_threshold);
@@ -162,7 +162,7 @@ pub(crate) fn run_script(
             shared,
             conn,
             client,
-            name: invocation.name.clone(),
+            name: invocation.name,
             kind: invocation.kind,
             read_only: invocation.read_only,
             flags: invocation.flags,
@@ -171,23 +171,59 @@ pub(crate) fn run_script(
             wrote: false,
             started: Instant::now(),
             threshold,
-            scratch: Vec::new(),
+            buffers: Buffers::take(),
         };
         let current = Current::install(&mut run);
-        let mut reply = |ok: bool, value: &mlua::Value| {
-            // The callbacks are done: `run` is read only through the pointer's owner now.
-            let resp3 = super::call::with_run(|run| run.resp == Protocol::Resp3).unwrap_or(false);
-            if ok {
-                write_lua_reply(out, protocol, resp3, value);
-            } else {
-                write_script_error(out, &invocation.name, value);
-            }
+        let mut reply = Replying {
+            out,
+            protocol,
+            name: invocation.name,
         };
         let outcome = body(&mut reply);
         drop(current);
+        run.buffers.keep();
         outcome
     });
     result.map_err(|line| CommandError::Other(line.into()))
+}
+
+/// Writes a script's outcome to its client.
+struct Replying<'a> {
+    out: &'a mut Vec<u8>,
+    /// The client's protocol.
+    protocol: Protocol,
+    /// The script's name in errors.
+    name: &'a str,
+}
+
+impl Replying<'_> {
+    /// Whether the script asked for RESP3 (`redis.setresp(3)`): its booleans are RESP3's.
+    fn script_resp3() -> bool {
+        // The script is done: `run` is read only through the pointer's owner now.
+        with_run(|run| run.resp == Protocol::Resp3).unwrap_or(false)
+    }
+}
+
+impl ScriptReply for Replying<'_> {
+    fn simple(&mut self, value: Simple<'_>) {
+        // As `write_lua_reply` writes these values.
+        let mut reply = shoal_proto::Reply::new(self.out, self.protocol);
+        match value {
+            Simple::Bytes(bytes) => reply.bulk(bytes),
+            Simple::Number(n) => reply.int(c_long_long(n)),
+            Simple::Boolean(b) if Self::script_resp3() => reply.boolean(b),
+            Simple::Boolean(true) => reply.int(1),
+            Simple::Boolean(false) | Simple::Null => reply.null(),
+        }
+    }
+
+    fn value(&mut self, ok: bool, value: &mlua::Value) {
+        if ok {
+            write_lua_reply(self.out, self.protocol, Self::script_resp3(), value);
+        } else {
+            write_script_error(self.out, self.name, value);
+        }
+    }
 }
 
 /// Ends the busy state however the script ended.
@@ -240,16 +276,18 @@ fn shebang_len(script: &Script) -> usize {
 /// Compiles `body` on this thread and caches it (Redis's `luaCreateFunction`): the cached
 /// script, or Redis's error.
 pub(crate) fn load(shared: &Shared, body: &[u8]) -> Result<Arc<Script>, CommandError> {
-    let sha = sha1_hex(body);
+    let digest = sha1_digest(body);
+    let sha = hex_of(&digest);
     if let Some(script) = shared.scripts.get(sha.as_bytes()) {
         return Ok(script);
     }
     let (flags, skip) = shebang(body).map_err(|e| CommandError::Other(e.into()))?;
-    with_vm(shared, |vm| vm.compile(&sha, body, skip))
+    with_vm(shared, |vm| vm.compile(&digest, body, skip))
         .and_then(|r| r)
         .map_err(|e| CommandError::Other(e.into()))?;
     Ok(shared.scripts.insert(Script {
         sha,
+        digest,
         body: body.into(),
         flags,
     }))

@@ -14,13 +14,16 @@
 //! an array of its items up to the first `nil`; anything else a null.
 
 use mlua::{Lua, Table, Value as Lua_};
+#[cfg(test)]
 use shoal_proto::reply::Value;
 use shoal_proto::{Protocol, Reply};
 
 /// How deep a script's value may nest before Redis's "reached lua stack limit".
 const MAX_DEPTH: usize = 1000;
 
-/// A command's reply (decoded in the script's protocol) as a Lua value.
+/// A command's reply (decoded in the script's protocol) as a Lua value: the reference that
+/// [`super::raw::push_reply`], which scripts use, is tested against.
+#[cfg(test)]
 pub(crate) fn reply_to_lua(lua: &Lua, value: Value, resp3: bool) -> mlua::Result<Lua_> {
     Ok(match value {
         Value::Int(n) => Lua_::Number(n as f64),
@@ -83,7 +86,7 @@ pub(crate) fn error_table(lua: &Lua, line: &[u8]) -> mlua::Result<Lua_> {
 }
 
 /// 2^63.
-const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+pub(crate) const TWO_63: f64 = 9_223_372_036_854_775_808.0;
 
 /// A Lua number as C casts it to `long long` (out of range and NaN: the x86 result,
 /// `i64::MIN`).

@@ -43,14 +43,12 @@ fn fcall_generic(ctx: &mut Ctx<'_>, argv: &Argv<'_>, ro: bool) -> CommandResult 
     let numkeys = numkeys as usize;
     let info = &library.functions[index];
     let read_only = prepare(ctx.shared, info.flags, ro)?;
-    let keys: Vec<&[u8]> = (3..3 + numkeys).map(|i| argv.get(i)).collect();
-    let args: Vec<&[u8]> = (3 + numkeys..argv.len()).map(|i| argv.get(i)).collect();
     let invocation = Invocation {
-        name: info.name.clone(),
+        name: &info.name,
         kind: ScriptKind::Function,
         read_only,
         flags: info.flags,
-        slot: keys.first().map(|k| key_slot(k)),
+        slot: (numkeys > 0).then(|| key_slot(argv.get(3))),
     };
     *functions.running.lock() = Some(Running {
         name: info.name.clone(),
@@ -61,7 +59,9 @@ fn fcall_generic(ctx: &mut Ctx<'_>, argv: &Argv<'_>, ro: bool) -> CommandResult 
     run_script(ctx, &invocation, |reply| {
         with_function_vm(functions, |fvm| {
             let callback = fvm.callback(functions, &library, index)?;
-            fvm.vm.call_function(&callback, &keys, &args, reply)
+            let keys = (3..3 + numkeys).map(|i| argv.get(i));
+            let args = (3 + numkeys..argv.len()).map(|i| argv.get(i));
+            fvm.vm.call_function(&callback, keys, args, reply)
         })
         .and_then(|r| r)
     })

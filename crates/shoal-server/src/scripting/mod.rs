@@ -8,6 +8,7 @@
 //! * [`call`]: `redis.call` / `redis.pcall`: a command run from a script, with Redis's checks;
 //! * [`redis_lib`]: the `redis` table's functions that raise errors;
 //! * [`convert`]: replies to Lua values and Lua values to replies, RESP2 and RESP3;
+//! * [`raw`]: the hot path's values on Lua's C API (a reply onto the stack, `KEYS`, `ARGV`);
 //! * [`errors`]: errors raised from Rust as Redis's C functions raise them;
 //! * [`busy`]: the hook that turns a long script busy and stops a killed one;
 //! * [`libs`]: `cjson`, `cmsgpack`, `bit`, `struct` and Redis's `math.random`;
@@ -28,6 +29,7 @@ pub(crate) mod function_commands;
 pub(crate) mod functions;
 pub(crate) mod libs;
 pub(crate) mod payload;
+pub(crate) mod raw;
 pub(crate) mod redis_lib;
 pub(crate) mod sandbox;
 pub(crate) mod vm;

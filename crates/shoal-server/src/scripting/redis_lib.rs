@@ -13,8 +13,15 @@ use super::errors::{table_error, text_error};
 /// The helpers the prelude receives (`rust.*`).
 pub(crate) fn helpers(lua: &Lua) -> mlua::Result<Table> {
     let rust = lua.create_table()?;
-    rust.raw_set("call", lua.create_function(call::call)?)?;
-    rust.raw_set("pcall", lua.create_function(call::pcall)?)?;
+    // SAFETY: C functions of Lua's C API; see `call::redis_call`.
+    let (call, pcall) = unsafe {
+        (
+            lua.create_c_function(call::redis_call)?,
+            lua.create_c_function(call::redis_pcall)?,
+        )
+    };
+    rust.raw_set("call", call)?;
+    rust.raw_set("pcall", pcall)?;
     rust.raw_set("acl_check_cmd", lua.create_function(call::acl_check)?)?;
     rust.raw_set("errtext", lua.create_function(error_value)?)?;
     rust.raw_set(

@@ -4,11 +4,13 @@
 //! once per state; a state is rebuilt when its node flushes its scripts.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
-use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
+use mlua::ffi;
+use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value};
 
+use super::cache::Digest20;
 use super::errors::{Raised, raised};
+use super::raw::push_array;
 use super::{busy, libs, redis_lib, sandbox};
 use crate::shared::Shared;
 
@@ -28,7 +30,7 @@ pub(crate) struct Vm {
     /// The node it serves (its address) and that node's script generation.
     owner: (usize, u64),
     /// Compiled scripts, by SHA1.
-    compiled: HashMap<String, Function>,
+    compiled: foldhash::HashMap<Digest20, Function>,
 }
 
 thread_local! {
@@ -117,7 +119,7 @@ impl Vm {
                 load_run,
             },
             owner,
-            compiled: HashMap::new(),
+            compiled: foldhash::HashMap::default(),
         })
     }
 
@@ -128,8 +130,13 @@ impl Vm {
 
     /// Compiles a script's body (after its shebang line, whose line feed stays) as Redis
     /// does: chunk `@user_script`, the sandbox's globals. The error is Redis's reply line.
-    pub(crate) fn compile(&mut self, sha: &str, body: &[u8], skip: usize) -> Result<(), String> {
-        if self.compiled.contains_key(sha) {
+    pub(crate) fn compile(
+        &mut self,
+        digest: &Digest20,
+        body: &[u8],
+        skip: usize,
+    ) -> Result<(), String> {
+        if self.compiled.contains_key(digest) {
             return Ok(());
         }
         let function = self
@@ -147,72 +154,95 @@ impl Vm {
                 };
                 format!("ERR Error compiling script (new function): {message}")
             })?;
-        self.compiled.insert(sha.to_string(), function);
+        self.compiled.insert(*digest, function);
         Ok(())
     }
 
-    /// Runs the compiled script `sha` with these `KEYS` and `ARGV`: `(true, value)` or
-    /// `(false, error)` (Redis's error table, or a string for an error the handler never saw).
-    pub(crate) fn run(
+    /// Runs the compiled script `digest` with these `KEYS` and `ARGV` and hands what it
+    /// returned to `reply`: a value that is no table as [`Simple`] (read on the Lua stack),
+    /// else `(true, value)`, or `(false, error)` (Redis's error table, or a string for an
+    /// error the handler never saw).
+    pub(crate) fn run<'k>(
         &mut self,
-        sha: &str,
-        keys: &[&[u8]],
-        argv: &[&[u8]],
-        reply: impl FnOnce(bool, &Value),
+        digest: &Digest20,
+        keys: impl ExactSizeIterator<Item = &'k [u8]>,
+        argv: impl ExactSizeIterator<Item = &'k [u8]>,
+        reply: &mut dyn ScriptReply,
     ) -> Result<(), String> {
         let function = self
             .compiled
-            .get(sha)
-            .cloned()
+            .get(digest)
             .ok_or_else(|| "NOSCRIPT No matching script. Please use EVAL.".to_string())?;
-        let runner = self.runner.clone();
-        self.run_with(&runner, function, keys, argv, reply)
+        self.run_with(&self.runner, function, keys, argv, reply)
     }
 
     /// Calls a function with its keys and arguments (the callback's two tables), as
     /// [`Vm::run`] runs a script.
-    pub(crate) fn call_function(
+    pub(crate) fn call_function<'k>(
         &self,
         function: &Function,
-        keys: &[&[u8]],
-        args: &[&[u8]],
-        reply: impl FnOnce(bool, &Value),
+        keys: impl ExactSizeIterator<Item = &'k [u8]>,
+        args: impl ExactSizeIterator<Item = &'k [u8]>,
+        reply: &mut dyn ScriptReply,
     ) -> Result<(), String> {
-        self.run_with(&self.functions.caller, function.clone(), keys, args, reply)
+        self.run_with(&self.functions.caller, function, keys, args, reply)
     }
 
-    /// Runs `function` through `runner` (which gives it the two tables), and replies.
-    fn run_with(
+    /// Runs `function` through `runner` (which gives it the two tables), and hands what it
+    /// returned to `reply` (see [`Vm::run`]).
+    fn run_with<'k>(
         &self,
         runner: &Function,
-        function: Function,
-        keys: &[&[u8]],
-        argv: &[&[u8]],
-        reply: impl FnOnce(bool, &Value),
+        function: &Function,
+        keys: impl ExactSizeIterator<Item = &'k [u8]>,
+        argv: impl ExactSizeIterator<Item = &'k [u8]>,
+        reply: &mut dyn ScriptReply,
     ) -> Result<(), String> {
-        let array = |items: &[&[u8]]| -> mlua::Result<Table> {
-            let table = self.lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, item) in items.iter().enumerate() {
-                table.raw_set(i + 1, self.lua.create_string(item)?)?;
-            }
-            Ok(table)
+        let mut handled = false;
+        // One protected call for the whole run: `KEYS` and `ARGV` are built and the runner
+        // called on the C API, and a simple returned value is written from the stack.
+        // SAFETY: the closure owns nothing (its captures are references and iterators over
+        // borrowed arguments), so a Lua error raised inside it skips no destructor; it leaves
+        // either nothing (handled) or the runner's two results on the stack, which mlua
+        // reads back.
+        let outcome: mlua::Result<(Option<bool>, Value)> = unsafe {
+            self.lua.exec_raw((runner, function), |state| {
+                // Stack: runner, function.
+                push_array(state, keys);
+                push_array(state, argv);
+                // The runner catches the script's errors (xpcall): this raises only when Lua
+                // itself fails (memory), to `exec_raw`'s protected call.
+                ffi::lua_call(state, 3, 2);
+                if ffi::lua_type(state, -2) != ffi::LUA_TBOOLEAN
+                    || ffi::lua_toboolean(state, -2) == 0
+                {
+                    return;
+                }
+                let simple = match ffi::lua_type(state, -1) {
+                    ffi::LUA_TTABLE => return,
+                    ffi::LUA_TSTRING => {
+                        let mut len = 0;
+                        let data = ffi::lua_tolstring(state, -1, &mut len);
+                        // The string stays on the stack while `reply` reads it.
+                        Simple::Bytes(std::slice::from_raw_parts(data.cast(), len))
+                    }
+                    ffi::LUA_TNUMBER => Simple::Number(ffi::lua_tonumber(state, -1)),
+                    ffi::LUA_TBOOLEAN => Simple::Boolean(ffi::lua_toboolean(state, -1) != 0),
+                    _ => Simple::Null,
+                };
+                reply.simple(simple);
+                handled = true;
+                ffi::lua_settop(state, -3);
+            })
         };
-        let outcome: mlua::Result<MultiValue> = (|| {
-            let (keys, argv) = (array(keys)?, array(argv)?);
-            runner.call((function, keys, argv))
-        })();
         match outcome {
-            Ok(values) => {
-                let mut values = values.into_iter();
-                let ok = matches!(values.next(), Some(Value::Boolean(true)));
-                let value = values.next().unwrap_or(Value::Nil);
-                reply(ok, &value);
-            }
+            Ok(_) if handled => {}
+            Ok((ok, value)) => reply.value(ok == Some(true), &value),
             Err(e) => {
                 let (Raised::Table(text) | Raised::Text(text)) = raised(&e);
                 let value =
                     Value::String(self.lua.create_string(&text).map_err(|e| e.to_string())?);
-                reply(false, &value);
+                reply.value(false, &value);
             }
         }
         Ok(())
@@ -270,4 +300,25 @@ impl Vm {
             Raised::Text(text) => format!("Error registering functions: ERR {text}"),
         })
     }
+}
+
+/// A value a script returned that is no table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Simple<'a> {
+    /// A string.
+    Bytes(&'a [u8]),
+    /// A number.
+    Number(f64),
+    /// A boolean.
+    Boolean(bool),
+    /// `nil`, or a value with no reply (a function, ...).
+    Null,
+}
+
+/// Where a script's outcome goes.
+pub(crate) trait ScriptReply {
+    /// The script returned a value that is no table. Must not call into Lua.
+    fn simple(&mut self, value: Simple<'_>);
+    /// The script returned `value` (`ok`), or failed with it.
+    fn value(&mut self, ok: bool, value: &Value);
 }

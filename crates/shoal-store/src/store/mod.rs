@@ -25,7 +25,7 @@ mod strings;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering::Relaxed};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use crate::arena::{PAGE_SIZE, PagePool};
 use crate::clock::{Clock, SystemClock};
@@ -133,6 +133,9 @@ pub struct Store {
     hash_max_entries: AtomicUsize,
     /// `hash-max-listpack-value`.
     hash_max_value: AtomicUsize,
+    /// Read by operations that hold one shard while waiting for another, written by
+    /// exclusive sections: see `exclusive`'s description.
+    order: RwLock<()>,
 }
 
 /// Empty arena pages the store keeps for any shard to take (512 KiB): enough that steady
@@ -186,6 +189,7 @@ impl Store {
             pool,
             hash_max_entries: AtomicUsize::new(hashes::DEFAULT_MAX_PACKED_ENTRIES),
             hash_max_value: AtomicUsize::new(hashes::DEFAULT_MAX_PACKED_VALUE),
+            order: RwLock::new(()),
         };
         store.refresh_clock();
         store
@@ -344,6 +348,7 @@ impl Store {
     /// Deletes every key (`FLUSHALL`, `FLUSHDB`), atomically: every shard is locked at once,
     /// so no write lands between the shards being cleared, and the journal hears one flush.
     pub fn clear(&self) {
+        let _order = self.multi_shard();
         let mut guards: Vec<_> = (0..self.shards.len()).map(|i| self.lock(i)).collect();
         if let Some(journal) = guards[0].journal().cloned() {
             journal.flush(&|key| {
@@ -406,6 +411,12 @@ impl Store {
         let mut indices: Vec<usize> = keys.map(|k| self.shard_index(self.hash(k))).collect();
         indices.sort_unstable();
         indices.dedup();
+        // One shard waits for no other: no need to keep sections out.
+        let order = if indices.len() > 1 {
+            self.multi_shard()
+        } else {
+            None
+        };
         let guards = indices
             .iter()
             .map(|&i| {
@@ -414,7 +425,10 @@ impl Store {
                 (i, guard, used)
             })
             .collect();
-        Locks { guards }
+        Locks {
+            guards,
+            _order: order,
+        }
     }
 
     #[cfg(test)]
@@ -445,6 +459,8 @@ impl Store {
 /// Several shards locked at once, in index order, with their `used` at locking time.
 struct Locks<'a> {
     guards: Vec<(usize, ShardGuard<'a>, usize)>,
+    /// Keeps exclusive sections out while several shards are held (dropped after them).
+    _order: Option<RwLockReadGuard<'a, ()>>,
 }
 
 impl Locks<'_> {

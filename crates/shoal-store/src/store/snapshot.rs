@@ -18,6 +18,7 @@ impl Store {
     /// it (reported in full). Without a journal the write path pays one test of a field of the
     /// shard it has locked anyway.
     pub fn set_journal(&self, journal: Option<Arc<dyn Journal>>) {
+        let _order = self.multi_shard();
         let mut guards: Vec<_> = (0..self.shards.len()).map(|i| self.lock(i)).collect();
         for shard in &mut guards {
             shard.set_journal(journal.clone());
