@@ -147,12 +147,13 @@ fn a_watched_key_that_expires_before_exec_aborts_it() {
         .arg("short")
         .arg("v")
         .arg("PX")
-        .arg(50)
+        .arg(400)
         .query(&mut con)
         .unwrap();
-    // Nobody reads the key again: the expiry alone must abort the transaction.
+    // Nobody reads the key again: the expiry alone must abort the transaction. (The key must
+    // still live when it is watched: 400 ms leave room for a loaded machine.)
     assert!(!watched_transaction_runs(&node, "short", |_| {
-        std::thread::sleep(Duration::from_millis(120));
+        std::thread::sleep(Duration::from_millis(500));
     }));
     // A key whose time ran out before the watch (nobody read it since) is gone when
     // watched, not changed later: it does not abort.
