@@ -341,29 +341,40 @@ fn run_worker(shared: Arc<Shared>, mut incoming: mpsc::UnboundedReceiver<Handed>
             else {
                 break;
             };
-            // A socket that cannot join this runtime is closed; its slot is given back.
-            let Ok(stream) = TcpStream::from_std(stream) else {
-                continue;
-            };
-            let accepted = Accepted::register(reservation, stream);
-            match tls {
-                None => {
-                    tokio::task::spawn_local(session::serve(shared.clone(), accepted));
-                }
-                // The handshake runs in the connection's own task, so a slow client holds its
-                // slot (until the handshake timeout) and nothing else.
-                Some(tls) => {
-                    let shared = shared.clone();
-                    tokio::task::spawn_local(async move {
-                        if let Some(accepted) = accepted.secure(&tls).await {
-                            session::serve(shared, accepted).await;
-                        }
-                    });
-                }
-            }
+            serve_here(&shared, reservation, stream, tls);
         }
     });
     // Dropping the runtime cancels the remaining sessions; each unregisters itself.
+}
+
+/// Serves a connection on the calling thread (a worker's, or the control thread's), whose
+/// runtime runs a `LocalSet`.
+fn serve_here(
+    shared: &Arc<Shared>,
+    reservation: Reservation,
+    stream: std::net::TcpStream,
+    tls: Option<Arc<TlsAcceptor>>,
+) {
+    // A socket that cannot join this runtime is closed; its slot is given back.
+    let Ok(stream) = TcpStream::from_std(stream) else {
+        return;
+    };
+    let accepted = Accepted::register(reservation, stream);
+    match tls {
+        None => {
+            tokio::task::spawn_local(session::serve(shared.clone(), accepted));
+        }
+        // The handshake runs in the connection's own task, so a slow client holds its slot
+        // (until the handshake timeout) and nothing else.
+        Some(tls) => {
+            let shared = shared.clone();
+            tokio::task::spawn_local(async move {
+                if let Some(accepted) = accepted.secure(&tls).await {
+                    session::serve(shared, accepted).await;
+                }
+            });
+        }
+    }
 }
 
 /// The control thread: accepts on every client listener (the plain one, the TLS one with its
@@ -374,13 +385,17 @@ fn run_control(
     workers: Vec<mpsc::UnboundedSender<Handed>>,
 ) {
     let runtime = current_thread_runtime();
-    runtime.block_on(async move {
+    // A `LocalSet`: with a single worker busy with a script, this thread serves the new
+    // connections itself (see below).
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
         let cron = tokio::spawn(cron(shared.clone()));
         let next = std::cell::Cell::new(0usize);
         let loops = listeners.into_iter().map(|(listener, tls)| {
             let listener = TcpListener::from_std(listener).expect("a bound listener registers");
             let (next, workers) = (&next, &workers);
             let door = shared.door.clone();
+            let shared = shared.clone();
             accept_loop(
                 shared.door.clone(),
                 listener,
@@ -389,17 +404,22 @@ fn run_control(
                     let Ok(stream) = stream.into_std() else {
                         return;
                     };
+                    // Not to the worker a script keeps busy (it could not be served until the
+                    // script ends, and it may be the connection that sends `SCRIPT KILL`):
+                    // to another worker, or, when there is no other, here.
+                    let mut target = next.get() % workers.len();
+                    if door.busy.runner() == Some(target) {
+                        if workers.len() == 1 {
+                            serve_here(&shared, reservation, stream, tls.clone());
+                            return;
+                        }
+                        target = (target + 1) % workers.len();
+                    }
                     let handed = Handed {
                         reservation,
                         stream,
                         tls: tls.clone(),
                     };
-                    // Not to the worker a script keeps busy (it could not be served until the
-                    // script ends, and it may be the connection that sends `SCRIPT KILL`).
-                    let mut target = next.get() % workers.len();
-                    if workers.len() > 1 && door.busy.runner() == Some(target) {
-                        target = (target + 1) % workers.len();
-                    }
                     // A worker that is gone drops the connection and gives its slot back.
                     let _ = workers[target].send(handed);
                     next.set(target.wrapping_add(1));

@@ -100,6 +100,28 @@ fn a_new_connection_can_kill_a_script_that_runs_forever() {
 }
 
 #[test]
+fn a_node_with_one_worker_still_takes_script_kill() {
+    let node = Node::start_with(|c| {
+        c.busy_reply_threshold = 100;
+        c.threads = 1;
+    });
+    let mut runner = node.raw();
+    runner.send(&frame(&[b"EVAL", b"while true do end", b"0"]));
+    std::thread::sleep(Duration::from_millis(300));
+    // The only worker runs the script: the thread that accepts serves this connection.
+    let mut fresh = node.raw();
+    assert_eq!(
+        error_line(&fresh.cmd_str("GET k")),
+        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+    );
+    assert_eq!(fresh.cmd_str("SCRIPT KILL"), Value::Simple(b"OK".to_vec()));
+    let killed = error_line(&runner.reply());
+    assert!(killed.starts_with("ERR Script killed by user"), "{killed}");
+    assert_eq!(fresh.cmd_str("SET k v"), Value::Simple(b"OK".to_vec()));
+    assert_eq!(runner.cmd_str("GET k"), Value::Bulk(b"v".to_vec()));
+}
+
+#[test]
 fn commands_sent_as_a_script_starts_never_leave_it_unkillable() {
     let node = node();
     for round in 0..20 {
