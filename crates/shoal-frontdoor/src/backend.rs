@@ -43,6 +43,8 @@ pub struct Conn {
     pub(crate) multi: Option<crate::multi::Multi>,
     /// Its Pub/Sub subscriptions, once it subscribed.
     pub(crate) subscriptions: Option<crate::pubsub::Subscriptions>,
+    /// Its `CLIENT TRACKING` state, while tracking is on.
+    pub(crate) tracking: Option<Box<crate::tracking::ConnTracking>>,
 }
 
 impl Conn {
@@ -68,7 +70,18 @@ impl Conn {
             if subscriptions.is_empty() {
                 self.subscriptions = None;
             }
+        } else if let Some(mailbox) = self.info.pushes() {
+            // Invalidations (its own tracking's, or another connection's redirected here).
+            for message in mailbox.take() {
+                message.encode(self.protocol, false, out);
+            }
         }
+    }
+
+    /// Whether the connection has `CLIENT TRACKING` on.
+    #[inline]
+    pub fn tracking(&self) -> bool {
+        self.tracking.is_some()
     }
 
     /// Whether the connection is inside `MULTI` (queuing a transaction).
@@ -122,6 +135,12 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// hides the cluster.
     fn mode(&self) -> Mode {
         Mode::Standalone
+    }
+
+    /// Whether it reports its key changes to [`Door::tracking`] (a node does): `CLIENT
+    /// TRACKING ON` is refused otherwise (the proxy).
+    fn tracks_keys(&self) -> bool {
+        false
     }
 
     /// What `HELLO`'s `role` says: [`Role::Replica`] on a node that follows a primary,

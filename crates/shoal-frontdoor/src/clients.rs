@@ -10,16 +10,17 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::sync::Arc;
 use std::sync::atomic::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
 };
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::commands::table;
+use crate::pubsub::Mailbox;
 
 /// What other connections can see of one client.
 #[derive(Debug)]
@@ -54,6 +55,9 @@ pub struct ClientInfo {
     killed: AtomicBool,
     /// Woken when the client is killed by another (its session may be waiting for a reply).
     kill: Notify,
+    /// Messages for it that its session writes between replies (Pub/Sub, invalidations),
+    /// once it subscribes, tracks keys, or another client redirects invalidations to it.
+    mailbox: OnceLock<Arc<Mailbox>>,
 }
 
 impl ClientInfo {
@@ -75,7 +79,19 @@ impl ClientInfo {
             blocked: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             kill: Notify::new(),
+            mailbox: OnceLock::new(),
         }
+    }
+
+    /// Its mailbox, created on first use.
+    pub(crate) fn mailbox(self: &Arc<Self>) -> &Arc<Mailbox> {
+        self.mailbox.get_or_init(|| Arc::new(Mailbox::new(self)))
+    }
+
+    /// Its mailbox, if it has one.
+    #[inline]
+    pub(crate) fn pushes(&self) -> Option<&Arc<Mailbox>> {
+        self.mailbox.get()
     }
 
     /// The name set with `CLIENT SETNAME` or `HELLO ... SETNAME`, if any.
@@ -274,6 +290,11 @@ impl Clients {
     /// Number of connected clients.
     pub fn count(&self) -> usize {
         self.count.load(Relaxed)
+    }
+
+    /// The connected client with this id (not killed), if any.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.map.lock().get(&id).filter(|c| !c.is_killed()).cloned()
     }
 
     /// A snapshot of every client, in id order. Clients already killed (whose sessions have

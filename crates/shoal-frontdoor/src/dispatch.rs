@@ -16,7 +16,7 @@ use crate::busy::Gate;
 use crate::commands::{Command, ConnCommand, table};
 use crate::connection::{self, ConnCall};
 use crate::error::{CommandError, truncated_arg, write_error_line};
-use crate::multi::{self, Admission, Transaction};
+use crate::multi::{self, Admission, Multi, Transaction};
 use crate::pubsub;
 use crate::stats::WorkerStats;
 
@@ -143,6 +143,10 @@ pub(crate) fn dispatch<B: Backend>(
     // The clock is read once a command starts running: a refusal is not timed.
     let mut started = None;
     let outcome = match command.connection {
+        Some(ConnCommand::Exec) if r.conn.tracking.is_some() => {
+            started = Some(Instant::now());
+            tracked_exec(&mut r)
+        }
         Some(ConnCommand::Exec) => {
             started = Some(Instant::now());
             exec(&mut r)
@@ -155,11 +159,18 @@ pub(crate) fn dispatch<B: Backend>(
                 state: &mut *r.state,
                 out: &mut *r.out,
             };
-            match connection::run(which, &mut call, argv) {
+            let outcome = match connection::run(which, &mut call, argv) {
                 Ok(()) => Outcome::Ran,
                 Err(error) => Outcome::Failed(error),
+            };
+            // Redis keeps `CLIENT CACHING`'s flag through any `CLIENT` subcommand.
+            if !spec.name.starts_with("client|") {
+                after_tracked(&mut r, spec, None);
             }
+            outcome
         }
+        // A tracking connection: one branch for every other.
+        None if r.conn.tracking.is_some() => tracked(&mut r, command, argv, frame, &mut started),
         None => r.backend.call(Call::new(
             command,
             argv,
@@ -195,6 +206,88 @@ pub(crate) fn dispatch<B: Backend>(
     r.worker.record_call(command.id as usize, usec, false);
     record_slow(&r, spec, argv, usec);
     step
+}
+
+/// A command of a connection with `CLIENT TRACKING` on: its own changes are known as its own
+/// (for `NOLOOP`), the keys of a read-only command are remembered, and the invalidations
+/// waiting for it are written after its reply (as Redis 7.0 writes them).
+#[inline(never)]
+fn tracked<B: Backend>(
+    r: &mut Request<'_, B>,
+    command: &'static Command,
+    argv: &Argv<'_>,
+    frame: Option<&Bytes>,
+    started: &mut Option<Instant>,
+) -> Outcome<B> {
+    let outcome = {
+        let _running = crate::tracking::running(r.conn.info.id);
+        r.backend.call(Call::new(
+            command,
+            argv,
+            frame,
+            &mut *r.conn,
+            &mut *r.state,
+            &mut *r.out,
+            started,
+        ))
+    };
+    after_tracked(r, command.spec, Some(argv));
+    outcome
+}
+
+/// `EXEC` on a tracking connection: the keys of its read-only commands are remembered.
+#[inline(never)]
+fn tracked_exec<B: Backend>(r: &mut Request<'_, B>) -> Outcome<B> {
+    let read: Vec<Bytes> = r
+        .conn
+        .multi
+        .as_ref()
+        .filter(|m| !m.failed)
+        .map(Multi::read_keys)
+        .unwrap_or_default();
+    let outcome = {
+        let _running = crate::tracking::running(r.conn.info.id);
+        exec(r)
+    };
+    if !read.is_empty()
+        && let Some(tracking) = r.conn.tracking.as_deref()
+        && tracking.remembers()
+    {
+        let limit = r.backend.door().settings.pubsub_output_limit();
+        tracking.remember(read.iter().map(|k| &k[..]), limit);
+    }
+    after_tracked(r, table().lookup(b"exec").expect("EXEC").spec, None);
+    outcome
+}
+
+/// After a tracking connection's command: remembers the keys it read (`argv`, if it is one
+/// read-only command whose keys count), clears `CLIENT CACHING`'s flag (unless inside
+/// `MULTI`), and writes the invalidations waiting for it.
+fn after_tracked<B: Backend>(r: &mut Request<'_, B>, spec: &CommandSpec, argv: Option<&Argv<'_>>) {
+    let in_multi = r.conn.multi.is_some();
+    let Some(tracking) = r.conn.tracking.as_deref_mut() else {
+        return;
+    };
+    if let Some(argv) = argv
+        && remembers_keys(spec)
+        && tracking.remembers()
+    {
+        let limit = r.backend.door().settings.pubsub_output_limit();
+        tracking.remember(spec.key_positions_in(argv).map(|i| argv.get(i)), limit);
+    }
+    if !in_multi {
+        tracking.caching = false;
+    }
+    r.conn.deliver_messages(r.out);
+}
+
+/// Whether a command's keys are remembered for tracking: a read-only command's, but for the
+/// read-only scripts' (their commands would be; Redis leaves the script itself out) and
+/// Pub/Sub's.
+pub(crate) fn remembers_keys(spec: &CommandSpec) -> bool {
+    spec.has(flags::READONLY)
+        && !spec.has(flags::PUBSUB)
+        && !matches!(spec.name, "eval_ro" | "evalsha_ro" | "fcall_ro")
 }
 
 /// Queues a command inside `MULTI`, once it passes the backend's checks too (Redis checks a
