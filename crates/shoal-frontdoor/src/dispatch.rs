@@ -219,6 +219,17 @@ fn tracked<B: Backend>(
     frame: Option<&Bytes>,
     started: &mut Option<Instant>,
 ) -> Outcome<B> {
+    // Remembered before the read as well as after it: a write on another thread between the
+    // read and the remembering would otherwise go unannounced (Redis, single-threaded, has no
+    // such gap). A change meanwhile costs a spurious invalidation, never a stale cache.
+    if remembers_keys(command.spec)
+        && let Some(tracking) = r.conn.tracking.as_deref()
+        && tracking.remembers()
+    {
+        let limit = r.backend.door().settings.pubsub_output_limit();
+        let spec = command.spec;
+        tracking.remember(spec.key_positions_in(argv).map(|i| argv.get(i)), limit);
+    }
     let outcome = {
         let _running = crate::tracking::running(r.conn.info.id);
         r.backend.call(Call::new(
@@ -245,17 +256,22 @@ fn tracked_exec<B: Backend>(r: &mut Request<'_, B>) -> Outcome<B> {
         .filter(|m| !m.failed)
         .map(Multi::read_keys)
         .unwrap_or_default();
+    // Before and after, as for a single command (see `tracked`).
+    let remember = |r: &mut Request<'_, B>| {
+        if !read.is_empty()
+            && let Some(tracking) = r.conn.tracking.as_deref()
+            && tracking.remembers()
+        {
+            let limit = r.backend.door().settings.pubsub_output_limit();
+            tracking.remember(read.iter().map(|k| &k[..]), limit);
+        }
+    };
+    remember(r);
     let outcome = {
         let _running = crate::tracking::running(r.conn.info.id);
         exec(r)
     };
-    if !read.is_empty()
-        && let Some(tracking) = r.conn.tracking.as_deref()
-        && tracking.remembers()
-    {
-        let limit = r.backend.door().settings.pubsub_output_limit();
-        tracking.remember(read.iter().map(|k| &k[..]), limit);
-    }
+    remember(r);
     after_tracked(r, table().lookup(b"exec").expect("EXEC").spec, None);
     outcome
 }

@@ -270,9 +270,10 @@ impl Tracking {
     ) {
         let max = self.max_keys.load(Relaxed);
         let mut evicted = Vec::new();
+        let keys: Vec<&[u8]> = keys.collect();
         {
             let mut table = self.table.lock();
-            for key in keys {
+            for &key in &keys {
                 let ids = match table.keys.get_mut(key) {
                     Some(ids) => ids,
                     None => {
@@ -286,7 +287,9 @@ impl Tracking {
                 }
             }
             while max > 0 && table.keys.len() > max {
-                let Some(key) = table.keys.keys().next().cloned() else {
+                // Any key but those just read (which the reply is about to show).
+                let victim = table.keys.keys().find(|k| !keys.contains(&&k[..])).cloned();
+                let Some(key) = victim else {
                     break;
                 };
                 if let Some(ids) = table.keys.remove(&key) {
