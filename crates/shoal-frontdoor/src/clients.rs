@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::{
-    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+    AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
 };
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -58,6 +58,12 @@ pub struct ClientInfo {
     /// Messages for it that its session writes between replies (Pub/Sub, invalidations),
     /// once it subscribes, tracks keys, or another client redirects invalidations to it.
     mailbox: OnceLock<Arc<Mailbox>>,
+    /// `CLIENT TRACKING`'s redirect id for `redir=` (0: none; -1: tracking off).
+    tracking_redirect: AtomicI64,
+    /// Tracking is on in `BCAST` mode (`B` in `flags=`).
+    tracking_bcast: AtomicBool,
+    /// Its tracking redirect was found gone (`R` in `flags=`, `broken_redirect`).
+    pub(crate) tracking_broken: AtomicBool,
 }
 
 impl ClientInfo {
@@ -80,7 +86,41 @@ impl ClientInfo {
             killed: AtomicBool::new(false),
             kill: Notify::new(),
             mailbox: OnceLock::new(),
+            tracking_redirect: AtomicI64::new(-1),
+            tracking_bcast: AtomicBool::new(false),
+            tracking_broken: AtomicBool::new(false),
         }
+    }
+
+    /// What `CLIENT LIST` shows of its tracking: `Some((redirect, bcast))` while on.
+    pub(crate) fn show_tracking(&self, tracking: Option<(u64, bool)>) {
+        let (redirect, bcast) = match tracking {
+            Some((redirect, bcast)) => (i64::try_from(redirect).unwrap_or(i64::MAX), bcast),
+            None => {
+                self.tracking_broken.store(false, Relaxed);
+                (-1, false)
+            }
+        };
+        self.tracking_redirect.store(redirect, Relaxed);
+        self.tracking_bcast.store(bcast, Relaxed);
+    }
+
+    /// The `flags=` of `CLIENT LIST`, as Redis 7.0 writes those Shoal has.
+    fn flags(&self) -> String {
+        let mut flags = String::new();
+        if self.tracking_redirect.load(Relaxed) >= 0 {
+            flags.push('t');
+            if self.tracking_broken.load(Relaxed) {
+                flags.push('R');
+            }
+            if self.tracking_bcast.load(Relaxed) {
+                flags.push('B');
+            }
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        flags
     }
 
     /// Its mailbox, created on first use.
@@ -195,9 +235,9 @@ impl ClientInfo {
         let mut line = String::with_capacity(300);
         let _ = write!(
             line,
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 \
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 \
              multi=-1 qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs={} rbp={} obl=0 oll=0 omem={} \
-             tot-mem={} events=r cmd={} user={} redir=-1 resp={}",
+             tot-mem={} events=r cmd={} user={} redir={} resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -205,6 +245,7 @@ impl ClientInfo {
             name,
             self.created.elapsed().as_secs(),
             self.idle_seconds(),
+            self.flags(),
             qbuf,
             capacity.saturating_sub(qbuf),
             capacity,
@@ -213,6 +254,7 @@ impl ClientInfo {
             capacity + omem,
             cmd,
             String::from_utf8_lossy(&self.user()),
+            self.tracking_redirect.load(Relaxed),
             self.resp.load(Relaxed),
         );
         line
@@ -278,6 +320,13 @@ impl Clients {
         let info = Arc::new(ClientInfo::new(id, addr, laddr, fd));
         self.map.lock().insert(id, info.clone());
         info
+    }
+
+    /// A registered client for unit tests.
+    #[cfg(test)]
+    pub(crate) fn test_client(&self) -> Arc<ClientInfo> {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        self.register(addr, addr, -1)
     }
 
     /// Removes a connection and frees its slot; must run before its socket is closed.

@@ -32,7 +32,7 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -75,8 +75,6 @@ struct Target {
     noloop: bool,
     /// `REDIRECT` id (0: none).
     redirect: u64,
-    /// Raised when the redirect connection is found gone.
-    broken: Arc<AtomicBool>,
 }
 
 /// The keys remembered for default-mode tracking clients.
@@ -242,7 +240,7 @@ impl Tracking {
             match self.clients.get(target.redirect) {
                 Some(to) => (to, true),
                 None => {
-                    target.broken.store(true, Relaxed);
+                    target.info.tracking_broken.store(true, Relaxed);
                     if target.info.resp.load(Relaxed) >= 3 {
                         let message = Message::RedirectBroken {
                             id: target.redirect,
@@ -355,7 +353,7 @@ impl Tracking {
 #[derive(Debug)]
 pub(crate) struct ConnTracking {
     registry: Arc<Tracking>,
-    id: u64,
+    info: Arc<ClientInfo>,
     bcast: bool,
     optin: bool,
     optout: bool,
@@ -364,12 +362,12 @@ pub(crate) struct ConnTracking {
     /// `CLIENT CACHING YES|NO` was given for the next command.
     pub(crate) caching: bool,
     prefixes: BTreeSet<Bytes>,
-    broken: Arc<AtomicBool>,
 }
 
 impl Drop for ConnTracking {
     fn drop(&mut self) {
-        self.registry.unregister(self.id, &self.prefixes);
+        self.registry.unregister(self.info.id, &self.prefixes);
+        self.info.show_tracking(None);
     }
 }
 
@@ -383,7 +381,7 @@ impl ConnTracking {
 
     /// Remembers `keys`, read by this connection.
     pub(crate) fn remember<'a>(&self, keys: impl Iterator<Item = &'a [u8]>, limit: OutputLimit) {
-        self.registry.remember(self.id, keys, limit);
+        self.registry.remember(self.info.id, keys, limit);
     }
 }
 
@@ -587,7 +585,7 @@ pub(crate) fn client_tracking(
     let tracking = state.get_or_insert_with(|| {
         Box::new(ConnTracking {
             registry: registry.clone(),
-            id: info.id,
+            info: info.clone(),
             bcast,
             optin: false,
             optout: false,
@@ -595,7 +593,6 @@ pub(crate) fn client_tracking(
             redirect: 0,
             caching: false,
             prefixes: BTreeSet::new(),
-            broken: Arc::default(),
         })
     });
     // As Redis's `enableTracking`: the flags are set anew (the caching flag stays), prefixes
@@ -604,7 +601,8 @@ pub(crate) fn client_tracking(
     tracking.optout = optout;
     tracking.noloop = noloop;
     tracking.redirect = redirect;
-    tracking.broken.store(false, Relaxed);
+    info.tracking_broken.store(false, Relaxed);
+    info.show_tracking(Some((redirect, bcast)));
     if bcast {
         if prefixes.is_empty() {
             prefixes.push(Bytes::new());
@@ -621,7 +619,6 @@ pub(crate) fn client_tracking(
             bcast,
             noloop,
             redirect,
-            broken: tracking.broken.clone(),
         },
     );
     Ok(())
@@ -681,7 +678,7 @@ pub(crate) fn write_info(state: Option<&ConnTracking>, reply: &mut shoal_proto::
             if t.noloop {
                 flags.push("noloop");
             }
-            if t.broken.load(Relaxed) {
+            if t.info.tracking_broken.load(Relaxed) {
                 flags.push("broken_redirect");
             }
         }
@@ -716,10 +713,11 @@ mod tests {
 
     #[test]
     fn caching_decides_what_optin_and_optout_remember() {
-        let registry = Arc::new(Tracking::new(Arc::default()));
+        let clients = Arc::new(Clients::default());
+        let registry = Arc::new(Tracking::new(clients.clone()));
         let mut t = ConnTracking {
             registry,
-            id: 1,
+            info: clients.test_client(),
             bcast: false,
             optin: true,
             optout: false,
@@ -727,7 +725,6 @@ mod tests {
             redirect: 0,
             caching: false,
             prefixes: BTreeSet::new(),
-            broken: Arc::default(),
         };
         assert!(!t.remembers());
         t.caching = true;

@@ -167,6 +167,8 @@ fn a_resp2_client_reads_its_invalidations_on_the_redirect_connection() {
 
     // The redirect connection goes: the reader's tracking shows it broken.
     drop(listener);
+    let redir = format!("redir={listener_id} ");
+    assert!(common::text(&reader.cmd_str("CLIENT INFO")).contains(&redir));
     reader.cmd_str("GET k");
     assert!(common::eventually(
         Duration::from_secs(5),
