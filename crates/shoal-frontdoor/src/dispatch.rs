@@ -142,6 +142,10 @@ pub(crate) fn dispatch<B: Backend>(
     r.conn.last_command = command.id;
     // The clock is read once a command starts running: a refusal is not timed.
     let mut started = None;
+    // A connection without tracking pays a test of one field before and after.
+    if command.connection.is_none() && r.conn.tracking.is_some() {
+        before_tracked(&mut r, command, argv);
+    }
     let outcome = match command.connection {
         Some(ConnCommand::Exec) if r.conn.tracking.is_some() => {
             started = Some(Instant::now());
@@ -159,18 +163,11 @@ pub(crate) fn dispatch<B: Backend>(
                 state: &mut *r.state,
                 out: &mut *r.out,
             };
-            let outcome = match connection::run(which, &mut call, argv) {
+            match connection::run(which, &mut call, argv) {
                 Ok(()) => Outcome::Ran,
                 Err(error) => Outcome::Failed(error),
-            };
-            // Redis keeps `CLIENT CACHING`'s flag through any `CLIENT` subcommand.
-            if !spec.name.starts_with("client|") {
-                after_tracked(&mut r, spec, None);
             }
-            outcome
         }
-        // A tracking connection: one branch for every other.
-        None if r.conn.tracking.is_some() => tracked(&mut r, command, argv, frame, &mut started),
         None => r.backend.call(Call::new(
             command,
             argv,
@@ -181,6 +178,9 @@ pub(crate) fn dispatch<B: Backend>(
             &mut started,
         )),
     };
+    if r.conn.tracking.is_some() {
+        finish_tracked(&mut r, command, argv);
+    }
     let usec = started.map_or(0, |t| t.elapsed().as_micros() as u64);
     let step = match outcome {
         Outcome::Ran => Step::Done,
@@ -208,17 +208,12 @@ pub(crate) fn dispatch<B: Backend>(
     step
 }
 
-/// A command of a connection with `CLIENT TRACKING` on: its own changes are known as its own
-/// (for `NOLOOP`), the keys of a read-only command are remembered, and the invalidations
-/// waiting for it are written after its reply (as Redis 7.0 writes them).
+/// Before a command of a connection with `CLIENT TRACKING` on: its own changes are known as
+/// its own (for `NOLOOP`, until [`crate::tracking::ran`]), and the keys of a read-only command
+/// are remembered; [`after_tracked`] follows it.
 #[inline(never)]
-fn tracked<B: Backend>(
-    r: &mut Request<'_, B>,
-    command: &'static Command,
-    argv: &Argv<'_>,
-    frame: Option<&Bytes>,
-    started: &mut Option<Instant>,
-) -> Outcome<B> {
+fn before_tracked<B: Backend>(r: &mut Request<'_, B>, command: &'static Command, argv: &Argv<'_>) {
+    crate::tracking::mark_running(r.conn.info.id);
     // Remembered before the read as well as after it: a write on another thread between the
     // read and the remembering would otherwise go unannounced (Redis, single-threaded, has no
     // such gap). A change meanwhile costs a spurious invalidation, never a stale cache.
@@ -230,20 +225,21 @@ fn tracked<B: Backend>(
         let spec = command.spec;
         tracking.remember(spec.key_positions_in(argv).map(|i| argv.get(i)), limit);
     }
-    let outcome = {
-        let _running = crate::tracking::running(r.conn.info.id);
-        r.backend.call(Call::new(
-            command,
-            argv,
-            frame,
-            &mut *r.conn,
-            &mut *r.state,
-            &mut *r.out,
-            started,
-        ))
-    };
-    after_tracked(r, command.spec, Some(argv));
-    outcome
+}
+
+/// After a command of a tracking connection (see [`after_tracked`]): `EXEC` did its part
+/// already, and Redis keeps `CLIENT CACHING`'s flag through any `CLIENT` subcommand.
+#[inline(never)]
+fn finish_tracked<B: Backend>(r: &mut Request<'_, B>, command: &'static Command, argv: &Argv<'_>) {
+    match command.connection {
+        None => {
+            crate::tracking::ran();
+            after_tracked(r, command.spec, Some(argv));
+        }
+        Some(ConnCommand::Exec) => {}
+        Some(_) if command.spec.name.starts_with("client|") => {}
+        Some(_) => after_tracked(r, command.spec, None),
+    }
 }
 
 /// `EXEC` on a tracking connection: the keys of its read-only commands are remembered.

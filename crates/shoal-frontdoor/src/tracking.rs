@@ -52,9 +52,19 @@ thread_local! {
     static CURRENT: Cell<u64> = const { Cell::new(0) };
 }
 
+/// Marks the tracking client `id` as running a command on this thread, until [`ran`].
+pub(crate) fn mark_running(id: u64) {
+    CURRENT.with(|c| c.set(id));
+}
+
+/// The command marked by [`mark_running`] is done.
+pub(crate) fn ran() {
+    CURRENT.with(|c| c.set(0));
+}
+
 /// Marks the tracking client `id` as running a command on this thread until the guard drops.
 pub(crate) fn running(id: u64) -> RunningGuard {
-    CURRENT.with(|c| c.set(id));
+    mark_running(id);
     RunningGuard
 }
 
@@ -63,7 +73,7 @@ pub(crate) struct RunningGuard;
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        CURRENT.with(|c| c.set(0));
+        ran();
     }
 }
 
