@@ -78,6 +78,23 @@ impl Conn {
         }
     }
 
+    /// A read a script ran for this connection (`redis.call('GET', k)`): with `CLIENT
+    /// TRACKING` on, the keys of a read-only command are remembered for it, as Redis remembers
+    /// those of the commands a script runs for its caller.
+    pub fn remember_script_read(
+        &self,
+        spec: &shoal_proto::command_table::CommandSpec,
+        argv: &shoal_proto::Argv<'_>,
+        limit: crate::OutputLimit,
+    ) {
+        if let Some(tracking) = self.tracking.as_deref()
+            && crate::dispatch::remembers_keys(spec)
+            && tracking.remembers()
+        {
+            tracking.remember(spec.key_positions_in(argv).map(|i| argv.get(i)), limit);
+        }
+    }
+
     /// Whether the connection has `CLIENT TRACKING` on.
     #[inline]
     pub fn tracking(&self) -> bool {
