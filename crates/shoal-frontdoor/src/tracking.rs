@@ -18,7 +18,7 @@
 //! A redirect to a connection that is gone sets the `broken_redirect` flag and sends the
 //! tracking client (in RESP3) a `["tracking-redir-broken", id]` push instead.
 //!
-//! Messages go through the connection's [`Mailbox`], the one Pub/Sub uses: a session writes
+//! Messages go through the connection's mailbox, the one Pub/Sub uses: a session writes
 //! them after its current command's reply (right after each command on a tracking
 //! connection), as Redis 7.0 sends a client's own invalidations after its reply.
 //!
