@@ -87,6 +87,16 @@ struct Target {
     redirect: u64,
 }
 
+/// What one invalidation is about.
+enum Payload {
+    /// A key a client read changed.
+    Key(Bytes),
+    /// A key changed under a prefix a client broadcasts (batched per prefix until written).
+    Broadcast { prefix: Bytes, key: Bytes },
+    /// Everything went; the null is written in this protocol (the tracking client's).
+    Flush(Protocol),
+}
+
 /// The keys remembered for default-mode tracking clients.
 #[derive(Debug, Default)]
 struct KeyTable {
@@ -181,7 +191,7 @@ impl Tracking {
             }
             readers
         };
-        let broadcast: Vec<u64> = {
+        let broadcast: Vec<(u64, Bytes)> = {
             let prefixes = self.prefixes.lock();
             if prefixes.is_empty() {
                 Vec::new()
@@ -189,7 +199,7 @@ impl Tracking {
                 prefixes
                     .iter()
                     .filter(|(prefix, _)| key.starts_with(prefix))
-                    .flat_map(|(_, ids)| ids.iter().copied())
+                    .flat_map(|(prefix, ids)| ids.iter().map(|&id| (id, prefix.clone())))
                     .collect()
             }
         };
@@ -204,14 +214,18 @@ impl Tracking {
                 continue;
             };
             if !(target.noloop && *id == current) {
-                self.send(target, Invalidation::Keys(vec![key.clone()]), limit);
+                self.send(target, Payload::Key(key.clone()), limit);
             }
         }
-        for id in broadcast {
+        for (id, prefix) in broadcast {
             if let Some(target) = targets.get(&id)
                 && !(target.noloop && id == current)
             {
-                self.send(target, Invalidation::Keys(vec![key.clone()]), limit);
+                let payload = Payload::Broadcast {
+                    prefix,
+                    key: key.clone(),
+                };
+                self.send(target, payload, limit);
             }
         }
     }
@@ -233,13 +247,13 @@ impl Tracking {
             } else {
                 Protocol::Resp2
             };
-            self.send(target, Invalidation::Flush(protocol), limit);
+            self.send(target, Payload::Flush(protocol), limit);
         }
     }
 
-    /// Puts `invalidation` in the mailbox of `target`'s connection, or of the one it
-    /// redirects to.
-    fn send(&self, target: &Target, invalidation: Invalidation, limit: OutputLimit) {
+    /// Puts `payload`'s invalidation in the mailbox of `target`'s connection, or of the one
+    /// it redirects to.
+    fn send(&self, target: &Target, payload: Payload, limit: OutputLimit) {
         let (to, redirected) = if target.redirect == 0 {
             // RESP2 without a redirect: nothing can be sent (as Redis).
             if target.info.resp.load(Relaxed) < 3 {
@@ -260,6 +274,15 @@ impl Tracking {
                     return;
                 }
             }
+        };
+        let invalidation = match payload {
+            Payload::Broadcast { prefix, key } => {
+                to.mailbox()
+                    .deliver_broadcast(&prefix, &key, redirected, limit);
+                return;
+            }
+            Payload::Key(key) => Invalidation::Keys(vec![key]),
+            Payload::Flush(protocol) => Invalidation::Flush(protocol),
         };
         let message = Message::Invalidate {
             invalidation,
@@ -314,7 +337,7 @@ impl Tracking {
         for (key, ids) in evicted {
             for id in ids {
                 if let Some(target) = targets.get(&id).filter(|t| !t.bcast) {
-                    self.send(target, Invalidation::Keys(vec![key.clone()]), limit);
+                    self.send(target, Payload::Key(key.clone()), limit);
                 }
             }
         }

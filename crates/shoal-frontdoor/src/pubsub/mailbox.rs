@@ -2,7 +2,7 @@
 //! bounded by `client-output-buffer-limit pubsub` (a subscriber that does not read is
 //! disconnected, never allowed to grow without limit).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -57,13 +57,20 @@ pub(crate) enum Invalidation {
     Flush(Protocol),
 }
 
+/// What a message's size counts for its framing, beside the bytes it holds.
+const FRAMING: usize = 48;
+
+/// What a message's size counts for each key of an invalidation.
+fn key_size(key: &Bytes) -> usize {
+    key.len() + 16
+}
+
 /// The channel RESP2 connections read invalidations on.
 const INVALIDATE_CHANNEL: &[u8] = b"__redis__:invalidate";
 
 impl Message {
     /// The bytes it holds (for the output limit), with a little for the framing.
     fn size(&self) -> usize {
-        const FRAMING: usize = 48;
         FRAMING
             + match self {
                 Message::Channel { channel, payload } | Message::Shard { channel, payload } => {
@@ -71,7 +78,7 @@ impl Message {
                 }
                 Message::ShardEnded { channel } => channel.len(),
                 Message::Invalidate { invalidation, .. } => match invalidation {
-                    Invalidation::Keys(keys) => keys.iter().map(|k| k.len() + 16).sum(),
+                    Invalidation::Keys(keys) => keys.iter().map(key_size).sum(),
                     Invalidation::Flush(_) => 0,
                 },
                 Message::RedirectBroken { .. } => 0,
@@ -181,6 +188,10 @@ pub(crate) struct Mailbox {
 #[derive(Debug, Default)]
 struct Queue {
     messages: VecDeque<Message>,
+    /// Keys changed under broadcast (`BCAST`) prefixes, by (redirected, prefix): written
+    /// after the other messages, one invalidation per prefix with its keys sorted, as Redis
+    /// sends the keys of one event-loop turn.
+    broadcast: BTreeMap<(bool, Bytes), BTreeSet<Bytes>>,
     /// Since when more than the soft limit has been waiting.
     over_soft_since: Option<Instant>,
 }
@@ -199,13 +210,53 @@ impl Mailbox {
     /// counted too), in which case the connection is closed instead, as Redis closes a
     /// subscriber over `client-output-buffer-limit pubsub`.
     pub(crate) fn deliver(&self, message: Message, limit: OutputLimit) -> Delivery {
+        let size = message.size();
+        self.admit(size, limit, move |queue| {
+            queue.messages.push_back(message);
+            size
+        })
+    }
+
+    /// `key` changed under the broadcast `prefix`: batched with the other keys under it until
+    /// the session writes them (see [`Queue::broadcast`]), within the same limit as
+    /// [`Mailbox::deliver`].
+    pub(crate) fn deliver_broadcast(
+        &self,
+        prefix: &Bytes,
+        key: &Bytes,
+        redirected: bool,
+        limit: OutputLimit,
+    ) -> Delivery {
+        self.admit(FRAMING + key_size(key), limit, |queue| {
+            let mut added = 0;
+            let keys = queue
+                .broadcast
+                .entry((redirected, prefix.clone()))
+                .or_insert_with(|| {
+                    added += FRAMING;
+                    BTreeSet::new()
+                });
+            if keys.insert(key.clone()) {
+                added += key_size(key);
+            }
+            added
+        })
+    }
+
+    /// Queues what `add` adds (returning its size) unless `size` more takes the connection
+    /// over its limit, in which case the connection is closed.
+    fn admit(
+        &self,
+        size: usize,
+        limit: OutputLimit,
+        add: impl FnOnce(&mut Queue) -> usize,
+    ) -> Delivery {
         let Some(client) = self.client.upgrade() else {
             return Delivery::Dropped;
         };
         if client.is_killed() {
             return Delivery::Dropped;
         }
-        let size = message.size();
         let mut queue = self.queue.lock();
         let pending = self.bytes.load(Relaxed) + size + client.output_buffer.load(Relaxed);
         let over_hard = limit.hard > 0 && pending > limit.hard;
@@ -231,8 +282,8 @@ impl Mailbox {
                 Delivery::Dropped
             };
         }
-        queue.messages.push_back(message);
-        self.bytes.fetch_add(size, Relaxed);
+        let added = add(&mut queue);
+        self.bytes.fetch_add(added, Relaxed);
         drop(queue);
         self.arrived.notify_one();
         Delivery::Queued
@@ -245,7 +296,15 @@ impl Mailbox {
 
     /// Takes every waiting message, for the session to write.
     pub(crate) fn take(&self) -> VecDeque<Message> {
-        let messages = std::mem::take(&mut self.queue.lock().messages);
+        let mut queue = self.queue.lock();
+        let mut messages = std::mem::take(&mut queue.messages);
+        for ((redirected, _), keys) in std::mem::take(&mut queue.broadcast) {
+            messages.push_back(Message::Invalidate {
+                invalidation: Invalidation::Keys(keys.into_iter().collect()),
+                redirected,
+            });
+        }
+        drop(queue);
         let size: usize = messages.iter().map(Message::size).sum();
         self.bytes.fetch_sub(size, Relaxed);
         messages
