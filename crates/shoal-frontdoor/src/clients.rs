@@ -53,7 +53,8 @@ pub struct ClientInfo {
     /// replicas from `timeout` too).
     blocked: AtomicBool,
     killed: AtomicBool,
-    /// Woken when the client is killed by another (its session may be waiting for a reply).
+    /// Woken when the client is killed by another (its session may be waiting for a reply),
+    /// or given a mailbox (its session may be waiting for input).
     kill: Notify,
     /// Messages for it that its session writes between replies (Pub/Sub, invalidations),
     /// once it subscribes, tracks keys, or another client redirects invalidations to it.
@@ -123,9 +124,15 @@ impl ClientInfo {
         flags
     }
 
-    /// Its mailbox, created on first use.
+    /// Its mailbox, created on first use. Its session, if it waits for input without one,
+    /// is woken to wait on both.
     pub(crate) fn mailbox(self: &Arc<Self>) -> &Arc<Mailbox> {
-        self.mailbox.get_or_init(|| Arc::new(Mailbox::new(self)))
+        if let Some(mailbox) = self.mailbox.get() {
+            return mailbox;
+        }
+        let mailbox = self.mailbox.get_or_init(|| Arc::new(Mailbox::new(self)));
+        self.kill.notify_waiters();
+        mailbox
     }
 
     /// Its mailbox, if it has one.
@@ -161,14 +168,18 @@ impl ClientInfo {
 
     /// Resolves once another client (or the idle timeout) kills this one.
     pub(crate) async fn killed(&self) {
-        let notified = self.kill.notified();
-        let mut notified = std::pin::pin!(notified);
-        // Registered before the flag is read, so a kill in between is not missed.
-        notified.as_mut().enable();
-        if self.is_killed() {
-            return;
+        // The same notification wakes the session when it gets a mailbox: only the flag
+        // ends the wait.
+        loop {
+            let notified = self.kill.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the flag is read, so a kill in between is not missed.
+            notified.as_mut().enable();
+            if self.is_killed() {
+                return;
+            }
+            notified.await;
         }
-        notified.await;
     }
 
     /// Closes the client for keeping more output pending than its limit allows (a subscriber

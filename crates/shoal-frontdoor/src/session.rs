@@ -204,7 +204,24 @@ impl<B: Backend> Session<B> {
                 let got_input = if self.unwritten() == 0 {
                     self.reserve_read_room();
                     let n = match self.conn.info.pushes().cloned() {
-                        None => stream.read_buf(&mut self.input).await?,
+                        None => {
+                            // Another connection may give this one a mailbox meanwhile (a
+                            // tracking redirect to it): it wakes this task, and the read
+                            // gives way to the wait on both.
+                            let info = &self.conn.info;
+                            let mut read = std::pin::pin!(stream.read_buf(&mut self.input));
+                            let read = std::future::poll_fn(|cx| {
+                                if info.pushes().is_some() {
+                                    return std::task::Poll::Ready(None);
+                                }
+                                read.as_mut().poll(cx).map(Some)
+                            })
+                            .await;
+                            match read {
+                                Some(n) => n?,
+                                None => continue,
+                            }
+                        }
                         // A subscriber (or a tracking client) waits for a request or a
                         // message, whichever comes first.
                         Some(mailbox) => {

@@ -307,3 +307,23 @@ fn keys_past_the_table_bound_are_forgotten_with_an_invalidation() {
     }
     assert_eq!(info_u64(&node, "tracking_total_keys"), 30);
 }
+
+#[test]
+fn a_resp3_redirect_target_that_only_waits_reads_its_pushes() {
+    // The target neither subscribes nor tracks: it gets its first message while its session
+    // waits for input, and reads it without sending anything.
+    let node = Node::start();
+    let mut target = node.raw();
+    assert!(matches!(target.cmd_str("HELLO 3"), Value::Map(_)));
+    let Value::Int(target_id) = target.cmd_str("CLIENT ID") else {
+        panic!("an id");
+    };
+    let mut reader = tracker(&node, &format!("REDIRECT {target_id}"));
+    let mut writer = node.raw();
+    reader.cmd_str("GET k");
+    writer.cmd_str("SET k 1");
+    assert_eq!(invalidation(&mut target), Some(vec![bulk("k")]));
+    reader.assert_open_and_quiet(QUIET, "its invalidations go to the target");
+    // Still served as before.
+    assert_eq!(target.cmd_str("PING"), Value::Simple(b"PONG".to_vec()));
+}
