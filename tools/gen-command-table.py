@@ -57,7 +57,10 @@ SUBCOMMANDS = {
         "setuser", "getuser", "deluser", "list", "users", "whoami", "cat", "log", "genpass", "dryrun",
         "save", "load", "help",
     ],
-    "client": ["id", "setname", "getname", "list", "info", "kill", "help"],
+    "client": [
+        "id", "setname", "getname", "list", "info", "kill", "tracking", "caching", "getredir",
+        "trackinginfo", "help",
+    ],
     "cluster": [
         "shards", "slots", "nodes", "myid", "info", "keyslot", "countkeysinslot", "getkeysinslot",
         "failover", "help",

@@ -43,6 +43,8 @@ pub struct Conn {
     pub(crate) multi: Option<crate::multi::Multi>,
     /// Its Pub/Sub subscriptions, once it subscribed.
     pub(crate) subscriptions: Option<crate::pubsub::Subscriptions>,
+    /// Its `CLIENT TRACKING` state, while tracking is on.
+    pub(crate) tracking: Option<Box<crate::tracking::ConnTracking>>,
 }
 
 impl Conn {
@@ -68,7 +70,35 @@ impl Conn {
             if subscriptions.is_empty() {
                 self.subscriptions = None;
             }
+        } else if let Some(mailbox) = self.info.pushes() {
+            // Invalidations (its own tracking's, or another connection's redirected here).
+            for message in mailbox.take() {
+                message.encode(self.protocol, false, out);
+            }
         }
+    }
+
+    /// A read a script ran for this connection (`redis.call('GET', k)`): with `CLIENT
+    /// TRACKING` on, the keys of a read-only command are remembered for it, as Redis remembers
+    /// those of the commands a script runs for its caller.
+    pub fn remember_script_read(
+        &self,
+        spec: &shoal_proto::command_table::CommandSpec,
+        argv: &shoal_proto::Argv<'_>,
+        limit: crate::OutputLimit,
+    ) {
+        if let Some(tracking) = self.tracking.as_deref()
+            && crate::dispatch::remembers_keys(spec)
+            && tracking.remembers()
+        {
+            tracking.remember(spec.key_positions_in(argv).map(|i| argv.get(i)), limit);
+        }
+    }
+
+    /// Whether the connection has `CLIENT TRACKING` on.
+    #[inline]
+    pub fn tracking(&self) -> bool {
+        self.tracking.is_some()
     }
 
     /// Whether the connection is inside `MULTI` (queuing a transaction).
@@ -122,6 +152,12 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// hides the cluster.
     fn mode(&self) -> Mode {
         Mode::Standalone
+    }
+
+    /// Whether it reports its key changes to [`Door::tracking`] (a node does): `CLIENT
+    /// TRACKING ON` is refused otherwise (the proxy).
+    fn tracks_keys(&self) -> bool {
+        false
     }
 
     /// What `HELLO`'s `role` says: [`Role::Replica`] on a node that follows a primary,

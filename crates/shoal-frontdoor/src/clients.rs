@@ -10,16 +10,17 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::sync::Arc;
 use std::sync::atomic::{
-    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+    AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
 };
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::commands::table;
+use crate::pubsub::Mailbox;
 
 /// What other connections can see of one client.
 #[derive(Debug)]
@@ -52,8 +53,18 @@ pub struct ClientInfo {
     /// replicas from `timeout` too).
     blocked: AtomicBool,
     killed: AtomicBool,
-    /// Woken when the client is killed by another (its session may be waiting for a reply).
+    /// Woken when the client is killed by another (its session may be waiting for a reply),
+    /// or given a mailbox (its session may be waiting for input).
     kill: Notify,
+    /// Messages for it that its session writes between replies (Pub/Sub, invalidations),
+    /// once it subscribes, tracks keys, or another client redirects invalidations to it.
+    mailbox: OnceLock<Arc<Mailbox>>,
+    /// `CLIENT TRACKING`'s redirect id for `redir=` (0: none; -1: tracking off).
+    tracking_redirect: AtomicI64,
+    /// Tracking is on in `BCAST` mode (`B` in `flags=`).
+    tracking_bcast: AtomicBool,
+    /// Its tracking redirect was found gone (`R` in `flags=`, `broken_redirect`).
+    pub(crate) tracking_broken: AtomicBool,
 }
 
 impl ClientInfo {
@@ -75,7 +86,59 @@ impl ClientInfo {
             blocked: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             kill: Notify::new(),
+            mailbox: OnceLock::new(),
+            tracking_redirect: AtomicI64::new(-1),
+            tracking_bcast: AtomicBool::new(false),
+            tracking_broken: AtomicBool::new(false),
         }
+    }
+
+    /// What `CLIENT LIST` shows of its tracking: `Some((redirect, bcast))` while on.
+    pub(crate) fn show_tracking(&self, tracking: Option<(u64, bool)>) {
+        let (redirect, bcast) = match tracking {
+            Some((redirect, bcast)) => (i64::try_from(redirect).unwrap_or(i64::MAX), bcast),
+            None => {
+                self.tracking_broken.store(false, Relaxed);
+                (-1, false)
+            }
+        };
+        self.tracking_redirect.store(redirect, Relaxed);
+        self.tracking_bcast.store(bcast, Relaxed);
+    }
+
+    /// The `flags=` of `CLIENT LIST`, as Redis 7.0 writes those Shoal has.
+    fn flags(&self) -> String {
+        let mut flags = String::new();
+        if self.tracking_redirect.load(Relaxed) >= 0 {
+            flags.push('t');
+            if self.tracking_broken.load(Relaxed) {
+                flags.push('R');
+            }
+            if self.tracking_bcast.load(Relaxed) {
+                flags.push('B');
+            }
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        flags
+    }
+
+    /// Its mailbox, created on first use. Its session, if it waits for input without one,
+    /// is woken to wait on both.
+    pub(crate) fn mailbox(self: &Arc<Self>) -> &Arc<Mailbox> {
+        if let Some(mailbox) = self.mailbox.get() {
+            return mailbox;
+        }
+        let mailbox = self.mailbox.get_or_init(|| Arc::new(Mailbox::new(self)));
+        self.kill.notify_waiters();
+        mailbox
+    }
+
+    /// Its mailbox, if it has one.
+    #[inline]
+    pub(crate) fn pushes(&self) -> Option<&Arc<Mailbox>> {
+        self.mailbox.get()
     }
 
     /// The name set with `CLIENT SETNAME` or `HELLO ... SETNAME`, if any.
@@ -105,14 +168,18 @@ impl ClientInfo {
 
     /// Resolves once another client (or the idle timeout) kills this one.
     pub(crate) async fn killed(&self) {
-        let notified = self.kill.notified();
-        let mut notified = std::pin::pin!(notified);
-        // Registered before the flag is read, so a kill in between is not missed.
-        notified.as_mut().enable();
-        if self.is_killed() {
-            return;
+        // The same notification wakes the session when it gets a mailbox: only the flag
+        // ends the wait.
+        loop {
+            let notified = self.kill.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the flag is read, so a kill in between is not missed.
+            notified.as_mut().enable();
+            if self.is_killed() {
+                return;
+            }
+            notified.await;
         }
-        notified.await;
     }
 
     /// Closes the client for keeping more output pending than its limit allows (a subscriber
@@ -179,9 +246,9 @@ impl ClientInfo {
         let mut line = String::with_capacity(300);
         let _ = write!(
             line,
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 \
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 \
              multi=-1 qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs={} rbp={} obl=0 oll=0 omem={} \
-             tot-mem={} events=r cmd={} user={} redir=-1 resp={}",
+             tot-mem={} events=r cmd={} user={} redir={} resp={}",
             self.id,
             self.addr,
             self.laddr,
@@ -189,6 +256,7 @@ impl ClientInfo {
             name,
             self.created.elapsed().as_secs(),
             self.idle_seconds(),
+            self.flags(),
             qbuf,
             capacity.saturating_sub(qbuf),
             capacity,
@@ -197,6 +265,7 @@ impl ClientInfo {
             capacity + omem,
             cmd,
             String::from_utf8_lossy(&self.user()),
+            self.tracking_redirect.load(Relaxed),
             self.resp.load(Relaxed),
         );
         line
@@ -264,6 +333,13 @@ impl Clients {
         info
     }
 
+    /// A registered client for unit tests.
+    #[cfg(test)]
+    pub(crate) fn test_client(&self) -> Arc<ClientInfo> {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        self.register(addr, addr, -1)
+    }
+
     /// Removes a connection and frees its slot; must run before its socket is closed.
     fn unregister(&self, id: u64) {
         if self.map.lock().remove(&id).is_some() {
@@ -274,6 +350,11 @@ impl Clients {
     /// Number of connected clients.
     pub fn count(&self) -> usize {
         self.count.load(Relaxed)
+    }
+
+    /// The connected client with this id (not killed), if any.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.map.lock().get(&id).filter(|c| !c.is_killed()).cloned()
     }
 
     /// A snapshot of every client, in id order. Clients already killed (whose sessions have

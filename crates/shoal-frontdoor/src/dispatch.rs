@@ -16,7 +16,7 @@ use crate::busy::Gate;
 use crate::commands::{Command, ConnCommand, table};
 use crate::connection::{self, ConnCall};
 use crate::error::{CommandError, truncated_arg, write_error_line};
-use crate::multi::{self, Admission, Transaction};
+use crate::multi::{self, Admission, Multi, Transaction};
 use crate::pubsub;
 use crate::stats::WorkerStats;
 
@@ -142,7 +142,15 @@ pub(crate) fn dispatch<B: Backend>(
     r.conn.last_command = command.id;
     // The clock is read once a command starts running: a refusal is not timed.
     let mut started = None;
+    // A connection without tracking pays a test of one field before and after.
+    if command.connection.is_none() && r.conn.tracking.is_some() {
+        before_tracked(&mut r, command, argv);
+    }
     let outcome = match command.connection {
+        Some(ConnCommand::Exec) if r.conn.tracking.is_some() => {
+            started = Some(Instant::now());
+            tracked_exec(&mut r)
+        }
         Some(ConnCommand::Exec) => {
             started = Some(Instant::now());
             exec(&mut r)
@@ -170,6 +178,9 @@ pub(crate) fn dispatch<B: Backend>(
             &mut started,
         )),
     };
+    if r.conn.tracking.is_some() {
+        finish_tracked(&mut r, command, argv);
+    }
     let usec = started.map_or(0, |t| t.elapsed().as_micros() as u64);
     let step = match outcome {
         Outcome::Ran => Step::Done,
@@ -195,6 +206,100 @@ pub(crate) fn dispatch<B: Backend>(
     r.worker.record_call(command.id as usize, usec, false);
     record_slow(&r, spec, argv, usec);
     step
+}
+
+/// Before a command of a connection with `CLIENT TRACKING` on: its own changes are known as
+/// its own (for `NOLOOP`, until [`crate::tracking::ran`]), and the keys of a read-only command
+/// are remembered; [`after_tracked`] follows it.
+#[inline(never)]
+fn before_tracked<B: Backend>(r: &mut Request<'_, B>, command: &'static Command, argv: &Argv<'_>) {
+    crate::tracking::mark_running(r.conn.info.id);
+    // Remembered before the read as well as after it: a write on another thread between the
+    // read and the remembering would otherwise go unannounced (Redis, single-threaded, has no
+    // such gap). A change meanwhile costs a spurious invalidation, never a stale cache.
+    if remembers_keys(command.spec)
+        && let Some(tracking) = r.conn.tracking.as_deref()
+        && tracking.remembers()
+    {
+        let limit = r.backend.door().settings.pubsub_output_limit();
+        let spec = command.spec;
+        tracking.remember(spec.key_positions_in(argv).map(|i| argv.get(i)), limit);
+    }
+}
+
+/// After a command of a tracking connection (see [`after_tracked`]): `EXEC` did its part
+/// already, and Redis keeps `CLIENT CACHING`'s flag through any `CLIENT` subcommand.
+#[inline(never)]
+fn finish_tracked<B: Backend>(r: &mut Request<'_, B>, command: &'static Command, argv: &Argv<'_>) {
+    match command.connection {
+        None => {
+            crate::tracking::ran();
+            after_tracked(r, command.spec, Some(argv));
+        }
+        Some(ConnCommand::Exec) => {}
+        Some(_) if command.spec.name.starts_with("client|") => {}
+        Some(_) => after_tracked(r, command.spec, None),
+    }
+}
+
+/// `EXEC` on a tracking connection: the keys of its read-only commands are remembered.
+#[inline(never)]
+fn tracked_exec<B: Backend>(r: &mut Request<'_, B>) -> Outcome<B> {
+    let read: Vec<Bytes> = r
+        .conn
+        .multi
+        .as_ref()
+        .filter(|m| !m.failed)
+        .map(Multi::read_keys)
+        .unwrap_or_default();
+    // Before and after, as for a single command (see `tracked`).
+    let remember = |r: &mut Request<'_, B>| {
+        if !read.is_empty()
+            && let Some(tracking) = r.conn.tracking.as_deref()
+            && tracking.remembers()
+        {
+            let limit = r.backend.door().settings.pubsub_output_limit();
+            tracking.remember(read.iter().map(|k| &k[..]), limit);
+        }
+    };
+    remember(r);
+    let outcome = {
+        let _running = crate::tracking::running(r.conn.info.id);
+        exec(r)
+    };
+    remember(r);
+    after_tracked(r, table().lookup(b"exec").expect("EXEC").spec, None);
+    outcome
+}
+
+/// After a tracking connection's command: remembers the keys it read (`argv`, if it is one
+/// read-only command whose keys count), clears `CLIENT CACHING`'s flag (unless inside
+/// `MULTI`), and writes the invalidations waiting for it.
+fn after_tracked<B: Backend>(r: &mut Request<'_, B>, spec: &CommandSpec, argv: Option<&Argv<'_>>) {
+    let in_multi = r.conn.multi.is_some();
+    let Some(tracking) = r.conn.tracking.as_deref_mut() else {
+        return;
+    };
+    if let Some(argv) = argv
+        && remembers_keys(spec)
+        && tracking.remembers()
+    {
+        let limit = r.backend.door().settings.pubsub_output_limit();
+        tracking.remember(spec.key_positions_in(argv).map(|i| argv.get(i)), limit);
+    }
+    if !in_multi {
+        tracking.caching = false;
+    }
+    r.conn.deliver_messages(r.out);
+}
+
+/// Whether a command's keys are remembered for tracking: a read-only command's, but for the
+/// read-only scripts' (their commands would be; Redis leaves the script itself out) and
+/// Pub/Sub's.
+pub(crate) fn remembers_keys(spec: &CommandSpec) -> bool {
+    spec.has(flags::READONLY)
+        && !spec.has(flags::PUBSUB)
+        && !matches!(spec.name, "eval_ro" | "evalsha_ro" | "fcall_ro")
 }
 
 /// Queues a command inside `MULTI`, once it passes the backend's checks too (Redis checks a

@@ -30,6 +30,8 @@ pub struct Door {
     pub pubsub: Arc<crate::pubsub::PubSub>,
     /// Whether a script runs (a node's; a proxy's never does): see [`crate::busy`].
     pub busy: crate::busy::Busy,
+    /// `CLIENT TRACKING`: the keys tracking clients read, and who to tell when they change.
+    pub tracking: Arc<crate::tracking::Tracking>,
     started: Instant,
     started_unix: u64,
     run_id: String,
@@ -67,6 +69,21 @@ impl Door {
         )
     }
 
+    /// `key` changed: tracking clients that read it, or broadcast a prefix of it, are told
+    /// (one atomic load while nobody tracks). Called with the key's shard locked.
+    #[inline]
+    pub fn invalidate(&self, key: &[u8]) {
+        if self.tracking.armed() {
+            self.tracking
+                .invalidate(key, self.settings.pubsub_output_limit());
+        }
+    }
+
+    /// Every key is gone: every tracking client gets a null invalidation.
+    pub fn invalidate_all(&self) {
+        self.tracking.flush(self.settings.pubsub_output_limit());
+    }
+
     /// Counts the subscribers a publication closed; how many received it.
     fn counted(&self, published: crate::pubsub::Published) -> usize {
         if published.closed > 0 {
@@ -83,10 +100,12 @@ impl Door {
     pub fn new(limits: Limits, requirepass: Option<&str>) -> Door {
         let acl = crate::acl::Acl::default();
         acl.set_default_password(requirepass);
+        let clients = Arc::new(Clients::default());
         Door {
+            tracking: Arc::new(crate::tracking::Tracking::new(clients.clone())),
             settings: Settings::new(&limits),
             acl,
-            clients: Arc::new(Clients::default()),
+            clients,
             stats: Stats::new(table().len()),
             slowlog: SlowLog::new(-1, 0),
             pubsub: Arc::default(),

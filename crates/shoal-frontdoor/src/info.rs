@@ -155,7 +155,7 @@ pub fn clients(door: &Door, out: &mut String) {
     field(out, "client_recent_max_input_buffer", max_query);
     field(out, "client_recent_max_output_buffer", max_output);
     field(out, "blocked_clients", 0);
-    field(out, "tracking_clients", 0);
+    field(out, "tracking_clients", door.tracking.stats().clients);
     field(out, "clients_in_timeout_table", 0);
 }
 
@@ -193,6 +193,11 @@ pub fn stats(door: &Door, out: &mut String, backend: impl FnOnce(&mut String)) {
         s.rejected_connections.load(Relaxed),
     );
     backend(out);
+    // Where Redis prints them, just before the error counts.
+    let tracking = door.tracking.stats();
+    field(out, "tracking_total_keys", tracking.keys);
+    field(out, "tracking_total_items", tracking.items);
+    field(out, "tracking_total_prefixes", tracking.prefixes);
     field(out, "total_error_replies", errors);
     field(out, "unknown_commands", s.unknown_commands.load(Relaxed));
     field(out, "command_panics", s.command_panics.load(Relaxed));

@@ -13,6 +13,7 @@
 //!   subcommand, arity, authentication, the user's permissions), with its statistics and slow
 //!   log;
 //! * [`pubsub`]: subscriptions, the subscribed connection's mailbox and its messages;
+//! * [`tracking`]: `CLIENT TRACKING` (client-side caching's invalidations);
 //! * transactions: the `MULTI` queue and `EXEC`'s reply, around the backend's atomic run
 //!   ([`Transaction`]);
 //! * [`acl`]: Redis 7.0's ACL users, their rules, the ACL file and the `ACL LOG`;
@@ -50,6 +51,7 @@ mod slowlog;
 mod stats;
 mod stream;
 pub mod tls;
+pub mod tracking;
 
 pub use acl::{Acl, UserSlot};
 pub use backend::{Backend, Call, Conn, Outcome};

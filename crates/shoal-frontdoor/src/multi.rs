@@ -74,6 +74,24 @@ impl Multi {
     }
 }
 
+impl Multi {
+    /// The keys of the queued commands whose keys tracking remembers (read-only ones).
+    pub(crate) fn read_keys(&self) -> Vec<bytes::Bytes> {
+        let mut keys = Vec::new();
+        for queued in &self.queued {
+            let spec = queued.command.spec;
+            if crate::dispatch::remembers_keys(spec) {
+                let argv = queued.argv();
+                keys.extend(
+                    spec.key_positions_in(&argv)
+                        .map(|i| bytes::Bytes::copy_from_slice(argv.get(i))),
+                );
+            }
+        }
+        keys
+    }
+}
+
 /// One command queued in a transaction.
 #[derive(Debug)]
 struct Queued {

@@ -81,6 +81,7 @@ pub async fn serve<B: Backend>(backend: Arc<B>, accepted: Accepted) {
             last_command: u32::MAX,
             multi: None,
             subscriptions: None,
+            tracking: None,
         },
         state: backend.new_conn(),
         parser: RequestParser::new(door.settings.parser_limits()),
@@ -202,9 +203,27 @@ impl<B: Backend> Session<B> {
             if need_input {
                 let got_input = if self.unwritten() == 0 {
                     self.reserve_read_room();
-                    let n = match self.conn.subscriptions.as_ref().map(|s| s.mailbox.clone()) {
-                        None => stream.read_buf(&mut self.input).await?,
-                        // A subscriber waits for a request or a message, whichever comes first.
+                    let n = match self.conn.info.pushes().cloned() {
+                        None => {
+                            // Another connection may give this one a mailbox meanwhile (a
+                            // tracking redirect to it): it wakes this task, and the read
+                            // gives way to the wait on both.
+                            let info = &self.conn.info;
+                            let mut read = std::pin::pin!(stream.read_buf(&mut self.input));
+                            let read = std::future::poll_fn(|cx| {
+                                if info.pushes().is_some() {
+                                    return std::task::Poll::Ready(None);
+                                }
+                                read.as_mut().poll(cx).map(Some)
+                            })
+                            .await;
+                            match read {
+                                Some(n) => n?,
+                                None => continue,
+                            }
+                        }
+                        // A subscriber (or a tracking client) waits for a request or a
+                        // message, whichever comes first.
                         Some(mailbox) => {
                             let read = tokio::select! {
                                 read = stream.read_buf(&mut self.input) => Some(read?),

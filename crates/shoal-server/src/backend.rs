@@ -70,6 +70,11 @@ impl Backend for Shared {
         }
     }
 
+    /// The store's journal reports every change to the door's tracking ([`crate::changes`]).
+    fn tracks_keys(&self) -> bool {
+        true
+    }
+
     fn role(&self) -> shoal_frontdoor::Role {
         if self.replication.is_replica() {
             shoal_frontdoor::Role::Replica

@@ -282,6 +282,9 @@ pub struct Config {
     pub client_query_buffer_limit: ByteSize,
     /// Output limits for normal clients.
     pub client_output_buffer_limit: OutputBufferLimit,
+    /// `tracking-table-max-keys`: most keys `CLIENT TRACKING` remembers (0: no limit); past
+    /// it, keys are forgotten with an invalidation to their readers.
+    pub tracking_table_max_keys: u64,
     /// Most simultaneous clients.
     pub maxclients: u64,
     /// Seconds of idleness after which a client is disconnected (0: never).
@@ -461,6 +464,7 @@ impl Default for Config {
             max_key_size: ByteSize(512 * 1024 * 1024),
             client_query_buffer_limit: ByteSize(1024 * 1024 * 1024),
             client_output_buffer_limit: OutputBufferLimit::default(),
+            tracking_table_max_keys: shoal_frontdoor::tracking::DEFAULT_MAX_KEYS as u64,
             maxclients: 10_000,
             timeout: 0,
             requirepass: String::new(),
@@ -1040,6 +1044,14 @@ pub static PARAMS: &[Param] = &[
         set: Some(|c, v| {
             crate::notify::parse_classes(v)?;
             c.notify_keyspace_events = v.to_string();
+            Ok(())
+        }),
+    },
+    Param {
+        name: "tracking-table-max-keys",
+        get: |c| c.tracking_table_max_keys.to_string(),
+        set: Some(|c, v| {
+            c.tracking_table_max_keys = parse_number(v)?;
             Ok(())
         }),
     },

@@ -121,6 +121,8 @@ impl Shared {
         }
         door.slowlog
             .configure(config.slowlog_log_slower_than, config.slowlog_max_len);
+        door.tracking
+            .set_max_keys(config.tracking_table_max_keys as usize);
         let door = Arc::new(door);
         if let Some(cluster) = &cluster {
             cluster.attach_pubsub(door.pubsub.clone());
@@ -145,6 +147,7 @@ impl Shared {
         store.set_journal(Some(Arc::new(Changes {
             replication: replication.journal(),
             watches: watches.clone(),
+            door: door.clone(),
         })));
         let live = LiveSettings::default();
         live.apply(&config);
@@ -190,6 +193,9 @@ impl Shared {
             config.hash_max_listpack_value.0 as usize,
         );
         self.events.set_classes(config.keyspace_event_classes());
+        self.door
+            .tracking
+            .set_max_keys(config.tracking_table_max_keys as usize);
         self.replication
             .history()
             .backlog

@@ -1751,6 +1751,7 @@ macro_rules! scripts {
 
 scripts! {
     compat_connection => "connection.txt",
+    compat_tracking => "tracking.txt",
     compat_strings => "strings.txt",
     compat_counters => "counters.txt",
     compat_expire => "expire.txt",

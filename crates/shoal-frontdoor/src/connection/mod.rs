@@ -1,6 +1,7 @@
 //! The connection commands, answered by the front door the same way for every backend:
 //! `PING`, `ECHO`, `QUIT`, `RESET`, `SELECT`, `AUTH`, `HELLO`, `MULTI`, `DISCARD`, and
-//! `CLIENT ID`, `SETNAME`, `GETNAME`, `LIST`, `INFO`, `KILL` and `HELP`.
+//! `CLIENT ID`, `SETNAME`, `GETNAME`, `LIST`, `INFO`, `KILL`, `TRACKING`, `CACHING`,
+//! `GETREDIR`, `TRACKINGINFO` and `HELP`.
 
 mod args;
 
@@ -13,7 +14,7 @@ use args::{
     ClientKill, ClientList, HELLO_NOAUTH, HelloOption, auth_args, hello_options, hello_protocol,
     select_db, valid_client_name, write_hello,
 };
-use shoal_proto::{Argv, Protocol};
+use shoal_proto::{Argv, Protocol, Reply};
 
 use crate::acl::{Reason, UserSlot};
 use crate::backend::{Backend, Conn};
@@ -110,6 +111,37 @@ pub(crate) fn run<B: Backend>(
             Ok(())
         }
         ConnCommand::ClientKill => client_kill(call, argv),
+        ConnCommand::ClientTracking => {
+            let registry = call.backend.door().tracking.clone();
+            let supported = call.backend.tracks_keys();
+            let conn = &mut *call.conn;
+            crate::tracking::client_tracking(
+                &registry,
+                &conn.info,
+                &mut conn.tracking,
+                argv,
+                supported,
+            )
+            .map_err(crate::tracking::TrackingError::into_error)?;
+            call.conn.reply(call.out).ok();
+            Ok(())
+        }
+        ConnCommand::ClientCaching => {
+            crate::tracking::client_caching(&mut call.conn.tracking, argv)
+                .map_err(crate::tracking::TrackingError::into_error)?;
+            call.conn.reply(call.out).ok();
+            Ok(())
+        }
+        ConnCommand::ClientGetredir => {
+            let redirect = crate::tracking::redirect_of(call.conn.tracking.as_deref());
+            call.conn.reply(call.out).int(redirect);
+            Ok(())
+        }
+        ConnCommand::ClientTrackinginfo => {
+            let mut reply = Reply::new(call.out, call.conn.protocol);
+            crate::tracking::write_info(call.conn.tracking.as_deref(), &mut reply);
+            Ok(())
+        }
         ConnCommand::ClientHelp => {
             write_help(call.conn, call.out, argv.get(0));
             Ok(())
@@ -162,6 +194,7 @@ fn reset<B: Backend>(call: &mut ConnCall<'_, B>) {
     set_user(call.conn, acl.default_user().clone());
     call.conn.multi = None;
     call.conn.subscriptions = None;
+    call.conn.tracking = None;
     call.backend.unwatch(call.state);
     call.backend.reset(call.state);
     call.conn.reply(call.out).simple("RESET");

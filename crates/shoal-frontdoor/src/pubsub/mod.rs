@@ -12,11 +12,12 @@
 //! 8mb for 60 s) is disconnected.
 
 mod introspect;
-mod mailbox;
+pub(crate) mod mailbox;
 mod registry;
 mod subscriptions;
 
 pub(crate) use introspect::{Question, answer};
+pub(crate) use mailbox::{Invalidation, Mailbox, Message};
 pub use registry::{Kind, PubSub, Published, SubscriptionObserver};
 pub(crate) use subscriptions::{
     KindName, SubscriptionCommand, Subscriptions, run, unsubscribed_context_error,

@@ -55,7 +55,7 @@ impl Subscriptions {
                     let count = self.shard_channels.len();
                     confirm(protocol, out, b"sunsubscribe", Some(channel), count);
                 }
-                published => published.encode(protocol, out),
+                published => published.encode(protocol, true, out),
             }
         }
         messages.len()
@@ -129,7 +129,7 @@ pub(crate) fn run(
         SubscriptionCommand::Subscribe(kind) => {
             let subscriptions = conn.subscriptions.get_or_insert_with(|| Subscriptions {
                 registry: registry.clone(),
-                mailbox: Arc::new(Mailbox::new(conn.info.clone())),
+                mailbox: conn.info.mailbox().clone(),
                 channels: Vec::new(),
                 patterns: Vec::new(),
                 shard_channels: Vec::new(),

@@ -184,7 +184,19 @@ fn expected_commands_and_subcommands() {
     };
     assert_eq!(
         subs("client"),
-        ["getname", "help", "id", "info", "kill", "list", "setname"]
+        [
+            "caching",
+            "getname",
+            "getredir",
+            "help",
+            "id",
+            "info",
+            "kill",
+            "list",
+            "setname",
+            "tracking",
+            "trackinginfo"
+        ]
     );
     assert_eq!(
         subs("command"),

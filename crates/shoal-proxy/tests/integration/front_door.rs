@@ -272,3 +272,39 @@ async fn the_proxy_counts_commands_that_went_to_the_cluster_and_their_errors() {
     assert!(incr.ends_with("failed_calls=1"), "{incr}");
     assert_eq!(info["errorstat_ERR"], "count=1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_refuses_client_tracking_clearly_and_answers_the_rest_as_a_node() {
+    let harness = shared();
+    let node = start_node(|_| {});
+    let mut proxy = Raw::connect(harness.addr()).await;
+    let mut direct = Raw::connect(node.addr()).await;
+    // With tracking off, both answer alike (errors of the arguments included).
+    for command in [
+        &["CLIENT", "GETREDIR"][..],
+        &["CLIENT", "TRACKINGINFO"],
+        &["CLIENT", "CACHING", "yes"],
+        &["CLIENT", "TRACKING", "off"],
+        &["CLIENT", "TRACKING", "on", "optin", "optout"],
+        &["CLIENT", "TRACKING", "on", "prefix", "a"],
+        &["CLIENT", "TRACKING", "maybe"],
+    ] {
+        assert_eq!(
+            proxy.call(command).await,
+            direct.call(command).await,
+            "{command:?}"
+        );
+    }
+    // The proxy does not see its keys change: it refuses to track them.
+    let refusal = error_text(&proxy.call(&["CLIENT", "TRACKING", "on"]).await);
+    assert!(refusal.contains("not supported"), "{refusal}");
+    assert_eq!(
+        proxy.call(&["CLIENT", "GETREDIR"]).await,
+        Value::Int(-1),
+        "tracking stays off"
+    );
+    assert_eq!(
+        direct.call(&["CLIENT", "TRACKING", "on"]).await,
+        simple("OK")
+    );
+}

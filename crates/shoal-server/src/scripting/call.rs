@@ -493,6 +493,10 @@ impl Run<'_> {
             )),
         };
         self.conn.protocol = protocol;
+        if self.conn.tracking() {
+            let limit = self.shared.door.settings.pubsub_output_limit();
+            self.conn.remember_script_read(command.spec, argv, limit);
+        }
         if command.spec.has(flags::WRITE) && self.shared.replication.recording() {
             self.client.write_offset = self.shared.replication.offset();
         }
