@@ -33,6 +33,24 @@ async fn cluster() -> (Vec<Node>, Client) {
         |map| map.shards.len() == 3 && map.slots_assigned() == shoal_cluster::SLOTS,
     )
     .await;
+    // The client has the map; each node must have it too (until then it answers
+    // CLUSTERDOWN), which its CLUSTER INFO says.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    for node in shoal_client::all_nodes(&client.map()) {
+        loop {
+            let info = client.command_on(&node, &["CLUSTER", "INFO"]).await;
+            if matches!(&info, Ok(Value::Bulk(text)) | Ok(Value::Verbatim(_, text))
+                if String::from_utf8_lossy(text).contains("cluster_state:ok"))
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{node} never said cluster_state:ok: {info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     (nodes, client)
 }
 
