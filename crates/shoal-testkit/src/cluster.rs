@@ -393,6 +393,28 @@ impl TestCluster {
             .collect()
     }
 
+    /// A cluster of one shard, a primary and `replicas` replicas, without HTTP (`options`
+    /// otherwise), and that shard: where the tests of replication between processes start.
+    ///
+    /// # Panics
+    /// If the cluster does not start or the shard lacks a replica it was started with.
+    pub async fn start_shard(
+        binary: impl AsRef<Path>,
+        replicas: u8,
+        options: ClusterOptions,
+    ) -> (TestCluster, ShardNodes) {
+        let options = ClusterOptions {
+            http: false,
+            ..options
+        };
+        let cluster = TestCluster::start(binary, 1, replicas, options)
+            .await
+            .expect("the cluster starts");
+        let shard = cluster.shards().await.expect("the shards").remove(0);
+        assert_eq!(shard.replicas.len(), usize::from(replicas), "{shard:?}");
+        (cluster, shard)
+    }
+
     /// The shards as the controller's leader sees them now, by process index.
     pub async fn shards(&self) -> Result<Vec<ShardNodes>> {
         self.shard_nodes(&self.status().await?.map)

@@ -20,16 +20,7 @@ async fn run_test(name: &str, body: impl Future<Output = ()>) {
 
 /// A cluster of one shard: a primary and a replica.
 async fn start_shard() -> (TestCluster, ShardNodes) {
-    let options = ClusterOptions {
-        http: false,
-        ..ClusterOptions::default()
-    };
-    let cluster = TestCluster::start(SHOAL, 1, 1, options)
-        .await
-        .expect("the cluster starts");
-    let shard = cluster.shards().await.expect("the shards").remove(0);
-    assert_eq!(shard.replicas.len(), 1, "{shard:?}");
-    (cluster, shard)
+    TestCluster::start_shard(SHOAL, 1, ClusterOptions::default()).await
 }
 
 /// The keys the test writes.

@@ -147,14 +147,7 @@ fn keys() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_never_shows_half_of_a_script() {
     run_test("a_replica_never_shows_half_of_a_script", async {
-        let options = ClusterOptions {
-            http: false,
-            ..ClusterOptions::default()
-        };
-        let cluster = TestCluster::start(SHOAL, 1, 1, options)
-            .await
-            .expect("the cluster starts");
-        let shard = cluster.shards().await.expect("the shards").remove(0);
+        let (cluster, shard) = TestCluster::start_shard(SHOAL, 1, ClusterOptions::default()).await;
         let mut primary = cluster.node(shard.primary).connect().await.unwrap();
         let done = Arc::new(AtomicBool::new(false));
         let script = "for _, k in ipairs(KEYS) do redis.call('set', k, ARGV[1]) end return #KEYS";
@@ -235,14 +228,7 @@ async fn replica_has_primary_functions(primary: &mut RespConnection, replica: &m
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_gets_its_primary_s_functions_on_the_stream_and_on_a_full_resync() {
     run_test("a_replica_gets_its_primary_s_functions", async {
-        let options = ClusterOptions {
-            http: false,
-            ..ClusterOptions::default()
-        };
-        let cluster = TestCluster::start(SHOAL, 1, 1, options)
-            .await
-            .expect("the cluster starts");
-        let shard = cluster.shards().await.expect("the shards").remove(0);
+        let (cluster, shard) = TestCluster::start_shard(SHOAL, 1, ClusterOptions::default()).await;
         let replica_node = cluster.node(shard.replicas[0]);
         let mut primary = cluster.node(shard.primary).connect().await.unwrap();
         let mut replica = replica_node.connect().await.unwrap();

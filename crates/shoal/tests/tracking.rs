@@ -19,14 +19,7 @@ fn bulk(s: &str) -> Value {
 async fn a_replicated_write_invalidates_a_key_read_on_the_replica() {
     let name = "a_replicated_write_invalidates_a_key_read_on_the_replica";
     shoal_testkit::run_alone(name, TEST_LIMIT, async {
-        let options = ClusterOptions {
-            http: false,
-            ..ClusterOptions::default()
-        };
-        let cluster = TestCluster::start(SHOAL, 1, 1, options)
-            .await
-            .expect("the cluster starts");
-        let shard = cluster.shards().await.expect("the shards").remove(0);
+        let (cluster, shard) = TestCluster::start_shard(SHOAL, 1, ClusterOptions::default()).await;
         let replica = cluster.node(shard.replicas[0]);
         let mut primary = cluster.node(shard.primary).connect().await.unwrap();
         primary.call(&["SET", "k", "1"]).await.unwrap();

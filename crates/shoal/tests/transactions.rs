@@ -30,16 +30,7 @@ async fn run_test(name: &str, body: impl Future<Output = ()>) {
 
 /// A cluster of one shard (a primary and two replicas), and that shard.
 async fn start_shard() -> (TestCluster, ShardNodes) {
-    let options = ClusterOptions {
-        http: false,
-        ..ClusterOptions::default()
-    };
-    let cluster = TestCluster::start(SHOAL, 1, 2, options)
-        .await
-        .expect("the cluster starts");
-    let shard = cluster.shards().await.expect("the shards").remove(0);
-    assert_eq!(shard.replicas.len(), 2, "{shard:?}");
-    (cluster, shard)
+    TestCluster::start_shard(SHOAL, 2, ClusterOptions::default()).await
 }
 
 /// Every key a transaction sets (one hash tag: one slot).
