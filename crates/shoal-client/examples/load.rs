@@ -6,7 +6,8 @@
 //! cargo run --release -p shoal-client --example load -- 127.0.0.1:7000 set 200000 50 100000 100
 //! ```
 //! Arguments: seeds (comma-separated RESP addresses), `get` or `set`, requests, concurrency,
-//! keys, value size in bytes.
+//! keys, value size in bytes, and optionally the near cache's size in bytes (none, or 0: no
+//! near cache; `bench/near-cache.sh` compares the two).
 //! The cluster secret comes from the file `SHOAL_CLUSTER_SECRET_FILE` names (the nodes'
 //! `--cluster-secret-file`).
 
@@ -14,13 +15,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use shoal_client::{Client, ClientConfig};
+use shoal_client::{Client, ClientConfig, NearCacheConfig};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [seeds, op, requests, concurrency, keys, size] = args.as_slice() else {
-        return Err("usage: load SEEDS get|set REQUESTS CONCURRENCY KEYS VALUE_SIZE".into());
+    let (args, near) = match args.as_slice() {
+        [rest @ .., near] if rest.len() == 6 => (rest, near.parse::<usize>()?),
+        args => (args, 0),
+    };
+    let [seeds, op, requests, concurrency, keys, size] = args else {
+        return Err(
+            "usage: load SEEDS get|set REQUESTS CONCURRENCY KEYS VALUE_SIZE [NEAR_CACHE_BYTES]"
+                .into(),
+        );
     };
     let (requests, concurrency): (u64, u64) = (requests.parse()?, concurrency.parse()?);
     let (keys, size): (u64, usize) = (keys.parse()?, size.parse()?);
@@ -32,7 +40,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secret = shoal_cluster::BusSecret::load(std::path::Path::new(&std::env::var(
         "SHOAL_CLUSTER_SECRET_FILE",
     )?))?;
-    let config = ClientConfig::new(seeds.split(',')).with_cluster_secret(secret);
+    let mut config = ClientConfig::new(seeds.split(',')).with_cluster_secret(secret);
+    if near > 0 {
+        config = config.with_near_cache(NearCacheConfig::new(near));
+    }
     let client = Client::connect(config).await?;
     let value = Arc::new(vec![b'x'; size]);
     let issued = Arc::new(AtomicU64::new(0));
@@ -70,8 +81,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let stats = client.stats();
+    let hits = client.near_cache_stats().map_or(0, |n| n.hits);
     println!(
-        "{{\"requests\":{requests},\"failed\":{},\"seconds\":{elapsed:.3},\"rps\":{:.0},\"p50_us\":{},\"p99_us\":{},\"redirects\":{},\"socket_writes\":{},\"frames_sent\":{}}}",
+        "{{\"requests\":{requests},\"failed\":{},\"seconds\":{elapsed:.3},\"rps\":{:.0},\"p50_us\":{},\"p99_us\":{},\"redirects\":{},\"socket_writes\":{},\"frames_sent\":{},\"near_cache_hits\":{hits}}}",
         failed.load(Relaxed),
         requests as f64 / elapsed,
         stats.latency.p50.as_micros(),

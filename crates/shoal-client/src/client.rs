@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use shoal_cluster::{ClusterMap, Slot};
+use shoal_proto::command_table::CommandSpec;
 use shoal_proto::reply::Value;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -16,6 +17,7 @@ use crate::config::{ClientConfig, ReadFrom};
 use crate::conn::ConnOptions;
 use crate::error::{Error, error_code};
 use crate::map_source::{BusMapSource, MapSink, MapSource, MapState};
+use crate::near_cache::{self, NearCache, NearCacheStats};
 use crate::pool::Pools;
 use crate::router::{self, Redirect, Route, Split, parse_redirect};
 use crate::stats::{ClientStats, Stats};
@@ -49,6 +51,7 @@ struct Inner {
     maps: Arc<MapState>,
     pools: Arc<Pools>,
     stats: Arc<Stats>,
+    near: Option<Arc<NearCache>>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -152,19 +155,33 @@ impl Client {
         let maps = Arc::new(MapState::new(stats.clone()));
         let options = ConnOptions::of(&config);
         let pools = Arc::new(Pools::new(
-            options,
+            options.clone(),
             config.pool_size,
             config.backoff_base,
             stats.clone(),
         ));
-        // Connections to nodes that left the map are closed when a new map arrives.
+        let near = config.near_cache.map(|near| {
+            NearCache::new(
+                near,
+                &options,
+                stats.clone(),
+                config.request_timeout,
+                maps.clone(),
+            )
+        });
+        // Connections to nodes that left the map are closed when a new map arrives, and the
+        // near cache drops what the map moved.
         let mut rx = maps.subscribe();
         let weak = Arc::downgrade(&pools);
+        let weak_near = near.as_ref().map(Arc::downgrade);
         let pruner = tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 let map = rx.borrow_and_update().clone();
                 let Some(pools) = weak.upgrade() else { break };
                 pools.retain(|addr| map.nodes.values().any(|n| n.resp_addr() == addr));
+                if let Some(near) = weak_near.as_ref().and_then(|n| n.upgrade()) {
+                    near.on_map();
+                }
             }
         });
         let mut tasks = vec![pruner.abort_handle()];
@@ -178,6 +195,7 @@ impl Client {
                 maps,
                 pools,
                 stats,
+                near,
                 tasks,
             }),
         })
@@ -215,6 +233,35 @@ impl Client {
     /// A snapshot of the client's counters.
     pub fn stats(&self) -> ClientStats {
         self.inner.stats.snapshot()
+    }
+
+    /// A snapshot of the near cache's counters (`None`: the client has no near cache).
+    pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
+        self.inner.near.as_ref().map(|near| near.stats())
+    }
+
+    /// The near cache's reply to `args` (the command `spec`, looked up in Shoal's command
+    /// table, and its arguments, the name first), if it holds one it may serve; `None` if
+    /// not (or the client has no near cache). For a proxy that has the spec at hand and
+    /// answers a hit without a task; a miss then goes through [`Client::command`], which
+    /// fills the cache.
+    #[inline]
+    pub fn cached<A: AsRef<[u8]>>(&self, spec: &CommandSpec, args: &[A]) -> Option<Value> {
+        let near = self.inner.near.as_ref()?;
+        if !near_cache::cacheable_spec(spec, args.len(), self.inner.config.protocol) {
+            return None;
+        }
+        near.lookup(args, spec)
+    }
+
+    /// Whether the client keeps a near cache.
+    pub fn has_near_cache(&self) -> bool {
+        self.inner.near.is_some()
+    }
+
+    /// The near cache, for the paths that write around [`Client::command`].
+    pub(crate) fn near_cache(&self) -> Option<&NearCache> {
+        self.inner.near.as_deref()
     }
 
     /// Sends a command (name first) to the node owning its keys, following redirections and
@@ -503,10 +550,28 @@ impl Client {
         A: AsRef<[u8]>,
     {
         let batch = transaction::batch(commands)?;
+        let written: Vec<&[u8]> = match self.near_cache() {
+            Some(near) => {
+                let keys: Vec<&[u8]> = commands
+                    .iter()
+                    .flat_map(|command| router::keys(command.as_ref()))
+                    .collect();
+                near.forget(&keys);
+                keys
+            }
+            None => Vec::new(),
+        };
+        let outcome = self.send_transaction(&batch).await;
+        if let Some(near) = self.near_cache() {
+            near.forget(&written);
+        }
+        outcome
+    }
+
+    async fn send_transaction(&self, batch: &transaction::Batch) -> Result<Value, Error> {
         let target = batch.slot.map_or(Target::Any, Target::Slot);
         let timeout = self.inner.config.request_timeout;
         let pools = &self.inner.pools;
-        let batch = &batch;
         let replies = self
             .retrying(
                 target,
@@ -549,6 +614,55 @@ impl Client {
     async fn route_and_run<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Value, Error> {
         transaction::refuse_state(args, ON_SHARED)?;
         let routed = router::route(args)?;
+        match &self.inner.near {
+            None => self.run_routed(args, routed).await,
+            Some(near) => self.through_near_cache(near, args, routed).await,
+        }
+    }
+
+    /// Runs `args` with the near cache: a cacheable read is answered from it, or filled into
+    /// it; a write drops its keys before it is sent and again once it is answered (so the
+    /// writer never reads its old value back, whatever the order its reply and the node's
+    /// invalidation arrive in).
+    async fn through_near_cache<A: AsRef<[u8]>>(
+        &self,
+        near: &NearCache,
+        args: &[A],
+        routed: router::Routed,
+    ) -> Result<Value, Error> {
+        if routed.readonly {
+            if let Route::Slot(slot) = routed.route
+                && let Some(spec) = near_cache::cacheable(args, self.inner.config.protocol)
+            {
+                if let Some(value) = near.lookup(args, spec) {
+                    // A hit awaits nothing: it spends the task's budget as a socket read
+                    // would, so a task that only hits still lets the runtime run the near
+                    // cache's heartbeats (without them, no entry is served).
+                    tokio::task::consume_budget().await;
+                    return Ok(value);
+                }
+                near.miss();
+                if let Some(result) = near.fill(args, spec, slot).await {
+                    return result;
+                }
+            }
+            return self.run_routed(args, routed).await;
+        }
+        let keys = router::keys(args);
+        near.forget(&keys);
+        let result = self.run_routed(args, routed).await;
+        near.forget(&keys);
+        if near_cache::is_flush(args) {
+            near.flush_all();
+        }
+        result
+    }
+
+    async fn run_routed<A: AsRef<[u8]>>(
+        &self,
+        args: &[A],
+        routed: router::Routed,
+    ) -> Result<Value, Error> {
         match routed.route {
             Route::Any => self.exec(&encode(args), Target::Any, routed.readonly).await,
             Route::Slot(slot) => {

@@ -111,7 +111,14 @@ impl Client {
             ClusterWide::Keys => keys(self, args).await,
             ClusterWide::Scan => scan(self, args).await,
             ClusterWide::RandomKey => randomkey(self, args).await,
-            ClusterWide::Everywhere(nodes) => all_ok(self, args, nodes).await,
+            ClusterWide::Everywhere(nodes) => {
+                let flush = crate::near_cache::is_flush(&args);
+                let reply = all_ok(self, args, nodes).await;
+                if flush && let Some(near) = self.near_cache() {
+                    near.flush_all();
+                }
+                reply
+            }
             ClusterWide::ScriptLoad => first_reply(self, args, Nodes::All).await,
             ClusterWide::ScriptExists => script_exists(self, args).await,
             ClusterWide::ScriptKill => script_kill(self, args).await,

@@ -101,6 +101,60 @@ pub struct ClientConfig {
     /// one); each node's certificate must name the host of its bus address. The cluster
     /// secret is still proved, inside TLS.
     pub bus_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The near cache in front of the cluster (`None`, the default: none). See
+    /// [`NearCacheConfig`] and the crate docs' "Near cache".
+    pub near_cache: Option<NearCacheConfig>,
+}
+
+/// A client's near cache: values of read commands kept in the client's memory, each dropped
+/// as soon as its node says the key changed (`CLIENT TRACKING`).
+///
+/// ```
+/// use std::time::Duration;
+/// use shoal_client::{ClientConfig, NearCacheConfig};
+///
+/// let config = ClientConfig::new(["127.0.0.1:7000"])
+///     .with_near_cache(NearCacheConfig::new(64 << 20).with_max_ttl(Duration::from_secs(60)));
+/// assert_eq!(config.near_cache.unwrap().max_staleness, Duration::from_millis(50));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NearCacheConfig {
+    /// Most bytes the cached values (with their keys and arguments) may take; the least
+    /// recently used are dropped past it (CLOCK, an approximation of LRU).
+    pub max_bytes: usize,
+    /// Longest an entry is kept, whatever its key's TTL (an entry never outlives its key's
+    /// TTL either).
+    pub max_ttl: Duration,
+    /// The freshness bound: an entry is served only while its node has answered, within this
+    /// long, a request sent on the tracking connection (a fill or a heartbeat `PING`), which
+    /// proves every invalidation sent before it arrived. A node that stalls or vanishes makes
+    /// its entries unservable after this long, until it answers again. Heartbeats go every
+    /// fifth of it, while the node's entries are being read.
+    pub max_staleness: Duration,
+}
+
+impl NearCacheConfig {
+    /// A near cache of at most `max_bytes`, entries kept at most 5 minutes, staleness bound
+    /// 50 ms.
+    pub fn new(max_bytes: usize) -> NearCacheConfig {
+        NearCacheConfig {
+            max_bytes,
+            max_ttl: Duration::from_secs(300),
+            max_staleness: Duration::from_millis(50),
+        }
+    }
+
+    /// Sets [`max_ttl`](Self::max_ttl).
+    pub fn with_max_ttl(mut self, ttl: Duration) -> Self {
+        self.max_ttl = ttl;
+        self
+    }
+
+    /// Sets [`max_staleness`](Self::max_staleness).
+    pub fn with_max_staleness(mut self, bound: Duration) -> Self {
+        self.max_staleness = bound;
+        self
+    }
 }
 
 /// How a client speaks TLS to the nodes.
@@ -139,6 +193,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("subscription_silence", &self.subscription_silence)
             .field("tls", &self.tls.as_ref().map(|t| &t.server_name))
             .field("bus_tls", &self.bus_tls.is_some())
+            .field("near_cache", &self.near_cache)
             .finish()
     }
 }
@@ -165,6 +220,7 @@ impl Default for ClientConfig {
             subscription_silence: Duration::from_secs(2),
             tls: None,
             bus_tls: None,
+            near_cache: None,
         }
     }
 }
@@ -260,6 +316,12 @@ impl ClientConfig {
         self
     }
 
+    /// Sets [`near_cache`](Self::near_cache).
+    pub fn with_near_cache(mut self, near_cache: NearCacheConfig) -> Self {
+        self.near_cache = Some(near_cache);
+        self
+    }
+
     /// Checks that the values are usable.
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad = |m: &str| Err(crate::Error::Config(m.to_string()));
@@ -274,6 +336,16 @@ impl ClientConfig {
         }
         if self.backoff_max < self.backoff_base {
             return bad("backoff_max must not be below backoff_base");
+        }
+        if let Some(near) = &self.near_cache {
+            if near.max_bytes == 0 {
+                return bad("the near cache's max_bytes must be positive");
+            }
+            if near.max_ttl.is_zero() || near.max_staleness < Duration::from_millis(5) {
+                return bad(
+                    "the near cache's max_ttl must be positive and max_staleness at least 5ms",
+                );
+            }
         }
         Ok(())
     }

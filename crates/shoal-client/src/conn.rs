@@ -13,7 +13,11 @@
 //! [`Error::ConnectionLost`] (it may have run), every request still queued gets [`Error::Io`]
 //! (it did not), and the connection is marked dead so the pool opens a new one.
 //!
-//! Out-of-band RESP3 pushes (`>`) are dropped for now; client tracking will consume them.
+//! Out-of-band RESP3 pushes (`>`) go to the connection's [`PushSink`] if it has one (a near
+//! cache's tracking connection: its invalidations), in the order they arrive among the
+//! replies, and are dropped otherwise. A push is handed over before any reply that follows
+//! it on the wire is completed, so a caller that got a reply knows every push sent ahead of
+//! it was seen.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -54,6 +58,21 @@ pub(crate) struct ConnOptions {
     pub readonly: bool,
     /// TLS to the node, if configured.
     pub tls: Option<ClientTls>,
+    /// Where RESP3 pushes go; with one, the connection also sends `CLIENT TRACKING ON` when
+    /// it opens (and must speak RESP3).
+    pub pushes: Option<Arc<dyn PushSink>>,
+}
+
+/// Takes the RESP3 pushes (`>`) a connection receives, from its reader task.
+pub(crate) trait PushSink: Send + Sync + 'static {
+    /// One push's items, in arrival order among the connection's replies; `seq` counts the
+    /// connection's pushes from 1 ([`Conn::request_batch_counted`] says how many came before
+    /// a reply).
+    fn push(&self, items: Vec<Value>, seq: u64);
+
+    /// The connection ended (or could not be opened): pushes sent on it may have been lost.
+    /// Called before the requests in flight get their errors.
+    fn ended(&self);
 }
 
 impl ConnOptions {
@@ -67,6 +86,7 @@ impl ConnOptions {
             connect_timeout: config.connect_timeout,
             readonly: config.read_from != ReadFrom::Primary,
             tls: config.tls.clone(),
+            pushes: None,
         }
     }
 }
@@ -81,11 +101,13 @@ impl std::fmt::Debug for ConnOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("readonly", &self.readonly)
             .field("tls", &self.tls.is_some())
+            .field("tracking", &self.pushes.is_some())
             .finish()
     }
 }
 
-type ReplyTx = oneshot::Sender<Result<Value, Error>>;
+/// A reply, with the number of pushes the connection received before it.
+type ReplyTx = oneshot::Sender<Result<(Value, u64), Error>>;
 
 struct Pending {
     frame: Bytes,
@@ -108,6 +130,8 @@ struct Sink {
 struct Gathered {
     want: usize,
     got: Vec<Value>,
+    /// Pushes received before the first reply.
+    pushes_before: u64,
 }
 
 struct State {
@@ -125,6 +149,7 @@ struct Shared {
     /// Set when the connection could not be opened.
     open_failure: Mutex<Option<(Instant, Error)>>,
     stats: Arc<Stats>,
+    pushes: Option<Arc<dyn PushSink>>,
 }
 
 /// Why a connection ended.
@@ -149,6 +174,11 @@ impl Shared {
             self.dead.store(true, Ordering::Release);
             std::mem::take(&mut state.inflight)
         };
+        // Before the requests in flight hear of it: a near cache's fill that fails must find
+        // its generation over.
+        if let Some(sink) = &self.pushes {
+            sink.ended();
+        }
         if matches!(end, End::Lost(_) | End::Protocol(_)) {
             Stats::bump(&self.stats.connection_losses);
         }
@@ -205,6 +235,7 @@ impl Conn {
             open: AtomicBool::new(false),
             open_failure: Mutex::new(None),
             stats,
+            pushes: options.pushes.clone(),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(rx, options.clone(), shared.clone()));
@@ -229,7 +260,7 @@ impl Conn {
         asking: bool,
         timeout: Duration,
     ) -> Result<Value, Error> {
-        self.submit(frame, asking, None, timeout).await
+        Ok(self.submit(frame, asking, None, timeout).await?.0)
     }
 
     /// Sends `frame`, several encoded requests that get `replies` replies in all (a
@@ -243,12 +274,27 @@ impl Conn {
         replies: usize,
         timeout: Duration,
     ) -> Result<Vec<Value>, Error> {
+        Ok(self
+            .request_batch_counted(frame, asking, replies, timeout)
+            .await?
+            .0)
+    }
+
+    /// [`Conn::request_batch`], and how many pushes the connection had received when the
+    /// batch's first reply arrived: a push numbered above it came after that reply.
+    pub async fn request_batch_counted(
+        &self,
+        frame: Bytes,
+        asking: bool,
+        replies: usize,
+        timeout: Duration,
+    ) -> Result<(Vec<Value>, u64), Error> {
         if replies == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         match self.submit(frame, asking, Some(replies), timeout).await? {
-            Value::Array(values) if values.len() == replies => Ok(values),
-            other => Err(Error::protocol(
+            (Value::Array(values), pushes) if values.len() == replies => Ok((values, pushes)),
+            (other, _) => Err(Error::protocol(
                 &self.shared.addr,
                 format!("a batch of {replies} replies was answered {other:?}"),
             )),
@@ -263,7 +309,7 @@ impl Conn {
         asking: bool,
         batch: Option<usize>,
         timeout: Duration,
-    ) -> Result<Value, Error> {
+    ) -> Result<(Value, u64), Error> {
         let deadline = deadline_after(timeout);
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
@@ -346,6 +392,10 @@ async fn prelude(
     }
     if let Some(name) = &options.client_name {
         frames.extend_from_slice(&encode(&["CLIENT", "SETNAME", name]));
+        expect += 1;
+    }
+    if options.pushes.is_some() {
+        frames.extend_from_slice(&encode(&["CLIENT", "TRACKING", "ON"]));
         expect += 1;
     }
     // Last, so that its reply is the last one: an error to it (a node not in cluster mode)
@@ -579,6 +629,7 @@ async fn write_loop(
             sinks.push(Sink {
                 skip: pending.asking as u8,
                 batch: pending.batch.map(|want| Gathered {
+                    pushes_before: 0,
                     want,
                     got: Vec::with_capacity(want),
                 }),
@@ -628,15 +679,23 @@ async fn write_loop(
 }
 
 async fn read_loop(mut rd: impl AsyncRead + Unpin, mut buf: BytesMut, shared: Arc<Shared>) {
-    let mut replies: Vec<Value> = Vec::new();
+    // Each reply with the number of pushes before it.
+    let mut replies: Vec<(Value, u64)> = Vec::new();
+    let mut pushes = 0u64;
     let end = 'outer: loop {
         let mut malformed = None;
         loop {
             match decode(&buf) {
                 Ok(Some((value, used))) => {
                     buf.advance(used);
-                    if !matches!(value, Value::Push(_)) {
-                        replies.push(value);
+                    match value {
+                        Value::Push(items) => {
+                            pushes += 1;
+                            if let Some(sink) = &shared.pushes {
+                                sink.push(items, pushes);
+                            }
+                        }
+                        value => replies.push((value, pushes)),
                     }
                 }
                 Ok(None) => break,
@@ -648,7 +707,7 @@ async fn read_loop(mut rd: impl AsyncRead + Unpin, mut buf: BytesMut, shared: Ar
         }
         if !replies.is_empty() {
             let mut state = shared.state.lock();
-            for value in replies.drain(..) {
+            for (value, pushes) in replies.drain(..) {
                 let Some(front) = state.inflight.front_mut() else {
                     break 'outer End::Protocol("a reply nobody asked for".into());
                 };
@@ -657,13 +716,19 @@ async fn read_loop(mut rd: impl AsyncRead + Unpin, mut buf: BytesMut, shared: Ar
                     continue;
                 }
                 let value = match &mut front.batch {
-                    None => value,
+                    None => (value, pushes),
                     Some(batch) => {
+                        if batch.got.is_empty() {
+                            batch.pushes_before = pushes;
+                        }
                         batch.got.push(value);
                         if batch.got.len() < batch.want {
                             continue;
                         }
-                        Value::Array(std::mem::take(&mut batch.got))
+                        (
+                            Value::Array(std::mem::take(&mut batch.got)),
+                            batch.pushes_before,
+                        )
                     }
                 };
                 if let Some(sink) = state.inflight.pop_front() {

@@ -57,6 +57,17 @@ pub(crate) fn readonly<A: AsRef<[u8]>>(args: &[A]) -> bool {
     spec_of(args).is_some_and(|spec| spec.has(flags::READONLY))
 }
 
+/// The keys of `args`' command (none for a command Shoal does not know).
+pub(crate) fn keys<A: AsRef<[u8]>>(args: &[A]) -> Vec<&[u8]> {
+    let Some(spec) = spec_of(args) else {
+        return Vec::new();
+    };
+    let third = args.get(2).map(AsRef::as_ref);
+    spec.key_positions_at(args.len(), third)
+        .map_while(|pos| args.get(pos).map(AsRef::as_ref))
+        .collect()
+}
+
 fn split_kind(spec: &CommandSpec, argc: usize) -> Option<Split> {
     match spec.name {
         "mget" if argc >= 2 => Some(Split::Mget),

@@ -177,6 +177,11 @@ impl Watched {
             return Err(Error::CrossSlot);
         }
         let timeout = self.client.config().request_timeout;
+        let written: Vec<&[u8]> = commands
+            .iter()
+            .flat_map(|command| crate::router::keys(command.as_ref()))
+            .collect();
+        self.forget(&written);
         let sent = async {
             let replies = self
                 .conn
@@ -184,14 +189,30 @@ impl Watched {
                 .await?;
             Ok(transaction::outcome(replies))
         };
-        self.client.observed(sent).await
+        let reply = self.client.observed(sent).await;
+        self.forget(&written);
+        reply
+    }
+
+    /// Drops `keys` from the client's near cache (they are being written), if it has one.
+    fn forget(&self, keys: &[&[u8]]) {
+        if let Some(near) = self.client.near_cache() {
+            near.forget(keys);
+        }
     }
 
     /// Sends one command on the connection, counted in the client's statistics.
     async fn send<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Value, Error> {
         let timeout = self.client.config().request_timeout;
+        let written = match crate::router::readonly(args) {
+            true => Vec::new(),
+            false => crate::router::keys(args),
+        };
+        self.forget(&written);
         let sent = self.conn.request(encode(args), false, timeout);
-        self.client.observed(sent).await
+        let reply = self.client.observed(sent).await;
+        self.forget(&written);
+        reply
     }
 }
 

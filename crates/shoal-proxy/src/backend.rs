@@ -22,6 +22,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use shoal_frontdoor::{Admission, Backend, Call, CommandError, Conn, Door, Outcome, Transaction};
 use shoal_proto::Protocol;
+use shoal_proto::reply::encode_value;
 
 use crate::commands::info;
 use crate::shared::Shared;
@@ -74,6 +75,10 @@ impl Backend for Shared {
         if let Some(line) = refusal(name) {
             return Outcome::Failed(CommandError::fixed(line));
         }
+        if let Some(value) = near_cache_hit(&self.client, &call) {
+            encode_value(&value, call.conn.protocol, call.out);
+            return Outcome::Ran;
+        }
         let client = self.client.clone();
         let upstream = upstream(name);
         let args = call.owned_args();
@@ -125,6 +130,26 @@ impl Backend for Shared {
     ) -> BoxFuture<'a, io::Result<()>> {
         match how {}
     }
+}
+
+/// The near cache's reply to `call`, if the proxy keeps a near cache and it holds one: written
+/// at once, with no task and no copy of the arguments.
+#[inline]
+fn near_cache_hit(
+    client: &shoal_client::Client,
+    call: &Call<'_, Shared>,
+) -> Option<shoal_client::Value> {
+    /// Arguments of the longest command looked up (`HMGET` of a few fields).
+    const MAX_ARGS: usize = 8;
+    let argv = call.argv;
+    if argv.len() > MAX_ARGS || !client.has_near_cache() {
+        return None;
+    }
+    let mut args: [&[u8]; MAX_ARGS] = [&[]; MAX_ARGS];
+    for (slot, arg) in args.iter_mut().zip(argv.iter()) {
+        *slot = arg;
+    }
+    client.cached(call.command.spec, &args[..argv.len()])
 }
 
 /// The error line of a command the proxy refuses.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shoal_client::{BusSecret, ClientConfig, Protocol, ReadFrom};
+use shoal_client::{BusSecret, ClientConfig, NearCacheConfig, Protocol, ReadFrom};
 use shoal_frontdoor::tls::{TlsError, TlsOptions};
 use shoal_frontdoor::{Limits, OutputLimit};
 
@@ -73,6 +73,10 @@ pub struct ProxyConfig {
     pub read_from: ReadFrom,
     /// The HTTP API's guards: connections, timeouts, bodies in flight, allowed host names.
     pub http: shoal_http::HttpSettings,
+    /// The near cache the proxy keeps for all its clients (`None`: none), as the smart
+    /// client keeps it ([`NearCacheConfig`]): reads of cacheable commands are answered from
+    /// memory until a node invalidates their key.
+    pub near_cache: Option<NearCacheConfig>,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -137,6 +141,7 @@ impl Default for ProxyConfig {
             map_timeout: Duration::from_secs(5),
             read_from: ReadFrom::Primary,
             http: shoal_http::HttpSettings::default(),
+            near_cache: None,
         }
     }
 }
@@ -181,6 +186,17 @@ impl ProxyConfig {
         }
         if self.maxclients == 0 {
             return bad("maxclients", "must be at least 1");
+        }
+        if let Some(near) = &self.near_cache {
+            if near.max_staleness < Duration::from_millis(5) {
+                return bad(
+                    "near-cache-max-staleness",
+                    "must be at least 5 (milliseconds)",
+                );
+            }
+            if near.max_ttl.is_zero() {
+                return bad("near-cache-ttl", "must be at least 1 (second)");
+            }
         }
         if self.client_query_buffer_limit == 0 {
             return bad("client-query-buffer-limit", "must be positive");
@@ -260,6 +276,7 @@ impl ProxyConfig {
         config.password = self.cluster_password.clone();
         config.cluster_secret = self.cluster_secret.clone();
         config.map_timeout = self.map_timeout;
+        config.near_cache = self.near_cache;
         config
     }
 }

@@ -13,6 +13,9 @@
 //! | `shoal_proxy_error_replies_total` | counter | `source` = `proxy` (failures to reach the cluster) / `other` |
 //! | `shoal_proxy_upstream_requests_total`, `..._errors_total`, `..._error_replies_total`, `..._retries_total`, `..._redirects_total`, `..._map_refreshes_total`, `..._connects_total`, `..._connection_losses_total` | counter | |
 //! | `shoal_proxy_upstream_latency_seconds` | gauge | `quantile` = `0.5` / `0.9` / `0.99` / `0.999` / `1` |
+//! | `shoal_proxy_near_cache_hits_total`, `..._misses_total`, `..._invalidations_total`, `..._local_invalidations_total`, `..._evictions_total` | counter | (with `--near-cache` only) |
+//! | `shoal_proxy_near_cache_flushes_total` | counter | `cause` = `connection` / `map` / `flushall` |
+//! | `shoal_proxy_near_cache_entries`, `shoal_proxy_near_cache_bytes` | gauge | |
 //! | `shoal_proxy_cluster_epoch`, `shoal_proxy_cluster_nodes`, `shoal_proxy_cluster_primaries` | gauge | |
 //! | `shoal_proxy_uptime_seconds` | gauge | |
 //! | `shoal_proxy_http_requests_total` | counter | `method`, `code` ([`HttpStats::encode`]) |
@@ -113,6 +116,48 @@ impl ProxyCollector {
             uptime,
         )
     }
+
+    /// The near cache's counters, if the proxy keeps one.
+    fn near_cache(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(near) = self.shared.client.near_cache_stats() else {
+            return Ok(());
+        };
+        for (name, help, value) in near.counters() {
+            if name.starts_with("flushes_") || name == "entries" || name == "bytes" {
+                continue;
+            }
+            let name = format!("shoal_proxy_near_cache_{name}");
+            single(encoder, &name, help, None, ConstCounter::new(value))?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "shoal_proxy_near_cache_flushes",
+            "Near cache flushes by cause: a node's tracking connection ended or stalled (connection), a new map moved slots (map), FLUSHALL/FLUSHDB (flushall).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (cause, value) in [
+            ("connection", near.flushes_connection),
+            ("map", near.flushes_map),
+            ("flushall", near.flushes_flushall),
+        ] {
+            counter(&mut family, &[("cause", cause)], value)?;
+        }
+        encode_gauges(
+            encoder,
+            &[
+                (
+                    "shoal_proxy_near_cache_entries",
+                    "Entries in the near cache.",
+                    near.entries,
+                ),
+                (
+                    "shoal_proxy_near_cache_bytes",
+                    "Bytes the near cache's entries are counted for.",
+                    near.bytes,
+                ),
+            ],
+        )
+    }
 }
 
 impl Collector for ProxyCollector {
@@ -120,6 +165,7 @@ impl Collector for ProxyCollector {
         encode_door(&mut encoder, "shoal_proxy", &self.shared.door)?;
         self.error_replies(&mut encoder)?;
         self.upstream(&mut encoder)?;
+        self.near_cache(&mut encoder)?;
         self.http.encode(&mut encoder, "shoal_proxy")
     }
 }

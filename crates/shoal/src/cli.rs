@@ -433,6 +433,17 @@ pub struct ProxyArgs {
         help_heading = heading::CLUSTER
     )]
     pub upstream_timeout: u64,
+    /// Near cache for all the proxy's clients, at most this big (e.g. 64mb); 0 disables it.
+    /// Reads (GET, HGET, ...) are answered from memory until a node invalidates their key.
+    #[arg(long, env = "SHOAL_PROXY_NEAR_CACHE", value_name = "SIZE", value_parser = ByteSize::from_arg, default_value = "0", help_heading = heading::CLUSTER)]
+    pub near_cache: ByteSize,
+    /// The near cache's freshness bound in milliseconds: an entry is served only while its
+    /// node has proved, within this long, that every invalidation before it arrived.
+    #[arg(long, env = "SHOAL_PROXY_NEAR_CACHE_MAX_STALENESS", value_name = "MS", default_value_t = 50, help_heading = heading::CLUSTER)]
+    pub near_cache_max_staleness: u64,
+    /// The longest a near cache entry is kept, in seconds, whatever its key's TTL.
+    #[arg(long, env = "SHOAL_PROXY_NEAR_CACHE_TTL", value_name = "SECONDS", default_value_t = 300, help_heading = heading::CLUSTER)]
+    pub near_cache_ttl: u64,
 
     /// Most simultaneous clients.
     #[arg(long, env = "SHOAL_PROXY_MAXCLIENTS", default_value_t = 10_000, help_heading = heading::LIMITS)]
@@ -590,6 +601,16 @@ impl ProxyArgs {
                 .map_err(|_| anyhow::anyhow!("--proto-max-multibulk-len is too large"))?,
             upstream_timeout: std::time::Duration::from_millis(self.upstream_timeout),
             read_from: self.read_from.into(),
+            near_cache: match size(self.near_cache, "near-cache")? {
+                0 => None,
+                bytes => Some(
+                    shoal_proxy::NearCacheConfig::new(bytes)
+                        .with_max_staleness(std::time::Duration::from_millis(
+                            self.near_cache_max_staleness,
+                        ))
+                        .with_max_ttl(std::time::Duration::from_secs(self.near_cache_ttl)),
+                ),
+            },
             http: shoal_http::HttpSettings {
                 max_connections: self.http_maxclients.max(1),
                 timeout: std::time::Duration::from_secs(self.http_timeout.max(1)),

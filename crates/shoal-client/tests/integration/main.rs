@@ -5,6 +5,7 @@ mod common;
 
 mod cluster;
 mod failures;
+mod near_cache;
 mod pipelining;
 mod read_from;
 mod redirects;

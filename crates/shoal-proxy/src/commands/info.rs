@@ -137,6 +137,15 @@ fn proxy(shared: &Shared, out: &mut String) {
             .protocol_errors
             .load(std::sync::atomic::Ordering::Relaxed)
     );
+    let near = shared.client.near_cache_stats();
+    line!(out, "near_cache_enabled:{}", near.is_some() as u8);
+    if let Some(near) = near {
+        let max = shared.config.near_cache.map_or(0, |n| n.max_bytes);
+        line!(out, "near_cache_max_bytes:{max}");
+        for (name, _, value) in near.counters() {
+            line!(out, "near_cache_{name}:{value}");
+        }
+    }
 }
 
 #[cfg(test)]
