@@ -18,9 +18,22 @@
 //! A redirect to a connection that is gone sets the `broken_redirect` flag and sends the
 //! tracking client (in RESP3) a `["tracking-redir-broken", id]` push instead.
 //!
-//! Messages go through the connection's mailbox, the one Pub/Sub uses: a session writes
-//! them after its current command's reply (right after each command on a tracking
-//! connection), as Redis 7.0 sends a client's own invalidations after its reply.
+//! Messages go through the connection's mailbox, the one Pub/Sub uses. A session writes them
+//! as soon as they arrive while it waits for a request, and a tracking connection's also
+//! before and after each command:
+//!
+//! * **before** (first thing in `dispatch`, whatever the command, `PING` and error replies
+//!   included; on a subscriber too, such as a RESP2 client's redirect connection): every reply
+//!   on a tracking connection is preceded by every invalidation queued for it before that
+//!   command started. So a reply proves that the client has read every
+//!   invalidation for a change made before the command ran, in particular for any write
+//!   acknowledged to anyone before it (the journal queues a change's invalidations before the
+//!   write is acknowledged). A near cache relies on it: the reply to its heartbeat `PING`
+//!   proves it has every invalidation for writes acknowledged before the `PING` ran. Redis,
+//!   single-threaded, has the same property: other clients' invalidations are in the output
+//!   buffer before the reply.
+//! * **after**: those the command caused itself (its own write, without `NOLOOP`) follow its
+//!   reply, as Redis 7.0 sends them; so do those another thread queued while it ran.
 //!
 //! The backend reports every change of a key through [`Tracking::invalidate`] (a node: from
 //! its store's journal, so writes, deletions, expiry, eviction and changes replicated from a
