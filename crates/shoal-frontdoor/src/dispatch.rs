@@ -56,6 +56,15 @@ pub(crate) fn dispatch<B: Backend>(
     argv: &Argv<'_>,
     frame: Option<&Bytes>,
 ) -> Step<B> {
+    // The messages waiting for a tracking connection, or a subscriber (a RESP2 client's
+    // invalidations arrive on its redirect connection, subscribed to
+    // `__redis__:invalidate`), go out before anything the command answers, an error
+    // included: any reply then proves that every invalidation queued for the connection before
+    // the command started is written ahead of it (see `crate::tracking`). Those the command
+    // causes itself follow its reply ([`after_tracked`]).
+    if r.conn.tracking.is_some() || r.conn.subscriptions.is_some() {
+        r.conn.deliver_messages(r.out);
+    }
     let Some(mut command) = table().lookup(argv.get(0)) else {
         if cross_protocol(argv.get(0)) {
             warn_cross_protocol(&r);
@@ -553,4 +562,182 @@ fn reject_unknown<B: Backend>(r: &mut Request<'_, B>, argv: &Argv<'_>) {
     line.extend_from_slice(&args);
     stats.record_error("ERR");
     write_error_line(r.out, &line);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use futures_util::future::BoxFuture;
+    use shoal_proto::{Limits, Parsed, Protocol, RequestParser};
+
+    use super::*;
+    use crate::door::Door;
+    use crate::stats::ThreadStats;
+
+    /// A backend that keeps no keys: `SET key ...` reports a change of `key` (as a node's
+    /// store does, on the command's thread) and answers `+OK`; anything else answers `+OK`.
+    struct Bare {
+        door: Arc<Door>,
+    }
+
+    impl Backend for Bare {
+        type Conn = ();
+        type Reply = ();
+        type HandOff = ();
+
+        fn door(&self) -> &Arc<Door> {
+            &self.door
+        }
+
+        fn new_conn(&self) {}
+
+        fn call(self: &Arc<Self>, mut call: Call<'_, Self>) -> Outcome<Self> {
+            if call.command.spec.name == "set" {
+                self.door.invalidate(call.argv.get(1));
+            }
+            call.reply().simple("OK");
+            Outcome::Ran
+        }
+
+        fn write_reply(&self, _: (), _: Protocol, _: &mut Vec<u8>) -> Option<String> {
+            None
+        }
+
+        fn tracks_keys(&self) -> bool {
+            true
+        }
+
+        fn exec(self: &Arc<Self>, _: Transaction<'_, Self>) -> Outcome<Self> {
+            Outcome::Ran
+        }
+
+        fn hand_off<'a>(
+            self: &'a Arc<Self>,
+            _: &'a mut crate::Stream,
+            _: &'a Conn,
+            _: &'a mut (),
+            _: (),
+        ) -> BoxFuture<'a, io::Result<()>> {
+            unreachable!("no hand-off")
+        }
+    }
+
+    /// One connection of a [`Bare`] backend (RESP3 once [`Client::new`] said `HELLO 3`),
+    /// running inline commands through [`dispatch`].
+    struct Client {
+        backend: Arc<Bare>,
+        conn: Conn,
+        stats: ThreadStats,
+    }
+
+    impl Client {
+        fn new() -> Client {
+            let backend = Arc::new(Bare {
+                door: Arc::new(Door::new(crate::settings::Limits::default(), None)),
+            });
+            let door = &backend.door;
+            let conn = Conn {
+                info: door.clients.test_client(),
+                protocol: Protocol::Resp2,
+                authenticated: true,
+                user: door.acl.default_user().clone(),
+                auth_failures: 0,
+                pause: None,
+                close_after_reply: false,
+                last_command: u32::MAX,
+                multi: None,
+                subscriptions: None,
+                tracking: None,
+            };
+            let mut client = Client {
+                backend,
+                conn,
+                stats: ThreadStats::new(),
+            };
+            assert!(client.run("HELLO 3").starts_with('%'));
+            client
+        }
+
+        /// Runs `line` and returns what the connection writes for it.
+        fn run(&mut self, line: &str) -> String {
+            let input = format!("{line}\r\n");
+            let mut parser = RequestParser::new(Limits::default());
+            let Ok(Parsed::Command { .. }) = parser.parse(input.as_bytes()) else {
+                panic!("{line} is a command");
+            };
+            let argv = parser.argv(input.as_bytes());
+            let mut out = Vec::new();
+            let request = Request {
+                backend: &self.backend,
+                conn: &mut self.conn,
+                state: &mut (),
+                out: &mut out,
+                worker: self.stats.get(&self.backend.door.stats),
+            };
+            assert!(matches!(dispatch(request, &argv, None), Step::Done));
+            String::from_utf8(out).expect("text")
+        }
+    }
+
+    const INVALIDATE_K: &str = ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n";
+
+    #[test]
+    fn invalidations_queued_before_a_command_are_written_before_its_reply() {
+        let mut client = Client::new();
+        assert_eq!(client.run("CLIENT TRACKING on"), "+OK\r\n");
+        assert_eq!(client.run("GET k"), "+OK\r\n");
+        // Another client changes `k` (not this thread's tracking client) before the next
+        // command comes: its invalidation is waiting in the mailbox.
+        client.backend.door.invalidate(b"k");
+        assert_eq!(client.run("PING"), format!("{INVALIDATE_K}+PONG\r\n"));
+        // So before an error reply, and before a keyed command's.
+        client.run("GET k");
+        client.backend.door.invalidate(b"k");
+        let unknown = client.run("NOSUCH");
+        assert!(unknown.starts_with(INVALIDATE_K), "{unknown:?}");
+        client.run("GET k");
+        client.backend.door.invalidate(b"k");
+        assert_eq!(client.run("GET k"), format!("{INVALIDATE_K}+OK\r\n"));
+    }
+
+    #[test]
+    fn a_redirect_target_reads_invalidations_queued_before_a_command_first() {
+        let mut reader = Client::new();
+        let mut listener = Client {
+            backend: reader.backend.clone(),
+            conn: Conn {
+                info: reader.backend.door.clients.test_client(),
+                user: reader.conn.user.clone(),
+                tracking: None,
+                subscriptions: None,
+                multi: None,
+                ..reader.conn
+            },
+            stats: ThreadStats::new(),
+        };
+        listener.conn.protocol = Protocol::Resp2;
+        listener.run("SUBSCRIBE __redis__:invalidate");
+        let id = listener.conn.info.id;
+        reader.run(&format!("CLIENT TRACKING on REDIRECT {id}"));
+        reader.run("GET k");
+        reader.backend.door.invalidate(b"k");
+        assert_eq!(
+            listener.run("PING"),
+            "*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*1\r\n$1\r\nk\r\n\
+             *2\r\n$4\r\npong\r\n$0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_connection_s_own_invalidation_follows_its_reply() {
+        let mut client = Client::new();
+        client.run("CLIENT TRACKING on");
+        client.run("GET k");
+        assert_eq!(client.run("SET k v"), format!("+OK\r\n{INVALIDATE_K}"));
+        // With NOLOOP, none.
+        client.run("CLIENT TRACKING on NOLOOP");
+        client.run("GET k");
+        assert_eq!(client.run("SET k v"), "+OK\r\n");
+    }
 }

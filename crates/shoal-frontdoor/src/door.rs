@@ -84,6 +84,21 @@ impl Door {
         self.tracking.flush(self.settings.pubsub_output_limit());
     }
 
+    /// The keys for which `gone` holds left this server (their slots moved to another node):
+    /// their readers are told and they are forgotten, and every `BCAST` client gets a null
+    /// invalidation (see [`Tracking::invalidate_where`](crate::tracking::Tracking::invalidate_where)).
+    pub fn invalidate_where(&self, gone: impl Fn(&[u8]) -> bool) -> crate::tracking::Invalidated {
+        let limit = self.settings.pubsub_output_limit();
+        self.tracking.invalidate_where(gone, limit)
+    }
+
+    /// The remembered keys for which `gone` holds are invalidated and forgotten, `BCAST`
+    /// clients left alone (see [`Tracking::forget_where`](crate::tracking::Tracking::forget_where)).
+    pub fn forget_where(&self, gone: impl Fn(&[u8]) -> bool) -> usize {
+        let limit = self.settings.pubsub_output_limit();
+        self.tracking.forget_where(gone, limit)
+    }
+
     /// Counts the subscribers a publication closed; how many received it.
     fn counted(&self, published: crate::pubsub::Published) -> usize {
         if published.closed > 0 {

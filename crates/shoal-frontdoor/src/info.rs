@@ -385,7 +385,7 @@ mod tests {
                 "executable",
             ]
         );
-        assert!(node.starts_with("# Server\r\nredis_version:7.0.15\r\nshoal_version:1.2.3\r\n"));
+        assert!(node.starts_with("# Server\r\nredis_version:7.4.0\r\nshoal_version:1.2.3\r\n"));
         assert!(node.contains("\r\nredis_mode:cluster\r\n"));
         assert!(node.contains("\r\nuptime_in_days:2\r\nhz:10\r\nconfigured_hz:10\r\n"));
         assert!(node.ends_with("threads:4\r\nexecutable:/bin/shoal\r\n"));

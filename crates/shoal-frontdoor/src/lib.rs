@@ -59,7 +59,7 @@ pub use busy::{Busy, Gate, ScriptKind};
 pub use clients::KillFilter;
 pub use clients::{ClientInfo, Clients, Registration, Reservation};
 pub use commands::{Command, CommandTable, table};
-pub use connection::{REDIS_VERSION, write_help};
+pub use connection::{REDIS_BEHAVIOUR, REDIS_VERSION, write_help};
 pub use door::{Door, TICK};
 pub use error::{
     CLUSTER_DOWN, CommandError, NOREPLICAS, WRONGPASS, error_code, subcommand_syntax_error,

@@ -10,7 +10,10 @@
 //! * with `BCAST`, every change of a key under one of its prefixes is sent, and nothing is
 //!   remembered;
 //! * with `NOLOOP`, the changes it makes itself are not sent to it;
-//! * `FLUSHALL`/`FLUSHDB` send every tracking client a null invalidation.
+//! * `FLUSHALL`/`FLUSHDB` send every tracking client a null invalidation;
+//! * in a cluster, when slots leave the node, the remembered keys of those slots are
+//!   invalidated and forgotten, and every `BCAST` client gets a null
+//!   ([`Tracking::invalidate_where`]): their changes are made elsewhere from then on.
 //!
 //! An invalidation is a RESP3 push `["invalidate", [key]]` on the connection itself, or, with
 //! `REDIRECT id`, on the connection `id`: as a push if that one speaks RESP3, or as a Pub/Sub
@@ -18,9 +21,22 @@
 //! A redirect to a connection that is gone sets the `broken_redirect` flag and sends the
 //! tracking client (in RESP3) a `["tracking-redir-broken", id]` push instead.
 //!
-//! Messages go through the connection's mailbox, the one Pub/Sub uses: a session writes
-//! them after its current command's reply (right after each command on a tracking
-//! connection), as Redis 7.0 sends a client's own invalidations after its reply.
+//! Messages go through the connection's mailbox, the one Pub/Sub uses. A session writes them
+//! as soon as they arrive while it waits for a request, and a tracking connection's also
+//! before and after each command:
+//!
+//! * **before** (first thing in `dispatch`, whatever the command, `PING` and error replies
+//!   included; on a subscriber too, such as a RESP2 client's redirect connection): every reply
+//!   on a tracking connection is preceded by every invalidation queued for it before that
+//!   command started. So a reply proves that the client has read every
+//!   invalidation for a change made before the command ran, in particular for any write
+//!   acknowledged to anyone before it (the journal queues a change's invalidations before the
+//!   write is acknowledged). A near cache relies on it: the reply to its heartbeat `PING`
+//!   proves it has every invalidation for writes acknowledged before the `PING` ran. Redis,
+//!   single-threaded, has the same property: other clients' invalidations are in the output
+//!   buffer before the reply.
+//! * **after**: those the command caused itself (its own write, without `NOLOOP`) follow its
+//!   reply, as Redis 7.0 sends them; so do those another thread queued while it ran.
 //!
 //! The backend reports every change of a key through [`Tracking::invalidate`] (a node: from
 //! its store's journal, so writes, deletions, expiry, eviction and changes replicated from a
@@ -32,7 +48,7 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -116,6 +132,17 @@ pub struct Tracking {
     /// Keys in the table plus broadcast prefixes: nothing to do while 0.
     armed: AtomicUsize,
     max_keys: AtomicUsize,
+    /// Invalidations put in a mailbox (see [`Tracking::invalidations_sent`]).
+    sent: AtomicU64,
+}
+
+/// What [`Tracking::invalidate_where`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Invalidated {
+    /// Remembered keys invalidated (each sent to the clients that read it) and forgotten.
+    pub keys: usize,
+    /// `BCAST` clients sent a null invalidation.
+    pub broadcast: usize,
 }
 
 /// What `INFO` shows of tracking.
@@ -141,7 +168,16 @@ impl Tracking {
             prefixes: Mutex::default(),
             armed: AtomicUsize::new(0),
             max_keys: AtomicUsize::new(DEFAULT_MAX_KEYS),
+            sent: AtomicU64::new(0),
         }
+    }
+
+    /// Invalidations sent since the server started: each key to each client (directly, to
+    /// its redirect connection, or under a broadcast prefix) counts one, and so does each
+    /// null (a flush, or slots leaving the node). Those that cannot be sent (a RESP2 client
+    /// without a redirect, a redirect to a client that is gone) do not count.
+    pub fn invalidations_sent(&self) -> u64 {
+        self.sent.load(Relaxed)
     }
 
     /// Sets `tracking-table-max-keys` (0: no limit).
@@ -242,13 +278,59 @@ impl Tracking {
         }
         let targets = self.targets.read();
         for target in targets.values() {
-            let protocol = if target.info.resp.load(Relaxed) >= 3 {
-                Protocol::Resp3
-            } else {
-                Protocol::Resp2
-            };
-            self.send(target, Payload::Flush(protocol), limit);
+            self.send(target, Payload::Flush(protocol_of(target)), limit);
         }
+    }
+
+    /// Keys leave this server (their slots went to another node of the cluster): every
+    /// remembered key for which `gone` holds gets its invalidation sent to the clients that
+    /// read it and is forgotten, and every `BCAST` client gets a null invalidation (its keys
+    /// are not remembered, so which of them left cannot be told: it drops its whole cache).
+    /// A key's readers could otherwise keep a value, or a miss, that this server will never
+    /// hear change again: the key's writes now go to its new owner. Takes the table's lock
+    /// once, for one pass over it.
+    pub fn invalidate_where(
+        &self,
+        gone: impl Fn(&[u8]) -> bool,
+        limit: OutputLimit,
+    ) -> Invalidated {
+        let keys = self.forget_where(gone, limit);
+        let targets = self.targets.read();
+        let mut broadcast = 0;
+        for target in targets.values().filter(|t| t.bcast) {
+            self.send(target, Payload::Flush(protocol_of(target)), limit);
+            broadcast += 1;
+        }
+        Invalidated { keys, broadcast }
+    }
+
+    /// The remembered keys for which `gone` holds get their invalidations sent to the clients
+    /// that read them, and are forgotten (`BCAST` clients are not told: see
+    /// [`Tracking::invalidate_where`]). Returns how many keys.
+    pub fn forget_where(&self, gone: impl Fn(&[u8]) -> bool, limit: OutputLimit) -> usize {
+        if self.armed.load(Relaxed) == 0 {
+            return 0;
+        }
+        let forgotten: Vec<(Bytes, Vec<u64>)> = {
+            let mut table = self.table.lock();
+            let forgotten: Vec<(Bytes, Vec<u64>)> =
+                table.keys.extract_if(|key, _| gone(key)).collect();
+            table.items -= forgotten.iter().map(|(_, ids)| ids.len()).sum::<usize>();
+            self.armed.fetch_sub(forgotten.len(), Relaxed);
+            forgotten
+        };
+        if forgotten.is_empty() {
+            return 0;
+        }
+        let targets = self.targets.read();
+        for (key, ids) in &forgotten {
+            for id in ids {
+                if let Some(target) = targets.get(id).filter(|t| !t.bcast) {
+                    self.send(target, Payload::Key(key.clone()), limit);
+                }
+            }
+        }
+        forgotten.len()
     }
 
     /// Puts `payload`'s invalidation in the mailbox of `target`'s connection, or of the one
@@ -275,6 +357,7 @@ impl Tracking {
                 }
             }
         };
+        self.sent.fetch_add(1, Relaxed);
         let invalidation = match payload {
             Payload::Broadcast { prefix, key } => {
                 to.mailbox()
@@ -377,6 +460,15 @@ impl Tracking {
                 }
             }
         }
+    }
+}
+
+/// The protocol a tracking client speaks now (its null invalidation is written in it).
+fn protocol_of(target: &Target) -> Protocol {
+    if target.info.resp.load(Relaxed) >= 3 {
+        Protocol::Resp3
+    } else {
+        Protocol::Resp2
     }
 }
 
@@ -768,6 +860,105 @@ mod tests {
         assert!(t.remembers());
         t.bcast = true;
         assert!(!t.remembers());
+    }
+
+    /// A RESP3 client of `clients` registered with `registry` (in `BCAST` mode if `bcast`).
+    fn resp3_target(clients: &Clients, registry: &Tracking, bcast: bool) -> Arc<ClientInfo> {
+        let info = clients.test_client();
+        info.resp.store(3, Relaxed);
+        let target = Target {
+            info: info.clone(),
+            bcast,
+            noloop: false,
+            redirect: 0,
+        };
+        registry.register(info.id, target);
+        info
+    }
+
+    /// What `info`'s connection would write of the messages waiting for it.
+    fn written(info: &ClientInfo) -> String {
+        let mut out = Vec::new();
+        for message in info.pushes().map(|m| m.take()).unwrap_or_default() {
+            message.encode(Protocol::Resp3, false, &mut out);
+        }
+        String::from_utf8(out).expect("text")
+    }
+
+    #[test]
+    fn keys_that_leave_are_invalidated_and_broadcast_clients_flushed() {
+        let clients = Arc::new(Clients::default());
+        let registry = Tracking::new(clients.clone());
+        let limit = OutputLimit::default();
+        let reader = resp3_target(&clients, &registry, false);
+        let other = resp3_target(&clients, &registry, false);
+        let broadcast = resp3_target(&clients, &registry, true);
+        registry.remember(
+            reader.id,
+            [&b"gone:1"[..], b"gone:2", b"stays"].into_iter(),
+            limit,
+        );
+        registry.remember(other.id, [&b"gone:1"[..]].into_iter(), limit);
+        let done = registry.invalidate_where(|key| key.starts_with(b"gone:"), limit);
+        assert_eq!(
+            done,
+            Invalidated {
+                keys: 2,
+                broadcast: 1
+            }
+        );
+        let reader_got = written(&reader);
+        for key in ["gone:1", "gone:2"] {
+            assert!(
+                reader_got.contains(&format!("$6\r\n{key}\r\n")),
+                "{reader_got:?}"
+            );
+        }
+        assert!(!reader_got.contains("stays"), "{reader_got:?}");
+        assert_eq!(
+            written(&other),
+            ">2\r\n$10\r\ninvalidate\r\n*1\r\n$6\r\ngone:1\r\n"
+        );
+        assert_eq!(written(&broadcast), ">2\r\n$10\r\ninvalidate\r\n_\r\n");
+        let stats = registry.stats();
+        assert_eq!(
+            (stats.keys, stats.items),
+            (1, 1),
+            "only `stays` is remembered"
+        );
+        // Two keys to the reader, one to the other, one null.
+        assert_eq!(registry.invalidations_sent(), 4);
+        // Forgotten: they change without a word.
+        registry.invalidate(b"gone:1", limit);
+        assert_eq!(written(&reader), "");
+        registry.invalidate(b"stays", limit);
+        assert!(written(&reader).contains("stays"));
+        assert_eq!(registry.invalidations_sent(), 5);
+        assert_eq!(registry.armed.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn invalidations_that_cannot_be_sent_are_not_counted() {
+        let clients = Arc::new(Clients::default());
+        let registry = Tracking::new(clients.clone());
+        let limit = OutputLimit::default();
+        // RESP2 without a redirect: nowhere to send.
+        let resp2 = clients.test_client();
+        let target = Target {
+            info: resp2.clone(),
+            bcast: false,
+            noloop: false,
+            redirect: 0,
+        };
+        registry.register(resp2.id, target);
+        registry.remember(resp2.id, [&b"k"[..]].into_iter(), limit);
+        registry.invalidate(b"k", limit);
+        registry.flush(limit);
+        assert_eq!(registry.invalidations_sent(), 0);
+        let reader = resp3_target(&clients, &registry, false);
+        registry.flush(limit);
+        assert_eq!(registry.invalidations_sent(), 1);
+        assert_eq!(written(&reader), ">2\r\n$10\r\ninvalidate\r\n_\r\n");
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //! | `shoal_cluster_lease_age_seconds` | gauge | `source` (`controller`, `peers`) |
 //! | `shoal_cluster_shard_up` | gauge | `shard` |
 //! | `shoal_cluster_redirects_total`, `shoal_cluster_forwarded_total`, `shoal_cluster_fenced_total`, `shoal_cluster_keys_dropped_total`, `shoal_cluster_bus_auth_failures_total` | counter | (cluster mode) |
+//! | `shoal_tracking_invalidations_total` | counter | (each key to each client, and each null) |
+//! | `shoal_tracking_clients`, `shoal_tracking_keys` | gauge | |
 //! | `shoal_http_requests_total` | counter | `method`, `code` ([`HttpStats::encode`]) |
 //! | `shoal_http_request_duration_seconds` | histogram | `method` |
 //!
@@ -154,11 +156,41 @@ impl NodeCollector {
     }
 }
 
+impl NodeCollector {
+    /// `CLIENT TRACKING`'s families: the invalidations sent, and what `INFO` shows as
+    /// `tracking_clients` and `tracking_total_keys`.
+    fn tracking(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let tracking = &self.shared.door.tracking;
+        let counters = [(
+            "shoal_tracking_invalidations",
+            "Invalidations sent to tracking clients: each key to each client (directly, \
+             redirected or broadcast), and each null (a flush, or slots leaving the node).",
+            tracking.invalidations_sent(),
+        )];
+        encode_counters(encoder, &counters)?;
+        let stats = tracking.stats();
+        let gauges = [
+            (
+                "shoal_tracking_clients",
+                "Connections with CLIENT TRACKING on (tracking_clients).",
+                stats.clients as u64,
+            ),
+            (
+                "shoal_tracking_keys",
+                "Keys remembered for tracking clients (tracking_total_keys).",
+                stats.keys as u64,
+            ),
+        ];
+        encode_gauges(encoder, &gauges)
+    }
+}
+
 impl Collector for NodeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         encode_door(&mut encoder, "shoal", &self.shared.door)?;
         self.keyspace(&mut encoder)?;
         self.process(&mut encoder)?;
+        self.tracking(&mut encoder)?;
         self.cluster(&mut encoder)?;
         self.replication(&mut encoder)?;
         self.http.encode(&mut encoder, "shoal")
@@ -426,6 +458,22 @@ mod tests {
             "uncalled commands are skipped"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn tracking_families_are_exported() {
+        let (shared, _, exporter) = exporter();
+        // No tracking client: a flush sends nothing.
+        shared.door.invalidate_all();
+        let text = exporter.render();
+        for line in [
+            "# TYPE shoal_tracking_invalidations counter",
+            "shoal_tracking_invalidations_total 0",
+            "shoal_tracking_clients 0",
+            "shoal_tracking_keys 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
     }
 
     #[test]

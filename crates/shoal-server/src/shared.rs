@@ -126,6 +126,7 @@ impl Shared {
         let door = Arc::new(door);
         if let Some(cluster) = &cluster {
             cluster.attach_pubsub(door.pubsub.clone());
+            cluster.attach_tracking(door.clone());
         }
         let events = Arc::new(KeyspaceEvents::new(door.clone()));
         events.set_classes(config.keyspace_event_classes());

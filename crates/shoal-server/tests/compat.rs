@@ -44,6 +44,11 @@
 //!   described differently (the category has them), so the ACL script uses other categories.
 //! * KEYS/SCAN order and SCAN cursors; `INFO keyspace` `avg_ttl` (exact in Shoal, sampled in
 //!   Redis).
+//! * The version: Shoal reports Redis 7.4.0 (`HELLO`'s `version`, scripts'
+//!   `redis.REDIS_VERSION` and `REDIS_VERSION_NUM`), the version client libraries require
+//!   before they turn client-side caching on, while it answers as 7.0 does (docs/decisions.md,
+//!   "Reported version 7.4.0"). `[mask-id]` and `[version]` cases read Redis's own version in
+//!   its reply as Shoal's (exactly that value, nowhere else), and compare the rest.
 //!
 //! If `redis-server` is not installed the tests say they are skipped, or fail when
 //! `SHOAL_REQUIRE_REDIS=1` (as `.ci/run` sets it, so CI never skips them).
@@ -76,8 +81,12 @@ enum Compare {
     Sorted,
     /// Both integers, at most N apart (time-dependent values); negative ones exact.
     Near(i64),
-    /// Equal once the value after an `id` key (`HELLO`) is masked.
+    /// Equal once the value after an `id` key (`HELLO`) is masked, and Redis's version after a
+    /// `version` key is read as the one Shoal reports (see [`as_reported`]).
     MaskId,
+    /// Equal once Redis's reply, its own version (the string or `REDIS_VERSION_NUM`), is read
+    /// as the version Shoal reports (see [`as_reported`]).
+    Version,
     /// Equal once, in every string, the single-command ACL rules (`+get`, `-config|set`, not
     /// `+@read`) are sorted in their places: Redis describes a user's single commands in its
     /// hash table's order, which changes from run to run.
@@ -270,6 +279,7 @@ fn parse_mode(spec: &str) -> Result<Mode, String> {
             "sorted" => mode.compare = Compare::Sorted,
             "near" => mode.compare = Compare::Near(arg.parse().map_err(|_| "bad near=N")?),
             "mask-id" => mode.compare = Compare::MaskId,
+            "version" => mode.compare = Compare::Version,
             "acl-rules" => mode.compare = Compare::AclRules,
             "commands" => mode.compare = Compare::ShoalCommands { pairs: false },
             "commands-map" => mode.compare = Compare::ShoalCommands { pairs: true },
@@ -479,6 +489,56 @@ fn start_redis(binary: &Path, requirepass: Option<&str>, aclfile: bool) -> Redis
     panic!("redis-server did not start");
 }
 
+/// The version the real Redis reports (`7.0.x`), once a script checked it.
+static REDIS_SERVER_VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `REDIS_VERSION_NUM` of a version: `0x00MMmmpp`.
+fn version_num(version: &str) -> i64 {
+    let mut parts = version.split('.').map(|p| p.parse::<i64>().unwrap_or(0));
+    let mut next = || parts.next().unwrap_or(0);
+    let (major, minor, patch) = (next(), next(), next());
+    (major << 16) | (minor << 8) | patch
+}
+
+/// Redis's reply `v` as Shoal reports it: where Redis answers its own version (`7.0.15`, or
+/// `REDIS_VERSION_NUM` 458767), Shoal answers the version it reports,
+/// [`shoal_frontdoor::REDIS_VERSION`] (7.4.0; see docs/decisions.md). Only that exact value is
+/// read so: the whole reply if it is a scalar, or the value after a `version` key of a map or
+/// a flattened one (`HELLO`). Everything else must still agree.
+fn as_reported(v: &Value) -> Value {
+    let redis = REDIS_SERVER_VERSION
+        .get()
+        .expect("the Redis version is checked before any case runs");
+    let shoal = shoal_frontdoor::REDIS_VERSION;
+    let scalar = |v: &Value| match v {
+        Value::Bulk(s) if s == redis.as_bytes() => Value::Bulk(shoal.as_bytes().to_vec()),
+        Value::Int(n) if *n == version_num(redis) => Value::Int(version_num(shoal)),
+        other => other.clone(),
+    };
+    let version_key = |k: &Value| *k == Value::Bulk(b"version".to_vec());
+    match v {
+        Value::Array(items) => {
+            let mut out = items.clone();
+            for i in 0..out.len().saturating_sub(1) {
+                if version_key(&items[i]) {
+                    out[i + 1] = scalar(&items[i + 1]);
+                }
+            }
+            Value::Array(out)
+        }
+        Value::Map(pairs) => Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    let v = if version_key(k) { scalar(v) } else { v.clone() };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        other => scalar(other),
+    }
+}
+
 /// The suite records Redis 7.0's behaviour (Shoal's command table comes from 7.0.15): refuse to
 /// compare against another major.minor version, whose differences would read as Shoal bugs.
 fn check_redis_version(addr: SocketAddr, requirepass: Option<&str>) {
@@ -499,6 +559,7 @@ fn check_redis_version(addr: SocketAddr, requirepass: Option<&str>) {
         "the compatibility suite compares against Redis 7.0 (Shoal's command table was recorded \
          from 7.0.15), but redis-server is {version}: install Redis 7.0"
     );
+    let _ = REDIS_SERVER_VERSION.set(version.to_string());
 }
 
 fn start_shoal(requirepass: Option<&str>, aclfile: Option<&Path>) -> Server {
@@ -1110,7 +1171,11 @@ fn agree(compare: &Compare, redis: &(Value, Vec<u8>), shoal: &(Value, Vec<u8>)) 
             _ => rb == sb,
         },
         Compare::MaskId => {
-            rb.first() == sb.first() && canon(&mask_id(rv), false) == canon(&mask_id(sv), false)
+            rb.first() == sb.first()
+                && canon(&mask_id(&as_reported(rv)), false) == canon(&mask_id(sv), false)
+        }
+        Compare::Version => {
+            rb.first() == sb.first() && canon(&as_reported(rv), false) == canon(sv, false)
         }
         Compare::ShoalCommands { pairs } => {
             let names = shoal_command_names();

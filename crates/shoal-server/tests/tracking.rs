@@ -327,3 +327,32 @@ fn a_resp3_redirect_target_that_only_waits_reads_its_pushes() {
     // Still served as before.
     assert_eq!(target.cmd_str("PING"), Value::Simple(b"PONG".to_vec()));
 }
+
+#[test]
+fn metrics_count_each_invalidation_sent() {
+    let node = Node::start_with(|config| {
+        config.http_port = shoal_testkit::free_port().expect("a free port");
+    });
+    let mut reader = tracker(&node, "");
+    let mut broadcast = tracker(&node, "BCAST PREFIX k");
+    let mut writer = node.raw();
+    reader.cmd_str("GET k");
+    reader.cmd_str("GET other");
+    assert_eq!(node.metric("shoal_tracking_keys"), 2);
+    assert_eq!(node.metric("shoal_tracking_clients"), 2);
+    writer.cmd_str("MSET k 1 other 2");
+    // The reader is told of both keys, the broadcast client of `k`.
+    let mut told: Vec<Value> = (0..2)
+        .flat_map(|_| invalidation(&mut reader).expect("keys"))
+        .collect();
+    told.sort_by_key(|k| format!("{k:?}"));
+    assert_eq!(told, vec![bulk("k"), bulk("other")]);
+    assert_eq!(invalidation(&mut broadcast), Some(vec![bulk("k")]));
+    assert_eq!(node.metric("shoal_tracking_invalidations_total"), 3);
+    // One null each.
+    writer.cmd_str("FLUSHALL");
+    assert_eq!(invalidation(&mut reader), None);
+    assert_eq!(invalidation(&mut broadcast), None);
+    assert_eq!(node.metric("shoal_tracking_invalidations_total"), 5);
+    assert_eq!(node.metric("shoal_tracking_keys"), 0);
+}

@@ -1,10 +1,14 @@
-//! `CLIENT TRACKING` on a replica of a shard of real `shoal server` processes (started by
-//! shoal-testkit): a change the replica applies from its primary's replication stream
-//! invalidates the keys its own clients read, as any other change does.
+//! `CLIENT TRACKING` in a cluster of real `shoal server` processes (started by
+//! shoal-testkit): a change a replica applies from its primary's replication stream
+//! invalidates the keys its own clients read, as any other change does; and keys whose slot
+//! leaves a node (a node joins and takes slots) are invalidated for that node's clients, with
+//! a null for its `BCAST` clients, and counted in its `/metrics`.
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
-use shoal_testkit::{ClusterOptions, TestCluster, Value};
+use shoal_testkit::resp::RespConnection;
+use shoal_testkit::{ClusterOptions, NodeProcess, TestCluster, Value};
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
@@ -58,6 +62,125 @@ async fn a_replicated_write_invalidates_a_key_read_on_the_replica() {
                 bulk("__redis__:invalidate"),
                 Value::Array(vec![bulk("k")]),
             ])
+        );
+    })
+    .await;
+}
+
+/// A RESP3 connection to `node` with `CLIENT TRACKING on` and `options`.
+async fn tracker(node: &NodeProcess, options: &[&str]) -> RespConnection {
+    let mut conn = node.connect().await.expect("connects");
+    let hello = conn.call(&["HELLO", "3"]).await.expect("HELLO");
+    assert!(matches!(hello, Value::Map(_)), "{hello:?}");
+    let mut args = vec!["CLIENT", "TRACKING", "on"];
+    args.extend_from_slice(options);
+    let on = conn.call(&args).await.expect("CLIENT TRACKING");
+    assert_eq!(on, Value::Simple(b"OK".to_vec()), "{args:?}");
+    conn
+}
+
+/// The keys of an `invalidate` push (`None`: a null).
+fn invalidated(value: &Value) -> Option<Vec<String>> {
+    let Value::Push(items) = value else {
+        panic!("not a push: {value:?}");
+    };
+    assert_eq!(items.first(), Some(&bulk("invalidate")), "{items:?}");
+    match &items[1] {
+        Value::Null => None,
+        Value::Array(keys) => Some(
+            keys.iter()
+                .map(|k| match k {
+                    Value::Bulk(k) => String::from_utf8_lossy(k).into_owned(),
+                    other => panic!("a key is {other:?}"),
+                })
+                .collect(),
+        ),
+        other => panic!("invalidate carries {other:?}"),
+    }
+}
+
+/// The value of `name` in the node's `/metrics`.
+async fn metric(node: &NodeProcess, name: &str) -> u64 {
+    let url = format!("http://{}/metrics", node.http_addr().expect("an HTTP port"));
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {url}:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_whose_slot_leaves_the_node_are_invalidated() {
+    let name = "keys_whose_slot_leaves_the_node_are_invalidated";
+    shoal_testkit::run_alone(name, TEST_LIMIT, async {
+        let mut cluster = TestCluster::start(SHOAL, 1, 0, ClusterOptions::default())
+            .await
+            .expect("the cluster starts");
+        let node = cluster.node(0);
+        // Half the keys exist, half are misses a client may cache as well.
+        let keys: Vec<String> = (0..64).map(|i| format!("nc:{i}")).collect();
+        for key in keys.iter().step_by(2) {
+            node.command(&["SET", key.as_str(), "v"]).await.unwrap();
+        }
+        let mut reader = tracker(node, &[]).await;
+        // A prefix no key here has: the removal of the keys that left (in the background)
+        // sends it nothing, and what it gets is the null alone.
+        let mut broadcast = tracker(node, &["BCAST", "PREFIX", "other:"]).await;
+        for key in &keys {
+            reader.call(&["GET", key.as_str()]).await.unwrap();
+        }
+        let sent_before = metric(node, "shoal_tracking_invalidations_total").await;
+
+        // A second node joins as a new shard's primary and takes slots from the first.
+        let joined = cluster.add_node(false).await.expect("a node joins");
+        let map = cluster.status().await.unwrap().map;
+        let moved: BTreeSet<&String> = keys
+            .iter()
+            .filter(|k| {
+                let slot = shoal_cluster::key_slot(k.as_bytes());
+                let owner = map.primary_of_slot(slot).expect("an owner").resp_addr();
+                owner == cluster.node(joined).resp_addr()
+            })
+            .collect();
+        let is_miss = |k: &str| k["nc:".len()..].parse::<usize>().unwrap() % 2 == 1;
+        assert!(
+            moved.iter().any(|k| is_miss(k)),
+            "no missing key moved: {moved:?}"
+        );
+        assert!(moved.len() < keys.len(), "every key moved");
+
+        // The reader is told of every key that left, those it read as misses included.
+        let node = cluster.node(0);
+        let mut told: BTreeSet<String> = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while told.len() < moved.len() {
+            assert!(Instant::now() < deadline, "told only {told:?} of {moved:?}");
+            // Each read gives up after the connection's timeout (2 s); a busy machine may take
+            // longer to install the map.
+            if let Ok(mut pushes) = reader.pipeline(b"", 1).await {
+                told.extend(invalidated(&pushes.remove(0)).expect("keys, not a null"));
+            }
+        }
+        let moved: BTreeSet<String> = moved.into_iter().cloned().collect();
+        assert_eq!(told, moved, "only the keys that left");
+        // The broadcast client, whose keys are not remembered, drops everything.
+        let push = broadcast
+            .pipeline(b"", 1)
+            .await
+            .expect("the null")
+            .remove(0);
+        assert_eq!(invalidated(&push), None);
+        // Nothing more: a PING's reply comes after anything queued before it.
+        let ping = shoal_proto::request::encode(&["PING"]);
+        let pong = reader.pipeline(&ping, 1).await.unwrap().remove(0);
+        assert_eq!(
+            pong,
+            Value::Simple(b"PONG".to_vec()),
+            "no further invalidation"
+        );
+        assert_eq!(
+            metric(node, "shoal_tracking_invalidations_total").await,
+            sent_before + moved.len() as u64 + 1,
+            "each key once, and one null"
         );
     })
     .await;

@@ -9,9 +9,15 @@ use crate::clients::KillFilter;
 use crate::error::CommandError;
 use crate::identity::{Mode, Role};
 
-/// The Redis version Shoal answers as (`HELLO`, `INFO`): the command set and replies it
-/// matches.
-pub const REDIS_VERSION: &str = "7.0.15";
+/// The Redis version Shoal reports (`HELLO`'s `version`, `INFO`'s `redis_version`, scripts'
+/// `redis.REDIS_VERSION`): 7.4.0, the first version with which client libraries (redis-py
+/// 5.1+, Jedis 5.2, node-redis 5) turn their client-side caching on. The commands and replies
+/// stay those of [`REDIS_BEHAVIOUR`] (see `docs/decisions.md`, "Reported version 7.4.0").
+pub const REDIS_VERSION: &str = "7.4.0";
+
+/// The Redis version whose command table, replies and errors Shoal matches (and is diffed
+/// against): Redis 7.0.
+pub const REDIS_BEHAVIOUR: &str = "7.0.15";
 
 /// `HELLO` from a connection that is not authenticated (and gave no `AUTH` option).
 pub const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
@@ -399,7 +405,7 @@ mod tests {
         );
         assert_eq!(
             out,
-            b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n\
+            b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.4.0\r\n\
               $5\r\nproto\r\n:2\r\n$2\r\nid\r\n:7\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n\
               $4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"
         );

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-pub use args::REDIS_VERSION;
 use args::{
     ClientKill, ClientList, HELLO_NOAUTH, HelloOption, auth_args, hello_options, hello_protocol,
     select_db, valid_client_name, write_hello,
 };
+pub use args::{REDIS_BEHAVIOUR, REDIS_VERSION};
 use shoal_proto::{Argv, Protocol, Reply};
 
 use crate::acl::{Reason, UserSlot};

@@ -79,6 +79,8 @@ pub struct ClusterState {
     forwarder: OnceLock<Client>,
     /// The node's Pub/Sub: shard channels of slots that leave the node end here.
     pubsub: OnceLock<Arc<shoal_frontdoor::pubsub::PubSub>>,
+    /// The node's front door, whose tracking clients are told when keys' slots leave.
+    tracking: OnceLock<Arc<shoal_frontdoor::Door>>,
     dropping: Mutex<Option<DropJob>>,
     /// The node's directory (`--dir`), if it has one.
     dir: Option<Arc<NodeDir>>,
@@ -120,6 +122,7 @@ impl ClusterState {
             node: OnceLock::new(),
             forwarder: OnceLock::new(),
             pubsub: OnceLock::new(),
+            tracking: OnceLock::new(),
             dropping: Mutex::new(None),
             dir: None,
             credentials: BusCredentials::new(secret),
@@ -220,6 +223,12 @@ impl ClusterState {
         let _ = self.pubsub.set(pubsub);
     }
 
+    /// Records the node's front door (once), whose `CLIENT TRACKING` clients are told when
+    /// the slots of keys they read leave the node.
+    pub fn attach_tracking(&self, door: Arc<shoal_frontdoor::Door>) {
+        let _ = self.tracking.set(door);
+    }
+
     /// Records the client this node forwards commands with (once). It is kept on this node's
     /// map by [`ClusterState::install`].
     pub fn attach_forwarder(&self, client: Client) {
@@ -262,16 +271,33 @@ impl ClusterState {
             forwarder.install_map((*map).clone());
         }
         let next = Arc::new(Routing::new(map, self.myself.id));
-        let lost_slot = |s: u16| serves(&current, s) && !serves(&next, s);
-        let lost = (0..shoal_cluster::SLOTS as u16).any(lost_slot);
+        let lost: Vec<bool> = (0..shoal_cluster::SLOTS as u16)
+            .map(|s| serves(&current, s) && !serves(&next, s))
+            .collect();
+        let lost_slot = |s: u16| lost[usize::from(s)];
         self.routing.store(next.clone());
-        if lost {
+        if lost.contains(&true) {
             // As Redis Cluster does: the subscribers of a shard channel whose slot left are
             // told (`sunsubscribe`), and may subscribe where it went.
             if let Some(pubsub) = self.pubsub.get() {
                 let ended = pubsub.end_shard_channels(|channel| lost_slot(key_slot(channel)));
                 if ended > 0 {
                     tracing::info!(ended, "shard channels of slots that left ended");
+                }
+            }
+            // Tracking clients must drop what they cached of those slots: changes to them are
+            // made on their new owner now, and this node would never tell. Shoal's choice
+            // (Redis 7.0 invalidates only the keys it deletes): every remembered key of a lost
+            // slot, a miss included, is invalidated now, and `BCAST` clients, whose keys
+            // cannot be listed, get a null (they drop their whole cache).
+            if let Some(door) = self.tracking.get() {
+                let done = door.invalidate_where(|key| lost_slot(key_slot(key)));
+                if done.keys > 0 || done.broadcast > 0 {
+                    tracing::info!(
+                        keys = done.keys,
+                        broadcast_clients = done.broadcast,
+                        "tracked keys of slots that left invalidated"
+                    );
                 }
             }
             let mut job = self.dropping.lock().unwrap_or_else(|e| e.into_inner());
@@ -413,6 +439,13 @@ impl ClusterState {
                     took = ?state.started.elapsed(),
                     "removed the keys of slots this node no longer serves"
                 );
+                // A read that routed by the previous map while `install` ran may have
+                // remembered its key again after `install` invalidated it (a key that existed
+                // was invalidated by its removal above; a miss was not): its reader is told
+                // now, long after any such read ended.
+                if let Some(door) = self.tracking.get() {
+                    door.forget_where(|key| !serves(&routing, key_slot(key)));
+                }
                 *job = None;
                 return;
             }

@@ -178,5 +178,10 @@ mod tests {
     #[test]
     fn the_version_number_is_redis_s() {
         assert_eq!(super::version_num("7.0.15"), 458_767);
+        // What scripts see: the version Shoal reports.
+        assert_eq!(
+            super::version_num(shoal_frontdoor::REDIS_VERSION),
+            0x07_04_00
+        );
     }
 }

@@ -112,6 +112,29 @@ impl Node {
             .unwrap_or_else(|_| panic!("INFO field {field} is not a number: {value}"))
     }
 
+    /// The HTTP listener's address, if the node serves HTTP (`http_port` set).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.local.server().http_addr()
+    }
+
+    /// The value of the unlabelled series `name` on the node's `/metrics` page (the node must
+    /// serve HTTP).
+    pub fn metric(&self, name: &str) -> u64 {
+        let addr = self.http_addr().expect("the node serves HTTP");
+        let mut stream = TcpStream::connect(addr).expect("connects to HTTP");
+        stream
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .expect("a read timeout");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .expect("sends");
+        let mut page = String::new();
+        stream.read_to_string(&mut page).expect("the page");
+        page.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} on the metrics page:\n{page}"))
+    }
+
     /// Stops the node and waits for it.
     pub fn stop(self) {
         self.local.stop();
