@@ -167,7 +167,7 @@ async fn info_describes_the_proxy_and_its_cluster() {
             .unwrap_or_else(|| panic!("no {name} in {text}"))
             .to_string()
     };
-    assert_eq!(field("redis_version"), "7.0.15");
+    assert_eq!(field("redis_version"), "7.4.0");
     assert_eq!(field("cluster_nodes"), "3");
     assert_eq!(field("cluster_primaries"), "3");
     assert_eq!(field("cluster_slots_assigned"), "16384");
