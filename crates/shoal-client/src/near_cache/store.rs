@@ -85,8 +85,8 @@ struct Cached {
 #[derive(Default)]
 struct Shard {
     keys: Map<Bytes, Cached>,
-    /// Fills in flight: the latest one per key.
-    pending: Map<Bytes, Fill>,
+    /// Fills in flight, by key (concurrent reads of a hot key may fill it together).
+    pending: Map<Bytes, Vec<Fill>>,
     /// The clock's ring: (key, stamp); slots of keys gone or re-added are skipped.
     clock: VecDeque<(Bytes, u64)>,
     next_stamp: u64,
@@ -154,8 +154,7 @@ impl Store {
         Some(variant.value.clone())
     }
 
-    /// Starts a fill of `key` on `origin`'s connection: its token. A fill of the key started
-    /// later supersedes it.
+    /// Starts a fill of `key` on `origin`'s connection: its token.
     pub fn begin(&self, key: &Bytes, origin: &Arc<Tracker>) -> u64 {
         let token = self.tokens.fetch_add(1, Relaxed);
         let fill = Fill {
@@ -163,16 +162,30 @@ impl Store {
             origin: origin.clone(),
             invalidated_at: 0,
         };
-        self.shard(key).write().pending.insert(key.clone(), fill);
+        let mut shard = self.shard(key).write();
+        match shard.pending.get_mut(&key[..]) {
+            Some(fills) => fills.push(fill),
+            None => {
+                shard.pending.insert(key.clone(), vec![fill]);
+            }
+        }
         token
+    }
+
+    /// Takes the fill `token` of `key` out of the fills in flight.
+    fn take_fill(shard: &mut Shard, key: &[u8], token: u64) -> Option<Fill> {
+        let fills = shard.pending.get_mut(key)?;
+        let i = fills.iter().position(|f| f.token == token)?;
+        let fill = fills.swap_remove(i);
+        if fills.is_empty() {
+            shard.pending.remove(key);
+        }
+        Some(fill)
     }
 
     /// Ends the fill `token` of `key` without storing anything.
     pub fn abandon(&self, key: &[u8], token: u64) {
-        let mut shard = self.shard(key).write();
-        if shard.pending.get(key).is_some_and(|f| f.token == token) {
-            shard.pending.remove(key);
-        }
+        Self::take_fill(&mut self.shard(key).write(), key, token);
     }
 
     /// Ends the fill `token` of `key`, whose reply came after its connection's push number
@@ -188,14 +201,8 @@ impl Store {
         still_valid: impl FnOnce() -> bool,
     ) -> bool {
         let mut shard = self.shard(&key).write();
-        match shard.pending.get(&key[..]) {
-            Some(fill) if fill.token == token => {
-                let invalidated_after = fill.invalidated_at > pushes_before;
-                shard.pending.remove(&key[..]);
-                if invalidated_after {
-                    return false;
-                }
-            }
+        match Self::take_fill(&mut shard, &key, token) {
+            Some(fill) if fill.invalidated_at <= pushes_before => {}
             _ => return false,
         }
         if !still_valid() || variant.size > self.budget {
@@ -287,7 +294,7 @@ impl Store {
     /// reply may predate the change will not be stored.
     pub fn invalidate(&self, key: &[u8], from: Option<(&Arc<Tracker>, u64)>) -> Removed {
         let mut shard = self.shard(key).write();
-        if let Some(fill) = shard.pending.get_mut(key) {
+        for fill in shard.pending.get_mut(key).into_iter().flatten() {
             let at = match from {
                 Some((origin, seq)) if Arc::ptr_eq(origin, &fill.origin) => seq,
                 _ => u64::MAX,
@@ -365,5 +372,170 @@ fn value_size(value: &Value) -> usize {
             .map(|(k, v)| value_size(k) + value_size(v))
             .sum(),
         Value::Int(_) | Value::Null | Value::NullArray | Value::Boolean(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const NONE: &[&[u8]] = &[];
+
+    fn tracker(addr: &str) -> Arc<Tracker> {
+        Arc::new(Tracker::new(addr.into()))
+    }
+
+    fn variant(origin: &Arc<Tracker>, value: &str) -> Variant {
+        let value = Value::Bulk(value.as_bytes().to_vec());
+        Variant {
+            name: "get",
+            extra: Box::new([]),
+            size: Store::size_of(b"k", &[], &value),
+            value,
+            origin: origin.clone(),
+            generation: 1,
+            slot: 0,
+            expires: Instant::now() + Duration::from_secs(60),
+        }
+    }
+
+    fn get(store: &Store, key: &str) -> Option<Value> {
+        store.get(key.as_bytes(), "get", NONE, |_| true)
+    }
+
+    fn fill(store: &Store, origin: &Arc<Tracker>, key: &str, value: &str) -> bool {
+        let token = store.begin(&Bytes::copy_from_slice(key.as_bytes()), origin);
+        store.finish(
+            Bytes::copy_from_slice(key.as_bytes()),
+            token,
+            0,
+            variant(origin, value),
+            || true,
+        )
+    }
+
+    #[test]
+    fn a_fill_is_stored_and_served_while_servable() {
+        let store = Store::new(1 << 20);
+        let node = tracker("a:1");
+        assert!(fill(&store, &node, "k", "v"));
+        assert_eq!(get(&store, "k"), Some(Value::Bulk(b"v".to_vec())));
+        assert_eq!(store.get(b"k", "get", NONE, |_| false), None);
+        assert_eq!(store.get(b"k", "strlen", NONE, |_| true), None);
+        assert_eq!(store.get(b"k", "get", &[b"x"], |_| true), None);
+        assert_eq!(
+            (store.entries(), store.bytes()),
+            (1, variant(&node, "v").size)
+        );
+        assert_eq!(store.invalidate(b"k", None).entries, 1);
+        assert_eq!(get(&store, "k"), None);
+        assert_eq!((store.entries(), store.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn only_invalidations_after_the_reply_stop_a_fill() {
+        let store = Store::new(1 << 20);
+        let (node, other) = (tracker("a:1"), tracker("b:1"));
+        let key = Bytes::from_static(b"k");
+        // Push 3 came before the reply (sent after push 5): the read saw that change.
+        let token = store.begin(&key, &node);
+        store.invalidate(b"k", Some((&node, 3)));
+        assert!(store.finish(key.clone(), token, 5, variant(&node, "v"), || true));
+        // Push 6 came after it: the reply may predate the change.
+        let token = store.begin(&key, &node);
+        store.invalidate(b"k", Some((&node, 6)));
+        assert!(!store.finish(key.clone(), token, 5, variant(&node, "v"), || true));
+        // Another node's push, or this client's own write: whatever the numbers.
+        let token = store.begin(&key, &node);
+        store.invalidate(b"k", Some((&other, 1)));
+        assert!(!store.finish(key.clone(), token, 5, variant(&node, "v"), || true));
+        let token = store.begin(&key, &node);
+        store.invalidate(b"k", None);
+        assert!(!store.finish(key.clone(), token, 5, variant(&node, "v"), || true));
+        // A failed check stores nothing.
+        let token = store.begin(&key, &node);
+        assert!(!store.finish(key.clone(), token, 5, variant(&node, "v"), || false));
+        assert_eq!(get(&store, "k"), None);
+    }
+
+    #[test]
+    fn concurrent_fills_of_a_hot_key_each_may_store() {
+        // Readers of a hot key keep filling it while one fill is on its way: none may
+        // starve the others (each fill is judged by the pushes before its own reply).
+        let store = Store::new(1 << 20);
+        let node = tracker("a:1");
+        let key = Bytes::from_static(b"k");
+        let first = store.begin(&key, &node);
+        let second = store.begin(&key, &node);
+        let third = store.begin(&key, &node);
+        store.invalidate(b"k", Some((&node, 4)));
+        // The first reply came before push 4 (3 pushes before it): not stored.
+        assert!(!store.finish(key.clone(), first, 3, variant(&node, "old"), || true));
+        // The third reply came after push 4: stored, whichever finishes first.
+        assert!(store.finish(key.clone(), third, 4, variant(&node, "new"), || true));
+        assert!(store.finish(key.clone(), second, 4, variant(&node, "new"), || true));
+        assert_eq!(get(&store, "k"), Some(Value::Bulk(b"new".to_vec())));
+        store.abandon(b"k", 99);
+        assert!(store.shards.iter().all(|s| s.read().pending.is_empty()));
+    }
+
+    #[test]
+    fn variants_of_a_key_go_together() {
+        let store = Store::new(1 << 20);
+        let node = tracker("a:1");
+        assert!(fill(&store, &node, "k", "v"));
+        let token = store.begin(&Bytes::from_static(b"k"), &node);
+        let strlen = Variant {
+            name: "strlen",
+            ..variant(&node, "1")
+        };
+        assert!(store.finish("k".into(), token, 0, strlen, || true));
+        assert_eq!(store.entries(), 2);
+        // Refilling one replaces it.
+        assert!(fill(&store, &node, "k", "w"));
+        assert_eq!(store.entries(), 2);
+        assert_eq!(get(&store, "k"), Some(Value::Bulk(b"w".to_vec())));
+        assert_eq!(store.invalidate(b"k", Some((&node, 1))).entries, 2);
+        assert_eq!(store.entries(), 0);
+    }
+
+    #[test]
+    fn the_budget_holds_and_recently_read_keys_survive() {
+        let one = variant(&tracker("a:1"), "0123456789").size;
+        // About 64 entries in all (2 per shard).
+        let store = Store::new(one * 2 * SHARDS);
+        let node = tracker("a:1");
+        let hot: Vec<String> = (0..16).map(|i| format!("hot:{i}")).collect();
+        for key in &hot {
+            assert!(fill(&store, &node, key, "0123456789"));
+        }
+        for i in 0..5_000 {
+            for key in &hot {
+                get(&store, key);
+            }
+            fill(&store, &node, &format!("cold:{i}"), "0123456789");
+        }
+        assert!(store.bytes() <= one * 2 * SHARDS, "{} bytes", store.bytes());
+        assert!(store.evictions() >= 4_900);
+        let kept = hot.iter().filter(|k| get(&store, k).is_some()).count();
+        assert!(
+            kept >= 12,
+            "only {kept} of 16 keys read all along were kept"
+        );
+    }
+
+    #[test]
+    fn retain_drops_what_it_is_told_to() {
+        let store = Store::new(1 << 20);
+        let (a, b) = (tracker("a:1"), tracker("b:1"));
+        for i in 0..100 {
+            let origin = if i % 2 == 0 { &a } else { &b };
+            assert!(fill(&store, origin, &format!("k{i}"), "v"));
+        }
+        let removed = store.retain(|v| !Arc::ptr_eq(&v.origin, &a));
+        assert_eq!((removed.entries, store.entries()), (50, 50));
+        assert!(get(&store, "k1").is_some() && get(&store, "k0").is_none());
     }
 }

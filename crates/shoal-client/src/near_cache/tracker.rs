@@ -190,3 +190,37 @@ pub(crate) async fn heartbeat(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_needs_a_recent_proof_in_the_current_generation() {
+        let tracker = Tracker::new("a:1".into());
+        let generation = tracker.generation();
+        assert!(!tracker.fresh(generation, 100, 50), "nothing proved yet");
+        tracker.verified_by(100, generation);
+        assert!(tracker.fresh(generation, 100, 50));
+        assert!(tracker.fresh(generation, 150, 50));
+        assert!(!tracker.fresh(generation, 151, 50), "the proof is too old");
+        // An older proof does not move it back.
+        tracker.verified_by(90, generation);
+        assert!(tracker.fresh(generation, 150, 50));
+        tracker.new_generation();
+        assert!(
+            !tracker.fresh(generation, 100, 50),
+            "an older generation is never fresh"
+        );
+        let next = tracker.generation();
+        assert!(
+            !tracker.fresh(next, 100, 50),
+            "the new one has proved nothing yet"
+        );
+        // A proof of the old generation does not count for the new one.
+        tracker.verified_by(120, generation);
+        assert!(!tracker.fresh(next, 120, 50));
+        tracker.verified_by(120, next);
+        assert!(tracker.fresh(next, 120, 50));
+    }
+}

@@ -270,3 +270,29 @@ async fn an_unreachable_node_is_read_through_the_usual_path() {
     );
     assert_eq!(stats(&client).entries, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_key_read_by_many_tasks_at_once_is_cached() {
+    // Fills of one key race each other from the first read on: none may keep the others
+    // from storing it.
+    let node = Node::start();
+    let client = Client::with_map(map(1, &[(node.addr, ALL)]), near(1 << 20))
+        .await
+        .unwrap();
+    client.set("hot", "value", None).await.unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    assert_eq!(client.get("hot").await.unwrap().unwrap(), "value");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let s = stats(&client);
+    assert!(s.hits >= 9_000, "{s:?}");
+}
