@@ -97,6 +97,40 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Near cache
+//!
+//! With [`ClientConfig::with_near_cache`], replies of reads of one key that depend only on its
+//! value (`GET`, `STRLEN`, `GETRANGE`, `HGET`, `HMGET`, `HLEN`, ...; `HGETALL` in RESP3) are
+//! kept in memory, bounded by bytes ([`NearCacheConfig`]), and answered from there until the
+//! key's node invalidates them (`CLIENT TRACKING` on one RESP3 connection per node, where
+//! misses are filled from the key's primary along with its `PTTL`). The client's own writes
+//! drop their keys before they are sent and again when answered, so it reads its own writes.
+//!
+//! The freshness guarantee: once a write is acknowledged to its writer, no near cache serves
+//! the old value for longer than the invalidation takes to arrive, and never longer than
+//! [`NearCacheConfig::max_staleness`] while the key's primary stays its primary. A node writes
+//! a connection's waiting invalidations ahead of any reply on it, so a reply to a request sent
+//! after the acknowledgement proves the invalidation was read; the cache serves a node's
+//! entries only while a request sent within `max_staleness` was answered (heartbeat `PING`s keep
+//! it so), and drops everything a node gave when its tracking connection ends or stalls, when a
+//! node flushes, and a slot's entries when a new map gives the slot another primary (then the
+//! bound is the time until the client or the old primary has that map).
+//! [`Client::near_cache_stats`] counts hits, misses, invalidations, evictions and flushes.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use shoal_client::{Client, ClientConfig, NearCacheConfig};
+//!
+//! let config = ClientConfig::new(["127.0.0.1:7000"])
+//!     .with_cluster_secret_file("/etc/shoal/cluster-secret".as_ref())?
+//!     .with_near_cache(NearCacheConfig::new(64 << 20));
+//! let client = Client::connect(config).await?;
+//! client.get("config:flags").await?; // from the cluster, then kept
+//! client.get("config:flags").await?; // from memory until the key changes
+//! assert_eq!(client.near_cache_stats().unwrap().hits, 1);
+//! # Ok(()) }
+//! ```
+//!
 //! # Map sources
 //!
 //! [`Client::connect`] follows the cluster bus ([`BusMapSource`]); [`Client::with_map`] uses a

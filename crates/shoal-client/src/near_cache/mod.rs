@@ -129,11 +129,14 @@ struct Counters {
     flushes_flushall: AtomicU64,
 }
 
+/// A node's tracker and its heartbeat task.
+type Running = (Arc<Tracker>, AbortHandle);
+
 /// A client's near cache.
 pub(crate) struct NearCache {
     config: NearCacheConfig,
     store: Store,
-    trackers: RwLock<HashMap<Arc<str>, (Arc<Tracker>, AbortHandle)>>,
+    trackers: RwLock<HashMap<Arc<str>, Running>>,
     counters: Counters,
     /// The origin of the cache's millisecond clock.
     base: Instant,
