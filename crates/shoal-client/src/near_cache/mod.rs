@@ -233,14 +233,11 @@ impl NearCache {
         let now = Instant::now();
         let now_ms = now.duration_since(self.base).as_millis() as u64 + 1;
         let bound = self.staleness_ms();
-        let mut origin = None;
         let value = self.store.get(key, spec.name, &args[2..], |variant| {
-            origin = Some(variant.origin.clone());
+            // Read or not, the node's heartbeats go on (or resume).
+            variant.origin.touch(now_ms);
             now < variant.expires && variant.origin.fresh(variant.generation, now_ms, bound)
         });
-        if let Some(origin) = origin {
-            origin.touch(now_ms);
-        }
         if value.is_some() {
             self.counters.hits.fetch_add(1, Relaxed);
         }
