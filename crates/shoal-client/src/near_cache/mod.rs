@@ -262,7 +262,7 @@ impl NearCache {
         let me = self.me.upgrade()?;
         let addr = self.maps.slot_read_addr(slot, ReadFrom::Primary).ok()?;
         let tracker = self.tracker(&addr);
-        let conn = tracker.conn(&me);
+        let conn = tracker.conn(&me)?;
         drop(me);
         let generation = tracker.generation();
         let key = Bytes::copy_from_slice(args[1].as_ref());

@@ -27,6 +27,8 @@ use super::NearCache;
 
 /// How long after its entries were last read a node stops getting heartbeats.
 const IDLE_AFTER_MS: u64 = 1_000;
+/// How long after a tracking connection could not be opened the next attempt waits.
+const RETRY_OPEN_AFTER: Duration = Duration::from_secs(1);
 
 /// A node's tracking connection and what it has proved.
 pub(crate) struct Tracker {
@@ -100,13 +102,21 @@ impl Tracker {
         }
     }
 
-    /// The tracking connection, opened (with `CLIENT TRACKING ON`) if there is none alive.
-    pub fn conn(self: &Arc<Self>, cache: &Arc<NearCache>) -> Conn {
+    /// The tracking connection, opened (with `CLIENT TRACKING ON`) if there is none alive;
+    /// `None` for a second after one could not be opened (a node down, or one that refuses
+    /// `CLIENT TRACKING`: reads then go the usual way, without a connection attempt each).
+    pub fn conn(self: &Arc<Self>, cache: &Arc<NearCache>) -> Option<Conn> {
         let mut slot = self.conn.lock();
-        if let Some(conn) = &*slot
-            && conn.is_alive()
-        {
-            return conn.clone();
+        if let Some(conn) = &*slot {
+            if conn.is_alive() {
+                return Some(conn.clone());
+            }
+            if conn
+                .open_failure()
+                .is_some_and(|(at, _)| at.elapsed() < RETRY_OPEN_AFTER)
+            {
+                return None;
+            }
         }
         let sink = Arc::new(Sink {
             cache: Arc::downgrade(cache),
@@ -114,7 +124,7 @@ impl Tracker {
         });
         let conn = cache.open_conn(&self.addr, sink);
         *slot = Some(conn.clone());
-        conn
+        Some(conn)
     }
 
     /// Drops the connection (a new one opens at the next request).
@@ -173,7 +183,10 @@ pub(crate) async fn heartbeat(
                 tracker.wake.notified().await;
                 continue;
             }
-            (tracker.conn(&cache), tracker.generation(), now)
+            let Some(conn) = tracker.conn(&cache) else {
+                continue;
+            };
+            (conn, tracker.generation(), now)
         };
         match conn.request(ping.clone(), false, timeout).await {
             Ok(Value::Simple(_)) => tracker.verified_by(sent, generation),

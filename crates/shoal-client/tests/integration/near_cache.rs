@@ -296,3 +296,45 @@ async fn a_hot_key_read_by_many_tasks_at_once_is_cached() {
     let s = stats(&client);
     assert!(s.hits >= 9_000, "{s:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_refuses_tracking_is_read_the_usual_way() {
+    // The client's user may not run CLIENT TRACKING: the near cache stays empty, reads are
+    // answered by the node, and the client does not try a tracking connection per read.
+    let node = Node::start();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("app")
+        .arg("on")
+        .arg(">secret")
+        .arg("~*")
+        .arg("+@all")
+        .arg("-client|tracking")
+        .query(&mut node.con())
+        .unwrap();
+    let config = near(1 << 20).with_username("app").with_password("secret");
+    let client = Client::with_map(map(1, &[(node.addr, ALL)]), config)
+        .await
+        .unwrap();
+    client.set("k", "v", None).await.unwrap();
+    for _ in 0..200 {
+        assert_eq!(client.get("k").await.unwrap().unwrap(), "v");
+    }
+    let s = stats(&client);
+    assert_eq!((s.hits, s.entries), (0, 0), "{s:?}");
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut node.con())
+        .unwrap();
+    let connections: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        connections < 20,
+        "a tracking connection was tried for each read: {connections} connections"
+    );
+}
