@@ -599,7 +599,7 @@ impl TrackingError {
             }
             TrackingError::Unsupported => {
                 "ERR CLIENT TRACKING is not supported by this server (a node tracks keys; the \
-                 proxy does not)"
+                 proxy does not: start it with --near-cache to cache reads for all its clients)"
                     .into()
             }
         };
