@@ -8,7 +8,8 @@
 //!   `--near-cache-max-staleness`) after it was acknowledged. Per write, the time from the
 //!   acknowledgement until the proxy first answers the new value is measured, the proxy
 //!   polled in a tight, bounded loop while it still holds the old value; none may exceed
-//!   50 ms, and their 99th percentile must stay under 10 ms.
+//!   50 ms, and over the 200 `SET`s their 99th percentile must stay under 10 ms (for the few
+//!   dozen `DEL`s and `FLUSHALL`s it is printed).
 //! * The same across a failover: keys cached from a primary, the primary killed (-9), its
 //!   replica promoted, the keys written there. Some are written as soon as the replica takes
 //!   writes (the proxy may still route to the dead node: it must never answer the old value
@@ -631,7 +632,8 @@ async fn direct_writes_reach_the_proxy(proxy: &Proxy, map: &ClusterMap) {
 }
 
 /// `DEL` on the keys' primaries, then `FLUSHALL` on each primary: the proxy answers nil
-/// within the bound, and keeps serving the other primaries' keys.
+/// within the bound (the 99th percentile of these few dozen delays is printed, not bounded),
+/// and keeps serving the other primaries' keys from memory.
 async fn deletes_and_flushes_reach_the_proxy(
     cluster: &TestCluster,
     proxy: &Proxy,
@@ -667,97 +669,91 @@ async fn deletes_and_flushes_reach_the_proxy(
         .await;
         deletes.push(&back);
     }
-    deletes.check(true);
+    deletes.check(false);
 
+    // Each primary flushes a few times, every key cached before: the proxy answers nil for
+    // one of its keys (measured) and then for all of them (one null invalidation drops them
+    // together), and keeps answering the other primaries' keys from memory.
+    const FLUSHES: usize = 4;
     let mut flushes = Delays::new("FLUSHALL on a primary");
     for shard in &map.shards {
-        // Every key is cached again, then one primary flushes.
-        for key in &keys {
-            let addr = owner(map, key);
-            let value = format!("{key}@{}", shard.id);
-            direct.ok(&addr, &["SET", key, &value]).await;
+        let primary = map.node(shard.primary).expect("the primary").resp_addr();
+        let node = node_at(cluster, &primary);
+        let (flushed, kept): (Vec<&String>, Vec<&String>) =
+            keys.iter().partition(|k| owner(map, k) == primary);
+        let value = |key: &str, round: usize| bulk(&format!("{key}@{}/{round}", shard.id));
+        for round in 0..FLUSHES {
+            for key in &keys {
+                let new = value(key, round);
+                direct
+                    .ok(&owner(map, key), &["SET", key, &text(&new).unwrap()])
+                    .await;
+                let acked = Instant::now();
+                let read = ["GET", key.as_str()];
+                read_back(
+                    &mut reader,
+                    &read,
+                    &Value::Null,
+                    &new,
+                    acked,
+                    READ_BACK_LIMIT,
+                )
+                .await;
+            }
+            let mut others: Vec<String> = kept.iter().map(|k| owner(map, k)).collect();
+            others.sort();
+            others.dedup();
+            let mut gets = Vec::new();
+            for addr in others {
+                let before = calls(node_at(cluster, &addr), "get").await;
+                gets.push((addr, before));
+            }
+            let before = proxy.near().await;
+            direct.ok(&primary, &["FLUSHALL"]).await;
             let acked = Instant::now();
-            let read = ["GET", key.as_str()];
-            read_back(
+            let probe = flushed[round % flushed.len()];
+            let read = ["GET", probe.as_str()];
+            let back = read_back(
                 &mut reader,
                 &read,
+                &value(probe, round),
                 &Value::Null,
-                &bulk(&value),
                 acked,
                 READ_BACK_LIMIT,
             )
             .await;
-        }
-        let primary = map.node(shard.primary).expect("the primary").resp_addr();
-        let (flushed, kept): (Vec<&String>, Vec<&String>) =
-            keys.iter().partition(|k| owner(map, k) == primary);
-        let before = proxy.near().await;
-        let node = node_at(cluster, &primary);
-        direct.ok(&primary, &["FLUSHALL"]).await;
-        let acked = Instant::now();
-        // Each flushed key is polled in turn until it reads nil.
-        let mut pending: Vec<(&String, Option<ReadBack>)> =
-            flushed.iter().map(|k| (*k, None)).collect();
-        let mut old_reads: HashMap<&String, Duration> = HashMap::new();
-        let mut reads = 0;
-        while pending.iter().any(|(_, seen)| seen.is_none()) {
-            for (key, seen) in pending.iter_mut().filter(|(_, seen)| seen.is_none()) {
-                let old = bulk(&format!("{key}@{}", shard.id));
-                let sent = Instant::now();
-                let reply = reader.call(&["GET", key]).await.unwrap();
-                let now = Instant::now();
-                reads += 1;
-                if reply == Value::Null {
-                    *seen = Some(ReadBack {
-                        delay: now.duration_since(acked),
-                        old_reads: 0,
-                        last_old_sent: old_reads.get(key).copied(),
-                        other_reads: 0,
-                        slowest_read: Duration::ZERO,
-                    });
-                } else {
-                    assert_eq!(reply, old, "{key} after FLUSHALL on {}", node.name());
-                    old_reads.insert(key, sent.duration_since(acked));
-                }
+            flushes.push(&back);
+            for key in &flushed {
+                assert_eq!(
+                    reader.call(&["GET", key]).await.unwrap(),
+                    Value::Null,
+                    "{key} after FLUSHALL on {}, once {probe} read nil",
+                    node.name()
+                );
             }
-            assert!(
-                acked.elapsed() < READ_BACK_LIMIT && reads < READ_BACK_READS,
-                "keys of {} still read after its FLUSHALL: {pending:?}",
-                node.name()
-            );
-        }
-        for (_, seen) in &pending {
-            flushes.push(seen.as_ref().expect("seen"));
-        }
-        // The other primaries' keys are still there, and still served by the proxy.
-        let gets: Vec<u64> = {
-            let mut gets = Vec::new();
             for key in &kept {
-                gets.push(calls(node_at(cluster, &owner(map, key)), "get").await);
+                let got = reader.call(&["GET", key]).await.unwrap();
+                assert_eq!(got, value(key, round), "{key}");
             }
-            gets
-        };
-        for key in &kept {
-            let value = bulk(&format!("{key}@{}", shard.id));
-            assert_eq!(reader.call(&["GET", key]).await.unwrap(), value, "{key}");
-        }
-        for (key, gets) in kept.iter().zip(gets) {
-            let node = node_at(cluster, &owner(map, key));
-            assert_eq!(
-                calls(node, "get").await,
-                gets,
-                "{key} was read from {} after another primary's FLUSHALL",
+            for (addr, before) in gets {
+                let other = node_at(cluster, &addr);
+                assert_eq!(
+                    calls(other, "get").await,
+                    before,
+                    "keys of {} were read from it after {}'s FLUSHALL",
+                    other.name(),
+                    node.name()
+                );
+            }
+            let after = proxy.near().await;
+            assert!(
+                after.flushes_flushall > before.flushes_flushall,
+                "no flush counted for FLUSHALL on {}: {before:?} -> {after:?}",
                 node.name()
             );
         }
-        let after = proxy.near().await;
-        assert!(
-            after.flushes_flushall > before.flushes_flushall,
-            "no flush counted for FLUSHALL on {}: {before:?} -> {after:?}",
-            node.name()
-        );
     }
-    flushes.check(true);
+    flushes.check(false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
