@@ -40,7 +40,7 @@ use crate::map_source::MapState;
 use crate::stats::Stats;
 
 pub(crate) use commands::{cacheable, cacheable_spec, is_flush};
-use store::{Store, Variant};
+use store::{Removed, Store, Variant};
 use tracker::Tracker;
 
 /// A snapshot of a near cache's counters, from
@@ -316,7 +316,7 @@ impl NearCache {
         };
         let maps = &self.maps;
         self.store.finish(key, token, pushes_before, variant, || {
-            tracker.generation() == generation
+            tracker.admit(generation)
                 && maps
                     .slot_read_addr(slot, ReadFrom::Primary)
                     .is_ok_and(|primary| primary == addr)
@@ -368,16 +368,22 @@ impl NearCache {
     }
 
     /// `tracker`'s connection ended or stalled: what it gave may have missed invalidations.
+    /// Counted as a flush if it dropped something (a node that is down ends a connection at
+    /// every attempt to reach it).
     fn on_connection_end(&self, tracker: &Arc<Tracker>) {
-        self.counters.flushes_connection.fetch_add(1, Relaxed);
-        self.flush_node(tracker);
+        if self.flush_node(tracker).entries > 0 {
+            self.counters.flushes_connection.fetch_add(1, Relaxed);
+        }
     }
 
-    /// Drops everything `tracker`'s node gave, and what its fills in flight would store.
-    fn flush_node(&self, tracker: &Arc<Tracker>) {
-        tracker.new_generation();
+    /// Drops everything `tracker`'s node gave, and what its fills in flight would store. The
+    /// store is scanned only if it may hold something of the node.
+    fn flush_node(&self, tracker: &Arc<Tracker>) -> Removed {
+        if !tracker.release() {
+            return Removed::default();
+        }
         self.store
-            .retain(|variant| !Arc::ptr_eq(&variant.origin, tracker));
+            .retain(|variant| !Arc::ptr_eq(&variant.origin, tracker))
     }
 
     /// A new map was installed: entries of slots whose primary changed go, and trackers of
@@ -417,5 +423,95 @@ impl NearCache {
             flushes_map: c.flushes_map.load(Relaxed),
             flushes_flushall: c.flushes_flushall.load(Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClientConfig;
+
+    fn cache() -> Arc<NearCache> {
+        let stats = Arc::new(Stats::default());
+        NearCache::new(
+            NearCacheConfig::new(1 << 20),
+            &ConnOptions::of(&ClientConfig::default()),
+            stats.clone(),
+            Duration::from_secs(1),
+            Arc::new(MapState::new(stats)),
+        )
+    }
+
+    /// Stores `GET key` from `tracker`'s node, as a fill whose reply came does.
+    fn fill(cache: &NearCache, tracker: &Arc<Tracker>, key: &str) -> bool {
+        let key = Bytes::copy_from_slice(key.as_bytes());
+        let generation = tracker.generation();
+        let token = cache.store.begin(&key, tracker);
+        let value = Value::Bulk(b"v".to_vec());
+        let variant = Variant {
+            name: "get",
+            extra: Box::new([]),
+            size: Store::size_of(&key, &[], &value),
+            value,
+            origin: tracker.clone(),
+            generation,
+            slot: 0,
+            expires: Instant::now() + Duration::from_secs(60),
+        };
+        cache
+            .store
+            .finish(key, token, 0, variant, || tracker.admit(generation))
+    }
+
+    fn held(cache: &NearCache, key: &str) -> bool {
+        let none: &[&[u8]] = &[];
+        cache
+            .store
+            .get(key.as_bytes(), "get", none, |_| true)
+            .is_some()
+    }
+
+    #[test]
+    fn a_connection_end_is_a_flush_only_if_it_drops_something() {
+        let cache = cache();
+        let down = Arc::new(Tracker::new("a:1".into()));
+        let up = Arc::new(Tracker::new("b:1".into()));
+        assert!(fill(&cache, &up, "kb"));
+        // A node the cache holds nothing of, dialled again (once a second) for as long as it
+        // is down: every failed attempt ends a connection, and none flushes anything.
+        for _ in 0..100 {
+            cache.on_connection_end(&down);
+        }
+        assert_eq!(cache.stats().flushes_connection, 0);
+        assert!(held(&cache, "kb"));
+        // What it gave goes with the next end, one flush; the next ends find nothing.
+        assert!(fill(&cache, &down, "ka"));
+        let old = down.generation();
+        for _ in 0..10 {
+            cache.on_connection_end(&down);
+        }
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.flushes_connection, stats.entries),
+            (1, 1),
+            "{stats:?}"
+        );
+        assert!(!held(&cache, "ka") && held(&cache, "kb"));
+        assert!(down.generation() > old, "a fill in flight is not stored");
+        // A null invalidation (FLUSHALL on the node) is counted whatever it drops.
+        cache.on_push(
+            &down,
+            vec![Value::Bulk(b"invalidate".to_vec()), Value::Null],
+            1,
+        );
+        assert_eq!(cache.stats().flushes_flushall, 1);
+        // The other node's connection ends: its entry goes.
+        cache.on_connection_end(&up);
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.flushes_connection, stats.entries),
+            (2, 0),
+            "{stats:?}"
+        );
     }
 }

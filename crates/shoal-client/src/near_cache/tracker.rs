@@ -12,7 +12,7 @@
 //! fills of older generations are never served or stored.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,6 +46,12 @@ pub(crate) struct Tracker {
     wake: Notify,
     /// Set when the node left the map: the heartbeat stops.
     retired: AtomicBool,
+    /// Whether the store may hold entries of the node: set by every fill that reaches the
+    /// store ([`Tracker::admit`]), cleared by a flush of the node ([`Tracker::release`]). A
+    /// flush of a node the store holds nothing of skips the scan of the whole store: a node
+    /// that is down is dialled again (once a second) for as long as it is down, and each
+    /// failed attempt ends a connection.
+    held: AtomicBool,
 }
 
 impl Tracker {
@@ -59,6 +65,7 @@ impl Tracker {
             used: AtomicU64::new(0),
             wake: Notify::new(),
             retired: AtomicBool::new(false),
+            held: AtomicBool::new(false),
         }
     }
 
@@ -87,6 +94,28 @@ impl Tracker {
     pub fn new_generation(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.verified.store(0, Ordering::Release);
+    }
+
+    /// Whether a fill sent in `generation` may be stored (checked under the store's lock of
+    /// its key): the generation is still current. Notes first that the store may hold an
+    /// entry of the node, so that a flush that starts a new generation after the check sees
+    /// the note ([`Tracker::release`]). A refused fill leaves the note too: one more scan at
+    /// the next flush, never a missed one.
+    pub fn admit(&self, generation: u64) -> bool {
+        self.held.store(true, Ordering::Relaxed);
+        // With the fence in `release`: either this check sees the new generation, or the
+        // flush sees the note.
+        fence(Ordering::SeqCst);
+        self.generation() == generation
+    }
+
+    /// Starts a new generation ([`Tracker::new_generation`]) and says whether the store may
+    /// hold entries of the node: whether a fill was admitted since the last release. The
+    /// caller that gets `true` removes them.
+    pub fn release(&self) -> bool {
+        self.new_generation();
+        fence(Ordering::SeqCst);
+        self.held.swap(false, Ordering::Relaxed)
     }
 
     /// An entry of the node was read or filled at `now` (ms): heartbeats go on (and resume if
@@ -207,6 +236,21 @@ pub(crate) async fn heartbeat(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_release_says_whether_a_fill_was_admitted_since_the_last_one() {
+        let tracker = Tracker::new("a:1".into());
+        assert!(!tracker.release(), "nothing admitted yet");
+        let generation = tracker.generation();
+        assert!(tracker.admit(generation));
+        assert!(tracker.admit(generation));
+        assert!(tracker.release(), "admitted fills may have stored entries");
+        assert!(!tracker.release(), "nothing since");
+        assert!(!tracker.release());
+        // A fill of an older generation is refused, and noted all the same.
+        assert!(!tracker.admit(generation));
+        assert!(tracker.release());
+    }
 
     #[test]
     fn freshness_needs_a_recent_proof_in_the_current_generation() {
