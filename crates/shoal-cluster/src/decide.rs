@@ -590,10 +590,11 @@ fn track_health(
                 node.health = Health::Failed;
                 actions.push(Action::Failed(node.id));
             }
-            // Only a heartbeat, not the leader's grace period, brings a failed node back.
-            Health::Failed
-                if heard.is_some_and(|h| now_ms.saturating_sub(h) <= settings.node_timeout_ms) =>
-            {
+            // Only a heartbeat, not the leader's grace period, brings a failed node back; and
+            // one within the patience that failed it: a node whose bus refuses connections
+            // fails after a lease, and its last heartbeat, still younger than the node
+            // timeout, must not bring it back until it is heard from again.
+            Health::Failed if heard.is_some_and(|h| now_ms.saturating_sub(h) <= patience) => {
                 node.health = Health::Ok;
                 actions.push(Action::Recovered(node.id));
             }
@@ -819,6 +820,32 @@ mod tests {
         // Not before the takeover's wait, though.
         obs.fail_none_before_ms = 2000;
         assert!(decide(&map, &obs, 1600, &settings()).map.is_none());
+    }
+
+    #[test]
+    fn a_crashed_node_stays_failed_until_heard_from_again() {
+        let map = joined(&bootstrap(node(1, true), 0, 0), &[node(2, false)]);
+        let mut obs = all_heard(&map, 1000);
+        obs.refused.insert(NodeId(2));
+        let failed = decide(&map, &obs, 1600, &settings()).map.expect("failed");
+        assert_eq!(failed.node(NodeId(2)).unwrap().health, Health::Failed);
+        // Its last heartbeat is younger than a node timeout, but it failed a lease after it:
+        // that heartbeat does not bring it back (it did, and the node flapped).
+        for now in [1601, 1700, 1999, 2500] {
+            obs.last_heartbeat.insert(NodeId(1), now);
+            assert!(
+                decide(&failed, &obs, now, &settings()).map.is_none(),
+                "at {now} ms"
+            );
+        }
+        // A heartbeat after it restarted does.
+        obs.refused.remove(&NodeId(2));
+        obs.last_heartbeat.insert(NodeId(2), 2600);
+        obs.last_heartbeat.insert(NodeId(1), 2600);
+        assert_eq!(
+            decide(&failed, &obs, 2600, &settings()).actions,
+            vec![Action::Recovered(NodeId(2))]
+        );
     }
 
     #[test]

@@ -1224,16 +1224,14 @@ async fn slots_that_move_leave_no_stale_value_in_the_proxy_s_near_cache() {
 /// Once the controller has failed a crashed node (its bus refuses connections), the node
 /// stays failed until it is heard from again.
 ///
-/// Fails today, hence ignored: `track_health` (shoal-cluster `decide.rs`) fails a node whose
-/// bus refuses connections after `lease_ms` (half the node timeout) of silence, but brings a
-/// failed node back (`Recovered`) while its last heartbeat is within `node_timeout_ms`. So
-/// from `lease_ms` to `node_timeout_ms` after the last heartbeat the dead node flips
-/// Failed/Recovered at every controller tick (~60 ms), each flip a new map: with a node
-/// timeout of 1000 ms, about eight maps in half a second after a failover, the dead node
-/// listed healthy in every other one, and every node holding its commands ~20 ms at each
-/// (the wait for a map it has heard of). Run it with `--ignored`.
+/// `track_health` (shoal-cluster `decide.rs`) fails a node whose bus refuses connections
+/// after `lease_ms` (half the node timeout) of silence; it used to bring a failed node back
+/// (`Recovered`) while its last heartbeat was within `node_timeout_ms`, so from `lease_ms` to
+/// `node_timeout_ms` after the last heartbeat the dead node flipped Failed/Recovered at every
+/// controller tick (~60 ms), each flip a new map: about eight maps in half a second after a
+/// failover, the dead node listed healthy in every other one, and every node holding its
+/// commands ~20 ms at each (the wait for a map it has heard of).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "controller bug: a crashed node flaps Failed/Recovered after a failover"]
 async fn a_crashed_node_once_failed_stays_failed_until_heard_from() {
     run_test(
         "a_crashed_node_once_failed_stays_failed_until_heard_from",
