@@ -129,6 +129,37 @@ struct Counters {
     flushes_flushall: AtomicU64,
 }
 
+/// A fill in flight: abandoned when dropped before [`Pending::finish`], so a caller that gives
+/// up (a proxy client that leaves mid-pipeline) leaves no record in the store.
+struct Pending<'a> {
+    store: &'a Store,
+    key: Bytes,
+    token: u64,
+    finished: bool,
+}
+
+impl Pending<'_> {
+    /// Ends the fill: see [`Store::finish`].
+    fn finish(mut self, pushes_before: u64, variant: Variant, still_valid: impl FnOnce() -> bool) {
+        self.finished = true;
+        self.store.finish(
+            self.key.clone(),
+            self.token,
+            pushes_before,
+            variant,
+            still_valid,
+        );
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.store.abandon(&self.key, self.token);
+        }
+    }
+}
+
 /// A node's tracker and its heartbeat task.
 type Running = (Arc<Tracker>, AbortHandle);
 
@@ -266,27 +297,25 @@ impl NearCache {
         drop(me);
         let generation = tracker.generation();
         let key = Bytes::copy_from_slice(args[1].as_ref());
-        let token = self.store.begin(&key, &tracker);
+        // Abandoned if this future is dropped before it ends (a caller that gave up).
+        let fill = Pending {
+            token: self.store.begin(&key, &tracker),
+            key,
+            store: &self.store,
+            finished: false,
+        };
         let mut frame = BytesMut::from(&encode(args)[..]);
-        frame.extend_from_slice(&encode(&[&b"PTTL"[..], &key[..]]));
+        frame.extend_from_slice(&encode(&[&b"PTTL"[..], &fill.key[..]]));
         let sent = self.now_ms();
         tracker.touch(sent);
-        let replies = conn
+        let (mut replies, pushes_before) = conn
             .request_batch_counted(frame.freeze(), false, 2, self.request_timeout)
-            .await;
-        let (value, pttl, pushes_before) = match replies {
-            Ok((mut replies, pushes_before)) if replies.len() == 2 => {
-                let pttl = replies.pop()?;
-                let value = replies.pop()?;
-                (value, pttl, pushes_before)
-            }
-            _ => {
-                self.store.abandon(&key, token);
-                return None;
-            }
+            .await
+            .ok()?;
+        let (Some(pttl), Some(value)) = (replies.pop(), replies.pop()) else {
+            return None;
         };
         if matches!(value, Value::Error(_) | Value::BulkError(_)) {
-            self.store.abandon(&key, token);
             return None;
         }
         tracker.verified_by(sent, generation);
@@ -296,14 +325,13 @@ impl NearCache {
             _ => cap,
         };
         if ttl.is_zero() {
-            self.store.abandon(&key, token);
-            return Some(Ok(value));
+            return Some(Ok(value)); // the key expires now: nothing to keep
         }
         let extra: Box<[Bytes]> = args[2..]
             .iter()
             .map(|a| Bytes::copy_from_slice(a.as_ref()))
             .collect();
-        let size = Store::size_of(&key, &extra, &value);
+        let size = Store::size_of(&fill.key, &extra, &value);
         let variant = Variant {
             name: spec.name,
             extra,
@@ -315,7 +343,7 @@ impl NearCache {
             size,
         };
         let maps = &self.maps;
-        self.store.finish(key, token, pushes_before, variant, || {
+        fill.finish(pushes_before, variant, || {
             tracker.admit(generation)
                 && maps
                     .slot_read_addr(slot, ReadFrom::Primary)
@@ -469,6 +497,23 @@ mod tests {
             .store
             .get(key.as_bytes(), "get", none, |_| true)
             .is_some()
+    }
+
+    #[test]
+    fn a_fill_given_up_leaves_nothing_in_flight() {
+        let cache = cache();
+        let node = Arc::new(Tracker::new("a:1".into()));
+        let key = Bytes::from_static(b"k");
+        for _ in 0..3 {
+            let _fill = Pending {
+                token: cache.store.begin(&key, &node),
+                key: key.clone(),
+                store: &cache.store,
+                finished: false,
+            };
+            assert_eq!(cache.store.fills_in_flight(), 1);
+        }
+        assert_eq!(cache.store.fills_in_flight(), 0);
     }
 
     #[test]

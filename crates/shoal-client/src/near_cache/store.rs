@@ -332,6 +332,15 @@ impl Store {
         total
     }
 
+    /// Fills in flight (for tests).
+    #[cfg(test)]
+    pub fn fills_in_flight(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().pending.values().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+
     /// Entries (variants) stored.
     pub fn entries(&self) -> usize {
         self.entries.load(Relaxed)
