@@ -39,6 +39,7 @@ mod connection;
 mod dispatch;
 mod door;
 mod error;
+mod exposition;
 mod identity;
 pub mod info;
 pub mod listen;

@@ -36,6 +36,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::commands::table;
 use crate::door::Door;
+pub use crate::exposition::{Format, TEXT_CONTENT_TYPE};
 use crate::stats::CommandTotals;
 pub use crate::stats::{LATENCY_BUCKETS_US, histogram_buckets, latency_slot};
 

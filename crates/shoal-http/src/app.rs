@@ -287,9 +287,18 @@ async fn health<B: Backend>(State(state): State<AppState<B>>) -> Response {
     }
 }
 
-async fn metrics_page<B: Backend>(State(state): State<AppState<B>>) -> Response {
-    let content_type = HeaderValue::from_static(metrics::CONTENT_TYPE);
-    let text = state.backend.metrics_text(&state.stats);
+/// `GET /metrics`: OpenMetrics, or Prometheus's text format 0.0.4 for a scraper whose
+/// `Accept` prefers it ([`metrics::Format::negotiate`]).
+async fn metrics_page<B: Backend>(
+    State(state): State<AppState<B>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = metrics::Format::negotiate(accept);
+    let content_type = HeaderValue::from_static(format.content_type());
+    let text = format.render(state.backend.metrics_text(&state.stats));
     ([(CONTENT_TYPE, content_type)], text).into_response()
 }
 

@@ -4,7 +4,8 @@
 //! [`Collector`] that reads, at scrape time, the very counters `INFO` reads (the front door's,
 //! `Store::stats`, [`crate::process`]) plus the HTTP API's own [`HttpStats`], and encodes them
 //! in the OpenMetrics text format ([`shoal_frontdoor::metrics::CONTENT_TYPE`]); the HTTP router
-//! renders it with a [`shoal_frontdoor::metrics::Exporter`].
+//! renders it with a [`shoal_frontdoor::metrics::Exporter`], and answers a scraper that asks
+//! for Prometheus's text format 0.0.4 in that one ([`shoal_frontdoor::metrics::Format`]).
 //!
 //! Metric families (all counters end in `_total`, units are bytes and seconds): the front
 //! door's with the prefix `shoal` (commands by name and result, their latency, errors by code,
@@ -24,6 +25,8 @@
 //! | `shoal_cluster_lease_age_seconds` | gauge | `source` (`controller`, `peers`) |
 //! | `shoal_cluster_shard_up` | gauge | `shard` |
 //! | `shoal_cluster_redirects_total`, `shoal_cluster_forwarded_total`, `shoal_cluster_fenced_total`, `shoal_cluster_keys_dropped_total`, `shoal_cluster_bus_auth_failures_total` | counter | (cluster mode) |
+//! | `shoal_replication_offset_bytes`, `shoal_replication_lag_bytes` (the furthest-behind replica), `shoal_replication_replicas`, `shoal_replication_link_up` | gauge | |
+//! | `shoal_replication_full_resyncs_served_total`, `shoal_replication_partial_resyncs_served_total`, `shoal_replication_full_resyncs_total`, `shoal_replication_partial_resyncs_total` | counter | |
 //! | `shoal_tracking_invalidations_total` | counter | (each key to each client, and each null) |
 //! | `shoal_tracking_clients`, `shoal_tracking_keys` | gauge | |
 //! | `shoal_http_requests_total` | counter | `method`, `code` ([`HttpStats::encode`]) |
@@ -214,7 +217,7 @@ impl NodeCollector {
         let is_replica = matches!(r.role(), crate::replication::Role::Replica(_));
         let gauges = [
             (
-                "shoal_replication_offset",
+                "shoal_replication_offset_bytes",
                 "Bytes of the replication stream this node has written (primary) or applied (replica).",
                 offset,
             ),
@@ -224,7 +227,7 @@ impl NodeCollector {
                 replicas as u64,
             ),
             (
-                "shoal_replication_lag",
+                "shoal_replication_lag_bytes",
                 "Bytes the furthest-behind replica has yet to acknowledge.",
                 worst_lag,
             ),

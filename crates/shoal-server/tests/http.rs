@@ -590,6 +590,56 @@ fn assert_parses_as_openmetrics(text: &str) {
 }
 
 #[tokio::test]
+async fn a_scraper_that_asks_for_the_text_format_gets_it() {
+    let node = Node::start().await;
+    let response = node
+        .send(
+            node.http
+                .get(node.url("/metrics"))
+                .header(ACCEPT, "text/plain; version=0.0.4"),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, CONTENT_TYPE),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    assert!(
+        !text.contains("# EOF") && !text.contains("# UNIT "),
+        "{text}"
+    );
+    // A counter's comments name its `_total` series, as the text format wants; every
+    // sample's family is declared.
+    assert!(
+        text.contains("# TYPE shoal_keyspace_hits_total counter\n"),
+        "{text}"
+    );
+    let declared: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|rest| rest.split(' ').next().unwrap())
+        .collect();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|base| declared.contains(base))
+            .unwrap_or(name);
+        assert!(declared.contains(&family), "{line} has no # TYPE");
+    }
+    // Prometheus's own Accept header still gets OpenMetrics.
+    let response = node
+        .send(node.http.get(node.url("/metrics")).header(
+            ACCEPT,
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        ))
+        .await;
+    assert_parses_as_openmetrics(&response.text().await.unwrap());
+}
+
+#[tokio::test]
 async fn metrics_count_commands_and_parse_as_prometheus_text() {
     let mut node = Node::start().await;
     let get_ok = "shoal_commands_total{command=\"get\",result=\"ok\"}";
