@@ -26,6 +26,7 @@
 //! | `shoal_cluster_shard_up` | gauge | `shard` |
 //! | `shoal_cluster_redirects_total`, `shoal_cluster_forwarded_total`, `shoal_cluster_fenced_total`, `shoal_cluster_keys_dropped_total`, `shoal_cluster_bus_auth_failures_total` | counter | (cluster mode) |
 //! | `shoal_replication_offset_bytes`, `shoal_replication_lag_bytes` (the furthest-behind replica), `shoal_replication_replicas`, `shoal_replication_link_up` | gauge | |
+//! | `shoal_replication_replica_lag_bytes`, `shoal_replication_replica_ack_age_seconds` | gauge | `replica` (`ip:port`, on a primary) |
 //! | `shoal_replication_full_resyncs_served_total`, `shoal_replication_partial_resyncs_served_total`, `shoal_replication_full_resyncs_total`, `shoal_replication_partial_resyncs_total` | counter | |
 //! | `shoal_tracking_invalidations_total` | counter | (each key to each client, and each null) |
 //! | `shoal_tracking_clients`, `shoal_tracking_keys` | gauge | |
@@ -201,6 +202,48 @@ impl Collector for NodeCollector {
 }
 
 impl NodeCollector {
+    /// On a primary, each replica's lag: in bytes not yet acknowledged, and in seconds since
+    /// its last acknowledgement (Redis's `lag=` in `INFO replication`). One series per
+    /// replica, labelled with its address.
+    fn replica_lags(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let r = &self.shared.replication;
+        let offset = r.offset();
+        let now = r.now_ms();
+        let lags: Vec<(String, u64, f64)> = r
+            .replicas
+            .lock()
+            .iter()
+            .map(|peer| {
+                let acked_ms_ago = now.saturating_sub(peer.last_ack_ms.load(Relaxed));
+                (
+                    format!("{}:{}", peer.ip, peer.port),
+                    offset.saturating_sub(peer.ack.load(Relaxed)),
+                    acked_ms_ago as f64 / 1000.0,
+                )
+            })
+            .collect();
+        let mut bytes = encoder.encode_descriptor(
+            "shoal_replication_replica_lag_bytes",
+            "A replica of this primary: bytes of the stream it has not acknowledged yet.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (replica, lag, _) in &lags {
+            gauge(*lag).encode(bytes.encode_family(&[("replica", replica.as_str())])?)?;
+        }
+        let mut seconds = encoder.encode_descriptor(
+            "shoal_replication_replica_ack_age",
+            "A replica of this primary: time since its last acknowledgement (Redis's lag=).",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for (replica, _, age) in &lags {
+            ConstGauge::new(*age)
+                .encode(seconds.encode_family(&[("replica", replica.as_str())])?)?;
+        }
+        Ok(())
+    }
+
     /// Replication's families.
     fn replication(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let r = &self.shared.replication;
@@ -214,6 +257,7 @@ impl NodeCollector {
                 .unwrap_or(0);
             (peers.len(), lag)
         };
+        self.replica_lags(encoder)?;
         let is_replica = matches!(r.role(), crate::replication::Role::Replica(_));
         let gauges = [
             (

@@ -104,7 +104,11 @@ async fn fifty_writes_each_followed_by_wait_are_acknowledged_at_once() {
     run_test(
         "fifty_writes_each_followed_by_wait_are_acknowledged_at_once",
         async {
-            let (cluster, shard) = start_shard(ClusterOptions::default()).await;
+            // With HTTP, for the primary's /metrics (start_shard serves none).
+            let cluster = TestCluster::start(SHOAL, 1, 2, ClusterOptions::default())
+                .await
+                .expect("the cluster starts");
+            let shard = cluster.shards().await.expect("the shards").remove(0);
             let mut primary = cluster.node(shard.primary).connect().await.unwrap();
             until_both_replicas_acknowledge(&mut primary).await;
             // Back to back: each WAIT asks for acknowledgements right after the last one was
@@ -127,6 +131,22 @@ async fn fifty_writes_each_followed_by_wait_are_acknowledged_at_once() {
                 took < Duration::from_millis(50 * 30),
                 "50 SET + WAIT 2 pairs took {took:?} (slowest WAIT {slowest:?})"
             );
+            // The primary's /metrics has each replica's lag, which WAIT just showed small.
+            let node = cluster.node(shard.primary);
+            let url = format!("http://{}/metrics", node.http_addr().expect("an HTTP port"));
+            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            let series = |name: &str| -> Vec<f64> {
+                text.lines()
+                    .filter(|l| l.starts_with(&format!("{name}{{replica=\"127.0.0.1:")))
+                    .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+                    .collect()
+            };
+            let lags = series("shoal_replication_replica_lag_bytes");
+            let ages = series("shoal_replication_replica_ack_age_seconds");
+            assert_eq!((lags.len(), ages.len()), (2, 2), "{text}");
+            assert!(ages.iter().all(|&age| age < 2.0), "{ages:?}");
+            assert!(lags.iter().all(|&lag| lag < 1e6), "{lags:?}");
+            assert!(text.contains("\nshoal_replication_lag_bytes "), "{text}");
         },
     )
     .await;
