@@ -43,7 +43,7 @@ COMMANDS = """
 acl append asking auth bitcount bitfield bitfield_ro bitop bitpos client cluster command config copy
 dbsize decr decrby del discard echo exec exists expire expireat expiretime flushall flushdb get
 getbit getdel getex getrange getset hdel hello hexists hget hgetall hincrby hincrbyfloat hkeys hlen
-hmget hmset hrandfield hscan hset hsetnx hstrlen hvals incr incrby incrbyfloat info keys lcs memory
+hmget hmset hrandfield hscan hset hsetnx hstrlen hvals incr incrby incrbyfloat info keys latency lcs memory
 mget mset msetnx multi object persist pexpire pexpireat pexpiretime ping psetex psubscribe psync
 pttl publish pubsub punsubscribe quit randomkey readonly readwrite rename renamenx replconf reset
 scan select set setbit setex setnx spublish ssubscribe subscribe sunsubscribe unsubscribe
@@ -68,6 +68,7 @@ SUBCOMMANDS = {
     "command": ["count", "info", "docs", "list", "getkeys", "help"],
     "config": ["get", "set", "resetstat", "help"],
     "slowlog": ["get", "len", "reset", "help"],
+    "latency": ["doctor", "graph", "help", "histogram", "history", "latest", "reset"],
     "memory": ["usage", "help"],
     "object": ["encoding", "idletime", "freq", "refcount", "help"],
     "pubsub": ["channels", "numsub", "numpat", "shardchannels", "shardnumsub", "help"],

@@ -436,8 +436,12 @@ fn warn_cross_protocol<B: Backend>(r: &Request<'_, B>) {
     }
 }
 
+/// A command that ran took `usec`: a sample for the latency monitor and an entry of the slow
+/// log if it took long enough.
 fn record_slow<B: Backend>(r: &Request<'_, B>, spec: &CommandSpec, argv: &Argv<'_>, usec: u64) {
-    let slowlog = &r.backend.door().slowlog;
+    let door = r.backend.door();
+    door.latency.command_ran(spec.has(flags::FAST), usec);
+    let slowlog = &door.slowlog;
     if !slowlog.should_log(usec) {
         return;
     }

@@ -26,6 +26,8 @@ pub struct Door {
     pub acl: crate::acl::Acl,
     /// The slow log (a proxy leaves it off: its nodes keep theirs).
     pub slowlog: SlowLog,
+    /// The latency monitor (`LATENCY ...`, `latency-monitor-threshold`).
+    pub latency: crate::latency::LatencyMonitor,
     /// Pub/Sub subscriptions of this server's connections.
     pub pubsub: Arc<crate::pubsub::PubSub>,
     /// Whether a script runs (a node's; a proxy's never does): see [`crate::busy`].
@@ -123,6 +125,7 @@ impl Door {
             clients,
             stats: Stats::new(table().len()),
             slowlog: SlowLog::new(-1, 0),
+            latency: crate::latency::LatencyMonitor::default(),
             pubsub: Arc::default(),
             busy: crate::busy::Busy::default(),
             started: Instant::now(),

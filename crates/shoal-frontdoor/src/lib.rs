@@ -42,6 +42,7 @@ mod error;
 mod exposition;
 mod identity;
 pub mod info;
+pub mod latency;
 pub mod listen;
 pub mod metrics;
 mod multi;

@@ -57,6 +57,11 @@ impl SlowLog {
         entries.truncate(max_len as usize);
     }
 
+    /// `slowlog-log-slower-than`, in microseconds (negative: the log is off).
+    pub fn slower_than_us(&self) -> i64 {
+        self.slower_than_us.load(Relaxed)
+    }
+
     /// Whether a command that took `duration_us` belongs in the log.
     #[inline]
     pub fn should_log(&self, duration_us: u64) -> bool {

@@ -345,6 +345,9 @@ pub struct Config {
     pub slowlog_log_slower_than: i64,
     /// Entries the slow log keeps.
     pub slowlog_max_len: u64,
+    /// Commands that take at least this many milliseconds are samples of the latency monitor
+    /// (`LATENCY ...`; 0: off, Redis's default).
+    pub latency_monitor_threshold: u64,
     /// Background task frequency in Hz (active expiry, stats sampling), 1 to 500.
     pub hz: u64,
     /// Milliseconds a script (or function) may run before other clients are answered
@@ -490,6 +493,7 @@ impl Default for Config {
             http_allowed_hosts: "localhost".into(),
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
+            latency_monitor_threshold: 0,
             hz: 10,
             busy_reply_threshold: 5000,
             log_format: LogFormat::Human,
@@ -1276,6 +1280,14 @@ pub static PARAMS: &[Param] = &[
         get: |c| c.slowlog_max_len.to_string(),
         set: Some(|c, v| {
             c.slowlog_max_len = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "latency-monitor-threshold",
+        get: |c| c.latency_monitor_threshold.to_string(),
+        set: Some(|c, v| {
+            c.latency_monitor_threshold = parse_number(v)?;
             Ok(())
         }),
     },

@@ -121,6 +121,7 @@ impl Shared {
         }
         door.slowlog
             .configure(config.slowlog_log_slower_than, config.slowlog_max_len);
+        door.latency.set_threshold(config.latency_monitor_threshold);
         door.tracking
             .set_max_keys(config.tracking_table_max_keys as usize);
         let door = Arc::new(door);
@@ -185,6 +186,9 @@ impl Shared {
         self.door
             .slowlog
             .configure(config.slowlog_log_slower_than, config.slowlog_max_len);
+        self.door
+            .latency
+            .set_threshold(config.latency_monitor_threshold);
         self.store.set_maxmemory(config.maxmemory.0 as usize);
         self.store
             .set_lfu(config.lfu_log_factor as u32, config.lfu_decay_time as u32);

@@ -10,6 +10,7 @@ mod hash_ttl;
 mod hashes;
 mod introspection;
 mod keys;
+mod latency;
 mod lcs;
 mod pubsub;
 mod replication;
@@ -122,7 +123,13 @@ fn handler_of(name: &str) -> Option<Handler> {
     use Handler::{MayWait, Now};
     Some(match name {
         "command|help" | "config|help" | "slowlog|help" | "memory|help" | "object|help"
-        | "pubsub|help" | "script|help" | "function|help" => Now(help),
+        | "pubsub|help" | "script|help" | "function|help" | "latency|help" => Now(help),
+        "latency|latest" => Now(latency::latest),
+        "latency|history" => Now(latency::history),
+        "latency|reset" => Now(latency::reset),
+        "latency|graph" => Now(latency::graph),
+        "latency|doctor" => Now(latency::doctor),
+        "latency|histogram" => Now(latency::histogram),
         // scripting
         "eval" => Now(scripting::eval),
         "eval_ro" => Now(scripting::eval_ro),

@@ -105,6 +105,7 @@ fn redis_param(name: &str) -> Option<RedisParam> {
         "timeout" | "hz" | "lfu-log-factor" | "lfu-decay-time" => number(false, false, 0, INT_MAX),
         "slowlog-log-slower-than" => number(false, false, -1, LONG_MAX),
         "slowlog-max-len" => number(false, true, 0, LONG_MAX),
+        "latency-monitor-threshold" => number(false, false, 0, LONG_MAX),
         "busy-reply-threshold" | "lua-time-limit" => number(false, false, 0, LONG_MAX),
         "hash-max-listpack-entries" | "hash-max-ziplist-entries" => {
             number(false, true, 0, LONG_MAX)
