@@ -30,7 +30,7 @@ pub use sketch::{Heavy, SpaceSaving, merge_top};
 use crate::stats::Stats;
 
 /// The background sampling ratio: one command in this many.
-pub const DEFAULT_BACKGROUND_RATIO: u32 = 16;
+pub const DEFAULT_BACKGROUND_RATIO: u32 = 64;
 
 /// Counters per thread and metric in the background.
 pub const BACKGROUND_CAPACITY: usize = 128;
@@ -287,9 +287,10 @@ impl HotKeys {
         let nanos = sample.nanos.div_ceil(n).max(1);
         let mut s = hot.summaries.lock();
         for key in keys {
-            s.requests.add(key, 1);
-            s.net.add(key, bytes);
-            s.cpu.add(key, nanos);
+            let hash = sketch::key_hash(key);
+            s.requests.add_hashed(hash, key, 1);
+            s.net.add_hashed(hash, key, bytes);
+            s.cpu.add_hashed(hash, key, nanos);
         }
     }
 

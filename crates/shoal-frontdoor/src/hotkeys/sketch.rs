@@ -18,9 +18,13 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// One counter.
 #[derive(Debug, Clone)]
 struct Counter {
-    key: Box<[u8]>,
+    /// The key (its buffer reused when the counter changes hands).
+    key: Vec<u8>,
+    hash: u64,
     count: u64,
     error: u64,
+    /// Where it is in the heap.
+    at: u32,
 }
 
 /// A key's estimate, as [`SpaceSaving::top`] reports it.
@@ -34,16 +38,45 @@ pub struct Heavy {
     pub error: u64,
 }
 
+/// The keys' hashes are hashes already.
+#[derive(Debug, Clone, Copy, Default)]
+struct Identity(u64);
+
+impl std::hash::Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type IdentityState = std::hash::BuildHasherDefault<Identity>;
+
 /// A bounded summary of the heaviest keys of a weighted stream (see the module's doc).
 #[derive(Debug, Clone)]
 pub struct SpaceSaving {
     capacity: usize,
-    /// A min-heap by `count`.
-    heap: Vec<Counter>,
-    /// Each key's position in `heap`.
-    index: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
+    counters: Vec<Counter>,
+    /// Counter numbers, a min-heap by their `count`.
+    heap: Vec<u32>,
+    /// Each key's hash to its counter (two keys of one 64-bit hash: the second is skipped).
+    index: HashMap<u64, u32, IdentityState>,
     total: u64,
     skipped: u64,
+}
+
+/// The hash [`SpaceSaving::add_hashed`] takes: the same for every summary.
+pub fn key_hash(key: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::LazyLock<foldhash::fast::FixedState> =
+        std::sync::LazyLock::new(|| foldhash::fast::FixedState::with_seed(rand::random()));
+    SEED.hash_one(key)
 }
 
 impl SpaceSaving {
@@ -52,6 +85,7 @@ impl SpaceSaving {
         let capacity = capacity.max(1);
         SpaceSaving {
             capacity,
+            counters: Vec::new(),
             heap: Vec::new(),
             index: HashMap::default(),
             total: 0,
@@ -66,12 +100,12 @@ impl SpaceSaving {
 
     /// How many keys it counts now (at most [`SpaceSaving::capacity`]).
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.counters.len()
     }
 
     /// Whether it counts no key.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.counters.is_empty()
     }
 
     /// The sum of every weight added (skipped keys' included).
@@ -79,13 +113,15 @@ impl SpaceSaving {
         self.total
     }
 
-    /// The weight of keys longer than [`MAX_KEY_LEN`], not counted.
+    /// The weight of keys longer than [`MAX_KEY_LEN`] (or, rarely, sharing a hash with a
+    /// counted key), not counted.
     pub fn skipped(&self) -> u64 {
         self.skipped
     }
 
     /// Forgets everything, keeping the capacity.
     pub fn clear(&mut self) {
+        self.counters.clear();
         self.heap.clear();
         self.index.clear();
         self.total = 0;
@@ -96,12 +132,18 @@ impl SpaceSaving {
     pub fn reset(&mut self, capacity: usize) {
         self.clear();
         self.capacity = capacity.max(1);
+        self.counters.shrink_to(self.capacity);
         self.heap.shrink_to(self.capacity);
         self.index.shrink_to(self.capacity);
     }
 
     /// Adds `weight` to `key`. A weight of zero changes nothing.
     pub fn add(&mut self, key: &[u8], weight: u64) {
+        self.add_hashed(key_hash(key), key, weight);
+    }
+
+    /// [`SpaceSaving::add`] of a key whose [`key_hash`] is `hash`.
+    pub fn add_hashed(&mut self, hash: u64, key: &[u8], weight: u64) {
         if weight == 0 {
             return;
         }
@@ -110,27 +152,38 @@ impl SpaceSaving {
             self.skipped = self.skipped.saturating_add(weight);
             return;
         }
-        if let Some(&at) = self.index.get(key) {
-            let c = &mut self.heap[at];
+        if let Some(&id) = self.index.get(&hash) {
+            let c = &mut self.counters[id as usize];
+            if c.key != key {
+                self.skipped = self.skipped.saturating_add(weight);
+                return;
+            }
             c.count = c.count.saturating_add(weight);
+            let at = c.at as usize;
             self.sift_down(at);
-        } else if self.heap.len() < self.capacity {
-            let at = self.heap.len();
-            self.heap.push(Counter {
-                key: key.into(),
+        } else if self.counters.len() < self.capacity {
+            let id = self.counters.len() as u32;
+            self.counters.push(Counter {
+                key: key.to_vec(),
+                hash,
                 count: weight,
                 error: 0,
+                at: id,
             });
-            self.index.insert(key.into(), at);
-            self.sift_up(at);
+            self.heap.push(id);
+            self.index.insert(hash, id);
+            self.sift_up(id as usize);
         } else {
             // The lightest counter is the new key's now.
-            let root = &mut self.heap[0];
-            let old = std::mem::replace(&mut root.key, key.into());
-            root.error = root.count;
-            root.count = root.count.saturating_add(weight);
-            self.index.remove(&old);
-            self.index.insert(key.into(), 0);
+            let id = self.heap[0];
+            let c = &mut self.counters[id as usize];
+            self.index.remove(&c.hash);
+            c.key.clear();
+            c.key.extend_from_slice(key);
+            c.hash = hash;
+            c.error = c.count;
+            c.count = c.count.saturating_add(weight);
+            self.index.insert(hash, id);
             self.sift_down(0);
         }
     }
@@ -138,10 +191,10 @@ impl SpaceSaving {
     /// The `k` heaviest keys, heaviest first (ties by key, so the order is deterministic).
     pub fn top(&self, k: usize) -> Vec<Heavy> {
         let mut all: Vec<Heavy> = self
-            .heap
+            .counters
             .iter()
             .map(|c| Heavy {
-                key: c.key.to_vec(),
+                key: c.key.clone(),
                 count: c.count,
                 error: c.error,
             })
@@ -153,18 +206,26 @@ impl SpaceSaving {
 
     /// Every counter's key and estimate, in no order.
     pub fn counters(&self) -> impl Iterator<Item = (&[u8], u64, u64)> {
-        self.heap.iter().map(|c| (&c.key[..], c.count, c.error))
+        self.counters.iter().map(|c| (&c.key[..], c.count, c.error))
     }
 
     /// The estimate of `key` (zero if it has no counter).
     pub fn estimate(&self, key: &[u8]) -> u64 {
-        self.index.get(key).map_or(0, |&at| self.heap[at].count)
+        self.index
+            .get(&key_hash(key))
+            .map(|&id| &self.counters[id as usize])
+            .filter(|c| c.key == key)
+            .map_or(0, |c| c.count)
+    }
+
+    fn count_at(&self, at: usize) -> u64 {
+        self.counters[self.heap[at] as usize].count
     }
 
     fn sift_up(&mut self, mut at: usize) {
         while at > 0 {
             let parent = (at - 1) / 2;
-            if self.heap[parent].count <= self.heap[at].count {
+            if self.count_at(parent) <= self.count_at(at) {
                 break;
             }
             self.swap(parent, at);
@@ -180,12 +241,12 @@ impl SpaceSaving {
                 break;
             }
             let right = left + 1;
-            let child = if right < len && self.heap[right].count < self.heap[left].count {
+            let child = if right < len && self.count_at(right) < self.count_at(left) {
                 right
             } else {
                 left
             };
-            if self.heap[at].count <= self.heap[child].count {
+            if self.count_at(at) <= self.count_at(child) {
                 break;
             }
             self.swap(at, child);
@@ -195,11 +256,8 @@ impl SpaceSaving {
 
     fn swap(&mut self, a: usize, b: usize) {
         self.heap.swap(a, b);
-        for at in [a, b] {
-            if let Some(slot) = self.index.get_mut(&self.heap[at].key) {
-                *slot = at;
-            }
-        }
+        self.counters[self.heap[a] as usize].at = a as u32;
+        self.counters[self.heap[b] as usize].at = b as u32;
     }
 }
 
@@ -238,13 +296,16 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn check_heap(s: &SpaceSaving) {
-        for (at, c) in s.heap.iter().enumerate() {
-            assert_eq!(s.index[&c.key], at);
+        for (at, &id) in s.heap.iter().enumerate() {
+            let c = &s.counters[id as usize];
+            assert_eq!(c.at as usize, at);
+            assert_eq!(s.index[&c.hash], id);
             if at > 0 {
-                assert!(s.heap[(at - 1) / 2].count <= c.count);
+                assert!(s.count_at((at - 1) / 2) <= c.count);
             }
         }
         assert_eq!(s.index.len(), s.heap.len());
+        assert_eq!(s.counters.len(), s.heap.len());
         assert!(s.heap.len() <= s.capacity);
     }
 
