@@ -119,6 +119,12 @@ def _time_options(last: tuple[str, str]) -> dict:
         _arg(n, "integer", token=t) for n, t in units] + [_arg(last[0], "pure-token", token=last[1])])
 
 
+def _hotkeys_sub(arity: int, summary: str, complexity: str, args: list | None = None) -> dict:
+    return {"arity": arity, "flags": ["admin", "noscript"], "acl": ["@admin", "@slow", "@dangerous"],
+            "group": "server", "summary": summary, "since": "8.6.0", "complexity": complexity,
+            "args": args or []}
+
+
 # Commands of later Redis versions, described by hand (see the module's docstring).
 LATER_COMMANDS = {
     "hexpire": _expire_command("Set expiry for hash field using relative time to expire (seconds)",
@@ -159,6 +165,29 @@ LATER_COMMANDS = {
                             _arg("fnx", "pure-token", token="FNX"), _arg("fxx", "pure-token", token="FXX")]),
                         _time_options(("keepttl", "KEEPTTL")),
                         _fields(_arg("field", "string"), _arg("value", "string"))]},
+    # Redis 8.6 (src/commands/hotkeys*.json): a container of four keyless ADMIN NOSCRIPT
+    # subcommands. The JSON files recorded no command tips; redis/redis#14761 (merged before
+    # 8.6.0) mentions "special" request/response policies whose exact tips could not be
+    # confirmed, so none are described.
+    "hotkeys": {"arity": -2, "flags": [], "acl": ["@slow"], "group": "server",
+                "summary": "A container for hotkeys tracking commands.", "since": "8.6.0",
+                "complexity": "Depends on subcommand.", "args": [],
+                "subcommands": {
+                    "get": _hotkeys_sub(2, "Returns lists of top K hotkeys depending on metrics chosen in HOTKEYS START command.",
+                                        "O(K) where K is the number of hotkeys returned."),
+                    "reset": _hotkeys_sub(2, "Release the resources used for hotkey tracking.", "O(1)"),
+                    "start": _hotkeys_sub(-2, "Starts hotkeys tracking.", "O(1)", [
+                        _arg("metrics", "block", token="METRICS", args=[
+                            _arg("count", "integer"),
+                            _arg("cpu", "pure-token", token="CPU", flags=("optional",)),
+                            _arg("net", "pure-token", token="NET", flags=("optional",))]),
+                        _arg("k", "integer", token="COUNT", flags=("optional",)),
+                        _arg("seconds", "integer", token="DURATION", flags=("optional",)),
+                        _arg("ratio", "integer", token="SAMPLE", flags=("optional",)),
+                        _arg("slots", "block", token="SLOTS", flags=("optional",), args=[
+                            _arg("count", "integer"), _arg("slot", "integer", flags=("multiple",))])]),
+                    "stop": _hotkeys_sub(2, "Stops hotkeys tracking.", "O(1)"),
+                }},
 }
 
 
@@ -186,26 +215,39 @@ def _docs_arg(a: dict) -> "Value":
 
 
 def later_spec(name: str, d: dict) -> "Spec":
-    """The spec of a hand-described command, shaped as Redis would send its info and docs."""
+    """The spec of a hand-described command, shaped as Redis would send its info and docs: one key
+    at index 1 if it has `key_flags`, none otherwise; a container's `subcommands` (sorted by name,
+    as the recorded ones) are described the same way."""
     simple = lambda words: Value("set", [Value("simple", w.encode()) for w in words])
-    key_spec = _pairs([
-        ("flags", simple(d["key_flags"])),
-        ("begin_search", _pairs([("type", _bulk("index")),
-                                 ("spec", _pairs([("index", Value("int", 1))]))])),
-        ("find_keys", _pairs([("type", _bulk("range")),
-                              ("spec", _pairs([("lastkey", Value("int", 0)), ("keystep", Value("int", 1)),
-                                               ("limit", Value("int", 0))]))])),
-    ])
+    key_specs, keys = [], (0, 0, 0)
+    if "key_flags" in d:
+        key_specs = [_pairs([
+            ("flags", simple(d["key_flags"])),
+            ("begin_search", _pairs([("type", _bulk("index")),
+                                     ("spec", _pairs([("index", Value("int", 1))]))])),
+            ("find_keys", _pairs([("type", _bulk("range")),
+                                  ("spec", _pairs([("lastkey", Value("int", 0)), ("keystep", Value("int", 1)),
+                                                   ("limit", Value("int", 0))]))])),
+        ])]
+        keys = (1, 1, 1)
+    subs = [later_spec(f"{name}|{sub}", sd) for sub, sd in sorted(d.get("subcommands", {}).items())]
     info = Value("array", [
-        _bulk(name), Value("int", d["arity"]), simple(d["flags"]), Value("int", 1), Value("int", 1),
-        Value("int", 1), simple(d["acl"]), Value("set", []), Value("set", [key_spec]), Value("set", []),
+        _bulk(name), Value("int", d["arity"]), simple(d["flags"]), Value("int", keys[0]),
+        Value("int", keys[1]), Value("int", keys[2]), simple(d["acl"]), Value("set", []),
+        Value("set", key_specs),
+        Value("array", [s.info for s in subs]) if subs else Value("set", []),
     ])
-    docs = _pairs([
-        ("summary", _bulk(d["summary"])), ("since", _bulk(d["since"])), ("group", _bulk("hash")),
-        ("complexity", _bulk(d["complexity"])),
-        ("arguments", Value("array", [_docs_arg(a) for a in d["args"]])),
-    ])
-    return spec_from_entry(info, docs, f"LATER_COMMANDS {name}")
+    items = [
+        ("summary", _bulk(d["summary"])), ("since", _bulk(d["since"])),
+        ("group", _bulk(d.get("group", "hash"))), ("complexity", _bulk(d["complexity"])),
+    ]
+    if d["args"]:
+        items.append(("arguments", Value("array", [_docs_arg(a) for a in d["args"]])))
+    if subs:
+        items.append(("subcommands", Value("map", [x for s in subs for x in (_bulk(s.name), s.docs)])))
+    spec = spec_from_entry(info, _pairs(items), f"LATER_COMMANDS {name}")
+    spec.subcommands = subs
+    return spec
 
 
 # Flag names as COMMAND INFO shows them -> constants of command_table::flags. Other flags (e.g.
@@ -769,6 +811,8 @@ def main() -> int:
                         raise GenError(f"{name} is in redis-server {version}: record it, do not describe it")
                     specs.append(later_spec(name, d))
                     acl_commands.append((name, [c.lstrip("@") for c in d["acl"]]))
+                    for sub, sd in d.get("subcommands", {}).items():
+                        acl_commands.append((f"{name}|{sub}", [c.lstrip("@") for c in sd["acl"]]))
                 specs.sort(key=lambda s: s.name.encode())
                 acl_commands.sort()
             finally:

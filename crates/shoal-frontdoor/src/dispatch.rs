@@ -151,6 +151,8 @@ pub(crate) fn dispatch<B: Backend>(
     r.conn.last_command = command.id;
     // The clock is read once a command starts running: a refusal is not timed.
     let mut started = None;
+    // Where this command's reply starts, for a hot-key sample's bytes out.
+    let out_before = r.out.len();
     // A connection without tracking pays a test of one field before and after.
     if command.connection.is_none() && r.conn.tracking.is_some() {
         before_tracked(&mut r, command, argv);
@@ -190,7 +192,12 @@ pub(crate) fn dispatch<B: Backend>(
     if r.conn.tracking.is_some() {
         finish_tracked(&mut r, command, argv);
     }
-    let usec = started.map_or(0, |t| t.elapsed().as_micros() as u64);
+    let elapsed = started.map(|t| t.elapsed());
+    let usec = elapsed.map_or(0, |d| d.as_micros() as u64);
+    // One load and one store of this thread's own countdown per command.
+    if worker.hot.due() && !matches!(outcome, Outcome::Retry(_)) {
+        sample_hot(&r, command, argv, out_before, elapsed);
+    }
     let step = match outcome {
         Outcome::Ran => Step::Done,
         Outcome::Failed(error) => {
@@ -215,6 +222,35 @@ pub(crate) fn dispatch<B: Backend>(
     r.worker.record_call(command.id as usize, usec, false);
     record_slow(&r, spec, argv, usec);
     step
+}
+
+/// A sampled command's keys go to this thread's hot-key summaries ([`crate::hotkeys`]), with
+/// its bytes in and out and its run time. Connection commands (`SSUBSCRIBE`'s channels) are
+/// not keys of the store.
+#[cold]
+#[inline(never)]
+fn sample_hot<B: Backend>(
+    r: &Request<'_, B>,
+    command: &'static Command,
+    argv: &Argv<'_>,
+    out_before: usize,
+    elapsed: Option<std::time::Duration>,
+) {
+    let hotkeys = &r.backend.door().stats.hotkeys;
+    let sample = crate::hotkeys::Sample {
+        bytes_in: crate::hotkeys::request_bytes(argv.iter(), argv.len()),
+        bytes_out: r.out.len().saturating_sub(out_before) as u64,
+        nanos: elapsed.map_or(0, |d| d.as_nanos() as u64),
+    };
+    if command.connection.is_some() {
+        hotkeys.sample(&r.worker.hot, std::iter::empty(), sample);
+        return;
+    }
+    let keys = command
+        .spec
+        .key_positions_in(argv)
+        .map(|i| argv.try_get(i).unwrap_or_default());
+    hotkeys.sample(&r.worker.hot, keys, sample);
 }
 
 /// Before a command of a connection with `CLIENT TRACKING` on: its own changes are known as

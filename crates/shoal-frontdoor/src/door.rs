@@ -181,6 +181,8 @@ impl Door {
     pub fn tick(&self) {
         self.stats
             .sample_rates(self.started.elapsed().as_millis() as u64);
+        // A `HOTKEYS` session's `DURATION` ends here.
+        self.stats.hotkeys.tick(&self.stats);
         // Sessions do not time their reads (no timer per read on the request path, and a
         // changed `timeout` reaches clients already waiting): idle ones are found here.
         let timeout = self.settings.timeout_seconds();

@@ -14,6 +14,7 @@
 //!   log;
 //! * [`pubsub`]: subscriptions, the subscribed connection's mailbox and its messages;
 //! * [`tracking`]: `CLIENT TRACKING` (client-side caching's invalidations);
+//! * [`hotkeys`]: the sampled top-K of hot keys per server, and `HOTKEYS` sessions;
 //! * transactions: the `MULTI` queue and `EXEC`'s reply, around the backend's atomic run
 //!   ([`Transaction`]);
 //! * [`acl`]: Redis 7.0's ACL users, their rules, the ACL file and the `ACL LOG`;
@@ -40,6 +41,7 @@ mod dispatch;
 mod door;
 mod error;
 mod exposition;
+pub mod hotkeys;
 mod identity;
 pub mod info;
 pub mod latency;

@@ -66,6 +66,8 @@ pub struct WorkerStats {
     pub net_output_bytes: AtomicU64,
     /// Whether the thread is inside a command's synchronous part ([`WorkerStats::enter`]).
     inside: InCommand,
+    /// The thread's hot-key sampling ([`crate::hotkeys`]).
+    pub(crate) hot: crate::hotkeys::ThreadHot,
 }
 
 /// The "inside a command" mark, on a cache line of its own: its thread writes it twice per
@@ -91,6 +93,7 @@ impl WorkerStats {
             net_input_bytes: AtomicU64::new(0),
             net_output_bytes: AtomicU64::new(0),
             inside: InCommand::default(),
+            hot: crate::hotkeys::ThreadHot::new(),
         }
     }
 
@@ -199,6 +202,8 @@ pub struct Stats {
     pub cross_protocol_attempts: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     ops_samples: Mutex<OpsSampler>,
+    /// Hot keys: the threads' sampled summaries and `HOTKEYS` sessions.
+    pub hotkeys: crate::hotkeys::HotKeys,
 }
 
 impl Stats {
@@ -219,6 +224,7 @@ impl Stats {
             cross_protocol_attempts: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             ops_samples: Mutex::new(OpsSampler::default()),
+            hotkeys: crate::hotkeys::HotKeys::default(),
         }
     }
 
@@ -297,6 +303,21 @@ impl Stats {
                 t
             })
             .collect()
+    }
+
+    /// Microseconds of every command run so far.
+    pub fn total_usec(&self) -> u64 {
+        let workers = self.workers.lock();
+        workers
+            .iter()
+            .flat_map(|w| w.commands.iter())
+            .map(|c| c.usec.load(Relaxed))
+            .sum()
+    }
+
+    /// Every thread's counters (a copy of the list).
+    pub fn workers(&self) -> Vec<Arc<WorkerStats>> {
+        self.workers.lock().clone()
     }
 
     /// Commands run so far (`total_commands_processed`).

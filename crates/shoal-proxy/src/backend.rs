@@ -158,6 +158,9 @@ pub(crate) fn refusal(name: &str) -> Option<&'static str> {
     match name {
         "asking" | "readonly" | "readwrite" => Some(NO_CLUSTER),
         name if name.starts_with("cluster|") => Some(NO_CLUSTER),
+        name if name.starts_with("hotkeys|") => {
+            Some("ERR proxy: HOTKEYS is per node; send it to each node")
+        }
         "shutdown" => {
             Some("ERR proxy: SHUTDOWN is not served through the proxy; stop the nodes themselves")
         }

@@ -124,6 +124,14 @@ impl Shared {
         door.latency.set_threshold(config.latency_monitor_threshold);
         door.tracking
             .set_max_keys(config.tracking_table_max_keys as usize);
+        // The background hot-key sampling's ratio (0: off), for measuring its cost
+        // (`bench/hotkeys-cost.sh`); 1 in 64 by default.
+        if let Some(ratio) = std::env::var("SHOAL_HOTKEYS_SAMPLE_RATIO")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            door.stats.hotkeys.set_background_ratio(&door.stats, ratio);
+        }
         let door = Arc::new(door);
         if let Some(cluster) = &cluster {
             cluster.attach_pubsub(door.pubsub.clone());

@@ -944,6 +944,12 @@ const LATER_COMMANDS: &[&str] = &[
     "hgetdel",
     "hgetex",
     "hsetex",
+    // Redis 8.6 (tests/hotkeys.rs checks them).
+    "hotkeys",
+    "hotkeys|get",
+    "hotkeys|reset",
+    "hotkeys|start",
+    "hotkeys|stop",
 ];
 
 /// Shoal's parameters, less those Redis does not have and `port` (each server has its own).

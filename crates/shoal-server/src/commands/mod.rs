@@ -8,6 +8,7 @@ mod bits;
 mod cluster;
 mod hash_ttl;
 mod hashes;
+mod hotkeys;
 mod introspection;
 mod keys;
 mod latency;
@@ -245,6 +246,10 @@ fn handler_of(name: &str) -> Option<Handler> {
         "object|freq" => Now(server::object_freq),
         "object|refcount" => Now(server::object_refcount),
         "shutdown" => Now(server::shutdown),
+        "hotkeys|start" => Now(hotkeys::start),
+        "hotkeys|stop" => Now(hotkeys::stop),
+        "hotkeys|get" => Now(hotkeys::get),
+        "hotkeys|reset" => Now(hotkeys::reset),
         // cluster
         "cluster|shards" => Now(cluster::shards),
         "cluster|slots" => Now(cluster::slots),
