@@ -184,7 +184,15 @@ fn expected_commands_and_subcommands() {
     };
     assert_eq!(
         subs("latency"),
-        ["doctor", "graph", "help", "histogram", "history", "latest", "reset"]
+        [
+            "doctor",
+            "graph",
+            "help",
+            "histogram",
+            "history",
+            "latest",
+            "reset"
+        ]
     );
     assert_eq!(
         subs("client"),
