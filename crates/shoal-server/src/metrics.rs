@@ -28,6 +28,8 @@
 //! | `shoal_replication_offset_bytes`, `shoal_replication_lag_bytes` (the furthest-behind replica), `shoal_replication_replicas`, `shoal_replication_link_up` | gauge | |
 //! | `shoal_replication_replica_lag_bytes`, `shoal_replication_replica_ack_age_seconds` | gauge | `replica` (`ip:port`, on a primary) |
 //! | `shoal_replication_full_resyncs_served_total`, `shoal_replication_partial_resyncs_served_total`, `shoal_replication_full_resyncs_total`, `shoal_replication_partial_resyncs_total` | counter | |
+//! | `shoal_hotkey_sampled_requests`, `shoal_hotkey_sampled_net_bytes` | gauge | `key` (the 10 hottest, printable ASCII, `?` for the rest) |
+//! | `shoal_hotkey_sample_ratio` | gauge | |
 //! | `shoal_tracking_invalidations_total` | counter | (each key to each client, and each null) |
 //! | `shoal_tracking_clients`, `shoal_tracking_keys` | gauge | |
 //! | `shoal_http_requests_total` | counter | `method`, `code` ([`HttpStats::encode`]) |
@@ -197,11 +199,61 @@ impl Collector for NodeCollector {
         self.tracking(&mut encoder)?;
         self.cluster(&mut encoder)?;
         self.replication(&mut encoder)?;
+        self.hot_keys(&mut encoder)?;
         self.http.encode(&mut encoder, "shoal")
     }
 }
 
+/// Hot keys a page shows, per measure: few, so that the `key` label stays bounded.
+const HOT_KEYS_SHOWN: usize = 10;
+
+/// A key as a label value: printable ASCII kept (but `"` and `\`), anything else `?`, at
+/// most 100 characters.
+fn key_label(key: &[u8]) -> String {
+    key.iter()
+        .take(100)
+        .map(|&b| match b {
+            b'"' | b'\\' => '?',
+            0x20..=0x7e => b as char,
+            _ => '?',
+        })
+        .collect()
+}
+
 impl NodeCollector {
+    /// The background hot-key sample's heaviest keys (none while a `HOTKEYS` session has the
+    /// sample), by sampled requests and by sampled network bytes, and the sampling ratio.
+    fn hot_keys(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = &self.shared.door.stats;
+        let top = stats.hotkeys.background_top(stats, HOT_KEYS_SHOWN);
+        for (name, help, heavy) in [
+            (
+                "shoal_hotkey_sampled_requests",
+                "The hottest keys by sampled requests (one request in shoal_hotkey_sample_ratio is sampled; an estimate, at most its error above the truth).",
+                &top.by_requests,
+            ),
+            (
+                "shoal_hotkey_sampled_net_bytes",
+                "The hottest keys by network bytes of their sampled requests.",
+                &top.by_net_bytes,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for h in heavy.iter() {
+                let key = key_label(&h.key);
+                gauge(h.count).encode(family.encode_family(&[("key", key.as_str())])?)?;
+            }
+        }
+        encode_gauges(
+            encoder,
+            &[(
+                "shoal_hotkey_sample_ratio",
+                "One command in this many is sampled for hot keys in the background (0: none).",
+                u64::from(stats.hotkeys.background_ratio()),
+            )],
+        )
+    }
+
     /// On a primary, each replica's lag: in bytes not yet acknowledged, and in seconds since
     /// its last acknowledgement (Redis's `lag=` in `INFO replication`). One series per
     /// replica, labelled with its address.

@@ -590,6 +590,40 @@ fn assert_parses_as_openmetrics(text: &str) {
 }
 
 #[tokio::test]
+async fn metrics_name_the_hottest_keys() {
+    let mut node = Node::start().await;
+    for i in 0..4_000 {
+        let key = if i % 4 == 0 {
+            format!("cold:{i}")
+        } else {
+            "hot\"key".to_string()
+        };
+        let _: Option<Vec<u8>> = node.resp.get(key).await.unwrap();
+    }
+    let text = node.scrape().await;
+    assert!(text.contains("\nshoal_hotkey_sample_ratio 64\n"), "{text}");
+    // The quote is shown as `?`, and the hot key is the heaviest by requests and by bytes.
+    for family in [
+        "shoal_hotkey_sampled_requests",
+        "shoal_hotkey_sampled_net_bytes",
+    ] {
+        let first = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{family}{{")))
+            .unwrap_or_else(|| panic!("no {family} in {text}"));
+        assert!(
+            first.starts_with(&format!("{family}{{key=\"hot?key\"}} ")),
+            "{first}"
+        );
+    }
+    let shown = text
+        .lines()
+        .filter(|l| l.starts_with("shoal_hotkey_sampled_requests{"))
+        .count();
+    assert!((1..=10).contains(&shown), "{shown} keys shown");
+}
+
+#[tokio::test]
 async fn a_scraper_that_asks_for_the_text_format_gets_it() {
     let node = Node::start().await;
     let response = node
