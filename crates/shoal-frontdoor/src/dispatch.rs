@@ -198,6 +198,12 @@ pub(crate) fn dispatch<B: Backend>(
     if worker.hot.due() && !matches!(outcome, Outcome::Retry(_)) {
         sample_hot(&r, command, argv, out_before, elapsed);
     }
+    if let Some(log) = r.backend.door().access_log.get()
+        && log.due()
+        && !matches!(outcome, Outcome::Retry(_))
+    {
+        log_access(&r, log, command, argv, out_before, usec, &outcome);
+    }
     let step = match outcome {
         Outcome::Ran => Step::Done,
         Outcome::Failed(error) => {
@@ -222,6 +228,53 @@ pub(crate) fn dispatch<B: Backend>(
     r.worker.record_call(command.id as usize, usec, false);
     record_slow(&r, spec, argv, usec);
     step
+}
+
+/// Writes a line of the access log for `command`, which ran (or failed) in `usec`.
+#[cold]
+#[inline(never)]
+fn log_access<B: Backend>(
+    r: &Request<'_, B>,
+    log: &crate::access_log::AccessLog,
+    command: &'static Command,
+    argv: &Argv<'_>,
+    out_before: usize,
+    usec: u64,
+    outcome: &Outcome<B>,
+) {
+    let reply = &r.out[out_before.min(r.out.len())..];
+    let code;
+    let result = match outcome {
+        Outcome::Failed(error) | Outcome::Refused(error) => {
+            code = error.code();
+            code.as_str()
+        }
+        _ if reply.first().is_some_and(|&b| b == b'-' || b == b'!') => {
+            let line = reply.get(1..).unwrap_or_default();
+            let end = line
+                .iter()
+                .position(|&b| b == b' ' || b == b'\r')
+                .unwrap_or(line.len());
+            code = String::from_utf8_lossy(&line[..end]).into_owned();
+            code.as_str()
+        }
+        _ => "ok",
+    };
+    let key = command
+        .spec
+        .key_positions_in(argv)
+        .next()
+        .and_then(|i| argv.try_get(i));
+    let client = r.conn.info.addr.to_string();
+    log.record(&crate::access_log::Entry {
+        client: &client,
+        cmd: command.spec.name,
+        key,
+        bytes_in: crate::hotkeys::request_bytes(argv.iter(), argv.len()),
+        bytes_out: reply.len() as u64,
+        latency_us: usec,
+        result,
+    });
 }
 
 /// A sampled command's keys go to this thread's hot-key summaries ([`crate::hotkeys`]), with

@@ -26,6 +26,8 @@ pub struct Door {
     pub acl: crate::acl::Acl,
     /// The slow log (a proxy leaves it off: its nodes keep theirs).
     pub slowlog: SlowLog,
+    /// The sampled access log, once opened (`--access-log`).
+    pub access_log: std::sync::OnceLock<crate::access_log::AccessLog>,
     /// The latency monitor (`LATENCY ...`, `latency-monitor-threshold`).
     pub latency: crate::latency::LatencyMonitor,
     /// Pub/Sub subscriptions of this server's connections.
@@ -126,6 +128,7 @@ impl Door {
             stats: Stats::new(table().len()),
             slowlog: SlowLog::new(-1, 0),
             latency: crate::latency::LatencyMonitor::default(),
+            access_log: std::sync::OnceLock::new(),
             pubsub: Arc::default(),
             busy: crate::busy::Busy::default(),
             started: Instant::now(),

@@ -31,6 +31,7 @@
 //!                     └──────────── replies (now, or later in order) ◄─────────┘
 //! ```
 
+pub mod access_log;
 pub mod acl;
 mod backend;
 pub mod busy;

@@ -345,6 +345,13 @@ pub struct Config {
     pub slowlog_log_slower_than: i64,
     /// Entries the slow log keeps.
     pub slowlog_max_len: u64,
+    /// The sampled access log's file (empty: no access log): one JSON line per sampled command
+    /// (see [`shoal_frontdoor::access_log`]).
+    pub access_log: String,
+    /// The share of commands the access log records, 0 to 1.
+    pub access_log_sample: f64,
+    /// Past this size the access log is renamed `<file>.1` and a new one started.
+    pub access_log_max_size: ByteSize,
     /// Commands that take at least this many milliseconds are samples of the latency monitor
     /// (`LATENCY ...`; 0: off, Redis's default).
     pub latency_monitor_threshold: u64,
@@ -494,6 +501,9 @@ impl Default for Config {
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
             latency_monitor_threshold: 0,
+            access_log: String::new(),
+            access_log_sample: 0.01,
+            access_log_max_size: ByteSize(64 * 1024 * 1024),
             hz: 10,
             busy_reply_threshold: 5000,
             log_format: LogFormat::Human,
@@ -1282,6 +1292,21 @@ pub static PARAMS: &[Param] = &[
             c.slowlog_max_len = parse_number(v)?;
             Ok(())
         }),
+    },
+    Param {
+        name: "access-log",
+        get: |c| c.access_log.clone(),
+        set: None,
+    },
+    Param {
+        name: "access-log-sample",
+        get: |c| c.access_log_sample.to_string(),
+        set: None,
+    },
+    Param {
+        name: "access-log-max-size",
+        get: |c| c.access_log_max_size.0.to_string(),
+        set: None,
     },
     Param {
         name: "latency-monitor-threshold",

@@ -50,6 +50,9 @@ pub enum StartError {
     /// The node has no usable cluster secret.
     #[error(transparent)]
     ClusterSecret(#[from] crate::cluster::secret::NoSecret),
+    /// The access log (`access-log`) cannot be opened.
+    #[error(transparent)]
+    AccessLog(#[from] shoal_frontdoor::access_log::AccessLogError),
 }
 
 /// A running node.
@@ -97,6 +100,15 @@ impl Server {
         let bus_tls = match config.tls_cluster && config.cluster_mode() {
             false => None,
             true => Some(BusTls::new(&config.tls_options())?),
+        };
+        // Opened before any port is taken: a file that cannot be written stops the start.
+        let access_log = match config.access_log.is_empty() {
+            true => None,
+            false => Some(shoal_frontdoor::access_log::AccessLog::open(
+                std::path::Path::new(&config.access_log),
+                config.access_log_sample,
+                config.access_log_max_size.0,
+            )?),
         };
         let ports = Ports {
             resp: config.serves_plain().then_some(config.port),
@@ -167,6 +179,9 @@ impl Server {
         });
         let (bus_listener, cluster) = cluster.unzip();
         let shared = Shared::with_cluster(config, cluster);
+        if let Some(log) = access_log {
+            let _ = shared.door.access_log.set(log);
+        }
         if let Some(tls) = tls {
             let _ = shared.tls.set(tls);
         }
