@@ -975,6 +975,9 @@ fn shoal_param_names() -> BTreeSet<String> {
         "http-max-inflight-bytes",
         "http-allowed-hosts",
         "http-tls",
+        "access-log",
+        "access-log-sample",
+        "access-log-max-size",
         // Both servers have these, with other defaults: Shoal fails nodes after 1 s, not 15,
         // and shows the bus port it bound rather than 0.
         "cluster-node-timeout",

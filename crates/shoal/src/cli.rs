@@ -171,16 +171,6 @@ pub struct ServerArgs {
     /// Minutes of idleness that take one off a key's LFU counter; 0 never [default: 1].
     #[arg(long, env = "SHOAL_LFU_DECAY_TIME", value_name = "MINUTES", help_heading = heading::MEMORY)]
     pub lfu_decay_time: Option<u64>,
-    /// Sampled access log: one JSON line (ts, client, cmd, key, bytes_in, bytes_out, latency_us,
-    /// result) per sampled command, written off the request path [default: none].
-    #[arg(long, env = "SHOAL_ACCESS_LOG", value_name = "PATH", help_heading = heading::LOGGING)]
-    pub access_log: Option<String>,
-    /// Share of commands the access log records, 0 to 1 [default: 0.01].
-    #[arg(long, env = "SHOAL_ACCESS_LOG_SAMPLE", value_name = "RATE", help_heading = heading::LOGGING)]
-    pub access_log_sample: Option<f64>,
-    /// Size past which the access log is renamed PATH.1 and a new one started [default: 64mb].
-    #[arg(long, env = "SHOAL_ACCESS_LOG_MAX_SIZE", value_name = "SIZE", value_parser = ByteSize::from_arg, help_heading = heading::LOGGING)]
-    pub access_log_max_size: Option<ByteSize>,
     /// Keyspace notifications to publish, in Redis's letters (e.g. `Ex` for expiry events,
     /// `KEA` for all) [default: none].
     #[arg(long, env = "SHOAL_NOTIFY_KEYSPACE_EVENTS", help_heading = heading::MEMORY)]
@@ -288,6 +278,16 @@ pub struct ServerArgs {
     #[arg(long, env = "SHOAL_TLS_CLUSTER", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
     pub tls_cluster: Option<bool>,
 
+    /// Sampled access log: one JSON line (ts, client, cmd, key, bytes_in, bytes_out, latency_us,
+    /// result) per sampled command, written off the request path [default: none].
+    #[arg(long, env = "SHOAL_ACCESS_LOG", value_name = "PATH", help_heading = heading::LOGGING)]
+    pub access_log: Option<String>,
+    /// Share of commands the access log records, 0 to 1 [default: 0.01].
+    #[arg(long, env = "SHOAL_ACCESS_LOG_SAMPLE", value_name = "RATE", help_heading = heading::LOGGING)]
+    pub access_log_sample: Option<f64>,
+    /// Size past which the access log is renamed PATH.1 and a new one started [default: 64mb].
+    #[arg(long, env = "SHOAL_ACCESS_LOG_MAX_SIZE", value_name = "SIZE", value_parser = ByteSize::from_arg, help_heading = heading::LOGGING)]
+    pub access_log_max_size: Option<ByteSize>,
     /// Log format: human or json [default: human].
     #[arg(long, env = "SHOAL_LOG_FORMAT", help_heading = heading::LOGGING)]
     pub log_format: Option<LogFormat>,
