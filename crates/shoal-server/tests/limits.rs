@@ -871,12 +871,23 @@ fn allkeys_lru_stays_under_the_limit_and_evicts_the_oldest_keys() {
         written as u64 - keys,
         "evicted_keys counts every eviction"
     );
+    // LRU is exact within each of the store's shards (the README's promise): the shard that
+    // needs room evicts its least recently used key, so a shard that happens to hold fewer
+    // keys keeps some older than keys evicted elsewhere. With about 16 keys per shard, few
+    // of the oldest survive, and none of the newest is evicted.
     let oldest_kept = (0..1000)
         .filter(|i| exists(&mut raw, &format!("lru:{i}")))
         .count();
-    assert_eq!(
-        oldest_kept, 0,
+    assert!(
+        oldest_kept < 100,
         "of the 1000 oldest keys, {oldest_kept} survived"
+    );
+    let newest_lost = (written - 500..written)
+        .filter(|i| !exists(&mut raw, &format!("lru:{i}")))
+        .count();
+    assert_eq!(
+        newest_lost, 0,
+        "of the 500 newest keys, {newest_lost} were evicted"
     );
 }
 
