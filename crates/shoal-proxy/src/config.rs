@@ -77,6 +77,13 @@ pub struct ProxyConfig {
     /// client keeps it ([`NearCacheConfig`]): reads of cacheable commands are answered from
     /// memory until a node invalidates their key.
     pub near_cache: Option<NearCacheConfig>,
+    /// The sampled access log's file (`None`: none): one JSON line per sampled command, as a
+    /// node writes it ([`shoal_frontdoor::access_log`]).
+    pub access_log: Option<std::path::PathBuf>,
+    /// The share of commands the access log records, 0 to 1.
+    pub access_log_sample: f64,
+    /// Past this many bytes the access log is renamed `<file>.1` and a new one started.
+    pub access_log_max_size: u64,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -142,6 +149,9 @@ impl Default for ProxyConfig {
             read_from: ReadFrom::Primary,
             http: shoal_http::HttpSettings::default(),
             near_cache: None,
+            access_log: None,
+            access_log_sample: 0.01,
+            access_log_max_size: 64 * 1024 * 1024,
         }
     }
 }

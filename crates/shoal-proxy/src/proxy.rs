@@ -50,6 +50,9 @@ pub enum StartError {
     /// The ACL file (`aclfile`) cannot be loaded.
     #[error("cannot start because of ACL errors: {0}")]
     Acl(String),
+    /// The access log (`access-log`) cannot be opened.
+    #[error(transparent)]
+    AccessLog(#[from] shoal_frontdoor::access_log::AccessLogError),
 }
 
 /// A running proxy. Dropping it asks it to stop (as [`Proxy::shutdown`]).
@@ -261,6 +264,22 @@ async fn run(
             let e = e.strip_prefix("ERR ").unwrap_or(&e).to_string();
             let _ = ready.send(Err(StartError::Acl(e)));
             return;
+        }
+    }
+    if let Some(path) = &config.access_log {
+        let log = shoal_frontdoor::access_log::AccessLog::open(
+            path,
+            config.access_log_sample,
+            config.access_log_max_size,
+        );
+        match log {
+            Ok(log) => {
+                let _ = door.access_log.set(log);
+            }
+            Err(e) => {
+                let _ = ready.send(Err(StartError::AccessLog(e)));
+                return;
+            }
         }
     }
     let shared = Arc::new(Shared {

@@ -552,6 +552,16 @@ pub struct ProxyArgs {
     #[arg(long, env = "SHOAL_PROXY_TLS_CLUSTER", value_name = "yes|no", value_parser = yes_no, help_heading = heading::TLS)]
     pub tls_cluster: Option<bool>,
 
+    /// Sampled access log: one JSON line (ts, client, cmd, key, bytes_in, bytes_out, latency_us,
+    /// result) per sampled command, written off the request path [default: none].
+    #[arg(long, env = "SHOAL_PROXY_ACCESS_LOG", value_name = "PATH", help_heading = heading::LOGGING)]
+    pub access_log: Option<PathBuf>,
+    /// Share of commands the access log records, 0 to 1.
+    #[arg(long, env = "SHOAL_PROXY_ACCESS_LOG_SAMPLE", value_name = "RATE", default_value_t = 0.01, help_heading = heading::LOGGING)]
+    pub access_log_sample: f64,
+    /// Size past which the access log is renamed PATH.1 and a new one started.
+    #[arg(long, env = "SHOAL_PROXY_ACCESS_LOG_MAX_SIZE", value_name = "SIZE", value_parser = ByteSize::from_arg, default_value = "64mb", help_heading = heading::LOGGING)]
+    pub access_log_max_size: ByteSize,
     /// Log format: human or json.
     #[arg(long, env = "SHOAL_PROXY_LOG_FORMAT", default_value = "human", help_heading = heading::LOGGING)]
     pub log_format: LogFormat,
@@ -614,6 +624,9 @@ impl ProxyArgs {
                 .map_err(|_| anyhow::anyhow!("--proto-max-multibulk-len is too large"))?,
             upstream_timeout: std::time::Duration::from_millis(self.upstream_timeout),
             read_from: self.read_from.into(),
+            access_log: self.access_log.clone(),
+            access_log_sample: self.access_log_sample,
+            access_log_max_size: self.access_log_max_size.0,
             near_cache: match size(self.near_cache, "near-cache")? {
                 0 => None,
                 bytes => Some(

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod access_log;
 mod acl;
 mod connection;
 mod data;
