@@ -48,6 +48,27 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A new connection's state: RESP2, running as `user`, nothing else chosen yet.
+    pub(crate) fn new(
+        info: Arc<ClientInfo>,
+        authenticated: bool,
+        user: Arc<crate::acl::UserSlot>,
+    ) -> Conn {
+        Conn {
+            info,
+            protocol: Protocol::Resp2,
+            authenticated,
+            user,
+            auth_failures: 0,
+            pause: None,
+            close_after_reply: false,
+            last_command: u32::MAX,
+            multi: None,
+            subscriptions: None,
+            tracking: None,
+        }
+    }
+
     /// A reply writer for `out` in this connection's protocol.
     #[inline]
     pub fn reply<'a>(&self, out: &'a mut Vec<u8>) -> Reply<'a> {

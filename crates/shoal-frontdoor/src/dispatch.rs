@@ -730,19 +730,11 @@ mod tests {
                 door: Arc::new(Door::new(crate::settings::Limits::default(), None)),
             });
             let door = &backend.door;
-            let conn = Conn {
-                info: door.clients.test_client(),
-                protocol: Protocol::Resp2,
-                authenticated: true,
-                user: door.acl.default_user().clone(),
-                auth_failures: 0,
-                pause: None,
-                close_after_reply: false,
-                last_command: u32::MAX,
-                multi: None,
-                subscriptions: None,
-                tracking: None,
-            };
+            let conn = Conn::new(
+                door.clients.test_client(),
+                true,
+                door.acl.default_user().clone(),
+            );
             let mut client = Client {
                 backend,
                 conn,
@@ -799,14 +791,11 @@ mod tests {
         let mut reader = Client::new();
         let mut listener = Client {
             backend: reader.backend.clone(),
-            conn: Conn {
-                info: reader.backend.door.clients.test_client(),
-                user: reader.conn.user.clone(),
-                tracking: None,
-                subscriptions: None,
-                multi: None,
-                ..reader.conn
-            },
+            conn: Conn::new(
+                reader.backend.door.clients.test_client(),
+                true,
+                reader.conn.user.clone(),
+            ),
             stats: ThreadStats::new(),
         };
         listener.conn.protocol = Protocol::Resp2;

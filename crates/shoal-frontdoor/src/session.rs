@@ -70,19 +70,11 @@ pub async fn serve<B: Backend>(backend: Arc<B>, accepted: Accepted) {
     let info = connection.registration.info().clone();
     let door = backend.door().clone();
     let mut session = Session::<B> {
-        conn: Conn {
-            info: info.clone(),
-            protocol: Protocol::Resp2,
-            authenticated: !door.acl.auth_required(),
-            user: door.acl.default_user().clone(),
-            auth_failures: 0,
-            pause: None,
-            close_after_reply: false,
-            last_command: u32::MAX,
-            multi: None,
-            subscriptions: None,
-            tracking: None,
-        },
+        conn: Conn::new(
+            info.clone(),
+            !door.acl.auth_required(),
+            door.acl.default_user().clone(),
+        ),
         state: backend.new_conn(),
         parser: RequestParser::new(door.settings.parser_limits()),
         input: BytesMut::with_capacity(READ_CHUNK),

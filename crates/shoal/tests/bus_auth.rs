@@ -15,6 +15,10 @@ use shoal_testkit::{ClusterOptions, NodePorts, NodeProcess, NodeSpec, Router, Te
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod common;
+
+use common::metric;
+
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
 /// No test may run longer than this.
@@ -129,15 +133,6 @@ async fn info_u64(node: &NodeProcess, field: &str) -> u64 {
     let info = node.info("cluster").await.unwrap();
     info.u64(field)
         .unwrap_or_else(|| panic!("INFO cluster of {} has no {field}: {info:?}", node.name()))
-}
-
-/// The value of `name` in the node's `/metrics`.
-async fn metric(node: &NodeProcess, name: &str) -> u64 {
-    let url = format!("http://{}/metrics", node.http_addr().expect("an HTTP port"));
-    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {url}:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use shoal_testkit::{ClusterOptions, Process, ProcessSpec, TestCluster};
+use shoal_testkit::{ClusterOptions, TestCluster};
+
+mod common;
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
@@ -109,33 +111,8 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
         let cluster = TestCluster::start(SHOAL, 1, 1, ClusterOptions::default())
             .await
             .expect("the cluster starts");
-        let ports = shoal_testkit::free_ports(2).expect("two free ports");
-        let args: Vec<String> = [
-            "proxy",
-            "--port",
-            &ports[0].to_string(),
-            "--http-port",
-            &ports[1].to_string(),
-            "--cluster",
-            &cluster.resp_addrs().join(","),
-            "--cluster-secret-file",
-            &shoal_testkit::cluster_secret_file().display().to_string(),
-            "--near-cache",
-            "1mb",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let proxy = Process::spawn(ProcessSpec {
-            name: "proxy".into(),
-            binary: SHOAL.into(),
-            args,
-            env: vec![("NO_COLOR".into(), "1".into())],
-            log: cluster.dir().join("proxy.log"),
-            nice: 0,
-        })
-        .expect("the proxy starts");
-        let proxy_resp = format!("127.0.0.1:{}", ports[0]);
+        let (proxy, proxy_resp, proxy_http) =
+            common::spawn_proxy(SHOAL, &cluster, &["--near-cache", "1mb"]);
         // Traffic, so that the command, latency and error series exist.
         let started = std::time::Instant::now();
         loop {
@@ -159,7 +136,7 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
             let _ =
                 shoal_testkit::resp::command(&proxy_resp, command, Duration::from_secs(2)).await;
         }
-        let mut exported = series(&format!("127.0.0.1:{}", ports[1])).await;
+        let mut exported = series(&proxy_http).await;
         for i in 0..cluster.resp_addrs().len() {
             let node = cluster.node(i);
             let _ = node.command(&["NOPE"]).await;

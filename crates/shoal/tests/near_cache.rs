@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use shoal_cluster::bus::{self, Reply, Request};
 use shoal_cluster::{BusCredentials, ClusterMap, Health, SLOTS, key_slot};
 use shoal_testkit::resp::{RespConnection, text};
-use shoal_testkit::{ClusterOptions, Info, NodeProcess, Process, ProcessSpec, TestCluster, Value};
+use shoal_testkit::{ClusterOptions, Info, NodeProcess, Process, TestCluster, Value};
 
 mod common;
 
@@ -142,36 +142,11 @@ impl Proxy {
     /// Starts the proxy (logging into the cluster's directory) and waits until it serves with
     /// the cluster's current map.
     async fn start(cluster: &TestCluster) -> Proxy {
-        let ports = shoal_testkit::free_ports(2).expect("two free ports");
-        let args: Vec<String> = [
-            "proxy",
-            "--port",
-            &ports[0].to_string(),
-            "--http-port",
-            &ports[1].to_string(),
-            "--cluster",
-            &cluster.resp_addrs().join(","),
-            "--cluster-secret-file",
-            &shoal_testkit::cluster_secret_file().display().to_string(),
-            "--near-cache",
-            "64mb",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let process = Process::spawn(ProcessSpec {
-            name: "proxy".into(),
-            binary: SHOAL.into(),
-            args,
-            env: vec![("NO_COLOR".into(), "1".into())],
-            log: cluster.dir().join("proxy.log"),
-            nice: 0,
-        })
-        .expect("the proxy starts");
+        let (process, addr, http) = common::spawn_proxy(SHOAL, cluster, &["--near-cache", "64mb"]);
         let proxy = Proxy {
             process,
-            addr: format!("127.0.0.1:{}", ports[0]),
-            http: format!("127.0.0.1:{}", ports[1]),
+            addr,
+            http,
         };
         let epoch = cluster.status().await.unwrap().map.epoch;
         proxy.wait_for_epoch(epoch, Duration::from_secs(15)).await;
@@ -229,12 +204,7 @@ impl Proxy {
 
     /// The value of `name` in the proxy's `/metrics`.
     async fn metric(&self, name: &str) -> u64 {
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        let url = format!("http://{}/metrics", self.http);
-        let body = http.get(&url).send().await.unwrap().text().await.unwrap();
-        body.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {url}:\n{body}"))
+        common::metric_at(&self.http, name).await
     }
 }
 

@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use shoal_testkit::resp::RespConnection;
 use shoal_testkit::{ClusterOptions, NodeProcess, TestCluster, Value};
 
+mod common;
+
+use common::metric;
+
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
 /// No test may run longer than this.
@@ -97,15 +101,6 @@ fn invalidated(value: &Value) -> Option<Vec<String>> {
         ),
         other => panic!("invalidate carries {other:?}"),
     }
-}
-
-/// The value of `name` in the node's `/metrics`.
-async fn metric(node: &NodeProcess, name: &str) -> u64 {
-    let url = format!("http://{}/metrics", node.http_addr().expect("an HTTP port"));
-    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {url}:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

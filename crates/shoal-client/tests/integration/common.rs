@@ -111,6 +111,19 @@ impl Node {
     }
 }
 
+/// The `calls=` count of `cmdstat_<command>` in a node's `INFO commandstats`.
+pub fn calls(node: &Node, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut node.con())
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Maps
 

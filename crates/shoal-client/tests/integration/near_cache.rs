@@ -17,19 +17,6 @@ fn stats(client: &Client) -> NearCacheStats {
         .expect("the client has a near cache")
 }
 
-/// `calls` of `cmdstat_<command>` in the node's `INFO commandstats`.
-fn calls(node: &Node, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut node.con())
-        .unwrap();
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_reads_are_served_from_memory_and_another_clients_write_reaches_them() {
     let node = Node::start();

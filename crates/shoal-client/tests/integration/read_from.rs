@@ -123,19 +123,6 @@ async fn a_shard_without_a_healthy_replica_is_read_from_its_primary() {
     assert_eq!(failed.commands(), 0);
 }
 
-/// The `calls=` count of `cmdstat_<command>` in a node's `INFO commandstats`.
-fn calls(node: &Node, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut node.con())
-        .unwrap();
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_replica_serves_reads_of_what_the_primary_replicated() {
     let founder = Node::start_with(|c| {

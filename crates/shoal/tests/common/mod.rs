@@ -267,3 +267,60 @@ pub const WAIT_1: Ack = Ack::Replicas {
     replicas: 1,
     timeout: WAIT_TIMEOUT,
 };
+
+/// The value of the label-less series `name` on the `/metrics` page at `http_addr`.
+pub async fn metric_at(http_addr: &str, name: &str) -> u64 {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{http_addr}/metrics");
+    let text = http.get(&url).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {url}:\n{text}"))
+}
+
+/// The value of `name` in `node`'s `/metrics`.
+pub async fn metric(node: &shoal_testkit::NodeProcess, name: &str) -> u64 {
+    metric_at(&node.http_addr().expect("an HTTP port"), name).await
+}
+
+/// A `shoal proxy` (the binary `shoal`) of `cluster`, with `extra` flags, logging into the
+/// cluster's directory: the process, and its RESP and HTTP addresses.
+pub fn spawn_proxy(
+    shoal: &str,
+    cluster: &TestCluster,
+    extra: &[&str],
+) -> (shoal_testkit::Process, String, String) {
+    let ports = shoal_testkit::free_ports(2).expect("two free ports");
+    let (resp, http) = (ports[0].to_string(), ports[1].to_string());
+    let seeds = cluster.resp_addrs().join(",");
+    let secret = shoal_testkit::cluster_secret_file().display().to_string();
+    let mut args: Vec<String> = [
+        "proxy",
+        "--port",
+        &resp,
+        "--http-port",
+        &http,
+        "--cluster",
+        &seeds,
+        "--cluster-secret-file",
+        &secret,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let process = shoal_testkit::Process::spawn(shoal_testkit::ProcessSpec {
+        name: "proxy".into(),
+        binary: shoal.into(),
+        args,
+        env: vec![("NO_COLOR".into(), "1".into())],
+        log: cluster.dir().join("proxy.log"),
+        nice: 0,
+    })
+    .expect("the proxy starts");
+    (
+        process,
+        format!("127.0.0.1:{resp}"),
+        format!("127.0.0.1:{http}"),
+    )
+}
