@@ -39,32 +39,6 @@ bench_workspace
 
 hz=$(getconf CLK_TCK)
 
-# wait_shards PORT N: until the cluster seen from PORT has N shards and every slot is owned.
-wait_shards() {
-  for _ in $(seq 1 200); do
-    local info
-    info=$(redis-cli -p "$1" cluster info 2>/dev/null || true)
-    if echo "$info" | grep -q "cluster_size:$2" && echo "$info" | grep -q "cluster_slots_ok:16384"; then
-      sleep 0.5 # every node's routing catches up
-      return
-    fi
-    sleep 0.05
-  done
-  echo "cluster on port $1 never reached $2 shards" >&2; exit 1
-}
-
-# start_cluster SHARDS: prints "seed_port pid..." of a fresh cluster of SHARDS nodes.
-start_cluster() {
-  local shards=$1 seed pids_here=()
-  seed=$(free_port)
-  pids_here+=("$(start_node any "$seed" --controller)")
-  for _ in $(seq 2 "$shards"); do
-    pids_here+=("$(start_joiner any "127.0.0.1:$seed" --controller)")
-  done
-  wait_shards "$seed" "$shards"
-  echo "$seed ${pids_here[*]}"
-}
-
 # measure LABEL DRIVER SEED PIDS...: runs SET then GET with DRIVER, prints CPU us per request.
 measure() {
   local label=$1 driver=$2 seed=$3; shift 3

@@ -33,16 +33,8 @@ LOAD=$root/target/release/examples/load
 bench_workspace
 
 # A 3-shard cluster.
-seed=$(free_port)
-start_node any "$seed" --controller >/dev/null
-start_joiner any "127.0.0.1:$seed" --controller >/dev/null
-start_joiner any "127.0.0.1:$seed" --controller >/dev/null
-for _ in $(seq 1 200); do
-  info=$(redis-cli -p "$seed" cluster info 2>/dev/null || true)
-  if echo "$info" | grep -q "cluster_size:3" && echo "$info" | grep -q "cluster_slots_ok:16384"; then break; fi
-  sleep 0.05
-done
-sleep 0.5
+read -r -a cluster <<<"$(start_cluster 3)"
+seed=${cluster[0]}
 
 # start_proxy PORT [ARGS...]: a proxy of the cluster, one worker thread.
 start_proxy() {
