@@ -632,7 +632,8 @@ impl Client {
     ) -> Result<Value, Error> {
         if routed.readonly {
             if let Route::Slot(slot) = routed.route
-                && let Some(spec) = near_cache::cacheable(args, self.inner.config.protocol)
+                && let Some(spec) = routed.spec
+                && near_cache::cacheable_spec(spec, args.len(), self.inner.config.protocol)
             {
                 if let Some(value) = near.lookup(args, spec) {
                     // A hit awaits nothing: it spends the task's budget as a socket read

@@ -33,11 +33,13 @@ pub(crate) enum Split {
     Sum,
 }
 
-/// A command's route and whether it only reads (and so may be retried after a timeout).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A command's route, whether it only reads (and so may be retried after a timeout), and its
+/// spec, if Shoal knows the command (for the near cache, which looks no further).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Routed {
     pub route: Route,
     pub readonly: bool,
+    pub spec: Option<&'static CommandSpec>,
 }
 
 /// The spec of `args`' command (a subcommand's when it has one), if Shoal knows it.
@@ -87,6 +89,7 @@ pub(crate) fn route<A: AsRef<[u8]>>(args: &[A]) -> Result<Routed, Error> {
         return Ok(Routed {
             route: Route::Any,
             readonly: false,
+            spec: None,
         });
     };
     let readonly = spec.has(flags::READONLY);
@@ -113,7 +116,11 @@ pub(crate) fn route<A: AsRef<[u8]>>(args: &[A]) -> Result<Routed, Error> {
             None => return Err(Error::CrossSlot),
         },
     };
-    Ok(Routed { route, readonly })
+    Ok(Routed {
+        route,
+        readonly,
+        spec: Some(spec),
+    })
 }
 
 /// The slot every key of a command (`args`, the name first) hashes to, as a transaction

@@ -5,7 +5,7 @@
 //! (`HSCAN`) are not cached, nor commands with several keys.
 
 use shoal_proto::Protocol;
-use shoal_proto::command_table::{CommandSpec, flags, lookup};
+use shoal_proto::command_table::{CommandSpec, flags};
 
 /// Whether the near cache may answer `spec` with `argc` arguments (the name included) for a
 /// client speaking `protocol`. `HGETALL`'s reply is a map in RESP3 and an array in RESP2, so it
@@ -26,16 +26,6 @@ pub(crate) fn cacheable_spec(spec: &CommandSpec, argc: usize, protocol: Protocol
     listed && argc >= 2 && arity_ok && spec.has(flags::READONLY)
 }
 
-/// The spec of `args`' command if the near cache may answer it for a client speaking
-/// `protocol`.
-pub(crate) fn cacheable<A: AsRef<[u8]>>(
-    args: &[A],
-    protocol: Protocol,
-) -> Option<&'static CommandSpec> {
-    let spec = lookup(args.first()?.as_ref())?;
-    cacheable_spec(spec, args.len(), protocol).then_some(spec)
-}
-
 /// Whether `args`' command is a flush of the whole keyspace (`FLUSHALL`, `FLUSHDB`).
 pub(crate) fn is_flush<A: AsRef<[u8]>>(args: &[A]) -> bool {
     args.first().is_some_and(|name| {
@@ -47,6 +37,14 @@ pub(crate) fn is_flush<A: AsRef<[u8]>>(args: &[A]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_proto::command_table::lookup;
+
+    /// The spec of `args`' command if the near cache may answer it for a client speaking
+    /// `protocol` (the client has the spec from routing; the tests ask by name).
+    fn cacheable<A: AsRef<[u8]>>(args: &[A], protocol: Protocol) -> Option<&'static CommandSpec> {
+        let spec = lookup(args.first()?.as_ref())?;
+        cacheable_spec(spec, args.len(), protocol).then_some(spec)
+    }
 
     #[test]
     fn only_single_key_reads_that_depend_on_the_value_are_cached() {

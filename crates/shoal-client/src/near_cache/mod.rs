@@ -25,21 +25,20 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::RwLock;
 use shoal_cluster::Slot;
 use shoal_proto::command_table::CommandSpec;
 use shoal_proto::reply::Value;
 use tokio::task::AbortHandle;
 
-use crate::codec::encode;
 use crate::config::{NearCacheConfig, ReadFrom};
 use crate::conn::{Conn, ConnOptions, PushSink};
 use crate::error::Error;
 use crate::map_source::MapState;
 use crate::stats::Stats;
 
-pub(crate) use commands::{cacheable, cacheable_spec, is_flush};
+pub(crate) use commands::{cacheable_spec, is_flush};
 use store::{Removed, Store, Variant};
 use tracker::Tracker;
 
@@ -304,12 +303,17 @@ impl NearCache {
             store: &self.store,
             finished: false,
         };
-        let mut frame = BytesMut::from(&encode(args)[..]);
-        frame.extend_from_slice(&encode(&[&b"PTTL"[..], &fill.key[..]]));
+        // The command and `PTTL key`, written once into one buffer of their size.
+        let pttl = [&b"PTTL"[..], &fill.key[..]];
+        let mut frame = Vec::with_capacity(
+            shoal_proto::request::encoded_len(args) + shoal_proto::request::encoded_len(&pttl),
+        );
+        shoal_proto::request::encode_into(&mut frame, args);
+        shoal_proto::request::encode_into(&mut frame, &pttl);
         let sent = self.now_ms();
         tracker.touch(sent);
         let (mut replies, pushes_before) = conn
-            .request_batch_counted(frame.freeze(), false, 2, self.request_timeout)
+            .request_batch_counted(Bytes::from(frame), false, 2, self.request_timeout)
             .await
             .ok()?;
         let (Some(pttl), Some(value)) = (replies.pop(), replies.pop()) else {
