@@ -22,7 +22,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -143,7 +143,7 @@ impl AccessLog {
 
     /// Queues `entry`'s line (dropped, and counted, if the writer is behind).
     pub fn record(&self, entry: &Entry<'_>) {
-        let line = format_line(entry, unix_ms());
+        let line = format_line(entry, crate::unix_time::unix_ms());
         let sender = self.sender.lock();
         let Some(sender) = sender.as_ref() else {
             return;
@@ -187,12 +187,6 @@ fn open_append(path: &Path) -> Result<File, AccessLogError> {
             path: path.to_path_buf(),
             source,
         })
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The writer thread: lines to the file, flushed at least every 200 ms, rotated past

@@ -506,9 +506,7 @@ fn warn_cross_protocol<B: Backend>(r: &Request<'_, B>) {
     static LAST_LOGGED_SECS: AtomicU64 = AtomicU64::new(0);
     let stats = &r.backend.door().stats;
     stats.cross_protocol_attempts.fetch_add(1, Relaxed);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::unix_time::unix_secs();
     let last = LAST_LOGGED_SECS.load(Relaxed);
     if now.abs_diff(last) > 60
         && LAST_LOGGED_SECS

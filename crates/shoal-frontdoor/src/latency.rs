@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use shoal_proto::Reply;
@@ -115,9 +114,7 @@ impl LatencyMonitor {
     /// Adds a sample of `ms` to `event` now.
     #[cold]
     pub fn add(&self, event: &str, ms: u64) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::unix_time::unix_secs();
         self.add_at(event, now, ms);
     }
 
@@ -176,9 +173,7 @@ impl LatencyMonitor {
     /// `LATENCY GRAPH event`: Redis's ASCII graph of its samples, each labelled with how long
     /// ago it was; `None` for an event with no samples.
     pub fn graph(&self, event: &[u8]) -> Option<String> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::unix_time::unix_secs();
         self.graph_at(event, now)
     }
 
@@ -215,9 +210,7 @@ impl LatencyMonitor {
                     https://redis.io/topics/latency-monitor.\n"
                 .to_string();
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::unix_time::unix_secs();
         let mut out = String::new();
         let (mut slowlog_enable, mut slowlog_tune, mut slowlog_inspect) = (false, false, false);
         let (mut scheduler, mut large_objects) = (false, false);

@@ -57,6 +57,7 @@ mod stats;
 mod stream;
 pub mod tls;
 pub mod tracking;
+mod unix_time;
 
 pub use acl::{Acl, UserSlot};
 pub use backend::{Backend, Call, Conn, Outcome};

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
@@ -98,9 +97,7 @@ impl SlowLog {
         args.truncate(MAX_ARGS);
         let entry = SlowEntry {
             id: self.next_id.fetch_add(1, Relaxed),
-            timestamp: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            timestamp: crate::unix_time::unix_secs(),
             duration_us,
             args,
             client_addr: client.addr.to_string(),

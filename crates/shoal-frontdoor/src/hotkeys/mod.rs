@@ -21,7 +21,7 @@
 pub mod sketch;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -329,7 +329,7 @@ impl HotKeys {
         *session = Some(Session {
             options,
             started: Instant::now(),
-            start_unix_ms: unix_ms(),
+            start_unix_ms: crate::unix_time::unix_ms(),
             stopped: None,
             base: Totals::now(stats),
         });
@@ -458,12 +458,6 @@ fn rearm_all(stats: &Stats, ratio: u32) {
             .countdown
             .store(if ratio == 0 { u32::MAX } else { 1 }, Relaxed);
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The bytes of `argv` as a RESP request (`*n`, then `$len` and the data of each argument):
