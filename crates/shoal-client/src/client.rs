@@ -649,7 +649,9 @@ impl Client {
             }
             return self.run_routed(args, routed).await;
         }
-        let keys = router::keys(args);
+        let keys = routed
+            .spec
+            .map_or_else(Vec::new, |spec| router::keys_of(spec, args));
         near.forget(&keys);
         let result = self.run_routed(args, routed).await;
         near.forget(&keys);

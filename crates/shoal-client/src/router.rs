@@ -61,9 +61,11 @@ pub(crate) fn readonly<A: AsRef<[u8]>>(args: &[A]) -> bool {
 
 /// The keys of `args`' command (none for a command Shoal does not know).
 pub(crate) fn keys<A: AsRef<[u8]>>(args: &[A]) -> Vec<&[u8]> {
-    let Some(spec) = spec_of(args) else {
-        return Vec::new();
-    };
+    spec_of(args).map_or_else(Vec::new, |spec| keys_of(spec, args))
+}
+
+/// The keys of `args`, a command of `spec`.
+pub(crate) fn keys_of<'a, A: AsRef<[u8]>>(spec: &CommandSpec, args: &'a [A]) -> Vec<&'a [u8]> {
     let third = args.get(2).map(AsRef::as_ref);
     spec.key_positions_at(args.len(), third)
         .map_while(|pos| args.get(pos).map(AsRef::as_ref))
