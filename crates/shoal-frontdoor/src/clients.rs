@@ -412,6 +412,17 @@ impl Clients {
         (killed, kill_self)
     }
 
+    /// The mailboxes of the clients running as user `name` that have one (subscribers and
+    /// tracking clients), with their ids.
+    pub(crate) fn mailboxes_of(&self, name: &[u8]) -> Vec<(u64, Arc<Mailbox>)> {
+        self.map
+            .lock()
+            .values()
+            .filter(|c| !c.is_killed() && *c.user() == *name)
+            .filter_map(|c| Some((c.id, c.mailbox.get()?.clone())))
+            .collect()
+    }
+
     /// Disconnects every client running as user `name` (it was deleted); the client `me` is
     /// only marked. Returns whether it was.
     pub(crate) fn kill_user(&self, name: &[u8], me: u64) -> bool {

@@ -78,6 +78,71 @@ fn deleting_a_user_closes_its_connections_and_client_list_shows_users() {
     );
 }
 
+/// Narrowing a user's channel rules closes its connections that hold a subscription the new
+/// rules refuse (as Redis's `ACLKillPubsubClientsIfNeeded`), in RESP2 and RESP3 alike, and
+/// spares those whose subscriptions are still allowed; scripts are held to the caller's
+/// channel rules too.
+#[test]
+fn narrowing_channel_rules_closes_subscribers_they_no_longer_allow() {
+    let _gate = gate();
+    let node = Node::start();
+    let mut admin = node.raw();
+    assert_eq!(
+        admin.cmd_str("ACL SETUSER sub on nopass ~* +@all resetchannels &news.* &chat"),
+        ok()
+    );
+    let subscribe = |line: &str, resp3: bool| {
+        let mut conn = node.raw();
+        assert_eq!(conn.cmd_str("AUTH sub x"), ok());
+        if resp3 {
+            conn.cmd_str("HELLO 3");
+        }
+        match conn.cmd_str(line) {
+            Value::Array(confirmation) | Value::Push(confirmation) => {
+                assert_eq!(confirmation[2], Value::Int(1), "{line}")
+            }
+            other => panic!("{line}: {other:?}"),
+        }
+        conn
+    };
+    let mut on_news = subscribe("SUBSCRIBE news.1", false);
+    let mut on_pattern = subscribe("PSUBSCRIBE news.*", true);
+    let mut on_chat = subscribe("SUBSCRIBE chat", false);
+    let mut not_subscribed = node.raw();
+    assert_eq!(not_subscribed.cmd_str("AUTH sub x"), ok());
+    // A pattern is allowed only as one of the user's patterns, literally.
+    let mut narrow = node.raw();
+    assert_eq!(narrow.cmd_str("AUTH sub x"), ok());
+    assert_eq!(
+        text(&narrow.cmd_str("PSUBSCRIBE news.1*")),
+        "NOPERM this user has no permissions to access one of the channels used as arguments"
+    );
+    // Widening closes nobody.
+    assert_eq!(admin.cmd_str("ACL SETUSER sub &alerts"), ok());
+    on_news.assert_open_and_quiet(Duration::from_millis(200), "a widened user's subscriber");
+
+    assert_eq!(admin.cmd_str("ACL SETUSER sub resetchannels &chat"), ok());
+    on_news.assert_closed(Duration::from_secs(5), "a channel no longer allowed");
+    on_pattern.assert_closed(Duration::from_secs(5), "a pattern no longer allowed (RESP3)");
+    on_chat.assert_open_and_quiet(Duration::from_millis(200), "a channel still allowed");
+    assert_eq!(not_subscribed.cmd_str("PING"), Value::Simple(b"PONG".to_vec()));
+    assert_eq!(admin.cmd_str("PUBLISH chat hi"), Value::Int(1));
+    let Value::Array(message) = on_chat.reply() else {
+        panic!("a message")
+    };
+    assert_eq!(message[2], bulk("hi"));
+    assert_eq!(
+        text(&not_subscribed.cmd(&[
+            b"EVAL",
+            b"return redis.call('publish', 'news.1', 'x')",
+            b"0"
+        ])),
+        "ERR The user executing the script can't publish to the channel mentioned in the \
+         command script: ed0ac5ec91e6e672da941192013b7b5716e3d150, on @user_script:1."
+    );
+    assert_eq!(node.info_u64("acl_access_denied_channel"), 2);
+}
+
 #[test]
 fn denials_are_logged_grouped_and_counted() {
     let _gate = gate();

@@ -33,7 +33,10 @@ pub fn adopt_users(door: &Door, users: &BTreeMap<String, String>) -> Adopted {
         let mut args: Vec<&[u8]> = vec![b"reset"];
         args.extend(rules.split_ascii_whitespace().map(str::as_bytes));
         match acl.set_user(name.as_bytes(), &args) {
-            Ok(()) => adopted.set += 1,
+            Ok(()) => {
+                adopted.set += 1;
+                super::close_denied_subscribers(door, name.as_bytes(), 0);
+            }
             Err(e) => adopted.refused.push((name.clone(), e.to_string())),
         }
     }

@@ -69,6 +69,8 @@ pub(crate) fn run<B: Backend>(
         AclCommand::SetUser => {
             acl.set_user(args[2], &args[3..])
                 .map_err(|e| CommandError::Other(e.to_string().into()))?;
+            let me = call.conn.info.id;
+            call.conn.close_after_reply |= super::close_denied_subscribers(&door, args[2], me);
             call.backend.users_changed(&[args[2].to_vec()]);
             call.conn.reply(call.out).ok();
         }
@@ -126,7 +128,11 @@ pub(crate) fn run<B: Backend>(
                 call.conn.close_after_reply |= kill_clients_of(&door.clients, slot, me);
             }
             let mut names: Vec<Vec<u8>> = removed.iter().map(|s| s.name().to_vec()).collect();
-            names.extend(acl.users().iter().map(|s| s.name().to_vec()));
+            for slot in acl.users() {
+                call.conn.close_after_reply |=
+                    super::close_denied_subscribers(&door, slot.name(), me);
+                names.push(slot.name().to_vec());
+            }
             names.sort();
             names.dedup();
             call.backend.users_changed(&names);

@@ -15,6 +15,7 @@ mod file;
 mod log;
 mod rules;
 mod selector;
+mod subscribers;
 mod throttle;
 mod user;
 
@@ -30,6 +31,7 @@ pub use adopt::{Adopted, adopt_users};
 pub use log::{Entry as LogEntry, Reason};
 pub use rules::{RuleError, merge_selectors};
 pub use selector::Denied;
+pub(crate) use subscribers::close_denied_subscribers;
 pub use user::{User, hash_password};
 
 use crate::commands::Command;
@@ -417,13 +419,27 @@ impl Acl {
             }
             keys.extend(spec.positions(args.len()).map(|pos| (pos, access)));
         }
+        let channels = channels_of(command.spec.name, args.len());
         user.check(&Checked {
             id: command.acl_id,
             no_auth: command.spec.has(shoal_proto::command_table::flags::NO_AUTH),
             is_sub: command.spec.name.contains('|'),
             args,
             keys: &keys,
+            channels: &channels,
         })
+    }
+}
+
+/// The channels a command of `argc` arguments publishes or subscribes to, as Redis 7.0's
+/// `getChannelsFromCommand` finds them: position, and whether it names a pattern. Unsubscribing
+/// needs no permission.
+fn channels_of(name: &str, argc: usize) -> Vec<(usize, bool)> {
+    match name {
+        "subscribe" | "ssubscribe" => (1..argc).map(|pos| (pos, false)).collect(),
+        "psubscribe" => (1..argc).map(|pos| (pos, true)).collect(),
+        "publish" | "spublish" => (1..argc.min(2)).map(|pos| (pos, false)).collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -58,6 +58,9 @@ pub(crate) struct Checked<'a> {
     pub(crate) args: &'a [&'a [u8]],
     /// Its keys: position and the access needed.
     pub(crate) keys: &'a [(usize, u8)],
+    /// The channels it publishes or subscribes to: position, and whether it names a pattern
+    /// (`PSUBSCRIBE`).
+    pub(crate) channels: &'a [(usize, bool)],
 }
 
 fn has_spaces(s: &[u8]) -> bool {
@@ -251,6 +254,11 @@ impl Selector {
                 }
             }
         }
+        for &(pos, pattern) in command.channels {
+            if !self.channel_allowed(command.args[pos], pattern) {
+                return Err(Denied::Channel(pos));
+            }
+        }
         Ok(())
     }
 
@@ -263,9 +271,18 @@ impl Selector {
                 .any(|p| p.access & access == access && glob_match(&p.pattern, key, false))
     }
 
-    /// Whether `channel` may be used (a plain channel name, matched against the patterns).
-    pub(crate) fn channel_allowed(&self, channel: &[u8]) -> bool {
-        self.all_channels || self.channels.iter().any(|p| glob_match(p, channel, false))
+    /// Whether `channel` may be published or subscribed to (`ACLCheckChannelAgainstList`): a
+    /// channel name matches the selector's patterns as a glob; a pattern (`PSUBSCRIBE`) must be
+    /// one of them, literally, so `&news.*` allows `PSUBSCRIBE news.*` but not `news.*.x`.
+    pub(crate) fn channel_allowed(&self, channel: &[u8], is_pattern: bool) -> bool {
+        self.all_channels
+            || self.channels.iter().any(|p| {
+                if is_pattern {
+                    p.as_slice() == channel
+                } else {
+                    glob_match(p, channel, false)
+                }
+            })
     }
 
     fn count_category(&self, flag: u32) -> (usize, usize) {

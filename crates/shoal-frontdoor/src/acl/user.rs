@@ -184,9 +184,12 @@ impl User {
         self.selectors.iter().any(|s| s.key_allowed(key, access))
     }
 
-    /// Whether some selector lets `channel` be used.
-    pub fn channel_allowed(&self, channel: &[u8]) -> bool {
-        self.selectors.iter().any(|s| s.channel_allowed(channel))
+    /// Whether some selector lets `channel` (a pattern if `is_pattern`) be published or
+    /// subscribed to.
+    pub fn channel_allowed(&self, channel: &[u8], is_pattern: bool) -> bool {
+        self.selectors
+            .iter()
+            .any(|s| s.channel_allowed(channel, is_pattern))
     }
 
     /// The flags `ACL GETUSER` lists, in Redis's order.

@@ -135,6 +135,22 @@ impl PubSub {
         }
     }
 
+    /// Whether `mailbox` holds a subscription that `allowed` (given its kind and name) refuses.
+    /// Walks every subscription: for rare events (an ACL change), not per message.
+    pub(crate) fn holds_any(
+        &self,
+        mailbox: &Arc<Mailbox>,
+        mut allowed: impl FnMut(Kind, &[u8]) -> bool,
+    ) -> bool {
+        [Kind::Channel, Kind::Pattern, Kind::Shard]
+            .into_iter()
+            .any(|kind| {
+                self.table(kind).lock().iter().any(|(name, subscribers)| {
+                    subscribers.iter().any(|m| Arc::ptr_eq(m, mailbox)) && !allowed(kind, name)
+                })
+            })
+    }
+
     /// Delivers a message another server relayed to exactly the subscribers it was for: a
     /// `message` to `channel`'s, a `pmessage` to pattern `name`'s (`channel` is the channel
     /// it matched), an `smessage` to shard channel `channel`'s. (Publishing here would reach
