@@ -126,6 +126,38 @@ impl std::fmt::Display for Seed {
     }
 }
 
+/// How a node asks a [`Seed::Resp`] for its bus address.
+#[derive(Clone, Debug, Default)]
+pub struct SeedAccess {
+    /// The credentials for the seed's RESP port, if it wants them (the nodes'
+    /// `masteruser`/`masterauth`, or `requirepass`).
+    pub auth: Option<crate::PeerAuth>,
+    /// With `tls-replication`, the node's TLS settings for RESP links (its CA, its certificate
+    /// as the client's): the seed is asked over TLS, unless its address is a plain port.
+    pub tls: Option<crate::BusTlsConnector>,
+}
+
+impl SeedAccess {
+    /// The bus address of the seed whose RESP port is at `addr`: with TLS settings, asked over
+    /// TLS first, and in plain text if that port does not speak TLS (the seed's plain port was
+    /// named); the TLS error stands if neither works.
+    async fn bus_addr_of(&self, addr: &str) -> Result<String, SeedError> {
+        let auth = self.auth.as_ref();
+        let Some(tls) = &self.tls else {
+            return seed::bus_addr_of(addr, auth, None, BUS_TIMEOUT).await;
+        };
+        match seed::bus_addr_of(addr, auth, Some(tls), BUS_TIMEOUT).await {
+            Err(tls_error @ SeedError::Tls { .. }) => {
+                tracing::debug!("{tls_error}; asking in plain text");
+                seed::bus_addr_of(addr, auth, None, BUS_TIMEOUT)
+                    .await
+                    .map_err(|_| tls_error)
+            }
+            answer => answer,
+        }
+    }
+}
+
 /// How a node takes part.
 #[derive(Clone)]
 pub struct NodeConfig {
@@ -133,9 +165,8 @@ pub struct NodeConfig {
     pub myself: NodeInfo,
     /// A member to join through; `None` founds a new cluster.
     pub join: Option<Seed>,
-    /// The credentials for the seed's RESP port, if it wants them (the nodes'
-    /// `masteruser`/`masterauth`, or `requirepass`), to ask a [`Seed::Resp`] for its bus.
-    pub seed_auth: Option<crate::PeerAuth>,
+    /// How to ask a [`Seed::Resp`] for its bus.
+    pub seed_access: SeedAccess,
     /// Controller tunables; the node is a controller member if `myself.controller`.
     pub settings: Settings,
     /// Replicas per shard, if this node founds the cluster.
@@ -275,8 +306,8 @@ impl ClusterNode {
         match &config.join {
             seed if known.is_some() || resumed => {
                 tracing::info!(id = ?node.myself.id, "rejoining the cluster as the same node");
-                let auth = config.seed_auth.as_ref();
-                node.join(seed.as_ref(), known.as_ref(), auth, config.join_timeout)
+                let access = &config.seed_access;
+                node.join(seed.as_ref(), known.as_ref(), access, config.join_timeout)
                     .await?
             }
             None => {
@@ -288,8 +319,8 @@ impl ClusterNode {
                 *node.leader_lock() = Some(node.myself.bus_addr());
             }
             Some(seed) => {
-                let auth = config.seed_auth.as_ref();
-                node.join(Some(seed), None, auth, config.join_timeout)
+                let access = &config.seed_access;
+                node.join(Some(seed), None, access, config.join_timeout)
                     .await?
             }
         }
@@ -483,19 +514,19 @@ impl ClusterNode {
 
     /// Joins through the controller members this node knows of (the leader, the members of
     /// its map and of `known`, the last map it held before a restart), then `seed` (asked for
-    /// its bus with `auth`), retrying with a growing pause until it works or `timeout`
+    /// its bus with `access`), retrying with a growing pause until it works or `timeout`
     /// (from now) has passed. An attempt under way when the time is up is let finish.
     async fn join(
         &self,
         seed: Option<&Seed>,
         known: Option<&ClusterMap>,
-        auth: Option<&crate::PeerAuth>,
+        access: &SeedAccess,
         timeout: Option<Duration>,
     ) -> Result<(), ClusterError> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
-            let last_error = match self.try_join(seed, known, auth).await {
+            let last_error = match self.try_join(seed, known, access).await {
                 Ok(map) => {
                     tracing::info!(epoch = map.epoch, "joined the cluster");
                     self.apply(map);
@@ -536,7 +567,7 @@ impl ClusterNode {
         &self,
         seed: Option<&Seed>,
         known: Option<&ClusterMap>,
-        auth: Option<&crate::PeerAuth>,
+        access: &SeedAccess,
     ) -> Result<ClusterMap, String> {
         let mut addrs = self.controller_addrs();
         for addr in known.map(controller_bus_addrs).unwrap_or_default() {
@@ -556,7 +587,8 @@ impl ClusterNode {
         };
         let bus = match seed {
             Seed::Bus(addr) => addr.clone(),
-            Seed::Resp(addr) => seed::bus_addr_of(addr, auth, BUS_TIMEOUT)
+            Seed::Resp(addr) => access
+                .bus_addr_of(addr)
                 .await
                 .map_err(|e| match e {
                     SeedError::Auth { .. } => format!(

@@ -1,7 +1,9 @@
 //! Finding a node's cluster bus from its RESP address, the address people know: one
-//! `CLUSTER NODES` exchange, and the `@busport` of the line flagged `myself`.
+//! `CLUSTER NODES` exchange, and the `@busport` of the line flagged `myself`. On a node's TLS
+//! port the exchange runs over TLS.
 
 use crate::PeerAuth;
+use crate::bus_tls::{BusStream, BusTlsConnector};
 use std::time::Duration;
 
 use shoal_proto::reply::{Value, decode};
@@ -76,6 +78,18 @@ pub enum SeedError {
         /// Its answer (`NOAUTH ...`, `WRONGPASS ...`).
         reason: String,
     },
+    /// The TLS handshake with the seed failed: not a TLS port, or a certificate not trusted
+    /// one way or the other.
+    #[error(
+        "TLS with {addr} failed: {reason} (is it the node's TLS port, and does the node trust \
+         this process's certificate?)"
+    )]
+    Tls {
+        /// The seed.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
     /// The seed answered something other than a cluster node list.
     #[error("seed {addr} is not a cluster node: {reason}")]
     NotClustered {
@@ -91,10 +105,12 @@ const HTTP: &[u8] = b"HTTP/";
 
 /// The bus address (`host:busport`) of the node whose RESP listener is at `resp_addr`,
 /// authenticating first with `auth` if given (the nodes' `masteruser`/`masterauth`, or
-/// `requirepass`).
+/// `requirepass`). With `tls`, `resp_addr` is a TLS port: the exchange runs over TLS, and the
+/// node's certificate must be valid for the host dialled.
 pub async fn bus_addr_of(
     resp_addr: &str,
     auth: Option<&PeerAuth>,
+    tls: Option<&BusTlsConnector>,
     timeout: Duration,
 ) -> Result<String, SeedError> {
     let unreachable = |reason: String| SeedError::Unreachable {
@@ -106,9 +122,20 @@ pub async fn bus_addr_of(
         reason: String::from_utf8_lossy(line).into_owned(),
     };
     let exchange = async {
-        let mut stream = TcpStream::connect(resp_addr)
+        let tcp = TcpStream::connect(resp_addr)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
+        let mut stream = match tls {
+            Some(tls) => {
+                tls.connect(tcp, resp_addr)
+                    .await
+                    .map_err(|e| SeedError::Tls {
+                        addr: resp_addr.to_string(),
+                        reason: e.to_string(),
+                    })?
+            }
+            None => BusStream::Plain(tcp),
+        };
         let mut request = Vec::new();
         if let Some(auth) = auth {
             encode_into(&mut request, &auth.auth_command());
@@ -162,7 +189,7 @@ pub async fn bus_addr_of(
 /// Reads the next reply from `stream` (`buf` holds what was read and not used yet), telling
 /// an HTTP server or another protocol from a Redis-protocol server.
 async fn next_value(
-    stream: &mut TcpStream,
+    stream: &mut BusStream,
     buf: &mut Vec<u8>,
     addr: &str,
 ) -> Result<Value, SeedError> {

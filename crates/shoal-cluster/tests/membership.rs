@@ -58,7 +58,7 @@ async fn node_config(
     let config = NodeConfig {
         myself,
         join: join.map(|n| Seed::Bus(n.myself().bus_addr())),
-        seed_auth: None,
+        seed_access: Default::default(),
         settings: Settings {
             node_timeout_ms: 1000,
             max_voters: 3,
@@ -195,7 +195,7 @@ async fn joining_where_nothing_listens_gives_up_after_the_join_timeout() {
             ..NodeInfo::local(NodeId::random(), bus_port.wrapping_add(1))
         },
         join: Some(Seed::Resp(nowhere.clone())),
-        seed_auth: None,
+        seed_access: Default::default(),
         settings: Settings::default(),
         replicas: 0,
         join_timeout: Some(Duration::from_millis(300)),

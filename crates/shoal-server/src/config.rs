@@ -662,11 +662,12 @@ impl Config {
         if self.tls_port == self.port {
             return bad("tls-port", "must differ from port".into());
         }
-        if self.cluster_mode() && !self.serves_plain() {
+        if self.cluster_mode() && !self.serves_plain() && !self.tls_replication {
             return bad(
                 "port",
-                "a cluster node needs a plain port too: its peers and the cluster's clients \
-                 reach it there"
+                "a cluster node without a plain port needs tls-replication yes: its peers, the \
+                 nodes that join through it and the cluster's clients then reach it on its TLS \
+                 port"
                     .into(),
             );
         }

@@ -481,3 +481,74 @@ fn tls_cluster_needs_a_certificate_a_key_and_a_ca() {
         "{error}"
     );
 }
+
+/// A cluster with no plain port at all (`--port 0`): a node joins through the founder's TLS
+/// port (its seed lookup over TLS), the map names TLS ports, and `shoal cluster status --tls`
+/// asks a TLS port for the bus; a node without `tls-replication` cannot drop its plain port.
+#[tokio::test]
+async fn a_cluster_without_plain_ports_forms_over_tls() {
+    let mut certs = certs("tls-only-cluster");
+    certs.server = certs.ca.node("node").unwrap();
+    let start = |name: &str, extra: &[&str]| {
+        let tls_port = free_port().unwrap();
+        let mut args = vec!["server".to_string(), "--port".into(), "0".into()];
+        args.extend(tls_cluster_args(&certs, tls_port));
+        args.extend(["--http-port", "0", "--threads", "1"].map(String::from));
+        args.extend(["--cluster-secret-file", &path(cluster_secret_file())].map(String::from));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        (spawn_shoal(&certs, name, &format!("{name}.log"), args), tls_port)
+    };
+    let (founder, founder_port) = start("founder", &["--cluster-enabled", "--replicas", "1"]);
+    let seed = format!("127.0.0.1:{founder_port}");
+    let (joiner, joiner_port) = start("joiner", &["--cluster-join", &seed]);
+    let flags: Vec<String> = [
+        "--tls",
+        "--tls-cluster",
+        "yes",
+        "--tls-cert-file",
+        &path(&certs.client.cert),
+        "--tls-key-file",
+        &path(&certs.client.key),
+        "--tls-ca-cert-file",
+        &path(&certs.ca.cert),
+    ]
+    .map(String::from)
+    .to_vec();
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    let shown = loop {
+        let status = cluster_status(&seed, &flags);
+        let shown = String::from_utf8_lossy(&status.stdout).into_owned();
+        if status.status.success() && shown.contains("1 shards, 2 nodes (2 healthy)") {
+            break shown;
+        }
+        assert!(
+            founder.is_running() && joiner.is_running(),
+            "{}\n{}",
+            founder.log_tail(20),
+            joiner.log_tail(20)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{shown}{}\n{}",
+            String::from_utf8_lossy(&status.stderr),
+            joiner.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for port in [founder_port, joiner_port] {
+        assert!(shown.contains(&format!("127.0.0.1:{port}")), "{shown}");
+    }
+    // Without --tls the lookup speaks plain RESP to a TLS port, and fails.
+    let plain = cluster_status(&seed, &flags[1..]);
+    assert!(!plain.status.success());
+
+    // Without tls-replication a cluster node keeps its plain port, and says why.
+    let refused = Command::new(SHOAL)
+        .args(["server", "--port", "0", "--cluster-enabled"])
+        .args(tls_cluster_args(&certs, free_port().unwrap())[..8].iter())
+        .output()
+        .unwrap();
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(error.contains("needs tls-replication yes"), "{error}");
+}

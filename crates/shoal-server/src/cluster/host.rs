@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use shoal_client::{Client, ClientConfig};
 use shoal_cluster::bus::NodeStats;
 use shoal_cluster::decide::Settings;
-use shoal_cluster::node::{ClusterNode, NodeConfig, Seed};
+use shoal_cluster::node::{ClusterNode, NodeConfig, Seed, SeedAccess};
 use shoal_cluster::{ClusterMap, Role};
 use shoal_proto::Protocol;
 use tokio::net::TcpListener;
@@ -67,7 +67,10 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
     let node_config = NodeConfig {
         myself: cluster.myself().clone(),
         join: (!config.cluster_join.is_empty()).then(|| Seed::Resp(config.cluster_join.clone())),
-        seed_auth: config.peer_auth(),
+        seed_access: SeedAccess {
+            auth: config.peer_auth(),
+            tls: seed_tls(&config),
+        },
         settings: Settings {
             node_timeout_ms: config.cluster_node_timeout,
             max_voters: config.controller_voters,
@@ -226,6 +229,18 @@ fn follow_role(shared: &Arc<Shared>, map: &ClusterMap) {
             generation,
             link,
         ));
+    }
+}
+
+/// With `tls-replication`, how the seed of `--cluster-join` (its TLS port then) is asked for
+/// its bus: over TLS, as the node's other links to RESP ports.
+fn seed_tls(config: &crate::config::Config) -> Option<shoal_cluster::BusTlsConnector> {
+    match peer_tls(config) {
+        Ok(tls) => tls.map(shoal_cluster::BusTlsConnector::new),
+        Err(e) => {
+            tracing::error!("cannot ask the seed over TLS (tls-replication): {e}");
+            None
+        }
     }
 }
 

@@ -100,16 +100,40 @@ pub struct NodeAccess {
     /// File holding the cluster secret (the nodes' --cluster-secret-file).
     #[arg(long, env = "SHOAL_CLUSTER_SECRET_FILE", value_name = "PATH")]
     pub cluster_secret_file: PathBuf,
+    /// --node is the node's TLS port (its --tls-port): its bus address is asked there over
+    /// TLS, showing --tls-cert-file and trusting --tls-ca-cert-file.
+    #[arg(long)]
+    pub tls: bool,
     /// TLS on the cluster bus, for nodes that run with --tls-cluster yes.
     #[command(flatten)]
-    pub tls: BusTlsArgs,
+    pub bus_tls: BusTlsArgs,
 }
 
 impl NodeAccess {
+    /// With --tls, how --node is reached (its files read now).
+    fn lookup_tls(&self) -> anyhow::Result<Option<BusTlsConnector>> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let config = self
+            .bus_tls
+            .options()
+            .context("--tls")?
+            .client_config()
+            .context("cannot speak TLS to --node")?;
+        Ok(Some(BusTlsConnector::new(config)))
+    }
+
+    /// The bus address of --node.
+    async fn bus(&self) -> anyhow::Result<String> {
+        let tls = self.lookup_tls()?;
+        bus_of(&self.node, self.password.as_deref(), tls.as_ref()).await
+    }
+
     /// What the command's bus connections are opened with: the cluster secret, over TLS with
     /// --tls-cluster yes.
     fn credentials(&self) -> anyhow::Result<BusCredentials> {
-        self.tls
+        self.bus_tls
             .credentials(load_secret(&self.cluster_secret_file)?)
     }
 }
@@ -236,24 +260,28 @@ fn load_secret(path: &std::path::Path) -> anyhow::Result<BusSecret> {
     BusSecret::load(path).context("the cluster bus needs the nodes' --cluster-secret-file")
 }
 
-/// The controller leader's status, asked through the node whose RESP address is `node` (and
-/// password `password`, if it has one), on its bus with `credentials`.
+/// The controller leader's status, asked through the node whose plain RESP address is `node`
+/// (and password `password`, if it has one), on its bus with `credentials`.
 async fn leader_status(
     node: &str,
     password: Option<&str>,
     credentials: &BusCredentials,
 ) -> anyhow::Result<ClusterStatus> {
-    let bus = bus_of(node, password).await?;
+    let bus = bus_of(node, password, None).await?;
     leader_status_via(&bus, node, credentials).await
 }
 
-/// The bus address of the node whose RESP address is `node`, or what went wrong, with a hint
-/// when `node` is an HTTP port or wants a password.
-async fn bus_of(node: &str, password: Option<&str>) -> anyhow::Result<String> {
+/// The bus address of the node whose RESP address is `node` (a TLS port, asked over TLS, with
+/// `tls`), or what went wrong, with a hint when `node` is an HTTP port or wants a password.
+async fn bus_of(
+    node: &str,
+    password: Option<&str>,
+    tls: Option<&BusTlsConnector>,
+) -> anyhow::Result<String> {
     let auth = password
         .filter(|p| !p.is_empty())
         .map(shoal_cluster::PeerAuth::password);
-    match seed::bus_addr_of(node, auth.as_ref(), BUS_TIMEOUT).await {
+    match seed::bus_addr_of(node, auth.as_ref(), tls, BUS_TIMEOUT).await {
         Ok(bus) => Ok(bus),
         Err(e @ SeedError::Auth { .. }) => {
             bail!("{e} (give the nodes' password with --password or SHOAL_PASSWORD)")

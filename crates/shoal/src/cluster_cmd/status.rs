@@ -10,15 +10,15 @@ use shoal_cluster::{ClusterMap, Health, NodeId, NodeInfo, Role};
 
 use shoal_cluster::BusCredentials;
 
-use super::{RemoveArgs, StatusArgs, bus_of, leader_status, leader_status_via};
+use super::{RemoveArgs, StatusArgs, leader_status_via};
 
 /// `shoal cluster status`.
 pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let credentials = args.access.credentials()?;
-    let password = args.access.password.as_deref();
-    let status = match leader_status(&args.access.node, password, &credentials).await {
+    let bus = args.access.bus().await?;
+    let status = match leader_status_via(&bus, &args.access.node, &credentials).await {
         Ok(status) => status,
-        Err(no_leader) => return leaderless_status(&args, &credentials, no_leader).await,
+        Err(no_leader) => return leaderless_status(&args, &bus, &credentials, no_leader).await,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -33,11 +33,11 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<()> {
 /// means. Fails (with `no_leader`) if the node does not answer either.
 async fn leaderless_status(
     args: &StatusArgs,
+    bus: &str,
     credentials: &BusCredentials,
     no_leader: anyhow::Error,
 ) -> anyhow::Result<()> {
-    let bus = bus_of(&args.access.node, args.access.password.as_deref()).await?;
-    let map = match bus::call(&bus, credentials, &Request::GetMap, Duration::from_secs(2)).await {
+    let map = match bus::call(bus, credentials, &Request::GetMap, Duration::from_secs(2)).await {
         Ok(Reply::Map(map)) => map,
         // The node itself refuses: that, not the controller, is what to fix.
         Err(
@@ -66,7 +66,7 @@ async fn leaderless_status(
 /// `shoal cluster remove-node`.
 pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
     let credentials = args.access.credentials()?;
-    let bus = bus_of(&args.access.node, args.access.password.as_deref()).await?;
+    let bus = args.access.bus().await?;
     let id = find_node(
         &leader_status_via(&bus, &args.access.node, &credentials)
             .await?
