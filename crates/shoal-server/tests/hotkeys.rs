@@ -388,7 +388,42 @@ fn background_sampling_finds_the_hot_key() {
     assert_eq!(top.by_requests[0].key, b"hot");
     assert_eq!(top.by_net_bytes[0].key, b"hot");
     assert_eq!(top.by_cpu_nanos[0].key, b"hot");
-    // About 16,000 reads of `hot`, one in 64 sampled.
+    // About 16,000 reads of `hot`, one in 64 sampled (fewer if a decay came between).
     let n = top.by_requests[0].count;
-    assert!((100..600).contains(&n), "{n} sampled reads of hot");
+    assert!((20..600).contains(&n), "{n} sampled reads of hot");
+    // Its share of the recent requests is about the 80% it was read with.
+    let recent = door.stats.hotkeys.recent(&door.stats, 3).unwrap();
+    assert_eq!(recent.keys[0].key, b"hot");
+    assert_eq!(recent.ratio, 64);
+    let share = recent.keys[0].count as f64 / recent.total as f64;
+    assert!((0.6..0.95).contains(&share), "share {share}");
+}
+
+/// The background summaries halve every second: a key read no more cools down.
+#[test]
+fn background_counts_decay_when_the_key_cools() {
+    let node = Node::start();
+    skewed_reads(&node, 10_000);
+    let door = &node.shared().door;
+    let before = door.stats.hotkeys.recent(&door.stats, 1).unwrap().keys[0].count;
+    assert!(before > 0);
+    // Three decays, with no reads between.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let cooled = loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let recent = door.stats.hotkeys.recent(&door.stats, 1).unwrap();
+        let now = recent.keys.first().map_or(0, |h| h.count);
+        if now <= before / 8 {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+    };
+    assert!(cooled, "the hot key's count never decayed from {before}");
+    // A session's counts do not decay: they are the session's whole run.
+    let mut r = node.raw();
+    assert_eq!(run(&mut r, "HOTKEYS START METRICS 1 CPU SAMPLE 1"), ok());
+    skewed_reads(&node, 2_000);
+    assert!(door.stats.hotkeys.recent(&door.stats, 1).is_none());
 }

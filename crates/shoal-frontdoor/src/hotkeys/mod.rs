@@ -11,8 +11,9 @@
 //! request path beyond a relaxed load of the ratio on a sample.
 //!
 //! **Modes.** Without a session the summaries are fed in the background at the
-//! background ratio (1 in [`DEFAULT_BACKGROUND_RATIO`] by default, 0 turns it off): what a
-//! later step publishes to the controller ([`HotKeys::background_top`]). `HOTKEYS START`
+//! background ratio (1 in [`DEFAULT_BACKGROUND_RATIO`] by default, 0 turns it off) and halve
+//! every [`DECAY_PERIOD`], so they tell what is hot now: what `/metrics` shows and the node
+//! reports to the controller ([`HotKeys::background_top`], [`HotKeys::recent`]). `HOTKEYS START`
 //! clears them and feeds them at the session's ratio with the session's metrics and counters
 //! (10 x `COUNT` per thread and metric, as Redis sizes its sketch); `HOTKEYS STOP` stops
 //! feeding and keeps the results for `HOTKEYS GET`; `HOTKEYS RESET` forgets them and returns
@@ -152,6 +153,10 @@ impl ThreadHot {
     }
 }
 
+/// How often the background summaries halve: a key's weight is mostly its last two
+/// periods'.
+pub const DECAY_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What one sampled command brings.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
@@ -256,6 +261,8 @@ pub struct HotKeys {
     /// The ratio without a session.
     background_ratio: AtomicU32,
     session: Mutex<Option<Session>>,
+    /// When the background summaries last halved.
+    decayed: Mutex<Instant>,
 }
 
 impl Default for HotKeys {
@@ -264,6 +271,7 @@ impl Default for HotKeys {
             ratio: AtomicU32::new(DEFAULT_BACKGROUND_RATIO),
             background_ratio: AtomicU32::new(DEFAULT_BACKGROUND_RATIO),
             session: Mutex::new(None),
+            decayed: Mutex::new(Instant::now()),
         }
     }
 }
@@ -371,10 +379,26 @@ impl HotKeys {
         Ok(())
     }
 
-    /// Stops a session whose `DURATION` passed ([`crate::Door::tick`] calls it).
+    /// Stops a session whose `DURATION` passed, and halves the background summaries every
+    /// [`DECAY_PERIOD`] ([`crate::Door::tick`] calls it).
     pub fn tick(&self, stats: &Stats) {
         let mut session = self.session.lock();
         self.expire(stats, &mut session);
+        let mut decayed = self.decayed.lock();
+        if decayed.elapsed() < DECAY_PERIOD {
+            return;
+        }
+        *decayed = Instant::now();
+        if session.is_some() {
+            // A session's counts are its whole run's, as Redis reports them.
+            return;
+        }
+        for w in stats.workers() {
+            let mut s = w.hot.summaries.lock();
+            s.requests.decay();
+            s.net.decay();
+            s.cpu.decay();
+        }
     }
 
     fn expire(&self, stats: &Stats, session: &mut Option<Session>) {
@@ -448,6 +472,38 @@ impl HotKeys {
             by_net_bytes: merge_top(guards.iter().map(|g| &g.net), k),
             by_cpu_nanos: merge_top(guards.iter().map(|g| &g.cpu), k),
         }
+    }
+}
+
+/// The keys hot now, by sampled requests: what a node reports to its cluster's controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recent {
+    /// The heaviest keys by decayed sampled requests, heaviest first.
+    pub keys: Vec<Heavy>,
+    /// The decayed sampled requests of every key (the denominator of a key's share).
+    pub total: u64,
+    /// The ratio the samples were taken at: a count times it estimates requests.
+    pub ratio: u32,
+}
+
+impl HotKeys {
+    /// The `k` keys with the most recent requests and the recent total, merged over
+    /// threads; `None` while a session has the summaries or sampling is off.
+    pub fn recent(&self, stats: &Stats, k: usize) -> Option<Recent> {
+        if self.session.lock().is_some() {
+            return None;
+        }
+        let ratio = self.background_ratio();
+        if ratio == 0 {
+            return None;
+        }
+        let workers = stats.workers();
+        let guards: Vec<_> = workers.iter().map(|w| w.hot.summaries.lock()).collect();
+        Some(Recent {
+            keys: merge_top(guards.iter().map(|g| &g.requests), k),
+            total: guards.iter().map(|g| g.requests.total()).sum(),
+            ratio,
+        })
     }
 }
 

@@ -137,6 +137,19 @@ impl SpaceSaving {
         self.index.shrink_to(self.capacity);
     }
 
+    /// Halves every weight, error and total (rounding down), so old weight fades: applied
+    /// every period, a key's estimate is its weight of the last period plus half the one
+    /// before, and so on. The order of the counters does not change, nor do the bounds on
+    /// each estimate (both sides halve).
+    pub fn decay(&mut self) {
+        for c in &mut self.counters {
+            c.count /= 2;
+            c.error /= 2;
+        }
+        self.total /= 2;
+        self.skipped /= 2;
+    }
+
     /// Adds `weight` to `key`. A weight of zero changes nothing.
     pub fn add(&mut self, key: &[u8], weight: u64) {
         self.add_hashed(key_hash(key), key, weight);
@@ -423,5 +436,26 @@ mod tests {
         assert_eq!(top.len(), 2);
         assert_eq!((&top[0].key[..], top[0].count), (&b"x"[..], 15));
         assert_eq!((&top[1].key[..], top[1].count), (&b"z"[..], 9));
+    }
+
+    #[test]
+    fn decay_halves_every_estimate_and_keeps_the_heap() {
+        let mut s = SpaceSaving::new(8);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..2_000 {
+            let key = format!("k{}", rng.random_range(0..20));
+            s.add(key.as_bytes(), rng.random_range(1..10));
+        }
+        let before = s.top(8);
+        let total = s.total();
+        s.decay();
+        check_heap(&s);
+        assert_eq!(s.total(), total / 2);
+        for heavy in &before {
+            assert_eq!(s.estimate(&heavy.key), heavy.count / 2);
+        }
+        // New weight counts fully against the halved old.
+        s.add(b"k0", 1_000_000);
+        assert_eq!(s.top(1)[0].key, b"k0");
     }
 }
