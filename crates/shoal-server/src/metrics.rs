@@ -28,7 +28,7 @@
 //! | `shoal_replication_offset_bytes`, `shoal_replication_lag_bytes` (the furthest-behind replica), `shoal_replication_replicas`, `shoal_replication_link_up` | gauge | |
 //! | `shoal_replication_replica_lag_bytes`, `shoal_replication_replica_ack_age_seconds` | gauge | `replica` (`ip:port`, on a primary) |
 //! | `shoal_replication_full_resyncs_served_total`, `shoal_replication_partial_resyncs_served_total`, `shoal_replication_full_resyncs_total`, `shoal_replication_partial_resyncs_total` | counter | |
-//! | `shoal_hotkey_sampled_requests`, `shoal_hotkey_sampled_net_bytes` | gauge | `key` (the 10 hottest, printable ASCII, `?` for the rest) |
+//! | `shoal_hotkey_sampled_requests`, `shoal_hotkey_sampled_net_bytes` | gauge | `key` (the 10 hottest of the last seconds, printable ASCII, `?` for the rest) |
 //! | `shoal_hotkey_sample_ratio` | gauge | |
 //! | `shoal_tracking_invalidations_total` | counter | (each key to each client, and each null) |
 //! | `shoal_tracking_clients`, `shoal_tracking_keys` | gauge | |
