@@ -237,6 +237,46 @@ pub struct NodeStats {
     /// Its replication state.
     #[serde(default)]
     pub replication: ReplicationReport,
+    /// Reads that found their key since it started (`INFO`'s `keyspace_hits`).
+    #[serde(default)]
+    pub keyspace_hits: u64,
+    /// Reads that did not (`INFO`'s `keyspace_misses`).
+    #[serde(default)]
+    pub keyspace_misses: u64,
+    /// A primary: how far behind each of its replicas is, as it last acknowledged.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaLag>,
+    /// Its hottest keys by requests, hottest first (its background hot-key sample's top 5;
+    /// none while a `HOTKEYS` session has the sample).
+    #[serde(default)]
+    pub hot_keys: Vec<HotKeyReport>,
+}
+
+/// One of a node's hottest keys, as its heartbeat reports it to the controller (and
+/// `shoal cluster status` and the dashboard show it). The numbers are estimates from the
+/// node's background sample: the sampled counts times the sample ratio.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotKeyReport {
+    /// The key (binary-safe).
+    pub key: Vec<u8>,
+    /// Requests that touched it, estimated.
+    pub requests: u64,
+    /// Network bytes of those requests and their replies, estimated (0 when the key is not
+    /// among the sample's heaviest by bytes).
+    pub net_bytes: u64,
+}
+
+/// How far one replica is behind its primary, as the primary sees it (what `INFO
+/// replication` shows of each replica).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaLag {
+    /// The replica's RESP address as it announced it (`ip:port`: in a cluster, the one the
+    /// map lists).
+    pub addr: String,
+    /// Bytes of the replication stream it has not acknowledged yet.
+    pub lag_bytes: u64,
+    /// Milliseconds since its last acknowledgement (Redis's `lag=`, in ms).
+    pub ack_age_ms: u64,
 }
 
 /// The controller leader's answer to a heartbeat.
@@ -673,6 +713,21 @@ pub async fn call_leader(
         addr,
         message: format!("no controller leader after {hops} redirections"),
     })
+}
+
+/// The status in `reply`, the answer of `addr` to [`Request::Status`], or why there is none.
+pub fn status_of(addr: &str, reply: Reply) -> Result<ClusterStatus, BusError> {
+    match reply {
+        Reply::Status(status) => Ok(*status),
+        Reply::Error(message) => Err(BusError::Refused {
+            addr: addr.to_string(),
+            message,
+        }),
+        other => Err(BusError::BadFrame {
+            addr: addr.to_string(),
+            reason: format!("unexpected answer to a status request: {other:?}"),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -24,11 +24,13 @@
 //!   cannot renew its own.
 //! * [`node`]: a node's membership: bus listener, joining, heartbeats, map subscription.
 //! * [`seed`]: finding a node's bus from its RESP address.
+//! * [`view`]: what a person is shown of a cluster: a node's `GET /cluster` document, and the
+//!   state word, hot keys and printable keys `shoal cluster status` shows.
 //!
 //! Everything but the bus I/O and the Raft glue is pure, so it is tested without a network.
 //!
 //! Modules are private unless other crates name them: the cluster map's and the slot's types
-//! are re-exported here; [`bus`], [`bus_auth`], [`decide`], [`node`], [`redis_format`] and [`seed`] are
+//! are re-exported here; [`bus`], [`bus_auth`], [`decide`], [`node`], [`redis_format`], [`seed`] and [`view`] are
 //! public namespaces whose items are `pub` only where another crate uses them.
 
 #![warn(unreachable_pub)]
@@ -53,6 +55,7 @@ mod raft;
 pub mod redis_format;
 pub mod seed;
 mod slot;
+pub mod view;
 
 pub use bus_auth::{BusSecret, SecretError};
 pub use bus_credentials::BusCredentials;

@@ -14,7 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::bus::{
-    self, BusConnection, BusError, Heartbeat, NodeStats, Reply, Request, SUBSCRIPTION_PING,
+    self, BusConnection, BusError, ClusterStatus, Heartbeat, NodeStats, Reply, Request,
+    SUBSCRIPTION_PING,
 };
 use crate::bus_auth::AuthFailures;
 use crate::bus_credentials::BusCredentials;
@@ -464,6 +465,18 @@ impl ClusterNode {
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// The cluster as the controller's leader sees it ([`Request::Status`]): its map, and
+    /// every node's last heartbeat. Asked at the leader this node knows of, following
+    /// redirections; `timeout` bounds each exchange.
+    pub async fn status(&self, timeout: Duration) -> Result<ClusterStatus, BusError> {
+        let start = self.leader_addr().ok_or_else(|| BusError::Refused {
+            addr: self.myself.bus_addr(),
+            message: "no controller member is known".into(),
+        })?;
+        let reply = self.call_leader(&start, &Request::Status, timeout).await?;
+        bus::status_of(&start, reply)
     }
 
     /// Installs `map` if it is newer than the current one. Returns whether it was.

@@ -19,6 +19,7 @@ mod metrics;
 mod notify;
 mod process;
 mod replication;
+mod report;
 mod scripting;
 mod server;
 mod shared;

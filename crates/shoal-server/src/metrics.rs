@@ -258,21 +258,12 @@ impl NodeCollector {
     /// its last acknowledgement (Redis's `lag=` in `INFO replication`). One series per
     /// replica, labelled with its address.
     fn replica_lags(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let r = &self.shared.replication;
-        let offset = r.offset();
-        let now = r.now_ms();
-        let lags: Vec<(String, u64, f64)> = r
-            .replicas
-            .lock()
-            .iter()
-            .map(|peer| {
-                let acked_ms_ago = now.saturating_sub(peer.last_ack_ms.load(Relaxed));
-                (
-                    format!("{}:{}", peer.ip, peer.port),
-                    offset.saturating_sub(peer.ack.load(Relaxed)),
-                    acked_ms_ago as f64 / 1000.0,
-                )
-            })
+        let lags: Vec<(String, u64, f64)> = self
+            .shared
+            .replication
+            .replica_lags()
+            .into_iter()
+            .map(|lag| (lag.addr, lag.lag_bytes, lag.ack_age_ms as f64 / 1000.0))
             .collect();
         let mut bytes = encoder.encode_descriptor(
             "shoal_replication_replica_lag_bytes",

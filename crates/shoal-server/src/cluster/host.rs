@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use shoal_client::{Client, ClientConfig};
-use shoal_cluster::bus::NodeStats;
 use shoal_cluster::decide::Settings;
 use shoal_cluster::node::{ClusterNode, NodeConfig, Seed, SeedAccess};
 use shoal_cluster::{ClusterMap, Role};
@@ -80,7 +79,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
         stats: Arc::new(move || {
             stats_source
                 .upgrade()
-                .map(|shared| node_stats(&shared))
+                .map(|shared| crate::report::node_stats(&shared))
                 .unwrap_or_default()
         }),
         dir: cluster.dir().cloned(),
@@ -163,18 +162,6 @@ fn remember(cluster: &ClusterState, map: &ClusterMap) {
     // A small file, rarely: blocking this runtime's thread for it is fine.
     if let Err(e) = tokio::task::block_in_place(|| dir.save_map(map)) {
         tracing::warn!("cannot keep the map: {e}");
-    }
-}
-
-fn node_stats(shared: &Shared) -> NodeStats {
-    NodeStats {
-        keys: shared.store.len() as u64,
-        used_memory: shared.store.used_memory() as u64,
-        maxmemory: shared.store.maxmemory() as u64,
-        ops_per_sec: shared.door.stats.instantaneous().0 as u64,
-        clients: shared.door.clients.count() as u64,
-        uptime_seconds: shared.door.uptime_seconds(),
-        replication: shared.replication.report(),
     }
 }
 

@@ -533,6 +533,22 @@ impl Replication {
         }
     }
 
+    /// On a primary, how far behind each replica is: bytes of the stream it has not
+    /// acknowledged, and time since its last acknowledgement (Redis's `lag=`).
+    pub fn replica_lags(&self) -> Vec<shoal_cluster::bus::ReplicaLag> {
+        let offset = self.offset();
+        let now = self.now_ms();
+        self.replicas
+            .lock()
+            .iter()
+            .map(|peer| shoal_cluster::bus::ReplicaLag {
+                addr: format!("{}:{}", peer.ip, peer.port),
+                lag_bytes: offset.saturating_sub(peer.ack.load(Relaxed)),
+                ack_age_ms: now.saturating_sub(peer.last_ack_ms.load(Relaxed)),
+            })
+            .collect()
+    }
+
     /// Asks every replica to acknowledge an offset of at least `offset` (`WAIT`), with a
     /// `REPLCONF GETACK *` in the stream as Redis does, unless one already follows `offset` in
     /// the stream: a replica answers it once it has applied everything before it, so that one

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use shoal_cluster::bus::{self, ClusterStatus, NodeStatus, Reply, Request};
+use shoal_cluster::view;
 use shoal_cluster::{ClusterMap, Health, NodeId, NodeInfo, Role};
 
 use shoal_cluster::BusCredentials;
@@ -153,15 +154,7 @@ fn describe_view(map: &ClusterMap, leader: Option<NodeId>, reports: &[NodeStatus
         .filter(|n| n.health == Health::Ok)
         .count();
     // Without a leader the map's health is as of its last commit: not a verdict.
-    let state = if leader.is_none() {
-        "degraded"
-    } else if map.slots_assigned() == shoal_cluster::SLOTS && healthy == map.nodes.len() {
-        "ok"
-    } else if map.slots_assigned() == shoal_cluster::SLOTS {
-        "degraded"
-    } else {
-        "fail"
-    };
+    let state = view::state(map, leader);
     out.push_str(&format!(
         "cluster {state}: epoch {}, {} shards, {} nodes ({} healthy), controller leader {}, {} voters {}\n",
         map.epoch,
@@ -213,6 +206,31 @@ fn describe_view(map: &ClusterMap, leader: Option<NodeId>, reports: &[NodeStatus
             leader,
             spare.id,
             by_id.get(&spare.id).copied(),
+        ));
+    }
+    out.push_str(&hot_keys_part(map, reports));
+    out
+}
+
+/// The cluster's hottest keys in [`describe`]: each on a line with the node that reported
+/// it, its shard and the estimated requests; nothing when no node reported any.
+fn hot_keys_part(map: &ClusterMap, reports: &[NodeStatus]) -> String {
+    let keys = view::hot_keys(map, reports);
+    if keys.is_empty() {
+        return String::new();
+    }
+    let mut out =
+        String::from("hot keys (requests and bytes estimated from each node's sample):\n");
+    for hot in keys {
+        let shard = hot.shard.map_or("-".to_string(), |s| s.to_string());
+        out.push_str(&format!(
+            "  {:<32} {} {:<21} shard {:<3} requests {:<10} net bytes {}\n",
+            hot.key,
+            short(hot.node),
+            hot.address,
+            shard,
+            hot.requests,
+            hot.net_bytes
         ));
     }
     out
@@ -299,6 +317,7 @@ fn abbreviate(ranges: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use shoal_cluster::bus::{HotKeyReport, NodeStats};
     use shoal_cluster::{ShardId, ShardInfo, SlotTable};
 
     use super::*;
@@ -337,6 +356,71 @@ mod tests {
             error.contains("0000000000000def (127.0.0.1:7001)"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn status_lists_the_hot_keys_printable_with_their_node_and_shard() {
+        let mut map = map_of(&[1, 2]);
+        map.shards.push(ShardInfo {
+            id: ShardId(0),
+            primary: NodeId(1),
+            replicas: vec![NodeId(2)],
+        });
+        map.slots = SlotTable::all(ShardId(0));
+        let report = |id: u64, hot_keys: Vec<HotKeyReport>| NodeStatus {
+            id: NodeId(id),
+            placement: None,
+            last_heartbeat_ms: Some(10),
+            epoch: 0,
+            stats: NodeStats {
+                hot_keys,
+                ..NodeStats::default()
+            },
+        };
+        let hot = |key: &[u8], requests: u64| HotKeyReport {
+            key: key.to_vec(),
+            requests,
+            net_bytes: requests * 20,
+        };
+        let quiet = ClusterStatus {
+            map: map.clone(),
+            leader: NodeId(1),
+            nodes: vec![report(1, Vec::new())],
+        };
+        assert!(
+            !describe(&quiet).contains("hot keys"),
+            "{}",
+            describe(&quiet)
+        );
+        let status = ClusterStatus {
+            map,
+            leader: NodeId(1),
+            nodes: vec![
+                report(1, vec![hot(b"user:\xff\n", 6400), hot(b"cold", 64)]),
+                report(2, vec![hot(b"user:2", 1280)]),
+            ],
+        };
+        let text = describe(&status);
+        let part: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("hot keys"))
+            .collect();
+        assert_eq!(part.len(), 4, "{text}");
+        assert!(
+            part[1].starts_with("  user:\\xff\\x0a ")
+                && part[1].contains("0000000000000001 127.0.0.1:7000"),
+            "{text}"
+        );
+        assert!(
+            part[1].contains("shard 0") && part[1].contains("requests 6400"),
+            "{text}"
+        );
+        assert!(part[1].ends_with("net bytes 128000"), "{text}");
+        assert!(
+            part[2].starts_with("  user:2 ") && part[2].contains("127.0.0.1:7001"),
+            "{text}"
+        );
+        assert!(part[3].starts_with("  cold "), "{text}");
     }
 
     #[test]
