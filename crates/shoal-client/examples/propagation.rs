@@ -30,7 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secret = BusCredentials::new(shoal_cluster::BusSecret::load(std::path::Path::new(
         &std::env::var("SHOAL_CLUSTER_SECRET_FILE")?,
     ))?);
-    let bus = seed::bus_addr_of(seed_addr, None, Duration::from_secs(2)).await?;
+    let bus = seed::bus_addr_of(seed_addr, None, None, Duration::from_secs(2)).await?;
     let Reply::Map(first) =
         shoal_cluster::bus::call(&bus, &secret, &Request::GetMap, Duration::from_secs(2)).await?
     else {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
+use shoal_cluster::hot_keys::HotKeySet;
 use shoal_cluster::{ClusterMap, Slot};
 use shoal_proto::command_table::CommandSpec;
 use shoal_proto::reply::Value;
@@ -50,6 +51,10 @@ struct Inner {
     config: ClientConfig,
     maps: Arc<MapState>,
     pools: Arc<Pools>,
+    /// Connections that send `READONLY` when they open, for reads sent to replicas: `pools`
+    /// itself when the configuration reads from replicas, else a pool of their own (used
+    /// for hot keys' reads).
+    readonly_pools: Arc<Pools>,
     stats: Arc<Stats>,
     near: Option<Arc<NearCache>>,
     tasks: Vec<AbortHandle>,
@@ -160,6 +165,18 @@ impl Client {
             config.backoff_base,
             stats.clone(),
         ));
+        let readonly_pools = match options.readonly {
+            true => pools.clone(),
+            false => Arc::new(Pools::new(
+                ConnOptions {
+                    readonly: true,
+                    ..options.clone()
+                },
+                config.pool_size,
+                config.backoff_base,
+                stats.clone(),
+            )),
+        };
         let near = config.near_cache.map(|near| {
             NearCache::new(
                 near,
@@ -172,13 +189,14 @@ impl Client {
         // Connections to nodes that left the map are closed when a new map arrives, and the
         // near cache drops what the map moved.
         let mut rx = maps.subscribe();
-        let weak = Arc::downgrade(&pools);
+        let weak = [Arc::downgrade(&pools), Arc::downgrade(&readonly_pools)];
         let weak_near = near.as_ref().map(Arc::downgrade);
         let pruner = tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 let map = rx.borrow_and_update().clone();
-                let Some(pools) = weak.upgrade() else { break };
-                pools.retain(|addr| map.nodes.values().any(|n| n.resp_addr() == addr));
+                for pools in weak.iter().filter_map(std::sync::Weak::upgrade) {
+                    pools.retain(|addr| map.nodes.values().any(|n| n.resp_addr() == addr));
+                }
                 if let Some(near) = weak_near.as_ref().and_then(|n| n.upgrade()) {
                     near.on_map();
                 }
@@ -194,6 +212,7 @@ impl Client {
                 config,
                 maps,
                 pools,
+                readonly_pools,
                 stats,
                 near,
                 tasks,
@@ -228,6 +247,18 @@ impl Client {
     /// node that follows the bus itself). Returns whether it was installed.
     pub fn install_map(&self, map: ClusterMap) -> bool {
         self.inner.maps.offer(map)
+    }
+
+    /// Makes `set` the cluster's hot keys (a set learned elsewhere, e.g. by a node that
+    /// follows the controller itself; a client following the bus gets them with the map):
+    /// reads of these keys go to any member of their shard. Returns whether it changed them.
+    pub fn install_hot_keys(&self, set: &HotKeySet) -> bool {
+        self.inner.maps.hot.install(set)
+    }
+
+    /// The hot keys whose reads the client spreads, in no order.
+    pub fn hot_keys(&self) -> Vec<Vec<u8>> {
+        self.inner.maps.hot.keys()
     }
 
     /// A snapshot of the client's counters.
@@ -668,6 +699,12 @@ impl Client {
     ) -> Result<Value, Error> {
         match routed.route {
             Route::Any => self.exec(&encode(args), Target::Any, routed.readonly).await,
+            Route::Slot(slot) if routed.readonly && self.is_hot_read(args, &routed) => {
+                Stats::bump(&self.inner.stats.hot_key_reads);
+                let target = Target::Slot(slot);
+                self.exec_from(&encode(args), target, true, ReadFrom::Any)
+                    .await
+            }
             Route::Slot(slot) => {
                 self.exec(&encode(args), Target::Slot(slot), routed.readonly)
                     .await
@@ -727,6 +764,17 @@ impl Client {
         true
     }
 
+    /// Whether `args`, a read of one slot, reads a hot key: its reads go to any member of
+    /// the shard ([`crate::hot_keys`]).
+    fn is_hot_read<A: AsRef<[u8]>>(&self, args: &[A], routed: &router::Routed) -> bool {
+        let hot = &self.inner.maps.hot;
+        hot.any()
+            && routed
+                .spec
+                .and_then(|spec| router::first_key(spec, args))
+                .is_some_and(|key| hot.is_hot(key))
+    }
+
     /// Sends `frame` to `target` until it gets a reply or a final error.
     async fn exec(
         &self,
@@ -734,15 +782,30 @@ impl Client {
         target: Target<'_>,
         readonly: bool,
     ) -> Result<Value, Error> {
-        let config = &self.inner.config;
         // Reads go where the configuration says, until a replica says it cannot serve yet.
         let read_from = if readonly {
-            config.read_from
+            self.inner.config.read_from
         } else {
             ReadFrom::Primary
         };
+        self.exec_from(frame, target, readonly, read_from).await
+    }
+
+    /// [`Client::exec`], a read going to the member `read_from` says.
+    async fn exec_from(
+        &self,
+        frame: &Bytes,
+        target: Target<'_>,
+        readonly: bool,
+        read_from: ReadFrom,
+    ) -> Result<Value, Error> {
+        let config = &self.inner.config;
         let timeout = config.request_timeout;
-        let pools = &self.inner.pools;
+        let pools = match read_from {
+            ReadFrom::Primary => &self.inner.pools,
+            // Replicas serve only connections that sent READONLY.
+            ReadFrom::Replica | ReadFrom::Any => &self.inner.readonly_pools,
+        };
         self.retrying(target, read_from, readonly, |addr, asking| async move {
             pools
                 .get(&addr)?

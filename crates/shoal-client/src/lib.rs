@@ -151,6 +151,7 @@ mod codec;
 mod config;
 mod conn;
 mod error;
+mod hot_keys;
 mod map_source;
 mod near_cache;
 mod pool;

@@ -72,6 +72,13 @@ pub(crate) fn keys_of<'a, A: AsRef<[u8]>>(spec: &CommandSpec, args: &'a [A]) -> 
         .collect()
 }
 
+/// The first key of `args`, a command of `spec`.
+pub(crate) fn first_key<'a, A: AsRef<[u8]>>(spec: &CommandSpec, args: &'a [A]) -> Option<&'a [u8]> {
+    let third = args.get(2).map(AsRef::as_ref);
+    let pos = spec.key_positions_at(args.len(), third).next()?;
+    args.get(pos).map(AsRef::as_ref)
+}
+
 fn split_kind(spec: &CommandSpec, argc: usize) -> Option<Split> {
     match spec.name {
         "mget" if argc >= 2 => Some(Split::Mget),

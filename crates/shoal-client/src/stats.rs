@@ -36,6 +36,9 @@ pub struct ClientStats {
     /// Socket writes: one write carries every frame queued at that moment, so this stays below
     /// `frames_sent` under concurrency.
     pub socket_writes: u64,
+    /// Reads of hot keys, sent to any member of their shard rather than where
+    /// [`ReadFrom`](crate::ReadFrom) says.
+    pub hot_key_reads: u64,
     /// Latency of finished commands (retries and redirections included).
     pub latency: LatencySummary,
 }
@@ -43,7 +46,7 @@ pub struct ClientStats {
 impl ClientStats {
     /// The counters a metrics page shows: `(name, what it counts, value)`, names in
     /// Prometheus style (`requests`, `error_replies`, ...).
-    pub fn counters(&self) -> [(&'static str, &'static str, u64); 8] {
+    pub fn counters(&self) -> [(&'static str, &'static str, u64); 9] {
         [
             (
                 "requests",
@@ -76,6 +79,11 @@ impl ClientStats {
                 "connection_losses",
                 "Connections to nodes that failed.",
                 self.connection_losses,
+            ),
+            (
+                "hot_key_reads",
+                "Reads of the cluster's hot keys, spread over their shard's members.",
+                self.hot_key_reads,
             ),
         ]
     }
@@ -112,6 +120,7 @@ pub(crate) struct Stats {
     pub connection_losses: AtomicU64,
     pub frames_sent: AtomicU64,
     pub socket_writes: AtomicU64,
+    pub hot_key_reads: AtomicU64,
     latency: Histogram,
 }
 
@@ -130,6 +139,7 @@ impl Default for Stats {
             connection_losses: zero(),
             frames_sent: zero(),
             socket_writes: zero(),
+            hot_key_reads: zero(),
             latency: Histogram::default(),
         }
     }
@@ -162,6 +172,7 @@ impl Stats {
             connection_losses: get(&self.connection_losses),
             frames_sent: get(&self.frames_sent),
             socket_writes: get(&self.socket_writes),
+            hot_key_reads: get(&self.hot_key_reads),
             latency: self.latency.summary(),
         }
     }

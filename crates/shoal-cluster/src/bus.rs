@@ -30,6 +30,7 @@ use crate::bus_auth::{self, BusSecret, HandshakeError};
 use crate::bus_credentials::BusCredentials;
 use crate::bus_tls::{self, BusStream, BusTlsAcceptor};
 pub use crate::decide::ReplicationReport;
+use crate::hot_keys::HotKeySet;
 use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo, Role, ShardId};
 use crate::raft::TypeConfig;
 
@@ -217,6 +218,10 @@ pub struct Heartbeat {
     pub epoch: Epoch,
     /// Its load.
     pub stats: NodeStats,
+    /// The version of the cluster's hot keys it holds ([`HotKeySet::version`]): the leader
+    /// sends the set with its answer when its own differs.
+    #[serde(default)]
+    pub hot_keys_version: u64,
 }
 
 /// A node's load, as reported in heartbeats and shown by `shoal cluster status`.
@@ -246,22 +251,23 @@ pub struct NodeStats {
     /// A primary: how far behind each of its replicas is, as it last acknowledged.
     #[serde(default)]
     pub replicas: Vec<ReplicaLag>,
-    /// Its hottest keys by requests, hottest first (its background hot-key sample's top 5;
-    /// none while a `HOTKEYS` session has the sample).
+    /// Its hottest keys of the last seconds by requests, hottest first (its background
+    /// hot-key sample's top 5; none while a `HOTKEYS` session has the sample).
     #[serde(default)]
     pub hot_keys: Vec<HotKeyReport>,
 }
 
 /// One of a node's hottest keys, as its heartbeat reports it to the controller (and
-/// `shoal cluster status` and the dashboard show it). The numbers are estimates from the
-/// node's background sample: the sampled counts times the sample ratio.
+/// `shoal cluster status` and the dashboard show it). The numbers are rates estimated from the
+/// node's background sample of the last seconds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HotKeyReport {
     /// The key (binary-safe).
     pub key: Vec<u8>,
-    /// Requests that touched it, estimated.
+    /// Requests a second that touch it: its share of the sampled requests times the node's
+    /// commands a second.
     pub requests: u64,
-    /// Network bytes of those requests and their replies, estimated (0 when the key is not
+    /// Network bytes a second of those requests and their replies (0 when the key is not
     /// among the sample's heaviest by bytes).
     pub net_bytes: u64,
 }
@@ -289,6 +295,9 @@ pub struct HeartbeatAck {
     /// before the controller may promote another.
     #[serde(default)]
     pub lease_ms: u64,
+    /// The cluster's hot keys, when the node's heartbeat named another version.
+    #[serde(default)]
+    pub hot_keys: Option<HotKeySet>,
 }
 
 /// One node in a [`ClusterStatus`].
@@ -315,6 +324,9 @@ pub struct ClusterStatus {
     pub leader: NodeId,
     /// Every node's last report.
     pub nodes: Vec<NodeStatus>,
+    /// The hot keys the leader publishes.
+    #[serde(default)]
+    pub hot_keys: HotKeySet,
 }
 
 /// A node's answer.
@@ -330,6 +342,8 @@ pub enum Reply {
     Map(ClusterMap),
     /// On a subscription with nothing new.
     Ping,
+    /// On a subscription: the cluster's hot keys changed (sent first if there are any).
+    HotKeys(HotKeySet),
     /// To [`Request::RemoveNode`]: the map without the node.
     Removed(ClusterMap),
     /// To [`Request::Failover`]: the map with the replica as primary.

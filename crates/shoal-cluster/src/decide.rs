@@ -39,6 +39,12 @@ pub struct Settings {
     pub node_timeout_ms: u64,
     /// Most controller voters (`--controller-voters`; odd).
     pub max_voters: usize,
+    /// The share of its shard's requests (in thousandths) that makes a key hot
+    /// (`--hot-key-share`; 0 finds none).
+    pub hot_key_share_permille: u32,
+    /// The requests a second below which no key is hot, whatever its share
+    /// (`--hot-key-min-rate`).
+    pub hot_key_min_rate: u64,
 }
 
 impl Default for Settings {
@@ -46,6 +52,8 @@ impl Default for Settings {
         Settings {
             node_timeout_ms: 1000,
             max_voters: 5,
+            hot_key_share_permille: 200,
+            hot_key_min_rate: 1000,
         }
     }
 }
@@ -619,6 +627,7 @@ mod tests {
         Settings {
             node_timeout_ms: 1000,
             max_voters: 3,
+            ..Settings::default()
         }
     }
 
@@ -1225,6 +1234,7 @@ mod tests {
             let s = Settings {
                 node_timeout_ms: timeout,
                 max_voters: 3,
+                ..Settings::default()
             };
             assert!(s.lease_ms() < timeout && s.lease_ms() >= timeout / 2);
         }

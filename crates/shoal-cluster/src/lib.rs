@@ -43,6 +43,7 @@ mod controller;
 pub mod decide;
 mod electorate;
 mod files;
+pub mod hot_keys;
 mod map;
 mod map_channel;
 pub mod node;

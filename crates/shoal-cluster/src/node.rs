@@ -22,6 +22,7 @@ use crate::bus_credentials::BusCredentials;
 use crate::bus_tls::{BusStream, BusTlsAcceptor};
 use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::decide::Settings;
+use crate::hot_keys::HotKeySet;
 use crate::map::Role;
 use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo};
 use crate::map_channel::{MapSender, publish_newer};
@@ -230,6 +231,8 @@ pub struct ClusterNode {
     relay: Relay,
     /// Where publications relayed by peers go (the node's subscribers), once set.
     publication_sink: std::sync::OnceLock<PublicationSink>,
+    /// The cluster's hot keys, as the controller's leader last sent them.
+    hot_keys: watch::Sender<Arc<HotKeySet>>,
 }
 
 /// What delivers a publication to a node's subscribers.
@@ -300,6 +303,7 @@ impl ClusterNode {
             handshakes: Arc::new(tokio::sync::Semaphore::new(PENDING_HANDSHAKES)),
             relay: Relay::new(config.credentials.clone()),
             publication_sink: std::sync::OnceLock::new(),
+            hot_keys: watch::channel(Arc::new(HotKeySet::default())).0,
         });
         tokio::spawn(node.clone().serve_bus(listener));
         tokio::spawn(node.clone().watch_membership());
@@ -390,6 +394,11 @@ impl ClusterNode {
     /// A receiver that turns true when this node is removed from the cluster.
     pub fn removed(&self) -> watch::Receiver<bool> {
         self.removed.subscribe()
+    }
+
+    /// The cluster's hot keys as the controller's leader last sent them, and each new set.
+    pub fn hot_keys(&self) -> watch::Receiver<Arc<HotKeySet>> {
+        self.hot_keys.subscribe()
     }
 
     /// The controller member this node hosts, if any.
@@ -600,16 +609,13 @@ impl ClusterNode {
         };
         let bus = match seed {
             Seed::Bus(addr) => addr.clone(),
-            Seed::Resp(addr) => access
-                .bus_addr_of(addr)
-                .await
-                .map_err(|e| match e {
-                    SeedError::Auth { .. } => format!(
-                        "through {seed}: {e} (a cluster's nodes share one password: give this \
+            Seed::Resp(addr) => access.bus_addr_of(addr).await.map_err(|e| match e {
+                SeedError::Auth { .. } => format!(
+                    "through {seed}: {e} (a cluster's nodes share one password: give this \
                          node the same requirepass, or masteruser and masterauth, as the others)"
-                    ),
-                    e => format!("through {seed}: {e}"),
-                })?,
+                ),
+                e => format!("through {seed}: {e}"),
+            })?,
         };
         self.join_at(&bus)
             .await
@@ -686,6 +692,7 @@ impl ClusterNode {
                 node: self.myself.id,
                 epoch: self.map().epoch,
                 stats: (self.stats)(),
+                hot_keys_version: self.hot_keys.borrow().version,
             });
             if connection.is_none() {
                 // The leader, if known, first; then the other members, rotated.
@@ -718,6 +725,9 @@ impl ClusterNode {
             match conn.call(&heartbeat, HEARTBEAT_TIMEOUT).await {
                 Ok(Reply::HeartbeatAck(ack)) => {
                     *self.leader_lock() = Some(conn.addr().to_string());
+                    if let Some(hot_keys) = ack.hot_keys {
+                        self.hot_keys.send_replace(Arc::new(hot_keys));
+                    }
                     if ack.epoch > self.map().epoch {
                         self.hear(ack.epoch);
                         if let Ok(Reply::Map(map)) = conn.call(&Request::GetMap, BUS_TIMEOUT).await
@@ -1158,6 +1168,9 @@ impl ClusterNode {
     /// Pushes every map newer than `after` to a subscriber, with pings while nothing changes.
     async fn push_maps(&self, mut stream: BusStream, mut after: Epoch) {
         let mut maps = self.maps.subscribe();
+        let mut hot_keys = self.hot_keys.subscribe();
+        // A subscriber starts with no hot keys.
+        let mut hot_version = 0;
         loop {
             let map = maps.borrow_and_update().clone();
             if map.epoch > after {
@@ -1169,9 +1182,23 @@ impl ClusterNode {
                     return;
                 }
             }
-            match tokio::time::timeout(SUBSCRIPTION_PING, maps.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return,
+            let hot = hot_keys.borrow_and_update().clone();
+            if hot.version != hot_version {
+                hot_version = hot.version;
+                let reply = Reply::HotKeys((*hot).clone());
+                if bus::write_frame(&mut stream, &reply).await.is_err() {
+                    return;
+                }
+            }
+            let changed = async {
+                tokio::select! {
+                    changed = maps.changed() => changed.is_ok(),
+                    changed = hot_keys.changed() => changed.is_ok(),
+                }
+            };
+            match tokio::time::timeout(SUBSCRIPTION_PING, changed).await {
+                Ok(true) => {}
+                Ok(false) => return,
                 Err(_) => {
                     if bus::write_frame(&mut stream, &Reply::Ping).await.is_err() {
                         return;

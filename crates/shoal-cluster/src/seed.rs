@@ -126,14 +126,13 @@ pub async fn bus_addr_of(
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let mut stream = match tls {
-            Some(tls) => {
-                tls.connect(tcp, resp_addr)
-                    .await
-                    .map_err(|e| SeedError::Tls {
-                        addr: resp_addr.to_string(),
-                        reason: e.to_string(),
-                    })?
-            }
+            Some(tls) => tls
+                .connect(tcp, resp_addr)
+                .await
+                .map_err(|e| SeedError::Tls {
+                    addr: resp_addr.to_string(),
+                    reason: e.to_string(),
+                })?,
             None => BusStream::Plain(tcp),
         };
         let mut request = Vec::new();
@@ -303,7 +302,7 @@ mod tests {
     #[tokio::test]
     async fn an_http_port_is_named_as_one() {
         let addr = answering(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
-        let error = bus_addr_of(&addr, None, Duration::from_secs(2))
+        let error = bus_addr_of(&addr, None, None, Duration::from_secs(2))
             .await
             .unwrap_err();
         assert!(
@@ -316,7 +315,7 @@ mod tests {
     #[tokio::test]
     async fn another_protocol_is_not_redis() {
         let addr = answering(b"SSH-2.0-OpenSSH_9.2\r\n").await;
-        let error = bus_addr_of(&addr, None, Duration::from_secs(2))
+        let error = bus_addr_of(&addr, None, None, Duration::from_secs(2))
             .await
             .unwrap_err();
         assert!(matches!(error, SeedError::NotRedis { .. }), "{error:?}");
@@ -325,7 +324,7 @@ mod tests {
     #[tokio::test]
     async fn a_seed_that_wants_a_password_is_named_as_one() {
         let addr = answering(b"-NOAUTH Authentication required.\r\n").await;
-        let error = bus_addr_of(&addr, None, Duration::from_secs(2))
+        let error = bus_addr_of(&addr, None, None, Duration::from_secs(2))
             .await
             .unwrap_err();
         assert!(matches!(error, SeedError::Auth { .. }), "{error:?}");
@@ -334,6 +333,7 @@ mod tests {
         let error = bus_addr_of(
             &addr,
             Some(&PeerAuth::password("nope")),
+            None,
             Duration::from_secs(2),
         )
         .await

@@ -463,6 +463,7 @@ mod tests {
                 report(2, Some(2500), replica),
                 report(4, None, NodeStats::default()),
             ],
+            hot_keys: Default::default(),
         };
         let view = ClusterView::of_status(&status);
         assert_eq!(
@@ -535,6 +536,7 @@ mod tests {
             map: map(),
             leader: NodeId(1),
             nodes: vec![report(1, Some(5), NodeStats::default())],
+            hot_keys: Default::default(),
         };
         let json = serde_json::to_value(ClusterView::of_status(&status)).unwrap();
         assert_eq!(json["leader"], "0000000000000001");

@@ -62,6 +62,7 @@ async fn node_config(
         settings: Settings {
             node_timeout_ms: 1000,
             max_voters: 3,
+            ..Settings::default()
         },
         replicas,
         join_timeout: None,

@@ -407,6 +407,12 @@ pub struct Config {
     /// Most voters of the controller's Raft group (odd): 3 while a cluster has fewer
     /// controller-eligible nodes than this, 1 below 3. Give every node the same value.
     pub controller_voters: usize,
+    /// The share of its shard's requests that makes a key hot (0 to 1; 0 finds none): the
+    /// controller publishes hot keys, and the proxy, smart clients and forwarding nodes spread
+    /// their reads over the shard's replicas. The controller's leader's value counts.
+    pub hot_key_share: f64,
+    /// The requests a second below which no key is hot, whatever its share.
+    pub hot_key_min_rate: u64,
     /// What a command for a slot another node owns gets: a redirection (`-MOVED`) or the
     /// owner's answer, forwarded by this node.
     pub routing: RoutingMode,
@@ -524,6 +530,8 @@ impl Default for Config {
             cluster_announce_hostname: String::new(),
             zone: String::new(),
             controller_voters: 5,
+            hot_key_share: 0.2,
+            hot_key_min_rate: 1000,
             routing: RoutingMode::Redirect,
             repl_backlog_size: ByteSize(64 * 1024 * 1024),
             min_replicas_to_write: 0,
@@ -746,6 +754,9 @@ impl Config {
             return bad("cluster-announce-ip", "must be an IP address");
         }
         self.validate_addressing()?;
+        if !(0.0..=1.0).contains(&self.hot_key_share) {
+            return bad("hot-key-share", "must be from 0 to 1 (0 finds no hot key)");
+        }
         if self.controller_voters.is_multiple_of(2) || !(1..=9).contains(&self.controller_voters) {
             return bad("controller-voters", "must be odd, from 1 to 9");
         }
@@ -1399,6 +1410,16 @@ pub static PARAMS: &[Param] = &[
     Param {
         name: "controller-voters",
         get: |c| c.controller_voters.to_string(),
+        set: None,
+    },
+    Param {
+        name: "hot-key-share",
+        get: |c| c.hot_key_share.to_string(),
+        set: None,
+    },
+    Param {
+        name: "hot-key-min-rate",
+        get: |c| c.hot_key_min_rate.to_string(),
         set: None,
     },
     Param {

@@ -3,7 +3,7 @@
 //! (`cluster/host.rs`), and for the HTTP API's view of a node in no cluster (`http.rs`).
 
 use shoal_cluster::bus::{HotKeyReport, NodeStats};
-use shoal_frontdoor::hotkeys::{BACKGROUND_CAPACITY, Background};
+use shoal_frontdoor::hotkeys::{BACKGROUND_CAPACITY, Background, Recent};
 
 use crate::shared::Shared;
 
@@ -14,40 +14,47 @@ const HOT_KEYS_REPORTED: usize = 5;
 pub(crate) fn node_stats(shared: &Shared) -> NodeStats {
     let store = shared.store.stats();
     let door = &shared.door;
-    let hot = door
-        .stats
-        .hotkeys
-        .background_top(&door.stats, BACKGROUND_CAPACITY);
+    let hotkeys = &door.stats.hotkeys;
+    let ops_per_sec = door.stats.instantaneous().0 as u64;
+    let hot = hotkeys.background_top(&door.stats, BACKGROUND_CAPACITY);
+    let recent = hotkeys.recent(&door.stats, HOT_KEYS_REPORTED);
     NodeStats {
         keys: store.keys as u64,
         used_memory: store.used_memory as u64,
         maxmemory: shared.store.maxmemory() as u64,
-        ops_per_sec: door.stats.instantaneous().0 as u64,
+        ops_per_sec,
         clients: door.clients.count() as u64,
         uptime_seconds: door.uptime_seconds(),
         replication: shared.replication.report(),
         keyspace_hits: store.hits,
         keyspace_misses: store.misses,
         replicas: shared.replication.replica_lags(),
-        hot_keys: hot_keys(&hot, u64::from(door.stats.hotkeys.background_ratio())),
+        hot_keys: recent.map_or_else(Vec::new, |recent| hot_keys(&recent, &hot, ops_per_sec)),
     }
 }
 
-/// The [`HOT_KEYS_REPORTED`] hottest keys of the background sample `top` by requests, with
-/// their network bytes, the sampled counts scaled by the sample `ratio` (one command in that
-/// many is sampled).
-fn hot_keys(top: &Background, ratio: u64) -> Vec<HotKeyReport> {
-    top.by_requests
+/// The hottest keys of the recent sample, each with its requests a second (its share of the
+/// sampled requests times the node's commands a second) and its network bytes a second (those
+/// requests times the bytes a sampled request of it took; 0 when it is not among the
+/// heaviest by bytes).
+fn hot_keys(recent: &Recent, top: &Background, ops_per_sec: u64) -> Vec<HotKeyReport> {
+    let total = recent.total.max(1);
+    recent
+        .keys
         .iter()
-        .take(HOT_KEYS_REPORTED)
-        .map(|h| HotKeyReport {
-            key: h.key.clone(),
-            requests: h.count.saturating_mul(ratio),
-            net_bytes: top
+        .map(|h| {
+            let requests =
+                (u128::from(h.count) * u128::from(ops_per_sec) / u128::from(total)) as u64;
+            let bytes_per_request = top
                 .by_net_bytes
                 .iter()
                 .find(|n| n.key == h.key)
-                .map_or(0, |n| n.count.saturating_mul(ratio)),
+                .map_or(0, |n| n.count / h.count.max(1));
+            HotKeyReport {
+                key: h.key.clone(),
+                requests,
+                net_bytes: requests.saturating_mul(bytes_per_request),
+            }
         })
         .collect()
 }
@@ -67,14 +74,18 @@ mod tests {
     }
 
     #[test]
-    fn the_hottest_five_by_requests_are_scaled_by_the_ratio() {
+    fn requests_are_the_keys_share_of_the_node_s_rate() {
+        let recent = Recent {
+            keys: vec![heavy("k0", 60), heavy("k1", 30)],
+            total: 100,
+            ratio: 64,
+        };
         let top = Background {
-            by_requests: (0..7).map(|i| heavy(&format!("k{i}"), 10 - i)).collect(),
-            by_net_bytes: vec![heavy("k1", 500), heavy("k0", 100)],
+            by_requests: Vec::new(),
+            by_net_bytes: vec![heavy("k0", 6_000), heavy("k9", 100)],
             by_cpu_nanos: Vec::new(),
         };
-        let hot = hot_keys(&top, 64);
-        let got: Vec<_> = hot
+        let got: Vec<_> = hot_keys(&recent, &top, 10_000)
             .iter()
             .map(|h| {
                 (
@@ -84,14 +95,12 @@ mod tests {
                 )
             })
             .collect();
+        // k0: 60% of 10,000 a second, 100 bytes a request; k1: 30%, not heavy by bytes.
         assert_eq!(
             got,
             [
-                ("k0".to_string(), 640, 6400),
-                ("k1".to_string(), 576, 32000),
-                ("k2".to_string(), 512, 0),
-                ("k3".to_string(), 448, 0),
-                ("k4".to_string(), 384, 0),
+                ("k0".to_string(), 6_000, 600_000),
+                ("k1".to_string(), 3_000, 0),
             ]
         );
     }

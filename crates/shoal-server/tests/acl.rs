@@ -123,9 +123,15 @@ fn narrowing_channel_rules_closes_subscribers_they_no_longer_allow() {
 
     assert_eq!(admin.cmd_str("ACL SETUSER sub resetchannels &chat"), ok());
     on_news.assert_closed(Duration::from_secs(5), "a channel no longer allowed");
-    on_pattern.assert_closed(Duration::from_secs(5), "a pattern no longer allowed (RESP3)");
+    on_pattern.assert_closed(
+        Duration::from_secs(5),
+        "a pattern no longer allowed (RESP3)",
+    );
     on_chat.assert_open_and_quiet(Duration::from_millis(200), "a channel still allowed");
-    assert_eq!(not_subscribed.cmd_str("PING"), Value::Simple(b"PONG".to_vec()));
+    assert_eq!(
+        not_subscribed.cmd_str("PING"),
+        Value::Simple(b"PONG".to_vec())
+    );
     assert_eq!(admin.cmd_str("PUBLISH chat hi"), Value::Int(1));
     let Value::Array(message) = on_chat.reply() else {
         panic!("a message")

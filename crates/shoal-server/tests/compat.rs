@@ -970,6 +970,8 @@ fn shoal_param_names() -> BTreeSet<String> {
         "routing",
         "zone",
         "controller-voters",
+        "hot-key-share",
+        "hot-key-min-rate",
         "http-maxclients",
         "http-timeout",
         "http-max-inflight-bytes",

@@ -638,6 +638,7 @@ mod tests {
                     stats: NodeStats::default(),
                 })
                 .collect(),
+            hot_keys: Default::default(),
             map,
         }
     }

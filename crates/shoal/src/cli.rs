@@ -152,6 +152,14 @@ pub struct ServerArgs {
     /// [default: 5].
     #[arg(long, env = "SHOAL_CONTROLLER_VOTERS", value_name = "N", help_heading = heading::CLUSTER)]
     pub controller_voters: Option<usize>,
+    /// Share of its shard's requests that makes a key hot, 0 to 1 (0: none is); the proxy,
+    /// smart clients and forwarding nodes spread a hot key's reads over its shard's replicas
+    /// [default: 0.2].
+    #[arg(long, env = "SHOAL_HOT_KEY_SHARE", value_name = "SHARE", help_heading = heading::CLUSTER)]
+    pub hot_key_share: Option<f64>,
+    /// Requests a second below which no key is hot, whatever its share [default: 1000].
+    #[arg(long, env = "SHOAL_HOT_KEY_MIN_RATE", value_name = "N", help_heading = heading::CLUSTER)]
+    pub hot_key_min_rate: Option<u64>,
     /// For keys of other nodes: redirect (answer -MOVED) or forward (relay the owner's reply)
     /// [default: redirect].
     #[arg(long, env = "SHOAL_ROUTING", help_heading = heading::CLUSTER)]
@@ -369,6 +377,8 @@ impl ServerArgs {
             cluster_announce_hostname,
             zone,
             controller_voters,
+            hot_key_share,
+            hot_key_min_rate,
             routing,
             dir
         );

@@ -197,6 +197,7 @@ async fn without_the_secret_the_bus_gives_nothing_and_changes_nothing() {
                         node: victim,
                         epoch: before.map.epoch,
                         stats: NodeStats::default(),
+                        hot_keys_version: 0,
                     }),
                 ),
                 (

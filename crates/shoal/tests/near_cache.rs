@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_cluster::bus::{self, Reply, Request};
-use shoal_cluster::{BusCredentials, ClusterMap, Health, SLOTS, key_slot};
+use shoal_cluster::{BusCredentials, ClusterMap, Health, key_slot};
 use shoal_testkit::resp::{RespConnection, text};
 use shoal_testkit::{ClusterOptions, Info, NodeProcess, Process, TestCluster, Value};
 
@@ -172,34 +172,7 @@ impl Proxy {
 
     /// Waits until the proxy serves with a map of `epoch` or later that assigns every slot.
     async fn wait_for_epoch(&self, epoch: u64, timeout: Duration) {
-        let started = Instant::now();
-        loop {
-            assert!(
-                self.process.is_running(),
-                "the proxy exited: {}",
-                self.process.log_tail(20)
-            );
-            let reply =
-                shoal_testkit::resp::command(&self.addr, &["INFO", "proxy"], RESP_TIMEOUT).await;
-            let last = match reply {
-                Ok(reply) => {
-                    let info = Info::parse(&text(&reply).unwrap_or_default());
-                    let at = info.u64("cluster_epoch").unwrap_or(0);
-                    let slots = info.u64("cluster_slots_assigned").unwrap_or(0);
-                    if at >= epoch && slots == SLOTS as u64 {
-                        return;
-                    }
-                    format!("epoch {at}, {slots} slots")
-                }
-                Err(e) => e.to_string(),
-            };
-            assert!(
-                started.elapsed() < timeout,
-                "the proxy has no map of epoch {epoch} after {timeout:?}; last: {last}\n{}",
-                self.process.log_tail(20)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_for_proxy_map(&self.process, &self.addr, epoch, timeout).await;
     }
 
     /// The value of `name` in the proxy's `/metrics`.

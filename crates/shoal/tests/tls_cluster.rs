@@ -496,7 +496,10 @@ async fn a_cluster_without_plain_ports_forms_over_tls() {
         args.extend(["--http-port", "0", "--threads", "1"].map(String::from));
         args.extend(["--cluster-secret-file", &path(cluster_secret_file())].map(String::from));
         args.extend(extra.iter().map(|a| a.to_string()));
-        (spawn_shoal(&certs, name, &format!("{name}.log"), args), tls_port)
+        (
+            spawn_shoal(&certs, name, &format!("{name}.log"), args),
+            tls_port,
+        )
     };
     let (founder, founder_port) = start("founder", &["--cluster-enabled", "--replicas", "1"]);
     let seed = format!("127.0.0.1:{founder_port}");

@@ -185,6 +185,7 @@ impl BusMapSource {
                     sink.offer(map);
                 }
                 Ok(Reply::Ping) => {}
+                Ok(Reply::HotKeys(set)) => sink.offer_hot_keys(&set),
                 Ok(other) => return (Attempt::Worked, format!("the subscription got {other:?}")),
                 Err(e) => return (Attempt::Worked, e.to_string()),
             }

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
+use shoal_cluster::hot_keys::HotKeySet;
 use shoal_cluster::{ClusterMap, Slot};
 use tokio::sync::{Notify, watch};
 
@@ -26,6 +27,7 @@ pub use bus::BusMapSource;
 pub use nodes::{NodeAddrs, parse_cluster_nodes};
 
 use crate::config::ReadFrom;
+use crate::hot_keys::HotKeys;
 use crate::stats::Stats;
 use crate::table::{Miss, Table};
 
@@ -87,6 +89,11 @@ impl MapSink {
         self.state.map()
     }
 
+    /// Makes `set` the cluster's hot keys, whose reads the client spreads over their shard.
+    pub fn offer_hot_keys(&self, set: &HotKeySet) {
+        self.state.hot.install(set);
+    }
+
     /// Completes when the client has seen a sign that its map is stale (a `-MOVED`, a node
     /// that cannot be reached) and wants a fresh one. Requests made while nobody waits are
     /// kept (one at a time) for the next call.
@@ -105,6 +112,8 @@ pub(crate) struct MapState {
     moved: RwLock<HashMap<Slot, Arc<str>>>,
     any_moved: AtomicBool,
     stats: Arc<Stats>,
+    /// The cluster's hot keys.
+    pub(crate) hot: HotKeys,
 }
 
 impl MapState {
@@ -118,6 +127,7 @@ impl MapState {
             moved: RwLock::new(HashMap::new()),
             any_moved: AtomicBool::new(false),
             stats,
+            hot: HotKeys::default(),
         }
     }
 

@@ -25,6 +25,7 @@ use crate::bus::{
     Reply, Request,
 };
 use crate::decide::{self, Action, Observations, Settings};
+use crate::hot_keys::HotKeysFinder;
 use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo};
 use crate::map_channel::MapSender;
 use crate::raft::network::BusNetwork;
@@ -137,6 +138,8 @@ struct LeaderView {
     heartbeats: HashMap<NodeId, (u64, Heartbeat)>,
     /// Requests for the next decision.
     waiting: Waiters,
+    /// The cluster's hot keys, as found in the heartbeats.
+    hot: HotKeysFinder,
 }
 
 /// A running controller member.
@@ -395,10 +398,20 @@ impl Controller {
         if !self.is_leader() {
             return self.not_leader();
         }
-        self.view()
-            .heartbeats
-            .insert(heartbeat.node, (monotonic_ms(), heartbeat));
+        let held = heartbeat.hot_keys_version;
+        let hot_keys = {
+            let mut view = self.view();
+            view.heartbeats
+                .insert(heartbeat.node, (monotonic_ms(), heartbeat));
+            let map = self.map();
+            let view = &mut *view;
+            let settings = &self.config.settings;
+            view.hot
+                .refresh(&map, &view.heartbeats, settings, monotonic_ms());
+            view.hot.for_holder_of(held)
+        };
         Reply::HeartbeatAck(HeartbeatAck {
+            hot_keys,
             epoch: self.map().epoch,
             lease_ms: if self.quorum_fresh() {
                 self.config.settings.lease_ms()
@@ -492,6 +505,7 @@ impl Controller {
             map,
             leader: self.config.myself.id,
             nodes,
+            hot_keys: view.hot.current().clone(),
         }))
     }
 
@@ -574,6 +588,7 @@ impl Controller {
                     node: me,
                     epoch,
                     stats,
+                    hot_keys_version: 0,
                 },
             ),
         );
@@ -599,6 +614,7 @@ impl Controller {
                         node: node.id,
                         epoch: 0,
                         stats: NodeStats::default(),
+                        hot_keys_version: 0,
                     };
                     (now, heartbeat)
                 });
@@ -903,6 +919,7 @@ mod tests {
             let settings = Settings {
                 node_timeout_ms,
                 max_voters: 3,
+                ..Settings::default()
             };
             let last_lease_ends = QUORUM_FRESHNESS_MS + settings.lease_ms();
             let first_failure = ELECTION_TIMEOUT_MIN_MS + settings.lease_ms() + TAKEOVER_MARGIN_MS;

@@ -123,6 +123,8 @@ fn proxy(shared: &Shared, out: &mut String) {
     line!(out, "upstream_latency_p50_usec:{}", us(up.latency.p50));
     line!(out, "upstream_latency_p99_usec:{}", us(up.latency.p99));
     line!(out, "upstream_latency_max_usec:{}", us(up.latency.max));
+    line!(out, "hot_keys:{}", shared.client.hot_keys().len());
+    line!(out, "hot_key_reads:{}", up.hot_key_reads);
     line!(
         out,
         "proxy_error_replies:{}",

@@ -73,6 +73,8 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
         settings: Settings {
             node_timeout_ms: config.cluster_node_timeout,
             max_voters: config.controller_voters,
+            hot_key_share_permille: (config.hot_key_share * 1000.0).round() as u32,
+            hot_key_min_rate: config.hot_key_min_rate,
         },
         replicas: config.cluster_replicas,
         join_timeout: config.join_timeout(),
@@ -126,6 +128,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
     }
     let mut maps = node.maps();
     let mut removed = node.removed();
+    let mut hot_keys = node.hot_keys();
     let first = maps.borrow_and_update().clone();
     remember(&cluster, &first);
     cluster.install(first.clone());
@@ -143,6 +146,16 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
                 cluster.install(map.clone());
                 cluster.adopt_users(&shared.door, &map);
                 follow_role(&shared, &map);
+            }
+            changed = hot_keys.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // Forwarded reads of hot keys spread over their shard, as the proxy's do.
+                let set = hot_keys.borrow_and_update().clone();
+                if let Some(forwarder) = cluster.forwarder() {
+                    forwarder.install_hot_keys(&set);
+                }
             }
             _ = removed.wait_for(|r| *r) => {
                 tracing::warn!("removed from the cluster: stopping");

@@ -25,7 +25,7 @@ use shoal_server::config::RoutingMode;
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Start a local cluster of `shoal server` processes and keep it running until Ctrl-C.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Show a cluster's shards, nodes, slot ranges, epoch and health.
     Status(StatusArgs),
     /// Retire a node: its shard keeps going without it (or its slots move to other shards).
@@ -242,7 +242,7 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
         .context("cannot start a runtime")?;
     runtime.block_on(async move {
         match command {
-            ClusterCommand::Up(args) => up::up(args).await,
+            ClusterCommand::Up(args) => up::up(*args).await,
             ClusterCommand::Status(args) => status::status(args).await,
             ClusterCommand::RemoveNode(args) => status::remove_node(args).await,
         }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use shoal_cluster::bus::{self, ClusterStatus, NodeStatus, Reply, Request};
+use shoal_cluster::hot_keys::HotKeySet;
 use shoal_cluster::view;
 use shoal_cluster::{ClusterMap, Health, NodeId, NodeInfo, Role};
 
@@ -141,7 +142,29 @@ async fn removed_anyway(
 
 /// A human-readable account of a cluster's state.
 pub(super) fn describe(status: &ClusterStatus) -> String {
-    describe_view(&status.map, Some(status.leader), &status.nodes)
+    let mut out = describe_view(&status.map, Some(status.leader), &status.nodes);
+    out.push_str(&published_part(&status.map, &status.hot_keys));
+    out
+}
+
+/// The hot keys the controller publishes (whose reads the proxy, smart clients and forwarding
+/// nodes spread over their shard), in [`describe`]; nothing when there are none.
+fn published_part(map: &ClusterMap, published: &HotKeySet) -> String {
+    if published.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("hot keys published (reads spread over their shard):\n");
+    for hot in &published.keys {
+        let members = map.shard(hot.shard).map_or(0, |s| 1 + s.replicas.len());
+        out.push_str(&format!(
+            "  {:<32} shard {} {} req/s, {:.1}% of the shard's, over {members} members\n",
+            view::printable(&hot.key),
+            hot.shard,
+            hot.requests,
+            f64::from(hot.share_permille) / 10.0,
+        ));
+    }
+    out
 }
 
 /// [`describe`] of `map`, with the controller's `leader` (if one answered) and the nodes'
@@ -219,12 +242,11 @@ fn hot_keys_part(map: &ClusterMap, reports: &[NodeStatus]) -> String {
     if keys.is_empty() {
         return String::new();
     }
-    let mut out =
-        String::from("hot keys (requests and bytes estimated from each node's sample):\n");
+    let mut out = String::from("hot keys by node (rates estimated from each node's sample):\n");
     for hot in keys {
         let shard = hot.shard.map_or("-".to_string(), |s| s.to_string());
         out.push_str(&format!(
-            "  {:<32} {} {:<21} shard {:<3} requests {:<10} net bytes {}\n",
+            "  {:<32} {} {:<21} shard {:<3} {:>8} req/s {:>10} bytes/s\n",
             hot.key,
             short(hot.node),
             hot.address,
@@ -318,6 +340,7 @@ fn abbreviate(ranges: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use shoal_cluster::bus::{HotKeyReport, NodeStats};
+    use shoal_cluster::hot_keys::HotKey;
     use shoal_cluster::{ShardId, ShardInfo, SlotTable};
 
     use super::*;
@@ -386,6 +409,7 @@ mod tests {
             map: map.clone(),
             leader: NodeId(1),
             nodes: vec![report(1, Vec::new())],
+            hot_keys: HotKeySet::default(),
         };
         assert!(
             !describe(&quiet).contains("hot keys"),
@@ -399,28 +423,43 @@ mod tests {
                 report(1, vec![hot(b"user:\xff\n", 6400), hot(b"cold", 64)]),
                 report(2, vec![hot(b"user:2", 1280)]),
             ],
+            hot_keys: HotKeySet::new(vec![HotKey {
+                key: b"user:\xff\n".to_vec(),
+                shard: ShardId(0),
+                requests: 7680,
+                share_permille: 412,
+            }]),
         };
         let text = describe(&status);
         let part: Vec<&str> = text
             .lines()
-            .skip_while(|l| !l.starts_with("hot keys"))
+            .skip_while(|l| !l.starts_with("hot keys by node"))
             .collect();
-        assert_eq!(part.len(), 4, "{text}");
+        assert_eq!(part.len(), 6, "{text}");
         assert!(
             part[1].starts_with("  user:\\xff\\x0a ")
                 && part[1].contains("0000000000000001 127.0.0.1:7000"),
             "{text}"
         );
         assert!(
-            part[1].contains("shard 0") && part[1].contains("requests 6400"),
+            part[1].contains("shard 0") && part[1].contains("6400 req/s"),
             "{text}"
         );
-        assert!(part[1].ends_with("net bytes 128000"), "{text}");
+        assert!(part[1].ends_with("128000 bytes/s"), "{text}");
         assert!(
             part[2].starts_with("  user:2 ") && part[2].contains("127.0.0.1:7001"),
             "{text}"
         );
         assert!(part[3].starts_with("  cold "), "{text}");
+        assert_eq!(
+            part[4],
+            "hot keys published (reads spread over their shard):"
+        );
+        assert!(
+            part[5].starts_with("  user:\\xff\\x0a ")
+                && part[5].ends_with("shard 0 7680 req/s, 41.2% of the shard's, over 2 members"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -440,6 +479,7 @@ mod tests {
             map,
             leader: NodeId(2),
             nodes: Vec::new(),
+            hot_keys: Default::default(),
         };
         let text = describe(&status);
         assert!(

@@ -324,3 +324,42 @@ pub fn spawn_proxy(
         format!("127.0.0.1:{http}"),
     )
 }
+
+/// Waits until the proxy `process` at `addr` routes by a map of `epoch` or newer with every
+/// slot assigned; fails after `timeout`, or at once if the proxy exited.
+pub async fn wait_for_proxy_map(
+    process: &shoal_testkit::Process,
+    addr: &str,
+    epoch: u64,
+    timeout: Duration,
+) {
+    let started = Instant::now();
+    loop {
+        assert!(
+            process.is_running(),
+            "the proxy exited: {}",
+            process.log_tail(20)
+        );
+        let reply =
+            shoal_testkit::resp::command(addr, &["INFO", "proxy"], Duration::from_secs(2)).await;
+        let last = match reply {
+            Ok(reply) => {
+                let text = shoal_testkit::resp::text(&reply).unwrap_or_default();
+                let info = shoal_testkit::Info::parse(&text);
+                let at = info.u64("cluster_epoch").unwrap_or(0);
+                let slots = info.u64("cluster_slots_assigned").unwrap_or(0);
+                if at >= epoch && slots == shoal_cluster::SLOTS as u64 {
+                    return;
+                }
+                format!("epoch {at}, {slots} slots")
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            started.elapsed() < timeout,
+            "the proxy has no map of epoch {epoch} after {timeout:?}; last: {last}\n{}",
+            process.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
