@@ -49,8 +49,9 @@ cap() {
   local g="$cgroups/shoal-bench-$1"
   mkdir -p "$g"
   groups+=("$g")
-  echo 100000 >"$g/cpu.cfs_period_us"
-  echo $((NODE_CPU * 1000)) >"$g/cpu.cfs_quota_us"
+  # A short period, so a capped node runs often (heartbeats and leases stay on time).
+  echo 10000 >"$g/cpu.cfs_period_us"
+  echo $((NODE_CPU * 100)) >"$g/cpu.cfs_quota_us"
   for task in /proc/"$1"/task/*; do echo "${task##*/}" >"$g/tasks"; done
 }
 
