@@ -35,10 +35,13 @@ pub(crate) fn node_stats(shared: &Shared) -> NodeStats {
 
 /// The [`HOT_KEYS_REPORTED`] hottest keys of the background sample `top` by requests, with
 /// their network bytes, the sampled counts scaled by the sample `ratio` (one command in that
-/// many is sampled).
+/// many is sampled). A key whose count may be more than half overcount (Space-Saving's error:
+/// what the counter it took over had counted) is left out: under an even load every counter is
+/// mostly that, and no key is hot.
 fn hot_keys(top: &Background, ratio: u64) -> Vec<HotKeyReport> {
     top.by_requests
         .iter()
+        .filter(|h| h.error.saturating_mul(2) <= h.count)
         .take(HOT_KEYS_REPORTED)
         .map(|h| HotKeyReport {
             key: h.key.clone(),
@@ -68,8 +71,17 @@ mod tests {
 
     #[test]
     fn the_hottest_five_by_requests_are_scaled_by_the_ratio() {
+        let mut by_requests: Vec<Heavy> = (0..7).map(|i| heavy(&format!("k{i}"), 10 - i)).collect();
+        // Mostly overcount: not known to be hot.
+        by_requests.insert(
+            1,
+            Heavy {
+                error: 6,
+                ..heavy("noise", 10)
+            },
+        );
         let top = Background {
-            by_requests: (0..7).map(|i| heavy(&format!("k{i}"), 10 - i)).collect(),
+            by_requests,
             by_net_bytes: vec![heavy("k1", 500), heavy("k0", 100)],
             by_cpu_nanos: Vec::new(),
         };
