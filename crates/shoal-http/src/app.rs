@@ -78,7 +78,7 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// The cluster as this server sees it, for `GET /cluster` and the page that draws it,
-    /// `GET /dashboard` ([`crate::dashboard`]): a JSON document whose shape is the backend's
+    /// `GET /dashboard` (see `dashboard.rs`): a JSON document whose shape is the backend's
     /// (a node's is `shoal_cluster::view::ClusterView`). Its errors are answered as they are.
     /// `None` (the default): the server has no such view, and both paths are `404`s. The
     /// future is only awaited for `GET /cluster`.
