@@ -115,8 +115,8 @@ pub struct LagView {
 pub struct HotKeyView {
     /// The key as printable text ([`printable`]).
     pub key: String,
-    /// The node that reported it.
-    pub node: NodeId,
+    /// The node that reported it (none for a node alone).
+    pub node: Option<NodeId>,
     /// That node's RESP address.
     pub address: String,
     /// That node's shard, if it is in one.
@@ -206,7 +206,7 @@ impl ClusterView {
             .take(HOT_KEYS_SHOWN)
             .map(|h| HotKeyView {
                 key: printable(&h.key),
-                node: NodeId(0),
+                node: None,
                 address: node.address.clone(),
                 shard: None,
                 requests: h.requests,
@@ -341,7 +341,7 @@ pub fn hot_keys(map: &ClusterMap, reports: &[NodeStatus]) -> Vec<HotKeyView> {
             let shard = map.placement_of(report.id).map(|(s, _)| s.id);
             report.stats.hot_keys.iter().map(move |h| HotKeyView {
                 key: printable(&h.key),
-                node: report.id,
+                node: Some(report.id),
                 address: address.clone(),
                 shard,
                 requests: h.requests,
@@ -527,6 +527,7 @@ mod tests {
             ]
         );
         assert_eq!(view.hot_keys[0].shard, Some(ShardId(0)));
+        assert_eq!(view.hot_keys[0].node, Some(NodeId(1)));
         assert_eq!(view.hot_keys[0].net_bytes, 6400);
     }
 
@@ -591,6 +592,7 @@ mod tests {
         );
         assert_eq!(view.hot_keys[0].key, "k");
         assert_eq!(view.hot_keys[0].address, "127.0.0.1:6379");
+        assert_eq!(view.hot_keys[0].node, None, "a node alone has no id");
         let replica = ClusterView::standalone("h:1".into(), 0, true, &stats);
         assert_eq!(replica.nodes[0].role, "replica");
         assert!(replica.nodes[0].replication.is_some());

@@ -7,7 +7,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
@@ -24,7 +24,7 @@ use crate::request::{
     OCTET_STREAM, accepts_octet_stream, is_octet_stream, key_from_path, parse_json_write_bytes,
     query_ttl, read_body,
 };
-use crate::{ApiError, HttpSettings, HttpStats, guard};
+use crate::{ApiError, HttpSettings, HttpStats, dashboard, guard};
 
 /// The keyspace behind the API, and the settings it is served with: a node's own store (or
 /// the key's owner in its cluster), or the proxy's upstream client.
@@ -76,6 +76,17 @@ pub trait Backend: Send + Sync + 'static {
     fn health(&self) -> Health {
         Health::Ok
     }
+
+    /// The cluster as this server sees it, for `GET /cluster` and the page that draws it,
+    /// `GET /dashboard` (see `dashboard.rs`): a JSON document whose shape is the backend's
+    /// (a node's is `shoal_cluster::view::ClusterView`). Its errors are answered as they are.
+    /// `None` (the default): the server has no such view, and both paths are `404`s. The
+    /// future is only awaited for `GET /cluster`.
+    fn cluster_view(
+        &self,
+    ) -> Option<impl Future<Output = Result<serde_json::Value, ApiError>> + Send> {
+        None::<std::future::Ready<Result<serde_json::Value, ApiError>>>
+    }
 }
 
 /// What `GET /health` says.
@@ -121,6 +132,14 @@ impl HttpApi {
             .route(
                 "/metrics",
                 get(metrics_page::<B>).fallback(method_not_allowed),
+            )
+            .route(
+                "/dashboard",
+                get(dashboard_page::<B>).fallback(method_not_allowed),
+            )
+            .route(
+                "/cluster",
+                get(cluster_view::<B>).fallback(method_not_allowed),
             )
             .route("/", any(empty_key))
             .route(
@@ -300,6 +319,30 @@ async fn metrics_page<B: Backend>(
     let content_type = HeaderValue::from_static(format.content_type());
     let text = format.render(state.backend.metrics_text(&state.stats));
     ([(CONTENT_TYPE, content_type)], text).into_response()
+}
+
+/// `GET /dashboard`: the page ([`dashboard::PAGE`]), for a backend with a cluster view.
+async fn dashboard_page<B: Backend>(
+    State(state): State<AppState<B>>,
+) -> Result<Response, ApiError> {
+    if state.backend.cluster_view().is_none() {
+        return Err(ApiError::NoRoute);
+    }
+    Ok(dashboard::page())
+}
+
+/// `GET /cluster`: the backend's cluster view, as JSON.
+async fn cluster_view<B: Backend>(State(state): State<AppState<B>>) -> Result<Response, ApiError> {
+    let view = state
+        .backend
+        .cluster_view()
+        .ok_or(ApiError::NoRoute)?
+        .await?;
+    Ok((
+        [(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(view),
+    )
+        .into_response())
 }
 
 async fn method_not_allowed() -> ApiError {

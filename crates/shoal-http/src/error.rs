@@ -71,7 +71,9 @@ pub enum ApiError {
     )]
     NotUtf8,
     /// `401`: a password is required and the request did not carry the right one. The answer
-    /// carries `WWW-Authenticate: Bearer, Basic realm="shoal"`.
+    /// carries two `WWW-Authenticate` headers, `Bearer` and `Basic realm="shoal"`: one
+    /// header listing both schemes is not understood by browsers (Chromium then neither asks
+    /// for a password nor uses one given in the URL).
     #[error(
         "authentication required: send 'Authorization: Basic <user:password>' or 'Authorization: Bearer <password>' (or 'Bearer <user>:<password>')"
     )]
@@ -155,9 +157,11 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": self.to_string() });
         let mut response = (self.status(), Json(body)).into_response();
         if matches!(self, ApiError::Unauthorized) {
-            response.headers_mut().insert(
+            let headers = response.headers_mut();
+            headers.append(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            headers.append(
                 WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer, Basic realm=\"shoal\""),
+                HeaderValue::from_static("Basic realm=\"shoal\""),
             );
         }
         response
@@ -211,13 +215,13 @@ mod tests {
     async fn errors_answer_json_and_401_names_the_schemes() {
         let response = ApiError::Unauthorized.into_response();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            response
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .map(|v| v.as_bytes()),
-            Some(&b"Bearer, Basic realm=\"shoal\""[..])
-        );
+        let schemes: Vec<&[u8]> = response
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(schemes, [&b"Bearer"[..], b"Basic realm=\"shoal\""]);
         let response = ApiError::NotFound.into_response();
         assert_eq!(
             response.headers().get("content-type").map(|v| v.as_bytes()),

@@ -9,12 +9,15 @@
 //! | `DELETE /{key}` | `204` | `404` if the key did not exist |
 //! | `GET /health` | `200 {"status": "ok"}`, or `200 {"status": "degraded", "reason": "..."}` while it serves with something wrong | `503 {"status": "unavailable", "reason": "..."}` while the backend cannot serve ([`Backend::health`]) |
 //! | `GET /metrics` | `200`, OpenMetrics text | [`Backend::metrics_text`] |
+//! | `GET /cluster` | `200`, the cluster as JSON | [`Backend::cluster_view`]; `404` if the backend has none |
+//! | `GET /dashboard` | `200`, an HTML page that draws `/cluster` every second | see `dashboard.rs`; `404` as `/cluster` |
 //!
 //! **Keys** are the whole path after the first `/`, percent-decoded into bytes (`%2F` is `/`,
 //! `%FF` is the byte 0xFF, `+` stays `+`), so keys may contain `/` and any binary byte. A `%`
-//! not followed by two hex digits is a `400`. The paths `/health` and `/metrics` are the
-//! endpoints above, so the keys `health` and `metrics` cannot be reached over HTTP (they can be
-//! spelt `/%68ealth` and `/%6Detrics`). An empty key (`/`) is a `400`, and so is a key longer
+//! not followed by two hex digits is a `400`. The paths `/health`, `/metrics`, `/cluster` and
+//! `/dashboard` are the endpoints above, so the keys `health`, `metrics`, `cluster` and
+//! `dashboard` cannot be reached over HTTP by those names (they can be spelt `/%68ealth`,
+//! `/%6Detrics`, `/%63luster` and `/%64ashboard`). An empty key (`/`) is a `400`, and so is a key longer
 //! than [`Backend::max_key_size`], whatever the method.
 //!
 //! **Writing.** A body whose `Content-Type` is `application/octet-stream` is stored as is; any
@@ -41,7 +44,8 @@
 //! `curl -u alice:<password>` sends; an empty user is `default`) or `Authorization: Bearer
 //! <password>` (the `default` user's) or `Bearer <user>:<password>`; otherwise it gets a `401`
 //! with `WWW-Authenticate`. The user then needs the permissions of the command a request maps
-//! to (`GET` → `get`, `POST` → `set`, `DELETE` → `del`) on its key, or gets a `403`.
+//! to (`GET` → `get`, `POST` → `set`, `DELETE` → `del`) on its key, or gets a `403`;
+//! `/metrics`, `/cluster` and `/dashboard` need no permission beyond authenticating.
 //!
 //! **HTTPS.** [`HttpApi::serve_tls`] serves the same router over TLS with a node's or a proxy's
 //! [`shoal_frontdoor::tls::TlsAcceptor`] (its certificate, reloaded with it, and its client
@@ -55,6 +59,7 @@
 
 mod app;
 pub mod auth;
+mod dashboard;
 mod error;
 mod guard;
 mod inflight;
@@ -73,6 +78,7 @@ pub use stats::HttpStats;
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::future::Future;
     use std::sync::{Arc, Mutex};
 
     use axum::Router;
@@ -90,6 +96,8 @@ mod tests {
         keys: Arc<Mutex<Keys>>,
         acl: shoal_frontdoor::Acl,
         health: Health,
+        /// What `/cluster` answers (none: the backend has no view).
+        view: Option<Result<serde_json::Value, ApiError>>,
     }
 
     impl Memory {
@@ -145,6 +153,16 @@ mod tests {
         fn health(&self) -> Health {
             self.health.clone()
         }
+
+        fn cluster_view(
+            &self,
+        ) -> Option<impl Future<Output = Result<serde_json::Value, ApiError>> + Send> {
+            let view = self.view.as_ref()?.as_ref().map_err(|e| match e {
+                ApiError::Unavailable(why) => ApiError::Unavailable(why.clone()),
+                _ => ApiError::NoRoute,
+            });
+            Some(std::future::ready(view.cloned()))
+        }
     }
 
     /// The router over `backend`, and a view of the backend's keys.
@@ -153,6 +171,7 @@ mod tests {
             keys: backend.keys.clone(),
             acl: shoal_frontdoor::Acl::default(),
             health: Health::Ok,
+            view: None,
         };
         (view, router(backend))
     }
@@ -328,10 +347,12 @@ mod tests {
         });
         let (status, headers, _) = call(&router, "GET", "/k", &[], "").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            header(&headers, "www-authenticate"),
-            Some("Bearer, Basic realm=\"shoal\"")
-        );
+        let challenges: Vec<&str> = headers
+            .iter()
+            .filter(|(n, _)| n == "www-authenticate")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(challenges, ["Bearer", "Basic realm=\"shoal\""]);
         let (status, ..) = call(&router, "GET", "/metrics", &[], "").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         let wrong = [("authorization", "Bearer s3cre")];
@@ -451,5 +472,89 @@ mod tests {
             body,
             "post_204 0\nget_200 0\nget_404 0\nother_405 0\n# EOF\n"
         );
+    }
+
+    fn with_view() -> Memory {
+        Memory {
+            view: Some(Ok(
+                serde_json::json!({"mode": "cluster", "nodes": [{"address": "a:1"}]}),
+            )),
+            ..Memory::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn cluster_is_the_backends_view_as_json_and_dashboard_the_page_that_draws_it() {
+        let (_, router) = app(with_view());
+        let (status, headers, body) = call(&router, "GET", "/cluster", &[], "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(header(&headers, "content-type"), Some("application/json"));
+        assert_eq!(header(&headers, "cache-control"), Some("no-store"));
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["nodes"][0]["address"], "a:1");
+
+        let (status, headers, body) = call(&router, "GET", "/dashboard", &[], "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        let policy = header(&headers, "content-security-policy").expect("a policy");
+        assert!(policy.starts_with("default-src 'none';"), "{policy}");
+        assert!(policy.contains("connect-src 'self'"), "{policy}");
+        assert!(body.contains("<title>Shoal dashboard</title>"));
+
+        for path in ["/cluster", "/dashboard"] {
+            let (status, ..) = call(&router, "POST", path, &[], "").await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        }
+        let (status, _, body) = call(&router, "GET", "/%63luster", &[], "").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::NOT_FOUND, r#"{"error":"not found"}"#),
+            "the key named cluster is still a key"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backend_without_a_view_has_neither_path() {
+        let (_, router) = app(Memory::default());
+        for path in ["/cluster", "/dashboard"] {
+            let (status, _, body) = call(&router, "GET", path, &[], "").await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(body, r#"{"error":"no such endpoint"}"#, "{path}");
+        }
+        let (_, router) = app(Memory {
+            view: Some(Err(ApiError::Unavailable("not in its cluster yet".into()))),
+            ..Memory::default()
+        });
+        let (status, _, body) = call(&router, "GET", "/cluster", &[], "").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, r#"{"error":"not in its cluster yet"}"#);
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_and_its_view_need_the_password_and_the_same_origin() {
+        let (_, router) = app(Memory {
+            acl: with_password("s3cret"),
+            ..with_view()
+        });
+        let bearer = ("authorization", "Bearer s3cret");
+        for path in ["/cluster", "/dashboard"] {
+            let (status, headers, _) = call(&router, "GET", path, &[], "").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+            assert!(header(&headers, "www-authenticate").is_some(), "{path}");
+            let (status, ..) = call(&router, "GET", path, &[bearer], "").await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+        }
+        // The page's own fetch: same origin (a browser may send the Origin header or not).
+        let host = ("host", "127.0.0.1:8080");
+        let same = [bearer, host, ("origin", "http://127.0.0.1:8080")];
+        let (status, ..) = call(&router, "GET", "/cluster", &same, "").await;
+        assert_eq!(status, StatusCode::OK);
+        // Another site's page reading it with the browser's credentials is refused.
+        let other = [bearer, host, ("origin", "http://evil.example")];
+        let (status, ..) = call(&router, "GET", "/cluster", &other, "").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
     }
 }

@@ -12,21 +12,29 @@
 //! node does not own is read, written or deleted at its owner through the node's forwarding
 //! client; a `503` says the owner could not be reached.
 //!
+//! **The cluster view** (`GET /cluster`, drawn by `GET /dashboard`): the controller leader's
+//! status, asked over the bus, as `shoal_cluster::view::ClusterView`; a node in no cluster
+//! describes itself alone.
+//!
 //! **Counting.** Every request is counted (method, status code, latency) in the router's
 //! [`HttpStats`], which the `/metrics` page of the same router shows next to the node's own
 //! counters (the node's `/metrics`). They are per router rather than a `static`, so several
 //! nodes in one process (as in tests) each count their own requests.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use bytes::Bytes;
+use shoal_cluster::view::ClusterView;
 use shoal_frontdoor::metrics::Exporter;
 use shoal_frontdoor::{CLUSTER_DOWN, CommandError, NOREPLICAS};
 use shoal_http::{ApiError, Backend, Health, HttpApi, HttpStats};
 use shoal_store::{SetOptions, StoreError, TtlUpdate};
 
 use crate::metrics::NodeCollector;
+use crate::replication::Role as ReplRole;
 use crate::shared::Shared;
 
 /// The HTTP API of the node `shared`, guarded as its configuration says.
@@ -107,6 +115,12 @@ impl Backend for Node {
         self.0.door.settings.max_bulk_len()
     }
 
+    fn cluster_view(
+        &self,
+    ) -> Option<impl Future<Output = Result<serde_json::Value, ApiError>> + Send> {
+        Some(cluster_view(self.0.clone()))
+    }
+
     fn health(&self) -> Health {
         let Some(cluster) = &self.0.cluster else {
             return Health::Ok;
@@ -120,6 +134,43 @@ impl Backend for Node {
             Health::Ok
         }
     }
+}
+
+/// How long each exchange with the controller may take for `GET /cluster`.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /cluster`: the controller leader's status as a [`ClusterView`] (the map as this node
+/// holds it, and why, when no leader answers); for a node in no cluster, itself alone from
+/// its own report; a `503` while a cluster node has not joined yet.
+async fn cluster_view(shared: Arc<Shared>) -> Result<serde_json::Value, ApiError> {
+    let view = match &shared.cluster {
+        None => {
+            let (address, http_port) = {
+                let config = shared.config.read();
+                let address = format!("{}:{}", config.announced_ip(), config.announced_port());
+                (address, config.http_port)
+            };
+            let replica = matches!(shared.replication.role(), ReplRole::Replica(_));
+            let stats = crate::report::node_stats(&shared);
+            ClusterView::standalone(address, http_port, replica, &stats)
+        }
+        Some(cluster) => {
+            let node = cluster
+                .node()
+                .ok_or_else(|| ApiError::Unavailable("not in its cluster yet".into()))?;
+            match node.status(STATUS_TIMEOUT).await {
+                Ok(status) => ClusterView::of_status(&status),
+                Err(e) => {
+                    let why = format!(
+                        "no controller leader answers ({e}): the map as this node holds it, \
+                         without the nodes' reports"
+                    );
+                    ClusterView::of_map(&node.map(), None, &[], Some(why))
+                }
+            }
+        }
+    };
+    serde_json::to_value(view).map_err(|e| ApiError::Unavailable(format!("the view: {e}")))
 }
 
 /// Where a request for `key` is served: here (`None`), or, in cluster mode when this node

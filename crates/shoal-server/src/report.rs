@@ -17,7 +17,7 @@ pub(crate) fn node_stats(shared: &Shared) -> NodeStats {
     let hotkeys = &door.stats.hotkeys;
     let ops_per_sec = door.stats.instantaneous().0 as u64;
     let hot = hotkeys.background_top(&door.stats, BACKGROUND_CAPACITY);
-    let recent = hotkeys.recent(&door.stats, HOT_KEYS_REPORTED);
+    let recent = hotkeys.recent(&door.stats, BACKGROUND_CAPACITY);
     NodeStats {
         keys: store.keys as u64,
         used_memory: store.used_memory as u64,
@@ -33,15 +33,19 @@ pub(crate) fn node_stats(shared: &Shared) -> NodeStats {
     }
 }
 
-/// The hottest keys of the recent sample, each with its requests a second (its share of the
-/// sampled requests times the node's commands a second) and its network bytes a second (those
-/// requests times the bytes a sampled request of it took; 0 when it is not among the
-/// heaviest by bytes).
+/// The [`HOT_KEYS_REPORTED`] hottest keys of the recent sample, each with its requests a
+/// second (its share of the sampled requests times the node's commands a second) and its
+/// network bytes a second (those requests times the bytes a sampled request of it took; 0 when
+/// it is not among the heaviest by bytes). A key whose count may be more than half overcount
+/// (Space-Saving's error: what the counter it took over had counted) is left out: under an
+/// even load every counter is mostly that, and no key is hot.
 fn hot_keys(recent: &Recent, top: &Background, ops_per_sec: u64) -> Vec<HotKeyReport> {
     let total = recent.total.max(1);
     recent
         .keys
         .iter()
+        .filter(|h| h.error.saturating_mul(2) <= h.count)
+        .take(HOT_KEYS_REPORTED)
         .map(|h| {
             let requests =
                 (u128::from(h.count) * u128::from(ops_per_sec) / u128::from(total)) as u64;
@@ -76,7 +80,15 @@ mod tests {
     #[test]
     fn requests_are_the_keys_share_of_the_node_s_rate() {
         let recent = Recent {
-            keys: vec![heavy("k0", 60), heavy("k1", 30)],
+            keys: vec![
+                heavy("k0", 60),
+                // Mostly overcount: not known to be hot.
+                Heavy {
+                    error: 31,
+                    ..heavy("noise", 40)
+                },
+                heavy("k1", 30),
+            ],
             total: 100,
             ratio: 64,
         };

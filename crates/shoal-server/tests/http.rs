@@ -833,10 +833,13 @@ async fn a_password_protects_every_endpoint_but_health() {
     node.config_set("requirepass", "s3cret").await;
 
     let refused = node.get("/k").await;
-    assert_eq!(
-        header(&refused, WWW_AUTHENTICATE),
-        "Bearer, Basic realm=\"shoal\""
-    );
+    let challenges: Vec<&str> = refused
+        .headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(challenges, ["Bearer", "Basic realm=\"shoal\""]);
     let message = expect_error(refused, StatusCode::UNAUTHORIZED).await;
     assert!(message.contains("Authorization: Bearer"), "{message}");
     expect_error(node.get("/metrics").await, StatusCode::UNAUTHORIZED).await;
@@ -872,4 +875,68 @@ async fn a_password_protects_every_endpoint_but_health() {
 
     node.config_set("requirepass", "").await;
     assert_eq!(node.get("/k").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn cluster_shows_a_node_alone_with_its_numbers_and_hot_keys() {
+    let mut node = Node::start().await;
+    let address = node._server.resp_addr().to_string();
+    let _: () = node.resp.set("dash:hot", "v").await.expect("RESP SET");
+    // Hot enough for the background sample (one command in 64): about 47 samples.
+    let mut reads = redis::pipe();
+    for _ in 0..3000 {
+        reads.get("dash:hot");
+    }
+    let _: Vec<Option<String>> = reads.query_async(&mut node.resp).await.expect("GETs");
+    assert_eq!(node.resp_get(b"dash:missing").await, None);
+
+    let response = node.get("/cluster").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, CONTENT_TYPE), "application/json");
+    let view: Value = response.json().await.expect("a JSON body");
+    assert_eq!(
+        (&view["mode"], &view["state"]),
+        (&json!("standalone"), &json!("ok"))
+    );
+    assert_eq!(view["shards"], json!([]));
+    let nodes = view["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{view}");
+    let me = &nodes[0];
+    assert_eq!(me["address"], json!(address), "{view}");
+    assert_eq!(
+        (&me["role"], &me["health"]),
+        (&json!("primary"), &json!("ok"))
+    );
+    assert_eq!(me["keys"], 1);
+    assert!(me["used_memory"].as_u64().unwrap() > 0, "{view}");
+    let ratio = me["hit_ratio"].as_f64().expect("a hit ratio");
+    assert!(
+        (0.99..1.0).contains(&ratio),
+        "3000 hits and 1 miss: {ratio}"
+    );
+    let hot = &view["hot_keys"][0];
+    assert_eq!(hot["key"], "dash:hot", "{view}");
+    let requests = hot["requests"].as_u64().expect("requests");
+    assert!(
+        (1000..=6000).contains(&requests),
+        "about 3000 estimated: {requests}"
+    );
+    assert!(hot["net_bytes"].as_u64().unwrap() > requests, "{hot}");
+
+    let page = node.get("/dashboard").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(header(&page, CONTENT_TYPE), "text/html; charset=utf-8");
+
+    node.config_set("requirepass", "s3cret").await;
+    for path in ["/cluster", "/dashboard"] {
+        expect_error(node.get(path).await, StatusCode::UNAUTHORIZED).await;
+        let authorized = node
+            .http
+            .get(node.url(path))
+            .basic_auth("default", Some("s3cret"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(authorized.status(), StatusCode::OK, "{path}");
+    }
 }

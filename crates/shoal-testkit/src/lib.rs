@@ -18,7 +18,8 @@
 //! * [`secret`]: the cluster secret every node the kit starts is given.
 //! * [`testdir`]: a directory for logs, kept when a test fails.
 //! * [`tls`]: a test CA ([`TestCa`]) and the server and client certificates it signs.
-//! * [`tools`]: skipping tests whose external tools (`redis-cli`) are missing.
+//! * [`tools`]: skipping tests whose external tools (`redis-cli`, `chromium`) are missing.
+//! * [`browser`]: a page as headless Chromium renders it, its scripts run ([`browser::dump_dom`]).
 //!
 //! Fault injection and checking:
 //!
@@ -41,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod browser;
 pub mod cluster;
 pub mod error;
 pub mod history;
@@ -72,5 +74,5 @@ pub use router::{Ack, Routed, Router};
 pub use secret::{cluster_secret, cluster_secret_file};
 pub use testdir::TestDir;
 pub use tls::{CertFiles, TestCa};
-pub use tools::have_tools;
+pub use tools::{have_chromium, have_tools};
 pub use turns::run_alone;

@@ -1,5 +1,5 @@
 //! What a test may need from the machine (`redis-cli`, `redis-benchmark`, `redis-server`,
-//! network namespaces): present, or the test is skipped with a notice, unless
+//! `chromium`, network namespaces): present, or the test is skipped with a notice, unless
 //! `SHOAL_REQUIRE_REDIS=1` (as `.ci/run` sets it) makes that a failure. Every such test asks
 //! [`runnable`], so none can be skipped in CI.
 
@@ -25,14 +25,27 @@ pub fn runnable(test: &str, missing: Option<String>) -> bool {
     false
 }
 
-/// Whether the programs `names` are all on `PATH`; if not, `test` is skipped as
-/// [`runnable`] says.
+/// Whether the Redis tools `names` (`redis-cli`, `redis-benchmark`) are all on `PATH`; if
+/// not, `test` is skipped as [`runnable`] says.
 pub fn have_tools(test: &str, names: &[&str]) -> bool {
+    have_packaged(test, names, "redis-tools")
+}
+
+/// Whether `chromium` (Debian's package of that name), which renders pages headless for the
+/// tests of what a browser shows, is on `PATH`; if not, `test` is skipped as [`runnable`]
+/// says.
+pub fn have_chromium(test: &str) -> bool {
+    have_packaged(test, &[crate::browser::CHROMIUM], "chromium")
+}
+
+/// Whether the programs `names`, which Debian's `package` installs, are all on `PATH`; if
+/// not, `test` is skipped as [`runnable`] says.
+fn have_packaged(test: &str, names: &[&str], package: &str) -> bool {
     let missing = missing_tools(names, std::env::var_os("PATH").as_deref());
     runnable(
         test,
         (!missing.is_empty()).then(|| {
-            format!("{missing:?} not on PATH: install them with `apt-get install redis-tools`")
+            format!("{missing:?} not on PATH: install them with `apt-get install {package}`")
         }),
     )
 }

@@ -248,7 +248,7 @@ fn hot_keys_part(map: &ClusterMap, reports: &[NodeStatus]) -> String {
         out.push_str(&format!(
             "  {:<32} {} {:<21} shard {:<3} {:>8} req/s {:>10} bytes/s\n",
             hot.key,
-            short(hot.node),
+            hot.node.map_or_else(|| "-".to_string(), short),
             hot.address,
             shard,
             hot.requests,
