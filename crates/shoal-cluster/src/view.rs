@@ -125,12 +125,22 @@ pub struct HotKeyView {
     pub requests: u64,
     /// Their network bytes, estimated.
     pub net_bytes: u64,
+    /// Whether the controller publishes it as hot: its reads are spread over its shard.
+    pub spread: bool,
 }
 
 impl ClusterView {
     /// The view of the controller leader's `status`.
     pub fn of_status(status: &ClusterStatus) -> ClusterView {
-        ClusterView::of_map(&status.map, Some(status.leader), &status.nodes, None)
+        let mut view = ClusterView::of_map(&status.map, Some(status.leader), &status.nodes, None);
+        for hot in &mut view.hot_keys {
+            hot.spread = status
+                .hot_keys
+                .keys
+                .iter()
+                .any(|k| Some(k.shard) == hot.shard && printable(&k.key) == hot.key);
+        }
+        view
     }
 
     /// The view of `map` with the controller's `leader` (if one answered) and the nodes'
@@ -211,6 +221,7 @@ impl ClusterView {
                 shard: None,
                 requests: h.requests,
                 net_bytes: h.net_bytes,
+                spread: false,
             })
             .collect();
         ClusterView {
@@ -346,6 +357,7 @@ pub fn hot_keys(map: &ClusterMap, reports: &[NodeStatus]) -> Vec<HotKeyView> {
                 shard,
                 requests: h.requests,
                 net_bytes: h.net_bytes,
+                spread: false,
             })
         })
         .collect();
@@ -463,7 +475,12 @@ mod tests {
                 report(2, Some(2500), replica),
                 report(4, None, NodeStats::default()),
             ],
-            hot_keys: Default::default(),
+            hot_keys: crate::hot_keys::HotKeySet::new(vec![crate::hot_keys::HotKey {
+                key: b"user:1".to_vec(),
+                shard: ShardId(0),
+                requests: 768,
+                share_permille: 300,
+            }]),
         };
         let view = ClusterView::of_status(&status);
         assert_eq!(
@@ -529,6 +546,9 @@ mod tests {
         assert_eq!(view.hot_keys[0].shard, Some(ShardId(0)));
         assert_eq!(view.hot_keys[0].node, Some(NodeId(1)));
         assert_eq!(view.hot_keys[0].net_bytes, 6400);
+        // The published key's reads are spread; the other's are not.
+        let spread: Vec<bool> = view.hot_keys.iter().map(|h| h.spread).collect();
+        assert_eq!(spread, [true, true, false]);
     }
 
     #[test]

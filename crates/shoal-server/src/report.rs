@@ -60,6 +60,8 @@ fn hot_keys(recent: &Recent, top: &Background, ops_per_sec: u64) -> Vec<HotKeyRe
                 net_bytes: requests.saturating_mul(bytes_per_request),
             }
         })
+        // Sampled long ago and decayed, or on a node that serves nothing now: not hot.
+        .filter(|report| report.requests > 0)
         .collect()
 }
 
@@ -97,6 +99,10 @@ mod tests {
             by_net_bytes: vec![heavy("k0", 6_000), heavy("k9", 100)],
             by_cpu_nanos: Vec::new(),
         };
+        assert!(
+            hot_keys(&recent, &top, 0).is_empty(),
+            "a node serving nothing"
+        );
         let got: Vec<_> = hot_keys(&recent, &top, 10_000)
             .iter()
             .map(|h| {
