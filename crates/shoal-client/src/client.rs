@@ -16,6 +16,7 @@ use tokio::task::AbortHandle;
 use crate::codec::encode;
 use crate::config::{ClientConfig, ReadFrom};
 use crate::conn::ConnOptions;
+use crate::counter::ShardedCounter;
 use crate::error::{Error, error_code};
 use crate::map_source::{BusMapSource, MapSink, MapSource, MapState};
 use crate::near_cache::{self, NearCache, NearCacheStats};
@@ -24,6 +25,7 @@ use crate::router::{self, Redirect, Route, Split, parse_redirect};
 use crate::stats::{ClientStats, Stats};
 use crate::table::Miss;
 use crate::transaction;
+use crate::write_batch::{Batcher, Offer, Write};
 
 /// What `TTL` says about a key, from [`Client::ttl`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +59,8 @@ struct Inner {
     readonly_pools: Arc<Pools>,
     stats: Arc<Stats>,
     near: Option<Arc<NearCache>>,
+    /// Write batching for hot keys, if configured.
+    batcher: Option<Arc<Batcher>>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -207,8 +211,10 @@ impl Client {
             let sink = MapSink::new(maps.clone());
             tasks.push(tokio::spawn(source.run(sink)).abort_handle());
         }
+        let batcher = config.hot_write_batch.map(Batcher::new);
         Ok(Client {
             inner: Arc::new(Inner {
+                batcher,
                 config,
                 maps,
                 pools,
@@ -458,6 +464,24 @@ impl Client {
         expect_ok("MSET", self.typed(&args).await?)
     }
 
+    /// The counter `key` kept in `parts` sub-counters spread over the cluster (see
+    /// [`ShardedCounter`]): for a counter too hot for one primary.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: shoal_client::Client) -> Result<(), shoal_client::Error> {
+    /// let views = client.sharded_counter("page:home:views", 8)?;
+    /// views.incr_by(1).await?;
+    /// let total = views.get().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sharded_counter(
+        &self,
+        key: impl AsRef<[u8]>,
+        parts: usize,
+    ) -> Result<ShardedCounter, Error> {
+        ShardedCounter::new(self.clone(), key.as_ref(), parts)
+    }
+
     /// `INCR key`.
     pub async fn incr(&self, key: impl AsRef<[u8]>) -> Result<i64, Error> {
         self.int("INCR", &[&b"INCR"[..], key.as_ref()]).await
@@ -644,6 +668,76 @@ impl Client {
 
     async fn route_and_run<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Value, Error> {
         transaction::refuse_state(args, ON_SHARED)?;
+        if let Some(batcher) = &self.inner.batcher
+            && let Some(result) = self.through_batch(batcher, args).await
+        {
+            return result;
+        }
+        self.route_and_run_now(args).await
+    }
+
+    /// With write batching: a plain write of a hot key joins its batch and returns its reply
+    /// (`Some`); any other command first waits for the batches of its keys to be answered,
+    /// and returns `None` to be run as usual.
+    async fn through_batch<A: AsRef<[u8]>>(
+        &self,
+        batcher: &Arc<Batcher>,
+        args: &[A],
+    ) -> Option<Result<Value, Error>> {
+        if let Some((key, _)) = Write::of(args)
+            && (self.inner.maps.hot.is_hot(key) || batcher.keeps(key))
+        {
+            loop {
+                let (_, write) = Write::of(args)?;
+                match batcher.offer(key, write) {
+                    Offer::Joined(reply, started) => {
+                        if started {
+                            self.send_batch_later(batcher, Bytes::copy_from_slice(key));
+                        }
+                        Stats::bump(&self.inner.stats.batched_writes);
+                        return Some(reply.await.unwrap_or_else(|_| {
+                            Err(Error::Config(
+                                "the client closed with the batch unsent".into(),
+                            ))
+                        }));
+                    }
+                    Offer::Wait(mut done) => {
+                        let _ = done.wait_for(|done| *done).await;
+                    }
+                }
+            }
+        }
+        if batcher.any_waiting() {
+            for key in router::keys(args) {
+                if let Some(mut done) = batcher.pending(key) {
+                    let _ = done.wait_for(|done| *done).await;
+                }
+            }
+        }
+        None
+    }
+
+    /// Sends `key`'s batch once its window has passed, and answers its writes.
+    fn send_batch_later(&self, batcher: &Arc<Batcher>, key: Bytes) {
+        let client = self.clone();
+        let batcher = batcher.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(batcher.window()).await;
+            let Some(taken) = batcher.take(&key) else {
+                return;
+            };
+            let result = match taken.merged.command(&key) {
+                Ok(command) => {
+                    Stats::bump(&client.inner.stats.write_batches);
+                    client.route_and_run_now(&command).await
+                }
+                Err(e) => Err(e),
+            };
+            taken.answer(result);
+        });
+    }
+
+    async fn route_and_run_now<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Value, Error> {
         let routed = router::route(args)?;
         match &self.inner.near {
             None => self.run_routed(args, routed).await,

@@ -104,6 +104,11 @@ pub struct ClientConfig {
     /// The near cache in front of the cluster (`None`, the default: none). See
     /// [`NearCacheConfig`] and the crate docs' "Near cache".
     pub near_cache: Option<NearCacheConfig>,
+    /// Write batching for the cluster's hot keys (`None`, the default: none): plain `SET`s
+    /// and increments of a hot key within this window are sent as one (the last `SET`, or one
+    /// `INCRBY` of the sum), each acknowledged when it is answered. At most 1 s. See the crate
+    /// docs' "Hot keys".
+    pub hot_write_batch: Option<Duration>,
 }
 
 /// A client's near cache: values of read commands kept in the client's memory, each dropped
@@ -194,6 +199,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("tls", &self.tls.as_ref().map(|t| &t.server_name))
             .field("bus_tls", &self.bus_tls.is_some())
             .field("near_cache", &self.near_cache)
+            .field("hot_write_batch", &self.hot_write_batch)
             .finish()
     }
 }
@@ -221,6 +227,7 @@ impl Default for ClientConfig {
             tls: None,
             bus_tls: None,
             near_cache: None,
+            hot_write_batch: None,
         }
     }
 }
@@ -322,6 +329,12 @@ impl ClientConfig {
         self
     }
 
+    /// Sets [`hot_write_batch`](Self::hot_write_batch).
+    pub fn with_hot_write_batch(mut self, window: Duration) -> Self {
+        self.hot_write_batch = Some(window);
+        self
+    }
+
     /// Checks that the values are usable.
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad = |m: &str| Err(crate::Error::Config(m.to_string()));
@@ -336,6 +349,11 @@ impl ClientConfig {
         }
         if self.backoff_max < self.backoff_base {
             return bad("backoff_max must not be below backoff_base");
+        }
+        if let Some(window) = self.hot_write_batch
+            && (window.is_zero() || window > Duration::from_secs(1))
+        {
+            return bad("hot_write_batch must be above 0 and at most 1s");
         }
         if let Some(near) = &self.near_cache {
             if near.max_bytes == 0 {

@@ -39,6 +39,10 @@ pub struct ClientStats {
     /// Reads of hot keys, sent to any member of their shard rather than where
     /// [`ReadFrom`](crate::ReadFrom) says.
     pub hot_key_reads: u64,
+    /// Writes of hot keys that joined a batch ([`ClientConfig::hot_write_batch`](crate::ClientConfig::hot_write_batch)).
+    pub batched_writes: u64,
+    /// Batches sent (each one command for all its writes).
+    pub write_batches: u64,
     /// Latency of finished commands (retries and redirections included).
     pub latency: LatencySummary,
 }
@@ -46,7 +50,7 @@ pub struct ClientStats {
 impl ClientStats {
     /// The counters a metrics page shows: `(name, what it counts, value)`, names in
     /// Prometheus style (`requests`, `error_replies`, ...).
-    pub fn counters(&self) -> [(&'static str, &'static str, u64); 9] {
+    pub fn counters(&self) -> [(&'static str, &'static str, u64); 11] {
         [
             (
                 "requests",
@@ -85,6 +89,16 @@ impl ClientStats {
                 "Reads of the cluster's hot keys, spread over their shard's members.",
                 self.hot_key_reads,
             ),
+            (
+                "batched_writes",
+                "Writes of hot keys that joined a batch.",
+                self.batched_writes,
+            ),
+            (
+                "write_batches",
+                "Batches of hot keys' writes sent.",
+                self.write_batches,
+            ),
         ]
     }
 }
@@ -121,6 +135,8 @@ pub(crate) struct Stats {
     pub frames_sent: AtomicU64,
     pub socket_writes: AtomicU64,
     pub hot_key_reads: AtomicU64,
+    pub batched_writes: AtomicU64,
+    pub write_batches: AtomicU64,
     latency: Histogram,
 }
 
@@ -140,6 +156,8 @@ impl Default for Stats {
             frames_sent: zero(),
             socket_writes: zero(),
             hot_key_reads: zero(),
+            batched_writes: zero(),
+            write_batches: zero(),
             latency: Histogram::default(),
         }
     }
@@ -173,6 +191,8 @@ impl Stats {
             frames_sent: get(&self.frames_sent),
             socket_writes: get(&self.socket_writes),
             hot_key_reads: get(&self.hot_key_reads),
+            batched_writes: get(&self.batched_writes),
+            write_batches: get(&self.write_batches),
             latency: self.latency.summary(),
         }
     }

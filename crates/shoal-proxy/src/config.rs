@@ -77,6 +77,10 @@ pub struct ProxyConfig {
     /// client keeps it ([`NearCacheConfig`]): reads of cacheable commands are answered from
     /// memory until a node invalidates their key.
     pub near_cache: Option<NearCacheConfig>,
+    /// Write batching for hot keys (`None`: none): plain `SET`s and increments of a key the
+    /// cluster finds hot, within this window, are sent as one (see shoal-client's
+    /// `ClientConfig::hot_write_batch`).
+    pub hot_write_batch: Option<Duration>,
     /// The sampled access log's file (`None`: none): one JSON line per sampled command, as a
     /// node writes it ([`shoal_frontdoor::access_log`]).
     pub access_log: Option<std::path::PathBuf>,
@@ -149,6 +153,7 @@ impl Default for ProxyConfig {
             read_from: ReadFrom::Primary,
             http: shoal_http::HttpSettings::default(),
             near_cache: None,
+            hot_write_batch: None,
             access_log: None,
             access_log_sample: 0.01,
             access_log_max_size: 64 * 1024 * 1024,
@@ -287,6 +292,7 @@ impl ProxyConfig {
         config.cluster_secret = self.cluster_secret.clone();
         config.map_timeout = self.map_timeout;
         config.near_cache = self.near_cache;
+        config.hot_write_batch = self.hot_write_batch;
         config
     }
 }

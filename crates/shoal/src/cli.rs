@@ -467,6 +467,11 @@ pub struct ProxyArgs {
     /// The longest a near cache entry is kept, in seconds, whatever its key's TTL.
     #[arg(long, env = "SHOAL_PROXY_NEAR_CACHE_TTL", value_name = "SECONDS", default_value_t = 300, help_heading = heading::CLUSTER)]
     pub near_cache_ttl: u64,
+    /// Batch writes to hot keys over this many milliseconds (1 to 1000; 0: off): plain SETs
+    /// of a key the cluster finds hot become the last one, INCR/INCRBY/DECR/DECRBYs one INCRBY
+    /// of their sum, each acknowledged once its batch is.
+    #[arg(long, env = "SHOAL_PROXY_HOT_WRITE_BATCH_MS", value_name = "MS", default_value_t = 0, help_heading = heading::CLUSTER)]
+    pub hot_write_batch_ms: u64,
 
     /// Most simultaneous clients.
     #[arg(long, env = "SHOAL_PROXY_MAXCLIENTS", default_value_t = 10_000, help_heading = heading::LIMITS)]
@@ -646,6 +651,11 @@ impl ProxyArgs {
                         ))
                         .with_max_ttl(std::time::Duration::from_secs(self.near_cache_ttl)),
                 ),
+            },
+            hot_write_batch: match self.hot_write_batch_ms {
+                0 => None,
+                1..=1000 => Some(std::time::Duration::from_millis(self.hot_write_batch_ms)),
+                _ => anyhow::bail!("--hot-write-batch-ms must be from 0 (off) to 1000"),
             },
             http: shoal_http::HttpSettings {
                 max_connections: self.http_maxclients.max(1),

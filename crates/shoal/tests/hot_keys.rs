@@ -158,3 +158,126 @@ async fn a_hot_key_s_reads_spread_over_its_shard_and_stop_when_it_cools() {
     }
     println!("cooled after {:?}", started.elapsed());
 }
+
+/// `INFO proxy`'s `field` (0 if it has none).
+async fn proxy_info(proxy: &str, field: &str) -> u64 {
+    let info = shoal_testkit::resp::command(proxy, &["INFO", "proxy"], RESP_TIMEOUT)
+        .await
+        .unwrap();
+    shoal_testkit::Info::parse(&text(&info).unwrap())
+        .u64(field)
+        .unwrap_or(0)
+}
+
+/// `n` pipelined `INCR key`s on `conn`: their replies, which must be integers.
+async fn incrs(conn: &mut RespConnection, key: &str, n: usize) -> Vec<i64> {
+    let frames = shoal_proto::request::encode(&["INCR", key]).repeat(n);
+    conn.pipeline(&frames, n)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|reply| match reply {
+            Value::Int(v) => v,
+            other => panic!("INCR answered {other:?}"),
+        })
+        .collect()
+}
+
+/// A proxy with `--hot-write-batch-ms 50`: once a counter is hot, concurrent `INCR`s through it
+/// are sent as few `INCRBY`s, none is lost, each connection sees its counter's values rise,
+/// and a `SET` acknowledged is what every reader gets after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_writes_to_a_hot_key_lose_nothing_and_are_read_after_their_ack() {
+    let options = ClusterOptions {
+        http: false,
+        ..ClusterOptions::default()
+    };
+    let cluster = TestCluster::start(SHOAL, 3, 0, options)
+        .await
+        .expect("the cluster starts");
+    let (proxy_process, proxy, _) = spawn_proxy(SHOAL, &cluster, &["--hot-write-batch-ms", "50"]);
+    let map = cluster
+        .wait_for_primaries(Duration::from_secs(20))
+        .await
+        .unwrap();
+    wait_for_proxy_map(&proxy_process, &proxy, map.epoch, Duration::from_secs(15)).await;
+    let key = "counter:hot";
+    let mut conn = RespConnection::connect(&proxy, RESP_TIMEOUT).await.unwrap();
+    let started = Instant::now();
+    let mut before = 0;
+    while proxy_hot_keys(&proxy).await == 0 {
+        before += incrs(&mut conn, key, 500).await.len() as i64;
+        assert!(
+            started.elapsed() < SPREAD_WITHIN,
+            "the counter never became hot\n{}",
+            proxy_process.log_tail(20)
+        );
+    }
+    let batches_before = proxy_info(&proxy, "write_batches").await;
+
+    // 8 connections x 5 rounds of 100 pipelined INCRs, all at once.
+    let storms = (0..8).map(|_| {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let mut conn = RespConnection::connect(&proxy, RESP_TIMEOUT).await.unwrap();
+            let mut seen = Vec::new();
+            for _ in 0..5 {
+                seen.extend(incrs(&mut conn, key, 100).await);
+            }
+            seen
+        })
+    });
+    let mut all = Vec::new();
+    for storm in storms {
+        let seen = storm.await.unwrap();
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "one connection's INCRs answer rising values"
+        );
+        all.extend(seen);
+    }
+    let total = before + 8 * 500;
+    let got = conn.call(&["GET", key]).await.unwrap();
+    assert_eq!(
+        text(&got).unwrap().parse::<i64>().unwrap(),
+        total,
+        "no increment lost"
+    );
+    // Every INCR got its own value, as if they had run one by one.
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 8 * 500);
+    assert_eq!(*all.last().unwrap(), total);
+    let batches = proxy_info(&proxy, "write_batches").await - batches_before;
+    assert!(
+        batches < 8 * 500 / 4,
+        "{batches} batches for 4000 INCRs: not coalesced"
+    );
+
+    // A SET's acknowledgement means every later read sees it, through the proxy or not.
+    for round in 0..5 {
+        let value = format!("v{round}");
+        assert_eq!(
+            conn.call(&["SET", key, &value]).await.unwrap(),
+            Value::Simple("OK".into())
+        );
+        let mut other = RespConnection::connect(&proxy, RESP_TIMEOUT).await.unwrap();
+        let got = other.call(&["GET", key]).await.unwrap();
+        assert_eq!(text(&got).as_deref(), Some(value.as_str()));
+        let owner = cluster.node(
+            cluster
+                .shard_nodes(&map)
+                .unwrap()
+                .into_iter()
+                .find(|s| Some(s.shard) == map.slots.get(key_slot(key.as_bytes())))
+                .unwrap()
+                .primary,
+        );
+        let direct = owner.command(&["GET", key]).await.unwrap();
+        assert_eq!(text(&direct).as_deref(), Some(value.as_str()));
+    }
+    println!(
+        "{batches} batches for 4000 INCRs; batched writes {}",
+        proxy_info(&proxy, "batched_writes").await
+    );
+}

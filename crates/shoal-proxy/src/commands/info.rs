@@ -127,6 +127,13 @@ fn proxy(shared: &Shared, out: &mut String) {
     line!(out, "hot_key_reads:{}", up.hot_key_reads);
     line!(
         out,
+        "hot_write_batch_ms:{}",
+        shared.config.hot_write_batch.map_or(0, |w| w.as_millis())
+    );
+    line!(out, "batched_writes:{}", up.batched_writes);
+    line!(out, "write_batches:{}", up.write_batches);
+    line!(
+        out,
         "proxy_error_replies:{}",
         ProxyStats::get(&shared.stats.proxy_errors)
     );
