@@ -15,9 +15,11 @@
 #
 # Usage: bench/compare-redis.sh [--rounds N] [--requests-p1 N] [--requests-p16 N] [--keys N]
 #                               [--tests "set get hset hget evalsha"] [--skip-memory]
-#                               [--memory-only] [--against SHOAL_BINARY]
+#                               [--memory-only] [--against SHOAL_BINARY] [--against-env VAR=VALUE]
 # --against runs another shoal binary (say, a build of the commit before a change) in Redis's
-# place, so a change shows its before/after ratios in one run.
+# place, so a change shows its before/after ratios in one run. --against-env sets a variable
+# for that binary only: `--against target/release/shoal --against-env
+# SHOAL_HOTKEYS_SAMPLE_RATIO=0` measures hot-key sampling on (Shoal) against off (Base).
 # Needs: redis-server, redis-benchmark, redis-cli (Debian: redis-server redis-tools), python3,
 #        taskset, and at least 2 CPUs.
 set -euo pipefail
@@ -29,6 +31,7 @@ KEYS=1000000
 SKIP_MEMORY=0
 SKIP_THROUGHPUT=0
 AGAINST=
+AGAINST_ENV=()
 TESTS="set get hset hget evalsha"
 HASHES=100000
 while [ $# -gt 0 ]; do
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
     --skip-memory) SKIP_MEMORY=1; shift ;;
     --memory-only) SKIP_THROUGHPUT=1; shift ;;
     --against) AGAINST=$(realpath "$2"); shift 2 ;;
+    --against-env) AGAINST_ENV+=("$2"); shift 2 ;;
     --tests) TESTS=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -70,7 +74,8 @@ source "$root/bench/lib.sh"
 # The server Shoal is compared with: Redis, or the binary given with --against.
 start_redis() {
   if [ -n "$AGAINST" ]; then
-    taskset -c 0 "$AGAINST" server --port "$1" --http-port 0 --log-level warn 2>"$work/base-$1.log" &
+    env "${AGAINST_ENV[@]}" taskset -c 0 "$AGAINST" server --port "$1" --http-port 0 \
+      --log-level warn 2>"$work/base-$1.log" &
   else
     taskset -c 0 redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
       --daemonize no --logfile "$work/redis-$1.log" &

@@ -10,6 +10,9 @@
 # Part 2: the same load through the proxy once the controller has found the key hot and the
 #         proxy spreads its reads: requests per second (target >= 2x part 1), and the share of
 #         the key's reads each member of its shard served (target: primary <= 40%).
+# Part 3: a write storm on one key (redis-benchmark INCR, 200 clients, -P 32) through a proxy
+#         with --hot-write-batch-ms 50 and through one without: requests per second, and the
+#         commands the key's primary ran per INCR sent.
 # Also printed: how long after the load began the proxy had the key as hot.
 # Each part runs ROUNDS times, alternately; the medians are compared.
 #
@@ -139,6 +142,43 @@ print(" ".join("%.0f%%" % (100 * x / max(1, sum(d))) for x in d))' "${before[*]}
   echo "share,$shares" >>"$work/rps.csv"
   printf '  through the proxy  %10.0f req/s   served by primary/replica/replica: %s\n' "$rps" "$shares"
 done
+# Part 3: write storms, with and without batching.
+batching=$(free_port)
+"$SHOAL" proxy --port "$batching" --cluster "127.0.0.1:$seed" --hot-write-batch-ms 50 \
+  --cluster-secret-file "$SHOAL_CLUSTER_SECRET_FILE" --log-level warn \
+  >/dev/null 2>"$work/proxy-batching.log" &
+echo "$!" >>"$work/pids"
+wait_for_ping "$batching"
+counter=counter:__rand_int__
+redis-cli -p "$proxy" incr "$counter" >/dev/null
+counter_primary=
+for m in $(redis-cli -p "$seed" cluster nodes | awk '$3 ~ /master/ {print $2}' | cut -d@ -f1 | cut -d: -f2); do
+  [ "$(redis-cli -p "$m" exists "$counter")" = 1 ] && counter_primary=$m
+done
+[ -n "$counter_primary" ] || { echo "cannot find the primary of $counter" >&2; exit 1; }
+incrs_at() { redis-cli -p "$counter_primary" info commandstats | tr -d '\r' \
+  | sed -n 's/^cmdstat_incr\(by\)\{0,1\}:calls=\([0-9]*\),.*/\2/p' | awk '{s += $1} END {print s + 0}'; }
+storm() { redis-benchmark -p "$1" -c 200 -P 32 -n "$REQUESTS" -t incr --csv | tail -1 | tr -d '"' | cut -d, -f2; }
+# Make the counter hot (the batching proxy learns it with the map).
+redis-benchmark -p "$proxy" -c 20 -P 16 -n 100000000 -t incr >/dev/null 2>&1 &
+warm=$!
+for _ in $(seq 1 300); do
+  [ "$(redis-cli -p "$batching" info proxy | tr -d '\r' | sed -n 's/^hot_keys:\([0-9]*\)/\1/p')" -ge 1 ] && break
+  sleep 0.05
+done
+kill "$warm" 2>/dev/null || true; wait "$warm" 2>/dev/null || true
+echo "write storm on $counter (primary $counter_primary)"
+for round in $(seq 1 "$ROUNDS"); do
+  for kind in plain batched; do
+    port=$proxy; [ "$kind" = batched ] && port=$batching
+    before=$(incrs_at); rps=$(storm "$port"); after=$(incrs_at)
+    per=$(python3 -c "print('%.4f' % (($after - $before) / $REQUESTS))")
+    echo "write_$kind,$rps" >>"$work/rps.csv"
+    printf '  INCR through the proxy, %-8s %10.0f req/s   primary commands per INCR %s\n' "$kind" "$rps" "$per"
+  done
+done
+echo "batching proxy: $(redis-cli -p "$batching" info proxy | tr -d '\r' | grep -E '^(batched_writes|write_batches):' | tr '\n' ' ')"
+
 python3 - "$work/rps.csv" <<'PY'
 import statistics, sys
 rows = [l.strip().split(",", 1) for l in open(sys.argv[1])]
@@ -146,4 +186,7 @@ med = lambda kind: statistics.median(float(v) for k, v in rows if k == kind)
 one, spread = med("primary"), med("proxy")
 print(f"median: one primary {one:,.0f} req/s, through the proxy spread {spread:,.0f} req/s: "
       f"{spread / one:.2f}x")
+plain, batched = med("write_plain"), med("write_batched")
+print(f"median write storm: {plain:,.0f} req/s without batching, {batched:,.0f} req/s with "
+      f"--hot-write-batch-ms 50: {batched / plain:.2f}x")
 PY

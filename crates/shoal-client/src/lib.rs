@@ -131,6 +131,31 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Hot keys
+//!
+//! The cluster's controller finds keys that take a large share of their shard's requests and
+//! publishes them with the map. The client then sends every read of a hot key to any member of
+//! its shard, primary or replica (a replica may answer a value from before a write for as
+//! long as replication takes), whatever [`ReadFrom`] says for other keys.
+//! [`Client::hot_keys`] lists them and [`ClientStats::hot_key_reads`] counts those reads.
+//!
+//! With [`ClientConfig::hot_write_batch`], plain `SET`s and increments of a hot key within the
+//! window are sent as one (the last `SET`; one `INCRBY` of the sum), each write acknowledged
+//! with its batch's answer (an increment gets the value just after it, as if they had run one
+//! by one); any other command on that key waits for its batch first, so a read after a write's
+//! acknowledgement sees the write.
+//!
+//! For a counter too hot for any one node, [`Client::sharded_counter`] keeps it in parts on
+//! several shards ([`ShardedCounter`]): increments go to one part, a read sums them all.
+//!
+//! ```no_run
+//! # async fn demo(client: shoal_client::Client) -> Result<(), shoal_client::Error> {
+//! let likes = client.sharded_counter("post:42:likes", 8)?;
+//! likes.incr_by(1).await?;
+//! println!("{} likes", likes.get().await?);
+//! # Ok(()) }
+//! ```
+//!
 //! # Map sources
 //!
 //! [`Client::connect`] follows the cluster bus ([`BusMapSource`]); [`Client::with_map`] uses a

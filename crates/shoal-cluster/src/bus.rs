@@ -264,8 +264,7 @@ pub struct NodeStats {
 pub struct HotKeyReport {
     /// The key (binary-safe).
     pub key: Vec<u8>,
-    /// Requests a second that touch it: its share of the sampled requests times the node's
-    /// commands a second.
+    /// Requests a second that touch it, estimated from the node's sample.
     pub requests: u64,
     /// Network bytes a second of those requests and their replies (0 when the key is not
     /// among the sample's heaviest by bytes).

@@ -29,26 +29,26 @@ pub(crate) fn node_stats(shared: &Shared) -> NodeStats {
         keyspace_hits: store.hits,
         keyspace_misses: store.misses,
         replicas: shared.replication.replica_lags(),
-        hot_keys: recent.map_or_else(Vec::new, |recent| hot_keys(&recent, &hot, ops_per_sec)),
+        hot_keys: recent.map_or_else(Vec::new, |recent| hot_keys(&recent, &hot)),
     }
 }
 
 /// The [`HOT_KEYS_REPORTED`] hottest keys of the recent sample, each with its requests a
-/// second (its share of the sampled requests times the node's commands a second) and its
-/// network bytes a second (those requests times the bytes a sampled request of it took; 0 when
-/// it is not among the heaviest by bytes). A key whose count may be more than half overcount
-/// (Space-Saving's error: what the counter it took over had counted) is left out: under an
-/// even load every counter is mostly that, and no key is hot.
-fn hot_keys(recent: &Recent, top: &Background, ops_per_sec: u64) -> Vec<HotKeyReport> {
-    let total = recent.total.max(1);
+/// second and its network bytes a second (those requests times the bytes a sampled request of
+/// it took; 0 when it is not among the heaviest by bytes). The summaries halve every second, so
+/// under a steady rate a count holds between one and two seconds' samples, 1.5 on average: a
+/// second's requests are the count times the sample ratio divided by 1.5. A key whose count may
+/// be more than half overcount (Space-Saving's error: what the counter it took over had
+/// counted) is left out: under an even load every counter is mostly that, and no key is hot.
+fn hot_keys(recent: &Recent, top: &Background) -> Vec<HotKeyReport> {
+    let ratio = u64::from(recent.ratio);
     recent
         .keys
         .iter()
         .filter(|h| h.error.saturating_mul(2) <= h.count)
         .take(HOT_KEYS_REPORTED)
         .map(|h| {
-            let requests =
-                (u128::from(h.count) * u128::from(ops_per_sec) / u128::from(total)) as u64;
+            let requests = h.count.saturating_mul(ratio).saturating_mul(2) / 3;
             let bytes_per_request = top
                 .by_net_bytes
                 .iter()
@@ -60,7 +60,7 @@ fn hot_keys(recent: &Recent, top: &Background, ops_per_sec: u64) -> Vec<HotKeyRe
                 net_bytes: requests.saturating_mul(bytes_per_request),
             }
         })
-        // Sampled long ago and decayed, or on a node that serves nothing now: not hot.
+        // Sampled long ago and decayed away: not hot.
         .filter(|report| report.requests > 0)
         .collect()
 }
@@ -99,11 +99,13 @@ mod tests {
             by_net_bytes: vec![heavy("k0", 6_000), heavy("k9", 100)],
             by_cpu_nanos: Vec::new(),
         };
-        assert!(
-            hot_keys(&recent, &top, 0).is_empty(),
-            "a node serving nothing"
-        );
-        let got: Vec<_> = hot_keys(&recent, &top, 10_000)
+        let decayed = Recent {
+            keys: vec![heavy("k0", 0)],
+            total: 0,
+            ratio: 64,
+        };
+        assert!(hot_keys(&decayed, &top).is_empty(), "decayed away");
+        let got: Vec<_> = hot_keys(&recent, &top)
             .iter()
             .map(|h| {
                 (
@@ -113,12 +115,12 @@ mod tests {
                 )
             })
             .collect();
-        // k0: 60% of 10,000 a second, 100 bytes a request; k1: 30%, not heavy by bytes.
+        // k0: 60 samples of 1 in 64, over 1.5 s; 100 bytes a request. k1: not heavy by bytes.
         assert_eq!(
             got,
             [
-                ("k0".to_string(), 6_000, 600_000),
-                ("k1".to_string(), 3_000, 0),
+                ("k0".to_string(), 2_560, 256_000),
+                ("k1".to_string(), 1_280, 0),
             ]
         );
     }
