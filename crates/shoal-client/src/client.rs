@@ -25,7 +25,7 @@ use crate::router::{self, Redirect, Route, Split, parse_redirect};
 use crate::stats::{ClientStats, Stats};
 use crate::table::Miss;
 use crate::transaction;
-use crate::write_batch::{Batcher, Offer, Write};
+use crate::write_batch::{Batcher, Write};
 
 /// What `TTL` says about a key, from [`Client::ttl`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -677,64 +677,51 @@ impl Client {
     }
 
     /// With write batching: a plain write of a hot key joins its batch and returns its reply
-    /// (`Some`); any other command first waits for the batches of its keys to be answered,
-    /// and returns `None` to be run as usual.
+    /// (`Some`); any other command on keys with something batched takes its place in their
+    /// queues and runs when its turn comes (`None` after its run, with the result); other
+    /// commands return `None` at once, to be run as usual.
     async fn through_batch<A: AsRef<[u8]>>(
         &self,
         batcher: &Arc<Batcher>,
         args: &[A],
     ) -> Option<Result<Value, Error>> {
-        if let Some((key, _)) = Write::of(args)
+        if let Some((key, write)) = Write::of(args)
             && (self.inner.maps.hot.is_hot(key) || batcher.keeps(key))
         {
-            loop {
-                let (_, write) = Write::of(args)?;
-                match batcher.offer(key, write) {
-                    Offer::Joined(reply, started) => {
-                        if started {
-                            self.send_batch_later(batcher, Bytes::copy_from_slice(key));
-                        }
-                        Stats::bump(&self.inner.stats.batched_writes);
-                        return Some(reply.await.unwrap_or_else(|_| {
-                            Err(Error::Config(
-                                "the client closed with the batch unsent".into(),
-                            ))
-                        }));
-                    }
-                    Offer::Wait(mut done) => {
-                        let _ = done.wait_for(|done| *done).await;
-                    }
-                }
+            let joined = batcher.offer(key, write);
+            if let Some(pending) = joined.started {
+                let client = self.clone();
+                let batcher = batcher.clone();
+                tokio::spawn(async move {
+                    let send = |command: Vec<Bytes>| async move {
+                        Stats::bump(&client.inner.stats.write_batches);
+                        client.route_and_run_now(&command).await
+                    };
+                    batcher.send(pending, send).await;
+                });
             }
+            Stats::bump(&self.inner.stats.batched_writes);
+            return Some(joined.reply.await.unwrap_or_else(|_| {
+                Err(Error::Config(
+                    "the client closed with the batch unsent".into(),
+                ))
+            }));
         }
-        if batcher.any_waiting() {
-            for key in router::keys(args) {
-                if let Some(mut done) = batcher.pending(key) {
-                    let _ = done.wait_for(|done| *done).await;
-                }
-            }
+        if !batcher.any_queued() {
+            return None;
         }
-        None
-    }
-
-    /// Sends `key`'s batch once its window has passed, and answers its writes.
-    fn send_batch_later(&self, batcher: &Arc<Batcher>, key: Bytes) {
-        let client = self.clone();
-        let batcher = batcher.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(batcher.window()).await;
-            let Some(taken) = batcher.take(&key) else {
-                return;
-            };
-            let result = match taken.merged.command(&key) {
-                Ok(command) => {
-                    Stats::bump(&client.inner.stats.write_batches);
-                    client.route_and_run_now(&command).await
-                }
-                Err(e) => Err(e),
-            };
-            taken.answer(result);
-        });
+        let keys = router::keys(args);
+        let mut places = batcher.barrier(&keys);
+        if places.is_empty() {
+            return None;
+        }
+        for place in &mut places {
+            place.wait().await;
+        }
+        // The places are released (and the next entries go) once the command is answered.
+        let result = self.route_and_run_now(args).await;
+        drop(places);
+        Some(result)
     }
 
     async fn route_and_run_now<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Value, Error> {

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use parking_lot::RwLock;
 use shoal_cluster::hot_keys::HotKeySet;
@@ -14,19 +14,20 @@ use shoal_cluster::hot_keys::HotKeySet;
 pub(crate) struct HotKeys {
     /// Whether there are any: the only cost of a read while there are none.
     any: AtomicBool,
-    version: AtomicU64,
-    keys: RwLock<Arc<HashSet<Vec<u8>>>>,
+    /// The set's version and its keys, changed together.
+    keys: RwLock<(u64, Arc<HashSet<Vec<u8>>>)>,
 }
 
 impl HotKeys {
     /// Makes `set` the hot keys; returns whether it differs from the ones held.
     pub(crate) fn install(&self, set: &HotKeySet) -> bool {
-        if self.version.swap(set.version, Relaxed) == set.version {
+        let mut held = self.keys.write();
+        if held.0 == set.version {
             return false;
         }
         let keys: HashSet<Vec<u8>> = set.keys.iter().map(|k| k.key.clone()).collect();
         self.any.store(!keys.is_empty(), Relaxed);
-        *self.keys.write() = Arc::new(keys);
+        *held = (set.version, Arc::new(keys));
         true
     }
 
@@ -38,12 +39,12 @@ impl HotKeys {
 
     /// Whether `key` is hot.
     pub(crate) fn is_hot(&self, key: &[u8]) -> bool {
-        self.any() && self.keys.read().contains(key)
+        self.any() && self.keys.read().1.contains(key)
     }
 
     /// The hot keys, in no order.
     pub(crate) fn keys(&self) -> Vec<Vec<u8>> {
-        self.keys.read().iter().cloned().collect()
+        self.keys.read().1.iter().cloned().collect()
     }
 }
 

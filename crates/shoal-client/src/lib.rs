@@ -142,8 +142,9 @@
 //! With [`ClientConfig::hot_write_batch`], plain `SET`s and increments of a hot key within the
 //! window are sent as one (the last `SET`; one `INCRBY` of the sum), each write acknowledged
 //! with its batch's answer (an increment gets the value just after it, as if they had run one
-//! by one); any other command on that key waits for its batch first, so a read after a write's
-//! acknowledgement sees the write.
+//! by one); any other command on that key queues behind its batch, so one connection's
+//! commands keep their order (a read spread to a replica sees a write within the replication
+//! delay).
 //!
 //! For a counter too hot for any one node, [`Client::sharded_counter`] keeps it in parts on
 //! several shards ([`ShardedCounter`]): increments go to one part, a read sums them all.

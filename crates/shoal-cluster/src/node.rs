@@ -135,25 +135,30 @@ pub struct SeedAccess {
     /// `masteruser`/`masterauth`, or `requirepass`).
     pub auth: Option<crate::PeerAuth>,
     /// With `tls-replication`, the node's TLS settings for RESP links (its CA, its certificate
-    /// as the client's): the seed is asked over TLS, unless its address is a plain port.
+    /// as the client's): the seed is asked over TLS, or in plain text if its address is a
+    /// plain port and no password is to be sent.
     pub tls: Option<crate::BusTlsConnector>,
 }
 
 impl SeedAccess {
     /// The bus address of the seed whose RESP port is at `addr`: with TLS settings, asked over
-    /// TLS first, and in plain text if that port does not speak TLS (the seed's plain port was
-    /// named); the TLS error stands if neither works.
+    /// TLS first, and in plain text if that port answered in plain text (the seed's plain port
+    /// was named) and there is no password to send.
     async fn bus_addr_of(&self, addr: &str) -> Result<String, SeedError> {
         let auth = self.auth.as_ref();
         let Some(tls) = &self.tls else {
             return seed::bus_addr_of(addr, auth, None, BUS_TIMEOUT).await;
         };
         match seed::bus_addr_of(addr, auth, Some(tls), BUS_TIMEOUT).await {
-            Err(tls_error @ SeedError::Tls { .. }) => {
+            // Only a port that answered in plain text is asked again in plain text, and only
+            // with no password to send: a certificate refused either way, or credentials that
+            // would cross the wire in clear, stop here.
+            Err(tls_error @ SeedError::Tls { plain: true, .. }) if auth.is_none() => {
                 tracing::debug!("{tls_error}; asking in plain text");
-                seed::bus_addr_of(addr, auth, None, BUS_TIMEOUT)
-                    .await
-                    .map_err(|_| tls_error)
+                match seed::bus_addr_of(addr, auth, None, BUS_TIMEOUT).await {
+                    Err(SeedError::Unreachable { .. }) => Err(tls_error),
+                    answer => answer,
+                }
             }
             answer => answer,
         }
@@ -1169,8 +1174,9 @@ impl ClusterNode {
     async fn push_maps(&self, mut stream: BusStream, mut after: Epoch) {
         let mut maps = self.maps.subscribe();
         let mut hot_keys = self.hot_keys.subscribe();
-        // A subscriber starts with no hot keys.
-        let mut hot_version = 0;
+        // Every subscription starts with the current set, empty or not: a subscriber that
+        // comes back may hold one that has changed since.
+        let mut hot_version = None;
         loop {
             let map = maps.borrow_and_update().clone();
             if map.epoch > after {
@@ -1183,8 +1189,8 @@ impl ClusterNode {
                 }
             }
             let hot = hot_keys.borrow_and_update().clone();
-            if hot.version != hot_version {
-                hot_version = hot.version;
+            if hot_version != Some(hot.version) {
+                hot_version = Some(hot.version);
                 let reply = Reply::HotKeys((*hot).clone());
                 if bus::write_frame(&mut stream, &reply).await.is_err() {
                     return;

@@ -87,6 +87,9 @@ pub enum SeedError {
     Tls {
         /// The seed.
         addr: String,
+        /// Whether the seed answered with bytes that are not TLS (a plain port), rather than
+        /// refusing a certificate or closing.
+        plain: bool,
         /// What failed.
         reason: String,
     },
@@ -98,6 +101,15 @@ pub enum SeedError {
         /// What it answered.
         reason: String,
     },
+}
+
+/// Whether a failed TLS handshake got bytes that are not TLS at all (a plain RESP port's
+/// error line), as rustls reports a record of an unknown content type.
+fn answered_in_plain_text(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidMessage(_)))
 }
 
 /// How an HTTP server's answer starts.
@@ -131,6 +143,7 @@ pub async fn bus_addr_of(
                 .await
                 .map_err(|e| SeedError::Tls {
                     addr: resp_addr.to_string(),
+                    plain: answered_in_plain_text(&e),
                     reason: e.to_string(),
                 })?,
             None => BusStream::Plain(tcp),

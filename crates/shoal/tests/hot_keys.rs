@@ -254,6 +254,17 @@ async fn batched_writes_to_a_hot_key_lose_nothing_and_are_read_after_their_ack()
         "{batches} batches for 4000 INCRs: not coalesced"
     );
 
+    // One connection's pipeline keeps its order across kinds: INCR; SET 5; INCR; GET.
+    let mut frames = shoal_proto::request::encode(&["INCR", key]);
+    frames.extend(shoal_proto::request::encode(&["SET", key, "5"]));
+    frames.extend(shoal_proto::request::encode(&["INCR", key]));
+    frames.extend(shoal_proto::request::encode(&["GET", key]));
+    let replies = conn.pipeline(&frames, 4).await.unwrap();
+    assert_eq!(replies[0], Value::Int(total + 1));
+    assert_eq!(replies[1], Value::Simple("OK".into()));
+    assert_eq!(replies[2], Value::Int(6), "{replies:?}");
+    assert_eq!(text(&replies[3]).as_deref(), Some("6"), "{replies:?}");
+
     // A SET's acknowledgement means every later read sees it, through the proxy or not.
     for round in 0..5 {
         let value = format!("v{round}");

@@ -129,6 +129,11 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
     let mut maps = node.maps();
     let mut removed = node.removed();
     let mut hot_keys = node.hot_keys();
+    // The set the first heartbeat brought, before this subscription: the node asks for it
+    // again only when it changes.
+    if let Some(forwarder) = cluster.forwarder() {
+        forwarder.install_hot_keys(&hot_keys.borrow_and_update());
+    }
     let first = maps.borrow_and_update().clone();
     remember(&cluster, &first);
     cluster.install(first.clone());
