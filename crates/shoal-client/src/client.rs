@@ -979,11 +979,20 @@ impl Client {
             if !may_retry {
                 return Err(err);
             }
-            if matches!(err, Error::Io { .. } | Error::ConnectionLost { .. })
-                && maps.has_node(&addr)
-            {
-                // The node may have failed over: the map may be news already.
-                maps.request_refresh();
+            let unreachable = matches!(err, Error::Io { .. } | Error::ConnectionLost { .. });
+            if unreachable {
+                maps.unpin(&addr);
+                if maps.has_node(&addr) {
+                    // The node may have failed over: the map may be news already.
+                    maps.request_refresh();
+                }
+            }
+            if unreachable && read_from != ReadFrom::Primary {
+                // A read sent to any member (a replica, or a hot key's spread) that could not
+                // reach its node goes to the primary at once: the replica may be down, and
+                // its map entry says so only after the node timeout.
+                read_from = ReadFrom::Primary;
+                continue;
             }
             tracing::debug!(%addr, error = %err, "request failed; retrying");
             if !self.backoff(&mut failures).await {

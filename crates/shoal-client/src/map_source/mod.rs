@@ -204,6 +204,14 @@ impl MapState {
         self.any_moved.store(true, Ordering::Release);
     }
 
+    /// Forgets every slot a `-MOVED` pinned to `addr` (a node that cannot be reached: the
+    /// redirection may have come from a node whose map was older than this client's).
+    pub fn unpin(&self, addr: &str) {
+        if self.any_moved.load(Ordering::Acquire) {
+            self.moved.write().retain(|_, to| &**to != addr);
+        }
+    }
+
     /// Asks the source for a fresh map.
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
