@@ -1083,7 +1083,10 @@ fn allkeys_lfu_keeps_frequently_read_keys() {
         Value::Int(n) => n,
         other => panic!("OBJECT FREQ {key}: {other:?}"),
     };
-    assert!(frequency(&mut raw, "hot:0") > 6, "30 reads count");
+    // Redis's logarithmic counter starts at 5 and its first increment is certain; the next
+    // come with probability 1/11, 1/21, ... (lfu-log-factor 10), so after 30 reads it is at
+    // least 6, and more only usually (1 run in 16 stays at 6).
+    assert!(frequency(&mut raw, "hot:0") >= 6, "30 reads count");
     let written = 10_000;
     let worst = write_many(&mut raw, "cold", written, |_| vec![], |_| {});
     assert!(
