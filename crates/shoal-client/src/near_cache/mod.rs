@@ -35,6 +35,7 @@ use tokio::task::AbortHandle;
 use crate::config::{NearCacheConfig, ReadFrom};
 use crate::conn::{Conn, ConnOptions, PushSink};
 use crate::error::Error;
+use crate::hot_keys::HotKeys;
 use crate::map_source::MapState;
 use crate::stats::Stats;
 
@@ -132,6 +133,8 @@ struct Counters {
 /// up (a proxy client that leaves mid-pipeline) leaves no record in the store.
 struct Pending<'a> {
     store: &'a Store,
+    /// The cluster's hot keys, which the store keeps in preference when it must evict.
+    hot: &'a HotKeys,
     key: Bytes,
     token: u64,
     finished: bool,
@@ -147,6 +150,7 @@ impl Pending<'_> {
             pushes_before,
             variant,
             still_valid,
+            |key| self.hot.is_hot(key),
         );
     }
 }
@@ -301,6 +305,7 @@ impl NearCache {
             token: self.store.begin(&key, &tracker),
             key,
             store: &self.store,
+            hot: &self.maps.hot,
             finished: false,
         };
         // The command and `PTTL key`, written once into one buffer of their size.
@@ -490,9 +495,14 @@ mod tests {
             slot: 0,
             expires: Instant::now() + Duration::from_secs(60),
         };
-        cache
-            .store
-            .finish(key, token, 0, variant, || tracker.admit(generation))
+        cache.store.finish(
+            key,
+            token,
+            0,
+            variant,
+            || tracker.admit(generation),
+            |_| false,
+        )
     }
 
     fn held(cache: &NearCache, key: &str) -> bool {
@@ -513,6 +523,7 @@ mod tests {
                 token: cache.store.begin(&key, &node),
                 key: key.clone(),
                 store: &cache.store,
+                hot: &cache.maps.hot,
                 finished: false,
             };
             assert_eq!(cache.store.fills_in_flight(), 1);

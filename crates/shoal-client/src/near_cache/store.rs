@@ -199,6 +199,7 @@ impl Store {
         pushes_before: u64,
         variant: Variant,
         still_valid: impl FnOnce() -> bool,
+        is_hot: impl Fn(&[u8]) -> bool,
     ) -> bool {
         let mut shard = self.shard(&key).write();
         match Self::take_fill(&mut shard, &key, token) {
@@ -245,7 +246,7 @@ impl Store {
         self.entries.fetch_add(1 - replaced.entries, Relaxed);
         self.bytes.fetch_add(added, Relaxed);
         self.bytes.fetch_sub(replaced.bytes, Relaxed);
-        self.evict(shard);
+        self.evict(shard, &is_hot);
         if shard.clock.len() > 2 * shard.keys.len() + 64 {
             let keys = &shard.keys;
             shard
@@ -255,24 +256,28 @@ impl Store {
         true
     }
 
-    /// Drops entries of `shard` with CLOCK until it is within its budget.
-    fn evict(&self, shard: &mut Shard) {
-        let mut steps = 2 * shard.clock.len() + 1;
-        while shard.bytes > self.budget && steps > 0 {
-            steps -= 1;
-            let Some((key, stamp)) = shard.clock.pop_front() else {
-                break;
-            };
-            let Some(cached) = shard.keys.get(&key).filter(|c| c.stamp == stamp) else {
-                continue;
-            };
-            if cached.referenced.swap(false, Relaxed) {
-                shard.clock.push_back((key, stamp));
-                continue;
-            }
-            if let Some(cached) = shard.keys.remove(&key) {
-                let removed = self.account(shard, &cached.variants);
-                self.evictions.fetch_add(removed.entries as u64, Relaxed);
+    /// Drops entries of `shard` with CLOCK until it is within its budget. Entries of the
+    /// cluster's hot keys (`is_hot`) are kept in preference: the hand passes them over as if
+    /// they had been read, and takes them only if nothing else can go.
+    fn evict(&self, shard: &mut Shard, is_hot: &dyn Fn(&[u8]) -> bool) {
+        for spare_hot in [true, false] {
+            let mut steps = 2 * shard.clock.len() + 1;
+            while shard.bytes > self.budget && steps > 0 {
+                steps -= 1;
+                let Some((key, stamp)) = shard.clock.pop_front() else {
+                    break;
+                };
+                let Some(cached) = shard.keys.get(&key).filter(|c| c.stamp == stamp) else {
+                    continue;
+                };
+                if cached.referenced.swap(false, Relaxed) || (spare_hot && is_hot(&key)) {
+                    shard.clock.push_back((key, stamp));
+                    continue;
+                }
+                if let Some(cached) = shard.keys.remove(&key) {
+                    let removed = self.account(shard, &cached.variants);
+                    self.evictions.fetch_add(removed.entries as u64, Relaxed);
+                }
             }
         }
     }
@@ -422,6 +427,7 @@ mod tests {
             0,
             variant(origin, value),
             || true,
+            |_| false,
         )
     }
 
@@ -451,21 +457,56 @@ mod tests {
         // Push 3 came before the reply (sent after push 5): the read saw that change.
         let token = store.begin(&key, &node);
         store.invalidate(b"k", Some((&node, 3)));
-        assert!(store.finish(key.clone(), token, 5, variant(&node, "v"), || true));
+        assert!(store.finish(
+            key.clone(),
+            token,
+            5,
+            variant(&node, "v"),
+            || true,
+            |_| false
+        ));
         // Push 6 came after it: the reply may predate the change.
         let token = store.begin(&key, &node);
         store.invalidate(b"k", Some((&node, 6)));
-        assert!(!store.finish(key.clone(), token, 5, variant(&node, "v"), || true));
+        assert!(!store.finish(
+            key.clone(),
+            token,
+            5,
+            variant(&node, "v"),
+            || true,
+            |_| false
+        ));
         // Another node's push, or this client's own write: whatever the numbers.
         let token = store.begin(&key, &node);
         store.invalidate(b"k", Some((&other, 1)));
-        assert!(!store.finish(key.clone(), token, 5, variant(&node, "v"), || true));
+        assert!(!store.finish(
+            key.clone(),
+            token,
+            5,
+            variant(&node, "v"),
+            || true,
+            |_| false
+        ));
         let token = store.begin(&key, &node);
         store.invalidate(b"k", None);
-        assert!(!store.finish(key.clone(), token, 5, variant(&node, "v"), || true));
+        assert!(!store.finish(
+            key.clone(),
+            token,
+            5,
+            variant(&node, "v"),
+            || true,
+            |_| false
+        ));
         // A failed check stores nothing.
         let token = store.begin(&key, &node);
-        assert!(!store.finish(key.clone(), token, 5, variant(&node, "v"), || false));
+        assert!(!store.finish(
+            key.clone(),
+            token,
+            5,
+            variant(&node, "v"),
+            || false,
+            |_| false
+        ));
         assert_eq!(get(&store, "k"), None);
     }
 
@@ -481,10 +522,31 @@ mod tests {
         let third = store.begin(&key, &node);
         store.invalidate(b"k", Some((&node, 4)));
         // The first reply came before push 4 (3 pushes before it): not stored.
-        assert!(!store.finish(key.clone(), first, 3, variant(&node, "old"), || true));
+        assert!(!store.finish(
+            key.clone(),
+            first,
+            3,
+            variant(&node, "old"),
+            || true,
+            |_| false
+        ));
         // The third reply came after push 4: stored, whichever finishes first.
-        assert!(store.finish(key.clone(), third, 4, variant(&node, "new"), || true));
-        assert!(store.finish(key.clone(), second, 4, variant(&node, "new"), || true));
+        assert!(store.finish(
+            key.clone(),
+            third,
+            4,
+            variant(&node, "new"),
+            || true,
+            |_| false
+        ));
+        assert!(store.finish(
+            key.clone(),
+            second,
+            4,
+            variant(&node, "new"),
+            || true,
+            |_| false
+        ));
         assert_eq!(get(&store, "k"), Some(Value::Bulk(b"new".to_vec())));
         store.abandon(b"k", 99);
         assert!(store.shards.iter().all(|s| s.read().pending.is_empty()));
@@ -500,7 +562,7 @@ mod tests {
             name: "strlen",
             ..variant(&node, "1")
         };
-        assert!(store.finish("k".into(), token, 0, strlen, || true));
+        assert!(store.finish("k".into(), token, 0, strlen, || true, |_| false));
         assert_eq!(store.entries(), 2);
         // Refilling one replaces it.
         assert!(fill(&store, &node, "k", "w"));
@@ -533,6 +595,36 @@ mod tests {
             kept >= 12,
             "only {kept} of 16 keys read all along were kept"
         );
+    }
+
+    #[test]
+    fn hot_keys_are_kept_in_preference_even_unread() {
+        let one = variant(&tracker("a:1"), "0123456789").size;
+        let store = Store::new(one * 2 * SHARDS);
+        let node = tracker("a:1");
+        let is_hot = |key: &[u8]| key.starts_with(b"hot:");
+        let put = |key: &str| {
+            let key = Bytes::copy_from_slice(key.as_bytes());
+            let token = store.begin(&key, &node);
+            let value = variant(&node, "0123456789");
+            store.finish(key, token, 0, value, || true, is_hot)
+        };
+        let hot: Vec<String> = (0..16).map(|i| format!("hot:{i}")).collect();
+        for key in &hot {
+            assert!(put(key));
+        }
+        // A flood of cold keys, and the hot ones never read again.
+        for i in 0..5_000 {
+            put(&format!("cold:{i}"));
+        }
+        assert!(store.bytes() <= one * 2 * SHARDS, "{} bytes", store.bytes());
+        let kept = hot.iter().filter(|k| get(&store, k).is_some()).count();
+        assert_eq!(kept, 16, "every hot key kept while cold ones could go");
+        // When nothing but hot keys is left, the budget still holds.
+        for i in 0..200 {
+            put(&format!("hot:more:{i}"));
+        }
+        assert!(store.bytes() <= one * 2 * SHARDS, "{} bytes", store.bytes());
     }
 
     #[test]
