@@ -115,10 +115,15 @@ impl NodeAccess {
         if !self.tls {
             return Ok(None);
         }
-        let config = self
-            .bus_tls
-            .options()
-            .context("--tls")?
+        let options = self.bus_tls.files();
+        if options.ca_cert_file.is_empty() && options.ca_cert_dir.is_empty() {
+            bail!(
+                "--tls needs --tls-ca-cert-file or --tls-ca-cert-dir (the CA the node's \
+                 certificate chains to), and --tls-cert-file and --tls-key-file if the node \
+                 asks for a client certificate"
+            );
+        }
+        let config = options
             .client_config()
             .context("cannot speak TLS to --node")?;
         Ok(Some(BusTlsConnector::new(config)))
@@ -167,17 +172,22 @@ impl BusTlsArgs {
         self.tls_cluster == Some(true)
     }
 
-    /// The files given, as the nodes take them, or what is missing (`--tls-cluster yes` needs
-    /// a certificate, its key and a CA).
-    fn options(&self) -> anyhow::Result<TlsOptions> {
+    /// The files given, as the nodes take them, unchecked.
+    fn files(&self) -> TlsOptions {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
-        let options = TlsOptions {
+        TlsOptions {
             cert_file: text(&self.tls_cert_file),
             key_file: text(&self.tls_key_file),
             ca_cert_file: text(&self.tls_ca_cert_file),
             ca_cert_dir: text(&self.tls_ca_cert_dir),
             ..TlsOptions::default()
-        };
+        }
+    }
+
+    /// The files given, as the nodes take them, or what is missing (`--tls-cluster yes` needs
+    /// a certificate, its key and a CA).
+    fn options(&self) -> anyhow::Result<TlsOptions> {
+        let options = self.files();
         if options.cert_file.is_empty() || options.key_file.is_empty() {
             bail!(
                 "--tls-cluster yes needs --tls-cert-file and --tls-key-file (a certificate that \
