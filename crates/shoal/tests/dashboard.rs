@@ -118,12 +118,32 @@ async fn the_dashboard_shows_every_node_its_role_and_the_hot_key_in_a_browser() 
         "{json}"
     );
 
+    // The key stays hot while the browser renders: the nodes' samples halve every second, so a
+    // burst read once fades within seconds. Bounded in rounds and time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let keep_hot = {
+        let (map, stop) = (map.clone(), stop.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            for _ in 0..600 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed)
+                    || started.elapsed() > Duration::from_secs(90)
+                {
+                    break;
+                }
+                make_hot(&map, 1000).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
     // The browser is given the password in the URL: it answers the page's challenge with it,
     // and sends it again with the page's own requests to /cluster.
     let url = format!("http://default:{PASSWORD}@{http}/dashboard");
     let dom = browser::dump_dom(&url, Duration::from_secs(5), Duration::from_secs(60))
         .await
         .expect("chromium renders the dashboard");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    keep_hot.await.expect("the reader ends");
     assert!(
         dom.contains("every second"),
         "the page updated itself:\n{dom}"

@@ -503,6 +503,14 @@ async fn a_cluster_without_plain_ports_forms_over_tls() {
     };
     let (founder, founder_port) = start("founder", &["--cluster-enabled", "--replicas", "1"]);
     let seed = format!("127.0.0.1:{founder_port}");
+    // The founder listens before the joiner picks its ports (which could otherwise be the
+    // founder's, not yet taken).
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(&seed).await.is_err() {
+        assert!(founder.is_running(), "{}", founder.log_tail(20));
+        assert!(Instant::now() < deadline, "{}", founder.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (joiner, joiner_port) = start("joiner", &["--cluster-join", &seed]);
     let flags: Vec<String> = [
         "--tls",
@@ -526,8 +534,10 @@ async fn a_cluster_without_plain_ports_forms_over_tls() {
         }
         assert!(
             founder.is_running() && joiner.is_running(),
-            "{}\n{}",
+            "founder (running: {}):\n{}\njoiner (running: {}):\n{}",
+            founder.is_running(),
             founder.log_tail(20),
+            joiner.is_running(),
             joiner.log_tail(20)
         );
         assert!(
