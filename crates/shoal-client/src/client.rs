@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
+use shoal_cluster::bus::{self, ClusterStatus, Request};
 use shoal_cluster::hot_keys::HotKeySet;
 use shoal_cluster::{ClusterMap, Slot};
 use shoal_proto::command_table::CommandSpec;
@@ -265,6 +266,34 @@ impl Client {
     /// The hot keys whose reads the client spreads, in no order.
     pub fn hot_keys(&self) -> Vec<Vec<u8>> {
         self.inner.maps.hot.keys()
+    }
+
+    /// The controller leader's account of the cluster: the map, every node's last report
+    /// (load, memory, replication, hot keys) and the hot keys it publishes, as `shoal cluster
+    /// status` and the nodes' dashboard show them. Asked over the cluster bus (it needs
+    /// [`ClientConfig::cluster_secret`]) at the map's controller members in turn.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, Error> {
+        let config = &self.inner.config;
+        let credentials = crate::map_source::bus_credentials(config)?;
+        let map = self.map();
+        let mut last = String::from("the map names no controller member");
+        for id in &map.controllers {
+            let Some(node) = map.node(*id) else {
+                continue;
+            };
+            let addr = node.bus_addr();
+            let request = Request::Status;
+            match bus::call_leader(&addr, &credentials, &request, config.request_timeout, 4).await {
+                Ok(reply) => match bus::status_of(&addr, reply) {
+                    Ok(status) => return Ok(status),
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(Error::NoMap(format!(
+            "no controller leader answered: {last}"
+        )))
     }
 
     /// A snapshot of the client's counters.

@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use shoal_client::{Error as ClientError, Value};
+use shoal_cluster::view::ClusterView;
 use shoal_frontdoor::metrics::Exporter;
 use shoal_http::{ApiError, Backend, HttpApi, HttpStats};
 
@@ -72,6 +73,12 @@ impl Backend for Upstream {
             Value::Int(n) => Ok(n > 0),
             other => Err(unexpected(&other)),
         }
+    }
+
+    fn cluster_view(
+        &self,
+    ) -> Option<impl std::future::Future<Output = Result<serde_json::Value, ApiError>> + Send> {
+        Some(cluster_view(self.shared.clone()))
     }
 
     fn metrics_text(&self, http: &Arc<HttpStats>) -> String {
@@ -159,4 +166,18 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
     }
+}
+
+/// `GET /cluster` on the proxy: the controller leader's status, asked over the cluster bus with
+/// the proxy's own credentials, as a node's dashboard shows it; the map the proxy routes by,
+/// and why, when no leader answers.
+async fn cluster_view(shared: Arc<Shared>) -> Result<serde_json::Value, ApiError> {
+    let view = match shared.client.cluster_status().await {
+        Ok(status) => ClusterView::of_status(&status),
+        Err(e) => {
+            let why = format!("{e}: the map as the proxy holds it, without the nodes' reports");
+            ClusterView::of_map(&shared.client.map(), None, &[], Some(why))
+        }
+    };
+    serde_json::to_value(view).map_err(|e| ApiError::Unavailable(format!("the view: {e}")))
 }

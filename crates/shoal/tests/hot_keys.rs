@@ -63,7 +63,7 @@ async fn a_hot_key_s_reads_spread_over_its_shard_and_stop_when_it_cools() {
     let cluster = TestCluster::start(SHOAL, 3, 2, options)
         .await
         .expect("the cluster starts");
-    let (proxy_process, proxy, _) = spawn_proxy(SHOAL, &cluster, &[]);
+    let (proxy_process, proxy, proxy_http) = spawn_proxy(SHOAL, &cluster, &[]);
     let map = cluster
         .wait_for_primaries(Duration::from_secs(20))
         .await
@@ -104,6 +104,23 @@ async fn a_hot_key_s_reads_spread_over_its_shard_and_stop_when_it_cools() {
     assert_eq!(status.hot_keys.keys.len(), 1, "{status:?}");
     assert_eq!(status.hot_keys.keys[0].key, key.as_bytes());
     assert_eq!(status.hot_keys.keys[0].shard, shard);
+    // The proxy's dashboard data shows the cluster, and the key as spread.
+    let view: serde_json::Value = reqwest::get(format!("http://{proxy_http}/cluster"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["mode"], "cluster", "{view}");
+    assert_eq!(view["nodes"].as_array().unwrap().len(), 9, "{view}");
+    assert!(
+        view["hot_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["key"] == key && h["spread"] == true),
+        "{view}"
+    );
 
     // Its reads now spread over the primary and both replicas.
     let served = |nodes: Vec<u64>, before: &[u64]| -> Vec<u64> {

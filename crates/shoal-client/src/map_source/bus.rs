@@ -57,21 +57,27 @@ enum Attempt {
     Failed,
 }
 
+/// What `config`'s connections to the cluster bus prove: the cluster secret, over TLS with
+/// [`ClientConfig::bus_tls`]; fails without a [`ClientConfig::cluster_secret`].
+pub(crate) fn bus_credentials(config: &ClientConfig) -> Result<BusCredentials, crate::Error> {
+    let secret = config.cluster_secret.clone().ok_or_else(|| {
+        crate::Error::Config(
+            "the cluster bus needs the cluster secret: set cluster_secret (the nodes' \
+             --cluster-secret-file) to follow the cluster map"
+                .into(),
+        )
+    })?;
+    Ok(match &config.bus_tls {
+        Some(tls) => BusCredentials::new(secret).with_tls(BusTlsConnector::new(tls.clone())),
+        None => BusCredentials::new(secret),
+    })
+}
+
 impl BusMapSource {
     /// A source with `config`'s seeds, timeouts and credentials; fails without a
     /// [`ClientConfig::cluster_secret`].
     pub fn new(config: &ClientConfig) -> Result<BusMapSource, crate::Error> {
-        let secret = config.cluster_secret.clone().ok_or_else(|| {
-            crate::Error::Config(
-                "the cluster bus needs the cluster secret: set cluster_secret (the nodes' \
-                 --cluster-secret-file) to follow the cluster map"
-                    .into(),
-            )
-        })?;
-        let credentials = match &config.bus_tls {
-            Some(tls) => BusCredentials::new(secret).with_tls(BusTlsConnector::new(tls.clone())),
-            None => BusCredentials::new(secret),
-        };
+        let credentials = bus_credentials(config)?;
         Ok(BusMapSource {
             seeds: config.seeds.clone(),
             credentials,

@@ -24,6 +24,7 @@ use shoal_cluster::{ClusterMap, Slot};
 use tokio::sync::{Notify, watch};
 
 pub use bus::BusMapSource;
+pub(crate) use bus::bus_credentials;
 pub use nodes::{NodeAddrs, parse_cluster_nodes};
 
 use crate::config::ReadFrom;
