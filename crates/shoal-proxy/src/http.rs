@@ -137,6 +137,20 @@ fn unexpected(value: &Value) -> ApiError {
     ApiError::BadGateway(format!("unexpected reply from the cluster: {value:?}"))
 }
 
+/// `GET /cluster` on the proxy: the controller leader's status, asked over the cluster bus with
+/// the proxy's own credentials, as a node's dashboard shows it; the map the proxy routes by,
+/// and why, when no leader answers.
+async fn cluster_view(shared: Arc<Shared>) -> Result<serde_json::Value, ApiError> {
+    let view = match shared.client.cluster_status().await {
+        Ok(status) => ClusterView::of_status(&status),
+        Err(e) => {
+            let why = format!("{e}: the map as the proxy holds it, without the nodes' reports");
+            ClusterView::of_map(&shared.client.map(), None, &[], Some(why))
+        }
+    };
+    serde_json::to_value(view).map_err(|e| ApiError::Unavailable(format!("the view: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::StatusCode;
@@ -166,18 +180,4 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
     }
-}
-
-/// `GET /cluster` on the proxy: the controller leader's status, asked over the cluster bus with
-/// the proxy's own credentials, as a node's dashboard shows it; the map the proxy routes by,
-/// and why, when no leader answers.
-async fn cluster_view(shared: Arc<Shared>) -> Result<serde_json::Value, ApiError> {
-    let view = match shared.client.cluster_status().await {
-        Ok(status) => ClusterView::of_status(&status),
-        Err(e) => {
-            let why = format!("{e}: the map as the proxy holds it, without the nodes' reports");
-            ClusterView::of_map(&shared.client.map(), None, &[], Some(why))
-        }
-    };
-    serde_json::to_value(view).map_err(|e| ApiError::Unavailable(format!("the view: {e}")))
 }
