@@ -985,6 +985,13 @@ impl ClusterNode {
                     self.apply(map);
                 }
                 Reply::Ping => {}
+                // Every subscription carries the cluster's hot keys too (the node has them
+                // from its heartbeats' acknowledgements as well).
+                Reply::HotKeys(set) => {
+                    if set.version != self.hot_keys.borrow().version {
+                        self.hot_keys.send_replace(Arc::new(set));
+                    }
+                }
                 other => {
                     return Err(BusError::BadFrame {
                         addr: addr.to_string(),
