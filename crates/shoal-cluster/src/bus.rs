@@ -8,8 +8,9 @@
 //! needs to connect is its [`BusCredentials`]. Then frames flow: a
 //! frame is a 4-byte big-endian length and that many bytes of JSON. A connection carries one
 //! [`Request`] and its [`Reply`] at a time, except after [`Request::Subscribe`], when the server
-//! sends a [`Reply::Map`] whenever its map changes and a [`Reply::Ping`] every
-//! [`SUBSCRIPTION_PING`] of silence, until either side closes.
+//! sends a [`Reply::Map`] whenever its map changes, a [`Reply::HotKeys`] first and whenever the
+//! cluster's hot keys change, and a [`Reply::Ping`] every [`SUBSCRIPTION_PING`] of silence,
+//! until either side closes. A subscriber must take all three.
 //!
 //! JSON keeps the bus debuggable with a hex dump and costs nothing that matters here: the bus
 //! carries a few small messages per node per second, not requests.
