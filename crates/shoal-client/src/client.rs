@@ -714,8 +714,9 @@ impl Client {
         batcher: &Arc<Batcher>,
         args: &[A],
     ) -> Option<Result<Value, Error>> {
-        if let Some((key, write)) = Write::of(args)
+        if let Some(key) = Write::key_of(args)
             && (self.inner.maps.hot.is_hot(key) || batcher.keeps(key))
+            && let Some((key, write)) = Write::of(args)
         {
             let joined = batcher.offer(key, write);
             if let Some(pending) = joined.started {

@@ -45,6 +45,20 @@ pub(crate) enum Write {
 }
 
 impl Write {
+    /// The key of `args` if it is a command a batch can take (by name and argument count
+    /// only: nothing is parsed or copied).
+    pub(crate) fn key_of<A: AsRef<[u8]>>(args: &[A]) -> Option<&[u8]> {
+        let name = args.first()?.as_ref();
+        let batchable = match args.len() {
+            2 => name.eq_ignore_ascii_case(b"incr") || name.eq_ignore_ascii_case(b"decr"),
+            3 => [&b"set"[..], b"incrby", b"decrby"]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n)),
+            _ => false,
+        };
+        batchable.then(|| args[1].as_ref())
+    }
+
     /// The write `args` is, if a batch can take it: the key and the write.
     pub(crate) fn of<A: AsRef<[u8]>>(args: &[A]) -> Option<(&[u8], Write)> {
         let name = args.first()?.as_ref();
@@ -474,6 +488,14 @@ mod tests {
         );
         assert_eq!(w(&["DECRBY", "k", "-9223372036854775808"]), None);
         assert_eq!(w(&["GET", "k"]), None);
+        assert_eq!(Write::key_of(&["set", "k", "v"]), Some(&b"k"[..]));
+        assert_eq!(
+            Write::key_of(&["INCRBY", "k", "x"]),
+            Some(&b"k"[..]),
+            "parsed later"
+        );
+        assert_eq!(Write::key_of(&["SET", "k", "v", "EX", "1"]), None);
+        assert_eq!(Write::key_of(&["GET", "k"]), None);
     }
 
     #[test]

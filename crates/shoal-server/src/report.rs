@@ -3,7 +3,7 @@
 //! (`cluster/host.rs`), and for the HTTP API's view of a node in no cluster (`http.rs`).
 
 use shoal_cluster::bus::{HotKeyReport, NodeStats};
-use shoal_frontdoor::hotkeys::{BACKGROUND_CAPACITY, Background, Recent};
+use shoal_frontdoor::hotkeys::{BACKGROUND_CAPACITY, Background};
 
 use crate::shared::Shared;
 
@@ -16,8 +16,9 @@ pub(crate) fn node_stats(shared: &Shared) -> NodeStats {
     let door = &shared.door;
     let hotkeys = &door.stats.hotkeys;
     let ops_per_sec = door.stats.instantaneous().0 as u64;
+    // One snapshot of the summaries (empty while a `HOTKEYS` session has them).
     let hot = hotkeys.background_top(&door.stats, BACKGROUND_CAPACITY);
-    let recent = hotkeys.recent(&door.stats, BACKGROUND_CAPACITY);
+    let ratio = hotkeys.background_ratio();
     NodeStats {
         keys: store.keys as u64,
         used_memory: store.used_memory as u64,
@@ -29,21 +30,21 @@ pub(crate) fn node_stats(shared: &Shared) -> NodeStats {
         keyspace_hits: store.hits,
         keyspace_misses: store.misses,
         replicas: shared.replication.replica_lags(),
-        hot_keys: recent.map_or_else(Vec::new, |recent| hot_keys(&recent, &hot)),
+        hot_keys: hot_keys(&hot, ratio),
     }
 }
 
-/// The [`HOT_KEYS_REPORTED`] hottest keys of the recent sample, each with its requests a
+/// The [`HOT_KEYS_REPORTED`] hottest keys of the recent sample `top`, sampled one command in
+/// `ratio`, each with its requests a
 /// second and its network bytes a second (those requests times the bytes a sampled request of
 /// it took; 0 when it is not among the heaviest by bytes). The summaries halve every second, so
 /// under a steady rate a count holds between one and two seconds' samples, 1.5 on average: a
 /// second's requests are the count times the sample ratio divided by 1.5. A key whose count may
 /// be more than half overcount (Space-Saving's error: what the counter it took over had
 /// counted) is left out: under an even load every counter is mostly that, and no key is hot.
-fn hot_keys(recent: &Recent, top: &Background) -> Vec<HotKeyReport> {
-    let ratio = u64::from(recent.ratio);
-    recent
-        .keys
+fn hot_keys(top: &Background, ratio: u32) -> Vec<HotKeyReport> {
+    let ratio = u64::from(ratio);
+    top.by_requests
         .iter()
         .filter(|h| h.error.saturating_mul(2) <= h.count)
         .take(HOT_KEYS_REPORTED)
@@ -81,8 +82,9 @@ mod tests {
 
     #[test]
     fn requests_are_the_keys_share_of_the_node_s_rate() {
-        let recent = Recent {
-            keys: vec![
+        let by_net_bytes = vec![heavy("k0", 6_000), heavy("k9", 100)];
+        let top = Background {
+            by_requests: vec![
                 heavy("k0", 60),
                 // Mostly overcount: not known to be hot.
                 Heavy {
@@ -91,21 +93,16 @@ mod tests {
                 },
                 heavy("k1", 30),
             ],
-            total: 100,
-            ratio: 64,
-        };
-        let top = Background {
-            by_requests: Vec::new(),
-            by_net_bytes: vec![heavy("k0", 6_000), heavy("k9", 100)],
+            by_net_bytes: by_net_bytes.clone(),
             by_cpu_nanos: Vec::new(),
         };
-        let decayed = Recent {
-            keys: vec![heavy("k0", 0)],
-            total: 0,
-            ratio: 64,
+        let decayed = Background {
+            by_requests: vec![heavy("k0", 0)],
+            by_net_bytes,
+            by_cpu_nanos: Vec::new(),
         };
-        assert!(hot_keys(&decayed, &top).is_empty(), "decayed away");
-        let got: Vec<_> = hot_keys(&recent, &top)
+        assert!(hot_keys(&decayed, 64).is_empty(), "decayed away");
+        let got: Vec<_> = hot_keys(&top, 64)
             .iter()
             .map(|h| {
                 (

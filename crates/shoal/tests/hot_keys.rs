@@ -38,11 +38,7 @@ async fn gets(node: &NodeProcess) -> u64 {
 
 /// The proxy's `hot_keys:` of `INFO proxy`.
 async fn proxy_hot_keys(proxy: &str) -> u64 {
-    let info = shoal_testkit::resp::command(proxy, &["INFO", "proxy"], RESP_TIMEOUT)
-        .await
-        .unwrap();
-    let info = shoal_testkit::Info::parse(&text(&info).unwrap());
-    info.u64("hot_keys").unwrap()
+    proxy_info(proxy, "hot_keys").await
 }
 
 /// `n` pipelined `GET key`s on `conn`, every reply checked to be `value`.

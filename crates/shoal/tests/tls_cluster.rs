@@ -60,6 +60,23 @@ fn bus_credentials(config: Arc<rustls::ClientConfig>) -> BusCredentials {
     BusCredentials::new(cluster_secret()).with_tls(BusTlsConnector::new(config))
 }
 
+/// The flags with which `shoal cluster status` speaks TLS on the bus, as an application
+/// showing `certs`' client certificate.
+fn status_tls_flags(certs: &Certs) -> Vec<String> {
+    [
+        "--tls-cluster",
+        "yes",
+        "--tls-cert-file",
+        &path(&certs.client.cert),
+        "--tls-key-file",
+        &path(&certs.client.key),
+        "--tls-ca-cert-file",
+        &path(&certs.ca.cert),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// `shoal cluster status` through the node at `node` (RESP), with `flags` after the secret.
 fn cluster_status(node: &str, flags: &[String]) -> Output {
     Command::new(SHOAL)
@@ -207,18 +224,7 @@ async fn a_cluster_with_a_tls_bus_fails_over_and_its_bus_takes_only_members() {
 
     // `shoal cluster status` speaks TLS to the bus with the flags, and says what is wrong
     // without them.
-    let flags: Vec<String> = [
-        "--tls-cluster",
-        "yes",
-        "--tls-cert-file",
-        &path(&certs.client.cert),
-        "--tls-key-file",
-        &path(&certs.client.key),
-        "--tls-ca-cert-file",
-        &path(&certs.ca.cert),
-    ]
-    .map(String::from)
-    .to_vec();
+    let flags = status_tls_flags(&certs);
     let status = cluster_status(&nodes[0].0.resp_addr(), &flags);
     let shown = String::from_utf8_lossy(&status.stdout);
     assert!(
@@ -512,19 +518,8 @@ async fn a_cluster_without_plain_ports_forms_over_tls() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (joiner, joiner_port) = start("joiner", &["--cluster-join", &seed]);
-    let flags: Vec<String> = [
-        "--tls",
-        "--tls-cluster",
-        "yes",
-        "--tls-cert-file",
-        &path(&certs.client.cert),
-        "--tls-key-file",
-        &path(&certs.client.key),
-        "--tls-ca-cert-file",
-        &path(&certs.ca.cert),
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut flags = vec!["--tls".to_string()];
+    flags.extend(status_tls_flags(&certs));
     let deadline = Instant::now() + CLUSTER_WAIT;
     let shown = loop {
         let status = cluster_status(&seed, &flags);

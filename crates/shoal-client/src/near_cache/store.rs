@@ -419,16 +419,28 @@ mod tests {
         store.get(key.as_bytes(), "get", NONE, |_| true)
     }
 
-    fn fill(store: &Store, origin: &Arc<Tracker>, key: &str, value: &str) -> bool {
-        let token = store.begin(&Bytes::copy_from_slice(key.as_bytes()), origin);
+    /// Ends the fill `token` of `key` with `variant`, its reply after `pushes_before` pushes.
+    fn finished(
+        store: &Store,
+        key: &Bytes,
+        token: u64,
+        pushes_before: u64,
+        variant: Variant,
+    ) -> bool {
         store.finish(
-            Bytes::copy_from_slice(key.as_bytes()),
+            key.clone(),
             token,
-            0,
-            variant(origin, value),
+            pushes_before,
+            variant,
             || true,
             |_| false,
         )
+    }
+
+    fn fill(store: &Store, origin: &Arc<Tracker>, key: &str, value: &str) -> bool {
+        let key = Bytes::copy_from_slice(key.as_bytes());
+        let token = store.begin(&key, origin);
+        finished(store, &key, token, 0, variant(origin, value))
     }
 
     #[test]
@@ -457,46 +469,18 @@ mod tests {
         // Push 3 came before the reply (sent after push 5): the read saw that change.
         let token = store.begin(&key, &node);
         store.invalidate(b"k", Some((&node, 3)));
-        assert!(store.finish(
-            key.clone(),
-            token,
-            5,
-            variant(&node, "v"),
-            || true,
-            |_| false
-        ));
+        assert!(finished(&store, &key, token, 5, variant(&node, "v")));
         // Push 6 came after it: the reply may predate the change.
         let token = store.begin(&key, &node);
         store.invalidate(b"k", Some((&node, 6)));
-        assert!(!store.finish(
-            key.clone(),
-            token,
-            5,
-            variant(&node, "v"),
-            || true,
-            |_| false
-        ));
+        assert!(!finished(&store, &key, token, 5, variant(&node, "v")));
         // Another node's push, or this client's own write: whatever the numbers.
         let token = store.begin(&key, &node);
         store.invalidate(b"k", Some((&other, 1)));
-        assert!(!store.finish(
-            key.clone(),
-            token,
-            5,
-            variant(&node, "v"),
-            || true,
-            |_| false
-        ));
+        assert!(!finished(&store, &key, token, 5, variant(&node, "v")));
         let token = store.begin(&key, &node);
         store.invalidate(b"k", None);
-        assert!(!store.finish(
-            key.clone(),
-            token,
-            5,
-            variant(&node, "v"),
-            || true,
-            |_| false
-        ));
+        assert!(!finished(&store, &key, token, 5, variant(&node, "v")));
         // A failed check stores nothing.
         let token = store.begin(&key, &node);
         assert!(!store.finish(
@@ -522,31 +506,10 @@ mod tests {
         let third = store.begin(&key, &node);
         store.invalidate(b"k", Some((&node, 4)));
         // The first reply came before push 4 (3 pushes before it): not stored.
-        assert!(!store.finish(
-            key.clone(),
-            first,
-            3,
-            variant(&node, "old"),
-            || true,
-            |_| false
-        ));
+        assert!(!finished(&store, &key, first, 3, variant(&node, "old")));
         // The third reply came after push 4: stored, whichever finishes first.
-        assert!(store.finish(
-            key.clone(),
-            third,
-            4,
-            variant(&node, "new"),
-            || true,
-            |_| false
-        ));
-        assert!(store.finish(
-            key.clone(),
-            second,
-            4,
-            variant(&node, "new"),
-            || true,
-            |_| false
-        ));
+        assert!(finished(&store, &key, third, 4, variant(&node, "new")));
+        assert!(finished(&store, &key, second, 4, variant(&node, "new")));
         assert_eq!(get(&store, "k"), Some(Value::Bulk(b"new".to_vec())));
         store.abandon(b"k", 99);
         assert!(store.shards.iter().all(|s| s.read().pending.is_empty()));

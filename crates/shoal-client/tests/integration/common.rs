@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use shoal_client::{ClientConfig, ClusterMap};
+use shoal_client::{Client, ClientConfig, ClusterMap, Value};
 use shoal_cluster::bus::{self, Reply, Request};
 use shoal_cluster::{NodeId, NodeInfo, ShardId, ShardInfo, Slot, SlotTable};
 use shoal_proto::{Parsed, RequestParser};
@@ -468,4 +468,50 @@ async fn bus_serve(
             }
         });
     }
+}
+
+/// Three one-node shards started in this process, and a client following their map, once
+/// every node says `cluster_state:ok` (until then a node answers `CLUSTERDOWN`).
+pub async fn three_shards() -> (Vec<Node>, Client) {
+    let founder = Node::start_with(|c| {
+        c.cluster_enabled = true;
+        c.controller = true;
+    });
+    let seed = founder.addr.to_string();
+    let mut nodes = vec![founder];
+    for _ in 0..2 {
+        nodes.push(Node::start_with(|c| {
+            c.cluster_join = seed.clone();
+            c.controller = true;
+        }));
+    }
+    let mut config = config();
+    config.seeds = vec![seed];
+    let client = Client::connect(config).await.unwrap();
+    until_map(
+        &client,
+        "every slot placed on three shards",
+        Duration::from_secs(15),
+        |map| map.shards.len() == 3 && map.slots_assigned() == shoal_cluster::SLOTS,
+    )
+    .await;
+    // The client has the map; each node must have it too (until then it answers
+    // CLUSTERDOWN), which its CLUSTER INFO says.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    for node in shoal_client::all_nodes(&client.map()) {
+        loop {
+            let info = client.command_on(&node, &["CLUSTER", "INFO"]).await;
+            if matches!(&info, Ok(Value::Bulk(text)) | Ok(Value::Verbatim(_, text))
+                if String::from_utf8_lossy(text).contains("cluster_state:ok"))
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{node} never said cluster_state:ok: {info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    (nodes, client)
 }

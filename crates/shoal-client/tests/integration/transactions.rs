@@ -1,58 +1,11 @@
 //! Transactions (`Client::transaction`) and optimistic locking (`Client::watch`) on a real
 //! three-node cluster, and what the client does when the connection fails under one.
 
-use std::time::Duration;
-
 use futures_util::future::join_all;
 use shoal_client::{Client, Error, Value};
 use shoal_cluster::key_slot;
 
 use crate::common::*;
-
-/// Three one-node shards started in this process, and a client following their map.
-async fn cluster() -> (Vec<Node>, Client) {
-    let founder = Node::start_with(|c| {
-        c.cluster_enabled = true;
-        c.controller = true;
-    });
-    let seed = founder.addr.to_string();
-    let mut nodes = vec![founder];
-    for _ in 0..2 {
-        nodes.push(Node::start_with(|c| {
-            c.cluster_join = seed.clone();
-            c.controller = true;
-        }));
-    }
-    let mut config = config();
-    config.seeds = vec![seed];
-    let client = Client::connect(config).await.unwrap();
-    until_map(
-        &client,
-        "every slot placed on three shards",
-        Duration::from_secs(15),
-        |map| map.shards.len() == 3 && map.slots_assigned() == shoal_cluster::SLOTS,
-    )
-    .await;
-    // The client has the map; each node must have it too (until then it answers
-    // CLUSTERDOWN), which its CLUSTER INFO says.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    for node in shoal_client::all_nodes(&client.map()) {
-        loop {
-            let info = client.command_on(&node, &["CLUSTER", "INFO"]).await;
-            if matches!(&info, Ok(Value::Bulk(text)) | Ok(Value::Verbatim(_, text))
-                if String::from_utf8_lossy(text).contains("cluster_state:ok"))
-            {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{node} never said cluster_state:ok: {info:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    (nodes, client)
-}
 
 fn ok() -> Value {
     Value::Simple(b"OK".to_vec())
@@ -84,7 +37,7 @@ fn ints(value: &Value) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_run_whole_on_their_slot_s_primary() {
-    let (nodes, client) = cluster().await;
+    let (nodes, client) = three_shards().await;
 
     let reply = client
         .transaction(&[
@@ -202,7 +155,7 @@ async fn transactions_run_whole_on_their_slot_s_primary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commands_never_come_between_a_transaction_s_commands() {
-    let (_nodes, client) = cluster().await;
+    let (_nodes, client) = three_shards().await;
     const TRANSACTIONS: usize = 200;
     const INCRS: usize = 2000;
     let transactions = (0..TRANSACTIONS).map(|_| {
@@ -241,7 +194,7 @@ async fn concurrent_commands_never_come_between_a_transaction_s_commands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watched_key_that_changes_makes_exec_run_nothing() {
-    let (_nodes, client) = cluster().await;
+    let (_nodes, client) = three_shards().await;
     client.set("{acct}balance", "10", None).await.unwrap();
 
     // Unchanged: it runs.
