@@ -12,30 +12,8 @@ use crate::common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_cluster_end_to_end() {
     let started = Instant::now();
-    let founder = Node::start_with(|c| {
-        c.cluster_enabled = true;
-        c.controller = true;
-    });
-    let seed = founder.addr.to_string();
-    let others: Vec<Node> = (0..2)
-        .map(|_| {
-            Node::start_with(|c| {
-                c.cluster_join = seed.clone();
-                c.controller = true;
-            })
-        })
-        .collect();
-
-    let mut config = config();
-    config.seeds = vec![seed.clone()];
-    let client = Client::connect(config).await.unwrap();
-    until_map(
-        &client,
-        "every slot placed on three shards",
-        Duration::from_secs(15),
-        |map| map.shards.len() == 3 && map.slots_assigned() == shoal_cluster::SLOTS,
-    )
-    .await;
+    let (nodes, client) = three_shards().await;
+    let founder = &nodes[0];
 
     let keys: Vec<String> = (0..1000).map(|i| format!("key:{i}")).collect();
     for result in join_all(keys.iter().map(|k| client.set(k, k, None))).await {
@@ -48,7 +26,7 @@ async fn a_real_cluster_end_to_end() {
         assert_eq!(got.unwrap().as_deref(), Some(k.as_bytes()));
     }
     let mut total = 0;
-    for node in std::iter::once(&founder).chain(&others) {
+    for node in &nodes {
         let held = node.keys();
         assert!(!held.is_empty(), "every shard got some keys");
         total += held.len();
