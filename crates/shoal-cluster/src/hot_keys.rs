@@ -93,10 +93,7 @@ impl HotKeysFinder {
         settings: &Settings,
         now_ms: u64,
     ) {
-        if self
-            .refreshed_ms
-            .is_some_and(|at| now_ms.saturating_sub(at) < REFRESH_MS)
-        {
+        if !self.due(now_ms) {
             return;
         }
         self.refreshed_ms = Some(now_ms);
@@ -151,6 +148,13 @@ impl HotKeysFinder {
         keys.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.key.cmp(&b.key)));
         keys.truncate(MAX_HOT_KEYS);
         self.current = HotKeySet::new(keys);
+    }
+
+    /// Whether [`HotKeysFinder::refresh`] at `now_ms` would look at the heartbeats (at most
+    /// every [`REFRESH_MS`]).
+    pub(crate) fn due(&self, now_ms: u64) -> bool {
+        self.refreshed_ms
+            .is_none_or(|at| now_ms.saturating_sub(at) >= REFRESH_MS)
     }
 
     /// The current set, for a node that holds version `held`: `None` when it holds it.

@@ -400,14 +400,15 @@ impl Controller {
         }
         let held = heartbeat.hot_keys_version;
         let hot_keys = {
+            let now = monotonic_ms();
             let mut view = self.view();
-            view.heartbeats
-                .insert(heartbeat.node, (monotonic_ms(), heartbeat));
-            let map = self.map();
-            let view = &mut *view;
-            let settings = &self.config.settings;
-            view.hot
-                .refresh(&map, &view.heartbeats, settings, monotonic_ms());
+            view.heartbeats.insert(heartbeat.node, (now, heartbeat));
+            if view.hot.due(now) {
+                let map = self.map();
+                let view = &mut *view;
+                view.hot
+                    .refresh(&map, &view.heartbeats, &self.config.settings, now);
+            }
             view.hot.for_holder_of(held)
         };
         Reply::HeartbeatAck(HeartbeatAck {
