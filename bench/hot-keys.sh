@@ -10,6 +10,9 @@
 # Part 2: the same load through the proxy once the controller has found the key hot and the
 #         proxy spreads its reads: requests per second (target >= 2x part 1), and the share of
 #         the key's reads each member of its shard served (target: primary <= 40%).
+# Part 4 (in the rounds of part 2): the same load through a proxy with --hot-key-copies 2,
+#         which also reads the key's copies on the two other shards: requests per second, and
+#         the share of the GETs the key's own shard served against the other two.
 # Part 3: a write storm on one key (redis-benchmark INCR, 200 clients, -P 32) through a proxy
 #         with --hot-write-batch-ms 50 and through one without: requests per second, and the
 #         commands the key's primary ran per INCR sent.
@@ -72,6 +75,12 @@ proxy=$(free_port)
   >/dev/null 2>"$work/proxy.log" &
 echo "$!" >>"$work/pids"
 wait_for_ping "$proxy"
+copying=$(free_port)
+"$SHOAL" proxy --port "$copying" --cluster "127.0.0.1:$seed" --hot-key-copies 2 \
+  --cluster-secret-file "$SHOAL_CLUSTER_SECRET_FILE" --log-level warn \
+  >/dev/null 2>"$work/proxy-copies.log" &
+echo "$!" >>"$work/pids"
+wait_for_ping "$copying"
 
 # redis-benchmark's key without -r is "key:__rand_int__".
 key=key:__rand_int__
@@ -110,6 +119,10 @@ gets() { redis-cli -p "$1" info commandstats | tr -d '\r' | sed -n 's/^cmdstat_g
 bench() {
   redis-benchmark -p "$1" -c 50 -P 16 -n "$REQUESTS" -t get --csv | tail -1 | tr -d '"' | cut -d, -f2
 }
+# Every node's port, the key's shard first.
+read -r -a everyone <<<"${members[*]} $(redis-cli -p "$seed" cluster nodes | awk '{print $2}' \
+  | cut -d@ -f1 | cut -d: -f2 | grep -v -x -e "${members[0]}" -e "${members[1]}" -e "${members[2]}" | tr '\n' ' ')"
+[ "${#everyone[@]}" -eq 9 ] || { echo "expected 9 nodes, got ${everyone[*]}" >&2; exit 1; }
 hot_in_proxy() { redis-cli -p "$proxy" info proxy | tr -d '\r' | sed -n 's/^hot_keys:\([0-9]*\)/\1/p'; }
 
 # Make the key hot and time how long the proxy takes to learn it.
@@ -141,7 +154,17 @@ d = [int(y) - int(x) for x, y in zip(b, a)]
 print(" ".join("%.0f%%" % (100 * x / max(1, sum(d))) for x in d))' "${before[*]}" "${after[*]}")
   echo "share,$shares" >>"$work/rps.csv"
   printf '  through the proxy  %10.0f req/s   served by primary/replica/replica: %s\n' "$rps" "$shares"
+  before=(); for m in "${everyone[@]}"; do before+=("$(gets "$m")"); done
+  rps=$(bench "$copying"); echo "copies,$rps" >>"$work/rps.csv"
+  after=(); for m in "${everyone[@]}"; do after+=("$(gets "$m")"); done
+  own=$(python3 -c '
+import sys
+b, a = sys.argv[1].split(), sys.argv[2].split()
+d = [int(y) - int(x) for x, y in zip(b, a)]
+print("%.0f%%" % (100 * sum(d[:3]) / max(1, sum(d))))' "${before[*]}" "${after[*]}")
+  printf '  with 2 key copies  %10.0f req/s   served by the key'"'"'s own shard: %s\n' "$rps" "$own"
 done
+echo "copying proxy: $(redis-cli -p "$copying" info proxy | tr -d '\r' | grep -E '^(copy_reads|copy_fills|copy_drops):' | tr '\n' ' ')"
 # Part 3: write storms, with and without batching.
 batching=$(free_port)
 "$SHOAL" proxy --port "$batching" --cluster "127.0.0.1:$seed" --hot-write-batch-ms 50 \
@@ -186,6 +209,9 @@ med = lambda kind: statistics.median(float(v) for k, v in rows if k == kind)
 one, spread = med("primary"), med("proxy")
 print(f"median: one primary {one:,.0f} req/s, through the proxy spread {spread:,.0f} req/s: "
       f"{spread / one:.2f}x")
+copies = med("copies")
+print(f"median with 2 key copies: {copies:,.0f} req/s: {copies / one:.2f}x one primary, "
+      f"{copies / spread:.2f}x spread alone")
 plain, batched = med("write_plain"), med("write_batched")
 print(f"median write storm: {plain:,.0f} req/s without batching, {batched:,.0f} req/s with "
       f"--hot-write-batch-ms 50: {batched / plain:.2f}x")

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use shoal_cluster::bus::{self, ClusterStatus, Request};
 use shoal_cluster::hot_keys::HotKeySet;
-use shoal_cluster::{ClusterMap, Slot};
+use shoal_cluster::{ClusterMap, Slot, key_slot};
 use shoal_proto::command_table::CommandSpec;
 use shoal_proto::reply::Value;
 use tokio::sync::watch;
@@ -17,6 +17,7 @@ use tokio::task::AbortHandle;
 use crate::codec::encode;
 use crate::config::{ClientConfig, ReadFrom};
 use crate::conn::ConnOptions;
+use crate::copies::Copies;
 use crate::counter::ShardedCounter;
 use crate::error::{Error, error_code};
 use crate::map_source::{BusMapSource, MapSink, MapSource, MapState};
@@ -62,6 +63,8 @@ struct Inner {
     near: Option<Arc<NearCache>>,
     /// Write batching for hot keys, if configured.
     batcher: Option<Arc<Batcher>>,
+    /// Copies of hot keys on other shards, if configured.
+    copies: Option<Copies>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -213,9 +216,11 @@ impl Client {
             tasks.push(tokio::spawn(source.run(sink)).abort_handle());
         }
         let batcher = config.hot_write_batch.map(Batcher::new);
+        let copies = config.hot_key_copies.map(Copies::new);
         Ok(Client {
             inner: Arc::new(Inner {
                 batcher,
+                copies,
                 config,
                 maps,
                 pools,
@@ -649,6 +654,12 @@ impl Client {
         if let Some(near) = self.near_cache() {
             near.forget(&written);
         }
+        if !batch.readonly {
+            let keys = commands
+                .iter()
+                .flat_map(|command| router::keys(command.as_ref()));
+            self.drop_copies(keys).await;
+        }
         outcome
     }
 
@@ -756,10 +767,99 @@ impl Client {
 
     async fn route_and_run_now<A: AsRef<[u8]>>(&self, args: &[A]) -> Result<Value, Error> {
         let routed = router::route(args)?;
-        match &self.inner.near {
+        let writes_copies = self.inner.copies.is_some()
+            && !routed.readonly
+            && self.inner.maps.hot.any()
+            && routed.spec.is_some();
+        let result = match &self.inner.near {
             None => self.run_routed(args, routed).await,
             Some(near) => self.through_near_cache(near, args, routed).await,
+        };
+        if writes_copies {
+            self.drop_copies(router::keys(args)).await;
         }
+        result
+    }
+
+    /// Deletes the copies of those of `keys` that have any (keys just written), once: a
+    /// failure is only logged, as the copies end with their TTL anyway.
+    pub(crate) async fn drop_copies<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) {
+        let Some(copies) = &self.inner.copies else {
+            return;
+        };
+        let hot = &self.inner.maps.hot;
+        if !hot.any() {
+            return;
+        }
+        let mut del = vec![Bytes::from_static(b"DEL")];
+        for key in keys {
+            if let Some(names) = copies.of_hot(key, hot, || self.inner.maps.map()) {
+                del.extend(names.iter().cloned());
+            }
+        }
+        if del.len() == 1 {
+            return;
+        }
+        Stats::bump(&self.inner.stats.copy_drops);
+        let dropped = match router::route(&del) {
+            Ok(routed) => self.run_routed(&del, routed).await,
+            Err(err) => Err(err),
+        };
+        if !matches!(dropped, Ok(Value::Int(_))) {
+            tracing::debug!(
+                ?dropped,
+                "deleting hot keys' copies failed; they end with their TTL"
+            );
+        }
+    }
+
+    /// A `GET` of a hot key with copies, answered by one of them picked at random (`None`:
+    /// not such a `GET`, or the pick was the key itself).
+    async fn read_copy<A: AsRef<[u8]>>(&self, args: &[A]) -> Option<Result<Value, Error>> {
+        let copies = self.inner.copies.as_ref()?;
+        let [name, key] = args else { return None };
+        if !name.as_ref().eq_ignore_ascii_case(b"get") {
+            return None;
+        }
+        let key = key.as_ref();
+        let names = copies.of_hot(key, &self.inner.maps.hot, || self.inner.maps.map())?;
+        let copy = names.get(rand::random_range(0..=names.len()).checked_sub(1)?)?;
+        let get = encode(&[&b"GET"[..], copy]);
+        let reply = self
+            .exec_from(&get, Target::Slot(key_slot(copy)), true, ReadFrom::Any)
+            .await;
+        if let Ok(Value::Bulk(_)) = reply {
+            Stats::bump(&self.inner.stats.copy_reads);
+            return Some(reply);
+        }
+        Some(self.fill_copy(copies, key, copy).await)
+    }
+
+    /// Reads `key` from its primary for a reader whose copy was missing, and fills `copy` with
+    /// it (unless this client is filling it already, or another copy got there first).
+    async fn fill_copy(&self, copies: &Copies, key: &[u8], copy: &Bytes) -> Result<Value, Error> {
+        let slot = Target::Slot(key_slot(key));
+        let (get, pttl) = (encode(&[&b"GET"[..], key]), encode(&[&b"PTTL"[..], key]));
+        let (value, pttl) = futures_util::future::join(
+            self.exec_from(&get, slot, true, ReadFrom::Primary),
+            self.exec_from(&pttl, slot, true, ReadFrom::Primary),
+        )
+        .await;
+        let value = value?;
+        if let (Value::Bulk(bytes), Ok(Value::Int(pttl))) = (&value, pttl)
+            && let Some(px) = copies.ttl_ms(pttl)
+            && let Some(_filling) = copies.start_fill(copy)
+        {
+            let px = px.to_string();
+            let set = encode(&[&b"SET"[..], copy, bytes, b"PX", px.as_bytes(), b"NX"]);
+            let filled = self
+                .exec_from(&set, Target::Slot(key_slot(copy)), false, ReadFrom::Primary)
+                .await;
+            if let Ok(Value::Simple(_)) = filled {
+                Stats::bump(&self.inner.stats.copy_fills);
+            }
+        }
+        Ok(value)
     }
 
     /// Runs `args` with the near cache: a cacheable read is answered from it, or filled into
@@ -812,6 +912,9 @@ impl Client {
             Route::Any => self.exec(&encode(args), Target::Any, routed.readonly).await,
             Route::Slot(slot) if routed.readonly && self.is_hot_read(args, &routed) => {
                 Stats::bump(&self.inner.stats.hot_key_reads);
+                if let Some(copied) = self.read_copy(args).await {
+                    return copied;
+                }
                 let target = Target::Slot(slot);
                 self.exec_from(&encode(args), target, true, ReadFrom::Any)
                     .await

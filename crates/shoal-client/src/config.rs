@@ -109,6 +109,61 @@ pub struct ClientConfig {
     /// `INCRBY` of the sum), each acknowledged when it is answered. At most 1 s. See the crate
     /// docs' "Hot keys".
     pub hot_write_batch: Option<Duration>,
+    /// Copies of the cluster's hot keys on other shards (`None`, the default: none): `GET`s
+    /// of a hot key are spread over the key and its copies, and writes of it drop the copies.
+    /// See [`HotKeyCopies`] and the crate docs' "Hot keys".
+    pub hot_key_copies: Option<HotKeyCopies>,
+}
+
+/// Copies of hot keys ([`ClientConfig::hot_key_copies`]): a `GET` of a hot key reads the key
+/// itself or one of up to `copies` copies named `key#j`, picked at random; the suffixes are
+/// chosen so that each copy lives on a shard of its own. A missing copy is filled from the
+/// key's primary by the read that finds it missing, and lives `ttl` at most, never past the
+/// key's own expiry. A write of the key (any command not read-only, in a transaction or a
+/// script too) deletes its copies before the writer gets its answer.
+///
+/// What a reader may see: a read that begins after a write was acknowledged sees it, except
+/// in three cases, each bounded by `ttl`: a fill that read the key just before the write and
+/// stored the copy just after its delete (`SET ... NX` keeps every later fill out, not that
+/// one); a copy read on a replica before the delete reached it (the replication delay); and a
+/// write from a client that keeps no copies (another application, `redis-cli` on a node),
+/// which deletes none. Copies are ordinary keys: `DBSIZE` counts them, `SCAN` lists them, and
+/// they are evicted like any key. Once the key cools nobody fills them, and they are gone
+/// within `ttl`.
+///
+/// ```
+/// use shoal_client::{ClientConfig, HotKeyCopies};
+///
+/// let config = ClientConfig::new(["127.0.0.1:7000"]).with_hot_key_copies(HotKeyCopies::new(2));
+/// assert_eq!(config.hot_key_copies.unwrap().ttl.as_millis(), 50);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HotKeyCopies {
+    /// Most copies of a key, 1 to [`HotKeyCopies::MAX`]: fewer when the cluster has fewer
+    /// other shards.
+    pub copies: usize,
+    /// How long a copy lives once written, 1 ms to 60 s: the bound on what a reader of a copy
+    /// may miss (50 ms by default, the near cache's bound).
+    pub ttl: Duration,
+}
+
+impl HotKeyCopies {
+    /// Most copies a key may have.
+    pub const MAX: usize = 16;
+
+    /// `copies` copies of each hot key, living 50 ms each.
+    pub fn new(copies: usize) -> HotKeyCopies {
+        HotKeyCopies {
+            copies,
+            ttl: Duration::from_millis(50),
+        }
+    }
+
+    /// Sets [`ttl`](Self::ttl).
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
 }
 
 /// A client's near cache: values of read commands kept in the client's memory, each dropped
@@ -200,6 +255,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("bus_tls", &self.bus_tls.is_some())
             .field("near_cache", &self.near_cache)
             .field("hot_write_batch", &self.hot_write_batch)
+            .field("hot_key_copies", &self.hot_key_copies)
             .finish()
     }
 }
@@ -228,6 +284,7 @@ impl Default for ClientConfig {
             bus_tls: None,
             near_cache: None,
             hot_write_batch: None,
+            hot_key_copies: None,
         }
     }
 }
@@ -335,6 +392,12 @@ impl ClientConfig {
         self
     }
 
+    /// Sets [`hot_key_copies`](Self::hot_key_copies).
+    pub fn with_hot_key_copies(mut self, copies: HotKeyCopies) -> Self {
+        self.hot_key_copies = Some(copies);
+        self
+    }
+
     /// Checks that the values are usable.
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad = |m: &str| Err(crate::Error::Config(m.to_string()));
@@ -354,6 +417,13 @@ impl ClientConfig {
             && (window.is_zero() || window > Duration::from_secs(1))
         {
             return bad("hot_write_batch must be above 0 and at most 1s");
+        }
+        if let Some(copies) = self.hot_key_copies
+            && (!(1..=HotKeyCopies::MAX).contains(&copies.copies)
+                || copies.ttl < Duration::from_millis(1)
+                || copies.ttl > Duration::from_secs(60))
+        {
+            return bad("hot_key_copies needs 1 to 16 copies and a ttl from 1ms to 60s");
         }
         if let Some(near) = &self.near_cache {
             if near.max_bytes == 0 {

@@ -65,15 +65,16 @@ impl ShardedCounter {
 
 /// `key#1` .. `key#parts`.
 fn part_keys(key: &[u8], parts: usize) -> Vec<Bytes> {
-    (1..=parts)
-        .map(|i| {
-            let mut name = Vec::with_capacity(key.len() + 5);
-            name.extend_from_slice(key);
-            name.push(b'#');
-            name.extend_from_slice(i.to_string().as_bytes());
-            Bytes::from(name)
-        })
-        .collect()
+    (1..=parts).map(|i| suffixed(key, i)).collect()
+}
+
+/// `key#i`: the name of a sharded counter's part, or of a hot key's copy.
+pub(crate) fn suffixed(key: &[u8], i: usize) -> Bytes {
+    let mut name = Vec::with_capacity(key.len() + 5);
+    name.extend_from_slice(key);
+    name.push(b'#');
+    name.extend_from_slice(i.to_string().as_bytes());
+    Bytes::from(name)
 }
 
 /// The sum of `values`, each an integer or missing.

@@ -146,6 +146,11 @@
 //! commands keep their order (a read spread to a replica sees a write within the replication
 //! delay).
 //!
+//! With [`ClientConfig::hot_key_copies`], a key too hot even for all the members of its shard
+//! is also copied to other shards (`key#1`, ...): its `GET`s are spread over it and its
+//! copies, and its writes delete them ([`HotKeyCopies`] says what a reader may see);
+//! [`ClientStats::copy_reads`] counts the reads copies answered.
+//!
 //! For a counter too hot for any one node, [`Client::sharded_counter`] keeps it in parts on
 //! several shards ([`ShardedCounter`]): increments go to one part, a read sums them all.
 //!
@@ -176,6 +181,7 @@ mod cluster_wide;
 mod codec;
 mod config;
 mod conn;
+mod copies;
 mod counter;
 mod error;
 mod hot_keys;
@@ -194,7 +200,9 @@ mod write_batch;
 
 pub use client::{Client, Ttl};
 pub use cluster_wide::{ClusterWide, Nodes, all_nodes, primaries};
-pub use config::{BusSecret, ClientConfig, ClientTls, NearCacheConfig, Protocol, ReadFrom};
+pub use config::{
+    BusSecret, ClientConfig, ClientTls, HotKeyCopies, NearCacheConfig, Protocol, ReadFrom,
+};
 pub use counter::{MAX_PARTS, ShardedCounter};
 pub use error::Error;
 pub use futures_util::future::BoxFuture;

@@ -43,6 +43,13 @@ pub struct ClientStats {
     pub batched_writes: u64,
     /// Batches sent (each one command for all its writes).
     pub write_batches: u64,
+    /// `GET`s of hot keys answered by a copy on another shard
+    /// ([`ClientConfig::hot_key_copies`](crate::ClientConfig::hot_key_copies)).
+    pub copy_reads: u64,
+    /// Copies written from their key after a read found them missing.
+    pub copy_fills: u64,
+    /// Writes of hot keys after which their copies were deleted.
+    pub copy_drops: u64,
     /// Latency of finished commands (retries and redirections included).
     pub latency: LatencySummary,
 }
@@ -50,7 +57,7 @@ pub struct ClientStats {
 impl ClientStats {
     /// The counters a metrics page shows: `(name, what it counts, value)`, names in
     /// Prometheus style (`requests`, `error_replies`, ...).
-    pub fn counters(&self) -> [(&'static str, &'static str, u64); 11] {
+    pub fn counters(&self) -> [(&'static str, &'static str, u64); 14] {
         [
             (
                 "requests",
@@ -99,6 +106,21 @@ impl ClientStats {
                 "Batches of hot keys' writes sent.",
                 self.write_batches,
             ),
+            (
+                "copy_reads",
+                "GETs of hot keys answered by a copy on another shard.",
+                self.copy_reads,
+            ),
+            (
+                "copy_fills",
+                "Copies of hot keys written after a read found them missing.",
+                self.copy_fills,
+            ),
+            (
+                "copy_drops",
+                "Writes of hot keys after which their copies were deleted.",
+                self.copy_drops,
+            ),
         ]
     }
 }
@@ -137,6 +159,9 @@ pub(crate) struct Stats {
     pub hot_key_reads: AtomicU64,
     pub batched_writes: AtomicU64,
     pub write_batches: AtomicU64,
+    pub copy_reads: AtomicU64,
+    pub copy_fills: AtomicU64,
+    pub copy_drops: AtomicU64,
     latency: Histogram,
 }
 
@@ -158,6 +183,9 @@ impl Default for Stats {
             hot_key_reads: zero(),
             batched_writes: zero(),
             write_batches: zero(),
+            copy_reads: zero(),
+            copy_fills: zero(),
+            copy_drops: zero(),
             latency: Histogram::default(),
         }
     }
@@ -193,6 +221,9 @@ impl Stats {
             hot_key_reads: get(&self.hot_key_reads),
             batched_writes: get(&self.batched_writes),
             write_batches: get(&self.write_batches),
+            copy_reads: get(&self.copy_reads),
+            copy_fills: get(&self.copy_fills),
+            copy_drops: get(&self.copy_drops),
             latency: self.latency.summary(),
         }
     }

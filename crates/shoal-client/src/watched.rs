@@ -191,6 +191,9 @@ impl Watched {
         };
         let reply = self.client.observed(sent).await;
         self.forget(&written);
+        if !batch.readonly {
+            self.client.drop_copies(written).await;
+        }
         reply
     }
 
@@ -212,6 +215,7 @@ impl Watched {
         let sent = self.conn.request(encode(args), false, timeout);
         let reply = self.client.observed(sent).await;
         self.forget(&written);
+        self.client.drop_copies(written).await;
         reply
     }
 }

@@ -19,7 +19,7 @@ pub fn key_slot(key: &[u8]) -> Slot {
 /// The bytes of `key` that decide its slot: the hash tag if it has a non-empty one, else the
 /// whole key.
 #[inline]
-pub(crate) fn hash_tag(key: &[u8]) -> &[u8] {
+pub fn hash_tag(key: &[u8]) -> &[u8] {
     if let Some(open) = key.iter().position(|&b| b == b'{')
         && let Some(len) = key[open + 1..].iter().position(|&b| b == b'}')
         && len > 0

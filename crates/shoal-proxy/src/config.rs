@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shoal_client::{BusSecret, ClientConfig, NearCacheConfig, Protocol, ReadFrom};
+use shoal_client::{BusSecret, ClientConfig, HotKeyCopies, NearCacheConfig, Protocol, ReadFrom};
 use shoal_frontdoor::tls::{TlsError, TlsOptions};
 use shoal_frontdoor::{Limits, OutputLimit};
 
@@ -81,6 +81,9 @@ pub struct ProxyConfig {
     /// cluster finds hot, within this window, are sent as one (see shoal-client's
     /// `ClientConfig::hot_write_batch`).
     pub hot_write_batch: Option<Duration>,
+    /// Copies of hot keys on other shards (`None`: none): `GET`s of a hot key spread over it
+    /// and its copies (see shoal-client's `ClientConfig::hot_key_copies`).
+    pub hot_key_copies: Option<HotKeyCopies>,
     /// The sampled access log's file (`None`: none): one JSON line per sampled command, as a
     /// node writes it ([`shoal_frontdoor::access_log`]).
     pub access_log: Option<std::path::PathBuf>,
@@ -154,6 +157,7 @@ impl Default for ProxyConfig {
             http: shoal_http::HttpSettings::default(),
             near_cache: None,
             hot_write_batch: None,
+            hot_key_copies: None,
             access_log: None,
             access_log_sample: 0.01,
             access_log_max_size: 64 * 1024 * 1024,
@@ -293,6 +297,7 @@ impl ProxyConfig {
         config.map_timeout = self.map_timeout;
         config.near_cache = self.near_cache;
         config.hot_write_batch = self.hot_write_batch;
+        config.hot_key_copies = self.hot_key_copies;
         config
     }
 }

@@ -98,7 +98,7 @@ mod upstream;
 
 pub use config::{ConfigError, ProxyConfig, UPSTREAM_CLIENT_NAME};
 pub use proxy::{Proxy, StartError};
-pub use shoal_client::{NearCacheConfig, ReadFrom};
+pub use shoal_client::{HotKeyCopies, NearCacheConfig, ReadFrom};
 pub use shoal_frontdoor::OutputLimit;
 pub use shoal_frontdoor::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 pub use shoal_frontdoor::session::{FLUSH_AT, MAX_BATCH};

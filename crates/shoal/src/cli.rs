@@ -472,6 +472,14 @@ pub struct ProxyArgs {
     /// of their sum, each acknowledged once its batch is.
     #[arg(long, env = "SHOAL_PROXY_HOT_WRITE_BATCH_MS", value_name = "MS", default_value_t = 0, help_heading = heading::CLUSTER)]
     pub hot_write_batch_ms: u64,
+    /// Keep up to this many copies of each hot key on other shards (0: none, at most 16):
+    /// GETs of a hot key are spread over it and its copies `key#j`; a write of it deletes them.
+    #[arg(long, env = "SHOAL_PROXY_HOT_KEY_COPIES", value_name = "N", default_value_t = 0, help_heading = heading::CLUSTER)]
+    pub hot_key_copies: usize,
+    /// How long a hot key's copy lives once filled, in milliseconds (1 to 60000): the most a
+    /// reader of a copy can lag a write another client made.
+    #[arg(long, env = "SHOAL_PROXY_HOT_KEY_COPY_TTL_MS", value_name = "MS", default_value_t = 50, help_heading = heading::CLUSTER)]
+    pub hot_key_copy_ttl_ms: u64,
 
     /// Most simultaneous clients.
     #[arg(long, env = "SHOAL_PROXY_MAXCLIENTS", default_value_t = 10_000, help_heading = heading::LIMITS)]
@@ -656,6 +664,17 @@ impl ProxyArgs {
                 0 => None,
                 1..=1000 => Some(std::time::Duration::from_millis(self.hot_write_batch_ms)),
                 _ => anyhow::bail!("--hot-write-batch-ms must be from 0 (off) to 1000"),
+            },
+            hot_key_copies: match (self.hot_key_copies, self.hot_key_copy_ttl_ms) {
+                (0, _) => None,
+                (copies @ 1..=shoal_proxy::HotKeyCopies::MAX, ttl @ 1..=60_000) => Some(
+                    shoal_proxy::HotKeyCopies::new(copies)
+                        .with_ttl(std::time::Duration::from_millis(ttl)),
+                ),
+                (1..=shoal_proxy::HotKeyCopies::MAX, _) => {
+                    anyhow::bail!("--hot-key-copy-ttl-ms must be from 1 to 60000")
+                }
+                _ => anyhow::bail!("--hot-key-copies must be from 0 (off) to 16"),
             },
             http: shoal_http::HttpSettings {
                 max_connections: self.http_maxclients.max(1),

@@ -305,3 +305,184 @@ async fn batched_writes_to_a_hot_key_lose_nothing_and_are_read_after_their_ack()
         proxy_info(&proxy, "batched_writes").await
     );
 }
+
+/// `KEYS pattern` on `node`, sorted.
+async fn keys_on(node: &NodeProcess, pattern: &str) -> Vec<String> {
+    let Value::Array(keys) = node.command(&["KEYS", pattern]).await.unwrap() else {
+        panic!("KEYS answered no array");
+    };
+    let mut keys: Vec<String> = keys.iter().filter_map(text).collect();
+    keys.sort();
+    keys
+}
+
+/// A proxy with `--hot-key-copies 2` on 3 shards: once a key is hot, its `GET`s are spread
+/// over it and a copy on each other shard; a write, an increment, a delete and the key's
+/// expiry reach every copy, and a read after a write's acknowledgement sees the write. The
+/// copies live 1 s here, so a copy a write failed to reach would be seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_key_s_copies_serve_its_reads_and_follow_its_writes() {
+    let options = ClusterOptions {
+        http: false,
+        ..ClusterOptions::default()
+    };
+    let cluster = TestCluster::start(SHOAL, 3, 0, options)
+        .await
+        .expect("the cluster starts");
+    let (proxy_process, proxy, _) = spawn_proxy(
+        SHOAL,
+        &cluster,
+        &["--hot-key-copies", "2", "--hot-key-copy-ttl-ms", "1000"],
+    );
+    let map = cluster
+        .wait_for_primaries(Duration::from_secs(20))
+        .await
+        .unwrap();
+    wait_for_proxy_map(&proxy_process, &proxy, map.epoch, Duration::from_secs(15)).await;
+    let key = "hot:copied";
+    let shards = cluster.shard_nodes(&map).unwrap();
+    let own = map.slots.get(key_slot(key.as_bytes())).unwrap();
+    let owner = cluster.node(shards.iter().find(|s| s.shard == own).unwrap().primary);
+    let others: Vec<&NodeProcess> = shards
+        .iter()
+        .filter(|s| s.shard != own)
+        .map(|s| cluster.node(s.primary))
+        .collect();
+    assert_eq!(others.len(), 2);
+
+    let mut conn = RespConnection::connect(&proxy, RESP_TIMEOUT).await.unwrap();
+    assert_eq!(
+        conn.call(&["SET", key, "v1"]).await.unwrap(),
+        Value::Simple("OK".into())
+    );
+    let started = Instant::now();
+    while proxy_hot_keys(&proxy).await == 0 {
+        read(&mut conn, key, "v1", 500).await;
+        assert!(
+            started.elapsed() < SPREAD_WITHIN,
+            "the key never became hot\n{}",
+            proxy_process.log_tail(20)
+        );
+    }
+
+    // Reads now go to the key and its two copies, one on each other shard.
+    let before: Vec<u64> = futures_util::future::join_all(
+        std::iter::once(owner)
+            .chain(others.iter().copied())
+            .map(gets),
+    )
+    .await;
+    for _ in 0..6 {
+        read(&mut conn, key, "v1", 500).await;
+    }
+    let after: Vec<u64> = futures_util::future::join_all(
+        std::iter::once(owner)
+            .chain(others.iter().copied())
+            .map(gets),
+    )
+    .await;
+    let served: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let total: u64 = served.iter().sum();
+    println!("GETs served by the owner and the two other primaries: {served:?}");
+    assert!(
+        served[0] * 2 < total,
+        "the owner served {served:?}: the copies took too little"
+    );
+    let mut copies = Vec::new();
+    for (node, served) in others.iter().zip(&served[1..]) {
+        assert!(*served * 6 > total, "a copy's shard served {served:?}");
+        let found = keys_on(node, &format!("{key}#*")).await;
+        assert_eq!(found.len(), 1, "one copy on each other shard: {found:?}");
+        copies.extend(found);
+    }
+    assert!(proxy_info(&proxy, "copy_reads").await > 0);
+    assert!(proxy_info(&proxy, "copy_fills").await >= 2);
+
+    // A write's acknowledgement: every read after it, on any connection, sees it.
+    for round in 0..10 {
+        let value = format!("v{round}");
+        assert_eq!(
+            conn.call(&["SET", key, &value]).await.unwrap(),
+            Value::Simple("OK".into())
+        );
+        let mut other = RespConnection::connect(&proxy, RESP_TIMEOUT).await.unwrap();
+        read(&mut other, key, &value, 100).await;
+    }
+    // A transaction and a script write it too.
+    assert_eq!(
+        conn.call(&["MULTI"]).await.unwrap(),
+        Value::Simple("OK".into())
+    );
+    assert_eq!(
+        conn.call(&["SET", key, "in-multi"]).await.unwrap(),
+        Value::Simple("QUEUED".into())
+    );
+    assert!(matches!(
+        conn.call(&["EXEC"]).await.unwrap(),
+        Value::Array(_)
+    ));
+    read(&mut conn, key, "in-multi", 100).await;
+    let script = "return redis.call('SET', KEYS[1], ARGV[1])";
+    assert_eq!(
+        conn.call(&["EVAL", script, "1", key, "in-script"])
+            .await
+            .unwrap(),
+        Value::Simple("OK".into())
+    );
+    read(&mut conn, key, "in-script", 100).await;
+    // Increments from several connections at once, read between them: none is lost, and the
+    // last one acknowledged is what everyone reads.
+    assert_eq!(
+        conn.call(&["SET", key, "0"]).await.unwrap(),
+        Value::Simple("OK".into())
+    );
+    let writers = (0..4).map(|_| {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let mut conn = RespConnection::connect(&proxy, RESP_TIMEOUT).await.unwrap();
+            for _ in 0..50 {
+                incrs(&mut conn, key, 1).await;
+                let reply = conn.call(&["GET", key]).await.unwrap();
+                assert!(text(&reply).unwrap().parse::<u64>().is_ok());
+            }
+        })
+    });
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    read(&mut conn, key, "200", 200).await;
+    assert!(proxy_info(&proxy, "copy_drops").await >= 200);
+
+    // A delete reaches every copy before it is acknowledged.
+    assert_eq!(conn.call(&["DEL", key]).await.unwrap(), Value::Int(1));
+    for (node, copy) in others.iter().zip(&copies) {
+        assert_eq!(
+            node.command(&["EXISTS", copy]).await.unwrap(),
+            Value::Int(0)
+        );
+    }
+    let frames = shoal_proto::request::encode(&["GET", key]).repeat(100);
+    for reply in conn.pipeline(&frames, 100).await.unwrap() {
+        assert_eq!(reply, Value::Null);
+    }
+
+    // A copy never outlives its key's expiry.
+    assert_eq!(
+        conn.call(&["SET", key, "brief", "PX", "300"])
+            .await
+            .unwrap(),
+        Value::Simple("OK".into())
+    );
+    read(&mut conn, key, "brief", 300).await;
+    for (node, copy) in others.iter().zip(&copies) {
+        let Value::Int(pttl) = node.command(&["PTTL", copy]).await.unwrap() else {
+            panic!("PTTL answered no integer");
+        };
+        assert!(pttl <= 300, "a copy lives {pttl} ms, past its key");
+    }
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let frames = shoal_proto::request::encode(&["GET", key]).repeat(100);
+    for reply in conn.pipeline(&frames, 100).await.unwrap() {
+        assert_eq!(reply, Value::Null, "a copy outlived its key");
+    }
+}

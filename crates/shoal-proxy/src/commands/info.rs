@@ -132,6 +132,16 @@ fn proxy(shared: &Shared, out: &mut String) {
     );
     line!(out, "batched_writes:{}", up.batched_writes);
     line!(out, "write_batches:{}", up.write_batches);
+    let copies = shared.config.hot_key_copies;
+    line!(out, "hot_key_copies:{}", copies.map_or(0, |c| c.copies));
+    line!(
+        out,
+        "hot_key_copy_ttl_ms:{}",
+        copies.map_or(0, |c| c.ttl.as_millis())
+    );
+    line!(out, "copy_reads:{}", up.copy_reads);
+    line!(out, "copy_fills:{}", up.copy_fills);
+    line!(out, "copy_drops:{}", up.copy_drops);
     line!(
         out,
         "proxy_error_replies:{}",
