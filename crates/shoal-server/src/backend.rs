@@ -220,10 +220,13 @@ impl Shared {
             && (spec.first_key > 0 || spec.declares_keys())
         {
             match cluster.route(spec, argv, call.state, retried) {
-                Route::Local if !self.replication.data_ready() => {
+                Route::Local | Route::ReplicaRead(_) if !self.replication.data_ready() => {
                     return Check::Stop(Outcome::Refused(CommandError::fixed(LOADING)));
                 }
-                Route::Local => {}
+                Route::ReplicaRead(slot) if !self.replica_fresh() => {
+                    return Check::Stop(Outcome::Refused(cluster.stale_replica_read(slot)));
+                }
+                Route::Local | Route::ReplicaRead(_) => {}
                 Route::Reject(error) => return Check::Stop(Outcome::Refused(error)),
                 Route::AwaitMap => return Check::Stop(self.await_map(call.state)),
                 Route::Forward(addr) => return Check::Forward(addr),
@@ -241,6 +244,13 @@ impl Shared {
             }
         }
         Check::Pass
+    }
+
+    /// Whether this replica heard from its primary within `replica-read-max-staleness` (or
+    /// has no such bound), so its data may serve a `READONLY` read.
+    pub(crate) fn replica_fresh(&self) -> bool {
+        let bound = self.live.replica_read_max_staleness();
+        bound.is_zero() || self.replication.heard_within(bound)
     }
 
     /// Waits for the newest cluster map, then runs the command again.

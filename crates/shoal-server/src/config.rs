@@ -423,6 +423,12 @@ pub struct Config {
     pub min_replicas_to_write: u64,
     /// How recent (seconds) a replica's acknowledgement must be to count as good.
     pub min_replicas_max_lag: u64,
+    /// In a cluster, a replica serves a `READONLY` client's read only if its primary's stream
+    /// reached it within this many milliseconds, and redirects it to the primary (`-MOVED`)
+    /// otherwise; a primary with replicas writes to its stream at least every fifth of it.
+    /// 0: replicas serve reads however long they have not heard from their primary (Redis's
+    /// behaviour).
+    pub replica_read_max_staleness: u64,
 }
 
 /// What a node does with a command for a slot it does not own.
@@ -536,6 +542,7 @@ impl Default for Config {
             repl_backlog_size: ByteSize(64 * 1024 * 1024),
             min_replicas_to_write: 0,
             min_replicas_max_lag: 10,
+            replica_read_max_staleness: 50,
         }
     }
 }
@@ -1470,6 +1477,14 @@ pub static PARAMS: &[Param] = &[
         get: |c| c.min_replicas_max_lag.to_string(),
         set: Some(|c, v| {
             c.min_replicas_max_lag = parse_number(v)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "replica-read-max-staleness",
+        get: |c| c.replica_read_max_staleness.to_string(),
+        set: Some(|c, v| {
+            c.replica_read_max_staleness = parse_number(v)?;
             Ok(())
         }),
     },

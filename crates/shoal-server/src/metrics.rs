@@ -24,7 +24,7 @@
 //! | `shoal_controller_quorum`, `shoal_controller_leader`, `shoal_controller_voters`, `shoal_controller_term`, `shoal_cluster_primary`, `shoal_cluster_serving`, `shoal_cluster_silent_primaries` | gauge | (cluster mode) |
 //! | `shoal_cluster_lease_age_seconds` | gauge | `source` (`controller`, `peers`) |
 //! | `shoal_cluster_shard_up` | gauge | `shard` |
-//! | `shoal_cluster_redirects_total`, `shoal_cluster_forwarded_total`, `shoal_cluster_fenced_total`, `shoal_cluster_keys_dropped_total`, `shoal_cluster_bus_auth_failures_total` | counter | (cluster mode) |
+//! | `shoal_cluster_redirects_total`, `shoal_cluster_forwarded_total`, `shoal_cluster_fenced_total`, `shoal_cluster_stale_replica_reads_total`, `shoal_cluster_keys_dropped_total`, `shoal_cluster_bus_auth_failures_total` | counter | (cluster mode) |
 //! | `shoal_replication_offset_bytes`, `shoal_replication_lag_bytes` (the furthest-behind replica), `shoal_replication_replicas`, `shoal_replication_link_up` | gauge | |
 //! | `shoal_replication_replica_lag_bytes`, `shoal_replication_replica_ack_age_seconds` | gauge | `replica` (`ip:port`, on a primary) |
 //! | `shoal_replication_full_resyncs_served_total`, `shoal_replication_partial_resyncs_served_total`, `shoal_replication_full_resyncs_total`, `shoal_replication_partial_resyncs_total` | counter | |
@@ -481,6 +481,11 @@ impl NodeCollector {
                 "shoal_cluster_fenced",
                 "Commands refused because this primary's lease (from the controller or its peers) had run out.",
                 stats.fenced.load(Relaxed),
+            ),
+            (
+                "shoal_cluster_stale_replica_reads",
+                "READONLY reads this replica sent to its primary (-MOVED) because it had not heard from it within replica-read-max-staleness.",
+                stats.stale_reads.load(Relaxed),
             ),
             (
                 "shoal_cluster_keys_dropped",

@@ -24,6 +24,7 @@ use shoal_store::ExpireCycle;
 use crate::cluster::ClusterState;
 use crate::cluster::bus_tls::BusTls;
 use crate::config::Config;
+use crate::replication::PING_PERIOD;
 use crate::shared::Shared;
 
 /// Why a node could not start.
@@ -405,6 +406,7 @@ fn run_control(
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let cron = tokio::spawn(cron(shared.clone()));
+        let keep_alive = tokio::spawn(keep_replicas_fresh(shared.clone()));
         let next = std::cell::Cell::new(0usize);
         let loops = listeners.into_iter().map(|(listener, tls)| {
             let listener = TcpListener::from_std(listener).expect("a bound listener registers");
@@ -443,6 +445,7 @@ fn run_control(
         });
         futures_util::future::join_all(loops).await;
         cron.abort();
+        keep_alive.abort();
     });
 }
 
@@ -451,6 +454,21 @@ fn run_control(
 const TRIM_AFTER_BYTES: u64 = 1 << 20;
 /// ... and at least this often (buffers of busy connections free memory too).
 const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// Keeps this primary's replicas hearing from it: a keep-alive in the stream whenever nothing
+/// else was written for a fifth of `replica-read-max-staleness` (a second without the bound),
+/// so a replica whose link works always has news within its bound and serves its reads.
+async fn keep_replicas_fresh(shared: Arc<Shared>) {
+    loop {
+        let bound = shared.live.replica_read_max_staleness();
+        let idle = match bound.is_zero() {
+            true => PING_PERIOD,
+            false => (bound / 5).clamp(Duration::from_millis(1), PING_PERIOD),
+        };
+        shared.replication.keep_alive(idle);
+        tokio::time::sleep(idle).await;
+    }
+}
 
 /// Periodic work, `hz` times a second: the access clock, active expiry (a quarter of each
 /// period at most, repeated sooner while keys keep expiring), rate sampling, closing clients
@@ -497,7 +515,6 @@ async fn cron(shared: Arc<Shared>) {
             cluster.drop_step(&shared.store, period / 4);
         }
         drop(inside);
-        shared.replication.keep_alive();
         let pause = if cycle.out_of_time {
             period / 4
         } else {

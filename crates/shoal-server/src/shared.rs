@@ -26,6 +26,7 @@ pub(crate) struct LiveSettings {
     hz: AtomicU64,
     min_replicas_to_write: AtomicUsize,
     min_replicas_max_lag: AtomicU64,
+    replica_read_max_staleness: AtomicU64,
 }
 
 impl LiveSettings {
@@ -36,6 +37,14 @@ impl LiveSettings {
             .store(c.min_replicas_to_write as usize, Relaxed);
         self.min_replicas_max_lag
             .store(c.min_replicas_max_lag, Relaxed);
+        self.replica_read_max_staleness
+            .store(c.replica_read_max_staleness, Relaxed);
+    }
+
+    /// `replica-read-max-staleness` (zero: no bound).
+    #[inline]
+    pub(crate) fn replica_read_max_staleness(&self) -> Duration {
+        Duration::from_millis(self.replica_read_max_staleness.load(Relaxed))
     }
 
     /// `min-replicas-to-write` and `min-replicas-max-lag` (0 replicas: no requirement).

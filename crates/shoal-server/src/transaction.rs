@@ -109,10 +109,13 @@ impl Shared {
             if let Some((spec, argv)) = routed {
                 let retried = std::mem::take(&mut transaction.state.map_awaited);
                 match cluster.route(spec, &argv, transaction.state, retried) {
-                    Route::Local if !self.replication.data_ready() => {
+                    Route::Local | Route::ReplicaRead(_) if !self.replication.data_ready() => {
                         return Some(Outcome::Refused(CommandError::fixed(LOADING)));
                     }
-                    Route::Local => {}
+                    Route::ReplicaRead(slot) if !self.replica_fresh() => {
+                        return Some(Outcome::Refused(cluster.stale_replica_read(slot)));
+                    }
+                    Route::Local | Route::ReplicaRead(_) => {}
                     Route::Reject(error) => return Some(Outcome::Refused(error)),
                     Route::AwaitMap => return Some(self.await_map(transaction.state)),
                     Route::Forward(addr) => {

@@ -972,6 +972,7 @@ fn shoal_param_names() -> BTreeSet<String> {
         "controller-voters",
         "hot-key-share",
         "hot-key-min-rate",
+        "replica-read-max-staleness",
         "http-maxclients",
         "http-timeout",
         "http-max-inflight-bytes",

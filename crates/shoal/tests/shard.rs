@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use shoal_testkit::resp::{RespConnection, text};
 use shoal_testkit::{ClusterOptions, NodeProcess, ShardNodes, TestCluster, Value};
 
+mod common;
+
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
 /// No test may run longer than this.
@@ -335,6 +337,69 @@ async fn replicas_reach_their_primary_as_masteruser_with_masterauth() {
             // A replica forwards a write to the primary (as the replicator too).
             let mut replica = cluster.node(shard.replicas[0]).connect().await.unwrap();
             assert_eq!(replica.call(&["SET", "k2", "v2"]).await.unwrap(), ok());
+        },
+    )
+    .await;
+}
+
+/// A replica serves `READONLY` reads while it hears from its primary, idle or not (the
+/// primary's keep-alives come every fifth of `replica-read-max-staleness`), and sends them to
+/// the primary with `-MOVED` once it has not heard from it within the bound; with the bound
+/// lifted (0) it serves whatever it holds, as Redis does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_its_primary_sends_reads_to_it_within_the_bound() {
+    run_test(
+        "a_replica_cut_off_from_its_primary_sends_reads_to_it_within_the_bound",
+        async {
+            // With HTTP, for the metric (start_shard leaves it out).
+            let cluster = TestCluster::start(SHOAL, 1, 2, ClusterOptions::default())
+                .await
+                .expect("the cluster starts");
+            let shard = cluster.shards().await.expect("the shards").remove(0);
+            let primary_node = cluster.node(shard.primary);
+            let mut primary = primary_node.connect().await.unwrap();
+            until_both_replicas_acknowledge(&mut primary).await;
+            assert_eq!(primary.call(&["SET", "fresh", "v1"]).await.unwrap(), ok());
+            assert_eq!(
+                primary.call(&["WAIT", "2", "5000"]).await.unwrap(),
+                Value::Int(2)
+            );
+            let replica = cluster.node(shard.replicas[0]);
+            let mut reader = replica.connect().await.unwrap();
+            assert_eq!(reader.call(&["READONLY"]).await.unwrap(), ok());
+            let value = Value::Bulk(b"v1".to_vec());
+            // Idle for four times the bound: the keep-alives keep it fresh.
+            for _ in 0..4 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                assert_eq!(reader.call(&["GET", "fresh"]).await.unwrap(), value);
+            }
+            // The primary stops (SIGSTOP, well within the failover's node timeout).
+            let slot = shoal_cluster::key_slot(b"fresh");
+            let moved = format!("MOVED {slot} {}", primary_node.resp_addr());
+            primary_node.pause().unwrap();
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            let answer = reader.call(&["GET", "fresh"]).await;
+            primary_node.resume().unwrap();
+            assert_eq!(answer.unwrap(), Value::Error(moved.into_bytes()));
+            eventually("the replica serves reads again", || async {
+                let mut conn = replica.connect().await.unwrap();
+                assert_eq!(conn.call(&["READONLY"]).await.unwrap(), ok());
+                conn.call(&["GET", "fresh"]).await.unwrap() == Value::Bulk(b"v1".to_vec())
+            })
+            .await;
+            let stale = common::metric(replica, "shoal_cluster_stale_replica_reads_total").await;
+            assert!(stale >= 1, "counted: {stale}");
+            // Without the bound, Redis's behaviour: the replica answers what it has.
+            let set = reader
+                .call(&["CONFIG", "SET", "replica-read-max-staleness", "0"])
+                .await
+                .unwrap();
+            assert_eq!(set, ok());
+            primary_node.pause().unwrap();
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            let answer = reader.call(&["GET", "fresh"]).await;
+            primary_node.resume().unwrap();
+            assert_eq!(answer.unwrap(), value);
         },
     )
     .await;

@@ -34,6 +34,9 @@ pub(crate) use routing::{Routing, SlotOwner};
 pub enum Route {
     /// Run it here.
     Local,
+    /// A `READONLY` client's read of this slot, which this node replicates: run it here if
+    /// the node's copy is fresh enough, else redirect it ([`ClusterState::stale_replica_read`]).
+    ReplicaRead(shoal_cluster::Slot),
     /// Answer with this error (`-MOVED`, `-CROSSSLOT`, `-CLUSTERDOWN`).
     Reject(CommandError),
     /// The map is older than one this node has heard of: wait for it, then route again.
@@ -68,6 +71,9 @@ pub struct ClusterStats {
     pub keys_dropped: AtomicU64,
     /// Commands refused because this primary's lease had run out.
     pub fenced: AtomicU64,
+    /// `READONLY` reads this replica redirected to its primary because it had not heard from
+    /// it within `replica-read-max-staleness`.
+    pub stale_reads: AtomicU64,
 }
 
 /// A node's cluster state, shared by every connection.
@@ -372,7 +378,9 @@ impl ClusterState {
                     Route::Reject(CommandError::fixed(CLUSTER_DOWN))
                 }
             }
-            SlotOwner::Replica(_) if client.readonly && spec.has(flags::READONLY) => Route::Local,
+            SlotOwner::Replica(_) if client.readonly && spec.has(flags::READONLY) => {
+                Route::ReplicaRead(slot)
+            }
             // A shard channel is served by every node of its shard (`SSUBSCRIBE`,
             // `SPUBLISH`), as in Redis Cluster.
             SlotOwner::Replica(_) if spec.has(flags::PUBSUB) && !spec.has(flags::WRITE) => {
@@ -386,6 +394,20 @@ impl ClusterState {
             SlotOwner::Unowned => {
                 Route::Reject(CommandError::fixed("CLUSTERDOWN Hash slot not served"))
             }
+        }
+    }
+
+    /// The answer to a `READONLY` read of `slot` this replica's data is too stale to serve
+    /// (`replica-read-max-staleness`): `-MOVED` to the slot's primary, which Redis Cluster
+    /// clients follow without dropping `READONLY` for other reads.
+    pub fn stale_replica_read(&self, slot: shoal_cluster::Slot) -> CommandError {
+        self.stats.stale_reads.fetch_add(1, Relaxed);
+        match self.routing.load().owner(slot) {
+            SlotOwner::Replica(addr) | SlotOwner::Elsewhere(addr) => {
+                self.stats.redirects.fetch_add(1, Relaxed);
+                CommandError::Other(format!("MOVED {slot} {addr}").into())
+            }
+            SlotOwner::Primary | SlotOwner::Unowned => CommandError::fixed(CLUSTER_DOWN),
         }
     }
 

@@ -573,14 +573,23 @@ impl Replication {
         *self.last_getack.lock() = None;
     }
 
-    /// Appends a keep-alive if this primary has replicas and wrote nothing for a while.
-    pub fn keep_alive(&self) {
+    /// Appends a keep-alive if this primary has replicas and wrote nothing for `idle`.
+    pub fn keep_alive(&self, idle: Duration) {
         if !self.recording() || self.fenced() || self.replicas.lock().is_empty() {
             return;
         }
-        if self.last_append.lock().elapsed() >= PING_PERIOD {
+        if self.last_append.lock().elapsed() >= idle {
             self.append(frames::PING);
         }
+    }
+
+    /// Whether this replica received its primary's stream within `bound`: everything its
+    /// primary wrote to the stream before then has reached it (the stream is in order).
+    pub fn heard_within(&self, bound: Duration) -> bool {
+        let silent = self
+            .now_ms()
+            .saturating_sub(self.link.last_io_ms.load(Relaxed));
+        u128::from(silent) <= bound.as_millis()
     }
 }
 
