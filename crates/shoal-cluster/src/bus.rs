@@ -186,6 +186,15 @@ pub enum Request {
         /// Its rules as `ACL LIST` shows them; `None` deletes the user.
         rules: Option<String>,
     },
+    /// A source shard's primary handed these slots of a migration over (the target has every
+    /// key of them, and their writes are paused until the map moves them): move them to the
+    /// target (handled by the controller's leader). Answered with [`Reply::Map`], the map
+    /// that moved them (or, if they were not moving any more, the current one).
+    HandedOver(crate::map::Migration),
+    /// Place the slots again and move those whose owner changes with their keys
+    /// (`cluster rebalance`; handled by the controller's leader). Answered with
+    /// [`Reply::Map`].
+    Rebalance,
 }
 
 /// A Raft RPC.

@@ -16,8 +16,15 @@
 //!   (replicas streaming from it preferred over ones still loading or cut off); it stays in the
 //!   shard as a replica, and follows the new primary once it is back.
 //! * Removing a replica or a spare drops it; removing a primary promotes its first healthy
-//!   replica; removing a primary without replicas removes its shard and re-places the slots on
-//!   the others; the last shard cannot be removed.
+//!   replica; removing a healthy primary without replicas drains its shard (its slots migrate
+//!   to the others, then it leaves with its nodes); a failed one's shard is removed at once
+//!   and its slots re-placed; the last shard cannot be removed.
+//! * Slots move with their keys: when the shards change (or on request), placement says where
+//!   each slot should be ([`crate::placement::replace`] over the shards that are not draining,
+//!   from where the slots in flight are going), and every slot whose owner should change is
+//!   given a [`Migration`] instead of a new owner. A slot changes owner only when its source
+//!   shard's primary reports that it handed the slot over, or at once when its owner is gone
+//!   (no keys to move).
 //! * The controller's voters are healthy controller-eligible nodes, up to an odd number, spread
 //!   over shards and zones, replicas before primaries ([`desired_voters`]).
 
@@ -25,8 +32,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::map::{ClusterMap, Health, NodeId, NodeInfo, ShardId, ShardInfo, SlotTable};
+use crate::map::{ClusterMap, Health, Migration, NodeId, NodeInfo, ShardId, ShardInfo, SlotTable};
 use crate::placement;
+use crate::slot::{SLOTS, Slot};
 
 mod voters;
 
@@ -109,6 +117,11 @@ pub(crate) struct Observations {
     pub refused: HashSet<NodeId>,
     /// ACL users to record (rules) or delete (`None`), in arrival order.
     pub user_changes: Vec<(String, Option<String>)>,
+    /// Slots their source shard's primary handed over (each as the migration it belonged
+    /// to, with the slots handed over), in arrival order.
+    pub handed_over: Vec<Migration>,
+    /// Whether to place the slots again (`cluster rebalance`).
+    pub rebalance: bool,
 }
 
 /// One change a decision makes.
@@ -148,8 +161,14 @@ pub(crate) enum Action {
     ShardRemoved(ShardId),
     /// A removal was refused.
     RemovalRefused(NodeId, String),
-    /// Slots were re-placed; this many changed owner.
+    /// Slots whose owner was gone were placed again; this many changed owner.
     SlotsMoved(usize),
+    /// Slots were given migrations: this many slots are to move with their keys.
+    MigrationsPlanned(usize),
+    /// This many slots went from one shard to another, handed over by the first.
+    SlotsHandedOver(ShardId, ShardId, usize),
+    /// A shard began draining (its primary was removed and it has no replica).
+    Draining(ShardId),
     /// The map's list of voters now matches Raft's membership.
     ControllersRecorded(Vec<NodeId>),
     /// The cluster's ACL users changed: this many were set or deleted.
@@ -207,17 +226,19 @@ pub(crate) fn decide(
     for &node in &observations.failovers {
         hand_over(&mut map, node, &observations.reports, &mut actions);
     }
+    for handed in &observations.handed_over {
+        take_handed_over(&mut map, handed, &mut actions);
+    }
+    finish_drains(&mut map, &mut actions);
     change_users(&mut map, &observations.user_changes, &mut actions);
     track_health(&mut map, observations, now_ms, settings, &mut actions);
     fail_over(&mut map, &observations.reports, &mut actions);
     assign_spares(&mut map, &mut actions);
 
     let shards_after: Vec<ShardId> = map.shards.iter().map(|s| s.id).collect();
-    if shards_after != shards_before {
-        let slots = placement::replace(&map.slots, &shards_after);
-        let moved = placement::moved(&map.slots, &slots);
-        map.slots = slots;
-        actions.push(Action::SlotsMoved(moved));
+    let drained = actions.iter().any(|a| matches!(a, Action::Draining(_)));
+    if shards_after != shards_before || drained || observations.rebalance {
+        replan(&mut map, &mut actions);
     }
 
     let mut voters: Vec<NodeId> = observations
@@ -546,7 +567,11 @@ fn remove(
                     actions.push(Action::Promoted(new_primary, shard_id));
                 }
                 None => {
-                    if map.shards.len() == 1 {
+                    let others_live = map
+                        .shards
+                        .iter()
+                        .any(|s| s.id != shard_id && !map.draining.contains(&s.id));
+                    if !others_live {
                         actions.push(Action::RemovalRefused(
                             node,
                             "it is the primary of the last shard: its slots would have no owner"
@@ -554,7 +579,17 @@ fn remove(
                         ));
                         return;
                     }
+                    if map.node(node).is_some_and(NodeInfo::is_ok) {
+                        // Its keys go with its slots first; it leaves once they are gone.
+                        if !map.draining.contains(&shard_id) {
+                            map.draining.push(shard_id);
+                            actions.push(Action::Draining(shard_id));
+                        }
+                        return;
+                    }
+                    // A failed primary has nothing to send: its slots are placed again.
                     map.shards.remove(i);
+                    map.draining.retain(|&d| d != shard_id);
                     actions.push(Action::ShardRemoved(shard_id));
                 }
             }
@@ -564,6 +599,145 @@ fn remove(
     }
     forget(map, node);
     actions.push(Action::Removed(node));
+}
+
+/// Moves the slots of `handed` that are still on their way as it says to their target shard
+/// (a source's primary handed them over); slots no longer in that migration are left alone.
+fn take_handed_over(map: &mut ClusterMap, handed: &Migration, actions: &mut Vec<Action>) {
+    let Some(i) = map
+        .migrations
+        .iter()
+        .position(|m| m.from == handed.from && m.to == handed.to)
+    else {
+        return;
+    };
+    let mut moved = 0;
+    for &(first, last) in &handed.slots {
+        for slot in first..=last.min(SLOTS as Slot - 1) {
+            if map.migrations[i].contains(slot) && map.slots.get(slot) == Some(handed.from) {
+                map.slots.set(slot, Some(handed.to));
+                moved += 1;
+            }
+        }
+    }
+    if moved == 0 {
+        return;
+    }
+    let left = ranges(
+        map.migrations[i]
+            .slots
+            .iter()
+            .flat_map(|&(a, b)| a..=b)
+            .filter(|&s| map.slots.get(s) == Some(handed.from)),
+    );
+    if left.is_empty() {
+        map.migrations.remove(i);
+    } else {
+        map.migrations[i].slots = left;
+    }
+    actions.push(Action::SlotsHandedOver(handed.from, handed.to, moved));
+}
+
+/// Removes every draining shard that owns no slot any more, with its nodes.
+fn finish_drains(map: &mut ClusterMap, actions: &mut Vec<Action>) {
+    let draining = std::mem::take(&mut map.draining);
+    for shard in draining {
+        let Some(info) = map.shard(shard).cloned() else {
+            continue;
+        };
+        if map.slots.count(shard) > 0 || map.migrations.iter().any(|m| m.from == shard) {
+            map.draining.push(shard);
+            continue;
+        }
+        map.shards.retain(|s| s.id != shard);
+        actions.push(Action::ShardRemoved(shard));
+        for member in info.members() {
+            forget(map, member);
+            actions.push(Action::Removed(member));
+        }
+    }
+}
+
+/// Places the slots again over the shards that are not draining, starting from where the
+/// slots in flight are going: a slot whose owner is gone gets its new owner at once, a slot
+/// whose owner should change gets a migration, and migrations no longer wanted are dropped
+/// (their slots stay with their source).
+fn replan(map: &mut ClusterMap, actions: &mut Vec<Action>) {
+    map.draining
+        .retain(|d| map.shards.iter().any(|s| s.id == *d));
+    let live: Vec<ShardId> = map
+        .shards
+        .iter()
+        .map(|s| s.id)
+        .filter(|id| !map.draining.contains(id))
+        .collect();
+    let exists = |shard: ShardId| map.shards.iter().any(|s| s.id == shard);
+    // Where every slot is going: its migration's target, else its owner; nowhere if that is
+    // draining or gone.
+    let mut intended = map.slots.clone();
+    for m in &map.migrations {
+        for &(a, b) in &m.slots {
+            for slot in a..=b {
+                intended.set(slot, Some(m.to));
+            }
+        }
+    }
+    for slot in 0..SLOTS as Slot {
+        if intended.get(slot).is_some_and(|s| !live.contains(&s)) {
+            intended.set(slot, None);
+        }
+    }
+    let desired = placement::replace(&intended, &live);
+    let mut direct = 0;
+    let mut moving: Vec<((ShardId, ShardId), Slot)> = Vec::new();
+    for slot in 0..SLOTS as Slot {
+        let want = desired.get(slot);
+        match map.slots.get(slot) {
+            Some(owner) if exists(owner) => {
+                if let Some(to) = want
+                    && to != owner
+                {
+                    moving.push(((owner, to), slot));
+                }
+            }
+            _ => {
+                if want.is_some() {
+                    map.slots.set(slot, want);
+                    direct += 1;
+                }
+            }
+        }
+    }
+    if direct > 0 {
+        actions.push(Action::SlotsMoved(direct));
+    }
+    moving.sort();
+    let mut migrations: Vec<Migration> = Vec::new();
+    for chunk in moving.chunk_by(|a, b| a.0 == b.0) {
+        let (from, to) = chunk[0].0;
+        migrations.push(Migration {
+            from,
+            to,
+            slots: ranges(chunk.iter().map(|(_, slot)| *slot)),
+        });
+    }
+    if migrations != map.migrations {
+        let count = migrations.iter().map(Migration::count).sum();
+        map.migrations = migrations;
+        actions.push(Action::MigrationsPlanned(count));
+    }
+}
+
+/// Inclusive ranges of `slots` (ascending).
+fn ranges(slots: impl Iterator<Item = Slot>) -> Vec<(Slot, Slot)> {
+    let mut out: Vec<(Slot, Slot)> = Vec::new();
+    for slot in slots {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == slot => *last = slot,
+            _ => out.push((slot, slot)),
+        }
+    }
+    out
 }
 
 /// Drops `node` from the map's nodes and controllers (its shard is the caller's business).
@@ -640,12 +814,155 @@ mod tests {
         }
     }
 
+    /// `map` after `nodes` joined and every slot migration that planned was handed over.
     fn joined(map: &ClusterMap, nodes: &[NodeInfo]) -> ClusterMap {
         let mut obs = all_heard(map, 10);
         obs.joins = nodes.to_vec();
-        decide(map, &obs, 10, &settings())
+        let map = decide(map, &obs, 10, &settings())
             .map
-            .expect("joins change the map")
+            .expect("joins change the map");
+        settled(&map)
+    }
+
+    /// `map` once every migration's source handed all its slots over (unchanged if none).
+    fn settled(map: &ClusterMap) -> ClusterMap {
+        if map.migrations.is_empty() {
+            return map.clone();
+        }
+        let mut obs = all_heard(map, 10);
+        obs.handed_over = map.migrations.clone();
+        let map = decide(map, &obs, 10, &settings())
+            .map
+            .expect("hand-overs change the map");
+        assert!(map.migrations.is_empty(), "{:?}", map.migrations);
+        map.validate().unwrap();
+        map
+    }
+
+    /// What `decide` makes of `obs` on `map`, with every node heard from.
+    fn decided(map: &ClusterMap, obs: impl FnOnce(&mut Observations)) -> Decision {
+        let mut o = all_heard(map, 10);
+        obs(&mut o);
+        decide(map, &o, 10, &settings())
+    }
+
+    #[test]
+    fn a_join_plans_migrations_and_slots_move_only_when_handed_over() {
+        let map = bootstrap(node(1, true), 0, 0);
+        let d = decided(&map, |o| o.joins = vec![node(2, false)]);
+        let map = d.map.unwrap();
+        let new = ShardId(1);
+        assert_eq!(map.slots.count(new), 0, "nothing moved yet");
+        assert_eq!(map.migrations.len(), 1);
+        let m = map.migrations[0].clone();
+        assert_eq!((m.from, m.to), (ShardId(0), new));
+        assert!(
+            (SLOTS / 2 - 500..=SLOTS / 2 + 500).contains(&m.count()),
+            "{}",
+            m.count()
+        );
+        assert!(d.actions.contains(&Action::MigrationsPlanned(m.count())));
+        map.validate().unwrap();
+        // The first range handed over: those slots move, the rest still migrate.
+        let first = m.slots[0];
+        let d = decided(&map, |o| {
+            o.handed_over = vec![Migration {
+                slots: vec![first],
+                ..m.clone()
+            }]
+        });
+        let after = d.map.unwrap();
+        let n = usize::from(first.1 - first.0) + 1;
+        assert!(
+            d.actions
+                .contains(&Action::SlotsHandedOver(ShardId(0), new, n))
+        );
+        assert_eq!(after.slots.count(new), n);
+        assert_eq!(after.migrations[0].count(), m.count() - n);
+        after.validate().unwrap();
+        // Handing over slots that are not moving (again, or to another shard) changes nothing.
+        let again = decided(&after, |o| {
+            o.handed_over = vec![
+                Migration {
+                    slots: vec![first],
+                    ..m.clone()
+                },
+                Migration {
+                    to: ShardId(7),
+                    ..m.clone()
+                },
+            ]
+        });
+        assert!(again.map.is_none(), "{:?}", again.actions);
+    }
+
+    #[test]
+    fn a_join_while_slots_migrate_places_from_where_they_are_going() {
+        let map = bootstrap(node(1, true), 0, 0);
+        let map = decided(&map, |o| o.joins = vec![node(2, false)])
+            .map
+            .unwrap();
+        let map = decided(&map, |o| o.joins = vec![node(3, false)])
+            .map
+            .unwrap();
+        assert!(map.migrations.iter().all(|m| m.from == ShardId(0)));
+        assert_eq!(map.migrations.len(), 2, "{:?}", map.migrations);
+        let map = settled(&map);
+        let counts = owner_counts(&map);
+        assert_eq!(counts.len(), 3);
+        assert!(counts.values().all(|&c| c >= SLOTS / 3 - 400), "{counts:?}");
+        // Placing again changes nothing then.
+        assert!(decided(&map, |o| o.rebalance = true).map.is_none());
+    }
+
+    #[test]
+    fn removing_a_healthy_primary_drains_its_shard_first() {
+        let mut map = bootstrap(node(1, true), 0, 0);
+        for id in 2..=3 {
+            map = joined(&map, &[node(id, false)]);
+        }
+        let leaving = map.shards[2].id;
+        let owned = map.slots.count(leaving);
+        assert!(owned > 0);
+        let d = decided(&map, |o| o.removals = vec![NodeId(3)]);
+        assert!(
+            d.actions.contains(&Action::Draining(leaving)),
+            "{:?}",
+            d.actions
+        );
+        let draining = d.map.unwrap();
+        assert_eq!(draining.draining, vec![leaving]);
+        assert_eq!(
+            draining.slots.count(leaving),
+            owned,
+            "its slots stay until handed over"
+        );
+        assert!(draining.node(NodeId(3)).is_some());
+        let planned: usize = draining.migrations.iter().map(Migration::count).sum();
+        assert_eq!(planned, owned);
+        assert!(draining.migrations.iter().all(|m| m.from == leaving));
+        // Asking again changes nothing; the shard leaves with its node once it is empty.
+        assert!(
+            decided(&draining, |o| o.removals = vec![NodeId(3)])
+                .map
+                .is_none()
+        );
+        let gone = settled(&draining);
+        assert!(gone.shard(leaving).is_none() && gone.node(NodeId(3)).is_none());
+        assert!(gone.draining.is_empty());
+        assert_eq!(owner_counts(&gone).len(), 2);
+    }
+
+    #[test]
+    fn removing_a_failed_primary_without_replicas_places_its_slots_at_once() {
+        let mut map = bootstrap(node(1, true), 0, 0);
+        map = joined(&map, &[node(2, false)]);
+        map.nodes.get_mut(&NodeId(2)).unwrap().health = Health::Failed;
+        let d = decided(&map, |o| o.removals = vec![NodeId(2)]);
+        assert!(d.actions.contains(&Action::ShardRemoved(ShardId(1))));
+        let m = d.map.unwrap();
+        assert_eq!(m.slots.count(ShardId(0)), SLOTS);
+        assert!(m.migrations.is_empty());
     }
 
     #[test]
@@ -736,7 +1053,10 @@ mod tests {
             }
         }
         assert_eq!(map.shards.len(), 5);
-        assert_eq!(map.epoch, 5);
+        assert_eq!(
+            map.epoch, 9,
+            "a map for each join and one for each hand-over"
+        );
     }
 
     #[test]
@@ -879,11 +1199,12 @@ mod tests {
         let m = d.map.unwrap();
         assert_eq!(m.shards[0].primary, NodeId(2));
         assert_eq!(m.slots, map.slots);
-        // A primary without replicas: its shard goes, its slots go to the other shard.
+        // A primary without replicas: its shard drains, its slots go to the other shard.
         let d = remove(&map, 3);
-        assert!(d.actions.contains(&Action::ShardRemoved(ShardId(1))));
-        let m = d.map.unwrap();
+        assert!(d.actions.contains(&Action::Draining(ShardId(1))));
+        let m = settled(&d.map.unwrap());
         assert_eq!(m.slots.count(ShardId(0)), SLOTS);
+        assert!(m.node(NodeId(3)).is_none());
         // The last shard's primary cannot go.
         let single = bootstrap(node(1, true), 0, 0);
         let d = remove(&single, 1);

@@ -62,8 +62,8 @@ pub use bus_auth::{BusSecret, SecretError};
 pub use bus_credentials::BusCredentials;
 pub use bus_tls::{BusTlsAcceptor, BusTlsConnector};
 pub use map::{
-    BUS_PORT_OFFSET, BadNodeId, ClusterMap, Epoch, Health, NodeId, NodeInfo, Role, ShardId,
-    ShardInfo, SlotTable,
+    BUS_PORT_OFFSET, BadNodeId, ClusterMap, Epoch, Health, Migration, NodeId, NodeInfo, Role,
+    ShardId, ShardInfo, SlotTable,
 };
 pub use node_dir::{DirError, NodeDir};
 pub use peer_auth::PeerAuth;

@@ -360,6 +360,43 @@ pub struct ClusterMap {
     /// of its own configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<BTreeMap<String, String>>,
+    /// Slots on their way to another shard with their keys: each stays its `from` shard's
+    /// (in `slots`) until that shard's primary has handed it over, which moves it to `to`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<Migration>,
+    /// Shards being emptied before they leave (`cluster remove-node` of a primary without
+    /// replicas): placement gives them nothing, their slots migrate away, and once they own
+    /// none they leave with their nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub draining: Vec<ShardId>,
+}
+
+/// Slots moving from one shard to another with their keys: the source's primary streams them
+/// to the target's (a snapshot of the slots, then their changes), then pauses their writes
+/// until the target has everything and asks the controller to hand them over.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Migration {
+    /// The shard that owns the slots now and sends them.
+    pub from: ShardId,
+    /// The shard they go to.
+    pub to: ShardId,
+    /// The slots still to move, as inclusive ranges in slot order.
+    pub slots: Vec<(Slot, Slot)>,
+}
+
+impl Migration {
+    /// How many slots are still to move.
+    pub fn count(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|(a, b)| usize::from(*b - *a) + 1)
+            .sum()
+    }
+
+    /// Whether `slot` is among them.
+    pub fn contains(&self, slot: Slot) -> bool {
+        self.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+    }
 }
 
 /// How many departed nodes a map remembers.
@@ -470,6 +507,8 @@ impl ClusterMap {
             next_shard: 0,
             members: MemberHistory::default(),
             users: None,
+            migrations: Vec::new(),
+            draining: Vec::new(),
         }
     }
 
@@ -496,6 +535,11 @@ impl ClusterMap {
     /// The primary node of the shard that owns `slot`.
     pub fn primary_of_slot(&self, slot: Slot) -> Option<&NodeInfo> {
         self.shard_of_slot(slot).and_then(|s| self.node(s.primary))
+    }
+
+    /// The migration moving `slot`, if it is moving.
+    pub fn migration_of(&self, slot: Slot) -> Option<&Migration> {
+        self.migrations.iter().find(|m| m.contains(slot))
     }
 
     /// The shard `node` belongs to and its role there.
@@ -550,6 +594,22 @@ impl ClusterMap {
                 && self.shard(owner).is_none()
             {
                 return Err(format!("slot {first} is owned by unknown shard {owner}"));
+            }
+        }
+        for m in &self.migrations {
+            if self.shard(m.from).is_none() || self.shard(m.to).is_none() || m.from == m.to {
+                return Err(format!(
+                    "migration {} -> {} names no such pair",
+                    m.from, m.to
+                ));
+            }
+            for &(first, last) in &m.slots {
+                if first > last || (first..=last).any(|s| self.slots.get(s) != Some(m.from)) {
+                    return Err(format!(
+                        "migration {} -> {} moves {first}-{last}, not all {}'s",
+                        m.from, m.to, m.from
+                    ));
+                }
             }
         }
         Ok(())

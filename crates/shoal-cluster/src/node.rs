@@ -456,6 +456,31 @@ impl ClusterNode {
         }
     }
 
+    /// Tells the controller's leader that this shard's primary handed `migration`'s slots
+    /// over (the target has all their keys; their writes wait here), and installs the map the
+    /// leader answers with. Returns that map: the slots moved if it gives them to the target.
+    pub async fn hand_over(
+        &self,
+        migration: crate::map::Migration,
+    ) -> Result<Arc<ClusterMap>, String> {
+        let start = self
+            .leader_addr()
+            .ok_or_else(|| "no controller member is known".to_string())?;
+        let request = Request::HandedOver(migration);
+        match self
+            .call_leader(&start, &request, Duration::from_secs(5))
+            .await
+        {
+            Ok(Reply::Map(map)) => {
+                self.apply(map);
+                Ok(self.map())
+            }
+            Ok(Reply::Error(e)) => Err(e),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Records an ACL user cluster-wide (`rules` as `ACL LIST` shows them; `None` deletes
     /// it) through the controller's leader, and fetches the map that holds the change, so
     /// this node's map has it when this returns.

@@ -183,6 +183,7 @@ pub(crate) fn replace(current: &SlotTable, shards: &[ShardId]) -> SlotTable {
 }
 
 /// How many slots have a different owner in `a` and `b`.
+#[cfg(test)]
 pub(crate) fn moved(a: &SlotTable, b: &SlotTable) -> usize {
     a.iter().zip(b.iter()).filter(|(x, y)| x != y).count()
 }

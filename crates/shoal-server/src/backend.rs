@@ -26,6 +26,9 @@ use crate::transaction::WATCH_FORWARDED;
 /// A cluster node's answer while its replica is still taking its first copy of the data.
 pub(crate) const LOADING: &str = "LOADING Redis is loading the dataset in memory";
 
+/// The longest a write waits for its slot's hand-over before it is answered `-TRYAGAIN`.
+const HAND_OVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What the node's checks decided about a command.
 pub(crate) enum Check {
     /// Run it here.
@@ -122,6 +125,9 @@ impl Backend for Shared {
         state: &'a mut NodeConn,
         request: PsyncRequest,
     ) -> BoxFuture<'a, io::Result<()>> {
+        if let Some(import) = state.import.take() {
+            return Box::pin(crate::migration::source::serve_import(self, stream, import));
+        }
         let replica = ReplicaAddress {
             client_id: conn.info.id,
             ip: state
@@ -229,6 +235,9 @@ impl Shared {
                 Route::Local | Route::ReplicaRead(_) => {}
                 Route::Reject(error) => return Check::Stop(Outcome::Refused(error)),
                 Route::AwaitMap => return Check::Stop(self.await_map(call.state)),
+                Route::AwaitHandOver(slot) => {
+                    return Check::Stop(self.await_hand_over(call.state, slot));
+                }
                 Route::Forward(addr) => return Check::Forward(addr),
             }
         }
@@ -251,6 +260,19 @@ impl Shared {
     pub(crate) fn replica_fresh(&self) -> bool {
         let bound = self.live.replica_read_max_staleness();
         bound.is_zero() || self.replication.heard_within(bound)
+    }
+
+    /// Waits until the hand-over of `slot` ends (at most [`HAND_OVER_WAIT`]), then runs the
+    /// command again: on the new map it is redirected to the slot's new owner.
+    pub(crate) fn await_hand_over(&self, state: &mut NodeConn, slot: u16) -> Outcome<Self> {
+        state.map_awaited = true;
+        let cluster = self
+            .cluster
+            .clone()
+            .expect("only a cluster node hands slots over");
+        Outcome::Retry(Box::pin(async move {
+            cluster.gate.wait(slot, HAND_OVER_WAIT).await;
+        }))
     }
 
     /// Waits for the newest cluster map, then runs the command again.

@@ -21,6 +21,9 @@ pub struct NodeConn {
     pub(crate) replica_port: Option<u16>,
     /// The address a replica said it is known by (`REPLCONF ip-address`).
     pub(crate) replica_ip: Option<String>,
+    /// What a shard importing slots from this node asked for (`REPLCONF shoal-import`): its
+    /// `PSYNC` then starts a migration instead of a replica's stream.
+    pub(crate) import: Option<crate::migration::source::ImportRequest>,
     /// The keys this connection watches (`WATCH`), until its transaction ends.
     pub(crate) watching: Option<crate::watch::Watching>,
 }

@@ -16,6 +16,7 @@ pub mod http;
 mod info;
 mod long_double;
 mod metrics;
+mod migration;
 mod notify;
 mod process;
 mod replication;

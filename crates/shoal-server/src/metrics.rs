@@ -388,8 +388,35 @@ impl NodeCollector {
                         .map_or(0, |(shard, _)| map.slots.count(shard.id)),
                 ),
             ),
+            (
+                "shoal_cluster_slots_migrating",
+                "Slots on their way from one shard to another with their keys (the map's migrations).",
+                count(
+                    map.migrations
+                        .iter()
+                        .map(shoal_cluster::Migration::count)
+                        .sum(),
+                ),
+            ),
         ];
         encode_gauges(encoder, &gauges)?;
+        let stats = &cluster.migration_stats;
+        for (name, help, us) in [
+            (
+                "shoal_migration_pause_max",
+                "The longest write pause of this node's slot hand-overs.",
+                stats.pause_max_us.load(Relaxed),
+            ),
+            (
+                "shoal_migration_pause_p99",
+                "The 99th percentile write pause of this node's last 1024 slot hand-overs.",
+                stats.pause_quantile_us(0.99),
+            ),
+        ] {
+            let family =
+                encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Gauge)?;
+            ConstGauge::new(us as f64 / 1e6).encode(family)?;
+        }
         let health = cluster.health();
         let node = cluster.node();
         let voters = map.controllers.len();
@@ -491,6 +518,26 @@ impl NodeCollector {
                 "shoal_cluster_keys_dropped",
                 "Keys removed because their slot left this node.",
                 stats.keys_dropped.load(Relaxed),
+            ),
+            (
+                "shoal_migration_keys_sent",
+                "Keys this node sent in snapshots of slots migrating away.",
+                cluster.migration_stats.keys_sent.load(Relaxed),
+            ),
+            (
+                "shoal_migration_keys_received",
+                "Keys this node received in snapshots of slots migrating here.",
+                cluster.migration_stats.keys_received.load(Relaxed),
+            ),
+            (
+                "shoal_migration_hand_overs",
+                "Slot hand-overs this node made as a migration's source (taken or not).",
+                cluster.migration_stats.hand_overs.load(Relaxed),
+            ),
+            (
+                "shoal_migration_slots_handed_over",
+                "Slots this node handed over to another shard with their keys.",
+                cluster.migration_stats.slots_handed_over.load(Relaxed),
             ),
             (
                 "shoal_cluster_bus_auth_failures",

@@ -118,6 +118,9 @@ impl Shared {
                     Route::Local | Route::ReplicaRead(_) => {}
                     Route::Reject(error) => return Some(Outcome::Refused(error)),
                     Route::AwaitMap => return Some(self.await_map(transaction.state)),
+                    Route::AwaitHandOver(slot) => {
+                        return Some(self.await_hand_over(transaction.state, slot));
+                    }
                     Route::Forward(addr) => {
                         return Some(forward(cluster.clone(), transaction, addr));
                     }

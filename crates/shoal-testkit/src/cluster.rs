@@ -550,6 +550,8 @@ pub fn is_settled(status: &ClusterStatus, alive: &[NodeId]) -> bool {
     };
     alive.iter().all(holds_the_map)
         && map.slots_assigned() == SLOTS
+        && map.migrations.is_empty()
+        && map.draining.is_empty()
         && desired_voters(
             map,
             &map.controllers,

@@ -26,7 +26,7 @@ use crate::bus::{
 };
 use crate::decide::{self, Action, Observations, Settings};
 use crate::hot_keys::HotKeysFinder;
-use crate::map::{ClusterMap, Epoch, NodeId, NodeInfo};
+use crate::map::{ClusterMap, Epoch, Migration, NodeId, NodeInfo};
 use crate::map_channel::MapSender;
 use crate::raft::network::BusNetwork;
 use crate::raft::store::{LogStore, MapMachine};
@@ -102,6 +102,8 @@ struct Waiters {
     removals: Vec<(NodeId, Waiter)>,
     failovers: Vec<(NodeId, Waiter)>,
     user_changes: Vec<((String, Option<String>), Waiter)>,
+    handovers: Vec<(Migration, Waiter)>,
+    rebalances: Vec<Waiter>,
 }
 
 impl Waiters {
@@ -110,6 +112,8 @@ impl Waiters {
             && self.removals.is_empty()
             && self.failovers.is_empty()
             && self.user_changes.is_empty()
+            && self.handovers.is_empty()
+            && self.rebalances.is_empty()
     }
 
     /// Puts `other`'s requests after these.
@@ -118,6 +122,8 @@ impl Waiters {
         self.removals.extend(other.removals);
         self.failovers.extend(other.failovers);
         self.user_changes.extend(other.user_changes);
+        self.handovers.extend(other.handovers);
+        self.rebalances.extend(other.rebalances);
     }
 
     /// Where every request's answer goes.
@@ -125,7 +131,12 @@ impl Waiters {
         let joins = self.joins.into_iter().map(|(_, tx)| tx);
         let nodes = self.removals.into_iter().chain(self.failovers);
         let users = self.user_changes.into_iter().map(|(_, tx)| tx);
-        joins.chain(nodes.map(|(_, tx)| tx)).chain(users)
+        let handovers = self.handovers.into_iter().map(|(_, tx)| tx);
+        joins
+            .chain(nodes.map(|(_, tx)| tx))
+            .chain(users)
+            .chain(handovers)
+            .chain(self.rebalances)
     }
 }
 
@@ -341,6 +352,14 @@ impl Controller {
                     view.waiting.user_changes.push(((name, rules), tx))
                 })
                 .await
+            }
+            Request::HandedOver(migration) => {
+                self.wait_for_decision(|view, tx| view.waiting.handovers.push((migration, tx)))
+                    .await
+            }
+            Request::Rebalance => {
+                self.wait_for_decision(|view, tx| view.waiting.rebalances.push(tx))
+                    .await
             }
             Request::Status => self.status(),
             Request::GetMap
@@ -649,6 +668,8 @@ impl Controller {
                     .iter()
                     .map(|(c, _)| c.clone())
                     .collect(),
+                handed_over: waiters.handovers.iter().map(|(m, _)| m.clone()).collect(),
+                rebalance: !waiters.rebalances.is_empty(),
             };
             (observations, waiters)
         };
@@ -709,7 +730,12 @@ impl Controller {
             removals,
             failovers,
             user_changes,
+            handovers,
+            rebalances,
         } = waiters;
+        for tx in handovers.into_iter().map(|(_, tx)| tx).chain(rebalances) {
+            let _ = tx.send(Reply::Map((*map).clone()));
+        }
         for (_, tx) in user_changes {
             let _ = tx.send(Reply::UserSet { epoch: map.epoch });
         }

@@ -139,6 +139,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
     cluster.install(first.clone());
     cluster.adopt_users(&shared.door, &first);
     follow_role(&shared, &first);
+    crate::migration::target::on_map(&shared, &first);
     loop {
         tokio::select! {
             changed = maps.changed() => {
@@ -151,6 +152,7 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
                 cluster.install(map.clone());
                 cluster.adopt_users(&shared.door, &map);
                 follow_role(&shared, &map);
+                crate::migration::target::on_map(&shared, &map);
             }
             changed = hot_keys.changed() => {
                 if changed.is_err() {
@@ -192,7 +194,12 @@ fn follow_role(shared: &Arc<Shared>, map: &ClusterMap) {
     };
     let me = cluster.myself().id;
     let (role, has_replicas) = match map.placement_of(me) {
-        Some((shard, Role::Primary)) => (ReplRole::Primary, !shard.replicas.is_empty()),
+        // A primary also records while slots migrate from its shard: the stream carries
+        // their changes to the target.
+        Some((shard, Role::Primary)) => (
+            ReplRole::Primary,
+            !shard.replicas.is_empty() || map.migrations.iter().any(|m| m.from == shard.id),
+        ),
         Some((shard, Role::Replica)) => match map.node(shard.primary) {
             Some(primary) => (ReplRole::Replica(primary.resp_addr()), false),
             None => (ReplRole::Alone, false),
@@ -252,7 +259,7 @@ fn seed_tls(config: &crate::config::Config) -> Option<shoal_cluster::BusTlsConne
 /// With `tls-replication`, the TLS configuration for this node's links to other nodes' RESP
 /// ports (its CA, its certificate as the client's), read from the files now so that a
 /// reloaded certificate is used by the next link.
-fn peer_tls(
+pub(crate) fn peer_tls(
     config: &crate::config::Config,
 ) -> Result<Option<Arc<shoal_frontdoor::tls::ClientConfig>>, shoal_frontdoor::tls::TlsError> {
     if !config.tls_replication {

@@ -7,6 +7,7 @@
 pub mod bus_tls;
 pub mod health;
 pub mod host;
+pub mod migrating;
 pub mod routing;
 pub mod secret;
 mod users;
@@ -30,6 +31,8 @@ use crate::conn::NodeConn;
 use crate::replication::Replication;
 pub(crate) use routing::{Routing, SlotOwner};
 
+use migrating::{MigrationStats, WriteGate};
+
 /// What the routing check decided for one command.
 pub enum Route {
     /// Run it here.
@@ -41,6 +44,9 @@ pub enum Route {
     Reject(CommandError),
     /// The map is older than one this node has heard of: wait for it, then route again.
     AwaitMap,
+    /// A write to a slot this node is handing over: wait until the hand-over ends (the slot
+    /// is then another's, or stays here), then route again.
+    AwaitHandOver(shoal_cluster::Slot),
     /// Forward it to the primary at this address and relay its reply.
     Forward(String),
 }
@@ -99,6 +105,12 @@ pub struct ClusterState {
     users: users::AdoptedUsers,
     /// Counters.
     pub stats: ClusterStats,
+    /// Writes held while slots are handed over to another shard.
+    pub gate: WriteGate,
+    /// What this node's slot migrations did.
+    pub migration_stats: MigrationStats,
+    /// The source shards this node imports slots from now (one task each).
+    pub(crate) importers: Mutex<std::collections::HashSet<shoal_cluster::ShardId>>,
 }
 
 /// How long a command waits for a map the node knows is on its way.
@@ -134,6 +146,9 @@ impl ClusterState {
             credentials: BusCredentials::new(secret),
             bus_tls: None,
             users: users::AdoptedUsers::default(),
+            gate: WriteGate::default(),
+            migration_stats: MigrationStats::default(),
+            importers: Mutex::default(),
             stats: ClusterStats::default(),
         }
     }
@@ -281,7 +296,18 @@ impl ClusterState {
             .map(|s| serves(&current, s) && !serves(&next, s))
             .collect();
         let lost_slot = |s: u16| lost[usize::from(s)];
+        // Keys of a slot this node stops keeping go: one it served, or one that was on its
+        // way here and no longer is (a migration called off).
+        let dropped = (0..shoal_cluster::SLOTS as u16).any(|s| current.keeps(s) && !next.keeps(s));
         self.routing.store(next.clone());
+        if dropped {
+            let mut job = self.dropping.lock().unwrap_or_else(|e| e.into_inner());
+            *job = Some(DropJob {
+                cursor: 0,
+                started: Instant::now(),
+                removed: 0,
+            });
+        }
         if lost.contains(&true) {
             // As Redis Cluster does: the subscribers of a shard channel whose slot left are
             // told (`sunsubscribe`), and may subscribe where it went.
@@ -306,12 +332,6 @@ impl ClusterState {
                     );
                 }
             }
-            let mut job = self.dropping.lock().unwrap_or_else(|e| e.into_inner());
-            *job = Some(DropJob {
-                cursor: 0,
-                started: Instant::now(),
-                removed: 0,
-            });
         }
     }
 
@@ -364,7 +384,18 @@ impl ClusterState {
         match routing.owner(slot) {
             SlotOwner::Primary => {
                 let leased = node.is_some_and(|n| n.lease_valid());
-                if leased && !stale() {
+                if leased && !stale() && !spec.has(flags::READONLY) && self.gate.holds(slot) {
+                    // Being handed over: the write waits for the new owner (or for the
+                    // hand-over to fail), then routes again; one that waited already is told
+                    // to try again, as Redis Cluster answers during a migration.
+                    if retried {
+                        Route::Reject(CommandError::fixed(
+                            "TRYAGAIN Slot is being handed over to another shard, try again",
+                        ))
+                    } else {
+                        Route::AwaitHandOver(slot)
+                    }
+                } else if leased && !stale() {
                     Route::Local
                 } else if leased && !retried {
                     // The lease is for a newer map than this routing: it may no longer make
@@ -386,6 +417,10 @@ impl ClusterState {
             SlotOwner::Replica(_) if spec.has(flags::PUBSUB) && !spec.has(flags::WRITE) => {
                 Route::Local
             }
+            // On its way here: the hand-over may have been committed in a map this node has
+            // not installed yet (the source sends its writers here as soon as it has): fetch
+            // the newest map once before sending the client back.
+            SlotOwner::Elsewhere(_) if !retried && routing.importing(slot) => Route::AwaitMap,
             SlotOwner::Replica(addr) | SlotOwner::Elsewhere(addr) => elsewhere(addr),
             SlotOwner::Unowned if !retried && stale() => Route::AwaitMap,
             SlotOwner::Unowned if routing.epoch() == 0 => {
@@ -445,7 +480,7 @@ impl ClusterState {
         let mut doomed: Vec<Vec<u8>> = Vec::new();
         loop {
             state.cursor = store.scan(state.cursor, DROP_BATCH, |key, _| {
-                if !serves(&routing, key_slot(key)) {
+                if !routing.keeps(key_slot(key)) {
                     doomed.push(key.to_vec());
                 }
             });

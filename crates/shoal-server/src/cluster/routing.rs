@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use shoal_cluster::{ClusterMap, Epoch, NodeId, Role, ShardId, Slot};
 
+use super::migrating::SlotSet;
+
 /// No shard owns the slot.
 const UNOWNED: u16 = u16::MAX;
 
@@ -32,6 +34,8 @@ pub struct Routing {
     primaries: Vec<(ShardId, String)>,
     /// This node's shard index and role there, if it is in a shard.
     mine: Option<(u16, Role)>,
+    /// Slots migrating to this node's shard: their keys arrive here before the slots do.
+    importing: SlotSet,
 }
 
 impl Routing {
@@ -57,11 +61,21 @@ impl Routing {
         let mine = map
             .placement_of(myself)
             .and_then(|(shard, role)| index_of(shard.id).map(|i| (i as u16, role)));
+        let my_shard = mine.map(|(i, _)| primaries[usize::from(i)].0);
+        let mut importing = SlotSet::default();
+        for m in map.migrations.iter().filter(|m| Some(m.to) == my_shard) {
+            for &(first, last) in &m.slots {
+                for slot in first..=last {
+                    importing.insert(slot);
+                }
+            }
+        }
         Routing {
             map,
             owner,
             primaries,
             mine,
+            importing,
         }
     }
 
@@ -88,6 +102,22 @@ impl Routing {
             Some((mine, Role::Replica)) if mine == index => SlotOwner::Replica(addr),
             _ => SlotOwner::Elsewhere(addr),
         }
+    }
+
+    /// Whether `slot` is migrating to this node's shard.
+    #[inline]
+    pub fn importing(&self, slot: Slot) -> bool {
+        self.importing.contains(slot)
+    }
+
+    /// Whether this node keeps the keys of `slot`: it serves it, or the slot is on its way
+    /// here.
+    pub fn keeps(&self, slot: Slot) -> bool {
+        self.importing(slot)
+            || !matches!(
+                self.owner(slot),
+                SlotOwner::Elsewhere(_) | SlotOwner::Unowned
+            )
     }
 
     /// Whether this node is the primary of its shard.

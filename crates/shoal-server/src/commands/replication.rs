@@ -54,6 +54,13 @@ pub fn replconf(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
                 .pause_writes(Duration::from_millis(ms));
             ctx.reply().int(offset as i64);
             return Ok(());
+        } else if is(option, "shoal-import") {
+            // Shoal's own: the primary of a shard that slots migrate to asks for them.
+            let asked = std::str::from_utf8(value)
+                .ok()
+                .and_then(crate::migration::source::ImportRequest::parse)
+                .ok_or(CommandError::Syntax)?;
+            ctx.client.import = Some(asked);
         } else if !(is(option, "capa") || is(option, "rdb-only")) {
             return Err(CommandError::Raw(
                 format!(

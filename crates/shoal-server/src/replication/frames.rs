@@ -297,7 +297,7 @@ impl Applier {
 }
 
 /// A parser of the stream's frames: any value size, few arguments.
-fn stream_parser() -> RequestParser {
+pub(crate) fn stream_parser() -> RequestParser {
     RequestParser::new(Limits {
         max_bulk_len: usize::MAX,
         max_args: 16,
@@ -307,7 +307,7 @@ fn stream_parser() -> RequestParser {
 /// The length of the unit at the start of `rest` (after its `MULTI`), through its `EXEC`;
 /// `None` while the stream has not brought all of it. Parsed with a parser of its own, so
 /// the applier's stays at a frame boundary.
-fn unit_len(rest: &[u8]) -> Result<Option<usize>, StreamError> {
+pub(crate) fn unit_len(rest: &[u8]) -> Result<Option<usize>, StreamError> {
     let mut parser = stream_parser();
     let mut len = 0;
     loop {

@@ -95,28 +95,40 @@ async fn link_once(
     link: Link<'_>,
     current: &impl Fn(&Replication) -> bool,
 ) -> Result<(), LinkError> {
-    let (primary, config) = (link.primary, link.config);
-    let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(primary))
+    let stream = connect_peer(link.primary, link.config.tls.as_ref()).await?;
+    link.run(stream, current).await
+}
+
+/// A connection to another node's RESP port, plain or TLS.
+pub(crate) trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> PeerIo for T {}
+
+/// Connects to another node's RESP port at `addr` (`host:port`), over TLS if `tls` is given
+/// (the node's certificate must name `host`), each step within the handshake timeout.
+pub(crate) async fn connect_peer(
+    addr: &str,
+    tls: Option<&Arc<shoal_frontdoor::tls::ClientConfig>>,
+) -> std::io::Result<Box<dyn PeerIo>> {
+    let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = tcp.set_nodelay(true);
-    match &config.tls {
-        None => link.run(tcp, current).await,
-        Some(tls) => {
-            let host = primary
-                .rsplit_once(':')
-                .map_or(primary, |(host, _)| host)
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let secured = shoal_frontdoor::tls::connect(tls.clone(), tcp, host);
-            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, secured)
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-                })??;
-            link.run(tls, current).await
-        }
-    }
+    let Some(tls) = tls else {
+        return Ok(Box::new(tcp));
+    };
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let secured = shoal_frontdoor::tls::connect(tls.clone(), tcp, host);
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, secured)
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+        })??;
+    Ok(Box::new(tls))
 }
 
 /// What one link needs, whatever it runs over.
@@ -364,18 +376,27 @@ async fn next_reply(
     stream: &mut (impl AsyncRead + Unpin),
     input: &mut Vec<u8>,
 ) -> Result<Value, LinkError> {
+    read_reply(stream, input).await?.map_err(LinkError::Refused)
+}
+
+/// Reads the next reply of a peer (the bytes after it stay in `input`); the inner error says
+/// what could not be decoded.
+pub(crate) async fn read_reply(
+    stream: &mut (impl AsyncRead + Unpin),
+    input: &mut Vec<u8>,
+) -> std::io::Result<Result<Value, String>> {
     loop {
         match decode(input) {
             Ok(Some((value, used))) => {
                 input.drain(..used);
-                return Ok(value);
+                return Ok(Ok(value));
             }
             Ok(None) => {}
-            Err(e) => return Err(LinkError::Refused(e.to_string())),
+            Err(e) => return Ok(Err(e.to_string())),
         }
         input.reserve(4096);
         if stream.read_buf(input).await? == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
         }
     }
 }

@@ -1,0 +1,222 @@
+//! What the request path needs of slot migrations (see [`crate::migration`]): sets of slots,
+//! and the gate that holds a source's writes to slots being handed over.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use shoal_cluster::{SLOTS, Slot};
+use tokio::sync::Notify;
+
+/// A set of slots, one bit each.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SlotSet(Box<[u64]>);
+
+impl Default for SlotSet {
+    fn default() -> Self {
+        SlotSet(vec![0; SLOTS / 64].into_boxed_slice())
+    }
+}
+
+impl std::fmt::Debug for SlotSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.ranges()).finish()
+    }
+}
+
+impl SlotSet {
+    /// The slots of inclusive `ranges` (slots past the last one are ignored).
+    pub fn of_ranges(ranges: &[(Slot, Slot)]) -> SlotSet {
+        let mut set = SlotSet::default();
+        for &(first, last) in ranges {
+            for slot in first..=last.min(SLOTS as Slot - 1) {
+                set.insert(slot);
+            }
+        }
+        set
+    }
+
+    /// Adds `slot`.
+    pub fn insert(&mut self, slot: Slot) {
+        self.0[usize::from(slot) / 64] |= 1 << (slot % 64);
+    }
+
+    /// Whether `slot` is in it.
+    #[inline]
+    pub fn contains(&self, slot: Slot) -> bool {
+        self.0[usize::from(slot) / 64] & (1 << (slot % 64)) != 0
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+
+    /// How many slots it holds.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Its slots as inclusive ranges, in order.
+    pub fn ranges(&self) -> Vec<(Slot, Slot)> {
+        let mut out: Vec<(Slot, Slot)> = Vec::new();
+        for slot in (0..SLOTS as Slot).filter(|s| self.contains(*s)) {
+            match out.last_mut() {
+                Some((_, last)) if *last + 1 == slot => *last = slot,
+                _ => out.push((slot, slot)),
+            }
+        }
+        out
+    }
+
+    /// Removes every slot of `other`.
+    pub fn subtract(&mut self, other: &SlotSet) {
+        for (word, gone) in self.0.iter_mut().zip(other.0.iter()) {
+            *word &= !gone;
+        }
+    }
+}
+
+/// The slots whose writes wait on this source while they are handed over, and the wake-up for
+/// those writes. Reads go on: the source still holds every key, and nothing changes them.
+#[derive(Default)]
+pub struct WriteGate {
+    /// Whether any slot is held: the only check a write makes while none is.
+    any: std::sync::atomic::AtomicBool,
+    held: Mutex<SlotSet>,
+    opened: Notify,
+    /// Writes that waited.
+    pub waited: AtomicU64,
+}
+
+impl WriteGate {
+    /// Whether writes to `slot` wait now.
+    #[inline]
+    pub fn holds(&self, slot: Slot) -> bool {
+        self.any.load(Relaxed) && self.held.lock().contains(slot)
+    }
+
+    /// Makes writes to `slots` wait.
+    pub fn close(&self, slots: &SlotSet) {
+        let mut held = self.held.lock();
+        for (word, more) in held.0.iter_mut().zip(slots.0.iter()) {
+            *word |= more;
+        }
+        self.any.store(!held.is_empty(), Relaxed);
+    }
+
+    /// Lets writes to `slots` go again (and routes the waiting ones again).
+    pub fn open(&self, slots: &SlotSet) {
+        let mut held = self.held.lock();
+        held.subtract(slots);
+        self.any.store(!held.is_empty(), Relaxed);
+        drop(held);
+        self.opened.notify_waiters();
+    }
+
+    /// Waits until `slot` is no longer held, or `limit` has passed.
+    pub async fn wait(&self, slot: Slot, limit: Duration) {
+        self.waited.fetch_add(1, Relaxed);
+        let wait = async {
+            loop {
+                let opened = self.opened.notified();
+                if !self.holds(slot) {
+                    return;
+                }
+                opened.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+}
+
+/// What this node's migrations did, as a source and as a target.
+#[derive(Default)]
+pub struct MigrationStats {
+    /// Keys sent in snapshots of migrating slots.
+    pub keys_sent: AtomicU64,
+    /// Keys received in snapshots of slots migrating here.
+    pub keys_received: AtomicU64,
+    /// Hand-overs this node made as a source (taken or not).
+    pub hand_overs: AtomicU64,
+    /// Slots this node handed over.
+    pub slots_handed_over: AtomicU64,
+    /// The longest write pause of a hand-over, in microseconds.
+    pub pause_max_us: AtomicU64,
+    /// The last [`PAUSES_KEPT`] write pauses, in microseconds, oldest first.
+    pauses: Mutex<std::collections::VecDeque<u64>>,
+}
+
+/// Write pauses kept for their percentiles.
+pub const PAUSES_KEPT: usize = 1024;
+
+impl MigrationStats {
+    /// Records one hand-over's write pause.
+    pub fn record_pause(&self, paused: Duration) {
+        self.hand_overs.fetch_add(1, Relaxed);
+        let us = u64::try_from(paused.as_micros()).unwrap_or(u64::MAX);
+        self.pause_max_us.fetch_max(us, Relaxed);
+        let mut pauses = self.pauses.lock();
+        if pauses.len() == PAUSES_KEPT {
+            pauses.pop_front();
+        }
+        pauses.push_back(us);
+    }
+
+    /// The `q` quantile (0 to 1) of the pauses kept, in microseconds (0 without any).
+    pub fn pause_quantile_us(&self, q: f64) -> u64 {
+        let mut pauses: Vec<u64> = self.pauses.lock().iter().copied().collect();
+        if pauses.is_empty() {
+            return 0;
+        }
+        pauses.sort_unstable();
+        let rank = ((pauses.len() as f64 * q).ceil() as usize).clamp(1, pauses.len());
+        pauses[rank - 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_sets_hold_ranges() {
+        let mut set = SlotSet::of_ranges(&[(0, 2), (5, 5), (16383, 16383)]);
+        assert_eq!(set.len(), 5);
+        assert!(set.contains(1) && set.contains(16383) && !set.contains(3));
+        set.subtract(&SlotSet::of_ranges(&[(1, 1)]));
+        assert_eq!(set.ranges(), vec![(0, 0), (2, 2), (5, 5), (16383, 16383)]);
+        assert!(!set.is_empty() && SlotSet::default().is_empty());
+    }
+
+    #[test]
+    fn pause_quantiles_come_from_the_pauses_kept() {
+        let stats = MigrationStats::default();
+        assert_eq!(stats.pause_quantile_us(0.99), 0);
+        for ms in 1..=100 {
+            stats.record_pause(Duration::from_millis(ms));
+        }
+        assert_eq!(stats.pause_quantile_us(0.99), 99_000);
+        assert_eq!(stats.pause_quantile_us(0.5), 50_000);
+        assert_eq!(stats.pause_max_us.load(Relaxed), 100_000);
+    }
+
+    #[tokio::test]
+    async fn a_held_write_goes_when_its_slot_opens() {
+        let gate = std::sync::Arc::new(WriteGate::default());
+        let slots = SlotSet::of_ranges(&[(10, 20)]);
+        gate.close(&slots);
+        assert!(gate.holds(15) && !gate.holds(21));
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.wait(15, Duration::from_secs(5)).await }
+        });
+        tokio::task::yield_now().await;
+        gate.open(&slots);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("the write went")
+            .unwrap();
+        assert!(!gate.holds(15));
+    }
+}

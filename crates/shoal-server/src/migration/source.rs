@@ -1,0 +1,484 @@
+//! The source's side of a migration, on the connection the target's primary opened: a
+//! snapshot of the slots, then their part of the replication stream, then hand-overs, a batch
+//! of slots at a time, until every slot asked for is the target's.
+//!
+//! A hand-over: the slots' writes wait ([`WriteGate`](crate::cluster::migrating::WriteGate));
+//! the stream is sent up to its end with a numbered `REPLCONF GETACK` after it, until the
+//! target has acknowledged one round in which no write of those slots came (a write that had
+//! passed its routing check just before the gate closed lands in such a round); then the
+//! controller's leader is told, and its answer (the map that gives the slots to the target) is
+//! installed here before the writes go on, and are redirected. If anything fails, the writes
+//! go on here, the slots stay this shard's, and the target starts over later.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_cluster::{Migration, Role, ShardId, Slot};
+use shoal_frontdoor::Stream;
+use shoal_proto::{Limits, Parsed, RequestParser};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::filter::SlotFilter;
+use super::{SNAPSHOT_CHUNK, SNAPSHOT_STEP};
+use crate::cluster::ClusterState;
+use crate::cluster::migrating::SlotSet;
+use crate::replication::frames;
+use crate::shared::Shared;
+
+/// Slots handed over at once at most.
+const HAND_OVER_BATCH: usize = 1024;
+
+/// How long the target may take to acknowledge a round of a hand-over.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Rounds of a hand-over before it gives up (writes keep coming past the gate).
+const MAX_ROUNDS: u32 = 8;
+
+/// Stream bytes read from the backlog at once.
+const CHUNK: usize = 256 * 1024;
+
+/// What a target asks for: `REPLCONF shoal-import <from>:<to>:<first>-<last>,...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRequest {
+    /// The source shard.
+    pub from: ShardId,
+    /// The target shard.
+    pub to: ShardId,
+    /// The slots it wants, as inclusive ranges.
+    pub slots: Vec<(Slot, Slot)>,
+}
+
+impl ImportRequest {
+    /// Parses the value of `REPLCONF shoal-import`.
+    pub fn parse(text: &str) -> Option<ImportRequest> {
+        let mut parts = text.split(':');
+        let from = ShardId(parts.next()?.parse().ok()?);
+        let to = ShardId(parts.next()?.parse().ok()?);
+        let slots = parts
+            .next()?
+            .split(',')
+            .map(|range| {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                let (a, b): (Slot, Slot) = (a.parse().ok()?, b.parse().ok()?);
+                (a <= b && usize::from(b) < shoal_cluster::SLOTS).then_some((a, b))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        (parts.next().is_none() && !slots.is_empty()).then_some(ImportRequest { from, to, slots })
+    }
+
+    /// What `parse` reads back.
+    pub fn render(&self) -> String {
+        let ranges: Vec<String> = self.slots.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+        format!("{}:{}:{}", self.from.0, self.to.0, ranges.join(","))
+    }
+}
+
+/// Why an import session ended early.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SourceError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Stream(#[from] frames::StreamError),
+    #[error("the target fell behind the backlog")]
+    Behind,
+    #[error("the keyspace was flushed: the target must start over")]
+    Flushed,
+}
+
+/// Serves the target that sent `request` on `stream` until every slot it asked for is its, or
+/// the session fails (the target then connects again).
+pub(crate) async fn serve_import(
+    shared: &Arc<Shared>,
+    stream: &mut Stream,
+    request: ImportRequest,
+) -> std::io::Result<()> {
+    let result = serve(shared, stream, &request).await;
+    match &result {
+        Ok(()) => tracing::info!(from = %request.from, to = %request.to, "migration source done"),
+        Err(SourceError::Refused(why)) => {
+            let line = format!("-ERR {why}\r\n");
+            let _ = stream.write_all(line.as_bytes()).await;
+            tracing::info!(from = %request.from, to = %request.to, "migration refused: {why}");
+        }
+        Err(e) => tracing::warn!(from = %request.from, to = %request.to, "migration source: {e}"),
+    }
+    Ok(())
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    stream: &mut Stream,
+    request: &ImportRequest,
+) -> Result<(), SourceError> {
+    let cluster = shared
+        .cluster
+        .clone()
+        .ok_or_else(|| SourceError::Refused("not a cluster node".into()))?;
+    let mut slots = offered(&cluster, request)?;
+    let replication = &shared.replication;
+    // Recording before the snapshot's offset is read: every change after it is in the
+    // backlog, and replaying those states over the snapshot converges on this node's.
+    replication.set_recording(true);
+    let mut offset = replication.history().backlog.end();
+    stream
+        .write_all(format!("+IMPORT {offset}\r\n").as_bytes())
+        .await?;
+    let started = Instant::now();
+    let keys = send_snapshot(shared, stream, &slots).await?;
+    tracing::info!(
+        from = %request.from,
+        to = %request.to,
+        slots = slots.len(),
+        keys,
+        took = ?started.elapsed(),
+        "migration snapshot sent"
+    );
+    let stats = &cluster.migration_stats;
+    stats
+        .keys_sent
+        .fetch_add(keys, std::sync::atomic::Ordering::Relaxed);
+    let mut session = Session {
+        shared,
+        cluster: &cluster,
+        stream,
+        filter: SlotFilter::default(),
+        raw: Vec::with_capacity(CHUNK),
+        out: Vec::with_capacity(CHUNK),
+        acks: RequestParser::new(Limits {
+            max_bulk_len: 1024,
+            max_args: 8,
+        }),
+        input: Vec::with_capacity(1024),
+        marker: 0,
+    };
+    while !slots.is_empty() {
+        session
+            .forward(&mut offset, &slots, &SlotSet::default())
+            .await?;
+        let batch = first(&slots, HAND_OVER_BATCH);
+        match session
+            .hand_over(request, &mut offset, &slots, &batch)
+            .await?
+        {
+            true => {
+                slots.subtract(&batch);
+                cluster
+                    .migration_stats
+                    .slots_handed_over
+                    .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            false => {
+                // Not taken (a leader change, a map that moved on): keep streaming, and
+                // give up if the migration is no longer in the map.
+                slots = match offered(&cluster, request) {
+                    Ok(still) => still,
+                    Err(_) => return Ok(()),
+                };
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The slots of `request` this node sends: it is its shard's primary, the shard is the
+/// request's source, and the map has them migrating to the request's target.
+fn offered(cluster: &ClusterState, request: &ImportRequest) -> Result<SlotSet, SourceError> {
+    let map = cluster.map();
+    let me = cluster.myself().id;
+    match map.placement_of(me) {
+        Some((shard, Role::Primary)) if shard.id == request.from => {}
+        _ => {
+            return Err(SourceError::Refused(format!(
+                "this node is not the primary of shard {}",
+                request.from
+            )));
+        }
+    }
+    let mut slots = SlotSet::default();
+    if let Some(m) = map
+        .migrations
+        .iter()
+        .find(|m| m.from == request.from && m.to == request.to)
+    {
+        for &(a, b) in &request.slots {
+            for slot in a..=b {
+                if m.contains(slot) {
+                    slots.insert(slot);
+                }
+            }
+        }
+    }
+    if slots.is_empty() {
+        return Err(SourceError::Refused(format!(
+            "no slot of those is migrating from shard {} to shard {} in map {}",
+            request.from, request.to, map.epoch
+        )));
+    }
+    Ok(slots)
+}
+
+/// The first `n` slots of `slots`.
+fn first(slots: &SlotSet, n: usize) -> SlotSet {
+    let mut batch = SlotSet::default();
+    for (a, b) in slots.ranges() {
+        for slot in a..=b {
+            if batch.len() == n {
+                return batch;
+            }
+            batch.insert(slot);
+        }
+    }
+    batch
+}
+
+/// Sends every live key of `slots` as stream frames, then the snapshot's end; returns how
+/// many keys it sent.
+async fn send_snapshot(
+    shared: &Shared,
+    stream: &mut Stream,
+    slots: &SlotSet,
+) -> Result<u64, SourceError> {
+    let mut cursor = 0;
+    let mut keys = 0u64;
+    let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK + 4096);
+    loop {
+        cursor = shared
+            .store
+            .scan_entries(cursor, SNAPSHOT_STEP, |key, kind, value, expiry| {
+                if slots.contains(shoal_cluster::key_slot(key)) {
+                    frames::put_any(&mut buf, key, kind, value, expiry);
+                    keys += 1;
+                }
+            });
+        if buf.len() >= SNAPSHOT_CHUNK || cursor == 0 {
+            stream.write_all(&buf).await?;
+            buf.clear();
+            tokio::task::yield_now().await;
+        }
+        if shared.replication.role() != crate::replication::Role::Primary {
+            return Err(SourceError::Refused("no longer a primary".into()));
+        }
+        if cursor == 0 {
+            stream.write_all(frames::SNAPSHOT_END).await?;
+            return Ok(keys);
+        }
+    }
+}
+
+/// One import session's streaming state.
+struct Session<'a> {
+    shared: &'a Shared,
+    cluster: &'a ClusterState,
+    stream: &'a mut Stream,
+    filter: SlotFilter,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    acks: RequestParser,
+    input: Vec<u8>,
+    /// The last `GETACK` number sent.
+    marker: u64,
+}
+
+impl Session<'_> {
+    /// Sends the stream from `offset` to the backlog's end (as it is now), cut down to
+    /// `slots`; returns how many frames of `watch` were in it. Waits a little for news first
+    /// when there is none.
+    async fn forward(
+        &mut self,
+        offset: &mut u64,
+        slots: &SlotSet,
+        watch: &SlotSet,
+    ) -> Result<usize, SourceError> {
+        let replication = &self.shared.replication;
+        if replication.offset() == *offset {
+            replication
+                .wait_for_growth(*offset, Duration::from_millis(20))
+                .await;
+        }
+        let mut watched = 0;
+        loop {
+            self.raw.clear();
+            let read = {
+                let history = replication.history();
+                if history.role != crate::replication::Role::Primary {
+                    return Err(SourceError::Refused("no longer a primary".into()));
+                }
+                history.backlog.read(*offset, CHUNK, &mut self.raw)
+            };
+            let n = read.ok_or(SourceError::Behind)?;
+            if n == 0 {
+                break;
+            }
+            *offset += n as u64;
+            self.out.clear();
+            let fed = self.filter.feed(&self.raw, slots, watch, &mut self.out)?;
+            if fed.flushed {
+                return Err(SourceError::Flushed);
+            }
+            watched += fed.watched;
+            if !self.out.is_empty() {
+                self.stream.write_all(&self.out).await?;
+            }
+        }
+        self.stream.flush().await?;
+        Ok(watched)
+    }
+
+    /// Hands `batch` over: holds its writes, streams until the target has everything of it,
+    /// and has the controller move it. Returns whether the map now gives it to the target.
+    async fn hand_over(
+        &mut self,
+        request: &ImportRequest,
+        offset: &mut u64,
+        slots: &SlotSet,
+        batch: &SlotSet,
+    ) -> Result<bool, SourceError> {
+        let cluster = self.cluster;
+        let started = Instant::now();
+        cluster.gate.close(batch);
+        let result = self.hand_over_held(request, offset, slots, batch).await;
+        cluster.gate.open(batch);
+        let paused = started.elapsed();
+        cluster.migration_stats.record_pause(paused);
+        match &result {
+            Ok(true) => tracing::info!(
+                from = %request.from,
+                to = %request.to,
+                slots = batch.len(),
+                ?paused,
+                "slots handed over"
+            ),
+            Ok(false) => {
+                tracing::info!(from = %request.from, to = %request.to, "hand-over not taken")
+            }
+            Err(e) => {
+                tracing::warn!(from = %request.from, to = %request.to, "hand-over failed: {e}")
+            }
+        }
+        result
+    }
+
+    async fn hand_over_held(
+        &mut self,
+        request: &ImportRequest,
+        offset: &mut u64,
+        slots: &SlotSet,
+        batch: &SlotSet,
+    ) -> Result<bool, SourceError> {
+        let mut rounds = 0;
+        loop {
+            let late = self.forward(offset, slots, batch).await?;
+            self.marker += 1;
+            let marker = self.marker.to_string();
+            let getack = shoal_proto::request::encode(&["REPLCONF", "GETACK", &marker]);
+            self.stream.write_all(&getack).await?;
+            self.stream.flush().await?;
+            self.await_ack(self.marker).await?;
+            rounds += 1;
+            // A write of the batch that passed its check before the gate closed landed in
+            // this round: one more, so that none can still be on its way.
+            if late == 0 && rounds > 1 {
+                break;
+            }
+            if rounds >= MAX_ROUNDS {
+                return Ok(false);
+            }
+        }
+        let Some(node) = self.cluster.node() else {
+            return Ok(false);
+        };
+        let migration = Migration {
+            from: request.from,
+            to: request.to,
+            slots: batch.ranges(),
+        };
+        let map = match node.hand_over(migration).await {
+            Ok(map) => map,
+            Err(e) => {
+                tracing::info!("the controller did not take the hand-over: {e}");
+                return Ok(false);
+            }
+        };
+        let moved = batch
+            .ranges()
+            .iter()
+            .all(|&(a, b)| (a..=b).all(|s| map.slots.get(s) == Some(request.to)));
+        if moved {
+            // The held writes are redirected once they run again: this node must route by
+            // the new map before the gate opens.
+            self.cluster.install(map);
+        }
+        Ok(moved)
+    }
+
+    /// Reads the target's acknowledgements until `marker`'s.
+    async fn await_ack(&mut self, marker: u64) -> Result<(), SourceError> {
+        let deadline = tokio::time::Instant::now() + ROUND_TIMEOUT;
+        loop {
+            let mut consumed = 0;
+            let mut acked = 0;
+            while let Ok(Parsed::Command { consumed: n }) = self.acks.parse(&self.input[consumed..])
+            {
+                let argv = self.acks.argv(&self.input[consumed..]);
+                if argv.len() == 3
+                    && argv.get(0).eq_ignore_ascii_case(b"REPLCONF")
+                    && argv.get(1).eq_ignore_ascii_case(b"ACK")
+                {
+                    acked =
+                        acked.max(shoal_store::parse_i64(argv.get(2)).unwrap_or(0).max(0) as u64);
+                }
+                consumed += n;
+            }
+            self.input.drain(..consumed);
+            if acked >= marker {
+                return Ok(());
+            }
+            self.input.reserve(256);
+            let read = tokio::time::timeout_at(
+                deadline,
+                AsyncReadExt::read_buf(&mut *self.stream, &mut self.input),
+            )
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the target did not acknowledge",
+                )
+            })??;
+            if read == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_requests_read_back_what_they_render() {
+        let r = ImportRequest {
+            from: ShardId(0),
+            to: ShardId(3),
+            slots: vec![(0, 10), (42, 42), (16000, 16383)],
+        };
+        assert_eq!(r.render(), "0:3:0-10,42-42,16000-16383");
+        assert_eq!(ImportRequest::parse(&r.render()), Some(r));
+        for bad in [
+            "",
+            "0:1",
+            "0:1:",
+            "0:1:5-3",
+            "0:1:0-16384",
+            "x:1:0-1",
+            "0:1:0-1:9",
+        ] {
+            assert_eq!(ImportRequest::parse(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Live slot migration on real `shoal server` processes: slots move with their keys when a
+//! shard joins and when one is removed, while an application writes and reads through the
+//! smart client without an error, and no acknowledged write is lost.
+//!
+//! The tests take turns (one cluster at a time), each bounded by [`TEST_LIMIT`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use shoal_client::{Client, ClientConfig};
+use shoal_cluster::ClusterMap;
+use shoal_testkit::{ClusterOptions, TestCluster, Value};
+
+mod common;
+
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+const TEST_LIMIT: Duration = Duration::from_secs(90);
+
+/// How long the slots may take to settle after a join or a removal.
+const SETTLE_WITHIN: Duration = Duration::from_secs(40);
+
+async fn run_test(name: &str, body: impl Future<Output = ()>) {
+    shoal_testkit::run_alone(name, TEST_LIMIT, body).await;
+}
+
+/// An application writing and reading through the smart client while the cluster changes:
+/// each round sets `live:<n>` to its round number and reads it back; every error and every
+/// wrong read is counted.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Traffic {
+    fn start(client: Client) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn({
+            let (stop, rounds, errors) = (stop.clone(), rounds.clone(), errors.clone());
+            async move {
+                let mut seen = Vec::new();
+                let mut round = 0u64;
+                while !stop.load(Relaxed) && round < 200_000 {
+                    round += 1;
+                    let key = format!("live:{}", round % 500);
+                    let value = round.to_string();
+                    if let Err(e) = client.set(&key, &value, None).await {
+                        errors.fetch_add(1, Relaxed);
+                        seen.push(format!("SET {key}: {e}"));
+                        continue;
+                    }
+                    match client.get(&key).await {
+                        Ok(Some(got)) if got == value.as_bytes() => {}
+                        other => {
+                            errors.fetch_add(1, Relaxed);
+                            seen.push(format!("GET {key} after SET {value}: {other:?}"));
+                        }
+                    }
+                    rounds.store(round, Relaxed);
+                }
+                seen
+            }
+        });
+        Traffic {
+            stop,
+            rounds,
+            errors,
+            task,
+        }
+    }
+
+    /// Stops it; returns the rounds done and what went wrong.
+    async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Relaxed);
+        let seen = self.task.await.expect("the traffic task");
+        assert_eq!(self.errors.load(Relaxed) as usize, seen.len());
+        (self.rounds.load(Relaxed), seen)
+    }
+}
+
+/// `count` keys `key:<i>`: strings (every third with a TTL of an hour) and hashes.
+async fn fill(client: &Client, count: usize) {
+    for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+        let writes = chunk.iter().map(|i| async move {
+            let key = format!("key:{i}");
+            match i % 3 {
+                0 => {
+                    client
+                        .set(&key, format!("v{i}"), Some(Duration::from_secs(3600)))
+                        .await
+                }
+                1 => client.set(&key, format!("v{i}"), None).await,
+                _ => client
+                    .command(&["HSET", &key, "f", &format!("v{i}")])
+                    .await
+                    .map(|_| ()),
+            }
+        });
+        for result in futures_util::future::join_all(writes).await {
+            result.expect("a write before the change");
+        }
+    }
+}
+
+/// Checks that every key of [`fill`] is there with its value, type and TTL.
+async fn check(client: &Client, count: usize) {
+    let mut missing = Vec::new();
+    for i in 0..count {
+        let key = format!("key:{i}");
+        let want = format!("v{i}");
+        let got = match i % 3 {
+            2 => client.command(&["HGET", &key, "f"]).await.unwrap(),
+            _ => client.command(&["GET", &key]).await.unwrap(),
+        };
+        if got != Value::Bulk(want.into_bytes()) {
+            missing.push(format!("{key}: {got:?}"));
+        }
+        if i % 3 == 0 && i % 51 == 0 {
+            let ttl = client.command(&["TTL", &key]).await.unwrap();
+            assert!(
+                matches!(ttl, Value::Int(t) if (3000..=3600).contains(&t)),
+                "{key} kept its TTL: {ttl:?}"
+            );
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {count} keys lost or wrong, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+/// The number of keys each primary of `map` holds, by shard.
+async fn held(cluster: &TestCluster, map: &ClusterMap) -> Vec<(shoal_cluster::ShardId, i64)> {
+    let mut out = Vec::new();
+    for shard in cluster.shard_nodes(map).unwrap() {
+        let n = match cluster
+            .node(shard.primary)
+            .command(&["DBSIZE"])
+            .await
+            .unwrap()
+        {
+            Value::Int(n) => n,
+            other => panic!("DBSIZE answered {other:?}"),
+        };
+        out.push((shard.shard, n));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_move_with_their_keys_when_a_shard_joins_and_when_it_leaves() {
+    run_test(
+        "slots_move_with_their_keys_when_a_shard_joins_and_when_it_leaves",
+        async {
+            let mut cluster = TestCluster::start(SHOAL, 2, 0, ClusterOptions::default())
+                .await
+                .expect("the cluster starts");
+            let config =
+                ClientConfig::new(cluster.resp_addrs()).with_cluster_secret(cluster.secret());
+            let client = Client::connect(config).await.expect("the client connects");
+            const KEYS: usize = 3000;
+            fill(&client, KEYS).await;
+
+            // A third shard joins while the application works.
+            let traffic = Traffic::start(client.clone());
+            let started = Instant::now();
+            let joined = cluster.add_node(false).await.expect("a node joins");
+            let status = cluster
+                .wait_until("the slots to settle", SETTLE_WITHIN, |s| {
+                    s.map.migrations.is_empty() && s.map.shards.len() == 3
+                })
+                .await
+                .unwrap();
+            println!("joined and settled in {:?}", started.elapsed());
+            let (rounds, errors) = traffic.stop().await;
+            assert!(
+                errors.is_empty(),
+                "{} errors in {rounds} rounds: {errors:?}",
+                errors.len()
+            );
+            assert!(
+                rounds > 100,
+                "the application made progress: {rounds} rounds"
+            );
+            let map = status.map;
+            let new_shard = cluster.shard_of_node(&map, joined).unwrap().shard;
+            assert!(
+                map.slots.count(new_shard) > 4000,
+                "the new shard took its share"
+            );
+            check(&client, KEYS).await;
+            // Every key is on its slot's owner only: the old owners dropped what moved.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let counts = held(&cluster, &map).await;
+                let total: i64 = counts.iter().map(|(_, n)| n).sum();
+                let live = rounds.min(500) as usize;
+                if total == (KEYS + live) as i64 {
+                    assert!(counts.iter().all(|(_, n)| *n > 500), "{counts:?}");
+                    break;
+                }
+                assert!(Instant::now() < deadline, "keys left behind: {counts:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let pauses = common::metric(
+                cluster.node(cluster.shard_nodes(&map).unwrap()[0].primary),
+                "shoal_migration_hand_overs_total",
+            )
+            .await;
+            assert!(pauses > 0, "the old shard handed slots over");
+
+            // The new shard's primary is removed: its shard drains first, then it stops.
+            let traffic = Traffic::start(client.clone());
+            let id = cluster.node(joined).id().await.unwrap();
+            cluster.remove_node(id).await.expect("the removal is taken");
+            let status = cluster
+                .wait_until("the shard to drain and leave", SETTLE_WITHIN, |s| {
+                    s.map.shards.len() == 2
+                        && s.map.migrations.is_empty()
+                        && s.map.node(id).is_none()
+                })
+                .await
+                .unwrap();
+            let (rounds, errors) = traffic.stop().await;
+            assert!(
+                errors.is_empty(),
+                "{} errors in {rounds} rounds: {errors:?}",
+                errors.len()
+            );
+            assert_eq!(status.map.slots.count(new_shard), 0);
+            check(&client, KEYS).await;
+        },
+    )
+    .await;
+}
