@@ -17,6 +17,9 @@ and the generator turns each into the COMMAND INFO entry and COMMAND DOCS map Re
 the same shapes as the recorded ones. They are emitted with the others, and listed with their ACL
 categories. A command the recorded Redis has must not be described here.
 
+Shoal's own commands, which no Redis has (the sharded counters' COUNTER.INCRBY, COUNTER.GET and
+COUNTER.DEL), are described the same way in SHOAL_COMMANDS, a section of their own.
+
 Re-run it whenever Shoal gains a command or subcommand (edit the lists below first), or to record
 the table from another Redis version:
 
@@ -188,6 +191,47 @@ LATER_COMMANDS = {
                             _arg("count", "integer"), _arg("slot", "integer", flags=("multiple",))])]),
                     "stop": _hotkeys_sub(2, "Stops hotkeys tracking.", "O(1)"),
                 }},
+}
+
+
+def _counter_command(arity: int, flags: list[str], acl: list[str], key_flags: list[str],
+                     summary: str, complexity: str, args: list) -> dict:
+    return {"arity": arity, "flags": flags, "acl": acl, "key_flags": key_flags, "group": "string",
+            "summary": summary, "since": SHOAL_SINCE, "complexity": complexity,
+            "args": [_arg("key", "key", key=True), _arg("parts", "integer")] + args}
+
+
+# Shoal's version that added its own commands below, as their docs' `since` (a module's commands
+# give its version there too).
+SHOAL_SINCE = "0.1.0"
+
+# Shoal-only commands: no Redis version has them, so they are described by hand as LATER_COMMANDS
+# are, and must never be found in the recorded Redis either. Module-style names (`COUNTER.*`), as
+# Redis modules name theirs, so they cannot collide with a future Redis command. They are built in,
+# not a module: the group is `string` (they work on string counters) and there is no `module` flag.
+#
+# Sharded counters (shoal-client's `sharded_counter`): one counter kept as parts `key#1`..`key#N`.
+# The key spec names only `key` (the first argument), so ACL key patterns are checked against
+# `key` and cover its parts; a cluster client routing by it reaches a node that refuses (the parts
+# span slots). `no_multi` and `noscript`: a transaction or a script runs on one node with its keys
+# in one slot, which the parts are not, so Shoal refuses them there everywhere (a standalone node
+# included) and an application behaves the same against one node and a cluster.
+SHOAL_COMMANDS = {
+    "counter.incrby": _counter_command(
+        4, ["write", "denyoom", "noscript", "fast", "no_multi"], ["@write", "@string", "@fast"],
+        ["RW", "access", "update"],
+        "Increments one part, picked at random, of a sharded counter; returns that part's new value.",
+        "O(1)", [_arg("increment", "integer")]),
+    "counter.get": _counter_command(
+        3, ["readonly", "noscript", "fast", "no_multi"], ["@read", "@string", "@fast"],
+        ["RO", "access"],
+        "Returns the sum of the parts of a sharded counter (missing parts count 0).",
+        "O(N) where N is the number of parts.", []),
+    "counter.del": _counter_command(
+        3, ["write", "noscript", "no_multi"], ["@keyspace", "@write", "@string", "@slow"],
+        ["RM", "delete"],
+        "Deletes the parts of a sharded counter; returns how many existed.",
+        "O(N) where N is the number of parts.", []),
 }
 
 
@@ -667,7 +711,7 @@ def emit_value(v: Value, indent: int, what: str) -> str:
 
 
 def const_name(name: str) -> str:
-    return name.upper().replace("|", "_").replace("-", "_")
+    return name.upper().replace("|", "_").replace("-", "_").replace(".", "_")
 
 
 def flags_expr(spec: Spec) -> str:
@@ -806,7 +850,7 @@ def main() -> int:
                 specs, missing = record(conn)
                 acl_commands = record_acl(conn)
                 recorded = {name for name, _ in acl_commands}
-                for name, d in LATER_COMMANDS.items():
+                for name, d in [*LATER_COMMANDS.items(), *SHOAL_COMMANDS.items()]:
                     if name in recorded:
                         raise GenError(f"{name} is in redis-server {version}: record it, do not describe it")
                     specs.append(later_spec(name, d))

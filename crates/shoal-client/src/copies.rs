@@ -21,7 +21,7 @@ use parking_lot::{Mutex, RwLock};
 use shoal_cluster::{ClusterMap, hash_tag, key_slot};
 
 use crate::config::HotKeyCopies;
-use crate::counter::suffixed;
+use crate::counter::part_key;
 use crate::hot_keys::HotKeys;
 
 /// Suffixes tried when looking for shards a key has no copy on yet.
@@ -149,7 +149,7 @@ fn place(key: &[u8], n: usize, map: &ClusterMap) -> Vec<Bytes> {
         if names.len() == n {
             break;
         }
-        let name = suffixed(key, j);
+        let name = part_key(key, j);
         if let Some(shard) = map.slots.get(key_slot(&name))
             && !used.contains(&shard)
         {

@@ -153,6 +153,8 @@
 //!
 //! For a counter too hot for any one node, [`Client::sharded_counter`] keeps it in parts on
 //! several shards ([`ShardedCounter`]): increments go to one part, a read sums them all.
+//! [`counter::CounterCommand`] serves the same counters to plain Redis clients as the commands
+//! `COUNTER.INCRBY`, `COUNTER.GET` and `COUNTER.DEL` (the proxy and the nodes use it).
 //!
 //! ```no_run
 //! # async fn demo(client: shoal_client::Client) -> Result<(), shoal_client::Error> {
@@ -182,7 +184,7 @@ mod codec;
 mod config;
 mod conn;
 mod copies;
-mod counter;
+pub mod counter;
 mod error;
 mod hot_keys;
 mod map_source;

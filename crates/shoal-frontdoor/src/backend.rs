@@ -108,11 +108,25 @@ impl Conn {
         argv: &shoal_proto::Argv<'_>,
         limit: crate::OutputLimit,
     ) {
+        if crate::dispatch::remembers_keys(spec) {
+            self.remember_reads(spec.key_positions_in(argv).map(|i| argv.get(i)), limit);
+        }
+    }
+
+    /// Keys a command read that are not among its arguments (`COUNTER.GET key parts` reads
+    /// `key#1` .. `key#N`): with `CLIENT TRACKING` on (and remembering now), they are
+    /// remembered, so that a change of any of them invalidates what the reply was made of.
+    /// Called before the keys are read (a change between the two costs a spurious
+    /// invalidation, never a stale cache).
+    pub fn remember_reads<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k [u8]>,
+        limit: crate::OutputLimit,
+    ) {
         if let Some(tracking) = self.tracking.as_deref()
-            && crate::dispatch::remembers_keys(spec)
             && tracking.remembers()
         {
-            tracking.remember(spec.key_positions_in(argv).map(|i| argv.get(i)), limit);
+            tracking.remember(keys, limit);
         }
     }
 

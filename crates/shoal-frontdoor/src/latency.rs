@@ -1,6 +1,7 @@
 //! The latency monitor (`LATENCY LATEST|HISTORY|RESET|DOCTOR|GRAPH`), as Redis 7 keeps it:
-//! with `latency-monitor-threshold` above 0 ms, every event (a command, a fast command) that
-//! took at least that long is a sample of its event's series. A series keeps its all-time
+//! with `latency-monitor-threshold` above 0 ms, every event (a command, a fast command, and
+//! on a node the store's `expire-cycle`, `eviction-cycle` and `eviction-del`) that took at
+//! least that long is a sample of its event's series. A series keeps its all-time
 //! maximum and one sample per second, the worst of that second, for the last 160 seconds with
 //! samples.
 
@@ -198,8 +199,9 @@ impl LatencyMonitor {
     }
 
     /// `LATENCY DOCTOR`: Redis's report of the events, or its answer when the monitor is off
-    /// and has nothing. `slowlog_us` is `slowlog-log-slower-than`, for the advice on it.
-    pub fn doctor(&self, slowlog_us: i64) -> String {
+    /// and has nothing. `slowlog_us` is `slowlog-log-slower-than`, for the advice on it, and
+    /// `hz` the background work's frequency, for the advice on expiry (given below 100).
+    pub fn doctor(&self, slowlog_us: i64, hz: u64) -> String {
         let events = self.events.lock();
         let threshold = self.threshold();
         if events.is_empty() && threshold == 0 {
@@ -214,6 +216,7 @@ impl LatencyMonitor {
         let mut out = String::new();
         let (mut slowlog_enable, mut slowlog_tune, mut slowlog_inspect) = (false, false, false);
         let (mut scheduler, mut large_objects) = (false, false);
+        let (mut raise_hz, mut mass_eviction) = (false, false);
         for (n, (event, series)) in events.iter().enumerate() {
             if n == 0 {
                 out.push_str(
@@ -246,6 +249,12 @@ impl LatencyMonitor {
                     large_objects = true;
                 }
                 "fast-command" => scheduler = true,
+                "expire-cycle" => {
+                    raise_hz = true;
+                    large_objects = true;
+                }
+                "eviction-del" => large_objects = true,
+                "eviction-cycle" => mass_eviction = true,
                 _ => {}
             }
         }
@@ -255,6 +264,8 @@ impl LatencyMonitor {
             slowlog_inspect,
             scheduler,
             large_objects,
+            raise_hz,
+            mass_eviction,
         ];
         if events.is_empty() {
             out.push_str(
@@ -306,12 +317,28 @@ impl LatencyMonitor {
                      intrinsic latency in your system.\n",
                 );
             }
+            if raise_hz && hz < 100 {
+                out.push_str(
+                    "- In order to make the Redis keys expiring process more incremental, try \
+                     to set the 'hz' configuration parameter to 100 using 'CONFIG SET hz \
+                     100'.\n",
+                );
+            }
             if large_objects {
                 out.push_str(
                     "- Deleting, expiring or evicting (because of maxmemory policy) large \
                      objects is a blocking operation. If you have very large objects that are \
                      often deleted, expired, or evicted, try to fragment those objects into \
                      multiple smaller objects.\n",
+                );
+            }
+            if mass_eviction {
+                out.push_str(
+                    "- Sudden changes to the 'maxmemory' setting via 'CONFIG SET', or \
+                     allocation of large objects via sets or sorted sets intersections, STORE \
+                     option of SORT, Redis Cluster large keys migrations (RESTORE command), may \
+                     create sudden memory pressure forcing the server to block trying to evict \
+                     keys. \n",
                 );
             }
         }
@@ -510,11 +537,15 @@ mod tests {
     #[test]
     fn the_doctor_says_what_redis_says() {
         let monitor = LatencyMonitor::default();
-        assert!(monitor.doctor(10_000).starts_with("I'm sorry, Dave"));
+        assert!(monitor.doctor(10_000, 10).starts_with("I'm sorry, Dave"));
         monitor.set_threshold(5);
-        assert!(monitor.doctor(10_000).starts_with("Dave, no latency spike"));
+        assert!(
+            monitor
+                .doctor(10_000, 10)
+                .starts_with("Dave, no latency spike")
+        );
         monitor.add("command", 7);
-        let report = monitor.doctor(10_000);
+        let report = monitor.doctor(10_000, 10);
         assert!(
             report.starts_with("Dave, I have observed latency spikes"),
             "{report}"
@@ -527,5 +558,38 @@ mod tests {
             report.contains("CONFIG SET slowlog-log-slower-than 5000"),
             "{report}"
         );
+    }
+
+    /// The store's events bring Redis's advice on them: `hz` (below 100) and large objects
+    /// for `expire-cycle`, large objects for `eviction-del`, mass eviction for
+    /// `eviction-cycle`; in Redis's order.
+    #[test]
+    fn the_doctor_advises_on_expiry_and_eviction() {
+        let monitor = LatencyMonitor::default();
+        monitor.set_threshold(1);
+        monitor.add("expire-cycle", 3);
+        let report = monitor.doctor(10_000, 10);
+        assert!(
+            report.contains("1. expire-cycle: 1 latency spikes"),
+            "{report}"
+        );
+        let hz = report.find("'CONFIG SET hz 100'").expect("the hz advice");
+        let large = report.find("- Deleting, expiring or evicting").unwrap();
+        assert!(hz < large, "{report}");
+        assert!(!report.contains("Sudden changes"), "{report}");
+        assert!(!monitor.doctor(10_000, 100).contains("hz 100"));
+        monitor.reset(&[]);
+        monitor.add("eviction-cycle", 3);
+        let report = monitor.doctor(10_000, 10);
+        assert!(
+            report.ends_with("forcing the server to block trying to evict keys. \n"),
+            "{report}"
+        );
+        assert!(!report.contains("- Deleting"), "{report}");
+        monitor.add("eviction-del", 2);
+        let report = monitor.doctor(10_000, 10);
+        let large = report.find("- Deleting, expiring or evicting").unwrap();
+        let mass = report.find("- Sudden changes to the 'maxmemory'").unwrap();
+        assert!(large < mass, "{report}");
     }
 }

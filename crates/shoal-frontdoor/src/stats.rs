@@ -245,6 +245,9 @@ impl Stats {
             workers.retain(|(_, worker)| worker.strong_count() > 0);
             let worker = Arc::new(WorkerStats::new(self.command_count));
             self.workers.lock().push(worker.clone());
+            // After the push: a session that starts meanwhile resets this thread's summaries
+            // too, one that started before is adopted here.
+            self.hotkeys.adopt(&worker.hot);
             workers.push((self.instance, Arc::downgrade(&worker)));
             worker
         })

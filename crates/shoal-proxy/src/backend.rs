@@ -8,6 +8,8 @@
 //!   `CONFIG RESETSTAT`, `SLOWLOG RESET` and `SCRIPT LOAD|EXISTS|FLUSH|KILL` ask several nodes ([`shoal_client::ClusterWide`]);
 //! * `WATCH`, `UNWATCH` and `EXEC` keep or use the client connection's own connection to a
 //!   node ([`crate::transaction`]), which also checks the commands queued in a transaction;
+//! * `COUNTER.INCRBY`, `COUNTER.GET` and `COUNTER.DEL` (sharded counters, whose parts span
+//!   slots) run through the client's counters ([`CounterCommand`]);
 //! * everything else goes to [`Client::command`](shoal_client::Client::command), which routes
 //!   by key and splits `MGET`, `MSET`, `DEL`, `EXISTS`, `UNLINK` and `TOUCH` by slot.
 //!
@@ -30,6 +32,7 @@ use crate::stats::ProxyStats;
 use crate::transaction::{self, ProxyConn};
 use crate::upstream::{Reply, encode_reply};
 use shoal_client::ClusterWide;
+use shoal_client::counter::{CounterCommand, is_counter_command};
 
 /// Where the proxy sends a command that passed the front door's checks.
 pub(crate) enum Upstream {
@@ -41,6 +44,9 @@ pub(crate) enum Upstream {
     Watch,
     /// `UNWATCH`: closes that connection.
     Unwatch,
+    /// A sharded counter's command (`COUNTER.INCRBY`, `COUNTER.GET`, `COUNTER.DEL`): on its
+    /// parts, wherever they are ([`CounterCommand::run`]).
+    Counter,
     /// To the owner of its keys ([`Client::command`](shoal_client::Client::command)).
     Routed,
 }
@@ -51,6 +57,7 @@ pub(crate) fn upstream(name: &str) -> Upstream {
         "info" => Upstream::Info,
         "watch" => Upstream::Watch,
         "unwatch" => Upstream::Unwatch,
+        name if is_counter_command(name) => Upstream::Counter,
         name => ClusterWide::of(name).map_or(Upstream::Routed, Upstream::ClusterWide),
     }
 }
@@ -89,6 +96,10 @@ impl Backend for Shared {
             }
             Upstream::Watch => return transaction::watch(self, call),
             Upstream::Unwatch => return transaction::unwatch(call),
+            Upstream::Counter => match CounterCommand::parse(&args) {
+                Ok(command) => Box::pin(async move { command.run(&client).await }),
+                Err(e) => return Outcome::Failed(CommandError::Other(e.line().into())),
+            },
             Upstream::Routed => Box::pin(async move { client.command(&args).await }),
         };
         Outcome::Later {

@@ -7,6 +7,7 @@ use std::io;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use shoal_client::counter::{CounterCommand, is_counter_command};
 use shoal_frontdoor::{
     Admission, Backend, CLUSTER_DOWN, Call, CommandError, Conn, Door, Mode, NOREPLICAS, Outcome,
     Transaction, error_code,
@@ -15,7 +16,7 @@ use shoal_proto::Protocol;
 use shoal_proto::command_table::flags;
 use shoal_proto::reply::{Value, encode_value};
 
-use crate::cluster::{FORWARDER_NAME, Route};
+use crate::cluster::{FORWARDER_NAME, Route, counters};
 use crate::commands::{Ctx, Handler, Waiting, handler};
 use crate::conn::NodeConn;
 use crate::replication::primary::PsyncRequest;
@@ -150,6 +151,25 @@ impl Backend for Shared {
 impl Shared {
     /// Runs one command after the front door's checks.
     fn run(self: &Arc<Self>, mut call: Call<'_, Self>) -> Outcome<Self> {
+        if let Some(cluster) = &self.cluster
+            && is_counter_command(call.command.spec.name)
+        {
+            // Its parts span slots: served through the forwarder, or refused (see
+            // `crate::cluster::counters`).
+            let name = call.command.spec.name;
+            if !cluster.serves_counters(call.state) {
+                return Outcome::Refused(counters::refusal(name));
+            }
+            call.start_clock();
+            let args: Vec<&[u8]> = call.argv.iter().collect();
+            return match CounterCommand::parse(&args) {
+                Ok(command) => Outcome::Later {
+                    reply: cluster.run_counter(command),
+                    barrier: true,
+                },
+                Err(e) => Outcome::Failed(CommandError::Other(e.line().into())),
+            };
+        }
         if let Some(cluster) = &self.cluster
             && let Some(which) = cluster.cluster_wide(call.command.spec.name, call.state)
         {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use shoal_frontdoor::tls::{TlsAcceptor, TlsError};
 use shoal_frontdoor::{Door, Limits};
-use shoal_store::{Store, StoreConfig, SystemClock};
+use shoal_store::{LatencyEvent, LatencySink, Store, StoreConfig, SystemClock};
 
 use crate::changes::Changes;
 use crate::cluster::ClusterState;
@@ -115,6 +115,20 @@ pub struct Shared {
     failure: parking_lot::Mutex<Option<String>>,
 }
 
+/// The store's slow background work (`expire-cycle`, `eviction-cycle`, `eviction-del`) in the
+/// front door's latency monitor, under its `latency-monitor-threshold`.
+struct StoreLatency(Arc<Door>);
+
+impl LatencySink for StoreLatency {
+    fn threshold_ms(&self) -> u64 {
+        self.0.latency.threshold()
+    }
+
+    fn record(&self, event: LatencyEvent, ms: u64) {
+        self.0.latency.add(event.name(), ms);
+    }
+}
+
 impl Shared {
     /// Shared state for `config` (which must be valid), standalone.
     pub fn new(config: Config) -> Arc<Shared> {
@@ -161,6 +175,7 @@ impl Shared {
             config.hash_max_listpack_value.0 as usize,
         );
         store.set_lfu(config.lfu_log_factor as u32, config.lfu_decay_time as u32);
+        store.set_latency_sink(Some(Arc::new(StoreLatency(door.clone()))));
         let replication = Replication::new(config.repl_backlog_size.0 as usize);
         let watches = Arc::new(Watches::default());
         store.set_journal(Some(Arc::new(Changes {

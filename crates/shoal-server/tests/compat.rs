@@ -39,9 +39,10 @@
 //!   a key written under an LRU policy (its access clock read as a counter).
 //! * Bulk data not followed by CRLF: Shoal answers a protocol error, Redis skips two bytes.
 //! * Inline commands holding a NUL byte: Redis waits for more input, Shoal runs them.
-//! * Commands of later Redis versions (7.4's `HEXPIRE`..., 8.0's `HSETEX`...) are left out of
-//!   the `COMMAND` family's listings (`LATER_COMMANDS`), and ACL rules naming `@hash` would be
-//!   described differently (the category has them), so the ACL script uses other categories.
+//! * Commands of later Redis versions (7.4's `HEXPIRE`..., 8.0's `HSETEX`...) and Shoal's own
+//!   (`COUNTER.*`) are left out of the `COMMAND` family's listings (`LATER_COMMANDS`), and ACL
+//!   rules naming `@hash` or `@string` would be described differently (the category has them),
+//!   so the ACL script uses other categories.
 //! * KEYS/SCAN order and SCAN cursors; `INFO keyspace` `avg_ttl` (exact in Shoal, sampled in
 //!   Redis).
 //! * The version: Shoal reports Redis 7.4.0 (`HELLO`'s `version`, scripts'
@@ -929,8 +930,9 @@ fn shoal_command_names() -> BTreeSet<String> {
 }
 
 /// Commands of later Redis versions than the reference 7.0 (7.4's hash field expiry, 8.0's
-/// `HGETDEL HGETEX HSETEX`): Redis 7.0 cannot be diffed against them (`tests/hash_ttl.rs`
-/// checks them), so the `COMMAND` family's listings are compared without them.
+/// `HGETDEL HGETEX HSETEX`), and Shoal's own (`COUNTER.*`): Redis 7.0 cannot be diffed against
+/// them (`tests/hash_ttl.rs`, `tests/counters.rs` check them), so the `COMMAND` family's
+/// listings are compared without them.
 const LATER_COMMANDS: &[&str] = &[
     "hexpire",
     "hpexpire",
@@ -950,6 +952,10 @@ const LATER_COMMANDS: &[&str] = &[
     "hotkeys|reset",
     "hotkeys|start",
     "hotkeys|stop",
+    // Shoal-only, in no Redis: the sharded counters (tests/counters.rs checks them).
+    "counter.incrby",
+    "counter.get",
+    "counter.del",
 ];
 
 /// Shoal's parameters, less those Redis does not have and `port` (each server has its own).

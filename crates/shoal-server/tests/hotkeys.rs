@@ -1,13 +1,13 @@
 //! Redis 8.6's `HOTKEYS` on one node, against Redis's documentation and `src/hotkeys.c`: a
 //! skewed workload's hot key comes first by time and by bytes; `START`/`STOP`/`RESET`/`GET`
-//! semantics; the errors of wrong arguments. And the always-on background sampling finds the
-//! same key without a session.
+//! semantics; the errors of wrong arguments; `SLOTS` on a one-node cluster. And the always-on
+//! background sampling finds the same key without a session.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Node, Raw, Value};
+use common::{Node, Raw, Value, text};
 
 fn err(line: &str) -> Value {
     Value::Error(line.as_bytes().to_vec())
@@ -426,4 +426,204 @@ fn background_counts_decay_when_the_key_cools() {
     assert_eq!(run(&mut r, "HOTKEYS START METRICS 1 CPU SAMPLE 1"), ok());
     skewed_reads(&node, 2_000);
     assert!(door.stats.hotkeys.recent(&door.stats, 1).is_none());
+}
+
+/// A one-node cluster, once it serves every slot.
+fn cluster_node() -> Node {
+    let node = Node::start_with(|c| c.cluster_enabled = true);
+    let mut r = node.raw();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(&run(&mut r, "CLUSTER INFO")).contains("cluster_state:ok") {
+        assert!(Instant::now() < deadline, "the one-node cluster is up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    node
+}
+
+fn slot_of(r: &mut Raw, key: &str) -> i64 {
+    int(&run(r, &format!("CLUSTER KEYSLOT {key}")))
+}
+
+/// `HOTKEYS START ... SLOTS` on a cluster's node (Redis's `tests/unit/hotkeys.tcl`, cluster
+/// part): only keys of the selected slots are tracked, `GET` lists the slots as ranges and adds
+/// the `*-selected-slots` fields, and wrong slot lists answer Redis's errors.
+#[test]
+fn slots_restrict_a_session_on_a_cluster_node() {
+    let node = cluster_node();
+    let mut r = node.raw();
+    let (a, b, other) = ("{06S}key", "{4oi}key", "{zzz}key");
+    let (slot_a, slot_b, slot_other) = (
+        slot_of(&mut r, a),
+        slot_of(&mut r, b),
+        slot_of(&mut r, other),
+    );
+    assert!(slot_a != slot_b && slot_a != slot_other && slot_b != slot_other);
+
+    let start = format!("HOTKEYS START METRICS 2 CPU NET SLOTS 2 {slot_b} {slot_a}");
+    assert_eq!(run(&mut r, &start), ok());
+    for i in 0..50 {
+        for key in [a, b, other] {
+            let line = format!("SET {key}_{} value_{i}", i % 5);
+            assert_eq!(run(&mut r, &line), ok());
+        }
+    }
+    // A keyless command is on no slot.
+    assert_eq!(run(&mut r, "PING"), Value::Simple(b"PONG".to_vec()));
+    assert_eq!(run(&mut r, "HOTKEYS STOP"), ok());
+    let f = fields(run(&mut r, "HOTKEYS GET"));
+    let names: Vec<&str> = f.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "tracking-active",
+            "sample-ratio",
+            "selected-slots",
+            "all-commands-selected-slots-us",
+            "all-commands-all-slots-us",
+            "net-bytes-all-commands-selected-slots",
+            "net-bytes-all-commands-all-slots",
+            "collection-start-time-unix-ms",
+            "collection-duration-ms",
+            "total-cpu-time-user-ms",
+            "total-cpu-time-sys-ms",
+            "total-net-bytes",
+            "by-cpu-time-us",
+            "by-net-bytes",
+        ]
+    );
+    let mut sorted = [slot_a, slot_b];
+    sorted.sort();
+    assert_eq!(
+        field(&f, "selected-slots"),
+        &Value::Array(
+            sorted
+                .iter()
+                .map(|&s| Value::Array(vec![Value::Int(s)]))
+                .collect()
+        )
+    );
+    for list in ["by-net-bytes", "by-cpu-time-us"] {
+        let keys = ranking(field(&f, list));
+        assert!(!keys.is_empty(), "{list}");
+        assert!(
+            keys.iter().all(|(k, _)| !k.starts_with(other)),
+            "{list}: {keys:?}"
+        );
+        for tag in [a, b] {
+            assert!(
+                keys.iter().any(|(k, _)| k.starts_with(tag)),
+                "{list}: {keys:?}"
+            );
+        }
+    }
+    // Every SET of a selected slot is counted (100 of them, at least 35 bytes each), the
+    // others are not: the node's totals have all 150, and more.
+    let selected_net = int(field(&f, "net-bytes-all-commands-selected-slots"));
+    let all_net = int(field(&f, "net-bytes-all-commands-all-slots"));
+    assert!(selected_net >= 100 * 35, "{selected_net}");
+    assert_eq!(
+        int(field(&f, "total-net-bytes")),
+        selected_net,
+        "SAMPLE 1: every command"
+    );
+    assert!(
+        all_net > selected_net * 3 / 2,
+        "{all_net} vs {selected_net}"
+    );
+    assert!(
+        int(field(&f, "all-commands-selected-slots-us"))
+            <= int(field(&f, "all-commands-all-slots-us"))
+    );
+    assert_eq!(run(&mut r, "HOTKEYS RESET"), ok());
+
+    // With SAMPLE above 1 the sampled commands' fields come too, each before its sibling.
+    let start = format!("HOTKEYS START METRICS 1 NET SAMPLE 10 SLOTS 1 {slot_a}");
+    assert_eq!(run(&mut r, &start), ok());
+    for i in 0..200 {
+        run(&mut r, &format!("GET {a}_{}", i % 50));
+    }
+    let f = fields(run(&mut r, "HOTKEYS GET"));
+    let names: Vec<&str> = f.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names[..9],
+        [
+            "tracking-active",
+            "sample-ratio",
+            "selected-slots",
+            "sampled-commands-selected-slots-us",
+            "all-commands-selected-slots-us",
+            "all-commands-all-slots-us",
+            "net-bytes-sampled-commands-selected-slots",
+            "net-bytes-all-commands-selected-slots",
+            "net-bytes-all-commands-all-slots",
+        ]
+    );
+    assert_eq!(int(field(&f, "tracking-active")), 1);
+    assert_eq!(
+        field(&f, "selected-slots"),
+        &Value::Array(vec![Value::Array(vec![Value::Int(slot_a)])])
+    );
+    let sampled = int(field(&f, "net-bytes-sampled-commands-selected-slots"));
+    let all = int(field(&f, "net-bytes-all-commands-selected-slots"));
+    assert!(sampled < all, "{sampled} of {all} bytes sampled");
+    assert_eq!(int(field(&f, "total-net-bytes")), sampled);
+    assert_eq!(run(&mut r, "HOTKEYS STOP"), ok());
+    assert_eq!(run(&mut r, "HOTKEYS RESET"), ok());
+
+    // Adjacent slots merge into ranges, in order.
+    assert_eq!(
+        run(&mut r, "HOTKEYS START METRICS 1 CPU SLOTS 6 10 5 1 0 6 2"),
+        ok()
+    );
+    let f = fields(run(&mut r, "HOTKEYS GET"));
+    let ranges = |pairs: &[&[i64]]| {
+        Value::Array(
+            pairs
+                .iter()
+                .map(|p| Value::Array(p.iter().map(|&s| Value::Int(s)).collect()))
+                .collect(),
+        )
+    };
+    assert_eq!(
+        field(&f, "selected-slots"),
+        &ranges(&[&[0, 2], &[5, 6], &[10]])
+    );
+    assert_eq!(run(&mut r, "HOTKEYS STOP"), ok());
+    assert_eq!(run(&mut r, "HOTKEYS RESET"), ok());
+    // Without SLOTS: the node's slots, all of them here, and no `*-selected-slots` fields.
+    assert_eq!(run(&mut r, "HOTKEYS START METRICS 1 CPU SAMPLE 2"), ok());
+    let f = fields(run(&mut r, "HOTKEYS GET"));
+    assert_eq!(field(&f, "selected-slots"), &ranges(&[&[0, 16383]]));
+    assert!(
+        f.iter()
+            .all(|(k, _)| !k.contains("selected-slots-") && !k.ends_with("-selected-slots")),
+        "{f:?}"
+    );
+    assert_eq!(run(&mut r, "HOTKEYS STOP"), ok());
+    assert_eq!(run(&mut r, "HOTKEYS RESET"), ok());
+
+    let cases = [
+        ("SLOTS 2 0", "ERR not enough slot numbers provided"),
+        ("SLOTS 2 0 0", "ERR duplicate slot number"),
+        (
+            "SLOTS 1 0 SLOTS 1 5",
+            "ERR SLOTS parameter already specified",
+        ),
+        ("SLOTS 1 -1", "ERR Invalid or out of range slot"),
+        ("SLOTS 1 16384", "ERR Invalid or out of range slot"),
+        ("SLOTS 1 abc", "ERR Invalid or out of range slot"),
+        ("SLOTS 0 1", "ERR SLOTS count must be between 1 and 16384"),
+        (
+            "SLOTS 16385 1",
+            "ERR SLOTS count must be between 1 and 16384",
+        ),
+        ("SLOTS 1", "ERR not enough slot numbers provided"),
+        ("SLOTS", "ERR syntax error"),
+    ];
+    for (tail, error) in cases {
+        let line = format!("HOTKEYS START METRICS 1 CPU {tail}");
+        assert_eq!(run(&mut r, &line), err(error), "{line}");
+    }
+    // None of them started anything.
+    assert_eq!(run(&mut r, "HOTKEYS GET"), Value::Null);
 }

@@ -805,6 +805,74 @@ fn exists(raw: &mut Raw, key: &str) -> bool {
     raw.cmd(&[b"EXISTS", key.as_bytes()]) == Value::Int(1)
 }
 
+/// Writes `count` small keys `prefix:i` in pipelined batches, with `extra` arguments.
+fn write_small(raw: &mut Raw, prefix: &str, count: usize, extra: &[&[u8]]) {
+    for batch in (0..count).collect::<Vec<_>>().chunks(1000) {
+        let mut bytes = Vec::new();
+        for &i in batch {
+            let key = format!("{prefix}:{i}");
+            let mut argv: Vec<&[u8]> = vec![b"SET", key.as_bytes(), b"0123456789abcdef"];
+            argv.extend_from_slice(extra);
+            bytes.extend(frame(&argv));
+        }
+        raw.send(&bytes);
+        for _ in batch {
+            ok(raw.reply());
+        }
+    }
+}
+
+/// The latency monitor's events, as `LATENCY LATEST` names them.
+fn latency_events(raw: &mut Raw) -> Vec<String> {
+    let Value::Array(events) = raw.cmd(&[b"LATENCY", b"LATEST"]) else {
+        panic!("LATENCY LATEST");
+    };
+    events
+        .iter()
+        .map(|e| match e {
+            Value::Array(fields) => text(&fields[0]),
+            other => panic!("an event {other:?}"),
+        })
+        .collect()
+}
+
+/// Redis 7's latency events of background work: one round evicting tens of thousands of keys
+/// (`maxmemory` cut to a sliver) and an active expiry cycle meeting as many expired keys each
+/// take well over the 1 ms threshold, and `LATENCY LATEST` names them.
+#[test]
+fn slow_eviction_and_expiry_are_latency_events() {
+    let node = Node::start();
+    let mut raw = node.raw();
+    ok(raw.cmd(&[b"CONFIG", b"SET", b"latency-monitor-threshold", b"1"]));
+    write_small(&mut raw, "evict", 30_000, &[]);
+    ok(raw.cmd(&[b"CONFIG", b"SET", b"maxmemory", b"256kb"]));
+    // The next write makes room: one round evicts almost every key.
+    ok(raw.cmd(&[b"SET", b"trigger", b"x"]));
+    assert!(info_field(&mut raw, "stats", "evicted_keys") > 20_000);
+    let events = latency_events(&mut raw);
+    assert!(events.iter().any(|e| e == "eviction-cycle"), "{events:?}");
+    let Value::Array(history) = raw.cmd(&[b"LATENCY", b"HISTORY", b"eviction-cycle"]) else {
+        panic!("LATENCY HISTORY");
+    };
+    assert!(!history.is_empty());
+    ok(raw.cmd(&[b"CONFIG", b"SET", b"maxmemory", b"0"]));
+    ok(raw.cmd(&[b"FLUSHALL"]));
+
+    // Keys that all expire at once: the cron's next cycles reclaim them.
+    write_small(&mut raw, "expire", 30_000, &[b"PX", b"1"]);
+    let seen = eventually(Duration::from_secs(10), Duration::from_millis(20), || {
+        latency_events(&mut raw).iter().any(|e| e == "expire-cycle")
+    });
+    assert!(seen, "{:?}", latency_events(&mut raw));
+    let doctor = text(&raw.cmd(&[b"LATENCY", b"DOCTOR"]));
+    assert!(doctor.contains("expire-cycle: "), "{doctor}");
+    assert!(
+        doctor.contains("- Sudden changes to the 'maxmemory'"),
+        "{doctor}"
+    );
+    ok(raw.cmd(&[b"CONFIG", b"SET", b"latency-monitor-threshold", b"0"]));
+}
+
 #[test]
 fn noeviction_refuses_writes_but_serves_reads_and_deletes() {
     let node = memory_node(EvictionPolicy::NoEviction);

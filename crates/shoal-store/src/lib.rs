@@ -4,7 +4,9 @@
 //! open-addressing index of 32-bit refs into an arena where each entry is one blob (links,
 //! metadata, optional TTL, key and value), linked into an exact LRU list. Keys expire passively
 //! on access and actively through [`Store::expire_cycle`]; [`Store::make_room`] evicts by policy
-//! under `maxmemory`. Time comes from a [`Clock`], so tests control it.
+//! under `maxmemory`. Time comes from a [`Clock`], so tests control it. How long the expiry
+//! cycle and evictions took goes to a [`LatencySink`] (the server's latency monitor), only
+//! while it asks for it.
 //!
 //! The crate does no I/O and starts no threads: the server drives the background work.
 
@@ -15,6 +17,7 @@ mod error;
 mod events;
 mod hash;
 mod int;
+mod latency;
 mod lfu;
 mod policy;
 mod shard;
@@ -27,6 +30,7 @@ pub use entry::{Form, Kind};
 pub use error::StoreError;
 pub use events::{Journal, KeyEvents, Removal};
 pub use int::{is_canonical_i64, parse_i64};
+pub use latency::{LatencyEvent, LatencySink};
 pub use lfu::{DEFAULT_LFU_DECAY_TIME, DEFAULT_LFU_LOG_FACTOR, LFU_INIT_VAL};
 pub use policy::{EvictionPolicy, UnknownPolicy};
 pub use shard::ENTRY_OVERHEAD;

@@ -772,14 +772,15 @@ impl Shard {
         }
     }
 
-    /// Removes one entry as `policy` chooses. Returns false if nothing was evicted.
-    pub(crate) fn evict_one(&mut self, policy: EvictionPolicy) -> bool {
+    /// The entry `policy` evicts next, if any ([`Shard::evict`] removes it).
+    pub(crate) fn eviction_victim(&mut self, policy: EvictionPolicy) -> Option<Ref> {
         let victim = self.victim(policy, Ref::NIL);
-        if victim.is_nil() {
-            return false;
-        }
+        (!victim.is_nil()).then_some(victim)
+    }
+
+    /// Removes `victim` (from [`Shard::eviction_victim`]) as evicted.
+    pub(crate) fn evict(&mut self, victim: Ref) {
         self.remove_ref(victim, Some(Removal::Evicted));
-        true
     }
 
     /// The entry `policy` would evict next (NIL if none). The LRU policies name their list's

@@ -18,15 +18,28 @@
 //! (10 x `COUNT` per thread and metric, as Redis sizes its sketch); `HOTKEYS STOP` stops
 //! feeding and keeps the results for `HOTKEYS GET`; `HOTKEYS RESET` forgets them and returns
 //! to the background.
+//!
+//! **Selected slots.** A session started with `SLOTS` (on a cluster's node) tracks only the
+//! keys of those slots ([`SelectedSlots`]), and counts the time and bytes of every command on
+//! them, sampled or not (Redis's `*-selected-slots` fields). So while it runs every command
+//! with keys comes to [`HotKeys::sample`], which finds the slot of its first key (a cluster's
+//! command has all its keys in one slot), and draws the sample itself with probability
+//! 1/ratio, as Redis does: a session with `SLOTS` costs a slot computation per command with
+//! keys, one without costs nothing more.
 
 pub mod sketch;
+pub mod slots;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
 pub use sketch::{Heavy, SpaceSaving, merge_top};
+pub use slots::{SLOTS, SelectedCounts, SelectedSlots, SlotOf, SlotsError};
+
+use slots::Selection;
 
 use crate::stats::Stats;
 
@@ -59,6 +72,8 @@ pub struct StartOptions {
     pub duration_ms: Option<u64>,
     /// `SAMPLE`: one command in this many.
     pub sample_ratio: u32,
+    /// `SLOTS`: only keys of these slots are tracked; none: every key.
+    pub slots: Option<Arc<SelectedSlots>>,
 }
 
 /// Why a `HOTKEYS` subcommand could not run.
@@ -81,6 +96,8 @@ pub(crate) struct Summaries {
     net: SpaceSaving,
     /// By run time, in nanoseconds.
     cpu: SpaceSaving,
+    /// During a session with selected slots: the slots, and the counts of their commands.
+    selection: Option<Selection>,
 }
 
 impl Summaries {
@@ -89,13 +106,15 @@ impl Summaries {
             requests: SpaceSaving::new(capacity),
             net: SpaceSaving::new(capacity),
             cpu: SpaceSaving::new(capacity),
+            selection: None,
         }
     }
 
-    fn reset(&mut self, capacity: usize) {
+    fn reset(&mut self, capacity: usize, selection: Option<Selection>) {
         self.requests.reset(capacity);
         self.net.reset(capacity);
         self.cpu.reset(capacity);
+        self.selection = selection;
     }
 }
 
@@ -139,17 +158,27 @@ impl ThreadHot {
             0 => u32::MAX,
             1 => 1,
             r => {
-                let mut x = self.rng.load(Relaxed);
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                self.rng.store(x, Relaxed);
                 // Uniform in 1..=2r-1: the mean is r.
                 let span = 2 * u64::from(r) - 1;
-                1 + (x % span) as u32
+                1 + (self.random() % span) as u32
             }
         };
         self.countdown.store(next, Relaxed);
+    }
+
+    /// True with probability 1/`ratio` (always for a ratio of 0 or 1).
+    fn coin(&self, ratio: u32) -> bool {
+        ratio <= 1 || self.random().is_multiple_of(u64::from(ratio))
+    }
+
+    /// The next number of the thread's xorshift.
+    fn random(&self) -> u64 {
+        let mut x = self.rng.load(Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Relaxed);
+        x
     }
 }
 
@@ -240,6 +269,9 @@ pub struct Report {
     pub by_cpu_time_us: Option<Vec<(Vec<u8>, u64)>>,
     /// `by-net-bytes`: keys and bytes, heaviest first, if `NET` is tracked.
     pub by_net_bytes: Option<Vec<(Vec<u8>, u64)>>,
+    /// If the session selected slots: the slots (sorted, merged ranges) and the counts of
+    /// their commands.
+    pub selected: Option<(Vec<(u16, u16)>, SelectedCounts)>,
 }
 
 /// The background summaries' heaviest keys, merged over threads.
@@ -278,11 +310,13 @@ impl Default for HotKeys {
 
 impl HotKeys {
     /// Records a sampled command on the calling thread (`hot` is its state): `keys` are its
-    /// keys; the next countdown is drawn whatever the command.
+    /// keys; the next countdown is drawn whatever the command. During a session with selected
+    /// slots every command comes here: it is counted if its slot is selected, and only a
+    /// 1/ratio share of those feeds the summaries.
     pub(crate) fn sample<'k>(
         &self,
         hot: &ThreadHot,
-        keys: impl ExactSizeIterator<Item = &'k [u8]>,
+        keys: impl ExactSizeIterator<Item = &'k [u8]> + Clone,
         sample: Sample,
     ) {
         let ratio = self.ratio.load(Relaxed);
@@ -291,9 +325,27 @@ impl HotKeys {
         if ratio == 0 || n == 0 {
             return;
         }
+        let mut s = hot.summaries.lock();
+        if let Some(selection) = s.selection.as_mut() {
+            let Some(first) = keys.clone().next() else {
+                return;
+            };
+            if !selection.slots.contains_key(first) {
+                return;
+            }
+            let sampled = hot.coin(selection.ratio);
+            // Redis counts the sampled commands apart only when it samples (ratio > 1).
+            selection.counts.count(
+                sample.nanos / 1000,
+                sample.bytes_in + sample.bytes_out,
+                sampled && selection.ratio > 1,
+            );
+            if !sampled {
+                return;
+            }
+        }
         let bytes = (sample.bytes_in + sample.bytes_out).div_ceil(n);
         let nanos = sample.nanos.div_ceil(n).max(1);
-        let mut s = hot.summaries.lock();
         for key in keys {
             let hash = sketch::key_hash(key);
             s.requests.add_hashed(hash, key, 1);
@@ -317,7 +369,8 @@ impl HotKeys {
         self.background_ratio.load(Relaxed)
     }
 
-    /// The ratio the threads sample at now (0: none).
+    /// The ratio the threads sample at now (0: none; 1 during a session with selected slots,
+    /// which draws its samples in [`HotKeys::sample`]).
     pub fn current_ratio(&self) -> u32 {
         self.ratio.load(Relaxed)
     }
@@ -329,11 +382,16 @@ impl HotKeys {
         if session.as_ref().is_some_and(|s| s.stopped.is_none()) {
             return Err(HotKeysError::AlreadyActive);
         }
-        let capacity = options.count.max(1) * 10;
+        let (capacity, selection) = session_summaries(&options);
         for w in stats.workers() {
-            w.hot.summaries.lock().reset(capacity);
+            w.hot.summaries.lock().reset(capacity, selection.clone());
         }
-        let ratio = options.sample_ratio.max(1);
+        // With selected slots every command is looked at, and sampled in `sample`.
+        let ratio = if selection.is_some() {
+            1
+        } else {
+            options.sample_ratio.max(1)
+        };
         *session = Some(Session {
             options,
             started: Instant::now(),
@@ -344,6 +402,16 @@ impl HotKeys {
         self.ratio.store(ratio, Relaxed);
         rearm_all(stats, 1);
         Ok(())
+    }
+
+    /// A thread's first command: its new summaries become the session's, if there is one
+    /// (a thread that starts during a session must not feed it unselected keys).
+    pub(crate) fn adopt(&self, hot: &ThreadHot) {
+        let session = self.session.lock();
+        if let Some(s) = session.as_ref() {
+            let (capacity, selection) = session_summaries(&s.options);
+            hot.summaries.lock().reset(capacity, selection);
+        }
     }
 
     /// `HOTKEYS STOP`: false if no session runs.
@@ -370,7 +438,7 @@ impl HotKeys {
         }
         if session.take().is_some() {
             for w in stats.workers() {
-                w.hot.summaries.lock().reset(BACKGROUND_CAPACITY);
+                w.hot.summaries.lock().reset(BACKGROUND_CAPACITY, None);
             }
             let ratio = self.background_ratio.load(Relaxed);
             self.ratio.store(ratio, Relaxed);
@@ -452,6 +520,13 @@ impl HotKeys {
             by_net_bytes: metrics
                 .net
                 .then(|| list(merge_top(guards.iter().map(|g| &g.net), k), 1)),
+            selected: s.options.slots.as_ref().map(|slots| {
+                let mut counts = SelectedCounts::default();
+                for selection in guards.iter().filter_map(|g| g.selection.as_ref()) {
+                    counts.add(&selection.counts);
+                }
+                (slots.ranges().to_vec(), counts)
+            }),
         })
     }
 
@@ -507,6 +582,17 @@ impl HotKeys {
     }
 }
 
+/// The capacity of a session's summaries (10 x `COUNT`, as Redis sizes its sketch) and, if
+/// it selected slots, each thread's fresh counts of them.
+fn session_summaries(options: &StartOptions) -> (usize, Option<Selection>) {
+    let selection = options.slots.as_ref().map(|slots| Selection {
+        slots: Arc::clone(slots),
+        ratio: options.sample_ratio.max(1),
+        counts: SelectedCounts::default(),
+    });
+    (options.count.max(1) * 10, selection)
+}
+
 /// Every thread samples its next command (then draws countdowns at `ratio`).
 fn rearm_all(stats: &Stats, ratio: u32) {
     for w in stats.workers() {
@@ -547,6 +633,106 @@ mod tests {
         let args: [&[u8]; 3] = [b"SET", b"k", &long];
         let resp_len = 4 + 9 + 7 + (7 + 1234 + 2);
         assert_eq!(request_bytes(args.into_iter(), 3), resp_len);
+    }
+
+    /// A key's "slot" in these tests: its first byte.
+    fn first_byte(key: &[u8]) -> u16 {
+        key.first().map_or(0, |&b| u16::from(b))
+    }
+
+    fn options(sample_ratio: u32, slots: &[u32]) -> StartOptions {
+        StartOptions {
+            metrics: Metrics {
+                cpu: true,
+                net: true,
+            },
+            count: 10,
+            duration_ms: None,
+            sample_ratio,
+            slots: Some(Arc::new(SelectedSlots::new(slots, first_byte).unwrap())),
+        }
+    }
+
+    /// Feeds `key` to the calling thread `times` times, as dispatch does a due command.
+    fn feed(stats: &Stats, key: &[u8], times: u64) {
+        let w = stats.this_thread();
+        for _ in 0..times {
+            if w.hot.due() {
+                let sample = Sample {
+                    bytes_in: 10,
+                    bytes_out: 5,
+                    nanos: 2_000,
+                };
+                stats.hotkeys.sample(&w.hot, std::iter::once(key), sample);
+            }
+        }
+    }
+
+    #[test]
+    fn selected_slots_keep_other_keys_out_and_count_every_command() {
+        let stats = Stats::new(1);
+        // A thread that ran commands before the session.
+        feed(&stats, b"b-before", 100);
+        stats
+            .hotkeys
+            .start(&stats, options(1, &[b'a'.into()]))
+            .unwrap();
+        feed(&stats, b"a1", 30);
+        feed(&stats, b"b1", 50);
+        // A thread whose first command comes during the session adopts it.
+        std::thread::scope(|s| s.spawn(|| feed(&stats, b"b2", 40)).join().unwrap());
+        let report = stats.hotkeys.report(&stats).unwrap();
+        let keys: Vec<&[u8]> = report
+            .by_net_bytes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| &k[..])
+            .collect();
+        assert_eq!(keys, [&b"a1"[..]]);
+        let (ranges, counts) = report.selected.unwrap();
+        assert_eq!(ranges, [(u16::from(b'a'), u16::from(b'a'))]);
+        assert_eq!(
+            counts,
+            SelectedCounts {
+                all_commands_us: 30 * 2,
+                all_commands_net_bytes: 30 * 15,
+                sampled_commands_us: 0,
+                sampled_commands_net_bytes: 0,
+            }
+        );
+        assert_eq!(report.total_net_bytes, Some(30 * 15));
+        assert!(stats.hotkeys.stop(&stats));
+        feed(&stats, b"a1", 30);
+        assert_eq!(
+            stats.hotkeys.report(&stats).unwrap().selected.unwrap().1,
+            counts
+        );
+        stats.hotkeys.reset(&stats).unwrap();
+        assert_eq!(stats.hotkeys.current_ratio(), DEFAULT_BACKGROUND_RATIO);
+    }
+
+    #[test]
+    fn selected_slots_with_a_ratio_count_all_and_sample_some() {
+        let stats = Stats::new(1);
+        stats
+            .hotkeys
+            .start(&stats, options(10, &[b'a'.into()]))
+            .unwrap();
+        feed(&stats, b"a1", 10_000);
+        feed(&stats, b"z1", 1_000);
+        let report = stats.hotkeys.report(&stats).unwrap();
+        let counts = report.selected.unwrap().1;
+        assert_eq!(counts.all_commands_us, 10_000 * 2);
+        assert_eq!(counts.all_commands_net_bytes, 10_000 * 15);
+        // About one in ten, and exactly the ones the summaries took.
+        let sampled = counts.sampled_commands_net_bytes / 15;
+        assert!((700..1300).contains(&sampled), "{sampled} sampled");
+        assert_eq!(counts.sampled_commands_us, sampled * 2);
+        assert_eq!(
+            report.total_net_bytes,
+            Some(counts.sampled_commands_net_bytes)
+        );
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! `HGETEX`, `HSETEX`) cannot be recorded from Redis 7.0: the generator's `LATER_COMMANDS`
 //! describes them by hand and builds their entries in the recorded ones' shapes, so they live in
 //! the same table and need nothing special here.
+//!
+//! Shoal's own commands, which no Redis has (the sharded counters' `COUNTER.INCRBY`,
+//! `COUNTER.GET` and `COUNTER.DEL`, with module-style names), are described by hand the same
+//! way (the generator's `SHOAL_COMMANDS`) and live in the same table. Their key spec names the
+//! counter's key only (the first argument), not its parts `key#1`..`key#N`.
 
 use std::ops::Range;
 

@@ -4118,6 +4118,233 @@ const COPY_DOCS: V = V::Map(&[
     ]),
 ]);
 
+// counter.del
+const COUNTER_DEL_INFO: V = V::Array(&[
+    V::Bulk("counter.del"),
+    V::Int(3),
+    V::Set(&[
+        V::Simple("write"),
+        V::Simple("noscript"),
+        V::Simple("no_multi"),
+    ]),
+    V::Int(1),
+    V::Int(1),
+    V::Int(1),
+    V::Set(&[
+        V::Simple("@keyspace"),
+        V::Simple("@write"),
+        V::Simple("@string"),
+        V::Simple("@slow"),
+    ]),
+    V::Set(&[]),
+    V::Set(&[V::Map(&[
+        V::Bulk("flags"),
+        V::Set(&[V::Simple("RM"), V::Simple("delete")]),
+        V::Bulk("begin_search"),
+        V::Map(&[
+            V::Bulk("type"),
+            V::Bulk("index"),
+            V::Bulk("spec"),
+            V::Map(&[V::Bulk("index"), V::Int(1)]),
+        ]),
+        V::Bulk("find_keys"),
+        V::Map(&[
+            V::Bulk("type"),
+            V::Bulk("range"),
+            V::Bulk("spec"),
+            V::Map(&[
+                V::Bulk("lastkey"),
+                V::Int(0),
+                V::Bulk("keystep"),
+                V::Int(1),
+                V::Bulk("limit"),
+                V::Int(0),
+            ]),
+        ]),
+    ])]),
+    V::Set(&[]),
+]);
+const COUNTER_DEL_DOCS: V = V::Map(&[
+    V::Bulk("summary"),
+    V::Bulk("Deletes the parts of a sharded counter; returns how many existed."),
+    V::Bulk("since"),
+    V::Bulk("0.1.0"),
+    V::Bulk("group"),
+    V::Bulk("string"),
+    V::Bulk("complexity"),
+    V::Bulk("O(N) where N is the number of parts."),
+    V::Bulk("arguments"),
+    V::Array(&[
+        V::Map(&[
+            V::Bulk("name"),
+            V::Bulk("key"),
+            V::Bulk("type"),
+            V::Bulk("key"),
+            V::Bulk("key_spec_index"),
+            V::Int(0),
+        ]),
+        V::Map(&[
+            V::Bulk("name"),
+            V::Bulk("parts"),
+            V::Bulk("type"),
+            V::Bulk("integer"),
+        ]),
+    ]),
+]);
+
+// counter.get
+const COUNTER_GET_INFO: V = V::Array(&[
+    V::Bulk("counter.get"),
+    V::Int(3),
+    V::Set(&[
+        V::Simple("readonly"),
+        V::Simple("noscript"),
+        V::Simple("fast"),
+        V::Simple("no_multi"),
+    ]),
+    V::Int(1),
+    V::Int(1),
+    V::Int(1),
+    V::Set(&[V::Simple("@read"), V::Simple("@string"), V::Simple("@fast")]),
+    V::Set(&[]),
+    V::Set(&[V::Map(&[
+        V::Bulk("flags"),
+        V::Set(&[V::Simple("RO"), V::Simple("access")]),
+        V::Bulk("begin_search"),
+        V::Map(&[
+            V::Bulk("type"),
+            V::Bulk("index"),
+            V::Bulk("spec"),
+            V::Map(&[V::Bulk("index"), V::Int(1)]),
+        ]),
+        V::Bulk("find_keys"),
+        V::Map(&[
+            V::Bulk("type"),
+            V::Bulk("range"),
+            V::Bulk("spec"),
+            V::Map(&[
+                V::Bulk("lastkey"),
+                V::Int(0),
+                V::Bulk("keystep"),
+                V::Int(1),
+                V::Bulk("limit"),
+                V::Int(0),
+            ]),
+        ]),
+    ])]),
+    V::Set(&[]),
+]);
+const COUNTER_GET_DOCS: V = V::Map(&[
+    V::Bulk("summary"),
+    V::Bulk("Returns the sum of the parts of a sharded counter (missing parts count 0)."),
+    V::Bulk("since"),
+    V::Bulk("0.1.0"),
+    V::Bulk("group"),
+    V::Bulk("string"),
+    V::Bulk("complexity"),
+    V::Bulk("O(N) where N is the number of parts."),
+    V::Bulk("arguments"),
+    V::Array(&[
+        V::Map(&[
+            V::Bulk("name"),
+            V::Bulk("key"),
+            V::Bulk("type"),
+            V::Bulk("key"),
+            V::Bulk("key_spec_index"),
+            V::Int(0),
+        ]),
+        V::Map(&[
+            V::Bulk("name"),
+            V::Bulk("parts"),
+            V::Bulk("type"),
+            V::Bulk("integer"),
+        ]),
+    ]),
+]);
+
+// counter.incrby
+const COUNTER_INCRBY_INFO: V = V::Array(&[
+    V::Bulk("counter.incrby"),
+    V::Int(4),
+    V::Set(&[
+        V::Simple("write"),
+        V::Simple("denyoom"),
+        V::Simple("noscript"),
+        V::Simple("fast"),
+        V::Simple("no_multi"),
+    ]),
+    V::Int(1),
+    V::Int(1),
+    V::Int(1),
+    V::Set(&[
+        V::Simple("@write"),
+        V::Simple("@string"),
+        V::Simple("@fast"),
+    ]),
+    V::Set(&[]),
+    V::Set(&[V::Map(&[
+        V::Bulk("flags"),
+        V::Set(&[V::Simple("RW"), V::Simple("access"), V::Simple("update")]),
+        V::Bulk("begin_search"),
+        V::Map(&[
+            V::Bulk("type"),
+            V::Bulk("index"),
+            V::Bulk("spec"),
+            V::Map(&[V::Bulk("index"), V::Int(1)]),
+        ]),
+        V::Bulk("find_keys"),
+        V::Map(&[
+            V::Bulk("type"),
+            V::Bulk("range"),
+            V::Bulk("spec"),
+            V::Map(&[
+                V::Bulk("lastkey"),
+                V::Int(0),
+                V::Bulk("keystep"),
+                V::Int(1),
+                V::Bulk("limit"),
+                V::Int(0),
+            ]),
+        ]),
+    ])]),
+    V::Set(&[]),
+]);
+const COUNTER_INCRBY_DOCS: V = V::Map(&[
+    V::Bulk("summary"),
+    V::Bulk(
+        "Increments one part, picked at random, of a sharded counter; returns that part's new value.",
+    ),
+    V::Bulk("since"),
+    V::Bulk("0.1.0"),
+    V::Bulk("group"),
+    V::Bulk("string"),
+    V::Bulk("complexity"),
+    V::Bulk("O(1)"),
+    V::Bulk("arguments"),
+    V::Array(&[
+        V::Map(&[
+            V::Bulk("name"),
+            V::Bulk("key"),
+            V::Bulk("type"),
+            V::Bulk("key"),
+            V::Bulk("key_spec_index"),
+            V::Int(0),
+        ]),
+        V::Map(&[
+            V::Bulk("name"),
+            V::Bulk("parts"),
+            V::Bulk("type"),
+            V::Bulk("integer"),
+        ]),
+        V::Map(&[
+            V::Bulk("name"),
+            V::Bulk("increment"),
+            V::Bulk("type"),
+            V::Bulk("integer"),
+        ]),
+    ]),
+]);
+
 // dbsize
 const DBSIZE_INFO: V = V::Array(&[
     V::Bulk("dbsize"),
@@ -15395,6 +15622,42 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         step: 1,
         info: &COPY_INFO,
         docs: &COPY_DOCS,
+        subcommands: &[],
+        help: &[],
+    },
+    CommandSpec {
+        name: "counter.del",
+        arity: 3,
+        flags: WRITE | NOSCRIPT | NO_MULTI,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        info: &COUNTER_DEL_INFO,
+        docs: &COUNTER_DEL_DOCS,
+        subcommands: &[],
+        help: &[],
+    },
+    CommandSpec {
+        name: "counter.get",
+        arity: 3,
+        flags: READONLY | NOSCRIPT | FAST | NO_MULTI,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        info: &COUNTER_GET_INFO,
+        docs: &COUNTER_GET_DOCS,
+        subcommands: &[],
+        help: &[],
+    },
+    CommandSpec {
+        name: "counter.incrby",
+        arity: 4,
+        flags: WRITE | DENYOOM | NOSCRIPT | FAST | NO_MULTI,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        info: &COUNTER_INCRBY_INFO,
+        docs: &COUNTER_INCRBY_DOCS,
         subcommands: &[],
         help: &[],
     },

@@ -160,10 +160,55 @@ fn later_redis_commands_described_by_hand_have_redis_shapes() {
 }
 
 #[test]
+fn shoal_only_counter_commands_have_redis_shapes() {
+    // No Redis has them: the generator describes them by hand (SHOAL_COMMANDS).
+    for (name, arity, flags) in [
+        (
+            "counter.incrby",
+            4,
+            WRITE | DENYOOM | NOSCRIPT | FAST | NO_MULTI,
+        ),
+        ("counter.get", 3, READONLY | NOSCRIPT | FAST | NO_MULTI),
+        ("counter.del", 3, WRITE | NOSCRIPT | NO_MULTI),
+    ] {
+        let spec = lookup(name.to_ascii_uppercase().as_bytes()).unwrap();
+        assert_eq!(spec.name, name);
+        assert_eq!((spec.arity, spec.flags), (arity, flags), "{name}");
+        // The counter's key is the first argument (ACL key patterns check it); the parts
+        // `key#1..N` are not arguments.
+        assert_eq!(
+            (spec.first_key, spec.last_key, spec.step),
+            (1, 1, 1),
+            "{name}"
+        );
+        assert_eq!(spec.key_positions(arity as usize).collect::<Vec<_>>(), [1]);
+        let StaticValue::Map(docs) = spec.docs else {
+            panic!("{name}: docs");
+        };
+        let group = docs
+            .chunks(2)
+            .find(|kv| matches!(kv[0], StaticValue::Bulk("group")))
+            .map(|kv| &kv[1]);
+        assert!(matches!(group, Some(StaticValue::Bulk("string"))), "{name}");
+    }
+    let acl = super::acl::acl_commands();
+    let categories = |name: &str| acl.iter().find(|(n, _)| *n == name).unwrap().1;
+    let fast = super::acl::category(b"fast").unwrap();
+    let slow = super::acl::category(b"slow").unwrap();
+    use super::acl::{KEYSPACE, READ, STRING, WRITE as ACL_WRITE};
+    assert_eq!(categories("counter.incrby"), ACL_WRITE | STRING | fast);
+    assert_eq!(categories("counter.get"), READ | STRING | fast);
+    assert_eq!(
+        categories("counter.del"),
+        KEYSPACE | ACL_WRITE | STRING | slow
+    );
+}
+
+#[test]
 fn expected_commands_and_subcommands() {
     let names: Vec<&str> = commands().iter().map(|c| c.name).collect();
     let expected = "acl append asking auth bitcount bitfield bitfield_ro bitop bitpos client cluster command \
-        config copy dbsize decr decrby del discard echo eval eval_ro evalsha evalsha_ro exec \
+        config copy counter.del counter.get counter.incrby dbsize decr decrby del discard echo eval eval_ro evalsha evalsha_ro exec \
         exists expire expireat expiretime fcall fcall_ro flushall flushdb function get getbit getdel getex getrange getset \
         hdel hello hexists hexpire hexpireat hexpiretime hget hgetall hgetdel hgetex hincrby \
         hincrbyfloat hkeys hlen hmget hmset hotkeys hpersist hpexpire hpexpireat hpexpiretime hpttl \

@@ -7,6 +7,7 @@ mod common;
 mod access_log;
 mod acl;
 mod connection;
+mod counters;
 mod data;
 mod errors;
 mod front_door;

@@ -5,6 +5,7 @@
 //! [`shoal_cluster::node::ClusterNode`], run on its own thread by [`host`].
 
 pub mod bus_tls;
+pub(crate) mod counters;
 pub mod health;
 pub mod host;
 pub mod migrating;

@@ -20,21 +20,34 @@ fn keys_from<'a>(
 
 /// `DEL key [key ...]` and `UNLINK key [key ...]`
 pub fn del(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
-    let mut deleted = Vec::new();
-    let noting = ctx.shared.events.wants(class::GENERIC);
-    let removed = ctx
-        .shared
-        .store
-        .remove_many_noting(keys_from(argv, 1), |i| {
-            if noting {
-                deleted.push(i + 1);
-            }
-        });
-    for i in deleted {
-        ctx.notify(class::GENERIC, "del", argv.get(i));
-    }
+    let removed = remove(ctx, keys_from(argv, 1));
     ctx.reply().int(removed as i64);
     Ok(())
+}
+
+/// Deletes `keys` atomically, as `DEL` does, with a `del` event for each that existed;
+/// returns how many did (no reply written).
+pub(crate) fn remove<'k>(
+    ctx: &mut Ctx<'_>,
+    keys: impl ExactSizeIterator<Item = &'k [u8]> + Clone,
+) -> usize {
+    let mut deleted = Vec::new();
+    let noting = ctx.shared.events.wants(class::GENERIC);
+    let removed = ctx.shared.store.remove_many_noting(keys.clone(), |i| {
+        if noting {
+            deleted.push(i);
+        }
+    });
+    if !deleted.is_empty() {
+        // The store visits the keys in order, so the positions come sorted.
+        let mut deleted = deleted.into_iter().peekable();
+        for (i, key) in keys.enumerate() {
+            if deleted.next_if_eq(&i).is_some() {
+                ctx.notify(class::GENERIC, "del", key);
+            }
+        }
+    }
+    removed
 }
 
 /// `EXISTS key [key ...]`

@@ -63,7 +63,9 @@ pub fn graph(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
 /// `LATENCY DOCTOR`: the report, as verbatim text.
 pub fn doctor(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
     let door = &ctx.shared.door;
-    let report = door.latency.doctor(door.slowlog.slower_than_us());
+    let report = door
+        .latency
+        .doctor(door.slowlog.slower_than_us(), ctx.shared.live.hz());
     ctx.reply().verbatim(report.as_bytes());
     Ok(())
 }

@@ -6,6 +6,7 @@ mod bitfield;
 mod bitmaps;
 mod bits;
 mod cluster;
+mod counter;
 mod hash_ttl;
 mod hashes;
 mod hotkeys;
@@ -172,6 +173,8 @@ fn handler_of(name: &str) -> Option<Handler> {
         "decrby" => Now(strings::decrby),
         "incrbyfloat" => Now(strings::incrbyfloat),
         "lcs" => Now(lcs::lcs),
+        // Shoal's sharded counters (standalone; a cluster node answers them before handlers)
+        "counter.incrby" | "counter.get" | "counter.del" => Now(counter::counter),
         // bitmaps
         "setbit" => Now(bitmaps::setbit),
         "getbit" => Now(bitmaps::getbit),

@@ -471,7 +471,9 @@ pub fn setrange(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> CommandResult {
     Ok(())
 }
 
-fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CommandResult {
+/// Adds `delta` to the integer `key` holds (a missing key counts 0), as `INCRBY` does, with
+/// its errors and its `incrby` event; returns the new value (no reply written).
+pub(crate) fn increment(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> Result<i64, CommandError> {
     let result = ctx.shared.store.update(key, Form::Auto, |current, out| {
         let old = match current {
             Some(v) => shoal_store::parse_i64(v).ok_or(CommandError::NotInteger)?,
@@ -484,12 +486,17 @@ fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CommandResult {
     match result {
         Ok(n) => {
             ctx.notify(class::STRING, "incrby", key);
-            ctx.reply().int(n);
-            Ok(())
+            Ok(n)
         }
         Err(UpdateError::Rejected(e)) => Err(e),
         Err(UpdateError::Store(e)) => Err(store_error(e)),
     }
+}
+
+fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CommandResult {
+    let n = increment(ctx, key, delta)?;
+    ctx.reply().int(n);
+    Ok(())
 }
 
 /// `INCR key`

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use crate::latency::{LatencyEvent, Timing};
 use crate::policy::EvictionPolicy;
 
 use super::{ShardSlot, Store};
@@ -42,6 +43,11 @@ impl Store {
     /// Close to the limit (within half a page per shard), a write that would make its shard
     /// take a new page evicts in that shard first, so `used_memory` may settle a little under
     /// `maxmemory` rather than the pages growing past it (see `docs/store.md`).
+    ///
+    /// With a latency sink whose threshold is on, the round is an `eviction-cycle` event and
+    /// each key's removal an `eviction-del` one (Redis's `performEvictions`); with none, or
+    /// the threshold at 0, the clock is not read. The evictions a write makes in its own
+    /// shard at the limit (above) are part of that command's time, not events of their own.
     pub fn make_room(&self) -> Result<(), OutOfMemory> {
         let max = self.budget.maxmemory.load(Relaxed);
         if max == 0 || self.budget.used.load(Relaxed) <= max {
@@ -51,6 +57,21 @@ impl Store {
         if policy == EvictionPolicy::NoEviction {
             return Err(OutOfMemory);
         }
+        let sink = self.latency_sink();
+        let timing = Timing::new(sink.as_deref());
+        let started = timing.start();
+        let result = self.evict_under(max, policy, &timing);
+        timing.stop(LatencyEvent::EvictionCycle, started);
+        result
+    }
+
+    /// [`Store::make_room`]'s round of evictions, each removal timed by `timing`.
+    fn evict_under(
+        &self,
+        max: usize,
+        policy: EvictionPolicy,
+        timing: &Timing<'_>,
+    ) -> Result<(), OutOfMemory> {
         let mut exhausted = vec![false; self.shards.len()];
         while self.budget.used.load(Relaxed) > max {
             let Some(index) = self.eviction_candidate(policy, &exhausted) else {
@@ -58,10 +79,17 @@ impl Store {
             };
             let mut shard = self.lock(index);
             let before = shard.used;
-            if shard.evict_one(policy) {
-                self.settle(index, before, &shard);
-            } else {
+            let Some(victim) = shard.eviction_victim(policy) else {
                 exhausted[index] = true;
+                continue;
+            };
+            let started = timing.start();
+            shard.evict(victim);
+            let took = started.map(|t| t.elapsed());
+            self.settle(index, before, &shard);
+            drop(shard);
+            if let Some(took) = took {
+                timing.took(LatencyEvent::EvictionDel, took);
             }
         }
         Ok(())
@@ -86,9 +114,21 @@ impl Store {
 
     /// One active expiry cycle: walks the keys with a TTL shard by shard, removing expired ones,
     /// and keeps going in a shard while more than 10% of what it meets is expired, until
-    /// `budget` is spent.
+    /// `budget` is spent. With a latency sink whose threshold is on, the cycle is an
+    /// `expire-cycle` event (Redis's `activeExpireCycle`).
     pub fn expire_cycle(&self, budget: Duration) -> ExpireCycle {
         let started = Instant::now();
+        let cycle = self.expire_shards(started, budget);
+        let sink = self.latency_sink();
+        let timing = Timing::new(sink.as_deref());
+        if timing.on() {
+            timing.took(LatencyEvent::ExpireCycle, started.elapsed());
+        }
+        cycle
+    }
+
+    /// [`Store::expire_cycle`]'s walk, begun at `started`.
+    fn expire_shards(&self, started: Instant, budget: Duration) -> ExpireCycle {
         let now = self.clock.now_ms();
         let shards = self.shards.len();
         let first = self.expire_next.load(Relaxed);

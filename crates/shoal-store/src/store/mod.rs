@@ -32,6 +32,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::entry::CLOCK_MASK;
 use crate::events::KeyEvents;
 use crate::hash::{KeyHasher, random_seed};
+use crate::latency::LatencySink;
 use crate::lfu::{DEFAULT_LFU_DECAY_TIME, DEFAULT_LFU_LOG_FACTOR};
 use crate::policy::EvictionPolicy;
 use crate::shard::{MemoryBudget, Now, Shard, ShardStats, Stamp};
@@ -136,6 +137,8 @@ pub struct Store {
     /// Read by operations that hold one shard while waiting for another, written by
     /// exclusive sections: see `exclusive`'s description.
     order: RwLock<()>,
+    /// Told how long slow background work took ([`Store::set_latency_sink`]).
+    latency: RwLock<Option<Arc<dyn LatencySink>>>,
 }
 
 /// Empty arena pages the store keeps for any shard to take (512 KiB): enough that steady
@@ -190,9 +193,21 @@ impl Store {
             hash_max_entries: AtomicUsize::new(hashes::DEFAULT_MAX_PACKED_ENTRIES),
             hash_max_value: AtomicUsize::new(hashes::DEFAULT_MAX_PACKED_VALUE),
             order: RwLock::new(()),
+            latency: RwLock::new(None),
         };
         store.refresh_clock();
         store
+    }
+
+    /// Where the active expiry cycle and evictions report how long they took, when that
+    /// reaches the sink's threshold (none: nothing is timed).
+    pub fn set_latency_sink(&self, sink: Option<Arc<dyn LatencySink>>) {
+        *self.latency.write() = sink;
+    }
+
+    /// The latency sink, if any (an `Arc` clone: no lock is held while it is used).
+    fn latency_sink(&self) -> Option<Arc<dyn LatencySink>> {
+        self.latency.read().clone()
     }
 
     /// The store's clock.
