@@ -337,7 +337,7 @@ async fn serve_conn(
 #[derive(Clone, Debug)]
 pub enum Push {
     /// A map.
-    Map(ClusterMap),
+    Map(Box<ClusterMap>),
     /// Nothing more, ever (the connection stays open).
     Silence,
 }
@@ -437,7 +437,7 @@ async fn bus_serve(
                                 sent += 1;
                                 match p {
                                     Push::Map(map) => {
-                                        if bus::write_frame(&mut stream, &Reply::Map(map))
+                                        if bus::write_frame(&mut stream, &Reply::Map(*map))
                                             .await
                                             .is_err()
                                         {

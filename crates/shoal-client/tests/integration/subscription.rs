@@ -73,8 +73,8 @@ async fn pushed_maps_reroute_and_epochs_only_move_forward() {
 
     // An older map is ignored; the newer one after it reroutes.
     let mut watcher = client.subscribe_map();
-    bus1.push(Push::Map(on(3, b.addr)));
-    bus1.push(Push::Map(on(6, b.addr)));
+    bus1.push(Push::Map(Box::new(on(3, b.addr))));
+    bus1.push(Push::Map(Box::new(on(6, b.addr))));
     next_epoch(&client, 6).await;
     assert_eq!(watcher.borrow_and_update().epoch, 6);
     let stats = client.stats();

@@ -77,11 +77,11 @@ impl SlotFilter {
                     break;
                 };
                 let whole = &rest[..n + unit];
-                if let Some(slot) = first_keyed_slot(&rest[n..n + unit])? {
-                    if slots.contains(slot) {
-                        out.extend_from_slice(whole);
-                        fed.watched += usize::from(watch.contains(slot));
-                    }
+                if let Some(slot) = first_keyed_slot(&rest[n..n + unit])?
+                    && slots.contains(slot)
+                {
+                    out.extend_from_slice(whole);
+                    fed.watched += usize::from(watch.contains(slot));
                 }
                 at += n + unit;
                 continue;
