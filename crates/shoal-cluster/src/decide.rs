@@ -234,6 +234,7 @@ pub(crate) fn decide(
     track_health(&mut map, observations, now_ms, settings, &mut actions);
     fail_over(&mut map, &observations.reports, &mut actions);
     assign_spares(&mut map, &mut actions);
+    abandon_dead_sources(&mut map, &mut actions);
 
     let shards_after: Vec<ShardId> = map.shards.iter().map(|s| s.id).collect();
     let drained = actions.iter().any(|a| matches!(a, Action::Draining(_)));
@@ -638,6 +639,34 @@ fn take_handed_over(map: &mut ClusterMap, handed: &Migration, actions: &mut Vec<
     actions.push(Action::SlotsHandedOver(handed.from, handed.to, moved));
 }
 
+/// Whether `shard`'s primary is healthy (it can send its slots' keys).
+fn primary_ok(map: &ClusterMap, shard: ShardId) -> bool {
+    map.shard(shard)
+        .and_then(|s| map.node(s.primary))
+        .is_some_and(NodeInfo::is_ok)
+}
+
+/// Gives the slots of migrations whose source shard's primary has failed (and had no replica
+/// to take over) to their target at once: their keys went with it, and nobody can send them.
+fn abandon_dead_sources(map: &mut ClusterMap, actions: &mut Vec<Action>) {
+    let (dead, alive): (Vec<Migration>, Vec<Migration>) = std::mem::take(&mut map.migrations)
+        .into_iter()
+        .partition(|m| !primary_ok(map, m.from));
+    map.migrations = alive;
+    let mut moved = 0;
+    for m in dead {
+        for &(a, b) in &m.slots {
+            for slot in a..=b {
+                map.slots.set(slot, Some(m.to));
+                moved += 1;
+            }
+        }
+    }
+    if moved > 0 {
+        actions.push(Action::SlotsMoved(moved));
+    }
+}
+
 /// Removes every draining shard that owns no slot any more, with its nodes.
 fn finish_drains(map: &mut ClusterMap, actions: &mut Vec<Action>) {
     let draining = std::mem::take(&mut map.draining);
@@ -671,7 +700,14 @@ fn replan(map: &mut ClusterMap, actions: &mut Vec<Action>) {
         .map(|s| s.id)
         .filter(|id| !map.draining.contains(id))
         .collect();
-    let exists = |shard: ShardId| map.shards.iter().any(|s| s.id == shard);
+    // A slot can migrate only from a shard whose primary can send it.
+    let sendable: Vec<ShardId> = map
+        .shards
+        .iter()
+        .map(|s| s.id)
+        .filter(|id| primary_ok(map, *id))
+        .collect();
+    let exists = |shard: ShardId| sendable.contains(&shard);
     // Where every slot is going: its migration's target, else its owner; nowhere if that is
     // draining or gone.
     let mut intended = map.slots.clone();
@@ -951,6 +987,38 @@ mod tests {
         assert!(gone.shard(leaving).is_none() && gone.node(NodeId(3)).is_none());
         assert!(gone.draining.is_empty());
         assert_eq!(owner_counts(&gone).len(), 2);
+    }
+
+    #[test]
+    fn slots_of_a_failed_source_go_to_their_target_at_once() {
+        // Node 1 (shard 0's primary, no replica) failed and stays silent.
+        let silent = |map: &ClusterMap, joins: Vec<NodeInfo>| {
+            let mut map = map.clone();
+            map.nodes.get_mut(&NodeId(1)).unwrap().health = Health::Failed;
+            let mut o = all_heard(&map, 10);
+            o.last_heartbeat.remove(&NodeId(1));
+            o.joins = joins;
+            decide(&map, &o, 10, &settings()).map.unwrap()
+        };
+        let map = joined(&bootstrap(node(1, true), 0, 0), &[node(2, false)]);
+        // A join plans nothing from the failed shard: its slots that should move move now.
+        let m = silent(&map, vec![node(3, false)]);
+        assert!(
+            m.migrations.iter().all(|m| m.from != ShardId(0)),
+            "{:?}",
+            m.migrations
+        );
+        assert!(m.slots.count(ShardId(2)) > 0);
+        m.validate().unwrap();
+        // A migration whose source fails afterwards is given up the same way.
+        let planned = decided(&map, |o| o.joins = vec![node(3, false)])
+            .map
+            .unwrap();
+        assert!(planned.migrations.iter().any(|m| m.from == ShardId(0)));
+        let m = silent(&planned, Vec::new());
+        assert!(m.migrations.iter().all(|m| m.from != ShardId(0)));
+        assert!(m.slots.count(ShardId(2)) > 0);
+        m.validate().unwrap();
     }
 
     #[test]

@@ -90,6 +90,39 @@ async fn converge(nodes: &[Arc<ClusterNode>], what: &str, check: impl Fn(&Cluste
     }
 }
 
+/// Plays every migration's source: these nodes hold no keys, so as soon as the leader's map
+/// moves slots, each migration is reported handed over, until none is left (or `limit`).
+async fn hand_everything_over(via: &ClusterNode, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let reply = bus::call_leader(
+            &via.myself().bus_addr(),
+            &secret().into(),
+            &Request::GetMap,
+            Duration::from_secs(2),
+            4,
+        )
+        .await;
+        if let Ok(Reply::Map(map)) = reply {
+            if map.migrations.is_empty() {
+                return;
+            }
+            for m in map.migrations {
+                let _ = bus::call_leader(
+                    &via.myself().bus_addr(),
+                    &secret().into(),
+                    &Request::HandedOver(m),
+                    Duration::from_secs(2),
+                    4,
+                )
+                .await;
+            }
+        }
+        assert!(Instant::now() < deadline, "the migrations never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_join_and_converge_on_one_map() {
     let founder = start_node(true, None, 0).await;
@@ -101,6 +134,7 @@ async fn nodes_join_and_converge_on_one_map() {
         assert!(node.map().nodes.contains_key(&node.myself().id));
         nodes.push(node);
     }
+    hand_everything_over(&founder, Duration::from_secs(10)).await;
     converge(&nodes, "4 shards, 3 voters, same epoch", |m| {
         m.shards.len() == 4 && m.controllers.len() == 3 && m.slots_assigned() == SLOTS
     })
@@ -156,6 +190,8 @@ async fn nodes_join_and_converge_on_one_map() {
     .await
     .unwrap();
     assert!(matches!(reply, Reply::Removed(_)), "{reply:?}");
+    // Its shard drains first (here, at once: there are no keys to send).
+    hand_everything_over(&founder, Duration::from_secs(10)).await;
     tokio::time::timeout(Duration::from_secs(5), removed.wait_for(|r| *r))
         .await
         .expect("the removed node learns it within 5 s")

@@ -429,6 +429,10 @@ pub struct Config {
     /// 0: replicas serve reads however long they have not heard from their primary (Redis's
     /// behaviour).
     pub replica_read_max_staleness: u64,
+    /// Bytes a second at most that this node sends of a migration's snapshot to the shard
+    /// importing its slots (0: as fast as the link goes). The slots' live changes are not
+    /// held back.
+    pub migration_max_bandwidth: ByteSize,
 }
 
 /// What a node does with a command for a slot it does not own.
@@ -543,6 +547,7 @@ impl Default for Config {
             min_replicas_to_write: 0,
             min_replicas_max_lag: 10,
             replica_read_max_staleness: 50,
+            migration_max_bandwidth: ByteSize(0),
         }
     }
 }
@@ -1479,6 +1484,11 @@ pub static PARAMS: &[Param] = &[
             c.min_replicas_max_lag = parse_number(v)?;
             Ok(())
         }),
+    },
+    Param {
+        name: "migration-max-bandwidth",
+        get: |c| c.migration_max_bandwidth.to_string(),
+        set: Some(|c, v| set_size(|c| &mut c.migration_max_bandwidth)(c, v)),
     },
     Param {
         name: "replica-read-max-staleness",

@@ -979,6 +979,7 @@ fn shoal_param_names() -> BTreeSet<String> {
         "hot-key-share",
         "hot-key-min-rate",
         "replica-read-max-staleness",
+        "migration-max-bandwidth",
         "http-maxclients",
         "http-timeout",
         "http-max-inflight-bytes",

@@ -198,6 +198,13 @@ impl TestCluster {
     /// [`TestCluster::add_node`] with more to say about the node: its own environment and
     /// flags.
     pub async fn add_node_with(&mut self, join: JoinOptions) -> Result<usize> {
+        self.join_node(join, true).await
+    }
+
+    /// Starts one more node that joins through a running node, and returns its index once the
+    /// map has it: at once (`settle` false: its slots may still be on their way to it), or
+    /// once the cluster has settled too, as [`TestCluster::add_node_with`].
+    pub async fn join_node(&mut self, join: JoinOptions, settle: bool) -> Result<usize> {
         let seed = self
             .reachable()
             .next()
@@ -213,7 +220,7 @@ impl TestCluster {
         self.wait_until(
             &format!("{} ({id:?}) to join and the cluster to settle", node.name()),
             timeout.saturating_sub(started.elapsed()),
-            |status| status.map.nodes.contains_key(&id) && is_settled(status, &alive),
+            |status| status.map.nodes.contains_key(&id) && (!settle || is_settled(status, &alive)),
         )
         .await?;
         Ok(index)

@@ -240,3 +240,147 @@ async fn slots_move_with_their_keys_when_a_shard_joins_and_when_it_leaves() {
     )
     .await;
 }
+
+/// Sets `migration-max-bandwidth` on node `index` (so a migration from it lasts a while).
+async fn throttle(cluster: &TestCluster, index: usize, bandwidth: &str) {
+    let reply = cluster
+        .node(index)
+        .command(&["CONFIG", "SET", "migration-max-bandwidth", bandwidth])
+        .await
+        .unwrap();
+    assert_eq!(reply, Value::Simple(b"OK".to_vec()));
+}
+
+/// Every primary of the settled `map` holds only keys of its own slots, and they number
+/// `expected` in all (once the old owners have dropped what moved).
+async fn one_owner_each(cluster: &TestCluster, map: &ClusterMap, expected: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut total = 0;
+        let mut strays = Vec::new();
+        for shard in cluster.shard_nodes(map).unwrap() {
+            let Value::Array(keys) = cluster
+                .node(shard.primary)
+                .command(&["KEYS", "*"])
+                .await
+                .unwrap()
+            else {
+                panic!("KEYS answered no array");
+            };
+            total += keys.len();
+            for key in keys {
+                let Value::Bulk(key) = key else { continue };
+                if map.slots.get(shoal_cluster::key_slot(&key)) != Some(shard.shard) {
+                    strays.push(String::from_utf8_lossy(&key).into_owned());
+                }
+            }
+        }
+        if total == expected && strays.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{total} keys held, {expected} expected; on a shard that does not own them: {:?}",
+            &strays[..strays.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_cut_short_by_kill_9_leaves_every_key_with_one_owner() {
+    run_test(
+        "a_migration_cut_short_by_kill_9_leaves_every_key_with_one_owner",
+        async {
+            // One shard of a primary and two replicas (three controller voters, so the
+            // controller outlives the primary): a joining node founds a second shard.
+            let mut cluster = TestCluster::start(SHOAL, 1, 2, ClusterOptions::default())
+                .await
+                .expect("the cluster starts");
+            let config =
+                ClientConfig::new(cluster.resp_addrs()).with_cluster_secret(cluster.secret());
+            let client = Client::connect(config).await.expect("the client connects");
+            const KEYS: usize = 6000;
+            fill(&client, KEYS).await;
+            let map = cluster.status().await.unwrap().map;
+            let source = cluster.shard_nodes(&map).unwrap()[0].clone();
+            let waited = cluster
+                .node(source.primary)
+                .command(&["WAIT", "2", "5000"])
+                .await
+                .unwrap();
+            assert_eq!(waited, Value::Int(2), "the replicas have every key");
+
+            // The target dies in the middle of the snapshot: the slots stay the source's.
+            throttle(&cluster, source.primary, "40kb").await;
+            let traffic = Traffic::start(client.clone());
+            let target = cluster
+                .join_node(Default::default(), false)
+                .await
+                .expect("a node joins");
+            let status = cluster.status().await.unwrap();
+            assert!(!status.map.migrations.is_empty(), "slots are moving");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            cluster.node(target).kill().unwrap();
+            let target_id = cluster.node(target).known_id().unwrap();
+            cluster
+                .wait_until("the target to be failed", SETTLE_WITHIN, |s| {
+                    s.map.node(target_id).is_some_and(|n| !n.is_ok())
+                })
+                .await
+                .unwrap();
+            let (rounds, errors) = traffic.stop().await;
+            assert!(
+                errors.is_empty(),
+                "{} errors in {rounds} rounds: {errors:?}",
+                errors.len()
+            );
+            cluster
+                .remove_node(target_id)
+                .await
+                .expect("the dead target goes");
+            let status = cluster
+                .wait_until("the migration to be called off", SETTLE_WITHIN, |s| {
+                    s.map.migrations.is_empty() && s.map.shards.len() == 1
+                })
+                .await
+                .unwrap();
+            assert_eq!(status.map.slots.count(source.shard), shoal_cluster::SLOTS);
+            check(&client, KEYS).await;
+            let live = rounds.min(500) as usize;
+            one_owner_each(&cluster, &status.map, KEYS + live).await;
+
+            // The source dies in the middle of the snapshot: its replica takes over, and the
+            // migration starts over from it.
+            throttle(&cluster, source.primary, "40kb").await;
+            let target = cluster
+                .join_node(Default::default(), false)
+                .await
+                .expect("a node joins");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let status = cluster.status().await.unwrap();
+            assert!(!status.map.migrations.is_empty(), "slots are moving");
+            cluster.node(source.primary).kill().unwrap();
+            let target_id = cluster.node(target).known_id().unwrap();
+            let status = cluster
+                .wait_until(
+                    "the migration to finish from the new primary",
+                    SETTLE_WITHIN,
+                    |s| {
+                        s.map.migrations.is_empty()
+                            && s.map.shards.len() == 2
+                            && s.map.placement_of(target_id).is_some()
+                            && s.map
+                                .slots
+                                .count(s.map.placement_of(target_id).unwrap().0.id)
+                                > 4000
+                    },
+                )
+                .await
+                .unwrap();
+            check(&client, KEYS).await;
+            one_owner_each(&cluster, &status.map, KEYS + live).await;
+        },
+    )
+    .await;
+}

@@ -1123,7 +1123,17 @@ async fn slots_that_move_leave_no_stale_value_in_the_proxy_s_near_cache() {
                 Duration::from_secs(30),
             ));
             let id = cluster.node(joined).known_id().unwrap();
-            let removed_map = cluster.remove_node(id).await.expect("the node is removed");
+            cluster.remove_node(id).await.expect("the node is removed");
+            // Its shard drains first: its slots move with their keys, then it leaves.
+            let removed_map = cluster
+                .wait_until(
+                    "the node's shard to drain and leave",
+                    Duration::from_secs(30),
+                    |s| s.map.node(id).is_none() && s.map.migrations.is_empty(),
+                )
+                .await
+                .expect("the shard drains")
+                .map;
             done.store(removed_map.epoch, Ordering::SeqCst);
             let remove = mover.await.expect("the mover runs");
             assert_eq!(

@@ -492,7 +492,11 @@ pub async fn three_shards() -> (Vec<Node>, Client) {
         &client,
         "every slot placed on three shards",
         Duration::from_secs(15),
-        |map| map.shards.len() == 3 && map.slots_assigned() == shoal_cluster::SLOTS,
+        |map| {
+            map.shards.len() == 3
+                && map.slots_assigned() == shoal_cluster::SLOTS
+                && map.migrations.is_empty()
+        },
     )
     .await;
     // The client has the map; each node must have it too (until then it answers

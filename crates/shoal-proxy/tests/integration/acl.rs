@@ -21,7 +21,10 @@ async fn the_proxy_denies_by_its_own_users_before_forwarding() {
     let proxy = start_proxy(&harness.seed(), |c| c.aclfile = Some(aclfile.clone()));
     // As the shared proxy before it: serve once the map places every slot on the shards.
     let deadline = Instant::now() + WAIT;
-    while proxy.client().map().slots_assigned() < SLOTS || proxy.client().map().shards.len() < 3 {
+    while proxy.client().map().slots_assigned() < SLOTS
+        || proxy.client().map().shards.len() < 3
+        || !proxy.client().map().migrations.is_empty()
+    {
         assert!(Instant::now() < deadline, "the proxy never learned the map");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

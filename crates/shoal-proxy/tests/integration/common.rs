@@ -48,7 +48,7 @@ impl Harness {
         let deadline = Instant::now() + WAIT;
         loop {
             let map = proxy.client().map();
-            if map.shards.len() == 3 && map.slots_assigned() == SLOTS {
+            if map.shards.len() == 3 && map.slots_assigned() == SLOTS && map.migrations.is_empty() {
                 break;
             }
             assert!(

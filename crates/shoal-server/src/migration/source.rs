@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_cluster::{Migration, Role, ShardId, Slot};
+use shoal_cluster::{ClusterMap, Migration, Role, ShardId, Slot};
 use shoal_frontdoor::Stream;
 use shoal_proto::{Limits, Parsed, RequestParser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +36,9 @@ const MAX_ROUNDS: u32 = 8;
 
 /// Stream bytes read from the backlog at once.
 const CHUNK: usize = 256 * 1024;
+
+/// How long a source whose hand-over got no answer asks for the map that says how it went.
+const UNKNOWN_OUTCOME_WAIT: Duration = Duration::from_secs(3);
 
 /// What a target asks for: `REPLCONF shoal-import <from>:<to>:<first>-<last>,...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,6 +248,9 @@ async fn send_snapshot(
     let mut cursor = 0;
     let mut keys = 0u64;
     let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK + 4096);
+    let bandwidth = shared.config.read().migration_max_bandwidth.0;
+    let started = Instant::now();
+    let mut sent = 0u64;
     loop {
         cursor = shared
             .store
@@ -256,8 +262,16 @@ async fn send_snapshot(
             });
         if buf.len() >= SNAPSHOT_CHUNK || cursor == 0 {
             stream.write_all(&buf).await?;
+            sent += buf.len() as u64;
             buf.clear();
             tokio::task::yield_now().await;
+            if bandwidth > 0 {
+                // Held to `migration-max-bandwidth`: sleep until the bytes sent are due.
+                let due = Duration::from_secs_f64(sent as f64 / bandwidth as f64);
+                if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(ahead).await;
+                }
+            }
         }
         if shared.replication.role() != crate::replication::Role::Primary {
             return Err(SourceError::Refused("no longer a primary".into()));
@@ -396,22 +410,36 @@ impl Session<'_> {
             to: request.to,
             slots: batch.ranges(),
         };
+        let before = self.cluster.map().epoch;
+        let moved_in = |map: &ClusterMap| {
+            batch
+                .ranges()
+                .iter()
+                .all(|&(a, b)| (a..=b).all(|s| map.slots.get(s) == Some(request.to)))
+        };
         let map = match node.hand_over(migration).await {
             Ok(map) => map,
             Err(e) => {
-                tracing::info!("the controller did not take the hand-over: {e}");
-                return Ok(false);
+                // The leader may have committed it and the answer been lost: the held writes
+                // must not run here if the slots are the target's. Ask until a newer map
+                // says (a source cut off from the controller stops serving on its own when
+                // its lease runs out).
+                tracing::info!("the controller's answer to a hand-over: {e}; asking again");
+                let deadline = Instant::now() + UNKNOWN_OUTCOME_WAIT;
+                loop {
+                    node.refresh().await;
+                    let map = node.map();
+                    if moved_in(&map) || map.epoch > before || Instant::now() >= deadline {
+                        break map;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         };
-        let moved = batch
-            .ranges()
-            .iter()
-            .all(|&(a, b)| (a..=b).all(|s| map.slots.get(s) == Some(request.to)));
-        if moved {
-            // The held writes are redirected once they run again: this node must route by
-            // the new map before the gate opens.
-            self.cluster.install(map);
-        }
+        let moved = moved_in(&map);
+        // The held writes are redirected once they run again: this node must route by the
+        // map that moved the slots before the gate opens.
+        self.cluster.install(map);
         Ok(moved)
     }
 

@@ -28,8 +28,12 @@ pub enum ClusterCommand {
     Up(Box<UpArgs>),
     /// Show a cluster's shards, nodes, slot ranges, epoch and health.
     Status(StatusArgs),
-    /// Retire a node: its shard keeps going without it (or its slots move to other shards).
+    /// Retire a node: its shard keeps going without it, or (a primary without replicas) its
+    /// slots move to the other shards with their keys first.
     RemoveNode(RemoveArgs),
+    /// Place the slots again over the shards and move, with their keys, those whose owner
+    /// changes; waits until they have moved.
+    Rebalance(RebalanceArgs),
 }
 
 /// `shoal cluster up` flags.
@@ -238,6 +242,14 @@ pub struct RemoveArgs {
     pub access: NodeAccess,
 }
 
+/// `shoal cluster rebalance` flags.
+#[derive(Debug, Args)]
+pub struct RebalanceArgs {
+    /// The node to ask, and the credentials.
+    #[command(flatten)]
+    pub access: NodeAccess,
+}
+
 /// The RESP port `--node` means when it names none: `cluster up`'s first node's.
 const DEFAULT_NODE_PORT: u16 = 7000;
 
@@ -255,6 +267,7 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
             ClusterCommand::Up(args) => up::up(*args).await,
             ClusterCommand::Status(args) => status::status(args).await,
             ClusterCommand::RemoveNode(args) => status::remove_node(args).await,
+            ClusterCommand::Rebalance(args) => status::rebalance(args).await,
         }
     })
 }

@@ -88,12 +88,78 @@ pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
         // No answer, or no leader for now: the removal may still commit.
         Err(e) => removed_anyway(&bus, &credentials, id, e.into(), Duration::from_secs(5)).await?,
     };
+    if map.nodes.contains_key(&id) {
+        // A primary without replicas: its shard drains (its slots move with their keys)
+        // before it goes.
+        println!(
+            "draining {id}'s shard: its slots move to the other shards with their keys; the node \
+             leaves (and stops) once it owns none"
+        );
+        let map =
+            wait_for_migrations(&bus, &credentials, |map| !map.nodes.contains_key(&id)).await?;
+        println!(
+            "removed {id}; the cluster is at epoch {} with {} shards",
+            map.epoch,
+            map.shards.len()
+        );
+        return Ok(());
+    }
     println!(
         "removed {id}; the cluster is at epoch {} with {} shards",
         map.epoch,
         map.shards.len()
     );
     Ok(())
+}
+
+/// `shoal cluster rebalance`.
+pub(super) async fn rebalance(args: super::RebalanceArgs) -> anyhow::Result<()> {
+    let credentials = args.access.credentials()?;
+    let bus = args.access.bus().await?;
+    let answer = bus::call_leader(
+        &bus,
+        &credentials,
+        &Request::Rebalance,
+        Duration::from_secs(12),
+        4,
+    )
+    .await?;
+    let map = match answer {
+        Reply::Map(map) => map,
+        Reply::Error(e) => bail!("the controller refused: {e}"),
+        other => bail!("unexpected answer {other:?}"),
+    };
+    if map.migrations.is_empty() {
+        println!("the slots are where placement wants them: nothing to move");
+        return Ok(());
+    }
+    print!("{}", migrations_part(&map));
+    let map = wait_for_migrations(&bus, &credentials, |map| map.migrations.is_empty()).await?;
+    println!("done: the cluster is at epoch {}", map.epoch);
+    Ok(())
+}
+
+/// Polls the leader's map until `done` holds for it, saying how many slots are still on
+/// their way whenever that changes.
+async fn wait_for_migrations(
+    bus: &str,
+    credentials: &BusCredentials,
+    done: impl Fn(&ClusterMap) -> bool,
+) -> anyhow::Result<ClusterMap> {
+    let mut said = usize::MAX;
+    loop {
+        if let Ok(status) = leader_status_via(bus, bus, credentials).await {
+            if done(&status.map) {
+                return Ok(status.map);
+            }
+            let left: usize = status.map.migrations.iter().map(|m| m.count()).sum();
+            if left != said {
+                println!("{left} slots still moving");
+                said = left;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The node of `map` whose id is `given`, in its long (40 hex digits) or short (16) form, or
@@ -211,10 +277,12 @@ fn describe_view(map: &ClusterMap, leader: Option<NodeId>, reports: &[NodeStatus
             || shard
                 .members()
                 .any(|m| map.node(m).is_none_or(|n| n.health != Health::Ok));
+        let draining = map.draining.contains(&shard.id);
         out.push_str(&format!(
-            "shard {}{}: {} slots [{}]\n",
+            "shard {}{}{}: {} slots [{}]\n",
             shard.id,
             if degraded { " (degraded)" } else { "" },
+            if draining { " (draining)" } else { "" },
             map.slots.count(shard.id),
             abbreviate(&ranges)
         ));
@@ -231,7 +299,26 @@ fn describe_view(map: &ClusterMap, leader: Option<NodeId>, reports: &[NodeStatus
             by_id.get(&spare.id).copied(),
         ));
     }
+    out.push_str(&migrations_part(map));
     out.push_str(&hot_keys_part(map, reports));
+    out
+}
+
+/// The slots on their way to another shard in [`describe`], one line per source and target;
+/// nothing when none move.
+fn migrations_part(map: &ClusterMap) -> String {
+    if map.migrations.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("slots moving with their keys:\n");
+    for m in &map.migrations {
+        out.push_str(&format!(
+            "  shard {} -> shard {}: {} slots to go\n",
+            m.from,
+            m.to,
+            m.count()
+        ));
+    }
     out
 }
 
