@@ -113,6 +113,40 @@ fn cluster(shared: &Shared, out: &mut String) {
             "shoal_publications_dropped:{}",
             cluster.node().map_or(0, |n| n.publications_dropped())
         );
+        let map = cluster.map();
+        let moving: usize = map.migrations.iter().map(|m| m.count()).sum();
+        line!(out, "shoal_slots_migrating:{moving}");
+        let stats = &cluster.migration_stats;
+        line!(
+            out,
+            "shoal_migration_keys_sent:{}",
+            stats.keys_sent.load(Relaxed)
+        );
+        line!(
+            out,
+            "shoal_migration_keys_received:{}",
+            stats.keys_received.load(Relaxed)
+        );
+        line!(
+            out,
+            "shoal_migration_hand_overs:{}",
+            stats.hand_overs.load(Relaxed)
+        );
+        line!(
+            out,
+            "shoal_migration_slots_handed_over:{}",
+            stats.slots_handed_over.load(Relaxed)
+        );
+        line!(
+            out,
+            "shoal_migration_pause_p99_us:{}",
+            stats.pause_quantile_us(0.99)
+        );
+        line!(
+            out,
+            "shoal_migration_pause_max_us:{}",
+            stats.pause_max_us.load(Relaxed)
+        );
     }
 }
 
