@@ -115,12 +115,26 @@ redis-benchmark --cluster -p "$seed" -c 50 -n 100000000 -r "$KEYS" -d 100 -t set
 traffic=$!
 sleep 2
 id=$(redis-cli -p "$new_port" cluster myid)
+# The draining node is the source now: its pauses are read until it leaves.
+(while redis-cli -p "$new_port" info cluster 2>/dev/null | tr -d '\r' >"$work/drain-info.tmp"; do
+  [ -s "$work/drain-info.tmp" ] && mv "$work/drain-info.tmp" "$work/drain-info"
+  sleep 0.05
+done) &
+poller=$!
 start=$(date +%s.%N)
 "$SHOAL" cluster remove-node "$id" --node "127.0.0.1:$seed" >"$work/remove.log" 2>&1
 took=$(python3 -c "import time; print('%.2f' % (time.time() - $start))")
 sleep 1
-kill "$traffic" 2>/dev/null || true
-wait "$traffic" 2>/dev/null || true
-errors=$(grep -c -i "error" "$work/traffic.log" || true)
-echo "drain under traffic: the quarter moved back in ${took}s; hand-over pauses (all hand-overs so far): $(pauses "${ports[@]}"); redis-benchmark error lines: $errors"
-echo "held: $(total_keys "${ports[@]}") keys in 3 shards"
+kill "$traffic" "$poller" 2>/dev/null || true
+wait "$traffic" "$poller" 2>/dev/null || true
+drain_p99=$(sed -n 's/^shoal_migration_pause_p99_us://p' "$work/drain-info")
+drain_max=$(sed -n 's/^shoal_migration_pause_max_us://p' "$work/drain-info")
+hand_overs=$(sed -n 's/^shoal_migration_hand_overs://p' "$work/drain-info")
+echo "drain under traffic: the quarter moved back in ${took}s (from the removal request); the draining node's $hand_overs hand-overs paused writes p99 $((drain_p99 / 1000)) ms, max $((drain_max / 1000)) ms"
+echo "redis-benchmark said (errors, if any):"
+grep -i "error" "$work/traffic.log" | sort | uniq -c | head -5 || true
+mine=0
+for port in "${ports[@]}"; do
+  mine=$((mine + $(redis-cli -p "$port" --scan --pattern 'key:[0-9]*' | wc -l)))
+done
+echo "held: $mine of the $KEYS keys written before the join, on 3 shards ($(total_keys "${ports[@]}") keys in all with redis-benchmark's own)"

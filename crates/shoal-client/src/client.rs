@@ -791,13 +791,18 @@ impl Client {
         if !hot.any() {
             return;
         }
-        let mut del = vec![Bytes::from_static(b"DEL")];
+        // Nothing is allocated for a write of no key with copies (every write while any key
+        // is hot comes here).
+        let mut del: Vec<Bytes> = Vec::new();
         for key in keys {
             if let Some(names) = copies.of_hot(key, hot, || self.inner.maps.map()) {
+                if del.is_empty() {
+                    del.push(Bytes::from_static(b"DEL"));
+                }
                 del.extend(names.iter().cloned());
             }
         }
-        if del.len() == 1 {
+        if del.is_empty() {
             return;
         }
         Stats::bump(&self.inner.stats.copy_drops);
@@ -836,10 +841,15 @@ impl Client {
     }
 
     /// Reads `key` from its primary for a reader whose copy was missing, and fills `copy` with
-    /// it (unless this client is filling it already, or another copy got there first).
+    /// it (unless this client is filling it already: the reader then only reads the key, or
+    /// another copy got there first).
     async fn fill_copy(&self, copies: &Copies, key: &[u8], copy: &Bytes) -> Result<Value, Error> {
         let slot = Target::Slot(key_slot(key));
-        let (get, pttl) = (encode(&[&b"GET"[..], key]), encode(&[&b"PTTL"[..], key]));
+        let get = encode(&[&b"GET"[..], key]);
+        let Some(_filling) = copies.start_fill(copy) else {
+            return self.exec_from(&get, slot, true, ReadFrom::Primary).await;
+        };
+        let pttl = encode(&[&b"PTTL"[..], key]);
         let (value, pttl) = futures_util::future::join(
             self.exec_from(&get, slot, true, ReadFrom::Primary),
             self.exec_from(&pttl, slot, true, ReadFrom::Primary),
@@ -848,7 +858,6 @@ impl Client {
         let value = value?;
         if let (Value::Bulk(bytes), Ok(Value::Int(pttl))) = (&value, pttl)
             && let Some(px) = copies.ttl_ms(pttl)
-            && let Some(_filling) = copies.start_fill(copy)
         {
             let px = px.to_string();
             let set = encode(&[&b"SET"[..], copy, bytes, b"PX", px.as_bytes(), b"NX"]);

@@ -234,7 +234,6 @@ pub(crate) fn decide(
     track_health(&mut map, observations, now_ms, settings, &mut actions);
     fail_over(&mut map, &observations.reports, &mut actions);
     assign_spares(&mut map, &mut actions);
-    abandon_dead_sources(&mut map, &mut actions);
 
     let shards_after: Vec<ShardId> = map.shards.iter().map(|s| s.id).collect();
     let drained = actions.iter().any(|a| matches!(a, Action::Draining(_)));
@@ -646,27 +645,6 @@ fn primary_ok(map: &ClusterMap, shard: ShardId) -> bool {
         .is_some_and(NodeInfo::is_ok)
 }
 
-/// Gives the slots of migrations whose source shard's primary has failed (and had no replica
-/// to take over) to their target at once: their keys went with it, and nobody can send them.
-fn abandon_dead_sources(map: &mut ClusterMap, actions: &mut Vec<Action>) {
-    let (dead, alive): (Vec<Migration>, Vec<Migration>) = std::mem::take(&mut map.migrations)
-        .into_iter()
-        .partition(|m| !primary_ok(map, m.from));
-    map.migrations = alive;
-    let mut moved = 0;
-    for m in dead {
-        for &(a, b) in &m.slots {
-            for slot in a..=b {
-                map.slots.set(slot, Some(m.to));
-                moved += 1;
-            }
-        }
-    }
-    if moved > 0 {
-        actions.push(Action::SlotsMoved(moved));
-    }
-}
-
 /// Removes every draining shard that owns no slot any more, with its nodes.
 fn finish_drains(map: &mut ClusterMap, actions: &mut Vec<Action>) {
     let draining = std::mem::take(&mut map.draining);
@@ -736,8 +714,8 @@ fn replan(map: &mut ClusterMap, actions: &mut Vec<Action>) {
                     moving.push(((owner, to), slot));
                 }
             }
-            _ => {
-                if want.is_some() {
+            current => {
+                if want.is_some() && want != current {
                     map.slots.set(slot, want);
                     direct += 1;
                 }
@@ -990,7 +968,7 @@ mod tests {
     }
 
     #[test]
-    fn slots_of_a_failed_source_go_to_their_target_at_once() {
+    fn a_failed_source_plans_no_migration_and_its_slots_wait_until_it_is_removed() {
         // Node 1 (shard 0's primary, no replica) failed and stays silent.
         let silent = |map: &ClusterMap, joins: Vec<NodeInfo>| {
             let mut map = map.clone();
@@ -1010,14 +988,25 @@ mod tests {
         );
         assert!(m.slots.count(ShardId(2)) > 0);
         m.validate().unwrap();
-        // A migration whose source fails afterwards is given up the same way.
+        // A migration whose source fails afterwards waits for it (its keys may come back
+        // with it), as the shard's other slots do; removing the node places them at once.
         let planned = decided(&map, |o| o.joins = vec![node(3, false)])
             .map
             .unwrap();
         assert!(planned.migrations.iter().any(|m| m.from == ShardId(0)));
-        let m = silent(&planned, Vec::new());
+        let mut waiting = planned.clone();
+        waiting.nodes.get_mut(&NodeId(1)).unwrap().health = Health::Failed;
+        let unchanged = decided(&waiting, |o| {
+            o.last_heartbeat.remove(&NodeId(1));
+        });
+        assert!(unchanged.map.is_none(), "{:?}", unchanged.actions);
+        let d = decided(&waiting, |o| {
+            o.last_heartbeat.remove(&NodeId(1));
+            o.removals = vec![NodeId(1)];
+        });
+        let m = d.map.unwrap();
         assert!(m.migrations.iter().all(|m| m.from != ShardId(0)));
-        assert!(m.slots.count(ShardId(2)) > 0);
+        assert_eq!(m.slots.count(ShardId(0)), 0);
         m.validate().unwrap();
     }
 

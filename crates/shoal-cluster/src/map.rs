@@ -389,7 +389,7 @@ impl Migration {
     pub fn count(&self) -> usize {
         self.slots
             .iter()
-            .map(|(a, b)| usize::from(*b - *a) + 1)
+            .map(|(a, b)| usize::from(b.saturating_sub(*a)) + 1)
             .sum()
     }
 
@@ -535,11 +535,6 @@ impl ClusterMap {
     /// The primary node of the shard that owns `slot`.
     pub fn primary_of_slot(&self, slot: Slot) -> Option<&NodeInfo> {
         self.shard_of_slot(slot).and_then(|s| self.node(s.primary))
-    }
-
-    /// The migration moving `slot`, if it is moving.
-    pub fn migration_of(&self, slot: Slot) -> Option<&Migration> {
-        self.migrations.iter().find(|m| m.contains(slot))
     }
 
     /// The shard `node` belongs to and its role there.

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -71,18 +71,22 @@ pub struct WorkerStats {
 }
 
 /// The "inside a command" mark, on a cache line of its own: its thread writes it twice per
-/// command, and only a script about to start reads it.
+/// command, and only a script about to start (or a slot hand-over) reads it. Bit 0 says
+/// inside; the bits above count the commands entered, so a reader can tell that the command
+/// it saw has ended even if the next one began since.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct InCommand(AtomicBool);
+struct InCommand(AtomicU64);
 
 /// Marks a thread inside a command until dropped ([`WorkerStats::enter`]).
 #[must_use = "the thread is inside a command only while this lives"]
-pub struct InsideCommand<'a>(&'a AtomicBool);
+pub struct InsideCommand<'a>(&'a AtomicU64);
 
 impl Drop for InsideCommand<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        // Only the owning thread writes the mark: its own last store is what it loads.
+        let mark = self.0.load(Ordering::Relaxed);
+        self.0.store(mark & !1, Ordering::Release);
     }
 }
 
@@ -104,7 +108,8 @@ impl WorkerStats {
     #[inline]
     pub fn enter(&self) -> InsideCommand<'_> {
         // SeqCst: the mark is visible before this thread reads the busy state.
-        self.inside.0.store(true, Ordering::SeqCst);
+        let entered = self.inside.0.load(Ordering::Relaxed).wrapping_add(2) | 1;
+        self.inside.0.store(entered, Ordering::SeqCst);
         InsideCommand(&self.inside.0)
     }
 
@@ -268,8 +273,31 @@ impl Stats {
             .cloned()
             .collect();
         for other in others {
-            while other.inside.0.load(Ordering::SeqCst) {
+            while other.inside.0.load(Ordering::SeqCst) & 1 == 1 {
                 std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Waits, yielding to the runtime, until every command that another thread was inside
+    /// when this was called has finished its synchronous part (a command begun since may still
+    /// run): what a check made before this call decided has taken effect by its end.
+    pub async fn commands_drained(&self) {
+        let me = self.this_thread();
+        let others: Vec<Arc<WorkerStats>> = self
+            .workers
+            .lock()
+            .iter()
+            .filter(|w| !Arc::ptr_eq(w, &me))
+            .cloned()
+            .collect();
+        for other in others {
+            let seen = other.inside.0.load(Ordering::SeqCst);
+            if seen & 1 == 0 {
+                continue;
+            }
+            while other.inside.0.load(Ordering::SeqCst) == seen {
+                tokio::time::sleep(std::time::Duration::from_micros(100)).await;
             }
         }
     }

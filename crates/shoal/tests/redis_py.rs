@@ -5,6 +5,9 @@
 //!   `MULTI`/`EXEC` pipeline on a slot's node, a `WATCH` abort, `EVAL` with keys, hashes, a
 //!   `PUBLISH` on one node reaching a subscriber on another, and a keyspace `expired` event
 //!   (tests/redis_py/cluster_apps.py);
+//! * an application on `RedisCluster` writing and reading back without pause while a shard
+//!   joins and is removed (its slots moving with their keys both ways): no error, no wrong
+//!   value (tests/redis_py/migration_traffic.py);
 //! * its client-side cache (`protocol=3, cache_config=CacheConfig()`), on one node with
 //!   `redis.Redis` and on a 3-shard cluster with `RedisCluster`: reads served locally, and
 //!   never a stale value 50 ms after another connection's write, delete, expiry or `FLUSHALL`
@@ -133,6 +136,37 @@ async fn redis_py_client_side_cache_is_never_stale_on_a_cluster() {
         let mut args = vec!["cluster".to_string()];
         args.extend(cluster.resp_addrs());
         run_script("client_cache.py", args).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_sees_no_error_while_slots_move() {
+    let test = "redis_py_sees_no_error_while_slots_move";
+    if !runnable(test, missing_redis_py()) {
+        return;
+    }
+    shoal_testkit::run_alone(test, SCRIPT_LIMIT + Duration::from_secs(60), async {
+        let mut cluster = cluster(2).await;
+        let stop = cluster.dir().join("stop-traffic");
+        let mut args = vec![stop.display().to_string()];
+        args.extend(cluster.resp_addrs());
+        let traffic = tokio::spawn(run_script("migration_traffic.py", args));
+        // Let the application get going, then grow and shrink the cluster under it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let joined = cluster.add_node(false).await.expect("a node joins");
+        let id = cluster.node(joined).known_id().expect("its id");
+        cluster.remove_node(id).await.expect("its removal is taken");
+        cluster
+            .wait_until(
+                "its shard to drain and leave",
+                Duration::from_secs(40),
+                |s| s.map.node(id).is_none() && s.map.migrations.is_empty(),
+            )
+            .await
+            .expect("the shard drains");
+        std::fs::write(&stop, b"").expect("the stop file");
+        traffic.await.expect("the script's task");
     })
     .await;
 }

@@ -364,20 +364,30 @@ async fn a_replica_cut_off_from_its_primary_sends_reads_to_it_within_the_bound()
                 primary.call(&["WAIT", "2", "5000"]).await.unwrap(),
                 Value::Int(2)
             );
+            // A bound of 300 ms (keep-alives every 60 ms), so that a busy machine's hiccups
+            // do not stand for a silent primary; the default 50 ms works the same way.
+            for node in [primary_node, cluster.node(shard.replicas[0])] {
+                let set = node
+                    .command(&["CONFIG", "SET", "replica-read-max-staleness", "300"])
+                    .await
+                    .unwrap();
+                assert_eq!(set, ok());
+            }
             let replica = cluster.node(shard.replicas[0]);
             let mut reader = replica.connect().await.unwrap();
             assert_eq!(reader.call(&["READONLY"]).await.unwrap(), ok());
             let value = Value::Bulk(b"v1".to_vec());
-            // Idle for four times the bound: the keep-alives keep it fresh.
-            for _ in 0..4 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            // Idle for over a second, longer than the stream's idle keep-alive without a
+            // bound (1 s): the keep-alives keep it fresh.
+            for _ in 0..6 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 assert_eq!(reader.call(&["GET", "fresh"]).await.unwrap(), value);
             }
             // The primary stops (SIGSTOP, well within the failover's node timeout).
             let slot = shoal_cluster::key_slot(b"fresh");
             let moved = format!("MOVED {slot} {}", primary_node.resp_addr());
             primary_node.pause().unwrap();
-            tokio::time::sleep(Duration::from_millis(120)).await;
+            tokio::time::sleep(Duration::from_millis(450)).await;
             let answer = reader.call(&["GET", "fresh"]).await;
             primary_node.resume().unwrap();
             assert_eq!(answer.unwrap(), Value::Error(moved.into_bytes()));

@@ -1,7 +1,7 @@
 //! What the request path needs of slot migrations (see [`crate::migration`]): sets of slots,
 //! and the gate that holds a source's writes to slots being handed over.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -69,6 +69,20 @@ impl SlotSet {
         out
     }
 
+    /// Adds every slot of `other`.
+    pub fn union(&mut self, other: &SlotSet) {
+        for (word, more) in self.0.iter_mut().zip(other.0.iter()) {
+            *word |= more;
+        }
+    }
+
+    /// Keeps only the slots also in `other`.
+    pub fn intersect(&mut self, other: &SlotSet) {
+        for (word, kept) in self.0.iter_mut().zip(other.0.iter()) {
+            *word &= kept;
+        }
+    }
+
     /// Removes every slot of `other`.
     pub fn subtract(&mut self, other: &SlotSet) {
         for (word, gone) in self.0.iter_mut().zip(other.0.iter()) {
@@ -79,44 +93,54 @@ impl SlotSet {
 
 /// The slots whose writes wait on this source while they are handed over, and the wake-up for
 /// those writes. Reads go on: the source still holds every key, and nothing changes them.
-#[derive(Default)]
+/// One bit per slot, read without a lock by every write while any slot is held.
 pub struct WriteGate {
-    /// Whether any slot is held: the only check a write makes while none is.
-    any: std::sync::atomic::AtomicBool,
-    held: Mutex<SlotSet>,
+    /// How many slots are held: the only check a write makes while none is.
+    count: AtomicUsize,
+    held: Box<[AtomicU64]>,
     opened: Notify,
-    /// Writes that waited.
-    pub waited: AtomicU64,
+}
+
+impl Default for WriteGate {
+    fn default() -> Self {
+        WriteGate {
+            count: AtomicUsize::new(0),
+            held: (0..SLOTS / 64).map(|_| AtomicU64::new(0)).collect(),
+            opened: Notify::new(),
+        }
+    }
 }
 
 impl WriteGate {
     /// Whether writes to `slot` wait now.
     #[inline]
     pub fn holds(&self, slot: Slot) -> bool {
-        self.any.load(Relaxed) && self.held.lock().contains(slot)
+        self.count.load(SeqCst) > 0
+            && self.held[usize::from(slot) / 64].load(SeqCst) & (1 << (slot % 64)) != 0
     }
 
-    /// Makes writes to `slots` wait.
+    /// Makes writes to `slots` wait (a write checked after this returns waits).
     pub fn close(&self, slots: &SlotSet) {
-        let mut held = self.held.lock();
-        for (word, more) in held.0.iter_mut().zip(slots.0.iter()) {
-            *word |= more;
+        let mut added = 0;
+        for (word, more) in self.held.iter().zip(slots.0.iter()) {
+            let old = word.fetch_or(*more, SeqCst);
+            added += (more & !old).count_ones() as usize;
         }
-        self.any.store(!held.is_empty(), Relaxed);
+        self.count.fetch_add(added, SeqCst);
     }
 
     /// Lets writes to `slots` go again (and routes the waiting ones again).
     pub fn open(&self, slots: &SlotSet) {
-        let mut held = self.held.lock();
-        held.subtract(slots);
-        self.any.store(!held.is_empty(), Relaxed);
-        drop(held);
+        let mut cleared = 0;
+        for (word, gone) in self.held.iter().zip(slots.0.iter()) {
+            cleared += (word.fetch_and(!gone, SeqCst) & gone).count_ones() as usize;
+        }
+        self.count.fetch_sub(cleared, SeqCst);
         self.opened.notify_waiters();
     }
 
     /// Waits until `slot` is no longer held, or `limit` has passed.
     pub async fn wait(&self, slot: Slot, limit: Duration) {
-        self.waited.fetch_add(1, Relaxed);
         let wait = async {
             loop {
                 let opened = self.opened.notified();

@@ -112,6 +112,10 @@ pub struct ClusterState {
     pub migration_stats: MigrationStats,
     /// The source shards this node imports slots from now (one task each).
     pub(crate) importers: Mutex<std::collections::HashSet<shoal_cluster::ShardId>>,
+    /// The newest migration session this node serves as a source, per source and target
+    /// shard: an older one ends when it sees a newer one began.
+    sources:
+        Mutex<std::collections::HashMap<(shoal_cluster::ShardId, shoal_cluster::ShardId), u64>>,
 }
 
 /// How long a command waits for a map the node knows is on its way.
@@ -150,6 +154,7 @@ impl ClusterState {
             gate: WriteGate::default(),
             migration_stats: MigrationStats::default(),
             importers: Mutex::default(),
+            sources: Mutex::default(),
             stats: ClusterStats::default(),
         }
     }
@@ -431,6 +436,26 @@ impl ClusterState {
                 Route::Reject(CommandError::fixed("CLUSTERDOWN Hash slot not served"))
             }
         }
+    }
+
+    /// Registers a new migration session from shard `from` to shard `to` served here; returns
+    /// its generation (the older sessions of the pair end).
+    pub fn begin_source(&self, from: shoal_cluster::ShardId, to: shoal_cluster::ShardId) -> u64 {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = sources.entry((from, to)).or_insert(0);
+        *generation += 1;
+        *generation
+    }
+
+    /// Whether the session of `generation` is still the newest from `from` to `to`.
+    pub fn is_source(
+        &self,
+        from: shoal_cluster::ShardId,
+        to: shoal_cluster::ShardId,
+        generation: u64,
+    ) -> bool {
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources.get(&(from, to)) == Some(&generation)
     }
 
     /// The answer to a `READONLY` read of `slot` this replica's data is too stale to serve

@@ -25,8 +25,6 @@ const KEYED: &[&str] = &[
 /// What one [`SlotFilter::feed`] found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Fed {
-    /// Frames (or units) passed on whose slot is in the watched set.
-    pub watched: usize,
     /// The stream flushed every key.
     pub flushed: bool,
 }
@@ -49,12 +47,11 @@ impl Default for SlotFilter {
 
 impl SlotFilter {
     /// Takes the next `bytes` of the stream and appends to `out` every whole frame or unit
-    /// they complete whose key's slot is in `slots`; counts those in `watch`.
+    /// they complete whose key's slot is in `slots`.
     pub(crate) fn feed(
         &mut self,
         bytes: &[u8],
         slots: &SlotSet,
-        watch: &SlotSet,
         out: &mut Vec<u8>,
     ) -> Result<Fed, StreamError> {
         self.pending.extend_from_slice(bytes);
@@ -76,34 +73,36 @@ impl SlotFilter {
                 let Some(unit) = unit_len(&rest[n..])? else {
                     break;
                 };
-                let whole = &rest[..n + unit];
                 if let Some(slot) = first_keyed_slot(&rest[n..n + unit])?
                     && slots.contains(slot)
                 {
-                    out.extend_from_slice(whole);
-                    fed.watched += usize::from(watch.contains(slot));
+                    out.extend_from_slice(&rest[..n + unit]);
                 }
                 at += n + unit;
                 continue;
             }
             if argv.len() == 1 && name.eq_ignore_ascii_case(b"FLUSHALL") {
                 fed.flushed = true;
-            } else if argv.len() >= 2
-                && KEYED
-                    .iter()
-                    .any(|k| name.eq_ignore_ascii_case(k.as_bytes()))
+            } else if let Some(slot) = keyed_slot(&argv)
+                && slots.contains(slot)
             {
-                let slot = key_slot(argv.get(1));
-                if slots.contains(slot) {
-                    out.extend_from_slice(&rest[..n]);
-                    fed.watched += usize::from(watch.contains(slot));
-                }
+                out.extend_from_slice(&rest[..n]);
             }
             at += n;
         }
         self.pending.drain(..at);
         Ok(fed)
     }
+}
+
+/// The slot of the key `argv` (a stream frame) changes, if it changes one.
+fn keyed_slot(argv: &shoal_proto::Argv<'_>) -> Option<u16> {
+    let name = argv.get(0);
+    (argv.len() >= 2
+        && KEYED
+            .iter()
+            .any(|k| name.eq_ignore_ascii_case(k.as_bytes())))
+    .then(|| key_slot(argv.get(1)))
 }
 
 /// The slot of the first frame with a key among the frames of `unit`.
@@ -113,14 +112,8 @@ fn first_keyed_slot(unit: &[u8]) -> Result<Option<u16>, StreamError> {
     while at < unit.len() {
         match parser.parse(&unit[at..])? {
             Parsed::Command { consumed } => {
-                let argv = parser.argv(&unit[at..]);
-                let name = argv.get(0);
-                if argv.len() >= 2
-                    && KEYED
-                        .iter()
-                        .any(|k| name.eq_ignore_ascii_case(k.as_bytes()))
-                {
-                    return Ok(Some(key_slot(argv.get(1))));
+                if let Some(slot) = keyed_slot(&parser.argv(&unit[at..])) {
+                    return Ok(Some(slot));
                 }
                 at += consumed;
             }
@@ -167,14 +160,11 @@ mod tests {
         for step in [stream.len(), 1, 7] {
             let mut filter = SlotFilter::default();
             let mut out = Vec::new();
-            let mut watched = 0;
             for chunk in stream.chunks(step) {
-                let fed = filter.feed(chunk, &slots, &slots, &mut out).unwrap();
+                let fed = filter.feed(chunk, &slots, &mut out).unwrap();
                 assert!(!fed.flushed);
-                watched += fed.watched;
             }
             assert_eq!(out, want, "fed {step} bytes at a time");
-            assert_eq!(watched, 3);
         }
     }
 
@@ -183,9 +173,7 @@ mod tests {
         let mut filter = SlotFilter::default();
         let mut out = Vec::new();
         let all = SlotSet::of_ranges(&[(0, 16383)]);
-        let fed = filter
-            .feed(&frame(&["FLUSHALL"]), &all, &SlotSet::default(), &mut out)
-            .unwrap();
+        let fed = filter.feed(&frame(&["FLUSHALL"]), &all, &mut out).unwrap();
         assert!(fed.flushed && out.is_empty());
     }
 }

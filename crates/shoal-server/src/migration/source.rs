@@ -3,17 +3,23 @@
 //! of slots at a time, until every slot asked for is the target's.
 //!
 //! A hand-over: the slots' writes wait ([`WriteGate`](crate::cluster::migrating::WriteGate));
-//! the stream is sent up to its end with a numbered `REPLCONF GETACK` after it, until the
-//! target has acknowledged one round in which no write of those slots came (a write that had
-//! passed its routing check just before the gate closed lands in such a round); then the
-//! controller's leader is told, and its answer (the map that gives the slots to the target) is
-//! installed here before the writes go on, and are redirected. If anything fails, the writes
-//! go on here, the slots stay this shard's, and the target starts over later.
+//! every command other threads were running when the gate closed finishes (so a write that
+//! passed its routing check just before is in the stream); the stream is sent up to its end
+//! with a numbered `REPLCONF GETACK` after it, which the target acknowledges once it has
+//! applied everything before it; then the controller's leader is told, and the map it answers
+//! (the slots the target's) is installed here before the writes go on, and are redirected. If
+//! the leader's answer is lost, the writes stay held until a newer map says how it went (or
+//! this node's lease runs out, which stops its writes anyway). If anything else fails, the
+//! writes go on here, the slots stay this shard's, and the target starts over later.
+//!
+//! One session per source and target shard runs at a time: a newer one (the target connected
+//! again) makes the older one end. Before every step the session's slots are cut down to what
+//! the installed map still has migrating to that target's current primary.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_cluster::{ClusterMap, Migration, Role, ShardId, Slot};
+use shoal_cluster::{ClusterMap, Migration, NodeId, Role, ShardId, Slot};
 use shoal_frontdoor::Stream;
 use shoal_proto::{Limits, Parsed, RequestParser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,28 +31,27 @@ use crate::cluster::migrating::SlotSet;
 use crate::replication::frames;
 use crate::shared::Shared;
 
+/// Snapshot steps between two yields when they find little to send.
+const SNAPSHOT_YIELD_STEPS: u32 = 16;
+
 /// Slots handed over at once at most.
 const HAND_OVER_BATCH: usize = 1024;
 
 /// How long the target may take to acknowledge a round of a hand-over.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Rounds of a hand-over before it gives up (writes keep coming past the gate).
-const MAX_ROUNDS: u32 = 8;
-
 /// Stream bytes read from the backlog at once.
 const CHUNK: usize = 256 * 1024;
 
-/// How long a source whose hand-over got no answer asks for the map that says how it went.
-const UNKNOWN_OUTCOME_WAIT: Duration = Duration::from_secs(3);
-
-/// What a target asks for: `REPLCONF shoal-import <from>:<to>:<first>-<last>,...`.
+/// What a target asks for: `REPLCONF shoal-import <from>:<to>:<node>:<first>-<last>,...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportRequest {
     /// The source shard.
     pub from: ShardId,
     /// The target shard.
     pub to: ShardId,
+    /// The node asking: the target shard's primary (as it believes).
+    pub target: NodeId,
     /// The slots it wants, as inclusive ranges.
     pub slots: Vec<(Slot, Slot)>,
 }
@@ -57,23 +62,43 @@ impl ImportRequest {
         let mut parts = text.split(':');
         let from = ShardId(parts.next()?.parse().ok()?);
         let to = ShardId(parts.next()?.parse().ok()?);
-        let slots = parts
-            .next()?
-            .split(',')
-            .map(|range| {
-                let (a, b) = range.split_once('-').unwrap_or((range, range));
-                let (a, b): (Slot, Slot) = (a.parse().ok()?, b.parse().ok()?);
-                (a <= b && usize::from(b) < shoal_cluster::SLOTS).then_some((a, b))
-            })
-            .collect::<Option<Vec<_>>>()?;
-        (parts.next().is_none() && !slots.is_empty()).then_some(ImportRequest { from, to, slots })
+        let target: NodeId = parts.next()?.parse().ok()?;
+        let slots = parse_ranges(parts.next()?)?;
+        (parts.next().is_none() && !slots.is_empty()).then_some(ImportRequest {
+            from,
+            to,
+            target,
+            slots,
+        })
     }
 
     /// What `parse` reads back.
     pub fn render(&self) -> String {
-        let ranges: Vec<String> = self.slots.iter().map(|(a, b)| format!("{a}-{b}")).collect();
-        format!("{}:{}:{}", self.from.0, self.to.0, ranges.join(","))
+        format!(
+            "{}:{}:{:?}:{}",
+            self.from.0,
+            self.to.0,
+            self.target,
+            render_ranges(&self.slots)
+        )
     }
+}
+
+/// `first-last,...` of inclusive slot ranges.
+pub(crate) fn render_ranges(ranges: &[(Slot, Slot)]) -> String {
+    let ranges: Vec<String> = ranges.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+    ranges.join(",")
+}
+
+/// What [`render_ranges`] wrote (`None` for anything else, or a slot out of range).
+pub(crate) fn parse_ranges(text: &str) -> Option<Vec<(Slot, Slot)>> {
+    text.split(',')
+        .map(|range| {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            let (a, b): (Slot, Slot) = (a.parse().ok()?, b.parse().ok()?);
+            (a <= b && usize::from(b) < shoal_cluster::SLOTS).then_some((a, b))
+        })
+        .collect()
 }
 
 /// Why an import session ended early.
@@ -89,6 +114,10 @@ pub(crate) enum SourceError {
     Behind,
     #[error("the keyspace was flushed: the target must start over")]
     Flushed,
+    #[error("the stream started over (recording paused): the target must start over")]
+    NewHistory,
+    #[error("a newer session for these shards took over")]
+    Superseded,
 }
 
 /// Serves the target that sent `request` on `stream` until every slot it asked for is its, or
@@ -121,14 +150,18 @@ async fn serve(
         .clone()
         .ok_or_else(|| SourceError::Refused("not a cluster node".into()))?;
     let mut slots = offered(&cluster, request)?;
+    let generation = cluster.begin_source(request.from, request.to);
     let replication = &shared.replication;
     // Recording before the snapshot's offset is read: every change after it is in the
     // backlog, and replaying those states over the snapshot converges on this node's.
     replication.set_recording(true);
-    let mut offset = replication.history().backlog.end();
-    stream
-        .write_all(format!("+IMPORT {offset}\r\n").as_bytes())
-        .await?;
+    let (replid, mut offset) = {
+        let history = replication.history();
+        (history.replid.clone(), history.backlog.end())
+    };
+    // The target clears, loads and applies these slots only: what this node sends.
+    let line = format!("+IMPORT {offset} {}\r\n", render_ranges(&slots.ranges()));
+    stream.write_all(line.as_bytes()).await?;
     let started = Instant::now();
     let keys = send_snapshot(shared, stream, &slots).await?;
     tracing::info!(
@@ -139,8 +172,8 @@ async fn serve(
         took = ?started.elapsed(),
         "migration snapshot sent"
     );
-    let stats = &cluster.migration_stats;
-    stats
+    cluster
+        .migration_stats
         .keys_sent
         .fetch_add(keys, std::sync::atomic::Ordering::Relaxed);
     let mut session = Session {
@@ -156,35 +189,36 @@ async fn serve(
         }),
         input: Vec::with_capacity(1024),
         marker: 0,
+        replid,
     };
-    while !slots.is_empty() {
-        session
-            .forward(&mut offset, &slots, &SlotSet::default())
-            .await?;
+    loop {
+        // Still this pair's session, and only what the map still moves to this target.
+        if !cluster.is_source(request.from, request.to, generation) {
+            return Err(SourceError::Superseded);
+        }
+        match offered(&cluster, request) {
+            Ok(still) => slots.intersect(&still),
+            Err(_) => return Ok(()),
+        }
+        if slots.is_empty() {
+            return Ok(());
+        }
+        session.forward(&mut offset, &slots, true).await?;
         let batch = first(&slots, HAND_OVER_BATCH);
-        match session
+        if session
             .hand_over(request, &mut offset, &slots, &batch)
             .await?
         {
-            true => {
-                slots.subtract(&batch);
-                cluster
-                    .migration_stats
-                    .slots_handed_over
-                    .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-            false => {
-                // Not taken (a leader change, a map that moved on): keep streaming, and
-                // give up if the migration is no longer in the map.
-                slots = match offered(&cluster, request) {
-                    Ok(still) => still,
-                    Err(_) => return Ok(()),
-                };
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            slots.subtract(&batch);
+            cluster
+                .migration_stats
+                .slots_handed_over
+                .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            // Not taken (a leader change, a map that moved on): keep streaming, try again.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    Ok(())
 }
 
 /// The slots of `request` this node sends: it is its shard's primary, the shard is the
@@ -200,6 +234,12 @@ fn offered(cluster: &ClusterState, request: &ImportRequest) -> Result<SlotSet, S
                 request.from
             )));
         }
+    }
+    if map.shard(request.to).map(|s| s.primary) != Some(request.target) {
+        return Err(SourceError::Refused(format!(
+            "node {:?} is not the primary of shard {} in map {}",
+            request.target, request.to, map.epoch
+        )));
     }
     let mut slots = SlotSet::default();
     if let Some(m) = map
@@ -251,7 +291,9 @@ async fn send_snapshot(
     let bandwidth = shared.config.read().migration_max_bandwidth.0;
     let started = Instant::now();
     let mut sent = 0u64;
+    let mut steps = 0u32;
     loop {
+        steps += 1;
         cursor = shared
             .store
             .scan_entries(cursor, SNAPSHOT_STEP, |key, kind, value, expiry| {
@@ -272,6 +314,9 @@ async fn send_snapshot(
                     tokio::time::sleep(ahead).await;
                 }
             }
+        } else if steps.is_multiple_of(SNAPSHOT_YIELD_STEPS) {
+            // Few keys of these slots here: the walk still lets the worker's clients run.
+            tokio::task::yield_now().await;
         }
         if shared.replication.role() != crate::replication::Role::Primary {
             return Err(SourceError::Refused("no longer a primary".into()));
@@ -295,31 +340,35 @@ struct Session<'a> {
     input: Vec<u8>,
     /// The last `GETACK` number sent.
     marker: u64,
+    /// The stream's history the session's offsets count in.
+    replid: String,
 }
 
 impl Session<'_> {
     /// Sends the stream from `offset` to the backlog's end (as it is now), cut down to
-    /// `slots`; returns how many frames of `watch` were in it. Waits a little for news first
-    /// when there is none.
+    /// `slots`. With `patient`, waits a little for news first when there is none (between
+    /// hand-overs; never while writes are held).
     async fn forward(
         &mut self,
         offset: &mut u64,
         slots: &SlotSet,
-        watch: &SlotSet,
-    ) -> Result<usize, SourceError> {
+        patient: bool,
+    ) -> Result<(), SourceError> {
         let replication = &self.shared.replication;
-        if replication.offset() == *offset {
+        if patient && replication.offset() == *offset {
             replication
                 .wait_for_growth(*offset, Duration::from_millis(20))
                 .await;
         }
-        let mut watched = 0;
         loop {
             self.raw.clear();
             let read = {
                 let history = replication.history();
                 if history.role != crate::replication::Role::Primary {
                     return Err(SourceError::Refused("no longer a primary".into()));
+                }
+                if history.replid != self.replid {
+                    return Err(SourceError::NewHistory);
                 }
                 history.backlog.read(*offset, CHUNK, &mut self.raw)
             };
@@ -329,17 +378,18 @@ impl Session<'_> {
             }
             *offset += n as u64;
             self.out.clear();
-            let fed = self.filter.feed(&self.raw, slots, watch, &mut self.out)?;
+            let fed = self.filter.feed(&self.raw, slots, &mut self.out)?;
             if fed.flushed {
                 return Err(SourceError::Flushed);
             }
-            watched += fed.watched;
             if !self.out.is_empty() {
                 self.stream.write_all(&self.out).await?;
+            } else {
+                tokio::task::yield_now().await;
             }
         }
         self.stream.flush().await?;
-        Ok(watched)
+        Ok(())
     }
 
     /// Hands `batch` over: holds its writes, streams until the target has everything of it,
@@ -383,33 +433,24 @@ impl Session<'_> {
         slots: &SlotSet,
         batch: &SlotSet,
     ) -> Result<bool, SourceError> {
-        let mut rounds = 0;
-        loop {
-            let late = self.forward(offset, slots, batch).await?;
-            self.marker += 1;
-            let marker = self.marker.to_string();
-            let getack = shoal_proto::request::encode(&["REPLCONF", "GETACK", &marker]);
-            self.stream.write_all(&getack).await?;
-            self.stream.flush().await?;
-            self.await_ack(self.marker).await?;
-            rounds += 1;
-            // A write of the batch that passed its check before the gate closed landed in
-            // this round: one more, so that none can still be on its way.
-            if late == 0 && rounds > 1 {
-                break;
-            }
-            if rounds >= MAX_ROUNDS {
-                return Ok(false);
-            }
-        }
+        // Every write that passed its check before the gate closed has run by now (its
+        // changes are in the backlog), and none can pass it any more.
+        self.shared.door.stats.commands_drained().await;
+        self.forward(offset, slots, false).await?;
+        self.marker += 1;
+        let marker = self.marker.to_string();
+        let getack = shoal_proto::request::encode(&["REPLCONF", "GETACK", &marker]);
+        self.stream.write_all(&getack).await?;
+        self.stream.flush().await?;
+        self.await_ack(self.marker).await?;
         let Some(node) = self.cluster.node() else {
             return Ok(false);
         };
-        let migration = Migration {
-            from: request.from,
-            to: request.to,
-            slots: batch.ranges(),
-        };
+        // The target may have changed (a failover) while it caught up: hand over only to the
+        // primary the map names.
+        if offered(self.cluster, request).is_err() {
+            return Ok(false);
+        }
         let before = self.cluster.map().epoch;
         let moved_in = |map: &ClusterMap| {
             batch
@@ -417,19 +458,23 @@ impl Session<'_> {
                 .iter()
                 .all(|&(a, b)| (a..=b).all(|s| map.slots.get(s) == Some(request.to)))
         };
+        let migration = Migration {
+            from: request.from,
+            to: request.to,
+            slots: batch.ranges(),
+        };
         let map = match node.hand_over(migration).await {
             Ok(map) => map,
             Err(e) => {
                 // The leader may have committed it and the answer been lost: the held writes
-                // must not run here if the slots are the target's. Ask until a newer map
-                // says (a source cut off from the controller stops serving on its own when
-                // its lease runs out).
+                // must not run here if the slots are the target's. They wait until a newer
+                // map says how it went, or until this node's lease runs out (which stops its
+                // writes anyway).
                 tracing::info!("the controller's answer to a hand-over: {e}; asking again");
-                let deadline = Instant::now() + UNKNOWN_OUTCOME_WAIT;
                 loop {
                     node.refresh().await;
                     let map = node.map();
-                    if moved_in(&map) || map.epoch > before || Instant::now() >= deadline {
+                    if moved_in(&map) || map.epoch > before || !node.lease_valid() {
                         break map;
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -493,20 +538,23 @@ mod tests {
         let r = ImportRequest {
             from: ShardId(0),
             to: ShardId(3),
+            target: NodeId(0xab),
             slots: vec![(0, 10), (42, 42), (16000, 16383)],
         };
-        assert_eq!(r.render(), "0:3:0-10,42-42,16000-16383");
+        assert_eq!(r.render(), "0:3:00000000000000ab:0-10,42-42,16000-16383");
         assert_eq!(ImportRequest::parse(&r.render()), Some(r));
+        let node = "00000000000000ab";
         for bad in [
-            "",
-            "0:1",
-            "0:1:",
-            "0:1:5-3",
-            "0:1:0-16384",
-            "x:1:0-1",
-            "0:1:0-1:9",
+            String::new(),
+            "0:1".into(),
+            format!("0:1:{node}:"),
+            format!("0:1:{node}:5-3"),
+            format!("0:1:{node}:0-16384"),
+            format!("x:1:{node}:0-1"),
+            format!("0:1:{node}:0-1:9"),
+            "0:1:zz:0-1".into(),
         ] {
-            assert_eq!(ImportRequest::parse(bad), None, "{bad:?}");
+            assert_eq!(ImportRequest::parse(&bad), None, "{bad:?}");
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The target's side of a migration: while the map has slots migrating from a shard to this
 //! node's shard and this node is its primary, a task connects to that shard's primary (as a
 //! replica would, with `masteruser`/`masterauth` and `tls-replication`), asks for the slots,
-//! drops whatever an earlier attempt left of them, loads their snapshot, and applies their
-//! stream, answering the source's numbered `GETACK`s. What it applies joins this node's own
-//! replication stream, so its replicas receive the slots too. It connects again after a
-//! failure, for as long as slots from that shard are on their way here.
+//! drops whatever an earlier attempt left of those the source says it will send (and this
+//! node still imports), loads their snapshot, and applies their stream, answering the
+//! source's numbered `GETACK`s. What it applies goes through the store's journal like any
+//! change, so this node's replicas receive the slots too. It connects again after a failure,
+//! for as long as slots from that shard are on their way here, and ends a session once the
+//! map no longer moves any.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,12 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::source::ImportRequest;
 use crate::cluster::migrating::SlotSet;
 use crate::replication::frames::{Applied, Applier, StreamError};
-use crate::replication::replica::{PeerIo, connect_peer, read_reply};
+use crate::replication::replica::{HANDSHAKE_TIMEOUT, PeerIo, connect_peer, read_reply};
 use crate::replication::{LINK_SILENCE, Role as ReplRole};
 use crate::shared::Shared;
-
-/// How long connecting and the handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keys looked at per step of dropping an earlier attempt's keys.
 const CLEAR_STEP: usize = 1000;
@@ -76,6 +75,7 @@ fn wanted(shared: &Shared, from: ShardId) -> Option<(ImportRequest, String)> {
     let request = ImportRequest {
         from,
         to: shard.id,
+        target: cluster.myself().id,
         slots: m.slots.clone(),
     };
     Some((request, source))
@@ -153,11 +153,15 @@ async fn session(
             other => return Err(TargetError::Refused(format!("{other:?}"))),
         }
     }
-    if !last.starts_with("IMPORT ") {
-        return Err(TargetError::Refused(last));
-    }
-    let slots = SlotSet::of_ranges(&request.slots);
-    let cleared = clear(shared, &slots);
+    // `IMPORT <offset> <ranges>`: the slots the source will send.
+    let sent = last
+        .strip_prefix("IMPORT ")
+        .and_then(|rest| rest.split_once(' '))
+        .and_then(|(_, ranges)| super::source::parse_ranges(ranges))
+        .ok_or_else(|| TargetError::Refused(last.clone()))?;
+    let mut slots = SlotSet::of_ranges(&sent);
+    slots.intersect(&importing(shared));
+    let cleared = clear(shared, &slots).await;
     tracing::info!(
         %source,
         from = %request.from,
@@ -174,12 +178,29 @@ async fn session(
             .fetch_add(keys, Relaxed);
     }
     tracing::info!(%source, from = %request.from, keys, "migrated snapshot loaded");
-    apply_stream(shared, &mut stream, &mut input, &mut applier).await
+    apply_stream(shared, request, &mut stream, &mut input, &mut applier).await
+}
+
+/// The slots migrating to this node's shard, as its installed map says.
+fn importing(shared: &Shared) -> SlotSet {
+    let mut slots = SlotSet::default();
+    if let Some(cluster) = &shared.cluster {
+        let routing = cluster.routing();
+        for slot in 0..shoal_cluster::SLOTS as u16 {
+            if routing.importing(slot) {
+                slots.insert(slot);
+            }
+        }
+    }
+    slots
 }
 
 /// Removes every key of `slots` (what an earlier attempt left: the source's may have changed
-/// since); returns how many.
-fn clear(shared: &Shared, slots: &SlotSet) -> u64 {
+/// since), a step at a time between which the runtime's other tasks run; returns how many.
+async fn clear(shared: &Shared, slots: &SlotSet) -> u64 {
+    if slots.is_empty() {
+        return 0;
+    }
     let mut cursor = 0;
     let mut doomed = Vec::new();
     let mut removed = 0;
@@ -195,6 +216,7 @@ fn clear(shared: &Shared, slots: &SlotSet) -> u64 {
         if cursor == 0 {
             return removed;
         }
+        tokio::task::yield_now().await;
     }
 }
 
@@ -212,8 +234,6 @@ async fn load_snapshot(
             Applied::SnapshotEnd => end = Some(n),
             _ => keys += 1,
         })?;
-        let applied = used - end.unwrap_or(0);
-        shared.replication.record(&input[..applied]);
         input.drain(..used);
         if end.is_some() {
             return Ok(keys);
@@ -234,20 +254,21 @@ async fn load_snapshot(
 /// source closes the link (every slot handed over) or this node stops being a primary.
 async fn apply_stream(
     shared: &Shared,
+    request: &ImportRequest,
     stream: &mut Box<dyn PeerIo>,
     input: &mut Vec<u8>,
     applier: &mut Applier,
 ) -> Result<(), TargetError> {
     let mut markers = 0u64;
+    let from = request.from;
     loop {
-        if shared.replication.role() != ReplRole::Primary {
+        if shared.replication.role() != ReplRole::Primary || wanted(shared, from).is_none() {
             return Ok(());
         }
         let before = markers;
         let used = applier.apply(input, &shared.store, |_, applied| {
             markers += u64::from(applied == Applied::AckRequested);
         })?;
-        shared.replication.record(&input[..used]);
         input.drain(..used);
         if markers > before {
             stream

@@ -583,8 +583,9 @@ impl Replication {
         }
     }
 
-    /// Whether this replica received its primary's stream within `bound`: everything its
-    /// primary wrote to the stream before then has reached it (the stream is in order).
+    /// Whether this replica received bytes of its primary's stream within `bound`. That says
+    /// the link works and the primary is alive, not how old the data is: bytes that queued up
+    /// behind a slow link arrive late but steadily (the bound's limit, in the README).
     pub fn heard_within(&self, bound: Duration) -> bool {
         let silent = self
             .now_ms()

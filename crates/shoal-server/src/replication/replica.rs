@@ -18,7 +18,7 @@ use super::{LINK_SILENCE, Replication};
 const ACK_PERIOD: Duration = Duration::from_millis(100);
 
 /// How long connecting and the handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a replica says about itself to its primary.
 #[derive(Debug, Clone)]
