@@ -72,11 +72,19 @@ pub struct WorkerStats {
 
 /// The "inside a command" mark, on a cache line of its own: its thread writes it twice per
 /// command, and only a script about to start (or a slot hand-over) reads it. Bit 0 says
-/// inside; the bits above count the commands entered, so a reader can tell that the command
-/// it saw has ended even if the next one began since.
+/// inside, bit 1 that it is background work (a node's cron: expiry, eviction, dropping
+/// keys), no client's command; the bits above count the entries, so a reader can tell that
+/// the command it saw has ended even if the next one began since.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct InCommand(AtomicU64);
+
+/// [`InCommand`]'s bit: inside.
+const IN_COMMAND: u64 = 1;
+/// [`InCommand`]'s bit: background work.
+const BACKGROUND: u64 = 2;
+/// Both marks; the count is above them.
+const MARKS: u64 = IN_COMMAND | BACKGROUND;
 
 /// Marks a thread inside a command until dropped ([`WorkerStats::enter`]).
 #[must_use = "the thread is inside a command only while this lives"]
@@ -86,7 +94,7 @@ impl Drop for InsideCommand<'_> {
     fn drop(&mut self) {
         // Only the owning thread writes the mark: its own last store is what it loads.
         let mark = self.0.load(Ordering::Relaxed);
-        self.0.store(mark & !1, Ordering::Release);
+        self.0.store(mark & !MARKS, Ordering::Release);
     }
 }
 
@@ -107,9 +115,22 @@ impl WorkerStats {
     /// only after this mark is set ([`crate::busy`] says why both orders matter).
     #[inline]
     pub fn enter(&self) -> InsideCommand<'_> {
+        self.enter_marked(IN_COMMAND)
+    }
+
+    /// [`WorkerStats::enter`] for background work that routes no client's command (a node's
+    /// cron): a script waits for it as for a command, a slot hand-over does not
+    /// ([`Stats::commands_drained`]).
+    #[inline]
+    pub fn enter_background(&self) -> InsideCommand<'_> {
+        self.enter_marked(IN_COMMAND | BACKGROUND)
+    }
+
+    #[inline]
+    fn enter_marked(&self, marks: u64) -> InsideCommand<'_> {
         // SeqCst: the mark is visible before this thread reads the busy state.
-        let entered = self.inside.0.load(Ordering::Relaxed).wrapping_add(2) | 1;
-        self.inside.0.store(entered, Ordering::SeqCst);
+        let count = (self.inside.0.load(Ordering::Relaxed) | MARKS).wrapping_add(1);
+        self.inside.0.store(count | marks, Ordering::SeqCst);
         InsideCommand(&self.inside.0)
     }
 
@@ -273,15 +294,16 @@ impl Stats {
             .cloned()
             .collect();
         for other in others {
-            while other.inside.0.load(Ordering::SeqCst) & 1 == 1 {
+            while other.inside.0.load(Ordering::SeqCst) & IN_COMMAND != 0 {
                 std::thread::yield_now();
             }
         }
     }
 
-    /// Waits, yielding to the runtime, until every command that another thread was inside
-    /// when this was called has finished its synchronous part (a command begun since may still
-    /// run): what a check made before this call decided has taken effect by its end.
+    /// Waits, yielding to the runtime, until every client command that another thread was
+    /// inside when this was called has finished its synchronous part (a command begun since
+    /// may still run): what a check made before this call decided has taken effect by its end.
+    /// Background work ([`WorkerStats::enter_background`]) is not waited for.
     pub async fn commands_drained(&self) {
         let me = self.this_thread();
         let others: Vec<Arc<WorkerStats>> = self
@@ -293,7 +315,7 @@ impl Stats {
             .collect();
         for other in others {
             let seen = other.inside.0.load(Ordering::SeqCst);
-            if seen & 1 == 0 {
+            if seen & IN_COMMAND == 0 || seen & BACKGROUND != 0 {
                 continue;
             }
             while other.inside.0.load(Ordering::SeqCst) == seen {

@@ -486,7 +486,8 @@ async fn cron(shared: Arc<Shared>) {
     loop {
         let period = Duration::from_millis(1000 / shared.live.hz().max(1));
         shared.store.refresh_clock();
-        let inside = me.enter();
+        // Background work: it routes no client's write, so a slot hand-over does not wait for it.
+        let inside = me.enter_background();
         let script_runs = !shared.door.busy.idle_now();
         // A fenced primary changes nothing (see `Replication::fenced`); its keys expire on
         // whichever node serves them next.

