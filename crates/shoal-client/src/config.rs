@@ -129,7 +129,9 @@ pub struct ClientConfig {
 /// write from a client that keeps no copies (another application, `redis-cli` on a node),
 /// which deletes none. Copies are ordinary keys: `DBSIZE` counts them, `SCAN` lists them, and
 /// they are evicted like any key. Once the key cools nobody fills them, and they are gone
-/// within `ttl`.
+/// within `ttl`. Their names are the key's with `#` and a number, as a sharded counter's
+/// parts: an application's own key named that way (`user#1` beside a hot `user`) would be
+/// taken for a copy, so keep such names apart when copies are on.
 ///
 /// ```
 /// use shoal_client::{ClientConfig, HotKeyCopies};
