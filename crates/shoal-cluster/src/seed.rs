@@ -115,6 +115,15 @@ fn answered_in_plain_text(error: &std::io::Error) -> bool {
 /// How an HTTP server's answer starts.
 const HTTP: &[u8] = b"HTTP/";
 
+/// What a node says of itself: the line of its `CLUSTER NODES` flagged `myself`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Myself {
+    /// Its id, as that line (and `CLUSTER MYID`) gives it.
+    pub id: String,
+    /// Its cluster bus address (`host:busport`), as it announces it.
+    pub bus: String,
+}
+
 /// The bus address (`host:busport`) of the node whose RESP listener is at `resp_addr`,
 /// authenticating first with `auth` if given (the nodes' `masteruser`/`masterauth`, or
 /// `requirepass`). With `tls`, `resp_addr` is a TLS port: the exchange runs over TLS, and the
@@ -125,6 +134,19 @@ pub async fn bus_addr_of(
     tls: Option<&BusTlsConnector>,
     timeout: Duration,
 ) -> Result<String, SeedError> {
+    myself_of(resp_addr, auth, tls, timeout)
+        .await
+        .map(|myself| myself.bus)
+}
+
+/// The id and bus address of the node whose RESP listener is at `resp_addr`, from the same
+/// one `CLUSTER NODES` exchange as [`bus_addr_of`] (`auth`, `tls` and `timeout` as there).
+pub async fn myself_of(
+    resp_addr: &str,
+    auth: Option<&PeerAuth>,
+    tls: Option<&BusTlsConnector>,
+    timeout: Duration,
+) -> Result<Myself, SeedError> {
     let unreachable = |reason: String| SeedError::Unreachable {
         addr: resp_addr.to_string(),
         reason,
@@ -192,7 +214,7 @@ pub async fn bus_addr_of(
         }
     };
     let text = String::from_utf8_lossy(&text);
-    own_bus_addr(&text).ok_or_else(|| SeedError::NotClustered {
+    own_line(&text).ok_or_else(|| SeedError::NotClustered {
         addr: resp_addr.to_string(),
         reason: "no line flagged myself".into(),
     })
@@ -243,15 +265,19 @@ async fn next_value(
     }
 }
 
-fn own_bus_addr(cluster_nodes: &str) -> Option<String> {
+/// The node's own line of `cluster_nodes` (Redis's `CLUSTER NODES` text): the one flagged
+/// `myself`, with an address that names a bus port.
+fn own_line(cluster_nodes: &str) -> Option<Myself> {
     cluster_nodes.lines().find_map(|line| {
         let mut fields = line.split(' ');
-        let (_id, addr, flags) = (fields.next()?, fields.next()?, fields.next()?);
-        flags
-            .split(',')
-            .any(|f| f == "myself")
-            .then(|| bus_of_field(addr))
-            .flatten()
+        let (id, addr, flags) = (fields.next()?, fields.next()?, fields.next()?);
+        if id.is_empty() || !flags.split(',').any(|f| f == "myself") {
+            return None;
+        }
+        Some(Myself {
+            id: id.to_string(),
+            bus: bus_of_field(addr)?,
+        })
     })
 }
 
@@ -295,8 +321,14 @@ mod tests {
 ";
 
     #[test]
-    fn the_myself_line_gives_the_bus_address() {
-        assert_eq!(own_bus_addr(NODES).as_deref(), Some("127.0.0.1:31002"));
+    fn the_myself_line_gives_the_id_and_the_bus_address() {
+        assert_eq!(
+            own_line(NODES),
+            Some(Myself {
+                id: "67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1".into(),
+                bus: "127.0.0.1:31002".into(),
+            })
+        );
     }
 
     /// The address of a one-shot server that answers any request with `answer`.
@@ -356,6 +388,6 @@ mod tests {
 
     #[test]
     fn malformed_lines_are_skipped() {
-        assert_eq!(own_bus_addr("garbage\n\nid 1.2.3.4:5 myself\n"), None);
+        assert_eq!(own_line("garbage\n\nid 1.2.3.4:5 myself\n"), None);
     }
 }

@@ -856,6 +856,100 @@ fn remove_node_with_an_unknown_id_lists_the_cluster_s_ids() {
     );
 }
 
+/// Sends `commands` one after the other on one connection to `port`; the raw replies.
+fn resp_session(port: u16, commands: &[&[&str]]) -> Vec<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    commands
+        .iter()
+        .map(|args| {
+            stream
+                .write_all(&shoal_proto::request::encode(args))
+                .unwrap();
+            let mut reply = vec![0u8; 4096];
+            let n = stream.read(&mut reply).unwrap();
+            String::from_utf8_lossy(&reply[..n]).into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn cluster_myid_prints_the_id_cluster_myid_gives() {
+    // A cluster node without a password: the same 40 digits as its CLUSTER MYID.
+    let port = cluster_base_port(1);
+    let _node = Node::start_on(port, &["--http-port", "0", "--cluster-enabled"]);
+    wait_for_cluster(port);
+    let myid = resp_command(port, &["CLUSTER", "MYID"]);
+    let myid = myid.lines().nth(1).expect("a bulk reply").to_string();
+    let out = run_shoal(
+        &["cluster", "myid", "--node", &format!("127.0.0.1:{port}")],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{myid}\n"));
+
+    // With a password: asked without it, the error says how to give it; with it, the id.
+    let port = cluster_base_port(1);
+    let mut secured = shoal();
+    secured
+        .env("SHOAL_CLUSTER_SECRET_FILE", secret_file())
+        .env("SHOAL_REQUIREPASS", "s3cret")
+        .args(["server", "--port", &port.to_string(), "--http-port", "0"])
+        .args(["--threads", "1", "--log-level", "warn", "--cluster-enabled"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _secured = Killed(secured.spawn().unwrap());
+    let node = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let myid = loop {
+        let replies = if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            resp_session(port, &[&["AUTH", "s3cret"], &["CLUSTER", "MYID"]])
+        } else {
+            Vec::new()
+        };
+        if let Some(id) = replies
+            .get(1)
+            .and_then(|r| r.strip_prefix("$40\r\n"))
+            .map(|r| r.trim_end().to_string())
+        {
+            break id;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no CLUSTER MYID from {node}: {replies:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (_, stderr) = failing(
+        &["cluster", "myid", "--node", &node],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(
+        stderr.contains("NOAUTH") && stderr.contains("--password"),
+        "{stderr}"
+    );
+    let out = run_shoal(
+        &["cluster", "myid", "--node", &node],
+        &[("SHOAL_PASSWORD", "s3cret")],
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{myid}\n"));
+
+    // A node outside any cluster has no id to give, and is named as such.
+    let plain = Node::start(&[]);
+    let (_, stderr) = failing(
+        &["cluster", "myid", "--node", &plain.addr().to_string()],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(stderr.contains("is not a cluster node"), "{stderr}");
+}
+
 #[test]
 fn a_redis_conf_file_is_refused_with_its_toml_form() {
     let file = TempFile::new("redis.conf", "# a redis.conf\nmaxmemory 100mb\nport 7000\n");

@@ -1,9 +1,11 @@
-//! `shoal cluster up | status | remove-node`: run a local cluster of real processes, show a
-//! cluster's state, retire a node.
+//! `shoal cluster up | status | remove-node | rebalance | myid`: run a local cluster of real
+//! processes, show a cluster's state, retire a node, place the slots again, name a node.
 //!
 //! * `up`: starting the local cluster and watching over it.
 //! * `ports`: the ports `up` will use, checked before anything starts.
-//! * `status`: `status` and `remove-node`, and the human-readable account of a cluster.
+//! * `status`: `status`, `remove-node` and `rebalance`, and the human-readable account of a
+//!   cluster.
+//! * `myid` (here): the id of one node, as its `CLUSTER MYID` gives it.
 
 mod ports;
 mod status;
@@ -34,6 +36,10 @@ pub enum ClusterCommand {
     /// Place the slots again over the shards and move, with their keys, those whose owner
     /// changes; waits until they have moved.
     Rebalance(RebalanceArgs),
+    /// Print the id of the node at --node (what its CLUSTER MYID answers), e.g. for a script
+    /// that removes the node it runs beside.
+    #[command(name = "myid")]
+    MyId(MyIdArgs),
 }
 
 /// `shoal cluster up` flags.
@@ -114,28 +120,9 @@ pub struct NodeAccess {
 }
 
 impl NodeAccess {
-    /// With --tls, how --node is reached (its files read now).
-    fn lookup_tls(&self) -> anyhow::Result<Option<BusTlsConnector>> {
-        if !self.tls {
-            return Ok(None);
-        }
-        let options = self.bus_tls.files();
-        if options.ca_cert_file.is_empty() && options.ca_cert_dir.is_empty() {
-            bail!(
-                "--tls needs --tls-ca-cert-file or --tls-ca-cert-dir (the CA the node's \
-                 certificate chains to), and --tls-cert-file and --tls-key-file if the node \
-                 asks for a client certificate"
-            );
-        }
-        let config = options
-            .client_config()
-            .context("cannot speak TLS to --node")?;
-        Ok(Some(BusTlsConnector::new(config)))
-    }
-
     /// The bus address of --node.
     async fn bus(&self) -> anyhow::Result<String> {
-        let tls = self.lookup_tls()?;
+        let tls = resp_tls(self.tls, self.bus_tls.files())?;
         bus_of(&self.node, self.password.as_deref(), tls.as_ref()).await
     }
 
@@ -250,6 +237,51 @@ pub struct RebalanceArgs {
     pub access: NodeAccess,
 }
 
+/// `shoal cluster myid` flags: the node is asked on its RESP port only (its `CLUSTER NODES`),
+/// so neither the cluster secret nor the bus is needed.
+#[derive(Debug, Args)]
+pub struct MyIdArgs {
+    /// The node's RESP address, host:port (the port defaults to 7000).
+    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_node_addr)]
+    pub node: String,
+    /// The node's password (its --requirepass), if it has one.
+    #[arg(long, env = "SHOAL_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// --node is the node's TLS port (its --tls-port): it is asked over TLS, showing
+    /// --tls-cert-file and trusting --tls-ca-cert-file.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: a certificate (PEM) the node's CA signed, if the node asks for one.
+    #[arg(long, env = "SHOAL_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<String>,
+    /// With --tls: the certificate's private key (PEM).
+    #[arg(long, env = "SHOAL_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<String>,
+    /// With --tls: CA certificates (PEM) the node's certificate chains to.
+    #[arg(long, env = "SHOAL_TLS_CA_CERT_FILE", value_name = "FILE")]
+    pub tls_ca_cert_file: Option<String>,
+    /// With --tls: a directory of more CA certificates (PEM files).
+    #[arg(long, env = "SHOAL_TLS_CA_CERT_DIR", value_name = "DIR")]
+    pub tls_ca_cert_dir: Option<String>,
+}
+
+/// `shoal cluster myid`: prints the id of the node at `--node`, in the 40-digit form
+/// `CLUSTER MYID` answers (which `remove-node` takes).
+async fn myid(args: MyIdArgs) -> anyhow::Result<()> {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let files = TlsOptions {
+        cert_file: text(&args.tls_cert_file),
+        key_file: text(&args.tls_key_file),
+        ca_cert_file: text(&args.tls_ca_cert_file),
+        ca_cert_dir: text(&args.tls_ca_cert_dir),
+        ..TlsOptions::default()
+    };
+    let tls = resp_tls(args.tls, files)?;
+    let myself = myself_at(&args.node, args.password.as_deref(), tls.as_ref()).await?;
+    println!("{}", myself.id);
+    Ok(())
+}
+
 /// The RESP port `--node` means when it names none: `cluster up`'s first node's.
 const DEFAULT_NODE_PORT: u16 = 7000;
 
@@ -268,6 +300,7 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
             ClusterCommand::Status(args) => status::status(args).await,
             ClusterCommand::RemoveNode(args) => status::remove_node(args).await,
             ClusterCommand::Rebalance(args) => status::rebalance(args).await,
+            ClusterCommand::MyId(args) => myid(args).await,
         }
     })
 }
@@ -294,6 +327,25 @@ async fn leader_status(
     leader_status_via(&bus, node, credentials).await
 }
 
+/// With `tls` (a command's `--tls`), how a node's TLS port is reached with the files of
+/// `options` (read now); `None` without.
+fn resp_tls(tls: bool, options: TlsOptions) -> anyhow::Result<Option<BusTlsConnector>> {
+    if !tls {
+        return Ok(None);
+    }
+    if options.ca_cert_file.is_empty() && options.ca_cert_dir.is_empty() {
+        bail!(
+            "--tls needs --tls-ca-cert-file or --tls-ca-cert-dir (the CA the node's \
+             certificate chains to), and --tls-cert-file and --tls-key-file if the node \
+             asks for a client certificate"
+        );
+    }
+    let config = options
+        .client_config()
+        .context("cannot speak TLS to --node")?;
+    Ok(Some(BusTlsConnector::new(config)))
+}
+
 /// The bus address of the node whose RESP address is `node` (a TLS port, asked over TLS, with
 /// `tls`), or what went wrong, with a hint when `node` is an HTTP port or wants a password.
 async fn bus_of(
@@ -301,11 +353,23 @@ async fn bus_of(
     password: Option<&str>,
     tls: Option<&BusTlsConnector>,
 ) -> anyhow::Result<String> {
+    myself_at(node, password, tls)
+        .await
+        .map(|myself| myself.bus)
+}
+
+/// What the node whose RESP address is `node` says of itself (its id and bus address), as
+/// [`bus_of`] asks it.
+async fn myself_at(
+    node: &str,
+    password: Option<&str>,
+    tls: Option<&BusTlsConnector>,
+) -> anyhow::Result<seed::Myself> {
     let auth = password
         .filter(|p| !p.is_empty())
         .map(shoal_cluster::PeerAuth::password);
-    match seed::bus_addr_of(node, auth.as_ref(), tls, BUS_TIMEOUT).await {
-        Ok(bus) => Ok(bus),
+    match seed::myself_of(node, auth.as_ref(), tls, BUS_TIMEOUT).await {
+        Ok(myself) => Ok(myself),
         Err(e @ SeedError::Auth { .. }) => {
             bail!("{e} (give the nodes' password with --password or SHOAL_PASSWORD)")
         }

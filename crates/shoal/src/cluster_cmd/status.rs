@@ -69,12 +69,14 @@ async fn leaderless_status(
 pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
     let credentials = args.access.credentials()?;
     let bus = args.access.bus().await?;
-    let id = find_node(
-        &leader_status_via(&bus, &args.access.node, &credentials)
-            .await?
-            .map,
-        &args.id,
-    )?;
+    let first = leader_status_via(&bus, &args.access.node, &credentials)
+        .await?
+        .map;
+    let id = find_node(&first, &args.id)?;
+    // The node asked may be the one removed (a node that removes itself, as a Kubernetes
+    // preStop hook does): it stops once it is out, so the command follows the removal
+    // through the other members too.
+    let buses = through(&bus, &first, Some(id));
     let request = Request::RemoveNode(id);
     let answer = bus::call_leader(&bus, &credentials, &request, Duration::from_secs(12), 4).await;
     let map = match answer {
@@ -82,11 +84,13 @@ pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
         // A refusal is final unless the node is gone already ("no such node" from a leader
         // asked again after an earlier one committed the removal).
         Ok(Reply::Error(e)) => {
-            removed_anyway(&bus, &credentials, id, anyhow!(e), Duration::ZERO).await?
+            removed_anyway(&buses, &credentials, id, anyhow!(e), Duration::ZERO).await?
         }
         Ok(other) => bail!("unexpected answer {other:?}"),
         // No answer, or no leader for now: the removal may still commit.
-        Err(e) => removed_anyway(&bus, &credentials, id, e.into(), Duration::from_secs(5)).await?,
+        Err(e) => {
+            removed_anyway(&buses, &credentials, id, e.into(), Duration::from_secs(5)).await?
+        }
     };
     if map.nodes.contains_key(&id) {
         // A primary without replicas: its shard drains (its slots move with their keys)
@@ -96,7 +100,7 @@ pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
              leaves (and stops) once it owns none"
         );
         let map =
-            wait_for_migrations(&bus, &credentials, |map| !map.nodes.contains_key(&id)).await?;
+            wait_for_migrations(&buses, &credentials, |map| !map.nodes.contains_key(&id)).await?;
         println!(
             "removed {id}; the cluster is at epoch {} with {} shards",
             map.epoch,
@@ -134,21 +138,48 @@ pub(super) async fn rebalance(args: super::RebalanceArgs) -> anyhow::Result<()> 
         return Ok(());
     }
     print!("{}", migrations_part(&map));
-    let map = wait_for_migrations(&bus, &credentials, |map| map.migrations.is_empty()).await?;
+    let buses = through(&bus, &map, None);
+    let map = wait_for_migrations(&buses, &credentials, |map| map.migrations.is_empty()).await?;
     println!("done: the cluster is at epoch {}", map.epoch);
     Ok(())
 }
 
-/// Polls the leader's map until `done` holds for it, saying how many slots are still on
-/// their way whenever that changes.
+/// The buses to ask the leader through: `bus` (the one the command was given), then every
+/// other member's of `map` but `leaving`'s (a node being removed, which stops once out).
+fn through(bus: &str, map: &ClusterMap, leaving: Option<NodeId>) -> Vec<String> {
+    let mut buses = vec![bus.to_string()];
+    for node in map.nodes.values().filter(|n| Some(n.id) != leaving) {
+        let addr = node.bus_addr();
+        if !buses.contains(&addr) {
+            buses.push(addr);
+        }
+    }
+    buses
+}
+
+/// The controller leader's status, asked through the first of `buses` that answers.
+async fn leader_status_through(
+    buses: &[String],
+    credentials: &BusCredentials,
+) -> Option<ClusterStatus> {
+    for bus in buses {
+        if let Ok(status) = leader_status_via(bus, bus, credentials).await {
+            return Some(status);
+        }
+    }
+    None
+}
+
+/// Polls the leader's map (through the first of `buses` that answers) until `done` holds
+/// for it, saying how many slots are still on their way whenever that changes.
 async fn wait_for_migrations(
-    bus: &str,
+    buses: &[String],
     credentials: &BusCredentials,
     done: impl Fn(&ClusterMap) -> bool,
 ) -> anyhow::Result<ClusterMap> {
     let mut said = usize::MAX;
     loop {
-        if let Ok(status) = leader_status_via(bus, bus, credentials).await {
+        if let Some(status) = leader_status_through(buses, credentials).await {
             if done(&status.map) {
                 return Ok(status.map);
             }
@@ -186,7 +217,7 @@ fn find_node(map: &ClusterMap, given: &str) -> anyhow::Result<NodeId> {
 /// removal answers "not the leader" (or nothing), yet the next leader commits it; asked
 /// again, it would find no such node. The node was there when the command started.
 async fn removed_anyway(
-    bus: &str,
+    buses: &[String],
     credentials: &BusCredentials,
     id: NodeId,
     error: anyhow::Error,
@@ -194,7 +225,7 @@ async fn removed_anyway(
 ) -> anyhow::Result<ClusterMap> {
     let deadline = Instant::now() + patience;
     loop {
-        if let Ok(status) = leader_status_via(bus, bus, credentials).await
+        if let Some(status) = leader_status_through(buses, credentials).await
             && !status.map.nodes.contains_key(&id)
         {
             return Ok(status.map);
@@ -439,6 +470,22 @@ mod tests {
             map.nodes.insert(node.id, node);
         }
         map
+    }
+
+    #[test]
+    fn a_removal_is_followed_through_the_other_members_too() {
+        let map = map_of(&[1, 2, 3]);
+        // Asked through the node that leaves (bus 17000): then the two others'.
+        assert_eq!(
+            through("127.0.0.1:17000", &map, Some(NodeId(1))),
+            ["127.0.0.1:17000", "127.0.0.1:17001", "127.0.0.1:17002"]
+        );
+        // Asked through another: the one that leaves is not asked.
+        assert_eq!(
+            through("127.0.0.1:17001", &map, Some(NodeId(3))),
+            ["127.0.0.1:17001", "127.0.0.1:17000"]
+        );
+        assert_eq!(through("127.0.0.1:17001", &map, None).len(), 3);
     }
 
     #[test]
