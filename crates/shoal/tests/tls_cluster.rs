@@ -497,7 +497,10 @@ async fn a_cluster_without_plain_ports_forms_over_tls() {
     certs.server = certs.ca.node("node").unwrap();
     let start = |name: &str, extra: &[&str]| {
         let tls_port = free_port().unwrap();
+        // A bus port of its own (the default, the TLS port + 10000, may be another test's).
+        let bus_port = free_port().unwrap().to_string();
         let mut args = vec!["server".to_string(), "--port".into(), "0".into()];
+        args.extend(["--cluster-port".to_string(), bus_port]);
         args.extend(tls_cluster_args(&certs, tls_port));
         args.extend(["--http-port", "0", "--threads", "1"].map(String::from));
         args.extend(["--cluster-secret-file", &path(cluster_secret_file())].map(String::from));

@@ -18,6 +18,9 @@ use crate::replication::Role as ReplRole;
 use crate::replication::replica::{self, LinkConfig};
 use crate::shared::Shared;
 
+/// How long a node removed from the cluster keeps answering (with redirections) before it
+/// stops.
+const REMOVED_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Runs the node's cluster membership until the node stops. Blocks; run it on its own thread.
 pub fn run(shared: Arc<Shared>, listener: StdListener) {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -165,7 +168,12 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
                 }
             }
             _ = removed.wait_for(|r| *r) => {
-                tracing::warn!("removed from the cluster: stopping");
+                // The map that removed it may have moved its last slots too: writes that
+                // waited for that hand-over are being answered `-MOVED` now, and clients are
+                // still learning the map. Answer them (every key is another node's) before the
+                // connections close.
+                tracing::warn!("removed from the cluster: stopping in {REMOVED_GRACE:?}");
+                tokio::time::sleep(REMOVED_GRACE).await;
                 shared.request_shutdown();
                 return;
             }
