@@ -11,35 +11,15 @@ use shoal_cluster::key_slot;
 use shoal_testkit::resp::text;
 use shoal_testkit::{NodePorts, NodeProcess, NodeSpec, Relay, TestDir, Value};
 
+mod common;
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
 /// How long the cluster may take to take the node in.
 const SETTLE: Duration = Duration::from_secs(30);
 
+/// A node's spec as the tests here start them ([`common::node_spec`]).
 fn spec(dir: &TestDir, name: &str, ports: NodePorts, args: &[&str]) -> NodeSpec {
-    let mut all: Vec<String> = [
-        "--cluster-enabled",
-        "--threads",
-        "1",
-        "--node-timeout",
-        "2000",
-        "--log-level",
-        "info,openraft=warn",
-    ]
-    .map(String::from)
-    .to_vec();
-    all.extend(args.iter().map(|s| s.to_string()));
-    NodeSpec {
-        name: name.into(),
-        binary: SHOAL.into(),
-        ports,
-        args: all,
-        log: dir.join(&format!("{name}.log")),
-        env: Vec::new(),
-        nice: 0,
-        password: None,
-        dir: None,
-    }
+    common::node_spec(SHOAL, dir, name, ports, args)
 }
 
 fn local(port: u16) -> SocketAddr {

@@ -31,6 +31,7 @@ use shoal_testkit::{
     ClusterOptions, NodePorts, NodeProcess, NodeSpec, TestCluster, TestDir, Value,
 };
 
+mod common;
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
 /// No test with real nodes may run longer than this.
@@ -724,31 +725,15 @@ fn the_node_takes_the_flags_a_pod_starts_it_with() {
 // ---------------------------------------------------------------------------------------------
 // Real nodes.
 
-/// A node's spec as the tests here start them: cluster mode, one thread, `args` added.
+/// A node's spec as the tests here start them ([`common::node_spec`]), on fresh ports.
 fn spec(dir: &TestDir, name: &str, args: &[&str]) -> NodeSpec {
-    let mut all: Vec<String> = [
-        "--cluster-enabled",
-        "--threads",
-        "1",
-        "--node-timeout",
-        "2000",
-        "--log-level",
-        "info,openraft=warn",
-    ]
-    .map(String::from)
-    .to_vec();
-    all.extend(args.iter().map(|s| s.to_string()));
-    NodeSpec {
-        name: name.into(),
-        binary: SHOAL.into(),
-        ports: NodePorts::reserve_without_http().unwrap(),
-        args: all,
-        log: dir.join(&format!("{name}.log")),
-        env: Vec::new(),
-        nice: 0,
-        password: None,
-        dir: None,
-    }
+    common::node_spec(
+        SHOAL,
+        dir,
+        name,
+        NodePorts::reserve_without_http().unwrap(),
+        args,
+    )
 }
 
 /// A `shoal` command without the test's own `SHOAL_*` environment, with the test kit's

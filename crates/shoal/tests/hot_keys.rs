@@ -26,6 +26,34 @@ const RESP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the key may take to become hot once it is read hard, or to cool once it is not.
 const SPREAD_WITHIN: Duration = Duration::from_secs(15);
 
+/// Three shards of a primary and `replicas` replicas (no HTTP), a `shoal proxy` with `flags`
+/// in front of them, its RESP and HTTP addresses, and the map it holds.
+async fn with_proxy(
+    replicas: u8,
+    flags: &[&str],
+) -> (
+    TestCluster,
+    shoal_testkit::Process,
+    String,
+    String,
+    shoal_cluster::ClusterMap,
+) {
+    let options = ClusterOptions {
+        http: false,
+        ..ClusterOptions::default()
+    };
+    let cluster = TestCluster::start(SHOAL, 3, replicas, options)
+        .await
+        .expect("the cluster starts");
+    let (proxy_process, proxy, proxy_http) = spawn_proxy(SHOAL, &cluster, flags);
+    let map = cluster
+        .wait_for_primaries(Duration::from_secs(20))
+        .await
+        .unwrap();
+    wait_for_proxy_map(&proxy_process, &proxy, map.epoch, Duration::from_secs(15)).await;
+    (cluster, proxy_process, proxy, proxy_http, map)
+}
+
 /// `GET`s a node has served (its `cmdstat_get` calls).
 async fn gets(node: &NodeProcess) -> u64 {
     let info = node.info("commandstats").await.unwrap();
@@ -52,19 +80,7 @@ async fn read(conn: &mut RespConnection, key: &str, value: &str, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_key_s_reads_spread_over_its_shard_and_stop_when_it_cools() {
-    let options = ClusterOptions {
-        http: false,
-        ..ClusterOptions::default()
-    };
-    let cluster = TestCluster::start(SHOAL, 3, 2, options)
-        .await
-        .expect("the cluster starts");
-    let (proxy_process, proxy, proxy_http) = spawn_proxy(SHOAL, &cluster, &[]);
-    let map = cluster
-        .wait_for_primaries(Duration::from_secs(20))
-        .await
-        .unwrap();
-    wait_for_proxy_map(&proxy_process, &proxy, map.epoch, Duration::from_secs(15)).await;
+    let (cluster, proxy_process, proxy, proxy_http, map) = with_proxy(2, &[]).await;
     let key = "hot:profile";
     let slot = key_slot(key.as_bytes());
     let shard = map.slots.get(slot).expect("an owned slot");
@@ -201,19 +217,8 @@ async fn incrs(conn: &mut RespConnection, key: &str, n: usize) -> Vec<i64> {
 /// and a `SET` acknowledged is what every reader gets after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_writes_to_a_hot_key_lose_nothing_and_are_read_after_their_ack() {
-    let options = ClusterOptions {
-        http: false,
-        ..ClusterOptions::default()
-    };
-    let cluster = TestCluster::start(SHOAL, 3, 0, options)
-        .await
-        .expect("the cluster starts");
-    let (proxy_process, proxy, _) = spawn_proxy(SHOAL, &cluster, &["--hot-write-batch-ms", "50"]);
-    let map = cluster
-        .wait_for_primaries(Duration::from_secs(20))
-        .await
-        .unwrap();
-    wait_for_proxy_map(&proxy_process, &proxy, map.epoch, Duration::from_secs(15)).await;
+    let (cluster, proxy_process, proxy, _, map) =
+        with_proxy(0, &["--hot-write-batch-ms", "50"]).await;
     let key = "counter:hot";
     let mut conn = RespConnection::connect(&proxy, RESP_TIMEOUT).await.unwrap();
     let started = Instant::now();
@@ -322,23 +327,11 @@ async fn keys_on(node: &NodeProcess, pattern: &str) -> Vec<String> {
 /// copies live 1 s here, so a copy a write failed to reach would be seen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_key_s_copies_serve_its_reads_and_follow_its_writes() {
-    let options = ClusterOptions {
-        http: false,
-        ..ClusterOptions::default()
-    };
-    let cluster = TestCluster::start(SHOAL, 3, 0, options)
-        .await
-        .expect("the cluster starts");
-    let (proxy_process, proxy, _) = spawn_proxy(
-        SHOAL,
-        &cluster,
+    let (cluster, proxy_process, proxy, _, map) = with_proxy(
+        0,
         &["--hot-key-copies", "2", "--hot-key-copy-ttl-ms", "1000"],
-    );
-    let map = cluster
-        .wait_for_primaries(Duration::from_secs(20))
-        .await
-        .unwrap();
-    wait_for_proxy_map(&proxy_process, &proxy, map.epoch, Duration::from_secs(15)).await;
+    )
+    .await;
     let key = "hot:copied";
     let shards = cluster.shard_nodes(&map).unwrap();
     let own = map.slots.get(key_slot(key.as_bytes())).unwrap();

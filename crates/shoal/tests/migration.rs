@@ -107,6 +107,18 @@ async fn fill(client: &Client, count: usize) {
     }
 }
 
+/// A cluster of `shards` shards of a primary and `replicas` replicas, a smart client of it,
+/// and `keys` keys written through it ([`fill`]).
+async fn filled(shards: usize, replicas: u8, keys: usize) -> (TestCluster, Client) {
+    let cluster = TestCluster::start(SHOAL, shards, replicas, ClusterOptions::default())
+        .await
+        .expect("the cluster starts");
+    let config = ClientConfig::new(cluster.resp_addrs()).with_cluster_secret(cluster.secret());
+    let client = Client::connect(config).await.expect("the client connects");
+    fill(&client, keys).await;
+    (cluster, client)
+}
+
 /// Checks that every key of [`fill`] is there with its value, type and TTL.
 async fn check(client: &Client, count: usize) {
     let mut missing = Vec::new();
@@ -159,14 +171,8 @@ async fn slots_move_with_their_keys_when_a_shard_joins_and_when_it_leaves() {
     run_test(
         "slots_move_with_their_keys_when_a_shard_joins_and_when_it_leaves",
         async {
-            let mut cluster = TestCluster::start(SHOAL, 2, 0, ClusterOptions::default())
-                .await
-                .expect("the cluster starts");
-            let config =
-                ClientConfig::new(cluster.resp_addrs()).with_cluster_secret(cluster.secret());
-            let client = Client::connect(config).await.expect("the client connects");
             const KEYS: usize = 3000;
-            fill(&client, KEYS).await;
+            let (mut cluster, client) = filled(2, 0, KEYS).await;
 
             // A third shard joins while the application works.
             let traffic = Traffic::start(client.clone());
@@ -294,14 +300,8 @@ async fn a_migration_cut_short_by_kill_9_leaves_every_key_with_one_owner() {
         async {
             // One shard of a primary and two replicas (three controller voters, so the
             // controller outlives the primary): a joining node founds a second shard.
-            let mut cluster = TestCluster::start(SHOAL, 1, 2, ClusterOptions::default())
-                .await
-                .expect("the cluster starts");
-            let config =
-                ClientConfig::new(cluster.resp_addrs()).with_cluster_secret(cluster.secret());
-            let client = Client::connect(config).await.expect("the client connects");
             const KEYS: usize = 6000;
-            fill(&client, KEYS).await;
+            let (mut cluster, client) = filled(1, 2, KEYS).await;
             let map = cluster.status().await.unwrap().map;
             let source = cluster.shard_nodes(&map).unwrap()[0].clone();
             let waited = cluster

@@ -363,3 +363,37 @@ pub async fn wait_for_proxy_map(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A cluster node's spec as the tests that start nodes by hand use it: cluster mode, one
+/// worker thread, a 2 s node timeout, `args` added, its log `<name>.log` in `dir`.
+pub fn node_spec(
+    shoal: &str,
+    dir: &shoal_testkit::TestDir,
+    name: &str,
+    ports: shoal_testkit::NodePorts,
+    args: &[&str],
+) -> shoal_testkit::NodeSpec {
+    let mut all: Vec<String> = [
+        "--cluster-enabled",
+        "--threads",
+        "1",
+        "--node-timeout",
+        "2000",
+        "--log-level",
+        "info,openraft=warn",
+    ]
+    .map(String::from)
+    .to_vec();
+    all.extend(args.iter().map(|s| s.to_string()));
+    shoal_testkit::NodeSpec {
+        name: name.into(),
+        binary: shoal.into(),
+        ports,
+        args: all,
+        log: dir.join(&format!("{name}.log")),
+        env: Vec::new(),
+        nice: 0,
+        password: None,
+        dir: None,
+    }
+}
