@@ -285,19 +285,22 @@ impl Stats {
     /// long as the script runs. Those commands are synchronous and short: this yields while
     /// it waits, and never holds the list of threads meanwhile.
     pub fn wait_until_outside_commands(&self) {
-        let me = self.this_thread();
-        let others: Vec<Arc<WorkerStats>> = self
-            .workers
-            .lock()
-            .iter()
-            .filter(|w| !Arc::ptr_eq(w, &me))
-            .cloned()
-            .collect();
-        for other in others {
+        for other in self.other_threads() {
             while other.inside.0.load(Ordering::SeqCst) & IN_COMMAND != 0 {
                 std::thread::yield_now();
             }
         }
+    }
+
+    /// Every thread's statistics but the calling thread's (copied out: the list is not held).
+    fn other_threads(&self) -> Vec<Arc<WorkerStats>> {
+        let me = self.this_thread();
+        self.workers
+            .lock()
+            .iter()
+            .filter(|w| !Arc::ptr_eq(w, &me))
+            .cloned()
+            .collect()
     }
 
     /// Waits, yielding to the runtime, until every client command that another thread was
@@ -305,15 +308,7 @@ impl Stats {
     /// may still run): what a check made before this call decided has taken effect by its end.
     /// Background work ([`WorkerStats::enter_background`]) is not waited for.
     pub async fn commands_drained(&self) {
-        let me = self.this_thread();
-        let others: Vec<Arc<WorkerStats>> = self
-            .workers
-            .lock()
-            .iter()
-            .filter(|w| !Arc::ptr_eq(w, &me))
-            .cloned()
-            .collect();
-        for other in others {
+        for other in self.other_threads() {
             let seen = other.inside.0.load(Ordering::SeqCst);
             if seen & IN_COMMAND == 0 || seen & BACKGROUND != 0 {
                 continue;
