@@ -1025,9 +1025,10 @@ async fn status_through(buses: &[String]) -> Result<shoal_cluster::bus::ClusterS
 /// 127.0.0.10-12 (the leader last), must each be back in the map at their new address, and the
 /// controller must still take a join.
 ///
-/// Known to fail today: the controller keeps a voter's bus address from when it was added to
-/// the Raft group, so a voter back on a new address is not reached by Raft, and once one of
-/// them leads, the others send joins to its old address (docs/deployment.md, "Limits").
+/// Known to fail today, at its last step. The leader now records a member's new bus address
+/// in the Raft group once the map has it (the first two voters come back), but the last
+/// voter, the leader that moved itself, is not taken back: the new leader keeps trying its
+/// old address (docs/deployment.md, "Limits").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "known limitation: a controller voter back on a new IP address (docs/deployment.md, Limits)"]
 async fn voters_back_on_new_addresses_keep_the_controller() {

@@ -846,6 +846,7 @@ impl Controller {
     async fn reconcile_voters(&self, voters: &[NodeId]) {
         let map = self.map();
         self.prune_learners(&map).await;
+        self.readdress_members(&map).await;
         let me = Some(self.config.myself.id);
         let Some(next) = decide::desired_voters(&map, voters, me, self.config.settings.max_voters)
         else {
@@ -886,6 +887,46 @@ impl Controller {
 }
 
 impl Controller {
+    /// Points the Raft group at every member's bus address as the map has it now. A member
+    /// restarted with its directory on another address (a recreated container or pod gets a
+    /// new IP) is the same member (its id, vote and log), and the map takes its new address
+    /// when it joins again; Raft's own record of it would otherwise keep sending there, and
+    /// every "not the leader" answer would name its old address.
+    async fn readdress_members(&self, map: &ClusterMap) {
+        let moved: BTreeMap<u64, BasicNode> = {
+            let metrics = self.raft.server_metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .filter_map(|(id, node)| {
+                    let now = map.node(NodeId(*id))?.bus_addr();
+                    (now != node.addr).then(|| (*id, BasicNode::new(now)))
+                })
+                .collect()
+        };
+        if moved.is_empty() {
+            return;
+        }
+        let changed = tokio::time::timeout(
+            MEMBERSHIP_TIMEOUT,
+            self.raft
+                .change_membership(ChangeMembers::SetNodes(moved.clone()), false),
+        )
+        .await;
+        match changed {
+            Ok(Ok(_)) => {
+                let moved: Vec<(NodeId, String)> = moved
+                    .into_iter()
+                    .map(|(id, n)| (NodeId(id), n.addr))
+                    .collect();
+                tracing::info!(?moved, "controller: members' new bus addresses recorded");
+            }
+            other => tracing::warn!("controller: could not record new addresses: {other:?}"),
+        }
+    }
+
     /// Drops the learners (voters let go, see [`Controller::reconcile_voters`]) that failed or
     /// left the map: the leader would go on replicating to them.
     async fn prune_learners(&self, map: &ClusterMap) {
