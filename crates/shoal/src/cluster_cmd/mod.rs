@@ -32,10 +32,10 @@ pub enum ClusterCommand {
     Status(StatusArgs),
     /// Retire a node: its shard keeps going without it, or (a primary without replicas) its
     /// slots move to the other shards with their keys first.
-    RemoveNode(RemoveArgs),
+    RemoveNode(Box<RemoveArgs>),
     /// Place the slots again over the shards and move, with their keys, those whose owner
     /// changes; waits until they have moved.
-    Rebalance(RebalanceArgs),
+    Rebalance(Box<RebalanceArgs>),
     /// Print the id of the node at --node (what its CLUSTER MYID answers), e.g. for a script
     /// that removes the node it runs beside.
     #[command(name = "myid")]
@@ -224,6 +224,10 @@ pub struct StatusArgs {
 pub struct RemoveArgs {
     /// The node's id (40 hex digits, or its first 16), as `cluster status` shows it.
     pub id: String,
+    /// How long to wait, in seconds, for a draining shard's slots to move before giving up
+    /// waiting (the drain goes on; `cluster status` follows it).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub wait_timeout: u64,
     /// The node to ask, and the credentials.
     #[command(flatten)]
     pub access: NodeAccess,
@@ -232,6 +236,10 @@ pub struct RemoveArgs {
 /// `shoal cluster rebalance` flags.
 #[derive(Debug, Args)]
 pub struct RebalanceArgs {
+    /// How long to wait, in seconds, for the slots to move before giving up waiting (the
+    /// migrations go on; `cluster status` follows them).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub wait_timeout: u64,
     /// The node to ask, and the credentials.
     #[command(flatten)]
     pub access: NodeAccess,
@@ -298,8 +306,8 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
         match command {
             ClusterCommand::Up(args) => up::up(*args).await,
             ClusterCommand::Status(args) => status::status(args).await,
-            ClusterCommand::RemoveNode(args) => status::remove_node(args).await,
-            ClusterCommand::Rebalance(args) => status::rebalance(args).await,
+            ClusterCommand::RemoveNode(args) => status::remove_node(*args).await,
+            ClusterCommand::Rebalance(args) => status::rebalance(*args).await,
             ClusterCommand::MyId(args) => myid(args).await,
         }
     })

@@ -99,8 +99,11 @@ pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
             "draining {id}'s shard: its slots move to the other shards with their keys; the node \
              leaves (and stops) once it owns none"
         );
-        let map =
-            wait_for_migrations(&buses, &credentials, |map| !map.nodes.contains_key(&id)).await?;
+        let limit = Duration::from_secs(args.wait_timeout);
+        let map = wait_for_migrations(&buses, &credentials, limit, |map| {
+            !map.nodes.contains_key(&id)
+        })
+        .await?;
         println!(
             "removed {id}; the cluster is at epoch {} with {} shards",
             map.epoch,
@@ -139,7 +142,9 @@ pub(super) async fn rebalance(args: super::RebalanceArgs) -> anyhow::Result<()> 
     }
     print!("{}", migrations_part(&map));
     let buses = through(&bus, &map, None);
-    let map = wait_for_migrations(&buses, &credentials, |map| map.migrations.is_empty()).await?;
+    let limit = Duration::from_secs(args.wait_timeout);
+    let map =
+        wait_for_migrations(&buses, &credentials, limit, |map| map.migrations.is_empty()).await?;
     println!("done: the cluster is at epoch {}", map.epoch);
     Ok(())
 }
@@ -175,10 +180,18 @@ async fn leader_status_through(
 async fn wait_for_migrations(
     buses: &[String],
     credentials: &BusCredentials,
+    limit: Duration,
     done: impl Fn(&ClusterMap) -> bool,
 ) -> anyhow::Result<ClusterMap> {
+    let deadline = Instant::now() + limit;
     let mut said = usize::MAX;
     loop {
+        if Instant::now() >= deadline {
+            bail!(
+                "still moving after {limit:?} (the migrations go on: `shoal cluster status` \
+                 follows them; a source whose primary failed without a replica holds them up)"
+            );
+        }
         if let Some(status) = leader_status_through(buses, credentials).await {
             if done(&status.map) {
                 return Ok(status.map);
