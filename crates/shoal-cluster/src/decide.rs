@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::map::{ClusterMap, Health, Migration, NodeId, NodeInfo, ShardId, ShardInfo, SlotTable};
 use crate::placement;
-use crate::slot::{SLOTS, Slot};
+use crate::slot::{SLOTS, Slot, slot_ranges as ranges};
 
 mod voters;
 
@@ -740,18 +740,6 @@ fn replan(map: &mut ClusterMap, actions: &mut Vec<Action>) {
         map.migrations = migrations;
         actions.push(Action::MigrationsPlanned(count));
     }
-}
-
-/// Inclusive ranges of `slots` (ascending).
-fn ranges(slots: impl Iterator<Item = Slot>) -> Vec<(Slot, Slot)> {
-    let mut out: Vec<(Slot, Slot)> = Vec::new();
-    for slot in slots {
-        match out.last_mut() {
-            Some((_, last)) if *last + 1 == slot => *last = slot,
-            _ => out.push((slot, slot)),
-        }
-    }
-    out
 }
 
 /// Drops `node` from the map's nodes and controllers (its shard is the caller's business).

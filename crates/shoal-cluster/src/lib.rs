@@ -68,4 +68,4 @@ pub use map::{
 pub use node_dir::{DirError, NodeDir};
 pub use peer_auth::PeerAuth;
 pub use publish::Publication;
-pub use slot::{SLOTS, Slot, hash_tag, key_slot};
+pub use slot::{SLOTS, Slot, hash_tag, key_slot, slot_ranges};

@@ -16,6 +16,18 @@ pub fn key_slot(key: &[u8]) -> Slot {
     (crc16(hash_tag(key)) as usize % SLOTS) as Slot
 }
 
+/// `slots` (ascending) as inclusive ranges of consecutive slots, in order.
+pub fn slot_ranges(slots: impl IntoIterator<Item = Slot>) -> Vec<(Slot, Slot)> {
+    let mut out: Vec<(Slot, Slot)> = Vec::new();
+    for slot in slots {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == slot => *last = slot,
+            _ => out.push((slot, slot)),
+        }
+    }
+    out
+}
+
 /// The bytes of `key` that decide its slot: the hash tag if it has a non-empty one, else the
 /// whole key.
 #[inline]

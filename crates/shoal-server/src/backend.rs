@@ -245,20 +245,11 @@ impl Shared {
         if let Some(cluster) = &self.cluster
             && (spec.first_key > 0 || spec.declares_keys())
         {
-            match cluster.route(spec, argv, call.state, retried) {
-                Route::Local | Route::ReplicaRead(_) if !self.replication.data_ready() => {
-                    return Check::Stop(Outcome::Refused(CommandError::fixed(LOADING)));
-                }
-                Route::ReplicaRead(slot) if !self.replica_fresh() => {
-                    return Check::Stop(Outcome::Refused(cluster.stale_replica_read(slot)));
-                }
-                Route::Local | Route::ReplicaRead(_) => {}
-                Route::Reject(error) => return Check::Stop(Outcome::Refused(error)),
-                Route::AwaitMap => return Check::Stop(self.await_map(call.state)),
-                Route::AwaitHandOver(slot) => {
-                    return Check::Stop(self.await_hand_over(call.state, slot));
-                }
-                Route::Forward(addr) => return Check::Forward(addr),
+            let route = cluster.route(spec, argv, call.state, retried);
+            match self.settle_route(cluster, route, call.state) {
+                Ok(None) => {}
+                Ok(Some(addr)) => return Check::Forward(addr),
+                Err(stop) => return Check::Stop(stop),
             }
         }
         if let Some(refusal) = self.state_refusal(call.state, spec.flags) {
@@ -280,6 +271,31 @@ impl Shared {
     pub(crate) fn replica_fresh(&self) -> bool {
         let bound = self.live.replica_read_max_staleness();
         bound.is_zero() || self.replication.heard_within(bound)
+    }
+
+    /// What the node's own state makes of a routing decision, for a command or a
+    /// transaction: `Ok(None)` runs it here, `Ok(Some(addr))` forwards it there, `Err` answers
+    /// or waits instead (a replica still loading or too stale, a refusal, a map or a hand-over
+    /// to wait for).
+    pub(crate) fn settle_route(
+        &self,
+        cluster: &crate::cluster::ClusterState,
+        route: Route,
+        state: &mut NodeConn,
+    ) -> Result<Option<String>, Outcome<Self>> {
+        match route {
+            Route::Local | Route::ReplicaRead(_) if !self.replication.data_ready() => {
+                Err(Outcome::Refused(CommandError::fixed(LOADING)))
+            }
+            Route::ReplicaRead(slot) if !self.replica_fresh() => {
+                Err(Outcome::Refused(cluster.stale_replica_read(slot)))
+            }
+            Route::Local | Route::ReplicaRead(_) => Ok(None),
+            Route::Reject(error) => Err(Outcome::Refused(error)),
+            Route::AwaitMap => Err(self.await_map(state)),
+            Route::AwaitHandOver(slot) => Err(self.await_hand_over(state, slot)),
+            Route::Forward(addr) => Ok(Some(addr)),
+        }
     }
 
     /// Waits until the hand-over of `slot` ends (at most [`HAND_OVER_WAIT`]), then runs the

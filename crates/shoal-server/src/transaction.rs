@@ -19,8 +19,8 @@ use shoal_frontdoor::{Admission, Call, CommandError, Outcome, Transaction};
 use shoal_proto::Argv;
 use shoal_proto::command_table::{CommandSpec, flags};
 
-use crate::backend::{Check, LOADING};
-use crate::cluster::{ClusterState, Route};
+use crate::backend::Check;
+use crate::cluster::ClusterState;
 use crate::commands::{Ctx, handler, run_now};
 use crate::shared::Shared;
 use crate::watch::Watching;
@@ -108,22 +108,11 @@ impl Shared {
             };
             if let Some((spec, argv)) = routed {
                 let retried = std::mem::take(&mut transaction.state.map_awaited);
-                match cluster.route(spec, &argv, transaction.state, retried) {
-                    Route::Local | Route::ReplicaRead(_) if !self.replication.data_ready() => {
-                        return Some(Outcome::Refused(CommandError::fixed(LOADING)));
-                    }
-                    Route::ReplicaRead(slot) if !self.replica_fresh() => {
-                        return Some(Outcome::Refused(cluster.stale_replica_read(slot)));
-                    }
-                    Route::Local | Route::ReplicaRead(_) => {}
-                    Route::Reject(error) => return Some(Outcome::Refused(error)),
-                    Route::AwaitMap => return Some(self.await_map(transaction.state)),
-                    Route::AwaitHandOver(slot) => {
-                        return Some(self.await_hand_over(transaction.state, slot));
-                    }
-                    Route::Forward(addr) => {
-                        return Some(forward(cluster.clone(), transaction, addr));
-                    }
+                let route = cluster.route(spec, &argv, transaction.state, retried);
+                match self.settle_route(cluster, route, transaction.state) {
+                    Ok(None) => {}
+                    Ok(Some(addr)) => return Some(forward(cluster.clone(), transaction, addr)),
+                    Err(stop) => return Some(stop),
                 }
             }
         }

@@ -59,14 +59,7 @@ impl SlotSet {
 
     /// Its slots as inclusive ranges, in order.
     pub fn ranges(&self) -> Vec<(Slot, Slot)> {
-        let mut out: Vec<(Slot, Slot)> = Vec::new();
-        for slot in (0..SLOTS as Slot).filter(|s| self.contains(*s)) {
-            match out.last_mut() {
-                Some((_, last)) if *last + 1 == slot => *last = slot,
-                _ => out.push((slot, slot)),
-            }
-        }
-        out
+        shoal_cluster::slot_ranges((0..SLOTS as Slot).filter(|s| self.contains(*s)))
     }
 
     /// Adds every slot of `other`.

@@ -101,6 +101,11 @@ impl Routing {
         }
     }
 
+    /// The slots migrating to this node's shard.
+    pub fn importing_slots(&self) -> &SlotSet {
+        &self.importing
+    }
+
     /// Whether `slot` is migrating to this node's shard.
     #[inline]
     pub fn importing(&self, slot: Slot) -> bool {

@@ -183,16 +183,11 @@ async fn session(
 
 /// The slots migrating to this node's shard, as its installed map says.
 fn importing(shared: &Shared) -> SlotSet {
-    let mut slots = SlotSet::default();
-    if let Some(cluster) = &shared.cluster {
-        let routing = cluster.routing();
-        for slot in 0..shoal_cluster::SLOTS as u16 {
-            if routing.importing(slot) {
-                slots.insert(slot);
-            }
-        }
-    }
-    slots
+    shared
+        .cluster
+        .as_ref()
+        .map(|cluster| cluster.routing().importing_slots().clone())
+        .unwrap_or_default()
 }
 
 /// Removes every key of `slots` (what an earlier attempt left: the source's may have changed
