@@ -327,7 +327,7 @@ async fn redis_cli_in_cluster_mode_follows_redirects_to_every_shard() {
         let addrs: Vec<String> = cluster.nodes().iter().map(|n| n.resp_addr()).collect();
         for (i, owner) in addrs.iter().enumerate() {
             // A key of this shard, written through the next node and read through the one after.
-            let key = (0..)
+            let key = (0..1_000_000)
                 .map(|n| format!("cli:{n}"))
                 .find(|k| &owners[key_slot(k.as_bytes()) as usize] == owner)
                 .unwrap();
@@ -629,7 +629,7 @@ async fn killing_the_controller_leader() {
         let mut targets = Vec::new();
         for &i in &survivors {
             let id = cluster.node(i).known_id().unwrap();
-            let keys: Vec<String> = (0..)
+            let keys: Vec<String> = (0..1_000_000)
                 .map(|n| format!("survivor:{n}"))
                 .filter(|k| {
                     status
@@ -717,7 +717,7 @@ async fn killing_the_controller_leader() {
             "voters {:?}",
             status.map.controllers
         );
-        let key = (0..)
+        let key = (0..1_000_000)
             .map(|n| format!("joined:{n}"))
             .find(|k| {
                 status

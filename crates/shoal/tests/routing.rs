@@ -226,7 +226,7 @@ async fn with_forward_routing_a_transaction_runs_whole_on_its_slot_s_owner() {
             let entry = cluster.node(0).resp_addr();
             // A hash tag another node owns, and one the entry node owns.
             let tag_where = |mine: bool| {
-                (0..)
+                (0..1_000_000)
                     .map(|i| format!("{{tx{i}}}"))
                     .find(|tag| (owner(&map, tag) == entry) == mine)
                     .unwrap()

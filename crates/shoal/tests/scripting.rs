@@ -53,13 +53,13 @@ async fn a_cluster_routes_scripts_by_their_declared_keys() {
         let map = cluster.status().await.unwrap().map;
         let entry = cluster.node(0).resp_addr();
         let key_where = |mine: bool, prefix: &str| {
-            (0..)
+            (0..1_000_000)
                 .map(|i| format!("{prefix}{i}"))
                 .find(|k| (owner(&map, k) == entry) == mine)
                 .unwrap()
         };
         let (local, remote) = (key_where(true, "l"), key_where(false, "r"));
-        let other_local = (0..)
+        let other_local = (0..1_000_000)
             .map(|i| format!("o{i}"))
             .find(|k| owner(&map, k) == entry && key_slot(k.as_bytes()) != key_slot(local.as_bytes()))
             .unwrap();

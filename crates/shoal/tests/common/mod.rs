@@ -140,7 +140,7 @@ pub async fn first_ack_by(
 
 /// Keys whose slots `shard` owns in `map`.
 pub fn keys_of(map: &ClusterMap, shard: ShardId, prefix: &str, count: usize) -> Vec<String> {
-    (0..)
+    (0..1_000_000)
         .map(|n| format!("{prefix}{n}"))
         .filter(|k| map.slots.get(key_slot(k.as_bytes())) == Some(shard))
         .take(count)
