@@ -556,7 +556,18 @@ impl ClusterNode {
     /// Candidates to send controller requests to, best first.
     fn controller_addrs(&self) -> Vec<String> {
         let mut addrs: Vec<String> = self.leader_addr().into_iter().collect();
-        for addr in controller_bus_addrs(&self.map()) {
+        let map = self.map();
+        // This node at the address it runs at, not one the map kept from before a restart.
+        let stale_own = map
+            .node(self.myself.id)
+            .map(NodeInfo::bus_addr)
+            .filter(|addr| *addr != self.myself.bus_addr());
+        for addr in controller_bus_addrs(&map) {
+            let addr = if stale_own.as_ref() == Some(&addr) {
+                self.myself.bus_addr()
+            } else {
+                addr
+            };
             if !addrs.contains(&addr) {
                 addrs.push(addr);
             }

@@ -276,6 +276,12 @@ impl Controller {
     /// would otherwise keep naming a leader that no longer leads, and every request it
     /// redirects would go round in a circle).
     pub fn leader_addr(&self) -> Option<String> {
+        // Its own address as it runs now: Raft's record of it may be an address it had before
+        // a restart (a pod recreated on a new IP) until the map and the membership catch up,
+        // and whoever is sent there would never reach it.
+        if self.is_leader() {
+            return Some(self.config.myself.bus_addr());
+        }
         if self.since_leader_contact() > Duration::from_millis(ELECTION_TIMEOUT_MAX_MS) {
             return None;
         }
