@@ -195,6 +195,16 @@ pub enum Request {
     /// (`cluster rebalance`; handled by the controller's leader). Answered with
     /// [`Reply::Map`].
     Rebalance,
+    /// Move these slots to the shard of node `to`, with their keys (`cluster move-slots`,
+    /// `CLUSTER MIGRATESLOTS`; handled by the controller's leader). Answered with
+    /// [`Reply::Map`], the map that holds the migrations, or [`Reply::Error`] saying why
+    /// nothing moves.
+    MoveSlots {
+        /// Inclusive ranges of slots.
+        slots: Vec<(crate::slot::Slot, crate::slot::Slot)>,
+        /// A node of the shard they go to.
+        to: NodeId,
+    },
 }
 
 /// A Raft RPC.

@@ -122,7 +122,13 @@ pub(crate) struct Observations {
     pub handed_over: Vec<Migration>,
     /// Whether to place the slots again (`cluster rebalance`).
     pub rebalance: bool,
+    /// Slots to move to the shard of a node (`cluster move-slots`, `CLUSTER MIGRATESLOTS`),
+    /// in arrival order.
+    pub moves: Vec<SlotMove>,
 }
+
+/// Slots (inclusive ranges) to move to the shard of a node.
+pub(crate) type SlotMove = (Vec<(Slot, Slot)>, NodeId);
 
 /// One change a decision makes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,6 +179,10 @@ pub(crate) enum Action {
     ControllersRecorded(Vec<NodeId>),
     /// The cluster's ACL users changed: this many were set or deleted.
     UsersChanged(usize),
+    /// A request to move slots (the `index`th of [`Observations::moves`]) was refused.
+    MoveRefused(usize, String),
+    /// A request to move slots was taken: this many slots are on their way to this shard.
+    SlotsMoving(ShardId, usize),
 }
 
 /// The outcome of [`decide`].
@@ -229,6 +239,9 @@ pub(crate) fn decide(
     for handed in &observations.handed_over {
         take_handed_over(&mut map, handed, &mut actions);
     }
+    for (index, (slots, to)) in observations.moves.iter().enumerate() {
+        move_slots(&mut map, index, slots, *to, &mut actions);
+    }
     finish_drains(&mut map, &mut actions);
     change_users(&mut map, &observations.user_changes, &mut actions);
     track_health(&mut map, observations, now_ms, settings, &mut actions);
@@ -258,7 +271,10 @@ pub(crate) fn decide(
     let changed = actions.iter().any(|a| {
         !matches!(
             a,
-            Action::AlreadyMember(_) | Action::RemovalRefused(..) | Action::HandoverRefused(..)
+            Action::AlreadyMember(_)
+                | Action::RemovalRefused(..)
+                | Action::HandoverRefused(..)
+                | Action::MoveRefused(..)
         )
     });
     if !changed {
@@ -725,6 +741,16 @@ fn replan(map: &mut ClusterMap, actions: &mut Vec<Action>) {
     if direct > 0 {
         actions.push(Action::SlotsMoved(direct));
     }
+    set_migrations(map, moving, actions);
+}
+
+/// Makes `moving` (each slot with the shards it goes from and to) the map's migrations, one
+/// per pair of shards.
+fn set_migrations(
+    map: &mut ClusterMap,
+    mut moving: Vec<((ShardId, ShardId), Slot)>,
+    actions: &mut Vec<Action>,
+) {
     moving.sort();
     let mut migrations: Vec<Migration> = Vec::new();
     for chunk in moving.chunk_by(|a, b| a.0 == b.0) {
@@ -740,6 +766,98 @@ fn replan(map: &mut ClusterMap, actions: &mut Vec<Action>) {
         map.migrations = migrations;
         actions.push(Action::MigrationsPlanned(count));
     }
+}
+
+/// Moves `slots` to the shard of node `to` (the `index`th request of
+/// [`Observations::moves`]), with their keys: each slot another shard owns migrates from it,
+/// and a migration of it elsewhere is called off (a slot already there stays). Refused
+/// (nothing changes) when `to` is in no shard, its shard is draining or has no healthy
+/// primary, a range is out of order or past the last slot, or a slot's owner has no healthy
+/// primary to send it (its keys would be left behind).
+fn move_slots(
+    map: &mut ClusterMap,
+    index: usize,
+    slots: &[(Slot, Slot)],
+    to: NodeId,
+    actions: &mut Vec<Action>,
+) {
+    let refusal = move_refusal(map, slots, to);
+    let target = match refusal {
+        Ok(target) => target,
+        Err(why) => {
+            actions.push(Action::MoveRefused(index, why));
+            return;
+        }
+    };
+    let mut moving: std::collections::BTreeMap<Slot, (ShardId, ShardId)> = map
+        .migrations
+        .iter()
+        .flat_map(|m| {
+            m.slots
+                .iter()
+                .flat_map(|&(a, b)| a..=b)
+                .map(move |slot| (slot, (m.from, m.to)))
+        })
+        .collect();
+    let mut count = 0;
+    for slot in slots.iter().flat_map(|&(a, b)| a..=b) {
+        match map.slots.get(slot) {
+            Some(owner) if owner == target => {
+                moving.remove(&slot);
+            }
+            Some(owner) => {
+                moving.insert(slot, (owner, target));
+                count += 1;
+            }
+            None => {
+                map.slots.set(slot, Some(target));
+                moving.remove(&slot);
+                actions.push(Action::SlotsMoved(1));
+            }
+        }
+    }
+    let moving = moving
+        .into_iter()
+        .map(|(slot, pair)| (pair, slot))
+        .collect();
+    set_migrations(map, moving, actions);
+    actions.push(Action::SlotsMoving(target, count));
+}
+
+/// The shard `slots` would move to (that of node `to`), or why they cannot.
+fn move_refusal(map: &ClusterMap, slots: &[(Slot, Slot)], to: NodeId) -> Result<ShardId, String> {
+    let Some((shard, _)) = map.placement_of(to) else {
+        return Err(match map.node(to) {
+            Some(_) => format!("node {to} is in no shard (a spare)"),
+            None => format!("no node {to} in the cluster"),
+        });
+    };
+    let target = shard.id;
+    if map.draining.contains(&target) {
+        return Err(format!("shard {target} of node {to} is draining"));
+    }
+    if !primary_ok(map, target) {
+        return Err(format!(
+            "shard {target} of node {to} has no healthy primary"
+        ));
+    }
+    if let Some(&(a, b)) = slots
+        .iter()
+        .find(|&&(a, b)| a > b || usize::from(b) >= SLOTS)
+    {
+        return Err(format!("invalid slot range {a}-{b}"));
+    }
+    let stuck = slots.iter().flat_map(|&(a, b)| a..=b).find(|&slot| {
+        map.slots
+            .get(slot)
+            .is_some_and(|owner| owner != target && !primary_ok(map, owner))
+    });
+    if let Some(slot) = stuck {
+        return Err(format!(
+            "slot {slot}'s shard has no healthy primary to send its keys (move it once it has one)"
+        ));
+    }
+    Ok(target)
 }
 
 /// Drops `node` from the map's nodes and controllers (its shard is the caller's business).
@@ -896,6 +1014,99 @@ mod tests {
             ]
         });
         assert!(again.map.is_none(), "{:?}", again.actions);
+    }
+
+    #[test]
+    fn slots_moved_on_demand_migrate_from_their_owners_and_nothing_else_moves() {
+        let mut map = bootstrap(node(1, true), 0, 0);
+        for id in 2..=3 {
+            map = joined(&map, &[node(id, false)]);
+        }
+        let target = map.placement_of(NodeId(3)).unwrap().0.id;
+        let before = owner_counts(&map);
+        // Slots 0-99 and 200-299, wherever they are; those already the target's stay.
+        let asked = vec![(0, 99), (200, 299)];
+        let theirs = asked
+            .iter()
+            .flat_map(|&(a, b)| a..=b)
+            .filter(|&s| map.slots.get(s) != Some(target))
+            .count();
+        let d = decided(&map, |o| o.moves = vec![(asked.clone(), NodeId(3))]);
+        assert!(d.actions.contains(&Action::SlotsMoving(target, theirs)));
+        let moving = d.map.unwrap();
+        assert_eq!(owner_counts(&moving), before, "nothing moved yet");
+        assert!(moving.migrations.iter().all(|m| m.to == target));
+        assert_eq!(
+            moving.migrations.iter().map(Migration::count).sum::<usize>(),
+            theirs
+        );
+        moving.validate().unwrap();
+        let after = settled(&moving);
+        assert!(
+            asked
+                .iter()
+                .flat_map(|&(a, b)| a..=b)
+                .all(|s| after.slots.get(s) == Some(target))
+        );
+        assert_eq!(after.slots.count(target), before[&target] + theirs);
+
+        // Moving some of them back calls their migration off instead where it still runs.
+        let d = decided(&moving, |o| {
+            o.moves = vec![(vec![(0, 99)], NodeId(1)), (vec![(0, 49)], NodeId(3))]
+        });
+        let both = d.map.unwrap();
+        let to_first = map.placement_of(NodeId(1)).unwrap().0.id;
+        for slot in 0..=99u16 {
+            let owner = map.slots.get(slot).unwrap();
+            let going = both
+                .migrations
+                .iter()
+                .find(|m| m.contains(slot))
+                .map(|m| m.to);
+            let want = if slot < 50 { target } else { to_first };
+            assert_eq!(
+                going,
+                (owner != want).then_some(want),
+                "slot {slot} (owned by {owner})"
+            );
+        }
+    }
+
+    #[test]
+    fn a_move_is_refused_when_it_cannot_be_done() {
+        let mut map = bootstrap(node(1, true), 0, 0);
+        map = joined(&map, &[node(2, false)]);
+        let refused = |map: &ClusterMap, slots: Vec<(Slot, Slot)>, to: u64| {
+            let mut o = all_heard(map, 10);
+            // A failed node stays so: it is not heard from.
+            o.last_heartbeat
+                .retain(|id, _| map.node(*id).is_some_and(NodeInfo::is_ok));
+            o.moves = vec![(slots, NodeId(to))];
+            let d = decide(map, &o, 10, &settings());
+            assert!(d.map.is_none(), "{:?}", d.actions);
+            d.actions
+                .iter()
+                .find_map(|a| match a {
+                    Action::MoveRefused(0, why) => Some(why.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert!(refused(&map, vec![(0, 10)], 9).contains("no node"));
+        assert!(refused(&map, vec![(10, 0)], 2).contains("invalid slot range"));
+        assert!(refused(&map, vec![(0, SLOTS as Slot)], 2).contains("invalid slot range"));
+        // A slot whose owner has no healthy primary to send it.
+        let mut failed = map.clone();
+        let owner = failed.slots.get(0).unwrap();
+        let primary = failed.shard(owner).unwrap().primary;
+        failed.nodes.get_mut(&primary).unwrap().health = Health::Failed;
+        let other = failed
+            .nodes
+            .keys()
+            .copied()
+            .find(|id| *id != primary)
+            .unwrap();
+        assert!(refused(&failed, vec![(0, 0)], other.0).contains("no healthy primary"));
     }
 
     #[test]

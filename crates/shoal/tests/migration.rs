@@ -384,3 +384,137 @@ async fn a_migration_cut_short_by_kill_9_leaves_every_key_with_one_owner() {
     )
     .await;
 }
+
+/// Runs `shoal cluster <args>` against the node at `node` (with the test kit's cluster
+/// secret), bounded in time; returns whether it succeeded, and its stdout and stderr.
+async fn shoal_cluster(node: &str, args: &[&str]) -> (bool, String, String) {
+    let mut command = std::process::Command::new(SHOAL);
+    command
+        .env(
+            "SHOAL_CLUSTER_SECRET_FILE",
+            shoal_testkit::cluster_secret_file(),
+        )
+        .arg("cluster")
+        .args(args)
+        .args(["--node", node, "--wait-timeout", "30"])
+        .stdin(std::process::Stdio::null());
+    let output = tokio::time::timeout(
+        Duration::from_secs(45),
+        tokio::task::spawn_blocking(move || command.output()),
+    )
+    .await
+    .expect("shoal cluster ends within its --wait-timeout")
+    .unwrap()
+    .expect("shoal cluster runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_move_on_demand_and_back_by_a_rebalance_with_their_keys() {
+    run_test(
+        "slots_move_on_demand_and_back_by_a_rebalance_with_their_keys",
+        async {
+            const KEYS: usize = 3000;
+            let (cluster, client) = filled(2, 0, KEYS).await;
+            let before = cluster.status().await.unwrap().map;
+            let shards = cluster.shard_nodes(&before).unwrap();
+            let target = shards[1].primary;
+            let target_id = cluster.node(target).id().await.unwrap();
+            let entry = cluster.node(shards[0].primary).resp_addr();
+            // Slots the other shard owns, as ranges: the first 2000 of them.
+            let theirs: Vec<u16> = (0..shoal_cluster::SLOTS as u16)
+                .filter(|&s| before.slots.get(s) == Some(shards[0].shard))
+                .take(2000)
+                .collect();
+            let ranges = shoal_cluster::slot_ranges(theirs.iter().copied());
+            let arg = ranges
+                .iter()
+                .map(|(a, b)| format!("{a}-{b}"))
+                .collect::<Vec<_>>()
+                .join(",");
+
+            // Refused, and nothing moves: a node that is not in the cluster.
+            let (ok, _, stderr) =
+                shoal_cluster(&entry, &["move-slots", &arg, "--to", "00000000000000aa"]).await;
+            assert!(
+                !ok && stderr.contains("no node 00000000000000aa"),
+                "{stderr}"
+            );
+            assert!(cluster.status().await.unwrap().map.migrations.is_empty());
+
+            // Moved on demand while the application works.
+            let traffic = Traffic::start(client.clone());
+            let (ok, stdout, stderr) = shoal_cluster(
+                &entry,
+                &["move-slots", &arg, "--to", &target_id.to_string()],
+            )
+            .await;
+            assert!(ok, "move-slots failed: {stdout}\n{stderr}");
+            assert!(stdout.contains("done: the slots are shard"), "{stdout}");
+            let map = cluster
+                .wait_until("the moved slots to settle", SETTLE_WITHIN, |s| {
+                    s.map.migrations.is_empty()
+                })
+                .await
+                .unwrap()
+                .map;
+            assert!(
+                theirs
+                    .iter()
+                    .all(|&s| map.slots.get(s) == Some(shards[1].shard)),
+                "every slot asked for is the target's"
+            );
+            assert_eq!(
+                map.slots.count(shards[0].shard),
+                before.slots.count(shards[0].shard) - theirs.len(),
+                "no other slot moved"
+            );
+            let (rounds, errors) = traffic.stop().await;
+            assert!(
+                errors.is_empty(),
+                "{} errors in {rounds} rounds: {errors:?}",
+                errors.len()
+            );
+            check(&client, KEYS).await;
+            let live = rounds.min(500) as usize;
+            one_owner_each(&cluster, &map, KEYS + live).await;
+
+            // A rebalance places them again: the shards even out, keys and all.
+            let traffic = Traffic::start(client.clone());
+            let (ok, stdout, stderr) = shoal_cluster(&entry, &["rebalance"]).await;
+            assert!(ok, "rebalance failed: {stdout}\n{stderr}");
+            let map = cluster
+                .wait_until("the rebalance to settle", SETTLE_WITHIN, |s| {
+                    s.map.migrations.is_empty()
+                })
+                .await
+                .unwrap()
+                .map;
+            let counts: Vec<usize> = shards.iter().map(|s| map.slots.count(s.shard)).collect();
+            // Placement keeps every shard within 5% over the mean.
+            let cap = shoal_cluster::SLOTS * 105 / 200;
+            assert!(
+                counts.iter().all(|&n| n <= cap),
+                "within 5% of even again: {counts:?}"
+            );
+            let (rounds_after, errors) = traffic.stop().await;
+            assert!(
+                errors.is_empty(),
+                "{} errors in {rounds_after} rounds: {errors:?}",
+                errors.len()
+            );
+            check(&client, KEYS).await;
+            one_owner_each(
+                &cluster,
+                &map,
+                KEYS + live.max(rounds_after.min(500) as usize),
+            )
+            .await;
+        },
+    )
+    .await;
+}

@@ -24,7 +24,7 @@ use crate::bus::{
     self, ClusterStatus, Heartbeat, HeartbeatAck, NodeStats, NodeStatus, RaftReply, RaftRequest,
     Reply, Request,
 };
-use crate::decide::{self, Action, Observations, Settings};
+use crate::decide::{self, Action, Observations, Settings, SlotMove};
 use crate::hot_keys::HotKeysFinder;
 use crate::map::{ClusterMap, Epoch, Migration, NodeId, NodeInfo};
 use crate::map_channel::MapSender;
@@ -104,6 +104,7 @@ struct Waiters {
     user_changes: Vec<((String, Option<String>), Waiter)>,
     handovers: Vec<(Migration, Waiter)>,
     rebalances: Vec<Waiter>,
+    moves: Vec<(SlotMove, Waiter)>,
 }
 
 impl Waiters {
@@ -114,6 +115,7 @@ impl Waiters {
             && self.user_changes.is_empty()
             && self.handovers.is_empty()
             && self.rebalances.is_empty()
+            && self.moves.is_empty()
     }
 
     /// Puts `other`'s requests after these.
@@ -124,6 +126,7 @@ impl Waiters {
         self.user_changes.extend(other.user_changes);
         self.handovers.extend(other.handovers);
         self.rebalances.extend(other.rebalances);
+        self.moves.extend(other.moves);
     }
 
     /// Where every request's answer goes.
@@ -132,11 +135,13 @@ impl Waiters {
         let nodes = self.removals.into_iter().chain(self.failovers);
         let users = self.user_changes.into_iter().map(|(_, tx)| tx);
         let handovers = self.handovers.into_iter().map(|(_, tx)| tx);
+        let moves = self.moves.into_iter().map(|(_, tx)| tx);
         joins
             .chain(nodes.map(|(_, tx)| tx))
             .chain(users)
             .chain(handovers)
             .chain(self.rebalances)
+            .chain(moves)
     }
 }
 
@@ -365,6 +370,10 @@ impl Controller {
             }
             Request::Rebalance => {
                 self.wait_for_decision(|view, tx| view.waiting.rebalances.push(tx))
+                    .await
+            }
+            Request::MoveSlots { slots, to } => {
+                self.wait_for_decision(|view, tx| view.waiting.moves.push(((slots, to), tx)))
                     .await
             }
             Request::Status => self.status(),
@@ -676,6 +685,7 @@ impl Controller {
                     .collect(),
                 handed_over: waiters.handovers.iter().map(|(m, _)| m.clone()).collect(),
                 rebalance: !waiters.rebalances.is_empty(),
+                moves: waiters.moves.iter().map(|(m, _)| m.clone()).collect(),
             };
             (observations, waiters)
         };
@@ -738,9 +748,20 @@ impl Controller {
             user_changes,
             handovers,
             rebalances,
+            moves,
         } = waiters;
         for tx in handovers.into_iter().map(|(_, tx)| tx).chain(rebalances) {
             let _ = tx.send(Reply::Map((*map).clone()));
+        }
+        for (index, (_, tx)) in moves.into_iter().enumerate() {
+            let refusal = decision.actions.iter().find_map(|a| match a {
+                Action::MoveRefused(i, why) if *i == index => Some(why.clone()),
+                _ => None,
+            });
+            let _ = tx.send(match refusal {
+                Some(why) => Reply::Error(format!("cannot move the slots: {why}")),
+                None => Reply::Map((*map).clone()),
+            });
         }
         for (_, tx) in user_changes {
             let _ = tx.send(Reply::UserSet { epoch: map.epoch });

@@ -36,6 +36,9 @@ pub enum ClusterCommand {
     /// Place the slots again over the shards and move, with their keys, those whose owner
     /// changes; waits until they have moved.
     Rebalance(Box<RebalanceArgs>),
+    /// Move the given slots to a node's shard with their keys (the others stay where they
+    /// are); waits until they have moved.
+    MoveSlots(Box<MoveSlotsArgs>),
     /// Print the id of the node at --node (what its CLUSTER MYID answers), e.g. for a script
     /// that removes the node it runs beside.
     #[command(name = "myid")]
@@ -245,6 +248,48 @@ pub struct RebalanceArgs {
     pub access: NodeAccess,
 }
 
+/// `shoal cluster move-slots` flags.
+#[derive(Debug, Args)]
+pub struct MoveSlotsArgs {
+    /// The slots: numbers and inclusive ranges, as `5`, `100-200` or `0-99,200-299`.
+    #[arg(required = true, value_name = "SLOTS", value_parser = parse_slot_ranges)]
+    pub slots: Vec<Vec<(u16, u16)>>,
+    /// The id of a node of the shard they go to (40 hex digits, or its first 16), as
+    /// `cluster status` shows it.
+    #[arg(long, value_name = "NODE_ID")]
+    pub to: String,
+    /// How long to wait, in seconds, for the slots to move before giving up waiting (the
+    /// migrations go on; `cluster status` follows them).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub wait_timeout: u64,
+    /// The node to ask, and the credentials.
+    #[command(flatten)]
+    pub access: NodeAccess,
+}
+
+/// Slots as `move-slots` takes them: comma-separated numbers and `first-last` ranges.
+fn parse_slot_ranges(text: &str) -> Result<Vec<(u16, u16)>, String> {
+    let slot = |s: &str| -> Result<u16, String> {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&n| usize::from(n) < shoal_cluster::SLOTS)
+            .ok_or_else(|| format!("{s:?} is not a slot (0 to {})", shoal_cluster::SLOTS - 1))
+    };
+    text.split(',')
+        .map(|part| {
+            let (first, last) = match part.split_once('-') {
+                Some((a, b)) => (slot(a)?, slot(b)?),
+                None => (slot(part)?, slot(part)?),
+            };
+            if first > last {
+                return Err(format!("{part:?}: the first slot is after the last"));
+            }
+            Ok((first, last))
+        })
+        .collect()
+}
+
 /// `shoal cluster myid` flags: the node is asked on its RESP port only (its `CLUSTER NODES`),
 /// so neither the cluster secret nor the bus is needed.
 #[derive(Debug, Args)]
@@ -308,6 +353,7 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
             ClusterCommand::Status(args) => status::status(args).await,
             ClusterCommand::RemoveNode(args) => status::remove_node(*args).await,
             ClusterCommand::Rebalance(args) => status::rebalance(*args).await,
+            ClusterCommand::MoveSlots(args) => status::move_slots(*args).await,
             ClusterCommand::MyId(args) => myid(args).await,
         }
     })

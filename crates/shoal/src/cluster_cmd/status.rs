@@ -149,6 +149,58 @@ pub(super) async fn rebalance(args: super::RebalanceArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `shoal cluster move-slots`.
+pub(super) async fn move_slots(args: super::MoveSlotsArgs) -> anyhow::Result<()> {
+    let to: NodeId = args.to.parse()?;
+    let slots: Vec<(u16, u16)> = args.slots.into_iter().flatten().collect();
+    let credentials = args.access.credentials()?;
+    let bus = args.access.bus().await?;
+    let request = Request::MoveSlots {
+        slots: slots.clone(),
+        to,
+    };
+    let answer = bus::call_leader(&bus, &credentials, &request, Duration::from_secs(12), 4).await?;
+    let map = match answer {
+        Reply::Map(map) => map,
+        Reply::Error(e) => bail!("the controller refused: {e}"),
+        other => bail!("unexpected answer {other:?}"),
+    };
+    let requested = |m: &ClusterMap| {
+        m.migrations
+            .iter()
+            .any(|mig| slots.iter().any(|&(a, b)| (a..=b).any(|s| mig.contains(s))))
+    };
+    if requested(&map) {
+        print!("{}", migrations_part(&map));
+        let buses = through(&bus, &map, None);
+        let limit = Duration::from_secs(args.wait_timeout);
+        wait_for_migrations(&buses, &credentials, limit, |m| !requested(m)).await?;
+    }
+    let status = leader_status_through(&through(&bus, &map, None), &credentials).await;
+    let map = status.map_or(map, |s| s.map);
+    let shard = map.placement_of(to).map(|(s, _)| s.id);
+    let count: usize = slots
+        .iter()
+        .flat_map(|&(a, b)| a..=b)
+        .filter(|&s| shard.is_some() && map.slots.get(s) == shard)
+        .count();
+    let asked: usize = slots.iter().map(|&(a, b)| usize::from(b - a) + 1).sum();
+    match shard {
+        Some(shard) if count == asked => {
+            println!(
+                "done: the slots are shard {shard}'s (node {to}'s); epoch {}",
+                map.epoch
+            )
+        }
+        _ => bail!(
+            "{count} of the {asked} slots are node {to}'s shard's at epoch {} (a rebalance or \
+             a removal may have placed them since)",
+            map.epoch
+        ),
+    }
+    Ok(())
+}
+
 /// The buses to ask the leader through: `bus` (the one the command was given), then every
 /// other member's of `map` but `leaving`'s (a node being removed, which stops once out).
 fn through(bus: &str, map: &ClusterMap, leaving: Option<NodeId>) -> Vec<String> {
