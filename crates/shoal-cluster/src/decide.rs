@@ -431,7 +431,7 @@ fn join(map: &mut ClusterMap, node: NodeInfo, actions: &mut Vec<Action>) {
         .shards
         .iter_mut()
         .map(|s| (healthy_replicas(nodes, s), s))
-        .filter(|(healthy, _)| *healthy < wanted)
+        .filter(|(healthy, _)| !node.new_shard && *healthy < wanted)
         .min_by_key(|(healthy, s)| (*healthy, s.id))
         .map(|(_, s)| s);
     match short {
@@ -1037,7 +1037,11 @@ mod tests {
         assert_eq!(owner_counts(&moving), before, "nothing moved yet");
         assert!(moving.migrations.iter().all(|m| m.to == target));
         assert_eq!(
-            moving.migrations.iter().map(Migration::count).sum::<usize>(),
+            moving
+                .migrations
+                .iter()
+                .map(Migration::count)
+                .sum::<usize>(),
             theirs
         );
         moving.validate().unwrap();
@@ -1637,6 +1641,15 @@ mod tests {
         let grown = joined(&degraded, &[node(5, false)]);
         assert_eq!(grown.shards.len(), 1);
         assert!(grown.shards[0].replicas.contains(&NodeId(5)));
+        // Unless it asks for a shard of its own.
+        let mut founder = node(6, false);
+        founder.new_shard = true;
+        let grown = joined(&degraded, &[founder]);
+        assert_eq!(grown.shards.len(), 2);
+        assert_eq!(
+            grown.placement_of(NodeId(6)).map(|(s, r)| (s.id, r)),
+            Some((ShardId(1), crate::map::Role::Primary))
+        );
     }
 
     #[test]

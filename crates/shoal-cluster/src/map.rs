@@ -143,6 +143,10 @@ pub struct NodeInfo {
     /// Whether it joined as a spare: it stays out of every shard until one lacks a replica.
     #[serde(default)]
     pub spare: bool,
+    /// Whether it joined to found a shard of its own (`--new-shard`), even while a shard
+    /// lacks a replica (a node joins to fill such a seat otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_shard: bool,
     /// Which start of its process this is (random per start, see
     /// [`NodeInfo::fresh_incarnation`]): a node restarted with its directory keeps its id but
     /// not its keys, and a new incarnation tells the controller so.
@@ -170,6 +174,7 @@ impl NodeInfo {
             controller: false,
             health: Health::Ok,
             spare: false,
+            new_shard: false,
             incarnation: 0,
         }
     }

@@ -53,6 +53,7 @@ async fn node_config(
         controller,
         health: Health::Ok,
         spare: false,
+        new_shard: false,
         incarnation: NodeInfo::fresh_incarnation(),
     };
     let config = NodeConfig {

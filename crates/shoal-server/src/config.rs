@@ -390,6 +390,9 @@ pub struct Config {
     pub controller: bool,
     /// Whether the node joins as a spare: in no shard until one lacks a healthy replica.
     pub cluster_spare: bool,
+    /// Whether the node joins to found a shard of its own even while a shard lacks a replica
+    /// (it fills such a seat otherwise).
+    pub cluster_new_shard: bool,
     /// The IP address other nodes and clients reach this node at (empty: `bind`, which must
     /// then be a single address in cluster mode).
     pub cluster_announce_ip: String,
@@ -534,6 +537,7 @@ impl Default for Config {
             cluster_replicas: 0,
             controller: false,
             cluster_spare: false,
+            cluster_new_shard: false,
             cluster_announce_ip: String::new(),
             cluster_announce_port: 0,
             cluster_announce_bus_port: 0,
@@ -727,6 +731,12 @@ impl Config {
         }
         if self.maxclients == 0 {
             return bad("maxclients", "must be at least 1");
+        }
+        if self.cluster_spare && self.cluster_new_shard {
+            return bad(
+                "cluster-new-shard",
+                "a node joins either as a spare or to found a shard, not both",
+            );
         }
         if self.http_maxclients == 0 {
             return bad("http-maxclients", "must be at least 1");
@@ -1452,6 +1462,11 @@ pub static PARAMS: &[Param] = &[
     Param {
         name: "cluster-spare",
         get: |c| if c.cluster_spare { "yes" } else { "no" }.into(),
+        set: None,
+    },
+    Param {
+        name: "cluster-new-shard",
+        get: |c| if c.cluster_new_shard { "yes" } else { "no" }.into(),
         set: None,
     },
     Param {

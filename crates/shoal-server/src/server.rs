@@ -169,6 +169,7 @@ impl Server {
                 controller: config.controller || config.cluster_join.is_empty(),
                 health: Health::Ok,
                 spare: config.cluster_spare,
+                new_shard: config.cluster_new_shard,
                 incarnation: NodeInfo::fresh_incarnation(),
             };
             let state = ClusterState::new(myself, config.routing, secret).with_dir(dir.clone());

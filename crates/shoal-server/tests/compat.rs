@@ -973,6 +973,7 @@ fn shoal_param_names() -> BTreeSet<String> {
         "cluster-replicas",
         "controller",
         "cluster-spare",
+        "cluster-new-shard",
         "routing",
         "zone",
         "controller-voters",

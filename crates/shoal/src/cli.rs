@@ -128,6 +128,10 @@ pub struct ServerArgs {
     /// Join as a spare: the node waits in no shard until one lacks a healthy replica.
     #[arg(long = "spare", env = "SHOAL_CLUSTER_SPARE", help_heading = heading::CLUSTER)]
     pub cluster_spare: bool,
+    /// Join to found a shard of its own, even while a shard lacks a replica (by default a
+    /// joining node fills such a seat first, so that --replicas holds as the cluster grows).
+    #[arg(long = "new-shard", env = "SHOAL_CLUSTER_NEW_SHARD", help_heading = heading::CLUSTER)]
+    pub cluster_new_shard: bool,
     /// IP address other nodes and clients reach this node at; required in a cluster when
     /// --bind is 0.0.0.0 or :: [default: --bind].
     #[arg(long, env = "SHOAL_CLUSTER_ANNOUNCE_IP", help_heading = heading::CLUSTER)]
@@ -388,6 +392,7 @@ impl ServerArgs {
         config.cluster_enabled |= self.cluster_enabled;
         config.controller |= self.controller;
         config.cluster_spare |= self.cluster_spare;
+        config.cluster_new_shard |= self.cluster_new_shard;
         if let Some(limit) = self.client_output_buffer_limit {
             config.client_output_buffer_limit = limit;
         }

@@ -518,3 +518,52 @@ async fn slots_move_on_demand_and_back_by_a_rebalance_with_their_keys() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_fills_a_missing_replica_unless_it_asks_for_a_shard() {
+    run_test(
+        "a_joining_node_fills_a_missing_replica_unless_it_asks_for_a_shard",
+        async {
+            // One shard that should have a replica, and lost it.
+            let mut cluster = TestCluster::start(SHOAL, 1, 1, ClusterOptions::default())
+                .await
+                .expect("the cluster starts");
+            let map = cluster.status().await.unwrap().map;
+            let replica = cluster.shard_nodes(&map).unwrap()[0].replicas[0];
+            cluster.node(replica).kill().unwrap();
+            let replica_id = cluster.node(replica).known_id().unwrap();
+            cluster
+                .wait_until("the replica to fail", SETTLE_WITHIN, |s| {
+                    s.map.node(replica_id).is_some_and(|n| !n.is_ok())
+                })
+                .await
+                .unwrap();
+
+            // Asked to, a node founds a shard of its own and takes slots with their keys.
+            let founder = cluster
+                .add_node_with(shoal_testkit::JoinOptions {
+                    extra_args: vec!["--new-shard".into()],
+                    ..Default::default()
+                })
+                .await
+                .expect("a node joins with --new-shard");
+            let map = cluster.status().await.unwrap().map;
+            let shard = cluster.shard_of_node(&map, founder).unwrap();
+            assert_eq!(shard.primary, founder, "it founded a shard");
+            assert!(map.slots.count(shard.shard) > 0);
+            assert_eq!(map.shards.len(), 2);
+
+            // A plain node fills the seat the first shard lacks instead.
+            let filler = cluster.add_node(false).await.expect("a node joins");
+            let map = cluster.status().await.unwrap().map;
+            assert_eq!(map.shards.len(), 2, "no third shard");
+            let first = &map.shards[0];
+            let filler_id = cluster.node(filler).known_id().unwrap();
+            assert!(
+                first.replicas.contains(&filler_id),
+                "it became the first shard's replica: {first:?}"
+            );
+        },
+    )
+    .await;
+}
