@@ -89,6 +89,27 @@ pauses() {
   done
   python3 -c "print('p99 %.1f ms, max %.1f ms' % ($p99 / 1000, $max / 1000))"
 }
+# phases FILE: the longest of each part of the pauses, from an INFO cluster dump (in ms).
+phases() {
+  python3 - "$1" <<'PY'
+import sys
+fields = dict(l.split(":", 1) for l in open(sys.argv[1]).read().split() if ":" in l)
+ms = lambda name: int(fields.get("shoal_migration_pause_%s_max_us" % name, 0)) / 1000
+print("longest drain %.1f ms, catch-up %.1f ms, commit %.1f ms" % (ms("drain"), ms("catch_up"), ms("commit")))
+PY
+}
+# phases_of PORT...: the same, the longest over these nodes' INFO.
+phases_of() {
+  for port in "$@"; do redis-cli -p "$port" info cluster | tr -d '\r'; done | python3 -c "
+import sys
+best = {}
+for line in sys.stdin:
+    if line.startswith('shoal_migration_pause_') and line.strip().endswith(tuple('0123456789')):
+        k, v = line.strip().split(':')
+        best[k] = max(best.get(k, 0), int(v))
+ms = lambda n: best.get('shoal_migration_pause_%s_max_us' % n, 0) / 1000
+print('longest drain %.1f ms, catch-up %.1f ms, commit %.1f ms' % (ms('drain'), ms('catch_up'), ms('commit')))"
+}
 # settle PORT: until the map seen from PORT has no migration left; prints the seconds taken.
 settle() {
   local start; start=$(date +%s.%N)
@@ -107,7 +128,7 @@ sleep 0.2
 settle "$seed" >/dev/null
 took=$(python3 -c "import time; print('%.2f' % (time.time() - $start))")
 received=$(info_field "$new_port" shoal_migration_keys_received)
-echo "idle join: a quarter of the slots moved in ${took}s (from starting the node): the new node received $received keys, holds $(redis-cli -p "$new_port" dbsize); hand-over pauses: $(pauses "${ports[@]}")"
+echo "idle join: a quarter of the slots moved in ${took}s (from starting the node): the new node received $received keys, holds $(redis-cli -p "$new_port" dbsize); hand-over pauses: $(pauses "${ports[@]}"); $(phases_of "${ports[@]}")"
 echo "held: $(total_keys "${ports[@]}" "$new_port") keys in 4 shards"
 
 # Part 2: the fourth shard drains under traffic.
@@ -130,7 +151,7 @@ wait "$traffic" "$poller" 2>/dev/null || true
 drain_p99=$(sed -n 's/^shoal_migration_pause_p99_us://p' "$work/drain-info")
 drain_max=$(sed -n 's/^shoal_migration_pause_max_us://p' "$work/drain-info")
 hand_overs=$(sed -n 's/^shoal_migration_hand_overs://p' "$work/drain-info")
-echo "drain under traffic: the quarter moved back in ${took}s (from the removal request); the draining node's $hand_overs hand-overs paused writes p99 $((drain_p99 / 1000)) ms, max $((drain_max / 1000)) ms"
+echo "drain under traffic: the quarter moved back in ${took}s (from the removal request); the draining node's $hand_overs hand-overs paused writes p99 $((drain_p99 / 1000)) ms, max $((drain_max / 1000)) ms; $(phases "$work/drain-info")"
 echo "redis-benchmark said (errors, if any):"
 grep -i "error" "$work/traffic.log" | sort | uniq -c | head -5 || true
 mine=0

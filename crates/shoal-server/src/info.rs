@@ -147,6 +147,22 @@ fn cluster(shared: &Shared, out: &mut String) {
             "shoal_migration_pause_max_us:{}",
             stats.pause_max_us.load(Relaxed)
         );
+        let phases = &stats.phase_max_us;
+        line!(
+            out,
+            "shoal_migration_pause_drain_max_us:{}",
+            phases.drain_us.load(Relaxed)
+        );
+        line!(
+            out,
+            "shoal_migration_pause_catch_up_max_us:{}",
+            phases.catch_up_us.load(Relaxed)
+        );
+        line!(
+            out,
+            "shoal_migration_pause_commit_max_us:{}",
+            phases.commit_us.load(Relaxed)
+        );
     }
 }
 

@@ -412,6 +412,21 @@ impl NodeCollector {
                 "The 99th percentile write pause of this node's last 1024 slot hand-overs.",
                 stats.pause_quantile_us(0.99),
             ),
+            (
+                "shoal_migration_pause_drain_max",
+                "The longest wait of a hand-over for the writes under way when it paused them.",
+                stats.phase_max_us.drain_us.load(Relaxed),
+            ),
+            (
+                "shoal_migration_pause_catch_up_max",
+                "The longest wait of a hand-over for the target to acknowledge the slots' last changes.",
+                stats.phase_max_us.catch_up_us.load(Relaxed),
+            ),
+            (
+                "shoal_migration_pause_commit_max",
+                "The longest wait of a hand-over for the controller's map that moves the slots.",
+                stats.phase_max_us.commit_us.load(Relaxed),
+            ),
         ] {
             let family =
                 encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Gauge)?;

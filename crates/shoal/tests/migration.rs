@@ -567,3 +567,180 @@ async fn a_joining_node_fills_a_missing_replica_unless_it_asks_for_a_shard() {
     )
     .await;
 }
+
+/// What [`Work`] had acknowledged: per transaction tag and per script key, the increments
+/// their replies confirmed.
+#[derive(Default)]
+struct Acknowledged {
+    transactions: std::collections::HashMap<String, i64>,
+    scripts: std::collections::HashMap<String, i64>,
+    rounds: u64,
+    errors: Vec<String>,
+}
+
+/// An application using more than GET and SET while slots move: each round runs a
+/// `MULTI`/`EXEC` of two `INCR`s on one hash tag, an `EVAL` that increments a key, and a
+/// `SET ... PX 200` of a key that should then expire, and records what was acknowledged.
+struct Work {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Acknowledged>,
+}
+
+impl Work {
+    const INCR_SCRIPT: &'static str = "return redis.call('INCR', KEYS[1])";
+
+    fn start(client: Client) -> Work {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut done = Acknowledged::default();
+                while !stop.load(Relaxed) && done.rounds < 100_000 {
+                    done.rounds += 1;
+                    let round = done.rounds;
+                    let tag = format!("{{tx{}}}", round % 40);
+                    let (a, b) = (format!("{tag}a"), format!("{tag}b"));
+                    match client
+                        .transaction(&[vec!["INCR", a.as_str()], vec!["INCR", b.as_str()]])
+                        .await
+                    {
+                        Ok(Value::Array(replies)) if replies.len() == 2 => {
+                            *done.transactions.entry(tag).or_default() += 1;
+                        }
+                        other => done.errors.push(format!("MULTI/EXEC on {tag}: {other:?}")),
+                    }
+                    let key = format!("script:{}", round % 40);
+                    match client
+                        .command(&["EVAL", Self::INCR_SCRIPT, "1", key.as_str()])
+                        .await
+                    {
+                        Ok(Value::Int(_)) => *done.scripts.entry(key).or_default() += 1,
+                        other => done.errors.push(format!("EVAL on {key}: {other:?}")),
+                    }
+                    let short = format!("short:{round}");
+                    if let Err(e) = client
+                        .set(&short, "v", Some(Duration::from_millis(200)))
+                        .await
+                    {
+                        done.errors.push(format!("SET {short} PX 200: {e}"));
+                    }
+                }
+                done
+            }
+        });
+        Work { stop, task }
+    }
+
+    async fn stop(self) -> Acknowledged {
+        self.stop.store(true, Relaxed);
+        self.task.await.expect("the work task")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_scripts_and_expiry_work_while_slots_move_and_the_target_s_replica_follows() {
+    run_test(
+        "transactions_scripts_and_expiry_work_while_slots_move_and_the_target_s_replica_follows",
+        async {
+            const KEYS: usize = 2000;
+            let (mut cluster, client) = filled(2, 1, KEYS).await;
+            let map = cluster.status().await.unwrap().map;
+            // Slow snapshots, so that the work meets slots in flight.
+            for shard in cluster.shard_nodes(&map).unwrap() {
+                throttle(&cluster, shard.primary, "100kb").await;
+            }
+            let work = Work::start(client.clone());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // A third shard: its primary first (it founds the shard, and slots move to it),
+            // then a node that takes the seat of its replica.
+            let primary = cluster
+                .join_node(
+                    shoal_testkit::JoinOptions {
+                        extra_args: vec!["--new-shard".into()],
+                        ..Default::default()
+                    },
+                    false,
+                )
+                .await
+                .expect("the third shard's primary joins");
+            let replica = cluster
+                .join_node(shoal_testkit::JoinOptions::default(), false)
+                .await
+                .expect("its replica joins");
+            let map = cluster
+                .wait_until("the slots to settle", SETTLE_WITHIN, |s| {
+                    s.map.migrations.is_empty() && s.map.shards.len() == 3
+                })
+                .await
+                .unwrap()
+                .map;
+            let done = work.stop().await;
+            eprintln!("{} rounds of work while the slots moved", done.rounds);
+            assert!(done.rounds > 20, "the work made progress: {} rounds", done.rounds);
+            assert!(
+                done.errors.is_empty(),
+                "{} errors in {} rounds: {:?}",
+                done.errors.len(),
+                done.rounds,
+                &done.errors[..done.errors.len().min(5)]
+            );
+            let third = cluster.shard_of_node(&map, primary).unwrap();
+            assert_eq!(
+                third.replicas,
+                vec![replica],
+                "the joiner took the replica seat"
+            );
+            assert!(
+                map.slots.count(third.shard) > 4000,
+                "the third shard took its share"
+            );
+
+            // Every acknowledged increment counted once, wherever its slot went.
+            for (tag, count) in &done.transactions {
+                for half in ["a", "b"] {
+                    let key = format!("{tag}{half}");
+                    let got = client.command(&["GET", key.as_str()]).await.unwrap();
+                    assert_eq!(got, Value::Bulk(count.to_string().into_bytes()), "{key}");
+                }
+            }
+            for (key, count) in &done.scripts {
+                let got = client.command(&["GET", key.as_str()]).await.unwrap();
+                assert_eq!(got, Value::Bulk(count.to_string().into_bytes()), "{key}");
+            }
+            check(&client, KEYS).await;
+
+            // The short-lived keys expired on every node, moved or not.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            for shard in cluster.shard_nodes(&map).unwrap() {
+                for node in std::iter::once(shard.primary).chain(shard.replicas.iter().copied()) {
+                    let left = cluster
+                        .node(node)
+                        .command(&["KEYS", "short:*"])
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        left,
+                        Value::Array(vec![]),
+                        "node {node} of shard {}",
+                        shard.shard
+                    );
+                }
+            }
+            // The target's replica holds what its primary holds: the slots reached it too.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let count = |i: usize| {
+                    let node = cluster.node(i);
+                    async move { node.command(&["DBSIZE"]).await.unwrap() }
+                };
+                let (p, r) = (count(primary).await, count(replica).await);
+                if p == r && p != Value::Int(0) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "primary {p:?}, replica {r:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        },
+    )
+    .await;
+}

@@ -75,32 +75,30 @@ impl PeerLink {
         request: RaftRequest,
         timeout: Duration,
     ) -> Result<RaftReply, BusError> {
-        if self.connection.is_none() {
-            self.connection =
-                Some(BusConnection::connect(&self.addr, &self.credentials, CONNECT_TIMEOUT).await?);
-        }
-        let connection = self.connection.as_mut().expect("connected above");
+        // The connection is out of `self` while its exchange runs, and goes back only once the
+        // reply has been read: Openraft drops an RPC's future at its deadline (which is ours
+        // too), and a connection left behind with its reply unread would hand that stale reply
+        // to the next RPC (a conflict answered to another request, which Openraft takes for a
+        // follower's log gone backwards, and panics).
+        let mut connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => BusConnection::connect(&self.addr, &self.credentials, CONNECT_TIMEOUT).await?,
+        };
         let to = crate::map::NodeId(self.target);
         match connection.call(&Request::Raft(to, request), timeout).await {
-            Ok(Reply::Raft(reply)) => Ok(reply),
-            Ok(Reply::Error(message)) => {
-                // Another process now listens where the peer did: the peer is gone.
-                self.connection = None;
-                Err(BusError::Closed {
-                    addr: format!("{} ({message})", self.addr),
-                })
+            Ok(Reply::Raft(reply)) => {
+                self.connection = Some(connection);
+                Ok(reply)
             }
-            Ok(other) => {
-                self.connection = None;
-                Err(BusError::BadFrame {
-                    addr: self.addr.clone(),
-                    reason: format!("expected a Raft reply, got {other:?}"),
-                })
-            }
-            Err(e) => {
-                self.connection = None;
-                Err(e)
-            }
+            // Another process now listens where the peer did: the peer is gone.
+            Ok(Reply::Error(message)) => Err(BusError::Closed {
+                addr: format!("{} ({message})", self.addr),
+            }),
+            Ok(other) => Err(BusError::BadFrame {
+                addr: self.addr.clone(),
+                reason: format!("expected a Raft reply, got {other:?}"),
+            }),
+            Err(e) => Err(e),
         }
     }
 }

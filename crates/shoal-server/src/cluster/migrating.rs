@@ -160,19 +160,53 @@ pub struct MigrationStats {
     pub slots_handed_over: AtomicU64,
     /// The longest write pause of a hand-over, in microseconds.
     pub pause_max_us: AtomicU64,
+    /// The longest of each part of a hand-over's write pause, in microseconds.
+    pub phase_max_us: PhaseMaxima,
     /// The last [`PAUSES_KEPT`] write pauses, in microseconds, oldest first.
     pauses: Mutex<std::collections::VecDeque<u64>>,
+}
+
+/// Where a hand-over's write pause went.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PausePhases {
+    /// Waiting for the writes already past the gate when it closed to finish.
+    pub drain: Duration,
+    /// Streaming the rest of the slots' changes and waiting for the target's acknowledgement.
+    pub catch_up: Duration,
+    /// The controller's commit of the map that moves the slots, and its installation here.
+    pub commit: Duration,
+}
+
+/// The longest of each part of the write pauses (see [`PausePhases`]), in microseconds.
+#[derive(Default)]
+pub struct PhaseMaxima {
+    /// The longest drain.
+    pub drain_us: AtomicU64,
+    /// The longest catch-up.
+    pub catch_up_us: AtomicU64,
+    /// The longest commit.
+    pub commit_us: AtomicU64,
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Write pauses kept for their percentiles.
 pub const PAUSES_KEPT: usize = 1024;
 
 impl MigrationStats {
-    /// Records one hand-over's write pause.
-    pub fn record_pause(&self, paused: Duration) {
+    /// Records one hand-over's write pause, and where it went.
+    pub fn record_pause(&self, paused: Duration, phases: PausePhases) {
         self.hand_overs.fetch_add(1, Relaxed);
-        let us = u64::try_from(paused.as_micros()).unwrap_or(u64::MAX);
+        let us = micros(paused);
         self.pause_max_us.fetch_max(us, Relaxed);
+        let maxima = &self.phase_max_us;
+        maxima.drain_us.fetch_max(micros(phases.drain), Relaxed);
+        maxima
+            .catch_up_us
+            .fetch_max(micros(phases.catch_up), Relaxed);
+        maxima.commit_us.fetch_max(micros(phases.commit), Relaxed);
         let mut pauses = self.pauses.lock();
         if pauses.len() == PAUSES_KEPT {
             pauses.pop_front();
@@ -211,11 +245,21 @@ mod tests {
         let stats = MigrationStats::default();
         assert_eq!(stats.pause_quantile_us(0.99), 0);
         for ms in 1..=100 {
-            stats.record_pause(Duration::from_millis(ms));
+            let phases = PausePhases {
+                drain: Duration::from_millis(ms / 10),
+                catch_up: Duration::from_millis(ms / 2),
+                commit: Duration::from_millis(if ms == 7 { 60 } else { ms / 3 }),
+            };
+            stats.record_pause(Duration::from_millis(ms), phases);
         }
         assert_eq!(stats.pause_quantile_us(0.99), 99_000);
         assert_eq!(stats.pause_quantile_us(0.5), 50_000);
         assert_eq!(stats.pause_max_us.load(Relaxed), 100_000);
+        // Each part's longest, whichever hand-over it was in.
+        let maxima = &stats.phase_max_us;
+        assert_eq!(maxima.drain_us.load(Relaxed), 10_000);
+        assert_eq!(maxima.catch_up_us.load(Relaxed), 50_000);
+        assert_eq!(maxima.commit_us.load(Relaxed), 60_000);
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::filter::SlotFilter;
 use super::{SNAPSHOT_CHUNK, SNAPSHOT_STEP};
 use crate::cluster::ClusterState;
-use crate::cluster::migrating::SlotSet;
+use crate::cluster::migrating::{PausePhases, SlotSet};
 use crate::replication::frames;
 use crate::shared::Shared;
 
@@ -404,16 +404,22 @@ impl Session<'_> {
         let cluster = self.cluster;
         let started = Instant::now();
         cluster.gate.close(batch);
-        let result = self.hand_over_held(request, offset, slots, batch).await;
+        let mut phases = PausePhases::default();
+        let result = self
+            .hand_over_held(request, offset, slots, batch, &mut phases)
+            .await;
         cluster.gate.open(batch);
         let paused = started.elapsed();
-        cluster.migration_stats.record_pause(paused);
+        cluster.migration_stats.record_pause(paused, phases);
         match &result {
             Ok(true) => tracing::info!(
                 from = %request.from,
                 to = %request.to,
                 slots = batch.len(),
                 ?paused,
+                drain = ?phases.drain,
+                catch_up = ?phases.catch_up,
+                commit = ?phases.commit,
                 "slots handed over"
             ),
             Ok(false) => {
@@ -432,10 +438,13 @@ impl Session<'_> {
         offset: &mut u64,
         slots: &SlotSet,
         batch: &SlotSet,
+        phases: &mut PausePhases,
     ) -> Result<bool, SourceError> {
+        let started = Instant::now();
         // Every write that passed its check before the gate closed has run by now (its
         // changes are in the backlog), and none can pass it any more.
         self.shared.door.stats.commands_drained().await;
+        phases.drain = started.elapsed();
         self.forward(offset, slots, false).await?;
         self.marker += 1;
         let marker = self.marker.to_string();
@@ -443,6 +452,7 @@ impl Session<'_> {
         self.stream.write_all(&getack).await?;
         self.stream.flush().await?;
         self.await_ack(self.marker).await?;
+        phases.catch_up = started.elapsed() - phases.drain;
         let Some(node) = self.cluster.node() else {
             return Ok(false);
         };
@@ -485,6 +495,7 @@ impl Session<'_> {
         // The held writes are redirected once they run again: this node must route by the
         // map that moved the slots before the gate opens.
         self.cluster.install(map);
+        phases.commit = started.elapsed() - phases.drain - phases.catch_up;
         Ok(moved)
     }
 
