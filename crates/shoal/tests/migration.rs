@@ -676,7 +676,11 @@ async fn transactions_scripts_and_expiry_work_while_slots_move_and_the_target_s_
                 .map;
             let done = work.stop().await;
             eprintln!("{} rounds of work while the slots moved", done.rounds);
-            assert!(done.rounds > 20, "the work made progress: {} rounds", done.rounds);
+            assert!(
+                done.rounds > 20,
+                "the work made progress: {} rounds",
+                done.rounds
+            );
             assert!(
                 done.errors.is_empty(),
                 "{} errors in {} rounds: {:?}",

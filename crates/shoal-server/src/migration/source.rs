@@ -40,6 +40,10 @@ const HAND_OVER_BATCH: usize = 1024;
 /// How long the target may take to acknowledge a round of a hand-over.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the target may take to apply what it was sent before a hand-over (a snapshot's
+/// tail, which it may still be loading): no write waits on it.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Stream bytes read from the backlog at once.
 const CHUNK: usize = 256 * 1024;
 
@@ -204,6 +208,11 @@ async fn serve(
             return Ok(());
         }
         session.forward(&mut offset, &slots, true).await?;
+        // The target applies what it has been sent (above all the snapshot's tail, which it may
+        // still be loading) before the writes pause: the pause then waits only for the
+        // changes made in the meantime.
+        session.round_trip(CATCH_UP_TIMEOUT).await?;
+        session.forward(&mut offset, &slots, false).await?;
         let batch = first(&slots, HAND_OVER_BATCH);
         if session
             .hand_over(request, &mut offset, &slots, &batch)
@@ -446,12 +455,7 @@ impl Session<'_> {
         self.shared.door.stats.commands_drained().await;
         phases.drain = started.elapsed();
         self.forward(offset, slots, false).await?;
-        self.marker += 1;
-        let marker = self.marker.to_string();
-        let getack = shoal_proto::request::encode(&["REPLCONF", "GETACK", &marker]);
-        self.stream.write_all(&getack).await?;
-        self.stream.flush().await?;
-        self.await_ack(self.marker).await?;
+        self.round_trip(ROUND_TIMEOUT).await?;
         phases.catch_up = started.elapsed() - phases.drain;
         let Some(node) = self.cluster.node() else {
             return Ok(false);
@@ -499,9 +503,20 @@ impl Session<'_> {
         Ok(moved)
     }
 
-    /// Reads the target's acknowledgements until `marker`'s.
-    async fn await_ack(&mut self, marker: u64) -> Result<(), SourceError> {
-        let deadline = tokio::time::Instant::now() + ROUND_TIMEOUT;
+    /// Sends a numbered `REPLCONF GETACK` after what was sent, and waits up to `limit` for the
+    /// target to acknowledge it: it has then applied everything sent before.
+    async fn round_trip(&mut self, limit: Duration) -> Result<(), SourceError> {
+        self.marker += 1;
+        let marker = self.marker.to_string();
+        let getack = shoal_proto::request::encode(&["REPLCONF", "GETACK", &marker]);
+        self.stream.write_all(&getack).await?;
+        self.stream.flush().await?;
+        self.await_ack(self.marker, limit).await
+    }
+
+    /// Reads the target's acknowledgements until `marker`'s, for up to `limit`.
+    async fn await_ack(&mut self, marker: u64, limit: Duration) -> Result<(), SourceError> {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let mut consumed = 0;
             let mut acked = 0;
