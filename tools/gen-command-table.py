@@ -235,6 +235,66 @@ SHOAL_COMMANDS = {
 }
 
 
+# Subcommands of a recorded container that the recorded Redis lacks, described by hand as
+# LATER_COMMANDS are: container -> {subcommand: description, with `help`, the lines its
+# container's HELP gains, put before HELP's own}. A subcommand the recorded Redis has must not be
+# described here.
+#
+# CLUSTER MIGRATESLOTS: Valkey 9.0's (src/commands/cluster-migrateslots.json), without Valkey's
+# `ALL_DBS` flag (Redis has none) and the AUTH arguments of its 10.0. In Shoal any node takes it
+# and the controller moves the slots from whichever shards own them.
+LATER_SUBCOMMANDS = {
+    "cluster": {
+        "migrateslots": {
+            "arity": -4, "flags": ["admin", "stale", "no_async_loading"],
+            "acl": ["@admin", "@slow", "@dangerous"], "group": "cluster", "since": "9.0.0",
+            "summary": "Migrate the given slots from this node to the specified nodes.",
+            "complexity": "O(N) where N is the total number of the slots between all start slot "
+                          "and end slot arguments.",
+            "args": [_arg("migration-group", "block", flags=("multiple",), args=[
+                _arg("slotsrange-token", "pure-token", token="SLOTSRANGE"),
+                _arg("range", "block", flags=("multiple",), args=[
+                    _arg("start-slot", "integer"), _arg("end-slot", "integer")]),
+                _arg("node-token", "pure-token", token="NODE"),
+                _arg("node-id", "string")])],
+            "help": [
+                "MIGRATESLOTS SLOTSRANGE <start-slot> <end-slot> [<start-slot> <end-slot> ...] NODE <node-id>",
+                "    Move the slots, with their keys, to the shard of <node-id> (Valkey 9's command).",
+            ],
+        },
+    },
+}
+
+
+def add_later_subcommands(specs: list["Spec"], acl_commands: list[tuple[str, list[str]]]):
+    """Adds LATER_SUBCOMMANDS to their recorded containers: each one's info to the container's
+    info, its docs to the container's docs, its lines to the container's HELP, sorted by name as
+    the recorded ones."""
+    recorded = {name for name, _ in acl_commands}
+    for container, subs in LATER_SUBCOMMANDS.items():
+        spec = next((s for s in specs if s.name == container), None)
+        if spec is None:
+            raise GenError(f"LATER_SUBCOMMANDS: no recorded container {container!r}")
+        for sub, d in sorted(subs.items()):
+            full = f"{container}|{sub}"
+            if full in recorded:
+                raise GenError(f"{full} is in the recorded Redis: record it, do not describe it")
+            sub_spec = later_spec(full, d)
+            spec.subcommands.append(sub_spec)
+            spec.subcommands.sort(key=lambda x: x.name.encode())
+            listed = spec.info.data[9]
+            entries = sorted(listed.data + [sub_spec.info], key=lambda x: x.data[0].data)
+            spec.info.data[9] = Value(listed.kind, entries)
+            for i in range(0, len(spec.docs.data), 2):
+                if spec.docs.data[i].text() == "subcommands":
+                    items = spec.docs.data[i + 1].map_items() + [(_bulk(full), sub_spec.docs)]
+                    items.sort(key=lambda kv: kv[0].data)
+                    spec.docs.data[i + 1] = Value("map", [x for kv in items for x in kv])
+            at = next(i for i, line in enumerate(spec.help) if line.startswith("HELP"))
+            spec.help[at:at] = d["help"]
+            acl_commands.append((full, [c.lstrip("@") for c in d["acl"]]))
+
+
 def _bulk(s: str) -> "Value":
     return Value("bulk", s.encode())
 
@@ -857,6 +917,7 @@ def main() -> int:
                     acl_commands.append((name, [c.lstrip("@") for c in d["acl"]]))
                     for sub, sd in d.get("subcommands", {}).items():
                         acl_commands.append((f"{name}|{sub}", [c.lstrip("@") for c in sd["acl"]]))
+                add_later_subcommands(specs, acl_commands)
                 specs.sort(key=lambda s: s.name.encode())
                 acl_commands.sort()
             finally:

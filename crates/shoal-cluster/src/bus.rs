@@ -195,15 +195,13 @@ pub enum Request {
     /// (`cluster rebalance`; handled by the controller's leader). Answered with
     /// [`Reply::Map`].
     Rebalance,
-    /// Move these slots to the shard of node `to`, with their keys (`cluster move-slots`,
-    /// `CLUSTER MIGRATESLOTS`; handled by the controller's leader). Answered with
-    /// [`Reply::Map`], the map that holds the migrations, or [`Reply::Error`] saying why
-    /// nothing moves.
+    /// Move slots, with their keys, each group to the shard of its node (`cluster
+    /// move-slots`, `CLUSTER MIGRATESLOTS`; handled by the controller's leader): all groups or
+    /// none. Answered with [`Reply::Map`], the map that holds the migrations, or
+    /// [`Reply::Error`] saying why nothing moves.
     MoveSlots {
-        /// Inclusive ranges of slots.
-        slots: Vec<(crate::slot::Slot, crate::slot::Slot)>,
-        /// A node of the shard they go to.
-        to: NodeId,
+        /// Inclusive ranges of slots, and a node of the shard they go to.
+        groups: Vec<(Vec<(crate::slot::Slot, crate::slot::Slot)>, NodeId)>,
     },
 }
 

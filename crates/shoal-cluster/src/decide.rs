@@ -122,13 +122,13 @@ pub(crate) struct Observations {
     pub handed_over: Vec<Migration>,
     /// Whether to place the slots again (`cluster rebalance`).
     pub rebalance: bool,
-    /// Slots to move to the shard of a node (`cluster move-slots`, `CLUSTER MIGRATESLOTS`),
-    /// in arrival order.
+    /// Requests to move slots (`cluster move-slots`, `CLUSTER MIGRATESLOTS`), in arrival
+    /// order; each is taken whole or refused whole.
     pub moves: Vec<SlotMove>,
 }
 
-/// Slots (inclusive ranges) to move to the shard of a node.
-pub(crate) type SlotMove = (Vec<(Slot, Slot)>, NodeId);
+/// A request to move slots: groups of slots (inclusive ranges), each to the shard of a node.
+pub(crate) type SlotMove = Vec<(Vec<(Slot, Slot)>, NodeId)>;
 
 /// One change a decision makes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,8 +239,8 @@ pub(crate) fn decide(
     for handed in &observations.handed_over {
         take_handed_over(&mut map, handed, &mut actions);
     }
-    for (index, (slots, to)) in observations.moves.iter().enumerate() {
-        move_slots(&mut map, index, slots, *to, &mut actions);
+    for (index, groups) in observations.moves.iter().enumerate() {
+        move_slots(&mut map, index, groups, &mut actions);
     }
     finish_drains(&mut map, &mut actions);
     change_users(&mut map, &observations.user_changes, &mut actions);
@@ -768,27 +768,35 @@ fn set_migrations(
     }
 }
 
-/// Moves `slots` to the shard of node `to` (the `index`th request of
-/// [`Observations::moves`]), with their keys: each slot another shard owns migrates from it,
-/// and a migration of it elsewhere is called off (a slot already there stays). Refused
-/// (nothing changes) when `to` is in no shard, its shard is draining or has no healthy
-/// primary, a range is out of order or past the last slot, or a slot's owner has no healthy
-/// primary to send it (its keys would be left behind).
-fn move_slots(
+/// Moves each group of slots of the `index`th request of [`Observations::moves`] to the
+/// shard of its node, with their keys: each slot another shard owns migrates from it, and a
+/// migration of it elsewhere is called off (a slot already there stays). The request is
+/// refused whole (nothing changes) when a group's node is in no shard, its shard is draining
+/// or has no healthy primary, a range is out of order or past the last slot, or a slot's owner
+/// has no healthy primary to send it (its keys would be left behind).
+fn move_slots(map: &mut ClusterMap, index: usize, groups: &SlotMove, actions: &mut Vec<Action>) {
+    let mut targets = Vec::with_capacity(groups.len());
+    for (slots, to) in groups {
+        match move_refusal(map, slots, *to) {
+            Ok(target) => targets.push(target),
+            Err(why) => {
+                actions.push(Action::MoveRefused(index, why));
+                return;
+            }
+        }
+    }
+    for ((slots, _), target) in groups.iter().zip(targets) {
+        move_group(map, slots, target, actions);
+    }
+}
+
+/// Moves `slots` to shard `target` (see [`move_slots`]).
+fn move_group(
     map: &mut ClusterMap,
-    index: usize,
     slots: &[(Slot, Slot)],
-    to: NodeId,
+    target: ShardId,
     actions: &mut Vec<Action>,
 ) {
-    let refusal = move_refusal(map, slots, to);
-    let target = match refusal {
-        Ok(target) => target,
-        Err(why) => {
-            actions.push(Action::MoveRefused(index, why));
-            return;
-        }
-    };
     let mut moving: std::collections::BTreeMap<Slot, (ShardId, ShardId)> = map
         .migrations
         .iter()
@@ -1031,7 +1039,7 @@ mod tests {
             .flat_map(|&(a, b)| a..=b)
             .filter(|&s| map.slots.get(s) != Some(target))
             .count();
-        let d = decided(&map, |o| o.moves = vec![(asked.clone(), NodeId(3))]);
+        let d = decided(&map, |o| o.moves = vec![vec![(asked.clone(), NodeId(3))]]);
         assert!(d.actions.contains(&Action::SlotsMoving(target, theirs)));
         let moving = d.map.unwrap();
         assert_eq!(owner_counts(&moving), before, "nothing moved yet");
@@ -1056,7 +1064,10 @@ mod tests {
 
         // Moving some of them back calls their migration off instead where it still runs.
         let d = decided(&moving, |o| {
-            o.moves = vec![(vec![(0, 99)], NodeId(1)), (vec![(0, 49)], NodeId(3))]
+            o.moves = vec![
+                vec![(vec![(0, 99)], NodeId(1))],
+                vec![(vec![(0, 49)], NodeId(3))],
+            ]
         });
         let both = d.map.unwrap();
         let to_first = map.placement_of(NodeId(1)).unwrap().0.id;
@@ -1085,7 +1096,7 @@ mod tests {
             // A failed node stays so: it is not heard from.
             o.last_heartbeat
                 .retain(|id, _| map.node(*id).is_some_and(NodeInfo::is_ok));
-            o.moves = vec![(slots, NodeId(to))];
+            o.moves = vec![vec![(slots, NodeId(to))]];
             let d = decide(map, &o, 10, &settings());
             assert!(d.map.is_none(), "{:?}", d.actions);
             d.actions

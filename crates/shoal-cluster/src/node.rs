@@ -481,6 +481,31 @@ impl ClusterNode {
         }
     }
 
+    /// Asks the controller's leader to move each group of slots, with their keys, to the shard
+    /// of its node (all groups or none), and takes the map that holds the migrations. The
+    /// error is the leader's refusal, or why it could not be asked.
+    pub async fn move_slots(
+        &self,
+        groups: Vec<(Vec<(crate::slot::Slot, crate::slot::Slot)>, NodeId)>,
+    ) -> Result<Arc<ClusterMap>, String> {
+        let start = self
+            .leader_addr()
+            .ok_or_else(|| "no controller member is known".to_string())?;
+        let request = Request::MoveSlots { groups };
+        match self
+            .call_leader(&start, &request, Duration::from_secs(5))
+            .await
+        {
+            Ok(Reply::Map(map)) => {
+                self.apply(map);
+                Ok(self.map())
+            }
+            Ok(Reply::Error(e)) => Err(e),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Records an ACL user cluster-wide (`rules` as `ACL LIST` shows them; `None` deletes
     /// it) through the controller's leader, and fetches the map that holds the change, so
     /// this node's map has it when this returns.

@@ -374,6 +374,22 @@ impl Shared {
                     barrier: true,
                 }
             }
+            Waiting::MoveSlots(groups) => {
+                let cluster = self.cluster.clone();
+                Outcome::Later {
+                    reply: Box::pin(async move {
+                        let outcome = match cluster {
+                            Some(cluster) => cluster.move_slots(groups).await,
+                            None => Err("ERR This instance has cluster support disabled".into()),
+                        };
+                        match outcome {
+                            Ok(()) => Value::Simple(b"OK".to_vec()),
+                            Err(line) => Value::Error(line.into_bytes()),
+                        }
+                    }),
+                    barrier: true,
+                }
+            }
         }
     }
 

@@ -508,12 +508,98 @@ async fn slots_move_on_demand_and_back_by_a_rebalance_with_their_keys() {
                 errors.len()
             );
             check(&client, KEYS).await;
-            one_owner_each(
-                &cluster,
-                &map,
-                KEYS + live.max(rounds_after.min(500) as usize),
-            )
-            .await;
+            let live = live.max(rounds_after.min(500) as usize);
+            one_owner_each(&cluster, &map, KEYS + live).await;
+
+            // Valkey 9's CLUSTER MIGRATESLOTS, sent to any node: two groups, one to each shard.
+            let to_first = cluster.node(shards[0].primary).id().await.unwrap();
+            let of = |shard| {
+                (0..shoal_cluster::SLOTS as u16)
+                    .filter(|&s| map.slots.get(s) == Some(shard))
+                    .take(50)
+                    .collect::<Vec<u16>>()
+            };
+            let (second_s, first_s) = (of(shards[1].shard), of(shards[0].shard));
+            let mut args: Vec<String> = vec!["CLUSTER".into(), "MIGRATESLOTS".into()];
+            for (slots, to) in [(&second_s, to_first), (&first_s, target_id)] {
+                args.push("SLOTSRANGE".into());
+                for (a, b) in shoal_cluster::slot_ranges(slots.iter().copied()) {
+                    args.extend([a.to_string(), b.to_string()]);
+                }
+                args.extend(["NODE".into(), to.to_string()]);
+            }
+            let reply = cluster.node(target).command(&args).await.unwrap();
+            assert_eq!(reply, Value::Simple(b"OK".to_vec()), "{args:?}");
+            let map = cluster
+                .wait_until("MIGRATESLOTS to settle", SETTLE_WITHIN, |s| {
+                    s.map.migrations.is_empty()
+                })
+                .await
+                .unwrap()
+                .map;
+            assert!(
+                second_s
+                    .iter()
+                    .all(|&s| map.slots.get(s) == Some(shards[0].shard))
+            );
+            assert!(
+                first_s
+                    .iter()
+                    .all(|&s| map.slots.get(s) == Some(shards[1].shard))
+            );
+            check(&client, KEYS).await;
+            one_owner_each(&cluster, &map, KEYS + live).await;
+
+            // Refused whole, with Redis's and Valkey's errors.
+            let to = target_id.to_string();
+            let nobody: shoal_cluster::NodeId = "00000000000000aa".parse().unwrap();
+            let unknown = format!("ERR cannot move the slots: no node {nobody} in the cluster");
+            for (args, expected) in [
+                (
+                    vec!["SLOTSRANGE", "0", "16384", "NODE", &to],
+                    "ERR Invalid or out of range slot",
+                ),
+                (
+                    vec!["SLOTSRANGE", "9", "5", "NODE", &to],
+                    "ERR start slot number is greater than end slot number",
+                ),
+                (vec!["SLOTSRANGE", "0", "5", "NODE"], "ERR syntax error"),
+                (
+                    vec!["SLOTSRANGE", "0", "5", "NODE", "nope"],
+                    "ERR Unknown node nope",
+                ),
+                (
+                    vec![
+                        "SLOTSRANGE",
+                        "0",
+                        "5",
+                        "NODE",
+                        &to,
+                        "SLOTSRANGE",
+                        "6",
+                        "9",
+                        "NODE",
+                        "00000000000000aa",
+                    ],
+                    &unknown,
+                ),
+                (
+                    vec!["SLOTSRANGE"],
+                    "ERR wrong number of arguments for 'cluster|migrateslots' command",
+                ),
+            ] {
+                let command: Vec<&str> = ["CLUSTER", "MIGRATESLOTS"]
+                    .into_iter()
+                    .chain(args)
+                    .collect();
+                let reply = cluster.node(target).command(&command).await.unwrap();
+                assert_eq!(
+                    reply,
+                    Value::Error(expected.as_bytes().to_vec()),
+                    "{command:?}"
+                );
+            }
+            assert!(cluster.status().await.unwrap().map.migrations.is_empty());
         },
     )
     .await;

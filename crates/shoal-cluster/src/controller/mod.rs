@@ -372,8 +372,8 @@ impl Controller {
                 self.wait_for_decision(|view, tx| view.waiting.rebalances.push(tx))
                     .await
             }
-            Request::MoveSlots { slots, to } => {
-                self.wait_for_decision(|view, tx| view.waiting.moves.push(((slots, to), tx)))
+            Request::MoveSlots { groups } => {
+                self.wait_for_decision(|view, tx| view.waiting.moves.push((groups, tx)))
                     .await
             }
             Request::Status => self.status(),

@@ -73,6 +73,7 @@ pub(super) const ACL_COMMANDS: &[(&str, u32)] = &[
     ("cluster|keyslot", SLOW),
     ("cluster|links", SLOW),
     ("cluster|meet", ADMIN | SLOW | DANGEROUS),
+    ("cluster|migrateslots", ADMIN | SLOW | DANGEROUS),
     ("cluster|myid", SLOW),
     ("cluster|nodes", SLOW),
     ("cluster|replicas", ADMIN | SLOW | DANGEROUS),

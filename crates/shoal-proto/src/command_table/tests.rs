@@ -269,6 +269,7 @@ fn expected_commands_and_subcommands() {
             "help",
             "info",
             "keyslot",
+            "migrateslots",
             "myid",
             "nodes",
             "shards",

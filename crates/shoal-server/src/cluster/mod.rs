@@ -584,6 +584,23 @@ impl ClusterState {
         relayed(addr, forwarder.transaction(commands).await)
     }
 
+    /// `CLUSTER MIGRATESLOTS`: has the controller's leader move each group of slots to the
+    /// shard of its node (all or none). The error is the reply line.
+    pub async fn move_slots(
+        &self,
+        groups: Vec<(Vec<(u16, u16)>, shoal_cluster::NodeId)>,
+    ) -> Result<(), String> {
+        let node = self
+            .node
+            .get()
+            .ok_or("CLUSTERDOWN The cluster is down")?
+            .clone();
+        node.move_slots(groups)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("ERR {e}"))
+    }
+
     /// `CLUSTER FAILOVER` on this replica: unless `force`, pauses the primary's writes and
     /// catches up with it first, so no acknowledged write is lost; then has the controller
     /// make this node the shard's primary. The error is the reply line.

@@ -202,6 +202,56 @@ pub fn failover(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> Result<Option<Waiting>, C
     Ok(Some(Waiting::Failover { force }))
 }
 
+/// `CLUSTER MIGRATESLOTS SLOTSRANGE start end [start end ...] NODE node-id [SLOTSRANGE ...
+/// NODE ...]` (Valkey 9): moves the slots, with their keys, to the shard of each node. Any
+/// node takes it (the controller moves the slots from whichever shards own them) and answers
+/// `OK` once the migrations are in the map, or an error and nothing moves; `CLUSTER SHARDS`,
+/// `shoal cluster status` and `INFO cluster` follow them.
+pub fn migrateslots(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> Result<Option<Waiting>, CommandError> {
+    cluster_of(ctx)?;
+    let mut groups = Vec::new();
+    let mut i = 2;
+    while i < argv.len() {
+        if !super::is(argv.get(i), "slotsrange") {
+            return Err(CommandError::Syntax);
+        }
+        i += 1;
+        let mut ranges = Vec::new();
+        while i < argv.len() && !super::is(argv.get(i), "node") {
+            if i + 1 >= argv.len() {
+                return Err(CommandError::Syntax);
+            }
+            let (start, end) = (slot_arg(argv.get(i))?, slot_arg(argv.get(i + 1))?);
+            if start > end {
+                return Err(CommandError::fixed(
+                    "ERR start slot number is greater than end slot number",
+                ));
+            }
+            ranges.push((start, end));
+            i += 2;
+        }
+        if ranges.is_empty() || i + 1 >= argv.len() {
+            return Err(CommandError::Syntax);
+        }
+        let id = std::str::from_utf8(argv.get(i + 1))
+            .ok()
+            .and_then(|text| text.parse::<NodeId>().ok())
+            .ok_or_else(|| CommandError::quoting("ERR Unknown node ", argv.get(i + 1), ""))?;
+        groups.push((ranges, id));
+        i += 2;
+    }
+    Ok(Some(Waiting::MoveSlots(groups)))
+}
+
+/// A slot number argument: Redis's `-ERR Invalid or out of range slot` otherwise.
+fn slot_arg(arg: &[u8]) -> Result<u16, CommandError> {
+    int_arg(arg)
+        .ok()
+        .filter(|n| (0..SLOTS as i64).contains(n))
+        .map(|n| n as u16)
+        .ok_or(CommandError::fixed("ERR Invalid or out of range slot"))
+}
+
 /// `READONLY`: this connection may read from replicas.
 pub fn readonly(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
     cluster_of(ctx)?;
@@ -218,8 +268,9 @@ pub fn readwrite(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
     Ok(())
 }
 
-/// `ASKING`: accepted for clients that follow `-ASK`; Shoal does not migrate slots live yet,
-/// so it never answers `-ASK` and the flag changes nothing.
+/// `ASKING`: accepted for clients that follow `-ASK`. A migrating slot stays its source's until
+/// the map hands it to the target whole (then `-MOVED`), so Shoal never answers `-ASK` and the
+/// flag changes nothing.
 pub fn asking(ctx: &mut Ctx<'_>, _argv: &Argv<'_>) -> CommandResult {
     cluster_of(ctx)?;
     ctx.reply().ok();

@@ -101,6 +101,9 @@ pub(crate) enum Waiting {
         /// `FORCE` or `TAKEOVER`: do not wait for the primary.
         force: bool,
     },
+    /// `CLUSTER MIGRATESLOTS`: the controller's leader takes the groups of slots (inclusive
+    /// ranges, each with the node whose shard they go to), or refuses them all.
+    MoveSlots(Vec<(Vec<(u16, u16)>, shoal_cluster::NodeId)>),
 }
 
 /// A command's handler.
@@ -264,6 +267,7 @@ fn handler_of(name: &str) -> Option<Handler> {
         "cluster|getkeysinslot" => Now(cluster::getkeysinslot),
         "cluster|help" => Now(cluster::help),
         "cluster|failover" => MayWait(cluster::failover),
+        "cluster|migrateslots" => MayWait(cluster::migrateslots),
         "readonly" => Now(cluster::readonly),
         "readwrite" => Now(cluster::readwrite),
         "asking" => Now(cluster::asking),
@@ -304,9 +308,9 @@ pub(crate) fn run_now(ctx: &mut Ctx<'_>, handler: Handler, argv: &Argv<'_>) -> C
                 ctx.reply().int(acked as i64);
                 Ok(())
             }
-            Some(Waiting::Replicate(_) | Waiting::Failover { .. }) => Err(CommandError::fixed(
-                "ERR Command not allowed inside a transaction",
-            )),
+            Some(Waiting::Replicate(_) | Waiting::Failover { .. } | Waiting::MoveSlots(_)) => Err(
+                CommandError::fixed("ERR Command not allowed inside a transaction"),
+            ),
         },
     }
 }

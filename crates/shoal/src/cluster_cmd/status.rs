@@ -156,8 +156,7 @@ pub(super) async fn move_slots(args: super::MoveSlotsArgs) -> anyhow::Result<()>
     let credentials = args.access.credentials()?;
     let bus = args.access.bus().await?;
     let request = Request::MoveSlots {
-        slots: slots.clone(),
-        to,
+        groups: vec![(slots.clone(), to)],
     };
     let answer = bus::call_leader(&bus, &credentials, &request, Duration::from_secs(12), 4).await?;
     let map = match answer {
