@@ -89,27 +89,21 @@ pauses() {
   done
   python3 -c "print('p99 %.1f ms, max %.1f ms' % ($p99 / 1000, $max / 1000))"
 }
-# phases FILE: the longest of each part of the pauses, from an INFO cluster dump (in ms).
+# phases: the longest of each part of the pauses, in ms, from INFO cluster text on stdin
+# (one node's, or several nodes' one after the other: the longest over them).
 phases() {
-  python3 - "$1" <<'PY'
-import sys
-fields = dict(l.split(":", 1) for l in open(sys.argv[1]).read().split() if ":" in l)
-ms = lambda name: int(fields.get("shoal_migration_pause_%s_max_us" % name, 0)) / 1000
-print("longest drain %.1f ms, catch-up %.1f ms, commit %.1f ms" % (ms("drain"), ms("catch_up"), ms("commit")))
-PY
-}
-# phases_of PORT...: the same, the longest over these nodes' INFO.
-phases_of() {
-  for port in "$@"; do redis-cli -p "$port" info cluster | tr -d '\r'; done | python3 -c "
+  python3 -c "
 import sys
 best = {}
 for line in sys.stdin:
-    if line.startswith('shoal_migration_pause_') and line.strip().endswith(tuple('0123456789')):
-        k, v = line.strip().split(':')
-        best[k] = max(best.get(k, 0), int(v))
+    key, _, value = line.strip().partition(':')
+    if key.startswith('shoal_migration_pause_') and value.isdigit():
+        best[key] = max(best.get(key, 0), int(value))
 ms = lambda n: best.get('shoal_migration_pause_%s_max_us' % n, 0) / 1000
 print('longest drain %.1f ms, catch-up %.1f ms, commit %.1f ms' % (ms('drain'), ms('catch_up'), ms('commit')))"
 }
+# phases_of PORT...: [phases] over these nodes.
+phases_of() { for port in "$@"; do redis-cli -p "$port" info cluster | tr -d '\r'; done | phases; }
 # settle PORT: until the map seen from PORT has no migration left; prints the seconds taken.
 settle() {
   local start; start=$(date +%s.%N)
@@ -151,7 +145,7 @@ wait "$traffic" "$poller" 2>/dev/null || true
 drain_p99=$(sed -n 's/^shoal_migration_pause_p99_us://p' "$work/drain-info")
 drain_max=$(sed -n 's/^shoal_migration_pause_max_us://p' "$work/drain-info")
 hand_overs=$(sed -n 's/^shoal_migration_hand_overs://p' "$work/drain-info")
-echo "drain under traffic: the quarter moved back in ${took}s (from the removal request); the draining node's $hand_overs hand-overs paused writes p99 $((drain_p99 / 1000)) ms, max $((drain_max / 1000)) ms; $(phases "$work/drain-info")"
+echo "drain under traffic: the quarter moved back in ${took}s (from the removal request); the draining node's $hand_overs hand-overs paused writes p99 $((drain_p99 / 1000)) ms, max $((drain_max / 1000)) ms; $(phases <"$work/drain-info")"
 echo "redis-benchmark said (errors, if any):"
 grep -i "error" "$work/traffic.log" | sort | uniq -c | head -5 || true
 mine=0

@@ -201,7 +201,7 @@ pub enum Request {
     /// [`Reply::Error`] saying why nothing moves.
     MoveSlots {
         /// Inclusive ranges of slots, and a node of the shard they go to.
-        groups: Vec<(Vec<(crate::slot::Slot, crate::slot::Slot)>, NodeId)>,
+        groups: crate::map::SlotGroups,
     },
 }
 

@@ -32,9 +32,11 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::map::{ClusterMap, Health, Migration, NodeId, NodeInfo, ShardId, ShardInfo, SlotTable};
+use crate::map::{
+    ClusterMap, Health, Migration, NodeId, NodeInfo, ShardId, ShardInfo, SlotGroups, SlotTable,
+};
 use crate::placement;
-use crate::slot::{SLOTS, Slot, slot_ranges as ranges};
+use crate::slot::{SLOTS, Slot, slot_ranges};
 
 mod voters;
 
@@ -124,11 +126,8 @@ pub(crate) struct Observations {
     pub rebalance: bool,
     /// Requests to move slots (`cluster move-slots`, `CLUSTER MIGRATESLOTS`), in arrival
     /// order; each is taken whole or refused whole.
-    pub moves: Vec<SlotMove>,
+    pub moves: Vec<SlotGroups>,
 }
-
-/// A request to move slots: groups of slots (inclusive ranges), each to the shard of a node.
-pub(crate) type SlotMove = Vec<(Vec<(Slot, Slot)>, NodeId)>;
 
 /// One change a decision makes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,6 +192,37 @@ pub(crate) struct Decision {
     /// The map to commit (epoch + 1), if anything changed. Its `committed_at_ms` is the
     /// current map's: whoever commits it stamps it.
     pub map: Option<ClusterMap>,
+}
+
+/// A request a decision may refuse.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Refusable {
+    /// The removal of this node.
+    Removal(NodeId),
+    /// The planned failover of this node.
+    Handover(NodeId),
+    /// The move of slots that is this index of [`Observations::moves`].
+    Move(usize),
+}
+
+impl Decision {
+    /// Why it refused `request`, if it did.
+    pub(crate) fn refusal(&self, request: Refusable) -> Option<String> {
+        self.actions
+            .iter()
+            .find_map(|action| match (action, request) {
+                (Action::RemovalRefused(n, why), Refusable::Removal(node))
+                | (Action::HandoverRefused(n, why), Refusable::Handover(node))
+                    if *n == node =>
+                {
+                    Some(why.clone())
+                }
+                (Action::MoveRefused(i, why), Refusable::Move(index)) if *i == index => {
+                    Some(why.clone())
+                }
+                _ => None,
+            })
+    }
 }
 
 /// The first map of a new cluster: `founder` alone, primary of shard 0, owning every slot.
@@ -639,7 +669,7 @@ fn take_handed_over(map: &mut ClusterMap, handed: &Migration, actions: &mut Vec<
     if moved == 0 {
         return;
     }
-    let left = ranges(
+    let left = slot_ranges(
         map.migrations[i]
             .slots
             .iter()
@@ -758,7 +788,7 @@ fn set_migrations(
         migrations.push(Migration {
             from,
             to,
-            slots: ranges(chunk.iter().map(|(_, slot)| *slot)),
+            slots: slot_ranges(chunk.iter().map(|(_, slot)| *slot)),
         });
     }
     if migrations != map.migrations {
@@ -774,10 +804,10 @@ fn set_migrations(
 /// refused whole (nothing changes) when a group's node is in no shard, its shard is draining
 /// or has no healthy primary, a range is out of order or past the last slot, or a slot's owner
 /// has no healthy primary to send it (its keys would be left behind).
-fn move_slots(map: &mut ClusterMap, index: usize, groups: &SlotMove, actions: &mut Vec<Action>) {
+fn move_slots(map: &mut ClusterMap, index: usize, groups: &SlotGroups, actions: &mut Vec<Action>) {
     let mut targets = Vec::with_capacity(groups.len());
     for (slots, to) in groups {
-        match move_refusal(map, slots, *to) {
+        match move_target(map, slots, *to) {
             Ok(target) => targets.push(target),
             Err(why) => {
                 actions.push(Action::MoveRefused(index, why));
@@ -807,20 +837,23 @@ fn move_group(
                 .map(move |slot| (slot, (m.from, m.to)))
         })
         .collect();
-    let mut count = 0;
-    for slot in slots.iter().flat_map(|&(a, b)| a..=b) {
+    // Each slot once, however often its ranges name it.
+    let asked: std::collections::BTreeSet<Slot> = slots.iter().flat_map(|&(a, b)| a..=b).collect();
+    let (mut sent, mut placed) = (0, 0);
+    for slot in asked {
         match map.slots.get(slot) {
             Some(owner) if owner == target => {
                 moving.remove(&slot);
             }
             Some(owner) => {
-                moving.insert(slot, (owner, target));
-                count += 1;
+                if moving.insert(slot, (owner, target)) != Some((owner, target)) {
+                    sent += 1;
+                }
             }
             None => {
                 map.slots.set(slot, Some(target));
                 moving.remove(&slot);
-                actions.push(Action::SlotsMoved(1));
+                placed += 1;
             }
         }
     }
@@ -829,11 +862,17 @@ fn move_group(
         .map(|(slot, pair)| (pair, slot))
         .collect();
     set_migrations(map, moving, actions);
-    actions.push(Action::SlotsMoving(target, count));
+    if placed > 0 {
+        actions.push(Action::SlotsMoved(placed));
+    }
+    // Slots already on their way there (a request repeated) make no new map.
+    if sent > 0 {
+        actions.push(Action::SlotsMoving(target, sent));
+    }
 }
 
 /// The shard `slots` would move to (that of node `to`), or why they cannot.
-fn move_refusal(map: &ClusterMap, slots: &[(Slot, Slot)], to: NodeId) -> Result<ShardId, String> {
+fn move_target(map: &ClusterMap, slots: &[(Slot, Slot)], to: NodeId) -> Result<ShardId, String> {
     let Some((shard, _)) = map.placement_of(to) else {
         return Err(match map.node(to) {
             Some(_) => format!("node {to} is in no shard (a spare)"),
@@ -1053,6 +1092,11 @@ mod tests {
             theirs
         );
         moving.validate().unwrap();
+        // Asked again (a retried command): nothing new, no new map.
+        let again = decided(&moving, |o| {
+            o.moves = vec![vec![(asked.clone(), NodeId(3))]]
+        });
+        assert!(again.map.is_none(), "{:?}", again.actions);
         let after = settled(&moving);
         assert!(
             asked
@@ -1108,6 +1152,25 @@ mod tests {
                 .unwrap()
         };
         assert!(refused(&map, vec![(0, 10)], 9).contains("no node"));
+        // A request is refused whole: a good group with a bad one moves nothing either.
+        let whole = decided(&map, |o| {
+            o.moves = vec![vec![
+                (vec![(0, 10)], NodeId(2)),
+                (vec![(20, 30)], NodeId(9)),
+            ]]
+        });
+        assert!(whole.map.is_none(), "{:?}", whole.actions);
+        assert!(
+            whole
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::MoveRefused(0, why) if why.contains("no node")))
+        );
+        // Nor to a shard that is draining.
+        let mut draining = map.clone();
+        let leaving = draining.placement_of(NodeId(2)).unwrap().0.id;
+        draining.draining.push(leaving);
+        assert!(refused(&draining, vec![(0, 10)], 2).contains("draining"));
         assert!(refused(&map, vec![(10, 0)], 2).contains("invalid slot range"));
         assert!(refused(&map, vec![(0, SLOTS as Slot)], 2).contains("invalid slot range"));
         // A slot whose owner has no healthy primary to send it.

@@ -63,7 +63,7 @@ pub use bus_credentials::BusCredentials;
 pub use bus_tls::{BusTlsAcceptor, BusTlsConnector};
 pub use map::{
     BUS_PORT_OFFSET, BadNodeId, ClusterMap, Epoch, Health, Migration, NodeId, NodeInfo, Role,
-    ShardId, ShardInfo, SlotTable,
+    ShardId, ShardInfo, SlotGroups, SlotTable,
 };
 pub use node_dir::{DirError, NodeDir};
 pub use peer_auth::PeerAuth;

@@ -376,6 +376,10 @@ pub struct ClusterMap {
     pub draining: Vec<ShardId>,
 }
 
+/// Slots to move, in groups: inclusive ranges of slots, and a node of the shard they go to
+/// (`cluster move-slots`, `CLUSTER MIGRATESLOTS`).
+pub type SlotGroups = Vec<(Vec<(crate::slot::Slot, crate::slot::Slot)>, NodeId)>;
+
 /// Slots moving from one shard to another with their keys: the source's primary streams them
 /// to the target's (a snapshot of the slots, then their changes), then pauses their writes
 /// until the target has everything and asks the controller to hand them over.

@@ -463,10 +463,17 @@ impl ClusterNode {
         &self,
         migration: crate::map::Migration,
     ) -> Result<Arc<ClusterMap>, String> {
+        self.ask_leader_for_map(Request::HandedOver(migration))
+            .await
+    }
+
+    /// Sends `request` to the controller's leader and installs the map it answers with. The
+    /// error is the leader's refusal, or why it could not be asked (the request may still
+    /// have been decided: a newer map will say).
+    async fn ask_leader_for_map(&self, request: Request) -> Result<Arc<ClusterMap>, String> {
         let start = self
             .leader_addr()
             .ok_or_else(|| "no controller member is known".to_string())?;
-        let request = Request::HandedOver(migration);
         match self
             .call_leader(&start, &request, Duration::from_secs(5))
             .await
@@ -486,24 +493,9 @@ impl ClusterNode {
     /// error is the leader's refusal, or why it could not be asked.
     pub async fn move_slots(
         &self,
-        groups: Vec<(Vec<(crate::slot::Slot, crate::slot::Slot)>, NodeId)>,
+        groups: crate::map::SlotGroups,
     ) -> Result<Arc<ClusterMap>, String> {
-        let start = self
-            .leader_addr()
-            .ok_or_else(|| "no controller member is known".to_string())?;
-        let request = Request::MoveSlots { groups };
-        match self
-            .call_leader(&start, &request, Duration::from_secs(5))
-            .await
-        {
-            Ok(Reply::Map(map)) => {
-                self.apply(map);
-                Ok(self.map())
-            }
-            Ok(Reply::Error(e)) => Err(e),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(e.to_string()),
-        }
+        self.ask_leader_for_map(Request::MoveSlots { groups }).await
     }
 
     /// Records an ACL user cluster-wide (`rules` as `ACL LIST` shows them; `None` deletes
@@ -581,23 +573,27 @@ impl ClusterNode {
     /// Candidates to send controller requests to, best first.
     fn controller_addrs(&self) -> Vec<String> {
         let mut addrs: Vec<String> = self.leader_addr().into_iter().collect();
-        let map = self.map();
-        // This node at the address it runs at, not one the map kept from before a restart.
-        let stale_own = map
-            .node(self.myself.id)
-            .map(NodeInfo::bus_addr)
-            .filter(|addr| *addr != self.myself.bus_addr());
-        for addr in controller_bus_addrs(&map) {
-            let addr = if stale_own.as_ref() == Some(&addr) {
-                self.myself.bus_addr()
-            } else {
-                addr
-            };
+        for addr in self.member_addrs(&self.map()) {
             if !addrs.contains(&addr) {
                 addrs.push(addr);
             }
         }
         addrs
+    }
+
+    /// The bus addresses of `map`'s controller members, this node's at the address it runs
+    /// at (the map may keep one from before a restart on another address).
+    fn member_addrs(&self, map: &ClusterMap) -> Vec<String> {
+        map.controllers
+            .iter()
+            .filter_map(|id| {
+                if *id == self.myself.id {
+                    Some(self.myself.bus_addr())
+                } else {
+                    map.node(*id).map(NodeInfo::bus_addr)
+                }
+            })
+            .collect()
     }
 
     /// Joins through the controller members this node knows of (the leader, the members of
@@ -658,7 +654,7 @@ impl ClusterNode {
         access: &SeedAccess,
     ) -> Result<ClusterMap, String> {
         let mut addrs = self.controller_addrs();
-        for addr in known.map(controller_bus_addrs).unwrap_or_default() {
+        for addr in known.map(|m| self.member_addrs(m)).unwrap_or_default() {
             if !addrs.contains(&addr) {
                 addrs.push(addr);
             }
@@ -858,7 +854,8 @@ impl ClusterNode {
                 node: self.myself.id,
                 epoch: map.epoch,
             };
-            let followers = controller_bus_addrs(&map)
+            let followers = self
+                .member_addrs(&map)
                 .into_iter()
                 .filter(|addr| Some(addr) != leader.as_ref())
                 .map(|addr| ((), addr));

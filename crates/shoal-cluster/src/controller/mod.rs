@@ -24,9 +24,9 @@ use crate::bus::{
     self, ClusterStatus, Heartbeat, HeartbeatAck, NodeStats, NodeStatus, RaftReply, RaftRequest,
     Reply, Request,
 };
-use crate::decide::{self, Action, Observations, Settings, SlotMove};
+use crate::decide::{self, Action, Observations, Refusable, Settings};
 use crate::hot_keys::HotKeysFinder;
-use crate::map::{ClusterMap, Epoch, Migration, NodeId, NodeInfo};
+use crate::map::{ClusterMap, Epoch, Migration, NodeId, NodeInfo, SlotGroups};
 use crate::map_channel::MapSender;
 use crate::raft::network::BusNetwork;
 use crate::raft::store::{LogStore, MapMachine};
@@ -104,7 +104,7 @@ struct Waiters {
     user_changes: Vec<((String, Option<String>), Waiter)>,
     handovers: Vec<(Migration, Waiter)>,
     rebalances: Vec<Waiter>,
-    moves: Vec<(SlotMove, Waiter)>,
+    moves: Vec<(SlotGroups, Waiter)>,
 }
 
 impl Waiters {
@@ -714,7 +714,7 @@ impl Controller {
                 tracing::info!(?action, epoch = current.epoch + 1, "controller decision");
             }
         }
-        let committed = match decision.map {
+        let committed = match decision.map.take() {
             None => Some(current.clone()),
             Some(map) => match self.fence(&current, &map, &self.epochs_seen()).await {
                 Ok(()) => self.commit(current.epoch, map).await,
@@ -754,10 +754,7 @@ impl Controller {
             let _ = tx.send(Reply::Map((*map).clone()));
         }
         for (index, (_, tx)) in moves.into_iter().enumerate() {
-            let refusal = decision.actions.iter().find_map(|a| match a {
-                Action::MoveRefused(i, why) if *i == index => Some(why.clone()),
-                _ => None,
-            });
+            let refusal = decision.refusal(Refusable::Move(index));
             let _ = tx.send(match refusal {
                 Some(why) => Reply::Error(format!("cannot move the slots: {why}")),
                 None => Reply::Map((*map).clone()),
@@ -771,20 +768,14 @@ impl Controller {
             tracing::debug!(node = ?node.id, "join answered");
         }
         for (node, tx) in removals {
-            let refusal = decision.actions.iter().find_map(|a| match a {
-                Action::RemovalRefused(n, why) if *n == node => Some(why.clone()),
-                _ => None,
-            });
+            let refusal = decision.refusal(Refusable::Removal(node));
             let _ = tx.send(match refusal {
                 Some(why) => Reply::Error(format!("cannot remove node {node}: {why}")),
                 None => Reply::Removed((*map).clone()),
             });
         }
         for (node, tx) in failovers {
-            let refusal = decision.actions.iter().find_map(|a| match a {
-                Action::HandoverRefused(n, why) if *n == node => Some(why.clone()),
-                _ => None,
-            });
+            let refusal = decision.refusal(Refusable::Handover(node));
             let _ = tx.send(match refusal {
                 Some(why) => Reply::Error(format!("cannot fail over to node {node}: {why}")),
                 None => Reply::FailedOver((*map).clone()),

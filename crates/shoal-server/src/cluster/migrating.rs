@@ -112,14 +112,24 @@ impl WriteGate {
             && self.held[usize::from(slot) / 64].load(SeqCst) & (1 << (slot % 64)) != 0
     }
 
-    /// Makes writes to `slots` wait (a write checked after this returns waits).
-    pub fn close(&self, slots: &SlotSet) {
+    /// Makes writes to `slots` wait (a write checked after this returns waits). Returns the
+    /// slots it closed: those another hand-over already holds are not, and only the one that
+    /// closed a slot may hand it over and open it again.
+    pub fn close(&self, slots: &SlotSet) -> SlotSet {
+        let mut closed = SlotSet::default();
         let mut added = 0;
-        for (word, more) in self.held.iter().zip(slots.0.iter()) {
+        for ((word, more), mine) in self
+            .held
+            .iter()
+            .zip(slots.0.iter())
+            .zip(closed.0.iter_mut())
+        {
             let old = word.fetch_or(*more, SeqCst);
-            added += (more & !old).count_ones() as usize;
+            *mine = more & !old;
+            added += mine.count_ones() as usize;
         }
         self.count.fetch_add(added, SeqCst);
+        closed
     }
 
     /// Lets writes to `slots` go again (and routes the waiting ones again).

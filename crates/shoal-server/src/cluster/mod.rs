@@ -586,10 +586,7 @@ impl ClusterState {
 
     /// `CLUSTER MIGRATESLOTS`: has the controller's leader move each group of slots to the
     /// shard of its node (all or none). The error is the reply line.
-    pub async fn move_slots(
-        &self,
-        groups: Vec<(Vec<(u16, u16)>, shoal_cluster::NodeId)>,
-    ) -> Result<(), String> {
+    pub async fn move_slots(&self, groups: shoal_cluster::SlotGroups) -> Result<(), String> {
         let node = self
             .node
             .get()

@@ -1,5 +1,5 @@
 //! Cluster commands: `CLUSTER SHARDS/SLOTS/NODES/MYID/INFO/KEYSLOT/COUNTKEYSINSLOT/
-//! GETKEYSINSLOT/HELP`, `READONLY`, `READWRITE`, `ASKING`. On a standalone node every one of
+//! GETKEYSINSLOT/FAILOVER/MIGRATESLOTS/HELP`, `READONLY`, `READWRITE`, `ASKING`. On a standalone node every one of
 //! them answers Redis's `-ERR This instance has cluster support disabled`.
 
 use std::sync::Arc;
@@ -223,8 +223,10 @@ pub fn migrateslots(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> Result<Option<Waiting
             }
             let (start, end) = (slot_arg(argv.get(i))?, slot_arg(argv.get(i + 1))?);
             if start > end {
-                return Err(CommandError::fixed(
-                    "ERR start slot number is greater than end slot number",
+                // Valkey's words.
+                return Err(CommandError::Other(
+                    format!("ERR Start slot number {start} is greater than end slot number {end}.")
+                        .into(),
                 ));
             }
             ranges.push((start, end));
@@ -236,7 +238,7 @@ pub fn migrateslots(ctx: &mut Ctx<'_>, argv: &Argv<'_>) -> Result<Option<Waiting
         let id = std::str::from_utf8(argv.get(i + 1))
             .ok()
             .and_then(|text| text.parse::<NodeId>().ok())
-            .ok_or_else(|| CommandError::quoting("ERR Unknown node ", argv.get(i + 1), ""))?;
+            .ok_or_else(|| CommandError::quoting("ERR Invalid node name: ", argv.get(i + 1), ""))?;
         groups.push((ranges, id));
         i += 2;
     }

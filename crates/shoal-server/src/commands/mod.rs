@@ -103,7 +103,7 @@ pub(crate) enum Waiting {
     },
     /// `CLUSTER MIGRATESLOTS`: the controller's leader takes the groups of slots (inclusive
     /// ranges, each with the node whose shard they go to), or refuses them all.
-    MoveSlots(Vec<(Vec<(u16, u16)>, shoal_cluster::NodeId)>),
+    MoveSlots(shoal_cluster::SlotGroups),
 }
 
 /// A command's handler.

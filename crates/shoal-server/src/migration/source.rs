@@ -40,9 +40,10 @@ const HAND_OVER_BATCH: usize = 1024;
 /// How long the target may take to acknowledge a round of a hand-over.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long the target may take to apply what it was sent before a hand-over (a snapshot's
-/// tail, which it may still be loading): no write waits on it.
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the source waits at a time for the target to apply what it was sent before a
+/// hand-over (a snapshot's tail, which it may still be loading); no write waits on it, and the
+/// source looks again at the map between waits.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
 
 /// Stream bytes read from the backlog at once.
 const CHUNK: usize = 256 * 1024;
@@ -210,19 +211,22 @@ async fn serve(
         session.forward(&mut offset, &slots, true).await?;
         // The target applies what it has been sent (above all the snapshot's tail, which it may
         // still be loading) before the writes pause: the pause then waits only for the
-        // changes made in the meantime.
-        session.round_trip(CATCH_UP_TIMEOUT).await?;
+        // changes made in the meantime. A target still busy is waited for again after a look
+        // at the map.
+        if !session.caught_up(CATCH_UP_WAIT).await? {
+            continue;
+        }
         session.forward(&mut offset, &slots, false).await?;
         let batch = first(&slots, HAND_OVER_BATCH);
-        if session
+        let handed = session
             .hand_over(request, &mut offset, &slots, &batch)
-            .await?
-        {
-            slots.subtract(&batch);
+            .await?;
+        if !handed.is_empty() {
+            slots.subtract(&handed);
             cluster
                 .migration_stats
                 .slots_handed_over
-                .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(handed.len() as u64, std::sync::atomic::Ordering::Relaxed);
         } else {
             // Not taken (a leader change, a map that moved on): keep streaming, try again.
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -402,22 +406,42 @@ impl Session<'_> {
     }
 
     /// Hands `batch` over: holds its writes, streams until the target has everything of it,
-    /// and has the controller move it. Returns whether the map now gives it to the target.
+    /// and has the controller move it. Returns the slots the map now gives the target: none
+    /// if the hand-over was not taken, fewer than `batch` if some were no longer this
+    /// source's to hand over (see [`WriteGate::close`](crate::cluster::migrating::WriteGate)).
     async fn hand_over(
         &mut self,
         request: &ImportRequest,
         offset: &mut u64,
         slots: &SlotSet,
         batch: &SlotSet,
-    ) -> Result<bool, SourceError> {
+    ) -> Result<SlotSet, SourceError> {
         let cluster = self.cluster;
         let started = Instant::now();
-        cluster.gate.close(batch);
+        // Only the slots this hand-over closed: one the map moved to another target meanwhile
+        // may be held by that target's hand-over, which alone may open it.
+        let mut batch = cluster.gate.close(batch);
+        // And only those the map still moves to this target, now that their writes wait.
+        match offered(cluster, request) {
+            Ok(still) => {
+                let mut gone = batch.clone();
+                gone.subtract(&still);
+                cluster.gate.open(&gone);
+                batch.intersect(&still);
+            }
+            Err(_) => {
+                cluster.gate.open(&batch);
+                return Ok(SlotSet::default());
+            }
+        }
+        if batch.is_empty() {
+            return Ok(batch);
+        }
         let mut phases = PausePhases::default();
         let result = self
-            .hand_over_held(request, offset, slots, batch, &mut phases)
+            .hand_over_held(request, offset, slots, &batch, &mut phases)
             .await;
-        cluster.gate.open(batch);
+        cluster.gate.open(&batch);
         let paused = started.elapsed();
         cluster.migration_stats.record_pause(paused, phases);
         match &result {
@@ -438,7 +462,10 @@ impl Session<'_> {
                 tracing::warn!(from = %request.from, to = %request.to, "hand-over failed: {e}")
             }
         }
-        result
+        match result? {
+            true => Ok(batch),
+            false => Ok(SlotSet::default()),
+        }
     }
 
     async fn hand_over_held(
@@ -454,8 +481,20 @@ impl Session<'_> {
         // changes are in the backlog), and none can pass it any more.
         self.shared.door.stats.commands_drained().await;
         phases.drain = started.elapsed();
-        self.forward(offset, slots, false).await?;
-        self.round_trip(ROUND_TIMEOUT).await?;
+        // Bounded as a whole, writes included: a target that stops reading without closing
+        // the connection must not hold the batch's writes.
+        let caught_up = async {
+            self.forward(offset, slots, false).await?;
+            self.round_trip(ROUND_TIMEOUT).await
+        };
+        tokio::time::timeout(ROUND_TIMEOUT, caught_up)
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the target did not take the batch's last changes",
+                )
+            })??;
         phases.catch_up = started.elapsed() - phases.drain;
         let Some(node) = self.cluster.node() else {
             return Ok(false);
@@ -501,6 +540,18 @@ impl Session<'_> {
         self.cluster.install(map);
         phases.commit = started.elapsed() - phases.drain - phases.catch_up;
         Ok(moved)
+    }
+
+    /// [`Session::round_trip`], waiting up to `wait` for the acknowledgement: whether it came.
+    /// One that comes later is taken by the next round trip (they are numbered). Writing is not
+    /// bounded, as the stream's is not outside a hand-over: a target busy loading a large
+    /// snapshot reads late, and nothing waits on it.
+    async fn caught_up(&mut self, wait: Duration) -> Result<bool, SourceError> {
+        match self.round_trip(wait).await {
+            Ok(()) => Ok(true),
+            Err(SourceError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends a numbered `REPLCONF GETACK` after what was sent, and waits up to `limit` for the
