@@ -34,6 +34,9 @@ enum TargetError {
     Io(#[from] std::io::Error),
     #[error("the source answered {0}")]
     Refused(String),
+    /// The source answered with an error: it does not send these slots (any more).
+    #[error("the source answered: {0}")]
+    NotSent(String),
     #[error(transparent)]
     Stream(#[from] StreamError),
 }
@@ -109,7 +112,14 @@ async fn import_from(shared: Arc<Shared>, from: ShardId) {
         match session(&shared, &source, &request).await {
             Ok(()) => backoff = Duration::from_millis(50),
             Err(e) => {
-                tracing::warn!(%source, from = %request.from, "migration import: {e}");
+                match e {
+                    // The source refuses slots it no longer sends: the map that says so is
+                    // on its way.
+                    TargetError::NotSent(_) => {
+                        tracing::info!(%source, from = %request.from, "migration import: {e}")
+                    }
+                    _ => tracing::warn!(%source, from = %request.from, "migration import: {e}"),
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
@@ -150,6 +160,11 @@ async fn session(
             .map_err(TargetError::Refused)?;
         match reply {
             Value::Simple(line) => last = String::from_utf8_lossy(&line).into_owned(),
+            Value::Error(line) => {
+                return Err(TargetError::NotSent(
+                    String::from_utf8_lossy(&line).into_owned(),
+                ));
+            }
             other => return Err(TargetError::Refused(format!("{other:?}"))),
         }
     }
