@@ -151,11 +151,13 @@ async fn take_part(shared: Arc<Shared>, listener: StdListener) {
                 }
                 let map = maps.borrow_and_update().clone();
                 tracing::debug!(epoch = map.epoch, "new cluster map");
-                remember(&cluster, &map);
+                // Routed by first; kept on disk after (a restart hint: a slow disk must not
+                // hold the new map up).
                 cluster.install(map.clone());
                 cluster.adopt_users(&shared.door, &map);
                 follow_role(&shared, &map);
                 crate::migration::target::on_map(&shared, &map);
+                remember(&cluster, &map);
             }
             changed = hot_keys.changed() => {
                 if changed.is_err() {
