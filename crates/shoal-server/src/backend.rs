@@ -357,39 +357,38 @@ impl Shared {
             }
             Waiting::Replicate(request) => Outcome::HandOff(request),
             Waiting::Failover { force } => {
-                let shared = self.clone();
-                Outcome::Later {
-                    reply: Box::pin(async move {
-                        let outcome = match &shared.cluster {
-                            Some(cluster) => {
-                                cluster.planned_failover(&shared.replication, force).await
-                            }
-                            None => Err("ERR This instance has cluster support disabled".into()),
-                        };
-                        match outcome {
-                            Ok(()) => Value::Simple(b"OK".to_vec()),
-                            Err(line) => Value::Error(line.into_bytes()),
-                        }
-                    }),
-                    barrier: true,
-                }
+                self.cluster_operation(move |shared, cluster| async move {
+                    cluster.planned_failover(&shared.replication, force).await
+                })
             }
             Waiting::MoveSlots(groups) => {
-                let cluster = self.cluster.clone();
-                Outcome::Later {
-                    reply: Box::pin(async move {
-                        let outcome = match cluster {
-                            Some(cluster) => cluster.move_slots(groups).await,
-                            None => Err("ERR This instance has cluster support disabled".into()),
-                        };
-                        match outcome {
-                            Ok(()) => Value::Simple(b"OK".to_vec()),
-                            Err(line) => Value::Error(line.into_bytes()),
-                        }
-                    }),
-                    barrier: true,
-                }
+                self.cluster_operation(
+                    move |_, cluster| async move { cluster.move_slots(groups).await },
+                )
             }
+        }
+    }
+
+    /// A cluster operation (`CLUSTER FAILOVER`, `CLUSTER MIGRATESLOTS`) run after the
+    /// command's turn: answered `+OK`, or with the error line `run` gives.
+    fn cluster_operation<F, Fut>(self: &Arc<Self>, run: F) -> Outcome<Self>
+    where
+        F: FnOnce(Arc<Self>, Arc<crate::cluster::ClusterState>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let shared = self.clone();
+        Outcome::Later {
+            reply: Box::pin(async move {
+                let outcome = match shared.cluster.clone() {
+                    Some(cluster) => run(shared, cluster).await,
+                    None => Err("ERR This instance has cluster support disabled".into()),
+                };
+                match outcome {
+                    Ok(()) => Value::Simple(b"OK".to_vec()),
+                    Err(line) => Value::Error(line.into_bytes()),
+                }
+            }),
+            barrier: true,
         }
     }
 

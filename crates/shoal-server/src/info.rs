@@ -117,52 +117,20 @@ fn cluster(shared: &Shared, out: &mut String) {
         let moving: usize = map.migrations.iter().map(|m| m.count()).sum();
         line!(out, "shoal_slots_migrating:{moving}");
         let stats = &cluster.migration_stats;
-        line!(
-            out,
-            "shoal_migration_keys_sent:{}",
-            stats.keys_sent.load(Relaxed)
-        );
-        line!(
-            out,
-            "shoal_migration_keys_received:{}",
-            stats.keys_received.load(Relaxed)
-        );
-        line!(
-            out,
-            "shoal_migration_hand_overs:{}",
-            stats.hand_overs.load(Relaxed)
-        );
-        line!(
-            out,
-            "shoal_migration_slots_handed_over:{}",
-            stats.slots_handed_over.load(Relaxed)
-        );
-        line!(
-            out,
-            "shoal_migration_pause_p99_us:{}",
-            stats.pause_quantile_us(0.99)
-        );
-        line!(
-            out,
-            "shoal_migration_pause_max_us:{}",
-            stats.pause_max_us.load(Relaxed)
-        );
         let phases = &stats.phase_max_us;
-        line!(
-            out,
-            "shoal_migration_pause_drain_max_us:{}",
-            phases.drain_us.load(Relaxed)
-        );
-        line!(
-            out,
-            "shoal_migration_pause_catch_up_max_us:{}",
-            phases.catch_up_us.load(Relaxed)
-        );
-        line!(
-            out,
-            "shoal_migration_pause_commit_max_us:{}",
-            phases.commit_us.load(Relaxed)
-        );
+        for (name, value) in [
+            ("keys_sent", stats.keys_sent.load(Relaxed)),
+            ("keys_received", stats.keys_received.load(Relaxed)),
+            ("hand_overs", stats.hand_overs.load(Relaxed)),
+            ("slots_handed_over", stats.slots_handed_over.load(Relaxed)),
+            ("pause_p99_us", stats.pause_quantile_us(0.99)),
+            ("pause_max_us", stats.pause_max_us.load(Relaxed)),
+            ("pause_drain_max_us", phases.drain_us.load(Relaxed)),
+            ("pause_catch_up_max_us", phases.catch_up_us.load(Relaxed)),
+            ("pause_commit_max_us", phases.commit_us.load(Relaxed)),
+        ] {
+            line!(out, "shoal_migration_{name}:{value}");
+        }
     }
 }
 

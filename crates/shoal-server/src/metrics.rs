@@ -428,9 +428,8 @@ impl NodeCollector {
                 stats.phase_max_us.commit_us.load(Relaxed),
             ),
         ] {
-            let family =
-                encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Gauge)?;
-            ConstGauge::new(us as f64 / 1e6).encode(family)?;
+            let seconds = ConstGauge::new(us as f64 / 1e6);
+            single(encoder, name, help, Some(&Unit::Seconds), seconds)?;
         }
         let health = cluster.health();
         let node = cluster.node();

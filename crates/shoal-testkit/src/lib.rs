@@ -44,6 +44,7 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod command;
 pub mod error;
 pub mod history;
 pub mod local;
@@ -61,6 +62,7 @@ pub mod tools;
 pub mod turns;
 
 pub use cluster::{ClusterOptions, JoinOptions, ShardNodes, TestCluster, is_settled, summarize};
+pub use command::{output_within, run_within};
 pub use error::{Error, Result};
 pub use history::{History, Op, OpKind, Outcome, Recorder, Report, Workload, check};
 pub use local::LocalNode;

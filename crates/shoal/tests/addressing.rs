@@ -26,13 +26,6 @@ fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-async fn cluster_nodes(node: &NodeProcess) -> String {
-    match node.command(&["CLUSTER", "NODES"]).await {
-        Ok(reply) => text(&reply).unwrap_or_else(|| format!("CLUSTER NODES answered {reply:?}")),
-        Err(e) => format!("CLUSTER NODES failed: {e}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_behind_a_port_mapping_is_reached_at_what_it_announces() {
     let dir = TestDir::new("announced_address").unwrap();
@@ -101,8 +94,8 @@ async fn a_node_behind_a_port_mapping_is_reached_at_what_it_announces() {
     // up a moment after the founder's) says the same of itself.
     let started = Instant::now();
     let nodes = loop {
-        let nodes = cluster_nodes(&founder).await;
-        let own = cluster_nodes(&mapped).await;
+        let nodes = common::cluster_nodes(&founder).await;
+        let own = common::cluster_nodes(&mapped).await;
         let cluster_ok = founder
             .command(&["CLUSTER", "INFO"])
             .await

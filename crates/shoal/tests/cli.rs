@@ -135,18 +135,8 @@ fn free_port() -> u16 {
 }
 
 /// Collects a child's output, failing if it runs longer than `within`.
-fn wait_output(mut child: Child, within: Duration, what: &str) -> Output {
-    let started = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if started.elapsed() > within {
-            let _ = child.kill();
-            panic!("{what} ran longer than {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn wait_output(child: Child, within: Duration, what: &str) -> Output {
+    shoal_testkit::output_within(child, within, what).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -158,25 +158,14 @@ fn run_shoal(args: &[&str]) -> Output {
             "SHOAL_CLUSTER_SECRET_FILE",
             shoal_testkit::cluster_secret_file(),
         )
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .args(args);
     run_bounded(command, "shoal")
 }
 
 /// Runs `command` to its end, killing it (and failing) after 20 s.
-fn run_bounded(mut command: Command, what: &str) -> Output {
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("{what} ran longer than 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+fn run_bounded(command: Command, what: &str) -> Output {
+    shoal_testkit::run_within(command, Duration::from_secs(20), what)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn stdout_of(output: &Output, what: &str) -> String {
@@ -360,12 +349,7 @@ async fn redis_cli_in_cluster_mode_follows_redirects_to_every_shard() {
 
 fn redis_cli(port: u16, args: &[&str]) -> String {
     let mut command = Command::new("redis-cli");
-    command
-        .args(["-c", "-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.args(["-c", "-p", &port.to_string()]).args(args);
     stdout_of(&run_bounded(command, "redis-cli"), "redis-cli")
 }
 

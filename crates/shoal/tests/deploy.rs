@@ -753,27 +753,10 @@ fn shoal() -> Command {
 }
 
 /// Runs `command` to its end, failing the test if it takes longer than `within`.
-async fn run(mut command: Command, within: Duration, what: &str) -> Output {
+async fn run(command: Command, within: Duration, what: &str) -> Output {
     let what = what.to_string();
     tokio::task::spawn_blocking(move || {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                return child.wait_with_output().unwrap();
-            }
-            if started.elapsed() > within {
-                let _ = child.kill();
-                let output = child.wait_with_output().unwrap();
-                panic!("{what} ran longer than {within:?}: {output:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        shoal_testkit::run_within(command, within, &what).unwrap_or_else(|e| panic!("{e}"))
     })
     .await
     .unwrap()
@@ -783,14 +766,6 @@ async fn run(mut command: Command, within: Duration, what: &str) -> Output {
 async fn cluster_myid(node: &NodeProcess) -> String {
     let reply = node.command(&["CLUSTER", "MYID"]).await.unwrap();
     text(&reply).unwrap_or_else(|| panic!("CLUSTER MYID answered {reply:?}"))
-}
-
-/// `CLUSTER NODES` of `node`, or what went wrong.
-async fn cluster_nodes(node: &NodeProcess) -> String {
-    match node.command(&["CLUSTER", "NODES"]).await {
-        Ok(reply) => text(&reply).unwrap_or_else(|| format!("CLUSTER NODES answered {reply:?}")),
-        Err(e) => format!("CLUSTER NODES failed: {e}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -811,7 +786,7 @@ async fn a_node_joins_through_a_dns_name_and_myid_names_it() {
         let joiner_id = cluster_myid(&joiner).await;
         let started = Instant::now();
         loop {
-            let nodes = cluster_nodes(&founder).await;
+            let nodes = common::cluster_nodes(&founder).await;
             let info = founder
                 .command(&["CLUSTER", "INFO"])
                 .await

@@ -74,12 +74,18 @@ impl Traffic {
         }
     }
 
-    /// Stops it; returns the rounds done and what went wrong.
-    async fn stop(self) -> (u64, Vec<String>) {
+    /// Stops it; returns the rounds done, failing the test if any went wrong.
+    async fn stop(self) -> u64 {
         self.stop.store(true, Relaxed);
-        let seen = self.task.await.expect("the traffic task");
-        assert_eq!(self.errors.load(Relaxed) as usize, seen.len());
-        (self.rounds.load(Relaxed), seen)
+        let errors = self.task.await.expect("the traffic task");
+        assert_eq!(self.errors.load(Relaxed) as usize, errors.len());
+        let rounds = self.rounds.load(Relaxed);
+        assert!(
+            errors.is_empty(),
+            "{} errors in {rounds} rounds: {errors:?}",
+            errors.len()
+        );
+        rounds
     }
 }
 
@@ -185,12 +191,7 @@ async fn slots_move_with_their_keys_when_a_shard_joins_and_when_it_leaves() {
                 .await
                 .unwrap();
             println!("joined and settled in {:?}", started.elapsed());
-            let (rounds, errors) = traffic.stop().await;
-            assert!(
-                errors.is_empty(),
-                "{} errors in {rounds} rounds: {errors:?}",
-                errors.len()
-            );
+            let rounds = traffic.stop().await;
             assert!(
                 rounds > 100,
                 "the application made progress: {rounds} rounds"
@@ -234,12 +235,7 @@ async fn slots_move_with_their_keys_when_a_shard_joins_and_when_it_leaves() {
                 })
                 .await
                 .unwrap();
-            let (rounds, errors) = traffic.stop().await;
-            assert!(
-                errors.is_empty(),
-                "{} errors in {rounds} rounds: {errors:?}",
-                errors.len()
-            );
+            traffic.stop().await;
             assert_eq!(status.map.slots.count(new_shard), 0);
             check(&client, KEYS).await;
         },
@@ -329,12 +325,7 @@ async fn a_migration_cut_short_by_kill_9_leaves_every_key_with_one_owner() {
                 })
                 .await
                 .unwrap();
-            let (rounds, errors) = traffic.stop().await;
-            assert!(
-                errors.is_empty(),
-                "{} errors in {rounds} rounds: {errors:?}",
-                errors.len()
-            );
+            let rounds = traffic.stop().await;
             cluster
                 .remove_node(target_id)
                 .await
@@ -396,16 +387,13 @@ async fn shoal_cluster(node: &str, args: &[&str]) -> (bool, String, String) {
         )
         .arg("cluster")
         .args(args)
-        .args(["--node", node, "--wait-timeout", "30"])
-        .stdin(std::process::Stdio::null());
-    let output = tokio::time::timeout(
-        Duration::from_secs(45),
-        tokio::task::spawn_blocking(move || command.output()),
-    )
+        .args(["--node", node, "--wait-timeout", "30"]);
+    let output = tokio::task::spawn_blocking(move || {
+        shoal_testkit::run_within(command, Duration::from_secs(45), "shoal cluster")
+    })
     .await
-    .expect("shoal cluster ends within its --wait-timeout")
     .unwrap()
-    .expect("shoal cluster runs");
+    .expect("shoal cluster ends within its --wait-timeout");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -473,12 +461,7 @@ async fn slots_move_on_demand_and_back_by_a_rebalance_with_their_keys() {
                 before.slots.count(shards[0].shard) - theirs.len(),
                 "no other slot moved"
             );
-            let (rounds, errors) = traffic.stop().await;
-            assert!(
-                errors.is_empty(),
-                "{} errors in {rounds} rounds: {errors:?}",
-                errors.len()
-            );
+            let rounds = traffic.stop().await;
             check(&client, KEYS).await;
             let live = rounds.min(500) as usize;
             one_owner_each(&cluster, &map, KEYS + live).await;
@@ -501,12 +484,7 @@ async fn slots_move_on_demand_and_back_by_a_rebalance_with_their_keys() {
                 counts.iter().all(|&n| n <= cap),
                 "within 5% of even again: {counts:?}"
             );
-            let (rounds_after, errors) = traffic.stop().await;
-            assert!(
-                errors.is_empty(),
-                "{} errors in {rounds_after} rounds: {errors:?}",
-                errors.len()
-            );
+            let rounds_after = traffic.stop().await;
             check(&client, KEYS).await;
             let live = live.max(rounds_after.min(500) as usize);
             one_owner_each(&cluster, &map, KEYS + live).await;

@@ -887,19 +887,16 @@ impl Controller {
         // Voters let go stay learners: they then learn that they no longer vote. A healthy one
         // dropped outright may never hear of the final configuration and campaign with the one
         // before, deposing the leader again and again (Raft's disruptive servers).
-        let changed = tokio::time::timeout(
-            MEMBERSHIP_TIMEOUT,
-            self.raft
-                .change_membership(ChangeMembers::ReplaceAllVoters(set), true),
-        )
-        .await;
-        match changed {
-            Ok(Ok(_)) => {
+        match self
+            .change_members(ChangeMembers::ReplaceAllVoters(set), true)
+            .await
+        {
+            Ok(()) => {
                 let added: Vec<_> = next.iter().filter(|v| !voters.contains(v)).collect();
                 let removed: Vec<_> = voters.iter().filter(|v| !next.contains(v)).collect();
                 tracing::info!(voters = ?next, ?added, ?removed, "controller: voters changed");
             }
-            other => tracing::warn!("controller: could not change voters: {other:?}"),
+            Err(e) => tracing::warn!("controller: could not change voters: {e}"),
         }
     }
 }
@@ -927,21 +924,16 @@ impl Controller {
         if moved.is_empty() {
             return;
         }
-        let changed = tokio::time::timeout(
-            MEMBERSHIP_TIMEOUT,
-            self.raft
-                .change_membership(ChangeMembers::SetNodes(moved.clone()), false),
-        )
-        .await;
-        match changed {
-            Ok(Ok(_)) => {
+        let change = ChangeMembers::SetNodes(moved.clone());
+        match self.change_members(change, false).await {
+            Ok(()) => {
                 let moved: Vec<(NodeId, String)> = moved
                     .into_iter()
                     .map(|(id, n)| (NodeId(id), n.addr))
                     .collect();
                 tracing::info!(?moved, "controller: members' new bus addresses recorded");
             }
-            other => tracing::warn!("controller: could not record new addresses: {other:?}"),
+            Err(e) => tracing::warn!("controller: could not record new addresses: {e}"),
         }
     }
 
@@ -961,18 +953,34 @@ impl Controller {
         if gone.is_empty() {
             return;
         }
-        let removed = tokio::time::timeout(
-            MEMBERSHIP_TIMEOUT,
-            self.raft
-                .change_membership(ChangeMembers::RemoveNodes(gone.clone()), false),
-        )
-        .await;
-        match removed {
-            Ok(Ok(_)) => {
+        match self
+            .change_members(ChangeMembers::RemoveNodes(gone.clone()), false)
+            .await
+        {
+            Ok(()) => {
                 let learners: Vec<NodeId> = gone.into_iter().map(NodeId).collect();
                 tracing::info!(?learners, "controller: dropped failed learners");
             }
-            other => tracing::warn!("controller: could not drop learners: {other:?}"),
+            Err(e) => tracing::warn!("controller: could not drop learners: {e}"),
+        }
+    }
+
+    /// Changes the Raft group's membership (`retain`: members let go stay learners), waiting
+    /// [`MEMBERSHIP_TIMEOUT`] at most; the error says why it did not.
+    async fn change_members(
+        &self,
+        change: ChangeMembers<u64, BasicNode>,
+        retain: bool,
+    ) -> Result<(), String> {
+        match tokio::time::timeout(
+            MEMBERSHIP_TIMEOUT,
+            self.raft.change_membership(change, retain),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {MEMBERSHIP_TIMEOUT:?}")),
         }
     }
 }

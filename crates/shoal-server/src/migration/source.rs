@@ -123,6 +123,9 @@ pub(crate) enum SourceError {
     NewHistory,
     #[error("a newer session for these shards took over")]
     Superseded,
+    /// The target did not answer in time.
+    #[error("{0}")]
+    TimedOut(&'static str),
 }
 
 /// Serves the target that sent `request` on `stream` until every slot it asked for is its, or
@@ -490,10 +493,7 @@ impl Session<'_> {
         tokio::time::timeout(ROUND_TIMEOUT, caught_up)
             .await
             .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the target did not take the batch's last changes",
-                )
+                SourceError::TimedOut("the target did not take the batch's last changes")
             })??;
         phases.catch_up = started.elapsed() - phases.drain;
         let Some(node) = self.cluster.node() else {
@@ -549,7 +549,7 @@ impl Session<'_> {
     async fn caught_up(&mut self, wait: Duration) -> Result<bool, SourceError> {
         match self.round_trip(wait).await {
             Ok(()) => Ok(true),
-            Err(SourceError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => Ok(false),
+            Err(SourceError::TimedOut(_)) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -593,12 +593,7 @@ impl Session<'_> {
                 AsyncReadExt::read_buf(&mut *self.stream, &mut self.input),
             )
             .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the target did not acknowledge",
-                )
-            })??;
+            .map_err(|_| SourceError::TimedOut("the target did not acknowledge"))??;
             if read == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
             }

@@ -35,7 +35,7 @@ pub enum ClusterCommand {
     RemoveNode(Box<RemoveArgs>),
     /// Place the slots again over the shards and move, with their keys, those whose owner
     /// changes; waits until they have moved.
-    Rebalance(Box<RebalanceArgs>),
+    Rebalance(Box<MoveWait>),
     /// Move the given slots to a node's shard with their keys (the others stay where they
     /// are); waits until they have moved.
     MoveSlots(Box<MoveSlotsArgs>),
@@ -227,18 +227,15 @@ pub struct StatusArgs {
 pub struct RemoveArgs {
     /// The node's id (40 hex digits, or its first 16), as `cluster status` shows it.
     pub id: String,
-    /// How long to wait, in seconds, for a draining shard's slots to move before giving up
-    /// waiting (the drain goes on; `cluster status` follows it).
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    pub wait_timeout: u64,
-    /// The node to ask, and the credentials.
+    /// How long to wait for a drain, and the node to ask.
     #[command(flatten)]
-    pub access: NodeAccess,
+    pub wait: MoveWait,
 }
 
-/// `shoal cluster rebalance` flags.
+/// The flags of the commands that move slots and wait for them (`remove-node`, `rebalance`,
+/// `move-slots`): how long to wait, and the node to ask. `rebalance` has no others.
 #[derive(Debug, Args)]
-pub struct RebalanceArgs {
+pub struct MoveWait {
     /// How long to wait, in seconds, for the slots to move before giving up waiting (the
     /// migrations go on; `cluster status` follows them).
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
@@ -258,13 +255,9 @@ pub struct MoveSlotsArgs {
     /// `cluster status` shows it.
     #[arg(long, value_name = "NODE_ID")]
     pub to: String,
-    /// How long to wait, in seconds, for the slots to move before giving up waiting (the
-    /// migrations go on; `cluster status` follows them).
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    pub wait_timeout: u64,
-    /// The node to ask, and the credentials.
+    /// How long to wait for the slots, and the node to ask.
     #[command(flatten)]
-    pub access: NodeAccess,
+    pub wait: MoveWait,
 }
 
 /// Slots as `move-slots` takes them: comma-separated numbers and `first-last` ranges.

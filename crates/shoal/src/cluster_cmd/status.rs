@@ -67,9 +67,10 @@ async fn leaderless_status(
 
 /// `shoal cluster remove-node`.
 pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
-    let credentials = args.access.credentials()?;
-    let bus = args.access.bus().await?;
-    let first = leader_status_via(&bus, &args.access.node, &credentials)
+    let access = &args.wait.access;
+    let credentials = access.credentials()?;
+    let bus = access.bus().await?;
+    let first = leader_status_via(&bus, &access.node, &credentials)
         .await?
         .map;
     let id = find_node(&first, &args.id)?;
@@ -79,7 +80,7 @@ pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
     let buses = through(&bus, &first, Some(id));
     let request = Request::RemoveNode(id);
     let answer = bus::call_leader(&bus, &credentials, &request, Duration::from_secs(12), 4).await;
-    let map = match answer {
+    let mut map = match answer {
         Ok(Reply::Removed(map)) => map,
         // A refusal is final unless the node is gone already ("no such node" from a leader
         // asked again after an earlier one committed the removal).
@@ -99,17 +100,11 @@ pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
             "draining {id}'s shard: its slots move to the other shards with their keys; the node \
              leaves (and stops) once it owns none"
         );
-        let limit = Duration::from_secs(args.wait_timeout);
-        let map = wait_for_migrations(&buses, &credentials, limit, |map| {
+        let limit = Duration::from_secs(args.wait.wait_timeout);
+        map = wait_for_migrations(&buses, &credentials, limit, |map| {
             !map.nodes.contains_key(&id)
         })
         .await?;
-        println!(
-            "removed {id}; the cluster is at epoch {} with {} shards",
-            map.epoch,
-            map.shards.len()
-        );
-        return Ok(());
     }
     println!(
         "removed {id}; the cluster is at epoch {} with {} shards",
@@ -119,23 +114,25 @@ pub(super) async fn remove_node(args: RemoveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `shoal cluster rebalance`.
-pub(super) async fn rebalance(args: super::RebalanceArgs) -> anyhow::Result<()> {
-    let credentials = args.access.credentials()?;
-    let bus = args.access.bus().await?;
-    let answer = bus::call_leader(
-        &bus,
-        &credentials,
-        &Request::Rebalance,
-        Duration::from_secs(12),
-        4,
-    )
-    .await?;
-    let map = match answer {
-        Reply::Map(map) => map,
+/// Sends `request` to the controller's leader (through the bus at `bus`) and returns the map
+/// it answers with; its refusal is the error.
+async fn controller_map(
+    bus: &str,
+    credentials: &BusCredentials,
+    request: &Request,
+) -> anyhow::Result<ClusterMap> {
+    match bus::call_leader(bus, credentials, request, Duration::from_secs(12), 4).await? {
+        Reply::Map(map) => Ok(map),
         Reply::Error(e) => bail!("the controller refused: {e}"),
         other => bail!("unexpected answer {other:?}"),
-    };
+    }
+}
+
+/// `shoal cluster rebalance`.
+pub(super) async fn rebalance(args: super::MoveWait) -> anyhow::Result<()> {
+    let credentials = args.access.credentials()?;
+    let bus = args.access.bus().await?;
+    let map = controller_map(&bus, &credentials, &Request::Rebalance).await?;
     if map.migrations.is_empty() {
         println!("the slots are where placement wants them: nothing to move");
         return Ok(());
@@ -153,17 +150,12 @@ pub(super) async fn rebalance(args: super::RebalanceArgs) -> anyhow::Result<()> 
 pub(super) async fn move_slots(args: super::MoveSlotsArgs) -> anyhow::Result<()> {
     let to: NodeId = args.to.parse()?;
     let slots: Vec<(u16, u16)> = args.slots.into_iter().flatten().collect();
-    let credentials = args.access.credentials()?;
-    let bus = args.access.bus().await?;
+    let credentials = args.wait.access.credentials()?;
+    let bus = args.wait.access.bus().await?;
     let request = Request::MoveSlots {
         groups: vec![(slots.clone(), to)],
     };
-    let answer = bus::call_leader(&bus, &credentials, &request, Duration::from_secs(12), 4).await?;
-    let map = match answer {
-        Reply::Map(map) => map,
-        Reply::Error(e) => bail!("the controller refused: {e}"),
-        other => bail!("unexpected answer {other:?}"),
-    };
+    let mut map = controller_map(&bus, &credentials, &request).await?;
     let requested = |m: &ClusterMap| {
         m.migrations
             .iter()
@@ -172,11 +164,9 @@ pub(super) async fn move_slots(args: super::MoveSlotsArgs) -> anyhow::Result<()>
     if requested(&map) {
         print!("{}", migrations_part(&map));
         let buses = through(&bus, &map, None);
-        let limit = Duration::from_secs(args.wait_timeout);
-        wait_for_migrations(&buses, &credentials, limit, |m| !requested(m)).await?;
+        let limit = Duration::from_secs(args.wait.wait_timeout);
+        map = wait_for_migrations(&buses, &credentials, limit, |m| !requested(m)).await?;
     }
-    let status = leader_status_through(&through(&bus, &map, None), &credentials).await;
-    let map = status.map_or(map, |s| s.map);
     let shard = map.placement_of(to).map(|(s, _)| s.id);
     let count: usize = slots
         .iter()

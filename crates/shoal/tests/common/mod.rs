@@ -397,3 +397,12 @@ pub fn node_spec(
         dir: None,
     }
 }
+
+/// `CLUSTER NODES` of `node`, or what went wrong (for a poll's report).
+pub async fn cluster_nodes(node: &shoal_testkit::NodeProcess) -> String {
+    match node.command(&["CLUSTER", "NODES"]).await {
+        Ok(reply) => shoal_testkit::resp::text(&reply)
+            .unwrap_or_else(|| format!("CLUSTER NODES answered {reply:?}")),
+        Err(e) => format!("CLUSTER NODES failed: {e}"),
+    }
+}
